@@ -1,0 +1,39 @@
+# tfaural — the two commands of the quick start are `make demo` and `make test`.
+# Both create .venv (if needed), install the package and the Debian packages it needs, then run.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tfaural-installed
+DEMO_DIR ?= demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: install system-deps test lint demo clean benchmarks
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) system-deps
+
+system-deps:
+	bash scripts/install_system_deps.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest
+
+demo: install
+	$(PY) -m tfaural.quickstart --output $(DEMO_DIR)
+
+benchmarks: install
+	$(PY) -m benchmarks --output benchmarks/results.json
+
+clean:
+	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""SavedModel export: the contract between training, TF Serving and the Beam jobs."""

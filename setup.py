@@ -1,0 +1,73 @@
+"""Package metadata for tfaural, export and beam_jobs.
+
+This file is also what Apache Beam ships to remote workers (``--setup_file ./setup.py``),
+so it must stay importable with nothing but setuptools installed.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tfaural" / "_version.py").read_text()).group(1)  # type: ignore[union-attr]
+
+INSTALL_REQUIRES = [
+    "tensorflow>=2.21,<2.22",
+    "keras>=3.10",
+    "apache-beam[gcp]>=2.77",
+    "tensorflow-datasets>=4.9.10",
+    "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.10 without being declared
+    "librosa>=0.11",
+    "soundfile>=0.14",
+    "soxr>=0.5",
+    "numpy>=2",
+    "scikit-learn>=1.5",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+    "pretty_midi>=0.2.10",
+    "pyfluidsynth>=1.3.3",
+    "pyarrow>=15",
+    "dask[distributed]>=2024.1",
+]
+
+EXTRAS = {
+    "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "ruff>=0.6",
+        "mypy>=1.10",
+        "selenium>=4.20",
+        "tensorflow-serving-api>=2.21,<2.22",
+    ],
+}
+
+setup(
+    name="tfaural",
+    version=VERSION,
+    description="Listen to what a music CNN has learnt: training, SavedModel export and Beam jobs for "
+    "auralisation, tagging and transfer features.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfaural", "tfaural.*", "export", "export.*", "beam_jobs", "beam_jobs.*"]),
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "tfaural-train=tfaural.train:main",
+            "tfaural-evaluate=tfaural.evaluate:main",
+            "tfaural-export=export.__main__:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Multimedia :: Sound/Audio :: Analysis",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

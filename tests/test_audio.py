@@ -1,0 +1,295 @@
+"""tfaural.audio on real files of many formats, rates and bit depths, and on broken ones."""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+from collections.abc import Callable
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import sine
+
+from tfaural import audio
+from tfaural.errors import (
+    AudioDecodeError,
+    AudioError,
+    EmptyAudioError,
+    InvalidAudioError,
+    ParameterError,
+    TfauralError,
+)
+
+SR = 22050
+WriteAudio = Callable[..., pathlib.Path]
+
+
+def _peak_freq(y: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / sr)[np.argmax(spectrum)])
+
+
+# Lossless formats: (subtype, extension, max abs error against the float signal).
+LOSSLESS = [
+    ("PCM_U8", "wav", 1 / 128),
+    ("PCM_16", "wav", 1 / 32768),
+    ("PCM_24", "wav", 1 / 2**23),
+    ("PCM_32", "wav", 1 / 2**31),
+    ("FLOAT", "wav", 0.0),
+    ("DOUBLE", "wav", 1e-7),
+    ("PCM_16", "flac", 1 / 32768),
+    ("PCM_24", "flac", 1 / 2**23),
+]
+
+
+@pytest.mark.parametrize("subtype,ext,tol", LOSSLESS)
+def test_lossless_formats_decode_exactly(write_audio: WriteAudio, subtype: str, ext: str, tol: float) -> None:
+    y = sine(440, 0.5, sample_rate=SR)
+    path = write_audio(f"tone_{subtype}.{ext}", y, sample_rate=SR, subtype=subtype)
+    loaded, sr = audio.load(path, sample_rate=None)
+    assert sr == SR and loaded.dtype == np.float32 and loaded.shape == y.shape
+    assert np.max(np.abs(loaded - y)) <= tol + 1e-7
+    assert np.max(np.abs(loaded)) <= 1.0
+
+
+@pytest.mark.parametrize("ext,subtype", [("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")])
+def test_lossy_formats_keep_pitch_and_level(write_audio: WriteAudio, ext: str, subtype: str) -> None:
+    y = sine(1000, 1.0, sample_rate=44100, amplitude=0.5)
+    path = write_audio(f"tone.{ext}", y, sample_rate=44100, subtype=subtype)
+    loaded, sr = audio.load(path, sample_rate=SR)
+    assert sr == SR
+    assert abs(len(loaded) - SR) <= 0.1 * SR  # MP3 adds encoder delay/padding
+    assert abs(_peak_freq(loaded, SR) - 1000) < 5
+    rms = float(np.sqrt(np.mean(loaded[SR // 10 : -SR // 10] ** 2)))
+    assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
+@pytest.mark.parametrize("native_sr", [8000, 44100, 96000])
+def test_resampling_matches_librosa_soxr_hq(write_audio: WriteAudio, native_sr: int) -> None:
+    y = sine(440, 1.0, sample_rate=native_sr)
+    path = write_audio(f"tone_{native_sr}.wav", y, sample_rate=native_sr, subtype="FLOAT")
+    loaded, sr = audio.load(path, sample_rate=SR)
+    ref = librosa.resample(y, orig_sr=native_sr, target_sr=SR, res_type="soxr_hq")
+    assert sr == SR and loaded.shape == ref.shape == (int(np.ceil(len(y) * SR / native_sr)),)
+    np.testing.assert_allclose(loaded, ref, atol=1e-5)
+    assert abs(_peak_freq(loaded, SR) - 440) < 2
+
+
+def test_stereo_is_mixed_down_or_kept(write_audio: WriteAudio) -> None:
+    left, right = sine(440, 0.5, sample_rate=SR), sine(660, 0.5, sample_rate=SR, amplitude=0.25)
+    path = write_audio("stereo.wav", np.stack([left, right]), sample_rate=SR, subtype="FLOAT")
+    mono, _ = audio.load(path, sample_rate=SR)
+    np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-7)
+    both, _ = audio.load(path, sample_rate=SR, mono=False)
+    assert both.shape == (2, len(left))
+    np.testing.assert_allclose(both[1], right, atol=1e-7)
+
+
+def test_bytes_and_file_objects_decode_like_paths(write_audio: WriteAudio) -> None:
+    path = write_audio("tone.flac", sine(440, 0.3, sample_rate=SR), sample_rate=SR, subtype="PCM_16")
+    from_path, _ = audio.load(path, sample_rate=SR)
+    data = path.read_bytes()
+    from_bytes, _ = audio.load(data, sample_rate=SR)
+    with open(path, "rb") as handle:
+        from_file, _ = audio.load(handle, sample_rate=SR)
+    np.testing.assert_array_equal(from_path, from_bytes)
+    np.testing.assert_array_equal(from_path, from_file)
+
+
+def test_offset_and_duration(write_audio: WriteAudio) -> None:
+    y = np.linspace(-0.5, 0.5, SR * 2, dtype=np.float32)
+    path = write_audio("ramp.wav", y, sample_rate=SR, subtype="FLOAT")
+    part, _ = audio.load(path, sample_rate=None, offset=0.5, duration=0.25)
+    np.testing.assert_array_equal(part, y[SR // 2 : SR // 2 + SR // 4])
+    with pytest.raises(EmptyAudioError, match="past the end"):
+        audio.load(path, sample_rate=None, offset=5.0)
+
+
+# ---------------------------------------------------------------- broken inputs
+
+
+def _zero_length_wav(path: pathlib.Path) -> None:
+    sf.write(path, np.zeros(0, np.float32), SR, subtype="PCM_16")
+
+
+BROKEN: list[tuple[str, Callable[[pathlib.Path], None], type[AudioError], str]] = [
+    ("empty.wav", lambda p: p.write_bytes(b""), AudioDecodeError, "empty file"),
+    ("zero_length.wav", _zero_length_wav, EmptyAudioError, "zero-length"),
+    ("noise.mp3", lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096)), AudioDecodeError, "not a readable"),
+    ("notes.wav", lambda p: p.write_text("this is not audio\n" * 20), AudioDecodeError, "not a readable"),
+    ("truncated.flac", None, AudioDecodeError, ""),  # filled in by the test
+]
+
+
+@pytest.mark.parametrize("name,make,error,match", BROKEN)
+def test_broken_files_raise_named_errors(
+    tmp_path: pathlib.Path, name: str, make: Callable[[pathlib.Path], None] | None, error: type, match: str
+) -> None:
+    path = tmp_path / name
+    if make is None:  # a FLAC cut in the middle of its frames
+        full = io.BytesIO()
+        sf.write(full, sine(440, 2.0, sample_rate=SR), SR, format="FLAC")
+        path.write_bytes(full.getvalue()[:200])
+    else:
+        make(path)
+    with pytest.raises(TfauralError) as info:
+        audio.load(path, sample_rate=SR)
+    err = info.value
+    assert isinstance(err, AudioError), f"{type(err).__name__}: {err}"
+    if make is not None:
+        assert isinstance(err, error)
+    assert str(path) in str(err) and err.source == str(path)
+    assert match in str(err)
+
+
+def test_truncated_wav_returns_what_is_there(tmp_path: pathlib.Path) -> None:
+    buf = io.BytesIO()
+    y = sine(440, 1.0, sample_rate=SR)
+    sf.write(buf, y, SR, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+    path = tmp_path / "half.wav"
+    path.write_bytes(data[: len(data) // 2])
+    loaded, _ = audio.load(path, sample_rate=SR)
+    assert 0 < len(loaded) < len(y)
+    np.testing.assert_allclose(loaded, y[: len(loaded)], atol=1 / 32768 + 1e-7)
+
+
+def test_missing_file_and_directory(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(AudioDecodeError, match="file not found"):
+        audio.load(tmp_path / "nope.wav", sample_rate=SR)
+    with pytest.raises(AudioDecodeError, match="directory"):
+        audio.load(tmp_path, sample_rate=SR)
+
+
+def test_nan_and_inf_samples_are_rejected(write_audio: WriteAudio) -> None:
+    y = sine(440, 0.1, sample_rate=SR)
+    y[10] = np.nan
+    y[20] = np.inf
+    path = write_audio("nan.wav", y, sample_rate=SR, subtype="FLOAT")
+    with pytest.raises(InvalidAudioError, match="2 sample"):
+        audio.load(path, sample_rate=SR)
+
+
+def test_silence_and_too_short(write_audio: WriteAudio) -> None:
+    silent = write_audio("silent.wav", np.zeros(SR, np.float32), sample_rate=SR)
+    y, _ = audio.load(silent, sample_rate=SR)  # silence is valid audio by default
+    assert not y.any()
+    with pytest.raises(InvalidAudioError, match="silence"):
+        audio.load(silent, sample_rate=SR, require_sound=True)
+    short = write_audio("short.wav", sine(440, 0.01, sample_rate=SR), sample_rate=SR)
+    with pytest.raises(EmptyAudioError, match="too short"):
+        audio.load(short, sample_rate=SR, min_samples=1000)
+
+
+@pytest.mark.parametrize("rate", [0, -1, 22050.5, True])
+def test_bad_sample_rate_is_a_parameter_error(write_audio: WriteAudio, rate: object) -> None:
+    path = write_audio("x.wav", sine(440, 0.1, sample_rate=SR), sample_rate=SR)
+    with pytest.raises(ParameterError, match="sample_rate="):
+        audio.load(path, sample_rate=rate)  # type: ignore[arg-type]
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(AudioDecodeError("a/b.wav", "corrupt")))
+    assert isinstance(err, AudioDecodeError) and err.source == "a/b.wav" and str(err) == "a/b.wav: corrupt"
+
+
+# ---------------------------------------------------------------- long files
+
+
+@pytest.mark.parametrize("native_sr,target_sr", [(SR, SR), (44100, SR), (8000, 11025)])
+def test_iter_blocks_concatenates_to_load(write_audio: WriteAudio, native_sr: int, target_sr: int) -> None:
+    rng = np.random.default_rng(3)
+    y = (0.3 * rng.standard_normal(native_sr * 5)).astype(np.float32)
+    path = write_audio("long.wav", y, sample_rate=native_sr, subtype="FLOAT")
+    blocks = list(audio.iter_blocks(path, sample_rate=target_sr, block_seconds=1.3))
+    whole, _ = audio.load(path, sample_rate=target_sr)
+    block_len = int(round(1.3 * target_sr))
+    assert all(len(b) == block_len for b in blocks[:-1]) and 0 < len(blocks[-1]) <= block_len
+    joined = np.concatenate(blocks)
+    assert abs(len(joined) - len(whole)) <= 1
+    n = min(len(joined), len(whole))
+    # Streaming and one-shot soxr differ only in the last few samples' filter tails.
+    np.testing.assert_allclose(joined[: n - 64], whole[: n - 64], atol=1e-4)
+
+
+def test_iter_blocks_on_empty_audio(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "zero.wav"
+    _zero_length_wav(path)
+    with pytest.raises(EmptyAudioError):
+        list(audio.iter_blocks(path, sample_rate=SR))
+
+
+# ---------------------------------------------------------------- segment / write
+
+
+@pytest.mark.parametrize("hop", [None, 1000])
+def test_segment_matches_numpy_slicing(hop: int | None) -> None:
+    y = np.arange(10_500, dtype=np.float32)
+    out = audio.segment(y, length=3000, hop=hop)
+    step = hop or 3000
+    expected = np.stack([y[i : i + 3000] for i in range(0, len(y) - 3000 + 1, step)])
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_segment_samplecnn_recipe() -> None:
+    clip = np.ones(int(29.1 * 22050), np.float32)
+    assert audio.segment(clip, length=59049, max_segments=10).shape == (10, 59049)
+
+
+def test_segment_padding_modes() -> None:
+    y = np.arange(1, 6, dtype=np.float32)
+    np.testing.assert_array_equal(audio.segment(y, length=4, pad="constant"), [[1, 2, 3, 4], [5, 0, 0, 0]])
+    np.testing.assert_array_equal(audio.segment(y, length=4, pad="wrap"), [[1, 2, 3, 4], [5, 1, 2, 3]])
+    np.testing.assert_array_equal(audio.segment(y, length=8, pad="constant"), [[1, 2, 3, 4, 5, 0, 0, 0]])
+    with pytest.raises(EmptyAudioError, match="too short: 5 samples"):
+        audio.segment(y, length=8, pad="none", source="clip.wav")
+    with pytest.raises(ParameterError, match="pad='edge'"):
+        audio.segment(y, length=2, pad="edge")
+
+
+def test_write_round_trip_and_never_clips(tmp_path: pathlib.Path) -> None:
+    y = sine(440, 0.2, sample_rate=SR)
+    out = tmp_path / "sub" / "out.wav"
+    audio.write(out, y, sample_rate=SR)
+    back, sr = audio.load(out, sample_rate=None)
+    assert sr == SR
+    np.testing.assert_allclose(back, y, atol=1 / 32768 + 1e-7)
+    assert [p.name for p in out.parent.iterdir()] == ["out.wav"]  # no temporary left behind
+
+    with pytest.raises(InvalidAudioError, match="would clip"):
+        audio.write(tmp_path / "loud.wav", 3 * y, sample_rate=SR)
+    assert not (tmp_path / "loud.wav").exists()
+    audio.write(tmp_path / "loud.flac", 3 * y, sample_rate=SR, normalize=True)
+    loud, _ = audio.load(tmp_path / "loud.flac", sample_rate=None)
+    assert 0.99 < np.max(np.abs(loud)) <= 1.0
+
+    audio.write(tmp_path / "silence.wav", np.zeros(100, np.float32), sample_rate=SR, normalize=True)
+    silence, _ = audio.load(tmp_path / "silence.wav", sample_rate=None)
+    assert not silence.any()
+    with pytest.raises(InvalidAudioError, match="NaN"):
+        audio.write(tmp_path / "nan.wav", np.full(10, np.nan, np.float32), sample_rate=SR)
+
+
+def test_write_to_file_object_needs_format() -> None:
+    y = sine(440, 0.1, sample_rate=SR)
+    buf = io.BytesIO()
+    audio.write(buf, y, sample_rate=SR, format="flac")
+    assert audio.info(buf.getvalue()).format == "FLAC"
+    with pytest.raises(ParameterError, match="format="):
+        audio.write(io.BytesIO(), y, sample_rate=SR)
+
+
+def test_info_reports_header(write_audio: WriteAudio) -> None:
+    path = write_audio("stereo24.wav", np.zeros((2, 8000), np.float32), sample_rate=8000, subtype="PCM_24")
+    meta = audio.info(path)
+    assert (meta.sample_rate, meta.channels, meta.frames, meta.subtype) == (8000, 2, 8000, "PCM_24")
+    assert meta.duration == pytest.approx(1.0)
+    missing = path.with_suffix(".flac")
+    with pytest.raises(AudioDecodeError, match="file not found") as err:
+        audio.info(missing)
+    assert os.fspath(missing) in str(err.value)

@@ -1,0 +1,67 @@
+"""tfaural.config: validation on construction and JSON round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.errors import ConfigError, TfauralError
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AudioConfig(),
+        AudioConfig(sample_rate=11025, mono=False),
+        STFTConfig(),
+        STFTConfig(n_fft=729, hop_length=243, win_length=243),
+        SegmentConfig(),
+        SegmentConfig(length=44100, hop=22050, n_segments=10, pad="constant"),
+    ],
+)
+def test_json_round_trip(config: AudioConfig | STFTConfig | SegmentConfig) -> None:
+    text = config.to_json()
+    again = type(config).from_json(text)
+    assert again == config
+    assert again.to_dict() == config.to_dict()
+
+
+def test_configs_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        STFTConfig().n_fft = 1024  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        (lambda: AudioConfig(sample_rate=0), "sample_rate=0"),
+        (lambda: AudioConfig(sample_rate=-8000), "sample_rate=-8000"),
+        (lambda: STFTConfig(n_fft=1), "n_fft=1"),
+        (lambda: STFTConfig(n_fft=512, hop_length=1024), "hop_length=1024"),
+        (lambda: STFTConfig(n_fft=512, win_length=2048), "win_length=2048"),
+        (lambda: STFTConfig(window="hamming"), "window='hamming'"),
+        (lambda: SegmentConfig(length=0), "length=0"),
+        (lambda: SegmentConfig(pad="reflect"), "pad='reflect'"),
+    ],
+)
+def test_invalid_values_raise_config_error_naming_the_field(factory, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=match):
+        factory()
+
+
+def test_from_json_errors_are_tfaural_errors() -> None:
+    with pytest.raises(TfauralError, match="unknown field"):
+        STFTConfig.from_dict({"n_fft": 512, "hop": 3})
+    with pytest.raises(TfauralError, match="not valid JSON"):
+        STFTConfig.from_json("{n_fft: 512")
+    with pytest.raises(ConfigError, match="hop_length=0"):
+        STFTConfig.from_json('{"n_fft": 512, "hop_length": 0}')
+
+
+def test_derived_sizes() -> None:
+    stft = STFTConfig(n_fft=512, hop_length=256)
+    assert stft.n_freq == 257
+    assert stft.n_frames(44100) == 173
+    assert SegmentConfig(length=59049).step == 59049

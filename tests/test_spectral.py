@@ -1,0 +1,142 @@
+"""tfaural.spectral against librosa (independent reference) and round-trip identities."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfaural import spectral
+from tfaural.errors import ParameterError
+
+N_FFTS = [512, 729, 1024]
+
+
+def _signal(rng: np.random.Generator, n: int) -> np.ndarray:
+    t = np.arange(n) / 22050
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_fft", N_FFTS)
+@pytest.mark.parametrize("hop_div", [2, 4])
+def test_stft_matches_librosa(rng: np.random.Generator, n_fft: int, hop_div: int) -> None:
+    y = _signal(rng, 11025)
+    hop = n_fft // hop_div
+    ours = spectral.stft(y, n_fft=n_fft, hop_length=hop).numpy()
+    ref = librosa.stft(y, n_fft=n_fft, hop_length=hop, center=True)
+    assert ours.shape == ref.shape
+    # Relative to the largest coefficient: float32 FFT rounding is ~1e-7 of it.
+    assert np.max(np.abs(ours - ref)) / np.max(np.abs(ref)) <= 1e-4
+
+
+@pytest.mark.parametrize("n_fft,win_length", [(729, 243), (729, 81), (1024, 400)])
+def test_stft_short_window_matches_librosa(rng: np.random.Generator, n_fft: int, win_length: int) -> None:
+    y = _signal(rng, 8000)
+    ours = spectral.stft(y, n_fft=n_fft, hop_length=win_length // 2, win_length=win_length).numpy()
+    ref = librosa.stft(y, n_fft=n_fft, hop_length=win_length // 2, win_length=win_length, center=True)
+    assert np.max(np.abs(ours - ref)) / np.max(np.abs(ref)) <= 1e-4
+
+
+def test_stft_uncentred_matches_librosa(rng: np.random.Generator) -> None:
+    y = _signal(rng, 59049)
+    ours = spectral.stft(y, n_fft=729, hop_length=243, center=False).numpy()
+    ref = librosa.stft(y, n_fft=729, hop_length=243, center=False)
+    assert ours.shape == ref.shape == (365, spectral.n_frames(59049, n_fft=729, hop_length=243, center=False))
+    assert np.max(np.abs(ours - ref)) / np.max(np.abs(ref)) <= 1e-4
+
+
+@pytest.mark.parametrize("n_fft", N_FFTS)
+@pytest.mark.parametrize("hop_div", [2, 4])
+@pytest.mark.parametrize("length", [4096, 4097, 11025])
+def test_istft_inverts_stft_including_edges(rng: np.random.Generator, n_fft: int, hop_div: int, length: int) -> None:
+    y = _signal(rng, length)
+    hop = n_fft // hop_div
+    y_hat = spectral.istft(spectral.stft(y, n_fft=n_fft, hop_length=hop), n_fft=n_fft, hop_length=hop, length=length)
+    assert y_hat.shape == (length,)
+    err = np.abs(y_hat.numpy() - y)
+    assert err.max() <= 1e-5, f"max error {err.max()}"
+    edge = n_fft // 2  # the first and last half-window are where uncentred STFTs fail
+    assert err[:edge].max() <= 1e-5 and err[-edge:].max() <= 1e-5
+
+
+def test_istft_matches_librosa_istft(rng: np.random.Generator) -> None:
+    spec = librosa.stft(_signal(rng, 6000), n_fft=512, hop_length=128)
+    spec = spec * rng.uniform(0.2, 1.0, size=spec.shape)  # not a consistent STFT any more
+    ours = spectral.istft(spec.astype(np.complex64), hop_length=128, length=6000).numpy()
+    ref = librosa.istft(spec, hop_length=128, length=6000)
+    assert np.max(np.abs(ours - ref)) <= 1e-5
+
+
+def test_batched_and_unknown_shapes_under_tf_function(rng: np.random.Generator) -> None:
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def roundtrip(y: tf.Tensor) -> tf.Tensor:
+        spec = spectral.stft(y, n_fft=512, hop_length=256)
+        return spectral.istft(spec, n_fft=512, hop_length=256, length=tf.shape(y)[-1])
+
+    batch = np.stack([_signal(rng, 5000), _signal(rng, 5000)])
+    out = roundtrip(batch).numpy()
+    assert out.shape == batch.shape
+    np.testing.assert_allclose(out, batch, atol=1e-5)
+    for i in range(2):
+        np.testing.assert_allclose(
+            spectral.stft(batch, n_fft=512, hop_length=256).numpy()[i],
+            librosa.stft(batch[i], n_fft=512, hop_length=256),
+            atol=1e-4 * np.abs(batch[i]).sum(),
+        )
+
+
+def test_magphase_matches_librosa(rng: np.random.Generator) -> None:
+    spec = librosa.stft(_signal(rng, 4000), n_fft=512, hop_length=256)
+    spec[0, 0] = 0  # phase of an exact zero is 1, as in librosa
+    mag, phase = spectral.magphase(tf.constant(spec))
+    ref_mag, ref_phase = librosa.magphase(spec)
+    np.testing.assert_allclose(mag.numpy(), ref_mag, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(phase.numpy(), ref_phase, atol=1e-5)
+    np.testing.assert_allclose((tf.cast(mag, tf.complex64) * phase).numpy(), spec, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_fft,hop,power", [(512, 256, 2.0), (729, 243, 1.0), (1024, 512, 2.0)])
+def test_mel_matches_librosa(rng: np.random.Generator, n_fft: int, hop: int, power: float) -> None:
+    y = _signal(rng, 22050)
+    ours = spectral.melspectrogram(y, sample_rate=22050, n_fft=n_fft, hop_length=hop, n_mels=128, power=power).numpy()
+    ref = librosa.feature.melspectrogram(y=y, sr=22050, n_fft=n_fft, hop_length=hop, n_mels=128, power=power)
+    assert ours.shape == ref.shape == (128, 1 + 22050 // hop)
+    assert np.max(np.abs(ours - ref)) / np.max(ref) <= 1e-4
+
+
+@pytest.mark.parametrize("sr,n_fft,fmax", [(22050, 729, None), (16000, 512, 7000.0), (11025, 512, None)])
+def test_mel_filterbank_matches_librosa(sr: int, n_fft: int, fmax: float | None) -> None:
+    ours = spectral.mel_filterbank(sample_rate=sr, n_fft=n_fft, n_mels=128, fmax=fmax)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=128, fmax=fmax)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_log_compress_and_inverse() -> None:
+    x = np.array([0.0, 0.1, -1.0, 10.0], np.float32)
+    np.testing.assert_allclose(spectral.log_compress(x).numpy(), np.log1p(10 * np.abs(x)), rtol=1e-6)
+    np.testing.assert_allclose(spectral.log_decompress(spectral.log_compress(np.abs(x))).numpy(), np.abs(x), rtol=1e-5)
+    with pytest.raises(ParameterError, match="c=0"):
+        spectral.log_compress(x, c=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"n_fft": 1, "hop_length": 1}, "n_fft=1"),
+        ({"n_fft": 512, "hop_length": 0}, "hop_length=0"),
+        ({"n_fft": 512, "hop_length": 600}, "hop_length=600"),
+        ({"n_fft": 512, "hop_length": 128, "win_length": 1024}, "win_length=1024"),
+    ],
+)
+def test_invalid_parameters_name_the_value(kwargs: dict, match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        spectral.stft(np.zeros(1000, np.float32), **kwargs)
+
+
+def test_n_frames_matches_stft() -> None:
+    for n in (1000, 44100, 59049):
+        spec = spectral.stft(np.zeros(n, np.float32), n_fft=512, hop_length=256)
+        assert spec.shape[-1] == spectral.n_frames(n, n_fft=512, hop_length=256)
+    # The Choi recipe: 4 s at 11,025 Hz, 512-point FFT, hop 256 -> 257 x 173.
+    assert spectral.stft(np.zeros(44100, np.float32), n_fft=512, hop_length=256).shape == (257, 173)

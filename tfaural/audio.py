@@ -1,0 +1,472 @@
+"""Audio decoding, mixing, resampling, segmentation and writing.
+
+Decoding goes through soundfile (libsndfile: WAV in 8/16/24/32-bit integer and
+float, FLAC, OGG/Vorbis, MP3 and more) and resampling through soxr at librosa's
+default quality (``soxr_hq``). Every failure is raised as an
+:class:`~tfaural.errors.AudioError` subclass naming the source and the problem;
+no soundfile or soxr exception escapes.
+
+Conventions: waveforms are float32 NumPy arrays ``[samples]`` (mono) or
+``[channels, samples]`` (``mono=False``), in [-1, 1] for integer formats;
+sample rates are keyword-only and in Hz.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from tfaural.config import PAD_MODES
+from tfaural.errors import (
+    AudioDecodeError,
+    EmptyAudioError,
+    InvalidAudioError,
+    ParameterError,
+    describe_source,
+)
+
+__all__ = [
+    "AudioSource",
+    "AudioInfo",
+    "info",
+    "load",
+    "iter_blocks",
+    "to_mono",
+    "resample",
+    "segment",
+    "n_segments",
+    "write",
+    "RESAMPLE_QUALITY",
+]
+
+logger = logging.getLogger(__name__)
+
+AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
+"""A path, the encoded bytes of a file, or a binary file object."""
+
+RESAMPLE_QUALITY = "HQ"
+"""soxr quality preset; ``"HQ"`` is what ``librosa.resample(res_type="soxr_hq")`` uses."""
+
+# Subtypes written by default per container, so that files open everywhere.
+_DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
+# Largest float that PCM_16 stores without clipping (32767 / 32768).
+_PEAK_TARGET = 32767.0 / 32768.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says.
+
+    Attributes:
+        sample_rate: Native sample rate in Hz.
+        channels: Number of channels.
+        frames: Number of samples per channel (approximate for some MP3 files).
+        format: Container, e.g. ``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``.
+        subtype: Sample encoding, e.g. ``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``.
+    """
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds."""
+        return self.frames / self.sample_rate
+
+
+def _check_rate(sample_rate: int | None, name: str = "sample_rate") -> None:
+    if sample_rate is None:
+        return
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ParameterError(f"{name}={sample_rate!r} is invalid: expected a positive integer number of Hz or None")
+
+
+@contextlib.contextmanager
+def _open(source: AudioSource) -> Iterator[sf.SoundFile]:
+    """Opens ``source`` with soundfile, translating every failure into an AudioError."""
+    name = describe_source(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise AudioDecodeError(name, "file not found")
+        if os.path.isdir(path):
+            raise AudioDecodeError(name, "is a directory, expected an audio file")
+        if os.path.getsize(path) == 0:
+            raise AudioDecodeError(name, "empty file (0 bytes)")
+        handle: Any = path
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioDecodeError(name, "empty input (0 bytes)")
+        handle = io.BytesIO(bytes(source))
+    elif hasattr(source, "read"):
+        handle = source
+    else:
+        raise ParameterError(
+            f"cannot read audio from a {type(source).__name__}: expected a path, bytes or a binary file object"
+        )
+    try:
+        snd = sf.SoundFile(handle)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioDecodeError(name, f"not a readable audio file ({_clean(err)})") from None
+    try:
+        if snd.samplerate <= 0:
+            raise AudioDecodeError(name, f"header declares an invalid sample rate {snd.samplerate}")
+        yield snd
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as err:
+        raise AudioDecodeError(name, f"decoding failed, the file may be truncated or corrupt ({_clean(err)})") from None
+    finally:
+        snd.close()
+
+
+def _clean(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.replace("\n", " ")
+
+
+def info(source: AudioSource) -> AudioInfo:
+    """Reads a file's header without decoding its samples.
+
+    Args:
+        source: A path, the file's bytes, or a binary file object.
+
+    Returns:
+        The :class:`AudioInfo` of the file.
+
+    Raises:
+        AudioDecodeError: If the file is missing, empty or not audio.
+    """
+    with _open(source) as snd:
+        return AudioInfo(
+            sample_rate=int(snd.samplerate),
+            channels=int(snd.channels),
+            frames=int(snd.frames),
+            format=str(snd.format),
+            subtype=str(snd.subtype),
+        )
+
+
+def to_mono(y: np.ndarray) -> np.ndarray:
+    """Averages channels: ``[channels, samples]`` → ``[samples]`` (1-D input is returned as is)."""
+    y = np.asarray(y, dtype=np.float32)
+    return y if y.ndim == 1 else y.mean(axis=0, dtype=np.float32)
+
+
+def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resamples with soxr at librosa's default quality.
+
+    Args:
+        y: float32 ``[samples]`` or ``[channels, samples]``.
+        orig_sr: Sample rate of ``y`` in Hz.
+        target_sr: Wanted sample rate in Hz.
+
+    Returns:
+        float32 array with the same leading shape and
+        ``ceil(samples * target_sr / orig_sr)`` samples.
+    """
+    _check_rate(orig_sr, "orig_sr")
+    _check_rate(target_sr, "target_sr")
+    y = np.asarray(y, dtype=np.float32)
+    if orig_sr == target_sr:
+        return y
+    if y.ndim == 1:
+        return soxr.resample(y, orig_sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+    out = soxr.resample(y.T, orig_sr, target_sr, quality=RESAMPLE_QUALITY)
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def _validate_samples(y: np.ndarray, name: str) -> None:
+    if y.shape[-1] == 0:
+        raise EmptyAudioError(name, "no audio samples (zero-length audio)")
+    if not np.isfinite(y).all():
+        bad = int(np.size(y) - np.isfinite(y).sum())
+        raise InvalidAudioError(name, f"{bad} sample(s) are NaN or Inf")
+
+
+def load(
+    source: AudioSource,
+    *,
+    sample_rate: int | None,
+    mono: bool = True,
+    offset: float = 0.0,
+    duration: float | None = None,
+    min_samples: int = 1,
+    require_sound: bool = False,
+) -> tuple[np.ndarray, int]:
+    """Decodes audio, mixes it down and resamples it.
+
+    Args:
+        source: A path, the encoded bytes of a file, or a binary file object.
+        sample_rate: Target rate in Hz (keyword-only); ``None`` keeps the native rate.
+        mono: Average all channels into one.
+        offset: Start reading this many seconds into the file.
+        duration: Read at most this many seconds (``None``: to the end).
+        min_samples: Fewest samples (after resampling) the caller can use; fewer
+            raises :class:`EmptyAudioError` ("too short").
+        require_sound: Raise :class:`InvalidAudioError` for digital silence.
+
+    Returns:
+        ``(y, sr)``: float32 ``[samples]`` (or ``[channels, samples]`` when
+        ``mono=False``), values in [-1, 1) for integer formats, and its rate in Hz.
+
+    Raises:
+        AudioDecodeError: Missing, empty, non-audio, corrupt or truncated input.
+        EmptyAudioError: No samples, or fewer than ``min_samples``.
+        InvalidAudioError: NaN/Inf samples, or silence with ``require_sound``.
+        ParameterError: A non-positive ``sample_rate``, negative offset or duration.
+    """
+    _check_rate(sample_rate)
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise ParameterError(f"offset={offset!r}, duration={duration!r}: expected offset >= 0 and duration > 0")
+    name = describe_source(source)
+    with _open(source) as snd:
+        native_sr = int(snd.samplerate)
+        start = int(round(offset * native_sr))
+        if start:
+            if snd.frames and start >= snd.frames:
+                length = snd.frames / native_sr
+                raise EmptyAudioError(name, f"offset {offset} s is past the end of the audio ({length:.3f} s)")
+            snd.seek(start)
+        frames = -1 if duration is None else int(round(duration * native_sr))
+        data = snd.read(frames=frames, dtype="float32", always_2d=True)  # [samples, channels]
+    y = np.ascontiguousarray(data.T)  # [channels, samples]
+    _validate_samples(y, name)
+    if mono:
+        y = to_mono(y)
+    if sample_rate is not None and sample_rate != native_sr:
+        y = resample(y, orig_sr=native_sr, target_sr=sample_rate)
+    sr = native_sr if sample_rate is None else sample_rate
+    if y.shape[-1] < min_samples:
+        raise EmptyAudioError(
+            name, f"too short: {y.shape[-1]} samples ({y.shape[-1] / sr:.3f} s) at {sr} Hz, need at least {min_samples}"
+        )
+    if require_sound and not np.any(y):
+        raise InvalidAudioError(name, "the audio is digital silence (every sample is 0)")
+    peak = float(np.max(np.abs(y)))
+    if peak > 1.0:
+        logger.warning("%s: float samples exceed [-1, 1] (peak %.3f); left unscaled", name, peak)
+    return y, sr
+
+
+def iter_blocks(
+    source: AudioSource,
+    *,
+    sample_rate: int | None,
+    block_seconds: float = 60.0,
+    mono: bool = True,
+) -> Iterator[np.ndarray]:
+    """Decodes a long file block by block, without holding it all in memory.
+
+    Resampling is streamed (``soxr.ResampleStream``), so the concatenated blocks
+    equal :func:`load`'s output up to the resampler's edge handling.
+
+    Args:
+        source: A path, bytes or a binary file object.
+        sample_rate: Target rate in Hz; ``None`` keeps the native rate.
+        block_seconds: Length of every block but the last, in seconds at the output rate.
+        mono: Average channels.
+
+    Yields:
+        float32 ``[samples]`` (or ``[channels, samples]``) blocks of exactly
+        ``round(block_seconds * rate)`` samples, the last one shorter.
+
+    Raises:
+        The errors of :func:`load` (an empty file raises before anything is yielded).
+    """
+    _check_rate(sample_rate)
+    if block_seconds <= 0:
+        raise ParameterError(f"block_seconds={block_seconds!r} is invalid: expected a positive number of seconds")
+    name = describe_source(source)
+    with _open(source) as snd:
+        native_sr = int(snd.samplerate)
+        out_sr = native_sr if sample_rate is None else sample_rate
+        block_len = max(1, int(round(block_seconds * out_sr)))
+        read_len = max(1, int(round(block_seconds * native_sr)))
+        channels = 1 if mono else int(snd.channels)
+        stream = (
+            soxr.ResampleStream(native_sr, out_sr, channels, dtype="float32", quality=RESAMPLE_QUALITY)
+            if out_sr != native_sr
+            else None
+        )
+        pending: list[np.ndarray] = []
+        pending_len = 0
+        total = 0
+        for raw in snd.blocks(blocksize=read_len, dtype="float32", always_2d=True):
+            chunk = np.ascontiguousarray(raw.T)
+            _validate_samples(chunk, name)
+            if mono:
+                chunk = chunk.mean(axis=0, keepdims=True, dtype=np.float32)
+            if stream is not None:
+                chunk = np.ascontiguousarray(stream.resample_chunk(chunk.T, last=False).T, dtype=np.float32)
+            pending.append(chunk)
+            pending_len += chunk.shape[-1]
+            while pending_len >= block_len:
+                joined = np.concatenate(pending, axis=-1)
+                block, rest = joined[:, :block_len], joined[:, block_len:]
+                total += block_len
+                yield block[0] if mono else block
+                pending, pending_len = [rest], rest.shape[-1]
+        if stream is not None:
+            tail = stream.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+            pending.append(np.ascontiguousarray(tail.T, dtype=np.float32))
+        joined = np.concatenate(pending, axis=-1) if pending else np.zeros((channels, 0), np.float32)
+        if joined.shape[-1]:
+            total += joined.shape[-1]
+            yield joined[0] if mono else joined
+        if total == 0:
+            raise EmptyAudioError(name, "no audio samples (zero-length audio)")
+
+
+def n_segments(n_samples: int, *, length: int, hop: int | None = None, pad: str = "none") -> int:
+    """Number of segments :func:`segment` returns for ``n_samples`` samples (before ``max_segments``)."""
+    step = length if hop is None else hop
+    if pad == "none":
+        return 0 if n_samples < length else 1 + (n_samples - length) // step
+    return max(1, -(-max(n_samples - length, 0) // step) + 1)
+
+
+def segment(
+    y: np.ndarray,
+    *,
+    length: int,
+    hop: int | None = None,
+    pad: str = "none",
+    max_segments: int | None = None,
+    source: Any = "<array>",
+) -> np.ndarray:
+    """Cuts a waveform into fixed-length segments along its last axis.
+
+    The SampleCNN recipe is ``segment(y, length=59049, max_segments=10)`` on a
+    29.1 s clip at 22,050 Hz (10 contiguous segments); the Choi recipe cuts 4 s
+    clips at 11,025 Hz (``length=44100``).
+
+    Args:
+        y: float32 ``[..., samples]``.
+        length: Segment length in samples.
+        hop: Hop between segment starts in samples (``None``: ``length``, contiguous).
+        pad: ``"none"`` drops a last partial segment (a clip shorter than ``length``
+            raises), ``"constant"`` zero-pads it, ``"wrap"`` fills it by repeating the clip.
+        max_segments: Keep at most the first this many segments.
+        source: Name of the audio, used in error messages.
+
+    Returns:
+        float32 ``[..., n_segments, length]`` (a copy).
+
+    Raises:
+        ParameterError: Invalid ``length``, ``hop``, ``pad`` or ``max_segments``.
+        EmptyAudioError: With ``pad="none"``, a clip shorter than one segment.
+    """
+    if not isinstance(length, (int, np.integer)) or length <= 0:
+        raise ParameterError(f"length={length!r} is invalid: expected a positive number of samples")
+    if hop is not None and (not isinstance(hop, (int, np.integer)) or hop <= 0):
+        raise ParameterError(f"hop={hop!r} is invalid: expected None or a positive number of samples")
+    if pad not in PAD_MODES:
+        raise ParameterError(f"pad={pad!r} is invalid: expected one of {PAD_MODES}")
+    if max_segments is not None and max_segments <= 0:
+        raise ParameterError(f"max_segments={max_segments!r} is invalid: expected None or a positive integer")
+    y = np.asarray(y, dtype=np.float32)
+    n = y.shape[-1]
+    if n == 0:
+        raise EmptyAudioError(describe_source(source), "no audio samples (zero-length audio)")
+    step = length if hop is None else hop
+    count = n_segments(n, length=length, hop=hop, pad=pad)
+    if count == 0:
+        raise EmptyAudioError(
+            describe_source(source), f"too short: {n} samples, need at least one segment of {length} samples"
+        )
+    if max_segments is not None:
+        count = min(count, max_segments)
+    needed = (count - 1) * step + length
+    if needed > n:
+        widths = [(0, 0)] * (y.ndim - 1) + [(0, needed - n)]
+        y = np.pad(y, widths, mode="wrap" if pad == "wrap" else "constant")
+    windows = np.lib.stride_tricks.sliding_window_view(y[..., :needed], length, axis=-1)[..., ::step, :]
+    return np.array(windows[..., :count, :], dtype=np.float32)
+
+
+def write(
+    destination: str | os.PathLike[str] | IO[bytes],
+    y: np.ndarray,
+    *,
+    sample_rate: int,
+    subtype: str | None = None,
+    format: str | None = None,
+    normalize: bool = False,
+) -> None:
+    """Writes a waveform; never silently clips.
+
+    Paths are written atomically (to a temporary file in the same folder, then
+    renamed), so a crash never leaves a half-written file under the final name.
+
+    Args:
+        destination: Output path (format from its extension) or a binary file object
+            (then ``format`` is required).
+        y: float32 ``[samples]`` or ``[channels, samples]``.
+        sample_rate: Sample rate in Hz (keyword-only).
+        subtype: soundfile subtype (default: PCM_16 for WAV/FLAC, Vorbis for OGG).
+        format: soundfile container name (``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``).
+        normalize: Scale so that the peak is just below full scale. Silence stays
+            silence (no division by zero).
+
+    Raises:
+        InvalidAudioError: NaN/Inf samples, or a peak above 1.0 without ``normalize``.
+        ParameterError: Bad shape, rate, format or subtype.
+    """
+    _check_rate(sample_rate)
+    name = describe_source(destination)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim not in (1, 2):
+        raise ParameterError(
+            f"{name}: cannot write an array of shape {y.shape}: expected [samples] or [channels, samples]"
+        )
+    if not np.isfinite(y).all():
+        raise InvalidAudioError(name, "refusing to write NaN or Inf samples")
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if normalize and peak > 0:
+        y = y * np.float32(_PEAK_TARGET / peak)
+    elif peak > 1.0:
+        raise InvalidAudioError(
+            name, f"peak amplitude {peak:.4f} exceeds 1.0 and would clip; pass normalize=True or scale the signal"
+        )
+    data = y if y.ndim == 1 else y.T
+    if isinstance(destination, (str, os.PathLike)):
+        _write_path(os.fspath(destination), data, sample_rate=sample_rate, subtype=subtype, format=format)
+        return
+    if format is None:
+        raise ParameterError(f"{name}: format= is required when writing to a file object")
+    fmt = format.upper()
+    try:
+        sf.write(destination, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise ParameterError(f"{name}: cannot write {fmt}/{subtype}: {_clean(err)}") from None
+
+
+def _write_path(path: str, data: np.ndarray, *, sample_rate: int, subtype: str | None, format: str | None) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    ext = os.path.splitext(path)[1].lstrip(".").upper()
+    fmt = (format or {"OGA": "OGG", "": "WAV"}.get(ext, ext)).upper()
+    if fmt not in sf.available_formats():
+        raise ParameterError(f"{path}: unknown audio format {fmt!r}; expected one of {sorted(_DEFAULT_SUBTYPES)}")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
+        os.replace(tmp, path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise ParameterError(f"{path}: cannot write {fmt}/{subtype}: {_clean(err)}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

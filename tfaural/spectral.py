@@ -1,0 +1,339 @@
+"""The one STFT / ISTFT convention of tfaural, in TensorFlow.
+
+Training, the exported SavedModel signatures and auralisation all call these
+functions, so the spectrogram a model was trained on is exactly the one it is
+served and auralised with.
+
+The convention (identical to ``librosa.stft(center=True)`` with librosa's
+default zero padding):
+
+* frames are centred: the signal is zero-padded by ``n_fft // 2`` samples on
+  both sides, so frame ``t`` is centred on sample ``t * hop_length`` and a
+  signal of ``n`` samples has ``1 + n // hop_length`` frames (for even ``n_fft``);
+* the window is a periodic Hann window of ``win_length`` samples, zero-padded
+  symmetrically to ``n_fft`` (as librosa does);
+* spectrograms are laid out ``[..., freq, frames]`` with ``n_fft // 2 + 1``
+  frequency bins;
+* :func:`istft` overlap-adds the inverse FFT frames weighted by the same window
+  and divides by the summed squared window, so ``istft(stft(y), length=n)``
+  returns ``y`` to float32 precision, including at the edges.
+
+All functions accept tensors of any rank with unknown (``None``) batch and
+length dimensions and contain only core TensorFlow ops, so they can run inside
+``tf.function`` and exported graphs (TF Serving).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfaural.errors import ParameterError
+
+__all__ = [
+    "stft",
+    "istft",
+    "magphase",
+    "magnitude",
+    "hann_window",
+    "mel_filterbank",
+    "melspectrogram",
+    "log_compress",
+    "log_decompress",
+    "n_frames",
+]
+
+
+def _validate_arguments(n_fft: int, hop_length: int, win_length: int | None) -> int:
+    """Checks STFT parameters and returns the effective window length."""
+    if not isinstance(n_fft, (int, np.integer)) or n_fft < 2:
+        raise ParameterError(f"n_fft={n_fft!r} is invalid: expected an integer >= 2")
+    win = n_fft if win_length is None else win_length
+    if not isinstance(win, (int, np.integer)) or not 2 <= win <= n_fft:
+        raise ParameterError(f"win_length={win_length!r} is invalid: expected an integer in [2, n_fft={n_fft}]")
+    if not isinstance(hop_length, (int, np.integer)) or not 0 < hop_length <= win:
+        raise ParameterError(
+            f"hop_length={hop_length!r} is invalid: expected an integer in [1, win_length={win}]"
+        )
+    return int(win)
+
+
+def n_frames(n_samples: int, *, n_fft: int, hop_length: int, center: bool = True) -> int:
+    """Number of STFT frames :func:`stft` returns for ``n_samples`` samples.
+
+    Args:
+        n_samples: Signal length in samples.
+        n_fft: FFT size in samples.
+        hop_length: Hop between frames in samples.
+        center: Whether frames are centred (padded by ``n_fft // 2`` each side).
+
+    Returns:
+        The number of frames (0 if the signal is shorter than one frame when not centred).
+    """
+    padded = n_samples + (2 * (n_fft // 2) if center else 0)
+    return max(0, 1 + (padded - n_fft) // hop_length)
+
+
+def hann_window(n_fft: int, *, win_length: int | None = None, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Periodic Hann window of ``win_length`` samples centred in ``n_fft`` samples.
+
+    Args:
+        n_fft: Output length in samples.
+        win_length: Length of the non-zero part (``None``: ``n_fft``).
+        dtype: Floating dtype of the window.
+
+    Returns:
+        Tensor ``[n_fft]``, matching ``librosa.filters.get_window("hann", win_length)``
+        padded with ``librosa.util.pad_center``.
+    """
+    win = n_fft if win_length is None else win_length
+    # Built in NumPy rather than with tf.signal.hann_window: TensorFlow's "periodic"
+    # flag only takes effect for even lengths, and odd sizes (729 = 3**6) matter here.
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win) / win)
+    left = (n_fft - win) // 2
+    return tf.constant(np.pad(window, (left, n_fft - win - left)), dtype=dtype)
+
+
+def _pad_last_axis(y: tf.Tensor, left: int, right: int) -> tf.Tensor:
+    rank = tf.rank(y)
+    paddings = tf.concat([tf.zeros([rank - 1, 2], tf.int32), [[left, right]]], axis=0)
+    return tf.pad(y, paddings)
+
+
+def stft(
+    y: tf.Tensor | np.ndarray,
+    *,
+    n_fft: int,
+    hop_length: int,
+    win_length: int | None = None,
+    center: bool = True,
+) -> tf.Tensor:
+    """Short-time Fourier transform under tfaural's convention.
+
+    Args:
+        y: Waveform, float32 ``[..., samples]`` in [-1, 1].
+        n_fft: FFT size in samples.
+        hop_length: Hop between frames in samples.
+        win_length: Window length in samples (``None``: ``n_fft``).
+        center: Centre frames (zero-pad ``n_fft // 2`` samples on both sides).
+            ``False`` frames the raw signal from sample 0 (used by frame-level models).
+
+    Returns:
+        complex64 ``[..., n_fft // 2 + 1, frames]``.
+
+    Raises:
+        ParameterError: If ``n_fft``, ``hop_length`` or ``win_length`` are invalid.
+    """
+    win = _validate_arguments(n_fft, hop_length, win_length)
+    y = tf.convert_to_tensor(y, dtype=tf.float32)
+    if center:
+        y = _pad_last_axis(y, n_fft // 2, n_fft // 2)
+    frames = tf.signal.frame(y, frame_length=n_fft, frame_step=hop_length, axis=-1)
+    frames = frames * hann_window(n_fft, win_length=win)
+    spectrum = tf.signal.rfft(frames, fft_length=[n_fft])  # [..., frames, freq]
+    return tf.linalg.matrix_transpose(spectrum)
+
+
+def istft(
+    stft_matrix: tf.Tensor | np.ndarray,
+    *,
+    n_fft: int | None = None,
+    hop_length: int,
+    win_length: int | None = None,
+    length: int | tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Inverse of :func:`stft` (centred frames) by windowed overlap-add.
+
+    Args:
+        stft_matrix: complex64 ``[..., freq, frames]`` as returned by :func:`stft`.
+        n_fft: FFT size (``None``: ``2 * (freq - 1)``, which assumes an even ``n_fft``;
+            pass it explicitly for odd sizes).
+        hop_length: Hop between frames in samples.
+        win_length: Window length in samples (``None``: ``n_fft``).
+        length: Output length in samples (``None``: ``hop_length * (frames - 1)``).
+            The output is trimmed or zero-padded to it.
+
+    Returns:
+        float32 ``[..., samples]``.
+    """
+    stft_matrix = tf.convert_to_tensor(stft_matrix)
+    if not stft_matrix.dtype.is_complex:
+        raise ParameterError(f"istft expects a complex STFT matrix, got dtype {stft_matrix.dtype.name}")
+    if n_fft is None:
+        n_freq = stft_matrix.shape[-2]
+        if n_freq is None:
+            raise ParameterError("istft: n_fft must be given when the frequency axis is unknown")
+        n_fft = 2 * (n_freq - 1)
+    win = _validate_arguments(n_fft, hop_length, win_length)
+    spectrum = tf.linalg.matrix_transpose(tf.cast(stft_matrix, tf.complex64))  # [..., frames, freq]
+    window = hann_window(n_fft, win_length=win)
+    frames = tf.signal.irfft(spectrum, fft_length=[n_fft]) * window
+    signal = tf.signal.overlap_and_add(frames, hop_length)
+    n_frames_t = tf.shape(spectrum)[-2]
+    envelope = tf.signal.overlap_and_add(tf.tile(window[tf.newaxis, :] ** 2, [n_frames_t, 1]), hop_length)
+    tiny = np.finfo(np.float32).tiny
+    signal = signal / tf.where(envelope > tiny, envelope, tf.ones_like(envelope))
+    start = n_fft // 2
+    if length is None:
+        length = hop_length * (n_frames_t - 1)
+    signal = signal[..., start:]
+    available = tf.shape(signal)[-1]
+    signal = _pad_last_axis_dynamic(signal, tf.maximum(0, length - available))
+    return signal[..., :length]
+
+
+def _pad_last_axis_dynamic(y: tf.Tensor, right: tf.Tensor) -> tf.Tensor:
+    rank = tf.rank(y)
+    paddings = tf.concat(
+        [tf.zeros([rank - 1, 2], tf.int32), tf.reshape(tf.stack([0, tf.cast(right, tf.int32)]), [1, 2])], axis=0
+    )
+    return tf.pad(y, paddings)
+
+
+def magphase(stft_matrix: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Splits a complex spectrogram into magnitude and unit-modulus phase.
+
+    Args:
+        stft_matrix: complex ``[..., freq, frames]``.
+
+    Returns:
+        ``(magnitude, phase)``: float32 ``|S|`` and complex64 ``exp(i * angle(S))``
+        (phase 1 where ``S == 0``), so ``magnitude * phase == S`` (as ``librosa.magphase``).
+    """
+    stft_matrix = tf.cast(stft_matrix, tf.complex64)
+    mag = tf.abs(stft_matrix)
+    angle = tf.math.angle(stft_matrix)
+    phase = tf.complex(tf.cos(angle), tf.sin(angle))
+    return mag, phase
+
+
+def magnitude(
+    y: tf.Tensor | np.ndarray,
+    *,
+    n_fft: int,
+    hop_length: int,
+    win_length: int | None = None,
+    center: bool = True,
+) -> tf.Tensor:
+    """``|stft(y)|``: float32 ``[..., freq, frames]`` (linear magnitude)."""
+    return tf.abs(stft(y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, center=center))
+
+
+def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
+    """Slaney's auditory-toolbox mel scale (linear below 1 kHz, log above)."""
+    freq = np.asarray(freq, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = freq / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    log_region = freq >= min_log_hz
+    mels = np.where(log_region, min_log_mel + np.log(np.maximum(freq, min_log_hz) / min_log_hz) / logstep, mels)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+
+
+def mel_filterbank(
+    *, sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
+    """Triangular mel filterbank (Slaney scale, area-normalised), as ``librosa.filters.mel``.
+
+    Args:
+        sample_rate: Sample rate in Hz.
+        n_fft: FFT size in samples.
+        n_mels: Number of mel bands.
+        fmin: Lowest band edge in Hz.
+        fmax: Highest band edge in Hz (``None``: ``sample_rate / 2``).
+
+    Returns:
+        float32 ``[n_mels, n_fft // 2 + 1]`` weights.
+    """
+    if sample_rate <= 0:
+        raise ParameterError(f"sample_rate={sample_rate!r} is invalid: expected a positive number of Hz")
+    if n_mels < 1:
+        raise ParameterError(f"n_mels={n_mels!r} is invalid: expected a positive integer")
+    fmax = sample_rate / 2.0 if fmax is None else float(fmax)
+    if not 0 <= fmin < fmax <= sample_rate / 2.0:
+        raise ParameterError(
+            f"fmin={fmin!r}, fmax={fmax!r} are invalid: expected 0 <= fmin < fmax <= {sample_rate / 2} (Nyquist)"
+        )
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
+    mel_freqs = _mel_to_hz(np.linspace(_hz_to_mel(np.array(fmin)), _hz_to_mel(np.array(fmax)), n_mels + 2))
+    fdiff = np.diff(mel_freqs)
+    ramps = mel_freqs[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, None]
+    return weights.astype(np.float32)
+
+
+def melspectrogram(
+    y: tf.Tensor | np.ndarray,
+    *,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    win_length: int | None = None,
+    n_mels: int = 128,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    power: float = 2.0,
+    center: bool = True,
+) -> tf.Tensor:
+    """Mel spectrogram, as ``librosa.feature.melspectrogram`` with the same settings.
+
+    Args:
+        y: Waveform, float32 ``[..., samples]``.
+        sample_rate: Sample rate of ``y`` in Hz (keyword-only).
+        n_fft: FFT size in samples (windows shorter than it are zero-padded).
+        hop_length: Hop between frames in samples.
+        win_length: Window length in samples (``None``: ``n_fft``).
+        n_mels: Number of mel bands.
+        fmin: Lowest mel band edge in Hz.
+        fmax: Highest mel band edge in Hz (``None``: Nyquist).
+        power: Exponent of the magnitude (2: power, 1: magnitude).
+        center: Centre frames (see :func:`stft`).
+
+    Returns:
+        float32 ``[..., n_mels, frames]``.
+    """
+    mag = magnitude(y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, center=center)
+    if power != 1.0:
+        mag = tf.pow(mag, power)
+    weights = tf.constant(
+        mel_filterbank(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    )
+    return tf.einsum("mf,...ft->...mt", weights, mag)
+
+
+def log_compress(x: tf.Tensor | np.ndarray, c: float = 10.0) -> tf.Tensor:
+    """Magnitude compression ``log(1 + c * |x|)`` (Lee et al. 2018, §5.3, C = 10).
+
+    Args:
+        x: Magnitudes, any shape.
+        c: Compression constant (> 0).
+
+    Returns:
+        float32 tensor of the same shape, >= 0.
+    """
+    if c <= 0:
+        raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
+    return tf.math.log1p(c * tf.abs(tf.convert_to_tensor(x, dtype=tf.float32)))
+
+
+def log_decompress(x: tf.Tensor | np.ndarray, c: float = 10.0) -> tf.Tensor:
+    """Inverse of :func:`log_compress` for non-negative inputs: ``(exp(x) - 1) / c``."""
+    if c <= 0:
+        raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
+    return tf.math.expm1(tf.convert_to_tensor(x, dtype=tf.float32)) / c
