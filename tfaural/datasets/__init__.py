@@ -1,0 +1,1 @@
+"""Datasets tfaural can make by itself (no downloads): the FluidSynth demo catalogue."""
