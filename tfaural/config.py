@@ -230,3 +230,363 @@ class SegmentConfig(Config):
         _require(self.pad in PAD_MODES, cls, "pad", self.pad, f"one of {PAD_MODES}")
 
 
+# ---------------------------------------------------------------------------
+# Model architectures (tfaural.models). Each config fully determines a network;
+# ``tfaural.models.build(config)`` turns it into a keras.Model that carries it.
+# ---------------------------------------------------------------------------
+
+CHOI_INPUT_SCALINGS = ("linear", "log")
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")
+SAMPLECNN_FAMILIES = ("samplecnn", "mel-frame", "raw-frame")
+
+#: Channel widths of the nine 3-size modules of the 3^9-SampleCNN (Lee et al. 2018, Table 1).
+SAMPLECNN_MODULE_CHANNELS = (128, 128, 256, 256, 256, 256, 256, 512, 512)
+
+
+def _product(values: tuple[int, ...]) -> int:
+    out = 1
+    for value in values:
+        out *= value
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return _is_int(value) and value > 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def default_module_channels(n_modules: int) -> tuple[int, ...]:
+    """Channel widths of ``n_modules`` SampleCNN modules, bottom to top.
+
+    The paper's nine-module schedule is (128, 128, 256, 256, 256, 256, 256, 512,
+    512). Shallower models (the frame-level baselines with 4-6 modules) take its
+    LAST ``n_modules`` entries, so the top layers keep the paper's widths; deeper
+    models (e.g. the 2^13 model) prepend 128-channel modules.
+
+    Args:
+        n_modules: Number of intermediate conv/pool modules (>= 1).
+
+    Returns:
+        A tuple of ``n_modules`` channel counts.
+    """
+    if not _is_positive_int(n_modules):
+        raise ConfigError(f"n_modules={n_modules!r} is invalid: expected a positive integer")
+    table = SAMPLECNN_MODULE_CHANNELS
+    if n_modules <= len(table):
+        return table[len(table) - n_modules :]
+    return (128,) * (n_modules - len(table)) + table
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiConfig(Config):
+    """The 2D STFT CNN of Choi et al. (2015), ``tfaural.models.choi``.
+
+    Attributes:
+        n_outputs: Number of output units (classes or tags).
+        n_freq: Frequency bins of the input, ``n_fft // 2 + 1`` (257).
+        n_frames: STFT frames of the input (173 = 4 s at 11,025 Hz, hop 256).
+        n_layers: Number of conv blocks (5 in the paper).
+        n_filters: Feature maps per conv layer (64).
+        kernel_size: Square conv kernel size (3).
+        pool_size: Square max-pooling size and stride (2, floor: ``padding="valid"``).
+        dropout: Dropout rate after every conv block and fully connected layer (0.5).
+        fc_units: Widths of the fully connected layers ``fc1, fc2, ...`` (not given
+            by the paper, whose Figure 2 is lost in the text; 256 each by default).
+        output_activation: ``"softmax"`` (single-label genre), ``"sigmoid"``
+            (multi-label tags) or ``"linear"`` (logits).
+        input_scaling: ``"linear"`` feeds the STFT magnitude as is (as the reference
+            code did); ``"log"`` applies ``log(1 + log_c * |x|)`` first.
+        log_c: Compression constant of the ``"log"`` scaling.
+        sample_rate: Sample rate of the audio in Hz (for receptive fields and export).
+        n_fft: FFT size in samples.
+        hop_length: STFT hop in samples.
+    """
+
+    kind: ClassVar[str] = "choi"
+    n_outputs: int
+    n_freq: int = 257
+    n_frames: int = 173
+    n_layers: int = 5
+    n_filters: int = 64
+    kernel_size: int = 3
+    pool_size: int = 2
+    dropout: float = 0.5
+    fc_units: tuple[int, ...] = (256, 256)
+    output_activation: str = "softmax"
+    input_scaling: str = "linear"
+    log_c: float = 10.0
+    sample_rate: int = 11025
+    n_fft: int = 512
+    hop_length: int = 256
+
+    def validate(self) -> None:
+        cls = type(self)
+        for field in ("n_outputs", "n_layers", "n_filters", "kernel_size", "sample_rate", "hop_length"):
+            value = getattr(self, field)
+            _require(_is_positive_int(value), cls, field, value, "a positive integer")
+        _require(_is_int(self.pool_size) and self.pool_size >= 2, cls, "pool_size", self.pool_size, "an integer >= 2")
+        _require(_is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
+        _require(
+            self.n_freq == self.n_fft // 2 + 1, cls, "n_freq", self.n_freq,
+            f"n_fft // 2 + 1 = {self.n_fft // 2 + 1} for n_fft={self.n_fft}",
+        )
+        smallest = self.pool_size**self.n_layers
+        for field in ("n_freq", "n_frames"):
+            value = getattr(self, field)
+            _require(
+                _is_int(value) and value >= smallest, cls, field, value,
+                f"an integer >= pool_size ** n_layers = {smallest} (each block halves it)",
+            )
+        _require(_is_number(self.dropout) and 0 <= self.dropout < 1, cls, "dropout", self.dropout, "a rate in [0, 1)")
+        _require(
+            isinstance(self.fc_units, tuple) and len(self.fc_units) >= 1
+            and all(_is_positive_int(u) for u in self.fc_units),
+            cls, "fc_units", self.fc_units, "a non-empty tuple of positive integers",
+        )
+        _require(
+            self.output_activation in OUTPUT_ACTIVATIONS, cls, "output_activation", self.output_activation,
+            f"one of {OUTPUT_ACTIVATIONS}",
+        )
+        _require(
+            self.input_scaling in CHOI_INPUT_SCALINGS, cls, "input_scaling", self.input_scaling,
+            f"one of {CHOI_INPUT_SCALINGS}",
+        )
+        _require(_is_number(self.log_c) and self.log_c > 0, cls, "log_c", self.log_c, "a positive number")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleCNNConfig(Config):
+    """A model of the SampleCNN family of Lee et al. (2018), ``tfaural.models.samplecnn``.
+
+    Three families share the same module stack (Conv1D "same" -> BatchNorm ->
+    ReLU -> MaxPool, then a 1x1 conv, dropout and a dense output):
+
+    * ``"samplecnn"``: the m^n-SampleCNN; ``filter_sizes[0]`` is the filter size and
+      stride of the first conv (``conv0``), ``filter_sizes[1:]`` the module sizes.
+      The input length is ``prod(filter_sizes)``.
+    * ``"raw-frame"``: a strided Conv1D with filter ``window`` and stride ``hop``
+      (``conv0``), then modules of ``filter_sizes``. Input ``hop * prod(filter_sizes)``.
+    * ``"mel-frame"``: an in-model log-mel spectrogram (window ``window``, hop
+      ``hop``, ``n_fft``, ``n_mels``) and standardisation, then modules of
+      ``filter_sizes``. Input ``hop * prod(filter_sizes)``.
+
+    Attributes:
+        family: One of ``"samplecnn"``, ``"mel-frame"``, ``"raw-frame"``.
+        filter_sizes: See above; every entry is an integer >= 2.
+        n_outputs: Number of output units (50 tags).
+        window: Frame-level window (filter) size in samples; ``None`` for ``"samplecnn"``.
+        hop: Frame-level hop (stride) size in samples; ``None`` for ``"samplecnn"``.
+        channels: Channel count of every module (``None``:
+            :func:`default_module_channels`).
+        front_filters: Filters of the first conv ``conv0`` (128, also the number of
+            mel bands it stands in for in the raw-frame model).
+        top_filters: Filters of the final 1x1 conv (512).
+        dropout: Dropout rate after the 1x1 conv (0.5).
+        output_activation: ``"sigmoid"`` (multi-label tags), ``"softmax"`` or ``"linear"``.
+        sample_rate: Sample rate of the input waveform in Hz.
+        n_fft: FFT size of the mel-frame model (729 = 3^6 in the paper; windows
+            shorter than it are zero-padded).
+        n_mels: Mel bands of the mel-frame model (128).
+        log_c: Compression constant C of ``log(1 + C |A|)`` (10).
+    """
+
+    kind: ClassVar[str] = "samplecnn"
+    family: str = "samplecnn"
+    filter_sizes: tuple[int, ...] = (3,) * 10
+    n_outputs: int = 50
+    window: int | None = None
+    hop: int | None = None
+    channels: tuple[int, ...] | None = None
+    front_filters: int = 128
+    top_filters: int = 512
+    dropout: float = 0.5
+    output_activation: str = "sigmoid"
+    sample_rate: int = 22050
+    n_fft: int = 729
+    n_mels: int = 128
+    log_c: float = 10.0
+
+    @property
+    def module_sizes(self) -> tuple[int, ...]:
+        """Filter (= pooling) size of each intermediate module, bottom to top."""
+        return self.filter_sizes[1:] if self.family == "samplecnn" else self.filter_sizes
+
+    @property
+    def n_modules(self) -> int:
+        """Number of conv/BN/ReLU/pool modules (``conv1 .. conv<n_modules>``)."""
+        return len(self.module_sizes)
+
+    @property
+    def module_channels(self) -> tuple[int, ...]:
+        """Channel count of each module, bottom to top."""
+        return self.channels if self.channels is not None else default_module_channels(self.n_modules)
+
+    @property
+    def front_stride(self) -> int:
+        """Samples per time step after the front end (conv0 stride or mel hop)."""
+        return self.filter_sizes[0] if self.family == "samplecnn" else int(self.hop or 0)
+
+    @property
+    def input_length(self) -> int:
+        """Input length in samples: the front-end stride times the product of the module sizes."""
+        return self.front_stride * _product(self.module_sizes)
+
+    @property
+    def input_seconds(self) -> float:
+        """Input duration in seconds at ``sample_rate``."""
+        return self.input_length / self.sample_rate
+
+    def validate(self) -> None:
+        cls = type(self)
+        _require(self.family in SAMPLECNN_FAMILIES, cls, "family", self.family, f"one of {SAMPLECNN_FAMILIES}")
+        minimum = 2 if self.family == "samplecnn" else 1
+        _require(
+            isinstance(self.filter_sizes, tuple) and len(self.filter_sizes) >= minimum
+            and all(_is_int(m) and m >= 2 for m in self.filter_sizes),
+            cls, "filter_sizes", self.filter_sizes,
+            f"a tuple of at least {minimum} integer filter sizes, each >= 2",
+        )
+        if self.family == "samplecnn":
+            for field in ("window", "hop"):
+                value = getattr(self, field)
+                _require(value is None, cls, field, value, "None for family 'samplecnn' (use filter_sizes[0])")
+        else:
+            _require(_is_positive_int(self.hop), cls, "hop", self.hop, f"a positive integer for family {self.family!r}")
+            _require(
+                isinstance(self.window, int) and _is_int(self.window) and self.window >= (self.hop or 1),
+                cls, "window", self.window,
+                f"an integer >= hop={self.hop} for family {self.family!r}",
+            )
+        if self.family == "mel-frame":
+            _require(
+                _is_int(self.n_fft) and self.n_fft >= (self.window or 2), cls, "n_fft", self.n_fft,
+                f"an integer >= window={self.window}",
+            )
+            _require(_is_positive_int(self.n_mels), cls, "n_mels", self.n_mels, "a positive integer")
+            _require(_is_number(self.log_c) and self.log_c > 0, cls, "log_c", self.log_c, "a positive number")
+        _require(
+            self.channels is None or (
+                isinstance(self.channels, tuple) and len(self.channels) == self.n_modules
+                and all(_is_positive_int(c) for c in self.channels)
+            ),
+            cls, "channels", self.channels, f"None or a tuple of {self.n_modules} positive integers (one per module)",
+        )
+        for field in ("n_outputs", "front_filters", "top_filters", "sample_rate"):
+            value = getattr(self, field)
+            _require(_is_positive_int(value), cls, field, value, "a positive integer")
+        _require(_is_number(self.dropout) and 0 <= self.dropout < 1, cls, "dropout", self.dropout, "a rate in [0, 1)")
+        _require(
+            self.output_activation in OUTPUT_ACTIVATIONS, cls, "output_activation", self.output_activation,
+            f"one of {OUTPUT_ACTIVATIONS}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregationConfig(Config):
+    """Multi-level multi-scale feature aggregation (Lee et al. 2018, Sec. 4.1).
+
+    Attributes:
+        extractors: Configs of the SampleCNN-family feature extractors (one per scale).
+        n_outputs: Units of the transfer classifier's output, or ``None`` for a
+            features-only model (no classifier).
+        hidden_units: Widths of the classifier's fully connected layers (4096, 4096).
+        dropout: Dropout rate after each fully connected layer.
+        output_activation: Activation of the classifier output.
+        segment_hop: Hop between segment starts in samples (``None``: contiguous,
+            non-overlapping segments, the paper's setting).
+        trainable_extractors: Whether the extractors' weights are trainable (the
+            paper trains only the classifier on the extracted features).
+    """
+
+    kind: ClassVar[str] = "aggregation"
+    extractors: tuple[SampleCNNConfig, ...]
+    n_outputs: int | None = 50
+    hidden_units: tuple[int, ...] = (4096, 4096)
+    dropout: float = 0.5
+    output_activation: str = "sigmoid"
+    segment_hop: int | None = None
+    trainable_extractors: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["extractors"] = [c.to_dict() for c in self.extractors]
+        return out
+
+    def validate(self) -> None:
+        cls = type(self)
+        _require(
+            isinstance(self.extractors, tuple) and len(self.extractors) >= 1
+            and all(isinstance(c, SampleCNNConfig) for c in self.extractors),
+            cls, "extractors", self.extractors, "a non-empty tuple of SampleCNNConfig",
+        )
+        _require(
+            self.n_outputs is None or _is_positive_int(self.n_outputs), cls, "n_outputs", self.n_outputs,
+            "None or a positive integer",
+        )
+        _require(
+            isinstance(self.hidden_units, tuple) and all(_is_positive_int(u) for u in self.hidden_units),
+            cls, "hidden_units", self.hidden_units, "a tuple of positive integers",
+        )
+        _require(_is_number(self.dropout) and 0 <= self.dropout < 1, cls, "dropout", self.dropout, "a rate in [0, 1)")
+        _require(
+            self.output_activation in OUTPUT_ACTIVATIONS, cls, "output_activation", self.output_activation,
+            f"one of {OUTPUT_ACTIVATIONS}",
+        )
+        _require(
+            self.segment_hop is None or _is_positive_int(self.segment_hop), cls, "segment_hop", self.segment_hop,
+            "None or a positive integer",
+        )
+        _require(
+            isinstance(self.trainable_extractors, bool), cls, "trainable_extractors", self.trainable_extractors,
+            "a bool",
+        )
+
+
+MODEL_CONFIGS: dict[str, type[Config]] = {
+    ChoiConfig.kind: ChoiConfig,
+    SampleCNNConfig.kind: SampleCNNConfig,
+    AggregationConfig.kind: AggregationConfig,
+}
+
+
+def model_config_to_dict(config: Config) -> dict[str, Any]:
+    """Returns ``{"kind": ..., "config": {...}}`` for any model config (polymorphic JSON)."""
+    if config.kind not in MODEL_CONFIGS:
+        raise ConfigError(f"{type(config).__name__} is not a model config; expected one of {sorted(MODEL_CONFIGS)}")
+    return {"kind": config.kind, "config": config.to_dict()}
+
+
+def model_config_from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of :func:`model_config_to_dict`.
+
+    Raises:
+        ConfigError: If the kind is unknown or the config is invalid.
+    """
+    if not isinstance(data, dict) or "kind" not in data or "config" not in data:
+        raise ConfigError(f"expected a dict with 'kind' and 'config', got {data!r}")
+    kind = data["kind"]
+    if kind not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model config kind {kind!r}; expected one of {sorted(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[kind].from_dict(data["config"])
+
+
+__all__ += [
+    "CHOI_INPUT_SCALINGS",
+    "OUTPUT_ACTIVATIONS",
+    "SAMPLECNN_FAMILIES",
+    "SAMPLECNN_MODULE_CHANNELS",
+    "default_module_channels",
+    "ChoiConfig",
+    "SampleCNNConfig",
+    "AggregationConfig",
+    "MODEL_CONFIGS",
+    "model_config_to_dict",
+    "model_config_from_dict",
+]

@@ -1,0 +1,377 @@
+"""Serialisable Keras building blocks shared by the tfaural models.
+
+* :class:`TfauralModel` — a functional ``keras.Model`` that carries the frozen
+  config which built it (``model.tfaural_config``), through ``to_json`` and
+  ``.keras`` save/reload.
+* :class:`InputScaling` — linear or ``log(1 + c|x|)`` input scaling (Choi model).
+* :class:`LogMelSpectrogram` — in-model log-mel front end of the mel-frame
+  SampleCNN baseline, built on :mod:`tfaural.spectral`.
+* :class:`Standardise` — ``(x - mean) / std`` with scalar statistics set from data.
+* :class:`ClipFeatures` — slides feature extractors over whole clips and pools
+  their activations over time (multi-level multi-scale aggregation).
+* :class:`ConvBlock` — the layer names of one conv block, for code (deconvolution,
+  feature extraction, export) that walks a model block by block.
+
+All layers contain only core TensorFlow ops, accept an unknown batch size and are
+registered with ``keras.saving.register_keras_serializable(package="tfaural")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfaural import spectral
+from tfaural.config import CHOI_INPUT_SCALINGS, Config, model_config_from_dict, model_config_to_dict
+from tfaural.errors import ModelError, ParameterError
+
+__all__ = [
+    "TfauralModel",
+    "InputScaling",
+    "LogMelSpectrogram",
+    "Standardise",
+    "ClipFeatures",
+    "ConvBlock",
+    "config_from_model",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvBlock:
+    """Names of the layers of one convolutional block, in forward order.
+
+    Attributes:
+        level: Block index: 1..N for the Choi blocks and SampleCNN modules, 0 for a
+            strided front-end conv (``conv0``), N + 1 for the SampleCNN 1x1 conv.
+        conv: The convolution layer (no activation inside it).
+        relu: The ReLU layer after the conv (or after its batch norm).
+        batch_norm: The batch-normalisation layer between conv and ReLU, if any.
+        pool: The max-pooling layer after the ReLU, if any.
+        dropout: The dropout layer closing the block, if any.
+    """
+
+    level: int
+    conv: str
+    relu: str
+    batch_norm: str | None = None
+    pool: str | None = None
+    dropout: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """All layer names of the block in forward order."""
+        ordered = (self.conv, self.batch_norm, self.relu, self.pool, self.dropout)
+        return tuple(name for name in ordered if name is not None)
+
+    @property
+    def output(self) -> str:
+        """The last layer of the block before dropout (the block's feature map)."""
+        return self.pool if self.pool is not None else self.relu
+
+
+@keras.saving.register_keras_serializable(package="tfaural")
+class TfauralModel(keras.Model):
+    """A functional model that remembers the tfaural config that built it.
+
+    ``get_config`` stores only the name and the config; ``from_config`` rebuilds the
+    network with :func:`tfaural.models.build`, so ``model_from_json`` and
+    ``keras.models.load_model`` return the same architecture (and, for ``.keras``
+    files, the same weights) with ``tfaural_config`` intact.
+
+    Args:
+        inputs: Functional inputs.
+        outputs: Functional outputs.
+        tfaural_config: The frozen model config (ChoiConfig, SampleCNNConfig, ...).
+        **kwargs: ``name`` and other ``keras.Model`` arguments.
+    """
+
+    def __init__(self, inputs: Any, outputs: Any, *, tfaural_config: Config, **kwargs: Any) -> None:
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._tfaural_config = tfaural_config
+
+    @property
+    def tfaural_config(self) -> Config:
+        """The frozen config that fully determines this model's architecture."""
+        return self._tfaural_config
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "tfaural_config": model_config_to_dict(self._tfaural_config),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> TfauralModel:
+        from tfaural.models import build  # deferred: tfaural.models imports this module
+
+        model = build(model_config_from_dict(config["tfaural_config"]), name=config.get("name"))
+        model.trainable = bool(config.get("trainable", True))
+        return model
+
+
+def config_from_model(model: keras.Model) -> Config:
+    """Returns the tfaural config a model was built from (also after a reload).
+
+    Raises:
+        ModelError: If the model was not built by a tfaural builder.
+    """
+    config = getattr(model, "tfaural_config", None)
+    if not isinstance(config, Config):
+        raise ModelError(
+            f"model {getattr(model, 'name', model)!r} carries no tfaural config; "
+            "build it with tfaural.models.build or one of the tfaural.models builders"
+        )
+    return config
+
+
+@keras.saving.register_keras_serializable(package="tfaural")
+class InputScaling(keras.layers.Layer):
+    """Scales a non-negative magnitude input: identity or ``log(1 + c|x|)``.
+
+    Args:
+        mode: ``"linear"`` (identity) or ``"log"``.
+        c: Compression constant of the ``"log"`` mode (> 0).
+        **kwargs: Keras layer arguments (``name``...).
+    """
+
+    def __init__(self, mode: str = "linear", c: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in CHOI_INPUT_SCALINGS:
+            raise ParameterError(f"mode={mode!r} is invalid: expected one of {CHOI_INPUT_SCALINGS}")
+        if not c > 0:
+            raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
+        self.mode = mode
+        self.c = float(c)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        if self.mode == "linear":
+            return tf.identity(inputs)
+        return spectral.log_compress(inputs, self.c)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode, "c": self.c}
+
+
+@keras.saving.register_keras_serializable(package="tfaural")
+class LogMelSpectrogram(keras.layers.Layer):
+    """Log-compressed mel spectrogram with exactly ``samples // hop`` frames.
+
+    Framing (chosen so that a frame-level model's time axis is ``n_samples / hop``,
+    e.g. 59,049 / 243 = 243 = 3^5, which its 3-size modules reduce to 1): frames are
+    NOT centred; frame ``t`` windows samples ``[t * hop, t * hop + window)`` and the
+    signal is zero-padded on the right by ``window - hop`` samples. The windowed
+    frame is zero-padded to ``n_fft`` (Lee et al. 2018, Sec. 5.3), a periodic Hann
+    window is used (:mod:`tfaural.spectral`), magnitudes (power 1) are mapped to
+    Slaney mel bands and compressed with ``log(1 + c * A)``.
+
+    Input ``[batch, samples, 1]`` float32 waveform; output ``[batch, frames, n_mels]``
+    (time steps x mel channels, channels-last).
+
+    Args:
+        sample_rate: Sample rate of the waveform in Hz.
+        n_fft: FFT size in samples (>= window).
+        window: Window length in samples.
+        hop: Hop between frames in samples (<= window).
+        n_mels: Number of mel bands.
+        c: Compression constant of ``log(1 + c * A)``.
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int,
+        n_fft: int,
+        window: int,
+        hop: int,
+        n_mels: int = 128,
+        c: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 0 < hop <= window <= n_fft:
+            raise ParameterError(
+                f"window={window!r}, hop={hop!r}, n_fft={n_fft!r} are invalid: expected 0 < hop <= window <= n_fft"
+            )
+        if not c > 0:
+            raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
+        self.sample_rate = int(sample_rate)
+        self.n_fft = int(n_fft)
+        self.window = int(window)
+        self.hop = int(hop)
+        self.n_mels = int(n_mels)
+        self.c = float(c)
+        self._weights_np = spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """(left, right) zero padding in samples applied before framing with ``n_fft``-long frames.
+
+        The window sits ``(n_fft - window) // 2`` samples into each ``n_fft`` frame, so
+        padding that much on the left makes window ``t`` start at sample ``t * hop``;
+        the total padding ``n_fft - hop`` yields ``samples // hop`` frames.
+        """
+        left = (self.n_fft - self.window) // 2
+        return left, self.n_fft - self.hop - left
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        waveform = tf.squeeze(tf.convert_to_tensor(inputs, tf.float32), axis=-1)  # [batch, samples]
+        left, right = self.padding
+        waveform = tf.pad(waveform, [[0, 0], [left, right]])
+        mag = spectral.magnitude(
+            waveform, n_fft=self.n_fft, hop_length=self.hop, win_length=self.window, center=False
+        )  # [batch, freq, frames]
+        mel = tf.einsum("mf,bft->btm", tf.constant(self._weights_np), mag)
+        return spectral.log_compress(mel, self.c)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for ``n_samples`` input samples (``n_samples // hop``)."""
+        left, right = self.padding
+        return spectral.n_frames(n_samples + left + right, n_fft=self.n_fft, hop_length=self.hop, center=False)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        samples = input_shape[1]
+        frames = None if samples is None else self.n_frames(samples)
+        return (input_shape[0], frames, self.n_mels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "window": self.window,
+            "hop": self.hop,
+            "n_mels": self.n_mels,
+            "c": self.c,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfaural")
+class Standardise(keras.layers.Layer):
+    """``(x - mean) / std`` with scalar, non-trainable statistics.
+
+    Lee et al. (2018, Sec. 5.3) standardise the log-mel input by the mean and
+    standard deviation of the entire training input. The statistics are weights
+    (saved with the model); set them with :meth:`set_statistics` or
+    :func:`tfaural.models.samplecnn.adapt_standardise`. They start as 0 and 1.
+
+    Args:
+        **kwargs: Keras layer arguments.
+    """
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.mean = self.add_weight(name="mean", shape=(), initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=(), initializer="ones", trainable=False)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return (inputs - tf.cast(self.mean, inputs.dtype)) / tf.cast(self.std, inputs.dtype)
+
+    def set_statistics(self, *, mean: float, std: float) -> None:
+        """Sets the mean and standard deviation (``std`` must be positive and finite)."""
+        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+            raise ParameterError(f"mean={mean!r}, std={std!r} are invalid: expected finite values and std > 0")
+        if not self.built:
+            raise ModelError(f"layer {self.name!r} is not built yet; build the model before setting statistics")
+        self.mean.assign(float(mean))
+        self.std.assign(float(std))
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="tfaural")
+class ClipFeatures(keras.layers.Layer):
+    """Multi-level multi-scale features of whole clips (Lee et al. 2018, Sec. 4.1).
+
+    For each extractor (a model mapping ``[segments, seg_len, 1]`` to a list of
+    ``[segments, time, channels]`` feature maps), the clip is cut into segments of
+    the extractor's input length in-graph (``tf.signal.frame``; a clip shorter than
+    one segment is zero-padded to one segment, a trailing partial segment is
+    dropped), all segments of all clips run as one batch, and every feature map is
+    max- and mean-pooled over all time steps of all segments of its clip.
+
+    Input ``[batch, samples]`` float32 waveform. Output ``[batch, features]`` with
+    features ordered extractor by extractor, level by level, ``[max, mean]`` per
+    level, so ``features = 2 * sum(channels)``. The extractors always run in
+    inference mode (batch norm uses its moving statistics).
+
+    Args:
+        extractors: Feature-extractor models (see above), one per scale.
+        segment_hop: Hop between segment starts in samples (``None``: each
+            extractor's segment length, i.e. contiguous non-overlapping segments).
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, extractors: Sequence[keras.Model], *, segment_hop: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not extractors:
+            raise ParameterError("extractors=[] is invalid: expected at least one feature-extractor model")
+        if segment_hop is not None and segment_hop <= 0:
+            raise ParameterError(f"segment_hop={segment_hop!r} is invalid: expected None or a positive integer")
+        self.extractors = list(extractors)
+        self.segment_hop = segment_hop
+        for extractor in self.extractors:
+            length = extractor.inputs[0].shape[1]
+            if length is None:
+                raise ModelError(f"extractor {extractor.name!r} has an unknown input length; expected a fixed length")
+
+    @property
+    def segment_lengths(self) -> tuple[int, ...]:
+        """Input length in samples of each extractor."""
+        return tuple(int(e.inputs[0].shape[1]) for e in self.extractors)
+
+    @property
+    def n_features(self) -> int:
+        """Length of the output feature vector."""
+        return sum(2 * int(out.shape[-1]) for e in self.extractors for out in e.outputs)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        for extractor, length in zip(self.extractors, self.segment_lengths, strict=True):
+            if not extractor.built:
+                extractor.build((None, length, 1))
+
+    def _pooled(self, extractor: keras.Model, length: int, waveform: tf.Tensor) -> list[tf.Tensor]:
+        hop = self.segment_hop or length
+        short = tf.maximum(0, length - tf.shape(waveform)[1])
+        waveform = tf.pad(waveform, [[0, 0], [0, short]])
+        segments = tf.signal.frame(waveform, frame_length=length, frame_step=hop, axis=-1)  # [b, n_seg, length]
+        batch, n_segments = tf.shape(segments)[0], tf.shape(segments)[1]
+        maps = extractor(tf.reshape(segments, [-1, length, 1]), training=False)
+        pooled = []
+        for feature_map in maps if isinstance(maps, (list, tuple)) else [maps]:
+            channels = int(feature_map.shape[-1])
+            per_clip = tf.reshape(feature_map, [batch, n_segments * tf.shape(feature_map)[1], channels])
+            pooled += [tf.reduce_max(per_clip, axis=1), tf.reduce_mean(per_clip, axis=1)]
+        return pooled
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        waveform = tf.convert_to_tensor(inputs, tf.float32)
+        features: list[tf.Tensor] = []
+        for extractor, length in zip(self.extractors, self.segment_lengths, strict=True):  # over models, not audio
+            features += self._pooled(extractor, length, waveform)
+        return tf.concat(features, axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (input_shape[0], self.n_features)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "extractors": [keras.saving.serialize_keras_object(e) for e in self.extractors],
+            "segment_hop": self.segment_hop,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ClipFeatures:
+        config = dict(config)
+        config["extractors"] = [keras.saving.deserialize_keras_object(e) for e in config["extractors"]]
+        return cls(**config)
