@@ -1,0 +1,242 @@
+"""tfaural.deconv against an independent NumPy Zeiler–Fergus walk written here."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfaural import deconv
+from tfaural.errors import ParameterError
+from tfaural.models import choi_cnn
+from tfaural.models.samplecnn import samplecnn
+
+# ------------------------------------------------------------------ NumPy reference
+
+
+def np_conv_same(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """Keras/TF 'same' cross-correlation, stride 1 (even kernels pad one more on the right)."""
+    rank = x.ndim - 1
+    pads = [((k - 1) // 2, k // 2) for k in w.shape[:rank]] + [(0, 0)]
+    xp = np.pad(x, pads)
+    out = np.zeros((*x.shape[:rank], w.shape[-1]))
+    for offset in np.ndindex(*w.shape[:rank]):
+        window = xp[tuple(slice(o, o + n) for o, n in zip(offset, x.shape[:rank]))]
+        out += window @ w[offset]
+    return out if b is None else out + b
+
+
+def np_conv_same_adjoint(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The transpose of np_conv_same (no bias): scatter every output back through the kernel."""
+    rank = y.ndim - 1
+    pads = [((k - 1) // 2, k // 2) for k in w.shape[:rank]]
+    shape = tuple(n + p0 + p1 for n, (p0, p1) in zip(y.shape[:rank], pads))
+    xp = np.zeros((*shape, w.shape[-2]))
+    for offset in np.ndindex(*w.shape[:rank]):
+        region = tuple(slice(o, o + n) for o, n in zip(offset, y.shape[:rank]))
+        xp[region] += y @ w[offset].T
+    return xp[tuple(slice(p0, p0 + n) for (p0, _), n in zip(pads, y.shape[:rank]))]
+
+
+def np_conv_strided_valid(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndarray:
+    n_out = (x.shape[0] - w.shape[0]) // stride + 1
+    return np.stack([x[t * stride : t * stride + w.shape[0]].reshape(-1) @ w.reshape(-1, w.shape[-1])
+                     for t in range(n_out)]) + b
+
+
+def np_conv_strided_valid_adjoint(y: np.ndarray, w: np.ndarray, stride: int, length: int) -> np.ndarray:
+    x = np.zeros((length, w.shape[1]))
+    for t in range(y.shape[0]):
+        x[t * stride : t * stride + w.shape[0]] += np.einsum("kco,o->kc", w, y[t])
+    return x
+
+
+def np_pool(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Max pool (floor) with first-argmax switches, by explicit loops over windows."""
+    rank = x.ndim - 1
+    out_shape = tuple(n // p for n in x.shape[:rank])
+    pooled = np.zeros((*out_shape, x.shape[-1]))
+    mask = np.zeros_like(x)
+    for idx in np.ndindex(*out_shape):
+        for c in range(x.shape[-1]):
+            window = x[(*tuple(slice(i * p, i * p + p) for i in idx), c)]
+            flat = int(np.argmax(window))
+            pooled[(*idx, c)] = window.reshape(-1)[flat]
+            pos = np.unravel_index(flat, window.shape)
+            mask[(*tuple(i * p + q for i, q in zip(idx, pos)), c)] = 1
+    return pooled, mask
+
+
+def np_unpool(y: np.ndarray, mask: np.ndarray, p: int) -> np.ndarray:
+    rank = y.ndim - 1
+    up = y
+    for axis in range(rank):
+        up = np.repeat(up, p, axis=axis)
+    full = np.zeros_like(mask)
+    full[tuple(slice(0, n) for n in up.shape[:rank])] = up
+    return full * mask
+
+
+def np_choi_deconv(model: keras.Model, x: np.ndarray, layer: int, feature: int) -> np.ndarray:
+    """Zeiler–Fergus for the Choi CNN, one input [freq, frames] and one feature."""
+    h = x[..., None].astype(np.float64)
+    masks, weights = [], []
+    for level in range(1, layer + 1):
+        conv = model.get_layer(f"conv{level}")
+        w, b = (np.asarray(v, np.float64) for v in conv.get_weights())
+        h = np.maximum(np_conv_same(h, w, b), 0)
+        h, mask = np_pool(h, 2)
+        masks.append(mask)
+        weights.append(w)
+    y = np.zeros_like(h)
+    y[..., feature] = h[..., feature]
+    for mask, w in zip(reversed(masks), reversed(weights)):
+        y = np_conv_same_adjoint(np.maximum(np_unpool(y, mask, 2), 0), w)
+    return y[..., 0]
+
+
+# ------------------------------------------------------------------ tests
+
+
+@pytest.mark.parametrize("shape,p", [((1, 7, 5, 3), 2), ((2, 9, 2), 3), ((1, 8, 6, 2), 2), ((1, 10, 4), 2)])
+def test_switches_and_unpooling_on_odd_sizes(rng: np.random.Generator, shape: tuple[int, ...], p: int) -> None:
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0, 0] = x[0, 1, 0] = 5.0  # a tie: the first maximum wins
+    rank = len(shape) - 2
+    pooled, switches = deconv.pool_with_switches(tf.constant(x), (p,) * rank)
+    layer = keras.layers.MaxPooling2D(p) if rank == 2 else keras.layers.MaxPooling1D(p)
+    np.testing.assert_array_equal(pooled.numpy(), layer(x).numpy())
+    for b in range(shape[0]):
+        ref_pooled, ref_mask = np_pool(x[b].astype(np.float64), p)
+        np.testing.assert_allclose(pooled.numpy()[b], ref_pooled, rtol=0, atol=0)
+        np.testing.assert_array_equal(switches.numpy()[b], ref_mask)
+        signal = rng.standard_normal((2, *ref_pooled.shape)).astype(np.float32)
+        unpooled = deconv.unpool(tf.constant(signal[None]), switches[b : b + 1], (p,) * rank).numpy()[0]
+        for k in range(2):
+            np.testing.assert_array_equal(unpooled[k], np_unpool(signal[k].astype(np.float64), ref_mask, p))
+    assert switches.numpy().sum() == np.prod(pooled.shape)  # exactly one switch per window
+
+
+def _random_choi(n_layers: int, rng: np.random.Generator) -> keras.Model:
+    model = choi_cnn(n_outputs=3, n_freq=33, n_frames=21, n_fft=64, hop_length=32, n_layers=n_layers, n_filters=6,
+                     fc_units=(8,))
+    for layer in model.layers:
+        if layer.name.startswith("conv"):
+            w, b = layer.get_weights()
+            layer.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.5,
+                               rng.standard_normal(b.shape).astype(np.float32) * 0.1])
+    return model
+
+
+def test_one_layer_model_is_the_numpy_transposed_convolution(rng: np.random.Generator) -> None:
+    model = _random_choi(1, rng)
+    x = np.abs(rng.standard_normal((2, 33, 21))).astype(np.float32)
+    out = deconv.deconvolve(model, x, layer=1, features=[4, 0]).numpy()
+    assert out.shape == (2, 2, 33, 21)
+    for b in range(2):
+        for k, feature in enumerate([4, 0]):
+            np.testing.assert_allclose(out[b, k], np_choi_deconv(model, x[b], 1, feature), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_multi_layer_random_model_matches_numpy_walk(rng: np.random.Generator, layer: int) -> None:
+    model = _random_choi(3, rng)
+    x = np.abs(rng.standard_normal((1, 33, 21))).astype(np.float32)
+    out = deconv.deconvolve(model, x, layer=layer).numpy()
+    assert out.shape == (1, 6, 33, 21)
+    scale = max(1e-6, float(np.abs(out).max()))
+    for feature in range(6):
+        ref = np_choi_deconv(model, x[0], layer, feature)
+        np.testing.assert_allclose(out[0, feature], ref, rtol=1e-4, atol=1e-4 * scale)
+    assert np.abs(out).max() > 0  # not a vacuous comparison
+
+
+def test_any_input_size_and_full_paper_model(rng: np.random.Generator) -> None:
+    model = choi_cnn(n_outputs=3)  # 257 x 173 inputs for classification
+    x = np.abs(rng.standard_normal((1, 257, 90))).astype(np.float32)  # the conv part takes any length
+    out = deconv.deconvolve(model, x, layer=5, features=[1, 63])
+    assert out.shape == (1, 2, 257, 90) and np.isfinite(out.numpy()).all()
+
+
+def np_samplecnn_deconv(model: keras.Model, x: np.ndarray, layer: int, feature: int) -> np.ndarray:
+    """Zeiler–Fergus for SampleCNN with BN folded into the kernel scale; x [samples]."""
+    h = x[:, None].astype(np.float64)
+    saved = []
+    for level in range(0, layer + 1):
+        conv = model.get_layer(f"conv{level}")
+        w, b = (np.asarray(v, np.float64) for v in conv.get_weights())
+        gamma, beta, mean, var = (np.asarray(v, np.float64) for v in model.get_layer(f"bn{level}").get_weights())
+        scale = gamma / np.sqrt(var + model.get_layer(f"bn{level}").epsilon)
+        length = h.shape[0]
+        if level == 0:
+            stride = w.shape[0]
+            h = np_conv_strided_valid(h, w, b, stride)
+        else:
+            h = np_conv_same(h, w, b)
+        h = np.maximum((h - mean) * scale + beta, 0)
+        mask = None
+        if level > 0:
+            h, mask = np_pool(h, model.get_layer(f"pool{level}").pool_size[0])
+        saved.append((w * scale, mask, length))
+    y = np.zeros_like(h)
+    y[:, feature] = h[:, feature]
+    for level, (w, mask, length) in reversed(list(enumerate(saved))):
+        if mask is not None:
+            y = np_unpool(y, mask, w.shape[0])
+        y = np.maximum(y, 0)
+        y = np_conv_strided_valid_adjoint(y, w, w.shape[0], length) if level == 0 else np_conv_same_adjoint(y, w)
+    return y[:, 0]
+
+
+def test_samplecnn_deconvolution_with_batch_norm_matches_numpy(rng: np.random.Generator) -> None:
+    model = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
+    for layer in model.layers:  # non-trivial BN statistics and weights
+        if layer.name.startswith("bn"):
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.5, 2, n)])
+    x = rng.standard_normal((1, 54)).astype(np.float32)
+    for layer in (0, 2, 3):
+        out = deconv.deconvolve(model, x, layer=layer, features=[0, 5]).numpy()
+        assert out.shape == (1, 2, 54)
+        for k, feature in enumerate([0, 5]):
+            ref = np_samplecnn_deconv(model, x[0], layer, feature)
+            np.testing.assert_allclose(out[0, k], ref, rtol=1e-4, atol=1e-4 * max(1e-6, np.abs(ref).max()))
+
+
+def test_features_are_a_batch_axis_equal_to_one_at_a_time(rng: np.random.Generator) -> None:
+    model = _random_choi(2, rng)
+    x = np.abs(rng.standard_normal((2, 33, 21))).astype(np.float32)
+    together = deconv.deconvolve(model, x, layer=2).numpy()
+    for feature in range(6):
+        alone = deconv.deconvolve(model, x, layer=2, features=[feature]).numpy()
+        np.testing.assert_allclose(together[:, feature], alone[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_runs_under_tf_function_with_tensor_features(rng: np.random.Generator) -> None:
+    model = _random_choi(2, rng)
+    net = deconv.DeconvNet(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
+    def run(x: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
+        return net(x, layer=2, features=features)
+
+    x = np.abs(rng.standard_normal((1, 33, 25))).astype(np.float32)
+    out = run(x, tf.constant([3, 1]))
+    np.testing.assert_allclose(out.numpy(), net(x, layer=2, features=[3, 1]).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature indices must be < 6"):
+        run(x, tf.constant([7]))
+
+
+def test_invalid_layer_and_features_are_clear_errors(rng: np.random.Generator) -> None:
+    model = _random_choi(2, rng)
+    x = np.ones((1, 33, 21), np.float32)
+    with pytest.raises(ParameterError, match=r"layer=7 is invalid .* expected one of \[1, 2\]"):
+        deconv.deconvolve(model, x, layer=7)
+    with pytest.raises(ParameterError, match=r"feature indices \[6\] are out of range"):
+        deconv.deconvolve(model, x, layer=1, features=[0, 6])
+    with pytest.raises(ParameterError, match="non-empty list of integers"):
+        deconv.deconvolve(model, x, layer=1, features=[])
+    assert deconv.deconvolvable_layers(model) == (1, 2)
+    assert deconv.n_features(model, 2) == 6
