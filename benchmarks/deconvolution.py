@@ -1,0 +1,121 @@
+"""Deconvolution + auralisation of every feature of the Choi CNN on one 4-s clip.
+
+All 5 layers × 64 features (320 waveforms) computed the tfaural way (features as a
+batch axis, one shared forward pass, ``tf.function``) against two per-feature loops
+measured side by side in the same run: the reference code's way (eager ops
+dispatched from Python, forward + deconvolution + inverse STFT for one feature per
+call) and a stronger baseline (the same loop calling a compiled ``tf.function`` per
+feature). Loop times are extrapolated from an evenly spread sample of features.
+
+Targets (issue 6): batched ≤ 2 s on this 2-core CPU, and ≥ 20× the per-feature loop.
+
+Run ``python benchmarks/deconvolution.py [--quick] [--run RUN_DIR]``; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np
+import tensorflow as tf
+from _timing import environment, run_times
+
+from tfaural import auralise
+from tfaural.models import choi_cnn
+
+
+def _clip(sample_rate: int, seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    y = 0.4 * np.sin(2 * np.pi * (110 * t + 200 * t**2)) + 0.05 * rng.standard_normal(t.size)
+    y[:: sample_rate // 4] += 0.5  # clicks: onsets for the first-layer detectors
+    return np.clip(y, -1, 1).astype(np.float32)[None]
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and loop samples (smoke mode)")
+    parser.add_argument("--run", default=None, help="a training run directory (default: random weights)")
+    args = parser.parse_args(argv)
+
+    if args.run:
+        from tfaural.run import load_run
+
+        model, _ = load_run(args.run)
+    else:
+        model = choi_cnn(n_outputs=3)
+    config = model.tfaural_config
+    waveform = tf.constant(_clip(config.sample_rate, 4.0))
+    auraliser = auralise.Auraliser(model)
+    levels = auraliser.net.levels
+    n_maps = auraliser.net.n_features(levels[-1])
+
+    batched = tf.function(lambda y: {k: v.audio for k, v in auraliser.layers(y, mode="phase").items()})
+    repeats = 2 if args.quick else 5
+    batched_times = run_times(lambda: batched(waveform), warmup=1, repeats=repeats)
+
+    per_layer = {
+        layer: tf.function(
+            lambda y, f, layer=layer: auraliser(y, layer=layer, features=f, mode="phase").audio,
+            input_signature=[tf.TensorSpec(waveform.shape, tf.float32), tf.TensorSpec([1], tf.int32)],
+        )
+        for layer in levels
+    }
+    samples_per_layer = 2 if args.quick else 6
+    loop_calls = 0
+    for layer in levels:  # warm up (trace) every per-layer function
+        per_layer[layer](waveform, tf.constant([0])).numpy()
+    start = time.perf_counter()
+    for layer in levels:
+        for feature in np.linspace(0, n_maps - 1, samples_per_layer).astype(np.int32):
+            per_layer[layer](waveform, tf.constant([feature])).numpy()
+            loop_calls += 1
+    loop_per_call = (time.perf_counter() - start) / loop_calls
+    # The reference code's way: eager ops dispatched from Python, one feature per call.
+    start = time.perf_counter()
+    eager_calls = 0
+    for layer in levels:
+        for feature in np.linspace(0, n_maps - 1, max(1, samples_per_layer // 2)).astype(np.int32):
+            auraliser(waveform, layer=layer, features=[int(feature)], mode="phase").audio.numpy()
+            eager_calls += 1
+    eager_per_call = (time.perf_counter() - start) / eager_calls
+    total_features = len(levels) * n_maps
+    loop_seconds = loop_per_call * total_features
+    batched_seconds = statistics.median(batched_times)
+    result = {
+        "benchmark": "deconvolution_auralisation",
+        "model": "choi_cnn" + (f" ({args.run})" if args.run else " (random weights)"),
+        "clip_seconds": 4.0,
+        "layers": list(levels),
+        "features_per_layer": n_maps,
+        "waveforms": total_features,
+        "batched_seconds_median": round(batched_seconds, 3),
+        "batched_seconds_all": [round(t, 3) for t in batched_times],
+        "eager_loop_seconds_per_feature": round(eager_per_call, 4),
+        "eager_loop_seconds_extrapolated": round(eager_per_call * total_features, 2),
+        "eager_loop_features_timed": eager_calls,
+        "speedup_vs_eager_loop": round(eager_per_call * total_features / batched_seconds, 1),
+        "compiled_loop_seconds_per_feature": round(loop_per_call, 4),
+        "compiled_loop_seconds_extrapolated": round(loop_seconds, 2),
+        "compiled_loop_features_timed": loop_calls,
+        "speedup_vs_compiled_loop": round(loop_seconds / batched_seconds, 1),
+        "target_seconds": 2.0,
+        "target_speedup": 20.0,
+        "meets_time_target": batched_seconds <= 2.0,
+        "meets_speedup_target": eager_per_call * total_features / batched_seconds >= 20.0,
+        "environment": environment(),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

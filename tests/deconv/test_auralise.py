@@ -1,0 +1,114 @@
+"""tfaural.auralise: reconstruction identities, modes, silence, and waveform models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import chirp, sine
+
+from tfaural import auralise, spectral
+from tfaural.errors import ModelError, ParameterError
+from tfaural.models import choi_cnn
+from tfaural.models.samplecnn import mel_frame_cnn, samplecnn
+
+SR = 2048  # small test rate: n_fft 64, hop 32 -> 33 bins
+
+
+def _tiny_choi(scaling: str = "linear") -> tf.keras.Model:
+    return choi_cnn(n_outputs=3, n_freq=33, n_frames=65, n_fft=64, hop_length=32, n_layers=3, n_filters=4,
+                    fc_units=(8,), input_scaling=scaling, sample_rate=SR)
+
+
+@pytest.mark.parametrize("n_fft,hop", [(512, 256), (64, 32), (729, 243)])
+def test_phase_mode_with_the_original_magnitude_reconstructs_the_input(rng: np.random.Generator, n_fft: int,
+                                                                       hop: int) -> None:
+    y = (chirp(100, 3000, 1.0, sample_rate=11025) + 0.05 * rng.standard_normal(11025)).astype(np.float32)[None]
+    stft_matrix = spectral.stft(y, n_fft=n_fft, hop_length=hop)
+    magnitude = tf.abs(stft_matrix)[:, tf.newaxis]  # the "deconvolved map" replaced by |X|
+    out = auralise.reconstruct(magnitude, stft_matrix, mode="phase", n_fft=n_fft, hop_length=hop, length=11025)
+    assert out.shape == (1, 1, 11025)
+    np.testing.assert_allclose(out.numpy()[0, 0], y[0], atol=1e-4)
+    ones = tf.ones_like(magnitude)  # mask mode with an all-pass mask is also the identity
+    out = auralise.reconstruct(ones, stft_matrix, mode="mask", n_fft=n_fft, hop_length=hop, length=11025)
+    np.testing.assert_allclose(out.numpy()[0, 0], y[0], atol=1e-4)
+
+
+def test_mask_and_phase_modes_differ_as_documented(rng: np.random.Generator) -> None:
+    y = sine(300, 1.0, sample_rate=SR)[None]
+    stft_matrix = spectral.stft(y, n_fft=64, hop_length=32)
+    d = tf.constant(rng.uniform(0, 1, (1, 2, *stft_matrix.shape[1:])), tf.float32)
+    phase = auralise.reconstruct(d, stft_matrix, mode="phase", n_fft=64, hop_length=32, length=SR).numpy()
+    mask = auralise.reconstruct(d, stft_matrix, mode="mask", n_fft=64, hop_length=32, length=SR).numpy()
+    mag, ph = spectral.magphase(stft_matrix)
+    ref_phase = spectral.istft(tf.cast(d, tf.complex64) * ph[:, None], n_fft=64, hop_length=32, length=SR).numpy()
+    ref_mask = spectral.istft(tf.cast(d * mag[:, None], tf.complex64) * ph[:, None], n_fft=64, hop_length=32,
+                              length=SR).numpy()
+    np.testing.assert_allclose(phase, ref_phase, atol=1e-5)
+    np.testing.assert_allclose(mask, ref_mask, atol=1e-5)
+    with pytest.raises(ParameterError, match="mode='magic'"):
+        auralise.reconstruct(d, stft_matrix, mode="magic", n_fft=64, hop_length=32, length=SR)
+
+
+@pytest.mark.parametrize("scaling", ["linear", "log"])
+def test_choi_auralisation_shapes_and_normalisation(rng: np.random.Generator, scaling: str) -> None:
+    model = _tiny_choi(scaling)
+    y = np.stack([sine(220, 1.0, sample_rate=SR), chirp(50, 900, 1.0, sample_rate=SR)])
+    result = auralise.auralise(model, y, layer=2, features=[0, 1, 3])
+    assert result.audio.shape == (2, 3, SR)
+    assert result.deconvolved.shape == (2, 3, 33, 1 + SR // 32)
+    assert result.spectrogram.shape == (2, 33, 1 + SR // 32)
+    audio = result.audio.numpy()
+    assert np.isfinite(audio).all()
+    peaks = np.abs(audio).max(axis=-1)
+    silent = result.silent.numpy()
+    np.testing.assert_allclose(peaks[~silent], 0.9, rtol=1e-5)
+    assert np.all(peaks[silent] == 0)
+
+
+def test_silent_input_gives_silence_and_a_flag_not_nan() -> None:
+    model = _tiny_choi()
+    result = auralise.auralise(model, np.zeros((1, SR), np.float32), layer=3)
+    assert result.silent.numpy().all()
+    assert np.all(result.audio.numpy() == 0)
+    assert np.all(result.peak.numpy() == 0)
+
+
+def test_log_scaling_is_undone_before_the_inverse_stft() -> None:
+    model = _tiny_choi("log")
+    config = model.tfaural_config
+    x = tf.constant([[0.0, 0.5, 2.0]])
+    back = auralise.to_linear_magnitude(spectral.log_compress(x, c=config.log_c), config)
+    np.testing.assert_allclose(back.numpy(), x.numpy(), rtol=1e-5)
+    assert np.all(auralise.to_linear_magnitude(tf.constant([[-1.0]]), config).numpy() == 0)
+
+
+def test_samplecnn_auralisation_is_the_normalised_deconvolution(rng: np.random.Generator) -> None:
+    model = samplecnn(filter_sizes=(3, 3, 3, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
+                      sample_rate=SR)
+    y = rng.standard_normal((1, 81 * 3)).astype(np.float32) * 0.3
+    result = auralise.auralise(model, y, layer=2, features=[1, 2])
+    assert result.spectrogram is None and result.audio.shape == (1, 2, 243)
+    d = result.deconvolved.numpy()
+    for k in range(2):
+        if not result.silent.numpy()[0, k]:
+            np.testing.assert_allclose(result.audio.numpy()[0, k], 0.9 * d[0, k] / np.abs(d[0, k]).max(), rtol=1e-5,
+                                       atol=1e-7)
+
+
+def test_mel_frame_model_cannot_be_auralised() -> None:
+    model = mel_frame_cnn(window=729, hop=729, n_outputs=3)
+    with pytest.raises(ModelError, match="mel-frame"):
+        auralise.Auraliser(model)
+
+
+def test_all_layers_at_once_equals_one_layer_at_a_time() -> None:
+    model = _tiny_choi()
+    y = chirp(50, 900, 1.0, sample_rate=SR)[None]
+    auraliser = auralise.Auraliser(model)
+    together = auraliser.layers(y, mode="mask")
+    assert sorted(together) == [1, 2, 3]
+    for layer, result in together.items():
+        alone = auraliser(y, layer=layer, mode="mask")
+        np.testing.assert_allclose(result.audio.numpy(), alone.audio.numpy(), atol=1e-5)
+        np.testing.assert_array_equal(result.silent.numpy(), alone.silent.numpy())

@@ -1,0 +1,162 @@
+"""The training run directory: what training writes and what export, evaluation and the report read.
+
+Layout of ``RUN_DIR``::
+
+    model.keras        the best model (Keras 3 format; carries its architecture config)
+    run.json           RunInfo: model config, audio / STFT / segment settings, label names, ...
+    history.csv        one row per epoch (written by training)
+    checkpoints/       the latest training state, for resuming after an interruption
+    logs/              TensorBoard event files
+    eval.json          evaluation results (written by ``python -m tfaural.evaluate``)
+
+:class:`RunInfo` is the single description of a trained model outside its
+weights; ``export`` copies it into the SavedModel's ``assets/metadata.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import uuid
+from typing import Any
+
+from tfaural._version import __version__
+from tfaural.config import AudioConfig, SegmentConfig, STFTConfig, model_config_from_dict, model_config_to_dict
+from tfaural.config import Config as _Config
+from tfaural.errors import ModelError
+
+__all__ = ["MODEL_FILE", "INFO_FILE", "TASKS", "RunInfo", "save_run", "load_run", "read_run_info"]
+
+MODEL_FILE = "model.keras"
+INFO_FILE = "run.json"
+TASKS = ("single-label", "multi-label")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """Everything about a trained model except its weights.
+
+    Attributes:
+        model: The architecture config (ChoiConfig, SampleCNNConfig, AggregationConfig).
+        labels: Output label names, in output-unit order.
+        task: ``"single-label"`` (softmax, genres) or ``"multi-label"`` (sigmoid, tags).
+        audio: Sample rate and mono mix-down the model expects.
+        segment: The model's input segment (length in samples, hop between segments
+            when a clip is cut for song-level prediction).
+        stft: The STFT of spectrogram models (``None`` for waveform models).
+        run_id: A unique id of the training run.
+        created: ISO-8601 UTC time the run was created.
+        tfaural_version: Version of tfaural that trained it.
+        extra: Free-form details (dataset, recipe, best epoch, scores).
+    """
+
+    model: _Config
+    labels: tuple[str, ...]
+    task: str
+    audio: AudioConfig
+    segment: SegmentConfig
+    stft: STFTConfig | None = None
+    run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
+    created: str = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    )
+    tfaural_version: str = __version__
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ModelError(f"RunInfo.task={self.task!r} is invalid: expected one of {TASKS}")
+        n_outputs = getattr(self.model, "n_outputs", None)
+        if n_outputs is not None and n_outputs != len(self.labels):
+            raise ModelError(
+                f"the model has {n_outputs} outputs but {len(self.labels)} label names were given: {list(self.labels)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {
+            "run_id": self.run_id,
+            "created": self.created,
+            "tfaural_version": self.tfaural_version,
+            "task": self.task,
+            "labels": list(self.labels),
+            "model": model_config_to_dict(self.model),
+            "audio": self.audio.to_dict(),
+            "segment": self.segment.to_dict(),
+            "stft": None if self.stft is None else self.stft.to_dict(),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunInfo:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            return cls(
+                model=model_config_from_dict(data["model"]),
+                labels=tuple(data["labels"]),
+                task=data["task"],
+                audio=AudioConfig.from_dict(data["audio"]),
+                segment=SegmentConfig.from_dict(data["segment"]),
+                stft=None if data.get("stft") is None else STFTConfig.from_dict(data["stft"]),
+                run_id=data["run_id"],
+                created=data["created"],
+                tfaural_version=data.get("tfaural_version", "unknown"),
+                extra=dict(data.get("extra", {})),
+            )
+        except KeyError as err:
+            raise ModelError(f"run description is missing the field {err}") from None
+
+
+def save_run(run_dir: str | os.PathLike[str], model: Any, info: RunInfo) -> None:
+    """Writes ``model.keras`` and ``run.json`` into ``run_dir`` (atomically, each file)."""
+    root = os.fspath(run_dir)
+    os.makedirs(root, exist_ok=True)
+    tmp_model = os.path.join(root, ".tmp-" + MODEL_FILE)
+    model.save(tmp_model)
+    os.replace(tmp_model, os.path.join(root, MODEL_FILE))
+    tmp_info = os.path.join(root, ".tmp-" + INFO_FILE)
+    with open(tmp_info, "w", encoding="utf-8") as handle:
+        json.dump(info.to_dict(), handle, indent=2, sort_keys=True)
+    os.replace(tmp_info, os.path.join(root, INFO_FILE))
+
+
+def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
+    """Reads ``run.json``.
+
+    Raises:
+        ModelError: If the directory is not a tfaural run or the file is malformed.
+    """
+    path = os.path.join(os.fspath(run_dir), INFO_FILE)
+    if not os.path.isfile(path):
+        raise ModelError(f"{os.fspath(run_dir)!r} is not a tfaural run directory: {INFO_FILE} is missing")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return RunInfo.from_dict(json.load(handle))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: not valid JSON ({err})") from None
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, RunInfo]:
+    """Loads the best model and its :class:`RunInfo`.
+
+    Returns:
+        ``(keras_model, info)``.
+
+    Raises:
+        ModelError: If files are missing or unreadable.
+    """
+    import keras
+
+    import tfaural.models  # noqa: F401  (registers the custom layers for deserialisation)
+
+    info = read_run_info(run_dir)
+    path = os.path.join(os.fspath(run_dir), MODEL_FILE)
+    if not os.path.isfile(path):
+        raise ModelError(f"{os.fspath(run_dir)!r}: {MODEL_FILE} is missing (did training finish an epoch?)")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path}: cannot load the model ({err})") from None
+    return model, info
