@@ -1,0 +1,50 @@
+"""Datasets: catalogue manifests, the TFRecord schema, tf.data pipelines and TFDS builders.
+
+From "a folder of audio files with labels" to "batches on the accelerator":
+
+1. :mod:`tfaural.data.catalogue` — describe the dataset (a CSV/JSONL manifest, a
+   ``genre/track.wav`` folder, MagnaTagATune or GTZAN).
+2. ``python -m beam_jobs.make_tfrecords`` — decode it into TFRecord shards and
+   ``dataset.json`` (schema in :mod:`tfaural.data.tfrecord`).
+3. :mod:`tfaural.data.pipeline` — read the shards into ``(inputs, labels)``
+   batches for SampleCNN (waveform) or the Choi CNN (STFT magnitude).
+
+:mod:`tfaural.data.tfds_builders` (imported on demand, it pulls in
+tensorflow-datasets) offers the same catalogues as TFDS datasets.
+"""
+
+from tfaural.data.catalogue import (
+    GTZAN_GENRES,
+    MTAT_TOP50_TAGS,
+    SPLITS,
+    Catalogue,
+    Track,
+    manifest_from_folder,
+    read_gtzan,
+    read_magnatagatune,
+    read_manifest,
+    write_manifest,
+)
+from tfaural.data.pipeline import input_shape, make_dataset, make_track_dataset
+from tfaural.data.tfrecord import DatasetInfo, decode_example, encode_example, parse_example, read_dataset_info
+
+__all__ = [
+    "SPLITS",
+    "MTAT_TOP50_TAGS",
+    "GTZAN_GENRES",
+    "Track",
+    "Catalogue",
+    "read_manifest",
+    "write_manifest",
+    "manifest_from_folder",
+    "read_magnatagatune",
+    "read_gtzan",
+    "DatasetInfo",
+    "read_dataset_info",
+    "encode_example",
+    "decode_example",
+    "parse_example",
+    "make_dataset",
+    "make_track_dataset",
+    "input_shape",
+]
