@@ -26,7 +26,7 @@ def test_render_catalogue(tmp_path: pathlib.Path) -> None:
     tags = _rows(out / "manifest_instruments.csv")
     assert len(styles) == len(tags) == 12
     assert {r["labels"] for r in styles} == set(demo.STYLES)
-    assert {r["split"] for r in styles} == {"train", "valid", "test"}
+    assert {r["split"] for r in styles} == {"train", "validation", "test"}
     for style_row, tag_row in zip(styles, tags):
         assert style_row["path"] == tag_row["path"] and style_row["track_id"] == tag_row["track_id"]
         instruments = tag_row["labels"].split(";")

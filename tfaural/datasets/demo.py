@@ -71,7 +71,7 @@ class DemoTrack:
         instruments: Instrument tags present (harmonic instruments, ``bass``, ``drums``).
         key: Root note name, e.g. ``"Eb3"``.
         tempo: Beats per minute.
-        split: ``train``, ``valid`` or ``test``.
+        split: ``train``, ``validation`` or ``test``.
     """
 
     track_id: str
@@ -201,7 +201,7 @@ def make_track(
 def _splits(n: int, rng: np.random.Generator, fractions: tuple[float, float]) -> list[str]:
     n_valid = max(1, int(round(fractions[0] * n)))
     n_test = max(1, int(round(fractions[1] * n)))
-    labels = ["valid"] * n_valid + ["test"] * n_test + ["train"] * max(0, n - n_valid - n_test)
+    labels = ["validation"] * n_valid + ["test"] * n_test + ["train"] * max(0, n - n_valid - n_test)
     rng.shuffle(labels)
     return labels[:n]
 
