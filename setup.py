@@ -16,6 +16,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tfaural" / "_version.py
 
 INSTALL_REQUIRES = [
     "tensorflow>=2.21,<2.22",
+    "tensorboard>=2.20",  # TensorFlow 2.21 no longer installs it; training writes its logs
     "keras>=3.10",
     "apache-beam[gcp]>=2.77",
     "tensorflow-datasets>=4.9.10",

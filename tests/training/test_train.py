@@ -1,0 +1,171 @@
+"""Training end to end: a real FluidSynth demo catalogue, real TFRecords, every model family."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from beam_jobs import make_tfrecords
+from tfaural import evaluate
+from tfaural.config import AggregationConfig, ChoiConfig, SampleCNNConfig
+from tfaural.datasets import demo
+from tfaural.errors import ConfigError, DataError
+from tfaural.run import load_run, read_run_info
+from tfaural.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A 9-track demo catalogue (3 styles) as TFRecords at 11,025, 2,000 and 22,050 Hz."""
+    root = tmp_path_factory.mktemp("demo")
+    demo.render_catalogue(root, tracks_per_style=3, seconds=4.5, sample_rate=22050, seed=3, progress=False)
+    datasets = {}
+    for name, rate, manifest in (("choi", 11025, "manifest.csv"), ("sc2000", 2000, "manifest.csv"),
+                                 ("sc22050", 22050, "manifest.csv"), ("tags2000", 2000, "manifest_instruments.csv")):
+        out = root / f"tfrecords-{name}"
+        make_tfrecords.run([f"--manifest={root / manifest}", f"--output={out}", f"--sample-rate={rate}",
+                            "--runner=DirectRunner"])
+        datasets[name] = str(out)
+    return datasets
+
+
+def _rows(path: pathlib.Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _config(model: str, **kwargs: object) -> TrainConfig:
+    defaults: dict[str, object] = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "checkpoint_every": 0}
+    defaults.update(kwargs)
+    return TrainConfig(model=model, **defaults)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "model,data,expected",
+    [("choi", "choi", ChoiConfig), ("samplecnn-2000", "sc2000", SampleCNNConfig),
+     ("mel-frame", "sc22050", SampleCNNConfig), ("raw-frame", "sc22050", SampleCNNConfig)],
+)
+def test_every_family_trains_a_step_and_writes_a_run(catalogue: dict[str, str], tmp_path: pathlib.Path, model: str,
+                                                     data: str, expected: type) -> None:
+    run_dir = tmp_path / "run"
+    extra = {"window": 729, "hop": 729} if model == "mel-frame" else {}
+    result = train(catalogue[data], str(run_dir), _config(model, **extra), verbose=0)
+    assert result.epochs == 1 and result.stopped == "epochs"
+    loaded, info = load_run(run_dir)
+    assert isinstance(info.model, expected)
+    assert info.labels == ("ballad", "dance", "hiphop") and info.task == "single-label"
+    x = np.zeros((1, *loaded.input_shape[1:]), np.float32)
+    scores = loaded(x, training=False).numpy()
+    np.testing.assert_allclose(scores.sum(), 1.0, rtol=1e-5)  # softmax for single-label genres
+    history = _rows(run_dir / "history.csv")
+    assert len(history) == 1 and float(history[0]["learning_rate"]) == pytest.approx(0.01)
+    assert any((run_dir / "logs").rglob("events.out.tfevents*"))
+
+
+def test_resume_after_a_kill_continues_mid_epoch(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tfaural.train", "--model", "samplecnn-2000", "--data", catalogue["sc2000"],
+               "--output", str(run_dir), "--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "2",
+               "--checkpoint-every", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    crashed = subprocess.run([*command, "--crash-after-steps", "3"], capture_output=True, text=True, env=env)
+    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    assert (state["epoch"], state["step"], state["global_step"]) == (0, 3, 3)
+    resumed = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr and "epoch 1, step 3" in resumed.stderr
+    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    # 2 epochs x 4 steps in all: the resumed run did the 1 missing step of epoch 1, not 4 again.
+    assert (state["epoch"], state["global_step"], state["finished"]) == (2, 8, "epochs")
+    rows = _rows(run_dir / "history.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    again = subprocess.run(command, capture_output=True, text=True, env=env)  # a finished run is left alone
+    assert again.returncode == 0 and "already finished" in again.stderr
+
+
+def test_learning_rate_schedule_divides_by_five_then_stops(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
+    # A learning rate too small to change the validation loss: every epoch after the first is a plateau.
+    config = _config("samplecnn-2000", epochs=10, learning_rate=1e-9, patience=1, max_decays=2)
+    result = train(catalogue["sc2000"], str(tmp_path / "run"), config, verbose=0)
+    rates = [float(r["learning_rate"]) for r in _rows(tmp_path / "run" / "history.csv")]
+    np.testing.assert_allclose(rates, [1e-9, 1e-9, 2e-10, 4e-11])
+    assert result.stopped == "schedule" and result.epochs == 4 and result.best_epoch == 0
+
+
+def test_gpu_options_construct_on_cpu(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
+    config = _config("samplecnn-2000", mixed_precision=True, distribute="mirrored")
+    result = train(catalogue["sc2000"], str(tmp_path / "run"), config, verbose=0)
+    assert result.epochs == 1
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
+    model, info = load_run(tmp_path / "run")
+    assert info.extra["train_config"]["mixed_precision"] is True
+    assert model.get_layer("conv1").dtype_policy.name == "float32"  # exports are rebuilt in float32
+    # XLA: the train step compiles with jit_compile (one step on the smallest model).
+    from tfaural.models import build
+    from tfaural.train import _compile, model_config_for
+
+    jit = _config("samplecnn-2000", jit=True)
+    tiny = build(model_config_for(jit, n_outputs=3, multi_label=False, sample_rate=2000))
+    _compile(tiny, jit, multi_label=False, learning_rate=0.01)
+    assert tiny.jit_compile is True
+    x = np.zeros((2, 5184, 1), np.float32)
+    y = np.eye(3, dtype=np.float32)[[0, 1]]
+    assert np.isfinite(tiny.train_on_batch(x, y, return_dict=True)["loss"])
+
+
+def test_evaluate_writes_scores_and_a_figure(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
+    run_dir = tmp_path / "run"
+    train(catalogue["choi"], str(run_dir), _config("choi"), verbose=0)
+    result = evaluate.evaluate_run(str(run_dir), catalogue["choi"], split="test", progress=False)
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["n_tracks"] == result["n_tracks"] == 3  # one test track per style
+    assert 0.0 <= saved["accuracy"] <= 1.0 and len(saved["confusion_matrix"]) == 3
+    assert sum(map(sum, saved["confusion_matrix"])) == 3
+    assert (run_dir / "eval-test.png").stat().st_size > 1000
+    rows = _rows(run_dir / "predictions-test.csv")
+    assert len(rows) == 3 and all(abs(sum(float(r[f"score:{n}"]) for n in ("ballad", "dance", "hiphop")) - 1) < 1e-4
+                                  for r in rows)
+    with pytest.raises(DataError, match="labels"):
+        evaluate.evaluate_run(str(run_dir), catalogue["tags2000"], progress=False)
+
+
+def test_transfer_by_weights_and_by_features(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "source"
+    train(catalogue["sc2000"], str(source), _config("samplecnn-2000"), verbose=0)
+    target = tmp_path / "finetuned"
+    # Multi-label instrument tags: a different output layer, every other layer initialised from the source.
+    train(catalogue["tags2000"], str(target), _config("samplecnn-2000"), init_from=str(source), verbose=0)
+    src, _ = load_run(source)
+    tuned, info = load_run(target)
+    assert info.task == "multi-label" and tuned.get_layer("output").get_weights()[0].shape[1] == len(info.labels)
+    features = tmp_path / "features"
+    code = __import__("tfaural.train", fromlist=["main"]).main(
+        ["--model", "samplecnn-2000", "--data", catalogue["tags2000"], "--output", str(features), "--transfer",
+         "features", "--init-from", str(source), "--hidden-units", "16,16", "--epochs", "3"])
+    assert code == 0
+    agg, agg_info = load_run(features)
+    assert isinstance(agg_info.model, AggregationConfig) and agg_info.extra["transfer"] == "features"
+    scores = agg(np.zeros((1, 2000 * 4), np.float32), training=False).numpy()
+    assert scores.shape == (1, len(agg_info.labels)) and np.all((scores >= 0) & (scores <= 1))
+    del src
+
+
+def test_bad_inputs_are_clear_errors(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
+    with pytest.raises(DataError, match="expects 22050 Hz audio but the dataset is at 2000 Hz"):
+        train(catalogue["sc2000"], str(tmp_path / "a"), _config("samplecnn"), verbose=0)
+    with pytest.raises(ConfigError, match=r"model='vgg'"):
+        TrainConfig(model="vgg")
+    with pytest.raises(DataError, match=r"dataset\.json not found"):
+        train(str(tmp_path), str(tmp_path / "b"), _config("choi"), verbose=0)
+    assert read_run_info  # imported for the API surface

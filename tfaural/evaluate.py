@@ -1,0 +1,179 @@
+"""Song-level evaluation of a training run: ``python -m tfaural.evaluate``.
+
+Every track of the chosen split is cut into its contiguous segments (the
+SampleCNN protocol keeps 10 of a 29.1 s clip), the model scores each segment and
+the track's score is their average. Tagging runs are scored with per-tag and macro
+ROC-AUC and PR-AUC, single-label runs with accuracy and a confusion matrix (plus
+the AUCs). Results go to ``RUN_DIR/eval.json`` (or ``eval-<split>.json``), per-track
+scores to ``predictions-<split>.csv`` and a figure to ``eval-<split>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tfaural import metrics
+from tfaural.config import ChoiConfig, STFTConfig
+from tfaural.errors import DataError, TfauralError
+from tfaural.run import load_run
+
+__all__ = ["evaluate_run", "plot_evaluation", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_run(
+    run_dir: str,
+    data: str,
+    *,
+    split: str = "test",
+    segments_per_track: int | None = 10,
+    write: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scores a run's best model on one split of a TFRecord dataset.
+
+    Args:
+        run_dir: Training run directory.
+        data: Dataset folder (``dataset.json`` + shards).
+        split: Split to evaluate.
+        segments_per_track: Segments averaged per track (``None``: all).
+        write: Write ``eval*.json``, ``predictions-<split>.csv`` and the figure into ``run_dir``.
+        progress: Show a progress bar.
+
+    Returns:
+        The evaluation dict (see :func:`tfaural.metrics.evaluate_predictions`) with
+        ``split``, ``n_tracks`` and ``segments_per_track`` added.
+
+    Raises:
+        DataError: If the dataset does not match the run (labels, rate) or the split is empty.
+    """
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    from tfaural.data.pipeline import make_track_dataset
+    from tfaural.data.tfrecord import read_dataset_info, shard_pattern
+
+    model, info = load_run(run_dir)
+    dataset = read_dataset_info(data)
+    if tuple(dataset.label_names) != tuple(info.labels):
+        raise DataError(
+            f"{data}: its labels {list(dataset.label_names)} differ from the run's {list(info.labels)}"
+        )
+    if dataset.count(split, "tracks") == 0 and dataset.count(split) == 0:
+        raise DataError(f"{data}: split {split!r} is empty (dataset.json lists {sorted(dataset.splits)})")
+    is_choi = isinstance(info.model, ChoiConfig)
+    stft = info.stft if is_choi else None
+    tracks = make_track_dataset(
+        shard_pattern(data, split),
+        family="choi" if is_choi else "samplecnn",
+        segment_length=info.segment.length,
+        segments_per_track=segments_per_track,
+        stft=stft if isinstance(stft, STFTConfig) else None,
+        sample_rate=info.audio.sample_rate,
+        info=dataset,
+    )
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    ids, truths, scores = [], [], []
+    total = dataset.count(split, "tracks") or None
+    for track_id, inputs, labels in tqdm(tracks, total=total, desc=f"evaluating {split}", disable=not progress):
+        segment_scores = predict(inputs).numpy()
+        ids.append(track_id.numpy().decode())
+        truths.append(labels.numpy())
+        scores.append(metrics.average_segments(segment_scores))
+    if not ids:
+        raise DataError(f"{data}: no tracks could be read from split {split!r}")
+    y_true, y_score = np.stack(truths), np.stack(scores)
+    result = metrics.evaluate_predictions(y_true, y_score, info.labels, multi_label=info.task == "multi-label")
+    result.update({"split": split, "n_tracks": len(ids), "segments_per_track": segments_per_track,
+                   "run_id": info.run_id})
+    if write:
+        name = "eval.json" if split == "test" else f"eval-{split}.json"
+        with open(os.path.join(run_dir, name), "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+        with open(os.path.join(run_dir, f"predictions-{split}.csv"), "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["track_id", *[f"true:{n}" for n in info.labels], *[f"score:{n}" for n in info.labels]])
+            for track_id, t, s in zip(ids, y_true, y_score):
+                writer.writerow([track_id, *t.astype(int).tolist(), *[f"{v:.6f}" for v in s]])
+        result["figure"] = plot_evaluation(result, os.path.join(run_dir, f"eval-{split}.png"))
+    return result
+
+
+def plot_evaluation(result: dict[str, Any], path: str) -> str:
+    """Confusion matrix (single-label) or per-tag ROC-AUC bars (multi-label) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if result["task"] == "single-label":
+        matrix = np.asarray(result["confusion_matrix"])
+        labels = result["labels"]
+        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.7 * len(labels)))
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha="center", va="center",
+                    color="white" if count > matrix.max() / 2 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"accuracy {result['accuracy']:.3f} (chance {result['chance']:.3f}), {result['n_tracks']} tracks")
+    else:
+        per_tag = result["per_tag"]
+        tags = sorted(per_tag, key=lambda t: per_tag[t]["roc_auc"])
+        fig, ax = plt.subplots(figsize=(6, 0.25 * len(tags) + 1.2))
+        ax.barh(tags, [per_tag[t]["roc_auc"] for t in tags], color="tab:blue")
+        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("ROC-AUC")
+        ax.set_title(f"macro ROC-AUC {result['roc_auc_macro']:.3f}, PR-AUC {result['pr_auc_macro']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(
+        prog="python -m tfaural.evaluate",
+        description="Song-level evaluation of a training run: segment predictions averaged per track, "
+        "ROC-AUC/PR-AUC for tags, accuracy and a confusion matrix for genres. Writes eval.json and a figure "
+        "into the run directory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, help="training run directory")
+    parser.add_argument("--data", required=True, help="dataset folder (dataset.json + shards)")
+    parser.add_argument("--split", default="test", help="split to evaluate")
+    parser.add_argument("--segments-per-track", type=int, default=10, help="segments averaged per track (0: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = evaluate_run(args.run, args.data, split=args.split,
+                              segments_per_track=args.segments_per_track or None)
+    except TfauralError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if result["task"] == "single-label":
+        print(f"{result['split']}: accuracy {result['accuracy']:.3f} over {result['n_tracks']} tracks "
+              f"(chance {result['chance']:.3f}); figure {result.get('figure')}")
+    else:
+        print(f"{result['split']}: macro ROC-AUC {result['roc_auc_macro']:.3f}, PR-AUC {result['pr_auc_macro']:.3f} "
+              f"over {result['n_tracks']} tracks; figure {result.get('figure')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,697 @@
+"""Training with the papers' recipes: ``python -m tfaural.train``.
+
+Recipes (defaults, each overridable on the command line):
+
+* **SampleCNN family** (Lee et al. 2018, §5.2): sigmoid outputs with binary
+  cross-entropy (softmax + categorical cross-entropy when the dataset is
+  single-label), SGD with Nesterov momentum 0.9, learning rate 0.01 divided by 5
+  whenever the validation loss has not improved for 3 epochs, four times (the last
+  rate is 1.6e-5), then stop; the best weights are reloaded at every decay. Batch
+  size 23 (``--preset mtat``) or 50 (``--preset msd``).
+* **Choi CNN** (Choi et al. 2015): softmax with categorical cross-entropy for
+  single-label genres (sigmoid + binary cross-entropy for tags), dropout 0.5, the
+  same optimiser and schedule; 4-s STFT inputs.
+
+A run directory (see :mod:`tfaural.run`) holds the best model (``model.keras``),
+``run.json``, ``history.csv``, TensorBoard logs (``logs/``) and a resumable
+checkpoint (``checkpoints/``, written every epoch and every ``--checkpoint-every``
+steps): rerunning the same command after an interruption continues where it
+stopped, mid-epoch included.
+
+GPU options (constructed on CPU too, used when a GPU is present): mixed precision
+(``--mixed-precision``), ``tf.distribute.MirroredStrategy`` over the visible GPUs
+(``--distribute``), XLA (``--jit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tfaural.config import (
+    AudioConfig,
+    ChoiConfig,
+    Config,
+    SampleCNNConfig,
+    SegmentConfig,
+    STFTConfig,
+)
+from tfaural.errors import ConfigError, DataError, ModelError, ParameterError, TfauralError
+from tfaural.run import RunInfo, load_run, save_run
+
+__all__ = ["TrainConfig", "TrainResult", "BATCH_PRESETS", "train", "main"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_PRESETS = {"mtat": 23, "msd": 50}
+MODEL_CHOICES = ("choi", "samplecnn", "samplecnn-<sample rate>", "mel-frame", "raw-frame")
+MIN_DELTA = 1e-4  # smallest validation-loss decrease that counts as an improvement (as Keras' ReduceLROnPlateau)
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """Everything about a training run except the data and the output folder.
+
+    Attributes:
+        model: ``"choi"``, ``"samplecnn"`` (3^9 at 22,050 Hz), ``"samplecnn-<rate>"`` (a
+            Table 3 preset), ``"mel-frame"`` or ``"raw-frame"`` (Table 2 baselines).
+        epochs: Most epochs (the schedule usually stops earlier).
+        batch_size: Segments per batch (``None``: the preset's).
+        preset: Batch-size preset, ``"mtat"`` (23) or ``"msd"`` (50).
+        learning_rate: Initial SGD learning rate.
+        momentum: Nesterov momentum.
+        decay_factor: Learning-rate factor at each decay (1/5).
+        patience: Epochs without validation-loss improvement before a decay.
+        max_decays: Decays before training stops at the next plateau.
+        steps_per_epoch: Training steps per epoch (``None``: about one pass over the
+            training segments).
+        input_scaling: Choi input scaling, ``"log"`` (log(1 + 10|X|)) or ``"linear"``.
+        window: Window (filter) size of the frame-level baselines in samples.
+        hop: Hop (stride) of the frame-level baselines in samples.
+        fc_units: Widths of the Choi CNN's fully connected layers.
+        dropout: Dropout rate (0.5 in both papers; small catalogues train faster with less).
+        optimizer: ``"sgd"`` (the papers' Nesterov SGD) or ``"adam"``.
+        seed: Seed of the weights, crops and shuffles.
+        shuffle_buffer: Shuffle buffer in segments.
+        checkpoint_every: Steps between mid-epoch checkpoints (0: only at epoch ends).
+        mixed_precision: Use the ``mixed_float16`` policy.
+        jit: Compile the train step with XLA.
+        distribute: ``"auto"`` (MirroredStrategy when more than one GPU), ``"mirrored"`` or ``"none"``.
+    """
+
+    kind: ClassVar[str] = "train"
+    model: str = "choi"
+    epochs: int = 100
+    batch_size: int | None = None
+    preset: str = "mtat"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    decay_factor: float = 0.2
+    patience: int = 3
+    max_decays: int = 4
+    steps_per_epoch: int | None = None
+    input_scaling: str = "log"
+    window: int = 729
+    hop: int = 243
+    fc_units: tuple[int, ...] = (256, 256)
+    dropout: float = 0.5
+    optimizer: str = "sgd"
+    seed: int = 0
+    shuffle_buffer: int = 1024
+    checkpoint_every: int = 100
+    mixed_precision: bool = False
+    jit: bool = False
+    distribute: str = "auto"
+
+    def validate(self) -> None:
+        model_ok = self.model in ("choi", "samplecnn", "mel-frame", "raw-frame") or (
+            self.model.startswith("samplecnn-") and self.model[10:].isdigit()
+        )
+        if not model_ok:
+            raise ConfigError(f"TrainConfig.model={self.model!r} is invalid: expected one of {MODEL_CHOICES}")
+        if self.preset not in BATCH_PRESETS:
+            raise ConfigError(f"TrainConfig.preset={self.preset!r} is invalid: expected one of {sorted(BATCH_PRESETS)}")
+        for name in ("epochs", "patience", "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is invalid: expected >= 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"TrainConfig.batch_size={self.batch_size!r} is invalid: expected >= 1")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"TrainConfig.steps_per_epoch={self.steps_per_epoch!r} is invalid: expected >= 1")
+        if not 0 < self.decay_factor < 1:
+            raise ConfigError(f"TrainConfig.decay_factor={self.decay_factor!r} is invalid: expected in (0, 1)")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"TrainConfig.learning_rate={self.learning_rate!r} is invalid: expected > 0")
+        if self.distribute not in ("auto", "mirrored", "none"):
+            raise ConfigError(f"TrainConfig.distribute={self.distribute!r}: expected 'auto', 'mirrored' or 'none'")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"TrainConfig.dropout={self.dropout!r} is invalid: expected in [0, 1)")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"TrainConfig.optimizer={self.optimizer!r} is invalid: expected 'sgd' or 'adam'")
+        if self.input_scaling not in ("log", "linear"):
+            raise ConfigError(f"TrainConfig.input_scaling={self.input_scaling!r}: expected 'log' or 'linear'")
+
+    @property
+    def effective_batch_size(self) -> int:
+        """The batch size used: ``batch_size`` or the preset's."""
+        return self.batch_size or BATCH_PRESETS[self.preset]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        run_dir: The run directory.
+        epochs: Epochs completed (in total, across resumptions).
+        best_epoch: Epoch (0-based) of the best validation loss.
+        best_val_loss: The best validation loss.
+        final_learning_rate: Learning rate at the end.
+        seconds: Wall-clock seconds of this invocation.
+        resumed_from: ``(epoch, step)`` this invocation resumed from, or ``None``.
+        stopped: Why training ended (``"schedule"``, ``"epochs"``, ``"finished"``).
+    """
+
+    run_dir: str
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    final_learning_rate: float
+    seconds: float
+    resumed_from: tuple[int, int] | None
+    stopped: str
+
+
+# ----------------------------------------------------------------------------- model and data
+
+
+def model_config_for(config: TrainConfig, *, n_outputs: int, multi_label: bool, sample_rate: int) -> Config:
+    """The architecture config for a training config and a dataset.
+
+    Raises:
+        DataError: If the dataset's sample rate does not fit the model.
+    """
+    activation = "sigmoid" if multi_label else "softmax"
+    if config.model == "choi":
+        return ChoiConfig(
+            n_outputs=n_outputs,
+            output_activation=activation,
+            input_scaling=config.input_scaling,
+            fc_units=config.fc_units,
+            dropout=config.dropout,
+            sample_rate=sample_rate,
+        )
+    from tfaural.models.samplecnn import SAMPLECNN_PRESETS
+
+    if config.model in ("samplecnn", "mel-frame", "raw-frame") or config.model.startswith("samplecnn-"):
+        rate = int(config.model[10:]) if config.model.startswith("samplecnn-") else 22050
+        if config.model.startswith("samplecnn"):
+            if rate not in SAMPLECNN_PRESETS:
+                raise ModelError(f"no SampleCNN preset for {rate} Hz; Table 3 has {sorted(SAMPLECNN_PRESETS)}")
+            if sample_rate != rate:
+                raise DataError(
+                    f"model {config.model!r} expects {rate} Hz audio but the dataset is at {sample_rate} Hz; "
+                    f"rebuild the TFRecords with --sample-rate {rate} or pick samplecnn-{sample_rate}"
+                )
+            return SampleCNNConfig(
+                family="samplecnn",
+                filter_sizes=tuple(SAMPLECNN_PRESETS[rate]),
+                n_outputs=n_outputs,
+                output_activation=activation,
+                dropout=config.dropout,
+                sample_rate=rate,
+            )
+        return SampleCNNConfig(
+            family=config.model,
+            window=config.window,
+            hop=config.hop,
+            filter_sizes=_frame_filter_sizes(config.hop),
+            n_outputs=n_outputs,
+            output_activation=activation,
+            dropout=config.dropout,
+            sample_rate=sample_rate,
+        )
+    raise ConfigError(f"unknown model {config.model!r}")
+
+
+def _frame_filter_sizes(hop: int) -> tuple[int, ...]:
+    """Module sizes of a frame-level model: 3-size modules up to 59,049 samples (Table 2)."""
+    n = round(math.log(59049 / hop, 3))
+    if hop * 3**n != 59049:
+        raise ConfigError(f"hop={hop} does not divide 59,049 = 3^10 into a power of 3; use 729, 243, 81, 27, 9 or 3")
+    return (3,) * n
+
+
+def segment_length_for(model_config: Config) -> int:
+    """Samples per model input."""
+    if isinstance(model_config, ChoiConfig):
+        length = 4 * model_config.sample_rate
+        stft = STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
+        if stft.n_frames(length) != model_config.n_frames:
+            length = (model_config.n_frames - 1) * model_config.hop_length
+        return length
+    assert isinstance(model_config, SampleCNNConfig)
+    return int(model_config.input_length)
+
+
+def _strategy(config: TrainConfig) -> Any:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if config.distribute == "mirrored" or (config.distribute == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _compile(model: Any, config: TrainConfig, *, multi_label: bool, learning_rate: float) -> None:
+    import keras
+
+    if config.optimizer == "adam":
+        optimizer: Any = keras.optimizers.Adam(learning_rate=learning_rate)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum, nesterov=True)
+    if multi_label:
+        loss = keras.losses.BinaryCrossentropy()
+        metrics: list[Any] = [keras.metrics.AUC(multi_label=True, name="auc")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy()
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=config.jit)
+
+
+def _copy_matching_weights(source: Any, target: Any) -> list[str]:
+    """Copies weights of layers with the same name and shapes; returns the copied names."""
+    copied = []
+    names = {layer.name for layer in source.layers}
+    for layer in target.layers:
+        if layer.name not in names or not layer.weights:
+            continue
+        weights = source.get_layer(layer.name).get_weights()
+        if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(weights)
+            copied.append(layer.name)
+    return copied
+
+
+# ----------------------------------------------------------------------------- resumable state
+
+
+@dataclasses.dataclass
+class _State:
+    epoch: int = 0
+    step: int = 0
+    learning_rate: float = 0.01
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    wait: int = 0
+    decays: int = 0
+    global_step: int = 0
+    finished: str = ""
+    run_id: str = ""
+
+
+class _Checkpointer:
+    """Model + optimizer weights and the schedule's state under ``RUN_DIR/checkpoints``."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.folder = os.path.join(run_dir, CHECKPOINT_DIR)
+        os.makedirs(self.folder, exist_ok=True)
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.folder, STATE_FILE)
+
+    def exists(self) -> bool:
+        return os.path.isfile(self.state_path)
+
+    def save(self, model: Any, state: _State) -> None:
+        weights = os.path.join(self.folder, "model.weights.h5")
+        model.save_weights(weights + ".tmp.weights.h5")
+        os.replace(weights + ".tmp.weights.h5", weights)
+        optimizer = model.optimizer
+        arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
+        np.savez(os.path.join(self.folder, "optimizer.tmp.npz"), **arrays)  # type: ignore[arg-type]
+        os.replace(os.path.join(self.folder, "optimizer.tmp.npz"), os.path.join(self.folder, "optimizer.npz"))
+        with open(self.state_path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(dataclasses.asdict(state), handle, indent=2)
+        os.replace(self.state_path + ".tmp", self.state_path)
+
+    def load(self, model: Any) -> _State:
+        with open(self.state_path, encoding="utf-8") as handle:
+            state = _State(**json.load(handle))
+        model.load_weights(os.path.join(self.folder, "model.weights.h5"))
+        optimizer = model.optimizer
+        optimizer.build(model.trainable_variables)
+        with np.load(os.path.join(self.folder, "optimizer.npz")) as saved:
+            values = [saved[f"v{i}"] for i in range(len(saved.files))]
+        if len(values) == len(optimizer.variables):
+            for variable, value in zip(optimizer.variables, values):
+                variable.assign(value)
+        return state
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any) -> tuple[Any, Any, int, int]:
+    from tfaural.data.pipeline import make_dataset
+    from tfaural.data.tfrecord import shard_pattern
+
+    family = "choi" if isinstance(model_config, ChoiConfig) else "samplecnn"
+    length = segment_length_for(model_config)
+    stft = None
+    if isinstance(model_config, ChoiConfig):
+        stft = STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
+    batch = config.effective_batch_size
+    train_pattern = shard_pattern(data, "train")
+    valid_pattern = shard_pattern(data, "validation")
+    if info.count("train") == 0:
+        raise DataError(f"{data}: the dataset has no 'train' split (dataset.json lists {sorted(info.splits)})")
+    if info.count("validation") == 0:
+        raise DataError(f"{data}: the dataset has no 'validation' split, which the learning-rate schedule needs")
+    train_ds = make_dataset(
+        train_pattern, family=family, segment_length=length, batch_size=batch, training=True, seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer, stft=stft, sample_rate=info.sample_rate, info=info,
+    ).repeat()
+    valid_ds = make_dataset(
+        valid_pattern, family=family, segment_length=length, batch_size=batch, training=False,
+        segments_per_track=None, stft=stft, sample_rate=info.sample_rate, info=info,
+    )
+    samples = info.count("train", "samples")
+    segments = max(info.count("train", "records"), samples // length)
+    steps = config.steps_per_epoch or max(1, math.ceil(segments / batch))
+    valid_segments = max(1, info.count("validation", "samples") // length)
+    return train_ds, valid_ds, steps, valid_segments
+
+
+def _append_history(run_dir: str, row: dict[str, Any]) -> None:
+    path = os.path.join(run_dir, "history.csv")
+    new = not os.path.exists(path)
+    with open(path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+@contextlib.contextmanager
+def _policy(mixed_precision: bool) -> Iterator[None]:
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def train(
+    data: str,
+    run_dir: str,
+    config: TrainConfig,
+    *,
+    init_from: str | None = None,
+    restart: bool = False,
+    verbose: int | None = None,
+    crash_after_steps: int | None = None,
+) -> TrainResult:
+    """Trains a model on a TFRecord dataset folder (``dataset.json`` + ``train``/``valid`` shards).
+
+    Args:
+        data: Dataset folder written by ``beam_jobs.make_tfrecords``.
+        run_dir: Output run directory (resumed if it holds a checkpoint of the same config).
+        config: The recipe.
+        init_from: A run directory whose weights initialise matching layers (transfer).
+        restart: Ignore an existing checkpoint and start over.
+        verbose: Keras verbosity (``None``: progress bar on a terminal, a line per epoch otherwise).
+        crash_after_steps: Testing aid: end the process abruptly (``os._exit``) after this
+            many training steps, as a kill would.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TfauralError: For data, configuration or model problems.
+    """
+    import keras
+
+    from tfaural.data.tfrecord import read_dataset_info
+    from tfaural.models import build
+
+    start_time = time.time()
+    info = read_dataset_info(data)
+    os.makedirs(run_dir, exist_ok=True)
+    config_path = os.path.join(run_dir, "train_config.json")
+    checkpointer = _Checkpointer(run_dir)
+    if checkpointer.exists() and not restart:
+        with open(config_path, encoding="utf-8") as handle:
+            previous = TrainConfig.from_json(handle.read())
+        if previous.replace(epochs=config.epochs) != config.replace(epochs=previous.epochs):
+            raise ConfigError(
+                f"{run_dir} holds a checkpoint of a different training config; pass --restart to start over "
+                f"or use another --output. Stored: {previous.to_json()}"
+            )
+    elif restart:
+        for name in ("history.csv",):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(run_dir, name))
+    with open(config_path, "w", encoding="utf-8") as handle:
+        handle.write(config.to_json(indent=2))
+
+    keras.utils.set_random_seed(config.seed)
+    with _policy(config.mixed_precision):
+        model_config = model_config_for(
+            config, n_outputs=info.num_labels, multi_label=info.multi_label, sample_rate=info.sample_rate
+        )
+        strategy = _strategy(config)
+        with strategy.scope():
+            model = build(model_config)
+            _compile(model, config, multi_label=info.multi_label, learning_rate=config.learning_rate)
+        train_ds, valid_ds, steps, _ = _datasets(data, config, model_config, info)
+        if getattr(model_config, "family", None) == "mel-frame":
+            from tfaural.models.samplecnn import adapt_standardise
+
+            sample = [x for x, _ in train_ds.take(max(1, min(20, steps)))]
+            adapt_standardise(model, np.concatenate([s.numpy()[..., 0] for s in sample]))
+        run_info = RunInfo(
+            model=model_config,
+            labels=tuple(info.label_names),
+            task="multi-label" if info.multi_label else "single-label",
+            audio=AudioConfig(sample_rate=info.sample_rate),
+            segment=SegmentConfig(length=segment_length_for(model_config)),
+            stft=STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
+            if isinstance(model_config, ChoiConfig)
+            else None,
+            extra={"dataset": os.path.abspath(data), "train_config": config.to_dict()},
+        )
+        state = _State(learning_rate=config.learning_rate, run_id=run_info.run_id)
+        resumed_from = None
+        if checkpointer.exists() and not restart:
+            state = checkpointer.load(model)
+            resumed_from = (state.epoch, state.step)
+            run_info = dataclasses.replace(run_info, run_id=state.run_id or run_info.run_id)
+            logger.info("resuming %s from epoch %d, step %d", run_dir, state.epoch + 1, state.step)
+        elif init_from:
+            source, _ = load_run(init_from)
+            copied = _copy_matching_weights(source, model)
+            if not copied:
+                raise ModelError(f"--init-from {init_from}: no layer of that model matches this one")
+            logger.info("initialised %d layers from %s: %s", len(copied), init_from, ", ".join(copied))
+        if state.finished:
+            logger.info("%s already finished (%s); nothing to do", run_dir, state.finished)
+            return _result(run_dir, state, start_time, resumed_from, "finished")
+        if verbose is None:
+            verbose = 1 if sys.stdout.isatty() else 2
+
+        step_callback = _step_checkpoint(checkpointer, state, config.checkpoint_every, crash_after_steps)
+        tensorboard = keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), write_graph=False)
+        stopped = "epochs"
+        while state.epoch < config.epochs:
+            model.optimizer.learning_rate.assign(state.learning_rate)
+            remaining = steps - state.step
+            logger.info("epoch %d/%d (learning rate %.3g)", state.epoch + 1, config.epochs, state.learning_rate)
+            history = model.fit(
+                train_ds,
+                epochs=state.epoch + 1,
+                initial_epoch=state.epoch,
+                steps_per_epoch=remaining,
+                verbose=verbose,
+                callbacks=[step_callback, tensorboard],
+                shuffle=False,  # tf.data shuffles; Keras would only warn
+            )
+            logs = {k: float(v[-1]) for k, v in history.history.items()}
+            with warnings.catch_warnings():  # Keras warns when a finite validation set ends, as it must
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                val = model.evaluate(valid_ds, verbose=0, return_dict=True)
+            val_loss = float(val["loss"])
+            if not math.isfinite(val_loss):
+                raise ModelError(
+                    f"validation loss became {val_loss} at epoch {state.epoch + 1}; lower the learning rate"
+                )
+            improved = val_loss < state.best_val_loss - MIN_DELTA
+            row = {"epoch": state.epoch + 1, "learning_rate": state.learning_rate, **logs,
+                   **{f"val_{k}": float(v) for k, v in val.items()}, "improved": int(improved)}
+            _append_history(run_dir, row)
+            if improved:
+                state.best_val_loss, state.best_epoch, state.wait = val_loss, state.epoch, 0
+                info_now = dataclasses.replace(
+                    run_info, extra={**run_info.extra, "best_epoch": state.epoch + 1, "best_val_loss": val_loss}
+                )
+                save_run(run_dir, model, info_now)
+            else:
+                state.wait += 1
+            state.epoch += 1
+            state.step = 0
+            if state.wait >= config.patience:
+                if state.decays >= config.max_decays:
+                    stopped = "schedule"
+                    state.finished = stopped
+                    checkpointer.save(model, state)
+                    break
+                state.decays += 1
+                state.wait = 0
+                state.learning_rate *= config.decay_factor
+                best = keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+                model.set_weights(best.get_weights())
+                logger.info("no improvement for %d epochs: learning rate -> %.3g, best weights reloaded",
+                            config.patience, state.learning_rate)
+            checkpointer.save(model, state)
+        else:
+            state.finished = "epochs"
+            checkpointer.save(model, state)
+    return _result(run_dir, state, start_time, resumed_from, stopped)
+
+
+def _result(run_dir: str, state: _State, start: float, resumed: tuple[int, int] | None, stopped: str) -> TrainResult:
+    return TrainResult(
+        run_dir=run_dir,
+        epochs=state.epoch,
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best_val_loss,
+        final_learning_rate=state.learning_rate,
+        seconds=time.time() - start,
+        resumed_from=resumed,
+        stopped=stopped,
+    )
+
+
+def _step_checkpoint(checkpointer: _Checkpointer, state: _State, every: int, crash_after: int | None) -> Any:
+    """A Keras callback that tracks the step within the epoch and checkpoints every ``every`` steps."""
+    import keras
+
+    class StepCheckpoint(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total_steps = 0
+            self.offset = 0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.offset = state.step
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            state.step = self.offset + batch + 1
+            state.global_step += 1
+            self.total_steps += 1
+            if every and state.step % every == 0:
+                checkpointer.save(self.model, state)
+            if crash_after is not None and self.total_steps >= crash_after:
+                checkpointer.save(self.model, state)
+                logger.warning("--crash-after-steps %d reached: exiting abruptly", crash_after)
+                logging.shutdown()
+                os._exit(17)
+
+    return StepCheckpoint()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfaural.train",
+        description="Train a music CNN with the papers' recipes on TFRecords written by "
+        "`python -m beam_jobs.make_tfrecords`. Rerun the same command to resume an interrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help=f"architecture: {', '.join(MODEL_CHOICES)}")
+    parser.add_argument("--data", required=True, help="dataset folder (dataset.json + train/valid/test shards)")
+    parser.add_argument("--output", required=True, help="run directory to write (resumed if it exists)")
+    parser.add_argument("--epochs", type=int, default=100, help="most epochs; the schedule usually stops earlier")
+    parser.add_argument("--batch-size", type=int, default=None, help="segments per batch (default: the preset's)")
+    parser.add_argument("--preset", choices=sorted(BATCH_PRESETS), default="mtat", help="batch-size preset (23/50)")
+    parser.add_argument("--learning-rate", type=float, default=0.01, help="initial SGD learning rate")
+    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before a decay")
+    parser.add_argument("--max-decays", type=int, default=4, help="learning-rate decays (x1/5) before stopping")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="training steps per epoch")
+    parser.add_argument("--input-scaling", choices=("log", "linear"), default="log", help="Choi CNN input scaling")
+    parser.add_argument("--window", type=int, default=729, help="frame-level baselines: window in samples")
+    parser.add_argument("--hop", type=int, default=243, help="frame-level baselines: hop in samples")
+    parser.add_argument("--dropout", type=float, default=0.5, help="dropout rate (the papers' 0.5)")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimiser (sgd: the papers')")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between mid-epoch checkpoints")
+    parser.add_argument("--init-from", default=None,
+                        help="pretrained run directory (comma-separated list for --transfer features)")
+    parser.add_argument("--transfer", choices=("weights", "features"), default="weights",
+                        help="with --init-from: 'weights' initialises matching layers and fine-tunes; 'features' "
+                        "trains a two-layer classifier on frozen multi-level multi-scale features (Lee et al. 4.2)")
+    parser.add_argument("--hidden-units", default="4096,4096", help="--transfer features: classifier widths")
+    parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (for GPUs)")
+    parser.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--distribute", choices=("auto", "mirrored", "none"), default="auto",
+                        help="MirroredStrategy over GPUs ('auto': when more than one GPU is visible)")
+    parser.add_argument("--crash-after-steps", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point. Returns the process exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        config = TrainConfig(
+            model=args.model,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            preset=args.preset,
+            learning_rate=args.learning_rate,
+            patience=args.patience,
+            max_decays=args.max_decays,
+            steps_per_epoch=args.steps_per_epoch,
+            input_scaling=args.input_scaling,
+            window=args.window,
+            hop=args.hop,
+            dropout=args.dropout,
+            optimizer=args.optimizer,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+            mixed_precision=args.mixed_precision,
+            jit=args.jit,
+            distribute=args.distribute,
+        )
+        if args.transfer == "features":
+            from tfaural.transfer import train_transfer
+
+            sources = [p for p in (args.init_from or "").split(",") if p]
+            transfer = train_transfer(
+                args.data, args.output, sources, hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
+                dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size or 32,
+                learning_rate=args.learning_rate, optimizer=args.optimizer, seed=args.seed,
+            )
+            print(f"trained the transfer classifier on {transfer.n_features} frozen features for {transfer.epochs} "
+                  f"epochs in {transfer.seconds:.0f} s; best validation loss {transfer.best_val_loss:.4f}; "
+                  f"model in {transfer.run_dir}/model.keras")
+            return 0
+        result = train(args.data, args.output, config, init_from=args.init_from, restart=args.restart,
+                       crash_after_steps=args.crash_after_steps)
+    except (TfauralError, ParameterError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"trained {result.epochs} epochs in {result.seconds:.0f} s; best validation loss "
+        f"{result.best_val_loss:.4f} at epoch {result.best_epoch + 1}; model in {result.run_dir}/model.keras"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
