@@ -32,17 +32,16 @@ INSTALL_REQUIRES = [
     "pyfluidsynth>=1.3.3",
     "pyarrow>=15",
     "dask[distributed]>=2024.1",
+    "tensorflow-serving-api>=2.21,<2.22",  # PredictionLog protos for the exports' warm-up requests
 ]
 
 EXTRAS = {
-    "serving": ["tensorflow-serving-api>=2.21,<2.22"],
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
         "ruff>=0.6",
         "mypy>=1.10",
         "selenium>=4.20",
-        "tensorflow-serving-api>=2.21,<2.22",
     ],
 }
 
@@ -57,6 +56,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tfaural", "tfaural.*", "export", "export.*", "beam_jobs", "beam_jobs.*"]),
     include_package_data=True,
+    package_data={"tfaural.report_assets": ["*.css", "*.js"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={
@@ -64,6 +64,7 @@ setup(
             "tfaural-train=tfaural.train:main",
             "tfaural-evaluate=tfaural.evaluate:main",
             "tfaural-export=export.__main__:main",
+            "tfaural-report=tfaural.report:main",
         ]
     },
     classifiers=[

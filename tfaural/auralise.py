@@ -58,6 +58,8 @@ class Auralisation:
             Choi CNN, ``[batch, k, samples]`` for waveform models).
         spectrogram: float32 ``[batch, freq, frames]`` linear STFT magnitude of the
             input (``None`` for waveform models).
+        activation: float32 ``[batch, n_features]``: each feature map's maximum
+            activation on the input (how strongly the feature responded).
     """
 
     audio: tf.Tensor
@@ -65,6 +67,7 @@ class Auralisation:
     peak: tf.Tensor
     deconvolved: tf.Tensor
     spectrogram: tf.Tensor | None
+    activation: tf.Tensor | None = None
 
 
 def normalise_peak(audio: tf.Tensor, *, peak: float = PEAK) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -160,14 +163,14 @@ class Auraliser:
         if waveform.shape.rank == 1:
             waveform = waveform[tf.newaxis]
         if not self.is_spectral:
-            deconvolved = self.net(waveform, layer=layer, features=features)
+            deconvolved, activation = self.net(waveform, layer=layer, features=features, return_activation=True)
             audio, silent, peak = normalise_peak(deconvolved)
-            return Auralisation(audio, silent, peak, deconvolved, None)
+            return Auralisation(audio, silent, peak, deconvolved, None, activation)
         config = self.config
         assert isinstance(config, ChoiConfig)
         stft_matrix = spectral.stft(waveform, n_fft=config.n_fft, hop_length=config.hop_length)
         magnitude = tf.abs(stft_matrix)
-        deconvolved = self.net(magnitude, layer=layer, features=features)
+        deconvolved, activation = self.net(magnitude, layer=layer, features=features, return_activation=True)
         linear = to_linear_magnitude(deconvolved, config)
         audio = reconstruct(
             linear,
@@ -178,7 +181,7 @@ class Auraliser:
             length=tf.shape(waveform)[-1],
         )
         audio, silent, peak = normalise_peak(audio)
-        return Auralisation(audio, silent, peak, deconvolved, magnitude)
+        return Auralisation(audio, silent, peak, deconvolved, magnitude, activation)
 
 
     def layers(
@@ -202,7 +205,9 @@ class Auraliser:
         if not self.is_spectral:
             maps = self.net.deconvolve_layers(waveform, layers=layers, features=features)
             return {
-                layer: Auralisation(*normalise_peak(d), deconvolved=d, spectrogram=None) for layer, d in maps.items()
+                layer: Auralisation(*normalise_peak(d), deconvolved=d, spectrogram=None,
+                                    activation=self.net.last_activations[layer])
+                for layer, d in maps.items()
             }
         config = self.config
         assert isinstance(config, ChoiConfig)
@@ -219,7 +224,8 @@ class Auraliser:
                 hop_length=config.hop_length,
                 length=tf.shape(waveform)[-1],
             )
-            out[layer] = Auralisation(*normalise_peak(audio), deconvolved=deconvolved, spectrogram=magnitude)
+            out[layer] = Auralisation(*normalise_peak(audio), deconvolved=deconvolved, spectrogram=magnitude,
+                                      activation=self.net.last_activations[layer])
         return out
 
 

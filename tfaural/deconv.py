@@ -56,6 +56,7 @@ __all__ = [
     "deconvolve",
     "deconvolvable_layers",
     "n_features",
+    "feature_maxima",
     "pool_with_switches",
     "unpool",
 ]
@@ -282,7 +283,14 @@ class DeconvNet:
             padding=conv.padding.upper(),
         )
 
-    def __call__(self, x: tf.Tensor, *, layer: int, features: Sequence[int] | tf.Tensor | None = None) -> tf.Tensor:
+    def __call__(
+        self,
+        x: tf.Tensor,
+        *,
+        layer: int,
+        features: Sequence[int] | tf.Tensor | None = None,
+        return_activation: bool = False,
+    ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
         """Deconvolves ``features`` of block ``layer`` for every input of the batch.
 
         Args:
@@ -292,9 +300,12 @@ class DeconvNet:
             layer: Block level (Choi: 1-5; SampleCNN: 0 = strided front conv, 1..N the
                 modules, N + 1 the 1x1 conv).
             features: Feature indices (int list or int32 tensor ``[k]``); ``None``: all.
+            return_activation: Also return each selected feature map's maximum
+                activation, float32 ``[batch, k]`` (the feature's response strength).
 
         Returns:
-            The deconvolved maps in the input space, see the module docstring for shapes.
+            The deconvolved maps in the input space (see the module docstring for
+            shapes), and with ``return_activation`` the activations as well.
 
         Raises:
             ParameterError: Invalid ``layer`` or out-of-range feature indices.
@@ -308,7 +319,10 @@ class DeconvNet:
             shapes.append(tf.shape(h))
             h, sw = self._forward_block(block, h)
             switches.append(sw)
-        return self._walk_down(h, feats, n_maps, blocks, shapes, switches)
+        deconvolved = self._walk_down(h, feats, n_maps, blocks, shapes, switches)
+        if not return_activation:
+            return deconvolved
+        return deconvolved, feature_maxima(h, feats)
 
     def deconvolve_layers(
         self,
@@ -327,6 +341,8 @@ class DeconvNet:
         Returns:
             ``{layer: deconvolved}``. The layers are computed one after another (each
             walk already uses every core; running them concurrently only thrashes caches).
+            The features' maximum activations of the same call are left in
+            ``self.last_activations`` (``{layer: [batch, k]}``).
         """
         wanted = list(self.levels if layers is None else layers)
         deepest = max(wanted)
@@ -341,6 +357,7 @@ class DeconvNet:
             switches.append(sw)
             outputs.append(h)
         result: dict[int, tf.Tensor] = {}
+        self.last_activations: dict[int, tf.Tensor] = {}
         previous: tf.Tensor | None = None
         for layer in wanted:
             index = [b.level for b in blocks].index(layer)
@@ -349,9 +366,11 @@ class DeconvNet:
                 with tf.control_dependencies([previous]):
                     top = tf.identity(top)
             n_maps = int(blocks[index].conv.kernel.shape[-1])
-            previous = self._walk_down(top, self._features(features, n_maps), n_maps, blocks[: index + 1],
-                                       shapes[: index + 1], switches[: index + 1])
+            feats = self._features(features, n_maps)
+            previous = self._walk_down(top, feats, n_maps, blocks[: index + 1], shapes[: index + 1],
+                                       switches[: index + 1])
             result[layer] = previous
+            self.last_activations[layer] = feature_maxima(outputs[index], feats)
         return result
 
     def _walk_down(
@@ -413,6 +432,13 @@ class DeconvNet:
         return tf.transpose(y, [0, 1, 3, 2])  # [batch, k, mels, frames]
 
 
+def feature_maxima(h: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
+    """Maximum activation of selected feature maps: ``[batch, *spatial, C]`` → ``[batch, k]``."""
+    selected = tf.gather(h, features, axis=-1)
+    spatial_axes = list(range(1, len(h.shape) - 1))
+    return tf.reduce_max(selected, axis=spatial_axes) if spatial_axes else selected
+
+
 def deconvolvable_layers(model: keras.Model) -> tuple[int, ...]:
     """The block levels :func:`deconvolve` accepts for ``model``."""
     return DeconvNet(model).levels
@@ -441,4 +467,6 @@ def deconvolve(
     Returns:
         float32 ``[batch, n_features, freq, frames]`` (2D) or ``[batch, n_features, samples]`` (1D).
     """
-    return DeconvNet(model)(x, layer=layer, features=features)
+    result = DeconvNet(model)(x, layer=layer, features=features)
+    assert isinstance(result, tf.Tensor)
+    return result

@@ -240,3 +240,14 @@ def test_invalid_layer_and_features_are_clear_errors(rng: np.random.Generator) -
         deconv.deconvolve(model, x, layer=1, features=[])
     assert deconv.deconvolvable_layers(model) == (1, 2)
     assert deconv.n_features(model, 2) == 6
+
+
+def test_activation_is_the_feature_maps_maximum(rng: np.random.Generator) -> None:
+    model = _random_choi(2, rng)
+    x = np.abs(rng.standard_normal((2, 33, 21))).astype(np.float32)
+    deconvolved, activation = deconv.DeconvNet(model)(x, layer=2, features=[5, 1], return_activation=True)
+    h = x[..., None]
+    for name in ("input_scaling", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2"):
+        h = model.get_layer(name)(h)
+    np.testing.assert_allclose(activation.numpy(), np.asarray(h).max(axis=(1, 2))[:, [5, 1]], rtol=1e-5)
+    assert deconvolved.shape == (2, 2, 33, 21)

@@ -1,0 +1,219 @@
+"""Training run -> versioned SavedModel: ``EXPORT_BASE/<N>/``, TF Serving's layout.
+
+:func:`export_run` (and :func:`export_model` for an in-memory model) writes::
+
+    EXPORT_BASE/<N>/saved_model.pb, variables/      the ServingModule and its signatures
+    EXPORT_BASE/<N>/assets/labels.txt                label names, one per line, in output order
+    EXPORT_BASE/<N>/assets/metadata.json             everything a consumer needs (export.metadata)
+    EXPORT_BASE/<N>/assets.extra/tf_serving_warmup_requests   one PredictionLog per signature
+    EXPORT_BASE/<N>/assets.extra/tfaural_reference.npz        warm-up inputs + Keras outputs (export.verify)
+    EXPORT_BASE/<N>/assets.extra/tfaural_verification.json    the verification report (when verified)
+
+Versioning: ``N`` is the next free integer (``1`` for an empty base) unless
+given; an existing version is never overwritten. Everything is written into
+``EXPORT_BASE/.tmp-<uuid>/`` (TF Serving ignores non-numeric directories),
+verified there (:func:`export.verify.verify_export`), and only then renamed to
+``EXPORT_BASE/<N>``; on any failure the temporary directory is deleted and
+:class:`~tfaural.errors.ExportError` is raised, so a crash or a failed check
+never leaves a half-written version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export.metadata import build_metadata, write_metadata_files
+from export.module import (
+    DEFAULT_MAX_BATCH_SEGMENTS,
+    DEFAULT_MAX_DECONV_SECONDS,
+    DEFAULT_MAX_SECONDS,
+    ServingModule,
+)
+from export.verify import REFERENCE_FILE, save_reference, verify_export
+from export.warmup import warmup_inputs, write_warmup_file
+from tfaural.config import ChoiConfig
+from tfaural.errors import ExportError
+from tfaural.run import RunInfo, load_run
+
+__all__ = ["export_run", "export_model", "build_module", "existing_versions", "next_version", "VERIFICATION_FILE"]
+
+#: The verification report written into a verified export.
+VERIFICATION_FILE = os.path.join("assets.extra", "tfaural_verification.json")
+
+logger = logging.getLogger(__name__)
+
+
+def existing_versions(export_base: str | os.PathLike[str]) -> list[int]:
+    """The integer version directories under ``export_base``, ascending."""
+    base = os.fspath(export_base)
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(name) for name in os.listdir(base) if name.isdigit() and os.path.isdir(os.path.join(base, name)))
+
+
+def next_version(export_base: str | os.PathLike[str]) -> int:
+    """One more than the highest existing version (1 for a new base)."""
+    versions = existing_versions(export_base)
+    return versions[-1] + 1 if versions else 1
+
+
+def build_module(
+    model: keras.Model,
+    info: RunInfo,
+    *,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+    max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+) -> tuple[ServingModule, dict[str, Any]]:
+    """Builds the serving module and its metadata (nothing is written).
+
+    Returns:
+        ``(module, metadata)``.
+    """
+    module = ServingModule(
+        model, info, max_seconds=max_seconds, max_deconv_seconds=max_deconv_seconds,
+        max_batch_segments=max_batch_segments,
+    )
+    settings = module.settings
+    config = module.model_config
+    input_scaling = None
+    deconv_shape: list[Any] = ["batch", "k", "samples"]
+    if isinstance(config, ChoiConfig):
+        input_scaling = {"mode": config.input_scaling, "log_c": config.log_c}
+        deconv_shape = ["batch", "k", "freq", "frames"]
+    elif settings.family == "mel-frame":
+        deconv_shape = ["batch", "k", "mels", "frames"]
+    feature_levels = [
+        {"name": f"level{i}", "layer": name, "channels": channels}
+        for i, (name, channels) in enumerate(zip(settings.feature_layers, settings.feature_channels), start=1)
+    ]
+    metadata = build_metadata(
+        info,
+        family=settings.family,
+        stft=settings.stft,
+        input_scaling=input_scaling,
+        max_seconds=max_seconds,
+        max_deconv_seconds=max_deconv_seconds,
+        deconvolvable_layers=settings.levels,
+        features_per_layer=settings.features_per_layer,
+        feature_levels=feature_levels,
+        top_k=settings.top_k,
+        deconv_shape=deconv_shape,
+    )
+    metadata["max_batch_segments"] = settings.max_batch_segments
+    return module, metadata
+
+
+def _reference(module: ServingModule, metadata: dict[str, Any]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Warm-up inputs and the in-process (Keras) outputs of every signature."""
+    inputs = warmup_inputs(metadata)
+    return {name: {"inputs": named, "outputs": module.call(name, named)} for name, named in inputs.items()}
+
+
+def _write(module: ServingModule, metadata: dict[str, Any], directory: str) -> dict[str, Any]:
+    """Writes the complete version into ``directory`` (which must not exist); returns the reference."""
+    reference = _reference(module, metadata)
+    with tempfile.TemporaryDirectory(prefix="tfaural-assets-") as staging:
+        labels_path, metadata_path = write_metadata_files(staging, metadata)
+        # Tracked assets: copied into assets/ by the save and reachable from the loaded object.
+        module.labels_file = tf.saved_model.Asset(labels_path)
+        module.metadata_file = tf.saved_model.Asset(metadata_path)
+        tf.saved_model.save(module, directory, signatures=module.signatures())
+    write_warmup_file(directory, {name: parts["inputs"] for name, parts in reference.items()})
+    save_reference(os.path.join(directory, REFERENCE_FILE), reference)
+    return reference
+
+
+def export_model(
+    model: keras.Model,
+    info: RunInfo,
+    export_base: str | os.PathLike[str],
+    *,
+    version: int | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+    max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    verify: bool = True,
+) -> str:
+    """Exports an in-memory model as ``EXPORT_BASE/<version>/`` (see the module docstring).
+
+    Args:
+        model: A trained Choi CNN or SampleCNN-family model.
+        info: Its run description (labels, audio, segment, STFT, run id).
+        export_base: The model's base directory (TF Serving's ``MODEL_BASE_PATH/<name>``).
+        version: Version number (``None``: the next free one). Must not exist.
+        max_seconds: Longest input of ``serving_default``/``serving_wav``/``features`` (protects server memory).
+        max_deconv_seconds: Longest input of ``deconvolve``/``auralise``.
+        max_batch_segments: Most segments run through the model at once.
+        verify: Run :func:`export.verify.verify_export` before publishing the version.
+
+    Returns:
+        The version directory's path.
+
+    Raises:
+        ExportError: If the model cannot be exported, the version exists, or verification fails.
+    """
+    base = os.path.abspath(os.fspath(export_base))
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise ExportError(f"version={version!r} is invalid: expected a positive integer")
+    if version is not None and os.path.exists(os.path.join(base, str(version))):
+        raise ExportError(f"{os.path.join(base, str(version))} already exists; versions are never overwritten")
+    module, metadata = build_module(
+        model, info, max_seconds=max_seconds, max_deconv_seconds=max_deconv_seconds,
+        max_batch_segments=max_batch_segments,
+    )
+    staging = os.path.join(base, f".tmp-{uuid.uuid4().hex}")
+    try:
+        os.makedirs(base, exist_ok=True)
+        logger.info("writing the SavedModel into %s", staging)
+        reference = _write(module, metadata, staging)
+        if verify:
+            logger.info("verifying %s in a fresh process", staging)
+            report = verify_export(staging, reference=reference)
+            with open(os.path.join(staging, VERIFICATION_FILE), "w", encoding="utf-8") as handle:
+                json.dump(report, handle, indent=2, sort_keys=True)
+        number = version if version is not None else next_version(base)
+        target = os.path.join(base, str(number))
+        if os.path.exists(target):
+            raise ExportError(f"{target} already exists; versions are never overwritten")
+        os.rename(staging, target)  # atomic on one filesystem: TF Serving sees all of it or nothing
+    except BaseException as err:  # also KeyboardInterrupt: never leave the temporary directory behind
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, ExportError) or not isinstance(err, Exception):
+            raise
+        raise ExportError(f"export to {base} failed: {type(err).__name__}: {err}") from err
+    logger.info("exported version %d to %s", number, target)
+    return target
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    export_base: str | os.PathLike[str],
+    *,
+    version: int | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+    max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    verify: bool = True,
+) -> str:
+    """Exports a training run directory (``model.keras`` + ``run.json``); see :func:`export_model`.
+
+    Raises:
+        ModelError: If the run directory is not a complete tfaural run.
+        ExportError: As :func:`export_model`.
+    """
+    model, info = load_run(run_dir)
+    return export_model(
+        model, info, export_base, version=version, max_seconds=max_seconds,
+        max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, verify=verify,
+    )

@@ -1,0 +1,294 @@
+"""What an export promises: the signature table and ``assets/metadata.json``.
+
+:data:`SIGNATURE_INPUTS` is the one description of every signature's inputs; the
+serving module builds its ``input_signature`` from it, the clients
+(:mod:`export.client`) convert numpy arrays with it, and ``metadata.json``
+documents it. :func:`build_metadata` writes everything a consumer of the
+SavedModel (TF Serving clients, the Beam jobs) needs to know without importing
+tfaural: model family and config, sample rate, segment length, STFT settings,
+input scaling, label names, limits, deconvolvable layers and the signatures'
+input and output specs.
+
+Example:
+    >>> meta = read_metadata("exports/choi/1")
+    >>> meta["sample_rate"], meta["segment_length"], meta["labels"][:2]
+    (11025, 44100, ['classical', 'jazz'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from typing import Any
+
+from tfaural.config import ChoiConfig, Config, SampleCNNConfig, model_config_to_dict
+from tfaural.errors import ExportError
+from tfaural.run import RunInfo
+
+__all__ = [
+    "FORMAT_VERSION",
+    "METADATA_FILE",
+    "LABELS_FILE",
+    "TOP_K",
+    "InputSpec",
+    "SIGNATURE_INPUTS",
+    "COLUMNAR_ONLY",
+    "SIGNATURE_DESCRIPTIONS",
+    "family_of",
+    "signature_names",
+    "build_metadata",
+    "write_metadata_files",
+    "read_metadata",
+]
+
+#: Version of the metadata.json layout (bumped on incompatible changes).
+FORMAT_VERSION = 1
+#: Paths inside an export version directory.
+METADATA_FILE = os.path.join("assets", "metadata.json")
+LABELS_FILE = os.path.join("assets", "labels.txt")
+#: ``labels`` output width: the names of the ``min(TOP_K, n_labels)`` best scores.
+TOP_K = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One named input of a signature.
+
+    Attributes:
+        name: Input name (the key in REST ``inputs``/``instances`` and gRPC ``inputs``).
+        dtype: ``"float32"``, ``"int32"`` or ``"string"``.
+        shape: Symbolic shape, e.g. ``("batch", "samples")``; ``()`` for a scalar.
+        batched: Whether axis 0 is the batch axis (REST row format needs every input batched).
+        graph_shape: The shape of the exported ``TensorSpec`` (``None``: unknown rank,
+            checked in-graph so that a wrong rank fails with a readable message).
+        description: What the input holds, with units.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[str, ...]
+    batched: bool
+    graph_shape: tuple[int | None, ...] | None
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for ``metadata.json``."""
+        return {"dtype": self.dtype, "shape": list(self.shape), "description": self.description}
+
+
+_WAVEFORM = InputSpec(
+    "waveform", "float32", ("batch", "samples"), True, None,
+    "mono waveform in [-1, 1] at the model's sample rate; at least one segment, at most max_seconds",
+)
+_WAV = InputSpec(
+    "wav", "string", ("batch",), True, None,
+    "bytes of 16-bit PCM WAV files at the model's sample rate (multi-channel files are averaged to mono)",
+)
+_LAYER = InputSpec("layer", "int32", (), False, (), "conv block to deconvolve, one of deconvolvable_layers")
+_FEATURES = InputSpec(
+    "features", "int32", ("k",), False, (None,), "feature-map indices of that layer, each in [0, features_per_layer)"
+)
+_MODE = InputSpec("mode", "string", (), False, (), '"phase" (the paper: original phase) or "mask" (soft mask)')
+
+#: Inputs of every signature, in call order.
+SIGNATURE_INPUTS: dict[str, tuple[InputSpec, ...]] = {
+    "serving_default": (_WAVEFORM,),
+    "serving_wav": (_WAV,),
+    "features": (_WAVEFORM,),
+    "deconvolve": (dataclasses.replace(
+        _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment, at most max_deconv_seconds"
+    ), _LAYER, _FEATURES),
+    "auralise": (dataclasses.replace(
+        _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment, at most max_deconv_seconds"
+    ), _LAYER, _FEATURES, _MODE),
+}
+
+#: Signatures with unbatched inputs: REST clients must use the columnar ``inputs`` format.
+COLUMNAR_ONLY = frozenset(name for name, specs in SIGNATURE_INPUTS.items() if not all(s.batched for s in specs))
+
+SIGNATURE_DESCRIPTIONS: dict[str, str] = {
+    "serving_default": "song-level scores: the waveform is cut into whole non-overlapping segments in-graph "
+    "(a trailing partial segment is dropped) and the segment predictions are averaged",
+    "serving_wav": "as serving_default, for 16-bit PCM WAV file bytes (decoded in-graph with tf.audio.decode_wav)",
+    "features": "multi-level transfer features: the last three conv layers, each max- and mean-pooled over all "
+    "positions of all segments, and their concatenation",
+    "deconvolve": "Zeiler-Fergus deconvolution of the chosen feature maps of one conv block, down to the model's "
+    "input space (the whole input, not segmented)",
+    "auralise": "the deconvolved features turned back into sound, peak-normalised to 0.9 per feature",
+}
+
+
+def family_of(config: Config) -> str:
+    """``"choi"``, ``"samplecnn"``, ``"mel-frame"`` or ``"raw-frame"``.
+
+    Raises:
+        ExportError: For configs the exporter does not support (e.g. aggregation models).
+    """
+    if isinstance(config, ChoiConfig):
+        return "choi"
+    if isinstance(config, SampleCNNConfig):
+        return config.family
+    raise ExportError(
+        f"cannot export a {config.kind!r} model: the exporter supports Choi CNNs and SampleCNN-family models"
+    )
+
+
+def signature_names(family: str) -> tuple[str, ...]:
+    """The signatures an export of ``family`` has (the mel-frame model cannot be auralised: no phase)."""
+    names = ("serving_default", "serving_wav", "features", "deconvolve", "auralise")
+    return names[:-1] if family == "mel-frame" else names
+
+
+def _output(dtype: str, shape: list[str | int], description: str) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": shape, "description": description}
+
+
+def _signature_outputs(
+    family: str, *, n_labels: int, top_k: int, levels: list[dict[str, Any]], n_features: int, deconv_shape: list[Any]
+) -> dict[str, dict[str, Any]]:
+    scores = {
+        "scores": _output("float32", ["batch", n_labels], "segment-averaged model outputs, in label order"),
+        "labels": _output("string", ["batch", top_k], "label names of the top_k scores, best first"),
+    }
+    features: dict[str, Any] = {
+        "features": _output(
+            "float32", ["batch", n_features], "concatenation: level1_max, level1_mean, level2_max, ..."
+        ),
+    }
+    for index, level in enumerate(levels, start=1):
+        for pool in ("max", "mean"):
+            features[f"level{index}_{pool}"] = _output(
+                "float32", ["batch", level["channels"]], f"{pool} of layer {level['layer']} over all positions"
+            )
+    deconvolve = {"deconvolved": _output("float32", deconv_shape, "deconvolved maps in the model's input space")}
+    if family == "choi":
+        deconvolve["spectrogram"] = _output(
+            "float32", ["batch", "freq", "frames"], "linear STFT magnitude of the input"
+        )
+    activation = _output("float32", ["batch", "k"], "maximum of each selected feature map (response strength)")
+    deconvolve["activation"] = activation
+    auralise = {
+        "audio": _output("float32", ["batch", "k", "samples"], "auralised features, peak 0.9 (0 if silent)"),
+        "silent": _output("bool", ["batch", "k"], "the feature's deconvolution was all zero"),
+        "peak": _output("float32", ["batch", "k"], "peak amplitude before normalisation"),
+        "activation": activation,
+    }
+    outputs = {
+        "serving_default": scores, "serving_wav": scores, "features": features,
+        "deconvolve": deconvolve, "auralise": auralise,
+    }
+    return {name: outputs[name] for name in signature_names(family)}
+
+
+def build_metadata(
+    info: RunInfo,
+    *,
+    family: str,
+    stft: dict[str, Any] | None,
+    input_scaling: dict[str, Any] | None,
+    max_seconds: float,
+    max_deconv_seconds: float,
+    deconvolvable_layers: tuple[int, ...],
+    features_per_layer: dict[int, int],
+    feature_levels: list[dict[str, Any]],
+    top_k: int,
+    deconv_shape: list[Any],
+) -> dict[str, Any]:
+    """The content of ``assets/metadata.json`` (see the module docstring).
+
+    Args:
+        info: The training run's description.
+        family: Model family (:func:`family_of`).
+        stft: STFT settings of spectrogram models (``None`` for waveform models).
+        input_scaling: ``{"mode": "linear"|"log", "log_c": C}`` for the Choi CNN, else ``None``.
+        max_seconds: Longest accepted input of the scoring and feature signatures, in seconds.
+        max_deconv_seconds: Longest accepted input of ``deconvolve`` and ``auralise``, in seconds.
+        deconvolvable_layers: Valid ``layer`` values.
+        features_per_layer: Number of feature maps of each layer.
+        feature_levels: ``[{"name": "level1", "layer": "pool3", "channels": 64}, ...]``.
+        top_k: Width of the ``labels`` output.
+        deconv_shape: Symbolic shape of the ``deconvolved`` output.
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    import tensorflow as tf
+
+    sample_rate = info.audio.sample_rate
+    signatures = {}
+    outputs = _signature_outputs(
+        family, n_labels=len(info.labels), top_k=top_k, levels=feature_levels,
+        n_features=sum(2 * int(level["channels"]) for level in feature_levels), deconv_shape=deconv_shape,
+    )
+    for name in signature_names(family):
+        signatures[name] = {
+            "description": SIGNATURE_DESCRIPTIONS[name],
+            "rest_format": "columnar" if name in COLUMNAR_ONLY else "row or columnar",
+            "inputs": {spec.name: spec.to_dict() for spec in SIGNATURE_INPUTS[name]},
+            "outputs": outputs[name],
+        }
+    return {
+        "format_version": FORMAT_VERSION,
+        "family": family,
+        "model_config": model_config_to_dict(info.model),
+        "sample_rate": sample_rate,
+        "segment_length": info.segment.length,
+        "segment_hop": info.segment.step,
+        "segment_seconds": info.segment.length / sample_rate,
+        "stft": stft,
+        "input_scaling": input_scaling,
+        "labels": list(info.labels),
+        "task": info.task,
+        "top_k": top_k,
+        "max_seconds": float(max_seconds),
+        "max_samples": int(round(max_seconds * sample_rate)),
+        "max_deconv_seconds": float(max_deconv_seconds),
+        "max_deconv_samples": int(round(max_deconv_seconds * sample_rate)),
+        "deconvolvable_layers": list(deconvolvable_layers),
+        "features_per_layer": {str(layer): int(n) for layer, n in features_per_layer.items()},
+        "feature_levels": feature_levels,
+        "n_features": sum(2 * int(level["channels"]) for level in feature_levels),
+        "signatures": signatures,
+        "run_id": info.run_id,
+        "run_created": info.created,
+        "run_extra": info.extra,
+        "tfaural_version": info.tfaural_version,
+        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tensorflow_version": tf.__version__,
+    }
+
+
+def write_metadata_files(directory: str, metadata: dict[str, Any]) -> tuple[str, str]:
+    """Writes ``labels.txt`` (one name per line, in output order) and ``metadata.json`` into ``directory``.
+
+    Returns:
+        ``(labels_path, metadata_path)``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    labels_path = os.path.join(directory, os.path.basename(LABELS_FILE))
+    with open(labels_path, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{label}\n" for label in metadata["labels"])
+    metadata_path = os.path.join(directory, os.path.basename(METADATA_FILE))
+    with open(metadata_path, "w", encoding="utf-8") as handle:
+        json.dump(metadata, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return labels_path, metadata_path
+
+
+def read_metadata(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Reads ``EXPORT_DIR/assets/metadata.json`` (``export_dir`` is one version directory).
+
+    Raises:
+        ExportError: If the file is missing or not valid JSON.
+    """
+    path = os.path.join(os.fspath(export_dir), METADATA_FILE)
+    if not os.path.isfile(path):
+        raise ExportError(f"{os.fspath(export_dir)!r} is not a tfaural export: {METADATA_FILE} is missing")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data: dict[str, Any] = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ExportError(f"{path}: not valid JSON ({err})") from None
+    return data

@@ -1,0 +1,545 @@
+"""The ``tf.Module`` whose ``tf.function`` s become the SavedModel's signatures.
+
+:class:`ServingModule` holds the trained Keras model (so its variables are
+tracked and saved) and one ``tf.function`` per signature, each with an explicit
+``input_signature`` taken from :data:`export.metadata.SIGNATURE_INPUTS`. Every
+function contains only core TensorFlow ops (the STFT of :mod:`tfaural.spectral`,
+the deconvolution of :mod:`tfaural.deconv`, ``tf.audio.decode_wav``), so TF
+Serving, the Beam jobs and any TensorFlow program can run them without tfaural.
+
+Decisions (documented in ``docs/serving.md`` too):
+
+* **Segmentation.** Inputs are cut in-graph into whole segments of the run's
+  segment length (``info.segment.length``) with the run's segment hop (the
+  length by default: contiguous, non-overlapping), as the papers do; a trailing
+  partial segment is dropped, and an input shorter than one segment is an error.
+  The segments of all batch items run through the model together, in chunks of
+  at most ``max_batch_segments`` (an in-graph loop, so memory stays bounded for
+  long inputs; one chunk for typical requests). Song-level scores are the mean
+  of the segment predictions.
+* **Features.** The last three conv layers (Choi: ``pool3..pool5``; SampleCNN:
+  ``pool<N-1>``, ``pool<N>``, ``relu_1x1``) are computed on the same segments
+  and each is max- and mean-pooled over all positions (frequency and time) of all
+  segments of an input — the SampleCNN paper's protocol, applied to both families.
+* **Deconvolution / auralisation** take the whole input (not segmented): the
+  conv part is size-agnostic. ``layer`` picks a branch of ``tf.switch_case``;
+  ``features`` are validated against that layer's width. Their inputs are capped
+  at ``max_deconv_seconds`` because the walk back keeps ``k`` full-size maps per
+  input (64 features of a 4-s clip of the Choi CNN hold about 1 GB of float32).
+* **Validation.** Rank, length, finiteness, ``layer``, ``features``, ``mode`` and
+  the WAV sample rate are checked in-graph before anything else runs; a bad input
+  fails with ``InvalidArgumentError`` whose message says what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export.metadata import SIGNATURE_INPUTS, TOP_K, family_of, signature_names
+from tfaural import spectral
+from tfaural.auralise import normalise_peak, reconstruct, to_linear_magnitude
+from tfaural.config import ChoiConfig, SampleCNNConfig
+from tfaural.deconv import DeconvNet
+from tfaural.errors import ExportError
+from tfaural.models import config_from_model
+from tfaural.models.aggregation import feature_layer_names
+from tfaural.run import RunInfo
+
+__all__ = ["ServingModule", "DEFAULT_MAX_SECONDS", "DEFAULT_MAX_DECONV_SECONDS", "DEFAULT_MAX_BATCH_SEGMENTS"]
+
+DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_MAX_DECONV_SECONDS = 30.0
+DEFAULT_MAX_BATCH_SEGMENTS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """Plain-Python settings of a module (kept off the tracked tf.Module attributes)."""
+
+    family: str
+    sample_rate: int
+    segment_length: int
+    segment_hop: int
+    max_samples: int
+    max_deconv_samples: int
+    max_batch_segments: int
+    stft: dict[str, Any] | None
+    top_k: int
+    levels: tuple[int, ...]
+    features_per_layer: dict[int, int]
+    feature_layers: tuple[str, ...]
+    feature_channels: tuple[int, ...]
+
+
+class _Untracked:
+    """A plain holder: objects inside are invisible to TensorFlow's object tracking."""
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        self.items = items
+
+
+def _seconds(samples: int, sample_rate: int) -> str:
+    return f"{samples / sample_rate:.4g} s at {sample_rate} Hz"
+
+
+def _assert(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
+    """An in-graph check whose InvalidArgumentError message is ``template`` filled with ``values``."""
+    message = tf.strings.format(template, values) if values else tf.constant(template)
+    return tf.debugging.Assert(condition, [message], summarize=32)
+
+
+class ServingModule(tf.Module):
+    """The exported object: the Keras model plus one ``tf.function`` per signature.
+
+    Args:
+        model: A trained Choi CNN or SampleCNN-family model (``tfaural.models``).
+        info: The run description (labels, sample rate, segment, STFT).
+        max_seconds: Longest input (seconds) of ``serving_default``, ``serving_wav`` and ``features``.
+        max_deconv_seconds: Longest input (seconds) of ``deconvolve`` and ``auralise``.
+        max_batch_segments: Most segments run through the model at once (memory bound).
+        top_k: Width of the ``labels`` output (capped at the number of labels).
+
+    Raises:
+        ExportError: If the model and the run description disagree (sample rate,
+            segment length, STFT, number of labels) or a limit is invalid.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        info: RunInfo,
+        *,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+        max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+        top_k: int = TOP_K,
+    ) -> None:
+        super().__init__(name="tfaural_serving")
+        config = config_from_model(model)
+        family = family_of(config)
+        self.model = model  # tracked: its variables are saved with the module
+        self._config = config
+        self._net = DeconvNet(model)
+        self._settings = _settings(
+            model, info, config, family, self._net, max_seconds=max_seconds,
+            max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, top_k=top_k,
+        )
+        self._feature_model = keras.Model(
+            model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
+            name="serving_features",
+        )
+        self._labels = np.asarray(info.labels, dtype=object)
+        implementations: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
+            "serving_default": self._serving_default, "serving_wav": self._serving_wav, "features": self._features,
+            "deconvolve": self._deconvolve, "auralise": self._auralise,
+        }
+        # Held outside the tracked attributes: the SavedModel gets them as signatures only. Tracked
+        # tf.functions would also be saved as object-graph functions, which tf.saved_model.save
+        # traces a second time (in its save context) -- doubling the export time for nothing.
+        self._functions = _Untracked(
+            {name: self._function(implementations[name], name) for name in signature_names(family)}
+        )
+
+    # ----------------------------------------------------------------- public helpers
+
+    @property
+    def settings(self) -> _Settings:
+        """Sample rate, segment, limits, layers (plain Python values)."""
+        return self._settings
+
+    @property
+    def model_config(self) -> Any:
+        """The model's tfaural config (ChoiConfig or SampleCNNConfig)."""
+        return self._config
+
+    @property
+    def signature_names(self) -> tuple[str, ...]:
+        """The signatures this module exports."""
+        return signature_names(self._settings.family)
+
+    def function(self, name: str) -> Any:
+        """The ``tf.function`` of signature ``name`` (with its ``input_signature``)."""
+        return self._functions.items[name]
+
+    def signatures(self) -> dict[str, Any]:
+        """``{name: concrete function}`` for ``tf.saved_model.save(..., signatures=...)``."""
+        return {name: self.function(name).get_concrete_function() for name in self.signature_names}
+
+    def call(self, name: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Runs signature ``name`` in-process (the Keras path) and returns numpy outputs."""
+        function = self.function(name).get_concrete_function()
+        tensors = {
+            spec.name: tf.constant(inputs[spec.name], dtype=spec.dtype if spec.dtype != "string" else tf.string)
+            for spec in SIGNATURE_INPUTS[name]
+        }
+        return {key: value.numpy() for key, value in function(**tensors).items()}
+
+    def _function(self, fn: Callable[..., dict[str, tf.Tensor]], name: str) -> Any:
+        specs = [
+            tf.TensorSpec(
+                None if spec.graph_shape is None else list(spec.graph_shape),
+                tf.string if spec.dtype == "string" else tf.as_dtype(spec.dtype),
+                name=spec.name,
+            )
+            for spec in SIGNATURE_INPUTS[name]
+        ]
+        return tf.function(fn, input_signature=specs, autograph=False)
+
+    # ----------------------------------------------------------------- validation
+
+    def _checked_waveform(self, waveform: tf.Tensor, *, max_samples: int) -> tf.Tensor:
+        """Checks rank, length and finiteness; returns the waveform with static rank 2."""
+        s = self._settings
+        rank = tf.rank(waveform)
+        rank_ok = _assert(
+            tf.equal(rank, 2), "waveform must be float32 [batch, samples]; got rank {} with shape {}",
+            rank, tf.shape(waveform),
+        )
+        with tf.control_dependencies([rank_ok]):
+            n = tf.shape(waveform)[-1]
+            checks = [
+                _assert(
+                    n >= s.segment_length,
+                    f"waveform has {{}} samples; need at least {s.segment_length} "
+                    f"({_seconds(s.segment_length, s.sample_rate)}, one model segment)",
+                    n,
+                ),
+                _assert(
+                    n <= max_samples,
+                    f"waveform has {{}} samples; this export accepts at most {max_samples} "
+                    f"({_seconds(max_samples, s.sample_rate)}); split the audio into shorter requests",
+                    n,
+                ),
+            ]
+        with tf.control_dependencies(checks):
+            finite = _assert(
+                tf.reduce_all(tf.math.is_finite(waveform)), "waveform contains NaN or Inf samples"
+            )
+        with tf.control_dependencies([finite]):
+            # A reshape, not tf.ensure_shape: grappler would use EnsureShape's static rank to
+            # fold the rank check above away before it can fail.
+            return tf.reshape(waveform, tf.stack([-1, tf.shape(waveform)[-1]]))
+
+    def _checked_lengths(self, lengths: tf.Tensor, *, max_samples: int, what: str) -> tf.Operation:
+        s = self._settings
+        guarded = tf.concat([lengths, [s.segment_length]], axis=0)  # a valid length: never empty
+        shortest = tf.cast(tf.argmin(guarded), tf.int32)
+        longest = tf.cast(tf.argmax(guarded), tf.int32)
+        return tf.group(
+            _assert(
+                tf.reduce_min(guarded) >= s.segment_length,
+                f"{what}[{{}}] has {{}} samples; need at least {s.segment_length} "
+                f"({_seconds(s.segment_length, s.sample_rate)}, one model segment)",
+                shortest, tf.gather(guarded, shortest),
+            ),
+            _assert(
+                tf.reduce_max(guarded) <= max_samples,
+                f"{what}[{{}}] has {{}} samples; this export accepts at most {max_samples} "
+                f"({_seconds(max_samples, s.sample_rate)}); split the audio into shorter requests",
+                longest, tf.gather(guarded, longest),
+            ),
+        )
+
+    def _checked_layer_features(self, layer: tf.Tensor, features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Checks ``layer`` and ``features``; returns ``(branch_index, features)``."""
+        s = self._settings
+        lo, hi = s.levels[0], s.levels[-1]
+        layer_ok = _assert(
+            tf.logical_and(layer >= lo, layer <= hi), f"layer must be one of {list(s.levels)}; got {{}}", layer
+        )
+        with tf.control_dependencies([layer_ok]):
+            index = tf.identity(layer - lo)
+            widths = tf.constant([s.features_per_layer[level] for level in s.levels], tf.int32)
+            n_maps = tf.gather(widths, index)
+            features_ok = _assert(
+                tf.logical_and(
+                    tf.size(features) > 0,
+                    tf.reduce_all(tf.logical_and(features >= 0, features < n_maps)),
+                ),
+                "features must be a non-empty list of feature-map indices in [0, {}) for layer {}; got {}",
+                n_maps, layer, features,
+            )
+        with tf.control_dependencies([features_ok]):
+            return tf.identity(index), tf.identity(features)
+
+    # ----------------------------------------------------------------- model plumbing
+
+    def _model_input(self, segments: tf.Tensor) -> tf.Tensor:
+        """``[n, segment_length]`` waveforms -> the Keras model's input."""
+        s = self._settings
+        if s.stft is None:
+            return segments[..., tf.newaxis]
+        config = self._config
+        assert isinstance(config, ChoiConfig)
+        magnitude = self._magnitude(segments)
+        return tf.ensure_shape(magnitude, [None, config.n_freq, config.n_frames])[..., tf.newaxis]
+
+    def _magnitude(self, waveform: tf.Tensor) -> tf.Tensor:
+        return tf.abs(self._stft(waveform))
+
+    def _stft(self, waveform: tf.Tensor) -> tf.Tensor:
+        stft = self._settings.stft
+        assert stft is not None
+        return spectral.stft(
+            waveform, n_fft=stft["n_fft"], hop_length=stft["hop_length"], win_length=stft["win_length"]
+        )
+
+    def _segments(self, waveform: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Cuts ``[b, n]`` into whole segments.
+
+        Returns:
+            ``(flat [b * s, length], mask bool [b, s], counts int32 [b])``: item ``i``
+            has ``counts[i]`` valid segments (fewer than ``s`` when its own length,
+            before zero padding to the batch's longest, was shorter).
+        """
+        s = self._settings
+        frames = tf.signal.frame(waveform, s.segment_length, s.segment_hop, axis=-1)  # [b, s, length]
+        counts = (lengths - s.segment_length) // s.segment_hop + 1
+        mask = tf.sequence_mask(counts, tf.shape(frames)[1])
+        return tf.reshape(frames, [-1, s.segment_length]), mask, counts
+
+    def _run_chunked(
+        self, fn: Callable[[tf.Tensor], Sequence[tf.Tensor]], flat: tf.Tensor, outputs: Sequence[Any]
+    ) -> list[tf.Tensor]:
+        """Applies ``fn`` to ``[n, length]`` segments in at most ``max_batch_segments`` at a time.
+
+        The ``n`` segments are split into ``c = ceil(n / max)`` equal chunks of
+        ``ceil(n / c)`` (zero-padded by fewer than ``c`` segments), run one chunk
+        after the other in an in-graph loop, and concatenated back to ``n``.
+
+        Args:
+            fn: Maps ``[m, length]`` segments to tensors ``[m, ...]``.
+            flat: ``[n, length]`` segments.
+            outputs: The Keras symbolic outputs ``fn`` returns (for their shapes and dtypes).
+        """
+        limit = self._settings.max_batch_segments
+        n = tf.shape(flat)[0]
+        n_chunks = tf.maximum(1, (n + limit - 1) // limit)
+        size = tf.maximum(1, (n + n_chunks - 1) // n_chunks)
+        padded = tf.pad(flat, [[0, n_chunks * size - n], [0, 0]])
+        chunks = tf.reshape(padded, [n_chunks, size, flat.shape[-1]])
+        signature = [tf.TensorSpec([None, *output.shape[1:]], tf.as_dtype(output.dtype)) for output in outputs]
+        results = tf.map_fn(
+            lambda chunk: list(fn(chunk)), chunks, fn_output_signature=signature, parallel_iterations=1
+        )
+        return [tf.reshape(r, tf.concat([[-1], tf.shape(r)[2:]], 0))[:n] for r in results]
+
+    def _scores(self, waveform: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        flat, mask, counts = self._segments(waveform, lengths)
+        (predictions,) = self._run_chunked(
+            lambda x: [self.model(self._model_input(x), training=False)], flat, self.model.outputs
+        )
+        batch = tf.shape(mask)[0]
+        predictions = tf.reshape(predictions, [batch, tf.shape(mask)[1], predictions.shape[-1]])
+        weights = tf.cast(mask, predictions.dtype)[..., tf.newaxis]
+        scores = tf.reduce_sum(predictions * weights, axis=1) / tf.cast(counts, predictions.dtype)[:, tf.newaxis]
+        top = tf.math.top_k(scores, k=self._settings.top_k)
+        labels = tf.gather(tf.constant(self._labels, tf.string), top.indices)
+        return {"scores": scores, "labels": labels}
+
+    # ----------------------------------------------------------------- signatures
+
+    def _serving_default(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
+        waveform = self._checked_waveform(waveform, max_samples=self._settings.max_samples)
+        lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
+        return self._scores(waveform, lengths)
+
+    def _serving_wav(self, wav: tf.Tensor) -> dict[str, tf.Tensor]:
+        s = self._settings
+        rank = tf.rank(wav)
+        rank_ok = _assert(
+            tf.equal(rank, 1), "wav must be a 1-D string tensor [batch] of WAV file bytes; got rank {} with shape {}",
+            rank, tf.shape(wav),
+        )
+        with tf.control_dependencies([rank_ok]):
+            wav = tf.reshape(wav, [-1])
+
+        def decode(item: tf.Tensor) -> tf.Tensor:
+            audio, rate = tf.audio.decode_wav(item)  # float32 [samples, channels] in [-1, 1]
+            rate_ok = _assert(
+                tf.equal(rate, s.sample_rate),
+                f"a WAV has sample rate {{}} Hz; this model expects {s.sample_rate} Hz (resample before sending)",
+                rate,
+            )
+            with tf.control_dependencies([rate_ok]):
+                return tf.reduce_mean(audio, axis=1)  # mono mix-down
+
+        decoded = tf.map_fn(
+            decode, wav, fn_output_signature=tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
+        )
+        lengths = tf.cast(decoded.row_lengths(), tf.int32)
+        with tf.control_dependencies([self._checked_lengths(lengths, max_samples=s.max_samples, what="wav")]):
+            waveform = tf.identity(decoded.to_tensor())
+        return self._scores(waveform, lengths)
+
+    def _features(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
+        waveform = self._checked_waveform(waveform, max_samples=self._settings.max_samples)
+        lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
+        flat, mask, counts = self._segments(waveform, lengths)
+        maps = self._run_chunked(
+            lambda x: list(self._feature_model(self._model_input(x), training=False)), flat, self._feature_model.outputs
+        )
+        batch, n_segments = tf.shape(mask)[0], tf.shape(mask)[1]
+        outputs: dict[str, tf.Tensor] = {}
+        pooled = []
+        for index, feature_map in enumerate(maps, start=1):
+            channels = int(feature_map.shape[-1])
+            per_item = tf.reshape(feature_map, [batch, n_segments, -1, channels])  # [b, s, positions, c]
+            valid = mask[:, :, tf.newaxis, tf.newaxis]
+            maximum = tf.reduce_max(tf.where(valid, per_item, tf.fill(tf.shape(per_item), -np.inf)), axis=[1, 2])
+            total = tf.reduce_sum(per_item * tf.cast(valid, per_item.dtype), axis=[1, 2])
+            positions = tf.cast(counts * tf.shape(per_item)[2], per_item.dtype)[:, tf.newaxis]
+            outputs[f"level{index}_max"] = maximum
+            outputs[f"level{index}_mean"] = total / positions
+            pooled += [maximum, total / positions]
+        outputs["features"] = tf.concat(pooled, axis=-1)
+        return outputs
+
+    def _deconvolved(
+        self, waveform: tf.Tensor, layer: tf.Tensor, features: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
+        """Validated deconvolution: ``(deconvolved, activation [batch, k], stft_matrix or None, magnitude or None)``."""
+        s = self._settings
+        waveform = self._checked_waveform(waveform, max_samples=s.max_deconv_samples)
+        not_empty = _assert(tf.shape(waveform)[0] > 0, "waveform holds no clip (batch size 0); send at least one")
+        with tf.control_dependencies([not_empty]):
+            waveform = tf.identity(waveform)
+        index, features = self._checked_layer_features(layer, features)
+        stft_matrix = magnitude = None
+        x = waveform
+        if s.stft is not None:
+            stft_matrix = self._stft(waveform)
+            magnitude = tf.abs(stft_matrix)
+            x = magnitude
+        branches = [
+            functools.partial(self._net, x, layer=level, features=features, return_activation=True)
+            for level in s.levels
+        ]
+        deconvolved, activation = tf.switch_case(index, branches)
+        return deconvolved, activation, stft_matrix, magnitude
+
+    def _deconvolve(self, waveform: tf.Tensor, layer: tf.Tensor, features: tf.Tensor) -> dict[str, tf.Tensor]:
+        deconvolved, activation, _, magnitude = self._deconvolved(waveform, layer, features)
+        outputs = {"deconvolved": deconvolved, "activation": activation}
+        if magnitude is not None:
+            outputs["spectrogram"] = magnitude
+        return outputs
+
+    def _auralise(
+        self, waveform: tf.Tensor, layer: tf.Tensor, features: tf.Tensor, mode: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        mode_ok = tf.debugging.Assert(  # no quotes: the Assert op would print them backslash-escaped
+            tf.logical_or(tf.equal(mode, "phase"), tf.equal(mode, "mask")),
+            [tf.strings.join(["mode must be phase or mask; got ", mode])],
+        )
+        with tf.control_dependencies([mode_ok]):
+            waveform = tf.identity(waveform)
+        deconvolved, activation, stft_matrix, _ = self._deconvolved(waveform, layer, features)
+        if stft_matrix is None:  # waveform models: the deconvolution is already audio
+            audio = deconvolved
+        else:
+            config = self._config
+            stft = self._settings.stft
+            assert isinstance(config, ChoiConfig) and stft is not None
+            linear = to_linear_magnitude(deconvolved, config)
+            length = tf.shape(waveform)[-1]
+
+            def rebuild(how: str) -> tf.Tensor:
+                return reconstruct(
+                    linear, stft_matrix, mode=how, n_fft=stft["n_fft"], hop_length=stft["hop_length"],
+                    win_length=stft["win_length"], length=length,
+                )
+
+            audio = tf.cond(tf.equal(mode, "phase"), lambda: rebuild("phase"), lambda: rebuild("mask"))
+        audio, silent, peak = normalise_peak(audio)
+        return {"audio": audio, "silent": silent, "peak": peak, "activation": activation}
+
+
+def _settings(
+    model: keras.Model,
+    info: RunInfo,
+    config: Any,
+    family: str,
+    net: DeconvNet,
+    *,
+    max_seconds: float,
+    max_deconv_seconds: float,
+    max_batch_segments: int,
+    top_k: int,
+) -> _Settings:
+    """Cross-checks the model against the run description and collects the module's settings."""
+    sample_rate = info.audio.sample_rate
+    if getattr(config, "sample_rate", sample_rate) != sample_rate:
+        raise ExportError(
+            f"the model was built for {config.sample_rate} Hz but run.json says {sample_rate} Hz; "
+            "fix run.json (audio.sample_rate)"
+        )
+    n_outputs = int(model.outputs[0].shape[-1])
+    if n_outputs != len(info.labels):
+        raise ExportError(f"the model has {n_outputs} outputs but run.json lists {len(info.labels)} labels")
+    if any("\n" in label or not label for label in info.labels):
+        raise ExportError(f"label names must be non-empty single lines; got {list(info.labels)}")
+    length = info.segment.length
+    stft: dict[str, Any] | None = None
+    if isinstance(config, ChoiConfig):
+        win_length = None
+        if info.stft is not None:
+            if (info.stft.n_fft, info.stft.hop_length) != (config.n_fft, config.hop_length):
+                raise ExportError(
+                    f"run.json's STFT (n_fft={info.stft.n_fft}, hop_length={info.stft.hop_length}) differs from "
+                    f"the model's (n_fft={config.n_fft}, hop_length={config.hop_length})"
+                )
+            win_length = info.stft.win_length
+        stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": win_length,
+                "window": "hann", "center": True}
+        frames = spectral.n_frames(length, n_fft=config.n_fft, hop_length=config.hop_length)
+        if frames != config.n_frames:
+            raise ExportError(
+                f"a segment of {length} samples gives {frames} STFT frames but the model takes {config.n_frames}; "
+                f"fix run.json (segment.length)"
+            )
+        n = config.n_layers
+        feature_layers = tuple(f"pool{i}" for i in range(max(1, n - 2), n + 1))
+    else:
+        assert isinstance(config, SampleCNNConfig)
+        if length != config.input_length:
+            raise ExportError(
+                f"run.json's segment length {length} differs from the model's input length {config.input_length}"
+            )
+        feature_layers = feature_layer_names(config)
+    max_samples = int(round(max_seconds * sample_rate))
+    max_deconv_samples = int(round(max_deconv_seconds * sample_rate))
+    for name, samples, seconds in (
+        ("max_seconds", max_samples, max_seconds), ("max_deconv_seconds", max_deconv_samples, max_deconv_seconds)
+    ):
+        if samples < length:
+            raise ExportError(
+                f"{name}={seconds:g} is shorter than one model segment ({_seconds(length, sample_rate)})"
+            )
+    if not (isinstance(max_batch_segments, int) and max_batch_segments >= 1):
+        raise ExportError(f"max_batch_segments={max_batch_segments!r} is invalid: expected a positive integer")
+    levels = tuple(net.levels)
+    if list(levels) != list(range(levels[0], levels[-1] + 1)):
+        raise ExportError(f"deconvolvable layers {levels} are not consecutive")
+    return _Settings(
+        family=family,
+        sample_rate=sample_rate,
+        segment_length=length,
+        segment_hop=info.segment.step,
+        max_samples=max_samples,
+        max_deconv_samples=max_deconv_samples,
+        max_batch_segments=max_batch_segments,
+        stft=stft,
+        top_k=max(1, min(top_k, len(info.labels))),
+        levels=levels,
+        features_per_layer={level: net.n_features(level) for level in levels},
+        feature_layers=feature_layers,
+        feature_channels=tuple(int(model.get_layer(name).output.shape[-1]) for name in feature_layers),
+    )

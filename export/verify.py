@@ -1,0 +1,475 @@
+"""Verification of an export, as TF Serving and the Beam jobs will see it.
+
+``python -m export.verify EXPORT_DIR [--run RUN_DIR]`` (also run at the end of
+every export, before the version directory is published) checks that:
+
+1. **Only core TensorFlow ops** are in the graph and its function library: no
+   ``PyFunc``/``PyFuncStateless``/``EagerPyFunc`` (TF Serving cannot run Python) and
+   every op is registered in a fresh TensorFlow-only process (no custom ops).
+2. **It runs without tfaural.** A fresh Python process (``python -I``, with a
+   ``sys.meta_path`` finder that refuses to import ``tfaural``, ``export`` and
+   ``beam_jobs``, and which proves it by failing to ``import tfaural``) loads the
+   SavedModel with ``tf.saved_model.load``, calls every signature on the warm-up
+   inputs and compares with the reference outputs of the Keras model computed
+   in-process: elementwise ``|got - ref| <= 1e-5 * |ref| + 1e-5 * max|ref|``
+   (a relative tolerance, with an absolute floor of 1e-5 of the output's own
+   scale so that near-zero entries of large-range outputs such as deconvolutions
+   are judged on that scale); strings and booleans must be equal.
+3. **``saved_model_cli show --all``** lists every signature of ``metadata.json``
+   with the documented input and output names and dtypes.
+
+The reference outputs are stored in the export (``assets.extra/tfaural_reference.npz``,
+written by the exporter from the Keras model); ``--run RUN_DIR`` recomputes them
+from the run's Keras model instead.
+
+This file is also the script the fresh process runs (``--child``), so its
+module-level imports are the standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.abc
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "REFERENCE_FILE",
+    "FORBIDDEN_OPS",
+    "BLOCKED_PACKAGES",
+    "RTOL",
+    "ATOL_OF_SCALE",
+    "graph_ops",
+    "op_problems",
+    "check_ops",
+    "compare",
+    "save_reference",
+    "load_reference",
+    "saved_model_cli_signatures",
+    "verify_export",
+    "main",
+]
+
+#: Reference inputs and outputs inside an export version directory.
+REFERENCE_FILE = os.path.join("assets.extra", "tfaural_reference.npz")
+FORBIDDEN_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+BLOCKED_PACKAGES = ("tfaural", "export", "beam_jobs")
+RTOL = 1e-5
+ATOL_OF_SCALE = 1e-5
+
+
+def _export_error(message: str) -> Exception:
+    from tfaural.errors import ExportError  # deferred: this module also runs without tfaural
+
+    return ExportError(message)
+
+
+# --------------------------------------------------------------------------- ops
+
+
+def graph_ops(export_dir: str) -> tuple[dict[str, int], set[str]]:
+    """Op types used by a SavedModel's graph and function library.
+
+    Args:
+        export_dir: A SavedModel directory.
+
+    Returns:
+        ``({op type: node count}, {names of library functions})``. A node may call a
+        library function by name; such names are not op types.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as handle:
+        saved_model.ParseFromString(handle.read())
+    counts: collections.Counter[str] = collections.Counter()
+    functions: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        graph = meta_graph.graph_def
+        counts.update(node.op for node in graph.node)
+        for function in graph.library.function:
+            functions.add(function.signature.name)
+            counts.update(node.op for node in function.node_def)
+    return dict(counts), functions
+
+
+def op_problems(ops: Mapping[str, int], functions: set[str]) -> list[str]:
+    """Forbidden or unregistered op types (call in a process where only TensorFlow is loaded)."""
+    from tensorflow.python.framework import op_def_registry
+
+    problems = [f"forbidden op {op} ({ops[op]} nodes): TF Serving cannot run Python" for op in FORBIDDEN_OPS & set(ops)]
+    problems += [
+        f"op {op} is not registered in core TensorFlow"
+        for op in sorted(ops) if op not in functions and op_def_registry.get(op) is None
+    ]
+    return problems
+
+
+def check_ops(export_dir: str) -> dict[str, int]:
+    """Checks the ops of an export in this process (see :func:`op_problems`).
+
+    Returns:
+        ``{op type: node count}``.
+
+    Raises:
+        ExportError: If a forbidden or unregistered op is used.
+    """
+    ops, functions = graph_ops(export_dir)
+    problems = op_problems(ops, functions)
+    if problems:
+        raise _export_error(f"{export_dir}: " + "; ".join(problems))
+    return ops
+
+
+# --------------------------------------------------------------------------- reference data
+
+
+def save_reference(path: str, data: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> None:
+    """Writes ``{signature: {"inputs": {...}, "outputs": {...}}}`` as an ``.npz`` (no pickles).
+
+    String arrays (numpy object arrays of bytes) are stored as their concatenated
+    bytes, element lengths and shape, so they round-trip exactly (NUL bytes included).
+    """
+    flat: dict[str, np.ndarray] = {}
+    for signature, parts in data.items():
+        for part, arrays in parts.items():
+            for name, value in arrays.items():
+                key = f"{signature}/{part}/{name}"
+                array = np.asarray(value)
+                if array.dtype == object or array.dtype.kind in "SU":
+                    items = [x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in array.reshape(-1)]
+                    flat[key + "#bytes"] = np.frombuffer(b"".join(items), dtype=np.uint8)
+                    flat[key + "#lengths"] = np.array([len(x) for x in items], dtype=np.int64)
+                    flat[key + "#shape"] = np.array(array.shape, dtype=np.int64)
+                else:
+                    flat[key] = array
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as handle:
+        np.savez(handle, **flat)  # type: ignore[arg-type]
+
+
+def load_reference(path: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Inverse of :func:`save_reference` (strings come back as object arrays of bytes)."""
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    with np.load(path, allow_pickle=False) as npz:
+        keys = list(npz.keys())
+        for key in keys:
+            base, _, suffix = key.partition("#")
+            if suffix not in ("", "bytes"):
+                continue
+            signature, part, name = base.split("/")
+            if suffix == "bytes":
+                buffer = npz[key].tobytes()
+                lengths = npz[base + "#lengths"]
+                shape = tuple(int(n) for n in npz[base + "#shape"])
+                starts = np.concatenate([[0], np.cumsum(lengths)])
+                items = [buffer[starts[i] : starts[i + 1]] for i in range(len(lengths))]
+                value = np.empty(len(items), dtype=object)
+                value[:] = items
+                array = value.reshape(shape)
+            else:
+                array = npz[key]
+            out.setdefault(signature, {}).setdefault(part, {})[name] = array
+    return out
+
+
+def compare(got: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """Compares one output with its reference (tolerances in the module docstring).
+
+    Returns:
+        ``{"ok", "shape", "max_abs_error", "max_rel_error", "scale"}`` (errors relative to ``scale = max|ref|``).
+    """
+    got, ref = np.asarray(got), np.asarray(ref)
+    result: dict[str, Any] = {"shape": list(ref.shape)}
+    if got.shape != ref.shape:
+        return {**result, "ok": False, "problem": f"shape {list(got.shape)} != reference {list(ref.shape)}"}
+    if ref.dtype == object or ref.dtype.kind in "SUb":
+        equal = bool(np.array_equal(got, ref))
+        return {**result, "ok": equal, **({} if equal else {"problem": "values differ"})}
+    got64, ref64 = got.astype(np.float64), ref.astype(np.float64)
+    if not np.all(np.isfinite(got64)):
+        return {**result, "ok": False, "problem": "non-finite values"}
+    diff = np.abs(got64 - ref64)
+    scale = float(np.max(np.abs(ref64))) if ref64.size else 0.0
+    ok = bool(np.all(diff <= RTOL * np.abs(ref64) + ATOL_OF_SCALE * scale))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    return {**result, "ok": ok, "max_abs_error": max_abs, "max_rel_error": max_abs / scale if scale else 0.0,
+            "scale": scale}
+
+
+# --------------------------------------------------------------------------- the fresh process
+
+
+class _BlockProjectPackages(importlib.abc.MetaPathFinder):
+    """Refuses to import tfaural, export and beam_jobs (so the check proves they are not needed)."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.split(".")[0] in BLOCKED_PACKAGES:
+            raise ImportError(f"{fullname} is blocked: an export must run with TensorFlow alone")
+        return None
+
+
+def _child(export_dir: str, reference_path: str) -> dict[str, Any]:
+    """Runs in the fresh process: ops, load, call every signature, compare."""
+    sys.meta_path.insert(0, _BlockProjectPackages())
+    for name in list(sys.modules):
+        if name.split(".")[0] in BLOCKED_PACKAGES:
+            del sys.modules[name]
+    report: dict[str, Any] = {"python": sys.executable}
+    try:
+        import tfaural  # noqa: F401
+    except ImportError:
+        report["tfaural_importable"] = False
+    else:
+        report["tfaural_importable"] = True
+    import tensorflow as tf
+
+    report["tensorflow"] = tf.__version__
+    report["modules"] = sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED_PACKAGES))
+    ops, functions = graph_ops(export_dir)
+    report["ops"] = {"types": len(ops), "problems": op_problems(ops, functions)}
+    loaded = tf.saved_model.load(export_dir)
+    report["loaded_signatures"] = sorted(loaded.signatures.keys())
+    results: dict[str, Any] = {}
+    for signature, parts in load_reference(reference_path).items():
+        if signature not in loaded.signatures:
+            results[signature] = {"ok": False, "problem": "signature missing from the SavedModel"}
+            continue
+        inputs = {name: tf.constant(value) for name, value in parts["inputs"].items()}
+        try:
+            outputs = {k: v.numpy() for k, v in loaded.signatures[signature](**inputs).items()}
+        except Exception as err:  # report any failure of the call, with its message
+            results[signature] = {"ok": False, "problem": f"{type(err).__name__}: {err}"}
+            continue
+        checked = {}
+        for name, ref in parts["outputs"].items():
+            checked[name] = compare(outputs[name], ref) if name in outputs else {"ok": False, "problem": "missing"}
+        extra = sorted(set(outputs) - set(parts["outputs"]))
+        results[signature] = {
+            "ok": all(c["ok"] for c in checked.values()) and not extra,
+            "outputs": checked,
+            **({"problem": f"unexpected outputs {extra}"} if extra else {}),
+        }
+    report["signatures"] = results
+    report["ok"] = (
+        not report["tfaural_importable"] and not report["modules"] and not report["ops"]["problems"]
+        and bool(results) and all(r["ok"] for r in results.values())
+    )
+    return report
+
+
+# --------------------------------------------------------------------------- saved_model_cli
+
+_DTYPES = {"DT_FLOAT": "float32", "DT_INT32": "int32", "DT_STRING": "string", "DT_BOOL": "bool"}
+
+
+def _saved_model_cli() -> list[str]:
+    beside = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if os.path.isfile(beside):
+        return [beside]
+    found = shutil.which("saved_model_cli")
+    return [found] if found else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+
+
+def parse_saved_model_cli(text: str) -> dict[str, dict[str, dict[str, str]]]:
+    """Parses ``saved_model_cli show --all`` into ``{signature: {"inputs"|"outputs": {name: dtype}}}``."""
+    signatures: dict[str, dict[str, dict[str, str]]] = {}
+    current: dict[str, dict[str, str]] | None = None
+    pending: tuple[str, str] | None = None
+    for line in text.splitlines():
+        if match := re.match(r"^signature_def\['([^']+)'\]:", line):
+            current = signatures.setdefault(match.group(1), {"inputs": {}, "outputs": {}})
+        elif current is not None and (match := re.match(r"^\s+(inputs|outputs)\['([^']+)'\] tensor_info:", line)):
+            pending = (match.group(1), match.group(2))
+        elif current is not None and pending and (match := re.match(r"^\s+dtype: (\w+)", line)):
+            current[pending[0]][pending[1]] = _DTYPES.get(match.group(1), match.group(1))
+            pending = None
+        elif line.startswith("Concrete Functions:"):
+            break
+    return signatures
+
+
+def saved_model_cli_signatures(export_dir: str, *, timeout: float = 300.0) -> dict[str, dict[str, dict[str, str]]]:
+    """Runs ``saved_model_cli show --dir EXPORT_DIR --all`` and parses its signature listing."""
+    process = subprocess.run(
+        [*_saved_model_cli(), "show", "--dir", export_dir, "--all"], capture_output=True, text=True,
+        timeout=timeout, env=_child_env(), check=False,
+    )
+    if process.returncode:
+        raise _export_error(f"saved_model_cli failed on {export_dir}: {process.stderr.strip()[-2000:]}")
+    return parse_saved_model_cli(process.stdout)
+
+
+def _cli_problems(listed: Mapping[str, Mapping[str, Mapping[str, str]]], metadata: Mapping[str, Any]) -> list[str]:
+    problems = []
+    documented = metadata["signatures"]
+    shown = {name for name in listed if not name.startswith("__")}
+    if shown != set(documented):
+        problems.append(f"saved_model_cli lists signatures {sorted(shown)}; metadata documents {sorted(documented)}")
+    for name in shown & set(documented):
+        for part in ("inputs", "outputs"):
+            want = {key: spec["dtype"] for key, spec in documented[name][part].items()}
+            if dict(listed[name][part]) != want:
+                problems.append(f"{name} {part}: saved_model_cli shows {dict(listed[name][part])}, documented {want}")
+    return problems
+
+
+# --------------------------------------------------------------------------- the parent side
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _run_child(export_dir: str, reference_path: str, *, timeout: float) -> dict[str, Any]:
+    command = [sys.executable, "-I", os.path.abspath(__file__), "--child", export_dir, reference_path]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_child_env(), check=False)
+    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
+    if process.returncode or not lines:
+        raise _export_error(
+            f"the verification process failed (exit {process.returncode}) on {export_dir}: "
+            f"{process.stderr.strip()[-3000:]}"
+        )
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
+
+
+def _failures(report: Mapping[str, Any]) -> list[str]:
+    problems = list(report["ops"]["problems"])
+    if report["tfaural_importable"] or report["modules"]:
+        problems.append(f"the fresh process could import project packages: {report['modules'] or ['tfaural']}")
+    for signature, result in report["signatures"].items():
+        if result.get("problem"):
+            problems.append(f"{signature}: {result['problem']}")
+        for output, check in result.get("outputs", {}).items():
+            if not check["ok"]:
+                detail = check.get("problem") or (
+                    f"max abs error {check['max_abs_error']:.3g} at scale {check['scale']:.3g}"
+                )
+                problems.append(f"{signature}/{output}: {detail}")
+    return problems
+
+
+def verify_export(
+    export_dir: str,
+    *,
+    reference: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]] | None = None,
+    cli: bool = True,
+    timeout: float = 900.0,
+) -> dict[str, Any]:
+    """Verifies an export (see the module docstring).
+
+    Args:
+        export_dir: A version directory (``EXPORT_BASE/<N>`` or the exporter's temporary one).
+        reference: ``{signature: {"inputs": {...}, "outputs": {...}}}`` computed in-process
+            (``None``: the export's ``assets.extra/tfaural_reference.npz``).
+        cli: Also check the ``saved_model_cli show --all`` listing.
+        timeout: Seconds allowed for each subprocess.
+
+    Returns:
+        The report: the fresh process's results plus ``"saved_model_cli"`` and ``"ok"``.
+
+    Raises:
+        ExportError: If any check fails (the message lists every problem).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from export.metadata import read_metadata
+
+    export_dir = os.path.abspath(export_dir)
+    metadata = read_metadata(export_dir)
+    with tempfile.TemporaryDirectory(prefix="tfaural-verify-") as scratch:
+        if reference is None:
+            reference_path = os.path.join(export_dir, REFERENCE_FILE)
+            if not os.path.isfile(reference_path):
+                raise _export_error(f"{export_dir}: {REFERENCE_FILE} is missing; pass --run RUN_DIR to recompute it")
+        else:
+            reference_path = os.path.join(scratch, "reference.npz")
+            save_reference(reference_path, reference)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # the two processes load TensorFlow in parallel
+            child = pool.submit(_run_child, export_dir, reference_path, timeout=timeout)
+            listing = pool.submit(saved_model_cli_signatures, export_dir, timeout=timeout) if cli else None
+            report = child.result()
+            listed = listing.result() if listing is not None else None
+    problems = _failures(report)
+    missing = sorted(set(metadata["signatures"]) - set(report["signatures"]))
+    if missing:
+        problems.append(f"no reference outputs for signatures {missing}")
+    if listed is not None:
+        report["saved_model_cli"] = listed
+        problems += _cli_problems(listed, metadata)
+    report["ok"] = not problems
+    report["problems"] = problems
+    if problems:
+        raise _export_error(f"verification of {export_dir} failed: " + "; ".join(problems))
+    return report
+
+
+def _reference_from_run(export_dir: str, run_dir: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Recomputes the reference outputs with the run's Keras model on the stored inputs."""
+    from export.metadata import read_metadata
+    from export.module import ServingModule
+    from tfaural.run import load_run
+
+    metadata = read_metadata(export_dir)
+    model, info = load_run(run_dir)
+    module = ServingModule(
+        model, info, max_seconds=metadata["max_seconds"], max_deconv_seconds=metadata["max_deconv_seconds"]
+    )
+    stored = load_reference(os.path.join(export_dir, REFERENCE_FILE))
+    return {
+        name: {"inputs": parts["inputs"], "outputs": module.call(name, parts["inputs"])}
+        for name, parts in stored.items()
+    }
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.verify",
+        description="Verify a tfaural SavedModel export: core-TF-only ops, every signature run in a fresh "
+        "TensorFlow-only process and compared with the Keras model's outputs, and the saved_model_cli listing.",
+    )
+    parser.add_argument("export_dir", help="a version directory, e.g. exports/choi/1")
+    parser.add_argument(
+        "--run", metavar="RUN_DIR", default=None,
+        help="recompute the reference outputs from this training run's Keras model "
+        "(default: the reference stored in the export at export time)",
+    )
+    parser.add_argument("--no-cli", action="store_true", help="skip the saved_model_cli listing check")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; prints the JSON report. Exit 0 if verified, 2 with ``error: ...`` otherwise."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["--child"]:
+        print(json.dumps(_child(args_list[1], args_list[2])))
+        return 0
+    from tfaural.errors import TfauralError
+
+    args = _parse_args(args_list)
+    try:
+        reference = _reference_from_run(args.export_dir, args.run) if args.run else None
+        report = verify_export(args.export_dir, reference=reference, cli=not args.no_cli)
+    except TfauralError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

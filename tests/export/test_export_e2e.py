@@ -1,0 +1,597 @@
+"""End to end: train a tiny model of each family for a step, export it, verify it, serve it without tfaural.
+
+One export per family (module-scoped, verified in a fresh TensorFlow-only process
+by the exporter itself); the tests then check the version layout, metadata,
+warm-up file, op list, versioning, every signature against an independent
+reference, the in-graph input validation and the client request protos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+# Submodule imports only: ``tests/export/`` (no __init__.py) shadows the ``export`` package as a
+# namespace package when pytest puts ``tests/`` on sys.path; its submodules still resolve to the real ones.
+from export import client, exporter, verify
+from export.__main__ import main as export_main
+from export.metadata import SIGNATURE_INPUTS, read_metadata
+from export.warmup import WARMUP_FILE, read_warmup_file, wav_bytes
+from tfaural import spectral
+from tfaural.auralise import Auraliser
+from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.deconv import deconvolve
+from tfaural.errors import ExportError, ParameterError
+from tfaural.models import choi_cnn, config_from_model, multi_scale_features
+from tfaural.models.samplecnn import samplecnn
+from tfaural.run import RunInfo, load_run, save_run
+
+# Every test here uses a real, verified export (tens of seconds to build, shared by the module).
+pytestmark = pytest.mark.slow
+
+RATE = 2000
+MAX_SECONDS = 4.0
+MAX_DECONV_SECONDS = 2.0
+FAMILIES = ("choi", "samplecnn")
+
+
+@dataclasses.dataclass
+class Exported:
+    family: str
+    run_dir: str
+    base: str
+    version_dir: str
+    model: keras.Model
+    info: RunInfo
+    loaded: Any
+    metadata: dict[str, Any]
+
+    def call(self, signature: str, **inputs: Any) -> dict[str, np.ndarray]:
+        tensors = {}
+        for spec in SIGNATURE_INPUTS[signature]:
+            value = inputs[spec.name]
+            tensors[spec.name] = tf.constant(value, dtype=tf.string if spec.dtype == "string" else spec.dtype)
+        return {k: v.numpy() for k, v in self.loaded.signatures[signature](**tensors).items()}
+
+
+def _tiny(family: str) -> tuple[keras.Model, RunInfo]:
+    if family == "choi":
+        model = choi_cnn(
+            n_outputs=3, n_freq=33, n_frames=33, n_fft=64, hop_length=32, n_filters=4, fc_units=(8,), sample_rate=RATE
+        )
+        info = RunInfo(
+            model=config_from_model(model), labels=("blues", "jazz", "rock"), task="single-label",
+            audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=1024),
+            stft=STFTConfig(n_fft=64, hop_length=32),
+        )
+    else:
+        model = samplecnn(
+            filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
+            sample_rate=RATE,
+        )
+        info = RunInfo(
+            model=config_from_model(model), labels=("guitar", "piano", "voice", "drums"), task="multi-label",
+            audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=54),
+        )
+    return model, info
+
+
+def _train_one_step(model: keras.Model, family: str) -> None:
+    rng = np.random.default_rng(7)
+    shape = model.inputs[0].shape[1:]
+    x = np.abs(rng.standard_normal((4, *shape))).astype(np.float32)
+    n_out = int(model.outputs[0].shape[-1])
+    if family == "choi":
+        y = np.eye(n_out, dtype=np.float32)[rng.integers(0, n_out, 4)]
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    else:
+        y = (rng.random((4, n_out)) > 0.5).astype(np.float32)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    model.train_on_batch(x, y)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
+    """Lazily built exports, one per family, shared by every test of this module."""
+    return _ExportCache(tmp_path_factory)
+
+
+class _ExportCache(dict):  # type: ignore[type-arg]
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def __missing__(self, family: str) -> Exported:
+        root = self.factory.mktemp(f"export_{family}")
+        model, info = _tiny(family)
+        _train_one_step(model, family)
+        run_dir = str(root / "run")
+        save_run(run_dir, model, info)
+        base = str(root / "exports")
+        version_dir = exporter.export_run(
+            run_dir, base, max_seconds=MAX_SECONDS, max_deconv_seconds=MAX_DECONV_SECONDS
+        )
+        reloaded, reloaded_info = load_run(run_dir)
+        self[family] = Exported(
+            family, run_dir, base, version_dir, reloaded, reloaded_info, tf.saved_model.load(version_dir),
+            read_metadata(version_dir),
+        )
+        return self[family]
+
+
+@pytest.fixture(params=FAMILIES)
+def exported(request: pytest.FixtureRequest, exports: dict[str, Exported]) -> Exported:
+    return exports[request.param]
+
+
+@pytest.fixture
+def choi(exports: dict[str, Exported]) -> Exported:
+    return exports["choi"]
+
+
+@pytest.fixture
+def sample(exports: dict[str, Exported]) -> Exported:
+    return exports["samplecnn"]
+
+
+def _signal(n: int, *, seed: int, batch: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / RATE
+    tone = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 600, (batch, 1)) * t)
+    return (tone + 0.05 * rng.standard_normal((batch, n))).astype(np.float32)
+
+
+def _model_input(e: Exported, segments: np.ndarray) -> np.ndarray:
+    if e.info.stft is None:
+        return segments[..., np.newaxis]
+    return np.abs(spectral.stft(segments, n_fft=64, hop_length=32).numpy())[..., np.newaxis]
+
+
+# --------------------------------------------------------------------------- layout and metadata
+
+
+def test_version_layout_and_assets(exported: Exported) -> None:
+    assert exported.version_dir == os.path.join(os.path.abspath(exported.base), "1")
+    names = set(os.listdir(exported.version_dir))
+    assert {"saved_model.pb", "variables", "assets", "assets.extra"} <= names
+    assert not [n for n in os.listdir(exported.base) if n.startswith(".tmp-")]
+    labels = pathlib.Path(exported.version_dir, "assets", "labels.txt").read_text(encoding="utf-8").splitlines()
+    assert labels == list(exported.info.labels)
+    meta = exported.metadata
+    assert meta["family"] == exported.family
+    assert meta["sample_rate"] == RATE and meta["segment_length"] == exported.info.segment.length
+    assert meta["segment_seconds"] == pytest.approx(exported.info.segment.length / RATE)
+    assert meta["labels"] == list(exported.info.labels) and meta["task"] == exported.info.task
+    assert meta["run_id"] == exported.info.run_id and meta["tfaural_version"] == exported.info.tfaural_version
+    assert meta["max_seconds"] == MAX_SECONDS and meta["max_samples"] == MAX_SECONDS * RATE
+    assert meta["model_config"]["kind"] in ("choi", "samplecnn")
+    expected_signatures = {"serving_default", "serving_wav", "features", "deconvolve", "auralise"}
+    assert set(meta["signatures"]) == expected_signatures
+    assert set(exported.loaded.signatures.keys()) == expected_signatures
+    if exported.family == "choi":
+        assert meta["stft"] == {"n_fft": 64, "hop_length": 32, "win_length": None, "window": "hann", "center": True}
+        assert meta["input_scaling"] == {"mode": "linear", "log_c": 10.0}
+        assert meta["deconvolvable_layers"] == [1, 2, 3, 4, 5]
+        assert [level["layer"] for level in meta["feature_levels"]] == ["pool3", "pool4", "pool5"]
+    else:
+        assert meta["stft"] is None and meta["input_scaling"] is None
+        assert meta["deconvolvable_layers"] == [0, 1, 2, 3, 4]
+        assert [level["layer"] for level in meta["feature_levels"]] == ["pool2", "pool3", "relu_1x1"]
+    # The loaded object exposes the tracked assets too.
+    assert json.loads(pathlib.Path(exported.loaded.metadata_file.asset_path.numpy().decode()).read_text())["labels"]
+
+
+def test_exporter_verified_in_a_fresh_process_and_saved_model_cli(exported: Exported) -> None:
+    report = json.loads(pathlib.Path(exported.version_dir, exporter.VERIFICATION_FILE).read_text())
+    assert report["ok"] and not report["problems"]
+    assert report["tfaural_importable"] is False and report["modules"] == []
+    assert set(report["signatures"]) == set(exported.metadata["signatures"])
+    for result in report["signatures"].values():
+        assert result["ok"]
+        for check in result["outputs"].values():
+            assert check["ok"] and check.get("max_rel_error", 0.0) <= verify.RTOL
+    listed = report["saved_model_cli"]
+    assert set(listed) - {"__saved_model_init_op"} == set(exported.metadata["signatures"])
+    assert listed["deconvolve"]["inputs"] == {"waveform": "float32", "layer": "int32", "features": "int32"}
+    assert listed["auralise"]["outputs"] == {"audio": "float32", "silent": "bool", "peak": "float32",
+                                          "activation": "float32"}
+    assert listed["serving_default"]["outputs"] == {"scores": "float32", "labels": "string"}
+    assert listed["serving_wav"]["inputs"] == {"wav": "string"}
+
+
+def test_only_core_ops(exported: Exported) -> None:
+    ops = verify.check_ops(exported.version_dir)
+    assert not verify.FORBIDDEN_OPS & set(ops)
+    assert {"DecodeWav", "Case", "Assert"} <= set(ops)  # the in-graph WAV decoding, layer switch and checks
+
+
+def test_warmup_file_has_one_prediction_log_per_signature(exported: Exported) -> None:
+    logs = read_warmup_file(exported.version_dir)
+    names = [log.predict_log.request.model_spec.signature_name for log in logs]
+    assert sorted(names) == sorted(exported.metadata["signatures"]) and len(names) == len(set(names))
+    reference = verify.load_reference(os.path.join(exported.version_dir, verify.REFERENCE_FILE))
+    for log in logs:
+        request = log.predict_log.request
+        stored = reference[request.model_spec.signature_name]["inputs"]
+        assert set(request.inputs) == set(stored)
+        for name, proto in request.inputs.items():
+            np.testing.assert_array_equal(tf.make_ndarray(proto), stored[name])
+    assert os.path.getsize(os.path.join(exported.version_dir, WARMUP_FILE)) > 0
+
+
+# --------------------------------------------------------------------------- signatures vs independent references
+
+
+def test_serving_default_averages_whole_segments(exported: Exported) -> None:
+    length = exported.info.segment.length
+    x = _signal(3 * length + length // 2, seed=1, batch=2)  # a trailing half segment, dropped
+    out = exported.call("serving_default", waveform=x)
+    segments = x[:, : 3 * length].reshape(6, length)
+    expected = exported.model(_model_input(exported, segments), training=False).numpy().reshape(2, 3, -1).mean(1)
+    np.testing.assert_allclose(out["scores"], expected, rtol=1e-5, atol=1e-6)
+    top_k = min(5, len(exported.info.labels))
+    names = np.array(exported.info.labels)[np.argsort(-expected, axis=1)[:, :top_k]]
+    assert out["labels"].shape == (2, top_k)
+    assert [[b.decode() for b in row] for row in out["labels"]] == names.tolist()
+
+
+def test_serving_wav_matches_serving_default_per_file(exported: Exported) -> None:
+    length = exported.info.segment.length
+    a, b = _signal(2 * length + 7, seed=2)[0], _signal(4 * length, seed=3)[0]
+    wavs = np.array([wav_bytes(a, sample_rate=RATE), wav_bytes(b, sample_rate=RATE)], dtype=object)
+    out = exported.call("serving_wav", wav=wavs)
+    for row, y in enumerate((a, b)):
+        quantised = (np.clip(np.round(y * 32768), -32768, 32767) / 32768).astype(np.float32)
+        single = exported.call("serving_default", waveform=quantised[np.newaxis])
+        np.testing.assert_allclose(out["scores"][row], single["scores"][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(out["labels"][row], single["labels"][0])
+    stereo = np.stack([a, a], axis=1)  # multi-channel files are averaged to mono
+    out_stereo = exported.call("serving_wav", wav=np.array([wav_bytes(stereo, sample_rate=RATE)], dtype=object))
+    np.testing.assert_allclose(out_stereo["scores"][0], out["scores"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_features_are_pooled_last_three_layers(exported: Exported) -> None:
+    length = exported.info.segment.length
+    x = _signal(3 * length, seed=4, batch=2)
+    out = exported.call("features", waveform=x)
+    if exported.family == "samplecnn":  # the aggregation model of tfaural.models is an independent implementation
+        expected = multi_scale_features([exported.model])(x).numpy()
+    else:
+        layers = [level["layer"] for level in exported.metadata["feature_levels"]]
+        sub = keras.Model(exported.model.inputs[0], [exported.model.get_layer(n).output for n in layers])
+        maps = sub(_model_input(exported, x.reshape(6, length)), training=False)
+        pooled = []
+        for m in maps:
+            per_item = m.numpy().reshape(2, -1, m.shape[-1])
+            pooled += [per_item.max(1), per_item.mean(1)]
+        expected = np.concatenate(pooled, axis=1)
+    np.testing.assert_allclose(out["features"], expected, rtol=1e-5, atol=1e-6)
+    assert out["features"].shape == (2, exported.metadata["n_features"])
+    width = exported.metadata["feature_levels"][0]["channels"]
+    np.testing.assert_array_equal(out["level1_max"], out["features"][:, :width])
+    np.testing.assert_array_equal(out["level1_mean"], out["features"][:, width : 2 * width])
+
+
+def test_deconvolve_every_layer_matches_tfaural_deconv(exported: Exported) -> None:
+    x = _signal(2 * exported.info.segment.length + 5, seed=5)
+    model_input = np.abs(spectral.stft(x, n_fft=64, hop_length=32).numpy()) if exported.family == "choi" else x
+    for layer in exported.metadata["deconvolvable_layers"]:
+        features = np.array([exported.metadata["features_per_layer"][str(layer)] - 1, 0], np.int32)
+        out = exported.call("deconvolve", waveform=x, layer=np.int32(layer), features=features)
+        expected = deconvolve(exported.model, model_input, layer=layer, features=features.tolist()).numpy()
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(out["deconvolved"], expected, rtol=1e-5, atol=1e-5 * scale)
+    if exported.family == "choi":
+        np.testing.assert_allclose(out["spectrogram"], model_input, rtol=1e-6, atol=1e-6)
+        assert out["deconvolved"].shape == (1, 2, 33, model_input.shape[-1])
+    else:
+        assert "spectrogram" not in out and out["deconvolved"].shape == (1, 2, x.shape[-1])
+
+
+@pytest.mark.parametrize("mode", ["phase", "mask"])
+def test_auralise_matches_auraliser(exported: Exported, mode: str) -> None:
+    x = _signal(exported.info.segment.length + 300, seed=6)
+    auraliser = Auraliser(exported.model)
+    for layer in exported.metadata["deconvolvable_layers"][::2]:
+        out = exported.call("auralise", waveform=x, layer=np.int32(layer), features=np.array([1, 2], np.int32),
+                            mode=mode.encode())
+        expected = auraliser(x, layer=layer, features=[1, 2], mode=mode)
+        np.testing.assert_allclose(out["audio"], expected.audio.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(out["silent"], expected.silent.numpy())
+        np.testing.assert_allclose(out["peak"], expected.peak.numpy(), rtol=1e-4, atol=1e-9)
+        assert out["audio"].shape == (1, 2, x.shape[-1])
+
+
+# --------------------------------------------------------------------------- input validation
+
+
+def _fails(e: Exported, signature: str, match: str, **inputs: Any) -> None:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        e.call(signature, **inputs)
+
+
+def test_waveform_validation_messages(exported: Exported) -> None:
+    length = exported.info.segment.length
+    seconds = f"{length / RATE:.4g} s at {RATE} Hz"
+    _fails(exported, "serving_default", r"waveform must be float32 \[batch, samples\]; got rank 1 with shape \[",
+           waveform=np.zeros(length, np.float32))
+    _fails(exported, "features", "got rank 3", waveform=np.zeros((1, length, 1), np.float32))
+    _fails(exported, "serving_default", rf"waveform has 10 samples; need at least {length} \({seconds}",
+           waveform=np.zeros((2, 10), np.float32))
+    too_long = int(MAX_SECONDS * RATE) + 1
+    _fails(exported, "features", rf"waveform has {too_long} samples; this export accepts at most {too_long - 1}",
+           waveform=np.zeros((1, too_long), np.float32))
+    bad = np.zeros((1, length), np.float32)
+    bad[0, 3] = np.nan
+    _fails(exported, "serving_default", "waveform contains NaN or Inf", waveform=bad)
+    n_labels = len(exported.info.labels)
+    assert exported.call("serving_default", waveform=np.zeros((0, length), np.float32))["scores"].shape == (0, n_labels)
+    assert exported.call("serving_wav", wav=np.zeros(0, dtype=object))["labels"].shape[0] == 0
+    _fails(exported, "deconvolve", r"waveform holds no clip \(batch size 0\)",
+           waveform=np.zeros((0, length), np.float32), layer=np.int32(1), features=np.array([0], np.int32))
+    deconv_long = int(MAX_DECONV_SECONDS * RATE) + 1
+    _fails(exported, "deconvolve", f"at most {deconv_long - 1}", waveform=np.zeros((1, deconv_long), np.float32),
+           layer=np.int32(1), features=np.array([0], np.int32))
+
+
+def test_wav_validation_messages(exported: Exported) -> None:
+    y = _signal(2 * exported.info.segment.length, seed=8)[0]
+    _fails(exported, "serving_wav", f"sample rate 4000 Hz; this model expects {RATE} Hz",
+           wav=np.array([wav_bytes(y, sample_rate=4000)], dtype=object))
+    _fails(exported, "serving_wav", r"wav\[1\] has 5 samples; need at least",
+           wav=np.array([wav_bytes(y, sample_rate=RATE), wav_bytes(y[:5], sample_rate=RATE)], dtype=object))
+    _fails(exported, "serving_wav", "wav must be a 1-D string tensor", wav=np.array(wav_bytes(y, sample_rate=RATE),
+                                                                                     dtype=object))
+    _fails(exported, "serving_wav", "RIFF", wav=np.array([b"this is not a wav file"], dtype=object))
+
+
+def test_layer_features_and_mode_validation(exported: Exported) -> None:
+    x = _signal(exported.info.segment.length, seed=9)
+    layers = exported.metadata["deconvolvable_layers"]
+    _fails(exported, "deconvolve", rf"layer must be one of {layers}; got 9".replace("[", r"\[").replace("]", r"\]"),
+           waveform=x, layer=np.int32(9), features=np.array([0], np.int32))
+    width = exported.metadata["features_per_layer"][str(layers[-1])]
+    _fails(exported, "deconvolve", rf"in \[0, {width}\) for layer {layers[-1]}; got \[0 {width}\]",
+           waveform=x, layer=np.int32(layers[-1]), features=np.array([0, width], np.int32))
+    _fails(exported, "deconvolve", "non-empty", waveform=x, layer=np.int32(layers[0]), features=np.zeros(0, np.int32))
+    _fails(exported, "auralise", "mode must be phase or mask; got loud", waveform=x, layer=np.int32(layers[0]),
+           features=np.array([0], np.int32), mode=b"loud")
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def _spec_check(e: Exported, signature: str, request: Any) -> None:
+    _, specs = e.loaded.signatures[signature].structured_input_signature
+    assert request.model_spec.signature_name == signature
+    assert set(request.inputs) == set(specs)
+    for name, proto in request.inputs.items():
+        spec = specs[name]
+        assert tf.dtypes.as_dtype(proto.dtype) == spec.dtype, name
+        shape = tf.TensorShape([d.size for d in proto.tensor_shape.dim])
+        assert spec.shape.is_compatible_with(shape), (name, spec.shape, shape)
+
+
+def _client_inputs(e: Exported) -> dict[str, dict[str, Any]]:
+    x = _signal(e.info.segment.length + 11, seed=10, batch=2)
+    layer = e.metadata["deconvolvable_layers"][1]
+    return {
+        "serving_default": {"waveform": x},
+        "features": {"waveform": x},
+        "serving_wav": {"wav": [wav_bytes(row, sample_rate=RATE) for row in x]},
+        "deconvolve": {"waveform": x[:1], "layer": layer, "features": [1, 0]},
+        "auralise": {"waveform": x[:1], "layer": layer, "features": [0], "mode": "mask"},
+    }
+
+
+def _direct(e: Exported, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    arrays = client.prepare_inputs(signature, inputs)
+    return e.call(signature, **arrays)
+
+
+def test_grpc_requests_match_signature_specs_and_run(exported: Exported) -> None:
+    for signature, inputs in _client_inputs(exported).items():
+        request = client.grpc_predict_request(signature, inputs, model_name="tagger", version=1)
+        assert request.model_spec.name == "tagger" and request.model_spec.version.value == 1
+        _spec_check(exported, signature, request)
+        served = exported.loaded.signatures[signature](
+            **{name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        )
+        direct = _direct(exported, signature, inputs)
+        for name, value in served.items():
+            np.testing.assert_array_equal(value.numpy(), direct[name])
+
+
+def _decode_rest_request(payload: dict[str, Any], specs: dict[str, tf.TensorSpec]) -> dict[str, tf.Tensor]:
+    """What TF Serving does with a JSON body: b64 objects to bytes, rows stacked, dtypes from the signature."""
+
+    def unwrap(value: Any) -> Any:
+        if isinstance(value, dict):
+            import base64
+
+            return base64.b64decode(value["b64"])
+        return [unwrap(v) for v in value] if isinstance(value, list) else value
+
+    if "instances" in payload:
+        columns = {name: [unwrap(row[name]) for row in payload["instances"]] for name in specs}
+    else:
+        columns = {name: unwrap(value) for name, value in payload["inputs"].items()}
+    return {name: tf.constant(columns[name], dtype=specs[name].dtype) for name in specs}
+
+
+def test_rest_payloads_carry_the_signature_inputs(exported: Exported) -> None:
+    for signature, inputs in _client_inputs(exported).items():
+        _, specs = exported.loaded.signatures[signature].structured_input_signature
+        formats = ["columnar"] if signature in ("deconvolve", "auralise") else ["row", "columnar"]
+        for fmt in formats:
+            payload = json.loads(json.dumps(client.rest_predict_payload(signature, inputs, format=fmt)))
+            assert payload["signature_name"] == signature
+            tensors = _decode_rest_request(payload, specs)
+            for name, tensor in tensors.items():
+                assert specs[name].shape.is_compatible_with(tensor.shape)
+            served = {k: v.numpy() for k, v in exported.loaded.signatures[signature](**tensors).items()}
+            for name, value in _direct(exported, signature, inputs).items():
+                np.testing.assert_array_equal(served[name], value)
+    with pytest.raises(ParameterError, match="use format='columnar'"):
+        client.rest_predict_payload("deconvolve", _client_inputs(exported)["deconvolve"], format="row")
+
+
+class _FakeServing:
+    """A stand-in for tensorflow_model_server: the loaded SavedModel behind gRPC and REST."""
+
+    def __init__(self, e: Exported) -> None:
+        self.e = e
+
+    def run(self, signature: str, tensors: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.e.loaded.signatures[signature](**tensors).items()}
+
+    def predict(self, request: Any, context: Any) -> Any:
+        from tensorflow_serving.apis import predict_pb2
+
+        signature = request.model_spec.signature_name or "serving_default"
+        outputs = self.run(signature, {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+        response = predict_pb2.PredictResponse()
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+
+@pytest.fixture
+def fake_servers(exported: Exported) -> Iterator[tuple[str, str]]:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    fake = _FakeServing(exported)
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request: Any, context: Any) -> Any:
+            return fake.predict(request, context)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            signature = payload.get("signature_name", "serving_default")
+            _, specs = exported.loaded.signatures[signature].structured_input_signature
+            try:
+                outputs = fake.run(signature, _decode_rest_request(payload, specs))
+            except tf.errors.InvalidArgumentError as err:
+                body, status = {"error": err.message}, 400
+            else:
+                jsonable = {
+                    k: (np.char.decode(v.astype(bytes)).tolist() if v.dtype == object else v.tolist())
+                    for k, v in outputs.items()
+                }
+                if "instances" in payload:
+                    n = len(payload["instances"])
+                    body = {"predictions": [{k: v[i] for k, v in jsonable.items()} for i in range(n)]}
+                else:
+                    body = {"outputs": jsonable}
+                status = 200
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{http.server_address[1]}"
+    finally:
+        http.shutdown()
+        server.stop(None)
+
+
+def test_grpc_and_rest_clients_round_trip(exported: Exported, fake_servers: tuple[str, str]) -> None:
+    grpc_target, rest_host = fake_servers
+    inputs = _client_inputs(exported)
+    with client.GrpcClient(grpc_target, model="m") as grpc_client:
+        for signature in ("serving_default", "deconvolve"):
+            out = grpc_client.predict(signature, inputs[signature])
+            for name, value in _direct(exported, signature, inputs[signature]).items():
+                np.testing.assert_array_equal(out[name], value)
+    rest = client.RestClient(rest_host, model="m")
+    out = rest.predict("serving_default", inputs["serving_default"])
+    direct = _direct(exported, "serving_default", inputs["serving_default"])
+    np.testing.assert_allclose(out["scores"], direct["scores"], rtol=1e-6)
+    np.testing.assert_array_equal(out["labels"], direct["labels"])
+    out = rest.predict("auralise", inputs["auralise"])  # columnar chosen automatically
+    np.testing.assert_allclose(out["audio"], _direct(exported, "auralise", inputs["auralise"])["audio"], rtol=1e-6)
+    with pytest.raises(client.ServingError, match="need at least"):
+        rest.predict("serving_default", {"waveform": np.zeros((1, 3), np.float32)})
+
+
+# --------------------------------------------------------------------------- versioning, failures, CLIs
+
+
+def test_second_export_is_version_2_and_versions_are_never_overwritten(
+    choi: Exported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert export_main(["--run", choi.run_dir, "--output", choi.base, "--no-verify", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == os.path.join(os.path.abspath(choi.base), "2")
+    assert exporter.existing_versions(choi.base) == [1, 2] and exporter.next_version(choi.base) == 3
+    before = pathlib.Path(choi.version_dir, "saved_model.pb").read_bytes()
+    with pytest.raises(ExportError, match="already exists"):
+        exporter.export_run(choi.run_dir, choi.base, version=1, verify=False)
+    assert export_main(["--run", choi.run_dir, "--output", choi.base, "--version", "2", "--no-verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already exists" in err and len(err.strip().splitlines()) == 1
+    assert pathlib.Path(choi.version_dir, "saved_model.pb").read_bytes() == before
+    assert export_main(["--run", str(pathlib.Path(choi.base) / "missing"), "--output", choi.base]) == 2
+    assert "is not a tfaural run directory" in capsys.readouterr().err
+    assert not [n for n in os.listdir(choi.base) if not n.isdigit()]
+
+
+def test_failed_export_leaves_no_directory(choi: Exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = pathlib.Path(choi.base).parent / "failing"
+
+    def crash(staging: str, **kwargs: Any) -> None:
+        assert (pathlib.Path(staging) / "saved_model.pb").is_file()  # fully written, then the check fails
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(exporter, "verify_export", crash)
+    with pytest.raises(ExportError, match="RuntimeError: disk full"):
+        exporter.export_run(choi.run_dir, str(base))
+    assert list(base.iterdir()) == []
+    with pytest.raises(ExportError, match=r"max_seconds=0\.1 is shorter than one model segment"):
+        exporter.export_run(choi.run_dir, str(base), max_seconds=0.1)
+    assert list(base.iterdir()) == []
+
+
+def test_verify_cli(sample: Exported, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert verify.main([sample.version_dir, "--no-cli"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["tfaural_importable"] is False
+    assert set(report["signatures"]) == set(sample.metadata["signatures"])
+    # --run recomputes the reference with a run's Keras model: an untrained model must not match.
+    model, info = _tiny("samplecnn")
+    save_run(tmp_path / "untrained", model, info)
+    assert verify.main([sample.version_dir, "--run", str(tmp_path / "untrained"), "--no-cli"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: verification of") and "serving_default/scores: max abs error" in err
+    assert verify.main([str(tmp_path / "nothing")]) == 2
+    assert "is not a tfaural export" in capsys.readouterr().err

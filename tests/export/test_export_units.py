@@ -1,0 +1,313 @@
+"""Unit tests of export's parts: clients' request bodies, verification helpers, warm-up inputs, module checks."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+# Submodule imports only (see test_export_e2e.py: tests/export/ shadows the package name).
+from export import client, exporter, metadata, verify, warmup
+from export.module import ServingModule
+from tfaural import spectral
+from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.errors import ExportError, ParameterError
+from tfaural.models import choi_cnn, config_from_model, mel_frame_cnn, raw_frame_cnn
+from tfaural.models.aggregation import multi_scale_features
+from tfaural.models.samplecnn import samplecnn
+from tfaural.run import RunInfo
+
+RATE = 2000
+
+# --------------------------------------------------------------------------- clients
+
+
+def test_rest_url() -> None:
+    assert client.rest_url("localhost:8501", "choi") == "http://localhost:8501/v1/models/choi:predict"
+    assert (
+        client.rest_url("https://serving.example/", "tags", version=3)
+        == "https://serving.example/v1/models/tags/versions/3:predict"
+    )
+
+
+def test_row_payload_has_one_instance_per_batch_item() -> None:
+    x = np.arange(6, dtype=np.float64).reshape(2, 3) / 10
+    payload = client.rest_predict_payload("serving_default", {"waveform": x})
+    rows = x.astype(np.float32).tolist()  # float32, as the signature takes it
+    assert payload == {"signature_name": "serving_default", "instances": [{"waveform": rows[0]}, {"waveform": rows[1]}]}
+    assert json.loads(json.dumps(payload)) == payload
+
+
+def test_wav_bytes_are_base64_objects_in_both_formats() -> None:
+    files = [b"RIFF\x00\x00first", b"RIFF\x00second\x00"]
+    rows = client.rest_predict_payload("serving_wav", {"wav": files}, format="row")
+    assert [base64.b64decode(r["wav"]["b64"]) for r in rows["instances"]] == files
+    columns = client.rest_predict_payload("serving_wav", {"wav": files}, format="columnar")
+    assert [base64.b64decode(v["b64"]) for v in columns["inputs"]["wav"]] == files
+
+
+def test_deconvolve_and_auralise_need_the_columnar_format() -> None:
+    inputs = {"waveform": np.zeros((1, 8)), "layer": 2, "features": [0, 3]}
+    assert {"deconvolve", "auralise"} == client.COLUMNAR_ONLY
+    for signature, extra in (("deconvolve", {}), ("auralise", {"mode": "phase"})):
+        with pytest.raises(ParameterError, match=rf"{signature}.*unbatched inputs.*use format='columnar'"):
+            client.rest_predict_payload(signature, {**inputs, **extra}, format="row")
+        body = client.rest_predict_payload(signature, {**inputs, **extra}, format="columnar")
+        assert body["inputs"]["layer"] == 2 and body["inputs"]["features"] == [0, 3]
+    assert client.rest_predict_payload("auralise", {**inputs, "mode": "mask"}, format="columnar")["inputs"][
+        "mode"
+    ] == {"b64": base64.b64encode(b"mask").decode()}
+
+
+def test_inputs_are_checked_before_sending() -> None:
+    with pytest.raises(ParameterError, match="signature='tagging' is unknown"):
+        client.rest_predict_payload("tagging", {"waveform": np.zeros((1, 4))})
+    with pytest.raises(ParameterError, match=r"missing \['features'\], unexpected \['feature'\]"):
+        client.grpc_predict_request("deconvolve", {"waveform": np.zeros((1, 4)), "layer": 1, "feature": [0]},
+                                    model_name="m")
+    with pytest.raises(ParameterError, match=r"must have shape \[batch, samples\] \(rank 2\); got shape \[4\]"):
+        client.rest_predict_payload("features", {"waveform": np.zeros(4)})
+    with pytest.raises(ParameterError, match="format='rows' is invalid"):
+        client.rest_predict_payload("features", {"waveform": np.zeros((1, 4))}, format="rows")
+
+
+def test_grpc_request_dtypes_and_shapes() -> None:
+    request = client.grpc_predict_request(
+        "auralise", {"waveform": np.ones((2, 5)), "layer": 3, "features": [4, 1], "mode": "phase"},
+        model_name="choi", version=7,
+    )
+    assert (request.model_spec.name, request.model_spec.signature_name, request.model_spec.version.value) == (
+        "choi", "auralise", 7
+    )
+    arrays = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+    assert arrays["waveform"].dtype == np.float32 and arrays["waveform"].shape == (2, 5)
+    assert arrays["layer"].dtype == np.int32 and arrays["layer"].shape == () and arrays["layer"] == 3
+    assert arrays["features"].dtype == np.int32 and arrays["features"].tolist() == [4, 1]
+    assert arrays["mode"].shape == () and arrays["mode"] == b"phase"
+    assert request.inputs["mode"].dtype == tf.string.as_datatype_enum
+
+
+def test_decode_rest_responses() -> None:
+    rows = {"predictions": [{"scores": [0.5, 0.25], "labels": ["rock", "jazz"]},
+                            {"scores": [0.1, 0.9], "labels": ["jazz", "rock"]}]}
+    out = client.decode_rest_response(json.dumps(rows))
+    np.testing.assert_array_equal(out["scores"], [[0.5, 0.25], [0.1, 0.9]])
+    assert out["labels"].tolist() == [[b"rock", b"jazz"], [b"jazz", b"rock"]]
+    columns = client.decode_rest_response({"outputs": {"silent": [[True, False]], "peak": [[0.5, 0.0]]}})
+    assert columns["silent"].dtype == bool and columns["silent"].tolist() == [[True, False]]
+    assert client.decode_rest_response({"outputs": [[1.0, 2.0]]})["output"].shape == (1, 2)
+    with pytest.raises(client.ServingError, match="need at least 44100"):
+        client.decode_rest_response('{"error": "assertion failed: [waveform has 3 samples; need at least 44100]"}')
+
+
+# --------------------------------------------------------------------------- verification helpers
+
+
+def test_compare_tolerances() -> None:
+    ref = np.array([1000.0, 1.0, 0.0], np.float32)
+    assert verify.compare(ref * (1 + 5e-6), ref)["ok"]
+    assert not verify.compare(ref * (1 + 5e-5), ref)["ok"]
+    near_zero = ref.copy()
+    near_zero[2] = 1000.0 * 5e-6  # judged on the output's scale (1000), not its own (0)
+    assert verify.compare(near_zero, ref)["ok"]
+    near_zero[2] = 1000.0 * 5e-5
+    result = verify.compare(near_zero, ref)
+    assert not result["ok"] and result["max_abs_error"] == pytest.approx(0.05) and result["scale"] == 1000.0
+    assert not verify.compare(np.array([np.nan, 1.0, 0.0]), ref)["ok"]
+    assert verify.compare(ref[:2], ref)["problem"].startswith("shape [2] != reference [3]")
+    assert verify.compare(np.array([b"a", b"b"], object), np.array([b"a", b"b"], object))["ok"]
+    assert not verify.compare(np.array([True, False]), np.array([True, True]))["ok"]
+
+
+def test_reference_round_trip_keeps_bytes_exactly(tmp_path: pathlib.Path) -> None:
+    wav = np.array([b"RIFF\x00\x00", b"\x00tail\x00\x00"], dtype=object)
+    data = {
+        "serving_wav": {"inputs": {"wav": wav}, "outputs": {"labels": np.array([[b"a", b"bc"]], dtype=object)}},
+        "auralise": {"inputs": {"mode": np.array(b"phase", dtype=object), "layer": np.array(3, np.int32)},
+                     "outputs": {"audio": np.ones((1, 2, 3), np.float32)}},
+    }
+    path = str(tmp_path / "ref.npz")
+    verify.save_reference(path, data)
+    back = verify.load_reference(path)
+    assert back["serving_wav"]["inputs"]["wav"].tolist() == wav.tolist()
+    assert back["serving_wav"]["outputs"]["labels"].shape == (1, 2)
+    assert back["auralise"]["inputs"]["mode"].shape == () and back["auralise"]["inputs"]["mode"].item() == b"phase"
+    assert back["auralise"]["inputs"]["layer"].dtype == np.int32
+    np.testing.assert_array_equal(back["auralise"]["outputs"]["audio"], np.ones((1, 2, 3)))
+    with np.load(path, allow_pickle=False) as npz:  # no pickled objects inside
+        assert all(npz[key].dtype != object for key in npz.files)
+
+
+def test_parse_saved_model_cli_listing() -> None:
+    text = """MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:
+
+signature_def['deconvolve']:
+  The given SavedModel SignatureDef contains the following input(s):
+    inputs['features'] tensor_info:
+        dtype: DT_INT32
+        shape: (-1)
+        name: deconvolve_features:0
+    inputs['waveform'] tensor_info:
+        dtype: DT_FLOAT
+        shape: unknown_rank
+        name: deconvolve_waveform:0
+  The given SavedModel SignatureDef contains the following output(s):
+    outputs['deconvolved'] tensor_info:
+        dtype: DT_FLOAT
+        shape: (-1, -1, 33, -1)
+        name: StatefulPartitionedCall_1:0
+  Method name is: tensorflow/serving/predict
+
+Concrete Functions:
+  Function Name: 'deconvolve'
+"""
+    assert verify.parse_saved_model_cli(text) == {
+        "deconvolve": {"inputs": {"features": "int32", "waveform": "float32"}, "outputs": {"deconvolved": "float32"}}
+    }
+
+
+def test_versions(tmp_path: pathlib.Path) -> None:
+    assert exporter.next_version(tmp_path / "absent") == 1
+    for name in ("1", "3", ".tmp-abc", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    assert exporter.existing_versions(tmp_path) == [1, 3] and exporter.next_version(tmp_path) == 4
+
+
+def test_read_metadata_of_a_non_export(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ExportError, match=r"is not a tfaural export: assets/metadata\.json is missing"):
+        metadata.read_metadata(tmp_path)
+
+
+def test_op_check_rejects_python_functions(tmp_path: pathlib.Path) -> None:
+    class WithPyFunc(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def __call__(self, x: tf.Tensor) -> tf.Tensor:
+            return tf.numpy_function(lambda a: a * 2, [x], tf.float32)
+
+    module = WithPyFunc()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.__call__.get_concrete_function()})
+    with pytest.raises(ExportError, match=r"forbidden op (EagerPyFunc|PyFunc)"):
+        verify.check_ops(str(tmp_path))
+
+
+def test_public_api_is_lazy_and_client_needs_no_tensorflow() -> None:
+    code = (  # a user's view: the real package, from the repository root
+        "import sys, export, export.client\n"
+        "print(export.read_metadata.__module__, export.client.rest_url('h:1', 'm'))\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(sys.modules)\n"
+    )
+    root = pathlib.Path(exporter.__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["export.metadata", "http://h:1/v1/models/m:predict"]
+    # Every public name resolves (TensorFlow is loaded in this process anyway).
+    spec = importlib.util.spec_from_file_location("export_public_api", root / "export" / "__init__.py")
+    assert spec is not None and spec.loader is not None
+    api = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(api)
+    assert api.export_run is exporter.export_run and api.export_model is exporter.export_model
+    assert api.verify_export is verify.verify_export and api.ServingModule is ServingModule
+    assert all(callable(getattr(api, name)) for name in api.__all__)
+
+
+# --------------------------------------------------------------------------- warm-up inputs
+
+
+def test_wav_bytes_decode_with_core_tensorflow() -> None:
+    y = warmup.warmup_signal(3000, sample_rate=RATE)
+    assert y.dtype == np.float32 and 0.5 < np.abs(y).max() <= 0.6
+    np.testing.assert_array_equal(y, warmup.warmup_signal(3000, sample_rate=RATE))
+    audio, rate = tf.audio.decode_wav(warmup.wav_bytes(y, sample_rate=RATE))
+    assert int(rate) == RATE and audio.shape == (3000, 1)
+    np.testing.assert_allclose(audio.numpy()[:, 0], y, atol=1 / 32768)
+    stereo, _ = tf.audio.decode_wav(warmup.wav_bytes(np.stack([y, -y], axis=1), sample_rate=RATE))
+    assert stereo.shape == (3000, 2)
+    np.testing.assert_array_equal(stereo.numpy()[:, 1], -stereo.numpy()[:, 0])
+
+
+def test_warmup_inputs_cover_every_signature() -> None:
+    meta = {
+        "sample_rate": RATE, "segment_length": 54, "deconvolvable_layers": [0, 1, 2],
+        "features_per_layer": {"0": 8, "1": 8, "2": 1},
+        "signatures": {name: {} for name in metadata.signature_names("mel-frame")},
+    }
+    inputs = warmup.warmup_inputs(meta)
+    assert set(inputs) == {"serving_default", "serving_wav", "features", "deconvolve"}
+    assert inputs["serving_default"]["waveform"].shape == (1, 54)
+    assert inputs["deconvolve"]["layer"] == 2 and inputs["deconvolve"]["features"].tolist() == [0]
+    logs = warmup.warmup_requests(inputs)
+    assert [log.predict_log.request.model_spec.signature_name for log in logs] == list(inputs)
+
+
+# --------------------------------------------------------------------------- the serving module in-process
+
+
+def _choi() -> tuple[object, RunInfo]:
+    model = choi_cnn(n_outputs=2, n_freq=33, n_frames=33, n_fft=64, hop_length=32, n_filters=4, fc_units=(4,),
+                     sample_rate=RATE)
+    info = RunInfo(model=config_from_model(model), labels=("x", "y"), task="single-label",
+                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=1024),
+                   stft=STFTConfig(n_fft=64, hop_length=32))
+    return model, info
+
+
+def test_module_rejects_inconsistent_runs() -> None:
+    model, info = _choi()
+    with pytest.raises(ExportError, match="gives 34 STFT frames but the model takes 33"):
+        ServingModule(model, dataclasses.replace(info, segment=SegmentConfig(length=1056)))
+    with pytest.raises(ExportError, match=r"built for 2000 Hz but run\.json says 4000 Hz"):
+        ServingModule(model, dataclasses.replace(info, audio=AudioConfig(sample_rate=4000)))
+    with pytest.raises(ExportError, match="differs from the model's"):
+        ServingModule(model, dataclasses.replace(info, stft=STFTConfig(n_fft=64, hop_length=16)))
+    with pytest.raises(ExportError, match=r"max_deconv_seconds=0\.2 is shorter than one model segment"):
+        ServingModule(model, info, max_deconv_seconds=0.2)
+    sample = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=2, channels=(4, 4, 4), front_filters=4, top_filters=4,
+                       sample_rate=RATE)
+    aggregation = multi_scale_features([sample])
+    with pytest.raises(ExportError, match="cannot export a 'aggregation' model"):
+        metadata.family_of(config_from_model(aggregation))
+
+
+def test_chunked_segments_match_one_batch() -> None:
+    model, info = _choi()
+    x = np.random.default_rng(3).standard_normal((2, 5 * 1024 + 100)).astype(np.float32) * 0.2
+    whole_module = ServingModule(model, info)
+    whole = whole_module.call("serving_default", {"waveform": x})
+    chunked_module = ServingModule(model, info, max_batch_segments=3)  # 10 segments -> 4 chunks of 3 (2 padding)
+    chunked = chunked_module.call("serving_default", {"waveform": x})
+    np.testing.assert_allclose(chunked["scores"], whole["scores"], rtol=1e-5, atol=1e-7)
+    features = chunked_module.call("features", {"waveform": x})["features"]
+    np.testing.assert_allclose(features, whole_module.call("features", {"waveform": x})["features"], rtol=1e-5,
+                               atol=1e-7)
+    magnitude = np.abs(spectral.stft(x[:, : 5 * 1024].reshape(10, 1024), n_fft=64, hop_length=32).numpy())
+    expected = model(magnitude[..., np.newaxis], training=False).numpy().reshape(2, 5, 2).mean(1)
+    np.testing.assert_allclose(chunked["scores"], expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", ["mel-frame", "raw-frame"])
+def test_frame_level_baselines(family: str) -> None:
+    kwargs = dict(window=32, hop=16, n_samples=16 * 27, n_outputs=3, sample_rate=RATE, channels=(4, 4, 4),
+                  top_filters=4)
+    model = mel_frame_cnn(n_fft=32, n_mels=8, **kwargs) if family == "mel-frame" else raw_frame_cnn(
+        front_filters=4, **kwargs)
+    info = RunInfo(model=config_from_model(model), labels=("a", "b", "c"), task="multi-label",
+                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=16 * 27))
+    module = ServingModule(model, info)
+    expected_names = {"serving_default", "serving_wav", "features", "deconvolve"}
+    assert set(module.signature_names) == (expected_names if family == "mel-frame" else expected_names | {"auralise"})
+    x = np.random.default_rng(4).standard_normal((1, 3 * 432)).astype(np.float32) * 0.3
+    scores = module.call("serving_default", {"waveform": x})["scores"]
+    expected = model(x.reshape(3, 432, 1), training=False).numpy().mean(0, keepdims=True)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-7)
+    deconvolved = module.call("deconvolve", {"waveform": x, "layer": np.int32(1), "features": np.array([0, 1],
+                                                                                                         np.int32)})
+    shape = deconvolved["deconvolved"].shape
+    assert shape == ((1, 2, 8, 3 * 27) if family == "mel-frame" else (1, 2, 3 * 432))
