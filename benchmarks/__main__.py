@@ -1,0 +1,207 @@
+"""Runs every benchmark and writes one JSON report plus ``benchmarks/RESULTS.md``.
+
+``python -m benchmarks [--quick] [--output results.json] [--only NAME ...]``
+
+Each benchmark is a script in this folder that prints one JSON object; it runs
+in its own process (fresh TensorFlow state, no cross-talk), one after another.
+Every figure inside a benchmark is a median of several runs after a warm-up, and
+comparisons are measured side by side in the same run and reported as ratios.
+``--quick`` is the CI smoke mode: it checks that the suite runs, not the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: (name, script, extra args for the full run, timeout in seconds for the full run)
+BENCHMARKS: list[tuple[str, str, list[str], int]] = [
+    ("ceilings", "ceilings.py", [], 600),
+    ("samplecnn_inference", "samplecnn_inference.py", [], 900),
+    ("data_pipeline", "data_pipeline.py", [], 1200),
+    ("deconvolution", "deconvolution.py", [], 900),
+    ("serving", "serving.py", [], 1200),
+    ("beam_tag", "beam_tag.py", [], 1800),
+    ("correlation", "correlation.py", [], 1800),
+]
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    decoder = json.JSONDecoder()
+    found = None
+    for index, char in enumerate(text):
+        if char == "{" and (index == 0 or text[index - 1] == "\n"):
+            try:
+                value, _ = decoder.raw_decode(text[index:])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                found = value
+    return found
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, TensorFlow build and thread settings."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    build = tf.sysconfig.get_build_info()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tensorflow_build": {k: build.get(k) for k in ("is_cuda_build", "cuda_version", "cudnn_version")},
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86)"),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default (all cores)",
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "default",
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+
+
+def run_one(name: str, script: str, args: list[str], timeout: int) -> dict[str, Any]:
+    """Runs one benchmark script and returns its JSON (or an error record)."""
+    start = time.time()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE),
+                                                                                    os.environ.get("PYTHONPATH", "")])}
+    try:
+        done = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s", "wall_seconds": round(time.time() - start, 1)}
+    result = _last_json(done.stdout)
+    if done.returncode != 0 or result is None:
+        tail = (done.stderr or done.stdout)[-1500:]
+        return {"error": f"exit code {done.returncode}", "log_tail": tail,
+                "wall_seconds": round(time.time() - start, 1)}
+    result["wall_seconds"] = round(time.time() - start, 1)
+    return result
+
+
+def _get(data: dict[str, Any], *path: Any) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue targets, each with its measured figure and whether it is met."""
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, figure: Any, target: str, met: Any) -> None:
+        rows.append({"target": what, "figure": figure, "goal": target,
+                     "met": None if figure is None or met is None else bool(met)})
+
+    conv = _get(results, "ceilings", "conv1d_gflops")
+    best_batch = None
+    for batch in ("10", "32"):
+        gflops = _get(results, "samplecnn_inference", "batches", batch, "gflops")
+        if gflops is not None:
+            best_batch = max(best_batch or 0.0, gflops)
+    fraction = None if conv is None or best_batch is None else round(best_batch / conv, 2)
+    add("SampleCNN 3^9 inference, fraction of the Conv1D ceiling (batch >= 10)", fraction, ">= 0.6",
+        fraction is not None and fraction >= 0.6)
+    tag = results.get("beam_tag", {})
+    e2e = _get(tag, "ratio_end_to_end_vs_model_only") or _get(tag, "ratios", "end_to_end_vs_model_only")
+    naive = _get(tag, "ratio_end_to_end_vs_naive") or _get(tag, "ratios", "end_to_end_vs_naive")
+    add("beam_jobs.tag end to end / model-only", e2e, ">= 0.6", e2e is not None and e2e >= 0.6)
+    add("beam_jobs.tag end to end / naive per-file loop", naive, ">= 3", naive is not None and naive >= 3)
+    deconv = results.get("deconvolution", {})
+    add("Deconvolution + auralisation of 320 features of a 4-s clip (s)", deconv.get("batched_seconds_median"),
+        "<= 2 s", deconv.get("meets_time_target"))
+    add("... speed-up over the per-feature loop (reference code's way)", deconv.get("speedup_vs_eager_loop"),
+        ">= 20x", deconv.get("meets_speedup_target"))
+    data = results.get("data_pipeline", {})
+    add("tf.data segments/s per core / training step rate", data.get("feed_ratio"), ">= 20", data.get("meets_target"))
+    serving = results.get("serving", {})
+    worst = None
+    for model in (_get(serving, "models") or {}).values():
+        for batch in (model.get("batches") or {}).values():
+            worst = max(worst or 0.0, batch.get("ratio", 0.0))
+    add("SavedModel serving_default / Keras (worst of batch 1, 8)", worst, "<= 1.10", serving.get("target_met"))
+    corr = results.get("correlation", {})
+    corr_seconds = corr.get("full_grid_seconds") or corr.get("full_grid_seconds_estimate")
+    add("Correlation analysis, full 224-signal grid (s)", corr_seconds, "<= 600 s", corr.get("meets_target"))
+    return rows
+
+
+def write_markdown(report: dict[str, Any], path: str) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python -m benchmarks{' --quick' if report['quick'] else ''}` on {report['created']}.",
+        "Each figure is a median of several runs after a warm-up; comparisons are measured side by side",
+        "in the same run (absolute times drift on shared machines, ratios much less).",
+        "",
+        "## Machine",
+        "",
+    ]
+    for key, value in report["machine"].items():
+        lines.append(f"- **{key}**: {value}")
+    lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for row in report["targets"]:
+        met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+        lines.append(f"| {row['target']} | {row['figure']} | {row['goal']} | {met} |")
+    lines += ["", "## Raw results", ""]
+    for name, result in report["results"].items():
+        lines += [f"### {name}", "", "```json", json.dumps(result, indent=2)[:6000], "```", ""]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke mode: small inputs, checks the suite runs")
+    parser.add_argument("--output", default=os.path.join(HERE, "results.json"), help="JSON report path")
+    parser.add_argument("--markdown", default=os.path.join(HERE, "RESULTS.md"), help="Markdown table path")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these benchmarks (names)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    results: dict[str, dict[str, Any]] = {}
+    for name, script, extra, timeout in BENCHMARKS:
+        if args.only and name not in args.only:
+            continue
+        if not os.path.exists(os.path.join(HERE, script)):
+            results[name] = {"error": f"{script} is missing"}
+            continue
+        print(f"[benchmarks] {name} ...", flush=True)
+        results[name] = run_one(name, script, ["--quick"] if args.quick else extra,
+                                timeout if not args.quick else 600)
+        status = results[name].get("error") or f"{results[name].get('wall_seconds')} s"
+        print(f"[benchmarks] {name}: {status}", flush=True)
+    report = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "results": results,
+    }
+    report["targets"] = targets(results)
+    with open(args.output, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    write_markdown(report, args.markdown)
+    failed = [name for name, result in results.items() if "error" in result]
+    print(json.dumps({"targets": report["targets"], "failed": failed}, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
