@@ -117,6 +117,9 @@ DEFAULT_TIMBRES: tuple[str, ...] = (
     "electric_piano",
 )
 
+#: Sample rates FluidSynth accepts (``synth.sample-rate``); other rates are rendered at a supported one and resampled.
+_FLUID_MIN_RATE, _FLUID_MAX_RATE = 8000, 96000
+
 _SOUNDFONT_CANDIDATES = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
     "/usr/share/sounds/sf2/default-GM.sf2",
@@ -336,6 +339,13 @@ class _FluidSynth:
         return stereo.mean(axis=1)
 
 
+def _fluid_rate(sample_rate: int) -> int:
+    """The rate FluidSynth renders at for ``sample_rate`` (it rejects rates outside 8-96 kHz)."""
+    if sample_rate < _FLUID_MIN_RATE:
+        return sample_rate * -(-_FLUID_MIN_RATE // sample_rate)  # smallest multiple >= 8 kHz
+    return min(sample_rate, _FLUID_MAX_RATE)
+
+
 def _declare(function: Any, restype: Any, argtypes: list[Any]) -> Any:
     function.restype = restype
     function.argtypes = argtypes
@@ -404,8 +414,13 @@ def render(
     for part in sine_parts:
         y += part.gain * _additive(part.notes, n_samples, sample_rate)
     if len(sine_parts) < len(parts):
-        synth = _synth(find_soundfont(soundfont), sample_rate)
-        rendered = synth.render(parts, n_samples)
+        rate = _fluid_rate(sample_rate)
+        synth = _synth(find_soundfont(soundfont), rate)
+        rendered = synth.render(parts, int(round(duration * rate)))
+        if rate != sample_rate:
+            from tfaural.audio import resample  # soxr, deterministic
+
+            rendered = resample(rendered, orig_sr=rate, target_sr=sample_rate)
         y[: len(rendered)] += rendered[:n_samples]
     peak = float(np.max(np.abs(y))) if n_samples else 0.0
     if normalize and peak > 0:
@@ -572,6 +587,8 @@ class SignalGrid:
         """A digest of everything that changes the rendered audio."""
         fingerprint: dict[str, Any] = dataclasses.asdict(self)
         fingerprint["sample_rate"] = sample_rate
+        if _fluid_rate(sample_rate) != sample_rate:  # rendered at another rate and resampled
+            fingerprint["render_rate"] = _fluid_rate(sample_rate)
         if soundfont:
             stat = os.stat(soundfont)
             fingerprint["soundfont"] = [os.path.abspath(soundfont), stat.st_size, int(stat.st_mtime)]
@@ -631,8 +648,9 @@ def model_signals(
         if os.path.exists(cache_path):
             with np.load(cache_path, allow_pickle=False) as cached:
                 meta = json.loads(str(cached["meta"]))
+                audio = cached["audio"]  # read once: every cached[...] access reads the whole array again
                 return [
-                    ModelSignal(m["timbre"], m["chord"], m["key"], m["signal_id"], cached["audio"][i], sample_rate)
+                    ModelSignal(m["timbre"], m["chord"], m["key"], m["signal_id"], audio[i], sample_rate)
                     for i, m in enumerate(meta)
                 ]
     signals: list[ModelSignal] = []
