@@ -11,6 +11,7 @@ import hashlib
 import io
 import itertools
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -22,15 +23,23 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from tfaural import audio
-from tfaural.errors import AudioDecodeError, DataError
+from tfaural.errors import AudioDecodeError, AudioError, DataError
 
 __all__ = [
     "is_local",
     "join",
     "read_bytes",
+    "read_text",
+    "exists",
+    "delete",
+    "list_files",
     "audio_source",
     "load_audio",
     "write_text",
+    "write_bytes",
+    "write_tfrecords",
+    "encode_audio",
+    "write_audio",
     "delete_matching",
     "shard_index",
     "ShardStats",
@@ -56,6 +65,38 @@ def read_bytes(path: str) -> bytes:
         return handle.read()  # type: ignore[no-any-return]
 
 
+def read_text(path: str) -> str:
+    """Reads a whole UTF-8 text file through Beam's filesystems."""
+    return read_bytes(path).decode("utf-8")
+
+
+def exists(path: str) -> bool:
+    """True if ``path`` exists (local path or URI)."""
+    return bool(FileSystems.exists(path))
+
+
+def delete(paths: Sequence[str]) -> None:
+    """Deletes the files ``paths`` that exist (missing ones are ignored)."""
+    present = [p for p in paths if FileSystems.exists(p)]
+    if present:
+        FileSystems.delete(present)
+
+
+def list_files(pattern: str) -> list[str]:
+    """The files (not folders) matching the glob ``pattern``, sorted; ``[]`` when nothing matches.
+
+    ``*`` does not cross ``/`` and ``**`` does, on local paths as on ``gs://``.
+    """
+    try:
+        results = FileSystems.match([pattern])
+    except Exception:  # BeamIOError when nothing matches on some filesystems
+        return []
+    paths = sorted({m.path for result in results for m in result.metadata_list})
+    if any(is_local(p) for p in paths):
+        paths = [p for p in paths if not is_local(p) or os.path.isfile(p)]
+    return paths
+
+
 def audio_source(path: str) -> str | io.BytesIO:
     """What to hand to :func:`tfaural.audio.load` for ``path``.
 
@@ -78,15 +119,27 @@ def audio_source(path: str) -> str | io.BytesIO:
 
 
 def load_audio(
-    path: str, *, sample_rate: int | None, mono: bool = True, min_samples: int = 1
+    path: str,
+    *,
+    sample_rate: int | None,
+    mono: bool = True,
+    min_samples: int = 1,
+    offset: float = 0.0,
+    duration: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """:func:`tfaural.audio.load` for a local path or a Beam filesystem URI.
+
+    With ``offset``/``duration`` only that excerpt is decoded: local files are
+    seeked by libsndfile, remote files are read through a seekable Beam
+    filesystem stream, so a 1-hour file is never held in memory for a 4-s clip.
 
     Args:
         path: Local path or URI.
         sample_rate: Target rate in Hz (``None``: native).
         mono: Mix down to one channel.
         min_samples: Fewest samples after resampling.
+        offset: Start this many seconds into the file.
+        duration: Read at most this many seconds (``None``: to the end).
 
     Returns:
         ``(y, sr)`` as :func:`tfaural.audio.load`.
@@ -94,7 +147,19 @@ def load_audio(
     Raises:
         AudioError: As :func:`tfaural.audio.load`, naming ``path``.
     """
-    return audio.load(audio_source(path), sample_rate=sample_rate, mono=mono, min_samples=min_samples)
+    if is_local(path) or (offset == 0 and duration is None):
+        return audio.load(audio_source(path), sample_rate=sample_rate, mono=mono, min_samples=min_samples,
+                          offset=offset, duration=duration)
+    try:
+        handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as err:  # BeamIOError, OSError, auth errors of the filesystem client
+        raise AudioDecodeError(path, f"cannot read the file ({type(err).__name__}: {err})") from None
+    with handle:
+        try:
+            return audio.load(handle, sample_rate=sample_rate, mono=mono, min_samples=min_samples, offset=offset,
+                              duration=duration)
+        except AudioError as err:
+            raise type(err)(path, err.reason) from None
 
 
 def write_text(path: str, text: str) -> str:
@@ -108,6 +173,53 @@ def write_text(path: str, text: str) -> str:
     """
     _write_atomically(path, [text.encode("utf-8")])
     return path
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """Writes ``data`` to ``path`` through Beam's filesystems, atomically where the filesystem can.
+
+    Returns:
+        ``path``.
+    """
+    _write_atomically(path, [data])
+    return path
+
+
+def write_tfrecords(path: str, records: Iterable[bytes]) -> int:
+    """Writes serialised records as one uncompressed TFRecord file (atomically); returns the payload bytes."""
+    return _write_atomically(path, records, tfrecords=True)
+
+
+def encode_audio(y: np.ndarray, *, sample_rate: int, format: str = "wav", normalize: bool = False) -> bytes:
+    """Encodes a waveform as a 16-bit WAV or FLAC file in memory.
+
+    Args:
+        y: float32 ``[samples]`` in [-1, 1].
+        sample_rate: Sample rate in Hz.
+        format: ``"wav"`` or ``"flac"`` (any container :func:`tfaural.audio.write` knows).
+        normalize: Scale the peak to just below full scale (silence stays silence).
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        InvalidAudioError: NaN/Inf samples, or a peak above 1.0 without ``normalize``.
+    """
+    buffer = io.BytesIO()
+    audio.write(buffer, y, sample_rate=sample_rate, format=format.upper(), normalize=normalize)
+    return buffer.getvalue()
+
+
+def write_audio(
+    path: str, y: np.ndarray, *, sample_rate: int, format: str | None = None, normalize: bool = False
+) -> str:
+    """Writes a waveform (format from ``path``'s extension by default) atomically, locally or remotely.
+
+    Returns:
+        ``path``.
+    """
+    fmt = format or os.path.splitext(path)[1].lstrip(".") or "wav"
+    return write_bytes(path, encode_audio(y, sample_rate=sample_rate, format=fmt, normalize=normalize))
 
 
 def _write_atomically(path: str, chunks: Iterable[bytes], *, tfrecords: bool = False) -> int:

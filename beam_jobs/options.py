@@ -6,7 +6,9 @@ across all jobs (a second ``--output`` raises ``argparse.ArgumentError`` as soon
 as both jobs are imported in one process). Therefore:
 
 * flags that several jobs use (``--manifest``, ``--output``, ``--sample-rate``,
-  ``--overwrite``) live in :class:`CatalogueJobOptions`;
+  ``--overwrite``) live in :class:`CatalogueJobOptions`; those of the jobs that
+  run an exported model (``--input``, ``--model``, ``--format``, ``--batch-size``,
+  ``--skip-existing``) in :class:`InferenceJobOptions`;
 * each job has its own class with flags no other job defines;
 * no flag is ``required=True`` (that would break every other pipeline in the
   process); jobs check their required flags themselves with :func:`require`.
@@ -18,15 +20,32 @@ Flags accept both spellings, ``--sample-rate`` and ``--sample_rate``.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from tfaural.config import PAD_MODES
 from tfaural.errors import ParameterError
 
-__all__ = ["CatalogueJobOptions", "MakeTFRecordsOptions", "parse_job_args", "require"]
+__all__ = [
+    "CatalogueJobOptions",
+    "MakeTFRecordsOptions",
+    "InferenceJobOptions",
+    "AuraliseOptions",
+    "ExtractFeaturesOptions",
+    "TagOptions",
+    "parse_job_args",
+    "require",
+    "parse_index_list",
+    "apply_runner_defaults",
+    "is_dask_runner",
+]
+
+logger = logging.getLogger(__name__)
 
 _BEAM_EPILOG = (
     "Any other --flag is passed to Apache Beam, e.g. --runner=DirectRunner (the default) "
@@ -81,6 +100,76 @@ class MakeTFRecordsOptions(PipelineOptions):
               help="Shards per split. Default: one per ~200 tracks (about 250 MB of 30 s clips at 22,050 Hz).")
 
 
+class InferenceJobOptions(PipelineOptions):
+    """Flags shared by the jobs that run an exported model over a catalogue (auralise, extract_features, tag)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "input", default=None, metavar="GLOB",
+              help="Audio files to process, as a glob (local or URI; quote it): 'music/*.flac', "
+                   "'gs://bucket/audio/**/*.wav' ('**' crosses folders). Track ids are the paths relative to the "
+                   "glob's fixed prefix, without extension. Give --input or --manifest.")
+        _flag(parser, "model", default=None, metavar="EXPORT_DIR",
+              help="A version directory of a tfaural SavedModel export (EXPORT_BASE/<N>, written by "
+                   "`python -m export`); local or URI. Required.")
+        _flag(parser, "format", default=None, metavar="FORMAT",
+              help="Output format: auralise wav|flac (default wav); extract_features tfrecord|parquet|npz "
+                   "(default tfrecord). The tag job always writes tags.jsonl and tags.csv.")
+        _flag(parser, "batch_size", type=int, default=None, metavar="N",
+              help="Largest batch RunInference forms (default: 8 for tag and extract_features, 1 for auralise, "
+                   "whose deconvolutions need ~1 GB per 64 features of a 4-s clip).")
+        _flag(parser, "skip_existing", action="store_true", default=False,
+              help="Resume an earlier run in --output with the same settings: tracks whose results are complete "
+                   "are not recomputed (they are still listed in manifest.jsonl).")
+
+
+class AuraliseOptions(PipelineOptions):
+    """Flags of ``python -m beam_jobs.auralise``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "layers", default="all", metavar="SPEC",
+              help="Conv layers to auralise: 'all', a list '1,5', a range '1-5' or both '1-3,5' "
+                   "(the export's deconvolvable_layers). Default: all.")
+        _flag(parser, "features", default="all", metavar="SPEC",
+              help="Feature maps of each layer: 'all' or indices such as '0-7,12' (each must exist in every "
+                   "chosen layer). Default: all.")
+        _flag(parser, "clip_seconds", type=float, default=4.0, metavar="SECONDS",
+              help="Length of the excerpt that is auralised (only it is decoded). Default: 4 (the paper's clips).")
+        _flag(parser, "offset_seconds", type=float, default=0.0, metavar="SECONDS",
+              help="Where the excerpt starts in each file. Default: 0.")
+        _flag(parser, "mode", choices=("phase", "mask"), default="phase",
+              help="'phase': deconvolved magnitude with the original phase (the paper); 'mask': the deconvolution "
+                   "as a soft mask on the original STFT. Default: phase.")
+        _flag(parser, "spectrograms", action="store_true", default=False,
+              help="Also write PNG spectrograms (magma, dB, one colour scale per layer of a track).")
+        _flag(parser, "features_per_call", type=int, default=16, metavar="K",
+              help="Feature maps deconvolved per signature call (memory grows with K). Default: 16.")
+        _flag(parser, "report", action="store_true", default=False,
+              help="When the run has finished, also write the HTML listening report (tfaural.report) into "
+                   "OUTPUT/report/ (local --output only; otherwise run python -m tfaural.report on a copy).")
+
+
+class ExtractFeaturesOptions(PipelineOptions):
+    """Flags of ``python -m beam_jobs.extract_features``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "per_segment", action="store_true", default=False,
+              help="Also store the features of every model segment of each track (segment_features).")
+        _flag(parser, "tracks_per_shard", type=int, default=500, metavar="N",
+              help="Tracks per output shard (features-SSSSS-of-NNNNN.<ext>). Default: 500.")
+
+
+class TagOptions(PipelineOptions):
+    """Flags of ``python -m beam_jobs.tag``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "top_k", type=int, default=None, metavar="K",
+              help="Number of best labels listed per track (default: the export's top_k).")
+
+
 def parse_job_args(
     argv: Sequence[str] | None,
     *,
@@ -116,3 +205,101 @@ def require(value: Any, flag: str, expected: str) -> Any:
     if value is None or value == "":
         raise ParameterError(f"{flag} is required: expected {expected}")
     return value
+
+
+_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
+
+
+def parse_index_list(spec: str, *, flag: str, valid: Sequence[int]) -> tuple[int, ...]:
+    """Parses ``'all'``, ``'1,5'``, ``'1-5'`` or ``'1-3,7'`` into sorted unique integers, each in ``valid``.
+
+    Args:
+        spec: The flag's value.
+        flag: The flag's name, for messages (e.g. ``"--layers"``).
+        valid: The allowed values (``'all'`` means all of them).
+
+    Returns:
+        The chosen values, ascending.
+
+    Raises:
+        ParameterError: On a malformed spec, an empty selection or a value outside ``valid``.
+    """
+    allowed = sorted(set(int(v) for v in valid))
+    text = str(spec).strip()
+    if text.lower() == "all":
+        if not allowed:
+            raise ParameterError(f"{flag} all: there is nothing to choose from")
+        return tuple(allowed)
+    chosen: set[int] = set()
+    for part in text.split(","):
+        match = _RANGE.match(part)
+        if not match:
+            raise ParameterError(f"{flag} {spec!r} is invalid: expected 'all', a list such as 1,5, a range such as "
+                                 "1-5, or both (1-3,7)")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise ParameterError(f"{flag} {spec!r}: the range {lo}-{hi} is empty; write it low-high")
+        chosen.update(range(lo, hi + 1))
+    outside = sorted(chosen - set(allowed))
+    if outside:
+        raise ParameterError(f"{flag} {spec!r} names {outside[:10]}, which do not exist: expected values in "
+                             f"{_describe_range(allowed)}")
+    return tuple(sorted(chosen))
+
+
+def _describe_range(values: Sequence[int]) -> str:
+    if values and list(values) == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ",".join(str(v) for v in values)
+
+
+def is_dask_runner(options: PipelineOptions) -> bool:
+    """True if the pipeline runs on Beam's Dask runner."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__ if runner is not None else ""
+    return name.rsplit(".", 1)[-1] == "DaskRunner"
+
+
+def apply_runner_defaults(options: PipelineOptions, *, num_items: int) -> list[str]:
+    """Fills in the runner settings the user did not choose; returns what was decided, for the log.
+
+    * No ``--runner``: the DirectRunner in multi-processing mode with one worker
+      process per core (``--direct_num_workers`` = ``os.cpu_count()``), so a local
+      run uses the whole machine. An explicit ``--direct_running_mode`` or
+      ``--direct_num_workers`` is kept.
+    * The Dask runner without ``--dask_npartitions``/``--dask_partition_size``: one
+      partition per item up to 64 (Beam's default of 128 items per partition would
+      run a small catalogue on one Dask worker; Reshuffle is a no-op there).
+
+    Args:
+        options: The job's options (modified in place).
+        num_items: Number of input elements (tracks).
+
+    Returns:
+        Human-readable notes of the defaults applied.
+    """
+    notes: list[str] = []
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = "DirectRunner"
+        direct = options.view_as(DirectOptions)
+        if not _given(options, "direct_running_mode"):
+            direct.direct_running_mode = "multi_processing"
+        if not _given(options, "direct_num_workers"):
+            direct.direct_num_workers = os.cpu_count() or 1
+        notes.append(f"runner: DirectRunner, {direct.direct_running_mode}, {direct.direct_num_workers} worker(s)")
+    elif is_dask_runner(options):
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        if not _given(options, "dask_npartitions") and not _given(options, "dask_partition_size"):
+            partitions = max(1, min(num_items, 64))
+            options.view_as(DaskOptions).npartitions = partitions
+            notes.append(f"Dask runner: {partitions} partition(s)")
+    return notes
+
+
+def _given(options: PipelineOptions, flag: str) -> bool:
+    """True if ``--flag`` was on the command line (even with its default value)."""
+    flags = getattr(options, "_flags", None) or []
+    return any(f == f"--{flag}" or f.startswith(f"--{flag}=") for f in flags)

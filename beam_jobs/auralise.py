@@ -1,0 +1,561 @@
+"""Auralises the learnt features of an exported model on every track of a catalogue (Choi et al. 2015).
+
+Usage:
+
+    python -m beam_jobs.auralise --input 'music/*.flac' --model exports/choi/1 --output results/auralised \\
+        [--layers all|1,5|1-5] [--features all|0-7,12] [--clip-seconds 4 --offset-seconds 30] \\
+        [--mode phase|mask] [--format wav|flac] [--spectrograms] [--features-per-call 16] [--batch-size 1] \\
+        [--report] [--skip-existing | --overwrite] [beam options]
+
+For each track, the excerpt ``[offset, offset + clip)`` is decoded (nothing else of
+the file is read), mixed to mono and resampled to the model's rate; the
+``auralise`` signature deconvolves each chosen feature map of each chosen layer
+back to the input and turns it into sound (the deconvolved magnitude with the
+excerpt's phase, or as a soft mask), peak-normalised to 0.9. Feature maps are
+deconvolved ``--features-per-call`` at a time and RunInference batches at most
+``--batch-size`` excerpts (default 1): 64 features of a 4-s clip of the Choi CNN
+hold ~1 GB.
+
+The output folder (read by the HTML listening report) receives:
+
+    job.json                          the settings: model_dir, metadata (the export's metadata.json), layers,
+                                      features ({layer: [indices]}), mode, clip_seconds, offset_seconds, format,
+                                      spectrograms, created
+    manifest.jsonl                    every input exactly once: ok with its outputs, or failed with the reason
+    <name>/original.wav               the excerpt that was auralised, at the model's rate
+    <name>/original.png               its spectrogram (with --spectrograms)
+    <name>/layer<L>/feature<K>.wav    the auralised feature (.flac with --format flac)
+    <name>/layer<L>/feature<K>.png    its spectrogram (with --spectrograms; one dB colour scale per layer)
+    report/index.html                 the HTML listening report (with --report; tfaural.report)
+    <name>/track.json                 written last (its presence means the track is complete):
+        {"track_id", "path", "sample_rate", "offset_seconds", "clip_seconds", "original": "original.wav",
+         "original_spectrogram": "original.png" or null,
+         "layers": {"<L>": [{"feature": K, "file": "layer<L>/feature<K>.wav", "spectrogram": ... or null,
+                             "activation": float or null, "peak": float, "silent": bool}, ...]}}
+
+``<name>`` is the track id with ``/`` replaced by ``__`` (see beam_jobs.catalogue_io).
+A feature whose deconvolution is all zero (e.g. on a silent excerpt) is written
+as a silent file with ``"silent": true`` and ``"peak": 0``; the track is still
+``ok``. ``activation`` is the feature map's largest activation on the excerpt when
+the export provides it. A track shorter than ``offset + clip`` is auralised on
+what there is, if that is at least one model segment (``clip_seconds`` in
+``track.json`` is the actual length). Without --runner the job uses every core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineResult
+
+from beam_jobs import io as beam_io
+from beam_jobs.catalogue_io import (
+    FAILED,
+    JOB_FILENAME,
+    MANIFEST_FILENAME,
+    OK,
+    AccountForTracks,
+    InferenceSettings,
+    TrackInput,
+    TrackResult,
+    decode_track,
+    failed_result,
+    guarded,
+    infer,
+    keep,
+    list_tracks,
+    main_for,
+    prepare_output,
+    summarize,
+    wait,
+    write_job_file,
+)
+from beam_jobs.inference import InferenceFailure, SignatureModelHandler
+from beam_jobs.options import (
+    AuraliseOptions,
+    CatalogueJobOptions,
+    InferenceJobOptions,
+    apply_runner_defaults,
+    parse_index_list,
+    parse_job_args,
+)
+from tfaural.errors import AudioError, ParameterError
+
+__all__ = [
+    "FORMATS",
+    "TRACK_FILE",
+    "ORIGINAL",
+    "Settings",
+    "ChunkKey",
+    "ChunkDone",
+    "Plan",
+    "feature_file",
+    "spectrogram_db",
+    "render_spectrogram",
+    "PrepareTrack",
+    "WriteFeatureAudio",
+    "FinishTrack",
+    "write_listening_report",
+    "build_pipeline",
+    "run",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("wav", "flac")
+SIGNATURE = "auralise"
+TRACK_FILE = "track.json"
+ORIGINAL = "original.wav"
+ORIGINAL_PNG = "original.png"
+DYNAMIC_RANGE_DB = 80.0
+"""Colour range of the spectrograms: from the layer's (or the original's) peak down by this many dB."""
+REPORT_FOLDER = "report"
+_RESERVED = (MANIFEST_FILENAME, JOB_FILENAME, REPORT_FOLDER)
+_FLOOR = 1e-10
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The auralise job's settings, validated.
+
+    Attributes:
+        common: The flags every inference job has (``format`` is ``wav`` or ``flac``).
+        layers: The layers to auralise, ascending.
+        features: The feature maps of each layer, ascending.
+        mode: ``"phase"`` or ``"mask"``.
+        clip_seconds: Length of the excerpt.
+        offset_seconds: Start of the excerpt in the file.
+        spectrograms: Write PNG spectrograms.
+        features_per_call: Feature maps per signature call.
+        segment_length: The model's segment length in samples (shortest usable excerpt).
+        stft: ``(n_fft, hop_length)`` of the spectrograms.
+        report: Write the HTML listening report when the run has finished.
+    """
+
+    common: InferenceSettings
+    layers: tuple[int, ...]
+    features: dict[int, tuple[int, ...]]
+    mode: str
+    clip_seconds: float
+    offset_seconds: float
+    spectrograms: bool
+    features_per_call: int
+    segment_length: int
+    stft: tuple[int, int]
+    report: bool = False
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions) -> Settings:
+        """Validates the flags against the model's metadata.
+
+        Raises:
+            ParameterError: On a missing or invalid flag (a layer or feature the model lacks,
+                a clip shorter than one model segment or longer than the export accepts).
+            ModelError: If ``--model`` is not a tfaural export with an ``auralise`` signature.
+        """
+        common = InferenceSettings.from_options(options, signature=SIGNATURE, default_batch_size=1, formats=FORMATS)
+        job = options.view_as(AuraliseOptions)
+        meta = common.metadata
+        rate = common.sample_rate
+        widths = {int(layer): int(n) for layer, n in meta["features_per_layer"].items()}
+        layers = parse_index_list(job.layers, flag="--layers", valid=[int(v) for v in meta["deconvolvable_layers"]])
+        features = {}
+        for layer in layers:
+            try:
+                features[layer] = parse_index_list(job.features, flag="--features", valid=range(widths[layer]))
+            except ParameterError as err:
+                raise ParameterError(f"{err} (layer {layer} has {widths[layer]} feature maps)") from None
+        segment = int(meta["segment_length"])
+        longest = float(meta.get("max_deconv_seconds", math.inf))
+        if not job.clip_seconds > 0 or job.clip_seconds * rate < segment:
+            raise ParameterError(f"--clip-seconds {job.clip_seconds} is invalid: the model needs at least one segment "
+                                 f"({segment / rate:.4g} s)")
+        if job.clip_seconds > longest:
+            raise ParameterError(f"--clip-seconds {job.clip_seconds} is longer than the export's max_deconv_seconds "
+                                 f"({longest:g} s)")
+        if job.offset_seconds < 0:
+            raise ParameterError(f"--offset-seconds {job.offset_seconds} is invalid: expected seconds >= 0")
+        if job.features_per_call < 1:
+            raise ParameterError(f"--features-per-call {job.features_per_call} is invalid: expected a positive "
+                                 "integer")
+        stft = meta.get("stft") or {}
+        n_fft = int(stft.get("n_fft") or 2 ** max(6, round(math.log2(rate * 0.046))))  # ~46 ms windows
+        hop = int(stft.get("hop_length") or n_fft // 4)
+        return cls(common=common, layers=layers, features=features, mode=job.mode, clip_seconds=float(job.clip_seconds),
+                   offset_seconds=float(job.offset_seconds), spectrograms=bool(job.spectrograms),
+                   features_per_call=int(job.features_per_call), segment_length=segment, stft=(n_fft, hop),
+                   report=bool(job.report))
+
+    def job_settings(self) -> dict[str, Any]:
+        """What determines the outputs (compared by ``--skip-existing``)."""
+        return {"signature": SIGNATURE, "layers": list(self.layers),
+                "features": {str(k): list(v) for k, v in self.features.items()}, "mode": self.mode,
+                "clip_seconds": self.clip_seconds, "offset_seconds": self.offset_seconds,
+                "format": self.common.format, "spectrograms": self.spectrograms}
+
+    def chunks(self) -> list[tuple[int, tuple[int, ...]]]:
+        """``(layer, features)`` of every signature call per track, in order."""
+        k = self.features_per_call
+        return [(layer, feats[i : i + k]) for layer in self.layers for feats in [self.features[layer]]
+                for i in range(0, len(feats), k)]
+
+
+def feature_file(layer: int, feature: int, ext: str) -> str:
+    """``layer<L>/feature<K>.<ext>``, relative to the track's folder."""
+    return f"layer{layer}/feature{feature}.{ext}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkKey:
+    """The RunInference key of one signature call: a track and some feature maps of one layer.
+
+    Attributes:
+        track: The track.
+        layer: The layer.
+        features: The feature-map indices.
+    """
+
+    track: TrackInput
+    layer: int
+    features: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a track expects: one :class:`ChunkDone` per call.
+
+    Attributes:
+        track: The track.
+        calls: Number of signature calls.
+        clip_seconds: Actual length of the excerpt.
+    """
+
+    track: TrackInput
+    calls: int
+    clip_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkDone:
+    """The files written for one call.
+
+    Attributes:
+        track: The track.
+        layer: The layer.
+        entries: One ``track.json`` entry per feature (without ``spectrogram``).
+    """
+
+    track: TrackInput
+    layer: int
+    entries: tuple[dict[str, Any], ...]
+
+
+class PrepareTrack(beam.DoFn):
+    """Track → ``original.wav``, a :class:`Plan` and one example per call; or a :class:`TrackResult`
+    (kept from an earlier run with ``--skip-existing``, or failed to decode)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def process(self, track: TrackInput) -> Iterator[Any]:
+        s = self._settings
+        marker = s.common.path(track.name, TRACK_FILE)
+        if beam_io.exists(marker):
+            if s.common.skip_existing:
+                info = json.loads(beam_io.read_text(marker))
+                yield TrackResult(track, OK, outputs=_outputs(track, info), reused=True)
+                return
+            beam_io.delete([marker])  # the track is incomplete until it is written again
+        try:
+            clip = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.segment_length,
+                                offset=s.offset_seconds, duration=s.clip_seconds)
+        except AudioError as err:
+            yield failed_result(track, err, stage="decode")
+            return
+        beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=s.common.sample_rate,
+                            normalize=bool(np.max(np.abs(clip)) > 1.0))
+        calls = s.chunks()
+        yield Plan(track, len(calls), len(clip) / s.common.sample_rate)
+        for layer, feats in calls:
+            example = {"waveform": clip, "layer": np.int32(layer), "features": np.asarray(feats, np.int32),
+                       "mode": s.mode}
+            yield ChunkKey(track, layer, feats), example
+
+
+def _outputs(track: TrackInput, info: dict[str, Any]) -> tuple[str, ...]:
+    """The files of a complete track (from its ``track.json``), relative to the output folder."""
+    files = [info["original"], info.get("original_spectrogram")]
+    for entries in info["layers"].values():
+        for entry in entries:
+            files += [entry["file"], entry.get("spectrogram")]
+    return tuple(f"{track.name}/{f}" for f in [*files, TRACK_FILE] if f)
+
+
+def _scalar(outputs: dict[str, np.ndarray], name: str, index: int) -> Any:
+    value = outputs.get(name)
+    return None if value is None else np.asarray(value)[index].item()
+
+
+class WriteFeatureAudio(beam.DoFn):
+    """``(ChunkKey, prediction)`` → ``layer<L>/feature<K>.<ext>`` files and a :class:`ChunkDone`,
+    or a failed :class:`TrackResult`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def process(self, element: tuple[ChunkKey, PredictionResult]) -> Iterator[ChunkDone | TrackResult]:
+        s = self._settings
+        key, prediction = element
+        outputs = prediction.inference
+        if isinstance(outputs, InferenceFailure):
+            yield failed_result(key.track, outputs, stage="inference")
+            return
+        ext = s.common.format or FORMATS[0]
+        audio = np.asarray(outputs["audio"], np.float32)  # [k, samples], peak 0.9 or silent
+        entries = []
+        for index, feature in enumerate(key.features):
+            name = feature_file(key.layer, feature, ext)
+            signal = np.nan_to_num(audio[index], nan=0.0, posinf=0.0, neginf=0.0)
+            beam_io.write_audio(s.common.path(key.track.name, name), signal, sample_rate=s.common.sample_rate,
+                                format=ext, normalize=bool(np.max(np.abs(signal), initial=0.0) > 1.0))
+            peak = _scalar(outputs, "peak", index)
+            silent = _scalar(outputs, "silent", index)
+            activation = _scalar(outputs, "activation", index)
+            entries.append({
+                "feature": int(feature), "file": name, "spectrogram": None,
+                "activation": None if activation is None else float(activation),
+                "peak": float(peak) if peak is not None else float(np.max(np.abs(signal), initial=0.0)),
+                "silent": bool(silent) if silent is not None else not bool(np.any(signal)),
+            })
+        beam.metrics.Metrics.counter("auralise", "features_written").inc(len(entries))
+        yield ChunkDone(key.track, key.layer, tuple(entries))
+
+
+def spectrogram_db(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
+    """Magnitude spectrogram in dB (re 1.0), centred frames, periodic Hann window.
+
+    Args:
+        y: float32 ``[samples]``.
+        n_fft: FFT size in samples.
+        hop_length: Hop in samples.
+
+    Returns:
+        float32 ``[n_fft // 2 + 1, frames]``; silence is -200 dB, never NaN or -inf.
+    """
+    y = np.asarray(y, np.float32)
+    pad = n_fft // 2
+    padded = np.pad(y, pad, mode="reflect" if len(y) > pad else "constant")
+    if len(padded) < n_fft:
+        padded = np.pad(padded, (0, n_fft - len(padded)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    magnitude = np.abs(np.fft.rfft(frames * window, axis=-1)).T.astype(np.float64)
+    return (20.0 * np.log10(np.maximum(magnitude, _FLOOR))).astype(np.float32)
+
+
+def render_spectrogram(db: np.ndarray, *, vmin: float, vmax: float) -> bytes:
+    """A dB spectrogram as a PNG (magma, low frequencies at the bottom, one pixel per bin and frame)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    plt.imsave(buffer, db[::-1], cmap="magma", vmin=vmin, vmax=vmax, format="png")
+    return buffer.getvalue()
+
+
+class FinishTrack(beam.DoFn):
+    """``(track_id, [Plan, ChunkDone..., failures])`` → spectrograms, ``track.json`` (last) and the
+    track's :class:`TrackResult`; removes files an earlier run left in the track's folder."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def process(self, element: tuple[str, Iterable[Any]]) -> Iterator[TrackResult]:
+        s = self._settings
+        values = list(element[1])
+        plans = [v for v in values if isinstance(v, Plan)]
+        done = [v for v in values if isinstance(v, ChunkDone)]
+        failures = [v for v in values if isinstance(v, TrackResult)]
+        if failures:
+            yield failures[0]
+            return
+        if not plans:
+            # Cannot happen (a plan precedes every call); AccountForTracks would report the track as lost.
+            return
+        plan = plans[0]
+        track = plan.track
+        if len(done) != plan.calls:
+            yield TrackResult(track, FAILED, stage="inference", error_type="IncompletePrediction",
+                              error=f"{len(done)} of {plan.calls} signature calls came back")
+            return
+        layers: dict[str, list[dict[str, Any]]] = {}
+        for chunk in sorted(done, key=lambda c: (c.layer, c.entries[0]["feature"] if c.entries else -1)):
+            layers.setdefault(str(chunk.layer), []).extend(dict(e) for e in chunk.entries)
+        info: dict[str, Any] = {
+            "track_id": track.track_id, "path": track.path, "sample_rate": s.common.sample_rate,
+            "offset_seconds": s.offset_seconds, "clip_seconds": plan.clip_seconds, "original": ORIGINAL,
+            "original_spectrogram": None, "layers": layers,
+        }
+        if s.spectrograms:
+            self._spectrograms(track, info)
+        outputs = _outputs(track, info)
+        self._remove_stale(track, keep={*outputs})
+        beam_io.write_text(s.common.path(track.name, TRACK_FILE), json.dumps(info, indent=1, sort_keys=True) + "\n")
+        yield TrackResult(track, OK, outputs=outputs)
+
+    def _spectrograms(self, track: TrackInput, info: dict[str, Any]) -> None:
+        s = self._settings
+        n_fft, hop = s.stft
+
+        def load(name: str) -> np.ndarray:
+            y, _ = beam_io.load_audio(s.common.path(track.name, name), sample_rate=None)
+            return y
+
+        original = spectrogram_db(load(ORIGINAL), n_fft=n_fft, hop_length=hop)
+        top = float(original.max())
+        beam_io.write_bytes(s.common.path(track.name, ORIGINAL_PNG),
+                            render_spectrogram(original, vmin=top - DYNAMIC_RANGE_DB, vmax=top))
+        info["original_spectrogram"] = ORIGINAL_PNG
+        for entries in info["layers"].values():
+            images = [spectrogram_db(load(e["file"]), n_fft=n_fft, hop_length=hop) for e in entries]
+            top = max(float(image.max()) for image in images)  # one colour scale for the layer
+            for entry, image in zip(entries, images):
+                name = entry["file"].rsplit(".", 1)[0] + ".png"
+                beam_io.write_bytes(s.common.path(track.name, name),
+                                    render_spectrogram(image, vmin=top - DYNAMIC_RANGE_DB, vmax=top))
+                entry["spectrogram"] = name
+
+    def _remove_stale(self, track: TrackInput, *, keep: set[str]) -> None:
+        folder = self._settings.common.path(track.name)
+        present = beam_io.list_files(beam_io.join(folder, "**"))
+        prefix = folder.rstrip("/") + "/"
+        stale = [p for p in present if p.startswith(prefix) and f"{track.name}/{p[len(prefix):]}" not in keep
+                 and ".tmp-" not in p]
+        if stale:
+            logger.info("%s: removing %d file(s) of an earlier run", track.track_id, len(stale))
+            beam_io.delete(stale)
+
+
+def _track_of(element: Any) -> str:
+    return str(element.track.track_id)
+
+
+def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settings: Settings) -> None:
+    """Adds the job's labelled stages to ``pipeline`` (see the module docstring)."""
+    s = settings
+    handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
+                                    intra_op_threads=s.common.intra_op_threads,
+                                    share_across_processes=s.common.share_model)
+    listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
+    spread = listed | "SpreadTracks" >> beam.Reshuffle()
+    prepared, decode_failures = guarded(spread, "DecodeExcerpt", PrepareTrack(s), stage="decode")
+    early = keep(prepared, "EarlyResults", TrackResult)
+    plans = keep(prepared, "Plans", Plan)
+    examples = keep(prepared, "Examples", tuple)
+    predicted, inference_failures = infer(examples, "Auralise", handler, prebatched=s.common.prebatched)
+    written, write_failures = guarded(predicted, "WriteFeatureAudio", WriteFeatureAudio(s), stage="write")
+    per_track = (
+        (plans, keep(written, "ChunksAndFailures", (ChunkDone, TrackResult)), inference_failures, write_failures)
+        | "TrackPieces" >> beam.Flatten()
+        | "KeyByTrack" >> beam.Map(lambda e: (_track_of(e), e))
+        | "ByTrack" >> beam.GroupByKey()
+    )
+    finished, finish_failures = guarded(per_track, "FinishTrack", FinishTrack(s), stage="write")
+    results = (
+        (early, decode_failures, keep(finished, "Finished", TrackResult), finish_failures)
+        | "AllResults" >> beam.Flatten()
+    )
+    _ = (listed, results) | "Account" >> AccountForTracks(s.common.output)
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    save_main_session: bool = False,
+    test_pipeline: beam.Pipeline | None = None,
+) -> PipelineResult:
+    """Runs the job and waits for it to finish.
+
+    Args:
+        argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
+        save_main_session: Pickle the caller's ``__main__`` for the workers (not needed:
+            every DoFn of the job lives in an importable module).
+        test_pipeline: A pipeline to use instead of creating one (tests).
+
+    Returns:
+        The finished ``PipelineResult``; :func:`beam_jobs.catalogue_io.summarize` of the
+        output folder says what happened to every track.
+
+    Raises:
+        TfauralError: On invalid flags (e.g. a bad --layers spec), a missing or invalid
+            model, no input files, or an output folder holding an earlier run (without
+            --skip-existing/--overwrite).
+    """
+    options = parse_job_args(argv, prog="python -m beam_jobs.auralise", description=__doc__,
+                             option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
+    settings = Settings.from_options(options)
+    tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
+                         reserved=_RESERVED)
+    if test_pipeline is None:
+        for note in apply_runner_defaults(options, num_items=len(tracks)):
+            logger.info("auralise: %s", note)
+    settings = dataclasses.replace(settings, common=settings.common.for_runner(options))
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    job_settings = settings.job_settings()
+    prepare_output(settings.common, job="auralise", job_settings=job_settings)
+    write_job_file(settings.common, job="auralise", job_settings=job_settings, extra={
+        key: job_settings[key] for key in ("layers", "features", "mode", "clip_seconds", "offset_seconds", "format",
+                                           "spectrograms")
+    })
+    logger.info("auralise: %d track(s), layers %s, %d call(s) per track -> %s", len(tracks), list(settings.layers),
+                len(settings.chunks()), settings.common.output)
+    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    build_pipeline(pipeline, tracks, settings)
+    result = pipeline.run()
+    wait(result)
+    logger.info("%s", summarize(settings.common.output).describe("auralise"))
+    if settings.report:
+        write_listening_report(settings.common.output)
+    return result
+
+
+def write_listening_report(output: str) -> str | None:
+    """Writes ``OUTPUT/report/`` with :func:`tfaural.report.write_report`; returns its index.html.
+
+    Returns ``None`` (and says how to write it) when ``output`` is not a local folder.
+    """
+    if not beam_io.is_local(output):
+        logger.warning("auralise: --report needs a local --output; copy %s and run python -m tfaural.report on it",
+                       output)
+        return None
+    from tfaural.report import write_report
+
+    index = write_report(output, progress=False)
+    logger.info("auralise: listening report: %s", index)
+    return index
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code (2 on a usage or setup error)."""
+    return main_for("auralise", run, argv)
+
+
+if __name__ == "__main__":
+    # Run the importable module, not __main__: Beam pickles the DoFns by module path, and the
+    # worker processes of the multi-processing DirectRunner can import this module but not __main__.
+    from beam_jobs import auralise
+
+    sys.exit(auralise.main())

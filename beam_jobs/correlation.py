@@ -1,0 +1,627 @@
+"""Feature responses by attribute (Choi et al. 2015, §4.2 and Figure 10) as a Beam job over an exported model.
+
+Usage:
+
+    python -m beam_jobs.correlation --model exports/choi/1 --output out/correlation \\
+        [--signals cache/signals] [--soundfont FluidR3_GM.sf2] \\
+        [--timbres sine,piano,...] [--chords major,minor,...] [--keys Eb2,A3,...] [beam options]
+
+1. The model signals (:func:`tfaural.signals.model_signals`: every timbre plays
+   every chord type in several positions at every key; by default the paper's
+   7 × 8 × 4 = 224 signals of 4 s) are rendered with FluidSynth at the export's
+   sample rate, or read from the ``--signals`` cache folder.
+2. Every feature of every layer is deconvolved for every signal by the export's
+   ``deconvolve`` signature through the shared RunInference handler: one call per
+   (signal, layer) with ``features`` = all maps of the layer.
+3. Each deconvolved map is centred and scaled to unit norm (float64, stored as
+   float32) and keyed, once per attribute, by (layer, attribute, values of the
+   other two attributes, feature). A GroupByKey brings together the signals that
+   differ only in that attribute; the Pearson correlation of every pair is a dot
+   product (float64). CombinePerKey reduces the pairs to mean / std per feature and
+   per layer.
+
+The output folder receives:
+
+    correlations.csv       layer, attribute, mean, std, n_pairs, n_undefined (the Figure 10 data)
+    per_feature.parquet    layer, feature, attribute, mean, std, n_pairs, n_undefined
+    summary.json           grid, model metadata, timings, the table, constant (all-zero) maps
+    figure10.png           mean ± std per layer, one line per attribute
+    signals.npz            the model signals analysed: audio float32 [n, samples], signal_ids [n]
+                           (the workers read them from here, so the pipeline graph stays small)
+
+A feature whose deconvolution is constant (all zero) for a signal has no
+correlation: its pairs are counted in ``n_undefined`` and left out of the
+statistics, never NaN (see :mod:`tfaural.correlation`). The numbers equal those
+of :func:`tfaural.correlation.analyse` on the same signals to float32 precision.
+
+Memory: the grouping shuffles every normalised map three times (once per
+attribute). On a distributed runner (Dataflow) that is routine; the local
+DirectRunner keeps shuffled data in memory (~3 × 2.5 GB per layer for the
+paper's grid at 11,025 Hz), so for the full grid on one machine use
+:func:`tfaural.correlation.analyse` (``benchmarks/correlation.py``) or run the
+job on a few layers' worth of memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
+
+from beam_jobs import io as beam_io
+from beam_jobs.inference import InferenceFailure, SignatureModelHandler, read_metadata, require_signature
+from beam_jobs.options import (
+    CatalogueJobOptions,
+    InferenceJobOptions,
+    _flag,
+    apply_runner_defaults,
+    parse_job_args,
+    require,
+)
+from tfaural import __version__, correlation
+from tfaural.correlation import ATTRIBUTES, ConstantMap, FeatureRow, Moments, TableRow
+from tfaural.errors import ModelError, ParameterError, TfauralError
+from tfaural.signals import CHORD_TYPES, DEFAULT_KEYS, DEFAULT_TIMBRES, ModelSignal, SignalGrid, model_signals
+
+if __name__ == "__main__":
+    # ``python -m beam_jobs.correlation``: run the importable module instead of this __main__ copy,
+    # before the rest of it is defined. Beam builds one argument parser from every PipelineOptions
+    # subclass in the process, so CorrelationOptions must exist once (a second copy's flags clash),
+    # and Beam pickles DoFns by module path (worker processes can import beam_jobs.correlation only).
+    from beam_jobs import correlation as _job
+
+    sys.exit(_job.main())
+
+__all__ = [
+    "OUTPUT_FILES",
+    "SIGNALS_FILE",
+    "signals_npz",
+    "LoadSignal",
+    "CorrelationOptions",
+    "Settings",
+    "NormaliseDeconvolution",
+    "correlate_group",
+    "MomentsCombineFn",
+    "build_pipeline",
+    "run",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+_METRICS = "correlation"
+#: The files the job writes into ``--output``.
+OUTPUT_FILES = ("correlations.csv", "per_feature.parquet", "summary.json", "figure10.png", "signals.npz")
+#: The analysed signals, written by the launcher and read by the workers (keeps the pipeline graph small).
+SIGNALS_FILE = "signals.npz"
+
+
+class CorrelationOptions(PipelineOptions):
+    """Flags of ``python -m beam_jobs.correlation`` (``--model``, ``--output`` and ``--batch-size`` are shared)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "signals", default=None, metavar="FOLDER",
+              help="Local cache folder of rendered model signals: read if this grid was rendered there before at "
+                   "the model's sample rate, written otherwise. Default: render without caching.")
+        _flag(parser, "soundfont", default=None, metavar="PATH",
+              help="General MIDI .sf2 soundfont (default: $TFAURAL_SOUNDFONT, then the Debian FluidR3_GM.sf2).")
+        _flag(parser, "timbres", default=",".join(DEFAULT_TIMBRES), metavar="LIST",
+              help="Comma-separated timbres: names such as sine (additive), piano, strings, acoustic_guitar, "
+                   "saxophone, electric_guitar, electric_piano, or program<N> for any General MIDI program "
+                   "(0-based). Default: the paper's seven.")
+        _flag(parser, "chords", default=",".join(CHORD_TYPES), metavar="LIST",
+              help="Comma-separated chord types: intervals, major, minor, sus4, dominant7, major7, minor7, "
+                   "diminished, or name=0,4,7 semitone lists (separate several with ';' then). Default: all eight.")
+        _flag(parser, "keys", default=",".join(DEFAULT_KEYS), metavar="LIST",
+              help="Comma-separated keys (root notes) such as Eb2,Bb2,A3,G4 (the default, the paper's four).")
+        _flag(parser, "signal_seconds", type=float, default=4.0, metavar="SECONDS",
+              help="Length of every model signal (at least the model's segment). Default: 4.")
+        _flag(parser, "chord_positions", type=int, default=6, metavar="N",
+              help="Voicings (inversions, then an octave up) played one after another in each signal. Default: 6.")
+
+
+def _split_list(text: str, *, flag: str) -> tuple[str, ...]:
+    # "name=0,4,7" chords contain commas: a list holding one uses ';' as the separator.
+    separator = ";" if "=" in text else ","
+    items = tuple(item.strip() for item in text.split(separator) if item.strip())
+    if not items:
+        raise ParameterError(f"{flag} {text!r} is empty: expected a comma-separated list")
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the job does, validated from the command line.
+
+    Attributes:
+        model: The export version directory.
+        output: The output folder.
+        grid: The model-signal grid.
+        signals_dir: Local cache folder of rendered signals (``None``: no cache).
+        soundfont: GM soundfont (``None``: found automatically).
+        batch_size: Largest RunInference batch of (signal, layer) deconvolutions.
+        overwrite: Replace an earlier run's files.
+    """
+
+    model: str
+    output: str
+    grid: SignalGrid
+    signals_dir: str | None = None
+    soundfont: str | None = None
+    batch_size: int = 1
+    overwrite: bool = False
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions) -> Settings:
+        """Validates the job's flags.
+
+        Raises:
+            ParameterError: On a missing or invalid flag, naming it.
+        """
+        common = options.view_as(CatalogueJobOptions)
+        inference = options.view_as(InferenceJobOptions)
+        job = options.view_as(CorrelationOptions)
+        batch_size = 1 if inference.batch_size is None else inference.batch_size
+        if batch_size < 1:
+            raise ParameterError(f"--batch-size {batch_size} is invalid: expected a positive integer")
+        if job.signal_seconds is None or not job.signal_seconds > 0:
+            raise ParameterError(f"--signal-seconds {job.signal_seconds} is invalid: expected seconds > 0")
+        if job.chord_positions is None or job.chord_positions < 1:
+            raise ParameterError(f"--chord-positions {job.chord_positions} is invalid: expected a positive integer")
+        grid = SignalGrid(
+            timbres=_split_list(job.timbres, flag="--timbres"),
+            chords=_split_list(job.chords, flag="--chords"),
+            keys=_split_list(job.keys, flag="--keys"),
+            duration=float(job.signal_seconds),
+            positions=int(job.chord_positions),
+        )
+        return cls(
+            model=require(inference.model, "--model", "an export version directory (EXPORT_BASE/<N>)").rstrip("/"),
+            output=require(common.output, "--output", "an output folder").rstrip("/") or "/",
+            grid=grid,
+            signals_dir=job.signals,
+            soundfont=job.soundfont,
+            batch_size=batch_size,
+            overwrite=bool(common.overwrite),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class _Signal:
+    """A model signal as a pipeline element: id, index in the grid order, audio float32 ``[samples]``."""
+
+    signal_id: str
+    index: int
+    audio: np.ndarray
+
+
+def signals_npz(signals: Sequence[ModelSignal]) -> bytes:
+    """``signals.npz`` bytes: ``audio`` float32 ``[n, samples]``, ``signal_ids`` ``[n]``, ``sample_rate``."""
+    buffer = io.BytesIO()
+    np.savez(buffer, audio=np.stack([np.asarray(s.audio, np.float32) for s in signals]),
+             signal_ids=np.array([s.signal_id for s in signals]), sample_rate=np.int64(signals[0].sample_rate))
+    return buffer.getvalue()
+
+
+class LoadSignal(beam.DoFn):
+    """``(index, signal_id)`` → :class:`_Signal`, reading ``signals.npz`` once per worker."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def setup(self) -> None:
+        with FileSystems.open(self._path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            content = handle.read()
+        with np.load(io.BytesIO(content), allow_pickle=False) as data:
+            self._audio = data["audio"]
+            self._ids = [str(i) for i in data["signal_ids"]]
+
+    def process(self, element: tuple[int, str]) -> Iterator[_Signal]:
+        index, signal_id = element
+        if self._ids[index] != signal_id:
+            raise TfauralError(f"{self._path}: signal {index} is {self._ids[index]!r}, expected {signal_id!r}; "
+                               "was the file replaced during the run?")
+        yield _Signal(signal_id, index, self._audio[index])
+
+
+def _examples(signal: _Signal, *, widths: dict[int, int]) -> Iterator[tuple[tuple[str, int], dict[str, Any]]]:
+    """One ``deconvolve`` example per layer: all features of that layer."""
+    for layer, width in widths.items():
+        yield (signal.signal_id, layer), {
+            "waveform": signal.audio,
+            "layer": np.int32(layer),
+            "features": np.arange(width, dtype=np.int32),
+        }
+
+
+_GroupKey = tuple[int, str, tuple[str, ...], int]  # (layer, attribute, other attribute values, feature)
+_Member = tuple[int, str, np.ndarray, bool]  # (signal index, attribute value, z [size], constant)
+
+
+class NormaliseDeconvolution(beam.DoFn):
+    """``((signal_id, layer), PredictionResult)`` → keyed normalised maps, one per (attribute, feature).
+
+    Main output: ``((layer, attribute, others, feature), (index, value, z, constant))`` for every
+    attribute whose group (the signals sharing ``others``) has pairs. Tagged output ``"constant"``:
+    a :class:`~tfaural.correlation.ConstantMap` for every all-zero (constant) map.
+    """
+
+    CONSTANT = "constant"
+
+    def __init__(self, signals: dict[str, tuple[int, dict[str, str]]], groups: dict[str, set[tuple[str, ...]]],
+                 names: Sequence[str]) -> None:
+        self._signals = signals
+        self._groups = groups
+        self._names = tuple(names)
+
+    def setup(self) -> None:
+        self._maps = beam.metrics.Metrics.counter(_METRICS, "deconvolutions")
+        self._constant = beam.metrics.Metrics.counter(_METRICS, "constant_maps")
+
+    def process(self, element: tuple[tuple[str, int], PredictionResult]) -> Iterator[Any]:
+        (signal_id, layer), result = element
+        inference = result.inference
+        if isinstance(inference, InferenceFailure):
+            raise ModelError(f"deconvolution of signal {signal_id!r}, layer {layer} failed: "
+                             f"{inference.error}: {inference.reason}")
+        maps = np.asarray(inference["deconvolved"], np.float32)
+        z, constant = correlation.normalise_maps(maps[np.newaxis])
+        self._maps.inc()
+        index, attributes = self._signals[signal_id]
+        for zero in np.flatnonzero(constant[0]):
+            self._constant.inc()
+            yield beam.pvalue.TaggedOutput(self.CONSTANT, ConstantMap(layer, int(zero), signal_id))
+        for attribute in self._names:
+            others = tuple(attributes[name] for name in self._names if name != attribute)
+            if others not in self._groups[attribute]:
+                continue
+            for feature in range(z.shape[1]):
+                yield ((layer, attribute, others, feature),
+                       (index, attributes[attribute], z[0, feature], bool(constant[0, feature])))
+
+
+def correlate_group(element: tuple[_GroupKey, Iterable[_Member]]) -> tuple[tuple[int, str, int], Moments]:
+    """The pair correlations of one group (signals differing only in one attribute) for one feature.
+
+    Args:
+        element: ``((layer, attribute, others, feature), members)``.
+
+    Returns:
+        ``((layer, attribute, feature), moments)`` of the group's defined correlations, with
+        its pair count and the number of undefined pairs.
+    """
+    (layer, attribute, _, feature), members = element
+    ordered = sorted(members, key=lambda member: member[0])  # the grid order: pairs (a, b) with a before b
+    values = []
+    n_pairs = n_undefined = 0
+    for a in range(len(ordered)):
+        for b in range(a + 1, len(ordered)):
+            _, value_a, z_a, constant_a = ordered[a]
+            _, value_b, z_b, constant_b = ordered[b]
+            if value_a == value_b:  # identical attributes: not a pair that differs in ``attribute``
+                continue
+            n_pairs += 1
+            if constant_a or constant_b:
+                n_undefined += 1
+                continue
+            r = float(np.dot(z_a.astype(np.float64), z_b.astype(np.float64)))
+            values.append(min(1.0, max(-1.0, r)))
+    beam.metrics.Metrics.counter(_METRICS, "pair_correlations").inc(n_pairs)
+    return (layer, attribute, feature), Moments.of(np.asarray(values), n_undefined=n_undefined, n_pairs=n_pairs)
+
+
+class MomentsCombineFn(beam.CombineFn):
+    """Merges :class:`~tfaural.correlation.Moments`.
+
+    Args:
+        add_pairs: Sum the pair counts (merging groups); False keeps the largest (merging the
+            features of one layer, which share their pairs).
+    """
+
+    def __init__(self, *, add_pairs: bool) -> None:
+        self._add_pairs = add_pairs
+
+    def create_accumulator(self) -> Moments:
+        return Moments()
+
+    def add_input(self, accumulator: Moments, element: Moments) -> Moments:
+        return accumulator.merge(element, add_pairs=self._add_pairs)
+
+    def merge_accumulators(self, accumulators: Iterable[Moments]) -> Moments:
+        result = Moments()
+        for accumulator in accumulators:
+            result = result.merge(accumulator, add_pairs=self._add_pairs)
+        return result
+
+    def extract_output(self, accumulator: Moments) -> Moments:
+        return accumulator
+
+
+def _feature_row(element: tuple[tuple[int, str, int], Moments]) -> FeatureRow:
+    (layer, attribute, feature), m = element
+    return FeatureRow(layer, feature, attribute, m.mean_or_none, m.std, m.n_pairs, m.n_undefined)
+
+
+def _table_row(element: tuple[tuple[int, str], Moments]) -> TableRow:
+    (layer, attribute), m = element
+    return TableRow(layer, attribute, m.mean_or_none, m.std, m.n_pairs, m.n_undefined)
+
+
+def _order(attribute: str) -> int:
+    return ATTRIBUTES.index(attribute) if attribute in ATTRIBUTES else len(ATTRIBUTES)
+
+
+def _write_bytes(path: str, data: bytes) -> str:
+    """Writes a file through Beam's filesystems via a temporary sibling and a rename."""
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        handle.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+    return path
+
+
+def _write_outputs(
+    table: list[TableRow],
+    per_feature: list[FeatureRow],
+    constant: list[ConstantMap],
+    *,
+    output: str,
+    summary: dict[str, Any],
+    title: str,
+    widths: dict[int, int],
+) -> dict[str, Any]:
+    # Attributes without pairs (e.g. a single timbre) have no groups: give them empty rows, as the library does.
+    have = {(r.layer, r.attribute) for r in table}
+    table = table + [TableRow(layer, a, None, None, 0, 0) for layer in widths for a in ATTRIBUTES
+                     if (layer, a) not in have]
+    have_features = {(r.layer, r.feature, r.attribute) for r in per_feature}
+    per_feature = per_feature + [FeatureRow(layer, f, a, None, None, 0, 0) for layer, width in widths.items()
+                                 for f in range(width) for a in ATTRIBUTES if (layer, f, a) not in have_features]
+    table = sorted(table, key=lambda r: (r.layer, _order(r.attribute)))
+    per_feature = sorted(per_feature, key=lambda r: (r.layer, r.feature, _order(r.attribute)))
+    order = {signal_id: i for i, signal_id in enumerate(summary["signal_ids"])}
+    constant = sorted(constant, key=lambda c: (c.layer, c.feature, order.get(c.signal_id, -1)))
+    _write_bytes(beam_io.join(output, "correlations.csv"), correlation.table_csv(table).encode("utf-8"))
+    _write_bytes(beam_io.join(output, "per_feature.parquet"), correlation.per_feature_parquet(per_feature))
+    _write_bytes(beam_io.join(output, "figure10.png"), correlation.figure10_png(table, title=title))
+    full = {
+        **summary,
+        "table": [row.to_dict() for row in table],
+        "zero_features": correlation.zero_feature_summary(constant, n_signals=len(summary["signal_ids"])),
+        "std": "population standard deviation (ddof=0) over every (pair, feature) correlation",
+    }
+    beam_io.write_text(beam_io.join(output, "summary.json"), json.dumps(full, indent=2, sort_keys=True) + "\n")
+    return full
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    signals: Sequence[ModelSignal],
+    settings: Settings,
+    metadata: dict[str, Any],
+    *,
+    summary: dict[str, Any],
+    intra_op_threads: int | None = None,
+) -> None:
+    """Adds the job's transforms to ``pipeline`` (labelled stages; see the module docstring).
+
+    Args:
+        pipeline: The pipeline to extend.
+        signals: The model signals (all analysable, equal length, at the export's sample rate), in the
+            order of ``signals.npz`` in the output folder (the workers read the audio from there).
+        settings: Validated job settings.
+        metadata: The export's ``metadata.json``.
+        summary: What ``summary.json`` records besides the results (grid, model, timings so far).
+        intra_op_threads: TensorFlow threads per worker process (``None``: TensorFlow's default).
+    """
+    names = ATTRIBUTES
+    attributes = [s.attributes() for s in signals]
+    groups = {name: set(correlation.attribute_groups(attributes, name, names=names)) for name in names}
+    by_id = {s.signal_id: (i, s.attributes()) for i, s in enumerate(signals)}
+    widths = {int(layer): int(metadata["features_per_layer"][str(layer)]) for layer in metadata["deconvolvable_layers"]}
+    handler = KeyedModelHandler(SignatureModelHandler(
+        settings.model, signature="deconvolve", max_batch_size=settings.batch_size, outputs=["deconvolved"],
+        intra_op_threads=intra_op_threads,
+    ))
+    normalised = (
+        pipeline
+        | "ListSignals" >> beam.Create([(i, s.signal_id) for i, s in enumerate(signals)])
+        | "SpreadSignals" >> beam.Reshuffle()
+        | "LoadSignals" >> beam.ParDo(LoadSignal(beam_io.join(settings.output, SIGNALS_FILE)))
+        | "OneExamplePerLayer" >> beam.FlatMap(_examples, widths=widths)
+        | "Deconvolve" >> RunInference(handler)
+        | "NormaliseAndKeyByGroup" >> beam.ParDo(NormaliseDeconvolution(by_id, groups, names)).with_outputs(
+            NormaliseDeconvolution.CONSTANT, main="maps")
+    )
+    feature_moments = (
+        normalised.maps
+        | "GroupByAttribute" >> beam.GroupByKey()
+        | "CorrelatePairs" >> beam.Map(correlate_group)
+        | "PerFeature" >> beam.CombinePerKey(MomentsCombineFn(add_pairs=True))
+    )
+    per_feature = (
+        feature_moments
+        | "FeatureRows" >> beam.Map(_feature_row)
+        | "CollectFeatureRows" >> beam.combiners.ToList()
+    )
+    table = (
+        feature_moments
+        | "KeyByLayer" >> beam.Map(lambda kv: ((kv[0][0], kv[0][1]), kv[1]))
+        | "PerLayer" >> beam.CombinePerKey(MomentsCombineFn(add_pairs=False))
+        | "TableRows" >> beam.Map(_table_row)
+        | "CollectTableRows" >> beam.combiners.ToList()
+    )
+    constant = normalised[NormaliseDeconvolution.CONSTANT] | "CollectConstantMaps" >> beam.combiners.ToList()
+    _ = table | "WriteOutputs" >> beam.Map(
+        _write_outputs,
+        beam.pvalue.AsSingleton(per_feature),
+        beam.pvalue.AsSingleton(constant),
+        output=settings.output,
+        summary=summary,
+        title=_title(metadata),
+        widths=widths,
+    )
+
+
+def _title(metadata: dict[str, Any]) -> str:
+    labels = metadata.get("labels") or []
+    what = f"{metadata.get('family', 'model')} model" + (f" ({', '.join(labels[:4])})" if labels else "")
+    return f"Average correlation of every pair in each layer\n{what}; error bars: ±1 std"
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher
+
+
+def _prepare_output(settings: Settings) -> None:
+    paths = [beam_io.join(settings.output, name) for name in OUTPUT_FILES]
+    existing = [p for p in paths if FileSystems.exists(p)]
+    if existing and not settings.overwrite:
+        raise ParameterError(f"--output {settings.output} already holds results ({existing[0]}, ...); "
+                             "pass --overwrite to replace them or choose another folder")
+    if existing:
+        FileSystems.delete(existing)
+    if beam_io.is_local(settings.output):
+        os.makedirs(settings.output, exist_ok=True)
+
+
+def _check_signals(signals: Sequence[ModelSignal], metadata: dict[str, Any], settings: Settings) -> None:
+    n = int(np.shape(signals[0].audio)[-1])
+    rate = int(metadata["sample_rate"])
+    shortest = int(metadata.get("segment_length") or 1)
+    longest = int(metadata.get("max_deconv_samples") or n)
+    if not shortest <= n <= longest:
+        raise ParameterError(
+            f"--signal-seconds {settings.grid.duration}: the signals have {n} samples but the export's deconvolve "
+            f"signature takes {shortest}-{longest} samples ({shortest / rate:g}-{longest / rate:g} s at {rate} Hz)"
+        )
+
+
+def _intra_op_threads(options: PipelineOptions) -> int | None:
+    direct = options.view_as(DirectOptions)
+    runner = options.view_as(StandardOptions).runner
+    if runner in (None, "DirectRunner") and direct.direct_running_mode == "multi_processing":
+        return max(1, (os.cpu_count() or 1) // max(1, int(direct.direct_num_workers or 1)))
+    return None
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    save_main_session: bool = True,
+    test_pipeline: beam.Pipeline | None = None,
+) -> PipelineResult:
+    """Runs the job and waits for it to finish.
+
+    Args:
+        argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
+        save_main_session: Pickle the main module's globals for remote workers.
+        test_pipeline: A pipeline to use instead of creating one (tests).
+
+    Returns:
+        The finished ``PipelineResult`` (its metrics hold the counters).
+
+    Raises:
+        TfauralError: On invalid flags, a directory that is not a tfaural export (or has no
+            ``deconvolve`` signature), a missing soundfont, or an output folder that already
+            holds results (without ``--overwrite``).
+    """
+    started = time.perf_counter()
+    options = parse_job_args(
+        argv, prog="python -m beam_jobs.correlation", description=__doc__,
+        option_classes=[CatalogueJobOptions, InferenceJobOptions, CorrelationOptions],
+    )
+    settings = Settings.from_options(options)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    metadata = read_metadata(settings.model)
+    require_signature(metadata, "deconvolve", export_dir=settings.model)
+    _prepare_output(settings)
+
+    render_start = time.perf_counter()
+    rendered = model_signals(settings.grid, sample_rate=int(metadata["sample_rate"]), soundfont=settings.soundfont,
+                             cache_dir=settings.signals_dir)
+    render_seconds = time.perf_counter() - render_start
+    signals = [s for s in rendered if correlation.analysable(s.attributes())]
+    if len(signals) < 2:
+        raise ParameterError("the grid has fewer than two signals: give several --timbres, --chords or --keys")
+    _check_signals(signals, metadata, settings)
+    notes = apply_runner_defaults(options, num_items=len(signals)) if test_pipeline is None else []
+    threads = _intra_op_threads(options) if test_pipeline is None else None
+    for note in notes:
+        logger.info("correlation: %s", note)
+
+    grid = dataclasses.asdict(settings.grid)
+    summary: dict[str, Any] = {
+        "grid": {**grid, "sample_rate": int(metadata["sample_rate"]), "n_signals": len(signals)},
+        "signal_ids": [s.signal_id for s in signals],
+        "model": {
+            "export_dir": settings.model,
+            **{key: metadata.get(key) for key in ("family", "sample_rate", "labels", "run_id", "stft",
+                                                  "input_scaling", "deconvolvable_layers", "features_per_layer")},
+        },
+        "created_by": f"beam_jobs.correlation (tfaural {__version__})",
+        "timings_seconds": {"render_signals": round(render_seconds, 3)},
+    }
+    logger.info("correlation: %d signals x %d layers -> %s", len(signals), len(metadata["deconvolvable_layers"]),
+                settings.output)
+    _write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(signals))
+    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    build_pipeline(pipeline, signals, settings, metadata, summary=summary, intra_op_threads=threads)
+    pipeline_start = time.perf_counter()
+    result = pipeline.run()
+    result.wait_until_finish()
+    _add_timings(settings.output, {
+        "render_signals": round(render_seconds, 3),
+        "pipeline": round(time.perf_counter() - pipeline_start, 3),
+        "total": round(time.perf_counter() - started, 3),
+    })
+    return result
+
+
+def _add_timings(output: str, timings: dict[str, float]) -> None:
+    path = beam_io.join(output, "summary.json")
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        summary = json.loads(handle.read().decode("utf-8"))
+    summary["timings_seconds"] = timings
+    beam_io.write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    table = summary["table"]
+    logger.info("correlation: done in %.0f s; wrote %s", timings["total"], ", ".join(OUTPUT_FILES))
+    for row in table:
+        mean = "n/a" if row["mean"] is None else f"{row['mean']:.3f}"
+        std = "n/a" if row["std"] is None else f"{row['std']:.3f}"
+        logger.info("  layer %d %-10s mean %s std %s (%d pairs)", row["layer"], row["attribute"], mean, std,
+                    row["n_pairs"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code (2 on a usage or data error)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        run(argv)
+    except TfauralError as err:
+        print(f"correlation: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+

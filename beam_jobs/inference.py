@@ -1,0 +1,402 @@
+"""RunInference on an exported tfaural SavedModel, one named signature at a time.
+
+Beam's stock TensorFlow model handlers cannot serve a multi-signature SavedModel
+under Keras 3 (they call ``keras.models.load_model``). :class:`SignatureModelHandler`
+loads the export with ``tf.saved_model.load`` once per worker process (shared
+between the threads of a process), and calls one signature by name on batches
+that RunInference forms with ``min_batch_size`` / ``max_batch_size``.
+
+Examples are dicts of NumPy arrays keyed by the signature's input names, one
+element per example (``{"waveform": float32 [samples]}``). Inputs without a batch
+axis (``layer``, ``features``, ``mode`` of ``deconvolve`` / ``auralise``) come from
+``constant_inputs`` or from the examples themselves. A batch is split into groups
+whose batched inputs have equal shapes and whose unbatched inputs are equal, and
+each group is one signature call; waveforms of different lengths are never padded
+(that would change song-level averages).
+
+A bad example does not take its batch down: when a group's call fails, its
+examples are retried one by one and an example that fails alone gets an
+:class:`InferenceFailure` as its ``PredictionResult.inference`` (the in-graph
+validation message, e.g. "waveform has 10 samples; need at least 59049"). Anything
+else that escapes (a crashed call, an out-of-memory error) goes to RunInference's
+``with_exception_handling`` dead letters.
+
+Usage::
+
+    handler = SignatureModelHandler(export_dir, signature="serving_default", max_batch_size=8)
+    keyed = KeyedModelHandler(handler)
+    results, errors = keyed_examples | RunInference(keyed).with_exception_handling()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from tfaural.errors import ModelError
+
+__all__ = [
+    "SignatureModelHandler",
+    "InferenceFailure",
+    "LoadedSignature",
+    "SignatureCallError",
+    "read_metadata",
+    "metadata_path",
+    "require_signature",
+    "tf_error_reason",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _restore_memory_metrics() -> None:
+    """Gives RunInference its ``resource`` module back.
+
+    Beam 2.77 imports ``resource`` and its torch-based ``ModelManager`` in one ``try``
+    block, so without torch ``resource`` is ``None`` and RunInference logs "Resource
+    module is not available" on every batch instead of measuring memory.
+    """
+    from apache_beam.ml.inference import base
+
+    if getattr(base, "resource", False) is None:
+        try:
+            import resource
+        except ImportError:  # Windows: Beam's message is right there
+            return
+        base.resource = resource  # type: ignore[attr-defined]
+
+
+_restore_memory_metrics()
+
+METADATA = "assets/metadata.json"
+_BATCHED_BY_NAME = frozenset({"waveform", "wav"})
+
+
+def metadata_path(export_dir: str) -> str:
+    """The ``assets/metadata.json`` of an export version directory (local path or URI)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.join(export_dir.rstrip("/"), "assets", "metadata.json")  # type: ignore[no-any-return]
+
+
+def read_metadata(export_dir: str) -> dict[str, Any]:
+    """Reads an export's ``assets/metadata.json`` (local or Beam filesystem path).
+
+    Raises:
+        ModelError: If the directory is not a tfaural export or the file is not valid JSON.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    path = metadata_path(export_dir)
+    if not FileSystems.exists(path):
+        raise ModelError(
+            f"{export_dir!r} is not a tfaural SavedModel export: {METADATA} is missing "
+            "(pass the version directory, e.g. EXPORT_BASE/1, written by `python -m export`)"
+        )
+    with FileSystems.open(path) as handle:
+        text = handle.read().decode("utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict) or "sample_rate" not in data:
+        raise ModelError(f"{path}: not a tfaural metadata file (no sample_rate)")
+    return data
+
+
+def require_signature(metadata: dict[str, Any], signature: str, *, export_dir: str) -> dict[str, Any]:
+    """The metadata entry of ``signature``.
+
+    Raises:
+        ModelError: If the export has no such signature (e.g. ``auralise`` of a mel-frame model).
+    """
+    signatures = metadata.get("signatures") or {}
+    if signature not in signatures:
+        raise ModelError(f"the export {export_dir!r} ({metadata.get('family', '?')} model) has no signature "
+                         f"{signature!r}; it has {sorted(signatures)}")
+    return signatures[signature]  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceFailure:
+    """The inference of one example failed; takes the place of its outputs.
+
+    Attributes:
+        error: The error type, e.g. ``"InvalidArgumentError"``.
+        reason: What was wrong (for in-graph checks, the check's message).
+    """
+
+    error: str
+    reason: str
+
+
+_ASSERT_MESSAGE = re.compile(r"assertion failed: \[(.*?)\]\s*(?:\n|\[\[|$)", re.DOTALL)
+
+
+def tf_error_reason(err: BaseException) -> str:
+    """A one-line reason for a TensorFlow error: the message of a failed in-graph check if there is one."""
+    message = getattr(err, "message", None) or str(err)
+    match = _ASSERT_MESSAGE.search(message)
+    text = match.group(1) if match else message
+    return " ".join(text.split())[:500]
+
+
+class SignatureCallError(Exception):
+    """A signature call failed (raised where the model runs, picklable for a shared model's proxy).
+
+    Attributes:
+        error: The original error's type name, e.g. ``"InvalidArgumentError"``.
+        reason: What was wrong (the in-graph check's message when there is one).
+        example_error: One bad input can cause it (a failed check, a bad shape), as
+            opposed to e.g. running out of memory.
+    """
+
+    def __init__(self, error: str, reason: str, example_error: bool) -> None:
+        super().__init__(error, reason, example_error)
+        self.error = error
+        self.reason = reason
+        self.example_error = example_error
+
+    def __str__(self) -> str:
+        return f"{self.error}: {self.reason}"
+
+
+@dataclasses.dataclass
+class LoadedSignature:
+    """What :meth:`SignatureModelHandler.load_model` returns: the loaded export and one of its signatures.
+
+    Its methods take and return NumPy arrays only, so that a model shared between
+    worker processes (``share_across_processes``) is called through Beam's proxy
+    without TensorFlow in the calling process.
+
+    Attributes:
+        module: The object returned by ``tf.saved_model.load`` (kept alive: the function refers to it).
+        function: The signature's concrete function.
+        batched: Names of the inputs with a batch axis.
+        input_names: All input names, in call order.
+    """
+
+    module: Any
+    function: Any
+    batched: frozenset[str]
+    input_names: tuple[str, ...]
+
+    def spec(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """``(batched input names, all input names)``."""
+        return self.batched, self.input_names
+
+    def call(self, inputs: dict[str, Any], outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Calls the signature.
+
+        Args:
+            inputs: Every input by name (batched ones with their batch axis), NumPy values.
+            outputs: Output names to return (``None``: all).
+
+        Returns:
+            The outputs as NumPy arrays.
+
+        Raises:
+            SignatureCallError: If the call fails.
+        """
+        import tensorflow as tf
+
+        try:
+            result = self.function(**{name: tf.constant(inputs[name]) for name in self.input_names})
+            return {k: v.numpy() for k, v in result.items() if outputs is None or k in outputs}
+        except Exception as err:
+            example_error = (isinstance(err, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
+                                              ValueError, TypeError))
+                             and not isinstance(err, tf.errors.ResourceExhaustedError))
+            raise SignatureCallError(type(err).__name__, tf_error_reason(err), example_error) from None
+
+
+_CACHE: dict[str, Any] = {}  # export directory -> the object tf.saved_model.load returned
+_CACHE_LOCK = threading.Lock()
+
+
+class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, LoadedSignature]):
+    """Calls one signature of a tfaural SavedModel on batches of examples.
+
+    Args:
+        export_dir: The export version directory (``EXPORT_BASE/<N>``), local or remote.
+        signature: Signature name (``serving_default``, ``features``, ``deconvolve``, ``auralise``).
+        constant_inputs: Unbatched inputs passed unchanged to every call
+            (e.g. ``{"layer": np.int32(3), "features": np.arange(64, dtype=np.int32)}``).
+            Examples may carry unbatched inputs too; theirs take precedence.
+        min_batch_size: Smallest batch RunInference forms.
+        max_batch_size: Largest batch RunInference forms (memory: deconvolution of 64
+            features of a 4-s clip needs ~1 GB, so keep it small for those signatures).
+        outputs: Output names to keep (``None``: all).
+        isolate_failures: Retry the examples of a failing call one by one, so that one
+            bad example yields an :class:`InferenceFailure` instead of failing its batch.
+        intra_op_threads: TensorFlow intra-op threads of each worker process (``None``:
+            TensorFlow's default, one per core). With several worker processes on one
+            machine, ``cores // processes`` avoids oversubscription.
+        share_across_processes: Load the model once per machine, in a process of its own
+            that the worker processes call (Beam's ``share_model_across_processes``): one
+            model load instead of one per worker, and TensorFlow uses every core in it
+            while the workers decode. The calls carry NumPy arrays.
+    """
+
+    def __init__(
+        self,
+        export_dir: str,
+        *,
+        signature: str = "serving_default",
+        constant_inputs: dict[str, Any] | None = None,
+        min_batch_size: int = 1,
+        max_batch_size: int = 8,
+        outputs: Sequence[str] | None = None,
+        isolate_failures: bool = True,
+        intra_op_threads: int | None = None,
+        share_across_processes: bool = False,
+    ) -> None:
+        super().__init__()
+        if not (1 <= min_batch_size <= max_batch_size):
+            raise ModelError(f"min_batch_size={min_batch_size}, max_batch_size={max_batch_size}: expected "
+                             "1 <= min_batch_size <= max_batch_size")
+        self.export_dir = export_dir
+        self.signature = signature
+        self.constant_inputs = dict(constant_inputs or {})
+        self.min_batch_size = min_batch_size
+        self.max_batch_size = max_batch_size
+        self.outputs = tuple(outputs) if outputs is not None else None
+        self.isolate_failures = isolate_failures
+        self.intra_op_threads = intra_op_threads
+        self.share_across_processes = share_across_processes
+
+    # ----------------------------------------------------------------- loading
+
+    def load_model(self) -> LoadedSignature:
+        """Loads the SavedModel once per process (the signatures of one export share it).
+
+        The loaded model is kept in a process-wide cache: runners that set up and tear
+        down the inference DoFn for every bundle (Beam's Dask runner does, per
+        partition) would otherwise load it again each time (~10 s for a SampleCNN
+        export), and jobs that call several signatures load the export once.
+        """
+        with _CACHE_LOCK:
+            if self.export_dir not in _CACHE:
+                _CACHE[self.export_dir] = self._load()
+            loaded = _CACHE[self.export_dir]
+        if self.signature not in loaded.signatures:
+            raise ModelError(
+                f"{self.export_dir!r} has no signature {self.signature!r}; it has {sorted(loaded.signatures)}"
+            )
+        function = loaded.signatures[self.signature]
+        input_names = tuple(function.structured_input_signature[1])
+        return LoadedSignature(loaded, function, self._batched_inputs(input_names), input_names)
+
+    def _load(self) -> Any:
+        import tensorflow as tf
+
+        if self.intra_op_threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(self.intra_op_threads)
+                tf.config.threading.set_inter_op_parallelism_threads(self.intra_op_threads)
+            except RuntimeError:  # the runtime is already initialised in this process: keep its setting
+                pass
+        try:
+            return tf.saved_model.load(self.export_dir)
+        except (OSError, ValueError, tf.errors.OpError) as err:
+            raise ModelError(f"cannot load the SavedModel in {self.export_dir!r}: {err}") from None
+
+    def _batched_inputs(self, input_names: Sequence[str]) -> frozenset[str]:
+        """Inputs with a batch axis, from ``metadata.json`` (fallback: ``waveform`` and ``wav``)."""
+        try:
+            specs = read_metadata(self.export_dir)["signatures"][self.signature]["inputs"]
+            return frozenset(name for name, spec in specs.items() if list(spec.get("shape", []))[:1] == ["batch"])
+        except (ModelError, KeyError, TypeError, OSError):
+            return frozenset(name for name in input_names if name in _BATCHED_BY_NAME)
+
+    # ----------------------------------------------------------------- inference
+
+    def run_inference(
+        self,
+        batch: Sequence[dict[str, Any]],
+        model: LoadedSignature,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        """Runs the signature on ``batch``, one call per group of compatible examples.
+
+        Returns:
+            One ``PredictionResult`` per example, in order; ``inference`` is a dict of
+            NumPy arrays (this example's row of every output) or an :class:`InferenceFailure`.
+        """
+        constants = {**self.constant_inputs, **(inference_args or {})}
+        batched, input_names = model.spec()
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, example in enumerate(batch):
+            groups.setdefault(self._group_key(example, batched), []).append(index)
+        results: list[PredictionResult | None] = [None] * len(batch)
+        for indices in groups.values():
+            examples = [batch[i] for i in indices]
+            for index, inference in zip(indices, self._call_group(examples, model, constants, batched, input_names)):
+                results[index] = PredictionResult(batch[index], inference)
+        return [r for r in results if r is not None]
+
+    def _group_key(self, example: dict[str, Any], batched: frozenset[str]) -> tuple[Any, ...]:
+        key: list[Any] = []
+        for name in sorted(example):
+            value = example[name]
+            if name in batched:
+                key.append((name, np.shape(value)))
+            else:
+                array = np.asarray(value)
+                key.append((name, array.dtype.str, array.shape, array.tobytes()))
+        return tuple(key)
+
+    def _call_group(
+        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+        batched: frozenset[str], input_names: tuple[str, ...],
+    ) -> list[dict[str, np.ndarray] | InferenceFailure]:
+        try:
+            return self._call(examples, model, constants, batched, input_names)
+        except SignatureCallError as err:
+            if not err.example_error or not self.isolate_failures:
+                raise
+            if len(examples) == 1:
+                logger.warning("%s: an example failed: %s", self.signature, err.reason)
+                return [InferenceFailure(err.error, err.reason)]
+        return [item for example in examples
+                for item in self._call_group([example], model, constants, batched, input_names)]
+
+    def _call(
+        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+        batched: frozenset[str], input_names: tuple[str, ...],
+    ) -> list[dict[str, np.ndarray] | InferenceFailure]:
+        first = examples[0]
+        inputs: dict[str, Any] = {name: np.asarray(value) for name, value in constants.items()}
+        for name, value in first.items():
+            if name in batched:
+                inputs[name] = np.stack([np.asarray(example[name]) for example in examples])
+            else:
+                inputs[name] = np.asarray(value)
+        missing = [name for name in input_names if name not in inputs]
+        if missing:
+            raise SignatureCallError("ValueError", f"signature {self.signature!r} needs the inputs {missing}; "
+                                     f"examples have {sorted(first)} and constant inputs {sorted(constants)}", True)
+        arrays = model.call({name: inputs[name] for name in input_names}, self.outputs)
+        return [{k: v[row] for k, v in arrays.items()} for row in range(len(examples))]
+
+    # ----------------------------------------------------------------- RunInference plumbing
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        return {"min_batch_size": self.min_batch_size, "max_batch_size": self.max_batch_size}
+
+    def get_num_bytes(self, batch: Sequence[dict[str, Any]]) -> int:
+        return int(sum(np.asarray(v).nbytes for example in batch for v in example.values()))
+
+    def get_metrics_namespace(self) -> str:
+        return f"tfaural_{self.signature}"
+
+    def share_model_across_processes(self) -> bool:
+        return self.share_across_processes

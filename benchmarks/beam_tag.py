@@ -1,0 +1,251 @@
+"""End-to-end speed of ``beam_jobs.tag`` with a 3^9-SampleCNN export, beside the model alone and a naive loop.
+
+Prints one JSON object. In one run, on the same generated catalogue (``--tracks`` files of
+``--seconds`` seconds, 44.1 kHz stereo, FLAC and WAV alternating) and the same export
+(the 3^9-SampleCNN of Lee et al. 2018, random weights, 50 labels, 22,050 Hz):
+
+* **end to end**: wall time of ``beam_jobs.tag.run`` on the local DirectRunner in
+  multi-processing mode with ``--workers`` processes: launching, worker start-up
+  (importing TensorFlow, loading the SavedModel in every worker), decoding and
+  resampling, inference, writing ``tags.jsonl``/``tags.csv``/``manifest.jsonl``. The same
+  job on a one-track catalogue measures the fixed start-up cost, so that the throughput
+  after start-up is reported too;
+* **model only**: the ``serving_default`` signature of the loaded SavedModel on the
+  already decoded waveforms in this process (batches of 1 and of up to 8 equal-length
+  tracks; the faster counts), after one warm-up call;
+* **naive loop**: ``librosa.load(path, sr=22050)`` and one signature call per file, in
+  this process, timed with the SavedModel load (a script's start-up, like the job's) and
+  without it.
+
+Throughput is reported as times real time (seconds of audio per second, = audio hours per
+hour), with the ratios against the targets: end to end >= 0.6 x model only, >= 3 x naive.
+
+Usage:
+    python benchmarks/beam_tag.py [--quick] [--tracks 200] [--seconds 30] [--workers 2] [--export-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _timing import environment
+
+SAMPLE_RATE = 22050
+SOURCE_RATE = 44100
+BATCH = 8
+TARGET_VS_MODEL = 0.6
+TARGET_VS_NAIVE = 3.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="12 tracks of 10 s (a smoke test; < 90 s)")
+    parser.add_argument("--tracks", type=int, default=None, help="number of generated tracks (default 200; quick 12)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each track (default 30; quick 10)")
+    parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes (default 2)")
+    parser.add_argument("--export-dir", default=None,
+                        help="reuse this export version directory instead of exporting a fresh 3^9-SampleCNN")
+    parser.add_argument("--keep", default=None, help="keep the catalogue, export and outputs in this folder")
+    return parser.parse_args(argv)
+
+
+def export_samplecnn(base: str) -> str:
+    """Exports a randomly initialised 3^9-SampleCNN (50 labels, 22,050 Hz); returns the version directory."""
+    import keras
+
+    from export import exporter
+    from tfaural.config import AudioConfig, SegmentConfig
+    from tfaural.models import config_from_model
+    from tfaural.models.samplecnn import samplecnn
+    from tfaural.run import RunInfo
+
+    keras.utils.set_random_seed(0)
+    model = samplecnn(n_outputs=50, sample_rate=SAMPLE_RATE)
+    config = config_from_model(model)
+    info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
+                   audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))
+    return exporter.export_model(model, info, base, verify=False)
+
+
+def generate_catalogue(folder: Path, *, tracks: int, seconds: float) -> list[Path]:
+    """``tracks`` synthetic stereo 44.1 kHz pieces (chords of harmonic tones, noise, a beat), FLAC/WAV."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2018)
+    n = int(round(seconds * SOURCE_RATE))
+    t = np.arange(n) / SOURCE_RATE
+    paths = []
+    for index in range(tracks):
+        y = np.zeros((2, n), np.float32)
+        for f0 in 110.0 * 2 ** (rng.integers(0, 24, 3) / 12):
+            tone = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) / k for k in range(1, 6))
+            y += (0.08 * tone * rng.uniform(0.5, 1.0, (2, 1))).astype(np.float32)
+        beat = (np.sin(2 * np.pi * rng.uniform(1.5, 2.5) * t) > 0.95).astype(np.float32)
+        y += 0.1 * beat * rng.standard_normal(n).astype(np.float32)
+        y += 0.01 * rng.standard_normal((2, n)).astype(np.float32)
+        y *= 0.9 / np.max(np.abs(y))
+        path = folder / f"track {index:03d}.{'flac' if index % 2 == 0 else 'wav'}"
+        sf.write(path, y.T, SOURCE_RATE, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def end_to_end(paths: list[Path], export_dir: str, output: Path, *, workers: int) -> dict[str, Any]:
+    """Wall time of the tag job on the multi-processing DirectRunner."""
+    from beam_jobs import tag
+    from beam_jobs.catalogue_io import summarize
+
+    start = time.perf_counter()
+    tag.run([f"--input={paths[0].parent}/*", f"--model={export_dir}", f"--output={output}", "--runner=DirectRunner",
+             "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
+    seconds = time.perf_counter() - start
+    summary = summarize(str(output))
+    if summary.ok != len(paths):
+        raise RuntimeError(f"the job tagged {summary.ok} of {len(paths)} tracks: {summary.describe('tag')}")
+    return {"seconds": seconds}
+
+
+def model_only(waveforms: list[np.ndarray], serving: Any) -> dict[str, Any]:
+    """The signature alone on decoded waveforms: batches of 1, and of up to 8 equal-length tracks."""
+    import tensorflow as tf
+
+    serving(waveform=tf.constant(waveforms[0][np.newaxis]))  # warm-up
+    start = time.perf_counter()
+    for y in waveforms:
+        serving(waveform=tf.constant(y[np.newaxis]))["scores"].numpy()
+    batch_1 = time.perf_counter() - start
+    groups: dict[int, list[np.ndarray]] = {}
+    for y in waveforms:
+        groups.setdefault(len(y), []).append(y)
+    start = time.perf_counter()
+    for same_length in groups.values():
+        for i in range(0, len(same_length), BATCH):
+            serving(waveform=tf.constant(np.stack(same_length[i : i + BATCH])))["scores"].numpy()
+    batched = time.perf_counter() - start
+    return {"seconds_batch_1": batch_1, "seconds_batch_8": batched, "seconds": min(batch_1, batched)}
+
+
+def naive_loop(paths: list[Path], serving: Any) -> dict[str, Any]:
+    """``librosa.load`` + one signature call per file."""
+    import librosa
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    for path in paths:
+        y, _ = librosa.load(path, sr=SAMPLE_RATE, mono=True)
+        serving(waveform=tf.constant(y[np.newaxis]))["scores"].numpy()
+    return {"loop_seconds": time.perf_counter() - start}
+
+
+def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None = None, workers: int = 2,
+        export_dir: str | None = None, keep: str | None = None) -> dict[str, Any]:
+    """Runs the three measurements and returns the JSON-serialisable results."""
+    tracks = tracks or (12 if quick else 200)
+    seconds = seconds or (10.0 if quick else 30.0)
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-beam-tag-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        export_dir = export_dir or export_samplecnn(str(root / "export"))
+        export_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        paths = generate_catalogue(root / "audio", tracks=tracks, seconds=seconds)
+        generate_seconds = time.perf_counter() - start
+        audio_seconds = tracks * seconds
+
+        probe = generate_catalogue(root / "one", tracks=1, seconds=seconds)
+        startup = end_to_end(probe, export_dir, root / "tags-one", workers=workers)["seconds"]
+        e2e = end_to_end(paths, export_dir, root / "tags", workers=workers)
+
+        import tensorflow as tf
+
+        from tfaural import audio
+
+        start = time.perf_counter()
+        serving = tf.saved_model.load(export_dir).signatures["serving_default"]
+        load_seconds = time.perf_counter() - start
+        segment = 59049
+        waveforms = []
+        for path in paths:
+            y, _ = audio.load(str(path), sample_rate=SAMPLE_RATE)
+            waveforms.append(y[: len(y) // segment * segment])
+        model = model_only(waveforms, serving)
+        naive = naive_loop(paths, serving)
+        naive["seconds"] = naive["loop_seconds"] + load_seconds
+
+        def speed(value: float) -> float:
+            return audio_seconds / value
+
+        result = {
+            "benchmark": "beam_jobs.tag end to end vs model only vs naive loop",
+            "model": "3^9-SampleCNN (random weights, 50 labels), SavedModel serving_default",
+            "sample_rate": SAMPLE_RATE,
+            "tracks": tracks,
+            "track_seconds": seconds,
+            "audio_seconds": audio_seconds,
+            "source": {"sample_rate": SOURCE_RATE, "channels": 2, "formats": ["flac", "wav"]},
+            "workers": workers,
+            "end_to_end": {
+                "seconds": e2e["seconds"], "x_real_time": speed(e2e["seconds"]),
+                "startup_seconds": startup,
+                "x_real_time_after_startup": audio_seconds / max(e2e["seconds"] - startup, 1e-9),
+            },
+            "model_only": {
+                "seconds": model["seconds"], "x_real_time": speed(model["seconds"]),
+                "x_real_time_batch_1": speed(model["seconds_batch_1"]),
+                "x_real_time_batch_8": speed(model["seconds_batch_8"]),
+            },
+            "naive_loop": {
+                "seconds": naive["seconds"], "x_real_time": speed(naive["seconds"]),
+                "loop_seconds": naive["loop_seconds"], "x_real_time_without_model_load": speed(naive["loop_seconds"]),
+            },
+            "model_load_seconds": load_seconds,
+            "export_seconds": export_seconds,
+            "generate_seconds": generate_seconds,
+        }
+        vs_model = model["seconds"] / e2e["seconds"]
+        vs_naive = naive["seconds"] / e2e["seconds"]
+        result["ratios"] = {
+            "end_to_end_vs_model_only": vs_model,
+            "end_to_end_vs_model_only_target": TARGET_VS_MODEL,
+            "end_to_end_vs_model_only_met": vs_model >= TARGET_VS_MODEL,
+            "end_to_end_vs_naive_loop": vs_naive,
+            "end_to_end_vs_naive_loop_without_model_load": naive["loop_seconds"] / e2e["seconds"],
+            "end_to_end_vs_naive_loop_target": TARGET_VS_NAIVE,
+            "end_to_end_vs_naive_loop_met": vs_naive >= TARGET_VS_NAIVE,
+        }
+        result["quick"] = quick
+        result.update(environment())
+        return result
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = run(quick=args.quick, tracks=args.tracks, seconds=args.seconds, workers=args.workers,
+                 export_dir=args.export_dir, keep=args.keep)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

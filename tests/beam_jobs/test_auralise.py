@@ -1,0 +1,208 @@
+"""beam_jobs.auralise end to end (in-process DirectRunner): the output folder the listening report reads.
+
+The written audio is checked against the SavedModel's auralise signature called directly on the
+same decoded excerpt; every input file must appear exactly once in manifest.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+from matplotlib import image as mpimg
+from test_inference import (
+    CHOI_SR,
+    SAMPLECNN_SR,
+    Entry,
+    check_manifest,
+    choi_export,  # noqa: F401  (a fixture)
+    decode,
+    read_manifest_rows,
+    samplecnn_export,  # noqa: F401  (a fixture)
+    signature,
+    write_catalogue,
+)
+
+from beam_jobs import auralise
+from beam_jobs.options import AuraliseOptions, CatalogueJobOptions, InferenceJobOptions, parse_job_args
+from tfaural.errors import ParameterError
+
+OFFSET, CLIP = 0.25, 0.75
+CLIP_SAMPLES = int(round(CLIP * CHOI_SR))
+QUANTISATION = 2.0 / 32768  # 16-bit files
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, list[Entry]]:
+    root = tmp_path_factory.mktemp("auralise-catalogue")
+    entries = write_catalogue(root)  # bad/short.wav (10 ms) ends before the excerpt starts:
+    return root, [dataclasses.replace(e, reason="past the end") if e.relative == "bad/short.wav" else e
+                  for e in entries]
+
+
+def _argv(root: pathlib.Path, export: str, output: pathlib.Path, *extra: str) -> list[str]:
+    return [f"--input={root}/**", f"--model={export}", f"--output={output}", "--runner=DirectRunner",
+            f"--offset-seconds={OFFSET}", f"--clip-seconds={CLIP}", *extra]
+
+
+@pytest.fixture(scope="module")
+def auralised(catalogue: tuple[pathlib.Path, list[Entry]], choi_export: str,  # noqa: F811
+              tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    root, _ = catalogue
+    output = tmp_path_factory.mktemp("auralised")
+    auralise.run(_argv(root, choi_export, output, "--layers=1,3", "--features=0-2", "--features-per-call=2",
+                       "--format=flac", "--spectrograms", "--batch-size=2", "--report"))
+    return output
+
+
+@pytest.mark.slow
+def test_layout_and_audio_match_the_signature(
+    catalogue: tuple[pathlib.Path, list[Entry]], auralised: pathlib.Path, choi_export: str,  # noqa: F811
+) -> None:
+    root, entries = catalogue
+    rows = check_manifest(auralised, root, entries)
+    job = json.loads((auralised / "job.json").read_text())
+    assert (job["layers"], job["features"], job["mode"], job["format"]) == ([1, 3], {"1": [0, 1, 2], "3": [0, 1, 2]},
+                                                                            "phase", "flac")
+    assert (job["clip_seconds"], job["offset_seconds"], job["spectrograms"]) == (CLIP, OFFSET, True)
+    assert job["model_dir"] == choi_export and job["metadata"]["sample_rate"] == CHOI_SR and job["created"]
+    aural = signature(choi_export, "auralise")
+    audible = 0
+    for entry in (e for e in entries if e.error is None):
+        folder = auralised / rows[entry.relative]["name"]
+        text = (folder / "track.json").read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        info = json.loads(text)
+        assert set(info) == {"track_id", "path", "sample_rate", "offset_seconds", "clip_seconds", "original",
+                             "original_spectrogram", "layers"}
+        assert (info["path"], info["sample_rate"], info["offset_seconds"]) == (str(root / entry.relative), CHOI_SR,
+                                                                                OFFSET)
+        assert info["clip_seconds"] == pytest.approx(CLIP, abs=1 / CHOI_SR)
+        excerpt = decode(root / entry.relative, CHOI_SR, offset=OFFSET, duration=CLIP)
+        original, rate = sf.read(folder / info["original"], dtype="float32")
+        assert rate == CHOI_SR and len(original) == len(excerpt) == CLIP_SAMPLES
+        np.testing.assert_allclose(original, excerpt, atol=QUANTISATION)
+        assert info["original_spectrogram"] == "original.png"
+        assert mpimg.imread(folder / "original.png").shape[:2] == (33, 1 + CLIP_SAMPLES // 32)
+        assert sorted(info["layers"]) == ["1", "3"]
+        for layer, features in info["layers"].items():
+            assert [f["feature"] for f in features] == [0, 1, 2]
+            expected = aural(waveform=tf.constant(excerpt[np.newaxis]), layer=tf.constant(int(layer)),
+                             features=tf.constant([0, 1, 2]), mode=tf.constant("phase"))
+            for k, feature in enumerate(features):
+                assert feature["file"] == f"layer{layer}/feature{k}.flac"
+                assert feature["spectrogram"] == f"layer{layer}/feature{k}.png"
+                assert (folder / feature["spectrogram"]).is_file()
+                assert feature["activation"] is None or np.isfinite(feature["activation"])
+                y, rate = sf.read(folder / feature["file"], dtype="float32")
+                assert rate == CHOI_SR and len(y) == CLIP_SAMPLES
+                np.testing.assert_allclose(y, expected["audio"].numpy()[0, k], atol=QUANTISATION)
+                assert feature["silent"] == bool(expected["silent"].numpy()[0, k]) == (not np.any(y))
+                assert feature["peak"] == pytest.approx(float(expected["peak"].numpy()[0, k]), rel=1e-5)
+                if entry.silent:
+                    assert feature["silent"] and feature["peak"] == 0.0
+                elif not feature["silent"]:
+                    audible += 1
+                    assert np.max(np.abs(y)) == pytest.approx(0.9, abs=1e-3)
+    assert audible >= 10, "random-weight features of non-silent music must mostly be audible"
+    index = (auralised / "report" / "index.html").read_text()
+    assert rows["rock/Song One.wav"]["track_id"] in index and "corrupt.wav" in index
+
+
+@pytest.mark.slow
+def test_rerun_removes_stale_files_and_resumes(
+    catalogue: tuple[pathlib.Path, list[Entry]], auralised: pathlib.Path, choi_export: str,  # noqa: F811
+    tmp_path: pathlib.Path,
+) -> None:
+    root, _ = catalogue
+    output = tmp_path / "again"
+    shutil.copytree(auralised, output)
+    rows = [r for r in read_manifest_rows(output) if r["status"] == "ok"]
+    folder = output / rows[0]["name"]
+    auralise.run(_argv(root, choi_export, output, "--layers=1", "--features=0", "--overwrite"))
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "layer1/feature0.wav", "original.wav", "track.json"]
+    first = read_manifest_rows(output)
+    assert [r["outputs"] for r in first if r["name"] == rows[0]["name"]] == [
+        [f"{rows[0]['name']}/{name}" for name in ("original.wav", "layer1/feature0.wav", "track.json")]]
+    track_json = (folder / "track.json").read_text()
+
+    (output / rows[1]["name"] / "track.json").unlink()  # as if the run had stopped before this track
+    auralise.run(_argv(root, choi_export, output, "--layers=1", "--features=0", "--skip-existing"))
+    again = read_manifest_rows(output)
+    assert [{k: v for k, v in r.items() if k != "reused"} for r in again] == first
+    assert [r["name"] for r in again if r.get("reused")] == [r["name"] for r in rows if r["name"] != rows[1]["name"]]
+    assert (folder / "track.json").read_text() == track_json
+
+
+@pytest.mark.slow
+def test_waveform_models_are_auralised_too(samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+                                           rng: np.random.Generator) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    sf.write(root / "noise.wav", rng.uniform(-0.5, 0.5, 4000).astype(np.float32), 8000)
+    output = tmp_path / "out"
+    auralise.run([f"--input={root}/*.wav", f"--model={samplecnn_export}", f"--output={output}", "--layers=1-2",
+                  "--features=0,3", "--clip-seconds=0.3", "--mode=mask", "--runner=DirectRunner"])
+    info = json.loads((output / "noise" / "track.json").read_text())
+    assert sorted(info["layers"]) == ["1", "2"]
+    for features in info["layers"].values():
+        for feature in features:
+            y, rate = sf.read(output / "noise" / feature["file"], dtype="float32")
+            assert rate == SAMPLECNN_SR and len(y) == int(round(0.3 * SAMPLECNN_SR))
+            assert feature["silent"] == (not np.any(y))
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--layers=0"], "--layers '0' names \\[0\\], which do not exist: expected values in 1-5"),
+        (["--layers=2-1"], "is empty"),
+        (["--layers=one"], "expected 'all', a list"),
+        (["--features=3-4"], "names \\[4\\].*layer 1 has 4 feature maps"),
+        (["--clip-seconds=0.1"], "needs at least one segment"),
+        (["--clip-seconds=31"], "max_deconv_seconds"),
+        (["--offset-seconds=-1"], "--offset-seconds -1"),
+        (["--format=mp3"], "expected one of wav\\|flac"),
+        (["--features-per-call=0"], "--features-per-call 0"),
+    ],
+)
+def test_settings_validation(flags: list[str], message: str, choi_export: str,  # noqa: F811
+                             tmp_path: pathlib.Path) -> None:
+    argv = [f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", *flags]
+    options = parse_job_args(argv, prog="auralise", description="",
+                             option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
+    with pytest.raises(ParameterError, match=message):
+        auralise.Settings.from_options(options)
+
+
+def test_settings_chunks_and_bad_layers_exit_2(choi_export: str, tmp_path: pathlib.Path,  # noqa: F811
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", "--layers=2,4-5",
+            "--features=all", "--features-per-call=3"]
+    options = parse_job_args(argv, prog="auralise", description="",
+                             option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
+    settings = auralise.Settings.from_options(options)
+    assert settings.chunks() == [(2, (0, 1, 2)), (2, (3,)), (4, (0, 1, 2)), (4, (3,)), (5, (0, 1, 2)), (5, (3,))]
+    assert settings.stft == (64, 32) and settings.common.batch_size == 1
+    assert auralise.main([*argv[:3], "--layers=7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("auralise: error: --layers '7'") and "\n" not in err
+    assert not os.path.exists(tmp_path / "job.json")
+
+
+def test_spectrogram_db_of_silence_is_finite() -> None:
+    db = auralise.spectrogram_db(np.zeros(1000, np.float32), n_fft=64, hop_length=16)
+    assert db.shape == (33, 1 + 1000 // 16) and np.all(db == np.float32(-200.0))
+    tone = auralise.spectrogram_db(np.sin(2 * np.pi * 256 * np.arange(2048) / 2048).astype(np.float32),
+                                   n_fft=64, hop_length=32)
+    assert int(np.argmax(tone[:, 10])) == 8  # 256 Hz / (2048 Hz / 64) = bin 8
+    png = auralise.render_spectrogram(tone, vmin=-80.0, vmax=0.0)
+    assert png.startswith(b"\x89PNG")

@@ -1,0 +1,169 @@
+"""beam_jobs.correlation on a real Beam runner (in-process DirectRunner) with a real SavedModel export.
+
+A tiny Choi CNN is exported (``export.exporter.export_model``); the job renders the reduced grid
+(2 timbres × 2 chords × 2 keys, 2 s, FluidSynth + additive sines), deconvolves every feature of
+every layer through the export's ``deconvolve`` signature and the shared RunInference handler,
+groups by attribute and writes the four outputs. Its numbers are compared with
+:func:`tfaural.correlation.analyse` on the Keras model and the same signals: both normalise
+float32 maps in float64, so they differ only by the float32 rounding of two deconvolution graphs
+(the SavedModel's and the Keras model's); the stated tolerance is 1e-6 (observed: ~1e-15, the two
+graphs give identical maps on one machine).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from matplotlib import image as mpimg
+
+from beam_jobs import correlation as job
+from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, parse_job_args
+from export import exporter
+from tfaural import correlation, signals
+from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.correlation import ATTRIBUTES, FeatureRow, TableRow
+from tfaural.errors import ModelError, ParameterError
+from tfaural.models import choi_cnn, config_from_model
+from tfaural.run import RunInfo
+
+SR = 4000
+SECONDS = 2.0
+GRID = ["--timbres=sine,piano", "--chords=major,minor", "--keys=A3,G4", f"--signal-seconds={SECONDS}"]
+#: Beam (SavedModel graph) vs library (Keras model): float32 deconvolutions of two graphs.
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, str]:
+    keras.utils.set_random_seed(3)
+    model = choi_cnn(n_outputs=3, n_freq=33, n_frames=33, n_fft=64, hop_length=32, n_filters=4, fc_units=(8,),
+                     sample_rate=SR)
+    info = RunInfo(model=config_from_model(model), labels=("ballad", "dance", "hiphop"), task="single-label",
+                   audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024),
+                   stft=STFTConfig(n_fft=64, hop_length=32))
+    base = tmp_path_factory.mktemp("exports")
+    return model, exporter.export_model(model, info, base, verify=False)
+
+
+@pytest.fixture(scope="module")
+def job_run(exported: tuple[keras.Model, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, object]:
+    _, export_dir = exported
+    output = tmp_path_factory.mktemp("correlation")
+    cache = tmp_path_factory.mktemp("signals")
+    result = job.run([f"--model={export_dir}", f"--output={output}", f"--signals={cache}", *GRID,
+                      "--runner=DirectRunner"], save_main_session=False)
+    return output, result
+
+
+@pytest.mark.slow
+def test_job_equals_the_library(exported: tuple[keras.Model, str], job_run: tuple[pathlib.Path, object]) -> None:
+    model, _ = exported
+    output, _ = job_run
+    grid = signals.SignalGrid(timbres=("sine", "piano"), chords=("major", "minor"), keys=("A3", "G4"),
+                              duration=SECONDS)
+    library_signals = signals.model_signals(grid, sample_rate=SR)
+    library = correlation.analyse(model, library_signals, progress=False)
+
+    table = correlation.read_table_csv((output / "correlations.csv").read_text())
+    assert [(r.layer, r.attribute) for r in table] == [(L, a) for L in (1, 2, 3, 4, 5) for a in ATTRIBUTES]
+    for beam_row, lib_row in zip(table, library.table):
+        assert (beam_row.n_pairs, beam_row.n_undefined) == (lib_row.n_pairs, lib_row.n_undefined)
+        assert beam_row.n_pairs == 4
+        for a, b in ((beam_row.mean, lib_row.mean), (beam_row.std, lib_row.std)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a == pytest.approx(b, abs=TOL)
+
+    rows = [FeatureRow(**r) for r in pq.read_table(output / "per_feature.parquet").to_pylist()]
+    assert [(r.layer, r.feature, r.attribute) for r in rows] == [
+        (r.layer, r.feature, r.attribute) for r in library.per_feature]
+    for beam_row, lib_row in zip(rows, library.per_feature):
+        assert (beam_row.n_pairs, beam_row.n_undefined) == (lib_row.n_pairs, lib_row.n_undefined)
+        if lib_row.mean is None:
+            assert beam_row.mean is None and beam_row.std is None
+        else:
+            assert beam_row.mean == pytest.approx(lib_row.mean, abs=TOL)
+            assert beam_row.std == pytest.approx(lib_row.std, abs=TOL)
+
+    summary = json.loads((output / "summary.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))
+    assert [TableRow(**r) for r in summary["table"]] == list(table)
+    assert summary["grid"]["n_signals"] == 8 and summary["grid"]["sample_rate"] == SR
+    assert summary["model"]["family"] == "choi" and summary["model"]["labels"] == ["ballad", "dance", "hiphop"]
+    assert set(summary["timings_seconds"]) == {"render_signals", "pipeline", "total"}
+    expected_zero = correlation.zero_feature_summary(library.zero_features, n_signals=8)
+    assert summary["zero_features"] == expected_zero
+
+    pixels = mpimg.imread(output / "figure10.png")
+    assert pixels.shape[0] > 300 and pixels[..., :3].std() > 0.05
+
+    with np.load(output / "signals.npz") as analysed:  # what the workers deconvolved
+        assert analysed["signal_ids"].tolist() == [s.signal_id for s in library_signals]
+        np.testing.assert_array_equal(analysed["audio"], np.stack([s.audio for s in library_signals]))
+
+
+@pytest.mark.slow
+def test_job_counters_and_overwrite(exported: tuple[keras.Model, str], job_run: tuple[pathlib.Path, object]) -> None:
+    _, export_dir = exported
+    output, result = job_run
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]  # type: ignore[attr-defined]
+                if c.key.metric.namespace == "correlation"}
+    assert counters["deconvolutions"] == 8 * 5
+    # Pair correlations: 4 pairs per attribute, 4 features, 5 layers, 3 attributes.
+    assert counters["pair_correlations"] == 4 * 4 * 5 * 3
+    with pytest.raises(ParameterError, match="already holds results"):
+        job.run([f"--model={export_dir}", f"--output={output}", *GRID, "--runner=DirectRunner"],
+                save_main_session=False)
+
+
+def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
+    assert job.main(["--output", str(tmp_path)]) == 2  # no --model
+    with pytest.raises(ModelError, match="not a tfaural SavedModel export"):
+        job.run([f"--model={tmp_path}", f"--output={tmp_path / 'out'}", "--runner=DirectRunner"])
+    options = parse_job_args(
+        ["--model=m", "--output=o", "--timbres=sine,program40", "--chords=major;power=0,7", "--keys=C4"],
+        prog="t", description="", option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+    settings = job.Settings.from_options(options)
+    assert settings.grid.timbres == ("sine", "program40")
+    assert settings.grid.chords == ("major", "power=0,7") and settings.grid.keys == ("C4",)
+    assert settings.batch_size == 1 and settings.grid.duration == 4.0
+    for bad, message in (("--keys=H2", "'H2'"), ("--timbres=banjo", "'banjo'"), ("--signal-seconds=0", "seconds")):
+        options = parse_job_args(["--model=m", "--output=o", bad], prog="t", description="",
+                                     option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+        with pytest.raises(ParameterError, match=message):
+            job.Settings.from_options(options)
+
+
+def test_signals_shorter_than_the_models_segment_are_refused(exported: tuple[keras.Model, str],
+                                                             tmp_path: pathlib.Path) -> None:
+    _, export_dir = exported
+    with pytest.raises(ParameterError, match=r"--signal-seconds 0\.1: the signals have 400 samples"):
+        job.run([f"--model={export_dir}", f"--output={tmp_path}", "--timbres=sine", "--chords=major",
+                 "--keys=A3,G4", "--signal-seconds=0.1", "--runner=DirectRunner"], save_main_session=False)
+
+
+@pytest.mark.slow
+def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.Path) -> None:
+    _, export_dir = exported
+    done = subprocess.run(
+        [sys.executable, "-m", "beam_jobs.correlation", f"--model={export_dir}", f"--output={tmp_path}",
+         "--timbres=sine", "--chords=major", "--keys=A3,G4", f"--signal-seconds={SECONDS}", "--runner=DirectRunner"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = correlation.read_table_csv((tmp_path / "correlations.csv").read_text())
+    assert [(r.attribute, r.n_pairs) for r in table if r.layer == 1] == [("key", 1), ("chord", 0), ("instrument", 0)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(job.OUTPUT_FILES)
+    rows = pq.read_table(tmp_path / "per_feature.parquet").to_pylist()
+    assert len(rows) == 5 * 4 * 3 and all(r["mean"] is None for r in rows if r["attribute"] != "key")
+    help_text = subprocess.run([sys.executable, "-m", "beam_jobs.correlation", "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    for flag in ("--model", "--output", "--signals", "--soundfont", "--timbres", "--chords", "--keys"):
+        assert flag in help_text

@@ -1,0 +1,153 @@
+"""beam_jobs.extract_features end to end (in-process DirectRunner) from a manifest, and its shard formats.
+
+Features are checked against the SavedModel's ``features`` signature called directly on the same
+decoded audio (whole track and every segment alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pathlib
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+from test_inference import (
+    SAMPLECNN_SEGMENT,
+    SAMPLECNN_SR,
+    Entry,
+    check_manifest,
+    decode,
+    read_manifest_rows,
+    samplecnn_export,  # noqa: F401  (a fixture)
+    signature,
+    write_catalogue,
+)
+
+from beam_jobs import extract_features as job
+from beam_jobs.io import shard_index
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, list[Entry], pathlib.Path]:
+    root = tmp_path_factory.mktemp("features-catalogue")
+    entries = write_catalogue(root)
+    entries.append(Entry("bad/missing.wav", "AudioDecodeError", "file not found"))
+    manifest = root / "catalogue.csv"
+    ids = {"rock/Song One.wav": "rock/song-1", "..dots..wav": "dots"}  # the others: derived from the path
+    manifest.write_text("path,track_id\n" + "".join(f'"{e.relative}",{ids.get(e.relative, "")}\n' for e in entries))
+    return root, entries, manifest
+
+
+@pytest.fixture(scope="module")
+def extracted(catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], samplecnn_export: str,  # noqa: F811
+              tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    _, _, manifest = catalogue
+    output = tmp_path_factory.mktemp("features")
+    job.run([f"--manifest={manifest}", f"--model={samplecnn_export}", f"--output={output}", "--format=parquet",
+             "--per-segment", "--tracks-per-shard=3", "--batch-size=4", "--runner=DirectRunner"])
+    return output
+
+
+@pytest.mark.slow
+def test_features_of_every_track_match_the_signature(
+    catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], extracted: pathlib.Path,
+    samplecnn_export: str,  # noqa: F811
+) -> None:
+    root, entries, _ = catalogue
+    rows = check_manifest(extracted, root, entries)
+    assert (rows["rock/Song One.wav"]["track_id"], rows["rock/Song One.wav"]["name"]) == ("rock/song-1", "rock__song-1")
+    spec = json.loads((extracted / "job.json").read_text())
+    shards = -(-len(entries) // 3)
+    assert spec["num_shards"] == shards and spec["format"] == "parquet"
+    dim = spec["feature_dim"]
+    assert dim == sum(level["size"] for level in spec["feature_layout"]) == 2 * (8 + 16 + 16)
+    tables = {name: pq.read_table(extracted / name).to_pylist() for name in spec["shards"]}
+    records = {r["track_id"]: (name, r) for name, table in tables.items() for r in table}
+    for table in tables.values():
+        assert [r["track_id"] for r in table] == sorted(r["track_id"] for r in table)
+    features = signature(samplecnn_export, "features")
+    good = [e for e in entries if e.error is None]
+    assert sorted(records) == sorted(rows[e.relative]["track_id"] for e in good)
+    for entry in good:
+        row = rows[entry.relative]
+        shard, record = records[row["track_id"]]
+        assert shard == job.shard_name(shard_index(row["track_id"], shards), shards, "parquet")
+        assert row["outputs"] == [shard, f"tracks/{row['name']}.npz"]
+        y = decode(root / entry.relative, SAMPLECNN_SR)
+        n = len(y) // SAMPLECNN_SEGMENT
+        whole = features(waveform=tf.constant(y[np.newaxis, : n * SAMPLECNN_SEGMENT]))["features"].numpy()[0]
+        segments = features(waveform=tf.constant(y[: n * SAMPLECNN_SEGMENT].reshape(n, SAMPLECNN_SEGMENT)))
+        np.testing.assert_allclose(record["features"], whole, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(record["segment_features"], segments["features"].numpy(), rtol=1e-5, atol=1e-6)
+        assert record["num_segments"] == n and record["path"] == str(root / entry.relative)
+        part = job.read_part(str(extracted / "tracks" / f"{row['name']}.npz"))
+        np.testing.assert_array_equal(part.features, np.asarray(record["features"], np.float32))
+
+
+@pytest.mark.slow
+def test_skip_existing_rebuilds_the_same_shards(
+    catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], extracted: pathlib.Path,
+    samplecnn_export: str,  # noqa: F811
+) -> None:
+    _, _, manifest = catalogue
+    shards = {p.name: p.read_bytes() for p in extracted.glob("features-*")}
+    before = read_manifest_rows(extracted)
+    job.run([f"--manifest={manifest}", f"--model={samplecnn_export}", f"--output={extracted}", "--format=parquet",
+             "--per-segment", "--tracks-per-shard=3", "--runner=DirectRunner", "--skip-existing"])
+    after = read_manifest_rows(extracted)
+    assert [{k: v for k, v in r.items() if k != "reused"} for r in after] == before
+    assert all(r.get("reused") for r in after if r["status"] == "ok")
+    assert {p.name: p.read_bytes() for p in extracted.glob("features-*")} == shards
+
+
+def _records(per_segment: bool) -> list[job.FeatureRecord]:
+    rng = np.random.default_rng(3)
+    return [job.FeatureRecord(track_id=f"t/{i}", path=f"/m/t {i}.wav", seconds=1.0 + i,
+                              features=rng.random(6, np.float32),
+                              segment_features=rng.random((i + 1, 6), np.float32) if per_segment else None,
+                              num_segments=i + 1) for i in range(3)]
+
+
+@pytest.mark.parametrize("per_segment", [False, True])
+def test_tfrecord_and_npz_shards_read_back(per_segment: bool, tmp_path: pathlib.Path) -> None:
+    records = _records(per_segment)
+    examples = job.encode_shard(records, fmt="tfrecord", dim=6, per_segment=per_segment)
+    assert isinstance(examples, list)
+    for record, serialized in zip(records, examples):
+        parsed = tf.train.Example.FromString(serialized).features.feature
+        assert parsed["track_id"].bytes_list.value[0].decode() == record.track_id
+        np.testing.assert_array_equal(parsed["features"].float_list.value, record.features)
+        assert parsed["num_segments"].int64_list.value[0] == record.num_segments
+        if per_segment:
+            assert record.segment_features is not None
+            np.testing.assert_array_equal(np.reshape(parsed["segment_features"].float_list.value, (-1, 6)),
+                                          record.segment_features)
+        else:
+            assert "segment_features" not in parsed
+    payload = job.encode_shard(records, fmt="npz", dim=6, per_segment=per_segment)
+    assert isinstance(payload, bytes)
+    with np.load(io.BytesIO(payload)) as data:
+        assert list(data["track_id"]) == [r.track_id for r in records]
+        np.testing.assert_array_equal(data["features"], np.stack([r.features for r in records]))
+        if per_segment:
+            np.testing.assert_array_equal(data["segment_track"], [0, 1, 1, 2, 2, 2])
+            np.testing.assert_array_equal(data["segment_features"][1:3], records[1].segment_features)
+    empty = job.encode_shard([], fmt="npz", dim=6, per_segment=per_segment)
+    assert isinstance(empty, bytes)
+    with np.load(io.BytesIO(empty)) as data:
+        assert data["features"].shape == (0, 6)
+    table = pq.read_table(io.BytesIO(job.encode_shard([], fmt="parquet", dim=6, per_segment=per_segment)))
+    assert table.num_rows == 0 and "features" in table.column_names
+
+
+def test_feature_parts_round_trip(tmp_path: pathlib.Path) -> None:
+    record = dataclasses.replace(_records(True)[1], path="gs://bucket/ünï.flac")
+    path = tmp_path / "part.npz"
+    path.write_bytes(job._part_bytes(record))
+    back = job.read_part(str(path))
+    assert (back.track_id, back.path, back.seconds, back.num_segments) == (record.track_id, record.path, 2.0, 2)
+    np.testing.assert_array_equal(back.segment_features, record.segment_features)

@@ -1,0 +1,153 @@
+"""beam_jobs.tag end to end on a real Beam runner (in-process DirectRunner) over a generated catalogue.
+
+The scores are checked against the SavedModel's serving_default signature called directly on the
+same decoded audio; every input file must appear exactly once in manifest.jsonl.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_inference import (
+    SAMPLECNN_SEGMENT,
+    SAMPLECNN_SR,
+    Entry,
+    check_manifest,
+    decode,
+    read_manifest_rows,
+    samplecnn_export,  # noqa: F401  (a fixture)
+    signature,
+    write_catalogue,
+)
+
+from beam_jobs import tag
+from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, TagOptions, parse_job_args
+from tfaural.errors import ModelError, ParameterError
+
+LABELS = ["guitar", "piano", "drums", "voice"]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, list[Entry]]:
+    root = tmp_path_factory.mktemp("tag-catalogue")
+    return root, write_catalogue(root)
+
+
+@pytest.fixture(scope="module")
+def tagged(catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str,  # noqa: F811
+           tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    root, _ = catalogue
+    output = tmp_path_factory.mktemp("tags")
+    tag.run([f"--input={root}/**", f"--model={samplecnn_export}", f"--output={output}", "--top-k=2",
+             "--runner=DirectRunner"])
+    return output
+
+
+@pytest.mark.slow
+def test_every_file_is_accounted_for_and_scores_match_the_signature(
+    catalogue: tuple[pathlib.Path, list[Entry]], tagged: pathlib.Path, samplecnn_export: str,  # noqa: F811
+) -> None:
+    root, entries = catalogue
+    rows = check_manifest(tagged, root, entries)
+    records = [json.loads(line) for line in (tagged / "tags.jsonl").read_text().splitlines()]
+    good = [e for e in entries if e.error is None]
+    assert [r["track_id"] for r in records] == sorted(rows[e.relative]["track_id"] for e in good)
+    serving = signature(samplecnn_export, "serving_default")
+    by_path = {os.path.relpath(r["path"], root): r for r in records}
+    for entry in good:
+        record = by_path[entry.relative]
+        y = decode(root / entry.relative, SAMPLECNN_SR)
+        used = SAMPLECNN_SEGMENT * (len(y) // SAMPLECNN_SEGMENT)
+        expected = serving(waveform=tf.constant(y[np.newaxis, :used]))["scores"].numpy()[0]
+        np.testing.assert_allclose([record["scores"][label] for label in LABELS], expected, rtol=1e-5, atol=1e-6)
+        assert record["seconds"] == pytest.approx(used / SAMPLECNN_SR)
+        best = sorted(record["scores"].items(), key=lambda kv: -kv[1])[:2]
+        assert [label for label, _ in record["top_k"]] == [label for label, _ in best]
+        part = json.loads((tagged / "tracks" / f"{rows[entry.relative]['name']}.json").read_text())
+        assert part == record
+    with open(tagged / "tags.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["track_id"] for row in table] == [r["track_id"] for r in records]
+    for row, record in zip(table, records):
+        assert row["top_labels"] == ";".join(label for label, _ in record["top_k"])
+        assert [float(row[label]) for label in LABELS] == pytest.approx(
+            [record["scores"][label] for label in LABELS], rel=1e-5)
+    job = json.loads((tagged / "job.json").read_text())
+    assert job["job"] == "tag" and job["settings"]["top_k"] == 2 and job["metadata"]["labels"] == LABELS
+
+
+@pytest.mark.slow
+def test_rerun_refuses_then_resumes_and_overwrites_identically(
+    catalogue: tuple[pathlib.Path, list[Entry]], tagged: pathlib.Path, samplecnn_export: str,  # noqa: F811
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, _ = catalogue
+    output = tmp_path / "again"
+    shutil.copytree(tagged, output)
+    argv = [f"--input={root}/**", f"--model={samplecnn_export}", f"--output={output}", "--top-k=2",
+            "--runner=DirectRunner"]
+    assert tag.main(argv) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("tag: error: --output") and "--skip-existing" in message and "\n" not in message
+
+    first_rows = read_manifest_rows(tagged)
+    first_tags = (tagged / "tags.jsonl").read_bytes()
+    ok_names = [r["name"] for r in first_rows if r["status"] == "ok"]
+    (output / "tracks" / f"{ok_names[0]}.json").unlink()  # as if the run had stopped before this track
+    os.remove(output / "manifest.jsonl")
+    tag.run([*argv, "--skip-existing"])
+    resumed = read_manifest_rows(output)
+    assert [{k: v for k, v in r.items() if k != "reused"} for r in resumed] == first_rows
+    assert [r["name"] for r in resumed if r.get("reused")] == ok_names[1:]
+    assert (output / "tags.jsonl").read_bytes() == first_tags
+
+    tag.run([*argv, "--overwrite"])
+    assert read_manifest_rows(output) == first_rows
+    assert (output / "tags.jsonl").read_bytes() == first_tags
+    with pytest.raises(ParameterError, match="other \\['settings'\\]"):
+        tag.run([*argv[:-2], "--top-k=3", "--runner=DirectRunner", "--skip-existing"])
+
+
+@pytest.mark.parametrize(
+    "flags,error,message",
+    [
+        ([], ParameterError, "either as --input GLOB or as --manifest"),
+        (["--input=x/*.wav", "--manifest=m.csv"], ParameterError, "exactly one"),
+        (["--input=x/*.wav", "--model=/nonexistent/1"], ModelError, "not a tfaural SavedModel export"),
+        (["--input=x/*.wav", "--sample-rate=44100"], ParameterError, "differs from the model's 2000 Hz"),
+        (["--input=x/*.wav", "--top-k=9"], ParameterError, "the model has 4 labels"),
+        (["--input=x/*.wav", "--format=csv"], ParameterError, "this job has no --format"),
+        (["--input=x/*.wav", "--batch-size=0"], ParameterError, "--batch-size 0"),
+        (["--input=x/*.wav", "--skip-existing", "--overwrite"], ParameterError, "contradict"),
+    ],
+)
+def test_settings_validation(flags: list[str], error: type[Exception], message: str,
+                             samplecnn_export: str, tmp_path: pathlib.Path) -> None:  # noqa: F811
+    argv = [f"--model={samplecnn_export}", f"--output={tmp_path}", *flags]
+    options = parse_job_args(argv, prog="tag", description="",
+                             option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions])
+    with pytest.raises(error, match=message):
+        tag.Settings.from_options(options)
+
+
+def test_missing_input_files_exit_2(samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert tag.main([f"--input={tmp_path}/*.wav", f"--model={samplecnn_export}", f"--output={tmp_path}/o"]) == 2
+    assert "matched no files" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "job.json").exists()
+
+
+def test_tag_record_orders_ties_by_label() -> None:
+    track = tag.TrackInput("/a.wav", "a", "a")
+    record = tag.tag_record(track, np.array([0.2, 0.7, 0.7, 0.1], np.float32), labels=LABELS, top_k=3, seconds=1.0)
+    assert [label for label, _ in record["top_k"]] == ["piano", "drums", "guitar"]
+    assert record["scores"]["voice"] == pytest.approx(0.1)
+    assert tag.whole_segments(1000, length=243, hop=243) == 972
+    assert tag.whole_segments(100, length=243, hop=243) == 0

@@ -1,0 +1,35 @@
+"""The README's main command end to end, on a tiny catalogue: render, TFRecords, train,
+evaluate, export, auralise (with the report) and tag."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+import soundfile as sf
+
+from tfaural import quickstart
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_end_to_end(tmp_path: pathlib.Path) -> None:
+    summary = quickstart.run_quickstart(str(tmp_path / "demo"), tracks_per_style=3, seconds=4.5, epochs=1,
+                                        auralise_tracks=1)
+    assert pathlib.Path(summary["export"], "saved_model.pb").exists()
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["test_tracks"] == 3
+    report = pathlib.Path(summary["report"])
+    assert report.exists() and "Feature 1-0" in "".join(p.read_text() for p in report.parent.rglob("*.html"))
+    wavs = sorted(pathlib.Path(summary["auralised"]).rglob("layer5/feature*.wav"))
+    assert len(wavs) == 64
+    info = sf.info(wavs[0])
+    assert info.samplerate == 11025 and info.frames == 4 * 11025
+    tags = pathlib.Path(summary["tags"]).read_text().splitlines()
+    assert len(tags) == 1 + 9  # header + every catalogue track
+    saved = json.loads((tmp_path / "demo" / "quickstart.json").read_text())
+    assert saved["export"] == summary["export"]
+    # A second run finds everything done and only re-runs the idempotent Beam stages.
+    again = quickstart.run_quickstart(str(tmp_path / "demo"), tracks_per_style=3, seconds=4.5, epochs=1,
+                                      auralise_tracks=1)
+    assert again["export"] == summary["export"] and again["timings_seconds"]["train the Choi CNN"] == 0.0

@@ -1,0 +1,601 @@
+"""The listening report (tfaural.report) on an auralisation output built from real tfaural audio.
+
+``make_auralise_output`` lays out a folder exactly as ``beam_jobs.auralise`` writes
+it (job.json, manifest.jsonl, <track>/track.json, original.wav,
+layer<L>/feature<K>.wav), with audio produced by ``tfaural.auralise.Auraliser``
+on a tiny Choi CNN. The browser test (test_report_browser.py) reuses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Sequence
+from html.parser import HTMLParser
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tfaural import __version__, audio
+from tfaural.errors import DataError, ParameterError
+from tfaural.report import (
+    CACHE_FILE,
+    ThumbnailSettings,
+    load_auralise_output,
+    main,
+    spectrogram_image,
+    thumbnail_settings,
+    write_report,
+)
+
+RATE = 4096  # Chromium plays no audio sampled below 3000 Hz
+SECONDS = 0.5  # 65 frames of the tiny model (hop 32)
+N_FFT = 64
+HOP = 32
+N_LAYERS = 3
+N_FILTERS = 4
+LABELS = ("blues", "jazz", "rock")
+RUN_ID = "run-tiny-0001"
+# (track id, folder): the second has a space and a non-ASCII letter in its folder and markup in its id.
+TRACKS: tuple[tuple[str, str], ...] = (
+    ("blues.00001", "blues.00001"),
+    ('jazz "two" <b>ü</b>', "jazz two ü"),
+    ("rock.00003", "rock.00003"),
+)
+FAILED = ("broken.00004", "audio/broken <4>.wav", "AudioDecodeError", "audio/broken <4>.wav: not an audio file")
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+@functools.lru_cache(maxsize=4)
+def _auralised(n_tracks: int) -> tuple[dict[str, Any], np.ndarray, dict[int, tuple[np.ndarray, ...]]]:
+    """(metadata, originals [n, samples], {layer: (audio [n, k, samples], silent, peak, activation [n, k])})."""
+    import keras
+
+    from tfaural import spectral
+    from tfaural.auralise import Auraliser
+    from tfaural.config import model_config_to_dict
+    from tfaural.models import choi_cnn, config_from_model
+
+    keras.utils.set_random_seed(11)
+    model = choi_cnn(
+        n_outputs=len(LABELS), n_freq=N_FFT // 2 + 1, n_frames=65, n_fft=N_FFT, hop_length=HOP,
+        n_filters=N_FILTERS, n_layers=N_LAYERS, fc_units=(8,), sample_rate=RATE,
+    )
+    rng = np.random.default_rng(5)
+    t = np.arange(int(RATE * SECONDS)) / RATE
+    originals = []
+    for i in range(n_tracks):
+        tone = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (96 + 64 * i, 320 + 32 * i, 700 - 40 * i))
+        clicks = np.zeros_like(t)
+        clicks[:: 256 + 64 * (i % 3)] = 0.4
+        originals.append((tone + clicks + 0.02 * rng.standard_normal(t.shape)).astype(np.float32) * 0.8)
+    waveforms = np.stack(originals)
+    results = Auraliser(model).layers(waveforms)
+    magnitude = np.abs(spectral.stft(waveforms, n_fft=N_FFT, hop_length=HOP).numpy())[..., np.newaxis]
+    probe = keras.Model(model.inputs, [model.get_layer(f"relu{layer}").output for layer in results])
+    activations = [np.asarray(a).max(axis=(1, 2)) for a in probe([magnitude])]
+    layers = {
+        layer: (r.audio.numpy(), r.silent.numpy(), r.peak.numpy(), act)
+        for (layer, r), act in zip(results.items(), activations)
+    }
+    metadata = {
+        "family": "choi",
+        "model_config": model_config_to_dict(config_from_model(model)),
+        "sample_rate": RATE,
+        "stft": {"n_fft": N_FFT, "hop_length": HOP},
+        "input_scaling": {"mode": "linear", "log_c": 10.0},
+        "labels": list(LABELS),
+        "task": "single-label",
+        "run_id": RUN_ID,
+        "run_created": "2025-01-01T00:00:00+00:00",
+        "tfaural_version": __version__,
+        "features_per_layer": {str(layer): N_FILTERS for layer in layers},
+    }
+    return metadata, waveforms, layers
+
+
+def _write_png(path: pathlib.Path, y: np.ndarray) -> None:
+    """A spectrogram PNG as the job writes with --spectrograms (any image will do for the report)."""
+    from matplotlib import image as mpl_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mpl_image.imsave(path, spectrogram_image(y[np.newaxis], ThumbnailSettings(n_fft=N_FFT, hop_length=HOP))[0],
+                     cmap="viridis", origin="lower")
+
+
+def make_auralise_output(
+    root: pathlib.Path,
+    *,
+    tracks: Sequence[tuple[str, str]] = TRACKS,
+    failed: Sequence[tuple[str, str, str, str]] = (FAILED,),
+    spectrograms: bool = False,
+    null_activation: tuple[int, int] | None = (2, 1),
+    activations: bool = True,
+) -> pathlib.Path:
+    """Writes an auralisation output folder (the beam_jobs.auralise contract) with real tfaural audio.
+
+    Args:
+        root: The folder to create.
+        tracks: ``(track_id, folder)`` of each auralised track.
+        failed: ``(track_id, path, error_type, error)`` of manifest entries that failed.
+        spectrograms: Also write the job's spectrogram PNGs (``--spectrograms``).
+        null_activation: ``(layer, feature)`` whose activation is recorded as null.
+        activations: Record activations at all (the export may provide none).
+    """
+    metadata, originals, layers = _auralised(len(tracks))
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for index, (track_id, folder) in enumerate(tracks):
+        track_dir = root / folder
+        audio.write(track_dir / "original.wav", originals[index], sample_rate=RATE)
+        if spectrograms:
+            _write_png(track_dir / "original.png", originals[index])
+        entry: dict[str, Any] = {
+            "track_id": track_id, "path": f"audio/{folder}.wav", "sample_rate": RATE, "offset_seconds": 0.5,
+            "clip_seconds": SECONDS, "original": "original.wav",
+            "original_spectrogram": "original.png" if spectrograms else None, "layers": {},
+        }
+        for layer, (waves, silent, peak, activation) in layers.items():
+            items = []
+            for k in range(waves.shape[1]):
+                file = f"layer{layer}/feature{k}.wav"
+                audio.write(track_dir / file, waves[index, k], sample_rate=RATE)
+                png = f"layer{layer}/feature{k}.png" if spectrograms else None
+                if png:
+                    _write_png(track_dir / png, waves[index, k])
+                items.append({
+                    "feature": k, "file": file, "spectrogram": png,
+                    "activation": None if (layer, k) == null_activation or not activations
+                    else float(activation[index, k]),
+                    "peak": float(peak[index, k]), "silent": bool(silent[index, k]),
+                })
+            entry["layers"][str(layer)] = items
+        (track_dir / "track.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
+        outputs = sorted(p.relative_to(root).as_posix() for p in track_dir.rglob("*") if p.is_file())
+        manifest.append({"path": entry["path"], "track_id": track_id, "name": folder, "status": "ok",
+                         "outputs": outputs})
+    for track_id, path, error_type, error in failed:
+        manifest.append({"path": path, "track_id": track_id, "name": track_id, "status": "failed", "error": error,
+                         "error_type": error_type, "stage": "decode"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest), encoding="utf-8")
+    features = {str(layer): list(range(N_FILTERS)) for layer in layers}
+    settings = {"signature": "auralise", "layers": sorted(layers), "features": features, "mode": "phase",
+                "clip_seconds": SECONDS, "offset_seconds": 0.5, "format": "wav", "spectrograms": spectrograms}
+    job = {  # as beam_jobs.catalogue_io.write_job_file writes it
+        "job": "auralise", "created": "2025-01-02T03:04:05+00:00", "tfaural_version": __version__, "input": None,
+        "manifest": "inputs.csv", "model_dir": "/exports/choi/1",
+        "model": {"model_dir": "/exports/choi/1", "run_id": RUN_ID, "exported": "2025-01-01T12:00:00+00:00"},
+        "metadata": metadata, "settings": settings,
+        **{k: settings[k] for k in ("layers", "features", "mode", "clip_seconds", "offset_seconds", "format",
+                                    "spectrograms")},
+    }
+    (root / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
+    return root
+
+
+def make_correlation(root: pathlib.Path) -> pathlib.Path:
+    """A correlation results folder (correlations.csv, summary.json, figure10.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["layer,attribute,mean,std,n_pairs,n_undefined"]
+    values = {}
+    for layer in range(1, N_LAYERS + 1):
+        for j, attribute in enumerate(("key", "chord", "instrument")):
+            mean = 0.9 - 0.15 * layer + 0.05 * j
+            values[(layer, attribute)] = mean
+            rows.append(f"{layer},{attribute},{mean:.6f},{0.01 * layer:.6f},{40 + j},{j}")
+    (root / "correlations.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = {
+        "n_signals": 12, "signal_ids": [f"signal-{i}" for i in range(12)], "table": [{"layer": 1}],
+        "grid": {"timbres": ["sine", "piano"], "chords": ["major", "minor"], "keys": ["C3", "G3", "D4"]},
+        "zero_features": {"count": 2, "by_layer": {"3": 2}, "features": [{"layer": 3, "feature": 1}] * 2},
+    }
+    (root / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    figure = Figure(figsize=(4, 3))
+    axes = figure.add_subplot()
+    for attribute in ("key", "chord", "instrument"):
+        axes.plot([1, 2, 3], [values[(layer, attribute)] for layer in (1, 2, 3)], label=attribute)
+    axes.legend()
+    figure.savefig(root / "figure10.png")
+    return root
+
+
+class _Links(HTMLParser):
+    """Collects tags with their attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def parse(path: pathlib.Path) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Links()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser.tags
+
+
+def resolve(page: pathlib.Path, url: str) -> tuple[pathlib.Path, str]:
+    """The file a relative URL on ``page`` points to, and its fragment."""
+    parts = urllib.parse.urlsplit(url)
+    assert not parts.scheme and not parts.netloc, f"{page.name}: absolute URL {url!r}"
+    target = page if not parts.path else (page.parent / urllib.parse.unquote(parts.path))
+    return pathlib.Path(os.path.normpath(target)), parts.fragment
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """An auralisation output with its report (default location) and correlation section."""
+    root = tmp_path_factory.mktemp("report")
+    out = make_auralise_output(root / "auralised")
+    write_report(out, correlation=make_correlation(root / "correlation"), title="Tiny <model> report",
+                 progress=False)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- the site
+
+
+def test_every_link_and_source_resolves(built: pathlib.Path) -> None:
+    report = built / "report"
+    pages = sorted(report.rglob("*.html"))
+    names = {p.relative_to(report).as_posix() for p in pages}
+    expected_features = {f"features/layer{layer}-feature{k}.html" for layer in (1, 2, 3) for k in range(N_FILTERS)}
+    expected_tracks = {f"tracks/{folder}.html" for _, folder in TRACKS}
+    assert names == {"index.html"} | expected_tracks | expected_features
+    ids: dict[pathlib.Path, set[str]] = {p: {a["id"] for _, a in parse(p) if a.get("id")} for p in pages}
+    checked = 0
+    for page in pages:
+        for tag, attrs in parse(page):
+            url = attrs.get("href") if tag in ("a", "link") else attrs.get("src")
+            if not url or url.startswith("data:"):
+                continue
+            target, fragment = resolve(page, url)
+            assert target.is_file(), f"{page.relative_to(report)}: {url!r} -> {target} does not exist"
+            assert report.parent in target.parents or target.parent == report.parent
+            if fragment and target.suffix == ".html":
+                assert fragment in ids[target], f"{page.name}: #{fragment} is not an id in {target.name}"
+            checked += 1
+    assert checked > 200
+
+
+def test_track_page_has_original_and_feature_cards(built: pathlib.Path) -> None:
+    page = built / "report" / "tracks" / "blues.00001.html"
+    tags = parse(page)
+    text = page.read_text(encoding="utf-8")
+    cards = [a for t, a in tags if t == "li" and "data-filter-item" in a]
+    assert len(cards) == N_LAYERS * N_FILTERS
+    assert {(a["data-layer"], a["data-feature"]) for a in cards} == {
+        (str(layer), str(k)) for layer in (1, 2, 3) for k in range(N_FILTERS)
+    }
+    for layer in (1, 2, 3):
+        for k in range(N_FILTERS):
+            assert f"<h3>Feature {layer}-{k}</h3>" in text
+    sources = [a["src"] for t, a in tags if t == "source"]
+    assert "../../blues.00001/original.wav" in sources
+    assert "../../blues.00001/layer2/feature3.wav" in sources
+    assert len(sources) == 1 + N_LAYERS * N_FILTERS
+    audios = [a for t, a in tags if t == "audio"]
+    assert audios and all(a.get("preload") == "none" and a.get("aria-label") for a in audios)
+    images = [a for t, a in tags if t == "img"]
+    assert len(images) == 1 + N_LAYERS * N_FILTERS
+    assert all(a.get("alt") and a.get("loading") == "lazy" for a in images)
+    assert "thumbs/blues.00001/layer1/feature0.png" in images[1]["src"]
+    # activation shown; the null one shows a dash
+    _, _, layers = _auralised(len(TRACKS))
+    assert f"activation {layers[1][3][0, 0]:.3g}" in text
+    card = re.search(r'id="layer2-feature1".*?</li>', text, re.S)
+    assert card and "activation —" in card.group(0) and 'data-strength=""' in card.group(0)
+    assert '<option value="strength">Activation (strongest first)</option>' in text
+    # labelled filter controls (each input is wrapped in a <label> or has one pointing at it)
+    labelled_for = {a["for"] for t, a in tags if t == "label" and a.get("for")}
+    for match in re.finditer(r"<input ([^>]*)>", text):
+        attrs = match.group(1)
+        ident = re.search(r'id="([^"]+)"', attrs)
+        preceding = text[: match.start()].rsplit("<label", 1)[-1]
+        assert (ident and ident.group(1) in labelled_for) or "</label>" not in preceding, attrs
+    assert 'aria-live="polite"' in text and 'class="skip-link"' in text and '<main id="main"' in text
+
+
+def test_feature_page_compares_one_feature_across_tracks(built: pathlib.Path) -> None:
+    page = built / "report" / "features" / "layer2-feature3.html"
+    text = page.read_text(encoding="utf-8")
+    tags = parse(page)
+    sources = [a["src"] for t, a in tags if t == "source"]
+    quoted = urllib.parse.quote("jazz two ü")
+    assert sources == [
+        "../../blues.00001/original.wav", "../../blues.00001/layer2/feature3.wav",
+        f"../../{quoted}/original.wav", f"../../{quoted}/layer2/feature3.wav",
+        "../../rock.00003/original.wav", "../../rock.00003/layer2/feature3.wav",
+    ]
+    assert "<h1>Feature 2-3 across tracks</h1>" in text
+    assert 'href="layer2-feature2.html" rel="prev"' in text
+    assert "rel=\"next\"" not in text.split("<ol")[0]  # feature 3 is the last of layer 2
+
+
+def test_user_strings_are_escaped_and_urls_quoted(built: pathlib.Path) -> None:
+    report = built / "report"
+    for page in report.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "<b>ü</b>" not in text and "<model>" not in text and "broken <4>" not in text
+    index = (report / "index.html").read_text(encoding="utf-8")
+    assert "jazz &quot;two&quot; &lt;b&gt;ü&lt;/b&gt;" in index
+    assert "Tiny &lt;model&gt; report" in index
+    assert 'href="tracks/jazz%20two%20%C3%BC.html"' in index
+    assert (report / "tracks" / "jazz two ü.html").is_file()
+
+
+def test_index_model_card_failed_tracks_correlations_and_feature_index(built: pathlib.Path) -> None:
+    report = built / "report"
+    index = (report / "index.html").read_text(encoding="utf-8")
+    model = index.split('id="model"')[1].split("</section>")[0]
+    for needle in ("choi", RUN_ID, f"{RATE} Hz", "n_fft 64 (15.6 ms)", "hop_length 32 (7.8 ms)",
+                   "linear STFT magnitude", "<li>blues</li>", "<li>jazz</li>", "<li>rock</li>",
+                   "Architecture (model_config)"):
+        assert needle in model, needle
+    settings = index.split('id="settings"')[1].split("</section>")[0]
+    assert "/exports/choi/1" in settings and "phase" in settings and "3 auralised, 1 failed" in settings
+    assert "<dt>Features</dt><dd>0–3 in every layer</dd>" in settings and "exported" not in settings
+    failed = index.split('id="failed"')[1].split("</section>")[0]
+    assert "broken.00004" in failed
+    assert "AudioDecodeError (decode): audio/broken &lt;4&gt;.wav: not an audio file" in failed
+    correlations = index.split('id="correlations"')[1].split("</section>")[0]
+    assert 'src="correlation/figure10.png"' in correlations
+    assert (report / "correlation" / "figure10.png").read_bytes() == (
+        built.parent / "correlation" / "figure10.png").read_bytes()
+    assert "<td>2</td><td>chord</td><td class=\"num\">0.650</td>" in correlations
+    assert correlations.count("<tr>") == 1 + 9
+    facts = correlations.split('<dl class="facts">')[1].split("</dl>")[0]
+    assert "<dt>N signals</dt><dd>12</dd>" in facts and "piano" in facts
+    assert "<dt>Zero features</dt><dd>{&quot;by_layer&quot;: {&quot;3&quot;: 2}, &quot;count&quot;: 2}</dd>" in facts
+    assert "signal-3" not in facts and "signal-3" in correlations  # only in the full JSON
+    features = index.split('id="features"')[1]
+    for layer in (1, 2, 3):
+        for k in range(N_FILTERS):
+            assert f'href="features/layer{layer}-feature{k}.html"' in features
+    assert index.count("data-filter-item") == len(TRACKS) + N_LAYERS * N_FILTERS
+
+
+def test_features_rank_by_peak_when_no_activation_was_recorded(tmp_path: pathlib.Path) -> None:
+    out = make_auralise_output(tmp_path / "auralised", failed=(), activations=False)
+    report = pathlib.Path(write_report(out, progress=False)).parent
+    _, _, layers = _auralised(len(TRACKS))
+    text = (report / "tracks" / "rock.00003.html").read_text(encoding="utf-8")
+    cards = text.split('<div id="features">')[1]
+    assert "activation" not in cards
+    assert '<option value="strength">Peak (strongest first)</option>' in text and "records no activations" in text
+    peak = layers[3][2][2, 1]
+    card = re.search(r'id="layer3-feature1".*?</li>', text, re.S)
+    assert card and f'data-strength="{peak:.6g}"' in card.group(0) and f"peak {peak:.3g}" in card.group(0)
+    compare = (report / "features" / "layer3-feature1.html").read_text(encoding="utf-8")
+    assert f"peak {peak:.3g}" in compare and f'data-strength="{peak:.6g}"' in compare
+
+
+# ----------------------------------------------------------------------------------------------- thumbnails
+
+
+def _mtimes(folder: pathlib.Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*.png")}
+
+
+def test_thumbnails_share_a_scale_per_layer_and_are_reused(tmp_path: pathlib.Path) -> None:
+    out = make_auralise_output(tmp_path / "auralised", failed=())
+    write_report(out, progress=False)
+    thumbs = out / "report" / "thumbs"
+    cache = json.loads((thumbs / CACHE_FILE).read_text())
+    entries = cache["entries"]
+    assert len(entries) == len(TRACKS) * (1 + N_LAYERS * N_FILTERS)
+    scales: dict[str, set[tuple[float, float]]] = {}
+    for key, entry in entries.items():
+        group = "original" if key.endswith("original.wav") else key.split("/")[1]
+        scales.setdefault(group, set()).add(tuple(entry["scale"]))
+    assert set(scales) == {"original", "layer1", "layer2", "layer3"}
+    for group, values in scales.items():
+        assert len(values) == 1, group
+        (low, high), = values
+        loudest = max(e["max_db"] for k, e in entries.items() if group in k or (group == "original" and
+                                                                                     k.endswith("original.wav")))
+        assert high - 80.0 == low and high - 5.0 < loudest <= high and high % 5 == 0
+    from PIL import Image
+
+    with Image.open(thumbs / "blues.00001" / "layer1" / "feature0.png") as image:
+        assert image.size == (65, 33)  # frames x bins of the model's STFT (0.5 s at 4096 Hz, hop 32)
+
+    before = _mtimes(thumbs)
+    write_report(out, progress=False)
+    assert _mtimes(thumbs) == before  # nothing redrawn
+
+    # the quietest feature of layer 3 goes silent: only its thumbnail is redrawn (the layer's top is unchanged)
+    quietest = min((e["max_db"], k) for k, e in entries.items() if "/layer3/" in k)[1]
+    audio.write(out / quietest, np.zeros(int(RATE * SECONDS), np.float32), sample_rate=RATE)
+    write_report(out, progress=False)
+    after = _mtimes(thumbs)
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed == {quietest.replace(".wav", ".png")}
+
+    # a louder-than-ever layer-1 feature raises the layer's scale: every layer-1 thumbnail is redrawn
+    top = scales["layer1"].pop()[1]
+    t = np.arange(RATE) / RATE
+    square = np.sign(np.sin(2 * np.pi * 256 * t + 0.1)).astype(np.float32) * 0.999
+    louder = float(spectrogram_image(square[np.newaxis], thumbnail_settings(json.loads(
+        (out / "job.json").read_text())["metadata"]))[0].max())
+    assert louder > top, "test precondition: the square wave must exceed the layer's colour-scale top"
+    audio.write(out / "rock.00003" / "layer1" / "feature2.wav", square, sample_rate=RATE)
+    write_report(out, progress=False)
+    final = _mtimes(thumbs)
+    changed = {k for k in final if final[k] != after[k]}
+    assert changed == {f"{folder}/layer1/feature{k}.png" for _, folder in TRACKS for k in range(N_FILTERS)}
+    new_cache = json.loads((thumbs / CACHE_FILE).read_text())["entries"]
+    assert new_cache["rock.00003/layer1/feature2.wav"]["scale"][1] >= louder
+
+
+def test_job_spectrograms_are_used_instead_of_rendering(tmp_path: pathlib.Path) -> None:
+    out = make_auralise_output(tmp_path / "auralised", spectrograms=True, failed=())
+    write_report(out, progress=False)
+    assert not list((out / "report" / "thumbs").rglob("*.png"))
+    page = out / "report" / "tracks" / "rock.00003.html"
+    images = [a for t, a in parse(page) if t == "img"]
+    assert images[0]["src"] == "../../rock.00003/original.png"
+    assert images[1]["src"] == "../../rock.00003/layer1/feature0.png" and "external" in (images[1]["class"] or "")
+
+
+def test_spectrogram_image_matches_librosa() -> None:
+    import librosa
+
+    rng = np.random.default_rng(3)
+    t = np.arange(3000) / RATE
+    y = (0.7 * np.sin(2 * np.pi * 320 * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+    settings = ThumbnailSettings(n_fft=N_FFT, hop_length=HOP, max_width=40, max_height=33)
+    image = spectrogram_image(y[np.newaxis], settings)[0]
+    power = np.abs(librosa.stft(y.astype(np.float64), n_fft=N_FFT, hop_length=HOP, center=True,
+                                pad_mode="constant")) ** 2
+    frames = power.shape[1]  # 94 frames, averaged in groups of 3 (ceil(94 / 40)) down to 32 columns
+    groups = [power[:, i : i + 3].mean(axis=1) for i in range(0, frames, 3)]
+    expected = 10 * np.log10(np.maximum(np.stack(groups, axis=1) / (N_FFT / 4) ** 2, 1e-30))
+    assert image.shape == expected.shape == (33, 32)
+    np.testing.assert_allclose(image, np.maximum(expected, -120.0), atol=1e-3)
+    # a full-scale sine on a bin centre peaks at 0 dBFS
+    sine = np.sin(2 * np.pi * 10 * RATE / N_FFT * t).astype(np.float32)
+    peak = spectrogram_image(sine[np.newaxis], settings)[0][:, 2:-2].max(axis=1)
+    assert np.argmax(peak) == 10 and abs(peak[10]) < 0.05
+
+
+def test_thumbnail_png_matches_matplotlib_imsave(tmp_path: pathlib.Path) -> None:
+    from matplotlib import image as mpl_image
+    from PIL import Image
+
+    from tfaural.report import _png_bytes
+
+    rng = np.random.default_rng(8)
+    image = rng.uniform(-100.0, 5.0, (33, 65)).astype(np.float32)  # also below and above the scale
+    settings = ThumbnailSettings(n_fft=N_FFT, hop_length=HOP)
+    (tmp_path / "ours.png").write_bytes(_png_bytes(image, (-80.0, 0.0), settings))
+    mpl_image.imsave(tmp_path / "matplotlib.png", image, cmap="magma", vmin=-80.0, vmax=0.0, origin="lower")
+    with Image.open(tmp_path / "ours.png") as ours, Image.open(tmp_path / "matplotlib.png") as reference:
+        assert ours.mode == "P"
+        np.testing.assert_array_equal(np.asarray(ours.convert("RGB")), np.asarray(reference.convert("RGB")))
+
+
+def test_files_are_readable_by_a_web_server_and_low_rates_are_flagged(tmp_path: pathlib.Path) -> None:
+    out = make_auralise_output(tmp_path / "auralised", tracks=TRACKS[:1], failed=())
+    track_json = out / TRACKS[0][1] / "track.json"
+    track_json.write_text(track_json.read_text().replace(f'"sample_rate": {RATE}', '"sample_rate": 2000'))
+    index = pathlib.Path(write_report(out, progress=False))
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (index, index.parent / "tracks" / f"{TRACKS[0][1]}.html", index.parent / "thumbs" / CACHE_FILE,
+                 index.parent / "thumbs" / TRACKS[0][1] / "original.png"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+    assert "cannot play audio sampled below 3000 Hz" in index.read_text(encoding="utf-8")
+    assert not (index.parent / "index.html").read_text().count("cannot play") > 1
+
+
+def test_thumbnail_settings_follow_the_model() -> None:
+    assert thumbnail_settings({"stft": {"n_fft": 512, "hop_length": 256}}) == ThumbnailSettings(512, 256)
+    waveform = thumbnail_settings({"sample_rate": 22050, "stft": None})
+    assert (waveform.n_fft, waveform.hop_length) == (1024, 256)
+    with pytest.raises(ParameterError, match="dynamic_range_db"):
+        ThumbnailSettings(dynamic_range_db=0)
+
+
+# ----------------------------------------------------------------------------------------------- pagination
+
+
+def test_track_list_and_feature_pages_paginate(tmp_path: pathlib.Path) -> None:
+    tracks = tuple((f"t{i:02d}", f"t{i:02d}") for i in range(5))
+    out = make_auralise_output(tmp_path / "auralised", tracks=tracks, failed=())
+    report = pathlib.Path(write_report(out, tmp_path / "site", tracks_per_page=2, progress=False)).parent
+    assert sorted(p.name for p in report.glob("*.html")) == ["index.html", "tracks-2.html", "tracks-3.html"]
+    listed = [
+        [a["href"] for t, a in parse(report / name) if t == "a" and (a.get("href") or "").startswith("tracks/")]
+        for name in ("index.html", "tracks-2.html", "tracks-3.html")
+    ]
+    assert listed == [["tracks/t00.html", "tracks/t01.html"], ["tracks/t02.html", "tracks/t03.html"],
+                      ["tracks/t04.html"]]
+    index = (report / "index.html").read_text(encoding="utf-8")
+    assert 'href="tracks-2.html" rel="next"' in index and '<span aria-current="page">1</span>' in index
+    feature_pages = sorted(p.name for p in (report / "features").glob("layer1-feature0*.html"))
+    assert feature_pages == ["layer1-feature0-page2.html", "layer1-feature0-page3.html", "layer1-feature0.html"]
+    second = (report / "features" / "layer1-feature0-page2.html").read_text(encoding="utf-8")
+    assert "t02" in second and "t03" in second and "t01" not in second
+    # links from the report (outside the auralisation folder) still reach the audio
+    sources = [a["src"] for t, a in parse(report / "tracks" / "t00.html") if t == "source"]
+    assert sources[0] == "../../auralised/t00/original.wav"
+    # a rerun with bigger pages removes the pages it no longer writes
+    write_report(out, tmp_path / "site", tracks_per_page=50, progress=False)
+    assert sorted(p.name for p in report.glob("*.html")) == ["index.html"]
+    assert not list((report / "features").glob("*-page2.html"))
+
+
+def test_small_formatters() -> None:
+    from tfaural.report import _describe_failure, _describe_features, _page_numbers, _ranges, _url
+
+    assert _page_numbers(1, 3) == [1, 2, 3]
+    assert _page_numbers(10, 20) == [1, None, 7, 8, 9, 10, 11, 12, 13, None, 20]
+    assert _ranges([7, 0, 1, 2, 3, 9, 10]) == "0–3, 7, 9–10"
+    assert _describe_features({"1": [0, 1], "2": [0, 1, 5]}) == "layer 1: 0–1; layer 2: 0–1, 5"
+    assert _describe_features(None) == "all"
+    assert _describe_failure({"error": "too short", "error_type": "EmptyAudioError", "stage": "decode"}) == (
+        "EmptyAudioError (decode): too short")
+    assert _describe_failure({"status": "failed"}) == "status 'failed'"
+    assert _url("/a/b c/ü#1.wav", "/a/report/tracks") == "../../b%20c/%C3%BC%231.wav"
+    assert _url("/a/x:y.html", "/a") == "x%3Ay.html"  # never read as a URL scheme
+
+
+# ----------------------------------------------------------------------------------------------- errors and CLI
+
+
+def test_load_reports_failures_and_rejects_non_outputs(tmp_path: pathlib.Path) -> None:
+    out = make_auralise_output(tmp_path / "auralised")
+    # listed as ok but its folder is gone
+    with open(out / "manifest.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"path": "x.wav", "track_id": "ghost", "name": "ghost", "status": "ok",
+                                 "outputs": ["ghost/track.json"]}) + "\n")
+    loaded = load_auralise_output(out)
+    assert [t.track_id for t in loaded.tracks] == ["blues.00001", 'jazz "two" <b>ü</b>', "rock.00003"]
+    assert [(f.track_id, f.error.split(":")[0]) for f in loaded.failed] == [
+        ("broken.00004", "AudioDecodeError (decode)"), ("ghost", "listed as done but its track.json is missing")
+    ]
+    assert loaded.layers() == [1, 2, 3] and loaded.features(2) == [0, 1, 2, 3]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="not an auralisation output"):
+        write_report(empty, progress=False)
+    with pytest.raises(ParameterError, match="does not exist"):
+        write_report(tmp_path / "missing", progress=False)
+    with pytest.raises(ParameterError, match="inside the output of track"):
+        write_report(out, out / "rock.00003" / "report", progress=False)
+    with pytest.raises(ParameterError, match="tracks_per_page"):
+        write_report(out, tracks_per_page=0, progress=False)
+    (out / "blues.00001" / "track.json").write_text('{"layers": {"one": []}}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"track\.json: layer 'one' is malformed"):
+        load_auralise_output(out)
+
+
+def test_cli(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = make_auralise_output(tmp_path / "auralised", tracks=TRACKS[:1], failed=())
+    assert main([str(out), "--output", str(tmp_path / "site"), "--title", "CLI report", "-q"]) == 0
+    index = tmp_path / "site" / "index.html"
+    assert capsys.readouterr().out.strip() == str(index)
+    assert "<title>CLI report</title>" in index.read_text(encoding="utf-8")
+    assert main([str(tmp_path / "nowhere"), "-q"]) == 2
+    assert "error: auralisation output" in capsys.readouterr().err
+    help_text = subprocess.run([sys.executable, "-m", "tfaural.report", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    for flag in ("AURALISE_OUTPUT_DIR", "--output", "--correlation", "--title", "--tracks-per-page"):
+        assert flag in help_text

@@ -1,0 +1,1 @@
+"""Static files of the HTML listening report (tfaural.report): style.css, report.js."""
