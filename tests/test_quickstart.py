@@ -20,7 +20,9 @@ def test_quickstart_end_to_end(tmp_path: pathlib.Path) -> None:
     assert pathlib.Path(summary["export"], "saved_model.pb").exists()
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["test_tracks"] == 3
     report = pathlib.Path(summary["report"])
-    assert report.exists() and "Feature 1-0" in "".join(p.read_text() for p in report.parent.rglob("*.html"))
+    pages = "".join(p.read_text() for p in report.parent.rglob("*.html"))
+    assert report.exists() and "Feature 1-0" in pages and "failed" not in json.loads(
+        (pathlib.Path(summary["auralised"]) / "manifest.jsonl").read_text().splitlines()[0])["status"]
     wavs = sorted(pathlib.Path(summary["auralised"]).rglob("layer5/feature*.wav"))
     assert len(wavs) == 64
     info = sf.info(wavs[0])

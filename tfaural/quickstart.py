@@ -130,6 +130,8 @@ def run_quickstart(
                     for style in demo.STYLES
                     for name in sorted(os.listdir(os.path.join(catalogue, "audio", style)))[:1])[:auralise_tracks]
 
+    offset = max(0.0, min(2.0, seconds - 4.0))  # a 4-s excerpt, 2 s in when the clips are long enough
+
     def auralise_tracks_job() -> None:
         from beam_jobs import auralise
 
@@ -139,7 +141,7 @@ def run_quickstart(
             for path in tracks:
                 handle.write(f"{path},{os.path.splitext(os.path.basename(path))[0]}\n")
         auralise.run([f"--manifest={manifest}", f"--model={version_dir}", f"--output={auralised}",
-                      "--layers=all", "--features=all", "--clip-seconds=4", "--offset-seconds=2",
+                      "--layers=all", "--features=all", "--clip-seconds=4", f"--offset-seconds={offset:g}",
                       "--spectrograms", "--report", "--skip-existing"])
 
     _stage("auralise layers 1-5 x 64 features of a few tracks (Beam)", False, auralise_tracks_job, timings)
