@@ -10,7 +10,12 @@ The three jobs (``auralise``, ``extract_features``, ``tag``) have the same shape
   the job must know every track it has to account for. Glob track ids are the
   paths relative to the glob's fixed prefix without extension
   (:func:`tfaural.data.catalogue.default_track_ids`); manifest ids come from its
-  ``track_id`` column.
+  ``track_id`` column. The glob is matched with ``FileSystems.match`` (what
+  ``fileio.MatchFiles`` calls) in the launcher rather than by ``MatchFiles`` →
+  ``ReadMatches`` inside the pipeline, for three reasons: collision suffixes need
+  the whole list of paths, the final accounting needs the list of inputs, and on
+  the Dask runner a one-element ``Create`` cannot be spread out (``Reshuffle`` is a
+  no-op there). The workers open the files through Beam's filesystems.
 * **Output names.** A track's outputs are named after :attr:`TrackInput.name`, a
   single path component derived from its id (``/`` becomes ``__``; see
   :func:`output_names`): no ``..``, no absolute path, no separator can escape the

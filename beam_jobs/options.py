@@ -70,11 +70,13 @@ class CatalogueJobOptions(PipelineOptions):
         _flag(parser, "manifest", default=None, metavar="PATH",
               help="Catalogue manifest (.csv, .tsv or .jsonl) listing the audio files: columns path, track_id "
                    "(optional), labels (tags separated by ';'), split (train/validation/test, optional). Local "
-                   "path or URI; relative audio paths are relative to the manifest's folder. Required.")
+                   "path or URI; relative audio paths are relative to the manifest's folder. Required by "
+                   "make_tfrecords; the inference jobs take --input or --manifest (labels not needed).")
         _flag(parser, "output", default=None, metavar="FOLDER",
               help="Output folder (local path or URI such as gs://bucket/datasets/mtat). Required.")
         _flag(parser, "sample_rate", type=int, default=None, metavar="HZ",
-              help="Sample rate in Hz the audio is resampled to (e.g. 22050 for SampleCNN, 11025 for the Choi CNN).")
+              help="Sample rate in Hz the audio is resampled to (e.g. 22050 for SampleCNN, 11025 for the Choi CNN). "
+                   "The inference jobs use the model's rate (metadata.json); if given, it must be that rate.")
         _flag(parser, "overwrite", action="store_true", default=False,
               help="Replace the results of an earlier run in --output (otherwise the job refuses to start).")
 

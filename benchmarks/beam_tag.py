@@ -9,7 +9,7 @@ Prints one JSON object. In one run, on the same generated catalogue (``--tracks`
   (importing TensorFlow, loading the SavedModel in every worker), decoding and
   resampling, inference, writing ``tags.jsonl``/``tags.csv``/``manifest.jsonl``. The same
   job on a one-track catalogue measures the fixed start-up cost, so that the throughput
-  after start-up is reported too;
+  after start-up is reported too (not with ``--quick``);
 * **model only**: the ``serving_default`` signature of the loaded SavedModel on the
   already decoded waveforms in this process (batches of 1 and of up to 8 equal-length
   tracks; the faster counts), after one warm-up call;
@@ -56,7 +56,9 @@ TARGET_VS_NAIVE = 3.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="12 tracks of 10 s (a smoke test; < 90 s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="12 tracks of 10 s, no start-up probe: a smoke test (< 90 s); the targets need the "
+                             "default catalogue, whose audio outweighs the job's fixed start-up")
     parser.add_argument("--tracks", type=int, default=None, help="number of generated tracks (default 200; quick 12)")
     parser.add_argument("--seconds", type=float, default=None, help="length of each track (default 30; quick 10)")
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes (default 2)")
@@ -169,8 +171,10 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
         generate_seconds = time.perf_counter() - start
         audio_seconds = tracks * seconds
 
-        probe = generate_catalogue(root / "one", tracks=1, seconds=seconds)
-        startup = end_to_end(probe, export_dir, root / "tags-one", workers=workers)["seconds"]
+        startup = None
+        if not quick:
+            probe = generate_catalogue(root / "one", tracks=1, seconds=seconds)
+            startup = end_to_end(probe, export_dir, root / "tags-one", workers=workers)["seconds"]
         e2e = end_to_end(paths, export_dir, root / "tags", workers=workers)
 
         import tensorflow as tf
@@ -204,7 +208,8 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "end_to_end": {
                 "seconds": e2e["seconds"], "x_real_time": speed(e2e["seconds"]),
                 "startup_seconds": startup,
-                "x_real_time_after_startup": audio_seconds / max(e2e["seconds"] - startup, 1e-9),
+                "x_real_time_after_startup": (None if startup is None
+                                              else audio_seconds / max(e2e["seconds"] - startup, 1e-9)),
             },
             "model_only": {
                 "seconds": model["seconds"], "x_real_time": speed(model["seconds"]),
@@ -225,10 +230,10 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "end_to_end_vs_model_only": vs_model,
             "end_to_end_vs_model_only_target": TARGET_VS_MODEL,
             "end_to_end_vs_model_only_met": vs_model >= TARGET_VS_MODEL,
-            "end_to_end_vs_naive_loop": vs_naive,
-            "end_to_end_vs_naive_loop_without_model_load": naive["loop_seconds"] / e2e["seconds"],
-            "end_to_end_vs_naive_loop_target": TARGET_VS_NAIVE,
-            "end_to_end_vs_naive_loop_met": vs_naive >= TARGET_VS_NAIVE,
+            "end_to_end_vs_naive": vs_naive,
+            "end_to_end_vs_naive_without_model_load": naive["loop_seconds"] / e2e["seconds"],
+            "end_to_end_vs_naive_target": TARGET_VS_NAIVE,
+            "end_to_end_vs_naive_met": vs_naive >= TARGET_VS_NAIVE,
         }
         result["quick"] = quick
         result.update(environment())
