@@ -56,7 +56,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
@@ -69,7 +69,9 @@ from beam_jobs.catalogue_io import (
     InferenceSettings,
     TrackInput,
     TrackResult,
+    configure_runner,
     decode_track,
+    execute,
     failed_result,
     guarded,
     infer,
@@ -77,8 +79,6 @@ from beam_jobs.catalogue_io import (
     list_tracks,
     main_for,
     prepare_output,
-    summarize,
-    wait,
     write_job_file,
 )
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler
@@ -86,7 +86,6 @@ from beam_jobs.options import (
     AuraliseOptions,
     CatalogueJobOptions,
     InferenceJobOptions,
-    apply_runner_defaults,
     parse_index_list,
     parse_job_args,
 )
@@ -509,11 +508,10 @@ def run(
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
                          reserved=_RESERVED)
-    if test_pipeline is None:
-        for note in apply_runner_defaults(options, num_items=len(tracks)):
-            logger.info("auralise: %s", note)
-    settings = dataclasses.replace(settings, common=settings.common.for_runner(options))
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    settings = configure_runner(
+        "auralise", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
+        save_main_session=save_main_session,
+    )
     job_settings = settings.job_settings()
     prepare_output(settings.common, job="auralise", job_settings=job_settings)
     write_job_file(settings.common, job="auralise", job_settings=job_settings, extra={
@@ -522,11 +520,7 @@ def run(
     })
     logger.info("auralise: %d track(s), layers %s, %d call(s) per track -> %s", len(tracks), list(settings.layers),
                 len(settings.chunks()), settings.common.output)
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, tracks, settings)
-    result = pipeline.run()
-    wait(result)
-    logger.info("%s", summarize(settings.common.output).describe("auralise"))
+    result = execute("auralise", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
     if settings.report:
         write_listening_report(settings.common.output)
     return result

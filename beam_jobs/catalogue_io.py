@@ -742,6 +742,61 @@ def wait(result: Any) -> None:
         client.close()
 
 
+def configure_runner(
+    job: str,
+    options: PipelineOptions,
+    settings: Any,
+    *,
+    n_tracks: int,
+    local_defaults: bool,
+    save_main_session: bool,
+) -> Any:
+    """Runner defaults (every local core unless the user chose) and the runner-adjusted settings.
+
+    Args:
+        job: The job's name, for log messages.
+        options: The parsed pipeline options (modified in place).
+        settings: The job's frozen settings; its ``common`` field is adjusted to the runner.
+        n_tracks: Number of tracks, which bounds the useful parallelism.
+        local_defaults: Apply :func:`beam_jobs.options.apply_runner_defaults` (not for test pipelines).
+        save_main_session: Pickle the caller's ``__main__`` for the workers.
+
+    Returns:
+        ``settings`` with ``common`` replaced by ``common.for_runner(options)``.
+    """
+    from apache_beam.options.pipeline_options import SetupOptions
+
+    from beam_jobs.options import apply_runner_defaults
+
+    if local_defaults:
+        for note in apply_runner_defaults(options, num_items=n_tracks):
+            logger.info("%s: %s", job, note)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    return dataclasses.replace(settings, common=settings.common.for_runner(options))
+
+
+def execute(
+    job: str,
+    options: PipelineOptions,
+    build: Callable[[beam.Pipeline, Any, Any], None],
+    tracks: Any,
+    settings: Any,
+    *,
+    test_pipeline: beam.Pipeline | None = None,
+) -> Any:
+    """Builds the job's pipeline, runs it to the end and logs what happened to every track.
+
+    Returns:
+        The finished ``PipelineResult``.
+    """
+    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+    build(pipeline, tracks, settings)
+    result = pipeline.run()
+    wait(result)
+    logger.info("%s", summarize(settings.common.output).describe(job))
+    return result
+
+
 def main_for(job: str, run: Callable[..., Any], argv: Sequence[str] | None = None) -> int:
     """The command-line entry point of a job: logging, the run (which logs its summary); exit 2 on a setup error.
 

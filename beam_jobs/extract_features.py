@@ -44,7 +44,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
@@ -57,7 +57,9 @@ from beam_jobs.catalogue_io import (
     InferenceSettings,
     TrackInput,
     TrackResult,
+    configure_runner,
     decode_track,
+    execute,
     failed_result,
     guarded,
     infer,
@@ -65,8 +67,6 @@ from beam_jobs.catalogue_io import (
     list_tracks,
     main_for,
     prepare_output,
-    summarize,
-    wait,
     write_job_file,
 )
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler
@@ -74,7 +74,6 @@ from beam_jobs.options import (
     CatalogueJobOptions,
     ExtractFeaturesOptions,
     InferenceJobOptions,
-    apply_runner_defaults,
     parse_job_args,
 )
 from beam_jobs.tag import whole_segments
@@ -477,11 +476,10 @@ def run(
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
                          reserved=_RESERVED)
     settings = settings.with_tracks(len(tracks))
-    if test_pipeline is None:
-        for note in apply_runner_defaults(options, num_items=len(tracks)):
-            logger.info("extract_features: %s", note)
-    settings = dataclasses.replace(settings, common=settings.common.for_runner(options))
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    settings = configure_runner(
+        "extract_features", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
+        save_main_session=save_main_session,
+    )
     prepare_output(settings.common, job="extract_features", job_settings=settings.job_settings(),
                    derived=[f"{SHARD_PREFIX}-*-of-*.{fmt}" for fmt in FORMATS])
     write_job_file(settings.common, job="extract_features", job_settings=settings.job_settings(), extra={
@@ -492,11 +490,7 @@ def run(
     })
     logger.info("extract_features: %d track(s) -> %s (%s, %d shard(s)) with %s", len(tracks),
                 settings.common.output, settings.common.format, settings.num_shards, settings.common.model)
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, tracks, settings)
-    result = pipeline.run()
-    wait(result)
-    logger.info("%s", summarize(settings.common.output).describe("extract_features"))
+    result = execute("extract_features", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
     return result
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
@@ -55,7 +55,9 @@ from beam_jobs.catalogue_io import (
     InferenceSettings,
     TrackInput,
     TrackResult,
+    configure_runner,
     decode_track,
+    execute,
     failed_result,
     guarded,
     infer,
@@ -63,8 +65,6 @@ from beam_jobs.catalogue_io import (
     list_tracks,
     main_for,
     prepare_output,
-    summarize,
-    wait,
     write_job_file,
 )
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler
@@ -72,7 +72,6 @@ from beam_jobs.options import (
     CatalogueJobOptions,
     InferenceJobOptions,
     TagOptions,
-    apply_runner_defaults,
     parse_job_args,
 )
 from tfaural.errors import AudioError, ParameterError
@@ -292,19 +291,14 @@ def run(
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
                          reserved=_RESERVED)
-    if test_pipeline is None:
-        for note in apply_runner_defaults(options, num_items=len(tracks)):
-            logger.info("tag: %s", note)
-    settings = dataclasses.replace(settings, common=settings.common.for_runner(options))
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    settings = configure_runner(
+        "tag", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
+        save_main_session=save_main_session,
+    )
     prepare_output(settings.common, job="tag", job_settings=settings.job_settings(), derived=[TAGS_JSONL, TAGS_CSV])
     write_job_file(settings.common, job="tag", job_settings=settings.job_settings())
     logger.info("tag: %d track(s) -> %s with %s", len(tracks), settings.common.output, settings.common.model)
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, tracks, settings)
-    result = pipeline.run()
-    wait(result)
-    logger.info("%s", summarize(settings.common.output).describe("tag"))
+    result = execute("tag", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
     return result
 
 
