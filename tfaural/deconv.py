@@ -382,11 +382,17 @@ class DeconvNet:
         shapes: Sequence[tf.Tensor],
         switches: Sequence[tf.Tensor | None],
     ) -> tf.Tensor:
-        selected = tf.gather(h, feats, axis=-1)  # [batch, *spatial, k]
-        perm = [0, self.rank + 1, *range(1, self.rank + 1)]
-        selected = tf.transpose(selected, perm)[..., tf.newaxis]
-        onehot = tf.reshape(tf.one_hot(feats, n_maps, dtype=h.dtype), tf.stack([1, -1, *[1] * self.rank, n_maps]))
-        y = selected * onehot
+        top = blocks[-1]
+        if self._stride1_same(top):
+            y = self._top_step(h, feats, top, shapes[-1], switches[-1])
+            blocks, shapes, switches = blocks[:-1], shapes[:-1], switches[:-1]
+        else:
+            selected = tf.gather(h, feats, axis=-1)  # [batch, *spatial, k]
+            perm = [0, self.rank + 1, *range(1, self.rank + 1)]
+            selected = tf.transpose(selected, perm)[..., tf.newaxis]
+            onehot = tf.reshape(tf.one_hot(feats, n_maps, dtype=h.dtype),
+                                tf.stack([1, -1, *[1] * self.rank, n_maps]))
+            y = selected * onehot
         batch = tf.shape(y)[0]
         k = tf.shape(y)[1]
         for block, shape, sw in zip(reversed(blocks), reversed(shapes), reversed(switches)):
@@ -403,15 +409,60 @@ class DeconvNet:
             y = tf.reshape(flat, tf.concat([[batch, k], shape[1:]], axis=0))
         return self._to_output_layout(y)
 
+    def _stride1_same(self, block: _Block) -> bool:
+        conv = block.conv
+        kernel_size = tuple(int(k) for k in conv.kernel.shape[: self.rank])
+        return (_tuple(conv.strides, self.rank) == (1,) * self.rank and all(n % 2 for n in kernel_size)
+                and conv.padding == "same")
+
+    def _top_step(
+        self, h: tf.Tensor, feats: tf.Tensor, block: _Block, shape: tf.Tensor, sw: tf.Tensor | None
+    ) -> tf.Tensor:
+        """ReLU, unpooling and transposed convolution of the selected maps of the top block.
+
+        Each selected feature is a single non-zero channel, so its transposed convolution
+        needs only that channel's slice of the kernel: a depthwise convolution with the
+        features as channels (channel multiplier = the block's input channels) instead of
+        a full one on a one-hot tensor, ``n_maps`` times fewer operations.
+
+        Returns:
+            ``[batch, k, *spatial, channels_in]`` of the block's input.
+        """
+        y = tf.nn.relu(tf.gather(h, feats, axis=-1))  # [batch, *pooled, k]
+        pad = [[0, 0]] * self.rank
+        if sw is not None:
+            covered, paddings = _unpool_covered(y[:, tf.newaxis], tf.gather(sw, feats, axis=-1),
+                                                block.pool_size)  # type: ignore[arg-type]
+            y, pad = covered[:, 0], paddings[2:-1]
+        kernel_size = [int(n) for n in block.conv.kernel.shape[: self.rank]]
+        kernel = tf.reverse(self._transposed_kernel(block), axis=list(range(self.rank)))
+        kernel = tf.gather(kernel, feats, axis=-1)  # [*kernel, channels_in, k]
+        kernel = tf.transpose(kernel, [*range(self.rank), self.rank + 1, self.rank])  # [*kernel, k, channels_in]
+        explicit = [[0, 0]] + [[n // 2, n // 2 + pad[i][1]] for i, n in enumerate(kernel_size)] + [[0, 0]]
+        y = tf.pad(y, explicit)
+        if self.rank == 1:
+            y, kernel = y[:, tf.newaxis], kernel[tf.newaxis]
+        out = tf.nn.depthwise_conv2d(y, kernel, strides=[1, 1, 1, 1], padding="VALID")
+        if self.rank == 1:
+            out = out[:, 0]
+        channels_in = int(block.conv.kernel.shape[-2])
+        k = tf.shape(feats)[0]
+        out = tf.reshape(out, tf.concat([shape[:-1], [k, channels_in]], axis=0))  # [batch, *spatial, k, c_in]
+        return tf.transpose(out, [0, self.rank + 1, *range(1, self.rank + 1), self.rank + 2])
+
     def _features(self, features: Sequence[int] | tf.Tensor | None, n_maps: int) -> tf.Tensor:
         if features is None:
             return tf.range(n_maps, dtype=tf.int32)
         if isinstance(features, (tf.Tensor, tf.Variable)):
             feats = tf.cast(features, tf.int32)
-            tf.debugging.assert_rank(feats, 1, message="features must be a 1-D list of feature indices")
-            tf.debugging.assert_non_negative(feats, message="feature indices must be >= 0")
-            tf.debugging.assert_less(feats, n_maps, message=f"feature indices must be < {n_maps} (maps in the layer)")
-            return feats
+            checks = [
+                tf.debugging.assert_rank(feats, 1, message="features must be a 1-D list of feature indices"),
+                tf.debugging.assert_non_negative(feats, message="feature indices must be >= 0"),
+                tf.debugging.assert_less(feats, n_maps,
+                                         message=f"feature indices must be < {n_maps} (maps in the layer)"),
+            ]
+            with tf.control_dependencies([c for c in checks if c is not None]):
+                return tf.identity(feats)  # the checks run before any gather can fail less clearly
         values = np.asarray(features).reshape(-1)
         if values.size == 0 or not np.issubdtype(values.dtype, np.integer):
             raise ParameterError(f"features={features!r} is invalid: expected a non-empty list of integers")
