@@ -27,6 +27,9 @@ def test_quickstart_end_to_end(tmp_path: pathlib.Path) -> None:
     assert len(wavs) == 64
     info = sf.info(wavs[0])
     assert info.samplerate == 11025 and info.frames == 4 * 11025
+    figures = json.loads((pathlib.Path(summary["figures"]) / "figures.json").read_text())
+    assert figures["figures"] == ["first-layer-weights.png"] + [f"deconvolution-layer{n}.png" for n in range(1, 6)]
+    assert all(len(chosen) == 4 for chosen in figures["features"].values())
     tags = pathlib.Path(summary["tags"]).read_text().splitlines()
     assert len(tags) == 1 + 9  # header + every catalogue track
     saved = json.loads((tmp_path / "demo" / "quickstart.json").read_text())

@@ -6,7 +6,9 @@
 4. export it as a SavedModel (``export``) and verify it in a fresh process;
 5. auralise every feature of layers 1–5 on a few demo tracks (``beam_jobs.auralise``)
    and write the HTML listening report;
-6. tag the whole catalogue (``beam_jobs.tag``);
+6. draw the papers' figures for those tracks (``tfaural.visualise``: first-layer
+   kernels, original vs deconvolved spectrograms of each layer's most active features);
+7. tag the whole catalogue (``beam_jobs.tag``);
 
 then print where to listen and where to look. Each stage is skipped when its
 output is already complete, so an interrupted quick start picks up where it stopped.
@@ -71,6 +73,7 @@ def run_quickstart(
     run_dir = os.path.join(output, "runs", "choi")
     export_base = os.path.join(output, "exports", "choi")
     auralised = os.path.join(output, "auralised")
+    figures = os.path.join(output, "figures")
     tags = os.path.join(output, "tags")
     timings: dict[str, float] = {}
 
@@ -146,6 +149,16 @@ def run_quickstart(
 
     _stage("auralise layers 1-5 x 64 features of a few tracks (Beam)", False, auralise_tracks_job, timings)
 
+    def draw_figures() -> None:
+        from tfaural.run import load_run
+        from tfaural.visualise import make_figures
+
+        model, _ = load_run(run_dir)
+        make_figures(model, figures, audio_paths=tracks, offset=offset, seconds=4.0)
+
+    _stage("draw the papers' figures (first-layer kernels, deconvolved spectrograms)",
+           os.path.exists(os.path.join(figures, "figures.json")), draw_figures, timings)
+
     def tag_catalogue() -> None:
         from beam_jobs import tag
 
@@ -162,6 +175,7 @@ def run_quickstart(
         "export": version_dir,
         "report": os.path.join(auralised, "report", "index.html"),
         "auralised": auralised,
+        "figures": figures,
         "tags": os.path.join(tags, "tags.csv"),
         "timings_seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),
@@ -202,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"over {summary['test_tracks']} tracks (chance {summary['chance']:.2f})")
     print(f"  Listen and look:  open {summary['report']}")
     print(f"  Auralised WAVs:   {summary['auralised']}/<track>/layer<L>/feature<K>.wav")
+    print(f"  Figures:          {summary['figures']}/deconvolution-layer<L>.png, first-layer-weights.png")
     print(f"  Tags:             {summary['tags']}")
     print(f"  SavedModel:       {summary['export']}  (serve it: docs/serving.md)")
     return 0

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 
@@ -332,3 +333,206 @@ def plot_filter_spectra(
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+# --------------------------------------------------------------------------- command line
+
+FIGURES_FILE = "figures.json"
+
+
+def _load_clips(paths: Sequence[str], *, sample_rate: int, offset: float, seconds: float) -> np.ndarray:
+    """Excerpts of the files, mono at ``sample_rate``, zero-padded to ``seconds``: ``[n, samples]``."""
+    from tfaural import audio
+
+    length = int(round(seconds * sample_rate))
+    clips = np.zeros((len(paths), length), np.float32)
+    for i, path in enumerate(paths):
+        y, _ = audio.load(path, sample_rate=sample_rate, offset=offset, duration=seconds,
+                          min_samples=min(length, sample_rate // 2), require_sound=True)
+        clips[i, : min(length, y.size)] = y[:length]
+    return clips
+
+
+def _choose(spec: str, activation: np.ndarray, *, layer: int) -> list[int]:
+    """Features of a layer from ``topN``/``all``/a list, given activations ``[tracks, n_features]``."""
+    from tfaural.cli import parse_index_list
+
+    n_maps = activation.shape[-1]
+    text = spec.strip().lower()
+    if text.startswith("top"):
+        try:
+            count = int(text[3:])
+        except ValueError:
+            raise ParameterError(f"--features {spec!r} is invalid: expected topN (e.g. top4), all, or a list") from None
+        if count < 1:
+            raise ParameterError(f"--features {spec!r}: N must be at least 1")
+        order = np.argsort(-activation.mean(axis=0), kind="stable")
+        return [int(f) for f in order[: min(count, n_maps)]]
+    return list(parse_index_list(spec, flag=f"--features (layer {layer})", valid=range(n_maps)))
+
+
+def make_figures(
+    model: keras.Model,
+    output: str,
+    *,
+    audio_paths: Sequence[str] = (),
+    layers: str = "all",
+    features: str = "top4",
+    offset: float = 0.0,
+    seconds: float | None = None,
+    filter_layers: str | None = None,
+    steps: int = 100,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Draws every figure that fits the model into ``output`` and lists them in ``figures.json``.
+
+    * Choi CNN: the learnt first-layer kernels (Choi et al., Figure 4), and with audio
+      files one grid per layer of original vs deconvolved spectrograms (Figures 3, 5–8).
+    * SampleCNN family: sorted gradient-ascent filter spectra per layer (Lee et al.,
+      Figure 3), and with audio files the same deconvolution grids, drawn from the STFT of
+      the deconvolved waveforms (1024-point FFT, hop 256).
+
+    Args:
+        model: A trained model of :mod:`tfaural.models`.
+        output: Folder for the PNG files.
+        audio_paths: Tracks for the deconvolution grids (columns).
+        layers: Layers of the deconvolution grids (``all``, ``1-3``, ``2,5``).
+        features: Rows per layer: ``topN`` (the N features with the largest mean activation
+            on the tracks), ``all`` or a list such as ``0-3,17``.
+        offset: Start of each excerpt in seconds.
+        seconds: Excerpt length (``None``: 4 s for the Choi CNN, one input segment for SampleCNN).
+        filter_layers: Layers of the filter-spectra figure (``None``: every layer a
+            729-sample estimate reaches).
+        steps: Gradient-ascent iterations per layer.
+        progress: Show a progress bar.
+
+    Returns:
+        The contents of ``figures.json``: ``figures`` (file names), ``features`` per layer, ``tracks``.
+
+    Raises:
+        TfauralError: Unreadable audio (naming the file), invalid layers or features, or a
+            model without figures (the mel-frame baseline).
+    """
+    from tqdm.auto import tqdm
+
+    from tfaural import spectral
+    from tfaural.auralise import Auraliser, to_linear_magnitude
+    from tfaural.cli import parse_index_list
+
+    config = config_from_model(model)
+    is_choi = isinstance(config, ChoiConfig)
+    if not is_choi and getattr(config, "family", "") == "mel-frame":
+        raise ModelError("the mel-frame baseline has no figures here: its mel front end cannot be auralised and "
+                         "gradient ascent needs a raw-waveform model")
+    os.makedirs(output, exist_ok=True)
+    written: list[str] = []
+    chosen_features: dict[str, list[int]] = {}
+    if is_choi:
+        weights = plot_first_layer_weights(model, os.path.join(output, "first-layer-weights.png"))
+        written.append(os.path.basename(weights))
+    else:
+        levels = [b.level for b in conv_blocks(model)]
+        wanted = (list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
+                  if filter_layers else [lv for lv in levels if lv >= 1])
+        spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for level in tqdm(wanted, desc="filter estimates", unit="layer", disable=not progress):
+            try:
+                estimates = gradient_ascent_filters(model, layer=level, steps=steps)
+            except ParameterError:
+                if filter_layers:
+                    raise
+                continue  # deeper than a 729-sample estimate reaches
+            spectrum, freqs, _ = filter_spectra(estimates)
+            spectra[level] = (spectrum, freqs)
+        if spectra:
+            written.append(os.path.basename(plot_filter_spectra(spectra, os.path.join(output, "filter-spectra.png"))))
+    if audio_paths:
+        auraliser = Auraliser(model)
+        assert isinstance(config, (ChoiConfig, SampleCNNConfig))
+        rate = int(config.sample_rate)
+        default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
+        length = seconds if seconds is not None else default_seconds
+        clips = _load_clips(audio_paths, sample_rate=rate, offset=offset, seconds=length)
+        wanted_layers = parse_index_list(layers, flag="--layers", valid=auraliser.net.levels)
+        n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, ChoiConfig) else (1024, 256)
+        names = [os.path.splitext(os.path.basename(p))[0] for p in audio_paths]
+        bar = tqdm(total=len(wanted_layers) * len(audio_paths), desc="deconvolving", unit="clip",
+                   disable=not progress)
+        for layer in wanted_layers:
+            maps, activations = [], []
+            for clip in clips:  # one track at a time: the walk of 64 features is large
+                result = auraliser(clip[None], layer=layer, mode="phase")
+                if is_choi:
+                    maps.append(to_linear_magnitude(result.deconvolved, config).numpy()[0])  # type: ignore[arg-type]
+                else:
+                    maps.append(np.abs(spectral.stft(result.deconvolved[0], n_fft=n_fft, hop_length=hop).numpy()))
+                activations.append(np.asarray(result.activation)[0])
+                bar.update(1)
+            chosen = _choose(features, np.stack(activations), layer=layer)
+            chosen_features[str(layer)] = chosen
+            originals = np.abs(spectral.stft(clips, n_fft=n_fft, hop_length=hop).numpy())
+            deconvolved = np.stack([m[chosen] for m in maps])
+            path = plot_deconvolution_grid(
+                originals, deconvolved, os.path.join(output, f"deconvolution-layer{layer}.png"),
+                track_names=names, feature_names=[f"Feature {layer}-{f}" for f in chosen],
+                sample_rate=rate, hop_length=hop,
+            )
+            written.append(os.path.basename(path))
+        bar.close()
+    summary: dict[str, object] = {"figures": written, "features": chosen_features, "tracks": list(audio_paths)}
+    with open(os.path.join(output, FIGURES_FILE), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: ``python -m tfaural.visualise --run RUN_DIR --output DIR [--audio FILE ...]``."""
+    import argparse
+    import sys
+
+    from tfaural.errors import TfauralError
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(
+        prog="python -m tfaural.visualise",
+        description="Figures of what a trained model has learnt: first-layer kernels and deconvolved "
+        "spectrograms (Choi CNN), sorted gradient-ascent filter spectra and deconvolved spectrograms "
+        "(SampleCNN family). Writes PNG files and figures.json into --output.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, help="training run directory (model.keras + run.json)")
+    parser.add_argument("--output", required=True, help="folder for the figures")
+    parser.add_argument("--audio", nargs="*", default=[], metavar="FILE",
+                        help="tracks for the deconvolution grids (one column each)")
+    parser.add_argument("--layers", default="all", help="layers of the deconvolution grids: all, 1-3, 2,5")
+    parser.add_argument("--features", default="top4",
+                        help="features per layer: topN (largest mean activation on the tracks), all, or 0-3,17")
+    parser.add_argument("--offset-seconds", type=float, default=0.0, help="start of each excerpt")
+    parser.add_argument("--clip-seconds", type=float, default=None,
+                        help="excerpt length (default: 4 s for the Choi CNN, one input segment for SampleCNN)")
+    parser.add_argument("--filter-layers", default=None,
+                        help="SampleCNN: layers of the filter-spectra figure (default: all a 729-sample estimate "
+                        "reaches)")
+    parser.add_argument("--steps", type=int, default=100, help="SampleCNN: gradient-ascent iterations")
+    args = parser.parse_args(argv)
+    try:
+        from tfaural.run import load_run
+
+        model, _ = load_run(args.run)
+        summary = make_figures(
+            model, args.output, audio_paths=args.audio, layers=args.layers, features=args.features,
+            offset=args.offset_seconds, seconds=args.clip_seconds, filter_layers=args.filter_layers,
+            steps=args.steps,
+        )
+    except TfauralError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name in summary["figures"]:  # type: ignore[attr-defined]
+        print(os.path.join(args.output, name))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
