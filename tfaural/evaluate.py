@@ -6,6 +6,12 @@ the track's score is their average. Tagging runs are scored with per-tag and mac
 ROC-AUC and PR-AUC, single-label runs with accuracy and a confusion matrix (plus
 the AUCs). Results go to ``RUN_DIR/eval.json`` (or ``eval-<split>.json``), per-track
 scores to ``predictions-<split>.csv`` and a figure to ``eval-<split>.png``.
+
+The data is a TFRecord dataset folder or a prepared TFDS dataset name (as for
+training, see :mod:`tfaural.data.tfds_source`); without ``--data`` the run's own
+dataset is used: the TFDS dataset recorded in ``run.json`` (found again by name,
+version and split mapping, converted again if its cache is gone) or the folder it
+was trained on.
 """
 
 from __future__ import annotations
@@ -17,38 +23,95 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfaural import metrics
 from tfaural.config import ChoiConfig, STFTConfig
 from tfaural.errors import DataError, TfauralError
-from tfaural.run import load_run
+from tfaural.run import RunInfo, load_run
+from tfaural.train import add_tfds_arguments, tfds_options
 
-__all__ = ["evaluate_run", "plot_evaluation", "main"]
+if TYPE_CHECKING:
+    from tfaural.data.tfds_source import TfdsOptions
+
+__all__ = ["evaluate_run", "dataset_of_run", "plot_evaluation", "main"]
 
 logger = logging.getLogger(__name__)
 
 
+def dataset_of_run(
+    run_dir: str,
+    info: RunInfo,
+    data: str | None = None,
+    tfds: TfdsOptions | None = None,
+    *,
+    split: str = "test",
+    progress: bool = True,
+) -> str:
+    """The dataset folder to evaluate a run on.
+
+    Args:
+        run_dir: Training run directory (for messages).
+        info: Its :class:`~tfaural.run.RunInfo`.
+        data: A dataset folder or TFDS name; ``None``: the run's own dataset.
+        tfds: TFDS options; with ``data=None`` only ``data_dir`` and ``cache_dir`` apply
+            (they override the recorded ones), the split mapping and label come from ``run.json``.
+        split: The split that will be evaluated (must exist).
+        progress: Show a progress bar if a TFDS dataset has to be converted.
+
+    Returns:
+        A dataset folder.
+
+    Raises:
+        DataError: If the dataset cannot be found or prepared.
+    """
+    from tfaural.data.tfds_source import prepare_tfds, read_tfds_source, resolve_data, source_of_run
+
+    if data is not None:
+        return resolve_data(data, tfds, require_splits=(split,), progress=progress)
+    recorded = source_of_run(info.extra)
+    if recorded is not None:
+        source, cache_dir = recorded
+        folder = prepare_tfds(
+            source.pinned_name,
+            data_dir=(tfds.data_dir if tfds else None) or source.data_dir,
+            cache_dir=(tfds.cache_dir if tfds else None) or cache_dir,
+            splits=source.splits, label=source.label_feature, require_splits=(split,), progress=progress,
+        )
+        now = read_tfds_source(folder)
+        if now is not None and now.fingerprint != source.fingerprint:
+            logger.warning("TFDS dataset %s was prepared again after %s was trained; evaluating on the files "
+                           "prepared now", source.full_name, run_dir)
+        return folder
+    dataset = info.extra.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        raise DataError(f"{run_dir}: run.json does not record the dataset it was trained on; pass --data")
+    return dataset
+
+
 def evaluate_run(
     run_dir: str,
-    data: str,
+    data: str | None = None,
     *,
     split: str = "test",
     segments_per_track: int | None = 10,
     write: bool = True,
     progress: bool = True,
+    tfds: TfdsOptions | None = None,
 ) -> dict[str, Any]:
     """Scores a run's best model on one split of a TFRecord dataset.
 
     Args:
         run_dir: Training run directory.
-        data: Dataset folder (``dataset.json`` + shards).
+        data: Dataset folder (``dataset.json`` + shards) or a prepared TFDS dataset name
+            (``None``: the dataset the run was trained on, see :func:`dataset_of_run`).
         split: Split to evaluate.
         segments_per_track: Segments averaged per track (``None``: all).
         write: Write ``eval*.json``, ``predictions-<split>.csv`` and the figure into ``run_dir``.
         progress: Show a progress bar.
+        tfds: Where TFDS names are found and converted (``None``: the defaults).
 
     Returns:
         The evaluation dict (see :func:`tfaural.metrics.evaluate_predictions`) with
@@ -64,6 +127,7 @@ def evaluate_run(
     from tfaural.data.tfrecord import read_dataset_info, shard_pattern
 
     model, info = load_run(run_dir)
+    data = dataset_of_run(run_dir, info, data, tfds, split=split, progress=progress)
     dataset = read_dataset_info(data)
     if tuple(dataset.label_names) != tuple(info.labels):
         raise DataError(
@@ -155,14 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="training run directory")
-    parser.add_argument("--data", required=True, help="dataset folder (dataset.json + shards)")
+    parser.add_argument("--data", default=None, metavar="DATASET_DIR_OR_TFDS_NAME",
+                        help="dataset folder (dataset.json + shards) or a prepared TFDS dataset name (default: the "
+                        "dataset the run was trained on, as recorded in its run.json)")
     parser.add_argument("--split", default="test", help="split to evaluate")
     parser.add_argument("--segments-per-track", type=int, default=10, help="segments averaged per track (0: all)")
+    add_tfds_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = evaluate_run(args.run, args.data, split=args.split,
-                              segments_per_track=args.segments_per_track or None)
+                              segments_per_track=args.segments_per_track or None, tfds=tfds_options(args))
     except TfauralError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

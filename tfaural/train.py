@@ -12,6 +12,13 @@ Recipes (defaults, each overridable on the command line):
   single-label genres (sigmoid + binary cross-entropy for tags), dropout 0.5, the
   same optimiser and schedule; 4-s STFT inputs.
 
+``--data`` is a TFRecord dataset folder written by ``python -m beam_jobs.make_tfrecords``
+or the name of a prepared TensorFlow Datasets dataset (``tfaural_catalogue/demo``,
+``tfaural_gtzan/22050hz``, ``speech_commands``), converted once into a cached dataset
+folder by :func:`tfaural.data.tfds_source.prepare_tfds` (``--tfds-data-dir``,
+``--tfds-cache``, ``--tfds-split``, ``--tfds-label``); ``run.json`` records the TFDS name
+and version so ``python -m tfaural.evaluate --run RUN_DIR`` finds the data again.
+
 A run directory (see :mod:`tfaural.run`) holds the best model (``model.keras``),
 ``run.json``, ``history.csv``, TensorBoard logs (``logs/``) and a resumable
 checkpoint (``checkpoints/``, written every epoch and every ``--checkpoint-every``
@@ -37,7 +44,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -52,7 +59,10 @@ from tfaural.config import (
 from tfaural.errors import ConfigError, DataError, ModelError, ParameterError, TfauralError
 from tfaural.run import RunInfo, load_run, save_run
 
-__all__ = ["TrainConfig", "TrainResult", "BATCH_PRESETS", "train", "main"]
+if TYPE_CHECKING:
+    from tfaural.data.tfds_source import TfdsOptions
+
+__all__ = ["TrainConfig", "TrainResult", "BATCH_PRESETS", "train", "add_tfds_arguments", "tfds_options", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -411,11 +421,15 @@ def train(
     restart: bool = False,
     verbose: int | None = None,
     crash_after_steps: int | None = None,
+    tfds: TfdsOptions | None = None,
 ) -> TrainResult:
-    """Trains a model on a TFRecord dataset folder (``dataset.json`` + ``train``/``valid`` shards).
+    """Trains a model on a TFRecord dataset folder (``dataset.json`` + ``train``/``validation`` shards).
 
     Args:
-        data: Dataset folder written by ``beam_jobs.make_tfrecords``.
+        data: Dataset folder written by ``beam_jobs.make_tfrecords``, or the name of a prepared
+            TFDS dataset (``"tfaural_catalogue/demo"``), converted by
+            :func:`tfaural.data.tfds_source.prepare_tfds` and recorded in ``run.json``
+            (``extra["tfds"]``).
         run_dir: Output run directory (resumed if it holds a checkpoint of the same config).
         config: The recipe.
         init_from: A run directory whose weights initialise matching layers (transfer).
@@ -423,6 +437,7 @@ def train(
         verbose: Keras verbosity (``None``: progress bar on a terminal, a line per epoch otherwise).
         crash_after_steps: Testing aid: end the process abruptly (``os._exit``) after this
             many training steps, as a kill would.
+        tfds: Where TFDS names are found and converted (``None``: the defaults).
 
     Returns:
         A :class:`TrainResult`.
@@ -432,10 +447,12 @@ def train(
     """
     import keras
 
+    from tfaural.data.tfds_source import resolve_data, run_extra
     from tfaural.data.tfrecord import read_dataset_info
     from tfaural.models import build
 
     start_time = time.time()
+    data = resolve_data(data, tfds, require_splits=("train", "validation"), progress=verbose != 0)
     info = read_dataset_info(data)
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "train_config.json")
@@ -479,7 +496,7 @@ def train(
             stft=STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
             if isinstance(model_config, ChoiConfig)
             else None,
-            extra={"dataset": os.path.abspath(data), "train_config": config.to_dict()},
+            extra={"dataset": os.path.abspath(data), "train_config": config.to_dict(), **run_extra(data)},
         )
         state = _State(learning_rate=config.learning_rate, run_id=run_info.run_id)
         resumed_from = None
@@ -603,15 +620,57 @@ def _step_checkpoint(checkpointer: _Checkpointer, state: _State, every: int, cra
 # ----------------------------------------------------------------------------- CLI
 
 
+def _split_mapping(text: str) -> tuple[str, str]:
+    name, sep, spec = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TFAURAL_SPLIT=TFDS_SPLIT, e.g. validation=train[90%:]")
+    return name, spec
+
+
+def add_tfds_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``--tfds-*`` options that say where a TFDS ``--data`` name is found and converted."""
+    group = parser.add_argument_group(
+        "TFDS datasets (--data NAME)",
+        "--data may name a prepared TensorFlow Datasets dataset instead of a folder: NAME[/CONFIG][:VERSION], e.g. "
+        "tfaural_catalogue/demo or speech_commands. Nothing is downloaded: prepare it first (python -m "
+        "tfaural.data.build_tfds for tfaural's builders, `tfds build` for others). Its train/validation(valid, "
+        "val)/test splits are converted once into TFRecords in the cache and reused while the prepared files "
+        "are unchanged.",
+    )
+    group.add_argument("--tfds-data-dir", default=None, metavar="DIR",
+                       help="TFDS data directory where NAME is prepared (default: $TFDS_DATA_DIR or "
+                       "~/tensorflow_datasets)")
+    group.add_argument("--tfds-cache", default=None, metavar="DIR",
+                       help="where converted datasets are kept (default: ~/.cache/tfaural/tfds, or "
+                       "$XDG_CACHE_HOME/tfaural/tfds)")
+    group.add_argument("--tfds-split", action="append", type=_split_mapping, default=[], metavar="SPLIT=SPEC",
+                       help="take a tfaural split from a TFDS split or slice, e.g. --tfds-split train=train[:90%%] "
+                       "--tfds-split validation=train[90%%:] for a dataset without a validation split (repeatable)")
+    group.add_argument("--tfds-label", default=None, metavar="FEATURE",
+                       help="the label feature: a ClassLabel, Sequence(ClassLabel) or FeaturesDict of booleans "
+                       "(default: the supervised label, else 'label', 'labels' or 'tags')")
+
+
+def tfds_options(args: argparse.Namespace) -> TfdsOptions:
+    """The :class:`~tfaural.data.tfds_source.TfdsOptions` of parsed ``--tfds-*`` options."""
+    from tfaural.data.tfds_source import TfdsOptions
+
+    return TfdsOptions(data_dir=args.tfds_data_dir, cache_dir=args.tfds_cache, splits=dict(args.tfds_split),
+                       label=args.tfds_label)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tfaural.train",
         description="Train a music CNN with the papers' recipes on TFRecords written by "
-        "`python -m beam_jobs.make_tfrecords`. Rerun the same command to resume an interrupted run.",
+        "`python -m beam_jobs.make_tfrecords` or on a prepared TFDS dataset. Rerun the same command to resume an "
+        "interrupted run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help=f"architecture: {', '.join(MODEL_CHOICES)}")
-    parser.add_argument("--data", required=True, help="dataset folder (dataset.json + train/valid/test shards)")
+    parser.add_argument("--data", required=True, metavar="DATASET_DIR_OR_TFDS_NAME",
+                        help="dataset folder (dataset.json + train/validation/test shards) or a prepared TFDS "
+                        "dataset name such as tfaural_catalogue/demo (see the TFDS options below)")
     parser.add_argument("--output", required=True, help="run directory to write (resumed if it exists)")
     parser.add_argument("--epochs", type=int, default=100, help="most epochs; the schedule usually stops earlier")
     parser.add_argument("--batch-size", type=int, default=None, help="segments per batch (default: the preset's)")
@@ -639,6 +698,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--distribute", choices=("auto", "mirrored", "none"), default="auto",
                         help="MirroredStrategy over GPUs ('auto': when more than one GPU is visible)")
     parser.add_argument("--crash-after-steps", type=int, default=None, help=argparse.SUPPRESS)
+    add_tfds_arguments(parser)
     return parser
 
 
@@ -669,11 +729,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             distribute=args.distribute,
         )
         if args.transfer == "features":
+            from tfaural.data.tfds_source import resolve_data
             from tfaural.transfer import train_transfer
 
             sources = [p for p in (args.init_from or "").split(",") if p]
+            data = resolve_data(args.data, tfds_options(args), require_splits=("train", "validation"))
             transfer = train_transfer(
-                args.data, args.output, sources, hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
+                data, args.output, sources, hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
                 dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size or 32,
                 learning_rate=args.learning_rate, optimizer=args.optimizer, seed=args.seed,
             )
@@ -682,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"model in {transfer.run_dir}/model.keras")
             return 0
         result = train(args.data, args.output, config, init_from=args.init_from, restart=args.restart,
-                       crash_after_steps=args.crash_after_steps)
+                       crash_after_steps=args.crash_after_steps, tfds=tfds_options(args))
     except (TfauralError, ParameterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -120,6 +120,7 @@ def train_transfer(
     """
     import keras
 
+    from tfaural.data.tfds_source import run_extra
     from tfaural.data.tfrecord import read_dataset_info
     from tfaural.models import config_from_model
     from tfaural.models.aggregation import aggregation_model, multi_scale_features, transfer_classifier
@@ -184,7 +185,8 @@ def train_transfer(
         audio=AudioConfig(sample_rate=info.sample_rate),
         segment=SegmentConfig(length=segment_length),
         extra={"transfer": "features", "sources": [os.path.abspath(s) for s in sources],
-               "dataset": os.path.abspath(data), "n_features": int(x_train.shape[1]), "best_val_loss": best},
+               "dataset": os.path.abspath(data), "n_features": int(x_train.shape[1]), "best_val_loss": best,
+               **run_extra(data)},
     )
     save_run(run_dir, full, run_info)
     return TransferResult(run_dir, int(x_train.shape[1]), len(history.history["val_loss"]), best, time.time() - start)

@@ -10,7 +10,10 @@ From "a folder of audio files with labels" to "batches on the accelerator":
    batches for SampleCNN (waveform) or the Choi CNN (STFT magnitude).
 
 :mod:`tfaural.data.tfds_builders` (imported on demand, it pulls in
-tensorflow-datasets) offers the same catalogues as TFDS datasets.
+tensorflow-datasets) offers the same catalogues as TFDS datasets
+(``python -m tfaural.data.build_tfds`` prepares them), and
+:mod:`tfaural.data.tfds_source` converts any prepared TFDS audio dataset into a
+dataset folder, which is how ``--data NAME`` of training and evaluation works.
 """
 
 from tfaural.data.catalogue import (

@@ -41,6 +41,13 @@ Example::
 For large catalogues build with Beam: pass ``builder_kwargs={"config": config,
 "use_beam": True}`` and a ``beam_runner`` or ``beam_options`` in the
 ``DownloadConfig``.
+
+From the command line (:mod:`tfaural.data.build_tfds`, which calls :func:`prepare`; training then
+reads the dataset by name, ``python -m tfaural.train --data tfaural_catalogue/demo --tfds-data-dir demo/tfds``)::
+
+    python -m tfaural.data.build_tfds tfaural_catalogue --manifest demo/catalogue/manifest.csv \
+        --config demo --sample-rate 11025 --data-dir demo/tfds
+    python -m tfaural.data.build_tfds tfaural_gtzan --config 22050hz --manual-dir /data/gtzan --data-dir /data/tfds
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ from tfaural.data.catalogue import (
     read_manifest,
 )
 from tfaural.data.tfrecord import quantize
-from tfaural.errors import AudioDecodeError, AudioError, DataError, TfauralError
+from tfaural.errors import AudioDecodeError, AudioError, DataError, ParameterError, TfauralError
 
 __all__ = [
     "UNSPLIT",
@@ -80,6 +87,8 @@ __all__ = [
     "TfauralCatalogue",
     "TfauralMagnatagatune",
     "TfauralGtzan",
+    "BUILDERS",
+    "prepare",
 ]
 
 logger = logging.getLogger(__name__)
@@ -402,3 +411,61 @@ class TfauralGtzan(_AudioCatalogueBuilder):
             missing = sorted(set(self.SPLIT_FILES.values()) - {os.path.basename(p) for p in present.values()})
             raise DataError(f"{manual_dir}: has some split lists but not {missing}; give all three or none")
         return read_gtzan(root, split_files=present or None, check_files=True)
+
+
+BUILDERS = ("tfaural_catalogue", "tfaural_gtzan", "tfaural_magnatagatune")
+"""Names of the builders of this module."""
+
+
+def prepare(
+    dataset: str,
+    *,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    config: str | None = None,
+    manifest: str | None = None,
+    sample_rate: int | None = None,
+    overwrite: bool = False,
+) -> tfds.core.DatasetBuilder:
+    """Prepares one of this module's datasets in a TFDS data directory (reads local files, downloads nothing).
+
+    Args:
+        dataset: One of :data:`BUILDERS`.
+        data_dir: TFDS data directory (``None``: TFDS's default).
+        manual_dir: Folder with the audio (default for ``tfaural_catalogue``: the manifest's folder).
+        config: Config name: the catalogue's name for ``tfaural_catalogue`` (default: derived from the
+            manifest), ``22050hz``/``11025hz`` (GTZAN) or ``22050hz``/``16000hz`` (MagnaTagATune).
+        manifest: ``tfaural_catalogue`` only: the catalogue manifest.
+        sample_rate: ``tfaural_catalogue`` only: target sample rate in Hz (default 22,050).
+        overwrite: Generate again even if the dataset is already prepared (e.g. after the manifest changed).
+
+    Returns:
+        The prepared builder (``builder.info`` lists the splits).
+
+    Raises:
+        ParameterError: On arguments that do not fit the dataset.
+        DataError: If the catalogue cannot be read.
+    """
+    if dataset not in BUILDERS:
+        raise ParameterError(f"dataset {dataset!r} is not one of {list(BUILDERS)}")
+    builder_config: str | CatalogueConfig | None = config
+    if dataset == "tfaural_catalogue":
+        if not manifest:
+            raise ParameterError("tfaural_catalogue needs --manifest (the catalogue manifest, CSV or JSONL)")
+        local = not is_uri(manifest)
+        path = os.path.abspath(manifest) if local else manifest
+        builder_config = CatalogueConfig.from_manifest(path, sample_rate=sample_rate or 22050, name=config)
+        if manual_dir is None:
+            manual_dir = os.path.dirname(path) if local else manifest.rsplit("/", 1)[0]
+    else:
+        if manifest or sample_rate:
+            raise ParameterError(f"{dataset}: --manifest and --sample-rate are for tfaural_catalogue; the config "
+                                 "fixes the rate (--config 22050hz, ...)")
+        if not manual_dir:
+            raise ParameterError(f"{dataset} needs --manual-dir, the folder with the dataset's audio")
+    builder = tfds.builder(dataset, config=builder_config, data_dir=data_dir)
+    mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else None
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, try_download_gcs=False, **({"download_mode": mode} if mode else {})))
+    return builder
+
