@@ -115,7 +115,10 @@ def gradient_ascent_filters(
     if isinstance(config, ChoiConfig) or getattr(config, "family", None) == "mel-frame":
         raise ModelError("gradient-ascent filter estimates need a raw-waveform model (samplecnn or raw-frame)")
     layers = activation_model_layers(model, layer)
-    probe = layer_activation(layers, tf.zeros([1, n_samples, 1]))
+    try:
+        probe = layer_activation(layers, tf.zeros([1, n_samples, 1]))
+    except tf.errors.OpError:  # a pooling window longer than what is left (oneDNN refuses, not 0 length)
+        probe = tf.zeros([1, 0, 1])
     n_maps = int(probe.shape[-1])
     if probe.shape[1] == 0:
         raise ParameterError(f"n_samples={n_samples} is too short to reach layer {layer}; use a longer estimate")
@@ -441,7 +444,7 @@ def make_figures(
             except ParameterError:
                 if filter_layers:
                     raise
-                continue  # deeper than a 729-sample estimate reaches
+                break  # this and every deeper layer are beyond what a 729-sample estimate reaches
             spectrum, freqs, _ = filter_spectra(estimates)
             spectra[level] = (spectrum, freqs)
         if spectra:

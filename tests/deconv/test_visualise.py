@@ -37,6 +37,15 @@ def test_gradient_ascent_rejects_spectrogram_models_and_bad_layers() -> None:
         visualise.gradient_ascent_filters(_model(), layer=42)
 
 
+def test_layers_beyond_the_estimate_length_are_a_clear_error() -> None:
+    # 729 samples: conv0 /3 -> 243, modules /3 /3 /3 /3 -> 3 at layer 5, whose pooling window of 4 does not fit.
+    model = samplecnn(filter_sizes=(3, 3, 3, 3, 3, 4, 2), n_outputs=2, channels=(8,) * 6, front_filters=8,
+                      top_filters=8, sample_rate=8000)
+    assert visualise.gradient_ascent_filters(model, layer=5, steps=2).waveforms.shape == (8, 729)
+    with pytest.raises(ParameterError, match="too short to reach layer 6"):
+        visualise.gradient_ascent_filters(model, layer=6, steps=2)
+
+
 def test_filter_spectra_sorted_by_peak_frequency() -> None:
     sr = 8000
     t = np.arange(729) / sr
