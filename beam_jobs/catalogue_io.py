@@ -5,6 +5,9 @@ The three jobs (``auralise``, ``extract_features``, ``tag``) have the same shape
     ListTracks ─ SpreadTracks ─ Decode ─┬─ RunInference(signature) ─ Write ─┐
                                         └─ (failed / reused tracks) ────────┴─ Account ─▶ manifest.jsonl
 
+(``tag`` and ``extract_features`` decode each track in chunks that RunInference sees as
+separate examples, and group them back by track before writing: :mod:`beam_jobs.chunking`.)
+
 * **Inputs.** ``--input GLOB`` or ``--manifest``. The tracks are listed when the
   job starts (:func:`list_tracks`): ids must be unique over the whole catalogue and
   the job must know every track it has to account for. Glob track ids are the
@@ -68,7 +71,6 @@ __all__ = [
     "FAILED",
     "TrackInput",
     "TrackResult",
-    "Decoded",
     "InferenceSettings",
     "glob_prefix",
     "list_tracks",
@@ -122,19 +124,6 @@ class TrackInput:
     path: str
     track_id: str
     name: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Decoded:
-    """A decoded track on its way to the model.
-
-    Attributes:
-        track: The track.
-        waveform: float32 ``[samples]`` mono at the model's sample rate.
-    """
-
-    track: TrackInput
-    waveform: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,15 +461,26 @@ def keep(pcoll: beam.PCollection, label: str, kind: type | tuple[type, ...]) -> 
 
 
 def guarded(
-    pcoll: beam.PCollection, label: str, dofn: beam.DoFn, *, stage: str
+    pcoll: beam.PCollection, label: str, dofn: beam.DoFn, *, stage: str, partial: bool = False
 ) -> tuple[beam.PCollection, beam.PCollection]:
     """Applies ``dofn`` with ``with_exception_handling``.
+
+    Args:
+        pcoll: The input.
+        label: The stage's label.
+        dofn: The DoFn.
+        stage: The stage named in the failed results.
+        partial: Pass on what ``dofn`` yields as it yields it. By default Beam collects
+            all outputs of an element first (so that an element that raises emits nothing),
+            which holds them all in memory; a DoFn that streams a long track in chunks
+            needs ``True`` and must make its consumers discard the outputs of an element
+            that failed halfway (see :mod:`beam_jobs.chunking`).
 
     Returns:
         ``(outputs, failures)``: what ``dofn`` emitted, and one failed
         :class:`TrackResult` per track of every element on which it raised.
     """
-    main, dead = pcoll | label >> beam.ParDo(dofn).with_exception_handling()
+    main, dead = pcoll | label >> beam.ParDo(dofn).with_exception_handling(partial=partial)
     outputs = main | f"{label}Outputs" >> beam.Filter(lambda element: not is_dead_letter(element))
     failures = (
         dead

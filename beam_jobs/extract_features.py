@@ -4,15 +4,27 @@ Usage:
 
     python -m beam_jobs.extract_features --input 'music/**/*.flac' --model exports/samplecnn/1 \\
         --output results/features [--format tfrecord|parquet|npz] [--per-segment] [--tracks-per-shard 500] \\
-        [--batch-size 8] [--skip-existing | --overwrite] [beam options]
+        [--chunk-seconds 30] [--batch-size 8] [--skip-existing | --overwrite] [beam options]
 
-Every file is decoded, mixed to mono, resampled to the model's rate and cut to
-whole model segments (at most the export's ``max_seconds``). The ``features``
+Every file is analysed whole, however long: it is decoded, mixed to mono and
+resampled to the model's rate block by block, and cut into whole model segments
+(the trailing partial segment is dropped, as the signature does). The ``features``
 signature gives one vector per track: the last three conv layers, each max- and
 mean-pooled over all positions of all segments (Lee et al. 2018's multi-level
 features), concatenated as ``level1_max, level1_mean, level2_max, ...``; the
 layout is in ``job.json`` (``feature_layout``). With ``--per-segment`` the same
 signature also runs on every segment alone (``segment_features``).
+
+The track is never one tensor: it goes to the model in chunks of at most
+``--chunk-seconds`` of whole segments (30 s by default; at most the export's
+``max_seconds``; also the most audio of one model call, which bounds the model's
+memory), each chunk one RunInference example, and the chunks' vectors
+are combined exactly (see :mod:`beam_jobs.chunking`): a ``*_max`` entry is the
+maximum of the chunks' maxima; a ``*_mean`` entry is the mean of the chunks' means
+weighted by their numbers of segments, which is the mean over all positions of all
+segments because every segment has the same number of positions. A file that
+becomes undecodable halfway (truncated, corrupt) fails as a whole: nothing of it
+is written and ``manifest.jsonl`` says why.
 
 The output folder receives:
 
@@ -43,13 +55,11 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
 from beam_jobs.catalogue_io import (
-    FAILED,
     JOB_FILENAME,
     MANIFEST_FILENAME,
     OK,
@@ -58,9 +68,7 @@ from beam_jobs.catalogue_io import (
     TrackInput,
     TrackResult,
     configure_runner,
-    decode_track,
     execute,
-    failed_result,
     guarded,
     infer,
     keep,
@@ -69,15 +77,24 @@ from beam_jobs.catalogue_io import (
     prepare_output,
     write_job_file,
 )
-from beam_jobs.inference import InferenceFailure, SignatureModelHandler
+from beam_jobs.chunking import (
+    ChunkPlan,
+    GroupTrackParts,
+    PartKey,
+    TrackEnd,
+    collect_parts,
+    combine_pooled,
+    stream_examples,
+)
+from beam_jobs.inference import SignatureModelHandler
 from beam_jobs.options import (
     CatalogueJobOptions,
+    ChunkOptions,
     ExtractFeaturesOptions,
     InferenceJobOptions,
     parse_job_args,
 )
-from beam_jobs.tag import whole_segments
-from tfaural.errors import AudioError, DataError, ParameterError
+from tfaural.errors import DataError, ParameterError
 
 __all__ = [
     "FORMATS",
@@ -89,6 +106,7 @@ __all__ = [
     "shard_name",
     "encode_shard",
     "read_part",
+    "max_columns",
     "PrepareTrack",
     "AssembleTrack",
     "WriteShard",
@@ -129,9 +147,7 @@ class Settings:
         common: The flags every inference job has (``format`` is one of :data:`FORMATS`).
         per_segment: Also compute the features of every segment.
         num_shards: Output shards.
-        segment_length: The model's segment length in samples.
-        segment_hop: Hop between the model's segments in samples.
-        max_samples: Longest input the export accepts (longer tracks are cut).
+        plan: How tracks are cut into chunks for the model (``--chunk-seconds``).
         dim: Length ``D`` of a feature vector.
         tracks_per_shard: ``--tracks-per-shard``.
     """
@@ -139,9 +155,7 @@ class Settings:
     common: InferenceSettings
     per_segment: bool
     num_shards: int
-    segment_length: int
-    segment_hop: int
-    max_samples: int
+    plan: ChunkPlan
     dim: int
 
     tracks_per_shard: int = 500
@@ -159,20 +173,22 @@ class Settings:
         if job.tracks_per_shard < 1:
             raise ParameterError(f"--tracks-per-shard {job.tracks_per_shard} is invalid: expected a positive integer")
         meta = common.metadata
-        return cls(
-            common=common, per_segment=bool(job.per_segment), num_shards=1, tracks_per_shard=job.tracks_per_shard,
-            segment_length=int(meta["segment_length"]),
-            segment_hop=int(meta.get("segment_hop") or meta["segment_length"]),
-            max_samples=int(meta["max_samples"]), dim=sum(entry["size"] for entry in feature_layout(meta)),
-        )
+        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds)
+        return cls(common=common, per_segment=bool(job.per_segment), num_shards=1, plan=plan,
+                   tracks_per_shard=job.tracks_per_shard, dim=sum(entry["size"] for entry in feature_layout(meta)))
 
     def with_tracks(self, num_tracks: int) -> Settings:
         """The settings for ``num_tracks`` input tracks (one shard per ``tracks_per_shard``)."""
         return dataclasses.replace(self, num_shards=max(1, math.ceil(num_tracks / self.tracks_per_shard)))
 
     def job_settings(self) -> dict[str, Any]:
-        """What determines the per-track results (compared by ``--skip-existing``)."""
-        return {"signature": SIGNATURE, "per_segment": self.per_segment, "max_samples": self.max_samples}
+        """What determines the per-track results (compared by ``--skip-existing``).
+
+        ``max_samples`` is ``None``: whole tracks are analysed (runs before chunking read at
+        most the export's ``max_samples``, so their results of long tracks differ). The chunk
+        length does not change the results and is recorded in ``job.json`` only.
+        """
+        return {"signature": SIGNATURE, "per_segment": self.per_segment, "max_samples": None}
 
     def part_file(self, track: TrackInput) -> str:
         """The track's result file, relative to the output folder."""
@@ -194,7 +210,7 @@ class FeatureRecord:
         seconds: Seconds of audio analysed.
         features: float32 ``[D]``, pooled over all segments.
         segment_features: float32 ``[num_segments, D]``, or ``None`` without ``--per-segment``.
-        num_segments: Number of model segments of the track.
+        num_segments: Number of model segments of the track (all of them, however long the track).
     """
 
     track_id: str
@@ -203,23 +219,6 @@ class FeatureRecord:
     features: np.ndarray
     segment_features: np.ndarray | None
     num_segments: int
-
-
-@dataclasses.dataclass(frozen=True)
-class PartKey:
-    """Which part of a track an example is: the whole track (``index`` -1) or one segment.
-
-    Attributes:
-        track: The track.
-        index: -1 for the whole track, else the segment's index.
-        count: Number of parts of the track.
-        seconds: Seconds of audio of the track that are analysed.
-    """
-
-    track: TrackInput
-    index: int
-    count: int
-    seconds: float
 
 
 def _part_bytes(record: FeatureRecord) -> bytes:
@@ -253,77 +252,57 @@ def read_part(path: str) -> FeatureRecord:
 
 
 class PrepareTrack(beam.DoFn):
-    """Track → its examples ``(PartKey, {"waveform": ...})``, or a :class:`TrackResult`
-    (kept from an earlier run with ``--skip-existing``, or failed to decode)."""
+    """Track → its examples ``(PartKey, {"waveform": ...})`` as the file is decoded (one per chunk, and with
+    ``--per-segment`` one per segment) and then a :class:`~beam_jobs.chunking.TrackEnd`; or a
+    :class:`TrackResult` (kept from an earlier run with ``--skip-existing``, or failed to decode, possibly
+    after some chunks: then no ``TrackEnd`` follows and nothing of the track is written)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def process(self, track: TrackInput) -> Iterator[tuple[PartKey, dict[str, np.ndarray]] | TrackResult]:
+    def process(self, track: TrackInput) -> Iterator[tuple[PartKey, dict[str, np.ndarray]] | TrackEnd | TrackResult]:
         s = self._settings
         part = s.common.path(s.part_file(track))
         if s.common.skip_existing and beam_io.exists(part):
             yield TrackResult(track, OK, outputs=(s.part_file(track),), reused=True, data=read_part(part))
             return
-        try:
-            y = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.segment_length,
-                             duration=s.max_samples / s.common.sample_rate)
-        except AudioError as err:
-            yield failed_result(track, err, stage="decode")
-            return
-        y = np.ascontiguousarray(y[: whole_segments(len(y), length=s.segment_length, hop=s.segment_hop)])
-        starts = range(0, len(y) - s.segment_length + 1, s.segment_hop) if s.per_segment else range(0)
-        count = 1 + len(starts)
-        seconds = len(y) / s.common.sample_rate
-        yield PartKey(track, -1, count, seconds), {"waveform": y}
-        for index, start in enumerate(starts):
-            yield PartKey(track, index, count, seconds), {"waveform": y[start : start + s.segment_length].copy()}
+        yield from stream_examples(track, s.plan, per_segment=s.per_segment)
 
 
-def _key_part(element: tuple[PartKey, PredictionResult]) -> tuple[str, tuple[PartKey, Any]]:
-    key, prediction = element
-    return key.track.track_id, (key, prediction.inference)
+def max_columns(metadata: dict[str, Any]) -> np.ndarray:
+    """bool ``[D]``: which entries of a ``features`` vector are maxima (the others are means)."""
+    layout = feature_layout(metadata)
+    mask = np.zeros(sum(entry["size"] for entry in layout), bool)
+    for entry in layout:
+        if entry["name"].endswith("_max"):
+            mask[entry["offset"] : entry["offset"] + entry["size"]] = True
+    return mask
 
 
 class AssembleTrack(beam.DoFn):
     """All parts of a track → ``tracks/<name>.npz`` and an ``ok`` :class:`TrackResult` carrying the
-    :class:`FeatureRecord`, or a failed one if a part failed or is missing."""
+    :class:`FeatureRecord`; a failed one if a part failed or is missing; nothing if the track did not
+    decode to its end (the decode stage reports that)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._is_max = max_columns(settings.common.metadata)
 
     def process(self, element: tuple[str, Iterable[Any]]) -> Iterator[TrackResult]:
         s = self._settings
-        _, values = element
-        values = list(values)
-        failures = [v for v in values if isinstance(v, TrackResult)]
-        parts = sorted((v for v in values if not isinstance(v, TrackResult)), key=lambda p: p[0].index)
-        if failures:
-            yield failures[0]
+        parts = collect_parts(element[1], per_segment=s.per_segment)
+        if parts is None:
             return
-        key = parts[0][0]
-        for _, inference in parts:
-            if isinstance(inference, InferenceFailure):
-                yield failed_result(key.track, inference, stage="inference")
-                return
-        if len(parts) != key.count:
-            yield TrackResult(key.track, FAILED, stage="inference", error_type="IncompletePrediction",
-                              error=f"{len(parts)} of {key.count} parts of the track came back from the model")
+        if isinstance(parts, TrackResult):
+            yield parts
             return
-        whole = np.asarray(parts[0][1]["features"], np.float32)
-        segments = None
-        if s.per_segment:
-            segments = np.stack([np.asarray(p[1]["features"], np.float32) for p in parts[1:]])
-        record = FeatureRecord(track_id=key.track.track_id, path=key.track.path, seconds=key.seconds,
-                               features=whole, segment_features=segments, num_segments=key.count - 1
-                               if s.per_segment else _count_segments(key.seconds, s))
-        beam_io.write_bytes(s.common.path(s.part_file(key.track)), _part_bytes(record))
-        yield TrackResult(key.track, OK, outputs=(s.part_file(key.track),), data=record)
-
-
-def _count_segments(seconds: float, settings: Settings) -> int:
-    samples = int(round(seconds * settings.common.sample_rate))
-    return 1 + (samples - settings.segment_length) // settings.segment_hop
+        end = parts.end
+        features = combine_pooled(parts.chunk_outputs("features"), parts.chunk_weights, is_max=self._is_max)
+        segments = parts.segment_outputs("features") if s.per_segment else None
+        record = FeatureRecord(track_id=end.track.track_id, path=end.track.path, seconds=end.seconds,
+                               features=features, segment_features=segments, num_segments=end.num_segments)
+        beam_io.write_bytes(s.common.path(s.part_file(end.track)), _part_bytes(record))
+        yield TrackResult(end.track, OK, outputs=(s.part_file(end.track),), data=record)
 
 
 def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool) -> bytes | list[bytes]:
@@ -414,19 +393,16 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["features"], intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model)
+                                    share_across_processes=s.common.share_model,
+                                    max_samples_per_call=s.plan.chunk_samples)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
-    prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode")
+    prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
     early = keep(prepared, "EarlyResults", TrackResult)
     examples = keep(prepared, "Examples", tuple)
+    ends = keep(prepared, "TrackEnds", TrackEnd)
     predicted, inference_failures = infer(examples, "Features", handler, prebatched=s.common.prebatched)
-    parts = (
-        (predicted | "KeyPartsByTrack" >> beam.Map(_key_part),
-         inference_failures | "KeyFailuresByTrack" >> beam.Map(lambda r: (r.track_id, r)))
-        | "PartsAndFailures" >> beam.Flatten()
-        | "PartsByTrack" >> beam.GroupByKey()
-    )
+    parts = (predicted, inference_failures, ends) | "PartsByTrack" >> GroupTrackParts()
     assembled, assemble_failures = guarded(parts, "Assemble", AssembleTrack(s), stage="write")
     tracks_done = (
         (early, keep(assembled, "Assembled", TrackResult), decode_failures, assemble_failures)
@@ -471,7 +447,8 @@ def run(
             an output folder holding an earlier run (without --skip-existing/--overwrite).
     """
     options = parse_job_args(argv, prog="python -m beam_jobs.extract_features", description=__doc__,
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, ExtractFeaturesOptions])
+                             option_classes=[CatalogueJobOptions, InferenceJobOptions, ExtractFeaturesOptions,
+                                             ChunkOptions])
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
                          reserved=_RESERVED)
@@ -487,6 +464,7 @@ def run(
         "feature_layout": feature_layout(settings.common.metadata),
         "shards": [shard_name(i, settings.num_shards, settings.common.format or FORMATS[0])
                    for i in range(settings.num_shards)],
+        **settings.plan.describe(),
     })
     logger.info("extract_features: %d track(s) -> %s (%s, %d shard(s)) with %s", len(tracks),
                 settings.common.output, settings.common.format, settings.num_shards, settings.common.model)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -222,6 +223,32 @@ _CACHE: dict[str, Any] = {}  # export directory -> the object tf.saved_model.loa
 _CACHE_LOCK = threading.Lock()
 
 
+def _dask_worker_threads() -> int | None:
+    """TensorFlow threads for a Dask worker process: the worker's own thread count.
+
+    TensorFlow's default is one intra-op and one inter-op thread per core in every
+    process, and it ignores the ``OMP_NUM_THREADS=1`` that Dask's nanny sets, so
+    several worker processes on one machine would each start a thread per core.
+    Following Dask's rule (library threads = the worker's threads) the model gets
+    as many threads as the worker runs tasks. ``TF_NUM_INTRAOP_THREADS`` in the
+    worker's environment still wins.
+
+    Returns:
+        The worker's thread count, or ``None`` outside a Dask worker (or when the
+        environment chooses).
+    """
+    if os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        return None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not installed, or not running in a Dask task
+        return None
+    threads = getattr(getattr(worker, "state", None), "nthreads", None) or getattr(worker, "nthreads", None)
+    return int(threads) if threads else None
+
+
 class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, LoadedSignature]):
     """Calls one signature of a tfaural SavedModel on batches of examples.
 
@@ -238,12 +265,19 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         isolate_failures: Retry the examples of a failing call one by one, so that one
             bad example yields an :class:`InferenceFailure` instead of failing its batch.
         intra_op_threads: TensorFlow intra-op threads of each worker process (``None``:
-            TensorFlow's default, one per core). With several worker processes on one
-            machine, ``cores // processes`` avoids oversubscription.
+            TensorFlow's default, one per core, except in a Dask worker, which gets its
+            own thread count). With several worker processes on one machine,
+            ``cores // processes`` avoids oversubscription.
         share_across_processes: Load the model once per machine, in a process of its own
             that the worker processes call (Beam's ``share_model_across_processes``): one
             model load instead of one per worker, and TensorFlow uses every core in it
             while the workers decode. The calls carry NumPy arrays.
+        max_samples_per_call: Most values of the batched inputs (e.g. waveform samples) in one
+            signature call; a batch holding more is split over several calls (each with at
+            least one example). The model's memory grows with the audio it processes at once
+            (~26 MiB per 3^9-SampleCNN segment in ``features``), and a signature loops over at
+            most its export's ``max_batch_segments`` per step, so this bounds the peak.
+            ``None``: one call per batch.
     """
 
     def __init__(
@@ -258,11 +292,14 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         isolate_failures: bool = True,
         intra_op_threads: int | None = None,
         share_across_processes: bool = False,
+        max_samples_per_call: int | None = None,
     ) -> None:
         super().__init__()
         if not (1 <= min_batch_size <= max_batch_size):
             raise ModelError(f"min_batch_size={min_batch_size}, max_batch_size={max_batch_size}: expected "
                              "1 <= min_batch_size <= max_batch_size")
+        if max_samples_per_call is not None and max_samples_per_call < 1:
+            raise ModelError(f"max_samples_per_call={max_samples_per_call}: expected a positive integer or None")
         self.export_dir = export_dir
         self.signature = signature
         self.constant_inputs = dict(constant_inputs or {})
@@ -272,6 +309,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         self.isolate_failures = isolate_failures
         self.intra_op_threads = intra_op_threads
         self.share_across_processes = share_across_processes
+        self.max_samples_per_call = max_samples_per_call
 
     # ----------------------------------------------------------------- loading
 
@@ -298,10 +336,11 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
     def _load(self) -> Any:
         import tensorflow as tf
 
-        if self.intra_op_threads:
+        threads = self.intra_op_threads or _dask_worker_threads()
+        if threads:
             try:
-                tf.config.threading.set_intra_op_parallelism_threads(self.intra_op_threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self.intra_op_threads)
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
             except RuntimeError:  # the runtime is already initialised in this process: keep its setting
                 pass
         try:
@@ -337,11 +376,33 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         for index, example in enumerate(batch):
             groups.setdefault(self._group_key(example, batched), []).append(index)
         results: list[PredictionResult | None] = [None] * len(batch)
-        for indices in groups.values():
-            examples = [batch[i] for i in indices]
-            for index, inference in zip(indices, self._call_group(examples, model, constants, batched, input_names)):
-                results[index] = PredictionResult(batch[index], inference)
+        for group in groups.values():
+            for indices in self._split_calls(group, batch, batched):
+                examples = [batch[i] for i in indices]
+                calls = self._call_group(examples, model, constants, batched, input_names)
+                for index, inference in zip(indices, calls):
+                    results[index] = PredictionResult(batch[index], inference)
         return [r for r in results if r is not None]
+
+    def _split_calls(
+        self, indices: list[int], batch: Sequence[dict[str, Any]], batched: frozenset[str]
+    ) -> list[list[int]]:
+        """Splits a group of examples into calls of at most ``max_samples_per_call`` batched values."""
+        if self.max_samples_per_call is None:
+            return [indices]
+        calls: list[list[int]] = []
+        current: list[int] = []
+        size = 0
+        for index in indices:
+            values = sum(int(np.size(value)) for name, value in batch[index].items() if name in batched)
+            if current and size + values > self.max_samples_per_call:
+                calls.append(current)
+                current, size = [], 0
+            current.append(index)
+            size += values
+        if current:
+            calls.append(current)
+        return calls
 
     def _group_key(self, example: dict[str, Any], batched: frozenset[str]) -> tuple[Any, ...]:
         key: list[Any] = []

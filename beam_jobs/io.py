@@ -35,6 +35,7 @@ __all__ = [
     "list_files",
     "audio_source",
     "load_audio",
+    "iter_audio_blocks",
     "write_text",
     "write_bytes",
     "write_tfrecords",
@@ -158,6 +159,39 @@ def load_audio(
         try:
             return audio.load(handle, sample_rate=sample_rate, mono=mono, min_samples=min_samples, offset=offset,
                               duration=duration)
+        except AudioError as err:
+            raise type(err)(path, err.reason) from None
+
+
+def iter_audio_blocks(path: str, *, sample_rate: int | None, block_seconds: float) -> Iterator[np.ndarray]:
+    """:func:`tfaural.audio.iter_blocks` (mono) for a local path or a Beam filesystem URI.
+
+    The file is decoded and resampled block by block: a local file is read by
+    libsndfile, a remote one through a seekable Beam filesystem stream, so neither
+    the encoded nor the decoded file is ever held in memory as a whole.
+
+    Args:
+        path: Local path or URI.
+        sample_rate: Target rate in Hz (``None``: native).
+        block_seconds: Length of every block but the last, in seconds at the output rate.
+
+    Yields:
+        float32 ``[samples]`` blocks, mono.
+
+    Raises:
+        AudioError: As :func:`tfaural.audio.iter_blocks` (possibly after some blocks
+            were yielded: a file that is truncated or corrupt halfway), naming ``path``.
+    """
+    if is_local(path):
+        yield from audio.iter_blocks(path, sample_rate=sample_rate, block_seconds=block_seconds)
+        return
+    try:
+        handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as err:  # BeamIOError, OSError, auth errors of the filesystem client
+        raise AudioDecodeError(path, f"cannot read the file ({type(err).__name__}: {err})") from None
+    with handle:
+        try:
+            yield from audio.iter_blocks(handle, sample_rate=sample_rate, block_seconds=block_seconds)
         except AudioError as err:
             raise type(err)(path, err.reason) from None
 

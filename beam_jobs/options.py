@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
+from tfaural.cli import parse_index_list
 from tfaural.config import PAD_MODES
 from tfaural.errors import ParameterError
 
@@ -38,6 +38,8 @@ __all__ = [
     "AuraliseOptions",
     "ExtractFeaturesOptions",
     "TagOptions",
+    "ChunkOptions",
+    "DEFAULT_CHUNK_SECONDS",
     "parse_job_args",
     "require",
     "parse_index_list",
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SECONDS = 30.0
+"""``--chunk-seconds``: 11 segments of the 3^9-SampleCNN, one chunk per 29.1-s clip of the papers."""
 
 _BEAM_EPILOG = (
     "Any other --flag is passed to Apache Beam, e.g. --runner=DirectRunner (the default) "
@@ -172,6 +177,19 @@ class TagOptions(PipelineOptions):
               help="Number of best labels listed per track (default: the export's top_k).")
 
 
+class ChunkOptions(PipelineOptions):
+    """Flags of the jobs that analyse whole tracks in chunks (``tag``, ``extract_features``)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "chunk_seconds", type=float, default=DEFAULT_CHUNK_SECONDS, metavar="SECONDS",
+              help="Whole tracks of any length are analysed: decoded block by block and sent to the model in "
+                   "chunks of whole model segments at most this long, and at most this much audio per model "
+                   "call; the chunks' results are combined exactly. The model's memory grows with it (~26 MiB "
+                   "per 2.7-s segment for the 3^9-SampleCNN). At most the export's max_seconds. "
+                   f"Default: {DEFAULT_CHUNK_SECONDS:g}.")
+
+
 def parse_job_args(
     argv: Sequence[str] | None,
     *,
@@ -209,53 +227,6 @@ def require(value: Any, flag: str, expected: str) -> Any:
     return value
 
 
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
-
-
-def parse_index_list(spec: str, *, flag: str, valid: Sequence[int]) -> tuple[int, ...]:
-    """Parses ``'all'``, ``'1,5'``, ``'1-5'`` or ``'1-3,7'`` into sorted unique integers, each in ``valid``.
-
-    Args:
-        spec: The flag's value.
-        flag: The flag's name, for messages (e.g. ``"--layers"``).
-        valid: The allowed values (``'all'`` means all of them).
-
-    Returns:
-        The chosen values, ascending.
-
-    Raises:
-        ParameterError: On a malformed spec, an empty selection or a value outside ``valid``.
-    """
-    allowed = sorted(set(int(v) for v in valid))
-    text = str(spec).strip()
-    if text.lower() == "all":
-        if not allowed:
-            raise ParameterError(f"{flag} all: there is nothing to choose from")
-        return tuple(allowed)
-    chosen: set[int] = set()
-    for part in text.split(","):
-        match = _RANGE.match(part)
-        if not match:
-            raise ParameterError(f"{flag} {spec!r} is invalid: expected 'all', a list such as 1,5, a range such as "
-                                 "1-5, or both (1-3,7)")
-        lo = int(match.group(1))
-        hi = int(match.group(2)) if match.group(2) is not None else lo
-        if hi < lo:
-            raise ParameterError(f"{flag} {spec!r}: the range {lo}-{hi} is empty; write it low-high")
-        chosen.update(range(lo, hi + 1))
-    outside = sorted(chosen - set(allowed))
-    if outside:
-        raise ParameterError(f"{flag} {spec!r} names {outside[:10]}, which do not exist: expected values in "
-                             f"{_describe_range(allowed)}")
-    return tuple(sorted(chosen))
-
-
-def _describe_range(values: Sequence[int]) -> str:
-    if values and list(values) == list(range(values[0], values[-1] + 1)):
-        return f"{values[0]}-{values[-1]}"
-    return ",".join(str(v) for v in values)
-
-
 def is_dask_runner(options: PipelineOptions) -> bool:
     """True if the pipeline runs on Beam's Dask runner."""
     runner = options.view_as(StandardOptions).runner
@@ -268,8 +239,10 @@ def apply_runner_defaults(options: PipelineOptions, *, num_items: int) -> list[s
 
     * No ``--runner``: the DirectRunner in multi-processing mode with one worker
       process per core (``--direct_num_workers`` = ``os.cpu_count()``), so a local
-      run uses the whole machine. An explicit ``--direct_running_mode`` or
-      ``--direct_num_workers`` is kept.
+      run uses the whole machine, but no more worker processes than items: a track
+      is decoded by one worker, and an idle worker would only hold memory (the model's
+      TensorFlow uses every core wherever it runs). An explicit
+      ``--direct_running_mode`` or ``--direct_num_workers`` is kept.
     * The Dask runner without ``--dask_npartitions``/``--dask_partition_size``: one
       partition per item up to 64 (Beam's default of 128 items per partition would
       run a small catalogue on one Dask worker; Reshuffle is a no-op there).
@@ -289,8 +262,17 @@ def apply_runner_defaults(options: PipelineOptions, *, num_items: int) -> list[s
         if not _given(options, "direct_running_mode"):
             direct.direct_running_mode = "multi_processing"
         if not _given(options, "direct_num_workers"):
-            direct.direct_num_workers = os.cpu_count() or 1
+            direct.direct_num_workers = max(1, min(os.cpu_count() or 1, num_items))
         notes.append(f"runner: DirectRunner, {direct.direct_running_mode}, {direct.direct_num_workers} worker(s)")
+        if not _given(options, "sdk_harness_log_level_overrides"):
+            # Every local worker process would print two start-up warnings meant for remote
+            # workers: "No semi_persistent_directory found" and "Discarding unparseable args"
+            # (the job's own flags, which the worker does not need).
+            options.view_as(WorkerOptions).sdk_harness_log_level_overrides = {
+                "__main__": "ERROR",  # the worker runs as python -m apache_beam.runners.worker.sdk_worker_main
+                "apache_beam.runners.worker.sdk_worker_main": "ERROR",
+                "apache_beam.options.pipeline_options": "ERROR",
+            }
     elif is_dask_runner(options):
         from apache_beam.runners.dask.dask_runner import DaskOptions
 

@@ -3,15 +3,21 @@
 Usage:
 
     python -m beam_jobs.tag --input 'music/**/*.flac' --model exports/samplecnn/1 --output results/tags \\
-        [--top-k 5] [--batch-size 8] [--skip-existing | --overwrite] [beam options]
+        [--top-k 5] [--chunk-seconds 30] [--batch-size 8] [--skip-existing | --overwrite] [beam options]
     python -m beam_jobs.tag --manifest catalogue.csv --model ... --output ...
 
-Every file is decoded with tfaural.audio (any format libsndfile reads, local or on
-a Beam filesystem such as gs://), mixed to mono, resampled to the model's rate and
-cut to whole model segments (the trailing partial segment, which the model ignores
-anyway, is dropped so that tracks with equal segment counts share a batch). At most
-the export's ``max_seconds`` (10 minutes by default) of a track are read. The
-``serving_default`` signature gives the segment-averaged scores.
+Every file is analysed whole, however long: it is decoded with tfaural.audio (any
+format libsndfile reads, local or on a Beam filesystem such as gs://) block by
+block, mixed to mono, resampled to the model's rate and cut to whole model segments
+(the trailing partial segment, which the model ignores anyway, is dropped). The
+track goes to the model in chunks of at most ``--chunk-seconds`` of whole segments
+(30 s by default; at most the export's ``max_seconds``; also the most audio of one
+model call, which bounds the model's memory), so it is never one tensor. ``serving_default`` gives each chunk the
+mean of its segments' scores (the model's outputs, e.g. sigmoid probabilities), and
+a track's scores are the mean of its chunks' scores weighted by their numbers of
+segments: exactly the mean over all its segments, what the signature would return
+for the whole track (see :mod:`beam_jobs.chunking`). A file that becomes
+undecodable halfway (truncated, corrupt) fails as a whole: nothing of it is written.
 
 The output folder receives:
 
@@ -36,12 +42,11 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
@@ -51,14 +56,11 @@ from beam_jobs.catalogue_io import (
     MANIFEST_FILENAME,
     OK,
     AccountForTracks,
-    Decoded,
     InferenceSettings,
     TrackInput,
     TrackResult,
     configure_runner,
-    decode_track,
     execute,
-    failed_result,
     guarded,
     infer,
     keep,
@@ -67,14 +69,25 @@ from beam_jobs.catalogue_io import (
     prepare_output,
     write_job_file,
 )
-from beam_jobs.inference import InferenceFailure, SignatureModelHandler
+from beam_jobs.chunking import (
+    ChunkPlan,
+    GroupTrackParts,
+    PartKey,
+    TrackEnd,
+    collect_parts,
+    stream_examples,
+    weighted_mean,
+    whole_segments,
+)
+from beam_jobs.inference import SignatureModelHandler
 from beam_jobs.options import (
     CatalogueJobOptions,
+    ChunkOptions,
     InferenceJobOptions,
     TagOptions,
     parse_job_args,
 )
-from tfaural.errors import AudioError, ParameterError
+from tfaural.errors import ParameterError
 
 __all__ = [
     "TAGS_JSONL",
@@ -82,8 +95,9 @@ __all__ = [
     "PARTS_FOLDER",
     "Settings",
     "tag_record",
+    "whole_segments",
     "PrepareTrack",
-    "WriteTrackTags",
+    "AssembleTags",
     "write_tag_tables",
     "build_pipeline",
     "run",
@@ -107,17 +121,13 @@ class Settings:
         common: The flags every inference job has.
         top_k: Number of best labels listed per track.
         labels: The model's label names, in score order.
-        segment_length: The model's segment length in samples (shortest usable track).
-        segment_hop: Hop between the model's segments in samples.
-        max_samples: Longest input the export accepts, in samples (longer tracks are cut).
+        plan: How tracks are cut into chunks for the model (``--chunk-seconds``).
     """
 
     common: InferenceSettings
     top_k: int
     labels: tuple[str, ...]
-    segment_length: int
-    segment_hop: int
-    max_samples: int
+    plan: ChunkPlan
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -134,24 +144,20 @@ class Settings:
         top_k = int(meta.get("top_k", 5)) if top_k is None else top_k
         if not 1 <= top_k <= len(labels):
             raise ParameterError(f"--top-k {top_k} is invalid: the model has {len(labels)} labels")
-        return cls(common=common, top_k=top_k, labels=labels, segment_length=int(meta["segment_length"]),
-                   segment_hop=int(meta.get("segment_hop") or meta["segment_length"]),
-                   max_samples=int(meta["max_samples"]))
+        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds)
+        return cls(common=common, top_k=top_k, labels=labels, plan=plan)
 
     def job_settings(self) -> dict[str, Any]:
-        """What determines the outputs (compared by ``--skip-existing``)."""
-        return {"signature": SIGNATURE, "top_k": self.top_k, "max_samples": self.max_samples}
+        """What determines the outputs (compared by ``--skip-existing``).
+
+        ``max_samples`` is ``None``: whole tracks are analysed (runs before chunking read at
+        most the export's ``max_samples``). The chunk length does not change the results.
+        """
+        return {"signature": SIGNATURE, "top_k": self.top_k, "max_samples": None}
 
     def part_file(self, track: TrackInput) -> str:
         """The track's result file, relative to the output folder."""
         return f"{PARTS_FOLDER}/{track.name}.json"
-
-
-def whole_segments(n_samples: int, *, length: int, hop: int) -> int:
-    """Samples covered by the whole segments of an ``n_samples`` input (``0`` if shorter than one)."""
-    if n_samples < length:
-        return 0
-    return length + (n_samples - length) // hop * hop
 
 
 def tag_record(track: TrackInput, scores: np.ndarray, *, labels: Sequence[str], top_k: int,
@@ -181,47 +187,47 @@ def tag_record(track: TrackInput, scores: np.ndarray, *, labels: Sequence[str], 
 
 
 class PrepareTrack(beam.DoFn):
-    """Track → :class:`Decoded` (whole segments at the model's rate), or a :class:`TrackResult`
-    (kept from an earlier run with ``--skip-existing``, or failed to decode)."""
+    """Track → its chunks ``(PartKey, {"waveform": ...})`` as the file is decoded, then a
+    :class:`~beam_jobs.chunking.TrackEnd`; or a :class:`TrackResult` (kept from an earlier run with
+    ``--skip-existing``, or failed to decode, possibly after some chunks: then no ``TrackEnd`` follows
+    and nothing of the track is written)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def process(self, track: TrackInput) -> Iterator[Decoded | TrackResult]:
+    def process(self, track: TrackInput) -> Iterator[tuple[PartKey, dict[str, np.ndarray]] | TrackEnd | TrackResult]:
         s = self._settings
         part = s.common.path(s.part_file(track))
         if s.common.skip_existing and beam_io.exists(part):
             record = json.loads(beam_io.read_text(part))
             yield TrackResult(track, OK, outputs=_outputs(s, track), reused=True, data=record)
             return
-        try:
-            y = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.segment_length,
-                             duration=s.max_samples / s.common.sample_rate)
-        except AudioError as err:
-            yield failed_result(track, err, stage="decode")
-            return
-        used = whole_segments(len(y), length=s.segment_length, hop=s.segment_hop)
-        yield Decoded(track, np.ascontiguousarray(y[:used]))
+        yield from stream_examples(track, s.plan)
 
 
 def _outputs(settings: Settings, track: TrackInput) -> tuple[str, ...]:
     return (TAGS_JSONL, TAGS_CSV, settings.part_file(track))
 
 
-class WriteTrackTags(beam.DoFn):
-    """``(track, prediction)`` → ``tracks/<name>.json`` and an ``ok`` :class:`TrackResult` carrying the record."""
+class AssembleTags(beam.DoFn):
+    """All chunks of a track → ``tracks/<name>.json`` and an ``ok`` :class:`TrackResult` carrying the record;
+    a failed one if a chunk failed or is missing; nothing if the track did not decode to its end (the
+    decode stage reports that)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def process(self, element: tuple[TrackInput, PredictionResult]) -> Iterator[TrackResult]:
+    def process(self, element: tuple[str, Iterable[Any]]) -> Iterator[TrackResult]:
         s = self._settings
-        track, prediction = element
-        if isinstance(prediction.inference, InferenceFailure):
-            yield failed_result(track, prediction.inference, stage="inference")
+        parts = collect_parts(element[1])
+        if parts is None:
             return
-        seconds = len(prediction.example["waveform"]) / s.common.sample_rate
-        record = tag_record(track, prediction.inference["scores"], labels=s.labels, top_k=s.top_k, seconds=seconds)
+        if isinstance(parts, TrackResult):
+            yield parts
+            return
+        track = parts.end.track
+        scores = weighted_mean(parts.chunk_outputs("scores"), parts.chunk_weights)
+        record = tag_record(track, scores, labels=s.labels, top_k=s.top_k, seconds=parts.end.seconds)
         beam_io.write_text(s.common.path(s.part_file(track)), json.dumps(record, ensure_ascii=False) + "\n")
         yield TrackResult(track, OK, outputs=_outputs(s, track), data=record)
 
@@ -245,19 +251,19 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["scores"], intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model)
+                                    share_across_processes=s.common.share_model,
+                                    max_samples_per_call=s.plan.chunk_samples)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
-    prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode")
+    prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
     early = keep(prepared, "EarlyResults", TrackResult)
-    examples = (
-        keep(prepared, "DecodedTracks", Decoded)
-        | "ToExamples" >> beam.Map(lambda d: (d.track, {"waveform": d.waveform}))
-    )
+    examples = keep(prepared, "Chunks", tuple)
+    ends = keep(prepared, "TrackEnds", TrackEnd)
     predicted, inference_failures = infer(examples, "Tag", handler, prebatched=s.common.prebatched)
-    written, write_failures = guarded(predicted, "WriteTags", WriteTrackTags(s), stage="write")
+    parts = (predicted, inference_failures, ends) | "ChunksByTrack" >> GroupTrackParts()
+    written, write_failures = guarded(parts, "WriteTags", AssembleTags(s), stage="write")
     results = (
-        (early, decode_failures, inference_failures, keep(written, "Written", TrackResult), write_failures)
+        (early, decode_failures, keep(written, "Written", TrackResult), write_failures)
         | "AllResults" >> beam.Flatten()
     )
     _ = (listed, results) | "Account" >> AccountForTracks(
@@ -287,7 +293,7 @@ def run(
             an output folder holding an earlier run (without --skip-existing/--overwrite).
     """
     options = parse_job_args(argv, prog="python -m beam_jobs.tag", description=__doc__,
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions])
+                             option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions, ChunkOptions])
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
                          reserved=_RESERVED)
@@ -296,7 +302,7 @@ def run(
         save_main_session=save_main_session,
     )
     prepare_output(settings.common, job="tag", job_settings=settings.job_settings(), derived=[TAGS_JSONL, TAGS_CSV])
-    write_job_file(settings.common, job="tag", job_settings=settings.job_settings())
+    write_job_file(settings.common, job="tag", job_settings=settings.job_settings(), extra=settings.plan.describe())
     logger.info("tag: %d track(s) -> %s with %s", len(tracks), settings.common.output, settings.common.model)
     result = execute("tag", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
     return result

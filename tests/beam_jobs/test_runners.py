@@ -105,11 +105,14 @@ def test_python_m_uses_every_core_by_default(
 
 def test_runner_defaults() -> None:
     options = PipelineOptions([])
+    workers = min(os.cpu_count() or 1, 5)
     assert apply_runner_defaults(options, num_items=5) == [
-        f"runner: DirectRunner, multi_processing, {os.cpu_count()} worker(s)"]
+        f"runner: DirectRunner, multi_processing, {workers} worker(s)"]
     direct = options.view_as(DirectOptions)
     assert (options.view_as(StandardOptions).runner, direct.direct_running_mode,
-            direct.direct_num_workers) == ("DirectRunner", "multi_processing", os.cpu_count())
+            direct.direct_num_workers) == ("DirectRunner", "multi_processing", workers)
+    single = PipelineOptions([])
+    assert apply_runner_defaults(single, num_items=1) == ["runner: DirectRunner, multi_processing, 1 worker(s)"]
     kept = PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"])
     apply_runner_defaults(kept, num_items=5)
     assert (kept.view_as(DirectOptions).direct_running_mode, kept.view_as(DirectOptions).direct_num_workers) == (

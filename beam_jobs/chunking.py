@@ -1,0 +1,428 @@
+"""Whole tracks in bounded memory: decode block by block, cut into chunks of whole model segments, recombine.
+
+``tag`` and ``extract_features`` analyse every model segment of a track, however
+long the track is, without ever holding the whole track in memory and without
+sending an input longer than the export accepts (its ``max_seconds``):
+
+1. **Decode** (:func:`stream_examples`): the file is decoded, mixed to mono and
+   resampled block by block (:func:`beam_jobs.io.iter_audio_blocks`, streaming
+   soxr), and the samples are regrouped into *chunks* of at most ``K`` whole model
+   segments (:class:`ChunkPlan`; ``K`` from ``--chunk-seconds``, 30 s by default).
+   Chunk ``i`` holds segments ``iK .. iK + K - 1`` of the track: exactly the windows
+   the signature would cut from the whole track (start ``j * hop``, length
+   ``segment_length``), so consecutive chunks overlap by ``length - hop`` samples
+   when segments overlap. The trailing partial segment is dropped, as the
+   signatures do. Each chunk is emitted as soon as it is complete, as one
+   RunInference example ``(PartKey, {"waveform": float32 [samples]})`` (the decode
+   stage runs with ``guarded(..., partial=True)``: Beam's default exception handling
+   would hold all outputs of a track until its last one); after the last chunk
+   comes a :class:`TrackEnd` with the track's totals.
+2. **Infer**: RunInference calls the signature on the chunks; a call holds at most
+   one full chunk's worth of audio (``max_samples_per_call`` of the handler: shorter
+   chunks of equal length, e.g. whole 30-s clips, share a call). The model's memory
+   grows with the audio of a call, so this bounds the peak whatever the track's length.
+3. **Recombine** (:class:`GroupTrackParts`, :func:`collect_parts`): the chunks'
+   outputs, the :class:`TrackEnd` and any failure are grouped by track; the job
+   combines the per-chunk outputs exactly (:func:`weighted_mean`,
+   :func:`combine_pooled`): a mean over all segments of the track is the mean of
+   the chunk means weighted by their numbers of segments, a maximum is the maximum
+   of the chunk maxima.
+
+A file that stops decoding halfway (truncated or corrupt) yields a failed
+:class:`~beam_jobs.catalogue_io.TrackResult` instead of a :class:`TrackEnd`; the
+chunks already sent are then discarded by :func:`collect_parts` (no
+:class:`TrackEnd`: nothing of the track is written) and the track is listed as
+failed. Peak memory is the model plus the activations of one chunk, and a few
+chunks of audio per track being decoded, whatever the track's length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import PredictionResult
+
+from beam_jobs import io as beam_io
+from beam_jobs.catalogue_io import FAILED, TrackInput, TrackResult, failed_result
+from beam_jobs.inference import InferenceFailure
+from beam_jobs.options import DEFAULT_CHUNK_SECONDS
+from tfaural.errors import AudioError, EmptyAudioError, ParameterError
+
+__all__ = [
+    "CHUNK",
+    "SEGMENT",
+    "DEFAULT_CHUNK_SECONDS",
+    "ChunkPlan",
+    "Chunk",
+    "PartKey",
+    "TrackEnd",
+    "TrackParts",
+    "whole_segments",
+    "chunk_blocks",
+    "decode_chunks",
+    "stream_examples",
+    "GroupTrackParts",
+    "collect_parts",
+    "weighted_mean",
+    "combine_pooled",
+]
+
+CHUNK = "chunk"
+SEGMENT = "segment"
+
+
+def whole_segments(n_samples: int, *, length: int, hop: int) -> int:
+    """Samples covered by the whole segments of an ``n_samples`` input (``0`` if shorter than one)."""
+    if n_samples < length:
+        return 0
+    return length + (n_samples - length) // hop * hop
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """How a track is cut into chunks of whole model segments.
+
+    Attributes:
+        sample_rate: The model's sample rate in Hz.
+        segment_length: Model segment length in samples.
+        segment_hop: Hop between segment starts in samples.
+        max_segments: Most segments per chunk (``K``).
+    """
+
+    sample_rate: int
+    segment_length: int
+    segment_hop: int
+    max_segments: int
+
+    @classmethod
+    def from_seconds(
+        cls,
+        chunk_seconds: float,
+        *,
+        sample_rate: int,
+        segment_length: int,
+        segment_hop: int,
+        max_samples: int,
+    ) -> ChunkPlan:
+        """The plan whose chunks are at most ``chunk_seconds`` long (and at least one segment).
+
+        Args:
+            chunk_seconds: ``--chunk-seconds``: longest chunk in seconds.
+            sample_rate: The model's sample rate in Hz.
+            segment_length: Model segment length in samples.
+            segment_hop: Hop between segment starts in samples.
+            max_samples: Longest input the export accepts, in samples.
+
+        Raises:
+            ParameterError: If ``chunk_seconds`` is not positive or longer than the export accepts.
+        """
+        if not chunk_seconds > 0:
+            raise ParameterError(f"--chunk-seconds {chunk_seconds} is invalid: expected a positive number of seconds")
+        samples = int(round(chunk_seconds * sample_rate))
+        if samples > max_samples:
+            raise ParameterError(f"--chunk-seconds {chunk_seconds:g} is longer than the export accepts "
+                                 f"({max_samples / sample_rate:g} s, its max_seconds); choose a shorter chunk")
+        segments = 1 if samples < segment_length else 1 + (samples - segment_length) // segment_hop
+        return cls(sample_rate=sample_rate, segment_length=segment_length, segment_hop=segment_hop,
+                   max_segments=segments)
+
+    @classmethod
+    def for_export(cls, metadata: dict[str, Any], *, chunk_seconds: float) -> ChunkPlan:
+        """:meth:`from_seconds` with the segment geometry and limit of an export's ``metadata.json``."""
+        length = int(metadata["segment_length"])
+        return cls.from_seconds(chunk_seconds, sample_rate=int(metadata["sample_rate"]), segment_length=length,
+                                segment_hop=int(metadata.get("segment_hop") or length),
+                                max_samples=int(metadata["max_samples"]))
+
+    @property
+    def chunk_samples(self) -> int:
+        """Samples of a full chunk (``K`` segments)."""
+        return self.covered_samples(self.max_segments)
+
+    def covered_samples(self, n_segments: int) -> int:
+        """Samples from the start of the first to the end of the last of ``n_segments`` consecutive segments."""
+        return 0 if n_segments <= 0 else (n_segments - 1) * self.segment_hop + self.segment_length
+
+    def seconds(self, n_segments: int) -> float:
+        """Seconds of audio covered by ``n_segments`` consecutive segments."""
+        return self.covered_samples(n_segments) / self.sample_rate
+
+    def describe(self) -> dict[str, Any]:
+        """For ``job.json``: the chunk length in segments and seconds."""
+        return {"chunk_segments": self.max_segments, "chunk_seconds": self.chunk_samples / self.sample_rate}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Consecutive whole segments of a track.
+
+    Attributes:
+        index: Position of the chunk in the track (0, 1, ...).
+        first_segment: Index of its first segment in the track.
+        num_segments: Number of segments it holds.
+        waveform: float32 ``[samples]`` mono at the model's rate,
+            ``(num_segments - 1) * hop + segment_length`` samples.
+    """
+
+    index: int
+    first_segment: int
+    num_segments: int
+    waveform: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class PartKey:
+    """Which part of a track a RunInference example is.
+
+    Attributes:
+        track: The track.
+        kind: :data:`CHUNK` (a chunk of segments) or :data:`SEGMENT` (one segment alone).
+        index: The chunk's index, or the segment's index in the track.
+        num_segments: Number of model segments in the part.
+    """
+
+    track: TrackInput
+    kind: str
+    index: int
+    num_segments: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackEnd:
+    """Emitted after the last chunk of a track that decoded to its end.
+
+    Attributes:
+        track: The track.
+        num_chunks: Number of chunks sent.
+        num_segments: Number of model segments of the whole track.
+        seconds: Seconds of audio analysed (from the first to the end of the last whole segment).
+    """
+
+    track: TrackInput
+    num_chunks: int
+    num_segments: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackParts:
+    """Everything that came back for a track, complete and without failures.
+
+    Attributes:
+        end: The track's :class:`TrackEnd`.
+        chunks: ``(key, outputs)`` of every chunk, in track order.
+        segments: ``(key, outputs)`` of every segment alone, in track order (``()`` unless asked for).
+    """
+
+    end: TrackEnd
+    chunks: tuple[tuple[PartKey, dict[str, np.ndarray]], ...]
+    segments: tuple[tuple[PartKey, dict[str, np.ndarray]], ...]
+
+    @property
+    def chunk_weights(self) -> np.ndarray:
+        """int64 ``[num_chunks]``: the number of segments of every chunk."""
+        return np.array([key.num_segments for key, _ in self.chunks], np.int64)
+
+    def chunk_outputs(self, name: str) -> np.ndarray:
+        """float32 ``[num_chunks, ...]``: output ``name`` of every chunk."""
+        return np.stack([np.asarray(outputs[name], np.float32) for _, outputs in self.chunks])
+
+    def segment_outputs(self, name: str) -> np.ndarray:
+        """float32 ``[num_segments, ...]``: output ``name`` of every segment alone."""
+        return np.stack([np.asarray(outputs[name], np.float32) for _, outputs in self.segments])
+
+
+def chunk_blocks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chunk]:
+    """Regroups consecutive blocks of a waveform into chunks of at most ``K`` whole segments.
+
+    Holds at most one chunk plus one block at a time.
+
+    Args:
+        blocks: float32 ``[samples]`` pieces of one waveform, in order (any lengths).
+        plan: The segment geometry and ``K``.
+
+    Yields:
+        The :class:`Chunk` s, each as soon as its samples are in; all but the last hold
+        ``K`` segments. Nothing for a waveform shorter than one segment.
+    """
+    span, advance = plan.chunk_samples, plan.max_segments * plan.segment_hop
+    pending: list[np.ndarray] = []
+    pending_len = skip = index = first = 0
+    for block in blocks:
+        if skip:
+            dropped = min(skip, len(block))
+            block, skip = block[dropped:], skip - dropped
+        if not len(block):
+            continue
+        pending.append(block)
+        pending_len += len(block)
+        while pending_len >= span:
+            joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield Chunk(index, first, plan.max_segments, np.array(joined[:span], np.float32))
+            index, first = index + 1, first + plan.max_segments
+            rest = np.array(joined[advance:], np.float32)  # a copy: the chunk's samples are released
+            skip = max(0, advance - len(joined))  # segments further apart than long (hop > length)
+            pending, pending_len = ([rest] if len(rest) else []), len(rest)
+    tail = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    if len(tail) >= plan.segment_length:
+        count = 1 + (len(tail) - plan.segment_length) // plan.segment_hop
+        yield Chunk(index, first, count, np.array(tail[: plan.covered_samples(count)], np.float32))
+
+
+def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
+    """Decodes a track block by block (mono, at the plan's rate) and yields its chunks as they fill.
+
+    Raises:
+        AudioError: Missing, undecodable, empty or NaN/Inf samples (also after some chunks
+            were yielded, for a file corrupt or truncated halfway), or shorter than one segment.
+    """
+    total = 0
+
+    def counted(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        nonlocal total
+        for block in blocks:
+            total += len(block)
+            yield block
+
+    blocks = beam_io.iter_audio_blocks(track.path, sample_rate=plan.sample_rate,
+                                       block_seconds=plan.chunk_samples / plan.sample_rate)
+    chunks = 0
+    for chunk in chunk_blocks(counted(blocks), plan):
+        chunks += 1
+        yield chunk
+    if not chunks:
+        sr = plan.sample_rate
+        raise EmptyAudioError(track.path, f"too short: {total} samples ({total / sr:.3f} s) at {sr} Hz, need at "
+                                          f"least {plan.segment_length}")
+
+
+def stream_examples(
+    track: TrackInput, plan: ChunkPlan, *, per_segment: bool = False
+) -> Iterator[tuple[PartKey, dict[str, np.ndarray]] | TrackEnd | TrackResult]:
+    """What a job's decode stage emits for a track, as the file is decoded.
+
+    Args:
+        track: The track.
+        plan: How to cut it.
+        per_segment: Also emit every segment alone (``PartKey.kind == SEGMENT``).
+
+    Yields:
+        ``(PartKey, {"waveform": float32 [samples]})`` per chunk (and per segment), then a
+        :class:`TrackEnd`; or, if decoding fails (possibly after some chunks), a failed
+        :class:`TrackResult` (stage ``decode``) and no :class:`TrackEnd`.
+    """
+    chunks = segments = 0
+    length, hop = plan.segment_length, plan.segment_hop
+    try:
+        for chunk in decode_chunks(track, plan):
+            yield PartKey(track, CHUNK, chunk.index, chunk.num_segments), {"waveform": chunk.waveform}
+            if per_segment:
+                for j in range(chunk.num_segments):
+                    key = PartKey(track, SEGMENT, chunk.first_segment + j, 1)
+                    yield key, {"waveform": chunk.waveform[j * hop : j * hop + length].copy()}
+            chunks += 1
+            segments += chunk.num_segments
+    except AudioError as err:
+        yield failed_result(track, err, stage="decode")
+        return
+    beam.metrics.Metrics.counter("tfaural_jobs", "chunks").inc(chunks)
+    yield TrackEnd(track, num_chunks=chunks, num_segments=segments, seconds=plan.seconds(segments))
+
+
+def _key_part(element: tuple[PartKey, PredictionResult]) -> tuple[str, tuple[PartKey, Any]]:
+    key, prediction = element
+    return key.track.track_id, (key, prediction.inference)
+
+
+class GroupTrackParts(beam.PTransform):
+    """``(predictions, failures, track ends)`` → ``(track_id, [part, ...])``.
+
+    ``predictions`` are RunInference's ``(PartKey, PredictionResult)``, ``failures``
+    failed :class:`TrackResult` s of the inference stage, ``ends`` the
+    :class:`TrackEnd` s of the decode stage. A group's parts are ``(PartKey, outputs)``
+    tuples, :class:`TrackResult` s and :class:`TrackEnd` s; read them with :func:`collect_parts`.
+    """
+
+    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        predictions, failures, ends = pcolls
+        return (
+            (predictions | "KeyParts" >> beam.Map(_key_part),
+             failures | "KeyFailures" >> beam.Map(lambda r: (r.track_id, r)),
+             ends | "KeyEnds" >> beam.Map(lambda e: (e.track.track_id, e)))
+            | "Merge" >> beam.Flatten()
+            | "ByTrack" >> beam.GroupByKey()
+        )
+
+
+def collect_parts(values: Iterable[Any], *, per_segment: bool = False) -> TrackParts | TrackResult | None:
+    """Checks what came back for one track (a group of :class:`GroupTrackParts`).
+
+    Args:
+        values: The group's parts.
+        per_segment: Every segment was also sent alone.
+
+    Returns:
+        The complete :class:`TrackParts`; or a failed :class:`TrackResult` (a failure of
+        the inference stage, a part the model could not process, a part missing); or
+        ``None`` when no :class:`TrackEnd` arrived: decoding stopped early, and the decode
+        stage reports that failure itself. Nothing of a track that is not complete may be written.
+    """
+    values = list(values)
+    failures = sorted((v for v in values if isinstance(v, TrackResult)), key=lambda r: (str(r.stage), str(r.error)))
+    if failures:
+        return failures[0]
+    ends = [v for v in values if isinstance(v, TrackEnd)]
+    parts = [v for v in values if isinstance(v, tuple)]
+    if not ends:
+        return None
+    end = ends[0]
+    for _, inference in parts:
+        if isinstance(inference, InferenceFailure):
+            return failed_result(end.track, inference, stage="inference")
+    chunks = tuple(sorted((p for p in parts if p[0].kind == CHUNK), key=lambda p: p[0].index))
+    segments = tuple(sorted((p for p in parts if p[0].kind == SEGMENT), key=lambda p: p[0].index))
+    expected_segments = end.num_segments if per_segment else 0
+    if ([k.index for k, _ in chunks] != list(range(end.num_chunks))
+            or [k.index for k, _ in segments] != list(range(expected_segments))
+            or sum(k.num_segments for k, _ in chunks) != end.num_segments):
+        return TrackResult(end.track, FAILED, stage="inference", error_type="IncompletePrediction",
+                           error=f"{len(chunks)} of {end.num_chunks} chunks and {len(segments)} of "
+                                 f"{expected_segments} segments of the track came back from the model")
+    return TrackParts(end, chunks, segments)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The mean of per-chunk means, each weighted by its chunk's number of segments.
+
+    Equals the mean over all segments when every chunk's value is the mean over its
+    segments (accumulated in float64; a single chunk comes back unchanged).
+
+    Args:
+        values: float32 ``[num_chunks, D]`` chunk means.
+        weights: ``[num_chunks]`` segments per chunk (positive).
+
+    Returns:
+        float32 ``[D]``.
+    """
+    w = np.asarray(weights, np.float64)
+    total = np.tensordot(w, np.asarray(values, np.float64), axes=1)
+    return (total / w.sum()).astype(np.float32)
+
+
+def combine_pooled(values: np.ndarray, weights: np.ndarray, *, is_max: np.ndarray) -> np.ndarray:
+    """Per-chunk pooled features → the track's: maximum of the maxima, weighted mean of the means.
+
+    Args:
+        values: float32 ``[num_chunks, D]`` pooled features of every chunk.
+        weights: ``[num_chunks]`` segments per chunk.
+        is_max: bool ``[D]``: the column is a maximum (else a mean over segments x positions).
+
+    Returns:
+        float32 ``[D]``.
+    """
+    values = np.asarray(values, np.float32)
+    return np.where(is_max, values.max(axis=0), weighted_mean(values, weights)).astype(np.float32)

@@ -1,0 +1,378 @@
+"""Peak memory of ``beam_jobs.extract_features`` on one long file: 1, 10 and 60 minutes of music.
+
+Prints one JSON object. Target (issue 10): feature extraction of a single 1-hour file stays
+under 2 GiB peak RSS, because the job decodes block by block and sends the track to the model
+in chunks of whole segments (``--chunk-seconds``, 30 s by default) instead of one tensor; the
+peaks for 1, 10 and 60 minutes show whether memory grows with the track's length.
+
+* **Input**: a generated 44.1 kHz stereo 16-bit FLAC per duration (chords of harmonic tones,
+  a noisy beat and a noise floor, written block by block with soundfile).
+* **Model**: the 3^9-SampleCNN of Lee et al. 2018 (random weights, 50 labels, 22,050 Hz), the
+  export ``benchmarks/beam_tag.py`` uses. The job sends it at most ``--chunk-seconds`` (30 s: 11
+  segments) of audio per call; its activations take ~26 MiB per segment.
+* **Job**: ``python -m beam_jobs.extract_features --input FILE --model EXPORT --output DIR
+  --format npz`` in a fresh process per file and runner: ``default`` (no ``--runner``, what a
+  user gets: the DirectRunner in multi-processing mode, one SDK worker process for one track,
+  which loads the model) and ``in_process`` (``--runner=DirectRunner``: one process). Every
+  process of the job's tree (launcher, SDK workers) is watched: ``sum_of_process_peaks_mib``
+  adds up each process's own peak (``VmHWM``, kept by the kernel; a forked worker counts from
+  its ``exec``), an upper bound of the tree's peak that no polling can miss, and is what
+  ``peak_rss_mib_by_minutes`` and ``meets_2gib_at_60min`` (of the first runner measured) use;
+  ``peak_rss_mib`` / ``peak_pss_mib`` are the largest sums of resident / proportional set sizes
+  seen (polled every 50 ms).
+* **Baselines**: a fresh process that imports TensorFlow, and one that also loads the export
+  (no audio, no Beam): what any TensorFlow program holding this model needs.
+
+Each run checks that the whole file was analysed (``num_segments`` of the output equals the
+number of whole segments of the file). Timings are wall time of the job's process, start-up
+(workers, TensorFlow import, model load) included, and ``x_real_time`` is audio seconds per
+wall second.
+
+Usage:
+    python benchmarks/memory.py [--quick] [--minutes 1 10 60] [--runners default in_process] [--export-dir DIR]
+        [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import psutil
+import soundfile as sf
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+SOURCE_RATE = 44100
+MODEL_RATE = 22050
+SEGMENT = 59049
+MINUTES = (1.0, 10.0, 60.0)
+QUICK_MINUTES = (0.25, 1.0, 3.0)
+TARGET_MIB = 2048.0
+POLL_SECONDS = 0.05
+MIB = 1024.0 * 1024.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"files of {', '.join(f'{m:g}' for m in QUICK_MINUTES)} min: a smoke test (~1-2 min)")
+    parser.add_argument("--minutes", type=float, nargs="+", default=None,
+                        help=f"durations to measure (default {' '.join(f'{m:g}' for m in MINUTES)})")
+    parser.add_argument("--runners", nargs="+", choices=("default", "in_process"), default=None,
+                        help="how to run the job: 'default' (no --runner: multi-processing DirectRunner) and/or "
+                             "'in_process' (--runner=DirectRunner); default both, quick only 'default'")
+    parser.add_argument("--export-dir", default=None,
+                        help="reuse this export version directory instead of exporting a fresh 3^9-SampleCNN")
+    parser.add_argument("--keep", default=None, help="keep the audio, export and outputs in this folder")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------
+
+
+def _bars(rng: np.random.Generator, *, count: int, seconds: float) -> list[np.ndarray]:
+    """``count`` stereo bars ``[samples, 2]``: a chord of three harmonic tones and a noisy beat."""
+    n = int(round(seconds * SOURCE_RATE))
+    t = (np.arange(n) / SOURCE_RATE).astype(np.float32)
+    bars = []
+    for _ in range(count):
+        y = np.zeros((n, 2), np.float32)
+        for f0 in 110.0 * 2 ** (rng.integers(0, 24, 3) / 12):
+            tone = sum(np.sin(np.float32(2 * np.pi * f0 * k) * t) / k for k in (1, 2, 3))
+            y += (0.07 * tone)[:, None] * rng.uniform(0.5, 1.0, 2).astype(np.float32)
+        beat = (np.sin(np.float32(2 * np.pi * 2.0) * t) > 0.9).astype(np.float32)
+        y += (0.08 * beat * rng.standard_normal(n).astype(np.float32))[:, None]
+        bars.append(y)
+    return bars
+
+
+def write_music(path: Path, minutes: float, *, seed: int = 2018, block_seconds: float = 2.0) -> int:
+    """Writes ``minutes`` of 44.1 kHz stereo 16-bit FLAC block by block; returns its frames per channel.
+
+    The file is a sequence of 2-s bars drawn from a dozen chords (each with its own beat) plus
+    fresh noise, so FLAC compresses it like music rather than like silence or white noise.
+    """
+    rng = np.random.default_rng(seed)
+    bars = _bars(rng, count=12, seconds=block_seconds)
+    total = int(round(minutes * 60 * SOURCE_RATE))
+    written = 0
+    with sf.SoundFile(path, "w", samplerate=SOURCE_RATE, channels=2, subtype="PCM_16", format="FLAC") as out:
+        while written < total:
+            bar = bars[int(rng.integers(len(bars)))][: total - written]
+            noise = rng.standard_normal(bar.shape, np.float32) * np.float32(0.01)
+            out.write(np.clip(bar + noise, -0.99, 0.99))
+            written += len(bar)
+    return written
+
+
+# ---------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------
+
+
+def _pss_bytes(pid: int) -> int:
+    """A process's proportional set size (shared pages split between their users), or 0."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+def _peak_rss_bytes(pid: int) -> int | None:
+    """A process's own peak resident set (``VmHWM`` of ``/proc/PID/status``), or ``None``."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _describe(process: psutil.Process) -> str:
+    """What a process of the job's tree is, from its command line."""
+    try:
+        args = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
+    text = " ".join(args)
+    for marker, role in (("beam_jobs.", "launcher (python -m beam_jobs...)"), ("sdk_worker", "Beam SDK worker"),
+                         ("multiprocessing", "multiprocessing child"), ("-c", "python -c")):
+        if marker in text:
+            return role
+    return " ".join(os.path.basename(a) for a in args[:3])[:80]
+
+
+def measure(command: list[str], *, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Runs ``command`` and watches its whole process tree until it exits.
+
+    A process that is forked and then executes another program (a worker started with
+    ``subprocess``) is counted from its ``exec`` on: before it, it shares its parent's pages.
+
+    Returns:
+        ``seconds`` (wall), ``peak_rss_mib`` (largest sum of the tree's resident sets seen),
+        ``peak_pss_mib`` (the same with proportional set sizes: shared pages counted once),
+        ``sum_of_process_peaks_mib`` and ``largest_process_peak_mib`` (each process's ``VmHWM``),
+        ``processes`` (how many were seen), ``returncode`` and the tail of stderr.
+    """
+    with tempfile.TemporaryFile("w+") as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        root = psutil.Process(proc.pid)
+        peaks: dict[int, int] = {}
+        names: dict[int, str] = {}
+        images: dict[int, tuple[str, ...]] = {}
+        tree_peak = pss_peak = 0
+        while proc.poll() is None:
+            if time.perf_counter() - start > timeout:
+                for child in root.children(recursive=True):
+                    child.kill()
+                proc.kill()
+                raise RuntimeError(f"{command[:4]} timed out after {timeout:.0f} s")
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            total = pss = 0
+            for process in processes:
+                try:
+                    if process.status() == psutil.STATUS_ZOMBIE:  # exited: its peak is already recorded
+                        continue
+                    total += process.memory_info().rss
+                    image = tuple(process.cmdline())
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                pss += _pss_bytes(process.pid)
+                if image and images.get(process.pid) != image:  # new process, or it executed another program
+                    images[process.pid] = image
+                    names[process.pid] = _describe(process)
+                    peaks[process.pid] = 0
+                hwm = _peak_rss_bytes(process.pid)
+                if hwm is not None:
+                    peaks[process.pid] = max(peaks.get(process.pid, 0), hwm)
+            tree_peak = max(tree_peak, total)
+            pss_peak = max(pss_peak, pss)
+            time.sleep(POLL_SECONDS)
+        proc.wait()
+        seconds = time.perf_counter() - start
+        errors.seek(0)
+        stderr = errors.read()
+    return {
+        "seconds": seconds,
+        "peak_rss_mib": tree_peak / MIB,
+        "peak_pss_mib": pss_peak / MIB,
+        "sum_of_process_peaks_mib": sum(peaks.values()) / MIB,
+        "largest_process_peak_mib": max(peaks.values(), default=0) / MIB,
+        "processes": len(peaks),
+        "per_process_peak_mib": sorted(([names.get(pid, "?"), round(peak / MIB, 1)] for pid, peak in peaks.items()),
+                                       key=lambda item: -item[1]),
+        "returncode": proc.returncode,
+        "stderr_tail": stderr[-2000:],
+    }
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+_BASELINE = """
+import sys
+import tensorflow as tf
+if sys.argv[1] != "-":
+    tf.saved_model.load(sys.argv[1])
+"""
+
+
+def baseline(export_dir: str | None) -> float:
+    """Peak RSS (MiB) of a fresh process that imports TensorFlow (and loads the export if given)."""
+    result = measure([sys.executable, "-c", _BASELINE, export_dir or "-"], env=_env(), timeout=300)
+    if result["returncode"] != 0:
+        raise RuntimeError(f"the baseline process failed: {result['stderr_tail']}")
+    return float(result["largest_process_peak_mib"])
+
+
+RUNNERS = {
+    "default": ("python -m beam_jobs.extract_features without --runner: DirectRunner, multi_processing, one worker "
+                "process per core but at most one per track (1 here); the worker loads the model"),
+    "in_process": "--runner=DirectRunner: the in-process DirectRunner (FnApiRunner), one process",
+}
+
+
+def extract(path: Path, export_dir: str, output: Path, *, runner: str, timeout: float) -> dict[str, Any]:
+    """Runs the job on one file in a fresh process; checks that the whole file was analysed."""
+    command = [sys.executable, "-m", "beam_jobs.extract_features", f"--input={path}", f"--model={export_dir}",
+               f"--output={output}", "--format=npz"]
+    if runner == "in_process":
+        command.append("--runner=DirectRunner")
+    result = measure(command, env=_env(), timeout=timeout)
+    if result["returncode"] != 0:
+        raise RuntimeError(f"extract_features failed on {path}: {result['stderr_tail']}")
+    rows = [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
+    if [row["status"] for row in rows] != ["ok"]:
+        raise RuntimeError(f"extract_features did not process {path}: {rows}")
+    with np.load(output / "features-00000-of-00001.npz") as shard:
+        result["num_segments"] = int(shard["num_segments"][0])
+        result["seconds_analysed"] = float(shard["seconds"][0])
+    job = json.loads((output / "job.json").read_text())
+    result["chunk_seconds"] = job["chunk_seconds"]
+    result["chunk_segments"] = job["chunk_segments"]
+    return result
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Peaks by duration, growth per hour of audio, and the verdict at 60 minutes."""
+    longest = max(runs, key=lambda r: r["minutes"])
+    shortest = min(runs, key=lambda r: r["minutes"])
+    span_hours = (longest["audio_seconds"] - shortest["audio_seconds"]) / 3600
+    hour = next((r for r in runs if r["minutes"] == 60), None)
+    return {
+        "peak_rss_mib_by_minutes": {f"{r['minutes']:g}": round(r["sum_of_process_peaks_mib"], 1) for r in runs},
+        "growth_mib_per_hour_of_audio": (
+            None if span_hours <= 0 else
+            round((longest["sum_of_process_peaks_mib"] - shortest["sum_of_process_peaks_mib"]) / span_hours, 1)),
+        "meets_2gib_at_60min": None if hour is None else hour["sum_of_process_peaks_mib"] < TARGET_MIB,
+    }
+
+
+def run(*, quick: bool = False, minutes: list[float] | None = None, runners: list[str] | None = None,
+        export_dir: str | None = None, keep: str | None = None) -> dict[str, Any]:
+    """Generates the files, measures the baselines and the job per file and runner; returns the results."""
+    from beam_tag import export_samplecnn
+
+    durations = list(minutes or (QUICK_MINUTES if quick else MINUTES))
+    modes = list(runners or (["default"] if quick else list(RUNNERS)))
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-memory-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        export_dir = export_dir or export_samplecnn(str(root / "export"))
+        export_seconds = time.perf_counter() - start
+        baselines = {"import_tensorflow_mib": baseline(None), "import_tensorflow_load_export_mib": baseline(export_dir)}
+        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+        chunk: dict[str, Any] = {}
+        for index, length in enumerate(durations):
+            path = root / f"music-{length:g}min.flac"
+            start = time.perf_counter()
+            frames = write_music(path, length, seed=2018 + index)
+            generate_seconds = time.perf_counter() - start
+            expected = (frames * MODEL_RATE // SOURCE_RATE) // SEGMENT
+            audio_seconds = frames / SOURCE_RATE
+            for mode in modes:
+                result = extract(path, export_dir, root / f"features-{mode}-{length:g}min", runner=mode,
+                                 timeout=max(600.0, 10 * 60 * length))
+                if result["num_segments"] != expected:
+                    raise RuntimeError(f"{path}: {result['num_segments']} segments analysed, expected {expected}")
+                chunk = {"chunk_seconds": result["chunk_seconds"], "chunk_segments": result["chunk_segments"]}
+                runs[mode].append({
+                    "minutes": length,
+                    "audio_seconds": audio_seconds,
+                    "file_mib": path.stat().st_size / MIB,
+                    "decoded_mono_at_model_rate_mib": frames * MODEL_RATE / SOURCE_RATE * 4 / MIB,
+                    "sum_of_process_peaks_mib": result["sum_of_process_peaks_mib"],
+                    "peak_rss_mib": result["peak_rss_mib"],
+                    "peak_pss_mib": result["peak_pss_mib"],
+                    "largest_process_peak_mib": result["largest_process_peak_mib"],
+                    "per_process_peak_mib": result["per_process_peak_mib"],
+                    "seconds": result["seconds"],
+                    "x_real_time": audio_seconds / result["seconds"],
+                    "num_segments": result["num_segments"],
+                    "seconds_analysed": result["seconds_analysed"],
+                    "generate_seconds": generate_seconds,
+                })
+            path.unlink()  # the files are large; only one exists at a time
+        report: dict[str, Any] = {
+            "benchmark": "peak memory of beam_jobs.extract_features on one long file",
+            "target": f"a 60-min file under {TARGET_MIB:g} MiB peak RSS of the job's whole process tree",
+            "model": "3^9-SampleCNN (random weights, 50 labels, 22,050 Hz), SavedModel features signature",
+            "source": {"sample_rate": SOURCE_RATE, "channels": 2, "format": "FLAC", "subtype": "PCM_16"},
+            **chunk,
+            "baselines": baselines,
+            "runners": {mode: {"runner": RUNNERS[mode], **_summary(runs[mode]), "runs": runs[mode]} for mode in modes},
+            "export_seconds": export_seconds,
+            "quick": quick,
+        }
+        first = modes[0]
+        report["meets_2gib_at_60min"] = report["runners"][first]["meets_2gib_at_60min"]
+        report["meets_2gib_at_60min_runner"] = first
+        from _timing import environment
+
+        report.update(environment())
+        return report
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(quick=args.quick, minutes=args.minutes, runners=args.runners, export_dir=args.export_dir,
+                 keep=args.keep)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

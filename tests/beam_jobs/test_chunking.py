@@ -1,0 +1,286 @@
+"""Whole tracks in chunks (beam_jobs.chunking): exact recombination, tracks longer than the export's limit,
+and files that become undecodable halfway.
+
+The jobs run on the in-process DirectRunner with ``--chunk-seconds 3`` (24 segments of the 3^5-SampleCNN
+test export at 2000 Hz per chunk), so that short files span several chunks with a ragged last one. Their
+results are compared with the signatures called directly: once on the whole decoded track, and, for a
+track longer than the export accepts in one call, on every segment alone (an independent reference for
+the pooling: max and mean over all segments).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import tensorflow as tf
+from conftest import chirp, sine
+from test_inference import (
+    SAMPLECNN_SEGMENT,
+    SAMPLECNN_SR,
+    decode,
+    read_manifest_rows,
+    samplecnn_export,  # noqa: F401  (a fixture)
+    signature,
+)
+
+from beam_jobs import chunking, extract_features, tag
+from beam_jobs.catalogue_io import FAILED, TrackInput, TrackResult
+from beam_jobs.chunking import CHUNK, SEGMENT, ChunkPlan, PartKey, TrackEnd
+from beam_jobs.inference import InferenceFailure
+from tfaural import audio
+from tfaural.errors import AudioDecodeError, ParameterError
+
+CHUNK_SECONDS = 3.0
+CHUNK_SEGMENTS = 1 + (int(CHUNK_SECONDS * SAMPLECNN_SR) - SAMPLECNN_SEGMENT) // SAMPLECNN_SEGMENT  # 24
+SEVERAL = "several chunks.flac"  # 20 s: 164 segments = 6 chunks of 24 and one of 20
+LONG = "longer than max_seconds.wav"  # 605 s at the model's rate; the export accepts 600 s per call
+TRUNCATED = "truncated.flac"  # 30 s, cut after 60 % of its bytes
+LONG_SECONDS = 605.0
+
+
+def _music(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Stereo ``[2, samples]``: a chord, a chirp and noise."""
+    n = int(round(seconds * rate))
+    left = sine(220, seconds, sample_rate=rate, amplitude=0.3) + chirp(100, 900, seconds, sample_rate=rate,
+                                                                        amplitude=0.2)
+    right = sine(330, seconds, sample_rate=rate, amplitude=0.3) + 0.05 * rng.standard_normal(n).astype(np.float32)
+    return np.stack([left[:n], right[:n]]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("chunk-catalogue")
+    rng = np.random.default_rng(10)
+    sf.write(root / SEVERAL, _music(20.0, 44100, rng).T, 44100, subtype="PCM_16")
+    long = 0.4 * np.sin(2 * np.pi * 3.0 * np.arange(int(LONG_SECONDS * SAMPLECNN_SR)) / SAMPLECNN_SR)
+    long += 0.05 * rng.standard_normal(long.shape)
+    sf.write(root / LONG, long.astype(np.float32), SAMPLECNN_SR, subtype="PCM_16")
+    whole = root / "whole.flac"
+    sf.write(whole, _music(30.0, 8000, rng).T, 8000, subtype="PCM_16")
+    data = whole.read_bytes()
+    (root / TRUNCATED).write_bytes(data[: int(len(data) * 0.6)])
+    whole.unlink()
+    return root
+
+
+def _argv(root: pathlib.Path, export: str, output: pathlib.Path) -> list[str]:
+    return [f"--input={root}/*", f"--model={export}", f"--output={output}", f"--chunk-seconds={CHUNK_SECONDS}",
+            "--runner=DirectRunner"]
+
+
+@pytest.fixture(scope="module")
+def features_output(catalogue: pathlib.Path, samplecnn_export: str,  # noqa: F811
+                    tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    output = tmp_path_factory.mktemp("chunk-features")
+    extract_features.run([*_argv(catalogue, samplecnn_export, output), "--format=parquet", "--per-segment",
+                          "--batch-size=32"])
+    return output
+
+
+@pytest.fixture(scope="module")
+def tags_output(catalogue: pathlib.Path, samplecnn_export: str,  # noqa: F811
+                tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    output = tmp_path_factory.mktemp("chunk-tags")
+    tag.run(_argv(catalogue, samplecnn_export, output))
+    return output
+
+
+def _rows(output: pathlib.Path) -> dict[str, dict[str, Any]]:
+    return {pathlib.Path(r["path"]).name: r for r in read_manifest_rows(output)}
+
+
+def _feature_records(output: pathlib.Path) -> dict[str, dict[str, Any]]:
+    spec = json.loads((output / "job.json").read_text())
+    tables = [pq.read_table(output / name).to_pylist() for name in spec["shards"]]
+    return {pathlib.Path(r["path"]).name: r for table in tables for r in table}
+
+
+def _segments(path: pathlib.Path) -> np.ndarray:
+    """``[n, segment]``: every whole segment of the decoded track."""
+    return audio.segment(decode(path, SAMPLECNN_SR), length=SAMPLECNN_SEGMENT)
+
+
+@pytest.mark.slow
+def test_chunked_features_equal_one_signature_call_on_the_whole_track(
+    catalogue: pathlib.Path, features_output: pathlib.Path, samplecnn_export: str,  # noqa: F811
+) -> None:
+    spec = json.loads((features_output / "job.json").read_text())
+    assert (spec["chunk_segments"], spec["settings"]["max_samples"]) == (CHUNK_SEGMENTS, None)
+    record = _feature_records(features_output)[SEVERAL]
+    segments = _segments(catalogue / SEVERAL)
+    assert len(segments) == 164 and len(segments) % CHUNK_SEGMENTS == 20  # several chunks, the last one ragged
+    features = signature(samplecnn_export, "features")
+    whole = features(waveform=tf.constant(segments.reshape(1, -1)))["features"].numpy()[0]
+    np.testing.assert_allclose(record["features"], whole, rtol=1e-5, atol=1e-6)
+    alone = features(waveform=tf.constant(segments))["features"].numpy()
+    np.testing.assert_allclose(record["segment_features"], alone, rtol=1e-5, atol=1e-6)
+    assert record["num_segments"] == 164
+    assert record["seconds"] == pytest.approx(164 * SAMPLECNN_SEGMENT / SAMPLECNN_SR)
+
+
+@pytest.mark.slow
+def test_chunked_tags_equal_one_signature_call_on_the_whole_track(
+    catalogue: pathlib.Path, tags_output: pathlib.Path, samplecnn_export: str,  # noqa: F811
+) -> None:
+    records = {pathlib.Path(r["path"]).name: r
+               for r in map(json.loads, (tags_output / "tags.jsonl").read_text().splitlines())}
+    segments = _segments(catalogue / SEVERAL)
+    expected = signature(samplecnn_export, "serving_default")(
+        waveform=tf.constant(segments.reshape(1, -1)))["scores"].numpy()[0]
+    record = records[SEVERAL]
+    np.testing.assert_allclose(list(record["scores"].values()), expected, rtol=1e-5, atol=1e-6)
+    assert record["seconds"] == pytest.approx(164 * SAMPLECNN_SEGMENT / SAMPLECNN_SR)
+
+
+@pytest.mark.slow
+def test_a_track_longer_than_the_exports_limit_is_analysed_whole(
+    catalogue: pathlib.Path, features_output: pathlib.Path, tags_output: pathlib.Path,
+    samplecnn_export: str,  # noqa: F811
+) -> None:
+    max_samples = json.loads((features_output / "job.json").read_text())["metadata"]["max_samples"]
+    segments = _segments(catalogue / LONG)
+    n = int(LONG_SECONDS * SAMPLECNN_SR) // SAMPLECNN_SEGMENT
+    assert len(segments) == n and n * SAMPLECNN_SEGMENT > max_samples  # one call could not take it
+    seconds = n * SAMPLECNN_SEGMENT / SAMPLECNN_SR
+
+    # Reference: every segment alone, then max / mean over all of them (each level's positions per segment
+    # are equal, so the mean over segments of per-segment means is the mean over all positions).
+    alone = signature(samplecnn_export, "features")(waveform=tf.constant(segments))["features"].numpy()
+    layout = json.loads((features_output / "job.json").read_text())["feature_layout"]
+    expected = np.empty(alone.shape[1], np.float64)
+    for entry in layout:
+        columns = slice(entry["offset"], entry["offset"] + entry["size"])
+        pooled = alone[:, columns].max(axis=0) if entry["name"].endswith("_max") else alone[:, columns].mean(
+            axis=0, dtype=np.float64)
+        expected[columns] = pooled
+    record = _feature_records(features_output)[LONG]
+    assert record["num_segments"] == n and record["seconds"] == pytest.approx(seconds)
+    np.testing.assert_allclose(record["features"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(record["segment_features"], alone, rtol=1e-5, atol=1e-6)
+
+    scores = signature(samplecnn_export, "serving_default")(waveform=tf.constant(segments))["scores"].numpy()
+    tagged = {pathlib.Path(r["path"]).name: r
+              for r in map(json.loads, (tags_output / "tags.jsonl").read_text().splitlines())}[LONG]
+    np.testing.assert_allclose(list(tagged["scores"].values()), scores.mean(axis=0, dtype=np.float64),
+                               rtol=1e-5, atol=1e-6)
+    assert tagged["seconds"] == pytest.approx(seconds)
+
+
+@pytest.mark.slow
+def test_a_file_undecodable_halfway_fails_whole_and_writes_nothing(
+    catalogue: pathlib.Path, features_output: pathlib.Path, tags_output: pathlib.Path,
+) -> None:
+    track = TrackInput(str(catalogue / TRUNCATED), "truncated", "truncated")
+    plan = ChunkPlan(sample_rate=SAMPLECNN_SR, segment_length=SAMPLECNN_SEGMENT, segment_hop=SAMPLECNN_SEGMENT,
+                     max_segments=CHUNK_SEGMENTS)
+    decoded = chunking.decode_chunks(track, plan)
+    sent = list(itertools.islice(decoded, 2))
+    assert len(sent) == 2  # chunks leave before the decoder reaches the damage...
+    with pytest.raises(AudioDecodeError, match="truncated or corrupt"):
+        list(decoded)  # ...and then it fails
+    for output, part in ((features_output, "tracks/truncated.npz"), (tags_output, "tracks/truncated.json")):
+        row = _rows(output)[TRUNCATED]
+        assert (row["status"], row["stage"], row["error_type"]) == ("failed", "decode", "AudioDecodeError"), row
+        assert "truncated or corrupt" in row["error"]
+        assert not (output / part).exists()
+        assert {r["status"] for name, r in _rows(output).items() if name != TRUNCATED} == {"ok"}
+    assert TRUNCATED not in _feature_records(features_output)
+    assert "truncated" not in (tags_output / "tags.jsonl").read_text()
+
+
+def _part(track: TrackInput, kind: str, index: int, n: int, value: float) -> tuple[PartKey, dict[str, np.ndarray]]:
+    return PartKey(track, kind, index, n), {"scores": np.full(2, value, np.float32)}
+
+
+def test_collect_parts_combines_only_complete_tracks() -> None:
+    track = TrackInput("/m/a.wav", "a", "a")
+    end = TrackEnd(track, num_chunks=2, num_segments=5, seconds=1.0)
+    chunks = [_part(track, CHUNK, 1, 1, 4.0), _part(track, CHUNK, 0, 4, 1.0)]
+    parts = chunking.collect_parts([*chunks, end])
+    assert isinstance(parts, chunking.TrackParts)
+    assert [k.index for k, _ in parts.chunks] == [0, 1]
+    np.testing.assert_allclose(chunking.weighted_mean(parts.chunk_outputs("scores"), parts.chunk_weights),
+                               [1.6, 1.6], rtol=1e-7)  # (4 * 1 + 1 * 4) / 5
+    assert chunking.collect_parts(chunks) is None  # decoding stopped early: the decode stage reports it
+    missing = chunking.collect_parts([chunks[0], end])
+    assert isinstance(missing, TrackResult) and missing.error_type == "IncompletePrediction"
+    no_segments = chunking.collect_parts([*chunks, end], per_segment=True)
+    assert isinstance(no_segments, TrackResult) and "0 of 5 segments" in str(no_segments.error)
+    with_segments = chunking.collect_parts([*chunks, end, *(_part(track, SEGMENT, i, 1, i) for i in range(5))],
+                                           per_segment=True)
+    assert isinstance(with_segments, chunking.TrackParts)
+    np.testing.assert_array_equal(with_segments.segment_outputs("scores")[:, 0], np.arange(5))
+    bad = chunking.collect_parts([chunks[0], (chunks[1][0], InferenceFailure("InvalidArgumentError", "NaN")), end])
+    assert isinstance(bad, TrackResult) and (bad.status, bad.stage, bad.error) == (FAILED, "inference", "NaN")
+
+
+def test_combine_pooled_takes_max_of_maxima_and_weighted_mean_of_means(rng: np.random.Generator) -> None:
+    per_segment = rng.standard_normal((11, 6)).astype(np.float32)  # 11 segments, columns: 3 maxima, 3 means
+    is_max = np.array([True] * 3 + [False] * 3)
+    bounds = [0, 4, 8, 11]  # chunks of 4, 4 and 3 segments
+    chunk_values = np.stack([np.where(is_max, per_segment[a:b].max(0), per_segment[a:b].mean(0))
+                             for a, b in itertools.pairwise(bounds)])
+    combined = chunking.combine_pooled(chunk_values, np.diff(bounds), is_max=is_max)
+    np.testing.assert_array_equal(combined[:3], per_segment[:, :3].max(0))
+    np.testing.assert_allclose(combined[3:], per_segment[:, 3:].mean(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("length,hop", [(243, 243), (243, 100), (100, 243)])
+@pytest.mark.parametrize("block", [1, 97, 10_000])
+def test_chunks_hold_exactly_the_segments_of_the_whole_waveform(
+    length: int, hop: int, block: int, rng: np.random.Generator,
+) -> None:
+    y = rng.standard_normal(5003).astype(np.float32)
+    plan = ChunkPlan(sample_rate=1000, segment_length=length, segment_hop=hop, max_segments=7)
+    chunks = list(chunking.chunk_blocks((y[i : i + block] for i in range(0, len(y), block)), plan))
+    expected = audio.segment(y, length=length, hop=hop)
+    assert [c.num_segments for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 1 <= chunks[-1].num_segments <= 7
+    assert [c.first_segment for c in chunks] == list(range(0, len(expected), 7))
+    got = np.concatenate([audio.segment(c.waveform, length=length, hop=hop) for c in chunks])
+    np.testing.assert_array_equal(got, expected)
+    assert all(len(c.waveform) == plan.covered_samples(c.num_segments) for c in chunks)
+    assert list(chunking.chunk_blocks([y[: length - 1]], plan)) == []
+
+
+def test_chunk_plan_from_seconds() -> None:
+    plan = ChunkPlan.from_seconds(3.0, sample_rate=2000, segment_length=243, segment_hop=243, max_samples=12000)
+    assert (plan.max_segments, plan.chunk_samples) == (24, 24 * 243)
+    assert ChunkPlan.from_seconds(0.01, sample_rate=2000, segment_length=243, segment_hop=243,
+                                  max_samples=12000).max_segments == 1
+    with pytest.raises(ParameterError, match="longer than the export accepts"):
+        ChunkPlan.from_seconds(7.0, sample_rate=2000, segment_length=243, segment_hop=243, max_samples=12000)
+    with pytest.raises(ParameterError, match="--chunk-seconds 0"):
+        ChunkPlan.from_seconds(0.0, sample_rate=2000, segment_length=243, segment_hop=243, max_samples=12000)
+
+
+def test_handler_splits_batches_into_calls_of_at_most_max_samples_per_call(
+    samplecnn_export: str, rng: np.random.Generator,  # noqa: F811
+) -> None:
+    from beam_jobs.inference import SignatureModelHandler
+
+    handler = SignatureModelHandler(samplecnn_export, signature="features", max_samples_per_call=5 * SAMPLECNN_SEGMENT)
+    model = handler.load_model()
+    sizes: list[int] = []
+    call = model.call
+
+    def spy(inputs: dict[str, Any], outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        sizes.append(int(np.size(inputs["waveform"])))
+        return call(inputs, outputs)
+
+    model.call = spy  # type: ignore[method-assign]
+    waves = [rng.uniform(-0.5, 0.5, n * SAMPLECNN_SEGMENT).astype(np.float32) for n in (2, 2, 2, 2, 2, 7, 1)]
+    results = list(handler.run_inference([{"waveform": w} for w in waves], model))
+    # equal shapes are grouped: five 2-segment examples -> calls of 2 + 2 + 1 examples; the 7-segment one alone
+    assert sorted(sizes) == sorted([4 * SAMPLECNN_SEGMENT, 4 * SAMPLECNN_SEGMENT, 2 * SAMPLECNN_SEGMENT,
+                                    7 * SAMPLECNN_SEGMENT, SAMPLECNN_SEGMENT])
+    reference = signature(samplecnn_export, "features")
+    for wave, result in zip(waves, results):
+        expected = reference(waveform=tf.constant(wave[np.newaxis]))["features"].numpy()[0]
+        np.testing.assert_allclose(result.inference["features"], expected, rtol=1e-5, atol=1e-6)
