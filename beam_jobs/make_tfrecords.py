@@ -39,7 +39,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
-from beam_jobs.options import CatalogueJobOptions, MakeTFRecordsOptions, parse_job_args, require
+from beam_jobs.options import (
+    CatalogueJobOptions,
+    MakeTFRecordsOptions,
+    apply_runner_defaults,
+    parse_job_args,
+    require,
+)
 from tfaural import __version__, audio
 from tfaural.config import SegmentConfig
 from tfaural.data.catalogue import Catalogue, Track, read_manifest
@@ -429,6 +435,9 @@ def run(
     settings = Settings.from_options(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     catalogue = read_manifest(settings.manifest, check_files=False)  # missing files go to failures.jsonl
+    if test_pipeline is None:
+        for note in apply_runner_defaults(options, num_items=len(catalogue)):  # every core, like the other jobs
+            logger.info("make_tfrecords: %s", note)
     _prepare_output(settings)
     logger.info("make_tfrecords: %d tracks of %s -> %s at %d Hz", len(catalogue), settings.manifest, settings.output,
                 settings.sample_rate)

@@ -16,6 +16,8 @@ tensorflow-datasets) offers the same catalogues as TFDS datasets
 dataset folder, which is how ``--data NAME`` of training and evaluation works.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from tfaural.data.catalogue import (
     GTZAN_GENRES,
     MTAT_TOP50_TAGS,
@@ -28,8 +30,33 @@ from tfaural.data.catalogue import (
     read_manifest,
     write_manifest,
 )
-from tfaural.data.pipeline import input_shape, make_dataset, make_track_dataset
-from tfaural.data.tfrecord import DatasetInfo, decode_example, encode_example, parse_example, read_dataset_info
+
+if TYPE_CHECKING:
+    from tfaural.data.pipeline import input_shape, make_dataset, make_track_dataset
+    from tfaural.data.tfrecord import DatasetInfo, decode_example, encode_example, parse_example, read_dataset_info
+
+#: Names of the modules that import TensorFlow, loaded on first use: reading a manifest
+#: (e.g. in a Beam launcher) must not cost TensorFlow's ~600 MiB and seconds of import.
+_LAZY = {
+    "input_shape": "tfaural.data.pipeline",
+    "make_dataset": "tfaural.data.pipeline",
+    "make_track_dataset": "tfaural.data.pipeline",
+    "DatasetInfo": "tfaural.data.tfrecord",
+    "decode_example": "tfaural.data.tfrecord",
+    "encode_example": "tfaural.data.tfrecord",
+    "parse_example": "tfaural.data.tfrecord",
+    "read_dataset_info": "tfaural.data.tfrecord",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "SPLITS",
