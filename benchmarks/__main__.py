@@ -32,6 +32,8 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("serving", "serving.py", [], 1200),
     ("beam_tag", "beam_tag.py", [], 1800),
     ("correlation", "correlation.py", [], 1800),
+    ("memory", "memory.py", [], 2400),
+    ("scaling", "scaling.py", [], 1500),
 ]
 
 
@@ -125,6 +127,8 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     naive = _get(tag, "ratio_end_to_end_vs_naive") or _get(tag, "ratios", "end_to_end_vs_naive")
     add("beam_jobs.tag end to end / model-only", e2e, ">= 0.6", e2e is not None and e2e >= 0.6)
     add("beam_jobs.tag end to end / naive per-file loop", naive, ">= 3", naive is not None and naive >= 3)
+    extract = _get(tag, "ratios", "extract_features_end_to_end_vs_model_only")
+    add("beam_jobs.extract_features end to end / model-only", extract, ">= 0.6", extract is not None and extract >= 0.6)
     deconv = results.get("deconvolution", {})
     add("Deconvolution + auralisation of 320 features of a 4-s clip (s)", deconv.get("batched_seconds_median"),
         "<= 2 s", deconv.get("meets_time_target"))
@@ -138,6 +142,24 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for batch in (model.get("batches") or {}).values():
             worst = max(worst or 0.0, batch.get("ratio", 0.0))
     add("SavedModel serving_default / Keras (worst of batch 1, 8)", worst, "<= 1.10", serving.get("target_met"))
+    memory = results.get("memory", {})
+    for minutes in ("1", "10", "60"):
+        peak = _get(memory, "runners", "default", "peak_rss_mib_by_minutes", minutes)
+        if peak is not None:
+            add(f"extract_features peak RSS, {minutes}-min file (MiB, whole process tree)", peak,
+                "< 2048 at 60 min" if minutes == "60" else "report", peak < 2048 if minutes == "60" else None)
+    scaling = results.get("scaling", {})
+    for runner, label in (("direct", "DirectRunner multi-processing"), ("dask", "local Dask cluster")):
+        for key, what in (("speedup_2_vs_1", "end to end"), ("speedup_2_vs_1_marginal", "after start-up")):
+            value = _get(scaling, key, runner)
+            if value is not None:
+                add(f"beam_jobs.tag 2 vs 1 workers, {label}, {what}", round(value, 2), "report", None)
+    ceilings = results.get("ceilings", {})
+    for fmt, rate in (_get(ceilings, "decode_x_realtime_per_core") or {}).items():
+        add(f"Ceiling: {fmt.upper()} decode (x real time per core)", rate, "report", None)
+    if ceilings.get("resample_x_realtime_per_core") is not None:
+        add("Ceiling: soxr HQ 44.1 -> 22.05 kHz (x real time per core)", ceilings["resample_x_realtime_per_core"],
+            "report", None)
     corr = results.get("correlation", {})
     corr_seconds = corr.get("full_grid_seconds") or corr.get("full_grid_seconds_estimate")
     add("Correlation analysis, full 224-signal grid (s)", corr_seconds, "<= 600 s", corr.get("meets_target"))
@@ -159,7 +181,7 @@ def write_markdown(report: dict[str, Any], path: str) -> None:
         lines.append(f"- **{key}**: {value}")
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for row in report["targets"]:
-        met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+        met = {True: "yes", False: "**no**", None: "n/a" if row["goal"] != "report" else "—"}[row["met"]]
         lines.append(f"| {row['target']} | {row['figure']} | {row['goal']} | {met} |")
     lines += ["", "## Raw results", ""]
     for name, result in report["results"].items():

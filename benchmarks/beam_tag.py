@@ -123,6 +123,34 @@ def end_to_end(paths: list[Path], export_dir: str, output: Path, *, workers: int
     return {"seconds": seconds}
 
 
+def extract_end_to_end(paths: list[Path], export_dir: str, output: Path, *, workers: int) -> dict[str, Any]:
+    """Wall time of the extract_features job (npz) on the multi-processing DirectRunner."""
+    from beam_jobs import extract_features
+    from beam_jobs.catalogue_io import summarize
+
+    start = time.perf_counter()
+    extract_features.run([f"--input={paths[0].parent}/*", f"--model={export_dir}", f"--output={output}",
+                          "--format=npz", "--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                          f"--direct_num_workers={workers}"])
+    seconds = time.perf_counter() - start
+    summary = summarize(str(output))
+    if summary.ok != len(paths):
+        raise RuntimeError(f"the job analysed {summary.ok} of {len(paths)} tracks: "
+                           f"{summary.describe('extract_features')}")
+    return {"seconds": seconds}
+
+
+def features_only(waveforms: list[np.ndarray], features: Any) -> float:
+    """Seconds of the ``features`` signature alone on decoded waveforms, one track per call."""
+    import tensorflow as tf
+
+    features(waveform=tf.constant(waveforms[0][np.newaxis]))  # warm-up
+    start = time.perf_counter()
+    for y in waveforms:
+        features(waveform=tf.constant(y[np.newaxis]))["features"].numpy()
+    return time.perf_counter() - start
+
+
 def model_only(waveforms: list[np.ndarray], serving: Any) -> dict[str, Any]:
     """The signature alone on decoded waveforms: batches of 1, and of up to 8 equal-length tracks."""
     import tensorflow as tf
@@ -190,6 +218,8 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             y, _ = audio.load(str(path), sample_rate=SAMPLE_RATE)
             waveforms.append(y[: len(y) // segment * segment])
         model = model_only(waveforms, serving)
+        extract = extract_end_to_end(paths, export_dir, root / "features", workers=workers)
+        features_seconds = features_only(waveforms, tf.saved_model.load(export_dir).signatures["features"])
         naive = naive_loop(paths, serving)
         naive["seconds"] = naive["loop_seconds"] + load_seconds
 
@@ -224,6 +254,10 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "export_seconds": export_seconds,
             "generate_seconds": generate_seconds,
         }
+        result["extract_features"] = {
+            "end_to_end_seconds": extract["seconds"], "end_to_end_x_real_time": speed(extract["seconds"]),
+            "model_only_seconds": features_seconds, "model_only_x_real_time": speed(features_seconds),
+        }
         vs_model = model["seconds"] / e2e["seconds"]
         vs_naive = naive["seconds"] / e2e["seconds"]
         result["ratios"] = {
@@ -234,6 +268,8 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "end_to_end_vs_naive_without_model_load": naive["loop_seconds"] / e2e["seconds"],
             "end_to_end_vs_naive_target": TARGET_VS_NAIVE,
             "end_to_end_vs_naive_met": vs_naive >= TARGET_VS_NAIVE,
+            "extract_features_end_to_end_vs_model_only": features_seconds / extract["seconds"],
+            "extract_features_end_to_end_vs_model_only_met": features_seconds / extract["seconds"] >= TARGET_VS_MODEL,
         }
         result["quick"] = quick
         result.update(environment())

@@ -1,0 +1,31 @@
+"""``python -m benchmarks --quick``: the whole suite runs (smoke mode: it checks that it runs, not the speed)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
+    from benchmarks.__main__ import BENCHMARKS
+
+    results, markdown = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--output", str(results),
+                           "--markdown", str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    report = json.loads(results.read_text())
+    errors = {name: r.get("error") for name, r in report["results"].items() if "error" in r}
+    assert done.returncode == 0 and not errors, (errors, done.stdout[-3000:], done.stderr[-3000:])
+    assert set(report["results"]) == {name for name, *_ in BENCHMARKS}
+    assert report["quick"] is True and report["machine"]["cores"] >= 1
+    measured = [row for row in report["targets"] if row["figure"] is not None]
+    assert len(measured) >= 10  # every issue target has a figure, even in smoke mode
+    table = markdown.read_text()
+    assert "| target | measured | goal | met |" in table and "## Machine" in table
