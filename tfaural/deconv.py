@@ -265,10 +265,13 @@ class DeconvNet:
             # A forward convolution runs ~1.5x faster than conv_transpose on CPU (oneDNN).
             kernel = tf.reverse(self._transposed_kernel(block), axis=list(range(self.rank)))
             kernel = tf.transpose(kernel, [*range(self.rank), self.rank + 1, self.rank])
+            half = [n // 2 for n in kernel_size]
+            extra = [0] * self.rank if extra_padding is None else [p[1] for p in extra_padding]
+            explicit = [[0, 0]] + [[half[i], half[i] + extra[i]] for i in range(self.rank)] + [[0, 0]]
+            if int(kernel.shape[-1]) == 1:
+                return _single_output_convolution(y, kernel, explicit)
             if extra_padding is None:
                 return tf.nn.convolution(y, kernel, padding="SAME")
-            half = [n // 2 for n in kernel_size]
-            explicit = [[0, 0]] + [[half[i], half[i] + extra_padding[i][1]] for i in range(self.rank)] + [[0, 0]]
             static = tf.get_static_value(tf.convert_to_tensor(explicit))
             if self.rank == 2 and static is not None:  # conv2d takes explicit padding only as Python ints
                 return tf.nn.conv2d(y, kernel, strides=1, padding=static.tolist())
@@ -481,6 +484,36 @@ class DeconvNet:
         if y.shape[-1] == 1:
             return y[..., 0]  # [batch, k, samples]
         return tf.transpose(y, [0, 1, 3, 2])  # [batch, k, mels, frames]
+
+
+def _single_output_convolution(y: tf.Tensor, kernel: tf.Tensor, paddings: Sequence[Sequence[Any]]) -> tf.Tensor:
+    """A stride-1 convolution with one output channel, as a matrix product and shifted sums.
+
+    oneDNN runs a many-to-one-channel convolution far below the machine's rate (~20 GFLOP/s here:
+    it is the walk's last step, 64 channels -> the spectrogram, on the largest maps); one
+    ``[positions, channels] x [channels, taps]`` product reads the input once, and the taps
+    are then summed with shifts on the small one-channel maps.
+
+    Args:
+        y: ``[batch, *spatial, channels]``.
+        kernel: ``[*kernel, channels, 1]`` (cross-correlation, as ``tf.nn.convolution``).
+        paddings: ``[[0, 0], [before, after] per spatial axis, [0, 0]]`` applied to the input.
+
+    Returns:
+        ``[batch, *out_spatial, 1]`` equal to ``tf.nn.convolution(tf.pad(y, paddings), kernel, "VALID")``.
+    """
+    rank = len(kernel.shape) - 2
+    size = [int(n) for n in kernel.shape[:rank]]
+    taps = tf.reshape(kernel, [-1, tf.shape(kernel)[-2]])  # [taps, channels], taps in row-major kernel order
+    flat = tf.reshape(y, [-1, tf.shape(y)[-1]])  # [positions, channels]
+    weighted = tf.matmul(taps, flat, transpose_b=True)  # [taps, positions]: each tap's map is contiguous
+    weighted = tf.reshape(weighted, tf.concat([[-1], tf.shape(y)[:-1]], axis=0))  # [taps, batch, *spatial]
+    weighted = tf.pad(weighted, [[0, 0], *paddings[:-1]])
+    shape = tf.shape(weighted)
+    out_sizes = [shape[2 + i] - size[i] + 1 for i in range(rank)]
+    windows = [weighted[(index, slice(None), *[slice(offset[i], offset[i] + out_sizes[i]) for i in range(rank)])]
+               for index, offset in enumerate(np.ndindex(*size))]
+    return tf.add_n(windows)[..., tf.newaxis]
 
 
 def feature_maxima(h: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
