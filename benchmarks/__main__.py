@@ -179,10 +179,14 @@ def write_markdown(report: dict[str, Any], path: str) -> None:
     ]
     for key, value in report["machine"].items():
         lines.append(f"- **{key}**: {value}")
+    for note in report.get("notes", []):
+        lines += ["", f"Note: {note}"]
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for row in report["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a" if row["goal"] != "report" else "—"}[row["met"]]
-        lines.append(f"| {row['target']} | {row['figure']} | {row['goal']} | {met} |")
+        figure = row["figure"]
+        shown = f"{figure:.3g}" if isinstance(figure, float) and abs(figure) < 1000 else figure
+        lines.append(f"| {row['target']} | {shown} | {row['goal']} | {met} |")
     lines += ["", "## Raw results", ""]
     for name, result in report["results"].items():
         lines += [f"### {name}", "", "```json", json.dumps(result, indent=2)[:6000], "```", ""]
