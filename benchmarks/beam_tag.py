@@ -68,8 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def export_samplecnn(base: str) -> str:
-    """Exports a randomly initialised 3^9-SampleCNN (50 labels, 22,050 Hz); returns the version directory."""
+def export_samplecnn(base: str, **architecture: Any) -> str:
+    """Exports a randomly initialised SampleCNN (50 labels, 22,050 Hz); returns the version directory.
+
+    Args:
+        base: Export base folder.
+        **architecture: ``samplecnn`` keyword arguments (default: the 3^9 model of Lee et al. 2018).
+    """
     import keras
 
     from export import exporter
@@ -79,7 +84,7 @@ def export_samplecnn(base: str) -> str:
     from tfaural.run import RunInfo
 
     keras.utils.set_random_seed(0)
-    model = samplecnn(n_outputs=50, sample_rate=SAMPLE_RATE)
+    model = samplecnn(n_outputs=50, sample_rate=SAMPLE_RATE, **architecture)
     config = config_from_model(model)
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
                    audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))

@@ -89,24 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def export_tiny_samplecnn(base: str) -> str:
-    """A small 3^5-SampleCNN (50 labels, 22,050 Hz, 729-sample segments) for the smoke run."""
-    import keras
-
-    from export import exporter
-    from tfaural.config import AudioConfig, SampleCNNConfig, SegmentConfig
-    from tfaural.models import config_from_model
-    from tfaural.models.samplecnn import samplecnn
-    from tfaural.run import RunInfo
-
-    keras.utils.set_random_seed(0)
-    model = samplecnn(filter_sizes=(3,) * 6, channels=(16, 16, 32, 32, 32), front_filters=16, top_filters=64,
-                      n_outputs=50, sample_rate=SAMPLE_RATE)
-    config = config_from_model(model)
-    assert isinstance(config, SampleCNNConfig)
-    info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
-                   audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))
-    return exporter.export_model(model, info, base, verify=False)
+#: The smoke run's small 3^5-SampleCNN (729-sample segments).
+TINY: dict[str, Any] = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16,
+                        "top_filters": 64}
 
 
 def link_subset(paths: list[Path], folder: Path) -> None:
@@ -270,7 +255,7 @@ def run(*, quick: bool = False, tracks: int | None = None, small: int | None = N
     try:
         start = time.perf_counter()
         if export_dir is None:
-            export_dir = (export_tiny_samplecnn if quick else export_samplecnn)(str(root / "export"))
+            export_dir = export_samplecnn(str(root / "export"), **(TINY if quick else {}))
         export_seconds = time.perf_counter() - start
         start = time.perf_counter()
         paths = generate_catalogue(root / "large", tracks=tracks, seconds=seconds)
