@@ -259,12 +259,9 @@ class DeconvNet:
         conv = block.conv
         strides = _tuple(conv.strides, self.rank)
         kernel_size = tuple(int(k) for k in conv.kernel.shape[: self.rank])
-        if strides == (1,) * self.rank and all(n % 2 for n in kernel_size) and conv.padding == "same":
-            # The adjoint of a stride-1 "same" convolution with an odd kernel is the same
-            # convolution with the kernel flipped in space and its channel axes swapped.
+        if self._stride1_same(block):
             # A forward convolution runs ~1.5x faster than conv_transpose on CPU (oneDNN).
-            kernel = tf.reverse(self._transposed_kernel(block), axis=list(range(self.rank)))
-            kernel = tf.transpose(kernel, [*range(self.rank), self.rank + 1, self.rank])
+            kernel = self._adjoint_kernel(block)
             half = [n // 2 for n in kernel_size]
             extra = [0] * self.rank if extra_padding is None else [p[1] for p in extra_padding]
             explicit = [[0, 0]] + [[half[i], half[i] + extra[i]] for i in range(self.rank)] + [[0, 0]]
@@ -412,6 +409,12 @@ class DeconvNet:
             y = tf.reshape(flat, tf.concat([[batch, k], shape[1:]], axis=0))
         return self._to_output_layout(y)
 
+    def _adjoint_kernel(self, block: _Block) -> tf.Tensor:
+        """``[*kernel, channels_out, channels_in]``: the adjoint of a stride-1 "same" convolution with
+        an odd kernel is the same convolution with the kernel flipped in space and its channel axes swapped."""
+        kernel = tf.reverse(self._transposed_kernel(block), axis=list(range(self.rank)))
+        return tf.transpose(kernel, [*range(self.rank), self.rank + 1, self.rank])
+
     def _stride1_same(self, block: _Block) -> bool:
         conv = block.conv
         kernel_size = tuple(int(k) for k in conv.kernel.shape[: self.rank])
@@ -438,9 +441,7 @@ class DeconvNet:
                                                 block.pool_size)  # type: ignore[arg-type]
             y, pad = covered[:, 0], paddings[2:-1]
         kernel_size = [int(n) for n in block.conv.kernel.shape[: self.rank]]
-        kernel = tf.reverse(self._transposed_kernel(block), axis=list(range(self.rank)))
-        kernel = tf.gather(kernel, feats, axis=-1)  # [*kernel, channels_in, k]
-        kernel = tf.transpose(kernel, [*range(self.rank), self.rank + 1, self.rank])  # [*kernel, k, channels_in]
+        kernel = tf.gather(self._adjoint_kernel(block), feats, axis=-2)  # [*kernel, k, channels_in]
         explicit = [[0, 0]] + [[n // 2, n // 2 + pad[i][1]] for i, n in enumerate(kernel_size)] + [[0, 0]]
         y = tf.pad(y, explicit)
         if self.rank == 1:
@@ -489,8 +490,9 @@ class DeconvNet:
 def _single_output_convolution(y: tf.Tensor, kernel: tf.Tensor, paddings: Sequence[Sequence[Any]]) -> tf.Tensor:
     """A stride-1 convolution with one output channel, as a matrix product and shifted sums.
 
-    oneDNN runs a many-to-one-channel convolution far below the machine's rate (~20 GFLOP/s here:
-    it is the walk's last step, 64 channels -> the spectrogram, on the largest maps); one
+    oneDNN runs a many-to-one-channel convolution far below the machine's rate (~20 GFLOP/s in a
+    profile on the 2-core development machine; it is the walk's last step, 64 channels -> the
+    spectrogram, on the largest maps); one
     ``[positions, channels] x [channels, taps]`` product reads the input once, and the taps
     are then summed with shifts on the small one-channel maps.
 
