@@ -11,10 +11,11 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: install system-deps test lint demo clean benchmarks
 
-$(STAMP): setup.py pyproject.toml
+$(STAMP): setup.py pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps musicnn==0.1.0  # pretrained taggers' weights (its numpy<1.17 pin is obsolete)
 	touch $(STAMP)
 
 install: $(STAMP) system-deps

@@ -41,7 +41,7 @@ from export.module import (
 )
 from export.verify import REFERENCE_FILE, save_reference, verify_export
 from export.warmup import warmup_inputs, write_warmup_file
-from tfaural.config import ChoiConfig
+from tfaural.config import ChoiConfig, MusicnnConfig
 from tfaural.errors import ExportError
 from tfaural.run import RunInfo, load_run
 
@@ -93,6 +93,9 @@ def build_module(
         deconv_shape = ["batch", "k", "freq", "frames"]
     elif settings.family == "mel-frame":
         deconv_shape = ["batch", "k", "mels", "frames"]
+    elif isinstance(config, MusicnnConfig):
+        input_scaling = {"mode": "log10", "log_c": config.log_c}
+        deconv_shape = ["batch", "k", "mels", "frames"]
     feature_levels = [
         {"name": f"level{i}", "layer": name, "channels": channels}
         for i, (name, channels) in enumerate(zip(settings.feature_layers, settings.feature_channels), start=1)
@@ -102,6 +105,7 @@ def build_module(
         family=settings.family,
         stft=settings.stft,
         input_scaling=input_scaling,
+        mel=settings.mel,
         max_seconds=max_seconds,
         max_deconv_seconds=max_deconv_seconds,
         deconvolvable_layers=settings.levels,

@@ -23,7 +23,7 @@ import json
 import os
 from typing import Any
 
-from tfaural.config import ChoiConfig, Config, SampleCNNConfig, model_config_to_dict
+from tfaural.config import ChoiConfig, Config, MusicnnConfig, SampleCNNConfig, model_config_to_dict
 from tfaural.errors import ExportError
 from tfaural.run import RunInfo
 
@@ -121,7 +121,7 @@ SIGNATURE_DESCRIPTIONS: dict[str, str] = {
 
 
 def family_of(config: Config) -> str:
-    """``"choi"``, ``"samplecnn"``, ``"mel-frame"`` or ``"raw-frame"``.
+    """``"choi"``, ``"samplecnn"``, ``"mel-frame"``, ``"raw-frame"`` or ``"musicnn"`` (imported taggers).
 
     Raises:
         ExportError: For configs the exporter does not support (e.g. aggregation models).
@@ -130,14 +130,22 @@ def family_of(config: Config) -> str:
         return "choi"
     if isinstance(config, SampleCNNConfig):
         return config.family
+    if isinstance(config, MusicnnConfig):
+        return "musicnn"
     raise ExportError(
         f"cannot export a {config.kind!r} model: the exporter supports Choi CNNs and SampleCNN-family models"
     )
 
 
 def signature_names(family: str) -> tuple[str, ...]:
-    """The signatures an export of ``family`` has (the mel-frame model cannot be auralised: no phase)."""
+    """The signatures an export of ``family`` has.
+
+    The mel-frame model cannot be auralised (no phase); the imported musicnn taggers are
+    served for tagging and features (their deconvolution needs the general deconvnet).
+    """
     names = ("serving_default", "serving_wav", "features", "deconvolve", "auralise")
+    if family == "musicnn":
+        return names[:3]
     return names[:-1] if family == "mel-frame" else names
 
 
@@ -189,6 +197,7 @@ def build_metadata(
     stft: dict[str, Any] | None,
     input_scaling: dict[str, Any] | None,
     max_seconds: float,
+    mel: dict[str, Any] | None = None,
     max_deconv_seconds: float,
     deconvolvable_layers: tuple[int, ...],
     features_per_layer: dict[int, int],
@@ -202,7 +211,8 @@ def build_metadata(
         info: The training run's description.
         family: Model family (:func:`family_of`).
         stft: STFT settings of spectrogram models (``None`` for waveform models).
-        input_scaling: ``{"mode": "linear"|"log", "log_c": C}`` for the Choi CNN, else ``None``.
+        input_scaling: ``{"mode": "linear"|"log"|"log10", "log_c": C}`` for spectrogram models, else ``None``.
+        mel: The mel filterbank of mel-input models (``{"n_mels", "fmin", "fmax", "power", "norm"}``).
         max_seconds: Longest accepted input of the scoring and feature signatures, in seconds.
         max_deconv_seconds: Longest accepted input of ``deconvolve`` and ``auralise``, in seconds.
         deconvolvable_layers: Valid ``layer`` values.
@@ -238,6 +248,7 @@ def build_metadata(
         "segment_hop": info.segment.step,
         "segment_seconds": info.segment.length / sample_rate,
         "stft": stft,
+        "mel": mel,
         "input_scaling": input_scaling,
         "labels": list(info.labels),
         "task": info.task,

@@ -45,10 +45,11 @@ import tensorflow as tf
 from export.metadata import SIGNATURE_INPUTS, TOP_K, family_of, signature_names
 from tfaural import spectral
 from tfaural.auralise import normalise_peak, reconstruct, to_linear_magnitude
-from tfaural.config import ChoiConfig, SampleCNNConfig
+from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ExportError
 from tfaural.models import config_from_model
+from tfaural.models import musicnn as musicnn_models
 from tfaural.models.aggregation import feature_layer_names
 from tfaural.run import RunInfo
 
@@ -71,6 +72,7 @@ class _Settings:
     max_deconv_samples: int
     max_batch_segments: int
     stft: dict[str, Any] | None
+    mel: dict[str, Any] | None
     top_k: int
     levels: tuple[int, ...]
     features_per_layer: dict[int, int]
@@ -126,7 +128,7 @@ class ServingModule(tf.Module):
         family = family_of(config)
         self.model = model  # tracked: its variables are saved with the module
         self._config = config
-        self._net = DeconvNet(model)
+        self._net = DeconvNet(model) if "deconvolve" in signature_names(family) else None
         self._settings = _settings(
             model, info, config, family, self._net, max_seconds=max_seconds,
             max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, top_k=top_k,
@@ -277,6 +279,13 @@ class ServingModule(tf.Module):
         if s.stft is None:
             return segments[..., tf.newaxis]
         config = self._config
+        if isinstance(config, MusicnnConfig):
+            assert s.mel is not None
+            mel = spectral.melspectrogram(
+                segments, sample_rate=s.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
+                n_mels=config.n_mels, power=s.mel["power"],
+            )
+            return tf.ensure_shape(mel, [None, config.n_mels, config.n_frames])[..., tf.newaxis]
         assert isinstance(config, ChoiConfig)
         magnitude = self._magnitude(segments)
         return tf.ensure_shape(magnitude, [None, config.n_freq, config.n_frames])[..., tf.newaxis]
@@ -412,6 +421,7 @@ class ServingModule(tf.Module):
         with tf.control_dependencies([not_empty]):
             waveform = tf.identity(waveform)
         index, features = self._checked_layer_features(layer, features)
+        assert self._net is not None
         stft_matrix = magnitude = None
         x = waveform
         if s.stft is not None:
@@ -467,7 +477,7 @@ def _settings(
     info: RunInfo,
     config: Any,
     family: str,
-    net: DeconvNet,
+    net: DeconvNet | None,
     *,
     max_seconds: float,
     max_deconv_seconds: float,
@@ -488,7 +498,25 @@ def _settings(
         raise ExportError(f"label names must be non-empty single lines; got {list(info.labels)}")
     length = info.segment.length
     stft: dict[str, Any] | None = None
-    if isinstance(config, ChoiConfig):
+    mel: dict[str, Any] | None = None
+    if isinstance(config, MusicnnConfig):
+        if info.stft is not None and (info.stft.n_fft, info.stft.hop_length) != (config.n_fft, config.hop_length):
+            raise ExportError(
+                f"run.json's STFT (n_fft={info.stft.n_fft}, hop_length={info.stft.hop_length}) differs from "
+                f"the model's (n_fft={config.n_fft}, hop_length={config.hop_length})"
+            )
+        stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": None,
+                "window": "hann", "center": True}
+        mel = {"n_mels": config.n_mels, "fmin": 0.0, "fmax": None, "power": 2.0, "norm": "slaney",
+               "scale": "slaney"}
+        frames = spectral.n_frames(length, n_fft=config.n_fft, hop_length=config.hop_length)
+        if frames != config.n_frames:
+            raise ExportError(
+                f"a segment of {length} samples gives {frames} STFT frames but the model takes {config.n_frames}; "
+                f"fix run.json (segment.length = {config.segment_length})"
+            )
+        feature_layers = musicnn_models.feature_layer_names(config)
+    elif isinstance(config, ChoiConfig):
         win_length = None
         if info.stft is not None:
             if (info.stft.n_fft, info.stft.hop_length) != (config.n_fft, config.hop_length):
@@ -525,8 +553,8 @@ def _settings(
             )
     if not (isinstance(max_batch_segments, int) and max_batch_segments >= 1):
         raise ExportError(f"max_batch_segments={max_batch_segments!r} is invalid: expected a positive integer")
-    levels = tuple(net.levels)
-    if list(levels) != list(range(levels[0], levels[-1] + 1)):
+    levels = tuple(net.levels) if net is not None else ()
+    if levels and list(levels) != list(range(levels[0], levels[-1] + 1)):
         raise ExportError(f"deconvolvable layers {levels} are not consecutive")
     return _Settings(
         family=family,
@@ -537,9 +565,10 @@ def _settings(
         max_deconv_samples=max_deconv_samples,
         max_batch_segments=max_batch_segments,
         stft=stft,
+        mel=mel,
         top_k=max(1, min(top_k, len(info.labels))),
         levels=levels,
-        features_per_layer={level: net.n_features(level) for level in levels},
+        features_per_layer={level: net.n_features(level) for level in levels} if net is not None else {},
         feature_layers=feature_layers,
         feature_channels=tuple(int(model.get_layer(name).output.shape[-1]) for name in feature_layers),
     )

@@ -102,8 +102,9 @@ def warmup_inputs(metadata: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
     """
     sample_rate = int(metadata["sample_rate"])
     y = warmup_signal(int(metadata["segment_length"]), sample_rate=sample_rate)
-    layer = int(metadata["deconvolvable_layers"][-1])
-    width = int(metadata["features_per_layer"][str(layer)])
+    layers = metadata["deconvolvable_layers"]
+    layer = int(layers[-1]) if layers else 0
+    width = int(metadata["features_per_layer"][str(layer)]) if layers else 1
     values: dict[str, np.ndarray] = {
         "waveform": y[np.newaxis, :],
         "wav": np.array([wav_bytes(y, sample_rate=sample_rate)], dtype=object),

@@ -549,10 +549,110 @@ class AggregationConfig(Config):
         )
 
 
+MUSICNN_ARCHITECTURES = ("vgg", "musicnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class MusicnnConfig(Config):
+    """The log-mel taggers published with musicnn (Pons & Serra, 2019), ``tfaural.models.musicnn``.
+
+    Both architectures take a mel *power* spectrogram ``[batch, n_mels, n_frames, 1]``
+    (tfaural's ``[freq, frames]`` layout) and compress it in-model with
+    ``log10(1 + log_c * x)``, as musicnn's front end does:
+
+    * ``"vgg"``: input BatchNorm, then five blocks of 3x3 conv (``n_filters`` maps,
+      ReLU) -> BatchNorm -> max-pool (first pool 4 frames x 1 band with stride 2 x 2,
+      then 2x2, 2x2, 2x2, 4x4), flatten, dense output. Needs exactly 187 frames.
+    * ``"musicnn"``: input BatchNorm; musically motivated front end of timbral
+      (38 and 67 bands x 7 frames) and temporal (1 x 128/64/32 frames) filters, each
+      max-pooled over frequency; a dense 1D mid-end (three 7-frame convs, residual
+      adds); max- and mean-pooling over time, BatchNorm, a dense penultimate layer
+      (``backend_units``, ReLU, BatchNorm) and the output.
+
+    Attributes:
+        architecture: ``"vgg"`` or ``"musicnn"``.
+        n_outputs: Output units (50 tags).
+        n_mels: Mel bands of the input (96).
+        n_frames: Frames of one input patch (187 = 3 s at 16 kHz, hop 256).
+        sample_rate: Sample rate in Hz (16,000).
+        n_fft: FFT size in samples (512).
+        hop_length: STFT hop in samples (256).
+        log_c: Constant C of ``log10(1 + C x)`` (10,000).
+        n_filters: Maps per conv layer of the vgg model (128).
+        frontend_scale: Width factor of the musicnn front end (1.6: 204 timbral and 51
+            temporal maps per branch).
+        midend_filters: Maps of each mid-end conv (64).
+        backend_units: Units of the penultimate dense layer (200).
+        output_activation: ``"sigmoid"`` (tags), ``"softmax"`` or ``"linear"``.
+        pools: The vgg model's five max-pools as ``(freq size, frames size, freq stride,
+            frames stride)``. musicnn's MTT_vgg uses (1, 4, 2, 2), (2, 2, 2, 2) x 3, (4, 4, 4, 4);
+            the shipped MSD_vgg graph was trained with (1, 4, 1, 4), (4, 1, 4, 1), (2, 2, 2, 2) x 2,
+            (4, 4, 4, 4) (the importer reads them from the publisher's graph).
+    """
+
+    kind: ClassVar[str] = "musicnn"
+    architecture: str = "vgg"
+    n_outputs: int = 50
+    n_mels: int = 96
+    n_frames: int = 187
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    log_c: float = 10000.0
+    n_filters: int = 128
+    frontend_scale: float = 1.6
+    midend_filters: int = 64
+    backend_units: int = 200
+    output_activation: str = "sigmoid"
+    pools: tuple[tuple[int, ...], ...] = ((1, 4, 2, 2), (2, 2, 2, 2), (2, 2, 2, 2), (2, 2, 2, 2), (4, 4, 4, 4))
+
+    def validate(self) -> None:
+        cls = type(self)
+        _require(
+            isinstance(self.pools, tuple) and len(self.pools) == 5
+            and all(isinstance(p, tuple) and len(p) == 4 and all(_is_positive_int(v) for v in p) for p in self.pools),
+            cls, "pools", self.pools, "five (freq size, frames size, freq stride, frames stride) tuples",
+        )
+        _require(
+            self.architecture in MUSICNN_ARCHITECTURES, cls, "architecture", self.architecture,
+            f"one of {MUSICNN_ARCHITECTURES}",
+        )
+        for field in ("n_outputs", "n_mels", "n_frames", "sample_rate", "hop_length", "n_filters",
+                      "midend_filters", "backend_units"):
+            value = getattr(self, field)
+            _require(_is_positive_int(value), cls, field, value, "a positive integer")
+        _require(_is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
+        _require(_is_number(self.log_c) and self.log_c > 0, cls, "log_c", self.log_c, "a positive number")
+        _require(
+            _is_number(self.frontend_scale) and self.frontend_scale > 0, cls, "frontend_scale",
+            self.frontend_scale, "a positive number",
+        )
+        _require(
+            self.output_activation in OUTPUT_ACTIVATIONS, cls, "output_activation", self.output_activation,
+            f"one of {OUTPUT_ACTIVATIONS}",
+        )
+        if self.architecture == "vgg":
+            _require(self.n_mels >= 64, cls, "n_mels", self.n_mels, "at least 64 for the vgg model (five pools)")
+            _require(self.n_frames >= 64, cls, "n_frames", self.n_frames, "at least 64 for the vgg model")
+        else:
+            _require(self.n_mels >= 3, cls, "n_mels", self.n_mels, "at least 3 (timbral filters span 40% of it)")
+
+    @property
+    def n_freq(self) -> int:
+        """STFT bins the mel filterbank reads, ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def segment_length(self) -> int:
+        """Samples whose centred STFT has exactly ``n_frames`` frames: ``(n_frames - 1) * hop_length``."""
+        return (self.n_frames - 1) * self.hop_length
+
+
 MODEL_CONFIGS: dict[str, type[Config]] = {
     ChoiConfig.kind: ChoiConfig,
     SampleCNNConfig.kind: SampleCNNConfig,
     AggregationConfig.kind: AggregationConfig,
+    MusicnnConfig.kind: MusicnnConfig,
 }
 
 
@@ -586,6 +686,8 @@ __all__ += [
     "ChoiConfig",
     "SampleCNNConfig",
     "AggregationConfig",
+    "MUSICNN_ARCHITECTURES",
+    "MusicnnConfig",
     "MODEL_CONFIGS",
     "model_config_to_dict",
     "model_config_from_dict",

@@ -42,6 +42,9 @@ __all__ = [
     "melspectrogram",
     "log_compress",
     "log_decompress",
+    "log10_compress",
+    "log10_decompress",
+    "MUSICNN_LOG_C",
     "n_frames",
 ]
 
@@ -337,3 +340,34 @@ def log_decompress(x: tf.Tensor | np.ndarray, c: float = 10.0) -> tf.Tensor:
     if c <= 0:
         raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
     return tf.math.expm1(tf.convert_to_tensor(x, dtype=tf.float32)) / c
+
+
+#: Constant of musicnn's front end, ``log10(1 + 10000 x)`` on mel power.
+MUSICNN_LOG_C = 10000.0
+
+
+def log10_compress(x: tf.Tensor | np.ndarray, c: float = MUSICNN_LOG_C) -> tf.Tensor:
+    """Power compression ``log10(1 + c * x)`` of musicnn's front end, in float32.
+
+    musicnn's own extractor casts the mel power to float16 before this step, which
+    overflows to ``inf`` wherever the power exceeds 65504 / c (6.55 for c = 10^4):
+    loud music. Here everything stays float32.
+
+    Args:
+        x: Non-negative powers (mel power spectrogram), any shape; negative values are clipped to 0.
+        c: Compression constant (> 0).
+
+    Returns:
+        float32 tensor of the same shape, >= 0.
+    """
+    if c <= 0:
+        raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
+    x = tf.maximum(tf.convert_to_tensor(x, dtype=tf.float32), 0.0)
+    return tf.math.log1p(c * x) / math.log(10.0)
+
+
+def log10_decompress(x: tf.Tensor | np.ndarray, c: float = MUSICNN_LOG_C) -> tf.Tensor:
+    """Inverse of :func:`log10_compress`: ``(10^x - 1) / c`` (negative inputs give negative powers)."""
+    if c <= 0:
+        raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
+    return tf.math.expm1(tf.convert_to_tensor(x, dtype=tf.float32) * math.log(10.0)) / c

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import keras
 
-from tfaural.config import AggregationConfig, ChoiConfig, Config, SampleCNNConfig
+from tfaural.config import AggregationConfig, ChoiConfig, Config, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError
-from tfaural.models import choi, samplecnn
+from tfaural.models import choi, musicnn, samplecnn
 from tfaural.models.aggregation import (
     aggregation_model,
     build_aggregation,
@@ -32,6 +32,7 @@ from tfaural.models.aggregation import (
 )
 from tfaural.models.choi import build_choi, choi_cnn, paper_effective_sizes, receptive_fields
 from tfaural.models.layers import ConvBlock, TfauralModel, config_from_model
+from tfaural.models.musicnn import build_musicnn, musicnn_tagger
 from tfaural.models.samplecnn import (
     PRESET_INPUT_SIZES,
     SAMPLECNN_PRESETS,
@@ -54,6 +55,8 @@ __all__ = [
     "TfauralModel",
     "choi_cnn",
     "build_choi",
+    "musicnn_tagger",
+    "build_musicnn",
     "receptive_fields",
     "paper_effective_sizes",
     "samplecnn_preset",
@@ -92,8 +95,10 @@ def build(config: Config, *, name: str | None = None) -> TfauralModel:
         return build_samplecnn(config, name=name)
     if isinstance(config, AggregationConfig):
         return build_aggregation(config, name=name)
+    if isinstance(config, MusicnnConfig):
+        return build_musicnn(config, name=name)
     raise ModelError(
-        f"cannot build a model from {type(config).__name__}; expected a Choi, SampleCNN or Aggregation config"
+        f"cannot build a model from {type(config).__name__}; expected a Choi, SampleCNN, musicnn or Aggregation config"
     )
 
 
@@ -108,6 +113,8 @@ def conv_blocks(model: keras.Model) -> tuple[ConvBlock, ...]:
         blocks = choi.block_names(config.n_layers)
     elif isinstance(config, SampleCNNConfig):
         blocks = samplecnn.block_names(config)
+    elif isinstance(config, MusicnnConfig) and config.architecture == "vgg":
+        blocks = musicnn.vgg_block_names()
     else:
         raise ModelError(f"model {model.name!r} ({config.kind}) has no conv blocks")
     present = {layer.name for layer in model.layers}

@@ -30,7 +30,11 @@ from tfaural import spectral
 from tfaural.config import CHOI_INPUT_SCALINGS, Config, model_config_from_dict, model_config_to_dict
 from tfaural.errors import ModelError, ParameterError
 
+#: Modes of :class:`InputScaling`.
+INPUT_SCALINGS = (*CHOI_INPUT_SCALINGS, "log10")
+
 __all__ = [
+    "INPUT_SCALINGS",
     "TfauralModel",
     "InputScaling",
     "LogMelSpectrogram",
@@ -132,18 +136,19 @@ def config_from_model(model: keras.Model) -> Config:
 
 @keras.saving.register_keras_serializable(package="tfaural")
 class InputScaling(keras.layers.Layer):
-    """Scales a non-negative magnitude input: identity or ``log(1 + c|x|)``.
+    """Scales a non-negative magnitude input: identity, ``log(1 + c|x|)`` or ``log10(1 + c x)``.
 
     Args:
-        mode: ``"linear"`` (identity) or ``"log"``.
-        c: Compression constant of the ``"log"`` mode (> 0).
+        mode: ``"linear"`` (identity), ``"log"`` (Choi CNN) or ``"log10"`` (musicnn's mel power
+            compression, :func:`tfaural.spectral.log10_compress`).
+        c: Compression constant of the log modes (> 0).
         **kwargs: Keras layer arguments (``name``...).
     """
 
     def __init__(self, mode: str = "linear", c: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if mode not in CHOI_INPUT_SCALINGS:
-            raise ParameterError(f"mode={mode!r} is invalid: expected one of {CHOI_INPUT_SCALINGS}")
+        if mode not in INPUT_SCALINGS:
+            raise ParameterError(f"mode={mode!r} is invalid: expected one of {INPUT_SCALINGS}")
         if not c > 0:
             raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
         self.mode = mode
@@ -152,6 +157,8 @@ class InputScaling(keras.layers.Layer):
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         if self.mode == "linear":
             return tf.identity(inputs)
+        if self.mode == "log10":
+            return spectral.log10_compress(inputs, self.c)
         return spectral.log_compress(inputs, self.c)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:

@@ -1,0 +1,101 @@
+"""``python -m tfaural.pretrained``: import a published tagger as a tfaural run directory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from tfaural.errors import TfauralError
+
+EPILOG = """examples:
+  python -m tfaural.pretrained --list
+  python -m tfaural.pretrained musicnn/MTT_vgg --output runs/mtt_vgg
+  python -m export --run runs/mtt_vgg --output exports/mtt_vgg
+  python -m beam_jobs.tag --input 'music/**/*.mp3' --model exports/mtt_vgg/1 --output tags
+
+The weights come from musicnn's PyPI wheel (ISC licence), installed without its outdated
+dependency pins:  pip install --no-deps musicnn==0.1.0
+"""
+
+
+def _list() -> int:
+    from tfaural.pretrained import musicnn
+    from tfaural.pretrained.catalogue import available
+
+    try:
+        package = musicnn._package_dir()
+    except TfauralError as err:
+        package = None
+        print(f"note: {err}\n")
+    for model in available():
+        print(f"{model.key:22s} {model.architecture:8s} {model.dataset}")
+        if package is None:
+            continue
+        folder = os.path.join(package, model.name)
+        scores = musicnn.read_published_scores(folder)
+        if scores:
+            print(f"{'':22s} published ROC-AUC {scores.get('roc_auc', float('nan')):.3f}, "
+                  f"PR-AUC {scores.get('pr_auc', float('nan')):.3f}")
+        try:
+            labels = musicnn.read_labels(model, package)
+        except TfauralError as err:
+            print(f"{'':22s} {err}")
+            continue
+        print(f"{'':22s} {len(labels)} tags: {', '.join(labels)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(
+        prog="python -m tfaural.pretrained",
+        description="Import a published pretrained tagger (musicnn's MagnaTagATune / Million Song Dataset "
+        "models) as an ordinary tfaural run directory (model.keras + run.json) that export, the Beam jobs, "
+        "evaluate and train --init-from accept. The import is checked against the publisher's own graph.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", nargs="?", help="model to import, e.g. musicnn/MTT_vgg (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the importable models with tags and published AUCs")
+    parser.add_argument("--output", help="run directory to write")
+    parser.add_argument("--hop-frames", type=int, default=None,
+                        help="hop between 187-frame tagging patches (default: the largest hop that leaves no "
+                        "frame unread: 161 for the vgg models, whose last 26 frames per patch cannot reach the "
+                        "output; 187 for musicnn)")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="read the checkpoint from this folder instead of the installed musicnn wheel")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip running the publisher's own graph to check the import (a few seconds)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    args = parser.parse_args(argv)
+    if args.list:
+        return _list()
+    if not args.model or not args.output:
+        parser.error("give a MODEL and --output (or --list)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from tfaural.pretrained.catalogue import import_run
+
+        _, info = import_run(args.model, args.output, hop_frames=args.hop_frames, checkpoint_dir=args.checkpoint_dir,
+                             verify=args.verify, overwrite=args.overwrite)
+    except TfauralError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    pretrained, coverage = info.extra["pretrained"], info.extra["coverage"]
+    print(f"imported {pretrained['name']} ({pretrained['dataset']}) into {args.output}")
+    if "parity_with_original_graph" in pretrained:
+        worst = max(pretrained["parity_with_original_graph"].values())
+        print(f"  matches musicnn's own graph to {worst:.2g} (taggram and embeddings)")
+    print(f"  {len(info.labels)} tags; patches of {coverage['patch_frames']} frames "
+          f"({info.segment.length / info.audio.sample_rate:.2f} s at {info.audio.sample_rate} Hz), hop "
+          f"{info.extra['front_end']['hop_frames']} frames; {coverage['reachable_frames']} frames and "
+          f"{coverage['reachable_bands']} of {coverage['patch_bands']} mel bands reach the output")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
