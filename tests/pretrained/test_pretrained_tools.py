@@ -100,6 +100,14 @@ def test_export_verify_and_tag_a_mixed_catalogue(run_dir: pathlib.Path, tmp_path
         assert np.all((scores > 0) & (scores < 1))
         assert row["top_labels"].split(";")[0] == labels[int(np.argmax(scores))]
 
+    features = _run("beam_jobs.extract_features", "--input", f"{music}/**", "--model", str(version), "--output",
+                    str(tmp_path / "f"))
+    assert features.returncode == 0, features.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "f" / "manifest.jsonl").read_text().splitlines()]
+    assert {pathlib.Path(r["path"]).name: r["status"] for r in rows} == status
+    vectors = [np.load(p)["features"] for p in sorted((tmp_path / "f" / "tracks").glob("*.npz"))]
+    assert len(vectors) == 4 and all(v.shape == (2 * 3 * 128,) and np.all(np.isfinite(v)) for v in vectors)
+
 
 @pytest.fixture(scope="module")
 def instruments(tmp_path_factory: pytest.TempPathFactory) -> str:
