@@ -374,6 +374,44 @@ def _choose(spec: str, activation: np.ndarray, *, layer: int) -> list[int]:
     return list(parse_index_list(spec, flag=f"--features (layer {layer})", valid=range(n_maps)))
 
 
+def _check_figure_arguments(
+    model: keras.Model,
+    *,
+    layers: str,
+    features: str,
+    offset: float,
+    seconds: float | None,
+    filter_layers: str | None,
+    steps: int,
+) -> tuple[list[int], list[int] | None]:
+    """Validates every argument of :func:`make_figures` before any work is done.
+
+    Returns:
+        ``(deconvolution-grid layers, filter-spectra layers or None for "every reachable one")``.
+
+    Raises:
+        ParameterError: Naming the flag and the value.
+    """
+    from tfaural.cli import parse_index_list
+
+    blocks = conv_blocks(model)
+    levels = [b.level for b in blocks]
+    grid_layers = list(parse_index_list(layers, flag="--layers", valid=levels))
+    widths = {b.level: int(model.get_layer(b.conv).kernel.shape[-1]) for b in blocks}
+    for layer in grid_layers:
+        _choose(features, np.zeros((1, widths[layer]), np.float32), layer=layer)  # syntax and range
+    spectra_layers = None
+    if filter_layers:
+        spectra_layers = list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ParameterError(f"--steps {steps!r} is invalid: expected a positive number of iterations")
+    if not np.isfinite(offset) or offset < 0:
+        raise ParameterError(f"--offset-seconds {offset!r} is invalid: expected seconds >= 0")
+    if seconds is not None and not (np.isfinite(seconds) and seconds > 0):
+        raise ParameterError(f"--clip-seconds {seconds!r} is invalid: expected a positive number of seconds")
+    return grid_layers, spectra_layers
+
+
 def make_figures(
     model: keras.Model,
     output: str,
@@ -414,19 +452,29 @@ def make_figures(
 
     Raises:
         TfauralError: Unreadable audio (naming the file), invalid layers or features, or a
-            model without figures (the mel-frame baseline).
+            model without figures (the mel-frame baseline). Every argument is checked and
+            every audio file decoded before the first figure is written.
     """
     from tqdm.auto import tqdm
 
     from tfaural import spectral
     from tfaural.auralise import Auraliser, to_linear_magnitude
-    from tfaural.cli import parse_index_list
 
     config = config_from_model(model)
     is_choi = isinstance(config, ChoiConfig)
     if not is_choi and getattr(config, "family", "") == "mel-frame":
         raise ModelError("the mel-frame baseline has no figures here: its mel front end cannot be auralised and "
                          "gradient ascent needs a raw-waveform model")
+    wanted_layers, spectra_layers = _check_figure_arguments(
+        model, layers=layers, features=features, offset=offset, seconds=seconds, filter_layers=filter_layers,
+        steps=steps,
+    )
+    clips = None
+    if audio_paths:
+        assert isinstance(config, (ChoiConfig, SampleCNNConfig))
+        default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
+        clips = _load_clips(audio_paths, sample_rate=int(config.sample_rate), offset=offset,
+                            seconds=seconds if seconds is not None else default_seconds)
     os.makedirs(output, exist_ok=True)
     written: list[str] = []
     chosen_features: dict[str, list[int]] = {}
@@ -435,8 +483,7 @@ def make_figures(
         written.append(os.path.basename(weights))
     else:
         levels = [b.level for b in conv_blocks(model)]
-        wanted = (list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
-                  if filter_layers else [lv for lv in levels if lv >= 1])
+        wanted = spectra_layers if spectra_layers is not None else [lv for lv in levels if lv >= 1]
         spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for level in tqdm(wanted, desc="filter estimates", unit="layer", disable=not progress):
             try:
@@ -450,13 +497,9 @@ def make_figures(
         if spectra:
             written.append(os.path.basename(plot_filter_spectra(spectra, os.path.join(output, "filter-spectra.png"))))
     if audio_paths:
+        assert clips is not None and isinstance(config, (ChoiConfig, SampleCNNConfig))
         auraliser = Auraliser(model)
-        assert isinstance(config, (ChoiConfig, SampleCNNConfig))
         rate = int(config.sample_rate)
-        default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
-        length = seconds if seconds is not None else default_seconds
-        clips = _load_clips(audio_paths, sample_rate=rate, offset=offset, seconds=length)
-        wanted_layers = parse_index_list(layers, flag="--layers", valid=auraliser.net.levels)
         n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, ChoiConfig) else (1024, 256)
         names = [os.path.splitext(os.path.basename(p))[0] for p in audio_paths]
         bar = tqdm(total=len(wanted_layers) * len(audio_paths), desc="deconvolving", unit="clip",
@@ -465,6 +508,7 @@ def make_figures(
             maps, activations = [], []
             for clip in clips:  # one track at a time: the walk of 64 features is large
                 result = auraliser(clip[None], layer=layer, mode="phase")
+                assert result.deconvolved is not None
                 if is_choi:
                     maps.append(to_linear_magnitude(result.deconvolved, config).numpy()[0])  # type: ignore[arg-type]
                 else:
