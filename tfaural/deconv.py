@@ -13,11 +13,16 @@ For a chosen conv block ``layer`` and a list of its feature maps, :func:`deconvo
    with the block's kernel (no bias), down to the input space of the first
    convolution.
 
-The features are a batch axis: all selected features of a layer go back down in
-one pass of batched transposed convolutions, never in a Python loop, so 64
-features cost one call. ``layer`` must be a Python int (each layer is its own
-graph; an exported signature switches between them with ``tf.switch_case``);
-``features`` may be a tensor.
+The features are a batch axis: the selected features of a layer go back down
+together in batched transposed convolutions, never one per Python call.
+**Memory is bounded by chunks of features**: the walk holds a few tensors of
+``batch × k ×`` (the largest activation of the model per input), so the features
+go down in consecutive chunks of at most ``chunk_elements`` elements of that size
+(:func:`map_feature_chunks`, an in-graph loop; one chunk for typical requests),
+and a caller can turn each chunk's maps into its final, smaller result inside the
+loop (``per_chunk``, e.g. auralisation). Repeated feature indices are rejected.
+``layer`` must be a Python int (each layer is its own graph; an exported signature
+switches between them with ``tf.switch_case``); ``features`` may be a tensor.
 
 **Batch normalisation** (SampleCNN family). In the forward pass BN runs in
 inference mode. In the walk back, BN's per-channel affine map
@@ -40,7 +45,8 @@ n_mels, frames]`` for the mel-frame model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -52,8 +58,12 @@ from tfaural.models import conv_blocks
 from tfaural.models.layers import ConvBlock
 
 __all__ = [
+    "DEFAULT_CHUNK_ELEMENTS",
     "DeconvNet",
     "deconvolve",
+    "walk_expansion",
+    "features_per_chunk",
+    "map_feature_chunks",
     "deconvolvable_layers",
     "n_features",
     "feature_maxima",
@@ -179,6 +189,7 @@ class DeconvNet:
         self.front_end = [model.get_layer(n) for n in layer_names[1 : layer_names.index(first_conv)]]
         self.rank = len(self.blocks[0].conv.kernel.shape) - 2
         self.levels = tuple(b.level for b in self.blocks)
+        self.expansion = walk_expansion(model)  # for the feature chunks (map_feature_chunks)
         self.crop = 0
         for layer in self.front_end:
             if isinstance(layer, keras.layers.ZeroPadding1D):
@@ -290,7 +301,10 @@ class DeconvNet:
         layer: int,
         features: Sequence[int] | tf.Tensor | None = None,
         return_activation: bool = False,
-    ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+        chunk_elements: int | None = None,
+        per_chunk: Callable[[tf.Tensor], Any] | None = None,
+        per_chunk_dtypes: Any = tf.float32,
+    ) -> Any:
         """Deconvolves ``features`` of block ``layer`` for every input of the batch.
 
         Args:
@@ -302,13 +316,22 @@ class DeconvNet:
             features: Feature indices (int list or int32 tensor ``[k]``); ``None``: all.
             return_activation: Also return each selected feature map's maximum
                 activation, float32 ``[batch, k]`` (the feature's response strength).
+            chunk_elements: Bound of the walk's working set: the features go down in
+                chunks whose largest tensor has at most this many elements
+                (:func:`features_per_chunk`; at least one feature per chunk). ``None``:
+                :data:`DEFAULT_CHUNK_ELEMENTS`; ``0``: all features in one pass.
+            per_chunk: Applied to each chunk's deconvolved maps ``[batch, kc, ...]`` inside
+                the loop; its results (tensors with the features on axis 1) are what is
+                concatenated and returned instead of the maps (e.g. their auralisation).
+            per_chunk_dtypes: The dtype (or tuple of dtypes) of ``per_chunk``'s results.
 
         Returns:
             The deconvolved maps in the input space (see the module docstring for
-            shapes), and with ``return_activation`` the activations as well.
+            shapes) or what ``per_chunk`` makes of them, and with ``return_activation``
+            the activations as well.
 
         Raises:
-            ParameterError: Invalid ``layer`` or out-of-range feature indices.
+            ParameterError: Invalid ``layer``, out-of-range or repeated feature indices.
         """
         blocks = self._blocks_to(layer)
         n_maps = int(blocks[-1].conv.kernel.shape[-1])
@@ -319,10 +342,34 @@ class DeconvNet:
             shapes.append(tf.shape(h))
             h, sw = self._forward_block(block, h)
             switches.append(sw)
-        deconvolved = self._walk_down(h, feats, n_maps, blocks, shapes, switches)
+        deconvolved = self._chunked(
+            lambda chunk: self._walk_down(h, chunk, n_maps, blocks, shapes, switches), x, feats,
+            chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
+        )
         if not return_activation:
             return deconvolved
         return deconvolved, feature_maxima(h, feats)
+
+    def _chunked(
+        self,
+        walk: Callable[[tf.Tensor], tf.Tensor],
+        x: tf.Tensor,
+        feats: tf.Tensor,
+        *,
+        chunk_elements: int | None,
+        per_chunk: Callable[[tf.Tensor], Any] | None,
+        per_chunk_dtypes: Any,
+    ) -> Any:
+        """Runs ``walk`` (then ``per_chunk``) over chunks of ``feats`` (see :meth:`__call__`)."""
+        limit = DEFAULT_CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
+        size = tf.size(feats) if limit <= 0 else features_per_chunk(
+            x, expansion=self.expansion, chunk_elements=limit)
+
+        def step(chunk: tf.Tensor) -> Any:
+            maps = walk(chunk)
+            return maps if per_chunk is None else per_chunk(maps)
+
+        return map_feature_chunks(step, feats, size, dtypes=per_chunk_dtypes if per_chunk else tf.float32)
 
     def deconvolve_layers(
         self,
@@ -330,13 +377,19 @@ class DeconvNet:
         *,
         layers: Sequence[int] | None = None,
         features: Sequence[int] | tf.Tensor | None = None,
-    ) -> dict[int, tf.Tensor]:
+        chunk_elements: int | None = None,
+        per_chunk: Callable[[tf.Tensor], Any] | None = None,
+        per_chunk_dtypes: Any = tf.float32,
+    ) -> dict[int, Any]:
         """Deconvolves several layers with one shared forward pass (see :meth:`__call__`).
 
         Args:
             x: The model's input.
             layers: Block levels (``None``: all).
             features: Feature indices for every layer (``None``: all maps of each layer).
+            chunk_elements: Bound of the walk's working set (see :meth:`__call__`).
+            per_chunk: Applied to each chunk's maps inside the loop (see :meth:`__call__`).
+            per_chunk_dtypes: The dtype (or tuple of dtypes) of ``per_chunk``'s results.
 
         Returns:
             ``{layer: deconvolved}``. The layers are computed one after another (each
@@ -363,12 +416,17 @@ class DeconvNet:
             index = [b.level for b in blocks].index(layer)
             top = outputs[index]
             if previous is not None:
-                with tf.control_dependencies([previous]):
+                with tf.control_dependencies(tf.nest.flatten(previous)):
                     top = tf.identity(top)
             n_maps = int(blocks[index].conv.kernel.shape[-1])
             feats = self._features(features, n_maps)
-            previous = self._walk_down(top, feats, n_maps, blocks[: index + 1], shapes[: index + 1],
-                                       switches[: index + 1])
+            walk: Callable[..., tf.Tensor] = functools.partial(
+                self._walk_down, top, n_maps=n_maps, blocks=blocks[: index + 1], shapes=shapes[: index + 1],
+                switches=switches[: index + 1])
+            previous = self._chunked(
+                functools.partial(_by_features, walk), x, feats, chunk_elements=chunk_elements,
+                per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
+            )
             result[layer] = previous
             self.last_activations[layer] = feature_maxima(outputs[index], feats)
         return result
@@ -464,6 +522,8 @@ class DeconvNet:
                 tf.debugging.assert_non_negative(feats, message="feature indices must be >= 0"),
                 tf.debugging.assert_less(feats, n_maps,
                                          message=f"feature indices must be < {n_maps} (maps in the layer)"),
+                tf.debugging.assert_equal(tf.size(tf.unique(tf.reshape(feats, [-1])).y), tf.size(feats),
+                                          message="feature indices must not repeat (ask for each feature once)"),
             ]
             with tf.control_dependencies([c for c in checks if c is not None]):
                 return tf.identity(feats)  # the checks run before any gather can fail less clearly
@@ -474,6 +534,11 @@ class DeconvNet:
         if bad:
             raise ParameterError(
                 f"feature indices {bad} are out of range: the layer has {n_maps} maps (0-{n_maps - 1})"
+            )
+        unique, counts = np.unique(values, return_counts=True)
+        if np.any(counts > 1):
+            raise ParameterError(
+                f"feature indices {unique[counts > 1].tolist()} are repeated: ask for each feature once"
             )
         return tf.constant(values, tf.int32)
 
@@ -516,6 +581,117 @@ def _single_output_convolution(y: tf.Tensor, kernel: tf.Tensor, paddings: Sequen
     windows = [weighted[(index, slice(None), *[slice(offset[i], offset[i] + out_sizes[i]) for i in range(rank)])]
                for index, offset in enumerate(np.ndindex(*size))]
     return tf.add_n(windows)[..., tf.newaxis]
+
+
+# --------------------------------------------------------------------------- feature chunks (bounded memory)
+
+#: Default bound of one chunk of the walk: its largest tensor (``batch × features ×`` the model's
+#: largest activation per input element, :func:`walk_expansion`) has at most this many float32
+#: elements (32 Mi = 128 MiB). The walk holds about three such tensors at a time.
+DEFAULT_CHUNK_ELEMENTS = 32 * 2**20
+
+
+def walk_expansion(model: keras.Model) -> float:
+    """The model's largest activation per element of its input: ``max_l size(layer l) / size(input)``.
+
+    The deconvolution of one feature holds tensors of that many elements per input element
+    (its walk passes back through every activation shape of the model). Computed from the
+    Keras model's static shapes; layers with unknown sizes are skipped, and a model without a
+    static input size counts its widest layer's channels.
+
+    Returns:
+        A float ``>= 1`` (e.g. ``n_filters`` for the Choi CNN: 64 maps of the input's size).
+    """
+    def size(shape: Any) -> int | None:
+        dims = list(shape)[1:]
+        return None if any(d is None for d in dims) else int(np.prod(dims)) if dims else 1
+
+    n_in = size(model.inputs[0].shape)
+    widest = 1.0
+    for layer in model.layers:
+        try:
+            outputs = tf.nest.flatten(layer.output)
+        except (AttributeError, ValueError):
+            continue
+        for output in outputs:
+            shape = getattr(output, "shape", None)
+            if shape is None or len(shape) < 2:
+                continue
+            n_out = size(shape)
+            if n_in and n_out is not None:
+                widest = max(widest, n_out / n_in)
+            elif shape[-1] is not None:
+                widest = max(widest, float(shape[-1]))
+    return widest
+
+
+def features_per_chunk(x: tf.Tensor, *, expansion: float, chunk_elements: int) -> tf.Tensor:
+    """How many features one chunk of the walk may hold: ``max(1, chunk_elements // (size(x) × expansion))``.
+
+    Args:
+        x: The deconvolution's input ``[batch, ...]`` (all of the batch goes down together).
+        expansion: :func:`walk_expansion` of the model.
+        chunk_elements: Most elements of the walk's largest tensor per chunk.
+
+    Returns:
+        int32 scalar ``>= 1``.
+    """
+    per_feature = tf.maximum(tf.cast(tf.size(x, out_type=tf.int64), tf.float64) * float(expansion), 1.0)
+    fits = tf.floor(tf.constant(float(chunk_elements), tf.float64) / per_feature)
+    return tf.cast(tf.clip_by_value(fits, 1.0, 2.0**30), tf.int32)
+
+
+def _by_features(walk: Callable[..., tf.Tensor], chunk: tf.Tensor) -> tf.Tensor:
+    return walk(feats=chunk)
+
+
+@tf.autograph.experimental.do_not_convert
+def map_feature_chunks(fn: Callable[[tf.Tensor], Any], features: tf.Tensor, chunk_size: Any, *,
+                       dtypes: Any = tf.float32) -> Any:
+    """``fn(features)``, computed on consecutive chunks of at most ``chunk_size`` features.
+
+    The chunks run one after the other in an in-graph loop (``tf.while_loop`` with
+    ``parallel_iterations=1``: one chunk's intermediate tensors are freed before the next
+    starts) and their results are concatenated along axis 1 (the features axis). A request
+    that fits in one chunk (known statically) runs without a loop.
+
+    Args:
+        fn: Maps int32 ``[kc]`` feature indices to a tensor (or tuple of tensors)
+            ``[batch, kc, ...]``.
+        features: int32 ``[k]``.
+        chunk_size: Most features per chunk (int or int32 scalar tensor; at least 1 is used).
+        dtypes: The dtype (or tuple of dtypes) of ``fn``'s results.
+
+    Returns:
+        What ``fn`` returns for all ``k`` features: ``[batch, k, ...]`` per result.
+    """
+    features = tf.convert_to_tensor(features, tf.int32)
+    k = tf.size(features)
+    size = tf.maximum(tf.cast(chunk_size, tf.int32), 1)
+    static_k, static_size = tf.get_static_value(k), tf.get_static_value(size)
+    if static_k is not None and static_size is not None and static_k <= static_size:
+        return fn(features)
+    flat_dtypes = tf.nest.flatten(dtypes)
+    n_chunks = (k + size - 1) // size
+
+    shapes: list[tf.TensorShape] = []  # static shapes of fn's results (recorded while tracing the body)
+
+    def swap(t: tf.Tensor, rank: int) -> tf.Tensor:  # [batch, kc, ...] <-> [kc, batch, ...]
+        return tf.transpose(t, [1, 0, *range(2, rank)])
+
+    def body(i: tf.Tensor, *arrays: tf.TensorArray) -> tuple[Any, ...]:
+        results = tf.nest.flatten(fn(features[i * size : (i + 1) * size]))
+        shapes[:] = [r.shape for r in results]
+        return (i + 1, *[a.write(i, swap(r, r.shape.rank)) for a, r in zip(arrays, results)])
+
+    arrays = [tf.TensorArray(dtype, size=n_chunks, infer_shape=False) for dtype in flat_dtypes]
+    _, *arrays = tf.while_loop(lambda i, *_: i < n_chunks, body, (tf.constant(0), *arrays), parallel_iterations=1)
+    results = []
+    for array, shape in zip(arrays, shapes):
+        joined = array.concat()  # [k, batch, ...]
+        joined.set_shape(tf.TensorShape([None]).concatenate(shape[:1]).concatenate(shape[2:]))
+        results.append(swap(joined, shape.rank))
+    return tf.nest.pack_sequence_as(dtypes, results)
 
 
 def feature_maxima(h: tf.Tensor, features: tf.Tensor) -> tf.Tensor:

@@ -374,6 +374,44 @@ def _choose(spec: str, activation: np.ndarray, *, layer: int) -> list[int]:
     return list(parse_index_list(spec, flag=f"--features (layer {layer})", valid=range(n_maps)))
 
 
+def _check_figure_arguments(
+    model: keras.Model,
+    *,
+    layers: str,
+    features: str,
+    offset: float,
+    seconds: float | None,
+    filter_layers: str | None,
+    steps: int,
+) -> tuple[list[int], list[int] | None]:
+    """Validates every argument of :func:`make_figures` before any work is done.
+
+    Returns:
+        ``(deconvolution-grid layers, filter-spectra layers or None for "every reachable one")``.
+
+    Raises:
+        ParameterError: Naming the flag and the value.
+    """
+    from tfaural.cli import parse_index_list
+
+    blocks = conv_blocks(model)
+    levels = [b.level for b in blocks]
+    grid_layers = list(parse_index_list(layers, flag="--layers", valid=levels))
+    widths = {b.level: int(model.get_layer(b.conv).kernel.shape[-1]) for b in blocks}
+    for layer in grid_layers:
+        _choose(features, np.zeros((1, widths[layer]), np.float32), layer=layer)  # syntax and range
+    spectra_layers = None
+    if filter_layers:
+        spectra_layers = list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ParameterError(f"--steps {steps!r} is invalid: expected a positive number of iterations")
+    if not np.isfinite(offset) or offset < 0:
+        raise ParameterError(f"--offset-seconds {offset!r} is invalid: expected seconds >= 0")
+    if seconds is not None and not (np.isfinite(seconds) and seconds > 0):
+        raise ParameterError(f"--clip-seconds {seconds!r} is invalid: expected a positive number of seconds")
+    return grid_layers, spectra_layers
+
+
 def make_figures(
     model: keras.Model,
     output: str,
@@ -414,13 +452,14 @@ def make_figures(
 
     Raises:
         TfauralError: Unreadable audio (naming the file), invalid layers or features, or a
-            model without figures (the mel-frame baseline).
+            model without figures (the mel-frame baseline). Every argument is checked and
+            every audio file decoded before the first figure is written.
     """
     from tqdm.auto import tqdm
 
     from tfaural import spectral
     from tfaural.auralise import Auraliser, to_linear_magnitude
-    from tfaural.cli import check_output_folder, parse_index_list
+    from tfaural.cli import check_output_folder
 
     check_output_folder(output)
 
@@ -429,19 +468,12 @@ def make_figures(
     if not is_choi and getattr(config, "family", "") == "mel-frame":
         raise ModelError("the mel-frame baseline has no figures here: its mel front end cannot be auralised and "
                          "gradient ascent needs a raw-waveform model")
-    # Every argument is checked (and the audio decoded) before the first figure is drawn.
-    levels = [b.level for b in conv_blocks(model)]
-    wanted = None
-    if not is_choi:
-        wanted = (list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
-                  if filter_layers else [lv for lv in levels if lv >= 1])
-    auraliser = clips = None
-    wanted_layers: tuple[int, ...] = ()
+    wanted_layers, spectra_layers = _check_figure_arguments(
+        model, layers=layers, features=features, offset=offset, seconds=seconds, filter_layers=filter_layers,
+        steps=steps,
+    )
+    clips = None
     if audio_paths:
-        auraliser = Auraliser(model)
-        wanted_layers = parse_index_list(layers, flag="--layers", valid=auraliser.net.levels)
-        for layer in wanted_layers:  # a malformed or out-of-range --features fails here, not after a figure
-            _choose(features, np.zeros((1, auraliser.net.n_features(layer)), np.float32), layer=layer)
         assert isinstance(config, (ChoiConfig, SampleCNNConfig))
         default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
         clips = _load_clips(audio_paths, sample_rate=int(config.sample_rate), offset=offset,
@@ -453,7 +485,8 @@ def make_figures(
         weights = plot_first_layer_weights(model, os.path.join(output, "first-layer-weights.png"))
         written.append(os.path.basename(weights))
     else:
-        assert wanted is not None
+        levels = [b.level for b in conv_blocks(model)]
+        wanted = spectra_layers if spectra_layers is not None else [lv for lv in levels if lv >= 1]
         spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for level in tqdm(wanted, desc="filter estimates", unit="layer", disable=not progress):
             try:
@@ -467,7 +500,8 @@ def make_figures(
         if spectra:
             written.append(os.path.basename(plot_filter_spectra(spectra, os.path.join(output, "filter-spectra.png"))))
     if audio_paths:
-        assert auraliser is not None and clips is not None and isinstance(config, (ChoiConfig, SampleCNNConfig))
+        assert clips is not None and isinstance(config, (ChoiConfig, SampleCNNConfig))
+        auraliser = Auraliser(model)
         rate = int(config.sample_rate)
         n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, ChoiConfig) else (1024, 256)
         names = [os.path.splitext(os.path.basename(p))[0] for p in audio_paths]
@@ -477,6 +511,7 @@ def make_figures(
             maps, activations = [], []
             for clip in clips:  # one track at a time: the walk of 64 features is large
                 result = auraliser(clip[None], layer=layer, mode="phase")
+                assert result.deconvolved is not None
                 if is_choi:
                     maps.append(to_linear_magnitude(result.deconvolved, config).numpy()[0])  # type: ignore[arg-type]
                 else:

@@ -114,3 +114,33 @@ def test_bad_input_is_a_clear_error(
     assert "--features" in capsys.readouterr().err
     # every argument is checked before the first figure is drawn
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize(
+    "family,flags,message",
+    [
+        ("choi", ["--layers", "9"], "--layers '9' names [9]"),
+        ("choi", ["--layers", "9", "--no-audio"], "--layers '9' names [9]"),
+        ("choi", ["--features", "0,70"], "--features (layer 1) '0,70' names [70]"),
+        ("choi", ["--clip-seconds", "-1"], "--clip-seconds -1.0 is invalid"),
+        ("choi", ["--missing-audio"], "missing.wav"),
+        ("samplecnn", ["--layers", "9"], "--layers '9' names [9]"),
+        ("samplecnn", ["--steps", "0"], "--steps 0 is invalid"),
+    ],
+)
+def test_every_argument_is_checked_before_any_figure(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], write_audio: Callable[..., pathlib.Path],
+    family: str, flags: list[str], message: str,
+) -> None:
+    run = _choi_run(tmp_path)[0] if family == "choi" else _samplecnn_run(tmp_path)
+    track = write_audio("song.wav", chirp(100, 900, 1.0, sample_rate=RATE), sample_rate=RATE)
+    audio = [] if "--no-audio" in flags else [str(tmp_path / "missing.wav")] if "--missing-audio" in flags else [
+        str(track)]
+    extra = [f for f in flags if f not in ("--no-audio", "--missing-audio")]
+    out = tmp_path / "figures"
+    code = visualise.main(["--run", str(run), "--output", str(out), *(["--audio", *audio] if audio else []),
+                           "--steps", "2", *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not out.exists() or not list(out.iterdir())  # no figure was drawn before the error
