@@ -169,7 +169,8 @@ class ServingModule(tf.Module):
         )
         chunk = self._settings.budget.deconv_chunk_elements
         self._auraliser = (
-            None if family == "mel-frame" else _Untracked({"auraliser": Auraliser(model, chunk_elements=chunk)})
+            _Untracked({"auraliser": Auraliser(model, chunk_elements=chunk)})
+            if "auralise" in signature_names(family) else None
         )
         self._feature_model = keras.Model(
             model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
