@@ -166,8 +166,9 @@ class ServingModule(tf.Module):
             budget=budget if budget is not None else budget_for(family),
         )
         chunk = self._settings.budget.deconv_chunk_elements
-        self._auraliser = (
-            None if family == "mel-frame" else _Untracked({"auraliser": Auraliser(model, chunk_elements=chunk)})
+        win_length = (self._settings.stft or {}).get("win_length")
+        self._auraliser = None if family == "mel-frame" else _Untracked(
+            {"auraliser": Auraliser(model, chunk_elements=chunk, win_length=win_length)}
         )
         self._feature_model = keras.Model(
             model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
