@@ -42,9 +42,9 @@ budgets: one clip of ``max_deconv_seconds`` (30 s) and as many features as
 with ``tf.saved_model.load`` (as TF Serving or a Beam worker would). Its peak RSS (``VmHWM``) is
 compared with the 2 GiB target, next to a baseline process that loads the export and makes the
 smallest call (one feature of one segment). The same process checks that one feature more is
-refused with ``InvalidArgumentError`` before any work. ``--quick`` exports with a 4-s limit and 16
-features per call instead and measures the deepest layer only (a smoke test of the machinery, not
-the target).
+refused with ``InvalidArgumentError`` before any work. ``--quick`` exports small models of both
+families (16 maps per Choi layer; a 3^7-SampleCNN with 16 maps) with a 4-s limit and 16 features per
+call, and measures the deepest layer only (a smoke test of the machinery, not the target).
 """
 
 from __future__ import annotations
@@ -388,12 +388,18 @@ def run(*, quick: bool = False, minutes: list[float] | None = None, runners: lis
 # ---------------------------------------------------------------------------
 
 AURALISE_TARGET_MIB = 2048.0
-#: Quick mode: exports whose largest auralise call is 16 features of a 4-s clip.
-QUICK_AURALISE = {"max_deconv_seconds": 4.0, "max_deconv_feature_seconds": 64.0}
+#: Quick mode: small models whose largest auralise call is 16 features of a 4-s clip.
+QUICK_AURALISE: dict[str, Any] = {"max_deconv_seconds": 4.0, "max_deconv_feature_seconds": 64.0}
+QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "choi": {"n_filters": 16},
+    "samplecnn_3_9": {"filter_sizes": (3,) * 7, "channels": (16,) * 6, "front_filters": 16, "top_filters": 32},
+}
 
 
-def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_feature_seconds: float | None = None) -> str:
-    """Exports a randomly initialised Choi CNN of the paper (10 labels, 11,025 Hz); returns the version directory."""
+def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_feature_seconds: float | None = None,
+                **architecture: Any) -> str:
+    """Exports a randomly initialised Choi CNN (10 labels, 11,025 Hz; ``architecture``: ``choi_cnn`` keywords,
+    default the paper's); returns the version directory."""
     import keras
 
     from export import exporter
@@ -403,7 +409,7 @@ def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_featu
     from tfaural.run import RunInfo
 
     keras.utils.set_random_seed(0)
-    model = choi_cnn(n_outputs=10)
+    model = choi_cnn(n_outputs=10, **architecture)
     info = RunInfo(model=config_from_model(model), labels=tuple(f"genre{i}" for i in range(10)),
                    task="single-label", audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100),
                    stft=STFTConfig(n_fft=512, hop_length=256))
@@ -413,8 +419,9 @@ def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_featu
 
 
 def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float = 30.0,
-                         max_deconv_feature_seconds: float | None = None) -> str:
-    """Exports a randomly initialised 3^9-SampleCNN (50 labels, 22,050 Hz); returns the version directory."""
+                         max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
+    """Exports a randomly initialised SampleCNN (50 labels, 22,050 Hz; ``architecture``: ``samplecnn`` keywords,
+    default the 3^9 model); returns the version directory."""
     import keras
 
     from export import exporter
@@ -425,7 +432,7 @@ def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float = 30.0,
     from tfaural.run import RunInfo
 
     keras.utils.set_random_seed(0)
-    model = samplecnn(n_outputs=50, sample_rate=MODEL_RATE)
+    model = samplecnn(n_outputs=50, sample_rate=MODEL_RATE, **architecture)
     config = config_from_model(model)
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
                    audio=AudioConfig(sample_rate=MODEL_RATE), segment=SegmentConfig(length=config.input_length))
@@ -496,14 +503,14 @@ def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, A
     """The worst-case auralise call of each exported family (module docstring); returns the report."""
     from export.budget import FAMILY_BUDGETS
 
-    limits = QUICK_AURALISE if quick else {}
+    limits: dict[str, Any] = QUICK_AURALISE if quick else {}
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-memory-auralise-"))
     root.mkdir(parents=True, exist_ok=True)
     families: dict[str, Any] = {}
     try:
         for family, export in (("choi", export_choi), ("samplecnn_3_9", export_samplecnn_3_9)):
             start = time.perf_counter()
-            export_dir = export(str(root / family), **limits)
+            export_dir = export(str(root / family), **limits, **(QUICK_ARCHITECTURES[family] if quick else {}))
             export_seconds = time.perf_counter() - start
             meta = json.loads((Path(export_dir) / "assets" / "metadata.json").read_text())
             layers = ("deepest",) if quick else ("deepest", "first")
@@ -526,6 +533,8 @@ def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, A
         return {
             "benchmark": "peak memory of the largest auralise call an export allows (issue 17)",
             "target": f"at most {AURALISE_TARGET_MIB:g} MiB peak RSS of the process calling the SavedModel",
+            "models": (QUICK_ARCHITECTURES if quick else
+                       "random weights: the paper's Choi CNN (11,025 Hz) and the 3^9-SampleCNN (22,050 Hz)"),
             "families": families,
             "meets_2gib": all(f["meets_2gib"] for f in families.values()),
             "quick": quick,
