@@ -34,6 +34,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("correlation", "correlation.py", [], 1800),
     ("memory", "memory.py", [], 2400),
     ("memory_make_tfrecords", "memory.py", ["--make-tfrecords"], 5400),
+    ("memory_auralise", "memory.py", ["--auralise"], 1800),
     ("scaling", "scaling.py", [], 1500),
 ]
 
@@ -155,6 +156,9 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if len(minutes) >= 2:
             add(f"make_tfrecords peak RSS {minutes[-1]} / {minutes[0]} min, {mode} (whole process tree)",
                 figures.get("peak_ratio"), "<= 1.10", figures.get("flat_within_10pct"))
+    for family, figures in (_get(results, "memory_auralise", "families") or {}).items():
+        add(f"Largest allowed auralise call, {family}: peak RSS (MiB, the calling process)",
+            figures.get("worst_peak_rss_mib"), "<= 2048", figures.get("meets_2gib"))
     scaling = results.get("scaling", {})
     for runner, label in (("direct", "DirectRunner multi-processing"), ("dask", "local Dask cluster")):
         for key, what in (("speedup_2_vs_1", "end to end"), ("speedup_2_vs_1_marginal", "after start-up")):

@@ -87,8 +87,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-deconv-feature-seconds", type=_positive_float, default=None, metavar="S",
         help="most work one deconvolve or auralise call may ask for: features x batch x length in seconds "
-        "(default: the model family's budget, 1920 = 64 features of a 30-s clip); the deconvolution runs "
-        "in chunks of features so that the largest such call has a measured peak memory (docs/serving.md)",
+        "(default: the model family's budget in export/budget.py, 1920 = 64 features of a 30-s clip); the "
+        "deconvolution runs in chunks of features so that the largest such call has a measured peak memory "
+        "(docs/serving.md)",
     )
     parser.add_argument(
         "--max-batch-segments", type=_positive_int, default=64, metavar="N",

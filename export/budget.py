@@ -66,10 +66,15 @@ class WorkBudget:
 DEFAULT_BUDGET = WorkBudget()
 
 #: Each family's budget; the largest allowed ``auralise`` call of each is measured by
-#: ``python benchmarks/memory.py --auralise`` (target: at most 2 GiB peak RSS, docs/serving.md).
+#: ``python benchmarks/memory.py --auralise`` (target: at most 2 GiB peak RSS; figures in docs/serving.md).
 FAMILY_BUDGETS: dict[str, WorkBudget] = {
-    "choi": WorkBudget(),  # 11,025 Hz: 1920 feature-seconds = 21.2 M feature-samples
-    "samplecnn": WorkBudget(),  # 22,050 Hz: 1920 feature-seconds = 42.3 M feature-samples
+    # 11,025 Hz, 64 maps per layer: 64 features of a 30-s clip (21.2 M feature-samples), the most a call can
+    # ask for with max_deconv_seconds = 30. Measured: 1.55 GiB.
+    "choi": WorkBudget(),
+    # 22,050 Hz, up to 512 maps: 64 features of a 30-s clip (42.3 M feature-samples). Measured: 1.92 GiB, and
+    # as much with 32 features: the forward pass over a 30-s clip dominates (--max-deconv-seconds is the lever).
+    "samplecnn": WorkBudget(),
+    # Not measured separately (the frame-level baselines are smaller than the 3^9-SampleCNN).
     "raw-frame": WorkBudget(),
     "mel-frame": WorkBudget(),
 }

@@ -124,8 +124,8 @@ SIGNATURE_DESCRIPTIONS: dict[str, str] = {
     "deconvolve": "Zeiler-Fergus deconvolution of the chosen feature maps of one conv block, down to the model's "
     "input space (the whole input, not segmented)",
     "auralise": "the deconvolved features turned back into sound, peak-normalised to 0.9 per feature; a feature "
-    "at or below -100 dB of the input's peak (or of a digitally silent input) is flagged silent and returned as "
-    "silence",
+    "at or below silence_relative (-144 dB) of the input's peak, or of an input at or below input_silence_peak "
+    "(-120 dBFS), is flagged silent and returned as silence",
 }
 
 

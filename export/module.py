@@ -168,8 +168,9 @@ class ServingModule(tf.Module):
             budget=budget if budget is not None else budget_for(family),
         )
         chunk = self._settings.budget.deconv_chunk_elements
+        win_length = (self._settings.stft or {}).get("win_length")
         self._auraliser = (
-            _Untracked({"auraliser": Auraliser(model, chunk_elements=chunk)})
+            _Untracked({"auraliser": Auraliser(model, chunk_elements=chunk, win_length=win_length)})
             if "auralise" in signature_names(family) else None
         )
         self._feature_model = keras.Model(

@@ -23,11 +23,14 @@ capability the papers do not have.
 Every output is peak-normalised per feature to 0.9 of full scale. **Silence in,
 silence out**: a feature is flagged ``silent`` and returned as silence (zeros,
 ``peak`` 0), never amplified noise and never NaN, when its auralisation is all
-zero, when its peak is at most :data:`SILENCE_RELATIVE` (−100 dB) of the input
+zero, when its peak is at most :data:`SILENCE_RELATIVE` (−144 dB) of the input
 waveform's peak, or when the input itself is digital silence (peak at most
-:data:`INPUT_SILENCE_PEAK`). Without the last two rules the phase mode turns the
-bias-driven deconvolution of an all-zero input (peaks around 1e-7, with the
-phase of empty bins set to 1) into full-scale noise.
+:data:`INPUT_SILENCE_PEAK`, −120 dBFS). Without the last two rules the phase mode
+turns the bias-driven deconvolution of an all-zero input (peaks around 1e-7, with
+the phase of empty bins set to 1) into full-scale noise. The relative floor is
+deliberately low: a deconvolution's gain is a product of the layers' weights, and
+the genuine features of deep layers of a randomly initialised 3^9-SampleCNN
+deconvolve to 1e-7..1e-6 of the input's level.
 
 The features go through deconvolution *and* reconstruction in bounded chunks
 (:func:`tfaural.deconv.map_feature_chunks`), so a request for many features of a
@@ -64,11 +67,12 @@ __all__ = [
 
 MODES = ("phase", "mask")
 PEAK = 0.9
-#: A feature whose auralisation peaks at or below this fraction of the input's peak is silent (−100 dB).
-SILENCE_RELATIVE = 1e-5
-#: An input whose peak is at or below this is digital silence (2**-24: under the smallest step of
-#: 24-bit audio); every feature of it is silent.
-INPUT_SILENCE_PEAK = 2.0**-24
+#: A feature whose auralisation peaks at or below this fraction of the input's peak is silent (2**-24,
+#: −144 dB: below float32's resolution next to the input's peak, and below the range of 24-bit audio).
+SILENCE_RELATIVE = 2.0**-24
+#: An input whose peak is at or below this is digital silence (2**-20, −120 dBFS: 24 dB under one step
+#: of 16-bit audio); every feature of it is silent.
+INPUT_SILENCE_PEAK = 2.0**-20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,15 +183,18 @@ class Auraliser:
         model: A Choi CNN or a SampleCNN-family waveform model.
         chunk_elements: Bound of the deconvolution's working set per chunk of features
             (see :meth:`tfaural.deconv.DeconvNet.__call__`; ``None``: the default).
+        win_length: STFT window length of the Choi CNN's run (``None``: ``n_fft``).
 
     Raises:
         ModelError: For the mel-frame baseline (its mel front end has no phase to reuse).
     """
 
-    def __init__(self, model: keras.Model, *, chunk_elements: int | None = None) -> None:
+    def __init__(self, model: keras.Model, *, chunk_elements: int | None = None,
+                 win_length: int | None = None) -> None:
         self.net = DeconvNet(model)
         self.config = config_from_model(model)
         self.chunk_elements = chunk_elements
+        self.win_length = win_length
         self.is_spectral = isinstance(self.config, ChoiConfig)
         if not self.is_spectral and getattr(self.config, "family", "samplecnn") == "mel-frame":
             raise ModelError(
@@ -216,13 +223,14 @@ class Auraliser:
             return waveform, None, finish_waveform, dtypes
         config = self.config
         assert isinstance(config, ChoiConfig)
-        stft_matrix = spectral.stft(waveform, n_fft=config.n_fft, hop_length=config.hop_length)
+        stft_matrix = spectral.stft(waveform, n_fft=config.n_fft, hop_length=config.hop_length,
+                                    win_length=self.win_length)
         magnitude = tf.abs(stft_matrix)
 
         def finish_spectral(deconvolved: tf.Tensor) -> tuple[tf.Tensor, ...]:
             audio = reconstruct(
                 to_linear_magnitude(deconvolved, config), stft_matrix, mode=mode, n_fft=config.n_fft,
-                hop_length=config.hop_length, length=tf.shape(waveform)[-1],
+                hop_length=config.hop_length, length=tf.shape(waveform)[-1], win_length=self.win_length,
             )
             result = normalise_peak(audio, input_peak=level)
             return (deconvolved, *result) if keep_deconvolved else result

@@ -362,6 +362,6 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     assert (meta["max_request_seconds"], meta["max_request_samples"]) == (20.0, 20 * RATE)
     assert (meta["max_deconv_feature_seconds"], meta["max_deconv_feature_samples"]) == (12.0, 12 * RATE)
     assert meta["max_deconv_samples"] == 3 * RATE and meta["deconv_chunk_elements"] == 1000
-    assert meta["silence_relative"] == 1e-5 and meta["input_silence_peak"] == 2.0**-24
+    assert meta["silence_relative"] == 2.0**-24 and meta["input_silence_peak"] == 2.0**-20
     assert "k x batch x samples at most max_deconv_feature_samples" in (
         meta["signatures"]["deconvolve"]["inputs"]["features"]["description"])
