@@ -282,6 +282,7 @@ def unpool(
     padding: str = "valid",
     *,
     input_shape: Sequence[Any] | tf.Tensor,
+    scale: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """The adjoint of max pooling through recorded switches (overlapping windows summed).
 
@@ -292,6 +293,8 @@ def unpool(
         strides: Step per spatial axis (``None``: ``pool_size``).
         padding: ``"valid"`` or ``"same"``, as in the forward pooling.
         input_shape: Spatial sizes of the pooling's input (ints or an int32 tensor).
+        scale: Optional per-channel factors ``[channels]`` applied on the way (free: they
+            scale the switch masks, which are shared by the ``n`` signals).
 
     Returns:
         ``[batch, n, *input_shape, channels]``: each value placed at its window's switch,
@@ -300,29 +303,37 @@ def unpool(
     rank = len(pool_size)
     strides = tuple(pool_size) if strides is None else tuple(strides)
     spatial = [input_shape[i] for i in range(rank)]
+    n_windows = int(np.prod(pool_size))
     if tuple(strides) != tuple(pool_size):
-        masks = [tf.cast(tf.equal(switches, index), y.dtype)[:, tf.newaxis] for index in range(int(np.prod(pool_size)))]
-        return _scatter([y * mask for mask in masks], pool_size, strides, padding, spatial, lead=2)
-    # Non-overlapping windows: one broadcast (nearest-neighbour upsampling) times a 0/1 mask.
+        masks = [tf.cast(tf.equal(switches, index), y.dtype) for index in range(n_windows)]
+        if scale is not None:
+            masks = [mask * scale for mask in masks]
+        return _scatter([y * mask[:, tf.newaxis] for mask in masks], pool_size, strides, padding, spatial, lead=2)
+    # Non-overlapping windows: nearest-neighbour upsampling times the (scaled) 0/1 switch mask.
     shape = tf.shape(y)
+    batch, n, channels = shape[0], shape[1], shape[-1]
     pooled = [shape[2 + i] for i in range(rank)]
-    expanded, broadcast, covered = [shape[0], shape[1]], [shape[0], shape[1]], [shape[0], shape[1]]
-    for i in range(rank):
-        expanded += [pooled[i], 1]
-        broadcast += [pooled[i], pool_size[i]]
-        covered.append(pooled[i] * pool_size[i])
-    up = tf.broadcast_to(tf.reshape(y, tf.stack([*expanded, shape[-1]])), tf.stack([*broadcast, shape[-1]]))
-    up = tf.reshape(up, tf.stack([*covered, shape[-1]]))
-    onehot = tf.one_hot(switches, int(np.prod(pool_size)), dtype=y.dtype)  # [batch, *pooled, c, window]
-    sw_shape = tf.shape(switches)
-    onehot = tf.reshape(onehot, tf.concat([sw_shape, list(pool_size)], axis=0))
+    onehot = tf.one_hot(switches, n_windows, dtype=y.dtype)  # [batch, *pooled, c, window]
+    if scale is not None:
+        onehot = onehot * scale[:, tf.newaxis]
+    onehot = tf.reshape(onehot, tf.concat([tf.shape(switches), list(pool_size)], axis=0))
     order = [0]
     for i in range(rank):
         order += [1 + i, rank + 2 + i]
-    onehot = tf.transpose(onehot, [*order, rank + 1])  # [batch, P1, p1, (P2, p2,) c]
-    mask = tf.reshape(onehot, tf.stack([sw_shape[0], *covered[2:], sw_shape[-1]]))
+    mask = tf.transpose(onehot, [*order, rank + 1])  # [batch, P1, p1, (P2, p2,) c]
+    if rank == 1:
+        up = tf.reshape(y, tf.stack([batch, n, pooled[0], 1, channels])) * mask[:, tf.newaxis]
+    else:
+        # Upsample along the last axis first, then one broadcasting product with the mask: TensorFlow
+        # broadcasts at most five groups of axes, [batch, n, P1, p1, rest] here.
+        up = tf.reshape(y, tf.stack([batch, n, *pooled, 1, channels]))
+        up = tf.broadcast_to(up, tf.stack([batch, n, *pooled, pool_size[-1], channels]))
+        up = tf.reshape(up, tf.stack([batch, n, pooled[0], 1, -1]))
+        up = up * tf.reshape(mask, tf.stack([batch, 1, pooled[0], pool_size[0], -1]))
+    covered = [pooled[i] * pool_size[i] for i in range(rank)]
+    up = tf.reshape(up, tf.stack([batch, n, *covered, channels]))
     _, before, _ = _pool_geometry(spatial, pool_size, strides, padding)
-    return _crop_to_input(up * mask[:, tf.newaxis], before, spatial, lead=2)
+    return _crop_to_input(up, before, spatial, lead=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,8 +362,10 @@ class _Unpooled:
 
     Channelwise rules (ReLU, batch normalisation, dropout) commute with unpooling, which only
     moves values and inserts zeros: they run on the ``prod(stride)`` times smaller pooled map.
-    Where windows overlap, several pooled values may share a switch and are summed at that
-    position; before a non-linear rule they are merged (:func:`_merge_collisions`).
+    Batch normalisation does not even touch the values: its scale waits in ``scale`` until the
+    next non-linear rule, and is folded into the switch masks (or the next convolution's
+    weights) otherwise. Where windows overlap, several pooled values may share a switch and are
+    summed at that position; before a non-linear rule they are merged (:func:`_settle`).
     ``value`` is ``[batch * k, *pooled, channels]``; ``switches`` ``[batch, *pooled, channels]``.
     """
 
@@ -362,6 +375,7 @@ class _Unpooled:
     strides: tuple[int, ...]
     padding: str
     spatial: tf.Tensor  # the pooling input's spatial sizes
+    scale: tf.Tensor | None = None  # pending per-channel factors [channels]
     merged: bool = False  # values of overlapping windows that share a switch already summed into one
 
     @property
@@ -398,7 +412,7 @@ class _Context:
             rank = len(cot.pool_size)
             spatial = [cot.spatial[i] for i in range(rank)]
             return self.merge(unpool(self.split(cot.value), cot.switches, cot.pool_size, cot.strides, cot.padding,
-                                     input_shape=spatial))
+                                     input_shape=spatial, scale=cot.scale))
         rank = len(cot.value.shape)
         moved = tf.transpose(cot.value, [0, rank - 1, *range(1, rank - 1)])  # [batch, k, *spatial]
         onehot = tf.reshape(tf.one_hot(self.features, cot.channels, dtype=cot.value.dtype),
@@ -429,16 +443,20 @@ def _shift(x: tf.Tensor, shift: Sequence[int], first_axis: int, fill: float | in
     return x
 
 
-def _merge_collisions(cot: _Unpooled, ctx: _Context) -> _Unpooled:
-    """Sums the values of overlapping windows that share a switch into the first of them.
+def _settle(cot: _Unpooled, ctx: _Context) -> _Unpooled:
+    """Makes an unpooled signal's values final, ready for a non-linear rule: the pending scale
+    applied and, where windows overlap, the values that share a switch summed into one.
 
-    Unpooling adds such values at their common position; a non-linear rule (the deconvnet's
-    ReLU) must see that sum, not the parts. Windows that can share a position lie at most
-    ``ceil(size / stride) - 1`` pooled steps apart on each axis, so the sums come from a few
-    shifted copies of the pooled map; the first window (in row-major order) keeps the total.
+    Unpooling adds such values at their common position, and the deconvnet's ReLU must see that
+    sum, not the parts. Windows that can share a position lie at most ``ceil(size / stride) - 1``
+    pooled steps apart on each axis; the first of them (in row-major order) takes the total of
+    itself and the later ones (a shifted copy of the pooled map per later neighbour), the others
+    are zeroed; the scale and that ownership are one factor per input, shared by the ``k`` signals.
     """
     if not cot.overlapping or cot.merged:
-        return cot
+        if cot.scale is None:
+            return cot
+        return dataclasses.replace(cot, value=cot.value * cot.scale, scale=None)
     rank = len(cot.pool_size)
     offsets = np.array(list(np.ndindex(*cot.pool_size)), np.int32)  # [window, rank]
     pooled = tf.shape(cot.switches)[1 : 1 + rank]
@@ -455,11 +473,17 @@ def _merge_collisions(cot: _Unpooled, ctx: _Context) -> _Unpooled:
         if not any(shift):
             continue
         same = tf.reduce_all(tf.stack([tf.equal(_shift(t, shift, 1, fill=-1), t) for t in targets]), axis=0)
-        total = total + _shift(signals, shift, 2) * tf.cast(same, signals.dtype)[:, tf.newaxis]
         if shift < (0,) * rank:  # an earlier window shares the switch: it holds the total
             owner = tf.logical_and(owner, tf.logical_not(same))
-    merged = total * tf.cast(owner, signals.dtype)[:, tf.newaxis]
-    return dataclasses.replace(cot, value=ctx.merge(merged), merged=True)
+            continue
+        # Wrapped-around values of the roll sit where ``same`` is false (the neighbour is outside).
+        later = tf.roll(signals, shift=[-d for d in shift], axis=list(range(2, 2 + rank)))
+        total = total + later * tf.cast(same, signals.dtype)[:, tf.newaxis]
+    factor = tf.cast(owner, signals.dtype)
+    if cot.scale is not None:
+        factor = factor * cot.scale
+    merged = total * factor[:, tf.newaxis]
+    return dataclasses.replace(cot, value=ctx.merge(merged), scale=None, merged=True)
 
 
 def _map(cot: _Cot, fn: Callable[[tf.Tensor], tf.Tensor]) -> _Cot:
@@ -516,7 +540,7 @@ def _layer_activation(layer: Any) -> str:
 def _relu_backward(cot: _Cot, forward: tf.Tensor, ctx: _Context) -> _Cot:
     """The ReLU rule of ``ctx.method``; ``forward`` is the ReLU's forward output ``[batch, ...]``."""
     if isinstance(cot, _Unpooled) and ctx.method != "gradient":
-        cot = _merge_collisions(cot, ctx)
+        cot = _settle(cot, ctx)
     if ctx.method == "deconvnet":
         return _map(cot, tf.nn.relu)
     active = tf.cast(forward > 0, forward.dtype)
@@ -561,7 +585,7 @@ def _batch_norm_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, 
     if isinstance(cot, _Sparse) and axis == rank - 1:
         return [_Sparse(cot.value * tf.gather(scale, ctx.features), cot.channels)]
     if isinstance(cot, _Unpooled) and axis == rank - 1:
-        return [_map(cot, lambda v: v * scale)]
+        return [dataclasses.replace(cot, scale=scale if cot.scale is None else cot.scale * scale)]
     shape = [1] * rank
     shape[axis] = -1
     return [_Dense(ctx.dense(cot) * tf.reshape(scale, shape))]
@@ -978,6 +1002,12 @@ class DeconvNet:
         input_layer: Name of the layer whose output is the input domain the walk ends in
             (``None``: the model's input after its front-end layers; see the module docstring).
 
+    Attributes:
+        levels: The levels ``layer`` accepts besides layer names (see the module docstring).
+        layer_names: ``{level: name of the layer seeded for it}``.
+        input_layer: The layer whose output is the input domain, ``None`` for the model input.
+        method: The ReLU rule.
+
     Raises:
         ModelError: If the model is not a single-input functional model or has no conv layer.
             (A layer without a backward rule raises a ModelError naming it when a layer above
@@ -1295,6 +1325,8 @@ def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads:
     channels = int(kernel.shape[-2])
     n_taps, n_offsets = int(np.prod(kernel.shape[:-2])), int(np.prod(cot.pool_size))
     taps = tf.transpose(tf.reshape(kernel, [n_taps, channels]))  # [channels, taps]
+    if cot.scale is not None:
+        taps = taps * cot.scale[:, tf.newaxis]
     pooled = tf.shape(cot.switches)[1:-1]
     positions = tf.reduce_prod(pooled)
     onehot = tf.one_hot(tf.reshape(cot.switches, tf.stack([ctx.batch, positions, channels])), n_offsets,
