@@ -31,7 +31,11 @@ The output folder (read by the HTML listening report) receives:
         {"track_id", "path", "sample_rate", "offset_seconds", "clip_seconds", "original": "original.wav",
          "original_spectrogram": "original.png" or null,
          "layers": {"<L>": [{"feature": K, "file": "layer<L>/feature<K>.wav", "spectrogram": ... or null,
-                             "activation": float or null, "peak": float, "silent": bool}, ...]}}
+                             "activation": float or null, "peak": float, "silent": bool}, ...]},
+         "checksums": {"original.wav": SHA-256 hex, "layer<L>/feature<K>.wav": ..., ...}}
+                                      (every file listed, relative to <name>/: --skip-existing reuses a track
+                                      only if its track.json is complete and every file has its checksum;
+                                      anything else is recomputed, with the reason in the log)
 
 ``<name>`` is the track id with ``/`` replaced by ``__`` (see beam_jobs.catalogue_io).
 A feature whose deconvolution is all zero (e.g. on a silent excerpt) is written
@@ -89,7 +93,7 @@ from beam_jobs.options import (
     parse_index_list,
     parse_job_args,
 )
-from tfaural.errors import AudioError, ParameterError
+from tfaural.errors import AudioError, DataError, ParameterError
 
 __all__ = [
     "FORMATS",
@@ -103,6 +107,7 @@ __all__ = [
     "spectrogram_db",
     "render_spectrogram",
     "PrepareTrack",
+    "read_track_info",
     "WriteFeatureAudio",
     "FinishTrack",
     "write_listening_report",
@@ -239,11 +244,13 @@ class Plan:
         track: The track.
         calls: Number of signature calls.
         clip_seconds: Actual length of the excerpt.
+        original_sha256: SHA-256 of the ``original.wav`` written.
     """
 
     track: TrackInput
     calls: int
     clip_seconds: float
+    original_sha256: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +260,8 @@ class ChunkDone:
     Attributes:
         track: The track.
         layer: The layer.
-        entries: One ``track.json`` entry per feature (without ``spectrogram``).
+        entries: One ``track.json`` entry per feature (without ``spectrogram``), each with the SHA-256 of
+            its file under ``"sha256"`` (moved to ``checksums`` in ``track.json``).
     """
 
     track: TrackInput
@@ -273,9 +281,14 @@ class PrepareTrack(beam.DoFn):
         marker = s.common.path(track.name, TRACK_FILE)
         if beam_io.exists(marker):
             if s.common.skip_existing:
-                info = json.loads(beam_io.read_text(marker))
-                yield TrackResult(track, OK, outputs=_outputs(track, info), reused=True)
-                return
+                try:
+                    info = read_track_info(s, track)
+                except DataError as err:
+                    logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
+                    beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
+                else:
+                    yield TrackResult(track, OK, outputs=_outputs(track, info), reused=True)
+                    return
             beam_io.delete([marker])  # the track is incomplete until it is written again
         try:
             clip = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.segment_length,
@@ -283,23 +296,86 @@ class PrepareTrack(beam.DoFn):
         except AudioError as err:
             yield failed_result(track, err, stage="decode")
             return
-        beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=s.common.sample_rate,
-                            normalize=bool(np.max(np.abs(clip)) > 1.0))
+        digest = beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=s.common.sample_rate,
+                                     normalize=bool(np.max(np.abs(clip)) > 1.0))
         calls = s.chunks()
-        yield Plan(track, len(calls), len(clip) / s.common.sample_rate)
+        yield Plan(track, len(calls), len(clip) / s.common.sample_rate, digest)
         for layer, feats in calls:
             example = {"waveform": clip, "layer": np.int32(layer), "features": np.asarray(feats, np.int32),
                        "mode": s.mode}
             yield ChunkKey(track, layer, feats), example
 
 
-def _outputs(track: TrackInput, info: dict[str, Any]) -> tuple[str, ...]:
-    """The files of a complete track (from its ``track.json``), relative to the output folder."""
+def _track_files(info: dict[str, Any]) -> list[str]:
+    """The files a ``track.json`` lists (itself excluded), relative to the track's folder."""
     files = [info["original"], info.get("original_spectrogram")]
     for entries in info["layers"].values():
         for entry in entries:
             files += [entry["file"], entry.get("spectrogram")]
-    return tuple(f"{track.name}/{f}" for f in [*files, TRACK_FILE] if f)
+    return [f for f in files if f]
+
+
+def _outputs(track: TrackInput, info: dict[str, Any]) -> tuple[str, ...]:
+    """The files of a complete track (from its ``track.json``), relative to the output folder."""
+    return tuple(f"{track.name}/{f}" for f in [*_track_files(info), TRACK_FILE])
+
+
+def read_track_info(settings: Settings, track: TrackInput) -> dict[str, Any]:
+    """Reads and checks the ``track.json`` of an earlier run and the files it lists (what ``--skip-existing`` reuses).
+
+    It must describe this track with this run's layers, features, format and spectrograms,
+    and every file it lists must be there with the SHA-256 recorded in its ``checksums``
+    (``track.json`` of runs made before checksums were recorded: every audio file must
+    decode and every PNG must be a PNG).
+
+    Returns:
+        The content of ``track.json``.
+
+    Raises:
+        DataError: Naming the file and what is wrong (unreadable or truncated JSON, another track or other
+            settings, a missing file, a file whose content is not what the run wrote).
+    """
+    s = settings
+    path = s.common.path(track.name, TRACK_FILE)
+    try:
+        info = json.loads(beam_io.read_text(path))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: unreadable or not JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(info, dict) or info.get("track_id") != track.track_id or info.get("path") != track.path:
+        raise DataError(f"{path}: does not describe this track (its track_id and path differ)")
+    ext = s.common.format or FORMATS[0]
+    layers = info.get("layers")
+    if info.get("original") != ORIGINAL or not isinstance(layers, dict) or set(layers) != {str(v) for v in s.layers}:
+        raise DataError(f"{path}: does not list the layers {list(s.layers)} of this run")
+    for layer in s.layers:
+        entries = layers[str(layer)]
+        wanted = [feature_file(layer, f, ext) for f in s.features[layer]]
+        if (not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries)
+                or [e.get("file") for e in entries] != wanted
+                or [e.get("feature") for e in entries] != list(s.features[layer])):
+            raise DataError(f"{path}: layer {layer} does not list the features {list(s.features[layer])} as "
+                            f"{ext} files")
+        if any(bool(e.get("spectrogram")) != s.spectrograms for e in entries):
+            raise DataError(f"{path}: its spectrograms do not match --spectrograms of this run")
+    if bool(info.get("original_spectrogram")) != s.spectrograms:
+        raise DataError(f"{path}: its spectrograms do not match --spectrograms of this run")
+    checksums = info.get("checksums")
+    for relative in _track_files(info):
+        file = s.common.path(track.name, relative)
+        if not beam_io.exists(file):
+            raise DataError(f"{file}, listed in {path}, is missing")
+        if isinstance(checksums, dict):
+            if checksums.get(relative) != beam_io.file_sha256(file):
+                raise DataError(f"{file} is not the file the run wrote (its SHA-256 differs from {path})")
+        elif relative.endswith(".png"):
+            if beam_io.read_bytes(file)[:8] != b"\x89PNG\r\n\x1a\n":
+                raise DataError(f"{file}, listed in {path}, is not a PNG image")
+        else:
+            try:
+                beam_io.load_audio(file, sample_rate=None)
+            except AudioError as err:
+                raise DataError(f"{file}, listed in {path}, does not decode: {err.reason}") from None
+    return info
 
 
 def _scalar(outputs: dict[str, np.ndarray], name: str, index: int) -> Any:
@@ -327,8 +403,9 @@ class WriteFeatureAudio(beam.DoFn):
         for index, feature in enumerate(key.features):
             name = feature_file(key.layer, feature, ext)
             signal = np.nan_to_num(audio[index], nan=0.0, posinf=0.0, neginf=0.0)
-            beam_io.write_audio(s.common.path(key.track.name, name), signal, sample_rate=s.common.sample_rate,
-                                format=ext, normalize=bool(np.max(np.abs(signal), initial=0.0) > 1.0))
+            digest = beam_io.write_audio(s.common.path(key.track.name, name), signal,
+                                         sample_rate=s.common.sample_rate, format=ext,
+                                         normalize=bool(np.max(np.abs(signal), initial=0.0) > 1.0))
             peak = _scalar(outputs, "peak", index)
             silent = _scalar(outputs, "silent", index)
             activation = _scalar(outputs, "activation", index)
@@ -337,6 +414,7 @@ class WriteFeatureAudio(beam.DoFn):
                 "activation": None if activation is None else float(activation),
                 "peak": float(peak) if peak is not None else float(np.max(np.abs(signal), initial=0.0)),
                 "silent": bool(silent) if silent is not None else not bool(np.any(signal)),
+                "sha256": digest,
             })
         beam.metrics.Metrics.counter("auralise", "features_written").inc(len(entries))
         yield ChunkDone(key.track, key.layer, tuple(entries))
@@ -402,12 +480,16 @@ class FinishTrack(beam.DoFn):
                               error=f"{len(done)} of {plan.calls} signature calls came back")
             return
         layers: dict[str, list[dict[str, Any]]] = {}
+        checksums = {ORIGINAL: plan.original_sha256}
         for chunk in sorted(done, key=lambda c: (c.layer, c.entries[0]["feature"] if c.entries else -1)):
-            layers.setdefault(str(chunk.layer), []).extend(dict(e) for e in chunk.entries)
+            for entry in chunk.entries:
+                entry = dict(entry)
+                checksums[entry["file"]] = entry.pop("sha256")
+                layers.setdefault(str(chunk.layer), []).append(entry)
         info: dict[str, Any] = {
             "track_id": track.track_id, "path": track.path, "sample_rate": s.common.sample_rate,
             "offset_seconds": s.offset_seconds, "clip_seconds": plan.clip_seconds, "original": ORIGINAL,
-            "original_spectrogram": None, "layers": layers,
+            "original_spectrogram": None, "layers": layers, "checksums": checksums,
         }
         if s.spectrograms:
             self._spectrograms(track, info)
@@ -424,18 +506,22 @@ class FinishTrack(beam.DoFn):
             y, _ = beam_io.load_audio(s.common.path(track.name, name), sample_rate=None)
             return y
 
+        checksums = info["checksums"]
+
+        def write_png(name: str, image: np.ndarray, top: float) -> None:
+            data = render_spectrogram(image, vmin=top - DYNAMIC_RANGE_DB, vmax=top)
+            beam_io.write_bytes(s.common.path(track.name, name), data)
+            checksums[name] = beam_io.sha256(data)
+
         original = spectrogram_db(load(ORIGINAL), n_fft=n_fft, hop_length=hop)
-        top = float(original.max())
-        beam_io.write_bytes(s.common.path(track.name, ORIGINAL_PNG),
-                            render_spectrogram(original, vmin=top - DYNAMIC_RANGE_DB, vmax=top))
+        write_png(ORIGINAL_PNG, original, float(original.max()))
         info["original_spectrogram"] = ORIGINAL_PNG
         for entries in info["layers"].values():
             images = [spectrogram_db(load(e["file"]), n_fft=n_fft, hop_length=hop) for e in entries]
             top = max(float(image.max()) for image in images)  # one colour scale for the layer
             for entry, image in zip(entries, images):
                 name = entry["file"].rsplit(".", 1)[0] + ".png"
-                beam_io.write_bytes(s.common.path(track.name, name),
-                                    render_spectrogram(image, vmin=top - DYNAMIC_RANGE_DB, vmax=top))
+                write_png(name, image, top)
                 entry["spectrogram"] = name
 
     def _remove_stale(self, track: TrackInput, *, keep: set[str]) -> None:
@@ -458,7 +544,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model)
+                                    share_across_processes=s.common.share_model, one_example_per_call=True)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "DecodeExcerpt", PrepareTrack(s), stage="decode")
@@ -507,7 +593,7 @@ def run(
                              option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
-                         reserved=_RESERVED)
+                         reserved=_RESERVED, output=settings.common.output)
     settings = configure_runner(
         "auralise", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
         save_main_session=save_main_session,

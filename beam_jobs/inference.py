@@ -218,6 +218,26 @@ class LoadedSignature:
                              and not isinstance(err, tf.errors.ResourceExhaustedError))
             raise SignatureCallError(type(err).__name__, tf_error_reason(err), example_error) from None
 
+    def call_each(
+        self, inputs: Sequence[dict[str, Any]], outputs: tuple[str, ...] | None = None
+    ) -> list[dict[str, np.ndarray] | SignatureCallError]:
+        """Calls the signature once per element of ``inputs`` (one round trip for a shared model).
+
+        Args:
+            inputs: One dict per call, as :meth:`call` takes it (batched inputs with a batch axis of 1).
+            outputs: Output names to return (``None``: all).
+
+        Returns:
+            Per call, its outputs, or the :class:`SignatureCallError` it raised.
+        """
+        results: list[dict[str, np.ndarray] | SignatureCallError] = []
+        for one in inputs:
+            try:
+                results.append(self.call(one, outputs))
+            except SignatureCallError as err:
+                results.append(err)
+        return results
+
 
 _CACHE: dict[str, Any] = {}  # export directory -> the object tf.saved_model.load returned
 _CACHE_LOCK = threading.Lock()
@@ -278,6 +298,12 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
             (~26 MiB per 3^9-SampleCNN segment in ``features``), and a signature loops over at
             most its export's ``max_batch_segments`` per step, so this bounds the peak.
             ``None``: one call per batch.
+        one_example_per_call: Call the signature on every example alone, never on a batch of
+            several: an example's outputs then do not depend on which other examples
+            RunInference happened to batch it with (TensorFlow's kernels may sum in another
+            order for another batch size, which changes float32 results in the last bits), so
+            that reruns are byte-identical. The examples of a batch still travel to a shared
+            model in one round trip. The jobs use it.
     """
 
     def __init__(
@@ -293,6 +319,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         intra_op_threads: int | None = None,
         share_across_processes: bool = False,
         max_samples_per_call: int | None = None,
+        one_example_per_call: bool = False,
     ) -> None:
         super().__init__()
         if not (1 <= min_batch_size <= max_batch_size):
@@ -310,6 +337,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         self.intra_op_threads = intra_op_threads
         self.share_across_processes = share_across_processes
         self.max_samples_per_call = max_samples_per_call
+        self.one_example_per_call = one_example_per_call
 
     # ----------------------------------------------------------------- loading
 
@@ -372,6 +400,9 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         """
         constants = {**self.constant_inputs, **(inference_args or {})}
         batched, input_names = model.spec()
+        if self.one_example_per_call:
+            answers = self._call_each(batch, model, constants, batched, input_names)
+            return [PredictionResult(example, answer) for example, answer in zip(batch, answers)]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, example in enumerate(batch):
             groups.setdefault(self._group_key(example, batched), []).append(index)
@@ -430,10 +461,37 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         return [item for example in examples
                 for item in self._call_group([example], model, constants, batched, input_names)]
 
-    def _call(
-        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+    def _call_each(
+        self, examples: Sequence[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
         batched: frozenset[str], input_names: tuple[str, ...],
     ) -> list[dict[str, np.ndarray] | InferenceFailure]:
+        """One signature call per example (``one_example_per_call``), all sent in one round trip."""
+        answers: list[dict[str, np.ndarray] | InferenceFailure | None] = [None] * len(examples)
+        calls: list[int] = []
+        inputs: list[dict[str, Any]] = []
+        for index, example in enumerate(examples):
+            try:
+                inputs.append(self._inputs([example], constants, batched, input_names))
+                calls.append(index)
+            except SignatureCallError as err:
+                answers[index] = self._failure(err)
+        for index, result in zip(calls, model.call_each(inputs, self.outputs)):
+            answers[index] = self._failure(result) if isinstance(result, SignatureCallError) else {
+                k: v[0] for k, v in result.items()}
+        return [answer for answer in answers if answer is not None]
+
+    def _failure(self, err: SignatureCallError) -> InferenceFailure:
+        """The :class:`InferenceFailure` of an example whose call failed (re-raises errors not caused by it)."""
+        if not err.example_error or not self.isolate_failures:
+            raise err
+        logger.warning("%s: an example failed: %s", self.signature, err.reason)
+        return InferenceFailure(err.error, err.reason)
+
+    def _inputs(
+        self, examples: list[dict[str, Any]], constants: dict[str, Any], batched: frozenset[str],
+        input_names: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """The inputs of one call on ``examples`` (batched inputs stacked), in call order."""
         first = examples[0]
         inputs: dict[str, Any] = {name: np.asarray(value) for name, value in constants.items()}
         for name, value in first.items():
@@ -445,7 +503,13 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         if missing:
             raise SignatureCallError("ValueError", f"signature {self.signature!r} needs the inputs {missing}; "
                                      f"examples have {sorted(first)} and constant inputs {sorted(constants)}", True)
-        arrays = model.call({name: inputs[name] for name in input_names}, self.outputs)
+        return {name: inputs[name] for name in input_names}
+
+    def _call(
+        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+        batched: frozenset[str], input_names: tuple[str, ...],
+    ) -> list[dict[str, np.ndarray] | InferenceFailure]:
+        arrays = model.call(self._inputs(examples, constants, batched, input_names), self.outputs)
         return [{k: v[row] for k, v in arrays.items()} for row in range(len(examples))]
 
     # ----------------------------------------------------------------- RunInference plumbing

@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-#: (name, script, extra args for the full run, timeout in seconds for the full run)
+#: (name, script, extra args (the full run; --quick is added for the smoke run), timeout in seconds for the full run)
 BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("ceilings", "ceilings.py", [], 600),
     ("samplecnn_inference", "samplecnn_inference.py", [], 900),
@@ -34,6 +34,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("beam_tag", "beam_tag.py", [], 1800),
     ("correlation", "correlation.py", [], 1800),
     ("memory", "memory.py", [], 2400),
+    ("memory_make_tfrecords", "memory.py", ["--make-tfrecords"], 5400),
     ("scaling", "scaling.py", [], 1500),
 ]
 
@@ -160,6 +161,12 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if peak is not None:
             add(f"extract_features peak RSS, {minutes}-min file (MiB, whole process tree)", peak,
                 "< 2048 at 60 min" if minutes == "60" else "report", peak < 2048 if minutes == "60" else None)
+    tfrecords = results.get("memory_make_tfrecords", {})
+    for mode, figures in (tfrecords.get("modes") or {}).items():
+        minutes = sorted(figures.get("peak_mib_by_minutes") or {}, key=float)
+        if len(minutes) >= 2:
+            add(f"make_tfrecords peak RSS {minutes[-1]} / {minutes[0]} min, {mode} (whole process tree)",
+                figures.get("peak_ratio"), "<= 1.10", figures.get("flat_within_10pct"))
     scaling = results.get("scaling", {})
     for runner, label in (("direct", "DirectRunner multi-processing"), ("dask", "local Dask cluster")):
         for key, what in (("speedup_2_vs_1", "end to end"), ("speedup_2_vs_1_marginal", "after start-up")):
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"error": f"{script} is missing"}
             continue
         print(f"[benchmarks] {name} ...", flush=True)
-        results[name] = run_one(name, script, ["--quick"] if args.quick else extra,
+        results[name] = run_one(name, script, ["--quick", *extra] if args.quick else extra,
                                 timeout if not args.quick else 600)
         status = results[name].get("error") or f"{results[name].get('wall_seconds')} s"
         print(f"[benchmarks] {name}: {status}", flush=True)

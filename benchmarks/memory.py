@@ -31,6 +31,14 @@ wall second.
 Usage:
     python benchmarks/memory.py [--quick] [--minutes 1 10 60] [--runners default in_process] [--export-dir DIR]
         [--keep DIR]
+    python benchmarks/memory.py --make-tfrecords [--quick] [--keep DIR]
+
+``--make-tfrecords`` measures ``beam_jobs.make_tfrecords`` instead (issue 17; see
+:func:`make_tfrecords_memory`): peak RSS of the job's process tree on one 1-hour and one
+6-hour file, for segments as the issue ran it (``--segment-length 44100
+--max-segments 10``), for every segment of the track (``--segment-length 59049``) and
+for one whole-track record (``--quick``: 1 and 6 minutes, whole-track records only).
+Target: the longer file within 10 % of the shorter one.
 """
 
 from __future__ import annotations
@@ -79,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-dir", default=None,
                         help="reuse this export version directory instead of exporting a fresh 3^9-SampleCNN")
     parser.add_argument("--keep", default=None, help="keep the audio, export and outputs in this folder")
+    parser.add_argument("--make-tfrecords", action="store_true",
+                        help="measure beam_jobs.make_tfrecords on a 1-h and a 6-h file instead (--quick: 2 and 12 "
+                             "min)")
     return parser.parse_args(argv)
 
 
@@ -366,8 +377,120 @@ def run(*, quick: bool = False, minutes: list[float] | None = None, runners: lis
             shutil.rmtree(root, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------
+# make_tfrecords (issue 17)
+# ---------------------------------------------------------------------------
+
+TFRECORDS_MINUTES = (60.0, 360.0)
+TFRECORDS_QUICK_MINUTES = (1.0, 6.0)
+TFRECORDS_FLATNESS = 1.10
+TFRECORDS_MODES: dict[str, list[str]] = {
+    "segments_max10": ["--segment-length", "44100", "--max-segments", "10"],
+    "all_segments": ["--segment-length", "59049"],
+    "whole_track": [],
+}
+
+
+def _make_tfrecords(path: Path, output: Path, flags: list[str], *, timeout: float) -> dict[str, Any]:
+    """Runs ``python -m beam_jobs.make_tfrecords`` (no --runner: what a user gets) on one file; checks the dataset."""
+    manifest = output.parent / f"{output.name}-manifest.csv"
+    manifest.write_text(f"path,track_id,labels,split\n{path},long,music,train\n", encoding="utf-8")
+    command = [sys.executable, "-m", "beam_jobs.make_tfrecords", f"--manifest={manifest}", f"--output={output}",
+               f"--sample-rate={MODEL_RATE}", *flags]
+    result = measure(command, env=_env(), timeout=timeout)
+    if result["returncode"] != 0:
+        raise RuntimeError(f"make_tfrecords failed on {path}: {result['stderr_tail']}")
+    info = json.loads((output / "dataset.json").read_text(encoding="utf-8"))
+    counts = info["splits"]["train"]
+    if counts["tracks"] != 1 or counts["failed"]:
+        raise RuntimeError(f"make_tfrecords did not write the track of {path}: {counts}")
+    result["records"] = counts["records"]
+    result["samples_stored"] = counts["samples"]
+    result["record_bytes"] = counts["bytes"]
+    return result
+
+
+def make_tfrecords_memory(*, quick: bool = False, minutes: list[float] | None = None,
+                          modes: list[str] | None = None, keep: str | None = None) -> dict[str, Any]:
+    """Peak RSS of ``beam_jobs.make_tfrecords`` (whole process tree) on one short and one long file per mode.
+
+    The input is :func:`write_music` (44.1 kHz stereo FLAC, resampled by the job to 22,050 Hz);
+    the job runs as a user runs it (no ``--runner``: the multi-processing DirectRunner, here
+    a launcher and one SDK worker). Each run checks that the dataset holds the track with the
+    expected number of samples. ``peak_ratio`` is the long file's peak over the short one's
+    (``sum_of_process_peaks_mib``, each process's ``VmHWM``); the target is at most 1.10.
+    ``--quick`` (a smoke test of a minute or two) measures whole-track records only, the worst case.
+    """
+    durations = list(minutes or (TFRECORDS_QUICK_MINUTES if quick else TFRECORDS_MINUTES))
+    chosen = {m: TFRECORDS_MODES[m] for m in (modes or (["whole_track"] if quick else list(TFRECORDS_MODES)))}
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-memory-tfrecords-"))
+    root.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in chosen}
+    try:
+        for index, length in enumerate(durations):
+            path = root / f"music-{length:g}min.flac"
+            start = time.perf_counter()
+            frames = write_music(path, length, seed=17 + index)
+            generate_seconds = time.perf_counter() - start
+            model_samples = -(-frames * MODEL_RATE // SOURCE_RATE)
+            for mode, flags in chosen.items():
+                output = root / f"tfrecords-{mode}-{length:g}min"
+                result = _make_tfrecords(path, output, flags, timeout=max(900.0, 8 * 60 * length))
+                if mode == "whole_track" and result["samples_stored"] != model_samples:
+                    raise RuntimeError(f"{path}: {result['samples_stored']} samples stored, expected {model_samples}")
+                runs[mode].append({
+                    "minutes": length,
+                    "file_mib": round(path.stat().st_size / MIB, 1),
+                    "decoded_mono_at_22050_hz_float32_mib": round(model_samples * 4 / MIB, 1),
+                    "records": result["records"],
+                    "record_payload_mib": round(result["record_bytes"] / MIB, 1),
+                    "sum_of_process_peaks_mib": round(result["sum_of_process_peaks_mib"], 1),
+                    "peak_rss_mib": round(result["peak_rss_mib"], 1),
+                    "peak_pss_mib": round(result["peak_pss_mib"], 1),
+                    "per_process_peak_mib": result["per_process_peak_mib"],
+                    "seconds": round(result["seconds"], 1),
+                    "generate_seconds": round(generate_seconds, 1),
+                })
+                shutil.rmtree(output, ignore_errors=True)  # the whole-track dataset of 6 h is ~950 MB
+            path.unlink()
+        modes = {}
+        for mode, rows in runs.items():
+            short, long = min(rows, key=lambda r: r["minutes"]), max(rows, key=lambda r: r["minutes"])
+            ratio = long["sum_of_process_peaks_mib"] / short["sum_of_process_peaks_mib"]
+            modes[mode] = {
+                "flags": " ".join(TFRECORDS_MODES[mode]) or "(none: one whole-track record)",
+                "peak_mib_by_minutes": {f"{r['minutes']:g}": r["sum_of_process_peaks_mib"] for r in rows},
+                "peak_ratio": round(ratio, 3),
+                "flat_within_10pct": ratio <= TFRECORDS_FLATNESS,
+                "runs": rows,
+            }
+        report: dict[str, Any] = {
+            "benchmark": "peak memory of beam_jobs.make_tfrecords on one long file",
+            "target": f"peak RSS of the job's whole process tree on the longer file within "
+                      f"{(TFRECORDS_FLATNESS - 1) * 100:.0f} % of the shorter one, in every mode",
+            "source": {"sample_rate": SOURCE_RATE, "channels": 2, "format": "FLAC", "subtype": "PCM_16"},
+            "sample_rate": MODEL_RATE,
+            "runner": "python -m beam_jobs.make_tfrecords without --runner (DirectRunner, multi_processing, "
+                      "one worker process for one track)",
+            "modes": modes,
+            "flat_within_10pct": all(m["flat_within_10pct"] for m in modes.values()),
+            "worst_peak_ratio": max(m["peak_ratio"] for m in modes.values()),
+            "quick": quick,
+        }
+        from _timing import environment
+
+        report.update(environment())
+        return report
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.make_tfrecords:
+        print(json.dumps(make_tfrecords_memory(quick=args.quick, minutes=args.minutes, keep=args.keep), indent=2))
+        return 0
     result = run(quick=args.quick, minutes=args.minutes, runners=args.runners, export_dir=args.export_dir,
                  keep=args.keep)
     print(json.dumps(result, indent=2))

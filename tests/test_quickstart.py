@@ -32,9 +32,18 @@ def test_quickstart_end_to_end(tmp_path: pathlib.Path) -> None:
     assert all(len(chosen) == 4 for chosen in figures["features"].values())
     tags = pathlib.Path(summary["tags"]).read_text().splitlines()
     assert len(tags) == 1 + 9  # header + every catalogue track
+    # musicnn's pretrained MTT_vgg tagged the same catalogue; its top tags sit beside the demo model's
+    pretrained = pathlib.Path(summary["pretrained_tags"]).read_text().splitlines()
+    assert len(pretrained) == 1 + 9 and "piano" in pretrained[0].split(",")
+    comparison = pathlib.Path(summary["comparison"]).read_text().splitlines()
+    assert comparison[0] == "track_id,style,demo_model,mtt_vgg_top5" and len(comparison) == 1 + 9
+    assert all(len(row.split(",")[3].split(";")) == 5 for row in comparison[1:])
+    heard = summary["mtt_vgg_top_tags_per_style"]
+    assert sorted(heard) == ["ballad", "dance", "hiphop"] and all(len(top) == 5 for top in heard.values())
     saved = json.loads((tmp_path / "demo" / "quickstart.json").read_text())
     assert saved["export"] == summary["export"]
     # A second run finds everything done and only re-runs the idempotent Beam stages.
     again = quickstart.run_quickstart(str(tmp_path / "demo"), tracks_per_style=3, seconds=4.5, epochs=1,
                                       auralise_tracks=1)
     assert again["export"] == summary["export"] and again["timings_seconds"]["train the Choi CNN"] == 0.0
+    assert again["timings_seconds"]["export MTT_vgg (and verify it in a fresh process)"] == 0.0

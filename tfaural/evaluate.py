@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfaural import metrics
-from tfaural.config import ChoiConfig, STFTConfig
+from tfaural.cli import check_output_folder
+from tfaural.config import STFTConfig
 from tfaural.errors import DataError, TfauralError
 from tfaural.run import RunInfo, load_run
 from tfaural.train import add_tfds_arguments, tfds_options
@@ -91,6 +92,29 @@ def dataset_of_run(
     return dataset
 
 
+def _shared_labels(
+    data: str, dataset_labels: tuple[str, ...], info: Any
+) -> tuple[list[int], list[int], tuple[str, ...]]:
+    """Columns of the dataset's and the model's labels to compare, and their names.
+
+    Equal label lists compare everything. A multi-label model whose tags include some of the
+    dataset's is compared on the shared tags (dataset order).
+
+    Raises:
+        DataError: If the labels differ and the model is single-label or shares no tag.
+    """
+    model_labels = tuple(info.labels)
+    if dataset_labels == model_labels:
+        every = list(range(len(model_labels)))
+        return every, every, model_labels
+    shared = tuple(name for name in dataset_labels if name in model_labels)
+    if info.task != "multi-label" or not shared:
+        raise DataError(f"{data}: its labels {list(dataset_labels)} differ from the run's {list(model_labels)}"
+                        + ("" if info.task != "multi-label" else " and share none of them"))
+    logger.info("evaluating the %d tag(s) the model and the dataset share: %s", len(shared), ", ".join(shared))
+    return ([dataset_labels.index(n) for n in shared], [model_labels.index(n) for n in shared], shared)
+
+
 def evaluate_run(
     run_dir: str,
     data: str | None = None,
@@ -113,33 +137,38 @@ def evaluate_run(
         progress: Show a progress bar.
         tfds: Where TFDS names are found and converted (``None``: the defaults).
 
+    A multi-label run (e.g. an imported pretrained tagger) can be evaluated on a dataset
+    whose tags are a subset of its own: the scores of the shared tags are compared with
+    the dataset's labels and the result lists ``labels_ignored`` (dataset tags the model
+    does not have) and ``model_labels_unused``.
+
     Returns:
         The evaluation dict (see :func:`tfaural.metrics.evaluate_predictions`) with
         ``split``, ``n_tracks`` and ``segments_per_track`` added.
 
     Raises:
         DataError: If the dataset does not match the run (labels, rate) or the split is empty.
+        ParameterError: If ``write`` and ``run_dir`` cannot be written.
     """
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from tfaural.data.pipeline import make_track_dataset
+    from tfaural.data.pipeline import make_track_dataset, model_family
     from tfaural.data.tfrecord import read_dataset_info, shard_pattern
 
+    if write:
+        check_output_folder(run_dir, flag="--run")  # eval.json goes there: fail now, not after the evaluation
     model, info = load_run(run_dir)
     data = dataset_of_run(run_dir, info, data, tfds, split=split, progress=progress)
     dataset = read_dataset_info(data)
-    if tuple(dataset.label_names) != tuple(info.labels):
-        raise DataError(
-            f"{data}: its labels {list(dataset.label_names)} differ from the run's {list(info.labels)}"
-        )
+    data_columns, model_columns, compared = _shared_labels(data, tuple(dataset.label_names), info)
     if dataset.count(split, "tracks") == 0 and dataset.count(split) == 0:
         raise DataError(f"{data}: split {split!r} is empty (dataset.json lists {sorted(dataset.splits)})")
-    is_choi = isinstance(info.model, ChoiConfig)
-    stft = info.stft if is_choi else None
+    family = model_family(info.model)
+    stft = info.stft if family != "samplecnn" else None
     tracks = make_track_dataset(
         shard_pattern(data, split),
-        family="choi" if is_choi else "samplecnn",
+        family=family,
         segment_length=info.segment.length,
         segments_per_track=segments_per_track,
         stft=stft if isinstance(stft, STFTConfig) else None,
@@ -156,8 +185,12 @@ def evaluate_run(
         scores.append(metrics.average_segments(segment_scores))
     if not ids:
         raise DataError(f"{data}: no tracks could be read from split {split!r}")
-    y_true, y_score = np.stack(truths), np.stack(scores)
-    result = metrics.evaluate_predictions(y_true, y_score, info.labels, multi_label=info.task == "multi-label")
+    y_true, y_score = np.stack(truths)[:, data_columns], np.stack(scores)[:, model_columns]
+    result = metrics.evaluate_predictions(y_true, y_score, compared, multi_label=info.task == "multi-label")
+    if compared != tuple(info.labels) or compared != tuple(dataset.label_names):
+        result["labels_evaluated"] = list(compared)
+        result["labels_ignored"] = [name for name in dataset.label_names if name not in compared]
+        result["model_labels_unused"] = [name for name in info.labels if name not in compared]
     result.update({"split": split, "n_tracks": len(ids), "segments_per_track": segments_per_track,
                    "run_id": info.run_id})
     if write:
@@ -166,7 +199,7 @@ def evaluate_run(
             json.dump(result, handle, indent=2)
         with open(os.path.join(run_dir, f"predictions-{split}.csv"), "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["track_id", *[f"true:{n}" for n in info.labels], *[f"score:{n}" for n in info.labels]])
+            writer.writerow(["track_id", *[f"true:{n}" for n in compared], *[f"score:{n}" for n in compared]])
             for track_id, t, s in zip(ids, y_true, y_score):
                 writer.writerow([track_id, *t.astype(int).tolist(), *[f"{v:.6f}" for v in s]])
         result["figure"] = plot_evaluation(result, os.path.join(run_dir, f"eval-{split}.png"))

@@ -9,6 +9,9 @@
 6. draw the papers' figures for those tracks (``tfaural.visualise``: first-layer
    kernels, original vs deconvolved spectrograms of each layer's most active features);
 7. tag the whole catalogue (``beam_jobs.tag``);
+8. import musicnn's pretrained MagnaTagATune tagger ``MTT_vgg`` (``tfaural.pretrained``),
+   export it and tag the catalogue with it too; ``tags/comparison.csv`` puts its top tags
+   beside the demo model's, and the summary prints what it hears in each style;
 
 then print where to listen and where to look. Each stage is skipped when its
 output is already complete, so an interrupted quick start picks up where it stopped.
@@ -167,6 +170,37 @@ def run_quickstart(
 
     _stage("tag the whole catalogue (Beam)", False, tag_catalogue, timings)
 
+    pretrained_run = os.path.join(output, "runs", "mtt_vgg")
+    pretrained_exports = os.path.join(output, "exports", "mtt_vgg")
+    pretrained_tags = os.path.join(output, "tags_mtt_vgg")
+
+    def import_pretrained() -> None:
+        from tfaural.pretrained import import_run
+
+        import_run("musicnn/MTT_vgg", pretrained_run, overwrite=True)
+
+    _stage("import musicnn's pretrained MTT_vgg tagger (checked against its own graph)",
+           os.path.exists(os.path.join(pretrained_run, "run.json")), import_pretrained, timings)
+
+    def export_pretrained() -> str:
+        import export
+
+        return str(export.export_run(pretrained_run, pretrained_exports))
+
+    pretrained_version = _stage("export MTT_vgg (and verify it in a fresh process)",
+                                _latest_version(pretrained_exports) is not None, export_pretrained, timings)
+    pretrained_version = pretrained_version or _latest_version(pretrained_exports)
+
+    def tag_with_pretrained() -> None:
+        from beam_jobs import tag
+
+        tag.run([f"--manifest={os.path.join(catalogue, 'manifest.csv')}", f"--model={pretrained_version}",
+                 f"--output={pretrained_tags}", "--skip-existing"])
+
+    _stage("tag the catalogue with MTT_vgg (Beam)", False, tag_with_pretrained, timings)
+    heard = compare_tags(os.path.join(catalogue, "manifest.csv"), os.path.join(tags, "tags.csv"),
+                         os.path.join(pretrained_tags, "tags.csv"), os.path.join(tags, "comparison.csv"))
+
     summary = {
         "output": output,
         "test_accuracy": evaluation.get("accuracy"),
@@ -177,12 +211,55 @@ def run_quickstart(
         "auralised": auralised,
         "figures": figures,
         "tags": os.path.join(tags, "tags.csv"),
+        "pretrained_tags": os.path.join(pretrained_tags, "tags.csv"),
+        "comparison": os.path.join(tags, "comparison.csv"),
+        "mtt_vgg_top_tags_per_style": heard,
         "timings_seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),
     }
     with open(os.path.join(output, "quickstart.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     return summary
+
+
+def compare_tags(manifest: str, own_tags: str, pretrained_tags: str, output: str) -> dict[str, list[Any]]:
+    """Writes the two taggers' top labels side by side; returns the pretrained tagger's top 5 per style.
+
+    Args:
+        manifest: The catalogue's ``manifest.csv`` (``track_id`` and its style label).
+        own_tags: ``tags.csv`` of the demo model.
+        pretrained_tags: ``tags.csv`` of the pretrained tagger (one score column per tag).
+        output: The CSV to write: ``track_id, style, demo_model, mtt_vgg_top5``.
+
+    Returns:
+        ``{style: [(tag, mean score), ...5]}``: the tags with the highest mean score over the style's tracks.
+    """
+    import csv
+
+    import numpy as np
+
+    def rows(path: str) -> dict[str, dict[str, str]]:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return {row["track_id"]: row for row in csv.DictReader(handle)}
+
+    styles = {track: row["labels"] for track, row in rows(manifest).items()}
+    own, pretrained = rows(own_tags), rows(pretrained_tags)
+    tag_names = [name for name in next(iter(pretrained.values()), {}) if name not in ("track_id", "path", "top_labels")]
+    with open(output, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["track_id", "style", "demo_model", "mtt_vgg_top5"])
+        for track in sorted(styles):
+            if track in own or track in pretrained:
+                writer.writerow([track, styles[track], own.get(track, {}).get("top_labels", "").split(";")[0],
+                                 pretrained.get(track, {}).get("top_labels", "")])
+    heard: dict[str, list[Any]] = {}
+    for style in sorted(set(styles.values())):
+        scores = np.array([[float(pretrained[t][n]) for n in tag_names] for t, s in styles.items()
+                           if s == style and t in pretrained])
+        if scores.size:
+            mean = scores.mean(axis=0)
+            heard[style] = [(tag_names[i], round(float(mean[i]), 3)) for i in np.argsort(-mean)[:5]]
+    return heard
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -218,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  Auralised WAVs:   {summary['auralised']}/<track>/layer<L>/feature<K>.wav")
     print(f"  Figures:          {summary['figures']}/deconvolution-layer<L>.png, first-layer-weights.png")
     print(f"  Tags:             {summary['tags']}")
+    print(f"  MTT_vgg's tags:   {summary['pretrained_tags']}  (side by side: {summary['comparison']})")
+    print("  What musicnn's pretrained MTT_vgg hears in each demo style (mean score of its top 5 tags):")
+    for style, top in summary["mtt_vgg_top_tags_per_style"].items():
+        print(f"    {style:8s} " + ", ".join(f"{name} {score:.2f}" for name, score in top))
     print(f"  SavedModel:       {summary['export']}  (serve it: docs/serving.md)")
     return 0
 

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from tfaural._version import __version__
+from tfaural.cli import check_output_folder
 from tfaural.errors import DataError, ParameterError, TfauralError
 
 __all__ = [
@@ -167,7 +168,8 @@ class TrackOutput:
 
 @dataclasses.dataclass(frozen=True)
 class FailedTrack:
-    """A manifest entry without a usable result."""
+    """A manifest entry without a usable result, or a problem with a track's result (a file it names outside the
+    output folder)."""
 
     track_id: str
     path: str
@@ -182,7 +184,8 @@ class AuraliseOutput:
         directory: Absolute path of the folder.
         job: The content of ``job.json`` (``{}`` if absent).
         tracks: Tracks with results, sorted by track id.
-        failed: Manifest entries that failed, or whose results are missing.
+        failed: Manifest entries that failed, or whose results are missing, and tracks whose
+            ``track.json`` names files outside the folder (not linked).
     """
 
     directory: str
@@ -253,10 +256,28 @@ def _optional_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _existing_file(folder: str, relative: Any, *, what: str, required: bool) -> str | None:
+def _inside(path: str, root: str) -> bool:
+    """True if ``path`` (symbolic links resolved) is ``root`` or lies below it."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _existing_file(folder: str, relative: Any, *, what: str, required: bool, root: str,
+                   problems: list[str]) -> str | None:
+    """The file ``relative`` to ``folder`` if it exists and lies inside ``root`` (the output folder).
+
+    A name that leads out of ``root`` (an absolute path, ``../..``, a symbolic link pointing
+    elsewhere) is never linked: it is added to ``problems`` for the page to report.
+    """
     if not relative:
         return None
     path = os.path.normpath(os.path.join(folder, str(relative)))
+    if not _inside(path, root):
+        problems.append(f"track.json names {str(relative)!r} as the {what}, a file outside the auralisation output "
+                        "folder: not linked")
+        logger.warning("%s: %s %r lies outside %s; not linked", os.path.join(folder, "track.json"), what,
+                       str(relative), root)
+        return None
     if os.path.isfile(path):
         return path
     if required:
@@ -264,9 +285,12 @@ def _existing_file(folder: str, relative: Any, *, what: str, required: bool) -> 
     return None
 
 
-def _read_track(directory: str, folder: str) -> TrackOutput:
+def _read_track(directory: str, folder: str, problems: list[str]) -> TrackOutput:
+    """Reads ``directory/folder/track.json``; files it names outside ``directory`` are left out and described
+    in ``problems``."""
     track_dir = os.path.join(directory, folder)
     path = os.path.join(track_dir, "track.json")
+    existing = functools.partial(_existing_file, root=directory, problems=problems)
     data = _read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
@@ -284,10 +308,10 @@ def _read_track(directory: str, folder: str) -> TrackOutput:
                     FeatureOutput(
                         layer=layer,
                         feature=feature,
-                        audio=_existing_file(track_dir, item.get("file"), what=f"audio of feature {layer}-{feature}",
-                                             required=True),
-                        spectrogram=_existing_file(track_dir, item.get("spectrogram"),
-                                                   what=f"spectrogram of feature {layer}-{feature}", required=True),
+                        audio=existing(track_dir, item.get("file"), what=f"audio of feature {layer}-{feature}",
+                                       required=True),
+                        spectrogram=existing(track_dir, item.get("spectrogram"),
+                                             what=f"spectrogram of feature {layer}-{feature}", required=True),
                         activation=_optional_float(item.get("activation")),
                         peak=_optional_float(item.get("peak")),
                         silent=bool(item.get("silent", False)),
@@ -308,9 +332,9 @@ def _read_track(directory: str, folder: str) -> TrackOutput:
         sample_rate=int(sample_rate) if isinstance(sample_rate, (int, float)) and sample_rate > 0 else None,
         offset_seconds=_optional_float(data.get("offset_seconds")),
         clip_seconds=_optional_float(data.get("clip_seconds")),
-        original=_existing_file(track_dir, data.get("original"), what="original excerpt", required=True),
-        original_spectrogram=_existing_file(track_dir, data.get("original_spectrogram"),
-                                            what="spectrogram of the original", required=True),
+        original=existing(track_dir, data.get("original"), what="original excerpt", required=True),
+        original_spectrogram=existing(track_dir, data.get("original_spectrogram"),
+                                      what="spectrogram of the original", required=True),
         layers=dict(sorted(layers.items())),
     )
 
@@ -333,11 +357,14 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
         directory: The folder ``beam_jobs.auralise`` wrote (``--output``).
 
     Returns:
-        An :class:`AuraliseOutput`. Missing audio or PNG files are logged and left out.
+        An :class:`AuraliseOutput`. Missing audio or PNG files are logged and left out; a
+        ``track.json`` that names files outside ``directory`` is listed among the failures
+        (those files are never linked).
 
     Raises:
         ParameterError: If the folder does not exist or is a URI.
-        DataError: If it holds no auralisation output, or a JSON file is malformed.
+        DataError: If it holds no auralisation output (nothing of one, or the output of another
+            job such as ``beam_jobs.tag``), or a JSON file is malformed.
     """
     directory = _local_directory(directory, "auralisation output")
     job_path = os.path.join(directory, "job.json")
@@ -345,9 +372,14 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
     job = _read_json(job_path) if os.path.isfile(job_path) else {}
     if not isinstance(job, dict):
         raise DataError(f"{job_path}: expected a JSON object, got {type(job).__name__}")
+    kind = job.get("job")
+    if kind is not None and kind != "auralise":
+        raise DataError(f"{directory} is the output of beam_jobs.{kind}, not an auralisation output (the report "
+                        "shows what python -m beam_jobs.auralise wrote)")
     manifest = _read_manifest(manifest_path) if os.path.isfile(manifest_path) else []
+    problems: dict[str, list[str]] = {}
     tracks = [
-        _read_track(directory, name)
+        _read_track(directory, name, problems.setdefault(name, []))
         for name in sorted(os.listdir(directory))
         if os.path.isfile(os.path.join(directory, name, "track.json"))
     ]
@@ -356,6 +388,10 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
             f"{directory} is not an auralisation output: it has no job.json, manifest.jsonl or */track.json "
             "(write one with python -m beam_jobs.auralise)"
         )
+    listed = [output for entry in manifest if entry.get("status") == "ok" for output in entry.get("outputs") or []]
+    if not tracks and listed and not any(str(output).endswith("/track.json") for output in listed):
+        raise DataError(f"{directory} is not an auralisation output: its manifest.jsonl lists no track.json among "
+                        "the outputs of its tracks (the report shows what python -m beam_jobs.auralise wrote)")
     have_ids = {track.track_id for track in tracks}
     have_folders = {track.folder for track in tracks}
     failed = []
@@ -368,6 +404,8 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
                 failed.append(FailedTrack(track_id, path, "listed as done but its track.json is missing"))
         else:
             failed.append(FailedTrack(track_id, path, _describe_failure(entry)))
+    for track in tracks:
+        failed += [FailedTrack(track.track_id, track.source, problem) for problem in problems.get(track.folder, [])]
     tracks.sort(key=lambda t: (t.track_id.casefold(), t.folder))
     failed.sort(key=lambda f: (f.track_id.casefold(), f.path))
     return AuraliseOutput(directory=directory, job=job, tracks=tuple(tracks), failed=tuple(failed))
@@ -1624,15 +1662,16 @@ def write_report(
 
     Raises:
         ParameterError: Missing folders, a bad ``tracks_per_page``, or an output location
-            that would clash with the auralisation output.
+            that cannot be written (a file, a read-only folder) or would clash with the auralisation output.
         DataError: The folder holds no auralisation output, or its JSON is malformed.
     """
     if isinstance(tracks_per_page, bool) or not isinstance(tracks_per_page, int) or tracks_per_page < 1:
         raise ParameterError(f"tracks_per_page={tracks_per_page!r} is invalid: expected a positive integer")
+    if output is not None and "://" in os.fspath(output):
+        raise ParameterError(f"--output {os.fspath(output)!r} is a URI: write the report to a local folder")
     results = load_auralise_output(auralise_dir)
     report_dir = os.path.abspath(os.fspath(output) if output is not None else os.path.join(results.directory, "report"))
-    if "://" in report_dir:
-        raise ParameterError(f"output {report_dir!r} is a URI: write the report to a local folder")
+    check_output_folder(report_dir, flag="--output")
     _check_output_location(results, report_dir)
     correlation_results = load_correlation(correlation) if correlation is not None else None
     os.makedirs(report_dir, exist_ok=True)

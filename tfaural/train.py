@@ -48,16 +48,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from tfaural.cli import check_output_folder
 from tfaural.config import (
     AudioConfig,
     ChoiConfig,
     Config,
+    MusicnnConfig,
     SampleCNNConfig,
     SegmentConfig,
     STFTConfig,
 )
 from tfaural.errors import ConfigError, DataError, ModelError, ParameterError, TfauralError
-from tfaural.run import RunInfo, load_run, save_run
+from tfaural.run import RunInfo, load_run, read_run_info, save_run
 
 if TYPE_CHECKING:
     from tfaural.data.tfds_source import TfdsOptions
@@ -67,7 +69,7 @@ __all__ = ["TrainConfig", "TrainResult", "BATCH_PRESETS", "train", "add_tfds_arg
 logger = logging.getLogger(__name__)
 
 BATCH_PRESETS = {"mtat": 23, "msd": 50}
-MODEL_CHOICES = ("choi", "samplecnn", "samplecnn-<sample rate>", "mel-frame", "raw-frame")
+MODEL_CHOICES = ("choi", "samplecnn", "samplecnn-<sample rate>", "mel-frame", "raw-frame", "musicnn")
 MIN_DELTA = 1e-4  # smallest validation-loss decrease that counts as an improvement (as Keras' ReduceLROnPlateau)
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
@@ -129,7 +131,7 @@ class TrainConfig(Config):
     distribute: str = "auto"
 
     def validate(self) -> None:
-        model_ok = self.model in ("choi", "samplecnn", "mel-frame", "raw-frame") or (
+        model_ok = self.model in ("choi", "samplecnn", "mel-frame", "raw-frame", "musicnn") or (
             self.model.startswith("samplecnn-") and self.model[10:].isdigit()
         )
         if not model_ok:
@@ -190,13 +192,33 @@ class TrainResult:
 # ----------------------------------------------------------------------------- model and data
 
 
-def model_config_for(config: TrainConfig, *, n_outputs: int, multi_label: bool, sample_rate: int) -> Config:
+def model_config_for(
+    config: TrainConfig, *, n_outputs: int, multi_label: bool, sample_rate: int, init_from: str | None = None
+) -> Config:
     """The architecture config for a training config and a dataset.
+
+    ``model="musicnn"`` fine-tunes an imported pretrained tagger (``python -m
+    tfaural.pretrained``): the architecture is the ``init_from`` run's, with an output
+    layer for this dataset's labels.
 
     Raises:
         DataError: If the dataset's sample rate does not fit the model.
+        ModelError: If ``model="musicnn"`` is not given a pretrained musicnn run to start from.
     """
     activation = "sigmoid" if multi_label else "softmax"
+    if config.model == "musicnn":
+        source = read_run_info(init_from).model if init_from and "," not in init_from else None
+        if not isinstance(source, MusicnnConfig):
+            raise ModelError(
+                "--model musicnn fine-tunes an imported musicnn tagger: pass --init-from RUN_DIR of a run written by "
+                "python -m tfaural.pretrained (e.g. musicnn/MTT_vgg)"
+            )
+        if sample_rate != source.sample_rate:
+            raise DataError(
+                f"the pretrained tagger expects {source.sample_rate} Hz audio but the dataset is at {sample_rate} Hz; "
+                f"rebuild the TFRecords with --sample-rate {source.sample_rate}"
+            )
+        return source.replace(n_outputs=n_outputs, output_activation=activation)
     if config.model == "choi":
         return ChoiConfig(
             n_outputs=n_outputs,
@@ -249,6 +271,8 @@ def _frame_filter_sizes(hop: int) -> tuple[int, ...]:
 
 def segment_length_for(model_config: Config) -> int:
     """Samples per model input."""
+    if isinstance(model_config, MusicnnConfig):
+        return model_config.segment_length
     if isinstance(model_config, ChoiConfig):
         length = 4 * model_config.sample_rate
         stft = STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
@@ -359,13 +383,13 @@ class _Checkpointer:
 
 
 def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any) -> tuple[Any, Any, int, int]:
-    from tfaural.data.pipeline import make_dataset
+    from tfaural.data.pipeline import make_dataset, model_family
     from tfaural.data.tfrecord import shard_pattern
 
-    family = "choi" if isinstance(model_config, ChoiConfig) else "samplecnn"
+    family = model_family(model_config)
     length = segment_length_for(model_config)
     stft = None
-    if isinstance(model_config, ChoiConfig):
+    if isinstance(model_config, (ChoiConfig, MusicnnConfig)):
         stft = STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
     batch = config.effective_batch_size
     train_pattern = shard_pattern(data, "train")
@@ -452,6 +476,7 @@ def train(
     from tfaural.models import build
 
     start_time = time.time()
+    check_output_folder(run_dir)
     data = resolve_data(data, tfds, require_splits=("train", "validation"), progress=verbose != 0)
     info = read_dataset_info(data)
     os.makedirs(run_dir, exist_ok=True)
@@ -475,7 +500,8 @@ def train(
     keras.utils.set_random_seed(config.seed)
     with _policy(config.mixed_precision):
         model_config = model_config_for(
-            config, n_outputs=info.num_labels, multi_label=info.multi_label, sample_rate=info.sample_rate
+            config, n_outputs=info.num_labels, multi_label=info.multi_label, sample_rate=info.sample_rate,
+            init_from=init_from,
         )
         strategy = _strategy(config)
         with strategy.scope():
@@ -494,7 +520,7 @@ def train(
             audio=AudioConfig(sample_rate=info.sample_rate),
             segment=SegmentConfig(length=segment_length_for(model_config)),
             stft=STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
-            if isinstance(model_config, ChoiConfig)
+            if isinstance(model_config, (ChoiConfig, MusicnnConfig))
             else None,
             extra={"dataset": os.path.abspath(data), "train_config": config.to_dict(), **run_extra(data)},
         )
@@ -728,6 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jit=args.jit,
             distribute=args.distribute,
         )
+        check_output_folder(args.output)  # before anything is loaded or converted
         if args.transfer == "features":
             from tfaural.data.tfds_source import resolve_data
             from tfaural.transfer import train_transfer

@@ -420,13 +420,32 @@ def make_figures(
 
     from tfaural import spectral
     from tfaural.auralise import Auraliser, to_linear_magnitude
-    from tfaural.cli import parse_index_list
+    from tfaural.cli import check_output_folder, parse_index_list
+
+    check_output_folder(output)
 
     config = config_from_model(model)
     is_choi = isinstance(config, ChoiConfig)
     if not is_choi and getattr(config, "family", "") == "mel-frame":
         raise ModelError("the mel-frame baseline has no figures here: its mel front end cannot be auralised and "
                          "gradient ascent needs a raw-waveform model")
+    # Every argument is checked (and the audio decoded) before the first figure is drawn.
+    levels = [b.level for b in conv_blocks(model)]
+    wanted = None
+    if not is_choi:
+        wanted = (list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
+                  if filter_layers else [lv for lv in levels if lv >= 1])
+    auraliser = clips = None
+    wanted_layers: tuple[int, ...] = ()
+    if audio_paths:
+        auraliser = Auraliser(model)
+        wanted_layers = parse_index_list(layers, flag="--layers", valid=auraliser.net.levels)
+        for layer in wanted_layers:  # a malformed or out-of-range --features fails here, not after a figure
+            _choose(features, np.zeros((1, auraliser.net.n_features(layer)), np.float32), layer=layer)
+        assert isinstance(config, (ChoiConfig, SampleCNNConfig))
+        default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
+        clips = _load_clips(audio_paths, sample_rate=int(config.sample_rate), offset=offset,
+                            seconds=seconds if seconds is not None else default_seconds)
     os.makedirs(output, exist_ok=True)
     written: list[str] = []
     chosen_features: dict[str, list[int]] = {}
@@ -434,9 +453,7 @@ def make_figures(
         weights = plot_first_layer_weights(model, os.path.join(output, "first-layer-weights.png"))
         written.append(os.path.basename(weights))
     else:
-        levels = [b.level for b in conv_blocks(model)]
-        wanted = (list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
-                  if filter_layers else [lv for lv in levels if lv >= 1])
+        assert wanted is not None
         spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for level in tqdm(wanted, desc="filter estimates", unit="layer", disable=not progress):
             try:
@@ -450,13 +467,8 @@ def make_figures(
         if spectra:
             written.append(os.path.basename(plot_filter_spectra(spectra, os.path.join(output, "filter-spectra.png"))))
     if audio_paths:
-        auraliser = Auraliser(model)
-        assert isinstance(config, (ChoiConfig, SampleCNNConfig))
+        assert auraliser is not None and clips is not None and isinstance(config, (ChoiConfig, SampleCNNConfig))
         rate = int(config.sample_rate)
-        default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
-        length = seconds if seconds is not None else default_seconds
-        clips = _load_clips(audio_paths, sample_rate=rate, offset=offset, seconds=length)
-        wanted_layers = parse_index_list(layers, flag="--layers", valid=auraliser.net.levels)
         n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, ChoiConfig) else (1024, 256)
         names = [os.path.splitext(os.path.basename(p))[0] for p in audio_paths]
         bar = tqdm(total=len(wanted_layers) * len(audio_paths), desc="deconvolving", unit="clip",
@@ -519,8 +531,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="SampleCNN: gradient-ascent iterations")
     args = parser.parse_args(argv)
     try:
+        from tfaural.cli import check_output_folder
         from tfaural.run import load_run
 
+        check_output_folder(args.output)  # before the model is loaded
         model, _ = load_run(args.run)
         summary = make_figures(
             model, args.output, audio_paths=args.audio, layers=args.layers, features=args.features,

@@ -109,3 +109,8 @@ def test_bad_input_is_a_clear_error(
     assert visualise.main(["--run", str(run), "--output", str(tmp_path / "o"), "--audio", str(good),
                            "--layers", "7"]) == 2
     assert "--layers" in capsys.readouterr().err
+    assert visualise.main(["--run", str(run), "--output", str(tmp_path / "o"), "--audio", str(good),
+                           "--features", "0-99"]) == 2
+    assert "--features" in capsys.readouterr().err
+    # every argument is checked before the first figure is drawn
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

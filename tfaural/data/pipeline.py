@@ -7,6 +7,10 @@ Two model families are fed:
 * ``"choi"``: STFT magnitudes of 4 s clips at 11,025 Hz (44,100 samples),
   float32 ``[batch, 257, 173, 1]``, computed in the graph with
   :func:`tfaural.spectral.magnitude` (``n_fft`` 512, hop 256, centred frames).
+* ``"musicnn"``: mel power spectrograms of 187-frame patches at 16 kHz (47,616
+  samples), float32 ``[batch, 96, 187, 1]`` (:func:`tfaural.spectral.melspectrogram`,
+  librosa's defaults: the front end of the imported musicnn taggers; they compress it
+  themselves).
 
 Labels are the records' multi-hot vectors, float32 ``[batch, num_labels]``.
 
@@ -43,7 +47,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfaural import spectral
-from tfaural.config import STFTConfig
+from tfaural.config import ChoiConfig, MusicnnConfig, STFTConfig
 from tfaural.data.tfrecord import PCM_SCALE, DatasetInfo, parse_example
 from tfaural.errors import DataError, ParameterError
 
@@ -58,9 +62,10 @@ __all__ = [
     "make_dataset",
     "make_track_dataset",
     "waveform_to_inputs",
+    "model_family",
 ]
 
-FAMILIES = ("samplecnn", "choi")
+FAMILIES = ("samplecnn", "choi", "musicnn")
 CROPS = ("random", "contiguous")
 
 SAMPLECNN_SEGMENT_LENGTH = 59049
@@ -71,6 +76,12 @@ CHOI_CLIP_LENGTH = 44100
 
 CHOI_STFT = STFTConfig(n_fft=512, hop_length=256)
 """STFT of the Choi et al. CNN: 257 bins x 173 frames for a 44,100-sample clip."""
+
+MUSICNN_PATCH_LENGTH = 47616
+"""Input length of the musicnn taggers: 186 hops of 256 samples, 187 centred frames at 16 kHz."""
+
+MUSICNN_MELS = 96
+"""Mel bands of the musicnn taggers' front end."""
 
 _MAX_GROUP = 4096  # segment records per track that make_track_dataset can regroup
 
@@ -88,8 +99,17 @@ def list_shards(pattern: str) -> list[str]:
     return files
 
 
+def model_family(config: Any) -> str:
+    """The input family of a model config: ``"choi"``, ``"musicnn"`` or ``"samplecnn"`` (waveform models)."""
+    if isinstance(config, ChoiConfig):
+        return "choi"
+    if isinstance(config, MusicnnConfig):
+        return "musicnn"
+    return "samplecnn"
+
+
 def _default_length(family: str) -> int:
-    return SAMPLECNN_SEGMENT_LENGTH if family == "samplecnn" else CHOI_CLIP_LENGTH
+    return {"samplecnn": SAMPLECNN_SEGMENT_LENGTH, "musicnn": MUSICNN_PATCH_LENGTH}.get(family, CHOI_CLIP_LENGTH)
 
 
 def input_shape(*, family: str, segment_length: int | None = None, stft: STFTConfig | None = None) -> tuple[int, ...]:
@@ -109,25 +129,36 @@ def input_shape(*, family: str, segment_length: int | None = None, stft: STFTCon
     if family == "samplecnn":
         return (length, 1)
     stft = stft or CHOI_STFT
-    return (stft.n_freq, spectral.n_frames(length, n_fft=stft.n_fft, hop_length=stft.hop_length), 1)
+    frames = spectral.n_frames(length, n_fft=stft.n_fft, hop_length=stft.hop_length)
+    return (MUSICNN_MELS if family == "musicnn" else stft.n_freq, frames, 1)
 
 
-def waveform_to_inputs(pcm: tf.Tensor, *, family: str, stft: STFTConfig | None = None) -> tf.Tensor:
+def waveform_to_inputs(
+    pcm: tf.Tensor, *, family: str, stft: STFTConfig | None = None, sample_rate: int | None = None
+) -> tf.Tensor:
     """Turns int16 segments into model inputs (in the graph).
 
     Args:
         pcm: int16 ``[..., segment_length]`` PCM segments.
-        family: ``"samplecnn"`` or ``"choi"``.
-        stft: STFT settings of the ``"choi"`` family (default :data:`CHOI_STFT`).
+        family: ``"samplecnn"``, ``"choi"`` or ``"musicnn"``.
+        stft: STFT settings of the spectrogram families (default :data:`CHOI_STFT`).
+        sample_rate: Sample rate in Hz (the ``"musicnn"`` family's mel filterbank).
 
     Returns:
-        float32 ``[..., segment_length, 1]`` waveforms in [-1, 1] (``samplecnn``) or
-        ``[..., n_freq, n_frames, 1]`` linear STFT magnitudes (``choi``).
+        float32 ``[..., segment_length, 1]`` waveforms in [-1, 1] (``samplecnn``),
+        ``[..., n_freq, n_frames, 1]`` linear STFT magnitudes (``choi``) or
+        ``[..., 96, n_frames, 1]`` mel power (``musicnn``).
     """
     waveform = tf.cast(pcm, tf.float32) / PCM_SCALE
     if family == "samplecnn":
         return waveform[..., tf.newaxis]
     stft = stft or CHOI_STFT
+    if family == "musicnn":
+        if sample_rate is None:
+            raise ParameterError("family='musicnn' needs the sample_rate of its mel filterbank")
+        mel = spectral.melspectrogram(waveform, sample_rate=sample_rate, n_fft=stft.n_fft,
+                                      hop_length=stft.hop_length, n_mels=MUSICNN_MELS, power=2.0)
+        return mel[..., tf.newaxis]
     mag = spectral.magnitude(waveform, n_fft=stft.n_fft, hop_length=stft.hop_length, win_length=stft.win_length)
     return mag[..., tf.newaxis]
 
@@ -203,9 +234,9 @@ def _plan(
         raise ParameterError(f"family={family!r} is invalid: expected one of {FAMILIES}")
     length = _default_length(family) if segment_length is None else segment_length
     _positive("segment_length", length)
-    if stft is not None and family != "choi":
-        raise ParameterError("stft= is only used by family='choi'")
-    stft = (stft or CHOI_STFT) if family == "choi" else None
+    if stft is not None and family == "samplecnn":
+        raise ParameterError("stft= is only used by the spectrogram families ('choi', 'musicnn')")
+    stft = (stft or CHOI_STFT) if family != "samplecnn" else None
     files = tuple(list_shards(pattern))
     info = info if info is not None else DatasetInfo.read(pattern)
     if sample_rate is not None and info.sample_rate != sample_rate:
@@ -325,7 +356,9 @@ def make_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
     ds = ds.map(
-        lambda pcm, labels: (waveform_to_inputs(pcm, family=family, stft=plan.stft), labels),
+        lambda pcm, labels: (
+            waveform_to_inputs(pcm, family=family, stft=plan.stft, sample_rate=plan.info.sample_rate), labels
+        ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     options = tf.data.Options()
@@ -380,7 +413,7 @@ def make_track_dataset(
     ds = ds.map(_parser(plan), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def to_inputs(pcm: tf.Tensor) -> tf.Tensor:
-        return waveform_to_inputs(pcm, family=family, stft=plan.stft)
+        return waveform_to_inputs(pcm, family=family, stft=plan.stft, sample_rate=plan.info.sample_rate)
 
     if plan.info.segment_length is None:
         def whole(r: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

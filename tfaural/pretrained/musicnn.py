@@ -308,8 +308,10 @@ def _read_variable(reader: Any, model: PretrainedModel, name: str, shapes: dict[
         raise ModelError(f"{model.key}: the checkpoint has no variable {name!r}")
     try:
         value = np.asarray(reader.get_tensor(name))
-    except tf.errors.OpError as err:
-        raise ModelError(f"{model.key}: cannot read variable {name!r} ({err.message.splitlines()[0]})") from None
+    except (tf.errors.OpError, IndexError, ValueError) as err:  # a truncated .data file: "Read less bytes ..."
+        message = getattr(err, "message", str(err)).splitlines()[0]
+        raise ModelError(f"{model.key}: cannot read variable {name!r} ({message}); the checkpoint is damaged, "
+                         f"reinstall: {INSTALL_COMMAND} --force-reinstall") from None
     if not np.all(np.isfinite(value)):
         raise ModelError(f"{model.key}: variable {name!r} holds NaN or Inf values")
     return value
@@ -544,3 +546,37 @@ def verify_import(
         delta = float(np.max(np.abs(value - reference)))
         errors[key] = delta if key == "taggram" else delta / max(float(np.max(np.abs(reference))), 1e-12)
     return errors
+
+
+def song_scores(keras_model: Any, info: RunInfo, waveform: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
+    """Song-level tag scores of an imported tagger for one mono waveform at ``info.audio.sample_rate``.
+
+    The waveform is cut into patches of ``info.segment.length`` samples every ``info.segment.step``
+    samples (a trailing partial patch is dropped, as the export's signatures do), each patch's mel
+    power goes through the model and the patch scores are averaged.
+
+    Args:
+        keras_model: The imported model.
+        info: Its run description.
+        waveform: float32 ``[samples]`` in [-1, 1], at least one patch long.
+        batch_size: Patches per model call.
+
+    Returns:
+        float32 ``[n_labels]``.
+    """
+    import tensorflow as tf
+
+    from tfaural import spectral
+
+    config = info.model
+    assert isinstance(config, MusicnnConfig)
+    length, hop = info.segment.length, info.segment.step
+    if waveform.size < length:
+        raise ModelError(f"the waveform has {waveform.size} samples; the model needs at least {length}")
+    patches = tf.signal.frame(tf.constant(waveform, tf.float32), length, hop)
+    scores = []
+    for start in range(0, int(patches.shape[0]), batch_size):
+        mel = spectral.melspectrogram(patches[start:start + batch_size], sample_rate=config.sample_rate,
+                                      n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels)
+        scores.append(np.asarray(keras_model(mel[..., tf.newaxis], training=False)))
+    return np.concatenate(scores).mean(axis=0)

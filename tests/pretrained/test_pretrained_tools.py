@@ -1,0 +1,144 @@
+"""An imported tagger used by every tool, end to end: CLI import, export + fresh-process verify, the Beam tag
+job over a mixed-format catalogue, evaluation on shared tags and a fine-tuning step."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from beam_jobs import make_tfrecords
+from tfaural import evaluate
+from tfaural.config import MusicnnConfig
+from tfaural.datasets import demo
+from tfaural.pretrained.probes import music_like
+from tfaural.run import load_run, read_run_info
+from tfaural.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("pretrained") / "mtt_vgg"
+    done = _run("tfaural.pretrained", "musicnn/MTT_vgg", "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "matches musicnn's own graph" in done.stdout and "hop 161 frames" in done.stdout
+    return out
+
+
+def test_import_writes_an_ordinary_run(run_dir: pathlib.Path) -> None:
+    model, info = load_run(run_dir)
+    assert model.get_layer("pool1").pool_size == (1, 4)
+    assert isinstance(info.model, MusicnnConfig) and info.model.architecture == "vgg"
+    assert info.audio.sample_rate == 16000 and info.task == "multi-label" and len(info.labels) == 50
+    assert info.segment.length == 47616 and info.segment.step == 161 * 256
+    pretrained = info.extra["pretrained"]
+    assert pretrained["published_scores"]["roc_auc"] == pytest.approx(0.9030, abs=1e-4)
+    assert pretrained["licence"].startswith("ISC")
+    assert max(pretrained["parity_with_original_graph"].values()) <= 1e-5
+    assert info.extra["front_end"]["patch_frames"] == 187
+    again = _run("tfaural.pretrained", "musicnn/MTT_vgg", "--output", str(run_dir))
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_list_and_help() -> None:
+    listed = _run("tfaural.pretrained", "--list")
+    assert listed.returncode == 0
+    for name in ("musicnn/MTT_vgg", "musicnn/MSD_vgg", "musicnn/MTT_musicnn", "musicnn/MSD_musicnn"):
+        assert name in listed.stdout
+    assert "ROC-AUC 0.903" in listed.stdout and "piano" in listed.stdout
+    assert "pip install --no-deps musicnn==0.1.0" in _run("tfaural.pretrained", "--help").stdout
+
+
+def test_export_verify_and_tag_a_mixed_catalogue(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    exported = _run("export", "--run", str(run_dir), "--output", str(tmp_path / "exports"))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    version = tmp_path / "exports" / "1"
+    metadata = json.loads((version / "assets" / "metadata.json").read_text())
+    assert metadata["family"] == "musicnn" and metadata["sample_rate"] == 16000
+    assert set(metadata["signatures"]) == {"serving_default", "serving_wav", "features"}
+    assert [level["layer"] for level in metadata["feature_levels"]] == ["pool3", "pool4", "pool5"]
+    assert metadata["mel"]["n_mels"] == 96 and metadata["input_scaling"] == {"mode": "log10", "log_c": 10000.0}
+
+    music = tmp_path / "music"
+    (music / "sub").mkdir(parents=True)
+    y = music_like(seconds=14.0, sample_rate=44100, seed=1, peak=0.8)
+    sf.write(music / "stereo.wav", np.stack([y, 0.5 * y], axis=1), 44100, subtype="PCM_24")
+    sf.write(music / "sub" / "low.flac", music_like(seconds=8.0, sample_rate=22050, seed=2, peak=0.9), 22050)
+    sf.write(music / "song.mp3", music_like(seconds=10.0, sample_rate=48000, seed=3, peak=0.5), 48000)
+    sf.write(music / "song.ogg", music_like(seconds=6.0, sample_rate=32000, seed=4, peak=0.5), 32000)
+    sf.write(music / "short.wav", np.zeros(8000, np.float32) + 0.1, 16000)  # 0.5 s: shorter than one patch
+    (music / "broken.flac").write_bytes(b"fLaC-not-really")
+    tagged = _run("beam_jobs.tag", "--input", f"{music}/**", "--model", str(version), "--output", str(tmp_path / "t"))
+    assert tagged.returncode == 0, tagged.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "t" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(pathlib.Path(r["path"]).name for r in rows) == sorted(
+        ["stereo.wav", "low.flac", "song.mp3", "song.ogg", "short.wav", "broken.flac"])  # each input exactly once
+    status = {pathlib.Path(r["path"]).name: r["status"] for r in rows}
+    assert status == {"stereo.wav": "ok", "low.flac": "ok", "song.mp3": "ok", "song.ogg": "ok",
+                      "short.wav": "failed", "broken.flac": "failed"}
+    with open(tmp_path / "t" / "tags.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 4
+    labels = read_run_info(run_dir).labels
+    for row in table:
+        scores = np.array([float(row[name]) for name in labels])
+        assert np.all((scores > 0) & (scores < 1))
+        assert row["top_labels"].split(";")[0] == labels[int(np.argmax(scores))]
+
+    features = _run("beam_jobs.extract_features", "--input", f"{music}/**", "--model", str(version), "--output",
+                    str(tmp_path / "f"))
+    assert features.returncode == 0, features.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "f" / "manifest.jsonl").read_text().splitlines()]
+    assert {pathlib.Path(r["path"]).name: r["status"] for r in rows} == status
+    vectors = [np.load(p)["features"] for p in sorted((tmp_path / "f" / "tracks").glob("*.npz"))]
+    assert len(vectors) == 4 and all(v.shape == (2 * 3 * 128,) and np.all(np.isfinite(v)) for v in vectors)
+
+
+@pytest.fixture(scope="module")
+def instruments(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small demo catalogue labelled by instrument (piano, strings, flute, drums ... ) as 16 kHz TFRecords."""
+    root = tmp_path_factory.mktemp("demo16k")
+    demo.render_catalogue(root, tracks_per_style=4, seconds=6.0, sample_rate=16000, seed=5, progress=False,
+                          split_fractions=(0.25, 0.25))
+    out = root / "tfrecords"
+    make_tfrecords.run([f"--manifest={root / 'manifest_instruments.csv'}", f"--output={out}", "--sample-rate=16000",
+                        "--runner=DirectRunner"])
+    return str(out)
+
+
+def test_evaluate_on_the_tags_a_catalogue_shares(run_dir: pathlib.Path, instruments: str) -> None:
+    result = evaluate.evaluate_run(str(run_dir), instruments, split="train", write=False, progress=False)
+    shared = set(result["labels_evaluated"])
+    assert shared and shared <= {"piano", "strings", "flute", "drums"}
+    assert "bass" in result["labels_ignored"] and "guitar" in result["model_labels_unused"]
+    assert result["n_tracks"] >= 4 and 0 <= result["roc_auc_macro"] <= 1
+
+
+def test_fine_tune_from_the_imported_tagger(run_dir: pathlib.Path, instruments: str, tmp_path: pathlib.Path) -> None:
+    config = TrainConfig(model="musicnn", epochs=1, steps_per_epoch=1, batch_size=2, checkpoint_every=0,
+                         learning_rate=1e-4)
+    result = train(instruments, str(tmp_path / "tuned"), config, init_from=str(run_dir), verbose=0)
+    assert result.epochs == 1
+    tuned, info = load_run(tmp_path / "tuned")
+    source, source_info = load_run(run_dir)
+    assert isinstance(info.model, MusicnnConfig) and info.model.pools == source_info.model.pools
+    assert info.labels != source_info.labels and tuned.get_layer("logits").output.shape[-1] == len(info.labels)
+    before, after = source.get_layer("conv3").get_weights()[0], tuned.get_layer("conv3").get_weights()[0]
+    assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.99  # started from the published weights
+    no_source = _run("tfaural.train", "--model", "musicnn", "--data", instruments, "--output", str(tmp_path / "x"))
+    assert no_source.returncode == 2 and "--init-from" in no_source.stderr
