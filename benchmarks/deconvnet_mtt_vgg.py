@@ -23,8 +23,15 @@ Reported:
   (:func:`tfaural.auralise.mel_to_linear_power`) and ``librosa.feature.inverse.mel_to_stft``
   on a rendered piano + drums excerpt (ground truth known) and on the deconvolved maps.
 
-Run ``python benchmarks/deconvnet_mtt_vgg.py [--quick] [--profile]``; prints one JSON object.
-``--quick`` (smoke mode, seconds): two layers of 16 features, one repeat, a short study.
+Allocator: with TensorFlow's default CPU allocator every large output is a fresh ``mmap``
+whose pages fault in on first touch, which costs more than the arithmetic of the memory-bound
+steps (unpooling, ReLU, the last layer); the run therefore sets
+``TF_CPU_ALLOCATOR_USE_BFC=true`` (TensorFlow's BFC allocator reuses its buffers), as a user
+running many deconvolutions should; ``--default-allocator`` measures without it.
+
+Run ``python benchmarks/deconvnet_mtt_vgg.py [--quick] [--profile] [--default-allocator]``;
+prints one JSON object. ``--quick`` (smoke mode, seconds): two layers of 16 features, one
+repeat, a short study.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "--default-allocator" not in sys.argv:  # read when TensorFlow creates its CPU allocator (first tensor)
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras
@@ -206,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--quick", action="store_true", help="smoke mode: 2 layers x 16 features, 1 repeat")
     parser.add_argument("--profile", action="store_true", help="also time the walk's rules one by one (eager)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of the batched computation")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="keep TensorFlow's default CPU allocator (see the module docstring)")
     args = parser.parse_args(argv)
 
     model = random_mtt_vgg()
@@ -284,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "benchmark": "deconvnet_mtt_vgg",
         "model": "musicnn_tagger('vgg') with MTT_vgg pools, random weights (BN scales of both signs)",
         "excerpt_seconds": round(n_samples / config.sample_rate, 3),
+        "cpu_allocator": "bfc" if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "true" else "default",
         "input": [config.n_mels, config.n_frames],
         "layers": levels,
         "features_per_layer": n_maps,

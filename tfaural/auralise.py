@@ -355,7 +355,9 @@ def log_mel_to_magnitude(
     """
     mel_power = spectral.log10_decompress(tf.nn.relu(deconvolved), log_c)
     linear = mel_to_linear_power(mel_power, filterbank, inversion=inversion)
-    return linear if power == 1.0 else tf.pow(linear, 1.0 / power)
+    if power == 1.0:
+        return linear
+    return tf.sqrt(linear) if power == 2.0 else tf.pow(linear, 1.0 / power)
 
 
 class MelAuraliser:

@@ -50,8 +50,10 @@ in one pass: every backward op runs on ``batch × k`` signals at once (the switc
 and ReLU masks of the one forward pass are shared by the ``k`` signals of an
 input). Until the first convolution on the way down each signal still has a single
 non-zero channel, so that part runs on ``[batch, ..., k]`` tensors and the first
-transposed convolution is a depthwise convolution with the features as channels
-(``n_maps`` times fewer operations than a full one on one-hot maps). Everything is
+transposed convolution uses only each feature's slice of the kernel (``n_maps`` times
+fewer operations than a full one on one-hot maps). Below it, unpooled signals stay at
+the pooled resolution through batch normalisation and ReLU, and a last convolution
+with one output channel (the spectrogram's) is fused with the unpooling. Everything is
 core TensorFlow (no ``py_function``) and works with unknown batch and time sizes,
 so exported signatures can call it.
 
@@ -634,28 +636,33 @@ def _correlate(y: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]]) -> tf.Ten
     return out[:, 0] if rank == 1 else out
 
 
-def _depthwise_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]], ctx: _Context) -> tf.Tensor:
+def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]], ctx: _Context) -> tf.Tensor:
     """The stride-1 adjoint of a convolution for one-channel signals ``[batch, *spatial, k]``.
 
     Each feature's signal has a single non-zero channel, so its transposed convolution needs only
-    that channel's slice of the kernel: a depthwise convolution with the features as channels
-    (channel multiplier = the layer's input channels).
+    that channel's slice of the kernel (``n_maps`` times fewer operations than a full one on
+    one-hot maps): with the signal's taps gathered as columns (``[positions, taps]``, small), one
+    product per feature with its ``[taps, channels_in]`` slice writes the result once, already
+    laid out ``[batch * k, *spatial, channels_in]`` (a depthwise convolution with the features
+    as channels would need a transpose of its ``k * channels_in``-channel output).
 
     Returns:
         ``[batch * k, *spatial_in, channels_in]``.
     """
     rank = len(pads)
-    kernel = tf.gather(kernel, ctx.features, axis=-2)  # [*kernel, k, channels_in]
-    y = tf.pad(value, [[0, 0], *pads, [0, 0]])
-    if rank == 1:
-        y, kernel = y[:, tf.newaxis], kernel[tf.newaxis]
-    out = tf.nn.depthwise_conv2d(y, kernel, strides=[1, 1, 1, 1], padding="VALID")
-    if rank == 1:
-        out = out[:, 0]
+    size = [int(n) for n in kernel.shape[:rank]]
     channels_in = int(kernel.shape[-1])
-    shape = tf.shape(out)
-    out = tf.reshape(out, tf.concat([shape[:-1], tf.stack([ctx.k, channels_in])], axis=0))  # [b, *s, k, c_in]
-    return ctx.merge(tf.transpose(out, [0, rank + 1, *range(1, rank + 1), rank + 2]))
+    taps = tf.reshape(kernel, [-1, int(kernel.shape[-2]), channels_in])  # [taps, channels_out, channels_in]
+    weights = tf.transpose(tf.gather(taps, ctx.features, axis=1), [1, 0, 2])  # [k, taps, channels_in]
+    y = tf.pad(value, [[0, 0], *pads, [0, 0]])
+    shape = tf.shape(y)
+    out = [shape[1 + i] - size[i] + 1 for i in range(rank)]
+    columns = tf.stack([y[(slice(None), *[slice(o[i], o[i] + out[i]) for i in range(rank)], slice(None))]
+                        for o in np.ndindex(*size)], axis=-1)  # [batch, *spatial_in, k, taps]
+    columns = tf.transpose(columns, [0, rank + 1, *range(1, rank + 1), rank + 2])  # [batch, k, *spatial_in, taps]
+    flat = tf.reshape(columns, tf.stack([ctx.batch, ctx.k, -1, len(list(np.ndindex(*size)))]))
+    result = tf.matmul(flat, weights)  # [batch, k, positions, channels_in]
+    return tf.reshape(result, tf.concat([[ctx.batch * ctx.k], out, [channels_in]], axis=0))
 
 
 def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
@@ -668,7 +675,7 @@ def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _
         pads = _adjoint_pads(layer, rank)
         kernel = _adjoint_kernel(layer, rank)
         if isinstance(cot, _Sparse):
-            return [_Dense(_depthwise_adjoint(cot.value, kernel, pads, ctx))]
+            return [_Dense(_one_channel_adjoint(cot.value, kernel, pads, ctx))]
         if isinstance(cot, _Unpooled) and _few_taps(kernel):
             return [_Dense(_unpooled_single_output_correlation(cot, kernel, pads, ctx))]
         return [_Dense(_correlate(ctx.dense(cot), kernel, pads))]
