@@ -29,6 +29,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("samplecnn_inference", "samplecnn_inference.py", [], 900),
     ("data_pipeline", "data_pipeline.py", [], 1200),
     ("deconvolution", "deconvolution.py", [], 900),
+    ("deconvnet_mtt_vgg", "deconvnet_mtt_vgg.py", ["--profile"], 1800),
     ("serving", "serving.py", [], 1200),
     ("beam_tag", "beam_tag.py", [], 1800),
     ("correlation", "correlation.py", [], 1800),
@@ -136,6 +137,17 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         "<= 2 s", deconv.get("meets_time_target"))
     add("... speed-up over the per-feature loop (reference code's way)", deconv.get("speedup_vs_eager_loop"),
         ">= 20x", deconv.get("meets_speedup_target"))
+    walks = deconv.get("general_vs_explicit_walk") or {}
+    for case, figures in walks.items():
+        add(f"General deconvnet vs the explicit walk it replaced, {case} (explicit / general time)",
+            figures.get("explicit_over_general"), "report (>= ~1: no slower)", None)
+    mtt = results.get("deconvnet_mtt_vgg", {})
+    add(f"MTT_vgg: {mtt.get('features', 640)} features of a 3-s excerpt deconvolved + auralised (s)",
+        mtt.get("batched_seconds_median"), "report", None)
+    add("... GFLOP/s as a fraction of the measured Conv2D ceiling", mtt.get("fraction_of_conv2d_ceiling"), ">= 0.5",
+        mtt.get("meets_fraction_target"))
+    add("... speed-up over the per-feature loop (reference code's way)", mtt.get("speedup_vs_eager_loop"), ">= 20x",
+        mtt.get("meets_speedup_target"))
     data = results.get("data_pipeline", {})
     add("tf.data segments/s per core / training step rate", data.get("feed_ratio"), ">= 20", data.get("meets_target"))
     serving = results.get("serving", {})

@@ -16,6 +16,12 @@ with the inverse compression, ``(exp(max(D, 0)) − 1) / C`` (negative values,
 which have no magnitude meaning there, are clipped to 0). For a linear-input
 model the map is used as it is (negative values flip the phase, as in the paper).
 
+**Log-mel models** (musicnn's taggers, :class:`MelAuraliser`): the deconvolution ends in
+the compressed log-mel domain ``log10(1 + C m)``; it is brought back to mel power, then to
+a linear-frequency magnitude by the pseudo-inverse of the mel filterbank (or non-negative
+least squares, :func:`mel_to_linear_power`), and reconstructed with the original phase
+(or as a mask) like the STFT models.
+
 For the raw-waveform SampleCNN family the 1D deconvolution already ends in the
 waveform domain, so its output *is* the auralisation (no STFT involved) — a
 capability the papers do not have.
@@ -48,10 +54,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfaural import spectral
-from tfaural.config import ChoiConfig
+from tfaural.config import ChoiConfig, MusicnnConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import config_from_model
+from tfaural.models.layers import InputScaling
 
 __all__ = [
     "MODES",
@@ -63,6 +70,11 @@ __all__ = [
     "auralise",
     "reconstruct",
     "normalise_peak",
+    "MEL_INVERSIONS",
+    "MelAuraliser",
+    "auralise_mel",
+    "log_mel_to_magnitude",
+    "mel_to_linear_power",
 ]
 
 MODES = ("phase", "mask")
@@ -196,6 +208,8 @@ class Auraliser:
         self.chunk_elements = chunk_elements
         self.win_length = win_length
         self.is_spectral = isinstance(self.config, ChoiConfig)
+        if isinstance(self.config, MusicnnConfig):
+            raise ModelError(f"model {model.name!r} takes mel power: auralise it with tfaural.auralise.MelAuraliser")
         if not self.is_spectral and getattr(self.config, "family", "samplecnn") == "mel-frame":
             raise ModelError(
                 "the mel-frame baseline cannot be auralised: its mel front end discards the STFT phase; "
@@ -321,3 +335,252 @@ def auralise(
 ) -> Auralisation:
     """Auralises features of one layer (see :class:`Auraliser`)."""
     return Auraliser(model)(waveform, layer=layer, features=features, mode=mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# Log-mel models (musicnn's taggers and any model whose deconvolution ends in log-mel)
+
+#: Ways from mel power back to linear-frequency power (see :func:`mel_to_linear_power`).
+MEL_INVERSIONS = ("pinv", "nnls")
+#: Projected-gradient iterations of the ``"nnls"`` inversion.
+NNLS_ITERATIONS = 50
+
+
+def mel_to_linear_power(
+    mel_power: tf.Tensor,
+    filterbank: np.ndarray,
+    *,
+    inversion: str = "pinv",
+    iterations: int = NNLS_ITERATIONS,
+) -> tf.Tensor:
+    """Linear-frequency power whose mel projection approximates ``mel_power`` (non-negative).
+
+    ``"pinv"``: the Moore–Penrose pseudo-inverse of the filterbank applied to the mel
+    power, negative values clipped to 0 (one matrix product). ``"nnls"``: non-negative
+    least squares, ``min ||F x - m||² s.t. x >= 0`` as ``librosa.feature.inverse.mel_to_stft``
+    solves it, here by ``iterations`` steps of accelerated projected gradient (FISTA) from the
+    clipped pseudo-inverse, in-graph. ``benchmarks/deconvnet_mtt_vgg.py`` measures both
+    (and librosa's) for quality and speed; the default is the one chosen there.
+
+    Args:
+        mel_power: float32 ``[..., n_mels, frames]``.
+        filterbank: ``[n_mels, n_freq]`` mel weights (:func:`tfaural.spectral.mel_filterbank`).
+        inversion: ``"pinv"`` or ``"nnls"``.
+        iterations: Iterations of ``"nnls"``.
+
+    Returns:
+        float32 ``[..., n_freq, frames]`` >= 0.
+
+    Raises:
+        ParameterError: For an unknown ``inversion`` or a filterbank that does not fit.
+    """
+    if inversion not in MEL_INVERSIONS:
+        raise ParameterError(f"inversion={inversion!r} is invalid: expected one of {MEL_INVERSIONS}")
+    weights = np.asarray(filterbank, dtype=np.float64)
+    mel_power = tf.convert_to_tensor(mel_power, tf.float32)
+    if weights.ndim != 2 or mel_power.shape[-2] not in (None, weights.shape[0]):
+        raise ParameterError(f"the filterbank {weights.shape} does not fit mel power of shape {mel_power.shape}: "
+                             "expected [n_mels, n_freq] with n_mels bands")
+    start = tf.nn.relu(tf.matmul(tf.constant(np.linalg.pinv(weights), tf.float32), mel_power))
+    if inversion == "pinv":
+        return start
+    forward = tf.constant(weights, tf.float32)
+    step = float(1.0 / np.linalg.norm(weights, 2) ** 2)  # 1 / Lipschitz constant of the gradient
+
+    def body(i: tf.Tensor, x: tf.Tensor, y: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        gradient = tf.matmul(forward, tf.matmul(forward, y) - mel_power, transpose_a=True)
+        x_next = tf.nn.relu(y - step * gradient)
+        t_next = (1.0 + tf.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        return i + 1, x_next, x_next + ((t - 1.0) / t_next) * (x_next - x), t_next
+
+    _, x, _, _ = tf.while_loop(lambda i, *_: i < iterations, body, (tf.constant(0), start, start, tf.constant(1.0)))
+    return x
+
+
+def log_mel_to_magnitude(
+    deconvolved: tf.Tensor,
+    filterbank: np.ndarray,
+    *,
+    log_c: float = spectral.MUSICNN_LOG_C,
+    power: float = 2.0,
+    inversion: str = "pinv",
+) -> tf.Tensor:
+    """Deconvolved log-mel maps → linear STFT magnitude.
+
+    The compression ``log10(1 + C m)`` is inverted (negative values, which have no power
+    meaning, clipped to 0), the mel power brought back to linear frequencies
+    (:func:`mel_to_linear_power`) and the ``power`` undone.
+
+    Args:
+        deconvolved: float32 ``[..., n_mels, frames]`` in the compressed log-mel domain.
+        filterbank: ``[n_mels, n_freq]`` mel weights.
+        log_c: The compression constant C.
+        power: Exponent of the magnitude the mel spectrogram was made of (2: power).
+        inversion: ``"pinv"`` or ``"nnls"``.
+
+    Returns:
+        float32 ``[..., n_freq, frames]`` >= 0.
+    """
+    mel_power = spectral.log10_decompress(tf.nn.relu(deconvolved), log_c)
+    linear = mel_to_linear_power(mel_power, filterbank, inversion=inversion)
+    if power == 1.0:
+        return linear
+    return tf.sqrt(linear) if power == 2.0 else tf.pow(linear, 1.0 / power)
+
+
+class MelAuraliser:
+    """Auralisation of a log-mel model (musicnn's taggers, or any model seeing log-compressed mel power).
+
+    waveform → STFT (:mod:`tfaural.spectral`) → mel power → the model → deconvolution of the
+    chosen features down to the log-mel domain (:class:`~tfaural.deconv.DeconvNet`) →
+    :func:`log_mel_to_magnitude` → the original STFT phase (``mode="phase"``) or the
+    original complex STFT as carrier of a soft mask (``mode="mask"``) → inverse STFT.
+    Peak-normalised per feature; an all-zero result is silence with a ``silent`` flag.
+
+    The model takes mel power ``[batch, n_mels, frames, 1]`` and compresses it itself: the
+    deconvolution ends at the output of that compression layer (an
+    :class:`~tfaural.models.layers.InputScaling` in ``"log10"`` mode, whose constant is
+    used; another layer can be named with ``input_layer``, then ``log_c`` is required).
+
+    Args:
+        model: The log-mel model (e.g. ``tfaural.models.musicnn_tagger``).
+        sample_rate: Sample rate in Hz of the waveforms (``None``: the model config's).
+        n_fft: FFT size (``None``: the config's).
+        hop_length: STFT hop (``None``: the config's).
+        n_mels: Mel bands (``None``: the config's).
+        filterbank: ``[n_mels, n_fft // 2 + 1]`` mel weights (``None``: Slaney mel, area
+            normalised, :func:`tfaural.spectral.mel_filterbank`, librosa's defaults).
+        power: Exponent of the magnitude in the mel spectrogram (2: power).
+        log_c: The compression constant (``None``: read from the compression layer).
+        inversion: ``"pinv"`` or ``"nnls"`` (:func:`mel_to_linear_power`).
+        method: The deconvolution's ReLU rule (:data:`tfaural.deconv.METHODS`).
+        input_layer: The compression layer (``None``: the model's front end).
+
+    Raises:
+        ModelError: If the deconvolution does not end in a log-compressed mel domain.
+        ParameterError: For missing or invalid settings.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        sample_rate: int | None = None,
+        n_fft: int | None = None,
+        hop_length: int | None = None,
+        n_mels: int | None = None,
+        filterbank: np.ndarray | None = None,
+        power: float = 2.0,
+        log_c: float | None = None,
+        inversion: str = "pinv",
+        method: str = "deconvnet",
+        input_layer: str | None = None,
+    ) -> None:
+        config = getattr(model, "tfaural_config", None)
+        settings = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
+        for name, value in settings.items():
+            if value is None:
+                settings[name] = getattr(config, name, None)
+            if not isinstance(settings[name], int) or settings[name] <= 0:  # type: ignore[operator]
+                raise ParameterError(f"{name}={settings[name]!r} is invalid: expected a positive integer "
+                                     "(pass it, or use a model whose config has it)")
+        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = (int(settings[k]) for k in settings)  # type: ignore[arg-type]
+        if inversion not in MEL_INVERSIONS:
+            raise ParameterError(f"inversion={inversion!r} is invalid: expected one of {MEL_INVERSIONS}")
+        self.net = DeconvNet(model, method=method, input_layer=input_layer)
+        self.log_c = self._compression(model, log_c)
+        if filterbank is None:
+            filterbank = spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
+        self.filterbank = np.asarray(filterbank, np.float32)
+        if self.filterbank.shape != (self.n_mels, self.n_fft // 2 + 1):
+            raise ParameterError(f"filterbank has shape {self.filterbank.shape}; expected "
+                                 f"({self.n_mels}, {self.n_fft // 2 + 1}) for n_mels={self.n_mels}, n_fft={self.n_fft}")
+        self.power = float(power)
+        self.inversion = inversion
+
+    def _compression(self, model: keras.Model, log_c: float | None) -> float:
+        name = self.net.input_layer
+        layer = model.get_layer(name) if name is not None else None
+        if isinstance(layer, InputScaling) and layer.mode == "log10":
+            return float(layer.c if log_c is None else log_c)
+        if layer is not None and log_c is not None:
+            return float(log_c)
+        raise ModelError(
+            f"model {model.name!r}: its deconvolution ends at {name or 'the model input'!r}, not at a log10(1 + C x) "
+            "compression of mel power; name the compression layer with input_layer= (and pass log_c=)"
+        )
+
+    def _mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        stft_matrix = spectral.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length)
+        magnitude = tf.abs(stft_matrix)
+        scaled = magnitude if self.power == 1.0 else tf.pow(magnitude, self.power)
+        mel = tf.einsum("mf,...ft->...mt", tf.constant(self.filterbank), scaled)
+        return stft_matrix, mel
+
+    def _auralisation(self, deconvolved: tf.Tensor, stft_matrix: tf.Tensor, mel: tf.Tensor, length: tf.Tensor,
+                      mode: str, activation: tf.Tensor) -> Auralisation:
+        linear = log_mel_to_magnitude(deconvolved, self.filterbank, log_c=self.log_c, power=self.power,
+                                      inversion=self.inversion)
+        audio = reconstruct(linear, stft_matrix, mode=mode, n_fft=self.n_fft, hop_length=self.hop_length, length=length)
+        return Auralisation(*normalise_peak(audio), deconvolved=deconvolved, spectrogram=mel, activation=activation)
+
+    @staticmethod
+    def _checked(waveform: tf.Tensor | np.ndarray, mode: str) -> tf.Tensor:
+        if mode not in MODES:
+            raise ParameterError(f"mode={mode!r} is invalid: expected one of {MODES}")
+        waveform = tf.convert_to_tensor(waveform, tf.float32)
+        return waveform[tf.newaxis] if waveform.shape.rank == 1 else waveform
+
+    def __call__(
+        self,
+        waveform: tf.Tensor | np.ndarray,
+        *,
+        layer: int | str,
+        features: Sequence[int] | tf.Tensor | None = None,
+        mode: str = "phase",
+    ) -> Auralisation:
+        """Auralises features of one layer for a batch of waveforms.
+
+        Args:
+            waveform: float32 ``[batch, samples]`` at :attr:`sample_rate`.
+            layer: A level or a layer name (:class:`~tfaural.deconv.DeconvNet`).
+            features: Feature indices; ``None``: all of the layer.
+            mode: ``"phase"`` or ``"mask"``.
+
+        Returns:
+            An :class:`Auralisation` whose ``deconvolved`` maps are log-mel ``[batch, k, n_mels,
+            frames]`` and whose ``spectrogram`` is the input's mel power ``[batch, n_mels, frames]``.
+        """
+        waveform = self._checked(waveform, mode)
+        stft_matrix, mel = self._mel_input(waveform)
+        deconvolved, activation = self.net(mel, layer=layer, features=features, return_activation=True)
+        return self._auralisation(deconvolved, stft_matrix, mel, tf.shape(waveform)[-1], mode, activation)
+
+    def layers(
+        self,
+        waveform: tf.Tensor | np.ndarray,
+        *,
+        layers: Sequence[int | str] | None = None,
+        features: Sequence[int] | tf.Tensor | None = None,
+        mode: str = "phase",
+    ) -> dict[int | str, Auralisation]:
+        """Auralises several layers with one shared forward pass (``None``: every level)."""
+        waveform = self._checked(waveform, mode)
+        stft_matrix, mel = self._mel_input(waveform)
+        maps = self.net.deconvolve_layers(mel, layers=layers, features=features)
+        return {layer: self._auralisation(d, stft_matrix, mel, tf.shape(waveform)[-1], mode,
+                                          self.net.last_activations[layer])
+                for layer, d in maps.items()}
+
+
+def auralise_mel(
+    model: keras.Model,
+    waveform: tf.Tensor | np.ndarray,
+    *,
+    layer: int | str,
+    features: Sequence[int] | tf.Tensor | None = None,
+    mode: str = "phase",
+    inversion: str = "pinv",
+) -> Auralisation:
+    """Auralises features of one layer of a log-mel model (see :class:`MelAuraliser`)."""
+    return MelAuraliser(model, inversion=inversion)(waveform, layer=layer, features=features, mode=mode)

@@ -99,23 +99,73 @@ def np_choi_deconv(model: keras.Model, x: np.ndarray, layer: int, feature: int) 
 # ------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("shape,p", [((1, 7, 5, 3), 2), ((2, 9, 2), 3), ((1, 8, 6, 2), 2), ((1, 10, 4), 2)])
-def test_switches_and_unpooling_on_odd_sizes(rng: np.random.Generator, shape: tuple[int, ...], p: int) -> None:
+def np_pool_general(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padding: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Max pooling by loops over windows (TensorFlow's padding rule): pooled values and, per pooled
+    value, the row-major window index of the window's first maximum."""
+    rank = x.ndim - 1
+    if padding == "same":
+        out = [-(-n // s) for n, s in zip(x.shape[:rank], strides)]
+        before = [max((o - 1) * s + p - n, 0) // 2 for o, s, p, n in zip(out, strides, size, x.shape[:rank])]
+    else:
+        out = [(n - p) // s + 1 for n, p, s in zip(x.shape[:rank], size, strides)]
+        before = [0] * rank
+    pooled = np.zeros((*out, x.shape[-1]))
+    switches = np.zeros((*out, x.shape[-1]), np.int64)
+    for idx in np.ndindex(*out):
+        for c in range(x.shape[-1]):
+            best, arg = -np.inf, -1
+            for w, offset in enumerate(np.ndindex(*size)):
+                pos = [i * s + o - b for i, s, o, b in zip(idx, strides, offset, before)]
+                if all(0 <= q < n for q, n in zip(pos, x.shape[:rank])) and x[(*pos, c)] > best:
+                    best, arg = x[(*pos, c)], w
+            pooled[(*idx, c)], switches[(*idx, c)] = best, arg
+    return pooled, switches
+
+
+def np_unpool_general(y: np.ndarray, switches: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...],
+                      padding: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Adds every pooled value at its switch (overlapping windows accumulate)."""
+    rank = len(size)
+    before = [max((o - 1) * s + p - n, 0) // 2 if padding == "same" else 0
+              for o, s, p, n in zip(y.shape[:rank], strides, size, shape)]
+    out = np.zeros((*shape, y.shape[-1]))
+    offsets = list(np.ndindex(*size))
+    for idx in np.ndindex(*y.shape[:rank]):
+        for c in range(y.shape[-1]):
+            offset = offsets[switches[(*idx, c)]]
+            out[(*[i * s + o - b for i, s, o, b in zip(idx, strides, offset, before)], c)] += y[(*idx, c)]
+    return out
+
+
+@pytest.mark.parametrize("shape,size,strides,padding", [
+    ((1, 7, 5, 3), (2, 2), (2, 2), "valid"),  # odd sizes: the floor leaves a row and a column out
+    ((2, 9, 2), (3,), (3,), "valid"),
+    ((1, 8, 6, 2), (2, 2), (2, 2), "valid"),
+    ((1, 10, 4), (2,), (2,), "valid"),
+    ((1, 12, 22, 3), (1, 4), (2, 2), "valid"),  # MTT_vgg's first pool: overlapping in time, skipping in freq
+    ((2, 7, 9, 2), (3, 3), (2, 2), "same"),  # overlapping on both axes, TensorFlow's "same" padding
+    ((1, 11, 3), (4,), (3,), "same"),
+    ((1, 6, 7, 2), (2, 3), (2, 3), "same"),  # non-overlapping with padding
+])
+def test_switches_and_unpooling_against_numpy(rng: np.random.Generator, shape: tuple[int, ...],
+                                              size: tuple[int, ...], strides: tuple[int, ...], padding: str) -> None:
     x = rng.standard_normal(shape).astype(np.float32)
-    x[0, 0, 0] = x[0, 1, 0] = 5.0  # a tie: the first maximum wins
-    rank = len(shape) - 2
-    pooled, switches = deconv.pool_with_switches(tf.constant(x), (p,) * rank)
-    layer = keras.layers.MaxPooling2D(p) if rank == 2 else keras.layers.MaxPooling1D(p)
+    x[0, 0, 0] = x[0, 1, 0] = 5.0  # a tie inside a window: the first maximum wins
+    pooled, switches = deconv.pool_with_switches(tf.constant(x), size, strides, padding)
+    layer = (keras.layers.MaxPooling2D if len(size) == 2 else keras.layers.MaxPooling1D)(size, strides, padding)
     np.testing.assert_array_equal(pooled.numpy(), layer(x).numpy())
+    signal = rng.standard_normal((shape[0], 2, *pooled.shape[1:])).astype(np.float32)
+    unpooled = deconv.unpool(tf.constant(signal), switches, size, strides, padding, input_shape=shape[1:-1]).numpy()
+    assert unpooled.shape == (shape[0], 2, *shape[1:])
     for b in range(shape[0]):
-        ref_pooled, ref_mask = np_pool(x[b].astype(np.float64), p)
-        np.testing.assert_allclose(pooled.numpy()[b], ref_pooled, rtol=0, atol=0)
-        np.testing.assert_array_equal(switches.numpy()[b], ref_mask)
-        signal = rng.standard_normal((2, *ref_pooled.shape)).astype(np.float32)
-        unpooled = deconv.unpool(tf.constant(signal[None]), switches[b : b + 1], (p,) * rank).numpy()[0]
+        ref_pooled, ref_switches = np_pool_general(x[b].astype(np.float64), size, strides, padding)
+        np.testing.assert_array_equal(pooled.numpy()[b], ref_pooled)
+        np.testing.assert_array_equal(switches.numpy()[b], ref_switches)
         for k in range(2):
-            np.testing.assert_array_equal(unpooled[k], np_unpool(signal[k].astype(np.float64), ref_mask, p))
-    assert switches.numpy().sum() == np.prod(pooled.shape)  # exactly one switch per window
+            expected = np_unpool_general(signal[b, k].astype(np.float64), ref_switches, size, strides, padding,
+                                         shape[1:-1])
+            np.testing.assert_allclose(unpooled[b, k], expected, rtol=1e-6, atol=1e-6)
 
 
 def _random_choi(n_layers: int, rng: np.random.Generator) -> keras.Model:
