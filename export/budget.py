@@ -77,6 +77,9 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # Not measured separately (the frame-level baselines are smaller than the 3^9-SampleCNN).
     "raw-frame": WorkBudget(),
     "mel-frame": WorkBudget(),
+    # The imported musicnn taggers (16 kHz, log-mel 96 x frames): MTT_vgg's 128 maps of the full 96 x frames
+    # grid are its widest; measured by benchmarks/memory.py --auralise (docs/serving.md).
+    "musicnn": WorkBudget(),
 }
 
 

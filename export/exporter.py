@@ -128,6 +128,7 @@ def build_module(
         deconv_shape=deconv_shape,
     )
     metadata["max_batch_segments"] = settings.max_batch_segments
+    metadata["layer_names"] = {str(level): name for level, name in settings.layer_names.items()}
     return module, metadata
 
 

@@ -149,12 +149,9 @@ def family_of(config: Config) -> str:
 def signature_names(family: str) -> tuple[str, ...]:
     """The signatures an export of ``family`` has.
 
-    The mel-frame model cannot be auralised (no phase); the imported musicnn taggers are
-    served for tagging and features (their deconvolution needs the general deconvnet).
+    The mel-frame model cannot be auralised (no phase).
     """
     names = ("serving_default", "serving_wav", "features", "deconvolve", "auralise")
-    if family == "musicnn":
-        return names[:3]
     return names[:-1] if family == "mel-frame" else names
 
 
@@ -183,6 +180,10 @@ def _signature_outputs(
     if family == "choi":
         deconvolve["spectrogram"] = _output(
             "float32", ["batch", "freq", "frames"], "linear STFT magnitude of the input"
+        )
+    elif family == "musicnn":
+        deconvolve["spectrogram"] = _output(
+            "float32", ["batch", "mels", "frames"], "mel power of the input (before the model's log10 compression)"
         )
     activation = _output("float32", ["batch", "k"], "maximum of each selected feature map (response strength)")
     deconvolve["activation"] = activation

@@ -51,7 +51,7 @@ import tensorflow as tf
 from export.budget import WorkBudget, budget_for
 from export.metadata import SIGNATURE_INPUTS, TOP_K, family_of, signature_names
 from tfaural import spectral
-from tfaural.auralise import Auraliser
+from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
 from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ExportError
@@ -86,6 +86,7 @@ class _Settings:
     top_k: int
     levels: tuple[int, ...]
     features_per_layer: dict[int, int]
+    layer_names: dict[int, str]
     feature_layers: tuple[str, ...]
     feature_channels: tuple[int, ...]
 
@@ -170,7 +171,7 @@ class ServingModule(tf.Module):
         chunk = self._settings.budget.deconv_chunk_elements
         win_length = (self._settings.stft or {}).get("win_length")
         self._auraliser = (
-            _Untracked({"auraliser": Auraliser(model, chunk_elements=chunk, win_length=win_length)})
+            _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk, win_length=win_length)})
             if "auralise" in signature_names(family) else None
         )
         self._feature_model = keras.Model(
@@ -528,9 +529,14 @@ class ServingModule(tf.Module):
         s = self._settings
         waveform, index, features = self._checked_deconv_inputs(waveform, layer, features)
         assert self._net is not None
-        x = magnitude = None
-        if s.stft is not None:
-            x = magnitude = self._magnitude(waveform)
+        x = spectrogram = None
+        if s.mel is not None:  # the imported log-mel taggers: the deconvolution ends in log-mel
+            auraliser = self._auraliser.items["auraliser"] if self._auraliser is not None else None
+            assert isinstance(auraliser, MelAuraliser)
+            spectrogram = auraliser.mel_input(waveform)[1]
+            x = spectrogram[..., tf.newaxis]
+        elif s.stft is not None:
+            x = spectrogram = self._magnitude(waveform)
         else:
             x = waveform
         branches = [
@@ -540,8 +546,8 @@ class ServingModule(tf.Module):
         ]
         deconvolved, activation = tf.switch_case(index, branches)
         outputs = {"deconvolved": deconvolved, "activation": activation}
-        if magnitude is not None:
-            outputs["spectrogram"] = magnitude
+        if spectrogram is not None:
+            outputs["spectrogram"] = spectrogram
         return outputs
 
     def _auralise(
@@ -669,6 +675,7 @@ def _settings(
         top_k=max(1, min(top_k, len(info.labels))),
         levels=levels,
         features_per_layer={level: net.n_features(level) for level in levels} if net is not None else {},
+        layer_names={level: net.layer_names[level] for level in levels} if net is not None else {},
         feature_layers=feature_layers,
         feature_channels=tuple(int(model.get_layer(name).output.shape[-1]) for name in feature_layers),
     )

@@ -72,6 +72,7 @@ __all__ = [
     "normalise_peak",
     "MEL_INVERSIONS",
     "MelAuraliser",
+    "auraliser_for",
     "auralise_mel",
     "log_mel_to_magnitude",
     "mel_to_linear_power",
@@ -204,7 +205,7 @@ class Auraliser:
     def __init__(self, model: keras.Model, *, chunk_elements: int | None = None,
                  win_length: int | None = None) -> None:
         self.net = DeconvNet(model)
-        self.config = config_from_model(model)
+        self.config: Any = config_from_model(model)
         self.chunk_elements = chunk_elements
         self.win_length = win_length
         self.is_spectral = isinstance(self.config, ChoiConfig)
@@ -264,7 +265,7 @@ class Auraliser:
         self,
         waveform: tf.Tensor | np.ndarray,
         *,
-        layer: int,
+        layer: int | str,
         features: Sequence[int] | tf.Tensor | None = None,
         mode: str | tf.Tensor = "phase",
         keep_deconvolved: bool = True,
@@ -275,7 +276,7 @@ class Auraliser:
 
         Args:
             waveform: float32 ``[batch, samples]`` at the model's sample rate.
-            layer: Block level (Choi: 1-5).
+            layer: A level (Choi: 1-5) or a layer name (:class:`~tfaural.deconv.DeconvNet`).
             features: Feature indices, each at most once; ``None``: all of the layer.
             mode: ``"phase"`` or ``"mask"`` (ignored for waveform models).
             keep_deconvolved: Also return the deconvolved maps (``False`` saves their memory).
@@ -297,11 +298,11 @@ class Auraliser:
         self,
         waveform: tf.Tensor | np.ndarray,
         *,
-        layers: Sequence[int] | None = None,
+        layers: Sequence[int | str] | None = None,
         features: Sequence[int] | tf.Tensor | None = None,
         mode: str = "phase",
         keep_deconvolved: bool = True,
-    ) -> dict[int, Auralisation]:
+    ) -> dict[int | str, Auralisation]:
         """Auralises several layers with one shared forward pass (``None``: every layer).
 
         Returns:
@@ -318,10 +319,30 @@ class Auraliser:
         }
 
 
+#: Largest exponent the inverse compressions are given (``exp(80)`` and ``10^30`` leave float32
+#: room for the filterbank products and the reconstruction): see :func:`_below_overflow`.
+MAX_LOG = 80.0
+MAX_LOG10 = 30.0
+
+
+def _below_overflow(deconvolved: tf.Tensor, limit: float) -> tf.Tensor:
+    """Shifts each map ``[..., rows, cols]`` down so that its maximum is at most ``limit``.
+
+    A deconvolution carries the gains of every layer it passed, so its values in a log domain
+    are not bounded by the input's: deep features of a real tagger reach tens to hundreds of
+    "log units", whose inverse compression overflows float32 (inf, then NaN in the inverse
+    STFT). Subtracting a constant in the log domain is a gain on the decompressed map (up to the
+    ``-1`` of ``expm1``, negligible there), and every auralisation is peak-normalised, so the
+    shift changes nothing audible; it applies only to maps whose maximum exceeds ``limit``.
+    """
+    top = tf.reduce_max(deconvolved, axis=[-2, -1], keepdims=True)
+    return deconvolved - tf.nn.relu(top - limit)
+
+
 def to_linear_magnitude(deconvolved: tf.Tensor, config: ChoiConfig) -> tf.Tensor:
     """Maps a deconvolution in the model's input scaling back to linear magnitude (module docstring)."""
     if config.input_scaling == "log":
-        return spectral.log_decompress(tf.nn.relu(deconvolved), c=config.log_c)
+        return spectral.log_decompress(_below_overflow(tf.nn.relu(deconvolved), MAX_LOG), c=config.log_c)
     return deconvolved
 
 
@@ -408,8 +429,9 @@ def log_mel_to_magnitude(
     """Deconvolved log-mel maps → linear STFT magnitude.
 
     The compression ``log10(1 + C m)`` is inverted (negative values, which have no power
-    meaning, clipped to 0), the mel power brought back to linear frequencies
-    (:func:`mel_to_linear_power`) and the ``power`` undone.
+    meaning, clipped to 0; a map whose maximum exceeds :data:`MAX_LOG10` is shifted down to it
+    first, a mere gain after decompression, instead of overflowing float32), the mel power
+    brought back to linear frequencies (:func:`mel_to_linear_power`) and the ``power`` undone.
 
     Args:
         deconvolved: float32 ``[..., n_mels, frames]`` in the compressed log-mel domain.
@@ -421,21 +443,32 @@ def log_mel_to_magnitude(
     Returns:
         float32 ``[..., n_freq, frames]`` >= 0.
     """
-    mel_power = spectral.log10_decompress(tf.nn.relu(deconvolved), log_c)
+    mel_power = spectral.log10_decompress(_below_overflow(tf.nn.relu(deconvolved), MAX_LOG10), log_c)
     linear = mel_to_linear_power(mel_power, filterbank, inversion=inversion)
     if power == 1.0:
         return linear
     return tf.sqrt(linear) if power == 2.0 else tf.pow(linear, 1.0 / power)
 
 
-class MelAuraliser:
+class MelAuraliser(Auraliser):
     """Auralisation of a log-mel model (musicnn's taggers, or any model seeing log-compressed mel power).
 
     waveform → STFT (:mod:`tfaural.spectral`) → mel power → the model → deconvolution of the
     chosen features down to the log-mel domain (:class:`~tfaural.deconv.DeconvNet`) →
     :func:`log_mel_to_magnitude` → the original STFT phase (``mode="phase"``) or the
     original complex STFT as carrier of a soft mask (``mode="mask"``) → inverse STFT.
-    Peak-normalised per feature; an all-zero result is silence with a ``silent`` flag.
+    Peak-normalised per feature with the silence rules of :func:`normalise_peak`; the
+    features go down and are reconstructed in bounded chunks, as in :class:`Auraliser`.
+
+    **Level in the log domain.** A deconvolution carries the gains of every layer it passed
+    (batch normalisations above all), so its values are not log-mel values of any real sound:
+    deep features of ``MTT_vgg`` come back at tens to a thousand "log10 units", whose literal
+    decompression ``10^x`` overflows float32 and, where it does not, keeps only the single
+    loudest bin. The deconvnet propagates patterns, not levels, so (``match_input_level``, the
+    default) each feature's map is first scaled so that its maximum equals the input's own
+    loudest compressed log-mel value: the feature is heard with the dynamic range of the music
+    it came from. With ``match_input_level=False`` the map is decompressed as it is (shifted
+    down only where it would overflow, :func:`log_mel_to_magnitude`).
 
     The model takes mel power ``[batch, n_mels, frames, 1]`` and compresses it itself: the
     deconvolution ends at the output of that compression layer (an
@@ -455,6 +488,10 @@ class MelAuraliser:
         inversion: ``"pinv"`` or ``"nnls"`` (:func:`mel_to_linear_power`).
         method: The deconvolution's ReLU rule (:data:`tfaural.deconv.METHODS`).
         input_layer: The compression layer (``None``: the model's front end).
+        chunk_elements: Bound of the deconvolution's working set per chunk of features
+            (``None``: the default).
+        match_input_level: Scale each deconvolved map to the input's loudest log-mel value
+            before decompression (see above).
 
     Raises:
         ModelError: If the deconvolution does not end in a log-compressed mel domain.
@@ -475,6 +512,8 @@ class MelAuraliser:
         inversion: str = "pinv",
         method: str = "deconvnet",
         input_layer: str | None = None,
+        chunk_elements: int | None = None,
+        match_input_level: bool = True,
     ) -> None:
         config = getattr(model, "tfaural_config", None)
         settings = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
@@ -488,6 +527,10 @@ class MelAuraliser:
         if inversion not in MEL_INVERSIONS:
             raise ParameterError(f"inversion={inversion!r} is invalid: expected one of {MEL_INVERSIONS}")
         self.net = DeconvNet(model, method=method, input_layer=input_layer)
+        self.config = config
+        self.chunk_elements = chunk_elements
+        self.win_length = None
+        self.is_spectral = True
         self.log_c = self._compression(model, log_c)
         if filterbank is None:
             filterbank = spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
@@ -497,6 +540,7 @@ class MelAuraliser:
                                  f"({self.n_mels}, {self.n_fft // 2 + 1}) for n_mels={self.n_mels}, n_fft={self.n_fft}")
         self.power = float(power)
         self.inversion = inversion
+        self.match_input_level = bool(match_input_level)
 
     def _compression(self, model: keras.Model, log_c: float | None) -> float:
         name = self.net.input_layer
@@ -510,67 +554,54 @@ class MelAuraliser:
             "compression of mel power; name the compression layer with input_layer= (and pass log_c=)"
         )
 
-    def _mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(complex STFT [batch, freq, frames], mel power [batch, n_mels, frames])`` of ``[batch, samples]``."""
         stft_matrix = spectral.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length)
         magnitude = tf.abs(stft_matrix)
         scaled = magnitude if self.power == 1.0 else tf.pow(magnitude, self.power)
         mel = tf.einsum("mf,...ft->...mt", tf.constant(self.filterbank), scaled)
         return stft_matrix, mel
 
-    def _auralisation(self, deconvolved: tf.Tensor, stft_matrix: tf.Tensor, mel: tf.Tensor, length: tf.Tensor,
-                      mode: str, activation: tf.Tensor) -> Auralisation:
-        linear = log_mel_to_magnitude(deconvolved, self.filterbank, log_c=self.log_c, power=self.power,
-                                      inversion=self.inversion)
-        audio = reconstruct(linear, stft_matrix, mode=mode, n_fft=self.n_fft, hop_length=self.hop_length, length=length)
-        return Auralisation(*normalise_peak(audio), deconvolved=deconvolved, spectrogram=mel, activation=activation)
-
-    @staticmethod
-    def _checked(waveform: tf.Tensor | np.ndarray, mode: str) -> tf.Tensor:
-        if mode not in MODES:
-            raise ParameterError(f"mode={mode!r} is invalid: expected one of {MODES}")
+    def _prepare(
+        self, waveform: tf.Tensor | np.ndarray, mode: str | tf.Tensor, keep_deconvolved: bool
+    ) -> tuple[tf.Tensor, tf.Tensor | None, Any, tuple[tf.DType, ...]]:
+        _check_mode(mode)
         waveform = tf.convert_to_tensor(waveform, tf.float32)
-        return waveform[tf.newaxis] if waveform.shape.rank == 1 else waveform
+        if waveform.shape.rank == 1:
+            waveform = waveform[tf.newaxis]
+        level = tf.reduce_max(tf.abs(waveform), axis=-1)  # [batch]: the input's peak
+        dtypes: tuple[tf.DType, ...] = (tf.float32, tf.bool, tf.float32)
+        if keep_deconvolved:
+            dtypes = (tf.float32, *dtypes)
+        stft_matrix, mel = self.mel_input(waveform)
 
-    def __call__(
-        self,
-        waveform: tf.Tensor | np.ndarray,
-        *,
-        layer: int | str,
-        features: Sequence[int] | tf.Tensor | None = None,
-        mode: str = "phase",
-    ) -> Auralisation:
-        """Auralises features of one layer for a batch of waveforms.
+        # The input's loudest compressed log-mel value, [batch, 1, 1, 1]: each deconvolved map is
+        # scaled to it before decompression (see the class docstring).
+        input_top = tf.reduce_max(spectral.log10_compress(mel, self.log_c), axis=[-2, -1])[:, tf.newaxis, tf.newaxis,
+                                                                                           tf.newaxis]
 
-        Args:
-            waveform: float32 ``[batch, samples]`` at :attr:`sample_rate`.
-            layer: A level or a layer name (:class:`~tfaural.deconv.DeconvNet`).
-            features: Feature indices; ``None``: all of the layer.
-            mode: ``"phase"`` or ``"mask"``.
+        def finish(deconvolved: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            scaled = deconvolved
+            if self.match_input_level:
+                top = tf.reduce_max(deconvolved, axis=[-2, -1], keepdims=True)
+                scaled = deconvolved * tf.math.divide_no_nan(input_top, tf.where(top > 0, top, tf.zeros_like(top)))
+            linear = log_mel_to_magnitude(scaled, self.filterbank, log_c=self.log_c, power=self.power,
+                                          inversion=self.inversion)
+            audio = reconstruct(linear, stft_matrix, mode=mode, n_fft=self.n_fft, hop_length=self.hop_length,
+                                length=tf.shape(waveform)[-1])
+            result = normalise_peak(audio, input_peak=level)
+            return (deconvolved, *result) if keep_deconvolved else result
 
-        Returns:
-            An :class:`Auralisation` whose ``deconvolved`` maps are log-mel ``[batch, k, n_mels,
-            frames]`` and whose ``spectrogram`` is the input's mel power ``[batch, n_mels, frames]``.
-        """
-        waveform = self._checked(waveform, mode)
-        stft_matrix, mel = self._mel_input(waveform)
-        deconvolved, activation = self.net(mel, layer=layer, features=features, return_activation=True)
-        return self._auralisation(deconvolved, stft_matrix, mel, tf.shape(waveform)[-1], mode, activation)
+        return mel[..., tf.newaxis], mel, finish, dtypes
 
-    def layers(
-        self,
-        waveform: tf.Tensor | np.ndarray,
-        *,
-        layers: Sequence[int | str] | None = None,
-        features: Sequence[int] | tf.Tensor | None = None,
-        mode: str = "phase",
-    ) -> dict[int | str, Auralisation]:
-        """Auralises several layers with one shared forward pass (``None``: every level)."""
-        waveform = self._checked(waveform, mode)
-        stft_matrix, mel = self._mel_input(waveform)
-        maps = self.net.deconvolve_layers(mel, layers=layers, features=features)
-        return {layer: self._auralisation(d, stft_matrix, mel, tf.shape(waveform)[-1], mode,
-                                          self.net.last_activations[layer])
-                for layer, d in maps.items()}
+
+def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None,
+                  win_length: int | None = None) -> Auraliser:
+    """The auraliser of a tfaural model: :class:`MelAuraliser` for the imported log-mel taggers
+    (:class:`~tfaural.config.MusicnnConfig`), :class:`Auraliser` otherwise."""
+    if isinstance(config_from_model(model), MusicnnConfig):
+        return MelAuraliser(model, chunk_elements=chunk_elements)
+    return Auraliser(model, chunk_elements=chunk_elements, win_length=win_length)
 
 
 def auralise_mel(
