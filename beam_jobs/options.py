@@ -165,6 +165,12 @@ class AuraliseOptions(PipelineOptions):
               help="Also write PNG spectrograms (magma, dB, one colour scale per layer of a track).")
         _flag(parser, "features_per_call", type=int, default=16, metavar="K",
               help="Feature maps deconvolved per signature call (memory grows with K). Default: 16.")
+        _flag(parser, "tags", type=int, default=3, metavar="N",
+              help="Explain each excerpt's N best tags: record their scores and, per layer, the features that "
+                   "contribute most to each (the export's attribute signature: activation x gradient of the "
+                   "tag's score); the listening report lists them next to the features' audio. 0: off. "
+                   "Default: 3 (capped at the export's number of labels and 10; off for exports made before "
+                   "the attribute signature).")
         _flag(parser, "report", action="store_true", default=False,
               help="When the run has finished, also write the HTML listening report (tfaural.report) into "
                    "OUTPUT/report/ (local --output only; otherwise run python -m tfaural.report on a copy).")

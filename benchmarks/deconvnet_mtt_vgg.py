@@ -171,7 +171,7 @@ def mel_inversion_study(model: keras.Model, waveform: np.ndarray, *, quick: bool
     # Deconvolved maps of every layer (no ground truth: how well each inversion keeps the mel maps).
     auraliser = auralise.MelAuraliser(model)
     features = list(range(0, 128, 32 if quick else 16))
-    maps = auraliser.net.deconvolve_layers(auraliser._mel_input(tf.constant(waveform[None]))[1],
+    maps = auraliser.net.deconvolve_layers(auraliser.mel_input(tf.constant(waveform[None]))[1],
                                            features=features)
     mel_maps = tf.concat([spectral.log10_decompress(tf.nn.relu(m[0]), auraliser.log_c) for m in maps.values()], 0)
     n_maps = int(mel_maps.shape[0])
@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     config = model.tfaural_config
     n_samples = config.segment_length  # 187 frames
     waveform = tf.constant(excerpt(config.sample_rate, n_samples)[None])
-    auraliser = auralise.MelAuraliser(model)
+    # chunk_elements=0: every feature of a layer in one pass (the exports bound memory with chunks of
+    # features instead, export/budget.py; "chunked_seconds" below times that path too).
+    auraliser = auralise.MelAuraliser(model, chunk_elements=0)
     levels = list(auraliser.net.levels[-2:] if args.quick else auraliser.net.levels)
     n_maps = 16 if args.quick else auraliser.net.n_features(levels[-1])
     features = tf.range(n_maps, dtype=tf.int32)
@@ -240,9 +242,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         batched_times += run_times(lambda: batched(waveform), warmup=0, repeats=1)
     batched_seconds = statistics.median(batched_times)
     ceiling = statistics.median(ceilings)
+    chunked_auraliser = auralise.MelAuraliser(model)  # the exports' path: features in bounded chunks
+    chunked = tf.function(lambda y: {k: v.audio for k, v in chunked_auraliser.layers(
+        y, layers=levels, features=features, mode="phase", keep_deconvolved=False).items()})
+    run_times(lambda: chunked(waveform), warmup=1, repeats=1)
+    chunked_seconds = statistics.median(run_times(lambda: chunked(waveform), warmup=0, repeats=repeats))
 
     # Profile by stage, each a compiled function of its own.
-    mel_input = tf.function(lambda y: auraliser._mel_input(y)[1])
+    mel_input = tf.function(lambda y: auraliser.mel_input(y)[1])
     mel = mel_input(waveform)
     forward = tf.function(lambda m: auraliser.net._graph.forward(
         auraliser.net._model_input(m), [auraliser.net._walk_to(auraliser.net.layer_name(levels[-1])).seed.output]))
@@ -253,9 +260,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         fn = tf.function(lambda m, level=level: auraliser.net(m, layer=level, features=features))
         walks[level] = statistics.median(run_times(lambda fn=fn: fn(mel), repeats=repeats))
     maps = tf.function(lambda m: auraliser.net.deconvolve_layers(m, layers=levels, features=features))(mel)
-    stft_matrix = spectral.stft(waveform, n_fft=config.n_fft, hop_length=config.hop_length)
-    rebuild = tf.function(lambda d: auraliser._auralisation(d, stft_matrix, mel, n_samples, "phase", d[:, :, 0, 0])
-                          .audio)
+    _, _, finish, _ = auraliser._prepare(waveform, "phase", False)
+    rebuild = tf.function(lambda d: finish(d)[0])
     stage["auralisation_all_layers"] = sum(
         statistics.median(run_times(lambda d=d: rebuild(d), repeats=repeats)) for d in maps.values())
     stage["deconvolution_per_layer"] = {str(k): round(v, 3) for k, v in walks.items()}
@@ -302,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "features": total_features,
         "batched_seconds_median": round(batched_seconds, 3),
         "batched_seconds_all": [round(t, 3) for t in batched_times],
+        "chunked_seconds_median": round(chunked_seconds, 3),
         "deconvolution_tflop": round(flops / 1e12, 3),
         "gflops": round(gflops, 1),
         "conv2d_ceiling_gflops": round(ceiling, 1),

@@ -43,7 +43,8 @@ Target: the longer file within 10 % of the shorter one.
 
 **Worst-case auralise** (``--auralise``, issue 17; :func:`run_auralise`): the largest call an
 export's budgets allow (``export/budget.py``), per exported family -- the Choi CNN of the paper
-(11,025 Hz, 64 maps per layer) and the 3^9-SampleCNN (22,050 Hz), random weights, default
+(11,025 Hz, 64 maps per layer), the 3^9-SampleCNN (22,050 Hz) and musicnn's vgg tagger (MTT_vgg's
+shape: 16 kHz log-mel, 128 maps per layer; the imported pretrained taggers), random weights, default
 budgets: one clip of ``max_deconv_seconds`` (30 s) and as many features as
 ``max_deconv_feature_samples`` allows (64) at the deepest layer and at the first layer, mode
 ``phase``, sent to the SavedModel's ``auralise`` signature in a fresh process that loads the export
@@ -513,6 +514,7 @@ QUICK_AURALISE: dict[str, Any] = {"max_deconv_seconds": 4.0, "max_deconv_feature
 QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "choi": {"n_filters": 16},
     "samplecnn_3_9": {"filter_sizes": (3,) * 7, "channels": (16,) * 6, "front_filters": 16, "top_filters": 32},
+    "musicnn_vgg": {"n_filters": 16},
 }
 
 
@@ -534,6 +536,31 @@ def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_featu
                    task="single-label", audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100),
                    stft=STFTConfig(n_fft=512, hop_length=256))
     budget = budget_for("choi", max_deconv_feature_seconds=max_deconv_feature_seconds)
+    return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
+                                 verify=False)
+
+
+def export_musicnn_vgg(base: str, *, max_deconv_seconds: float = 30.0,
+                       max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
+    """Exports a randomly initialised musicnn vgg tagger (MTT_vgg's shape: 16 kHz log-mel, 128 maps per layer,
+    50 tags; ``architecture``: ``MusicnnConfig`` fields); returns the version directory."""
+    import keras
+
+    from export import exporter
+    from export.budget import budget_for
+    from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+    from tfaural.models import config_from_model
+    from tfaural.models.musicnn import musicnn_tagger
+    from tfaural.run import RunInfo
+
+    keras.utils.set_random_seed(0)
+    model = musicnn_tagger(architecture="vgg", **architecture)
+    config = config_from_model(model)
+    info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(config.n_outputs)), task="multi-label",
+                   audio=AudioConfig(sample_rate=config.sample_rate),
+                   segment=SegmentConfig(length=config.segment_length),
+                   stft=STFTConfig(n_fft=config.n_fft, hop_length=config.hop_length))
+    budget = budget_for("musicnn", max_deconv_feature_seconds=max_deconv_feature_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
                                  verify=False)
 
@@ -628,7 +655,8 @@ def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, A
     root.mkdir(parents=True, exist_ok=True)
     families: dict[str, Any] = {}
     try:
-        for family, export in (("choi", export_choi), ("samplecnn_3_9", export_samplecnn_3_9)):
+        for family, export in (("choi", export_choi), ("samplecnn_3_9", export_samplecnn_3_9),
+                               ("musicnn_vgg", export_musicnn_vgg)):
             start = time.perf_counter()
             export_dir = export(str(root / family), **limits, **(QUICK_ARCHITECTURES[family] if quick else {}))
             export_seconds = time.perf_counter() - start
@@ -654,7 +682,8 @@ def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, A
             "benchmark": "peak memory of the largest auralise call an export allows (issue 17)",
             "target": f"at most {AURALISE_TARGET_MIB:g} MiB peak RSS of the process calling the SavedModel",
             "models": (QUICK_ARCHITECTURES if quick else
-                       "random weights: the paper's Choi CNN (11,025 Hz) and the 3^9-SampleCNN (22,050 Hz)"),
+                       "random weights: the paper's Choi CNN (11,025 Hz), the 3^9-SampleCNN (22,050 Hz) and "
+                       "musicnn's vgg tagger (MTT_vgg's shape, 16 kHz log-mel)"),
             "families": families,
             "meets_2gib": all(f["meets_2gib"] for f in families.values()),
             "quick": quick,

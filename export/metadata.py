@@ -39,6 +39,7 @@ __all__ = [
     "SIGNATURE_DESCRIPTIONS",
     "family_of",
     "signature_names",
+    "MAX_TOP_TAGS",
     "build_metadata",
     "write_metadata_files",
     "read_metadata",
@@ -98,6 +99,13 @@ _FEATURES = InputSpec(
     "k x batch x samples at most max_deconv_feature_samples",
 )
 _MODE = InputSpec("mode", "string", (), False, None, '"phase" (the paper: original phase) or "mask" (soft mask)')
+_TOP_TAGS = InputSpec(
+    "top_tags", "int32", (), False, None,
+    "how many of the clip's best labels to explain, 1 to min(10, number of labels); "
+    "top_tags x batch x samples at most max_deconv_feature_samples",
+)
+#: Most labels one ``attribute`` call explains.
+MAX_TOP_TAGS = 10
 _DECONV_WAVEFORM = dataclasses.replace(
     _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment; batch x samples at most "
     "max_deconv_samples (max_deconv_seconds in all)",
@@ -110,6 +118,7 @@ SIGNATURE_INPUTS: dict[str, tuple[InputSpec, ...]] = {
     "features": (_WAVEFORM,),
     "deconvolve": (_DECONV_WAVEFORM, _LAYER, _FEATURES),
     "auralise": (_DECONV_WAVEFORM, _LAYER, _FEATURES, _MODE),
+    "attribute": (_DECONV_WAVEFORM, _LAYER, _TOP_TAGS),
 }
 
 #: Signatures with unbatched inputs: REST clients must use the columnar ``inputs`` format.
@@ -126,6 +135,10 @@ SIGNATURE_DESCRIPTIONS: dict[str, str] = {
     "auralise": "the deconvolved features turned back into sound, peak-normalised to 0.9 per feature; a feature "
     "at or below silence_relative (-144 dB) of the input's peak, or of an input at or below input_silence_peak "
     "(-120 dBFS), is flagged silent and returned as silence",
+    "attribute": "which feature maps of one layer a clip's best labels come from: for each of the top_tags best "
+    "labels of the clip (segment-averaged scores, as serving_default), each feature's contribution, the sum over "
+    "its map of activation x gradient of the label's score (first-order Taylor: the part of the score that flows "
+    "through that feature), averaged over the clip's segments",
 }
 
 
@@ -151,8 +164,8 @@ def signature_names(family: str) -> tuple[str, ...]:
 
     The mel-frame model cannot be auralised (no phase).
     """
-    names = ("serving_default", "serving_wav", "features", "deconvolve", "auralise")
-    return names[:-1] if family == "mel-frame" else names
+    names = ("serving_default", "serving_wav", "features", "deconvolve", "auralise", "attribute")
+    return tuple(n for n in names if n != "auralise") if family == "mel-frame" else names
 
 
 def _output(dtype: str, shape: list[str | int], description: str) -> dict[str, Any]:
@@ -197,9 +210,19 @@ def _signature_outputs(
         "peak": _output("float32", ["batch", "k"], "peak amplitude before normalisation (0 if silent)"),
         "activation": activation,
     }
+    attribute = {
+        "scores": scores["scores"],
+        "tags": _output("int32", ["batch", "top_tags"], "indices of the clip's best labels, best first"),
+        "labels": _output("string", ["batch", "top_tags"], "their names"),
+        "contributions": _output(
+            "float32", ["batch", "top_tags", "features_per_layer"],
+            "each feature map's contribution to each of those labels' scores (activation x gradient, summed over "
+            "the map, averaged over segments); the largest are the features behind the label",
+        ),
+    }
     outputs = {
         "serving_default": scores, "serving_wav": scores, "features": features,
-        "deconvolve": deconvolve, "auralise": auralise,
+        "deconvolve": deconvolve, "auralise": auralise, "attribute": attribute,
     }
     return {name: outputs[name] for name in signature_names(family)}
 

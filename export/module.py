@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.budget import WorkBudget, budget_for
-from export.metadata import SIGNATURE_INPUTS, TOP_K, family_of, signature_names
+from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, signature_names
 from tfaural import spectral
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
 from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
@@ -94,7 +94,7 @@ class _Settings:
 class _Untracked:
     """A plain holder: objects inside are invisible to TensorFlow's object tracking."""
 
-    def __init__(self, items: dict[str, Any]) -> None:
+    def __init__(self, items: dict[Any, Any]) -> None:
         self.items = items
 
 
@@ -178,10 +178,17 @@ class ServingModule(tf.Module):
             model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
             name="serving_features",
         )
+        # One model per deconvolvable layer returning (that layer's maps, the scores) from one pass, for
+        # the gradients of ``attribute`` (weights shared with self.model; untracked: nothing saved twice).
+        self._attribution_models = _Untracked({
+            level: keras.Model(model.inputs[0], [model.get_layer(self._settings.layer_names[level]).output,
+                                                 model.outputs[0]], name=f"attribution_{level}")
+            for level in self._settings.levels
+        })
         self._labels = np.asarray(info.labels, dtype=object)
         implementations: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
             "serving_default": self._serving_default, "serving_wav": self._serving_wav, "features": self._features,
-            "deconvolve": self._deconvolve, "auralise": self._auralise,
+            "deconvolve": self._deconvolve, "auralise": self._auralise, "attribute": self._attribute,
         }
         # Held outside the tracked attributes: the SavedModel gets them as signatures only. Tracked
         # tf.functions would also be saved as object-graph functions, which tf.saved_model.save
@@ -569,6 +576,77 @@ class ServingModule(tf.Module):
         branches = [functools.partial(branch, level) for level in self._settings.levels]
         audio, silent, peak, activation = tf.switch_case(index, branches)
         return {"audio": audio, "silent": silent, "peak": peak, "activation": activation}
+
+
+    def _attribute(self, waveform: tf.Tensor, layer: tf.Tensor, top_tags: tf.Tensor) -> dict[str, tf.Tensor]:
+        s = self._settings
+        n_labels = len(self._labels)
+        most = min(MAX_TOP_TAGS, n_labels)
+        waveform = self._checked_waveform(
+            waveform, max_samples=s.max_deconv_samples, max_total=s.max_deconv_samples, calls="attribute",
+        )
+        top_tags = _checked_rank(top_tags, name="top_tags", rank=0, expected=f"an int32 scalar in [1, {most}]")
+        layer = _checked_rank(
+            layer, name="layer", rank=0, expected=f"an int32 scalar (shape []), one of {list(s.levels)}"
+        )
+        batch, n = tf.shape(waveform)[0], tf.shape(waveform)[1]
+        work = tf.cast(top_tags, tf.int64) * tf.cast(batch, tf.int64) * tf.cast(n, tf.int64)
+        checks = [
+            _assert(tf.logical_and(layer >= s.levels[0], layer <= s.levels[-1]),
+                    f"layer must be one of {list(s.levels)}; got {{}}", layer),
+            _assert(tf.logical_and(top_tags >= 1, top_tags <= most),
+                    f"top_tags must be in [1, {most}]; got {{}}", top_tags),
+            _assert(batch > 0, "waveform holds no clip (batch size 0); send at least one"),
+            _assert(work <= s.max_deconv_feature_samples,
+                    f"{{}} labels x {{}} clips x {{}} samples = {{}}; attribute takes at most "
+                    f"{s.max_deconv_feature_samples} per call: ask for fewer labels or send shorter clips",
+                    top_tags, batch, n, work),
+        ]
+        waveform = _after(checks, waveform)
+        index = _after(checks, layer - s.levels[0])
+        lengths = tf.fill([batch], n)
+        scores = self._scores(waveform, lengths)["scores"]  # [b, labels]
+        top = tf.math.top_k(scores, k=_after(checks, top_tags))
+        tags = top.indices  # [b, t]
+        flat, mask, counts = self._segments(waveform, lengths)  # [b * s, length], [b, s], [b]
+        n_segments = tf.shape(mask)[1]
+        t = tf.shape(tags)[1]
+        # One row per (tag, clip, segment): the segments of clip i, once for each of its t labels.
+        rows = tf.reshape(tf.tile(tf.reshape(flat, [1, batch, n_segments, -1]), [t, 1, 1, 1]),
+                          [-1, s.segment_length])
+        row_tags = tf.reshape(tf.tile(tf.transpose(tags)[:, :, tf.newaxis], [1, 1, n_segments]), [-1])
+
+        def branch(level: int) -> tf.Tensor:
+            model = self._attribution_models.items[level]
+            channels = s.features_per_layer[level]
+
+            def contributions(x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+                with tf.GradientTape() as tape:
+                    inputs = self._model_input(x)
+                    maps, predictions = model(inputs, training=False)
+                    chosen = tf.reduce_sum(predictions * tf.one_hot(labels, n_labels, dtype=predictions.dtype))
+                gradient = tape.gradient(chosen, maps)
+                axes = list(range(1, len(maps.shape) - 1))
+                return tf.reduce_sum(gradient * maps, axis=axes) if axes else gradient * maps  # [m, C]
+
+            limit = s.max_batch_segments
+            m = tf.shape(rows)[0]
+            n_chunks = tf.maximum(1, (m + limit - 1) // limit)
+            size = tf.maximum(1, (m + n_chunks - 1) // n_chunks)
+            padded_rows = tf.reshape(tf.pad(rows, [[0, n_chunks * size - m], [0, 0]]), [n_chunks, size, -1])
+            padded_tags = tf.reshape(tf.pad(row_tags, [[0, n_chunks * size - m]]), [n_chunks, size])
+            per_row = tf.map_fn(lambda pair: contributions(pair[0], pair[1]), (padded_rows, padded_tags),
+                                fn_output_signature=tf.TensorSpec([None, channels], tf.float32),
+                                parallel_iterations=1)
+            per_row = tf.reshape(per_row, [-1, channels])[:m]
+            per_row = tf.reshape(per_row, [t, batch, n_segments, channels])
+            weights = tf.cast(mask, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+            mean = tf.reduce_sum(per_row * weights, axis=2) / tf.cast(counts, tf.float32)[tf.newaxis, :, tf.newaxis]
+            return tf.transpose(mean, [1, 0, 2])  # [b, t, C]
+
+        contributions = tf.switch_case(index, [functools.partial(branch, level) for level in s.levels])
+        labels = tf.gather(tf.constant(self._labels, tf.string), tags)
+        return {"scores": scores, "tags": tags, "labels": labels, "contributions": contributions}
 
 
 def _settings(

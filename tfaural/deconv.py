@@ -1294,8 +1294,7 @@ class DeconvNet:
         limit = DEFAULT_CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
         size = tf.size(feats) if limit <= 0 else features_per_chunk(
             x, expansion=self.expansion, chunk_elements=limit)
-        static_k, static_size = tf.get_static_value(tf.size(feats)), tf.get_static_value(size)
-        one_pass = static_k is not None and static_size is not None and static_k <= static_size
+        one_pass = _fits_in_one_chunk(feats, size)
 
         def step(chunk: tf.Tensor) -> Any:
             maps = walk(chunk, switches if one_pass else dict(switches))
@@ -1483,6 +1482,13 @@ def features_per_chunk(x: tf.Tensor, *, expansion: float, chunk_elements: int) -
     return tf.cast(tf.clip_by_value(fits, 1.0, 2.0**30), tf.int32)
 
 
+def _fits_in_one_chunk(features: tf.Tensor, chunk_size: Any) -> bool:
+    """Whether :func:`map_feature_chunks` runs ``features`` without a loop (known statically)."""
+    k = tf.get_static_value(tf.size(features))
+    size = tf.get_static_value(tf.maximum(tf.cast(chunk_size, tf.int32), 1))
+    return k is not None and size is not None and int(k) <= int(size)
+
+
 @tf.autograph.experimental.do_not_convert
 def map_feature_chunks(fn: Callable[[tf.Tensor], Any], features: tf.Tensor, chunk_size: Any, *,
                        dtypes: Any = tf.float32) -> Any:
@@ -1506,8 +1512,7 @@ def map_feature_chunks(fn: Callable[[tf.Tensor], Any], features: tf.Tensor, chun
     features = tf.convert_to_tensor(features, tf.int32)
     k = tf.size(features)
     size = tf.maximum(tf.cast(chunk_size, tf.int32), 1)
-    static_k, static_size = tf.get_static_value(k), tf.get_static_value(size)
-    if static_k is not None and static_size is not None and static_k <= static_size:
+    if _fits_in_one_chunk(features, chunk_size):
         return fn(features)
     flat_dtypes = tf.nest.flatten(dtypes)
     n_chunks = (k + size - 1) // size

@@ -145,6 +145,9 @@ class TrackOutput:
         original: Absolute path of the original excerpt (``None`` when missing).
         original_spectrogram: Absolute path of the job's PNG of the original, if any.
         layers: ``{layer: features sorted by feature index}``.
+        tags: ``(label, score)`` of the excerpt's best tags, best first (the job's ``--tags``).
+        attribution: ``{label: {layer: ((feature, contribution), ...)}}``: the features contributing
+            most to each of those tags, largest first.
     """
 
     track_id: str
@@ -157,6 +160,8 @@ class TrackOutput:
     original: str | None
     original_spectrogram: str | None
     layers: Mapping[int, tuple[FeatureOutput, ...]]
+    tags: tuple[tuple[str, float], ...] = ()
+    attribution: Mapping[str, Mapping[int, tuple[tuple[int, float], ...]]] = dataclasses.field(default_factory=dict)
 
     def feature(self, layer: int, feature: int) -> FeatureOutput | None:
         """The given feature, or ``None`` if it was not auralised for this track."""
@@ -206,6 +211,10 @@ class AuraliseOutput:
     def features(self, layer: int) -> list[int]:
         """Every feature of ``layer`` auralised for at least one track, ascending."""
         return sorted({item.feature for track in self.tracks for item in track.layers.get(layer, ())})
+
+
+#: Features listed per tag and layer on a track page.
+TAG_FEATURES_SHOWN = 5
 
 
 def _local_directory(path: str | os.PathLike[str], what: str) -> str:
@@ -323,6 +332,21 @@ def _read_track(directory: str, folder: str, problems: list[str]) -> TrackOutput
                 '{"<layer>": [{"feature": K, "file": "layer<L>/feature<K>.wav", ...}, ...]}'
             ) from None
         layers[layer] = tuple(sorted(features, key=lambda f: f.feature))
+    tags: list[tuple[str, float]] = []
+    attribution: dict[str, dict[int, tuple[tuple[int, float], ...]]] = {}
+    try:
+        for item in data.get("tags") or []:
+            tags.append((str(item["label"]), float(item["score"])))
+        for label, per_layer in (data.get("attribution") or {}).items():
+            attribution[str(label)] = {
+                int(layer): tuple((int(e["feature"]), float(e["contribution"])) for e in entries)
+                for layer, entries in sorted(per_layer.items(), key=lambda kv: int(kv[0]))
+            }
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(
+            f"{path}: 'tags' or 'attribution' is malformed ({type(err).__name__}: {err}); expected "
+            '[{"label": name, "score": s}, ...] and {"<label>": {"<layer>": [{"feature": K, "contribution": c}]}}'
+        ) from None
     sample_rate = data.get("sample_rate")
     return TrackOutput(
         track_id=str(data.get("track_id") or folder),
@@ -336,6 +360,8 @@ def _read_track(directory: str, folder: str, problems: list[str]) -> TrackOutput
         original_spectrogram=existing(track_dir, data.get("original_spectrogram"),
                                       what="spectrogram of the original", required=True),
         layers=dict(sorted(layers.items())),
+        tags=tuple(tags),
+        attribution=attribution,
     )
 
 
@@ -1401,6 +1427,42 @@ class _Site:
             f'<a class="compare" href="{_esc(compare)}">Feature {_esc(name)} across tracks</a></li>'
         )
 
+    def tags_section(self, track: TrackOutput, page_dir: str) -> str:
+        """The excerpt's best tags with their scores and, per tag, the features behind it (``--tags``)."""
+        if not track.tags:
+            return ""
+        chips = " · ".join(f"<strong>{_esc(label)}</strong> {_number(score, 2)}" for label, score in track.tags)
+        blocks = []
+        for position, (label, _) in enumerate(track.tags):
+            rows = []
+            for layer, contributors in (track.attribution.get(label) or {}).items():
+                items = []
+                for feature, contribution in contributors[:TAG_FEATURES_SHOWN]:
+                    found = track.feature(layer, feature)
+                    name = f"{layer}-{feature}"
+                    if found is None:
+                        items.append(f'<li><span class="muted">{_esc(name)}</span> {_number(contribution)} '
+                                     '<span class="muted">(not auralised in this run)</span></li>')
+                        continue
+                    link = f"#layer{layer}-feature{feature}"
+                    player = _player(found.audio, page_dir, f"Feature {name} of {track.track_id}")
+                    silent = ' <span class="muted">(silent)</span>' if found.silent else ""
+                    items.append(f'<li><a href="{_esc(link)}">{_esc(name)}</a> {_number(contribution)}{silent}'
+                                 f"{player}</li>")
+                rows.append(f"<h4>Layer {layer}</h4><ol class=\"contributors\">{''.join(items)}</ol>")
+            blocks.append(
+                f"<details{' open' if position == 0 else ''}><summary>Features behind "
+                f"<strong>{_esc(label)}</strong></summary>{''.join(rows) or '<p>No layer explained.</p>'}</details>"
+            )
+        return (
+            '<section aria-labelledby="tags-heading"><h2 id="tags-heading">What the model says</h2>'
+            f'<p class="lede">Top tags of this excerpt: {chips}</p>'
+            '<p class="muted">For each tag, the features of each layer that contribute most to its score '
+            "(activation × gradient of the tag's score, summed over the feature map: the part of the score that "
+            "flows through the feature), largest first; play them here or jump to their cards.</p>"
+            f"{''.join(blocks)}</section>"
+        )
+
     def write_track(self, index: int) -> None:
         track = self.output.tracks[index]
         path = self.track_page(track)
@@ -1448,6 +1510,7 @@ class _Site:
                 f"{(' · ' + _esc(scale)) if scale else ''}</span></h2>"
                 f'<ul class="cards" data-sort-container>{cards}</ul></section>'
             )
+        explained = self.tags_section(track, page_dir)
         page_measure = ACTIVATION if ACTIVATION in measures else PEAK
         filters = _layer_filter(list(track.layers), scope="features", noun="features", extra=_SILENT_FIELD,
                                 order=page_measure)
@@ -1462,7 +1525,7 @@ class _Site:
             '<p class="muted">Every card below is one learnt feature: its deconvolution (what in this excerpt '
             "the feature responds to) drawn as a spectrogram and played back with the phase of the original. "
             f"{_MEASURE_NOTE[page_measure]}</p></div></div></section>"
-            f"{filters}"
+            f"{explained}{filters}"
             f'<div id="features">{"".join(sections) or "<p>No feature was auralised for this track.</p>"}</div>'
         )
         crumbs = [("Overview", _url(self.path("index.html"), page_dir)),

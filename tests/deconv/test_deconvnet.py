@@ -376,3 +376,34 @@ def test_front_end_compression_is_the_domain_for_a_spectral_layout() -> None:
         h = model.get_layer(name)(h)
     bare = keras.Model(inputs, h)
     np.testing.assert_allclose(whole, deconv.deconvolve(bare, scaled, layer="pool2").numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_layers_under_tf_function_equal_one_pass() -> None:
+    """Several layers, features in several chunks (in-graph loops) inside one tf.function: the switches a
+    loop computes stay in it (each chunk walks with its own cache), and the maps equal one pass."""
+    keras.utils.set_random_seed(4)
+    model = musicnn_tagger(architecture="vgg", n_outputs=3, n_filters=8)
+    net = deconv.DeconvNet(model)
+    mel = tf.constant(np.random.default_rng(0).uniform(0, 1, (1, 96, 187, 1)).astype(np.float32))
+    whole = net.deconvolve_layers(mel, layers=[2, 3], features=list(range(8)), chunk_elements=0)
+    chunked = tf.function(lambda m: net.deconvolve_layers(m, layers=[2, 3], features=tf.range(8),
+                                                          chunk_elements=96 * 187 * 8 * 3))(mel)
+    for layer in (2, 3):
+        reference = whole[layer].numpy()
+        np.testing.assert_allclose(chunked[layer].numpy(), reference, atol=1e-5 * np.abs(reference).max())
+
+
+def test_chunked_mel_auralisation_of_several_layers_under_tf_function() -> None:
+    """The exports' path: MelAuraliser.layers with tensor features, features in chunks, in one tf.function."""
+    from tfaural.auralise import MelAuraliser
+
+    keras.utils.set_random_seed(5)
+    model = musicnn_tagger(architecture="vgg", n_outputs=3, n_filters=8)
+    t = np.arange(47616) / 16000.0
+    waveform = tf.constant((0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t)))[None]
+                           .astype(np.float32))
+    whole = MelAuraliser(model, chunk_elements=0).layers(waveform, layers=[4, 5], features=list(range(8)))
+    chunked = tf.function(lambda y: {k: v.audio for k, v in MelAuraliser(model, chunk_elements=96 * 187 * 8 * 3).layers(
+        y, layers=[4, 5], features=tf.range(8), keep_deconvolved=False).items()})(waveform)  # 3 per chunk
+    for layer in (4, 5):
+        np.testing.assert_allclose(chunked[layer].numpy(), whole[layer].audio.numpy(), atol=1e-4)

@@ -94,6 +94,34 @@ def test_samplecnn_filter_spectra_and_deconvolution(
         _looks_like_a_figure(out / name)
 
 
+def test_log_mel_tagger_deconvolution_grid(tmp_path: pathlib.Path, write_audio: Callable[..., pathlib.Path]) -> None:
+    """An imported-style log-mel tagger (musicnn's vgg architecture, small, random weights): mel-band grids."""
+    from tfaural.config import MusicnnConfig
+    from tfaural.models.musicnn import musicnn_tagger
+
+    keras.utils.set_random_seed(1)
+    model = musicnn_tagger(architecture="vgg", n_outputs=4, n_filters=8)
+    config = config_from_model(model)
+    assert isinstance(config, MusicnnConfig)
+    info = RunInfo(model=config, labels=("a", "b", "c", "d"), task="multi-label",
+                   audio=AudioConfig(sample_rate=16000), segment=SegmentConfig(length=config.segment_length),
+                   stft=STFTConfig(n_fft=512, hop_length=256))
+    save_run(tmp_path / "mel", model, info)
+    track = write_audio("song.flac", chirp(200, 4000, 3.5, sample_rate=22050), sample_rate=22050)
+    out = tmp_path / "figures"
+    code = visualise.main(["--run", str(tmp_path / "mel"), "--output", str(out), "--audio", str(track),
+                           "--layers", "1,5", "--features", "top2", "--clip-seconds", "3"])
+    assert code == 0
+    summary = json.loads((out / visualise.FIGURES_FILE).read_text())
+    assert summary["figures"] == ["deconvolution-layer1.png", "deconvolution-layer5.png"]
+    assert all(len(summary["features"][layer]) == 2 for layer in ("1", "5"))
+    for name in summary["figures"]:
+        _looks_like_a_figure(out / name)
+    bad = visualise.main(["--run", str(tmp_path / "mel"), "--output", str(tmp_path / "f2"), "--audio", str(track),
+                          "--layers", "6"])
+    assert bad == 2 and not (tmp_path / "f2").exists()
+
+
 def test_bad_input_is_a_clear_error(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], write_audio: Callable[..., pathlib.Path]
 ) -> None:
