@@ -2,7 +2,7 @@
 
 A training run (``model.keras`` + ``run.json``) becomes ``EXPORT_BASE/<N>/``, a
 versioned SavedModel with the signatures ``serving_default``, ``serving_wav``,
-``features``, ``deconvolve`` and ``auralise`` (not for the mel-frame model),
+``features``, ``deconvolve``, ``auralise`` (not for the mel-frame model) and ``attribute``,
 ``assets/labels.txt``, ``assets/metadata.json`` and TF Serving warm-up requests.
 Its graph holds only core TensorFlow ops, so TF Serving, the Beam jobs and any
 TensorFlow program use it without tfaural installed. See ``docs/serving.md``.

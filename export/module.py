@@ -24,6 +24,11 @@ Decisions (documented in ``docs/serving.md`` too):
 * **Deconvolution / auralisation** take the whole input (not segmented): the
   conv part is size-agnostic. ``layer`` picks a branch of ``tf.switch_case``;
   ``features`` are validated against that layer's width and must not repeat.
+* **Attribution** (``attribute``): the clip's best labels (scores as ``serving_default``)
+  and, per label, each feature of ``layer``'s contribution ``sum(A * dS/dA)`` over its map,
+  averaged over segments. One Keras model per level returns that layer's maps and the scores
+  from one pass; each (label, segment) pair is a row of the batch, so the gradients of all
+  labels come from one backward pass per chunk of ``max_batch_segments`` rows.
 * **Budgets** (:mod:`export.budget`, stated in ``metadata.json``): besides each
   input's length, a call's ``batch × samples`` (``max_request_samples`` for the
   scoring and feature signatures, ``max_deconv_samples`` for the deconvolution

@@ -272,9 +272,15 @@ def test_report_over_http(site: pathlib.Path, server: str, driver: WebDriver, tm
     wait_for(driver, lambda b: b.execute_script("return document.readyState") == "complete", "track page loads")
     assert check_images(driver) == 1 + N_CARDS
     urls = audio_urls(driver)
-    assert len(urls) == 1 + N_CARDS and all(f"/auralised/{TRACKS[1][1]}/" in u for u in urls)
-    check_urls(urls)
-    state = make_playable(driver, index=3)
+    # the original, every card, and the players of "What the model says" (the features behind the top tags,
+    # the same files as their cards)
+    assert len(set(urls)) == 1 + N_CARDS and all(f"/auralised/{TRACKS[1][1]}/" in u for u in urls)
+    tag_players = driver.find_elements(By.CSS_SELECTOR, ".contributors audio")
+    assert 0 < len(tag_players) == len(urls) - 1 - N_CARDS
+    assert "Top tags of this excerpt" in driver.find_element(By.ID, "tags-heading").find_element(
+        By.XPATH, "..").text
+    check_urls(sorted(set(urls)))
+    state = make_playable(driver, index=urls.index(next(u for u in urls if u.endswith("/layer1/feature2.wav"))))
     assert state["src"].endswith("/layer1/feature2.wav") and abs(state["duration"] - SECONDS) < 0.01
 
     assert visible_cards(driver) == N_CARDS

@@ -1452,7 +1452,8 @@ class _Site:
                 rows.append(f"<h4>Layer {layer}</h4><ol class=\"contributors\">{''.join(items)}</ol>")
             blocks.append(
                 f"<details{' open' if position == 0 else ''}><summary>Features behind "
-                f"<strong>{_esc(label)}</strong></summary>{''.join(rows) or '<p>No layer explained.</p>'}</details>"
+                f"<strong>{_esc(label)}</strong></summary><div class=\"attribution\">"
+                f"{''.join(f'<div>{row}</div>' for row in rows) or '<p>No layer explained.</p>'}</div></details>"
             )
         return (
             '<section aria-labelledby="tags-heading"><h2 id="tags-heading">What the model says</h2>'

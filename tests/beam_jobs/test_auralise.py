@@ -75,6 +75,7 @@ def test_layout_and_audio_match_the_signature(
     assert (job["clip_seconds"], job["offset_seconds"], job["spectrograms"]) == (CLIP, OFFSET, True)
     assert job["model_dir"] == choi_export and job["metadata"]["sample_rate"] == CHOI_SR and job["created"]
     aural = signature(choi_export, "auralise")
+    attribute = signature(choi_export, "attribute")
     audible = 0
     for entry in (e for e in entries if e.error is None):
         folder = auralised / rows[entry.relative]["name"]
@@ -82,7 +83,7 @@ def test_layout_and_audio_match_the_signature(
         assert "NaN" not in text and "Infinity" not in text
         info = json.loads(text)
         assert set(info) == {"track_id", "path", "sample_rate", "offset_seconds", "clip_seconds", "original",
-                             "original_spectrogram", "layers", "checksums"}
+                             "original_spectrogram", "layers", "checksums", "tags", "attribution"}
         listed = [info["original"], info["original_spectrogram"]] + [
             name for features in info["layers"].values() for f in features for name in (f["file"], f["spectrogram"])]
         assert info["checksums"] == {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in listed}
@@ -115,6 +116,20 @@ def test_layout_and_audio_match_the_signature(
                 elif not feature["silent"]:
                     audible += 1
                     assert np.max(np.abs(y)) == pytest.approx(0.9, abs=1e-3)
+        # --tags 3 (the default): the excerpt's best tags and each layer's top contributors, as the export says
+        n_tags = min(3, len(job["metadata"]["labels"]))
+        for layer in ("1", "3"):
+            said = attribute(waveform=tf.constant(excerpt[np.newaxis]), layer=tf.constant(int(layer)),
+                             top_tags=tf.constant(n_tags))
+            labels = [v.decode() for v in said["labels"].numpy()[0]]
+            scores = said["scores"].numpy()[0]
+            assert info["tags"] == [{"label": name, "score": round(float(scores[i]), 6)}
+                                    for name, i in zip(labels, said["tags"].numpy()[0])]
+            for name, row in zip(labels, said["contributions"].numpy()[0].astype(np.float64)):
+                order = np.argsort(-row, kind="stable")[:8]
+                assert [e["feature"] for e in info["attribution"][name][layer]] == order.tolist()
+                np.testing.assert_allclose([e["contribution"] for e in info["attribution"][name][layer]],
+                                           row[order], atol=1e-6)
     assert audible >= 10, "random-weight features of non-silent music must mostly be audible"
     index = (auralised / "report" / "index.html").read_text()
     assert rows["rock/Song One.wav"]["track_id"] in index and "corrupt.wav" in index

@@ -188,7 +188,7 @@ def test_version_layout_and_assets(exported: Exported) -> None:
     assert meta["run_id"] == exported.info.run_id and meta["tfaural_version"] == exported.info.tfaural_version
     assert meta["max_seconds"] == MAX_SECONDS and meta["max_samples"] == MAX_SECONDS * RATE
     assert meta["model_config"]["kind"] in ("choi", "samplecnn")
-    expected_signatures = {"serving_default", "serving_wav", "features", "deconvolve", "auralise"}
+    expected_signatures = {"serving_default", "serving_wav", "features", "deconvolve", "auralise", "attribute"}
     assert set(meta["signatures"]) == expected_signatures
     assert set(exported.loaded.signatures.keys()) == expected_signatures
     if exported.family == "choi":

@@ -56,7 +56,7 @@ def test_wav_bytes_are_base64_objects_in_both_formats() -> None:
 
 def test_deconvolve_and_auralise_need_the_columnar_format() -> None:
     inputs = {"waveform": np.zeros((1, 8)), "layer": 2, "features": [0, 3]}
-    assert {"deconvolve", "auralise"} == client.COLUMNAR_ONLY
+    assert {"deconvolve", "auralise", "attribute"} == client.COLUMNAR_ONLY
     for signature, extra in (("deconvolve", {}), ("auralise", {"mode": "phase"})):
         with pytest.raises(ParameterError, match=rf"{signature}.*unbatched inputs.*use format='columnar'"):
             client.rest_predict_payload(signature, {**inputs, **extra}, format="row")
@@ -240,7 +240,8 @@ def test_warmup_inputs_cover_every_signature() -> None:
         "signatures": {name: {} for name in metadata.signature_names("mel-frame")},
     }
     inputs = warmup.warmup_inputs(meta)
-    assert set(inputs) == {"serving_default", "serving_wav", "features", "deconvolve"}
+    assert set(inputs) == {"serving_default", "serving_wav", "features", "deconvolve", "attribute"}
+    assert inputs["attribute"]["top_tags"] == 1  # no labels in this metadata: one
     assert inputs["serving_default"]["waveform"].shape == (1, 54)
     assert inputs["deconvolve"]["layer"] == 2 and inputs["deconvolve"]["features"].tolist() == [0]
     logs = warmup.warmup_requests(inputs)
@@ -301,7 +302,7 @@ def test_frame_level_baselines(family: str) -> None:
     info = RunInfo(model=config_from_model(model), labels=("a", "b", "c"), task="multi-label",
                    audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=16 * 27))
     module = ServingModule(model, info)
-    expected_names = {"serving_default", "serving_wav", "features", "deconvolve"}
+    expected_names = {"serving_default", "serving_wav", "features", "deconvolve", "attribute"}
     assert set(module.signature_names) == (expected_names if family == "mel-frame" else expected_names | {"auralise"})
     x = np.random.default_rng(4).standard_normal((1, 3 * 432)).astype(np.float32) * 0.3
     scores = module.call("serving_default", {"waveform": x})["scores"]
