@@ -133,11 +133,14 @@ class ModelDeconvolver:
 
     The Choi CNN gets the linear STFT magnitude of :mod:`tfaural.spectral` with the
     model's ``n_fft`` / ``hop_length`` (its input scaling is part of the net's front
-    end); waveform models (SampleCNN family) get the waveform. One ``tf.function``
-    per layer.
+    end); the imported musicnn taggers (:class:`~tfaural.config.MusicnnConfig`) get
+    mel power ``[batch, n_mels, frames, 1]`` (:func:`tfaural.spectral.melspectrogram`,
+    as their export's ``deconvolve`` signature computes it) and are deconvolved down to
+    their ``log10(1 + C x)`` compression, so the maps are log-mel ``[n_mels, frames]``;
+    waveform models (SampleCNN family) get the waveform. One ``tf.function`` per layer.
 
     Args:
-        model: A Choi CNN or SampleCNN-family model.
+        model: A Choi CNN, musicnn tagger or SampleCNN-family model.
 
     Raises:
         ModelError: If the model was not built by :mod:`tfaural.models` or cannot be deconvolved.
@@ -147,7 +150,7 @@ class ModelDeconvolver:
         import tensorflow as tf
 
         from tfaural import spectral
-        from tfaural.config import ChoiConfig
+        from tfaural.config import ChoiConfig, MusicnnConfig
         from tfaural.deconv import DeconvNet
         from tfaural.models import config_from_model
 
@@ -165,6 +168,12 @@ class ModelDeconvolver:
 
             def model_input(waveforms: tf.Tensor) -> tf.Tensor:
                 return spectral.magnitude(waveforms, n_fft=n_fft, hop_length=hop)
+        elif isinstance(config, MusicnnConfig):
+            mel = {"sample_rate": config.sample_rate, "n_fft": config.n_fft, "hop_length": config.hop_length,
+                   "n_mels": config.n_mels}
+
+            def model_input(waveforms: tf.Tensor) -> tf.Tensor:
+                return spectral.melspectrogram(waveforms, power=2.0, **mel)[..., tf.newaxis]
         else:
 
             def model_input(waveforms: tf.Tensor) -> tf.Tensor:
