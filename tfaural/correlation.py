@@ -7,9 +7,10 @@ several positions at one key). For an attribute -- ``"key"``, ``"chord"`` or
 a group every pair of signals differs only in that attribute (for keys with the
 paper's grid: 4 keys, so 6 pairs per (instrument, chord) group). For each pair
 and feature the Pearson correlation of the two deconvolved maps (flattened
-``[freq, frames]`` spectrograms for the Choi CNN, ``[samples]`` waveforms for
-SampleCNN models) is computed; the table reports per layer and attribute the
-mean and standard deviation over all features and pairs (the paper's Figure 10).
+``[freq, frames]`` spectrograms for the Choi CNN, log-mel ``[n_mels, frames]`` for the
+imported musicnn taggers, ``[samples]`` waveforms for SampleCNN models) is computed;
+the table reports per layer and attribute the mean and standard deviation over all
+features and pairs (the paper's Figure 10).
 
 Numerics. Each map is centred and scaled to unit norm once, in float64, and
 stored as float32; a correlation is then a dot product of two such vectors,
