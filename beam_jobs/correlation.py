@@ -12,7 +12,10 @@ Usage:
    sample rate, or read from the ``--signals`` cache folder.
 2. Every feature of every layer is deconvolved for every signal by the export's
    ``deconvolve`` signature through the shared RunInference handler: one call per
-   (signal, layer) with ``features`` = all maps of the layer.
+   (signal, layer) with ``features`` = all maps of the layer, or per (signal, layer,
+   chunk of features) when the export's per-call budget (``max_deconv_feature_samples``)
+   does not take them all at the signal length (e.g. musicnn's ``MTT_vgg``, 128 maps per
+   layer: all of them up to 15 s).
 3. Each deconvolved map is centred and scaled to unit norm (float64, stored as
    float32) and keyed, once per attribute, by (layer, attribute, values of the
    other two attributes, feature). A GroupByKey brings together the signals that
@@ -34,12 +37,18 @@ correlation: its pairs are counted in ``n_undefined`` and left out of the
 statistics, never NaN (see :mod:`tfaural.correlation`). The numbers equal those
 of :func:`tfaural.correlation.analyse` on the same signals to float32 precision.
 
+Any export with a ``deconvolve`` signature works: the Choi CNN (maps are linear-STFT
+spectrograms ``[freq, frames]``), SampleCNN models (waveforms ``[samples]``) and the
+imported musicnn taggers (16 kHz; log-mel maps ``[96 mels, frames]``); the signals are
+rendered at the export's own sample rate. See ``docs/correlation.md``.
+
 Memory: the grouping shuffles every normalised map three times (once per
 attribute). On a distributed runner (Dataflow) that is routine; the local
-DirectRunner keeps shuffled data in memory (~3 × 2.5 GB per layer for the
-paper's grid at 11,025 Hz), so for the full grid on one machine use
-:func:`tfaural.correlation.analyse` (``benchmarks/correlation.py``) or run the
-job on a few layers' worth of memory.
+DirectRunner keeps shuffled data in memory: 3 × n_signals × features × map size
+× 4 bytes per layer (~3 × 2.5 GB for the paper's grid with the Choi CNN at
+11,025 Hz, ~3 × 2.8 GB with ``MTT_vgg``: 128 maps of 96 × 251), so for the full
+grid on one machine use :func:`tfaural.correlation.analyse` (``benchmarks/correlation.py``)
+or run the job on a reduced grid.
 """
 
 from __future__ import annotations
@@ -247,14 +256,19 @@ class LoadSignal(beam.DoFn):
         yield _Signal(signal_id, index, self._audio[index])
 
 
-def _examples(signal: _Signal, *, widths: dict[int, int]) -> Iterator[tuple[tuple[str, int], dict[str, Any]]]:
-    """One ``deconvolve`` example per layer: all features of that layer."""
+def _examples(
+    signal: _Signal, *, widths: dict[int, int], per_call: dict[int, int]
+) -> Iterator[tuple[tuple[str, int, int], dict[str, Any]]]:
+    """``deconvolve`` examples keyed by ``(signal_id, layer, first feature)``: every feature of every layer,
+    ``per_call[layer]`` features per example (all of them when the export's budget allows)."""
     for layer, width in widths.items():
-        yield (signal.signal_id, layer), {
-            "waveform": signal.audio,
-            "layer": np.int32(layer),
-            "features": np.arange(width, dtype=np.int32),
-        }
+        step = per_call[layer]
+        for start in range(0, width, step):
+            yield (signal.signal_id, layer, start), {
+                "waveform": signal.audio,
+                "layer": np.int32(layer),
+                "features": np.arange(start, min(width, start + step), dtype=np.int32),
+            }
 
 
 _GroupKey = tuple[int, str, tuple[str, ...], int]  # (layer, attribute, other attribute values, feature)
@@ -262,7 +276,7 @@ _Member = tuple[int, str, np.ndarray, bool]  # (signal index, attribute value, z
 
 
 class NormaliseDeconvolution(beam.DoFn):
-    """``((signal_id, layer), PredictionResult)`` → keyed normalised maps, one per (attribute, feature).
+    """``((signal_id, layer, first feature), PredictionResult)`` → keyed normalised maps, one per (attribute, feature).
 
     Main output: ``((layer, attribute, others, feature), (index, value, z, constant))`` for every
     attribute whose group (the signals sharing ``others``) has pairs. Tagged output ``"constant"``:
@@ -281,8 +295,8 @@ class NormaliseDeconvolution(beam.DoFn):
         self._maps = beam.metrics.Metrics.counter(_METRICS, "deconvolutions")
         self._constant = beam.metrics.Metrics.counter(_METRICS, "constant_maps")
 
-    def process(self, element: tuple[tuple[str, int], PredictionResult]) -> Iterator[Any]:
-        (signal_id, layer), result = element
+    def process(self, element: tuple[tuple[str, int, int], PredictionResult]) -> Iterator[Any]:
+        (signal_id, layer, start), result = element
         inference = result.inference
         if isinstance(inference, InferenceFailure):
             raise ModelError(f"deconvolution of signal {signal_id!r}, layer {layer} failed: "
@@ -293,14 +307,14 @@ class NormaliseDeconvolution(beam.DoFn):
         index, attributes = self._signals[signal_id]
         for zero in np.flatnonzero(constant[0]):
             self._constant.inc()
-            yield beam.pvalue.TaggedOutput(self.CONSTANT, ConstantMap(layer, int(zero), signal_id))
+            yield beam.pvalue.TaggedOutput(self.CONSTANT, ConstantMap(layer, start + int(zero), signal_id))
         for attribute in self._names:
             others = tuple(attributes[name] for name in self._names if name != attribute)
             if others not in self._groups[attribute]:
                 continue
-            for feature in range(z.shape[1]):
-                yield ((layer, attribute, others, feature),
-                       (index, attributes[attribute], z[0, feature], bool(constant[0, feature])))
+            for offset in range(z.shape[1]):
+                yield ((layer, attribute, others, start + offset),
+                       (index, attributes[attribute], z[0, offset], bool(constant[0, offset])))
 
 
 def correlate_group(element: tuple[_GroupKey, Iterable[_Member]]) -> tuple[tuple[int, str, int], Moments]:
@@ -394,6 +408,7 @@ def _write_outputs(
     summary: dict[str, Any],
     title: str,
     widths: dict[int, int],
+    layer_names: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     # Attributes without pairs (e.g. a single timbre) have no groups: give them empty rows, as the library does.
     have = {(r.layer, r.attribute) for r in table}
@@ -408,7 +423,8 @@ def _write_outputs(
     constant = sorted(constant, key=lambda c: (c.layer, c.feature, order.get(c.signal_id, -1)))
     _write_bytes(beam_io.join(output, "correlations.csv"), correlation.table_csv(table).encode("utf-8"))
     _write_bytes(beam_io.join(output, "per_feature.parquet"), correlation.per_feature_parquet(per_feature))
-    _write_bytes(beam_io.join(output, "figure10.png"), correlation.figure10_png(table, title=title))
+    _write_bytes(beam_io.join(output, "figure10.png"), correlation.figure10_png(table, title=title,
+                                                                                   layer_names=layer_names))
     full = {
         **summary,
         "table": [row.to_dict() for row in table],
@@ -443,7 +459,8 @@ def build_pipeline(
     attributes = [s.attributes() for s in signals]
     groups = {name: set(correlation.attribute_groups(attributes, name, names=names)) for name in names}
     by_id = {s.signal_id: (i, s.attributes()) for i, s in enumerate(signals)}
-    widths = {int(layer): int(metadata["features_per_layer"][str(layer)]) for layer in metadata["deconvolvable_layers"]}
+    widths = _widths(metadata)
+    per_call = _features_per_call(metadata, widths, samples=int(np.shape(signals[0].audio)[-1]))
     handler = KeyedModelHandler(SignatureModelHandler(
         settings.model, signature="deconvolve", max_batch_size=settings.batch_size, outputs=["deconvolved"],
         intra_op_threads=intra_op_threads, one_example_per_call=True,
@@ -453,7 +470,7 @@ def build_pipeline(
         | "ListSignals" >> beam.Create([(i, s.signal_id) for i, s in enumerate(signals)])
         | "SpreadSignals" >> beam.Reshuffle()
         | "LoadSignals" >> beam.ParDo(LoadSignal(beam_io.join(settings.output, SIGNALS_FILE)))
-        | "OneExamplePerLayer" >> beam.FlatMap(_examples, widths=widths)
+        | "OneExamplePerLayer" >> beam.FlatMap(_examples, widths=widths, per_call=per_call)
         | "Deconvolve" >> RunInference(handler)
         | "NormaliseAndKeyByGroup" >> beam.ParDo(NormaliseDeconvolution(by_id, groups, names)).with_outputs(
             NormaliseDeconvolution.CONSTANT, main="maps")
@@ -485,12 +502,33 @@ def build_pipeline(
         summary=summary,
         title=_title(metadata),
         widths=widths,
+        layer_names=_layer_names(metadata),
     )
+
+
+def _widths(metadata: dict[str, Any]) -> dict[int, int]:
+    return {int(layer): int(metadata["features_per_layer"][str(layer)]) for layer in metadata["deconvolvable_layers"]}
+
+
+def _features_per_call(metadata: dict[str, Any], widths: dict[int, int], *, samples: int) -> dict[int, int]:
+    """Per layer: the features one ``deconvolve`` call asks for (the export's per-call budget)."""
+    return {layer: correlation.features_per_call(metadata, n_features=width, samples=samples)
+            for layer, width in widths.items()}
+
+
+def _layer_names(metadata: dict[str, Any]) -> dict[int, str] | None:
+    """Level -> the model's layer name (``metadata.json``'s ``layer_names``, e.g. musicnn's pool1..pool5)."""
+    names = metadata.get("layer_names")
+    return {int(level): str(name) for level, name in names.items()} if isinstance(names, dict) else None
 
 
 def _title(metadata: dict[str, Any]) -> str:
     labels = metadata.get("labels") or []
-    what = f"{metadata.get('family', 'model')} model" + (f" ({', '.join(labels[:4])})" if labels else "")
+    pretrained = ((metadata.get("run_extra") or {}).get("pretrained") or {}).get("name")
+    if pretrained:  # an imported tagger: its name says more than four of its 50 tags
+        what = f"{pretrained} ({len(labels)} tags)"
+    else:
+        what = f"{metadata.get('family', 'model')} model" + (f" ({', '.join(labels[:4])})" if labels else "")
     return f"Average correlation of every pair in each layer\n{what}; error bars: ±1 std"
 
 
@@ -520,6 +558,10 @@ def _check_signals(signals: Sequence[ModelSignal], metadata: dict[str, Any], set
             f"--signal-seconds {settings.grid.duration}: the signals have {n} samples but the export's deconvolve "
             f"signature takes {shortest}-{longest} samples ({shortest / rate:g}-{longest / rate:g} s at {rate} Hz)"
         )
+    try:
+        _features_per_call(metadata, _widths(metadata), samples=n)
+    except ParameterError as err:
+        raise ParameterError(f"--signal-seconds {settings.grid.duration}: {err}") from None
 
 
 def _intra_op_threads(options: PipelineOptions) -> int | None:
@@ -581,9 +623,13 @@ def run(
         "signal_ids": [s.signal_id for s in signals],
         "model": {
             "export_dir": settings.model,
-            **{key: metadata.get(key) for key in ("family", "sample_rate", "labels", "run_id", "stft",
-                                                  "input_scaling", "deconvolvable_layers", "features_per_layer")},
+            **{key: metadata.get(key) for key in ("family", "sample_rate", "labels", "run_id", "stft", "mel",
+                                                  "input_scaling", "deconvolvable_layers", "features_per_layer",
+                                                  "layer_names", "max_deconv_feature_samples")},
+            "pretrained": ((metadata.get("run_extra") or {}).get("pretrained") or {}).get("name"),
         },
+        "features_per_call": {str(layer): n for layer, n in _features_per_call(
+            metadata, _widths(metadata), samples=int(np.shape(signals[0].audio)[-1])).items()},
         "created_by": f"beam_jobs.correlation (tfaural {__version__})",
         "timings_seconds": {"render_signals": round(render_seconds, 3)},
     }

@@ -341,6 +341,41 @@ def test_samplecnn_waveform_maps_are_correlated(grid_signals: list[signals.Model
     assert result.row(layer, "instrument").n_pairs == 0  # one timbre: no instrument pairs
 
 
+def test_musicnn_maps_are_log_mel_deconvolutions_of_librosa_mel_power(tmp_path: pathlib.Path) -> None:
+    """A log-mel tagger (musicnn family) is fed mel power, not the waveform, and its maps are log-mel."""
+    import librosa
+
+    from tfaural.deconv import deconvolve
+    from tfaural.models import musicnn_tagger
+
+    keras.utils.set_random_seed(7)
+    model = musicnn_tagger(architecture="vgg", n_outputs=3, n_mels=64, n_frames=96, n_filters=8)
+    config = model.tfaural_config
+    grid = signals.SignalGrid(timbres=("sine",), chords=("major", "minor"), keys=("A3", "G4"), duration=2.0)
+    subset = signals.model_signals(grid, sample_rate=config.sample_rate, cache_dir=tmp_path)
+    maps = correlation.deconvolve_signals(model, subset, layers=[2, 5])
+    frames = int(2.0 * config.sample_rate) // config.hop_length + 1
+    assert maps[5].shape == (4, 8, 64, frames)  # [n, k, n_mels, frames]: the log-mel domain
+    mel = librosa.feature.melspectrogram(y=subset[1].audio.astype(np.float64), sr=config.sample_rate,
+                                         n_fft=config.n_fft, hop_length=config.hop_length, n_mels=64, power=2.0)
+    expected = deconvolve(model, mel[np.newaxis, ..., np.newaxis].astype(np.float32), layer=2).numpy()[0]
+    expected = expected.reshape(maps[2][1].shape)
+    # librosa's float64 mel vs tfaural's float32 one: equal to ~1e-5, except where a max-pool's switch
+    # flips between two near-equal inputs (observed: 0.1% of the values), so allow 1% of them to differ.
+    close = np.isclose(maps[2][1], expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert close.mean() > 0.99
+    for actual, wanted in zip(maps[2][1], expected):
+        assert np.corrcoef(actual.ravel(), wanted.ravel())[0, 1] > 0.99
+    result = correlation.analyse(model, subset, layers=[2, 5], progress=False)
+    reference = _reference_table(maps, [s.attributes() for s in subset])
+    for row in result.table:
+        values, n_pairs, n_undefined, _ = reference[(row.layer, row.attribute)]
+        assert (row.n_pairs, row.n_undefined) == (n_pairs, n_undefined)
+        if values:
+            assert row.mean == pytest.approx(np.mean(values), abs=TOL)
+    assert result.row(5, "key").n_pairs == 2 and result.row(5, "chord").n_pairs == 2
+
+
 def test_invalid_inputs_are_rejected(model: keras.Model, grid_signals: list[signals.ModelSignal]) -> None:
     wrong_rate = [dataclasses.replace(s, sample_rate=8000) for s in grid_signals]
     with pytest.raises(ParameterError, match="8000 Hz but the model expects 4000 Hz"):

@@ -7,9 +7,10 @@ several positions at one key). For an attribute -- ``"key"``, ``"chord"`` or
 a group every pair of signals differs only in that attribute (for keys with the
 paper's grid: 4 keys, so 6 pairs per (instrument, chord) group). For each pair
 and feature the Pearson correlation of the two deconvolved maps (flattened
-``[freq, frames]`` spectrograms for the Choi CNN, ``[samples]`` waveforms for
-SampleCNN models) is computed; the table reports per layer and attribute the
-mean and standard deviation over all features and pairs (the paper's Figure 10).
+``[freq, frames]`` spectrograms for the Choi CNN, log-mel ``[n_mels, frames]`` for the
+imported musicnn taggers, ``[samples]`` waveforms for SampleCNN models) is computed;
+the table reports per layer and attribute the mean and standard deviation over all
+features and pairs (the paper's Figure 10).
 
 Numerics. Each map is centred and scaled to unit norm once, in float64, and
 stored as float32; a correlation is then a dot product of two such vectors,
@@ -66,6 +67,7 @@ __all__ = [
     "ModelDeconvolver",
     "ExportDeconvolver",
     "as_deconvolver",
+    "features_per_call",
     "AnalysedSignal",
     "TableRow",
     "FeatureRow",
@@ -133,11 +135,14 @@ class ModelDeconvolver:
 
     The Choi CNN gets the linear STFT magnitude of :mod:`tfaural.spectral` with the
     model's ``n_fft`` / ``hop_length`` (its input scaling is part of the net's front
-    end); waveform models (SampleCNN family) get the waveform. One ``tf.function``
-    per layer.
+    end); the imported musicnn taggers (:class:`~tfaural.config.MusicnnConfig`) get
+    mel power ``[batch, n_mels, frames, 1]`` (:func:`tfaural.spectral.melspectrogram`,
+    as their export's ``deconvolve`` signature computes it) and are deconvolved down to
+    their ``log10(1 + C x)`` compression, so the maps are log-mel ``[n_mels, frames]``;
+    waveform models (SampleCNN family) get the waveform. One ``tf.function`` per layer.
 
     Args:
-        model: A Choi CNN or SampleCNN-family model.
+        model: A Choi CNN, musicnn tagger or SampleCNN-family model.
 
     Raises:
         ModelError: If the model was not built by :mod:`tfaural.models` or cannot be deconvolved.
@@ -147,7 +152,7 @@ class ModelDeconvolver:
         import tensorflow as tf
 
         from tfaural import spectral
-        from tfaural.config import ChoiConfig
+        from tfaural.config import ChoiConfig, MusicnnConfig
         from tfaural.deconv import DeconvNet
         from tfaural.models import config_from_model
 
@@ -165,6 +170,13 @@ class ModelDeconvolver:
 
             def model_input(waveforms: tf.Tensor) -> tf.Tensor:
                 return spectral.magnitude(waveforms, n_fft=n_fft, hop_length=hop)
+        elif isinstance(config, MusicnnConfig):
+            rate, n_fft, hop, n_mels = config.sample_rate, config.n_fft, config.hop_length, config.n_mels
+
+            def model_input(waveforms: tf.Tensor) -> tf.Tensor:
+                mel = spectral.melspectrogram(waveforms, sample_rate=rate, n_fft=n_fft, hop_length=hop,
+                                              n_mels=n_mels, power=2.0)
+                return mel[..., tf.newaxis]
         else:
 
             def model_input(waveforms: tf.Tensor) -> tf.Tensor:
@@ -188,8 +200,44 @@ class ModelDeconvolver:
         return np.asarray(self._functions[layer](tf.constant(waveforms, tf.float32)))
 
 
+def features_per_call(metadata: Mapping[str, Any], *, n_features: int, samples: int, batch: int = 1) -> int:
+    """How many features of one layer an export's ``deconvolve`` call may ask for.
+
+    An export states ``max_deconv_feature_samples`` (features × batch × samples of one call;
+    :mod:`export.budget`): e.g. 1920 feature-seconds take all 128 maps of an ``MTT_vgg`` layer
+    for clips of up to 15 s, but only 64 of a 30-s clip. Exports without the entry (format 1)
+    take every feature at once.
+
+    Args:
+        metadata: The export's ``metadata.json``.
+        n_features: Maps of the layer.
+        samples: Samples of each clip.
+        batch: Clips per call.
+
+    Returns:
+        The features per call, in ``1 .. n_features``.
+
+    Raises:
+        ParameterError: If not even one feature of ``batch`` clips of ``samples`` fits the budget.
+    """
+    limit = metadata.get("max_deconv_feature_samples")
+    if limit is None:
+        return n_features
+    fits = int(limit) // max(1, samples * batch)
+    if fits < 1:
+        rate = int(metadata.get("sample_rate") or 1)
+        raise ParameterError(
+            f"{batch} clip(s) of {samples} samples ({samples / rate:g} s at {rate} Hz) exceed the export's "
+            f"deconvolution budget of {int(limit)} feature-samples per call even for one feature: use shorter clips"
+        )
+    return min(n_features, fits)
+
+
 class ExportDeconvolver:
     """Deconvolves with the ``deconvolve`` signature of a tfaural SavedModel export.
+
+    A layer's features are asked for in as few calls as the export's per-call budget
+    allows (:func:`features_per_call`) and concatenated.
 
     Args:
         export_dir: An export version directory (``EXPORT_BASE/<N>``).
@@ -226,12 +274,19 @@ class ExportDeconvolver:
         """float32 ``[batch, samples]`` -> float32 ``[batch, n_features, *map_shape]``."""
         import tensorflow as tf
 
-        outputs = self._signature(
-            waveform=tf.constant(waveforms, tf.float32),
-            layer=tf.constant(layer, tf.int32),
-            features=tf.range(self.n_features(layer), dtype=tf.int32),
-        )
-        return np.asarray(outputs["deconvolved"])
+        width = self.n_features(layer)
+        waveform = tf.constant(waveforms, tf.float32)
+        step = features_per_call(self.metadata, n_features=width, samples=int(waveform.shape[-1]),
+                                 batch=int(waveform.shape[0]))
+        parts = [
+            np.asarray(self._signature(
+                waveform=waveform,
+                layer=tf.constant(layer, tf.int32),
+                features=tf.range(start, min(width, start + step), dtype=tf.int32),
+            )["deconvolved"])
+            for start in range(0, width, step)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 #: The deconvolvers of the most recently used Keras models (their traced tf.functions are reused).
@@ -887,12 +942,16 @@ def per_feature_parquet(rows: Sequence[FeatureRow]) -> bytes:
     return sink.getvalue()
 
 
-def figure10_png(table: Sequence[TableRow], *, title: str | None = None) -> bytes:
+def figure10_png(
+    table: Sequence[TableRow], *, title: str | None = None, layer_names: Mapping[int, str] | None = None
+) -> bytes:
     """The paper's Figure 10 as PNG bytes: mean ± std per layer, one line per attribute.
 
     Args:
         table: The rows of :func:`correlation_table` (rows without a mean are not drawn).
         title: Figure title (default: the paper's caption).
+        layer_names: Level -> the model's layer name, shown under the level number (e.g. musicnn's
+            ``pool1`` .. ``pool5``; the export's ``metadata.json`` ``layer_names``).
 
     Returns:
         PNG file bytes.
@@ -914,7 +973,11 @@ def figure10_png(table: Sequence[TableRow], *, title: str | None = None) -> byte
         means = [float(r.mean or 0.0) for r in rows]  # rows without a mean were left out above
         axes.errorbar([r.layer + offset for r in rows], means, yerr=[r.std or 0.0 for r in rows],
                       marker=markers.get(attribute, "D"), capsize=4, linewidth=1.5, label=attribute)
-    axes.set_xticks(layers)
+    if layer_names:
+        axes.set_xticks(layers, [f"{layer}\n{layer_names[layer]}" if layer in layer_names else str(layer)
+                                 for layer in layers])
+    else:
+        axes.set_xticks(layers)
     axes.set_xlabel("layer number")
     axes.set_ylabel("avg. correlation of every pair")
     axes.set_title(title or "Average correlation of every pair in each layer\nby variations of key, chord and "
@@ -927,11 +990,12 @@ def figure10_png(table: Sequence[TableRow], *, title: str | None = None) -> byte
     return buffer.getvalue()
 
 
-def plot_figure10(table: Sequence[TableRow], path: str | os.PathLike[str], *, title: str | None = None) -> str:
+def plot_figure10(table: Sequence[TableRow], path: str | os.PathLike[str], *, title: str | None = None,
+                  layer_names: Mapping[int, str] | None = None) -> str:
     """Writes :func:`figure10_png` to ``path`` (local file); returns the path."""
     path = os.fspath(path)
     with open(path, "wb") as handle:
-        handle.write(figure10_png(table, title=title))
+        handle.write(figure10_png(table, title=title, layer_names=layer_names))
     return path
 
 

@@ -26,6 +26,7 @@ from matplotlib import image as mpimg
 from beam_jobs import correlation as job
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, parse_job_args
 from export import exporter
+from export.budget import WorkBudget
 from tfaural import correlation, signals
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.correlation import ATTRIBUTES, FeatureRow, TableRow
@@ -121,6 +122,62 @@ def test_job_counters_and_overwrite(exported: tuple[keras.Model, str], job_run: 
     with pytest.raises(ParameterError, match="already holds results"):
         job.run([f"--model={export_dir}", f"--output={output}", *GRID, "--runner=DirectRunner"],
                 save_main_session=False)
+
+
+@pytest.mark.slow
+def test_features_are_split_to_fit_the_exports_per_call_budget(
+    exported: tuple[keras.Model, str], job_run: tuple[pathlib.Path, object], tmp_path: pathlib.Path
+) -> None:
+    """An export whose budget takes 2 of a layer's 4 features of a 2-s clip per call (as MTT_vgg's takes 128 of
+    128 maps up to 15 s, 64 of a 30-s clip): the job and the library ask in chunks and get the same numbers."""
+    model, _ = exported
+    info = RunInfo(model=config_from_model(model), labels=("ballad", "dance", "hiphop"), task="single-label",
+                   audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024),
+                   stft=STFTConfig(n_fft=64, hop_length=32))
+    # 5 feature-seconds = 20,000 feature-samples at 4 kHz: 2 features x 8,000 samples fit, 3 do not.
+    tight = exporter.export_model(model, info, tmp_path / "exports", max_deconv_seconds=4.0,
+                                  budget=WorkBudget(max_deconv_feature_seconds=5.0), verify=False)
+    metadata = json.loads((pathlib.Path(tight) / "assets" / "metadata.json").read_text())
+    assert correlation.features_per_call(metadata, n_features=4, samples=int(SECONDS * SR)) == 2
+    output = tmp_path / "correlation"
+    result = job.run([f"--model={tight}", f"--output={output}", *GRID, "--runner=DirectRunner"],
+                     save_main_session=False)
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]  # type: ignore[attr-defined]
+                if c.key.metric.namespace == "correlation"}
+    assert counters["deconvolutions"] == 8 * 5 * 2  # two calls per (signal, layer)
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["features_per_call"] == {str(layer): 2 for layer in range(1, 6)}
+
+    whole, _ = job_run  # the same model and grid, every feature in one call
+    chunked = correlation.read_table_csv((output / "correlations.csv").read_text())
+    reference = correlation.read_table_csv((whole / "correlations.csv").read_text())
+    assert [(r.layer, r.attribute, r.n_pairs, r.n_undefined) for r in chunked] == [
+        (r.layer, r.attribute, r.n_pairs, r.n_undefined) for r in reference]
+    for a, b in zip(chunked, reference):
+        assert (a.mean is None) == (b.mean is None)
+        if a.mean is not None:
+            assert a.mean == pytest.approx(b.mean, abs=TOL) and a.std == pytest.approx(b.std, abs=TOL)
+    rows = [FeatureRow(**r) for r in pq.read_table(output / "per_feature.parquet").to_pylist()]
+    whole_rows = [FeatureRow(**r) for r in pq.read_table(whole / "per_feature.parquet").to_pylist()]
+    assert [(r.layer, r.feature, r.attribute, r.n_undefined) for r in rows] == [
+        (r.layer, r.feature, r.attribute, r.n_undefined) for r in whole_rows]
+    for a_row, b_row in zip(rows, whole_rows):
+        assert (a_row.mean is None) == (b_row.mean is None)
+        if a_row.mean is not None:
+            assert a_row.mean == pytest.approx(b_row.mean, abs=TOL)
+    assert json.loads((whole / "summary.json").read_text())["zero_features"] == summary["zero_features"]
+
+    # The library's export path splits the same way.
+    library_signals = signals.model_signals(
+        signals.SignalGrid(timbres=("sine", "piano"), chords=("major", "minor"), keys=("A3", "G4"), duration=SECONDS),
+        sample_rate=SR)
+    maps = correlation.deconvolve_signals(tight, library_signals[:2], layers=[3])
+    expected = correlation.deconvolve_signals(model, library_signals[:2], layers=[3])
+    np.testing.assert_allclose(maps[3], expected[3], rtol=1e-5, atol=1e-6 * np.abs(expected[3]).max())
+    assert correlation.features_per_call(metadata, n_features=4, samples=16000) == 1
+    with pytest.raises(ParameterError, match="exceed the export's deconvolution budget of 20000 feature-samples"):
+        correlation.features_per_call(metadata, n_features=4, samples=12000, batch=2)
+    assert correlation.features_per_call({"sample_rate": SR}, n_features=4, samples=10**9) == 4  # format 1: no budget
 
 
 def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
