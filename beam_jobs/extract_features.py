@@ -45,11 +45,19 @@ Without --runner the job uses every core (DirectRunner, multi-processing).
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # The model starts loading in a process of its own while this process imports Beam (~2 s):
+    # see beam_jobs.model_process.
+    from beam_jobs.model_process import prestart
+
+    prestart(sys.argv[1:], signature="features")
+
 import dataclasses
 import io
 import logging
 import math
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -394,7 +402,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["features"], intra_op_threads=s.common.intra_op_threads,
                                     share_across_processes=s.common.share_model,
-                                    max_samples_per_call=s.plan.chunk_samples)
+                                    max_samples_per_call=s.plan.chunk_samples, model_server=s.common.model_server)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
@@ -455,7 +463,7 @@ def run(
     settings = settings.with_tracks(len(tracks))
     settings = configure_runner(
         "extract_features", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
-        save_main_session=save_main_session,
+        save_main_session=save_main_session, model_process=True,
     )
     prepare_output(settings.common, job="extract_features", job_settings=settings.job_settings(),
                    derived=[f"{SHARD_PREFIX}-*-of-*.{fmt}" for fmt in FORMATS])
@@ -468,7 +476,8 @@ def run(
     })
     logger.info("extract_features: %d track(s) -> %s (%s, %d shard(s)) with %s", len(tracks),
                 settings.common.output, settings.common.format, settings.num_shards, settings.common.model)
-    result = execute("extract_features", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
+    result = execute("extract_features", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline,
+                     model_signature=SIGNATURE)
     return result
 
 

@@ -23,7 +23,8 @@ Run as a script, it tags files the way musicnn's README shows, one ``top_tags`` 
 file, and prints one JSON object (used by ``benchmarks/peer_musicnn.py`` in a process of
 its own)::
 
-    python benchmarks/musicnn_v1_layers.py --model MTT_vgg --top-n 5 --output tags.jsonl FILE [FILE ...]
+    python benchmarks/musicnn_v1_layers.py --model MTT_vgg --top-n 5 FILE [FILE ...]
+    python benchmarks/musicnn_v1_layers.py --overflow-only FILE [FILE ...]
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def tag_files(paths: Sequence[str], *, model: str, top_n: int) -> dict[str, Any]
 def front_end_overflow(paths: Sequence[str]) -> dict[str, float]:
     """For every file, the fraction of musicnn's float16 mel bins that are infinite (its ``batch_data``)."""
     import numpy as np
+
+    install()
     from musicnn.extractor import batch_data
 
     out = {}
@@ -213,13 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", help="audio files")
     parser.add_argument("--model", default="MTT_vgg", help="musicnn model name (default MTT_vgg)")
     parser.add_argument("--top-n", type=int, default=5, help="tags per file (default 5)")
-    parser.add_argument("--overflow", action="store_true",
-                        help="also report the share of infinite bins of musicnn's float16 front end (not timed)")
+    parser.add_argument("--overflow-only", action="store_true",
+                        help="instead of tagging, print the share of infinite bins of musicnn's float16 front end "
+                             "per file")
     args = parser.parse_args(argv)
-    result = tag_files(args.files, model=args.model, top_n=args.top_n)
-    if args.overflow:
-        result["overflow"] = front_end_overflow(args.files)
-    print(json.dumps(result))
+    if args.overflow_only:
+        print(json.dumps(front_end_overflow(args.files)))
+        return 0
+    print(json.dumps(tag_files(args.files, model=args.model, top_n=args.top_n)))
     return 0
 
 

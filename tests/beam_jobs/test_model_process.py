@@ -1,0 +1,181 @@
+"""The model process of local runs (beam_jobs.model_process) and one-signature loading, on real exports.
+
+The job-level test runs ``python -m beam_jobs.tag`` with a ``sitecustomize`` that records, for every
+Python process of the run, whether it imported TensorFlow: only the model process may.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_inference import (
+    SAMPLECNN_SEGMENT,
+    SAMPLECNN_SR,
+    decode,
+    samplecnn_export,  # noqa: F401  (a fixture)
+    signature,
+)
+
+from beam_jobs.model_process import ModelProcess, RemoteSignature, SignatureCallError, load_signature
+from tfaural.errors import ModelError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def served(samplecnn_export: str) -> ModelProcess:  # noqa: F811
+    with ModelProcess(samplecnn_export, "serving_default", threads=1) as process:
+        yield process
+
+
+def test_served_signature_equals_the_in_process_one_and_reports_bad_examples(
+    served: ModelProcess, samplecnn_export: str, rng: np.random.Generator,  # noqa: F811
+) -> None:
+    remote = RemoteSignature(served.address)
+    assert remote.input_names == ("waveform",)
+    batch = (0.3 * rng.standard_normal((2, 3 * SAMPLECNN_SEGMENT))).astype(np.float32)
+    got = remote.call({"waveform": batch}, ("scores",))
+    assert set(got) == {"scores"}
+    want = signature(samplecnn_export, "serving_default")(waveform=tf.constant(batch))["scores"].numpy()
+    np.testing.assert_allclose(got["scores"], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(SignatureCallError) as caught:  # shorter than one segment: the in-graph check's message
+        remote.call({"waveform": np.zeros((1, 10), np.float32)})
+    assert caught.value.example_error and caught.value.error == "InvalidArgumentError"
+    assert f"need at least {SAMPLECNN_SEGMENT}" in caught.value.reason
+    again = remote.call({"waveform": batch[:1]})  # the process keeps serving
+    np.testing.assert_allclose(again["scores"], want[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_one_signature_savedmodel_is_what_the_jobs_load(samplecnn_export: str) -> None:  # noqa: F811
+    metadata = json.loads((pathlib.Path(samplecnn_export) / "assets" / "metadata.json").read_text())
+    assert metadata["signature_savedmodels"] == {name: f"assets.extra/signatures/{name}"
+                                                 for name in ("serving_default", "features")}
+    loaded, function = load_signature(samplecnn_export, "features")
+    assert sorted(loaded.signatures) == ["features"]  # nothing else was loaded
+    y = decode(_wav(samplecnn_export), SAMPLECNN_SR)[np.newaxis, : 4 * SAMPLECNN_SEGMENT]
+    full = signature(samplecnn_export, "features")(waveform=tf.constant(y))
+    own = function(waveform=tf.constant(y))
+    for name, value in full.items():
+        np.testing.assert_allclose(own[name].numpy(), value.numpy(), rtol=1e-6, atol=1e-7)
+    deconvolve = load_signature(samplecnn_export, "deconvolve")[0]  # no SavedModel of its own: the export
+    assert "deconvolve" in deconvolve.signatures and "serving_default" in deconvolve.signatures
+
+
+def _wav(export_dir: str) -> pathlib.Path:
+    """A 1-s chirp at the model's rate, written beside the export (once)."""
+    import soundfile as sf
+
+    path = pathlib.Path(export_dir).parent / "probe.wav"
+    if not path.exists():
+        t = np.arange(SAMPLECNN_SR) / SAMPLECNN_SR
+        sf.write(path, 0.5 * np.sin(2 * np.pi * (100 + 300 * t) * t), SAMPLECNN_SR)
+    return path
+
+
+def test_a_model_that_does_not_load_is_a_model_error_and_the_process_ends_with_its_launcher(
+    tmp_path: pathlib.Path,
+) -> None:
+    broken = tmp_path / "broken"
+    (broken / "assets").mkdir(parents=True)
+    (broken / "assets" / "metadata.json").write_text('{"sample_rate": 2000, "segment_length": 243}')
+    launcher = (
+        "import sys, time\n"
+        "from beam_jobs.model_process import ModelProcess, RemoteSignature\n"
+        "from tfaural.errors import ModelError\n"
+        f"process = ModelProcess({str(broken)!r}, 'serving_default')\n"
+        "print(process.process.pid, flush=True)\n"
+        "try:\n"
+        "    RemoteSignature(process.address)\n"
+        "except ModelError as err:\n"
+        "    print(err, flush=True)\n"
+        "import os; os._exit(3)  # dies without closing the model process\n"
+    )
+    done = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH",
+                                                                                                       "")])})
+    assert done.returncode == 3, done.stderr[-2000:]
+    pid_line, message = done.stdout.splitlines()[:2]
+    assert "cannot load the SavedModel" in message and str(broken) in message
+    pid = int(pid_line)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.1)
+    assert not _running(pid)  # its standard input closed with the launcher: it ended
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> None:  # noqa: F811
+    process = ModelProcess(samplecnn_export, "serving_default", threads=1)
+    process.close()
+    assert process.process.poll() is not None
+    start = time.monotonic()
+    with pytest.raises(ModelError, match="exited before it was ready"):
+        RemoteSignature(process.address)
+    assert time.monotonic() - start < 10
+
+
+SITECUSTOMIZE = '''
+import atexit, json, os, sys
+
+def _record():
+    folder = os.environ.get("TFAURAL_IMPORT_RECORDS")
+    if folder:
+        with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as handle:
+            json.dump({"argv": sys.orig_argv, "tensorflow": "tensorflow" in sys.modules}, handle)
+
+atexit.register(_record)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, tracks, workers", [
+    (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], 3, 2),
+    ([], 1, 0),  # the default for one track: the launcher decodes itself
+])
+def test_only_the_model_process_imports_tensorflow(
+    samplecnn_export: str, tmp_path: pathlib.Path, flags: list[str], tracks: int, workers: int,  # noqa: F811
+) -> None:
+    audio, records, site = tmp_path / "audio", tmp_path / "records", tmp_path / "site"
+    for folder in (audio, records, site):
+        folder.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    rng = np.random.default_rng(5)
+    import soundfile as sf
+
+    for index in range(tracks):
+        sf.write(audio / f"t{index}.wav", (0.3 * rng.standard_normal(int(1.1 * 44100))).astype(np.float32), 44100)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TFAURAL_IMPORT_RECORDS": str(records),
+           "PYTHONPATH": os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "beam_jobs.tag", f"--input={audio}/*", f"--model={samplecnn_export}",
+                           f"--output={tmp_path / 'tags'}", *flags], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"tag: {tracks} of {tracks} track(s) ok" in done.stderr
+    seen = [json.loads(path.read_text()) for path in records.glob("*.json")]
+    launcher = [r for r in seen if "beam_jobs.tag" in r["argv"]]
+    beam_workers = [r for r in seen if "apache_beam.runners.worker.sdk_worker_main" in r["argv"]]
+    assert len(launcher) == 1 and len(beam_workers) == workers, [r["argv"] for r in seen]
+    assert not any(r["tensorflow"] for r in launcher + beam_workers)
+    # ... and the model did run, elsewhere: the scores are the signature's
+    serving = signature(samplecnn_export, "serving_default")
+    for line in (tmp_path / "tags" / "tags.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        y = decode(pathlib.Path(record["path"]), SAMPLECNN_SR)
+        used = SAMPLECNN_SEGMENT * (len(y) // SAMPLECNN_SEGMENT)
+        want = serving(waveform=tf.constant(y[np.newaxis, :used]))["scores"].numpy()[0]
+        np.testing.assert_allclose(list(record["scores"].values()), want, rtol=1e-5, atol=1e-6)
