@@ -60,7 +60,7 @@ __all__ = [
     "main",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("beam_jobs.model_process")  # also when run as __main__
 
 #: Seconds a worker waits for the model process to accept its connection.
 CONNECT_TIMEOUT = 120.0
