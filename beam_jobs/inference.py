@@ -253,8 +253,13 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         process-wide cache: runners that set up and tear down the inference DoFn for every
         bundle (Beam's Dask runner does, per partition) would otherwise load it again each time.
         """
-        if self.model_server is not None:
-            remote = RemoteSignature(self.model_server)
+        if self.model_server is not None:  # connects on the first call: decoding need not wait for the model
+            try:
+                names: tuple[str, ...] | None = tuple(read_metadata(self.export_dir)["signatures"][self.signature]
+                                                      ["inputs"])
+            except (ModelError, KeyError, TypeError, OSError):
+                names = None
+            remote = RemoteSignature(self.model_server, input_names=names)
             remote.batched = self._batched_inputs(remote.input_names)
             return remote
         key = (self.export_dir, self.signature)

@@ -455,14 +455,23 @@ def close_prestarted() -> None:
 class RemoteSignature:
     """A signature served by a model process, called like :class:`LoadedSignature` (NumPy in, NumPy out).
 
-    One connection per thread; calls block until the model process has loaded.
+    One connection per thread, opened on the first call; calls block until the model process has
+    loaded, so a worker can decode while the model loads.
+
+    Args:
+        address: The model process.
+        input_names: The signature's inputs (from ``metadata.json``); ``None``: ask the model
+            process (which waits until it has loaded).
+        batched: The inputs with a batch axis.
     """
 
-    def __init__(self, address: ModelServerAddress, batched: frozenset[str] | None = None) -> None:
+    def __init__(self, address: ModelServerAddress, input_names: Sequence[str] | None = None,
+                 batched: frozenset[str] | None = None) -> None:
         self.address = address
         self._local = threading.local()
-        answer = self._request(("spec",))
-        self.input_names: tuple[str, ...] = tuple(answer[1])
+        if input_names is None:
+            input_names = self._request(("spec",))[1]
+        self.input_names: tuple[str, ...] = tuple(input_names)
         self.batched = batched if batched is not None else frozenset()
 
     def spec(self) -> tuple[frozenset[str], tuple[str, ...]]:
