@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.abc
+import importlib.machinery
 import json
 import logging
 import os
@@ -291,6 +293,51 @@ def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, 
         server.set_loaded(loaded)
 
 
+class _HideKeras:
+    """A ``sys.meta_path`` finder under which ``keras`` is an empty package and its submodules are missing.
+
+    ``import tensorflow`` eagerly imports ``keras.src.optimizers`` (to register Keras optimizers
+    for SavedModels that hold them) and, with it, all of Keras, scikit-learn and SciPy: about
+    40 % of TensorFlow's import time. An export holds no Keras objects (only ``tf.Variable`` s and
+    functions), so the model process imports TensorFlow with Keras hidden -- TensorFlow catches
+    the ``ImportError``, as it does where Keras is not installed -- and then removes this finder,
+    so that a later ``import keras`` works as usual. ``keras`` itself gets a spec (with its real
+    location) because TensorFlow asks for its folder without importing it.
+    """
+
+    class _EmptyPackage(importlib.abc.Loader):
+        def create_module(self, spec: Any) -> None:
+            return None
+
+        def exec_module(self, module: Any) -> None:
+            module.__path__ = []
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name == "keras":
+            real = importlib.machinery.PathFinder.find_spec(name)
+            return importlib.machinery.ModuleSpec(name, self._EmptyPackage(), origin=real.origin if real else None,
+                                                  is_package=True)
+        if name.startswith("keras."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden while TensorFlow is imported)", name=name)
+        return None
+
+
+def import_tensorflow_without_keras() -> Any:
+    """``import tensorflow`` with Keras hidden (see :class:`_HideKeras`); returns the module."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    finder = _HideKeras()
+    sys.meta_path.insert(0, finder)
+    try:
+        import tensorflow as tf
+    finally:
+        sys.meta_path.remove(finder)
+        hidden = getattr(sys.modules.get("keras"), "__spec__", None)
+        if hidden is not None and isinstance(hidden.loader, _HideKeras._EmptyPackage):
+            del sys.modules["keras"]  # the empty stand-in: a later import finds the real package
+    return tf
+
+
 def _watch_stdin() -> None:
     """Exits the process when the launcher closes our standard input (or dies)."""
     try:
@@ -317,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode("ascii").strip())
     threading.Thread(target=_watch_stdin, name="stdin", daemon=True).start()
+    import_tensorflow_without_keras()
     serve(args.model, args.signature, args.socket, authkey, threads=args.threads)
     threading.Event().wait()  # serve until stdin closes (the watcher exits the process)
     return 0

@@ -24,7 +24,15 @@ from test_inference import (
     signature,
 )
 
-from beam_jobs.model_process import ModelProcess, RemoteSignature, SignatureCallError, load_signature
+from beam_jobs import model_process
+from beam_jobs.model_process import (
+    ModelProcess,
+    RemoteSignature,
+    SignatureCallError,
+    load_signature,
+    prestart,
+    take_prestarted,
+)
 from tfaural.errors import ModelError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -52,6 +60,22 @@ def test_served_signature_equals_the_in_process_one_and_reports_bad_examples(
     assert f"need at least {SAMPLECNN_SEGMENT}" in caught.value.reason
     again = remote.call({"waveform": batch[:1]})  # the process keeps serving
     np.testing.assert_allclose(again["scores"], want[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_model_process_imports_tensorflow_without_keras_and_keras_still_imports_after() -> None:
+    code = (
+        "import sys\n"
+        "from beam_jobs.model_process import import_tensorflow_without_keras\n"
+        "tf = import_tensorflow_without_keras()\n"
+        "print(sorted(m for m in ('keras', 'sklearn') if m in sys.modules))\n"
+        "print(float(tf.reduce_sum(tf.ones([3]))))\n"
+        "import keras\n"
+        "print(keras.layers.Dense(2).units)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "3.0", "2"]
 
 
 def test_one_signature_savedmodel_is_what_the_jobs_load(samplecnn_export: str) -> None:  # noqa: F811
@@ -129,16 +153,40 @@ def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> 
     assert time.monotonic() - start < 10
 
 
+def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_export: str,  # noqa: F811
+                                                                 tmp_path: pathlib.Path) -> None:
+    for argv in (["--help", f"--model={samplecnn_export}"], [f"--model={samplecnn_export}", "--runner=DataflowRunner"],
+                 [f"--model={tmp_path}"], ["--input=x"]):  # help, another runner, not an export, no model
+        prestart(argv, signature="serving_default")
+        assert model_process._PRESTARTED is None, argv
+    prestart(["--input=music/*", "--model", samplecnn_export + "/"], signature="serving_default")
+    first = model_process._PRESTARTED
+    assert first is not None
+    assert take_prestarted(samplecnn_export, "features") is None  # another signature: closed, not adopted
+    assert first.process.poll() is not None and model_process._PRESTARTED is None
+    prestart([f"--model={samplecnn_export}"], signature="serving_default")
+    adopted = take_prestarted(samplecnn_export, "serving_default")
+    try:
+        assert adopted is not None and adopted.serves(samplecnn_export, "serving_default")
+    finally:
+        if adopted is not None:
+            adopted.close()
+
+
 SITECUSTOMIZE = '''
 import atexit, json, os, sys
 
-def _record():
-    folder = os.environ.get("TFAURAL_IMPORT_RECORDS")
-    if folder:
-        with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as handle:
-            json.dump({"argv": sys.orig_argv, "tensorflow": "tensorflow" in sys.modules}, handle)
+_FOLDER = os.environ.get("TFAURAL_IMPORT_RECORDS")
 
-atexit.register(_record)
+
+def _record(kind):
+    with open(os.path.join(_FOLDER, f"{os.getpid()}.{kind}.json"), "w") as handle:
+        json.dump({"argv": sys.orig_argv, "tensorflow": "tensorflow" in sys.modules}, handle)
+
+
+if _FOLDER:
+    _record("start")  # every Python process of the run, at its start ...
+    atexit.register(_record, "exit")  # ... and whether it had imported TensorFlow when it ended
 '''
 
 
@@ -166,11 +214,14 @@ def test_only_the_model_process_imports_tensorflow(
                           env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"tag: {tracks} of {tracks} track(s) ok" in done.stderr
-    seen = [json.loads(path.read_text()) for path in records.glob("*.json")]
+    started = [json.loads(path.read_text()) for path in records.glob("*.start.json")]
+    seen = [json.loads(path.read_text()) for path in records.glob("*.exit.json")]
     launcher = [r for r in seen if "beam_jobs.tag" in r["argv"]]
     beam_workers = [r for r in seen if "apache_beam.runners.worker.sdk_worker_main" in r["argv"]]
     assert len(launcher) == 1 and len(beam_workers) == workers, [r["argv"] for r in seen]
     assert not any(r["tensorflow"] for r in launcher + beam_workers)
+    # one model process, started by python -m before Beam was imported and adopted by the job
+    assert sum("beam_jobs.model_process" in r["argv"] for r in started) == 1, [r["argv"] for r in started]
     # ... and the model did run, elsewhere: the scores are the signature's
     serving = signature(samplecnn_export, "serving_default")
     for line in (tmp_path / "tags" / "tags.jsonl").read_text().splitlines():
