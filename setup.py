@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.20",  # TensorFlow 2.21 no longer installs it; training writes its logs
     "keras>=3.10",
     "apache-beam[gcp]>=2.77",
+    "google-crc32c>=1.5",  # CRCs of TFRecords streamed to disk (make_tfrecords); also installed by beam[gcp]
     "tensorflow-datasets>=4.9.10",
     "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.10 without being declared
     "librosa>=0.11",

@@ -5,7 +5,7 @@ Usage:
     python -m beam_jobs.auralise --input 'music/*.flac' --model exports/choi/1 --output results/auralised \\
         [--layers all|1,5|1-5] [--features all|0-7,12] [--clip-seconds 4 --offset-seconds 30] \\
         [--mode phase|mask] [--format wav|flac] [--spectrograms] [--features-per-call 16] [--batch-size 1] \\
-        [--report] [--skip-existing | --overwrite] [beam options]
+        [--tags 3] [--report] [--skip-existing | --overwrite] [beam options]
 
 For each track, the excerpt ``[offset, offset + clip)`` is decoded (nothing else of
 the file is read), mixed to mono and resampled to the model's rate; the
@@ -31,7 +31,15 @@ The output folder (read by the HTML listening report) receives:
         {"track_id", "path", "sample_rate", "offset_seconds", "clip_seconds", "original": "original.wav",
          "original_spectrogram": "original.png" or null,
          "layers": {"<L>": [{"feature": K, "file": "layer<L>/feature<K>.wav", "spectrogram": ... or null,
-                             "activation": float or null, "peak": float, "silent": bool}, ...]}}
+                             "activation": float or null, "peak": float, "silent": bool}, ...]},
+         "checksums": {"original.wav": SHA-256 hex, "layer<L>/feature<K>.wav": ..., ...},
+         "tags": [{"label": name, "score": s}, ...] (with --tags N > 0: the excerpt's N best, best first),
+         "attribution": {"<label>": {"<L>": [{"feature": K, "contribution": c}, ...], ...}, ...}}
+                                      (the TOP_CONTRIBUTORS features of each layer contributing most to each
+                                      of those tags, largest first: the export's attribute signature)
+                                      (every file listed, relative to <name>/: --skip-existing reuses a track
+                                      only if its track.json is complete and every file has its checksum;
+                                      anything else is recomputed, with the reason in the log)
 
 ``<name>`` is the track id with ``/`` replaced by ``__`` (see beam_jobs.catalogue_io).
 A feature whose deconvolution is all zero (e.g. on a silent excerpt) is written
@@ -89,7 +97,7 @@ from beam_jobs.options import (
     parse_index_list,
     parse_job_args,
 )
-from tfaural.errors import AudioError, ParameterError
+from tfaural.errors import AudioError, DataError, ParameterError
 
 __all__ = [
     "FORMATS",
@@ -98,11 +106,15 @@ __all__ = [
     "Settings",
     "ChunkKey",
     "ChunkDone",
+    "AttributeKey",
+    "Attribution",
+    "attribution_of",
     "Plan",
     "feature_file",
     "spectrogram_db",
     "render_spectrogram",
     "PrepareTrack",
+    "read_track_info",
     "WriteFeatureAudio",
     "FinishTrack",
     "write_listening_report",
@@ -115,6 +127,9 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("wav", "flac")
 SIGNATURE = "auralise"
+ATTRIBUTE = "attribute"
+#: Features listed per tag and layer in ``track.json``'s ``attribution``.
+TOP_CONTRIBUTORS = 8
 TRACK_FILE = "track.json"
 ORIGINAL = "original.wav"
 ORIGINAL_PNG = "original.png"
@@ -141,6 +156,7 @@ class Settings:
         segment_length: The model's segment length in samples (shortest usable excerpt).
         stft: ``(n_fft, hop_length)`` of the spectrograms.
         report: Write the HTML listening report when the run has finished.
+        tags: How many of each excerpt's best tags to explain (0: none; needs the ``attribute`` signature).
     """
 
     common: InferenceSettings
@@ -154,6 +170,7 @@ class Settings:
     segment_length: int
     stft: tuple[int, int]
     report: bool = False
+    tags: int = 0
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -189,20 +206,37 @@ class Settings:
         if job.features_per_call < 1:
             raise ParameterError(f"--features-per-call {job.features_per_call} is invalid: expected a positive "
                                  "integer")
+        budget = meta.get("max_deconv_feature_samples")
+        clip = min(job.clip_seconds, longest) * rate
+        if budget is not None and job.features_per_call * common.batch_size * clip > float(budget):
+            most = max(1, int(float(budget) // (common.batch_size * clip)))
+            raise ParameterError(
+                f"--features-per-call {job.features_per_call} x --batch-size {common.batch_size} x "
+                f"--clip-seconds {job.clip_seconds:g} is more than the export deconvolves per call "
+                f"({float(budget) / rate:g} feature-seconds): use --features-per-call {most} or less")
+        if job.tags < 0:
+            raise ParameterError(f"--tags {job.tags} is invalid: expected a number of tags >= 0")
+        tags = min(int(job.tags), 10, len(meta.get("labels", [])))
+        if tags and ATTRIBUTE not in meta.get("signatures", {}):
+            logger.info("auralise: the export has no %s signature (exported before it existed): --tags is off",
+                        ATTRIBUTE)
+            tags = 0
+        if budget is not None and tags * clip > float(budget):
+            tags = max(1, int(float(budget) // clip))
         stft = meta.get("stft") or {}
         n_fft = int(stft.get("n_fft") or 2 ** max(6, round(math.log2(rate * 0.046))))  # ~46 ms windows
         hop = int(stft.get("hop_length") or n_fft // 4)
         return cls(common=common, layers=layers, features=features, mode=job.mode, clip_seconds=float(job.clip_seconds),
                    offset_seconds=float(job.offset_seconds), spectrograms=bool(job.spectrograms),
                    features_per_call=int(job.features_per_call), segment_length=segment, stft=(n_fft, hop),
-                   report=bool(job.report))
+                   report=bool(job.report), tags=tags)
 
     def job_settings(self) -> dict[str, Any]:
         """What determines the outputs (compared by ``--skip-existing``)."""
         return {"signature": SIGNATURE, "layers": list(self.layers),
                 "features": {str(k): list(v) for k, v in self.features.items()}, "mode": self.mode,
                 "clip_seconds": self.clip_seconds, "offset_seconds": self.offset_seconds,
-                "format": self.common.format, "spectrograms": self.spectrograms}
+                "format": self.common.format, "spectrograms": self.spectrograms, "tags": self.tags}
 
     def chunks(self) -> list[tuple[int, tuple[int, ...]]]:
         """``(layer, features)`` of every signature call per track, in order."""
@@ -232,18 +266,52 @@ class ChunkKey:
 
 
 @dataclasses.dataclass(frozen=True)
+class AttributeKey:
+    """The RunInference key of one ``attribute`` call: a track and one layer.
+
+    Attributes:
+        track: The track.
+        layer: The layer.
+    """
+
+    track: TrackInput
+    layer: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Attribution:
+    """What one ``attribute`` call said: the excerpt's best tags and, per tag, the layer's top contributors.
+
+    Attributes:
+        track: The track.
+        layer: The layer.
+        tags: ``(label, score)`` of the excerpt's best tags, best first.
+        contributors: ``{label: ((feature, contribution), ...)}``, largest contribution first.
+    """
+
+    track: TrackInput
+    layer: int
+    tags: tuple[tuple[str, float], ...]
+    contributors: dict[str, tuple[tuple[int, float], ...]]
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """What a track expects: one :class:`ChunkDone` per call.
 
     Attributes:
         track: The track.
-        calls: Number of signature calls.
+        calls: Number of ``auralise`` calls.
         clip_seconds: Actual length of the excerpt.
+        original_sha256: SHA-256 of the ``original.wav`` written.
+        attribute_calls: Number of ``attribute`` calls (one per layer with ``--tags``).
     """
 
     track: TrackInput
     calls: int
     clip_seconds: float
+    original_sha256: str = ""
+    attribute_calls: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +321,8 @@ class ChunkDone:
     Attributes:
         track: The track.
         layer: The layer.
-        entries: One ``track.json`` entry per feature (without ``spectrogram``).
+        entries: One ``track.json`` entry per feature (without ``spectrogram``), each with the SHA-256 of
+            its file under ``"sha256"`` (moved to ``checksums`` in ``track.json``).
     """
 
     track: TrackInput
@@ -273,9 +342,14 @@ class PrepareTrack(beam.DoFn):
         marker = s.common.path(track.name, TRACK_FILE)
         if beam_io.exists(marker):
             if s.common.skip_existing:
-                info = json.loads(beam_io.read_text(marker))
-                yield TrackResult(track, OK, outputs=_outputs(track, info), reused=True)
-                return
+                try:
+                    info = read_track_info(s, track)
+                except DataError as err:
+                    logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
+                    beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
+                else:
+                    yield TrackResult(track, OK, outputs=_outputs(track, info), reused=True)
+                    return
             beam_io.delete([marker])  # the track is incomplete until it is written again
         try:
             clip = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.segment_length,
@@ -283,23 +357,96 @@ class PrepareTrack(beam.DoFn):
         except AudioError as err:
             yield failed_result(track, err, stage="decode")
             return
-        beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=s.common.sample_rate,
-                            normalize=bool(np.max(np.abs(clip)) > 1.0))
+        digest = beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=s.common.sample_rate,
+                                     normalize=bool(np.max(np.abs(clip)) > 1.0))
         calls = s.chunks()
-        yield Plan(track, len(calls), len(clip) / s.common.sample_rate)
+        yield Plan(track, len(calls), len(clip) / s.common.sample_rate, digest,
+                   attribute_calls=len(s.layers) if s.tags else 0)
         for layer, feats in calls:
             example = {"waveform": clip, "layer": np.int32(layer), "features": np.asarray(feats, np.int32),
                        "mode": s.mode}
             yield ChunkKey(track, layer, feats), example
+        if s.tags:
+            for layer in s.layers:
+                yield AttributeKey(track, layer), {"waveform": clip, "layer": np.int32(layer),
+                                                    "top_tags": np.int32(s.tags)}
 
 
-def _outputs(track: TrackInput, info: dict[str, Any]) -> tuple[str, ...]:
-    """The files of a complete track (from its ``track.json``), relative to the output folder."""
+def _track_files(info: dict[str, Any]) -> list[str]:
+    """The files a ``track.json`` lists (itself excluded), relative to the track's folder."""
     files = [info["original"], info.get("original_spectrogram")]
     for entries in info["layers"].values():
         for entry in entries:
             files += [entry["file"], entry.get("spectrogram")]
-    return tuple(f"{track.name}/{f}" for f in [*files, TRACK_FILE] if f)
+    return [f for f in files if f]
+
+
+def _outputs(track: TrackInput, info: dict[str, Any]) -> tuple[str, ...]:
+    """The files of a complete track (from its ``track.json``), relative to the output folder."""
+    return tuple(f"{track.name}/{f}" for f in [*_track_files(info), TRACK_FILE])
+
+
+def read_track_info(settings: Settings, track: TrackInput) -> dict[str, Any]:
+    """Reads and checks the ``track.json`` of an earlier run and the files it lists (what ``--skip-existing`` reuses).
+
+    It must describe this track with this run's layers, features, format and spectrograms,
+    and every file it lists must be there with the SHA-256 recorded in its ``checksums``
+    (``track.json`` of runs made before checksums were recorded: every audio file must
+    decode and every PNG must be a PNG).
+
+    Returns:
+        The content of ``track.json``.
+
+    Raises:
+        DataError: Naming the file and what is wrong (unreadable or truncated JSON, another track or other
+            settings, a missing file, a file whose content is not what the run wrote).
+    """
+    s = settings
+    path = s.common.path(track.name, TRACK_FILE)
+    try:
+        info = json.loads(beam_io.read_text(path))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: unreadable or not JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(info, dict) or info.get("track_id") != track.track_id or info.get("path") != track.path:
+        raise DataError(f"{path}: does not describe this track (its track_id and path differ)")
+    ext = s.common.format or FORMATS[0]
+    layers = info.get("layers")
+    if info.get("original") != ORIGINAL or not isinstance(layers, dict) or set(layers) != {str(v) for v in s.layers}:
+        raise DataError(f"{path}: does not list the layers {list(s.layers)} of this run")
+    for layer in s.layers:
+        entries = layers[str(layer)]
+        wanted = [feature_file(layer, f, ext) for f in s.features[layer]]
+        if (not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries)
+                or [e.get("file") for e in entries] != wanted
+                or [e.get("feature") for e in entries] != list(s.features[layer])):
+            raise DataError(f"{path}: layer {layer} does not list the features {list(s.features[layer])} as "
+                            f"{ext} files")
+        if any(bool(e.get("spectrogram")) != s.spectrograms for e in entries):
+            raise DataError(f"{path}: its spectrograms do not match --spectrograms of this run")
+    if bool(info.get("original_spectrogram")) != s.spectrograms:
+        raise DataError(f"{path}: its spectrograms do not match --spectrograms of this run")
+    tags, attribution = info.get("tags") or [], info.get("attribution") or {}
+    if len(tags) != s.tags or not isinstance(attribution, dict) or set(attribution) != {
+            t.get("label") for t in tags if isinstance(t, dict)} or any(
+            not isinstance(v, dict) or set(v) != {str(layer) for layer in s.layers} for v in attribution.values()):
+        raise DataError(f"{path}: its tags and attribution do not match --tags {s.tags} and the layers of this run")
+    checksums = info.get("checksums")
+    for relative in _track_files(info):
+        file = s.common.path(track.name, relative)
+        if not beam_io.exists(file):
+            raise DataError(f"{file}, listed in {path}, is missing")
+        if isinstance(checksums, dict):
+            if checksums.get(relative) != beam_io.file_sha256(file):
+                raise DataError(f"{file} is not the file the run wrote (its SHA-256 differs from {path})")
+        elif relative.endswith(".png"):
+            if beam_io.read_bytes(file)[:8] != b"\x89PNG\r\n\x1a\n":
+                raise DataError(f"{file}, listed in {path}, is not a PNG image")
+        else:
+            try:
+                beam_io.load_audio(file, sample_rate=None)
+            except AudioError as err:
+                raise DataError(f"{file}, listed in {path}, does not decode: {err.reason}") from None
+    return info
 
 
 def _scalar(outputs: dict[str, np.ndarray], name: str, index: int) -> Any:
@@ -327,8 +474,9 @@ class WriteFeatureAudio(beam.DoFn):
         for index, feature in enumerate(key.features):
             name = feature_file(key.layer, feature, ext)
             signal = np.nan_to_num(audio[index], nan=0.0, posinf=0.0, neginf=0.0)
-            beam_io.write_audio(s.common.path(key.track.name, name), signal, sample_rate=s.common.sample_rate,
-                                format=ext, normalize=bool(np.max(np.abs(signal), initial=0.0) > 1.0))
+            digest = beam_io.write_audio(s.common.path(key.track.name, name), signal,
+                                         sample_rate=s.common.sample_rate, format=ext,
+                                         normalize=bool(np.max(np.abs(signal), initial=0.0) > 1.0))
             peak = _scalar(outputs, "peak", index)
             silent = _scalar(outputs, "silent", index)
             activation = _scalar(outputs, "activation", index)
@@ -337,9 +485,43 @@ class WriteFeatureAudio(beam.DoFn):
                 "activation": None if activation is None else float(activation),
                 "peak": float(peak) if peak is not None else float(np.max(np.abs(signal), initial=0.0)),
                 "silent": bool(silent) if silent is not None else not bool(np.any(signal)),
+                "sha256": digest,
             })
         beam.metrics.Metrics.counter("auralise", "features_written").inc(len(entries))
         yield ChunkDone(key.track, key.layer, tuple(entries))
+
+
+def attribution_of(key: AttributeKey, outputs: dict[str, np.ndarray], *, top: int = TOP_CONTRIBUTORS) -> Attribution:
+    """An :class:`Attribution` from the ``attribute`` signature's outputs for one excerpt.
+
+    Args:
+        key: The call's key.
+        outputs: ``labels`` ``[t]`` (bytes or str), ``scores`` ``[n_labels]``, ``tags`` ``[t]`` and
+            ``contributions`` ``[t, features]``.
+        top: Features kept per tag.
+    """
+    labels = [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(outputs["labels"]).reshape(-1)]
+    scores = np.asarray(outputs["scores"], np.float64).reshape(-1)
+    indices = np.asarray(outputs["tags"]).reshape(-1)
+    contributions = np.asarray(outputs["contributions"], np.float64).reshape(len(labels), -1)
+    tags = tuple((label, round(float(scores[int(i)]), 6)) for label, i in zip(labels, indices))
+    contributors = {}
+    for label, row in zip(labels, contributions):
+        order = np.argsort(-row, kind="stable")[:top]
+        contributors[label] = tuple((int(f), round(float(row[f]), 7)) for f in order)
+    return Attribution(key.track, key.layer, tags, contributors)
+
+
+class ReadAttribution(beam.DoFn):
+    """``(AttributeKey, prediction)`` → an :class:`Attribution`, or a failed :class:`TrackResult`."""
+
+    def process(self, element: tuple[AttributeKey, PredictionResult]) -> Iterator[Attribution | TrackResult]:
+        key, prediction = element
+        outputs = prediction.inference
+        if isinstance(outputs, InferenceFailure):
+            yield failed_result(key.track, outputs, stage="inference")
+            return
+        yield attribution_of(key, outputs)
 
 
 def spectrogram_db(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
@@ -388,6 +570,7 @@ class FinishTrack(beam.DoFn):
         values = list(element[1])
         plans = [v for v in values if isinstance(v, Plan)]
         done = [v for v in values if isinstance(v, ChunkDone)]
+        attributions = sorted((v for v in values if isinstance(v, Attribution)), key=lambda a: a.layer)
         failures = [v for v in values if isinstance(v, TrackResult)]
         if failures:
             yield failures[0]
@@ -397,18 +580,30 @@ class FinishTrack(beam.DoFn):
             return
         plan = plans[0]
         track = plan.track
-        if len(done) != plan.calls:
+        if len(done) != plan.calls or len(attributions) != plan.attribute_calls:
             yield TrackResult(track, FAILED, stage="inference", error_type="IncompletePrediction",
-                              error=f"{len(done)} of {plan.calls} signature calls came back")
+                              error=f"{len(done) + len(attributions)} of {plan.calls + plan.attribute_calls} "
+                                    "signature calls came back")
             return
         layers: dict[str, list[dict[str, Any]]] = {}
+        checksums = {ORIGINAL: plan.original_sha256}
         for chunk in sorted(done, key=lambda c: (c.layer, c.entries[0]["feature"] if c.entries else -1)):
-            layers.setdefault(str(chunk.layer), []).extend(dict(e) for e in chunk.entries)
+            for entry in chunk.entries:
+                entry = dict(entry)
+                checksums[entry["file"]] = entry.pop("sha256")
+                layers.setdefault(str(chunk.layer), []).append(entry)
         info: dict[str, Any] = {
             "track_id": track.track_id, "path": track.path, "sample_rate": s.common.sample_rate,
             "offset_seconds": s.offset_seconds, "clip_seconds": plan.clip_seconds, "original": ORIGINAL,
-            "original_spectrogram": None, "layers": layers,
+            "original_spectrogram": None, "layers": layers, "checksums": checksums,
         }
+        if attributions:
+            info["tags"] = [{"label": label, "score": score} for label, score in attributions[0].tags]
+            info["attribution"] = {
+                label: {str(a.layer): [{"feature": f, "contribution": c} for f, c in a.contributors[label]]
+                        for a in attributions}
+                for label, _ in attributions[0].tags
+            }
         if s.spectrograms:
             self._spectrograms(track, info)
         outputs = _outputs(track, info)
@@ -424,18 +619,22 @@ class FinishTrack(beam.DoFn):
             y, _ = beam_io.load_audio(s.common.path(track.name, name), sample_rate=None)
             return y
 
+        checksums = info["checksums"]
+
+        def write_png(name: str, image: np.ndarray, top: float) -> None:
+            data = render_spectrogram(image, vmin=top - DYNAMIC_RANGE_DB, vmax=top)
+            beam_io.write_bytes(s.common.path(track.name, name), data)
+            checksums[name] = beam_io.sha256(data)
+
         original = spectrogram_db(load(ORIGINAL), n_fft=n_fft, hop_length=hop)
-        top = float(original.max())
-        beam_io.write_bytes(s.common.path(track.name, ORIGINAL_PNG),
-                            render_spectrogram(original, vmin=top - DYNAMIC_RANGE_DB, vmax=top))
+        write_png(ORIGINAL_PNG, original, float(original.max()))
         info["original_spectrogram"] = ORIGINAL_PNG
         for entries in info["layers"].values():
             images = [spectrogram_db(load(e["file"]), n_fft=n_fft, hop_length=hop) for e in entries]
             top = max(float(image.max()) for image in images)  # one colour scale for the layer
             for entry, image in zip(entries, images):
                 name = entry["file"].rsplit(".", 1)[0] + ".png"
-                beam_io.write_bytes(s.common.path(track.name, name),
-                                    render_spectrogram(image, vmin=top - DYNAMIC_RANGE_DB, vmax=top))
+                write_png(name, image, top)
                 entry["spectrogram"] = name
 
     def _remove_stale(self, track: TrackInput, *, keep: set[str]) -> None:
@@ -458,17 +657,29 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model)
+                                    share_across_processes=s.common.share_model, one_example_per_call=True)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "DecodeExcerpt", PrepareTrack(s), stage="decode")
     early = keep(prepared, "EarlyResults", TrackResult)
     plans = keep(prepared, "Plans", Plan)
     examples = keep(prepared, "Examples", tuple)
-    predicted, inference_failures = infer(examples, "Auralise", handler, prebatched=s.common.prebatched)
+    auralise_examples = examples | "AuraliseExamples" >> beam.Filter(lambda e: isinstance(e[0], ChunkKey))
+    predicted, inference_failures = infer(auralise_examples, "Auralise", handler, prebatched=s.common.prebatched)
     written, write_failures = guarded(predicted, "WriteFeatureAudio", WriteFeatureAudio(s), stage="write")
+    pieces = [plans, keep(written, "ChunksAndFailures", (ChunkDone, TrackResult)), inference_failures, write_failures]
+    if s.tags:
+        attribute = SignatureModelHandler(s.common.model, signature=ATTRIBUTE, max_batch_size=1,
+                                          intra_op_threads=s.common.intra_op_threads,
+                                          share_across_processes=s.common.share_model, one_example_per_call=True)
+        attribute_examples = examples | "AttributeExamples" >> beam.Filter(lambda e: isinstance(e[0], AttributeKey))
+        explained, attribute_failures = infer(attribute_examples, "Attribute", attribute,
+                                              prebatched=s.common.prebatched)
+        read, read_failures = guarded(explained, "ReadAttribution", ReadAttribution(), stage="inference")
+        pieces += [keep(read, "AttributionsAndFailures", (Attribution, TrackResult)), attribute_failures,
+                   read_failures]
     per_track = (
-        (plans, keep(written, "ChunksAndFailures", (ChunkDone, TrackResult)), inference_failures, write_failures)
+        tuple(pieces)
         | "TrackPieces" >> beam.Flatten()
         | "KeyByTrack" >> beam.Map(lambda e: (_track_of(e), e))
         | "ByTrack" >> beam.GroupByKey()
@@ -507,7 +718,7 @@ def run(
                              option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
-                         reserved=_RESERVED)
+                         reserved=_RESERVED, output=settings.common.output)
     settings = configure_runner(
         "auralise", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
         save_main_session=save_main_session,

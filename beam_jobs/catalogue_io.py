@@ -49,6 +49,7 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,7 +65,9 @@ from beam_jobs import model_process as model_processes
 from beam_jobs.inference import InferenceFailure, read_metadata, require_signature
 from beam_jobs.model_process import ModelServerAddress
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, is_dask_runner, require
+from beam_jobs.scratch import run_folder
 from tfaural import __version__
+from tfaural.cli import check_output_folder
 from tfaural.errors import AudioError, ParameterError, TfauralError
 
 __all__ = [
@@ -217,21 +220,37 @@ def output_names(track_ids: Sequence[str], *, reserved: Iterable[str] = ()) -> l
     return out
 
 
+def _located_in(path: str, folder: str) -> bool:
+    """True if the entry ``path`` (not what a symbolic link points to) lies in ``folder`` or below."""
+    if beam_io.is_local(path) and beam_io.is_local(folder):
+        where = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+        top = os.path.realpath(folder)
+        return where.startswith(top.rstrip(os.sep) + os.sep)
+    return path.startswith(folder.rstrip("/") + "/")
+
+
 def list_tracks(
-    *, input_glob: str | None, manifest: str | None, reserved: Iterable[str] = ()
+    *, input_glob: str | None, manifest: str | None, reserved: Iterable[str] = (), output: str | None = None
 ) -> list[TrackInput]:
     """The tracks of a job, from a glob or a manifest (exactly one), sorted by id.
+
+    Every entry the glob matches is a track (a broken symbolic link, a link loop or an
+    unreadable entry fails at decoding, with the reason, in ``manifest.jsonl``), except
+    folders and what lies inside ``output``: a glob such as ``'music/**'`` with
+    ``--output music/tags`` would otherwise take the job's own results (and its
+    ``manifest.jsonl``) as inputs on the next run. Those are left out, with a warning.
 
     Args:
         input_glob: A glob of audio files (local or URI).
         manifest: A catalogue manifest (labels are not needed).
         reserved: Names the outputs must not take (see :func:`output_names`).
+        output: The job's output folder, whose files are never inputs.
 
     Returns:
         The tracks.
 
     Raises:
-        ParameterError: If both or neither are given, or the glob matches no file.
+        ParameterError: If both or neither are given, or the glob matches no file (outside ``output``).
         DataError: If the manifest is missing or invalid.
     """
     # Imported here, in the launcher only: tfaural.data imports TensorFlow, which the worker processes
@@ -251,6 +270,15 @@ def list_tracks(
         if not paths:
             raise ParameterError(f"--input {input_glob!r} matched no files (quote the glob so that the shell does "
                                  "not expand it; '**' matches across folders)")
+        if output is not None:
+            own = [p for p in paths if _located_in(p, output)]
+            if own:
+                logger.warning("--input %r: %d matched file(s) inside --output %s are left out (the job's own "
+                               "outputs, e.g. %s)", input_glob, len(own), output, own[0])
+                paths = [p for p in paths if p not in set(own)]
+            if not paths:
+                raise ParameterError(f"--input {input_glob!r} matched only files inside --output {output}; give the "
+                                     "audio files and the output folder separate places")
         prefix = glob_prefix(input_glob)
         relative = [p[len(prefix):] if prefix and p.startswith(prefix) else p for p in paths]
         pairs = list(zip(paths, default_track_ids(relative)))
@@ -330,7 +358,7 @@ class InferenceSettings:
         job = options.view_as(InferenceJobOptions)
         if (job.input is None) == (common.manifest is None):
             raise ParameterError("give the audio files either as --input GLOB or as --manifest FILE (exactly one)")
-        output = require(common.output, "--output", "an output folder").rstrip("/") or "/"
+        output = check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/")
         model = require(job.model, "--model", "an export version directory (EXPORT_BASE/<N>)").rstrip("/")
         metadata = read_metadata(model)
         require_signature(metadata, signature, export_dir=model)
@@ -791,8 +819,9 @@ def configure_runner(
     """
     from apache_beam.options.pipeline_options import SetupOptions
 
-    from beam_jobs.options import apply_runner_defaults
+    from beam_jobs.options import apply_runner_defaults, check_runner
 
+    check_runner(options)
     if local_defaults:
         for note in apply_runner_defaults(options, num_items=n_tracks):
             logger.info("%s: %s", job, note)
@@ -830,8 +859,9 @@ def execute(
     try:
         pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
         build(pipeline, tracks, settings)
-        result = pipeline.run()
-        wait(result)
+        with run_folder(job):  # what the worker processes leave in their temporary folder is deleted with it
+            result = pipeline.run()
+            wait(result)
     finally:
         if process is not None:
             process.close()

@@ -17,10 +17,11 @@ sending an input longer than the export accepts (its ``max_seconds``):
    stage runs with ``guarded(..., partial=True)``: Beam's default exception handling
    would hold all outputs of a track until its last one); after the last chunk
    comes a :class:`TrackEnd` with the track's totals.
-2. **Infer**: RunInference calls the signature on the chunks; a call holds at most
-   one full chunk's worth of audio (``max_samples_per_call`` of the handler: shorter
-   chunks of equal length, e.g. whole 30-s clips, share a call). The model's memory
-   grows with the audio of a call, so this bounds the peak whatever the track's length.
+2. **Infer**: RunInference calls the signature on the chunks, one chunk per call
+   (``one_example_per_call`` of the handler: a chunk's outputs never depend on which
+   other chunks RunInference batched it with, so reruns are byte-identical), so a call
+   holds at most one chunk of audio. The model's memory grows with the audio of a call,
+   so this bounds the peak whatever the track's length.
 3. **Recombine** (:class:`GroupTrackParts`, :func:`collect_parts`): the chunks'
    outputs, the :class:`TrackEnd` and any failure are grouped by track; the job
    combines the per-chunk outputs exactly (:func:`weighted_mean`,

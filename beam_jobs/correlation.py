@@ -70,10 +70,13 @@ from beam_jobs.options import (
     InferenceJobOptions,
     _flag,
     apply_runner_defaults,
+    check_runner,
     parse_job_args,
     require,
 )
+from beam_jobs.scratch import run_folder
 from tfaural import __version__, correlation
+from tfaural.cli import check_output_folder
 from tfaural.correlation import ATTRIBUTES, ConstantMap, FeatureRow, Moments, TableRow
 from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.signals import CHORD_TYPES, DEFAULT_KEYS, DEFAULT_TIMBRES, ModelSignal, SignalGrid, model_signals
@@ -193,9 +196,9 @@ class Settings:
         )
         return cls(
             model=require(inference.model, "--model", "an export version directory (EXPORT_BASE/<N>)").rstrip("/"),
-            output=require(common.output, "--output", "an output folder").rstrip("/") or "/",
+            output=check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/"),
             grid=grid,
-            signals_dir=job.signals,
+            signals_dir=None if job.signals is None else check_output_folder(job.signals, flag="--signals"),
             soundfont=job.soundfont,
             batch_size=batch_size,
             overwrite=bool(common.overwrite),
@@ -443,7 +446,7 @@ def build_pipeline(
     widths = {int(layer): int(metadata["features_per_layer"][str(layer)]) for layer in metadata["deconvolvable_layers"]}
     handler = KeyedModelHandler(SignatureModelHandler(
         settings.model, signature="deconvolve", max_batch_size=settings.batch_size, outputs=["deconvolved"],
-        intra_op_threads=intra_op_threads,
+        intra_op_threads=intra_op_threads, one_example_per_call=True,
     ))
     normalised = (
         pipeline
@@ -553,6 +556,7 @@ def run(
         option_classes=[CatalogueJobOptions, InferenceJobOptions, CorrelationOptions],
     )
     settings = Settings.from_options(options)
+    check_runner(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     metadata = read_metadata(settings.model)
     require_signature(metadata, "deconvolve", export_dir=settings.model)
@@ -589,8 +593,9 @@ def run(
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(pipeline, signals, settings, metadata, summary=summary, intra_op_threads=threads)
     pipeline_start = time.perf_counter()
-    result = pipeline.run()
-    result.wait_until_finish()
+    with run_folder("correlation"):  # what the worker processes leave in their temporary folder goes with it
+        result = pipeline.run()
+        result.wait_until_finish()
     _add_timings(settings.output, {
         "render_signals": round(render_seconds, 3),
         "pipeline": round(time.perf_counter() - pipeline_start, 3),

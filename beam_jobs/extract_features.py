@@ -35,7 +35,9 @@ The output folder receives:
                   and with --per-segment segment_features (list<list<float>>)
         npz       arrays track_id [N], path [N], seconds [N], features [N, D], num_segments [N], and with
                   --per-segment segment_features [S, D] and segment_track [S] (row of the track)
-    tracks/<name>.npz    the same per track (what --skip-existing keeps; shards are rebuilt from them)
+    tracks/<name>.npz    the same per track (what --skip-existing keeps if it reads back with this track's id
+                         and the expected shapes, otherwise the track is recomputed, with the reason in the
+                         log; shards are rebuilt from them)
     manifest.jsonl       every input exactly once: ok with its outputs, or failed with the reason
     job.json             the settings, the feature layout and the model's metadata.json
 
@@ -58,6 +60,7 @@ import dataclasses
 import io
 import logging
 import math
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -114,6 +117,7 @@ __all__ = [
     "shard_name",
     "encode_shard",
     "read_part",
+    "check_part",
     "max_columns",
     "PrepareTrack",
     "AssembleTrack",
@@ -255,8 +259,33 @@ def read_part(path: str) -> FeatureRecord:
                                   if "segment_features" in data else None),
                 num_segments=int(data["num_segments"]),
             )
-    except (OSError, KeyError, ValueError) as err:
-        raise DataError(f"{path}: not a feature file of extract_features ({err})") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a feature file of extract_features ({type(err).__name__}: {err})") from None
+
+
+def check_part(record: FeatureRecord, track: TrackInput, *, dim: int, per_segment: bool, path: str) -> FeatureRecord:
+    """Checks that a feature part of an earlier run is what this run would write for ``track``.
+
+    Returns:
+        ``record``.
+
+    Raises:
+        DataError: Naming ``path`` and what does not fit (another track, shapes, non-finite values).
+    """
+    if record.track_id != track.track_id or record.path != track.path:
+        raise DataError(f"{path}: holds the features of {record.track_id!r} ({record.path}), not of this track")
+    if record.features.shape != (dim,) or not np.isfinite(record.features).all():
+        raise DataError(f"{path}: its features have shape {record.features.shape} or non-finite values; expected "
+                        f"{dim} finite values")
+    if record.num_segments < 1 or not math.isfinite(record.seconds) or record.seconds <= 0:
+        raise DataError(f"{path}: num_segments {record.num_segments}, seconds {record.seconds} are invalid")
+    segments = record.segment_features
+    if per_segment and (segments is None or segments.shape != (record.num_segments, dim)
+                        or not np.isfinite(segments).all()):
+        raise DataError(f"{path}: its segment_features are missing or not {record.num_segments} x {dim} finite values")
+    if not per_segment and segments is not None:
+        raise DataError(f"{path}: holds segment_features, which this run (without --per-segment) does not write")
+    return record
 
 
 class PrepareTrack(beam.DoFn):
@@ -272,8 +301,14 @@ class PrepareTrack(beam.DoFn):
         s = self._settings
         part = s.common.path(s.part_file(track))
         if s.common.skip_existing and beam_io.exists(part):
-            yield TrackResult(track, OK, outputs=(s.part_file(track),), reused=True, data=read_part(part))
-            return
+            try:
+                record = check_part(read_part(part), track, dim=s.dim, per_segment=s.per_segment, path=part)
+            except DataError as err:
+                logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
+                beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
+            else:
+                yield TrackResult(track, OK, outputs=(s.part_file(track),), reused=True, data=record)
+                return
         yield from stream_examples(track, s.plan, per_segment=s.per_segment)
 
 
@@ -401,8 +436,8 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["features"], intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model,
-                                    max_samples_per_call=s.plan.chunk_samples, model_server=s.common.model_server)
+                                    share_across_processes=s.common.share_model, one_example_per_call=True,
+                                    model_server=s.common.model_server)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
@@ -459,7 +494,7 @@ def run(
                                              ChunkOptions])
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
-                         reserved=_RESERVED)
+                         reserved=_RESERVED, output=settings.common.output)
     settings = settings.with_tracks(len(tracks))
     settings = configure_runner(
         "extract_features", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,

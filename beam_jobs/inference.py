@@ -46,7 +46,9 @@ from beam_jobs.model_process import (
     ModelServerAddress,
     RemoteSignature,
     SignatureCallError,
-    load_signature,
+    load_savedmodel,
+    signature_function,
+    signature_savedmodel,
     tf_error_reason,
 )
 from tfaural.errors import ModelError
@@ -146,7 +148,7 @@ class InferenceFailure:
     reason: str
 
 
-_CACHE: dict[tuple[str, str], Any] = {}  # (export directory, signature) -> (loaded object, function)
+_CACHE: dict[str, Any] = {}  # SavedModel path (the export or one signature's own) -> loaded object
 _CACHE_LOCK = threading.Lock()
 
 
@@ -205,6 +207,12 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
             (~26 MiB per 3^9-SampleCNN segment in ``features``), and a signature loops over at
             most its export's ``max_batch_segments`` per step, so this bounds the peak.
             ``None``: one call per batch.
+        one_example_per_call: Call the signature on every example alone, never on a batch of
+            several: an example's outputs then do not depend on which other examples
+            RunInference happened to batch it with (TensorFlow's kernels may sum in another
+            order for another batch size, which changes float32 results in the last bits), so
+            that reruns are byte-identical. The examples of a batch still travel to a shared
+            model in one round trip. The jobs use it.
         model_server: Call the signature in this model process (:mod:`beam_jobs.model_process`)
             instead of loading the model here: the process running the handler never imports
             TensorFlow. ``share_across_processes`` is then ignored.
@@ -223,6 +231,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         intra_op_threads: int | None = None,
         share_across_processes: bool = False,
         max_samples_per_call: int | None = None,
+        one_example_per_call: bool = False,
         model_server: ModelServerAddress | None = None,
     ) -> None:
         super().__init__()
@@ -241,6 +250,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         self.intra_op_threads = intra_op_threads
         self.share_across_processes = share_across_processes
         self.max_samples_per_call = max_samples_per_call
+        self.one_example_per_call = one_example_per_call
         self.model_server = model_server
 
     # ----------------------------------------------------------------- loading
@@ -249,9 +259,11 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         """Loads the signature once per process, or connects to the model process that serves it.
 
         Only the signature's own SavedModel is loaded when the export has one
-        (:func:`beam_jobs.model_process.load_signature`). The loaded model is kept in a
-        process-wide cache: runners that set up and tear down the inference DoFn for every
-        bundle (Beam's Dask runner does, per partition) would otherwise load it again each time.
+        (:func:`beam_jobs.model_process.signature_savedmodel`); the other signatures (e.g.
+        ``auralise`` and ``attribute``) come from the whole export. The loaded SavedModel is kept
+        in a process-wide cache: runners that set up and tear down the inference DoFn for every
+        bundle (Beam's Dask runner does, per partition) would otherwise load it again each time,
+        and jobs that call several signatures of the whole export load it once.
         """
         if self.model_server is not None:  # connects on the first call: decoding need not wait for the model
             try:
@@ -262,12 +274,13 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
             remote = RemoteSignature(self.model_server, input_names=names)
             remote.batched = self._batched_inputs(remote.input_names)
             return remote
-        key = (self.export_dir, self.signature)
-        with _CACHE_LOCK:
-            if key not in _CACHE:
-                _CACHE[key] = load_signature(self.export_dir, self.signature,
-                                             threads=self.intra_op_threads or _dask_worker_threads())
-            loaded, function = _CACHE[key]
+        path = signature_savedmodel(self.export_dir, self.signature)
+        with _CACHE_LOCK:  # the signatures without a SavedModel of their own share one load of the export
+            if path not in _CACHE:
+                _CACHE[path] = load_savedmodel(path, export_dir=self.export_dir,
+                                               threads=self.intra_op_threads or _dask_worker_threads())
+            loaded = _CACHE[path]
+        function = signature_function(loaded, self.signature, export_dir=self.export_dir)
         input_names = tuple(function.structured_input_signature[1])
         return LoadedSignature(loaded, function, self._batched_inputs(input_names), input_names)
 
@@ -295,6 +308,9 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         """
         constants = {**self.constant_inputs, **(inference_args or {})}
         batched, input_names = model.spec()
+        if self.one_example_per_call:
+            answers = self._call_each(batch, model, constants, batched, input_names)
+            return [PredictionResult(example, answer) for example, answer in zip(batch, answers)]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, example in enumerate(batch):
             groups.setdefault(self._group_key(example, batched), []).append(index)
@@ -353,10 +369,37 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         return [item for example in examples
                 for item in self._call_group([example], model, constants, batched, input_names)]
 
-    def _call(
-        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+    def _call_each(
+        self, examples: Sequence[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
         batched: frozenset[str], input_names: tuple[str, ...],
     ) -> list[dict[str, np.ndarray] | InferenceFailure]:
+        """One signature call per example (``one_example_per_call``), all sent in one round trip."""
+        answers: list[dict[str, np.ndarray] | InferenceFailure | None] = [None] * len(examples)
+        calls: list[int] = []
+        inputs: list[dict[str, Any]] = []
+        for index, example in enumerate(examples):
+            try:
+                inputs.append(self._inputs([example], constants, batched, input_names))
+                calls.append(index)
+            except SignatureCallError as err:
+                answers[index] = self._failure(err)
+        for index, result in zip(calls, model.call_each(inputs, self.outputs)):
+            answers[index] = self._failure(result) if isinstance(result, SignatureCallError) else {
+                k: v[0] for k, v in result.items()}
+        return [answer for answer in answers if answer is not None]
+
+    def _failure(self, err: SignatureCallError) -> InferenceFailure:
+        """The :class:`InferenceFailure` of an example whose call failed (re-raises errors not caused by it)."""
+        if not err.example_error or not self.isolate_failures:
+            raise err
+        logger.warning("%s: an example failed: %s", self.signature, err.reason)
+        return InferenceFailure(err.error, err.reason)
+
+    def _inputs(
+        self, examples: list[dict[str, Any]], constants: dict[str, Any], batched: frozenset[str],
+        input_names: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """The inputs of one call on ``examples`` (batched inputs stacked), in call order."""
         first = examples[0]
         inputs: dict[str, Any] = {name: np.asarray(value) for name, value in constants.items()}
         for name, value in first.items():
@@ -368,7 +411,13 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         if missing:
             raise SignatureCallError("ValueError", f"signature {self.signature!r} needs the inputs {missing}; "
                                      f"examples have {sorted(first)} and constant inputs {sorted(constants)}", True)
-        arrays = model.call({name: inputs[name] for name in input_names}, self.outputs)
+        return {name: inputs[name] for name in input_names}
+
+    def _call(
+        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+        batched: frozenset[str], input_names: tuple[str, ...],
+    ) -> list[dict[str, np.ndarray] | InferenceFailure]:
+        arrays = model.call(self._inputs(examples, constants, batched, input_names), self.outputs)
         return [{k: v[row] for k, v in arrays.items()} for row in range(len(examples))]
 
     # ----------------------------------------------------------------- RunInference plumbing

@@ -12,13 +12,15 @@ import io
 import itertools
 import logging
 import os
+import re
+import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
@@ -41,13 +43,21 @@ __all__ = [
     "write_tfrecords",
     "encode_audio",
     "write_audio",
+    "sha256",
+    "file_sha256",
     "delete_matching",
     "shard_index",
+    "write_record_stream",
+    "RecordFile",
+    "RecordSink",
     "ShardStats",
     "WriteShardedTFRecords",
 ]
 
 logger = logging.getLogger(__name__)
+
+_COPY_BLOCK = 1 << 22
+"""Bytes per read when a part file is copied into its shard."""
 
 
 def is_local(path: str) -> bool:
@@ -84,18 +94,41 @@ def delete(paths: Sequence[str]) -> None:
 
 
 def list_files(pattern: str) -> list[str]:
-    """The files (not folders) matching the glob ``pattern``, sorted; ``[]`` when nothing matches.
+    """The entries (anything but folders) matching the glob ``pattern``, sorted; ``[]`` when nothing matches.
 
-    ``*`` does not cross ``/`` and ``**`` does, on local paths as on ``gs://``.
+    ``*`` does not cross ``/`` and ``**`` does, on local paths as on ``gs://`` (Beam's
+    ``FileSystem.translate_pattern``). Local entries that cannot be read are matched too,
+    so that the caller can report them instead of losing them: broken symbolic links,
+    symbolic link loops, named pipes, files without read permission (Beam's own local
+    ``match`` leaves out the first two silently). A relative local pattern is matched
+    from the current folder (``'*.wav'``, ``'**/*.wav'``).
     """
+    if is_local(pattern):
+        return _list_local(pattern)
     try:
         results = FileSystems.match([pattern])
     except Exception:  # BeamIOError when nothing matches on some filesystems
         return []
-    paths = sorted({m.path for result in results for m in result.metadata_list})
-    if any(is_local(p) for p in paths):
-        paths = [p for p in paths if not is_local(p) or os.path.isfile(p)]
-    return paths
+    return sorted({m.path for result in results for m in result.metadata_list})
+
+
+def _list_local(pattern: str) -> list[str]:
+    if pattern.endswith(("/", os.sep)):
+        pattern += "*"
+    match = re.match(r"^[^[*?]*", pattern)
+    prefix = match.group(0) if match else ""
+    if prefix == pattern:  # no wildcard: the path itself
+        return [pattern] if os.path.lexists(pattern) and not os.path.isdir(pattern) else []
+    folder = prefix if prefix.endswith("/") else os.path.dirname(prefix)
+    regex = re.compile(FileSystem.translate_pattern(pattern))
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(folder or os.curdir):  # symbolic links to folders are not followed
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            candidate = path if folder else os.path.relpath(path)
+            if regex.match(candidate):
+                found.append(candidate)
+    return sorted(set(found))
 
 
 def audio_source(path: str) -> str | io.BytesIO:
@@ -250,10 +283,26 @@ def write_audio(
     """Writes a waveform (format from ``path``'s extension by default) atomically, locally or remotely.
 
     Returns:
-        ``path``.
+        The SHA-256 (hex) of the file written.
     """
     fmt = format or os.path.splitext(path)[1].lstrip(".") or "wav"
-    return write_bytes(path, encode_audio(y, sample_rate=sample_rate, format=fmt, normalize=normalize))
+    data = encode_audio(y, sample_rate=sample_rate, format=fmt, normalize=normalize)
+    write_bytes(path, data)
+    return sha256(data)
+
+
+def sha256(data: bytes) -> str:
+    """The SHA-256 of ``data``, as 64 hex digits (what jobs record to check reused files)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of the file ``path`` (local or URI), as 64 hex digits, read in 1-MiB blocks."""
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _write_atomically(path: str, chunks: Iterable[bytes], *, tfrecords: bool = False) -> int:
@@ -270,6 +319,119 @@ def _write_atomically(path: str, chunks: Iterable[bytes], *, tfrecords: bool = F
         FileSystems.delete([path])
     FileSystems.rename([temporary], [path])
     return written
+
+
+def _masked_crc32c(crc: int) -> int:
+    """The TFRecord mask of a CRC-32C (as ``_TFRecordUtil._masked_crc32c``)."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def write_record_stream(handle: Any, length: int, chunks: Iterable[bytes]) -> int:
+    """Writes one TFRecord whose payload arrives in pieces (never held whole); returns ``length``.
+
+    The bytes are those :meth:`_TFRecordUtil.write_record` writes for the joined payload:
+    length, masked CRC-32C of the length, the payload, masked CRC-32C of the payload
+    (computed as it streams).
+
+    Raises:
+        DataError: If the pieces do not add up to ``length`` bytes.
+    """
+    import google_crc32c
+
+    encoded_length = struct.pack("<Q", length)
+    handle.write(encoded_length + struct.pack("<I", _masked_crc32c(google_crc32c.value(encoded_length))))
+    crc, written = 0, 0
+    for chunk in chunks:
+        handle.write(chunk)
+        crc = google_crc32c.extend(crc, chunk)
+        written += len(chunk)
+    if written != length:
+        raise DataError(f"a streamed record has {written} bytes, not the {length} announced")
+    handle.write(struct.pack("<I", _masked_crc32c(crc)))
+    return length
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordFile:
+    """Records of one key written to a file of their own (a part), to be copied into the key's shard.
+
+    A key whose records are too large to travel through the pipeline in memory (a long track)
+    goes to :class:`WriteShardedTFRecords` as a ``RecordFile`` instead of a list of records;
+    the shard writer copies the file in blocks, then deletes it.
+
+    Attributes:
+        path: The part file: framed TFRecords, as they go into the shard.
+        num_records: Records in it.
+        num_bytes: Their payload bytes (without framing).
+    """
+
+    path: str
+    num_records: int
+    num_bytes: int
+
+
+class RecordSink:
+    """Collects the serialised records of one key in memory, or in a part file once they exceed ``spill_bytes``.
+
+    Args:
+        part_path: Where the records go if they do not fit (a file of the output folder, which every worker
+            can read: local or URI).
+        spill_bytes: Most payload bytes kept in memory.
+    """
+
+    def __init__(self, part_path: str, *, spill_bytes: int) -> None:
+        self._path = part_path
+        self._temporary = f"{part_path}.tmp-{uuid.uuid4().hex}"
+        self._spill_bytes = spill_bytes
+        self._records: list[bytes] = []
+        self._handle: Any = None
+        self.num_records = 0
+        self.num_bytes = 0
+
+    def _open(self) -> Any:
+        if self._handle is None:
+            self._handle = FileSystems.create(self._temporary, compression_type=CompressionTypes.UNCOMPRESSED)
+            for record in self._records:
+                _TFRecordUtil.write_record(self._handle, record)
+            self._records = []
+        return self._handle
+
+    def add(self, record: bytes) -> None:
+        """Adds one serialised record."""
+        self.num_records += 1
+        self.num_bytes += len(record)
+        if self._handle is None and self.num_bytes <= self._spill_bytes:
+            self._records.append(record)
+        else:
+            _TFRecordUtil.write_record(self._open(), record)
+
+    def add_stream(self, length: int, chunks: Iterable[bytes]) -> None:
+        """Adds one record of ``length`` payload bytes given in pieces (written to the part file as they come)."""
+        if self._handle is None and self.num_bytes + length <= self._spill_bytes:
+            self.add(b"".join(chunks))
+            return
+        self.num_records += 1
+        self.num_bytes += length
+        write_record_stream(self._open(), length, chunks)
+
+    def finish(self) -> tuple[bytes, ...] | RecordFile:
+        """The records in memory, or the finished part file."""
+        if self._handle is None:
+            return tuple(self._records)
+        self._handle.close()
+        self._handle = None
+        if FileSystems.exists(self._path):
+            FileSystems.delete([self._path])
+        FileSystems.rename([self._temporary], [self._path])
+        return RecordFile(self._path, self.num_records, self.num_bytes)
+
+    def abort(self) -> None:
+        """Discards everything (the part file too)."""
+        self._records = []
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        delete([self._temporary])
 
 
 def delete_matching(patterns: Sequence[str]) -> list[str]:
@@ -307,7 +469,8 @@ class ShardStats:
 
 
 class _WriteShard(beam.DoFn):
-    """Writes one shard: its keys sorted, each key's records in their given order."""
+    """Writes one shard: its keys sorted, each key's records in their given order (copied from its
+    :class:`RecordFile` if it has one, which is deleted once the shard is in place)."""
 
     def __init__(self, file_prefix: str, num_shards: int, suffix: str) -> None:
         self._prefix = file_prefix
@@ -324,22 +487,45 @@ class _WriteShard(beam.DoFn):
         if duplicates:
             raise DataError(f"shard {index}: key(s) {duplicates[:5]} were given more than once; keys must be unique")
         path = f"{self._prefix}-{index:05d}-of-{self._num_shards:05d}{self._suffix}"
-        records = [record for _, group in groups for record in group]
-        num_bytes = _write_atomically(path, records, tfrecords=True)
-        self._records.inc(len(records))
+        counts = [g.num_records if isinstance(g, RecordFile) else len(g) for _, g in groups]
+        num_bytes = _write_shard(path, [g for _, g in groups])
+        delete([g.path for _, g in groups if isinstance(g, RecordFile)])
+        self._records.inc(sum(counts))
         self._shards.inc()
         yield ShardStats(
             path=path,
             index=index,
             num_keys=len(groups),
-            num_records=len(records),
+            num_records=sum(counts),
             num_bytes=num_bytes,
-            max_records_per_key=max((len(g) for _, g in groups), default=0),
+            max_records_per_key=max(counts, default=0),
         )
 
 
+def _write_shard(path: str, groups: Sequence[Sequence[bytes] | RecordFile]) -> int:
+    """Writes the groups' records in order through a temporary file; returns the payload bytes."""
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    written = 0
+    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for group in groups:
+            if isinstance(group, RecordFile):
+                with FileSystems.open(group.path, compression_type=CompressionTypes.UNCOMPRESSED) as part:
+                    for block in iter(lambda: part.read(_COPY_BLOCK), b""):
+                        handle.write(block)
+                written += group.num_bytes
+            else:
+                for record in group:
+                    _TFRecordUtil.write_record(handle, record)
+                    written += len(record)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+    return written
+
+
 class WriteShardedTFRecords(beam.PTransform):
-    """Writes ``(key, [serialized records])`` elements to exactly ``num_shards`` TFRecord files, deterministically.
+    """Writes ``(key, [serialized records] or RecordFile)`` elements to exactly ``num_shards`` TFRecord files,
+    deterministically.
 
     Unlike ``beam.io.WriteToTFRecord`` (which deals elements round-robin to
     shards in arrival order), the shard of a key is :func:`shard_index` of the key,
@@ -349,8 +535,10 @@ class WriteShardedTFRecords(beam.PTransform):
     Every shard file is written, empty ones included, each through a temporary
     file renamed into place.
 
-    A shard is assembled in the memory of one worker: choose ``num_shards`` so
-    that a shard is a few hundred MB at most.
+    The records given in memory are assembled in the memory of one worker: choose
+    ``num_shards`` so that those of a shard are a few hundred MB at most. Keys given as a
+    :class:`RecordFile` are copied block by block (and their part files deleted), so a key
+    of any size takes no memory.
 
     Output: a PCollection of :class:`ShardStats`, one per shard.
     """
@@ -365,7 +553,8 @@ class WriteShardedTFRecords(beam.PTransform):
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         n = self._num_shards
-        keyed = pcoll | "AssignShard" >> beam.Map(lambda kv: (shard_index(kv[0], n), (kv[0], list(kv[1]))))
+        keyed = pcoll | "AssignShard" >> beam.Map(
+            lambda kv: (shard_index(kv[0], n), (kv[0], kv[1] if isinstance(kv[1], RecordFile) else list(kv[1]))))
         every_shard = pcoll.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
         return (
             (keyed, every_shard)

@@ -21,17 +21,33 @@ Nothing is silently dropped: every manifest track is either in the shards or in
 also Beam counters (``make_tfrecords/tracks_written``, ``tracks_failed``, ...).
 Shard assignment and order are derived from the track ids, so rerunning on the
 same input writes byte-identical shards.
+
+Memory does not grow with the length of a track. Each file is decoded, resampled
+and quantised in blocks of 10 s (bit-identical to decoding it whole); the int16
+PCM of its records goes to an anonymous temporary file (local disk: 2 bytes per
+stored sample), from which the records are serialised one at a time. A track whose
+records take more than 4 MiB (~95 s at 22,050 Hz) does not travel through the
+pipeline in memory: its records are written to ``OUTPUT/.parts/`` as they are
+serialised (a whole-track record streams there without ever being whole in
+memory: a 3-hour record at 22,050 Hz is ~480 MB) and copied into its shard block
+by block, then deleted. With ``--max-segments`` decoding stops once the segments
+are in. Shorter tracks' records go to their shard in memory as before, so a shard
+holds at most ``--shards``' share of those in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import IO, Any
 
 import apache_beam as beam
 import numpy as np
@@ -43,28 +59,36 @@ from beam_jobs.options import (
     CatalogueJobOptions,
     MakeTFRecordsOptions,
     apply_runner_defaults,
+    check_runner,
     parse_job_args,
     require,
 )
+from beam_jobs.scratch import run_folder
 from tfaural import __version__, audio
+from tfaural.cli import check_output_folder
 from tfaural.config import SegmentConfig
 from tfaural.data.catalogue import Catalogue, Track, read_manifest
 from tfaural.data.tfrecord import (
     DATASET_INFO_FILENAME,
     FAILURES_FILENAME,
     SHARD_SUFFIX,
-    WHOLE_TRACK,
     DatasetInfo,
     encode_example,
+    quantize,
+    stream_example,
 )
-from tfaural.errors import AudioError, DataError, ParameterError, TfauralError
+from tfaural.errors import AudioError, DataError, EmptyAudioError, ParameterError, TfauralError
 
 __all__ = [
     "UNSPLIT",
     "TRACKS_PER_SHARD",
+    "BLOCK_SECONDS",
+    "SPILL_BYTES",
+    "PARTS_FOLDER",
     "Settings",
     "Failure",
     "EncodedTrack",
+    "Segmenter",
     "encode_track",
     "EncodeTrack",
     "build_pipeline",
@@ -79,6 +103,17 @@ UNSPLIT = "unsplit"
 
 TRACKS_PER_SHARD = 200
 """Default shard size in tracks (~250 MB for 30 s clips at 22,050 Hz int16)."""
+
+BLOCK_SECONDS = 10.0
+"""Tracks are decoded and resampled in blocks this long (bit-identical to decoding them whole)."""
+
+SPILL_BYTES = 4 << 20
+"""Records of a track beyond this many bytes (~95 s of 22,050-Hz audio) go to a part file, not through memory."""
+
+PARTS_FOLDER = ".parts"
+"""Folder of the output holding the part files of long tracks while the job runs (deleted as they are copied)."""
+
+_READ_BYTES = 1 << 20
 
 _METRICS = "make_tfrecords"
 
@@ -95,6 +130,7 @@ class Settings:
         min_samples: Fewest samples (after resampling) a track needs.
         shards: Shards per split (``None``: one per :data:`TRACKS_PER_SHARD` tracks).
         overwrite: Replace an earlier run's files in ``output``.
+        spill_bytes: Records of a track beyond this many bytes go through a part file (:data:`SPILL_BYTES`).
     """
 
     manifest: str
@@ -104,6 +140,12 @@ class Settings:
     min_samples: int = 1
     shards: int | None = None
     overwrite: bool = False
+    spill_bytes: int = SPILL_BYTES
+
+    @property
+    def parts_folder(self) -> str:
+        """Where the records of long tracks wait for their shard."""
+        return beam_io.join(self.output, PARTS_FOLDER)
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -132,7 +174,7 @@ class Settings:
             raise ParameterError(f"--shards {job.shards} is invalid: expected a positive integer")
         return cls(
             manifest=require(common.manifest, "--manifest", "a manifest file (.csv, .tsv or .jsonl)"),
-            output=require(common.output, "--output", "an output folder").rstrip("/") or "/",
+            output=check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/"),
             sample_rate=sample_rate,
             segment=segment,
             min_samples=max(1, math.ceil(job.min_duration * sample_rate)),
@@ -171,19 +213,104 @@ class EncodedTrack:
     Attributes:
         split: Split name (``"unsplit"`` when none).
         track_id: The track id.
-        records: Serialised ``tf.train.Example`` records, in segment order.
+        records: Serialised ``tf.train.Example`` records, in segment order, or the part file holding
+            them (framed) when they are more than :data:`SPILL_BYTES`.
         num_samples: Samples stored in the records (all segments together).
     """
 
     split: str
     track_id: str
-    records: tuple[bytes, ...]
+    records: tuple[bytes, ...] | beam_io.RecordFile
     num_samples: int
+
+    @property
+    def num_records(self) -> int:
+        """Number of records."""
+        return self.records.num_records if isinstance(self.records, beam_io.RecordFile) else len(self.records)
 
 
 def split_name(split: str | None) -> str:
     """The shard name of a manifest split (``None`` → :data:`UNSPLIT`)."""
     return split or UNSPLIT
+
+
+class Segmenter:
+    """Cuts a waveform that arrives block by block into the segments :func:`tfaural.audio.segment` cuts.
+
+    ``feed`` each block in order, then ``finish`` with nothing left to feed; the segments
+    come out in order, each as soon as its samples (or, at the end, its padding) are in, and
+    together they equal ``audio.segment(whole, length=..., hop=..., pad=..., max_segments=...)``.
+    At most one segment plus one block are held (and, for ``pad="wrap"``, the track's first
+    ``max(length, hop)`` samples, which the padding repeats).
+
+    Args:
+        length: Segment length in samples.
+        hop: Hop between segment starts (``None``: ``length``).
+        pad: ``"none"``, ``"constant"`` or ``"wrap"`` (see :func:`tfaural.audio.segment`).
+        max_segments: Most segments (``None``: all).
+        source: Name of the audio, for errors.
+    """
+
+    def __init__(self, *, length: int, hop: int | None, pad: str, max_segments: int | None, source: str) -> None:
+        self.length, self.step, self.pad = length, hop or length, pad
+        self.cap = max_segments
+        self.source = source
+        self.total = 0  # samples fed
+        self.emitted = 0  # segments given out
+        self._start = 0  # absolute index of self._buffer[0]
+        self._buffer: np.ndarray | None = None
+        self._head: np.ndarray | None = None
+
+    @property
+    def full(self) -> bool:
+        """``max_segments`` segments are out: the rest of the waveform does not matter."""
+        return self.cap is not None and self.emitted >= self.cap
+
+    def feed(self, block: np.ndarray) -> Iterator[np.ndarray]:
+        """Takes the next block; yields the segments it completes."""
+        if self.pad == "wrap":
+            keep = max(self.length, self.step)
+            if self._head is None or len(self._head) < keep:
+                self._head = block[:keep] if self._head is None else np.concatenate([self._head, block])[:keep]
+        self._buffer = block if self._buffer is None else np.concatenate([self._buffer, block])
+        self.total += len(block)
+        while not self.full:
+            begin = self.emitted * self.step - self._start
+            if begin + self.length > len(self._buffer):
+                break
+            yield self._buffer[begin : begin + self.length].copy()
+            self.emitted += 1
+        drop = min(len(self._buffer), max(0, self.emitted * self.step - self._start))
+        self._buffer, self._start = self._buffer[drop:], self._start + drop
+
+    def finish(self) -> Iterator[np.ndarray]:
+        """Yields the last segments (padded ones) once the whole waveform was fed.
+
+        Raises:
+            EmptyAudioError: With ``pad="none"``, a waveform shorter than one segment.
+        """
+        n = self.total
+        count = audio.n_segments(n, length=self.length, hop=self.step, pad=self.pad)
+        if count == 0:
+            raise EmptyAudioError(self.source, f"too short: {n} samples, need at least one segment of "
+                                               f"{self.length} samples")
+        count = count if self.cap is None else min(count, self.cap)
+        buffer = self._buffer if self._buffer is not None else np.zeros(0, np.float32)
+        for index in range(self.emitted, count):
+            begin = index * self.step - self._start
+            piece = buffer[max(0, begin) : begin + self.length]
+            missing = self.length - len(piece)
+            if missing > 0:
+                past = max(0, index * self.step - n)  # samples of padding before this segment starts
+                if self.pad == "wrap":
+                    assert self._head is not None
+                    cycle = self._head[: min(n, len(self._head))]
+                    fill = np.resize(cycle, past + missing)[past:]
+                else:
+                    fill = np.zeros(missing, buffer.dtype)
+                piece = np.concatenate([piece, fill.astype(buffer.dtype)])
+            yield piece
+            self.emitted += 1
 
 
 def encode_track(
@@ -193,8 +320,19 @@ def encode_track(
     sample_rate: int,
     segment: SegmentConfig | None,
     min_samples: int = 1,
-) -> tuple[tuple[bytes, ...], int]:
-    """Decodes, resamples and serialises one track.
+    part_path: str | None = None,
+    spill_bytes: int = 0,
+) -> tuple[tuple[bytes, ...] | beam_io.RecordFile, int]:
+    """Decodes, resamples and serialises one track, block by block.
+
+    The file is decoded and resampled in blocks of :data:`BLOCK_SECONDS` (bit-identical
+    to decoding it whole) and quantised to int16 as it comes; the PCM of the records
+    (the segments, or the whole track) goes to an anonymous temporary file, never to
+    memory, and the records are serialised from there one at a time once their count is
+    known. Records of more than ``spill_bytes`` in all are written to ``part_path`` (a
+    whole-track record is streamed there without ever being whole in memory) instead of
+    being returned. With ``segment.n_segments``, decoding stops as soon as that many
+    segments (and ``min_samples`` samples) are in: the rest of the file is not read.
 
     Args:
         track: The track (local path or URI).
@@ -202,39 +340,103 @@ def encode_track(
         sample_rate: Target sample rate in Hz.
         segment: Segmentation, or ``None`` for a single whole-track record.
         min_samples: Fewest samples the track needs after resampling.
+        part_path: Where records that do not fit in ``spill_bytes`` go (``None``: always returned).
+        spill_bytes: Most record bytes returned in memory when ``part_path`` is given.
 
     Returns:
-        ``(records, num_samples)``: the serialised records (one, or one per segment
-        in time order) and the number of samples they hold.
+        ``(records, num_samples)``: the serialised records (one, or one per segment in
+        time order), or the :class:`~beam_jobs.io.RecordFile` holding them, and the number
+        of samples they hold.
 
     Raises:
         AudioError: The file is missing, unreadable, not audio, empty, too short or
-            holds NaN/Inf samples.
+            holds NaN/Inf samples (also when found halfway: nothing is returned then).
     """
-    y, _ = beam_io.load_audio(track.path, sample_rate=sample_rate, min_samples=min_samples)
-    if segment is None:
-        pieces, index = y[np.newaxis], [WHOLE_TRACK]
-    else:
-        pieces = audio.segment(y, length=segment.length, hop=segment.hop, pad=segment.pad,
-                               max_segments=segment.n_segments, source=track.path)
-        index = list(range(len(pieces)))
-    records = tuple(
-        encode_example(audio=piece, sample_rate=sample_rate, track_id=track.track_id, labels=labels,
-                       segment_index=i, num_segments=len(pieces), source_path=track.path)
-        for i, piece in zip(index, pieces)
-    )
-    return records, int(pieces.size)
+    limit = spill_bytes if part_path is not None else float("inf")
+    sink = beam_io.RecordSink(part_path or "", spill_bytes=int(min(limit, 2**62)))
+    try:
+        with tempfile.TemporaryFile(prefix="tfaural-pcm-") as spool:
+            if segment is None:
+                n = _spool_whole(track, spool, sample_rate=sample_rate, min_samples=min_samples)
+                spool.seek(0)
+                length, pieces = stream_example(
+                    num_samples=n, pcm=iter(lambda: spool.read(_READ_BYTES), b""), sample_rate=sample_rate,
+                    track_id=track.track_id, labels=labels, source_path=track.path)
+                sink.add_stream(length, pieces)
+                num_samples = n
+            else:
+                count = _spool_segments(track, spool, segment, sample_rate=sample_rate, min_samples=min_samples)
+                spool.seek(0)
+                for index in range(count):
+                    pcm = np.frombuffer(spool.read(2 * segment.length), "<i2").astype(np.int16)
+                    sink.add(encode_example(audio=pcm, sample_rate=sample_rate, track_id=track.track_id,
+                                            labels=labels, segment_index=index, num_segments=count,
+                                            source_path=track.path))
+                num_samples = count * segment.length
+        return sink.finish(), num_samples
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def _blocks(track: Track, *, sample_rate: int) -> Iterator[np.ndarray]:
+    return beam_io.iter_audio_blocks(track.path, sample_rate=sample_rate, block_seconds=BLOCK_SECONDS)
+
+
+def _too_short(track: Track, n: int, *, sample_rate: int, min_samples: int) -> None:
+    if n < min_samples:  # the message of tfaural.audio.load
+        raise EmptyAudioError(track.path, f"too short: {n} samples ({n / sample_rate:.3f} s) at {sample_rate} Hz, "
+                                          f"need at least {min_samples}")
+
+
+def _spool_whole(track: Track, spool: IO[bytes], *, sample_rate: int, min_samples: int) -> int:
+    """Writes the track's int16 PCM to ``spool``; returns its number of samples."""
+    n = 0
+    for block in _blocks(track, sample_rate=sample_rate):
+        spool.write(quantize(block).astype("<i2", copy=False).tobytes())
+        n += len(block)
+    _too_short(track, n, sample_rate=sample_rate, min_samples=min_samples)
+    return n
+
+
+def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, sample_rate: int,
+                    min_samples: int) -> int:
+    """Writes the int16 PCM of the track's segments to ``spool``, one after another; returns how many."""
+    cutter = Segmenter(length=segment.length, hop=segment.hop, pad=segment.pad, max_segments=segment.n_segments,
+                       source=track.path)
+    blocks = _blocks(track, sample_rate=sample_rate)
+    try:
+        for block in blocks:
+            for piece in cutter.feed(quantize(block)):
+                spool.write(piece.astype("<i2", copy=False).tobytes())
+            if cutter.full and cutter.total >= min_samples:
+                break  # the first max_segments segments are in: the rest of the file does not matter
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()  # closes the file now, not when the generator is collected
+    _too_short(track, cutter.total, sample_rate=sample_rate, min_samples=min_samples)
+    for piece in cutter.finish():
+        spool.write(piece.astype("<i2", copy=False).tobytes())
+    return cutter.emitted
 
 
 class EncodeTrack(beam.DoFn):
-    """Track → :class:`EncodedTrack`, or a :class:`Failure` for audio that cannot be used."""
+    """Track → :class:`EncodedTrack`, or a :class:`Failure` for audio that cannot be used.
+
+    Records of a track beyond :data:`SPILL_BYTES` are written to a part file in
+    ``parts_folder`` (which the shard writer copies and deletes) instead of travelling
+    through the pipeline in memory.
+    """
 
     def __init__(self, *, label_names: Sequence[str], sample_rate: int, segment: SegmentConfig | None,
-                 min_samples: int) -> None:
+                 min_samples: int, parts_folder: str | None = None, spill_bytes: int = 0) -> None:
         self._label_names = tuple(label_names)
         self._sample_rate = sample_rate
         self._segment = segment
         self._min_samples = min_samples
+        self._parts_folder = parts_folder
+        self._spill_bytes = spill_bytes
 
     def setup(self) -> None:
         self._index = {name: i for i, name in enumerate(self._label_names)}
@@ -247,9 +449,14 @@ class EncodeTrack(beam.DoFn):
         for label in track.labels:
             labels[self._index[label]] = 1.0
         split = split_name(track.split)
+        part = None
+        if self._parts_folder is not None:
+            name = hashlib.sha1(track.track_id.encode("utf-8")).hexdigest()
+            part = beam_io.join(self._parts_folder, f"{split}-{name}{SHARD_SUFFIX}")
         try:
             records, num_samples = encode_track(track, labels=labels, sample_rate=self._sample_rate,
-                                                segment=self._segment, min_samples=self._min_samples)
+                                                segment=self._segment, min_samples=self._min_samples,
+                                                part_path=part, spill_bytes=self._spill_bytes)
         except AudioError as err:
             self._failed.inc()
             yield Failure(path=track.path, track_id=track.track_id, split=split, error=type(err).__name__,
@@ -260,9 +467,10 @@ class EncodeTrack(beam.DoFn):
             yield Failure(path=track.path, track_id=track.track_id, split=split, error=type(err).__name__,
                           reason=str(err))
             return
+        encoded = EncodedTrack(split=split, track_id=track.track_id, records=records, num_samples=num_samples)
         self._written.inc()
-        self._records.inc(len(records))
-        yield EncodedTrack(split=split, track_id=track.track_id, records=records, num_samples=num_samples)
+        self._records.inc(encoded.num_records)
+        yield encoded
 
 
 def _unexpected_failure(bad: tuple[Track, tuple[Any, str, Any]]) -> Failure:
@@ -347,7 +555,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue: Catalogue, settings: Sett
         | "SpreadTracks" >> beam.Reshuffle()
         | "DecodeAndEncode" >> beam.ParDo(EncodeTrack(
             label_names=catalogue.label_names, sample_rate=settings.sample_rate, segment=settings.segment,
-            min_samples=settings.min_samples,
+            min_samples=settings.min_samples, parts_folder=settings.parts_folder, spill_bytes=settings.spill_bytes,
         )).with_exception_handling()
     )
     records, expected_failures = encoded | "SeparateFailures" >> beam.Partition(
@@ -394,7 +602,20 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue: Catalogue, settings: Sett
     )
 
 
+def _remove_parts(settings: Settings) -> None:
+    """Deletes part files (of a run that was killed, or anything a failed shard write left) and their folder."""
+    stale = beam_io.list_files(beam_io.join(settings.parts_folder, "*"))
+    if stale:
+        logger.info("make_tfrecords: deleting %d part file(s) of an unfinished run in %s", len(stale),
+                    settings.parts_folder)
+        beam_io.delete(stale)
+    if beam_io.is_local(settings.parts_folder):
+        with contextlib.suppress(OSError):  # absent, or not empty
+            os.rmdir(settings.parts_folder)
+
+
 def _prepare_output(settings: Settings) -> None:
+    _remove_parts(settings)
     patterns = [beam_io.join(settings.output, f"*{SHARD_SUFFIX}"),
                 beam_io.join(settings.output, DATASET_INFO_FILENAME),
                 beam_io.join(settings.output, FAILURES_FILENAME)]
@@ -433,6 +654,7 @@ def run(
         option_classes=[CatalogueJobOptions, MakeTFRecordsOptions],
     )
     settings = Settings.from_options(options)
+    check_runner(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     catalogue = read_manifest(settings.manifest, check_files=False)  # missing files go to failures.jsonl
     if test_pipeline is None:
@@ -443,8 +665,10 @@ def run(
                 settings.sample_rate)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(pipeline, catalogue, settings)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with run_folder("make_tfrecords"):  # what the worker processes leave in their temporary folder goes with it
+        result = pipeline.run()
+        result.wait_until_finish()
+    _remove_parts(settings)
     info = DatasetInfo.read(beam_io.join(settings.output, DATASET_INFO_FILENAME))
     logger.info("make_tfrecords: wrote %d records of %d tracks; %d track(s) failed (see %s)", info.total("records"),
                 info.total("tracks"), info.total("failed"), beam_io.join(settings.output, FAILURES_FILENAME))

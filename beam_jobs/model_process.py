@@ -50,6 +50,9 @@ __all__ = [
     "SignatureCallError",
     "tf_error_reason",
     "LoadedSignature",
+    "signature_savedmodel",
+    "load_savedmodel",
+    "signature_function",
     "load_signature",
     "ModelServerAddress",
     "ModelProcess",
@@ -151,6 +154,26 @@ class LoadedSignature:
                              and not isinstance(err, tf.errors.ResourceExhaustedError))
             raise SignatureCallError(type(err).__name__, tf_error_reason(err), example_error) from None
 
+    def call_each(
+        self, inputs: Sequence[dict[str, Any]], outputs: tuple[str, ...] | None = None
+    ) -> list[dict[str, np.ndarray] | SignatureCallError]:
+        """Calls the signature once per element of ``inputs`` (one round trip for a shared model).
+
+        Args:
+            inputs: One dict per call, as :meth:`call` takes it (batched inputs with a batch axis of 1).
+            outputs: Output names to return (``None``: all).
+
+        Returns:
+            Per call, its outputs, or the :class:`SignatureCallError` it raised.
+        """
+        results: list[dict[str, np.ndarray] | SignatureCallError] = []
+        for one in inputs:
+            try:
+                results.append(self.call(one, outputs))
+            except SignatureCallError as err:
+                results.append(err)
+        return results
+
 
 def _join(base: str, relative: str) -> str:
     return base.rstrip("/") + "/" + relative
@@ -171,6 +194,43 @@ def signature_savedmodel(export_dir: str, signature: str) -> str:
     return export_dir
 
 
+def load_savedmodel(path: str, *, export_dir: str, threads: int | None = None) -> Any:
+    """``tf.saved_model.load(path)`` with TensorFlow's thread counts set first.
+
+    Args:
+        path: The SavedModel to load (an export, or one signature's own SavedModel in it).
+        export_dir: The export it belongs to (named in errors).
+        threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); ignored
+            if the runtime is already initialised in this process.
+
+    Raises:
+        ModelError: If the SavedModel cannot be loaded.
+    """
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # the runtime is already initialised in this process: keep its setting
+            pass
+    try:
+        return tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as err:
+        raise ModelError(f"cannot load the SavedModel in {export_dir!r}: {err}") from None
+
+
+def signature_function(loaded: Any, signature: str, *, export_dir: str) -> Any:
+    """The concrete function of ``signature`` in a loaded SavedModel.
+
+    Raises:
+        ModelError: If it has no such signature.
+    """
+    if signature not in loaded.signatures:
+        raise ModelError(f"{export_dir!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}")
+    return loaded.signatures[signature]
+
+
 def load_signature(export_dir: str, signature: str, *, threads: int | None = None) -> tuple[Any, Any]:
     """Loads one signature of an export, from its own SavedModel when the export has one.
 
@@ -186,22 +246,8 @@ def load_signature(export_dir: str, signature: str, *, threads: int | None = Non
     Raises:
         ModelError: If the SavedModel cannot be loaded or lacks the signature.
     """
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # the runtime is already initialised in this process: keep its setting
-            pass
-    path = signature_savedmodel(export_dir, signature)
-    try:
-        loaded = tf.saved_model.load(path)
-    except (OSError, ValueError, tf.errors.OpError) as err:
-        raise ModelError(f"cannot load the SavedModel in {export_dir!r}: {err}") from None
-    if signature not in loaded.signatures:
-        raise ModelError(f"{export_dir!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}")
-    return loaded, loaded.signatures[signature]
+    loaded = load_savedmodel(signature_savedmodel(export_dir, signature), export_dir=export_dir, threads=threads)
+    return loaded, signature_function(loaded, signature, export_dir=export_dir)
 
 
 # --------------------------------------------------------------------------- the model process (server side)
@@ -222,7 +268,8 @@ def _warm_up(loaded: LoadedSignature, export_dir: str, signature: str) -> None:
 
 
 class _Server:
-    """Accepts connections and answers ``("spec",)`` and ``("call", inputs, outputs)`` requests."""
+    """Accepts connections and answers ``("spec",)``, ``("call", inputs, outputs)`` and
+    ``("call_each", [inputs, ...], outputs)`` requests."""
 
     def __init__(self, listener: Any) -> None:
         self._listener = listener
@@ -261,9 +308,14 @@ class _Server:
             return ("load_error", self._load_error or "the model did not load")
         if request[0] == "spec":
             return ("ok", self._loaded.input_names)
-        _, inputs, outputs = request
+        kind, inputs, outputs = request
         try:
             with self._lock:
+                if kind == "call_each":  # per call, its outputs or its error as a tuple: this module is
+                    # __main__ here, so its classes would not unpickle in the caller
+                    return ("ok", [answer if isinstance(answer, dict) else
+                                   ("call_error", answer.error, answer.reason, answer.example_error)
+                                   for answer in self._loaded.call_each(inputs, outputs)])
                 return ("ok", self._loaded.call(inputs, outputs))
         except SignatureCallError as err:
             return ("call_error", err.error, err.reason, err.example_error)
@@ -535,6 +587,21 @@ class RemoteSignature:
         """
         answer = self._request(("call", {name: np.asarray(inputs[name]) for name in self.input_names}, outputs))
         return answer[1]  # type: ignore[no-any-return]
+
+    def call_each(
+        self, inputs: Sequence[dict[str, Any]], outputs: tuple[str, ...] | None = None
+    ) -> list[dict[str, np.ndarray] | SignatureCallError]:
+        """One call per element of ``inputs``, all in one round trip to the model process.
+
+        Returns:
+            Per call, its outputs, or the :class:`SignatureCallError` it raised there.
+
+        Raises:
+            ModelError: If the model process could not load the model or went away.
+        """
+        request = [{name: np.asarray(one[name]) for name in self.input_names} for one in inputs]
+        return [answer if isinstance(answer, dict) else SignatureCallError(*answer[1:])
+                for answer in self._request(("call_each", request, outputs))[1]]
 
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)

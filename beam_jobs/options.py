@@ -22,10 +22,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    WorkerOptions,
+    _BeamArgumentParser,
+)
 
 from tfaural.cli import parse_index_list
 from tfaural.config import PAD_MODES
@@ -41,9 +48,11 @@ __all__ = [
     "ChunkOptions",
     "DEFAULT_CHUNK_SECONDS",
     "parse_job_args",
+    "stray_arguments",
     "require",
     "parse_index_list",
     "apply_runner_defaults",
+    "check_runner",
     "is_dask_runner",
 ]
 
@@ -124,10 +133,14 @@ class InferenceJobOptions(PipelineOptions):
                    "(default tfrecord). The tag job always writes tags.jsonl and tags.csv.")
         _flag(parser, "batch_size", type=int, default=None, metavar="N",
               help="Largest batch RunInference forms (default: 8 for tag and extract_features, 1 for auralise, "
-                   "whose deconvolutions need ~1 GB per 64 features of a 4-s clip).")
+                   "whose deconvolutions need ~1 GB per 64 features of a 4-s clip). The examples of a batch "
+                   "travel together, but the model is called on each alone, so results do not depend on it: "
+                   "reruns are byte-identical.")
         _flag(parser, "skip_existing", action="store_true", default=False,
               help="Resume an earlier run in --output with the same settings: tracks whose results are complete "
-                   "are not recomputed (they are still listed in manifest.jsonl).")
+                   "and valid (they parse, have the expected contents and shapes, the files they list are there "
+                   "with their recorded checksums) are not recomputed (they are still listed in manifest.jsonl); "
+                   "anything else is recomputed, with the reason in the log.")
 
 
 class AuraliseOptions(PipelineOptions):
@@ -152,6 +165,12 @@ class AuraliseOptions(PipelineOptions):
               help="Also write PNG spectrograms (magma, dB, one colour scale per layer of a track).")
         _flag(parser, "features_per_call", type=int, default=16, metavar="K",
               help="Feature maps deconvolved per signature call (memory grows with K). Default: 16.")
+        _flag(parser, "tags", type=int, default=3, metavar="N",
+              help="Explain each excerpt's N best tags: record their scores and, per layer, the features that "
+                   "contribute most to each (the export's attribute signature: activation x gradient of the "
+                   "tag's score); the listening report lists them next to the features' audio. 0: off. "
+                   "Default: 3 (capped at the export's number of labels and 10; off for exports made before "
+                   "the attribute signature).")
         _flag(parser, "report", action="store_true", default=False,
               help="When the run has finished, also write the HTML listening report (tfaural.report) into "
                    "OUTPUT/report/ (local --output only; otherwise run python -m tfaural.report on a copy).")
@@ -210,14 +229,62 @@ def parse_job_args(
 
     Raises:
         SystemExit: On ``--help`` or a malformed job flag (argparse prints why).
+        ParameterError: On words no flag takes (:func:`stray_arguments`), e.g. the files of an
+            unquoted glob that the shell expanded: Beam would drop them silently.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_BEAM_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for option_class in option_classes:
         option_class._add_argparse_args(parser)
-    args = list(argv) if argv is not None else None
+    args = list(argv) if argv is not None else sys.argv[1:]
     parser.parse_known_args(args)  # --help and type errors; Beam flags pass through
+    stray = stray_arguments(args)
+    if stray:
+        shown = ", ".join(repr(word) for word in stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+        raise ParameterError(
+            f"{len(stray)} unexpected argument(s) {shown}: every value must follow its --flag. If the shell expanded "
+            "a glob (an unquoted --input dir/*.wav passes every file as an argument), quote it: --input 'dir/*.wav'")
     return PipelineOptions(args)
+
+
+def stray_arguments(args: Sequence[str]) -> list[str]:
+    """The words of a command line that no flag takes (Beam would discard them as "unparseable args").
+
+    The words are parsed as Beam parses them: with the flags of every ``PipelineOptions``
+    subclass imported so far; an unknown ``--flag`` takes the next word as its value unless
+    that word starts with ``-`` or the flag has ``=value`` (Beam keeps such flags for the
+    runner). What is left (e.g. ``b.wav c.wav`` of ``--input a.wav b.wav c.wav``, which a shell
+    makes of ``--input *.wav``) are stray words.
+
+    Args:
+        args: The command-line arguments (without the program name).
+
+    Returns:
+        The stray words, in order.
+    """
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    classes: dict[str, type[PipelineOptions]] = {}
+    for option_class in PipelineOptions.__subclasses__():
+        classes.setdefault(str(option_class), option_class)
+    for option_class in classes.values():
+        option_class._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(args))
+    stray: list[str] = []
+    index = 0
+    while index < len(unknown):
+        word = unknown[index]
+        if word == "--":
+            stray.extend(unknown[index + 1 :])
+            break
+        if not word.startswith("-"):
+            stray.append(word)
+            index += 1
+        elif (word.startswith("--") and "=" not in word and index + 1 < len(unknown)
+              and not unknown[index + 1].startswith("-")):
+            index += 2  # an unknown --flag and its value, which Beam passes to the runner
+        else:
+            index += 1
+    return stray
 
 
 def require(value: Any, flag: str, expected: str) -> Any:
@@ -225,6 +292,24 @@ def require(value: Any, flag: str, expected: str) -> Any:
     if value is None or value == "":
         raise ParameterError(f"{flag} is required: expected {expected}")
     return value
+
+
+def check_runner(options: PipelineOptions) -> None:
+    """Resolves ``--runner`` now, so that a misspelt runner is a one-line error before the job does anything.
+
+    Raises:
+        ParameterError: Naming the runner and what Beam said about it.
+    """
+    from apache_beam.runners.runner import create_runner
+
+    runner = options.view_as(StandardOptions).runner
+    if not isinstance(runner, str):
+        return
+    try:
+        create_runner(runner)
+    except (ValueError, ImportError, AttributeError) as err:
+        raise ParameterError(f"--runner {runner}: {' '.join(str(err).split())} (the Dask runner is "
+                             "apache_beam.runners.dask.dask_runner.DaskRunner)") from None
 
 
 def is_dask_runner(options: PipelineOptions) -> bool:

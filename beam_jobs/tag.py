@@ -24,7 +24,9 @@ The output folder receives:
     tags.jsonl          one JSON object per tagged track, sorted by track id:
                         {"track_id", "path", "seconds", "scores": {label: score}, "top_k": [[label, score], ...]}
     tags.csv            track_id, path, top_labels (best first, ';'-separated), one score column per label
-    tracks/<name>.json  the same object per track (what --skip-existing keeps)
+    tracks/<name>.json  the same object per track (what --skip-existing keeps, if it parses and holds this
+                        track's scores for every label and the top-k that follows; otherwise the track
+                        is recomputed, with the reason in the log)
     manifest.jsonl      every input exactly once: {"path", "track_id", "name", "status": "ok", "outputs"}
                         or {..., "status": "failed", "error", "error_type", "stage"}
     job.json            the settings and the model's metadata.json
@@ -50,6 +52,7 @@ import functools
 import io
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -95,7 +98,7 @@ from beam_jobs.options import (
     TagOptions,
     parse_job_args,
 )
-from tfaural.errors import ParameterError
+from tfaural.errors import DataError, ParameterError
 
 __all__ = [
     "TAGS_JSONL",
@@ -103,6 +106,7 @@ __all__ = [
     "PARTS_FOLDER",
     "Settings",
     "tag_record",
+    "read_tag_record",
     "whole_segments",
     "PrepareTrack",
     "AssembleTags",
@@ -207,10 +211,54 @@ class PrepareTrack(beam.DoFn):
         s = self._settings
         part = s.common.path(s.part_file(track))
         if s.common.skip_existing and beam_io.exists(part):
-            record = json.loads(beam_io.read_text(part))
-            yield TrackResult(track, OK, outputs=_outputs(s, track), reused=True, data=record)
-            return
+            try:
+                record = read_tag_record(part, track, labels=s.labels, top_k=s.top_k)
+            except DataError as err:
+                logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
+                beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
+            else:
+                yield TrackResult(track, OK, outputs=_outputs(s, track), reused=True, data=record)
+                return
         yield from stream_examples(track, s.plan)
+
+
+def read_tag_record(path: str, track: TrackInput, *, labels: Sequence[str], top_k: int) -> dict[str, Any]:
+    """Reads and checks a ``tracks/<name>.json`` of an earlier run (what ``--skip-existing`` reuses).
+
+    The record must be what :func:`tag_record` would write for ``track`` with these labels
+    and ``top_k``: the track's id and path, finite seconds, a finite score for every label
+    and nothing else, and the top-k list that follows from the scores.
+
+    Returns:
+        The record.
+
+    Raises:
+        DataError: Naming ``path`` and what is wrong (unreadable, truncated, not JSON, other keys or values).
+    """
+    try:
+        record = json.loads(beam_io.read_text(path))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: unreadable or not JSON ({type(err).__name__}: {err})") from None
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: {what}")
+
+    if not isinstance(record, dict) or set(record) != {"track_id", "path", "seconds", "scores", "top_k"}:
+        raise bad("not a tag record (expected the keys track_id, path, seconds, scores, top_k)")
+    if record["track_id"] != track.track_id or record["path"] != track.path:
+        raise bad(f"holds the tags of {record['track_id']!r} ({record['path']}), not of this track")
+    scores = record["scores"]
+    if not isinstance(scores, dict) or list(scores) != list(labels):
+        raise bad("its scores are not those of the model's labels")
+    values = [scores[label] for label in labels]
+    seconds = record["seconds"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in [*values, seconds]) or seconds < 0:
+        raise bad("holds a score or a duration that is not a finite number")
+    expected = tag_record(track, np.asarray(values, np.float32), labels=labels, top_k=top_k, seconds=float(seconds))
+    if record["top_k"] != expected["top_k"] or values != list(expected["scores"].values()):
+        raise bad("its top_k list does not follow from its scores (or its scores are not float32 values)")
+    return record
 
 
 def _outputs(settings: Settings, track: TrackInput) -> tuple[str, ...]:
@@ -259,8 +307,8 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["scores"], intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model,
-                                    max_samples_per_call=s.plan.chunk_samples, model_server=s.common.model_server)
+                                    share_across_processes=s.common.share_model, one_example_per_call=True,
+                                    model_server=s.common.model_server)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
@@ -304,7 +352,7 @@ def run(
                              option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions, ChunkOptions])
     settings = Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
-                         reserved=_RESERVED)
+                         reserved=_RESERVED, output=settings.common.output)
     settings = configure_runner(
         "tag", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
         save_main_session=save_main_session, model_process=True,

@@ -23,16 +23,19 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-#: (name, script, extra args for the full run, timeout in seconds for the full run)
+#: (name, script, extra args (the full run; --quick is added for the smoke run), timeout in seconds for the full run)
 BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("ceilings", "ceilings.py", [], 600),
     ("samplecnn_inference", "samplecnn_inference.py", [], 900),
     ("data_pipeline", "data_pipeline.py", [], 1200),
     ("deconvolution", "deconvolution.py", [], 900),
+    ("deconvnet_mtt_vgg", "deconvnet_mtt_vgg.py", ["--profile"], 1800),
     ("serving", "serving.py", [], 1200),
     ("beam_tag", "beam_tag.py", [], 1800),
     ("correlation", "correlation.py", [], 1800),
     ("memory", "memory.py", [], 2400),
+    ("memory_make_tfrecords", "memory.py", ["--make-tfrecords"], 5400),
+    ("memory_auralise", "memory.py", ["--auralise"], 1800),
     ("scaling", "scaling.py", [], 1500),
     ("peer_musicnn", "peer_musicnn.py", [], 5400),
     ("startup", "startup.py", [], 1800),
@@ -138,6 +141,17 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         "<= 2 s", deconv.get("meets_time_target"))
     add("... speed-up over the per-feature loop (reference code's way)", deconv.get("speedup_vs_eager_loop"),
         ">= 20x", deconv.get("meets_speedup_target"))
+    walks = deconv.get("general_vs_explicit_walk") or {}
+    for case, figures in walks.items():
+        add(f"General deconvnet vs the explicit walk it replaced, {case} (explicit / general time)",
+            figures.get("explicit_over_general"), "report (>= ~1: no slower)", None)
+    mtt = results.get("deconvnet_mtt_vgg", {})
+    add(f"MTT_vgg: {mtt.get('features', 640)} features of a 3-s excerpt deconvolved + auralised (s)",
+        mtt.get("batched_seconds_median"), "report", None)
+    add("... GFLOP/s as a fraction of the measured Conv2D ceiling", mtt.get("fraction_of_conv2d_ceiling"), ">= 0.5",
+        mtt.get("meets_fraction_target"))
+    add("... speed-up over the per-feature loop (reference code's way)", mtt.get("speedup_vs_eager_loop"), ">= 20x",
+        mtt.get("meets_speedup_target"))
     data = results.get("data_pipeline", {})
     add("tf.data segments/s per core / training step rate", data.get("feed_ratio"), ">= 20", data.get("meets_target"))
     serving = results.get("serving", {})
@@ -152,6 +166,15 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if peak is not None:
             add(f"extract_features peak RSS, {minutes}-min file (MiB, whole process tree)", peak,
                 "< 2048 at 60 min" if minutes == "60" else "report", peak < 2048 if minutes == "60" else None)
+    tfrecords = results.get("memory_make_tfrecords", {})
+    for mode, figures in (tfrecords.get("modes") or {}).items():
+        minutes = sorted(figures.get("peak_mib_by_minutes") or {}, key=float)
+        if len(minutes) >= 2:
+            add(f"make_tfrecords peak RSS {minutes[-1]} / {minutes[0]} min, {mode} (whole process tree)",
+                figures.get("peak_ratio"), "<= 1.10", figures.get("flat_within_10pct"))
+    for family, figures in (_get(results, "memory_auralise", "families") or {}).items():
+        add(f"Largest allowed auralise call, {family}: peak RSS (MiB, the calling process)",
+            figures.get("worst_peak_rss_mib"), "<= 2048", figures.get("meets_2gib"))
     scaling = results.get("scaling", {})
     for runner, label in (("direct", "DirectRunner multi-processing"), ("dask", "local Dask cluster")):
         for key, what in (("speedup_2_vs_1", "end to end"), ("speedup_2_vs_1_marginal", "after start-up")):
@@ -251,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"error": f"{script} is missing"}
             continue
         print(f"[benchmarks] {name} ...", flush=True)
-        results[name] = run_one(name, script, ["--quick"] if args.quick else extra,
+        results[name] = run_one(name, script, ["--quick", *extra] if args.quick else extra,
                                 timeout if not args.quick else 600)
         status = results[name].get("error") or f"{results[name].get('wall_seconds')} s"
         print(f"[benchmarks] {name}: {status}", flush=True)

@@ -9,6 +9,11 @@ feature). Loop times are extrapolated from an evenly spread sample of features.
 
 Targets (issue 6): batched ≤ 2 s on this 2-core CPU, and ≥ 20× the per-feature loop.
 
+Side by side (issue 16): the general deconvnet (:class:`tfaural.deconv.DeconvNet`, which walks
+any Keras graph) against the explicit block walk it replaced (``explicit_walk.py``), both
+deconvolving every layer with one shared forward pass, on the same Choi CNN and clip and on a
+SampleCNN 3^9 segment (32 features of each of its 11 levels), timed alternately.
+
 Run ``python benchmarks/deconvolution.py [--quick] [--run RUN_DIR]``; prints one JSON object.
 """
 
@@ -24,12 +29,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import explicit_walk
 import numpy as np
 import tensorflow as tf
 from _timing import environment, run_times
 
-from tfaural import auralise
-from tfaural.models import choi_cnn
+from tfaural import auralise, deconv, spectral
+from tfaural.models import choi_cnn, samplecnn_preset
 
 
 def _clip(sample_rate: int, seconds: float) -> np.ndarray:
@@ -38,6 +44,23 @@ def _clip(sample_rate: int, seconds: float) -> np.ndarray:
     y = 0.4 * np.sin(2 * np.pi * (110 * t + 200 * t**2)) + 0.05 * rng.standard_normal(t.size)
     y[:: sample_rate // 4] += 0.5  # clicks: onsets for the first-layer detectors
     return np.clip(y, -1, 1).astype(np.float32)[None]
+
+
+def walk_comparison(model: object, x: tf.Tensor, *, repeats: int, features: list[int] | None = None
+                    ) -> dict[str, object]:
+    """Median seconds of the general and the explicit walk over every level, timed alternately."""
+    nets = {"general": deconv.DeconvNet(model), "explicit": explicit_walk.DeconvNet(model)}
+    functions = {name: tf.function(lambda y, net=net: net.deconvolve_layers(y, features=features))
+                 for name, net in nets.items()}
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for fn in functions.values():  # trace and warm up
+        run_times(lambda fn=fn: fn(x), warmup=1, repeats=1)
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            times[name] += run_times(lambda fn=fn: fn(x), warmup=0, repeats=1)
+    general, explicit = statistics.median(times["general"]), statistics.median(times["explicit"])
+    return {"general_seconds": round(general, 3), "explicit_seconds": round(explicit, 3),
+            "explicit_over_general": round(explicit / general, 2)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -90,6 +113,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     total_features = len(levels) * n_maps
     loop_seconds = loop_per_call * total_features
     batched_seconds = statistics.median(batched_times)
+    magnitude = spectral.magnitude(waveform, n_fft=config.n_fft, hop_length=config.hop_length)
+    walks = {"choi_320_features": walk_comparison(model, magnitude, repeats=repeats)}
+    sample_model = samplecnn_preset(22050)
+    segment = tf.constant(np.random.default_rng(1).standard_normal((1, 59049)).astype(np.float32) * 0.3)
+    walks["samplecnn_3_9_32_features_x_11_levels"] = walk_comparison(
+        sample_model, segment, repeats=1 if args.quick else 3, features=list(range(32)))
     result = {
         "benchmark": "deconvolution_auralisation",
         "model": "choi_cnn" + (f" ({args.run})" if args.run else " (random weights)"),
@@ -111,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "target_speedup": 20.0,
         "meets_time_target": batched_seconds <= 2.0,
         "meets_speedup_target": eager_per_call * total_features / batched_seconds >= 20.0,
+        "general_vs_explicit_walk": walks,
         "environment": environment(),
     }
     print(json.dumps(result, indent=2))

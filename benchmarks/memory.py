@@ -31,11 +31,35 @@ wall second.
 Usage:
     python benchmarks/memory.py [--quick] [--minutes 1 10 60] [--runners default in_process] [--export-dir DIR]
         [--keep DIR]
+    python benchmarks/memory.py --make-tfrecords [--quick] [--keep DIR]
+    python benchmarks/memory.py --auralise [--quick] [--keep DIR]
+
+``--make-tfrecords`` measures ``beam_jobs.make_tfrecords`` instead (issue 17; see
+:func:`make_tfrecords_memory`): peak RSS of the job's process tree on one 1-hour and one
+6-hour file, for segments as the issue ran it (``--segment-length 44100
+--max-segments 10``), for every segment of the track (``--segment-length 59049``) and
+for one whole-track record (``--quick``: 1 and 6 minutes, whole-track records only).
+Target: the longer file within 10 % of the shorter one.
+
+**Worst-case auralise** (``--auralise``, issue 17; :func:`run_auralise`): the largest call an
+export's budgets allow (``export/budget.py``), per exported family -- the Choi CNN of the paper
+(11,025 Hz, 64 maps per layer), the 3^9-SampleCNN (22,050 Hz) and musicnn's vgg tagger (MTT_vgg's
+shape: 16 kHz log-mel, 128 maps per layer; the imported pretrained taggers), random weights, default
+budgets: one clip of ``max_deconv_seconds`` (30 s) and as many features as
+``max_deconv_feature_samples`` allows (64) at the deepest layer and at the first layer, mode
+``phase``, sent to the SavedModel's ``auralise`` signature in a fresh process that loads the export
+with ``tf.saved_model.load`` (as TF Serving or a Beam worker would). Its peak RSS (``VmHWM``) is
+compared with the 2 GiB target, next to a baseline process that loads the export and makes the
+smallest call (one feature of one segment). The same process checks that one feature more is
+refused with ``InvalidArgumentError`` before any work. ``--quick`` exports small models of both
+families (16 maps per Choi layer; a 3^7-SampleCNN with 16 maps) with a 4-s limit and 16 features per
+call, and measures the deepest layer only (a smoke test of the machinery, not the target).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -79,6 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-dir", default=None,
                         help="reuse this export version directory instead of exporting a fresh 3^9-SampleCNN")
     parser.add_argument("--keep", default=None, help="keep the audio, export and outputs in this folder")
+    parser.add_argument("--make-tfrecords", action="store_true",
+                        help="measure beam_jobs.make_tfrecords on a 1-h and a 6-h file instead (--quick: 2 and 12 "
+                             "min)")
+    parser.add_argument("--auralise", action="store_true",
+                        help="measure the worst-case auralise call of each exported family instead (issue 17)")
     return parser.parse_args(argv)
 
 
@@ -366,8 +395,313 @@ def run(*, quick: bool = False, minutes: list[float] | None = None, runners: lis
             shutil.rmtree(root, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------
+# make_tfrecords (issue 17)
+# ---------------------------------------------------------------------------
+
+TFRECORDS_MINUTES = (60.0, 360.0)
+TFRECORDS_QUICK_MINUTES = (1.0, 6.0)
+TFRECORDS_FLATNESS = 1.10
+TFRECORDS_MODES: dict[str, list[str]] = {
+    "segments_max10": ["--segment-length", "44100", "--max-segments", "10"],
+    "all_segments": ["--segment-length", "59049"],
+    "whole_track": [],
+}
+
+
+def _make_tfrecords(path: Path, output: Path, flags: list[str], *, timeout: float) -> dict[str, Any]:
+    """Runs ``python -m beam_jobs.make_tfrecords`` (no --runner: what a user gets) on one file; checks the dataset."""
+    manifest = output.parent / f"{output.name}-manifest.csv"
+    manifest.write_text(f"path,track_id,labels,split\n{path},long,music,train\n", encoding="utf-8")
+    command = [sys.executable, "-m", "beam_jobs.make_tfrecords", f"--manifest={manifest}", f"--output={output}",
+               f"--sample-rate={MODEL_RATE}", *flags]
+    result = measure(command, env=_env(), timeout=timeout)
+    if result["returncode"] != 0:
+        raise RuntimeError(f"make_tfrecords failed on {path}: {result['stderr_tail']}")
+    info = json.loads((output / "dataset.json").read_text(encoding="utf-8"))
+    counts = info["splits"]["train"]
+    if counts["tracks"] != 1 or counts["failed"]:
+        raise RuntimeError(f"make_tfrecords did not write the track of {path}: {counts}")
+    result["records"] = counts["records"]
+    result["samples_stored"] = counts["samples"]
+    result["record_bytes"] = counts["bytes"]
+    return result
+
+
+def make_tfrecords_memory(*, quick: bool = False, minutes: list[float] | None = None,
+                          modes: list[str] | None = None, keep: str | None = None) -> dict[str, Any]:
+    """Peak RSS of ``beam_jobs.make_tfrecords`` (whole process tree) on one short and one long file per mode.
+
+    The input is :func:`write_music` (44.1 kHz stereo FLAC, resampled by the job to 22,050 Hz);
+    the job runs as a user runs it (no ``--runner``: the multi-processing DirectRunner, here
+    a launcher and one SDK worker). Each run checks that the dataset holds the track with the
+    expected number of samples. ``peak_ratio`` is the long file's peak over the short one's
+    (``sum_of_process_peaks_mib``, each process's ``VmHWM``); the target is at most 1.10.
+    ``--quick`` (a smoke test of a minute or two) measures whole-track records only, the worst case.
+    """
+    durations = list(minutes or (TFRECORDS_QUICK_MINUTES if quick else TFRECORDS_MINUTES))
+    chosen = {m: TFRECORDS_MODES[m] for m in (modes or (["whole_track"] if quick else list(TFRECORDS_MODES)))}
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-memory-tfrecords-"))
+    root.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in chosen}
+    try:
+        for index, length in enumerate(durations):
+            path = root / f"music-{length:g}min.flac"
+            start = time.perf_counter()
+            frames = write_music(path, length, seed=17 + index)
+            generate_seconds = time.perf_counter() - start
+            model_samples = -(-frames * MODEL_RATE // SOURCE_RATE)
+            for mode, flags in chosen.items():
+                output = root / f"tfrecords-{mode}-{length:g}min"
+                result = _make_tfrecords(path, output, flags, timeout=max(900.0, 8 * 60 * length))
+                if mode == "whole_track" and result["samples_stored"] != model_samples:
+                    raise RuntimeError(f"{path}: {result['samples_stored']} samples stored, expected {model_samples}")
+                runs[mode].append({
+                    "minutes": length,
+                    "file_mib": round(path.stat().st_size / MIB, 1),
+                    "decoded_mono_at_22050_hz_float32_mib": round(model_samples * 4 / MIB, 1),
+                    "records": result["records"],
+                    "record_payload_mib": round(result["record_bytes"] / MIB, 1),
+                    "sum_of_process_peaks_mib": round(result["sum_of_process_peaks_mib"], 1),
+                    "peak_rss_mib": round(result["peak_rss_mib"], 1),
+                    "peak_pss_mib": round(result["peak_pss_mib"], 1),
+                    "per_process_peak_mib": result["per_process_peak_mib"],
+                    "seconds": round(result["seconds"], 1),
+                    "generate_seconds": round(generate_seconds, 1),
+                })
+                shutil.rmtree(output, ignore_errors=True)  # the whole-track dataset of 6 h is ~950 MB
+            path.unlink()
+        modes = {}
+        for mode, rows in runs.items():
+            short, long = min(rows, key=lambda r: r["minutes"]), max(rows, key=lambda r: r["minutes"])
+            ratio = long["sum_of_process_peaks_mib"] / short["sum_of_process_peaks_mib"]
+            modes[mode] = {
+                "flags": " ".join(TFRECORDS_MODES[mode]) or "(none: one whole-track record)",
+                "peak_mib_by_minutes": {f"{r['minutes']:g}": r["sum_of_process_peaks_mib"] for r in rows},
+                "peak_ratio": round(ratio, 3),
+                "flat_within_10pct": ratio <= TFRECORDS_FLATNESS,
+                "runs": rows,
+            }
+        report: dict[str, Any] = {
+            "benchmark": "peak memory of beam_jobs.make_tfrecords on one long file",
+            "target": f"peak RSS of the job's whole process tree on the longer file within "
+                      f"{(TFRECORDS_FLATNESS - 1) * 100:.0f} % of the shorter one, in every mode",
+            "source": {"sample_rate": SOURCE_RATE, "channels": 2, "format": "FLAC", "subtype": "PCM_16"},
+            "sample_rate": MODEL_RATE,
+            "runner": "python -m beam_jobs.make_tfrecords without --runner (DirectRunner, multi_processing, "
+                      "one worker process for one track)",
+            "modes": modes,
+            "flat_within_10pct": all(m["flat_within_10pct"] for m in modes.values()),
+            "worst_peak_ratio": max(m["peak_ratio"] for m in modes.values()),
+            "quick": quick,
+        }
+        from _timing import environment
+
+        report.update(environment())
+        return report
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Worst-case auralise call (issue 17)
+# ---------------------------------------------------------------------------
+
+AURALISE_TARGET_MIB = 2048.0
+#: Quick mode: small models whose largest auralise call is 16 features of a 4-s clip.
+QUICK_AURALISE: dict[str, Any] = {"max_deconv_seconds": 4.0, "max_deconv_feature_seconds": 64.0}
+QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "choi": {"n_filters": 16},
+    "samplecnn_3_9": {"filter_sizes": (3,) * 7, "channels": (16,) * 6, "front_filters": 16, "top_filters": 32},
+    "musicnn_vgg": {"n_filters": 16},
+}
+
+
+def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_feature_seconds: float | None = None,
+                **architecture: Any) -> str:
+    """Exports a randomly initialised Choi CNN (10 labels, 11,025 Hz; ``architecture``: ``choi_cnn`` keywords,
+    default the paper's); returns the version directory."""
+    import keras
+
+    from export import exporter
+    from export.budget import budget_for
+    from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+    from tfaural.models import choi_cnn, config_from_model
+    from tfaural.run import RunInfo
+
+    keras.utils.set_random_seed(0)
+    model = choi_cnn(n_outputs=10, **architecture)
+    info = RunInfo(model=config_from_model(model), labels=tuple(f"genre{i}" for i in range(10)),
+                   task="single-label", audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100),
+                   stft=STFTConfig(n_fft=512, hop_length=256))
+    budget = budget_for("choi", max_deconv_feature_seconds=max_deconv_feature_seconds)
+    return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
+                                 verify=False)
+
+
+def export_musicnn_vgg(base: str, *, max_deconv_seconds: float = 30.0,
+                       max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
+    """Exports a randomly initialised musicnn vgg tagger (MTT_vgg's shape: 16 kHz log-mel, 128 maps per layer,
+    50 tags; ``architecture``: ``MusicnnConfig`` fields); returns the version directory."""
+    import keras
+
+    from export import exporter
+    from export.budget import budget_for
+    from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+    from tfaural.models import config_from_model
+    from tfaural.models.musicnn import musicnn_tagger
+    from tfaural.run import RunInfo
+
+    keras.utils.set_random_seed(0)
+    model = musicnn_tagger(architecture="vgg", **architecture)
+    config = config_from_model(model)
+    info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(config.n_outputs)), task="multi-label",
+                   audio=AudioConfig(sample_rate=config.sample_rate),
+                   segment=SegmentConfig(length=config.segment_length),
+                   stft=STFTConfig(n_fft=config.n_fft, hop_length=config.hop_length))
+    budget = budget_for("musicnn", max_deconv_feature_seconds=max_deconv_feature_seconds)
+    return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
+                                 verify=False)
+
+
+def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float = 30.0,
+                         max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
+    """Exports a randomly initialised SampleCNN (50 labels, 22,050 Hz; ``architecture``: ``samplecnn`` keywords,
+    default the 3^9 model); returns the version directory."""
+    import keras
+
+    from export import exporter
+    from export.budget import budget_for
+    from tfaural.config import AudioConfig, SegmentConfig
+    from tfaural.models import config_from_model
+    from tfaural.models.samplecnn import samplecnn
+    from tfaural.run import RunInfo
+
+    keras.utils.set_random_seed(0)
+    model = samplecnn(n_outputs=50, sample_rate=MODEL_RATE, **architecture)
+    config = config_from_model(model)
+    info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
+                   audio=AudioConfig(sample_rate=MODEL_RATE), segment=SegmentConfig(length=config.input_length))
+    budget = budget_for("samplecnn", max_deconv_feature_seconds=max_deconv_feature_seconds)
+    return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
+                                 verify=False)
+
+
+_AURALISE_CHILD = """
+import json, sys, time
+import numpy as np
+import tensorflow as tf
+
+export_dir, which, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
+meta = json.load(open(export_dir + "/assets/metadata.json"))
+rate = int(meta["sample_rate"])
+model = tf.saved_model.load(export_dir)
+auralise = model.signatures["auralise"]
+layers = meta["deconvolvable_layers"]
+layer = int(layers[-1] if which in ("deepest", "baseline") else layers[0] if which == "first" else which)
+width = int(meta["features_per_layer"][str(layer)])
+if which == "baseline":
+    n, k = int(meta["segment_length"]), 1
+else:
+    n = int(meta["max_deconv_samples"])
+    k = min(width, int(meta["max_deconv_feature_samples"]) // n)
+t = np.arange(n) / rate
+rng = np.random.default_rng(17)
+y = 0.3 * np.sin(2 * np.pi * (110 * t + 40 * t ** 2)) + 0.1 * np.sign(np.sin(2 * np.pi * 2 * t)) * rng.random(n)
+y = np.clip(y, -1, 1).astype(np.float32)[None]
+start = time.perf_counter()
+out = auralise(waveform=tf.constant(y), layer=tf.constant(layer, tf.int32),
+               features=tf.constant(np.arange(k, dtype=np.int32)), mode=tf.constant("phase"))
+audio = out["audio"].numpy()
+seconds = time.perf_counter() - start
+result = {"layer": layer, "features": k, "samples": n, "clip_seconds": n / rate, "feature_samples": k * n,
+          "call_seconds": seconds, "audio_shape": list(audio.shape), "silent": int(out["silent"].numpy().sum()),
+          "finite": bool(np.isfinite(audio).all())}
+if which != "baseline":
+    more = (np.arange(k + 1) if k < width else np.arange(k)).astype(np.int32)
+    y_more = y if k < width else np.concatenate([y, y])
+    try:
+        auralise(waveform=tf.constant(y_more), layer=tf.constant(layer, tf.int32), features=tf.constant(more),
+                 mode=tf.constant("phase"))
+        result["over_budget_refused"] = False
+    except tf.errors.InvalidArgumentError as err:
+        result["over_budget_refused"] = True
+        lines = [line for line in err.message.splitlines() if "assertion failed" in line]
+        result["over_budget_message"] = (lines or [err.message])[0][:400]
+with open(out_path, "w") as handle:
+    json.dump(result, handle)
+"""
+
+
+def auralise_call(export_dir: str, which: str, scratch: Path, *, timeout: float = 1800.0) -> dict[str, Any]:
+    """Runs one auralise call (``which``: ``deepest``, ``first`` or ``baseline``) in a fresh process; peak RSS."""
+    out = scratch / f"auralise-{which}-{time.time_ns()}.json"
+    result = measure([sys.executable, "-c", _AURALISE_CHILD, export_dir, which, str(out)], env=_env(),
+                     timeout=timeout)
+    if result["returncode"] != 0 or not out.exists():
+        raise RuntimeError(f"the auralise call ({which}) on {export_dir} failed: {result['stderr_tail']}")
+    call = json.loads(out.read_text())
+    return {**call, "peak_rss_mib": round(result["largest_process_peak_mib"], 1),
+            "process_seconds": round(result["seconds"], 1)}
+
+
+def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, Any]:
+    """The worst-case auralise call of each exported family (module docstring); returns the report."""
+    from export.budget import FAMILY_BUDGETS
+
+    limits: dict[str, Any] = QUICK_AURALISE if quick else {}
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-memory-auralise-"))
+    root.mkdir(parents=True, exist_ok=True)
+    families: dict[str, Any] = {}
+    try:
+        for family, export in (("choi", export_choi), ("samplecnn_3_9", export_samplecnn_3_9),
+                               ("musicnn_vgg", export_musicnn_vgg)):
+            start = time.perf_counter()
+            export_dir = export(str(root / family), **limits, **(QUICK_ARCHITECTURES[family] if quick else {}))
+            export_seconds = time.perf_counter() - start
+            meta = json.loads((Path(export_dir) / "assets" / "metadata.json").read_text())
+            layers = ("deepest",) if quick else ("deepest", "first")
+            calls = {which: auralise_call(export_dir, which, root) for which in ("baseline", *layers)}
+            worst = max(calls[which]["peak_rss_mib"] for which in layers)
+            families[family] = {
+                "budget": {key: meta[key] for key in (
+                    "sample_rate", "max_deconv_seconds", "max_deconv_samples", "max_deconv_feature_seconds",
+                    "max_deconv_feature_samples", "deconv_chunk_elements", "max_request_seconds")},
+                "family_default_budget": dataclasses.asdict(FAMILY_BUDGETS[meta["family"]]),
+                "calls": calls,
+                "worst_peak_rss_mib": worst,
+                "added_by_the_request_mib": round(worst - calls["baseline"]["peak_rss_mib"], 1),
+                "meets_2gib": worst <= AURALISE_TARGET_MIB,
+                "over_budget_refused": all(calls[which]["over_budget_refused"] for which in layers),
+                "export_seconds": round(export_seconds, 1),
+            }
+        from _timing import environment
+
+        return {
+            "benchmark": "peak memory of the largest auralise call an export allows (issue 17)",
+            "target": f"at most {AURALISE_TARGET_MIB:g} MiB peak RSS of the process calling the SavedModel",
+            "models": (QUICK_ARCHITECTURES if quick else
+                       "random weights: the paper's Choi CNN (11,025 Hz), the 3^9-SampleCNN (22,050 Hz) and "
+                       "musicnn's vgg tagger (MTT_vgg's shape, 16 kHz log-mel)"),
+            "families": families,
+            "meets_2gib": all(f["meets_2gib"] for f in families.values()),
+            "quick": quick,
+            **environment(),
+        }
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.make_tfrecords:
+        print(json.dumps(make_tfrecords_memory(quick=args.quick, minutes=args.minutes, keep=args.keep), indent=2))
+        return 0
+    if args.auralise:
+        print(json.dumps(run_auralise(quick=args.quick, keep=args.keep), indent=2))
+        return 0
     result = run(quick=args.quick, minutes=args.minutes, runners=args.runners, export_dir=args.export_dir,
                  keep=args.keep)
     print(json.dumps(result, indent=2))

@@ -25,6 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from export.budget import WorkBudget
     from export.exporter import build_module, existing_versions, export_model, export_run, next_version
     from export.metadata import read_metadata
     from export.module import ServingModule
@@ -40,6 +41,7 @@ __all__ = [
     "verify_export",
     "check_ops",
     "ServingModule",
+    "WorkBudget",
 ]
 
 _LOCATIONS = {
@@ -52,6 +54,7 @@ _LOCATIONS = {
     "verify_export": "export.verify",
     "check_ops": "export.verify",
     "ServingModule": "export.module",
+    "WorkBudget": "export.budget",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -75,8 +76,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-deconv-seconds", type=_positive_float, default=30.0, metavar="S",
-        help="longest input of deconvolve and auralise, in seconds (each selected feature keeps a full-size "
-        "map per input; default: %(default)s)",
+        help="longest input of one deconvolve or auralise call, in seconds of audio in all (batch x length; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-request-seconds", type=_positive_float, default=None, metavar="S",
+        help="most audio one serving_default, serving_wav or features call may hold, batch x length in seconds "
+        "(default: the model family's budget, 1200)",
+    )
+    parser.add_argument(
+        "--max-deconv-feature-seconds", type=_positive_float, default=None, metavar="S",
+        help="most work one deconvolve or auralise call may ask for: features x batch x length in seconds "
+        "(default: the model family's budget in export/budget.py, 1920 = 64 features of a 30-s clip); the "
+        "deconvolution runs in chunks of features so that the largest such call has a measured peak memory "
+        "(docs/serving.md)",
     )
     parser.add_argument(
         "--max-batch-segments", type=_positive_int, default=64, metavar="N",
@@ -91,19 +104,51 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """Turns SIGTERM/SIGHUP into an exception, so the exporter removes its temporary folders."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: prints the version directory; exit 2 with ``error: ...`` on a TfauralError."""
+    """Entry point: prints the version directory; exit 2 with ``error: ...`` on a TfauralError.
+
+    SIGTERM and SIGHUP end the export like an error (exit 128 + signal number), so its
+    temporary folders are removed (see :mod:`export.cleanup`).
+    """
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("export").setLevel(logging.WARNING if args.quiet else logging.INFO)  # our progress only
+    previous = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, _exit_on_signal)
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
+    try:
+        return _export(args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.budget import budget_for
     from export.exporter import export_run
+    from export.metadata import family_of
+    from tfaural.run import read_run_info
 
     try:
+        budget = None
+        if args.max_request_seconds is not None or args.max_deconv_feature_seconds is not None:
+            budget = budget_for(
+                family_of(read_run_info(args.run).model), max_request_seconds=args.max_request_seconds,
+                max_deconv_feature_seconds=args.max_deconv_feature_seconds,
+            )
         target = export_run(
             args.run, args.output, version=args.version, max_seconds=args.max_seconds,
             max_deconv_seconds=args.max_deconv_seconds, max_batch_segments=args.max_batch_segments,
-            verify=not args.no_verify,
+            budget=budget, verify=not args.no_verify,
         )
     except TfauralError as err:
         print(f"error: {err}", file=sys.stderr)

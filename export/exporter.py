@@ -17,7 +17,9 @@ given; an existing version is never overwritten. Everything is written into
 verified there (:func:`export.verify.verify_export`), and only then renamed to
 ``EXPORT_BASE/<N>``; on any failure the temporary directory is deleted and
 :class:`~tfaural.errors.ExportError` is raised, so a crash or a failed check
-never leaves a half-written version.
+never leaves a half-written version. The temporary folders are named after their
+owner process (:mod:`export.cleanup`), and each export first removes those of
+exports that were killed (``SIGKILL`` leaves no chance to clean up).
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from export.budget import WorkBudget
+from export.cleanup import STAGING_PREFIX, remove_stale, remove_stale_temp_dirs, staging_name, temp_prefix
 from export.metadata import build_metadata, write_metadata_files
 from export.module import (
     DEFAULT_MAX_BATCH_SEGMENTS,
@@ -77,15 +80,24 @@ def build_module(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    budget: WorkBudget | None = None,
 ) -> tuple[ServingModule, dict[str, Any]]:
     """Builds the serving module and its metadata (nothing is written).
+
+    Args:
+        model: A trained Choi CNN or SampleCNN-family model.
+        info: Its run description.
+        max_seconds: Longest input of the scoring and feature signatures.
+        max_deconv_seconds: Longest input (batch x length) of ``deconvolve``/``auralise``.
+        max_batch_segments: Most segments run through the model at once.
+        budget: Per-call budgets (``None``: the family's, :data:`export.budget.FAMILY_BUDGETS`).
 
     Returns:
         ``(module, metadata)``.
     """
     module = ServingModule(
         model, info, max_seconds=max_seconds, max_deconv_seconds=max_deconv_seconds,
-        max_batch_segments=max_batch_segments,
+        max_batch_segments=max_batch_segments, budget=budget,
     )
     settings = module.settings
     config = module.model_config
@@ -111,6 +123,7 @@ def build_module(
         mel=settings.mel,
         max_seconds=max_seconds,
         max_deconv_seconds=max_deconv_seconds,
+        budget=settings.budget,
         deconvolvable_layers=settings.levels,
         features_per_layer=settings.features_per_layer,
         feature_levels=feature_levels,
@@ -118,6 +131,7 @@ def build_module(
         deconv_shape=deconv_shape,
     )
     metadata["max_batch_segments"] = settings.max_batch_segments
+    metadata["layer_names"] = {str(level): name for level, name in settings.layer_names.items()}
     metadata["signature_savedmodels"] = signature_savedmodel_paths(module.signature_names)
     return module, metadata
 
@@ -131,7 +145,7 @@ def _reference(module: ServingModule, metadata: dict[str, Any]) -> dict[str, dic
 def _write(module: ServingModule, metadata: dict[str, Any], directory: str) -> dict[str, Any]:
     """Writes the complete version into ``directory`` (which must not exist); returns the reference."""
     reference = _reference(module, metadata)
-    with tempfile.TemporaryDirectory(prefix="tfaural-assets-") as staging:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("assets")) as staging:
         labels_path, metadata_path = write_metadata_files(staging, metadata)
         # Tracked assets: copied into assets/ by the save and reachable from the loaded object.
         module.labels_file = tf.saved_model.Asset(labels_path)
@@ -152,6 +166,7 @@ def export_model(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    budget: WorkBudget | None = None,
     verify: bool = True,
 ) -> str:
     """Exports an in-memory model as ``EXPORT_BASE/<version>/`` (see the module docstring).
@@ -164,6 +179,7 @@ def export_model(
         max_seconds: Longest input of ``serving_default``/``serving_wav``/``features`` (protects server memory).
         max_deconv_seconds: Longest input of ``deconvolve``/``auralise``.
         max_batch_segments: Most segments run through the model at once.
+        budget: Per-call budgets (``None``: the family's, :mod:`export.budget`).
         verify: Run :func:`export.verify.verify_export` before publishing the version.
 
     Returns:
@@ -179,9 +195,11 @@ def export_model(
         raise ExportError(f"{os.path.join(base, str(version))} already exists; versions are never overwritten")
     module, metadata = build_module(
         model, info, max_seconds=max_seconds, max_deconv_seconds=max_deconv_seconds,
-        max_batch_segments=max_batch_segments,
+        max_batch_segments=max_batch_segments, budget=budget,
     )
-    staging = os.path.join(base, f".tmp-{uuid.uuid4().hex}")
+    remove_stale(base, STAGING_PREFIX)
+    remove_stale_temp_dirs()
+    staging = os.path.join(base, staging_name())
     try:
         os.makedirs(base, exist_ok=True)
         logger.info("writing the SavedModel into %s", staging)
@@ -213,6 +231,7 @@ def export_run(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    budget: WorkBudget | None = None,
     verify: bool = True,
 ) -> str:
     """Exports a training run directory (``model.keras`` + ``run.json``); see :func:`export_model`.
@@ -224,5 +243,5 @@ def export_run(
     model, info = load_run(run_dir)
     return export_model(
         model, info, export_base, version=version, max_seconds=max_seconds,
-        max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, verify=verify,
+        max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, budget=budget, verify=verify,
     )

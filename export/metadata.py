@@ -6,8 +6,8 @@ serving module builds its ``input_signature`` from it, the clients
 documents it. :func:`build_metadata` writes everything a consumer of the
 SavedModel (TF Serving clients, the Beam jobs) needs to know without importing
 tfaural: model family and config, sample rate, segment length, STFT settings,
-input scaling, label names, limits, deconvolvable layers and the signatures'
-input and output specs.
+input scaling, label names, limits and per-call budgets (:mod:`export.budget`),
+deconvolvable layers and the signatures' input and output specs.
 
 Example:
     >>> meta = read_metadata("exports/choi/1")
@@ -23,6 +23,7 @@ import json
 import os
 from typing import Any
 
+from export.budget import WorkBudget
 from tfaural.config import ChoiConfig, Config, MusicnnConfig, SampleCNNConfig, model_config_to_dict
 from tfaural.errors import ExportError
 from tfaural.run import RunInfo
@@ -38,13 +39,15 @@ __all__ = [
     "SIGNATURE_DESCRIPTIONS",
     "family_of",
     "signature_names",
+    "MAX_TOP_TAGS",
     "build_metadata",
     "write_metadata_files",
     "read_metadata",
 ]
 
-#: Version of the metadata.json layout (bumped on incompatible changes).
-FORMAT_VERSION = 1
+#: Version of the metadata.json layout (bumped on incompatible changes; 2: per-call budgets,
+#: max_deconv_samples counts the whole batch, unknown-rank layer/features/mode checked in-graph).
+FORMAT_VERSION = 2
 #: Paths inside an export version directory.
 METADATA_FILE = os.path.join("assets", "metadata.json")
 LABELS_FILE = os.path.join("assets", "labels.txt")
@@ -80,29 +83,42 @@ class InputSpec:
 
 _WAVEFORM = InputSpec(
     "waveform", "float32", ("batch", "samples"), True, None,
-    "mono waveform in [-1, 1] at the model's sample rate; at least one segment, at most max_seconds",
+    "mono waveform in [-1, 1] at the model's sample rate; at least one segment, at most max_seconds; "
+    "batch x samples at most max_request_samples",
 )
 _WAV = InputSpec(
     "wav", "string", ("batch",), True, None,
     "bytes of 16-bit PCM WAV files at the model's sample rate (multi-channel files are averaged to mono)",
 )
-_LAYER = InputSpec("layer", "int32", (), False, (), "conv block to deconvolve, one of deconvolvable_layers")
+# layer, features and mode are exported with unknown rank too: a wrong rank fails in-graph with a message
+# naming the input and the expected shape, not inside TensorFlow's argument binding.
+_LAYER = InputSpec("layer", "int32", (), False, None, "conv block to deconvolve, one of deconvolvable_layers")
 _FEATURES = InputSpec(
-    "features", "int32", ("k",), False, (None,), "feature-map indices of that layer, each in [0, features_per_layer)"
+    "features", "int32", ("k",), False, None,
+    "distinct feature-map indices of that layer, each in [0, features_per_layer); "
+    "k x batch x samples at most max_deconv_feature_samples",
 )
-_MODE = InputSpec("mode", "string", (), False, (), '"phase" (the paper: original phase) or "mask" (soft mask)')
+_MODE = InputSpec("mode", "string", (), False, None, '"phase" (the paper: original phase) or "mask" (soft mask)')
+_TOP_TAGS = InputSpec(
+    "top_tags", "int32", (), False, None,
+    "how many of the clip's best labels to explain, 1 to min(10, number of labels); "
+    "top_tags x batch x samples at most max_deconv_feature_samples",
+)
+#: Most labels one ``attribute`` call explains.
+MAX_TOP_TAGS = 10
+_DECONV_WAVEFORM = dataclasses.replace(
+    _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment; batch x samples at most "
+    "max_deconv_samples (max_deconv_seconds in all)",
+)
 
 #: Inputs of every signature, in call order.
 SIGNATURE_INPUTS: dict[str, tuple[InputSpec, ...]] = {
     "serving_default": (_WAVEFORM,),
     "serving_wav": (_WAV,),
     "features": (_WAVEFORM,),
-    "deconvolve": (dataclasses.replace(
-        _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment, at most max_deconv_seconds"
-    ), _LAYER, _FEATURES),
-    "auralise": (dataclasses.replace(
-        _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment, at most max_deconv_seconds"
-    ), _LAYER, _FEATURES, _MODE),
+    "deconvolve": (_DECONV_WAVEFORM, _LAYER, _FEATURES),
+    "auralise": (_DECONV_WAVEFORM, _LAYER, _FEATURES, _MODE),
+    "attribute": (_DECONV_WAVEFORM, _LAYER, _TOP_TAGS),
 }
 
 #: Signatures with unbatched inputs: REST clients must use the columnar ``inputs`` format.
@@ -116,7 +132,13 @@ SIGNATURE_DESCRIPTIONS: dict[str, str] = {
     "positions of all segments, and their concatenation",
     "deconvolve": "Zeiler-Fergus deconvolution of the chosen feature maps of one conv block, down to the model's "
     "input space (the whole input, not segmented)",
-    "auralise": "the deconvolved features turned back into sound, peak-normalised to 0.9 per feature",
+    "auralise": "the deconvolved features turned back into sound, peak-normalised to 0.9 per feature; a feature "
+    "at or below silence_relative (-144 dB) of the input's peak, or of an input at or below input_silence_peak "
+    "(-120 dBFS), is flagged silent and returned as silence",
+    "attribute": "which feature maps of one layer a clip's best labels come from: for each of the top_tags best "
+    "labels of the clip (segment-averaged scores, as serving_default), each feature's contribution, the sum over "
+    "its map of activation x gradient of the label's score (first-order Taylor: the part of the score that flows "
+    "through that feature), averaged over the clip's segments",
 }
 
 
@@ -140,13 +162,10 @@ def family_of(config: Config) -> str:
 def signature_names(family: str) -> tuple[str, ...]:
     """The signatures an export of ``family`` has.
 
-    The mel-frame model cannot be auralised (no phase); the imported musicnn taggers are
-    served for tagging and features (their deconvolution needs the general deconvnet).
+    The mel-frame model cannot be auralised (no phase).
     """
-    names = ("serving_default", "serving_wav", "features", "deconvolve", "auralise")
-    if family == "musicnn":
-        return names[:3]
-    return names[:-1] if family == "mel-frame" else names
+    names = ("serving_default", "serving_wav", "features", "deconvolve", "auralise", "attribute")
+    return tuple(n for n in names if n != "auralise") if family == "mel-frame" else names
 
 
 def _output(dtype: str, shape: list[str | int], description: str) -> dict[str, Any]:
@@ -175,17 +194,35 @@ def _signature_outputs(
         deconvolve["spectrogram"] = _output(
             "float32", ["batch", "freq", "frames"], "linear STFT magnitude of the input"
         )
+    elif family == "musicnn":
+        deconvolve["spectrogram"] = _output(
+            "float32", ["batch", "mels", "frames"], "mel power of the input (before the model's log10 compression)"
+        )
     activation = _output("float32", ["batch", "k"], "maximum of each selected feature map (response strength)")
     deconvolve["activation"] = activation
     auralise = {
-        "audio": _output("float32", ["batch", "k", "samples"], "auralised features, peak 0.9 (0 if silent)"),
-        "silent": _output("bool", ["batch", "k"], "the feature's deconvolution was all zero"),
-        "peak": _output("float32", ["batch", "k"], "peak amplitude before normalisation"),
+        "audio": _output("float32", ["batch", "k", "samples"], "auralised features, peak 0.9 (all zero if silent)"),
+        "silent": _output(
+            "bool", ["batch", "k"],
+            "the feature's auralisation peaks at or below silence_relative x the input's peak, or the input's peak "
+            "is at or below input_silence_peak (digital silence)",
+        ),
+        "peak": _output("float32", ["batch", "k"], "peak amplitude before normalisation (0 if silent)"),
         "activation": activation,
+    }
+    attribute = {
+        "scores": scores["scores"],
+        "tags": _output("int32", ["batch", "top_tags"], "indices of the clip's best labels, best first"),
+        "labels": _output("string", ["batch", "top_tags"], "their names"),
+        "contributions": _output(
+            "float32", ["batch", "top_tags", "features_per_layer"],
+            "each feature map's contribution to each of those labels' scores (activation x gradient, summed over "
+            "the map, averaged over segments); the largest are the features behind the label",
+        ),
     }
     outputs = {
         "serving_default": scores, "serving_wav": scores, "features": features,
-        "deconvolve": deconvolve, "auralise": auralise,
+        "deconvolve": deconvolve, "auralise": auralise, "attribute": attribute,
     }
     return {name: outputs[name] for name in signature_names(family)}
 
@@ -199,6 +236,7 @@ def build_metadata(
     max_seconds: float,
     mel: dict[str, Any] | None = None,
     max_deconv_seconds: float,
+    budget: WorkBudget,
     deconvolvable_layers: tuple[int, ...],
     features_per_layer: dict[int, int],
     feature_levels: list[dict[str, Any]],
@@ -214,7 +252,8 @@ def build_metadata(
         input_scaling: ``{"mode": "linear"|"log"|"log10", "log_c": C}`` for spectrogram models, else ``None``.
         mel: The mel filterbank of mel-input models (``{"n_mels", "fmin", "fmax", "power", "norm"}``).
         max_seconds: Longest accepted input of the scoring and feature signatures, in seconds.
-        max_deconv_seconds: Longest accepted input of ``deconvolve`` and ``auralise``, in seconds.
+        max_deconv_seconds: Longest accepted input of ``deconvolve`` and ``auralise`` (batch x length), in seconds.
+        budget: The per-call budgets (:mod:`export.budget`).
         deconvolvable_layers: Valid ``layer`` values.
         features_per_layer: Number of feature maps of each layer.
         feature_levels: ``[{"name": "level1", "layer": "pool3", "channels": 64}, ...]``.
@@ -225,6 +264,8 @@ def build_metadata(
         A JSON-serialisable dict.
     """
     import tensorflow as tf
+
+    from tfaural.auralise import INPUT_SILENCE_PEAK, SILENCE_RELATIVE
 
     sample_rate = info.audio.sample_rate
     signatures = {}
@@ -257,6 +298,13 @@ def build_metadata(
         "max_samples": int(round(max_seconds * sample_rate)),
         "max_deconv_seconds": float(max_deconv_seconds),
         "max_deconv_samples": int(round(max_deconv_seconds * sample_rate)),
+        "max_request_seconds": float(budget.max_request_seconds),
+        "max_request_samples": int(round(budget.max_request_seconds * sample_rate)),
+        "max_deconv_feature_seconds": float(budget.max_deconv_feature_seconds),
+        "max_deconv_feature_samples": int(round(budget.max_deconv_feature_seconds * sample_rate)),
+        "deconv_chunk_elements": int(budget.deconv_chunk_elements),
+        "silence_relative": SILENCE_RELATIVE,
+        "input_silence_peak": INPUT_SILENCE_PEAK,
         "deconvolvable_layers": list(deconvolvable_layers),
         "features_per_layer": {str(layer): int(n) for layer, n in features_per_layer.items()},
         "feature_levels": feature_levels,

@@ -23,12 +23,18 @@ Decisions (documented in ``docs/serving.md`` too):
   segments of an input — the SampleCNN paper's protocol, applied to both families.
 * **Deconvolution / auralisation** take the whole input (not segmented): the
   conv part is size-agnostic. ``layer`` picks a branch of ``tf.switch_case``;
-  ``features`` are validated against that layer's width. Their inputs are capped
-  at ``max_deconv_seconds`` because the walk back keeps ``k`` full-size maps per
-  input (64 features of a 4-s clip of the Choi CNN hold about 1 GB of float32).
-* **Validation.** Rank, length, finiteness, ``layer``, ``features``, ``mode`` and
-  the WAV sample rate are checked in-graph before anything else runs; a bad input
-  fails with ``InvalidArgumentError`` whose message says what was expected.
+  ``features`` are validated against that layer's width and must not repeat.
+* **Budgets** (:mod:`export.budget`, stated in ``metadata.json``): besides each
+  input's length, a call's ``batch × samples`` (``max_request_samples`` for the
+  scoring and feature signatures, ``max_deconv_samples`` for the deconvolution
+  ones) and ``features × batch × samples`` (``max_deconv_feature_samples``) are
+  capped, and the deconvolution walks the features in chunks of at most
+  ``deconv_chunk_elements`` (an in-graph loop), so the largest allowed request has
+  a known peak memory. The auralisation of a chunk is finished inside the loop.
+* **Validation.** Rank, length, finiteness, budgets, ``layer``, ``features``,
+  ``mode`` and the WAV sample rate are checked in-graph before anything else runs;
+  a bad input fails with ``InvalidArgumentError`` whose message names the input and
+  says what was expected (inputs are exported with unknown rank for that reason).
 """
 
 from __future__ import annotations
@@ -42,9 +48,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.metadata import SIGNATURE_INPUTS, TOP_K, family_of, signature_names
+from export.budget import WorkBudget, budget_for
+from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, signature_names
 from tfaural import spectral
-from tfaural.auralise import normalise_peak, reconstruct, to_linear_magnitude
+from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
 from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ExportError
@@ -71,11 +78,15 @@ class _Settings:
     max_samples: int
     max_deconv_samples: int
     max_batch_segments: int
+    max_request_samples: int
+    max_deconv_feature_samples: int
+    budget: WorkBudget
     stft: dict[str, Any] | None
     mel: dict[str, Any] | None
     top_k: int
     levels: tuple[int, ...]
     features_per_layer: dict[int, int]
+    layer_names: dict[int, str]
     feature_layers: tuple[str, ...]
     feature_channels: tuple[int, ...]
 
@@ -83,7 +94,7 @@ class _Settings:
 class _Untracked:
     """A plain holder: objects inside are invisible to TensorFlow's object tracking."""
 
-    def __init__(self, items: dict[str, Any]) -> None:
+    def __init__(self, items: dict[Any, Any]) -> None:
         self.items = items
 
 
@@ -97,6 +108,27 @@ def _assert(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Opera
     return tf.debugging.Assert(condition, [message], summarize=32)
 
 
+def _after(checks: Sequence[tf.Operation], value: tf.Tensor) -> tf.Tensor:
+    """``value``, available only once ``checks`` have passed."""
+    with tf.control_dependencies(checks):
+        return tf.identity(value)
+
+
+def _checked_rank(value: tf.Tensor, *, name: str, rank: int, expected: str) -> tf.Tensor:
+    """Checks an input's rank in-graph (``InvalidArgumentError`` naming it); returns it with static rank."""
+    ok = _assert(tf.equal(tf.rank(value), rank), f"{name} must be {expected}; got shape {{}}", tf.shape(value))
+    with tf.control_dependencies([ok]):
+        # A reshape, not tf.ensure_shape: grappler would use EnsureShape's static rank to fold the check away.
+        return tf.reshape(value, [] if rank == 0 else [-1])
+
+
+def _printable(text: tf.Tensor, limit: int = 40) -> tf.Tensor:
+    """The first ``limit`` bytes of a string as valid UTF-8 (invalid bytes become U+FFFD) for a message."""
+    return tf.strings.unicode_transcode(
+        tf.strings.substr(text, 0, limit), input_encoding="UTF-8", output_encoding="UTF-8", errors="replace"
+    )
+
+
 class ServingModule(tf.Module):
     """The exported object: the Keras model plus one ``tf.function`` per signature.
 
@@ -107,6 +139,7 @@ class ServingModule(tf.Module):
         max_deconv_seconds: Longest input (seconds) of ``deconvolve`` and ``auralise``.
         max_batch_segments: Most segments run through the model at once (memory bound).
         top_k: Width of the ``labels`` output (capped at the number of labels).
+        budget: Per-call budgets (:mod:`export.budget`; ``None``: the family's).
 
     Raises:
         ExportError: If the model and the run description disagree (sample rate,
@@ -122,6 +155,7 @@ class ServingModule(tf.Module):
         max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
         max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
         top_k: int = TOP_K,
+        budget: WorkBudget | None = None,
     ) -> None:
         super().__init__(name="tfaural_serving")
         config = config_from_model(model)
@@ -138,15 +172,29 @@ class ServingModule(tf.Module):
         self._settings = _settings(
             model, info, config, family, self._net, max_seconds=max_seconds,
             max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, top_k=top_k,
+            budget=budget if budget is not None else budget_for(family),
+        )
+        chunk = self._settings.budget.deconv_chunk_elements
+        win_length = (self._settings.stft or {}).get("win_length")
+        self._auraliser = (
+            _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk, win_length=win_length)})
+            if "auralise" in signature_names(family) else None
         )
         self._keras.items["features"] = keras.Model(
             model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
             name="serving_features",
         )
+        # One model per deconvolvable layer returning (that layer's maps, the scores) from one pass, for
+        # the gradients of ``attribute`` (weights shared with self.model; untracked: nothing saved twice).
+        self._attribution_models = _Untracked({
+            level: keras.Model(model.inputs[0], [model.get_layer(self._settings.layer_names[level]).output,
+                                                 model.outputs[0]], name=f"attribution_{level}")
+            for level in self._settings.levels
+        })
         self._labels = np.asarray(info.labels, dtype=object)
         implementations: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
             "serving_default": self._serving_default, "serving_wav": self._serving_wav, "features": self._features,
-            "deconvolve": self._deconvolve, "auralise": self._auralise,
+            "deconvolve": self._deconvolve, "auralise": self._auralise, "attribute": self._attribute,
         }
         # Held outside the tracked attributes: the SavedModel gets them as signatures only. Tracked
         # tf.functions would also be saved as object-graph functions, which tf.saved_model.save
@@ -211,8 +259,8 @@ class ServingModule(tf.Module):
 
     # ----------------------------------------------------------------- validation
 
-    def _checked_waveform(self, waveform: tf.Tensor, *, max_samples: int) -> tf.Tensor:
-        """Checks rank, length and finiteness; returns the waveform with static rank 2."""
+    def _checked_waveform(self, waveform: tf.Tensor, *, max_samples: int, max_total: int, calls: str) -> tf.Tensor:
+        """Checks rank, length, ``batch × samples <= max_total`` and finiteness; returns it with static rank 2."""
         s = self._settings
         rank = tf.rank(waveform)
         rank_ok = _assert(
@@ -236,6 +284,16 @@ class ServingModule(tf.Module):
                 ),
             ]
         with tf.control_dependencies(checks):
+            batch = tf.shape(waveform)[0]
+            total = tf.cast(batch, tf.int64) * tf.cast(n, tf.int64)
+            total_ok = _assert(
+                total <= max_total,
+                f"waveform holds {{}} clips x {{}} samples = {{}} samples; {calls} take at most {max_total} samples "
+                f"per call in all ({_seconds(max_total, s.sample_rate)}, batch x samples): send fewer or shorter clips "
+                "per call",
+                batch, n, total,
+            )
+        with tf.control_dependencies([total_ok]):
             finite = _assert(
                 tf.reduce_all(tf.math.is_finite(waveform)), "waveform contains NaN or Inf samples"
             )
@@ -264,10 +322,24 @@ class ServingModule(tf.Module):
             ),
         )
 
-    def _checked_layer_features(self, layer: tf.Tensor, features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Checks ``layer`` and ``features``; returns ``(branch_index, features)``."""
+    def _checked_layer_features(
+        self, layer: tf.Tensor, features: tf.Tensor, waveform: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Checks ``layer`` and ``features`` (rank, range, repeats, budget); returns ``(branch_index, features)``.
+
+        Args:
+            layer: The ``layer`` input (any rank until checked).
+            features: The ``features`` input (any rank until checked).
+            waveform: The checked ``[batch, samples]`` waveform (for the budget).
+        """
         s = self._settings
         lo, hi = s.levels[0], s.levels[-1]
+        layer = _checked_rank(
+            layer, name="layer", rank=0, expected=f"an int32 scalar (shape []), one of {list(s.levels)}"
+        )
+        features = _checked_rank(
+            features, name="features", rank=1, expected="a 1-D int32 list of feature-map indices (shape [k])"
+        )
         layer_ok = _assert(
             tf.logical_and(layer >= lo, layer <= hi), f"layer must be one of {list(s.levels)}; got {{}}", layer
         )
@@ -284,7 +356,24 @@ class ServingModule(tf.Module):
                 n_maps, layer, features,
             )
         with tf.control_dependencies([features_ok]):
-            return tf.identity(index), tf.identity(features)
+            k = tf.size(features)
+            unique_ok = _assert(
+                tf.equal(tf.size(tf.unique(features).y), k),
+                "features must not repeat (ask for each feature once); got {}", features,
+            )
+        with tf.control_dependencies([unique_ok]):
+            batch, n = tf.shape(waveform)[0], tf.shape(waveform)[1]
+            work = tf.cast(k, tf.int64) * tf.cast(batch, tf.int64) * tf.cast(n, tf.int64)
+            limit = s.max_deconv_feature_samples
+            example = max(1, limit // s.max_deconv_samples)
+            budget_ok = _assert(
+                work <= limit,
+                f"{{}} features x {{}} clips x {{}} samples = {{}} feature-samples; this export deconvolves at most "
+                f"{limit} per call ({limit / s.sample_rate:.6g} feature-seconds at {s.sample_rate} Hz, e.g. {example} "
+                f"features of a {s.max_deconv_samples / s.sample_rate:.4g}-s clip): ask for fewer features per call",
+                k, batch, n, work,
+            )
+        return _after([budget_ok], index), _after([budget_ok], features)
 
     # ----------------------------------------------------------------- model plumbing
 
@@ -370,8 +459,15 @@ class ServingModule(tf.Module):
 
     # ----------------------------------------------------------------- signatures
 
+    def _checked_request(self, waveform: tf.Tensor) -> tf.Tensor:
+        s = self._settings
+        return self._checked_waveform(
+            waveform, max_samples=s.max_samples, max_total=s.max_request_samples,
+            calls="serving_default, serving_wav and features",
+        )
+
     def _serving_default(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
-        waveform = self._checked_waveform(waveform, max_samples=self._settings.max_samples)
+        waveform = self._checked_request(waveform)
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
         return self._scores(waveform, lengths)
 
@@ -400,11 +496,22 @@ class ServingModule(tf.Module):
         )
         lengths = tf.cast(decoded.row_lengths(), tf.int32)
         with tf.control_dependencies([self._checked_lengths(lengths, max_samples=s.max_samples, what="wav")]):
+            batch = tf.shape(lengths)[0]
+            longest = tf.reduce_max(tf.concat([lengths, [0]], axis=0))
+            total = tf.cast(batch, tf.int64) * tf.cast(longest, tf.int64)
+            total_ok = _assert(
+                total <= s.max_request_samples,
+                f"wav holds {{}} files of up to {{}} samples = {{}} samples (batch x longest); serving_default, "
+                f"serving_wav and features take at most {s.max_request_samples} samples per call in all "
+                f"({_seconds(s.max_request_samples, s.sample_rate)}): send fewer or shorter files per call",
+                batch, longest, total,
+            )
+        with tf.control_dependencies([total_ok]):
             waveform = tf.identity(decoded.to_tensor())
         return self._scores(waveform, lengths)
 
     def _features(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
-        waveform = self._checked_waveform(waveform, max_samples=self._settings.max_samples)
+        waveform = self._checked_request(waveform)
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
         flat, mask, counts = self._segments(waveform, lengths)
         maps = self._run_chunked(
@@ -426,65 +533,135 @@ class ServingModule(tf.Module):
         outputs["features"] = tf.concat(pooled, axis=-1)
         return outputs
 
-    def _deconvolved(
+    def _checked_deconv_inputs(
         self, waveform: tf.Tensor, layer: tf.Tensor, features: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
-        """Validated deconvolution: ``(deconvolved, activation [batch, k], stft_matrix or None, magnitude or None)``."""
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Validates the inputs of ``deconvolve``/``auralise``: ``(waveform, branch_index, features)``."""
         s = self._settings
-        waveform = self._checked_waveform(waveform, max_samples=s.max_deconv_samples)
+        waveform = self._checked_waveform(
+            waveform, max_samples=s.max_deconv_samples, max_total=s.max_deconv_samples,
+            calls="deconvolve and auralise",
+        )
         not_empty = _assert(tf.shape(waveform)[0] > 0, "waveform holds no clip (batch size 0); send at least one")
-        with tf.control_dependencies([not_empty]):
-            waveform = tf.identity(waveform)
-        index, features = self._checked_layer_features(layer, features)
+        waveform = _after([not_empty], waveform)
+        index, features = self._checked_layer_features(layer, features, waveform)
+        return waveform, index, features
+
+    def _deconvolve(self, waveform: tf.Tensor, layer: tf.Tensor, features: tf.Tensor) -> dict[str, tf.Tensor]:
+        s = self._settings
+        waveform, index, features = self._checked_deconv_inputs(waveform, layer, features)
         assert self._net is not None
-        stft_matrix = magnitude = None
-        x = waveform
-        if s.stft is not None:
-            stft_matrix = self._stft(waveform)
-            magnitude = tf.abs(stft_matrix)
-            x = magnitude
+        x = spectrogram = None
+        if s.mel is not None:  # the imported log-mel taggers: the deconvolution ends in log-mel
+            auraliser = self._auraliser.items["auraliser"] if self._auraliser is not None else None
+            assert isinstance(auraliser, MelAuraliser)
+            spectrogram = auraliser.mel_input(waveform)[1]
+            x = spectrogram[..., tf.newaxis]
+        elif s.stft is not None:
+            x = spectrogram = self._magnitude(waveform)
+        else:
+            x = waveform
         branches = [
-            functools.partial(self._net, x, layer=level, features=features, return_activation=True)
+            functools.partial(self._net, x, layer=level, features=features, return_activation=True,
+                              chunk_elements=s.budget.deconv_chunk_elements)
             for level in s.levels
         ]
         deconvolved, activation = tf.switch_case(index, branches)
-        return deconvolved, activation, stft_matrix, magnitude
-
-    def _deconvolve(self, waveform: tf.Tensor, layer: tf.Tensor, features: tf.Tensor) -> dict[str, tf.Tensor]:
-        deconvolved, activation, _, magnitude = self._deconvolved(waveform, layer, features)
         outputs = {"deconvolved": deconvolved, "activation": activation}
-        if magnitude is not None:
-            outputs["spectrogram"] = magnitude
+        if spectrogram is not None:
+            outputs["spectrogram"] = spectrogram
         return outputs
 
     def _auralise(
         self, waveform: tf.Tensor, layer: tf.Tensor, features: tf.Tensor, mode: tf.Tensor
     ) -> dict[str, tf.Tensor]:
+        mode = _checked_rank(mode, name="mode", rank=0, expected="a string scalar (shape []): phase or mask")
         mode_ok = tf.debugging.Assert(  # no quotes: the Assert op would print them backslash-escaped
             tf.logical_or(tf.equal(mode, "phase"), tf.equal(mode, "mask")),
-            [tf.strings.join(["mode must be phase or mask; got ", mode])],
+            [tf.strings.join(["mode must be phase or mask; got ", _printable(mode)])],
         )
-        with tf.control_dependencies([mode_ok]):
-            waveform = tf.identity(waveform)
-        deconvolved, activation, stft_matrix, _ = self._deconvolved(waveform, layer, features)
-        if stft_matrix is None:  # waveform models: the deconvolution is already audio
-            audio = deconvolved
-        else:
-            config = self._config
-            stft = self._settings.stft
-            assert isinstance(config, ChoiConfig) and stft is not None
-            linear = to_linear_magnitude(deconvolved, config)
-            length = tf.shape(waveform)[-1]
+        waveform, index, features = self._checked_deconv_inputs(_after([mode_ok], waveform), layer, features)
+        assert self._auraliser is not None
+        auraliser: Auraliser = self._auraliser.items["auraliser"]
 
-            def rebuild(how: str) -> tf.Tensor:
-                return reconstruct(
-                    linear, stft_matrix, mode=how, n_fft=stft["n_fft"], hop_length=stft["hop_length"],
-                    win_length=stft["win_length"], length=length,
-                )
+        def branch(level: int) -> tuple[tf.Tensor, ...]:
+            result = auraliser(waveform, layer=level, features=features, mode=mode, keep_deconvolved=False)
+            return result.audio, result.silent, result.peak, result.activation
 
-            audio = tf.cond(tf.equal(mode, "phase"), lambda: rebuild("phase"), lambda: rebuild("mask"))
-        audio, silent, peak = normalise_peak(audio)
+        branches = [functools.partial(branch, level) for level in self._settings.levels]
+        audio, silent, peak, activation = tf.switch_case(index, branches)
         return {"audio": audio, "silent": silent, "peak": peak, "activation": activation}
+
+
+    def _attribute(self, waveform: tf.Tensor, layer: tf.Tensor, top_tags: tf.Tensor) -> dict[str, tf.Tensor]:
+        s = self._settings
+        n_labels = len(self._labels)
+        most = min(MAX_TOP_TAGS, n_labels)
+        waveform = self._checked_waveform(
+            waveform, max_samples=s.max_deconv_samples, max_total=s.max_deconv_samples, calls="attribute",
+        )
+        top_tags = _checked_rank(top_tags, name="top_tags", rank=0, expected=f"an int32 scalar in [1, {most}]")
+        layer = _checked_rank(
+            layer, name="layer", rank=0, expected=f"an int32 scalar (shape []), one of {list(s.levels)}"
+        )
+        batch, n = tf.shape(waveform)[0], tf.shape(waveform)[1]
+        work = tf.cast(top_tags, tf.int64) * tf.cast(batch, tf.int64) * tf.cast(n, tf.int64)
+        checks = [
+            _assert(tf.logical_and(layer >= s.levels[0], layer <= s.levels[-1]),
+                    f"layer must be one of {list(s.levels)}; got {{}}", layer),
+            _assert(tf.logical_and(top_tags >= 1, top_tags <= most),
+                    f"top_tags must be in [1, {most}]; got {{}}", top_tags),
+            _assert(batch > 0, "waveform holds no clip (batch size 0); send at least one"),
+            _assert(work <= s.max_deconv_feature_samples,
+                    f"{{}} labels x {{}} clips x {{}} samples = {{}}; attribute takes at most "
+                    f"{s.max_deconv_feature_samples} per call: ask for fewer labels or send shorter clips",
+                    top_tags, batch, n, work),
+        ]
+        waveform = _after(checks, waveform)
+        index = _after(checks, layer - s.levels[0])
+        lengths = tf.fill([batch], n)
+        scores = self._scores(waveform, lengths)["scores"]  # [b, labels]
+        top = tf.math.top_k(scores, k=_after(checks, top_tags))
+        tags = top.indices  # [b, t]
+        flat, mask, counts = self._segments(waveform, lengths)  # [b * s, length], [b, s], [b]
+        n_segments = tf.shape(mask)[1]
+        t = tf.shape(tags)[1]
+        # One row per (tag, clip, segment): the segments of clip i, once for each of its t labels.
+        rows = tf.reshape(tf.tile(tf.reshape(flat, [1, batch, n_segments, -1]), [t, 1, 1, 1]),
+                          [-1, s.segment_length])
+        row_tags = tf.reshape(tf.tile(tf.transpose(tags)[:, :, tf.newaxis], [1, 1, n_segments]), [-1])
+
+        def branch(level: int) -> tf.Tensor:
+            model = self._attribution_models.items[level]
+            channels = s.features_per_layer[level]
+
+            def contributions(x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+                with tf.GradientTape() as tape:
+                    inputs = self._model_input(x)
+                    maps, predictions = model(inputs, training=False)
+                    chosen = tf.reduce_sum(predictions * tf.one_hot(labels, n_labels, dtype=predictions.dtype))
+                gradient = tape.gradient(chosen, maps)
+                axes = list(range(1, len(maps.shape) - 1))
+                return tf.reduce_sum(gradient * maps, axis=axes) if axes else gradient * maps  # [m, C]
+
+            limit = s.max_batch_segments
+            m = tf.shape(rows)[0]
+            n_chunks = tf.maximum(1, (m + limit - 1) // limit)
+            size = tf.maximum(1, (m + n_chunks - 1) // n_chunks)
+            padded_rows = tf.reshape(tf.pad(rows, [[0, n_chunks * size - m], [0, 0]]), [n_chunks, size, -1])
+            padded_tags = tf.reshape(tf.pad(row_tags, [[0, n_chunks * size - m]]), [n_chunks, size])
+            per_row = tf.map_fn(lambda pair: contributions(pair[0], pair[1]), (padded_rows, padded_tags),
+                                fn_output_signature=tf.TensorSpec([None, channels], tf.float32),
+                                parallel_iterations=1)
+            per_row = tf.reshape(per_row, [-1, channels])[:m]
+            per_row = tf.reshape(per_row, [t, batch, n_segments, channels])
+            weights = tf.cast(mask, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+            mean = tf.reduce_sum(per_row * weights, axis=2) / tf.cast(counts, tf.float32)[tf.newaxis, :, tf.newaxis]
+            return tf.transpose(mean, [1, 0, 2])  # [b, t, C]
+
+        contributions = tf.switch_case(index, [functools.partial(branch, level) for level in s.levels])
+        labels = tf.gather(tf.constant(self._labels, tf.string), tags)
+        return {"scores": scores, "tags": tags, "labels": labels, "contributions": contributions}
 
 
 def _settings(
@@ -498,6 +675,7 @@ def _settings(
     max_deconv_seconds: float,
     max_batch_segments: int,
     top_k: int,
+    budget: WorkBudget,
 ) -> _Settings:
     """Cross-checks the model against the run description and collects the module's settings."""
     sample_rate = info.audio.sample_rate
@@ -560,7 +738,10 @@ def _settings(
     max_samples = int(round(max_seconds * sample_rate))
     max_deconv_samples = int(round(max_deconv_seconds * sample_rate))
     for name, samples, seconds in (
-        ("max_seconds", max_samples, max_seconds), ("max_deconv_seconds", max_deconv_samples, max_deconv_seconds)
+        ("max_seconds", max_samples, max_seconds), ("max_deconv_seconds", max_deconv_samples, max_deconv_seconds),
+        ("max_request_seconds", int(round(budget.max_request_seconds * sample_rate)), budget.max_request_seconds),
+        ("max_deconv_feature_seconds", int(round(budget.max_deconv_feature_seconds * sample_rate)),
+         budget.max_deconv_feature_seconds),
     ):
         if samples < length:
             raise ExportError(
@@ -579,11 +760,15 @@ def _settings(
         max_samples=max_samples,
         max_deconv_samples=max_deconv_samples,
         max_batch_segments=max_batch_segments,
+        max_request_samples=int(round(budget.max_request_seconds * sample_rate)),
+        max_deconv_feature_samples=int(round(budget.max_deconv_feature_seconds * sample_rate)),
+        budget=budget,
         stft=stft,
         mel=mel,
         top_k=max(1, min(top_k, len(info.labels))),
         levels=levels,
         features_per_layer={level: net.n_features(level) for level in levels} if net is not None else {},
+        layer_names={level: net.layer_names[level] for level in levels} if net is not None else {},
         feature_layers=feature_layers,
         feature_channels=tuple(int(model.get_layer(name).output.shape[-1]) for name in feature_layers),
     )

@@ -377,15 +377,23 @@ def parse_saved_model_cli(text: str) -> dict[str, dict[str, dict[str, str]]]:
     return signatures
 
 
+def _cli_command(export_dir: str) -> list[str]:
+    return [*_saved_model_cli(), "show", "--dir", export_dir, "--all"]
+
+
+def _cli_listing(export_dir: str, returncode: int, stdout: str, stderr: str) -> dict[str, dict[str, dict[str, str]]]:
+    if returncode:
+        raise _export_error(f"saved_model_cli failed on {export_dir}: {stderr.strip()[-2000:]}")
+    return parse_saved_model_cli(stdout)
+
+
 def saved_model_cli_signatures(export_dir: str, *, timeout: float = 300.0) -> dict[str, dict[str, dict[str, str]]]:
     """Runs ``saved_model_cli show --dir EXPORT_DIR --all`` and parses its signature listing."""
-    process = subprocess.run(
-        [*_saved_model_cli(), "show", "--dir", export_dir, "--all"], capture_output=True, text=True,
-        timeout=timeout, env=_child_env(), check=False,
-    )
-    if process.returncode:
-        raise _export_error(f"saved_model_cli failed on {export_dir}: {process.stderr.strip()[-2000:]}")
-    return parse_saved_model_cli(process.stdout)
+    process = _start(_cli_command(export_dir))
+    try:
+        return _cli_listing(export_dir, *_finish(process, timeout=timeout, what="saved_model_cli"))
+    finally:
+        _stop(process)
 
 
 def _cli_problems(listed: Mapping[str, Mapping[str, Mapping[str, str]]], metadata: Mapping[str, Any]) -> list[str]:
@@ -412,17 +420,47 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_child(export_dir: str, reference_path: str, *, timeout: float) -> dict[str, Any]:
-    command = [sys.executable, "-I", os.path.abspath(__file__), "--child", export_dir, reference_path]
-    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_child_env(), check=False)
-    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-    if process.returncode or not lines:
+def _start(command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
+
+
+def _finish(process: subprocess.Popen[str], *, timeout: float, what: str) -> tuple[int, str, str]:
+    """Waits for ``process``: ``(returncode, stdout, stderr)``; an ExportError after ``timeout`` seconds."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        raise _export_error(f"{what} did not finish within {timeout:g} s") from None
+    return process.returncode, stdout, stderr
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Kills ``process`` if it still runs (the parent failed or was interrupted) and reaps it."""
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def _child_command(export_dir: str, reference_path: str) -> list[str]:
+    return [sys.executable, "-I", os.path.abspath(__file__), "--child", export_dir, reference_path]
+
+
+def _child_report(export_dir: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if returncode or not lines:
         raise _export_error(
-            f"the verification process failed (exit {process.returncode}) on {export_dir}: "
-            f"{process.stderr.strip()[-3000:]}"
+            f"the verification process failed (exit {returncode}) on {export_dir}: {stderr.strip()[-3000:]}"
         )
     report: dict[str, Any] = json.loads(lines[-1])
     return report
+
+
+def _run_child(export_dir: str, reference_path: str, *, timeout: float) -> dict[str, Any]:
+    process = _start(_child_command(export_dir, reference_path))
+    try:
+        return _child_report(export_dir, *_finish(process, timeout=timeout, what="the verification process"))
+    finally:
+        _stop(process)
 
 
 def _failures(report: Mapping[str, Any]) -> list[str]:
@@ -466,13 +504,13 @@ def verify_export(
     Raises:
         ExportError: If any check fails (the message lists every problem).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
+    from export.cleanup import remove_stale_temp_dirs, temp_prefix
     from export.metadata import read_metadata
 
+    remove_stale_temp_dirs()  # the scratch folders of verifications that were killed
     export_dir = os.path.abspath(export_dir)
     metadata = read_metadata(export_dir)
-    with tempfile.TemporaryDirectory(prefix="tfaural-verify-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("verify")) as scratch:
         if reference is None:
             reference_path = os.path.join(export_dir, REFERENCE_FILE)
             if not os.path.isfile(reference_path):
@@ -480,11 +518,20 @@ def verify_export(
         else:
             reference_path = os.path.join(scratch, "reference.npz")
             save_reference(reference_path, reference)
-        with ThreadPoolExecutor(max_workers=2) as pool:  # the two processes load TensorFlow in parallel
-            child = pool.submit(_run_child, export_dir, reference_path, timeout=timeout)
-            listing = pool.submit(saved_model_cli_signatures, export_dir, timeout=timeout) if cli else None
-            report = child.result()
-            listed = listing.result() if listing is not None else None
+        # The two processes load TensorFlow in parallel; any failure or interruption here (an error,
+        # Ctrl-C, the SIGTERM python -m export turns into SystemExit) kills them before the scratch
+        # folder is removed.
+        processes = [_start(_child_command(export_dir, reference_path))]
+        try:
+            if cli:
+                processes.append(_start(_cli_command(export_dir)))
+            report = _child_report(export_dir, *_finish(processes[0], timeout=timeout,
+                                                         what="the verification process"))
+            listed = (_cli_listing(export_dir, *_finish(processes[1], timeout=timeout, what="saved_model_cli"))
+                      if cli else None)
+        finally:
+            for process in processes:
+                _stop(process)
     problems = _failures(report)
     missing = sorted(set(metadata["signatures"]) - set(report["signatures"]))
     if missing:
@@ -507,8 +554,16 @@ def _reference_from_run(export_dir: str, run_dir: str) -> dict[str, dict[str, di
 
     metadata = read_metadata(export_dir)
     model, info = load_run(run_dir)
+    from export.budget import budget_for
+
+    budget = budget_for(
+        metadata["family"], max_request_seconds=metadata.get("max_request_seconds"),
+        max_deconv_feature_seconds=metadata.get("max_deconv_feature_seconds"),
+        deconv_chunk_elements=metadata.get("deconv_chunk_elements"),
+    )
     module = ServingModule(
-        model, info, max_seconds=metadata["max_seconds"], max_deconv_seconds=metadata["max_deconv_seconds"]
+        model, info, max_seconds=metadata["max_seconds"], max_deconv_seconds=metadata["max_deconv_seconds"],
+        budget=budget,
     )
     stored = load_reference(os.path.join(export_dir, REFERENCE_FILE))
     return {

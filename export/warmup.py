@@ -111,6 +111,7 @@ def warmup_inputs(metadata: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
         "layer": np.array(layer, dtype=np.int32),
         "features": np.arange(min(2, width), dtype=np.int32),
         "mode": np.array(b"phase", dtype=object),
+        "top_tags": np.array(min(2, len(metadata["labels"])), dtype=np.int32),
     }
     return {
         name: {spec.name: values[spec.name] for spec in SIGNATURE_INPUTS[name]}

@@ -293,3 +293,36 @@ def test_info_reports_header(write_audio: WriteAudio) -> None:
     with pytest.raises(AudioDecodeError, match="file not found") as err:
         audio.info(missing)
     assert os.fspath(missing) in str(err.value)
+
+
+def test_write_gives_files_the_umask_mode(tmp_path: pathlib.Path) -> None:
+    """Files are created as open() creates them (0666 minus the umask), not 0600 like tempfile.mkstemp."""
+    previous = os.umask(0o022)
+    try:
+        audio.write(tmp_path / "a.wav", sine(440, 0.1, sample_rate=8000), sample_rate=8000)
+        os.umask(0o007)
+        audio.write(tmp_path / "sub" / "b.flac", sine(440, 0.1, sample_rate=8000), sample_rate=8000)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.wav").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "sub" / "b.flac").stat().st_mode & 0o777 == 0o660
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.wav", "b.flac", "sub"]  # no temporary files left
+
+
+def test_links_pipes_and_unreadable_entries_say_what_they_are(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "dangling.wav").symlink_to(tmp_path / "gone.wav")
+    (tmp_path / "loop1.wav").symlink_to(tmp_path / "loop2.wav")
+    (tmp_path / "loop2.wav").symlink_to(tmp_path / "loop1.wav")
+    os.mkfifo(tmp_path / "pipe.wav")
+    cases = {"dangling.wav": f"broken symbolic link: its target {str(tmp_path / 'gone.wav')!r} does not exist",
+             "loop1.wav": "symbolic link loop", "pipe.wav": "is a named pipe (FIFO), not an audio file"}
+    for name, reason in cases.items():
+        with pytest.raises(AudioDecodeError) as caught:
+            audio.load(tmp_path / name, sample_rate=None)
+        assert caught.value.source == str(tmp_path / name) and reason in caught.value.reason
+    if os.geteuid() != 0:  # root reads any file; everyone else is told why not
+        locked = tmp_path / "locked.wav"
+        sf.write(locked, sine(440, 0.1, sample_rate=8000), 8000)
+        locked.chmod(0)
+        with pytest.raises(AudioDecodeError, match="permission denied"):
+            audio.load(locked, sample_rate=None)

@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -585,6 +586,43 @@ def test_load_reports_failures_and_rejects_non_outputs(tmp_path: pathlib.Path) -
     (out / "blues.00001" / "track.json").write_text('{"layers": {"one": []}}', encoding="utf-8")
     with pytest.raises(DataError, match=r"track\.json: layer 'one' is malformed"):
         load_auralise_output(out)
+
+
+def test_files_outside_the_output_folder_are_reported_not_linked(tmp_path: pathlib.Path) -> None:
+    out = make_auralise_output(tmp_path / "auralised", tracks=TRACKS[:2], failed=())
+    outside = tmp_path / "private"
+    outside.mkdir()
+    shutil.copy(out / TRACKS[0][1] / "original.wav", outside / "secret.wav")
+    _write_png(outside / "secret.png", np.zeros(4096, np.float32))
+    path = out / TRACKS[0][1] / "track.json"
+    info = json.loads(path.read_text(encoding="utf-8"))
+    info["original"] = str(outside / "secret.wav")  # an absolute path
+    info["layers"]["1"][0]["file"] = "../../private/secret.wav"  # out of the output folder
+    info["layers"]["1"][1]["spectrogram"] = "../../private/secret.png"
+    path.write_text(json.dumps(info), encoding="utf-8")
+    (out / TRACKS[1][1] / "layer2").rename(out / TRACKS[1][1] / "elsewhere")
+    (out / TRACKS[1][1] / "layer2").symlink_to(outside)  # a link inside the folder that leads out of it
+    shutil.copy(out / TRACKS[0][1] / "original.wav", outside / "feature0.wav")
+
+    loaded = load_auralise_output(out)
+    problems = [f.error for f in loaded.failed]
+    assert len(problems) == 3 + N_FILTERS  # three in the first track, every feature of layer 2 in the second
+    assert all("outside the auralisation output folder: not linked" in p for p in problems)
+    assert any(str(outside / "secret.wav") in p for p in problems) and any("../../private/secret.png" in p
+                                                                         for p in problems)
+    assert any("layer2/feature0.wav" in p for p in problems)
+    write_report(out, progress=False)
+    report = out / "report"
+    for page in report.rglob("*.html"):
+        for tag, attrs in parse(page):
+            url = attrs.get("href") if tag in ("a", "link") else attrs.get("src")
+            if url and not url.startswith("data:"):
+                target, _ = resolve(page, url)
+                assert outside not in target.parents, f"{page.name} links {url}"
+                assert out in pathlib.Path(os.path.realpath(target)).parents, f"{page.name} links {url}"
+        assert "secret" not in page.read_text(encoding="utf-8") or page.name == "index.html"
+    index = (report / "index.html").read_text(encoding="utf-8")
+    assert f"Failed tracks ({3 + N_FILTERS})" in index and "outside the auralisation output folder: not linked" in index
 
 
 def test_cli(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import logging
 import os
-import tempfile
+import stat
+import uuid
 from collections.abc import Iterator
 from typing import IO, Any, Union
 
@@ -100,12 +102,7 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile]:
     name = describe_source(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if not os.path.exists(path):
-            raise AudioDecodeError(name, "file not found")
-        if os.path.isdir(path):
-            raise AudioDecodeError(name, "is a directory, expected an audio file")
-        if os.path.getsize(path) == 0:
-            raise AudioDecodeError(name, "empty file (0 bytes)")
+        _check_path(path, name)
         handle: Any = path
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -129,6 +126,32 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile]:
         raise AudioDecodeError(name, f"decoding failed, the file may be truncated or corrupt ({_clean(err)})") from None
     finally:
         snd.close()
+
+
+def _check_path(path: str, name: str) -> None:
+    """Raises an AudioDecodeError saying why ``path`` cannot be an audio file, if it cannot."""
+    try:
+        status = os.stat(path)
+    except OSError as err:
+        if os.path.islink(path):
+            if err.errno == errno.ELOOP:
+                raise AudioDecodeError(name, "symbolic link loop (too many levels of symbolic links)") from None
+            raise AudioDecodeError(name, f"broken symbolic link: its target {os.readlink(path)!r} does not "
+                                         "exist") from None
+        if err.errno == errno.ENOENT:
+            raise AudioDecodeError(name, "file not found") from None
+        raise AudioDecodeError(name, f"cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise AudioDecodeError(name, "is a directory, expected an audio file")
+    if not stat.S_ISREG(status.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(status.st_mode) else "a socket" if stat.S_ISSOCK(
+            status.st_mode) else "a device" if stat.S_ISCHR(status.st_mode) or stat.S_ISBLK(status.st_mode) else (
+            "not a regular file")
+        raise AudioDecodeError(name, f"is {kind}, not an audio file")
+    if not os.access(path, os.R_OK):
+        raise AudioDecodeError(name, "cannot be read (permission denied)")
+    if status.st_size == 0:
+        raise AudioDecodeError(name, "empty file (0 bytes)")
 
 
 def _clean(err: BaseException) -> str:
@@ -460,8 +483,11 @@ def _write_path(path: str, data: np.ndarray, *, sample_rate: int, subtype: str |
     fmt = (format or {"OGA": "OGG", "": "WAV"}.get(ext, ext)).upper()
     if fmt not in sf.available_formats():
         raise ParameterError(f"{path}: unknown audio format {fmt!r}; expected one of {sorted(_DEFAULT_SUBTYPES)}")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
+    # Not tempfile.mkstemp: its files have mode 0600, and the rename would keep that (a catalogue unreadable by
+    # other users). O_EXCL with mode 0666 gives the mode open() gives (the umask applies), without changing
+    # the process-wide umask (worker threads write concurrently).
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}{os.path.splitext(path)[1]}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         sf.write(tmp, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
         os.replace(tmp, path)

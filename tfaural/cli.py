@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 
 from tfaural.errors import ParameterError
 
-__all__ = ["parse_index_list"]
+__all__ = ["parse_index_list", "check_output_folder"]
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
 
@@ -54,3 +55,41 @@ def _describe_range(values: Sequence[int]) -> str:
     if values and list(values) == list(range(values[0], values[-1] + 1)):
         return f"{values[0]}-{values[-1]}"
     return ",".join(str(v) for v in values)
+
+
+def check_output_folder(path: str | os.PathLike[str], *, flag: str = "--output") -> str:
+    """Checks, before any work is done, that ``path`` is a folder that can be written, or can be created.
+
+    A URI (``gs://...``) is passed through: its file system says what is wrong when it is written.
+
+    Args:
+        path: The folder.
+        flag: The option that named it, for the message.
+
+    Returns:
+        ``path`` as a string.
+
+    Raises:
+        ParameterError: If ``path`` is a file or a broken symbolic link, if the nearest part of it that
+            exists is not a folder (e.g. ``file.txt/out``), or if that folder is not writable (a read-only
+            folder or file system; root may write into read-only folders, so they pass for root).
+    """
+    text = os.fspath(path)
+    if "://" in text:
+        return text
+    if not text:
+        raise ParameterError(f"{flag} is empty: expected a folder")
+    full = os.path.abspath(text)
+    if os.path.lexists(full) and not os.path.exists(full):
+        raise ParameterError(f"{flag} {text}: is a broken symbolic link (to {os.readlink(full)}); expected a folder")
+    if os.path.exists(full) and not os.path.isdir(full):
+        raise ParameterError(f"{flag} {text}: is a file, not a folder; choose a folder")
+    existing = full
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ParameterError(f"{flag} {text}: cannot be created, because {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(f"{flag} {text}: {existing} is not writable (read-only folder or file system); "
+                             "choose a folder you can write to")
+    return text

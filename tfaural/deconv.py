@@ -1,59 +1,120 @@
-"""Zeiler–Fergus deconvolution of learnt features, in TensorFlow, batched over features.
+"""Zeiler–Fergus deconvolution of learnt features of any Keras functional CNN, batched over features.
 
-For a chosen conv block ``layer`` and a list of its feature maps, :func:`deconvolve`
+The deconvnet (Zeiler & Fergus 2014, as used by Choi et al. 2015) is a modified
+backward pass. For a chosen layer and a list of its feature maps (channels),
+:class:`DeconvNet`
 
-1. runs the model forward from its input to the block's output, recording the
-   **switches** (the argmax position inside every max-pooling window) of each
-   pooling layer on the way;
-2. keeps only the selected feature maps of that block's output (one per
-   feature, all other maps zero);
-3. walks back down, block by block: **unpool** (each value goes to the recorded
-   argmax position of its window, zeros elsewhere, zero-padded back to the
-   pre-pool size when that size was odd), **ReLU**, **transposed convolution**
-   with the block's kernel (no bias), down to the input space of the first
-   convolution.
+1. runs the model forward from its input to that layer (inference mode: batch
+   normalisation uses its moving statistics, dropout is off);
+2. **seeds** each selected feature with its own forward values: the map of that
+   channel, all other channels zero;
+3. walks the Keras graph back in reverse topological order, applying one
+   backward rule per layer, down to the **input domain** (see below).
 
-The features are a batch axis: all selected features of a layer go back down in
-one pass of batched transposed convolutions, never in a Python loop, so 64
-features cost one call. ``layer`` must be a Python int (each layer is its own
-graph; an exported signature switches between them with ``tf.switch_case``);
-``features`` may be a tensor.
+The backward rules:
 
-**Batch normalisation** (SampleCNN family). In the forward pass BN runs in
-inference mode. In the walk back, BN's per-channel affine map
-``x ↦ γ (x − μ) / √(σ² + ε) + β`` is treated like the convolution it follows:
-its scale ``γ / √(σ² + ε)`` is folded into the kernel (channel ``c`` of the
-transposed convolution's input is multiplied by it) and its shift, like the
-conv bias, is dropped — the deconvolution propagates patterns, not offsets.
+================================  ===========================================================
+ReLU (a ``ReLU``/``Activation``   ``method="deconvnet"``: ReLU of the signal coming back;
+layer or ``activation="relu"``    ``"guided"`` (guided backpropagation): that, and zero where the
+inside a conv / dense layer)      forward activation was not positive; ``"gradient"`` (plain
+                                  gradient, saliency): zero where the forward activation was not
+                                  positive (the ordinary derivative)
+``MaxPooling1D/2D``               unpooling through the **switches**: each value goes back to
+                                  the position of its window's (first) maximum; windows may
+                                  overlap (any size, stride, ``valid``/``same`` padding), their
+                                  contributions are summed
+``AveragePooling1D/2D``           the adjoint (each value spread evenly over its window)
+``Conv1D``/``Conv2D``             the transposed convolution (any kernel shape, stride and
+                                  ``valid``/``same``/``causal`` padding; no bias)
+``BatchNormalization``            multiplication by its per-channel inference scale
+                                  ``γ / √(σ² + ε)`` (sign included; the shift is dropped, like
+                                  the biases: the deconvnet propagates patterns, not offsets),
+                                  wherever it sits
+``Dense``                         the transposed weight matrix
+``GlobalMax/AveragePooling1D/2D`` back to the argmax position / spread evenly
+``Concatenate``, ``Add``,         split along the axis; the same signal to every operand (and
+``Subtract``, ``Average``         summed where paths meet again); negated; divided by n
+``Reshape``, ``Flatten``,         reshaped back; inverse permutation; cropped; zero-padded
+``Permute``, ``ZeroPadding*``,
+``Cropping*``
+``Dropout`` & co., ``Identity``   identity (inference)
+================================  ===========================================================
 
-**Input spaces.** The walk ends at the input of the first convolution: the
-scaled STFT magnitude of the Choi CNN (see :mod:`tfaural.auralise` for the way
-back to linear magnitude), the waveform of SampleCNN and the frame-level raw
-model (padding added by the model's ``frame_padding`` layer is cropped), and the
-standardised log-mel spectrogram of the mel-frame baseline.
+Any other layer on the way down raises :class:`~tfaural.errors.ModelError` naming it.
+A layer's own non-ReLU activation (a sigmoid output, a softmax) is allowed only on
+the seeded layer itself, which is then seeded with its pre-activation values
+(the logits).
 
-Output shapes: ``[batch, n_features, freq, frames]`` for the 2D Choi CNN,
-``[batch, n_features, samples]`` for waveform models, ``[batch, n_features,
-n_mels, frames]`` for the mel-frame model.
+**Features are a batch axis.** All ``k`` selected features of a layer go back down
+in one pass: every backward op runs on ``batch × k`` signals at once (the switches
+and ReLU masks of the one forward pass are shared by the ``k`` signals of an
+input). Until the first convolution on the way down each signal still has a single
+non-zero channel, so that part runs on ``[batch, ..., k]`` tensors and the first
+transposed convolution uses only each feature's slice of the kernel (``n_maps`` times
+fewer operations than a full one on one-hot maps). Below it, unpooled signals stay at
+the pooled resolution through batch normalisation and ReLU, and a last convolution
+with one output channel (the spectrogram's) is fused with the unpooling. Everything is
+core TensorFlow (no ``py_function``) and works with unknown batch and time sizes,
+so exported signatures can call it.
+
+**Memory is bounded by chunks of features**: the walk holds a few tensors of
+``batch × k ×`` (the largest activation of the model per input), so the features
+go down in consecutive chunks of at most ``chunk_elements`` elements of that size
+(:func:`map_feature_chunks`, an in-graph loop; one chunk for typical requests),
+and a caller can turn each chunk's maps into its final, smaller result inside the
+loop (``per_chunk``, e.g. auralisation). Repeated feature indices are rejected.
+
+**Layers.** ``layer`` is a Python int *level* or a layer name (any layer of the
+model). Levels are conv blocks: for tfaural's own models those of
+:func:`tfaural.models.conv_blocks` (Choi: 1-5; SampleCNN: 0 = the strided front
+conv, 1..N the modules, N + 1 the 1x1 conv), seeded at the block's output (after its
+pooling). For any other model, levels ``1..N`` number its ``Conv1D``/``Conv2D``
+layers in topological order, each seeded at the end of the chain of batch
+normalisation, ReLU and pooling layers that follows it (stopping before dropout,
+a reshape, a merge or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``.
+
+**Input domain.** The walk ends at the model's input, or at the output of the
+*input layer* named by ``input_layer=``, or, by default, at the output of the
+front-end layers that sit on the model's input before anything else: instances
+of :class:`~tfaural.models.layers.InputScaling`,
+:class:`~tfaural.models.layers.LogMelSpectrogram` and
+:class:`~tfaural.models.layers.Standardise`, or of any layer class with a true
+``deconv_front_end`` attribute. So the Choi CNN deconvolves to its scaled STFT
+magnitude (see :mod:`tfaural.auralise` for the way back to linear magnitude), the
+SampleCNN family to the waveform (padding added by a ``ZeroPadding1D`` is cropped
+on the way), the mel-frame baseline to its standardised log-mel spectrogram, and a
+log-mel model whose compression layer is named as ``input_layer`` to that log-mel
+spectrogram.
+
+Output shapes (``k`` = number of features): ``[batch, k, freq, frames]`` for a
+``[batch, freq, frames, 1]`` domain (2D CNNs), ``[batch, k, samples]`` for a
+``[batch, samples, 1]`` waveform, ``[batch, k, channels, steps]`` for another
+``[batch, steps, channels]`` domain (the mel-frame model: ``[batch, k, mels,
+frames]``), and ``[batch, k, *domain_shape]`` otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfaural.errors import ModelError, ParameterError
-from tfaural.models import conv_blocks
-from tfaural.models.layers import ConvBlock
+from tfaural.models.layers import InputScaling, LogMelSpectrogram, Standardise
 
 __all__ = [
+    "DEFAULT_CHUNK_ELEMENTS",
+    "METHODS",
     "DeconvNet",
     "deconvolve",
+    "walk_expansion",
+    "features_per_chunk",
+    "map_feature_chunks",
     "deconvolvable_layers",
     "n_features",
     "feature_maxima",
@@ -61,398 +122,1042 @@ __all__ = [
     "unpool",
 ]
 
+#: The backward rules for ReLU that :class:`DeconvNet` offers.
+METHODS = ("deconvnet", "guided", "gradient")
 
-def pool_with_switches(x: tf.Tensor, pool_size: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """Non-overlapping max pooling (stride = size, floor) that also returns its switches.
+#: Layer classes that form a model's input front end: the walk stops after them by default.
+FRONT_END_TYPES: tuple[type, ...] = (InputScaling, LogMelSpectrogram, Standardise)
+
+_IDENTITY_TYPES: tuple[type, ...] = (
+    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout, keras.layers.AlphaDropout, keras.layers.Identity, keras.layers.ActivityRegularization,
+)
+_CONV_TYPES: tuple[type, ...] = (keras.layers.Conv1D, keras.layers.Conv2D)
+_MAX_POOL_TYPES: tuple[type, ...] = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D)
+_AVERAGE_POOL_TYPES: tuple[type, ...] = (keras.layers.AveragePooling1D, keras.layers.AveragePooling2D)
+_GLOBAL_MAX_TYPES: tuple[type, ...] = (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D)
+_GLOBAL_AVERAGE_TYPES: tuple[type, ...] = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
+_PADDING_TYPES: tuple[type, ...] = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D)
+_CROPPING_TYPES: tuple[type, ...] = (keras.layers.Cropping1D, keras.layers.Cropping2D)
+
+
+# ---------------------------------------------------------------------------------------------
+# Max pooling with switches
+
+
+def _tuple(value: Any, rank: int) -> tuple[int, ...]:
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * rank
+    return tuple(int(v) for v in value)
+
+
+def _pool_geometry(
+    spatial: Sequence[Any], pool_size: Sequence[int], strides: Sequence[int], padding: str
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Pooled sizes, padding before and after per spatial axis (TensorFlow's conventions)."""
+    pooled, before, after = [], [], []
+    for size, p, s in zip(spatial, pool_size, strides):
+        if padding == "same":
+            n = (size + s - 1) // s
+            total = tf.maximum((n - 1) * s + p - size, 0)
+            pooled.append(n)
+            before.append(total // 2)
+            after.append(total - total // 2)
+        else:
+            pooled.append(tf.maximum((size - p) // s + 1, 0))
+            before.append(0)
+            after.append(0)
+    return pooled, before, after
+
+
+def _windows(x: tf.Tensor, pool_size: Sequence[int], strides: Sequence[int], padding: str,
+             pad_value: float) -> list[tf.Tensor]:
+    """``x`` ``[batch, *spatial, c]`` at offset ``o`` of every pooling window, one tensor per offset
+    (row-major order), each ``[batch, *pooled, c]``; ``"same"`` padding filled with ``pad_value``."""
+    rank = len(pool_size)
+    shape = tf.shape(x)
+    pooled, before, after = _pool_geometry([shape[1 + i] for i in range(rank)], pool_size, strides, padding)
+    if padding == "same":
+        x = tf.pad(x, [[0, 0], *[[before[i], after[i]] for i in range(rank)], [0, 0]], constant_values=pad_value)
+    return [x[(slice(None), *[slice(offset[i], offset[i] + tf.maximum((pooled[i] - 1) * strides[i] + 1, 0),
+                                    strides[i]) for i in range(rank)], slice(None))]
+            for offset in np.ndindex(*pool_size)]
+
+
+def pool_with_switches(
+    x: tf.Tensor,
+    pool_size: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "valid",
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Max pooling that also returns its switches (the argmax of every window).
 
     Args:
         x: float ``[batch, *spatial, channels]`` with 1 or 2 spatial axes.
         pool_size: Window size per spatial axis.
+        strides: Step per spatial axis (``None``: ``pool_size``, non-overlapping windows).
+        padding: ``"valid"`` (windows inside ``x``) or ``"same"`` (``ceil(size / stride)``
+            windows, ``x`` padded with ``-inf`` as TensorFlow does).
 
     Returns:
-        ``(pooled, switches)``: ``pooled`` is ``[batch, *spatial // pool_size, channels]``
-        (equal to ``keras.layers.MaxPooling*D(padding="valid")``); ``switches`` is a 0/1
-        float mask shaped like ``x`` with one 1 per pooling window, at the window's
-        first maximum, and zeros on the rows/columns the floor left out.
+        ``(pooled, switches)``: ``pooled`` equals ``keras.layers.MaxPooling*D`` with the
+        same arguments; ``switches`` is int32 ``[batch, *pooled_spatial, channels]``: the
+        position of each window's first maximum as a row-major index into the window
+        (``0 .. prod(pool_size) - 1``).
     """
+    strides = tuple(pool_size) if strides is None else tuple(strides)
+    if tuple(strides) == tuple(pool_size) and padding == "valid":
+        return _tiled_pool_with_switches(x, pool_size)
+    windows = _windows(x, pool_size, strides, padding, float("-inf"))
+    best, switches = windows[0], tf.zeros(tf.shape(windows[0]), tf.int32)
+    for index, window in enumerate(windows[1:], start=1):
+        larger = window > best  # strict: the first maximum of a window wins ties
+        best = tf.where(larger, window, best)
+        switches = tf.where(larger, index, switches)
+    return best, switches
+
+
+def _tiled_pool_with_switches(x: tf.Tensor, pool_size: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """:func:`pool_with_switches` for windows that tile the input: one reshape and one argmax
+    (also for windows as large as a whole axis, e.g. pooling over all frequencies)."""
     rank = len(pool_size)
     shape = tf.shape(x)
     batch, channels = shape[0], shape[-1]
-    spatial = [shape[1 + i] for i in range(rank)]
-    pooled_sizes = [spatial[i] // pool_size[i] for i in range(rank)]
-    covered = x[(slice(None), *[slice(0, pooled_sizes[i] * pool_size[i]) for i in range(rank)], slice(None))]
-    # [batch, P1, p1, (P2, p2,) C] -> [batch, P1, (P2,) C, p1 (* p2)]
+    pooled = [shape[1 + i] // pool_size[i] for i in range(rank)]
+    covered = x[(slice(None), *[slice(0, pooled[i] * pool_size[i]) for i in range(rank)], slice(None))]
     split: list[Any] = [batch]
     for i in range(rank):
-        split += [pooled_sizes[i], pool_size[i]]
-    split.append(channels)
-    windows = tf.reshape(covered, tf.stack(split))
-    outer = [1 + 2 * i for i in range(rank)]
-    inner = [2 + 2 * i for i in range(rank)]
-    windows = tf.transpose(windows, [0, *outer, 2 * rank + 1, *inner])
-    window_size = int(np.prod(pool_size))
-    flat = tf.reshape(windows, tf.stack([batch, *pooled_sizes, channels, window_size]))
-    pooled = tf.reduce_max(flat, axis=-1)
-    onehot = tf.one_hot(tf.argmax(flat, axis=-1, output_type=tf.int32), window_size, dtype=x.dtype)
-    onehot = tf.reshape(onehot, tf.stack([batch, *pooled_sizes, channels, *pool_size]))
-    back = [0]
-    for i in range(rank):
-        back += [1 + i, rank + 2 + i]
-    back.append(rank + 1)
-    mask = tf.reshape(tf.transpose(onehot, back), tf.shape(covered))
-    paddings = [[0, 0]] + [[0, spatial[i] - pooled_sizes[i] * pool_size[i]] for i in range(rank)] + [[0, 0]]
-    return pooled, tf.pad(mask, paddings)
+        split += [pooled[i], pool_size[i]]
+    windows = tf.reshape(covered, tf.stack([*split, channels]))  # [batch, P1, p1, (P2, p2,) c]
+    windows = tf.transpose(windows, [0, *[1 + 2 * i for i in range(rank)], 2 * rank + 1,
+                                     *[2 + 2 * i for i in range(rank)]])
+    flat = tf.reshape(windows, tf.stack([batch, *pooled, channels, int(np.prod(pool_size))]))
+    return tf.reduce_max(flat, axis=-1), tf.argmax(flat, axis=-1, output_type=tf.int32)  # argmax: the first maximum
 
 
-def unpool(y: tf.Tensor, switches: tf.Tensor, pool_size: Sequence[int]) -> tf.Tensor:
-    """Places each pooled value at its window's recorded argmax (zeros elsewhere).
+def _at_switches(x: tf.Tensor, switches: tf.Tensor, pool_size: Sequence[int], strides: Sequence[int],
+                 padding: str) -> tf.Tensor:
+    """The values of ``x`` (shaped like the pooling's input) at the switches: ``[batch, *pooled, c]``."""
+    windows = _windows(x, pool_size, strides, padding, 0.0)
+    picked = windows[0]
+    for index, window in enumerate(windows[1:], start=1):
+        picked = tf.where(tf.equal(switches, index), window, picked)
+    return picked
 
-    Args:
-        y: ``[batch, n_features, *pooled_spatial, channels]``: signals to unpool,
-            several per input.
-        switches: ``[batch, *spatial, channels]`` from :func:`pool_with_switches`.
-        pool_size: Window size per spatial axis.
+
+def _crop_to_input(full: tf.Tensor, before: Sequence[Any], spatial: Sequence[Any], lead: int) -> tf.Tensor:
+    """``full`` covers the padded input from position 0: zero-pad it on the right if short, crop the padding."""
+    rank = len(spatial)
+    shape = tf.shape(full)
+    missing = [tf.maximum(0, before[i] + spatial[i] - shape[lead + i]) for i in range(rank)]
+    full = tf.pad(full, [*[[0, 0]] * lead, *[[0, m] for m in missing], [0, 0]])
+    return full[(*[slice(None)] * lead, *[slice(before[i], before[i] + spatial[i]) for i in range(rank)],
+                 slice(None))]
+
+
+def _scatter(values: Sequence[tf.Tensor], pool_size: Sequence[int], strides: Sequence[int], padding: str,
+             spatial: Sequence[Any], lead: int) -> tf.Tensor:
+    """Places ``values[o]`` (``[*lead, *pooled, c]``) at offset ``o`` of every window; sums where windows overlap.
 
     Returns:
-        ``[batch, n_features, *spatial, channels]`` (odd leftovers zero-padded).
+        ``[*lead, *spatial, c]``.
     """
-    covered, paddings = _unpool_covered(y, switches, pool_size)
-    return tf.pad(covered, paddings)
-
-
-def _unpool_covered(
-    y: tf.Tensor, switches: tf.Tensor, pool_size: Sequence[int]
-) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
-    """Unpools onto the region the pooling windows covered; returns it and the padding to full size."""
     rank = len(pool_size)
+    _, before, _ = _pool_geometry(spatial, pool_size, strides, padding)
+    extra = [-(-p // s) - 1 for p, s in zip(pool_size, strides)]  # further pooled steps one window spans
+    # Offset o = q * stride + r lands on the stride grid of residue r, q steps further on.
+    buckets: dict[tuple[int, ...], tf.Tensor] = {}
+    for value, offset in zip(values, np.ndindex(*pool_size)):
+        quotient = [o // s for o, s in zip(offset, strides)]
+        residue = tuple(o % s for o, s in zip(offset, strides))
+        if any(extra):
+            value = tf.pad(value, [*[[0, 0]] * lead, *[[q, e - q] for q, e in zip(quotient, extra)], [0, 0]])
+        buckets[residue] = value if residue not in buckets else buckets[residue] + value
+    zeros = tf.zeros_like(next(iter(buckets.values())))
+    grid: list[tf.Tensor] = [buckets.get(residue, zeros) for residue in np.ndindex(*strides)]
+    # Interleave the residue grids axis by axis, last axis first: [.., M, s, ..] -> [.., M * s, ..].
+    for axis in reversed(range(rank)):
+        n, position = strides[axis], lead + axis
+        merged = []
+        for start in range(0, len(grid), n):
+            stacked = tf.stack(grid[start : start + n], axis=position + 1)
+            shape = tf.shape(stacked)
+            merged.append(tf.reshape(stacked, tf.concat([shape[:position], [shape[position] * n],
+                                                         shape[position + 2 :]], axis=0)))
+        grid = merged
+    return _crop_to_input(grid[0], before, spatial, lead)
+
+
+def unpool(
+    y: tf.Tensor,
+    switches: tf.Tensor,
+    pool_size: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "valid",
+    *,
+    input_shape: Sequence[Any] | tf.Tensor,
+    scale: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """The adjoint of max pooling through recorded switches (overlapping windows summed).
+
+    Args:
+        y: ``[batch, n, *pooled_spatial, channels]``: signals to unpool, ``n`` per input.
+        switches: int32 ``[batch, *pooled_spatial, channels]`` from :func:`pool_with_switches`.
+        pool_size: Window size per spatial axis.
+        strides: Step per spatial axis (``None``: ``pool_size``).
+        padding: ``"valid"`` or ``"same"``, as in the forward pooling.
+        input_shape: Spatial sizes of the pooling's input (ints or an int32 tensor).
+        scale: Optional per-channel factors ``[channels]`` applied on the way (free: they
+            scale the switch masks, which are shared by the ``n`` signals).
+
+    Returns:
+        ``[batch, n, *input_shape, channels]``: each value placed at its window's switch,
+        zeros elsewhere, values of overlapping windows that share a switch summed.
+    """
+    rank = len(pool_size)
+    strides = tuple(pool_size) if strides is None else tuple(strides)
+    spatial = [input_shape[i] for i in range(rank)]
+    n_windows = int(np.prod(pool_size))
+    if tuple(strides) != tuple(pool_size):
+        masks = [tf.cast(tf.equal(switches, index), y.dtype) for index in range(n_windows)]
+        if scale is not None:
+            masks = [mask * scale for mask in masks]
+        return _scatter([y * mask[:, tf.newaxis] for mask in masks], pool_size, strides, padding, spatial, lead=2)
+    # Non-overlapping windows: nearest-neighbour upsampling times the (scaled) 0/1 switch mask.
     shape = tf.shape(y)
-    # One broadcast materialises the nearest-neighbour upsampling ([.., P, 1, Q, 1, ..] -> [.., P, p, Q, q, ..]).
-    expanded = [shape[0], shape[1]]
-    broadcast = [shape[0], shape[1]]
-    covered_shape = [shape[0], shape[1]]
+    batch, n, channels = shape[0], shape[1], shape[-1]
+    pooled = [shape[2 + i] for i in range(rank)]
+    onehot = tf.one_hot(switches, n_windows, dtype=y.dtype)  # [batch, *pooled, c, window]
+    if scale is not None:
+        onehot = onehot * scale[:, tf.newaxis]
+    onehot = tf.reshape(onehot, tf.concat([tf.shape(switches), list(pool_size)], axis=0))
+    order = [0]
     for i in range(rank):
-        expanded += [shape[2 + i], 1]
-        broadcast += [shape[2 + i], pool_size[i]]
-        covered_shape.append(shape[2 + i] * pool_size[i])
-    expanded.append(shape[-1])
-    broadcast.append(shape[-1])
-    covered_shape.append(shape[-1])
-    up = tf.reshape(tf.broadcast_to(tf.reshape(y, tf.stack(expanded)), tf.stack(broadcast)), tf.stack(covered_shape))
-    target = tf.shape(switches)
-    mask = switches[(slice(None), *[slice(0, covered_shape[2 + i]) for i in range(rank)], slice(None))]
-    paddings = [[0, 0], [0, 0]] + [[0, target[1 + i] - covered_shape[2 + i]] for i in range(rank)] + [[0, 0]]
-    return up * mask[:, tf.newaxis], paddings
+        order += [1 + i, rank + 2 + i]
+    mask = tf.transpose(onehot, [*order, rank + 1])  # [batch, P1, p1, (P2, p2,) c]
+    if rank == 1:
+        up = tf.reshape(y, tf.stack([batch, n, pooled[0], 1, channels])) * mask[:, tf.newaxis]
+    else:
+        # Upsample along the last axis first, then one broadcasting product with the mask: TensorFlow
+        # broadcasts at most five groups of axes, [batch, n, P1, p1, rest] here.
+        up = tf.reshape(y, tf.stack([batch, n, *pooled, 1, channels]))
+        up = tf.broadcast_to(up, tf.stack([batch, n, *pooled, pool_size[-1], channels]))
+        up = tf.reshape(up, tf.stack([batch, n, pooled[0], 1, -1]))
+        up = up * tf.reshape(mask, tf.stack([batch, 1, pooled[0], pool_size[0], -1]))
+    covered = [pooled[i] * pool_size[i] for i in range(rank)]
+    up = tf.reshape(up, tf.stack([batch, n, *covered, channels]))
+    _, before, _ = _pool_geometry(spatial, pool_size, strides, padding)
+    return _crop_to_input(up, before, spatial, lead=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cotangents: the signals coming back
 
 
 @dataclasses.dataclass(frozen=True)
-class _Block:
-    """The tensors of one conv block needed for both directions."""
+class _Sparse:
+    """A signal with one non-zero channel per feature: ``value`` ``[batch, *spatial, k]``, channel
+    ``features[k]`` of ``channels`` (the layer's width) for feature ``k``."""
 
-    level: int
-    conv: keras.layers.Layer
-    batch_norm: keras.layers.Layer | None
-    pool_size: tuple[int, ...] | None
+    value: tf.Tensor
+    channels: int
 
 
-def _tuple(value: Any, rank: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * rank
-    return tuple(int(v) for v in value)
+@dataclasses.dataclass(frozen=True)
+class _Dense:
+    """A signal per (input, feature): ``value`` ``[batch * k, *shape]`` (input-major)."""
+
+    value: tf.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unpooled:
+    """A dense signal at a max-pooling's input, kept at the pooled resolution until an op needs it whole.
+
+    Channelwise rules (ReLU, batch normalisation, dropout) commute with unpooling, which only
+    moves values and inserts zeros: they run on the ``prod(stride)`` times smaller pooled map.
+    Batch normalisation does not even touch the values: its scale waits in ``scale`` until the
+    next non-linear rule, and is folded into the switch masks (or the next convolution's
+    weights) otherwise. Where windows overlap, several pooled values may share a switch and are
+    summed at that position; before a non-linear rule they are merged (:func:`_settle`).
+    ``value`` is ``[batch * k, *pooled, channels]``; ``switches`` ``[batch, *pooled, channels]``.
+    """
+
+    value: tf.Tensor
+    switches: tf.Tensor
+    pool_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: str
+    spatial: tf.Tensor  # the pooling input's spatial sizes
+    scale: tf.Tensor | None = None  # pending per-channel factors [channels]
+    merged: bool = False  # values of overlapping windows that share a switch already summed into one
+
+    @property
+    def overlapping(self) -> bool:
+        return any(p > s for p, s in zip(self.pool_size, self.strides))
+
+
+_Cot = _Sparse | _Dense | _Unpooled
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What every backward rule of one walk shares."""
+
+    batch: tf.Tensor
+    k: tf.Tensor
+    features: tf.Tensor
+    method: str
+    switches: dict[int, tf.Tensor]  # cache: forward tensor id -> switches of the pooling on it
+
+    def split(self, value: tf.Tensor) -> tf.Tensor:
+        """``[batch * k, ...]`` -> ``[batch, k, ...]``."""
+        return tf.reshape(value, tf.concat([tf.stack([self.batch, self.k]), tf.shape(value)[1:]], axis=0))
+
+    def merge(self, value: tf.Tensor) -> tf.Tensor:
+        """``[batch, k, ...]`` -> ``[batch * k, ...]``."""
+        return tf.reshape(value, tf.concat([[self.batch * self.k], tf.shape(value)[2:]], axis=0))
+
+    def dense(self, cot: _Cot) -> tf.Tensor:
+        """The ``[batch * k, *shape]`` form of a signal."""
+        if isinstance(cot, _Dense):
+            return cot.value
+        if isinstance(cot, _Unpooled):
+            rank = len(cot.pool_size)
+            spatial = [cot.spatial[i] for i in range(rank)]
+            return self.merge(unpool(self.split(cot.value), cot.switches, cot.pool_size, cot.strides, cot.padding,
+                                     input_shape=spatial, scale=cot.scale))
+        rank = len(cot.value.shape)
+        moved = tf.transpose(cot.value, [0, rank - 1, *range(1, rank - 1)])  # [batch, k, *spatial]
+        onehot = tf.reshape(tf.one_hot(self.features, cot.channels, dtype=cot.value.dtype),
+                            tf.stack([1, self.k, *[1] * (rank - 2), cot.channels]))
+        return self.merge(moved[..., tf.newaxis] * onehot)
+
+    def times_forward(self, cot: _Cot, state: tf.Tensor) -> _Cot:
+        """Multiplies each signal by its input's forward ``state`` (``[batch, *shape]``)."""
+        if isinstance(cot, _Sparse):
+            return _Sparse(cot.value * tf.gather(state, self.features, axis=-1), cot.channels)
+        if isinstance(cot, _Unpooled):
+            picked = _at_switches(state, cot.switches, cot.pool_size, cot.strides, cot.padding)
+            return dataclasses.replace(cot, value=self.merge(self.split(cot.value) * picked[:, tf.newaxis]))
+        return _Dense(self.merge(self.split(cot.value) * state[:, tf.newaxis]))
+
+
+def _shift(x: tf.Tensor, shift: Sequence[int], first_axis: int, fill: float | int = 0) -> tf.Tensor:
+    """``out[p] = x[p + shift]`` along the spatial axes starting at ``first_axis`` (``fill`` outside)."""
+    for axis, d in enumerate(shift, start=first_axis):
+        if d == 0:
+            continue
+        n = tf.shape(x)[axis]
+        index = [slice(None)] * len(x.shape)
+        index[axis] = slice(d, None) if d > 0 else slice(0, tf.maximum(n + d, 0))
+        paddings = [[0, 0]] * len(x.shape)
+        paddings[axis] = [0, d] if d > 0 else [-d, 0]
+        x = tf.pad(x[tuple(index)], paddings, constant_values=fill)
+    return x
+
+
+def _settle(cot: _Unpooled, ctx: _Context) -> _Unpooled:
+    """Makes an unpooled signal's values final, ready for a non-linear rule: the pending scale
+    applied and, where windows overlap, the values that share a switch summed into one.
+
+    Unpooling adds such values at their common position, and the deconvnet's ReLU must see that
+    sum, not the parts. Windows that can share a position lie at most ``ceil(size / stride) - 1``
+    pooled steps apart on each axis; the first of them (in row-major order) takes the total of
+    itself and the later ones (a shifted copy of the pooled map per later neighbour), the others
+    are zeroed; the scale and that ownership are one factor per input, shared by the ``k`` signals.
+    """
+    if not cot.overlapping or cot.merged:
+        if cot.scale is None:
+            return cot
+        return dataclasses.replace(cot, value=cot.value * cot.scale, scale=None)
+    rank = len(cot.pool_size)
+    offsets = np.array(list(np.ndindex(*cot.pool_size)), np.int32)  # [window, rank]
+    pooled = tf.shape(cot.switches)[1 : 1 + rank]
+    targets = []  # per axis: the switch's position in the (padded) input, [batch, *pooled, channels]
+    for axis in range(rank):
+        grid = tf.range(pooled[axis]) * cot.strides[axis]
+        grid = tf.reshape(grid, [1, *[-1 if i == axis else 1 for i in range(rank)], 1])
+        targets.append(tf.gather(tf.constant(offsets[:, axis]), cot.switches) + grid)
+    signals = ctx.split(cot.value)  # [batch, k, *pooled, channels]
+    total, owner = signals, tf.ones_like(cot.switches, dtype=tf.bool)
+    reach = [-(-p // s) - 1 for p, s in zip(cot.pool_size, cot.strides)]
+    for index in np.ndindex(*[2 * r + 1 for r in reach]):
+        shift = tuple(int(d) - r for d, r in zip(index, reach))
+        if not any(shift):
+            continue
+        same = tf.reduce_all(tf.stack([tf.equal(_shift(t, shift, 1, fill=-1), t) for t in targets]), axis=0)
+        if shift < (0,) * rank:  # an earlier window shares the switch: it holds the total
+            owner = tf.logical_and(owner, tf.logical_not(same))
+            continue
+        # Wrapped-around values of the roll sit where ``same`` is false (the neighbour is outside).
+        later = tf.roll(signals, shift=[-d for d in shift], axis=list(range(2, 2 + rank)))
+        total = total + later * tf.cast(same, signals.dtype)[:, tf.newaxis]
+    factor = tf.cast(owner, signals.dtype)
+    if cot.scale is not None:
+        factor = factor * cot.scale
+    merged = total * factor[:, tf.newaxis]
+    return dataclasses.replace(cot, value=ctx.merge(merged), scale=None, merged=True)
+
+
+def _map(cot: _Cot, fn: Callable[[tf.Tensor], tf.Tensor]) -> _Cot:
+    """Applies ``fn`` to the values; for an unpooled signal ``fn`` must be elementwise with ``fn(0) = 0``."""
+    if isinstance(cot, _Sparse):
+        return _Sparse(fn(cot.value), cot.channels)
+    if isinstance(cot, _Unpooled):
+        return dataclasses.replace(cot, value=fn(cot.value))
+    return _Dense(fn(cot.value))
+
+
+def _add(a: _Cot, b: _Cot, ctx: _Context) -> _Cot:
+    if isinstance(a, _Sparse) and isinstance(b, _Sparse):
+        return _Sparse(a.value + b.value, a.channels)
+    return _Dense(ctx.dense(a) + ctx.dense(b))
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward rules
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One call of a layer in the model's graph."""
+
+    index: int
+    layer: Any
+    inputs: tuple[int, ...]  # ids of the Keras tensors it reads
+    output: int  # id of the Keras tensor it writes
+    node: Any
+
+
+#: (step, forward inputs, forward output, signal at the output, context, seeded here) -> signals at the inputs
+_Rule = Callable[[_Step, list[tf.Tensor], tf.Tensor, _Cot, _Context, bool], list[_Cot | None]]
+
+
+def _activation_kind(fn: Any) -> str:
+    name = getattr(fn, "__name__", "")
+    if fn is None or fn is keras.activations.linear or name == "linear":
+        return "linear"
+    if fn is keras.activations.relu or name == "relu":
+        return "relu"
+    return name or type(fn).__name__
+
+
+def _layer_activation(layer: Any) -> str:
+    """``"linear"``, ``"relu"`` or the name of another activation applied by ``layer``."""
+    if isinstance(layer, keras.layers.ReLU):
+        plain = layer.max_value is None and float(layer.negative_slope) == 0 and float(layer.threshold) == 0
+        return "relu" if plain else "relu with max_value/negative_slope/threshold"
+    return _activation_kind(getattr(layer, "activation", None))
+
+
+def _relu_backward(cot: _Cot, forward: tf.Tensor, ctx: _Context) -> _Cot:
+    """The ReLU rule of ``ctx.method``; ``forward`` is the ReLU's forward output ``[batch, ...]``."""
+    if isinstance(cot, _Unpooled) and ctx.method != "gradient":
+        cot = _settle(cot, ctx)
+    if ctx.method == "deconvnet":
+        return _map(cot, tf.nn.relu)
+    active = tf.cast(forward > 0, forward.dtype)
+    if ctx.method == "guided":
+        cot = _map(cot, tf.nn.relu)
+    return ctx.times_forward(cot, active)
+
+
+def _activation_backward(step: _Step, y: tf.Tensor, cot: _Cot, ctx: _Context, seeded: bool) -> _Cot:
+    kind = _layer_activation(step.layer)
+    if kind == "relu":
+        return _relu_backward(cot, y, ctx)
+    if kind != "linear" and not seeded:
+        raise ModelError(f"layer {step.layer.name!r}: activation {kind!r} has no deconvolution rule "
+                         "(only relu and linear; a layer's own activation may be skipped only where it is seeded)")
+    return cot  # linear, or the seeded layer's own non-linearity (seeded with its pre-activation)
+
+
+def _identity_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                   seeded: bool) -> list[_Cot | None]:
+    return [cot]
+
+
+def _activation_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                     seeded: bool) -> list[_Cot | None]:
+    return [_activation_backward(step, y, cot, ctx, seeded)]
+
+
+def _batch_norm_scale(layer: Any) -> tf.Tensor:
+    scale = tf.math.rsqrt(tf.convert_to_tensor(layer.moving_variance) + layer.epsilon)
+    if layer.scale:
+        scale = scale * tf.convert_to_tensor(layer.gamma)
+    return scale
+
+
+def _batch_norm_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                     seeded: bool) -> list[_Cot | None]:
+    layer = step.layer
+    rank = len(y.shape)
+    axis = layer.axis % rank
+    scale = _batch_norm_scale(layer)
+    if isinstance(cot, _Sparse) and axis == rank - 1:
+        return [_Sparse(cot.value * tf.gather(scale, ctx.features), cot.channels)]
+    if isinstance(cot, _Unpooled) and axis == rank - 1:
+        return [dataclasses.replace(cot, scale=scale if cot.scale is None else cot.scale * scale)]
+    shape = [1] * rank
+    shape[axis] = -1
+    return [_Dense(ctx.dense(cot) * tf.reshape(scale, shape))]
+
+
+def _adjoint_pads(layer: Any, rank: int) -> list[list[int]]:
+    """Padding of the stride-1 adjoint: ``kernel - 1 - forward padding`` on each side."""
+    pads = []
+    for k in _tuple(layer.kernel_size, rank):
+        if layer.padding == "same":
+            before = (k - 1) // 2
+            pads.append([k - 1 - before, k - 1 - (k - 1 - before)])
+        elif layer.padding == "causal":
+            pads.append([0, k - 1])
+        else:
+            pads.append([k - 1, k - 1])
+    return pads
+
+
+def _adjoint_kernel(layer: Any, rank: int) -> tf.Tensor:
+    """``[*kernel, out, in]``: a stride-1 convolution's adjoint is the correlation with this kernel."""
+    kernel = tf.reverse(tf.convert_to_tensor(layer.kernel), axis=list(range(rank)))
+    return tf.transpose(kernel, [*range(rank), rank + 1, rank])
+
+
+def _few_taps(kernel: tf.Tensor) -> bool:
+    """Whether a correlation with ``kernel`` ``[*taps, c_in, c_out]`` goes as a product and shifted sums:
+    one output channel and a small kernel (the first layer of a 2D CNN on a spectrogram; oneDNN runs
+    such many-to-one convolutions far below its rate, and with few taps the product's output is small)."""
+    return int(kernel.shape[-1]) == 1 and 4 * int(np.prod(kernel.shape[:-2])) <= int(kernel.shape[-2])
+
+
+def _correlate(y: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]]) -> tf.Tensor:
+    """Stride-1 cross-correlation of ``y`` ``[n, *spatial, c]`` with explicit zero padding."""
+    rank = len(pads)
+    if _few_taps(kernel):
+        return _single_output_convolution(y, kernel, [[0, 0], *pads, [0, 0]])
+    if rank == 1:
+        y, kernel, pads = y[:, tf.newaxis], kernel[tf.newaxis], [[0, 0], *pads]
+    padding: Any = [[0, 0], *pads, [0, 0]]
+    if all(p == [0, 0] for p in pads):
+        padding = "VALID"
+    elif all(before == after and 2 * before + 1 == k for (before, after), k in zip(pads, kernel.shape)):
+        padding = "SAME"
+    out = tf.nn.conv2d(y, kernel, strides=1, padding=padding)
+    return out[:, 0] if rank == 1 else out
+
+
+def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]], ctx: _Context) -> tf.Tensor:
+    """The stride-1 adjoint of a convolution for one-channel signals ``[batch, *spatial, k]``.
+
+    Each feature's signal has a single non-zero channel, so its transposed convolution needs only
+    that channel's slice of the kernel (``n_maps`` times fewer operations than a full one on
+    one-hot maps): with the signal's taps gathered as columns (``[positions, taps]``, small), one
+    product per feature with its ``[taps, channels_in]`` slice writes the result once, already
+    laid out ``[batch * k, *spatial, channels_in]`` (a depthwise convolution with the features
+    as channels would need a transpose of its ``k * channels_in``-channel output).
+
+    Returns:
+        ``[batch * k, *spatial_in, channels_in]``.
+    """
+    rank = len(pads)
+    size = [int(n) for n in kernel.shape[:rank]]
+    channels_in = int(kernel.shape[-1])
+    taps = tf.reshape(kernel, [-1, int(kernel.shape[-2]), channels_in])  # [taps, channels_out, channels_in]
+    weights = tf.transpose(tf.gather(taps, ctx.features, axis=1), [1, 0, 2])  # [k, taps, channels_in]
+    y = tf.pad(value, [[0, 0], *pads, [0, 0]])
+    shape = tf.shape(y)
+    out = [shape[1 + i] - size[i] + 1 for i in range(rank)]
+    columns = tf.stack([y[(slice(None), *[slice(o[i], o[i] + out[i]) for i in range(rank)], slice(None))]
+                        for o in np.ndindex(*size)], axis=-1)  # [batch, *spatial_in, k, taps]
+    columns = tf.transpose(columns, [0, rank + 1, *range(1, rank + 1), rank + 2])  # [batch, k, *spatial_in, taps]
+    flat = tf.reshape(columns, tf.stack([ctx.batch, ctx.k, -1, len(list(np.ndindex(*size)))]))
+    result = tf.matmul(flat, weights)  # [batch, k, positions, channels_in]
+    return tf.reshape(result, tf.concat([[ctx.batch * ctx.k], out, [channels_in]], axis=0))
+
+
+def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+               seeded: bool) -> list[_Cot | None]:
+    layer = step.layer
+    rank = len(layer.kernel.shape) - 2
+    cot = _activation_backward(step, y, cot, ctx, seeded)
+    strides = _tuple(layer.strides, rank)
+    if strides == (1,) * rank:
+        pads = _adjoint_pads(layer, rank)
+        kernel = _adjoint_kernel(layer, rank)
+        if isinstance(cot, _Sparse):
+            return [_Dense(_one_channel_adjoint(cot.value, kernel, pads, ctx))]
+        if isinstance(cot, _Unpooled) and _few_taps(kernel):
+            return [_Dense(_unpooled_single_output_correlation(cot, kernel, pads, ctx))]
+        return [_Dense(_correlate(ctx.dense(cot), kernel, pads))]
+    x_shape = tf.shape(xs[0])
+    g = ctx.dense(cot)
+    out_shape = tf.concat([[ctx.batch * ctx.k], x_shape[1:]], axis=0)
+    kernel = tf.convert_to_tensor(layer.kernel)
+    if layer.padding == "causal":  # the forward pads kernel - 1 on the left, then a valid convolution
+        crop = int(layer.kernel.shape[0]) - 1
+        out_shape = out_shape + tf.constant([0, crop, 0])
+        return [_Dense(tf.nn.conv_transpose(g, kernel, out_shape, strides=list(strides), padding="VALID")[:, crop:])]
+    return [_Dense(tf.nn.conv_transpose(g, kernel, out_shape, strides=list(strides), padding=layer.padding.upper()))]
+
+
+def _dense_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                seeded: bool) -> list[_Cot | None]:
+    cot = _activation_backward(step, y, cot, ctx, seeded)
+    kernel = tf.convert_to_tensor(step.layer.kernel)  # [in, units]
+    if isinstance(cot, _Sparse) and len(cot.value.shape) == 2:  # [batch, k]: one unit per feature
+        rows = tf.gather(kernel, ctx.features, axis=1)  # [in, k]
+        return [_Dense(ctx.merge(cot.value[:, :, tf.newaxis] * tf.transpose(rows)[tf.newaxis]))]
+    return [_Dense(tf.matmul(ctx.dense(cot), kernel, transpose_b=True))]
+
+
+def _pool_args(layer: Any, rank: int) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    pool_size = _tuple(layer.pool_size, rank)
+    strides = pool_size if layer.strides is None else _tuple(layer.strides, rank)
+    return pool_size, strides, layer.padding
+
+
+def _max_pool_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                   seeded: bool) -> list[_Cot | None]:
+    x = xs[0]
+    rank = len(x.shape) - 2
+    pool_size, strides, padding = _pool_args(step.layer, rank)
+    if step.inputs[0] not in ctx.switches:
+        ctx.switches[step.inputs[0]] = pool_with_switches(x, pool_size, strides, padding)[1]
+    switches = ctx.switches[step.inputs[0]]
+    spatial = tf.shape(x)[1 : 1 + rank]
+    if isinstance(cot, _Sparse):
+        out = unpool(cot.value[:, tf.newaxis], tf.gather(switches, ctx.features, axis=-1), pool_size, strides,
+                     padding, input_shape=spatial)
+        return [_Sparse(out[:, 0], cot.channels)]
+    return [_Unpooled(ctx.dense(cot), switches, pool_size, strides, padding, spatial)]
+
+
+def _average_pool_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                       seeded: bool) -> list[_Cot | None]:
+    x = xs[0]
+    rank = len(x.shape) - 2
+    pool_size, strides, padding = _pool_args(step.layer, rank)
+
+    def adjoint(g: tf.Tensor, channels: Any) -> tf.Tensor:
+        n = tf.shape(g)[0]
+        spatial = tf.shape(x)[1 : 1 + rank]
+        if rank == 1:
+            g = g[:, tf.newaxis]
+            spatial = tf.concat([[1], spatial], axis=0)
+        shape = tf.concat([[n], spatial, [channels]], axis=0)
+        window = [1, *((1,) if rank == 1 else ()), *pool_size, 1]
+        step_ = [1, *((1,) if rank == 1 else ()), *strides, 1]
+        out = tf.raw_ops.AvgPoolGrad(orig_input_shape=shape, grad=g, ksize=window, strides=step_,
+                                     padding=padding.upper())
+        return out[:, 0] if rank == 1 else out
+
+    if isinstance(cot, _Sparse):
+        return [_Sparse(adjoint(cot.value, ctx.k), cot.channels)]
+    return [_Dense(adjoint(cot.value, tf.shape(x)[-1]))]
+
+
+def _global_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                 seeded: bool) -> list[_Cot | None]:
+    x = xs[0]
+    shape = tf.shape(x)
+    positions = tf.reduce_prod(shape[1:-1])
+    flat = tf.reshape(x, tf.stack([shape[0], positions, shape[-1]]))  # [batch, positions, channels]
+    if isinstance(step.layer, _GLOBAL_MAX_TYPES):
+        weights = tf.one_hot(tf.argmax(flat, axis=1, output_type=tf.int32), positions, axis=1, dtype=x.dtype)
+    else:
+        weights = tf.ones_like(flat) / tf.cast(positions, x.dtype)
+    if isinstance(cot, _Sparse):
+        g = tf.reshape(cot.value, tf.stack([ctx.batch, 1, ctx.k]))
+        out = g * tf.gather(weights, ctx.features, axis=-1)  # [batch, positions, k]
+        return [_Sparse(tf.reshape(out, tf.concat([shape[:-1], [ctx.k]], axis=0)), cot.channels)]
+    g = tf.reshape(cot.value, tf.stack([ctx.batch, ctx.k, 1, shape[-1]]))
+    out = g * weights[:, tf.newaxis]  # [batch, k, positions, channels]
+    return [_Dense(tf.reshape(out, tf.concat([[ctx.batch * ctx.k], shape[1:]], axis=0)))]
+
+
+def _concatenate_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                      seeded: bool) -> list[_Cot | None]:
+    axis = step.layer.axis % len(y.shape)
+    sizes = tf.stack([tf.shape(x)[axis] for x in xs])
+    return [_Dense(part) for part in tf.split(ctx.dense(cot), sizes, axis=axis, num=len(xs))]
+
+
+def _add_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+              seeded: bool) -> list[_Cot | None]:
+    return [cot] * len(xs)
+
+
+def _subtract_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                   seeded: bool) -> list[_Cot | None]:
+    return [cot, _map(cot, tf.negative)]
+
+
+def _average_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                  seeded: bool) -> list[_Cot | None]:
+    return [_map(cot, lambda v: v / len(xs))] * len(xs)
+
+
+def _reshape_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                  seeded: bool) -> list[_Cot | None]:
+    shape = tf.concat([[ctx.batch * ctx.k], tf.shape(xs[0])[1:]], axis=0)
+    return [_Dense(tf.reshape(ctx.dense(cot), shape))]
+
+
+def _permute_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                  seeded: bool) -> list[_Cot | None]:
+    forward = [0, *(int(d) for d in step.layer.dims)]
+    return [_Dense(tf.transpose(ctx.dense(cot), np.argsort(forward).tolist()))]
+
+
+def _spatial_margins(layer: Any, rank: int, attribute: str) -> list[tuple[int, int]]:
+    value = getattr(layer, attribute)
+    if rank == 1:
+        return [_tuple(value, 2)]  # type: ignore[list-item]
+    return [_tuple(v, 2) for v in value]  # type: ignore[misc]
+
+
+def _padding_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                  seeded: bool) -> list[_Cot | None]:
+    rank = len(y.shape) - 2
+    margins = _spatial_margins(step.layer, rank, "padding")
+    sizes = tf.shape(xs[0])[1 : 1 + rank]
+
+    def crop(v: tf.Tensor) -> tf.Tensor:
+        return v[(slice(None), *[slice(m[0], m[0] + sizes[i]) for i, m in enumerate(margins)], slice(None))]
+
+    return [_map(cot, crop)]
+
+
+def _cropping_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                   seeded: bool) -> list[_Cot | None]:
+    rank = len(y.shape) - 2
+    margins = _spatial_margins(step.layer, rank, "cropping")
+    return [_map(cot, lambda v: tf.pad(v, [[0, 0], *[list(m) for m in margins], [0, 0]]))]
+
+
+#: Rules that take an unpooled signal at the pooled resolution (see :class:`_Unpooled`).
+_LAZY_RULES: tuple[_Rule, ...] = (_identity_rule, _activation_rule, _batch_norm_rule, _conv_rule, _add_rule,
+                                  _subtract_rule, _average_rule)
+
+
+def _rule(layer: Any) -> _Rule | str:
+    """The backward rule of ``layer``, or why it has none."""
+    if isinstance(layer, keras.Model):
+        return "a nested model (flatten it into one functional model)"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "channels_first data format (only channels_last is supported)"
+    if isinstance(layer, _IDENTITY_TYPES):
+        return _identity_rule
+    if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
+        return _activation_rule
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return _batch_norm_rule
+    if isinstance(layer, _CONV_TYPES):
+        conv: Any = layer
+        rank = len(conv.kernel_size)
+        if _tuple(conv.dilation_rate, rank) != (1,) * rank:
+            return "dilated convolution"
+        if getattr(conv, "groups", 1) != 1:
+            return "grouped convolution"
+        return _conv_rule
+    if isinstance(layer, keras.layers.Dense):
+        return _dense_rule
+    if isinstance(layer, _MAX_POOL_TYPES):
+        return _max_pool_rule
+    if isinstance(layer, _AVERAGE_POOL_TYPES):
+        return _average_pool_rule
+    if isinstance(layer, _GLOBAL_MAX_TYPES + _GLOBAL_AVERAGE_TYPES):
+        return _global_rule
+    if isinstance(layer, keras.layers.Concatenate):
+        return _concatenate_rule
+    if isinstance(layer, keras.layers.Add):
+        return _add_rule
+    if isinstance(layer, keras.layers.Subtract):
+        return _subtract_rule
+    if isinstance(layer, keras.layers.Average):
+        return _average_rule
+    if isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten)):
+        return _reshape_rule
+    if isinstance(layer, keras.layers.Permute):
+        return _permute_rule
+    if isinstance(layer, _PADDING_TYPES):
+        return _padding_rule
+    if isinstance(layer, _CROPPING_TYPES):
+        return _cropping_rule
+    return "no deconvolution rule for this layer type"
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's graph
+
+
+class _Graph:
+    """The layer calls of a single-input functional model, in topological order."""
+
+    def __init__(self, model: keras.Model) -> None:
+        functional = model if hasattr(model, "_nodes_by_depth") else getattr(model, "_functional", None)
+        if functional is None or not hasattr(functional, "_nodes_by_depth"):
+            raise ModelError(f"model {model.name!r} is not a Keras functional model; the deconvolution walks "
+                             "the layer graph of functional (or built Sequential) models")
+        if len(functional.inputs) != 1:
+            raise ModelError(f"model {model.name!r} has {len(functional.inputs)} inputs; expected one")
+        self.input = functional.inputs[0]
+        self.steps: list[_Step] = []
+        self.producer: dict[int, _Step] = {}
+        self.consumers: dict[int, list[_Step]] = {}
+        self.by_name: dict[str, _Step] = {}
+        shared: set[str] = set()
+        by_depth = functional._nodes_by_depth
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
+                if node.is_input:
+                    continue
+                layer = node.operation
+                if len(node.outputs) != 1:
+                    raise ModelError(f"layer {layer.name!r} has {len(node.outputs)} outputs; expected one")
+                step = _Step(len(self.steps), layer, tuple(id(t) for t in node.input_tensors), id(node.outputs[0]),
+                             node)
+                self.steps.append(step)
+                self.producer[step.output] = step
+                for tensor in step.inputs:
+                    self.consumers.setdefault(tensor, []).append(step)
+                if layer.name in self.by_name:
+                    shared.add(layer.name)
+                self.by_name[layer.name] = step
+        for name in shared:
+            del self.by_name[name]
+        self.shared = shared
+
+    def step(self, name: str) -> _Step:
+        if name in self.shared:
+            raise ModelError(f"layer {name!r} is called more than once in the model; its output is ambiguous")
+        if name not in self.by_name:
+            raise ParameterError(f"layer={name!r} is invalid: the model has no layer of that name")
+        return self.by_name[name]
+
+    def ancestors(self, tensors: Sequence[int]) -> set[int]:
+        """Indices of the steps that ``tensors`` depend on."""
+        found: set[int] = set()
+        todo = [t for t in tensors if t in self.producer]
+        while todo:
+            step = self.producer[todo.pop()]
+            if step.index in found:
+                continue
+            found.add(step.index)
+            todo += [t for t in step.inputs if t in self.producer]
+        return found
+
+    def descendants(self, tensor: int) -> set[int]:
+        """Indices of the steps that depend on ``tensor``."""
+        found: set[int] = set()
+        todo = [tensor]
+        while todo:
+            for step in self.consumers.get(todo.pop(), []):
+                if step.index not in found:
+                    found.add(step.index)
+                    todo.append(step.output)
+        return found
+
+    def forward(self, x: tf.Tensor, targets: Sequence[int]) -> dict[int, tf.Tensor]:
+        """Runs the steps ``targets`` depend on (inference mode); returns every computed tensor by id."""
+        values = {id(self.input): x}
+        needed = self.ancestors(targets)
+        for step in self.steps:
+            if step.index not in needed:
+                continue
+            args, kwargs = step.node.arguments.fill_in(values)
+            if isinstance(step.layer, keras.layers.Layer):
+                kwargs = {**kwargs, "training": False}
+            values[step.output] = step.layer(*args, **kwargs)
+        return values
+
+
+def _pre_activation(step: _Step, values: dict[int, tf.Tensor]) -> tf.Tensor:
+    """The output of ``step`` before its own non-ReLU activation (the logits of a sigmoid layer)."""
+    layer, x = step.layer, values[step.inputs[0]]
+    if isinstance(layer, keras.layers.Activation):
+        return x
+    if isinstance(layer, keras.layers.Dense):
+        out = tf.matmul(x, tf.convert_to_tensor(layer.kernel))
+    else:
+        out = layer.convolution_op(x, layer.kernel)
+    if layer.use_bias:
+        out = out + tf.convert_to_tensor(layer.bias)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The deconvolution network
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _not_converted(fn: _F) -> _F:
+    """Leaves ``fn`` to run as written inside ``tf.function`` (AutoGraph would convert every function
+    it calls; there is no tensor-dependent Python control flow here, and tracing gets ~10x faster)."""
+    return cast(_F, tf.autograph.experimental.do_not_convert(fn))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Walk:
+    """The part of the graph between the input domain and one seeded layer."""
+
+    seed: _Step
+    steps: tuple[_Step, ...]  # topological order, seed last
+    rules: tuple[_Rule, ...]
+    seed_activation: str
 
 
 class DeconvNet:
-    """The deconvolution network of one trained model (weights shared, nothing copied).
+    """The deconvolution network of one model (weights shared with it, nothing copied).
 
     Args:
-        model: A Choi CNN or a SampleCNN-family model from :mod:`tfaural.models`.
+        model: A single-input Keras functional model (tfaural's Choi CNN and SampleCNN family,
+            or any CNN built from the layers of the module docstring).
+        method: ``"deconvnet"`` (Zeiler–Fergus), ``"guided"`` (guided backpropagation) or
+            ``"gradient"`` (plain gradient / saliency): the ReLU rule of the walk.
+        input_layer: Name of the layer whose output is the input domain the walk ends in
+            (``None``: the model's input after its front-end layers; see the module docstring).
+
+    Attributes:
+        levels: The levels ``layer`` accepts besides layer names (see the module docstring).
+        layer_names: ``{level: name of the layer seeded for it}``.
+        input_layer: The layer whose output is the input domain, ``None`` for the model input.
+        method: The ReLU rule.
 
     Raises:
-        ModelError: If the model has no conv blocks or uses a layer the walk cannot invert.
+        ModelError: If the model is not a single-input functional model or has no conv layer.
+            (A layer without a backward rule raises a ModelError naming it when a layer above
+            it is deconvolved, or its width asked for.)
+        ParameterError: For an unknown ``method`` or ``input_layer``.
     """
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model, *, method: str = "deconvnet", input_layer: str | None = None) -> None:
+        if method not in METHODS:
+            raise ParameterError(f"method={method!r} is invalid: expected one of {METHODS}")
         self.model = model
-        names = conv_blocks(model)
-        self.blocks: list[_Block] = [self._block(model, block) for block in names]
-        first_conv = names[0].conv
-        layer_names = [layer.name for layer in model.layers]
-        self.front_end = [model.get_layer(n) for n in layer_names[1 : layer_names.index(first_conv)]]
-        self.rank = len(self.blocks[0].conv.kernel.shape) - 2
-        self.levels = tuple(b.level for b in self.blocks)
-        self.crop = 0
-        for layer in self.front_end:
-            if isinstance(layer, keras.layers.ZeroPadding1D):
-                left, right = _tuple(layer.padding, 2)
-                if left:
-                    raise ModelError(f"layer {layer.name!r}: left padding is not supported by the deconvolution")
-                self.crop += right
+        self.method = method
+        self._graph = _Graph(model)
+        self._domain = self._domain_tensor(input_layer)
+        self._domain_steps = self._graph.descendants(self._domain)
+        domain = self._graph.input if self._domain == id(self._graph.input) else \
+            self._graph.producer[self._domain].node.outputs[0]
+        self._domain_shape = tuple(domain.shape)
+        self.input_layer = (None if self._domain == id(self._graph.input)
+                            else self._graph.producer[self._domain].layer.name)
+        self.layer_names: dict[int, str] = self._blocks()
+        if not self.layer_names:
+            raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D layer after its input domain")
+        self.levels: tuple[int, ...] = tuple(self.layer_names)
+        self._walks: dict[str, _Walk] = {}
+        self.expansion = walk_expansion(model)  # for the feature chunks (map_feature_chunks)
 
-    @staticmethod
-    def _block(model: keras.Model, names: ConvBlock) -> _Block:
-        conv = model.get_layer(names.conv)
-        rank = len(conv.kernel.shape) - 2
-        if _tuple(conv.dilation_rate, rank) != (1,) * rank:
-            raise ModelError(f"layer {conv.name!r}: dilated convolutions are not supported")
-        pool_size = None
-        if names.pool is not None:
-            pool = model.get_layer(names.pool)
-            pool_size = _tuple(pool.pool_size, rank)
-            if _tuple(pool.strides, rank) != pool_size or pool.padding != "valid":
-                raise ModelError(f"layer {pool.name!r}: only non-overlapping 'valid' max pooling can be unpooled")
-        bn = model.get_layer(names.batch_norm) if names.batch_norm else None
-        return _Block(names.level, conv, bn, pool_size)
+    # ----------------------------------------------------------------- structure
 
-    def n_features(self, layer: int) -> int:
-        """Number of feature maps of block ``layer``."""
-        return int(self._blocks_to(layer)[-1].conv.kernel.shape[-1])
+    def _domain_tensor(self, input_layer: str | None) -> int:
+        graph = self._graph
+        if input_layer is not None:
+            if not isinstance(input_layer, str):
+                raise ParameterError(f"input_layer={input_layer!r} is invalid: expected a layer name")
+            return graph.step(input_layer).output
+        tensor = id(graph.input)
+        while len(graph.consumers.get(tensor, [])) == 1:
+            layer = graph.consumers[tensor][0].layer
+            if not (isinstance(layer, FRONT_END_TYPES) or getattr(layer, "deconv_front_end", False)):
+                break
+            tensor = graph.consumers[tensor][0].output
+        return tensor
 
-    def _blocks_to(self, layer: int) -> list[_Block]:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer not in self.levels:
+    def _blocks(self) -> dict[int, str]:
+        """``{level: name of the layer seeded for it}`` (see the module docstring)."""
+        graph = self._graph
+        if getattr(self.model, "tfaural_config", None) is not None:
+            from tfaural.models import conv_blocks  # deferred: only tfaural's own models have named blocks
+
+            try:
+                blocks = conv_blocks(self.model)
+            except ModelError:
+                blocks = ()  # a tfaural model without conv blocks (aggregation): the generic search
+            if blocks:
+                return {b.level: b.output for b in blocks if graph.step(b.output).index in self._domain_steps}
+        chain = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation, *_MAX_POOL_TYPES,
+                 *_AVERAGE_POOL_TYPES)
+        names: dict[int, str] = {}
+        for step in graph.steps:
+            if not isinstance(step.layer, _CONV_TYPES) or step.index not in self._domain_steps:
+                continue
+            end = step
+            while len(graph.consumers.get(end.output, [])) == 1:
+                after = graph.consumers[end.output][0]
+                if not isinstance(after.layer, chain) or (
+                    isinstance(after.layer, keras.layers.Activation) and _layer_activation(after.layer) != "relu"
+                ):
+                    break
+                end = after
+            names[len(names) + 1] = end.layer.name
+        return names
+
+    def _walk_to(self, name: str) -> _Walk:
+        if name in self._walks:
+            return self._walks[name]
+        graph = self._graph
+        seed = graph.step(name)
+        if seed.output != self._domain and seed.index not in self._domain_steps:
+            raise ModelError(f"layer {name!r} does not depend on the input domain "
+                             f"{self.input_layer or 'the model input'!r}; nothing to deconvolve to")
+        between = graph.ancestors([seed.output]) & self._domain_steps
+        steps = tuple(s for s in graph.steps if s.index in between)
+        rules = []
+        for step in steps:
+            rule = _rule(step.layer)
+            if isinstance(rule, str):
+                raise ModelError(
+                    f"cannot deconvolve through layer {step.layer.name!r} ({type(step.layer).__name__}) of model "
+                    f"{self.model.name!r}: {rule}"
+                )
+            activation = _layer_activation(step.layer)
+            if step is not seed and activation not in ("linear", "relu") and rule in (_conv_rule, _dense_rule,
+                                                                                    _activation_rule):
+                raise ModelError(
+                    f"cannot deconvolve through layer {step.layer.name!r} ({type(step.layer).__name__}) of "
+                    f"model {self.model.name!r}: activation {activation!r} has no rule (only relu and linear)"
+                )
+            rules.append(rule)
+        walk = _Walk(seed, steps, tuple(rules), _layer_activation(seed.layer))
+        self._walks[name] = walk
+        return walk
+
+    def layer_name(self, layer: int | str) -> str:
+        """The name of the layer seeded for ``layer`` (a level or a layer name)."""
+        if isinstance(layer, str):
+            self._graph.step(layer)
+            return layer
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or int(layer) not in self.layer_names:
             raise ParameterError(
                 f"layer={layer!r} is invalid for model {self.model.name!r}: expected one of {list(self.levels)}"
             )
-        return [b for b in self.blocks if b.level <= layer]
+        return self.layer_names[int(layer)]
 
-    def input_space(self, x: tf.Tensor) -> tf.Tensor:
-        """Applies the layers before the first convolution (scaling, log-mel, padding)."""
+    def n_features(self, layer: int | str) -> int:
+        """Number of feature maps (channels) of ``layer``."""
+        walk = self._walk_to(self.layer_name(layer))
+        return int(walk.seed.node.outputs[0].shape[-1])
+
+    # ----------------------------------------------------------------- computation
+
+    def _model_input(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
         x = tf.convert_to_tensor(x, tf.float32)
-        if self.rank == 2 and x.shape.rank == 3:
-            x = x[..., tf.newaxis]  # [batch, freq, frames] -> channels-last
-        if self.rank == 1 and x.shape.rank == 2:
-            x = x[..., tf.newaxis]  # [batch, samples] -> [batch, samples, 1]
-        for layer in self.front_end:
-            x = layer(x, training=False)
+        expected = self._graph.input.shape
+        if x.shape.rank == len(expected) - 1 and expected[-1] == 1:
+            x = x[..., tf.newaxis]  # [batch, freq, frames] / [batch, samples]: add the channel axis
         return x
 
-    def _forward_block(self, block: _Block, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
-        x = block.conv(x)
-        if block.batch_norm is not None:
-            x = block.batch_norm(x, training=False)
-        x = tf.nn.relu(x)
-        if block.pool_size is None:
-            return x, None
-        return pool_with_switches(x, block.pool_size)
-
-    def _transposed_kernel(self, block: _Block) -> tf.Tensor:
-        kernel = tf.convert_to_tensor(block.conv.kernel)
-        bn = block.batch_norm
-        if bn is None:
-            return kernel
-        scale = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
-        if bn.scale:
-            scale = scale * tf.convert_to_tensor(bn.gamma)
-        return kernel * scale  # scales the output-channel axis (last)
-
-    def _transpose_conv(
-        self,
-        block: _Block,
-        y: tf.Tensor,
-        input_shape: tf.Tensor,
-        *,
-        extra_padding: list[list[tf.Tensor]] | None = None,
-    ) -> tf.Tensor:
-        """The adjoint of ``block``'s convolution (no bias), mapping ``y`` back to ``input_shape``.
-
-        ``extra_padding`` (``[[0, n]]`` per spatial axis) zero-pads ``y`` on the right first;
-        the fast path folds it into the convolution's own padding instead of copying ``y``.
-        """
-        conv = block.conv
-        strides = _tuple(conv.strides, self.rank)
-        kernel_size = tuple(int(k) for k in conv.kernel.shape[: self.rank])
-        if self._stride1_same(block):
-            # A forward convolution runs ~1.5x faster than conv_transpose on CPU (oneDNN).
-            kernel = self._adjoint_kernel(block)
-            half = [n // 2 for n in kernel_size]
-            extra = [0] * self.rank if extra_padding is None else [p[1] for p in extra_padding]
-            explicit = [[0, 0]] + [[half[i], half[i] + extra[i]] for i in range(self.rank)] + [[0, 0]]
-            if int(kernel.shape[-1]) == 1:
-                return _single_output_convolution(y, kernel, explicit)
-            if extra_padding is None:
-                return tf.nn.convolution(y, kernel, padding="SAME")
-            static = tf.get_static_value(tf.convert_to_tensor(explicit))
-            if self.rank == 2 and static is not None:  # conv2d takes explicit padding only as Python ints
-                return tf.nn.conv2d(y, kernel, strides=1, padding=static.tolist())
-            return tf.nn.convolution(tf.pad(y, explicit), kernel, padding="VALID")
-        if extra_padding is not None:
-            y = tf.pad(y, [[0, 0], *extra_padding, [0, 0]])
-        return tf.nn.conv_transpose(
-            y,
-            self._transposed_kernel(block),
-            output_shape=input_shape,
-            strides=list(strides),
-            padding=conv.padding.upper(),
-        )
-
-    def __call__(
-        self,
-        x: tf.Tensor,
-        *,
-        layer: int,
-        features: Sequence[int] | tf.Tensor | None = None,
-        return_activation: bool = False,
-    ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
-        """Deconvolves ``features`` of block ``layer`` for every input of the batch.
-
-        Args:
-            x: The model's input: STFT magnitude ``[batch, freq, frames(, 1)]`` for the
-                Choi CNN, waveform ``[batch, samples(, 1)]`` for the SampleCNN family.
-                Any size at least one receptive field (the conv part is size-agnostic).
-            layer: Block level (Choi: 1-5; SampleCNN: 0 = strided front conv, 1..N the
-                modules, N + 1 the 1x1 conv).
-            features: Feature indices (int list or int32 tensor ``[k]``); ``None``: all.
-            return_activation: Also return each selected feature map's maximum
-                activation, float32 ``[batch, k]`` (the feature's response strength).
-
-        Returns:
-            The deconvolved maps in the input space (see the module docstring for
-            shapes), and with ``return_activation`` the activations as well.
-
-        Raises:
-            ParameterError: Invalid ``layer`` or out-of-range feature indices.
-        """
-        blocks = self._blocks_to(layer)
-        n_maps = int(blocks[-1].conv.kernel.shape[-1])
-        feats = self._features(features, n_maps)
-        h = self.input_space(x)
-        shapes, switches = [], []
-        for block in blocks:
-            shapes.append(tf.shape(h))
-            h, sw = self._forward_block(block, h)
-            switches.append(sw)
-        deconvolved = self._walk_down(h, feats, n_maps, blocks, shapes, switches)
-        if not return_activation:
-            return deconvolved
-        return deconvolved, feature_maxima(h, feats)
-
-    def deconvolve_layers(
-        self,
-        x: tf.Tensor,
-        *,
-        layers: Sequence[int] | None = None,
-        features: Sequence[int] | tf.Tensor | None = None,
-    ) -> dict[int, tf.Tensor]:
-        """Deconvolves several layers with one shared forward pass (see :meth:`__call__`).
-
-        Args:
-            x: The model's input.
-            layers: Block levels (``None``: all).
-            features: Feature indices for every layer (``None``: all maps of each layer).
-
-        Returns:
-            ``{layer: deconvolved}``. The layers are computed one after another (each
-            walk already uses every core; running them concurrently only thrashes caches).
-            The features' maximum activations of the same call are left in
-            ``self.last_activations`` (``{layer: [batch, k]}``).
-        """
-        wanted = list(self.levels if layers is None else layers)
-        deepest = max(wanted)
-        blocks = self._blocks_to(deepest)
-        for layer in wanted:
-            self._blocks_to(layer)
-        h = self.input_space(x)
-        shapes, switches, outputs = [], [], []
-        for block in blocks:
-            shapes.append(tf.shape(h))
-            h, sw = self._forward_block(block, h)
-            switches.append(sw)
-            outputs.append(h)
-        result: dict[int, tf.Tensor] = {}
-        self.last_activations: dict[int, tf.Tensor] = {}
-        previous: tf.Tensor | None = None
-        for layer in wanted:
-            index = [b.level for b in blocks].index(layer)
-            top = outputs[index]
-            if previous is not None:
-                with tf.control_dependencies([previous]):
-                    top = tf.identity(top)
-            n_maps = int(blocks[index].conv.kernel.shape[-1])
-            feats = self._features(features, n_maps)
-            previous = self._walk_down(top, feats, n_maps, blocks[: index + 1], shapes[: index + 1],
-                                       switches[: index + 1])
-            result[layer] = previous
-            self.last_activations[layer] = feature_maxima(outputs[index], feats)
-        return result
-
-    def _walk_down(
-        self,
-        h: tf.Tensor,
-        feats: tf.Tensor,
-        n_maps: int,
-        blocks: Sequence[_Block],
-        shapes: Sequence[tf.Tensor],
-        switches: Sequence[tf.Tensor | None],
-    ) -> tf.Tensor:
-        top = blocks[-1]
-        if self._stride1_same(top):
-            y = self._top_step(h, feats, top, shapes[-1], switches[-1])
-            blocks, shapes, switches = blocks[:-1], shapes[:-1], switches[:-1]
-        else:
-            selected = tf.gather(h, feats, axis=-1)  # [batch, *spatial, k]
-            perm = [0, self.rank + 1, *range(1, self.rank + 1)]
-            selected = tf.transpose(selected, perm)[..., tf.newaxis]
-            onehot = tf.reshape(tf.one_hot(feats, n_maps, dtype=h.dtype),
-                                tf.stack([1, -1, *[1] * self.rank, n_maps]))
-            y = selected * onehot
-        batch = tf.shape(y)[0]
-        k = tf.shape(y)[1]
-        for block, shape, sw in zip(reversed(blocks), reversed(shapes), reversed(switches)):
-            # ReLU commutes with unpooling (which only moves values and inserts zeros), so it
-            # runs on the 2**rank times smaller pooled map.
-            y = tf.nn.relu(y)
-            extra: list[list[tf.Tensor]] | None = None
-            if sw is not None:
-                y, paddings = _unpool_covered(y, sw, block.pool_size)  # type: ignore[arg-type]
-                extra = paddings[2:-1]
-            flat = tf.reshape(y, tf.concat([[batch * k], tf.shape(y)[2:]], axis=0))
-            out_shape = tf.concat([[batch * k], shape[1:]], axis=0)
-            flat = self._transpose_conv(block, flat, out_shape, extra_padding=extra)
-            y = tf.reshape(flat, tf.concat([[batch, k], shape[1:]], axis=0))
-        return self._to_output_layout(y)
-
-    def _adjoint_kernel(self, block: _Block) -> tf.Tensor:
-        """``[*kernel, channels_out, channels_in]``: the adjoint of a stride-1 "same" convolution with
-        an odd kernel is the same convolution with the kernel flipped in space and its channel axes swapped."""
-        kernel = tf.reverse(self._transposed_kernel(block), axis=list(range(self.rank)))
-        return tf.transpose(kernel, [*range(self.rank), self.rank + 1, self.rank])
-
-    def _stride1_same(self, block: _Block) -> bool:
-        conv = block.conv
-        kernel_size = tuple(int(k) for k in conv.kernel.shape[: self.rank])
-        return (_tuple(conv.strides, self.rank) == (1,) * self.rank and all(n % 2 for n in kernel_size)
-                and conv.padding == "same")
-
-    def _top_step(
-        self, h: tf.Tensor, feats: tf.Tensor, block: _Block, shape: tf.Tensor, sw: tf.Tensor | None
-    ) -> tf.Tensor:
-        """ReLU, unpooling and transposed convolution of the selected maps of the top block.
-
-        Each selected feature is a single non-zero channel, so its transposed convolution
-        needs only that channel's slice of the kernel: a depthwise convolution with the
-        features as channels (channel multiplier = the block's input channels) instead of
-        a full one on a one-hot tensor, ``n_maps`` times fewer operations.
-
-        Returns:
-            ``[batch, k, *spatial, channels_in]`` of the block's input.
-        """
-        y = tf.nn.relu(tf.gather(h, feats, axis=-1))  # [batch, *pooled, k]
-        pad = [[0, 0]] * self.rank
-        if sw is not None:
-            covered, paddings = _unpool_covered(y[:, tf.newaxis], tf.gather(sw, feats, axis=-1),
-                                                block.pool_size)  # type: ignore[arg-type]
-            y, pad = covered[:, 0], paddings[2:-1]
-        kernel_size = [int(n) for n in block.conv.kernel.shape[: self.rank]]
-        kernel = tf.gather(self._adjoint_kernel(block), feats, axis=-2)  # [*kernel, k, channels_in]
-        explicit = [[0, 0]] + [[n // 2, n // 2 + pad[i][1]] for i, n in enumerate(kernel_size)] + [[0, 0]]
-        y = tf.pad(y, explicit)
-        if self.rank == 1:
-            y, kernel = y[:, tf.newaxis], kernel[tf.newaxis]
-        out = tf.nn.depthwise_conv2d(y, kernel, strides=[1, 1, 1, 1], padding="VALID")
-        if self.rank == 1:
-            out = out[:, 0]
-        channels_in = int(block.conv.kernel.shape[-2])
-        k = tf.shape(feats)[0]
-        out = tf.reshape(out, tf.concat([shape[:-1], [k, channels_in]], axis=0))  # [batch, *spatial, k, c_in]
-        return tf.transpose(out, [0, self.rank + 1, *range(1, self.rank + 1), self.rank + 2])
+    def _seed_values(self, walk: _Walk, values: dict[int, tf.Tensor]) -> tf.Tensor:
+        if walk.seed_activation in ("linear", "relu"):
+            return values[walk.seed.output]
+        return _pre_activation(walk.seed, values)
 
     def _features(self, features: Sequence[int] | tf.Tensor | None, n_maps: int) -> tf.Tensor:
         if features is None:
@@ -464,6 +1169,8 @@ class DeconvNet:
                 tf.debugging.assert_non_negative(feats, message="feature indices must be >= 0"),
                 tf.debugging.assert_less(feats, n_maps,
                                          message=f"feature indices must be < {n_maps} (maps in the layer)"),
+                tf.debugging.assert_equal(tf.size(tf.unique(tf.reshape(feats, [-1])).y), tf.size(feats),
+                                          message="feature indices must not repeat (ask for each feature once)"),
             ]
             with tf.control_dependencies([c for c in checks if c is not None]):
                 return tf.identity(feats)  # the checks run before any gather can fail less clearly
@@ -475,16 +1182,174 @@ class DeconvNet:
             raise ParameterError(
                 f"feature indices {bad} are out of range: the layer has {n_maps} maps (0-{n_maps - 1})"
             )
+        unique, counts = np.unique(values, return_counts=True)
+        if np.any(counts > 1):
+            raise ParameterError(
+                f"feature indices {unique[counts > 1].tolist()} are repeated: ask for each feature once"
+            )
         return tf.constant(values, tf.int32)
 
+    def _walk_down(self, walk: _Walk, values: dict[int, tf.Tensor], seed: tf.Tensor, feats: tf.Tensor,
+                   switches: dict[int, tf.Tensor]) -> tf.Tensor:
+        """Propagates the selected maps of ``seed`` (``[batch, ..., channels]``) down to the domain."""
+        ctx = _Context(tf.shape(seed)[0], tf.shape(feats)[0], feats, self.method, switches)
+        cots: dict[int, _Cot] = {walk.seed.output: _Sparse(tf.gather(seed, feats, axis=-1), int(seed.shape[-1]))}
+        for step, rule in zip(reversed(walk.steps), reversed(walk.rules)):
+            cot = cots.pop(step.output, None)
+            if cot is None:
+                continue
+            if isinstance(cot, _Unpooled) and rule not in _LAZY_RULES:
+                cot = _Dense(ctx.dense(cot))
+            xs = [values[t] for t in step.inputs]
+            for tensor, back in zip(step.inputs, rule(step, xs, values[step.output], cot, ctx, step is walk.seed)):
+                if back is None or not self._leads_to_domain(tensor):
+                    continue
+                cots[tensor] = back if tensor not in cots else _add(cots[tensor], back, ctx)
+        if self._domain not in cots:
+            raise ModelError(f"layer {walk.seed.layer.name!r}: no path back to the input domain")
+        return self._to_output_layout(ctx.split(ctx.dense(cots[self._domain])))
+
+    def _leads_to_domain(self, tensor: int) -> bool:
+        producer = self._graph.producer.get(tensor)
+        return tensor == self._domain or (producer is not None and producer.index in self._domain_steps)
+
     def _to_output_layout(self, y: tf.Tensor) -> tf.Tensor:
-        if self.rank == 2:
-            return y[..., 0]  # [batch, k, freq, frames]
-        if self.crop:
-            y = y[:, :, : tf.shape(y)[2] - self.crop]
-        if y.shape[-1] == 1:
-            return y[..., 0]  # [batch, k, samples]
-        return tf.transpose(y, [0, 1, 3, 2])  # [batch, k, mels, frames]
+        """``[batch, k, *domain_shape]`` -> the documented layout."""
+        shape = self._domain_shape
+        if len(shape) >= 3 and shape[-1] == 1:
+            return y[..., 0]  # [batch, k, freq, frames] or [batch, k, samples]
+        if len(shape) == 3:
+            return tf.transpose(y, [0, 1, 3, 2])  # [batch, k, channels, steps]
+        return y
+
+    @_not_converted
+    def __call__(
+        self,
+        x: tf.Tensor | np.ndarray,
+        *,
+        layer: int | str,
+        features: Sequence[int] | tf.Tensor | None = None,
+        return_activation: bool = False,
+        chunk_elements: int | None = None,
+        per_chunk: Callable[[tf.Tensor], Any] | None = None,
+        per_chunk_dtypes: Any = tf.float32,
+    ) -> Any:
+        """Deconvolves ``features`` of ``layer`` for every input of the batch.
+
+        Args:
+            x: The model's input, e.g. STFT magnitude ``[batch, freq, frames(, 1)]`` for the
+                Choi CNN or a waveform ``[batch, samples(, 1)]`` for the SampleCNN family (the
+                trailing channel axis may be left out). Any size the conv layers accept.
+            layer: A level (see :attr:`levels`) or a layer name; a Python value (each layer
+                is its own graph: exported signatures switch between them with ``tf.switch_case``).
+            features: Feature (channel) indices, an int list or int32 tensor ``[k]``; ``None``: all.
+            return_activation: Also return each selected feature's maximum activation over
+                its map, float32 ``[batch, k]`` (the feature's response strength).
+            chunk_elements: Bound of the walk's working set: the features go down in
+                chunks whose largest tensor has at most this many elements
+                (:func:`features_per_chunk`; at least one feature per chunk). ``None``:
+                :data:`DEFAULT_CHUNK_ELEMENTS`; ``0``: all features in one pass.
+            per_chunk: Applied to each chunk's deconvolved maps ``[batch, kc, ...]`` inside
+                the loop; its results (tensors with the features on axis 1) are what is
+                concatenated and returned instead of the maps (e.g. their auralisation).
+            per_chunk_dtypes: The dtype (or tuple of dtypes) of ``per_chunk``'s results.
+
+        Returns:
+            The deconvolved maps in the input domain (shapes in the module docstring) or what
+            ``per_chunk`` makes of them, and with ``return_activation`` the activations as well.
+
+        Raises:
+            ParameterError: Invalid ``layer``, out-of-range or repeated feature indices.
+        """
+        walk = self._walk_to(self.layer_name(layer))
+        feats = self._features(features, int(walk.seed.node.outputs[0].shape[-1]))
+        model_input = self._model_input(x)
+        values = self._graph.forward(model_input, [walk.seed.output])
+        seed = self._seed_values(walk, values)
+        deconvolved = self._chunked(
+            functools.partial(self._walk_down, walk, values, seed), model_input, feats, {},
+            chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
+        )
+        if not return_activation:
+            return deconvolved
+        return deconvolved, feature_maxima(seed, feats)
+
+    def _chunked(
+        self,
+        walk: Callable[[tf.Tensor, dict[int, tf.Tensor]], tf.Tensor],
+        x: tf.Tensor,
+        feats: tf.Tensor,
+        switches: dict[int, tf.Tensor],
+        *,
+        chunk_elements: int | None,
+        per_chunk: Callable[[tf.Tensor], Any] | None,
+        per_chunk_dtypes: Any,
+    ) -> Any:
+        """Runs ``walk(feats, switches)`` (then ``per_chunk``) over chunks of ``feats`` (see :meth:`__call__`).
+
+        ``switches`` caches the unpooling switches between walks of one forward pass; inside an
+        in-graph loop (more than one chunk) each chunk works on a copy, since tensors made in a
+        loop's body cannot be used outside it.
+        """
+        limit = DEFAULT_CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
+        size = tf.size(feats) if limit <= 0 else features_per_chunk(
+            x, expansion=self.expansion, chunk_elements=limit)
+        one_pass = _fits_in_one_chunk(feats, size)
+
+        def step(chunk: tf.Tensor) -> Any:
+            maps = walk(chunk, switches if one_pass else dict(switches))
+            return maps if per_chunk is None else per_chunk(maps)
+
+        return map_feature_chunks(step, feats, size, dtypes=per_chunk_dtypes if per_chunk else tf.float32)
+
+    @_not_converted
+    def deconvolve_layers(
+        self,
+        x: tf.Tensor | np.ndarray,
+        *,
+        layers: Sequence[int | str] | None = None,
+        features: Sequence[int] | tf.Tensor | None = None,
+        chunk_elements: int | None = None,
+        per_chunk: Callable[[tf.Tensor], Any] | None = None,
+        per_chunk_dtypes: Any = tf.float32,
+    ) -> dict[Any, Any]:
+        """Deconvolves several layers with one shared forward pass (see :meth:`__call__`).
+
+        Args:
+            x: The model's input.
+            layers: Levels or layer names (``None``: every level).
+            features: Feature indices for every layer (``None``: all maps of each layer).
+            chunk_elements: Bound of the walk's working set (see :meth:`__call__`).
+            per_chunk: Applied to each chunk's maps inside the loop (see :meth:`__call__`).
+            per_chunk_dtypes: The dtype (or tuple of dtypes) of ``per_chunk``'s results.
+
+        Returns:
+            ``{layer: deconvolved}``. The layers are computed one after another (each walk
+            already uses every core; running them concurrently only thrashes caches). The
+            features' maximum activations of the same call are left in
+            ``self.last_activations`` (``{layer: [batch, k]}``).
+        """
+        wanted = list(self.levels if layers is None else layers)
+        walks = {layer: self._walk_to(self.layer_name(layer)) for layer in wanted}
+        model_input = self._model_input(x)
+        values = self._graph.forward(model_input, [w.seed.output for w in walks.values()])
+        switches: dict[int, tf.Tensor] = {}
+        result: dict[Any, Any] = {}  # keyed by the levels (ints) or names (strs) asked for
+        self.last_activations: dict[Any, tf.Tensor] = {}
+        previous: Any = None
+        for layer, walk in walks.items():
+            seed = self._seed_values(walk, values)
+            if previous is not None:
+                with tf.control_dependencies(tf.nest.flatten(previous)):
+                    seed = tf.identity(seed)
+            feats = self._features(features, int(walk.seed.node.outputs[0].shape[-1]))
+            previous = self._chunked(
+                functools.partial(self._walk_down, walk, values, seed), model_input, feats, switches,
+                chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
+            )
+            result[layer] = previous
+            self.last_activations[layer] = feature_maxima(seed, feats)
+        return result
 
 
 def _single_output_convolution(y: tf.Tensor, kernel: tf.Tensor, paddings: Sequence[Sequence[Any]]) -> tf.Tensor:
@@ -504,18 +1369,172 @@ def _single_output_convolution(y: tf.Tensor, kernel: tf.Tensor, paddings: Sequen
     Returns:
         ``[batch, *out_spatial, 1]`` equal to ``tf.nn.convolution(tf.pad(y, paddings), kernel, "VALID")``.
     """
-    rank = len(kernel.shape) - 2
-    size = [int(n) for n in kernel.shape[:rank]]
     taps = tf.reshape(kernel, [-1, tf.shape(kernel)[-2]])  # [taps, channels], taps in row-major kernel order
     flat = tf.reshape(y, [-1, tf.shape(y)[-1]])  # [positions, channels]
     weighted = tf.matmul(taps, flat, transpose_b=True)  # [taps, positions]: each tap's map is contiguous
     weighted = tf.reshape(weighted, tf.concat([[-1], tf.shape(y)[:-1]], axis=0))  # [taps, batch, *spatial]
+    return _shifted_sum(weighted, [int(n) for n in kernel.shape[:-2]], paddings)
+
+
+def _shifted_sum(weighted: tf.Tensor, size: Sequence[int], paddings: Sequence[Sequence[Any]]) -> tf.Tensor:
+    """``[taps, batch, *spatial]`` per-tap maps -> their sum with each tap's shift: ``[batch, *out, 1]``."""
+    rank = len(size)
     weighted = tf.pad(weighted, [[0, 0], *paddings[:-1]])
     shape = tf.shape(weighted)
     out_sizes = [shape[2 + i] - size[i] + 1 for i in range(rank)]
     windows = [weighted[(index, slice(None), *[slice(offset[i], offset[i] + out_sizes[i]) for i in range(rank)])]
                for index, offset in enumerate(np.ndindex(*size))]
     return tf.add_n(windows)[..., tf.newaxis]
+
+
+def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads: list[list[int]],
+                                        ctx: _Context) -> tf.Tensor:
+    """Unpooling followed by a stride-1 one-output-channel correlation, without the unpooled map.
+
+    The walk's last step, on the largest maps. Channel ``c`` of the value at pooled position ``p``
+    goes to window offset ``o = switches[p, c]`` and is then weighted by the kernel's taps, so
+    all offsets' tap maps come from one product per position,
+    ``[k, channels] x [channels, offsets * taps]`` with the matrix ``[switches[p, c] = o] * w[t, c]``
+    (shared by the ``k`` signals of an input). Only these few tap maps are unpooled (summing
+    overlapping windows) and then summed with the taps' shifts.
+
+    Returns:
+        ``[batch * k, *spatial_in, 1]``.
+    """
+    rank = len(cot.pool_size)
+    channels = int(kernel.shape[-2])
+    n_taps, n_offsets = int(np.prod(kernel.shape[:-2])), int(np.prod(cot.pool_size))
+    taps = tf.transpose(tf.reshape(kernel, [n_taps, channels]))  # [channels, taps]
+    if cot.scale is not None:
+        taps = taps * cot.scale[:, tf.newaxis]
+    pooled = tf.shape(cot.switches)[1:-1]
+    positions = tf.reduce_prod(pooled)
+    onehot = tf.one_hot(tf.reshape(cot.switches, tf.stack([ctx.batch, positions, channels])), n_offsets,
+                        dtype=cot.value.dtype)  # [batch, positions, channels, offsets]
+    weights = tf.reshape(onehot[..., tf.newaxis] * taps[:, tf.newaxis, :],
+                         tf.stack([ctx.batch, positions, channels, n_offsets * n_taps]))
+    signals = tf.reshape(cot.value, tf.stack([ctx.batch, ctx.k, positions, channels]))
+    maps = tf.matmul(tf.transpose(signals, [0, 2, 1, 3]), weights)  # [batch, positions, k, offsets * taps]
+    maps = tf.reshape(maps, tf.concat([[ctx.batch], pooled, [ctx.k, n_offsets, n_taps]], axis=0))
+    # -> per offset: [taps, batch * k, *pooled, 1]
+    maps = tf.transpose(maps, [rank + 2, rank + 3, 0, rank + 1, *range(1, rank + 1)])
+    maps = tf.reshape(maps, tf.concat([[n_offsets, n_taps, ctx.batch * ctx.k], pooled, [1]], axis=0))
+    spatial = [cot.spatial[i] for i in range(rank)]
+    unpooled = _scatter(tf.unstack(maps, n_offsets), cot.pool_size, cot.strides, cot.padding, spatial, lead=2)
+    return _shifted_sum(unpooled[..., 0], [int(n) for n in kernel.shape[:-2]], [[0, 0], *pads, [0, 0]])
+
+
+# --------------------------------------------------------------------------- feature chunks (bounded memory)
+
+#: Default bound of one chunk of the walk: its largest tensor (``batch × features ×`` the model's
+#: largest activation per input element, :func:`walk_expansion`) has at most this many float32
+#: elements (32 Mi = 128 MiB). The walk holds about three such tensors at a time.
+DEFAULT_CHUNK_ELEMENTS = 32 * 2**20
+
+
+def walk_expansion(model: keras.Model) -> float:
+    """The model's largest activation per element of its input: ``max_l size(layer l) / size(input)``.
+
+    The deconvolution of one feature holds tensors of that many elements per input element
+    (its walk passes back through every activation shape of the model). Computed from the
+    Keras model's static shapes; layers with unknown sizes are skipped, and a model without a
+    static input size counts its widest layer's channels.
+
+    Returns:
+        A float ``>= 1`` (e.g. ``n_filters`` for the Choi CNN: 64 maps of the input's size).
+    """
+    def size(shape: Any) -> int | None:
+        dims = list(shape)[1:]
+        return None if any(d is None for d in dims) else int(np.prod(dims)) if dims else 1
+
+    n_in = size(model.inputs[0].shape)
+    widest = 1.0
+    for layer in model.layers:
+        try:
+            outputs = tf.nest.flatten(layer.output)
+        except (AttributeError, ValueError):
+            continue
+        for output in outputs:
+            shape = getattr(output, "shape", None)
+            if shape is None or len(shape) < 2:
+                continue
+            n_out = size(shape)
+            if n_in and n_out is not None:
+                widest = max(widest, n_out / n_in)
+            elif shape[-1] is not None:
+                widest = max(widest, float(shape[-1]))
+    return widest
+
+
+def features_per_chunk(x: tf.Tensor, *, expansion: float, chunk_elements: int) -> tf.Tensor:
+    """How many features one chunk of the walk may hold: ``max(1, chunk_elements // (size(x) × expansion))``.
+
+    Args:
+        x: The deconvolution's input ``[batch, ...]`` (all of the batch goes down together).
+        expansion: :func:`walk_expansion` of the model.
+        chunk_elements: Most elements of the walk's largest tensor per chunk.
+
+    Returns:
+        int32 scalar ``>= 1``.
+    """
+    per_feature = tf.maximum(tf.cast(tf.size(x, out_type=tf.int64), tf.float64) * float(expansion), 1.0)
+    fits = tf.floor(tf.constant(float(chunk_elements), tf.float64) / per_feature)
+    return tf.cast(tf.clip_by_value(fits, 1.0, 2.0**30), tf.int32)
+
+
+def _fits_in_one_chunk(features: tf.Tensor, chunk_size: Any) -> bool:
+    """Whether :func:`map_feature_chunks` runs ``features`` without a loop (known statically)."""
+    k = tf.get_static_value(tf.size(features))
+    size = tf.get_static_value(tf.maximum(tf.cast(chunk_size, tf.int32), 1))
+    return k is not None and size is not None and int(k) <= int(size)
+
+
+@tf.autograph.experimental.do_not_convert
+def map_feature_chunks(fn: Callable[[tf.Tensor], Any], features: tf.Tensor, chunk_size: Any, *,
+                       dtypes: Any = tf.float32) -> Any:
+    """``fn(features)``, computed on consecutive chunks of at most ``chunk_size`` features.
+
+    The chunks run one after the other in an in-graph loop (``tf.while_loop`` with
+    ``parallel_iterations=1``: one chunk's intermediate tensors are freed before the next
+    starts) and their results are concatenated along axis 1 (the features axis). A request
+    that fits in one chunk (known statically) runs without a loop.
+
+    Args:
+        fn: Maps int32 ``[kc]`` feature indices to a tensor (or tuple of tensors)
+            ``[batch, kc, ...]``.
+        features: int32 ``[k]``.
+        chunk_size: Most features per chunk (int or int32 scalar tensor; at least 1 is used).
+        dtypes: The dtype (or tuple of dtypes) of ``fn``'s results.
+
+    Returns:
+        What ``fn`` returns for all ``k`` features: ``[batch, k, ...]`` per result.
+    """
+    features = tf.convert_to_tensor(features, tf.int32)
+    k = tf.size(features)
+    size = tf.maximum(tf.cast(chunk_size, tf.int32), 1)
+    if _fits_in_one_chunk(features, chunk_size):
+        return fn(features)
+    flat_dtypes = tf.nest.flatten(dtypes)
+    n_chunks = (k + size - 1) // size
+
+    shapes: list[tf.TensorShape] = []  # static shapes of fn's results (recorded while tracing the body)
+
+    def swap(t: tf.Tensor, rank: int) -> tf.Tensor:  # [batch, kc, ...] <-> [kc, batch, ...]
+        return tf.transpose(t, [1, 0, *range(2, rank)])
+
+    def body(i: tf.Tensor, *arrays: tf.TensorArray) -> tuple[Any, ...]:
+        results = tf.nest.flatten(fn(features[i * size : (i + 1) * size]))
+        shapes[:] = [r.shape for r in results]
+        return (i + 1, *[a.write(i, swap(r, r.shape.rank)) for a, r in zip(arrays, results)])
+
+    arrays = [tf.TensorArray(dtype, size=n_chunks, infer_shape=False) for dtype in flat_dtypes]
+    _, *arrays = tf.while_loop(lambda i, *_: i < n_chunks, body, (tf.constant(0), *arrays), parallel_iterations=1)
+    results = []
+    for array, shape in zip(arrays, shapes):
+        joined = array.concat()  # [k, batch, ...]
+        joined.set_shape(tf.TensorShape([None]).concatenate(shape[:1]).concatenate(shape[2:]))
+        results.append(swap(joined, shape.rank))
+    return tf.nest.pack_sequence_as(dtypes, results)
 
 
 def feature_maxima(h: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
@@ -526,12 +1545,12 @@ def feature_maxima(h: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
 
 
 def deconvolvable_layers(model: keras.Model) -> tuple[int, ...]:
-    """The block levels :func:`deconvolve` accepts for ``model``."""
+    """The levels :func:`deconvolve` accepts for ``model``."""
     return DeconvNet(model).levels
 
 
-def n_features(model: keras.Model, layer: int) -> int:
-    """Number of feature maps in block ``layer`` of ``model``."""
+def n_features(model: keras.Model, layer: int | str) -> int:
+    """Number of feature maps of ``layer`` (a level or a layer name) of ``model``."""
     return DeconvNet(model).n_features(layer)
 
 
@@ -539,20 +1558,25 @@ def deconvolve(
     model: keras.Model,
     x: tf.Tensor | np.ndarray,
     *,
-    layer: int,
+    layer: int | str,
     features: Sequence[int] | tf.Tensor | None = None,
+    method: str = "deconvnet",
+    input_layer: str | None = None,
 ) -> tf.Tensor:
     """Zeiler–Fergus deconvolution of selected features of one layer (see the module docstring).
 
     Args:
-        model: A Choi CNN or SampleCNN-family model.
-        x: Model input, ``[batch, freq, frames(, 1)]`` magnitude or ``[batch, samples(, 1)]`` waveform.
-        layer: Block level to deconvolve.
+        model: A Keras functional CNN (tfaural's own models included).
+        x: Model input, e.g. ``[batch, freq, frames(, 1)]`` magnitude or ``[batch, samples(, 1)]`` waveform.
+        layer: A level or a layer name.
         features: Feature indices; ``None`` deconvolves every map of the layer.
+        method: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        input_layer: The layer whose output is the input domain (``None``: automatic).
 
     Returns:
-        float32 ``[batch, n_features, freq, frames]`` (2D) or ``[batch, n_features, samples]`` (1D).
+        float32 ``[batch, n_features, *domain]`` (e.g. ``[batch, k, freq, frames]`` for 2D CNNs,
+        ``[batch, k, samples]`` for waveform models).
     """
-    result = DeconvNet(model)(x, layer=layer, features=features)
+    result = DeconvNet(model, method=method, input_layer=input_layer)(x, layer=layer, features=features)
     assert isinstance(result, tf.Tensor)
     return result

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfaural import metrics
+from tfaural.cli import check_output_folder
 from tfaural.config import STFTConfig
 from tfaural.errors import DataError, TfauralError
 from tfaural.run import RunInfo, load_run
@@ -147,6 +148,7 @@ def evaluate_run(
 
     Raises:
         DataError: If the dataset does not match the run (labels, rate) or the split is empty.
+        ParameterError: If ``write`` and ``run_dir`` cannot be written.
     """
     import tensorflow as tf
     from tqdm.auto import tqdm
@@ -154,6 +156,8 @@ def evaluate_run(
     from tfaural.data.pipeline import make_track_dataset, model_family
     from tfaural.data.tfrecord import read_dataset_info, shard_pattern
 
+    if write:
+        check_output_folder(run_dir, flag="--run")  # eval.json goes there: fail now, not after the evaluation
     model, info = load_run(run_dir)
     data = dataset_of_run(run_dir, info, data, tfds, split=split, progress=progress)
     dataset = read_dataset_info(data)

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from tfaural._version import __version__
+from tfaural.cli import check_output_folder
 from tfaural.errors import DataError, ParameterError, TfauralError
 
 __all__ = [
@@ -144,6 +145,9 @@ class TrackOutput:
         original: Absolute path of the original excerpt (``None`` when missing).
         original_spectrogram: Absolute path of the job's PNG of the original, if any.
         layers: ``{layer: features sorted by feature index}``.
+        tags: ``(label, score)`` of the excerpt's best tags, best first (the job's ``--tags``).
+        attribution: ``{label: {layer: ((feature, contribution), ...)}}``: the features contributing
+            most to each of those tags, largest first.
     """
 
     track_id: str
@@ -156,6 +160,8 @@ class TrackOutput:
     original: str | None
     original_spectrogram: str | None
     layers: Mapping[int, tuple[FeatureOutput, ...]]
+    tags: tuple[tuple[str, float], ...] = ()
+    attribution: Mapping[str, Mapping[int, tuple[tuple[int, float], ...]]] = dataclasses.field(default_factory=dict)
 
     def feature(self, layer: int, feature: int) -> FeatureOutput | None:
         """The given feature, or ``None`` if it was not auralised for this track."""
@@ -167,7 +173,8 @@ class TrackOutput:
 
 @dataclasses.dataclass(frozen=True)
 class FailedTrack:
-    """A manifest entry without a usable result."""
+    """A manifest entry without a usable result, or a problem with a track's result (a file it names outside the
+    output folder)."""
 
     track_id: str
     path: str
@@ -182,7 +189,8 @@ class AuraliseOutput:
         directory: Absolute path of the folder.
         job: The content of ``job.json`` (``{}`` if absent).
         tracks: Tracks with results, sorted by track id.
-        failed: Manifest entries that failed, or whose results are missing.
+        failed: Manifest entries that failed, or whose results are missing, and tracks whose
+            ``track.json`` names files outside the folder (not linked).
     """
 
     directory: str
@@ -203,6 +211,10 @@ class AuraliseOutput:
     def features(self, layer: int) -> list[int]:
         """Every feature of ``layer`` auralised for at least one track, ascending."""
         return sorted({item.feature for track in self.tracks for item in track.layers.get(layer, ())})
+
+
+#: Features listed per tag and layer on a track page.
+TAG_FEATURES_SHOWN = 5
 
 
 def _local_directory(path: str | os.PathLike[str], what: str) -> str:
@@ -253,10 +265,28 @@ def _optional_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _existing_file(folder: str, relative: Any, *, what: str, required: bool) -> str | None:
+def _inside(path: str, root: str) -> bool:
+    """True if ``path`` (symbolic links resolved) is ``root`` or lies below it."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _existing_file(folder: str, relative: Any, *, what: str, required: bool, root: str,
+                   problems: list[str]) -> str | None:
+    """The file ``relative`` to ``folder`` if it exists and lies inside ``root`` (the output folder).
+
+    A name that leads out of ``root`` (an absolute path, ``../..``, a symbolic link pointing
+    elsewhere) is never linked: it is added to ``problems`` for the page to report.
+    """
     if not relative:
         return None
     path = os.path.normpath(os.path.join(folder, str(relative)))
+    if not _inside(path, root):
+        problems.append(f"track.json names {str(relative)!r} as the {what}, a file outside the auralisation output "
+                        "folder: not linked")
+        logger.warning("%s: %s %r lies outside %s; not linked", os.path.join(folder, "track.json"), what,
+                       str(relative), root)
+        return None
     if os.path.isfile(path):
         return path
     if required:
@@ -264,9 +294,12 @@ def _existing_file(folder: str, relative: Any, *, what: str, required: bool) -> 
     return None
 
 
-def _read_track(directory: str, folder: str) -> TrackOutput:
+def _read_track(directory: str, folder: str, problems: list[str]) -> TrackOutput:
+    """Reads ``directory/folder/track.json``; files it names outside ``directory`` are left out and described
+    in ``problems``."""
     track_dir = os.path.join(directory, folder)
     path = os.path.join(track_dir, "track.json")
+    existing = functools.partial(_existing_file, root=directory, problems=problems)
     data = _read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
@@ -284,10 +317,10 @@ def _read_track(directory: str, folder: str) -> TrackOutput:
                     FeatureOutput(
                         layer=layer,
                         feature=feature,
-                        audio=_existing_file(track_dir, item.get("file"), what=f"audio of feature {layer}-{feature}",
-                                             required=True),
-                        spectrogram=_existing_file(track_dir, item.get("spectrogram"),
-                                                   what=f"spectrogram of feature {layer}-{feature}", required=True),
+                        audio=existing(track_dir, item.get("file"), what=f"audio of feature {layer}-{feature}",
+                                       required=True),
+                        spectrogram=existing(track_dir, item.get("spectrogram"),
+                                             what=f"spectrogram of feature {layer}-{feature}", required=True),
                         activation=_optional_float(item.get("activation")),
                         peak=_optional_float(item.get("peak")),
                         silent=bool(item.get("silent", False)),
@@ -299,6 +332,21 @@ def _read_track(directory: str, folder: str) -> TrackOutput:
                 '{"<layer>": [{"feature": K, "file": "layer<L>/feature<K>.wav", ...}, ...]}'
             ) from None
         layers[layer] = tuple(sorted(features, key=lambda f: f.feature))
+    tags: list[tuple[str, float]] = []
+    attribution: dict[str, dict[int, tuple[tuple[int, float], ...]]] = {}
+    try:
+        for item in data.get("tags") or []:
+            tags.append((str(item["label"]), float(item["score"])))
+        for label, per_layer in (data.get("attribution") or {}).items():
+            attribution[str(label)] = {
+                int(layer): tuple((int(e["feature"]), float(e["contribution"])) for e in entries)
+                for layer, entries in sorted(per_layer.items(), key=lambda kv: int(kv[0]))
+            }
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(
+            f"{path}: 'tags' or 'attribution' is malformed ({type(err).__name__}: {err}); expected "
+            '[{"label": name, "score": s}, ...] and {"<label>": {"<layer>": [{"feature": K, "contribution": c}]}}'
+        ) from None
     sample_rate = data.get("sample_rate")
     return TrackOutput(
         track_id=str(data.get("track_id") or folder),
@@ -308,10 +356,12 @@ def _read_track(directory: str, folder: str) -> TrackOutput:
         sample_rate=int(sample_rate) if isinstance(sample_rate, (int, float)) and sample_rate > 0 else None,
         offset_seconds=_optional_float(data.get("offset_seconds")),
         clip_seconds=_optional_float(data.get("clip_seconds")),
-        original=_existing_file(track_dir, data.get("original"), what="original excerpt", required=True),
-        original_spectrogram=_existing_file(track_dir, data.get("original_spectrogram"),
-                                            what="spectrogram of the original", required=True),
+        original=existing(track_dir, data.get("original"), what="original excerpt", required=True),
+        original_spectrogram=existing(track_dir, data.get("original_spectrogram"),
+                                      what="spectrogram of the original", required=True),
         layers=dict(sorted(layers.items())),
+        tags=tuple(tags),
+        attribution=attribution,
     )
 
 
@@ -333,11 +383,14 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
         directory: The folder ``beam_jobs.auralise`` wrote (``--output``).
 
     Returns:
-        An :class:`AuraliseOutput`. Missing audio or PNG files are logged and left out.
+        An :class:`AuraliseOutput`. Missing audio or PNG files are logged and left out; a
+        ``track.json`` that names files outside ``directory`` is listed among the failures
+        (those files are never linked).
 
     Raises:
         ParameterError: If the folder does not exist or is a URI.
-        DataError: If it holds no auralisation output, or a JSON file is malformed.
+        DataError: If it holds no auralisation output (nothing of one, or the output of another
+            job such as ``beam_jobs.tag``), or a JSON file is malformed.
     """
     directory = _local_directory(directory, "auralisation output")
     job_path = os.path.join(directory, "job.json")
@@ -345,9 +398,14 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
     job = _read_json(job_path) if os.path.isfile(job_path) else {}
     if not isinstance(job, dict):
         raise DataError(f"{job_path}: expected a JSON object, got {type(job).__name__}")
+    kind = job.get("job")
+    if kind is not None and kind != "auralise":
+        raise DataError(f"{directory} is the output of beam_jobs.{kind}, not an auralisation output (the report "
+                        "shows what python -m beam_jobs.auralise wrote)")
     manifest = _read_manifest(manifest_path) if os.path.isfile(manifest_path) else []
+    problems: dict[str, list[str]] = {}
     tracks = [
-        _read_track(directory, name)
+        _read_track(directory, name, problems.setdefault(name, []))
         for name in sorted(os.listdir(directory))
         if os.path.isfile(os.path.join(directory, name, "track.json"))
     ]
@@ -356,6 +414,10 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
             f"{directory} is not an auralisation output: it has no job.json, manifest.jsonl or */track.json "
             "(write one with python -m beam_jobs.auralise)"
         )
+    listed = [output for entry in manifest if entry.get("status") == "ok" for output in entry.get("outputs") or []]
+    if not tracks and listed and not any(str(output).endswith("/track.json") for output in listed):
+        raise DataError(f"{directory} is not an auralisation output: its manifest.jsonl lists no track.json among "
+                        "the outputs of its tracks (the report shows what python -m beam_jobs.auralise wrote)")
     have_ids = {track.track_id for track in tracks}
     have_folders = {track.folder for track in tracks}
     failed = []
@@ -368,6 +430,8 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
                 failed.append(FailedTrack(track_id, path, "listed as done but its track.json is missing"))
         else:
             failed.append(FailedTrack(track_id, path, _describe_failure(entry)))
+    for track in tracks:
+        failed += [FailedTrack(track.track_id, track.source, problem) for problem in problems.get(track.folder, [])]
     tracks.sort(key=lambda t: (t.track_id.casefold(), t.folder))
     failed.sort(key=lambda f: (f.track_id.casefold(), f.path))
     return AuraliseOutput(directory=directory, job=job, tracks=tuple(tracks), failed=tuple(failed))
@@ -1363,6 +1427,42 @@ class _Site:
             f'<a class="compare" href="{_esc(compare)}">Feature {_esc(name)} across tracks</a></li>'
         )
 
+    def tags_section(self, track: TrackOutput, page_dir: str) -> str:
+        """The excerpt's best tags with their scores and, per tag, the features behind it (``--tags``)."""
+        if not track.tags:
+            return ""
+        chips = " · ".join(f"<strong>{_esc(label)}</strong> {_number(score, 2)}" for label, score in track.tags)
+        blocks = []
+        for position, (label, _) in enumerate(track.tags):
+            rows = []
+            for layer, contributors in (track.attribution.get(label) or {}).items():
+                items = []
+                for feature, contribution in contributors[:TAG_FEATURES_SHOWN]:
+                    found = track.feature(layer, feature)
+                    name = f"{layer}-{feature}"
+                    if found is None:
+                        items.append(f'<li><span class="muted">{_esc(name)}</span> {_number(contribution)} '
+                                     '<span class="muted">(not auralised in this run)</span></li>')
+                        continue
+                    link = f"#layer{layer}-feature{feature}"
+                    player = _player(found.audio, page_dir, f"Feature {name} of {track.track_id}")
+                    silent = ' <span class="muted">(silent)</span>' if found.silent else ""
+                    items.append(f'<li><a href="{_esc(link)}">{_esc(name)}</a> {_number(contribution)}{silent}'
+                                 f"{player}</li>")
+                rows.append(f"<h4>Layer {layer}</h4><ol class=\"contributors\">{''.join(items)}</ol>")
+            blocks.append(
+                f"<details{' open' if position == 0 else ''}><summary>Features behind "
+                f"<strong>{_esc(label)}</strong></summary>{''.join(rows) or '<p>No layer explained.</p>'}</details>"
+            )
+        return (
+            '<section aria-labelledby="tags-heading"><h2 id="tags-heading">What the model says</h2>'
+            f'<p class="lede">Top tags of this excerpt: {chips}</p>'
+            '<p class="muted">For each tag, the features of each layer that contribute most to its score '
+            "(activation × gradient of the tag's score, summed over the feature map: the part of the score that "
+            "flows through the feature), largest first; play them here or jump to their cards.</p>"
+            f"{''.join(blocks)}</section>"
+        )
+
     def write_track(self, index: int) -> None:
         track = self.output.tracks[index]
         path = self.track_page(track)
@@ -1410,6 +1510,7 @@ class _Site:
                 f"{(' · ' + _esc(scale)) if scale else ''}</span></h2>"
                 f'<ul class="cards" data-sort-container>{cards}</ul></section>'
             )
+        explained = self.tags_section(track, page_dir)
         page_measure = ACTIVATION if ACTIVATION in measures else PEAK
         filters = _layer_filter(list(track.layers), scope="features", noun="features", extra=_SILENT_FIELD,
                                 order=page_measure)
@@ -1424,7 +1525,7 @@ class _Site:
             '<p class="muted">Every card below is one learnt feature: its deconvolution (what in this excerpt '
             "the feature responds to) drawn as a spectrogram and played back with the phase of the original. "
             f"{_MEASURE_NOTE[page_measure]}</p></div></div></section>"
-            f"{filters}"
+            f"{explained}{filters}"
             f'<div id="features">{"".join(sections) or "<p>No feature was auralised for this track.</p>"}</div>'
         )
         crumbs = [("Overview", _url(self.path("index.html"), page_dir)),
@@ -1624,15 +1725,16 @@ def write_report(
 
     Raises:
         ParameterError: Missing folders, a bad ``tracks_per_page``, or an output location
-            that would clash with the auralisation output.
+            that cannot be written (a file, a read-only folder) or would clash with the auralisation output.
         DataError: The folder holds no auralisation output, or its JSON is malformed.
     """
     if isinstance(tracks_per_page, bool) or not isinstance(tracks_per_page, int) or tracks_per_page < 1:
         raise ParameterError(f"tracks_per_page={tracks_per_page!r} is invalid: expected a positive integer")
+    if output is not None and "://" in os.fspath(output):
+        raise ParameterError(f"--output {os.fspath(output)!r} is a URI: write the report to a local folder")
     results = load_auralise_output(auralise_dir)
     report_dir = os.path.abspath(os.fspath(output) if output is not None else os.path.join(results.directory, "report"))
-    if "://" in report_dir:
-        raise ParameterError(f"output {report_dir!r} is a URI: write the report to a local folder")
+    check_output_folder(report_dir, flag="--output")
     _check_output_location(results, report_dir)
     correlation_results = load_correlation(correlation) if correlation is not None else None
     os.makedirs(report_dir, exist_ok=True)

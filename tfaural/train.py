@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from tfaural.cli import check_output_folder
 from tfaural.config import (
     AudioConfig,
     ChoiConfig,
@@ -475,6 +476,7 @@ def train(
     from tfaural.models import build
 
     start_time = time.time()
+    check_output_folder(run_dir)
     data = resolve_data(data, tfds, require_splits=("train", "validation"), progress=verbose != 0)
     info = read_dataset_info(data)
     os.makedirs(run_dir, exist_ok=True)
@@ -752,6 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jit=args.jit,
             distribute=args.distribute,
         )
+        check_output_folder(args.output)  # before anything is loaded or converted
         if args.transfer == "features":
             from tfaural.data.tfds_source import resolve_data
             from tfaural.transfer import train_transfer

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfaural.config import ChoiConfig, SampleCNNConfig
+from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import config_from_model, conv_blocks
 
@@ -211,6 +211,7 @@ def plot_deconvolution_grid(
     hop_length: int,
     max_freq: float | None = None,
     dynamic_range_db: float = 70.0,
+    mel: bool = False,
 ) -> str:
     """Original and deconvolved spectrograms, features × tracks (Choi et al., Figures 3, 5–8).
 
@@ -224,6 +225,7 @@ def plot_deconvolution_grid(
         hop_length: STFT hop in samples (axis units).
         max_freq: Crop the frequency axis (Hz).
         dynamic_range_db: Colour range below each row's maximum.
+        mel: The frequency axis holds mel bands (log-mel models), drawn as band numbers.
 
     Returns:
         The written path.
@@ -235,9 +237,10 @@ def plot_deconvolution_grid(
     n_features = deconvolved.shape[1]
     if deconvolved.shape[0] != n_tracks or len(track_names) != n_tracks or len(feature_names) != n_features:
         raise ParameterError("plot_deconvolution_grid: tracks/features do not match the arrays' shapes")
-    nyquist = sample_rate / 2
-    top = nyquist if max_freq is None else min(max_freq, nyquist)
+    nyquist = sample_rate / 2 if not mel else float(originals.shape[1])
+    top = nyquist if max_freq is None or mel else min(max_freq, nyquist)
     extent = (0, n_frames * hop_length / sample_rate, 0, nyquist)
+    unit = "mel band" if mel else "Hz"
     fig, axes = plt.subplots(
         n_features + 1, n_tracks, figsize=(2.6 * n_tracks + 1, 1.9 * (n_features + 1)), squeeze=False
     )
@@ -252,7 +255,7 @@ def plot_deconvolution_grid(
             if r == 0:
                 ax.set_title(track_names[c], fontsize=9)
             if c == 0:
-                ax.set_ylabel(f"{title}\nHz", fontsize=8)
+                ax.set_ylabel(f"{title}\n{unit}", fontsize=8)
             if r == n_features:
                 ax.set_xlabel("s", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -374,6 +377,51 @@ def _choose(spec: str, activation: np.ndarray, *, layer: int) -> list[int]:
     return list(parse_index_list(spec, flag=f"--features (layer {layer})", valid=range(n_maps)))
 
 
+def _check_figure_arguments(
+    model: keras.Model,
+    *,
+    layers: str,
+    features: str,
+    offset: float,
+    seconds: float | None,
+    filter_layers: str | None,
+    steps: int,
+) -> tuple[list[int], list[int] | None]:
+    """Validates every argument of :func:`make_figures` before any work is done.
+
+    Returns:
+        ``(deconvolution-grid layers, filter-spectra layers or None for "every reachable one")``.
+
+    Raises:
+        ParameterError: Naming the flag and the value.
+    """
+    from tfaural.cli import parse_index_list
+
+    if isinstance(config_from_model(model), MusicnnConfig):  # the imported taggers: the deconvnet's levels
+        from tfaural.deconv import DeconvNet
+
+        net = DeconvNet(model)
+        levels = list(net.levels)
+        widths = {level: net.n_features(level) for level in levels}
+    else:
+        blocks = conv_blocks(model)
+        levels = [b.level for b in blocks]
+        widths = {b.level: int(model.get_layer(b.conv).kernel.shape[-1]) for b in blocks}
+    grid_layers = list(parse_index_list(layers, flag="--layers", valid=levels))
+    for layer in grid_layers:
+        _choose(features, np.zeros((1, widths[layer]), np.float32), layer=layer)  # syntax and range
+    spectra_layers = None
+    if filter_layers:
+        spectra_layers = list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ParameterError(f"--steps {steps!r} is invalid: expected a positive number of iterations")
+    if not np.isfinite(offset) or offset < 0:
+        raise ParameterError(f"--offset-seconds {offset!r} is invalid: expected seconds >= 0")
+    if seconds is not None and not (np.isfinite(seconds) and seconds > 0):
+        raise ParameterError(f"--clip-seconds {seconds!r} is invalid: expected a positive number of seconds")
+    return grid_layers, spectra_layers
+
+
 def make_figures(
     model: keras.Model,
     output: str,
@@ -414,29 +462,44 @@ def make_figures(
 
     Raises:
         TfauralError: Unreadable audio (naming the file), invalid layers or features, or a
-            model without figures (the mel-frame baseline).
+            model without figures (the mel-frame baseline). Every argument is checked and
+            every audio file decoded before the first figure is written.
     """
     from tqdm.auto import tqdm
 
     from tfaural import spectral
-    from tfaural.auralise import Auraliser, to_linear_magnitude
-    from tfaural.cli import parse_index_list
+    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, to_linear_magnitude
+    from tfaural.cli import check_output_folder
+
+    check_output_folder(output)
 
     config = config_from_model(model)
     is_choi = isinstance(config, ChoiConfig)
+    is_mel = isinstance(config, MusicnnConfig)
     if not is_choi and getattr(config, "family", "") == "mel-frame":
         raise ModelError("the mel-frame baseline has no figures here: its mel front end cannot be auralised and "
                          "gradient ascent needs a raw-waveform model")
+    wanted_layers, spectra_layers = _check_figure_arguments(
+        model, layers=layers, features=features, offset=offset, seconds=seconds, filter_layers=filter_layers,
+        steps=steps,
+    )
+    clips = None
+    if audio_paths:
+        assert isinstance(config, (ChoiConfig, SampleCNNConfig, MusicnnConfig))
+        default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
+        clips = _load_clips(audio_paths, sample_rate=int(config.sample_rate), offset=offset,
+                            seconds=seconds if seconds is not None else default_seconds)
     os.makedirs(output, exist_ok=True)
     written: list[str] = []
     chosen_features: dict[str, list[int]] = {}
     if is_choi:
         weights = plot_first_layer_weights(model, os.path.join(output, "first-layer-weights.png"))
         written.append(os.path.basename(weights))
+    elif is_mel:
+        pass  # log-mel taggers: the deconvolution grids only
     else:
         levels = [b.level for b in conv_blocks(model)]
-        wanted = (list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
-                  if filter_layers else [lv for lv in levels if lv >= 1])
+        wanted = spectra_layers if spectra_layers is not None else [lv for lv in levels if lv >= 1]
         spectra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for level in tqdm(wanted, desc="filter estimates", unit="layer", disable=not progress):
             try:
@@ -450,14 +513,11 @@ def make_figures(
         if spectra:
             written.append(os.path.basename(plot_filter_spectra(spectra, os.path.join(output, "filter-spectra.png"))))
     if audio_paths:
-        auraliser = Auraliser(model)
-        assert isinstance(config, (ChoiConfig, SampleCNNConfig))
+        assert clips is not None and isinstance(config, (ChoiConfig, SampleCNNConfig, MusicnnConfig))
+        auraliser: Auraliser = auraliser_for(model)
         rate = int(config.sample_rate)
-        default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
-        length = seconds if seconds is not None else default_seconds
-        clips = _load_clips(audio_paths, sample_rate=rate, offset=offset, seconds=length)
-        wanted_layers = parse_index_list(layers, flag="--layers", valid=auraliser.net.levels)
-        n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, ChoiConfig) else (1024, 256)
+        n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, (ChoiConfig, MusicnnConfig)) else (1024,
+                                                                                                               256)
         names = [os.path.splitext(os.path.basename(p))[0] for p in audio_paths]
         bar = tqdm(total=len(wanted_layers) * len(audio_paths), desc="deconvolving", unit="clip",
                    disable=not progress)
@@ -465,7 +525,11 @@ def make_figures(
             maps, activations = [], []
             for clip in clips:  # one track at a time: the walk of 64 features is large
                 result = auraliser(clip[None], layer=layer, mode="phase")
-                if is_choi:
+                assert result.deconvolved is not None
+                if is_mel:  # log-mel -> mel power at the input's level (MelAuraliser), shown as magnitude
+                    assert isinstance(auraliser, MelAuraliser)
+                    maps.append(np.sqrt(mel_power_of(auraliser, result.deconvolved, result.spectrogram))[0])
+                elif is_choi:
                     maps.append(to_linear_magnitude(result.deconvolved, config).numpy()[0])  # type: ignore[arg-type]
                 else:
                     maps.append(np.abs(spectral.stft(result.deconvolved[0], n_fft=n_fft, hop_length=hop).numpy()))
@@ -473,12 +537,16 @@ def make_figures(
                 bar.update(1)
             chosen = _choose(features, np.stack(activations), layer=layer)
             chosen_features[str(layer)] = chosen
-            originals = np.abs(spectral.stft(clips, n_fft=n_fft, hop_length=hop).numpy())
+            if is_mel:
+                assert isinstance(auraliser, MelAuraliser)
+                originals = np.sqrt(auraliser.mel_input(tf.constant(clips))[1].numpy())
+            else:
+                originals = np.abs(spectral.stft(clips, n_fft=n_fft, hop_length=hop).numpy())
             deconvolved = np.stack([m[chosen] for m in maps])
             path = plot_deconvolution_grid(
                 originals, deconvolved, os.path.join(output, f"deconvolution-layer{layer}.png"),
                 track_names=names, feature_names=[f"Feature {layer}-{f}" for f in chosen],
-                sample_rate=rate, hop_length=hop,
+                sample_rate=rate, hop_length=hop, mel=is_mel,
             )
             written.append(os.path.basename(path))
         bar.close()
@@ -486,6 +554,19 @@ def make_figures(
     with open(os.path.join(output, FIGURES_FILE), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     return summary
+
+
+def mel_power_of(auraliser: object, deconvolved: object, mel: object) -> np.ndarray:
+    """Deconvolved log-mel maps ``[batch, k, mels, frames]`` -> mel power, each map scaled to the input's level
+    first as :class:`~tfaural.auralise.MelAuraliser` does (``mel``: the input's mel power ``[batch, mels, frames]``)."""
+    from tfaural import spectral
+
+    log_c = float(auraliser.log_c)  # type: ignore[attr-defined]
+    maps = np.maximum(np.asarray(deconvolved, np.float64), 0.0)
+    top = maps.max(axis=(-2, -1), keepdims=True)
+    level = np.asarray(spectral.log10_compress(np.asarray(mel, np.float32), log_c), np.float64).max(axis=(-2, -1))
+    scaled = np.where(top > 0, maps * level[:, None, None, None] / np.where(top > 0, top, 1.0), 0.0)
+    return np.expm1(scaled * np.log(10.0)) / log_c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -500,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tfaural.visualise",
         description="Figures of what a trained model has learnt: first-layer kernels and deconvolved "
         "spectrograms (Choi CNN), sorted gradient-ascent filter spectra and deconvolved spectrograms "
-        "(SampleCNN family). Writes PNG files and figures.json into --output.",
+        "(SampleCNN family), deconvolved mel spectrograms (imported log-mel taggers, e.g. musicnn/MTT_vgg). "
+        "Writes PNG files and figures.json into --output.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="training run directory (model.keras + run.json)")
@@ -519,8 +601,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="SampleCNN: gradient-ascent iterations")
     args = parser.parse_args(argv)
     try:
+        from tfaural.cli import check_output_folder
         from tfaural.run import load_run
 
+        check_output_folder(args.output)  # before the model is loaded
         model, _ = load_run(args.run)
         summary = make_figures(
             model, args.output, audio_paths=args.audio, layers=args.layers, features=args.features,

@@ -7,6 +7,7 @@ same decoded excerpt; every input file must appear exactly once in manifest.json
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -81,7 +82,10 @@ def test_layout_and_audio_match_the_signature(
         assert "NaN" not in text and "Infinity" not in text
         info = json.loads(text)
         assert set(info) == {"track_id", "path", "sample_rate", "offset_seconds", "clip_seconds", "original",
-                             "original_spectrogram", "layers"}
+                             "original_spectrogram", "layers", "checksums"}
+        listed = [info["original"], info["original_spectrogram"]] + [
+            name for features in info["layers"].values() for f in features for name in (f["file"], f["spectrogram"])]
+        assert info["checksums"] == {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in listed}
         assert (info["path"], info["sample_rate"], info["offset_seconds"]) == (str(root / entry.relative), CHOI_SR,
                                                                                 OFFSET)
         assert info["clip_seconds"] == pytest.approx(CLIP, abs=1 / CHOI_SR)

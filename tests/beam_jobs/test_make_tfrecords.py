@@ -26,8 +26,10 @@ from beam_jobs import io as beam_io
 from beam_jobs import make_tfrecords
 from beam_jobs.options import parse_job_args
 from tfaural import audio
+from tfaural.config import SegmentConfig
 from tfaural.data import pipeline, tfrecord
-from tfaural.errors import AudioDecodeError, ParameterError
+from tfaural.data.catalogue import Track, read_manifest
+from tfaural.errors import AudioDecodeError, EmptyAudioError, ParameterError
 
 SR = 8000
 SCHEME = "tfauraltest"
@@ -365,3 +367,87 @@ def test_write_text_replaces_atomically(tmp_path: pathlib.Path) -> None:
     beam_io.write_text(path, "two")
     assert pathlib.Path(path).read_text() == "two" and len(list((tmp_path / "x").iterdir())) == 1
     assert beam_io.delete_matching([str(tmp_path / "x" / "*.json")]) == [path]
+
+
+# ---------------------------------------------------------------------------
+# Long tracks in bounded memory (issue 17)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pad", ["none", "constant", "wrap"])
+def test_segmenter_cuts_what_audio_segment_cuts(pad: str) -> None:
+    rng = np.random.default_rng({"none": 1, "constant": 2, "wrap": 3}[pad])
+    for _ in range(400):
+        n, length = int(rng.integers(1, 300)), int(rng.integers(1, 50))
+        hop = None if rng.random() < 0.3 else int(rng.integers(1, 80))
+        cap = None if rng.random() < 0.4 else int(rng.integers(1, 10))
+        y = rng.integers(-30000, 30000, n).astype(np.int16)
+        try:
+            expected = audio.segment(y.astype(np.float32), length=length, hop=hop, pad=pad, max_segments=cap)
+        except EmptyAudioError:
+            expected = None
+        cutter = make_tfrecords.Segmenter(length=length, hop=hop, pad=pad, max_segments=cap, source="y")
+        pieces, start = [], 0
+        while start < n and not cutter.full:
+            size = int(rng.integers(1, 40))
+            pieces += list(cutter.feed(y[start : start + size]))
+            start += size
+        try:
+            pieces += list(cutter.finish())
+        except EmptyAudioError:
+            assert expected is None
+            continue
+        assert expected is not None
+        np.testing.assert_array_equal(np.stack(pieces), expected.astype(np.int16))
+
+
+@pytest.mark.parametrize("segment", [None, SegmentConfig(length=4000)], ids=["whole_track", "all_segments"])
+def test_memory_does_not_grow_with_the_track(segment: SegmentConfig | None, tmp_path: pathlib.Path) -> None:
+    """Python's peak allocations (NumPy's included) while encoding a 1-min and a 10-min track, into a part file.
+
+    Decoding the track whole used to take 4 bytes per sample (19 MB for 10 minutes at 8 kHz) and the records
+    as much again in memory; now a block of 10 s and a record (or a 1-MiB piece of one) at a time.
+    """
+    import tracemalloc
+
+    peaks, records = {}, {}
+    for minutes in (1, 10):
+        path = tmp_path / f"{minutes}min.wav"
+        n = minutes * 60 * SR
+        sf.write(path, (np.sin(np.arange(n) * 0.01) * 0.5).astype(np.float32), SR, subtype="PCM_16")
+        track = Track(path=str(path), track_id=f"t{minutes}", labels=("rock",))
+        tracemalloc.start()
+        try:
+            result, samples = make_tfrecords.encode_track(
+                track, labels=np.ones(1, np.float32), sample_rate=SR, segment=segment,
+                part_path=str(tmp_path / f"part{minutes}.tfrecord"), spill_bytes=1 << 16)
+            peaks[minutes] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert isinstance(result, beam_io.RecordFile) and samples == n
+        records[minutes] = [tfrecord.decode_example(r.numpy(), sample_rate=SR)
+                            for r in tf.data.TFRecordDataset(result.path)]
+    assert peaks[10] < peaks[1] + (1 << 20), peaks  # flat, not 10x
+    assert peaks[10] < 10 * 60 * SR, peaks  # less than the 10-min track's int16 PCM, let alone its float32
+    whole = np.concatenate([r.audio for r in records[10]])
+    reference = tfrecord.quantize(audio.load(str(tmp_path / "10min.wav"), sample_rate=SR)[0])
+    np.testing.assert_array_equal(whole, reference)
+    assert [r.segment_index for r in records[10]] == ([-1] if segment is None else list(range(len(records[10]))))
+
+
+@pytest.mark.slow
+def test_records_through_part_files_are_the_same_bytes(
+    corpus: Corpus, segment_run: tuple[pathlib.Path, object], tmp_path: pathlib.Path
+) -> None:
+    """Every track's records through a part file (as long tracks go) give the shards of the in-memory way."""
+    first, _ = segment_run
+    settings = make_tfrecords.Settings(manifest=str(corpus.manifest), output=str(tmp_path), sample_rate=SR,
+                                       segment=SegmentConfig(length=1024, n_segments=4), shards=2, spill_bytes=100)
+    catalogue = read_manifest(str(corpus.manifest), check_files=False)
+    with test_pipeline.TestPipeline() as p:
+        make_tfrecords.build_pipeline(p, catalogue, settings)
+    assert (tmp_path / ".parts").is_dir() and not list((tmp_path / ".parts").iterdir())  # copied, then deleted
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in tmp_path.iterdir() if p.name != ".parts")
+    for name in names:
+        assert (first / name).read_bytes() == (tmp_path / name).read_bytes(), name

@@ -160,3 +160,20 @@ def test_dataset_info_errors(tmp_path: pathlib.Path) -> None:
     (tmp_path / "dataset.json").write_text(json.dumps({"sample_rate": -5, "label_names": ["a"]}))
     with pytest.raises(DataError, match="sample_rate=-5"):
         rec.read_dataset_info(str(tmp_path))
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 8191, 8192, 1 << 20])
+def test_stream_example_equals_encode_example(n: int, rng: np.random.Generator) -> None:
+    """The record of PCM given in pieces is encode_example's, byte for byte (whatever the varint lengths)."""
+    y = rng.uniform(-1, 1, n).astype(np.float32)
+    fields = {"sample_rate": 22050, "track_id": "rock/ünï x", "labels": np.array([1.0, 0, 1]),
+              "source_path": "gs://bucket/ä.flac"}
+    pcm = rec.quantize(y).astype("<i2").tobytes()
+    length, pieces = rec.stream_example(num_samples=n, pcm=(pcm[i : i + 999] for i in range(0, len(pcm), 999)),
+                                        **fields)
+    expected = rec.encode_example(audio=y, **fields)
+    assert b"".join(pieces) == expected and length == len(expected)
+    assert rec.decode_example(expected, sample_rate=22050).audio.size == n
+    _, short = rec.stream_example(num_samples=n + 1, pcm=[pcm], **fields)
+    with pytest.raises(DataError, match="bytes of PCM"):
+        b"".join(short)

@@ -112,3 +112,89 @@ def test_all_layers_at_once_equals_one_layer_at_a_time() -> None:
         alone = auraliser(y, layer=layer, mode="mask")
         np.testing.assert_allclose(result.audio.numpy(), alone.audio.numpy(), atol=1e-5)
         np.testing.assert_array_equal(result.silent.numpy(), alone.silent.numpy())
+
+
+# --------------------------------------------------------------------------- silence in, silence out (issue 17)
+
+
+def _with_biases(model: tf.keras.Model, rng: np.random.Generator) -> tf.keras.Model:
+    """Non-zero biases and weights, as a trained model has: an all-zero input still activates features."""
+    for layer in model.layers:
+        if layer.name.startswith("conv"):
+            w, b = layer.get_weights()
+            layer.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.5,
+                               np.abs(rng.standard_normal(b.shape)).astype(np.float32) * 0.1 + 0.01])
+    return model
+
+
+@pytest.mark.parametrize("scaling", ["linear", "log"])
+@pytest.mark.parametrize("mode", ["phase", "mask"])
+def test_digital_silence_in_silence_out(rng: np.random.Generator, scaling: str, mode: str) -> None:
+    model = _with_biases(_tiny_choi(scaling), rng)
+    auraliser = auralise.Auraliser(model)
+    zeros = np.zeros((1, SR), np.float32)
+    deconvolved = auraliser.net(tf.abs(spectral.stft(zeros, n_fft=64, hop_length=32)), layer=3).numpy()
+    assert np.abs(deconvolved).max() > 0  # the biases make the deconvolution of silence non-zero
+    result = auraliser(zeros, layer=3, mode=mode)
+    assert result.silent.numpy().all()
+    assert not np.any(result.audio.numpy()) and not np.any(result.peak.numpy())
+    dither = (rng.standard_normal((1, SR)) * 1e-7).astype(np.float32)  # peak below -120 dBFS: digital silence
+    assert auraliser(dither, layer=2, mode=mode).silent.numpy().all()
+
+
+def test_features_far_below_the_input_level_are_silent(rng: np.random.Generator) -> None:
+    model = _with_biases(_tiny_choi(), rng)
+    y = chirp(50, 900, 1.0, sample_rate=SR)[None]
+    auraliser = auralise.Auraliser(model)
+    loud = auraliser(y, layer=3, mode="phase")
+    audio = loud.audio.numpy()
+    raw = auralise.reconstruct(loud.deconvolved, spectral.stft(y, n_fft=64, hop_length=32), mode="phase", n_fft=64,
+                               hop_length=32, length=SR).numpy()
+    raw_peak = np.abs(raw).max(axis=-1)
+    input_peak = float(np.abs(y).max())
+    expected_silent = raw_peak <= auralise.SILENCE_RELATIVE * input_peak  # numpy reference of the rule
+    np.testing.assert_array_equal(loud.silent.numpy(), expected_silent)
+    assert (~expected_silent).any()  # the chirp makes some features sound
+    np.testing.assert_allclose(np.abs(audio).max(axis=-1)[~expected_silent], 0.9, rtol=1e-5)
+    # The same maps judged against an input loud enough that each is below -144 dB of it: all silent.
+    louder = 1.01 * raw_peak.max() / auralise.SILENCE_RELATIVE
+    _, silent, peak = auralise.normalise_peak(tf.constant(raw), input_peak=tf.constant([louder], tf.float32))
+    assert silent.numpy().all() and not np.any(peak.numpy())
+    # Deep features of real networks deconvolve to ~1e-6 of the input (a product of the layers' gains): kept.
+    quiet = tf.constant([[[1e-6, -0.5e-6, 0.0]]])
+    normalised, silent, peak = auralise.normalise_peak(quiet, input_peak=tf.constant([1.0]))
+    assert not silent.numpy().any() and np.isclose(peak.numpy()[0, 0], 1e-6)
+    np.testing.assert_allclose(normalised.numpy(), [[[0.9, -0.45, 0.0]]], rtol=1e-6)
+    # ... and against the input's own level, the peaks are the raw ones.
+    normalised, silent, peak = auralise.normalise_peak(tf.constant(raw), input_peak=tf.constant([input_peak]))
+    np.testing.assert_allclose(peak.numpy()[~expected_silent], raw_peak[~expected_silent], rtol=1e-6)
+    np.testing.assert_allclose(normalised.numpy(), audio, rtol=1e-4, atol=1e-6)
+
+
+def test_samplecnn_silence_in_silence_out(rng: np.random.Generator) -> None:
+    model = samplecnn(filter_sizes=(3, 3, 3, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
+                      sample_rate=SR)
+    for layer in model.layers:  # BN shifts make the activations of silence non-zero
+        if layer.name.startswith("bn"):
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.uniform(0.05, 0.2, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.5, 2, n)])
+    auraliser = auralise.Auraliser(model)
+    zeros = np.zeros((1, 243), np.float32)
+    assert np.abs(auraliser.net(zeros, layer=3).numpy()).max() > 0
+    result = auraliser(zeros, layer=3)
+    assert result.silent.numpy().all() and not np.any(result.audio.numpy())
+
+
+def test_auralisation_in_chunks_equals_one_pass(rng: np.random.Generator) -> None:
+    model = _with_biases(_tiny_choi("log"), rng)
+    y = np.stack([sine(220, 1.0, sample_rate=SR), chirp(50, 900, 1.0, sample_rate=SR)])
+    one_pass = auralise.Auraliser(model, chunk_elements=0)(y, layer=2, features=[3, 0, 2], mode="mask")
+    chunked = auralise.Auraliser(model, chunk_elements=1)(y, layer=2, features=[3, 0, 2], mode="mask",
+                                                          keep_deconvolved=False)
+    assert chunked.deconvolved is None
+    np.testing.assert_allclose(chunked.audio.numpy(), one_pass.audio.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(chunked.silent.numpy(), one_pass.silent.numpy())
+    np.testing.assert_allclose(chunked.peak.numpy(), one_pass.peak.numpy(), rtol=1e-5)
+    with pytest.raises(ParameterError, match="repeated"):
+        auralise.auralise(model, y, layer=2, features=[1, 1])

@@ -99,23 +99,73 @@ def np_choi_deconv(model: keras.Model, x: np.ndarray, layer: int, feature: int) 
 # ------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("shape,p", [((1, 7, 5, 3), 2), ((2, 9, 2), 3), ((1, 8, 6, 2), 2), ((1, 10, 4), 2)])
-def test_switches_and_unpooling_on_odd_sizes(rng: np.random.Generator, shape: tuple[int, ...], p: int) -> None:
+def np_pool_general(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padding: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Max pooling by loops over windows (TensorFlow's padding rule): pooled values and, per pooled
+    value, the row-major window index of the window's first maximum."""
+    rank = x.ndim - 1
+    if padding == "same":
+        out = [-(-n // s) for n, s in zip(x.shape[:rank], strides)]
+        before = [max((o - 1) * s + p - n, 0) // 2 for o, s, p, n in zip(out, strides, size, x.shape[:rank])]
+    else:
+        out = [(n - p) // s + 1 for n, p, s in zip(x.shape[:rank], size, strides)]
+        before = [0] * rank
+    pooled = np.zeros((*out, x.shape[-1]))
+    switches = np.zeros((*out, x.shape[-1]), np.int64)
+    for idx in np.ndindex(*out):
+        for c in range(x.shape[-1]):
+            best, arg = -np.inf, -1
+            for w, offset in enumerate(np.ndindex(*size)):
+                pos = [i * s + o - b for i, s, o, b in zip(idx, strides, offset, before)]
+                if all(0 <= q < n for q, n in zip(pos, x.shape[:rank])) and x[(*pos, c)] > best:
+                    best, arg = x[(*pos, c)], w
+            pooled[(*idx, c)], switches[(*idx, c)] = best, arg
+    return pooled, switches
+
+
+def np_unpool_general(y: np.ndarray, switches: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...],
+                      padding: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Adds every pooled value at its switch (overlapping windows accumulate)."""
+    rank = len(size)
+    before = [max((o - 1) * s + p - n, 0) // 2 if padding == "same" else 0
+              for o, s, p, n in zip(y.shape[:rank], strides, size, shape)]
+    out = np.zeros((*shape, y.shape[-1]))
+    offsets = list(np.ndindex(*size))
+    for idx in np.ndindex(*y.shape[:rank]):
+        for c in range(y.shape[-1]):
+            offset = offsets[switches[(*idx, c)]]
+            out[(*[i * s + o - b for i, s, o, b in zip(idx, strides, offset, before)], c)] += y[(*idx, c)]
+    return out
+
+
+@pytest.mark.parametrize("shape,size,strides,padding", [
+    ((1, 7, 5, 3), (2, 2), (2, 2), "valid"),  # odd sizes: the floor leaves a row and a column out
+    ((2, 9, 2), (3,), (3,), "valid"),
+    ((1, 8, 6, 2), (2, 2), (2, 2), "valid"),
+    ((1, 10, 4), (2,), (2,), "valid"),
+    ((1, 12, 22, 3), (1, 4), (2, 2), "valid"),  # MTT_vgg's first pool: overlapping in time, skipping in freq
+    ((2, 7, 9, 2), (3, 3), (2, 2), "same"),  # overlapping on both axes, TensorFlow's "same" padding
+    ((1, 11, 3), (4,), (3,), "same"),
+    ((1, 6, 7, 2), (2, 3), (2, 3), "same"),  # non-overlapping with padding
+])
+def test_switches_and_unpooling_against_numpy(rng: np.random.Generator, shape: tuple[int, ...],
+                                              size: tuple[int, ...], strides: tuple[int, ...], padding: str) -> None:
     x = rng.standard_normal(shape).astype(np.float32)
-    x[0, 0, 0] = x[0, 1, 0] = 5.0  # a tie: the first maximum wins
-    rank = len(shape) - 2
-    pooled, switches = deconv.pool_with_switches(tf.constant(x), (p,) * rank)
-    layer = keras.layers.MaxPooling2D(p) if rank == 2 else keras.layers.MaxPooling1D(p)
+    x[0, 0, 0] = x[0, 1, 0] = 5.0  # a tie inside a window: the first maximum wins
+    pooled, switches = deconv.pool_with_switches(tf.constant(x), size, strides, padding)
+    layer = (keras.layers.MaxPooling2D if len(size) == 2 else keras.layers.MaxPooling1D)(size, strides, padding)
     np.testing.assert_array_equal(pooled.numpy(), layer(x).numpy())
+    signal = rng.standard_normal((shape[0], 2, *pooled.shape[1:])).astype(np.float32)
+    unpooled = deconv.unpool(tf.constant(signal), switches, size, strides, padding, input_shape=shape[1:-1]).numpy()
+    assert unpooled.shape == (shape[0], 2, *shape[1:])
     for b in range(shape[0]):
-        ref_pooled, ref_mask = np_pool(x[b].astype(np.float64), p)
-        np.testing.assert_allclose(pooled.numpy()[b], ref_pooled, rtol=0, atol=0)
-        np.testing.assert_array_equal(switches.numpy()[b], ref_mask)
-        signal = rng.standard_normal((2, *ref_pooled.shape)).astype(np.float32)
-        unpooled = deconv.unpool(tf.constant(signal[None]), switches[b : b + 1], (p,) * rank).numpy()[0]
+        ref_pooled, ref_switches = np_pool_general(x[b].astype(np.float64), size, strides, padding)
+        np.testing.assert_array_equal(pooled.numpy()[b], ref_pooled)
+        np.testing.assert_array_equal(switches.numpy()[b], ref_switches)
         for k in range(2):
-            np.testing.assert_array_equal(unpooled[k], np_unpool(signal[k].astype(np.float64), ref_mask, p))
-    assert switches.numpy().sum() == np.prod(pooled.shape)  # exactly one switch per window
+            expected = np_unpool_general(signal[b, k].astype(np.float64), ref_switches, size, strides, padding,
+                                         shape[1:-1])
+            np.testing.assert_allclose(unpooled[b, k], expected, rtol=1e-6, atol=1e-6)
 
 
 def _random_choi(n_layers: int, rng: np.random.Generator) -> keras.Model:
@@ -252,3 +302,101 @@ def test_activation_is_the_feature_maps_maximum(rng: np.random.Generator) -> Non
         h = model.get_layer(name)(h)
     np.testing.assert_allclose(activation.numpy(), np.asarray(h).max(axis=(1, 2))[:, [5, 1]], rtol=1e-5)
     assert deconvolved.shape == (2, 2, 33, 21)
+
+
+# ------------------------------------------------------------------ bounded memory: features in chunks (issue 17)
+
+
+def test_walk_expansion_is_the_largest_activation_per_input_element() -> None:
+    choi = choi_cnn(n_outputs=3, n_freq=33, n_frames=21, n_fft=64, hop_length=32, n_layers=2, n_filters=6,
+                    fc_units=(8,))
+    assert deconv.walk_expansion(choi) == 6.0  # conv1: 33 x 21 x 6 maps of a 33 x 21 input
+    sample = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
+    assert deconv.walk_expansion(sample) == pytest.approx(18 * 8 / 54)  # conv0: 54 samples -> 18 steps x 8 maps
+    x = tf.zeros([2, 33, 21])
+    per_feature = 2 * 33 * 21 * 6
+    assert int(deconv.features_per_chunk(x, expansion=6.0, chunk_elements=5 * per_feature + 1)) == 5
+    assert int(deconv.features_per_chunk(x, expansion=6.0, chunk_elements=1)) == 1  # never less than one
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 3 * 2 * 33 * 21 * 6])  # one feature, three features per chunk
+def test_features_in_chunks_match_the_numpy_walk(rng: np.random.Generator, chunk_elements: int) -> None:
+    model = _random_choi(2, rng)
+    net = deconv.DeconvNet(model)
+    x = np.abs(rng.standard_normal((2, 33, 21))).astype(np.float32)
+    features = [5, 0, 3, 1, 4]
+    eager = net(x, layer=2, features=features, chunk_elements=chunk_elements).numpy()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 33, None], tf.float32), tf.TensorSpec([None], tf.int32)])
+    def run(x: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
+        return net(x, layer=2, features=features, chunk_elements=chunk_elements)
+
+    graph = run(x, tf.constant(features)).numpy()
+    assert eager.shape == graph.shape == (2, 5, 33, 21)
+    for b in range(2):
+        for k, feature in enumerate(features):
+            ref = np_choi_deconv(model, x[b], 2, feature)
+            atol = 1e-4 * max(1e-6, np.abs(ref).max())
+            np.testing.assert_allclose(eager[b, k], ref, rtol=1e-4, atol=atol)
+            np.testing.assert_allclose(graph[b, k], ref, rtol=1e-4, atol=atol)
+    assert np.abs(eager).max() > 0
+
+
+def test_samplecnn_layers_in_chunks_match_the_numpy_walk(rng: np.random.Generator) -> None:
+    model = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
+    x = rng.standard_normal((1, 54)).astype(np.float32)
+    maps = deconv.DeconvNet(model).deconvolve_layers(x, layers=[1, 3], features=[6, 2, 0], chunk_elements=1)
+    for layer, out in maps.items():
+        assert out.shape == (1, 3, 54)
+        for k, feature in enumerate([6, 2, 0]):
+            ref = np_samplecnn_deconv(model, x[0], layer, feature)
+            np.testing.assert_allclose(out.numpy()[0, k], ref, rtol=1e-4, atol=1e-4 * max(1e-6, np.abs(ref).max()))
+
+
+def test_per_chunk_results_are_concatenated_along_the_features(rng: np.random.Generator) -> None:
+    model = _random_choi(2, rng)
+    x = np.abs(rng.standard_normal((1, 33, 21))).astype(np.float32)
+    full = deconv.deconvolve(model, x, layer=2).numpy()
+    peaks, positive = deconv.DeconvNet(model)(
+        x, layer=2, chunk_elements=1, per_chunk=lambda d: (tf.reduce_max(d, axis=[2, 3]), d > 0),
+        per_chunk_dtypes=(tf.float32, tf.bool),
+    )
+    np.testing.assert_allclose(peaks.numpy(), full.max(axis=(2, 3)), rtol=1e-5)
+    np.testing.assert_array_equal(positive.numpy(), full > 0)
+
+
+def test_repeated_features_are_rejected(rng: np.random.Generator) -> None:
+    model = _random_choi(2, rng)
+    net = deconv.DeconvNet(model)
+    x = np.ones((1, 33, 21), np.float32)
+    with pytest.raises(ParameterError, match=r"feature indices \[0, 4\] are repeated: ask for each feature once"):
+        net(x, layer=2, features=[4, 0, 4, 1, 0])
+    run = tf.function(lambda f: net(x, layer=2, features=f))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature indices must not repeat"):
+        run(tf.constant([2, 2]))
+
+
+_MEMORY_CHILD = """
+import resource, sys
+import numpy as np
+from tfaural import deconv
+from tfaural.models import choi_cnn
+net = deconv.DeconvNet(choi_cnn(n_outputs=3))  # the paper's CNN: 64 maps per layer
+x = np.abs(np.random.default_rng(0).standard_normal((1, 257, 861))).astype(np.float32)  # 20 s at 11,025 Hz
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = net(x, layer=2, features=list(range(16)))
+assert out.shape == (1, 16, 257, 861) and np.isfinite(out.numpy()).all()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_deconvolution_memory_is_bounded_by_the_chunks() -> None:
+    """16 features of a 20-s clip: all at once the walk holds ~2 GiB more; in chunks well under 1 GiB."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    added_mib = float(done.stdout.split()[-1])
+    assert added_mib < 1024, f"the deconvolution added {added_mib:.0f} MiB of peak RSS"

@@ -94,6 +94,34 @@ def test_samplecnn_filter_spectra_and_deconvolution(
         _looks_like_a_figure(out / name)
 
 
+def test_log_mel_tagger_deconvolution_grid(tmp_path: pathlib.Path, write_audio: Callable[..., pathlib.Path]) -> None:
+    """An imported-style log-mel tagger (musicnn's vgg architecture, small, random weights): mel-band grids."""
+    from tfaural.config import MusicnnConfig
+    from tfaural.models.musicnn import musicnn_tagger
+
+    keras.utils.set_random_seed(1)
+    model = musicnn_tagger(architecture="vgg", n_outputs=4, n_filters=8)
+    config = config_from_model(model)
+    assert isinstance(config, MusicnnConfig)
+    info = RunInfo(model=config, labels=("a", "b", "c", "d"), task="multi-label",
+                   audio=AudioConfig(sample_rate=16000), segment=SegmentConfig(length=config.segment_length),
+                   stft=STFTConfig(n_fft=512, hop_length=256))
+    save_run(tmp_path / "mel", model, info)
+    track = write_audio("song.flac", chirp(200, 4000, 3.5, sample_rate=22050), sample_rate=22050)
+    out = tmp_path / "figures"
+    code = visualise.main(["--run", str(tmp_path / "mel"), "--output", str(out), "--audio", str(track),
+                           "--layers", "1,5", "--features", "top2", "--clip-seconds", "3"])
+    assert code == 0
+    summary = json.loads((out / visualise.FIGURES_FILE).read_text())
+    assert summary["figures"] == ["deconvolution-layer1.png", "deconvolution-layer5.png"]
+    assert all(len(summary["features"][layer]) == 2 for layer in ("1", "5"))
+    for name in summary["figures"]:
+        _looks_like_a_figure(out / name)
+    bad = visualise.main(["--run", str(tmp_path / "mel"), "--output", str(tmp_path / "f2"), "--audio", str(track),
+                          "--layers", "6"])
+    assert bad == 2 and not (tmp_path / "f2").exists()
+
+
 def test_bad_input_is_a_clear_error(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], write_audio: Callable[..., pathlib.Path]
 ) -> None:
@@ -109,3 +137,38 @@ def test_bad_input_is_a_clear_error(
     assert visualise.main(["--run", str(run), "--output", str(tmp_path / "o"), "--audio", str(good),
                            "--layers", "7"]) == 2
     assert "--layers" in capsys.readouterr().err
+    assert visualise.main(["--run", str(run), "--output", str(tmp_path / "o"), "--audio", str(good),
+                           "--features", "0-99"]) == 2
+    assert "--features" in capsys.readouterr().err
+    # every argument is checked before the first figure is drawn
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize(
+    "family,flags,message",
+    [
+        ("choi", ["--layers", "9"], "--layers '9' names [9]"),
+        ("choi", ["--layers", "9", "--no-audio"], "--layers '9' names [9]"),
+        ("choi", ["--features", "0,70"], "--features (layer 1) '0,70' names [70]"),
+        ("choi", ["--clip-seconds", "-1"], "--clip-seconds -1.0 is invalid"),
+        ("choi", ["--missing-audio"], "missing.wav"),
+        ("samplecnn", ["--layers", "9"], "--layers '9' names [9]"),
+        ("samplecnn", ["--steps", "0"], "--steps 0 is invalid"),
+    ],
+)
+def test_every_argument_is_checked_before_any_figure(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], write_audio: Callable[..., pathlib.Path],
+    family: str, flags: list[str], message: str,
+) -> None:
+    run = _choi_run(tmp_path)[0] if family == "choi" else _samplecnn_run(tmp_path)
+    track = write_audio("song.wav", chirp(100, 900, 1.0, sample_rate=RATE), sample_rate=RATE)
+    audio = [] if "--no-audio" in flags else [str(tmp_path / "missing.wav")] if "--missing-audio" in flags else [
+        str(track)]
+    extra = [f for f in flags if f not in ("--no-audio", "--missing-audio")]
+    out = tmp_path / "figures"
+    code = visualise.main(["--run", str(run), "--output", str(out), *(["--audio", *audio] if audio else []),
+                           "--steps", "2", *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not out.exists() or not list(out.iterdir())  # no figure was drawn before the error

@@ -12,7 +12,11 @@ import dataclasses
 import json
 import os
 import pathlib
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +31,7 @@ import tensorflow as tf
 # namespace package when pytest puts ``tests/`` on sys.path; its submodules still resolve to the real ones.
 from export import client, exporter, verify
 from export.__main__ import main as export_main
+from export.budget import WorkBudget
 from export.metadata import SIGNATURE_INPUTS, read_metadata
 from export.warmup import WARMUP_FILE, read_warmup_file, wav_bytes
 from tfaural import spectral
@@ -44,7 +49,11 @@ pytestmark = pytest.mark.slow
 RATE = 2000
 MAX_SECONDS = 4.0
 MAX_DECONV_SECONDS = 2.0
+# Small budgets, so that the tests reach them cheaply: 6 s of audio per scoring call, 6 feature-seconds per
+# deconvolution call (3 features of a 2-s clip), and a walk of one feature at a time (many chunks).
+BUDGET = WorkBudget(max_request_seconds=6.0, max_deconv_feature_seconds=6.0, deconv_chunk_elements=300)
 FAMILIES = ("choi", "samplecnn")
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
 @dataclasses.dataclass
@@ -123,7 +132,7 @@ class _ExportCache(dict):  # type: ignore[type-arg]
         save_run(run_dir, model, info)
         base = str(root / "exports")
         version_dir = exporter.export_run(
-            run_dir, base, max_seconds=MAX_SECONDS, max_deconv_seconds=MAX_DECONV_SECONDS
+            run_dir, base, max_seconds=MAX_SECONDS, max_deconv_seconds=MAX_DECONV_SECONDS, budget=BUDGET
         )
         reloaded, reloaded_info = load_run(run_dir)
         self[family] = Exported(
@@ -391,6 +400,123 @@ def test_layer_features_and_mode_validation(exported: Exported) -> None:
     _fails(exported, "deconvolve", "non-empty", waveform=x, layer=np.int32(layers[0]), features=np.zeros(0, np.int32))
     _fails(exported, "auralise", "mode must be phase or mask; got loud", waveform=x, layer=np.int32(layers[0]),
            features=np.array([0], np.int32), mode=b"loud")
+
+
+# --------------------------------------------------------------------------- budgets and hostile inputs (issue 17)
+
+
+def test_budgets_are_stated_and_enforced(exported: Exported) -> None:
+    meta = exported.metadata
+    assert meta["max_request_seconds"] == 6.0 and meta["max_request_samples"] == 6 * RATE
+    assert meta["max_deconv_feature_seconds"] == 6.0 and meta["max_deconv_feature_samples"] == 6 * RATE
+    assert meta["max_deconv_samples"] == 2 * RATE and meta["deconv_chunk_elements"] == 300
+    four = _signal(4 * RATE, seed=20, batch=2)  # 2 clips x 4 s = 8 s > 6 s
+    _fails(exported, "serving_default", "waveform holds 2 clips x 8000 samples = 16000 samples; serving_default, "
+           r"serving_wav and features take at most 12000 samples per call in all \(6 s at 2000 Hz", waveform=four)
+    _fails(exported, "features", "take at most 12000 samples per call", waveform=four)
+    wavs = np.array([wav_bytes(row, sample_rate=RATE) for row in four], dtype=object)
+    _fails(exported, "serving_wav", r"wav holds 2 files of up to 8000 samples = 16000 samples \(batch x longest\)",
+           wav=wavs)
+    layer = exported.metadata["deconvolvable_layers"][-1]
+    two = _signal(2 * RATE, seed=21, batch=2)
+    _fails(exported, "deconvolve", "waveform holds 2 clips x 4000 samples = 8000 samples; deconvolve and auralise "
+           "take at most 4000 samples per call in all", waveform=two, layer=np.int32(layer),
+           features=np.array([0], np.int32))
+    clip = two[:1]
+    _fails(exported, "auralise", r"4 features x 1 clips x 4000 samples = 16000 feature-samples; this export "
+           r"deconvolves at most 12000 per call \(6 feature-seconds at 2000 Hz, e.g. 3 features of a 2-s clip\): "
+           r"ask for fewer features per call", waveform=clip, layer=np.int32(layer),
+           features=np.arange(4, dtype=np.int32), mode=b"phase")
+    _fails(exported, "deconvolve", r"features must not repeat \(ask for each feature once\); got \[1 0 1\]",
+           waveform=clip, layer=np.int32(layer), features=np.array([1, 0, 1], np.int32))
+    # The largest allowed call runs, one feature per chunk, and equals the library's single pass.
+    features = np.array([3, 0, 2], np.int32)
+    out = exported.call("auralise", waveform=clip, layer=np.int32(layer), features=features, mode=b"mask")
+    expected = Auraliser(exported.model, chunk_elements=0)(clip, layer=layer, features=features.tolist(), mode="mask")
+    np.testing.assert_allclose(out["audio"], expected.audio.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(out["silent"], expected.silent.numpy())
+    model_input = np.abs(spectral.stft(clip, n_fft=64, hop_length=32).numpy()) if exported.family == "choi" else clip
+    deconvolved = exported.call("deconvolve", waveform=clip, layer=np.int32(layer), features=features)["deconvolved"]
+    reference = deconvolve(exported.model, model_input, layer=layer, features=features.tolist()).numpy()
+    np.testing.assert_allclose(deconvolved, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_wrong_rank_and_undecodable_inputs_name_the_input(exported: Exported) -> None:
+    x = _signal(exported.info.segment.length, seed=22)
+    layers = exported.metadata["deconvolvable_layers"]
+    listed = str(layers).replace("[", r"\[").replace("]", r"\]")
+    _fails(exported, "deconvolve", rf"layer must be an int32 scalar \(shape \[\]\), one of {listed}; got shape \[1\]",
+           waveform=x, layer=np.array([layers[0]], np.int32), features=np.array([0], np.int32))
+    _fails(exported, "auralise", r"features must be a 1-D int32 list of feature-map indices \(shape \[k\]\); "
+           r"got shape \[1 2\]", waveform=x, layer=np.int32(layers[0]), features=np.array([[0, 1]], np.int32),
+           mode=b"phase")
+    _fails(exported, "auralise", r"mode must be a string scalar \(shape \[\]\): phase or mask; got shape \[1\]",
+           waveform=x, layer=np.int32(layers[0]), features=np.array([0], np.int32), mode=np.array([b"phase"],
+                                                                                             dtype=object))
+    # Invalid UTF-8 (an InvalidArgumentError, not a UnicodeDecodeError): shown as U+FFFD in the message.
+    _fails(exported, "auralise", "mode must be phase or mask; got \ufffd\ufffdphase", waveform=x,
+           layer=np.int32(layers[0]), features=np.array([0], np.int32), mode=b"\xff\xfephase")
+
+
+@pytest.mark.parametrize("mode", ["phase", "mask"])
+def test_auralisation_of_digital_silence_is_silence(exported: Exported, mode: str) -> None:
+    zeros = np.zeros((1, exported.info.segment.length), np.float32)
+    responding = []  # (layer, features) whose deconvolution of silence is not zero: the trained biases respond
+    for layer in exported.metadata["deconvolvable_layers"]:
+        features = np.arange(exported.metadata["features_per_layer"][str(layer)], dtype=np.int32)
+        maps = exported.call("deconvolve", waveform=zeros, layer=np.int32(layer), features=features)["deconvolved"]
+        active = np.abs(maps[0]).reshape(len(features), -1).max(axis=1) > 0
+        if active.any():
+            responding.append((layer, features[active]))
+    assert responding
+    dither = (np.random.default_rng(23).uniform(-1, 1, zeros.shape) * 5e-7).astype(np.float32)  # under -120 dBFS
+    for layer, features in responding:
+        for silence in (zeros, dither):
+            out = exported.call("auralise", waveform=silence, layer=np.int32(layer), features=features,
+                                mode=mode.encode())
+            assert out["silent"].all() and not out["audio"].any() and not out["peak"].any(), (layer, features)
+
+
+def _litter(base: pathlib.Path, temp: pathlib.Path) -> tuple[list[str], list[str]]:
+    staging = sorted(p.name for p in base.glob(".tmp-*")) if base.exists() else []
+    return staging, sorted(p.name for p in temp.glob("tfaural-*"))
+
+
+def _start_export(choi: Exported, base: pathlib.Path, temp: pathlib.Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "export", "--run", choi.run_dir, "--output", str(base), "--quiet"], cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_verification(process: subprocess.Popen[str], temp: pathlib.Path, *, besides: Any = ()) -> None:
+    """Waits (generously) until the export is verifying: its version and scratch folders exist."""
+    deadline = time.monotonic() + 900
+    while not {p.name for p in temp.glob("tfaural-verify-*")} - set(besides):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the export never reached its verification"
+        time.sleep(0.05)
+
+
+def test_killed_exports_leave_no_litter_behind(choi: Exported, tmp_path: pathlib.Path) -> None:
+    base, temp = tmp_path / "exports", tmp_path / "tmp"
+    temp.mkdir()
+    killed = _start_export(choi, base, temp)
+    _wait_for_verification(killed, temp)
+    os.killpg(killed.pid, signal.SIGKILL)  # the export and its verification processes: no chance to clean up
+    killed.communicate()
+    staging, scratch = _litter(base, temp)
+    assert len(staging) == 1 and any(name.startswith("tfaural-verify-") for name in scratch)
+    # The next export removes the dead one's folders first; stopped with SIGTERM it removes its own.
+    stopped = _start_export(choi, base, temp)
+    _wait_for_verification(stopped, temp, besides=scratch)
+    now_staging, now_scratch = _litter(base, temp)
+    assert not set(staging + scratch) & set(now_staging + now_scratch)
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate()
+    assert stopped.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert _litter(base, temp) == ([], []) and exporter.existing_versions(base) == []
 
 
 # --------------------------------------------------------------------------- clients

@@ -311,3 +311,57 @@ def test_frame_level_baselines(family: str) -> None:
                                                                                                          np.int32)})
     shape = deconvolved["deconvolved"].shape
     assert shape == ((1, 2, 8, 3 * 27) if family == "mel-frame" else (1, 2, 3 * 432))
+
+
+# --------------------------------------------------------------------------- leftovers of killed exports (issue 17)
+
+
+def test_stale_folders_are_those_of_exports_that_are_gone(tmp_path: pathlib.Path) -> None:
+    import os
+    import time
+
+    from export import cleanup
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    host = cleanup.owner_tag().rsplit("-", 1)[0]
+    names = {
+        "mine": cleanup.staging_name(),  # this process: alive
+        "dead": f".tmp-{host}-{dead.pid}-0123abcd",
+        "legacy_old": ".tmp-0123456789abcdef0123456789abcdef",  # the unowned form of earlier versions
+        "foreign_recent": ".tmp-otherhost-1-0123abcd",
+        "foreign_old": ".tmp-otherhost-2-0123abcd",
+    }
+    for name in names.values():
+        (tmp_path / name / "variables").mkdir(parents=True)
+    day_ago = time.time() - 2 * 24 * 3600
+    for key in ("legacy_old", "foreign_old"):
+        os.utime(tmp_path / names[key], (day_ago, day_ago))
+    (tmp_path / "1").mkdir()  # a published version is never touched
+    removed = cleanup.remove_stale(str(tmp_path), cleanup.STAGING_PREFIX)
+    assert sorted(os.path.basename(p) for p in removed) == sorted(names[k] for k in ("dead", "legacy_old",
+                                                                                      "foreign_old"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["1", names["mine"], names["foreign_recent"]])
+    assert cleanup.temp_prefix("verify") == f"tfaural-verify-{cleanup.owner_tag()}-"
+
+
+def test_budgets_are_validated_and_written_to_the_metadata() -> None:
+    from export.budget import FAMILY_BUDGETS, WorkBudget, budget_for
+
+    assert budget_for("choi") == FAMILY_BUDGETS["choi"] and budget_for("a-new-family") == WorkBudget()
+    assert budget_for("samplecnn", max_request_seconds=60, max_deconv_feature_seconds=None).max_request_seconds == 60
+    for bad in ({"max_request_seconds": 0}, {"max_deconv_feature_seconds": -1.0}, {"deconv_chunk_elements": 0}):
+        with pytest.raises(ExportError, match=f"{next(iter(bad))}=.* is invalid"):
+            WorkBudget(**bad)  # type: ignore[arg-type]
+    model, info = _choi()
+    with pytest.raises(ExportError, match=r"max_deconv_feature_seconds=0\.1 is shorter than one model segment"):
+        ServingModule(model, info, budget=WorkBudget(max_deconv_feature_seconds=0.1))
+    _, meta = exporter.build_module(model, info, max_deconv_seconds=3.0,
+                                    budget=WorkBudget(max_request_seconds=20.0, max_deconv_feature_seconds=12.0,
+                                                      deconv_chunk_elements=1000))
+    assert (meta["max_request_seconds"], meta["max_request_samples"]) == (20.0, 20 * RATE)
+    assert (meta["max_deconv_feature_seconds"], meta["max_deconv_feature_samples"]) == (12.0, 12 * RATE)
+    assert meta["max_deconv_samples"] == 3 * RATE and meta["deconv_chunk_elements"] == 1000
+    assert meta["silence_relative"] == 2.0**-24 and meta["input_silence_peak"] == 2.0**-20
+    assert "k x batch x samples at most max_deconv_feature_samples" in (
+        meta["signatures"]["deconvolve"]["inputs"]["features"]["description"])

@@ -1,5 +1,6 @@
-"""An imported tagger used by every tool, end to end: CLI import, export + fresh-process verify, the Beam tag
-job over a mixed-format catalogue, evaluation on shared tags and a fine-tuning step."""
+"""An imported tagger used by every tool, end to end: CLI import, export + fresh-process verify (every signature,
+deconvolve / auralise / attribute included), the Beam tag and auralise jobs over mixed-format catalogues with the
+listening report, evaluation on shared tags and a fine-tuning step."""
 
 from __future__ import annotations
 
@@ -70,7 +71,10 @@ def test_export_verify_and_tag_a_mixed_catalogue(run_dir: pathlib.Path, tmp_path
     version = tmp_path / "exports" / "1"
     metadata = json.loads((version / "assets" / "metadata.json").read_text())
     assert metadata["family"] == "musicnn" and metadata["sample_rate"] == 16000
-    assert set(metadata["signatures"]) == {"serving_default", "serving_wav", "features"}
+    assert set(metadata["signatures"]) == {"serving_default", "serving_wav", "features", "deconvolve", "auralise",
+                                           "attribute"}
+    assert metadata["layer_names"] == {str(i): f"pool{i}" for i in range(1, 6)}
+    assert metadata["features_per_layer"] == {str(i): 128 for i in range(1, 6)}
     assert [level["layer"] for level in metadata["feature_levels"]] == ["pool3", "pool4", "pool5"]
     assert metadata["mel"]["n_mels"] == 96 and metadata["input_scaling"] == {"mode": "log10", "log_c": 10000.0}
 
@@ -99,6 +103,56 @@ def test_export_verify_and_tag_a_mixed_catalogue(run_dir: pathlib.Path, tmp_path
         scores = np.array([float(row[name]) for name in labels])
         assert np.all((scores > 0) & (scores < 1))
         assert row["top_labels"].split(";")[0] == labels[int(np.argmax(scores))]
+
+    features = _run("beam_jobs.extract_features", "--input", f"{music}/**", "--model", str(version), "--output",
+                    str(tmp_path / "f"))
+    assert features.returncode == 0, features.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "f" / "manifest.jsonl").read_text().splitlines()]
+    assert {pathlib.Path(r["path"]).name: r["status"] for r in rows} == status
+    vectors = [np.load(p)["features"] for p in sorted((tmp_path / "f" / "tracks").glob("*.npz"))]
+    assert len(vectors) == 4 and all(v.shape == (2 * 3 * 128,) and np.all(np.isfinite(v)) for v in vectors)
+
+
+def test_auralise_job_and_report_with_an_imported_tagger(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    exported = _run("export", "--run", str(run_dir), "--output", str(tmp_path / "exports"), "--no-verify")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "one.flac", music_like(seconds=5.0, sample_rate=22050, seed=5, peak=0.6), 22050)
+    sf.write(music / "two.wav", music_like(seconds=4.0, sample_rate=44100, seed=6, peak=0.7), 44100)
+    sf.write(music / "silence.wav", np.zeros(16000 * 4, np.float32), 16000)
+    (music / "broken.ogg").write_bytes(b"OggS-no")
+    out = tmp_path / "aur"
+    done = _run("beam_jobs.auralise", "--input", f"{music}/*", "--model", str(tmp_path / "exports" / "1"),
+                "--output", str(out), "--layers", "1,5", "--features", "0-7", "--clip-seconds", "3", "--tags", "2",
+                "--report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {pathlib.Path(r["path"]).name: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert {name: r["status"] for name, r in rows.items()} == {
+        "one.flac": "ok", "two.wav": "ok", "silence.wav": "ok", "broken.ogg": "failed"}
+    labels = set(read_run_info(run_dir).labels)
+    for name in ("one", "two"):
+        info = json.loads((out / name / "track.json").read_text())
+        assert set(info["layers"]) == {"1", "5"} and info["sample_rate"] == 16000
+        for entries in info["layers"].values():
+            assert [e["feature"] for e in entries] == list(range(8))
+            assert not all(e["silent"] for e in entries)
+            for entry in entries:
+                audio, rate = sf.read(out / name / entry["file"])
+                assert rate == 16000 and audio.shape == (48000,) and np.all(np.isfinite(audio))
+                assert np.max(np.abs(audio)) == pytest.approx(0.0 if entry["silent"] else 0.9, abs=2e-3)
+        assert len(info["tags"]) == 2 and {t["label"] for t in info["tags"]} <= labels
+        assert info["tags"][0]["score"] >= info["tags"][1]["score"] > 0
+        for per_layer in info["attribution"].values():
+            for entries in per_layer.values():
+                values = [e["contribution"] for e in entries]
+                assert len(values) == 8 and values == sorted(values, reverse=True) and values[0] > 0
+    silent = json.loads((out / "silence" / "track.json").read_text())
+    assert all(e["silent"] for entries in silent["layers"].values() for e in entries)  # silence in, silence out
+    page = (out / "report" / "tracks" / "one.html").read_text()
+    assert "What the model says" in page and "Features behind" in page
+    top = json.loads((out / "one" / "track.json").read_text())["tags"][0]["label"]
+    assert f"<strong>{top}</strong>" in page
 
 
 @pytest.fixture(scope="module")

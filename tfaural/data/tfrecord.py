@@ -42,6 +42,7 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,6 +61,7 @@ __all__ = [
     "quantize",
     "dequantize",
     "encode_example",
+    "stream_example",
     "decode_example",
     "TrackRecord",
     "feature_spec",
@@ -162,6 +164,98 @@ def encode_example(
         raise DataError(f"track {track_id!r}: audio of shape {audio.shape} is invalid: expected mono [samples] "
                         "with at least one sample")
     pcm = audio if audio.dtype == np.int16 else quantize(audio)
+    features = _other_features(num_samples=pcm.size, sample_rate=sample_rate, track_id=track_id, labels=labels,
+                               segment_index=segment_index, num_segments=num_segments, source_path=source_path)
+    features["audio"] = _bytes(pcm.astype("<i2", copy=False).tobytes())
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)  # type: ignore[no-any-return]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | 0x80 if value else low)
+        if not value:
+            return bytes(out)
+
+
+def _length_delimited(field: int, length: int) -> bytes:
+    """The tag and length of a length-delimited protobuf field (its payload follows)."""
+    return _varint(field << 3 | 2) + _varint(length)
+
+
+def stream_example(
+    *,
+    num_samples: int,
+    pcm: Iterable[bytes],
+    sample_rate: int,
+    track_id: str,
+    labels: np.ndarray,
+    segment_index: int = WHOLE_TRACK,
+    num_segments: int = 1,
+    source_path: str = "",
+) -> tuple[int, Iterator[bytes]]:
+    """:func:`encode_example` for PCM that arrives in pieces: the record's length and its bytes in pieces.
+
+    The joined pieces equal ``encode_example(audio=<the joined int16 PCM>, ...)`` byte for
+    byte, but the PCM (e.g. a 3-hour whole-track record of ~480 MB) is never held whole:
+    ``Example`` is a protobuf whose only field is the ``Features`` map, which deterministic
+    serialisation writes sorted by key, so the ``audio`` entry comes first and only its
+    length prefixes (known from ``num_samples``) precede the PCM.
+
+    Args:
+        num_samples: Number of samples the pieces hold.
+        pcm: int16 little-endian PCM bytes (``<i2``), in order, ``2 * num_samples`` bytes in all.
+        sample_rate: As :func:`encode_example`; the other arguments too.
+
+    Returns:
+        ``(length, pieces)``: the record's length in bytes and an iterator over its bytes.
+
+    Raises:
+        DataError: As :func:`encode_example`; also (while iterating) if the PCM is not ``2 * num_samples`` bytes.
+    """
+    if num_samples < 1:
+        raise DataError(f"track {track_id!r}: {num_samples} samples: expected at least one")
+    rest = tf.train.Features(feature=_other_features(
+        num_samples=num_samples, sample_rate=sample_rate, track_id=track_id, labels=labels,
+        segment_index=segment_index, num_segments=num_segments, source_path=source_path,
+    )).SerializeToString(deterministic=True)
+    pcm_bytes = 2 * num_samples
+    bytes_list = _length_delimited(1, pcm_bytes)  # BytesList.value
+    feature = _length_delimited(1, len(bytes_list) + pcm_bytes)  # Feature.bytes_list
+    value_length = len(feature) + len(bytes_list) + pcm_bytes
+    key = _length_delimited(1, len(b"audio")) + b"audio"  # map entry: key ...
+    value = _length_delimited(2, value_length)  # ... and value
+    entry_length = len(key) + len(value) + value_length
+    entry = _length_delimited(1, entry_length)  # Features.feature["audio"]
+    features = _length_delimited(1, len(entry) + entry_length + len(rest))  # Example.features
+    head = features + entry + key + value + feature + bytes_list
+
+    def pieces() -> Iterator[bytes]:
+        yield head
+        seen = 0
+        for chunk in pcm:
+            seen += len(chunk)
+            yield chunk
+        if seen != pcm_bytes:
+            raise DataError(f"track {track_id!r}: {seen} bytes of PCM for {num_samples} samples")
+        yield rest
+
+    return len(head) + pcm_bytes + len(rest), pieces()
+
+
+def _other_features(
+    *,
+    num_samples: int,
+    sample_rate: int,
+    track_id: str,
+    labels: np.ndarray,
+    segment_index: int,
+    num_segments: int,
+    source_path: str,
+) -> dict[str, tf.train.Feature]:
+    """Every feature of a record but ``audio``, validated."""
     labels = np.asarray(labels, dtype=np.float32)
     if labels.ndim != 1:
         raise DataError(f"track {track_id!r}: labels of shape {labels.shape} are invalid: expected [num_labels]")
@@ -172,9 +266,8 @@ def encode_example(
     if segment_index < WHOLE_TRACK or num_segments < 1 or (segment_index >= 0 and segment_index >= num_segments):
         raise DataError(f"track {track_id!r}: segment_index={segment_index}, num_segments={num_segments} are "
                         "inconsistent: expected -1 (whole track) or 0 <= segment_index < num_segments")
-    features = {
-        "audio": _bytes(pcm.astype("<i2", copy=False).tobytes()),
-        "num_samples": _int(pcm.size),
+    return {
+        "num_samples": _int(num_samples),
         "sample_rate": _int(sample_rate),
         "track_id": _bytes(track_id.encode("utf-8")),
         "labels": tf.train.Feature(float_list=tf.train.FloatList(value=labels.tolist())),
@@ -182,8 +275,6 @@ def encode_example(
         "num_segments": _int(num_segments),
         "source_path": _bytes(source_path.encode("utf-8")),
     }
-    example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString(deterministic=True)  # type: ignore[no-any-return]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,8 +483,8 @@ def shard_pattern(folder: str, split: str) -> str:
 
 def dataset_folder(pattern: str) -> str:
     """The dataset folder of a shard glob or a folder (where ``dataset.json`` lives)."""
-    if tf.io.gfile.isdir(pattern):
-        return pattern
+    if tf.io.gfile.isdir(pattern) or not any(c in pattern for c in "*?["):
+        return pattern  # a folder (which may not exist: the caller says so, naming it)
     head = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
     return posixpath.dirname(head) if "://" in head else os.path.dirname(head) or "."
 
@@ -488,7 +579,11 @@ class DatasetInfo(Config):
         if folder_or_path.endswith(".json"):
             path = folder_or_path
         else:
-            path = _join(dataset_folder(folder_or_path), DATASET_INFO_FILENAME)
+            folder = dataset_folder(folder_or_path)
+            if not tf.io.gfile.exists(folder):
+                raise DataError(f"{folder}: no such dataset folder (expected a folder holding dataset.json and the "
+                                "shards, written by python -m beam_jobs.make_tfrecords)")
+            path = _join(folder, DATASET_INFO_FILENAME)
         if not tf.io.gfile.exists(path):
             raise DataError(f"{path}: dataset.json not found; expected it beside the shards "
                             "(written by python -m beam_jobs.make_tfrecords)")

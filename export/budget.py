@@ -1,0 +1,97 @@
+"""How much work one signature call may ask for: the per-call budgets of an export.
+
+Input length alone does not bound a request: ``deconvolve``/``auralise`` hold a map
+per selected feature and per input sample, and a batch multiplies every input.
+So each export states (in ``metadata.json``) and enforces (in-graph, with an
+``InvalidArgumentError`` that says what to send instead):
+
+* ``max_request_samples`` — ``batch × samples`` of one ``serving_default``,
+  ``serving_wav`` or ``features`` call (for ``serving_wav``, batch × the longest
+  decoded file);
+* ``max_deconv_samples`` — ``batch × samples`` of one ``deconvolve``/``auralise``
+  call (also the longest clip);
+* ``max_deconv_feature_samples`` — ``features × batch × samples`` of one
+  ``deconvolve``/``auralise`` call (what their outputs hold);
+
+and runs the deconvolution's walk in chunks of features whose largest tensor has at
+most ``deconv_chunk_elements`` float32 elements (:func:`tfaural.deconv.map_feature_chunks`),
+so the largest allowed call stays under a measured peak (``benchmarks/memory.py
+--auralise``; figures in ``docs/serving.md``).
+
+A model family states its numbers in :data:`FAMILY_BUDGETS` (seconds at the model's
+sample rate; the exporter converts them to samples); a family without an entry
+gets :data:`DEFAULT_BUDGET`. The ``python -m export`` flags override them per export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tfaural.errors import ExportError
+
+__all__ = ["WorkBudget", "DEFAULT_BUDGET", "FAMILY_BUDGETS", "budget_for"]
+
+#: ``tfaural.deconv.DEFAULT_CHUNK_ELEMENTS`` (this module stays TensorFlow-free: metadata readers import it).
+_CHUNK_ELEMENTS = 32 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkBudget:
+    """Per-call limits beyond the input length (see the module docstring).
+
+    Attributes:
+        max_request_seconds: ``batch × seconds`` of one ``serving_default``/``serving_wav``/``features``
+            call.
+        max_deconv_feature_seconds: ``features × batch × seconds`` of one ``deconvolve``/``auralise``
+            call (e.g. 1920: 64 features of a 30-s clip, or 480 of a 4-s clip).
+        deconv_chunk_elements: Most float32 elements of the walk's largest tensor per chunk of
+            features (the deconvolution holds about three such tensors at once).
+    """
+
+    max_request_seconds: float = 1200.0
+    max_deconv_feature_seconds: float = 1920.0
+    deconv_chunk_elements: int = _CHUNK_ELEMENTS
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_seconds", "max_deconv_feature_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ExportError(f"{name}={value!r} is invalid: expected a positive number of seconds")
+        chunk = self.deconv_chunk_elements
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ExportError(f"deconv_chunk_elements={chunk!r} is invalid: expected a positive integer")
+
+
+#: The budget of a family without its own entry.
+DEFAULT_BUDGET = WorkBudget()
+
+#: Each family's budget; the largest allowed ``auralise`` call of each is measured by
+#: ``python benchmarks/memory.py --auralise`` (target: at most 2 GiB peak RSS; figures in docs/serving.md).
+FAMILY_BUDGETS: dict[str, WorkBudget] = {
+    # 11,025 Hz, 64 maps per layer: 64 features of a 30-s clip (21.2 M feature-samples), the most a call can
+    # ask for with max_deconv_seconds = 30. Measured: 1.55 GiB.
+    "choi": WorkBudget(),
+    # 22,050 Hz, up to 512 maps: 64 features of a 30-s clip (42.3 M feature-samples). Measured: 1.92 GiB, and
+    # as much with 32 features: the forward pass over a 30-s clip dominates (--max-deconv-seconds is the lever).
+    "samplecnn": WorkBudget(),
+    # Not measured separately (the frame-level baselines are smaller than the 3^9-SampleCNN).
+    "raw-frame": WorkBudget(),
+    "mel-frame": WorkBudget(),
+    # The imported musicnn taggers (16 kHz, log-mel 96 x frames): MTT_vgg's 128 maps of the full 96 x frames
+    # grid are its widest; measured by benchmarks/memory.py --auralise (docs/serving.md).
+    "musicnn": WorkBudget(),
+}
+
+
+def budget_for(family: str, **overrides: float | int | None) -> WorkBudget:
+    """The family's budget with the given fields replaced (``None`` values are ignored).
+
+    Raises:
+        ExportError: For an invalid value.
+    """
+    base = FAMILY_BUDGETS.get(family, DEFAULT_BUDGET)
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(WorkBudget)})
+    if unknown:
+        raise ExportError(f"unknown budget fields {unknown}")
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,116 @@
+"""The command lines of every Beam job: stray arguments (an unquoted glob) and unusable output folders.
+
+Each case must end with exit status 2 and one line on stderr that says what to do, before the job
+does any work (nothing is written).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_inference import samplecnn_export  # noqa: F401  (a fixture)
+
+from beam_jobs import auralise, correlation, extract_features, make_tfrecords, tag
+from beam_jobs.options import stray_arguments
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+JOBS: dict[str, Callable[[list[str]], int]] = {
+    "auralise": auralise.main, "tag": tag.main, "extract_features": extract_features.main,
+    "make_tfrecords": make_tfrecords.main, "correlation": correlation.main,
+}
+
+
+def _catalogue(root: pathlib.Path) -> list[pathlib.Path]:
+    """Three short WAV files and a manifest listing them (what a shell expands ``music/*.wav`` to)."""
+    folder = root / "music"
+    folder.mkdir()
+    paths = []
+    for index in range(3):
+        path = folder / f"{index}.wav"
+        sf.write(path, np.full(4000, 0.1 * (index + 1), np.float32), 2000)
+        paths.append(path)
+    (root / "manifest.csv").write_text("path,labels\n" + "".join(f"{p},x\n" for p in paths))
+    return paths
+
+
+def _argv(job: str, model: str, output: pathlib.Path, root: pathlib.Path, files: list[pathlib.Path]) -> list[str]:
+    """The job's command line with ``files`` where a shell puts the expansion of an unquoted glob."""
+    expanded = [str(p) for p in files]
+    if job == "make_tfrecords":  # no --input: the stray words follow another flag's value
+        return ["--manifest", str(root / "manifest.csv"), *expanded[1:], "--output", str(output),
+                "--sample-rate", "2000"]
+    if job == "correlation":
+        return ["--model", model, *expanded, "--output", str(output)]
+    return ["--input", *expanded, "--model", model, "--output", str(output)]
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_stray_arguments_are_refused_with_a_hint_to_quote_the_glob(
+    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+) -> None:
+    files = _catalogue(tmp_path)
+    output = tmp_path / "out"
+    assert JOBS[job](_argv(job, samplecnn_export, output, tmp_path, files)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{job}: error: ") and "\n" not in err, err
+    assert "unexpected argument" in err and "quote it" in err and str(files[-1]) in err
+    assert not output.exists(), "nothing may be written before the arguments are checked"
+
+
+def test_stray_arguments_through_the_shell_exit_2(samplecnn_export: str, tmp_path: pathlib.Path) -> None:  # noqa: F811
+    _catalogue(tmp_path)
+    # What `python -m beam_jobs.tag --input music/*.wav ...` does in a shell.
+    done = subprocess.run(f"{sys.executable} -m beam_jobs.tag --input {tmp_path}/music/*.wav --model "
+                          f"{samplecnn_export} --output {tmp_path}/out", shell=True, cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("tag:")]
+    assert len(lines) == 1 and "2 unexpected argument(s)" in lines[0] and "--input 'dir/*.wav'" in lines[0]
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_stray_arguments_follow_beams_rules() -> None:
+    assert stray_arguments(["--input", "a.wav", "b.wav", "c.wav", "--model", "m"]) == ["b.wav", "c.wav"]
+    # Beam flags, known or not, keep their values; --flag=value takes none; a lone word after a switch is stray.
+    assert stray_arguments(["--runner", "DirectRunner", "--direct_num_workers", "2", "--some_flag", "v",
+                            "--skip-existing", "x", "--other=1", "y", "--project=p"]) == ["x", "y"]
+    assert stray_arguments(["--input", "a", "--", "b"]) == ["b"]
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_an_output_that_is_a_file_or_under_one_is_one_line_naming_it(
+    job: str, where: str, samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    files = _catalogue(tmp_path)
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder\n")
+    output = blocker if where == "file" else blocker / "out"
+    argv = _argv(job, samplecnn_export, output, tmp_path, [] if job == "correlation" else files[:1])
+    assert JOBS[job](argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{job}: error: --output {output}") and "\n" not in err, err
+    assert f"{blocker} is a file" in err or "is a file, not a folder" in err
+    assert blocker.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("job", ["tag", "make_tfrecords"])
+def test_a_misspelt_runner_is_one_line_before_any_work(
+    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+) -> None:
+    files = _catalogue(tmp_path)
+    output = tmp_path / "out"
+    argv = _argv(job, samplecnn_export, output, tmp_path, files[:1])
+    assert JOBS[job]([*argv, "--runner=DaskRunner"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{job}: error: --runner DaskRunner: Unexpected pipeline runner") and "\n" not in err
+    assert "apache_beam.runners.dask.dask_runner.DaskRunner" in err
+    assert not output.exists()

@@ -1,0 +1,89 @@
+"""Every entry an --input glob matches is accounted for exactly once, and never the job's own outputs.
+
+Broken symbolic links, symbolic link loops and entries that cannot be read (a named pipe) used to
+be left out of ``manifest.jsonl`` without a word; an ``--output`` inside the glob made the next
+run take the job's own files (``manifest.jsonl``, ``tags.csv``, ...) as tracks.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import chirp, sine
+from test_inference import SAMPLECNN_SR, read_manifest_rows, samplecnn_export  # noqa: F401  (a fixture)
+
+from beam_jobs import catalogue_io, tag
+from beam_jobs import io as beam_io
+from tfaural.errors import ParameterError
+
+
+def _folder(root: pathlib.Path) -> dict[str, str | None]:
+    """Audio files and odd entries under ``root``; returns {relative path: expected failure reason or None}."""
+    (root / "sub").mkdir(parents=True)
+    sf.write(root / "good.wav", sine(440, 0.6, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
+    sf.write(root / "sub" / "also good.flac", chirp(100, 900, 0.6, sample_rate=8000), 8000)
+    (root / "dangling.wav").symlink_to(root / "deleted.wav")
+    (root / "loop-a.wav").symlink_to(root / "loop-b.wav")
+    (root / "loop-b.wav").symlink_to(root / "loop-a.wav")
+    os.mkfifo(root / "pipe.wav")
+    (root / "linked-folder").symlink_to(root / "sub", target_is_directory=True)  # a folder: not an input
+    return {
+        "good.wav": None,
+        "sub/also good.flac": None,
+        "dangling.wav": f"broken symbolic link: its target {str(root / 'deleted.wav')!r} does not exist",
+        "loop-a.wav": "symbolic link loop",
+        "loop-b.wav": "symbolic link loop",
+        "pipe.wav": "is a named pipe (FIFO), not an audio file",
+    }
+
+
+def _check(output: pathlib.Path, root: pathlib.Path, expected: dict[str, str | None]) -> None:
+    rows = read_manifest_rows(output)
+    listed = [os.path.relpath(r["path"], root) for r in rows]
+    assert sorted(listed) == sorted(expected), "every matched entry exactly once, nothing of the output"
+    for path, row in zip(listed, rows):
+        if expected[path] is None:
+            assert row["status"] == "ok", row
+        else:
+            assert (row["status"], row["stage"], row["error_type"]) == ("failed", "decode", "AudioDecodeError"), row
+            assert expected[path] in row["error"], row
+
+
+@pytest.mark.slow
+def test_odd_entries_are_failed_rows_and_the_output_folder_is_never_an_input(
+    samplecnn_export: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,  # noqa: F811
+) -> None:
+    root = tmp_path / "music"
+    expected = _folder(root)
+    output = root / "tags"  # inside the glob
+    argv = [f"--input={root}/**", f"--model={samplecnn_export}", f"--output={output}", "--runner=DirectRunner"]
+    tag.run(argv)
+    _check(output, root, expected)
+    assert (output / "manifest.jsonl").is_file() and (output / "tags.csv").is_file()
+    caplog.clear()
+    tag.run([*argv, "--overwrite"])  # the first run's outputs are now matched by the glob: left out
+    _check(output, root, expected)
+    assert "inside --output" in caplog.text and "left out" in caplog.text
+    with pytest.raises(ParameterError, match="matched only files inside --output"):
+        catalogue_io.list_tracks(input_glob=f"{output}/*", manifest=None, output=str(output))
+
+
+def test_list_files_matches_what_beam_leaves_out(tmp_path: pathlib.Path) -> None:
+    expected = _folder(tmp_path)
+    assert beam_io.list_files(f"{tmp_path}/**") == sorted(str(tmp_path / p) for p in expected)
+    assert beam_io.list_files(f"{tmp_path}/*.wav") == sorted(str(tmp_path / p) for p in expected if "/" not in p)
+    assert beam_io.list_files(str(tmp_path / "dangling.wav")) == [str(tmp_path / "dangling.wav")]
+    assert beam_io.list_files(f"{tmp_path}/nothing/*.wav") == []
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:  # a relative glob (Beam's own match finds nothing for '*.wav')
+        assert beam_io.list_files("*.wav") == sorted(p for p in expected if "/" not in p)
+    finally:
+        os.chdir(cwd)
+    tracks = catalogue_io.list_tracks(input_glob=f"{tmp_path}/**", manifest=None, output=str(tmp_path / "sub"))
+    assert sorted(t.track_id for t in tracks) == ["dangling", "good", "loop-a", "loop-b", "pipe"]
+    assert np.all([t.name for t in tracks])

@@ -1,0 +1,409 @@
+"""The general deconvnet (tfaural.deconv) on layouts beyond tfaural's own models.
+
+* against a NumPy walk written here, on a small model with ReLU -> BatchNorm order, negative
+  batch-norm scales, overlapping max-pools (MTT_vgg's (1, 4) / (2, 2) and a 'same' one), an
+  even kernel, a strided conv, a Concatenate and a residual Add, for the three ReLU rules;
+* ``method="gradient"`` against ``tf.GradientTape`` on a small musicnn-shaped model (parallel
+  branches, pooling over the whole frequency axis, Conv1D mid-end with residual adds, global
+  max/mean pooling, dense layers);
+* against the explicit walk tfaural used before (``benchmarks/explicit_walk.py``) on the Choi
+  CNN and the SampleCNN family, every layer, to 1e-5 of the peak;
+* clear errors for layers it cannot walk through.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from benchmarks.explicit_walk import DeconvNet as ExplicitWalk
+from tfaural import deconv, spectral
+from tfaural.errors import ModelError, ParameterError
+from tfaural.models import choi_cnn, musicnn_tagger
+from tfaural.models.samplecnn import mel_frame_cnn, raw_frame_cnn, samplecnn
+
+# ------------------------------------------------------------------ NumPy reference
+
+
+def _padding(n: int, k: int, s: int, padding: str) -> tuple[int, int]:
+    """TensorFlow's output size rule: (output length, padding before)."""
+    if padding == "same":
+        out = -(-n // s)
+        return out, max((out - 1) * s + k - n, 0) // 2
+    return (n - k) // s + 1, 0
+
+
+def np_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, strides: tuple[int, int], padding: str) -> np.ndarray:
+    """2D cross-correlation ``x`` [H, W, C] * ``w`` [kh, kw, C, O] by loops over outputs."""
+    (oh, ph), (ow, pw) = (_padding(n, k, s, padding) for n, k, s in zip(x.shape[:2], w.shape[:2], strides))
+    out = np.zeros((oh, ow, w.shape[-1]))
+    for i, j in np.ndindex(oh, ow):
+        for di, dj in np.ndindex(*w.shape[:2]):
+            r, c = i * strides[0] + di - ph, j * strides[1] + dj - pw
+            if 0 <= r < x.shape[0] and 0 <= c < x.shape[1]:
+                out[i, j] += x[r, c] @ w[di, dj]
+    return out + b
+
+
+def np_conv_adjoint(g: np.ndarray, w: np.ndarray, shape: tuple[int, int], strides: tuple[int, int],
+                    padding: str) -> np.ndarray:
+    """The transpose of np_conv (no bias): every output scattered back through the kernel."""
+    ph = _padding(shape[0], w.shape[0], strides[0], padding)[1]
+    pw = _padding(shape[1], w.shape[1], strides[1], padding)[1]
+    x = np.zeros((*shape, w.shape[2]))
+    for i, j in np.ndindex(*g.shape[:2]):
+        for di, dj in np.ndindex(*w.shape[:2]):
+            r, c = i * strides[0] + di - ph, j * strides[1] + dj - pw
+            if 0 <= r < shape[0] and 0 <= c < shape[1]:
+                x[r, c] += w[di, dj] @ g[i, j]
+    return x
+
+
+def np_max_pool(x: np.ndarray, size: tuple[int, int], strides: tuple[int, int], padding: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Max pooling; switches as absolute input positions [oh, ow, C, 2] of each window's first maximum."""
+    (oh, ph), (ow, pw) = (_padding(n, k, s, padding) for n, k, s in zip(x.shape[:2], size, strides))
+    pooled, where = np.zeros((oh, ow, x.shape[-1])), np.zeros((oh, ow, x.shape[-1], 2), np.int64)
+    for i, j, ch in np.ndindex(oh, ow, x.shape[-1]):
+        best = -np.inf
+        for di, dj in np.ndindex(*size):
+            r, c = i * strides[0] + di - ph, j * strides[1] + dj - pw
+            if 0 <= r < x.shape[0] and 0 <= c < x.shape[1] and x[r, c, ch] > best:
+                best, where[i, j, ch] = x[r, c, ch], (r, c)
+        pooled[i, j, ch] = best
+    return pooled, where
+
+
+def np_unpool(g: np.ndarray, where: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros((*shape, g.shape[-1]))
+    for i, j, ch in np.ndindex(*g.shape):
+        r, c = where[i, j, ch]
+        out[r, c, ch] += g[i, j, ch]
+    return out
+
+
+def np_relu_back(g: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
+    if method == "deconvnet":
+        return np.maximum(g, 0)
+    if method == "guided":
+        return np.maximum(g, 0) * (y > 0)
+    return g * (y > 0)
+
+
+def odd_model(rng: np.random.Generator) -> keras.Model:
+    """ReLU -> BN with negative scales, overlapping pools, an even kernel, concat, residual add, strided conv."""
+    x = keras.Input((12, 22, 1), name="spectrogram")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.MaxPooling2D((1, 4), strides=(2, 2), name="pool1")(h)  # 12 x 22 -> 6 x 10
+    a = keras.layers.ReLU(name="relu_a")(keras.layers.Conv2D(3, (3, 1), padding="same", name="conv_a")(h))
+    b = keras.layers.Conv2D(2, (2, 2), padding="same", activation="relu", name="conv_b")(h)
+    c = keras.layers.Concatenate(name="concat")([a, b])
+    d = keras.layers.BatchNormalization(name="bn2")(keras.layers.Conv2D(5, 3, padding="same", name="conv2")(c))
+    e = keras.layers.ReLU(name="relu2")(keras.layers.Add(name="add")([d, c]))
+    e = keras.layers.MaxPooling2D((3, 3), strides=(2, 2), padding="same", name="pool2")(e)  # -> 3 x 5
+    e = keras.layers.Dropout(0.5, name="dropout")(e)
+    f = keras.layers.ReLU(name="relu3")(keras.layers.Conv2D(3, (2, 3), strides=(1, 2), name="conv3")(e))  # 2 x 2
+    out = keras.layers.Dense(2, name="output")(keras.layers.Flatten(name="flatten")(f))
+    model = keras.Model(x, out, name="odd")
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = weights[0].shape[0]
+            gamma = rng.uniform(0.5, 1.5, n) * np.where(np.arange(n) % 2, -1.0, 1.0)  # every other scale < 0
+            layer.set_weights([gamma, rng.normal(0, 0.2, n), rng.normal(0, 0.2, n), rng.uniform(0.5, 2, n)])
+        elif weights:
+            layer.set_weights([rng.standard_normal(w.shape) * 0.5 for w in weights])
+    return model
+
+
+def np_odd_deconv(model: keras.Model, x: np.ndarray, seed: str, feature: int, method: str) -> np.ndarray:
+    """The deconvnet of ``odd_model`` written out for one input [12, 22] and one feature."""
+    def weights(name: str) -> list[np.ndarray]:
+        return [np.asarray(w, np.float64) for w in model.get_layer(name).get_weights()]
+
+    def bn(name: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gamma, beta, mean, var = weights(name)
+        scale = gamma / np.sqrt(var + model.get_layer(name).epsilon)
+        return (v - mean) * scale + beta, scale
+
+    t: dict[str, np.ndarray] = {"input": x[..., None].astype(np.float64)}
+    t["conv1"] = np.maximum(np_conv(t["input"], *weights("conv1"), (1, 1), "same"), 0)
+    t["bn1"], scale1 = bn("bn1", t["conv1"])
+    t["pool1"], where1 = np_max_pool(t["bn1"], (1, 4), (2, 2), "valid")
+    t["conv_a"] = np_conv(t["pool1"], *weights("conv_a"), (1, 1), "same")
+    t["relu_a"] = np.maximum(t["conv_a"], 0)
+    t["conv_b"] = np.maximum(np_conv(t["pool1"], *weights("conv_b"), (1, 1), "same"), 0)
+    t["concat"] = np.concatenate([t["relu_a"], t["conv_b"]], axis=-1)
+    t["conv2"] = np_conv(t["concat"], *weights("conv2"), (1, 1), "same")
+    t["bn2"], scale2 = bn("bn2", t["conv2"])
+    t["add"] = t["bn2"] + t["concat"]
+    t["relu2"] = np.maximum(t["add"], 0)
+    t["pool2"], where2 = np_max_pool(t["relu2"], (3, 3), (2, 2), "same")
+    t["conv3"] = np_conv(t["pool2"], *weights("conv3"), (1, 2), "valid")
+    t["relu3"] = np.maximum(t["conv3"], 0)
+    w_out, b_out = weights("output")
+    t["output"] = t["relu3"].reshape(-1) @ w_out + b_out
+
+    g = {seed: np.zeros_like(t[seed])}
+    g[seed][..., feature] = t[seed][..., feature]
+
+    def add(name: str, value: np.ndarray) -> None:
+        g[name] = g.get(name, 0) + value
+
+    if "output" in g:
+        add("relu3", (w_out @ g["output"]).reshape(t["relu3"].shape))
+    if "relu3" in g:
+        add("pool2", np_conv_adjoint(np_relu_back(g["relu3"], t["relu3"], method), weights("conv3")[0],
+                                     t["pool2"].shape[:2], (1, 2), "valid"))
+    if "pool2" in g:
+        add("relu2", np_unpool(g["pool2"], where2, t["relu2"].shape[:2]))
+    if "relu2" in g:
+        add("add", np_relu_back(g["relu2"], t["relu2"], method))
+    if "add" in g:
+        add("bn2", g["add"])
+        add("concat", g["add"])
+    if "bn2" in g:
+        add("concat", np_conv_adjoint(g["bn2"] * scale2, weights("conv2")[0], t["concat"].shape[:2], (1, 1), "same"))
+    if "concat" in g:
+        add("relu_a", g["concat"][..., :3])
+        add("conv_b", g["concat"][..., 3:])
+    if "relu_a" in g:
+        add("pool1", np_conv_adjoint(np_relu_back(g["relu_a"], t["relu_a"], method), weights("conv_a")[0],
+                                     t["pool1"].shape[:2], (1, 1), "same"))
+    if "conv_b" in g:
+        add("pool1", np_conv_adjoint(np_relu_back(g["conv_b"], t["conv_b"], method), weights("conv_b")[0],
+                                     t["pool1"].shape[:2], (1, 1), "same"))
+    back = np_unpool(g["pool1"], where1, t["bn1"].shape[:2]) * scale1
+    back = np_conv_adjoint(np_relu_back(back, t["conv1"], method), weights("conv1")[0], x.shape, (1, 1), "same")
+    return back[..., 0]
+
+
+# ------------------------------------------------------------------ tests
+
+
+@pytest.mark.parametrize("method", ["deconvnet", "guided", "gradient"])
+def test_odd_layout_model_matches_the_numpy_walk(rng: np.random.Generator, method: str) -> None:
+    model = odd_model(rng)
+    x = np.abs(rng.standard_normal((2, 12, 22))).astype(np.float32)
+    net = deconv.DeconvNet(model, method=method)
+    assert net.layer_names[net.levels[0]] == "pool1" and net.layer_names[net.levels[-1]] == "relu3"
+    assert set(net.layer_names.values()) == {"pool1", "relu_a", "conv_b", "bn2", "relu3"}
+    assert net.input_layer is None and net.n_features("concat") == 5
+    seeds = [*net.levels, "concat", "add", "pool2", "output"]
+    for seed in seeds:
+        name = net.layer_name(seed)
+        width = net.n_features(seed)
+        features = [width - 1, 0] if width > 1 else [0]
+        out = net(x, layer=seed, features=features).numpy()
+        assert out.shape == (2, len(features), 12, 22)
+        for b in range(2):
+            for k, feature in enumerate(features):
+                expected = np_odd_deconv(model, x[b], name, feature, method)
+                scale = max(np.abs(expected).max(), 1e-12)
+                np.testing.assert_allclose(out[b, k], expected, rtol=0, atol=1e-5 * scale, err_msg=f"{name}[{feature}]")
+        assert np.abs(out).max() > 0, name  # not a vacuous comparison
+
+
+def test_the_three_methods_differ_only_by_the_relu_rule(rng: np.random.Generator) -> None:
+    model = odd_model(rng)
+    x = np.abs(rng.standard_normal((1, 12, 22))).astype(np.float32)
+    maps = {m: deconv.deconvolve(model, x, layer="pool2", method=m).numpy() for m in deconv.METHODS}
+    assert not np.allclose(maps["deconvnet"], maps["guided"]) and not np.allclose(maps["guided"], maps["gradient"])
+    with pytest.raises(ParameterError, match="method='saliency' is invalid"):
+        deconv.DeconvNet(model, method="saliency")
+
+
+def test_unknown_sizes_under_tf_function_and_no_python_ops(rng: np.random.Generator) -> None:
+    model = odd_model(rng)
+    net = deconv.DeconvNet(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 12, None], tf.float32), tf.TensorSpec([None], tf.int32)],
+                 autograph=False)
+    def run(x: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
+        return net(x, layer="add", features=features)
+
+    graph = run.get_concrete_function().graph
+    assert not {op.type for op in graph.get_operations()} & {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
+    for frames in (22, 31):  # the conv part takes any length
+        x = np.abs(rng.standard_normal((2, 12, frames))).astype(np.float32)
+        np.testing.assert_allclose(run(x, tf.constant([4, 1])).numpy(),
+                                   net(x, layer="add", features=[4, 1]).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _small_musicnn(rng: np.random.Generator) -> keras.Model:
+    model = musicnn_tagger(architecture="musicnn", n_outputs=3, n_mels=16, n_frames=30, frontend_scale=0.05,
+                           midend_filters=4, backend_units=6)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = weights[0].shape[0]
+            layer.set_weights([rng.uniform(-1.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
+                               rng.uniform(0.5, 2, n)])
+        elif weights:
+            layer.set_weights([rng.standard_normal(w.shape) * 0.3 for w in weights])
+    return model
+
+
+def test_gradient_method_is_the_true_gradient_on_a_musicnn_shaped_model(rng: np.random.Generator) -> None:
+    model = _small_musicnn(rng)
+    net = deconv.DeconvNet(model, method="gradient")
+    assert net.input_layer == "log_mel"  # the walk ends in the log-compressed mel domain
+    assert set(net.layer_names.values()) == {"timbral1_pool", "timbral2_pool", "temporal1_pool", "temporal2_pool",
+                                             "temporal3_pool", "midend1_bn", "midend2_bn", "midend3_bn"}
+    mel = tf.constant(rng.uniform(0, 1e-3, (2, 16, 30, 1)).astype(np.float32))
+    c = model.get_layer("log_mel").c
+    d_log_mel = c / ((1 + c * mel) * np.log(10.0))  # log10(1 + c m) is elementwise: chain rule back to log-mel
+    seeds = [*net.levels, "midend2_add", "pooled", "logits"]
+    probe = keras.Model(model.inputs, [model.get_layer(net.layer_name(seed)).output for seed in seeds])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(mel)
+        maps = probe(mel, training=False)
+    for seed, h in zip(seeds, maps):
+        width = net.n_features(seed)
+        features = [0, width - 1] if width > 1 else [0]
+        out = net(mel, layer=seed, features=features).numpy()
+        assert out.shape == (2, len(features), 16, 30)
+        for k, feature in enumerate(features):
+            seed_map = tf.stop_gradient(h * tf.one_hot(feature, width))  # the feature's own values, that channel
+            expected = (tape.gradient(h, mel, output_gradients=seed_map) / d_log_mel)[..., 0].numpy()
+            scale = max(float(np.abs(expected).max()), 1e-12)
+            np.testing.assert_allclose(out[:, k], expected, rtol=0, atol=2e-5 * scale, err_msg=f"{seed}[{feature}]")
+    for method in ("deconvnet", "guided"):  # the other rules walk the same graph
+        out = deconv.deconvolve(model, mel, layer="midend3_add", features=[0, 3], method=method).numpy()
+        assert out.shape == (2, 2, 16, 30) and np.isfinite(out).all() and np.abs(out).max() > 0
+
+
+def test_seeding_a_sigmoid_output_uses_its_logits(rng: np.random.Generator) -> None:
+    model = _small_musicnn(rng)
+    mel = tf.constant(rng.uniform(0, 1e-3, (1, 16, 30, 1)).astype(np.float32))
+    net = deconv.DeconvNet(model)
+    out, activation = net(mel, layer="output", features=[2], return_activation=True)
+    logits = keras.Model(model.inputs, model.get_layer("logits").output)(mel, training=False)
+    np.testing.assert_allclose(activation.numpy(), logits.numpy()[:, [2]], rtol=1e-5)
+    np.testing.assert_allclose(out.numpy(), net(mel, layer="logits", features=[2]).numpy(), rtol=1e-6)
+
+
+def _randomise_batch_norms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(-2, 2, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.5, 2, n)])
+    return model
+
+
+@pytest.mark.parametrize("name", ["choi", "choi_log", "samplecnn", "raw_frame", "mel_frame"])
+def test_equals_the_explicit_walk_on_tfaurals_models_every_layer(rng: np.random.Generator, name: str) -> None:
+    models = {
+        "choi": lambda: (choi_cnn(n_outputs=3, n_filters=16), np.abs(rng.standard_normal((1, 257, 173)))),
+        "choi_log": lambda: (choi_cnn(n_outputs=3, n_freq=129, n_frames=90, n_fft=256, input_scaling="log",
+                                      n_filters=8), np.abs(rng.standard_normal((2, 129, 90)))),
+        "samplecnn": lambda: (samplecnn(filter_sizes=(3, 3, 2, 3, 4), n_outputs=4, channels=(8, 16, 8, 8),
+                                        front_filters=8, top_filters=8), rng.standard_normal((2, 216))),
+        "raw_frame": lambda: (raw_frame_cnn(window=27, hop=9, n_samples=243, n_outputs=3, channels=(8, 8, 8),
+                                            front_filters=8, top_filters=8), rng.standard_normal((1, 243))),
+        "mel_frame": lambda: (mel_frame_cnn(window=81, hop=27, n_samples=729, n_outputs=3, channels=(8, 8, 8),
+                                            n_mels=16, n_fft=128, top_filters=8), rng.standard_normal((1, 729))),
+    }
+    model, x = models[name]()
+    _randomise_batch_norms(model, rng)
+    x = x.astype(np.float32)
+    general, explicit = deconv.DeconvNet(model), ExplicitWalk(model)
+    assert general.levels == explicit.levels
+    for layer in general.levels:
+        ours, theirs = general(x, layer=layer).numpy(), explicit(x, layer=layer).numpy()
+        assert ours.shape == theirs.shape
+        peak = np.abs(theirs).max()
+        assert peak > 0
+        assert np.abs(ours - theirs).max() <= 1e-5 * peak, (layer, np.abs(ours - theirs).max() / peak)
+
+
+def _with_layer(layer: keras.layers.Layer) -> keras.Model:
+    x = keras.Input((16, 20, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+    h = layer(h)
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool2")(h)
+    return keras.Model(x, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+
+
+@pytest.mark.parametrize("layer,why", [
+    (keras.layers.LayerNormalization(name="odd_norm"), "LayerNormalization"),
+    (keras.layers.Conv2DTranspose(4, 3, padding="same", name="odd_up"), "Conv2DTranspose"),
+    (keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2, name="odd_dilated"), "dilated"),
+    (keras.layers.Activation("tanh", name="odd_tanh"), "tanh"),
+    (keras.layers.Conv2D(4, 3, padding="same", activation="sigmoid", name="odd_sigmoid"), "sigmoid"),
+])
+def test_an_unsupported_layer_is_a_model_error_naming_it(layer: keras.layers.Layer, why: str) -> None:
+    model = _with_layer(layer)
+    net = deconv.DeconvNet(model)
+    x = np.ones((1, 16, 20), np.float32)
+    with pytest.raises(ModelError, match=f"{layer.name}.*{why}|{why}.*{layer.name}"):
+        net(x, layer="pool2")
+    with pytest.raises(ModelError, match=layer.name):
+        net.n_features(net.levels[-1])
+    assert net(x, layer="conv1").shape == (1, 4, 16, 20)  # below the layer the walk has nothing to object to
+
+
+def test_layer_and_input_layer_errors(rng: np.random.Generator) -> None:
+    model = odd_model(rng)
+    with pytest.raises(ParameterError, match="layer='nope' is invalid: the model has no layer of that name"):
+        deconv.deconvolve(model, np.ones((1, 12, 22), np.float32), layer="nope")
+    with pytest.raises(ParameterError, match=r"layer=9 is invalid for model 'odd': expected one of \[1, 2, 3, 4, 5\]"):
+        deconv.deconvolve(model, np.ones((1, 12, 22), np.float32), layer=9)
+    with pytest.raises(ModelError, match="does not depend on the input domain"):
+        deconv.DeconvNet(model, input_layer="conv_b")(np.ones((1, 12, 22), np.float32), layer="relu_a")
+    inner = deconv.DeconvNet(model, input_layer="pool1")  # the walk may end at any layer's output
+    out = inner(np.ones((1, 12, 22), np.float32), layer="relu3", features=[0])
+    assert out.shape == (1, 1, 6, 10, 4)  # [batch, k, *pool1's output]
+
+
+def test_front_end_compression_is_the_domain_for_a_spectral_layout() -> None:
+    model = choi_cnn(n_outputs=3, n_freq=33, n_frames=21, n_fft=64, hop_length=32, n_layers=2, n_filters=4,
+                     fc_units=(4,), input_scaling="log")
+    net = deconv.DeconvNet(model)
+    assert net.input_layer == "input_scaling"
+    x = np.abs(np.random.default_rng(1).standard_normal((1, 33, 21))).astype(np.float32)
+    scaled = spectral.log_compress(x, model.tfaural_config.log_c).numpy()
+    whole = net(x, layer=2).numpy()
+    # The same walk with the compression left out of the model: its input is then the domain.
+    inputs = keras.Input((33, None, 1))
+    h = inputs
+    for name in ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2"):
+        h = model.get_layer(name)(h)
+    bare = keras.Model(inputs, h)
+    np.testing.assert_allclose(whole, deconv.deconvolve(bare, scaled, layer="pool2").numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_layers_under_tf_function_equal_one_pass() -> None:
+    """Several layers, features in several chunks (in-graph loops) inside one tf.function: the switches a
+    loop computes stay in it (each chunk walks with its own cache), and the maps equal one pass."""
+    keras.utils.set_random_seed(4)
+    model = musicnn_tagger(architecture="vgg", n_outputs=3, n_filters=8)
+    net = deconv.DeconvNet(model)
+    mel = tf.constant(np.random.default_rng(0).uniform(0, 1, (1, 96, 187, 1)).astype(np.float32))
+    whole = net.deconvolve_layers(mel, layers=[2, 3], features=list(range(8)), chunk_elements=0)
+    chunked = tf.function(lambda m: net.deconvolve_layers(m, layers=[2, 3], features=tf.range(8),
+                                                          chunk_elements=96 * 187 * 8 * 3))(mel)
+    for layer in (2, 3):
+        reference = whole[layer].numpy()
+        np.testing.assert_allclose(chunked[layer].numpy(), reference, atol=1e-5 * np.abs(reference).max())
+
+
+def test_chunked_mel_auralisation_of_several_layers_under_tf_function() -> None:
+    """The exports' path: MelAuraliser.layers with tensor features, features in chunks, in one tf.function."""
+    from tfaural.auralise import MelAuraliser
+
+    keras.utils.set_random_seed(5)
+    model = musicnn_tagger(architecture="vgg", n_outputs=3, n_filters=8)
+    t = np.arange(47616) / 16000.0
+    waveform = tf.constant((0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t)))[None]
+                           .astype(np.float32))
+    whole = MelAuraliser(model, chunk_elements=0).layers(waveform, layers=[4, 5], features=list(range(8)))
+    chunked = tf.function(lambda y: {k: v.audio for k, v in MelAuraliser(model, chunk_elements=96 * 187 * 8 * 3).layers(
+        y, layers=[4, 5], features=tf.range(8), keep_deconvolved=False).items()})(waveform)  # 3 per chunk
+    for layer in (4, 5):
+        np.testing.assert_allclose(chunked[layer].numpy(), whole[layer].audio.numpy(), atol=1e-4)

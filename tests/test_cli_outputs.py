@@ -1,0 +1,109 @@
+"""The library's command lines with unusable output folders and wrong inputs: one line naming the path, exit 2.
+
+Tests run as root, and root may write into a folder whose mode is read-only, so an unwritable
+place is made the way that fails for everyone: a path below a regular file. (A read-only file
+system also fails ``os.access``, which :func:`tfaural.cli.check_output_folder` asks.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Callable
+
+import pytest
+
+from tfaural import evaluate, report, train, visualise
+from tfaural.cli import check_output_folder
+from tfaural.errors import ParameterError
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def _auralise_output(root: pathlib.Path) -> pathlib.Path:
+    """The smallest auralisation output: a job.json of beam_jobs.auralise and a manifest with one failed track."""
+    root.mkdir()
+    (root / "job.json").write_text(json.dumps({"job": "auralise", "metadata": {"sample_rate": 8000}}))
+    (root / "manifest.jsonl").write_text(json.dumps({"path": "a.wav", "track_id": "a", "name": "a", "status":
+                                                     "failed", "error": "bad", "error_type": "AudioDecodeError",
+                                                     "stage": "decode"}) + "\n")
+    return root
+
+
+CLIS: dict[str, Callable[[pathlib.Path, pathlib.Path], list[str]]] = {
+    # (tmp_path, output) -> argv; the other arguments are as a user would give them (the output is checked first)
+    "train": lambda tmp, out: ["--model", "samplecnn", "--data", str(tmp / "dataset"), "--output", str(out)],
+    "report": lambda tmp, out: [str(_auralise_output(tmp / "auralised")), "--output", str(out), "-q"],
+    "visualise": lambda tmp, out: ["--run", str(tmp / "run"), "--output", str(out)],
+}
+MAINS: dict[str, Callable[[list[str]], int]] = {"train": train.main, "report": report.main,
+                                                "visualise": visualise.main}
+
+
+@pytest.mark.parametrize("cli", sorted(CLIS))
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_output_that_is_a_file_or_below_one(cli: str, where: str, tmp_path: pathlib.Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("keep me\n")
+    output = blocker if where == "file" else blocker / "out"
+    assert MAINS[cli](CLIS[cli](tmp_path, output)) == 2
+    err = _one_line(capsys)
+    assert f"--output {output}" in err and "is a file" in err
+    assert blocker.read_text() == "keep me\n"
+
+
+def test_evaluate_checks_that_it_can_write_into_the_run(tmp_path: pathlib.Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("x")
+    assert evaluate.main(["--run", str(blocker / "run")]) == 2
+    assert f"--run {blocker / 'run'}" in _one_line(capsys)
+
+
+def test_check_output_folder(tmp_path: pathlib.Path) -> None:
+    assert check_output_folder(tmp_path / "new" / "deeper") == str(tmp_path / "new" / "deeper")
+    assert check_output_folder("gs://bucket/out") == "gs://bucket/out"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ParameterError, match="broken symbolic link"):
+        check_output_folder(tmp_path / "dangling")
+    (tmp_path / "x").write_text("")
+    with pytest.raises(ParameterError, match=r"--where .*/x: is a file, not a folder"):
+        check_output_folder(str(tmp_path / "x"), flag="--where")
+    if os.geteuid() != 0:  # root writes into read-only folders; everyone else must be stopped
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(ParameterError, match="not writable"):
+            check_output_folder(locked / "out")
+
+
+def test_train_names_the_data_folder_it_was_given(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing"
+    assert train.main(["--model", "samplecnn", "--data", str(missing), "--output", str(tmp_path / "run")]) == 2
+    err = _one_line(capsys)
+    assert f"{missing}: no such dataset folder" in err
+    assert str(tmp_path / "dataset.json") not in err  # not the parent's dataset.json
+
+
+def test_report_refuses_the_output_of_another_job(tmp_path: pathlib.Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    tags = tmp_path / "tags"
+    (tags / "tracks").mkdir(parents=True)
+    rows = [{"path": f"/music/{i}.wav", "track_id": str(i), "name": str(i), "status": "ok",
+             "outputs": ["tags.jsonl", "tags.csv", f"tracks/{i}.json"]} for i in range(3)]
+    (tags / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tags / "tags.jsonl").write_text("")
+    (tags / "job.json").write_text(json.dumps({"job": "tag", "settings": {"top_k": 2}}))
+    assert report.main([str(tags), "-q"]) == 2
+    err = _one_line(capsys)
+    assert f"{tags} is the output of beam_jobs.tag, not an auralisation output" in err
+    assert not (tags / "report").exists()
+    (tags / "job.json").unlink()  # without job.json the manifest still tells
+    assert report.main([str(tags), "-q"]) == 2
+    assert "lists no track.json" in _one_line(capsys)
+    assert not (tags / "report").exists()
