@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from beam_jobs.scratch import PREFIX
 from tfaural.errors import ModelError
 
 __all__ = [
@@ -390,12 +391,18 @@ def import_tensorflow_without_keras() -> Any:
     return tf
 
 
-def _watch_stdin() -> None:
-    """Exits the process when the launcher closes our standard input (or dies)."""
+def _watch_stdin(socket_path: str) -> None:
+    """Exits the process when the launcher closes our standard input (or dies), removing the socket's folder."""
     try:
         while sys.stdin.buffer.read(65536):
             pass
     finally:
+        folder = os.path.dirname(os.path.abspath(socket_path))
+        if os.path.basename(folder).startswith(PREFIX):  # the folder ModelProcess made for it, not one given by hand
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path)
         os._exit(0)
 
 
@@ -415,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode("ascii").strip())
-    threading.Thread(target=_watch_stdin, name="stdin", daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(args.socket,), name="stdin", daemon=True).start()
     import_tensorflow_without_keras()
     serve(args.model, args.signature, args.socket, authkey, threads=args.threads)
     threading.Event().wait()  # serve until stdin closes (the watcher exits the process)
@@ -454,7 +461,9 @@ class ModelProcess:
     """
 
     def __init__(self, export_dir: str, signature: str, *, threads: int | None = None) -> None:
-        self._folder = tempfile.mkdtemp(prefix="tfaural-model-")  # mode 0700: only this user reaches the socket
+        # Mode 0700: only this user reaches the socket. Named like the run folders of beam_jobs.scratch
+        # (tfaural-job-<launcher pid>-...): if the launcher is killed, the next run of any job removes it.
+        self._folder = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-model-")
         socket_path = os.path.join(self._folder, "model.sock")
         authkey = secrets.token_bytes(32)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

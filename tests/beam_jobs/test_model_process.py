@@ -25,6 +25,7 @@ from test_inference import (
 )
 
 from beam_jobs import model_process
+from beam_jobs.inference import InferenceFailure, SignatureModelHandler
 from beam_jobs.model_process import (
     ModelProcess,
     RemoteSignature,
@@ -33,6 +34,7 @@ from beam_jobs.model_process import (
     prestart,
     take_prestarted,
 )
+from beam_jobs.scratch import PREFIX
 from tfaural.errors import ModelError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -60,6 +62,38 @@ def test_served_signature_equals_the_in_process_one_and_reports_bad_examples(
     assert f"need at least {SAMPLECNN_SEGMENT}" in caught.value.reason
     again = remote.call({"waveform": batch[:1]})  # the process keeps serving
     np.testing.assert_allclose(again["scores"], want[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_one_round_trip_calls_each_example_alone_and_a_bad_one_fails_alone(
+    served: ModelProcess, samplecnn_export: str, rng: np.random.Generator,  # noqa: F811
+) -> None:
+    """``call_each`` (what the jobs' ``one_example_per_call`` sends): per example its outputs or its error."""
+    waveforms = [(0.3 * rng.standard_normal(n * SAMPLECNN_SEGMENT)).astype(np.float32) for n in (2, 3)]
+    remote = RemoteSignature(served.address)
+    answers = remote.call_each([{"waveform": waveforms[0][np.newaxis]}, {"waveform": np.zeros((1, 10), np.float32)},
+                                {"waveform": waveforms[1][np.newaxis]}], ("scores",))
+    assert len(answers) == 3
+    bad = answers[1]
+    assert isinstance(bad, SignatureCallError) and bad.example_error
+    assert f"need at least {SAMPLECNN_SEGMENT}" in bad.reason
+    serving = signature(samplecnn_export, "serving_default")
+    for answer, y in zip((answers[0], answers[2]), waveforms):
+        assert isinstance(answer, dict) and set(answer) == {"scores"}
+        want = serving(waveform=tf.constant(y[np.newaxis]))["scores"].numpy()
+        np.testing.assert_allclose(answer["scores"], want, rtol=1e-5, atol=1e-6)
+
+    # the jobs' handler, through the model process, never loads the model in this process
+    handler = SignatureModelHandler(samplecnn_export, signature="serving_default", outputs=["scores"],
+                                    one_example_per_call=True, model_server=served.address)
+    model = handler.load_model()
+    assert isinstance(model, RemoteSignature) and model.spec() == (frozenset({"waveform"}), ("waveform",))
+    results = list(handler.run_inference([{"waveform": waveforms[0]}, {"waveform": np.zeros(10, np.float32)},
+                                          {"waveform": waveforms[1]}], model))
+    assert isinstance(results[1].inference, InferenceFailure)
+    assert f"need at least {SAMPLECNN_SEGMENT}" in results[1].inference.reason
+    for result, answer in zip((results[0], results[2]), (answers[0], answers[2])):
+        assert isinstance(answer, dict)
+        np.testing.assert_array_equal(result.inference["scores"], answer["scores"][0])  # same process, same call
 
 
 def test_model_process_imports_tensorflow_without_keras_and_keras_still_imports_after() -> None:
@@ -115,7 +149,7 @@ def test_a_model_that_does_not_load_is_a_model_error_and_the_process_ends_with_i
         "from beam_jobs.model_process import ModelProcess, RemoteSignature\n"
         "from tfaural.errors import ModelError\n"
         f"process = ModelProcess({str(broken)!r}, 'serving_default')\n"
-        "print(process.process.pid, flush=True)\n"
+        "print(process.process.pid, process.address.socket, flush=True)\n"
         "try:\n"
         "    RemoteSignature(process.address)\n"
         "except ModelError as err:\n"
@@ -128,11 +162,12 @@ def test_a_model_that_does_not_load_is_a_model_error_and_the_process_ends_with_i
     assert done.returncode == 3, done.stderr[-2000:]
     pid_line, message = done.stdout.splitlines()[:2]
     assert "cannot load the SavedModel" in message and str(broken) in message
-    pid = int(pid_line)
+    pid, socket = int(pid_line.split()[0]), pid_line.split()[1]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _running(pid):
         time.sleep(0.1)
-    assert not _running(pid)  # its standard input closed with the launcher: it ended
+    assert not _running(pid)  # its standard input closed with the launcher: it ended ...
+    assert not os.path.exists(os.path.dirname(socket))  # ... and removed its socket's folder
 
 
 def _running(pid: int) -> bool:
@@ -145,8 +180,11 @@ def _running(pid: int) -> bool:
 
 def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> None:  # noqa: F811
     process = ModelProcess(samplecnn_export, "serving_default", threads=1)
+    folder = pathlib.Path(process.address.socket).parent
+    assert folder.name.startswith(f"{PREFIX}{os.getpid()}-")  # what the next run removes if this one is killed
+    assert folder.stat().st_mode & 0o777 == 0o700
     process.close()
-    assert process.process.poll() is not None
+    assert process.process.poll() is not None and not folder.exists()
     start = time.monotonic()
     with pytest.raises(ModelError, match="exited before it was ready"):
         RemoteSignature(process.address)
