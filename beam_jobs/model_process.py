@@ -70,6 +70,9 @@ logger = logging.getLogger("beam_jobs.model_process")  # also when run as __main
 
 #: Seconds a worker waits for the model process to accept its connection.
 CONNECT_TIMEOUT = 120.0
+#: Longest socket path (bytes) used as a file: ``sun_path`` holds 108 bytes on Linux, 104 on macOS,
+#: with the terminating NUL. A longer one (a deep temporary folder) becomes an abstract name (Linux).
+MAX_SOCKET_PATH = 100
 #: Signatures whose only batched input is ``waveform`` (warmed up on one segment of silence).
 _WAVEFORM_SIGNATURES = frozenset({"serving_default", "features"})
 
@@ -325,10 +328,13 @@ class _Server:
 
 
 def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, threads: int | None = None) -> None:
-    """The model process: listen at once, then load and warm up the signature, then serve until stdin closes."""
+    """The model process: listen at once, then load and warm up the signature, then serve until stdin closes.
+
+    ``socket_path`` is a file path, or ``@name`` for a name in Linux's abstract socket namespace.
+    """
     from multiprocessing.connection import Listener
 
-    listener = Listener(socket_path, family="AF_UNIX", authkey=authkey)
+    listener = Listener(_socket_address(socket_path), family="AF_UNIX", authkey=authkey)
     server = _Server(listener)
     server.start_accepting()  # clients connect while TensorFlow loads; their requests wait for it
     start = time.perf_counter()
@@ -391,19 +397,30 @@ def import_tensorflow_without_keras() -> Any:
     return tf
 
 
+def _socket_address(socket: str) -> str:
+    """The address to listen at or connect to: ``@name`` (a command-line argument holds no NUL) is abstract."""
+    return "\0" + socket[1:] if socket.startswith("@") else socket
+
+
 def _watch_stdin(socket_path: str) -> None:
     """Exits the process when the launcher closes our standard input (or dies), removing the socket's folder."""
     try:
         while sys.stdin.buffer.read(65536):
             pass
     finally:
-        folder = os.path.dirname(os.path.abspath(socket_path))
-        if os.path.basename(folder).startswith(PREFIX):  # the folder ModelProcess made for it, not one given by hand
-            shutil.rmtree(folder, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(socket_path)
+        if not socket_path.startswith("@"):
+            _remove_socket_folder(socket_path)
         os._exit(0)
+
+
+def _remove_socket_folder(socket_path: str) -> None:
+    """Removes the folder ModelProcess made for the socket (only the socket if the folder was given by hand)."""
+    folder = os.path.dirname(os.path.abspath(socket_path))
+    if os.path.basename(folder).startswith(PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -437,7 +454,8 @@ class ModelServerAddress:
     """How workers reach a model process (picklable; travels inside the model handler).
 
     Attributes:
-        socket: The Unix socket path.
+        socket: The Unix socket path (a leading NUL: a name in Linux's abstract namespace, used when the
+            temporary folder is too deep for a socket path).
         authkey: The connection's authentication key.
         pid: The model process (to tell a process that died from one still loading).
         export_dir: The export it serves.
@@ -463,8 +481,15 @@ class ModelProcess:
     def __init__(self, export_dir: str, signature: str, *, threads: int | None = None) -> None:
         # Mode 0700: only this user reaches the socket. Named like the run folders of beam_jobs.scratch
         # (tfaural-job-<launcher pid>-...): if the launcher is killed, the next run of any job removes it.
-        self._folder = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-model-")
+        self._folder: str | None = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-model-")
         socket_path = os.path.join(self._folder, "model.sock")
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:  # a deep temporary folder (e.g. a test's TMPDIR)
+            shutil.rmtree(self._folder, ignore_errors=True)
+            if sys.platform.startswith("linux"):  # a name, no file: reached by the random key alone
+                self._folder, socket_path = None, f"@tfaural-model-{os.getpid()}-{secrets.token_hex(8)}"
+            else:
+                self._folder = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-model-", dir="/tmp")
+                socket_path = os.path.join(self._folder, "model.sock")
         authkey = secrets.token_bytes(32)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH"))
@@ -478,7 +503,8 @@ class ModelProcess:
         assert self.process.stdin is not None
         self.process.stdin.write(authkey.hex().encode("ascii") + b"\n")
         self.process.stdin.flush()
-        self.address = ModelServerAddress(socket_path, authkey, self.process.pid, export_dir, signature)
+        self.address = ModelServerAddress(_socket_address(socket_path), authkey, self.process.pid, export_dir,
+                                          signature)
         self.threads = threads
         logger.info("the model runs in a process of its own (pid %d): %s of %s", self.process.pid, signature,
                     export_dir)
@@ -498,7 +524,8 @@ class ModelProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> ModelProcess:
         return self

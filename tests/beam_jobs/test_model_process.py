@@ -11,6 +11,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -189,6 +190,22 @@ def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> 
     with pytest.raises(ModelError, match="exited before it was ready"):
         RemoteSignature(process.address)
     assert time.monotonic() - start < 10
+
+
+def test_a_temporary_folder_too_deep_for_a_socket_path_gets_an_abstract_socket(
+    samplecnn_export: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """A socket path longer than sun_path allows used to fail every call with 'AF_UNIX path too long'."""
+    deep = tmp_path / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with ModelProcess(samplecnn_export, "serving_default", threads=1) as process:
+        assert process.address.socket.startswith("\0tfaural-model-")
+        y = np.zeros((1, SAMPLECNN_SEGMENT), np.float32)
+        got = RemoteSignature(process.address).call({"waveform": y})["scores"]
+        want = signature(samplecnn_export, "serving_default")(waveform=tf.constant(y))["scores"].numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert list(deep.iterdir()) == []  # nothing was left in the temporary folder
 
 
 def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_export: str,  # noqa: F811
