@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -60,8 +61,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_jobs import io as beam_io
+from beam_jobs import model_process as model_processes
 from beam_jobs.inference import InferenceFailure, read_metadata, require_signature
-from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, is_dask_runner, require
+from beam_jobs.model_process import ModelServerAddress
+from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, is_dask_runner, require
 from beam_jobs.scratch import run_folder
 from tfaural import __version__
 from tfaural.cli import check_output_folder
@@ -309,6 +312,9 @@ class InferenceSettings:
             batch (for runners that drop what ``BatchElements`` emits from ``finish_bundle``).
         share_model: Load the model once per machine in a process of its own that the worker
             processes call, instead of once per worker process.
+        model_process: Run the model in a model process that the launcher starts
+            (:mod:`beam_jobs.model_process`; local DirectRunner, jobs that support it).
+        model_server: The running model process's address (set by :func:`execute`).
     """
 
     input_glob: str | None
@@ -324,6 +330,8 @@ class InferenceSettings:
     intra_op_threads: int | None = None
     prebatched: bool = False
     share_model: bool = False
+    model_process: bool = False
+    model_server: ModelServerAddress | None = None
 
     @classmethod
     def from_options(
@@ -374,7 +382,7 @@ class InferenceSettings:
                    sample_rate=rate, batch_size=batch_size, format=fmt, skip_existing=bool(job.skip_existing),
                    overwrite=bool(common.overwrite))
 
-    def for_runner(self, options: PipelineOptions) -> InferenceSettings:
+    def for_runner(self, options: PipelineOptions, *, model_process: bool = False) -> InferenceSettings:
         """Adjusts batching and threading to the runner (call after ``apply_runner_defaults``).
 
         * Dask: batches of one, handed to RunInference ready-made, because Beam's Dask
@@ -385,6 +393,13 @@ class InferenceSettings:
           ``share_model_across_processes``). The workers decode in parallel while
           TensorFlow uses every core for the model; one model load instead of one per
           worker (a 3^9-SampleCNN export takes ~7 s to load, and as much memory again).
+        * Local DirectRunner, any mode, when the job supports it (``model_process``) and this
+          process has not imported TensorFlow: the model runs in a model process that the
+          launcher starts as early as it can (:mod:`beam_jobs.model_process`), so that neither
+          the launcher nor the workers import TensorFlow and its start-up overlaps Beam's. With
+          a single worker (one track), the launcher decodes itself (``in_memory``, unless the
+          mode was chosen): no worker process to start and to stop. A process that already
+          holds TensorFlow (a notebook, a test) keeps the model in-process as before.
         """
         settings = self
         if is_dask_runner(options):
@@ -392,8 +407,15 @@ class InferenceSettings:
             settings = dataclasses.replace(settings, batch_size=1, prebatched=True)
         runner = options.view_as(StandardOptions).runner
         direct = options.view_as(DirectOptions)
-        if (isinstance(runner, str) and runner.endswith("DirectRunner")
-                and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) > 1):
+        direct_runner = isinstance(runner, str) and runner.endswith("DirectRunner")
+        if direct_runner and model_process and "tensorflow" not in sys.modules:
+            if (direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) == 1
+                    and not _given(options, "direct_running_mode")):
+                direct.direct_running_mode = "in_memory"
+                logger.info("one worker: the launcher decodes the audio itself (in_memory)")
+            return dataclasses.replace(settings, model_process=True)
+        if (direct_runner and direct.direct_running_mode == "multi_processing"
+                and (direct.direct_num_workers or 1) > 1):
             settings = dataclasses.replace(settings, share_model=True)
         return settings
 
@@ -778,6 +800,7 @@ def configure_runner(
     n_tracks: int,
     local_defaults: bool,
     save_main_session: bool,
+    model_process: bool = False,
 ) -> Any:
     """Runner defaults (every local core unless the user chose) and the runner-adjusted settings.
 
@@ -788,6 +811,8 @@ def configure_runner(
         n_tracks: Number of tracks, which bounds the useful parallelism.
         local_defaults: Apply :func:`beam_jobs.options.apply_runner_defaults` (not for test pipelines).
         save_main_session: Pickle the caller's ``__main__`` for the workers.
+        model_process: The job can run its model in a model process (see
+            :meth:`InferenceSettings.for_runner`; :func:`execute` starts it).
 
     Returns:
         ``settings`` with ``common`` replaced by ``common.for_runner(options)``.
@@ -801,7 +826,7 @@ def configure_runner(
         for note in apply_runner_defaults(options, num_items=n_tracks):
             logger.info("%s: %s", job, note)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    return dataclasses.replace(settings, common=settings.common.for_runner(options))
+    return dataclasses.replace(settings, common=settings.common.for_runner(options, model_process=model_process))
 
 
 def execute(
@@ -812,17 +837,34 @@ def execute(
     settings: Any,
     *,
     test_pipeline: beam.Pipeline | None = None,
+    model_signature: str | None = None,
 ) -> Any:
     """Builds the job's pipeline, runs it to the end and logs what happened to every track.
+
+    Args:
+        model_signature: The signature the job calls; when ``settings.common.model_process``
+            is set, the model process serving it is started here (or the one ``python -m``
+            started before importing Beam is adopted) and ended when the run ends.
 
     Returns:
         The finished ``PipelineResult``.
     """
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build(pipeline, tracks, settings)
-    with run_folder(job):  # what the worker processes leave in their temporary folder is deleted with it
-        result = pipeline.run()
-        wait(result)
+    process = None
+    common = settings.common
+    if common.model_process and model_signature is not None:
+        threads = common.intra_op_threads
+        process = (model_processes.take_prestarted(common.model, model_signature, threads)
+                   or model_processes.ModelProcess(common.model, model_signature, threads=threads))
+        settings = dataclasses.replace(settings, common=dataclasses.replace(common, model_server=process.address))
+    try:
+        pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+        build(pipeline, tracks, settings)
+        with run_folder(job):  # what the worker processes leave in their temporary folder is deleted with it
+            result = pipeline.run()
+            wait(result)
+    finally:
+        if process is not None:
+            process.close()
     logger.info("%s", summarize(settings.common.output).describe(job))
     return result
 
@@ -839,8 +881,6 @@ def main_for(job: str, run: Callable[..., Any], argv: Sequence[str] | None = Non
         The process exit code: 0 when the job ran (failed tracks are listed in the
         manifest and the summary), 2 with a one-line error for a usage or setup error.
     """
-    import sys
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # worker chatter; our own loggers stay at INFO
     try:
@@ -848,4 +888,6 @@ def main_for(job: str, run: Callable[..., Any], argv: Sequence[str] | None = Non
     except TfauralError as err:
         print(f"{job}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        model_processes.close_prestarted()  # started by python -m before the flags were checked
     return 0

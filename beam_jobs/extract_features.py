@@ -47,11 +47,19 @@ Without --runner the job uses every core (DirectRunner, multi-processing).
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # The model starts loading in a process of its own while this process imports Beam (~2 s):
+    # see beam_jobs.model_process.
+    from beam_jobs.model_process import prestart
+
+    prestart(sys.argv[1:], signature="features")
+
 import dataclasses
 import io
 import logging
 import math
-import sys
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -428,7 +436,8 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["features"], intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model, one_example_per_call=True)
+                                    share_across_processes=s.common.share_model, one_example_per_call=True,
+                                    model_server=s.common.model_server)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
@@ -489,7 +498,7 @@ def run(
     settings = settings.with_tracks(len(tracks))
     settings = configure_runner(
         "extract_features", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
-        save_main_session=save_main_session,
+        save_main_session=save_main_session, model_process=True,
     )
     prepare_output(settings.common, job="extract_features", job_settings=settings.job_settings(),
                    derived=[f"{SHARD_PREFIX}-*-of-*.{fmt}" for fmt in FORMATS])
@@ -502,7 +511,8 @@ def run(
     })
     logger.info("extract_features: %d track(s) -> %s (%s, %d shard(s)) with %s", len(tracks),
                 settings.common.output, settings.common.format, settings.num_shards, settings.common.model)
-    result = execute("extract_features", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
+    result = execute("extract_features", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline,
+                     model_signature=SIGNATURE)
     return result
 
 

@@ -34,7 +34,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -42,6 +41,16 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from beam_jobs.model_process import (
+    LoadedSignature,
+    ModelServerAddress,
+    RemoteSignature,
+    SignatureCallError,
+    load_savedmodel,
+    signature_function,
+    signature_savedmodel,
+    tf_error_reason,
+)
 from tfaural.errors import ModelError
 
 __all__ = [
@@ -139,107 +148,7 @@ class InferenceFailure:
     reason: str
 
 
-_ASSERT_MESSAGE = re.compile(r"assertion failed: \[(.*?)\]\s*(?:\n|\[\[|$)", re.DOTALL)
-
-
-def tf_error_reason(err: BaseException) -> str:
-    """A one-line reason for a TensorFlow error: the message of a failed in-graph check if there is one."""
-    message = getattr(err, "message", None) or str(err)
-    match = _ASSERT_MESSAGE.search(message)
-    text = match.group(1) if match else message
-    return " ".join(text.split())[:500]
-
-
-class SignatureCallError(Exception):
-    """A signature call failed (raised where the model runs, picklable for a shared model's proxy).
-
-    Attributes:
-        error: The original error's type name, e.g. ``"InvalidArgumentError"``.
-        reason: What was wrong (the in-graph check's message when there is one).
-        example_error: One bad input can cause it (a failed check, a bad shape), as
-            opposed to e.g. running out of memory.
-    """
-
-    def __init__(self, error: str, reason: str, example_error: bool) -> None:
-        super().__init__(error, reason, example_error)
-        self.error = error
-        self.reason = reason
-        self.example_error = example_error
-
-    def __str__(self) -> str:
-        return f"{self.error}: {self.reason}"
-
-
-@dataclasses.dataclass
-class LoadedSignature:
-    """What :meth:`SignatureModelHandler.load_model` returns: the loaded export and one of its signatures.
-
-    Its methods take and return NumPy arrays only, so that a model shared between
-    worker processes (``share_across_processes``) is called through Beam's proxy
-    without TensorFlow in the calling process.
-
-    Attributes:
-        module: The object returned by ``tf.saved_model.load`` (kept alive: the function refers to it).
-        function: The signature's concrete function.
-        batched: Names of the inputs with a batch axis.
-        input_names: All input names, in call order.
-    """
-
-    module: Any
-    function: Any
-    batched: frozenset[str]
-    input_names: tuple[str, ...]
-
-    def spec(self) -> tuple[frozenset[str], tuple[str, ...]]:
-        """``(batched input names, all input names)``."""
-        return self.batched, self.input_names
-
-    def call(self, inputs: dict[str, Any], outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """Calls the signature.
-
-        Args:
-            inputs: Every input by name (batched ones with their batch axis), NumPy values.
-            outputs: Output names to return (``None``: all).
-
-        Returns:
-            The outputs as NumPy arrays.
-
-        Raises:
-            SignatureCallError: If the call fails.
-        """
-        import tensorflow as tf
-
-        try:
-            result = self.function(**{name: tf.constant(inputs[name]) for name in self.input_names})
-            return {k: v.numpy() for k, v in result.items() if outputs is None or k in outputs}
-        except Exception as err:
-            example_error = (isinstance(err, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
-                                              ValueError, TypeError))
-                             and not isinstance(err, tf.errors.ResourceExhaustedError))
-            raise SignatureCallError(type(err).__name__, tf_error_reason(err), example_error) from None
-
-    def call_each(
-        self, inputs: Sequence[dict[str, Any]], outputs: tuple[str, ...] | None = None
-    ) -> list[dict[str, np.ndarray] | SignatureCallError]:
-        """Calls the signature once per element of ``inputs`` (one round trip for a shared model).
-
-        Args:
-            inputs: One dict per call, as :meth:`call` takes it (batched inputs with a batch axis of 1).
-            outputs: Output names to return (``None``: all).
-
-        Returns:
-            Per call, its outputs, or the :class:`SignatureCallError` it raised.
-        """
-        results: list[dict[str, np.ndarray] | SignatureCallError] = []
-        for one in inputs:
-            try:
-                results.append(self.call(one, outputs))
-            except SignatureCallError as err:
-                results.append(err)
-        return results
-
-
-_CACHE: dict[str, Any] = {}  # export directory -> the object tf.saved_model.load returned
+_CACHE: dict[str, Any] = {}  # SavedModel path (the export or one signature's own) -> loaded object
 _CACHE_LOCK = threading.Lock()
 
 
@@ -269,7 +178,7 @@ def _dask_worker_threads() -> int | None:
     return int(threads) if threads else None
 
 
-class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, LoadedSignature]):
+class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "LoadedSignature | RemoteSignature"]):
     """Calls one signature of a tfaural SavedModel on batches of examples.
 
     Args:
@@ -304,6 +213,9 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
             order for another batch size, which changes float32 results in the last bits), so
             that reruns are byte-identical. The examples of a batch still travel to a shared
             model in one round trip. The jobs use it.
+        model_server: Call the signature in this model process (:mod:`beam_jobs.model_process`)
+            instead of loading the model here: the process running the handler never imports
+            TensorFlow. ``share_across_processes`` is then ignored.
     """
 
     def __init__(
@@ -320,6 +232,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         share_across_processes: bool = False,
         max_samples_per_call: int | None = None,
         one_example_per_call: bool = False,
+        model_server: ModelServerAddress | None = None,
     ) -> None:
         super().__init__()
         if not (1 <= min_batch_size <= max_batch_size):
@@ -338,43 +251,38 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         self.share_across_processes = share_across_processes
         self.max_samples_per_call = max_samples_per_call
         self.one_example_per_call = one_example_per_call
+        self.model_server = model_server
 
     # ----------------------------------------------------------------- loading
 
-    def load_model(self) -> LoadedSignature:
-        """Loads the SavedModel once per process (the signatures of one export share it).
+    def load_model(self) -> LoadedSignature | RemoteSignature:
+        """Loads the signature once per process, or connects to the model process that serves it.
 
-        The loaded model is kept in a process-wide cache: runners that set up and tear
-        down the inference DoFn for every bundle (Beam's Dask runner does, per
-        partition) would otherwise load it again each time (~10 s for a SampleCNN
-        export), and jobs that call several signatures load the export once.
+        Only the signature's own SavedModel is loaded when the export has one
+        (:func:`beam_jobs.model_process.signature_savedmodel`); the other signatures (e.g.
+        ``auralise`` and ``attribute``) come from the whole export. The loaded SavedModel is kept
+        in a process-wide cache: runners that set up and tear down the inference DoFn for every
+        bundle (Beam's Dask runner does, per partition) would otherwise load it again each time,
+        and jobs that call several signatures of the whole export load it once.
         """
-        with _CACHE_LOCK:
-            if self.export_dir not in _CACHE:
-                _CACHE[self.export_dir] = self._load()
-            loaded = _CACHE[self.export_dir]
-        if self.signature not in loaded.signatures:
-            raise ModelError(
-                f"{self.export_dir!r} has no signature {self.signature!r}; it has {sorted(loaded.signatures)}"
-            )
-        function = loaded.signatures[self.signature]
+        if self.model_server is not None:  # connects on the first call: decoding need not wait for the model
+            try:
+                names: tuple[str, ...] | None = tuple(read_metadata(self.export_dir)["signatures"][self.signature]
+                                                      ["inputs"])
+            except (ModelError, KeyError, TypeError, OSError):
+                names = None
+            remote = RemoteSignature(self.model_server, input_names=names)
+            remote.batched = self._batched_inputs(remote.input_names)
+            return remote
+        path = signature_savedmodel(self.export_dir, self.signature)
+        with _CACHE_LOCK:  # the signatures without a SavedModel of their own share one load of the export
+            if path not in _CACHE:
+                _CACHE[path] = load_savedmodel(path, export_dir=self.export_dir,
+                                               threads=self.intra_op_threads or _dask_worker_threads())
+            loaded = _CACHE[path]
+        function = signature_function(loaded, self.signature, export_dir=self.export_dir)
         input_names = tuple(function.structured_input_signature[1])
         return LoadedSignature(loaded, function, self._batched_inputs(input_names), input_names)
-
-    def _load(self) -> Any:
-        import tensorflow as tf
-
-        threads = self.intra_op_threads or _dask_worker_threads()
-        if threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:  # the runtime is already initialised in this process: keep its setting
-                pass
-        try:
-            return tf.saved_model.load(self.export_dir)
-        except (OSError, ValueError, tf.errors.OpError) as err:
-            raise ModelError(f"cannot load the SavedModel in {self.export_dir!r}: {err}") from None
 
     def _batched_inputs(self, input_names: Sequence[str]) -> frozenset[str]:
         """Inputs with a batch axis, from ``metadata.json`` (fallback: ``waveform`` and ``wav``)."""
@@ -524,4 +432,4 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, Loade
         return f"tfaural_{self.signature}"
 
     def share_model_across_processes(self) -> bool:
-        return self.share_across_processes
+        return self.share_across_processes and self.model_server is None

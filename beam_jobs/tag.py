@@ -37,6 +37,15 @@ status 2 with a one-line message on a setup error (bad --model, no input files).
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # The model starts loading in a process of its own while this process imports Beam (~2 s):
+    # see beam_jobs.model_process.
+    from beam_jobs.model_process import prestart
+
+    prestart(sys.argv[1:], signature="serving_default")
+
 import csv
 import dataclasses
 import functools
@@ -44,7 +53,6 @@ import io
 import json
 import logging
 import math
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -299,7 +307,8 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["scores"], intra_op_threads=s.common.intra_op_threads,
-                                    share_across_processes=s.common.share_model, one_example_per_call=True)
+                                    share_across_processes=s.common.share_model, one_example_per_call=True,
+                                    model_server=s.common.model_server)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
@@ -346,12 +355,13 @@ def run(
                          reserved=_RESERVED, output=settings.common.output)
     settings = configure_runner(
         "tag", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
-        save_main_session=save_main_session,
+        save_main_session=save_main_session, model_process=True,
     )
     prepare_output(settings.common, job="tag", job_settings=settings.job_settings(), derived=[TAGS_JSONL, TAGS_CSV])
     write_job_file(settings.common, job="tag", job_settings=settings.job_settings(), extra=settings.plan.describe())
     logger.info("tag: %d track(s) -> %s with %s", len(tracks), settings.common.output, settings.common.model)
-    result = execute("tag", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
+    result = execute("tag", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline,
+                     model_signature=SIGNATURE)
     return result
 
 

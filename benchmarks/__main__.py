@@ -37,6 +37,10 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("memory_make_tfrecords", "memory.py", ["--make-tfrecords"], 5400),
     ("memory_auralise", "memory.py", ["--auralise"], 1800),
     ("scaling", "scaling.py", [], 1500),
+    ("peer_musicnn", "peer_musicnn.py", [], 5400),
+    ("startup", "startup.py", [], 1800),
+    ("tag_curve", "tag_curve.py", [], 3600),
+    ("bf16", "bf16.py", [], 900),
 ]
 
 
@@ -183,6 +187,43 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if ceilings.get("resample_x_realtime_per_core") is not None:
         add("Ceiling: soxr HQ 44.1 -> 22.05 kHz (x real time per core)", ceilings["resample_x_realtime_per_core"],
             "report", None)
+    peer = _get(results, "peer_musicnn", "results") or {}
+    for key, label in (("MTT_vgg", "MTT_vgg, default hop"), ("MTT_vgg_hop187", "MTT_vgg, non-overlapping patches"),
+                       ("MTT_musicnn", "MTT_musicnn")):
+        entry = peer.get(key)
+        if not entry:
+            continue
+        vs_peer = _get(entry, "ratios", "tfaural_vs_musicnn")
+        add(f"beam_jobs.tag / musicnn's own tagger, end to end, {label}", vs_peer, ">= 3",
+            vs_peer is not None and vs_peer >= 3)
+        vs_model = _get(entry, "ratios", "end_to_end_vs_model_only")
+        add(f"beam_jobs.tag end to end / model-only, {label}", vs_model, ">= 0.8",
+            vs_model is not None and vs_model >= 0.8)
+        after = _get(entry, "ratios_after_startup", "end_to_end_vs_model_only")
+        if after is not None:
+            add(f"... after start-up, {label}", after, "report", None)
+        overlap = _get(entry, "top5_agreement", "finite_front_end", "mean_overlap_of_5")
+        add(f"Top-5 tags shared with musicnn (of 5; finite front end), {label}", overlap, "report", None)
+    startup = results.get("startup", {})
+    for name, seconds in (_get(startup, "one_track_seconds") or {}).items():
+        add(f"Start-up: one-track beam_jobs.tag, command to exit (s), {name}", seconds, "<= 6 s", seconds <= 6)
+        whole = _get(startup, "one_track_whole_export_seconds", name)
+        if whole is not None:
+            add(f"... the same loading the whole export (s), {name}", whole, "report", None)
+    curve = results.get("tag_curve", {})
+    for runner, label in (("direct", "DirectRunner"), ("dask", "local Dask cluster")):
+        fixed = _get(curve, "fixed_seconds", runner)
+        rate = _get(curve, "marginal_tracks_per_second", runner)
+        if fixed is not None:
+            add(f"beam_jobs.tag throughput curve, {label}: fixed cost (s)", fixed, "report", None)
+        if rate is not None:
+            add(f"beam_jobs.tag throughput curve, {label}: marginal tracks/s", rate, "report", None)
+    bf16 = results.get("bf16", {})
+    for name, speedup in (_get(bf16, "speedup") or {}).items():
+        change = _get(bf16, "max_abs_score_change", name)
+        add(f"bfloat16 / float32 speed-up, {name} (CPU AVX512_BF16: {bf16.get('cpu_has_avx512_bf16')})", speedup,
+            ">= 1.2 (with max |dscore| <= 1e-3)", speedup >= 1.2 and change is not None and change <= 1e-3)
+        add(f"... largest score change, {name}", change, "<= 1e-3", change is not None and change <= 1e-3)
     corr = results.get("correlation", {})
     corr_seconds = corr.get("full_grid_seconds") or corr.get("full_grid_seconds_estimate")
     add("Correlation analysis, full 224-signal grid (s)", corr_seconds, "<= 600 s", corr.get("meets_target"))

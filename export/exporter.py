@@ -8,6 +8,8 @@
     EXPORT_BASE/<N>/assets.extra/tf_serving_warmup_requests   one PredictionLog per signature
     EXPORT_BASE/<N>/assets.extra/tfaural_reference.npz        warm-up inputs + Keras outputs (export.verify)
     EXPORT_BASE/<N>/assets.extra/tfaural_verification.json    the verification report (when verified)
+    EXPORT_BASE/<N>/assets.extra/signatures/<name>/           serving_default and features alone, for the
+                                                              jobs (export.signature_models)
 
 Versioning: ``N`` is the next free integer (``1`` for an empty base) unless
 given; an existing version is never overwritten. Everything is written into
@@ -42,6 +44,7 @@ from export.module import (
     DEFAULT_MAX_SECONDS,
     ServingModule,
 )
+from export.signature_models import signature_savedmodel_paths, write_signature_savedmodels
 from export.verify import REFERENCE_FILE, save_reference, verify_export
 from export.warmup import warmup_inputs, write_warmup_file
 from tfaural.config import ChoiConfig, MusicnnConfig
@@ -129,6 +132,7 @@ def build_module(
     )
     metadata["max_batch_segments"] = settings.max_batch_segments
     metadata["layer_names"] = {str(level): name for level, name in settings.layer_names.items()}
+    metadata["signature_savedmodels"] = signature_savedmodel_paths(module.signature_names)
     return module, metadata
 
 
@@ -147,6 +151,7 @@ def _write(module: ServingModule, metadata: dict[str, Any], directory: str) -> d
         module.labels_file = tf.saved_model.Asset(labels_path)
         module.metadata_file = tf.saved_model.Asset(metadata_path)
         tf.saved_model.save(module, directory, signatures=module.signatures())
+    write_signature_savedmodels(module, directory, metadata["signature_savedmodels"])
     write_warmup_file(directory, {name: parts["inputs"] for name, parts in reference.items()})
     save_reference(os.path.join(directory, REFERENCE_FILE), reference)
     return reference

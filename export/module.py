@@ -165,7 +165,13 @@ class ServingModule(tf.Module):
         super().__init__(name="tfaural_serving")
         config = config_from_model(model)
         family = family_of(config)
-        self.model = model  # tracked: its variables are saved with the module
+        # The Keras objects are held untracked and the tf.Variables their layers read are tracked
+        # directly (as keras.export.ExportArchive does): tracked Keras 3 variables are saved as
+        # separate copies that the signatures never read, so TF Serving's loader (and
+        # tf.compat.v1.saved_model.load) would restore the copies and fail with "Could not find
+        # variable" (keras-team/keras#19274). Each value is saved once.
+        self._keras = _Untracked({"model": model})
+        self.model_variables = [variable.value for variable in model.variables]
         self._config = config
         self._net = DeconvNet(model) if "deconvolve" in signature_names(family) else None
         self._settings = _settings(
@@ -179,7 +185,7 @@ class ServingModule(tf.Module):
             _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk, win_length=win_length)})
             if "auralise" in signature_names(family) else None
         )
-        self._feature_model = keras.Model(
+        self._keras.items["features"] = keras.Model(
             model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
             name="serving_features",
         )
@@ -203,6 +209,15 @@ class ServingModule(tf.Module):
         )
 
     # ----------------------------------------------------------------- public helpers
+
+    @property
+    def model(self) -> keras.Model:
+        """The exported Keras model."""
+        return self._keras.items["model"]
+
+    @property
+    def _feature_model(self) -> keras.Model:
+        return self._keras.items["features"]
 
     @property
     def settings(self) -> _Settings:

@@ -14,7 +14,11 @@ every export, before the version directory is published) checks that:
    in-process: elementwise ``|got - ref| <= 1e-5 * |ref| + 1e-5 * max|ref|``
    (a relative tolerance, with an absolute floor of 1e-5 of the output's own
    scale so that near-zero entries of large-range outputs such as deconvolutions
-   are judged on that scale); strings and booleans must be equal.
+   are judged on that scale); strings and booleans must be equal. It does the same
+   with the SavedModel loaded the way TF Serving's C++ loader loads it (the MetaGraph
+   in a TF1 session, the variables restored by its saver: this is what catches
+   variables that only ``tf.saved_model.load`` can find), and with each one-signature
+   SavedModel the jobs load (``metadata.json``: ``signature_savedmodels``).
 3. **``saved_model_cli show --all``** lists every signature of ``metadata.json``
    with the documented input and output names and dtypes.
 
@@ -240,16 +244,48 @@ def _child(export_dir: str, reference_path: str) -> dict[str, Any]:
     report["ops"] = {"types": len(ops), "problems": op_problems(ops, functions)}
     loaded = tf.saved_model.load(export_dir)
     report["loaded_signatures"] = sorted(loaded.signatures.keys())
-    results: dict[str, Any] = {}
-    for signature, parts in load_reference(reference_path).items():
+    reference = load_reference(reference_path)
+
+    def call_loaded(signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         if signature not in loaded.signatures:
-            results[signature] = {"ok": False, "problem": "signature missing from the SavedModel"}
+            return None
+        tensors = {name: tf.constant(value) for name, value in inputs.items()}
+        return {k: v.numpy() for k, v in loaded.signatures[signature](**tensors).items()}
+
+    results = _check_calls(call_loaded, reference)
+    report["signatures"] = results
+    report["session_signatures"] = _check_calls(_session_caller(export_dir), reference)
+    report["signature_savedmodels"] = _check_signature_savedmodels(export_dir, reference)
+    report["ok"] = (
+        not report["tfaural_importable"] and not report["modules"] and not report["ops"]["problems"]
+        and bool(results) and all(r["ok"] for key in _CALL_REPORTS for r in report[key].values())
+    )
+    return report
+
+
+#: The parts of the child's report that hold signature calls: the SavedModel loaded with
+#: tf.saved_model.load, with the TF1 session loader (what TF Serving's C++ loader does), and the
+#: one-signature SavedModels (export.signature_models).
+_CALL_REPORTS = ("signatures", "session_signatures", "signature_savedmodels")
+
+
+def _check_calls(call: Any, reference: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+                 only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Calls every reference signature (or those in ``only``) through ``call`` and compares the outputs.
+
+    ``call(signature, inputs)`` returns the outputs as arrays, or ``None`` if the signature is missing.
+    """
+    results: dict[str, Any] = {}
+    for signature, parts in reference.items():
+        if only is not None and signature not in only:
             continue
-        inputs = {name: tf.constant(value) for name, value in parts["inputs"].items()}
         try:
-            outputs = {k: v.numpy() for k, v in loaded.signatures[signature](**inputs).items()}
+            outputs = call(signature, parts["inputs"])
         except Exception as err:  # report any failure of the call, with its message
             results[signature] = {"ok": False, "problem": f"{type(err).__name__}: {err}"}
+            continue
+        if outputs is None:
+            results[signature] = {"ok": False, "problem": "signature missing from the SavedModel"}
             continue
         checked = {}
         for name, ref in parts["outputs"].items():
@@ -260,12 +296,54 @@ def _child(export_dir: str, reference_path: str) -> dict[str, Any]:
             "outputs": checked,
             **({"problem": f"unexpected outputs {extra}"} if extra else {}),
         }
-    report["signatures"] = results
-    report["ok"] = (
-        not report["tfaural_importable"] and not report["modules"] and not report["ops"]["problems"]
-        and bool(results) and all(r["ok"] for r in results.values())
-    )
-    return report
+    return results
+
+
+def _session_caller(export_dir: str) -> Any:
+    """Calls signatures the way TF Serving does: the MetaGraph in a TF1 session, variables restored by its saver."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], export_dir)
+
+    def call(signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        if signature not in meta_graph.signature_def:
+            return None
+        spec = meta_graph.signature_def[signature]
+        feed = {spec.inputs[name].name: value for name, value in inputs.items()}
+        names = sorted(spec.outputs)
+        values = session.run([spec.outputs[name].name for name in names], feed_dict=feed)
+        return dict(zip(names, values))
+
+    return call
+
+
+def _check_signature_savedmodels(export_dir: str, reference: Mapping[str, Any]) -> dict[str, Any]:
+    """Loads each one-signature SavedModel listed in ``metadata.json`` and checks its signature."""
+    import tensorflow as tf
+
+    with open(os.path.join(export_dir, "assets", "metadata.json"), encoding="utf-8") as handle:
+        paths = json.load(handle).get("signature_savedmodels") or {}
+    results: dict[str, Any] = {}
+    for signature, relative in paths.items():
+        try:
+            loaded = tf.saved_model.load(os.path.join(export_dir, relative))
+        except Exception as err:
+            results[signature] = {"ok": False, "problem": f"cannot load {relative}: {type(err).__name__}: {err}"}
+            continue
+
+        def call(name: str, inputs: Mapping[str, np.ndarray], loaded: Any = loaded) -> dict[str, np.ndarray] | None:
+            if name not in loaded.signatures:
+                return None
+            return {k: v.numpy() for k, v in loaded.signatures[name](
+                **{key: tf.constant(value) for key, value in inputs.items()}).items()}
+
+        results.update(_check_calls(call, reference, only=[signature]))
+        if signature not in reference:
+            results[signature] = {"ok": False, "problem": f"{relative}: no reference outputs"}
+    return results
 
 
 # --------------------------------------------------------------------------- saved_model_cli
@@ -389,15 +467,18 @@ def _failures(report: Mapping[str, Any]) -> list[str]:
     problems = list(report["ops"]["problems"])
     if report["tfaural_importable"] or report["modules"]:
         problems.append(f"the fresh process could import project packages: {report['modules'] or ['tfaural']}")
-    for signature, result in report["signatures"].items():
-        if result.get("problem"):
-            problems.append(f"{signature}: {result['problem']}")
-        for output, check in result.get("outputs", {}).items():
-            if not check["ok"]:
-                detail = check.get("problem") or (
-                    f"max abs error {check['max_abs_error']:.3g} at scale {check['scale']:.3g}"
-                )
-                problems.append(f"{signature}/{output}: {detail}")
+    prefixes = {"signatures": "", "session_signatures": "TF1 session (as TF Serving loads it) ",
+                "signature_savedmodels": "one-signature SavedModel "}
+    for key, prefix in prefixes.items():
+        for signature, result in report.get(key, {}).items():
+            if result.get("problem"):
+                problems.append(f"{prefix}{signature}: {result['problem']}")
+            for output, check in result.get("outputs", {}).items():
+                if not check["ok"]:
+                    detail = check.get("problem") or (
+                        f"max abs error {check['max_abs_error']:.3g} at scale {check['scale']:.3g}"
+                    )
+                    problems.append(f"{prefix}{signature}/{output}: {detail}")
     return problems
 
 

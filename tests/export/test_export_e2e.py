@@ -213,6 +213,10 @@ def test_exporter_verified_in_a_fresh_process_and_saved_model_cli(exported: Expo
         assert result["ok"]
         for check in result["outputs"].values():
             assert check["ok"] and check.get("max_rel_error", 0.0) <= verify.RTOL
+    # ... also loaded as TF Serving loads it, and the jobs' one-signature SavedModels
+    assert set(report["session_signatures"]) == set(exported.metadata["signatures"])
+    assert set(report["signature_savedmodels"]) == {"serving_default", "features"}
+    assert all(r["ok"] for key in ("session_signatures", "signature_savedmodels") for r in report[key].values())
     listed = report["saved_model_cli"]
     assert set(listed) - {"__saved_model_init_op"} == set(exported.metadata["signatures"])
     assert listed["deconvolve"]["inputs"] == {"waveform": "float32", "layer": "int32", "features": "int32"}
@@ -220,6 +224,23 @@ def test_exporter_verified_in_a_fresh_process_and_saved_model_cli(exported: Expo
                                           "activation": "float32"}
     assert listed["serving_default"]["outputs"] == {"scores": "float32", "labels": "string"}
     assert listed["serving_wav"]["inputs"] == {"wav": "string"}
+
+
+def test_tf_serving_loader_restores_the_variables_the_signatures_read(exported: Exported) -> None:
+    """TF Serving's C++ loader (like tf.compat.v1.saved_model.load) restores the variables through the
+    MetaGraph's saver; tracked Keras 3 variables would be restored into copies the functions never read
+    ("Could not find variable", keras-team/keras#19274)."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], exported.version_dir)
+        spec = meta_graph.signature_def["serving_default"]
+        reference = verify.load_reference(os.path.join(exported.version_dir, verify.REFERENCE_FILE))
+        waveform = reference["serving_default"]["inputs"]["waveform"]
+        scores = session.run(spec.outputs["scores"].name, {spec.inputs["waveform"].name: waveform})
+    np.testing.assert_allclose(scores, reference["serving_default"]["outputs"]["scores"], rtol=1e-5, atol=1e-6)
+    checkpoint = tf.train.load_checkpoint(os.path.join(exported.version_dir, "variables", "variables"))
+    saved = [key for key in checkpoint.get_variable_to_shape_map() if key != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    assert len(saved) == len(exported.loaded.model_variables)  # each variable saved once, no copies
 
 
 def test_only_core_ops(exported: Exported) -> None:

@@ -1,0 +1,700 @@
+"""The model process of a local run, and loading one signature of an export.
+
+A local job (the DirectRunner) runs the model in **one process of its own**, started by the
+launcher as soon as the job knows its model (``python -m beam_jobs.tag`` starts it before it
+even imports Beam): it imports TensorFlow, loads the one signature the job calls, runs it once
+on a segment of silence (TensorFlow optimises a function's graph on its first call) and serves
+the calls of the processes that decode the audio. Those processes, and the launcher, never
+import TensorFlow; they send NumPy arrays over a Unix socket (``multiprocessing.connection``,
+authenticated with a random key) and get NumPy arrays back. Start-up work overlaps: while the
+model process loads, the launcher imports Beam, builds the pipeline and starts decoding; and
+TensorFlow uses every core in one process instead of one copy of the model per worker.
+
+:func:`load_signature` loads only what a signature needs: an export lists, in ``metadata.json``
+(``signature_savedmodels``), a SavedModel of its own for each signature the batch jobs call
+(:mod:`export.signature_models`); without it (exports made before), the whole export is loaded.
+
+The model process ends when the launcher closes its standard input (:meth:`ModelProcess.close`),
+and also when the launcher dies (the pipe closes with it).
+
+This module imports neither TensorFlow nor Beam at module level: it runs as
+``python -m beam_jobs.model_process`` (the model process), in the launcher and in the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.abc
+import importlib.machinery
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from beam_jobs.scratch import PREFIX
+from tfaural.errors import ModelError
+
+__all__ = [
+    "SignatureCallError",
+    "tf_error_reason",
+    "LoadedSignature",
+    "signature_savedmodel",
+    "load_savedmodel",
+    "signature_function",
+    "load_signature",
+    "ModelServerAddress",
+    "ModelProcess",
+    "RemoteSignature",
+    "connect",
+    "prestart",
+    "take_prestarted",
+    "close_prestarted",
+    "serve",
+    "main",
+]
+
+logger = logging.getLogger("beam_jobs.model_process")  # also when run as __main__
+
+#: Seconds a worker waits for the model process to accept its connection.
+CONNECT_TIMEOUT = 120.0
+#: Longest socket path (bytes) used as a file: ``sun_path`` holds 108 bytes on Linux, 104 on macOS,
+#: with the terminating NUL. A longer one (a deep temporary folder) becomes an abstract name (Linux).
+MAX_SOCKET_PATH = 100
+#: Signatures whose only batched input is ``waveform`` (warmed up on one segment of silence).
+_WAVEFORM_SIGNATURES = frozenset({"serving_default", "features"})
+
+
+# --------------------------------------------------------------------------- calling a loaded signature
+
+_ASSERT_MESSAGE = re.compile(r"assertion failed: \[(.*?)\]\s*(?:\n|\[\[|$)", re.DOTALL)
+
+
+def tf_error_reason(err: BaseException) -> str:
+    """A one-line reason for a TensorFlow error: the message of a failed in-graph check if there is one."""
+    message = getattr(err, "message", None) or str(err)
+    match = _ASSERT_MESSAGE.search(message)
+    text = match.group(1) if match else message
+    return " ".join(text.split())[:500]
+
+
+class SignatureCallError(Exception):
+    """A signature call failed (raised where the model runs, picklable for a shared model's proxy).
+
+    Attributes:
+        error: The original error's type name, e.g. ``"InvalidArgumentError"``.
+        reason: What was wrong (the in-graph check's message when there is one).
+        example_error: One bad input can cause it (a failed check, a bad shape), as
+            opposed to e.g. running out of memory.
+    """
+
+    def __init__(self, error: str, reason: str, example_error: bool) -> None:
+        super().__init__(error, reason, example_error)
+        self.error = error
+        self.reason = reason
+        self.example_error = example_error
+
+    def __str__(self) -> str:
+        return f"{self.error}: {self.reason}"
+
+
+@dataclasses.dataclass
+class LoadedSignature:
+    """A loaded signature: what ``SignatureModelHandler.load_model`` returns when the model runs in-process.
+
+    Its methods take and return NumPy arrays only, so that a model shared between
+    worker processes (``share_across_processes``) is called through Beam's proxy
+    without TensorFlow in the calling process.
+
+    Attributes:
+        module: The object returned by ``tf.saved_model.load`` (kept alive: the function refers to it).
+        function: The signature's concrete function.
+        batched: Names of the inputs with a batch axis.
+        input_names: All input names, in call order.
+    """
+
+    module: Any
+    function: Any
+    batched: frozenset[str]
+    input_names: tuple[str, ...]
+
+    def spec(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """``(batched input names, all input names)``."""
+        return self.batched, self.input_names
+
+    def call(self, inputs: dict[str, Any], outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Calls the signature.
+
+        Args:
+            inputs: Every input by name (batched ones with their batch axis), NumPy values.
+            outputs: Output names to return (``None``: all).
+
+        Returns:
+            The outputs as NumPy arrays.
+
+        Raises:
+            SignatureCallError: If the call fails.
+        """
+        import tensorflow as tf
+
+        try:
+            result = self.function(**{name: tf.constant(inputs[name]) for name in self.input_names})
+            return {k: v.numpy() for k, v in result.items() if outputs is None or k in outputs}
+        except Exception as err:
+            example_error = (isinstance(err, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
+                                              ValueError, TypeError))
+                             and not isinstance(err, tf.errors.ResourceExhaustedError))
+            raise SignatureCallError(type(err).__name__, tf_error_reason(err), example_error) from None
+
+    def call_each(
+        self, inputs: Sequence[dict[str, Any]], outputs: tuple[str, ...] | None = None
+    ) -> list[dict[str, np.ndarray] | SignatureCallError]:
+        """Calls the signature once per element of ``inputs`` (one round trip for a shared model).
+
+        Args:
+            inputs: One dict per call, as :meth:`call` takes it (batched inputs with a batch axis of 1).
+            outputs: Output names to return (``None``: all).
+
+        Returns:
+            Per call, its outputs, or the :class:`SignatureCallError` it raised.
+        """
+        results: list[dict[str, np.ndarray] | SignatureCallError] = []
+        for one in inputs:
+            try:
+                results.append(self.call(one, outputs))
+            except SignatureCallError as err:
+                results.append(err)
+        return results
+
+
+def _join(base: str, relative: str) -> str:
+    return base.rstrip("/") + "/" + relative
+
+
+def signature_savedmodel(export_dir: str, signature: str) -> str:
+    """The SavedModel to load for ``signature``: its own (``metadata.json``: ``signature_savedmodels``)
+    if the export has one, else the export itself. Reads the export with ``tf.io.gfile`` (local or remote)."""
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(_join(export_dir, "assets/metadata.json"), "r") as handle:
+            relative = (json.load(handle).get("signature_savedmodels") or {}).get(signature)
+    except (OSError, ValueError, tf.errors.OpError):
+        return export_dir  # loading the export reports what is wrong with it
+    if relative and tf.io.gfile.exists(_join(export_dir, f"{relative}/saved_model.pb")):
+        return _join(export_dir, relative)
+    return export_dir
+
+
+def load_savedmodel(path: str, *, export_dir: str, threads: int | None = None) -> Any:
+    """``tf.saved_model.load(path)`` with TensorFlow's thread counts set first.
+
+    Args:
+        path: The SavedModel to load (an export, or one signature's own SavedModel in it).
+        export_dir: The export it belongs to (named in errors).
+        threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); ignored
+            if the runtime is already initialised in this process.
+
+    Raises:
+        ModelError: If the SavedModel cannot be loaded.
+    """
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # the runtime is already initialised in this process: keep its setting
+            pass
+    try:
+        return tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as err:
+        raise ModelError(f"cannot load the SavedModel in {export_dir!r}: {err}") from None
+
+
+def signature_function(loaded: Any, signature: str, *, export_dir: str) -> Any:
+    """The concrete function of ``signature`` in a loaded SavedModel.
+
+    Raises:
+        ModelError: If it has no such signature.
+    """
+    if signature not in loaded.signatures:
+        raise ModelError(f"{export_dir!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}")
+    return loaded.signatures[signature]
+
+
+def load_signature(export_dir: str, signature: str, *, threads: int | None = None) -> tuple[Any, Any]:
+    """Loads one signature of an export, from its own SavedModel when the export has one.
+
+    Args:
+        export_dir: The export version directory (local or remote).
+        signature: The signature's name.
+        threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); ignored
+            if the runtime is already initialised in this process.
+
+    Returns:
+        ``(loaded object, concrete function)``.
+
+    Raises:
+        ModelError: If the SavedModel cannot be loaded or lacks the signature.
+    """
+    loaded = load_savedmodel(signature_savedmodel(export_dir, signature), export_dir=export_dir, threads=threads)
+    return loaded, signature_function(loaded, signature, export_dir=export_dir)
+
+
+# --------------------------------------------------------------------------- the model process (server side)
+
+
+def _warm_up(loaded: LoadedSignature, export_dir: str, signature: str) -> None:
+    """One call on a segment of silence: TensorFlow optimises the function's graph on its first call."""
+    if signature not in _WAVEFORM_SIGNATURES or loaded.input_names != ("waveform",):
+        return
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(_join(export_dir, "assets/metadata.json"), "r") as handle:
+        length = int(json.load(handle)["segment_length"])
+    try:
+        loaded.call({"waveform": np.zeros((1, length), np.float32)})
+    except SignatureCallError as err:  # not fatal: the real calls will report it
+        logger.warning("the warm-up call of %s failed: %s", signature, err)
+
+
+class _Server:
+    """Accepts connections and answers ``("spec",)``, ``("call", inputs, outputs)`` and
+    ``("call_each", [inputs, ...], outputs)`` requests."""
+
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+        self._ready = threading.Event()
+        self._lock = threading.Lock()  # one signature call at a time: each uses every core
+        self._loaded: LoadedSignature | None = None
+        self._load_error: str | None = None
+
+    def start_accepting(self) -> None:
+        threading.Thread(target=self._accept, name="accept", daemon=True).start()
+
+    def set_loaded(self, loaded: LoadedSignature | None, error: str | None = None) -> None:
+        self._loaded, self._load_error = loaded, error
+        self._ready.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection = self._listener.accept()
+            except (OSError, EOFError):
+                continue  # a client that failed authentication or went away
+            threading.Thread(target=self._serve, args=(connection,), name="client", daemon=True).start()
+
+    def _serve(self, connection: Any) -> None:
+        with connection:
+            while True:
+                try:
+                    request = connection.recv()
+                except (EOFError, OSError):
+                    return
+                self._ready.wait()
+                connection.send(self._answer(request))
+
+    def _answer(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+        if self._loaded is None:
+            return ("load_error", self._load_error or "the model did not load")
+        if request[0] == "spec":
+            return ("ok", self._loaded.input_names)
+        kind, inputs, outputs = request
+        try:
+            with self._lock:
+                if kind == "call_each":  # per call, its outputs or its error as a tuple: this module is
+                    # __main__ here, so its classes would not unpickle in the caller
+                    return ("ok", [answer if isinstance(answer, dict) else
+                                   ("call_error", answer.error, answer.reason, answer.example_error)
+                                   for answer in self._loaded.call_each(inputs, outputs)])
+                return ("ok", self._loaded.call(inputs, outputs))
+        except SignatureCallError as err:
+            return ("call_error", err.error, err.reason, err.example_error)
+        except Exception as err:  # anything else: reported to the caller, the process keeps serving
+            return ("call_error", type(err).__name__, str(err)[:1000], False)
+
+
+def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, threads: int | None = None) -> None:
+    """The model process: listen at once, then load and warm up the signature, then serve until stdin closes.
+
+    ``socket_path`` is a file path, or ``@name`` for a name in Linux's abstract socket namespace.
+    """
+    from multiprocessing.connection import Listener
+
+    listener = Listener(_socket_address(socket_path), family="AF_UNIX", authkey=authkey)
+    server = _Server(listener)
+    server.start_accepting()  # clients connect while TensorFlow loads; their requests wait for it
+    start = time.perf_counter()
+    try:
+        module, function = load_signature(export_dir, signature, threads=threads)
+        loaded = LoadedSignature(module, function, frozenset(), tuple(function.structured_input_signature[1]))
+        _warm_up(loaded, export_dir, signature)
+    except Exception as err:  # ModelError or anything TensorFlow raises: every caller gets the message
+        message = str(err) if isinstance(err, ModelError) else f"{type(err).__name__}: {err}"
+        logger.error("model process: %s", message)
+        server.set_loaded(None, message)
+    else:
+        logger.info("model process %d: %s of %s ready in %.1f s", os.getpid(), signature, export_dir,
+                    time.perf_counter() - start)
+        server.set_loaded(loaded)
+
+
+class _HideKeras:
+    """A ``sys.meta_path`` finder under which ``keras`` is an empty package and its submodules are missing.
+
+    ``import tensorflow`` eagerly imports ``keras.src.optimizers`` (to register Keras optimizers
+    for SavedModels that hold them) and, with it, all of Keras, scikit-learn and SciPy: about
+    40 % of TensorFlow's import time. An export holds no Keras objects (only ``tf.Variable`` s and
+    functions), so the model process imports TensorFlow with Keras hidden -- TensorFlow catches
+    the ``ImportError``, as it does where Keras is not installed -- and then removes this finder,
+    so that a later ``import keras`` works as usual. ``keras`` itself gets a spec (with its real
+    location) because TensorFlow asks for its folder without importing it.
+    """
+
+    class _EmptyPackage(importlib.abc.Loader):
+        def create_module(self, spec: Any) -> None:
+            return None
+
+        def exec_module(self, module: Any) -> None:
+            module.__path__ = []
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name == "keras":
+            real = importlib.machinery.PathFinder.find_spec(name)
+            return importlib.machinery.ModuleSpec(name, self._EmptyPackage(), origin=real.origin if real else None,
+                                                  is_package=True)
+        if name.startswith("keras."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden while TensorFlow is imported)", name=name)
+        return None
+
+
+def import_tensorflow_without_keras() -> Any:
+    """``import tensorflow`` with Keras hidden (see :class:`_HideKeras`); returns the module."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    finder = _HideKeras()
+    sys.meta_path.insert(0, finder)
+    try:
+        import tensorflow as tf
+    finally:
+        sys.meta_path.remove(finder)
+        hidden = getattr(sys.modules.get("keras"), "__spec__", None)
+        if hidden is not None and isinstance(hidden.loader, _HideKeras._EmptyPackage):
+            del sys.modules["keras"]  # the empty stand-in: a later import finds the real package
+    return tf
+
+
+def _socket_address(socket: str) -> str:
+    """The address to listen at or connect to: ``@name`` (a command-line argument holds no NUL) is abstract."""
+    return "\0" + socket[1:] if socket.startswith("@") else socket
+
+
+def _watch_stdin(socket_path: str) -> None:
+    """Exits the process when the launcher closes our standard input (or dies), removing the socket's folder."""
+    try:
+        while sys.stdin.buffer.read(65536):
+            pass
+    finally:
+        if not socket_path.startswith("@"):
+            _remove_socket_folder(socket_path)
+        os._exit(0)
+
+
+def _remove_socket_folder(socket_path: str) -> None:
+    """Removes the folder ModelProcess made for the socket (only the socket if the folder was given by hand)."""
+    folder = os.path.dirname(os.path.abspath(socket_path))
+    if os.path.basename(folder).startswith(PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m beam_jobs.model_process --model DIR --signature NAME --socket PATH [--threads N]``.
+
+    The authentication key is the first line of standard input (hex); the process ends when
+    standard input is closed.
+    """
+    parser = argparse.ArgumentParser(prog="python -m beam_jobs.model_process",
+                                     description="Serve one signature of a tfaural export to a local job's workers "
+                                                 "(started by the jobs; not meant to be run by hand).")
+    parser.add_argument("--model", required=True, help="export version directory")
+    parser.add_argument("--signature", required=True, help="signature to serve")
+    parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra- and inter-op threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    authkey = bytes.fromhex(sys.stdin.buffer.readline().decode("ascii").strip())
+    threading.Thread(target=_watch_stdin, args=(args.socket,), name="stdin", daemon=True).start()
+    import_tensorflow_without_keras()
+    serve(args.model, args.signature, args.socket, authkey, threads=args.threads)
+    threading.Event().wait()  # serve until stdin closes (the watcher exits the process)
+    return 0
+
+
+# --------------------------------------------------------------------------- launcher side
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelServerAddress:
+    """How workers reach a model process (picklable; travels inside the model handler).
+
+    Attributes:
+        socket: The Unix socket path (a leading NUL: a name in Linux's abstract namespace, used when the
+            temporary folder is too deep for a socket path).
+        authkey: The connection's authentication key.
+        pid: The model process (to tell a process that died from one still loading).
+        export_dir: The export it serves.
+        signature: The signature it serves.
+    """
+
+    socket: str
+    authkey: bytes = dataclasses.field(repr=False)
+    pid: int
+    export_dir: str
+    signature: str
+
+
+class ModelProcess:
+    """Starts the model process (see the module docstring) and ends it on :meth:`close`.
+
+    Args:
+        export_dir: The export version directory.
+        signature: The signature to serve.
+        threads: TensorFlow threads of the model process (``None``: one per core).
+    """
+
+    def __init__(self, export_dir: str, signature: str, *, threads: int | None = None) -> None:
+        # Mode 0700: only this user reaches the socket. Named like the run folders of beam_jobs.scratch
+        # (tfaural-job-<launcher pid>-...): if the launcher is killed, the next run of any job removes it.
+        self._folder: str | None = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-model-")
+        socket_path = os.path.join(self._folder, "model.sock")
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:  # a deep temporary folder (e.g. a test's TMPDIR)
+            shutil.rmtree(self._folder, ignore_errors=True)
+            if sys.platform.startswith("linux"):  # a name, no file: reached by the random key alone
+                self._folder, socket_path = None, f"@tfaural-model-{os.getpid()}-{secrets.token_hex(8)}"
+            else:
+                self._folder = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-model-", dir="/tmp")
+                socket_path = os.path.join(self._folder, "model.sock")
+        authkey = secrets.token_bytes(32)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH"))
+                                                           if p)}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        command = [sys.executable, "-m", "beam_jobs.model_process", "--model", export_dir, "--signature", signature,
+                   "--socket", socket_path]
+        if threads:
+            command += ["--threads", str(threads)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
+        assert self.process.stdin is not None
+        self.process.stdin.write(authkey.hex().encode("ascii") + b"\n")
+        self.process.stdin.flush()
+        self.address = ModelServerAddress(_socket_address(socket_path), authkey, self.process.pid, export_dir,
+                                          signature)
+        self.threads = threads
+        logger.info("the model runs in a process of its own (pid %d): %s of %s", self.process.pid, signature,
+                    export_dir)
+
+    def serves(self, export_dir: str, signature: str, threads: int | None = None) -> bool:
+        """True if this process serves that signature of that export (and is still running)."""
+        return (self.process.poll() is None and self.address.export_dir == export_dir
+                and self.address.signature == signature and self.threads == threads)
+
+    def close(self) -> None:
+        """Ends the model process (closing its standard input) and removes its socket folder."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> ModelProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_PRESTARTED: ModelProcess | None = None
+
+
+def prestart(argv: Sequence[str], *, signature: str) -> None:
+    """Starts the model process for a job's command line before the job imports Beam (best effort).
+
+    Only for a local export directory with that signature and the local DirectRunner (no
+    ``--runner``, or ``--runner=DirectRunner``); the job adopts the process
+    (:func:`take_prestarted`) once it has validated its flags, or :func:`close_prestarted`
+    ends it. Anything unexpected here is left for the job to report.
+    """
+    global _PRESTARTED
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--model")
+    parser.add_argument("--runner")
+    parser.add_argument("-h", "--help", action="store_true")
+    try:
+        args, _ = parser.parse_known_args(list(argv))
+    except SystemExit:
+        return
+    if args.help or not args.model or (args.runner or "DirectRunner").rsplit(".", 1)[-1] != "DirectRunner":
+        return
+    export_dir = args.model.rstrip("/")
+    try:
+        with open(os.path.join(export_dir, "assets", "metadata.json"), encoding="utf-8") as handle:
+            if signature not in (json.load(handle).get("signatures") or {}):
+                return
+    except (OSError, ValueError):
+        return
+    _PRESTARTED = ModelProcess(export_dir, signature)
+
+
+def take_prestarted(export_dir: str, signature: str, threads: int | None = None) -> ModelProcess | None:
+    """The prestarted model process if it serves that signature of that export, else ``None`` (it is closed)."""
+    global _PRESTARTED
+    started, _PRESTARTED = _PRESTARTED, None
+    if started is not None and started.serves(export_dir, signature, threads):
+        return started
+    if started is not None:
+        started.close()
+    return None
+
+
+def close_prestarted() -> None:
+    """Ends a prestarted model process that no job adopted."""
+    global _PRESTARTED
+    if _PRESTARTED is not None:
+        _PRESTARTED.close()
+        _PRESTARTED = None
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+class RemoteSignature:
+    """A signature served by a model process, called like :class:`LoadedSignature` (NumPy in, NumPy out).
+
+    One connection per thread, opened on the first call; calls block until the model process has
+    loaded, so a worker can decode while the model loads.
+
+    Args:
+        address: The model process.
+        input_names: The signature's inputs (from ``metadata.json``); ``None``: ask the model
+            process (which waits until it has loaded).
+        batched: The inputs with a batch axis.
+    """
+
+    def __init__(self, address: ModelServerAddress, input_names: Sequence[str] | None = None,
+                 batched: frozenset[str] | None = None) -> None:
+        self.address = address
+        self._local = threading.local()
+        if input_names is None:
+            input_names = self._request(("spec",))[1]
+        self.input_names: tuple[str, ...] = tuple(input_names)
+        self.batched = batched if batched is not None else frozenset()
+
+    def spec(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """``(batched input names, all input names)``."""
+        return self.batched, self.input_names
+
+    def call(self, inputs: dict[str, Any], outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Calls the signature in the model process.
+
+        Raises:
+            SignatureCallError: If the call fails there.
+            ModelError: If the model process could not load the model or went away.
+        """
+        answer = self._request(("call", {name: np.asarray(inputs[name]) for name in self.input_names}, outputs))
+        return answer[1]  # type: ignore[no-any-return]
+
+    def call_each(
+        self, inputs: Sequence[dict[str, Any]], outputs: tuple[str, ...] | None = None
+    ) -> list[dict[str, np.ndarray] | SignatureCallError]:
+        """One call per element of ``inputs``, all in one round trip to the model process.
+
+        Returns:
+            Per call, its outputs, or the :class:`SignatureCallError` it raised there.
+
+        Raises:
+            ModelError: If the model process could not load the model or went away.
+        """
+        request = [{name: np.asarray(one[name]) for name in self.input_names} for one in inputs]
+        return [answer if isinstance(answer, dict) else SignatureCallError(*answer[1:])
+                for answer in self._request(("call_each", request, outputs))[1]]
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = connect(self.address)
+        return connection
+
+    def _request(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+        connection = self._connection()
+        try:
+            connection.send(request)
+            answer = connection.recv()
+        except (EOFError, OSError) as err:
+            self._local.connection = None
+            raise ModelError(f"the model process (pid {self.address.pid}) went away: {err}") from None
+        if answer[0] == "ok":
+            return answer  # type: ignore[no-any-return]
+        if answer[0] == "call_error":
+            raise SignatureCallError(answer[1], answer[2], answer[3])
+        raise ModelError(answer[1])
+
+
+def _alive(pid: int) -> bool:
+    """True if process ``pid`` runs (a zombie, dead but not yet reaped by the launcher, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def connect(address: ModelServerAddress, *, timeout: float = CONNECT_TIMEOUT) -> Any:
+    """A connection to the model process, waiting for it to listen (it does so at once).
+
+    Raises:
+        ModelError: If the process died or does not listen within ``timeout`` seconds.
+    """
+    from multiprocessing.connection import Client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Client(address.socket, family="AF_UNIX", authkey=address.authkey)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not _alive(address.pid):
+                raise ModelError(f"the model process (pid {address.pid}) for {address.export_dir!r} exited before "
+                                 "it was ready; its messages are above") from None
+            if time.monotonic() > deadline:
+                raise ModelError(f"the model process (pid {address.pid}) did not listen within {timeout:g} s") from None
+            time.sleep(0.02)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

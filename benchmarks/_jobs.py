@@ -1,0 +1,109 @@
+"""What the command-line benchmarks share: music-like catalogues, imported musicnn exports, timed job commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE_RATE = 44100
+FORMATS = ("wav", "flac", "mp3")
+
+
+def music_catalogue(folder: Path, *, tracks: int, seconds: float, formats: tuple[str, ...] = FORMATS,
+                    seed: int = 19) -> list[Path]:
+    """``tracks`` music-like pieces (chords over drums, :func:`tfaural.pretrained.probes.music_like`), 44.1 kHz
+    stereo, cycling through ``formats``; tempo and level vary per track (peak 0.3-0.6).
+
+    The right channel is the left one delayed by 10 ms plus a little noise, so that the two
+    channels differ as in a real mix.
+    """
+    import soundfile as sf
+
+    from tfaural.pretrained.probes import music_like
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    delay = int(0.01 * SOURCE_RATE)
+    for index in range(tracks):
+        tempo, peak = float(rng.uniform(80, 160)), float(rng.uniform(0.3, 0.6))
+        left = music_like(seconds=seconds, sample_rate=SOURCE_RATE, seed=seed * 1000 + index, peak=peak, tempo=tempo)
+        right = 0.9 * np.roll(left, delay) + 0.01 * peak * rng.standard_normal(left.size).astype(np.float32)
+        stereo = np.stack([left, right], axis=1)
+        stereo *= peak / max(float(np.max(np.abs(stereo))), 1e-9)
+        fmt = formats[index % len(formats)]
+        path = folder / f"track {index:04d}.{fmt}"
+        subtype = {"wav": "PCM_16", "flac": "PCM_16", "mp3": "MPEG_LAYER_III", "ogg": "VORBIS"}[fmt]
+        sf.write(path, stereo.astype(np.float32), SOURCE_RATE, subtype=subtype)
+        paths.append(path)
+    return paths
+
+
+def musicnn_export(name: str, root: Path, *, hop_frames: int | None = None, verify: bool = True) -> str:
+    """Imports musicnn's ``name`` (e.g. ``MTT_vgg``) and exports it; returns the version directory."""
+    from export.exporter import export_run
+    from tfaural.pretrained.catalogue import import_run
+
+    run_dir = root / f"run-{name}-{hop_frames or 'default'}"
+    import_run(f"musicnn/{name}", run_dir, hop_frames=hop_frames, verify=verify, overwrite=True)
+    return export_run(run_dir, root / f"export-{name}-{hop_frames or 'default'}", verify=verify)
+
+
+def job_env() -> dict[str, str]:
+    """The environment of a job command: this checkout first on the path, TensorFlow's C++ logs quiet."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+
+
+def run_command(command: list[str], *, timeout: float = 3600) -> dict[str, Any]:
+    """Runs a command, timed from start to exit; raises with its output's tail if it fails.
+
+    Returns:
+        ``{"seconds": wall, "cpu_seconds": user + system of the command's processes, "stderr": ...}``.
+    """
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=job_env(), timeout=timeout)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed ({done.returncode}): {done.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": seconds, "cpu_seconds": cpu, "stdout": done.stdout, "stderr": done.stderr}
+
+
+def tag_command(input_glob: str, export_dir: str, output: Path, *extra: str) -> list[str]:
+    """``python -m beam_jobs.tag`` as a user types it (default runner: every core)."""
+    return [sys.executable, "-m", "beam_jobs.tag", f"--input={input_glob}", f"--model={export_dir}",
+            f"--output={output}", "--overwrite", *extra]
+
+
+def read_tags(output: Path) -> dict[str, dict[str, Any]]:
+    """``tags.jsonl`` of a tag run, by file name."""
+    import json
+
+    records = [json.loads(line) for line in (output / "tags.jsonl").read_text().splitlines() if line.strip()]
+    return {Path(r["path"]).name: r for r in records}
+
+
+def machine_load() -> dict[str, Any]:
+    """The CPU model and the load averages (the machine may be shared)."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
