@@ -14,13 +14,14 @@ pytestmark = pytest.mark.slow
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(3600)  # ~8-10 min alone on 2 cores; no limit a machine 3x slower could hit
+# 27 min alone on 2 cores (2026-11-30, 16 entries; issue 18 is to make it small again): generous limits
+@pytest.mark.timeout(5400)
 def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     from benchmarks.__main__ import BENCHMARKS
 
     results, markdown = tmp_path / "results.json", tmp_path / "RESULTS.md"
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--output", str(results),
-                           "--markdown", str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=3300)
+                           "--markdown", str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=5100)
     report = json.loads(results.read_text())
     errors = {name: r.get("error") for name, r in report["results"].items() if "error" in r}
     assert done.returncode == 0 and not errors, (errors, done.stdout[-3000:], done.stderr[-3000:])
