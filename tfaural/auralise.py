@@ -189,6 +189,20 @@ def _check_mode(mode: Any) -> None:
         raise ParameterError(f"mode={mode!r} is invalid: expected one of {MODES}")
 
 
+def _batch_level_dtypes(
+    waveform: tf.Tensor | np.ndarray, mode: str | tf.Tensor, keep_deconvolved: bool
+) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.DType, ...]]:
+    """Checks ``mode``; returns the waveform as ``[batch, samples]``, each input's peak ``[batch]`` and the
+    dtypes of the per-chunk results (``deconvolved``, ``audio``, ``silent``, ``peak``)."""
+    _check_mode(mode)
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    if waveform.shape.rank == 1:
+        waveform = waveform[tf.newaxis]
+    level = tf.reduce_max(tf.abs(waveform), axis=-1)
+    dtypes: tuple[tf.DType, ...] = (tf.float32, tf.bool, tf.float32)
+    return waveform, level, ((tf.float32, *dtypes) if keep_deconvolved else dtypes)
+
+
 class Auraliser:
     """Auralisation for one model (the deconvolution network is built once).
 
@@ -221,14 +235,7 @@ class Auraliser:
         self, waveform: tf.Tensor | np.ndarray, mode: str | tf.Tensor, keep_deconvolved: bool
     ) -> tuple[tf.Tensor, tf.Tensor | None, Any, tuple[tf.DType, ...]]:
         """``(model input, spectrogram or None, per-chunk auralisation, its dtypes)`` for ``waveform``."""
-        _check_mode(mode)
-        waveform = tf.convert_to_tensor(waveform, tf.float32)
-        if waveform.shape.rank == 1:
-            waveform = waveform[tf.newaxis]
-        level = tf.reduce_max(tf.abs(waveform), axis=-1)  # [batch]: the input's peak
-        dtypes: tuple[tf.DType, ...] = (tf.float32, tf.bool, tf.float32)
-        if keep_deconvolved:
-            dtypes = (tf.float32, *dtypes)
+        waveform, level, dtypes = _batch_level_dtypes(waveform, mode, keep_deconvolved)
         if not self.is_spectral:  # waveform models: the deconvolution already is audio
 
             def finish_waveform(deconvolved: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -565,14 +572,7 @@ class MelAuraliser(Auraliser):
     def _prepare(
         self, waveform: tf.Tensor | np.ndarray, mode: str | tf.Tensor, keep_deconvolved: bool
     ) -> tuple[tf.Tensor, tf.Tensor | None, Any, tuple[tf.DType, ...]]:
-        _check_mode(mode)
-        waveform = tf.convert_to_tensor(waveform, tf.float32)
-        if waveform.shape.rank == 1:
-            waveform = waveform[tf.newaxis]
-        level = tf.reduce_max(tf.abs(waveform), axis=-1)  # [batch]: the input's peak
-        dtypes: tuple[tf.DType, ...] = (tf.float32, tf.bool, tf.float32)
-        if keep_deconvolved:
-            dtypes = (tf.float32, *dtypes)
+        waveform, level, dtypes = _batch_level_dtypes(waveform, mode, keep_deconvolved)
         stft_matrix, mel = self.mel_input(waveform)
 
         # The input's loudest compressed log-mel value, [batch, 1, 1, 1]: each deconvolved map is
