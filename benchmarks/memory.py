@@ -45,8 +45,8 @@ Target: the longer file within 10 % of the shorter one.
 export's budgets allow (``export/budget.py``), per exported family -- the Choi CNN of the paper
 (11,025 Hz, 64 maps per layer), the 3^9-SampleCNN (22,050 Hz) and musicnn's vgg tagger (MTT_vgg's
 shape: 16 kHz log-mel, 128 maps per layer; the imported pretrained taggers), random weights, default
-budgets: one clip of ``max_deconv_seconds`` (30 s) and as many features as
-``max_deconv_feature_samples`` allows (64) at the deepest layer and at the first layer, mode
+budgets: one clip of the family's ``max_deconv_seconds`` (Choi 20 s, SampleCNN 20 s, musicnn 15 s) and as
+many features as ``max_deconv_feature_samples`` allows (64) at the deepest layer and at the first layer, mode
 ``phase``, sent to the SavedModel's ``auralise`` signature in a fresh process that loads the export
 with ``tf.saved_model.load`` (as TF Serving or a Beam worker would). Its peak RSS (``VmHWM``) is
 compared with the 2 GiB target, next to a baseline process that loads the export and makes the
@@ -518,8 +518,8 @@ QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
-def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_feature_seconds: float | None = None,
-                **architecture: Any) -> str:
+def export_choi(base: str, *, max_deconv_seconds: float | None = None,
+                max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
     """Exports a randomly initialised Choi CNN (10 labels, 11,025 Hz; ``architecture``: ``choi_cnn`` keywords,
     default the paper's); returns the version directory."""
     import keras
@@ -540,7 +540,7 @@ def export_choi(base: str, *, max_deconv_seconds: float = 30.0, max_deconv_featu
                                  verify=False)
 
 
-def export_musicnn_vgg(base: str, *, max_deconv_seconds: float = 30.0,
+def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
                        max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
     """Exports a randomly initialised musicnn vgg tagger (MTT_vgg's shape: 16 kHz log-mel, 128 maps per layer,
     50 tags; ``architecture``: ``MusicnnConfig`` fields); returns the version directory."""
@@ -565,7 +565,7 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float = 30.0,
                                  verify=False)
 
 
-def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float = 30.0,
+def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
                          max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
     """Exports a randomly initialised SampleCNN (50 labels, 22,050 Hz; ``architecture``: ``samplecnn`` keywords,
     default the 3^9 model); returns the version directory."""

@@ -75,9 +75,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with InvalidArgument (protects server memory; default: %(default)s)",
     )
     parser.add_argument(
-        "--max-deconv-seconds", type=_positive_float, default=30.0, metavar="S",
+        "--max-deconv-seconds", type=_positive_float, default=None, metavar="S",
         help="longest input of one deconvolve or auralise call, in seconds of audio in all (batch x length; "
-        "default: %(default)s)",
+        "default: the model family's budget in export/budget.py: 20 for the Choi CNN and SampleCNN, 15 for the "
+        "musicnn taggers, 30 for the frame-level baselines)",
     )
     parser.add_argument(
         "--max-request-seconds", type=_positive_float, default=None, metavar="S",
@@ -87,7 +88,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-deconv-feature-seconds", type=_positive_float, default=None, metavar="S",
         help="most work one deconvolve or auralise call may ask for: features x batch x length in seconds "
-        "(default: the model family's budget in export/budget.py, 1920 = 64 features of a 30-s clip); the "
+        "(default: the model family's budget in export/budget.py, e.g. 1280 = 64 features of a 20-s clip); the "
         "deconvolution runs in chunks of features so that the largest such call has a measured peak memory "
         "(docs/serving.md)",
     )

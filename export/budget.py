@@ -9,7 +9,7 @@ So each export states (in ``metadata.json``) and enforces (in-graph, with an
   ``serving_wav`` or ``features`` call (for ``serving_wav``, batch × the longest
   decoded file);
 * ``max_deconv_samples`` — ``batch × samples`` of one ``deconvolve``/``auralise``
-  call (also the longest clip);
+  call (also the longest clip; ``max_deconv_seconds`` of the family's budget);
 * ``max_deconv_feature_samples`` — ``features × batch × samples`` of one
   ``deconvolve``/``auralise`` call (what their outputs hold);
 
@@ -40,6 +40,8 @@ class WorkBudget:
     """Per-call limits beyond the input length (see the module docstring).
 
     Attributes:
+        max_deconv_seconds: ``batch × seconds`` of one ``deconvolve``/``auralise`` call (so also the
+            longest clip they take).
         max_request_seconds: ``batch × seconds`` of one ``serving_default``/``serving_wav``/``features``
             call.
         max_deconv_feature_seconds: ``features × batch × seconds`` of one ``deconvolve``/``auralise``
@@ -48,12 +50,13 @@ class WorkBudget:
             features (the deconvolution holds about three such tensors at once).
     """
 
+    max_deconv_seconds: float = 30.0
     max_request_seconds: float = 1200.0
     max_deconv_feature_seconds: float = 1920.0
     deconv_chunk_elements: int = _CHUNK_ELEMENTS
 
     def __post_init__(self) -> None:
-        for name in ("max_request_seconds", "max_deconv_feature_seconds"):
+        for name in ("max_deconv_seconds", "max_request_seconds", "max_deconv_feature_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ExportError(f"{name}={value!r} is invalid: expected a positive number of seconds")
@@ -68,18 +71,22 @@ DEFAULT_BUDGET = WorkBudget()
 #: Each family's budget; the largest allowed ``auralise`` call of each is measured by
 #: ``python benchmarks/memory.py --auralise`` (target: at most 2 GiB peak RSS; figures in docs/serving.md).
 FAMILY_BUDGETS: dict[str, WorkBudget] = {
-    # 11,025 Hz, 64 maps per layer: 64 features of a 30-s clip (21.2 M feature-samples), the most a call can
-    # ask for with max_deconv_seconds = 30. Measured: 1.55 GiB.
-    "choi": WorkBudget(),
-    # 22,050 Hz, up to 512 maps: 64 features of a 30-s clip (42.3 M feature-samples). Measured: 1.92 GiB, and
-    # as much with 32 features: the forward pass over a 30-s clip dominates (--max-deconv-seconds is the lever).
-    "samplecnn": WorkBudget(),
+    # 11,025 Hz, 64 maps per layer. With 30-s clips the largest call (64 features, layer 5) peaked at 2172 MiB
+    # (the first layer's 64 x 257-bin x frames maps of one feature are the walk's largest tensor, and the
+    # loaded export with its first call already holds ~1150 MiB), so the clip is capped at 20 s: 64 features
+    # of a 20-s clip (14.1 M feature-samples).
+    "choi": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
+    # 22,050 Hz, up to 512 maps. With 30-s clips the largest call (64 features, layer 10) peaked at 1966-2067 MiB
+    # over three runs, and about as much with 32 features: the forward pass over the clip dominates, so the clip
+    # is capped at 20 s: 64 features of a 20-s clip (28.2 M feature-samples).
+    "samplecnn": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
     # Not measured separately (the frame-level baselines are smaller than the 3^9-SampleCNN).
     "raw-frame": WorkBudget(),
     "mel-frame": WorkBudget(),
     # The imported musicnn taggers (16 kHz, log-mel 96 x frames): MTT_vgg's 128 maps of the full 96 x frames
-    # grid are its widest; measured by benchmarks/memory.py --auralise (docs/serving.md).
-    "musicnn": WorkBudget(),
+    # grid are its widest. With 30-s clips its largest call (64 features, layer 5) peaked at 2516 MiB, so the
+    # clip is capped at 15 s (five of its 3-s patches) and the features per call at 64 (960 feature-seconds).
+    "musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0),
 }
 
 

@@ -40,7 +40,6 @@ from export.cleanup import STAGING_PREFIX, remove_stale, remove_stale_temp_dirs,
 from export.metadata import build_metadata, write_metadata_files
 from export.module import (
     DEFAULT_MAX_BATCH_SEGMENTS,
-    DEFAULT_MAX_DECONV_SECONDS,
     DEFAULT_MAX_SECONDS,
     ServingModule,
 )
@@ -78,7 +77,7 @@ def build_module(
     info: RunInfo,
     *,
     max_seconds: float = DEFAULT_MAX_SECONDS,
-    max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+    max_deconv_seconds: float | None = None,
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
     budget: WorkBudget | None = None,
 ) -> tuple[ServingModule, dict[str, Any]]:
@@ -88,7 +87,8 @@ def build_module(
         model: A trained Choi CNN or SampleCNN-family model.
         info: Its run description.
         max_seconds: Longest input of the scoring and feature signatures.
-        max_deconv_seconds: Longest input (batch x length) of ``deconvolve``/``auralise``.
+        max_deconv_seconds: Longest input (batch x length) of ``deconvolve``/``auralise`` (``None``: the
+            budget's).
         max_batch_segments: Most segments run through the model at once.
         budget: Per-call budgets (``None``: the family's, :data:`export.budget.FAMILY_BUDGETS`).
 
@@ -122,7 +122,7 @@ def build_module(
         input_scaling=input_scaling,
         mel=settings.mel,
         max_seconds=max_seconds,
-        max_deconv_seconds=max_deconv_seconds,
+        max_deconv_seconds=settings.budget.max_deconv_seconds if max_deconv_seconds is None else max_deconv_seconds,
         budget=settings.budget,
         deconvolvable_layers=settings.levels,
         features_per_layer=settings.features_per_layer,
@@ -164,7 +164,7 @@ def export_model(
     *,
     version: int | None = None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
-    max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+    max_deconv_seconds: float | None = None,
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
     budget: WorkBudget | None = None,
     verify: bool = True,
@@ -177,7 +177,7 @@ def export_model(
         export_base: The model's base directory (TF Serving's ``MODEL_BASE_PATH/<name>``).
         version: Version number (``None``: the next free one). Must not exist.
         max_seconds: Longest input of ``serving_default``/``serving_wav``/``features`` (protects server memory).
-        max_deconv_seconds: Longest input of ``deconvolve``/``auralise``.
+        max_deconv_seconds: Longest input of ``deconvolve``/``auralise`` (``None``: the budget's).
         max_batch_segments: Most segments run through the model at once.
         budget: Per-call budgets (``None``: the family's, :mod:`export.budget`).
         verify: Run :func:`export.verify.verify_export` before publishing the version.
@@ -229,7 +229,7 @@ def export_run(
     *,
     version: int | None = None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
-    max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+    max_deconv_seconds: float | None = None,
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
     budget: WorkBudget | None = None,
     verify: bool = True,

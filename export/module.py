@@ -53,7 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.budget import WorkBudget, budget_for
+from export.budget import DEFAULT_BUDGET, WorkBudget, budget_for
 from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, signature_names
 from tfaural import spectral
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
@@ -68,7 +68,7 @@ from tfaural.run import RunInfo
 __all__ = ["ServingModule", "DEFAULT_MAX_SECONDS", "DEFAULT_MAX_DECONV_SECONDS", "DEFAULT_MAX_BATCH_SEGMENTS"]
 
 DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_MAX_DECONV_SECONDS = 30.0
+DEFAULT_MAX_DECONV_SECONDS = DEFAULT_BUDGET.max_deconv_seconds  # a family's own: export.budget.FAMILY_BUDGETS
 DEFAULT_MAX_BATCH_SEGMENTS = 64
 
 
@@ -141,7 +141,8 @@ class ServingModule(tf.Module):
         model: A trained Choi CNN or SampleCNN-family model (``tfaural.models``).
         info: The run description (labels, sample rate, segment, STFT).
         max_seconds: Longest input (seconds) of ``serving_default``, ``serving_wav`` and ``features``.
-        max_deconv_seconds: Longest input (seconds) of ``deconvolve`` and ``auralise``.
+        max_deconv_seconds: Longest input (seconds, batch x length) of ``deconvolve`` and ``auralise``
+            (``None``: the budget's ``max_deconv_seconds``).
         max_batch_segments: Most segments run through the model at once (memory bound).
         top_k: Width of the ``labels`` output (capped at the number of labels).
         budget: Per-call budgets (:mod:`export.budget`; ``None``: the family's).
@@ -157,7 +158,7 @@ class ServingModule(tf.Module):
         info: RunInfo,
         *,
         max_seconds: float = DEFAULT_MAX_SECONDS,
-        max_deconv_seconds: float = DEFAULT_MAX_DECONV_SECONDS,
+        max_deconv_seconds: float | None = None,
         max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
         top_k: int = TOP_K,
         budget: WorkBudget | None = None,
@@ -174,10 +175,11 @@ class ServingModule(tf.Module):
         self.model_variables = [variable.value for variable in model.variables]
         self._config = config
         self._net = DeconvNet(model) if "deconvolve" in signature_names(family) else None
+        budget = budget if budget is not None else budget_for(family)
         self._settings = _settings(
             model, info, config, family, self._net, max_seconds=max_seconds,
-            max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, top_k=top_k,
-            budget=budget if budget is not None else budget_for(family),
+            max_deconv_seconds=budget.max_deconv_seconds if max_deconv_seconds is None else max_deconv_seconds,
+            max_batch_segments=max_batch_segments, top_k=top_k, budget=budget,
         )
         chunk = self._settings.budget.deconv_chunk_elements
         win_length = (self._settings.stft or {}).get("win_length")

@@ -204,8 +204,8 @@ def features_per_call(metadata: Mapping[str, Any], *, n_features: int, samples: 
     """How many features of one layer an export's ``deconvolve`` call may ask for.
 
     An export states ``max_deconv_feature_samples`` (features × batch × samples of one call;
-    :mod:`export.budget`): e.g. 1920 feature-seconds take all 128 maps of an ``MTT_vgg`` layer
-    for clips of up to 15 s, but only 64 of a 30-s clip. Exports without the entry (format 1)
+    :mod:`export.budget`): e.g. the musicnn taggers' 960 feature-seconds take all 128 maps of an
+    ``MTT_vgg`` layer for clips of up to 7.5 s, but only 64 of a 15-s clip. Exports without the entry (format 1)
     take every feature at once.
 
     Args:

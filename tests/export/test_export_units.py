@@ -351,7 +351,8 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
 
     assert budget_for("choi") == FAMILY_BUDGETS["choi"] and budget_for("a-new-family") == WorkBudget()
     assert budget_for("samplecnn", max_request_seconds=60, max_deconv_feature_seconds=None).max_request_seconds == 60
-    for bad in ({"max_request_seconds": 0}, {"max_deconv_feature_seconds": -1.0}, {"deconv_chunk_elements": 0}):
+    for bad in ({"max_request_seconds": 0}, {"max_deconv_feature_seconds": -1.0}, {"deconv_chunk_elements": 0},
+                {"max_deconv_seconds": float("nan")}):
         with pytest.raises(ExportError, match=f"{next(iter(bad))}=.* is invalid"):
             WorkBudget(**bad)  # type: ignore[arg-type]
     model, info = _choi()
@@ -364,5 +365,12 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     assert (meta["max_deconv_feature_seconds"], meta["max_deconv_feature_samples"]) == (12.0, 12 * RATE)
     assert meta["max_deconv_samples"] == 3 * RATE and meta["deconv_chunk_elements"] == 1000
     assert meta["silence_relative"] == 2.0**-24 and meta["input_silence_peak"] == 2.0**-20
+    # Without an explicit clip limit the family's own applies (the Choi CNN: 20 s, from benchmarks/memory.py
+    # --auralise), and an explicit one overrides it.
+    _, meta = exporter.build_module(model, info)
+    assert meta["max_deconv_seconds"] == FAMILY_BUDGETS["choi"].max_deconv_seconds == 20.0
+    assert meta["max_deconv_samples"] == 20 * RATE
+    _, meta = exporter.build_module(model, info, budget=WorkBudget(max_deconv_seconds=5.0))
+    assert meta["max_deconv_samples"] == 5 * RATE
     assert "k x batch x samples at most max_deconv_feature_samples" in (
         meta["signatures"]["deconvolve"]["inputs"]["features"]["description"])

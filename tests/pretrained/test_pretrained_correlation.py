@@ -83,7 +83,7 @@ def test_summary_records_the_tagger_and_its_mel_front_end(job_output: pathlib.Pa
     assert model["family"] == "musicnn" and model["pretrained"] == "musicnn/MTT_vgg"
     assert model["mel"]["n_mels"] == 96 and model["input_scaling"]["mode"] == "log10"
     assert model["layer_names"] == {str(i): f"pool{i}" for i in range(1, 6)}
-    assert summary["features_per_call"] == {str(i): 128 for i in range(1, 6)}  # 128 x 3 s fits 1920 feature-s
+    assert summary["features_per_call"] == {str(i): 128 for i in range(1, 6)}  # 128 x 3 s fits the 960 feature-s budget
     with np.load(job_output / "signals.npz") as analysed:
         assert analysed["audio"].shape == (8, int(SECONDS * 16000)) and int(analysed["sample_rate"]) == 16000
     pixels = mpimg.imread(job_output / "figure10.png")
