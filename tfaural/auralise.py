@@ -259,6 +259,11 @@ class Auraliser:
 
         return magnitude, magnitude, finish_spectral, dtypes
 
+    def model_input(self, waveform: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """What the model (and :attr:`net`) takes for ``waveform`` ``[batch, samples]``: the linear STFT
+        magnitude (Choi CNN), the mel power (log-mel taggers) or the waveform itself."""
+        return self._prepare(waveform, "phase", False)[0]
+
     @staticmethod
     def _result(outputs: Sequence[tf.Tensor], spectrogram: tf.Tensor | None, activation: tf.Tensor | None,
                 keep_deconvolved: bool) -> Auralisation:

@@ -1147,6 +1147,29 @@ class DeconvNet:
 
     # ----------------------------------------------------------------- computation
 
+    @_not_converted
+    def activations(self, x: tf.Tensor | np.ndarray, *, layers: Sequence[int | str]) -> dict[Any, tf.Tensor]:
+        """Each feature map's maximum activation on ``x``, per layer, from one forward pass (no walk).
+
+        The same values as the ``activation`` that :meth:`__call__` returns with
+        ``return_activation=True`` for all features of a layer; cheap enough to choose which
+        features to deconvolve (e.g. the most active ones) before deconvolving only those.
+
+        Args:
+            x: The model's input (as :meth:`__call__`).
+            layers: Levels or layer names.
+
+        Returns:
+            ``{layer: float32 [batch, n_maps]}``.
+        """
+        walks = {layer: self._walk_to(self.layer_name(layer)) for layer in layers}
+        values = self._graph.forward(self._model_input(x), [w.seed.output for w in walks.values()])
+        result = {}
+        for layer, walk in walks.items():
+            seed = self._seed_values(walk, values)
+            result[layer] = feature_maxima(seed, tf.range(int(seed.shape[-1]), dtype=tf.int32))
+        return result
+
     def _model_input(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
         x = tf.convert_to_tensor(x, tf.float32)
         expected = self._graph.input.shape

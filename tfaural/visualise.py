@@ -519,12 +519,21 @@ def make_figures(
         n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, (ChoiConfig, MusicnnConfig)) else (1024,
                                                                                                                256)
         names = [os.path.splitext(os.path.basename(p))[0] for p in audio_paths]
+        # Which features to draw needs only each map's maximum activation (one forward pass per clip); only
+        # those features are then deconvolved.
+        activations: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted_layers}
+        for clip in clips:
+            per_layer = auraliser.net.activations(auraliser.model_input(clip[None]), layers=wanted_layers)
+            for layer in wanted_layers:
+                activations[layer].append(per_layer[layer].numpy()[0])
         bar = tqdm(total=len(wanted_layers) * len(audio_paths), desc="deconvolving", unit="clip",
                    disable=not progress)
         for layer in wanted_layers:
-            maps, activations = [], []
-            for clip in clips:  # one track at a time: the walk of 64 features is large
-                result = auraliser(clip[None], layer=layer, mode="phase")
+            chosen = _choose(features, np.stack(activations[layer]), layer=layer)
+            chosen_features[str(layer)] = chosen
+            maps = []
+            for clip in clips:  # one track at a time: bounds memory for long clips and many features
+                result = auraliser(clip[None], layer=layer, features=chosen, mode="phase")
                 assert result.deconvolved is not None
                 if is_mel:  # log-mel -> mel power at the input's level (MelAuraliser), shown as magnitude
                     assert isinstance(auraliser, MelAuraliser)
@@ -533,16 +542,13 @@ def make_figures(
                     maps.append(to_linear_magnitude(result.deconvolved, config).numpy()[0])  # type: ignore[arg-type]
                 else:
                     maps.append(np.abs(spectral.stft(result.deconvolved[0], n_fft=n_fft, hop_length=hop).numpy()))
-                activations.append(np.asarray(result.activation)[0])
                 bar.update(1)
-            chosen = _choose(features, np.stack(activations), layer=layer)
-            chosen_features[str(layer)] = chosen
             if is_mel:
                 assert isinstance(auraliser, MelAuraliser)
                 originals = np.sqrt(auraliser.mel_input(tf.constant(clips))[1].numpy())
             else:
                 originals = np.abs(spectral.stft(clips, n_fft=n_fft, hop_length=hop).numpy())
-            deconvolved = np.stack([m[chosen] for m in maps])
+            deconvolved = np.stack(maps)
             path = plot_deconvolution_grid(
                 originals, deconvolved, os.path.join(output, f"deconvolution-layer{layer}.png"),
                 track_names=names, feature_names=[f"Feature {layer}-{f}" for f in chosen],

@@ -302,6 +302,15 @@ def test_activation_is_the_feature_maps_maximum(rng: np.random.Generator) -> Non
         h = model.get_layer(name)(h)
     np.testing.assert_allclose(activation.numpy(), np.asarray(h).max(axis=(1, 2))[:, [5, 1]], rtol=1e-5)
     assert deconvolved.shape == (2, 2, 33, 21)
+    # DeconvNet.activations: every map's maximum from the forward pass alone (what visualise uses to pick the
+    # most active features before deconvolving only those), per layer asked for.
+    every = deconv.DeconvNet(model).activations(x, layers=[2, 1])
+    assert sorted(every) == [1, 2] and every[2].shape == (2, 6)
+    np.testing.assert_allclose(every[2].numpy(), np.asarray(h).max(axis=(1, 2)), rtol=1e-5)
+    h1 = x[..., None]
+    for name in ("input_scaling", "conv1", "relu1", "pool1"):
+        h1 = model.get_layer(name)(h1)
+    np.testing.assert_allclose(every[1].numpy(), np.asarray(h1).max(axis=(1, 2)), rtol=1e-5)
 
 
 # ------------------------------------------------------------------ bounded memory: features in chunks (issue 17)
