@@ -74,18 +74,19 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # 11,025 Hz, 64 maps per layer. With 30-s clips the largest call (64 features, layer 5) peaked at 2172 MiB
     # (the first layer's 64 x 257-bin x frames maps of one feature are the walk's largest tensor, and the
     # loaded export with its first call already holds ~1150 MiB), so the clip is capped at 20 s: 64 features
-    # of a 20-s clip (14.1 M feature-samples).
+    # of a 20-s clip (14.1 M feature-samples). Measured: 1824 MiB.
     "choi": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
     # 22,050 Hz, up to 512 maps. With 30-s clips the largest call (64 features, layer 10) peaked at 1966-2067 MiB
     # over three runs, and about as much with 32 features: the forward pass over the clip dominates, so the clip
-    # is capped at 20 s: 64 features of a 20-s clip (28.2 M feature-samples).
+    # is capped at 20 s: 64 features of a 20-s clip (28.2 M feature-samples). Measured: 1862 MiB.
     "samplecnn": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
-    # Not measured separately (the frame-level baselines are smaller than the 3^9-SampleCNN).
-    "raw-frame": WorkBudget(),
-    "mel-frame": WorkBudget(),
+    # Not measured separately: the frame-level baselines are smaller than the 3^9-SampleCNN, so its budget.
+    "raw-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
+    "mel-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
     # The imported musicnn taggers (16 kHz, log-mel 96 x frames): MTT_vgg's 128 maps of the full 96 x frames
     # grid are its widest. With 30-s clips its largest call (64 features, layer 5) peaked at 2516 MiB, so the
     # clip is capped at 15 s (five of its 3-s patches) and the features per call at 64 (960 feature-seconds).
+    # Measured: 1834 MiB.
     "musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0),
 }
 
