@@ -95,12 +95,26 @@ def test_resume_after_a_kill_continues_mid_epoch(catalogue: dict[str, str], tmp_
 
 
 def test_learning_rate_schedule_divides_by_five_then_stops(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
-    # A learning rate too small to change the validation loss: every epoch after the first is a plateau.
+    # A learning rate too small to train: most epochs after the first are plateaus. Not all of them: the
+    # batch-norm moving statistics still move in training (whatever the learning rate), and after the best
+    # weights are reloaded an epoch can improve the validation loss by more than MIN_DELTA. So the recorded
+    # history is checked against the papers' rule replayed on its own improvement flags (patience 1: every
+    # epoch without improvement divides the rate by 5; the one after the second decay stops the run).
     config = _config("samplecnn-2000", epochs=10, learning_rate=1e-9, patience=1, max_decays=2)
     result = train(catalogue["sc2000"], str(tmp_path / "run"), config, verbose=0)
-    rates = [float(r["learning_rate"]) for r in _rows(tmp_path / "run" / "history.csv")]
-    np.testing.assert_allclose(rates, [1e-9, 1e-9, 2e-10, 4e-11])
-    assert result.stopped == "schedule" and result.epochs == 4 and result.best_epoch == 0
+    rows = _rows(tmp_path / "run" / "history.csv")
+    improved = [row["improved"] == "1" for row in rows]
+    expected, rate, decays, stopped = [], 1e-9, 0, None
+    for flag in improved:
+        expected.append(rate)
+        if not flag:
+            if decays == 2:
+                stopped = "schedule"
+                break
+            decays, rate = decays + 1, rate / 5
+    np.testing.assert_allclose([float(row["learning_rate"]) for row in rows], expected)
+    assert len(expected) == len(rows) and improved[0] and improved.count(False) == 3
+    assert result.stopped == stopped == "schedule" and result.epochs == len(rows)
 
 
 def test_gpu_options_construct_on_cpu(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
