@@ -122,7 +122,7 @@ def build_module(
         input_scaling=input_scaling,
         mel=settings.mel,
         max_seconds=max_seconds,
-        max_deconv_seconds=settings.budget.max_deconv_seconds if max_deconv_seconds is None else max_deconv_seconds,
+        max_deconv_seconds=settings.max_deconv_seconds,
         budget=settings.budget,
         deconvolvable_layers=settings.levels,
         features_per_layer=settings.features_per_layer,

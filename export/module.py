@@ -53,7 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.budget import DEFAULT_BUDGET, WorkBudget, budget_for
+from export.budget import WorkBudget, budget_for
 from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, signature_names
 from tfaural import spectral
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
@@ -65,10 +65,9 @@ from tfaural.models import musicnn as musicnn_models
 from tfaural.models.aggregation import feature_layer_names
 from tfaural.run import RunInfo
 
-__all__ = ["ServingModule", "DEFAULT_MAX_SECONDS", "DEFAULT_MAX_DECONV_SECONDS", "DEFAULT_MAX_BATCH_SEGMENTS"]
+__all__ = ["ServingModule", "DEFAULT_MAX_SECONDS", "DEFAULT_MAX_BATCH_SEGMENTS"]
 
 DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_MAX_DECONV_SECONDS = DEFAULT_BUDGET.max_deconv_seconds  # a family's own: export.budget.FAMILY_BUDGETS
 DEFAULT_MAX_BATCH_SEGMENTS = 64
 
 
@@ -81,6 +80,7 @@ class _Settings:
     segment_length: int
     segment_hop: int
     max_samples: int
+    max_deconv_seconds: float
     max_deconv_samples: int
     max_batch_segments: int
     max_request_samples: int
@@ -765,6 +765,7 @@ def _settings(
         segment_length=length,
         segment_hop=info.segment.step,
         max_samples=max_samples,
+        max_deconv_seconds=float(max_deconv_seconds),
         max_deconv_samples=max_deconv_samples,
         max_batch_segments=max_batch_segments,
         max_request_samples=int(round(budget.max_request_seconds * sample_rate)),
