@@ -57,7 +57,6 @@ import io
 import json
 import logging
 import math
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -762,5 +761,6 @@ if __name__ == "__main__":
     # Run the importable module, not __main__: Beam pickles the DoFns by module path, and the
     # worker processes of the multi-processing DirectRunner can import this module but not __main__.
     from beam_jobs import auralise
+    from tfaural.cli import exit_promptly
 
-    sys.exit(auralise.main())
+    exit_promptly(auralise.main())

@@ -96,8 +96,9 @@ if __name__ == "__main__":
     # subclass in the process, so CorrelationOptions must exist once (a second copy's flags clash),
     # and Beam pickles DoFns by module path (worker processes can import beam_jobs.correlation only).
     from beam_jobs import correlation as _job
+    from tfaural.cli import exit_promptly
 
-    sys.exit(_job.main())
+    exit_promptly(_job.main())
 
 __all__ = [
     "OUTPUT_FILES",

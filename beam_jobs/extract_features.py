@@ -525,5 +525,6 @@ if __name__ == "__main__":
     # Run the importable module, not __main__: Beam pickles the DoFns by module path, and the
     # worker processes of the multi-processing DirectRunner can import this module but not __main__.
     from beam_jobs import extract_features
+    from tfaural.cli import exit_promptly
 
-    sys.exit(extract_features.main())
+    exit_promptly(extract_features.main())

@@ -691,5 +691,6 @@ if __name__ == "__main__":
     # Run the importable module, not __main__: Beam pickles the DoFns and element classes by
     # module path, and worker processes can import beam_jobs.make_tfrecords but not this __main__.
     from beam_jobs import make_tfrecords
+    from tfaural.cli import exit_promptly
 
-    sys.exit(make_tfrecords.main())
+    exit_promptly(make_tfrecords.main())

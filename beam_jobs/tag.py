@@ -374,5 +374,6 @@ if __name__ == "__main__":
     # Run the importable module, not __main__: Beam pickles the DoFns by module path, and the
     # worker processes of the multi-processing DirectRunner can import beam_jobs.tag but not __main__.
     from beam_jobs import tag
+    from tfaural.cli import exit_promptly
 
-    sys.exit(tag.main())
+    exit_promptly(tag.main())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -107,3 +109,25 @@ def test_report_refuses_the_output_of_another_job(tmp_path: pathlib.Path,
     assert report.main([str(tags), "-q"]) == 2
     assert "lists no track.json" in _one_line(capsys)
     assert not (tags / "report").exists()
+
+
+_PROMPT_EXIT = """
+import atexit, sys, threading
+from tfaural.cli import exit_promptly
+atexit.register(lambda: open(sys.argv[1], "w").write("atexit ran"))
+print("buffered output", end="")  # no newline: still in the buffer when the process ends
+if sys.argv[2] == "thread":  # a non-daemon thread still running: the orderly exit waits for it
+    threading.Thread(target=lambda: (threading.Event().wait(0.3), print(" thread done", end=""))).start()
+exit_promptly(3)
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "thread"])
+def test_exit_promptly_runs_exit_handlers_and_flushes(thread: str, tmp_path: pathlib.Path) -> None:
+    """``exit_promptly`` keeps what an orderly exit does: the exit code, atexit handlers, buffered output, threads."""
+    marker = tmp_path / "marker"
+    done = subprocess.run([sys.executable, "-c", _PROMPT_EXIT, str(marker), thread], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 3, done.stderr
+    assert marker.read_text() == "atexit ran"
+    assert done.stdout == "buffered output" + (" thread done" if thread == "thread" else "")

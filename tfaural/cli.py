@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
+import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from tfaural.errors import ParameterError
 
-__all__ = ["parse_index_list", "check_output_folder"]
+__all__ = ["parse_index_list", "check_output_folder", "exit_promptly"]
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
 
@@ -93,3 +98,25 @@ def check_output_folder(path: str | os.PathLike[str], *, flag: str = "--output")
         raise ParameterError(f"{flag} {text}: {existing} is not writable (read-only folder or file system); "
                              "choose a folder you can write to")
     return text
+
+
+def exit_promptly(code: int) -> NoReturn:
+    """Ends a command-line tool with ``code`` without the interpreter's final teardown.
+
+    After a Beam job the interpreter spends about 0.5 s (a tenth of a one-track run) freeing
+    every object of every imported module one by one before the process ends, work the
+    operating system does at once. This runs what an orderly exit runs -- the ``atexit``
+    handlers (``logging``'s flush, temporary-file clean-up, ...) after flushing the standard
+    streams -- then ends the process with ``os._exit``. With a non-daemon thread still running
+    (an orderly exit would wait for it), it falls back to ``sys.exit``.
+
+    Args:
+        code: The process exit code.
+    """
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to flush
+            stream.flush()
+    os._exit(code)
