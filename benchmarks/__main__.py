@@ -11,8 +11,9 @@ Each entry records when it ran and the machine's load average as it started
 
 ``--quick`` is the CI smoke mode: it checks that the suite runs, not the speed;
 ``--jobs 2`` runs two entries at a time there (most of a smoke entry is
-single-threaded start-up: imports, tracing, exporting). Timed runs keep the
-default of one at a time.
+single-threaded start-up: imports, tracing, exporting), and the entries share
+their exports (each model is exported once per smoke run). Timed runs keep the
+default of one at a time, each entry exporting its own models.
 
 ``--update`` re-measures only the ``--only`` entries and keeps the others from the
 existing ``--output`` report (``benchmarks/results.json``, committed beside
@@ -27,10 +28,14 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
+
+from benchmarks._jobs import EXPORT_CACHE_ENV
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -348,8 +353,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[benchmarks] {name}: {result.get('error') or str(result.get('wall_seconds')) + ' s'}", flush=True)
         return name, result
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        measured = dict(pool.map(one, [entry for entry in selected if entry[0] not in added]))
+    # A smoke run's entries share their exports (benchmarks/_jobs.py, shared_export): each model once.
+    shared = tempfile.mkdtemp(prefix="tfaural-bench-exports-") if args.quick else None
+    if shared:
+        os.environ[EXPORT_CACHE_ENV] = shared
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            measured = dict(pool.map(one, [entry for entry in selected if entry[0] not in added]))
+    finally:
+        if shared:
+            os.environ.pop(EXPORT_CACHE_ENV, None)
+            shutil.rmtree(shared, ignore_errors=True)
     measured.update(added)
     # The suite's order, entries not re-run kept as they were.
     results: dict[str, dict[str, Any]] = {

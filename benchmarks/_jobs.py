@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +20,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_RATE = 44100
 FORMATS = ("wav", "flac", "mp3")
+#: A folder that the entries of one ``python -m benchmarks --quick`` run share their exports through
+#: (set by ``benchmarks/__main__.py``; unset, every entry exports its own models).
+EXPORT_CACHE_ENV = "TFAURAL_BENCHMARK_EXPORTS"
 
 
 def music_catalogue(folder: Path, *, tracks: int, seconds: float, formats: tuple[str, ...] = FORMATS,
@@ -46,14 +55,59 @@ def music_catalogue(folder: Path, *, tracks: int, seconds: float, formats: tuple
     return paths
 
 
+def shared_export(key: str, build: Callable[[Path], str]) -> str:
+    """The version directory ``build(base)`` exports, shared between the entries of one smoke run.
+
+    Without :data:`EXPORT_CACHE_ENV` in the environment this is ``build`` into a fresh temporary
+    folder's ``export``. With it, the first entry to ask for ``key`` builds the export while the
+    others wait (a file lock), into a temporary folder renamed into place only when ``build``
+    returned; a later request reuses it after checking that its ``metadata.json`` still reads.
+
+    Args:
+        key: Names the export (its model and settings); a file name.
+        build: Exports into the base folder it is given; returns the version directory.
+    """
+    cache = os.environ.get(EXPORT_CACHE_ENV)
+    if not cache:
+        return build(Path(tempfile.mkdtemp(prefix="tfaural-bench-export-")) / "export")
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / key
+    with open(folder / f"{key}.lock", "a+", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = final / "version.json"
+        if record.is_file():
+            version_dir = final / json.loads(record.read_text())["version_dir"]
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                json.loads((version_dir / "assets" / "metadata.json").read_text())["signatures"]
+                return str(version_dir)
+            shutil.rmtree(final, ignore_errors=True)  # unreadable: built again below
+        scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder))
+        version_dir = Path(build(scratch / "export"))
+        relative = version_dir.relative_to(scratch)
+        (scratch / "version.json").write_text(json.dumps({"version_dir": str(relative)}))
+        scratch.rename(final)
+        return str(final / relative)
+
+
 def musicnn_export(name: str, root: Path, *, hop_frames: int | None = None, verify: bool = True) -> str:
-    """Imports musicnn's ``name`` (e.g. ``MTT_vgg``) and exports it; returns the version directory."""
+    """Imports musicnn's ``name`` (e.g. ``MTT_vgg``) and exports it; returns the version directory.
+
+    Shared between the entries of a smoke run (:func:`shared_export`); ``root`` holds it otherwise.
+    """
     from export.exporter import export_run
     from tfaural.pretrained.catalogue import import_run
 
-    run_dir = root / f"run-{name}-{hop_frames or 'default'}"
-    import_run(f"musicnn/{name}", run_dir, hop_frames=hop_frames, verify=verify, overwrite=True)
-    return export_run(run_dir, root / f"export-{name}-{hop_frames or 'default'}", verify=verify)
+    label = f"{name}-{hop_frames or 'default'}"
+
+    def build(base: Path) -> str:
+        run_dir = base.parent / f"run-{label}"
+        import_run(f"musicnn/{name}", run_dir, hop_frames=hop_frames, verify=verify, overwrite=True)
+        return export_run(run_dir, base, verify=verify)
+
+    if os.environ.get(EXPORT_CACHE_ENV):
+        return shared_export(f"musicnn-{label}-{'verified' if verify else 'unverified'}", build)
+    return build(root / f"export-{label}")
 
 
 def job_env() -> dict[str, str]:

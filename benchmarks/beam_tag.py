@@ -27,6 +27,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _jobs import EXPORT_CACHE_ENV, shared_export
 from _timing import environment
 
 SAMPLE_RATE = 22050
@@ -57,15 +59,20 @@ TARGET_VS_NAIVE = 3.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="12 tracks of 10 s, no start-up probe: a smoke test (< 90 s); the targets need the "
-                             "default catalogue, whose audio outweighs the job's fixed start-up")
-    parser.add_argument("--tracks", type=int, default=None, help="number of generated tracks (default 200; quick 12)")
-    parser.add_argument("--seconds", type=float, default=None, help="length of each track (default 30; quick 10)")
+                        help="a tiny SampleCNN, 4 tracks of 4 s, no start-up probe: a smoke test (< 1 min); the "
+                             "targets need the default model and catalogue, whose audio outweighs the fixed start-up")
+    parser.add_argument("--tracks", type=int, default=None, help="number of generated tracks (default 200; quick 4)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each track (default 30; quick 4)")
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes (default 2)")
     parser.add_argument("--export-dir", default=None,
                         help="reuse this export version directory instead of exporting a fresh 3^9-SampleCNN")
     parser.add_argument("--keep", default=None, help="keep the catalogue, export and outputs in this folder")
     return parser.parse_args(argv)
+
+
+#: The smoke runs' SampleCNN: a 3^5 model with few channels (exports and runs in seconds).
+TINY: dict[str, Any] = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16,
+                        "top_filters": 64}
 
 
 def export_samplecnn(base: str, **architecture: Any) -> str:
@@ -83,12 +90,18 @@ def export_samplecnn(base: str, **architecture: Any) -> str:
     from tfaural.models.samplecnn import samplecnn
     from tfaural.run import RunInfo
 
-    keras.utils.set_random_seed(0)
-    model = samplecnn(n_outputs=50, sample_rate=SAMPLE_RATE, **architecture)
-    config = config_from_model(model)
-    info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
-                   audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))
-    return exporter.export_model(model, info, base, verify=False)
+    def build(folder: Path) -> str:
+        keras.utils.set_random_seed(0)
+        model = samplecnn(n_outputs=50, sample_rate=SAMPLE_RATE, **architecture)
+        config = config_from_model(model)
+        info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
+                       audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))
+        return exporter.export_model(model, info, str(folder), verify=False)
+
+    if os.environ.get(EXPORT_CACHE_ENV):  # a smoke run: one export per architecture for every entry
+        digest = hashlib.sha1(json.dumps(architecture, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return shared_export(f"samplecnn-{digest}", build)
+    return build(Path(base))
 
 
 def generate_catalogue(folder: Path, *, tracks: int, seconds: float) -> list[Path]:
@@ -191,13 +204,13 @@ def naive_loop(paths: list[Path], serving: Any) -> dict[str, Any]:
 def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None = None, workers: int = 2,
         export_dir: str | None = None, keep: str | None = None) -> dict[str, Any]:
     """Runs the three measurements and returns the JSON-serialisable results."""
-    tracks = tracks or (12 if quick else 200)
-    seconds = seconds or (10.0 if quick else 30.0)
+    tracks = tracks or (4 if quick else 200)
+    seconds = seconds or (4.0 if quick else 30.0)
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-beam-tag-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
         start = time.perf_counter()
-        export_dir = export_dir or export_samplecnn(str(root / "export"))
+        export_dir = export_dir or export_samplecnn(str(root / "export"), **(TINY if quick else {}))
         export_seconds = time.perf_counter() - start
         start = time.perf_counter()
         paths = generate_catalogue(root / "audio", tracks=tracks, seconds=seconds)
@@ -217,7 +230,7 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
         start = time.perf_counter()
         serving = tf.saved_model.load(export_dir).signatures["serving_default"]
         load_seconds = time.perf_counter() - start
-        segment = 59049
+        segment = int(json.loads((Path(export_dir) / "assets" / "metadata.json").read_text())["segment_length"])
         waveforms = []
         for path in paths:
             y, _ = audio.load(str(path), sample_rate=SAMPLE_RATE)
@@ -233,7 +246,8 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
 
         result = {
             "benchmark": "beam_jobs.tag end to end vs model only vs naive loop",
-            "model": "3^9-SampleCNN (random weights, 50 labels), SavedModel serving_default",
+            "model": ("tiny 3^5-SampleCNN" if quick else "3^9-SampleCNN")
+            + " (random weights, 50 labels), SavedModel serving_default",
             "sample_rate": SAMPLE_RATE,
             "tracks": tracks,
             "track_seconds": seconds,

@@ -152,15 +152,15 @@ def train_rate(*, batch_size: int, steps: int, runs: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer tracks, batches and runs (< 45 s)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8 tracks, 4 batches, one run (< 30 s)")
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     started = time.perf_counter()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quick = args.quick
-    tracks, batch_size, shuffle_buffer = (24, 23, 256) if quick else (64, 23, 1024)
-    batches, runs = (15, 3) if quick else (40, 5)
+    tracks, batch_size, shuffle_buffer = (8, 23, 64) if quick else (64, 23, 1024)
+    batches, runs = (4, 1) if quick else (40, 5)
     results: dict[str, Any] = {
         "benchmark": "data_pipeline",
         "machine": {
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 "one_thread": one, "all_cores": every,
             }
     logger.info("timing the 3^9 SampleCNN training step")
-    train = train_rate(batch_size=8 if quick else 23, steps=2 if quick else 4, runs=3 if quick else 5)
+    train = train_rate(batch_size=4 if quick else 23, steps=1 if quick else 4, runs=1 if quick else 5)
     train["segments_per_s_per_core"] = train["segments_per_s"] / cores
     results["train"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in train.items()}
     per_core = results["pipeline_whole_track_records"]["segments_per_s_per_core"]

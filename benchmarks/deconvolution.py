@@ -36,6 +36,7 @@ from _timing import environment, run_times
 
 from tfaural import auralise, deconv, spectral
 from tfaural.models import choi_cnn, samplecnn_preset
+from tfaural.models.samplecnn import samplecnn
 
 
 def _clip(sample_rate: int, seconds: float) -> np.ndarray:
@@ -65,7 +66,9 @@ def walk_comparison(model: object, x: tf.Tensor, *, repeats: int, features: list
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and loop samples (smoke mode)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke mode (seconds): a 1-s clip, one repeat, one loop sample per layer, a tiny "
+                             "SampleCNN")
     parser.add_argument("--run", default=None, help="a training run directory (default: random weights)")
     args = parser.parse_args(argv)
 
@@ -76,13 +79,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     else:
         model = choi_cnn(n_outputs=3)
     config = model.tfaural_config
-    waveform = tf.constant(_clip(config.sample_rate, 4.0))
+    clip_seconds = 1.0 if args.quick else 4.0
+    waveform = tf.constant(_clip(config.sample_rate, clip_seconds))
     auraliser = auralise.Auraliser(model)
     levels = auraliser.net.levels
     n_maps = auraliser.net.n_features(levels[-1])
 
     batched = tf.function(lambda y: {k: v.audio for k, v in auraliser.layers(y, mode="phase").items()})
-    repeats = 2 if args.quick else 5
+    repeats = 1 if args.quick else 5
     batched_times = run_times(lambda: batched(waveform), warmup=1, repeats=repeats)
 
     per_layer = {
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         )
         for layer in levels
     }
-    samples_per_layer = 2 if args.quick else 6
+    samples_per_layer = 1 if args.quick else 6
     loop_calls = 0
     for layer in levels:  # warm up (trace) every per-layer function
         per_layer[layer](waveform, tf.constant([0])).numpy()
@@ -115,14 +119,20 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     batched_seconds = statistics.median(batched_times)
     magnitude = spectral.magnitude(waveform, n_fft=config.n_fft, hop_length=config.hop_length)
     walks = {"choi_320_features": walk_comparison(model, magnitude, repeats=repeats)}
-    sample_model = samplecnn_preset(22050)
-    segment = tf.constant(np.random.default_rng(1).standard_normal((1, 59049)).astype(np.float32) * 0.3)
-    walks["samplecnn_3_9_32_features_x_11_levels"] = walk_comparison(
-        sample_model, segment, repeats=1 if args.quick else 3, features=list(range(32)))
+    if args.quick:  # a tiny 3^5 model, 8 features per level
+        sample_model = samplecnn(filter_sizes=(3,) * 6, channels=(16, 16, 32, 32, 32), front_filters=16,
+                                 top_filters=64)
+        walk_name, walk_features = "samplecnn_tiny_3_5_8_features", list(range(8))
+    else:
+        sample_model = samplecnn_preset(22050)
+        walk_name, walk_features = "samplecnn_3_9_32_features_x_11_levels", list(range(32))
+    length = sample_model.tfaural_config.input_length
+    segment = tf.constant(np.random.default_rng(1).standard_normal((1, length)).astype(np.float32) * 0.3)
+    walks[walk_name] = walk_comparison(sample_model, segment, repeats=1 if args.quick else 3, features=walk_features)
     result = {
         "benchmark": "deconvolution_auralisation",
         "model": "choi_cnn" + (f" ({args.run})" if args.run else " (random weights)"),
-        "clip_seconds": 4.0,
+        "clip_seconds": clip_seconds,
         "layers": list(levels),
         "features_per_layer": n_maps,
         "waveforms": total_features,

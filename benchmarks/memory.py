@@ -38,7 +38,7 @@ Usage:
 :func:`make_tfrecords_memory`): peak RSS of the job's process tree on one 1-hour and one
 6-hour file, for segments as the issue ran it (``--segment-length 44100
 --max-segments 10``), for every segment of the track (``--segment-length 59049``) and
-for one whole-track record (``--quick``: 1 and 6 minutes, whole-track records only).
+for one whole-track record (``--quick``: 0.5 and 2 minutes, whole-track records only).
 Target: the longer file within 10 % of the shorter one.
 
 **Worst-case auralise** (``--auralise``, issue 17; :func:`run_auralise`): the largest call an
@@ -51,9 +51,9 @@ many features as ``max_deconv_feature_samples`` allows (64) at the deepest layer
 with ``tf.saved_model.load`` (as TF Serving or a Beam worker would). Its peak RSS (``VmHWM``) is
 compared with the 2 GiB target, next to a baseline process that loads the export and makes the
 smallest call (one feature of one segment). The same process checks that one feature more is
-refused with ``InvalidArgumentError`` before any work. ``--quick`` exports small models of both
-families (16 maps per Choi layer; a 3^7-SampleCNN with 16 maps) with a 4-s limit and 16 features per
-call, and measures the deepest layer only (a smoke test of the machinery, not the target).
+refused with ``InvalidArgumentError`` before any work. ``--quick`` exports one small Choi CNN (16 maps
+per layer) with a 4-s limit and 16 features per call, and measures the deepest layer only (a smoke test
+of the machinery, not the target).
 """
 
 from __future__ import annotations
@@ -83,9 +83,8 @@ sys.path.insert(0, str(REPO))
 
 SOURCE_RATE = 44100
 MODEL_RATE = 22050
-SEGMENT = 59049
 MINUTES = (1.0, 10.0, 60.0)
-QUICK_MINUTES = (0.25, 1.0, 3.0)
+QUICK_MINUTES = (0.25, 1.0)
 TARGET_MIB = 2048.0
 POLL_SECONDS = 0.05
 MIB = 1024.0 * 1024.0
@@ -94,7 +93,8 @@ MIB = 1024.0 * 1024.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help=f"files of {', '.join(f'{m:g}' for m in QUICK_MINUTES)} min: a smoke test (~1-2 min)")
+                        help="a tiny SampleCNN on files of "
+                             f"{', '.join(f'{m:g}' for m in QUICK_MINUTES)} min: a smoke test (< 1 min)")
     parser.add_argument("--minutes", type=float, nargs="+", default=None,
                         help=f"durations to measure (default {' '.join(f'{m:g}' for m in MINUTES)})")
     parser.add_argument("--runners", nargs="+", choices=("default", "in_process"), default=None,
@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="reuse this export version directory instead of exporting a fresh 3^9-SampleCNN")
     parser.add_argument("--keep", default=None, help="keep the audio, export and outputs in this folder")
     parser.add_argument("--make-tfrecords", action="store_true",
-                        help="measure beam_jobs.make_tfrecords on a 1-h and a 6-h file instead (--quick: 2 and 12 "
+                        help="measure beam_jobs.make_tfrecords on a 1-h and a 6-h file instead (--quick: 0.5 and 2 "
                              "min)")
     parser.add_argument("--auralise", action="store_true",
                         help="measure the worst-case auralise call of each exported family instead (issue 17)")
@@ -329,7 +329,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(*, quick: bool = False, minutes: list[float] | None = None, runners: list[str] | None = None,
         export_dir: str | None = None, keep: str | None = None) -> dict[str, Any]:
     """Generates the files, measures the baselines and the job per file and runner; returns the results."""
-    from beam_tag import export_samplecnn
+    from beam_tag import TINY, export_samplecnn
 
     durations = list(minutes or (QUICK_MINUTES if quick else MINUTES))
     modes = list(runners or (["default"] if quick else list(RUNNERS)))
@@ -337,8 +337,9 @@ def run(*, quick: bool = False, minutes: list[float] | None = None, runners: lis
     root.mkdir(parents=True, exist_ok=True)
     try:
         start = time.perf_counter()
-        export_dir = export_dir or export_samplecnn(str(root / "export"))
+        export_dir = export_dir or export_samplecnn(str(root / "export"), **(TINY if quick else {}))
         export_seconds = time.perf_counter() - start
+        segment = int(json.loads((Path(export_dir) / "assets" / "metadata.json").read_text())["segment_length"])
         baselines = {"import_tensorflow_mib": baseline(None), "import_tensorflow_load_export_mib": baseline(export_dir)}
         runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
         chunk: dict[str, Any] = {}
@@ -347,7 +348,7 @@ def run(*, quick: bool = False, minutes: list[float] | None = None, runners: lis
             start = time.perf_counter()
             frames = write_music(path, length, seed=2018 + index)
             generate_seconds = time.perf_counter() - start
-            expected = (frames * MODEL_RATE // SOURCE_RATE) // SEGMENT
+            expected = (frames * MODEL_RATE // SOURCE_RATE) // segment
             audio_seconds = frames / SOURCE_RATE
             for mode in modes:
                 result = extract(path, export_dir, root / f"features-{mode}-{length:g}min", runner=mode,
@@ -375,7 +376,8 @@ def run(*, quick: bool = False, minutes: list[float] | None = None, runners: lis
         report: dict[str, Any] = {
             "benchmark": "peak memory of beam_jobs.extract_features on one long file",
             "target": f"a 60-min file under {TARGET_MIB:g} MiB peak RSS of the job's whole process tree",
-            "model": "3^9-SampleCNN (random weights, 50 labels, 22,050 Hz), SavedModel features signature",
+            "model": ("tiny 3^5-SampleCNN" if quick else "3^9-SampleCNN")
+            + " (random weights, 50 labels, 22,050 Hz), SavedModel features signature",
             "source": {"sample_rate": SOURCE_RATE, "channels": 2, "format": "FLAC", "subtype": "PCM_16"},
             **chunk,
             "baselines": baselines,
@@ -400,7 +402,7 @@ def run(*, quick: bool = False, minutes: list[float] | None = None, runners: lis
 # ---------------------------------------------------------------------------
 
 TFRECORDS_MINUTES = (60.0, 360.0)
-TFRECORDS_QUICK_MINUTES = (1.0, 6.0)
+TFRECORDS_QUICK_MINUTES = (0.5, 2.0)
 TFRECORDS_FLATNESS = 1.10
 TFRECORDS_MODES: dict[str, list[str]] = {
     "segments_max10": ["--segment-length", "44100", "--max-segments", "10"],
@@ -655,8 +657,9 @@ def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, A
     root.mkdir(parents=True, exist_ok=True)
     families: dict[str, Any] = {}
     try:
-        for family, export in (("choi", export_choi), ("samplecnn_3_9", export_samplecnn_3_9),
-                               ("musicnn_vgg", export_musicnn_vgg)):
+        exporters = (("choi", export_choi), ("samplecnn_3_9", export_samplecnn_3_9),
+                     ("musicnn_vgg", export_musicnn_vgg))
+        for family, export in exporters[:1] if quick else exporters:  # smoke run: one family
             start = time.perf_counter()
             export_dir = export(str(root / family), **limits, **(QUICK_ARCHITECTURES[family] if quick else {}))
             export_seconds = time.perf_counter() - start

@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _timing import environment
-from beam_tag import SAMPLE_RATE, SOURCE_RATE, export_samplecnn, generate_catalogue
+from beam_tag import SAMPLE_RATE, SOURCE_RATE, TINY, export_samplecnn, generate_catalogue
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 RUNNERS = ("direct", "dask")
@@ -90,8 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 #: The smoke run's small 3^5-SampleCNN (729-sample segments).
-TINY: dict[str, Any] = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16,
-                        "top_filters": 64}
 
 
 def link_subset(paths: list[Path], folder: Path) -> None:

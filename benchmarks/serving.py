@@ -59,14 +59,16 @@ TARGET_RATIO = 1.10
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer timed runs (< 60 s in all)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per path and batch (default 9, quick 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run (< 1 min): small models, one timed run per path and batch")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per path and batch (default 9, quick 1)")
     parser.add_argument("--verify", action="store_true", help="also verify each export (adds ~20 s per model)")
     return parser.parse_args(argv)
 
 
-def _models() -> list[tuple[str, Any, RunInfo]]:
-    choi = choi_cnn(n_outputs=10)
+def _models(*, quick: bool = False) -> list[tuple[str, Any, RunInfo]]:
+    """The paper's Choi CNN and the 3^9-SampleCNN; quick: few filters, and a 3^5 SampleCNN."""
+    choi = choi_cnn(n_outputs=10, **({"n_filters": 16} if quick else {}))
     choi_config = config_from_model(choi)
     assert isinstance(choi_config, ChoiConfig)
     labels10 = tuple(f"genre{i}" for i in range(10))
@@ -74,12 +76,14 @@ def _models() -> list[tuple[str, Any, RunInfo]]:
         model=choi_config, labels=labels10, task="single-label", audio=AudioConfig(sample_rate=11025),
         segment=SegmentConfig(length=44100), stft=STFTConfig(n_fft=512, hop_length=256),
     )
-    sample = samplecnn(n_outputs=50)
+    tiny = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16, "top_filters": 64}
+    sample = samplecnn(n_outputs=50, **(tiny if quick else {}))
+    sample_config = config_from_model(sample)
     sample_info = RunInfo(
-        model=config_from_model(sample), labels=tuple(f"tag{i}" for i in range(50)), task="multi-label",
-        audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(length=59049),
+        model=sample_config, labels=tuple(f"tag{i}" for i in range(50)), task="multi-label",
+        audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(length=sample_config.input_length),
     )
-    return [("choi", choi, choi_info), ("samplecnn_3_9", sample, sample_info)]
+    return [("choi", choi, choi_info), ("samplecnn_3_5_tiny" if quick else "samplecnn_3_9", sample, sample_info)]
 
 
 def _keras_paths(model: Any, info: RunInfo, clips: np.ndarray) -> dict[str, tuple[Any, tf.Tensor]]:
@@ -118,14 +122,14 @@ def _time(fn: Any, *args: Any, **kwargs: Any) -> float:
 
 def run(*, quick: bool = False, repeats: int | None = None, verify: bool = False) -> dict[str, Any]:
     """Exports, loads and times both models; returns the JSON-serialisable results."""
-    repeats = repeats or (3 if quick else 9)
+    repeats = repeats or (1 if quick else 9)
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {
         "clip_seconds": CLIP_SECONDS, "repeats": repeats, "target_ratio": TARGET_RATIO, "environment": environment(),
         "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="tfaural-bench-") as scratch:
-        for name, model, info in _models():
+        for name, model, info in _models(quick=quick):
             started = time.perf_counter()
             version_dir = export_model(model, info, os.path.join(scratch, name), verify=verify)
             export_seconds = time.perf_counter() - started

@@ -107,8 +107,7 @@ def measure_model(name: str, root: Path, *, quick: bool, repeats: int) -> dict[s
     """The one-track figures (and, unless quick, the components) of one export."""
     start = time.perf_counter()
     if name == "samplecnn":
-        from beam_tag import export_samplecnn
-        from scaling import TINY
+        from beam_tag import TINY, export_samplecnn
 
         export_dir = export_samplecnn(str(root / "export"), **(TINY if quick else {}))
         description = ("tiny 3^5-SampleCNN" if quick else "3^9-SampleCNN") + " (random weights, 50 labels, 22,050 Hz)"
