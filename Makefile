@@ -26,12 +26,13 @@ system-deps:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(VENV)/bin/pytest
 
 demo: install
-	$(PY) -m tfaural.quickstart --output $(DEMO_DIR)
+	$(PY) -m quickstart --output $(DEMO_DIR)
 
 benchmarks: install
 	$(PY) -m benchmarks --output benchmarks/results.json

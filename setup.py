@@ -42,6 +42,7 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         "ruff>=0.6",
         "mypy>=1.10",
+        "import-linter>=2.1",
         "selenium>=4.20",
     ],
 }

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 import soundfile as sf
 
-from tfaural import quickstart
+import quickstart
 
 pytestmark = pytest.mark.slow
 

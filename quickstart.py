@@ -1,4 +1,4 @@
-"""The quick start, end to end: ``python -m tfaural.quickstart --output demo`` (``make demo``).
+"""The quick start, end to end: ``python -m quickstart --output demo`` (``make demo``).
 
 1. render the demo catalogue with FluidSynth (:mod:`tfaural.datasets.demo`);
 2. build TFRecords at 11,025 Hz with the Beam job ``beam_jobs.make_tfrecords``;
@@ -40,7 +40,7 @@ from tfaural.errors import TfauralError
 
 __all__ = ["main", "run_quickstart"]
 
-logger = logging.getLogger("tfaural.quickstart")
+logger = logging.getLogger("quickstart")
 
 SAMPLE_RATE = 11025
 
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(
-        prog="python -m tfaural.quickstart",
+        prog="python -m quickstart",
         description="Render a demo catalogue with FluidSynth, train the Choi CNN on it, export it, auralise its "
         "learnt features and tag the catalogue with Beam, then print where to listen and look.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
