@@ -60,7 +60,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -389,17 +388,6 @@ def _order(attribute: str) -> int:
     return ATTRIBUTES.index(attribute) if attribute in ATTRIBUTES else len(ATTRIBUTES)
 
 
-def _write_bytes(path: str, data: bytes) -> str:
-    """Writes a file through Beam's filesystems via a temporary sibling and a rename."""
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temporary], [path])
-    return path
-
-
 def _write_outputs(
     table: list[TableRow],
     per_feature: list[FeatureRow],
@@ -422,9 +410,9 @@ def _write_outputs(
     per_feature = sorted(per_feature, key=lambda r: (r.layer, r.feature, _order(r.attribute)))
     order = {signal_id: i for i, signal_id in enumerate(summary["signal_ids"])}
     constant = sorted(constant, key=lambda c: (c.layer, c.feature, order.get(c.signal_id, -1)))
-    _write_bytes(beam_io.join(output, "correlations.csv"), correlation.table_csv(table).encode("utf-8"))
-    _write_bytes(beam_io.join(output, "per_feature.parquet"), correlation.per_feature_parquet(per_feature))
-    _write_bytes(beam_io.join(output, "figure10.png"), correlation.figure10_png(table, title=title,
+    beam_io.write_bytes(beam_io.join(output, "correlations.csv"), correlation.table_csv(table).encode("utf-8"))
+    beam_io.write_bytes(beam_io.join(output, "per_feature.parquet"), correlation.per_feature_parquet(per_feature))
+    beam_io.write_bytes(beam_io.join(output, "figure10.png"), correlation.figure10_png(table, title=title,
                                                                                    layer_names=layer_names))
     full = {
         **summary,
@@ -636,7 +624,7 @@ def run(
     }
     logger.info("correlation: %d signals x %d layers -> %s", len(signals), len(metadata["deconvolvable_layers"]),
                 settings.output)
-    _write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(signals))
+    beam_io.write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(signals))
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(pipeline, signals, settings, metadata, summary=summary, intra_op_threads=threads)
     pipeline_start = time.perf_counter()

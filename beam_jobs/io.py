@@ -6,6 +6,7 @@ with the matching extra installed) alike.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -40,6 +41,7 @@ __all__ = [
     "iter_audio_blocks",
     "write_text",
     "write_bytes",
+    "created_atomically",
     "write_tfrecords",
     "encode_audio",
     "write_audio",
@@ -305,19 +307,55 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def temporary_sibling(path: str) -> str:
+    """A fresh temporary name beside ``path`` (local or URI): ``PATH.tmp-<uuid>``."""
+    return f"{path}.tmp-{uuid.uuid4().hex}"
+
+
+def replace_with(temporary: str, path: str) -> None:
+    """Moves the finished ``temporary`` onto ``path`` (Beam's filesystems: a rename locally, a copy on GCS)."""
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+
+
+def discard(temporary: str) -> None:
+    """Removes an unfinished temporary file if it is there (best effort: the job reports the original error)."""
+    try:
+        if FileSystems.exists(temporary):
+            FileSystems.delete([temporary])
+    except Exception:
+        logger.warning("could not remove the temporary file %s", temporary)
+
+
+@contextlib.contextmanager
+def created_atomically(path: str) -> Iterator[Any]:
+    """A writable handle whose content appears at ``path`` (local or URI) only when the block succeeds.
+
+    The Beam jobs' one atomic write: through a temporary sibling and a rename with Beam's
+    ``FileSystems``, so that it works on every filesystem a runner reaches (local files written
+    outside Beam use :func:`tfaural.files.atomic_path`). On an exception the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    temporary = temporary_sibling(path)
+    try:
+        with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            yield handle
+        replace_with(temporary, path)
+    except BaseException:
+        discard(temporary)
+        raise
+
+
 def _write_atomically(path: str, chunks: Iterable[bytes], *, tfrecords: bool = False) -> int:
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     written = 0
-    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    with created_atomically(path) as handle:
         for chunk in chunks:
             if tfrecords:
                 _TFRecordUtil.write_record(handle, chunk)
             else:
                 handle.write(chunk)
             written += len(chunk)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temporary], [path])
     return written
 
 
@@ -381,7 +419,7 @@ class RecordSink:
 
     def __init__(self, part_path: str, *, spill_bytes: int) -> None:
         self._path = part_path
-        self._temporary = f"{part_path}.tmp-{uuid.uuid4().hex}"
+        self._temporary = temporary_sibling(part_path)
         self._spill_bytes = spill_bytes
         self._records: list[bytes] = []
         self._handle: Any = None
@@ -420,9 +458,7 @@ class RecordSink:
             return tuple(self._records)
         self._handle.close()
         self._handle = None
-        if FileSystems.exists(self._path):
-            FileSystems.delete([self._path])
-        FileSystems.rename([self._temporary], [self._path])
+        replace_with(self._temporary, self._path)
         return RecordFile(self._path, self.num_records, self.num_bytes)
 
     def abort(self) -> None:
@@ -504,9 +540,8 @@ class _WriteShard(beam.DoFn):
 
 def _write_shard(path: str, groups: Sequence[Sequence[bytes] | RecordFile]) -> int:
     """Writes the groups' records in order through a temporary file; returns the payload bytes."""
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     written = 0
-    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    with created_atomically(path) as handle:
         for group in groups:
             if isinstance(group, RecordFile):
                 with FileSystems.open(group.path, compression_type=CompressionTypes.UNCOMPRESSED) as part:
@@ -517,9 +552,6 @@ def _write_shard(path: str, groups: Sequence[Sequence[bytes] | RecordFile]) -> i
                 for record in group:
                     _TFRecordUtil.write_record(handle, record)
                     written += len(record)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temporary], [path])
     return written
 
 

@@ -20,7 +20,6 @@ import io
 import logging
 import os
 import stat
-import uuid
 from collections.abc import Iterator
 from typing import IO, Any, Union
 
@@ -28,6 +27,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from tfaural import files
 from tfaural.config import PAD_MODES
 from tfaural.errors import (
     AudioDecodeError,
@@ -483,16 +483,8 @@ def _write_path(path: str, data: np.ndarray, *, sample_rate: int, subtype: str |
     fmt = (format or {"OGA": "OGG", "": "WAV"}.get(ext, ext)).upper()
     if fmt not in sf.available_formats():
         raise ParameterError(f"{path}: unknown audio format {fmt!r}; expected one of {sorted(_DEFAULT_SUBTYPES)}")
-    # Not tempfile.mkstemp: its files have mode 0600, and the rename would keep that (a catalogue unreadable by
-    # other users). O_EXCL with mode 0666 gives the mode open() gives (the umask applies), without changing
-    # the process-wide umask (worker threads write concurrently).
-    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}{os.path.splitext(path)[1]}")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        sf.write(tmp, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
-        os.replace(tmp, path)
+        with files.atomic_path(path) as tmp:
+            sf.write(tmp, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise ParameterError(f"{path}: cannot write {fmt}/{subtype}: {_clean(err)}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -53,7 +53,6 @@ import os
 import pathlib
 import shutil
 import sys
-import tempfile
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
@@ -61,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from tfaural import files
 from tfaural._version import __version__
 from tfaural.cli import check_output_folder
 from tfaural.errors import DataError, ParameterError, TfauralError
@@ -636,32 +636,6 @@ def _load_cache(path: str, settings: ThumbnailSettings) -> dict[str, dict[str, A
     return {k: v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}
 
 
-def _file_mode() -> int:
-    """The mode ``open()`` would give a new file (mkstemp's 0600 would hide pages from a web server's user)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Writes via a temporary file in the same folder and a rename: readers never see half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    _atomic_write(path, text.encode("utf-8"))
-
-
 def _chunks(items: Sequence[_Thumb], size: int) -> Iterator[Sequence[_Thumb]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -723,7 +697,7 @@ def _png_bytes(image: np.ndarray, scale: Sequence[float], settings: ThumbnailSet
 
 
 def _save_png(path: str, image: np.ndarray, scale: Sequence[float], settings: ThumbnailSettings) -> None:
-    _atomic_write(path, _png_bytes(image, scale, settings))
+    files.write_bytes(path, _png_bytes(image, scale, settings))
 
 
 def render_thumbnails(
@@ -815,7 +789,7 @@ def render_thumbnails(
             bar.update(len(chunk))
     if jobs or os.path.isdir(thumbs_dir):
         document = {"format": CACHE_FORMAT, "settings": settings.to_dict(), "entries": entries}
-        _atomic_write_text(cache_path, json.dumps(document, indent=1, sort_keys=True) + "\n")
+        files.write_text(cache_path, json.dumps(document, indent=1, sort_keys=True) + "\n")
     logger.info("thumbnails: %d measured, %d drawn, %d reused", len(measure), len(draw), len(jobs) - len(draw))
     thumbs = {job.source: job.target for job in jobs if "scale" in entries[job.key] and os.path.isfile(job.target)}
     return thumbs, scales
@@ -1162,7 +1136,7 @@ class _Site:
             f"<code>{_esc(os.path.basename(self.output.directory))}</code>.</footer>\n"
             "</body>\n</html>\n"
         )
-        _atomic_write_text(path, document)
+        files.write_text(path, document)
         self.written.add(os.path.abspath(path))
 
     # ------------------------------------------------------------------ index and track lists

@@ -22,6 +22,7 @@ import os
 import uuid
 from typing import Any
 
+from tfaural import files
 from tfaural._version import __version__
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig, model_config_from_dict, model_config_to_dict
 from tfaural.config import Config as _Config
@@ -113,13 +114,9 @@ def save_run(run_dir: str | os.PathLike[str], model: Any, info: RunInfo) -> None
     """Writes ``model.keras`` and ``run.json`` into ``run_dir`` (atomically, each file)."""
     root = os.fspath(run_dir)
     os.makedirs(root, exist_ok=True)
-    tmp_model = os.path.join(root, ".tmp-" + MODEL_FILE)
-    model.save(tmp_model)
-    os.replace(tmp_model, os.path.join(root, MODEL_FILE))
-    tmp_info = os.path.join(root, ".tmp-" + INFO_FILE)
-    with open(tmp_info, "w", encoding="utf-8") as handle:
-        json.dump(info.to_dict(), handle, indent=2, sort_keys=True)
-    os.replace(tmp_info, os.path.join(root, INFO_FILE))
+    with files.atomic_path(os.path.join(root, MODEL_FILE)) as tmp:
+        model.save(tmp)
+    files.write_text(os.path.join(root, INFO_FILE), json.dumps(info.to_dict(), indent=2, sort_keys=True))
 
 
 def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:

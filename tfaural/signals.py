@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tfaural import files
 from tfaural.errors import ParameterError, SoundfontError
 
 __all__ = [
@@ -671,7 +672,6 @@ def model_signals(
         signals.append(ModelSignal(f"drums:{name}", "none", "none", f"drums-{name}", y, sample_rate))
     if cache_path is not None:
         meta = [dataclasses.asdict(s) | {"audio": None, "sample_rate": None} for s in signals]
-        tmp = cache_path + ".tmp.npz"
-        np.savez(tmp, audio=np.stack([s.audio for s in signals]), meta=json.dumps(meta))
-        os.replace(tmp, cache_path)
+        with files.atomic_path(cache_path, suffix=".npz") as tmp:
+            np.savez(tmp, audio=np.stack([s.audio for s in signals]), meta=json.dumps(meta))
     return signals

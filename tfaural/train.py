@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from tfaural import files
 from tfaural.cli import check_output_folder
 from tfaural.config import (
     AudioConfig,
@@ -354,16 +355,13 @@ class _Checkpointer:
         return os.path.isfile(self.state_path)
 
     def save(self, model: Any, state: _State) -> None:
-        weights = os.path.join(self.folder, "model.weights.h5")
-        model.save_weights(weights + ".tmp.weights.h5")
-        os.replace(weights + ".tmp.weights.h5", weights)
+        with files.atomic_path(os.path.join(self.folder, "model.weights.h5"), suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
         optimizer = model.optimizer
         arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
-        np.savez(os.path.join(self.folder, "optimizer.tmp.npz"), **arrays)  # type: ignore[arg-type]
-        os.replace(os.path.join(self.folder, "optimizer.tmp.npz"), os.path.join(self.folder, "optimizer.npz"))
-        with open(self.state_path + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump(dataclasses.asdict(state), handle, indent=2)
-        os.replace(self.state_path + ".tmp", self.state_path)
+        with files.atomic_path(os.path.join(self.folder, "optimizer.npz")) as tmp:
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        files.write_text(self.state_path, json.dumps(dataclasses.asdict(state), indent=2))
 
     def load(self, model: Any) -> _State:
         with open(self.state_path, encoding="utf-8") as handle:

@@ -72,6 +72,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tfaural import files
 from tfaural._version import __version__
 from tfaural.config import Config
 from tfaural.errors import ConfigError, DataError, TfauralError
@@ -814,10 +815,7 @@ def _convert(builder: Any, source: TfdsSource, folder: str, *, progress: bool) -
         manifest=f"tfds:{source.full_name}",
         created_by=f"tfaural.data.tfds_source (tfaural {__version__})",
     ).write(folder)
-    marker = os.path.join(folder, MARKER_FILENAME)
-    with open(marker + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(source.to_json(indent=2) + "\n")
-    os.replace(marker + ".tmp", marker)
+    files.write_text(os.path.join(folder, MARKER_FILENAME), source.to_json(indent=2) + "\n")
 
 
 def _is_current(folder: str, source: TfdsSource) -> bool:
