@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tfaural.cli import VERBOSE_ENV, add_verbose_flag, quiet_tensorflow_startup
 from tfaural.errors import TfauralError
 
 __all__ = ["main", "run_quickstart"]
@@ -359,7 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="most training epochs")
     parser.add_argument("--auralise-tracks", type=int, default=3, help="tracks to auralise")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # the stages' processes too
+    else:
+        quiet_tensorflow_startup()  # the in-process stages' (the child processes are quiet by themselves)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("tfaural").setLevel(logging.INFO)
     try:

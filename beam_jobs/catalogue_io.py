@@ -67,7 +67,7 @@ from beam_jobs.model_process import ModelServerAddress
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, is_dask_runner, require
 from beam_jobs.scratch import run_folder
 from tfaural import __version__
-from tfaural.cli import check_output_folder
+from tfaural.cli import check_output_folder, is_verbose
 from tfaural.errors import AudioError, ParameterError, TfauralError
 
 __all__ = [
@@ -882,7 +882,8 @@ def main_for(job: str, run: Callable[..., Any], argv: Sequence[str] | None = Non
         manifest and the summary), 2 with a one-line error for a usage or setup error.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # worker chatter; our own loggers stay at INFO
+    if not is_verbose(sys.argv[1:] if argv is None else argv):
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)  # worker chatter; our own loggers stay at INFO
     try:
         run(argv)
     except TfauralError as err:

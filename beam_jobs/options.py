@@ -39,6 +39,7 @@ from tfaural.config import PAD_MODES
 from tfaural.errors import ParameterError
 
 __all__ = [
+    "ConsoleOptions",
     "CatalogueJobOptions",
     "MakeTFRecordsOptions",
     "InferenceJobOptions",
@@ -74,6 +75,15 @@ def _flag(parser: Any, name: str, **kwargs: Any) -> None:
     underscored = f"--{name}"
     names = [dashed] if dashed == underscored else [dashed, underscored]
     parser.add_argument(*names, dest=name, **kwargs)
+
+
+class ConsoleOptions(PipelineOptions):
+    """``--verbose``, which every job takes (:func:`parse_job_args` adds it to each job's flags)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "verbose", action="store_true", default=False,
+              help="Also show TensorFlow's C++ start-up messages (model process, workers) and Beam's own logging.")
 
 
 class CatalogueJobOptions(PipelineOptions):
@@ -234,7 +244,8 @@ def parse_job_args(
     """
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_BEAM_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for option_class in option_classes:
+    classes: list[type[PipelineOptions]] = [*option_classes, ConsoleOptions]
+    for option_class in classes:
         option_class._add_argparse_args(parser)
     args = list(argv) if argv is not None else sys.argv[1:]
     parser.parse_known_args(args)  # --help and type errors; Beam flags pass through

@@ -24,6 +24,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tfaural.cli import quiet_command_line_startup
+
+quiet_command_line_startup()  # python -m export...: no TensorFlow start-up lines (--verbose shows them)
+
 if TYPE_CHECKING:
     from export.budget import WorkBudget
     from export.exporter import build_module, existing_versions, export_model, export_run, next_version

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from tfaural.cli import add_verbose_flag
 from tfaural.errors import TfauralError
 
 DESCRIPTION = """\
@@ -102,6 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="skip the verification in a fresh process (not recommended: the export is then unproven)",
     )
     parser.add_argument("--quiet", action="store_true", help="only print the version directory")
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 

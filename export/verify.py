@@ -585,6 +585,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: the reference stored in the export at export time)",
     )
     parser.add_argument("--no-cli", action="store_true", help="skip the saved_model_cli listing check")
+    # Inline, not tfaural.cli.add_verbose_flag: this file also runs as the isolated child that must not import
+    # tfaural. python -m export.verify is quiet through export/__init__.py (tfaural.cli.quiet_command_line_startup).
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's C++ start-up messages and the runner's own logging")
     return parser.parse_args(argv)
 
 

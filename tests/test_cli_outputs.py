@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from tfaural import evaluate, report, train, visualise
-from tfaural.cli import check_output_folder
+from tfaural.cli import check_output_folder, is_startup_noise
 from tfaural.errors import ParameterError
 
 
@@ -131,3 +131,60 @@ def test_exit_promptly_runs_exit_handlers_and_flushes(thread: str, tmp_path: pat
     assert done.returncode == 3, done.stderr
     assert marker.read_text() == "atexit ran"
     assert done.stdout == "buffered output" + (" thread done" if thread == "thread" else "")
+
+
+_NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796053340.188515    5591 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+    "not be used.",
+    "E0000 00:00:1796053373.530527    5672 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed "
+    "call to cuInit: UNKNOWN ERROR (303)",
+    "I0000 00:00:1796053340.314800    5591 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+    "available CPU instructions in performance-critical operations.",
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate "
+    "compiler flags.",
+]
+_KEPT = [
+    "E0000 00:00:1796053373.530527    5672 op_kernel.cc:1857] OP_REQUIRES failed at conv_ops.cc:89 : out of memory",
+    "INFO beam_jobs.tag: tag: 1 track(s) -> out with export/1",
+    "Traceback (most recent call last):",
+]
+
+
+def test_startup_noise_is_told_from_real_messages() -> None:
+    assert all(is_startup_noise(line) for line in _NOISE)
+    assert not any(is_startup_noise(line) for line in _KEPT)
+
+
+_FILTERED = """
+import os, sys
+from tfaural.cli import _filtered_stderr
+with _filtered_stderr():
+    os.write(2, (sys.argv[1] + "\\n").encode())  # C++ code writes to file descriptor 2, past sys.stderr
+    print("from Python", file=sys.stderr)
+print("after", file=sys.stderr)
+"""
+
+
+def test_the_filter_replays_every_other_line_in_order() -> None:
+    text = "\n".join([_NOISE[0], _KEPT[0], _NOISE[1], _KEPT[1]])
+    done = subprocess.run([sys.executable, "-c", _FILTERED, text], capture_output=True, text=True, timeout=120,
+                          check=True)
+    assert done.stderr.splitlines() == [_KEPT[0], _KEPT[1], "from Python", "after"]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_command_lines_are_quiet_unless_verbose(verbose: bool) -> None:
+    """``python -m tfaural.visualise --help`` imports TensorFlow: no start-up lines unless ``--verbose``.
+
+    (This machine has no GPU, so TensorFlow announces the missing CUDA driver on every start; the
+    model processes' device discovery is checked end to end in tests/test_quickstart.py.)
+    """
+    env = {key: value for key, value in os.environ.items() if key not in ("TFAURAL_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
+    done = subprocess.run([sys.executable, "-m", "tfaural.visualise", "--help", *(["--verbose"] if verbose else [])],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0 and "usage: python -m tfaural.visualise" in done.stdout, done.stderr[-2000:]
+    noise = [line for line in done.stderr.splitlines() if is_startup_noise(line)]
+    assert bool(noise) == verbose, done.stderr[-2000:]
+    if not verbose:
+        assert done.stderr.strip() == "", done.stderr[-2000:]

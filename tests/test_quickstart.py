@@ -10,13 +10,19 @@ import pytest
 import soundfile as sf
 
 import quickstart
+from tfaural.cli import is_startup_noise
 
 pytestmark = pytest.mark.slow
 
 
-def test_quickstart_end_to_end(tmp_path: pathlib.Path) -> None:
+def test_quickstart_end_to_end(tmp_path: pathlib.Path, capfd: pytest.CaptureFixture[str]) -> None:
     summary = quickstart.run_quickstart(str(tmp_path / "demo"), tracks_per_style=3, seconds=4.5, epochs=1,
                                         auralise_tracks=1)
+    # What the stages' processes printed (model processes, python -m children and their logs) holds no
+    # TensorFlow start-up lines (this test's own process imported TensorFlow before, unfiltered).
+    printed = capfd.readouterr().err.splitlines() + [
+        line for log in (tmp_path / "demo" / "logs").glob("*.log") for line in log.read_text().splitlines()]
+    assert printed and not [line for line in printed if is_startup_noise(line)]
     assert pathlib.Path(summary["export"], "saved_model.pb").exists()
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["test_tracks"] == 3
     report = pathlib.Path(summary["report"])

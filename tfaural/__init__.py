@@ -7,6 +7,9 @@ and provides the audio and spectral building blocks those share.
 """
 
 from tfaural._version import __version__
+from tfaural.cli import quiet_command_line_startup
 from tfaural.errors import TfauralError
+
+quiet_command_line_startup()  # python -m tfaural...: no TensorFlow start-up lines (--verbose shows them)
 
 __all__ = ["__version__", "TfauralError"]

@@ -1,19 +1,41 @@
-"""Small parsers shared by the command-line tools of tfaural and beam_jobs."""
+"""What the command-line tools of tfaural, export and beam_jobs share.
+
+Parsers (layer and feature lists, output folders), a prompt exit, and quiet start-up: a command
+line shows tfaural's own progress and results, not TensorFlow's C++ start-up lines (the absl
+pre-initialisation notice, "Could not find cuda drivers", "failed call to cuInit", CPU
+instruction notices) that every process importing TensorFlow prints on a CPU machine.
+``--verbose`` (or ``TFAURAL_VERBOSE=1``, which a verbose launcher passes to its children)
+brings them back.
+"""
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
+import tempfile
 import threading
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 from tfaural.errors import ParameterError
 
-__all__ = ["parse_index_list", "check_output_folder", "exit_promptly"]
+__all__ = [
+    "parse_index_list",
+    "check_output_folder",
+    "exit_promptly",
+    "VERBOSE_ENV",
+    "add_verbose_flag",
+    "is_verbose",
+    "quiet_tensorflow_startup",
+    "quiet_command_line_startup",
+    "is_startup_noise",
+]
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
 
@@ -120,3 +142,117 @@ def exit_promptly(code: int) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to flush
             stream.flush()
     os._exit(code)
+
+
+# --------------------------------------------------------------------------- quiet start-up
+
+#: Set to ``1`` by a ``--verbose`` command line, so that the processes it starts are verbose too.
+VERBOSE_ENV = "TFAURAL_VERBOSE"
+
+#: TensorFlow's start-up lines on a machine without a GPU (C++ logging before and after absl's set-up).
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:.]+\s+\d+ (cudart_stub|cuda_platform|cuda_diagnostics|cuda_executor|cuda_dnn|cuda_fft"
+    r"|cuda_blas|dso_loader|cpu_feature_guard|port)\.cc:\d+\] .*"
+    r"|To enable the following instructions: .* in other operations, rebuild TensorFlow with the appropriate "
+    r"compiler flags\.)\s*$"
+)
+
+
+def is_startup_noise(line: str) -> bool:
+    """True for one of TensorFlow's C++ start-up lines that quiet command lines leave out."""
+    return bool(_STARTUP_NOISE.match(line))
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--verbose``: show what quiet start-up hides (the flag is read by :func:`is_verbose`)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's C++ start-up messages and the runner's own logging")
+
+
+def is_verbose(argv: Sequence[str] | None = None) -> bool:
+    """True if ``--verbose`` is among ``argv`` (default ``sys.argv``) or :data:`VERBOSE_ENV` is ``1``."""
+    args = sys.argv[1:] if argv is None else argv
+    return os.environ.get(VERBOSE_ENV) == "1" or "--verbose" in args
+
+
+@contextlib.contextmanager
+def _filtered_stderr() -> Iterator[None]:
+    """Captures file descriptor 2 (C++ logging writes there directly) and replays it without the start-up lines."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not is_startup_noise(line))
+            if kept:
+                os.write(2, kept.encode("utf-8"))
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` (and its device discovery) with the start-up lines filtered out."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)  # once: the real finder takes it from here
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def quiet_exec_module(module: Any) -> None:
+            with _filtered_stderr():
+                exec_module(module)
+                # Device discovery prints the rest ("failed call to cuInit"): done now, inside the window.
+                with contextlib.suppress(Exception):
+                    module.config.list_physical_devices()
+
+        loader.exec_module = quiet_exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def quiet_tensorflow_startup() -> bool:
+    """Leaves TensorFlow's C++ start-up lines out of this process's standard error, unless verbose.
+
+    Effective when called before TensorFlow is imported: the first ``import tensorflow`` and
+    its device discovery then run with file descriptor 2 captured; every other line they print
+    (a real error, a warning) is written out as it came once they are done. Nothing else is
+    captured: a running job's output is never held back.
+
+    Returns:
+        True if the filter is in place (False: verbose, or TensorFlow is already imported).
+    """
+    if is_verbose() or "tensorflow" in sys.modules:
+        return False
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    return True
+
+
+def quiet_command_line_startup() -> None:
+    """:func:`quiet_tensorflow_startup` for command lines only: ``python -m tfaural...``, ``export``,
+    ``beam_jobs`` and the ``tfaural-*`` scripts (called as those packages are imported).
+
+    A program that imports the library keeps TensorFlow's output as it is. ``--verbose`` is
+    passed on to the processes a command starts through :data:`VERBOSE_ENV`.
+    """
+    program = sys.argv[0] if sys.argv else ""
+    # While ``python -m PACKAGE.MODULE`` imports the package, sys.argv[0] is "-m".
+    if program != "-m" and not os.path.basename(program).startswith("tfaural-"):
+        return
+    if is_verbose():
+        os.environ[VERBOSE_ENV] = "1"
+        return
+    quiet_tensorflow_startup()

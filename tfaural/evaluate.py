@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfaural import metrics
-from tfaural.cli import check_output_folder
+from tfaural.cli import add_verbose_flag, check_output_folder
 from tfaural.config import STFTConfig
 from tfaural.errors import DataError, TfauralError
 from tfaural.run import RunInfo, load_run
@@ -258,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="split to evaluate")
     parser.add_argument("--segments-per-track", type=int, default=10, help="segments averaged per track (0: all)")
     add_tfds_arguments(parser)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

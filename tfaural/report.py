@@ -62,7 +62,7 @@ import numpy as np
 
 from tfaural import files
 from tfaural._version import __version__
-from tfaural.cli import check_output_folder
+from tfaural.cli import add_verbose_flag, check_output_folder
 from tfaural.errors import DataError, ParameterError, TfauralError
 
 __all__ = [
@@ -1774,6 +1774,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rebuild-thumbnails", action="store_true",
                         help="redraw every spectrogram thumbnail instead of reusing the cached ones")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 

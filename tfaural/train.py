@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from tfaural import files
-from tfaural.cli import check_output_folder
+from tfaural.cli import add_verbose_flag, check_output_folder
 from tfaural.config import (
     AudioConfig,
     ChoiConfig,
@@ -723,6 +723,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="MirroredStrategy over GPUs ('auto': when more than one GPU is visible)")
     parser.add_argument("--crash-after-steps", type=int, default=None, help=argparse.SUPPRESS)
     add_tfds_arguments(parser)
+    add_verbose_flag(parser)
     return parser
 
 

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfaural.cli import add_verbose_flag
 from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import config_from_model, conv_blocks
@@ -605,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="SampleCNN: layers of the filter-spectra figure (default: all a 729-sample estimate "
                         "reaches)")
     parser.add_argument("--steps", type=int, default=100, help="SampleCNN: gradient-ascent iterations")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     try:
         from tfaural.cli import check_output_folder

@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tfaural.cli import add_verbose_flag
 from tfaural.data.tfds_builders import BUILDERS, prepare
 from tfaural.errors import TfauralError
 
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--manual-dir", default=None, help="folder with the audio (default for tfaural_catalogue: "
                         "the manifest's folder)")
     parser.add_argument("--overwrite", action="store_true", help="generate again even if already prepared")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

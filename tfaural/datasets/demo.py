@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tfaural import audio, signals
+from tfaural.cli import add_verbose_flag
 from tfaural.errors import ParameterError, TfauralError
 from tfaural.signals import Note, Part
 
@@ -301,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="wav",
         help="comma-separated formats cycled over the clips: wav,flac,ogg,mp3 (default: wav)",
     )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

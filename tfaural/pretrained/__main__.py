@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tfaural.cli import add_verbose_flag
 from tfaural.errors import TfauralError
 
 EPILOG = """examples:
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip running the publisher's own graph to check the import (a few seconds)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.list:
         return _list()
