@@ -87,12 +87,12 @@ def export_samplecnn(base: str, **architecture: Any) -> str:
     from export import exporter
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
-    from tfaural.models.samplecnn import samplecnn
+    from tfaural.models.samplecnn import samplecnn_model
     from tfaural.run import RunInfo
 
     def build(folder: Path) -> str:
         keras.utils.set_random_seed(0)
-        model = samplecnn(n_outputs=50, sample_rate=SAMPLE_RATE, **architecture)
+        model = samplecnn_model(n_outputs=50, sample_rate=SAMPLE_RATE, **architecture)
         config = config_from_model(model)
         info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
                        audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))

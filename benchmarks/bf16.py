@@ -121,10 +121,10 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
         mel = spectral.melspectrogram(segments, sample_rate=16000, n_fft=512, hop_length=256, n_mels=96).numpy()
         results["MTT_vgg"] = compare(vgg, tf.constant(mel[..., np.newaxis]), repeats=repeats)
         if not quick:
-            from tfaural.models.samplecnn import samplecnn
+            from tfaural.models.samplecnn import samplecnn_model
 
             keras.utils.set_random_seed(0)
-            model = samplecnn(n_outputs=50, sample_rate=22050)
+            model = samplecnn_model(n_outputs=50, sample_rate=22050)
             length = int(model.inputs[0].shape[1])
             waves = music_like(seconds=length * batch / 22050 + 1, sample_rate=22050, seed=4, peak=0.5)
             x = np.stack([waves[i * length:(i + 1) * length] for i in range(batch)])[..., np.newaxis]

@@ -14,7 +14,7 @@ Measured on this machine, in one process:
    per 118 kB segment) and segment records (``--segment-length 59049
    --max-segments 10``). Each is run with all cores and with tf.data restricted
    to one thread (``private_threadpool_size=1``), which is the per-core rate.
-2. **Training**: the 3^9 SampleCNN (``tfaural.models.samplecnn.samplecnn``, 50
+2. **Training**: the 3^9 SampleCNN (``tfaural.models.samplecnn.samplecnn_model``, 50
    sigmoid outputs) ``train_on_batch`` on fixed batches, all cores.
 
 Every number is the median of several timed runs after a warm-up (which also
@@ -123,9 +123,9 @@ def pipeline_rate(pattern: str, *, batch_size: int, shuffle_buffer: int, batches
 
 def build_samplecnn() -> Any:
     """The 3^9 SampleCNN of Lee et al. (2018): 59,049-sample input, 50 sigmoid outputs."""
-    from tfaural.models.samplecnn import samplecnn
+    from tfaural.models.samplecnn import samplecnn_model
 
-    return samplecnn(filter_sizes=(3,) * 10, n_outputs=N_LABELS, n_samples=SAMPLECNN_SEGMENT_LENGTH)
+    return samplecnn_model(filter_sizes=(3,) * 10, n_outputs=N_LABELS, n_samples=SAMPLECNN_SEGMENT_LENGTH)
 
 
 def train_rate(*, batch_size: int, steps: int, runs: int) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def train_rate(*, batch_size: int, steps: int, runs: int) -> dict[str, Any]:
         return batch_size * steps
 
     rates = timed_runs(step, warmup=1, runs=runs)
-    return {"model": "3^9 SampleCNN (tfaural.models.samplecnn.samplecnn)", "params": int(model.count_params()),
+    return {"model": "3^9 SampleCNN (tfaural.models.samplecnn.samplecnn_model)", "params": int(model.count_params()),
             "batch_size": batch_size, "segments_per_s": statistics.median(rates),
             "steps_per_s": statistics.median(rates) / batch_size, "runs": [round(r, 2) for r in rates]}
 

@@ -36,7 +36,7 @@ from _timing import environment, run_times
 
 from tfaural import auralise, deconv, spectral
 from tfaural.models import choi_cnn, samplecnn_preset
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 
 
 def _clip(sample_rate: int, seconds: float) -> np.ndarray:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     magnitude = spectral.magnitude(waveform, n_fft=config.n_fft, hop_length=config.hop_length)
     walks = {"choi_320_features": walk_comparison(model, magnitude, repeats=repeats)}
     if args.quick:  # a tiny 3^5 model, 8 features per level
-        sample_model = samplecnn(filter_sizes=(3,) * 6, channels=(16, 16, 32, 32, 32), front_filters=16,
+        sample_model = samplecnn_model(filter_sizes=(3,) * 6, channels=(16, 16, 32, 32, 32), front_filters=16,
                                  top_filters=64)
         walk_name, walk_features = "samplecnn_tiny_3_5_8_features", list(range(8))
     else:

@@ -577,11 +577,11 @@ def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
     from export.budget import budget_for
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
-    from tfaural.models.samplecnn import samplecnn
+    from tfaural.models.samplecnn import samplecnn_model
     from tfaural.run import RunInfo
 
     keras.utils.set_random_seed(0)
-    model = samplecnn(n_outputs=50, sample_rate=MODEL_RATE, **architecture)
+    model = samplecnn_model(n_outputs=50, sample_rate=MODEL_RATE, **architecture)
     config = config_from_model(model)
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
                    audio=AudioConfig(sample_rate=MODEL_RATE), segment=SegmentConfig(length=config.input_length))

@@ -33,7 +33,7 @@ from _timing import environment, matmul_gflops, median_seconds
 
 from tfaural.config import SampleCNNConfig
 from tfaural.models import config_from_model, count_macs
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def run(
 ) -> dict[str, Any]:
     """Times the 3^9-SampleCNN and returns the JSON-serialisable results."""
     repeats = repeats or (2 if quick else 7)
-    model = samplecnn()
+    model = samplecnn_model()
     config = config_from_model(model)
     assert isinstance(config, SampleCNNConfig)
     length = config.input_length

@@ -49,7 +49,7 @@ from export import export_model
 from tfaural import spectral
 from tfaural.config import AudioConfig, ChoiConfig, SegmentConfig, STFTConfig
 from tfaural.models import choi_cnn, config_from_model
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 from tfaural.run import RunInfo
 
 CLIP_SECONDS = 30.0
@@ -77,7 +77,7 @@ def _models(*, quick: bool = False) -> list[tuple[str, Any, RunInfo]]:
         segment=SegmentConfig(length=44100), stft=STFTConfig(n_fft=512, hop_length=256),
     )
     tiny = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16, "top_filters": 64}
-    sample = samplecnn(n_outputs=50, **(tiny if quick else {}))
+    sample = samplecnn_model(n_outputs=50, **(tiny if quick else {}))
     sample_config = config_from_model(sample)
     sample_info = RunInfo(
         model=sample_config, labels=tuple(f"tag{i}" for i in range(50)), task="multi-label",

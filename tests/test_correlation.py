@@ -24,7 +24,7 @@ from tfaural import correlation, signals
 from tfaural.correlation import ATTRIBUTES, ConstantMap
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import choi_cnn
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 
 SR = 4000  # below FluidSynth's 8 kHz minimum: rendered at 8 kHz and resampled
 SECONDS = 2.0
@@ -325,7 +325,7 @@ def test_outputs_round_trip_and_the_figure_is_drawn(result: correlation.Correlat
 
 def test_samplecnn_waveform_maps_are_correlated(grid_signals: list[signals.ModelSignal]) -> None:
     keras.utils.set_random_seed(5)
-    model = samplecnn(filter_sizes=(3, 3, 3), n_outputs=2, channels=(4, 4), front_filters=4, top_filters=4,
+    model = samplecnn_model(filter_sizes=(3, 3, 3), n_outputs=2, channels=(4, 4), front_filters=4, top_filters=4,
                       sample_rate=SR)
     subset = [s for s in grid_signals if s.timbre == "sine"]
     result = correlation.analyse(model, subset, progress=False)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import chirp, sine
+from signal_makers import chirp, sine
 
 from tfaural import auralise, spectral
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import choi_cnn
-from tfaural.models.samplecnn import mel_frame_cnn, samplecnn
+from tfaural.models.samplecnn import mel_frame_cnn, samplecnn_model
 
 SR = 2048  # small test rate: n_fft 64, hop 32 -> 33 bins
 
@@ -84,7 +84,7 @@ def test_log_scaling_is_undone_before_the_inverse_stft() -> None:
 
 
 def test_samplecnn_auralisation_is_the_normalised_deconvolution(rng: np.random.Generator) -> None:
-    model = samplecnn(filter_sizes=(3, 3, 3, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
+    model = samplecnn_model(filter_sizes=(3, 3, 3, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
                       sample_rate=SR)
     y = rng.standard_normal((1, 81 * 3)).astype(np.float32) * 0.3
     result = auralise.auralise(model, y, layer=2, features=[1, 2])
@@ -172,7 +172,7 @@ def test_features_far_below_the_input_level_are_silent(rng: np.random.Generator)
 
 
 def test_samplecnn_silence_in_silence_out(rng: np.random.Generator) -> None:
-    model = samplecnn(filter_sizes=(3, 3, 3, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
+    model = samplecnn_model(filter_sizes=(3, 3, 3, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
                       sample_rate=SR)
     for layer in model.layers:  # BN shifts make the activations of silence non-zero
         if layer.name.startswith("bn"):

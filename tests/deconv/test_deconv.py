@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfaural import deconv
 from tfaural.errors import ParameterError
 from tfaural.models import choi_cnn
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 
 # ------------------------------------------------------------------ NumPy reference
 
@@ -240,7 +240,7 @@ def np_samplecnn_deconv(model: keras.Model, x: np.ndarray, layer: int, feature: 
 
 
 def test_samplecnn_deconvolution_with_batch_norm_matches_numpy(rng: np.random.Generator) -> None:
-    model = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
+    model = samplecnn_model(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
     for layer in model.layers:  # non-trivial BN statistics and weights
         if layer.name.startswith("bn"):
             n = layer.get_weights()[0].shape[0]
@@ -320,7 +320,7 @@ def test_walk_expansion_is_the_largest_activation_per_input_element() -> None:
     choi = choi_cnn(n_outputs=3, n_freq=33, n_frames=21, n_fft=64, hop_length=32, n_layers=2, n_filters=6,
                     fc_units=(8,))
     assert deconv.walk_expansion(choi) == 6.0  # conv1: 33 x 21 x 6 maps of a 33 x 21 input
-    sample = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
+    sample = samplecnn_model(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
     assert deconv.walk_expansion(sample) == pytest.approx(18 * 8 / 54)  # conv0: 54 samples -> 18 steps x 8 maps
     x = tf.zeros([2, 33, 21])
     per_feature = 2 * 33 * 21 * 6
@@ -352,7 +352,7 @@ def test_features_in_chunks_match_the_numpy_walk(rng: np.random.Generator, chunk
 
 
 def test_samplecnn_layers_in_chunks_match_the_numpy_walk(rng: np.random.Generator) -> None:
-    model = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
+    model = samplecnn_model(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
     x = rng.standard_normal((1, 54)).astype(np.float32)
     maps = deconv.DeconvNet(model).deconvolve_layers(x, layers=[1, 3], features=[6, 2, 0], chunk_elements=1)
     for layer, out in maps.items():

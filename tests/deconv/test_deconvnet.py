@@ -22,7 +22,7 @@ from benchmarks.explicit_walk import DeconvNet as ExplicitWalk
 from tfaural import deconv, spectral
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import choi_cnn, musicnn_tagger
-from tfaural.models.samplecnn import mel_frame_cnn, raw_frame_cnn, samplecnn
+from tfaural.models.samplecnn import mel_frame_cnn, raw_frame_cnn, samplecnn_model
 
 # ------------------------------------------------------------------ NumPy reference
 
@@ -301,7 +301,7 @@ def test_equals_the_explicit_walk_on_tfaurals_models_every_layer(rng: np.random.
         "choi": lambda: (choi_cnn(n_outputs=3, n_filters=16), np.abs(rng.standard_normal((1, 257, 173)))),
         "choi_log": lambda: (choi_cnn(n_outputs=3, n_freq=129, n_frames=90, n_fft=256, input_scaling="log",
                                       n_filters=8), np.abs(rng.standard_normal((2, 129, 90)))),
-        "samplecnn": lambda: (samplecnn(filter_sizes=(3, 3, 2, 3, 4), n_outputs=4, channels=(8, 16, 8, 8),
+        "samplecnn": lambda: (samplecnn_model(filter_sizes=(3, 3, 2, 3, 4), n_outputs=4, channels=(8, 16, 8, 8),
                                         front_filters=8, top_filters=8), rng.standard_normal((2, 216))),
         "raw_frame": lambda: (raw_frame_cnn(window=27, hop=9, n_samples=243, n_outputs=3, channels=(8, 8, 8),
                                             front_filters=8, top_filters=8), rng.standard_normal((1, 243))),

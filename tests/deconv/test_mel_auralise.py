@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import tensorflow as tf
-from conftest import chirp, clicks, sine
+from signal_makers import chirp, clicks, sine
 
 from tfaural import auralise, spectral
 from tfaural.errors import ModelError, ParameterError

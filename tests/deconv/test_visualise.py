@@ -11,11 +11,11 @@ import pytest
 from tfaural import visualise
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import choi_cnn
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 
 
 def _model() -> object:
-    return samplecnn(filter_sizes=(3,) * 7, n_outputs=4, channels=(16,) * 6, front_filters=16, top_filters=16,
+    return samplecnn_model(filter_sizes=(3,) * 7, n_outputs=4, channels=(16,) * 6, front_filters=16, top_filters=16,
                      sample_rate=8000)
 
 
@@ -39,7 +39,7 @@ def test_gradient_ascent_rejects_spectrogram_models_and_bad_layers() -> None:
 
 def test_layers_beyond_the_estimate_length_are_a_clear_error() -> None:
     # 729 samples: conv0 /3 -> 243, modules /3 /3 /3 /3 -> 3 at layer 5, whose pooling window of 4 does not fit.
-    model = samplecnn(filter_sizes=(3, 3, 3, 3, 3, 4, 2), n_outputs=2, channels=(8,) * 6, front_filters=8,
+    model = samplecnn_model(filter_sizes=(3, 3, 3, 3, 3, 4, 2), n_outputs=2, channels=(8,) * 6, front_filters=8,
                       top_filters=8, sample_rate=8000)
     assert visualise.gradient_ascent_filters(model, layer=5, steps=2).waveforms.shape == (8, 729)
     with pytest.raises(ParameterError, match="too short to reach layer 6"):

@@ -10,12 +10,12 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import chirp, clicks
+from signal_makers import chirp, clicks
 
 from tfaural import spectral, visualise
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.models import choi_cnn, config_from_model, conv_blocks
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 from tfaural.run import RunInfo, save_run
 
 RATE = 4000
@@ -32,7 +32,7 @@ def _choi_run(root: pathlib.Path) -> tuple[pathlib.Path, keras.Model]:
 
 
 def _samplecnn_run(root: pathlib.Path) -> pathlib.Path:
-    model = samplecnn(filter_sizes=(3,) * 7, n_outputs=2, channels=(8,) * 6, front_filters=8, top_filters=8,
+    model = samplecnn_model(filter_sizes=(3,) * 7, n_outputs=2, channels=(8,) * 6, front_filters=8, top_filters=8,
                       sample_rate=RATE)
     info = RunInfo(model=config_from_model(model), labels=("x", "y"), task="multi-label",
                    audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=3**7))

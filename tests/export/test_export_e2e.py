@@ -40,7 +40,7 @@ from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.deconv import deconvolve
 from tfaural.errors import ExportError, ParameterError
 from tfaural.models import choi_cnn, config_from_model, multi_scale_features
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 from tfaural.run import RunInfo, load_run, save_run
 
 # Every test here uses a real, verified export (tens of seconds to build, shared by the module).
@@ -86,7 +86,7 @@ def _tiny(family: str) -> tuple[keras.Model, RunInfo]:
             stft=STFTConfig(n_fft=64, hop_length=32),
         )
     else:
-        model = samplecnn(
+        model = samplecnn_model(
             filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8,
             sample_rate=RATE,
         )

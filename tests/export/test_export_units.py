@@ -22,7 +22,7 @@ from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.errors import ExportError, ParameterError
 from tfaural.models import choi_cnn, config_from_model, mel_frame_cnn, raw_frame_cnn
 from tfaural.models.aggregation import multi_scale_features
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 from tfaural.run import RunInfo
 
 RATE = 2000
@@ -270,7 +270,7 @@ def test_module_rejects_inconsistent_runs() -> None:
         ServingModule(model, dataclasses.replace(info, stft=STFTConfig(n_fft=64, hop_length=16)))
     with pytest.raises(ExportError, match=r"max_deconv_seconds=0\.2 is shorter than one model segment"):
         ServingModule(model, info, max_deconv_seconds=0.2)
-    sample = samplecnn(filter_sizes=(3, 3, 2, 3), n_outputs=2, channels=(4, 4, 4), front_filters=4, top_filters=4,
+    sample = samplecnn_model(filter_sizes=(3, 3, 2, 3), n_outputs=2, channels=(4, 4, 4), front_filters=4, top_filters=4,
                        sample_rate=RATE)
     aggregation = multi_scale_features([sample])
     with pytest.raises(ExportError, match="cannot export a 'aggregation' model"):

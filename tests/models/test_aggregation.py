@@ -20,7 +20,7 @@ from tfaural.models import (
     samplecnn_preset,
     transfer_classifier,
 )
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 
 
 def _randomise_bn(model: keras.Model, seed: int) -> None:
@@ -40,8 +40,9 @@ def models() -> list[keras.Model]:
     """Two tiny SampleCNNs with different input sizes: 2^7 (256 samples) and 3^4 (243 samples)."""
     keras.utils.set_random_seed(3)
     small = [
-        samplecnn(filter_sizes=mn_filter_sizes(2, 7), channels=(8, 8, 8, 8, 16, 16, 16), top_filters=16, name="m2"),
-        samplecnn(filter_sizes=mn_filter_sizes(3, 4), channels=(8, 8, 16, 16), top_filters=32, name="m3"),
+        samplecnn_model(filter_sizes=mn_filter_sizes(2, 7), channels=(8, 8, 8, 8, 16, 16, 16), top_filters=16,
+                        name="m2"),
+        samplecnn_model(filter_sizes=mn_filter_sizes(3, 4), channels=(8, 8, 16, 16), top_filters=32, name="m3"),
     ]
     for i, model in enumerate(small):
         _randomise_bn(model, i)
@@ -66,7 +67,7 @@ def _reference_features(models: list[keras.Model], clip: np.ndarray, hop: int | 
 
 
 def test_feature_layer_names_are_last_three_hidden_layers() -> None:
-    assert feature_layer_names(config_from_model(samplecnn())) == ("pool8", "pool9", "relu_1x1")  # type: ignore[arg-type]
+    assert feature_layer_names(config_from_model(samplecnn_model())) == ("pool8", "pool9", "relu_1x1")  # type: ignore[arg-type]
     assert feature_layer_names(config_from_model(samplecnn_preset(2000))) == ("pool8", "pool9", "relu_1x1")  # type: ignore[arg-type]
 
 

@@ -28,7 +28,7 @@ from tfaural.models import (
     samplecnn_preset,
 )
 from tfaural.models.layers import LogMelSpectrogram
-from tfaural.models.samplecnn import samplecnn
+from tfaural.models.samplecnn import samplecnn_model
 
 # Table 1 of the paper: (layer, output time steps, channels, parameters of the conv/dense).
 TABLE1 = [
@@ -73,7 +73,7 @@ def _randomise(model: keras.Model, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def model_3_9() -> keras.Model:
-    return samplecnn()
+    return samplecnn_model()
 
 
 
@@ -174,7 +174,7 @@ def test_table2_frame_models_output_dimensions(window: int, hop: int, rng: np.ra
 
 
 def test_frame_models_share_the_module_stack() -> None:
-    mel, sample = mel_frame_cnn(window=729, hop=729), samplecnn()
+    mel, sample = mel_frame_cnn(window=729, hop=729), samplecnn_model()
     for i in range(1, 5):  # the top four modules are identical layers with identical shapes
         top = 9 - 4 + i
         for prefix in ("conv", "bn", "relu", "pool"):
@@ -228,7 +228,7 @@ def test_adapt_standardise_sets_mean_and_std(rng: np.random.Generator) -> None:
 def test_channel_schedule_for_other_depths() -> None:
     assert default_module_channels(4) == (256, 256, 512, 512)
     assert default_module_channels(12) == (128,) * 3 + (128, 128, 256, 256, 256, 256, 256, 512, 512)
-    deep = samplecnn(filter_sizes=mn_filter_sizes(2, 13), n_outputs=10)
+    deep = samplecnn_model(filter_sizes=mn_filter_sizes(2, 13), n_outputs=10)
     assert tuple(deep.inputs[0].shape) == (None, 2**14, 1)  # "2^13-SampleCNN", ~743 ms at 22,050 Hz
     assert deep.get_layer("conv1").filters == 128 and deep.get_layer("conv13").filters == 512
 
@@ -269,11 +269,11 @@ def test_name_and_unknown_batch_in_tf_function(rng: np.random.Generator) -> None
 
 def test_wrong_arguments_raise() -> None:
     with pytest.raises(ConfigError, match=r"filter_sizes=\(3, 1, 3\)"):
-        samplecnn(filter_sizes=(3, 1, 3))
+        samplecnn_model(filter_sizes=(3, 1, 3))
     with pytest.raises(ParameterError, match="n_samples=59000"):
-        samplecnn(n_samples=59000)
+        samplecnn_model(n_samples=59000)
     with pytest.raises(ConfigError, match="channels"):
-        samplecnn(filter_sizes=(3, 3, 3), channels=(64,))
+        samplecnn_model(filter_sizes=(3, 3, 3), channels=(64,))
     with pytest.raises(ParameterError, match="power"):
         mel_frame_cnn(window=729, hop=700)
     with pytest.raises(ConfigError, match="window"):
@@ -282,4 +282,4 @@ def test_wrong_arguments_raise() -> None:
         mel_frame_cnn(window=729, hop=729, n_fft=512)
     with pytest.raises(ConfigError, match="window"):
         SampleCNNConfig(window=3)
-    samplecnn(filter_sizes=(3,) * 10, n_samples=59049)  # the matching length is accepted
+    samplecnn_model(filter_sizes=(3,) * 10, n_samples=59049)  # the matching length is accepted

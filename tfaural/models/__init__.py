@@ -4,8 +4,8 @@ Every builder returns a :class:`~tfaural.models.layers.TfauralModel`: a function
 ``keras.Model`` with stable layer names (documented in :mod:`tfaural.models.choi`,
 :mod:`tfaural.models.samplecnn` and :mod:`tfaural.models.aggregation`) that carries
 the frozen config which fully determines it, also after ``to_json`` or a ``.keras``
-save and reload. The SampleCNN builder is ``tfaural.models.samplecnn.samplecnn``
-(the package attribute ``samplecnn`` is that module).
+save and reload. Builders are named for what they build (``choi_cnn``, ``samplecnn_model``,
+``musicnn_tagger``); the modules for the family (``choi``, ``samplecnn``, ``musicnn``).
 
 Example:
     >>> model = samplecnn_preset(2000, n_outputs=10)
@@ -44,6 +44,7 @@ from tfaural.models.samplecnn import (
     mn_filter_sizes,
     preset_filter_sizes,
     raw_frame_cnn,
+    samplecnn_model,
     samplecnn_preset,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "build_musicnn",
     "receptive_fields",
     "paper_effective_sizes",
+    "samplecnn_model",
     "samplecnn_preset",
     "preset_filter_sizes",
     "mn_filter_sizes",

@@ -50,7 +50,7 @@ from tfaural.errors import ModelError, ParameterError
 from tfaural.models.layers import ConvBlock, LogMelSpectrogram, Standardise, TfauralModel
 
 __all__ = [
-    "samplecnn",
+    "samplecnn_model",
     "samplecnn_preset",
     "preset_filter_sizes",
     "mn_filter_sizes",
@@ -115,7 +115,7 @@ def preset_filter_sizes(sample_rate: int) -> tuple[int, ...]:
         ) from None
 
 
-def samplecnn(
+def samplecnn_model(
     *,
     filter_sizes: tuple[int, ...] = (3,) * 10,
     n_outputs: int = 50,
@@ -167,7 +167,7 @@ def samplecnn_preset(sample_rate: int, *, n_outputs: int = 50, name: str | None 
     Raises:
         ModelError: If the paper has no model for that sample rate.
     """
-    return samplecnn(
+    return samplecnn_model(
         filter_sizes=preset_filter_sizes(sample_rate), n_outputs=n_outputs, sample_rate=sample_rate, name=name,
         **kwargs,
     )
