@@ -68,7 +68,7 @@ from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, 
 from beam_jobs.scratch import run_folder
 from tfaural import __version__
 from tfaural.cli import check_output_folder, is_verbose
-from tfaural.errors import AudioError, ParameterError, TfauralError
+from tfaural.errors import AudioError, ModelError, ParameterError, TfauralError
 
 __all__ = [
     "MANIFEST_FILENAME",
@@ -848,6 +848,10 @@ def execute(
 
     Returns:
         The finished ``PipelineResult``.
+
+    Raises:
+        ModelError: If the model process could not load the model (after the run, whose manifest
+            lists every track, those that needed the model as failed).
     """
     process = None
     common = settings.common
@@ -862,10 +866,14 @@ def execute(
         with run_folder(job):  # what the worker processes leave in their temporary folder is deleted with it
             result = pipeline.run()
             wait(result)
+        load_error = process.load_error() if process is not None else None
     finally:
         if process is not None:
             process.close()
     logger.info("%s", summarize(settings.common.output).describe(job))
+    if load_error is not None:  # every track that needed the model failed with it: a setup error, not theirs
+        raise ModelError(f"the model {common.model!r} could not be loaded: {load_error}; the tracks that needed it "
+                         f"are listed as failed in {common.output}/manifest.jsonl")
     return result
 
 

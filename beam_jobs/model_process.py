@@ -273,7 +273,8 @@ def _warm_up(loaded: LoadedSignature, export_dir: str, signature: str) -> None:
 
 class _Server:
     """Accepts connections and answers ``("spec",)``, ``("call", inputs, outputs)`` and
-    ``("call_each", [inputs, ...], outputs)`` requests."""
+    ``("call_each", [inputs, ...], outputs)`` requests (once the model has loaded or failed to), and
+    ``("status",)`` at once: ``("ok", None)`` while loading or when loaded, ``("ok", message)`` if it failed."""
 
     def __init__(self, listener: Any) -> None:
         self._listener = listener
@@ -304,6 +305,10 @@ class _Server:
                     request = connection.recv()
                 except (EOFError, OSError):
                     return
+                if request[0] == "status":
+                    failed = self._ready.is_set() and self._loaded is None
+                    connection.send(("ok", (self._load_error or "the model did not load") if failed else None))
+                    continue
                 self._ready.wait()
                 connection.send(self._answer(request))
 
@@ -526,6 +531,21 @@ class ModelProcess:
             self.process.wait()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
+
+    def load_error(self) -> str | None:
+        """Why the model process could not load the model; ``None`` if it loaded or is still loading.
+
+        Asks without waiting for the load. A process that has exited counts as failed.
+        """
+        if self.process.poll() is not None:
+            return f"the model process (pid {self.process.pid}) exited with code {self.process.returncode}"
+        try:
+            with connect(self.address, timeout=30) as connection:
+                connection.send(("status",))
+                answer = connection.recv()
+        except (ModelError, EOFError, OSError) as err:
+            return str(err)
+        return answer[1]  # type: ignore[no-any-return]
 
     def __enter__(self) -> ModelProcess:
         return self

@@ -20,32 +20,6 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20151007)
 
 
-def sine(freq: float, seconds: float, *, sample_rate: int, amplitude: float = 0.5, fade: float = 0.01) -> np.ndarray:
-    """A sine with short linear fades: float32 ``[samples]``."""
-    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
-    y = amplitude * np.sin(2 * np.pi * freq * t)
-    n_fade = min(int(fade * sample_rate), len(y) // 2)
-    if n_fade:
-        ramp = np.linspace(0.0, 1.0, n_fade)
-        y[:n_fade] *= ramp
-        y[-n_fade:] *= ramp[::-1]
-    return y.astype(np.float32)
-
-
-def chirp(f0: float, f1: float, seconds: float, *, sample_rate: int, amplitude: float = 0.5) -> np.ndarray:
-    """A linear chirp from ``f0`` to ``f1`` Hz: float32 ``[samples]``."""
-    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
-    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
-    return (amplitude * np.sin(phase)).astype(np.float32)
-
-
-def clicks(seconds: float, *, sample_rate: int, every: float = 0.25, amplitude: float = 0.8) -> np.ndarray:
-    """Unit impulses every ``every`` seconds: float32 ``[samples]``."""
-    y = np.zeros(int(round(seconds * sample_rate)), np.float32)
-    y[:: max(1, int(every * sample_rate))] = amplitude
-    return y
-
-
 @pytest.fixture
 def write_audio(tmp_path: pathlib.Path) -> Callable[..., pathlib.Path]:
     """Writes ``y`` (``[samples]`` or ``[channels, samples]``) to ``tmp_path/name`` with soundfile."""

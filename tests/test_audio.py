@@ -11,7 +11,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import sine
+from signal_makers import sine
 
 from tfaural import audio
 from tfaural.errors import (

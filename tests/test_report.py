@@ -1,14 +1,11 @@
 """The listening report (tfaural.report) on an auralisation output built from real tfaural audio.
 
-``make_auralise_output`` lays out a folder exactly as ``beam_jobs.auralise`` writes
-it (job.json, manifest.jsonl, <track>/track.json, original.wav,
-layer<L>/feature<K>.wav), with audio produced by ``tfaural.auralise.Auraliser``
-on a tiny Choi CNN. The browser test (test_report_browser.py) reuses it.
+The output is laid out by ``report_testing.make_auralise_output`` exactly as ``beam_jobs.auralise``
+writes it (the browser test, test_report_browser.py, uses it too).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pathlib
@@ -17,14 +14,27 @@ import shutil
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Sequence
-from html.parser import HTMLParser
-from typing import Any
 
 import numpy as np
 import pytest
+from report_testing import (
+    HOP,
+    N_FFT,
+    N_FILTERS,
+    N_LAYERS,
+    RATE,
+    RUN_ID,
+    SECONDS,
+    TRACKS,
+    auralised,
+    make_auralise_output,
+    make_correlation,
+    parse,
+    resolve,
+    write_png,
+)
 
-from tfaural import __version__, audio
+from tfaural import audio
 from tfaural.errors import DataError, ParameterError
 from tfaural.report import (
     CACHE_FILE,
@@ -35,208 +45,6 @@ from tfaural.report import (
     thumbnail_settings,
     write_report,
 )
-
-RATE = 4096  # Chromium plays no audio sampled below 3000 Hz
-SECONDS = 0.5  # 65 frames of the tiny model (hop 32)
-N_FFT = 64
-HOP = 32
-N_LAYERS = 3
-N_FILTERS = 4
-LABELS = ("blues", "jazz", "rock")
-RUN_ID = "run-tiny-0001"
-# (track id, folder): the second has a space and a non-ASCII letter in its folder and markup in its id.
-TRACKS: tuple[tuple[str, str], ...] = (
-    ("blues.00001", "blues.00001"),
-    ('jazz "two" <b>ü</b>', "jazz two ü"),
-    ("rock.00003", "rock.00003"),
-)
-FAILED = ("broken.00004", "audio/broken <4>.wav", "AudioDecodeError", "audio/broken <4>.wav: not an audio file")
-
-
-# ----------------------------------------------------------------------------------------------- fixtures
-
-
-@functools.lru_cache(maxsize=4)
-def _auralised(n_tracks: int) -> tuple[dict[str, Any], np.ndarray, dict[int, tuple[np.ndarray, ...]]]:
-    """(metadata, originals [n, samples], {layer: (audio [n, k, samples], silent, peak, activation [n, k])})."""
-    import keras
-
-    from tfaural import spectral
-    from tfaural.auralise import Auraliser
-    from tfaural.config import model_config_to_dict
-    from tfaural.models import choi_cnn, config_from_model
-
-    keras.utils.set_random_seed(11)
-    model = choi_cnn(
-        n_outputs=len(LABELS), n_freq=N_FFT // 2 + 1, n_frames=65, n_fft=N_FFT, hop_length=HOP,
-        n_filters=N_FILTERS, n_layers=N_LAYERS, fc_units=(8,), sample_rate=RATE,
-    )
-    rng = np.random.default_rng(5)
-    t = np.arange(int(RATE * SECONDS)) / RATE
-    originals = []
-    for i in range(n_tracks):
-        tone = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (96 + 64 * i, 320 + 32 * i, 700 - 40 * i))
-        clicks = np.zeros_like(t)
-        clicks[:: 256 + 64 * (i % 3)] = 0.4
-        originals.append((tone + clicks + 0.02 * rng.standard_normal(t.shape)).astype(np.float32) * 0.8)
-    waveforms = np.stack(originals)
-    results = Auraliser(model).layers(waveforms)
-    magnitude = np.abs(spectral.stft(waveforms, n_fft=N_FFT, hop_length=HOP).numpy())[..., np.newaxis]
-    probe = keras.Model(model.inputs, [model.get_layer(f"relu{layer}").output for layer in results])
-    activations = [np.asarray(a).max(axis=(1, 2)) for a in probe([magnitude])]
-    layers = {
-        layer: (r.audio.numpy(), r.silent.numpy(), r.peak.numpy(), act)
-        for (layer, r), act in zip(results.items(), activations)
-    }
-    metadata = {
-        "family": "choi",
-        "model_config": model_config_to_dict(config_from_model(model)),
-        "sample_rate": RATE,
-        "stft": {"n_fft": N_FFT, "hop_length": HOP},
-        "input_scaling": {"mode": "linear", "log_c": 10.0},
-        "labels": list(LABELS),
-        "task": "single-label",
-        "run_id": RUN_ID,
-        "run_created": "2025-01-01T00:00:00+00:00",
-        "tfaural_version": __version__,
-        "features_per_layer": {str(layer): N_FILTERS for layer in layers},
-    }
-    return metadata, waveforms, layers
-
-
-def _write_png(path: pathlib.Path, y: np.ndarray) -> None:
-    """A spectrogram PNG as the job writes with --spectrograms (any image will do for the report)."""
-    from matplotlib import image as mpl_image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mpl_image.imsave(path, spectrogram_image(y[np.newaxis], ThumbnailSettings(n_fft=N_FFT, hop_length=HOP))[0],
-                     cmap="viridis", origin="lower")
-
-
-def make_auralise_output(
-    root: pathlib.Path,
-    *,
-    tracks: Sequence[tuple[str, str]] = TRACKS,
-    failed: Sequence[tuple[str, str, str, str]] = (FAILED,),
-    spectrograms: bool = False,
-    null_activation: tuple[int, int] | None = (2, 1),
-    activations: bool = True,
-) -> pathlib.Path:
-    """Writes an auralisation output folder (the beam_jobs.auralise contract) with real tfaural audio.
-
-    Args:
-        root: The folder to create.
-        tracks: ``(track_id, folder)`` of each auralised track.
-        failed: ``(track_id, path, error_type, error)`` of manifest entries that failed.
-        spectrograms: Also write the job's spectrogram PNGs (``--spectrograms``).
-        null_activation: ``(layer, feature)`` whose activation is recorded as null.
-        activations: Record activations at all (the export may provide none).
-    """
-    metadata, originals, layers = _auralised(len(tracks))
-    root.mkdir(parents=True, exist_ok=True)
-    manifest = []
-    for index, (track_id, folder) in enumerate(tracks):
-        track_dir = root / folder
-        audio.write(track_dir / "original.wav", originals[index], sample_rate=RATE)
-        if spectrograms:
-            _write_png(track_dir / "original.png", originals[index])
-        entry: dict[str, Any] = {
-            "track_id": track_id, "path": f"audio/{folder}.wav", "sample_rate": RATE, "offset_seconds": 0.5,
-            "clip_seconds": SECONDS, "original": "original.wav",
-            "original_spectrogram": "original.png" if spectrograms else None, "layers": {},
-        }
-        for layer, (waves, silent, peak, activation) in layers.items():
-            items = []
-            for k in range(waves.shape[1]):
-                file = f"layer{layer}/feature{k}.wav"
-                audio.write(track_dir / file, waves[index, k], sample_rate=RATE)
-                png = f"layer{layer}/feature{k}.png" if spectrograms else None
-                if png:
-                    _write_png(track_dir / png, waves[index, k])
-                items.append({
-                    "feature": k, "file": file, "spectrogram": png,
-                    "activation": None if (layer, k) == null_activation or not activations
-                    else float(activation[index, k]),
-                    "peak": float(peak[index, k]), "silent": bool(silent[index, k]),
-                })
-            entry["layers"][str(layer)] = items
-        (track_dir / "track.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
-        outputs = sorted(p.relative_to(root).as_posix() for p in track_dir.rglob("*") if p.is_file())
-        manifest.append({"path": entry["path"], "track_id": track_id, "name": folder, "status": "ok",
-                         "outputs": outputs})
-    for track_id, path, error_type, error in failed:
-        manifest.append({"path": path, "track_id": track_id, "name": track_id, "status": "failed", "error": error,
-                         "error_type": error_type, "stage": "decode"})
-    (root / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest), encoding="utf-8")
-    features = {str(layer): list(range(N_FILTERS)) for layer in layers}
-    settings = {"signature": "auralise", "layers": sorted(layers), "features": features, "mode": "phase",
-                "clip_seconds": SECONDS, "offset_seconds": 0.5, "format": "wav", "spectrograms": spectrograms}
-    job = {  # as beam_jobs.catalogue_io.write_job_file writes it
-        "job": "auralise", "created": "2025-01-02T03:04:05+00:00", "tfaural_version": __version__, "input": None,
-        "manifest": "inputs.csv", "model_dir": "/exports/choi/1",
-        "model": {"model_dir": "/exports/choi/1", "run_id": RUN_ID, "exported": "2025-01-01T12:00:00+00:00"},
-        "metadata": metadata, "settings": settings,
-        **{k: settings[k] for k in ("layers", "features", "mode", "clip_seconds", "offset_seconds", "format",
-                                    "spectrograms")},
-    }
-    (root / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
-    return root
-
-
-def make_correlation(root: pathlib.Path) -> pathlib.Path:
-    """A correlation results folder (correlations.csv, summary.json, figure10.png)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    root.mkdir(parents=True, exist_ok=True)
-    rows = ["layer,attribute,mean,std,n_pairs,n_undefined"]
-    values = {}
-    for layer in range(1, N_LAYERS + 1):
-        for j, attribute in enumerate(("key", "chord", "instrument")):
-            mean = 0.9 - 0.15 * layer + 0.05 * j
-            values[(layer, attribute)] = mean
-            rows.append(f"{layer},{attribute},{mean:.6f},{0.01 * layer:.6f},{40 + j},{j}")
-    (root / "correlations.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    summary = {
-        "n_signals": 12, "signal_ids": [f"signal-{i}" for i in range(12)], "table": [{"layer": 1}],
-        "grid": {"timbres": ["sine", "piano"], "chords": ["major", "minor"], "keys": ["C3", "G3", "D4"]},
-        "zero_features": {"count": 2, "by_layer": {"3": 2}, "features": [{"layer": 3, "feature": 1}] * 2},
-    }
-    (root / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    figure = Figure(figsize=(4, 3))
-    axes = figure.add_subplot()
-    for attribute in ("key", "chord", "instrument"):
-        axes.plot([1, 2, 3], [values[(layer, attribute)] for layer in (1, 2, 3)], label=attribute)
-    axes.legend()
-    figure.savefig(root / "figure10.png")
-    return root
-
-
-class _Links(HTMLParser):
-    """Collects tags with their attributes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
-def parse(path: pathlib.Path) -> list[tuple[str, dict[str, str | None]]]:
-    parser = _Links()
-    parser.feed(path.read_text(encoding="utf-8"))
-    return parser.tags
-
-
-def resolve(page: pathlib.Path, url: str) -> tuple[pathlib.Path, str]:
-    """The file a relative URL on ``page`` points to, and its fragment."""
-    parts = urllib.parse.urlsplit(url)
-    assert not parts.scheme and not parts.netloc, f"{page.name}: absolute URL {url!r}"
-    target = page if not parts.path else (page.parent / urllib.parse.unquote(parts.path))
-    return pathlib.Path(os.path.normpath(target)), parts.fragment
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +106,7 @@ def test_track_page_has_original_and_feature_cards(built: pathlib.Path) -> None:
     assert all(a.get("alt") and a.get("loading") == "lazy" for a in images)
     assert "thumbs/blues.00001/layer1/feature0.png" in images[1]["src"]
     # activation shown; the null one shows a dash
-    _, _, layers = _auralised(len(TRACKS))
+    _, _, layers = auralised(len(TRACKS))
     assert f"activation {layers[1][3][0, 0]:.3g}" in text
     card = re.search(r'id="layer2-feature1".*?</li>', text, re.S)
     assert card and "activation —" in card.group(0) and 'data-strength=""' in card.group(0)
@@ -375,7 +183,7 @@ def test_index_model_card_failed_tracks_correlations_and_feature_index(built: pa
 def test_features_rank_by_peak_when_no_activation_was_recorded(tmp_path: pathlib.Path) -> None:
     out = make_auralise_output(tmp_path / "auralised", failed=(), activations=False)
     report = pathlib.Path(write_report(out, progress=False)).parent
-    _, _, layers = _auralised(len(TRACKS))
+    _, _, layers = auralised(len(TRACKS))
     text = (report / "tracks" / "rock.00003.html").read_text(encoding="utf-8")
     cards = text.split('<div id="features">')[1]
     assert "activation" not in cards
@@ -593,7 +401,7 @@ def test_files_outside_the_output_folder_are_reported_not_linked(tmp_path: pathl
     outside = tmp_path / "private"
     outside.mkdir()
     shutil.copy(out / TRACKS[0][1] / "original.wav", outside / "secret.wav")
-    _write_png(outside / "secret.png", np.zeros(4096, np.float32))
+    write_png(outside / "secret.png", np.zeros(4096, np.float32))
     path = out / TRACKS[0][1] / "track.json"
     info = json.loads(path.read_text(encoding="utf-8"))
     info["original"] = str(outside / "secret.wav")  # an absolute path

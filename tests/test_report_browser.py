@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from report_testing import LABELS, N_FFT, N_FILTERS, N_LAYERS, RATE, SECONDS, make_correlation
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -35,7 +36,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-from test_report import LABELS, N_FFT, N_FILTERS, N_LAYERS, RATE, SECONDS, make_correlation
 
 from tfaural import audio
 from tfaural.report import write_report

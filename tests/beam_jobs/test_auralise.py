@@ -17,19 +17,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import tensorflow as tf
-from matplotlib import image as mpimg
-from test_inference import (
+from jobs_testing import (
     CHOI_SR,
     SAMPLECNN_SR,
     Entry,
     check_manifest,
-    choi_export,  # noqa: F401  (a fixture)
     decode,
     read_manifest_rows,
-    samplecnn_export,  # noqa: F401  (a fixture)
     signature,
     write_catalogue,
 )
+from matplotlib import image as mpimg
 
 from beam_jobs import auralise
 from beam_jobs.options import AuraliseOptions, CatalogueJobOptions, InferenceJobOptions, parse_job_args
@@ -54,7 +52,7 @@ def _argv(root: pathlib.Path, export: str, output: pathlib.Path, *extra: str) ->
 
 
 @pytest.fixture(scope="module")
-def auralised(catalogue: tuple[pathlib.Path, list[Entry]], choi_export: str,  # noqa: F811
+def auralised(catalogue: tuple[pathlib.Path, list[Entry]], choi_export: str,
               tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     root, _ = catalogue
     output = tmp_path_factory.mktemp("auralised")
@@ -65,7 +63,7 @@ def auralised(catalogue: tuple[pathlib.Path, list[Entry]], choi_export: str,  # 
 
 @pytest.mark.slow
 def test_layout_and_audio_match_the_signature(
-    catalogue: tuple[pathlib.Path, list[Entry]], auralised: pathlib.Path, choi_export: str,  # noqa: F811
+    catalogue: tuple[pathlib.Path, list[Entry]], auralised: pathlib.Path, choi_export: str,
 ) -> None:
     root, entries = catalogue
     rows = check_manifest(auralised, root, entries)
@@ -137,7 +135,7 @@ def test_layout_and_audio_match_the_signature(
 
 @pytest.mark.slow
 def test_rerun_removes_stale_files_and_resumes(
-    catalogue: tuple[pathlib.Path, list[Entry]], auralised: pathlib.Path, choi_export: str,  # noqa: F811
+    catalogue: tuple[pathlib.Path, list[Entry]], auralised: pathlib.Path, choi_export: str,
     tmp_path: pathlib.Path,
 ) -> None:
     root, _ = catalogue
@@ -162,7 +160,7 @@ def test_rerun_removes_stale_files_and_resumes(
 
 
 @pytest.mark.slow
-def test_waveform_models_are_auralised_too(samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+def test_waveform_models_are_auralised_too(samplecnn_export: str, tmp_path: pathlib.Path,
                                            rng: np.random.Generator) -> None:
     root = tmp_path / "in"
     root.mkdir()
@@ -193,7 +191,7 @@ def test_waveform_models_are_auralised_too(samplecnn_export: str, tmp_path: path
         (["--features-per-call=0"], "--features-per-call 0"),
     ],
 )
-def test_settings_validation(flags: list[str], message: str, choi_export: str,  # noqa: F811
+def test_settings_validation(flags: list[str], message: str, choi_export: str,
                              tmp_path: pathlib.Path) -> None:
     argv = [f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", *flags]
     options = parse_job_args(argv, prog="auralise", description="",
@@ -202,7 +200,7 @@ def test_settings_validation(flags: list[str], message: str, choi_export: str,  
         auralise.Settings.from_options(options)
 
 
-def test_settings_chunks_and_bad_layers_exit_2(choi_export: str, tmp_path: pathlib.Path,  # noqa: F811
+def test_settings_chunks_and_bad_layers_exit_2(choi_export: str, tmp_path: pathlib.Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     argv = [f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", "--layers=2,4-5",
             "--features=all", "--features-per-call=3"]

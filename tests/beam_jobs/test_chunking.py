@@ -20,15 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import tensorflow as tf
-from conftest import chirp, sine
-from test_inference import (
-    SAMPLECNN_SEGMENT,
-    SAMPLECNN_SR,
-    decode,
-    read_manifest_rows,
-    samplecnn_export,  # noqa: F401  (a fixture)
-    signature,
-)
+from jobs_testing import SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, read_manifest_rows, signature
+from signal_makers import chirp, sine
 
 from beam_jobs import chunking, extract_features, tag
 from beam_jobs.catalogue_io import FAILED, TrackInput, TrackResult
@@ -76,7 +69,7 @@ def _argv(root: pathlib.Path, export: str, output: pathlib.Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def features_output(catalogue: pathlib.Path, samplecnn_export: str,  # noqa: F811
+def features_output(catalogue: pathlib.Path, samplecnn_export: str,
                     tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     output = tmp_path_factory.mktemp("chunk-features")
     extract_features.run([*_argv(catalogue, samplecnn_export, output), "--format=parquet", "--per-segment",
@@ -85,7 +78,7 @@ def features_output(catalogue: pathlib.Path, samplecnn_export: str,  # noqa: F81
 
 
 @pytest.fixture(scope="module")
-def tags_output(catalogue: pathlib.Path, samplecnn_export: str,  # noqa: F811
+def tags_output(catalogue: pathlib.Path, samplecnn_export: str,
                 tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     output = tmp_path_factory.mktemp("chunk-tags")
     tag.run(_argv(catalogue, samplecnn_export, output))
@@ -109,7 +102,7 @@ def _segments(path: pathlib.Path) -> np.ndarray:
 
 @pytest.mark.slow
 def test_chunked_features_equal_one_signature_call_on_the_whole_track(
-    catalogue: pathlib.Path, features_output: pathlib.Path, samplecnn_export: str,  # noqa: F811
+    catalogue: pathlib.Path, features_output: pathlib.Path, samplecnn_export: str,
 ) -> None:
     spec = json.loads((features_output / "job.json").read_text())
     assert (spec["chunk_segments"], spec["settings"]["max_samples"]) == (CHUNK_SEGMENTS, None)
@@ -127,7 +120,7 @@ def test_chunked_features_equal_one_signature_call_on_the_whole_track(
 
 @pytest.mark.slow
 def test_chunked_tags_equal_one_signature_call_on_the_whole_track(
-    catalogue: pathlib.Path, tags_output: pathlib.Path, samplecnn_export: str,  # noqa: F811
+    catalogue: pathlib.Path, tags_output: pathlib.Path, samplecnn_export: str,
 ) -> None:
     records = {pathlib.Path(r["path"]).name: r
                for r in map(json.loads, (tags_output / "tags.jsonl").read_text().splitlines())}
@@ -142,7 +135,7 @@ def test_chunked_tags_equal_one_signature_call_on_the_whole_track(
 @pytest.mark.slow
 def test_a_track_longer_than_the_exports_limit_is_analysed_whole(
     catalogue: pathlib.Path, features_output: pathlib.Path, tags_output: pathlib.Path,
-    samplecnn_export: str,  # noqa: F811
+    samplecnn_export: str,
 ) -> None:
     max_samples = json.loads((features_output / "job.json").read_text())["metadata"]["max_samples"]
     segments = _segments(catalogue / LONG)
@@ -261,7 +254,7 @@ def test_chunk_plan_from_seconds() -> None:
 
 
 def test_handler_splits_batches_into_calls_of_at_most_max_samples_per_call(
-    samplecnn_export: str, rng: np.random.Generator,  # noqa: F811
+    samplecnn_export: str, rng: np.random.Generator,
 ) -> None:
     from beam_jobs.inference import SignatureModelHandler
 

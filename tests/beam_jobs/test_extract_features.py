@@ -15,14 +15,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-from test_inference import (
+from jobs_testing import (
     SAMPLECNN_SEGMENT,
     SAMPLECNN_SR,
     Entry,
     check_manifest,
     decode,
     read_manifest_rows,
-    samplecnn_export,  # noqa: F401  (a fixture)
     signature,
     write_catalogue,
 )
@@ -43,7 +42,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, l
 
 
 @pytest.fixture(scope="module")
-def extracted(catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], samplecnn_export: str,  # noqa: F811
+def extracted(catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], samplecnn_export: str,
               tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     _, _, manifest = catalogue
     output = tmp_path_factory.mktemp("features")
@@ -55,7 +54,7 @@ def extracted(catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], samplec
 @pytest.mark.slow
 def test_features_of_every_track_match_the_signature(
     catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], extracted: pathlib.Path,
-    samplecnn_export: str,  # noqa: F811
+    samplecnn_export: str,
 ) -> None:
     root, entries, _ = catalogue
     rows = check_manifest(extracted, root, entries)
@@ -91,7 +90,7 @@ def test_features_of_every_track_match_the_signature(
 @pytest.mark.slow
 def test_skip_existing_rebuilds_the_same_shards(
     catalogue: tuple[pathlib.Path, list[Entry], pathlib.Path], extracted: pathlib.Path,
-    samplecnn_export: str,  # noqa: F811
+    samplecnn_export: str,
 ) -> None:
     _, _, manifest = catalogue
     shards = {p.name: p.read_bytes() for p in extracted.glob("features-*")}

@@ -6,23 +6,17 @@ family per test session and a generated catalogue of good, broken and oddly name
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 import os
 import pathlib
-from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
-import keras
 import numpy as np
 import pytest
-import soundfile as sf
 import tensorflow as tf
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from conftest import chirp, clicks, sine
+from jobs_testing import CHOI_SR, SAMPLECNN_SEGMENT, read_manifest_rows, signature, write_catalogue
 
 from beam_jobs import catalogue_io
 from beam_jobs.catalogue_io import TrackInput, TrackResult
@@ -33,152 +27,7 @@ from beam_jobs.inference import (
     require_signature,
     tf_error_reason,
 )
-from export import exporter
-from tfaural import audio
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.errors import ModelError, ParameterError
-from tfaural.models import choi_cnn, config_from_model
-from tfaural.models.samplecnn import samplecnn
-from tfaural.run import RunInfo
-
-CHOI_SR = 2048
-CHOI_SEGMENT = 992  # 32 STFT frames of hop 32
-SAMPLECNN_SR = 2000
-SAMPLECNN_SEGMENT = 243  # 3^5
-
-
-# ---------------------------------------------------------------------------
-# Shared by the job tests (imported from this module)
-# ---------------------------------------------------------------------------
-
-
-@functools.cache
-def _export(family: str, root: str) -> str:
-    """One tiny export per family per session (exporting takes seconds), random weights."""
-    keras.utils.set_random_seed(7)
-    if family == "choi":
-        model = choi_cnn(n_outputs=3, n_freq=33, n_frames=32, n_fft=64, hop_length=32, n_filters=4, fc_units=(8,),
-                         sample_rate=CHOI_SR)
-        info = RunInfo(model=config_from_model(model), labels=("calm", "dense", "bright"), task="multi-label",
-                       audio=AudioConfig(sample_rate=CHOI_SR), segment=SegmentConfig(length=CHOI_SEGMENT),
-                       stft=STFTConfig(n_fft=64, hop_length=32))
-    else:
-        model = samplecnn(filter_sizes=(3, 3, 3, 3, 3), channels=(8, 8, 8, 16), front_filters=8, top_filters=16,
-                          n_outputs=4, sample_rate=SAMPLECNN_SR)
-        info = RunInfo(model=config_from_model(model), labels=("guitar", "piano", "drums", "voice"),
-                       task="multi-label", audio=AudioConfig(sample_rate=SAMPLECNN_SR),
-                       segment=SegmentConfig(length=SAMPLECNN_SEGMENT))
-    return exporter.export_model(model, info, os.path.join(root, f"export-{family}"), verify=False)
-
-
-@pytest.fixture(scope="session")
-def choi_export(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A Choi CNN export (2048 Hz, 5 layers of 4 feature maps, segments of 992 samples)."""
-    return _export("choi", str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture(scope="session")
-def samplecnn_export(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 3^5-SampleCNN export (2000 Hz, segments of 243 samples, 4 labels)."""
-    return _export("samplecnn", str(tmp_path_factory.getbasetemp()))
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One file of a generated catalogue.
-
-    Attributes:
-        relative: Path relative to the catalogue folder (as a glob reports it).
-        error: The expected failure (error type), or ``None`` for a good file.
-        reason: A fragment of the expected failure reason.
-        silent: The file is digital silence.
-    """
-
-    relative: str
-    error: str | None = None
-    reason: str = ""
-    silent: bool = False
-
-
-def write_catalogue(root: pathlib.Path) -> list[Entry]:
-    """Good files in several formats and rates, broken ones, and hostile names, under ``root``.
-
-    Every good file is 1.2 s long (long enough for either tiny model).
-    """
-
-    def write(relative: str, y: np.ndarray, rate: int, subtype: str | None = None) -> Entry:
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, y if y.ndim == 1 else y.T, rate, subtype=subtype)
-        return Entry(relative)
-
-    entries = [
-        write("rock/Song One.wav", np.stack([sine(330, 1.2, sample_rate=44100), chirp(200, 900, 1.2,
-                                                                                      sample_rate=44100)]), 44100),
-        write("rock/song one.flac", chirp(100, 800, 1.2, sample_rate=16000), 16000, "PCM_24"),
-        write("jazz/ünïcødé trâck.ogg", sine(440, 1.2, sample_rate=22050), 22050, "VORBIS"),
-        write("jazz/take five.mp3", sine(550, 1.2, sample_rate=22050, amplitude=0.7), 22050, "MPEG_LAYER_III"),
-        write("pop/a.wav", clicks(1.2, sample_rate=8000), 8000, "PCM_16"),
-        write("pop/a.flac", chirp(300, 1500, 1.2, sample_rate=8000), 8000, "PCM_16"),
-        write("..dots..wav", sine(250, 1.2, sample_rate=8000), 8000, "FLOAT"),
-        dataclasses.replace(write("silence.wav", np.zeros(9600, np.float32), 8000, "PCM_16"), silent=True),
-    ]
-    (root / "bad").mkdir()
-    (root / "bad" / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(256)) * 4)
-    (root / "bad" / "empty.flac").write_bytes(b"")
-    (root / "bad" / "notes.mp3").write_text("not audio\n")
-    write("bad/short.wav", sine(440, 0.01, sample_rate=8000, fade=0), 8000)
-    entries += [
-        Entry("bad/corrupt.wav", "AudioDecodeError", "not a readable audio file"),
-        Entry("bad/empty.flac", "AudioDecodeError", "empty file"),
-        Entry("bad/notes.mp3", "AudioDecodeError", "not a readable audio file"),
-        Entry("bad/short.wav", "EmptyAudioError", "too short"),
-    ]
-    return entries
-
-
-def read_manifest_rows(output: pathlib.Path) -> list[dict[str, Any]]:
-    """The rows of ``output/manifest.jsonl``."""
-    return [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
-
-
-def check_manifest(output: pathlib.Path, root: pathlib.Path, entries: list[Entry]) -> dict[str, dict[str, Any]]:
-    """Every entry appears exactly once with the expected status and reason; returns rows by relative path."""
-    rows = read_manifest_rows(output)
-    paths = [os.path.relpath(r["path"], root) for r in rows]
-    assert sorted(paths) == sorted(e.relative for e in entries), "the manifest must list every input exactly once"
-    by_path = dict(zip(paths, rows))
-    for entry in entries:
-        row = by_path[entry.relative]
-        if entry.error is None:
-            assert row["status"] == "ok", row
-            assert row["outputs"], row
-            for output_file in row["outputs"]:
-                assert (output / output_file).is_file(), output_file
-        else:
-            assert row["status"] == "failed", row
-            assert row["error_type"] == entry.error and entry.reason in row["error"], row
-            assert row["stage"] == "decode"
-    names = [r["name"] for r in rows]
-    assert len({n.casefold() for n in names}) == len(names), "output names must be unique"
-    assert all("/" not in n and not n.startswith(".") for n in names)
-    return by_path
-
-
-@functools.cache
-def _loaded(export_dir: str) -> Any:
-    return tf.saved_model.load(export_dir)
-
-
-def signature(export_dir: str, name: str) -> Callable[..., dict[str, tf.Tensor]]:
-    """A signature of an export, loaded independently of the jobs' handler (once per session)."""
-    return _loaded(export_dir).signatures[name]
-
-
-def decode(path: pathlib.Path, rate: int, **kwargs: Any) -> np.ndarray:
-    """The reference decoding: tfaural.audio.load, mono, at ``rate``."""
-    return audio.load(str(path), sample_rate=rate, **kwargs)[0]
-
 
 # ---------------------------------------------------------------------------
 # Tests of the handler

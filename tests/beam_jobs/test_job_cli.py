@@ -15,7 +15,6 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import soundfile as sf
-from test_inference import samplecnn_export  # noqa: F401  (a fixture)
 
 from beam_jobs import auralise, correlation, extract_features, make_tfrecords, tag
 from beam_jobs.options import stray_arguments
@@ -53,7 +52,7 @@ def _argv(job: str, model: str, output: pathlib.Path, root: pathlib.Path, files:
 
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_stray_arguments_are_refused_with_a_hint_to_quote_the_glob(
-    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     files = _catalogue(tmp_path)
     output = tmp_path / "out"
@@ -64,7 +63,7 @@ def test_stray_arguments_are_refused_with_a_hint_to_quote_the_glob(
     assert not output.exists(), "nothing may be written before the arguments are checked"
 
 
-def test_stray_arguments_through_the_shell_exit_2(samplecnn_export: str, tmp_path: pathlib.Path) -> None:  # noqa: F811
+def test_stray_arguments_through_the_shell_exit_2(samplecnn_export: str, tmp_path: pathlib.Path) -> None:
     _catalogue(tmp_path)
     # What `python -m beam_jobs.tag --input music/*.wav ...` does in a shell.
     done = subprocess.run(f"{sys.executable} -m beam_jobs.tag --input {tmp_path}/music/*.wav --model "
@@ -87,7 +86,7 @@ def test_stray_arguments_follow_beams_rules() -> None:
 @pytest.mark.parametrize("job", sorted(JOBS))
 @pytest.mark.parametrize("where", ["file", "under_a_file"])
 def test_an_output_that_is_a_file_or_under_one_is_one_line_naming_it(
-    job: str, where: str, samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+    job: str, where: str, samplecnn_export: str, tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     files = _catalogue(tmp_path)
@@ -104,7 +103,7 @@ def test_an_output_that_is_a_file_or_under_one_is_one_line_naming_it(
 
 @pytest.mark.parametrize("job", ["tag", "make_tfrecords"])
 def test_a_misspelt_runner_is_one_line_before_any_work(
-    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     files = _catalogue(tmp_path)
     output = tmp_path / "out"

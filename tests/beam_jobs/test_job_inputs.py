@@ -13,8 +13,8 @@ import pathlib
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import chirp, sine
-from test_inference import SAMPLECNN_SR, read_manifest_rows, samplecnn_export  # noqa: F401  (a fixture)
+from jobs_testing import SAMPLECNN_SR, read_manifest_rows
+from signal_makers import chirp, sine
 
 from beam_jobs import catalogue_io, tag
 from beam_jobs import io as beam_io
@@ -55,7 +55,7 @@ def _check(output: pathlib.Path, root: pathlib.Path, expected: dict[str, str | N
 
 @pytest.mark.slow
 def test_odd_entries_are_failed_rows_and_the_output_folder_is_never_an_input(
-    samplecnn_export: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,  # noqa: F811
+    samplecnn_export: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = tmp_path / "music"
     expected = _folder(root)

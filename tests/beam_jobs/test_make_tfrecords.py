@@ -20,7 +20,7 @@ import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.testing import test_pipeline
-from conftest import chirp, clicks, sine
+from signal_makers import chirp, clicks, sine
 
 from beam_jobs import io as beam_io
 from beam_jobs import make_tfrecords

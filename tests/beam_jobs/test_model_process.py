@@ -17,13 +17,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_inference import (
-    SAMPLECNN_SEGMENT,
-    SAMPLECNN_SR,
-    decode,
-    samplecnn_export,  # noqa: F401  (a fixture)
-    signature,
-)
+from jobs_testing import SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, signature
 
 from beam_jobs import model_process
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler
@@ -42,13 +36,13 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def served(samplecnn_export: str) -> ModelProcess:  # noqa: F811
+def served(samplecnn_export: str) -> ModelProcess:
     with ModelProcess(samplecnn_export, "serving_default", threads=1) as process:
         yield process
 
 
 def test_served_signature_equals_the_in_process_one_and_reports_bad_examples(
-    served: ModelProcess, samplecnn_export: str, rng: np.random.Generator,  # noqa: F811
+    served: ModelProcess, samplecnn_export: str, rng: np.random.Generator,
 ) -> None:
     remote = RemoteSignature(served.address)
     assert remote.input_names == ("waveform",)
@@ -66,7 +60,7 @@ def test_served_signature_equals_the_in_process_one_and_reports_bad_examples(
 
 
 def test_one_round_trip_calls_each_example_alone_and_a_bad_one_fails_alone(
-    served: ModelProcess, samplecnn_export: str, rng: np.random.Generator,  # noqa: F811
+    served: ModelProcess, samplecnn_export: str, rng: np.random.Generator,
 ) -> None:
     """``call_each`` (what the jobs' ``one_example_per_call`` sends): per example its outputs or its error."""
     waveforms = [(0.3 * rng.standard_normal(n * SAMPLECNN_SEGMENT)).astype(np.float32) for n in (2, 3)]
@@ -113,7 +107,7 @@ def test_model_process_imports_tensorflow_without_keras_and_keras_still_imports_
     assert done.stdout.split() == ["[]", "3.0", "2"]
 
 
-def test_one_signature_savedmodel_is_what_the_jobs_load(samplecnn_export: str) -> None:  # noqa: F811
+def test_one_signature_savedmodel_is_what_the_jobs_load(samplecnn_export: str) -> None:
     metadata = json.loads((pathlib.Path(samplecnn_export) / "assets" / "metadata.json").read_text())
     assert metadata["signature_savedmodels"] == {name: f"assets.extra/signatures/{name}"
                                                  for name in ("serving_default", "features")}
@@ -179,7 +173,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> None:  # noqa: F811
+def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> None:
     process = ModelProcess(samplecnn_export, "serving_default", threads=1)
     folder = pathlib.Path(process.address.socket).parent
     assert folder.name.startswith(f"{PREFIX}{os.getpid()}-")  # what the next run removes if this one is killed
@@ -193,7 +187,7 @@ def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> 
 
 
 def test_a_temporary_folder_too_deep_for_a_socket_path_gets_an_abstract_socket(
-    samplecnn_export: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    samplecnn_export: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A socket path longer than sun_path allows used to fail every call with 'AF_UNIX path too long'."""
     deep = tmp_path / ("d" * 60) / ("e" * 40)
@@ -208,7 +202,7 @@ def test_a_temporary_folder_too_deep_for_a_socket_path_gets_an_abstract_socket(
     assert list(deep.iterdir()) == []  # nothing was left in the temporary folder
 
 
-def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_export: str,  # noqa: F811
+def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_export: str,
                                                                  tmp_path: pathlib.Path) -> None:
     for argv in (["--help", f"--model={samplecnn_export}"], [f"--model={samplecnn_export}", "--runner=DataflowRunner"],
                  [f"--model={tmp_path}"], ["--input=x"]):  # help, another runner, not an export, no model
@@ -251,7 +245,7 @@ if _FOLDER:
     ([], 1, 0),  # the default for one track: the launcher decodes itself
 ])
 def test_only_the_model_process_imports_tensorflow(
-    samplecnn_export: str, tmp_path: pathlib.Path, flags: list[str], tracks: int, workers: int,  # noqa: F811
+    samplecnn_export: str, tmp_path: pathlib.Path, flags: list[str], tracks: int, workers: int,
 ) -> None:
     audio, records, site = tmp_path / "audio", tmp_path / "records", tmp_path / "site"
     for folder in (audio, records, site):

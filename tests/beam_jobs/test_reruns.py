@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from test_inference import SAMPLECNN_SR, samplecnn_export  # noqa: F401  (a fixture)
+from jobs_testing import SAMPLECNN_SR
 
 from beam_jobs import extract_features, scratch, tag
 
@@ -68,7 +68,7 @@ def _files(folder: pathlib.Path) -> dict[str, bytes]:
 @pytest.mark.slow
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_reruns_are_byte_identical_and_leave_no_litter(
-    job: str, music: pathlib.Path, samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+    job: str, music: pathlib.Path, samplecnn_export: str, tmp_path: pathlib.Path,
 ) -> None:
     module, flags = JOBS[job]
     temp = tmp_path / "temp"  # the system's temporary folder of the runs

@@ -15,14 +15,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
-from test_inference import (
-    Entry,
-    check_manifest,
-    choi_export,  # noqa: F401  (a fixture)
-    read_manifest_rows,
-    samplecnn_export,  # noqa: F401  (a fixture)
-    write_catalogue,
-)
+from jobs_testing import Entry, check_manifest, read_manifest_rows, write_catalogue
 
 from beam_jobs import auralise, extract_features, tag
 from beam_jobs.catalogue_io import list_tracks
@@ -49,7 +42,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, l
 
 
 @pytest.fixture(scope="module")
-def direct_tags(catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str,  # noqa: F811
+def direct_tags(catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str,
                 tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     root, _ = catalogue
     output = tmp_path_factory.mktemp("direct")
@@ -69,7 +62,7 @@ def _same_results(output: pathlib.Path, reference: pathlib.Path) -> None:
 
 @pytest.mark.slow
 def test_dask_cluster_gives_the_direct_runners_results(
-    catalogue: tuple[pathlib.Path, list[Entry]], direct_tags: pathlib.Path, samplecnn_export: str,  # noqa: F811
+    catalogue: tuple[pathlib.Path, list[Entry]], direct_tags: pathlib.Path, samplecnn_export: str,
     tmp_path: pathlib.Path,
 ) -> None:
     from dask.distributed import LocalCluster
@@ -86,7 +79,7 @@ def test_dask_cluster_gives_the_direct_runners_results(
 
 @pytest.mark.slow
 def test_python_m_uses_every_core_by_default(
-    catalogue: tuple[pathlib.Path, list[Entry]], direct_tags: pathlib.Path, samplecnn_export: str,  # noqa: F811
+    catalogue: tuple[pathlib.Path, list[Entry]], direct_tags: pathlib.Path, samplecnn_export: str,
     tmp_path: pathlib.Path,
 ) -> None:
     root, _ = catalogue
@@ -125,7 +118,7 @@ def test_runner_defaults() -> None:
 
 @pytest.mark.parametrize("job", ["tag", "extract_features", "auralise"])
 def test_pipelines_translate_for_dataflow(
-    job: str, catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, choi_export: str,  # noqa: F811
+    job: str, catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, choi_export: str,
 ) -> None:
     """The DataflowRunner's own translation, up to (not including) submission: --dry_run=True.
 

@@ -15,14 +15,8 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import chirp, clicks, sine
-from test_inference import (  # noqa: F401  (fixtures)
-    CHOI_SR,
-    SAMPLECNN_SR,
-    choi_export,
-    read_manifest_rows,
-    samplecnn_export,
-)
+from jobs_testing import CHOI_SR, SAMPLECNN_SR, read_manifest_rows
+from signal_makers import chirp, clicks, sine
 
 from beam_jobs import auralise, extract_features, tag
 
@@ -53,7 +47,7 @@ def _truncate(path: pathlib.Path) -> None:
 
 @pytest.mark.slow
 def test_tag_recomputes_truncated_and_foreign_records(
-    music: pathlib.Path, samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+    music: pathlib.Path, samplecnn_export: str, tmp_path: pathlib.Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     output = tmp_path / "tags"
@@ -77,7 +71,7 @@ def test_tag_recomputes_truncated_and_foreign_records(
 
 @pytest.mark.slow
 def test_extract_features_recomputes_a_truncated_part(
-    music: pathlib.Path, samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+    music: pathlib.Path, samplecnn_export: str, tmp_path: pathlib.Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     output = tmp_path / "features"
@@ -100,7 +94,7 @@ def test_extract_features_recomputes_a_truncated_part(
 
 @pytest.mark.slow
 def test_auralise_recomputes_damaged_tracks_and_the_report_is_written(
-    music: pathlib.Path, choi_export: str, tmp_path: pathlib.Path,  # noqa: F811
+    music: pathlib.Path, choi_export: str, tmp_path: pathlib.Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     output = tmp_path / "auralised"

@@ -15,14 +15,13 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_inference import (
+from jobs_testing import (
     SAMPLECNN_SEGMENT,
     SAMPLECNN_SR,
     Entry,
     check_manifest,
     decode,
     read_manifest_rows,
-    samplecnn_export,  # noqa: F401  (a fixture)
     signature,
     write_catalogue,
 )
@@ -41,7 +40,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, l
 
 
 @pytest.fixture(scope="module")
-def tagged(catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str,  # noqa: F811
+def tagged(catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str,
            tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     root, _ = catalogue
     output = tmp_path_factory.mktemp("tags")
@@ -52,7 +51,7 @@ def tagged(catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str,  
 
 @pytest.mark.slow
 def test_every_file_is_accounted_for_and_scores_match_the_signature(
-    catalogue: tuple[pathlib.Path, list[Entry]], tagged: pathlib.Path, samplecnn_export: str,  # noqa: F811
+    catalogue: tuple[pathlib.Path, list[Entry]], tagged: pathlib.Path, samplecnn_export: str,
 ) -> None:
     root, entries = catalogue
     rows = check_manifest(tagged, root, entries)
@@ -85,7 +84,7 @@ def test_every_file_is_accounted_for_and_scores_match_the_signature(
 
 @pytest.mark.slow
 def test_rerun_refuses_then_resumes_and_overwrites_identically(
-    catalogue: tuple[pathlib.Path, list[Entry]], tagged: pathlib.Path, samplecnn_export: str,  # noqa: F811
+    catalogue: tuple[pathlib.Path, list[Entry]], tagged: pathlib.Path, samplecnn_export: str,
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     root, _ = catalogue
@@ -129,7 +128,7 @@ def test_rerun_refuses_then_resumes_and_overwrites_identically(
     ],
 )
 def test_settings_validation(flags: list[str], error: type[Exception], message: str,
-                             samplecnn_export: str, tmp_path: pathlib.Path) -> None:  # noqa: F811
+                             samplecnn_export: str, tmp_path: pathlib.Path) -> None:
     argv = [f"--model={samplecnn_export}", f"--output={tmp_path}", *flags]
     options = parse_job_args(argv, prog="tag", description="",
                              option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions])
@@ -137,7 +136,7 @@ def test_settings_validation(flags: list[str], error: type[Exception], message: 
         tag.Settings.from_options(options)
 
 
-def test_missing_input_files_exit_2(samplecnn_export: str, tmp_path: pathlib.Path,  # noqa: F811
+def test_missing_input_files_exit_2(samplecnn_export: str, tmp_path: pathlib.Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert tag.main([f"--input={tmp_path}/*.wav", f"--model={samplecnn_export}", f"--output={tmp_path}/o"]) == 2
     assert "matched no files" in capsys.readouterr().err
@@ -151,3 +150,23 @@ def test_tag_record_orders_ties_by_label() -> None:
     assert record["scores"]["voice"] == pytest.approx(0.1)
     assert tag.whole_segments(1000, length=243, hop=243) == 972
     assert tag.whole_segments(100, length=243, hop=243) == 0
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_load_stops_the_job_with_a_setup_error(
+    catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An export whose metadata reads but whose graph does not load: exit 2 naming it, every track listed once."""
+    root, entries = catalogue
+    broken = tmp_path / "broken" / "1"
+    shutil.copytree(samplecnn_export, broken)
+    for graph in broken.rglob("saved_model.pb"):  # the whole export's and the one-signature SavedModel's
+        graph.write_bytes(b"not a SavedModel")
+    output = tmp_path / "out"
+    assert tag.main([f"--input={root}/**", f"--model={broken}", f"--output={output}"]) == 2
+    err = capsys.readouterr().err
+    assert "tag: error: the model" in err and "could not be loaded" in err and str(broken) in err, err[-2000:]
+    rows = read_manifest_rows(output)
+    assert sorted(os.path.relpath(r["path"], root) for r in rows) == sorted(e.relative for e in entries)
+    assert all(r["status"] == "failed" for r in rows)

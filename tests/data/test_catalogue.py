@@ -337,3 +337,17 @@ def test_read_gtzan_errors(tmp_path: pathlib.Path) -> None:
     touch(genres / "polka" / "polka.00000.wav")
     with pytest.raises(DataError, match=r"\['polka'\] are not GTZAN genres"):
         cat.read_gtzan(genres)
+
+
+def test_ids_of_absolute_paths_are_relative_to_their_common_folder() -> None:
+    """A manifest of absolute paths gives the ids a glob over their folder would (not ``data/music/in/...``)."""
+    paths = ["/data/music/in/song.wav", "/data/music/in/b/c.flac", "/data/music/in/.cache/d.mp3"]
+    assert cat.default_track_ids(paths) == ["song", "b/c", "_cache/d"]
+    assert cat.default_track_ids(["/home/u/.local/music/one.wav"]) == ["one"]  # the dot-folder is above the music
+    assert cat.default_track_ids(["gs://bucket/in/a.wav", "gs://bucket/in/x/b.wav"]) == ["a", "x/b"]
+    assert cat.default_track_ids(["C:\\music\\a.wav", "C:\\music\\x\\b.wav"]) == ["a", "x/b"]
+    # Mixed with relative paths (relative to the manifest's folder): nothing is cut.
+    assert cat.default_track_ids(["/data/in/a.wav", "rock/b.wav"]) == ["data/in/a", "rock/b"]
+    # Files in one folder with the same stem still get distinct ids (the hash of the full path).
+    ids = cat.default_track_ids(["/in/a.wav", "/in/a.flac"])
+    assert ids[0] != ids[1] and all(i.startswith("a-") for i in ids)

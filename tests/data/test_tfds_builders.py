@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import tensorflow_datasets as tfds
-from conftest import chirp, sine
+from signal_makers import chirp, sine
 
 from tfaural import audio
 from tfaural.data.catalogue import GTZAN_GENRES, MTAT_TOP50_TAGS

@@ -121,6 +121,7 @@ _MTAT_SPLIT_DIRS = {**{d: "train" for d in "0123456789ab"}, "c": "validation", *
 _ID_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 # ---------------------------------------------------------------------------
@@ -221,18 +222,43 @@ def _strip_extension_and_scheme(path: str) -> str:
     return stem if ext and "/" not in ext else path
 
 
+def _is_absolute(path: str) -> bool:
+    return path.startswith(("/", "\\")) or bool(_URI.match(path)) or bool(_DRIVE.match(path))
+
+
+def _common_folder(stems: Sequence[str]) -> str:
+    """The longest folder (``a/b/``) that holds every one of ``stems`` ('/'-separated), or ``""``."""
+    folders = [stem.split("/")[:-1] for stem in stems]
+    common: list[str] = []
+    for parts in zip(*folders):
+        if any(part != parts[0] for part in parts):
+            break
+        common.append(parts[0])
+    return "/".join(common) + "/" if common else ""
+
+
 def default_track_ids(paths: Sequence[str]) -> list[str]:
     """Derives a stable, unique, file-name-safe id for each path.
+
+    When every path is absolute (or a URI), the ids are relative to the folder that holds
+    them all: a manifest of ``/data/music/in/a.wav`` and ``/data/music/in/b/c.wav`` gives
+    ``a`` and ``b/c``, as a glob over ``/data/music/in`` would, and as relative paths in a
+    manifest beside the audio do.
 
     Args:
         paths: Paths as written in the manifest (relative, absolute or URIs).
 
     Returns:
         One id per path: :func:`sanitize_track_id` of the path without its
-        extension (and URI scheme); ids that would collide get ``-`` and the first
-        8 hex digits of the SHA-1 of their full path appended.
+        extension (and URI scheme, and the common folder of absolute paths); ids that
+        would collide get ``-`` and the first 8 hex digits of the SHA-1 of their full
+        path appended.
     """
-    ids = [sanitize_track_id(_strip_extension_and_scheme(p)) for p in paths]
+    stems = [_strip_extension_and_scheme(p) for p in paths]
+    if stems and all(_is_absolute(p) for p in paths):
+        folder = _common_folder(stems)
+        stems = [stem[len(folder):] for stem in stems]
+    ids = [sanitize_track_id(stem) for stem in stems]
     counts = collections.Counter(ids)
     out = []
     for path, track_id in zip(paths, ids):
