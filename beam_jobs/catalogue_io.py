@@ -829,6 +829,17 @@ def configure_runner(
     return dataclasses.replace(settings, common=settings.common.for_runner(options, model_process=model_process))
 
 
+_MODEL_ERROR_LINE = re.compile(r"^(?:tfaural\.errors\.)?ModelError: (.+)$", re.MULTILINE)
+
+
+def _model_load_failure(err: BaseException) -> str | None:
+    """The message of a :class:`ModelError` that stopped a pipeline (Beam re-raises it as text), if it was one."""
+    if isinstance(err, ModelError):
+        return str(err)
+    found = _MODEL_ERROR_LINE.findall(str(err))
+    return found[-1] if found else None
+
+
 def execute(
     job: str,
     options: PipelineOptions,
@@ -864,8 +875,14 @@ def execute(
         pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
         build(pipeline, tracks, settings)
         with run_folder(job):  # what the worker processes leave in their temporary folder is deleted with it
-            result = pipeline.run()
-            wait(result)
+            try:
+                result = pipeline.run()
+                wait(result)
+            except Exception as err:  # a model loaded in-process (TensorFlow already imported) that failed to
+                failure = _model_load_failure(err)  # load stops the pipeline; say so in one line
+                if failure is None:
+                    raise
+                raise ModelError(failure) from None
         load_error = process.load_error() if process is not None else None
     finally:
         if process is not None:

@@ -11,6 +11,8 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -152,21 +154,44 @@ def test_tag_record_orders_ties_by_label() -> None:
     assert tag.whole_segments(100, length=243, hop=243) == 0
 
 
+def _broken_copy(export: str, root: pathlib.Path) -> pathlib.Path:
+    """A copy of ``export`` whose metadata reads but whose graphs do not load."""
+    broken = root / "broken" / "1"
+    shutil.copytree(export, broken)
+    for graph in broken.rglob("saved_model.pb"):  # the whole export's and the one-signature SavedModel's
+        graph.write_bytes(b"not a SavedModel")
+    return broken
+
+
 @pytest.mark.slow
 def test_a_model_that_does_not_load_stops_the_job_with_a_setup_error(
     catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, tmp_path: pathlib.Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """An export whose metadata reads but whose graph does not load: exit 2 naming it, every track listed once."""
+    """``python -m beam_jobs.tag`` (model process) on an export whose graph does not load: exit 2 naming it,
+    after listing every track once in the manifest."""
     root, entries = catalogue
-    broken = tmp_path / "broken" / "1"
-    shutil.copytree(samplecnn_export, broken)
-    for graph in broken.rglob("saved_model.pb"):  # the whole export's and the one-signature SavedModel's
-        graph.write_bytes(b"not a SavedModel")
+    broken = _broken_copy(samplecnn_export, tmp_path)
     output = tmp_path / "out"
-    assert tag.main([f"--input={root}/**", f"--model={broken}", f"--output={output}"]) == 2
-    err = capsys.readouterr().err
-    assert "tag: error: the model" in err and "could not be loaded" in err and str(broken) in err, err[-2000:]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pathlib.Path(tag.__file__).parent.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "beam_jobs.tag", f"--input={root}/**", f"--model={broken}",
+                           f"--output={output}"], capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "tag: error: the model" in done.stderr and "could not be loaded" in done.stderr, done.stderr[-3000:]
+    assert str(broken) in done.stderr and "Traceback" not in done.stderr
     rows = read_manifest_rows(output)
     assert sorted(os.path.relpath(r["path"], root) for r in rows) == sorted(e.relative for e in entries)
     assert all(r["status"] == "failed" for r in rows)
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_load_in_process_is_a_one_line_error(
+    catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Where TensorFlow is already imported (a notebook, this test) the model loads in-process: still exit 2."""
+    root, _ = catalogue
+    broken = _broken_copy(samplecnn_export, tmp_path)
+    assert tag.main([f"--input={root}/**", f"--model={broken}", f"--output={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert "tag: error: cannot load the SavedModel" in err and str(broken) in err, err[-2000:]
