@@ -142,7 +142,12 @@ def run_quickstart(
     auralise_tracks: int = 3,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Runs every stage (see the module docstring) and returns a summary dict."""
+    """Runs every stage (see the module docstring) and returns a summary dict.
+
+    Unless verbose (``--verbose`` or ``TFAURAL_VERBOSE=1``), no process of the quick start prints
+    TensorFlow's C++ start-up lines (:func:`tfaural.cli.quiet_tensorflow_startup`).
+    """
+    quiet_tensorflow_startup()
     background: list[_Background] = []
     try:
         return _run_stages(output, tracks_per_style=tracks_per_style, seconds=seconds, epochs=epochs,
@@ -364,8 +369,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # the stages' processes too
-    else:
-        quiet_tensorflow_startup()  # the in-process stages' (the child processes are quiet by themselves)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("tfaural").setLevel(logging.INFO)
     try:

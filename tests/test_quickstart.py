@@ -15,7 +15,10 @@ from tfaural.cli import is_startup_noise
 pytestmark = pytest.mark.slow
 
 
-def test_quickstart_end_to_end(tmp_path: pathlib.Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_quickstart_end_to_end(tmp_path: pathlib.Path, capfd: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TFAURAL_QUIET", raising=False)  # run_quickstart sets it for its processes; undone after
+    monkeypatch.delenv("TFAURAL_VERBOSE", raising=False)
     summary = quickstart.run_quickstart(str(tmp_path / "demo"), tracks_per_style=3, seconds=4.5, epochs=1,
                                         auralise_tracks=1)
     # What the stages' processes printed (model processes, python -m children and their logs) holds no

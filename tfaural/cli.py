@@ -30,6 +30,7 @@ __all__ = [
     "check_output_folder",
     "exit_promptly",
     "VERBOSE_ENV",
+    "QUIET_ENV",
     "add_verbose_flag",
     "is_verbose",
     "quiet_tensorflow_startup",
@@ -148,6 +149,9 @@ def exit_promptly(code: int) -> NoReturn:
 
 #: Set to ``1`` by a ``--verbose`` command line, so that the processes it starts are verbose too.
 VERBOSE_ENV = "TFAURAL_VERBOSE"
+#: Set to ``1`` by a quiet command line, so that the processes it starts (Beam workers, model processes,
+#: stage processes) leave TensorFlow's start-up lines out too when they import tfaural.
+QUIET_ENV = "TFAURAL_QUIET"
 
 #: TensorFlow's start-up lines on a machine without a GPU (C++ logging before and after absl's set-up).
 _STARTUP_NOISE = re.compile(
@@ -231,10 +235,15 @@ def quiet_tensorflow_startup() -> bool:
     (a real error, a warning) is written out as it came once they are done. Nothing else is
     captured: a running job's output is never held back.
 
+    The processes started from here on that import tfaural are quiet too (:data:`QUIET_ENV`).
+
     Returns:
         True if the filter is in place (False: verbose, or TensorFlow is already imported).
     """
-    if is_verbose() or "tensorflow" in sys.modules:
+    if is_verbose():
+        return False
+    os.environ[QUIET_ENV] = "1"
+    if "tensorflow" in sys.modules:
         return False
     if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
@@ -243,14 +252,16 @@ def quiet_tensorflow_startup() -> bool:
 
 def quiet_command_line_startup() -> None:
     """:func:`quiet_tensorflow_startup` for command lines only: ``python -m tfaural...``, ``export``,
-    ``beam_jobs`` and the ``tfaural-*`` scripts (called as those packages are imported).
+    ``beam_jobs``, the ``tfaural-*`` scripts and the processes they start (called as those packages
+    are imported).
 
     A program that imports the library keeps TensorFlow's output as it is. ``--verbose`` is
     passed on to the processes a command starts through :data:`VERBOSE_ENV`.
     """
     program = sys.argv[0] if sys.argv else ""
     # While ``python -m PACKAGE.MODULE`` imports the package, sys.argv[0] is "-m".
-    if program != "-m" and not os.path.basename(program).startswith("tfaural-"):
+    if (program != "-m" and not os.path.basename(program).startswith("tfaural-")
+            and os.environ.get(QUIET_ENV) != "1"):  # a process a quiet command line started
         return
     if is_verbose():
         os.environ[VERBOSE_ENV] = "1"
