@@ -55,21 +55,22 @@ def music_catalogue(folder: Path, *, tracks: int, seconds: float, formats: tuple
     return paths
 
 
-def shared_export(key: str, build: Callable[[Path], str]) -> str:
-    """The version directory ``build(base)`` exports, shared between the entries of one smoke run.
+def shared_export(key: str, build: Callable[[Path], str], base: Path) -> str:
+    """The version directory ``build`` exports, shared between the entries of one smoke run.
 
-    Without :data:`EXPORT_CACHE_ENV` in the environment this is ``build`` into a fresh temporary
-    folder's ``export``. With it, the first entry to ask for ``key`` builds the export while the
-    others wait (a file lock), into a temporary folder renamed into place only when ``build``
-    returned; a later request reuses it after checking that its ``metadata.json`` still reads.
+    Without :data:`EXPORT_CACHE_ENV` in the environment this is ``build(base)``. With it, the
+    first entry to ask for ``key`` builds the export while the others wait (a file lock), into a
+    temporary folder renamed into place only when ``build`` returned; a later request reuses it
+    after checking that its ``metadata.json`` still reads.
 
     Args:
         key: Names the export (its model and settings); a file name.
         build: Exports into the base folder it is given; returns the version directory.
+        base: The export base folder when nothing is shared.
     """
     cache = os.environ.get(EXPORT_CACHE_ENV)
     if not cache:
-        return build(Path(tempfile.mkdtemp(prefix="tfaural-bench-export-")) / "export")
+        return build(base)
     folder = Path(cache)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / key
@@ -105,9 +106,7 @@ def musicnn_export(name: str, root: Path, *, hop_frames: int | None = None, veri
         import_run(f"musicnn/{name}", run_dir, hop_frames=hop_frames, verify=verify, overwrite=True)
         return export_run(run_dir, base, verify=verify)
 
-    if os.environ.get(EXPORT_CACHE_ENV):
-        return shared_export(f"musicnn-{label}-{'verified' if verify else 'unverified'}", build)
-    return build(root / f"export-{label}")
+    return shared_export(f"musicnn-{label}-{'verified' if verify else 'unverified'}", build, root / f"export-{label}")
 
 
 def job_env() -> dict[str, str]:

@@ -46,7 +46,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _jobs import EXPORT_CACHE_ENV, shared_export
+from _jobs import shared_export
 from _timing import environment
 
 SAMPLE_RATE = 22050
@@ -98,10 +98,8 @@ def export_samplecnn(base: str, **architecture: Any) -> str:
                        audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))
         return exporter.export_model(model, info, str(folder), verify=False)
 
-    if os.environ.get(EXPORT_CACHE_ENV):  # a smoke run: one export per architecture for every entry
-        digest = hashlib.sha1(json.dumps(architecture, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        return shared_export(f"samplecnn-{digest}", build)
-    return build(Path(base))
+    digest = hashlib.sha1(json.dumps(architecture, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return shared_export(f"samplecnn-{digest}", build, Path(base))  # a smoke run: one export per architecture
 
 
 def generate_catalogue(folder: Path, *, tracks: int, seconds: float) -> list[Path]:
