@@ -243,6 +243,7 @@ if _FOLDER:
 @pytest.mark.parametrize("flags, tracks, workers", [
     (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], 3, 2),
     ([], 1, 0),  # the default for one track: the launcher decodes itself
+    ([], 3, 0),  # the default for several: the launcher decodes in threads (multi_threading)
 ])
 def test_only_the_model_process_imports_tensorflow(
     samplecnn_export: str, tmp_path: pathlib.Path, flags: list[str], tracks: int, workers: int,
