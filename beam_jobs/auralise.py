@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -97,6 +96,7 @@ from beam_jobs.options import (
     parse_job_args,
 )
 from tfaural.errors import AudioError, DataError, ParameterError
+from tfaural.formats import TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
 
 __all__ = [
     "FORMATS",
@@ -129,7 +129,6 @@ SIGNATURE = "auralise"
 ATTRIBUTE = "attribute"
 #: Features listed per tag and layer in ``track.json``'s ``attribution``.
 TOP_CONTRIBUTORS = 8
-TRACK_FILE = "track.json"
 ORIGINAL = "original.wav"
 ORIGINAL_PNG = "original.png"
 DYNAMIC_RANGE_DB = 80.0
@@ -184,16 +183,16 @@ class Settings:
         job = options.view_as(AuraliseOptions)
         meta = common.metadata
         rate = common.sample_rate
-        widths = {int(layer): int(n) for layer, n in meta["features_per_layer"].items()}
-        layers = parse_index_list(job.layers, flag="--layers", valid=[int(v) for v in meta["deconvolvable_layers"]])
+        widths = meta.features_per_layer
+        layers = parse_index_list(job.layers, flag="--layers", valid=list(meta.deconvolvable_layers))
         features = {}
         for layer in layers:
             try:
                 features[layer] = parse_index_list(job.features, flag="--features", valid=range(widths[layer]))
             except ParameterError as err:
                 raise ParameterError(f"{err} (layer {layer} has {widths[layer]} feature maps)") from None
-        segment = int(meta["segment_length"])
-        longest = float(meta.get("max_deconv_seconds", math.inf))
+        segment = meta.segment_length
+        longest = math.inf if meta.max_deconv_seconds is None else meta.max_deconv_seconds
         if not job.clip_seconds > 0 or job.clip_seconds * rate < segment:
             raise ParameterError(f"--clip-seconds {job.clip_seconds} is invalid: the model needs at least one segment "
                                  f"({segment / rate:.4g} s)")
@@ -205,7 +204,7 @@ class Settings:
         if job.features_per_call < 1:
             raise ParameterError(f"--features-per-call {job.features_per_call} is invalid: expected a positive "
                                  "integer")
-        budget = meta.get("max_deconv_feature_samples")
+        budget = meta.max_deconv_feature_samples
         clip = min(job.clip_seconds, longest) * rate
         if budget is not None and job.features_per_call * common.batch_size * clip > float(budget):
             most = max(1, int(float(budget) // (common.batch_size * clip)))
@@ -215,14 +214,14 @@ class Settings:
                 f"({float(budget) / rate:g} feature-seconds): use --features-per-call {most} or less")
         if job.tags < 0:
             raise ParameterError(f"--tags {job.tags} is invalid: expected a number of tags >= 0")
-        tags = min(int(job.tags), 10, len(meta.get("labels", [])))
-        if tags and ATTRIBUTE not in meta.get("signatures", {}):
+        tags = min(int(job.tags), 10, len(meta.labels))
+        if tags and ATTRIBUTE not in meta.signatures:
             logger.info("auralise: the export has no %s signature (exported before it existed): --tags is off",
                         ATTRIBUTE)
             tags = 0
         if budget is not None and tags * clip > float(budget):
             tags = max(1, int(float(budget) // clip))
-        stft = meta.get("stft") or {}
+        stft = meta.stft or {}
         n_fft = int(stft.get("n_fft") or 2 ** max(6, round(math.log2(rate * 0.046))))  # ~46 ms windows
         hop = int(stft.get("hop_length") or n_fft // 4)
         return cls(common=common, layers=layers, features=features, mode=job.mode, clip_seconds=float(job.clip_seconds),
@@ -320,13 +319,13 @@ class ChunkDone:
     Attributes:
         track: The track.
         layer: The layer.
-        entries: One ``track.json`` entry per feature (without ``spectrogram``), each with the SHA-256 of
-            its file under ``"sha256"`` (moved to ``checksums`` in ``track.json``).
+        entries: One ``track.json`` entry per feature (without ``spectrogram``) and the SHA-256 of its file
+            (for ``checksums`` in ``track.json``).
     """
 
     track: TrackInput
     layer: int
-    entries: tuple[dict[str, Any], ...]
+    entries: tuple[tuple[FeatureRecord, str], ...]
 
 
 class PrepareTrack(beam.DoFn):
@@ -371,21 +370,12 @@ class PrepareTrack(beam.DoFn):
                                                     "top_tags": np.int32(s.tags)}
 
 
-def _track_files(info: dict[str, Any]) -> list[str]:
-    """The files a ``track.json`` lists (itself excluded), relative to the track's folder."""
-    files = [info["original"], info.get("original_spectrogram")]
-    for entries in info["layers"].values():
-        for entry in entries:
-            files += [entry["file"], entry.get("spectrogram")]
-    return [f for f in files if f]
-
-
-def _outputs(track: TrackInput, info: dict[str, Any]) -> tuple[str, ...]:
+def _outputs(track: TrackInput, record: TrackRecord) -> tuple[str, ...]:
     """The files of a complete track (from its ``track.json``), relative to the output folder."""
-    return tuple(f"{track.name}/{f}" for f in [*_track_files(info), TRACK_FILE])
+    return tuple(f"{track.name}/{f}" for f in [*record.files(), TRACK_FILE])
 
 
-def read_track_info(settings: Settings, track: TrackInput) -> dict[str, Any]:
+def read_track_info(settings: Settings, track: TrackInput) -> TrackRecord:
     """Reads and checks the ``track.json`` of an earlier run and the files it lists (what ``--skip-existing`` reuses).
 
     It must describe this track with this run's layers, features, format and spectrograms,
@@ -403,38 +393,34 @@ def read_track_info(settings: Settings, track: TrackInput) -> dict[str, Any]:
     s = settings
     path = s.common.path(track.name, TRACK_FILE)
     try:
-        info = json.loads(beam_io.read_text(path))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{path}: unreadable or not JSON ({type(err).__name__}: {err})") from None
-    if not isinstance(info, dict) or info.get("track_id") != track.track_id or info.get("path") != track.path:
+        info = parse_track_record(beam_io.read_text(path), path=path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+    if info.track_id != track.track_id or info.path != track.path:
         raise DataError(f"{path}: does not describe this track (its track_id and path differ)")
     ext = s.common.format or FORMATS[0]
-    layers = info.get("layers")
-    if info.get("original") != ORIGINAL or not isinstance(layers, dict) or set(layers) != {str(v) for v in s.layers}:
+    if info.original != ORIGINAL or set(info.layers) != set(s.layers):
         raise DataError(f"{path}: does not list the layers {list(s.layers)} of this run")
     for layer in s.layers:
-        entries = layers[str(layer)]
+        entries = info.layers[layer]
         wanted = [feature_file(layer, f, ext) for f in s.features[layer]]
-        if (not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries)
-                or [e.get("file") for e in entries] != wanted
-                or [e.get("feature") for e in entries] != list(s.features[layer])):
+        if [e.file for e in entries] != wanted or [e.feature for e in entries] != list(s.features[layer]):
             raise DataError(f"{path}: layer {layer} does not list the features {list(s.features[layer])} as "
                             f"{ext} files")
-        if any(bool(e.get("spectrogram")) != s.spectrograms for e in entries):
+        if any(bool(e.spectrogram) != s.spectrograms for e in entries):
             raise DataError(f"{path}: its spectrograms do not match --spectrograms of this run")
-    if bool(info.get("original_spectrogram")) != s.spectrograms:
+    if bool(info.original_spectrogram) != s.spectrograms:
         raise DataError(f"{path}: its spectrograms do not match --spectrograms of this run")
-    tags, attribution = info.get("tags") or [], info.get("attribution") or {}
-    if len(tags) != s.tags or not isinstance(attribution, dict) or set(attribution) != {
-            t.get("label") for t in tags if isinstance(t, dict)} or any(
-            not isinstance(v, dict) or set(v) != {str(layer) for layer in s.layers} for v in attribution.values()):
+    attribution = info.attribution or {}
+    if len(info.tags) != s.tags or set(attribution) != {label for label, _ in info.tags} or any(
+            set(per_layer) != set(s.layers) for per_layer in attribution.values()):
         raise DataError(f"{path}: its tags and attribution do not match --tags {s.tags} and the layers of this run")
-    checksums = info.get("checksums")
-    for relative in _track_files(info):
+    checksums = info.checksums
+    for relative in info.files():
         file = s.common.path(track.name, relative)
         if not beam_io.exists(file):
             raise DataError(f"{file}, listed in {path}, is missing")
-        if isinstance(checksums, dict):
+        if checksums is not None:
             if checksums.get(relative) != beam_io.file_sha256(file):
                 raise DataError(f"{file} is not the file the run wrote (its SHA-256 differs from {path})")
         elif relative.endswith(".png"):
@@ -479,13 +465,12 @@ class WriteFeatureAudio(beam.DoFn):
             peak = _scalar(outputs, "peak", index)
             silent = _scalar(outputs, "silent", index)
             activation = _scalar(outputs, "activation", index)
-            entries.append({
-                "feature": int(feature), "file": name, "spectrogram": None,
-                "activation": None if activation is None else float(activation),
-                "peak": float(peak) if peak is not None else float(np.max(np.abs(signal), initial=0.0)),
-                "silent": bool(silent) if silent is not None else not bool(np.any(signal)),
-                "sha256": digest,
-            })
+            entries.append((FeatureRecord(
+                feature=int(feature), file=name, spectrogram=None,
+                activation=None if activation is None else float(activation),
+                peak=float(peak) if peak is not None else float(np.max(np.abs(signal), initial=0.0)),
+                silent=bool(silent) if silent is not None else not bool(np.any(signal)),
+            ), digest))
         beam.metrics.Metrics.counter("auralise", "features_written").inc(len(entries))
         yield ChunkDone(key.track, key.layer, tuple(entries))
 
@@ -584,41 +569,37 @@ class FinishTrack(beam.DoFn):
                               error=f"{len(done) + len(attributions)} of {plan.calls + plan.attribute_calls} "
                                     "signature calls came back")
             return
-        layers: dict[str, list[dict[str, Any]]] = {}
+        layers: dict[int, list[FeatureRecord]] = {}
         checksums = {ORIGINAL: plan.original_sha256}
-        for chunk in sorted(done, key=lambda c: (c.layer, c.entries[0]["feature"] if c.entries else -1)):
-            for entry in chunk.entries:
-                entry = dict(entry)
-                checksums[entry["file"]] = entry.pop("sha256")
-                layers.setdefault(str(chunk.layer), []).append(entry)
-        info: dict[str, Any] = {
-            "track_id": track.track_id, "path": track.path, "sample_rate": s.common.sample_rate,
-            "offset_seconds": s.offset_seconds, "clip_seconds": plan.clip_seconds, "original": ORIGINAL,
-            "original_spectrogram": None, "layers": layers, "checksums": checksums,
-        }
+        for chunk in sorted(done, key=lambda c: (c.layer, c.entries[0][0].feature if c.entries else -1)):
+            for entry, digest in chunk.entries:
+                checksums[entry.file] = digest
+                layers.setdefault(chunk.layer, []).append(entry)
+        info = TrackRecord(
+            track_id=track.track_id, path=track.path, sample_rate=s.common.sample_rate,
+            offset_seconds=s.offset_seconds, clip_seconds=plan.clip_seconds, original=ORIGINAL,
+            original_spectrogram=None, layers={layer: tuple(entries) for layer, entries in layers.items()},
+            checksums=checksums,
+        )
         if attributions:
-            info["tags"] = [{"label": label, "score": score} for label, score in attributions[0].tags]
-            info["attribution"] = {
-                label: {str(a.layer): [{"feature": f, "contribution": c} for f, c in a.contributors[label]]
-                        for a in attributions}
-                for label, _ in attributions[0].tags
-            }
+            info = dataclasses.replace(info, tags=attributions[0].tags, attribution={
+                label: {a.layer: a.contributors[label] for a in attributions} for label, _ in attributions[0].tags
+            })
         if s.spectrograms:
-            self._spectrograms(track, info)
+            info = self._spectrograms(track, info, checksums)
         outputs = _outputs(track, info)
         self._remove_stale(track, keep={*outputs})
-        beam_io.write_text(s.common.path(track.name, TRACK_FILE), json.dumps(info, indent=1, sort_keys=True) + "\n")
+        beam_io.write_text(s.common.path(track.name, TRACK_FILE), info.to_text())
         yield TrackResult(track, OK, outputs=outputs)
 
-    def _spectrograms(self, track: TrackInput, info: dict[str, Any]) -> None:
+    def _spectrograms(self, track: TrackInput, info: TrackRecord, checksums: dict[str, str]) -> TrackRecord:
+        """Draws the PNGs, adds their checksums; returns ``info`` naming them."""
         s = self._settings
         n_fft, hop = s.stft
 
         def load(name: str) -> np.ndarray:
             y, _ = beam_io.load_audio(s.common.path(track.name, name), sample_rate=None)
             return y
-
-        checksums = info["checksums"]
 
         def write_png(name: str, image: np.ndarray, top: float) -> None:
             data = render_spectrogram(image, vmin=top - DYNAMIC_RANGE_DB, vmax=top)
@@ -627,14 +608,17 @@ class FinishTrack(beam.DoFn):
 
         original = spectrogram_db(load(ORIGINAL), n_fft=n_fft, hop_length=hop)
         write_png(ORIGINAL_PNG, original, float(original.max()))
-        info["original_spectrogram"] = ORIGINAL_PNG
-        for entries in info["layers"].values():
-            images = [spectrogram_db(load(e["file"]), n_fft=n_fft, hop_length=hop) for e in entries]
+        layers = {}
+        for layer, entries in info.layers.items():
+            images = [spectrogram_db(load(e.file), n_fft=n_fft, hop_length=hop) for e in entries]
             top = max(float(image.max()) for image in images)  # one colour scale for the layer
+            drawn = []
             for entry, image in zip(entries, images):
-                name = entry["file"].rsplit(".", 1)[0] + ".png"
+                name = entry.file.rsplit(".", 1)[0] + ".png"
                 write_png(name, image, top)
-                entry["spectrogram"] = name
+                drawn.append(dataclasses.replace(entry, spectrogram=name))
+            layers[layer] = tuple(drawn)
+        return dataclasses.replace(info, original_spectrogram=ORIGINAL_PNG, layers=layers)
 
     def _remove_stale(self, track: TrackInput, *, keep: set[str]) -> None:
         folder = self._settings.common.path(track.name)

@@ -62,13 +62,25 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from beam_jobs import io as beam_io
 from beam_jobs import model_process as model_processes
-from beam_jobs.inference import InferenceFailure, read_metadata, require_signature
+from beam_jobs.inference import InferenceFailure, read_metadata
 from beam_jobs.model_process import ModelServerAddress
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, is_dask_runner, require
 from beam_jobs.scratch import run_folder
 from tfaural import __version__
 from tfaural.cli import check_output_folder, is_verbose
-from tfaural.errors import AudioError, ModelError, ParameterError, TfauralError
+from tfaural.errors import AudioError, DataError, ModelError, ParameterError, TfauralError
+from tfaural.formats import (
+    FAILED,
+    JOB_FILE,
+    MANIFEST_FILE,
+    OK,
+    ExportMetadata,
+    JobRecord,
+    ManifestRow,
+    manifest_text,
+    parse_job_record,
+    parse_manifest,
+)
 
 __all__ = [
     "MANIFEST_FILENAME",
@@ -101,10 +113,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILENAME = "manifest.jsonl"
-JOB_FILENAME = "job.json"
-OK = "ok"
-FAILED = "failed"
+MANIFEST_FILENAME = MANIFEST_FILE
+JOB_FILENAME = JOB_FILE
 
 MAX_NAME_LENGTH = 150
 """Longest output name (a file or folder name; file systems allow 255 bytes)."""
@@ -161,17 +171,13 @@ class TrackResult:
         """The track's id."""
         return self.track.track_id
 
-    def manifest_row(self) -> dict[str, Any]:
-        """The JSON object of ``manifest.jsonl``: path, track_id, name, status and outputs or error."""
-        row: dict[str, Any] = {"path": self.track.path, "track_id": self.track.track_id, "name": self.track.name,
-                               "status": self.status}
+    def manifest_row(self) -> ManifestRow:
+        """The track's line of ``manifest.jsonl``."""
         if self.status == OK:
-            row["outputs"] = list(self.outputs)
-            if self.reused:
-                row["reused"] = True
-        else:
-            row.update(error=self.error, error_type=self.error_type, stage=self.stage)
-        return row
+            return ManifestRow(self.track.path, self.track.track_id, self.track.name, self.status,
+                               outputs=self.outputs, reused=self.reused)
+        return ManifestRow(self.track.path, self.track.track_id, self.track.name, self.status, error=self.error,
+                           error_type=self.error_type, stage=self.stage)
 
 
 def glob_prefix(pattern: str) -> str:
@@ -320,7 +326,7 @@ class InferenceSettings:
     input_glob: str | None
     manifest: str | None
     model: str
-    metadata: dict[str, Any]
+    metadata: ExportMetadata
     output: str
     sample_rate: int
     batch_size: int
@@ -361,8 +367,8 @@ class InferenceSettings:
         output = check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/")
         model = require(job.model, "--model", "an export version directory (EXPORT_BASE/<N>)").rstrip("/")
         metadata = read_metadata(model)
-        require_signature(metadata, signature, export_dir=model)
-        rate = int(metadata["sample_rate"])
+        metadata.signature(signature, export_dir=model)
+        rate = metadata.sample_rate
         if common.sample_rate is not None and common.sample_rate != rate:
             raise ParameterError(f"--sample-rate {common.sample_rate} differs from the model's {rate} Hz; leave it out "
                                  "(audio is resampled to the model's rate)")
@@ -428,8 +434,7 @@ class InferenceSettings:
 
     def model_identity(self) -> dict[str, Any]:
         """What identifies the model of a run (for ``--skip-existing``)."""
-        return {"model_dir": self.model, "run_id": self.metadata.get("run_id"),
-                "exported": self.metadata.get("exported")}
+        return {"model_dir": self.model, "run_id": self.metadata.run_id, "exported": self.metadata.exported}
 
     def path(self, *names: str) -> str:
         """A path inside the output folder."""
@@ -587,7 +592,7 @@ def infer(
 
 
 def _preference(result: TrackResult) -> tuple[Any, ...]:
-    return (result.status != OK, result.reused, json.dumps(result.manifest_row(), sort_keys=True))
+    return (result.status != OK, result.reused, result.manifest_row().to_line())
 
 
 def reconcile(element: tuple[str, Iterable[Any]]) -> Iterator[TrackResult]:
@@ -625,8 +630,8 @@ class _WriteManifest(beam.DoFn):
         results = sorted(element[1], key=lambda r: r.track_id)
         if self._finalise is not None:
             self._finalise(results)
-        lines = [json.dumps(r.manifest_row(), ensure_ascii=False, sort_keys=True) + "\n" for r in results]
-        beam_io.write_text(beam_io.join(self._output, MANIFEST_FILENAME), "".join(lines))
+        beam_io.write_text(beam_io.join(self._output, MANIFEST_FILENAME),
+                           manifest_text(r.manifest_row() for r in results))
         yield {"ok": sum(r.status == OK for r in results), "failed": sum(r.status == FAILED for r in results)}
 
 
@@ -694,11 +699,11 @@ def prepare_output(
                              "folder")
     if settings.skip_existing and beam_io.exists(job_path):
         try:
-            before = json.loads(beam_io.read_text(job_path))
-        except (ValueError, OSError):
-            before = {}
+            before = parse_job_record(beam_io.read_text(job_path), path=job_path)
+            was: dict[str, Any] = {"job": before.job, "model": before.model, "settings": before.settings}
+        except (DataError, OSError, UnicodeDecodeError):
+            was = {"job": None, "model": None, "settings": None}
         now = {"job": job, "model": settings.model_identity(), "settings": job_settings}
-        was = {"job": before.get("job"), "model": before.get("model"), "settings": before.get("settings")}
         if json.loads(json.dumps(now)) != was:
             changed = sorted(k for k in now if json.loads(json.dumps(now[k])) != was[k])
             raise ParameterError(f"--skip-existing: the earlier run in {settings.output} used other {changed} "
@@ -712,19 +717,12 @@ def prepare_output(
 def write_job_file(settings: InferenceSettings, *, job: str, job_settings: dict[str, Any],
                    extra: dict[str, Any] | None = None) -> str:
     """Writes ``job.json``: the job, its settings, the model (directory and ``metadata.json``), the inputs."""
-    record = {
-        "job": job,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tfaural_version": __version__,
-        "input": settings.input_glob,
-        "manifest": settings.manifest,
-        "model_dir": settings.model,
-        "model": settings.model_identity(),
-        "metadata": settings.metadata,
-        "settings": job_settings,
-        **(extra or {}),
-    }
-    return beam_io.write_text(settings.path(JOB_FILENAME), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    record = JobRecord(
+        job=job, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        tfaural_version=__version__, input=settings.input_glob, manifest=settings.manifest, model_dir=settings.model,
+        model=settings.model_identity(), metadata=settings.metadata.data, settings=job_settings, extra=extra or {},
+    )
+    return beam_io.write_text(settings.path(JOB_FILENAME), record.to_text())
 
 
 # ---------------------------------------------------------------------------
@@ -778,16 +776,16 @@ def summarize(output: str) -> Summary:
     path = beam_io.join(output, MANIFEST_FILENAME)
     if not beam_io.exists(path):
         raise TfauralError(f"{path} is missing: the run did not finish (see the log above)")
-    rows = [json.loads(line) for line in beam_io.read_text(path).splitlines() if line.strip()]
-    failed = [r for r in rows if r["status"] != OK]
-    failures = collections.Counter(f"{r.get('stage')}: {r.get('error_type')}" for r in failed)
+    rows = parse_manifest(beam_io.read_text(path), path=path)
+    failed = [r for r in rows if r.status != OK]
+    failures = collections.Counter(f"{r.stage}: {r.error_type}" for r in failed)
     return Summary(
         output=output,
         ok=len(rows) - len(failed),
         failed=len(failed),
-        reused=sum(bool(r.get("reused")) for r in rows),
+        reused=sum(r.reused for r in rows),
         failures=dict(failures),
-        examples=tuple((r["path"], str(r.get("error"))) for r in failed[:5]),
+        examples=tuple((r.path, str(r.error)) for r in failed[:5]),
     )
 
 

@@ -51,7 +51,8 @@ from beam_jobs import io as beam_io
 from beam_jobs.catalogue_io import FAILED, TrackInput, TrackResult, failed_result
 from beam_jobs.inference import InferenceFailure
 from beam_jobs.options import DEFAULT_CHUNK_SECONDS
-from tfaural.errors import AudioError, EmptyAudioError, ParameterError
+from tfaural.errors import AudioError, EmptyAudioError, ModelError, ParameterError
+from tfaural.formats import ExportMetadata
 
 __all__ = [
     "CHUNK",
@@ -132,12 +133,12 @@ class ChunkPlan:
                    max_segments=segments)
 
     @classmethod
-    def for_export(cls, metadata: dict[str, Any], *, chunk_seconds: float) -> ChunkPlan:
+    def for_export(cls, metadata: ExportMetadata, *, chunk_seconds: float) -> ChunkPlan:
         """:meth:`from_seconds` with the segment geometry and limit of an export's ``metadata.json``."""
-        length = int(metadata["segment_length"])
-        return cls.from_seconds(chunk_seconds, sample_rate=int(metadata["sample_rate"]), segment_length=length,
-                                segment_hop=int(metadata.get("segment_hop") or length),
-                                max_samples=int(metadata["max_samples"]))
+        if not metadata.segment_length or metadata.max_samples is None:
+            raise ModelError(f"{metadata.path or 'metadata.json'}: segment_length or max_samples is missing")
+        return cls.from_seconds(chunk_seconds, sample_rate=metadata.sample_rate, segment_length=metadata.segment_length,
+                                segment_hop=metadata.segment_hop, max_samples=metadata.max_samples)
 
     @property
     def chunk_samples(self) -> int:

@@ -72,7 +72,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
-from beam_jobs.inference import InferenceFailure, SignatureModelHandler, read_metadata, require_signature
+from beam_jobs.inference import InferenceFailure, SignatureModelHandler, read_metadata
 from beam_jobs.options import (
     CatalogueJobOptions,
     InferenceJobOptions,
@@ -87,6 +87,7 @@ from tfaural import __version__, correlation
 from tfaural.cli import check_output_folder
 from tfaural.correlation import ATTRIBUTES, ConstantMap, FeatureRow, Moments, TableRow
 from tfaural.errors import ModelError, ParameterError, TfauralError
+from tfaural.formats import ExportMetadata
 from tfaural.signals import CHORD_TYPES, DEFAULT_KEYS, DEFAULT_TIMBRES, ModelSignal, SignalGrid, model_signals
 
 if __name__ == "__main__":
@@ -348,7 +349,12 @@ def correlate_group(element: tuple[_GroupKey, Iterable[_Member]]) -> tuple[tuple
 
 
 class MomentsCombineFn(beam.CombineFn):
-    """Merges :class:`~tfaural.correlation.Moments`.
+    """Merges :class:`~tfaural.correlation.Moments`, in the same order whatever order they arrive in.
+
+    Floating-point merging is not associative: merged as they arrive (an order the runner
+    chooses), the last digits of a mean or std changed from run to run. The accumulator keeps
+    the inputs (one per attribute group, or one per feature of a layer: a few hundred at most)
+    and :meth:`extract_output` merges them sorted, so a rerun writes the same bytes.
 
     Args:
         add_pairs: Sum the pair counts (merging groups); False keeps the largest (merging the
@@ -358,20 +364,21 @@ class MomentsCombineFn(beam.CombineFn):
     def __init__(self, *, add_pairs: bool) -> None:
         self._add_pairs = add_pairs
 
-    def create_accumulator(self) -> Moments:
-        return Moments()
+    def create_accumulator(self) -> list[Moments]:
+        return []
 
-    def add_input(self, accumulator: Moments, element: Moments) -> Moments:
-        return accumulator.merge(element, add_pairs=self._add_pairs)
-
-    def merge_accumulators(self, accumulators: Iterable[Moments]) -> Moments:
-        result = Moments()
-        for accumulator in accumulators:
-            result = result.merge(accumulator, add_pairs=self._add_pairs)
-        return result
-
-    def extract_output(self, accumulator: Moments) -> Moments:
+    def add_input(self, accumulator: list[Moments], element: Moments) -> list[Moments]:
+        accumulator.append(element)
         return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list[Moments]]) -> list[Moments]:
+        return [moments for accumulator in accumulators for moments in accumulator]
+
+    def extract_output(self, accumulator: list[Moments]) -> Moments:
+        result = Moments()
+        for moments in sorted(accumulator, key=dataclasses.astuple):
+            result = result.merge(moments, add_pairs=self._add_pairs)
+        return result
 
 
 def _feature_row(element: tuple[tuple[int, str, int], Moments]) -> FeatureRow:
@@ -428,7 +435,7 @@ def build_pipeline(
     pipeline: beam.Pipeline,
     signals: Sequence[ModelSignal],
     settings: Settings,
-    metadata: dict[str, Any],
+    metadata: ExportMetadata,
     *,
     summary: dict[str, Any],
     intra_op_threads: int | None = None,
@@ -495,29 +502,27 @@ def build_pipeline(
     )
 
 
-def _widths(metadata: dict[str, Any]) -> dict[int, int]:
-    return {int(layer): int(metadata["features_per_layer"][str(layer)]) for layer in metadata["deconvolvable_layers"]}
+def _widths(metadata: ExportMetadata) -> dict[int, int]:
+    return {layer: metadata.features_per_layer[layer] for layer in metadata.deconvolvable_layers}
 
 
-def _features_per_call(metadata: dict[str, Any], widths: dict[int, int], *, samples: int) -> dict[int, int]:
+def _features_per_call(metadata: ExportMetadata, widths: dict[int, int], *, samples: int) -> dict[int, int]:
     """Per layer: the features one ``deconvolve`` call asks for (the export's per-call budget)."""
     return {layer: correlation.features_per_call(metadata, n_features=width, samples=samples)
             for layer, width in widths.items()}
 
 
-def _layer_names(metadata: dict[str, Any]) -> dict[int, str] | None:
+def _layer_names(metadata: ExportMetadata) -> dict[int, str] | None:
     """Level -> the model's layer name (``metadata.json``'s ``layer_names``, e.g. musicnn's pool1..pool5)."""
-    names = metadata.get("layer_names")
-    return {int(level): str(name) for level, name in names.items()} if isinstance(names, dict) else None
+    return dict(metadata.layer_names) if metadata.layer_names is not None else None
 
 
-def _title(metadata: dict[str, Any]) -> str:
-    labels = metadata.get("labels") or []
-    pretrained = ((metadata.get("run_extra") or {}).get("pretrained") or {}).get("name")
-    if pretrained:  # an imported tagger: its name says more than four of its 50 tags
-        what = f"{pretrained} ({len(labels)} tags)"
+def _title(metadata: ExportMetadata) -> str:
+    labels = metadata.labels
+    if metadata.pretrained:  # an imported tagger: its name says more than four of its 50 tags
+        what = f"{metadata.pretrained} ({len(labels)} tags)"
     else:
-        what = f"{metadata.get('family', 'model')} model" + (f" ({', '.join(labels[:4])})" if labels else "")
+        what = f"{metadata.family} model" + (f" ({', '.join(labels[:4])})" if labels else "")
     return f"Average correlation of every pair in each layer\n{what}; error bars: ±1 std"
 
 
@@ -537,11 +542,11 @@ def _prepare_output(settings: Settings) -> None:
         os.makedirs(settings.output, exist_ok=True)
 
 
-def _check_signals(signals: Sequence[ModelSignal], metadata: dict[str, Any], settings: Settings) -> None:
+def _check_signals(signals: Sequence[ModelSignal], metadata: ExportMetadata, settings: Settings) -> None:
     n = int(np.shape(signals[0].audio)[-1])
-    rate = int(metadata["sample_rate"])
-    shortest = int(metadata.get("segment_length") or 1)
-    longest = int(metadata.get("max_deconv_samples") or n)
+    rate = metadata.sample_rate
+    shortest = metadata.segment_length or 1
+    longest = metadata.max_deconv_samples or n
     if not shortest <= n <= longest:
         raise ParameterError(
             f"--signal-seconds {settings.grid.duration}: the signals have {n} samples but the export's deconvolve "
@@ -590,11 +595,11 @@ def run(
     check_runner(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     metadata = read_metadata(settings.model)
-    require_signature(metadata, "deconvolve", export_dir=settings.model)
+    metadata.signature("deconvolve", export_dir=settings.model)
     _prepare_output(settings)
 
     render_start = time.perf_counter()
-    rendered = model_signals(settings.grid, sample_rate=int(metadata["sample_rate"]), soundfont=settings.soundfont,
+    rendered = model_signals(settings.grid, sample_rate=metadata.sample_rate, soundfont=settings.soundfont,
                              cache_dir=settings.signals_dir)
     render_seconds = time.perf_counter() - render_start
     signals = [s for s in rendered if correlation.analysable(s.attributes())]
@@ -608,21 +613,22 @@ def run(
 
     grid = dataclasses.asdict(settings.grid)
     summary: dict[str, Any] = {
-        "grid": {**grid, "sample_rate": int(metadata["sample_rate"]), "n_signals": len(signals)},
+        "grid": {**grid, "sample_rate": metadata.sample_rate, "n_signals": len(signals)},
         "signal_ids": [s.signal_id for s in signals],
         "model": {
             "export_dir": settings.model,
-            **{key: metadata.get(key) for key in ("family", "sample_rate", "labels", "run_id", "stft", "mel",
-                                                  "input_scaling", "deconvolvable_layers", "features_per_layer",
-                                                  "layer_names", "max_deconv_feature_samples")},
-            "pretrained": ((metadata.get("run_extra") or {}).get("pretrained") or {}).get("name"),
+            # these fields as the export's metadata.json spells them (a summary reader needs no tfaural)
+            **{key: metadata.data.get(key) for key in ("family", "sample_rate", "labels", "run_id", "stft", "mel",
+                                                       "input_scaling", "deconvolvable_layers", "features_per_layer",
+                                                       "layer_names", "max_deconv_feature_samples")},
+            "pretrained": metadata.pretrained,
         },
         "features_per_call": {str(layer): n for layer, n in _features_per_call(
             metadata, _widths(metadata), samples=int(np.shape(signals[0].audio)[-1])).items()},
         "created_by": f"beam_jobs.correlation (tfaural {__version__})",
         "timings_seconds": {"render_signals": round(render_seconds, 3)},
     }
-    logger.info("correlation: %d signals x %d layers -> %s", len(signals), len(metadata["deconvolvable_layers"]),
+    logger.info("correlation: %d signals x %d layers -> %s", len(signals), len(metadata.deconvolvable_layers),
                 settings.output)
     beam_io.write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(signals))
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)

@@ -106,6 +106,7 @@ from beam_jobs.options import (
     parse_job_args,
 )
 from tfaural.errors import DataError, ParameterError
+from tfaural.formats import ExportMetadata
 
 __all__ = [
     "FORMATS",
@@ -136,14 +137,14 @@ SHARD_PREFIX = "features"
 _RESERVED = (MANIFEST_FILENAME, JOB_FILENAME)
 
 
-def feature_layout(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+def feature_layout(metadata: ExportMetadata) -> list[dict[str, Any]]:
     """Where each pooled level sits in the ``features`` vector.
 
     Returns:
         ``[{"name": "level1_max", "layer": "pool8", "offset": 0, "size": 512}, ...]`` in vector order.
     """
     layout, offset = [], 0
-    for level in metadata["feature_levels"]:
+    for level in metadata.feature_levels:
         for pool in ("max", "mean"):
             size = int(level["channels"])
             layout.append({"name": f"{level['name']}_{pool}", "layer": level["layer"], "offset": offset, "size": size})
@@ -312,7 +313,7 @@ class PrepareTrack(beam.DoFn):
         yield from stream_examples(track, s.plan, per_segment=s.per_segment)
 
 
-def max_columns(metadata: dict[str, Any]) -> np.ndarray:
+def max_columns(metadata: ExportMetadata) -> np.ndarray:
     """bool ``[D]``: which entries of a ``features`` vector are maxima (the others are means)."""
     layout = feature_layout(metadata)
     mask = np.zeros(sum(entry["size"] for entry in layout), bool)
@@ -369,7 +370,8 @@ def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_se
             if per_segment and r.segment_features is not None:
                 feature["segment_features"] = tf.train.Feature(
                     float_list=tf.train.FloatList(value=r.segment_features.ravel().tolist()))
-            examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            examples.append(example.SerializeToString(deterministic=True))  # the same bytes on every run
         return examples
     if fmt == "parquet":
         import pyarrow as pa

@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -52,6 +51,7 @@ from beam_jobs.model_process import (
     tf_error_reason,
 )
 from tfaural.errors import ModelError
+from tfaural.formats import ExportMetadata, read_export_metadata
 
 __all__ = [
     "SignatureModelHandler",
@@ -59,8 +59,6 @@ __all__ = [
     "LoadedSignature",
     "SignatureCallError",
     "read_metadata",
-    "metadata_path",
-    "require_signature",
     "tf_error_reason",
 ]
 
@@ -86,53 +84,24 @@ def _restore_memory_metrics() -> None:
 
 _restore_memory_metrics()
 
-METADATA = "assets/metadata.json"
 _BATCHED_BY_NAME = frozenset({"waveform", "wav"})
 
 
-def metadata_path(export_dir: str) -> str:
-    """The ``assets/metadata.json`` of an export version directory (local path or URI)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.join(export_dir.rstrip("/"), "assets", "metadata.json")  # type: ignore[no-any-return]
-
-
-def read_metadata(export_dir: str) -> dict[str, Any]:
-    """Reads an export's ``assets/metadata.json`` (local or Beam filesystem path).
+def read_metadata(export_dir: str) -> ExportMetadata:
+    """Reads an export's ``assets/metadata.json`` from any Beam filesystem (local path or URI).
 
     Raises:
         ModelError: If the directory is not a tfaural export or the file is not valid JSON.
     """
     from apache_beam.io.filesystems import FileSystems
 
-    path = metadata_path(export_dir)
-    if not FileSystems.exists(path):
-        raise ModelError(
-            f"{export_dir!r} is not a tfaural SavedModel export: {METADATA} is missing "
-            "(pass the version directory, e.g. EXPORT_BASE/1, written by `python -m export`)"
-        )
-    with FileSystems.open(path) as handle:
-        text = handle.read().decode("utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ModelError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict) or "sample_rate" not in data:
-        raise ModelError(f"{path}: not a tfaural metadata file (no sample_rate)")
-    return data
+    def read(path: str) -> bytes:
+        if not FileSystems.exists(path):
+            raise FileNotFoundError(path)
+        with FileSystems.open(path) as handle:
+            return handle.read()  # type: ignore[no-any-return]
 
-
-def require_signature(metadata: dict[str, Any], signature: str, *, export_dir: str) -> dict[str, Any]:
-    """The metadata entry of ``signature``.
-
-    Raises:
-        ModelError: If the export has no such signature (e.g. ``auralise`` of a mel-frame model).
-    """
-    signatures = metadata.get("signatures") or {}
-    if signature not in signatures:
-        raise ModelError(f"the export {export_dir!r} ({metadata.get('family', '?')} model) has no signature "
-                         f"{signature!r}; it has {sorted(signatures)}")
-    return signatures[signature]  # type: ignore[no-any-return]
+    return read_export_metadata(export_dir, read_bytes=read)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,9 +236,8 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         """
         if self.model_server is not None:  # connects on the first call: decoding need not wait for the model
             try:
-                names: tuple[str, ...] | None = tuple(read_metadata(self.export_dir)["signatures"][self.signature]
-                                                      ["inputs"])
-            except (ModelError, KeyError, TypeError, OSError):
+                names = read_metadata(self.export_dir).input_names(self.signature)
+            except ModelError:
                 names = None
             remote = RemoteSignature(self.model_server, input_names=names)
             remote.batched = self._batched_inputs(remote.input_names)
@@ -287,10 +255,10 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
     def _batched_inputs(self, input_names: Sequence[str]) -> frozenset[str]:
         """Inputs with a batch axis, from ``metadata.json`` (fallback: ``waveform`` and ``wav``)."""
         try:
-            specs = read_metadata(self.export_dir)["signatures"][self.signature]["inputs"]
-            return frozenset(name for name, spec in specs.items() if list(spec.get("shape", []))[:1] == ["batch"])
-        except (ModelError, KeyError, TypeError, OSError):
-            return frozenset(name for name in input_names if name in _BATCHED_BY_NAME)
+            batched = read_metadata(self.export_dir).batched_inputs(self.signature)
+        except ModelError:
+            batched = None
+        return batched if batched is not None else frozenset(name for name in input_names if name in _BATCHED_BY_NAME)
 
     # ----------------------------------------------------------------- inference
 

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import importlib.abc
 import importlib.machinery
-import json
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ import numpy as np
 
 from beam_jobs.scratch import PREFIX
 from tfaural.errors import ModelError
+from tfaural.formats import ExportMetadata, read_export_metadata
 
 __all__ = [
     "SignatureCallError",
@@ -183,15 +183,30 @@ def _join(base: str, relative: str) -> str:
     return base.rstrip("/") + "/" + relative
 
 
+def _gfile_metadata(export_dir: str) -> ExportMetadata:
+    """The export's ``metadata.json``, read with ``tf.io.gfile`` (any filesystem TensorFlow reads)."""
+    import tensorflow as tf
+
+    def read(path: str) -> bytes:
+        try:
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                return handle.read()  # type: ignore[no-any-return]
+        except tf.errors.NotFoundError:
+            raise FileNotFoundError(path) from None
+        except tf.errors.OpError as err:
+            raise OSError(f"{path}: {err.message}") from None
+
+    return read_export_metadata(export_dir, read_bytes=read)
+
+
 def signature_savedmodel(export_dir: str, signature: str) -> str:
     """The SavedModel to load for ``signature``: its own (``metadata.json``: ``signature_savedmodels``)
     if the export has one, else the export itself. Reads the export with ``tf.io.gfile`` (local or remote)."""
     import tensorflow as tf
 
     try:
-        with tf.io.gfile.GFile(_join(export_dir, "assets/metadata.json"), "r") as handle:
-            relative = (json.load(handle).get("signature_savedmodels") or {}).get(signature)
-    except (OSError, ValueError, tf.errors.OpError):
+        relative = _gfile_metadata(export_dir).signature_savedmodels.get(signature)
+    except ModelError:
         return export_dir  # loading the export reports what is wrong with it
     if relative and tf.io.gfile.exists(_join(export_dir, f"{relative}/saved_model.pb")):
         return _join(export_dir, relative)
@@ -261,10 +276,7 @@ def _warm_up(loaded: LoadedSignature, export_dir: str, signature: str) -> None:
     """One call on a segment of silence: TensorFlow optimises the function's graph on its first call."""
     if signature not in _WAVEFORM_SIGNATURES or loaded.input_names != ("waveform",):
         return
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(_join(export_dir, "assets/metadata.json"), "r") as handle:
-        length = int(json.load(handle)["segment_length"])
+    length = _gfile_metadata(export_dir).segment_length
     try:
         loaded.call({"waveform": np.zeros((1, length), np.float32)})
     except SignatureCallError as err:  # not fatal: the real calls will report it
@@ -578,10 +590,9 @@ def prestart(argv: Sequence[str], *, signature: str) -> None:
         return
     export_dir = args.model.rstrip("/")
     try:
-        with open(os.path.join(export_dir, "assets", "metadata.json"), encoding="utf-8") as handle:
-            if signature not in (json.load(handle).get("signatures") or {}):
-                return
-    except (OSError, ValueError):
+        if signature not in read_export_metadata(export_dir).signatures:
+            return
+    except ModelError:
         return
     _PRESTARTED = ModelProcess(export_dir, signature)
 

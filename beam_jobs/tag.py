@@ -151,9 +151,9 @@ class Settings:
         """
         common = InferenceSettings.from_options(options, signature=SIGNATURE, default_batch_size=8)
         meta = common.metadata
-        labels = tuple(meta["labels"])
+        labels = meta.labels
         top_k = options.view_as(TagOptions).top_k
-        top_k = int(meta.get("top_k", 5)) if top_k is None else top_k
+        top_k = meta.top_k if top_k is None else top_k
         if not 1 <= top_k <= len(labels):
             raise ParameterError(f"--top-k {top_k} is invalid: the model has {len(labels)} labels")
         plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds)

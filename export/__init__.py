@@ -10,7 +10,8 @@ TensorFlow program use it without tfaural installed. See ``docs/serving.md``.
 Example:
     >>> import export
     >>> version_dir = export.export_run("runs/choi", "exports/choi")   # exports/choi/1
-    >>> export.read_metadata(version_dir)["labels"]
+    >>> from tfaural.formats import read_export_metadata
+    >>> read_export_metadata(version_dir).labels
 
 Command line: ``python -m export --run RUN_DIR --output EXPORT_BASE`` and
 ``python -m export.verify EXPORT_DIR``.
@@ -31,7 +32,6 @@ quiet_command_line_startup()  # python -m export...: no TensorFlow start-up line
 if TYPE_CHECKING:
     from export.budget import WorkBudget
     from export.exporter import build_module, existing_versions, export_model, export_run, next_version
-    from export.metadata import read_metadata
     from export.module import ServingModule
     from export.verify import check_ops, verify_export
 
@@ -41,7 +41,6 @@ __all__ = [
     "build_module",
     "existing_versions",
     "next_version",
-    "read_metadata",
     "verify_export",
     "check_ops",
     "ServingModule",
@@ -54,7 +53,6 @@ _LOCATIONS = {
     "build_module": "export.exporter",
     "existing_versions": "export.exporter",
     "next_version": "export.exporter",
-    "read_metadata": "export.metadata",
     "verify_export": "export.verify",
     "check_ops": "export.verify",
     "ServingModule": "export.module",

@@ -9,23 +9,20 @@ tfaural: model family and config, sample rate, segment length, STFT settings,
 input scaling, label names, limits and per-call budgets (:mod:`export.budget`),
 deconvolvable layers and the signatures' input and output specs.
 
-Example:
-    >>> meta = read_metadata("exports/choi/1")
-    >>> meta["sample_rate"], meta["segment_length"], meta["labels"][:2]
-    (11025, 44100, ['classical', 'jazz'])
+Reading it is :func:`tfaural.formats.read_export_metadata`'s job (one reader for every consumer).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 from typing import Any
 
 from export.budget import WorkBudget
 from tfaural.config import ChoiConfig, Config, MusicnnConfig, SampleCNNConfig, model_config_to_dict
 from tfaural.errors import ExportError
+from tfaural.formats import EXPORT_LABELS_FILE, EXPORT_METADATA_FILE, export_metadata_text
 from tfaural.run import RunInfo
 
 __all__ = [
@@ -42,15 +39,14 @@ __all__ = [
     "MAX_TOP_TAGS",
     "build_metadata",
     "write_metadata_files",
-    "read_metadata",
 ]
 
 #: Version of the metadata.json layout (bumped on incompatible changes; 2: per-call budgets,
 #: max_deconv_samples counts the whole batch, unknown-rank layer/features/mode checked in-graph).
 FORMAT_VERSION = 2
-#: Paths inside an export version directory.
-METADATA_FILE = os.path.join("assets", "metadata.json")
-LABELS_FILE = os.path.join("assets", "labels.txt")
+#: Paths inside an export version directory (the format's owner is :mod:`tfaural.formats`).
+METADATA_FILE = EXPORT_METADATA_FILE
+LABELS_FILE = EXPORT_LABELS_FILE
 #: ``labels`` output width: the names of the ``min(TOP_K, n_labels)`` best scores.
 TOP_K = 5
 
@@ -331,23 +327,5 @@ def write_metadata_files(directory: str, metadata: dict[str, Any]) -> tuple[str,
         handle.writelines(f"{label}\n" for label in metadata["labels"])
     metadata_path = os.path.join(directory, os.path.basename(METADATA_FILE))
     with open(metadata_path, "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+        handle.write(export_metadata_text(metadata))
     return labels_path, metadata_path
-
-
-def read_metadata(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Reads ``EXPORT_DIR/assets/metadata.json`` (``export_dir`` is one version directory).
-
-    Raises:
-        ExportError: If the file is missing or not valid JSON.
-    """
-    path = os.path.join(os.fspath(export_dir), METADATA_FILE)
-    if not os.path.isfile(path):
-        raise ExportError(f"{os.fspath(export_dir)!r} is not a tfaural export: {METADATA_FILE} is missing")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data: dict[str, Any] = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise ExportError(f"{path}: not valid JSON ({err})") from None
-    return data

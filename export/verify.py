@@ -324,6 +324,8 @@ def _check_signature_savedmodels(export_dir: str, reference: Mapping[str, Any]) 
     """Loads each one-signature SavedModel listed in ``metadata.json`` and checks its signature."""
     import tensorflow as tf
 
+    # This runs in the isolated child, which must load the export without tfaural (so not through
+    # tfaural.formats): one key, read as any TensorFlow user without our package would.
     with open(os.path.join(export_dir, "assets", "metadata.json"), encoding="utf-8") as handle:
         paths = json.load(handle).get("signature_savedmodels") or {}
     results: dict[str, Any] = {}
@@ -396,9 +398,8 @@ def saved_model_cli_signatures(export_dir: str, *, timeout: float = 300.0) -> di
         _stop(process)
 
 
-def _cli_problems(listed: Mapping[str, Mapping[str, Mapping[str, str]]], metadata: Mapping[str, Any]) -> list[str]:
+def _cli_problems(listed: Mapping[str, Mapping[str, Mapping[str, str]]], documented: Mapping[str, Any]) -> list[str]:
     problems = []
-    documented = metadata["signatures"]
     shown = {name for name in listed if not name.startswith("__")}
     if shown != set(documented):
         problems.append(f"saved_model_cli lists signatures {sorted(shown)}; metadata documents {sorted(documented)}")
@@ -505,11 +506,11 @@ def verify_export(
         ExportError: If any check fails (the message lists every problem).
     """
     from export.cleanup import remove_stale_temp_dirs, temp_prefix
-    from export.metadata import read_metadata
+    from tfaural.formats import read_export_metadata
 
     remove_stale_temp_dirs()  # the scratch folders of verifications that were killed
     export_dir = os.path.abspath(export_dir)
-    metadata = read_metadata(export_dir)
+    metadata = read_export_metadata(export_dir)
     with tempfile.TemporaryDirectory(prefix=temp_prefix("verify")) as scratch:
         if reference is None:
             reference_path = os.path.join(export_dir, REFERENCE_FILE)
@@ -533,12 +534,12 @@ def verify_export(
             for process in processes:
                 _stop(process)
     problems = _failures(report)
-    missing = sorted(set(metadata["signatures"]) - set(report["signatures"]))
+    missing = sorted(set(metadata.signatures) - set(report["signatures"]))
     if missing:
         problems.append(f"no reference outputs for signatures {missing}")
     if listed is not None:
         report["saved_model_cli"] = listed
-        problems += _cli_problems(listed, metadata)
+        problems += _cli_problems(listed, metadata.signatures)
     report["ok"] = not problems
     report["problems"] = problems
     if problems:
@@ -548,21 +549,22 @@ def verify_export(
 
 def _reference_from_run(export_dir: str, run_dir: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Recomputes the reference outputs with the run's Keras model on the stored inputs."""
-    from export.metadata import read_metadata
+    from export.budget import budget_for
     from export.module import ServingModule
+    from tfaural.formats import read_export_metadata
     from tfaural.run import load_run
 
-    metadata = read_metadata(export_dir)
+    metadata = read_export_metadata(export_dir)
     model, info = load_run(run_dir)
-    from export.budget import budget_for
-
     budget = budget_for(
-        metadata["family"], max_request_seconds=metadata.get("max_request_seconds"),
-        max_deconv_feature_seconds=metadata.get("max_deconv_feature_seconds"),
-        deconv_chunk_elements=metadata.get("deconv_chunk_elements"),
+        metadata.family, max_request_seconds=metadata.max_request_seconds,
+        max_deconv_feature_seconds=metadata.max_deconv_feature_seconds,
+        deconv_chunk_elements=metadata.deconv_chunk_elements,
     )
+    if metadata.max_seconds is None or metadata.max_deconv_seconds is None:
+        raise _export_error(f"{metadata.path}: max_seconds or max_deconv_seconds is missing")
     module = ServingModule(
-        model, info, max_seconds=metadata["max_seconds"], max_deconv_seconds=metadata["max_deconv_seconds"],
+        model, info, max_seconds=metadata.max_seconds, max_deconv_seconds=metadata.max_deconv_seconds,
         budget=budget,
     )
     stored = load_reference(os.path.join(export_dir, REFERENCE_FILE))

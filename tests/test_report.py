@@ -36,6 +36,7 @@ from report_testing import (
 
 from tfaural import audio
 from tfaural.errors import DataError, ParameterError
+from tfaural.formats import ExportMetadata
 from tfaural.report import (
     CACHE_FILE,
     ThumbnailSettings,
@@ -241,8 +242,8 @@ def test_thumbnails_share_a_scale_per_layer_and_are_reused(tmp_path: pathlib.Pat
     top = scales["layer1"].pop()[1]
     t = np.arange(RATE) / RATE
     square = np.sign(np.sin(2 * np.pi * 256 * t + 0.1)).astype(np.float32) * 0.999
-    louder = float(spectrogram_image(square[np.newaxis], thumbnail_settings(json.loads(
-        (out / "job.json").read_text())["metadata"]))[0].max())
+    louder = float(spectrogram_image(square[np.newaxis], thumbnail_settings(ExportMetadata.from_dict(
+        json.loads((out / "job.json").read_text())["metadata"])))[0].max())
     assert louder > top, "test precondition: the square wave must exceed the layer's colour-scale top"
     audio.write(out / "rock.00003" / "layer1" / "feature2.wav", square, sample_rate=RATE)
     write_report(out, progress=False)
@@ -315,9 +316,11 @@ def test_files_are_readable_by_a_web_server_and_low_rates_are_flagged(tmp_path: 
 
 
 def test_thumbnail_settings_follow_the_model() -> None:
-    assert thumbnail_settings({"stft": {"n_fft": 512, "hop_length": 256}}) == ThumbnailSettings(512, 256)
-    waveform = thumbnail_settings({"sample_rate": 22050, "stft": None})
+    spectral = ExportMetadata.from_dict({"sample_rate": 16000, "stft": {"n_fft": 512, "hop_length": 256}})
+    assert thumbnail_settings(spectral) == ThumbnailSettings(512, 256)
+    waveform = thumbnail_settings(ExportMetadata.from_dict({"sample_rate": 22050, "stft": None}))
     assert (waveform.n_fft, waveform.hop_length) == (1024, 256)
+    assert thumbnail_settings(None) == waveform  # no model card: 22,050 Hz assumed
     with pytest.raises(ParameterError, match="dynamic_range_db"):
         ThumbnailSettings(dynamic_range_db=0)
 
@@ -352,16 +355,17 @@ def test_track_list_and_feature_pages_paginate(tmp_path: pathlib.Path) -> None:
 
 
 def test_small_formatters() -> None:
-    from tfaural.report import _describe_failure, _describe_features, _page_numbers, _ranges, _url
+    from tfaural.formats import ManifestRow
+    from tfaural.report import _describe_features, _page_numbers, _ranges, _url
 
     assert _page_numbers(1, 3) == [1, 2, 3]
     assert _page_numbers(10, 20) == [1, None, 7, 8, 9, 10, 11, 12, 13, None, 20]
     assert _ranges([7, 0, 1, 2, 3, 9, 10]) == "0–3, 7, 9–10"
     assert _describe_features({"1": [0, 1], "2": [0, 1, 5]}) == "layer 1: 0–1; layer 2: 0–1, 5"
     assert _describe_features(None) == "all"
-    assert _describe_failure({"error": "too short", "error_type": "EmptyAudioError", "stage": "decode"}) == (
-        "EmptyAudioError (decode): too short")
-    assert _describe_failure({"status": "failed"}) == "status 'failed'"
+    failed = ManifestRow("a.wav", "a", "a", "failed", error="too short", error_type="EmptyAudioError", stage="decode")
+    assert failed.describe_failure() == "EmptyAudioError (decode): too short"
+    assert ManifestRow("a.wav", "a", "a", "failed").describe_failure() == "status 'failed'"
     assert _url("/a/b c/ü#1.wav", "/a/report/tracks") == "../../b%20c/%C3%BC%231.wav"
     assert _url("/a/x:y.html", "/a") == "x%3Ay.html"  # never read as a URL scheme
 

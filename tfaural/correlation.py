@@ -56,6 +56,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tfaural.errors import ModelError, ParameterError
+from tfaural.formats import ExportMetadata, read_export_metadata
 
 __all__ = [
     "ATTRIBUTES",
@@ -200,7 +201,7 @@ class ModelDeconvolver:
         return np.asarray(self._functions[layer](tf.constant(waveforms, tf.float32)))
 
 
-def features_per_call(metadata: Mapping[str, Any], *, n_features: int, samples: int, batch: int = 1) -> int:
+def features_per_call(metadata: ExportMetadata, *, n_features: int, samples: int, batch: int = 1) -> int:
     """How many features of one layer an export's ``deconvolve`` call may ask for.
 
     An export states ``max_deconv_feature_samples`` (features × batch × samples of one call;
@@ -220,12 +221,12 @@ def features_per_call(metadata: Mapping[str, Any], *, n_features: int, samples: 
     Raises:
         ParameterError: If not even one feature of ``batch`` clips of ``samples`` fits the budget.
     """
-    limit = metadata.get("max_deconv_feature_samples")
+    limit = metadata.max_deconv_feature_samples
     if limit is None:
         return n_features
-    fits = int(limit) // max(1, samples * batch)
+    fits = limit // max(1, samples * batch)
     if fits < 1:
-        rate = int(metadata.get("sample_rate") or 1)
+        rate = metadata.sample_rate
         raise ParameterError(
             f"{batch} clip(s) of {samples} samples ({samples / rate:g} s at {rate} Hz) exceed the export's "
             f"deconvolution budget of {int(limit)} feature-samples per call even for one feature: use shorter clips"
@@ -250,14 +251,10 @@ class ExportDeconvolver:
         import tensorflow as tf
 
         self.export_dir = os.fspath(export_dir)
-        path = os.path.join(self.export_dir, "assets", "metadata.json")
-        if not os.path.isfile(path):
-            raise ModelError(f"{self.export_dir!r} is not a tfaural SavedModel export: assets/metadata.json is missing")
-        with open(path, encoding="utf-8") as handle:
-            self.metadata: dict[str, Any] = json.load(handle)
-        self.levels = tuple(int(level) for level in self.metadata["deconvolvable_layers"])
-        self.sample_rate = int(self.metadata["sample_rate"])
-        self._widths = {int(k): int(v) for k, v in self.metadata["features_per_layer"].items()}
+        self.metadata = read_export_metadata(self.export_dir)
+        self.levels = self.metadata.deconvolvable_layers
+        self.sample_rate = self.metadata.sample_rate
+        self._widths = dict(self.metadata.features_per_layer)
         loaded = tf.saved_model.load(self.export_dir)
         if "deconvolve" not in loaded.signatures:
             raise ModelError(f"{self.export_dir!r} has no 'deconvolve' signature; it has {sorted(loaded.signatures)}")

@@ -63,7 +63,19 @@ import numpy as np
 from tfaural import files
 from tfaural._version import __version__
 from tfaural.cli import add_verbose_flag, check_output_folder
-from tfaural.errors import DataError, ParameterError, TfauralError
+from tfaural.errors import DataError, ModelError, ParameterError, TfauralError
+from tfaural.formats import (
+    JOB_FILE,
+    MANIFEST_FILE,
+    OK,
+    TRACK_FILE,
+    ExportMetadata,
+    JobRecord,
+    finite_or_none,
+    parse_job_record,
+    parse_manifest,
+    parse_track_record,
+)
 
 __all__ = [
     "DEFAULT_TRACKS_PER_PAGE",
@@ -194,15 +206,21 @@ class AuraliseOutput:
     """
 
     directory: str
-    job: Mapping[str, Any]
+    job: JobRecord | None
     tracks: tuple[TrackOutput, ...]
     failed: tuple[FailedTrack, ...]
 
-    @property
-    def metadata(self) -> Mapping[str, Any]:
-        """The export's ``metadata.json`` as recorded in ``job.json`` (``{}`` if absent)."""
-        value = self.job.get("metadata")
-        return value if isinstance(value, Mapping) else {}
+    @functools.cached_property
+    def metadata(self) -> ExportMetadata | None:
+        """The export's ``metadata.json`` as recorded in ``job.json`` (``None`` if absent or not readable)."""
+        if self.job is None or self.job.metadata is None:
+            return None
+        try:
+            return ExportMetadata.from_dict(self.job.metadata,
+                                            path=os.path.join(self.directory, JOB_FILE) + " (metadata)")
+        except ModelError as err:
+            logger.warning("%s; the report shows no model card", err)
+            return None
 
     def layers(self) -> list[int]:
         """Every layer auralised for at least one track, ascending."""
@@ -239,30 +257,14 @@ def _read_json(path: str) -> Any:
         raise DataError(f"{path}: cannot be read ({err.strerror})") from None
 
 
-def _read_manifest(path: str) -> list[dict[str, Any]]:
-    entries = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {number}: not valid JSON ({err})") from None
-            if not isinstance(entry, dict):
-                raise DataError(f"{path}, line {number}: expected a JSON object, got {type(entry).__name__}")
-            entries.append(entry)
-    return entries
-
-
-def _optional_float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
+def _read_text(path: str) -> str:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
 
 
 def _inside(path: str, root: str) -> bool:
@@ -298,82 +300,36 @@ def _read_track(directory: str, folder: str, problems: list[str]) -> TrackOutput
     """Reads ``directory/folder/track.json``; files it names outside ``directory`` are left out and described
     in ``problems``."""
     track_dir = os.path.join(directory, folder)
-    path = os.path.join(track_dir, "track.json")
+    path = os.path.join(track_dir, TRACK_FILE)
     existing = functools.partial(_existing_file, root=directory, problems=problems)
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    layers_data = data.get("layers") or {}
-    if not isinstance(layers_data, dict):
-        raise DataError(f"{path}: 'layers' must map layer numbers to lists of features")
-    layers: dict[int, tuple[FeatureOutput, ...]] = {}
-    for key, items in layers_data.items():
-        try:
-            layer = int(key)
-            features = []
-            for item in items:
-                feature = int(item["feature"])
-                features.append(
-                    FeatureOutput(
-                        layer=layer,
-                        feature=feature,
-                        audio=existing(track_dir, item.get("file"), what=f"audio of feature {layer}-{feature}",
-                                       required=True),
-                        spectrogram=existing(track_dir, item.get("spectrogram"),
-                                             what=f"spectrogram of feature {layer}-{feature}", required=True),
-                        activation=_optional_float(item.get("activation")),
-                        peak=_optional_float(item.get("peak")),
-                        silent=bool(item.get("silent", False)),
-                    )
-                )
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(
-                f"{path}: layer {key!r} is malformed ({type(err).__name__}: {err}); expected "
-                '{"<layer>": [{"feature": K, "file": "layer<L>/feature<K>.wav", ...}, ...]}'
-            ) from None
-        layers[layer] = tuple(sorted(features, key=lambda f: f.feature))
-    tags: list[tuple[str, float]] = []
-    attribution: dict[str, dict[int, tuple[tuple[int, float], ...]]] = {}
-    try:
-        for item in data.get("tags") or []:
-            tags.append((str(item["label"]), float(item["score"])))
-        for label, per_layer in (data.get("attribution") or {}).items():
-            attribution[str(label)] = {
-                int(layer): tuple((int(e["feature"]), float(e["contribution"])) for e in entries)
-                for layer, entries in sorted(per_layer.items(), key=lambda kv: int(kv[0]))
-            }
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise DataError(
-            f"{path}: 'tags' or 'attribution' is malformed ({type(err).__name__}: {err}); expected "
-            '[{"label": name, "score": s}, ...] and {"<label>": {"<layer>": [{"feature": K, "contribution": c}]}}'
-        ) from None
-    sample_rate = data.get("sample_rate")
+    record = parse_track_record(_read_text(path), path=path)
+    layers = {
+        layer: tuple(sorted((
+            FeatureOutput(
+                layer=layer, feature=item.feature,
+                audio=existing(track_dir, item.file, what=f"audio of feature {layer}-{item.feature}", required=True),
+                spectrogram=existing(track_dir, item.spectrogram,
+                                     what=f"spectrogram of feature {layer}-{item.feature}", required=True),
+                activation=item.activation, peak=item.peak, silent=item.silent,
+            ) for item in items), key=lambda f: f.feature))
+        for layer, items in sorted(record.layers.items())
+    }
+    attribution = {label: dict(sorted(per_layer.items())) for label, per_layer in (record.attribution or {}).items()}
     return TrackOutput(
-        track_id=str(data.get("track_id") or folder),
+        track_id=record.track_id or folder,
         folder=folder,
         directory=track_dir,
-        source=str(data.get("path") or ""),
-        sample_rate=int(sample_rate) if isinstance(sample_rate, (int, float)) and sample_rate > 0 else None,
-        offset_seconds=_optional_float(data.get("offset_seconds")),
-        clip_seconds=_optional_float(data.get("clip_seconds")),
-        original=existing(track_dir, data.get("original"), what="original excerpt", required=True),
-        original_spectrogram=existing(track_dir, data.get("original_spectrogram"),
+        source=record.path,
+        sample_rate=record.sample_rate,
+        offset_seconds=record.offset_seconds,
+        clip_seconds=record.clip_seconds,
+        original=existing(track_dir, record.original, what="original excerpt", required=True),
+        original_spectrogram=existing(track_dir, record.original_spectrogram,
                                       what="spectrogram of the original", required=True),
-        layers=dict(sorted(layers.items())),
-        tags=tuple(tags),
+        layers=layers,
+        tags=record.tags,
         attribution=attribution,
     )
-
-
-def _describe_failure(entry: Mapping[str, Any]) -> str:
-    """``"AudioDecodeError (decode): reason"`` from a failed manifest row."""
-    reason = str(entry.get("error") or f"status {entry.get('status')!r}")
-    kind = entry.get("error_type")
-    stage = entry.get("stage")
-    prefix = f"{kind} ({stage})" if kind and stage else str(kind or "")
-    if prefix and not reason.startswith(str(kind)):
-        return f"{prefix}: {reason}"
-    return reason
 
 
 def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
@@ -393,28 +349,25 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
             job such as ``beam_jobs.tag``), or a JSON file is malformed.
     """
     directory = _local_directory(directory, "auralisation output")
-    job_path = os.path.join(directory, "job.json")
-    manifest_path = os.path.join(directory, "manifest.jsonl")
-    job = _read_json(job_path) if os.path.isfile(job_path) else {}
-    if not isinstance(job, dict):
-        raise DataError(f"{job_path}: expected a JSON object, got {type(job).__name__}")
-    kind = job.get("job")
-    if kind is not None and kind != "auralise":
-        raise DataError(f"{directory} is the output of beam_jobs.{kind}, not an auralisation output (the report "
+    job_path = os.path.join(directory, JOB_FILE)
+    manifest_path = os.path.join(directory, MANIFEST_FILE)
+    job = parse_job_record(_read_text(job_path), path=job_path) if os.path.isfile(job_path) else None
+    if job is not None and job.job != "auralise":
+        raise DataError(f"{directory} is the output of beam_jobs.{job.job}, not an auralisation output (the report "
                         "shows what python -m beam_jobs.auralise wrote)")
-    manifest = _read_manifest(manifest_path) if os.path.isfile(manifest_path) else []
+    manifest = parse_manifest(_read_text(manifest_path), path=manifest_path) if os.path.isfile(manifest_path) else []
     problems: dict[str, list[str]] = {}
     tracks = [
         _read_track(directory, name, problems.setdefault(name, []))
         for name in sorted(os.listdir(directory))
-        if os.path.isfile(os.path.join(directory, name, "track.json"))
+        if os.path.isfile(os.path.join(directory, name, TRACK_FILE))
     ]
-    if not job and not manifest and not tracks:
+    if job is None and not manifest and not tracks:
         raise DataError(
             f"{directory} is not an auralisation output: it has no job.json, manifest.jsonl or */track.json "
             "(write one with python -m beam_jobs.auralise)"
         )
-    listed = [output for entry in manifest if entry.get("status") == "ok" for output in entry.get("outputs") or []]
+    listed = [output for entry in manifest if entry.status == OK for output in entry.outputs]
     if not tracks and listed and not any(str(output).endswith("/track.json") for output in listed):
         raise DataError(f"{directory} is not an auralisation output: its manifest.jsonl lists no track.json among "
                         "the outputs of its tracks (the report shows what python -m beam_jobs.auralise wrote)")
@@ -422,14 +375,11 @@ def load_auralise_output(directory: str | os.PathLike[str]) -> AuraliseOutput:
     have_folders = {track.folder for track in tracks}
     failed = []
     for entry in manifest:
-        track_id = str(entry.get("track_id") or entry.get("path") or "?")
-        path = str(entry.get("path") or "")
-        if entry.get("status") == "ok":
-            folder = entry.get("name")
-            if (folder not in have_folders) if folder else (track_id not in have_ids):
-                failed.append(FailedTrack(track_id, path, "listed as done but its track.json is missing"))
+        if entry.status == OK:
+            if (entry.name not in have_folders) if entry.name else (entry.track_id not in have_ids):
+                failed.append(FailedTrack(entry.track_id, entry.path, "listed as done but its track.json is missing"))
         else:
-            failed.append(FailedTrack(track_id, path, _describe_failure(entry)))
+            failed.append(FailedTrack(entry.track_id, entry.path, entry.describe_failure()))
     for track in tracks:
         failed += [FailedTrack(track.track_id, track.source, problem) for problem in problems.get(track.folder, [])]
     tracks.sort(key=lambda t: (t.track_id.casefold(), t.folder))
@@ -460,7 +410,7 @@ class CorrelationResults:
 
 
 def _row_order(row: Mapping[str, str]) -> tuple[float, str]:
-    layer = _optional_float(row.get("layer"))
+    layer = finite_or_none(row.get("layer"))
     return (layer if layer is not None else math.inf, str(row.get("attribute", "")))
 
 
@@ -533,18 +483,18 @@ class ThumbnailSettings:
         return dataclasses.asdict(self)
 
 
-def thumbnail_settings(metadata: Mapping[str, Any], *, dynamic_range_db: float = 80.0) -> ThumbnailSettings:
+def thumbnail_settings(metadata: ExportMetadata | None, *, dynamic_range_db: float = 80.0) -> ThumbnailSettings:
     """Thumbnail settings for a model: its own STFT, or ~46 ms frames for waveform models.
 
     Args:
-        metadata: The export's ``metadata.json`` (``sample_rate`` and ``stft`` are used).
+        metadata: The export's ``metadata.json`` (``sample_rate`` and ``stft`` are used; ``None``: unknown model).
         dynamic_range_db: Span of the colour scale in dB.
     """
-    stft = metadata.get("stft") if isinstance(metadata.get("stft"), Mapping) else None
+    stft = metadata.stft if metadata is not None else None
     n_fft = int(stft.get("n_fft") or 0) if stft else 0
     hop = int(stft.get("hop_length") or 0) if stft else 0
     if n_fft < 2:
-        sample_rate = int(metadata.get("sample_rate") or 22050)
+        sample_rate = metadata.sample_rate if metadata is not None else 22050
         n_fft = 2 ** max(3, round(math.log2(sample_rate * 0.046)))
         hop = 0
     return ThumbnailSettings(n_fft=n_fft, hop_length=hop if hop > 0 else max(1, n_fft // 4),
@@ -1063,7 +1013,7 @@ class _Site:
         self.n_track_pages = max(1, math.ceil(len(output.tracks) / tracks_per_page))
         self.created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         rates: set[Any] = {t.sample_rate for t in output.tracks if t.sample_rate}
-        rates = rates or {output.metadata.get("sample_rate")}
+        rates = rates or {output.metadata.sample_rate if output.metadata is not None else None}
         low = sorted(r for r in rates if isinstance(r, (int, float)) and r < BROWSER_MIN_SAMPLE_RATE)
         self.rate_note = ""
         if low:
@@ -1143,42 +1093,41 @@ class _Site:
 
     def model_card(self) -> str:
         meta = self.output.metadata
-        if not meta:
+        if meta is None:
             return (
                 '<section class="panel" id="model" aria-labelledby="model-heading">'
                 '<h2 id="model-heading">Model</h2><p class="muted">job.json records no model metadata.</p></section>'
             )
-        rate = meta.get("sample_rate")
-        rows: list[tuple[str, str]] = [("Family", _esc(meta.get("family", "—")))]
-        if meta.get("run_id"):
-            created = f" (created {_esc(meta['run_created'])})" if meta.get("run_created") else ""
-            rows.append(("Training run", f"<code>{_esc(meta['run_id'])}</code>{created}"))
-        if meta.get("task"):
-            rows.append(("Task", _esc(meta["task"])))
-        rows.append(("Sample rate", f"{_esc(rate)} Hz" if rate else "—"))
-        if isinstance(meta.get("stft"), Mapping):
-            rows.append(("STFT", _describe_stft(meta["stft"], rate)))
-        if meta.get("input_scaling") is not None:
-            rows.append(("Input scaling", _describe_scaling(meta["input_scaling"])))
-        if meta.get("segment_seconds"):
-            rows.append(("Input segment", f"{float(meta['segment_seconds']):.3g} s"))
-        labels = meta.get("labels") or []
-        if labels:
-            chips = "".join(f"<li>{_esc(label)}</li>" for label in labels)
-            rows.append((f"Labels ({len(labels)})", f'<ul class="labels">{chips}</ul>'))
-        features = meta.get("features_per_layer")
-        if isinstance(features, Mapping) and features:
-            rows.append(("Features per layer", _esc(", ".join(f"{k}: {v}" for k, v in features.items()))))
-        versions = [f"tfaural {meta['tfaural_version']}" if meta.get("tfaural_version") else "",
-                    f"TensorFlow {meta['tensorflow_version']}" if meta.get("tensorflow_version") else ""]
+        rate = meta.sample_rate
+        rows: list[tuple[str, str]] = [("Family", _esc(meta.family))]
+        if meta.run_id:
+            created = f" (created {_esc(meta.run_created)})" if meta.run_created else ""
+            rows.append(("Training run", f"<code>{_esc(meta.run_id)}</code>{created}"))
+        if meta.task:
+            rows.append(("Task", _esc(meta.task)))
+        rows.append(("Sample rate", f"{_esc(rate)} Hz"))
+        if meta.stft is not None:
+            rows.append(("STFT", _describe_stft(meta.stft, rate)))
+        if meta.input_scaling is not None:
+            rows.append(("Input scaling", _describe_scaling(meta.input_scaling)))
+        if meta.segment_seconds:
+            rows.append(("Input segment", f"{meta.segment_seconds:.3g} s"))
+        if meta.labels:
+            chips = "".join(f"<li>{_esc(label)}</li>" for label in meta.labels)
+            rows.append((f"Labels ({len(meta.labels)})", f'<ul class="labels">{chips}</ul>'))
+        if meta.features_per_layer:
+            rows.append(("Features per layer",
+                         _esc(", ".join(f"{k}: {v}" for k, v in meta.features_per_layer.items()))))
+        versions = [f"tfaural {meta.tfaural_version}" if meta.tfaural_version else "",
+                    f"TensorFlow {meta.tensorflow_version}" if meta.tensorflow_version else ""]
         if any(versions):
             rows.append(("Trained/exported with", _esc(", ".join(v for v in versions if v))))
         details = ""
-        if meta.get("model_config"):
-            details += f"<details><summary>Architecture (model_config)</summary>{_json_block(meta['model_config'])}"
+        if meta.model_config:
+            details += f"<details><summary>Architecture (model_config)</summary>{_json_block(meta.model_config)}"
             details += "</details>"
-        if meta.get("run_extra"):
-            details += f"<details><summary>Training details (run_extra)</summary>{_json_block(meta['run_extra'])}"
+        if meta.run_extra:
+            details += f"<details><summary>Training details (run_extra)</summary>{_json_block(meta.run_extra)}"
             details += "</details>"
         return (
             '<section class="panel" id="model" aria-labelledby="model-heading">'
@@ -1186,7 +1135,7 @@ class _Site:
         )
 
     def settings_card(self) -> str:
-        job = self.output.job
+        job = self.output.job.to_dict() if self.output.job is not None else {}
         labels = {
             "job": "Job", "model_dir": "Model export", "mode": "Auralisation mode", "layers": "Layers",
             "features": "Features", "offset_seconds": "Excerpt offset", "clip_seconds": "Excerpt length",
@@ -1207,7 +1156,7 @@ class _Site:
             elif key == "features":
                 text = _describe_features(value)
             elif key in ("offset_seconds", "clip_seconds"):
-                text = _esc(_seconds(_optional_float(value)))
+                text = _esc(_seconds(finite_or_none(value)))
             elif isinstance(value, bool):
                 text = "yes" if value else "no"
             elif isinstance(value, (Mapping, list)):
@@ -1300,7 +1249,7 @@ class _Site:
                 cells = []
                 for column in results.columns:
                     value = row.get(column, "")
-                    number = _optional_float(value)
+                    number = finite_or_none(value)
                     if column in ("layer", "attribute"):
                         cells.append(f"<td>{_esc(value)}</td>")
                     elif number is not None and column in ("mean", "std"):
@@ -1346,7 +1295,7 @@ class _Site:
 
     def write_index(self) -> None:
         meta = self.output.metadata
-        model = " ".join(str(v) for v in (meta.get("family"), meta.get("run_id")) if v)
+        model = " ".join(str(v) for v in ((meta.family, meta.run_id) if meta is not None else ()) if v)
         layers = f"layers {self.layers[0]}–{self.layers[-1]}" if self.layers else "no layers"
         lede = (
             f"Listen to what {('the ' + model + ' model') if model else 'the model'} has learnt: "
@@ -1443,7 +1392,7 @@ class _Site:
         path = self.track_page(track)
         page_dir = os.path.dirname(path)
         image, external = self.visual(track.original, track.original_spectrogram)
-        rate = track.sample_rate or self.output.metadata.get("sample_rate")
+        rate = track.sample_rate or (self.output.metadata.sample_rate if self.output.metadata is not None else None)
         duration = track.clip_seconds
         caption = "Spectrogram of the original excerpt (time →, frequency ↑"
         caption += f", 0–{rate / 2:g} Hz" if isinstance(rate, (int, float)) else ""

@@ -31,6 +31,7 @@ from tfaural import correlation, signals
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.correlation import ATTRIBUTES, FeatureRow, TableRow
 from tfaural.errors import ModelError, ParameterError
+from tfaural.formats import ExportMetadata, read_export_metadata
 from tfaural.models import choi_cnn, config_from_model
 from tfaural.run import RunInfo
 
@@ -137,7 +138,7 @@ def test_features_are_split_to_fit_the_exports_per_call_budget(
     # 5 feature-seconds = 20,000 feature-samples at 4 kHz: 2 features x 8,000 samples fit, 3 do not.
     tight = exporter.export_model(model, info, tmp_path / "exports", max_deconv_seconds=4.0,
                                   budget=WorkBudget(max_deconv_feature_seconds=5.0), verify=False)
-    metadata = json.loads((pathlib.Path(tight) / "assets" / "metadata.json").read_text())
+    metadata = read_export_metadata(tight)
     assert correlation.features_per_call(metadata, n_features=4, samples=int(SECONDS * SR)) == 2
     output = tmp_path / "correlation"
     result = job.run([f"--model={tight}", f"--output={output}", *GRID, "--runner=DirectRunner"],
@@ -177,7 +178,8 @@ def test_features_are_split_to_fit_the_exports_per_call_budget(
     assert correlation.features_per_call(metadata, n_features=4, samples=16000) == 1
     with pytest.raises(ParameterError, match="exceed the export's deconvolution budget of 20000 feature-samples"):
         correlation.features_per_call(metadata, n_features=4, samples=12000, batch=2)
-    assert correlation.features_per_call({"sample_rate": SR}, n_features=4, samples=10**9) == 4  # format 1: no budget
+    format1 = ExportMetadata.from_dict({"sample_rate": SR})  # format 1: no budget
+    assert correlation.features_per_call(format1, n_features=4, samples=10**9) == 4
 
 
 def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
@@ -224,3 +226,30 @@ def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.P
                                text=True, check=True).stdout
     for flag in ("--model", "--output", "--signals", "--soundfont", "--timbres", "--chords", "--keys"):
         assert flag in help_text
+
+
+def test_moments_combine_to_the_same_bits_in_any_order() -> None:
+    """Beam merges accumulators in an order of its choosing; the statistics must not depend on it."""
+    rng = np.random.default_rng(11)
+    parts = [correlation.Moments.of(rng.normal(0.3, 1.7, size=int(n)), n_pairs=int(n))
+             for n in rng.integers(1, 40, size=60)]
+    fn = job.MomentsCombineFn(add_pairs=True)
+
+    def combine(order: np.ndarray, splits: int) -> correlation.Moments:
+        chunks = np.array_split(order, splits)
+        accumulators = []
+        for chunk in chunks:
+            accumulator = fn.create_accumulator()
+            for index in chunk:
+                accumulator = fn.add_input(accumulator, parts[index])
+            accumulators.append(accumulator)
+        return fn.extract_output(fn.merge_accumulators(accumulators))
+
+    results = {combine(rng.permutation(len(parts)), splits) for splits in (1, 3, 7) for _ in range(4)}
+    assert len(results) == 1  # bit for bit
+    (result,) = results
+    assert result.n == sum(p.n for p in parts) and result.n_pairs == result.n
+    naive = correlation.Moments()
+    for part in parts:
+        naive = naive.merge(part)
+    assert result.mean == pytest.approx(naive.mean, rel=1e-12) and result.std == pytest.approx(naive.std, rel=1e-12)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -141,6 +144,26 @@ def test_tfrecord_and_npz_shards_read_back(per_segment: bool, tmp_path: pathlib.
         assert data["features"].shape == (0, 6)
     table = pq.read_table(io.BytesIO(job.encode_shard([], fmt="parquet", dim=6, per_segment=per_segment)))
     assert table.num_rows == 0 and "features" in table.column_names
+
+
+_SHARD_DIGEST = """
+import hashlib, numpy as np
+from beam_jobs import extract_features as job
+records = [job.FeatureRecord(track_id=f"t/{i}", path=f"/m/{i}.wav", seconds=1.0,
+                             features=np.arange(6, dtype=np.float32), segment_features=None, num_segments=1)
+           for i in range(3)]
+print(hashlib.sha256(b"".join(job.encode_shard(records, fmt="tfrecord", dim=6, per_segment=False))).hexdigest())
+"""
+
+
+def test_tfrecord_shards_are_the_same_bytes_in_every_process() -> None:
+    """A tf.train.Example's feature map is serialised in hash order unless asked not to: without
+    deterministic serialisation the shards' bytes changed with PYTHONHASHSEED, i.e. from run to run."""
+    root = pathlib.Path(job.__file__).resolve().parent.parent
+    digests = {subprocess.run([sys.executable, "-c", _SHARD_DIGEST], cwd=root, capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+               for seed in ("1", "2", "3")}
+    assert len(digests) == 1, digests
 
 
 def test_feature_parts_round_trip(tmp_path: pathlib.Path) -> None:

@@ -24,7 +24,6 @@ from beam_jobs.inference import (
     InferenceFailure,
     SignatureModelHandler,
     read_metadata,
-    require_signature,
     tf_error_reason,
 )
 from tfaural.errors import ModelError, ParameterError
@@ -105,10 +104,10 @@ def test_metadata_errors(tmp_path: pathlib.Path, choi_export: str) -> None:
     with pytest.raises(ModelError, match="not valid JSON"):
         read_metadata(str(tmp_path))
     meta = read_metadata(choi_export)
-    assert meta["sample_rate"] == CHOI_SR
-    assert require_signature(meta, "auralise", export_dir=choi_export)["inputs"]["mode"]["dtype"] == "string"
+    assert meta.sample_rate == CHOI_SR
+    assert meta.signature("auralise", export_dir=choi_export)["inputs"]["mode"]["dtype"] == "string"
     with pytest.raises(ModelError, match="has no signature 'transcribe'"):
-        require_signature(meta, "transcribe", export_dir=choi_export)
+        meta.signature("transcribe", export_dir=choi_export)
 
 
 def test_tf_error_reason_keeps_the_check_message() -> None:

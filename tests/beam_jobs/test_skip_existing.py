@@ -111,7 +111,7 @@ def test_auralise_recomputes_damaged_tracks_and_the_report_is_written(
     again = read_manifest_rows(output)
     assert _without_reused(again) == rows and not [r for r in again if r.get("reused")]
     assert {k: v for k, v in _files(output).items() if not k.startswith("report/")} == first
-    assert "recomputing a: " in caplog.text and "not JSON" in caplog.text
+    assert "recomputing a: " in caplog.text and "not valid JSON" in caplog.text
     assert "b/layer2/feature1.wav, listed in" in caplog.text and "is missing" in caplog.text
     assert "c/layer1/feature0.wav is not the file the run wrote" in caplog.text
     assert "d/layer1/feature1.png is not the file the run wrote" in caplog.text

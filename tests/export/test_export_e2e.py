@@ -32,13 +32,14 @@ import tensorflow as tf
 from export import client, exporter, verify
 from export.__main__ import main as export_main
 from export.budget import WorkBudget
-from export.metadata import SIGNATURE_INPUTS, read_metadata
+from export.metadata import SIGNATURE_INPUTS
 from export.warmup import WARMUP_FILE, read_warmup_file, wav_bytes
 from tfaural import spectral
 from tfaural.auralise import Auraliser
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.deconv import deconvolve
 from tfaural.errors import ExportError, ParameterError
+from tfaural.formats import read_export_metadata
 from tfaural.models import choi_cnn, config_from_model, multi_scale_features
 from tfaural.models.samplecnn import samplecnn_model
 from tfaural.run import RunInfo, load_run, save_run
@@ -137,7 +138,7 @@ class _ExportCache(dict):  # type: ignore[type-arg]
         reloaded, reloaded_info = load_run(run_dir)
         self[family] = Exported(
             family, run_dir, base, version_dir, reloaded, reloaded_info, tf.saved_model.load(version_dir),
-            read_metadata(version_dir),
+            read_export_metadata(version_dir).data,  # the file as written
         )
         return self[family]
 
@@ -182,6 +183,10 @@ def test_version_layout_and_assets(exported: Exported) -> None:
     assert labels == list(exported.info.labels)
     meta = exported.metadata
     assert meta["family"] == exported.family
+    typed = read_export_metadata(exported.version_dir)  # the one reader's view agrees with the file
+    assert (typed.family, typed.sample_rate, typed.labels, typed.segment_hop) == (
+        meta["family"], meta["sample_rate"], tuple(meta["labels"]), meta["segment_hop"])
+    assert typed.features_per_layer == {int(k): v for k, v in meta["features_per_layer"].items()}
     assert meta["sample_rate"] == RATE and meta["segment_length"] == exported.info.segment.length
     assert meta["segment_seconds"] == pytest.approx(exported.info.segment.length / RATE)
     assert meta["labels"] == list(exported.info.labels) and meta["task"] == exported.info.task
@@ -741,4 +746,4 @@ def test_verify_cli(sample: Exported, tmp_path: pathlib.Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert err.startswith("error: verification of") and "serving_default/scores: max abs error" in err
     assert verify.main([str(tmp_path / "nothing")]) == 2
-    assert "is not a tfaural export" in capsys.readouterr().err
+    assert "is not a tfaural SavedModel export: assets/metadata.json is missing" in capsys.readouterr().err

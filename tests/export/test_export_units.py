@@ -19,7 +19,8 @@ from export import client, exporter, metadata, verify, warmup
 from export.module import ServingModule
 from tfaural import spectral
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
-from tfaural.errors import ExportError, ParameterError
+from tfaural.errors import ExportError, ModelError, ParameterError
+from tfaural.formats import read_export_metadata
 from tfaural.models import choi_cnn, config_from_model, mel_frame_cnn, raw_frame_cnn
 from tfaural.models.aggregation import multi_scale_features
 from tfaural.models.samplecnn import samplecnn_model
@@ -183,8 +184,8 @@ def test_versions(tmp_path: pathlib.Path) -> None:
 
 
 def test_read_metadata_of_a_non_export(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(ExportError, match=r"is not a tfaural export: assets/metadata\.json is missing"):
-        metadata.read_metadata(tmp_path)
+    with pytest.raises(ModelError, match=r"is not a tfaural SavedModel export: assets/metadata\.json is missing"):
+        read_export_metadata(tmp_path)
 
 
 def test_op_check_rejects_python_functions(tmp_path: pathlib.Path) -> None:
@@ -202,12 +203,12 @@ def test_op_check_rejects_python_functions(tmp_path: pathlib.Path) -> None:
 def test_public_api_is_lazy_and_client_needs_no_tensorflow() -> None:
     code = (  # a user's view: the real package, from the repository root
         "import sys, export, export.client\n"
-        "print(export.read_metadata.__module__, export.client.rest_url('h:1', 'm'))\n"
+        "print(export.WorkBudget.__module__, export.client.rest_url('h:1', 'm'))\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(sys.modules)\n"
     )
     root = pathlib.Path(exporter.__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["export.metadata", "http://h:1/v1/models/m:predict"]
+    assert out.split() == ["export.budget", "http://h:1/v1/models/m:predict"]
     # Every public name resolves (TensorFlow is loaded in this process anyway).
     spec = importlib.util.spec_from_file_location("export_public_api", root / "export" / "__init__.py")
     assert spec is not None and spec.loader is not None
