@@ -61,8 +61,8 @@ from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ExportError
 from tfaural.models import config_from_model
-from tfaural.models import musicnn as musicnn_models
 from tfaural.models.aggregation import feature_layer_names
+from tfaural.models.layers import pool_segment_maps
 from tfaural.run import RunInfo
 
 __all__ = ["ServingModule", "DEFAULT_MAX_SECONDS", "DEFAULT_MAX_BATCH_SEGMENTS"]
@@ -520,7 +520,7 @@ class ServingModule(tf.Module):
     def _features(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
         waveform = self._checked_request(waveform)
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
-        flat, mask, counts = self._segments(waveform, lengths)
+        flat, mask, _ = self._segments(waveform, lengths)
         maps = self._run_chunked(
             lambda x: list(self._feature_model(self._model_input(x), training=False)), flat, self._feature_model.outputs
         )
@@ -530,13 +530,10 @@ class ServingModule(tf.Module):
         for index, feature_map in enumerate(maps, start=1):
             channels = int(feature_map.shape[-1])
             per_item = tf.reshape(feature_map, [batch, n_segments, -1, channels])  # [b, s, positions, c]
-            valid = mask[:, :, tf.newaxis, tf.newaxis]
-            maximum = tf.reduce_max(tf.where(valid, per_item, tf.fill(tf.shape(per_item), -np.inf)), axis=[1, 2])
-            total = tf.reduce_sum(per_item * tf.cast(valid, per_item.dtype), axis=[1, 2])
-            positions = tf.cast(counts * tf.shape(per_item)[2], per_item.dtype)[:, tf.newaxis]
+            maximum, mean = pool_segment_maps(per_item, mask)  # padded segments left out
             outputs[f"level{index}_max"] = maximum
-            outputs[f"level{index}_mean"] = total / positions
-            pooled += [maximum, total / positions]
+            outputs[f"level{index}_mean"] = mean
+            pooled += [maximum, mean]
         outputs["features"] = tf.concat(pooled, axis=-1)
         return outputs
 
@@ -715,7 +712,6 @@ def _settings(
                 f"a segment of {length} samples gives {frames} STFT frames but the model takes {config.n_frames}; "
                 f"fix run.json (segment.length = {config.segment_length})"
             )
-        feature_layers = musicnn_models.feature_layer_names(config)
     elif isinstance(config, ChoiConfig):
         win_length = None
         if info.stft is not None:
@@ -733,15 +729,13 @@ def _settings(
                 f"a segment of {length} samples gives {frames} STFT frames but the model takes {config.n_frames}; "
                 f"fix run.json (segment.length)"
             )
-        n = config.n_layers
-        feature_layers = tuple(f"pool{i}" for i in range(max(1, n - 2), n + 1))
     else:
         assert isinstance(config, SampleCNNConfig)
         if length != config.input_length:
             raise ExportError(
                 f"run.json's segment length {length} differs from the model's input length {config.input_length}"
             )
-        feature_layers = feature_layer_names(config)
+    feature_layers = feature_layer_names(config)  # the library's one choice, for every family
     max_samples = int(round(max_seconds * sample_rate))
     max_deconv_samples = int(round(max_deconv_seconds * sample_rate))
     for name, samples, seconds in (

@@ -2,15 +2,16 @@
 
     python scripts/same_outputs.py --base 9329a90 [--work /tmp/same-outputs]
 
-Renders a small demo catalogue (FluidSynth; WAV, FLAC and MP3, plus one corrupt file), exports a
-small Choi CNN with random weights, checks out ``--base`` beside this tree (``git worktree``) and runs
-``tag``, ``extract_features``, ``auralise`` (``--spectrograms --tags``), ``make_tfrecords`` and
-``correlation`` of both trees from the command line on the same inputs and export. Then it compares
-every file the jobs wrote, byte for byte. Only what records the moment of a run is left out:
-``created`` in ``job.json`` and ``dataset.json``, ``timings_seconds`` in the correlation's
-``summary.json``. Each side runs twice, as a control: files that differ between two runs of the
-same code are not reproducible, whatever changed. Prints JSON; exits 0 if head is reproducible and
-every file is the same in base and head except those that already differed between two runs of base.
+Renders a small demo catalogue (FluidSynth; WAV, FLAC and MP3, plus one corrupt file), saves a
+small Choi CNN run with random weights, checks out ``--base`` beside this tree (``git worktree``)
+and, with each tree's own code, exports that run and runs ``tag``, ``extract_features``,
+``auralise`` (``--spectrograms --tags``), ``make_tfrecords`` and ``correlation`` from the command
+line. Then it compares every file the jobs wrote, byte for byte. Only what records the moment of a
+run is left out: ``created`` in ``job.json`` and ``dataset.json``, the export's time
+(``exported``) in ``job.json``, ``timings_seconds`` in the correlation's ``summary.json``. Each side
+runs twice, as a control: files that differ between two runs of the same code are not reproducible,
+whatever changed. Prints JSON; exits 0 if head is reproducible and every file is the same in base
+and head except those that already differed between two runs of base.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 11025
-#: What records the moment of a run (file name -> top-level keys left out of the comparison).
+#: What records the moment of a run (file name -> top-level keys left out of the comparison); in
+#: job.json also the export's time (each side exports the same run itself).
 VOLATILE = {"job.json": ("created",), "dataset.json": ("created",), "summary.json": ("timings_seconds",)}
+EXPORT_TIME = "exported"
 
 
 def _catalogue(folder: pathlib.Path) -> pathlib.Path:
@@ -45,17 +48,15 @@ def _catalogue(folder: pathlib.Path) -> pathlib.Path:
     return folder / "manifest.csv"
 
 
-def _export(folder: pathlib.Path, labels: list[str]) -> str:
-    """A small Choi CNN (random weights, seed 0) exported with this tree's exporter."""
-    existing = sorted(folder.glob("*/saved_model.pb"))
-    if existing:
-        return str(existing[-1].parent)
+def _run_dir(folder: pathlib.Path, labels: list[str]) -> pathlib.Path:
+    """A small Choi CNN training run (random weights, seed 0) that each side exports with its own code."""
+    if (folder / "run.json").exists():
+        return folder
     import keras
 
-    from export import exporter
     from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
     from tfaural.models import choi_cnn, config_from_model
-    from tfaural.run import RunInfo
+    from tfaural.run import RunInfo, save_run
 
     keras.utils.set_random_seed(0)
     model = choi_cnn(n_outputs=len(labels), n_freq=257, n_frames=87, n_fft=512, hop_length=256, n_filters=8,
@@ -63,7 +64,8 @@ def _export(folder: pathlib.Path, labels: list[str]) -> str:
     info = RunInfo(model=config_from_model(model), labels=tuple(labels), task="multi-label",
                    audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=256 * 86),
                    stft=STFTConfig(n_fft=512, hop_length=256))
-    return exporter.export_model(model, info, str(folder), verify=False)
+    save_run(folder, model, info)
+    return folder
 
 
 def _jobs(manifest: pathlib.Path, export: str, out: pathlib.Path) -> dict[str, list[str]]:
@@ -94,7 +96,10 @@ def _content(path: pathlib.Path) -> Any:
     if volatile is None:
         return path.read_bytes()
     data = json.loads(path.read_text(encoding="utf-8"))
-    return {k: v for k, v in data.items() if k not in volatile} if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        return data
+    return {k: ({i: j for i, j in v.items() if i != EXPORT_TIME} if isinstance(v, dict) else v)
+            for k, v in data.items() if k not in volatile}
 
 
 def _compare(a: pathlib.Path, b: pathlib.Path) -> dict[str, Any]:
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = _catalogue(work / "catalogue")
     with open(manifest, encoding="utf-8") as handle:
         labels = sorted({label for row in csv.DictReader(handle) for label in row["labels"].split(";") if label})
-    export = _export(work / "export", labels)
+    run_dir = _run_dir(work / "run", labels)
     base = work / "base-tree"
     if base.exists():
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, check=False)
@@ -132,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         for side, tree in (("base", base), ("head", REPO), ("base-again", base), ("head-again", REPO)):
             out = work / f"out-{side}"
             shutil.rmtree(out, ignore_errors=True)
+            # the same folder for every side: the jobs record the export's path
+            shutil.rmtree(work / "export", ignore_errors=True)
+            _run(tree, ["export", f"--run={run_dir}", f"--output={work / 'export'}", "--no-verify", "--quiet"])
+            export = str(next((work / "export").glob("*/saved_model.pb")).parent)
             for job, job_argv in _jobs(manifest, export, out).items():
                 if args.only and job not in args.only:
                     continue

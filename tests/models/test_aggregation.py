@@ -67,8 +67,14 @@ def _reference_features(models: list[keras.Model], clip: np.ndarray, hop: int | 
 
 
 def test_feature_layer_names_are_last_three_hidden_layers() -> None:
-    assert feature_layer_names(config_from_model(samplecnn_model())) == ("pool8", "pool9", "relu_1x1")  # type: ignore[arg-type]
-    assert feature_layer_names(config_from_model(samplecnn_preset(2000))) == ("pool8", "pool9", "relu_1x1")  # type: ignore[arg-type]
+    assert feature_layer_names(config_from_model(samplecnn_model())) == ("pool8", "pool9", "relu_1x1")
+    assert feature_layer_names(config_from_model(samplecnn_preset(2000))) == ("pool8", "pool9", "relu_1x1")
+    # the same choice for the other families (the export's features signature takes it from here)
+    assert feature_layer_names(config_from_model(choi_cnn(n_outputs=3))) == ("pool3", "pool4", "pool5")
+    shallow = choi_cnn(n_outputs=3, n_freq=33, n_frames=32, n_fft=64, hop_length=32, n_layers=2, n_filters=4)
+    assert feature_layer_names(config_from_model(shallow)) == ("pool1", "pool2")
+    with pytest.raises(ModelError, match="has no transfer-feature layers"):
+        feature_layer_names(AggregationConfig(extractors=(config_from_model(samplecnn_model()),)))
 
 
 def test_extractor_outputs(models: list[keras.Model]) -> None:
@@ -192,3 +198,20 @@ def test_clip_features_layer_config_round_trip(models: list[keras.Model]) -> Non
     clone = type(layer).from_config(layer.get_config())
     assert clone.segment_hop == 128 and clone.segment_lengths == (256, 243)
     assert clone.n_features == layer.n_features == 2 * (16 + 16 + 16) + 2 * (16 + 16 + 32)
+
+
+def test_pool_segment_maps_matches_numpy_and_leaves_padding_out() -> None:
+    from tfaural.models.layers import pool_segment_maps
+
+    rng = np.random.default_rng(4)
+    maps = rng.normal(size=(3, 4, 5, 6)).astype(np.float32)
+    maps[1, 2:] = 1e6  # padding of clip 1: must not reach its max or mean
+    valid = np.array([[True] * 4, [True, True, False, False], [True, False, False, False]])
+    maximum, mean = pool_segment_maps(tf.constant(maps), tf.constant(valid))
+    for clip in range(3):
+        real = maps[clip, valid[clip]].reshape(-1, 6)
+        np.testing.assert_allclose(maximum[clip], real.max(axis=0), rtol=0, atol=0)
+        np.testing.assert_allclose(mean[clip], real.mean(axis=0), rtol=1e-6, atol=1e-6)
+    everything, average = pool_segment_maps(tf.constant(maps))
+    np.testing.assert_allclose(everything, maps.reshape(3, -1, 6).max(axis=1), rtol=0, atol=0)
+    np.testing.assert_allclose(average, maps.reshape(3, -1, 6).mean(axis=1), rtol=1e-6, atol=1e-6 * 1e6)

@@ -26,8 +26,9 @@ from typing import Any
 
 import keras
 
-from tfaural.config import AggregationConfig, SampleCNNConfig
+from tfaural.config import AggregationConfig, ChoiConfig, Config, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError, ParameterError
+from tfaural.models import musicnn
 from tfaural.models.layers import ClipFeatures, TfauralModel, config_from_model
 from tfaural.models.samplecnn import build_samplecnn
 
@@ -41,12 +42,31 @@ __all__ = [
 ]
 
 
-def feature_layer_names(config: SampleCNNConfig) -> tuple[str, str, str]:
-    """The last three hidden layers of a SampleCNN-family model: ``pool<N-1>``, ``pool<N>``, ``relu_1x1``."""
-    n = config.n_modules
-    if n < 2:
-        raise ModelError(f"a model with {n} module(s) has no two last modules to take features from")
-    return f"pool{n - 1}", f"pool{n}", "relu_1x1"
+def feature_layer_names(config: Config) -> tuple[str, ...]:
+    """The layers whose max- and mean-pooled maps are a model's transfer features, for every family.
+
+    The one choice behind :func:`feature_extractor`, :func:`multi_scale_features` and the export's
+    ``features`` signature:
+
+    * SampleCNN family: its last three hidden layers, ``pool<N-1>``, ``pool<N>`` and ``relu_1x1``
+      (Lee et al. 2018, Section 4.3);
+    * Choi CNN: its last three pools, ``pool<N-2>`` .. ``pool<N>``;
+    * imported musicnn taggers: :func:`tfaural.models.musicnn.feature_layer_names`.
+
+    Raises:
+        ModelError: For a model too shallow for three levels, or a config with no such layers.
+    """
+    if isinstance(config, SampleCNNConfig):
+        n = config.n_modules
+        if n < 2:
+            raise ModelError(f"a model with {n} module(s) has no two last modules to take features from")
+        return f"pool{n - 1}", f"pool{n}", "relu_1x1"
+    if isinstance(config, ChoiConfig):
+        n = config.n_layers
+        return tuple(f"pool{i}" for i in range(max(1, n - 2), n + 1))
+    if isinstance(config, MusicnnConfig):
+        return musicnn.feature_layer_names(config)
+    raise ModelError(f"a {config.kind!r} model has no transfer-feature layers")
 
 
 def feature_extractor(model: keras.Model, *, name: str | None = None) -> keras.Model:

@@ -42,7 +42,34 @@ __all__ = [
     "ClipFeatures",
     "ConvBlock",
     "config_from_model",
+    "pool_segment_maps",
 ]
+
+
+def pool_segment_maps(maps: tf.Tensor, valid: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Max- and mean-pools a clip's per-segment feature maps over its segments and positions.
+
+    The one pooling behind the transfer features (Lee et al. 2018, Section 4.3): the
+    :class:`ClipFeatures` layer and the export's ``features`` signature both call it. Padded
+    segments (``valid`` False) take part in neither statistic.
+
+    Args:
+        maps: float ``[batch, segments, positions, channels]``.
+        valid: bool ``[batch, segments]``, which segments are real (``None``: all). Every clip
+            needs at least one.
+
+    Returns:
+        ``(maximum, mean)``, each float ``[batch, channels]``.
+    """
+    if valid is None:
+        valid = tf.ones(tf.shape(maps)[:2], tf.bool)
+    mask = valid[:, :, tf.newaxis, tf.newaxis]
+    maximum = tf.reduce_max(tf.where(mask, maps, tf.fill(tf.shape(maps), tf.constant(-np.inf, maps.dtype))),
+                            axis=[1, 2])
+    total = tf.reduce_sum(maps * tf.cast(mask, maps.dtype), axis=[1, 2])
+    counts = tf.reduce_sum(tf.cast(valid, maps.dtype), axis=1)
+    positions = counts * tf.cast(tf.shape(maps)[2], maps.dtype)
+    return maximum, total / positions[:, tf.newaxis]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,8 +383,8 @@ class ClipFeatures(keras.layers.Layer):
         pooled = []
         for feature_map in maps if isinstance(maps, (list, tuple)) else [maps]:
             channels = int(feature_map.shape[-1])
-            per_clip = tf.reshape(feature_map, [batch, n_segments * tf.shape(feature_map)[1], channels])
-            pooled += [tf.reduce_max(per_clip, axis=1), tf.reduce_mean(per_clip, axis=1)]
+            per_clip = tf.reshape(feature_map, [batch, n_segments, -1, channels])  # [b, s, positions, c]
+            pooled += list(pool_segment_maps(per_clip))
         return pooled
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
