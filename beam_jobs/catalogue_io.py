@@ -405,9 +405,8 @@ class InferenceSettings:
           the launcher nor the workers import TensorFlow and its start-up overlaps Beam's. With
           a single worker (one track), the launcher decodes itself (``in_memory``, unless the
           mode was chosen): no worker process to start and to stop; with several, it decodes
-          in that many threads (``multi_threading``, unless the mode was chosen), which beats
-          worker processes that each import Beam (benchmarked: 16.6 s against 18.4 s and 29.0
-          CPU-s against 33.8 for 40 30-s tracks with MTT_vgg on 2 cores). A process that already
+          in that many threads (``multi_threading``, unless the mode was chosen), which spares
+          the worker processes' own imports of Beam (decoding releases the GIL). A process that already
           holds TensorFlow (a notebook, a test) keeps the model in-process as before.
         """
         settings = self

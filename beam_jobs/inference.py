@@ -234,13 +234,14 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         bundle (Beam's Dask runner does, per partition) would otherwise load it again each time,
         and jobs that call several signatures of the whole export load it once.
         """
+        try:  # read once: the input names and which of them are batched
+            metadata: ExportMetadata | None = read_metadata(self.export_dir)
+        except ModelError:
+            metadata = None  # loading reports what is wrong with the export
         if self.model_server is not None:  # connects on the first call: decoding need not wait for the model
-            try:
-                names = read_metadata(self.export_dir).input_names(self.signature)
-            except ModelError:
-                names = None
-            remote = RemoteSignature(self.model_server, input_names=names)
-            remote.batched = self._batched_inputs(remote.input_names)
+            remote = RemoteSignature(self.model_server,
+                                     input_names=metadata.input_names(self.signature) if metadata else None)
+            remote.batched = self._batched_inputs(metadata, remote.input_names)
             return remote
         path = signature_savedmodel(self.export_dir, self.signature)
         with _CACHE_LOCK:  # the signatures without a SavedModel of their own share one load of the export
@@ -250,14 +251,11 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
             loaded = _CACHE[path]
         function = signature_function(loaded, self.signature, export_dir=self.export_dir)
         input_names = tuple(function.structured_input_signature[1])
-        return LoadedSignature(loaded, function, self._batched_inputs(input_names), input_names)
+        return LoadedSignature(loaded, function, self._batched_inputs(metadata, input_names), input_names)
 
-    def _batched_inputs(self, input_names: Sequence[str]) -> frozenset[str]:
+    def _batched_inputs(self, metadata: ExportMetadata | None, input_names: Sequence[str]) -> frozenset[str]:
         """Inputs with a batch axis, from ``metadata.json`` (fallback: ``waveform`` and ``wav``)."""
-        try:
-            batched = read_metadata(self.export_dir).batched_inputs(self.signature)
-        except ModelError:
-            batched = None
+        batched = metadata.batched_inputs(self.signature) if metadata is not None else None
         return batched if batched is not None else frozenset(name for name in input_names if name in _BATCHED_BY_NAME)
 
     # ----------------------------------------------------------------- inference
