@@ -53,7 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfaural import spectral
+from tfaural import linalg, spectral
 from tfaural.config import ChoiConfig, MusicnnConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ModelError, ParameterError
@@ -414,14 +414,14 @@ def mel_to_linear_power(
     if weights.ndim != 2 or mel_power.shape[-2] not in (None, weights.shape[0]):
         raise ParameterError(f"the filterbank {weights.shape} does not fit mel power of shape {mel_power.shape}: "
                              "expected [n_mels, n_freq] with n_mels bands")
-    start = tf.nn.relu(tf.matmul(tf.constant(np.linalg.pinv(weights), tf.float32), mel_power))
+    start = tf.nn.relu(linalg.matmul(tf.constant(np.linalg.pinv(weights), tf.float32), mel_power))
     if inversion == "pinv":
         return start
     forward = tf.constant(weights, tf.float32)
     step = float(1.0 / np.linalg.norm(weights, 2) ** 2)  # 1 / Lipschitz constant of the gradient
 
     def body(i: tf.Tensor, x: tf.Tensor, y: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        gradient = tf.matmul(forward, tf.matmul(forward, y) - mel_power, transpose_a=True)
+        gradient = linalg.matmul(forward, linalg.matmul(forward, y) - mel_power, transpose_a=True)
         x_next = tf.nn.relu(y - step * gradient)
         t_next = (1.0 + tf.sqrt(1.0 + 4.0 * t * t)) / 2.0
         return i + 1, x_next, x_next + ((t - 1.0) / t_next) * (x_next - x), t_next

@@ -104,6 +104,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfaural import linalg
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models.layers import InputScaling, LogMelSpectrogram, Standardise
 
@@ -673,7 +674,7 @@ def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[in
                         for o in np.ndindex(*size)], axis=-1)  # [batch, *spatial_in, k, taps]
     columns = tf.transpose(columns, [0, rank + 1, *range(1, rank + 1), rank + 2])  # [batch, k, *spatial_in, taps]
     flat = tf.reshape(columns, tf.stack([ctx.batch, ctx.k, -1, len(list(np.ndindex(*size)))]))
-    result = tf.matmul(flat, weights)  # [batch, k, positions, channels_in]
+    result = linalg.matmul(flat, weights)  # [batch, k, positions, channels_in]
     return tf.reshape(result, tf.concat([[ctx.batch * ctx.k], out, [channels_in]], axis=0))
 
 
@@ -709,7 +710,7 @@ def _dense_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: 
     if isinstance(cot, _Sparse) and len(cot.value.shape) == 2:  # [batch, k]: one unit per feature
         rows = tf.gather(kernel, ctx.features, axis=1)  # [in, k]
         return [_Dense(ctx.merge(cot.value[:, :, tf.newaxis] * tf.transpose(rows)[tf.newaxis]))]
-    return [_Dense(tf.matmul(ctx.dense(cot), kernel, transpose_b=True))]
+    return [_Dense(linalg.matmul(ctx.dense(cot), kernel, transpose_b=True))]
 
 
 def _pool_args(layer: Any, rank: int) -> tuple[tuple[int, ...], tuple[int, ...], str]:
@@ -980,7 +981,7 @@ def _pre_activation(step: _Step, values: dict[int, tf.Tensor]) -> tf.Tensor:
     if isinstance(layer, keras.layers.Activation):
         return x
     if isinstance(layer, keras.layers.Dense):
-        out = tf.matmul(x, tf.convert_to_tensor(layer.kernel))
+        out = linalg.matmul(x, tf.convert_to_tensor(layer.kernel))
     else:
         out = layer.convolution_op(x, layer.kernel)
     if layer.use_bias:
