@@ -2,7 +2,7 @@
 
 1. render the demo catalogue with FluidSynth (:mod:`tfaural.datasets.demo`);
 2. build TFRecords at 11,025 Hz with the Beam job ``beam_jobs.make_tfrecords``;
-3. train the Choi CNN on the three styles (``tfaural.train``) and evaluate it on the test split;
+3. train the Choi CNN on the three styles (``tfaural.training.train``) and evaluate it on the test split;
 4. export it as a SavedModel (``export``) and verify it in a fresh process;
 5. auralise every feature of layers 1–5 on a few demo tracks (``beam_jobs.auralise``)
    and write the HTML listening report;
@@ -210,7 +210,7 @@ def _run_stages(output: str, *, tracks_per_style: int, seconds: float, epochs: i
     _stage("build TFRecords (Beam)", os.path.exists(os.path.join(records, "dataset.json")), build_records, timings)
 
     def train_model() -> None:
-        from tfaural.train import TrainConfig, train
+        from tfaural.training.train import TrainConfig, train
 
         # Adam (lr 1e-3) instead of the papers' SGD (lr 0.01), and dropout 0.1 instead of 0.5, because the
         # demo catalogue is tiny (176 training segments) and has to train in about two minutes on 2 cores:
@@ -229,7 +229,7 @@ def _run_stages(output: str, *, tracks_per_style: int, seconds: float, epochs: i
     _stage("train the Choi CNN", finished, train_model, timings)
 
     def evaluate_model() -> dict[str, Any]:
-        from tfaural.evaluate import evaluate_run
+        from tfaural.training.evaluate import evaluate_run
 
         return evaluate_run(run_dir, records, split="test")
 

@@ -29,6 +29,7 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.5",
     "matplotlib>=3.8",
     "tqdm>=4.66",
+    "jinja2>=3.1",  # the listening report's HTML templates (autoescaped)
     "pretty_midi>=0.2.10",
     "pyfluidsynth>=1.3.3",
     "pyarrow>=15",
@@ -58,15 +59,15 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tfaural", "tfaural.*", "export", "export.*", "beam_jobs", "beam_jobs.*"]),
     include_package_data=True,
-    package_data={"tfaural.report_assets": ["*.css", "*.js"]},
+    package_data={"tfaural.report": ["templates/*.html", "assets/*.css", "assets/*.js"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "tfaural-train=tfaural.train:main",
-            "tfaural-evaluate=tfaural.evaluate:main",
+            "tfaural-train=tfaural.training.train:main",
+            "tfaural-evaluate=tfaural.training.evaluate:main",
             "tfaural-export=export.__main__:main",
-            "tfaural-report=tfaural.report:main",
+            "tfaural-report=tfaural.report.cli:main",
         ]
     },
     classifiers=[

@@ -41,7 +41,7 @@ The output folder (read by the HTML listening report) receives:
                                       only if its track.json is complete and every file has its checksum;
                                       anything else is recomputed, with the reason in the log)
 
-``<name>`` is the track id with ``/`` replaced by ``__`` (see beam_jobs.catalogue_io).
+``<name>`` is the track id with ``/`` replaced by ``__`` (see beam_jobs.tracks).
 A feature whose deconvolution is all zero (e.g. on a silent excerpt) is written
 as a silent file with ``"silent": true`` and ``"peak": 0``; the track is still
 ``ok``. ``activation`` is the feature map's largest activation on the excerpt when
@@ -53,7 +53,6 @@ what there is, if that is at least one model segment (``clip_seconds`` in
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -66,37 +65,21 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
-from beam_jobs.catalogue_io import (
-    FAILED,
-    JOB_FILENAME,
-    MANIFEST_FILENAME,
-    OK,
-    AccountForTracks,
-    InferenceSettings,
-    TrackInput,
-    TrackResult,
-    configure_runner,
-    decode_track,
-    execute,
-    failed_result,
-    guarded,
-    infer,
-    keep,
-    list_tracks,
-    main_for,
-    prepare_output,
-    write_job_file,
-)
+from beam_jobs.accounting import AccountForTracks
+from beam_jobs.failures import failed_result, guarded, infer, keep
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler
+from beam_jobs.job import CatalogueJob, Timings
 from beam_jobs.options import (
     AuraliseOptions,
     CatalogueJobOptions,
     InferenceJobOptions,
     parse_index_list,
-    parse_job_args,
 )
+from beam_jobs.settings import InferenceSettings
+from beam_jobs.tracks import TrackInput, TrackResult, decode_track
 from tfaural.errors import AudioError, DataError, ParameterError
-from tfaural.formats import TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
+from tfaural.formats import FAILED, OK, TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
+from tfaural.spectrogram_images import render_spectrogram, spectrogram_db
 
 __all__ = [
     "FORMATS",
@@ -118,6 +101,8 @@ __all__ = [
     "FinishTrack",
     "write_listening_report",
     "build_pipeline",
+    "AuraliseJob",
+    "JOB",
     "run",
     "main",
 ]
@@ -134,8 +119,6 @@ ORIGINAL_PNG = "original.png"
 DYNAMIC_RANGE_DB = 80.0
 """Colour range of the spectrograms: from the layer's (or the original's) peak down by this many dB."""
 REPORT_FOLDER = "report"
-_RESERVED = (MANIFEST_FILENAME, JOB_FILENAME, REPORT_FOLDER)
-_FLOOR = 1e-10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,40 +491,6 @@ class ReadAttribution(beam.DoFn):
         yield attribution_of(key, outputs)
 
 
-def spectrogram_db(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
-    """Magnitude spectrogram in dB (re 1.0), centred frames, periodic Hann window.
-
-    Args:
-        y: float32 ``[samples]``.
-        n_fft: FFT size in samples.
-        hop_length: Hop in samples.
-
-    Returns:
-        float32 ``[n_fft // 2 + 1, frames]``; silence is -200 dB, never NaN or -inf.
-    """
-    y = np.asarray(y, np.float32)
-    pad = n_fft // 2
-    padded = np.pad(y, pad, mode="reflect" if len(y) > pad else "constant")
-    if len(padded) < n_fft:
-        padded = np.pad(padded, (0, n_fft - len(padded)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
-    magnitude = np.abs(np.fft.rfft(frames * window, axis=-1)).T.astype(np.float64)
-    return (20.0 * np.log10(np.maximum(magnitude, _FLOOR))).astype(np.float32)
-
-
-def render_spectrogram(db: np.ndarray, *, vmin: float, vmax: float) -> bytes:
-    """A dB spectrogram as a PNG (magma, low frequencies at the bottom, one pixel per bin and frame)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    plt.imsave(buffer, db[::-1], cmap="magma", vmin=vmin, vmax=vmax, format="png")
-    return buffer.getvalue()
-
-
 class FinishTrack(beam.DoFn):
     """``(track_id, [Plan, ChunkDone..., failures])`` → spectrograms, ``track.json`` (last) and the
     track's :class:`TrackResult`; removes files an earlier run left in the track's folder."""
@@ -675,49 +624,39 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     _ = (listed, results) | "Account" >> AccountForTracks(s.common.output)
 
 
-def run(
-    argv: Sequence[str] | None = None,
-    save_main_session: bool = False,
-    test_pipeline: beam.Pipeline | None = None,
-) -> PipelineResult:
-    """Runs the job and waits for it to finish.
+class AuraliseJob(CatalogueJob):
+    """``python -m beam_jobs.auralise``: see the module docstring."""
 
-    Args:
-        argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
-        save_main_session: Pickle the caller's ``__main__`` for the workers (not needed:
-            every DoFn of the job lives in an importable module).
-        test_pipeline: A pipeline to use instead of creating one (tests).
+    name = "auralise"
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, AuraliseOptions)
+    signature = SIGNATURE
+    reserved = (REPORT_FOLDER,)
+    model_process = False
 
-    Returns:
-        The finished ``PipelineResult``; :func:`beam_jobs.catalogue_io.summarize` of the
-        output folder says what happened to every track.
+    def settings(self, options: PipelineOptions) -> Settings:
+        """See :meth:`Settings.from_options`."""
+        return Settings.from_options(options)
 
-    Raises:
-        TfauralError: On invalid flags (e.g. a bad --layers spec), a missing or invalid
-            model, no input files, or an output folder holding an earlier run (without
-            --skip-existing/--overwrite).
-    """
-    options = parse_job_args(argv, prog="python -m beam_jobs.auralise", description=__doc__,
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
-    settings = Settings.from_options(options)
-    tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
-                         reserved=_RESERVED, output=settings.common.output)
-    settings = configure_runner(
-        "auralise", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
-        save_main_session=save_main_session,
-    )
-    job_settings = settings.job_settings()
-    prepare_output(settings.common, job="auralise", job_settings=job_settings)
-    write_job_file(settings.common, job="auralise", job_settings=job_settings, extra={
-        key: job_settings[key] for key in ("layers", "features", "mode", "clip_seconds", "offset_seconds", "format",
-                                           "spectrograms")
-    })
-    logger.info("auralise: %d track(s), layers %s, %d call(s) per track -> %s", len(tracks), list(settings.layers),
-                len(settings.chunks()), settings.common.output)
-    result = execute("auralise", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline)
-    if settings.report:
-        write_listening_report(settings.common.output)
-    return result
+    def job_extra(self, settings: Settings) -> dict[str, Any]:
+        """What a reader of the output needs without parsing the settings: layers, features, clip, format."""
+        job_settings = settings.job_settings()
+        return {key: job_settings[key] for key in ("layers", "features", "mode", "clip_seconds", "offset_seconds",
+                                                   "format", "spectrograms")}
+
+    def describe(self, settings: Settings, tracks: Sequence[TrackInput]) -> str:
+        """The log line that says what the run is about to do."""
+        return (f"auralise: {len(tracks)} track(s), layers {list(settings.layers)}, {len(settings.chunks())} call(s) "
+                f"per track -> {settings.common.output}")
+
+    def build(self, pipeline: beam.Pipeline, inputs: Sequence[TrackInput], settings: Settings) -> None:
+        """See :func:`build_pipeline`."""
+        build_pipeline(pipeline, inputs, settings)
+
+    def finish(self, settings: Settings, result: PipelineResult, timings: Timings) -> None:
+        """The summary, then the listening report (``--report``)."""
+        super().finish(settings, result, timings)
+        if settings.report:
+            write_listening_report(settings.common.output)
 
 
 def write_listening_report(output: str) -> str | None:
@@ -736,9 +675,10 @@ def write_listening_report(output: str) -> str | None:
     return index
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code (2 on a usage or setup error)."""
-    return main_for("auralise", run, argv)
+JOB = AuraliseJob()
+
+run = JOB.run  # run(argv, save_main_session=None, test_pipeline=None): see Job.run
+main = JOB.main  # main(argv) -> exit status: see Job.main
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ sending an input longer than the export accepts (its ``max_seconds``):
    of the chunk maxima.
 
 A file that stops decoding halfway (truncated or corrupt) yields a failed
-:class:`~beam_jobs.catalogue_io.TrackResult` instead of a :class:`TrackEnd`; the
+:class:`~beam_jobs.tracks.TrackResult` instead of a :class:`TrackEnd`; the
 chunks already sent are then discarded by :func:`collect_parts` (no
 :class:`TrackEnd`: nothing of the track is written) and the track is listed as
 failed. Peak memory is the model plus the activations of one chunk, and a few
@@ -48,11 +48,12 @@ import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
 
 from beam_jobs import io as beam_io
-from beam_jobs.catalogue_io import FAILED, TrackInput, TrackResult, failed_result
+from beam_jobs.failures import failed_result
 from beam_jobs.inference import InferenceFailure
 from beam_jobs.options import DEFAULT_CHUNK_SECONDS
+from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural.errors import AudioError, EmptyAudioError, ModelError, ParameterError
-from tfaural.formats import ExportMetadata
+from tfaural.formats import FAILED, ExportMetadata
 
 __all__ = [
     "CHUNK",

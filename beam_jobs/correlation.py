@@ -58,7 +58,6 @@ import io
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -68,27 +67,24 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler, read_metadata
+from beam_jobs.job import Job, Timings
 from beam_jobs.options import (
     CatalogueJobOptions,
+    CorrelationOptions,
     InferenceJobOptions,
-    _flag,
-    apply_runner_defaults,
-    check_runner,
-    parse_job_args,
     require,
 )
-from beam_jobs.scratch import run_folder
 from tfaural import __version__, correlation
 from tfaural.cli import check_output_folder
 from tfaural.correlation import ATTRIBUTES, ConstantMap, FeatureRow, Moments, TableRow
 from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.formats import ExportMetadata
-from tfaural.signals import CHORD_TYPES, DEFAULT_KEYS, DEFAULT_TIMBRES, ModelSignal, SignalGrid, model_signals
+from tfaural.signals import ModelSignal, SignalGrid, model_signals
 
 if __name__ == "__main__":
     # ``python -m beam_jobs.correlation``: run the importable module instead of this __main__ copy,
@@ -98,7 +94,7 @@ if __name__ == "__main__":
     from beam_jobs import correlation as _job
     from tfaural.cli import exit_promptly
 
-    exit_promptly(_job.main())
+    exit_promptly(_job.JOB.main())
 
 __all__ = [
     "OUTPUT_FILES",
@@ -111,6 +107,9 @@ __all__ = [
     "correlate_group",
     "MomentsCombineFn",
     "build_pipeline",
+    "RenderedSignals",
+    "CorrelationJob",
+    "JOB",
     "run",
     "main",
 ]
@@ -122,31 +121,6 @@ _METRICS = "correlation"
 OUTPUT_FILES = ("correlations.csv", "per_feature.parquet", "summary.json", "figure10.png", "signals.npz")
 #: The analysed signals, written by the launcher and read by the workers (keeps the pipeline graph small).
 SIGNALS_FILE = "signals.npz"
-
-
-class CorrelationOptions(PipelineOptions):
-    """Flags of ``python -m beam_jobs.correlation`` (``--model``, ``--output`` and ``--batch-size`` are shared)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser: Any) -> None:
-        _flag(parser, "signals", default=None, metavar="FOLDER",
-              help="Local cache folder of rendered model signals: read if this grid was rendered there before at "
-                   "the model's sample rate, written otherwise. Default: render without caching.")
-        _flag(parser, "soundfont", default=None, metavar="PATH",
-              help="General MIDI .sf2 soundfont (default: $TFAURAL_SOUNDFONT, then the Debian FluidR3_GM.sf2).")
-        _flag(parser, "timbres", default=",".join(DEFAULT_TIMBRES), metavar="LIST",
-              help="Comma-separated timbres: names such as sine (additive), piano, strings, acoustic_guitar, "
-                   "saxophone, electric_guitar, electric_piano, or program<N> for any General MIDI program "
-                   "(0-based). Default: the paper's seven.")
-        _flag(parser, "chords", default=",".join(CHORD_TYPES), metavar="LIST",
-              help="Comma-separated chord types: intervals, major, minor, sus4, dominant7, major7, minor7, "
-                   "diminished, or name=0,4,7 semitone lists (separate several with ';' then). Default: all eight.")
-        _flag(parser, "keys", default=",".join(DEFAULT_KEYS), metavar="LIST",
-              help="Comma-separated keys (root notes) such as Eb2,Bb2,A3,G4 (the default, the paper's four).")
-        _flag(parser, "signal_seconds", type=float, default=4.0, metavar="SECONDS",
-              help="Length of every model signal (at least the model's segment). Default: 4.")
-        _flag(parser, "chord_positions", type=int, default=6, metavar="N",
-              help="Voicings (inversions, then an octave up) played one after another in each signal. Default: 6.")
 
 
 def _split_list(text: str, *, flag: str) -> tuple[str, ...]:
@@ -170,6 +144,8 @@ class Settings:
         soundfont: GM soundfont (``None``: found automatically).
         batch_size: Largest RunInference batch of (signal, layer) deconvolutions.
         overwrite: Replace an earlier run's files.
+        metadata: The export's ``metadata.json`` (read by the job after the flags are valid).
+        intra_op_threads: TensorFlow threads per worker process (``None``: TensorFlow's default).
     """
 
     model: str
@@ -179,6 +155,8 @@ class Settings:
     soundfont: str | None = None
     batch_size: int = 1
     overwrite: bool = False
+    metadata: ExportMetadata | None = None
+    intra_op_threads: int | None = None
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -530,16 +508,14 @@ def _title(metadata: ExportMetadata) -> str:
 # Launcher
 
 
-def _prepare_output(settings: Settings) -> None:
+def _existing_outputs(settings: Settings) -> list[str]:
+    """The output files of an earlier run in ``--output``; refuses them without ``--overwrite``."""
     paths = [beam_io.join(settings.output, name) for name in OUTPUT_FILES]
     existing = [p for p in paths if FileSystems.exists(p)]
     if existing and not settings.overwrite:
         raise ParameterError(f"--output {settings.output} already holds results ({existing[0]}, ...); "
                              "pass --overwrite to replace them or choose another folder")
-    if existing:
-        FileSystems.delete(existing)
-    if beam_io.is_local(settings.output):
-        os.makedirs(settings.output, exist_ok=True)
+    return existing
 
 
 def _check_signals(signals: Sequence[ModelSignal], metadata: ExportMetadata, settings: Settings) -> None:
@@ -566,53 +542,29 @@ def _intra_op_threads(options: PipelineOptions) -> int | None:
     return None
 
 
-def run(
-    argv: Sequence[str] | None = None,
-    save_main_session: bool = True,
-    test_pipeline: beam.Pipeline | None = None,
-) -> PipelineResult:
-    """Runs the job and waits for it to finish.
+@dataclasses.dataclass(frozen=True)
+class RenderedSignals:
+    """The job's inputs: the analysable model signals of the grid and the seconds rendering them took.
 
-    Args:
-        argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
-        save_main_session: Pickle the main module's globals for remote workers.
-        test_pipeline: A pipeline to use instead of creating one (tests).
-
-    Returns:
-        The finished ``PipelineResult`` (its metrics hold the counters).
-
-    Raises:
-        TfauralError: On invalid flags, a directory that is not a tfaural export (or has no
-            ``deconvolve`` signature), a missing soundfont, or an output folder that already
-            holds results (without ``--overwrite``).
+    Attributes:
+        signals: Equal-length signals at the export's sample rate, in grid order.
+        seconds: Wall-clock seconds of rendering (or reading them from the ``--signals`` cache).
     """
-    started = time.perf_counter()
-    options = parse_job_args(
-        argv, prog="python -m beam_jobs.correlation", description=__doc__,
-        option_classes=[CatalogueJobOptions, InferenceJobOptions, CorrelationOptions],
-    )
-    settings = Settings.from_options(options)
-    check_runner(options)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    metadata = read_metadata(settings.model)
-    metadata.signature("deconvolve", export_dir=settings.model)
-    _prepare_output(settings)
 
-    render_start = time.perf_counter()
-    rendered = model_signals(settings.grid, sample_rate=metadata.sample_rate, soundfont=settings.soundfont,
-                             cache_dir=settings.signals_dir)
-    render_seconds = time.perf_counter() - render_start
-    signals = [s for s in rendered if correlation.analysable(s.attributes())]
-    if len(signals) < 2:
-        raise ParameterError("the grid has fewer than two signals: give several --timbres, --chords or --keys")
-    _check_signals(signals, metadata, settings)
-    notes = apply_runner_defaults(options, num_items=len(signals)) if test_pipeline is None else []
-    threads = _intra_op_threads(options) if test_pipeline is None else None
-    for note in notes:
-        logger.info("correlation: %s", note)
+    signals: tuple[ModelSignal, ...]
+    seconds: float
 
+    def __len__(self) -> int:
+        return len(self.signals)
+
+
+def _summary(settings: Settings, inputs: RenderedSignals) -> dict[str, Any]:
+    """What ``summary.json`` records besides the results: the grid, the model, the timings so far."""
+    metadata = settings.metadata
+    assert metadata is not None
+    signals = inputs.signals
     grid = dataclasses.asdict(settings.grid)
-    summary: dict[str, Any] = {
+    return {
         "grid": {**grid, "sample_rate": metadata.sample_rate, "n_signals": len(signals)},
         "signal_ids": [s.signal_id for s in signals],
         "model": {
@@ -626,30 +578,87 @@ def run(
         "features_per_call": {str(layer): n for layer, n in _features_per_call(
             metadata, _widths(metadata), samples=int(np.shape(signals[0].audio)[-1])).items()},
         "created_by": f"beam_jobs.correlation (tfaural {__version__})",
-        "timings_seconds": {"render_signals": round(render_seconds, 3)},
+        "timings_seconds": {"render_signals": round(inputs.seconds, 3)},
     }
-    logger.info("correlation: %d signals x %d layers -> %s", len(signals), len(metadata.deconvolvable_layers),
-                settings.output)
-    beam_io.write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(signals))
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, signals, settings, metadata, summary=summary, intra_op_threads=threads)
-    pipeline_start = time.perf_counter()
-    with run_folder("correlation"):  # what the worker processes leave in their temporary folder goes with it
-        result = pipeline.run()
-        result.wait_until_finish()
-    _add_timings(settings.output, {
-        "render_signals": round(render_seconds, 3),
-        "pipeline": round(time.perf_counter() - pipeline_start, 3),
-        "total": round(time.perf_counter() - started, 3),
-    })
-    return result
+
+
+class CorrelationJob(Job):
+    """``python -m beam_jobs.correlation``: see the module docstring."""
+
+    name = "correlation"
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, CorrelationOptions)
+    save_main_session = True
+
+    def settings(self, options: PipelineOptions) -> Settings:
+        """Validates the flags, reads the export's metadata and refuses an occupied ``--output`` early.
+
+        Raises:
+            ParameterError: On an invalid flag, or results in ``--output`` without ``--overwrite``.
+            ModelError: If ``--model`` is not a tfaural export with a ``deconvolve`` signature.
+        """
+        settings = Settings.from_options(options)
+        metadata = read_metadata(settings.model)
+        metadata.signature("deconvolve", export_dir=settings.model)
+        _existing_outputs(settings)  # before minutes of rendering
+        return dataclasses.replace(settings, metadata=metadata)
+
+    def inputs(self, settings: Settings) -> RenderedSignals:
+        """Renders the grid's signals (FluidSynth) at the model's rate and keeps the analysable ones.
+
+        Raises:
+            ParameterError: If fewer than two signals remain, or they do not fit the export.
+            SoundfontError: If no soundfont is found.
+        """
+        metadata = settings.metadata
+        assert metadata is not None
+        start = time.perf_counter()
+        rendered = model_signals(settings.grid, sample_rate=metadata.sample_rate, soundfont=settings.soundfont,
+                                 cache_dir=settings.signals_dir)
+        seconds = time.perf_counter() - start
+        signals = [s for s in rendered if correlation.analysable(s.attributes())]
+        if len(signals) < 2:
+            raise ParameterError("the grid has fewer than two signals: give several --timbres, --chords or --keys")
+        _check_signals(signals, metadata, settings)
+        return RenderedSignals(tuple(signals), seconds)
+
+    def configure(self, options: PipelineOptions, settings: Settings, *, n_inputs: int,
+                  local_defaults: bool) -> Settings:
+        """Runner defaults, then TensorFlow threads per worker process (the cores shared by the workers)."""
+        settings = super().configure(options, settings, n_inputs=n_inputs, local_defaults=local_defaults)
+        threads = _intra_op_threads(options) if local_defaults else None
+        return dataclasses.replace(settings, intra_op_threads=threads)
+
+    def prepare(self, settings: Settings, inputs: RenderedSignals) -> None:
+        """Deletes an earlier run's outputs (``--overwrite``); writes ``signals.npz``, which the workers read."""
+        existing = _existing_outputs(settings)
+        if existing:
+            FileSystems.delete(existing)
+        if beam_io.is_local(settings.output):
+            os.makedirs(settings.output, exist_ok=True)
+        assert settings.metadata is not None
+        logger.info("correlation: %d signals x %d layers -> %s", len(inputs),
+                    len(settings.metadata.deconvolvable_layers), settings.output)
+        beam_io.write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(inputs.signals))
+
+    def build(self, pipeline: beam.Pipeline, inputs: RenderedSignals, settings: Settings) -> None:
+        """See :func:`build_pipeline`."""
+        assert settings.metadata is not None
+        build_pipeline(pipeline, inputs.signals, settings, settings.metadata, summary=_summary(settings, inputs),
+                       intra_op_threads=settings.intra_op_threads)
+
+    def finish(self, settings: Settings, result: PipelineResult, timings: Timings) -> None:
+        """Adds the run's timings to ``summary.json`` and logs the table."""
+        _add_timings(settings.output, {  # render_signals is already there (see _summary)
+            "pipeline": round(timings.pipeline, 3),
+            "total": round(timings.total, 3),
+        })
 
 
 def _add_timings(output: str, timings: dict[str, float]) -> None:
     path = beam_io.join(output, "summary.json")
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         summary = json.loads(handle.read().decode("utf-8"))
-    summary["timings_seconds"] = timings
+    summary["timings_seconds"] = {**summary.get("timings_seconds", {}), **timings}
     beam_io.write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     table = summary["table"]
     logger.info("correlation: done in %.0f s; wrote %s", timings["total"], ", ".join(OUTPUT_FILES))
@@ -660,14 +669,8 @@ def _add_timings(output: str, timings: dict[str, float]) -> None:
                     row["n_pairs"])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code (2 on a usage or data error)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    try:
-        run(argv)
-    except TfauralError as err:
-        print(f"correlation: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+JOB: CorrelationJob = CorrelationJob()
+
+run = JOB.run  # run(argv, save_main_session=None, test_pipeline=None): see Job.run
+main = JOB.main  # main(argv) -> exit status: see Job.main
 

@@ -67,27 +67,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
-from beam_jobs.catalogue_io import (
-    JOB_FILENAME,
-    MANIFEST_FILENAME,
-    OK,
-    AccountForTracks,
-    InferenceSettings,
-    TrackInput,
-    TrackResult,
-    configure_runner,
-    execute,
-    guarded,
-    infer,
-    keep,
-    list_tracks,
-    main_for,
-    prepare_output,
-    write_job_file,
-)
+from beam_jobs.accounting import AccountForTracks
 from beam_jobs.chunking import (
     ChunkPlan,
     GroupTrackParts,
@@ -97,16 +79,19 @@ from beam_jobs.chunking import (
     combine_pooled,
     stream_examples,
 )
+from beam_jobs.failures import guarded, infer, keep
 from beam_jobs.inference import SignatureModelHandler
+from beam_jobs.job import CatalogueJob
 from beam_jobs.options import (
     CatalogueJobOptions,
     ChunkOptions,
     ExtractFeaturesOptions,
     InferenceJobOptions,
-    parse_job_args,
 )
+from beam_jobs.settings import InferenceSettings
+from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural.errors import DataError, ParameterError
-from tfaural.formats import ExportMetadata
+from tfaural.formats import OK, ExportMetadata
 
 __all__ = [
     "FORMATS",
@@ -124,6 +109,8 @@ __all__ = [
     "AssembleTrack",
     "WriteShard",
     "build_pipeline",
+    "ExtractFeaturesJob",
+    "JOB",
     "run",
     "main",
 ]
@@ -134,7 +121,6 @@ FORMATS = ("tfrecord", "parquet", "npz")
 PARTS_FOLDER = "tracks"
 SIGNATURE = "features"
 SHARD_PREFIX = "features"
-_RESERVED = (MANIFEST_FILENAME, JOB_FILENAME)
 
 
 def feature_layout(metadata: ExportMetadata) -> list[dict[str, Any]]:
@@ -470,57 +456,48 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     _ = (listed, results) | "Account" >> AccountForTracks(s.common.output)
 
 
-def run(
-    argv: Sequence[str] | None = None,
-    save_main_session: bool = False,
-    test_pipeline: beam.Pipeline | None = None,
-) -> PipelineResult:
-    """Runs the job and waits for it to finish.
+class ExtractFeaturesJob(CatalogueJob):
+    """``python -m beam_jobs.extract_features``: see the module docstring."""
 
-    Args:
-        argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
-        save_main_session: Pickle the caller's ``__main__`` for the workers (not needed:
-            every DoFn of the job lives in an importable module).
-        test_pipeline: A pipeline to use instead of creating one (tests).
+    name = "extract_features"
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, ExtractFeaturesOptions, ChunkOptions)
+    signature = SIGNATURE
+    derived = tuple(f"{SHARD_PREFIX}-*-of-*.{fmt}" for fmt in FORMATS)
 
-    Returns:
-        The finished ``PipelineResult``; :func:`beam_jobs.catalogue_io.summarize` of the
-        output folder says what happened to every track.
+    def settings(self, options: PipelineOptions) -> Settings:
+        """See :meth:`Settings.from_options`."""
+        return Settings.from_options(options)
 
-    Raises:
-        TfauralError: On invalid flags, a missing or invalid model, no input files, or
-            an output folder holding an earlier run (without --skip-existing/--overwrite).
-    """
-    options = parse_job_args(argv, prog="python -m beam_jobs.extract_features", description=__doc__,
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, ExtractFeaturesOptions,
-                                             ChunkOptions])
-    settings = Settings.from_options(options)
-    tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
-                         reserved=_RESERVED, output=settings.common.output)
-    settings = settings.with_tracks(len(tracks))
-    settings = configure_runner(
-        "extract_features", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
-        save_main_session=save_main_session, model_process=True,
-    )
-    prepare_output(settings.common, job="extract_features", job_settings=settings.job_settings(),
-                   derived=[f"{SHARD_PREFIX}-*-of-*.{fmt}" for fmt in FORMATS])
-    write_job_file(settings.common, job="extract_features", job_settings=settings.job_settings(), extra={
-        "format": settings.common.format, "num_shards": settings.num_shards, "feature_dim": settings.dim,
-        "feature_layout": feature_layout(settings.common.metadata),
-        "shards": [shard_name(i, settings.num_shards, settings.common.format or FORMATS[0])
-                   for i in range(settings.num_shards)],
-        **settings.plan.describe(),
-    })
-    logger.info("extract_features: %d track(s) -> %s (%s, %d shard(s)) with %s", len(tracks),
-                settings.common.output, settings.common.format, settings.num_shards, settings.common.model)
-    result = execute("extract_features", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline,
-                     model_signature=SIGNATURE)
-    return result
+    def configure(self, options: PipelineOptions, settings: Settings, *, n_inputs: int,
+                  local_defaults: bool) -> Settings:
+        """The number of shards follows the number of tracks; then the runner defaults."""
+        return super().configure(options, settings.with_tracks(n_inputs), n_inputs=n_inputs,
+                                 local_defaults=local_defaults)
+
+    def job_extra(self, settings: Settings) -> dict[str, Any]:
+        """The format, the shards, the feature layout and the chunking plan."""
+        return {
+            "format": settings.common.format, "num_shards": settings.num_shards, "feature_dim": settings.dim,
+            "feature_layout": feature_layout(settings.common.metadata),
+            "shards": [shard_name(i, settings.num_shards, settings.common.format or FORMATS[0])
+                       for i in range(settings.num_shards)],
+            **settings.plan.describe(),
+        }
+
+    def describe(self, settings: Settings, tracks: Sequence[TrackInput]) -> str:
+        """The log line that says what the run is about to do."""
+        return (f"extract_features: {len(tracks)} track(s) -> {settings.common.output} ({settings.common.format}, "
+                f"{settings.num_shards} shard(s)) with {settings.common.model}")
+
+    def build(self, pipeline: beam.Pipeline, inputs: Sequence[TrackInput], settings: Settings) -> None:
+        """See :func:`build_pipeline`."""
+        build_pipeline(pipeline, inputs, settings)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code (2 on a usage or setup error)."""
-    return main_for("extract_features", run, argv)
+JOB = ExtractFeaturesJob()
+
+run = JOB.run  # run(argv, save_main_session=None, test_pipeline=None): see Job.run
+main = JOB.main  # main(argv) -> exit status: see Job.main
 
 
 if __name__ == "__main__":

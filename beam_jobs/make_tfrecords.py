@@ -44,26 +44,22 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
+from beam_jobs.job import Job, Timings
 from beam_jobs.options import (
     CatalogueJobOptions,
     MakeTFRecordsOptions,
-    apply_runner_defaults,
-    check_runner,
-    parse_job_args,
     require,
 )
-from beam_jobs.scratch import run_folder
 from tfaural import __version__, audio
 from tfaural.cli import check_output_folder
 from tfaural.config import SegmentConfig
@@ -92,6 +88,8 @@ __all__ = [
     "encode_track",
     "EncodeTrack",
     "build_pipeline",
+    "MakeTFRecordsJob",
+    "JOB",
     "run",
     "main",
 ]
@@ -614,77 +612,60 @@ def _remove_parts(settings: Settings) -> None:
             os.rmdir(settings.parts_folder)
 
 
-def _prepare_output(settings: Settings) -> None:
-    _remove_parts(settings)
-    patterns = [beam_io.join(settings.output, f"*{SHARD_SUFFIX}"),
-                beam_io.join(settings.output, DATASET_INFO_FILENAME),
-                beam_io.join(settings.output, FAILURES_FILENAME)]
-    if settings.overwrite:
-        deleted = beam_io.delete_matching(patterns)
-        if deleted:
-            logger.info("--overwrite: deleted %d file(s) of an earlier run in %s", len(deleted), settings.output)
-        return
-    existing = [m.path for r in beam.io.filesystems.FileSystems.match(patterns) for m in r.metadata_list]
-    if existing:
-        raise ParameterError(f"--output {settings.output} already holds a dataset ({sorted(existing)[0]}, ...); "
-                             "pass --overwrite to replace it or choose another folder")
+class MakeTFRecordsJob(Job):
+    """``python -m beam_jobs.make_tfrecords``: see the module docstring."""
+
+    name = "make_tfrecords"
+    option_classes = (CatalogueJobOptions, MakeTFRecordsOptions)
+    save_main_session = True
+
+    def settings(self, options: PipelineOptions) -> Settings:
+        """See :meth:`Settings.from_options`."""
+        return Settings.from_options(options)
+
+    def inputs(self, settings: Settings) -> Catalogue:
+        """The manifest's tracks (missing files go to ``failures.jsonl``).
+
+        Raises:
+            DataError: If the manifest is unreadable or invalid.
+        """
+        return read_manifest(settings.manifest, check_files=False)
+
+    def prepare(self, settings: Settings, inputs: Catalogue) -> None:
+        """Refuses an earlier dataset without ``--overwrite``; deletes it (and stale part files) with it."""
+        _remove_parts(settings)
+        patterns = [beam_io.join(settings.output, f"*{SHARD_SUFFIX}"),
+                    beam_io.join(settings.output, DATASET_INFO_FILENAME),
+                    beam_io.join(settings.output, FAILURES_FILENAME)]
+        if settings.overwrite:
+            deleted = beam_io.delete_matching(patterns)
+            if deleted:
+                logger.info("--overwrite: deleted %d file(s) of an earlier run in %s", len(deleted), settings.output)
+        else:
+            existing = [m.path for r in beam.io.filesystems.FileSystems.match(patterns) for m in r.metadata_list]
+            if existing:
+                raise ParameterError(f"--output {settings.output} already holds a dataset ({sorted(existing)[0]}, "
+                                     "...); pass --overwrite to replace it or choose another folder")
+        logger.info("make_tfrecords: %d tracks of %s -> %s at %d Hz", len(inputs), settings.manifest,
+                    settings.output, settings.sample_rate)
+
+    def build(self, pipeline: beam.Pipeline, inputs: Catalogue, settings: Settings) -> None:
+        """See :func:`build_pipeline`."""
+        build_pipeline(pipeline, inputs, settings)
+
+    def finish(self, settings: Settings, result: PipelineResult, timings: Timings) -> None:
+        """Deletes the part files; logs the numbers of records, tracks and failures."""
+        _remove_parts(settings)
+        info = DatasetInfo.read(beam_io.join(settings.output, DATASET_INFO_FILENAME))
+        logger.info("make_tfrecords: wrote %d records of %d tracks; %d track(s) failed (see %s)",
+                    info.total("records"), info.total("tracks"), info.total("failed"),
+                    beam_io.join(settings.output, FAILURES_FILENAME))
 
 
-def run(
-    argv: Sequence[str] | None = None,
-    save_main_session: bool = True,
-    test_pipeline: beam.Pipeline | None = None,
-) -> PipelineResult:
-    """Runs the job and waits for it to finish.
+JOB = MakeTFRecordsJob()
 
-    Args:
-        argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
-        save_main_session: Pickle the main module's globals for remote workers.
-        test_pipeline: A pipeline to use instead of creating one (tests).
-
-    Returns:
-        The finished ``PipelineResult`` (its metrics hold the counters).
-
-    Raises:
-        TfauralError: On invalid flags, an unreadable or invalid manifest, or an
-            output folder that already holds a dataset (without ``--overwrite``).
-    """
-    options = parse_job_args(
-        argv, prog="python -m beam_jobs.make_tfrecords", description=__doc__,
-        option_classes=[CatalogueJobOptions, MakeTFRecordsOptions],
-    )
-    settings = Settings.from_options(options)
-    check_runner(options)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    catalogue = read_manifest(settings.manifest, check_files=False)  # missing files go to failures.jsonl
-    if test_pipeline is None:
-        for note in apply_runner_defaults(options, num_items=len(catalogue)):  # every core, like the other jobs
-            logger.info("make_tfrecords: %s", note)
-    _prepare_output(settings)
-    logger.info("make_tfrecords: %d tracks of %s -> %s at %d Hz", len(catalogue), settings.manifest, settings.output,
-                settings.sample_rate)
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, catalogue, settings)
-    with run_folder("make_tfrecords"):  # what the worker processes leave in their temporary folder goes with it
-        result = pipeline.run()
-        result.wait_until_finish()
-    _remove_parts(settings)
-    info = DatasetInfo.read(beam_io.join(settings.output, DATASET_INFO_FILENAME))
-    logger.info("make_tfrecords: wrote %d records of %d tracks; %d track(s) failed (see %s)", info.total("records"),
-                info.total("tracks"), info.total("failed"), beam_io.join(settings.output, FAILURES_FILENAME))
-    return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code (2 on a usage or data error)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # worker chatter; our own logger stays at INFO
-    try:
-        run(argv)
-    except TfauralError as err:
-        print(f"make_tfrecords: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+run = JOB.run  # run(argv, save_main_session=None, test_pipeline=None): see Job.run
+main = JOB.main  # main(argv) -> exit status: see Job.main
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from apache_beam.options.pipeline_options import (
 from tfaural.cli import parse_index_list
 from tfaural.config import PAD_MODES
 from tfaural.errors import ParameterError
+from tfaural.signals import CHORD_TYPES, DEFAULT_KEYS, DEFAULT_TIMBRES
 
 __all__ = [
     "ConsoleOptions",
@@ -47,6 +48,7 @@ __all__ = [
     "ExtractFeaturesOptions",
     "TagOptions",
     "ChunkOptions",
+    "CorrelationOptions",
     "DEFAULT_CHUNK_SECONDS",
     "parse_job_args",
     "stray_arguments",
@@ -217,6 +219,31 @@ class ChunkOptions(PipelineOptions):
                    "call; the chunks' results are combined exactly. The model's memory grows with it (~26 MiB "
                    "per 2.7-s segment for the 3^9-SampleCNN). At most the export's max_seconds. "
                    f"Default: {DEFAULT_CHUNK_SECONDS:g}.")
+
+
+class CorrelationOptions(PipelineOptions):
+    """Flags of ``python -m beam_jobs.correlation`` (``--model``, ``--output`` and ``--batch-size`` are shared)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "signals", default=None, metavar="FOLDER",
+              help="Local cache folder of rendered model signals: read if this grid was rendered there before at "
+                   "the model's sample rate, written otherwise. Default: render without caching.")
+        _flag(parser, "soundfont", default=None, metavar="PATH",
+              help="General MIDI .sf2 soundfont (default: $TFAURAL_SOUNDFONT, then the Debian FluidR3_GM.sf2).")
+        _flag(parser, "timbres", default=",".join(DEFAULT_TIMBRES), metavar="LIST",
+              help="Comma-separated timbres: names such as sine (additive), piano, strings, acoustic_guitar, "
+                   "saxophone, electric_guitar, electric_piano, or program<N> for any General MIDI program "
+                   "(0-based). Default: the paper's seven.")
+        _flag(parser, "chords", default=",".join(CHORD_TYPES), metavar="LIST",
+              help="Comma-separated chord types: intervals, major, minor, sus4, dominant7, major7, minor7, "
+                   "diminished, or name=0,4,7 semitone lists (separate several with ';' then). Default: all eight.")
+        _flag(parser, "keys", default=",".join(DEFAULT_KEYS), metavar="LIST",
+              help="Comma-separated keys (root notes) such as Eb2,Bb2,A3,G4 (the default, the paper's four).")
+        _flag(parser, "signal_seconds", type=float, default=4.0, metavar="SECONDS",
+              help="Length of every model signal (at least the model's segment). Default: 4.")
+        _flag(parser, "chord_positions", type=int, default=6, metavar="N",
+              help="Voicings (inversions, then an octave up) played one after another in each signal. Default: 6.")
 
 
 def parse_job_args(

@@ -59,27 +59,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
-from beam_jobs.catalogue_io import (
-    JOB_FILENAME,
-    MANIFEST_FILENAME,
-    OK,
-    AccountForTracks,
-    InferenceSettings,
-    TrackInput,
-    TrackResult,
-    configure_runner,
-    execute,
-    guarded,
-    infer,
-    keep,
-    list_tracks,
-    main_for,
-    prepare_output,
-    write_job_file,
-)
+from beam_jobs.accounting import AccountForTracks
 from beam_jobs.chunking import (
     ChunkPlan,
     GroupTrackParts,
@@ -90,15 +72,19 @@ from beam_jobs.chunking import (
     weighted_mean,
     whole_segments,
 )
+from beam_jobs.failures import guarded, infer, keep
 from beam_jobs.inference import SignatureModelHandler
+from beam_jobs.job import CatalogueJob
 from beam_jobs.options import (
     CatalogueJobOptions,
     ChunkOptions,
     InferenceJobOptions,
     TagOptions,
-    parse_job_args,
 )
+from beam_jobs.settings import InferenceSettings
+from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural.errors import DataError, ParameterError
+from tfaural.formats import OK
 
 __all__ = [
     "TAGS_JSONL",
@@ -112,6 +98,8 @@ __all__ = [
     "AssembleTags",
     "write_tag_tables",
     "build_pipeline",
+    "TagJob",
+    "JOB",
     "run",
     "main",
 ]
@@ -122,7 +110,6 @@ TAGS_JSONL = "tags.jsonl"
 TAGS_CSV = "tags.csv"
 PARTS_FOLDER = "tracks"
 SIGNATURE = "serving_default"
-_RESERVED = (TAGS_JSONL, TAGS_CSV, MANIFEST_FILENAME, JOB_FILENAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,47 +314,32 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     )
 
 
-def run(
-    argv: Sequence[str] | None = None,
-    save_main_session: bool = False,
-    test_pipeline: beam.Pipeline | None = None,
-) -> PipelineResult:
-    """Runs the job and waits for it to finish.
+class TagJob(CatalogueJob):
+    """``python -m beam_jobs.tag``: see the module docstring."""
 
-    Args:
-        argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
-        save_main_session: Pickle the caller's ``__main__`` for the workers (not needed:
-            every DoFn of the job lives in an importable module).
-        test_pipeline: A pipeline to use instead of creating one (tests).
+    name = "tag"
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, TagOptions, ChunkOptions)
+    signature = SIGNATURE
+    reserved = (TAGS_JSONL, TAGS_CSV)
+    derived = (TAGS_JSONL, TAGS_CSV)
 
-    Returns:
-        The finished ``PipelineResult``; :func:`beam_jobs.catalogue_io.summarize` of the
-        output folder says what happened to every track.
+    def settings(self, options: PipelineOptions) -> Settings:
+        """See :meth:`Settings.from_options`."""
+        return Settings.from_options(options)
 
-    Raises:
-        TfauralError: On invalid flags, a missing or invalid model, no input files, or
-            an output folder holding an earlier run (without --skip-existing/--overwrite).
-    """
-    options = parse_job_args(argv, prog="python -m beam_jobs.tag", description=__doc__,
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions, ChunkOptions])
-    settings = Settings.from_options(options)
-    tracks = list_tracks(input_glob=settings.common.input_glob, manifest=settings.common.manifest,
-                         reserved=_RESERVED, output=settings.common.output)
-    settings = configure_runner(
-        "tag", options, settings, n_tracks=len(tracks), local_defaults=test_pipeline is None,
-        save_main_session=save_main_session, model_process=True,
-    )
-    prepare_output(settings.common, job="tag", job_settings=settings.job_settings(), derived=[TAGS_JSONL, TAGS_CSV])
-    write_job_file(settings.common, job="tag", job_settings=settings.job_settings(), extra=settings.plan.describe())
-    logger.info("tag: %d track(s) -> %s with %s", len(tracks), settings.common.output, settings.common.model)
-    result = execute("tag", options, build_pipeline, tracks, settings, test_pipeline=test_pipeline,
-                     model_signature=SIGNATURE)
-    return result
+    def job_extra(self, settings: Settings) -> dict[str, Any]:
+        """The chunking plan."""
+        return settings.plan.describe()
+
+    def build(self, pipeline: beam.Pipeline, inputs: Sequence[TrackInput], settings: Settings) -> None:
+        """See :func:`build_pipeline`."""
+        build_pipeline(pipeline, inputs, settings)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code (2 on a usage or setup error)."""
-    return main_for("tag", run, argv)
+JOB = TagJob()
+
+run = JOB.run  # run(argv, save_main_session=None, test_pipeline=None): see Job.run
+main = JOB.main  # main(argv) -> exit status: see Job.main
 
 
 if __name__ == "__main__":

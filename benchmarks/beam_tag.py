@@ -88,7 +88,7 @@ def export_samplecnn(base: str, **architecture: Any) -> str:
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
     from tfaural.models.samplecnn import samplecnn_model
-    from tfaural.run import RunInfo
+    from tfaural.training.run import RunInfo
 
     def build(folder: Path) -> str:
         keras.utils.set_random_seed(0)
@@ -127,7 +127,7 @@ def generate_catalogue(folder: Path, *, tracks: int, seconds: float) -> list[Pat
 def end_to_end(paths: list[Path], export_dir: str, output: Path, *, workers: int) -> dict[str, Any]:
     """Wall time of the tag job on the multi-processing DirectRunner."""
     from beam_jobs import tag
-    from beam_jobs.catalogue_io import summarize
+    from beam_jobs.accounting import summarize
 
     start = time.perf_counter()
     tag.run([f"--input={paths[0].parent}/*", f"--model={export_dir}", f"--output={output}", "--runner=DirectRunner",
@@ -142,7 +142,7 @@ def end_to_end(paths: list[Path], export_dir: str, output: Path, *, workers: int
 def extract_end_to_end(paths: list[Path], export_dir: str, output: Path, *, workers: int) -> dict[str, Any]:
     """Wall time of the extract_features job (npz) on the multi-processing DirectRunner."""
     from beam_jobs import extract_features
-    from beam_jobs.catalogue_io import summarize
+    from beam_jobs.accounting import summarize
 
     start = time.perf_counter()
     extract_features.run([f"--input={paths[0].parent}/*", f"--model={export_dir}", f"--output={output}",

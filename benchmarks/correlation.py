@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
 
     if args.run:
-        from tfaural.run import load_run
+        from tfaural.training.run import load_run
 
         model, info = load_run(args.run)
         model_description = {"run": os.path.abspath(args.run), "labels": list(info.labels), "run_id": info.run_id}

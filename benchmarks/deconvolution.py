@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
 
     if args.run:
-        from tfaural.run import load_run
+        from tfaural.training.run import load_run
 
         model, _ = load_run(args.run)
     else:

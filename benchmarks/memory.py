@@ -530,7 +530,7 @@ def export_choi(base: str, *, max_deconv_seconds: float | None = None,
     from export.budget import budget_for
     from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
     from tfaural.models import choi_cnn, config_from_model
-    from tfaural.run import RunInfo
+    from tfaural.training.run import RunInfo
 
     keras.utils.set_random_seed(0)
     model = choi_cnn(n_outputs=10, **architecture)
@@ -553,7 +553,7 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
     from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
     from tfaural.models import config_from_model
     from tfaural.models.musicnn import musicnn_tagger
-    from tfaural.run import RunInfo
+    from tfaural.training.run import RunInfo
 
     keras.utils.set_random_seed(0)
     model = musicnn_tagger(architecture="vgg", **architecture)
@@ -578,7 +578,7 @@ def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
     from tfaural.models.samplecnn import samplecnn_model
-    from tfaural.run import RunInfo
+    from tfaural.training.run import RunInfo
 
     keras.utils.set_random_seed(0)
     model = samplecnn_model(n_outputs=50, sample_rate=MODEL_RATE, **architecture)

@@ -145,7 +145,7 @@ def run_tag(folder: Path, export_dir: str, output: Path, runner_args: list[str],
         processes that ended during the run: the DirectRunner's workers).
     """
     from beam_jobs import tag
-    from beam_jobs.catalogue_io import summarize
+    from beam_jobs.accounting import summarize
 
     cpu, children = time.process_time(), _children_cpu()
     start = time.perf_counter()

@@ -50,7 +50,7 @@ from tfaural import spectral
 from tfaural.config import AudioConfig, ChoiConfig, SegmentConfig, STFTConfig
 from tfaural.models import choi_cnn, config_from_model
 from tfaural.models.samplecnn import samplecnn_model
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 CLIP_SECONDS = 30.0
 BATCH_SIZES = (1, 8)

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tfaural.cli import add_verbose_flag
+from tfaural.cli import add_verbose_flag, positive_int
 from tfaural.errors import TfauralError
 
 DESCRIPTION = """\
@@ -43,16 +43,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parses the command line (see ``--help``)."""
     parser = argparse.ArgumentParser(
@@ -66,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the model's base directory; the export goes to EXPORT_BASE/<version>/",
     )
     parser.add_argument(
-        "--version", type=_positive_int, default=None, metavar="N",
+        "--version", type=positive_int, default=None, metavar="N",
         help="version number (default: one more than the highest existing version, 1 for a new base); "
         "fails if EXPORT_BASE/N exists",
     )
@@ -94,7 +84,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(docs/serving.md)",
     )
     parser.add_argument(
-        "--max-batch-segments", type=_positive_int, default=64, metavar="N",
+        "--max-batch-segments", type=positive_int, default=64, metavar="N",
         help="most model segments run through the network at once; longer inputs loop in-graph "
         "(bounds memory; default: %(default)s)",
     )
@@ -139,7 +129,7 @@ def _export(args: argparse.Namespace) -> int:
     from export.budget import budget_for
     from export.exporter import export_run
     from export.metadata import family_of
-    from tfaural.run import read_run_info
+    from tfaural.training.run import read_run_info
 
     try:
         budget = None

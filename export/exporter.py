@@ -48,7 +48,7 @@ from export.verify import REFERENCE_FILE, save_reference, verify_export
 from export.warmup import warmup_inputs, write_warmup_file
 from tfaural.config import ChoiConfig, MusicnnConfig
 from tfaural.errors import ExportError
-from tfaural.run import RunInfo, load_run
+from tfaural.training.run import RunInfo, load_run
 
 __all__ = ["export_run", "export_model", "build_module", "existing_versions", "next_version", "VERIFICATION_FILE"]
 

@@ -23,7 +23,7 @@ from export.budget import WorkBudget
 from tfaural.config import ChoiConfig, Config, MusicnnConfig, SampleCNNConfig, model_config_to_dict
 from tfaural.errors import ExportError
 from tfaural.formats import EXPORT_LABELS_FILE, EXPORT_METADATA_FILE, export_metadata_text
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 __all__ = [
     "FORMAT_VERSION",

@@ -63,7 +63,7 @@ from tfaural.errors import ExportError
 from tfaural.models import config_from_model
 from tfaural.models.aggregation import feature_layer_names
 from tfaural.models.layers import pool_segment_maps
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 __all__ = ["ServingModule", "DEFAULT_MAX_SECONDS", "DEFAULT_MAX_BATCH_SEGMENTS"]
 

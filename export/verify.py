@@ -552,7 +552,7 @@ def _reference_from_run(export_dir: str, run_dir: str) -> dict[str, dict[str, di
     from export.budget import budget_for
     from export.module import ServingModule
     from tfaural.formats import read_export_metadata
-    from tfaural.run import load_run
+    from tfaural.training.run import load_run
 
     metadata = read_export_metadata(export_dir)
     model, info = load_run(run_dir)

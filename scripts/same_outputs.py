@@ -56,7 +56,7 @@ def _run_dir(folder: pathlib.Path, labels: list[str]) -> pathlib.Path:
 
     from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
     from tfaural.models import choi_cnn, config_from_model
-    from tfaural.run import RunInfo, save_run
+    from tfaural.training.run import RunInfo, save_run
 
     keras.utils.set_random_seed(0)
     model = choi_cnn(n_outputs=len(labels), n_freq=257, n_frames=87, n_fft=512, hop_length=256, n_filters=8,

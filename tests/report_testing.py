@@ -160,7 +160,7 @@ def make_auralise_output(
     features = {str(layer): list(range(N_FILTERS)) for layer in layers}
     settings = {"signature": "auralise", "layers": sorted(layers), "features": features, "mode": "phase",
                 "clip_seconds": SECONDS, "offset_seconds": 0.5, "format": "wav", "spectrograms": spectrograms}
-    job = {  # as beam_jobs.catalogue_io.write_job_file writes it
+    job = {  # as beam_jobs.accounting.write_job_file writes it
         "job": "auralise", "created": "2025-01-02T03:04:05+00:00", "tfaural_version": __version__, "input": None,
         "manifest": "inputs.csv", "model_dir": "/exports/choi/1",
         "model": {"model_dir": "/exports/choi/1", "run_id": RUN_ID, "exported": "2025-01-01T12:00:00+00:00"},

@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tfaural import evaluate, report, train, visualise
+from tfaural import report, visualise
 from tfaural.cli import check_output_folder, is_startup_noise
 from tfaural.errors import ParameterError
+from tfaural.training import evaluate, train
 
 
 def _one_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -6,6 +6,7 @@ writes it (the browser test, test_report_browser.py, uses it too).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -46,6 +47,7 @@ from tfaural.report import (
     thumbnail_settings,
     write_report,
 )
+from tfaural.report.thumbnails import THUMBNAIL_HEIGHT, THUMBNAIL_WIDTH
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,7 @@ def test_user_strings_are_escaped_and_urls_quoted(built: pathlib.Path) -> None:
         text = page.read_text(encoding="utf-8")
         assert "<b>ü</b>" not in text and "<model>" not in text and "broken <4>" not in text
     index = (report / "index.html").read_text(encoding="utf-8")
-    assert "jazz &quot;two&quot; &lt;b&gt;ü&lt;/b&gt;" in index
+    assert "jazz &#34;two&#34; &lt;b&gt;ü&lt;/b&gt;" in index
     assert "Tiny &lt;model&gt; report" in index
     assert 'href="tracks/jazz%20two%20%C3%BC.html"' in index
     assert (report / "tracks" / "jazz two ü.html").is_file()
@@ -172,7 +174,7 @@ def test_index_model_card_failed_tracks_correlations_and_feature_index(built: pa
     assert correlations.count("<tr>") == 1 + 9
     facts = correlations.split('<dl class="facts">')[1].split("</dl>")[0]
     assert "<dt>N signals</dt><dd>12</dd>" in facts and "piano" in facts
-    assert "<dt>Zero features</dt><dd>{&quot;by_layer&quot;: {&quot;3&quot;: 2}, &quot;count&quot;: 2}</dd>" in facts
+    assert "<dt>Zero features</dt><dd>{&#34;by_layer&#34;: {&#34;3&#34;: 2}, &#34;count&#34;: 2}</dd>" in facts
     assert "signal-3" not in facts and "signal-3" in correlations  # only in the full JSON
     features = index.split('id="features"')[1]
     for layer in (1, 2, 3):
@@ -224,7 +226,7 @@ def test_thumbnails_share_a_scale_per_layer_and_are_reused(tmp_path: pathlib.Pat
     from PIL import Image
 
     with Image.open(thumbs / "blues.00001" / "layer1" / "feature0.png") as image:
-        assert image.size == (65, 33)  # frames x bins of the model's STFT (0.5 s at 4096 Hz, hop 32)
+        assert image.size == (THUMBNAIL_WIDTH, THUMBNAIL_HEIGHT)  # 65 frames x 33 bins resampled to the box
 
     before = _mtimes(thumbs)
     write_report(out, progress=False)
@@ -270,14 +272,20 @@ def test_spectrogram_image_matches_librosa() -> None:
     rng = np.random.default_rng(3)
     t = np.arange(3000) / RATE
     y = (0.7 * np.sin(2 * np.pi * 320 * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
-    settings = ThumbnailSettings(n_fft=N_FFT, hop_length=HOP, max_width=40, max_height=33)
+    settings = ThumbnailSettings(n_fft=N_FFT, hop_length=HOP, width=40, height=33)
     image = spectrogram_image(y[np.newaxis], settings)[0]
-    power = np.abs(librosa.stft(y.astype(np.float64), n_fft=N_FFT, hop_length=HOP, center=True,
-                                pad_mode="constant")) ** 2
-    frames = power.shape[1]  # 94 frames, averaged in groups of 3 (ceil(94 / 40)) down to 32 columns
-    groups = [power[:, i : i + 3].mean(axis=1) for i in range(0, frames, 3)]
-    expected = 10 * np.log10(np.maximum(np.stack(groups, axis=1) / (N_FFT / 4) ** 2, 1e-30))
-    assert image.shape == expected.shape == (33, 32)
+    # the renderer's edges are reflected (as beam_jobs.auralise has always drawn them); periodic Hann
+    power = np.abs(librosa.stft(y.astype(np.float64), n_fft=N_FFT, hop_length=HOP, center=True, window="hann",
+                                pad_mode="reflect")) ** 2
+    frames = power.shape[1]  # 94 frames, averaged in power over the 2.35 frames each of the 40 columns covers
+    span = frames / 40
+    columns = []
+    for i in range(40):
+        start, stop = i * span, (i + 1) * span
+        weights = [max(0.0, min(stop, j + 1) - max(start, j)) for j in range(frames)]
+        columns.append(power @ np.asarray(weights) / sum(weights))
+    expected = 10 * np.log10(np.maximum(np.stack(columns, axis=1) / (N_FFT / 4) ** 2, 1e-30))
+    assert image.shape == expected.shape == (33, 40)
     np.testing.assert_allclose(image, np.maximum(expected, -120.0), atol=1e-3)
     # a full-scale sine on a bin centre peaks at 0 dBFS
     sine = np.sin(2 * np.pi * 10 * RATE / N_FFT * t).astype(np.float32)
@@ -289,16 +297,85 @@ def test_thumbnail_png_matches_matplotlib_imsave(tmp_path: pathlib.Path) -> None
     from matplotlib import image as mpl_image
     from PIL import Image
 
-    from tfaural.report import _png_bytes
+    from tfaural.report.thumbnails import thumbnail_png
 
     rng = np.random.default_rng(8)
     image = rng.uniform(-100.0, 5.0, (33, 65)).astype(np.float32)  # also below and above the scale
     settings = ThumbnailSettings(n_fft=N_FFT, hop_length=HOP)
-    (tmp_path / "ours.png").write_bytes(_png_bytes(image, (-80.0, 0.0), settings))
+    (tmp_path / "ours.png").write_bytes(thumbnail_png(image, (-80.0, 0.0), settings))
     mpl_image.imsave(tmp_path / "matplotlib.png", image, cmap="magma", vmin=-80.0, vmax=0.0, origin="lower")
     with Image.open(tmp_path / "ours.png") as ours, Image.open(tmp_path / "matplotlib.png") as reference:
         assert ours.mode == "P"
         np.testing.assert_array_equal(np.asarray(ours.convert("RGB")), np.asarray(reference.convert("RGB")))
+
+
+def test_a_4_s_excerpt_thumbnail_is_landscape_and_fills_its_box(built: pathlib.Path) -> None:
+    from importlib import resources
+
+    from PIL import Image
+
+    from tfaural.report.thumbnails import thumbnail_png
+
+    # 4 s at 22,050 Hz with n_fft 512 and hop 512: 173 frames x 257 bins, a portrait image at one pixel each
+    settings = thumbnail_settings(ExportMetadata.from_dict({"sample_rate": 22050,
+                                                            "stft": {"n_fft": 512, "hop_length": 512}}))
+    t = np.arange(4 * 22050) / 22050
+    excerpt = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    png = thumbnail_png(spectrogram_image(excerpt[np.newaxis], settings)[0], (-80.0, 0.0), settings)
+    with Image.open(io.BytesIO(png)) as picture:
+        width, height = picture.size
+    assert (width, height) == (THUMBNAIL_WIDTH, THUMBNAIL_HEIGHT) and width > height
+    # the box: every aspect ratio and fixed size the stylesheet gives a spectrogram is the thumbnail's
+    css = (resources.files("tfaural.report") / "assets" / "style.css").read_text(encoding="utf-8")
+    ratios = re.findall(r"aspect-ratio:\s*(\d+)\s*/\s*(\d+)", css)
+    sizes = re.findall(r"\.thumb-small \{ width: (\d+)px; height: (\d+)px; \}", css)
+    assert ratios and sizes
+    assert all(int(w) * height == int(h) * width for w, h in ratios + sizes)
+    assert "contain" not in css  # no letterboxing: the job's PNGs are stretched to the same box
+    # the pages: every spectrogram <img> declares the box, and the thumbnails drawn have exactly its size
+    report = built / "report"
+    for page in (report / "index.html", report / "tracks" / "blues.00001.html",
+                 report / "features" / "layer1-feature0.html"):
+        thumbs = [a for t, a in parse(page) if t == "img" and "thumb" in (a.get("class") or "").split()]
+        assert thumbs
+        for attrs in thumbs:
+            assert (attrs["width"], attrs["height"]) == (str(THUMBNAIL_WIDTH), str(THUMBNAIL_HEIGHT))
+            target, _ = resolve(page, attrs["src"] or "")
+            with Image.open(target) as drawn:
+                assert drawn.size == (THUMBNAIL_WIDTH, THUMBNAIL_HEIGHT)
+
+
+def test_each_audio_file_is_decoded_once(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tfaural.report import thumbnails
+
+    calls: list[str] = []
+    load = audio.load
+
+    def counting_load(path: str, **kwargs: object) -> object:
+        calls.append(os.path.relpath(path, out))
+        return load(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audio, "load", counting_load)
+    out = make_auralise_output(tmp_path / "auralised", failed=())
+    sources = len(TRACKS) * (1 + N_LAYERS * N_FILTERS)
+    write_report(out, progress=False)
+    assert len(calls) == len(set(calls)) == sources
+    in_memory = {p.relative_to(out / "report"): p.read_bytes() for p in (out / "report").rglob("*.png")}
+    assert len(in_memory) == sources
+    calls.clear()
+    write_report(out, progress=False)
+    assert calls == []  # all cached
+    # with no memory for images between measuring and drawing they wait on disk: still one decode each
+    monkeypatch.setattr(thumbnails, "_IMAGE_MEMORY_BYTES", 0)
+    write_report(out, tmp_path / "spilled", progress=False)
+    assert len(calls) == len(set(calls)) == sources
+    spilled = {p.relative_to(tmp_path / "spilled"): p.read_bytes() for p in (tmp_path / "spilled").rglob("*.png")}
+    assert spilled == in_memory
+    # the job drew them: nothing is decoded
+    calls.clear()
+    drawn = make_auralise_output(tmp_path / "drawn", failed=(), spectrograms=True)
+    write_report(drawn, progress=False)
+    assert calls == []
 
 
 def test_files_are_readable_by_a_web_server_and_low_rates_are_flagged(tmp_path: pathlib.Path) -> None:
@@ -356,7 +433,7 @@ def test_track_list_and_feature_pages_paginate(tmp_path: pathlib.Path) -> None:
 
 def test_small_formatters() -> None:
     from tfaural.formats import ManifestRow
-    from tfaural.report import _describe_features, _page_numbers, _ranges, _url
+    from tfaural.report.pages import _describe_features, _page_numbers, _ranges, _url
 
     assert _page_numbers(1, 3) == [1, 2, 3]
     assert _page_numbers(10, 20) == [1, None, 7, 8, 9, 10, 11, 12, 13, None, 20]

@@ -65,7 +65,7 @@ def _export_tiny_model(base: pathlib.Path) -> str:
     from export import exporter
     from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
     from tfaural.models import choi_cnn, config_from_model
-    from tfaural.run import RunInfo
+    from tfaural.training.run import RunInfo
 
     keras.utils.set_random_seed(11)
     model = choi_cnn(n_outputs=len(LABELS), n_freq=N_FFT // 2 + 1, n_frames=65, n_fft=N_FFT, hop_length=HOP,
@@ -185,6 +185,12 @@ def check_images(browser: WebDriver) -> int:
         "return [...document.images].filter(i => !(i.naturalWidth > 0)).map(i => i.currentSrc || i.src)"
     )
     assert broken == [], f"images that did not load: {broken}"
+    # every spectrogram fills a 2:1 box (the thumbnails' shape): no letterboxing, nothing cropped
+    boxes = browser.execute_script(
+        "return [...document.querySelectorAll('img.thumb')].filter(i => i.offsetParent !== null)"
+        ".map(i => [i.clientWidth, i.clientHeight, getComputedStyle(i).objectFit])"
+    )
+    assert boxes and all(abs(w - 2 * h) <= 2 and fit == "fill" for w, h, fit in boxes), boxes
     return int(browser.execute_script("return document.images.length"))
 
 

@@ -28,6 +28,7 @@ from tfaural.errors import ParameterError
 __all__ = [
     "parse_index_list",
     "check_output_folder",
+    "positive_int",
     "exit_promptly",
     "VERBOSE_ENV",
     "QUIET_ENV",
@@ -83,6 +84,21 @@ def _describe_range(values: Sequence[int]) -> str:
     if values and list(values) == list(range(values[0], values[-1] + 1)):
         return f"{values[0]}-{values[-1]}"
     return ",".join(str(v) for v in values)
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts: a whole number of at least 1.
+
+    Raises:
+        argparse.ArgumentTypeError: Otherwise (argparse prints it with the flag's name and exits 2).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
 
 
 def check_output_folder(path: str | os.PathLike[str], *, flag: str = "--output") -> str:

@@ -326,6 +326,11 @@ class ChoiConfig(Config):
     n_fft: int = 512
     hop_length: int = 256
 
+    @property
+    def stft(self) -> STFTConfig:
+        """The STFT of the model's input (this config is its one source)."""
+        return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length)
+
     def validate(self) -> None:
         cls = type(self)
         for field in ("n_outputs", "n_layers", "n_filters", "kernel_size", "sample_rate", "hop_length"):
@@ -646,6 +651,11 @@ class MusicnnConfig(Config):
     def segment_length(self) -> int:
         """Samples whose centred STFT has exactly ``n_frames`` frames: ``(n_frames - 1) * hop_length``."""
         return (self.n_frames - 1) * self.hop_length
+
+    @property
+    def stft(self) -> STFTConfig:
+        """The STFT of the model's input (this config is its one source)."""
+        return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length)
 
 
 MODEL_CONFIGS: dict[str, type[Config]] = {

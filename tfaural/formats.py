@@ -17,8 +17,8 @@ The auralise job writes one ``track.json`` per track (a :class:`TrackRecord` of
 :class:`FeatureRecord` entries; :meth:`TrackRecord.to_text`, :func:`parse_track_record`),
 which ``--skip-existing`` and the listening report read back.
 
-``run.json`` (a training run's :class:`tfaural.run.RunInfo`) is owned by
-:mod:`tfaural.run`, which the Beam jobs never need.
+``run.json`` (a training run's :class:`tfaural.training.run.RunInfo`) is owned by
+:mod:`tfaural.training.run`, which the Beam jobs never need.
 
 Example:
     >>> meta = read_export_metadata("exports/choi/1")

@@ -610,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         from tfaural.cli import check_output_folder
-        from tfaural.run import load_run
+        from tfaural.training.run import load_run
 
         check_output_folder(args.output)  # before the model is loaded
         model, _ = load_run(args.run)

@@ -25,7 +25,7 @@ from tfaural import audio
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.models import choi_cnn, config_from_model
 from tfaural.models.samplecnn import samplecnn_model
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 CHOI_SR = 2048
 CHOI_SEGMENT = 992  # 32 STFT frames of hop 32

@@ -24,11 +24,12 @@ from jobs_testing import SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, read_manifest_
 from signal_makers import chirp, sine
 
 from beam_jobs import chunking, extract_features, tag
-from beam_jobs.catalogue_io import FAILED, TrackInput, TrackResult
 from beam_jobs.chunking import CHUNK, SEGMENT, ChunkPlan, PartKey, TrackEnd
 from beam_jobs.inference import InferenceFailure
+from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural import audio
 from tfaural.errors import AudioDecodeError, ParameterError
+from tfaural.formats import FAILED
 
 CHUNK_SECONDS = 3.0
 CHUNK_SEGMENTS = 1 + (int(CHUNK_SECONDS * SAMPLECNN_SR) - SAMPLECNN_SEGMENT) // SAMPLECNN_SEGMENT  # 24

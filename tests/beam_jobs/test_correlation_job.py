@@ -33,7 +33,7 @@ from tfaural.correlation import ATTRIBUTES, FeatureRow, TableRow
 from tfaural.errors import ModelError, ParameterError
 from tfaural.formats import ExportMetadata, read_export_metadata
 from tfaural.models import choi_cnn, config_from_model
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 SR = 4000
 SECONDS = 2.0

@@ -18,14 +18,16 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from jobs_testing import CHOI_SR, SAMPLECNN_SEGMENT, read_manifest_rows, signature, write_catalogue
 
-from beam_jobs import catalogue_io
-from beam_jobs.catalogue_io import TrackInput, TrackResult
+from beam_jobs import accounting
+from beam_jobs import failures as job_failures
+from beam_jobs import tracks as job_tracks
 from beam_jobs.inference import (
     InferenceFailure,
     SignatureModelHandler,
     read_metadata,
     tf_error_reason,
 )
+from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural.errors import ModelError, ParameterError
 
 # ---------------------------------------------------------------------------
@@ -88,7 +90,7 @@ def test_infer_turns_failed_batches_into_failed_tracks(samplecnn_export: str) ->
     with test_pipeline.TestPipeline() as pipeline:
         examples = pipeline | beam.Create(
             [(t, {"waveform": np.full(lengths[t.track_id], 0.1, np.float32)}) for t in tracks])
-        predicted, failures = catalogue_io.infer(examples, "Infer", handler)
+        predicted, failures = job_failures.infer(examples, "Infer", handler)
         kinds = predicted | "Kinds" >> beam.Map(
             lambda e: (e[0].track_id, "failure" if isinstance(e[1].inference, InferenceFailure) else "scores"))
         assert_that(kinds, equal_to([("t0", "scores"), ("t2", "failure")]), label="Predictions")
@@ -125,19 +127,19 @@ def test_tf_error_reason_keeps_the_check_message() -> None:
 
 def test_output_names_are_single_safe_components_and_unique() -> None:
     ids = ["a/b", "a__b", "Song", "song", "x" * 200, "manifest.jsonl", "plain"]
-    names = catalogue_io.output_names(ids, reserved=["manifest.jsonl"])
+    names = job_tracks.output_names(ids, reserved=["manifest.jsonl"])
     assert names[-1] == "plain"
     assert len({n.casefold() for n in names}) == len(names)
-    assert all("/" not in n and len(n) <= catalogue_io.MAX_NAME_LENGTH for n in names)
+    assert all("/" not in n and len(n) <= job_tracks.MAX_NAME_LENGTH for n in names)
     assert names[0].startswith("a__b-") and names[1].startswith("a__b-")
     assert names[5].startswith("manifest.jsonl-")
-    assert catalogue_io.output_names(list(reversed(ids)), reserved=["manifest.jsonl"]) == list(reversed(names))
+    assert job_tracks.output_names(list(reversed(ids)), reserved=["manifest.jsonl"]) == list(reversed(names))
 
 
 def test_list_tracks_from_a_glob_and_a_manifest(tmp_path: pathlib.Path) -> None:
     root = tmp_path / "music"
     entries = write_catalogue(root)
-    tracks = catalogue_io.list_tracks(input_glob=f"{root}/**", manifest=None)
+    tracks = job_tracks.list_tracks(input_glob=f"{root}/**", manifest=None)
     assert sorted(os.path.relpath(t.path, root) for t in tracks) == sorted(e.relative for e in entries)
     ids = {os.path.relpath(t.path, root): t.track_id for t in tracks}
     assert ids["rock/Song One.wav"] == "rock/Song_One" and ids["jazz/ünïcødé trâck.ogg"] == "jazz/_n_c_d_tr_ck"
@@ -145,12 +147,12 @@ def test_list_tracks_from_a_glob_and_a_manifest(tmp_path: pathlib.Path) -> None:
     assert ids["..dots..wav"] == "_.dots."
     manifest = tmp_path / "list.csv"
     manifest.write_text("path,track_id\nmusic/rock/Song One.wav,mine/one\nmissing.wav,\n")
-    listed = catalogue_io.list_tracks(input_glob=None, manifest=str(manifest))
+    listed = job_tracks.list_tracks(input_glob=None, manifest=str(manifest))
     assert [(t.track_id, t.name) for t in listed] == [("mine/one", "mine__one"), ("missing", "missing")]
     with pytest.raises(ParameterError, match="matched no files"):
-        catalogue_io.list_tracks(input_glob=f"{root}/*.nothing", manifest=None)
+        job_tracks.list_tracks(input_glob=f"{root}/*.nothing", manifest=None)
     with pytest.raises(ParameterError, match="exactly one"):
-        catalogue_io.list_tracks(input_glob=f"{root}/*", manifest=str(manifest))
+        job_tracks.list_tracks(input_glob=f"{root}/*", manifest=str(manifest))
 
 
 def test_account_for_tracks_lists_every_input_once(tmp_path: pathlib.Path) -> None:
@@ -164,12 +166,12 @@ def test_account_for_tracks_lists_every_input_once(tmp_path: pathlib.Path) -> No
     with test_pipeline.TestPipeline() as pipeline:
         listed = pipeline | "Tracks" >> beam.Create(tracks)
         found = pipeline | "Results" >> beam.Create(results)
-        _ = (listed, found) | catalogue_io.AccountForTracks(str(tmp_path))
+        _ = (listed, found) | accounting.AccountForTracks(str(tmp_path))
     rows = read_manifest_rows(tmp_path)
     assert [(r["track_id"], r["status"]) for r in rows] == [("t0", "ok"), ("t1", "ok"), ("t2", "failed"),
                                                             ("t3", "failed")]
     assert rows[1]["outputs"] == ["y"] and rows[3]["error_type"] == "LostResult"
-    summary = catalogue_io.summarize(str(tmp_path))
+    summary = accounting.summarize(str(tmp_path))
     assert (summary.ok, summary.failed, summary.total) == (2, 2, 4)
     assert summary.failures == {"inference: E": 1, "pipeline: LostResult": 1}
     assert "2 of 4 track(s) ok" in summary.describe("job")

@@ -16,8 +16,9 @@ import soundfile as sf
 from jobs_testing import SAMPLECNN_SR, read_manifest_rows
 from signal_makers import chirp, sine
 
-from beam_jobs import catalogue_io, tag
 from beam_jobs import io as beam_io
+from beam_jobs import tag
+from beam_jobs import tracks as job_tracks
 from tfaural.errors import ParameterError
 
 
@@ -69,7 +70,7 @@ def test_odd_entries_are_failed_rows_and_the_output_folder_is_never_an_input(
     _check(output, root, expected)
     assert "inside --output" in caplog.text and "left out" in caplog.text
     with pytest.raises(ParameterError, match="matched only files inside --output"):
-        catalogue_io.list_tracks(input_glob=f"{output}/*", manifest=None, output=str(output))
+        job_tracks.list_tracks(input_glob=f"{output}/*", manifest=None, output=str(output))
 
 
 def test_list_files_matches_what_beam_leaves_out(tmp_path: pathlib.Path) -> None:
@@ -84,6 +85,6 @@ def test_list_files_matches_what_beam_leaves_out(tmp_path: pathlib.Path) -> None
         assert beam_io.list_files("*.wav") == sorted(p for p in expected if "/" not in p)
     finally:
         os.chdir(cwd)
-    tracks = catalogue_io.list_tracks(input_glob=f"{tmp_path}/**", manifest=None, output=str(tmp_path / "sub"))
+    tracks = job_tracks.list_tracks(input_glob=f"{tmp_path}/**", manifest=None, output=str(tmp_path / "sub"))
     assert sorted(t.track_id for t in tracks) == ["dangling", "good", "loop-a", "loop-b", "pipe"]
     assert np.all([t.name for t in tracks])

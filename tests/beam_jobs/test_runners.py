@@ -18,7 +18,6 @@ from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 from jobs_testing import Entry, check_manifest, read_manifest_rows, write_catalogue
 
 from beam_jobs import auralise, extract_features, tag
-from beam_jobs.catalogue_io import list_tracks
 from beam_jobs.options import (
     AuraliseOptions,
     CatalogueJobOptions,
@@ -28,6 +27,7 @@ from beam_jobs.options import (
     apply_runner_defaults,
     parse_job_args,
 )
+from beam_jobs.tracks import list_tracks
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATAFLOW = ["--runner=DataflowRunner", "--project=tfaural-test", "--region=europe-west1",

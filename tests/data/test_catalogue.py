@@ -351,3 +351,16 @@ def test_ids_of_absolute_paths_are_relative_to_their_common_folder() -> None:
     # Files in one folder with the same stem still get distinct ids (the hash of the full path).
     ids = cat.default_track_ids(["/in/a.wav", "/in/a.flac"])
     assert ids[0] != ids[1] and all(i.startswith("a-") for i in ids)
+
+
+def test_a_manifest_of_absolute_paths_gives_ids_relative_to_the_common_folder(tmp_path: pathlib.Path) -> None:
+    """Read through read_manifest: the music lies below a dot-folder (``~/.local/...``), the manifest elsewhere."""
+    music = tmp_path / ".local" / "music" / "in"
+    paths = [touch(music / "song.wav"), touch(music / "b" / "c.flac")]
+    manifest = tmp_path / "lists" / "tracks.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text("".join(json.dumps({"path": str(p)}) + "\n" for p in paths), encoding="utf-8")
+    catalogue = cat.read_manifest(manifest, require_labels=False)
+    assert [t.track_id for t in catalogue.tracks] == ["song", "b/c"]  # neither tmp_path's folders nor "_local"
+    assert [t.path for t in catalogue.tracks] == [str(p) for p in paths]
+    assert all(cat.validate_track_id(t.track_id) for t in catalogue.tracks)

@@ -18,15 +18,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfaural import evaluate
-from tfaural import train as train_module
 from tfaural.data import build_tfds, tfds_source
 from tfaural.data.tfds_source import MARKER_FILENAME, prepare_tfds, read_tfds_source, resolve_data
 from tfaural.data.tfrecord import decode_example, read_dataset_info
 from tfaural.datasets import demo
 from tfaural.errors import DataError
-from tfaural.run import read_run_info
-from tfaural.train import TrainConfig, train
+from tfaural.training import evaluate
+from tfaural.training import train as train_module
+from tfaural.training.run import read_run_info
+from tfaural.training.train import TrainConfig, train
 
 SR = 11025  # the Choi CNN's rate; 4.2 s clips hold one 4 s input
 
@@ -267,7 +267,7 @@ def test_generic_tfds_audio_datasets(tmp_path: pathlib.Path) -> None:
         prepare_tfds("tfaural_test_clips/int16", data_dir=str(data_dir), cache_dir=cache, label="genre")
 
 
-@pytest.mark.slow  # one fresh `python -m tfaural.train` process
+@pytest.mark.slow  # one fresh `python -m tfaural.training.train` process
 def test_unknown_or_unprepared_names_are_clear_errors(prepared: dict[str, str], tmp_path: pathlib.Path) -> None:
     def prepare(name: str) -> str:
         return prepare_tfds(name, data_dir=prepared["data_dir"], cache_dir=str(tmp_path))
@@ -292,8 +292,9 @@ def test_unknown_or_unprepared_names_are_clear_errors(prepared: dict[str, str], 
 
     # The CLI, in a fresh process: $TFDS_DATA_DIR is where names are looked up; the error is one line.
     env = {**os.environ, "TFDS_DATA_DIR": prepared["data_dir"], "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-m", "tfaural.train", "--model", "choi", "--data", "tfaural_catalog/demo",
-                             "--output", str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "tfaural.training.train", "--model", "choi", "--data",
+                             "tfaural_catalog/demo", "--output", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"Prepared in {prepared['data_dir']}: ['tfaural_catalogue/demo:1.0.0']" in result.stderr
     help_text = train_module._parser().format_help()

@@ -16,7 +16,7 @@ from tfaural import spectral, visualise
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.models import choi_cnn, config_from_model, conv_blocks
 from tfaural.models.samplecnn import samplecnn_model
-from tfaural.run import RunInfo, save_run
+from tfaural.training.run import RunInfo, save_run
 
 RATE = 4000
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 from export.module import ServingModule
 from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
 from tfaural.models import choi_cnn, config_from_model
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 RATE = 11025
 SEGMENT = 44100

@@ -42,7 +42,7 @@ from tfaural.errors import ExportError, ParameterError
 from tfaural.formats import read_export_metadata
 from tfaural.models import choi_cnn, config_from_model, multi_scale_features
 from tfaural.models.samplecnn import samplecnn_model
-from tfaural.run import RunInfo, load_run, save_run
+from tfaural.training.run import RunInfo, load_run, save_run
 
 # Every test here uses a real, verified export (tens of seconds to build, shared by the module).
 pytestmark = pytest.mark.slow

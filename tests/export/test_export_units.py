@@ -24,7 +24,7 @@ from tfaural.formats import read_export_metadata
 from tfaural.models import choi_cnn, config_from_model, mel_frame_cnn, raw_frame_cnn
 from tfaural.models.aggregation import multi_scale_features
 from tfaural.models.samplecnn import samplecnn_model
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 RATE = 2000
 

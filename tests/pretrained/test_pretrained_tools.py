@@ -16,12 +16,12 @@ import pytest
 import soundfile as sf
 
 from beam_jobs import make_tfrecords
-from tfaural import evaluate
 from tfaural.config import MusicnnConfig
 from tfaural.datasets import demo
 from tfaural.pretrained.probes import music_like
-from tfaural.run import load_run, read_run_info
-from tfaural.train import TrainConfig, train
+from tfaural.training import evaluate
+from tfaural.training.run import load_run, read_run_info
+from tfaural.training.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
 
@@ -186,5 +186,6 @@ def test_fine_tune_from_the_imported_tagger(run_dir: pathlib.Path, instruments: 
     assert info.labels != source_info.labels and tuned.get_layer("logits").output.shape[-1] == len(info.labels)
     before, after = source.get_layer("conv3").get_weights()[0], tuned.get_layer("conv3").get_weights()[0]
     assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.99  # started from the published weights
-    no_source = _run("tfaural.train", "--model", "musicnn", "--data", instruments, "--output", str(tmp_path / "x"))
+    no_source = _run("tfaural.training.train", "--model", "musicnn", "--data", instruments,
+                     "--output", str(tmp_path / "x"))
     assert no_source.returncode == 2 and "--init-from" in no_source.stderr

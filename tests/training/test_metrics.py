@@ -1,4 +1,4 @@
-"""tfaural.metrics on inputs whose answers are known, and against scikit-learn's averages."""
+"""tfaural.training.metrics on inputs whose answers are known, and against scikit-learn's averages."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tfaural import metrics
 from tfaural.errors import ParameterError
+from tfaural.training import metrics
 
 
 def test_average_segments_is_the_mean() -> None:

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from beam_jobs import make_tfrecords
-from tfaural import evaluate
 from tfaural.config import AggregationConfig, ChoiConfig, SampleCNNConfig
 from tfaural.datasets import demo
 from tfaural.errors import ConfigError, DataError
-from tfaural.run import load_run, read_run_info
-from tfaural.train import TrainConfig, train
+from tfaural.training import evaluate
+from tfaural.training.run import load_run, read_run_info
+from tfaural.training.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
 
@@ -74,9 +74,9 @@ def test_every_family_trains_a_step_and_writes_a_run(catalogue: dict[str, str], 
 
 def test_resume_after_a_kill_continues_mid_epoch(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "tfaural.train", "--model", "samplecnn-2000", "--data", catalogue["sc2000"],
-               "--output", str(run_dir), "--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "2",
-               "--checkpoint-every", "1"]
+    command = [sys.executable, "-m", "tfaural.training.train", "--model", "samplecnn-2000", "--data",
+               catalogue["sc2000"], "--output", str(run_dir), "--epochs", "2", "--steps-per-epoch", "4",
+               "--batch-size", "2", "--checkpoint-every", "1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     crashed = subprocess.run([*command, "--crash-after-steps", "3"], capture_output=True, text=True, env=env)
     assert crashed.returncode == 17, crashed.stderr[-2000:]
@@ -127,7 +127,7 @@ def test_gpu_options_construct_on_cpu(catalogue: dict[str, str], tmp_path: pathl
     assert model.get_layer("conv1").dtype_policy.name == "float32"  # exports are rebuilt in float32
     # XLA: the train step compiles with jit_compile (one step on the smallest model).
     from tfaural.models import build
-    from tfaural.train import _compile, model_config_for
+    from tfaural.training.train import _compile, model_config_for
 
     jit = _config("samplecnn-2000", jit=True)
     tiny = build(model_config_for(jit, n_outputs=3, multi_label=False, sample_rate=2000))
@@ -164,7 +164,7 @@ def test_transfer_by_weights_and_by_features(catalogue: dict[str, str], tmp_path
     tuned, info = load_run(target)
     assert info.task == "multi-label" and tuned.get_layer("output").get_weights()[0].shape[1] == len(info.labels)
     features = tmp_path / "features"
-    code = __import__("tfaural.train", fromlist=["main"]).main(
+    code = __import__("tfaural.training.train", fromlist=["main"]).main(
         ["--model", "samplecnn-2000", "--data", catalogue["tags2000"], "--output", str(features), "--transfer",
          "features", "--init-from", str(source), "--hidden-units", "16,16", "--epochs", "3"])
     assert code == 0

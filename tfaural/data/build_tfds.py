@@ -7,7 +7,7 @@ builders so that running it does not register them a second time as ``__main__``
         --config demo --sample-rate 11025 --data-dir demo/tfds
     python -m tfaural.data.build_tfds tfaural_gtzan --config 22050hz --manual-dir /data/gtzan --data-dir /data/tfds
 
-Nothing is downloaded. Train on the result with ``python -m tfaural.train --data
+Nothing is downloaded. Train on the result with ``python -m tfaural.training.train --data
 tfaural_catalogue/demo --tfds-data-dir demo/tfds ...``.
 """
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tfaural.data.build_tfds",
         description="Prepare a tfaural TFDS dataset from local audio (nothing is downloaded). Train on it with "
-        "python -m tfaural.train --data NAME/CONFIG --tfds-data-dir DATA_DIR.",
+        "python -m tfaural.training.train --data NAME/CONFIG --tfds-data-dir DATA_DIR.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("dataset", choices=BUILDERS, help="which builder")
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = ", ".join(f"{name} {split.num_examples}" for name, split in info.splits.items())
     name = info.full_name.rsplit("/", 1)[0]
     data_dir = os.fspath(builder.data_dir)[: -len(info.full_name)].rstrip("/")
-    print(f"prepared {info.full_name} in {data_dir} ({counts}); train on it with: python -m tfaural.train "
+    print(f"prepared {info.full_name} in {data_dir} ({counts}); train on it with: python -m tfaural.training.train "
           f"--data {name} --tfds-data-dir {data_dir} ...")
     return 0
 

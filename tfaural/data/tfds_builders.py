@@ -43,7 +43,8 @@ For large catalogues build with Beam: pass ``builder_kwargs={"config": config,
 ``DownloadConfig``.
 
 From the command line (:mod:`tfaural.data.build_tfds`, which calls :func:`prepare`; training then
-reads the dataset by name, ``python -m tfaural.train --data tfaural_catalogue/demo --tfds-data-dir demo/tfds``)::
+reads the dataset by name, ``python -m tfaural.training.train --data tfaural_catalogue/demo --tfds-data-dir
+demo/tfds``)::
 
     python -m tfaural.data.build_tfds tfaural_catalogue --manifest demo/catalogue/manifest.csv \
         --config demo --sample-rate 11025 --data-dir demo/tfds

@@ -1,6 +1,6 @@
 """Training data from TensorFlow Datasets: a prepared TFDS dataset converted once into a tfaural dataset folder.
 
-``python -m tfaural.train --data NAME`` accepts a TFDS name as users write it
+``python -m tfaural.training.train --data NAME`` accepts a TFDS name as users write it
 (``tfaural_catalogue/demo``, ``tfaural_gtzan/22050hz:1.0.0``, ``speech_commands``)
 as well as a TFRecord dataset folder. :func:`prepare_tfds` finds the **already
 prepared** dataset in the TFDS ``data_dir`` (nothing is ever downloaded or

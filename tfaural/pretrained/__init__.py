@@ -2,7 +2,7 @@
 
 ``python -m tfaural.pretrained musicnn/MTT_vgg --output runs/mtt_vgg`` writes a run
 directory that every tfaural tool accepts: ``python -m export``, the Beam jobs,
-``tfaural.evaluate`` and ``tfaural.train --init-from`` (fine-tuning). See
+``tfaural.training.evaluate`` and ``tfaural.training.train --init-from`` (fine-tuning). See
 :mod:`tfaural.pretrained.musicnn` for how the weights are read and checked against the
 publisher's own graph, and :mod:`tfaural.pretrained.coverage` for the patch hop.
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 from tfaural.errors import ModelError
 from tfaural.pretrained import musicnn
-from tfaural.run import INFO_FILE, RunInfo, save_run
+from tfaural.training.run import INFO_FILE, RunInfo, save_run
 
 __all__ = ["available", "resolve", "import_run"]
 

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from tfaural.config import AudioConfig, MusicnnConfig, SegmentConfig, STFTConfig
+from tfaural.config import AudioConfig, MusicnnConfig, SegmentConfig
 from tfaural.errors import ModelError
-from tfaural.run import RunInfo
+from tfaural.training.run import RunInfo
 
 __all__ = [
     "DISTRIBUTION",
@@ -410,7 +410,7 @@ def import_model(
         task="multi-label",
         audio=AudioConfig(sample_rate=config.sample_rate, mono=True),
         segment=SegmentConfig(length=config.segment_length, hop=hop * config.hop_length, pad="none"),
-        stft=STFTConfig(n_fft=config.n_fft, hop_length=config.hop_length),
+        stft=config.stft,
         extra={
             "pretrained": {
                 "name": model.key,

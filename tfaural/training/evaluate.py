@@ -1,4 +1,4 @@
-"""Song-level evaluation of a training run: ``python -m tfaural.evaluate``.
+"""Song-level evaluation of a training run: ``python -m tfaural.training.evaluate``.
 
 Every track of the chosen split is cut into its contiguous segments (the
 SampleCNN protocol keeps 10 of a 29.1 s clip), the model scores each segment and
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfaural import metrics
 from tfaural.cli import add_verbose_flag, check_output_folder
 from tfaural.config import STFTConfig
 from tfaural.errors import DataError, TfauralError
-from tfaural.run import RunInfo, load_run
-from tfaural.train import add_tfds_arguments, tfds_options
+from tfaural.training import metrics
+from tfaural.training.run import RunInfo, load_run
+from tfaural.training.train import add_tfds_arguments, tfds_options
 
 if TYPE_CHECKING:
     from tfaural.data.tfds_source import TfdsOptions
@@ -55,7 +55,7 @@ def dataset_of_run(
 
     Args:
         run_dir: Training run directory (for messages).
-        info: Its :class:`~tfaural.run.RunInfo`.
+        info: Its :class:`~tfaural.training.run.RunInfo`.
         data: A dataset folder or TFDS name; ``None``: the run's own dataset.
         tfds: TFDS options; with ``data=None`` only ``data_dir`` and ``cache_dir`` apply
             (they override the recorded ones), the split mapping and label come from ``run.json``.
@@ -143,7 +143,7 @@ def evaluate_run(
     does not have) and ``model_labels_unused``.
 
     Returns:
-        The evaluation dict (see :func:`tfaural.metrics.evaluate_predictions`) with
+        The evaluation dict (see :func:`tfaural.training.metrics.evaluate_predictions`) with
         ``split``, ``n_tracks`` and ``segments_per_track`` added.
 
     Raises:
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(
-        prog="python -m tfaural.evaluate",
+        prog="python -m tfaural.training.evaluate",
         description="Song-level evaluation of a training run: segment predictions averaged per track, "
         "ROC-AUC/PR-AUC for tags, accuracy and a confusion matrix for genres. Writes eval.json and a figure "
         "into the run directory.",

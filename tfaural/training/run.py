@@ -7,7 +7,7 @@ Layout of ``RUN_DIR``::
     history.csv        one row per epoch (written by training)
     checkpoints/       the latest training state, for resuming after an interruption
     logs/              TensorBoard event files
-    eval.json          evaluation results (written by ``python -m tfaural.evaluate``)
+    eval.json          evaluation results (written by ``python -m tfaural.training.evaluate``)
 
 :class:`RunInfo` is the single description of a trained model outside its
 weights; ``export`` copies it into the SavedModel's ``assets/metadata.json``.

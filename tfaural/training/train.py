@@ -1,4 +1,4 @@
-"""Training with the papers' recipes: ``python -m tfaural.train``.
+"""Training with the papers' recipes: ``python -m tfaural.training.train``.
 
 Recipes (defaults, each overridable on the command line):
 
@@ -17,13 +17,15 @@ or the name of a prepared TensorFlow Datasets dataset (``tfaural_catalogue/demo`
 ``tfaural_gtzan/22050hz``, ``speech_commands``), converted once into a cached dataset
 folder by :func:`tfaural.data.tfds_source.prepare_tfds` (``--tfds-data-dir``,
 ``--tfds-cache``, ``--tfds-split``, ``--tfds-label``); ``run.json`` records the TFDS name
-and version so ``python -m tfaural.evaluate --run RUN_DIR`` finds the data again.
+and version so ``python -m tfaural.training.evaluate --run RUN_DIR`` finds the data again.
 
-A run directory (see :mod:`tfaural.run`) holds the best model (``model.keras``),
+:func:`train` is one ``model.fit`` over the epochs; the schedule, the run directory's
+records and resuming are Keras callbacks (:mod:`tfaural.training.callbacks`). A run
+directory (see :mod:`tfaural.training.run`) holds the best model (``model.keras``),
 ``run.json``, ``history.csv``, TensorBoard logs (``logs/``) and a resumable
 checkpoint (``checkpoints/``, written every epoch and every ``--checkpoint-every``
-steps): rerunning the same command after an interruption continues where it
-stopped, mid-epoch included.
+steps): rerunning the same command after an interruption continues at the step where
+it stopped, with the schedule's state.
 
 GPU options (constructed on CPU too, used when a GPU is present): mixed precision
 (``--mixed-precision``), ``tf.distribute.MirroredStrategy`` over the visible GPUs
@@ -34,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from tfaural import files
 from tfaural.cli import add_verbose_flag, check_output_folder
 from tfaural.config import (
     AudioConfig,
@@ -60,10 +59,11 @@ from tfaural.config import (
     STFTConfig,
 )
 from tfaural.errors import ConfigError, DataError, ModelError, ParameterError, TfauralError
-from tfaural.run import RunInfo, load_run, read_run_info, save_run
+from tfaural.training.run import MODEL_FILE, RunInfo, load_run, read_run_info
 
 if TYPE_CHECKING:
     from tfaural.data.tfds_source import TfdsOptions
+    from tfaural.training.callbacks import ResumableCheckpoint
 
 __all__ = ["TrainConfig", "TrainResult", "BATCH_PRESETS", "train", "add_tfds_arguments", "tfds_options", "main"]
 
@@ -73,7 +73,8 @@ BATCH_PRESETS = {"mtat": 23, "msd": 50}
 MODEL_CHOICES = ("choi", "samplecnn", "samplecnn-<sample rate>", "mel-frame", "raw-frame", "musicnn")
 MIN_DELTA = 1e-4  # smallest validation-loss decrease that counts as an improvement (as Keras' ReduceLROnPlateau)
 CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "state.json"
+STATE_FILE = "state.json"  # of tfaural.training.callbacks.ResumableCheckpoint
+HISTORY_FILE = "history.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,12 +277,19 @@ def segment_length_for(model_config: Config) -> int:
         return model_config.segment_length
     if isinstance(model_config, ChoiConfig):
         length = 4 * model_config.sample_rate
-        stft = STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
+        stft = model_config.stft
         if stft.n_frames(length) != model_config.n_frames:
             length = (model_config.n_frames - 1) * model_config.hop_length
         return length
     assert isinstance(model_config, SampleCNNConfig)
     return int(model_config.input_length)
+
+
+def stft_config_of(model_config: Config) -> STFTConfig | None:
+    """The STFT of a spectrogram model's input (``None`` for waveform models)."""
+    if isinstance(model_config, (ChoiConfig, MusicnnConfig)):
+        return model_config.stft
+    return None
 
 
 def _strategy(config: TrainConfig) -> Any:
@@ -323,60 +331,6 @@ def _copy_matching_weights(source: Any, target: Any) -> list[str]:
     return copied
 
 
-# ----------------------------------------------------------------------------- resumable state
-
-
-@dataclasses.dataclass
-class _State:
-    epoch: int = 0
-    step: int = 0
-    learning_rate: float = 0.01
-    best_val_loss: float = math.inf
-    best_epoch: int = -1
-    wait: int = 0
-    decays: int = 0
-    global_step: int = 0
-    finished: str = ""
-    run_id: str = ""
-
-
-class _Checkpointer:
-    """Model + optimizer weights and the schedule's state under ``RUN_DIR/checkpoints``."""
-
-    def __init__(self, run_dir: str) -> None:
-        self.folder = os.path.join(run_dir, CHECKPOINT_DIR)
-        os.makedirs(self.folder, exist_ok=True)
-
-    @property
-    def state_path(self) -> str:
-        return os.path.join(self.folder, STATE_FILE)
-
-    def exists(self) -> bool:
-        return os.path.isfile(self.state_path)
-
-    def save(self, model: Any, state: _State) -> None:
-        with files.atomic_path(os.path.join(self.folder, "model.weights.h5"), suffix=".weights.h5") as tmp:
-            model.save_weights(tmp)
-        optimizer = model.optimizer
-        arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
-        with files.atomic_path(os.path.join(self.folder, "optimizer.npz")) as tmp:
-            np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        files.write_text(self.state_path, json.dumps(dataclasses.asdict(state), indent=2))
-
-    def load(self, model: Any) -> _State:
-        with open(self.state_path, encoding="utf-8") as handle:
-            state = _State(**json.load(handle))
-        model.load_weights(os.path.join(self.folder, "model.weights.h5"))
-        optimizer = model.optimizer
-        optimizer.build(model.trainable_variables)
-        with np.load(os.path.join(self.folder, "optimizer.npz")) as saved:
-            values = [saved[f"v{i}"] for i in range(len(saved.files))]
-        if len(values) == len(optimizer.variables):
-            for variable, value in zip(optimizer.variables, values):
-                variable.assign(value)
-        return state
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -386,9 +340,7 @@ def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any) -
 
     family = model_family(model_config)
     length = segment_length_for(model_config)
-    stft = None
-    if isinstance(model_config, (ChoiConfig, MusicnnConfig)):
-        stft = STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
+    stft = stft_config_of(model_config)
     batch = config.effective_batch_size
     train_pattern = shard_pattern(data, "train")
     valid_pattern = shard_pattern(data, "validation")
@@ -409,16 +361,6 @@ def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any) -
     steps = config.steps_per_epoch or max(1, math.ceil(segments / batch))
     valid_segments = max(1, info.count("validation", "samples") // length)
     return train_ds, valid_ds, steps, valid_segments
-
-
-def _append_history(run_dir: str, row: dict[str, Any]) -> None:
-    path = os.path.join(run_dir, "history.csv")
-    new = not os.path.exists(path)
-    with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 @contextlib.contextmanager
@@ -472,6 +414,7 @@ def train(
     from tfaural.data.tfds_source import resolve_data, run_extra
     from tfaural.data.tfrecord import read_dataset_info
     from tfaural.models import build
+    from tfaural.training.callbacks import BestRun, HistoryCSV, PlateauSchedule, ResumableCheckpoint
 
     start_time = time.time()
     check_output_folder(run_dir)
@@ -479,8 +422,8 @@ def train(
     info = read_dataset_info(data)
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "train_config.json")
-    checkpointer = _Checkpointer(run_dir)
-    if checkpointer.exists() and not restart:
+    resuming = os.path.isfile(os.path.join(run_dir, CHECKPOINT_DIR, STATE_FILE)) and not restart
+    if resuming:
         with open(config_path, encoding="utf-8") as handle:
             previous = TrainConfig.from_json(handle.read())
         if previous.replace(epochs=config.epochs) != config.replace(epochs=previous.epochs):
@@ -489,9 +432,8 @@ def train(
                 f"or use another --output. Stored: {previous.to_json()}"
             )
     elif restart:
-        for name in ("history.csv",):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(run_dir, name))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run_dir, HISTORY_FILE))
     with open(config_path, "w", encoding="utf-8") as handle:
         handle.write(config.to_json(indent=2))
 
@@ -517,17 +459,23 @@ def train(
             task="multi-label" if info.multi_label else "single-label",
             audio=AudioConfig(sample_rate=info.sample_rate),
             segment=SegmentConfig(length=segment_length_for(model_config)),
-            stft=STFTConfig(n_fft=model_config.n_fft, hop_length=model_config.hop_length)
-            if isinstance(model_config, (ChoiConfig, MusicnnConfig))
-            else None,
+            stft=stft_config_of(model_config),
             extra={"dataset": os.path.abspath(data), "train_config": config.to_dict(), **run_extra(data)},
         )
-        state = _State(learning_rate=config.learning_rate, run_id=run_info.run_id)
+        schedule = PlateauSchedule(
+            learning_rate=config.learning_rate, factor=config.decay_factor, patience=config.patience,
+            max_decays=config.max_decays, min_delta=MIN_DELTA,
+        )
+        checkpoint = ResumableCheckpoint(
+            os.path.join(run_dir, CHECKPOINT_DIR), schedule, epochs=config.epochs, steps_per_epoch=steps,
+            every=config.checkpoint_every, run_id=run_info.run_id, exit_after_steps=crash_after_steps,
+        )
         resumed_from = None
-        if checkpointer.exists() and not restart:
-            state = checkpointer.load(model)
+        if resuming:
+            best = _best_weights(run_dir)
+            state = checkpoint.restore(model, best_weights=best)
             resumed_from = (state.epoch, state.step)
-            run_info = dataclasses.replace(run_info, run_id=state.run_id or run_info.run_id)
+            run_info = dataclasses.replace(run_info, run_id=checkpoint.run_id)
             logger.info("resuming %s from epoch %d, step %d", run_dir, state.epoch + 1, state.step)
         elif init_from:
             source, _ = load_run(init_from)
@@ -535,111 +483,57 @@ def train(
             if not copied:
                 raise ModelError(f"--init-from {init_from}: no layer of that model matches this one")
             logger.info("initialised %d layers from %s: %s", len(copied), init_from, ", ".join(copied))
-        if state.finished:
-            logger.info("%s already finished (%s); nothing to do", run_dir, state.finished)
-            return _result(run_dir, state, start_time, resumed_from, "finished")
+        if checkpoint.finished:
+            logger.info("%s already finished (%s); nothing to do", run_dir, checkpoint.finished)
+            return _result(run_dir, checkpoint, start_time, resumed_from, "finished")
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
-
-        step_callback = _step_checkpoint(checkpointer, state, config.checkpoint_every, crash_after_steps)
-        tensorboard = keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), write_graph=False)
-        stopped = "epochs"
-        while state.epoch < config.epochs:
-            model.optimizer.learning_rate.assign(state.learning_rate)
-            remaining = steps - state.step
-            logger.info("epoch %d/%d (learning rate %.3g)", state.epoch + 1, config.epochs, state.learning_rate)
-            history = model.fit(
+        callbacks = [
+            schedule,
+            HistoryCSV(os.path.join(run_dir, HISTORY_FILE)),
+            BestRun(run_dir, run_info),
+            keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), write_graph=False),
+            checkpoint,
+        ]
+        with warnings.catch_warnings():  # Keras warns when a finite validation set ends, as it must
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(
                 train_ds,
-                epochs=state.epoch + 1,
-                initial_epoch=state.epoch,
-                steps_per_epoch=remaining,
+                validation_data=valid_ds,
+                epochs=config.epochs,
+                initial_epoch=checkpoint.epoch,
+                steps_per_epoch=steps,
                 verbose=verbose,
-                callbacks=[step_callback, tensorboard],
+                callbacks=callbacks,
                 shuffle=False,  # tf.data shuffles; Keras would only warn
             )
-            logs = {k: float(v[-1]) for k, v in history.history.items()}
-            with warnings.catch_warnings():  # Keras warns when a finite validation set ends, as it must
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
-                val = model.evaluate(valid_ds, verbose=0, return_dict=True)
-            val_loss = float(val["loss"])
-            if not math.isfinite(val_loss):
-                raise ModelError(
-                    f"validation loss became {val_loss} at epoch {state.epoch + 1}; lower the learning rate"
-                )
-            improved = val_loss < state.best_val_loss - MIN_DELTA
-            row = {"epoch": state.epoch + 1, "learning_rate": state.learning_rate, **logs,
-                   **{f"val_{k}": float(v) for k, v in val.items()}, "improved": int(improved)}
-            _append_history(run_dir, row)
-            if improved:
-                state.best_val_loss, state.best_epoch, state.wait = val_loss, state.epoch, 0
-                info_now = dataclasses.replace(
-                    run_info, extra={**run_info.extra, "best_epoch": state.epoch + 1, "best_val_loss": val_loss}
-                )
-                save_run(run_dir, model, info_now)
-            else:
-                state.wait += 1
-            state.epoch += 1
-            state.step = 0
-            if state.wait >= config.patience:
-                if state.decays >= config.max_decays:
-                    stopped = "schedule"
-                    state.finished = stopped
-                    checkpointer.save(model, state)
-                    break
-                state.decays += 1
-                state.wait = 0
-                state.learning_rate *= config.decay_factor
-                best = keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
-                model.set_weights(best.get_weights())
-                logger.info("no improvement for %d epochs: learning rate -> %.3g, best weights reloaded",
-                            config.patience, state.learning_rate)
-            checkpointer.save(model, state)
-        else:
-            state.finished = "epochs"
-            checkpointer.save(model, state)
-    return _result(run_dir, state, start_time, resumed_from, stopped)
+    return _result(run_dir, checkpoint, start_time, resumed_from, checkpoint.finished or "epochs")
 
 
-def _result(run_dir: str, state: _State, start: float, resumed: tuple[int, int] | None, stopped: str) -> TrainResult:
+def _best_weights(run_dir: str) -> list[Any] | None:
+    """The weights of the run's best model so far (``None`` before the first improvement)."""
+    import keras
+
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(path):
+        return None
+    return list(keras.models.load_model(path, compile=False).get_weights())
+
+
+def _result(
+    run_dir: str, checkpoint: ResumableCheckpoint, start: float, resumed: tuple[int, int] | None, stopped: str
+) -> TrainResult:
+    schedule = checkpoint.schedule
     return TrainResult(
         run_dir=run_dir,
-        epochs=state.epoch,
-        best_epoch=state.best_epoch,
-        best_val_loss=state.best_val_loss,
-        final_learning_rate=state.learning_rate,
+        epochs=checkpoint.epoch,
+        best_epoch=schedule.best_epoch,
+        best_val_loss=schedule.best,
+        final_learning_rate=schedule.learning_rate,
         seconds=time.time() - start,
         resumed_from=resumed,
         stopped=stopped,
     )
-
-
-def _step_checkpoint(checkpointer: _Checkpointer, state: _State, every: int, crash_after: int | None) -> Any:
-    """A Keras callback that tracks the step within the epoch and checkpoints every ``every`` steps."""
-    import keras
-
-    class StepCheckpoint(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.total_steps = 0
-            self.offset = 0
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.offset = state.step
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            state.step = self.offset + batch + 1
-            state.global_step += 1
-            self.total_steps += 1
-            if every and state.step % every == 0:
-                checkpointer.save(self.model, state)
-            if crash_after is not None and self.total_steps >= crash_after:
-                checkpointer.save(self.model, state)
-                logger.warning("--crash-after-steps %d reached: exiting abruptly", crash_after)
-                logging.shutdown()
-                os._exit(17)
-
-    return StepCheckpoint()
-
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -685,7 +579,7 @@ def tfds_options(args: argparse.Namespace) -> TfdsOptions:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tfaural.train",
+        prog="python -m tfaural.training.train",
         description="Train a music CNN with the papers' recipes on TFRecords written by "
         "`python -m beam_jobs.make_tfrecords` or on a prepared TFDS dataset. Rerun the same command to resume an "
         "interrupted run.",
@@ -756,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_folder(args.output)  # before anything is loaded or converted
         if args.transfer == "features":
             from tfaural.data.tfds_source import resolve_data
-            from tfaural.transfer import train_transfer
+            from tfaural.training.transfer import train_transfer
 
             sources = [p for p in (args.init_from or "").split(",") if p]
             data = resolve_data(args.data, tfds_options(args), require_splits=("train", "validation"))

@@ -8,7 +8,7 @@ two fully connected layers that is trained on the target dataset. The result is
 saved as a normal run whose model is the end-to-end aggregation model
 (``waveform [batch, samples] -> output``), so it evaluates and exports like any other.
 
-``python -m tfaural.train --transfer features --init-from RUN_A[,RUN_B,...] --data ... --output ...``
+``python -m tfaural.training.train --transfer features --init-from RUN_A[,RUN_B,...] --data ... --output ...``
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from tfaural.config import AudioConfig, SampleCNNConfig, SegmentConfig
 from tfaural.errors import DataError, ModelError
-from tfaural.run import RunInfo, load_run, save_run
+from tfaural.training.run import RunInfo, load_run, save_run
 
 __all__ = ["TransferResult", "clip_features", "train_transfer"]
 

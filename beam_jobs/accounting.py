@@ -1,0 +1,242 @@
+"""An account of every track: the output folder's ``job.json`` and ``manifest.jsonl``, and the run's summary.
+
+* :func:`prepare_output` checks the output folder against an earlier run
+  (``--skip-existing`` / ``--overwrite``) and :func:`write_job_file` writes
+  ``job.json`` (settings, the model's metadata) when the job starts.
+* :class:`AccountForTracks` joins the list of inputs with the results, so that
+  ``manifest.jsonl`` lists every input exactly once, ``ok`` with its outputs or
+  ``failed`` with the reason (a track that lost its result on the way is listed
+  as failed too), and counts them in Beam metrics. It is applied last, and writes
+  nothing from ``finish_bundle``: Beam's Dask runner computes only the last
+  transform of a pipeline and drops ``finish_bundle`` output. ``manifest.jsonl`` is
+  written last: its presence means the run finished.
+* :func:`summarize` reads a finished run's manifest back for the log.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+
+from beam_jobs import io as beam_io
+from beam_jobs.settings import InferenceSettings
+from beam_jobs.tracks import TrackInput, TrackResult
+from tfaural import __version__
+from tfaural.errors import DataError, ParameterError, TfauralError
+from tfaural.formats import (
+    FAILED,
+    JOB_FILE,
+    MANIFEST_FILE,
+    OK,
+    JobRecord,
+    manifest_text,
+    parse_job_record,
+    parse_manifest,
+)
+
+__all__ = [
+    "AccountForTracks",
+    "reconcile",
+    "prepare_output",
+    "write_job_file",
+    "Summary",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _preference(result: TrackResult) -> tuple[Any, ...]:
+    return (result.status != OK, result.reused, result.manifest_row().to_line())
+
+
+def reconcile(element: tuple[str, Iterable[Any]]) -> Iterator[TrackResult]:
+    """Exactly one result for a track: its best result, or a failure if none arrived."""
+    track_id, values = element
+    values = list(values)
+    inputs = [v for v in values if isinstance(v, TrackInput)]
+    results = sorted((v for v in values if isinstance(v, TrackResult)), key=_preference)
+    if not inputs:
+        logger.error("a result for %r, which is not an input of this job, was dropped", track_id)
+        return
+    if len(results) > 1:
+        logger.warning("%s: %d results; keeping one (%s)", track_id, len(results), results[0].status)
+    if results:
+        chosen = results[0]
+    else:
+        chosen = TrackResult(inputs[0], FAILED, stage="pipeline", error_type="LostResult",
+                             error="no result reached the manifest (internal error; see the worker logs)")
+    beam.metrics.Metrics.counter("tfaural_jobs", f"tracks_{chosen.status}").inc()
+    if chosen.reused:
+        beam.metrics.Metrics.counter("tfaural_jobs", "tracks_reused").inc()
+    if chosen.status == FAILED:
+        beam.metrics.Metrics.counter("tfaural_jobs", f"failed_{chosen.stage}").inc()
+    yield chosen
+
+
+class _WriteManifest(beam.DoFn):
+    """All results → the job's summary files (``finalise``), then ``manifest.jsonl``, sorted by track id."""
+
+    def __init__(self, output: str, finalise: Callable[[list[TrackResult]], None] | None) -> None:
+        self._output = output
+        self._finalise = finalise
+
+    def process(self, element: tuple[str, Iterable[TrackResult]]) -> Iterator[dict[str, int]]:
+        results = sorted(element[1], key=lambda r: r.track_id)
+        if self._finalise is not None:
+            self._finalise(results)
+        beam_io.write_text(beam_io.join(self._output, MANIFEST_FILE),
+                           manifest_text(r.manifest_row() for r in results))
+        yield {"ok": sum(r.status == OK for r in results), "failed": sum(r.status == FAILED for r in results)}
+
+
+class AccountForTracks(beam.PTransform):
+    """``(inputs, results)`` → exactly one manifest row per input; writes ``manifest.jsonl``.
+
+    Apply it last: Beam's Dask runner computes only the last transform and what it depends on.
+
+    Args:
+        output: The output folder.
+        finalise: Called in the final stage with all results (sorted by id) before the
+            manifest is written, e.g. to write ``tags.jsonl``; must be picklable.
+    """
+
+    def __init__(self, output: str, *, finalise: Callable[[list[TrackResult]], None] | None = None) -> None:
+        super().__init__()
+        self._output = output
+        self._finalise = finalise
+
+    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        inputs, results = pcolls
+        expected = inputs | "KeyInputs" >> beam.Map(lambda t: (t.track_id, t))
+        received = results | "KeyResults" >> beam.Map(lambda r: (r.track_id, r))
+        return (
+            (expected, received)
+            | "InputsAndResults" >> beam.Flatten()
+            | "ByTrack" >> beam.GroupByKey()
+            | "OneResultPerTrack" >> beam.FlatMap(reconcile)
+            | "KeyAll" >> beam.Map(lambda r: ("manifest", r))
+            | "AllResults" >> beam.GroupByKey()
+            | "WriteManifest" >> beam.ParDo(_WriteManifest(self._output, self._finalise))
+        )
+
+
+def prepare_output(
+    settings: InferenceSettings,
+    *,
+    job: str,
+    job_settings: dict[str, Any],
+    derived: Sequence[str] = (),
+) -> None:
+    """Checks the output folder against an earlier run and removes files every run rebuilds.
+
+    * An earlier run's ``manifest.jsonl`` or ``job.json`` needs ``--skip-existing``
+      (same settings: its complete tracks are kept) or ``--overwrite`` (every track is
+      recomputed); without either the job refuses to start.
+    * ``derived`` files (globs relative to the folder, e.g. shards) are deleted: the
+      job rebuilds them from all tracks.
+
+    Raises:
+        ParameterError: If the folder holds another run and neither flag allows it, or
+            ``--skip-existing`` is given for a run with other settings or another model.
+    """
+    job_path = settings.path(JOB_FILE)
+    manifest_path = settings.path(MANIFEST_FILE)
+    earlier = beam_io.exists(job_path) or beam_io.exists(manifest_path)
+    if earlier and not (settings.skip_existing or settings.overwrite):
+        raise ParameterError(f"--output {settings.output} holds the results of an earlier run; pass --skip-existing "
+                             "to keep its complete tracks, --overwrite to recompute everything, or choose another "
+                             "folder")
+    if settings.skip_existing and beam_io.exists(job_path):
+        try:
+            before = parse_job_record(beam_io.read_text(job_path), path=job_path)
+            was: dict[str, Any] = {"job": before.job, "model": before.model, "settings": before.settings}
+        except (DataError, OSError, UnicodeDecodeError):
+            was = {"job": None, "model": None, "settings": None}
+        now = {"job": job, "model": settings.model_identity(), "settings": job_settings}
+        if json.loads(json.dumps(now)) != was:
+            changed = sorted(k for k in now if json.loads(json.dumps(now[k])) != was[k])
+            raise ParameterError(f"--skip-existing: the earlier run in {settings.output} used other {changed} "
+                                 f"(see its {JOB_FILE}); pass --overwrite to recompute everything")
+    stale = [manifest_path] if beam_io.exists(manifest_path) else []
+    for pattern in derived:
+        stale += beam_io.list_files(settings.path(pattern))
+    beam_io.delete(stale)
+
+
+def write_job_file(settings: InferenceSettings, *, job: str, job_settings: dict[str, Any],
+                   extra: dict[str, Any] | None = None) -> str:
+    """Writes ``job.json``: the job, its settings, the model (directory and ``metadata.json``), the inputs."""
+    record = JobRecord(
+        job=job, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        tfaural_version=__version__, input=settings.input_glob, manifest=settings.manifest, model_dir=settings.model,
+        model=settings.model_identity(), metadata=settings.metadata.data, settings=job_settings, extra=extra or {},
+    )
+    return beam_io.write_text(settings.path(JOB_FILE), record.to_text())
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What a finished run did, read back from its ``manifest.jsonl``.
+
+    Attributes:
+        output: The output folder.
+        ok: Tracks with results.
+        failed: Tracks without.
+        reused: Of the ``ok`` tracks, those kept from an earlier run.
+        failures: Number of failures by ``"stage: error type"``.
+        examples: Up to five failed rows (path and error), for the log.
+    """
+
+    output: str
+    ok: int
+    failed: int
+    reused: int
+    failures: dict[str, int]
+    examples: tuple[tuple[str, str], ...]
+
+    @property
+    def total(self) -> int:
+        """Tracks in the manifest."""
+        return self.ok + self.failed
+
+    def describe(self, job: str) -> str:
+        """A few lines for the end of a run."""
+        lines = [f"{job}: {self.ok} of {self.total} track(s) ok"
+                 + (f" ({self.reused} kept from an earlier run)" if self.reused else "")
+                 + f", {self.failed} failed; results in {self.output} "
+                 f"(every track is listed in {MANIFEST_FILE})"]
+        if self.failures:
+            lines.append("  failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.failures.items())))
+        lines += [f"  {path}: {error}" for path, error in self.examples]
+        return "\n".join(lines)
+
+
+def summarize(output: str) -> Summary:
+    """Reads ``OUTPUT/manifest.jsonl`` into a :class:`Summary`.
+
+    Raises:
+        TfauralError: If the manifest is missing (the run did not finish).
+    """
+    path = beam_io.join(output, MANIFEST_FILE)
+    if not beam_io.exists(path):
+        raise TfauralError(f"{path} is missing: the run did not finish (see the log above)")
+    rows = parse_manifest(beam_io.read_text(path), path=path)
+    failed = [r for r in rows if r.status != OK]
+    failures = collections.Counter(f"{r.stage}: {r.error_type}" for r in failed)
+    return Summary(
+        output=output,
+        ok=len(rows) - len(failed),
+        failed=len(failed),
+        reused=sum(r.reused for r in rows),
+        failures=dict(failures),
+        examples=tuple((r.path, str(r.error)) for r in failed[:5]),
+    )
+

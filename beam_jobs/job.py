@@ -1,0 +1,317 @@
+"""The skeleton every Beam job shares: a job declares what it is, :meth:`Job.run` launches it.
+
+A job (one module per job, ``python -m beam_jobs.<job>``) subclasses :class:`Job` and
+declares its name, its option classes (:mod:`beam_jobs.options`), how its flags become
+frozen settings, what its inputs are, how it prepares its output folder, its pipeline
+and what it reports at the end. Everything else is written once, here:
+
+* parsing the command line (``--help`` from the job module's docstring),
+* checking the runner and applying the local defaults (every core unless the user chose),
+* a scratch folder for the worker processes (:func:`beam_jobs.scratch.run_folder`),
+* running the pipeline to the end, turning a model that failed to load into one line,
+* the command-line entry point: logging, exit status 2 with a one-line message on a
+  usage or setup error (:meth:`Job.main`).
+
+:class:`CatalogueJob` adds what the three jobs that run an exported model over a
+catalogue share (``auralise``, ``extract_features``, ``tag``)::
+
+    ListTracks ─ SpreadTracks ─ Decode ─┬─ RunInference(signature) ─ Write ─┐
+                                        └─ (failed / reused tracks) ────────┴─ Account ─▶ manifest.jsonl
+
+listing the tracks (:mod:`beam_jobs.tracks`), ``job.json`` and ``--skip-existing``
+(:mod:`beam_jobs.accounting`), runner-dependent batching and the model process
+(:meth:`beam_jobs.settings.InferenceSettings.for_runner`), and the summary read back
+from ``manifest.jsonl``. Failures on the way are :mod:`beam_jobs.failures`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineResult
+
+from beam_jobs import model_process as model_processes
+from beam_jobs.accounting import prepare_output, summarize, write_job_file
+from beam_jobs.options import apply_runner_defaults, check_runner, parse_job_args
+from beam_jobs.scratch import run_folder
+from beam_jobs.tracks import TrackInput, list_tracks
+from tfaural.cli import is_verbose
+from tfaural.errors import ModelError, TfauralError
+from tfaural.formats import JOB_FILE, MANIFEST_FILE
+
+__all__ = ["Job", "CatalogueJob", "Timings", "wait"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Timings:
+    """Wall-clock seconds of a run's phases, measured by :meth:`Job.run`.
+
+    Attributes:
+        started: ``time.perf_counter()`` when the run started.
+        inputs: Seconds spent finding (or rendering) the inputs.
+        pipeline: Seconds spent running the pipeline.
+    """
+
+    started: float
+    inputs: float = 0.0
+    pipeline: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.started
+
+
+def wait(result: Any) -> None:
+    """Waits for a pipeline result and releases the Dask client the Dask runner leaves open."""
+    result.wait_until_finish()
+    client = getattr(result, "client", None)
+    if client is not None and hasattr(client, "close"):
+        client.close()
+
+
+_MODEL_ERROR_LINE = re.compile(r"^(?:tfaural\.errors\.)?ModelError: (.+)$", re.MULTILINE)
+
+
+def _model_load_failure(err: BaseException) -> str | None:
+    """The message of a :class:`ModelError` that stopped a pipeline (Beam re-raises it as text), if it was one."""
+    if isinstance(err, ModelError):
+        return str(err)
+    found = _MODEL_ERROR_LINE.findall(str(err))
+    return found[-1] if found else None
+
+
+class Job(abc.ABC):
+    """A Beam job: its name, options, settings, inputs, output folder and pipeline.
+
+    Subclasses set :attr:`name` and :attr:`option_classes` and implement the abstract
+    methods; the module of the subclass is the job's ``python -m`` module, whose
+    docstring is its ``--help``.
+
+    Attributes:
+        name: The job's name, in messages and the scratch folder's name.
+        option_classes: The ``PipelineOptions`` subclasses whose flags the job takes.
+        save_main_session: Default of :meth:`run`'s ``save_main_session``.
+    """
+
+    name: ClassVar[str]
+    option_classes: ClassVar[tuple[type[PipelineOptions], ...]]
+    save_main_session: ClassVar[bool] = False
+
+    @property
+    def module(self) -> str:
+        """The job's module, e.g. ``beam_jobs.tag``."""
+        return type(self).__module__
+
+    # -- what a job declares --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def settings(self, options: PipelineOptions) -> Any:
+        """Validates the flags into the job's frozen settings (no side effects).
+
+        Raises:
+            TfauralError: On a missing or invalid flag, naming it.
+        """
+
+    @abc.abstractmethod
+    def inputs(self, settings: Any) -> Any:
+        """What the pipeline works through (tracks, a catalogue, signals); its ``len`` bounds the parallelism."""
+
+    def configure(self, options: PipelineOptions, settings: Any, *, n_inputs: int, local_defaults: bool) -> Any:
+        """Applies the runner defaults (every local core unless the user chose); returns the adjusted settings.
+
+        Args:
+            options: The parsed options (modified in place).
+            settings: The job's settings.
+            n_inputs: Number of inputs.
+            local_defaults: Apply :func:`beam_jobs.options.apply_runner_defaults` (not for test pipelines).
+        """
+        if local_defaults:
+            for note in apply_runner_defaults(options, num_items=n_inputs):
+                logger.info("%s: %s", self.name, note)
+        return settings
+
+    @abc.abstractmethod
+    def prepare(self, settings: Any, inputs: Any) -> None:
+        """Prepares the output folder (refuses an earlier run's unless allowed; removes what the run rebuilds)."""
+
+    @abc.abstractmethod
+    def build(self, pipeline: beam.Pipeline, inputs: Any, settings: Any) -> None:
+        """Adds the job's labelled stages to ``pipeline``."""
+
+    @contextlib.contextmanager
+    def serving(self, settings: Any) -> Iterator[Any]:
+        """Context around building and running the pipeline (e.g. a model process); yields the settings to use."""
+        yield settings
+
+    def finish(self, settings: Any, result: PipelineResult, timings: Timings) -> None:
+        """After a successful run: logs what it did (and completes summaries that need the whole run)."""
+        logger.info("%s: done in %.0f s", self.name, timings.total)
+
+    # -- written once -----------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str] | None = None,
+        save_main_session: bool | None = None,
+        test_pipeline: beam.Pipeline | None = None,
+    ) -> PipelineResult:
+        """Runs the job and waits for it to finish.
+
+        Args:
+            argv: Command-line arguments (job flags and Beam flags); ``None``: ``sys.argv[1:]``.
+            save_main_session: Pickle the caller's ``__main__`` for the workers (``None``: the
+                job's :attr:`save_main_session`; the DoFns of every job live in importable modules).
+            test_pipeline: A pipeline to use instead of creating one (tests): no runner defaults.
+
+        Returns:
+            The finished ``PipelineResult``.
+
+        Raises:
+            TfauralError: On invalid flags, invalid inputs or model, or an output folder the
+                job may not use.
+        """
+        timings = Timings(started=time.perf_counter())
+        options = parse_job_args(argv, prog=f"python -m {self.module}",
+                                 description=sys.modules[self.module].__doc__ or "",
+                                 option_classes=list(self.option_classes))
+        settings = self.settings(options)
+        check_runner(options)
+        keep_main = self.save_main_session if save_main_session is None else save_main_session
+        options.view_as(SetupOptions).save_main_session = keep_main
+        inputs = self.inputs(settings)
+        timings.inputs = time.perf_counter() - timings.started
+        settings = self.configure(options, settings, n_inputs=len(inputs), local_defaults=test_pipeline is None)
+        self.prepare(settings, inputs)
+        with self.serving(settings) as settings:
+            pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+            self.build(pipeline, inputs, settings)
+            start = time.perf_counter()
+            result = self._execute(pipeline)
+            timings.pipeline = time.perf_counter() - start
+        self.finish(settings, result, timings)
+        return result
+
+    def _execute(self, pipeline: beam.Pipeline) -> PipelineResult:
+        with run_folder(self.name):  # what the worker processes leave in their temporary folder is deleted with it
+            try:
+                result = pipeline.run()
+                wait(result)
+            except Exception as err:  # a model loaded in-process (TensorFlow already imported) that failed to
+                failure = _model_load_failure(err)  # load stops the pipeline; say so in one line
+                if failure is None:
+                    raise
+                raise ModelError(failure) from None
+        return result
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """The command-line entry point: logging, the run (which logs its summary); exit 2 on a setup error.
+
+        Args:
+            argv: Command-line arguments (``None``: ``sys.argv[1:]``).
+
+        Returns:
+            The process exit code: 0 when the job ran (failed inputs are listed in its
+            outputs and its summary), 2 with a one-line error for a usage or setup error.
+        """
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        if not is_verbose(sys.argv[1:] if argv is None else argv):
+            logging.getLogger("apache_beam").setLevel(logging.WARNING)  # worker chatter; our own loggers stay at INFO
+        try:
+            self.run(argv)
+        except TfauralError as err:
+            print(f"{self.name}: error: {err}", file=sys.stderr)
+            return 2
+        finally:
+            model_processes.close_prestarted()  # started by python -m before the flags were checked
+        return 0
+
+
+class CatalogueJob(Job):
+    """A job that runs an exported model's signature over a catalogue of audio tracks.
+
+    Its settings have a ``common`` field, :class:`beam_jobs.settings.InferenceSettings`,
+    and a ``job_settings()`` method: what determines the outputs (``--skip-existing``
+    compares it with the earlier run's ``job.json``).
+
+    Attributes:
+        signature: The export signature the job calls.
+        reserved: Names in the output folder besides ``manifest.jsonl`` and ``job.json``
+            that no track's outputs may take.
+        derived: Globs (relative to the output folder) of files every run rebuilds from all tracks.
+        model_process: The job can run its model in a model process that the launcher starts
+            (:mod:`beam_jobs.model_process`; local DirectRunner).
+    """
+
+    signature: ClassVar[str]
+    reserved: ClassVar[tuple[str, ...]] = ()
+    derived: ClassVar[tuple[str, ...]] = ()
+    model_process: ClassVar[bool] = True
+
+    def inputs(self, settings: Any) -> list[TrackInput]:
+        """The tracks, from ``--input`` or ``--manifest`` (see :func:`beam_jobs.tracks.list_tracks`)."""
+        common = settings.common
+        return list_tracks(input_glob=common.input_glob, manifest=common.manifest,
+                           reserved=(*self.reserved, MANIFEST_FILE, JOB_FILE), output=common.output)
+
+    def configure(self, options: PipelineOptions, settings: Any, *, n_inputs: int, local_defaults: bool) -> Any:
+        """Runner defaults, then batching, threading and where the model runs (:meth:`InferenceSettings.for_runner`)."""
+        settings = super().configure(options, settings, n_inputs=n_inputs, local_defaults=local_defaults)
+        return dataclasses.replace(settings,
+                                   common=settings.common.for_runner(options, model_process=self.model_process))
+
+    def job_extra(self, settings: Any) -> dict[str, Any]:
+        """What ``job.json`` records besides the settings (e.g. the chunking plan, the shard names)."""
+        return {}
+
+    def describe(self, settings: Any, tracks: Sequence[TrackInput]) -> str:
+        """The log line that says what the run is about to do."""
+        return f"{self.name}: {len(tracks)} track(s) -> {settings.common.output} with {settings.common.model}"
+
+    def prepare(self, settings: Any, inputs: Any) -> None:
+        """Checks the output folder against an earlier run, then writes ``job.json``."""
+        job_settings = settings.job_settings()
+        prepare_output(settings.common, job=self.name, job_settings=job_settings, derived=self.derived)
+        write_job_file(settings.common, job=self.name, job_settings=job_settings, extra=self.job_extra(settings))
+        logger.info("%s", self.describe(settings, inputs))
+
+    @contextlib.contextmanager
+    def serving(self, settings: Any) -> Iterator[Any]:
+        """Starts the model process (or adopts the one ``python -m`` started) when the settings ask for one.
+
+        Raises:
+            ModelError: If the model process could not load the model (after the run, whose manifest
+                lists every track, those that needed the model as failed).
+        """
+        common = settings.common
+        if not common.model_process:
+            yield settings
+            return
+        threads = common.intra_op_threads
+        process = (model_processes.take_prestarted(common.model, self.signature, threads)
+                   or model_processes.ModelProcess(common.model, self.signature, threads=threads))
+        try:
+            yield dataclasses.replace(settings, common=dataclasses.replace(common, model_server=process.address))
+            load_error = process.load_error()
+        finally:
+            process.close()
+        if load_error is not None:  # every track that needed the model failed with it: a setup error, not theirs
+            logger.info("%s", summarize(common.output).describe(self.name))
+            raise ModelError(f"the model {common.model!r} could not be loaded: {load_error}; the tracks that needed "
+                             f"it are listed as failed in {common.output}/{MANIFEST_FILE}")
+
+    def finish(self, settings: Any, result: PipelineResult, timings: Timings) -> None:
+        """Logs what happened to every track, read back from ``manifest.jsonl``."""
+        logger.info("%s", summarize(settings.common.output).describe(self.name))

@@ -1,0 +1,249 @@
+"""The tracks of a job: listing them from a glob or a manifest, their output names, decoding them.
+
+* **Inputs.** ``--input GLOB`` or ``--manifest``. The tracks are listed when the
+  job starts (:func:`list_tracks`): ids must be unique over the whole catalogue and
+  the job must know every track it has to account for. Glob track ids are the
+  paths relative to the glob's fixed prefix without extension
+  (:func:`tfaural.data.catalogue.default_track_ids`); manifest ids come from its
+  ``track_id`` column. The glob is matched with ``FileSystems.match`` (what
+  ``fileio.MatchFiles`` calls) in the launcher rather than by ``MatchFiles`` →
+  ``ReadMatches`` inside the pipeline, for three reasons: collision suffixes need
+  the whole list of paths, the final accounting needs the list of inputs, and on
+  the Dask runner a one-element ``Create`` cannot be spread out (``Reshuffle`` is a
+  no-op there). The workers open the files through Beam's filesystems.
+* **Output names.** A track's outputs are named after :attr:`TrackInput.name`, a
+  single path component derived from its id (``/`` becomes ``__``; see
+  :func:`output_names`): no ``..``, no absolute path, no separator can escape the
+  output folder, and two ids that would share a name (``a/b`` and ``a__b``, or
+  names differing only in case) get a hash suffix, deterministically.
+* **Outcomes.** A :class:`TrackResult` is what became of a track: one line of
+  ``manifest.jsonl`` (:mod:`beam_jobs.accounting`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from beam_jobs import io as beam_io
+from tfaural.errors import ParameterError
+from tfaural.formats import OK, ManifestRow
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "TrackInput",
+    "TrackResult",
+    "glob_prefix",
+    "output_names",
+    "list_tracks",
+    "decode_track",
+]
+
+logger = logging.getLogger(__name__)
+
+
+MAX_NAME_LENGTH = 150
+"""Longest output name (a file or folder name; file systems allow 255 bytes)."""
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+# ---------------------------------------------------------------------------
+# Tracks and their output names
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackInput:
+    """One input file of a job.
+
+    Attributes:
+        path: The audio file (local path or URI).
+        track_id: Its id (safe ``/``-separated components; see ``validate_track_id``).
+        name: Its output name: one safe path component, unique in the job (:func:`output_names`).
+    """
+
+    path: str
+    track_id: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackResult:
+    """The outcome for one track: one line of ``manifest.jsonl``.
+
+    Attributes:
+        track: The track.
+        status: :data:`OK` or :data:`FAILED`.
+        outputs: Files written for the track, relative to the output folder (``ok`` only).
+        stage: Where it failed: ``"decode"``, ``"inference"``, ``"write"`` or ``"pipeline"``.
+        error_type: The error's type, e.g. ``"AudioDecodeError"``.
+        error: Why it failed, for people ("too short: 120 samples ...").
+        reused: The result of an earlier run was kept (``--skip-existing``).
+        data: Job-specific results travelling to the final stage (not written to the manifest).
+    """
+
+    track: TrackInput
+    status: str
+    outputs: tuple[str, ...] = ()
+    stage: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    reused: bool = False
+    data: Any = None
+
+    @property
+    def track_id(self) -> str:
+        """The track's id."""
+        return self.track.track_id
+
+    def manifest_row(self) -> ManifestRow:
+        """The track's line of ``manifest.jsonl``."""
+        if self.status == OK:
+            return ManifestRow(self.track.path, self.track.track_id, self.track.name, self.status,
+                               outputs=self.outputs, reused=self.reused)
+        return ManifestRow(self.track.path, self.track.track_id, self.track.name, self.status, error=self.error,
+                           error_type=self.error_type, stage=self.stage)
+
+
+def glob_prefix(pattern: str) -> str:
+    """The fixed folder part of a glob: everything up to the last ``/`` before the first wildcard.
+
+    >>> glob_prefix("/data/music/**/*.flac")
+    '/data/music/'
+    """
+    match = _WILDCARD.search(pattern)
+    head = pattern if match is None else pattern[: match.start()]
+    return head[: head.rfind("/") + 1]
+
+
+def _name_of(track_id: str) -> str:
+    return track_id.replace("/", "__")
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def output_names(track_ids: Sequence[str], *, reserved: Iterable[str] = ()) -> list[str]:
+    """One output name per track id: a single safe path component, unique case-insensitively.
+
+    The name is the id with ``/`` replaced by ``__``. Names longer than
+    :data:`MAX_NAME_LENGTH`, names equal to a ``reserved`` name (the job's own
+    files such as ``manifest.jsonl``) and names shared by several ids (``a/b`` and
+    ``a__b``; ``Song`` and ``song``) get ``-`` and 8 hex digits of the SHA-1 of the
+    id appended. The result depends only on the set of ids.
+
+    Args:
+        track_ids: Valid track ids (unique).
+        reserved: Names the outputs must not take (compared case-insensitively).
+
+    Returns:
+        The names, in the order of ``track_ids``.
+    """
+    taboo = {name.casefold() for name in reserved}
+    names = [_name_of(track_id) for track_id in track_ids]
+    counts = collections.Counter(name.casefold() for name in names)
+    out = []
+    for track_id, name in zip(track_ids, names):
+        if counts[name.casefold()] > 1 or name.casefold() in taboo or len(name) > MAX_NAME_LENGTH:
+            name = f"{name[: MAX_NAME_LENGTH - 9]}-{_hash(track_id)}"
+        out.append(name)
+    return out
+
+
+def _located_in(path: str, folder: str) -> bool:
+    """True if the entry ``path`` (not what a symbolic link points to) lies in ``folder`` or below."""
+    if beam_io.is_local(path) and beam_io.is_local(folder):
+        where = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+        top = os.path.realpath(folder)
+        return where.startswith(top.rstrip(os.sep) + os.sep)
+    return path.startswith(folder.rstrip("/") + "/")
+
+
+def list_tracks(
+    *, input_glob: str | None, manifest: str | None, reserved: Iterable[str] = (), output: str | None = None
+) -> list[TrackInput]:
+    """The tracks of a job, from a glob or a manifest (exactly one), sorted by id.
+
+    Every entry the glob matches is a track (a broken symbolic link, a link loop or an
+    unreadable entry fails at decoding, with the reason, in ``manifest.jsonl``), except
+    folders and what lies inside ``output``: a glob such as ``'music/**'`` with
+    ``--output music/tags`` would otherwise take the job's own results (and its
+    ``manifest.jsonl``) as inputs on the next run. Those are left out, with a warning.
+
+    Args:
+        input_glob: A glob of audio files (local or URI).
+        manifest: A catalogue manifest (labels are not needed).
+        reserved: Names the outputs must not take (see :func:`output_names`).
+        output: The job's output folder, whose files are never inputs.
+
+    Returns:
+        The tracks.
+
+    Raises:
+        ParameterError: If both or neither are given, or the glob matches no file (outside ``output``).
+        DataError: If the manifest is missing or invalid.
+    """
+    # Imported here, in the launcher only: tfaural.data imports TensorFlow, which the worker processes
+    # that decode audio do not need (the model runs in a process of its own; see InferenceSettings).
+    from tfaural.data.catalogue import default_track_ids, read_manifest
+
+    if (input_glob is None) == (manifest is None):
+        raise ParameterError("give the audio files either as --input GLOB or as --manifest FILE (exactly one)")
+    if manifest is not None:
+        catalogue = read_manifest(manifest, require_labels=False, check_files=False)  # missing files: failed rows
+        pairs = [(t.path, t.track_id) for t in catalogue.tracks]
+        if not pairs:
+            raise ParameterError(f"--manifest {manifest} lists no tracks")
+    else:
+        assert input_glob is not None
+        paths = beam_io.list_files(input_glob)
+        if not paths:
+            raise ParameterError(f"--input {input_glob!r} matched no files (quote the glob so that the shell does "
+                                 "not expand it; '**' matches across folders)")
+        if output is not None:
+            own = [p for p in paths if _located_in(p, output)]
+            if own:
+                logger.warning("--input %r: %d matched file(s) inside --output %s are left out (the job's own "
+                               "outputs, e.g. %s)", input_glob, len(own), output, own[0])
+                paths = [p for p in paths if p not in set(own)]
+            if not paths:
+                raise ParameterError(f"--input {input_glob!r} matched only files inside --output {output}; give the "
+                                     "audio files and the output folder separate places")
+        prefix = glob_prefix(input_glob)
+        relative = [p[len(prefix):] if prefix and p.startswith(prefix) else p for p in paths]
+        pairs = list(zip(paths, default_track_ids(relative)))
+    names = output_names([track_id for _, track_id in pairs], reserved=reserved)
+    tracks = [TrackInput(path=path, track_id=track_id, name=name) for (path, track_id), name in zip(pairs, names)]
+    return sorted(tracks, key=lambda t: t.track_id)
+
+
+def decode_track(
+    track: TrackInput,
+    *,
+    sample_rate: int,
+    min_samples: int,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> np.ndarray:
+    """Decodes (an excerpt of) a track, mono, at ``sample_rate``.
+
+    Returns:
+        float32 ``[samples]``.
+
+    Raises:
+        AudioError: Missing, undecodable, empty, too short, or NaN/Inf samples.
+    """
+    y, _ = beam_io.load_audio(track.path, sample_rate=sample_rate, min_samples=min_samples, offset=offset,
+                              duration=duration)
+    return y
+

@@ -1,1 +1,0 @@
-"""Static files of the HTML listening report (tfaural.report): style.css, report.js."""
