@@ -528,15 +528,14 @@ def export_choi(base: str, *, max_deconv_seconds: float | None = None,
 
     from export import exporter
     from export.budget import budget_for
-    from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+    from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import choi_cnn, config_from_model
     from tfaural.training.run import RunInfo
 
     keras.utils.set_random_seed(0)
     model = choi_cnn(n_outputs=10, **architecture)
     info = RunInfo(model=config_from_model(model), labels=tuple(f"genre{i}" for i in range(10)),
-                   task="single-label", audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100),
-                   stft=STFTConfig(n_fft=512, hop_length=256))
+                   task="single-label", audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100))
     budget = budget_for("choi", max_deconv_feature_seconds=max_deconv_feature_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
                                  verify=False)
@@ -550,7 +549,7 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
 
     from export import exporter
     from export.budget import budget_for
-    from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+    from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
     from tfaural.models.musicnn import musicnn_tagger
     from tfaural.training.run import RunInfo
@@ -560,8 +559,7 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
     config = config_from_model(model)
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(config.n_outputs)), task="multi-label",
                    audio=AudioConfig(sample_rate=config.sample_rate),
-                   segment=SegmentConfig(length=config.segment_length),
-                   stft=STFTConfig(n_fft=config.n_fft, hop_length=config.hop_length))
+                   segment=SegmentConfig(length=config.segment_length))
     budget = budget_for("musicnn", max_deconv_feature_seconds=max_deconv_feature_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
                                  verify=False)

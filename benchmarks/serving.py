@@ -47,7 +47,7 @@ from _timing import environment
 
 from export import export_model
 from tfaural import spectral
-from tfaural.config import AudioConfig, ChoiConfig, SegmentConfig, STFTConfig
+from tfaural.config import AudioConfig, ChoiConfig, SegmentConfig
 from tfaural.models import choi_cnn, config_from_model
 from tfaural.models.samplecnn import samplecnn_model
 from tfaural.training.run import RunInfo
@@ -74,7 +74,7 @@ def _models(*, quick: bool = False) -> list[tuple[str, Any, RunInfo]]:
     labels10 = tuple(f"genre{i}" for i in range(10))
     choi_info = RunInfo(
         model=choi_config, labels=labels10, task="single-label", audio=AudioConfig(sample_rate=11025),
-        segment=SegmentConfig(length=44100), stft=STFTConfig(n_fft=512, hop_length=256),
+        segment=SegmentConfig(length=44100),
     )
     tiny = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16, "top_filters": 64}
     sample = samplecnn_model(n_outputs=50, **(tiny if quick else {}))

@@ -182,9 +182,8 @@ class ServingModule(tf.Module):
             max_batch_segments=max_batch_segments, top_k=top_k, budget=budget,
         )
         chunk = self._settings.budget.deconv_chunk_elements
-        win_length = (self._settings.stft or {}).get("win_length")
         self._auraliser = (
-            _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk, win_length=win_length)})
+            _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk)})
             if "auralise" in signature_names(family) else None
         )
         self._keras.items["features"] = keras.Model(
@@ -407,9 +406,7 @@ class ServingModule(tf.Module):
     def _stft(self, waveform: tf.Tensor) -> tf.Tensor:
         stft = self._settings.stft
         assert stft is not None
-        return spectral.stft(
-            waveform, n_fft=stft["n_fft"], hop_length=stft["hop_length"], win_length=stft["win_length"]
-        )
+        return spectral.stft(waveform, n_fft=stft["n_fft"], hop_length=stft["hop_length"])
 
     def _segments(self, waveform: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Cuts ``[b, n]`` into whole segments.
@@ -696,14 +693,17 @@ def _settings(
     length = info.segment.length
     stft: dict[str, Any] | None = None
     mel: dict[str, Any] | None = None
-    if isinstance(config, MusicnnConfig):
-        if info.stft is not None and (info.stft.n_fft, info.stft.hop_length) != (config.n_fft, config.hop_length):
+    if isinstance(config, (ChoiConfig, MusicnnConfig)):
+        if info.stft != config.stft:
+            described = "none" if info.stft is None else f"n_fft={info.stft.n_fft}, hop_length={info.stft.hop_length}"
             raise ExportError(
-                f"run.json's STFT (n_fft={info.stft.n_fft}, hop_length={info.stft.hop_length}) differs from "
+                f"run.json's STFT ({described}, from its model config) differs from "
                 f"the model's (n_fft={config.n_fft}, hop_length={config.hop_length})"
             )
+        # metadata.json keeps "win_length": null (the window is n_fft samples) for its readers
         stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": None,
                 "window": "hann", "center": True}
+    if isinstance(config, MusicnnConfig):
         mel = {"n_mels": config.n_mels, "fmin": 0.0, "fmax": None, "power": 2.0, "norm": "slaney",
                "scale": "slaney"}
         frames = spectral.n_frames(length, n_fft=config.n_fft, hop_length=config.hop_length)
@@ -713,16 +713,6 @@ def _settings(
                 f"fix run.json (segment.length = {config.segment_length})"
             )
     elif isinstance(config, ChoiConfig):
-        win_length = None
-        if info.stft is not None:
-            if (info.stft.n_fft, info.stft.hop_length) != (config.n_fft, config.hop_length):
-                raise ExportError(
-                    f"run.json's STFT (n_fft={info.stft.n_fft}, hop_length={info.stft.hop_length}) differs from "
-                    f"the model's (n_fft={config.n_fft}, hop_length={config.hop_length})"
-                )
-            win_length = info.stft.win_length
-        stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": win_length,
-                "window": "hann", "center": True}
         frames = spectral.n_frames(length, n_fft=config.n_fft, hop_length=config.hop_length)
         if frames != config.n_frames:
             raise ExportError(

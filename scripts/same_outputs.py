@@ -54,7 +54,7 @@ def _run_dir(folder: pathlib.Path, labels: list[str]) -> pathlib.Path:
         return folder
     import keras
 
-    from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+    from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import choi_cnn, config_from_model
     from tfaural.training.run import RunInfo, save_run
 
@@ -62,8 +62,7 @@ def _run_dir(folder: pathlib.Path, labels: list[str]) -> pathlib.Path:
     model = choi_cnn(n_outputs=len(labels), n_freq=257, n_frames=87, n_fft=512, hop_length=256, n_filters=8,
                      fc_units=(16,), sample_rate=SAMPLE_RATE, output_activation="sigmoid")
     info = RunInfo(model=config_from_model(model), labels=tuple(labels), task="multi-label",
-                   audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=256 * 86),
-                   stft=STFTConfig(n_fft=512, hop_length=256))
+                   audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=256 * 86))
     save_run(folder, model, info)
     return folder
 

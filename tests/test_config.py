@@ -6,7 +6,16 @@ import dataclasses
 
 import pytest
 
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.config import (
+    AggregationConfig,
+    AudioConfig,
+    ChoiConfig,
+    MusicnnConfig,
+    SampleCNNConfig,
+    SegmentConfig,
+    STFTConfig,
+    stft_config_of,
+)
 from tfaural.errors import ConfigError, TfauralError
 
 
@@ -16,7 +25,7 @@ from tfaural.errors import ConfigError, TfauralError
         AudioConfig(),
         AudioConfig(sample_rate=11025, mono=False),
         STFTConfig(),
-        STFTConfig(n_fft=729, hop_length=243, win_length=243),
+        STFTConfig(n_fft=729, hop_length=243),
         SegmentConfig(),
         SegmentConfig(length=44100, hop=22050, n_segments=10, pad="constant"),
     ],
@@ -40,7 +49,8 @@ def test_configs_are_frozen() -> None:
         (lambda: AudioConfig(sample_rate=-8000), "sample_rate=-8000"),
         (lambda: STFTConfig(n_fft=1), "n_fft=1"),
         (lambda: STFTConfig(n_fft=512, hop_length=1024), "hop_length=1024"),
-        (lambda: STFTConfig(n_fft=512, win_length=2048), "win_length=2048"),
+        (lambda: STFTConfig.from_dict({"n_fft": 512, "win_length": 2048}), "win_length=2048"),
+        (lambda: STFTConfig.from_dict({"n_fft": 512, "hop_length": 128, "win_length": 256}), "win_length=256"),
         (lambda: STFTConfig(window="hamming"), "window='hamming'"),
         (lambda: SegmentConfig(length=0), "length=0"),
         (lambda: SegmentConfig(pad="reflect"), "pad='reflect'"),
@@ -58,6 +68,28 @@ def test_from_json_errors_are_tfaural_errors() -> None:
         STFTConfig.from_json("{n_fft: 512")
     with pytest.raises(ConfigError, match="hop_length=0"):
         STFTConfig.from_json('{"n_fft": 512, "hop_length": 0}')
+
+
+def test_stft_json_of_earlier_versions_is_read() -> None:
+    """Earlier versions wrote a ``win_length``; ``null`` and ``n_fft`` (the window always used) still read."""
+    for win_length in (None, 512):
+        old = {"n_fft": 512, "hop_length": 128, "win_length": win_length, "window": "hann"}
+        assert STFTConfig.from_dict(old) == STFTConfig(n_fft=512, hop_length=128)
+    assert "win_length" not in STFTConfig().to_dict()
+
+
+def test_the_model_config_is_the_one_source_of_the_stft() -> None:
+    choi = ChoiConfig(n_outputs=2, n_freq=513, n_fft=1024, hop_length=128)
+    assert stft_config_of(choi) == choi.stft == STFTConfig(n_fft=1024, hop_length=128)
+    musicnn = MusicnnConfig(n_fft=1024, hop_length=512)
+    assert stft_config_of(musicnn) == STFTConfig(n_fft=1024, hop_length=512)
+    mel_frame = SampleCNNConfig(family="mel-frame", filter_sizes=(3, 3), window=729, hop=729)
+    for waveform_model in (SampleCNNConfig(), mel_frame, AggregationConfig(extractors=(SampleCNNConfig(),))):
+        assert stft_config_of(waveform_model) is None
+    with pytest.raises(ConfigError, match="hop_length=1024 is invalid: expected at most n_fft=512"):
+        ChoiConfig(n_outputs=2, hop_length=1024)
+    with pytest.raises(ConfigError, match="hop_length=1024 is invalid: expected at most n_fft=512"):
+        MusicnnConfig(hop_length=1024)
 
 
 def test_derived_sizes() -> None:

@@ -80,6 +80,8 @@ def test_export_metadata_reads_typed_and_writes_the_exports_text(tmp_path: pathl
     ('{"sample_rate": 16000, "labels": "rock"}', "labels is not a list of names"),
     ('{"sample_rate": 16000, "features_per_layer": {"one": 3}}', "the deconvolvable layers are not integers"),
     ('{"sample_rate": 16000, "max_seconds": -1}', "max_seconds is -1, not a non-negative number of seconds"),
+    ('{"sample_rate": 16000, "stft": {"n_fft": 512, "hop_length": 128, "win_length": 256}}',
+     r"stft\.win_length is 256, but tfaural's STFT window is always n_fft=512 samples long"),
 ])
 def test_a_bad_export_metadata_is_one_model_error_naming_the_file(
     tmp_path: pathlib.Path, content: str | None, message: str,
@@ -96,6 +98,13 @@ def test_an_export_metadata_the_writer_would_not_read_is_refused_before_writing(
     with pytest.raises(ModelError, match="being written"):
         export_metadata_text({"family": "choi"})
     assert parse_export_metadata('{"sample_rate": 8000}', path="m.json").segment_hop == 0  # format 1: lenient
+
+
+@pytest.mark.parametrize("win_length", [None, 512])
+def test_an_export_metadata_stft_window_of_n_fft_reads(win_length: int | None) -> None:
+    stft = {"n_fft": 512, "hop_length": 256, "win_length": win_length, "window": "hann", "center": True}
+    meta = parse_export_metadata(json.dumps({**METADATA, "stft": stft}), path="m.json")
+    assert meta.stft == stft
 
 
 def test_manifest_rows_round_trip_in_the_jobs_layout() -> None:

@@ -63,7 +63,7 @@ def _export_tiny_model(base: pathlib.Path) -> str:
     import numpy as np
 
     from export import exporter
-    from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+    from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import choi_cnn, config_from_model
     from tfaural.training.run import RunInfo
 
@@ -76,7 +76,7 @@ def _export_tiny_model(base: pathlib.Path) -> str:
     model.train_on_batch(x, np.eye(len(LABELS), dtype=np.float32)[[0, 1, 2, 0]])
     info = RunInfo(model=config_from_model(model), labels=LABELS, task="single-label",
                    audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=int(RATE * SECONDS)),
-                   stft=STFTConfig(n_fft=N_FFT, hop_length=HOP), run_id="browser-e2e")
+                   run_id="browser-e2e")
     return exporter.export_model(model, info, base, verify=False)  # verification has its own tests
 
 

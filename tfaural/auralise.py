@@ -150,7 +150,6 @@ def reconstruct(
     n_fft: int,
     hop_length: int,
     length: int | tf.Tensor,
-    win_length: int | None = None,
 ) -> tf.Tensor:
     """Turns linear-magnitude maps into waveforms with the original STFT's phase.
 
@@ -162,7 +161,6 @@ def reconstruct(
         n_fft: FFT size in samples.
         hop_length: Hop in samples.
         length: Output length in samples.
-        win_length: Window length (``None``: ``n_fft``).
 
     Returns:
         float32 ``[batch, k, length]`` (not normalised).
@@ -171,15 +169,15 @@ def reconstruct(
         return tf.cond(
             tf.equal(mode, "phase"),
             lambda: reconstruct(deconvolved, stft_matrix, mode="phase", n_fft=n_fft, hop_length=hop_length,
-                                length=length, win_length=win_length),
+                                length=length),
             lambda: reconstruct(deconvolved, stft_matrix, mode="mask", n_fft=n_fft, hop_length=hop_length,
-                                length=length, win_length=win_length),
+                                length=length),
         )
     _check_mode(mode)
     _, phase = spectral.magphase(stft_matrix)
     carrier = phase if mode == "phase" else tf.cast(stft_matrix, tf.complex64)
     complex_maps = tf.cast(deconvolved, tf.complex64) * carrier[:, tf.newaxis]
-    return spectral.istft(complex_maps, n_fft=n_fft, hop_length=hop_length, win_length=win_length, length=length)
+    return spectral.istft(complex_maps, n_fft=n_fft, hop_length=hop_length, length=length)
 
 
 def _check_mode(mode: Any) -> None:
@@ -210,18 +208,15 @@ class Auraliser:
         model: A Choi CNN or a SampleCNN-family waveform model.
         chunk_elements: Bound of the deconvolution's working set per chunk of features
             (see :meth:`tfaural.deconv.DeconvNet.__call__`; ``None``: the default).
-        win_length: STFT window length of the Choi CNN's run (``None``: ``n_fft``).
 
     Raises:
         ModelError: For the mel-frame baseline (its mel front end has no phase to reuse).
     """
 
-    def __init__(self, model: keras.Model, *, chunk_elements: int | None = None,
-                 win_length: int | None = None) -> None:
+    def __init__(self, model: keras.Model, *, chunk_elements: int | None = None) -> None:
         self.net = DeconvNet(model)
         self.config: Any = config_from_model(model)
         self.chunk_elements = chunk_elements
-        self.win_length = win_length
         self.is_spectral = isinstance(self.config, ChoiConfig)
         if isinstance(self.config, MusicnnConfig):
             raise ModelError(f"model {model.name!r} takes mel power: auralise it with tfaural.auralise.MelAuraliser")
@@ -245,14 +240,13 @@ class Auraliser:
             return waveform, None, finish_waveform, dtypes
         config = self.config
         assert isinstance(config, ChoiConfig)
-        stft_matrix = spectral.stft(waveform, n_fft=config.n_fft, hop_length=config.hop_length,
-                                    win_length=self.win_length)
+        stft_matrix = spectral.stft(waveform, n_fft=config.n_fft, hop_length=config.hop_length)
         magnitude = tf.abs(stft_matrix)
 
         def finish_spectral(deconvolved: tf.Tensor) -> tuple[tf.Tensor, ...]:
             audio = reconstruct(
                 to_linear_magnitude(deconvolved, config), stft_matrix, mode=mode, n_fft=config.n_fft,
-                hop_length=config.hop_length, length=tf.shape(waveform)[-1], win_length=self.win_length,
+                hop_length=config.hop_length, length=tf.shape(waveform)[-1],
             )
             result = normalise_peak(audio, input_peak=level)
             return (deconvolved, *result) if keep_deconvolved else result
@@ -541,7 +535,6 @@ class MelAuraliser(Auraliser):
         self.net = DeconvNet(model, method=method, input_layer=input_layer)
         self.config = config
         self.chunk_elements = chunk_elements
-        self.win_length = None
         self.is_spectral = True
         self.log_c = self._compression(model, log_c)
         if filterbank is None:
@@ -600,13 +593,12 @@ class MelAuraliser(Auraliser):
         return mel[..., tf.newaxis], mel, finish, dtypes
 
 
-def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None,
-                  win_length: int | None = None) -> Auraliser:
+def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None) -> Auraliser:
     """The auraliser of a tfaural model: :class:`MelAuraliser` for the imported log-mel taggers
     (:class:`~tfaural.config.MusicnnConfig`), :class:`Auraliser` otherwise."""
     if isinstance(config_from_model(model), MusicnnConfig):
         return MelAuraliser(model, chunk_elements=chunk_elements)
-    return Auraliser(model, chunk_elements=chunk_elements, win_length=win_length)
+    return Auraliser(model, chunk_elements=chunk_elements)
 
 
 def auralise_mel(

@@ -147,20 +147,19 @@ class STFTConfig(Config):
     """The one STFT convention (see :mod:`tfaural.spectral`).
 
     Frames are centred (``n_fft // 2`` reflect padding on both sides, like
-    ``librosa.stft(center=True)``); the window is a periodic Hann of
-    ``win_length`` samples zero-padded to ``n_fft``.
+    ``librosa.stft(center=True)``); the window is a periodic Hann of ``n_fft``
+    samples. A spectrogram model's STFT is not configured on its own: it is
+    :func:`stft_config_of` its model config (``ChoiConfig.stft``, ``MusicnnConfig.stft``).
 
     Attributes:
-        n_fft: FFT size in samples; the spectrum has ``n_fft // 2 + 1`` bins.
+        n_fft: FFT size and window length in samples; the spectrum has ``n_fft // 2 + 1`` bins.
         hop_length: Hop between frames in samples.
-        win_length: Window length in samples (``None``: ``n_fft``).
         window: Window name; only ``"hann"`` (periodic) is supported.
     """
 
     kind: ClassVar[str] = "stft"
     n_fft: int = 512
     hop_length: int = 256
-    win_length: int | None = None
     window: str = "hann"
 
     @property
@@ -168,25 +167,38 @@ class STFTConfig(Config):
         """Number of frequency bins, ``n_fft // 2 + 1``."""
         return self.n_fft // 2 + 1
 
-    @property
-    def window_length(self) -> int:
-        """The effective window length in samples."""
-        return self.n_fft if self.win_length is None else self.win_length
-
     def n_frames(self, n_samples: int) -> int:
         """Number of centred frames for a signal of ``n_samples`` samples."""
         return 1 + n_samples // self.hop_length
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> STFTConfig:
+        """Builds the config from :meth:`to_dict` output.
+
+        Also reads the JSON of earlier versions, which had a ``win_length`` entry: it is
+        accepted when it is ``null`` or ``n_fft`` (the window tfaural always used).
+
+        Raises:
+            ConfigError: On unknown fields, invalid values, or a ``win_length`` other than
+                ``null`` / ``n_fft``.
+        """
+        if isinstance(data, dict) and "win_length" in data:
+            data = dict(data)
+            win_length = data.pop("win_length")
+            n_fft = data.get("n_fft", cls.n_fft)
+            if win_length is not None and not (_is_int(win_length) and win_length == n_fft):
+                raise ConfigError(
+                    f"{cls.__name__}.win_length={win_length!r} is not supported: the STFT window is always "
+                    f"n_fft={n_fft!r} samples long (periodic Hann); expected null or {n_fft!r}"
+                )
+        return super().from_dict(data)
+
     def validate(self) -> None:
         cls = type(self)
-        _require(isinstance(self.n_fft, int) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
+        _require(_is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
         _require(
-            isinstance(self.hop_length, int) and 0 < self.hop_length <= self.window_length,
-            cls, "hop_length", self.hop_length, f"an integer in [1, {self.window_length}] (the window length)",
-        )
-        _require(
-            self.win_length is None or (isinstance(self.win_length, int) and 2 <= self.win_length <= self.n_fft),
-            cls, "win_length", self.win_length, f"None or an integer in [2, n_fft={self.n_fft}]",
+            _is_int(self.hop_length) and 0 < self.hop_length <= self.n_fft,
+            cls, "hop_length", self.hop_length, f"an integer in [1, n_fft={self.n_fft}]",
         )
         _require(self.window in SUPPORTED_WINDOWS, cls, "window", self.window, f"one of {SUPPORTED_WINDOWS}")
 
@@ -338,6 +350,7 @@ class ChoiConfig(Config):
             _require(_is_positive_int(value), cls, field, value, "a positive integer")
         _require(_is_int(self.pool_size) and self.pool_size >= 2, cls, "pool_size", self.pool_size, "an integer >= 2")
         _require(_is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
+        _require(self.hop_length <= self.n_fft, cls, "hop_length", self.hop_length, f"at most n_fft={self.n_fft}")
         _require(
             self.n_freq == self.n_fft // 2 + 1, cls, "n_freq", self.n_freq,
             f"n_fft // 2 + 1 = {self.n_fft // 2 + 1} for n_fft={self.n_fft}",
@@ -627,6 +640,7 @@ class MusicnnConfig(Config):
             value = getattr(self, field)
             _require(_is_positive_int(value), cls, field, value, "a positive integer")
         _require(_is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
+        _require(self.hop_length <= self.n_fft, cls, "hop_length", self.hop_length, f"at most n_fft={self.n_fft}")
         _require(_is_number(self.log_c) and self.log_c > 0, cls, "log_c", self.log_c, "a positive number")
         _require(
             _is_number(self.frontend_scale) and self.frontend_scale > 0, cls, "frontend_scale",
@@ -666,6 +680,22 @@ MODEL_CONFIGS: dict[str, type[Config]] = {
 }
 
 
+def stft_config_of(model_config: Config) -> STFTConfig | None:
+    """The STFT of a model's input: the one source of a run's STFT settings.
+
+    Args:
+        model_config: Any model config (:data:`MODEL_CONFIGS`).
+
+    Returns:
+        ``ChoiConfig.stft`` / ``MusicnnConfig.stft`` for the spectrogram models; ``None`` for the
+        waveform models (the SampleCNN family and its aggregations, whose mel-frame baseline
+        computes its spectrogram inside the network).
+    """
+    if isinstance(model_config, (ChoiConfig, MusicnnConfig)):
+        return model_config.stft
+    return None
+
+
 def model_config_to_dict(config: Config) -> dict[str, Any]:
     """Returns ``{"kind": ..., "config": {...}}`` for any model config (polymorphic JSON)."""
     if config.kind not in MODEL_CONFIGS:
@@ -699,6 +729,7 @@ __all__ += [
     "MUSICNN_ARCHITECTURES",
     "MusicnnConfig",
     "MODEL_CONFIGS",
+    "stft_config_of",
     "model_config_to_dict",
     "model_config_from_dict",
 ]

@@ -82,7 +82,8 @@ class ExportMetadata:
         labels: Output label names, in output-unit order.
         task: ``"single-label"`` or ``"multi-label"`` (``None``: not recorded).
         top_k: Width of the ``labels`` output.
-        stft: STFT settings of spectrogram models (``n_fft``, ``hop_length``, ...), else ``None``.
+        stft: STFT settings of spectrogram models (``n_fft``, ``hop_length``, ``win_length``: always ``null``,
+            the window is ``n_fft`` samples; ``window``: ``"hann"``; ``center``: ``true``), else ``None``.
         mel: Mel filterbank of mel-input models, else ``None``.
         input_scaling: How spectrogram models scale their input (``{"mode", "log_c"}``), else ``None``.
         max_seconds: Longest input of the scoring and feature signatures, in seconds.
@@ -200,6 +201,9 @@ class ExportMetadata:
         except (TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{where}: the deconvolvable layers are not integers ({err})") from None
         stft, mel, scaling = data.get("stft"), data.get("mel"), data.get("input_scaling")
+        if isinstance(stft, Mapping) and stft.get("win_length") not in (None, stft.get("n_fft")):
+            raise ModelError(f"{where}: stft.win_length is {stft['win_length']!r}, but tfaural's STFT window is "
+                             f"always n_fft={stft.get('n_fft')!r} samples long (expected null)")
         extra: Mapping[str, Any] = data["run_extra"] if isinstance(data.get("run_extra"), Mapping) else {}
         pretrained: Mapping[str, Any] = extra["pretrained"] if isinstance(extra.get("pretrained"), Mapping) else {}
         return cls(

@@ -10,8 +10,10 @@ default zero padding):
 * frames are centred: the signal is zero-padded by ``n_fft // 2`` samples on
   both sides, so frame ``t`` is centred on sample ``t * hop_length`` and a
   signal of ``n`` samples has ``1 + n // hop_length`` frames (for even ``n_fft``);
-* the window is a periodic Hann window of ``win_length`` samples, zero-padded
-  symmetrically to ``n_fft`` (as librosa does);
+* the window is a periodic Hann window of ``n_fft`` samples (the one window of
+  every spectrogram model: :class:`tfaural.config.STFTConfig` has no other). The
+  ``win_length`` argument, a shorter window zero-padded symmetrically to ``n_fft``
+  as librosa does, exists for the mel-frame SampleCNN baseline's in-model front end;
 * spectrograms are laid out ``[..., freq, frames]`` with ``n_fft // 2 + 1``
   frequency bins;
 * :func:`istft` overlap-adds the inverse FFT frames weighted by the same window

@@ -22,7 +22,7 @@ from signal_makers import chirp, clicks, sine
 
 from export import exporter
 from tfaural import audio
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.config import AudioConfig, SegmentConfig
 from tfaural.models import choi_cnn, config_from_model
 from tfaural.models.samplecnn import samplecnn_model
 from tfaural.training.run import RunInfo
@@ -41,8 +41,7 @@ def tiny_export(family: str, root: str) -> str:
         model = choi_cnn(n_outputs=3, n_freq=33, n_frames=32, n_fft=64, hop_length=32, n_filters=4, fc_units=(8,),
                          sample_rate=CHOI_SR)
         info = RunInfo(model=config_from_model(model), labels=("calm", "dense", "bright"), task="multi-label",
-                       audio=AudioConfig(sample_rate=CHOI_SR), segment=SegmentConfig(length=CHOI_SEGMENT),
-                       stft=STFTConfig(n_fft=64, hop_length=32))
+                       audio=AudioConfig(sample_rate=CHOI_SR), segment=SegmentConfig(length=CHOI_SEGMENT))
     else:
         model = samplecnn_model(filter_sizes=(3, 3, 3, 3, 3), channels=(8, 8, 8, 16), front_filters=8, top_filters=16,
                           n_outputs=4, sample_rate=SAMPLECNN_SR)

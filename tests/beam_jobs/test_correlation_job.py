@@ -28,7 +28,7 @@ from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, parse_jo
 from export import exporter
 from export.budget import WorkBudget
 from tfaural import correlation, signals
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.config import AudioConfig, SegmentConfig
 from tfaural.correlation import ATTRIBUTES, FeatureRow, TableRow
 from tfaural.errors import ModelError, ParameterError
 from tfaural.formats import ExportMetadata, read_export_metadata
@@ -48,8 +48,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, str
     model = choi_cnn(n_outputs=3, n_freq=33, n_frames=33, n_fft=64, hop_length=32, n_filters=4, fc_units=(8,),
                      sample_rate=SR)
     info = RunInfo(model=config_from_model(model), labels=("ballad", "dance", "hiphop"), task="single-label",
-                   audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024),
-                   stft=STFTConfig(n_fft=64, hop_length=32))
+                   audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024))
     base = tmp_path_factory.mktemp("exports")
     return model, exporter.export_model(model, info, base, verify=False)
 
@@ -133,8 +132,7 @@ def test_features_are_split_to_fit_the_exports_per_call_budget(
     128 maps up to 15 s, 64 of a 30-s clip): the job and the library ask in chunks and get the same numbers."""
     model, _ = exported
     info = RunInfo(model=config_from_model(model), labels=("ballad", "dance", "hiphop"), task="single-label",
-                   audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024),
-                   stft=STFTConfig(n_fft=64, hop_length=32))
+                   audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024))
     # 5 feature-seconds = 20,000 feature-samples at 4 kHz: 2 features x 8,000 samples fit, 3 do not.
     tight = exporter.export_model(model, info, tmp_path / "exports", max_deconv_seconds=4.0,
                                   budget=WorkBudget(max_deconv_feature_seconds=5.0), verify=False)

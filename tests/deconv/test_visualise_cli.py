@@ -13,7 +13,7 @@ import pytest
 from signal_makers import chirp, clicks
 
 from tfaural import spectral, visualise
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.config import AudioConfig, SegmentConfig
 from tfaural.models import choi_cnn, config_from_model, conv_blocks
 from tfaural.models.samplecnn import samplecnn_model
 from tfaural.training.run import RunInfo, save_run
@@ -25,8 +25,7 @@ def _choi_run(root: pathlib.Path) -> tuple[pathlib.Path, keras.Model]:
     model = choi_cnn(n_outputs=3, n_freq=65, n_frames=63, n_fft=128, hop_length=64, n_filters=8, fc_units=(8,),
                      sample_rate=RATE)
     info = RunInfo(model=config_from_model(model), labels=("a", "b", "c"), task="single-label",
-                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=62 * 64),
-                   stft=STFTConfig(n_fft=128, hop_length=64))
+                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=62 * 64))
     save_run(root / "choi", model, info)
     return root / "choi", model
 
@@ -104,8 +103,7 @@ def test_log_mel_tagger_deconvolution_grid(tmp_path: pathlib.Path, write_audio: 
     config = config_from_model(model)
     assert isinstance(config, MusicnnConfig)
     info = RunInfo(model=config, labels=("a", "b", "c", "d"), task="multi-label",
-                   audio=AudioConfig(sample_rate=16000), segment=SegmentConfig(length=config.segment_length),
-                   stft=STFTConfig(n_fft=512, hop_length=256))
+                   audio=AudioConfig(sample_rate=16000), segment=SegmentConfig(length=config.segment_length))
     save_run(tmp_path / "mel", model, info)
     track = write_audio("song.flac", chirp(200, 4000, 3.5, sample_rate=22050), sample_rate=22050)
     out = tmp_path / "figures"

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from export.module import ServingModule
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.config import AudioConfig, SegmentConfig
 from tfaural.models import choi_cnn, config_from_model
 from tfaural.training.run import RunInfo
 
@@ -29,8 +29,7 @@ def module() -> ServingModule:
     keras.utils.set_random_seed(3)
     model = choi_cnn(n_outputs=len(LABELS), n_filters=8, fc_units=(16,), output_activation="sigmoid")
     info = RunInfo(model=config_from_model(model), labels=LABELS, task="multi-label",
-                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=SEGMENT),
-                   stft=STFTConfig(n_fft=512, hop_length=256))
+                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=SEGMENT))
     return ServingModule(model, info)
 
 

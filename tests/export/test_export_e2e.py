@@ -36,7 +36,7 @@ from export.metadata import SIGNATURE_INPUTS
 from export.warmup import WARMUP_FILE, read_warmup_file, wav_bytes
 from tfaural import spectral
 from tfaural.auralise import Auraliser
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig
+from tfaural.config import AudioConfig, SegmentConfig
 from tfaural.deconv import deconvolve
 from tfaural.errors import ExportError, ParameterError
 from tfaural.formats import read_export_metadata
@@ -84,7 +84,6 @@ def _tiny(family: str) -> tuple[keras.Model, RunInfo]:
         info = RunInfo(
             model=config_from_model(model), labels=("blues", "jazz", "rock"), task="single-label",
             audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=1024),
-            stft=STFTConfig(n_fft=64, hop_length=32),
         )
     else:
         model = samplecnn_model(

@@ -24,7 +24,7 @@ from tfaural.formats import read_export_metadata
 from tfaural.models import choi_cnn, config_from_model, mel_frame_cnn, raw_frame_cnn
 from tfaural.models.aggregation import multi_scale_features
 from tfaural.models.samplecnn import samplecnn_model
-from tfaural.training.run import RunInfo
+from tfaural.training.run import INFO_FILE, RunInfo, read_run_info
 
 RATE = 2000
 
@@ -256,8 +256,7 @@ def _choi() -> tuple[object, RunInfo]:
     model = choi_cnn(n_outputs=2, n_freq=33, n_frames=33, n_fft=64, hop_length=32, n_filters=4, fc_units=(4,),
                      sample_rate=RATE)
     info = RunInfo(model=config_from_model(model), labels=("x", "y"), task="single-label",
-                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=1024),
-                   stft=STFTConfig(n_fft=64, hop_length=32))
+                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=1024))
     return model, info
 
 
@@ -268,7 +267,7 @@ def test_module_rejects_inconsistent_runs() -> None:
     with pytest.raises(ExportError, match=r"built for 2000 Hz but run\.json says 4000 Hz"):
         ServingModule(model, dataclasses.replace(info, audio=AudioConfig(sample_rate=4000)))
     with pytest.raises(ExportError, match="differs from the model's"):
-        ServingModule(model, dataclasses.replace(info, stft=STFTConfig(n_fft=64, hop_length=16)))
+        ServingModule(model, dataclasses.replace(info, model=info.model.replace(hop_length=16)))
     with pytest.raises(ExportError, match=r"max_deconv_seconds=0\.2 is shorter than one model segment"):
         ServingModule(model, info, max_deconv_seconds=0.2)
     sample = samplecnn_model(filter_sizes=(3, 3, 2, 3), n_outputs=2, channels=(4, 4, 4), front_filters=4, top_filters=4,
@@ -276,6 +275,22 @@ def test_module_rejects_inconsistent_runs() -> None:
     aggregation = multi_scale_features([sample])
     with pytest.raises(ExportError, match="cannot export a 'aggregation' model"):
         metadata.family_of(config_from_model(aggregation))
+
+
+def test_the_exports_stft_is_the_model_configs(tmp_path: pathlib.Path) -> None:
+    """The STFT settings of a run and of its export come from the model config only, also from an older run.json."""
+    model = choi_cnn(n_outputs=2, n_freq=33, n_frames=65, n_fft=64, hop_length=16, n_filters=4, fc_units=(4,),
+                     sample_rate=RATE)
+    info = RunInfo(model=config_from_model(model), labels=("x", "y"), task="single-label",
+                   audio=AudioConfig(sample_rate=RATE), segment=SegmentConfig(length=1024))
+    assert info.stft == STFTConfig(n_fft=64, hop_length=16)
+    expected = {"n_fft": 64, "hop_length": 16, "win_length": None, "window": "hann", "center": True}
+    module, meta = exporter.build_module(model, info)
+    assert meta["stft"] == expected and module.settings.stft == expected
+    old = {**info.to_dict(), "stft": {"n_fft": 64, "hop_length": 16, "win_length": None, "window": "hann"}}
+    (tmp_path / INFO_FILE).write_text(json.dumps(old), encoding="utf-8")
+    _, old_meta = exporter.build_module(model, read_run_info(tmp_path))
+    assert old_meta["stft"] == expected and old_meta["model_config"] == meta["model_config"]
 
 
 def test_chunked_segments_match_one_batch() -> None:

@@ -159,7 +159,7 @@ def waveform_to_inputs(
         mel = spectral.melspectrogram(waveform, sample_rate=sample_rate, n_fft=stft.n_fft,
                                       hop_length=stft.hop_length, n_mels=MUSICNN_MELS, power=2.0)
         return mel[..., tf.newaxis]
-    mag = spectral.magnitude(waveform, n_fft=stft.n_fft, hop_length=stft.hop_length, win_length=stft.win_length)
+    mag = spectral.magnitude(waveform, n_fft=stft.n_fft, hop_length=stft.hop_length)
     return mag[..., tf.newaxis]
 
 

@@ -410,7 +410,6 @@ def import_model(
         task="multi-label",
         audio=AudioConfig(sample_rate=config.sample_rate, mono=True),
         segment=SegmentConfig(length=config.segment_length, hop=hop * config.hop_length, pad="none"),
-        stft=config.stft,
         extra={
             "pretrained": {
                 "name": model.key,

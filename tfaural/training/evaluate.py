@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfaural.cli import add_verbose_flag, check_output_folder
-from tfaural.config import STFTConfig
 from tfaural.errors import DataError, TfauralError
 from tfaural.training import metrics
 from tfaural.training.run import RunInfo, load_run
@@ -164,14 +163,12 @@ def evaluate_run(
     data_columns, model_columns, compared = _shared_labels(data, tuple(dataset.label_names), info)
     if dataset.count(split, "tracks") == 0 and dataset.count(split) == 0:
         raise DataError(f"{data}: split {split!r} is empty (dataset.json lists {sorted(dataset.splits)})")
-    family = model_family(info.model)
-    stft = info.stft if family != "samplecnn" else None
     tracks = make_track_dataset(
         shard_pattern(data, split),
-        family=family,
+        family=model_family(info.model),
         segment_length=info.segment.length,
         segments_per_track=segments_per_track,
-        stft=stft if isinstance(stft, STFTConfig) else None,
+        stft=info.stft,
         sample_rate=info.audio.sample_rate,
         info=dataset,
     )

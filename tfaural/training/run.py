@@ -3,7 +3,7 @@
 Layout of ``RUN_DIR``::
 
     model.keras        the best model (Keras 3 format; carries its architecture config)
-    run.json           RunInfo: model config, audio / STFT / segment settings, label names, ...
+    run.json           RunInfo: model config, audio / segment settings, label names, ...
     history.csv        one row per epoch (written by training)
     checkpoints/       the latest training state, for resuming after an interruption
     logs/              TensorBoard event files
@@ -11,6 +11,12 @@ Layout of ``RUN_DIR``::
 
 :class:`RunInfo` is the single description of a trained model outside its
 weights; ``export`` copies it into the SavedModel's ``assets/metadata.json``.
+
+A spectrogram model's STFT settings have one source, its model config
+(:func:`tfaural.config.stft_config_of`): :attr:`RunInfo.stft` is derived from it.
+``run.json`` carries a copy under ``"stft"`` for readers of the file; reading checks
+that the copy agrees with the model config (a ``win_length`` of ``null`` or ``n_fft``,
+as earlier versions wrote, is accepted) and rejects the file otherwise.
 """
 
 from __future__ import annotations
@@ -24,9 +30,16 @@ from typing import Any
 
 from tfaural import files
 from tfaural._version import __version__
-from tfaural.config import AudioConfig, SegmentConfig, STFTConfig, model_config_from_dict, model_config_to_dict
+from tfaural.config import (
+    AudioConfig,
+    SegmentConfig,
+    STFTConfig,
+    model_config_from_dict,
+    model_config_to_dict,
+    stft_config_of,
+)
 from tfaural.config import Config as _Config
-from tfaural.errors import ModelError
+from tfaural.errors import ConfigError, ModelError
 
 __all__ = ["MODEL_FILE", "INFO_FILE", "TASKS", "RunInfo", "save_run", "load_run", "read_run_info"]
 
@@ -46,7 +59,6 @@ class RunInfo:
         audio: Sample rate and mono mix-down the model expects.
         segment: The model's input segment (length in samples, hop between segments
             when a clip is cut for song-level prediction).
-        stft: The STFT of spectrogram models (``None`` for waveform models).
         run_id: A unique id of the training run.
         created: ISO-8601 UTC time the run was created.
         tfaural_version: Version of tfaural that trained it.
@@ -58,7 +70,6 @@ class RunInfo:
     task: str
     audio: AudioConfig
     segment: SegmentConfig
-    stft: STFTConfig | None = None
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: str = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -75,8 +86,14 @@ class RunInfo:
                 f"the model has {n_outputs} outputs but {len(self.labels)} label names were given: {list(self.labels)}"
             )
 
+    @property
+    def stft(self) -> STFTConfig | None:
+        """The STFT of a spectrogram model's input, from :attr:`model` (``None`` for waveform models)."""
+        return stft_config_of(self.model)
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
+        """A JSON-serialisable dict (``"stft"``: a copy of :attr:`stft`, for readers of ``run.json``)."""
+        stft = self.stft
         return {
             "run_id": self.run_id,
             "created": self.created,
@@ -86,21 +103,27 @@ class RunInfo:
             "model": model_config_to_dict(self.model),
             "audio": self.audio.to_dict(),
             "segment": self.segment.to_dict(),
-            "stft": None if self.stft is None else self.stft.to_dict(),
+            "stft": None if stft is None else stft.to_dict(),
             "extra": self.extra,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunInfo:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ModelError: If a required field is missing.
+            ConfigError: If a config is invalid, or ``"stft"`` disagrees with the model config's STFT.
+        """
         try:
+            model = model_config_from_dict(data["model"])
+            _check_stft_copy(data.get("stft"), model)
             return cls(
-                model=model_config_from_dict(data["model"]),
+                model=model,
                 labels=tuple(data["labels"]),
                 task=data["task"],
                 audio=AudioConfig.from_dict(data["audio"]),
                 segment=SegmentConfig.from_dict(data["segment"]),
-                stft=None if data.get("stft") is None else STFTConfig.from_dict(data["stft"]),
                 run_id=data["run_id"],
                 created=data["created"],
                 tfaural_version=data.get("tfaural_version", "unknown"),
@@ -108,6 +131,27 @@ class RunInfo:
             )
         except KeyError as err:
             raise ModelError(f"run description is missing the field {err}") from None
+
+
+def _check_stft_copy(stft: Any, model: _Config) -> None:
+    """Checks the ``"stft"`` entry of ``run.json`` against the model config, its one source.
+
+    Raises:
+        ConfigError: If it disagrees (naming both), or is given for a model without an STFT input.
+    """
+    if stft is None:
+        return
+    expected = stft_config_of(model)
+    if expected is None:
+        raise ConfigError(
+            f"stft is {stft!r} but the {model.kind!r} model takes a waveform, not an STFT; remove \"stft\" "
+            "(a run's STFT settings come from its model config)"
+        )
+    if STFTConfig.from_dict(stft) != expected:
+        raise ConfigError(
+            f"stft is {stft!r} but the model config says n_fft={expected.n_fft}, hop_length={expected.hop_length}; "
+            "a run's STFT settings come from its model config: fix or remove \"stft\""
+        )
 
 
 def save_run(run_dir: str | os.PathLike[str], model: Any, info: RunInfo) -> None:
@@ -124,6 +168,8 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
 
     Raises:
         ModelError: If the directory is not a tfaural run or the file is malformed.
+        ConfigError: Naming the file, if a config in it is invalid or its ``"stft"`` disagrees
+            with the model config.
     """
     path = os.path.join(os.fspath(run_dir), INFO_FILE)
     if not os.path.isfile(path):
@@ -133,6 +179,8 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
             return RunInfo.from_dict(json.load(handle))
     except json.JSONDecodeError as err:
         raise ModelError(f"{path}: not valid JSON ({err})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, RunInfo]:

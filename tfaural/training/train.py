@@ -56,7 +56,7 @@ from tfaural.config import (
     MusicnnConfig,
     SampleCNNConfig,
     SegmentConfig,
-    STFTConfig,
+    stft_config_of,
 )
 from tfaural.errors import ConfigError, DataError, ModelError, ParameterError, TfauralError
 from tfaural.training.run import MODEL_FILE, RunInfo, load_run, read_run_info
@@ -285,13 +285,6 @@ def segment_length_for(model_config: Config) -> int:
     return int(model_config.input_length)
 
 
-def stft_config_of(model_config: Config) -> STFTConfig | None:
-    """The STFT of a spectrogram model's input (``None`` for waveform models)."""
-    if isinstance(model_config, (ChoiConfig, MusicnnConfig)):
-        return model_config.stft
-    return None
-
-
 def _strategy(config: TrainConfig) -> Any:
     import tensorflow as tf
 
@@ -459,7 +452,6 @@ def train(
             task="multi-label" if info.multi_label else "single-label",
             audio=AudioConfig(sample_rate=info.sample_rate),
             segment=SegmentConfig(length=segment_length_for(model_config)),
-            stft=stft_config_of(model_config),
             extra={"dataset": os.path.abspath(data), "train_config": config.to_dict(), **run_extra(data)},
         )
         schedule = PlateauSchedule(
