@@ -144,6 +144,8 @@ _NOISE = [
     "available CPU instructions in performance-critical operations.",
     "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate "
     "compiler flags.",
+    "E0000 00:00:1796097323.616960   17558 util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512. "
+    "Falling back to the default Eigen-based implementation if present.",
 ]
 _KEPT = [
     "E0000 00:00:1796053373.530527    5672 op_kernel.cc:1857] OP_REQUIRES failed at conv_ops.cc:89 : out of memory",

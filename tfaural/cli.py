@@ -169,11 +169,13 @@ VERBOSE_ENV = "TFAURAL_VERBOSE"
 #: stage processes) leave TensorFlow's start-up lines out too when they import tfaural.
 QUIET_ENV = "TFAURAL_QUIET"
 
-#: TensorFlow's start-up lines on a machine without a GPU (C++ logging before and after absl's set-up).
+#: TensorFlow's start-up lines on a machine without a GPU (C++ logging before and after absl's set-up),
+#: and oneDNN's one notice about bool tensors on CPUs where it leaves them to Eigen.
 _STARTUP_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWE]\d{4} [\d:.]+\s+\d+ (cudart_stub|cuda_platform|cuda_diagnostics|cuda_executor|cuda_dnn|cuda_fft"
     r"|cuda_blas|dso_loader|cpu_feature_guard|port)\.cc:\d+\] .*"
+    r"|E\d{4} [\d:.]+\s+\d+ util\.cc:\d+\] oneDNN supports DT_BOOL only on platforms with AVX-512\. .*"
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow with the appropriate "
     r"compiler flags\.)\s*$"
 )
@@ -236,8 +238,12 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
             with _filtered_stderr():
                 exec_module(module)
                 # Device discovery prints the rest ("failed call to cuInit"): done now, inside the window.
+                # So does oneDNN's notice that it leaves bool tensors to Eigen (on some CPUs, once per
+                # process, at the first graph that transposes one, e.g. an export's; a 1x1 transpose is
+                # optimised away): 50 ms of tracing.
                 with contextlib.suppress(Exception):
                     module.config.list_physical_devices()
+                    module.function(module.transpose)(module.constant([[True, False]]))
 
         loader.exec_module = quiet_exec_module  # type: ignore[method-assign]
         return spec
