@@ -345,6 +345,9 @@ def render_thumbnails(
     if jobs or os.path.isdir(thumbs_dir):
         document = {"format": CACHE_FORMAT, "settings": settings.to_dict(), "entries": entries}
         files.write_text(cache_path, json.dumps(document, indent=1, sort_keys=True) + "\n")
-    logger.info("thumbnails: %d decoded, %d drawn, %d reused", len(measure), len(draw), len(jobs) - len(draw))
+    if jobs:
+        logger.info("thumbnails: %d decoded, %d drawn, %d reused", len(measure), len(draw), len(jobs) - len(draw))
+    else:
+        logger.info("thumbnails: none needed (the job wrote every spectrogram the pages show)")
     thumbs = {job.source: job.target for job in jobs if "scale" in entries[job.key] and os.path.isfile(job.target)}
     return thumbs, scales
