@@ -86,10 +86,11 @@ def test_the_model_config_is_the_one_source_of_the_stft() -> None:
     mel_frame = SampleCNNConfig(family="mel-frame", filter_sizes=(3, 3), window=729, hop=729)
     for waveform_model in (SampleCNNConfig(), mel_frame, AggregationConfig(extractors=(SampleCNNConfig(),))):
         assert stft_config_of(waveform_model) is None
-    with pytest.raises(ConfigError, match="hop_length=1024 is invalid: expected at most n_fft=512"):
-        ChoiConfig(n_outputs=2, hop_length=1024)
-    with pytest.raises(ConfigError, match="hop_length=1024 is invalid: expected at most n_fft=512"):
-        MusicnnConfig(hop_length=1024)
+    # A model config with a hop longer than its window builds (model-structure tests use such sizes), but
+    # it has no valid STFT: whatever needs one (training, evaluation, export) gets the error.
+    for model in (ChoiConfig(n_outputs=2, hop_length=1024), MusicnnConfig(hop_length=1024)):
+        with pytest.raises(ConfigError, match=r"hop_length=1024 is invalid: expected an integer in \[1, n_fft=512\]"):
+            _ = model.stft
 
 
 def test_derived_sizes() -> None:

@@ -350,7 +350,6 @@ class ChoiConfig(Config):
             _require(_is_positive_int(value), cls, field, value, "a positive integer")
         _require(_is_int(self.pool_size) and self.pool_size >= 2, cls, "pool_size", self.pool_size, "an integer >= 2")
         _require(_is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
-        _require(self.hop_length <= self.n_fft, cls, "hop_length", self.hop_length, f"at most n_fft={self.n_fft}")
         _require(
             self.n_freq == self.n_fft // 2 + 1, cls, "n_freq", self.n_freq,
             f"n_fft // 2 + 1 = {self.n_fft // 2 + 1} for n_fft={self.n_fft}",
@@ -640,7 +639,6 @@ class MusicnnConfig(Config):
             value = getattr(self, field)
             _require(_is_positive_int(value), cls, field, value, "a positive integer")
         _require(_is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft, "an integer >= 2")
-        _require(self.hop_length <= self.n_fft, cls, "hop_length", self.hop_length, f"at most n_fft={self.n_fft}")
         _require(_is_number(self.log_c) and self.log_c > 0, cls, "log_c", self.log_c, "a positive number")
         _require(
             _is_number(self.frontend_scale) and self.frontend_scale > 0, cls, "frontend_scale",
