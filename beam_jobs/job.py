@@ -60,12 +60,10 @@ class Timings:
 
     Attributes:
         started: ``time.perf_counter()`` when the run started.
-        inputs: Seconds spent finding (or rendering) the inputs.
         pipeline: Seconds spent running the pipeline.
     """
 
     started: float
-    inputs: float = 0.0
     pipeline: float = 0.0
 
     @property
@@ -192,7 +190,6 @@ class Job(abc.ABC):
         keep_main = self.save_main_session if save_main_session is None else save_main_session
         options.view_as(SetupOptions).save_main_session = keep_main
         inputs = self.inputs(settings)
-        timings.inputs = time.perf_counter() - timings.started
         settings = self.configure(options, settings, n_inputs=len(inputs), local_defaults=test_pipeline is None)
         self.prepare(settings, inputs)
         with self.serving(settings) as settings:
