@@ -41,6 +41,7 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
+        "pytest-xdist>=3.6",
         "ruff>=0.6",
         "mypy>=1.10",
         "import-linter>=2.1",
