@@ -1233,6 +1233,19 @@ class DeconvNet:
             raise ModelError(f"layer {walk.seed.layer.name!r}: no path back to the input domain")
         return self._to_output_layout(ctx.split(ctx.dense(cots[self._domain])))
 
+    def _record_switches(self, walk: _Walk, values: dict[int, tf.Tensor], switches: dict[int, tf.Tensor]) -> None:
+        """Fills ``switches`` with the unpooling switches of every max pooling on ``walk``.
+
+        They depend on the forward pass only, so they are computed here, once, outside the
+        feature-chunk loop; made inside its body they would be recomputed for every chunk
+        (an argmax over each pooling's whole input per chunk: a fifth of the Choi CNN's
+        deconvolution of all its features).
+        """
+        for step, rule in zip(walk.steps, walk.rules):
+            if rule is _max_pool_rule and step.inputs[0] not in switches:
+                x = values[step.inputs[0]]
+                switches[step.inputs[0]] = pool_with_switches(x, *_pool_args(step.layer, len(x.shape) - 2))[1]
+
     def _leads_to_domain(self, tensor: int) -> bool:
         producer = self._graph.producer.get(tensor)
         return tensor == self._domain or (producer is not None and producer.index in self._domain_steps)
@@ -1290,8 +1303,10 @@ class DeconvNet:
         model_input = self._model_input(x)
         values = self._graph.forward(model_input, [walk.seed.output])
         seed = self._seed_values(walk, values)
+        switches: dict[int, tf.Tensor] = {}
+        self._record_switches(walk, values, switches)
         deconvolved = self._chunked(
-            functools.partial(self._walk_down, walk, values, seed), model_input, feats, {},
+            functools.partial(self._walk_down, walk, values, seed), model_input, feats, switches,
             chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
         )
         if not return_activation:
@@ -1311,9 +1326,10 @@ class DeconvNet:
     ) -> Any:
         """Runs ``walk(feats, switches)`` (then ``per_chunk``) over chunks of ``feats`` (see :meth:`__call__`).
 
-        ``switches`` caches the unpooling switches between walks of one forward pass; inside an
-        in-graph loop (more than one chunk) each chunk works on a copy, since tensors made in a
-        loop's body cannot be used outside it.
+        ``switches`` holds the unpooling switches of one forward pass (:meth:`_record_switches`,
+        made before the loop and shared by every chunk and walk); inside an in-graph loop (more
+        than one chunk) each chunk works on a copy of the dict, since tensors made in a loop's
+        body cannot be used outside it.
         """
         limit = DEFAULT_CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
         size = tf.size(feats) if limit <= 0 else features_per_chunk(
@@ -1367,6 +1383,7 @@ class DeconvNet:
                 with tf.control_dependencies(tf.nest.flatten(previous)):
                     seed = tf.identity(seed)
             feats = self._features(features, int(walk.seed.node.outputs[0].shape[-1]))
+            self._record_switches(walk, values, switches)
             previous = self._chunked(
                 functools.partial(self._walk_down, walk, values, seed), model_input, feats, switches,
                 chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
