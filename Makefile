@@ -28,8 +28,8 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# Two workers, one module each at a time, the long modules first (tests/conftest.py): 14 min instead of
-# 18 on a quiet 2-core machine. TEST_WORKERS=0 runs the suite in this one process.
+# Two workers, one module each at a time, the long modules first (tests/conftest.py): 13 min instead of
+# 17.5 on a quiet 2-core machine. TEST_WORKERS=0 runs the suite in this one process.
 TEST_WORKERS ?= 2
 
 test: lint

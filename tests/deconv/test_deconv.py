@@ -351,6 +351,28 @@ def test_features_in_chunks_match_the_numpy_walk(rng: np.random.Generator, chunk
     assert np.abs(eager).max() > 0
 
 
+def test_switches_are_made_once_outside_the_chunk_loop(rng: np.random.Generator) -> None:
+    """The max-pooling switches depend on the forward pass only: none inside the loop over feature chunks."""
+    model = _random_choi(3, rng)
+    net = deconv.DeconvNet(model)
+    x = np.abs(rng.standard_normal((1, 33, 21))).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 33, None], tf.float32)])
+    def run(x: tf.Tensor) -> dict[int, tf.Tensor]:
+        return net.deconvolve_layers(x, layers=[2, 3], chunk_elements=1)  # one feature per chunk: a while loop
+
+    library = run.get_concrete_function().graph.as_graph_def().library.function
+    bodies = [f for f in library if "_body_" in f.signature.name]  # while_body_N, while_1_body_N
+    assert len(bodies) == 2  # one chunk loop per layer
+    assert all(node.op != "ArgMax" for body in bodies for node in body.node_def)
+    outer = run.get_concrete_function().graph.get_operations()
+    # Levels 2 and 3 end at pool2 and pool3: pool1's and pool2's switches, made once for both walks, and pool3's.
+    assert sum(op.type == "ArgMax" for op in outer) == 3
+    full = deconv.DeconvNet(model).deconvolve_layers(x, layers=[2, 3], chunk_elements=0)
+    for layer, maps in run(x).items():
+        np.testing.assert_allclose(maps.numpy(), full[layer].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_samplecnn_layers_in_chunks_match_the_numpy_walk(rng: np.random.Generator) -> None:
     model = samplecnn_model(filter_sizes=(3, 3, 2, 3), n_outputs=4, channels=(8, 8, 8), front_filters=8, top_filters=8)
     x = rng.standard_normal((1, 54)).astype(np.float32)
