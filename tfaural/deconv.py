@@ -97,7 +97,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import keras
@@ -409,7 +409,7 @@ class _Context:
     k: tf.Tensor
     features: tf.Tensor
     method: str
-    switches: dict[int, tf.Tensor]  # cache: forward tensor id -> switches of the pooling on it
+    switches: Mapping[int, tf.Tensor]  # forward tensor id -> switches of the max pooling on it
 
     def split(self, value: tf.Tensor) -> tf.Tensor:
         """``[batch * k, ...]`` -> ``[batch, k, ...]``."""
@@ -724,9 +724,7 @@ def _max_pool_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ct
     x = xs[0]
     rank = len(x.shape) - 2
     pool_size, strides, padding = _pool_args(step.layer, rank)
-    if step.inputs[0] not in ctx.switches:
-        ctx.switches[step.inputs[0]] = pool_with_switches(x, pool_size, strides, padding)[1]
-    switches = ctx.switches[step.inputs[0]]
+    switches = ctx.switches[step.inputs[0]]  # DeconvNet._record_switches, before the walk
     spatial = tf.shape(x)[1 : 1 + rank]
     if isinstance(cot, _Sparse):
         out = unpool(cot.value[:, tf.newaxis], tf.gather(switches, ctx.features, axis=-1), pool_size, strides,
@@ -1213,8 +1211,8 @@ class DeconvNet:
             )
         return tf.constant(values, tf.int32)
 
-    def _walk_down(self, walk: _Walk, values: dict[int, tf.Tensor], seed: tf.Tensor, feats: tf.Tensor,
-                   switches: dict[int, tf.Tensor]) -> tf.Tensor:
+    def _walk_down(self, walk: _Walk, values: dict[int, tf.Tensor], seed: tf.Tensor,
+                   switches: Mapping[int, tf.Tensor], feats: tf.Tensor) -> tf.Tensor:
         """Propagates the selected maps of ``seed`` (``[batch, ..., channels]``) down to the domain."""
         ctx = _Context(tf.shape(seed)[0], tf.shape(feats)[0], feats, self.method, switches)
         cots: dict[int, _Cot] = {walk.seed.output: _Sparse(tf.gather(seed, feats, axis=-1), int(seed.shape[-1]))}
@@ -1306,7 +1304,7 @@ class DeconvNet:
         switches: dict[int, tf.Tensor] = {}
         self._record_switches(walk, values, switches)
         deconvolved = self._chunked(
-            functools.partial(self._walk_down, walk, values, seed), model_input, feats, switches,
+            functools.partial(self._walk_down, walk, values, seed, switches), model_input, feats,
             chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
         )
         if not return_activation:
@@ -1315,29 +1313,25 @@ class DeconvNet:
 
     def _chunked(
         self,
-        walk: Callable[[tf.Tensor, dict[int, tf.Tensor]], tf.Tensor],
+        walk: Callable[[tf.Tensor], tf.Tensor],
         x: tf.Tensor,
         feats: tf.Tensor,
-        switches: dict[int, tf.Tensor],
         *,
         chunk_elements: int | None,
         per_chunk: Callable[[tf.Tensor], Any] | None,
         per_chunk_dtypes: Any,
     ) -> Any:
-        """Runs ``walk(feats, switches)`` (then ``per_chunk``) over chunks of ``feats`` (see :meth:`__call__`).
+        """Runs ``walk(chunk)`` (then ``per_chunk``) over chunks of ``feats`` (see :meth:`__call__`).
 
-        ``switches`` holds the unpooling switches of one forward pass (:meth:`_record_switches`,
-        made before the loop and shared by every chunk and walk); inside an in-graph loop (more
-        than one chunk) each chunk works on a copy of the dict, since tensors made in a loop's
-        body cannot be used outside it.
+        Whatever depends on the forward pass only (the unpooling switches,
+        :meth:`_record_switches`) is made before, outside the loop, and shared by every chunk.
         """
         limit = DEFAULT_CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
         size = tf.size(feats) if limit <= 0 else features_per_chunk(
             x, expansion=self.expansion, chunk_elements=limit)
-        one_pass = _fits_in_one_chunk(feats, size)
 
         def step(chunk: tf.Tensor) -> Any:
-            maps = walk(chunk, switches if one_pass else dict(switches))
+            maps = walk(chunk)
             return maps if per_chunk is None else per_chunk(maps)
 
         return map_feature_chunks(step, feats, size, dtypes=per_chunk_dtypes if per_chunk else tf.float32)
@@ -1385,7 +1379,7 @@ class DeconvNet:
             feats = self._features(features, int(walk.seed.node.outputs[0].shape[-1]))
             self._record_switches(walk, values, switches)
             previous = self._chunked(
-                functools.partial(self._walk_down, walk, values, seed), model_input, feats, switches,
+                functools.partial(self._walk_down, walk, values, seed, switches), model_input, feats,
                 chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
             )
             result[layer] = previous

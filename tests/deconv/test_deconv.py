@@ -361,11 +361,11 @@ def test_switches_are_made_once_outside_the_chunk_loop(rng: np.random.Generator)
     def run(x: tf.Tensor) -> dict[int, tf.Tensor]:
         return net.deconvolve_layers(x, layers=[2, 3], chunk_elements=1)  # one feature per chunk: a while loop
 
-    library = run.get_concrete_function().graph.as_graph_def().library.function
-    bodies = [f for f in library if "_body_" in f.signature.name]  # while_body_N, while_1_body_N
+    graph = run.get_concrete_function().graph
+    bodies = [f for f in graph.as_graph_def().library.function if "_body_" in f.signature.name]  # while_(1_)body_N
     assert len(bodies) == 2  # one chunk loop per layer
     assert all(node.op != "ArgMax" for body in bodies for node in body.node_def)
-    outer = run.get_concrete_function().graph.get_operations()
+    outer = graph.get_operations()
     # Levels 2 and 3 end at pool2 and pool3: pool1's and pool2's switches, made once for both walks, and pool3's.
     assert sum(op.type == "ArgMax" for op in outer) == 3
     full = deconv.DeconvNet(model).deconvolve_layers(x, layers=[2, 3], chunk_elements=0)
