@@ -1236,8 +1236,9 @@ class DeconvNet:
 
         They depend on the forward pass only, so they are computed here, once, outside the
         feature-chunk loop; made inside its body they would be recomputed for every chunk
-        (an argmax over each pooling's whole input per chunk: a fifth of the Choi CNN's
-        deconvolution of all its features).
+        (an argmax over each pooling's whole input per chunk: the Choi CNN's deconvolution of
+        all 320 features of a 4-s clip took 2.36 s that way, 1.95 s this way, on a 2-core Intel
+        Xeon).
         """
         for step, rule in zip(walk.steps, walk.rules):
             if rule is _max_pool_rule and step.inputs[0] not in switches:
