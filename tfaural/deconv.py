@@ -1240,8 +1240,8 @@ class DeconvNet:
         all 320 features of a 4-s clip took 2.36 s that way, 1.95 s this way, on a 2-core Intel
         Xeon).
         """
-        for step, rule in zip(walk.steps, walk.rules):
-            if rule is _max_pool_rule and step.inputs[0] not in switches:
+        for step in walk.steps:
+            if isinstance(step.layer, _MAX_POOL_TYPES) and step.inputs[0] not in switches:
                 x = values[step.inputs[0]]
                 switches[step.inputs[0]] = pool_with_switches(x, *_pool_args(step.layer, len(x.shape) - 2))[1]
 
