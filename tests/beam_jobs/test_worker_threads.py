@@ -17,7 +17,8 @@ def client() -> Iterator[Client]:
         yield dask_client
 
 
-def test_a_dask_worker_gives_tensorflow_its_thread_count(client: Client) -> None:
+def test_a_dask_worker_gives_tensorflow_its_thread_count(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)  # `make test` sets it for its own processes
     assert client.submit(_dask_worker_threads, pure=False).result() == 3
 
 

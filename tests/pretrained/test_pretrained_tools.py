@@ -65,10 +65,17 @@ def test_list_and_help() -> None:
     assert "pip install --no-deps musicnn==0.1.0" in _run("tfaural.pretrained", "--help").stdout
 
 
-def test_export_verify_and_tag_a_mixed_catalogue(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    exported = _run("export", "--run", str(run_dir), "--output", str(tmp_path / "exports"))
+@pytest.fixture(scope="module")
+def version(run_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """The imported tagger exported once by the CLI (fresh-process verification included) for the jobs below."""
+    exports = tmp_path_factory.mktemp("exports")
+    exported = _run("export", "--run", str(run_dir), "--output", str(exports))
     assert exported.returncode == 0, exported.stderr[-3000:]
-    version = tmp_path / "exports" / "1"
+    return exports / "1"
+
+
+def test_export_verify_and_tag_a_mixed_catalogue(run_dir: pathlib.Path, version: pathlib.Path,
+                                                 tmp_path: pathlib.Path) -> None:
     metadata = json.loads((version / "assets" / "metadata.json").read_text())
     assert metadata["family"] == "musicnn" and metadata["sample_rate"] == 16000
     assert set(metadata["signatures"]) == {"serving_default", "serving_wav", "features", "deconvolve", "auralise",
@@ -113,9 +120,8 @@ def test_export_verify_and_tag_a_mixed_catalogue(run_dir: pathlib.Path, tmp_path
     assert len(vectors) == 4 and all(v.shape == (2 * 3 * 128,) and np.all(np.isfinite(v)) for v in vectors)
 
 
-def test_auralise_job_and_report_with_an_imported_tagger(run_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    exported = _run("export", "--run", str(run_dir), "--output", str(tmp_path / "exports"), "--no-verify")
-    assert exported.returncode == 0, exported.stderr[-3000:]
+def test_auralise_job_and_report_with_an_imported_tagger(run_dir: pathlib.Path, version: pathlib.Path,
+                                                        tmp_path: pathlib.Path) -> None:
     music = tmp_path / "music"
     music.mkdir()
     sf.write(music / "one.flac", music_like(seconds=5.0, sample_rate=22050, seed=5, peak=0.6), 22050)
@@ -123,7 +129,7 @@ def test_auralise_job_and_report_with_an_imported_tagger(run_dir: pathlib.Path, 
     sf.write(music / "silence.wav", np.zeros(16000 * 4, np.float32), 16000)
     (music / "broken.ogg").write_bytes(b"OggS-no")
     out = tmp_path / "aur"
-    done = _run("beam_jobs.auralise", "--input", f"{music}/*", "--model", str(tmp_path / "exports" / "1"),
+    done = _run("beam_jobs.auralise", "--input", f"{music}/*", "--model", str(version),
                 "--output", str(out), "--layers", "1,5", "--features", "0-7", "--clip-seconds", "3", "--tags", "2",
                 "--report")
     assert done.returncode == 0, done.stderr[-3000:]
