@@ -73,6 +73,7 @@ from beam_jobs.options import (
     AuraliseOptions,
     CatalogueJobOptions,
     InferenceJobOptions,
+    LayerOptions,
     parse_index_list,
 )
 from beam_jobs.settings import InferenceSettings
@@ -167,7 +168,8 @@ class Settings:
         meta = common.metadata
         rate = common.sample_rate
         widths = meta.features_per_layer
-        layers = parse_index_list(job.layers, flag="--layers", valid=list(meta.deconvolvable_layers))
+        layers = parse_index_list(options.view_as(LayerOptions).layers, flag="--layers",
+                                  valid=list(meta.deconvolvable_layers))
         features = {}
         for layer in layers:
             try:
@@ -628,7 +630,7 @@ class AuraliseJob(CatalogueJob):
     """``python -m beam_jobs.auralise``: see the module docstring."""
 
     name = "auralise"
-    option_classes = (CatalogueJobOptions, InferenceJobOptions, AuraliseOptions)
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, AuraliseOptions, LayerOptions)
     signature = SIGNATURE
     reserved = (REPORT_FOLDER,)
     model_process = False

@@ -4,13 +4,14 @@ Usage:
 
     python -m beam_jobs.correlation --model exports/choi/1 --output out/correlation \\
         [--signals cache/signals] [--soundfont FluidR3_GM.sf2] \\
-        [--timbres sine,piano,...] [--chords major,minor,...] [--keys Eb2,A3,...] [beam options]
+        [--timbres sine,piano,...] [--chords major,minor,...] [--keys Eb2,A3,...] \\
+        [--layers 1,5] [beam options]
 
 1. The model signals (:func:`tfaural.signals.model_signals`: every timbre plays
    every chord type in several positions at every key; by default the paper's
    7 × 8 × 4 = 224 signals of 4 s) are rendered with FluidSynth at the export's
    sample rate, or read from the ``--signals`` cache folder.
-2. Every feature of every layer is deconvolved for every signal by the export's
+2. Every feature of every layer (or of the ``--layers`` chosen) is deconvolved for every signal by the export's
    ``deconvolve`` signature through the shared RunInference handler: one call per
    (signal, layer) with ``features`` = all maps of the layer, or per (signal, layer,
    chunk of features) when the export's per-call budget (``max_deconv_feature_samples``)
@@ -77,10 +78,11 @@ from beam_jobs.options import (
     CatalogueJobOptions,
     CorrelationOptions,
     InferenceJobOptions,
+    LayerOptions,
     require,
 )
 from tfaural import __version__, correlation
-from tfaural.cli import check_output_folder
+from tfaural.cli import check_output_folder, parse_index_list
 from tfaural.correlation import ATTRIBUTES, ConstantMap, FeatureRow, Moments, TableRow
 from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.formats import ExportMetadata
@@ -146,6 +148,9 @@ class Settings:
         overwrite: Replace an earlier run's files.
         metadata: The export's ``metadata.json`` (read by the job after the flags are valid).
         intra_op_threads: TensorFlow threads per worker process (``None``: TensorFlow's default).
+        layer_spec: ``--layers`` as given (``'all'``, ``'1,5'``, ``'1-3'``).
+        layers: The levels analysed, ascending (resolved by :meth:`with_metadata`; ``None``: every
+            deconvolvable layer).
     """
 
     model: str
@@ -157,6 +162,8 @@ class Settings:
     overwrite: bool = False
     metadata: ExportMetadata | None = None
     intra_op_threads: int | None = None
+    layer_spec: str = "all"
+    layers: tuple[int, ...] | None = None
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -190,7 +197,17 @@ class Settings:
             soundfont=job.soundfont,
             batch_size=batch_size,
             overwrite=bool(common.overwrite),
+            layer_spec=str(options.view_as(LayerOptions).layers),
         )
+
+    def with_metadata(self, metadata: ExportMetadata) -> Settings:
+        """These settings with the export's metadata and ``--layers`` resolved against it (``layers``).
+
+        Raises:
+            ParameterError: If ``--layers`` is malformed or names a layer the export cannot deconvolve.
+        """
+        layers = parse_index_list(self.layer_spec, flag="--layers", valid=list(metadata.deconvolvable_layers))
+        return dataclasses.replace(self, metadata=metadata, layers=layers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,7 +450,7 @@ def build_pipeline(
     attributes = [s.attributes() for s in signals]
     groups = {name: set(correlation.attribute_groups(attributes, name, names=names)) for name in names}
     by_id = {s.signal_id: (i, s.attributes()) for i, s in enumerate(signals)}
-    widths = _widths(metadata)
+    widths = _widths(metadata, settings.layers)
     per_call = _features_per_call(metadata, widths, samples=int(np.shape(signals[0].audio)[-1]))
     handler = KeyedModelHandler(SignatureModelHandler(
         settings.model, signature="deconvolve", max_batch_size=settings.batch_size, outputs=["deconvolved"],
@@ -480,8 +497,10 @@ def build_pipeline(
     )
 
 
-def _widths(metadata: ExportMetadata) -> dict[int, int]:
-    return {layer: metadata.features_per_layer[layer] for layer in metadata.deconvolvable_layers}
+def _widths(metadata: ExportMetadata, layers: Sequence[int] | None) -> dict[int, int]:
+    """Features per analysed layer (``layers``; ``None``: every deconvolvable layer)."""
+    chosen = metadata.deconvolvable_layers if layers is None else layers
+    return {layer: metadata.features_per_layer[layer] for layer in chosen}
 
 
 def _features_per_call(metadata: ExportMetadata, widths: dict[int, int], *, samples: int) -> dict[int, int]:
@@ -529,7 +548,7 @@ def _check_signals(signals: Sequence[ModelSignal], metadata: ExportMetadata, set
             f"signature takes {shortest}-{longest} samples ({shortest / rate:g}-{longest / rate:g} s at {rate} Hz)"
         )
     try:
-        _features_per_call(metadata, _widths(metadata), samples=n)
+        _features_per_call(metadata, _widths(metadata, settings.layers), samples=n)
     except ParameterError as err:
         raise ParameterError(f"--signal-seconds {settings.grid.duration}: {err}") from None
 
@@ -576,7 +595,8 @@ def _summary(settings: Settings, inputs: RenderedSignals) -> dict[str, Any]:
             "pretrained": metadata.pretrained,
         },
         "features_per_call": {str(layer): n for layer, n in _features_per_call(
-            metadata, _widths(metadata), samples=int(np.shape(signals[0].audio)[-1])).items()},
+            metadata, _widths(metadata, settings.layers), samples=int(np.shape(signals[0].audio)[-1])).items()},
+        "layers": list(_widths(metadata, settings.layers)),
         "created_by": f"beam_jobs.correlation (tfaural {__version__})",
         "timings_seconds": {"render_signals": round(inputs.seconds, 3)},
     }
@@ -586,7 +606,7 @@ class CorrelationJob(Job):
     """``python -m beam_jobs.correlation``: see the module docstring."""
 
     name = "correlation"
-    option_classes = (CatalogueJobOptions, InferenceJobOptions, CorrelationOptions)
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, CorrelationOptions, LayerOptions)
     save_main_session = True
 
     def settings(self, options: PipelineOptions) -> Settings:
@@ -599,8 +619,9 @@ class CorrelationJob(Job):
         settings = Settings.from_options(options)
         metadata = read_metadata(settings.model)
         metadata.signature("deconvolve", export_dir=settings.model)
+        settings = settings.with_metadata(metadata)
         _existing_outputs(settings)  # before minutes of rendering
-        return dataclasses.replace(settings, metadata=metadata)
+        return settings
 
     def inputs(self, settings: Settings) -> RenderedSignals:
         """Renders the grid's signals (FluidSynth) at the model's rate and keeps the analysable ones.
@@ -637,7 +658,7 @@ class CorrelationJob(Job):
             os.makedirs(settings.output, exist_ok=True)
         assert settings.metadata is not None
         logger.info("correlation: %d signals x %d layers -> %s", len(inputs),
-                    len(settings.metadata.deconvolvable_layers), settings.output)
+                    len(_widths(settings.metadata, settings.layers)), settings.output)
         beam_io.write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(inputs.signals))
 
     def build(self, pipeline: beam.Pipeline, inputs: RenderedSignals, settings: Settings) -> None:

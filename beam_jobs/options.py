@@ -45,6 +45,7 @@ __all__ = [
     "MakeTFRecordsOptions",
     "InferenceJobOptions",
     "AuraliseOptions",
+    "LayerOptions",
     "ExtractFeaturesOptions",
     "TagOptions",
     "ChunkOptions",
@@ -155,14 +156,25 @@ class InferenceJobOptions(PipelineOptions):
                    "anything else is recomputed, with the reason in the log.")
 
 
+class LayerOptions(PipelineOptions):
+    """``--layers`` of the jobs that deconvolve (``auralise``, ``correlation``): one flag, one syntax.
+
+    Beam builds one argument parser from every ``PipelineOptions`` subclass in the process, so a
+    flag two jobs share must live in one class of its own.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "layers", default="all", metavar="SPEC",
+              help="Conv layers (levels) to deconvolve: 'all', a list '1,5', a range '1-5' or both '1-3,5' "
+                   "(the export's deconvolvable_layers). Fewer layers, proportionally less work. Default: all.")
+
+
 class AuraliseOptions(PipelineOptions):
     """Flags of ``python -m beam_jobs.auralise``."""
 
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
-        _flag(parser, "layers", default="all", metavar="SPEC",
-              help="Conv layers to auralise: 'all', a list '1,5', a range '1-5' or both '1-3,5' "
-                   "(the export's deconvolvable_layers). Default: all.")
         _flag(parser, "features", default="all", metavar="SPEC",
               help="Feature maps of each layer: 'all' or indices such as '0-7,12' (each must exist in every "
                    "chosen layer). Default: all.")

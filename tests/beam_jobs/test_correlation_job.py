@@ -139,17 +139,19 @@ def test_features_are_split_to_fit_the_exports_per_call_budget(
     metadata = read_export_metadata(tight)
     assert correlation.features_per_call(metadata, n_features=4, samples=int(SECONDS * SR)) == 2
     output = tmp_path / "correlation"
-    result = job.run([f"--model={tight}", f"--output={output}", *GRID, "--runner=DirectRunner"],
+    # Two of the five layers (--layers, in any order): the same numbers as those layers of the whole run.
+    result = job.run([f"--model={tight}", f"--output={output}", *GRID, "--layers=3,1", "--runner=DirectRunner"],
                      save_main_session=False)
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]  # type: ignore[attr-defined]
                 if c.key.metric.namespace == "correlation"}
-    assert counters["deconvolutions"] == 8 * 5 * 2  # two calls per (signal, layer)
+    assert counters["deconvolutions"] == 8 * 2 * 2  # 8 signals x 2 layers, two calls per (signal, layer)
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["features_per_call"] == {str(layer): 2 for layer in range(1, 6)}
+    assert summary["features_per_call"] == {"1": 2, "3": 2} and summary["layers"] == [1, 3]
 
-    whole, _ = job_run  # the same model and grid, every feature in one call
+    whole, _ = job_run  # the same model and grid, every feature of every layer in one call
     chunked = correlation.read_table_csv((output / "correlations.csv").read_text())
-    reference = correlation.read_table_csv((whole / "correlations.csv").read_text())
+    reference = [r for r in correlation.read_table_csv((whole / "correlations.csv").read_text()) if r.layer in (1, 3)]
+    assert len(chunked) == 2 * len(ATTRIBUTES)
     assert [(r.layer, r.attribute, r.n_pairs, r.n_undefined) for r in chunked] == [
         (r.layer, r.attribute, r.n_pairs, r.n_undefined) for r in reference]
     for a, b in zip(chunked, reference):
@@ -157,14 +159,16 @@ def test_features_are_split_to_fit_the_exports_per_call_budget(
         if a.mean is not None:
             assert a.mean == pytest.approx(b.mean, abs=TOL) and a.std == pytest.approx(b.std, abs=TOL)
     rows = [FeatureRow(**r) for r in pq.read_table(output / "per_feature.parquet").to_pylist()]
-    whole_rows = [FeatureRow(**r) for r in pq.read_table(whole / "per_feature.parquet").to_pylist()]
+    whole_rows = [FeatureRow(**r) for r in pq.read_table(whole / "per_feature.parquet").to_pylist()
+                  if r["layer"] in (1, 3)]
     assert [(r.layer, r.feature, r.attribute, r.n_undefined) for r in rows] == [
         (r.layer, r.feature, r.attribute, r.n_undefined) for r in whole_rows]
     for a_row, b_row in zip(rows, whole_rows):
         assert (a_row.mean is None) == (b_row.mean is None)
         if a_row.mean is not None:
             assert a_row.mean == pytest.approx(b_row.mean, abs=TOL)
-    assert json.loads((whole / "summary.json").read_text())["zero_features"] == summary["zero_features"]
+    whole_zero = json.loads((whole / "summary.json").read_text())["zero_features"]["features"]
+    assert [z for z in whole_zero if z["layer"] in (1, 3)] == summary["zero_features"]["features"]
 
     # The library's export path splits the same way.
     library_signals = signals.model_signals(
@@ -198,6 +202,24 @@ def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
             job.Settings.from_options(options)
 
 
+def test_layers_are_checked_against_the_export(exported: tuple[keras.Model, str]) -> None:
+    _, export_dir = exported
+    metadata = read_export_metadata(export_dir)
+
+    def settings(*flags: str) -> job.Settings:
+        options = parse_job_args([f"--model={export_dir}", "--output=o", *flags], prog="t", description="",
+                                 option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+        return job.Settings.from_options(options).with_metadata(metadata)
+
+    assert settings().layers == (1, 2, 3, 4, 5)
+    assert settings("--layers=5,2,5").layers == (2, 5) and settings("--layers=2-4").layers == (2, 3, 4)
+    for bad, message in (("--layers=1,9", r"names \[9\], which do not exist: expected values in 1-5"),
+                         ("--layers=0", r"names \[0\]"), ("--layers=pool1", "is invalid: expected 'all'")):
+        with pytest.raises(ParameterError, match=message):
+            settings(bad)
+    assert job.main([f"--model={export_dir}", "--output=o", "--layers=6"]) == 2  # one line, no traceback
+
+
 def test_signals_shorter_than_the_models_segment_are_refused(exported: tuple[keras.Model, str],
                                                              tmp_path: pathlib.Path) -> None:
     _, export_dir = exported
@@ -211,7 +233,8 @@ def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.P
     _, export_dir = exported
     done = subprocess.run(
         [sys.executable, "-m", "beam_jobs.correlation", f"--model={export_dir}", f"--output={tmp_path}",
-         "--timbres=sine", "--chords=major", "--keys=A3,G4", f"--signal-seconds={SECONDS}", "--runner=DirectRunner"],
+         "--timbres=sine", "--chords=major", "--keys=A3,G4", f"--signal-seconds={SECONDS}", "--layers=1,4",
+         "--runner=DirectRunner"],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -219,10 +242,11 @@ def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.P
     assert [(r.attribute, r.n_pairs) for r in table if r.layer == 1] == [("key", 1), ("chord", 0), ("instrument", 0)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(job.OUTPUT_FILES)
     rows = pq.read_table(tmp_path / "per_feature.parquet").to_pylist()
-    assert len(rows) == 5 * 4 * 3 and all(r["mean"] is None for r in rows if r["attribute"] != "key")
+    assert [r.layer for r in table] == [1, 1, 1, 4, 4, 4]
+    assert len(rows) == 2 * 4 * 3 and all(r["mean"] is None for r in rows if r["attribute"] != "key")
     help_text = subprocess.run([sys.executable, "-m", "beam_jobs.correlation", "--help"], capture_output=True,
                                text=True, check=True).stdout
-    for flag in ("--model", "--output", "--signals", "--soundfont", "--timbres", "--chords", "--keys"):
+    for flag in ("--model", "--output", "--signals", "--soundfont", "--timbres", "--chords", "--keys", "--layers"):
         assert flag in help_text
 
 
