@@ -583,6 +583,8 @@ def _summary(settings: Settings, inputs: RenderedSignals) -> dict[str, Any]:
     assert metadata is not None
     signals = inputs.signals
     grid = dataclasses.asdict(settings.grid)
+    per_call = _features_per_call(metadata, _widths(metadata, settings.layers),
+                                  samples=int(np.shape(signals[0].audio)[-1]))
     return {
         "grid": {**grid, "sample_rate": metadata.sample_rate, "n_signals": len(signals)},
         "signal_ids": [s.signal_id for s in signals],
@@ -594,9 +596,8 @@ def _summary(settings: Settings, inputs: RenderedSignals) -> dict[str, Any]:
                                                        "layer_names", "max_deconv_feature_samples")},
             "pretrained": metadata.pretrained,
         },
-        "features_per_call": {str(layer): n for layer, n in _features_per_call(
-            metadata, _widths(metadata, settings.layers), samples=int(np.shape(signals[0].audio)[-1])).items()},
-        "layers": list(_widths(metadata, settings.layers)),
+        "features_per_call": {str(layer): n for layer, n in per_call.items()},
+        "layers": list(per_call),
         "created_by": f"beam_jobs.correlation (tfaural {__version__})",
         "timings_seconds": {"render_signals": round(inputs.seconds, 3)},
     }

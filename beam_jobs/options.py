@@ -167,7 +167,7 @@ class LayerOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         _flag(parser, "layers", default="all", metavar="SPEC",
               help="Conv layers (levels) to deconvolve: 'all', a list '1,5', a range '1-5' or both '1-3,5' "
-                   "(the export's deconvolvable_layers). Fewer layers, proportionally less work. Default: all.")
+                   "(the export's deconvolvable_layers). Default: all.")
 
 
 class AuraliseOptions(PipelineOptions):

@@ -18,7 +18,7 @@ def client() -> Iterator[Client]:
 
 
 def test_a_dask_worker_gives_tensorflow_its_thread_count(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)  # `make test` sets it for its own processes
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)  # set in the environment, it wins (test below)
     assert client.submit(_dask_worker_threads, pure=False).result() == 3
 
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 SECONDS = 3.0  # MTT_vgg's patch is 2.976 s
 TIMBRES, CHORDS, KEYS = ("sine", "piano"), ("major", "minor"), ("A3", "G4")
-#: The first and the last of the five layers (--layers): what the library comparison below checks, at 2/5 of the work.
+#: The first and the last of the five layers (--layers): what the library comparison below checks.
 LAYERS = (1, 5)
 GRID = [f"--timbres={','.join(TIMBRES)}", f"--chords={','.join(CHORDS)}", f"--keys={','.join(KEYS)}",
         f"--signal-seconds={SECONDS}", f"--layers={','.join(map(str, LAYERS))}"]
