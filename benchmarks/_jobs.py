@@ -91,10 +91,13 @@ def shared_export(key: str, build: Callable[[Path], str], base: Path) -> str:
         return str(final / relative)
 
 
-def musicnn_export(name: str, root: Path, *, hop_frames: int | None = None, verify: bool = True) -> str:
+def musicnn_export(name: str, root: Path, *, hop_frames: int | None = None, verify: bool = True,
+                   signatures: str = "tagging") -> str:
     """Imports musicnn's ``name`` (e.g. ``MTT_vgg``) and exports it; returns the version directory.
 
     Shared between the entries of a smoke run (:func:`shared_export`); ``root`` holds it otherwise.
+    ``signatures`` (``python -m export --signatures``): ``tagging`` by default, all a tag job calls
+    (it loads ``serving_default``'s own SavedModel either way); ``all`` for the whole export.
     """
     from export.exporter import export_run
     from tfaural.pretrained.catalogue import import_run
@@ -104,9 +107,10 @@ def musicnn_export(name: str, root: Path, *, hop_frames: int | None = None, veri
     def build(base: Path) -> str:
         run_dir = base.parent / f"run-{label}"
         import_run(f"musicnn/{name}", run_dir, hop_frames=hop_frames, verify=verify, overwrite=True)
-        return export_run(run_dir, base, verify=verify)
+        return export_run(run_dir, base, verify=verify, signatures=signatures)
 
-    return shared_export(f"musicnn-{label}-{'verified' if verify else 'unverified'}", build, root / f"export-{label}")
+    return shared_export(f"musicnn-{label}-{'verified' if verify else 'unverified'}-{signatures}", build,
+                         root / f"export-{label}-{signatures}")
 
 
 def job_env() -> dict[str, str]:

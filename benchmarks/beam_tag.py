@@ -75,11 +75,14 @@ TINY: dict[str, Any] = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 3
                         "top_filters": 64}
 
 
-def export_samplecnn(base: str, **architecture: Any) -> str:
+def export_samplecnn(base: str, *, signatures: str = "tagging", **architecture: Any) -> str:
     """Exports a randomly initialised SampleCNN (50 labels, 22,050 Hz); returns the version directory.
 
     Args:
         base: Export base folder.
+        signatures: The export's signatures (``python -m export --signatures``): ``tagging`` by
+            default, all a tag job calls (it loads ``serving_default``'s own SavedModel either way);
+            ``all`` for the start-up comparison with the whole export.
         **architecture: ``samplecnn`` keyword arguments (default: the 3^9 model of Lee et al. 2018).
     """
     import keras
@@ -96,10 +99,11 @@ def export_samplecnn(base: str, **architecture: Any) -> str:
         config = config_from_model(model)
         info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
                        audio=AudioConfig(sample_rate=SAMPLE_RATE), segment=SegmentConfig(length=config.input_length))
-        return exporter.export_model(model, info, str(folder), verify=False)
+        return exporter.export_model(model, info, str(folder), verify=False, signatures=signatures)
 
     digest = hashlib.sha1(json.dumps(architecture, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return shared_export(f"samplecnn-{digest}", build, Path(base))  # a smoke run: one export per architecture
+    # A smoke run: one export per architecture and signature set.
+    return shared_export(f"samplecnn-{digest}-{signatures}", build, Path(base))
 
 
 def generate_catalogue(folder: Path, *, tracks: int, seconds: float) -> list[Path]:

@@ -4,7 +4,11 @@ For the paper-size Choi CNN (257 x 173 STFT input, 4-s segments at 11,025 Hz) an
 the 3^9-SampleCNN (59,049-sample segments at 22,050 Hz), both with random weights:
 export the model (``export.export_model``, into a temporary directory), load it
 with ``tf.saved_model.load`` and time ``signatures["serving_default"]`` on a 30-s
-clip at batch 1 and 8 against the Keras model called on the same segments.
+clip at batch 1 and 8 against the Keras model called on the same segments. The
+export holds the tagging signatures only (``--signatures tagging``, the default
+here): ``serving_default`` is the same function with or without the
+deconvolution signatures beside it, which only cost export time
+(``--signatures all`` to export those too).
 
 The Keras baseline (``keras``) is the Keras model called on the same segments in
 one ``tf.function``: the 30-s clips are cut into whole segments beforehand
@@ -20,7 +24,7 @@ Runs are interleaved (SavedModel, Keras, ...) after warm-up and the median is
 reported; the target is ``savedmodel / keras <= 1.10``.
 
 Prints one JSON object. Usage:
-    python benchmarks/serving.py [--quick] [--repeats N] [--verify]
+    python benchmarks/serving.py [--quick] [--repeats N] [--verify] [--signatures tagging|all]
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="smoke run (< 1 min): small models, one timed run per path and batch")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per path and batch (default 9, quick 1)")
     parser.add_argument("--verify", action="store_true", help="also verify each export (adds ~20 s per model)")
+    parser.add_argument("--signatures", default="tagging", choices=("tagging", "all"),
+                        help="the exports' signatures (python -m export --signatures; default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -120,18 +126,20 @@ def _time(fn: Any, *args: Any, **kwargs: Any) -> float:
     return time.perf_counter() - start
 
 
-def run(*, quick: bool = False, repeats: int | None = None, verify: bool = False) -> dict[str, Any]:
+def run(*, quick: bool = False, repeats: int | None = None, verify: bool = False,
+        signatures: str = "tagging") -> dict[str, Any]:
     """Exports, loads and times both models; returns the JSON-serialisable results."""
     repeats = repeats or (1 if quick else 9)
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {
         "clip_seconds": CLIP_SECONDS, "repeats": repeats, "target_ratio": TARGET_RATIO, "environment": environment(),
+        "export_signatures": signatures,
         "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="tfaural-bench-") as scratch:
         for name, model, info in _models(quick=quick):
             started = time.perf_counter()
-            version_dir = export_model(model, info, os.path.join(scratch, name), verify=verify)
+            version_dir = export_model(model, info, os.path.join(scratch, name), verify=verify, signatures=signatures)
             export_seconds = time.perf_counter() - started
             serving = tf.saved_model.load(version_dir).signatures["serving_default"]
             rate = info.audio.sample_rate
@@ -172,7 +180,8 @@ def run(*, quick: bool = False, repeats: int | None = None, verify: bool = False
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(json.dumps(run(quick=args.quick, repeats=args.repeats, verify=args.verify), indent=2))
+    results = run(quick=args.quick, repeats=args.repeats, verify=args.verify, signatures=args.signatures)
+    print(json.dumps(results, indent=2))
     return 0
 
 

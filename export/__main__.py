@@ -3,6 +3,7 @@
 Example:
     python -m export --run runs/choi --output exports/choi            # writes exports/choi/1 (then 2, ...)
     python -m export --run runs/choi --output exports/choi --version 7 --max-seconds 300
+    python -m export --run runs/choi --output exports/choi-tagger --signatures tagging
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ assets/labels.txt, assets/metadata.json and assets.extra/tf_serving_warmup_reque
 
 Signatures: serving_default (waveform -> scores, labels), serving_wav (WAV bytes -> same),
 features (waveform -> multi-level transfer features), deconvolve and auralise
-(waveform, layer, features[, mode]). The version is written to a temporary directory,
+(waveform, layer, features[, mode]), attribute (waveform, layer, top_tags); --signatures tagging
+keeps the first three alone. The version is written to a temporary directory,
 verified in a fresh TensorFlow-only process and only then renamed into place;
 an existing version is never overwritten.
 
@@ -89,6 +91,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(bounds memory; default: %(default)s)",
     )
     parser.add_argument(
+        "--signatures", default="all", metavar="SET",
+        help="the signatures to export: all (default), tagging (serving_default, serving_wav and features alone: "
+        "no deconvolution graphs, for a TF Serving tagger or the tag / extract_features jobs; a smaller export, "
+        "written and loaded faster) or a comma-separated list of names, which must include serving_default",
+    )
+    parser.add_argument(
         "--no-verify", action="store_true",
         help="skip the verification in a fresh process (not recommended: the export is then unproven)",
     )
@@ -141,7 +149,7 @@ def _export(args: argparse.Namespace) -> int:
         target = export_run(
             args.run, args.output, version=args.version, max_seconds=args.max_seconds,
             max_deconv_seconds=args.max_deconv_seconds, max_batch_segments=args.max_batch_segments,
-            budget=budget, verify=not args.no_verify,
+            budget=budget, verify=not args.no_verify, signatures=args.signatures,
         )
     except TfauralError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -80,6 +81,7 @@ def build_module(
     max_deconv_seconds: float | None = None,
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
     budget: WorkBudget | None = None,
+    signatures: str | Sequence[str] | None = None,
 ) -> tuple[ServingModule, dict[str, Any]]:
     """Builds the serving module and its metadata (nothing is written).
 
@@ -91,13 +93,15 @@ def build_module(
             budget's).
         max_batch_segments: Most segments run through the model at once.
         budget: Per-call budgets (``None``: the family's, :data:`export.budget.FAMILY_BUDGETS`).
+        signatures: The signatures to export (``None``: all; ``"tagging"``: the scoring and feature
+            signatures alone; or a list: :func:`export.metadata.resolve_signatures`).
 
     Returns:
         ``(module, metadata)``.
     """
     module = ServingModule(
         model, info, max_seconds=max_seconds, max_deconv_seconds=max_deconv_seconds,
-        max_batch_segments=max_batch_segments, budget=budget,
+        max_batch_segments=max_batch_segments, budget=budget, signatures=signatures,
     )
     settings = module.settings
     config = module.model_config
@@ -129,6 +133,7 @@ def build_module(
         feature_levels=feature_levels,
         top_k=settings.top_k,
         deconv_shape=deconv_shape,
+        signatures=module.signature_names,
     )
     metadata["max_batch_segments"] = settings.max_batch_segments
     metadata["layer_names"] = {str(level): name for level, name in settings.layer_names.items()}
@@ -168,6 +173,7 @@ def export_model(
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
     budget: WorkBudget | None = None,
     verify: bool = True,
+    signatures: str | Sequence[str] | None = None,
 ) -> str:
     """Exports an in-memory model as ``EXPORT_BASE/<version>/`` (see the module docstring).
 
@@ -181,6 +187,9 @@ def export_model(
         max_batch_segments: Most segments run through the model at once.
         budget: Per-call budgets (``None``: the family's, :mod:`export.budget`).
         verify: Run :func:`export.verify.verify_export` before publishing the version.
+        signatures: The signatures to export (``None``: all; ``"tagging"``: ``serving_default``,
+            ``serving_wav`` and ``features`` alone -- no deconvolution graphs, a smaller export that is
+            written and loaded faster; or a list: :func:`export.metadata.resolve_signatures`).
 
     Returns:
         The version directory's path.
@@ -195,7 +204,7 @@ def export_model(
         raise ExportError(f"{os.path.join(base, str(version))} already exists; versions are never overwritten")
     module, metadata = build_module(
         model, info, max_seconds=max_seconds, max_deconv_seconds=max_deconv_seconds,
-        max_batch_segments=max_batch_segments, budget=budget,
+        max_batch_segments=max_batch_segments, budget=budget, signatures=signatures,
     )
     remove_stale(base, STAGING_PREFIX)
     remove_stale_temp_dirs()
@@ -233,6 +242,7 @@ def export_run(
     max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
     budget: WorkBudget | None = None,
     verify: bool = True,
+    signatures: str | Sequence[str] | None = None,
 ) -> str:
     """Exports a training run directory (``model.keras`` + ``run.json``); see :func:`export_model`.
 
@@ -244,4 +254,5 @@ def export_run(
     return export_model(
         model, info, export_base, version=version, max_seconds=max_seconds,
         max_deconv_seconds=max_deconv_seconds, max_batch_segments=max_batch_segments, budget=budget, verify=verify,
+        signatures=signatures,
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from export.budget import WorkBudget
@@ -36,6 +37,8 @@ __all__ = [
     "SIGNATURE_DESCRIPTIONS",
     "family_of",
     "signature_names",
+    "SIGNATURE_SETS",
+    "resolve_signatures",
     "MAX_TOP_TAGS",
     "build_metadata",
     "write_metadata_files",
@@ -164,6 +167,58 @@ def signature_names(family: str) -> tuple[str, ...]:
     return tuple(n for n in names if n != "auralise") if family == "mel-frame" else names
 
 
+#: Named sets of signatures an export can be limited to (``python -m export --signatures``):
+#: ``all`` (the default) or ``tagging``, the scoring and feature signatures alone (what TF Serving
+#: clients and the tag / extract_features jobs call; no deconvolution graphs: a smaller, faster
+#: export that loads faster).
+SIGNATURE_SETS: dict[str, tuple[str, ...] | None] = {
+    "all": None,
+    "tagging": ("serving_default", "serving_wav", "features"),
+}
+
+
+def resolve_signatures(family: str, requested: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The signatures an export of ``family`` gets, in the canonical order of :func:`signature_names`.
+
+    Args:
+        family: Model family (:func:`family_of`).
+        requested: ``None`` or ``"all"``: every signature of the family; a set name of
+            :data:`SIGNATURE_SETS` (``"tagging"``); a comma-separated string or a sequence of
+            signature names. ``serving_default`` is always part of an export (TF Serving's default).
+
+    Returns:
+        The signature names.
+
+    Raises:
+        ExportError: An unknown set or signature name, one the family does not have (e.g.
+            ``auralise`` of a mel-frame model), or a list without ``serving_default``.
+    """
+    available = signature_names(family)
+    if requested is None:
+        return available
+    if isinstance(requested, str):
+        text = requested.strip()
+        if text in SIGNATURE_SETS:
+            chosen = SIGNATURE_SETS[text]
+            return available if chosen is None else tuple(n for n in available if n in chosen)
+        names = [part.strip() for part in text.split(",") if part.strip()]
+    else:
+        names = [str(name) for name in requested]
+    if not names:
+        raise ExportError(f"signatures={requested!r} names no signature: expected {', '.join(SIGNATURE_SETS)} "
+                          f"or a comma-separated list of {', '.join(available)}")
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ExportError(
+            f"signatures {unknown} do not exist for a {family} model: expected {', '.join(SIGNATURE_SETS)} or "
+            f"a comma-separated list of {', '.join(available)}"
+        )
+    if "serving_default" not in names:
+        raise ExportError(f"signatures={requested!r} leaves out serving_default, which every export has "
+                          "(TF Serving's default signature)")
+    return tuple(n for n in available if n in names)
+
+
 def _output(dtype: str, shape: list[str | int], description: str) -> dict[str, Any]:
     return {"dtype": dtype, "shape": shape, "description": description}
 
@@ -238,6 +293,7 @@ def build_metadata(
     feature_levels: list[dict[str, Any]],
     top_k: int,
     deconv_shape: list[Any],
+    signatures: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The content of ``assets/metadata.json`` (see the module docstring).
 
@@ -255,6 +311,8 @@ def build_metadata(
         feature_levels: ``[{"name": "level1", "layer": "pool3", "channels": 64}, ...]``.
         top_k: Width of the ``labels`` output.
         deconv_shape: Symbolic shape of the ``deconvolved`` output.
+        signatures: The signatures the export has (``None``: all of the family's; see
+            :func:`resolve_signatures`).
 
     Returns:
         A JSON-serialisable dict.
@@ -264,13 +322,14 @@ def build_metadata(
     from tfaural.auralise import INPUT_SILENCE_PEAK, SILENCE_RELATIVE
 
     sample_rate = info.audio.sample_rate
-    signatures = {}
+    chosen = resolve_signatures(family, signatures)
+    described: dict[str, Any] = {}
     outputs = _signature_outputs(
         family, n_labels=len(info.labels), top_k=top_k, levels=feature_levels,
         n_features=sum(2 * int(level["channels"]) for level in feature_levels), deconv_shape=deconv_shape,
     )
-    for name in signature_names(family):
-        signatures[name] = {
+    for name in chosen:
+        described[name] = {
             "description": SIGNATURE_DESCRIPTIONS[name],
             "rest_format": "columnar" if name in COLUMNAR_ONLY else "row or columnar",
             "inputs": {spec.name: spec.to_dict() for spec in SIGNATURE_INPUTS[name]},
@@ -305,7 +364,7 @@ def build_metadata(
         "features_per_layer": {str(layer): int(n) for layer, n in features_per_layer.items()},
         "feature_levels": feature_levels,
         "n_features": sum(2 * int(level["channels"]) for level in feature_levels),
-        "signatures": signatures,
+        "signatures": described,
         "run_id": info.run_id,
         "run_created": info.created,
         "run_extra": info.extra,

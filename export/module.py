@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.budget import WorkBudget, budget_for
-from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, signature_names
+from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, resolve_signatures, signature_names
 from tfaural import spectral
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
 from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
@@ -146,10 +146,13 @@ class ServingModule(tf.Module):
         max_batch_segments: Most segments run through the model at once (memory bound).
         top_k: Width of the ``labels`` output (capped at the number of labels).
         budget: Per-call budgets (:mod:`export.budget`; ``None``: the family's).
+        signatures: The signatures to export (``None``: every one of the family; ``"tagging"``
+            or a list of names: :func:`export.metadata.resolve_signatures`). The others are
+            never traced.
 
     Raises:
         ExportError: If the model and the run description disagree (sample rate,
-            segment length, STFT, number of labels) or a limit is invalid.
+            segment length, STFT, number of labels), a limit is invalid or a signature unknown.
     """
 
     def __init__(
@@ -162,10 +165,12 @@ class ServingModule(tf.Module):
         max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
         top_k: int = TOP_K,
         budget: WorkBudget | None = None,
+        signatures: str | Sequence[str] | None = None,
     ) -> None:
         super().__init__(name="tfaural_serving")
         config = config_from_model(model)
         family = family_of(config)
+        self._signature_names = resolve_signatures(family, signatures)
         # The Keras objects are held untracked and the tf.Variables their layers read are tracked
         # directly (as keras.export.ExportArchive does): tracked Keras 3 variables are saved as
         # separate copies that the signatures never read, so TF Serving's loader (and
@@ -206,7 +211,7 @@ class ServingModule(tf.Module):
         # tf.functions would also be saved as object-graph functions, which tf.saved_model.save
         # traces a second time (in its save context) -- doubling the export time for nothing.
         self._functions = _Untracked(
-            {name: self._function(implementations[name], name) for name in signature_names(family)}
+            {name: self._function(implementations[name], name) for name in self._signature_names}
         )
 
     # ----------------------------------------------------------------- public helpers
@@ -233,7 +238,7 @@ class ServingModule(tf.Module):
     @property
     def signature_names(self) -> tuple[str, ...]:
         """The signatures this module exports."""
-        return signature_names(self._settings.family)
+        return self._signature_names
 
     def function(self, name: str) -> Any:
         """The ``tf.function`` of signature ``name`` (with its ``input_signature``)."""

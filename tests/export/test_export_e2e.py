@@ -488,7 +488,8 @@ def _litter(base: pathlib.Path, temp: pathlib.Path) -> tuple[list[str], list[str
 
 def _start_export(choi: Exported, base: pathlib.Path, temp: pathlib.Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "export", "--run", choi.run_dir, "--output", str(base), "--quiet"], cwd=ROOT,
+        [sys.executable, "-m", "export", "--run", choi.run_dir, "--output", str(base), "--signatures", "tagging",
+         "--quiet"], cwd=ROOT,
         env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
@@ -702,7 +703,8 @@ def test_grpc_and_rest_clients_round_trip(exported: Exported, fake_servers: tupl
 def test_second_export_is_version_2_and_versions_are_never_overwritten(
     choi: Exported, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert export_main(["--run", choi.run_dir, "--output", choi.base, "--no-verify", "--quiet"]) == 0
+    assert export_main(["--run", choi.run_dir, "--output", choi.base, "--no-verify", "--quiet",
+                        "--signatures=tagging"]) == 0
     assert capsys.readouterr().out.strip() == os.path.join(os.path.abspath(choi.base), "2")
     assert exporter.existing_versions(choi.base) == [1, 2] and exporter.next_version(choi.base) == 3
     before = pathlib.Path(choi.version_dir, "saved_model.pb").read_bytes()
@@ -717,6 +719,41 @@ def test_second_export_is_version_2_and_versions_are_never_overwritten(
     assert not [n for n in os.listdir(choi.base) if not n.isdigit()]
 
 
+def test_tagging_only_export(choi: Exported, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--signatures tagging``: the scoring and feature signatures alone, verified, the same graphs and weights."""
+    base = tmp_path / "tagger"
+    assert export_main(["--run", choi.run_dir, "--output", str(base), "--signatures", "tagging", "--quiet"]) == 0
+    version_dir = capsys.readouterr().out.strip()
+    tagging = {"serving_default", "serving_wav", "features"}
+    meta = read_export_metadata(version_dir)
+    assert set(meta.signatures) == tagging and set(meta.signature_savedmodels) == {"serving_default", "features"}
+    report = json.loads(pathlib.Path(version_dir, "assets.extra", "tfaural_verification.json").read_text())
+    assert report["ok"] and set(report["signatures"]) == tagging and set(report["session_signatures"]) == tagging
+    assert {log.predict_log.request.model_spec.signature_name
+            for log in read_warmup_file(version_dir)} == tagging
+    loaded = tf.saved_model.load(version_dir)
+    assert set(loaded.signatures.keys()) == tagging
+    clip = tf.constant(_signal(3 * 1024, seed=3, batch=2))
+    np.testing.assert_allclose(loaded.signatures["serving_default"](waveform=clip)["scores"].numpy(),
+                               choi.loaded.signatures["serving_default"](waveform=clip)["scores"].numpy(),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(loaded.signatures["features"](waveform=clip)["features"].numpy(),
+                               choi.loaded.signatures["features"](waveform=clip)["features"].numpy(), rtol=0, atol=1e-6)
+    # No deconvolution graphs: a fraction of the whole export's graph.
+    lean = pathlib.Path(version_dir, "saved_model.pb").stat().st_size
+    assert lean < pathlib.Path(choi.version_dir, "saved_model.pb").stat().st_size / 4
+    # A job that needs another signature says so before it starts.
+    from beam_jobs import auralise
+
+    assert auralise.main([f"--input={tmp_path}/*.wav", f"--model={version_dir}", f"--output={tmp_path / 'heard'}"]) == 2
+    err = capsys.readouterr().err
+    assert "has no signature 'auralise'" in err and "serving_default" in err, err
+    # Unknown or impossible sets fail before anything is written.
+    assert export_main(["--run", choi.run_dir, "--output", str(base), "--signatures", "deconvolve"]) == 2
+    assert "leaves out serving_default" in capsys.readouterr().err
+    assert exporter.existing_versions(base) == [1]
+
+
 def test_failed_export_leaves_no_directory(choi: Exported, monkeypatch: pytest.MonkeyPatch) -> None:
     base = pathlib.Path(choi.base).parent / "failing"
 
@@ -726,7 +763,7 @@ def test_failed_export_leaves_no_directory(choi: Exported, monkeypatch: pytest.M
 
     monkeypatch.setattr(exporter, "verify_export", crash)
     with pytest.raises(ExportError, match="RuntimeError: disk full"):
-        exporter.export_run(choi.run_dir, str(base))
+        exporter.export_run(choi.run_dir, str(base), signatures="tagging")
     assert list(base.iterdir()) == []
     with pytest.raises(ExportError, match=r"max_seconds=0\.1 is shorter than one model segment"):
         exporter.export_run(choi.run_dir, str(base), max_seconds=0.1)

@@ -249,6 +249,23 @@ def test_warmup_inputs_cover_every_signature() -> None:
     assert [log.predict_log.request.model_spec.signature_name for log in logs] == list(inputs)
 
 
+def test_signature_sets_resolve_in_canonical_order() -> None:
+    every = metadata.signature_names("choi")
+    assert metadata.resolve_signatures("choi") == metadata.resolve_signatures("choi", "all") == every
+    assert metadata.resolve_signatures("samplecnn", "tagging") == ("serving_default", "serving_wav", "features")
+    assert metadata.resolve_signatures("choi", " deconvolve, serving_default ") == ("serving_default", "deconvolve")
+    assert metadata.resolve_signatures("musicnn", ["features", "serving_default"]) == ("serving_default", "features")
+    assert metadata.resolve_signatures("mel-frame", "tagging") == ("serving_default", "serving_wav", "features")
+    with pytest.raises(ExportError, match=r"signatures \['auralise'\] do not exist for a mel-frame model"):
+        metadata.resolve_signatures("mel-frame", "serving_default,auralise")
+    with pytest.raises(ExportError, match=r"\['tagger'\] do not exist .* expected all, tagging or"):
+        metadata.resolve_signatures("choi", "tagger")
+    with pytest.raises(ExportError, match="leaves out serving_default"):
+        metadata.resolve_signatures("choi", "features")
+    with pytest.raises(ExportError, match="names no signature"):
+        metadata.resolve_signatures("choi", " , ")
+
+
 # --------------------------------------------------------------------------- the serving module in-process
 
 
