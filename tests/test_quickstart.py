@@ -47,6 +47,11 @@ def test_quickstart_end_to_end(tmp_path: pathlib.Path, capfd: pytest.CaptureFixt
     comparison = pathlib.Path(summary["comparison"]).read_text().splitlines()
     assert comparison[0] == "track_id,style,demo_model,mtt_vgg_top5" and len(comparison) == 1 + 9
     assert all(len(row.split(",")[3].split(";")) == 5 for row in comparison[1:])
+    # It only tags with MTT_vgg: its export holds the tagging signatures alone, verified.
+    mtt_vgg = sorted((tmp_path / "demo" / "exports" / "mtt_vgg").glob("[0-9]*"))
+    assert len(mtt_vgg) == 1 and set(json.loads((mtt_vgg[0] / "assets" / "metadata.json").read_text())[
+        "signatures"]) == {"serving_default", "serving_wav", "features"}
+    assert json.loads((mtt_vgg[0] / "assets.extra" / "tfaural_verification.json").read_text())["ok"]
     heard = summary["mtt_vgg_top_tags_per_style"]
     assert sorted(heard) == ["ballad", "dance", "hiphop"] and all(len(top) == 5 for top in heard.values())
     saved = json.loads((tmp_path / "demo" / "quickstart.json").read_text())
@@ -55,4 +60,4 @@ def test_quickstart_end_to_end(tmp_path: pathlib.Path, capfd: pytest.CaptureFixt
     again = quickstart.run_quickstart(str(tmp_path / "demo"), tracks_per_style=3, seconds=4.5, epochs=1,
                                       auralise_tracks=1)
     assert again["export"] == summary["export"] and again["timings_seconds"]["train the Choi CNN"] == 0.0
-    assert again["timings_seconds"]["export MTT_vgg (and verify it in a fresh process)"] == 0.0
+    assert again["timings_seconds"]["export MTT_vgg's tagging signatures (and verify them in a fresh process)"] == 0.0

@@ -165,17 +165,13 @@ def reconstruct(
     Returns:
         float32 ``[batch, k, length]`` (not normalised).
     """
+    stft_matrix = tf.cast(stft_matrix, tf.complex64)
     if isinstance(mode, (tf.Tensor, tf.Variable)):
-        return tf.cond(
-            tf.equal(mode, "phase"),
-            lambda: reconstruct(deconvolved, stft_matrix, mode="phase", n_fft=n_fft, hop_length=hop_length,
-                                length=length),
-            lambda: reconstruct(deconvolved, stft_matrix, mode="mask", n_fft=n_fft, hop_length=hop_length,
-                                length=length),
-        )
-    _check_mode(mode)
-    _, phase = spectral.magphase(stft_matrix)
-    carrier = phase if mode == "phase" else tf.cast(stft_matrix, tf.complex64)
+        # Only the carrier depends on the mode: one inverse STFT in the graph, not one per branch.
+        carrier = tf.cond(tf.equal(mode, "phase"), lambda: spectral.magphase(stft_matrix)[1], lambda: stft_matrix)
+    else:
+        _check_mode(mode)
+        carrier = spectral.magphase(stft_matrix)[1] if mode == "phase" else stft_matrix
     complex_maps = tf.cast(deconvolved, tf.complex64) * carrier[:, tf.newaxis]
     return spectral.istft(complex_maps, n_fft=n_fft, hop_length=hop_length, length=length)
 
