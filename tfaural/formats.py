@@ -255,8 +255,12 @@ class ExportMetadata:
             ModelError: If the export has no such signature (e.g. ``auralise`` of a mel-frame model).
         """
         if name not in self.signatures:
+            hint = ""
+            if name in ("deconvolve", "auralise", "attribute") and "deconvolve" not in self.signatures:
+                hint = ("; it was exported with its tagging signatures only (python -m export --signatures "
+                        "tagging): export the run again without --signatures to deconvolve and auralise")
             raise ModelError(f"the export {export_dir!r} ({self.family} model) has no signature {name!r}; "
-                             f"it has {sorted(self.signatures)}")
+                             f"it has {sorted(self.signatures)}{hint}")
         return self.signatures[name]
 
     def input_names(self, signature: str) -> tuple[str, ...] | None:
