@@ -188,14 +188,10 @@ class ServingModule(tf.Module):
         )
         chunk = self._settings.budget.deconv_chunk_elements
         self._auraliser = (
-            _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk)})
+            # The module's deconvolution network: each layer's walk is traced once, for deconvolve and auralise.
+            _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk, net=self._net)})
             if "auralise" in signature_names(family) else None
         )
-        if self._auraliser is not None and self._net is not None:
-            net = self._auraliser.items["auraliser"].net
-            if (net.method, net.input_layer) == (self._net.method, self._net.input_layer):
-                # One deconvolution network: each layer's walk is traced once, for deconvolve and auralise.
-                self._auraliser.items["auraliser"].net = self._net
         self._keras.items["features"] = keras.Model(
             model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
             name="serving_features",

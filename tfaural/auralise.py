@@ -176,6 +176,15 @@ def reconstruct(
     return spectral.istft(complex_maps, n_fft=n_fft, hop_length=hop_length, length=length)
 
 
+def _own_net(model: keras.Model, net: DeconvNet | None, **settings: Any) -> DeconvNet:
+    """``net`` if it deconvolves ``model``, else a new :class:`DeconvNet` of ``model`` with ``settings``."""
+    if net is None:
+        return DeconvNet(model, **settings)
+    if net.model is not model:
+        raise ParameterError(f"net deconvolves model {net.model.name!r}, not {model.name!r}")
+    return net
+
+
 def _check_mode(mode: Any) -> None:
     if isinstance(mode, (tf.Tensor, tf.Variable)):
         return  # checked in-graph by the caller (the export's auralise signature)
@@ -204,13 +213,17 @@ class Auraliser:
         model: A Choi CNN or a SampleCNN-family waveform model.
         chunk_elements: Bound of the deconvolution's working set per chunk of features
             (see :meth:`tfaural.deconv.DeconvNet.__call__`; ``None``: the default).
+        net: The deconvolution network of ``model`` to use (``None``: one of its own). Sharing one
+            with other callers shares its per-layer walks, traced once inside graphs (an export's
+            ``deconvolve`` and ``auralise`` signatures).
 
     Raises:
         ModelError: For the mel-frame baseline (its mel front end has no phase to reuse).
+        ParameterError: If ``net`` deconvolves another model.
     """
 
-    def __init__(self, model: keras.Model, *, chunk_elements: int | None = None) -> None:
-        self.net = DeconvNet(model)
+    def __init__(self, model: keras.Model, *, chunk_elements: int | None = None, net: DeconvNet | None = None) -> None:
+        self.net = _own_net(model, net)
         self.config: Any = config_from_model(model)
         self.chunk_elements = chunk_elements
         self.is_spectral = isinstance(self.config, ChoiConfig)
@@ -494,6 +507,8 @@ class MelAuraliser(Auraliser):
             (``None``: the default).
         match_input_level: Scale each deconvolved map to the input's loudest log-mel value
             before decompression (see above).
+        net: A deconvolution network of ``model`` to share (:class:`Auraliser`; ``None``: one of
+            its own with ``method`` and ``input_layer``, which are then ignored).
 
     Raises:
         ModelError: If the deconvolution does not end in a log-compressed mel domain.
@@ -516,6 +531,7 @@ class MelAuraliser(Auraliser):
         input_layer: str | None = None,
         chunk_elements: int | None = None,
         match_input_level: bool = True,
+        net: DeconvNet | None = None,
     ) -> None:
         config = getattr(model, "tfaural_config", None)
         settings = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
@@ -528,7 +544,7 @@ class MelAuraliser(Auraliser):
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = (int(settings[k]) for k in settings)  # type: ignore[arg-type]
         if inversion not in MEL_INVERSIONS:
             raise ParameterError(f"inversion={inversion!r} is invalid: expected one of {MEL_INVERSIONS}")
-        self.net = DeconvNet(model, method=method, input_layer=input_layer)
+        self.net = _own_net(model, net, method=method, input_layer=input_layer)
         self.config = config
         self.chunk_elements = chunk_elements
         self.is_spectral = True
@@ -589,12 +605,14 @@ class MelAuraliser(Auraliser):
         return mel[..., tf.newaxis], mel, finish, dtypes
 
 
-def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None) -> Auraliser:
+def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None,
+                  net: DeconvNet | None = None) -> Auraliser:
     """The auraliser of a tfaural model: :class:`MelAuraliser` for the imported log-mel taggers
-    (:class:`~tfaural.config.MusicnnConfig`), :class:`Auraliser` otherwise."""
+    (:class:`~tfaural.config.MusicnnConfig`), :class:`Auraliser` otherwise (``net``: a deconvolution
+    network of ``model`` to share, see :class:`Auraliser`)."""
     if isinstance(config_from_model(model), MusicnnConfig):
-        return MelAuraliser(model, chunk_elements=chunk_elements)
-    return Auraliser(model, chunk_elements=chunk_elements)
+        return MelAuraliser(model, chunk_elements=chunk_elements, net=net)
+    return Auraliser(model, chunk_elements=chunk_elements, net=net)
 
 
 def auralise_mel(

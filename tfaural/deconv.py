@@ -1244,9 +1244,8 @@ class DeconvNet:
         instead of being traced again inside each of them. Grappler inlines the call, so the
         computation is the same.
         """
-        direct = functools.partial(self._walk_down, walk, values, seed, switches)
         if not tf.inside_function():
-            return direct
+            return functools.partial(self._walk_down, walk, values, seed, switches)
         name = walk.seed.layer.name
         if name not in self._walk_functions:
             value_keys = tuple(sorted({t for step in walk.steps for t in (*step.inputs, step.output)}))
@@ -1261,8 +1260,8 @@ class DeconvNet:
             function = tf.function(run, autograph=False, reduce_retracing=True)
             self._walk_functions[name] = (function, value_keys, switch_keys)
         function, value_keys, switch_keys = self._walk_functions[name]
-        if not set(value_keys) <= values.keys() or not set(switch_keys) <= switches.keys():
-            return direct
+        # The forward pass computed every ancestor of the seed (all of the walk's tensors), and
+        # _record_switches every switch of its max poolings.
         needed = [values[t] for t in value_keys]
         switch_values = [switches[t] for t in switch_keys]
         return lambda chunk: function(needed, seed, switch_values, chunk)

@@ -277,6 +277,23 @@ def _choi() -> tuple[object, RunInfo]:
     return model, info
 
 
+def test_deconvolve_and_auralise_share_one_trace_of_each_walk() -> None:
+    from tfaural.auralise import Auraliser
+    from tfaural.deconv import DeconvNet
+
+    model, info = _choi()
+    module = ServingModule(model, info, signatures="serving_default,deconvolve,auralise")
+    for name in ("deconvolve", "auralise"):
+        module.function(name).get_concrete_function()
+    assert module._auraliser.items["auraliser"].net is module._net  # one network: auralise calls its walks
+    walks = module._net._walk_functions
+    assert sorted(walks) == sorted(module._net.layer_names.values())  # every layer, traced in a graph
+    assert all(function.experimental_get_tracing_count() == 1 for function, _, _ in walks.values())
+    other, _ = _choi()
+    with pytest.raises(ParameterError, match="net deconvolves model"):
+        Auraliser(model, net=DeconvNet(other))
+
+
 def test_module_rejects_inconsistent_runs() -> None:
     model, info = _choi()
     with pytest.raises(ExportError, match="gives 34 STFT frames but the model takes 33"):
