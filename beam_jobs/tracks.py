@@ -207,6 +207,10 @@ def list_tracks(
     else:
         assert input_glob is not None
         paths = beam_io.list_files(input_glob)
+        if not paths and beam_io.is_local(input_glob) and os.path.isdir(input_glob):
+            folder = input_glob.rstrip("/" + os.sep) or input_glob
+            raise ParameterError(f"--input {input_glob!r} is a folder and matches no file; give a glob of its audio "
+                                 f"files, e.g. --input '{folder}/**' (every file below it) or '{folder}/*.flac'")
         if not paths:
             raise ParameterError(f"--input {input_glob!r} matched no files (quote the glob so that the shell does "
                                  "not expand it; '**' matches across folders)")

@@ -143,6 +143,13 @@ def test_missing_input_files_exit_2(samplecnn_export: str, tmp_path: pathlib.Pat
     assert tag.main([f"--input={tmp_path}/*.wav", f"--model={samplecnn_export}", f"--output={tmp_path}/o"]) == 2
     assert "matched no files" in capsys.readouterr().err
     assert not (tmp_path / "o" / "job.json").exists()
+    # A folder (with files in it) is not a glob of them: the error says which glob to give.
+    (tmp_path / "music" / "sub").mkdir(parents=True)
+    (tmp_path / "music" / "sub" / "a.wav").write_bytes(b"RIFF")
+    for given in (tmp_path / "music", f"{tmp_path / 'music'}/"):
+        assert tag.main([f"--input={given}", f"--model={samplecnn_export}", f"--output={tmp_path}/o"]) == 2
+        assert f"--input '{given}' is a folder and matches no file; give a glob of its audio files, e.g. --input " \
+               f"'{tmp_path / 'music'}/**' (every file below it)" in capsys.readouterr().err
 
 
 def test_tag_record_orders_ties_by_label() -> None:
