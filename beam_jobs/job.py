@@ -27,6 +27,7 @@ from ``manifest.jsonl``. Failures on the way are :mod:`beam_jobs.failures`.
 from __future__ import annotations
 
 import abc
+import codecs
 import contextlib
 import dataclasses
 import logging
@@ -52,6 +53,44 @@ from tfaural.formats import JOB_FILE, MANIFEST_FILE
 __all__ = ["Job", "CatalogueJob", "Timings", "wait"]
 
 logger = logging.getLogger(__name__)
+
+#: The logger through which Beam's local job service (the DirectRunner in multi-processing mode) passes on what
+#: its worker processes log.
+WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
+
+
+class WorkerLogMessages(logging.Filter):
+    """Shows a Beam worker's log message as the message itself, not as Beam's whole ``LogEntry``.
+
+    The local job service logs each one as ``Worker: severity: WARN timestamp { seconds: ... }
+    message: "music/a.wav: ..." instruction_id: ... log_location: ... thread: ...`` on one line;
+    with this filter on :data:`WORKER_LOGGER` the line reads ``WARNING worker: music/a.wav: ...``
+    (the level was already the entry's). A record it cannot read is left as it was.
+    """
+
+    _MESSAGE = re.compile(r'(?:^|\s)message: "((?:[^"\\]|\\.)*)"')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Worker: %s" and isinstance(record.args, tuple) and len(record.args) == 1:
+            found = self._MESSAGE.search(str(record.args[0]))
+            if found:
+                try:  # protobuf text format: C escapes, non-ASCII as octal UTF-8 bytes
+                    text = codecs.escape_decode(found.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
+                except ValueError:
+                    return True
+                record.name, record.msg, record.args = "worker", "%s", (text,)
+        return True
+
+
+def configure_logging(argv: Sequence[str]) -> None:
+    """The jobs' command-line logging: ``LEVEL logger: message`` at INFO; Beam's own loggers at WARNING unless
+    ``--verbose``; its workers' messages as themselves (:class:`WorkerLogMessages`)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not is_verbose(argv):
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)  # worker chatter; our own loggers stay at INFO
+    worker = logging.getLogger(WORKER_LOGGER)
+    if not any(isinstance(f, WorkerLogMessages) for f in worker.filters):
+        worker.addFilter(WorkerLogMessages())
 
 
 @dataclasses.dataclass
@@ -223,9 +262,7 @@ class Job(abc.ABC):
             The process exit code: 0 when the job ran (failed inputs are listed in its
             outputs and its summary), 2 with a one-line error for a usage or setup error.
         """
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        if not is_verbose(sys.argv[1:] if argv is None else argv):
-            logging.getLogger("apache_beam").setLevel(logging.WARNING)  # worker chatter; our own loggers stay at INFO
+        configure_logging(sys.argv[1:] if argv is None else argv)
         try:
             self.run(argv)
         except TfauralError as err:

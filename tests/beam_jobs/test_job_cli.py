@@ -6,6 +6,7 @@ does any work (nothing is written).
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import subprocess
@@ -113,3 +114,29 @@ def test_a_misspelt_runner_is_one_line_before_any_work(
     assert err.startswith(f"{job}: error: --runner DaskRunner: Unexpected pipeline runner") and "\n" not in err
     assert "apache_beam.runners.dask.dask_runner.DaskRunner" in err
     assert not output.exists()
+
+
+def test_worker_log_lines_show_the_message(caplog: pytest.LogCaptureFixture) -> None:
+    """What a DirectRunner worker process logs reaches the launcher through Beam's local job service as a whole
+    ``LogEntry``; the jobs' logging shows its message alone (non-ASCII and quotes intact) at the entry's level."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
+
+    from beam_jobs.job import WORKER_LOGGER, WorkerLogMessages, configure_logging
+
+    configure_logging([])
+    assert sum(isinstance(f, WorkerLogMessages) for f in logging.getLogger(WORKER_LOGGER).filters) == 1
+    configure_logging([])  # idempotent: one filter
+    assert sum(isinstance(f, WorkerLogMessages) for f in logging.getLogger(WORKER_LOGGER).filters) == 1
+    text = 'música/loud "mix".wav: float samples exceed [-1, 1] (peak 6.081); left unscaled'
+    entry = beam_fn_api_pb2.LogEntry(severity=beam_fn_api_pb2.LogEntry.Severity.WARN, message=text,
+                                     instruction_id="bundle_6", transform_id="DecodeExcerpt/ParDo(PrepareTrack)",
+                                     log_location="/work/tfaural/audio.py:282", thread="Thread-12")
+    entry.timestamp.seconds = 1796158549
+    with caplog.at_level(logging.WARNING, logger=WORKER_LOGGER):
+        list(BeamFnLoggingServicer().Logging([beam_fn_api_pb2.LogEntry.List(log_entries=[entry])]))
+    [record] = [r for r in caplog.records if r.name == "worker"]
+    assert record.levelname == "WARNING" and record.getMessage() == text
+    # Anything else the logger says stays as it was.
+    logging.getLogger(WORKER_LOGGER).warning("Worker: %s", "no message field here")
+    assert caplog.records[-1].getMessage() == "Worker: no message field here"
