@@ -23,7 +23,7 @@ from typing import Any
 from export.budget import WorkBudget
 from tfaural.config import ChoiConfig, Config, MusicnnConfig, SampleCNNConfig, model_config_to_dict
 from tfaural.errors import ExportError
-from tfaural.formats import EXPORT_LABELS_FILE, EXPORT_METADATA_FILE, export_metadata_text
+from tfaural.formats import EXPORT_LABELS_FILE, EXPORT_METADATA_FILE, TAGGING_SIGNATURES, export_metadata_text
 from tfaural.training.run import RunInfo
 
 __all__ = [
@@ -173,7 +173,7 @@ def signature_names(family: str) -> tuple[str, ...]:
 #: export that loads faster).
 SIGNATURE_SETS: dict[str, tuple[str, ...] | None] = {
     "all": None,
-    "tagging": ("serving_default", "serving_wav", "features"),
+    "tagging": TAGGING_SIGNATURES,
 }
 
 

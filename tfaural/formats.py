@@ -40,6 +40,7 @@ from tfaural.errors import DataError, ModelError
 __all__ = [
     "EXPORT_METADATA_FILE",
     "EXPORT_LABELS_FILE",
+    "TAGGING_SIGNATURES",
     "ExportMetadata",
     "parse_export_metadata",
     "read_export_metadata",
@@ -63,6 +64,9 @@ __all__ = [
 #: Paths inside an export version directory (``/``-separated: they also name objects on remote filesystems).
 EXPORT_METADATA_FILE = "assets/metadata.json"
 EXPORT_LABELS_FILE = "assets/labels.txt"
+
+#: The scoring and feature signatures: all that an export made with ``python -m export --signatures tagging`` has.
+TAGGING_SIGNATURES = ("serving_default", "serving_wav", "features")
 
 
 def _local_bytes(path: str) -> bytes:
@@ -256,7 +260,7 @@ class ExportMetadata:
         """
         if name not in self.signatures:
             hint = ""
-            if name in ("deconvolve", "auralise", "attribute") and "deconvolve" not in self.signatures:
+            if name not in TAGGING_SIGNATURES and set(self.signatures) <= set(TAGGING_SIGNATURES):
                 hint = ("; it was exported with its tagging signatures only (python -m export --signatures "
                         "tagging): export the run again without --signatures to deconvolve and auralise")
             raise ModelError(f"the export {export_dir!r} ({self.family} model) has no signature {name!r}; "
