@@ -46,6 +46,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("data_pipeline", "data_pipeline.py", [], 1200),
     ("deconvolution", "deconvolution.py", [], 900),
     ("deconvnet_mtt_vgg", "deconvnet_mtt_vgg.py", ["--profile"], 1800),
+    ("deconvnet_musicnn", "deconvnet_musicnn.py", [], 1800),
     ("serving", "serving.py", [], 1200),
     ("beam_tag", "beam_tag.py", [], 1800),
     ("correlation", "correlation.py", [], 1800),
@@ -79,6 +80,24 @@ def _last_json(text: str) -> dict[str, Any] | None:
     return found
 
 
+def cpu_vector_flags() -> str:
+    """The CPU's vector extensions that change the figures (AVX2, FMA, AVX-512, AVX512_BF16, AMX), in words."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return "unknown"
+    have = [name for name, flag in (("AVX2", "avx2"), ("FMA", "fma"), ("AVX-512", "avx512f")) if flag in flags]
+    bf16 = sorted(f.upper() for f in flags if f == "avx512_bf16" or f.startswith("amx"))
+    missing = [name for name, flag in (("AVX-512", "avx512f"),) if flag not in flags]
+    lacking = [f"no {name}" for name in missing] + ([] if bf16 else ["no AVX512_BF16/AMX"])
+    return "; ".join(part for part in (", ".join(have + bf16), ", ".join(lacking)) if part)
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores, TensorFlow build and thread settings."""
     cpu = platform.processor() or "unknown"
@@ -95,6 +114,7 @@ def machine() -> dict[str, Any]:
     build = tf.sysconfig.get_build_info()
     return {
         "cpu": cpu,
+        "cpu_flags": cpu_vector_flags(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -184,6 +204,14 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         mtt.get("meets_fraction_target"))
     add("... speed-up over the per-feature loop (reference code's way)", mtt.get("speedup_vs_eager_loop"), ">= 20x",
         mtt.get("meets_speedup_target"))
+    musicnn = results.get("deconvnet_musicnn", {})
+    if musicnn:
+        layers = musicnn.get("layers") or {}
+        features = max((layer.get("features", 0) for layer in layers.values()), default=0)
+        add(f"musicnn architecture: up to {features} features of each of {len(layers)} layers deconvolved (s)",
+            musicnn.get("products_seconds"), "report", None)
+        add("... speed-up of one-channel adjoints as products over oneDNN convolutions (side by side)",
+            musicnn.get("speedup"), "report", None)
     data = results.get("data_pipeline", {})
     add("tf.data segments/s per core / training step rate", data.get("feed_ratio"), ">= 20", data.get("meets_target"))
     serving = results.get("serving", {})

@@ -53,7 +53,11 @@ non-zero channel, so that part runs on ``[batch, ..., k]`` tensors and the first
 transposed convolution uses only each feature's slice of the kernel (``n_maps`` times
 fewer operations than a full one on one-hot maps). Below it, unpooled signals stay at
 the pooled resolution through batch normalisation and ReLU, and a last convolution
-with one output channel (the spectrogram's) is fused with the unpooling. Everything is
+with one output channel (the spectrogram's) is fused with the unpooling. A convolution
+back to one channel (a front end on the spectrogram: the Choi CNN's first layer, musicnn's
+timbral and temporal branches) runs as matrix products and shifted sums rather than as
+oneDNN's convolution, which computes that shape at a few GFLOP/s (5.8x faster for
+the musicnn architecture's deconvolution; ``benchmarks/deconvnet_musicnn.py``). Everything is
 core TensorFlow (no ``py_function``) and works with unknown batch and time sizes,
 so exported signatures can call it.
 
@@ -627,16 +631,33 @@ def _adjoint_kernel(layer: Any, rank: int) -> tf.Tensor:
 
 
 def _few_taps(kernel: tf.Tensor) -> bool:
-    """Whether a correlation with ``kernel`` ``[*taps, c_in, c_out]`` goes as a product and shifted sums:
-    one output channel and a small kernel (the first layer of a 2D CNN on a spectrogram; oneDNN runs
-    such many-to-one convolutions far below its rate, and with few taps the product's output is small)."""
+    """Whether ``kernel`` ``[*taps, c_in, c_out]`` has one output channel and at most ``c_in / 4`` taps
+    (the first layer of a 2D CNN on a spectrogram): its product with all taps at once is small."""
     return int(kernel.shape[-1]) == 1 and 4 * int(np.prod(kernel.shape[:-2])) <= int(kernel.shape[-2])
+
+
+#: Most taps per input channel for which a one-output-channel correlation goes as products and
+#: shifted sums (:func:`_single_output_convolution`) rather than oneDNN's convolution. Both do the
+#: same multiply-adds; the products write ``taps`` maps per input position, so they pay while that
+#: is not much more than the ``channels`` maps they read. On a 2-core AMD EPYC (AVX2), 16 features of
+#: musicnn's timbral adjoints alone (204 maps; 38 x 7 = 266 and 67 x 7 = 469 taps): 3.0-4.2 -> 0.8 s and
+#: 4.2-7.1 -> 0.8-1.1 s; 16 features of each mid-end layer of the musicnn architecture, whose walks go
+#: back through all five front-end branches: 8.2-8.5 -> 1.0-1.1 s (``benchmarks/deconvnet_musicnn.py``).
+PRODUCT_TAPS_PER_CHANNEL = 3
+
+
+def _product_taps(kernel: tf.Tensor) -> bool:
+    """Whether a correlation with ``kernel`` ``[*taps, c_in, c_out]`` goes as products and shifted sums:
+    one output channel and at most :data:`PRODUCT_TAPS_PER_CHANNEL` taps per input channel (oneDNN
+    runs such many-to-one convolutions far below its rate: a few GFLOP/s)."""
+    taps = int(np.prod(kernel.shape[:-2]))
+    return int(kernel.shape[-1]) == 1 and taps <= PRODUCT_TAPS_PER_CHANNEL * int(kernel.shape[-2])
 
 
 def _correlate(y: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]]) -> tf.Tensor:
     """Stride-1 cross-correlation of ``y`` ``[n, *spatial, c]`` with explicit zero padding."""
     rank = len(pads)
-    if _few_taps(kernel):
+    if _product_taps(kernel):
         return _single_output_convolution(y, kernel, [[0, 0], *pads, [0, 0]])
     if rank == 1:
         y, kernel, pads = y[:, tf.newaxis], kernel[tf.newaxis], [[0, 0], *pads]
@@ -1424,31 +1445,64 @@ class DeconvNet:
 
 
 def _single_output_convolution(y: tf.Tensor, kernel: tf.Tensor, paddings: Sequence[Sequence[Any]]) -> tf.Tensor:
-    """A stride-1 convolution with one output channel, as a matrix product and shifted sums.
+    """A stride-1 convolution with one output channel, as matrix products and shifted sums.
 
     oneDNN runs a many-to-one-channel convolution far below the machine's rate (~20 GFLOP/s in a
-    profile on the 2-core development machine; it is the walk's last step, 64 channels -> the
-    spectrogram, on the largest maps); one
-    ``[positions, channels] x [channels, taps]`` product reads the input once, and the taps
-    are then summed with shifts on the small one-channel maps.
+    profile on the 2-core development machine for the Choi CNN's 64 channels -> the spectrogram;
+    a few GFLOP/s for musicnn's 204 channels -> the mel spectrogram with 266 or 469 taps); a
+    ``[positions, channels] x [channels, taps]`` product reads the input once, and the taps'
+    maps are then summed with their shifts (:func:`_shifted_sum`: a few reshapes, whatever the
+    number of taps, so the graph stays small).
+
+    The kernel's rows (its taps along the last axis) go in groups of at most ``max(1, channels //
+    row)`` rows, one group after the other in an in-graph loop, so that a group's product holds
+    about as many values as ``y`` (``channels`` maps) whatever the kernel -- the walk's memory
+    bound (:data:`DEFAULT_CHUNK_ELEMENTS`) holds for large kernels too -- and the graph has the
+    same few ops for any kernel (an export holds many walks). A kernel of at most ``channels``
+    taps is one group, without a loop; one of at most ``channels / 4`` taps (:func:`_few_taps`:
+    the paper's CNN's first layer) has each tap's window summed instead (:func:`_window_sum`).
 
     Args:
-        y: ``[batch, *spatial, channels]``.
+        y: ``[batch, *spatial, channels]``, one or two spatial axes.
         kernel: ``[*kernel, channels, 1]`` (cross-correlation, as ``tf.nn.convolution``).
         paddings: ``[[0, 0], [before, after] per spatial axis, [0, 0]]`` applied to the input.
 
     Returns:
         ``[batch, *out_spatial, 1]`` equal to ``tf.nn.convolution(tf.pad(y, paddings), kernel, "VALID")``.
     """
-    taps = tf.reshape(kernel, [-1, tf.shape(kernel)[-2]])  # [taps, channels], taps in row-major kernel order
-    flat = tf.reshape(y, [-1, tf.shape(y)[-1]])  # [positions, channels]
-    weighted = tf.matmul(taps, flat, transpose_b=True)  # [taps, positions]: each tap's map is contiguous
-    weighted = tf.reshape(weighted, tf.concat([[-1], tf.shape(y)[:-1]], axis=0))  # [taps, batch, *spatial]
-    return _shifted_sum(weighted, [int(n) for n in kernel.shape[:-2]], paddings)
+    size = [int(n) for n in kernel.shape[:-2]]
+    rank, channels = len(size), int(kernel.shape[-2])
+    if _few_taps(kernel):  # all taps at once, their windows summed (the paper's CNN's first layer: 9 taps)
+        weighted = tf.matmul(tf.reshape(kernel, [-1, channels]), tf.reshape(y, [-1, channels]), transpose_b=True)
+        return _window_sum(tf.reshape(weighted, tf.concat([[-1], tf.shape(y)[:-1]], axis=0)), size, paddings)
+    row, rows = size[-1], int(np.prod(size[:-1]))  # taps per row (the last axis), rows (1 in 1-D)
+    n_groups = -(-rows // max(1, channels // row))  # at most max(1, channels // row) rows each
+    per_group = -(-rows // n_groups)  # as even as can be: the last group's missing rows are few
+    # [groups, taps per group, channels]; the last group's missing rows are zero taps (zero maps)
+    taps = tf.pad(tf.reshape(kernel, [rows, row, channels]), [[0, n_groups * per_group - rows], [0, 0], [0, 0]])
+    taps = tf.reshape(taps, [n_groups, per_group * row, channels])
+    flat = tf.reshape(y, [-1, channels])  # [positions, channels]
+
+    def group(index: Any) -> tf.Tensor:
+        weighted = tf.matmul(flat, taps[index], transpose_b=True)  # [positions, taps of the group]
+        weighted = tf.reshape(weighted, tf.concat([tf.shape(y)[:-1], [per_group * row]], axis=0))
+        maps = tf.transpose(weighted, [*range(rank), rank + 1, rank])  # the taps before the last axis
+        return _shifted_sum(maps, size, paddings, first_row=index * per_group)
+
+    if n_groups == 1:
+        return group(0)
+    # one group after the other (an in-graph loop: a few ops whatever the kernel, one group's tensors at a time)
+    _, total = tf.while_loop(lambda i, _: i < n_groups, lambda i, total: (i + 1, total + group(i)),
+                             (tf.constant(1), group(0)), parallel_iterations=1)
+    return total
 
 
-def _shifted_sum(weighted: tf.Tensor, size: Sequence[int], paddings: Sequence[Sequence[Any]]) -> tf.Tensor:
-    """``[taps, batch, *spatial]`` per-tap maps -> their sum with each tap's shift: ``[batch, *out, 1]``."""
+def _window_sum(weighted: tf.Tensor, size: Sequence[int], paddings: Sequence[Sequence[Any]]) -> tf.Tensor:
+    """``[taps, batch, *spatial]`` per-tap maps -> their sum with each tap's shift: ``[batch, *out, 1]``.
+
+    One window of the padded maps per tap, summed: for a few taps (a window per tap is an op per
+    tap; :func:`_shifted_sum` takes a few ops for any number).
+    """
     rank = len(size)
     weighted = tf.pad(weighted, [[0, 0], *paddings[:-1]])
     shape = tf.shape(weighted)
@@ -1456,6 +1510,54 @@ def _shifted_sum(weighted: tf.Tensor, size: Sequence[int], paddings: Sequence[Se
     windows = [weighted[(index, slice(None), *[slice(offset[i], offset[i] + out_sizes[i]) for i in range(rank)])]
                for index, offset in enumerate(np.ndindex(*size))]
     return tf.add_n(windows)[..., tf.newaxis]
+
+
+def _diagonal_sum(maps: tf.Tensor, start: Any, count: Any, block: Any) -> tf.Tensor:
+    """``sum_r maps[:, r, (start + r) * block : (start + r + count) * block]``: ``[m, R, n * block]`` ->
+    ``[m, count * block]``.
+
+    Map ``r`` shifted by ``r`` blocks, by one reshape: the maps laid end to end with ``block``
+    more values each (``R * block`` zeros at the end) line every map's shifted window up at the
+    same place. Needs ``start + R - 1 + count <= n`` (a padded map and a kernel's rows).
+    """
+    n_maps = int(maps.shape[1])
+    shape = tf.shape(maps)
+    flat = tf.pad(tf.reshape(maps, tf.stack([shape[0], -1])), tf.stack([[0, 0], [0, n_maps * block]]))
+    skewed = tf.reshape(flat, tf.stack([shape[0], n_maps, shape[2] + block]))  # [m, R, n * block + block]
+    return tf.reduce_sum(skewed, axis=1)[:, start * block : (start + count) * block]
+
+
+def _shifted_sum(maps: tf.Tensor, size: Sequence[int], paddings: Sequence[Sequence[Any]], *,
+                 first_row: Any = 0) -> tf.Tensor:
+    """Per-tap maps -> their sum, each shifted by its tap's offset, after zero padding: ``[batch, *out, 1]``.
+
+    Args:
+        maps: 1-D kernels: ``[batch, taps, length]`` (all taps); 2-D: ``[batch, height, taps, width]``,
+            the taps of whole kernel rows ``first_row, first_row + 1, ...`` in row-major order.
+        size: The kernel's spatial size (the output is the padded maps' size minus ``size - 1``).
+        paddings: ``[[0, 0], [before, after] per spatial axis, [0, 0]]``.
+        first_row: The kernel row of the first map (2-D; an int or an int32 scalar tensor).
+
+    Returns:
+        ``sum_t pad(maps_t)[offset_t : offset_t + out]`` with a trailing channel axis.
+    """
+    if len(size) == 1:
+        padded = tf.pad(maps, [[0, 0], [0, 0], paddings[1]])  # [batch, k, length']
+        out = tf.shape(padded)[2] - size[0] + 1
+        return _diagonal_sum(padded, 0, out, 1)[..., tf.newaxis]
+    height, row = size
+    shape = tf.shape(maps)
+    n_rows = int(maps.shape[2]) // row
+    padded = tf.pad(maps, [[0, 0], [0, 0], [0, 0], paddings[2]])  # [batch, h, rows * row, w']
+    width = tf.shape(padded)[3] - row + 1
+    # along the rows: [batch * h * rows, row, w'] -> [batch, h, rows, width]
+    rowsum = _diagonal_sum(tf.reshape(padded, tf.stack([-1, row, tf.shape(padded)[3]])), 0, width, 1)
+    rowsum = tf.transpose(tf.reshape(rowsum, tf.stack([shape[0], shape[1], n_rows, width])), [0, 2, 1, 3])
+    rowsum = tf.pad(rowsum, [[0, 0], [0, 0], paddings[1], [0, 0]])  # [batch, rows, h', width]
+    out = tf.shape(rowsum)[2] - height + 1
+    # across the rows: row r shifted by first_row + r lines of `width` values
+    summed = _diagonal_sum(tf.reshape(rowsum, tf.stack([shape[0], n_rows, -1])), first_row, out, width)
+    return tf.reshape(summed, tf.stack([shape[0], out, width, 1]))
 
 
 def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads: list[list[int]],
@@ -1492,7 +1594,7 @@ def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads:
     maps = tf.reshape(maps, tf.concat([[n_offsets, n_taps, ctx.batch * ctx.k], pooled, [1]], axis=0))
     spatial = [cot.spatial[i] for i in range(rank)]
     unpooled = _scatter(tf.unstack(maps, n_offsets), cot.pool_size, cot.strides, cot.padding, spatial, lead=2)
-    return _shifted_sum(unpooled[..., 0], [int(n) for n in kernel.shape[:-2]], [[0, 0], *pads, [0, 0]])
+    return _window_sum(unpooled[..., 0], [int(n) for n in kernel.shape[:-2]], [[0, 0], *pads, [0, 0]])
 
 
 # --------------------------------------------------------------------------- feature chunks (bounded memory)

@@ -362,7 +362,9 @@ def test_switches_are_made_once_outside_the_chunk_loop(rng: np.random.Generator)
         return net.deconvolve_layers(x, layers=[2, 3], chunk_elements=1)  # one feature per chunk: a while loop
 
     graph = run.get_concrete_function().graph
-    bodies = [f for f in graph.as_graph_def().library.function if "_body_" in f.signature.name]  # while_(1_)body_N
+    bodies = [f for f in graph.as_graph_def().library.function  # while_(1_)body_N writing the chunks' results
+              if "_body_" in f.signature.name and any(node.op in ("TensorListSetItem", "TensorArrayWriteV3")
+                                                      for node in f.node_def)]
     assert len(bodies) == 2  # one chunk loop per layer
     assert all(node.op != "ArgMax" for body in bodies for node in body.node_def)
     outer = graph.get_operations()
@@ -408,6 +410,42 @@ def test_repeated_features_are_rejected(rng: np.random.Generator) -> None:
     run = tf.function(lambda f: net(x, layer=2, features=f))
     with pytest.raises(tf.errors.InvalidArgumentError, match="feature indices must not repeat"):
         run(tf.constant([2, 2]))
+
+
+@pytest.mark.parametrize(("shape", "size", "pads"), [
+    ((2, 9, 11, 8), (3, 5), [[1, 2], [0, 4]]),  # rows of 5 taps over 8 channels: 3 groups of one row
+    ((1, 12, 10, 8), (7, 3), [[6, 6], [2, 2]]),  # a valid convolution's adjoint: groups of 2, 2, 2, 1 rows
+    ((3, 40, 8), (20,), [[3, 19]]),  # 1-D, 20 taps: one group
+    ((1, 7, 6, 12), (1, 3), [[0, 0], [1, 1]]),  # 3 taps <= 12 / 4: each tap's window summed
+])
+def test_single_output_convolution_is_scipys_correlation(rng: np.random.Generator, shape: tuple[int, ...],
+                                                         size: tuple[int, ...], pads: list[list[int]]) -> None:
+    """The product-and-shifted-sums adjoint (rows of taps in groups) against scipy.signal.correlate."""
+    import scipy.signal
+
+    y = rng.standard_normal(shape).astype(np.float32)
+    kernel = rng.standard_normal((*size, shape[-1], 1)).astype(np.float32)
+    paddings = [[0, 0], *pads, [0, 0]]
+    assert deconv._product_taps(tf.constant(kernel))
+    out = deconv._single_output_convolution(tf.constant(y), tf.constant(kernel), paddings).numpy()
+    padded = np.pad(y, paddings).astype(np.float64)
+    expected = np.stack([scipy.signal.correlate(padded[b], kernel[..., 0].astype(np.float64), mode="valid")
+                         for b in range(shape[0])])
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_which_one_channel_adjoints_go_as_products() -> None:
+    """musicnn's timbral adjoints (204 maps; 38 x 7 and 67 x 7 taps) and temporal ones (51 maps, 1 x 128 taps)
+    go as products; a kernel with more than PRODUCT_TAPS_PER_CHANNEL taps per channel, or several output
+    channels, as a convolution."""
+    def kernel(*shape: int) -> tf.Tensor:
+        return tf.zeros(shape)
+
+    assert deconv._product_taps(kernel(38, 7, 204, 1)) and deconv._product_taps(kernel(67, 7, 204, 1))
+    assert deconv._product_taps(kernel(1, 128, 51, 1))
+    assert not deconv._product_taps(kernel(1, 128, 16, 1))
+    assert not deconv._product_taps(kernel(3, 3, 64, 2))
 
 
 _MEMORY_CHILD = """

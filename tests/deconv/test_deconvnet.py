@@ -233,9 +233,9 @@ def test_unknown_sizes_under_tf_function_and_no_python_ops(rng: np.random.Genera
                                    net(x, layer="add", features=[4, 1]).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def _small_musicnn(rng: np.random.Generator) -> keras.Model:
-    model = musicnn_tagger(architecture="musicnn", n_outputs=3, n_mels=16, n_frames=30, frontend_scale=0.05,
-                           midend_filters=4, backend_units=6)
+def _small_musicnn(rng: np.random.Generator, *, frontend_scale: float = 0.05) -> keras.Model:
+    model = musicnn_tagger(architecture="musicnn", n_outputs=3, n_mels=16, n_frames=30,
+                           frontend_scale=frontend_scale, midend_filters=4, backend_units=6)
     for layer in model.layers:
         weights = layer.get_weights()
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -247,8 +247,14 @@ def _small_musicnn(rng: np.random.Generator) -> keras.Model:
     return model
 
 
-def test_gradient_method_is_the_true_gradient_on_a_musicnn_shaped_model(rng: np.random.Generator) -> None:
-    model = _small_musicnn(rng)
+@pytest.mark.parametrize("frontend_scale", [0.05, 0.5])
+def test_gradient_method_is_the_true_gradient_on_a_musicnn_shaped_model(rng: np.random.Generator,
+                                                                        frontend_scale: float) -> None:
+    """0.05: 6 timbral maps, their adjoints (42 and 77 taps) go as convolutions; 0.5: 64 maps, as products
+    and shifted sums in groups of 16 taps (deconv._product_taps)."""
+    model = _small_musicnn(rng, frontend_scale=frontend_scale)
+    kernels = [deconv._adjoint_kernel(model.get_layer(f"timbral{i}_conv"), 2) for i in (1, 2)]
+    assert [deconv._product_taps(k) for k in kernels] == [frontend_scale == 0.5] * 2
     net = deconv.DeconvNet(model, method="gradient")
     assert net.input_layer == "log_mel"  # the walk ends in the log-compressed mel domain
     assert set(net.layer_names.values()) == {"timbral1_pool", "timbral2_pool", "temporal1_pool", "temporal2_pool",
