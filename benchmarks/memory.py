@@ -32,7 +32,7 @@ Usage:
     python benchmarks/memory.py [--quick] [--minutes 1 10 60] [--runners default in_process] [--export-dir DIR]
         [--keep DIR]
     python benchmarks/memory.py --make-tfrecords [--quick] [--keep DIR]
-    python benchmarks/memory.py --auralise [--quick] [--keep DIR]
+    python benchmarks/memory.py --auralise [--quick] [--families choi samplecnn_3_9 musicnn_vgg musicnn] [--keep DIR]
 
 ``--make-tfrecords`` measures ``beam_jobs.make_tfrecords`` instead (issue 17; see
 :func:`make_tfrecords_memory`): peak RSS of the job's process tree on one 1-hour and one
@@ -67,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "min)")
     parser.add_argument("--auralise", action="store_true",
                         help="measure the worst-case auralise call of each exported family instead (issue 17)")
+    parser.add_argument("--families", nargs="+", choices=AURALISE_FAMILIES, default=None,
+                        help="with --auralise: the families to measure (default all; --quick: choi)")
     return parser.parse_args(argv)
 
 
@@ -517,6 +520,7 @@ QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "choi": {"n_filters": 16},
     "samplecnn_3_9": {"filter_sizes": (3,) * 7, "channels": (16,) * 6, "front_filters": 16, "top_filters": 32},
     "musicnn_vgg": {"n_filters": 16},
+    "musicnn": {"frontend_scale": 0.25, "midend_filters": 16, "backend_units": 32},
 }
 
 
@@ -555,7 +559,7 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
     from tfaural.training.run import RunInfo
 
     keras.utils.set_random_seed(0)
-    model = musicnn_tagger(architecture="vgg", **architecture)
+    model = musicnn_tagger(**{"architecture": "vgg", **architecture})
     config = config_from_model(model)
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(config.n_outputs)), task="multi-label",
                    audio=AudioConfig(sample_rate=config.sample_rate),
@@ -563,6 +567,16 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
     budget = budget_for("musicnn", max_deconv_feature_seconds=max_deconv_feature_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
                                  verify=False)
+
+
+def export_musicnn(base: str, *, max_deconv_seconds: float | None = None,
+                   max_deconv_feature_seconds: float | None = None, **architecture: Any) -> str:
+    """Exports a randomly initialised musicnn-architecture tagger (MTT_musicnn's shape: 16 kHz log-mel 96 x 187,
+    204 timbral and 51 temporal front-end maps, 50 tags; ``architecture``: ``MusicnnConfig`` fields); returns
+    the version directory."""
+    return export_musicnn_vgg(base, max_deconv_seconds=max_deconv_seconds,
+                              max_deconv_feature_seconds=max_deconv_feature_seconds,
+                              **{"architecture": "musicnn", **architecture})
 
 
 def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
@@ -587,6 +601,13 @@ def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
                                  verify=False)
 
+
+#: The families ``--auralise`` measures, in order, and how each is exported.
+AURALISE_EXPORTERS: dict[str, Callable[..., str]] = {
+    "choi": export_choi, "samplecnn_3_9": export_samplecnn_3_9, "musicnn_vgg": export_musicnn_vgg,
+    "musicnn": export_musicnn,
+}
+AURALISE_FAMILIES = tuple(AURALISE_EXPORTERS)
 
 _AURALISE_CHILD = """
 import json, sys, time
@@ -646,8 +667,15 @@ def auralise_call(export_dir: str, which: str, scratch: Path, *, timeout: float 
             "process_seconds": round(result["seconds"], 1)}
 
 
-def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, Any]:
-    """The worst-case auralise call of each exported family (module docstring); returns the report."""
+def run_auralise(*, quick: bool = False, keep: str | None = None,
+                 families_wanted: Sequence[str] | None = None) -> dict[str, Any]:
+    """The worst-case auralise call of each exported family (module docstring); returns the report.
+
+    Args:
+        quick: Small models and budgets (:data:`QUICK_AURALISE`); one family unless ``families_wanted``.
+        keep: Keep the exports and outputs in this folder.
+        families_wanted: Names from :data:`AURALISE_FAMILIES` (default all of them).
+    """
     from export.budget import FAMILY_BUDGETS
 
     limits: dict[str, Any] = QUICK_AURALISE if quick else {}
@@ -655,9 +683,9 @@ def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, A
     root.mkdir(parents=True, exist_ok=True)
     families: dict[str, Any] = {}
     try:
-        exporters = (("choi", export_choi), ("samplecnn_3_9", export_samplecnn_3_9),
-                     ("musicnn_vgg", export_musicnn_vgg))
-        for family, export in exporters[:1] if quick else exporters:  # smoke run: one family
+        chosen = families_wanted or (AURALISE_FAMILIES[:1] if quick else AURALISE_FAMILIES)  # smoke run: one
+        for family in chosen:
+            export = AURALISE_EXPORTERS[family]
             start = time.perf_counter()
             export_dir = export(str(root / family), **limits, **(QUICK_ARCHITECTURES[family] if quick else {}))
             export_seconds = time.perf_counter() - start
@@ -683,8 +711,9 @@ def run_auralise(*, quick: bool = False, keep: str | None = None) -> dict[str, A
             "benchmark": "peak memory of the largest auralise call an export allows (issue 17)",
             "target": f"at most {AURALISE_TARGET_MIB:g} MiB peak RSS of the process calling the SavedModel",
             "models": (QUICK_ARCHITECTURES if quick else
-                       "random weights: the paper's Choi CNN (11,025 Hz), the 3^9-SampleCNN (22,050 Hz) and "
-                       "musicnn's vgg tagger (MTT_vgg's shape, 16 kHz log-mel)"),
+                       "random weights: the paper's Choi CNN (11,025 Hz), the 3^9-SampleCNN (22,050 Hz), "
+                       "musicnn's vgg tagger (MTT_vgg's shape, 16 kHz log-mel) and its musicnn architecture "
+                       "(MTT_musicnn's shape)"),
             "families": families,
             "meets_2gib": all(f["meets_2gib"] for f in families.values()),
             "quick": quick,
@@ -701,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(make_tfrecords_memory(quick=args.quick, minutes=args.minutes, keep=args.keep), indent=2))
         return 0
     if args.auralise:
-        print(json.dumps(run_auralise(quick=args.quick, keep=args.keep), indent=2))
+        print(json.dumps(run_auralise(quick=args.quick, keep=args.keep, families_wanted=args.families), indent=2))
         return 0
     result = run(quick=args.quick, minutes=args.minutes, runners=args.runners, export_dir=args.export_dir,
                  keep=args.keep)

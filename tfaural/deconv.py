@@ -1072,8 +1072,6 @@ class DeconvNet:
             raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D layer after its input domain")
         self.levels: tuple[int, ...] = tuple(self.layer_names)
         self._walks: dict[str, _Walk] = {}
-        # One tf.function per layer's walk, for graphs (see _walk_function); with the tensors it reads.
-        self._walk_functions: dict[str, tuple[Any, tuple[int, ...], tuple[int, ...]]] = {}
         self.expansion = walk_expansion(model)  # for the feature chunks (map_feature_chunks)
 
     # ----------------------------------------------------------------- structure
@@ -1254,39 +1252,6 @@ class DeconvNet:
             raise ModelError(f"layer {walk.seed.layer.name!r}: no path back to the input domain")
         return self._to_output_layout(ctx.split(ctx.dense(cots[self._domain])))
 
-    def _walk_function(self, walk: _Walk, values: dict[int, tf.Tensor], seed: tf.Tensor,
-                       switches: Mapping[int, tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
-        """``chunk -> maps``: :meth:`_walk_down` of ``walk`` for the feature indices ``chunk``.
-
-        Eagerly this is the walk itself. In a graph (a ``tf.function``, e.g. an export's signatures)
-        each layer's walk is one ``tf.function`` of its own, with the forward pass's tensors and the
-        unpooling switches as explicit inputs: it is traced once and called by every graph that
-        deconvolves the layer (the ``deconvolve`` and ``auralise`` signatures of an export share it),
-        instead of being traced again inside each of them. Grappler inlines the call, so the
-        computation is the same.
-        """
-        if not tf.inside_function():
-            return functools.partial(self._walk_down, walk, values, seed, switches)
-        name = walk.seed.layer.name
-        if name not in self._walk_functions:
-            value_keys = tuple(sorted({t for step in walk.steps for t in (*step.inputs, step.output)}))
-            switch_keys = tuple(sorted({step.inputs[0] for step in walk.steps
-                                        if isinstance(step.layer, _MAX_POOL_TYPES)}))
-
-            def run(needed: list[tf.Tensor], seed: tf.Tensor, switch_values: list[tf.Tensor],
-                    chunk: tf.Tensor) -> tf.Tensor:
-                return self._walk_down(walk, dict(zip(value_keys, needed)), seed,
-                                       dict(zip(switch_keys, switch_values)), chunk)
-
-            function = tf.function(run, autograph=False, reduce_retracing=True)
-            self._walk_functions[name] = (function, value_keys, switch_keys)
-        function, value_keys, switch_keys = self._walk_functions[name]
-        # The forward pass computed every ancestor of the seed (all of the walk's tensors), and
-        # _record_switches every switch of its max poolings.
-        needed = [values[t] for t in value_keys]
-        switch_values = [switches[t] for t in switch_keys]
-        return lambda chunk: function(needed, seed, switch_values, chunk)
-
     def _record_switches(self, walk: _Walk, values: dict[int, tf.Tensor], switches: dict[int, tf.Tensor]) -> None:
         """Fills ``switches`` with the unpooling switches of every max pooling on ``walk``.
 
@@ -1361,7 +1326,7 @@ class DeconvNet:
         switches: dict[int, tf.Tensor] = {}
         self._record_switches(walk, values, switches)
         deconvolved = self._chunked(
-            self._walk_function(walk, values, seed, switches), model_input, feats,
+            functools.partial(self._walk_down, walk, values, seed, switches), model_input, feats,
             chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
         )
         if not return_activation:
@@ -1436,7 +1401,7 @@ class DeconvNet:
             feats = self._features(features, int(walk.seed.node.outputs[0].shape[-1]))
             self._record_switches(walk, values, switches)
             previous = self._chunked(
-                self._walk_function(walk, values, seed, switches), model_input, feats,
+                functools.partial(self._walk_down, walk, values, seed, switches), model_input, feats,
                 chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
             )
             result[layer] = previous
