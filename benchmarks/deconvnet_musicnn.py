@@ -6,7 +6,7 @@ maps and three temporal ones of 1 × 128 / 64 / 32 taps with 51 maps, each max-p
 whole frequency axis. Every feature's deconvolution goes back through them, and the adjoint of
 such a convolution maps many channels to one (204 → 1 with 266 or 469 taps) -- a shape oneDNN
 runs at a few GFLOP/s. tfaural computes it as ``[taps, channels] × [channels, positions]``
-products and shifted sums in groups of ``channels // 4`` taps (``tfaural.deconv``,
+products and shifted sums in groups of kernel rows (``tfaural.deconv``,
 ``_single_output_convolution``; :data:`tfaural.deconv.PRODUCT_TAPS_PER_CHANNEL`).
 
 This script times both ways side by side in one process on the same model and input: every

@@ -520,7 +520,8 @@ QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "choi": {"n_filters": 16},
     "samplecnn_3_9": {"filter_sizes": (3,) * 7, "channels": (16,) * 6, "front_filters": 16, "top_filters": 32},
     "musicnn_vgg": {"n_filters": 16},
-    "musicnn": {"frontend_scale": 0.25, "midend_filters": 16, "backend_units": 32},
+    # 160 timbral maps: enough for its 266- and 469-tap adjoints to go as products, as at full width
+    "musicnn": {"frontend_scale": 1.25, "midend_filters": 16, "backend_units": 32},
 }
 
 

@@ -250,8 +250,8 @@ def _small_musicnn(rng: np.random.Generator, *, frontend_scale: float = 0.05) ->
 @pytest.mark.parametrize("frontend_scale", [0.05, 0.5])
 def test_gradient_method_is_the_true_gradient_on_a_musicnn_shaped_model(rng: np.random.Generator,
                                                                         frontend_scale: float) -> None:
-    """0.05: 6 timbral maps, their adjoints (42 and 77 taps) go as convolutions; 0.5: 64 maps, as products
-    and shifted sums in groups of 16 taps (deconv._product_taps)."""
+    """0.05: 6 timbral maps, their adjoints (6 x 7 and 11 x 7 taps) go as convolutions; 0.5: 64 maps, as
+    products and shifted sums (deconv._product_taps) in one and two groups of kernel rows."""
     model = _small_musicnn(rng, frontend_scale=frontend_scale)
     kernels = [deconv._adjoint_kernel(model.get_layer(f"timbral{i}_conv"), 2) for i in (1, 2)]
     assert [deconv._product_taps(k) for k in kernels] == [frontend_scale == 0.5] * 2
