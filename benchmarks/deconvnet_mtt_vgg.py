@@ -66,7 +66,13 @@ TARGET_SPEEDUP = 20.0
 
 def random_mtt_vgg(seed: int = 0) -> keras.Model:
     """MTT_vgg's architecture with random weights and batch-norm statistics (scales of both signs)."""
-    model = musicnn_tagger(architecture="vgg")
+    return random_musicnn_tagger(seed)
+
+
+def random_musicnn_tagger(seed: int = 0, **config: Any) -> keras.Model:
+    """A ``musicnn_tagger`` (``config``: its keywords; default MTT_vgg's architecture) with random weights and
+    batch-norm statistics (scales of both signs)."""
+    model = musicnn_tagger(**{"architecture": "vgg", **config})
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -41,9 +41,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 from _timing import environment
+from deconvnet_mtt_vgg import random_musicnn_tagger
 
 from tfaural import deconv
-from tfaural.models import musicnn_tagger
 
 #: The rule before products were used for large kernels: at most channels / 4 taps.
 CONVOLUTION_RULE = 0.25
@@ -54,14 +54,7 @@ QUICK_ARCHITECTURE: dict[str, Any] = {"n_mels": 32, "n_frames": 62, "frontend_sc
 def random_musicnn(seed: int = 0, **architecture: Any) -> keras.Model:
     """The musicnn architecture (default MTT_musicnn's shape) with random weights and batch-norm statistics."""
     keras.utils.set_random_seed(seed)
-    model = musicnn_tagger(architecture="musicnn", **architecture)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.get_weights()[0].shape[0]
-            gamma = rng.uniform(0.3, 1.5, n) * rng.choice([-1.0, 1.0], n, p=[0.2, 0.8])
-            layer.set_weights([gamma, rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
-    return model
+    return random_musicnn_tagger(seed, architecture="musicnn", **architecture)
 
 
 def one_channel_adjoints(model: keras.Model) -> dict[str, dict[str, Any]]:
