@@ -640,9 +640,9 @@ def _few_taps(kernel: tf.Tensor) -> bool:
 #: shifted sums (:func:`_single_output_convolution`) rather than oneDNN's convolution. Both do the
 #: same multiply-adds; the products write ``taps`` maps per input position, so they pay while that
 #: is not much more than the ``channels`` maps they read. On a 2-core AMD EPYC (AVX2), 16 features of
-#: musicnn's timbral adjoints alone (204 maps; 38 x 7 = 266 and 67 x 7 = 469 taps): 3.0-4.2 -> 0.8 s and
-#: 4.2-7.1 -> 0.8-1.1 s; 16 features of each mid-end layer of the musicnn architecture, whose walks go
-#: back through all five front-end branches: 8.2-8.5 -> 1.0-1.1 s (``benchmarks/deconvnet_musicnn.py``).
+#: each mid-end layer of the musicnn architecture, whose walks go back through all five front-end
+#: branches (204 maps with 38 x 7 and 67 x 7 taps, 51 maps with 1 x 128/64/32):
+#: 8.2-8.5 -> 1.0-1.1 s (``benchmarks/deconvnet_musicnn.py``).
 PRODUCT_TAPS_PER_CHANNEL = 3
 
 
