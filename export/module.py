@@ -188,10 +188,9 @@ class ServingModule(tf.Module):
         )
         chunk = self._settings.budget.deconv_chunk_elements
         self._auraliser = (
-            # The module's deconvolution network (its walks' structure is built once). Each signature traces
-            # the walks inline: called as one shared tf.function per layer, a walk took every forward tensor
-            # as an input and kept all of them alive through the chunk loop (3^9-SampleCNN's largest auralise
-            # call 2,027 -> 2,402 MiB), where inline the graph keeps only those the walk reads.
+            # The module's deconvolution network: each layer's walk is traced once, as one function that
+            # deconvolve and auralise both call, passed only the forward tensors it reads (DeconvNet.
+            # _walk_function): one copy of the walks in the export's graph.
             _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk, net=self._net)})
             if "auralise" in signature_names(family) else None
         )

@@ -213,8 +213,9 @@ class Auraliser:
         model: A Choi CNN or a SampleCNN-family waveform model.
         chunk_elements: Bound of the deconvolution's working set per chunk of features
             (see :meth:`tfaural.deconv.DeconvNet.__call__`; ``None``: the default).
-        net: The deconvolution network of ``model`` to use (``None``: one of its own), e.g. the one
-            an export's ``deconvolve`` signature uses (it holds the walks' structure, built once).
+        net: The deconvolution network of ``model`` to use (``None``: one of its own). Sharing one
+            with other callers shares its per-layer walks, traced once inside graphs (an export's
+            ``deconvolve`` and ``auralise`` signatures).
 
     Raises:
         ModelError: For the mel-frame baseline (its mel front end has no phase to reuse).

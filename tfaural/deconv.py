@@ -670,6 +670,12 @@ def _correlate(y: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]]) -> tf.Ten
     return out[:, 0] if rank == 1 else out
 
 
+#: Kernels of at most this many taps have their signal's columns gathered one window per tap in
+#: :func:`_one_channel_adjoint`; larger ones (musicnn's front end: up to 67 x 7 taps) are framed along
+#: each axis instead, a few ops for any kernel (a window per tap put ~7,000 nodes in one walk's graph).
+FEW_COLUMN_TAPS = 16
+
+
 def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]], ctx: _Context) -> tf.Tensor:
     """The stride-1 adjoint of a convolution for one-channel signals ``[batch, *spatial, k]``.
 
@@ -691,10 +697,16 @@ def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[in
     y = tf.pad(value, [[0, 0], *pads, [0, 0]])
     shape = tf.shape(y)
     out = [shape[1 + i] - size[i] + 1 for i in range(rank)]
-    columns = tf.stack([y[(slice(None), *[slice(o[i], o[i] + out[i]) for i in range(rank)], slice(None))]
-                        for o in np.ndindex(*size)], axis=-1)  # [batch, *spatial_in, k, taps]
-    columns = tf.transpose(columns, [0, rank + 1, *range(1, rank + 1), rank + 2])  # [batch, k, *spatial_in, taps]
-    flat = tf.reshape(columns, tf.stack([ctx.batch, ctx.k, -1, len(list(np.ndindex(*size)))]))
+    n_taps = int(np.prod(size))
+    if n_taps <= FEW_COLUMN_TAPS:  # one window per tap
+        columns = tf.stack([y[(slice(None), *[slice(o[i], o[i] + out[i]) for i in range(rank)], slice(None))]
+                            for o in np.ndindex(*size)], axis=-1)  # [batch, *spatial_in, k, taps]
+        columns = tf.transpose(columns, [0, rank + 1, *range(1, rank + 1), rank + 2])  # [batch, k, *spatial_in, taps]
+    else:  # framed along each axis: [batch, out_1, size_1(, out_2, size_2), k], a few ops for any kernel
+        for i in range(rank):
+            y = tf.signal.frame(y, size[i], 1, axis=1 + 2 * i)
+        columns = tf.transpose(y, [0, 2 * rank + 1, *range(1, 2 * rank, 2), *range(2, 2 * rank + 1, 2)])
+    flat = tf.reshape(columns, tf.stack([ctx.batch, ctx.k, -1, n_taps]))
     result = linalg.matmul(flat, weights)  # [batch, k, positions, channels_in]
     return tf.reshape(result, tf.concat([[ctx.batch * ctx.k], out, [channels_in]], axis=0))
 
@@ -1072,6 +1084,9 @@ class DeconvNet:
             raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D layer after its input domain")
         self.levels: tuple[int, ...] = tuple(self.layer_names)
         self._walks: dict[str, _Walk] = {}
+        # In graphs: one traced function per (layer, input signature) for every graph that walks it (see
+        # _walk_function), with the positions of the forward tensors it reads.
+        self._walk_functions: dict[Any, tuple[Any, tuple[bool, ...]]] = {}
         self.expansion = walk_expansion(model)  # for the feature chunks (map_feature_chunks)
 
     # ----------------------------------------------------------------- structure
@@ -1252,6 +1267,55 @@ class DeconvNet:
             raise ModelError(f"layer {walk.seed.layer.name!r}: no path back to the input domain")
         return self._to_output_layout(ctx.split(ctx.dense(cots[self._domain])))
 
+    def _walk_function(self, walk: _Walk, values: dict[int, tf.Tensor], seed: tf.Tensor,
+                       switches: Mapping[int, tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+        """``chunk -> maps``: :meth:`_walk_down` of ``walk`` for the feature indices ``chunk``.
+
+        Eagerly this is the walk itself. In a graph (a ``tf.function``, e.g. an export's signatures)
+        each layer's walk is traced once as a function of its own, called by every graph that
+        deconvolves the layer (an export's ``deconvolve`` and ``auralise`` signatures), instead of
+        being traced again inside each of them: the export is traced faster and its graph is
+        smaller (it loads in less memory). The function takes the layer's forward tensors as inputs,
+        but a call passes only those the walk reads (by value or shape: which depends on the layers
+        and the method, so it is read off the traced function); the others are passed as empty
+        tensors, so that the feature-chunk loop that calls the walk does not keep them alive.
+        Grappler inlines the call, so the computation is the same as inline.
+        """
+        direct = functools.partial(self._walk_down, walk, values, seed, switches)
+        if not tf.inside_function():
+            return direct
+        value_keys = tuple(sorted({t for step in walk.steps for t in (*step.inputs, step.output)}))
+        switch_keys = tuple(sorted({step.inputs[0] for step in walk.steps
+                                    if isinstance(step.layer, _MAX_POOL_TYPES)}))
+        if not set(value_keys) <= values.keys() or not set(switch_keys) <= switches.keys():
+            return direct
+        needed = [values[t] for t in value_keys]
+        switch_values = [switches[t] for t in switch_keys]
+        specs = ([tf.TensorSpec(t.shape, t.dtype) for t in needed], tf.TensorSpec(seed.shape, seed.dtype),
+                 [tf.TensorSpec(t.shape, t.dtype) for t in switch_values], tf.TensorSpec([None], tf.int32))
+        key = (walk.seed.layer.name, repr(specs))
+        if key not in self._walk_functions:
+
+            def run(needed: list[tf.Tensor], seed: tf.Tensor, switch_values: list[tf.Tensor],
+                    chunk: tf.Tensor) -> tf.Tensor:
+                return self._walk_down(walk, dict(zip(value_keys, needed)), seed,
+                                       dict(zip(switch_keys, switch_values)), chunk)
+
+            concrete = tf.function(run, autograph=False).get_concrete_function(*specs)
+            read = tuple(bool(p.consumers()) for p in concrete.graph.inputs[:len(needed)])
+            self._walk_functions[key] = (concrete, read)
+        concrete, read = self._walk_functions[key]
+
+        def call(chunk: tf.Tensor) -> tf.Tensor:
+            # a forward tensor the walk does not read goes in as an empty stand-in of its shape (any size
+            # the traced shape allows), not itself: the loop calling the walk would keep it alive
+            passed = [t if used or t.shape.is_fully_defined() else
+                      tf.zeros([0 if n is None else n for n in t.shape.as_list()], t.dtype)
+                      for t, used in zip(needed, read)]
+            return concrete(passed, seed, switch_values, chunk)
+
+        return call
+
     def _record_switches(self, walk: _Walk, values: dict[int, tf.Tensor], switches: dict[int, tf.Tensor]) -> None:
         """Fills ``switches`` with the unpooling switches of every max pooling on ``walk``.
 
@@ -1326,7 +1390,7 @@ class DeconvNet:
         switches: dict[int, tf.Tensor] = {}
         self._record_switches(walk, values, switches)
         deconvolved = self._chunked(
-            functools.partial(self._walk_down, walk, values, seed, switches), model_input, feats,
+            self._walk_function(walk, values, seed, switches), model_input, feats,
             chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
         )
         if not return_activation:
@@ -1401,7 +1465,7 @@ class DeconvNet:
             feats = self._features(features, int(walk.seed.node.outputs[0].shape[-1]))
             self._record_switches(walk, values, switches)
             previous = self._chunked(
-                functools.partial(self._walk_down, walk, values, seed, switches), model_input, feats,
+                self._walk_function(walk, values, seed, switches), model_input, feats,
                 chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
             )
             result[layer] = previous

@@ -435,6 +435,34 @@ def test_single_output_convolution_is_scipys_correlation(rng: np.random.Generato
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize(("spatial", "size"), [
+    ((9, 11), (3, 3)),  # 9 taps: one window per tap
+    ((20, 13), (7, 5)),  # 35 taps: framed along both axes (musicnn's timbral kernels: 38 x 7, 67 x 7)
+    ((40,), (5,)),
+    ((40,), (21,)),  # 1-D, framed
+])
+def test_one_channel_adjoint_is_scipys_correlation(rng: np.random.Generator, spatial: tuple[int, ...],
+                                                   size: tuple[int, ...]) -> None:
+    """A seeded layer's adjoint (each feature's signal in one channel) against scipy.signal.correlate,
+    whether its columns are one window per tap or framed along each axis (a few ops for any kernel)."""
+    import scipy.signal
+
+    batch, k, channels_out, channels_in = 2, 3, 6, 4
+    features = np.array([4, 0, 2], np.int32)
+    value = rng.standard_normal((batch, *spatial, k)).astype(np.float32)
+    kernel = rng.standard_normal((*size, channels_out, channels_in)).astype(np.float32)  # [*taps, out, in]
+    pads = [[n - 1 - (n - 1) // 2, (n - 1) // 2] for n in size]
+    ctx = deconv._Context(tf.constant(batch), tf.constant(k), tf.constant(features), "deconvnet", {})
+    out = deconv._one_channel_adjoint(tf.constant(value), tf.constant(kernel), pads, ctx).numpy()
+    padded = np.pad(value, [[0, 0], *pads, [0, 0]]).astype(np.float64)
+    expected = np.stack([np.stack([np.stack([scipy.signal.correlate(padded[b, ..., j], kernel[..., f, c], mode="valid")
+                                             for c in range(channels_in)], axis=-1)
+                                   for j, f in enumerate(features)]) for b in range(batch)])
+    assert (np.prod(size) > deconv.FEW_COLUMN_TAPS) == (size in ((7, 5), (21,)))
+    assert out.shape == (batch * k, *spatial, channels_in)
+    np.testing.assert_allclose(out, expected.reshape(out.shape), rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
 def test_which_one_channel_adjoints_go_as_products() -> None:
     """musicnn's timbral adjoints (204 maps; 38 x 7 and 67 x 7 taps) and temporal ones (51 maps, 1 x 128 taps)
     go as products; a kernel with more than PRODUCT_TAPS_PER_CHANNEL taps per channel, or several output

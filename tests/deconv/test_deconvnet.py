@@ -413,3 +413,33 @@ def test_chunked_mel_auralisation_of_several_layers_under_tf_function() -> None:
         y, layers=[4, 5], features=tf.range(8), keep_deconvolved=False).items()})(waveform)  # 3 per chunk
     for layer in (4, 5):
         np.testing.assert_allclose(chunked[layer].numpy(), whole[layer].audio.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["deconvnet", "gradient"])
+def test_a_walk_is_traced_once_and_passed_only_the_tensors_it_reads(method: str) -> None:
+    """In graphs each layer's walk is one function, traced once for every graph that walks the layer (an
+    export's deconvolve and auralise signatures), and a call passes it only the forward tensors its rules
+    read -- the max-pool inputs (the unpooling needs their sizes) and, for the gradient, the ReLU outputs
+    (musicnn's vgg applies ReLU before batch normalisation: different tensors) -- with empty stand-ins for
+    the others, which the feature-chunk loop would otherwise keep alive."""
+    keras.utils.set_random_seed(6)
+    model = musicnn_tagger(architecture="vgg", n_outputs=3, n_filters=8)
+    net = deconv.DeconvNet(model, method=method)
+    mel = np.random.default_rng(1).uniform(0, 1, (1, 96, 64, 1)).astype(np.float32)
+    spec = tf.TensorSpec([None, 96, None, 1], tf.float32)
+    functions = [tf.function(lambda m: net(m, layer=3, features=tf.range(4), chunk_elements=96 * 64 * 8 * 2),
+                             autograph=False) for _ in range(2)]
+    graphs = [f.get_concrete_function(spec).graph for f in functions]
+    assert len(net._walk_functions) == 1  # traced once
+    ((name, _), (walk_function, read)), = net._walk_functions.items()
+    for graph in graphs:
+        assert walk_function.name.decode() in {f.signature.name for f in graph.as_graph_def().library.function}
+    walk = net._walks[name]
+    keys = sorted({t for step in walk.steps for t in (*step.inputs, step.output)})
+    expected = {step.inputs[0] for step in walk.steps if isinstance(step.layer, keras.layers.MaxPooling2D)}
+    if method == "gradient":
+        expected |= {step.output for step in walk.steps if isinstance(step.layer, keras.layers.ReLU)}
+    assert {key for key, used in zip(keys, read) if used} == expected
+    assert 0 < len(expected) < len(keys)
+    reference = net(mel, layer=3, features=list(range(4))).numpy()  # eager: the walk inline
+    np.testing.assert_allclose(functions[1](tf.constant(mel)).numpy(), reference, atol=1e-5 * np.abs(reference).max())

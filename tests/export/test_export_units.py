@@ -283,12 +283,15 @@ def test_deconvolve_and_auralise_share_one_network() -> None:
 
     model, info = _choi()
     module = ServingModule(model, info, signatures="serving_default,deconvolve,auralise")
-    for name in ("deconvolve", "auralise"):
-        module.function(name).get_concrete_function()
+    graphs = [module.function(name).get_concrete_function().graph for name in ("deconvolve", "auralise")]
     assert module._auraliser.items["auraliser"].net is module._net  # one network for both signatures
-    graph = module.function("auralise").get_concrete_function().graph
-    # the walks are traced inline (no per-layer walk function taking every forward tensor as an input)
-    assert not [f for f in graph.as_graph_def().library.function if f.signature.name.startswith("__inference_run")]
+    # each layer's walk traced once, called by both signatures (which pass it only what it reads:
+    # tests/deconv/test_deconvnet.py::test_a_walk_is_traced_once_and_passed_only_the_tensors_it_reads)
+    walks = module._net._walk_functions
+    assert sorted(name for name, _ in walks) == sorted(module._net.layer_names.values())
+    for graph in graphs:
+        library = {f.signature.name for f in graph.as_graph_def().library.function}
+        assert {function.name.decode() for function, _ in walks.values()} <= library
     other, _ = _choi()
     with pytest.raises(ParameterError, match="net deconvolves model"):
         Auraliser(model, net=DeconvNet(other))
