@@ -565,7 +565,8 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(config.n_outputs)), task="multi-label",
                    audio=AudioConfig(sample_rate=config.sample_rate),
                    segment=SegmentConfig(length=config.segment_length))
-    budget = budget_for("musicnn", max_deconv_feature_seconds=max_deconv_feature_seconds)
+    budget = budget_for("musicnn", architecture=config.architecture,
+                        max_deconv_feature_seconds=max_deconv_feature_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
                                  verify=False)
 
@@ -677,7 +678,7 @@ def run_auralise(*, quick: bool = False, keep: str | None = None,
         keep: Keep the exports and outputs in this folder.
         families_wanted: Names from :data:`AURALISE_FAMILIES` (default all of them).
     """
-    from export.budget import FAMILY_BUDGETS
+    from export.budget import budget_for
 
     limits: dict[str, Any] = QUICK_AURALISE if quick else {}
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-memory-auralise-"))
@@ -698,7 +699,8 @@ def run_auralise(*, quick: bool = False, keep: str | None = None,
                 "budget": {key: meta[key] for key in (
                     "sample_rate", "max_deconv_seconds", "max_deconv_samples", "max_deconv_feature_seconds",
                     "max_deconv_feature_samples", "deconv_chunk_elements", "max_request_seconds")},
-                "family_default_budget": dataclasses.asdict(FAMILY_BUDGETS[meta["family"]]),
+                "family_default_budget": dataclasses.asdict(budget_for(
+                    meta["family"], architecture=meta["model_config"]["config"].get("architecture"))),
                 "calls": calls,
                 "worst_peak_rss_mib": worst,
                 "added_by_the_request_mib": round(worst - calls["baseline"]["peak_rss_mib"], 1),

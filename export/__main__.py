@@ -142,8 +142,10 @@ def _export(args: argparse.Namespace) -> int:
     try:
         budget = None
         if args.max_request_seconds is not None or args.max_deconv_feature_seconds is not None:
+            config = read_run_info(args.run).model
             budget = budget_for(
-                family_of(read_run_info(args.run).model), max_request_seconds=args.max_request_seconds,
+                family_of(config), architecture=getattr(config, "architecture", None),
+                max_request_seconds=args.max_request_seconds,
                 max_deconv_feature_seconds=args.max_deconv_feature_seconds,
             )
         target = export_run(

@@ -68,7 +68,8 @@ class WorkBudget:
 #: The budget of a family without its own entry.
 DEFAULT_BUDGET = WorkBudget()
 
-#: Each family's budget; the largest allowed ``auralise`` call of each is measured by
+#: Each family's budget (an architecture's own: ``"family/architecture"``); the largest allowed ``auralise``
+#: call of each is measured by
 #: ``python benchmarks/memory.py --auralise`` (target: at most 2 GiB peak RSS; figures in docs/serving.md).
 FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # 11,025 Hz, 64 maps per layer. With 30-s clips the largest call (64 features, layer 5) peaked at 2172 MiB
@@ -88,16 +89,26 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # clip is capped at 15 s (five of its 3-s patches) and the features per call at 64 (960 feature-seconds).
     # Measured: 1834 MiB.
     "musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0),
+    # musicnn's own architecture (MTT_musicnn, MSD_musicnn): each walk goes back through five front-end
+    # branches (204 maps of 38 x 7 and 67 x 7 taps). With the vgg's budget its largest call (64 features of a
+    # 15-s clip, layer 8) peaked at 2077 MiB (the loaded export and its first call 1439); in chunks of half
+    # the elements, 1868 MiB, and the call took 55 s instead of 78 (the vgg's took 49 s instead of 32, so it
+    # keeps its chunks).
+    "musicnn/musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0,
+                                  deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
 }
 
 
-def budget_for(family: str, **overrides: float | int | None) -> WorkBudget:
+def budget_for(family: str, *, architecture: str | None = None, **overrides: float | int | None) -> WorkBudget:
     """The family's budget with the given fields replaced (``None`` values are ignored).
+
+    An architecture of the family may have its own entry, ``"family/architecture"`` (the musicnn
+    taggers' ``"musicnn/musicnn"``); otherwise the family's applies.
 
     Raises:
         ExportError: For an invalid value.
     """
-    base = FAMILY_BUDGETS.get(family, DEFAULT_BUDGET)
+    base = FAMILY_BUDGETS.get(f"{family}/{architecture}", FAMILY_BUDGETS.get(family, DEFAULT_BUDGET))
     changes = {name: value for name, value in overrides.items() if value is not None}
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(WorkBudget)})
     if unknown:

@@ -180,7 +180,8 @@ class ServingModule(tf.Module):
         self.model_variables = [variable.value for variable in model.variables]
         self._config = config
         self._net = DeconvNet(model) if "deconvolve" in signature_names(family) else None
-        budget = budget if budget is not None else budget_for(family)
+        if budget is None:
+            budget = budget_for(family, architecture=getattr(config, "architecture", None))
         self._settings = _settings(
             model, info, config, family, self._net, max_seconds=max_seconds,
             max_deconv_seconds=budget.max_deconv_seconds if max_deconv_seconds is None else max_deconv_seconds,

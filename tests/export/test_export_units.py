@@ -403,6 +403,21 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     from export.budget import FAMILY_BUDGETS, WorkBudget, budget_for
 
     assert budget_for("choi") == FAMILY_BUDGETS["choi"] and budget_for("a-new-family") == WorkBudget()
+    # musicnn's own architecture walks in smaller chunks than its vgg tagger (docs/serving.md: memory)
+    assert budget_for("musicnn", architecture="vgg") == FAMILY_BUDGETS["musicnn"] == budget_for("musicnn")
+    assert budget_for("musicnn", architecture="musicnn").deconv_chunk_elements == 16 * 2**20
+    assert budget_for("choi", architecture="musicnn") == FAMILY_BUDGETS["choi"]
+    from tfaural.models.musicnn import musicnn_tagger
+
+    for architecture, chunk in (("musicnn", 16 * 2**20), ("vgg", 32 * 2**20)):  # what an export of each writes
+        tagger = musicnn_tagger(architecture=architecture, n_outputs=2, **(
+            {"frontend_scale": 0.05, "midend_filters": 4, "backend_units": 4} if architecture == "musicnn"
+            else {"n_filters": 4}))
+        config = config_from_model(tagger)
+        tagger_info = RunInfo(model=config, labels=("a", "b"), task="multi-label",
+                              audio=AudioConfig(sample_rate=config.sample_rate),
+                              segment=SegmentConfig(length=config.segment_length))
+        assert ServingModule(tagger, tagger_info).settings.budget.deconv_chunk_elements == chunk
     assert budget_for("samplecnn", max_request_seconds=60, max_deconv_feature_seconds=None).max_request_seconds == 60
     for bad in ({"max_request_seconds": 0}, {"max_deconv_feature_seconds": -1.0}, {"deconv_chunk_elements": 0},
                 {"max_deconv_seconds": float("nan")}):
