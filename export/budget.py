@@ -92,8 +92,8 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # musicnn's own architecture (MTT_musicnn, MSD_musicnn): each walk goes back through five front-end
     # branches (204 maps of 38 x 7 and 67 x 7 taps). With the vgg's budget its largest call (64 features of a
     # 15-s clip, layer 8) peaked at 2077 MiB (the loaded export and its first call 1439); in chunks of half
-    # the elements, 1868 MiB, and the call took 55 s instead of 78 (the vgg's took 49 s instead of 32, so it
-    # keeps its chunks).
+    # the elements, 1894 MiB, and the call took 63 s instead of 78 (the vgg tagger, slower with smaller
+    # chunks, keeps its own).
     "musicnn/musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0,
                                   deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
 }

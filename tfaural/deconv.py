@@ -672,7 +672,7 @@ def _correlate(y: tf.Tensor, kernel: tf.Tensor, pads: list[list[int]]) -> tf.Ten
 
 #: Kernels of at most this many taps have their signal's columns gathered one window per tap in
 #: :func:`_one_channel_adjoint`; larger ones (musicnn's front end: up to 67 x 7 taps) are framed along
-#: each axis instead, a few ops for any kernel (a window per tap put ~7,000 nodes in one walk's graph).
+#: each axis instead, a few ops for any kernel (a window per tap is an op per tap in every walk's graph).
 FEW_COLUMN_TAPS = 16
 
 
