@@ -12,6 +12,13 @@ import tensorflow as tf
 __all__ = ["run_times", "median_seconds", "matmul_gflops", "environment"]
 
 
+def compiled(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """``tf.function(fn, autograph=False)``: how the exports trace tfaural's code (it has no tensor-dependent
+    Python control flow). AutoGraph would convert every library function the benchmark calls, ~0.1 s each
+    (~11 s of a smoke run of deconvnet_mtt_vgg); the timed calls after the warm-up are the same either way."""
+    return tf.function(fn, autograph=False, **kwargs)
+
+
 def run_times(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> list[float]:
     """Wall-clock seconds of ``repeats`` runs of ``fn()`` after ``warmup`` untimed runs.
 

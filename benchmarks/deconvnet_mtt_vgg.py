@@ -54,7 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras
 import numpy as np
 import tensorflow as tf
-from _timing import environment, run_times
+from _timing import compiled, environment, run_times
 from ceilings import conv2d_gflops
 
 from tfaural import auralise, deconv, signals, spectral
@@ -114,8 +114,9 @@ def _depends(model: keras.Model, name: str, conv_name: str) -> bool:
     return names.index(conv_name) < names.index(name)
 
 
-def profile_rules(model: keras.Model, mel: tf.Tensor, levels: list[int]) -> dict[str, Any]:
-    """Each backward rule timed in eager mode (synchronised after every rule): shares by layer."""
+def profile_rules(model: keras.Model, mel: tf.Tensor, levels: list[int], features: tf.Tensor) -> dict[str, Any]:
+    """Each backward rule timed in eager mode (synchronised after every rule), deconvolving ``features`` of every
+    level: shares by layer."""
     net = deconv.DeconvNet(model)
     times: dict[str, float] = collections.defaultdict(float)
 
@@ -135,11 +136,11 @@ def profile_rules(model: keras.Model, mel: tf.Tensor, levels: list[int]) -> dict
         net._walks[name] = dataclasses.replace(walk, rules=wrapped)
     saved, deconv._LAZY_RULES = deconv._LAZY_RULES, tuple(lazy)
     try:
-        net(mel, layer=levels[0])  # warm-up
+        net(mel, layer=levels[0], features=features)  # warm-up
         times.clear()
         start = time.perf_counter()
         for level in levels:
-            net(mel, layer=level).numpy()
+            net(mel, layer=level, features=features).numpy()
         total = time.perf_counter() - start
     finally:
         deconv._LAZY_RULES = saved
@@ -185,7 +186,7 @@ def mel_inversion_study(model: keras.Model, waveform: np.ndarray, *, quick: bool
         if quick and name in ("nnls_10", "nnls_200"):
             continue
         inversion = "pinv" if name == "pinv" else "nnls"
-        fn = tf.function(lambda m, inversion=inversion, iterations=iterations: auralise.mel_to_linear_power(
+        fn = compiled(lambda m, inversion=inversion, iterations=iterations: auralise.mel_to_linear_power(
             m, fb, inversion=inversion, iterations=iterations))
         estimate = fn(tf.constant(mel, tf.float32)).numpy()
         seconds = statistics.median(run_times(lambda fn=fn: fn(mel_maps), warmup=1, repeats=1 if quick else 3))
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     repeats = 1 if args.quick else args.repeats
     total_features = len(levels) * n_maps
 
-    batched = tf.function(lambda y: {k: v.audio for k, v in auraliser.layers(y, layers=levels, features=features,
+    batched = compiled(lambda y: {k: v.audio for k, v in auraliser.layers(y, layers=levels, features=features,
                                                                              mode="phase").items()})
     run_times(lambda: batched(waveform), warmup=1, repeats=1)
     # The ceiling and the batched run alternate, so that both see the same load on a shared machine.
@@ -249,25 +250,25 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     batched_seconds = statistics.median(batched_times)
     ceiling = statistics.median(ceilings)
     chunked_auraliser = auralise.MelAuraliser(model)  # the exports' path: features in bounded chunks
-    chunked = tf.function(lambda y: {k: v.audio for k, v in chunked_auraliser.layers(
+    chunked = compiled(lambda y: {k: v.audio for k, v in chunked_auraliser.layers(
         y, layers=levels, features=features, mode="phase", keep_deconvolved=False).items()})
     run_times(lambda: chunked(waveform), warmup=1, repeats=1)
     chunked_seconds = statistics.median(run_times(lambda: chunked(waveform), warmup=0, repeats=repeats))
 
     # Profile by stage, each a compiled function of its own.
-    mel_input = tf.function(lambda y: auraliser.mel_input(y)[1])
+    mel_input = compiled(lambda y: auraliser.mel_input(y)[1])
     mel = mel_input(waveform)
-    forward = tf.function(lambda m: auraliser.net._graph.forward(
+    forward = compiled(lambda m: auraliser.net._graph.forward(
         auraliser.net._model_input(m), [auraliser.net._walk_to(auraliser.net.layer_name(levels[-1])).seed.output]))
     stage = {"mel_input": statistics.median(run_times(lambda: mel_input(waveform), repeats=repeats)),
              "forward": statistics.median(run_times(lambda: list(forward(mel).values())[-1], repeats=repeats))}
     walks = {}
     for level in levels:
-        fn = tf.function(lambda m, level=level: auraliser.net(m, layer=level, features=features))
+        fn = compiled(lambda m, level=level: auraliser.net(m, layer=level, features=features))
         walks[level] = statistics.median(run_times(lambda fn=fn: fn(mel), repeats=repeats))
-    maps = tf.function(lambda m: auraliser.net.deconvolve_layers(m, layers=levels, features=features))(mel)
+    maps = compiled(lambda m: auraliser.net.deconvolve_layers(m, layers=levels, features=features))(mel)
     _, _, finish, _ = auraliser._prepare(waveform, "phase", False)
-    rebuild = tf.function(lambda d: finish(d)[0])
+    rebuild = compiled(lambda d: finish(d)[0])
     stage["auralisation_all_layers"] = sum(
         statistics.median(run_times(lambda d=d: rebuild(d), repeats=repeats)) for d in maps.values())
     stage["deconvolution_per_layer"] = {str(k): round(v, 3) for k, v in walks.items()}
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     # Per-feature loops, side by side.
     per_layer = {
-        level: tf.function(
+        level: compiled(
             lambda y, f, level=level: auraliser(y, layer=level, features=f, mode="phase").audio,
             input_signature=[tf.TensorSpec(waveform.shape, tf.float32), tf.TensorSpec([1], tf.int32)],
         )
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "meets_speedup_target": speedup_eager >= TARGET_SPEEDUP,
     }
     if args.profile:
-        result["rule_profile"] = profile_rules(model, mel, levels)
+        result["rule_profile"] = profile_rules(model, mel, levels, features)
     result["mel_inversion"] = mel_inversion_study(model, waveform.numpy()[0], quick=args.quick)
     result["environment"] = environment()
     print(json.dumps(result, indent=2))

@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras
 import numpy as np
 import tensorflow as tf
+from _timing import compiled as graph_function
 from _timing import environment
 from deconvnet_mtt_vgg import random_musicnn_tagger
 
@@ -73,7 +74,7 @@ def compiled(model: keras.Model, layer: Any, features: list[int], rule: float) -
     """A new DeconvNet's walk of ``layer`` as a ``tf.function``, traced now under
     ``PRODUCT_TAPS_PER_CHANNEL = rule`` (a DeconvNet traces each layer's walk once, so one per rule)."""
     net = deconv.DeconvNet(model)
-    fn = tf.function(lambda x: net(x, layer=layer, features=features))
+    fn = graph_function(lambda x: net(x, layer=layer, features=features))
     saved = deconv.PRODUCT_TAPS_PER_CHANNEL
     deconv.PRODUCT_TAPS_PER_CHANNEL = rule  # read while tracing
     try:

@@ -184,7 +184,7 @@ class ModelDeconvolver:
                 return waveforms
 
         self._functions = {
-            level: tf.function(lambda w, level=level: self.net(model_input(w), layer=level))
+            level: tf.function(lambda w, level=level: self.net(model_input(w), layer=level), autograph=False)
             for level in self.levels
         }
 
