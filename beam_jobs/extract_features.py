@@ -90,6 +90,7 @@ from beam_jobs.options import (
 )
 from beam_jobs.settings import InferenceSettings
 from beam_jobs.tracks import TrackInput, TrackResult
+from tfaural.data.tfrecord import example_messages
 from tfaural.errors import DataError, ParameterError
 from tfaural.formats import OK, ExportMetadata
 
@@ -342,21 +343,20 @@ def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_se
         The file's bytes (parquet, npz) or the serialised ``tf.train.Example`` s (tfrecord).
     """
     if fmt == "tfrecord":
-        import tensorflow as tf
-
+        pb = example_messages()  # tf.train.Example's messages, without importing TensorFlow in the workers
         examples = []
         for r in records:
             feature = {
-                "track_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[r.track_id.encode("utf-8")])),
-                "path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[r.path.encode("utf-8")])),
-                "seconds": tf.train.Feature(float_list=tf.train.FloatList(value=[r.seconds])),
-                "features": tf.train.Feature(float_list=tf.train.FloatList(value=r.features.tolist())),
-                "num_segments": tf.train.Feature(int64_list=tf.train.Int64List(value=[r.num_segments])),
+                "track_id": pb.Feature(bytes_list=pb.BytesList(value=[r.track_id.encode("utf-8")])),
+                "path": pb.Feature(bytes_list=pb.BytesList(value=[r.path.encode("utf-8")])),
+                "seconds": pb.Feature(float_list=pb.FloatList(value=[r.seconds])),
+                "features": pb.Feature(float_list=pb.FloatList(value=r.features.tolist())),
+                "num_segments": pb.Feature(int64_list=pb.Int64List(value=[r.num_segments])),
             }
             if per_segment and r.segment_features is not None:
-                feature["segment_features"] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=r.segment_features.ravel().tolist()))
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
+                feature["segment_features"] = pb.Feature(
+                    float_list=pb.FloatList(value=r.segment_features.ravel().tolist()))
+            example = pb.Example(features=pb.Features(feature=feature))
             examples.append(example.SerializeToString(deterministic=True))  # the same bytes on every run
         return examples
     if fmt == "parquet":

@@ -656,7 +656,8 @@ class MakeTFRecordsJob(Job):
     def finish(self, settings: Settings, result: PipelineResult, timings: Timings) -> None:
         """Deletes the part files; logs the numbers of records, tracks and failures."""
         _remove_parts(settings)
-        info = DatasetInfo.read(beam_io.join(settings.output, DATASET_INFO_FILENAME))
+        path = beam_io.join(settings.output, DATASET_INFO_FILENAME)
+        info = DatasetInfo.from_text(beam_io.read_text(path), path)  # Beam's filesystems: no TensorFlow here
         logger.info("make_tfrecords: wrote %d records of %d tracks; %d track(s) failed (see %s)",
                     info.total("records"), info.total("tracks"), info.total("failed"),
                     beam_io.join(settings.output, FAILURES_FILENAME))

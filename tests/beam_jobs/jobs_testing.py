@@ -27,6 +27,44 @@ from tfaural.models import choi_cnn, config_from_model
 from tfaural.models.samplecnn import samplecnn_model
 from tfaural.training.run import RunInfo
 
+#: A ``sitecustomize`` that records, for every Python process of a run, its arguments at its start and whether it
+#: had imported TensorFlow when it ended (into the folder ``$TFAURAL_IMPORT_RECORDS``): see :func:`import_records`.
+SITECUSTOMIZE = '''
+import atexit, json, os, sys
+
+_FOLDER = os.environ.get("TFAURAL_IMPORT_RECORDS")
+
+
+def _record(kind):
+    with open(os.path.join(_FOLDER, f"{os.getpid()}.{kind}.json"), "w") as handle:
+        json.dump({"argv": sys.orig_argv, "tensorflow": "tensorflow" in sys.modules}, handle)
+
+
+if _FOLDER:
+    _record("start")  # every Python process of the run, at its start ...
+    atexit.register(_record, "exit")  # ... and whether it had imported TensorFlow when it ended
+'''
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def recording_env(folder: pathlib.Path) -> dict[str, str]:
+    """The environment of a command whose Python processes :data:`SITECUSTOMIZE` records (into ``folder``)."""
+    site, records = folder / "site", folder / "records"
+    site.mkdir(parents=True)
+    records.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TFAURAL_IMPORT_RECORDS": str(records),
+            "PYTHONPATH": os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def import_records(folder: pathlib.Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What :func:`recording_env`'s processes recorded: ``(started, exited)``, each ``{"argv", "tensorflow"}``."""
+    records = folder / "records"
+    return ([json.loads(p.read_text()) for p in records.glob("*.start.json")],
+            [json.loads(p.read_text()) for p in records.glob("*.exit.json")])
+
+
 CHOI_SR = 2048
 CHOI_SEGMENT = 992  # 32 STFT frames of hop 32
 SAMPLECNN_SR = 2000

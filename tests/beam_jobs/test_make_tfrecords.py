@@ -11,6 +11,8 @@ import dataclasses
 import io
 import json
 import pathlib
+import subprocess
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -20,6 +22,7 @@ import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.testing import test_pipeline
+from jobs_testing import REPO, import_records, recording_env
 from signal_makers import chirp, clicks, sine
 
 from beam_jobs import io as beam_io
@@ -215,6 +218,42 @@ def test_segment_shards_feed_the_tf_data_pipelines(corpus: Corpus, segment_run: 
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_no_process_of_the_job_imports_tensorflow(corpus: Corpus, tmp_path: pathlib.Path) -> None:
+    """Decoding and writing records needs no TensorFlow (tfaural.data.tfrecord's own Example messages): neither
+    the launcher nor a Beam worker imports it (~7 s of CPU and ~600 MB each); TensorFlow reads what they wrote."""
+    local = [e for e in corpus.entries if not e.path.startswith(SCHEME)]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,track_id,labels,split\n" + "".join(
+        f"{corpus.root / e.path},{e.track_id},{';'.join(e.labels)},{e.split or ''}\n" for e in local))
+    env = recording_env(tmp_path / "recorded")
+    done = subprocess.run([sys.executable, "-m", "beam_jobs.make_tfrecords", f"--manifest={manifest}",
+                           f"--output={tmp_path / 'out'}", f"--sample-rate={SR}", "--segment-length=1024",
+                           "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, seen = import_records(tmp_path / "recorded")
+    launcher = [r for r in seen if "beam_jobs.make_tfrecords" in r["argv"]]
+    beam_workers = [r for r in seen if "apache_beam.runners.worker.sdk_worker_main" in r["argv"]]
+    assert len(launcher) == 1 and len(beam_workers) == 2, [r["argv"] for r in seen]
+    assert not any(r["tensorflow"] for r in launcher + beam_workers)
+    info = tfrecord.read_dataset_info(str(tmp_path / "out"))
+    good = [e for e in local if e.error is None]
+    assert info.total("tracks") == len(good) and info.total("failed") == len(local) - len(good)
+    ids: dict[str, set[str]] = {}
+    for split in info.splits:
+        files = sorted(str(p) for p in (tmp_path / "out").glob(f"{split}-*.tfrecord"))
+        parsed = tf.data.TFRecordDataset(files).map(lambda r: tfrecord.parse_example(
+            r, sample_rate=SR, num_labels=info.num_labels, num_samples=1024))
+        ids[split] = {x["track_id"].numpy().decode() for x in parsed}
+        for x in parsed.filter(lambda x: x["segment_index"] == 0):  # each track's first segment: its decoded PCM
+            entry = next(e for e in good if e.track_id == x["track_id"].numpy().decode())
+            first = reference_pcm(corpus, entry)[:1024]
+            np.testing.assert_array_equal(x["audio"].numpy()[: first.size], first)
+    assert set().union(*ids.values()) == {e.track_id for e in good}
+    assert all(e.track_id in ids[e.split] for e in good if e.split)
+
+
 def test_rerun_writes_identical_shards(
     corpus: Corpus, segment_run: tuple[pathlib.Path, object], tmp_path: pathlib.Path
 ) -> None:

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from jobs_testing import SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, signature
+from jobs_testing import REPO, SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, import_records, recording_env, signature
 
 from beam_jobs import model_process
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler
@@ -31,8 +31,6 @@ from beam_jobs.model_process import (
 )
 from beam_jobs.scratch import PREFIX
 from tfaural.errors import ModelError
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -222,23 +220,6 @@ def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_expor
             adopted.close()
 
 
-SITECUSTOMIZE = '''
-import atexit, json, os, sys
-
-_FOLDER = os.environ.get("TFAURAL_IMPORT_RECORDS")
-
-
-def _record(kind):
-    with open(os.path.join(_FOLDER, f"{os.getpid()}.{kind}.json"), "w") as handle:
-        json.dump({"argv": sys.orig_argv, "tensorflow": "tensorflow" in sys.modules}, handle)
-
-
-if _FOLDER:
-    _record("start")  # every Python process of the run, at its start ...
-    atexit.register(_record, "exit")  # ... and whether it had imported TensorFlow when it ended
-'''
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("flags, tracks, workers", [
     (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], 3, 2),
@@ -248,24 +229,20 @@ if _FOLDER:
 def test_only_the_model_process_imports_tensorflow(
     samplecnn_export: str, tmp_path: pathlib.Path, flags: list[str], tracks: int, workers: int,
 ) -> None:
-    audio, records, site = tmp_path / "audio", tmp_path / "records", tmp_path / "site"
-    for folder in (audio, records, site):
-        folder.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    env = recording_env(tmp_path / "recorded")
     rng = np.random.default_rng(5)
     import soundfile as sf
 
     for index in range(tracks):
         sf.write(audio / f"t{index}.wav", (0.3 * rng.standard_normal(int(1.1 * 44100))).astype(np.float32), 44100)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TFAURAL_IMPORT_RECORDS": str(records),
-           "PYTHONPATH": os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "beam_jobs.tag", f"--input={audio}/*", f"--model={samplecnn_export}",
                            f"--output={tmp_path / 'tags'}", *flags], capture_output=True, text=True, cwd=REPO,
                           env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"tag: {tracks} of {tracks} track(s) ok" in done.stderr
-    started = [json.loads(path.read_text()) for path in records.glob("*.start.json")]
-    seen = [json.loads(path.read_text()) for path in records.glob("*.exit.json")]
+    started, seen = import_records(tmp_path / "recorded")
     launcher = [r for r in seen if "beam_jobs.tag" in r["argv"]]
     beam_workers = [r for r in seen if "apache_beam.runners.worker.sdk_worker_main" in r["argv"]]
     assert len(launcher) == 1 and len(beam_workers) == workers, [r["argv"] for r in seen]

@@ -67,6 +67,27 @@ def test_audio_bytes_are_little_endian_int16() -> None:
     assert example.features.feature["segment_index"].int64_list.value[0] == rec.WHOLE_TRACK
 
 
+@pytest.mark.parametrize("n", [1, 300, 70000])
+def test_records_are_tensorflows_example_bytes(n: int, rng: np.random.Generator) -> None:
+    """tfaural writes records without TensorFlow (its own copy of the Example messages): the bytes are those
+    TensorFlow's generated tf.train.Example serialises for the same features, and either reads the other's."""
+    y = rng.uniform(-1, 1, n).astype(np.float32)
+    ours = _encode(y, labels=np.array([0.0, 1.0, 0.25, 1e-7], np.float32), segment_index=2, num_segments=5,
+                   track_id="jazz/é 1", source_path="gs://b/é.flac")
+    q = rec.quantize(y).astype("<i2").tobytes()
+    ints = {"num_samples": n, "sample_rate": 8000, "segment_index": 2, "num_segments": 5}
+    features = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) for name, v in ints.items()}
+    features.update({name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v])) for name, v in (
+        ("audio", q), ("track_id", "jazz/é 1".encode()), ("source_path", "gs://b/é.flac".encode()))})
+    features["labels"] = tf.train.Feature(float_list=tf.train.FloatList(value=[0.0, 1.0, 0.25, 1e-7]))
+    theirs = tf.train.Example(features=tf.train.Features(feature=features))
+    assert ours == theirs.SerializeToString(deterministic=True)
+    assert tf.train.Example.FromString(ours) == theirs
+    back = rec.decode_example(theirs.SerializeToString(deterministic=True), sample_rate=8000, num_samples=n)
+    assert back.track_id == "jazz/é 1" and back.segment_index == 2 and back.audio.tobytes() == q
+    assert set(rec.FEATURE_NAMES) == set(rec.feature_spec())
+
+
 def test_encoding_is_deterministic() -> None:
     y = np.linspace(-1, 1, 1000, dtype=np.float32)
     assert _encode(y) == _encode(y.copy())

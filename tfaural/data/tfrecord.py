@@ -38,18 +38,22 @@ The label names are stored once per dataset, in ``dataset.json``, not per record
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
-import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from tfaural.config import PAD_MODES, Config
 from tfaural.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -58,6 +62,9 @@ __all__ = [
     "DATASET_INFO_FILENAME",
     "FAILURES_FILENAME",
     "SHARD_SUFFIX",
+    "FEATURE_NAMES",
+    "ExampleMessages",
+    "example_messages",
     "quantize",
     "dequantize",
     "encode_example",
@@ -121,13 +128,68 @@ def dequantize(q: np.ndarray) -> np.ndarray:
 # Encoding (NumPy side, used by the Beam job) and eager decoding
 # ---------------------------------------------------------------------------
 
+#: The feature names of schema v1 (``audio`` first: see :func:`stream_example`).
+FEATURE_NAMES = ("audio", "num_samples", "sample_rate", "track_id", "labels", "segment_index", "num_segments",
+                 "source_path")
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+class ExampleMessages(NamedTuple):
+    """The protobuf message classes of ``tf.train.Example`` (:func:`example_messages`)."""
+
+    Example: Any
+    Features: Any
+    Feature: Any
+    BytesList: Any
+    FloatList: Any
+    Int64List: Any
 
 
-def _int(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+@functools.cache
+def example_messages() -> ExampleMessages:
+    """``tf.train``'s ``Example`` protobuf messages, without TensorFlow.
+
+    ``Example``, ``Features``, ``Feature`` and its three lists, declared as in TensorFlow's
+    ``core/example/{example,feature}.proto`` (proto3, packed numbers) in a descriptor pool of
+    their own: the same wire format, so the bytes equal ``tf.train.Example``'s and TensorFlow
+    reads them (``tests/data/test_tfrecord.py`` checks both). Importing TensorFlow for its
+    generated classes would cost each process that writes records ~7 s of CPU and ~600 MB
+    (``python -m beam_jobs.make_tfrecords``'s launcher and every worker).
+    """
+    proto = descriptor_pb2.FileDescriptorProto(name="tfaural/example.proto", package="tensorflow", syntax="proto3")
+    field = descriptor_pb2.FieldDescriptorProto
+    for name, kind in (("BytesList", field.TYPE_BYTES), ("FloatList", field.TYPE_FLOAT),
+                       ("Int64List", field.TYPE_INT64)):
+        proto.message_type.add(name=name).field.add(name="value", number=1, type=kind, label=field.LABEL_REPEATED)
+    feature = proto.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, (name, kind) in enumerate((("bytes_list", "BytesList"), ("float_list", "FloatList"),
+                                           ("int64_list", "Int64List")), start=1):
+        feature.field.add(name=name, number=number, type=field.TYPE_MESSAGE, type_name=f".tensorflow.{kind}",
+                          label=field.LABEL_OPTIONAL, oneof_index=0)
+    features = proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=field.TYPE_MESSAGE, type_name=".tensorflow.Feature",
+                    label=field.LABEL_OPTIONAL)
+    features.field.add(name="feature", number=1, type=field.TYPE_MESSAGE,
+                       type_name=".tensorflow.Features.FeatureEntry", label=field.LABEL_REPEATED)
+    proto.message_type.add(name="Example").field.add(name="features", number=1, type=field.TYPE_MESSAGE,
+                                                     type_name=".tensorflow.Features", label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return ExampleMessages(*(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.{name}"))
+                             for name in ExampleMessages._fields))
+
+
+def _bytes(value: bytes) -> Any:
+    pb = example_messages()
+    return pb.Feature(bytes_list=pb.BytesList(value=[value]))
+
+
+def _int(value: int) -> Any:
+    pb = example_messages()
+    return pb.Feature(int64_list=pb.Int64List(value=[int(value)]))
 
 
 def encode_example(
@@ -167,7 +229,8 @@ def encode_example(
     features = _other_features(num_samples=pcm.size, sample_rate=sample_rate, track_id=track_id, labels=labels,
                                segment_index=segment_index, num_segments=num_segments, source_path=source_path)
     features["audio"] = _bytes(pcm.astype("<i2", copy=False).tobytes())
-    example = tf.train.Example(features=tf.train.Features(feature=features))
+    pb = example_messages()
+    example = pb.Example(features=pb.Features(feature=features))
     return example.SerializeToString(deterministic=True)  # type: ignore[no-any-return]
 
 
@@ -217,7 +280,7 @@ def stream_example(
     """
     if num_samples < 1:
         raise DataError(f"track {track_id!r}: {num_samples} samples: expected at least one")
-    rest = tf.train.Features(feature=_other_features(
+    rest = example_messages().Features(feature=_other_features(
         num_samples=num_samples, sample_rate=sample_rate, track_id=track_id, labels=labels,
         segment_index=segment_index, num_segments=num_segments, source_path=source_path,
     )).SerializeToString(deterministic=True)
@@ -254,8 +317,8 @@ def _other_features(
     segment_index: int,
     num_segments: int,
     source_path: str,
-) -> dict[str, tf.train.Feature]:
-    """Every feature of a record but ``audio``, validated."""
+) -> dict[str, Any]:
+    """Every feature of a record but ``audio`` (``Feature`` messages), validated."""
     labels = np.asarray(labels, dtype=np.float32)
     if labels.ndim != 1:
         raise DataError(f"track {track_id!r}: labels of shape {labels.shape} are invalid: expected [num_labels]")
@@ -266,11 +329,12 @@ def _other_features(
     if segment_index < WHOLE_TRACK or num_segments < 1 or (segment_index >= 0 and segment_index >= num_segments):
         raise DataError(f"track {track_id!r}: segment_index={segment_index}, num_segments={num_segments} are "
                         "inconsistent: expected -1 (whole track) or 0 <= segment_index < num_segments")
+    pb = example_messages()
     return {
         "num_samples": _int(num_samples),
         "sample_rate": _int(sample_rate),
         "track_id": _bytes(track_id.encode("utf-8")),
-        "labels": tf.train.Feature(float_list=tf.train.FloatList(value=labels.tolist())),
+        "labels": pb.Feature(float_list=pb.FloatList(value=labels.tolist())),
         "segment_index": _int(segment_index),
         "num_segments": _int(num_segments),
         "source_path": _bytes(source_path.encode("utf-8")),
@@ -335,11 +399,11 @@ def decode_example(
             rate or shapes differ from the expected ones.
     """
     try:
-        example = tf.train.Example.FromString(serialized)
+        example = example_messages().Example.FromString(serialized)
     except Exception as err:  # protobuf's DecodeError has no stable import path
         raise DataError(f"not a tf.train.Example ({err})") from None
     feature = example.features.feature
-    missing = [name for name in feature_spec() if name not in feature]
+    missing = [name for name in FEATURE_NAMES if name not in feature]
     if missing:
         raise DataError(f"record is missing feature(s) {missing}; expected the tfaural schema v{SCHEMA_VERSION}")
     track_id = _one(feature["track_id"], "bytes_list", "track_id").decode("utf-8")
@@ -372,6 +436,7 @@ def decode_example(
 
 def feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
     """The ``tf.io.parse_single_example`` spec of schema v1 (labels are variable-length, checked after)."""
+    import tensorflow as tf
     return {
         "audio": tf.io.FixedLenFeature([], tf.string),
         "num_samples": tf.io.FixedLenFeature([], tf.int64),
@@ -408,6 +473,8 @@ def parse_example(
         ``[]``, ``labels`` float32 ``[num_labels]``, ``segment_index`` and
         ``num_segments`` int32 ``[]``, ``source_path`` string ``[]``.
     """
+    import tensorflow as tf
+
     features = tf.io.parse_single_example(serialized, feature_spec())
     track_id = features["track_id"]
     audio = tf.io.decode_raw(features["audio"], tf.int16, little_endian=True)
@@ -483,6 +550,8 @@ def shard_pattern(folder: str, split: str) -> str:
 
 def dataset_folder(pattern: str) -> str:
     """The dataset folder of a shard glob or a folder (where ``dataset.json`` lives)."""
+    import tensorflow as tf  # tf.io.gfile: local paths and URIs (gs://, s3:// ...) alike
+
     if tf.io.gfile.isdir(pattern) or not any(c in pattern for c in "*?["):
         return pattern  # a folder (which may not exist: the caller says so, naming it)
     head = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
@@ -564,6 +633,8 @@ class DatasetInfo(Config):
 
     def write(self, folder_or_path: str) -> str:
         """Writes the JSON (indented, sorted keys) to ``folder/dataset.json`` or the given ``.json`` path."""
+        import tensorflow as tf
+
         path = folder_or_path if folder_or_path.endswith(".json") else _join(folder_or_path, DATASET_INFO_FILENAME)
         with tf.io.gfile.GFile(path, "w") as handle:
             handle.write(self.to_json(indent=2) + "\n")
@@ -576,6 +647,8 @@ class DatasetInfo(Config):
         Raises:
             DataError: If the file is missing, not JSON, or not a valid dataset description.
         """
+        import tensorflow as tf
+
         if folder_or_path.endswith(".json"):
             path = folder_or_path
         else:
@@ -588,7 +661,15 @@ class DatasetInfo(Config):
             raise DataError(f"{path}: dataset.json not found; expected it beside the shards "
                             "(written by python -m beam_jobs.make_tfrecords)")
         with tf.io.gfile.GFile(path, "r") as handle:
-            text = handle.read()
+            return cls.from_text(handle.read(), path)
+
+    @classmethod
+    def from_text(cls, text: str, path: str) -> DatasetInfo:
+        """Parses the text of the ``dataset.json`` at ``path`` (named in errors), read by the caller.
+
+        Raises:
+            DataError: If it is not JSON, or not a valid dataset description.
+        """
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
