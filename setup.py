@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "keras>=3.10",
     "apache-beam[gcp]>=2.77",
     "google-crc32c>=1.5",  # CRCs of TFRecords streamed to disk (make_tfrecords); also installed by beam[gcp]
+    "protobuf>=4.21",  # tf.train.Example's messages without importing TensorFlow (tfaural.data.tfrecord)
     "tensorflow-datasets>=4.9.10",
     "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.10 without being declared
     "librosa>=0.11",

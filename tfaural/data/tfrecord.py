@@ -152,8 +152,9 @@ def example_messages() -> ExampleMessages:
     ``core/example/{example,feature}.proto`` (proto3, packed numbers) in a descriptor pool of
     their own: the same wire format, so the bytes equal ``tf.train.Example``'s and TensorFlow
     reads them (``tests/data/test_tfrecord.py`` checks both). Importing TensorFlow for its
-    generated classes would cost each process that writes records ~7 s of CPU and ~600 MB
-    (``python -m beam_jobs.make_tfrecords``'s launcher and every worker).
+    generated classes cost each process that writes records (``python -m beam_jobs.make_tfrecords``'s
+    launcher and every worker) ~7 s of CPU and ~580 MiB: ~770 MiB per process, ~190 without it
+    (``benchmarks/memory.py --make-tfrecords``).
     """
     proto = descriptor_pb2.FileDescriptorProto(name="tfaural/example.proto", package="tensorflow", syntax="proto3")
     field = descriptor_pb2.FieldDescriptorProto
