@@ -9,13 +9,13 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["run_times", "median_seconds", "matmul_gflops", "environment"]
+__all__ = ["compiled", "run_times", "median_seconds", "matmul_gflops", "environment"]
 
 
 def compiled(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """``tf.function(fn, autograph=False)``: how the exports trace tfaural's code (it has no tensor-dependent
-    Python control flow). AutoGraph would convert every library function the benchmark calls, ~0.1 s each
-    (~11 s of a smoke run of deconvnet_mtt_vgg); the timed calls after the warm-up are the same either way."""
+    Python control flow). AutoGraph would convert every library function the benchmark calls, which makes the
+    tracing (and a smoke run) slower; the timed calls after the warm-up are the same either way."""
     return tf.function(fn, autograph=False, **kwargs)
 
 

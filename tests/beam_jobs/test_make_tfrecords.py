@@ -218,10 +218,9 @@ def test_segment_shards_feed_the_tf_data_pipelines(corpus: Corpus, segment_run: 
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_no_process_of_the_job_imports_tensorflow(corpus: Corpus, tmp_path: pathlib.Path) -> None:
     """Decoding and writing records needs no TensorFlow (tfaural.data.tfrecord's own Example messages): neither
-    the launcher nor a Beam worker imports it (~7 s of CPU and ~600 MB each); TensorFlow reads what they wrote."""
+    the launcher nor a Beam worker imports it (its start-up and ~580 MiB each); TensorFlow reads what they wrote."""
     local = [e for e in corpus.entries if not e.path.startswith(SCHEME)]
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,track_id,labels,split\n" + "".join(
@@ -254,6 +253,7 @@ def test_no_process_of_the_job_imports_tensorflow(corpus: Corpus, tmp_path: path
     assert all(e.track_id in ids[e.split] for e in good if e.split)
 
 
+@pytest.mark.slow
 def test_rerun_writes_identical_shards(
     corpus: Corpus, segment_run: tuple[pathlib.Path, object], tmp_path: pathlib.Path
 ) -> None:

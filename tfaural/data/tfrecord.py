@@ -153,7 +153,7 @@ def example_messages() -> ExampleMessages:
     their own: the same wire format, so the bytes equal ``tf.train.Example``'s and TensorFlow
     reads them (``tests/data/test_tfrecord.py`` checks both). Importing TensorFlow for its
     generated classes cost each process that writes records (``python -m beam_jobs.make_tfrecords``'s
-    launcher and every worker) ~7 s of CPU and ~580 MiB: ~770 MiB per process, ~190 without it
+    launcher and every worker) TensorFlow's start-up and ~580 MiB: ~770 MiB per process, ~190 without it
     (``benchmarks/memory.py --make-tfrecords``).
     """
     proto = descriptor_pb2.FileDescriptorProto(name="tfaural/example.proto", package="tensorflow", syntax="proto3")
