@@ -88,22 +88,53 @@ def _last_json(text: str) -> dict[str, Any] | None:
     return found
 
 
-def cpu_vector_flags() -> str:
-    """The CPU's vector extensions that change the figures (AVX2, FMA, AVX-512, AVX512_BF16, AMX), in words."""
-    flags: set[str] = set()
+def _cpu_flags() -> set[str] | None:
+    """The ``flags`` of ``/proc/cpuinfo`` (``None`` where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+                    return set(line.split(":", 1)[1].split())
     except OSError:
+        pass
+    return None
+
+
+def cpu_vector_flags() -> str:
+    """The CPU's vector extensions that change the figures (AVX2, FMA, AVX-512, AVX512_BF16, AMX), in words."""
+    flags = _cpu_flags()
+    if flags is None:
         return "unknown"
     have = [name for name, flag in (("AVX2", "avx2"), ("FMA", "fma"), ("AVX-512", "avx512f")) if flag in flags]
     bf16 = sorted(f.upper() for f in flags if f == "avx512_bf16" or f.startswith("amx"))
     missing = [name for name, flag in (("AVX-512", "avx512f"),) if flag not in flags]
     lacking = [f"no {name}" for name in missing] + ([] if bf16 else ["no AVX512_BF16/AMX"])
     return "; ".join(part for part in (", ".join(have + bf16), ", ".join(lacking)) if part)
+
+
+#: The CPU features for which TensorFlow's Linux x86 build turns its oneDNN graph rewrites on by default
+#: (``DefaultOneDnnPolicy`` in tensorflow/core/util/port.cc): AVX512_VNNI, AVX512_BF16, AVX_VNNI, AMX.
+ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def onednn_state() -> str:
+    """Whether TensorFlow's oneDNN ops are on in the benchmarks' processes, and why, in words.
+
+    ``TF_ENABLE_ONEDNN_OPTS`` decides if set; otherwise TensorFlow's default, which on Linux is on
+    only for CPUs with one of :data:`ONEDNN_DEFAULT_FLAGS` (so off on an AVX2-only CPU). The
+    figures differ with it: other kernels, other memory (e.g. the largest auralise calls).
+    """
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting is not None:
+        on = setting.strip().lower() in ("1", "true")
+        return f"{'on' if on else 'off'} (TF_ENABLE_ONEDNN_OPTS={setting})"
+    flags = _cpu_flags()
+    if flags is None or platform.system() != "Linux":
+        return "TensorFlow's default for this platform"
+    found = [flag.upper() for flag in ONEDNN_DEFAULT_FLAGS if flag in flags]
+    if found:
+        return f"on (TensorFlow's default on a CPU with {', '.join(found)})"
+    return "off (TensorFlow's default on a CPU without AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX)"
 
 
 def machine() -> dict[str, Any]:
@@ -127,7 +158,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "tensorflow_build": {k: build.get(k) for k in ("is_cuda_build", "cuda_version", "cudnn_version")},
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86)"),
+        "onednn": onednn_state(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default (all cores)",
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "default",
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
