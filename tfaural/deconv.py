@@ -1594,35 +1594,36 @@ def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads:
     """Unpooling followed by a stride-1 one-output-channel correlation, without the unpooled map.
 
     The walk's last step, on the largest maps. Channel ``c`` of the value at pooled position ``p``
-    goes to window offset ``o = switches[p, c]`` and is then weighted by the kernel's taps, so
-    all offsets' tap maps come from one product per position,
-    ``[k, channels] x [channels, offsets * taps]`` with the matrix ``[switches[p, c] = o] * w[t, c]``
-    (shared by the ``k`` signals of an input). Only these few tap maps are unpooled (summing
-    overlapping windows) and then summed with the taps' shifts.
+    goes to window offset ``o = switches[p, c]`` and is then weighted by the kernel's taps, so the
+    taps' maps at offset ``o`` are one product ``[taps, channels] x [channels, batch * k *
+    positions]`` of the values whose switch is ``o`` (the others zeroed): a plain matrix product
+    per offset, whose largest operand is the size of the signal itself. (A product per position
+    with the matrix ``[switches[p, c] = o] * w[t, c]`` would hold ``offsets * taps`` values per
+    pooled value -- 36 for a 2 x 2 pool and 3 x 3 taps -- whatever the chunk of features: 508 MiB
+    for a 20-s clip in the paper's CNN, one more copy of it with TensorFlow's oneDNN ops on.)
+    Only these few tap maps are unpooled (summing overlapping windows) and then summed with the
+    taps' shifts.
 
     Returns:
         ``[batch * k, *spatial_in, 1]``.
     """
     rank = len(cot.pool_size)
     channels = int(kernel.shape[-2])
-    n_taps, n_offsets = int(np.prod(kernel.shape[:-2])), int(np.prod(cot.pool_size))
-    taps = tf.transpose(tf.reshape(kernel, [n_taps, channels]))  # [channels, taps]
+    n_offsets = int(np.prod(cot.pool_size))
+    taps = tf.reshape(kernel, [-1, channels])  # [taps, channels]
     if cot.scale is not None:
-        taps = taps * cot.scale[:, tf.newaxis]
+        taps = taps * cot.scale[tf.newaxis, :]
     pooled = tf.shape(cot.switches)[1:-1]
     positions = tf.reduce_prod(pooled)
-    onehot = tf.one_hot(tf.reshape(cot.switches, tf.stack([ctx.batch, positions, channels])), n_offsets,
-                        dtype=cot.value.dtype)  # [batch, positions, channels, offsets]
-    weights = tf.reshape(onehot[..., tf.newaxis] * taps[:, tf.newaxis, :],
-                         tf.stack([ctx.batch, positions, channels, n_offsets * n_taps]))
     signals = tf.reshape(cot.value, tf.stack([ctx.batch, ctx.k, positions, channels]))
-    maps = tf.matmul(tf.transpose(signals, [0, 2, 1, 3]), weights)  # [batch, positions, k, offsets * taps]
-    maps = tf.reshape(maps, tf.concat([[ctx.batch], pooled, [ctx.k, n_offsets, n_taps]], axis=0))
-    # -> per offset: [taps, batch * k, *pooled, 1]
-    maps = tf.transpose(maps, [rank + 2, rank + 3, 0, rank + 1, *range(1, rank + 1)])
-    maps = tf.reshape(maps, tf.concat([[n_offsets, n_taps, ctx.batch * ctx.k], pooled, [1]], axis=0))
+    switches = tf.reshape(cot.switches, tf.stack([ctx.batch, 1, positions, channels]))
+    maps = []  # per offset: [taps, batch * k, *pooled, 1]
+    for offset in range(n_offsets):
+        chosen = tf.reshape(tf.where(tf.equal(switches, offset), signals, tf.zeros_like(signals)), [-1, channels])
+        weighted = tf.matmul(taps, chosen, transpose_b=True)  # [taps, batch * k * positions]
+        maps.append(tf.reshape(weighted, tf.concat([[-1, ctx.batch * ctx.k], pooled, [1]], axis=0)))
     spatial = [cot.spatial[i] for i in range(rank)]
-    unpooled = _scatter(tf.unstack(maps, n_offsets), cot.pool_size, cot.strides, cot.padding, spatial, lead=2)
+    unpooled = _scatter(maps, cot.pool_size, cot.strides, cot.padding, spatial, lead=2)
     return _window_sum(unpooled[..., 0], [int(n) for n in kernel.shape[:-2]], [[0, 0], *pads, [0, 0]])
 
 

@@ -168,9 +168,9 @@ def test_switches_and_unpooling_against_numpy(rng: np.random.Generator, shape: t
             np.testing.assert_allclose(unpooled[b, k], expected, rtol=1e-6, atol=1e-6)
 
 
-def _random_choi(n_layers: int, rng: np.random.Generator) -> keras.Model:
-    model = choi_cnn(n_outputs=3, n_freq=33, n_frames=21, n_fft=64, hop_length=32, n_layers=n_layers, n_filters=6,
-                     fc_units=(8,))
+def _random_choi(n_layers: int, rng: np.random.Generator, *, n_filters: int = 6) -> keras.Model:
+    model = choi_cnn(n_outputs=3, n_freq=33, n_frames=21, n_fft=64, hop_length=32, n_layers=n_layers,
+                     n_filters=n_filters, fc_units=(8,))
     for layer in model.layers:
         if layer.name.startswith("conv"):
             w, b = layer.get_weights()
@@ -199,6 +199,24 @@ def test_multi_layer_random_model_matches_numpy_walk(rng: np.random.Generator, l
     for feature in range(6):
         ref = np_choi_deconv(model, x[0], layer, feature)
         np.testing.assert_allclose(out[0, feature], ref, rtol=1e-4, atol=1e-4 * scale)
+    assert np.abs(out).max() > 0  # not a vacuous comparison
+
+
+@pytest.mark.parametrize("layer", [2, 3])
+def test_wide_first_layer_walk_through_unpooling_matches_numpy(rng: np.random.Generator, layer: int) -> None:
+    """With at least 36 maps, the first layer's 3 x 3 adjoint meets the unpooled signal as per-offset
+    products (the paper's CNN: 64 maps), not as a convolution: the same walk as NumPy's."""
+    model = _random_choi(3, rng, n_filters=40)
+    assert deconv._few_taps(deconv._adjoint_kernel(model.get_layer("conv1"), 2))  # the path under test
+    x = np.abs(rng.standard_normal((2, 33, 21))).astype(np.float32)
+    features = [0, 7, 39]
+    out = deconv.deconvolve(model, x, layer=layer, features=features).numpy()
+    assert out.shape == (2, 3, 33, 21)
+    for b in range(2):
+        scale = max(1e-6, float(np.abs(out[b]).max()))
+        for k, feature in enumerate(features):
+            ref = np_choi_deconv(model, x[b], layer, feature)
+            np.testing.assert_allclose(out[b, k], ref, rtol=1e-4, atol=1e-4 * scale)
     assert np.abs(out).max() > 0  # not a vacuous comparison
 
 
