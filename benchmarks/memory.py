@@ -32,7 +32,8 @@ Usage:
     python benchmarks/memory.py [--quick] [--minutes 1 10 60] [--runners default in_process] [--export-dir DIR]
         [--keep DIR]
     python benchmarks/memory.py --make-tfrecords [--quick] [--keep DIR]
-    python benchmarks/memory.py --auralise [--quick] [--families choi samplecnn_3_9 musicnn_vgg musicnn] [--keep DIR]
+    python benchmarks/memory.py --auralise [--quick] [--families choi samplecnn_3_9 musicnn_vgg musicnn]
+        [--repeats 3] [--keep DIR]
 
 ``--make-tfrecords`` measures ``beam_jobs.make_tfrecords`` instead (issue 17; see
 :func:`make_tfrecords_memory`): peak RSS of the job's process tree on one 1-hour and one
@@ -51,7 +52,10 @@ many features as ``max_deconv_feature_samples`` allows (64) at the deepest layer
 with ``tf.saved_model.load`` (as TF Serving or a Beam worker would). Its peak RSS (``VmHWM``) is
 compared with the 2 GiB target, next to a baseline process that loads the export and makes the
 smallest call (one feature of one segment). The same process checks that one feature more is
-refused with ``InvalidArgumentError`` before any work. ``--quick`` exports one small Choi CNN (16 maps
+refused with ``InvalidArgumentError`` before any work. Each large call runs in ``--repeats`` fresh
+processes (default 3) and the worst peak counts: with TensorFlow's oneDNN ops on (Intel CPUs with
+AVX512_VNNI or AVX512_BF16, ``docs/serving.md``) the same call's peak has varied by ~20 % between
+processes. ``--quick`` exports one small Choi CNN (16 maps
 per layer) with a 4-s limit and 16 features per call, and measures the deepest layer only (a smoke test
 of the machinery, not the target).
 """
@@ -111,6 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="measure the worst-case auralise call of each exported family instead (issue 17)")
     parser.add_argument("--families", nargs="+", choices=AURALISE_FAMILIES, default=None,
                         help="with --auralise: the families to measure (default all; --quick: choi)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"with --auralise: fresh processes per large call, the worst peak counts (default "
+                             f"{AURALISE_REPEATS}; --quick: 1)")
     return parser.parse_args(argv)
 
 
@@ -657,30 +664,47 @@ with open(out_path, "w") as handle:
 """
 
 
-def auralise_call(export_dir: str, which: str, scratch: Path, *, timeout: float = 1800.0) -> dict[str, Any]:
-    """Runs one auralise call (``which``: ``deepest``, ``first`` or ``baseline``) in a fresh process; peak RSS."""
-    out = scratch / f"auralise-{which}-{time.time_ns()}.json"
-    result = measure([sys.executable, "-c", _AURALISE_CHILD, export_dir, which, str(out)], env=_env(),
-                     timeout=timeout)
-    if result["returncode"] != 0 or not out.exists():
-        raise RuntimeError(f"the auralise call ({which}) on {export_dir} failed: {result['stderr_tail']}")
-    call = json.loads(out.read_text())
-    return {**call, "peak_rss_mib": round(result["largest_process_peak_mib"], 1),
-            "process_seconds": round(result["seconds"], 1)}
+#: Fresh processes per large auralise call in a full run (the worst peak counts).
+AURALISE_REPEATS = 3
+
+
+def auralise_call(export_dir: str, which: str, scratch: Path, *, repeats: int = 1,
+                  timeout: float = 1800.0) -> dict[str, Any]:
+    """Runs one auralise call (``which``: ``deepest``, ``first`` or ``baseline``) in ``repeats`` fresh
+    processes; the worst peak RSS (``peak_rss_mib``), each run's (``peak_rss_mib_runs``) and the slowest call."""
+    runs = []
+    for _ in range(repeats):
+        out = scratch / f"auralise-{which}-{time.time_ns()}.json"
+        result = measure([sys.executable, "-c", _AURALISE_CHILD, export_dir, which, str(out)], env=_env(),
+                         timeout=timeout)
+        if result["returncode"] != 0 or not out.exists():
+            raise RuntimeError(f"the auralise call ({which}) on {export_dir} failed: {result['stderr_tail']}")
+        runs.append((json.loads(out.read_text()), result))
+    call, _ = runs[0]
+    peaks = [round(result["largest_process_peak_mib"], 1) for _, result in runs]
+    return {**call, "call_seconds": max(c["call_seconds"] for c, _ in runs),
+            "over_budget_refused": all(c.get("over_budget_refused", True) for c, _ in runs),
+            "peak_rss_mib": max(peaks), "peak_rss_mib_runs": peaks,
+            "process_seconds": round(max(result["seconds"] for _, result in runs), 1)}
 
 
 def run_auralise(*, quick: bool = False, keep: str | None = None,
-                 families_wanted: Sequence[str] | None = None) -> dict[str, Any]:
+                 families_wanted: Sequence[str] | None = None, repeats: int | None = None) -> dict[str, Any]:
     """The worst-case auralise call of each exported family (module docstring); returns the report.
 
     Args:
         quick: Small models and budgets (:data:`QUICK_AURALISE`); one family unless ``families_wanted``.
         keep: Keep the exports and outputs in this folder.
         families_wanted: Names from :data:`AURALISE_FAMILIES` (default all of them).
+        repeats: Fresh processes per large call, the worst peak counts (default :data:`AURALISE_REPEATS`;
+            quick: 1).
     """
     from export.budget import budget_for
 
     limits: dict[str, Any] = QUICK_AURALISE if quick else {}
+    repeats = repeats if repeats is not None else 1 if quick else AURALISE_REPEATS
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tfaural-memory-auralise-"))
     root.mkdir(parents=True, exist_ok=True)
     families: dict[str, Any] = {}
@@ -693,7 +717,8 @@ def run_auralise(*, quick: bool = False, keep: str | None = None,
             export_seconds = time.perf_counter() - start
             meta = json.loads((Path(export_dir) / "assets" / "metadata.json").read_text())
             layers = ("deepest",) if quick else ("deepest", "first")
-            calls = {which: auralise_call(export_dir, which, root) for which in ("baseline", *layers)}
+            calls = {"baseline": auralise_call(export_dir, "baseline", root),
+                     **{which: auralise_call(export_dir, which, root, repeats=repeats) for which in layers}}
             worst = max(calls[which]["peak_rss_mib"] for which in layers)
             families[family] = {
                 "budget": {key: meta[key] for key in (
@@ -713,6 +738,7 @@ def run_auralise(*, quick: bool = False, keep: str | None = None,
         return {
             "benchmark": "peak memory of the largest auralise call an export allows (issue 17)",
             "target": f"at most {AURALISE_TARGET_MIB:g} MiB peak RSS of the process calling the SavedModel",
+            "repeats": repeats,
             "models": (QUICK_ARCHITECTURES if quick else
                        "random weights: the paper's Choi CNN (11,025 Hz), the 3^9-SampleCNN (22,050 Hz), "
                        "musicnn's vgg tagger (MTT_vgg's shape, 16 kHz log-mel) and its musicnn architecture "
@@ -733,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(make_tfrecords_memory(quick=args.quick, minutes=args.minutes, keep=args.keep), indent=2))
         return 0
     if args.auralise:
-        print(json.dumps(run_auralise(quick=args.quick, keep=args.keep, families_wanted=args.families), indent=2))
+        print(json.dumps(run_auralise(quick=args.quick, keep=args.keep, families_wanted=args.families,
+                                      repeats=args.repeats), indent=2))
         return 0
     result = run(quick=args.quick, minutes=args.minutes, runners=args.runners, export_dir=args.export_dir,
                  keep=args.keep)

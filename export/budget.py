@@ -75,25 +75,29 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # 11,025 Hz, 64 maps per layer. With 30-s clips the largest call (64 features, layer 5) peaked at 2172 MiB
     # (the first layer's 64 x 257-bin x frames maps of one feature are the walk's largest tensor, and the
     # loaded export with its first call already holds ~1150 MiB), so the clip is capped at 20 s: 64 features
-    # of a 20-s clip (14.1 M feature-samples). Measured: 1824 MiB.
+    # of a 20-s clip (14.1 M feature-samples). Measured: 1799 MiB on an AMD EPYC (oneDNN off), 1338-1348 MiB
+    # on an Intel Xeon with oneDNN on (since the unpooled first layer goes as a product per pooling offset).
     "choi": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
     # 22,050 Hz, up to 512 maps. With 30-s clips the largest call (64 features, layer 10) peaked at 1966-2067 MiB
     # over three runs, and about as much with 32 features: the forward pass over the clip dominates, so the clip
-    # is capped at 20 s: 64 features of a 20-s clip (28.2 M feature-samples). Measured: 1862 MiB.
-    "samplecnn": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
+    # is capped at 20 s. 64 features of a 20-s clip peaked at 1928 MiB on an AMD EPYC (oneDNN off) but at
+    # 2069-2116 MiB on an Intel Xeon with TensorFlow's oneDNN ops on (worst of three: 1968-2004 with 32 features),
+    # so a call holds 32 features of a 20-s clip (or 64 of a 10-s clip; 14.1 M feature-samples).
+    "samplecnn": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=640.0),
     # Not measured separately: the frame-level baselines are smaller than the 3^9-SampleCNN, so its budget.
-    "raw-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
-    "mel-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
+    "raw-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=640.0),
+    "mel-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=640.0),
     # The imported musicnn taggers (16 kHz, log-mel 96 x frames): MTT_vgg's 128 maps of the full 96 x frames
     # grid are its widest. With 30-s clips its largest call (64 features, layer 5) peaked at 2516 MiB, so the
     # clip is capped at 15 s (five of its 3-s patches) and the features per call at 64 (960 feature-seconds).
-    # Measured: 1834 MiB.
+    # Measured: 1801-1834 MiB on an AMD EPYC (oneDNN off); 1428-1441 MiB on an Intel Xeon with oneDNN on (since
+    # the unpooled first layer goes as a product per pooling offset; 2212-2219 before).
     "musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0),
     # musicnn's own architecture (MTT_musicnn, MSD_musicnn): each walk goes back through five front-end
     # branches (204 maps of 38 x 7 and 67 x 7 taps). With the vgg's budget its largest call (64 features of a
     # 15-s clip, layer 8) peaked at 2077 MiB (the loaded export and its first call 1439); in chunks of half
     # the elements, 1894 MiB, and the call took 63 s instead of 78 (the vgg tagger, slower with smaller
-    # chunks, keeps its own).
+    # chunks, keeps its own). On an Intel Xeon with oneDNN on: 1955-2009 MiB (worst of three processes).
     "musicnn/musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0,
                                   deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
 }
