@@ -227,6 +227,12 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     add("beam_jobs.tag end to end / naive per-file loop", naive, ">= 3", naive is not None and naive >= 3)
     extract = _get(tag, "ratios", "extract_features_end_to_end_vs_model_only")
     add("beam_jobs.extract_features end to end / model-only", extract, ">= 0.6", extract is not None and extract >= 0.6)
+    for key, what in (("end_to_end_in_process_vs_model_only", "beam_jobs.tag"),
+                      ("extract_features_end_to_end_in_process_vs_model_only", "beam_jobs.extract_features")):
+        value = _get(tag, "ratios", key)
+        if value is not None:  # reports before 2026-12-02 ran the job in process only
+            add(f"... {what} run in process ({what.split('.')[-1]}.run([...]), notebook-style) / model-only",
+                round(value, 3), "report", None)
     deconv = results.get("deconvolution", {})
     add("Deconvolution + auralisation of 320 features of a 4-s clip (s)", deconv.get("batched_seconds_median"),
         "<= 2 s", deconv.get("meets_time_target"))
