@@ -21,7 +21,7 @@ Prints one JSON object. In one run, on the same generated catalogue (``--tracks`
 * **naive loop**: ``librosa.load(path, sr=22050)`` and one signature call per file, in
   this process, timed with the SavedModel load (a script's start-up, like the job's) and
   without it. The loop calls the same SavedModel as the job, and for this model that call is
-  most of the loop's time (the model alone took 52 of the loop's 69 s on a 2-core Xeon), so
+  most of the loop's time (the model alone: 55.6 of the loop's 72.6 s, RESULTS_intel.md), so
   the ">= 3 x naive" target cannot be met by any job around this model; issue 19's comparison
   with musicnn's own tagger (``peer_musicnn.py``) is the one against a real peer.
 

@@ -75,7 +75,7 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # 11,025 Hz, 64 maps per layer. With 30-s clips the largest call (64 features, layer 5) peaked at 2172 MiB
     # (the first layer's 64 x 257-bin x frames maps of one feature are the walk's largest tensor, and the
     # loaded export with its first call already holds ~1150 MiB), so the clip is capped at 20 s: 64 features
-    # of a 20-s clip (14.1 M feature-samples). Measured: 1799 MiB on an AMD EPYC (oneDNN off), 1338-1348 MiB
+    # of a 20-s clip (14.1 M feature-samples). Measured: 1799 MiB on an AMD EPYC (oneDNN off), 1339-1348 MiB
     # on an Intel Xeon with oneDNN on (since the unpooled first layer goes as a product per pooling offset).
     "choi": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
     # 22,050 Hz, up to 512 maps. With 30-s clips the largest call (64 features, layer 10) peaked at 1966-2067 MiB
