@@ -22,8 +22,10 @@ Decisions (documented in ``docs/serving.md`` too):
   and each is max- and mean-pooled over all positions (frequency and time) of all
   segments of an input — the SampleCNN paper's protocol, applied to both families.
 * **Deconvolution / auralisation** take the whole input (not segmented): the
-  conv part is size-agnostic. ``layer`` picks a branch of ``tf.switch_case``;
-  ``features`` are validated against that layer's width and must not repeat.
+  conv part is size-agnostic. ``layer`` picks a branch of an n-way ``Case`` op
+  (:func:`_switch_case`), left as a functional op so a call prepares only the
+  branch it runs; ``features`` are validated against that layer's width and must
+  not repeat.
 * **Attribution** (``attribute``): the clip's best labels (scores as ``serving_default``)
   and, per label, each feature of ``layer``'s contribution ``sum(A * dS/dA)`` over its map,
   averaged over segments. One Keras model per level returns that layer's maps and the scores
@@ -52,6 +54,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_switch_case
 
 from export.budget import WorkBudget, budget_for
 from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, resolve_signatures, signature_names
@@ -105,6 +108,32 @@ class _Untracked:
 
 def _seconds(samples: int, sample_rate: int) -> str:
     return f"{samples / sample_rate:.4g} s at {sample_rate} Hz"
+
+
+def _switch_case(index: tf.Tensor, branches: Sequence[Callable[[], Any]]) -> Any:
+    """``tf.switch_case(index, branches)`` whose ``Case`` op stays a functional op.
+
+    ``tf.switch_case`` marks its ``Case`` op ``_lower_using_switch_merge``, so TensorFlow's
+    runtime rewrites it into ``Switch``/``Merge`` ops with every branch inlined, and the first
+    call of a signature optimises and prepares the walk of every layer although it runs one. Left
+    as a ``Case`` op, each branch is its own function, prepared the first time it is taken (and
+    cached): a fresh process's first ``auralise`` call of a 3^9-SampleCNN export took 3.7 s instead
+    of 10.0 s on a 2-core Xeon, and its peak was 63 MiB lower (``benchmarks/memory.py --auralise``;
+    ``docs/serving.md``).
+    ``Case`` is a core op, so TF Serving and any TensorFlow program run it as before. The
+    attribute can only be chosen through TensorFlow's own helper behind ``tf.switch_case``
+    (the same code path, with ``lower_using_switch_merge=False``), hence the private import.
+
+    Args:
+        index: int32 scalar, the branch to run (``0 <= index < len(branches)``).
+        branches: Callables with no arguments, returning the same structure of tensors.
+
+    Returns:
+        The chosen branch's outputs.
+    """
+    return control_flow_switch_case._indexed_case_helper(  # private: see the docstring
+        list(branches), None, index, "switch_case", lower_using_switch_merge=False
+    )
 
 
 def _assert(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
@@ -576,7 +605,7 @@ class ServingModule(tf.Module):
                               chunk_elements=s.budget.deconv_chunk_elements)
             for level in s.levels
         ]
-        deconvolved, activation = tf.switch_case(index, branches)
+        deconvolved, activation = _switch_case(index, branches)
         outputs = {"deconvolved": deconvolved, "activation": activation}
         if spectrogram is not None:
             outputs["spectrogram"] = spectrogram
@@ -599,7 +628,7 @@ class ServingModule(tf.Module):
             return result.audio, result.silent, result.peak, result.activation
 
         branches = [functools.partial(branch, level) for level in self._settings.levels]
-        audio, silent, peak, activation = tf.switch_case(index, branches)
+        audio, silent, peak, activation = _switch_case(index, branches)
         return {"audio": audio, "silent": silent, "peak": peak, "activation": activation}
 
 
@@ -669,7 +698,7 @@ class ServingModule(tf.Module):
             mean = tf.reduce_sum(per_row * weights, axis=2) / tf.cast(counts, tf.float32)[tf.newaxis, :, tf.newaxis]
             return tf.transpose(mean, [1, 0, 2])  # [b, t, C]
 
-        contributions = tf.switch_case(index, [functools.partial(branch, level) for level in s.levels])
+        contributions = _switch_case(index, [functools.partial(branch, level) for level in s.levels])
         labels = tf.gather(tf.constant(self._labels, tf.string), tags)
         return {"scores": scores, "tags": tags, "labels": labels, "contributions": contributions}
 

@@ -253,6 +253,22 @@ def test_only_core_ops(exported: Exported) -> None:
     assert {"DecodeWav", "Case", "Assert"} <= set(ops)  # the in-graph WAV decoding, layer switch and checks
 
 
+def test_layer_switches_stay_functional_case_ops(exported: Exported) -> None:
+    """Each deconvolution signature's layer switch is one ``Case`` op with a branch per layer that
+    TensorFlow does not lower into Switch/Merge: a call prepares only the layer it runs."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(pathlib.Path(exported.version_dir, "saved_model.pb").read_bytes())
+    cases = [node for function in saved.meta_graphs[0].graph_def.library.function
+             for node in function.node_def if node.op in ("Case", "StatelessCase")]
+    switching = {"deconvolve", "auralise", "attribute"} & set(exported.metadata["signatures"])
+    assert len(cases) == len(switching) > 0
+    for node in cases:
+        assert len(node.attr["branches"].list.func) == len(exported.metadata["deconvolvable_layers"])
+        assert "_lower_using_switch_merge" in node.attr and not node.attr["_lower_using_switch_merge"].b
+
+
 def test_warmup_file_has_one_prediction_log_per_signature(exported: Exported) -> None:
     logs = read_warmup_file(exported.version_dir)
     names = [log.predict_log.request.model_spec.signature_name for log in logs]
