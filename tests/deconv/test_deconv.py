@@ -518,3 +518,36 @@ def test_deconvolution_memory_is_bounded_by_the_chunks() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     added_mib = float(done.stdout.split()[-1])
     assert added_mib < 1024, f"the deconvolution added {added_mib:.0f} MiB of peak RSS"
+
+
+@pytest.mark.parametrize(("pool", "strides", "size", "pads", "spatial"), [
+    ((2, 2), (2, 2), (3, 3), [[1, 1], [1, 1]], (33, 21)),  # the paper's CNN's first layer (odd: a row no window covers)
+    ((1, 4), (2, 2), (3, 3), [[1, 1], [1, 1]], (30, 17)),  # MTT_vgg's first pool: gaps on one axis, overlaps on one
+    ((4, 1), (4, 1), (3, 3), [[1, 1], [1, 1]], (30, 7)),  # taller pools
+    ((2, 3), (2, 3), (5, 3), [[0, 4], [2, 0]], (17, 20)),  # one-sided padding, a kernel wider than the pool
+    ((3, 2), (1, 3), (2, 2), [[1, 0], [0, 1]], (9, 14)),  # overlapping windows, stride 1
+    ((1, 1), (1, 1), (3, 2), [[2, 0], [0, 1]], (5, 6)),  # no pooling: shifts only
+    ((3,), (3,), (5,), [[2, 2]], (31,)),  # one spatial axis
+    ((2,), (5,), (3,), [[1, 1]], (23,)),  # strides longer than the window and the kernel: phases with no term
+])
+def test_polyphase_tap_sum_is_the_unpooled_window_sum(rng: np.random.Generator, pool: tuple[int, ...],
+                                                       strides: tuple[int, ...], size: tuple[int, ...],
+                                                       pads: list[list[int]], spatial: tuple[int, ...]) -> None:
+    """The first layer's taps summed at the pooled resolution equal the taps' maps unpooled (summed where
+    windows overlap) and summed with their shifts (valid pooling), computed here in NumPy."""
+    pooled = [(n - p) // s + 1 for n, p, s in zip(spatial, pool, strides)]
+    n_taps, n = int(np.prod(size)), 3
+    maps = rng.standard_normal((int(np.prod(pool)), n_taps, n, *pooled)).astype(np.float32)
+    got = deconv._polyphase_tap_sum([tf.constant(m) for m in maps], pool, strides, size, pads,
+                                    list(spatial)).numpy()
+    unpooled = np.zeros((n_taps, n, *spatial))  # tap t's map at its window offsets, zeros where no window reaches
+    for o, offset in enumerate(np.ndindex(*pool)):
+        index = tuple(slice(offset[i], offset[i] + (pooled[i] - 1) * strides[i] + 1, strides[i])
+                      for i in range(len(pool)))
+        unpooled[(slice(None), slice(None), *index)] += maps[o]
+    padded = np.pad(unpooled, [[0, 0], [0, 0], *pads])
+    out = [padded.shape[2 + i] - size[i] + 1 for i in range(len(size))]
+    expected = sum(padded[(t, slice(None), *[slice(d[i], d[i] + out[i]) for i in range(len(size))])]
+                   for t, d in enumerate(np.ndindex(*size)))
+    assert got.shape == (n, *out, 1)
+    np.testing.assert_allclose(got[..., 0], expected, rtol=1e-5, atol=1e-5)

@@ -92,10 +92,10 @@ def np_relu_back(g: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
     return g * (y > 0)
 
 
-def odd_model(rng: np.random.Generator) -> keras.Model:
+def odd_model(rng: np.random.Generator, *, first_maps: int = 4) -> keras.Model:
     """ReLU -> BN with negative scales, overlapping pools, an even kernel, concat, residual add, strided conv."""
     x = keras.Input((12, 22, 1), name="spectrogram")
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+    h = keras.layers.Conv2D(first_maps, 3, padding="same", activation="relu", name="conv1")(x)
     h = keras.layers.BatchNormalization(name="bn1")(h)
     h = keras.layers.MaxPooling2D((1, 4), strides=(2, 2), name="pool1")(h)  # 12 x 22 -> 6 x 10
     a = keras.layers.ReLU(name="relu_a")(keras.layers.Conv2D(3, (3, 1), padding="same", name="conv_a")(h))
@@ -184,9 +184,13 @@ def np_odd_deconv(model: keras.Model, x: np.ndarray, seed: str, feature: int, me
 # ------------------------------------------------------------------ tests
 
 
+@pytest.mark.parametrize("first_maps", [4, 40])
 @pytest.mark.parametrize("method", ["deconvnet", "guided", "gradient"])
-def test_odd_layout_model_matches_the_numpy_walk(rng: np.random.Generator, method: str) -> None:
-    model = odd_model(rng)
+def test_odd_layout_model_matches_the_numpy_walk(rng: np.random.Generator, method: str, first_maps: int) -> None:
+    """With 40 first-layer maps, its 3 x 3 adjoint meets the unpooled signal (MTT_vgg's (1, 4) pool with
+    strides (2, 2), a pending batch-norm scale) as per-offset products summed phase by phase."""
+    model = odd_model(rng, first_maps=first_maps)
+    assert deconv._few_taps(deconv._adjoint_kernel(model.get_layer("conv1"), 2)) == (first_maps >= 36)
     x = np.abs(rng.standard_normal((2, 12, 22))).astype(np.float32)
     net = deconv.DeconvNet(model, method=method)
     assert net.layer_names[net.levels[0]] == "pool1" and net.layer_names[net.levels[-1]] == "relu3"
