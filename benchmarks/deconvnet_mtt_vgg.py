@@ -71,10 +71,14 @@ def random_mtt_vgg(seed: int = 0) -> keras.Model:
 
 def random_musicnn_tagger(seed: int = 0, **config: Any) -> keras.Model:
     """A ``musicnn_tagger`` (``config``: its keywords; default MTT_vgg's architecture) with random weights and
-    batch-norm statistics (scales of both signs)."""
+    batch-norm statistics (scales of both signs), all drawn from ``seed``: the same model in every run."""
     model = musicnn_tagger(**{"architecture": "vgg", **config})
     rng = np.random.default_rng(seed)
     for layer in model.layers:
+        initializer = getattr(layer, "kernel_initializer", None)
+        if initializer is not None:  # the layer's own initialiser, seeded
+            seeded = type(initializer).from_config({**initializer.get_config(), "seed": int(rng.integers(2**31))})
+            layer.kernel.assign(seeded(layer.kernel.shape))
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.get_weights()[0].shape[0]
             gamma = rng.uniform(0.3, 1.5, n) * rng.choice([-1.0, 1.0], n, p=[0.2, 0.8])
