@@ -686,7 +686,8 @@ def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[in
     laid out ``[batch * k, *spatial, channels_in]`` (a depthwise convolution with the features
     as channels would need a transpose of its ``k * channels_in``-channel output). Back to a
     one-channel 2-D input with a small kernel (the paper's CNN's first layer seeded), that
-    transpose is small and the depthwise convolution is used: 12x faster there in a trial.
+    transpose is small and the depthwise convolution is used (part of the gain in
+    ``benchmarks/deconvolution.py``, see :func:`_unpooled_single_output_correlation`).
 
     Returns:
         ``[batch * k, *spatial_in, channels_in]``.
@@ -1614,9 +1615,9 @@ def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads:
     then summed with their shifts: with valid pooling (the paper's CNN, musicnn's vgg taggers)
     directly, output phase by phase (:func:`_polyphase_tap_sum`); otherwise unpooled (summing
     overlapping windows) and summed with the taps' shifts. With the mask multiply
-    (instead of a broadcasting ``tf.where``) and the phase-by-phase sum, all five layers' 320
-    features of a 4-s clip deconvolved and auralised went from 3.37 to 2.17 s on a 2-core Xeon
-    (``benchmarks/deconvolution.py``).
+    (instead of a broadcasting ``tf.where``), the phase-by-phase sum and the depthwise first-layer
+    walk of :func:`_one_channel_adjoint`, all five layers' 320 features of a 4-s clip deconvolved
+    and auralised went from 3.37 to 2.17 s on a 2-core Xeon (``benchmarks/deconvolution.py``).
 
     Returns:
         ``[batch * k, *spatial_in, 1]``.
