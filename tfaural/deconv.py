@@ -53,7 +53,10 @@ non-zero channel, so that part runs on ``[batch, ..., k]`` tensors and the first
 transposed convolution uses only each feature's slice of the kernel (``n_maps`` times
 fewer operations than a full one on one-hot maps). Below it, unpooled signals stay at
 the pooled resolution through batch normalisation and ReLU, and a last convolution
-with one output channel (the spectrogram's) is fused with the unpooling. A convolution
+with one output channel (the spectrogram's) is fused with the unpooling (with the
+switches folded into its weights once per forward pass, when they are small beside a
+chunk: one product per pooled position). What depends on the forward pass only (the
+switches and what is made of them) is computed once, outside the chunks. A convolution
 back to one channel (a front end on the spectrogram: the Choi CNN's first layer, musicnn's
 timbral and temporal branches) runs as matrix products and shifted sums rather than as
 oneDNN's convolution, which computes that shape at a few GFLOP/s (5.8x faster for
@@ -102,7 +105,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import keras
 import numpy as np
@@ -396,6 +399,8 @@ class _Unpooled:
     spatial: tf.Tensor  # the pooling input's spatial sizes
     scale: tf.Tensor | None = None  # pending per-channel factors [channels]
     merged: bool = False  # values of overlapping windows that share a switch already summed into one
+    merge: tuple[tf.Tensor, ...] = ()  # overlapping windows: _merge_masks of the switches, if made already
+    folded: tuple[tf.Tensor, ...] = ()  # (_folded_weights,) for the one-output-channel convolution below, or ()
 
     @property
     def overlapping(self) -> bool:
@@ -403,6 +408,14 @@ class _Unpooled:
 
 
 _Cot = _Sparse | _Dense | _Unpooled
+
+
+class _Switches(NamedTuple):
+    """A max pooling's switches, recorded once per forward pass (:meth:`DeconvNet._record_switches`)."""
+
+    indices: tf.Tensor  # int32 [batch, *pooled, channels] (pool_with_switches)
+    merge: tuple[tf.Tensor, ...]  # overlapping windows: _merge_masks(indices, ...); otherwise ()
+    folded: tuple[tf.Tensor, ...]  # (_folded_weights(...),) of the one-channel convolution below; or ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -413,7 +426,7 @@ class _Context:
     k: tf.Tensor
     features: tf.Tensor
     method: str
-    switches: Mapping[int, tf.Tensor]  # forward tensor id -> switches of the max pooling on it
+    switches: Mapping[int, _Switches]  # forward tensor id -> switches of the max pooling on it
 
     def split(self, value: tf.Tensor) -> tf.Tensor:
         """``[batch * k, ...]`` -> ``[batch, k, ...]``."""
@@ -462,39 +475,72 @@ def _shift(x: tf.Tensor, shift: Sequence[int], first_axis: int, fill: float | in
     return x
 
 
+def _later_shifts(pool_size: Sequence[int], strides: Sequence[int]) -> list[tuple[int, ...]]:
+    """The pooled-grid shifts to the later windows (row-major) that may share a switch with a window.
+
+    Windows that can share an input position lie at most ``ceil(size / stride) - 1`` pooled steps
+    apart on each axis; "later" are the shifts after ``(0, ..., 0)`` in row-major order (the earlier
+    ones are their negatives).
+    """
+    reach = [-(-p // s) - 1 for p, s in zip(pool_size, strides)]
+    shifts = [tuple(int(d) - r for d, r in zip(index, reach)) for index in np.ndindex(*[2 * r + 1 for r in reach])]
+    return [shift for shift in shifts if shift > (0,) * len(shift)]
+
+
+def _merge_masks(switches: tf.Tensor, pool_size: Sequence[int], strides: Sequence[int]) -> tuple[tf.Tensor, ...]:
+    """What merging an overlapping pooling's unpooled values needs of its switches (see :func:`_settle`).
+
+    It depends on the switches only, so the walks make it once per forward pass
+    (:meth:`DeconvNet._record_switches`), not once per chunk of features.
+
+    Args:
+        switches: int32 ``[batch, *pooled, channels]`` from :func:`pool_with_switches`.
+        pool_size: The pooling's window (overlapping: larger than ``strides`` on some axis).
+        strides: The pooling's strides.
+
+    Returns:
+        bool ``[batch, *pooled, channels]`` each: first whether the window owns its switch (no earlier
+        window shares it), then per shift of :func:`_later_shifts` whether that later window shares it.
+    """
+    rank = len(pool_size)
+    offsets = np.array(list(np.ndindex(*pool_size)), np.int32)  # [window, rank]
+    pooled = tf.shape(switches)[1 : 1 + rank]
+    targets = []  # per axis: the switch's position in the (padded) input, [batch, *pooled, channels]
+    for axis in range(rank):
+        grid = tf.range(pooled[axis]) * strides[axis]
+        grid = tf.reshape(grid, [1, *[-1 if i == axis else 1 for i in range(rank)], 1])
+        targets.append(tf.gather(tf.constant(offsets[:, axis]), switches) + grid)
+
+    def shared(shift: Sequence[int]) -> tf.Tensor:
+        return tf.reduce_all(tf.stack([tf.equal(_shift(t, shift, 1, fill=-1), t) for t in targets]), axis=0)
+
+    later = _later_shifts(pool_size, strides)
+    owner = tf.ones_like(switches, dtype=tf.bool)
+    for shift in later:  # an earlier window sharing the switch holds the total
+        owner = tf.logical_and(owner, tf.logical_not(shared(tuple(-d for d in shift))))
+    return (owner, *[shared(shift) for shift in later])
+
+
 def _settle(cot: _Unpooled, ctx: _Context) -> _Unpooled:
     """Makes an unpooled signal's values final, ready for a non-linear rule: the pending scale
     applied and, where windows overlap, the values that share a switch summed into one.
 
     Unpooling adds such values at their common position, and the deconvnet's ReLU must see that
-    sum, not the parts. Windows that can share a position lie at most ``ceil(size / stride) - 1``
-    pooled steps apart on each axis; the first of them (in row-major order) takes the total of
-    itself and the later ones (a shifted copy of the pooled map per later neighbour), the others
-    are zeroed; the scale and that ownership are one factor per input, shared by the ``k`` signals.
+    sum, not the parts. The first window sharing a position (in row-major order) takes the total
+    of itself and the later ones (a shifted copy of the pooled map per later neighbour that may
+    share it, :func:`_later_shifts`), the others are zeroed; which windows share a switch
+    (:func:`_merge_masks`, made once per forward pass and carried in ``cot.merge``) and the scale
+    are factors per input, shared by the ``k`` signals.
     """
     if not cot.overlapping or cot.merged:
         if cot.scale is None:
             return cot
         return dataclasses.replace(cot, value=cot.value * cot.scale, scale=None)
     rank = len(cot.pool_size)
-    offsets = np.array(list(np.ndindex(*cot.pool_size)), np.int32)  # [window, rank]
-    pooled = tf.shape(cot.switches)[1 : 1 + rank]
-    targets = []  # per axis: the switch's position in the (padded) input, [batch, *pooled, channels]
-    for axis in range(rank):
-        grid = tf.range(pooled[axis]) * cot.strides[axis]
-        grid = tf.reshape(grid, [1, *[-1 if i == axis else 1 for i in range(rank)], 1])
-        targets.append(tf.gather(tf.constant(offsets[:, axis]), cot.switches) + grid)
+    owner, *shared = cot.merge or _merge_masks(cot.switches, cot.pool_size, cot.strides)
     signals = ctx.split(cot.value)  # [batch, k, *pooled, channels]
-    total, owner = signals, tf.ones_like(cot.switches, dtype=tf.bool)
-    reach = [-(-p // s) - 1 for p, s in zip(cot.pool_size, cot.strides)]
-    for index in np.ndindex(*[2 * r + 1 for r in reach]):
-        shift = tuple(int(d) - r for d, r in zip(index, reach))
-        if not any(shift):
-            continue
-        same = tf.reduce_all(tf.stack([tf.equal(_shift(t, shift, 1, fill=-1), t) for t in targets]), axis=0)
-        if shift < (0,) * rank:  # an earlier window shares the switch: it holds the total
-            owner = tf.logical_and(owner, tf.logical_not(same))
-            continue
+    total = signals
+    for shift, same in zip(_later_shifts(cot.pool_size, cot.strides), shared):
         # Wrapped-around values of the roll sit where ``same`` is false (the neighbour is outside).
         later = tf.roll(signals, shift=[-d for d in shift], axis=list(range(2, 2 + rank)))
         total = total + later * tf.cast(same, signals.dtype)[:, tf.newaxis]
@@ -733,7 +779,19 @@ def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _
         if isinstance(cot, _Sparse):
             return [_Dense(_one_channel_adjoint(cot.value, kernel, pads, ctx))]
         if isinstance(cot, _Unpooled) and _few_taps(kernel):
-            return [_Dense(_unpooled_single_output_correlation(cot, kernel, pads, ctx))]
+            if not cot.folded:  # no weights folded for it (DeconvNet._record_switches)
+                return [_Dense(_unpooled_single_output_correlation(cot, kernel, pads, ctx))]
+
+            def folded() -> tf.Tensor:
+                return _folded_single_output_correlation(cot, kernel, pads, ctx)
+
+            def unfolded() -> tf.Tensor:
+                return _unpooled_single_output_correlation(cot, kernel, pads, ctx)
+
+            made = tf.get_static_value(tf.size(cot.folded[0]))  # empty: the weights would not have fitted
+            if made is not None:
+                return [_Dense(folded() if made > 0 else unfolded())]
+            return [_Dense(tf.cond(tf.size(cot.folded[0]) > 0, folded, unfolded))]
         return [_Dense(_correlate(ctx.dense(cot), kernel, pads))]
     x_shape = tf.shape(xs[0])
     g = ctx.dense(cot)
@@ -770,10 +828,11 @@ def _max_pool_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ct
     switches = ctx.switches[step.inputs[0]]  # DeconvNet._record_switches, before the walk
     spatial = tf.shape(x)[1 : 1 + rank]
     if isinstance(cot, _Sparse):
-        out = unpool(cot.value[:, tf.newaxis], tf.gather(switches, ctx.features, axis=-1), pool_size, strides,
-                     padding, input_shape=spatial)
+        out = unpool(cot.value[:, tf.newaxis], tf.gather(switches.indices, ctx.features, axis=-1), pool_size,
+                     strides, padding, input_shape=spatial)
         return [_Sparse(out[:, 0], cot.channels)]
-    return [_Unpooled(ctx.dense(cot), switches, pool_size, strides, padding, spatial)]
+    return [_Unpooled(ctx.dense(cot), switches.indices, pool_size, strides, padding, spatial, merge=switches.merge,
+                      folded=switches.folded)]
 
 
 def _average_pool_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
@@ -1258,7 +1317,7 @@ class DeconvNet:
         return tf.constant(values, tf.int32)
 
     def _walk_down(self, walk: _Walk, values: dict[int, tf.Tensor], seed: tf.Tensor,
-                   switches: Mapping[int, tf.Tensor], feats: tf.Tensor) -> tf.Tensor:
+                   switches: Mapping[int, _Switches], feats: tf.Tensor) -> tf.Tensor:
         """Propagates the selected maps of ``seed`` (``[batch, ..., channels]``) down to the domain."""
         ctx = _Context(tf.shape(seed)[0], tf.shape(feats)[0], feats, self.method, switches)
         cots: dict[int, _Cot] = {walk.seed.output: _Sparse(tf.gather(seed, feats, axis=-1), int(seed.shape[-1]))}
@@ -1278,7 +1337,7 @@ class DeconvNet:
         return self._to_output_layout(ctx.split(ctx.dense(cots[self._domain])))
 
     def _walk_function(self, walk: _Walk, values: dict[int, tf.Tensor], seed: tf.Tensor,
-                       switches: Mapping[int, tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+                       switches: Mapping[int, _Switches]) -> Callable[[tf.Tensor], tf.Tensor]:
         """``chunk -> maps``: :meth:`_walk_down` of ``walk`` for the feature indices ``chunk``.
 
         Eagerly this is the walk itself. In a graph (a ``tf.function``, e.g. an export's signatures)
@@ -1302,11 +1361,12 @@ class DeconvNet:
         needed = [values[t] for t in value_keys]
         switch_values = [switches[t] for t in switch_keys]
         specs = ([tf.TensorSpec(t.shape, t.dtype) for t in needed], tf.TensorSpec(seed.shape, seed.dtype),
-                 [tf.TensorSpec(t.shape, t.dtype) for t in switch_values], tf.TensorSpec([None], tf.int32))
+                 tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), switch_values),
+                 tf.TensorSpec([None], tf.int32))
         key = (walk.seed.layer.name, repr(specs))
         if key not in self._walk_functions:
 
-            def run(needed: list[tf.Tensor], seed: tf.Tensor, switch_values: list[tf.Tensor],
+            def run(needed: list[tf.Tensor], seed: tf.Tensor, switch_values: list[_Switches],
                     chunk: tf.Tensor) -> tf.Tensor:
                 return self._walk_down(walk, dict(zip(value_keys, needed)), seed,
                                        dict(zip(switch_keys, switch_values)), chunk)
@@ -1326,19 +1386,65 @@ class DeconvNet:
 
         return call
 
-    def _record_switches(self, walk: _Walk, values: dict[int, tf.Tensor], switches: dict[int, tf.Tensor]) -> None:
+    def _record_switches(self, walk: _Walk, values: dict[int, tf.Tensor], switches: dict[int, _Switches], *,
+                         chunk_elements: int | None = None) -> None:
         """Fills ``switches`` with the unpooling switches of every max pooling on ``walk``.
 
         They depend on the forward pass only, so they are computed here, once, outside the
         feature-chunk loop; made inside its body they would be recomputed for every chunk
         (an argmax over each pooling's whole input per chunk: the Choi CNN's deconvolution of
         all 320 features of a 4-s clip took 2.36 s that way, 1.95 s this way, on a 2-core Intel
-        Xeon).
+        Xeon). So is what else the walks need of them: for overlapping windows, which windows
+        share a switch (:func:`_merge_masks`); for a pooling right after a one-input-channel
+        convolution (a 2D CNN's first layer on a spectrogram), the weights with the switches
+        folded in (:func:`_folded_weights`), when they hold at most half of ``chunk_elements``
+        (``None`` or ``0``: :data:`DEFAULT_CHUNK_ELEMENTS`) -- that is, when a chunk of the walk
+        holds at least about 8 features, so that they are read for many (decided in-graph when
+        the input's size is not known while tracing).
         """
+        limit = DEFAULT_CHUNK_ELEMENTS if not chunk_elements or chunk_elements <= 0 else int(chunk_elements)
         for step in walk.steps:
             if isinstance(step.layer, _MAX_POOL_TYPES) and step.inputs[0] not in switches:
                 x = values[step.inputs[0]]
-                switches[step.inputs[0]] = pool_with_switches(x, *_pool_args(step.layer, len(x.shape) - 2))[1]
+                pool_size, strides, padding = _pool_args(step.layer, len(x.shape) - 2)
+                indices = pool_with_switches(x, pool_size, strides, padding)[1]
+                overlapping = any(p > s for p, s in zip(pool_size, strides))
+                merge = _merge_masks(indices, pool_size, strides) if overlapping else ()
+                folded = self._folded(step, indices, pool_size, strides, padding, limit // 2)
+                switches[step.inputs[0]] = _Switches(indices, merge, folded)
+
+    def _folded(self, pool: _Step, switches: tf.Tensor, pool_size: tuple[int, ...], strides: tuple[int, ...],
+                padding: str, limit: int) -> tuple[tf.Tensor, ...]:
+        """``(_folded_weights(...),)`` for the convolution whose signal comes back through ``pool``, if it is a
+        one-output-channel adjoint (:func:`_few_taps`) and the weights have at most ``limit`` elements; ``()``
+        if not. The signal reaches that convolution unchanged in layout from the pooling through the rules
+        that keep it pooled (:data:`_LAZY_RULES`: activations, batch normalisation, dropout), so the
+        convolution is found through the chain of such single-input layers below the pooling.
+        """
+        if padding != "valid":
+            return ()
+        step = self._graph.producer.get(pool.inputs[0])
+        while step is not None and len(step.inputs) == 1 and _rule(step.layer) in _LAZY_RULES \
+                and _rule(step.layer) is not _conv_rule:
+            step = self._graph.producer.get(step.inputs[0])
+        if step is None or _rule(step.layer) is not _conv_rule or step.index not in self._domain_steps:
+            return ()
+        layer = step.layer
+        rank = len(layer.kernel.shape) - 2
+        if rank != len(pool_size) or _tuple(layer.strides, rank) != (1,) * rank:
+            return ()
+        kernel = _adjoint_kernel(layer, rank)
+        if not _few_taps(kernel):
+            return ()
+        pads = _adjoint_pads(layer, rank)
+        n_keys = len(_folded_keys(pool_size, strides, [int(n) for n in kernel.shape[:rank]], pads))
+        elements = tf.size(switches, out_type=tf.int64) * n_keys
+        fits = tf.get_static_value(elements <= limit)
+        if fits is not None:
+            return (_folded_weights(switches, kernel, pool_size, strides, pads),) if fits else ()
+        empty = tf.zeros([0, *[1] * rank, int(kernel.shape[-2]), n_keys], kernel.dtype)
+        return (tf.cond(elements <= limit, lambda: _folded_weights(switches, kernel, pool_size, strides, pads),
+                        lambda: empty),)
 
     def _leads_to_domain(self, tensor: int) -> bool:
         producer = self._graph.producer.get(tensor)
@@ -1397,8 +1503,8 @@ class DeconvNet:
         model_input = self._model_input(x)
         values = self._graph.forward(model_input, [walk.seed.output])
         seed = self._seed_values(walk, values)
-        switches: dict[int, tf.Tensor] = {}
-        self._record_switches(walk, values, switches)
+        switches: dict[int, _Switches] = {}
+        self._record_switches(walk, values, switches, chunk_elements=chunk_elements)
         deconvolved = self._chunked(
             self._walk_function(walk, values, seed, switches), model_input, feats,
             chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
@@ -1463,7 +1569,7 @@ class DeconvNet:
         walks = {layer: self._walk_to(self.layer_name(layer)) for layer in wanted}
         model_input = self._model_input(x)
         values = self._graph.forward(model_input, [w.seed.output for w in walks.values()])
-        switches: dict[int, tf.Tensor] = {}
+        switches: dict[int, _Switches] = {}
         result: dict[Any, Any] = {}  # keyed by the levels (ints) or names (strs) asked for
         self.last_activations: dict[Any, tf.Tensor] = {}
         previous: Any = None
@@ -1473,7 +1579,7 @@ class DeconvNet:
                 with tf.control_dependencies(tf.nest.flatten(previous)):
                     seed = tf.identity(seed)
             feats = self._features(features, int(walk.seed.node.outputs[0].shape[-1]))
-            self._record_switches(walk, values, switches)
+            self._record_switches(walk, values, switches, chunk_elements=chunk_elements)
             previous = self._chunked(
                 self._walk_function(walk, values, seed, switches), model_input, feats,
                 chunk_elements=chunk_elements, per_chunk=per_chunk, per_chunk_dtypes=per_chunk_dtypes,
@@ -1608,13 +1714,15 @@ def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads:
     taps' maps at offset ``o`` are one product ``[taps, channels] x [channels, batch * k *
     positions]`` of the values whose switch is ``o`` (the others zeroed by a 0/1 mask shared by the
     ``k`` signals): a plain matrix product per offset, whose largest operand is the size of the
-    signal itself. (A product per position with the matrix ``[switches[p, c] = o] * w[t, c]`` would
-    hold ``offsets * taps`` values per pooled value -- 36 for a 2 x 2 pool and 3 x 3 taps --
-    whatever the chunk of features: 508 MiB for a 20-s clip in the paper's CNN, one more copy of it
-    with TensorFlow's oneDNN ops on.) These ``offsets * taps`` maps at the pooled resolution are
-    then summed with their shifts: with valid pooling (the paper's CNN, musicnn's vgg taggers)
-    directly, output phase by phase (:func:`_polyphase_tap_sum`); otherwise unpooled (summing
-    overlapping windows) and summed with the taps' shifts. With the mask multiply
+    signal itself. (A product per position with the switches folded into the weights,
+    :func:`_folded_single_output_correlation`, reads the signal once instead of three times per
+    offset, but its weights hold a value per pooled value and (phase, shift) pair -- 16 for a 2 x 2
+    pool and 3 x 3 taps -- whatever the chunk of features: the walks take it instead when the
+    weights are small beside the chunks, :meth:`DeconvNet._record_switches`.) These
+    ``offsets * taps`` maps at the pooled resolution are then summed with their shifts: with valid
+    pooling (the paper's CNN, musicnn's vgg taggers) directly, output phase by phase
+    (:func:`_polyphase_tap_sum`); otherwise unpooled (summing overlapping windows) and summed with
+    the taps' shifts. With the mask multiply
     (instead of a broadcasting ``tf.where``), the phase-by-phase sum and the depthwise first-layer
     walk of :func:`_one_channel_adjoint`, all five layers' 320 features of a 4-s clip deconvolved
     and auralised went from 3.37 to 2.17 s on a 2-core Xeon (``benchmarks/deconvolution.py``).
@@ -1650,6 +1758,66 @@ def _unpooled_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads:
     return _window_sum(unpooled[..., 0], size, [[0, 0], *pads, [0, 0]])
 
 
+def _phase_terms(pool_size: Sequence[int], strides: Sequence[int], size: Sequence[int],
+                 pads: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[tuple[int, int, tuple[int, ...]]]]:
+    """Which taps' maps of an unpooled signal land on each output phase, and where (valid pooling).
+
+    Tap ``d``'s map of the values whose switch is window offset ``o`` lands on the correlation's
+    output phase ``r`` when ``r + d - before - o`` is a multiple of the stride, shifted by that
+    multiple (in pooled steps); see :func:`_polyphase_tap_sum`.
+
+    Returns:
+        ``{phase: [(offset, tap, shift), ...]}``: offsets row-major over ``pool_size``, taps
+        row-major over ``size``, phases row-major over ``strides``.
+    """
+    rank = len(pool_size)
+    terms: dict[tuple[int, ...], list[tuple[int, int, tuple[int, ...]]]] = {}
+    for phase in np.ndindex(*strides):
+        terms[phase] = []
+        for tap, d in enumerate(np.ndindex(*size)):
+            for offset, o in enumerate(np.ndindex(*pool_size)):
+                at = [phase[i] + d[i] - pads[i][0] - o[i] for i in range(rank)]  # stride * shift when it lands
+                if all(a % st == 0 for a, st in zip(at, strides)):
+                    terms[phase].append((offset, tap, tuple(a // st for a, st in zip(at, strides))))
+    return terms
+
+
+def _sum_phases(maps: tf.Tensor, terms: Mapping[tuple[int, ...], Sequence[tuple[int, tuple[int, ...]]]],
+                strides: Sequence[int], out: Sequence[Any]) -> tf.Tensor:
+    """Pooled-resolution maps summed per output phase with their shifts, the phases interleaved.
+
+    Args:
+        maps: ``[m, n, *pooled]``.
+        terms: ``{phase: [(map, shift), ...]}`` for every phase (row-major over ``strides``):
+            output position ``stride * j + phase`` takes ``maps[map][:, j + shift]`` (zero outside).
+        strides: The pooling's strides.
+        out: The output's spatial sizes (ints or int32 scalars).
+
+    Returns:
+        ``[n, *out, 1]``.
+    """
+    rank = len(strides)
+    pooled = tf.shape(maps)[2:]
+    blocks = [(out[i] + strides[i] - 1) // strides[i] for i in range(rank)]  # output positions per phase
+    shifts = [shift for found in terms.values() for _, shift in found]
+    lowest = [min([0, *[shift[i] for shift in shifts]]) for i in range(rank)]
+    highest = [max([0, *[shift[i] for shift in shifts]]) for i in range(rank)]
+    # Zeros around the pooled maps cover every shifted window (and the input's rows no window covered).
+    padded = tf.pad(maps, [[0, 0], [0, 0], *[[-lowest[i], tf.maximum(0, blocks[i] + highest[i] - pooled[i])]
+                                             for i in range(rank)]])  # [m, n, *padded]
+    n = tf.shape(maps)[1]
+    phases = []
+    for phase in np.ndindex(*strides):
+        windows = [padded[(index, slice(None),
+                           *[slice(shift[i] - lowest[i], shift[i] - lowest[i] + blocks[i]) for i in range(rank)])]
+                   for index, shift in terms[phase]]
+        phases.append(tf.add_n(windows) if windows else tf.zeros(tf.stack([n, *blocks]), maps.dtype))
+    grid = tf.reshape(tf.stack(phases, axis=-1), tf.concat([[n], tf.stack(blocks), list(strides)], axis=0))
+    order = [0, *[j for i in range(rank) for j in (1 + i, 1 + rank + i)]]  # [n, block_1, phase_1, ...]
+    interleaved = tf.reshape(tf.transpose(grid, order), tf.stack([n, *[blocks[i] * strides[i] for i in range(rank)]]))
+    return interleaved[(slice(None), *[slice(0, out[i]) for i in range(rank)])][..., tf.newaxis]
+
+
 def _polyphase_tap_sum(maps: Sequence[tf.Tensor], pool_size: Sequence[int], strides: Sequence[int],
                        size: Sequence[int], pads: Sequence[Sequence[int]], spatial: Sequence[Any]) -> tf.Tensor:
     """The taps' maps of an unpooled signal summed with their shifts, at the pooled resolution.
@@ -1659,10 +1827,10 @@ def _polyphase_tap_sum(maps: Sequence[tf.Tensor], pool_size: Sequence[int], stri
     overlap). The correlation's output at ``stride * j + r`` (output phase ``r``) is the sum over
     taps ``d`` of the unpooled map at ``stride * j + r + d - before``: the terms of the offsets
     ``o`` with ``r + d - before - o`` a multiple of the stride, each ``maps[o][d]`` at pooled
-    position ``j + (r + d - before - o) // stride``. Per phase that is one shifted window of a
-    pooled map per such (tap, offset) pair, and the phases are then interleaved: the pooled maps
-    are read instead of the unpooled ones being written and read again
-    (``_window_sum(_scatter(...))``).
+    position ``j + (r + d - before - o) // stride`` (:func:`_phase_terms`). Per phase that is one
+    shifted window of a pooled map per such (tap, offset) pair, and the phases are then
+    interleaved (:func:`_sum_phases`): the pooled maps are read instead of the unpooled ones being
+    written and read again (``_window_sum(_scatter(...))``).
 
     Args:
         maps: Per window offset (row-major over ``pool_size``): ``[taps, n, *pooled]``, the taps
@@ -1678,42 +1846,103 @@ def _polyphase_tap_sum(maps: Sequence[tf.Tensor], pool_size: Sequence[int], stri
         ``_window_sum(_scatter(maps...), size, pads)``.
     """
     rank = len(pool_size)
-    pooled = tf.shape(maps[0])[2:]
+    n_taps = int(np.prod(size))
     out = [spatial[i] + pads[i][0] + pads[i][1] - size[i] + 1 for i in range(rank)]
-    blocks = [(out[i] + strides[i] - 1) // strides[i] for i in range(rank)]  # output positions per phase
-    terms: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}  # phase -> (offset, tap, pooled shift)
-    for phase in np.ndindex(*strides):
-        terms[phase] = []
-        for tap, d in enumerate(np.ndindex(*size)):
-            for offset, o in enumerate(np.ndindex(*pool_size)):
-                at = [phase[i] + d[i] - pads[i][0] - o[i] for i in range(rank)]  # stride * shift when it lands
-                if all(a % st == 0 for a, st in zip(at, strides)):
-                    terms[phase].append((offset, tap, [a // st for a, st in zip(at, strides)]))
-    shifts = [shift for found in terms.values() for _, _, shift in found]
-    lowest = [min([0, *[shift[i] for shift in shifts]]) for i in range(rank)]
-    highest = [max([0, *[shift[i] for shift in shifts]]) for i in range(rank)]
-    # Zeros around the pooled maps cover every shifted window (and the input's rows no window covered).
-    stacked = tf.pad(tf.stack(maps), [[0, 0], [0, 0], [0, 0],
-                                      *[[-lowest[i], tf.maximum(0, blocks[i] + highest[i] - pooled[i])]
-                                        for i in range(rank)]])  # [offsets, taps, n, *padded]
-    n = tf.shape(maps[0])[1]
-    phases = []
-    for phase in np.ndindex(*strides):
-        windows = [stacked[(offset, tap, slice(None),
-                            *[slice(shift[i] - lowest[i], shift[i] - lowest[i] + blocks[i]) for i in range(rank)])]
-                   for offset, tap, shift in terms[phase]]
-        phases.append(tf.add_n(windows) if windows else tf.zeros(tf.stack([n, *blocks]), stacked.dtype))
-    grid = tf.reshape(tf.stack(phases, axis=-1), tf.concat([[n], tf.stack(blocks), list(strides)], axis=0))
-    order = [0, *[j for i in range(rank) for j in (1 + i, 1 + rank + i)]]  # [n, block_1, phase_1, ...]
-    interleaved = tf.reshape(tf.transpose(grid, order), tf.stack([n, *[blocks[i] * strides[i] for i in range(rank)]]))
-    return interleaved[(slice(None), *[slice(0, out[i]) for i in range(rank)])][..., tf.newaxis]
+    stacked = tf.stack(maps)  # [offsets, taps, n, *pooled]
+    stacked = tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0))  # [offsets * taps, n, *pooled]
+    terms = {phase: [(offset * n_taps + tap, shift) for offset, tap, shift in found]
+             for phase, found in _phase_terms(pool_size, strides, size, pads).items()}
+    return _sum_phases(stacked, terms, strides, out)
+
+
+def _folded_keys(pool_size: Sequence[int], strides: Sequence[int], size: Sequence[int],
+                 pads: Sequence[Sequence[int]]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The (output phase, pooled shift) pairs of :func:`_phase_terms`, in a fixed order."""
+    return sorted({(phase, shift) for phase, found in _phase_terms(pool_size, strides, size, pads).items()
+                   for _, _, shift in found})
+
+
+def _folded_weights(switches: tf.Tensor, kernel: tf.Tensor, pool_size: Sequence[int], strides: Sequence[int],
+                    pads: Sequence[Sequence[int]]) -> tf.Tensor:
+    """Per pooled position and channel, the weights that take an unpooled signal to the output phases.
+
+    A value at pooled position ``p``, channel ``c`` goes to window offset ``o = switches[p, c]``
+    and then, through tap ``d`` of the one-output-channel correlation, to output phase ``r`` at
+    pooled shift ``s`` (:func:`_phase_terms`). Gathering the taps ``kernel[d, c]`` of each (phase,
+    shift) pair ``m`` by offset gives ``G[p, c, m]``: the whole step is then one product per
+    pooled position, ``signal[p] (k x c) @ G[p] (c x m)``, and the shifted sum of the ``m`` maps
+    per phase (:func:`_folded_single_output_correlation`). ``G`` depends on the forward pass
+    only, so it is made once for every chunk of features (:meth:`DeconvNet._record_switches`).
+
+    Args:
+        switches: int32 ``[batch, *pooled, channels]`` (valid pooling).
+        kernel: The adjoint kernel ``[*size, channels, 1]``.
+        pool_size: The pooling's window.
+        strides: The pooling's strides.
+        pads: ``[before, after]`` zero padding of the correlation's input per spatial axis.
+
+    Returns:
+        ``[batch, *pooled, channels, m]``, ``m`` = ``len(_folded_keys(...))``.
+    """
+    rank = len(pool_size)
+    size = [int(n) for n in kernel.shape[:rank]]
+    channels = int(kernel.shape[-2])
+    n_offsets = int(np.prod(pool_size))
+    keys = _folded_keys(pool_size, strides, size, pads)
+    where = {key: m for m, key in enumerate(keys)}
+    pick = np.zeros((n_offsets, int(np.prod(size)), len(keys)), np.float32)  # which tap of which offset -> m
+    for phase, found in _phase_terms(pool_size, strides, size, pads).items():
+        for offset, tap, shift in found:
+            pick[offset, tap, where[(phase, shift)]] = 1.0
+    taps = tf.reshape(kernel, [-1, channels])  # [taps, channels]
+    table = tf.einsum("otm,tc->ocm", tf.constant(pick, kernel.dtype), taps)  # [offsets, channels, m]
+    index = switches * channels + tf.range(channels)  # row of (offset, channel)
+    return tf.gather(tf.reshape(table, [n_offsets * channels, len(keys)]), index)
+
+
+def _folded_single_output_correlation(cot: _Unpooled, kernel: tf.Tensor, pads: list[list[int]],
+                                      ctx: _Context) -> tf.Tensor:
+    """:func:`_unpooled_single_output_correlation` with the switches folded into the weights.
+
+    One product per pooled position with :func:`_folded_weights` (``cot.folded``, made once per
+    forward pass) instead of a masked copy of the signal and a product per window offset: the
+    signal is read once (and transposed once), then the ``m`` phase maps at the pooled
+    resolution are summed with their shifts (:func:`_sum_phases`). With it, all five layers' 320
+    features of a 4-s clip in the paper's CNN were deconvolved and auralised in 1.79 s instead of
+    2.17 on a 2-core Xeon (``benchmarks/deconvolution.py``), the vgg tagger's 640 features of a 3-s
+    patch in 3.83 s instead of 5.73 (``benchmarks/deconvnet_mtt_vgg.py``).
+
+    Returns:
+        ``[batch * k, *spatial_in, 1]``.
+    """
+    rank = len(cot.pool_size)
+    channels = int(kernel.shape[-2])
+    size = [int(n) for n in kernel.shape[:rank]]
+    keys = _folded_keys(cot.pool_size, cot.strides, size, pads)
+    weights = cot.folded[0]  # [batch, *pooled, channels, m]
+    pooled = tf.shape(cot.switches)[1:-1]
+    positions = tf.reduce_prod(pooled)
+    signals = ctx.split(cot.value)
+    if cot.scale is not None:
+        signals = signals * cot.scale
+    signals = tf.transpose(tf.reshape(signals, tf.stack([ctx.batch, ctx.k, positions, channels])), [0, 2, 1, 3])
+    weights = tf.reshape(weights, tf.stack([ctx.batch, positions, channels, len(keys)]))
+    maps = tf.matmul(signals, weights)  # [batch, positions, k, m]
+    maps = tf.reshape(tf.transpose(maps, [3, 0, 2, 1]), tf.concat([[len(keys), ctx.batch * ctx.k], pooled], axis=0))
+    spatial = [cot.spatial[i] for i in range(rank)]
+    out = [spatial[i] + pads[i][0] + pads[i][1] - size[i] + 1 for i in range(rank)]
+    where = {key: m for m, key in enumerate(keys)}
+    terms = {phase: [(where[(phase, shift)], shift) for shift in sorted({sh for _, _, sh in found})]
+             for phase, found in _phase_terms(cot.pool_size, cot.strides, size, pads).items()}
+    return _sum_phases(maps, terms, cot.strides, out)
 
 
 # --------------------------------------------------------------------------- feature chunks (bounded memory)
 
 #: Default bound of one chunk of the walk: its largest tensor (``batch × features ×`` the model's
 #: largest activation per input element, :func:`walk_expansion`) has at most this many float32
-#: elements (32 Mi = 128 MiB). The walk holds about three such tensors at a time.
+#: elements (32 Mi = 128 MiB). The walk holds about three such tensors at a time (and, for a 2D CNN's
+#: first layer, weights with the switches folded in when they fit in half of one: :func:`_folded_weights`).
 DEFAULT_CHUNK_ELEMENTS = 32 * 2**20
 
 

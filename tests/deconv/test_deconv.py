@@ -520,7 +520,7 @@ def test_deconvolution_memory_is_bounded_by_the_chunks() -> None:
     assert added_mib < 1024, f"the deconvolution added {added_mib:.0f} MiB of peak RSS"
 
 
-@pytest.mark.parametrize(("pool", "strides", "size", "pads", "spatial"), [
+_POOLED_FIRST_LAYERS = pytest.mark.parametrize(("pool", "strides", "size", "pads", "spatial"), [
     ((2, 2), (2, 2), (3, 3), [[1, 1], [1, 1]], (33, 21)),  # the paper's CNN's first layer (odd: a row no window covers)
     ((1, 4), (2, 2), (3, 3), [[1, 1], [1, 1]], (30, 17)),  # MTT_vgg's first pool: gaps on one axis, overlaps on one
     ((4, 1), (4, 1), (3, 3), [[1, 1], [1, 1]], (30, 7)),  # taller pools
@@ -530,6 +530,9 @@ def test_deconvolution_memory_is_bounded_by_the_chunks() -> None:
     ((3,), (3,), (5,), [[2, 2]], (31,)),  # one spatial axis
     ((2,), (5,), (3,), [[1, 1]], (23,)),  # strides longer than the window and the kernel: phases with no term
 ])
+
+
+@_POOLED_FIRST_LAYERS
 def test_polyphase_tap_sum_is_the_unpooled_window_sum(rng: np.random.Generator, pool: tuple[int, ...],
                                                        strides: tuple[int, ...], size: tuple[int, ...],
                                                        pads: list[list[int]], spatial: tuple[int, ...]) -> None:
@@ -551,3 +554,44 @@ def test_polyphase_tap_sum_is_the_unpooled_window_sum(rng: np.random.Generator, 
                    for t, d in enumerate(np.ndindex(*size)))
     assert got.shape == (n, *out, 1)
     np.testing.assert_allclose(got[..., 0], expected, rtol=1e-5, atol=1e-5)
+
+
+@_POOLED_FIRST_LAYERS
+@pytest.mark.parametrize("scaled", [False, True])
+def test_folded_weights_give_the_unpooled_correlation(rng: np.random.Generator, pool: tuple[int, ...],
+                                                      strides: tuple[int, ...], size: tuple[int, ...],
+                                                      pads: list[list[int]], spatial: tuple[int, ...],
+                                                      scaled: bool) -> None:
+    """The first layer's adjoint with the switches folded into its weights (one product per pooled position)
+    against NumPy: each value placed at its switch (summed where windows overlap), times a pending per-channel
+    scale, then correlated with the one-output-channel kernel. It also equals the per-offset products."""
+    rank = len(pool)
+    pooled = [(n - p) // s + 1 for n, p, s in zip(spatial, pool, strides)]
+    batch, k, channels = 2, 3, 5
+    value = rng.standard_normal((batch, k, *pooled, channels)).astype(np.float32)
+    switches = rng.integers(0, int(np.prod(pool)), (batch, *pooled, channels)).astype(np.int32)
+    kernel = rng.standard_normal((*size, channels, 1)).astype(np.float32)
+    scale = rng.uniform(-1.5, 1.5, channels).astype(np.float32) if scaled else None
+    ctx = deconv._Context(tf.constant(batch), tf.constant(k), tf.range(k), "deconvnet", {})
+    weights = deconv._folded_weights(tf.constant(switches), tf.constant(kernel), pool, strides, pads)
+    assert weights.shape == (batch, *pooled, channels, len(deconv._folded_keys(pool, strides, size, pads)))
+    cot = deconv._Unpooled(tf.constant(value.reshape(batch * k, *pooled, channels)), tf.constant(switches), pool,
+                           strides, "valid", tf.constant(spatial), None if scale is None else tf.constant(scale),
+                           folded=(weights,))
+    got = deconv._folded_single_output_correlation(cot, tf.constant(kernel), pads, ctx).numpy()
+
+    offsets = list(np.ndindex(*pool))
+    unpooled = np.zeros((batch, k, *spatial, channels))
+    for b, *p, c in np.ndindex(*switches.shape):
+        at = tuple(p[i] * strides[i] + offsets[switches[(b, *p, c)]][i] for i in range(rank))
+        unpooled[(b, slice(None), *at, c)] += value[(b, slice(None), *p, c)] * (1.0 if scale is None else scale[c])
+    padded = np.pad(unpooled, [[0, 0], [0, 0], *pads, [0, 0]])
+    out = [padded.shape[2 + i] - size[i] + 1 for i in range(rank)]
+    expected = sum(np.tensordot(padded[(slice(None), slice(None), *[slice(d[i], d[i] + out[i]) for i in range(rank)])],
+                                kernel[(*d, slice(None), 0)], axes=([-1], [0]))
+                   for d in np.ndindex(*size))
+    assert got.shape == (batch * k, *out, 1)
+    np.testing.assert_allclose(got[..., 0], expected.reshape(batch * k, *out), rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+    per_offset = deconv._unpooled_single_output_correlation(cot, tf.constant(kernel), pads, ctx).numpy()
+    np.testing.assert_allclose(got, per_offset, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

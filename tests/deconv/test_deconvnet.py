@@ -120,7 +120,8 @@ def odd_model(rng: np.random.Generator, *, first_maps: int = 4) -> keras.Model:
 
 
 def np_odd_deconv(model: keras.Model, x: np.ndarray, seed: str, feature: int, method: str) -> np.ndarray:
-    """The deconvnet of ``odd_model`` written out for one input [12, 22] and one feature."""
+    """The deconvnet of ``odd_model`` written out for one input [12, frames] and one feature (any frames the
+    conv layers take; 22 for the output layer)."""
     def weights(name: str) -> list[np.ndarray]:
         return [np.asarray(w, np.float64) for w in model.get_layer(name).get_weights()]
 
@@ -145,7 +146,8 @@ def np_odd_deconv(model: keras.Model, x: np.ndarray, seed: str, feature: int, me
     t["conv3"] = np_conv(t["pool2"], *weights("conv3"), (1, 2), "valid")
     t["relu3"] = np.maximum(t["conv3"], 0)
     w_out, b_out = weights("output")
-    t["output"] = t["relu3"].reshape(-1) @ w_out + b_out
+    if seed == "output":  # (the dense layer takes 12 x 22 inputs only; the conv layers any size)
+        t["output"] = t["relu3"].reshape(-1) @ w_out + b_out
 
     g = {seed: np.zeros_like(t[seed])}
     g[seed][..., feature] = t[seed][..., feature]
@@ -184,15 +186,23 @@ def np_odd_deconv(model: keras.Model, x: np.ndarray, seed: str, feature: int, me
 # ------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("first_maps", [4, 40])
+@pytest.mark.parametrize(("first_maps", "chunk_elements"), [(4, None), (40, None), (40, 1)])
 @pytest.mark.parametrize("method", ["deconvnet", "guided", "gradient"])
-def test_odd_layout_model_matches_the_numpy_walk(rng: np.random.Generator, method: str, first_maps: int) -> None:
+def test_odd_layout_model_matches_the_numpy_walk(rng: np.random.Generator, method: str, first_maps: int,
+                                                 chunk_elements: int | None) -> None:
     """With 40 first-layer maps, its 3 x 3 adjoint meets the unpooled signal (MTT_vgg's (1, 4) pool with
-    strides (2, 2), a pending batch-norm scale) as per-offset products summed phase by phase."""
+    strides (2, 2), a pending batch-norm scale): with the switches folded into its weights (they fit the
+    default chunk budget), or (a budget of one element) as per-offset products summed phase by phase."""
     model = odd_model(rng, first_maps=first_maps)
     assert deconv._few_taps(deconv._adjoint_kernel(model.get_layer("conv1"), 2)) == (first_maps >= 36)
     x = np.abs(rng.standard_normal((2, 12, 22))).astype(np.float32)
     net = deconv.DeconvNet(model, method=method)
+    switches: dict = {}
+    net._record_switches(net._walk_to("relu3"), net._graph.forward(tf.constant(x[..., None]),
+                                                                     [net._graph.step("relu3").output]),
+                         switches, chunk_elements=chunk_elements)
+    folded = {net._graph.consumers[tensor][0].layer.name: bool(record.folded) for tensor, record in switches.items()}
+    assert folded == {"pool1": first_maps >= 36 and chunk_elements is None, "pool2": False}
     assert net.layer_names[net.levels[0]] == "pool1" and net.layer_names[net.levels[-1]] == "relu3"
     assert set(net.layer_names.values()) == {"pool1", "relu_a", "conv_b", "bn2", "relu3"}
     assert net.input_layer is None and net.n_features("concat") == 5
@@ -201,7 +211,7 @@ def test_odd_layout_model_matches_the_numpy_walk(rng: np.random.Generator, metho
         name = net.layer_name(seed)
         width = net.n_features(seed)
         features = [width - 1, 0] if width > 1 else [0]
-        out = net(x, layer=seed, features=features).numpy()
+        out = net(x, layer=seed, features=features, chunk_elements=chunk_elements).numpy()
         assert out.shape == (2, len(features), 12, 22)
         for b in range(2):
             for k, feature in enumerate(features):
@@ -235,6 +245,40 @@ def test_unknown_sizes_under_tf_function_and_no_python_ops(rng: np.random.Genera
         x = np.abs(rng.standard_normal((2, 12, frames))).astype(np.float32)
         np.testing.assert_allclose(run(x, tf.constant([4, 1])).numpy(),
                                    net(x, layer="add", features=[4, 1]).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_folding_the_first_layer_is_decided_in_graph_for_unknown_sizes(rng: np.random.Generator) -> None:
+    """With the input's size unknown while tracing, whether the first layer's weights are folded with the
+    switches is decided per call: both ways give the NumPy walk's maps (a budget that fits 8 x 6 x 10 x 40
+    x 4 weights for 12 x 22 inputs folds them; one for 12 x 60 inputs does not)."""
+    model = odd_model(rng, first_maps=40)
+    net = deconv.DeconvNet(model)
+    walk = net._walk_to("relu3")
+    chunk = 2 * 2 * 6 * 10 * 40 * len(deconv._folded_keys((1, 4), (2, 2), (3, 3), [[1, 1], [1, 1]]))
+    spec = [tf.TensorSpec([None, 12, None], tf.float32), tf.TensorSpec([None], tf.int32)]
+
+    @tf.function(input_signature=spec, autograph=False)
+    def run(x: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
+        return net(x, layer="relu3", features=features, chunk_elements=chunk)
+
+    @tf.function(input_signature=spec[:1], autograph=False)
+    def folded_size(x: tf.Tensor) -> tf.Tensor:
+        switches: dict = {}
+        values = net._graph.forward(net._model_input(x), [walk.seed.output])
+        net._record_switches(walk, values, switches, chunk_elements=chunk)
+        (record,) = [r for r in switches.values() if r.folded]
+        return tf.size(record.folded[0])
+
+    assert any(op.type in ("If", "StatelessIf") for op in folded_size.get_concrete_function().graph.get_operations())
+    for frames, folds in ((22, True), (60, False)):
+        x = np.abs(rng.standard_normal((2, 12, frames))).astype(np.float32)
+        assert (int(folded_size(x)) > 0) == folds
+        out = run(x, tf.constant([2, 0])).numpy()
+        assert out.shape == (2, 2, 12, frames)
+        for b in range(2):
+            for k, feature in enumerate([2, 0]):
+                expected = np_odd_deconv(model, x[b], "relu3", feature, "deconvnet")
+                np.testing.assert_allclose(out[b, k], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def _small_musicnn(rng: np.random.Generator, *, frontend_scale: float = 0.05) -> keras.Model:
