@@ -27,6 +27,11 @@ INSTALL_REQUIRES = [
     "soundfile>=0.14",
     "soxr>=0.5",
     "numpy>=2",
+    # TensorFlow imports ml_dtypes early in its own import; 0.7.0 spends most of a second registering
+    # NumPy ufunc loops, 0.6.0 imports in a few milliseconds (benchmarks/startup.py): every model
+    # process, worker and test starts that much sooner. TensorFlow 2.21 asks for >=0.5.1,<1 and uses
+    # no dtype that 0.6 lacks.
+    "ml_dtypes>=0.5.1,<0.7",
     "scikit-learn>=1.5",
     "matplotlib>=3.8",
     "tqdm>=4.66",

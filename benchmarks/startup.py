@@ -14,7 +14,8 @@ weights, whose export also holds the deconvolution and auralisation graphs, and 
 * **components**, each in a fresh process (wall and, for the imports, CPU seconds: on a shared
   machine the CPU time shows the work, the wall time what waiting for a core adds): Python
   alone; ``import apache_beam`` (the launcher's and every Beam worker's import); ``import
-  tensorflow``; ``tf.saved_model.load`` of the signature's SavedModel and of the whole export
+  tensorflow``; ``import numpy, ml_dtypes`` (the slowest part of that import with ml_dtypes 0.7, which
+  setup.py therefore keeps out); ``tf.saved_model.load`` of the signature's SavedModel and of the whole export
   (after the import), and the first call on one segment (TensorFlow optimises a function's graph
   on its first call; the model process makes that call before the job needs it).
 
@@ -28,6 +29,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import shutil
 import statistics
@@ -91,7 +93,9 @@ def component_times(export_dir: str, signature_dir: str, segment_length: int, *,
 
     for _ in range(repeats + 1):  # the first round warms the page cache
         for key, code in (("python", "pass"), ("import_apache_beam", "import apache_beam"),
-                          ("import_tensorflow", "import tensorflow")):
+                          ("import_tensorflow", "import tensorflow"),
+                          # part of TensorFlow's import (setup.py keeps ml_dtypes < 0.7)
+                          ("import_numpy_ml_dtypes", "import numpy, ml_dtypes")):
             done = run_command([sys.executable, "-c", code])
             add(key, done["seconds"])
             add(f"{key}_cpu", done["cpu_seconds"])
@@ -179,6 +183,8 @@ def run(*, quick: bool = False, repeats: int | None = None, models: tuple[str, .
             "target_seconds": TARGET_SECONDS,
             "meets_target": all(r["meets_target"] for r in by_model.values()),
             "repeats": repeats,
+            "versions": {"ml_dtypes": importlib.metadata.version("ml_dtypes"),
+                         "tensorflow": importlib.metadata.version("tensorflow")},
             "machine": {**machine_load(), "load_average_before": load_before["load_average"]},
             "quick": quick,
         }
