@@ -4,7 +4,8 @@ Usage:
 
     python -m beam_jobs.extract_features --input 'music/**/*.flac' --model exports/samplecnn/1 \\
         --output results/features [--format tfrecord|parquet|npz] [--per-segment] [--tracks-per-shard 500] \\
-        [--chunk-seconds 30] [--batch-size 8] [--skip-existing | --overwrite] [beam options]
+        [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] [--skip-existing | --overwrite] \\
+        [beam options]
 
 Every file is analysed whole, however long: it is decoded, mixed to mono and
 resampled to the model's rate block by block, and cut into whole model segments
@@ -168,7 +169,8 @@ class Settings:
             ParameterError: On a missing or invalid flag.
             ModelError: If ``--model`` is not a tfaural export.
         """
-        common = InferenceSettings.from_options(options, signature=SIGNATURE, default_batch_size=8, formats=FORMATS)
+        common = InferenceSettings.from_options(options, signature=SIGNATURE, default_batch_size=8, formats=FORMATS,
+                                                 precision=True)
         job = options.view_as(ExtractFeaturesOptions)
         if job.tracks_per_shard < 1:
             raise ParameterError(f"--tracks-per-shard {job.tracks_per_shard} is invalid: expected a positive integer")
@@ -424,6 +426,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["features"], intra_op_threads=s.common.intra_op_threads,
+                                    precision=s.common.precision,
                                     share_across_processes=s.common.share_model, one_example_per_call=True,
                                     model_server=s.common.model_server)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))

@@ -117,7 +117,8 @@ class InferenceFailure:
     reason: str
 
 
-_CACHE: dict[str, Any] = {}  # SavedModel path (the export or one signature's own) -> loaded object
+#: (SavedModel path (the export or one signature's own), precision) -> loaded object
+_CACHE: dict[tuple[str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -185,6 +186,9 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         model_server: Call the signature in this model process (:mod:`beam_jobs.model_process`)
             instead of loading the model here: the process running the handler never imports
             TensorFlow. ``share_across_processes`` is then ignored.
+        precision: ``"float32"``, or ``"bfloat16"``: the process that loads the model computes it in
+            bfloat16 (:func:`beam_jobs.model_process.load_savedmodel`; a process-wide option). The
+            model process of ``model_server`` is started with its own precision.
     """
 
     def __init__(
@@ -202,6 +206,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         max_samples_per_call: int | None = None,
         one_example_per_call: bool = False,
         model_server: ModelServerAddress | None = None,
+        precision: str = "float32",
     ) -> None:
         super().__init__()
         if not (1 <= min_batch_size <= max_batch_size):
@@ -221,6 +226,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         self.max_samples_per_call = max_samples_per_call
         self.one_example_per_call = one_example_per_call
         self.model_server = model_server
+        self.precision = precision
 
     # ----------------------------------------------------------------- loading
 
@@ -245,10 +251,12 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
             return remote
         path = signature_savedmodel(self.export_dir, self.signature)
         with _CACHE_LOCK:  # the signatures without a SavedModel of their own share one load of the export
-            if path not in _CACHE:
-                _CACHE[path] = load_savedmodel(path, export_dir=self.export_dir,
-                                               threads=self.intra_op_threads or _dask_worker_threads())
-            loaded = _CACHE[path]
+            key = (path, self.precision)
+            if key not in _CACHE:
+                _CACHE[key] = load_savedmodel(path, export_dir=self.export_dir,
+                                              threads=self.intra_op_threads or _dask_worker_threads(),
+                                              precision=self.precision)
+            loaded = _CACHE[key]
         function = signature_function(loaded, self.signature, export_dir=self.export_dir)
         input_names = tuple(function.structured_input_signature[1])
         return LoadedSignature(loaded, function, self._batched_inputs(metadata, input_names), input_names)

@@ -333,9 +333,9 @@ class CatalogueJob(Job):
         if not common.model_process:
             yield settings
             return
-        threads = common.intra_op_threads
-        process = (model_processes.take_prestarted(common.model, self.signature, threads)
-                   or model_processes.ModelProcess(common.model, self.signature, threads=threads))
+        threads, precision = common.intra_op_threads, common.precision
+        process = (model_processes.take_prestarted(common.model, self.signature, threads, precision)
+                   or model_processes.ModelProcess(common.model, self.signature, threads=threads, precision=precision))
         try:
             yield dataclasses.replace(settings, common=dataclasses.replace(common, model_server=process.address))
             load_error = process.load_error()

@@ -14,6 +14,12 @@ TensorFlow uses every core in one process instead of one copy of the model per w
 (``signature_savedmodels``), a SavedModel of its own for each signature the batch jobs call
 (:mod:`export.signature_models`); without it (exports made before), the whole export is loaded.
 
+``--precision bfloat16`` (the tag and extract_features jobs) turns on TensorFlow's Grappler rewrite
+``auto_mixed_precision_onednn_bfloat16`` before the model loads: oneDNN computes the convolutions
+and products in bfloat16 (float32 accumulation) on the float32 export, without a new export. It is a
+process-wide option, like the thread counts: the model process, or a Beam worker process, sets it
+for everything it runs.
+
 The model process ends when the launcher closes its standard input (:meth:`ModelProcess.close`),
 and also when the launcher dies (the pipe closes with it).
 
@@ -44,10 +50,12 @@ from typing import Any
 import numpy as np
 
 from beam_jobs.scratch import PREFIX
-from tfaural.errors import ModelError
+from tfaural.errors import ModelError, ParameterError
 from tfaural.formats import ExportMetadata, read_export_metadata
 
 __all__ = [
+    "PRECISIONS",
+    "cpu_bfloat16_flags",
     "SignatureCallError",
     "tf_error_reason",
     "LoadedSignature",
@@ -73,8 +81,23 @@ CONNECT_TIMEOUT = 120.0
 #: Longest socket path (bytes) used as a file: ``sun_path`` holds 108 bytes on Linux, 104 on macOS,
 #: with the terminating NUL. A longer one (a deep temporary folder) becomes an abstract name (Linux).
 MAX_SOCKET_PATH = 100
+#: ``--precision`` values: float32 (the export as it is) and bfloat16 (the Grappler rewrite, see above).
+PRECISIONS = ("float32", "bfloat16")
 #: Signatures whose only batched input is ``waveform`` (warmed up on one segment of silence).
 _WAVEFORM_SIGNATURES = frozenset({"serving_default", "features"})
+
+
+def cpu_bfloat16_flags() -> list[str] | None:
+    """This machine's CPU flags for bfloat16 arithmetic (``avx512_bf16``, ``amx_*``), sorted; ``None`` if
+    unknown (no ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return sorted(f for f in line.split(":", 1)[1].split() if f == "avx512_bf16" or f.startswith("amx"))
+    except OSError:
+        return None
+    return None
 
 
 # --------------------------------------------------------------------------- calling a loaded signature
@@ -213,20 +236,28 @@ def signature_savedmodel(export_dir: str, signature: str) -> str:
     return export_dir
 
 
-def load_savedmodel(path: str, *, export_dir: str, threads: int | None = None) -> Any:
-    """``tf.saved_model.load(path)`` with TensorFlow's thread counts set first.
+def load_savedmodel(path: str, *, export_dir: str, threads: int | None = None, precision: str = "float32") -> Any:
+    """``tf.saved_model.load(path)`` with TensorFlow's thread counts and precision set first.
 
     Args:
         path: The SavedModel to load (an export, or one signature's own SavedModel in it).
         export_dir: The export it belongs to (named in errors).
         threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); ignored
             if the runtime is already initialised in this process.
+        precision: ``"float32"``, or ``"bfloat16"``: turn on Grappler's
+            ``auto_mixed_precision_onednn_bfloat16`` rewrite for every function this process runs
+            from now on (see the module docstring). ``"float32"`` leaves the process's setting as it is.
 
     Raises:
         ModelError: If the SavedModel cannot be loaded.
+        ParameterError: On another ``precision``.
     """
     import tensorflow as tf
 
+    if precision not in PRECISIONS:
+        raise ParameterError(f"precision {precision!r} is invalid: expected one of {'|'.join(PRECISIONS)}")
+    if precision == "bfloat16":
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -250,7 +281,8 @@ def signature_function(loaded: Any, signature: str, *, export_dir: str) -> Any:
     return loaded.signatures[signature]
 
 
-def load_signature(export_dir: str, signature: str, *, threads: int | None = None) -> tuple[Any, Any]:
+def load_signature(export_dir: str, signature: str, *, threads: int | None = None,
+                   precision: str = "float32") -> tuple[Any, Any]:
     """Loads one signature of an export, from its own SavedModel when the export has one.
 
     Args:
@@ -265,7 +297,8 @@ def load_signature(export_dir: str, signature: str, *, threads: int | None = Non
     Raises:
         ModelError: If the SavedModel cannot be loaded or lacks the signature.
     """
-    loaded = load_savedmodel(signature_savedmodel(export_dir, signature), export_dir=export_dir, threads=threads)
+    loaded = load_savedmodel(signature_savedmodel(export_dir, signature), export_dir=export_dir, threads=threads,
+                             precision=precision)
     return loaded, signature_function(loaded, signature, export_dir=export_dir)
 
 
@@ -344,7 +377,8 @@ class _Server:
             return ("call_error", type(err).__name__, str(err)[:1000], False)
 
 
-def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, threads: int | None = None) -> None:
+def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, threads: int | None = None,
+          precision: str = "float32") -> None:
     """The model process: listen at once, then load and warm up the signature, then serve until stdin closes.
 
     ``socket_path`` is a file path, or ``@name`` for a name in Linux's abstract socket namespace.
@@ -356,7 +390,7 @@ def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, 
     server.start_accepting()  # clients connect while TensorFlow loads; their requests wait for it
     start = time.perf_counter()
     try:
-        module, function = load_signature(export_dir, signature, threads=threads)
+        module, function = load_signature(export_dir, signature, threads=threads, precision=precision)
         loaded = LoadedSignature(module, function, frozenset(), tuple(function.structured_input_signature[1]))
         _warm_up(loaded, export_dir, signature)
     except Exception as err:  # ModelError or anything TensorFlow raises: every caller gets the message
@@ -364,8 +398,8 @@ def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, 
         logger.error("model process: %s", message)
         server.set_loaded(None, message)
     else:
-        logger.info("model process %d: %s of %s ready in %.1f s", os.getpid(), signature, export_dir,
-                    time.perf_counter() - start)
+        logger.info("model process %d: %s of %s ready in %.1f s%s", os.getpid(), signature, export_dir,
+                    time.perf_counter() - start, "" if precision == "float32" else f", in {precision}")
         server.set_loaded(loaded)
 
 
@@ -441,7 +475,7 @@ def _remove_socket_folder(socket_path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m beam_jobs.model_process --model DIR --signature NAME --socket PATH [--threads N]``.
+    """``python -m beam_jobs.model_process --model DIR --signature NAME --socket PATH [--threads N] [--precision P]``.
 
     The authentication key is the first line of standard input (hex); the process ends when
     standard input is closed.
@@ -453,12 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--signature", required=True, help="signature to serve")
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra- and inter-op threads")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="see the module docstring")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode("ascii").strip())
     threading.Thread(target=_watch_stdin, args=(args.socket,), name="stdin", daemon=True).start()
     import_tensorflow_without_keras()
-    serve(args.model, args.signature, args.socket, authkey, threads=args.threads)
+    serve(args.model, args.signature, args.socket, authkey, threads=args.threads, precision=args.precision)
     threading.Event().wait()  # serve until stdin closes (the watcher exits the process)
     return 0
 
@@ -493,9 +528,11 @@ class ModelProcess:
         export_dir: The export version directory.
         signature: The signature to serve.
         threads: TensorFlow threads of the model process (``None``: one per core).
+        precision: ``"float32"`` or ``"bfloat16"`` (see the module docstring).
     """
 
-    def __init__(self, export_dir: str, signature: str, *, threads: int | None = None) -> None:
+    def __init__(self, export_dir: str, signature: str, *, threads: int | None = None,
+                 precision: str = "float32") -> None:
         # Mode 0700: only this user reaches the socket. Named like the run folders of beam_jobs.scratch
         # (tfaural-job-<launcher pid>-...): if the launcher is killed, the next run of any job removes it.
         self._folder: str | None = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-model-")
@@ -516,6 +553,8 @@ class ModelProcess:
                    "--socket", socket_path]
         if threads:
             command += ["--threads", str(threads)]
+        if precision != "float32":
+            command += ["--precision", precision]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
         assert self.process.stdin is not None
         self.process.stdin.write(authkey.hex().encode("ascii") + b"\n")
@@ -523,13 +562,14 @@ class ModelProcess:
         self.address = ModelServerAddress(_socket_address(socket_path), authkey, self.process.pid, export_dir,
                                           signature)
         self.threads = threads
-        logger.info("the model runs in a process of its own (pid %d): %s of %s", self.process.pid, signature,
-                    export_dir)
+        self.precision = precision
+        logger.info("the model runs in a process of its own (pid %d): %s of %s%s", self.process.pid, signature,
+                    export_dir, "" if precision == "float32" else f", in {precision}")
 
-    def serves(self, export_dir: str, signature: str, threads: int | None = None) -> bool:
-        """True if this process serves that signature of that export (and is still running)."""
+    def serves(self, export_dir: str, signature: str, threads: int | None = None, precision: str = "float32") -> bool:
+        """True if this process serves that signature of that export so (and is still running)."""
         return (self.process.poll() is None and self.address.export_dir == export_dir
-                and self.address.signature == signature and self.threads == threads)
+                and self.address.signature == signature and self.threads == threads and self.precision == precision)
 
     def close(self) -> None:
         """Ends the model process (closing its standard input) and removes its socket folder."""
@@ -581,12 +621,14 @@ def prestart(argv: Sequence[str], *, signature: str) -> None:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--model")
     parser.add_argument("--runner")
+    parser.add_argument("--precision", default="float32")
     parser.add_argument("-h", "--help", action="store_true")
     try:
         args, _ = parser.parse_known_args(list(argv))
     except SystemExit:
         return
-    if args.help or not args.model or (args.runner or "DirectRunner").rsplit(".", 1)[-1] != "DirectRunner":
+    if (args.help or not args.model or (args.runner or "DirectRunner").rsplit(".", 1)[-1] != "DirectRunner"
+            or args.precision not in PRECISIONS):
         return
     export_dir = args.model.rstrip("/")
     try:
@@ -594,14 +636,15 @@ def prestart(argv: Sequence[str], *, signature: str) -> None:
             return
     except ModelError:
         return
-    _PRESTARTED = ModelProcess(export_dir, signature)
+    _PRESTARTED = ModelProcess(export_dir, signature, precision=args.precision)
 
 
-def take_prestarted(export_dir: str, signature: str, threads: int | None = None) -> ModelProcess | None:
-    """The prestarted model process if it serves that signature of that export, else ``None`` (it is closed)."""
+def take_prestarted(export_dir: str, signature: str, threads: int | None = None,
+                    precision: str = "float32") -> ModelProcess | None:
+    """The prestarted model process if it serves that signature of that export so, else ``None`` (it is closed)."""
     global _PRESTARTED
     started, _PRESTARTED = _PRESTARTED, None
-    if started is not None and started.serves(export_dir, signature, threads):
+    if started is not None and started.serves(export_dir, signature, threads, precision):
         return started
     if started is not None:
         started.close()

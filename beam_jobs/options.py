@@ -149,6 +149,11 @@ class InferenceJobOptions(PipelineOptions):
                    "whose deconvolutions need ~1 GB per 64 features of a 4-s clip). The examples of a batch "
                    "travel together, but the model is called on each alone, so results do not depend on it: "
                    "reruns are byte-identical.")
+        _flag(parser, "precision", default=None, metavar="float32|bfloat16",
+              help="tag and extract_features: 'bfloat16' computes the model's convolutions and products in "
+                   "bfloat16 (TensorFlow's oneDNN bfloat16 graph rewrite of the float32 export; no new export). "
+                   "Faster on some CPUs with AVX512_BF16 or AMX only (benchmarks/bf16.py measures yours); scores "
+                   "move by up to ~1e-2 (docs/beam.md, 'bfloat16'). Default float32.")
         _flag(parser, "skip_existing", action="store_true", default=False,
               help="Resume an earlier run in --output with the same settings: tracks whose results are complete "
                    "and valid (they parse, have the expected contents and shapes, the files they list are there "

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from beam_jobs import io as beam_io
 from beam_jobs.inference import read_metadata
-from beam_jobs.model_process import ModelServerAddress
+from beam_jobs.model_process import PRECISIONS, ModelServerAddress, cpu_bfloat16_flags
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, is_dask_runner, require
 from tfaural.cli import check_output_folder
 from tfaural.errors import ParameterError
@@ -46,6 +46,7 @@ class InferenceSettings:
         skip_existing: ``--skip-existing``.
         overwrite: ``--overwrite``.
         intra_op_threads: TensorFlow threads per worker process (``None``: TensorFlow's default).
+        precision: ``--precision``: ``"float32"`` or ``"bfloat16"`` (jobs that allow it).
         prebatched: Hand RunInference ready-made batches of one example instead of letting it
             batch (for runners that drop what ``BatchElements`` emits from ``finish_bundle``).
         share_model: Load the model once per machine in a process of its own that the worker
@@ -66,6 +67,7 @@ class InferenceSettings:
     skip_existing: bool
     overwrite: bool
     intra_op_threads: int | None = None
+    precision: str = "float32"
     prebatched: bool = False
     share_model: bool = False
     model_process: bool = False
@@ -79,6 +81,7 @@ class InferenceSettings:
         signature: str,
         default_batch_size: int,
         formats: Sequence[str] | None = None,
+        precision: bool = False,
     ) -> InferenceSettings:
         """Validates the shared flags and reads the model's metadata.
 
@@ -87,6 +90,7 @@ class InferenceSettings:
             signature: The signature the job calls (checked against the export).
             default_batch_size: ``--batch-size`` when not given.
             formats: Allowed ``--format`` values, the first being the default (``None``: none allowed).
+            precision: The job takes ``--precision`` (else giving it is an error).
 
         Raises:
             ParameterError: On a missing or invalid flag, naming it.
@@ -114,11 +118,17 @@ class InferenceSettings:
             fmt = (fmt or formats[0]).lower()
             if fmt not in formats:
                 raise ParameterError(f"--format {job.format!r} is invalid: expected one of {'|'.join(formats)}")
+        chosen = job.precision
+        if chosen is not None and not precision:
+            raise ParameterError(f"--precision {chosen!r}: this job has no --precision")
+        chosen = (chosen or "float32").lower()
+        if chosen not in PRECISIONS:
+            raise ParameterError(f"--precision {job.precision!r} is invalid: expected one of {'|'.join(PRECISIONS)}")
         if job.skip_existing and common.overwrite:
             raise ParameterError("--skip-existing and --overwrite contradict each other: choose one")
         return cls(input_glob=job.input, manifest=common.manifest, model=model, metadata=metadata, output=output,
                    sample_rate=rate, batch_size=batch_size, format=fmt, skip_existing=bool(job.skip_existing),
-                   overwrite=bool(common.overwrite))
+                   overwrite=bool(common.overwrite), precision=chosen)
 
     def for_runner(self, options: PipelineOptions, *, model_process: bool = False) -> InferenceSettings:
         """Adjusts batching and threading to the runner (call after ``apply_runner_defaults``).
@@ -148,6 +158,10 @@ class InferenceSettings:
         runner = options.view_as(StandardOptions).runner
         direct = options.view_as(DirectOptions)
         direct_runner = isinstance(runner, str) and runner.endswith("DirectRunner")
+        flags = cpu_bfloat16_flags()
+        if direct_runner and self.precision == "bfloat16" and flags == []:
+            logger.warning("--precision bfloat16: this CPU has neither AVX512_BF16 nor AMX, so bfloat16 is emulated "
+                           "and slower than float32 (docs/beam.md, 'bfloat16')")
         if direct_runner and model_process and "tensorflow" not in sys.modules:
             if direct.direct_running_mode == "multi_processing" and not _given(options, "direct_running_mode"):
                 workers = direct.direct_num_workers or 1
@@ -164,8 +178,9 @@ class InferenceSettings:
         return settings
 
     def model_identity(self) -> dict[str, Any]:
-        """What identifies the model of a run (for ``--skip-existing``)."""
-        return {"model_dir": self.model, "run_id": self.metadata.run_id, "exported": self.metadata.exported}
+        """What identifies the model of a run (for ``--skip-existing``); its precision when not float32."""
+        identity = {"model_dir": self.model, "run_id": self.metadata.run_id, "exported": self.metadata.exported}
+        return identity if self.precision == "float32" else {**identity, "precision": self.precision}
 
     def path(self, *names: str) -> str:
         """A path inside the output folder."""

@@ -3,7 +3,8 @@
 Usage:
 
     python -m beam_jobs.tag --input 'music/**/*.flac' --model exports/samplecnn/1 --output results/tags \\
-        [--top-k 5] [--chunk-seconds 30] [--batch-size 8] [--skip-existing | --overwrite] [beam options]
+        [--top-k 5] [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] \\
+        [--skip-existing | --overwrite] [beam options]
     python -m beam_jobs.tag --manifest catalogue.csv --model ... --output ...
 
 Every file is analysed whole, however long: it is decoded with tfaural.audio (any
@@ -136,7 +137,8 @@ class Settings:
             ParameterError: On a missing or invalid flag.
             ModelError: If ``--model`` is not a tfaural export.
         """
-        common = InferenceSettings.from_options(options, signature=SIGNATURE, default_batch_size=8)
+        common = InferenceSettings.from_options(options, signature=SIGNATURE, default_batch_size=8,
+                                                 precision=True)
         meta = common.metadata
         labels = meta.labels
         top_k = options.view_as(TagOptions).top_k
@@ -294,6 +296,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     s = settings
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     outputs=["scores"], intra_op_threads=s.common.intra_op_threads,
+                                    precision=s.common.precision,
                                     share_across_processes=s.common.share_model, one_example_per_call=True,
                                     model_server=s.common.model_server)
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))

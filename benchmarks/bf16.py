@@ -7,8 +7,17 @@ variables) runs on the same batch as the float32 model (``--batch`` segments of 
 audio), each as a ``tf.function`` after a warm-up call; the figure is the best of three medians
 of ``--repeats`` calls, alternating. Reported: the speed-up (float32 time / bfloat16 time), the
 largest and the mean change of any score, and whether the CPU has AVX512_BF16 or AMX
-(``/proc/cpuinfo``). tfaural ships a ``--precision bfloat16`` option only if it pays here:
-speed-up >= 1.2 with every score within 1e-3.
+(``/proc/cpuinfo``).
+
+Also, per model, the route a job-level ``--precision bfloat16`` would take without a new export:
+the float32 export's ``serving_default`` (loaded as the jobs load it,
+:func:`beam_jobs.model_process.load_signature`) with TensorFlow's Grappler rewrite
+``auto_mixed_precision_onednn_bfloat16`` (oneDNN's bfloat16 graph rewrite, in-graph front end
+included), against the same export without it, each in a fresh process (the rewrite is a
+process-wide option), on the same one-segment waveforms, alternating (``export_graph_rewrite``).
+
+tfaural ships a ``--precision bfloat16`` option only if it pays here: speed-up >= 1.2 with every
+score within 1e-3.
 
 Usage:
     python benchmarks/bf16.py [--quick] [--batch 32] [--repeats 5]
@@ -31,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _jobs import machine_load
+from _jobs import machine_load, musicnn_export, run_command
 
 TARGET_SPEEDUP = 1.2
 TARGET_MAX_DSCORE = 1e-3
@@ -41,22 +50,69 @@ FLOAT32_LAYERS = ("InputLayer", "InputScaling")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: MTT_vgg only, 4 segments, 2 calls")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: MTT_vgg only, 4 segments, 2 calls, one process per precision")
     parser.add_argument("--batch", type=int, default=None, help="segments per call (default 32; quick 4)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per median (default 5; quick 2)")
     return parser.parse_args(argv)
 
 
 def cpu_flags() -> list[str]:
-    """The bfloat16-related flags of the CPU (AVX512_BF16, AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return sorted(f for f in line.split(":", 1)[1].split() if f == "avx512_bf16" or f.startswith("amx"))
-    except OSError:
-        pass
-    return []
+    """The bfloat16-related flags of the CPU (AVX512_BF16, AMX), as the jobs read them."""
+    from beam_jobs.model_process import cpu_bfloat16_flags
+
+    return cpu_bfloat16_flags() or []
+
+
+#: Runs an export's ``serving_default`` on saved waveforms in a fresh process, with or without the
+#: bfloat16 Grappler rewrite; saves the scores, prints the best of three medians of the call time.
+_REWRITE_SCRIPT = """
+import json, statistics, sys, time
+import numpy as np
+import tensorflow as tf
+export_dir, precision, waves, scores_path, repeats = sys.argv[1:6]
+if precision == "bfloat16":
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+from beam_jobs.model_process import load_signature
+_, function = load_signature(export_dir, "serving_default")
+x = tf.constant(np.load(waves))
+np.save(scores_path, function(waveform=x)["scores"].numpy())
+medians = []
+for _ in range(3):
+    times = []
+    for _ in range(int(repeats)):
+        start = time.perf_counter()
+        function(waveform=x)["scores"].numpy()
+        times.append(time.perf_counter() - start)
+    medians.append(statistics.median(times))
+print(json.dumps({"seconds": min(medians)}))
+"""
+
+
+def export_rewrite(export_dir: str, waves: np.ndarray, root: Path, *, repeats: int, rounds: int = 2) -> dict[str, Any]:
+    """The export's ``serving_default`` with and without the bfloat16 Grappler rewrite (see the module docstring).
+
+    Args:
+        export_dir: A tfaural export (version directory).
+        waves: float32 ``[batch, samples]``, one model segment each (so each score is one segment's).
+        root: Scratch folder.
+        repeats: Timed calls per median.
+        rounds: Processes per precision, alternating.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "waves.npy", waves.astype(np.float32))
+    seconds: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    for _ in range(rounds):  # alternating processes: a drifting background load hits both alike
+        for precision in seconds:
+            done = run_command([sys.executable, "-c", _REWRITE_SCRIPT, export_dir, precision, str(root / "waves.npy"),
+                                str(root / f"{precision}.npy"), str(repeats)])
+            seconds[precision].append(json.loads(done["stdout"].strip().splitlines()[-1])["seconds"])
+    full, half = min(seconds["float32"]), min(seconds["bfloat16"])
+    delta = np.abs(np.load(root / "float32.npy") - np.load(root / "bfloat16.npy"))
+    return {"batch": int(waves.shape[0]), "float32_seconds": round(full, 4), "bfloat16_seconds": round(half, 4),
+            "speedup": round(full / half, 3), "max_abs_score_change": float(delta.max()),
+            "mean_abs_score_change": float(delta.mean()),
+            "pays": full / half >= TARGET_SPEEDUP and float(delta.max()) <= TARGET_MAX_DSCORE}
 
 
 def bfloat16_copy(model: Any) -> Any:
@@ -107,6 +163,7 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
     repeats = repeats or (2 if quick else 5)
     import keras
     import tensorflow as tf
+    from beam_tag import export_samplecnn
 
     from tfaural import spectral
     from tfaural.pretrained.catalogue import import_run
@@ -115,11 +172,14 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
     root = Path(tempfile.mkdtemp(prefix="tfaural-bf16-"))
     try:
         results: dict[str, Any] = {}
+        rewrite: dict[str, Any] = {}
         vgg, _ = import_run("musicnn/MTT_vgg", root / "vgg", verify=False)
         audio = music_like(seconds=3.0 * batch + 3, sample_rate=16000, seed=3, peak=0.5)
         segments = np.stack([audio[i * 47616 // 2: i * 47616 // 2 + 47616] for i in range(batch)])
         mel = spectral.melspectrogram(segments, sample_rate=16000, n_fft=512, hop_length=256, n_mels=96).numpy()
         results["MTT_vgg"] = compare(vgg, tf.constant(mel[..., np.newaxis]), repeats=repeats)
+        rewrite["MTT_vgg"] = export_rewrite(musicnn_export("MTT_vgg", root / "exports", verify=False), segments,
+                                            root / "rewrite-vgg", repeats=repeats, rounds=1 if quick else 2)
         if not quick:
             from tfaural.models.samplecnn import samplecnn_model
 
@@ -127,8 +187,10 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
             model = samplecnn_model(n_outputs=50, sample_rate=22050)
             length = int(model.inputs[0].shape[1])
             waves = music_like(seconds=length * batch / 22050 + 1, sample_rate=22050, seed=4, peak=0.5)
-            x = np.stack([waves[i * length:(i + 1) * length] for i in range(batch)])[..., np.newaxis]
-            results["samplecnn_3^9"] = compare(model, tf.constant(x), repeats=repeats)
+            x = np.stack([waves[i * length:(i + 1) * length] for i in range(batch)])
+            results["samplecnn_3^9"] = compare(model, tf.constant(x[..., np.newaxis]), repeats=repeats)
+            rewrite["samplecnn_3^9"] = export_rewrite(export_samplecnn(str(root / "samplecnn")), x,
+                                                      root / "rewrite-samplecnn", repeats=repeats)
         flags = cpu_flags()
         return {
             "benchmark": "mixed_bfloat16 vs float32 inference (Keras policy), same batch, same weights",
@@ -139,6 +201,14 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
             "max_abs_score_change": {name: r["max_abs_score_change"] for name, r in results.items()},
             "targets": {"speedup": TARGET_SPEEDUP, "max_abs_score_change": TARGET_MAX_DSCORE},
             "pays": all(r["pays"] for r in results.values()),
+            "export_graph_rewrite": {
+                "what": "the float32 export's serving_default with and without Grappler's "
+                        "auto_mixed_precision_onednn_bfloat16, each in a fresh process",
+                "models": rewrite,
+                "speedup": {name: r["speedup"] for name, r in rewrite.items()},
+                "max_abs_score_change": {name: r["max_abs_score_change"] for name, r in rewrite.items()},
+                "pays": all(r["pays"] for r in rewrite.values()),
+            },
             "machine": machine_load(),
             "quick": quick,
         }

@@ -189,6 +189,7 @@ def test_waveform_models_are_auralised_too(samplecnn_export: str, tmp_path: path
         (["--offset-seconds=-1"], "--offset-seconds -1"),
         (["--format=mp3"], "expected one of wav\\|flac"),
         (["--features-per-call=0"], "--features-per-call 0"),
+        (["--precision=bfloat16"], "this job has no --precision"),
     ],
 )
 def test_settings_validation(flags: list[str], message: str, choi_export: str,

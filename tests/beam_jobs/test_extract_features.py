@@ -173,3 +173,19 @@ def test_feature_parts_round_trip(tmp_path: pathlib.Path) -> None:
     back = job.read_part(str(path))
     assert (back.track_id, back.path, back.seconds, back.num_segments) == (record.track_id, record.path, 2.0, 2)
     np.testing.assert_array_equal(back.segment_features, record.segment_features)
+
+
+def test_precision_is_a_setting_recorded_with_the_model(samplecnn_export: str, tmp_path: pathlib.Path) -> None:
+    """``--precision bfloat16`` is a setting of the job, recorded with the model's identity (so --skip-existing
+    does not mix precisions); float32 is the default and leaves the model's identity as before."""
+    from beam_jobs.options import parse_job_args
+
+    def settings(*flags: str) -> job.Settings:
+        options = parse_job_args([f"--model={samplecnn_export}", f"--output={tmp_path}", "--input=x/*.wav", *flags],
+                                 prog="extract_features", description="", option_classes=list(job.JOB.option_classes))
+        return job.Settings.from_options(options)
+
+    half, full = settings("--precision=BFloat16"), settings()
+    assert half.common.precision == "bfloat16" and full.common.precision == "float32"
+    assert half.common.model_identity() == {**full.common.model_identity(), "precision": "bfloat16"}
+    assert "precision" not in full.common.model_identity()

@@ -30,7 +30,7 @@ from beam_jobs.model_process import (
     take_prestarted,
 )
 from beam_jobs.scratch import PREFIX
-from tfaural.errors import ModelError
+from tfaural.errors import ModelError, ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -211,13 +211,36 @@ def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_expor
     assert first is not None
     assert take_prestarted(samplecnn_export, "features") is None  # another signature: closed, not adopted
     assert first.process.poll() is not None and model_process._PRESTARTED is None
+    prestart([f"--model={samplecnn_export}", "--precision=bfloat16"], signature="serving_default")
+    other = model_process._PRESTARTED
+    assert other is not None and other.precision == "bfloat16"
+    assert take_prestarted(samplecnn_export, "serving_default") is None  # the job runs float32: not adopted
+    assert other.process.poll() is not None
     prestart([f"--model={samplecnn_export}"], signature="serving_default")
     adopted = take_prestarted(samplecnn_export, "serving_default")
     try:
         assert adopted is not None and adopted.serves(samplecnn_export, "serving_default")
+        assert not adopted.serves(samplecnn_export, "serving_default", precision="bfloat16")
     finally:
         if adopted is not None:
             adopted.close()
+
+
+def test_bfloat16_turns_on_the_onednn_rewrite_in_the_loading_process_only(samplecnn_export: str) -> None:
+    """``load_savedmodel(precision="bfloat16")`` sets Grappler's process-wide option (in a fresh process: it
+    would stay set in this one); float32 leaves it off; another value is a ParameterError."""
+    code = ("import sys, tensorflow as tf\n"
+            "from beam_jobs.model_process import load_savedmodel\n"
+            "load_savedmodel(sys.argv[1], export_dir=sys.argv[1], precision=sys.argv[2])\n"
+            "print(bool(tf.config.optimizer.get_experimental_options().get("
+            "'auto_mixed_precision_onednn_bfloat16')))\n")
+    for precision, expected in (("float32", "False"), ("bfloat16", "True")):
+        done = subprocess.run([sys.executable, "-c", code, samplecnn_export, precision], capture_output=True,
+                              text=True, cwd=REPO, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == expected, precision
+    with pytest.raises(ParameterError, match="precision 'float16' is invalid"):
+        model_process.load_savedmodel(samplecnn_export, export_dir=samplecnn_export, precision="float16")
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from jobs_testing import (
+    REPO,
     SAMPLECNN_SEGMENT,
     SAMPLECNN_SR,
     Entry,
@@ -116,6 +117,34 @@ def test_rerun_refuses_then_resumes_and_overwrites_identically(
         tag.run([*argv[:-2], "--top-k=3", "--runner=DirectRunner", "--skip-existing"])
 
 
+@pytest.mark.slow
+def test_bfloat16_precision_tags_in_the_model_process_close_to_float32(
+    catalogue: tuple[pathlib.Path, list[Entry]], tagged: pathlib.Path, samplecnn_export: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    """``--precision bfloat16`` from the command line (the model process path): every track as in the
+    float32 run, the scores within bfloat16's reach of the float32 ones but not equal to them (the
+    rewrite did run), and the precision recorded with the model, so --skip-existing tells the runs apart."""
+    root, _ = catalogue
+    output = tmp_path / "bf16"
+    done = subprocess.run([sys.executable, "-m", "beam_jobs.tag", f"--input={root}/**", f"--model={samplecnn_export}",
+                           f"--output={output}", "--top-k=2", "--precision=bfloat16"],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ready in" in done.stderr and ", in bfloat16" in done.stderr  # the model process ran so
+    full = {json.loads(line)["track_id"]: json.loads(line) for line in (tagged / "tags.jsonl").read_text().splitlines()}
+    half = {json.loads(line)["track_id"]: json.loads(line) for line in (output / "tags.jsonl").read_text().splitlines()}
+    assert sorted(half) == sorted(full)
+    a = np.array([[full[t]["scores"][label] for label in LABELS] for t in sorted(full)])
+    b = np.array([[half[t]["scores"][label] for label in LABELS] for t in sorted(full)])
+    np.testing.assert_allclose(b, a, atol=0.02)  # bfloat16 keeps 8 bits of mantissa: ~0.4 % per product
+    assert np.abs(b - a).max() > 0
+    assert [r["status"] for r in read_manifest_rows(output)] == [r["status"] for r in read_manifest_rows(tagged)]
+    job = json.loads((output / "job.json").read_text())
+    assert job["model"]["precision"] == "bfloat16"
+    assert "precision" not in json.loads((tagged / "job.json").read_text())["model"]
+
+
 @pytest.mark.parametrize(
     "flags,error,message",
     [
@@ -127,6 +156,7 @@ def test_rerun_refuses_then_resumes_and_overwrites_identically(
         (["--input=x/*.wav", "--format=csv"], ParameterError, "this job has no --format"),
         (["--input=x/*.wav", "--batch-size=0"], ParameterError, "--batch-size 0"),
         (["--input=x/*.wav", "--skip-existing", "--overwrite"], ParameterError, "contradict"),
+        (["--input=x/*.wav", "--precision=float16"], ParameterError, "--precision 'float16' is invalid"),
     ],
 )
 def test_settings_validation(flags: list[str], error: type[Exception], message: str,
