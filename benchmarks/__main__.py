@@ -324,17 +324,15 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if rate is not None:
             add(f"beam_jobs.tag throughput curve, {label}: marginal tracks/s", rate, "report", None)
     bf16 = results.get("bf16", {})
-    for name, speedup in (_get(bf16, "speedup") or {}).items():
-        change = _get(bf16, "max_abs_score_change", name)
-        add(f"bfloat16 / float32 speed-up, {name} (CPU AVX512_BF16: {bf16.get('cpu_has_avx512_bf16')})", speedup,
-            ">= 1.2 (with max |dscore| <= 1e-3)", speedup >= 1.2 and change is not None and change <= 1e-3)
-        add(f"... largest score change, {name}", change, "<= 1e-3", change is not None and change <= 1e-3)
-    rewrite = bf16.get("export_graph_rewrite", {})
-    for name, speedup in (_get(rewrite, "speedup") or {}).items():
-        change = _get(rewrite, "max_abs_score_change", name)
-        add(f"--precision bfloat16 (oneDNN rewrite of the float32 export) / float32, {name}", speedup,
-            ">= 1.2 (with max |dscore| <= 1e-3)", speedup >= 1.2 and change is not None and change <= 1e-3)
-        add(f"... largest score change, {name}", change, "<= 1e-3", change is not None and change <= 1e-3)
+    flag = f"CPU AVX512_BF16: {bf16.get('cpu_has_avx512_bf16')}"
+    for block, what in ((bf16, f"bfloat16 / float32 speed-up, {{}} ({flag})"),
+                        (bf16.get("export_graph_rewrite", {}),
+                         "--precision bfloat16 (oneDNN rewrite of the float32 export) / float32, {}")):
+        for name, speedup in (_get(block, "speedup") or {}).items():
+            change = _get(block, "max_abs_score_change", name)
+            small = change is not None and change <= 1e-3
+            add(what.format(name), speedup, ">= 1.2 (with max |dscore| <= 1e-3)", speedup >= 1.2 and small)
+            add(f"... largest score change, {name}", change, "<= 1e-3", small)
     corr = results.get("correlation", {})
     corr_seconds = corr.get("full_grid_seconds") or corr.get("full_grid_seconds_estimate")
     add("Correlation analysis, full 224-signal grid (s)", corr_seconds, "<= 600 s", corr.get("meets_target"))
