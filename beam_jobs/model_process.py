@@ -627,8 +627,9 @@ def prestart(argv: Sequence[str], *, signature: str) -> None:
         args, _ = parser.parse_known_args(list(argv))
     except SystemExit:
         return
+    precision = str(args.precision).lower()  # as the job's settings read it
     if (args.help or not args.model or (args.runner or "DirectRunner").rsplit(".", 1)[-1] != "DirectRunner"
-            or args.precision not in PRECISIONS):
+            or precision not in PRECISIONS):
         return
     export_dir = args.model.rstrip("/")
     try:
@@ -636,7 +637,7 @@ def prestart(argv: Sequence[str], *, signature: str) -> None:
             return
     except ModelError:
         return
-    _PRESTARTED = ModelProcess(export_dir, signature, precision=args.precision)
+    _PRESTARTED = ModelProcess(export_dir, signature, precision=precision)
 
 
 def take_prestarted(export_dir: str, signature: str, threads: int | None = None,

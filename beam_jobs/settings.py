@@ -158,8 +158,7 @@ class InferenceSettings:
         runner = options.view_as(StandardOptions).runner
         direct = options.view_as(DirectOptions)
         direct_runner = isinstance(runner, str) and runner.endswith("DirectRunner")
-        flags = cpu_bfloat16_flags()
-        if direct_runner and self.precision == "bfloat16" and flags == []:
+        if direct_runner and self.precision == "bfloat16" and cpu_bfloat16_flags() == []:
             logger.warning("--precision bfloat16: this CPU has neither AVX512_BF16 nor AMX, so bfloat16 is emulated "
                            "and slower than float32 (docs/beam.md, 'bfloat16')")
         if direct_runner and model_process and "tensorflow" not in sys.modules:

@@ -211,7 +211,7 @@ def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_expor
     assert first is not None
     assert take_prestarted(samplecnn_export, "features") is None  # another signature: closed, not adopted
     assert first.process.poll() is not None and model_process._PRESTARTED is None
-    prestart([f"--model={samplecnn_export}", "--precision=bfloat16"], signature="serving_default")
+    prestart([f"--model={samplecnn_export}", "--precision=BFloat16"], signature="serving_default")
     other = model_process._PRESTARTED
     assert other is not None and other.precision == "bfloat16"
     assert take_prestarted(samplecnn_export, "serving_default") is None  # the job runs float32: not adopted
