@@ -28,9 +28,9 @@ INSTALL_REQUIRES = [
     "soxr>=0.5",
     "numpy>=2",
     # TensorFlow imports ml_dtypes early in its own import; 0.7.0 spends most of a second registering
-    # NumPy ufunc loops, 0.6.0 imports in a few milliseconds (benchmarks/startup.py): every model
-    # process, worker and test starts that much sooner. TensorFlow 2.21 asks for >=0.5.1,<1 and uses
-    # no dtype that 0.6 lacks.
+    # NumPy ufunc loops ('import numpy, ml_dtypes' 0.96 s against 0.12 s with 0.6.0, benchmarks/startup.py,
+    # RESULTS_amd_zen4.md): every model process, worker and test starts that much sooner. TensorFlow 2.21
+    # asks for >=0.5.1,<1 and uses no dtype that 0.6 lacks.
     "ml_dtypes>=0.5.1,<0.7",
     "scikit-learn>=1.5",
     "matplotlib>=3.8",

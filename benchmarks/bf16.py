@@ -107,9 +107,14 @@ def export_rewrite(export_dir: str, waves: np.ndarray, root: Path, *, repeats: i
             done = run_command([sys.executable, "-c", _REWRITE_SCRIPT, export_dir, precision, str(root / "waves.npy"),
                                 str(root / f"{precision}.npy"), str(repeats)])
             seconds[precision].append(json.loads(done["stdout"].strip().splitlines()[-1])["seconds"])
-    full, half = min(seconds["float32"]), min(seconds["bfloat16"])
-    delta = np.abs(np.load(root / "float32.npy") - np.load(root / "bfloat16.npy"))
-    return {"batch": int(waves.shape[0]), "float32_seconds": round(full, 4), "bfloat16_seconds": round(half, 4),
+    return summary(int(waves.shape[0]), min(seconds["float32"]), min(seconds["bfloat16"]),
+                   np.load(root / "float32.npy"), np.load(root / "bfloat16.npy"))
+
+
+def summary(batch: int, full: float, half: float, full_scores: np.ndarray, half_scores: np.ndarray) -> dict[str, Any]:
+    """One model's figures: the two call times (s), the speed-up, the score changes and whether it pays."""
+    delta = np.abs(full_scores - half_scores)
+    return {"batch": batch, "float32_seconds": round(full, 4), "bfloat16_seconds": round(half, 4),
             "speedup": round(full / half, 3), "max_abs_score_change": float(delta.max()),
             "mean_abs_score_change": float(delta.mean()),
             "pays": full / half >= TARGET_SPEEDUP and float(delta.max()) <= TARGET_MAX_DSCORE}
@@ -151,11 +156,7 @@ def compare(model: Any, x: Any, *, repeats: int) -> dict[str, Any]:
     for _ in range(3):
         full.append(median_seconds(full_fn))
         halves.append(median_seconds(half_fn))
-    delta = np.abs(a - b)
-    return {"batch": int(x.shape[0]), "float32_seconds": round(min(full), 4), "bfloat16_seconds": round(min(halves), 4),
-            "speedup": round(min(full) / min(halves), 3), "max_abs_score_change": float(delta.max()),
-            "mean_abs_score_change": float(delta.mean()),
-            "pays": min(full) / min(halves) >= TARGET_SPEEDUP and float(delta.max()) <= TARGET_MAX_DSCORE}
+    return summary(int(x.shape[0]), min(full), min(halves), a, b)
 
 
 def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = None) -> dict[str, Any]:
