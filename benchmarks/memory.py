@@ -197,7 +197,8 @@ def _describe(process: psutil.Process) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "?"
     text = " ".join(args)
-    for marker, role in (("beam_jobs.", "launcher (python -m beam_jobs...)"), ("sdk_worker", "Beam SDK worker"),
+    for marker, role in (("beam_jobs.model_process", "model process (python -m beam_jobs.model_process)"),
+                         ("beam_jobs.", "launcher (python -m beam_jobs...)"), ("sdk_worker", "Beam SDK worker"),
                          ("multiprocessing", "multiprocessing child"), ("-c", "python -c")):
         if marker in text:
             return role
