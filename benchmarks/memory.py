@@ -12,9 +12,10 @@ peaks for 1, 10 and 60 minutes show whether memory grows with the track's length
   segments) of audio per call; its activations take ~26 MiB per segment.
 * **Job**: ``python -m beam_jobs.extract_features --input FILE --model EXPORT --output DIR
   --format npz`` in a fresh process per file and runner: ``default`` (no ``--runner``, what a
-  user gets: the DirectRunner in multi-processing mode, one SDK worker process for one track,
-  which loads the model) and ``in_process`` (``--runner=DirectRunner``: one process). Every
-  process of the job's tree (launcher, SDK workers) is watched: ``sum_of_process_peaks_mib``
+  user gets: the DirectRunner in multi-processing mode, one SDK worker process for one track)
+  and ``in_process`` (``--runner=DirectRunner``: the pipeline in one process); in both the model
+  runs in a process of its own (``beam_jobs.model_process``). Every process of the job's tree
+  (launcher, SDK workers, the model process) is watched: ``sum_of_process_peaks_mib``
   adds up each process's own peak (``VmHWM``, kept by the kernel; a forked worker counts from
   its ``exec``), an upper bound of the tree's peak that no polling can miss, and is what
   ``peak_rss_mib_by_minutes`` and ``meets_2gib_at_60min`` (of the first runner measured) use;
@@ -297,7 +298,7 @@ def baseline(export_dir: str | None) -> float:
 RUNNERS = {
     "default": ("python -m beam_jobs.extract_features without --runner: DirectRunner, multi_processing, one worker "
                 "process per core but at most one per track (1 here); the worker loads the model"),
-    "in_process": "--runner=DirectRunner: the in-process DirectRunner (FnApiRunner), one process",
+    "in_process": "--runner=DirectRunner: the in-process DirectRunner (FnApiRunner), the pipeline in one process",
 }
 
 
