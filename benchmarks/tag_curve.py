@@ -142,6 +142,14 @@ def plot(curves: dict[str, dict[str, Any]], path: str, *, seconds: float) -> Non
     plt.close(figure)
 
 
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it is inside it (the committed report names no machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return path
+
+
 def run(*, quick: bool = False, sizes: tuple[int, ...] | None = None, seconds: float | None = None,
         runners: tuple[str, ...] = RUNNERS, plot_path: str | None = None, keep: str | None = None) -> dict[str, Any]:
     """Measures every (runner, size); returns the JSON-serialisable results."""
@@ -188,7 +196,7 @@ def run(*, quick: bool = False, sizes: tuple[int, ...] | None = None, seconds: f
             "runners": curves,
             "fixed_seconds": {runner: c["fixed_seconds"] for runner, c in curves.items()},
             "marginal_tracks_per_second": {runner: c["marginal_tracks_per_second"] for runner, c in curves.items()},
-            "plot": plot_path,
+            "plot": _shown(plot_path),
             "export_seconds": round(export_seconds, 1),
             "generate_seconds": round(generate_seconds, 1),
             "machine": {**machine_load(), "load_average_before": load_before["load_average"]},
