@@ -297,7 +297,7 @@ def baseline(export_dir: str | None) -> float:
 
 RUNNERS = {
     "default": ("python -m beam_jobs.extract_features without --runner: DirectRunner, multi_processing, one worker "
-                "process per core but at most one per track (1 here); the worker loads the model"),
+                "process per core but at most one per track (1 here); the model loads in a process of its own"),
     "in_process": "--runner=DirectRunner: the in-process DirectRunner (FnApiRunner), the pipeline in one process",
 }
 

@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _jobs import machine_load, music_catalogue, musicnn_export, run_command, tag_command
+from _jobs import REPO, machine_load, music_catalogue, musicnn_export, run_command, tag_command
 
 HERE = Path(__file__).resolve().parent
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
@@ -145,7 +145,7 @@ def plot(curves: dict[str, dict[str, Any]], path: str, *, seconds: float) -> Non
 def _shown(path: str) -> str:
     """``path`` relative to the repository when it is inside it (the committed report names no machine's folders)."""
     try:
-        return str(Path(path).resolve().relative_to(HERE.parent))
+        return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return path
 
