@@ -2,7 +2,8 @@
 
 A local job (the DirectRunner) runs the model in **one process of its own**, started by the
 launcher as soon as the job knows its model (``python -m beam_jobs.tag`` starts it before it
-even imports Beam): it imports TensorFlow, loads the one signature the job calls, runs it once
+even imports Beam): it imports TensorFlow's runtime (not its public API, :mod:`beam_jobs.tf_runtime`), loads the one
+signature the job calls, runs it once
 on a segment of silence (TensorFlow optimises a function's graph on its first call) and serves
 the calls of the processes that decode the audio. Those processes, and the launcher, never
 import TensorFlow; they send NumPy arrays over a Unix socket (``multiprocessing.connection``,
@@ -32,8 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.abc
-import importlib.machinery
 import logging
 import os
 import re
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from beam_jobs import tf_runtime
 from beam_jobs.scratch import PREFIX
 from tfaural.errors import ModelError, ParameterError
 from tfaural.formats import ExportMetadata, read_export_metadata
@@ -170,15 +170,14 @@ class LoadedSignature:
         Raises:
             SignatureCallError: If the call fails.
         """
-        import tensorflow as tf
-
         try:
-            result = self.function(**{name: tf.constant(inputs[name]) for name in self.input_names})
+            result = self.function(**{name: tf_runtime.constant(inputs[name]) for name in self.input_names})
             return {k: v.numpy() for k, v in result.items() if outputs is None or k in outputs}
         except Exception as err:
-            example_error = (isinstance(err, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
+            tf_errors = tf_runtime.errors()
+            example_error = (isinstance(err, (tf_errors.InvalidArgumentError, tf_errors.OutOfRangeError,
                                               ValueError, TypeError))
-                             and not isinstance(err, tf.errors.ResourceExhaustedError))
+                             and not isinstance(err, tf_errors.ResourceExhaustedError))
             raise SignatureCallError(type(err).__name__, tf_error_reason(err), example_error) from None
 
     def call_each(
@@ -208,30 +207,17 @@ def _join(base: str, relative: str) -> str:
 
 def _gfile_metadata(export_dir: str) -> ExportMetadata:
     """The export's ``metadata.json``, read with ``tf.io.gfile`` (any filesystem TensorFlow reads)."""
-    import tensorflow as tf
-
-    def read(path: str) -> bytes:
-        try:
-            with tf.io.gfile.GFile(path, "rb") as handle:
-                return handle.read()  # type: ignore[no-any-return]
-        except tf.errors.NotFoundError:
-            raise FileNotFoundError(path) from None
-        except tf.errors.OpError as err:
-            raise OSError(f"{path}: {err.message}") from None
-
-    return read_export_metadata(export_dir, read_bytes=read)
+    return read_export_metadata(export_dir, read_bytes=tf_runtime.gfile_read)
 
 
 def signature_savedmodel(export_dir: str, signature: str) -> str:
     """The SavedModel to load for ``signature``: its own (``metadata.json``: ``signature_savedmodels``)
     if the export has one, else the export itself. Reads the export with ``tf.io.gfile`` (local or remote)."""
-    import tensorflow as tf
-
     try:
         relative = _gfile_metadata(export_dir).signature_savedmodels.get(signature)
     except ModelError:
         return export_dir  # loading the export reports what is wrong with it
-    if relative and tf.io.gfile.exists(_join(export_dir, f"{relative}/saved_model.pb")):
+    if relative and tf_runtime.gfile_exists(_join(export_dir, f"{relative}/saved_model.pb")):
         return _join(export_dir, relative)
     return export_dir
 
@@ -252,21 +238,16 @@ def load_savedmodel(path: str, *, export_dir: str, threads: int | None = None, p
         ModelError: If the SavedModel cannot be loaded.
         ParameterError: On another ``precision``.
     """
-    import tensorflow as tf
-
     if precision not in PRECISIONS:
         raise ParameterError(f"precision {precision!r} is invalid: expected one of {'|'.join(PRECISIONS)}")
     if precision == "bfloat16":
-        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+        tf_runtime.enable_bfloat16_rewrite()
     if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # the runtime is already initialised in this process: keep its setting
-            pass
+        with contextlib.suppress(RuntimeError):  # the runtime is already initialised here: keep its setting
+            tf_runtime.set_threads(threads)
     try:
-        return tf.saved_model.load(path)
-    except (OSError, ValueError, tf.errors.OpError) as err:
+        return tf_runtime.load(path)
+    except (OSError, ValueError, tf_runtime.errors().OpError) as err:
         raise ModelError(f"cannot load the SavedModel in {export_dir!r}: {err}") from None
 
 
@@ -403,51 +384,6 @@ def serve(export_dir: str, signature: str, socket_path: str, authkey: bytes, *, 
         server.set_loaded(loaded)
 
 
-class _HideKeras:
-    """A ``sys.meta_path`` finder under which ``keras`` is an empty package and its submodules are missing.
-
-    ``import tensorflow`` eagerly imports ``keras.src.optimizers`` (to register Keras optimizers
-    for SavedModels that hold them) and, with it, all of Keras, scikit-learn and SciPy: about
-    40 % of TensorFlow's import time. An export holds no Keras objects (only ``tf.Variable`` s and
-    functions), so the model process imports TensorFlow with Keras hidden -- TensorFlow catches
-    the ``ImportError``, as it does where Keras is not installed -- and then removes this finder,
-    so that a later ``import keras`` works as usual. ``keras`` itself gets a spec (with its real
-    location) because TensorFlow asks for its folder without importing it.
-    """
-
-    class _EmptyPackage(importlib.abc.Loader):
-        def create_module(self, spec: Any) -> None:
-            return None
-
-        def exec_module(self, module: Any) -> None:
-            module.__path__ = []
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name == "keras":
-            real = importlib.machinery.PathFinder.find_spec(name)
-            return importlib.machinery.ModuleSpec(name, self._EmptyPackage(), origin=real.origin if real else None,
-                                                  is_package=True)
-        if name.startswith("keras."):
-            raise ModuleNotFoundError(f"No module named {name!r} (hidden while TensorFlow is imported)", name=name)
-        return None
-
-
-def import_tensorflow_without_keras() -> Any:
-    """``import tensorflow`` with Keras hidden (see :class:`_HideKeras`); returns the module."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    finder = _HideKeras()
-    sys.meta_path.insert(0, finder)
-    try:
-        import tensorflow as tf
-    finally:
-        sys.meta_path.remove(finder)
-        hidden = getattr(sys.modules.get("keras"), "__spec__", None)
-        if hidden is not None and isinstance(hidden.loader, _HideKeras._EmptyPackage):
-            del sys.modules["keras"]  # the empty stand-in: a later import finds the real package
-    return tf
-
-
 def _socket_address(socket: str) -> str:
     """The address to listen at or connect to: ``@name`` (a command-line argument holds no NUL) is abstract."""
     return "\0" + socket[1:] if socket.startswith("@") else socket
@@ -492,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode("ascii").strip())
     threading.Thread(target=_watch_stdin, args=(args.socket,), name="stdin", daemon=True).start()
-    import_tensorflow_without_keras()
+    tf_runtime.import_runtime()
     serve(args.model, args.signature, args.socket, authkey, threads=args.threads, precision=args.precision)
     threading.Event().wait()  # serve until stdin closes (the watcher exits the process)
     return 0

@@ -89,22 +89,6 @@ def test_one_round_trip_calls_each_example_alone_and_a_bad_one_fails_alone(
         np.testing.assert_array_equal(result.inference["scores"], answer["scores"][0])  # same process, same call
 
 
-def test_model_process_imports_tensorflow_without_keras_and_keras_still_imports_after() -> None:
-    code = (
-        "import sys\n"
-        "from beam_jobs.model_process import import_tensorflow_without_keras\n"
-        "tf = import_tensorflow_without_keras()\n"
-        "print(sorted(m for m in ('keras', 'sklearn') if m in sys.modules))\n"
-        "print(float(tf.reduce_sum(tf.ones([3]))))\n"
-        "import keras\n"
-        "print(keras.layers.Dense(2).units)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["[]", "3.0", "2"]
-
-
 def test_one_signature_savedmodel_is_what_the_jobs_load(samplecnn_export: str) -> None:
     metadata = json.loads((pathlib.Path(samplecnn_export) / "assets" / "metadata.json").read_text())
     assert metadata["signature_savedmodels"] == {name: f"assets.extra/signatures/{name}"
