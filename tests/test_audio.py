@@ -217,6 +217,30 @@ def test_iter_blocks_concatenates_to_load(write_audio: WriteAudio, native_sr: in
     np.testing.assert_allclose(joined[: n - 64], whole[: n - 64], atol=1e-4)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_iter_blocks_mixes_channels_exactly_as_numpy_mean(write_audio: WriteAudio, channels: int) -> None:
+    # iter_blocks mixes down from the decoder's [frames, channels] buffer; the reference is NumPy's
+    # mean over the channels of the whole file (float32), which blocks at the native rate must equal bitwise.
+    rng = np.random.default_rng(channels)
+    y = (0.3 * rng.standard_normal((channels, SR * 3))).astype(np.float32)
+    path = write_audio("multi.wav", y, sample_rate=SR, subtype="FLOAT")
+    joined = np.concatenate(list(audio.iter_blocks(path, sample_rate=None, block_seconds=0.7)))
+    np.testing.assert_array_equal(joined, y.mean(axis=0, dtype=np.float32))
+    stereo = np.concatenate(list(audio.iter_blocks(path, sample_rate=None, block_seconds=0.7, mono=False)), axis=-1)
+    np.testing.assert_array_equal(stereo, y)
+
+
+@pytest.mark.parametrize("mono", [True, False])
+def test_iter_blocks_rejects_nan_and_inf_in_any_channel(write_audio: WriteAudio, mono: bool) -> None:
+    y = np.stack([sine(440, 1.0, sample_rate=SR), sine(220, 1.0, sample_rate=SR)])
+    y[1, 100] = np.nan
+    y[1, 200] = np.inf
+    y[0, 200] = -np.inf  # with the +inf beside it, a NaN in the mix; the message counts the file's samples
+    path = write_audio("nan_stereo.wav", y, sample_rate=SR, subtype="FLOAT")
+    with pytest.raises(InvalidAudioError, match="3 sample"):
+        list(audio.iter_blocks(path, sample_rate=8000, block_seconds=0.25, mono=mono))
+
+
 def test_iter_blocks_on_empty_audio(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "zero.wav"
     _zero_length_wav(path)

@@ -326,11 +326,26 @@ def iter_blocks(
         pending: list[np.ndarray] = []
         pending_len = 0
         total = 0
-        for raw in snd.blocks(blocksize=read_len, dtype="float32", always_2d=True):
-            chunk = np.ascontiguousarray(raw.T)
-            _validate_samples(chunk, name)
-            if mono:
-                chunk = chunk.mean(axis=0, keepdims=True, dtype=np.float32)
+        remaining = int(snd.frames)  # what read(frames=-1) reads, as load() does
+        buffer = np.empty((min(read_len, max(remaining, 1)), int(snd.channels)), np.float32)  # reused per block
+        while remaining > 0:
+            want = min(read_len, remaining)
+            raw = snd.read(frames=want, dtype="float32", always_2d=True, out=buffer[:want])  # a view of buffer
+            if not len(raw):
+                break
+            remaining -= len(raw)
+            if mono:  # the channels' mean, summed in channel order as ndarray.mean(axis=0) of [channels, samples]
+                mixed = raw[:, 0].copy()
+                for c in range(1, raw.shape[1]):
+                    mixed += raw[:, c]
+                if raw.shape[1] > 1:
+                    mixed /= np.float32(raw.shape[1])
+                if not np.isfinite(mixed).all():  # a NaN or Inf in any channel reaches the mean
+                    _validate_samples(raw.T, name)
+                chunk = mixed[np.newaxis]
+            else:
+                chunk = np.array(raw.T, order="C")  # a copy: raw is the reused buffer
+                _validate_samples(chunk, name)
             if stream is not None:
                 chunk = np.ascontiguousarray(stream.resample_chunk(chunk.T, last=False).T, dtype=np.float32)
             pending.append(chunk)
