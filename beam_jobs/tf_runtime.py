@@ -2,11 +2,12 @@
 
 ``import tensorflow`` runs ``tensorflow/__init__.py``, which builds the whole public API (every
 ``tf.*`` namespace: tf.data, tf.distribute, feature columns, autograph, ...) and imports Keras's
-optimizers, with Keras, scikit-learn and SciPy: about 3 s of CPU on the machines we measure, all
-of it on the model process's start-up path (nothing can run before it). Loading a SavedModel and
-calling its signatures needs far less: the C++ runtime (``tensorflow.python.pywrap_tensorflow``,
-which loads the kernels and filesystems), TF2 behaviour, and the modules ``tf.saved_model.load``
-and an eager call import themselves -- a third of the modules, about 1.4 s.
+optimizers, with Keras, scikit-learn and SciPy: 3,768 modules, 4.6-5.2 s on a 2-core Zen 4 (~4 s
+with Keras hidden), all of it on the model process's start-up path (nothing can run before it).
+Loading a SavedModel and calling its signatures needs far less: the C++ runtime
+(``tensorflow.python.pywrap_tensorflow``, which loads the kernels and filesystems), TF2 behaviour, and
+the modules ``tf.saved_model.load`` and an eager call import themselves: 1,176 modules, 1.7-1.9 s
+(``benchmarks/startup.py``).
 
 :func:`import_runtime` imports exactly that. It makes ``tensorflow`` a package whose public API is
 built on first use: the first access to any attribute it does not have yet (``tf.constant``,

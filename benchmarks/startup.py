@@ -14,9 +14,10 @@ weights, whose export also holds the deconvolution and auralisation graphs, and 
 * **components**, each in a fresh process (wall and, for the imports, CPU seconds: on a shared
   machine the CPU time shows the work, the wall time what waiting for a core adds): Python
   alone; ``import apache_beam`` (the launcher's and every Beam worker's import); ``import
-  tensorflow``; TensorFlow's runtime and ``tf.saved_model.load``'s module without the public API (what the
-  model process imports instead, ``beam_jobs.tf_runtime``); ``import numpy, ml_dtypes`` (the slowest part of that import with ml_dtypes 0.7, which
-  setup.py therefore keeps out); ``tf.saved_model.load`` of the signature's SavedModel and of the whole export
+  tensorflow``; TensorFlow's runtime and ``tf.saved_model.load``'s module without the public API
+  (what the model process imports instead, ``beam_jobs.tf_runtime``); ``import numpy, ml_dtypes``
+  (the slowest part of that import with ml_dtypes 0.7, which setup.py therefore keeps out);
+  ``tf.saved_model.load`` of the signature's SavedModel and of the whole export
   (after the import), and the first call on one segment (TensorFlow optimises a function's graph
   on its first call; the model process makes that call before the job needs it).
 
@@ -96,8 +97,9 @@ def component_times(export_dir: str, signature_dir: str, segment_length: int, *,
         for key, code in (("python", "pass"), ("import_apache_beam", "import apache_beam"),
                           ("import_tensorflow", "import tensorflow"),
                           # what the model process imports instead (beam_jobs.tf_runtime), up to tf.saved_model.load
-                          ("import_tensorflow_runtime", "from beam_jobs import tf_runtime; tf_runtime.import_runtime(); "
-                                                        "from tensorflow.python.saved_model import load"),
+                          ("import_tensorflow_runtime",
+                           "from beam_jobs import tf_runtime; tf_runtime.import_runtime(); "
+                           "from tensorflow.python.saved_model import load"),
                           # part of TensorFlow's import (setup.py keeps ml_dtypes < 0.7)
                           ("import_numpy_ml_dtypes", "import numpy, ml_dtypes")):
             done = run_command([sys.executable, "-c", code])
