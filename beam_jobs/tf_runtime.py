@@ -17,6 +17,10 @@ uses it. Where the real ``__init__`` would load more than the runtime (first-par
 or a pluggable device's ``tensorflow-plugins``, e.g. a GPU plugin), :func:`import_runtime` imports
 TensorFlow as usual instead (with Keras hidden while it does, see :class:`_HideKeras`).
 
+A quiet command line (:func:`tfaural.cli.quiet_command_line_startup`) filters TensorFlow's C++ start-up
+lines out of the first ``import tensorflow``; :func:`import_runtime` takes that filter over and runs the
+runtime's import and the device discovery (which prints the rest) inside it.
+
 The functions below (:func:`constant`, :func:`errors`, :func:`load`, :func:`gfile_read`,
 :func:`gfile_exists`, :func:`set_threads`, :func:`enable_bfloat16_rewrite`) are what the model
 process and the Beam workers call, from TensorFlow's own modules (``tensorflow.python.*``, the modules
@@ -40,8 +44,11 @@ import threading
 import types
 from typing import Any
 
+from tfaural import cli
+
 __all__ = [
     "import_runtime",
+    "import_tensorflow_without_keras",
     "api_built",
     "constant",
     "errors",
@@ -189,13 +196,31 @@ def import_runtime() -> Any:
     if reason:
         logger.info("importing the whole of TensorFlow: its __init__ loads %s", reason)
         return import_tensorflow_without_keras()
+    quiet = cli.take_quiet_tensorflow_import()  # a quiet command line's filter, which `import tensorflow` meets
     finder = _RuntimeFinder(real)
     sys.meta_path.insert(0, finder)
     try:
-        import tensorflow
+        with cli.filtered_startup_output() if quiet else contextlib.nullcontext():
+            import tensorflow
+
+            if quiet:
+                _discover_devices()
     finally:
         sys.meta_path.remove(finder)
     return tensorflow
+
+
+def _discover_devices() -> None:
+    """What prints the rest of TensorFlow's start-up lines, done now (as :mod:`tfaural.cli`'s quiet import
+    does with the public API): device discovery ("failed call to cuInit" without a GPU), and oneDNN's
+    notice that it leaves bool tensors to Eigen (a traced transpose of a bool tensor, ~50 ms)."""
+    from tensorflow.python.eager import def_function
+    from tensorflow.python.framework import config
+    from tensorflow.python.ops import array_ops
+
+    with contextlib.suppress(Exception):
+        config.list_physical_devices()
+        def_function.function(array_ops.transpose)(constant([[True, False]]))
 
 
 def api_built() -> bool:

@@ -37,6 +37,8 @@ __all__ = [
     "quiet_tensorflow_startup",
     "quiet_command_line_startup",
     "is_startup_noise",
+    "take_quiet_tensorflow_import",
+    "filtered_startup_output",
 ]
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
@@ -199,7 +201,7 @@ def is_verbose(argv: Sequence[str] | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def _filtered_stderr() -> Iterator[None]:
+def filtered_startup_output() -> Iterator[None]:
     """Captures file descriptor 2 (C++ logging writes there directly) and replays it without the start-up lines."""
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
@@ -235,7 +237,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         exec_module = loader.exec_module
 
         def quiet_exec_module(module: Any) -> None:
-            with _filtered_stderr():
+            with filtered_startup_output():
                 exec_module(module)
                 # Device discovery prints the rest ("failed call to cuInit"): done now, inside the window.
                 # So does oneDNN's notice that it leaves bool tensors to Eigen (on some CPUs, once per
@@ -247,6 +249,21 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
         loader.exec_module = quiet_exec_module  # type: ignore[method-assign]
         return spec
+
+
+def take_quiet_tensorflow_import() -> bool:
+    """Whether quiet start-up is waiting for this process's first ``import tensorflow``; hands it over.
+
+    For code that imports TensorFlow another way than ``import tensorflow``'s usual loader (the model
+    process's runtime-only import, :mod:`beam_jobs.tf_runtime`): it removes the waiting filter and, when
+    this returns True, runs its import and device discovery inside :func:`filtered_startup_output`.
+    """
+    taken = False
+    for finder in list(sys.meta_path):
+        if isinstance(finder, _QuietTensorFlowImport):
+            sys.meta_path.remove(finder)
+            taken = True
+    return taken
 
 
 def quiet_tensorflow_startup() -> bool:

@@ -125,3 +125,32 @@ def test_whole_import_hides_keras_and_keras_still_imports_after() -> None:
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "3.0", "2"]
+
+
+_QUIET_SCRIPT = """
+import sys
+import numpy as np
+import beam_jobs  # a quiet command line's processes (TFAURAL_QUIET=1) filter TensorFlow's start-up lines
+from beam_jobs import tf_runtime
+from beam_jobs.model_process import load_signature
+tf_runtime.import_runtime()
+_, function = load_signature(sys.argv[1], "serving_default")
+function(waveform=tf_runtime.constant(np.zeros((1, 4000), np.float32)))
+print("called", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_runtime_import_keeps_a_quiet_command_lines_output_quiet(samplecnn_export: str, quiet: bool) -> None:
+    from tfaural.cli import QUIET_ENV, VERBOSE_ENV, is_startup_noise
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", QUIET_ENV, VERBOSE_ENV)}
+    env[QUIET_ENV if quiet else VERBOSE_ENV] = "1"
+    done = subprocess.run([sys.executable, "-c", _QUIET_SCRIPT, samplecnn_export], capture_output=True, text=True,
+                          timeout=600, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert "called" in lines
+    noise = [line for line in lines if is_startup_noise(line)]
+    # Quiet: the runtime import and device discovery ran inside the filter. Verbose (the control): they print.
+    assert (noise == []) if quiet else noise, lines
