@@ -2,9 +2,9 @@
 
 A local job (the DirectRunner) runs the model in **one process of its own**, started by the
 launcher as soon as the job knows its model (``python -m beam_jobs.tag`` starts it before it
-even imports Beam): it imports TensorFlow's runtime (not its public API, :mod:`beam_jobs.tf_runtime`), loads the one
-signature the job calls, runs it once
-on a segment of silence (TensorFlow optimises a function's graph on its first call) and serves
+even imports Beam): it imports TensorFlow's runtime (not its public API: :mod:`beam_jobs.tf_runtime`),
+loads the one signature the job calls, runs it once on a segment of silence (TensorFlow optimises a
+function's graph on its first call) and serves
 the calls of the processes that decode the audio. Those processes, and the launcher, never
 import TensorFlow; they send NumPy arrays over a Unix socket (``multiprocessing.connection``,
 authenticated with a random key) and get NumPy arrays back. Start-up work overlaps: while the

@@ -2,12 +2,11 @@
 
 ``import tensorflow`` runs ``tensorflow/__init__.py``, which builds the whole public API (every
 ``tf.*`` namespace: tf.data, tf.distribute, feature columns, autograph, ...) and imports Keras's
-optimizers, with Keras, scikit-learn and SciPy: 3,768 modules, 4.6-5.2 s on a 2-core Zen 4 (~4 s
-with Keras hidden), all of it on the model process's start-up path (nothing can run before it).
-Loading a SavedModel and calling its signatures needs far less: the C++ runtime
-(``tensorflow.python.pywrap_tensorflow``, which loads the kernels and filesystems), TF2 behaviour, and
-the modules ``tf.saved_model.load`` and an eager call import themselves: 1,176 modules, 1.7-1.9 s
-(``benchmarks/startup.py``).
+optimizers, with Keras, scikit-learn and SciPy: 4.6-5.2 s on a 2-core Zen 4, all of it on the model
+process's start-up path (nothing can run before it). Loading a SavedModel and calling its signatures
+needs far less: the C++ runtime (``tensorflow.python.pywrap_tensorflow``, which loads the kernels and
+filesystems), TF2 behaviour, and the modules ``tf.saved_model.load`` and an eager call import
+themselves: 1.7-1.9 s (``benchmarks/startup.py``'s components, ``benchmarks/RESULTS.md``).
 
 :func:`import_runtime` imports exactly that. It makes ``tensorflow`` a package whose public API is
 built on first use: the first access to any attribute it does not have yet (``tf.constant``,
@@ -18,8 +17,8 @@ or a pluggable device's ``tensorflow-plugins``, e.g. a GPU plugin), :func:`impor
 TensorFlow as usual instead (with Keras hidden while it does, see :class:`_HideKeras`).
 
 A quiet command line (:func:`tfaural.cli.quiet_command_line_startup`) filters TensorFlow's C++ start-up
-lines out of the first ``import tensorflow``; :func:`import_runtime` takes that filter over and runs the
-runtime's import and the device discovery (which prints the rest) inside it.
+lines out of the first ``import tensorflow`` with a finder that wraps whichever loader provides the module:
+:func:`import_runtime` puts its own finder behind it, so the runtime's import is filtered the same way.
 
 The functions below (:func:`constant`, :func:`errors`, :func:`load`, :func:`gfile_read`,
 :func:`gfile_exists`, :func:`set_threads`, :func:`enable_bfloat16_rewrite`) are what the model
@@ -43,8 +42,6 @@ import sys
 import threading
 import types
 from typing import Any
-
-from tfaural import cli
 
 __all__ = [
     "import_runtime",
@@ -196,31 +193,16 @@ def import_runtime() -> Any:
     if reason:
         logger.info("importing the whole of TensorFlow: its __init__ loads %s", reason)
         return import_tensorflow_without_keras()
-    quiet = cli.take_quiet_tensorflow_import()  # a quiet command line's filter, which `import tensorflow` meets
     finder = _RuntimeFinder(real)
-    sys.meta_path.insert(0, finder)
+    # Just before the path finder, where `import tensorflow` would find the real package: finders ahead of it
+    # (a quiet command line's start-up filter, tfaural.cli) wrap this loader as they wrap the usual one.
+    places = [i for i, f in enumerate(sys.meta_path) if f is importlib.machinery.PathFinder]
+    sys.meta_path.insert(places[0] if places else 0, finder)
     try:
-        with cli.filtered_startup_output() if quiet else contextlib.nullcontext():
-            import tensorflow
-
-            if quiet:
-                _discover_devices()
+        import tensorflow
     finally:
         sys.meta_path.remove(finder)
     return tensorflow
-
-
-def _discover_devices() -> None:
-    """What prints the rest of TensorFlow's start-up lines, done now (as :mod:`tfaural.cli`'s quiet import
-    does with the public API): device discovery ("failed call to cuInit" without a GPU), and oneDNN's
-    notice that it leaves bool tensors to Eigen (a traced transpose of a bool tensor, ~50 ms)."""
-    from tensorflow.python.eager import def_function
-    from tensorflow.python.framework import config
-    from tensorflow.python.ops import array_ops
-
-    with contextlib.suppress(Exception):
-        config.list_physical_devices()
-        def_function.function(array_ops.transpose)(constant([[True, False]]))
 
 
 def api_built() -> bool:

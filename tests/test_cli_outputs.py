@@ -161,8 +161,8 @@ def test_startup_noise_is_told_from_real_messages() -> None:
 
 _FILTERED = """
 import os, sys
-from tfaural.cli import filtered_startup_output
-with filtered_startup_output():
+from tfaural.cli import _filtered_stderr
+with _filtered_stderr():
     os.write(2, (sys.argv[1] + "\\n").encode())  # C++ code writes to file descriptor 2, past sys.stderr
     print("from Python", file=sys.stderr)
 print("after", file=sys.stderr)

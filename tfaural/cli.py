@@ -37,8 +37,6 @@ __all__ = [
     "quiet_tensorflow_startup",
     "quiet_command_line_startup",
     "is_startup_noise",
-    "take_quiet_tensorflow_import",
-    "filtered_startup_output",
 ]
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
@@ -201,7 +199,7 @@ def is_verbose(argv: Sequence[str] | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def filtered_startup_output() -> Iterator[None]:
+def _filtered_stderr() -> Iterator[None]:
     """Captures file descriptor 2 (C++ logging writes there directly) and replays it without the start-up lines."""
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
@@ -222,8 +220,26 @@ def filtered_startup_output() -> Iterator[None]:
                 os.write(2, kept.encode("utf-8"))
 
 
+def _discover_devices() -> None:
+    """Device discovery, which prints the rest of the start-up lines ("failed call to cuInit"), done now inside
+    the filter; so is oneDNN's notice that it leaves bool tensors to Eigen (on some CPUs, once per process, at
+    the first graph that transposes one, e.g. an export's; a 1x1 transpose is optimised away): 50 ms of tracing.
+
+    Through the modules TensorFlow's public names are exported from, so that it also serves a ``tensorflow``
+    whose public API is not built (the model process's runtime-only import, ``beam_jobs.tf_runtime``).
+    """
+    with contextlib.suppress(Exception):
+        from tensorflow.python.eager import def_function
+        from tensorflow.python.framework import config, constant_op
+        from tensorflow.python.ops import array_ops
+
+        config.list_physical_devices()
+        def_function.function(array_ops.transpose)(constant_op.constant([[True, False]]))
+
+
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Runs the first ``import tensorflow`` (and its device discovery) with the start-up lines filtered out."""
+    """Runs the first ``import tensorflow`` (and its device discovery) with the start-up lines filtered out,
+    whichever finder after it provides the module (the usual one, or ``beam_jobs.tf_runtime``'s)."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name != "tensorflow":
@@ -237,33 +253,12 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         exec_module = loader.exec_module
 
         def quiet_exec_module(module: Any) -> None:
-            with filtered_startup_output():
+            with _filtered_stderr():
                 exec_module(module)
-                # Device discovery prints the rest ("failed call to cuInit"): done now, inside the window.
-                # So does oneDNN's notice that it leaves bool tensors to Eigen (on some CPUs, once per
-                # process, at the first graph that transposes one, e.g. an export's; a 1x1 transpose is
-                # optimised away): 50 ms of tracing.
-                with contextlib.suppress(Exception):
-                    module.config.list_physical_devices()
-                    module.function(module.transpose)(module.constant([[True, False]]))
+                _discover_devices()
 
         loader.exec_module = quiet_exec_module  # type: ignore[method-assign]
         return spec
-
-
-def take_quiet_tensorflow_import() -> bool:
-    """Whether quiet start-up is waiting for this process's first ``import tensorflow``; hands it over.
-
-    For code that imports TensorFlow another way than ``import tensorflow``'s usual loader (the model
-    process's runtime-only import, :mod:`beam_jobs.tf_runtime`): it removes the waiting filter and, when
-    this returns True, runs its import and device discovery inside :func:`filtered_startup_output`.
-    """
-    taken = False
-    for finder in list(sys.meta_path):
-        if isinstance(finder, _QuietTensorFlowImport):
-            sys.meta_path.remove(finder)
-            taken = True
-    return taken
 
 
 def quiet_tensorflow_startup() -> bool:
