@@ -45,6 +45,7 @@ from beam_jobs.model_process import (
     ModelServerAddress,
     RemoteSignature,
     SignatureCallError,
+    apply_threads,
     load_savedmodel,
     signature_function,
     signature_savedmodel,
@@ -249,12 +250,13 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
                                      input_names=metadata.input_names(self.signature) if metadata else None)
             remote.batched = self._batched_inputs(metadata, remote.input_names)
             return remote
+        threads = self.intra_op_threads or _dask_worker_threads()
+        apply_threads(threads)  # before reading the export, which imports TensorFlow
         path = signature_savedmodel(self.export_dir, self.signature)
         with _CACHE_LOCK:  # the signatures without a SavedModel of their own share one load of the export
             key = (path, self.precision)
             if key not in _CACHE:
-                _CACHE[key] = load_savedmodel(path, export_dir=self.export_dir,
-                                              threads=self.intra_op_threads or _dask_worker_threads(),
+                _CACHE[key] = load_savedmodel(path, export_dir=self.export_dir, threads=threads,
                                               precision=self.precision)
             loaded = _CACHE[key]
         function = signature_function(loaded, self.signature, export_dir=self.export_dir)

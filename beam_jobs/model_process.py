@@ -60,6 +60,7 @@ __all__ = [
     "tf_error_reason",
     "LoadedSignature",
     "signature_savedmodel",
+    "apply_threads",
     "load_savedmodel",
     "signature_function",
     "load_signature",
@@ -222,14 +223,23 @@ def signature_savedmodel(export_dir: str, signature: str) -> str:
     return export_dir
 
 
+def apply_threads(threads: int | None) -> None:
+    """TensorFlow's intra- and inter-op thread counts for this process (:func:`beam_jobs.tf_runtime.set_threads`):
+    call it before anything in the process uses TensorFlow, reading the export included (``None``: leave
+    TensorFlow's default). If the runtime already runs with other counts, they stay, with a warning."""
+    if threads and not tf_runtime.set_threads(threads):
+        logger.warning("TensorFlow already runs in this process with its own thread counts: %d intra- and "
+                       "inter-op threads cannot be set now", threads)
+
+
 def load_savedmodel(path: str, *, export_dir: str, threads: int | None = None, precision: str = "float32") -> Any:
     """``tf.saved_model.load(path)`` with TensorFlow's thread counts and precision set first.
 
     Args:
         path: The SavedModel to load (an export, or one signature's own SavedModel in it).
         export_dir: The export it belongs to (named in errors).
-        threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); ignored
-            if the runtime is already initialised in this process.
+        threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); if the runtime
+            already runs with other counts in this process, they stay (with a warning).
         precision: ``"float32"``, or ``"bfloat16"``: turn on Grappler's
             ``auto_mixed_precision_onednn_bfloat16`` rewrite for every function this process runs
             from now on (see the module docstring). ``"float32"`` leaves the process's setting as it is.
@@ -242,9 +252,7 @@ def load_savedmodel(path: str, *, export_dir: str, threads: int | None = None, p
         raise ParameterError(f"precision {precision!r} is invalid: expected one of {'|'.join(PRECISIONS)}")
     if precision == "bfloat16":
         tf_runtime.enable_bfloat16_rewrite()
-    if threads:
-        with contextlib.suppress(RuntimeError):  # the runtime is already initialised here: keep its setting
-            tf_runtime.set_threads(threads)
+    apply_threads(threads)
     try:
         return tf_runtime.load(path)
     except (OSError, ValueError, tf_runtime.errors().OpError) as err:
@@ -269,8 +277,8 @@ def load_signature(export_dir: str, signature: str, *, threads: int | None = Non
     Args:
         export_dir: The export version directory (local or remote).
         signature: The signature's name.
-        threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); ignored
-            if the runtime is already initialised in this process.
+        threads: TensorFlow intra- and inter-op threads (``None``: TensorFlow's default); see
+            :func:`load_savedmodel`.
 
     Returns:
         ``(loaded object, concrete function)``.
@@ -278,6 +286,7 @@ def load_signature(export_dir: str, signature: str, *, threads: int | None = Non
     Raises:
         ModelError: If the SavedModel cannot be loaded or lacks the signature.
     """
+    apply_threads(threads)  # before reading the export, which imports TensorFlow
     loaded = load_savedmodel(signature_savedmodel(export_dir, signature), export_dir=export_dir, threads=threads,
                              precision=precision)
     return loaded, signature_function(loaded, signature, export_dir=export_dir)
@@ -428,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode("ascii").strip())
     threading.Thread(target=_watch_stdin, args=(args.socket,), name="stdin", daemon=True).start()
+    if args.threads:  # before the import: a quiet import initialises the runtime (tf_runtime.set_threads)
+        os.environ.update(dict.fromkeys(tf_runtime.THREAD_VARIABLES, str(args.threads)))
     tf_runtime.import_runtime()
     serve(args.model, args.signature, args.socket, authkey, threads=args.threads, precision=args.precision)
     threading.Event().wait()  # serve until stdin closes (the watcher exits the process)

@@ -53,6 +53,7 @@ __all__ = [
     "gfile_read",
     "gfile_exists",
     "set_threads",
+    "THREAD_VARIABLES",
     "enable_bfloat16_rewrite",
 ]
 
@@ -265,16 +266,39 @@ def gfile_exists(path: str) -> bool:
     return bool(file_io.file_exists_v2(path))
 
 
-def set_threads(threads: int) -> None:
-    """``tf.config.threading.set_intra_op_parallelism_threads`` and ``..._inter_op_...`` to ``threads``.
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+"""The environment variables TensorFlow reads its intra- and inter-op thread counts from when its runtime
+initialises (where ``tf.config.threading`` left them unset)."""
 
-    Raises:
-        RuntimeError: If the runtime is already initialised in this process.
+
+def set_threads(threads: int) -> bool:
+    """TensorFlow's intra- and inter-op thread counts of this process, both ``threads``.
+
+    Sets :data:`THREAD_VARIABLES` first, then ``tf.config.threading``'s setters. The variables are what
+    makes it hold in a quiet process (:func:`tfaural.cli.quiet_tensorflow_startup`, every process a
+    command line starts): there the first import of TensorFlow discovers the devices and traces a
+    function inside the start-up filter, which initialises the runtime before ``tf.config.threading``
+    could be called (its setters then raise), and the runtime takes its counts from the variables.
+    Call it before anything in the process uses TensorFlow; the processes started from here inherit
+    the variables.
+
+    Returns:
+        True if the runtime runs (or will run) with these counts; False if it was already initialised
+        with others (e.g. TensorFlow was used earlier in a notebook): they then stay as they are.
     """
+    value = str(threads)
+    preset = all(os.environ.get(name) == value for name in THREAD_VARIABLES)
+    imported = "tensorflow" in sys.modules
+    if not imported:
+        os.environ.update(dict.fromkeys(THREAD_VARIABLES, value))
     from tensorflow.python.framework import config
 
-    config.set_intra_op_parallelism_threads(threads)
-    config.set_inter_op_parallelism_threads(threads)
+    try:
+        config.set_intra_op_parallelism_threads(threads)
+        config.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised: from the variables (just set, or set before), or not
+        return preset or not imported
+    return True
 
 
 def enable_bfloat16_rewrite() -> None:

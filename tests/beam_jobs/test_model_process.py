@@ -168,6 +168,22 @@ def test_closed_model_process_is_reported_not_awaited(samplecnn_export: str) -> 
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts the threads in /proc")
+def test_a_quiet_model_process_runs_with_the_threads_it_was_given(
+    samplecnn_export: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A quiet command line's model process imports TensorFlow inside the start-up filter, which initialises
+    the runtime: its ``--threads`` used to be ignored there (TensorFlow's default of one per core)."""
+    from tfaural.cli import QUIET_ENV
+
+    monkeypatch.setenv(QUIET_ENV, "1")
+    with ModelProcess(samplecnn_export, "serving_default", threads=3) as process:
+        RemoteSignature(process.address).call({"waveform": np.zeros((1, SAMPLECNN_SEGMENT), np.float32)})
+        tasks = pathlib.Path(f"/proc/{process.process.pid}/task")
+        names = [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+    assert names.count("tf_Compute") == 3  # TensorFlow's inter-op pool
+
+
 def test_a_temporary_folder_too_deep_for_a_socket_path_gets_an_abstract_socket(
     samplecnn_export: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -154,3 +154,34 @@ def test_runtime_import_keeps_a_quiet_command_lines_output_quiet(samplecnn_expor
     noise = [line for line in lines if is_startup_noise(line)]
     # Quiet: the runtime import and device discovery ran inside the filter. Verbose (the control): they print.
     assert (noise == []) if quiet else noise, lines
+
+
+_THREADS_SCRIPT = """
+import os, sys
+import numpy as np
+import beam_jobs  # quiet when TFAURAL_QUIET=1: the first import of TensorFlow initialises its runtime
+from beam_jobs import tf_runtime
+from beam_jobs.model_process import load_signature
+_, function = load_signature(sys.argv[1], "serving_default", threads=int(sys.argv[2]))
+function(waveform=tf_runtime.constant(np.zeros((1, 4000), np.float32)))
+names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+print(names.count("tf_Compute"), tf_runtime.set_threads(int(sys.argv[2])), tf_runtime.set_threads(7))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts the threads in /proc")
+@pytest.mark.parametrize("quiet", [True, False])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_thread_counts_hold_in_quiet_and_verbose_processes(samplecnn_export: str, quiet: bool, threads: int) -> None:
+    """``load_signature(..., threads=N)`` gives TensorFlow N inter-op threads (its ``tf_Compute`` pool) in a
+    process a quiet command line started, whose first import of TensorFlow initialises the runtime before
+    ``tf.config.threading`` can be called (until this was fixed the counts were silently TensorFlow's
+    default there: one per core); asking again for the same count is true, for another false."""
+    from tfaural.cli import QUIET_ENV, VERBOSE_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in (QUIET_ENV, VERBOSE_ENV, *tf_runtime.THREAD_VARIABLES)}
+    env[QUIET_ENV if quiet else VERBOSE_ENV] = "1"
+    done = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, samplecnn_export, str(threads)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [str(threads), "True", "False"], done.stderr[-3000:]
