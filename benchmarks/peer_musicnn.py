@@ -20,8 +20,12 @@ stereo; WAV, FLAC and MP3 in turn), for each musicnn model (``MTT_vgg``, ``MTT_m
   decoded 16-kHz waveforms (batches of 1 and of 8 tracks; the faster counts), after a warm-up
   call: the rate the model allows at that patching.
 
-Each model's runs (musicnn, tfaural, model only) follow one another, so that a background load
-that drifts over the benchmark affects them alike.
+Each model's runs (musicnn, then ``--repeats`` rounds of tfaural, model only and the one-track
+start-up in turn; 3 by default) follow one another, so that a background load that drifts over the
+benchmark affects them alike; the medians over the rounds are reported (each round's figures and
+ratio too: on a shared 2-core VM the same run's CPU time varies by about 10 % from minute to minute,
+as much as the model-only time of two rounds). Every round must tag every track as the first did.
+The first round times model only with batches of 1 and of 8; the others with the faster.
 
 Reported: tracks/s and times real time of each, the ratios tfaural/musicnn (target >= 3) and
 end to end / model only (target >= 0.8) in wall time, the same ratios in CPU seconds (every
@@ -34,7 +38,7 @@ front end stays finite (the share of infinite mel bins per file is measured with
 
 Usage:
     python benchmarks/peer_musicnn.py [--quick] [--tracks 100] [--seconds 30] [--models MTT_vgg,MTT_musicnn]
-                                      [--keep DIR]
+                                      [--keep DIR] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="length of each track (default 30; quick 10)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of MTT_vgg,MTT_musicnn")
     parser.add_argument("--keep", default=None, help="keep the catalogue, runs, exports and outputs in this folder")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds of tfaural / model only / start-up per model, in turn (default 3; quick 1): "
+                             "the medians are reported")
     return parser.parse_args(argv)
 
 
@@ -112,28 +119,28 @@ def decoded(paths: list[Path]) -> list[np.ndarray]:
     return [audio.load(str(path), sample_rate=SAMPLE_RATE)[0] for path in paths]
 
 
-def model_only(export_dir: str, waveforms: list[np.ndarray]) -> dict[str, float]:
-    """The export's ``serving_default`` on decoded waveforms: batches of 1 and of 8 equal-length tracks."""
+def model_only(export_dir: str, waveforms: list[np.ndarray], *, batches: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
+    """The export's ``serving_default`` on decoded waveforms, after a warm-up call: for each batch size in
+    ``batches`` (1, and 8 equal-length tracks per call) the time of the whole catalogue; the faster counts."""
     import tensorflow as tf
 
     from beam_jobs.model_process import load_signature
 
     _, serving = load_signature(export_dir, "serving_default")
     serving(waveform=tf.constant(waveforms[0][np.newaxis]))["scores"].numpy()  # warm-up
-    start, cpu = time.perf_counter(), time.process_time()
-    for y in waveforms:
-        serving(waveform=tf.constant(y[np.newaxis]))["scores"].numpy()
-    batch_1, cpu_1 = time.perf_counter() - start, time.process_time() - cpu
     groups: dict[int, list[np.ndarray]] = {}
     for y in waveforms:
         groups.setdefault(len(y), []).append(y)
-    start, cpu = time.perf_counter(), time.process_time()
-    for same in groups.values():
-        for i in range(0, len(same), 8):
-            serving(waveform=tf.constant(np.stack(same[i:i + 8])))["scores"].numpy()
-    batch_8, cpu_8 = time.perf_counter() - start, time.process_time() - cpu
-    return {"seconds_batch_1": batch_1, "seconds_batch_8": batch_8, "seconds": min(batch_1, batch_8),
-            "cpu_seconds": cpu_1 if batch_1 <= batch_8 else cpu_8}
+    timed: dict[int, tuple[float, float]] = {}
+    for batch in batches:
+        start, cpu = time.perf_counter(), time.process_time()
+        for same in groups.values():
+            for i in range(0, len(same), batch):
+                serving(waveform=tf.constant(np.stack(same[i:i + batch])))["scores"].numpy()
+        timed[batch] = (time.perf_counter() - start, time.process_time() - cpu)
+    best = min(timed, key=lambda batch: timed[batch][0])
+    return {**{f"seconds_batch_{batch}": seconds for batch, (seconds, _) in timed.items()},
+            "seconds": timed[best][0], "cpu_seconds": timed[best][1], "batch": best}
 
 
 def patch_count(waveforms: list[np.ndarray], hop: int) -> int:
@@ -152,14 +159,21 @@ def agreement(ours: dict[str, list[str]], theirs: dict[str, list[str]], names: l
             "identical_ranking": round(float(np.mean([ours[n] == theirs[n] for n in names])), 3)}
 
 
+def median(rounds: list[dict[str, float]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rounds))
+
+
 def speed(seconds: float, tracks: int, audio_seconds: float) -> dict[str, float]:
     return {"seconds": round(seconds, 2), "tracks_per_second": round(tracks / seconds, 3),
             "x_real_time": round(audio_seconds / seconds, 1)}
 
 
 def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None = None,
-        models: tuple[str, ...] = MODELS, keep: str | None = None) -> dict[str, Any]:
+        models: tuple[str, ...] = MODELS, keep: str | None = None, repeats: int | None = None) -> dict[str, Any]:
     """Runs every comparison; returns the JSON-serialisable results."""
+    repeats = repeats or (1 if quick else 3)
+    if repeats < 1:
+        raise SystemExit(f"--repeats {repeats}: expected at least 1")
     tracks = tracks or (3 if quick else 100)
     seconds = seconds or (10.0 if quick else 30.0)
     models = ("MTT_vgg",) if quick else models
@@ -186,22 +200,38 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
         waveforms = decoded(paths)
         theirs: dict[str, dict[str, Any]] = {}
         ours: dict[tuple[str, int | None], dict[str, Any]] = {}
-        alone: dict[tuple[str, int | None], dict[str, float]] = {}
+        alone: dict[tuple[str, int | None], dict[str, Any]] = {}
+        rounds: dict[tuple[str, int | None], list[dict[str, float]]] = {}
         for m, hop in configs:  # each model's runs back to back: a drifting background load hits them alike
             if m not in theirs:
                 theirs[m] = run_musicnn(m, paths)
             key = f"{m}-{hop or 'default'}"
-            ours[(m, hop)] = run_tfaural(paths[0].parent, exports[(m, hop)], root / "tags" / key, expected=tracks)
-            alone[(m, hop)] = model_only(exports[(m, hop)], waveforms)
-            if not quick:
-                ours[(m, hop)]["startup_seconds"] = run_tfaural(one.parent, exports[(m, hop)],
-                                                                root / "tags" / f"{key}-one", expected=1)["seconds"]
+            rounds[(m, hop)] = []
+            for r in range(repeats):  # tfaural, model only and start-up in turn, `repeats` times
+                mine = run_tfaural(paths[0].parent, exports[(m, hop)], root / "tags" / key, expected=tracks)
+                model = model_only(exports[(m, hop)], waveforms,
+                                   batches=(1, 8) if r == 0 else (int(alone[(m, hop)]["batch"]),))
+                this = {"tfaural_seconds": mine["seconds"], "tfaural_cpu_seconds": mine["cpu_seconds"],
+                        "model_only_seconds": model["seconds"], "model_only_cpu_seconds": model["cpu_seconds"]}
+                if not quick:
+                    this["startup_seconds"] = run_tfaural(one.parent, exports[(m, hop)], root / "tags" / f"{key}-one",
+                                                          expected=1)["seconds"]
+                if r == 0:
+                    ours[(m, hop)], alone[(m, hop)] = mine, model
+                elif mine["tags"] != ours[(m, hop)]["tags"]:
+                    raise RuntimeError(f"{key}: round {r + 1} tagged differently from round 1")
+                rounds[(m, hop)].append(this)
         results: dict[str, Any] = {}
         for m, hop in configs:
             meta = json.loads((Path(exports[(m, hop)]) / "assets" / "metadata.json").read_text())
             hop_samples = int(meta["segment_hop"])
-            model = alone[(m, hop)]
-            mine, peer = ours[(m, hop)], theirs[m]
+            peer, each = theirs[m], rounds[(m, hop)]
+            mine = {"seconds": median(each, "tfaural_seconds"), "cpu_seconds": median(each, "tfaural_cpu_seconds"),
+                    "tags": ours[(m, hop)]["tags"]}
+            if not quick:
+                mine["startup_seconds"] = median(each, "startup_seconds")
+            model = {**alone[(m, hop)], "seconds": median(each, "model_only_seconds"),
+                     "cpu_seconds": median(each, "model_only_cpu_seconds")}
             entry: dict[str, Any] = {
                 "hop_frames": hop_samples // 256,
                 "patches": {"tfaural": patch_count(waveforms, hop_samples),
@@ -216,7 +246,8 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
                 "model_only": {**speed(model["seconds"], tracks, audio_seconds),
                                "cpu_seconds": round(model["cpu_seconds"], 1),
                                "x_real_time_batch_1": round(audio_seconds / model["seconds_batch_1"], 1),
-                               "x_real_time_batch_8": round(audio_seconds / model["seconds_batch_8"], 1)},
+                               "x_real_time_batch_8": round(audio_seconds / model["seconds_batch_8"], 1),
+                               "batch": model["batch"]},
             }
             entry["model_only"]["patches_per_second"] = round(entry["patches"]["tfaural"] / model["seconds"], 1)
             if mine.get("startup_seconds") is not None:
@@ -224,6 +255,9 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
                 entry["tfaural"]["startup_seconds"] = round(mine["startup_seconds"], 2)
                 entry["tfaural"]["x_real_time_after_startup"] = round(audio_seconds / after, 1)
                 entry["ratios_after_startup"] = {"end_to_end_vs_model_only": round(model["seconds"] / after, 3)}
+            entry["rounds"] = [{k: round(v, 2) for k, v in r.items()} for r in each]
+            entry["end_to_end_vs_model_only_each_round"] = [round(r["model_only_seconds"] / r["tfaural_seconds"], 3)
+                                                            for r in each]
             entry["ratios"] = {
                 "tfaural_vs_musicnn": round(peer["seconds"] / mine["seconds"], 2),
                 "tfaural_vs_musicnn_target": TARGET_VS_MUSICNN,
@@ -251,6 +285,7 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "export_seconds": round(export_seconds, 1),
             "machine": {**machine_load(), "load_average_before": load_before["load_average"]},
             "quick": quick,
+            "repeats": repeats,
         }
     finally:
         if not keep:
@@ -260,8 +295,8 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    print(json.dumps(run(quick=args.quick, tracks=args.tracks, seconds=args.seconds, models=models, keep=args.keep),
-                     indent=2))
+    print(json.dumps(run(quick=args.quick, tracks=args.tracks, seconds=args.seconds, models=models, keep=args.keep,
+                         repeats=args.repeats), indent=2))
     return 0
 
 
