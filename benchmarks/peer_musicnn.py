@@ -24,8 +24,9 @@ Each model's runs (musicnn, then ``--repeats`` rounds of tfaural, model only and
 start-up in turn; 3 by default) follow one another, so that a background load that drifts over the
 benchmark affects them alike; the medians over the rounds are reported (each round's figures and
 ratio too: on a shared 2-core VM the CPU time of identical work drifts from minute to minute, by up to
-16-18 % between rounds in RESULTS.md's run, more than the margins the verdicts turn on). Every round must tag every track as the first did.
-The first round times model only with batches of 1 and of 8; the others with the faster.
+16-18 % between rounds in RESULTS.md's run, more than the margins the verdicts turn on). Every round
+must tag every track as the first did. The first round times model only with batches of 1 and of 8;
+the others with the faster.
 
 Reported: tracks/s and times real time of each, the ratios tfaural/musicnn (target >= 3) and
 end to end / model only (target >= 0.8) in wall time, the same ratios in CPU seconds (every
