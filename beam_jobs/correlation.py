@@ -18,11 +18,11 @@ Usage:
    does not take them all at the signal length (e.g. musicnn's ``MTT_vgg``, 128 maps per
    layer: all of them up to 15 s).
 3. Each deconvolved map is centred and scaled to unit norm (float64, stored as
-   float32) and keyed, once per attribute, by (layer, attribute, values of the
-   other two attributes, feature). A GroupByKey brings together the signals that
-   differ only in that attribute; the Pearson correlation of every pair is a dot
-   product (float64). CombinePerKey reduces the pairs to mean / std per feature and
-   per layer.
+   float32) and keyed by (layer, feature), with its signal's attributes. A GroupByKey
+   brings together every signal's map of one feature; within it, for each attribute,
+   the signals that differ only in that attribute form a group, and the Pearson
+   correlation of every pair is a dot product (float64). CombinePerKey reduces the
+   pairs to mean / std per feature and per layer.
 
 The output folder receives:
 
@@ -43,13 +43,16 @@ spectrograms ``[freq, frames]``), SampleCNN models (waveforms ``[samples]``) and
 imported musicnn taggers (16 kHz; log-mel maps ``[96 mels, frames]``); the signals are
 rendered at the export's own sample rate. See ``docs/correlation.md``.
 
-Memory: the grouping shuffles every normalised map three times (once per
-attribute). On a distributed runner (Dataflow) that is routine; the local
-DirectRunner keeps shuffled data in memory: 3 × n_signals × features × map size
-× 4 bytes per layer (~3 × 2.5 GB for the paper's grid with the Choi CNN at
-11,025 Hz, ~3 × 2.8 GB with ``MTT_vgg``: 128 maps of 96 × 251), so for the full
-grid on one machine use :func:`tfaural.correlation.analyse` (``benchmarks/correlation.py``)
-or run the job on a reduced grid.
+Memory: the grouping shuffles every normalised map once. On a distributed runner
+(Dataflow) that is routine; the local DirectRunner keeps shuffled data in memory:
+n_signals × features × map size × 4 bytes per layer (~2.5 GB for the paper's grid
+with the Choi CNN at 11,025 Hz, ~2.8 GB with ``MTT_vgg``: 128 maps of 96 × 251),
+and a few times that while it encodes and groups them, so for the full grid on one
+machine use :func:`tfaural.correlation.analyse` (``benchmarks/correlation.py``) or
+run the job on a reduced grid. Locally the job runs in one process
+(``--direct_running_mode=in_memory`` unless chosen): TensorFlow uses every core for
+the deconvolutions, and the maps reach the grouping without crossing to worker
+processes (``docs/correlation.md``, Memory, has the measurements).
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ __all__ = [
     "CorrelationOptions",
     "Settings",
     "NormaliseDeconvolution",
+    "CorrelateFeature",
     "correlate_group",
     "MomentsCombineFn",
     "build_pipeline",
@@ -269,22 +273,23 @@ def _examples(
 
 _GroupKey = tuple[int, str, tuple[str, ...], int]  # (layer, attribute, other attribute values, feature)
 _Member = tuple[int, str, np.ndarray, bool]  # (signal index, attribute value, z [size], constant)
+_FeatureKey = tuple[int, int]  # (layer, feature)
+_FeatureMap = tuple[int, tuple[str, ...], np.ndarray, bool]  # (signal index, attribute values, z [size], constant)
 
 
 class NormaliseDeconvolution(beam.DoFn):
-    """``((signal_id, layer, first feature), PredictionResult)`` → keyed normalised maps, one per (attribute, feature).
+    """``((signal_id, layer, first feature), PredictionResult)`` → normalised maps keyed by (layer, feature).
 
-    Main output: ``((layer, attribute, others, feature), (index, value, z, constant))`` for every
-    attribute whose group (the signals sharing ``others``) has pairs. Tagged output ``"constant"``:
-    a :class:`~tfaural.correlation.ConstantMap` for every all-zero (constant) map.
+    Main output: ``((layer, feature), (index, values, z, constant))`` for every map, once: the signal's
+    index in the grid, its attribute values (in ``names`` order), the map centred and scaled to unit
+    norm, and whether it is constant. Tagged output ``"constant"``: a
+    :class:`~tfaural.correlation.ConstantMap` for every all-zero (constant) map.
     """
 
     CONSTANT = "constant"
 
-    def __init__(self, signals: dict[str, tuple[int, dict[str, str]]], groups: dict[str, set[tuple[str, ...]]],
-                 names: Sequence[str]) -> None:
+    def __init__(self, signals: dict[str, tuple[int, dict[str, str]]], names: Sequence[str]) -> None:
         self._signals = signals
-        self._groups = groups
         self._names = tuple(names)
 
     def setup(self) -> None:
@@ -301,16 +306,39 @@ class NormaliseDeconvolution(beam.DoFn):
         z, constant = correlation.normalise_maps(maps[np.newaxis])
         self._maps.inc()
         index, attributes = self._signals[signal_id]
+        values = tuple(attributes[name] for name in self._names)
         for zero in np.flatnonzero(constant[0]):
             self._constant.inc()
             yield beam.pvalue.TaggedOutput(self.CONSTANT, ConstantMap(layer, start + int(zero), signal_id))
-        for attribute in self._names:
-            others = tuple(attributes[name] for name in self._names if name != attribute)
-            if others not in self._groups[attribute]:
-                continue
-            for offset in range(z.shape[1]):
-                yield ((layer, attribute, others, start + offset),
-                       (index, attributes[attribute], z[0, offset], bool(constant[0, offset])))
+        for offset in range(z.shape[1]):
+            yield (layer, start + offset), (index, values, z[0, offset], bool(constant[0, offset]))
+
+
+class CorrelateFeature(beam.DoFn):
+    """Every signal's map of one feature → the pair correlations of each attribute group.
+
+    For each attribute, the signals sharing the values of the other two attributes form a group
+    (those of ``groups``: the groups with pairs); :func:`correlate_group` gives its moments.
+
+    Output: ``((layer, attribute, feature), moments)`` per attribute group.
+    """
+
+    def __init__(self, groups: dict[str, set[tuple[str, ...]]], names: Sequence[str]) -> None:
+        self._groups = groups
+        self._names = tuple(names)
+
+    def process(self, element: tuple[_FeatureKey, Iterable[_FeatureMap]]) -> Iterator[tuple[tuple[int, str, int],
+                                                                                           Moments]]:
+        (layer, feature), members = element
+        ordered = sorted(members, key=lambda member: member[0])
+        for position, attribute in enumerate(self._names):
+            by_others: dict[tuple[str, ...], list[_Member]] = {}
+            for index, values, z, constant in ordered:
+                others = values[:position] + values[position + 1:]
+                if others in self._groups[attribute]:
+                    by_others.setdefault(others, []).append((index, values[position], z, constant))
+            for others, group in by_others.items():
+                yield correlate_group(((layer, attribute, others, feature), group))
 
 
 def correlate_group(element: tuple[_GroupKey, Iterable[_Member]]) -> tuple[tuple[int, str, int], Moments]:
@@ -463,13 +491,13 @@ def build_pipeline(
         | "LoadSignals" >> beam.ParDo(LoadSignal(beam_io.join(settings.output, SIGNALS_FILE)))
         | "OneExamplePerLayer" >> beam.FlatMap(_examples, widths=widths, per_call=per_call)
         | "Deconvolve" >> RunInference(handler)
-        | "NormaliseAndKeyByGroup" >> beam.ParDo(NormaliseDeconvolution(by_id, groups, names)).with_outputs(
+        | "NormaliseAndKeyByFeature" >> beam.ParDo(NormaliseDeconvolution(by_id, names)).with_outputs(
             NormaliseDeconvolution.CONSTANT, main="maps")
     )
     feature_moments = (
         normalised.maps
-        | "GroupByAttribute" >> beam.GroupByKey()
-        | "CorrelatePairs" >> beam.Map(correlate_group)
+        | "GroupByFeature" >> beam.GroupByKey()
+        | "CorrelatePairs" >> beam.ParDo(CorrelateFeature(groups, names))
         | "PerFeature" >> beam.CombinePerKey(MomentsCombineFn(add_pairs=True))
     )
     per_feature = (
@@ -609,6 +637,9 @@ class CorrelationJob(Job):
     name = "correlation"
     option_classes = (CatalogueJobOptions, InferenceJobOptions, CorrelationOptions, LayerOptions)
     save_main_session = True
+    # One local process: the work is TensorFlow's (every core in one process), and the maps it
+    # shuffles would otherwise cross Beam's data plane to and from worker processes (module docstring).
+    local_mode = "in_memory"
 
     def settings(self, options: PipelineOptions) -> Settings:
         """Validates the flags, reads the export's metadata and refuses an occupied ``--output`` early.

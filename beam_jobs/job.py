@@ -141,11 +141,14 @@ class Job(abc.ABC):
         name: The job's name, in messages and the scratch folder's name.
         option_classes: The ``PipelineOptions`` subclasses whose flags the job takes.
         save_main_session: Default of :meth:`run`'s ``save_main_session``.
+        local_mode: The DirectRunner's running mode when the user chooses none
+            (:func:`beam_jobs.options.apply_runner_defaults`).
     """
 
     name: ClassVar[str]
     option_classes: ClassVar[tuple[type[PipelineOptions], ...]]
     save_main_session: ClassVar[bool] = False
+    local_mode: ClassVar[str] = "multi_processing"
 
     @property
     def module(self) -> str:
@@ -176,7 +179,7 @@ class Job(abc.ABC):
             local_defaults: Apply :func:`beam_jobs.options.apply_runner_defaults` (not for test pipelines).
         """
         if local_defaults:
-            for note in apply_runner_defaults(options, num_items=n_inputs):
+            for note in apply_runner_defaults(options, num_items=n_inputs, local_mode=self.local_mode):
                 logger.info("%s: %s", self.name, note)
         return settings
 

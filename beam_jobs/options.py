@@ -374,15 +374,17 @@ def is_dask_runner(options: PipelineOptions) -> bool:
     return name.rsplit(".", 1)[-1] == "DaskRunner"
 
 
-def apply_runner_defaults(options: PipelineOptions, *, num_items: int) -> list[str]:
+def apply_runner_defaults(options: PipelineOptions, *, num_items: int,
+                          local_mode: str = "multi_processing") -> list[str]:
     """Fills in the runner settings the user did not choose; returns what was decided, for the log.
 
     * No ``--runner``: the DirectRunner in multi-processing mode with one worker
       process per core (``--direct_num_workers`` = ``os.cpu_count()``), so a local
       run uses the whole machine, but no more worker processes than items: a track
       is decoded by one worker, and an idle worker would only hold memory (the model's
-      TensorFlow uses every core wherever it runs). An explicit
-      ``--direct_running_mode`` or ``--direct_num_workers`` is kept.
+      TensorFlow uses every core wherever it runs). With ``local_mode="in_memory"`` (a
+      job whose work is all TensorFlow's, e.g. correlation): one process, one worker.
+      An explicit ``--direct_running_mode`` or ``--direct_num_workers`` is kept.
     * The Dask runner without ``--dask_npartitions``/``--dask_partition_size``: one
       partition per item up to 64 (Beam's default of 128 items per partition would
       run a small catalogue on one Dask worker; Reshuffle is a no-op there).
@@ -400,9 +402,10 @@ def apply_runner_defaults(options: PipelineOptions, *, num_items: int) -> list[s
         standard.runner = "DirectRunner"
         direct = options.view_as(DirectOptions)
         if not _given(options, "direct_running_mode"):
-            direct.direct_running_mode = "multi_processing"
+            direct.direct_running_mode = local_mode
         if not _given(options, "direct_num_workers"):
-            direct.direct_num_workers = max(1, min(os.cpu_count() or 1, num_items))
+            direct.direct_num_workers = (1 if direct.direct_running_mode == "in_memory"
+                                         else max(1, min(os.cpu_count() or 1, num_items)))
         notes.append(f"runner: DirectRunner, {direct.direct_running_mode}, {direct.direct_num_workers} worker(s)")
         if not _given(options, "sdk_harness_log_level_overrides"):
             # Every local worker process would print two start-up warnings meant for remote

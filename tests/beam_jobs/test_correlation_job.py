@@ -233,11 +233,12 @@ def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.P
     _, export_dir = exported
     done = subprocess.run(
         [sys.executable, "-m", "beam_jobs.correlation", f"--model={export_dir}", f"--output={tmp_path}",
-         "--timbres=sine", "--chords=major", "--keys=A3,G4", f"--signal-seconds={SECONDS}", "--layers=1,4",
-         "--runner=DirectRunner"],
+         "--timbres=sine", "--chords=major", "--keys=A3,G4", f"--signal-seconds={SECONDS}", "--layers=1,4"],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    # Locally in one process by default: the shuffled maps never cross to worker processes.
+    assert "correlation: runner: DirectRunner, in_memory, 1 worker(s)" in done.stderr
     table = correlation.read_table_csv((tmp_path / "correlations.csv").read_text())
     assert [(r.attribute, r.n_pairs) for r in table if r.layer == 1] == [("key", 1), ("chord", 0), ("instrument", 0)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(job.OUTPUT_FILES)

@@ -106,6 +106,13 @@ def test_runner_defaults() -> None:
             direct.direct_num_workers) == ("DirectRunner", "multi_processing", workers)
     single = PipelineOptions([])
     assert apply_runner_defaults(single, num_items=1) == ["runner: DirectRunner, multi_processing, 1 worker(s)"]
+    one_process = PipelineOptions([])  # a job whose work is TensorFlow's (correlation)
+    assert apply_runner_defaults(one_process, num_items=5, local_mode="in_memory") == [
+        "runner: DirectRunner, in_memory, 1 worker(s)"]
+    two = PipelineOptions(["--direct_num_workers=2"])
+    apply_runner_defaults(two, num_items=5, local_mode="in_memory")
+    assert (two.view_as(DirectOptions).direct_running_mode, two.view_as(DirectOptions).direct_num_workers) == (
+        "in_memory", 2)
     kept = PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"])
     apply_runner_defaults(kept, num_items=5)
     assert (kept.view_as(DirectOptions).direct_running_mode, kept.view_as(DirectOptions).direct_num_workers) == (
