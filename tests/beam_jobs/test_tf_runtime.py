@@ -164,7 +164,12 @@ from beam_jobs import tf_runtime
 from beam_jobs.model_process import load_signature
 _, function = load_signature(sys.argv[1], "serving_default", threads=int(sys.argv[2]))
 function(waveform=tf_runtime.constant(np.zeros((1, 4000), np.float32)))
-names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+names = []
+for task in os.listdir("/proc/self/task"):
+    try:
+        names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+    except FileNotFoundError:  # a thread that ended while being listed
+        pass
 print(names.count("tf_Compute"), tf_runtime.set_threads(int(sys.argv[2])), tf_runtime.set_threads(7))
 """
 
