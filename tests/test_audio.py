@@ -230,6 +230,7 @@ def test_iter_blocks_mixes_channels_exactly_as_numpy_mean(write_audio: WriteAudi
     np.testing.assert_array_equal(stereo, y)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the error alone: no NumPy warning about Inf - Inf first
 @pytest.mark.parametrize("mono", [True, False])
 def test_iter_blocks_rejects_nan_and_inf_in_any_channel(write_audio: WriteAudio, mono: bool) -> None:
     y = np.stack([sine(440, 1.0, sample_rate=SR), sine(220, 1.0, sample_rate=SR)])

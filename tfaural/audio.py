@@ -336,8 +336,9 @@ def iter_blocks(
             remaining -= len(raw)
             if mono:  # the channels' mean, summed in channel order as ndarray.mean(axis=0) of [channels, samples]
                 mixed = raw[:, 0].copy()
-                for c in range(1, raw.shape[1]):
-                    mixed += raw[:, c]
+                with np.errstate(invalid="ignore"):  # Inf - Inf: the NaN is reported just below
+                    for c in range(1, raw.shape[1]):
+                        mixed += raw[:, c]
                 if raw.shape[1] > 1:
                     mixed /= np.float32(raw.shape[1])
                 if not np.isfinite(mixed).all():  # a NaN or Inf in any channel reaches the mean
