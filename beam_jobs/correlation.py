@@ -52,7 +52,7 @@ machine use :func:`tfaural.correlation.analyse` (``benchmarks/correlation.py``) 
 run the job on a reduced grid. Locally the job runs in one process
 (``--direct_running_mode=in_memory`` unless chosen): TensorFlow uses every core for
 the deconvolutions, and the maps reach the grouping without crossing to worker
-processes (``docs/correlation.md``, Memory, has the measurements).
+processes.
 """
 
 from __future__ import annotations
