@@ -7,6 +7,8 @@
 * :class:`LogMelSpectrogram` — in-model log-mel front end of the mel-frame
   SampleCNN baseline, built on :mod:`tfaural.spectral`.
 * :class:`Standardise` — ``(x - mean) / std`` with scalar statistics set from data.
+* :class:`RowConv2D` — a ``Conv2D`` of ``1 x K`` kernels over one input channel (musicnn's temporal
+  filters) computed as a convolution of blocks of samples (a block-Toeplitz product).
 * :class:`ClipFeatures` — slides feature extractors over whole clips and pools
   their activations over time (multi-level multi-scale aggregation).
 * :class:`ConvBlock` — the layer names of one conv block, for code (deconvolution,
@@ -39,6 +41,7 @@ __all__ = [
     "InputScaling",
     "LogMelSpectrogram",
     "Standardise",
+    "RowConv2D",
     "ClipFeatures",
     "ConvBlock",
     "config_from_model",
@@ -287,6 +290,61 @@ class LogMelSpectrogram(keras.layers.Layer):
             "n_mels": self.n_mels,
             "c": self.c,
         }
+
+
+#: Samples per block of :class:`RowConv2D` (the fastest of 8, 16 and 32 for musicnn's 1 x 32, 64 and 128
+#: kernels on a 2-core AMD EPYC, with oneDNN's kernels and with TensorFlow's own).
+ROW_BLOCK = 8
+
+
+@keras.saving.register_keras_serializable(package="tfaural")
+class RowConv2D(keras.layers.Conv2D):
+    """A ``Conv2D`` whose ``1 x K`` kernels read one input channel, computed as a convolution of blocks.
+
+    musicnn's temporal filters (``1 x 128``, ``1 x 64``, ``1 x 32`` over the log-mel, 51 maps each) are
+    such convolutions; TensorFlow runs them at 10-20 GFLOP/s on a 2-core AMD EPYC (slower still with oneDNN's
+    kernels), over half of the whole musicnn model's time. Here each row is cut into blocks of
+    :data:`ROW_BLOCK` samples and the kernel becomes a block-Toeplitz one, ``[1, m, B, B * filters]``
+    (``m = (B + K - 2) // B + 1`` blocks): one convolution with ``B`` input and ``B * filters`` output
+    channels, a shape both kernel libraries run near their matrix-product rate (``m * B`` instead of
+    ``K`` multiply-adds per output; 2.3-5x faster for those three kernels, ``tests/models/test_layers.py``
+    checks the outputs against ``Conv2D``'s). The layer's weights, config and outputs (to round-off) are
+    ``Conv2D``'s, and every other shape (several input channels, taller kernels, strides, dilation,
+    groups, ``channels_first``) is left to ``Conv2D``. Deconvolution (``tfaural.deconv``) treats it as the
+    ``Conv2D`` it is.
+
+    Input ``[batch, rows, columns, 1]``; output ``[batch, rows, columns', filters]`` (``columns' =
+    columns`` for ``"same"``, ``columns - K + 1`` for ``"valid"``).
+    """
+
+    def _blocked(self, kernel: Any) -> bool:
+        return (len(kernel.shape) == 4 and kernel.shape[0] == 1 and kernel.shape[2] == 1
+                and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1) and self.groups == 1
+                and self.data_format == "channels_last" and self.padding in ("same", "valid"))
+
+    def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        if not self._blocked(kernel):
+            return super().convolution_op(inputs, kernel)
+        taps, filters, block = int(kernel.shape[1]), int(kernel.shape[3]), ROW_BLOCK
+        blocks_per_output = (block + taps - 2) // block + 1
+        x = tf.convert_to_tensor(inputs)[..., 0]  # [batch, rows, columns]
+        shape = tf.shape(x)
+        left = (taps - 1) // 2 if self.padding == "same" else 0  # TensorFlow's "same": the extra sample right
+        length = shape[2] if self.padding == "same" else shape[2] - taps + 1
+        n_blocks = (length + block - 1) // block
+        total = (n_blocks + blocks_per_output - 1) * block  # >= left + columns (see tests)
+        x = tf.pad(x, [[0, 0], [0, 0], [left, total - left - shape[2]]])
+        x = tf.reshape(x, [shape[0], shape[1], n_blocks + blocks_per_output - 1, block])
+        # weight[i, s_in, s_out, c] = kernel tap (i * B + s_in - s_out), zero outside 0..K-1 (the extra zero row)
+        i, s_in, s_out = np.meshgrid(np.arange(blocks_per_output), np.arange(block), np.arange(block), indexing="ij")
+        tap = i * block + s_in - s_out
+        index = np.where((tap >= 0) & (tap < taps), tap, taps).astype(np.int32)
+        kernel = tf.convert_to_tensor(kernel)
+        rows = tf.concat([kernel[0, :, 0, :], tf.zeros([1, filters], kernel.dtype)], axis=0)
+        weight = tf.reshape(tf.gather(rows, index), [1, blocks_per_output, block, block * filters])
+        y = tf.nn.conv2d(x, weight, strides=1, padding="VALID")  # [batch, rows, blocks, B * filters]
+        y = tf.reshape(y, [shape[0], shape[1], n_blocks * block, filters])
+        return y[:, :, :length, :]
 
 
 @keras.saving.register_keras_serializable(package="tfaural")

@@ -53,7 +53,7 @@ from typing import Any
 import keras
 
 from tfaural.config import MusicnnConfig
-from tfaural.models.layers import ConvBlock, InputScaling, TfauralModel
+from tfaural.models.layers import ConvBlock, InputScaling, RowConv2D, TfauralModel
 
 __all__ = [
     "INPUT_NAME",
@@ -112,7 +112,8 @@ def _branch(x: Any, name: str, *, filters: int, kernel: tuple[int, int], padding
     """Conv -> ReLU -> BatchNorm -> max over the whole frequency axis -> ``[batch, frames, filters]``."""
     if pad_frames:
         x = keras.layers.ZeroPadding2D(((0, 0), (pad_frames, pad_frames)), name=f"{name}_pad")(x)
-    x = keras.layers.Conv2D(filters, kernel, padding=padding, name=f"{name}_conv")(x)
+    conv = RowConv2D if kernel[0] == 1 else keras.layers.Conv2D  # the temporal filters: see RowConv2D
+    x = conv(filters, kernel, padding=padding, name=f"{name}_conv")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     x = keras.layers.MaxPooling2D((int(x.shape[1]), 1), strides=(int(x.shape[1]), 1), name=f"{name}_pool")(x)
