@@ -3,6 +3,6 @@
 Each job is a module runnable as ``python -m beam_jobs.<job>``.
 """
 
-from tfaural.cli import quiet_command_line_startup
+from tfaural.cli import command_line_startup
 
-quiet_command_line_startup()  # python -m beam_jobs...: no TensorFlow start-up lines (--verbose shows them)
+command_line_startup()  # python -m beam_jobs...: oneDNN where faster, no TensorFlow start-up lines (unless --verbose)

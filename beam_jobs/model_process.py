@@ -55,7 +55,6 @@ from tfaural.formats import ExportMetadata, read_export_metadata
 
 __all__ = [
     "PRECISIONS",
-    "cpu_bfloat16_flags",
     "SignatureCallError",
     "tf_error_reason",
     "LoadedSignature",
@@ -86,19 +85,6 @@ MAX_SOCKET_PATH = 100
 PRECISIONS = ("float32", "bfloat16")
 #: Signatures whose only batched input is ``waveform`` (warmed up on one segment of silence).
 _WAVEFORM_SIGNATURES = frozenset({"serving_default", "features"})
-
-
-def cpu_bfloat16_flags() -> list[str] | None:
-    """This machine's CPU flags for bfloat16 arithmetic (``avx512_bf16``, ``amx_*``), sorted; ``None`` if
-    unknown (no ``/proc/cpuinfo``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return sorted(f for f in line.split(":", 1)[1].split() if f == "avx512_bf16" or f.startswith("amx"))
-    except OSError:
-        return None
-    return None
 
 
 # --------------------------------------------------------------------------- calling a loaded signature

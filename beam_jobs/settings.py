@@ -17,9 +17,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from beam_jobs import io as beam_io
 from beam_jobs.inference import read_metadata
-from beam_jobs.model_process import PRECISIONS, ModelServerAddress, cpu_bfloat16_flags
+from beam_jobs.model_process import PRECISIONS, ModelServerAddress
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, is_dask_runner, require
 from tfaural.cli import check_output_folder
+from tfaural.cpu import cpu_bfloat16_flags
 from tfaural.errors import ParameterError
 from tfaural.formats import ExportMetadata
 

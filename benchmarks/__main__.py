@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from benchmarks._jobs import EXPORT_CACHE_ENV
+from tfaural.cpu import cpu_flags, onednn_state
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,6 +59,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("startup", "startup.py", [], 1800),
     ("tag_curve", "tag_curve.py", [], 3600),
     ("bf16", "bf16.py", [], 900),
+    ("onednn", "onednn.py", [], 1800),
 ]
 
 
@@ -67,7 +69,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
 QUICK_SECONDS = {"scaling": 79, "memory_auralise": 68, "tag_curve": 63, "peer_musicnn": 62,
                  "memory_make_tfrecords": 23, "deconvnet_mtt_vgg": 50, "beam_tag": 48, "memory": 48,
                  "deconvolution": 44, "serving": 26, "startup": 24, "data_pipeline": 23, "samplecnn_inference": 23,
-                 "deconvnet_musicnn": 21, "correlation": 20, "ceilings": 16, "bf16": 15}
+                 "deconvnet_musicnn": 21, "onednn": 29, "correlation": 20, "ceilings": 16, "bf16": 15}
 
 #: Seconds each entry may take in the smoke run (``--quick``): a few minutes alone, with room for a machine
 #: three times slower (the memory entries export and call small models of three families).
@@ -88,21 +90,9 @@ def _last_json(text: str) -> dict[str, Any] | None:
     return found
 
 
-def _cpu_flags() -> set[str] | None:
-    """The ``flags`` of ``/proc/cpuinfo`` (``None`` where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 def cpu_vector_flags() -> str:
     """The CPU's vector extensions that change the figures (AVX2, FMA, AVX-512, AVX512_BF16, AMX), in words."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if flags is None:
         return "unknown"
     have = [name for name, flag in (("AVX2", "avx2"), ("FMA", "fma"), ("AVX-512", "avx512f")) if flag in flags]
@@ -110,31 +100,6 @@ def cpu_vector_flags() -> str:
     missing = [name for name, flag in (("AVX-512", "avx512f"),) if flag not in flags]
     lacking = [f"no {name}" for name in missing] + ([] if bf16 else ["no AVX512_BF16/AMX"])
     return "; ".join(part for part in (", ".join(have + bf16), ", ".join(lacking)) if part)
-
-
-#: The CPU features for which TensorFlow's Linux x86 build turns its oneDNN graph rewrites on by default
-#: (``DefaultOneDnnPolicy`` in tensorflow/core/util/port.cc): AVX512_VNNI, AVX512_BF16, AVX_VNNI, AMX.
-ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def onednn_state() -> str:
-    """Whether TensorFlow's oneDNN ops are on in the benchmarks' processes, and why, in words.
-
-    ``TF_ENABLE_ONEDNN_OPTS`` decides if set; otherwise TensorFlow's default, which on Linux is on
-    only for CPUs with one of :data:`ONEDNN_DEFAULT_FLAGS` (so off on an AVX2-only CPU). The
-    figures differ with it: other kernels, other memory (e.g. the largest auralise calls).
-    """
-    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    if setting is not None:
-        on = setting.strip().lower() in ("1", "true")
-        return f"{'on' if on else 'off'} (TF_ENABLE_ONEDNN_OPTS={setting})"
-    flags = _cpu_flags()
-    if flags is None or platform.system() != "Linux":
-        return "TensorFlow's default for this platform"
-    found = [flag.upper() for flag in ONEDNN_DEFAULT_FLAGS if flag in flags]
-    if found:
-        return f"on (TensorFlow's default on a CPU with {', '.join(found)})"
-    return "off (TensorFlow's default on a CPU without AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX)"
 
 
 def machine() -> dict[str, Any]:
@@ -333,6 +298,12 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             small = change is not None and change <= 1e-3
             add(what.format(name), speedup, ">= 1.2 (with max |dscore| <= 1e-3)", speedup >= 1.2 and small)
             add(f"... largest score change, {name}", change, "<= 1e-3", small)
+    onednn = results.get("onednn", {})
+    if onednn:
+        chosen = "on" if onednn.get("tfaural_command_lines_turn_it_on_here") else "TensorFlow's default"
+        for name, figures in (onednn.get("workloads") or {}).items():
+            add(f"oneDNN on / off ({onednn.get('tensorflow_default')} by TensorFlow's default here; tfaural's "
+                f"command lines: {chosen}), speed-up, {name}", figures.get("speedup"), "report", None)
     corr = results.get("correlation", {})
     corr_seconds = corr.get("full_grid_seconds") or corr.get("full_grid_seconds_estimate")
     add("Correlation analysis, full 224-signal grid (s)", corr_seconds, "<= 600 s", corr.get("meets_target"))

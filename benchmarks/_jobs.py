@@ -17,12 +17,20 @@ from typing import Any
 
 import numpy as np
 
+from tfaural.cpu import ONEDNN_VARIABLE, prefer_onednn
+
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_RATE = 44100
 FORMATS = ("wav", "flac", "mp3")
 #: A folder that the entries of one ``python -m benchmarks --quick`` run share their exports through
 #: (set by ``benchmarks/__main__.py``; unset, every entry exports its own models).
 EXPORT_CACHE_ENV = "TFAURAL_BENCHMARK_EXPORTS"
+
+# The benchmarks that run tfaural's command lines compare them with work done in their own process (the
+# model alone, ...): both with the kernels the command lines choose (oneDNN's where tfaural measured them
+# faster, tfaural.cpu), set before the benchmark imports TensorFlow. Another tool (musicnn) runs with
+# TensorFlow's defaults, as its users run it (run_command(..., peer=True)).
+ONEDNN_SET_HERE = prefer_onednn()
 
 
 def music_catalogue(folder: Path, *, tracks: int, seconds: float, formats: tuple[str, ...] = FORMATS,
@@ -113,14 +121,22 @@ def musicnn_export(name: str, root: Path, *, hop_frames: int | None = None, veri
                          root / f"export-{label}-{signatures}")
 
 
-def job_env() -> dict[str, str]:
-    """The environment of a job command: this checkout first on the path, TensorFlow's C++ logs quiet."""
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+def job_env(*, peer: bool = False) -> dict[str, str]:
+    """The environment of a job command: this checkout first on the path, TensorFlow's C++ logs quiet.
+
+    ``peer``: another tool's command, which gets TensorFlow's default kernels unless the user chose
+    (``TF_ENABLE_ONEDNN_OPTS`` as it was before this module set it).
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    if peer and ONEDNN_SET_HERE:
+        env.pop(ONEDNN_VARIABLE, None)
+    return env
 
 
-def run_command(command: list[str], *, timeout: float = 3600) -> dict[str, Any]:
-    """Runs a command, timed from start to exit; raises with its output's tail if it fails.
+def run_command(command: list[str], *, timeout: float = 3600, peer: bool = False) -> dict[str, Any]:
+    """Runs a command (``peer``: another tool's, see :func:`job_env`), timed from start to exit; raises with its
+    output's tail if it fails.
 
     Returns:
         ``{"seconds": wall, "cpu_seconds": user + system of the command's processes, "stderr": ...}``.
@@ -129,7 +145,7 @@ def run_command(command: list[str], *, timeout: float = 3600) -> dict[str, Any]:
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=job_env(), timeout=timeout)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=job_env(peer=peer), timeout=timeout)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:

@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def cpu_flags() -> list[str]:
     """The bfloat16-related flags of the CPU (AVX512_BF16, AMX), as the jobs read them."""
-    from beam_jobs.model_process import cpu_bfloat16_flags
+    from tfaural.cpu import cpu_bfloat16_flags
 
     return cpu_bfloat16_flags() or []
 

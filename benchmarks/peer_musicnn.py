@@ -9,7 +9,9 @@ stereo; WAV, FLAC and MP3 in turn), for each musicnn model (``MTT_vgg``, ``MTT_m
   (``benchmarks/musicnn_v1_layers.py``, which installs a stand-in for the removed
   ``tf.compat.v1.layers`` with TF1's variable names so that musicnn's Saver restores its
   checkpoint; see that module). Timed from command to exit. musicnn cuts each track into
-  non-overlapping 187-frame patches (its default);
+  non-overlapping 187-frame patches (its default). It runs with TensorFlow's default kernels, as its
+  users run it; tfaural's job and the model alone with those tfaural's command lines choose (oneDNN's
+  on AVX2 CPUs too, ``tfaural.cpu``; reported under ``onednn``);
 * **tfaural**: ``python -m beam_jobs.tag --input ... --model EXPORT --output ...`` with the
   default runner (every core), on the model imported by ``python -m tfaural.pretrained`` and
   exported by ``python -m export``, timed from command to exit; for the vgg models once with the
@@ -59,7 +61,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _jobs import machine_load, music_catalogue, musicnn_export, read_tags, run_command, tag_command
+from _jobs import (
+    ONEDNN_SET_HERE,
+    machine_load,
+    music_catalogue,
+    musicnn_export,
+    read_tags,
+    run_command,
+    tag_command,
+)
+
+from tfaural.cpu import onednn_state
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("MTT_vgg", "MTT_musicnn")
@@ -88,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_musicnn(model: str, paths: list[Path]) -> dict[str, Any]:
     """musicnn's README loop in a process of its own, timed from command to exit."""
     done = run_command([sys.executable, str(HERE / "musicnn_v1_layers.py"), "--model", model, "--top-n", str(TOP_N),
-                        *map(str, paths)])
+                        *map(str, paths)], peer=True)
     out = json.loads(done["stdout"].strip().splitlines()[-1])
     per_file = out["per_file_seconds"]
     return {"seconds": done["seconds"], "cpu_seconds": done["cpu_seconds"], "loop_seconds": out["seconds"],
@@ -99,7 +111,8 @@ def run_musicnn(model: str, paths: list[Path]) -> dict[str, Any]:
 
 def front_end_overflow(paths: list[Path]) -> dict[str, float]:
     """Share of infinite bins of musicnn's float16 log-mel (its ``batch_data``), per file name (untimed)."""
-    done = run_command([sys.executable, str(HERE / "musicnn_v1_layers.py"), "--overflow-only", *map(str, paths)])
+    done = run_command([sys.executable, str(HERE / "musicnn_v1_layers.py"), "--overflow-only", *map(str, paths)],
+                       peer=True)
     return {Path(p).name: v for p, v in json.loads(done["stdout"].strip().splitlines()[-1]).items()}
 
 
@@ -285,6 +298,9 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "results": results,
             "export_seconds": round(export_seconds, 1),
             "machine": {**machine_load(), "load_average_before": load_before["load_average"]},
+            "onednn": {"tfaural_and_model_only": onednn_state(),
+                       "musicnn": "TensorFlow's default (as its users run it; off without AVX512_VNNI/BF16, AVX_VNNI "
+                                  "or AMX)" if ONEDNN_SET_HERE else onednn_state()},
             "quick": quick,
             "repeats": repeats,
         }

@@ -25,9 +25,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tfaural.cli import quiet_command_line_startup
+from tfaural.cli import command_line_startup
 
-quiet_command_line_startup()  # python -m export...: no TensorFlow start-up lines (--verbose shows them)
+command_line_startup()  # python -m export...: oneDNN where faster, no TensorFlow start-up lines (unless --verbose)
 
 if TYPE_CHECKING:
     from export.budget import WorkBudget

@@ -7,9 +7,9 @@ and provides the audio and spectral building blocks those share.
 """
 
 from tfaural._version import __version__
-from tfaural.cli import quiet_command_line_startup
+from tfaural.cli import command_line_startup
 from tfaural.errors import TfauralError
 
-quiet_command_line_startup()  # python -m tfaural...: no TensorFlow start-up lines (--verbose shows them)
+command_line_startup()  # python -m tfaural...: oneDNN where faster, no TensorFlow start-up lines (unless --verbose)
 
 __all__ = ["__version__", "TfauralError"]
