@@ -69,7 +69,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
 QUICK_SECONDS = {"scaling": 79, "memory_auralise": 68, "tag_curve": 63, "peer_musicnn": 62,
                  "memory_make_tfrecords": 23, "deconvnet_mtt_vgg": 50, "beam_tag": 48, "memory": 48,
                  "deconvolution": 44, "serving": 26, "startup": 24, "data_pipeline": 23, "samplecnn_inference": 23,
-                 "deconvnet_musicnn": 21, "onednn": 29, "correlation": 20, "ceilings": 16, "bf16": 15}
+                 "deconvnet_musicnn": 21, "onednn": 40, "correlation": 20, "ceilings": 16, "bf16": 15}
 
 #: Seconds each entry may take in the smoke run (``--quick``): a few minutes alone, with room for a machine
 #: three times slower (the memory entries export and call small models of three families).

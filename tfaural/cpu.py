@@ -6,12 +6,13 @@ decides if it is set; otherwise TensorFlow turns oneDNN on only for CPUs with on
 :data:`ONEDNN_DEFAULT_FLAGS` (``DefaultOneDnnPolicy`` in ``tensorflow/core/util/port.cc``) -- so
 off on AVX2 CPUs without AVX-512 VNNI/BF16 (e.g. AMD EPYC Zen 2/3, Intel Xeon before Cascade Lake).
 
-On such a CPU (a 2-core AMD EPYC with AVX2 and FMA, no AVX-512) oneDNN's kernels were faster or as fast
-for everything tfaural runs, side by side (``benchmarks/onednn.py``, ``benchmarks/RESULTS_amd_avx2_2026-12-03.md``:
+On such a CPU (a 2-core AMD EPYC with AVX2 and FMA, no AVX-512) oneDNN's kernels were as fast or faster
+for every model tfaural runs, side by side (``benchmarks/onednn.py``, ``benchmarks/RESULTS_amd_avx2_2026-12-03.md``:
 float32 matrix products 1.6x, the musicnn exports' log-mel front end 1.4x, the Choi CNN's auralisation of
 every feature 1.2x, the ``MTT_vgg`` and SampleCNN models 1.1x, the ``MTT_musicnn`` model 1.0x), once the
-musicnn models' temporal filters were no longer ``Conv2D`` layers, which oneDNN runs at half TensorFlow's
-speed there (:class:`tfaural.models.layers.RowConv2D`). So a tfaural command line (and every process it
+musicnn models' temporal filters were no longer ``Conv2D`` layers, which oneDNN ran at 0.56x TensorFlow's
+speed there (:class:`tfaural.models.layers.RowConv2D`, 3-4x faster than ``Conv2D`` with either kernels,
+still 0.72x with oneDNN's, which the whole model absorbs). So a tfaural command line (and every process it
 starts: Beam workers, model processes, which inherit its environment) sets ``TF_ENABLE_ONEDNN_OPTS=1``
 on an x86 Linux CPU with AVX2 and FMA, without AVX-512, where TensorFlow leaves oneDNN off (:func:`prefer_onednn`,
 called by :func:`tfaural.cli.command_line_startup`). A value the user set wins (``TF_ENABLE_ONEDNN_OPTS=0``
