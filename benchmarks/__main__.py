@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from benchmarks._jobs import EXPORT_CACHE_ENV
-from tfaural.cpu import cpu_flags, onednn_state
+from tfaural.cpu import cpu_flags, cpu_model, onednn_state
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -104,15 +104,7 @@ def cpu_vector_flags() -> str:
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, TensorFlow build and thread settings."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import tensorflow as tf
 
     build = tf.sysconfig.get_build_info()

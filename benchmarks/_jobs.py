@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaural.cpu import ONEDNN_VARIABLE, prefer_onednn
+from tfaural.cpu import ONEDNN_VARIABLE, cpu_model, prefer_onednn
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_RATE = 44100
@@ -170,13 +170,4 @@ def read_tags(output: Path) -> dict[str, dict[str, Any]]:
 
 def machine_load() -> dict[str, Any]:
     """The CPU model and the load averages (the machine may be shared)."""
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}

@@ -45,8 +45,13 @@ def test_cpu_flags_reads_cpuinfo(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\n"
                     "flags\t\t: fpu avx2 fma\n")
     assert cpu.cpu_flags(str(info)) == {"fpu", "avx2", "fma"}
+    assert cpu.cpu_model(str(info)) == "Some CPU"
+    assert cpu.notable_flags(frozenset({"fpu", "fma", "avx2", "amx_tile", "avx512_vnni"})) == [
+        "amx_tile", "avx2", "avx512_vnni", "fma"]
+    assert cpu.onednn_default_on(frozenset({"avx2", "avx512_bf16"})) and not cpu.onednn_default_on(AVX2)
     info.write_text("processor\t: 0\n")
     assert cpu.cpu_flags(str(info)) is None
+    assert cpu.cpu_model(str(info)) == (platform.processor() or "unknown")
     assert cpu.cpu_flags(str(tmp_path / "missing")) is None
 
 

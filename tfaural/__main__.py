@@ -21,12 +21,6 @@ from tfaural import __version__, cpu
 def report() -> dict[str, Any]:
     """The report ``python -m tfaural`` prints (imports TensorFlow's runtime)."""
     flags = cpu.cpu_flags() or frozenset()
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    except OSError:
-        pass
     state = cpu.onednn_state()  # before the runtime starts: what it is about to read
     import tensorflow as tf
     from tensorflow.python.framework import config
@@ -36,11 +30,10 @@ def report() -> dict[str, Any]:
         "tfaural": __version__,
         "tensorflow": tf.version.VERSION,
         "python": platform.python_version(),
-        "cpu": model,
+        "cpu": cpu.cpu_model(),
         "cores": os.cpu_count(),
-        "cpu_flags": sorted(f for f in flags if f in ("avx2", "fma", "avx512f") or f in cpu.ONEDNN_DEFAULT_FLAGS
-                            or f.startswith("amx")),
-        "onednn_tensorflow_default": "on" if any(f in flags for f in cpu.ONEDNN_DEFAULT_FLAGS) else "off",
+        "cpu_flags": cpu.notable_flags(flags),
+        "onednn_tensorflow_default": "on" if cpu.onednn_default_on(flags) else "off",
         "onednn_turned_on_by_tfaural_command_lines": cpu.onednn_preferred(flags, system=platform.system(),
                                                                           machine=platform.machine()),
         "onednn": state,

@@ -11,7 +11,7 @@ for every model tfaural runs, side by side (``benchmarks/onednn.py``, ``benchmar
 float32 matrix products 1.6x, the musicnn exports' log-mel front end 1.4x, the Choi CNN's auralisation of
 every feature 1.2x, the ``MTT_vgg`` and SampleCNN models 1.1x, the ``MTT_musicnn`` model 1.0x), once the
 musicnn models' temporal filters were no longer ``Conv2D`` layers, which oneDNN ran at 0.56x TensorFlow's
-speed there (:class:`tfaural.models.layers.RowConv2D`, 3-4x faster than ``Conv2D`` with either kernels,
+speed there (:class:`tfaural.models.layers.RowConv2D`, 2.9x and 3.7x faster than ``Conv2D`` with each,
 still 0.72x with oneDNN's, which the whole model absorbs). So a tfaural command line (and every process it
 starts: Beam workers, model processes, which inherit its environment) sets ``TF_ENABLE_ONEDNN_OPTS=1``
 on an x86 Linux CPU with AVX2 and FMA, without AVX-512, where TensorFlow leaves oneDNN off (:func:`prefer_onednn`,
@@ -31,7 +31,10 @@ __all__ = [
     "ONEDNN_VARIABLE",
     "ONEDNN_DEFAULT_FLAGS",
     "cpu_flags",
+    "cpu_model",
+    "notable_flags",
     "cpu_bfloat16_flags",
+    "onednn_default_on",
     "onednn_preferred",
     "prefer_onednn",
     "onednn_state",
@@ -58,6 +61,30 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str] | None:
     return None
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The ``model name`` of the first processor in ``cpuinfo`` (Linux); else ``platform.processor()`` or
+    ``"unknown"``."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def notable_flags(flags: frozenset[str]) -> list[str]:
+    """The flags that decide TensorFlow's CPU kernels here (AVX2, FMA, AVX-512, VNNI, BF16, AMX), sorted."""
+    return sorted(f for f in flags if f in ("avx2", "fma", "avx512f") or f in ONEDNN_DEFAULT_FLAGS
+                  or f.startswith("amx"))
+
+
+def onednn_default_on(flags: frozenset[str]) -> bool:
+    """True if TensorFlow's Linux x86 build turns oneDNN on by default on a CPU with ``flags``."""
+    return any(flag in flags for flag in ONEDNN_DEFAULT_FLAGS)
+
+
 def cpu_bfloat16_flags() -> list[str] | None:
     """This machine's CPU flags for bfloat16 arithmetic (``avx512_bf16``, ``amx_*``), sorted; ``None`` if
     unknown (no ``/proc/cpuinfo``)."""
@@ -78,7 +105,7 @@ def onednn_preferred(flags: frozenset[str] | None, *, system: str, machine: str)
     """
     if flags is None or system != "Linux" or machine.lower() not in ("x86_64", "amd64"):
         return False
-    if any(flag in flags for flag in ONEDNN_DEFAULT_FLAGS):
+    if onednn_default_on(flags):
         return False  # TensorFlow's default is on already
     if "avx512f" in flags:
         return False  # AVX-512 without VNNI (Skylake-SP): not measured, TensorFlow's default
@@ -113,8 +140,8 @@ def onednn_state() -> str:
     flags = cpu_flags()
     if flags is None or platform.system() != "Linux":
         return "TensorFlow's default for this platform"
-    found = [flag.upper() for flag in ONEDNN_DEFAULT_FLAGS if flag in flags]
-    if found:
+    if onednn_default_on(flags):
+        found = [flag.upper() for flag in ONEDNN_DEFAULT_FLAGS if flag in flags]
         return f"on (TensorFlow's default on a CPU with {', '.join(found)})"
     return "off (TensorFlow's default on a CPU without AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX)"
 

@@ -292,8 +292,8 @@ class LogMelSpectrogram(keras.layers.Layer):
         }
 
 
-#: Samples per block of :class:`RowConv2D` (the fastest of 8, 16 and 32 for musicnn's 1 x 32, 64 and 128
-#: kernels on a 2-core AMD EPYC, with oneDNN's kernels and with TensorFlow's own).
+#: Samples per block of :class:`RowConv2D` (of 8, 16 and 32, the fastest for musicnn's 1 x 32, 64 and 128
+#: kernels with oneDNN's kernels on a 2-core AMD EPYC, tried once; 16 was as fast with TensorFlow's own).
 ROW_BLOCK = 8
 
 
@@ -302,12 +302,13 @@ class RowConv2D(keras.layers.Conv2D):
     """A ``Conv2D`` whose ``1 x K`` kernels read one input channel, computed as a convolution of blocks.
 
     musicnn's temporal filters (``1 x 128``, ``1 x 64``, ``1 x 32`` over the log-mel, 51 maps each) are
-    such convolutions; TensorFlow runs them at 10-20 GFLOP/s on a 2-core AMD EPYC (slower still with oneDNN's
-    kernels), over half of the whole musicnn model's time. Here each row is cut into blocks of
+    such convolutions, which TensorFlow runs far below the machine's rate (slower still with oneDNN's kernels
+    on an AVX2 CPU). Here each row is cut into blocks of
     :data:`ROW_BLOCK` samples and the kernel becomes a block-Toeplitz one, ``[1, m, B, B * filters]``
     (``m = (B + K - 2) // B + 1`` blocks): one convolution with ``B`` input and ``B * filters`` output
     channels, a shape both kernel libraries run near their matrix-product rate (``m * B`` instead of
-    ``K`` multiply-adds per output; 2.3-5x faster for those three kernels, ``tests/models/test_layers.py``
+    ``K`` multiply-adds per output; the three banks 2.9x faster than as ``Conv2D`` with TensorFlow's kernels and
+    3.7x with oneDNN's on a 2-core AVX2 AMD EPYC, ``benchmarks/onednn.py``; ``tests/models/test_layers.py``
     checks the outputs against ``Conv2D``'s). The layer's weights, config and outputs (to round-off) are
     ``Conv2D``'s, and every other shape (several input channels, taller kernels, strides, dilation,
     groups, ``channels_first``) is left to ``Conv2D``. Deconvolution (``tfaural.deconv``) treats it as the
