@@ -89,3 +89,41 @@ def test_run_json_whose_stft_disagrees_with_the_model_is_rejected(
     with pytest.raises(ConfigError, match=match) as caught:
         read_run_info(folder)
     assert str(caught.value).startswith(f"{folder / INFO_FILE}: ")
+
+
+def test_a_musicnn_run_saved_with_conv2d_temporal_filters_loads_with_row_convolutions(
+        tmp_path: pathlib.Path) -> None:
+    """Runs imported before RowConv2D hold plain Conv2D temporal filters: load_run rebuilds them, same outputs."""
+    import keras
+    import numpy as np
+
+    import tfaural.models.musicnn as musicnn
+    from tfaural.models.layers import RowConv2D
+    from tfaural.training.run import load_run, save_run
+
+    config = MusicnnConfig(architecture="musicnn", n_outputs=3, n_frames=40)
+    old = musicnn.build_musicnn(config, row_convolutions=False)  # the builder as it was: Conv2D everywhere
+    temporal = [layer for layer in old.layers if layer.name.startswith("temporal") and layer.name.endswith("_conv")]
+    assert len(temporal) == 3 and all(type(layer) is keras.layers.Conv2D for layer in temporal)
+    rng = np.random.default_rng(0)
+    old.set_weights([rng.normal(0, 0.1, w.shape).astype(np.float32) if w.ndim > 1 else w for w in old.get_weights()])
+    save_run(tmp_path, old, RunInfo(model=config, labels=("a", "b", "c"), task="multi-label",
+                                    audio=AudioConfig(sample_rate=16000),
+                                    segment=SegmentConfig(length=config.segment_length)))
+
+    model, _ = load_run(tmp_path)
+    layers = {layer.name: layer for layer in model.layers}
+    assert all(type(layers[layer.name]) is RowConv2D for layer in temporal)
+    assert type(layers["timbral1_conv"]) is keras.layers.Conv2D  # 38 bands tall: not a row kernel
+    mel = rng.gamma(1.0, 0.01, (2, config.n_mels, config.n_frames, 1)).astype(np.float32)
+    expected = old.predict(mel, verbose=0)
+    np.testing.assert_allclose(model.predict(mel, verbose=0), expected, rtol=1e-4, atol=1e-6)
+    assert [w.shape for w in model.get_weights()] == [w.shape for w in old.get_weights()]
+
+    # A run saved by today's builder, and any other family, loads as it was saved.
+    save_run(tmp_path / "new", model, RunInfo(model=config, labels=("a", "b", "c"), task="multi-label",
+                                              audio=AudioConfig(sample_rate=16000),
+                                              segment=SegmentConfig(length=config.segment_length)))
+    again, _ = load_run(tmp_path / "new")
+    assert musicnn.with_row_convolutions(again) is again
+    assert type({layer.name: layer for layer in again.layers}["temporal1_conv"]) is RowConv2D

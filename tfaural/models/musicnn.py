@@ -59,6 +59,7 @@ __all__ = [
     "INPUT_NAME",
     "musicnn_tagger",
     "build_musicnn",
+    "with_row_convolutions",
     "vgg_block_names",
     "feature_layer_names",
 ]
@@ -82,15 +83,61 @@ def musicnn_tagger(*, architecture: str = "vgg", n_outputs: int = 50, name: str 
     return build_musicnn(MusicnnConfig(architecture=architecture, n_outputs=n_outputs, **overrides), name=name)
 
 
-def build_musicnn(config: MusicnnConfig, *, name: str | None = None) -> TfauralModel:
-    """Builds the network ``config`` describes (see the module docstring for layer names)."""
+def build_musicnn(config: MusicnnConfig, *, name: str | None = None,
+                  row_convolutions: bool = True) -> TfauralModel:
+    """Builds the network ``config`` describes (see the module docstring for layer names).
+
+    Args:
+        config: The architecture.
+        name: Model name (default ``"musicnn_<architecture>"``).
+        row_convolutions: Build the temporal filters as :class:`RowConv2D` (the default; ``False``: plain
+            ``Conv2D``, as runs saved before 2026-12-03 hold them, which ``load_run`` reads this way).
+    """
     inputs = keras.Input(shape=(config.n_mels, config.n_frames, 1), name=INPUT_NAME, dtype="float32")
     x = InputScaling(mode="log10", c=config.log_c, name="log_mel")(inputs)
     x = keras.layers.BatchNormalization(name="input_bn")(x)
-    body = _vgg_body if config.architecture == "vgg" else _musicnn_body
-    logits = body(x, config)
+    if config.architecture == "vgg":
+        logits = _vgg_body(x, config)
+    else:
+        logits = _musicnn_body(x, config, row_conv=RowConv2D if row_convolutions else keras.layers.Conv2D)
     outputs = keras.layers.Activation(config.output_activation, name="output")(logits)
     return TfauralModel(inputs, outputs, tfaural_config=config, name=name or f"musicnn_{config.architecture}")
+
+
+def with_row_convolutions(model: TfauralModel) -> TfauralModel:
+    """The same musicnn model with its temporal filters as :class:`RowConv2D`, if it was saved with ``Conv2D``.
+
+    Runs imported before 2026-12-03 hold the temporal filters as plain ``Conv2D`` layers: the same weights
+    and outputs as :class:`RowConv2D`, at several times the cost. This rebuilds such a model with today's
+    builder and copies every weight over (the layers, their names and weight shapes are the same); any
+    other model is returned as it is. :func:`tfaural.training.run.load_run` calls it, so that an old run
+    exports and auralises at today's speed without being imported again.
+
+    Args:
+        model: A model built by :func:`build_musicnn` (or any tfaural model: then returned unchanged).
+
+    Returns:
+        ``model`` itself, or a new :class:`~tfaural.models.layers.TfauralModel` with the same weights.
+    """
+    config = getattr(model, "tfaural_config", None)
+    if not isinstance(config, MusicnnConfig) or not any(
+            type(layer) is keras.layers.Conv2D and _is_row_kernel(layer) for layer in model.layers):
+        return model
+    rebuilt = build_musicnn(config, name=model.name)
+    old = {layer.name: layer for layer in model.layers}
+    if set(old) != {layer.name for layer in rebuilt.layers}:
+        return model  # not the builder's layout (edited by hand): leave it alone
+    for layer in rebuilt.layers:
+        weights = old[layer.name].get_weights()
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            return model
+        layer.set_weights(weights)
+    return rebuilt
+
+
+def _is_row_kernel(layer: Any) -> bool:
+    shape = tuple(layer.kernel.shape)
+    return len(shape) == 4 and shape[0] == 1 and shape[2] == 1
 
 
 def _vgg_body(x: Any, config: MusicnnConfig) -> Any:
@@ -108,11 +155,12 @@ def _vgg_body(x: Any, config: MusicnnConfig) -> Any:
     return keras.layers.Dense(config.n_outputs, name="logits")(x)
 
 
-def _branch(x: Any, name: str, *, filters: int, kernel: tuple[int, int], padding: str, pad_frames: int) -> Any:
+def _branch(x: Any, name: str, *, filters: int, kernel: tuple[int, int], padding: str, pad_frames: int,
+            row_conv: Any) -> Any:
     """Conv -> ReLU -> BatchNorm -> max over the whole frequency axis -> ``[batch, frames, filters]``."""
     if pad_frames:
         x = keras.layers.ZeroPadding2D(((0, 0), (pad_frames, pad_frames)), name=f"{name}_pad")(x)
-    conv = RowConv2D if kernel[0] == 1 else keras.layers.Conv2D  # the temporal filters: see RowConv2D
+    conv = row_conv if kernel[0] == 1 else keras.layers.Conv2D  # the temporal filters: see RowConv2D
     x = conv(filters, kernel, padding=padding, name=f"{name}_conv")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -120,16 +168,19 @@ def _branch(x: Any, name: str, *, filters: int, kernel: tuple[int, int], padding
     return keras.layers.Reshape((-1, filters), name=f"{name}_squeeze")(x)
 
 
-def _musicnn_body(x: Any, config: MusicnnConfig) -> Any:
+def _musicnn_body(x: Any, config: MusicnnConfig, *, row_conv: Any) -> Any:
     timbral = int(config.frontend_scale * 128)
     temporal = int(config.frontend_scale * 32)
     branches = [
-        _branch(x, "timbral1", filters=timbral, kernel=(int(0.4 * config.n_mels), 7), padding="valid", pad_frames=3),
-        _branch(x, "timbral2", filters=timbral, kernel=(int(0.7 * config.n_mels), 7), padding="valid", pad_frames=3),
+        _branch(x, "timbral1", filters=timbral, kernel=(int(0.4 * config.n_mels), 7), padding="valid", pad_frames=3,
+                row_conv=row_conv),
+        _branch(x, "timbral2", filters=timbral, kernel=(int(0.7 * config.n_mels), 7), padding="valid", pad_frames=3,
+                row_conv=row_conv),
     ]
     for index, frames in enumerate((128, 64, 32), start=1):
         branches.append(
-            _branch(x, f"temporal{index}", filters=temporal, kernel=(1, frames), padding="same", pad_frames=0)
+            _branch(x, f"temporal{index}", filters=temporal, kernel=(1, frames), padding="same", pad_frames=0,
+                    row_conv=row_conv)
         )
     frontend = keras.layers.Concatenate(axis=-1, name="frontend")(branches)
     levels = [frontend]

@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import uuid
+import zipfile
 from typing import Any
 
 from tfaural import files
@@ -186,6 +187,9 @@ def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
 def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, RunInfo]:
     """Loads the best model and its :class:`RunInfo`.
 
+    A musicnn run saved before its temporal filters became ``RowConv2D`` (2026-12-03) loads with them,
+    weights unchanged (:func:`tfaural.models.musicnn.with_row_convolutions`).
+
     Returns:
         ``(keras_model, info)``.
 
@@ -201,7 +205,44 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, RunInfo]:
     if not os.path.isfile(path):
         raise ModelError(f"{os.fspath(run_dir)!r}: {MODEL_FILE} is missing (did training finish an epoch?)")
     try:
-        model = keras.models.load_model(path, compile=False)
-    except (OSError, ValueError) as err:
+        if _saved_with_conv2d_temporal_filters(path, info):
+            model = _load_with_row_convolutions(path, info)
+        else:
+            model = keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise ModelError(f"{path}: cannot load the model ({err})") from None
     return model, info
+
+
+def _saved_with_conv2d_temporal_filters(path: str, info: RunInfo) -> bool:
+    """Whether ``path`` is a musicnn-architecture model saved before 2026-12-03 (``Conv2D`` temporal filters).
+
+    ``.keras`` files name each layer's weights by its class (``layers/conv2d_2``, ``layers/row_conv2d``),
+    so today's builder cannot read such a file as it is.
+    """
+    from tfaural.config import MusicnnConfig
+
+    if not isinstance(info.model, MusicnnConfig) or info.model.architecture != "musicnn":
+        return False
+    import h5py
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as stream, h5py.File(
+                stream, "r") as weights:
+            return "layers" in weights and "row_conv2d" not in weights["layers"]
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False  # let keras.models.load_model say what is wrong
+
+
+def _load_with_row_convolutions(path: str, info: RunInfo) -> Any:
+    """Reads a file of :func:`_saved_with_conv2d_temporal_filters` into the builder's former layout, then
+    rebuilds it with ``RowConv2D`` (:func:`tfaural.models.musicnn.with_row_convolutions`; same weights)."""
+    from tfaural.config import MusicnnConfig
+    from tfaural.models.musicnn import build_musicnn, with_row_convolutions
+
+    assert isinstance(info.model, MusicnnConfig)  # checked by _saved_with_conv2d_temporal_filters
+    with zipfile.ZipFile(path) as archive:
+        name = json.loads(archive.read("config.json"))["config"].get("name")
+    model = build_musicnn(info.model, name=name, row_convolutions=False)
+    model.load_weights(path)
+    return with_row_convolutions(model)
