@@ -97,8 +97,11 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # branches (204 maps of 38 x 7 and 67 x 7 taps). With the vgg's budget its largest call (64 features of a
     # 15-s clip, layer 8) peaked at 2077 MiB (the loaded export and its first call 1439); in chunks of half
     # the elements, 1894 MiB, and the call took 63 s instead of 78 (the vgg tagger, slower with smaller
-    # chunks, keeps its own). On an Intel Xeon with oneDNN on: 1955-2009 MiB (worst of three processes).
-    "musicnn/musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0,
+    # chunks, keeps its own). On an Intel Xeon with oneDNN on: 1955-2009 MiB (worst of three processes). On a
+    # 2-core AMD EPYC with AVX2 only and oneDNN on (tfaural's command lines' choice there since 2026-12-03),
+    # 1992-2064 MiB, and 2046-2069 in chunks of a quarter (the chunks are not what grows): the clip is capped
+    # at 12 s (four 3-s patches; 64 features, 768 feature-seconds), which peaked at 1820-1957 MiB there.
+    "musicnn/musicnn": WorkBudget(max_deconv_seconds=12.0, max_deconv_feature_seconds=768.0,
                                   deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
 }
 

@@ -406,6 +406,9 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     # musicnn's own architecture walks in smaller chunks than its vgg tagger (docs/serving.md: memory)
     assert budget_for("musicnn", architecture="vgg") == FAMILY_BUDGETS["musicnn"] == budget_for("musicnn")
     assert budget_for("musicnn", architecture="musicnn").deconv_chunk_elements == 16 * 2**20
+    # ... and on 12-s clips (64 features): 15-s ones peaked over 2 GiB with oneDNN's kernels on an AVX2 CPU
+    own = budget_for("musicnn", architecture="musicnn")
+    assert (own.max_deconv_seconds, own.max_deconv_feature_seconds) == (12.0, 768.0)
     assert budget_for("choi", architecture="musicnn") == FAMILY_BUDGETS["choi"]
     from tfaural.models.musicnn import musicnn_tagger
 
