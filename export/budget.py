@@ -100,7 +100,8 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # chunks, keeps its own). On an Intel Xeon with oneDNN on: 1955-2009 MiB (worst of three processes). On a
     # 2-core AMD EPYC with AVX2 only and oneDNN on (tfaural's command lines' choice there since 2026-12-03),
     # 1992-2064 MiB, and 2046-2069 in chunks of a quarter (the chunks are not what grows): the clip is capped
-    # at 12 s (four 3-s patches; 64 features, 768 feature-seconds), which peaked at 1820-1957 MiB there.
+    # at 12 s (four 3-s patches; 64 features, 768 feature-seconds): 1865-1957 MiB there
+    # (benchmarks/RESULTS_amd_avx2_2026-12-03.md, whose notes hold the runs before the cap).
     "musicnn/musicnn": WorkBudget(max_deconv_seconds=12.0, max_deconv_feature_seconds=768.0,
                                   deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
 }
