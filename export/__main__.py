@@ -70,8 +70,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-deconv-seconds", type=_positive_float, default=None, metavar="S",
         help="longest input of one deconvolve or auralise call, in seconds of audio in all (batch x length; "
-        "default: the model family's budget in export/budget.py: 20 for the Choi CNN and the SampleCNN family, "
-        "15 for the musicnn taggers)",
+        "default: the model family's budget in export/budget.py: 20 for the Choi CNN, 15 for the SampleCNN family "
+        "and musicnn's vgg taggers, 9 for musicnn's own architecture)",
     )
     parser.add_argument(
         "--max-request-seconds", type=_positive_float, default=None, metavar="S",

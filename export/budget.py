@@ -80,13 +80,20 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     "choi": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
     # 22,050 Hz, up to 512 maps. With 30-s clips the largest call (64 features, layer 10) peaked at 1966-2067 MiB
     # over three runs, and about as much with 32 features: the forward pass over the clip dominates, so the clip
-    # is capped at 20 s. 64 features of a 20-s clip peaked at 1928 MiB on an AMD EPYC (oneDNN off) but at
+    # was capped at 20 s. 64 features of a 20-s clip peaked at 1928 MiB on an AMD EPYC (oneDNN off) but at
     # 2069-2116 MiB on an Intel Xeon with TensorFlow's oneDNN ops on (worst of three: 1968-2004 with 32 features),
-    # so a call holds 32 features of a 20-s clip (or 64 of a 10-s clip; 14.1 M feature-samples).
-    "samplecnn": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=640.0),
+    # so a call held 32 features of a 20-s clip. On a fresh install (2026-12-04: the loaded export ~120 MiB
+    # larger than on 2026-12-03) on a 2-core AMD EPYC with AVX2 and oneDNN on, 32 features of a 20-s clip peaked
+    # at 2120-2132 MiB (1942-2012 the day before), and of a 15-s clip at 2081-2100 in chunks of 32 Mi elements
+    # (two features per chunk); in chunks of 16 Mi (one feature), 1849-1886. So: clips up to 15 s, 32 features
+    # of them (or 48 of a 10-s clip; 10.6 M feature-samples), chunks of 16 Mi elements.
+    "samplecnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
+                            deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
     # Not measured separately: the frame-level baselines are smaller than the 3^9-SampleCNN, so its budget.
-    "raw-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=640.0),
-    "mel-frame": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=640.0),
+    "raw-frame": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
+                            deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
+    "mel-frame": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
+                            deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
     # The imported musicnn taggers (16 kHz, log-mel 96 x frames): MTT_vgg's 128 maps of the full 96 x frames
     # grid are its widest. With 30-s clips its largest call (64 features, layer 5) peaked at 2516 MiB, so the
     # clip is capped at 15 s (five of its 3-s patches) and the features per call at 64 (960 feature-seconds).
@@ -96,14 +103,18 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # musicnn's own architecture (MTT_musicnn, MSD_musicnn): each walk goes back through five front-end
     # branches (204 maps of 38 x 7 and 67 x 7 taps). With the vgg's budget its largest call (64 features of a
     # 15-s clip, layer 8) peaked at 2077 MiB (the loaded export and its first call 1439); in chunks of half
-    # the elements, 1894 MiB, and the call took 63 s instead of 78 (the vgg tagger, slower with smaller
-    # chunks, keeps its own). On an Intel Xeon with oneDNN on: 1955-2009 MiB (worst of three processes). On a
-    # 2-core AMD EPYC with AVX2 only and oneDNN on (tfaural's command lines' choice there since 2026-12-03),
-    # 1992-2064 MiB, and 2046-2069 in chunks of a quarter (the chunks are not what grows): the clip is capped
-    # at 12 s (four 3-s patches; 64 features, 768 feature-seconds): 1865-1957 MiB there
-    # (benchmarks/RESULTS_amd_avx2_2026-12-03.md, whose notes hold the runs before the cap).
-    "musicnn/musicnn": WorkBudget(max_deconv_seconds=12.0, max_deconv_feature_seconds=768.0,
-                                  deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
+    # the elements, 1894 MiB, and the call took 63 s instead of 78. On an Intel Xeon with oneDNN on: 1955-2009
+    # MiB. On a 2-core AMD EPYC with AVX2 only and oneDNN on, 1992-2064 MiB; capped at 12 s, 1865-1957 on
+    # 2026-12-03 but 1974-2061 on a fresh install on 2026-12-04. That day also showed that shorter clips are
+    # worse: in chunks of 16 Mi a chunk holds 1 / 2 / 3 / 7 features of a 12 / 9 / 6 / 3-s clip, and a chunk of
+    # several features costs far more than as many chunks of one: 64 features peaked at 2093-2146 MiB for 9 s
+    # and 2078-2089 for one 3-s patch, against 1571 for that patch in chunks of 4 Mi elements (one feature
+    # each; and faster, 5.5 s instead of 7.3-9.1). In chunks of 4 Mi, 64 features peaked at
+    # 1741 / 1855-1877 / 1978-2031 MiB for 6 / 9 / 12-s clips (the walk of one feature grows with the clip),
+    # hence clips up to 9 s (three 3-s patches), 64 features, chunks of 4 Mi elements: one feature per chunk
+    # at any clip length (benchmarks/RESULTS_amd_avx2_2026-12-04.md, whose notes hold these runs).
+    "musicnn/musicnn": WorkBudget(max_deconv_seconds=9.0, max_deconv_feature_seconds=576.0,
+                                  deconv_chunk_elements=_CHUNK_ELEMENTS // 8),
 }
 
 

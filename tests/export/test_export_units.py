@@ -405,14 +405,19 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     assert budget_for("choi") == FAMILY_BUDGETS["choi"] and budget_for("a-new-family") == WorkBudget()
     # musicnn's own architecture walks in smaller chunks than its vgg tagger (docs/serving.md: memory)
     assert budget_for("musicnn", architecture="vgg") == FAMILY_BUDGETS["musicnn"] == budget_for("musicnn")
-    assert budget_for("musicnn", architecture="musicnn").deconv_chunk_elements == 16 * 2**20
-    # ... and on 12-s clips (64 features): 15-s ones peaked over 2 GiB with oneDNN's kernels on an AVX2 CPU
+    # (one feature per chunk even for one 3-s patch: two per chunk peaked over 2 GiB with oneDNN on an AVX2 CPU)
+    assert budget_for("musicnn", architecture="musicnn").deconv_chunk_elements == 4 * 2**20
+    # ... and on 9-s clips (64 features): 12-s ones peaked over 2 GiB with oneDNN's kernels on an AVX2 CPU
     own = budget_for("musicnn", architecture="musicnn")
-    assert (own.max_deconv_seconds, own.max_deconv_feature_seconds) == (12.0, 768.0)
+    assert (own.max_deconv_seconds, own.max_deconv_feature_seconds) == (9.0, 576.0)
+    # The SampleCNN family: 15-s clips, 32 features of them, one feature per chunk at 15 s (benchmarks/memory.py)
+    for family in ("samplecnn", "raw-frame", "mel-frame"):
+        assert budget_for(family) == WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
+                                                deconv_chunk_elements=16 * 2**20)
     assert budget_for("choi", architecture="musicnn") == FAMILY_BUDGETS["choi"]
     from tfaural.models.musicnn import musicnn_tagger
 
-    for architecture, chunk in (("musicnn", 16 * 2**20), ("vgg", 32 * 2**20)):  # what an export of each writes
+    for architecture, chunk in (("musicnn", 4 * 2**20), ("vgg", 32 * 2**20)):  # what an export of each writes
         tagger = musicnn_tagger(architecture=architecture, n_outputs=2, **(
             {"frontend_scale": 0.05, "midend_filters": 4, "backend_units": 4} if architecture == "musicnn"
             else {"n_filters": 4}))
