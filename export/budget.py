@@ -68,6 +68,10 @@ class WorkBudget:
 #: The budget of a family without its own entry.
 DEFAULT_BUDGET = WorkBudget()
 
+#: The SampleCNN family's budget (its reasons are in :data:`FAMILY_BUDGETS`).
+_SAMPLECNN = WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
+                        deconv_chunk_elements=_CHUNK_ELEMENTS // 2)
+
 #: Each family's budget (an architecture's own: ``"family/architecture"``); the largest allowed ``auralise``
 #: call of each is measured by
 #: ``python benchmarks/memory.py --auralise`` (target: at most 2 GiB peak RSS; figures in docs/serving.md).
@@ -87,13 +91,10 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # at 2120-2132 MiB (1942-2012 the day before), and of a 15-s clip at 2081-2100 in chunks of 32 Mi elements
     # (two features per chunk); in chunks of 16 Mi (one feature), 1849-1886. So: clips up to 15 s, 32 features
     # of them (or 48 of a 10-s clip; 10.6 M feature-samples), chunks of 16 Mi elements.
-    "samplecnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
-                            deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
+    "samplecnn": _SAMPLECNN,
     # Not measured separately: the frame-level baselines are smaller than the 3^9-SampleCNN, so its budget.
-    "raw-frame": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
-                            deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
-    "mel-frame": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
-                            deconv_chunk_elements=_CHUNK_ELEMENTS // 2),
+    "raw-frame": _SAMPLECNN,
+    "mel-frame": _SAMPLECNN,
     # The imported musicnn taggers (16 kHz, log-mel 96 x frames): MTT_vgg's 128 maps of the full 96 x frames
     # grid are its widest. With 30-s clips its largest call (64 features, layer 5) peaked at 2516 MiB, so the
     # clip is capped at 15 s (five of its 3-s patches) and the features per call at 64 (960 feature-seconds).
