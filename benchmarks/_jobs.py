@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaural.cpu import ONEDNN_VARIABLE, cpu_model, prefer_onednn
+from tfaural.cpu import cpu_model, peer_environment, prefer_onednn
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_RATE = 44100
@@ -29,8 +29,9 @@ EXPORT_CACHE_ENV = "TFAURAL_BENCHMARK_EXPORTS"
 # The benchmarks that run tfaural's command lines compare them with work done in their own process (the
 # model alone, ...): both with the kernels the command lines choose (oneDNN's where tfaural measured them
 # faster, tfaural.cpu), set before the benchmark imports TensorFlow. Another tool (musicnn) runs with
-# TensorFlow's defaults, as its users run it (run_command(..., peer=True)).
-ONEDNN_SET_HERE = prefer_onednn()
+# TensorFlow's defaults, as its users run it (run_command(..., peer=True): tfaural.cpu.peer_environment, which
+# tells tfaural's choice, made here or in the parent `python -m benchmarks`, from the user's).
+prefer_onednn()
 
 
 def music_catalogue(folder: Path, *, tracks: int, seconds: float, formats: tuple[str, ...] = FORMATS,
@@ -125,12 +126,10 @@ def job_env(*, peer: bool = False) -> dict[str, str]:
     """The environment of a job command: this checkout first on the path, TensorFlow's C++ logs quiet.
 
     ``peer``: another tool's command, which gets TensorFlow's default kernels unless the user chose
-    (``TF_ENABLE_ONEDNN_OPTS`` as it was before this module set it).
+    (:func:`tfaural.cpu.peer_environment`).
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+    env = {**(peer_environment() if peer else os.environ), "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    if peer and ONEDNN_SET_HERE:
-        env.pop(ONEDNN_VARIABLE, None)
     return env
 
 

@@ -66,11 +66,14 @@ def matmul_gflops(*, n: int = 2048, warmup: int = 1, repeats: int = 5) -> tuple[
 
 
 def environment() -> dict[str, Any]:
-    """TensorFlow version and thread settings, to make numbers comparable."""
+    """TensorFlow version, CPU kernels and thread settings, to make numbers comparable."""
     import os
+
+    from tfaural.cpu import onednn_state
 
     return {
         "tensorflow": tf.__version__,
+        "onednn": onednn_state(),
         "cpu_count": os.cpu_count(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

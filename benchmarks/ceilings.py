@@ -22,6 +22,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _kernels  # noqa: F401  (before TensorFlow: the kernels tfaural's command lines run)
 import numpy as np
 import soundfile as sf
 import soxr

@@ -51,6 +51,7 @@ if "--default-allocator" not in sys.argv:  # read when TensorFlow creates its CP
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _kernels  # noqa: F401  (before TensorFlow: the kernels tfaural's command lines run)
 import keras
 import numpy as np
 import tensorflow as tf

@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # as deconvnet_mtt_vgg.py (its docstring says why)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _kernels  # noqa: F401  (before TensorFlow: the kernels tfaural's command lines run)
 import keras
 import numpy as np
 import tensorflow as tf

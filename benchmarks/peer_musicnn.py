@@ -62,7 +62,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _jobs import (
-    ONEDNN_SET_HERE,
     machine_load,
     music_catalogue,
     musicnn_export,
@@ -71,7 +70,7 @@ from _jobs import (
     tag_command,
 )
 
-from tfaural.cpu import onednn_state
+from tfaural.cpu import onednn_state, peer_environment
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("MTT_vgg", "MTT_musicnn")
@@ -298,9 +297,7 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "results": results,
             "export_seconds": round(export_seconds, 1),
             "machine": {**machine_load(), "load_average_before": load_before["load_average"]},
-            "onednn": {"tfaural_and_model_only": onednn_state(),
-                       "musicnn": "TensorFlow's default (as its users run it; off without AVX512_VNNI/BF16, AVX_VNNI "
-                                  "or AMX)" if ONEDNN_SET_HERE else onednn_state()},
+            "onednn": {"tfaural_and_model_only": onednn_state(), "musicnn": onednn_state(peer_environment())},
             "quick": quick,
             "repeats": repeats,
         }

@@ -23,6 +23,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _kernels  # noqa: F401  (before TensorFlow: the kernels tfaural's command lines run)
 import numpy as np
 import tensorflow as tf
 

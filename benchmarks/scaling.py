@@ -61,6 +61,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _kernels  # noqa: F401  (before TensorFlow: the kernels tfaural's command lines run)
 from _timing import environment
 from beam_tag import SAMPLE_RATE, SOURCE_RATE, TINY, export_samplecnn, generate_catalogue
 

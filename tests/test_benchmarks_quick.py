@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+
+from tfaural import cpu
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +26,11 @@ def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     from benchmarks.__main__ import BENCHMARKS
 
     results, markdown = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    # As from a user's shell: without the kernel choice this test process made (tests/conftest.py).
+    shell = {k: v for k, v in os.environ.items() if k not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE)}
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--output", str(results),
-                           "--markdown", str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=5100)
+                           "--markdown", str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=5100,
+                          env=shell)
     report = json.loads(results.read_text())
     errors = {name: r.get("error") for name, r in report["results"].items() if "error" in r}
     assert done.returncode == 0 and not errors, (errors, done.stdout[-3000:], done.stderr[-3000:])
@@ -33,6 +40,13 @@ def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     assert len(measured) >= 10  # every issue target has a figure, even in smoke mode
     table = markdown.read_text()
     assert "| target | measured | goal | met |" in table and "## Machine" in table
+    # Every entry's own TensorFlow work ran the kernels tfaural's command lines run (benchmarks/_kernels.py), as
+    # the report says; musicnn ran TensorFlow's default, as its users run it.
+    peer = report["results"]["peer_musicnn"].pop("onednn")
+    assert peer["tfaural_and_model_only"] == report["machine"]["onednn"] and "TensorFlow's default" in peer["musicnn"]
+    kernels = {name: _onednn_states(r) for name, r in report["results"].items()}
+    assert sum(map(bool, kernels.values())) >= 10, kernels
+    assert set().union(*kernels.values()) == {report["machine"]["onednn"]}, kernels
 
     # --update re-measures the named entries only and keeps the others (with their dates) from the report.
     before = report["results"]
@@ -47,3 +61,38 @@ def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     assert after["results"]["ceilings"]["measured_at"] > before["ceilings"]["measured_at"]
     assert "load_average_at_start" in after["results"]["ceilings"] and "updated then: ceilings" in (
         markdown.read_text())
+
+
+def _onednn_states(result: object) -> set[str]:
+    """Every ``onednn`` state an entry's JSON reports (its ``environment``'s and its own)."""
+    if isinstance(result, dict):
+        return set().union(set(), *(({value} if key == "onednn" and isinstance(value, str) else _onednn_states(value))
+                                    for key, value in result.items()))
+    if isinstance(result, list):
+        return set().union(set(), *map(_onednn_states, result))
+    return set()
+
+
+# The scripts whose own process runs TensorFlow (imported at module level, or through these helpers).
+_TENSORFLOW_MODULES = {"tensorflow", "keras", "_timing", "explicit_walk", "deconvnet_mtt_vgg", "ceilings"}
+_CHOOSERS = {"_kernels", "_jobs"}
+
+
+def test_every_entry_chooses_the_command_lines_kernels_before_tensorflow() -> None:
+    """A benchmark times what tfaural runs: its script imports ``_kernels`` (or ``_jobs``, which makes the same
+    choice) before anything that imports TensorFlow, so that it runs the kernels tfaural's command lines run on
+    this CPU (``tfaural.cpu.prefer_onednn``) whether it runs alone or under ``python -m benchmarks``."""
+    from benchmarks.__main__ import BENCHMARKS
+
+    for script in sorted({script for _, script, *_ in BENCHMARKS}):
+        tree = ast.parse((ROOT / "benchmarks" / script).read_text())
+        order = [alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "").split(".")[0]
+                 for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                 for alias in (node.names if isinstance(node, ast.Import) else node.names[:1])]
+        first_tf = next((i for i, name in enumerate(order) if name in _TENSORFLOW_MODULES), None)
+        if script == "onednn.py":  # each setting in a child process of its own, set explicitly
+            assert first_tf is None, order
+            continue
+        chooser = next((i for i, name in enumerate(order) if name in _CHOOSERS), None)
+        assert chooser is not None, f"{script} imports neither _kernels nor _jobs"
+        assert first_tf is None or chooser < first_tf, f"{script}: {order}"

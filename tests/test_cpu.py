@@ -64,10 +64,37 @@ def test_prefer_onednn_leaves_a_users_setting(monkeypatch: pytest.MonkeyPatch, s
 
 def test_prefer_onednn_sets_it_where_preferred(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(cpu.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.delenv(cpu.CHOSEN_VARIABLE, raising=False)
     preferred = cpu.onednn_preferred(cpu.cpu_flags(), system=platform.system(), machine=platform.machine())
     assert cpu.prefer_onednn() is preferred
     assert os.environ.get(cpu.ONEDNN_VARIABLE) == ("1" if preferred else None)
     assert cpu.prefer_onednn() is False  # set now: left alone
+
+
+@pytest.mark.parametrize("preferred", [True, False])
+def test_tfaurals_choice_is_told_from_the_users(monkeypatch: pytest.MonkeyPatch, preferred: bool) -> None:
+    """Another tool (musicnn in benchmarks/peer_musicnn.py) started by a process that inherited tfaural's choice,
+    from its own ``prefer_onednn`` or a parent's, gets TensorFlow's default kernels; a user's setting is kept."""
+    monkeypatch.setattr(cpu, "onednn_preferred", lambda *args, **kwargs: preferred)  # any CPU: both branches
+    monkeypatch.delenv(cpu.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.setenv(cpu.CHOSEN_VARIABLE, "1")  # stale, without the setting it marked: dropped
+    assert cpu.prefer_onednn() is preferred
+    assert cpu.onednn_chosen_by_tfaural() is preferred
+    assert os.environ.get(cpu.CHOSEN_VARIABLE) == ("1" if preferred else None)
+    peer = cpu.peer_environment()
+    assert cpu.ONEDNN_VARIABLE not in peer and cpu.CHOSEN_VARIABLE not in peer
+    assert os.environ.get(cpu.ONEDNN_VARIABLE) == ("1" if preferred else None)  # this process keeps it
+    if preferred:
+        assert cpu.onednn_state() == f"on ({cpu.ONEDNN_VARIABLE}=1, tfaural's choice on this CPU)"
+        child = dict(os.environ)  # a process started from here: inherits the choice, and tells it apart
+        assert cpu.onednn_chosen_by_tfaural(child) and cpu.ONEDNN_VARIABLE not in cpu.peer_environment(child)
+        assert "TensorFlow's default" in cpu.onednn_state(cpu.peer_environment(child))
+    for setting in ("0", "1"):  # the user's own setting: kept for the peer too
+        monkeypatch.setenv(cpu.ONEDNN_VARIABLE, setting)
+        monkeypatch.delenv(cpu.CHOSEN_VARIABLE, raising=False)
+        assert cpu.prefer_onednn() is False and not cpu.onednn_chosen_by_tfaural()
+        assert cpu.peer_environment()[cpu.ONEDNN_VARIABLE] == setting
+        assert cpu.onednn_state() == f"{'on' if setting == '1' else 'off'} ({cpu.ONEDNN_VARIABLE}={setting})"
 
 
 def _tensorflow_says_onednn_is_on(env: dict[str, str]) -> bool:
@@ -80,9 +107,10 @@ def _tensorflow_says_onednn_is_on(env: dict[str, str]) -> bool:
 @pytest.mark.parametrize("setting", [None, "0", "1"])
 def test_onednn_state_is_what_tensorflow_does(monkeypatch: pytest.MonkeyPatch, setting: str | None) -> None:
     """The benchmark reports' ``onednn`` (a program that imports TensorFlow itself: TensorFlow's default)."""
-    env = {key: value for key, value in os.environ.items() if key != cpu.ONEDNN_VARIABLE}
+    env = {key: value for key, value in os.environ.items() if key not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE)}
     env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's INFO lines, the oneDNN one among them
     monkeypatch.delenv(cpu.ONEDNN_VARIABLE, raising=False)
+    monkeypatch.delenv(cpu.CHOSEN_VARIABLE, raising=False)
     if setting is not None:
         env[cpu.ONEDNN_VARIABLE] = setting
         monkeypatch.setenv(cpu.ONEDNN_VARIABLE, setting)
@@ -98,7 +126,7 @@ def test_a_command_line_runs_the_kernels_tfaural_chooses(setting: str | None) ->
     """``python -m tfaural`` (a command line like every ``python -m tfaural/export/beam_jobs...``) reports what
     TensorFlow's runtime in its own process runs: oneDNN on an x86 CPU with AVX2 (TensorFlow's default or
     tfaural's choice), unless the user said otherwise."""
-    env = {key: value for key, value in os.environ.items() if key != cpu.ONEDNN_VARIABLE}
+    env = {key: value for key, value in os.environ.items() if key not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     if setting is not None:
         env[cpu.ONEDNN_VARIABLE] = setting
@@ -111,5 +139,7 @@ def test_a_command_line_runs_the_kernels_tfaural_chooses(setting: str | None) ->
                 if setting is None else setting == "1")
     assert report["onednn_in_this_process"] is expected, report
     if setting is None and report["onednn_turned_on_by_tfaural_command_lines"]:
-        assert report["onednn"] == f"on ({cpu.ONEDNN_VARIABLE}=1)"
+        assert report["onednn"] == f"on ({cpu.ONEDNN_VARIABLE}=1, tfaural's choice on this CPU)"
+    elif setting is not None:
+        assert report["onednn"] == f"{'on' if setting == '1' else 'off'} ({cpu.ONEDNN_VARIABLE}={setting})"
     assert report["tensorflow"] and report["cores"] == os.cpu_count() and isinstance(report["gpus"], list)

@@ -19,6 +19,10 @@ called by :func:`tfaural.cli.command_line_startup`). A value the user set wins (
 turns it off, e.g. to compare). A program that imports tfaural keeps TensorFlow's default unless it
 calls :func:`prefer_onednn` before importing TensorFlow.
 
+:func:`prefer_onednn` also sets :data:`CHOSEN_VARIABLE`, so that every process started from there on
+can tell tfaural's choice from the user's (:func:`onednn_chosen_by_tfaural`) and start another tool with
+TensorFlow's default kernels, as that tool's users run it (:func:`peer_environment`).
+
 This module imports nothing of TensorFlow.
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 
 __all__ = [
     "ONEDNN_VARIABLE",
@@ -37,6 +42,9 @@ __all__ = [
     "onednn_default_on",
     "onednn_preferred",
     "prefer_onednn",
+    "CHOSEN_VARIABLE",
+    "onednn_chosen_by_tfaural",
+    "peer_environment",
     "onednn_state",
 ]
 
@@ -45,6 +53,9 @@ ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 #: The CPU features for which TensorFlow's Linux x86 build turns oneDNN on by default
 #: (``DefaultOneDnnPolicy`` in tensorflow/core/util/port.cc): AVX512_VNNI, AVX512_BF16, AVX_VNNI, AMX.
 ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+#: Set to ``1`` beside :data:`ONEDNN_VARIABLE` when :func:`prefer_onednn` set that (tfaural's choice, not the
+#: user's); processes inherit both.
+CHOSEN_VARIABLE = "TFAURAL_ONEDNN_CHOSEN"
 #: The CPU features of the CPUs on which tfaural measured oneDNN faster where TensorFlow leaves it off.
 _ONEDNN_MEASURED_FASTER = ("avx2", "fma")
 
@@ -113,8 +124,9 @@ def onednn_preferred(flags: frozenset[str] | None, *, system: str, machine: str)
 
 
 def prefer_onednn() -> bool:
-    """Sets ``TF_ENABLE_ONEDNN_OPTS=1`` in this process's environment where :func:`onednn_preferred`,
-    unless it is set already (the user's choice wins).
+    """Sets ``TF_ENABLE_ONEDNN_OPTS=1`` (and :data:`CHOSEN_VARIABLE`) in this process's environment where
+    :func:`onednn_preferred`, unless ``TF_ENABLE_ONEDNN_OPTS`` is set already (the user's choice wins; so
+    does an earlier call's, here or in a parent process).
 
     Effective if called before TensorFlow's runtime starts in this process; the processes started from
     here on inherit it either way.
@@ -124,19 +136,40 @@ def prefer_onednn() -> bool:
     """
     if ONEDNN_VARIABLE in os.environ:
         return False
+    os.environ.pop(CHOSEN_VARIABLE, None)  # a stale marker without the setting it marked
     if not onednn_preferred(cpu_flags(), system=platform.system(), machine=platform.machine()):
         return False
     os.environ[ONEDNN_VARIABLE] = "1"
+    os.environ[CHOSEN_VARIABLE] = "1"
     return True
 
 
-def onednn_state() -> str:
-    """Whether TensorFlow's oneDNN kernels are on in a TensorFlow runtime started now in this process, and why,
-    in words (e.g. for a benchmark report)."""
-    setting = os.environ.get(ONEDNN_VARIABLE)
+def onednn_chosen_by_tfaural(environ: Mapping[str, str] | None = None) -> bool:
+    """True if ``TF_ENABLE_ONEDNN_OPTS=1`` in ``environ`` (default: this process's) is tfaural's choice
+    (:func:`prefer_onednn`, here or in a parent process), not the user's."""
+    env = os.environ if environ is None else environ
+    return env.get(CHOSEN_VARIABLE) == "1" and env.get(ONEDNN_VARIABLE) == "1"
+
+
+def peer_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``environ`` (default: this process's) for another tool's command: without tfaural's choice of
+    kernels, so that it runs TensorFlow's default as its users run it; a setting the user made is kept."""
+    env = dict(os.environ if environ is None else environ)
+    if onednn_chosen_by_tfaural(env):
+        env.pop(ONEDNN_VARIABLE)
+    env.pop(CHOSEN_VARIABLE, None)
+    return env
+
+
+def onednn_state(environ: Mapping[str, str] | None = None) -> str:
+    """Whether TensorFlow's oneDNN kernels are on in a TensorFlow runtime started now in this process (or in a
+    process with the environment ``environ``), and why, in words (e.g. for a benchmark report)."""
+    env = os.environ if environ is None else environ
+    setting = env.get(ONEDNN_VARIABLE)
     if setting is not None:
         on = setting.strip().lower() in ("1", "true")
-        return f"{'on' if on else 'off'} ({ONEDNN_VARIABLE}={setting})"
+        chosen = ", tfaural's choice on this CPU" if onednn_chosen_by_tfaural(env) else ""
+        return f"{'on' if on else 'off'} ({ONEDNN_VARIABLE}={setting}{chosen})"
     flags = cpu_flags()
     if flags is None or platform.system() != "Linux":
         return "TensorFlow's default for this platform"
