@@ -29,8 +29,8 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 # Two workers, one module each at a time, the long modules first (tests/conftest.py): 13 min instead of
-# 17.5 on a quiet 2-core AMD EPYC with AVX-512 (20 min on a 2-core AVX2 EPYC, 2026-12-04). TEST_WORKERS=0 runs
-# the suite in this one process.
+# 17.5 on a quiet 2-core machine (2026-12-01); 17-20 min on a 2-core AVX2 EPYC (2026-12-04, a larger suite).
+# TEST_WORKERS=0 runs the suite in this one process.
 TEST_WORKERS ?= 2
 
 test: lint

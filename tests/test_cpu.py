@@ -97,6 +97,11 @@ def test_tfaurals_choice_is_told_from_the_users(monkeypatch: pytest.MonkeyPatch,
         assert cpu.onednn_state() == f"{'on' if setting == '1' else 'off'} ({cpu.ONEDNN_VARIABLE}={setting})"
 
 
+def _environment_without_a_kernel_choice() -> dict[str, str]:
+    """This process's environment without ``TF_ENABLE_ONEDNN_OPTS`` and tfaural's marker (conftest sets both)."""
+    return {key: value for key, value in os.environ.items() if key not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE)}
+
+
 def _tensorflow_says_onednn_is_on(env: dict[str, str]) -> bool:
     done = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -107,7 +112,7 @@ def _tensorflow_says_onednn_is_on(env: dict[str, str]) -> bool:
 @pytest.mark.parametrize("setting", [None, "0", "1"])
 def test_onednn_state_is_what_tensorflow_does(monkeypatch: pytest.MonkeyPatch, setting: str | None) -> None:
     """The benchmark reports' ``onednn`` (a program that imports TensorFlow itself: TensorFlow's default)."""
-    env = {key: value for key, value in os.environ.items() if key not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE)}
+    env = _environment_without_a_kernel_choice()
     env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's INFO lines, the oneDNN one among them
     monkeypatch.delenv(cpu.ONEDNN_VARIABLE, raising=False)
     monkeypatch.delenv(cpu.CHOSEN_VARIABLE, raising=False)
@@ -126,7 +131,7 @@ def test_a_command_line_runs_the_kernels_tfaural_chooses(setting: str | None) ->
     """``python -m tfaural`` (a command line like every ``python -m tfaural/export/beam_jobs...``) reports what
     TensorFlow's runtime in its own process runs: oneDNN on an x86 CPU with AVX2 (TensorFlow's default or
     tfaural's choice), unless the user said otherwise."""
-    env = {key: value for key, value in os.environ.items() if key not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE)}
+    env = _environment_without_a_kernel_choice()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     if setting is not None:
         env[cpu.ONEDNN_VARIABLE] = setting
