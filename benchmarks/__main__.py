@@ -290,6 +290,12 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             small = change is not None and change <= 1e-3
             add(what.format(name), speedup, ">= 1.2 (with max |dscore| <= 1e-3)", speedup >= 1.2 and small)
             add(f"... largest score change, {name}", change, "<= 1e-3", small)
+    choices = bf16.get("layer_choices", {})
+    for name, speedup in (_get(choices, "speedup") or {}).items():
+        add(f"bfloat16 in MTT_vgg's {name} only (the rest float32; Keras policy) / float32, speed-up", speedup,
+            "report", None)
+        add(f"... largest score change, MTT_vgg {name} only", _get(choices, "max_abs_score_change", name), "report",
+            None)
     onednn = results.get("onednn", {})
     if onednn:
         chosen = "on" if onednn.get("tfaural_command_lines_turn_it_on_here") else "TensorFlow's default"

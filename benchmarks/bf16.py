@@ -9,6 +9,14 @@ of ``--repeats`` calls, alternating. Reported: the speed-up (float32 time / bflo
 largest and the mean change of any score, and whether the CPU has AVX512_BF16 or AMX
 (``/proc/cpuinfo``).
 
+For ``MTT_vgg``, also where its score changes come from (``layer_choices``): copies in which only
+some of its five 3x3 convolutions compute in bfloat16 (conv2-5, conv3-5; every other layer float32,
+as a bfloat16 export variant with per-layer policies could choose), with their speed-ups and largest
+changes, and the spread of each BatchNormalization's moving mean over its standard deviation
+(``|mean| / sqrt(variance)``). In musicnn's vgg a BatchNormalization follows each convolution's ReLU:
+where that ratio is large, subtracting the mean amplifies bfloat16's rounding of the convolution's
+output by as much.
+
 Also, per model, the route a job-level ``--precision bfloat16`` would take without a new export:
 the float32 export's ``serving_default`` (loaded as the jobs load it,
 :func:`beam_jobs.model_process.load_signature`) with TensorFlow's Grappler rewrite
@@ -46,6 +54,8 @@ TARGET_SPEEDUP = 1.2
 TARGET_MAX_DSCORE = 1e-3
 #: Layers that stay float32: the input and tfaural's in-graph front ends.
 FLOAT32_LAYERS = ("InputLayer", "InputScaling")
+#: MTT_vgg copies with only these convolutions in bfloat16, everything else float32 (``layer_choices``).
+VGG_LAYER_CHOICES = {"conv2-5": ("conv2", "conv3", "conv4", "conv5"), "conv3-5": ("conv3", "conv4", "conv5")}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,13 +130,15 @@ def summary(batch: int, full: float, half: float, full_scores: np.ndarray, half_
             "pays": full / half >= TARGET_SPEEDUP and float(delta.max()) <= TARGET_MAX_DSCORE}
 
 
-def bfloat16_copy(model: Any) -> Any:
-    """The model with every layer but :data:`FLOAT32_LAYERS` under ``mixed_bfloat16``, same weights."""
+def bfloat16_copy(model: Any, only: tuple[str, ...] | None = None) -> Any:
+    """The model with every layer but :data:`FLOAT32_LAYERS` under ``mixed_bfloat16`` (or only the layers
+    named in ``only``), same weights."""
     import keras
 
     def clone(layer: Any) -> Any:
         config = layer.get_config()
-        if type(layer).__name__ not in FLOAT32_LAYERS:
+        chosen = layer.name in only if only is not None else type(layer).__name__ not in FLOAT32_LAYERS
+        if chosen:
             config["dtype"] = "mixed_bfloat16"
         return type(layer).from_config(config)
 
@@ -135,11 +147,11 @@ def bfloat16_copy(model: Any) -> Any:
     return copy
 
 
-def compare(model: Any, x: Any, *, repeats: int) -> dict[str, Any]:
-    """Speed and score changes of the bfloat16 copy against the float32 model on ``x``."""
+def compare(model: Any, x: Any, *, repeats: int, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Speed and score changes of the bfloat16 copy (:func:`bfloat16_copy`) against the float32 model on ``x``."""
     import tensorflow as tf
 
-    half = bfloat16_copy(model)
+    half = bfloat16_copy(model, only)
     full_fn = tf.function(lambda t: model(t, training=False))
     half_fn = tf.function(lambda t: tf.cast(half(t, training=False), tf.float32))
     a, b = full_fn(x).numpy(), half_fn(x).numpy()  # warm-up (tracing) and the scores
@@ -157,6 +169,19 @@ def compare(model: Any, x: Any, *, repeats: int) -> dict[str, Any]:
         full.append(median_seconds(full_fn))
         halves.append(median_seconds(half_fn))
     return summary(int(x.shape[0]), min(full), min(halves), a, b)
+
+
+def batch_norm_spread(model: Any) -> dict[str, float]:
+    """The largest ``|moving mean| / sqrt(moving variance + epsilon)`` of each BatchNormalization layer, by name:
+    how much subtracting its mean amplifies an error in its input relative to the input's size."""
+    import keras
+
+    spread = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean, variance = np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+            spread[layer.name] = round(float(np.max(np.abs(mean) / np.sqrt(variance + layer.epsilon))), 2)
+    return spread
 
 
 def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = None) -> dict[str, Any]:
@@ -179,6 +204,8 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
         segments = np.stack([audio[i * 47616 // 2: i * 47616 // 2 + 47616] for i in range(batch)])
         mel = spectral.melspectrogram(segments, sample_rate=16000, n_fft=512, hop_length=256, n_mels=96).numpy()
         results["MTT_vgg"] = compare(vgg, tf.constant(mel[..., np.newaxis]), repeats=repeats)
+        choices = {name: compare(vgg, tf.constant(mel[..., np.newaxis]), repeats=repeats, only=convs)
+                   for name, convs in VGG_LAYER_CHOICES.items()}
         rewrite["MTT_vgg"] = export_rewrite(musicnn_export("MTT_vgg", root / "exports", verify=False), segments,
                                             root / "rewrite-vgg", repeats=repeats, rounds=1 if quick else 2)
         if not quick:
@@ -202,6 +229,14 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
             "max_abs_score_change": {name: r["max_abs_score_change"] for name, r in results.items()},
             "targets": {"speedup": TARGET_SPEEDUP, "max_abs_score_change": TARGET_MAX_DSCORE},
             "pays": all(r["pays"] for r in results.values()),
+            "layer_choices": {
+                "what": "MTT_vgg with only these convolutions in bfloat16 (Keras policy), every other layer float32",
+                "models": choices,
+                "speedup": {name: r["speedup"] for name, r in choices.items()},
+                "max_abs_score_change": {name: r["max_abs_score_change"] for name, r in choices.items()},
+                "pays": {name: r["pays"] for name, r in choices.items()},
+                "batch_norm_mean_over_std_max": batch_norm_spread(vgg),
+            },
             "export_graph_rewrite": {
                 "what": "the float32 export's serving_default with and without Grappler's "
                         "auto_mixed_precision_onednn_bfloat16, each in a fresh process",
