@@ -1,6 +1,11 @@
-"""Runs every benchmark and writes one JSON report plus ``benchmarks/RESULTS.md``.
+"""Runs every benchmark and writes one JSON report plus its Markdown table (``benchmarks/RESULTS.md``).
 
 ``python -m benchmarks [--quick] [--jobs N] [--output results.json] [--only NAME ...] [--update]``
+
+The Markdown table goes beside the JSON report: ``results<X>.json`` -> ``RESULTS<X>.md``
+(:func:`markdown_path`), unless ``--markdown`` says otherwise. Without ``--output``, a timed run
+writes ``benchmarks/results.json`` and ``RESULTS.md`` (committed) and a ``--quick`` run
+``benchmarks/results_quick.json`` and ``RESULTS_quick.md`` (ignored by git).
 
 Each benchmark is a script in this folder that prints one JSON object; it runs
 in its own process (fresh TensorFlow state, no cross-talk), one after another.
@@ -28,6 +33,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -308,7 +314,21 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_markdown(report: dict[str, Any], path: str) -> None:
+def markdown_path(output: str) -> str:
+    """The Markdown report that goes with the JSON report ``output``: ``results<X>.json`` -> ``RESULTS<X>.md``
+    in the same folder (so ``benchmarks/results.json`` -> ``benchmarks/RESULTS.md``); any other name -> the
+    same name with ``.md``. A run into another JSON file never overwrites the committed ``RESULTS.md``."""
+    folder, name = os.path.split(output)
+    match = re.fullmatch(r"results(.*)\.json", name)
+    return os.path.join(folder, f"RESULTS{match.group(1)}.md" if match else os.path.splitext(name)[0] + ".md")
+
+
+def write_markdown(report: dict[str, Any], path: str, *, json_path: str = "results.json") -> None:
+    """The report as Markdown: the machine, the notes, the targets that have a figure, every entry's JSON.
+
+    A target without a figure (its entry was not run, e.g. ``--only`` into a new file, or it failed) is
+    counted under the table instead of shown as an empty row; the failed entries are named there.
+    """
     lines = [
         "# Benchmark results",
         "",
@@ -326,11 +346,19 @@ def write_markdown(report: dict[str, Any], path: str) -> None:
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    missing = 0
     for row in report["targets"]:
-        met = {True: "yes", False: "**no**", None: "n/a" if row["goal"] != "report" else "—"}[row["met"]]
         figure = row["figure"]
+        if figure is None:
+            missing += 1
+            continue
+        met = {True: "yes", False: "**no**", None: "n/a" if row["goal"] != "report" else "—"}[row["met"]]
         shown = f"{figure:.3g}" if isinstance(figure, float) and abs(figure) < 1000 else figure
         lines.append(f"| {row['target']} | {shown} | {row['goal']} | {met} |")
+    if missing:
+        failed = [name for name, result in report["results"].items() if "error" in result]
+        lines += ["", f"{missing} other target(s) have no figure in this report: their entries were not run"
+                      + (f" or failed ({', '.join(failed)})" if failed else "") + "."]
     lines += ["", "## Raw results", ""]
     for name, result in report["results"].items():
         when = result.get("measured_at")
@@ -338,7 +366,7 @@ def write_markdown(report: dict[str, Any], path: str) -> None:
         stamp = f"measured {when}" + (f", load average {load} as it started" if load is not None else "")
         text = json.dumps(result, indent=2)
         if len(text) > 6000:
-            text = text[:6000] + "\n... (cut; the whole entry is in results.json)"
+            text = text[:6000] + f"\n... (cut; the whole entry is in {os.path.basename(json_path)})"
         lines += [f"### {name}", "", stamp if when else "(date not recorded)", "", "```json", text, "```", ""]
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -347,8 +375,12 @@ def write_markdown(report: dict[str, Any], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: small inputs, checks the suite runs")
-    parser.add_argument("--output", default=os.path.join(HERE, "results.json"), help="JSON report path")
-    parser.add_argument("--markdown", default=os.path.join(HERE, "RESULTS.md"), help="Markdown table path")
+    parser.add_argument("--output", default=None,
+                        help="JSON report path (default benchmarks/results.json, the committed record; with "
+                             "--quick benchmarks/results_quick.json, which git ignores)")
+    parser.add_argument("--markdown", default=None,
+                        help="Markdown table path (default: beside --output, results<X>.json -> RESULTS<X>.md; "
+                             "benchmarks/RESULTS.md for the default --output)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these benchmarks (names)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="entries run at once (default 1; 2 suits the --quick smoke run, not timed runs)")
@@ -362,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs} is invalid: expected at least 1")
+    # A smoke run never overwrites the committed record of timed runs unless told to.
+    args.output = args.output or os.path.join(HERE, "results_quick.json" if args.quick else "results.json")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     selected = [(name, script, extra, timeout) for name, script, extra, timeout in BENCHMARKS
                 if args.only is None or name in args.only]
@@ -430,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = targets(results)
     with open(args.output, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
-    write_markdown(report, args.markdown)
+    write_markdown(report, args.markdown or markdown_path(args.output), json_path=args.output)
     failed = [name for name, result in measured.items() if "error" in result]
     print(json.dumps({"targets": report["targets"], "failed": failed}, indent=2))
     return 1 if failed else 0

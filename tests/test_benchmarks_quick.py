@@ -96,3 +96,25 @@ def test_every_entry_chooses_the_command_lines_kernels_before_tensorflow() -> No
         chooser = next((i for i, name in enumerate(order) if name in _CHOOSERS), None)
         assert chooser is not None, f"{script} imports neither _kernels nor _jobs"
         assert first_tf is None or chooser < first_tf, f"{script}: {order}"
+
+
+def test_the_markdown_goes_beside_its_report_and_lists_only_measured_targets(tmp_path: pathlib.Path) -> None:
+    from benchmarks.__main__ import markdown_path, targets, write_markdown
+
+    assert markdown_path("benchmarks/results.json") == os.path.join("benchmarks", "RESULTS.md")
+    assert markdown_path("/x/results_amd_zen5.json") == "/x/RESULTS_amd_zen5.md"
+    assert markdown_path("/x/peer.json") == "/x/peer.md"
+    # A report of one entry (--only into a new file): the targets of the entries not run are counted, not listed.
+    results = {"bf16": {"speedup": {"MTT_vgg": 1.5}, "max_abs_score_change": {"MTT_vgg": 0.002},
+                        "cpu_has_avx512_bf16": True},
+               "serving": {"error": "exit status 1"}}
+    rows = targets(results)
+    report = {"quick": False, "created": "2026-12-04", "machine": {"cores": 2}, "results": results, "targets": rows}
+    write_markdown(report, str(tmp_path / "RESULTS_x.md"), json_path=str(tmp_path / "results_x.json"))
+    table = (tmp_path / "RESULTS_x.md").read_text()
+    assert "| bfloat16 / float32 speed-up, MTT_vgg (CPU AVX512_BF16: True) | 1.5 |" in table
+    assert "| ... largest score change, MTT_vgg | 0.002 | <= 1e-3 | **no** |" in table
+    assert "| None |" not in table
+    unmeasured = sum(row["figure"] is None for row in rows)
+    assert unmeasured > 10 and f"{unmeasured} other target(s) have no figure in this report: their entries were " \
+        "not run or failed (serving)." in table
