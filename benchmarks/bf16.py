@@ -203,9 +203,9 @@ def run(*, quick: bool = False, batch: int | None = None, repeats: int | None = 
         audio = music_like(seconds=3.0 * batch + 3, sample_rate=16000, seed=3, peak=0.5)
         segments = np.stack([audio[i * 47616 // 2: i * 47616 // 2 + 47616] for i in range(batch)])
         mel = spectral.melspectrogram(segments, sample_rate=16000, n_fft=512, hop_length=256, n_mels=96).numpy()
-        results["MTT_vgg"] = compare(vgg, tf.constant(mel[..., np.newaxis]), repeats=repeats)
-        choices = {name: compare(vgg, tf.constant(mel[..., np.newaxis]), repeats=repeats, only=convs)
-                   for name, convs in VGG_LAYER_CHOICES.items()}
+        x = tf.constant(mel[..., np.newaxis])
+        results["MTT_vgg"] = compare(vgg, x, repeats=repeats)
+        choices = {name: compare(vgg, x, repeats=repeats, only=convs) for name, convs in VGG_LAYER_CHOICES.items()}
         rewrite["MTT_vgg"] = export_rewrite(musicnn_export("MTT_vgg", root / "exports", verify=False), segments,
                                             root / "rewrite-vgg", repeats=repeats, rounds=1 if quick else 2)
         if not quick:
