@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.10 without being declared
     "librosa>=0.11",
     "soundfile>=0.14",
+    "av>=14",  # PyAV (FFmpeg's libraries in its wheel): MP4/M4A, WebM, WMA, ... that libsndfile does not read
     "soxr>=0.5",
     "numpy>=2",
     # TensorFlow imports ml_dtypes early in its own import; 0.7.0 spends most of a second registering

@@ -1,10 +1,12 @@
 """Audio decoding, mixing, resampling, segmentation and writing.
 
 Decoding goes through soundfile (libsndfile: WAV in 8/16/24/32-bit integer and
-float, FLAC, OGG/Vorbis, MP3 and more) and resampling through soxr at librosa's
-default quality (``soxr_hq``). Every failure is raised as an
+float, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more); a file whose format libsndfile
+does not recognise goes to FFmpeg through PyAV (:mod:`tfaural.ffmpeg_audio`: MP4/M4A
+with AAC or Apple Lossless, WebM/Matroska, WMA, AC-3, WavPack, ...). Resampling goes
+through soxr at librosa's default quality (``soxr_hq``). Every failure is raised as an
 :class:`~tfaural.errors.AudioError` subclass naming the source and the problem;
-no soundfile or soxr exception escapes.
+no soundfile, PyAV or soxr exception escapes.
 
 Conventions: waveforms are float32 NumPy arrays ``[samples]`` (mono) or
 ``[channels, samples]`` (``mono=False``), in [-1, 1] for integer formats;
@@ -19,7 +21,9 @@ import errno
 import io
 import logging
 import os
+import re
 import stat
+import sys
 from collections.abc import Iterator
 from typing import IO, Any, Union
 
@@ -27,7 +31,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tfaural import files
+from tfaural import ffmpeg_audio, files
 from tfaural.config import PAD_MODES
 from tfaural.errors import (
     AudioDecodeError,
@@ -61,6 +65,10 @@ RESAMPLE_QUALITY = "HQ"
 
 # Subtypes written by default per container, so that files open everywhere.
 _DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
+# libsndfile's error codes for a format it does not recognise (1) and for a codec it does not decode in a
+# container it knows (4, e.g. Apple Lossless in CAF): such files go to FFmpeg (tfaural.ffmpeg_audio).
+_SF_ERRS_FOR_FFMPEG = frozenset({1, 4})
+_OPENING = re.compile(r"^Error opening (?:'.*?'|<[^>]*>): ")
 # Largest float that PCM_16 stores without clipping (32767 / 32768).
 _PEAK_TARGET = 32767.0 / 32768.0
 
@@ -72,9 +80,10 @@ class AudioInfo:
     Attributes:
         sample_rate: Native sample rate in Hz.
         channels: Number of channels.
-        frames: Number of samples per channel (approximate for some MP3 files).
-        format: Container, e.g. ``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``.
-        subtype: Sample encoding, e.g. ``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``.
+        frames: Number of samples per channel (approximate for some MP3 files, and the
+            container's estimate for the formats FFmpeg reads, MP4 excepted).
+        format: Container, e.g. ``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``, ``"MP4"``.
+        subtype: Sample encoding, e.g. ``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ``"AAC"``.
     """
 
     sample_rate: int
@@ -115,9 +124,9 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile]:
             f"cannot read audio from a {type(source).__name__}: expected a path, bytes or a binary file object"
         )
     try:
-        snd = sf.SoundFile(handle)
+        snd: Any = sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioDecodeError(name, f"not a readable audio file ({_clean(err)})") from None
+        snd = _open_with_ffmpeg(handle, name, err)
     try:
         if snd.samplerate <= 0:
             raise AudioDecodeError(name, f"header declares an invalid sample rate {snd.samplerate}")
@@ -126,6 +135,27 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile]:
         raise AudioDecodeError(name, f"decoding failed, the file may be truncated or corrupt ({_clean(err)})") from None
     finally:
         snd.close()
+
+
+def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FFmpegAudioFile:
+    """Opens through FFmpeg a source whose format or codec libsndfile does not know (MP4/M4A, WebM, WMA, ...).
+
+    Raises:
+        AudioDecodeError: With libsndfile's reason, and FFmpeg's if FFmpeg was tried.
+    """
+    # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once
+    reason = f"not a readable audio file ({_OPENING.sub('', _clean(err))})"
+    if not (isinstance(err, sf.LibsndfileError) and err.code in _SF_ERRS_FOR_FFMPEG):
+        raise AudioDecodeError(name, reason) from None
+    try:
+        snd = ffmpeg_audio.open_or_none(handle, name=name)
+    except ffmpeg_audio.NotAudioError as ffmpeg_err:  # neither decoder takes it: both say why
+        raise AudioDecodeError(name, f"{reason}; {ffmpeg_err.reason}") from None
+    except AudioDecodeError as ffmpeg_err:  # an audio container FFmpeg reads, with a problem of its own
+        raise AudioDecodeError(name, ffmpeg_err.reason) from None
+    if snd is None:
+        raise AudioDecodeError(name, reason) from None
+    return snd
 
 
 def _check_path(path: str, name: str) -> None:
@@ -258,7 +288,7 @@ def load(
         native_sr = int(snd.samplerate)
         start = int(round(offset * native_sr))
         if start:
-            if snd.frames and start >= snd.frames:
+            if snd.frames and start >= snd.frames and getattr(snd, "frames_exact", True):
                 length = snd.frames / native_sr
                 raise EmptyAudioError(name, f"offset {offset} s is past the end of the audio ({length:.3f} s)")
             snd.seek(start)
@@ -326,7 +356,8 @@ def iter_blocks(
         pending: list[np.ndarray] = []
         pending_len = 0
         total = 0
-        remaining = int(snd.frames)  # what read(frames=-1) reads, as load() does
+        # what read(frames=-1) reads, as load() does (FFmpeg's estimate may be short: read to the end there)
+        remaining = int(snd.frames) if getattr(snd, "frames_exact", True) else sys.maxsize
         buffer = np.empty((min(read_len, max(remaining, 1)), int(snd.channels)), np.float32)  # reused per block
         while remaining > 0:
             want = min(read_len, remaining)

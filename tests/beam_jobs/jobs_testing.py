@@ -14,6 +14,7 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
+import ffmpeg_files
 import keras
 import numpy as np
 import soundfile as sf
@@ -118,6 +119,10 @@ def write_catalogue(root: pathlib.Path) -> list[Entry]:
         sf.write(path, y if y.ndim == 1 else y.T, rate, subtype=subtype)
         return Entry(relative)
 
+    def encode(relative: str, y: np.ndarray, rate: int, kind: str) -> Entry:
+        ffmpeg_files.write(root / relative, y, sample_rate=rate, kind=kind)
+        return Entry(relative)
+
     entries = [
         write("rock/Song One.wav", np.stack([sine(330, 1.2, sample_rate=44100), chirp(200, 900, 1.2,
                                                                                       sample_rate=44100)]), 44100),
@@ -128,8 +133,13 @@ def write_catalogue(root: pathlib.Path) -> list[Entry]:
         write("pop/a.flac", chirp(300, 1500, 1.2, sample_rate=8000), 8000, "PCM_16"),
         write("..dots..wav", sine(250, 1.2, sample_rate=8000), 8000, "FLOAT"),
         dataclasses.replace(write("silence.wav", np.zeros(9600, np.float32), 8000, "PCM_16"), silent=True),
+        # containers libsndfile does not read, decoded through FFmpeg (tfaural.ffmpeg_audio)
+        encode("pop/b.m4a", np.stack([sine(660, 1.2, sample_rate=44100), chirp(300, 3000, 1.2, sample_rate=44100)]),
+               44100, "aac-m4a"),
+        encode("jazz/live take.webm", chirp(150, 1200, 1.2, sample_rate=48000), 48000, "opus-webm"),
     ]
-    (root / "bad").mkdir()
+    (root / "bad").mkdir(exist_ok=True)
+    ffmpeg_files.video_only_mp4(root / "bad" / "clip.mp4")
     (root / "bad" / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(256)) * 4)
     (root / "bad" / "empty.flac").write_bytes(b"")
     (root / "bad" / "notes.mp3").write_text("not audio\n")
@@ -139,6 +149,7 @@ def write_catalogue(root: pathlib.Path) -> list[Entry]:
         Entry("bad/empty.flac", "AudioDecodeError", "empty file"),
         Entry("bad/notes.mp3", "AudioDecodeError", "not a readable audio file"),
         Entry("bad/short.wav", "EmptyAudioError", "too short"),
+        Entry("bad/clip.mp4", "AudioDecodeError", "the MP4 container has no audio stream (video)"),
     ]
     return entries
 

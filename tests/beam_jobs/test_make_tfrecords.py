@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import apache_beam as beam
+import ffmpeg_files
 import numpy as np
 import pytest
 import soundfile as sf
@@ -91,6 +92,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     (root / "bad" / "notes.mp3").write_text("these are not the sounds you are looking for\n")
     write("bad/short.wav", sine(440, 50 / SR, sample_rate=SR, fade=0), SR, "PCM_16")
     uri_file = write("remote/uri.flac", chirp(100, 3000, 0.75, sample_rate=16000), 16000, "PCM_16")
+    uri_m4a = "remote/uri.m4a"  # through the Beam filesystem's stream, and FFmpeg
+    ffmpeg_files.write(root / uri_m4a, chirp(150, 2500, 0.8, sample_rate=44100), sample_rate=44100, kind="aac-m4a")
+    ffmpeg_files.write(root / "rock" / "itunes.m4a", stereo, sample_rate=22050, kind="alac-m4a")
     entries = (
         Entry(write("rock/wav16.wav", sine(440, 1.0, sample_rate=SR), SR, "PCM_16"), "rock/wav16", ("rock",), "train"),
         Entry(write("rock/wav24.wav", chirp(200, 3000, 0.7, sample_rate=44100), 44100, "PCM_24"), "rock/wav24",
@@ -105,6 +109,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
               ("pop", "loud"), "test"),
         Entry(write("pop/stereo.wav", stereo, 22050, "PCM_16"), "pop/stereo", ("pop",), None),
         Entry(f"{SCHEME}://{root / uri_file}", "remote/uri", ("jazz",), "validation"),
+        Entry(f"{SCHEME}://{root / uri_m4a}", "remote/uri_m4a", ("pop",), "train"),
+        Entry("rock/itunes.m4a", "rock/itunes", ("rock",), "train"),
         Entry("bad/corrupt.wav", "bad/corrupt", ("rock",), "train", "AudioDecodeError", "not a readable audio file"),
         Entry("bad/empty.flac", "bad/empty", ("jazz",), "test", "AudioDecodeError", "empty file"),
         Entry("bad/notes.mp3", "bad/notes", ("pop",), "train", "AudioDecodeError", "not a readable audio file"),
@@ -302,9 +308,9 @@ def test_whole_tracks_overwrite_and_tfds_agree(corpus: Corpus, tmp_path: pathlib
             examples[example["track_id"].decode()] = (split, example)
     # TFDS has no --min-duration (it keeps the 50-sample file) and reads URIs with tf.io.gfile,
     # which does not know the test scheme: both show up in its failures metadata instead.
-    assert set(examples) == set(records) - {"remote/uri"} | {"bad/short"}
+    assert set(examples) == set(records) - {"remote/uri", "remote/uri_m4a"} | {"bad/short"}
     assert {f["track_id"] for f in builder.info.metadata["failures"]} == set(failures) - {"bad/short"} | {
-        "remote/uri"}
+        "remote/uri", "remote/uri_m4a"}
     label_feature = builder.info.features["labels"].feature
     for track_id, record in records.items():
         if track_id in examples:
@@ -398,6 +404,18 @@ def test_load_audio_through_a_beam_filesystem(tmp_path: pathlib.Path) -> None:
     (tmp_path / "t.wav").write_text("text")
     with pytest.raises(AudioDecodeError, match=f"{SCHEME}://.*t.wav: not a readable audio file"):
         beam_io.load_audio(f"{SCHEME}://{tmp_path / 't.wav'}", sample_rate=SR)
+
+
+def test_an_m4a_through_a_beam_filesystem_reads_as_the_local_file(tmp_path: pathlib.Path) -> None:
+    """FFmpeg reads the filesystem's seekable stream: the whole file, an excerpt, and block by block."""
+    local = str(ffmpeg_files.write(tmp_path / "a.m4a", chirp(150, 2500, 3.0, sample_rate=44100), sample_rate=44100,
+                                   kind="aac-m4a"))
+    uri = f"{SCHEME}://{local}"
+    np.testing.assert_array_equal(beam_io.load_audio(uri, sample_rate=SR)[0], audio.load(local, sample_rate=SR)[0])
+    np.testing.assert_array_equal(beam_io.load_audio(uri, sample_rate=SR, offset=2.0, duration=0.5)[0],
+                                  audio.load(local, sample_rate=SR, offset=2.0, duration=0.5)[0])
+    np.testing.assert_array_equal(np.concatenate(list(beam_io.iter_audio_blocks(uri, sample_rate=SR, block_seconds=1))),
+                                  np.concatenate(list(audio.iter_blocks(local, sample_rate=SR, block_seconds=1))))
 
 
 def test_write_text_replaces_atomically(tmp_path: pathlib.Path) -> None:

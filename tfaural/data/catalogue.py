@@ -63,6 +63,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from tfaural import ffmpeg_audio
 from tfaural.errors import DataError
 
 __all__ = [
@@ -97,8 +98,8 @@ LABEL_SEPARATOR = ";"
 
 _LABEL_SEPARATORS = re.compile(r"[;|]")
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif", ".opus")
-"""File extensions :func:`manifest_from_folder` picks up (case-insensitive)."""
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif", ".opus", *ffmpeg_audio.EXTENSIONS)
+"""File extensions :func:`manifest_from_folder` picks up (case-insensitive): libsndfile's, then FFmpeg's (M4A, ...)."""
 
 MAX_TRACK_ID_LENGTH = 200
 """Longest track id, in characters (ids become parts of output file names)."""

@@ -1,0 +1,88 @@
+"""Audio files in the containers libsndfile does not read (M4A, WebM, WMA, ...), encoded by FFmpeg through PyAV.
+
+The tests commit no audio: they encode their own signals here, with the encoders in PyAV's wheel.
+"""
+
+from __future__ import annotations
+
+import fractions
+import pathlib
+
+import av
+import numpy as np
+
+#: name → (FFmpeg encoder, muxer, extension, sample rates the encoder takes (None: any)).
+KINDS: dict[str, tuple[str, str, str, tuple[int, ...] | None]] = {
+    "aac-m4a": ("aac", "ipod", ".m4a", None),
+    "alac-m4a": ("alac", "ipod", ".m4a", None),
+    "aac-mp4": ("aac", "mp4", ".mp4", None),
+    "opus-webm": ("libopus", "webm", ".webm", (48000, 24000, 16000, 12000, 8000)),
+    "opus-mka": ("libopus", "matroska", ".mka", (48000, 24000, 16000, 12000, 8000)),
+    "wma": ("wmav2", "asf", ".wma", None),
+    "ac3": ("ac3", "ac3", ".ac3", (48000, 44100, 32000)),
+    "aac-adts": ("aac", "adts", ".aac", None),
+    "eac3": ("eac3", "eac3", ".eac3", (48000, 44100, 32000)),
+    "wavpack": ("wavpack", "wv", ".wv", None),
+    "tta": ("tta", "tta", ".tta", None),
+    "alac-caf": ("alac", "caf", ".caf", None),
+}
+
+
+def write(path: pathlib.Path, y: np.ndarray, *, sample_rate: int, kind: str) -> pathlib.Path:
+    """Encodes float32 ``[samples]`` or ``[channels, samples]`` (in [-1, 1]) into ``path``.
+
+    The samples are quantised to 16 bits first, so a lossless codec (ALAC) stores exactly
+    ``round(y * 32767) / 32768`` as libsndfile reads a 16-bit WAV of the same signal.
+    """
+    codec, muxer, _, rates = KINDS[kind]
+    if rates is not None and sample_rate not in rates:
+        raise ValueError(f"{kind} does not take {sample_rate} Hz")
+    data = np.atleast_2d(np.asarray(y, np.float32))
+    pcm = np.round(np.clip(data, -1, 1) * 32767).astype(np.int16)  # [channels, samples]
+    layout = {1: "mono", 2: "stereo"}[pcm.shape[0]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format=muxer) as container:
+        stream = container.add_stream(codec, rate=sample_rate)
+        stream.layout = layout
+        formats = [f.name for f in stream.codec_context.codec.audio_formats or ()]
+        stream.format = next((f for f in ("s16p", "s16") if f in formats), formats[0])
+        if codec == "wmav2":
+            stream.bit_rate = 128000
+        resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=sample_rate)
+        step = 4096
+        for start in range(0, pcm.shape[1], step):
+            chunk = np.ascontiguousarray(pcm[:, start:start + step].T).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = sample_rate, start, fractions.Fraction(1, sample_rate)
+            for converted in resampler.resample(frame):
+                container.mux(stream.encode(converted))
+        for converted in resampler.resample(None):
+            container.mux(stream.encode(converted))
+        container.mux(stream.encode(None))
+    return path
+
+
+def video_only_mp4(path: pathlib.Path) -> pathlib.Path:
+    """An MP4 holding a few frames of video and no audio stream."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(5):
+            image = np.full((32, 32, 3), 40 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def faststart(source: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
+    """``source``'s packets remuxed with the MP4 index (``moov``) before the samples, as streaming sites serve them."""
+    with av.open(str(source)) as reader, av.open(str(path), mode="w", format="ipod",
+                                                 options={"movflags": "faststart"}) as writer:
+        audio_in = reader.streams.audio[0]
+        audio_out = writer.add_stream_from_template(audio_in)
+        for packet in reader.demux(audio_in):
+            if packet.dts is not None:
+                packet.stream = audio_out
+                writer.mux(packet)
+    return path

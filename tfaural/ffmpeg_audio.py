@@ -1,0 +1,301 @@
+"""Decoding through FFmpeg (PyAV) for the audio containers libsndfile does not read.
+
+libsndfile (soundfile) reads WAV, FLAC, OGG (Vorbis, Opus), MP3, AIFF and AU. Much of a real
+catalogue is in none of them: iTunes and most shops sell MP4/M4A (AAC or Apple Lossless),
+downloads come as WebM or Matroska (Opus, Vorbis), older collections as WMA. :mod:`tfaural.audio`
+opens every file with libsndfile first; only a file whose format libsndfile does not recognise is
+handed to :class:`FFmpegAudioFile`, which reads it through PyAV (FFmpeg's libraries, bundled in
+PyAV's wheels: no system FFmpeg needed) behind the part of ``soundfile.SoundFile``'s interface
+that :mod:`tfaural.audio` uses (``samplerate``, ``channels``, ``frames``, ``format``, ``subtype``,
+``seek``, ``read``, ``close``).
+
+Only the containers in :data:`CONTAINERS` are read. FFmpeg's probe is lenient (it will take a
+few kilobytes of noise for raw MPEG audio); a file libsndfile rejected that FFmpeg sees as
+something else stays an error rather than being decoded into garbage.
+
+Samples come out as libsndfile gives them: float32 ``[frames, channels]``, integer codecs scaled
+by ``2**-(bits - 1)`` (ALAC's 16-bit samples equal libsndfile's reading of the same PCM in a WAV).
+Resampling and mixing stay :mod:`tfaural.audio`'s (soxr), not FFmpeg's.
+
+Positions: in MP4 the header's duration is exact (the edit list's, without the encoder's priming
+and padding, which FFmpeg drops or this reader trims), so ``frames`` is exact there; elsewhere it
+is the container's estimate and readers read to the end of the stream. ``seek`` in MP4 (and
+Matroska, where its timestamps count samples; by default they count milliseconds) jumps to one
+second before the target by the container's index and then decodes, dropping samples by their
+timestamps (the second primes codecs whose frames overlap, e.g. AAC); elsewhere it decodes from
+the start and drops samples up to the target.
+"""
+
+from __future__ import annotations
+
+import fractions
+import io
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from tfaural.errors import AudioDecodeError
+
+__all__ = ["CONTAINERS", "EXTENSIONS", "FFmpegAudioFile", "NotAudioError", "available", "open_or_none"]
+
+#: FFmpeg demuxer names read here → the ``format`` reported (as soundfile's upper-case names).
+CONTAINERS: dict[str, str] = {
+    "mov,mp4,m4a,3gp,3g2,mj2": "MP4",
+    "matroska,webm": "MATROSKA",
+    "asf": "ASF",
+    "aac": "AAC",
+    "ac3": "AC3",
+    "eac3": "EAC3",
+    "wv": "WAVPACK",
+    "ape": "APE",
+    "tta": "TTA",
+    "caf": "CAF",
+    "wav": "WAV",  # codecs libsndfile does not decode in containers it knows (e.g. MP3 or AAC in a WAV)
+    "w64": "W64",
+    "aiff": "AIFF",
+    "amr": "AMR",
+    "dts": "DTS",
+}
+#: File name extensions of those containers (for catalogue scans; decoding goes by content, not name).
+EXTENSIONS = (".m4a", ".m4b", ".mp4", ".aac", ".alac", ".webm", ".mka", ".mkv", ".wma", ".asf", ".ac3", ".eac3",
+              ".wv", ".ape", ".tta", ".caf", ".amr", ".dts")
+# Containers whose index a seek may use (when their time base counts samples: see _index_time_base).
+_INDEXED = frozenset({"MP4", "MATROSKA"})
+# Containers whose header states the exact number of samples (after priming and padding).
+_EXACT_LENGTH = frozenset({"MP4"})
+_PREROLL_SECONDS = 1.0  # decoded before a seek target and dropped: primes overlapping codec frames
+_SCALES = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
+
+
+class NotAudioError(AudioDecodeError):
+    """FFmpeg cannot read the file either, or reads it as something other than an audio container."""
+
+
+def available() -> bool:
+    """Whether PyAV is installed (it is a dependency of tfaural; this guards a trimmed install)."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class FFmpegAudioFile:
+    """The first audio stream of a container, read like a ``soundfile.SoundFile``.
+
+    Args:
+        handle: A local path or a seekable binary file object (at its start).
+        name: The source's name, for error messages.
+
+    Attributes:
+        samplerate: Sample rate in Hz.
+        channels: Number of channels.
+        frames: Samples per channel: exact in MP4, the container's estimate (or 0) elsewhere.
+        frames_exact: Whether ``frames`` is exact.
+        format: Container, one of :data:`CONTAINERS`' values (e.g. ``"MP4"``).
+        subtype: Codec, upper case (e.g. ``"AAC"``, ``"ALAC"``, ``"OPUS"``).
+
+    Raises:
+        NotAudioError: FFmpeg cannot read it, or reads it as a container not in :data:`CONTAINERS`.
+        AudioDecodeError: The container holds no audio stream, or a stream tfaural cannot use.
+    """
+
+    def __init__(self, handle: str | IO[bytes], *, name: str) -> None:
+        import av
+
+        self._name = name
+        try:
+            self._container: Any = av.open(handle, mode="r", metadata_errors="ignore")
+        except (av.FFmpegError, OSError, ValueError, EOFError) as err:
+            raise NotAudioError(name, f"FFmpeg cannot read it either ({_clean(err)})") from None
+        try:
+            demuxer = str(self._container.format.name)
+            if demuxer not in CONTAINERS:
+                raise NotAudioError(
+                    name, f"FFmpeg takes it for {self._container.format.long_name} ({demuxer}), not an audio "
+                          f"container tfaural reads")
+            if not self._container.streams.audio:
+                kinds = sorted({str(s.type) for s in self._container.streams}) or ["no streams"]
+                raise AudioDecodeError(name, f"the {CONTAINERS[demuxer]} container has no audio stream "
+                                             f"({', '.join(kinds)})")
+            self._stream = self._container.streams.audio[0]
+            context = self._stream.codec_context
+            self.samplerate = int(context.sample_rate or 0)
+            self.channels = int(context.layout.nb_channels or 0)
+            if self.samplerate <= 0 or self.channels <= 0:
+                raise AudioDecodeError(name, f"its audio stream declares {self.samplerate} Hz and {self.channels} "
+                                             "channel(s)")
+            self.format = CONTAINERS[demuxer]
+            self.subtype = str(context.name).upper()
+            self.frames_exact = self.format in _EXACT_LENGTH and self._stream.duration is not None
+            self.frames = self._declared_frames()
+        except BaseException:
+            self._container.close()
+            raise
+        self._decoded: Iterator[Any] = self._decode()
+        self._pending = np.zeros((self.channels, 0), np.float32)  # decoded, not yet read
+        self._position = 0  # index of the next sample read returns
+        self._skip_to = 0  # samples before this index are dropped (after a seek)
+        self._ended = False
+
+    def _declared_frames(self) -> int:
+        stream = self._stream
+        if stream.duration is not None and stream.time_base:
+            return int(round(stream.duration * stream.time_base * self.samplerate))
+        if self._container.duration:  # in microseconds
+            return int(round(self._container.duration / 1e6 * self.samplerate))
+        return 0
+
+    def _decode(self) -> Iterator[Any]:
+        import av
+
+        try:
+            yield from self._container.decode(self._stream)
+        except (av.FFmpegError, OSError, ValueError, EOFError) as err:
+            raise AudioDecodeError(self._name, f"decoding failed, the file may be truncated or corrupt "
+                                               f"({_clean(err)})") from None
+
+    def _samples(self, frame: Any) -> np.ndarray:
+        """float32 ``[channels, samples]`` of a decoded frame, integers scaled as libsndfile does."""
+        if frame.sample_rate != self.samplerate or frame.layout.nb_channels != self.channels:
+            raise AudioDecodeError(self._name, f"the audio changes from {self.samplerate} Hz × {self.channels} to "
+                                               f"{frame.sample_rate} Hz × {frame.layout.nb_channels} mid-stream")
+        kind = frame.format.name.rstrip("p")
+        data = frame.to_ndarray()
+        if not frame.format.is_planar:
+            data = data.reshape(-1, self.channels).T
+        if kind == "u8":
+            return ((data.astype(np.float32) - 128) * np.float32(_SCALES["u8"])).astype(np.float32)
+        if kind in _SCALES:
+            return (data * _SCALES[kind]).astype(np.float32)
+        return np.asarray(data, dtype=np.float32)
+
+    def _next_block(self) -> np.ndarray | None:
+        """The next decoded samples at or after ``_skip_to`` (``None`` at the end of the stream, or of the
+        samples an exact header declares: the encoder's padding is dropped)."""
+        end = self.frames if self.frames_exact else None
+        while True:
+            frame = next(self._decoded, None)
+            if frame is None or (end is not None and self._position >= end):
+                return None
+            block = self._samples(frame)
+            if self._position < 0:  # after an index seek: place the frame by its timestamp
+                if frame.pts is None:
+                    raise AudioDecodeError(self._name, "cannot seek: its audio frames carry no timestamps")
+                start = self._stream.start_time or 0
+                self._position = int(round((frame.pts - start) * frame.time_base * self.samplerate))
+                if self._position > self._skip_to:  # the index overshot: decode from the start instead
+                    self._restart(start, position=0)
+                    continue
+            first = self._position
+            if end is not None:
+                block = block[:, :max(end - first, 0)]
+            self._position += block.shape[1]
+            if self._position <= self._skip_to:
+                continue
+            return block[:, max(self._skip_to - first, 0):]
+
+    def seek(self, frame: int) -> int:
+        """Positions the next ``read`` at sample ``frame``; returns it."""
+        frame = max(int(frame), 0)
+        pending = self._pending.shape[1]
+        if self._position >= 0 and self._position - pending <= frame <= self._position:  # within what is decoded
+            self._pending = self._pending[:, frame - (self._position - pending):]
+            return frame
+        base = self._index_time_base()
+        if base is not None and frame > _PREROLL_SECONDS * self.samplerate:
+            target = (frame / self.samplerate - _PREROLL_SECONDS) / base
+            self._restart(int(target) + (self._stream.start_time or 0), position=-1)
+        elif self._position < 0 or frame < self._position:
+            self._restart(self._stream.start_time or 0, position=0)
+        self._pending = np.zeros((self.channels, 0), np.float32)
+        self._skip_to = frame
+        return frame
+
+    def _index_time_base(self) -> fractions.Fraction | None:
+        """The stream's time base if a seek can go by the container's index: MP4 or Matroska whose timestamps
+        count samples (Matroska's count milliseconds by default, which would misplace samples); else ``None``."""
+        base = self._stream.time_base
+        if self.format in _INDEXED and base and (1 / base) % self.samplerate == 0:
+            return base
+        return None
+
+    def _restart(self, timestamp: int, *, position: int) -> None:
+        import av
+
+        try:
+            self._container.seek(timestamp, stream=self._stream, backward=True, any_frame=False)
+        except (av.FFmpegError, OSError, ValueError) as err:
+            raise AudioDecodeError(self._name, f"cannot seek ({_clean(err)})") from None
+        self._decoded = self._decode()
+        self._position = position
+        self._ended = False
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True,
+             out: np.ndarray | None = None) -> np.ndarray:
+        """Reads up to ``frames`` samples per channel (``-1``: to the end).
+
+        Returns:
+            float32 ``[frames, channels]`` (a view of ``out`` when given); fewer rows at the end of
+            the stream, none after it.
+        """
+        if dtype != "float32" or not always_2d:
+            raise ValueError("FFmpegAudioFile reads float32, 2-D only")
+        wanted = None if frames is None or frames < 0 else int(frames)
+        parts = [self._pending]
+        have = self._pending.shape[1]
+        while not self._ended and (wanted is None or have < wanted):
+            block = self._next_block()
+            if block is None:
+                self._ended = True
+                break
+            parts.append(block)
+            have += block.shape[1]
+        joined = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        take = have if wanted is None else min(wanted, have)
+        self._pending = joined[:, take:]
+        end = self.frames
+        if self._ended and self.frames_exact and self._position < end - _truncation_slack(self.samplerate):
+            raise AudioDecodeError(self._name, f"truncated: its audio ends at {self._position / self.samplerate:.2f} s "
+                                               f"of the {end / self.samplerate:.2f} s its header declares")
+        result = joined[:, :take].T
+        if out is not None:
+            out[:take] = result
+            return out[:take]
+        return np.ascontiguousarray(result)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> FFmpegAudioFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_or_none(handle: str | IO[bytes], *, name: str) -> FFmpegAudioFile | None:
+    """Opens ``handle`` with FFmpeg, or ``None`` if PyAV is not installed (``handle`` rewound first)."""
+    if not available():
+        return None
+    if not isinstance(handle, (str, os.PathLike)):
+        try:
+            handle.seek(0)
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return None
+    return FFmpegAudioFile(handle, name=name)
+
+
+def _truncation_slack(sample_rate: int) -> int:
+    """Samples an MP4's audio may end short of its header without being called truncated (one codec frame)."""
+    return max(4096, sample_rate // 10)
+
+
+def _clean(err: BaseException) -> str:
+    """FFmpeg's message without PyAV's errno and call-site decoration."""
+    strerror = getattr(err, "strerror", None)
+    text = (strerror if isinstance(strerror, str) and strerror else str(err)).strip() or type(err).__name__
+    return text.replace("\n", " ")
+
