@@ -343,8 +343,11 @@ def test_deconvolve_every_layer_matches_tfaural_deconv(exported: Exported) -> No
         features = np.array([exported.metadata["features_per_layer"][str(layer)] - 1, 0], np.int32)
         out = exported.call("deconvolve", waveform=x, layer=np.int32(layer), features=features)
         expected = deconvolve(exported.model, model_input, layer=layer, features=features.tolist()).numpy()
+        # float32 sums of many cancelling terms, in an order that the two graphs' kernels (and their thread
+        # split under load) choose: 1e-5 of the map's peak failed once in a whole-suite run (8.6e-10 where the
+        # peak was 1.7e-5); a wrong layer, feature or switch misses by the order of the peak itself
         scale = np.abs(expected).max()
-        np.testing.assert_allclose(out["deconvolved"], expected, rtol=1e-5, atol=1e-5 * scale)
+        np.testing.assert_allclose(out["deconvolved"], expected, rtol=1e-4, atol=1e-4 * scale)
     if exported.family == "choi":
         np.testing.assert_allclose(out["spectrogram"], model_input, rtol=1e-6, atol=1e-6)
         assert out["deconvolved"].shape == (1, 2, 33, model_input.shape[-1])
