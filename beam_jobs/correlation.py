@@ -75,7 +75,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineResult
 
 from beam_jobs import io as beam_io
-from beam_jobs.inference import InferenceFailure, SignatureModelHandler, read_metadata
+from beam_jobs.inference import InferenceFailure, SignatureModelHandler, read_metadata, resolve_model_dir
 from beam_jobs.job import Job, Timings
 from beam_jobs.options import (
     CatalogueJobOptions,
@@ -194,7 +194,7 @@ class Settings:
             positions=int(job.chord_positions),
         )
         return cls(
-            model=require(inference.model, "--model", "an export version directory (EXPORT_BASE/<N>)").rstrip("/"),
+            model=resolve_model_dir(require(inference.model, "--model", "an export (EXPORT_BASE or EXPORT_BASE/<N>)")),
             output=check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/"),
             grid=grid,
             signals_dir=None if job.signals is None else check_output_folder(job.signals, flag="--signals"),

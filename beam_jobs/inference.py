@@ -52,7 +52,7 @@ from beam_jobs.model_process import (
     tf_error_reason,
 )
 from tfaural.errors import ModelError
-from tfaural.formats import ExportMetadata, read_export_metadata
+from tfaural.formats import EXPORT_METADATA_FILE, ExportMetadata, read_export_metadata, resolve_export_dir
 
 __all__ = [
     "SignatureModelHandler",
@@ -60,6 +60,7 @@ __all__ = [
     "LoadedSignature",
     "SignatureCallError",
     "read_metadata",
+    "resolve_model_dir",
     "tf_error_reason",
 ]
 
@@ -86,6 +87,24 @@ def _restore_memory_metrics() -> None:
 _restore_memory_metrics()
 
 _BATCHED_BY_NAME = frozenset({"waveform", "wav"})
+
+
+def resolve_model_dir(path: str) -> str:
+    """``--model``'s export version directory: ``path``, or the newest version in an export base folder
+    (:func:`tfaural.formats.resolve_export_dir`, on any Beam filesystem); logged when it is not ``path``."""
+    from apache_beam.io.filesystems import FileSystems
+
+    def children(folder: str) -> list[str]:  # the versions holding metadata.json (one match, not a listing)
+        try:
+            found = FileSystems.match([f"{folder}/*/{EXPORT_METADATA_FILE}"])[0].metadata_list
+        except Exception:  # BeamIOError, or a filesystem client's own error: no versions then
+            return []
+        return [m.path.rstrip("/").split("/")[-3] for m in found]
+
+    resolved = resolve_export_dir(path, exists=FileSystems.exists, children=children)
+    if resolved != path.rstrip("/"):
+        logger.info("--model %s is an export base folder: using its newest version, %s", path, resolved)
+    return resolved
 
 
 def read_metadata(export_dir: str) -> ExportMetadata:

@@ -51,7 +51,7 @@ import numpy as np
 from beam_jobs import tf_runtime
 from beam_jobs.scratch import PREFIX
 from tfaural.errors import ModelError, ParameterError
-from tfaural.formats import ExportMetadata, read_export_metadata
+from tfaural.formats import ExportMetadata, read_export_metadata, resolve_export_dir
 
 __all__ = [
     "PRECISIONS",
@@ -564,7 +564,9 @@ def prestart(argv: Sequence[str], *, signature: str) -> None:
     if (args.help or not args.model or (args.runner or "DirectRunner").rsplit(".", 1)[-1] != "DirectRunner"
             or precision not in PRECISIONS):
         return
-    export_dir = args.model.rstrip("/")
+    # an export base folder stands for its newest version, as in the job's settings (beam_jobs.inference
+    # .resolve_model_dir, which needs Beam: the same rule on the local filesystem gives the same path)
+    export_dir = resolve_export_dir(args.model)
     try:
         if signature not in read_export_metadata(export_dir).signatures:
             return

@@ -141,7 +141,8 @@ class InferenceJobOptions(PipelineOptions):
                    "relative to the glob's fixed prefix, without extension. Give --input or --manifest.")
         _flag(parser, "model", default=None, metavar="EXPORT_DIR",
               help="A version directory of a tfaural SavedModel export (EXPORT_BASE/<N>, written by "
-                   "`python -m export`); local or URI. Required.")
+                   "`python -m export`), or EXPORT_BASE itself for its newest version (as TF Serving picks); "
+                   "local or URI. Required.")
         _flag(parser, "format", default=None, metavar="FORMAT",
               help="Output format: auralise wav|flac (default wav); extract_features tfrecord|parquet|npz "
                    "(default tfrecord). The tag job always writes tags.jsonl and tags.csv.")

@@ -16,7 +16,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_jobs import io as beam_io
-from beam_jobs.inference import read_metadata
+from beam_jobs.inference import read_metadata, resolve_model_dir
 from beam_jobs.model_process import PRECISIONS, ModelServerAddress
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, _given, is_dask_runner, require
 from tfaural.cli import check_output_folder
@@ -102,7 +102,7 @@ class InferenceSettings:
         if (job.input is None) == (common.manifest is None):
             raise ParameterError("give the audio files either as --input GLOB or as --manifest FILE (exactly one)")
         output = check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/")
-        model = require(job.model, "--model", "an export version directory (EXPORT_BASE/<N>)").rstrip("/")
+        model = resolve_model_dir(require(job.model, "--model", "an export (EXPORT_BASE or EXPORT_BASE/<N>)"))
         metadata = read_metadata(model)
         metadata.signature(signature, export_dir=model)
         rate = metadata.sample_rate

@@ -25,6 +25,7 @@ from tfaural.formats import (
     parse_manifest,
     parse_track_record,
     read_export_metadata,
+    resolve_export_dir,
 )
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -92,6 +93,27 @@ def test_a_bad_export_metadata_is_one_model_error_naming_the_file(
     with pytest.raises(ModelError, match=message) as caught:
         read_export_metadata(tmp_path)
     assert str(tmp_path) in str(caught.value)
+
+
+def test_an_export_base_folder_stands_for_its_newest_version(tmp_path: pathlib.Path) -> None:
+    """As TF Serving picks a model base path's version: the largest number holding an export, not the last name."""
+    base = tmp_path / "exports" / "choi"
+    for version in ("1", "2", "10"):
+        (base / version / "assets").mkdir(parents=True)
+        (base / version / "assets" / "metadata.json").write_text("{}")
+    (base / "11").mkdir()  # a version being written (no metadata yet) is not picked
+    (base / "tmp-3" / "assets").mkdir(parents=True)
+    (base / "tmp-3" / "assets" / "metadata.json").write_text("{}")
+    assert resolve_export_dir(base) == str(base / "10") == resolve_export_dir(str(base) + "/")
+    assert resolve_export_dir(base / "2") == str(base / "2")  # a version directory is itself
+    assert resolve_export_dir(base / "11") == str(base / "11")  # nothing to pick: the reader says what is missing
+    assert resolve_export_dir(tmp_path / "missing") == str(tmp_path / "missing")
+    with pytest.raises(ModelError, match=r"11' is not a tfaural SavedModel export"):
+        read_export_metadata(resolve_export_dir(base / "11"))
+    # any filesystem, through its own exists/children (a URI is joined with '/')
+    files = {"gs://b/m/1/assets/metadata.json", "gs://b/m/3/assets/metadata.json"}
+    assert resolve_export_dir("gs://b/m", exists=files.__contains__, children=lambda folder: ["1/", "3/", "x/"]) == (
+        "gs://b/m/3")
 
 
 def test_an_export_metadata_the_writer_would_not_read_is_refused_before_writing() -> None:

@@ -106,8 +106,8 @@ def _check_rate(sample_rate: int | None, name: str = "sample_rate") -> None:
 
 
 @contextlib.contextmanager
-def _open(source: AudioSource) -> Iterator[sf.SoundFile]:
-    """Opens ``source`` with soundfile, translating every failure into an AudioError."""
+def _open(source: AudioSource) -> Iterator[sf.SoundFile | ffmpeg_audio.FFmpegAudioFile]:
+    """Opens ``source`` with soundfile (FFmpeg where libsndfile cannot); every failure becomes an AudioError."""
     name = describe_source(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)

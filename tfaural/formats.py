@@ -44,6 +44,7 @@ __all__ = [
     "ExportMetadata",
     "parse_export_metadata",
     "read_export_metadata",
+    "resolve_export_dir",
     "export_metadata_text",
     "MANIFEST_FILE",
     "JOB_FILE",
@@ -318,6 +319,39 @@ def read_export_metadata(
                 "(pass the version directory, e.g. EXPORT_BASE/1, written by `python -m export`)") from None
         raise ModelError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
     return parse_export_metadata(text, path=path)
+
+
+def resolve_export_dir(
+    path: str | os.PathLike[str], *, exists: Callable[[str], bool] = os.path.exists,
+    children: Callable[[str], Iterable[str]] = os.listdir,
+) -> str:
+    """The export version directory ``path`` stands for.
+
+    ``path`` itself if it holds ``assets/metadata.json``; else, as TF Serving does with a model's
+    base path, its newest version: the entry ``<N>`` with the largest number N that holds one
+    (``EXPORT_BASE`` → ``EXPORT_BASE/2``); else ``path`` unchanged, for the reader to say what is missing.
+
+    Args:
+        path: An export version directory or an export base folder (local path or URI).
+        exists: Whether a file exists (default: the local filesystem; e.g. Beam's ``FileSystems.exists``).
+        children: The entry names of a folder (default :func:`os.listdir`); an ``OSError`` counts as none.
+
+    Returns:
+        The version directory, without a trailing slash.
+    """
+    folder = os.fspath(path).rstrip("/") or "/"
+
+    def join(*parts: str) -> str:
+        return "/".join((folder, *parts)) if "://" in folder else os.path.join(folder, *parts)
+
+    if exists(join(EXPORT_METADATA_FILE)):
+        return folder
+    try:
+        names = [str(name).rstrip("/") for name in children(folder)]
+    except OSError:
+        return folder
+    versions = [int(name) for name in names if name.isdigit() and exists(join(name, EXPORT_METADATA_FILE))]
+    return join(str(max(versions))) if versions else folder
 
 
 def export_metadata_text(metadata: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ import tensorflow as tf
 from jobs_testing import REPO, SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, import_records, recording_env, signature
 
 from beam_jobs import model_process
-from beam_jobs.inference import InferenceFailure, SignatureModelHandler
+from beam_jobs.inference import InferenceFailure, SignatureModelHandler, resolve_model_dir
 from beam_jobs.model_process import (
     ModelProcess,
     RemoteSignature,
@@ -226,8 +226,10 @@ def test_prestarted_process_is_adopted_only_by_the_job_it_serves(samplecnn_expor
     assert other is not None and other.precision == "bfloat16"
     assert take_prestarted(samplecnn_export, "serving_default") is None  # the job runs float32: not adopted
     assert other.process.poll() is not None
-    prestart([f"--model={samplecnn_export}"], signature="serving_default")
-    adopted = take_prestarted(samplecnn_export, "serving_default")
+    base = os.path.dirname(samplecnn_export)  # an export base folder stands for its newest version, as in the job
+    assert resolve_model_dir(base) == samplecnn_export == resolve_model_dir(samplecnn_export + "/")
+    prestart([f"--model={base}"], signature="serving_default")
+    adopted = take_prestarted(resolve_model_dir(base), "serving_default")
     try:
         assert adopted is not None and adopted.serves(samplecnn_export, "serving_default")
         assert not adopted.serves(samplecnn_export, "serving_default", precision="bfloat16")

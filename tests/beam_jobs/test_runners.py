@@ -86,11 +86,13 @@ def test_python_m_uses_every_core_by_default(
     output = tmp_path / "local"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [sys.executable, "-m", "beam_jobs.tag", f"--input={root}/**", f"--model={samplecnn_export}",
-         f"--output={output}", "--direct_num_workers=2"],
+        [sys.executable, "-m", "beam_jobs.tag", f"--input={root}/**", f"--model={os.path.dirname(samplecnn_export)}",
+         f"--output={output}", "--direct_num_workers=2"],  # the export's base folder: its newest version
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"is an export base folder: using its newest version, {samplecnn_export}" in done.stderr
+    assert json.loads((output / "job.json").read_text())["model_dir"] == samplecnn_export
     assert "runner: DirectRunner, multi_processing, 2 worker(s)" in done.stderr
     assert "tag: 10 of 15 track(s) ok, 5 failed" in done.stderr
     _same_results(output, direct_tags)
