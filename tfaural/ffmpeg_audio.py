@@ -166,11 +166,12 @@ class FFmpegAudioFile:
         data = frame.to_ndarray()
         if not frame.format.is_planar:
             data = data.reshape(-1, self.channels).T
+        samples = data.astype(np.float32)  # exact for 16- and 24-bit integers; scaled by a power of two: exact
         if kind == "u8":
-            return ((data.astype(np.float32) - 128) * np.float32(_SCALES["u8"])).astype(np.float32)
+            samples -= np.float32(128)
         if kind in _SCALES:
-            return (data * _SCALES[kind]).astype(np.float32)
-        return np.asarray(data, dtype=np.float32)
+            samples *= np.float32(_SCALES[kind])
+        return samples
 
     def _next_block(self) -> np.ndarray | None:
         """The next decoded samples at or after ``_skip_to`` (``None`` at the end of the stream, or of the
