@@ -187,6 +187,27 @@ def test_a_truncated_m4a_fails_by_name_rather_than_decoding_part_of_it(tmp_path:
         list(audio.iter_blocks(cut, sample_rate=16000, block_seconds=1.0))
 
 
+def test_a_file_named_for_another_format_decodes_by_its_content(tmp_path: pathlib.Path) -> None:
+    """libsndfile's MP3 decoder takes a file by its .mp3 name and, failing, blames the file's existence."""
+    path, _ = _encoded(tmp_path, "aac-m4a")
+    misnamed = tmp_path / "downloaded.mp3"
+    misnamed.write_bytes(path.read_bytes())
+    np.testing.assert_array_equal(audio.load(misnamed, sample_rate=16000)[0], audio.load(path, sample_rate=16000)[0])
+
+
+@pytest.mark.parametrize("content", [b"not audio\n" * 50, bytes(5000), "a cut MP3"])
+def test_a_broken_mp3_is_not_said_not_to_exist(tmp_path: pathlib.Path, content: bytes | str) -> None:
+    path = tmp_path / "song.mp3"
+    if isinstance(content, str):  # the first 300 bytes of a real MP3
+        audio.write(path, _stereo()[0], sample_rate=SR)
+        content = path.read_bytes()[:300]
+    path.write_bytes(content)
+    with pytest.raises(AudioDecodeError, match=r"song\.mp3: not a readable audio file \(libsndfile finds no audio it "
+                                               r"can decode in it\); FFmpeg") as caught:
+        audio.load(path, sample_rate=16000)
+    assert "does not exist" not in str(caught.value)
+
+
 def test_catalogue_scans_pick_up_the_containers_ffmpeg_reads() -> None:
     for extension in (".m4a", ".mp4", ".webm", ".wma", ".aac"):
         assert extension in AUDIO_EXTENSIONS

@@ -65,9 +65,12 @@ RESAMPLE_QUALITY = "HQ"
 
 # Subtypes written by default per container, so that files open everywhere.
 _DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
-# libsndfile's error codes for a format it does not recognise (1) and for a codec it does not decode in a
-# container it knows (4, e.g. Apple Lossless in CAF): such files go to FFmpeg (tfaural.ffmpeg_audio).
-_SF_ERRS_FOR_FFMPEG = frozenset({1, 4})
+# libsndfile's error codes for a format it does not recognise (1), for a codec it does not decode in a
+# container it knows (4, e.g. Apple Lossless in CAF), and what it says of a file named .mp3 that its MP3 decoder
+# cannot read (7, "File does not exist or is not a regular file", of a file that does: e.g. an M4A named .mp3).
+# Such files go to FFmpeg (tfaural.ffmpeg_audio).
+_SF_ERRS_FOR_FFMPEG = frozenset({1, 4, 7})
+_SF_ERR_MISNAMED = 7
 _OPENING = re.compile(r"^Error opening (?:'.*?'|<[^>]*>): ")
 # Largest float that PCM_16 stores without clipping (32767 / 32768).
 _PEAK_TARGET = 32767.0 / 32768.0
@@ -143,8 +146,12 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
     Raises:
         AudioDecodeError: With libsndfile's reason, and FFmpeg's if FFmpeg was tried.
     """
-    # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once
-    reason = f"not a readable audio file ({_OPENING.sub('', _clean(err))})"
+    # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
+    # Its code 7 blames the file's existence, which _check_path has already established.
+    said = _OPENING.sub("", _clean(err))
+    if isinstance(err, sf.LibsndfileError) and err.code == _SF_ERR_MISNAMED:
+        said = "libsndfile finds no audio it can decode in it"
+    reason = f"not a readable audio file ({said})"
     if not (isinstance(err, sf.LibsndfileError) and err.code in _SF_ERRS_FOR_FFMPEG):
         raise AudioDecodeError(name, reason) from None
     try:

@@ -61,6 +61,8 @@ CONTAINERS: dict[str, str] = {
 #: File name extensions of those containers (for catalogue scans; decoding goes by content, not name).
 EXTENSIONS = (".m4a", ".m4b", ".mp4", ".aac", ".alac", ".webm", ".mka", ".mkv", ".wma", ".asf", ".ac3", ".eac3",
               ".wv", ".ape", ".tta", ".caf", ".amr", ".dts")
+# FFmpeg demuxers of formats libsndfile reads itself (its failure there means a broken file, not FFmpeg's turn).
+_LIBSNDFILE_FORMATS = frozenset({"mp3", "flac"})
 # Containers whose index a seek may use (when their time base counts samples: see _index_time_base).
 _INDEXED = frozenset({"MP4", "MATROSKA"})
 # Containers whose header states the exact number of samples (after priming and padding).
@@ -112,6 +114,10 @@ class FFmpegAudioFile:
             raise NotAudioError(name, f"FFmpeg cannot read it either ({_clean(err)})") from None
         try:
             demuxer = str(self._container.format.name)
+            if demuxer in _LIBSNDFILE_FORMATS:  # what libsndfile reads but refused: not FFmpeg's to guess at
+                raise NotAudioError(
+                    name, f"FFmpeg takes it for {self._container.format.long_name} too, which libsndfile reads but "
+                          f"could not decode here: the file is probably corrupt or truncated")
             if demuxer not in CONTAINERS:
                 raise NotAudioError(
                     name, f"FFmpeg takes it for {self._container.format.long_name} ({demuxer}), not an audio "
