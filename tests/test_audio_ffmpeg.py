@@ -160,7 +160,7 @@ def _png(path: pathlib.Path) -> pathlib.Path:
     (lambda d: ffmpeg_files.video_only_mp4(d / "clip.mp4"), r"the MP4 container has no audio stream \(video\)"),
     (lambda d: _png(d / "cover.png"), r"FFmpeg takes it for .*png.*, not an audio container tfaural reads"),
     (lambda d: (d / "noise.m4a").write_bytes(np.random.default_rng(1).bytes(40000)) and d / "noise.m4a",
-     r"noise\.m4a: not a readable audio file"),  # libsndfile's MP3 probe takes it and fails: never FFmpeg's
+     r"noise\.m4a: not a readable audio file \(libsndfile finds no audio .*FFmpeg cannot read it either"),
     (lambda d: (d / "notes.webm").write_text("not audio\n" * 50) and d / "notes.webm",
      r"not a readable audio file \(.*Format not recognised.*\); FFmpeg cannot read it either \(Invalid data"),
 ])
