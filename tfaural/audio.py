@@ -38,6 +38,7 @@ from tfaural.errors import (
     EmptyAudioError,
     InvalidAudioError,
     ParameterError,
+    describe_error,
     describe_source,
 )
 
@@ -69,8 +70,8 @@ _DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": 
 # container it knows (4, e.g. Apple Lossless in CAF), and what it says of a file named .mp3 that its MP3 decoder
 # cannot read (7, "File does not exist or is not a regular file", of a file that does: e.g. an M4A named .mp3).
 # Such files go to FFmpeg (tfaural.ffmpeg_audio).
-_SF_ERRS_FOR_FFMPEG = frozenset({1, 4, 7})
 _SF_ERR_MISNAMED = 7
+_SF_ERRS_FOR_FFMPEG = frozenset({1, 4, _SF_ERR_MISNAMED})
 _OPENING = re.compile(r"^Error opening (?:'.*?'|<[^>]*>): ")
 # Largest float that PCM_16 stores without clipping (32767 / 32768).
 _PEAK_TARGET = 32767.0 / 32768.0
@@ -135,7 +136,8 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile | ffmpeg_audio.FFmpegAud
             raise AudioDecodeError(name, f"header declares an invalid sample rate {snd.samplerate}")
         yield snd
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as err:
-        raise AudioDecodeError(name, f"decoding failed, the file may be truncated or corrupt ({_clean(err)})") from None
+        reason = f"decoding failed, the file may be truncated or corrupt ({describe_error(err)})"
+        raise AudioDecodeError(name, reason) from None
     finally:
         snd.close()
 
@@ -148,7 +150,7 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
     """
     # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
     # Its code 7 blames the file's existence, which _check_path has already established.
-    said = _OPENING.sub("", _clean(err))
+    said = _OPENING.sub("", describe_error(err))
     if isinstance(err, sf.LibsndfileError) and err.code == _SF_ERR_MISNAMED:
         said = "libsndfile finds no audio it can decode in it"
     reason = f"not a readable audio file ({said})"
@@ -189,11 +191,6 @@ def _check_path(path: str, name: str) -> None:
         raise AudioDecodeError(name, "cannot be read (permission denied)")
     if status.st_size == 0:
         raise AudioDecodeError(name, "empty file (0 bytes)")
-
-
-def _clean(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.replace("\n", " ")
 
 
 def info(source: AudioSource) -> AudioInfo:
@@ -527,7 +524,7 @@ def write(
     try:
         sf.write(destination, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise ParameterError(f"{name}: cannot write {fmt}/{subtype}: {_clean(err)}") from None
+        raise ParameterError(f"{name}: cannot write {fmt}/{subtype}: {describe_error(err)}") from None
 
 
 def _write_path(path: str, data: np.ndarray, *, sample_rate: int, subtype: str | None, format: str | None) -> None:
@@ -541,4 +538,4 @@ def _write_path(path: str, data: np.ndarray, *, sample_rate: int, subtype: str |
         with files.atomic_path(path) as tmp:
             sf.write(tmp, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise ParameterError(f"{path}: cannot write {fmt}/{subtype}: {_clean(err)}") from None
+        raise ParameterError(f"{path}: cannot write {fmt}/{subtype}: {describe_error(err)}") from None

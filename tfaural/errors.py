@@ -109,3 +109,14 @@ def describe_source(source: Any) -> str:
     if isinstance(name, str):
         return name
     return "<file object>"
+
+
+def describe_error(err: BaseException) -> str:
+    """A library exception's message on one line, for an error reason.
+
+    Uses ``strerror`` where the exception has one (OSError, PyAV's FFmpegError: the message without
+    the errno and call site), else ``str(err)``, else the exception's type name.
+    """
+    strerror = getattr(err, "strerror", None)
+    text = (strerror if isinstance(strerror, str) and strerror else str(err)).strip() or type(err).__name__
+    return text.replace("\n", " ")

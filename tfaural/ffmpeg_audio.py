@@ -36,9 +36,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from tfaural.errors import AudioDecodeError
+from tfaural.errors import AudioDecodeError, describe_error
 
-__all__ = ["CONTAINERS", "EXTENSIONS", "FFmpegAudioFile", "NotAudioError", "available", "open_or_none"]
+__all__ = ["CONTAINERS", "EXTENSIONS", "FFmpegAudioFile", "NotAudioError", "open_or_none"]
 
 #: FFmpeg demuxer names read here → the ``format`` reported (as soundfile's upper-case names).
 CONTAINERS: dict[str, str] = {
@@ -75,15 +75,6 @@ class NotAudioError(AudioDecodeError):
     """FFmpeg cannot read the file either, or reads it as something other than an audio container."""
 
 
-def available() -> bool:
-    """Whether PyAV is installed (it is a dependency of tfaural; this guards a trimmed install)."""
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class FFmpegAudioFile:
     """The first audio stream of a container, read like a ``soundfile.SoundFile``.
 
@@ -111,7 +102,7 @@ class FFmpegAudioFile:
         try:
             self._container: Any = av.open(handle, mode="r", metadata_errors="ignore")
         except (av.FFmpegError, OSError, ValueError, EOFError) as err:
-            raise NotAudioError(name, f"FFmpeg cannot read it either ({_clean(err)})") from None
+            raise NotAudioError(name, f"FFmpeg cannot read it either ({describe_error(err)})") from None
         try:
             demuxer = str(self._container.format.name)
             if demuxer in _LIBSNDFILE_FORMATS:  # what libsndfile reads but refused: not FFmpeg's to guess at
@@ -161,7 +152,7 @@ class FFmpegAudioFile:
             yield from self._container.decode(self._stream)
         except (av.FFmpegError, OSError, ValueError, EOFError) as err:
             raise AudioDecodeError(self._name, f"decoding failed, the file may be truncated or corrupt "
-                                               f"({_clean(err)})") from None
+                                               f"({describe_error(err)})") from None
 
     def _samples(self, frame: Any) -> np.ndarray:
         """float32 ``[channels, samples]`` of a decoded frame, integers scaled as libsndfile does."""
@@ -235,7 +226,7 @@ class FFmpegAudioFile:
         try:
             self._container.seek(timestamp, stream=self._stream, backward=True, any_frame=False)
         except (av.FFmpegError, OSError, ValueError) as err:
-            raise AudioDecodeError(self._name, f"cannot seek ({_clean(err)})") from None
+            raise AudioDecodeError(self._name, f"cannot seek ({describe_error(err)})") from None
         self._decoded = self._decode()
         self._position = position
         self._ended = False
@@ -276,17 +267,9 @@ class FFmpegAudioFile:
     def close(self) -> None:
         self._container.close()
 
-    def __enter__(self) -> FFmpegAudioFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def open_or_none(handle: str | IO[bytes], *, name: str) -> FFmpegAudioFile | None:
-    """Opens ``handle`` with FFmpeg, or ``None`` if PyAV is not installed (``handle`` rewound first)."""
-    if not available():
-        return None
+    """Opens ``handle`` with FFmpeg (a file object rewound first), or ``None`` for a file object that cannot seek."""
     if not isinstance(handle, (str, os.PathLike)):
         try:
             handle.seek(0)
@@ -300,9 +283,4 @@ def _truncation_slack(sample_rate: int) -> int:
     return max(4096, sample_rate // 10)
 
 
-def _clean(err: BaseException) -> str:
-    """FFmpeg's message without PyAV's errno and call-site decoration."""
-    strerror = getattr(err, "strerror", None)
-    text = (strerror if isinstance(strerror, str) and strerror else str(err)).strip() or type(err).__name__
-    return text.replace("\n", " ")
 
