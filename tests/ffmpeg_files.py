@@ -25,14 +25,21 @@ KINDS: dict[str, tuple[str, str, str, tuple[int, ...] | None]] = {
     "wavpack": ("wavpack", "wv", ".wv", None),
     "tta": ("tta", "tta", ".tta", None),
     "alac-caf": ("alac", "caf", ".caf", None),
+    # Formats libsndfile reads itself, from another encoder than its own (LAME through FFmpeg writes an ID3v2
+    # tag and, unless told ``write_xing=0``, a Xing/Info frame with the LAME tag).
+    "mp3-lame": ("libmp3lame", "mp3", ".mp3", None),
+    "mp2": ("mp2", "mp2", ".mp2", (48000, 44100, 32000)),
+    "opus-ogg": ("libopus", "ogg", ".opus", (48000, 24000, 16000, 12000, 8000)),
 }
 
 
-def write(path: pathlib.Path, y: np.ndarray, *, sample_rate: int, kind: str) -> pathlib.Path:
+def write(path: pathlib.Path, y: np.ndarray, *, sample_rate: int, kind: str,
+          options: dict[str, str] | None = None) -> pathlib.Path:
     """Encodes float32 ``[samples]`` or ``[channels, samples]`` (in [-1, 1]) into ``path``.
 
     The samples are quantised to 16 bits first, so a lossless codec (ALAC) stores exactly
     ``round(y * 32767) / 32768`` as libsndfile reads a 16-bit WAV of the same signal.
+    ``options`` go to the muxer (e.g. ``{"write_xing": "0"}`` for an MP3 without its Xing frame).
     """
     codec, muxer, _, rates = KINDS[kind]
     if rates is not None and sample_rate not in rates:
@@ -41,7 +48,7 @@ def write(path: pathlib.Path, y: np.ndarray, *, sample_rate: int, kind: str) -> 
     pcm = np.round(np.clip(data, -1, 1) * 32767).astype(np.int16)  # [channels, samples]
     layout = {1: "mono", 2: "stereo"}[pcm.shape[0]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", format=muxer) as container:
+    with av.open(str(path), mode="w", format=muxer, options=options or {}) as container:
         stream = container.add_stream(codec, rate=sample_rate)
         stream.layout = layout
         formats = [f.name for f in stream.codec_context.codec.audio_formats or ()]

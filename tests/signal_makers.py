@@ -1,4 +1,5 @@
-"""Test signals generated in code (the tests commit no audio): sines with fades, chirps, clicks."""
+"""Test signals generated in code (the tests commit no audio): sines with fades, chirps, clicks; and the lag of a
+decoded copy."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def clicks(seconds: float, *, sample_rate: int, every: float = 0.25, amplitude: 
     y = np.zeros(int(round(seconds * sample_rate)), np.float32)
     y[:: max(1, int(every * sample_rate))] = amplitude
     return y
+
+
+def lag(decoded: np.ndarray, source: np.ndarray, *, channel: int = 1, search: int = 2500) -> int:
+    """Samples by which ``decoded`` lags ``source`` (``[channels, samples]`` each), by the peak of the
+    cross-correlation of ``channel`` (a chirp's is sharp) within ``±search``."""
+    n = min(decoded.shape[-1], source.shape[-1]) - 2 * search
+    a, b = decoded[channel].astype(np.float64), source[channel].astype(np.float64)
+    scores = [float(np.dot(a[search + shift:search + shift + n], b[search:search + n]))
+              for shift in range(-search, search + 1)]
+    return int(np.argmax(scores)) - search

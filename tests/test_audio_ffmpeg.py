@@ -15,7 +15,7 @@ import ffmpeg_files
 import numpy as np
 import pytest
 import soundfile as sf
-from signal_makers import chirp, sine
+from signal_makers import chirp, lag, sine
 
 from tfaural import audio
 from tfaural.data.catalogue import AUDIO_EXTENSIONS
@@ -45,15 +45,6 @@ def _encoded(tmp_path: pathlib.Path, kind: str, *, seconds: float = SECONDS) -> 
     y = _stereo(rate, seconds)
     return ffmpeg_files.write(tmp_path / f"track-{kind}{ffmpeg_files.KINDS[kind][2]}", y, sample_rate=rate,
                               kind=kind), _pcm16(y)
-
-
-def _lag(decoded: np.ndarray, source: np.ndarray, *, search: int = 2500) -> int:
-    """Samples by which ``decoded`` lags ``source`` (the chirp channel's cross-correlation peak)."""
-    n = min(decoded.shape[-1], source.shape[-1]) - 2 * search
-    a, b = decoded[1].astype(np.float64), source[1].astype(np.float64)
-    scores = [float(np.dot(a[search + lag:search + lag + n], b[search:search + n]))
-              for lag in range(-search, search + 1)]
-    return int(np.argmax(scores)) - search
 
 
 def _snr_db(decoded: np.ndarray, source: np.ndarray, *, edge: int = 4096) -> float:
@@ -89,7 +80,7 @@ def test_lossy_codecs_in_mp4_and_matroska_come_out_aligned_at_the_source_length(
     path, source = _encoded(tmp_path, kind)
     decoded, sr = audio.load(path, sample_rate=None, mono=False)
     assert sr == _rate(kind) and decoded.shape == source.shape
-    assert _lag(decoded, source) == 0
+    assert lag(decoded, source) == 0
     assert _snr_db(decoded, source) > min_snr_db
 
 

@@ -3,7 +3,10 @@
 Decoding goes through soundfile (libsndfile: WAV in 8/16/24/32-bit integer and
 float, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more); a file whose format libsndfile
 does not recognise goes to FFmpeg through PyAV (:mod:`tfaural.ffmpeg_audio`: MP4/M4A
-with AAC or Apple Lossless, WebM/Matroska, WMA, AC-3, WavPack, ...). Resampling goes
+with AAC or Apple Lossless, WebM/Matroska, WMA, AC-3, WavPack, ...). A file that holds less
+audio than it declares, which libsndfile would read to what remains, is truncated
+(:mod:`tfaural.completeness`); an MP3 whose length libsndfile can only guess goes to FFmpeg,
+which reads it to its end. Resampling goes
 through soxr at librosa's default quality (``soxr_hq``). Every failure is raised as an
 :class:`~tfaural.errors.AudioError` subclass naming the source and the problem;
 no soundfile, PyAV or soxr exception escapes.
@@ -31,7 +34,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from tfaural import ffmpeg_audio, files
+from tfaural import completeness, ffmpeg_audio, files
 from tfaural.config import PAD_MODES
 from tfaural.errors import (
     AudioDecodeError,
@@ -73,6 +76,13 @@ _DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": 
 _SF_ERR_MISNAMED = 7
 _SF_ERRS_FOR_FFMPEG = frozenset({1, 4, _SF_ERR_MISNAMED})
 _OPENING = re.compile(r"^Error opening (?:'.*?'|<[^>]*>): ")
+# What libsndfile logs of a PCM container whose audio chunk declares more bytes than the file holds (WAV's
+# "data", AIFF's "SSND", AU's "Data Size"; RF64's "ds64" frame count). It reads what is there, silently.
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND|Data Size)\s*: (\d+) \(should be (\d+)\)", re.MULTILINE)
+_SHORT_DS64 = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
+# Sizes that writers which cannot seek back put in a header for "unknown" (0xFFFFFFFF from FFmpeg and in AU,
+# 0x7FFFFFFF from arecord, 0x7FFFF000 from SoX): not a promise of so much audio.
+_PLACEHOLDER_BYTES = 0x7FF00000
 # Largest float that PCM_16 stores without clipping (32767 / 32768).
 _PEAK_TARGET = 32767.0 / 32768.0
 
@@ -110,8 +120,9 @@ def _check_rate(sample_rate: int | None, name: str = "sample_rate") -> None:
 
 
 @contextlib.contextmanager
-def _open(source: AudioSource) -> Iterator[sf.SoundFile | ffmpeg_audio.FFmpegAudioFile]:
-    """Opens ``source`` with soundfile (FFmpeg where libsndfile cannot); every failure becomes an AudioError."""
+def _open(source: AudioSource) -> Iterator[sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile]:
+    """Opens ``source`` with soundfile (FFmpeg where libsndfile cannot, or cannot read all of it: :func:`_vet`);
+    every failure, a truncated file included, becomes an AudioError."""
     name = describe_source(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -131,6 +142,8 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile | ffmpeg_audio.FFmpegAud
         snd: Any = sf.SoundFile(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         snd = _open_with_ffmpeg(handle, name, err)
+    else:
+        snd = _vet(snd, handle, name)
     try:
         if snd.samplerate <= 0:
             raise AudioDecodeError(name, f"header declares an invalid sample rate {snd.samplerate}")
@@ -165,6 +178,94 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
     if snd is None:
         raise AudioDecodeError(name, reason) from None
     return snd
+
+
+def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile:
+    """What reads all of a file libsndfile opened, or why nothing can (:mod:`tfaural.completeness`).
+
+    Returns:
+        ``snd`` itself; ``snd`` held to its header's length (an MP3 with a Xing/Info/VBRI header); or
+        FFmpeg's reader (an MP3 without one, whose length libsndfile only estimates and stops reading at).
+
+    Raises:
+        AudioDecodeError: The file is truncated: it holds less audio than its header declares (a PCM
+            container), or its last Ogg page is cut short or does not end the stream. ``snd`` is closed.
+    """
+    try:
+        _check_pcm_complete(snd, name)
+        if snd.format not in ("MP3", "OGG"):
+            return snd
+        try:
+            said = (completeness.ogg_truncation if snd.format == "OGG" else completeness.mp3_declared_frames)(handle)
+        except (OSError, ValueError, AttributeError):  # a file object that cannot seek: libsndfile's reading is all
+            return snd
+        if snd.format == "OGG":
+            if said is not None:
+                raise AudioDecodeError(name, f"truncated: {said}")
+            return snd
+        if said is not None:  # an MP3 whose header declares its length
+            return _DeclaredLength(snd, name)
+        reader = ffmpeg_audio.open_or_none(handle, name=name, mp3=True)
+        if reader is None:
+            return snd
+        snd.close()
+        return reader
+    except BaseException:
+        snd.close()
+        raise
+
+
+def _check_pcm_complete(snd: sf.SoundFile, name: str) -> None:
+    """Raises an AudioDecodeError if libsndfile's log says the file holds less than its header declares."""
+    log = snd.extra_info
+    short = _SHORT_CHUNK.search(log)
+    ds64 = _SHORT_DS64.search(log)
+    if ds64:  # frames, not bytes: (held, declared)
+        held, declared = int(ds64.group(1)), int(ds64.group(2))
+    elif short and int(short.group(1)) < _PLACEHOLDER_BYTES:  # bytes: (declared, held)
+        declared_bytes, held_bytes = int(short.group(1)), int(short.group(2))
+        held = int(snd.frames)
+        declared = held * declared_bytes // held_bytes if held_bytes > 0 else held + declared_bytes
+    else:
+        return
+    rate = snd.samplerate
+    if declared - held > ffmpeg_audio.truncation_slack(rate):
+        raise AudioDecodeError(name, f"truncated: its header declares {declared / rate:.2f} s of audio, the file "
+                                     f"holds {held / rate:.2f} s")
+
+
+class _DeclaredLength:
+    """A libsndfile reader held to the exact length its file's header declares (an MP3's Xing, Info or
+    VBRI frame count): a read that ends short of it raises, as :class:`~tfaural.ffmpeg_audio.FFmpegAudioFile`
+    does in MP4. (libsndfile decodes a truncated MP3 to what remains, silently.)"""
+
+    frames_exact = True
+
+    def __init__(self, snd: sf.SoundFile, name: str) -> None:
+        self._snd = snd
+        self._name = name
+        self.samplerate = int(snd.samplerate)
+        self.channels = int(snd.channels)
+        self.frames = int(snd.frames)
+        self.format = str(snd.format)
+        self.subtype = str(snd.subtype)
+
+    def seek(self, frame: int) -> int:
+        return int(self._snd.seek(frame))
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True,
+             out: np.ndarray | None = None) -> np.ndarray:
+        start = int(self._snd.tell())
+        data: np.ndarray = self._snd.read(frames=frames, dtype=dtype, always_2d=always_2d, out=out)
+        end = start + len(data)
+        wanted = self.frames if frames < 0 else min(start + frames, self.frames)
+        if end < wanted and end < self.frames - ffmpeg_audio.truncation_slack(self.samplerate):
+            raise AudioDecodeError(self._name, f"truncated: its audio ends at {end / self.samplerate:.2f} s of the "
+                                               f"{self.frames / self.samplerate:.2f} s its header declares")
+        return data
+
+    def close(self) -> None:
+        self._snd.close()
 
 
 def _check_path(path: str, name: str) -> None:

@@ -4,7 +4,8 @@ libsndfile (soundfile) reads WAV, FLAC, OGG (Vorbis, Opus), MP3, AIFF and AU. Mu
 catalogue is in none of them: iTunes and most shops sell MP4/M4A (AAC or Apple Lossless),
 downloads come as WebM or Matroska (Opus, Vorbis), older collections as WMA. :mod:`tfaural.audio`
 opens every file with libsndfile first; only a file whose format libsndfile does not recognise is
-handed to :class:`FFmpegAudioFile`, which reads it through PyAV (FFmpeg's libraries, bundled in
+handed to :class:`FFmpegAudioFile` (and an MP3 whose length libsndfile could only guess:
+:mod:`tfaural.completeness`), which reads it through PyAV (FFmpeg's libraries, bundled in
 PyAV's wheels: no system FFmpeg needed) behind the part of ``soundfile.SoundFile``'s interface
 that :mod:`tfaural.audio` uses (``samplerate``, ``channels``, ``frames``, ``format``, ``subtype``,
 ``seek``, ``read``, ``close``).
@@ -38,7 +39,7 @@ import numpy as np
 
 from tfaural.errors import AudioDecodeError, describe_error
 
-__all__ = ["CONTAINERS", "EXTENSIONS", "FFmpegAudioFile", "NotAudioError", "open_or_none"]
+__all__ = ["CONTAINERS", "EXTENSIONS", "FFmpegAudioFile", "NotAudioError", "open_or_none", "truncation_slack"]
 
 #: FFmpeg demuxer names read here → the ``format`` reported (as soundfile's upper-case names).
 CONTAINERS: dict[str, str] = {
@@ -67,6 +68,8 @@ _LIBSNDFILE_FORMATS = frozenset({"mp3", "flac"})
 _INDEXED = frozenset({"MP4", "MATROSKA"})
 # Containers whose header states the exact number of samples (after priming and padding).
 _EXACT_LENGTH = frozenset({"MP4"})
+# FFmpeg's MPEG audio decoders → libsndfile's names of what they decode.
+_SUBTYPES = {f"mp{layer}{kind}": f"MPEG_LAYER_{'I' * layer}" for layer in (1, 2, 3) for kind in ("", "float")}
 _PREROLL_SECONDS = 1.0  # decoded before a seek target and dropped: primes overlapping codec frames
 _SCALES = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
 
@@ -81,21 +84,25 @@ class FFmpegAudioFile:
     Args:
         handle: A local path or a seekable binary file object (at its start).
         name: The source's name, for error messages.
+        mp3: Read MPEG audio (MP3) too. libsndfile reads MP3 itself; :mod:`tfaural.audio` asks
+            FFmpeg only for an MP3 whose length libsndfile can only estimate
+            (:mod:`tfaural.completeness`).
 
     Attributes:
         samplerate: Sample rate in Hz.
         channels: Number of channels.
         frames: Samples per channel: exact in MP4, the container's estimate (or 0) elsewhere.
         frames_exact: Whether ``frames`` is exact.
-        format: Container, one of :data:`CONTAINERS`' values (e.g. ``"MP4"``).
-        subtype: Codec, upper case (e.g. ``"AAC"``, ``"ALAC"``, ``"OPUS"``).
+        format: Container, one of :data:`CONTAINERS`' values (e.g. ``"MP4"``), or ``"MP3"``.
+        subtype: Codec, upper case (e.g. ``"AAC"``, ``"ALAC"``, ``"OPUS"``; MPEG audio as libsndfile names
+            it, e.g. ``"MPEG_LAYER_III"``).
 
     Raises:
         NotAudioError: FFmpeg cannot read it, or reads it as a container not in :data:`CONTAINERS`.
         AudioDecodeError: The container holds no audio stream, or a stream tfaural cannot use.
     """
 
-    def __init__(self, handle: str | IO[bytes], *, name: str) -> None:
+    def __init__(self, handle: str | IO[bytes], *, name: str, mp3: bool = False) -> None:
         import av
 
         self._name = name
@@ -105,17 +112,19 @@ class FFmpegAudioFile:
             raise NotAudioError(name, f"FFmpeg cannot read it either ({describe_error(err)})") from None
         try:
             demuxer = str(self._container.format.name)
-            if demuxer in _LIBSNDFILE_FORMATS:  # what libsndfile reads but refused: not FFmpeg's to guess at
+            containers = {**CONTAINERS, "mp3": "MP3"} if mp3 else CONTAINERS
+            # what libsndfile reads but refused (unless asked for): not FFmpeg's to guess at
+            if demuxer in _LIBSNDFILE_FORMATS and demuxer not in containers:
                 raise NotAudioError(
                     name, f"FFmpeg takes it for {self._container.format.long_name} too, which libsndfile reads but "
                           f"could not decode here: the file is probably corrupt or truncated")
-            if demuxer not in CONTAINERS:
+            if demuxer not in containers:
                 raise NotAudioError(
                     name, f"FFmpeg takes it for {self._container.format.long_name} ({demuxer}), not an audio "
                           f"container tfaural reads")
             if not self._container.streams.audio:
                 kinds = sorted({str(s.type) for s in self._container.streams}) or ["no streams"]
-                raise AudioDecodeError(name, f"the {CONTAINERS[demuxer]} container has no audio stream "
+                raise AudioDecodeError(name, f"the {containers[demuxer]} container has no audio stream "
                                              f"({', '.join(kinds)})")
             self._stream = self._container.streams.audio[0]
             context = self._stream.codec_context
@@ -124,8 +133,8 @@ class FFmpegAudioFile:
             if self.samplerate <= 0 or self.channels <= 0:
                 raise AudioDecodeError(name, f"its audio stream declares {self.samplerate} Hz and {self.channels} "
                                              "channel(s)")
-            self.format = CONTAINERS[demuxer]
-            self.subtype = str(context.name).upper()
+            self.format = containers[demuxer]
+            self.subtype = _SUBTYPES.get(str(context.name), str(context.name).upper())
             self.frames_exact = self.format in _EXACT_LENGTH and self._stream.duration is not None
             self.frames = self._declared_frames()
         except BaseException:
@@ -255,7 +264,7 @@ class FFmpegAudioFile:
         take = have if wanted is None else min(wanted, have)
         self._pending = joined[:, take:]
         end = self.frames
-        if self._ended and self.frames_exact and self._position < end - _truncation_slack(self.samplerate):
+        if self._ended and self.frames_exact and self._position < end - truncation_slack(self.samplerate):
             raise AudioDecodeError(self._name, f"truncated: its audio ends at {self._position / self.samplerate:.2f} s "
                                                f"of the {end / self.samplerate:.2f} s its header declares")
         result = joined[:, :take].T
@@ -268,18 +277,25 @@ class FFmpegAudioFile:
         self._container.close()
 
 
-def open_or_none(handle: str | IO[bytes], *, name: str) -> FFmpegAudioFile | None:
-    """Opens ``handle`` with FFmpeg (a file object rewound first), or ``None`` for a file object that cannot seek."""
+def open_or_none(handle: str | IO[bytes], *, name: str, mp3: bool = False) -> FFmpegAudioFile | None:
+    """Opens ``handle`` with FFmpeg (a file object rewound first), or ``None`` for a file object that cannot seek.
+
+    ``mp3`` is :class:`FFmpegAudioFile`'s.
+    """
     if not isinstance(handle, (str, os.PathLike)):
         try:
             handle.seek(0)
         except (AttributeError, OSError, io.UnsupportedOperation):
             return None
-    return FFmpegAudioFile(handle, name=name)
+    return FFmpegAudioFile(handle, name=name, mp3=mp3)
 
 
-def _truncation_slack(sample_rate: int) -> int:
-    """Samples an MP4's audio may end short of its header without being called truncated (one codec frame)."""
+def truncation_slack(sample_rate: int) -> int:
+    """Samples a file's audio may end short of its header's length without being called truncated.
+
+    At least a codec frame (AAC's 1,024 and an MP3's 1,152 samples, plus their decoders' delays):
+    0.1 s at 44.1 kHz.
+    """
     return max(4096, sample_rate // 10)
 
 

@@ -1,5 +1,6 @@
 """Whole tracks in chunks (beam_jobs.chunking): exact recombination, tracks longer than the export's limit,
-and files that become undecodable halfway.
+files that become undecodable halfway (a FLAC, an MP3 cut short of its frame count), and an MP3 whose length
+is nowhere in the file.
 
 The jobs run on the in-process DirectRunner with ``--chunk-seconds 3`` (24 segments of the 3^5-SampleCNN
 test export at 2000 Hz per chunk), so that short files span several chunks with a ragged last one. Their
@@ -10,6 +11,7 @@ the pooling: max and mean over all segments).
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import pathlib
@@ -36,6 +38,8 @@ CHUNK_SEGMENTS = 1 + (int(CHUNK_SECONDS * SAMPLECNN_SR) - SAMPLECNN_SEGMENT) // 
 SEVERAL = "several chunks.flac"  # 20 s: 164 segments = 6 chunks of 24 and one of 20
 LONG = "longer than max_seconds.wav"  # 605 s at the model's rate; the export accepts 600 s per call
 TRUNCATED = "truncated.flac"  # 30 s, cut after 60 % of its bytes
+TRUNCATED_MP3 = "cut.mp3"  # 30 s, cut after 60 % of its bytes: libsndfile decodes the rest without a word
+NO_LENGTH_HEADER = "no length header.mp3"  # 12 s of VBR MP3 without the frame holding its Xing tag
 LONG_SECONDS = 605.0
 
 
@@ -61,7 +65,25 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     data = whole.read_bytes()
     (root / TRUNCATED).write_bytes(data[: int(len(data) * 0.6)])
     whole.unlink()
+    mp3 = io.BytesIO()
+    sf.write(mp3, _music(30.0, 8000, rng).T, 8000, format="MP3")
+    (root / TRUNCATED_MP3).write_bytes(mp3.getvalue()[: int(len(mp3.getvalue()) * 0.6)])
+    (root / NO_LENGTH_HEADER).write_bytes(_without_length_header(_music(12.0, 44100, rng)))
     return root
+
+
+def _without_length_header(y: np.ndarray) -> bytes:
+    """A variable-bit-rate MP3 of ``y`` (44.1 kHz) without its first frame, the one holding the Xing tag: its
+    length is nowhere in the file (libsndfile guesses it from the first frame's size, here at a quarter)."""
+    y = y.copy()
+    y[:, :44100] += 0.3 * np.random.default_rng(4).standard_normal((2, 44100)).astype(np.float32)  # a loud start
+    buffer = io.BytesIO()
+    sf.write(buffer, y.T, 44100, format="MP3")
+    data = buffer.getvalue()
+    assert data[36:40] == b"Xing"
+    header = int.from_bytes(data[:4], "big")
+    kbps = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)[header >> 12 & 0xF]
+    return data[144 * kbps * 1000 // 44100 + (header >> 9 & 1):]
 
 
 def _argv(root: pathlib.Path, export: str, output: pathlib.Path) -> list[str]:
@@ -168,25 +190,41 @@ def test_a_track_longer_than_the_exports_limit_is_analysed_whole(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name, said", [(TRUNCATED, "decoding failed, the file may be truncated or corrupt"),
+                                        (TRUNCATED_MP3, "truncated: its audio ends at ")])
 def test_a_file_undecodable_halfway_fails_whole_and_writes_nothing(
-    catalogue: pathlib.Path, features_output: pathlib.Path, tags_output: pathlib.Path,
+    catalogue: pathlib.Path, features_output: pathlib.Path, tags_output: pathlib.Path, name: str, said: str,
 ) -> None:
-    track = TrackInput(str(catalogue / TRUNCATED), "truncated", "truncated")
+    """A FLAC whose decoder loses sync, and an MP3 whose decoding ends short of its header's frame count."""
+    stem = pathlib.Path(name).stem
+    track = TrackInput(str(catalogue / name), stem, stem)
     plan = ChunkPlan(sample_rate=SAMPLECNN_SR, segment_length=SAMPLECNN_SEGMENT, segment_hop=SAMPLECNN_SEGMENT,
                      max_segments=CHUNK_SEGMENTS)
     decoded = chunking.decode_chunks(track, plan)
     sent = list(itertools.islice(decoded, 2))
     assert len(sent) == 2  # chunks leave before the decoder reaches the damage...
-    with pytest.raises(AudioDecodeError, match="truncated or corrupt"):
+    with pytest.raises(AudioDecodeError, match=said):
         list(decoded)  # ...and then it fails
-    for output, part in ((features_output, "tracks/truncated.npz"), (tags_output, "tracks/truncated.json")):
-        row = _rows(output)[TRUNCATED]
+    for output, part in ((features_output, f"tracks/{stem}.npz"), (tags_output, f"tracks/{stem}.json")):
+        row = _rows(output)[name]
         assert (row["status"], row["stage"], row["error_type"]) == ("failed", "decode", "AudioDecodeError"), row
-        assert "truncated or corrupt" in row["error"]
+        assert said in row["error"]
         assert not (output / part).exists()
-        assert {r["status"] for name, r in _rows(output).items() if name != TRUNCATED} == {"ok"}
-    assert TRUNCATED not in _feature_records(features_output)
-    assert "truncated" not in (tags_output / "tags.jsonl").read_text()
+        assert {r["status"] for n, r in _rows(output).items() if n not in (TRUNCATED, TRUNCATED_MP3)} == {"ok"}
+    assert name not in _feature_records(features_output)
+    assert name not in (tags_output / "tags.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_an_mp3_without_a_length_header_is_analysed_to_its_end(
+    catalogue: pathlib.Path, features_output: pathlib.Path, tags_output: pathlib.Path,
+) -> None:
+    assert sf.info(str(catalogue / NO_LENGTH_HEADER)).frames < 0.5 * 12 * 44100  # libsndfile's guess
+    tagged = {pathlib.Path(r["path"]).name: r
+              for r in map(json.loads, (tags_output / "tags.jsonl").read_text().splitlines())}[NO_LENGTH_HEADER]
+    whole = (12 * SAMPLECNN_SR // SAMPLECNN_SEGMENT) * SAMPLECNN_SEGMENT / SAMPLECNN_SR  # whole segments in 12 s
+    assert whole <= tagged["seconds"] <= whole + 2 * SAMPLECNN_SEGMENT / SAMPLECNN_SR
+    assert _feature_records(features_output)[NO_LENGTH_HEADER]["seconds"] == tagged["seconds"]
 
 
 def _part(track: TrackInput, kind: str, index: int, n: int, value: float) -> tuple[PartKey, dict[str, np.ndarray]]:

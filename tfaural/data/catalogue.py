@@ -98,7 +98,8 @@ LABEL_SEPARATOR = ";"
 
 _LABEL_SEPARATORS = re.compile(r"[;|]")
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif", ".opus", *ffmpeg_audio.EXTENSIONS)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".mp2", ".au", ".aiff", ".aif", ".aifc", ".opus", ".w64",
+                    ".rf64", *ffmpeg_audio.EXTENSIONS)
 """File extensions :func:`manifest_from_folder` picks up (case-insensitive): libsndfile's, then FFmpeg's (M4A, ...)."""
 
 MAX_TRACK_ID_LENGTH = 200
