@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fractions
 import pathlib
+import struct
 
 import av
 import numpy as np
@@ -30,6 +31,7 @@ KINDS: dict[str, tuple[str, str, str, tuple[int, ...] | None]] = {
     "mp3-lame": ("libmp3lame", "mp3", ".mp3", None),
     "mp2": ("mp2", "mp2", ".mp2", (48000, 44100, 32000)),
     "opus-ogg": ("libopus", "ogg", ".opus", (48000, 24000, 16000, 12000, 8000)),
+    "flac-ogg": ("flac", "ogg", ".oga", None),  # Ogg FLAC: libsndfile knows the container, not this codec in it
 }
 
 
@@ -92,4 +94,34 @@ def faststart(source: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
             if packet.dts is not None:
                 packet.stream = audio_out
                 writer.mux(packet)
+    return path
+
+
+#: The DSD64 rate (64 × 44.1 kHz) and FFmpeg's PCM rate for it (÷ 8).
+DSD_RATE = 2_822_400
+DSD_PCM_RATE = DSD_RATE // 8
+
+
+def dsf(path: pathlib.Path, y: np.ndarray) -> pathlib.Path:
+    """A DSF file (Sony's DSD Stream File, version 1) of ``y``: float32 ``[channels, samples]`` at
+    :data:`DSD_PCM_RATE`, held ×8 and coded into one-bit DSD64 by a first-order sigma-delta modulator.
+
+    No encoder in PyAV writes DSD; the layout is the format's specification: a "DSD " chunk, a "fmt " chunk
+    (version 1, raw DSD, the channels, the rate, 1 bit, samples per channel, 4096-byte blocks) and a "data"
+    chunk of 4096-byte blocks per channel in turn, least significant bit first.
+    """
+    data = np.atleast_2d(np.asarray(y, np.float64))
+    held = np.repeat(np.clip(data, -1, 1), 8, axis=1)
+    bits = np.diff(np.floor(np.cumsum((held + 1) / 2, axis=1)), axis=1, prepend=0).astype(np.uint8)  # density (x+1)/2
+    samples = bits.shape[1]
+    block = 4096
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % block)))
+    blocks = packed.reshape(packed.shape[0], -1, block).transpose(1, 0, 2).tobytes()  # block 0 of each channel, ...
+    channel_type = {1: 1, 2: 2}[bits.shape[0]]
+    fmt = b"fmt " + struct.pack("<QIIIIIIQII", 52, 1, 0, channel_type, bits.shape[0], DSD_RATE, 1, samples, block, 0)
+    chunk = b"data" + struct.pack("<Q", 12 + len(blocks)) + blocks
+    head = b"DSD " + struct.pack("<QQQ", 28, 28 + len(fmt) + len(chunk), 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(head + fmt + chunk)
     return path

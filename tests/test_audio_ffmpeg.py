@@ -54,10 +54,12 @@ def _snr_db(decoded: np.ndarray, source: np.ndarray, *, edge: int = 4096) -> flo
 
 
 @pytest.mark.parametrize("kind, container, codec", [("alac-m4a", "MP4", "ALAC"), ("alac-caf", "CAF", "ALAC"),
-                                                     ("wavpack", "WAVPACK", "WAVPACK"), ("tta", "TTA", "TTA")])
+                                                     ("wavpack", "WAVPACK", "WAVPACK"), ("tta", "TTA", "TTA"),
+                                                     ("flac-ogg", "OGG", "FLAC")])
 def test_lossless_codecs_give_back_exactly_the_pcm_libsndfile_reads_from_a_wav(
         tmp_path: pathlib.Path, kind: str, container: str, codec: str) -> None:
-    """CAF is a container libsndfile knows, without its Apple Lossless codec: FFmpeg takes over there too."""
+    """CAF and Ogg are containers libsndfile knows, without Apple Lossless in CAF or FLAC in Ogg (its "unknown
+    error in flac decoder"): FFmpeg takes over there too."""
     path, _ = _encoded(tmp_path, kind)
     wav = tmp_path / "same.wav"
     sf.write(wav, np.round(np.clip(_stereo(), -1, 1) * 32767).astype(np.int16).T, SR, subtype="PCM_16")
@@ -221,3 +223,21 @@ def test_blocks_keep_memory_bounded_by_the_block_not_the_file(tmp_path: pathlib.
     assert abs(total - 60 * 16000) <= 16
     whole_file = long.size * 4
     assert peak < whole_file / 8, f"peak {peak / 1e6:.1f} MB for a {whole_file / 1e6:.1f}-MB file"
+
+
+def test_dsd_in_a_dsf_file_decodes_to_the_signal_it_codes(tmp_path: pathlib.Path) -> None:
+    """One-bit DSD64, as audiophile downloads come: FFmpeg filters it down to 352.8 kHz PCM, and tfaural's soxr
+    takes it from there. The file is coded here by a first-order sigma-delta modulator, whose noise the filter
+    leaves at about 24 dB below the signal."""
+    rate = ffmpeg_files.DSD_PCM_RATE
+    source = _stereo(rate, 1.5)
+    path = ffmpeg_files.dsf(tmp_path / "hi-res.dsf", source)
+    info = audio.info(path)
+    assert (info.format, info.subtype, info.sample_rate, info.channels) == ("DSF", "DSD", rate, 2)
+    decoded, sr = audio.load(path, sample_rate=None, mono=False)
+    assert sr == rate and decoded.shape == source.shape  # the last block's padding is not audio
+    shift = lag(decoded, source)
+    assert 0 <= shift <= 32  # the decoder's filter delay
+    assert _snr_db(decoded[:, shift:], source[:, :source.shape[1] - shift]) > 20
+    assert len(audio.load(path, sample_rate=16000)[0]) == int(1.5 * 16000)
+    assert ".dsf" in AUDIO_EXTENSIONS

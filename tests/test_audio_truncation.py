@@ -305,3 +305,28 @@ def test_an_mpeg_layer_ii_file_decodes_to_its_end(tmp_path: pathlib.Path) -> Non
     shift = lag(decoded, y)
     assert y.shape[1] <= decoded.shape[1] <= y.shape[1] + 3 * MPEG1_FRAME and 0 <= shift <= 2 * MPEG1_FRAME
     assert _snr_db(decoded, y, shift) > 20
+
+
+def test_a_cut_ogg_flac_file_is_truncated_too(tmp_path: pathlib.Path) -> None:
+    """FLAC in Ogg is read by FFmpeg (libsndfile does not decode it), which would also read what remains."""
+    path = ffmpeg_files.write(tmp_path / "whole.oga", _music(5.0), sample_rate=SR, kind="flac-ogg")
+    assert completeness.ogg_truncation(path) is None and audio.info(path).subtype == "FLAC"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    for said in _errors(path):
+        assert said.startswith(f"{path}: truncated: its last Ogg page is cut short (")
+
+
+def test_a_broken_flac_file_sent_to_ffmpeg_by_libsndfiles_flac_error_is_named_by_both(tmp_path: pathlib.Path) -> None:
+    """libsndfile's "unknown error in flac decoder" sends a file to FFmpeg (for FLAC in Ogg); a broken FLAC file
+    stays an error, with both decoders' reasons."""
+    data = bytearray(_encode(sine(440, SECONDS, sample_rate=SR), format="FLAC"))
+    data[4:8] = b"\xff\xff\xff\xff"  # the STREAMINFO block's header
+    path = tmp_path / "broken.flac"
+    path.write_bytes(bytes(data))
+    with pytest.raises(sf.LibsndfileError) as raw:
+        sf.SoundFile(str(path))
+    assert raw.value.code == 161
+    with pytest.raises(AudioDecodeError, match=r"broken\.flac: not a readable audio file \(Error : unknown error in "
+                                               r"flac decoder\.\); FFmpeg cannot read it either \(Invalid data"):
+        audio.load(path, sample_rate=None)

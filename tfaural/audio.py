@@ -27,8 +27,8 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator
-from typing import IO, Any, Union
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar, Union
 
 import numpy as np
 import soundfile as sf
@@ -61,6 +61,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 """A path, the encoded bytes of a file, or a binary file object."""
 
@@ -74,7 +76,10 @@ _DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": 
 # cannot read (7, "File does not exist or is not a regular file", of a file that does: e.g. an M4A named .mp3).
 # Such files go to FFmpeg (tfaural.ffmpeg_audio).
 _SF_ERR_MISNAMED = 7
-_SF_ERRS_FOR_FFMPEG = frozenset({1, 4, _SF_ERR_MISNAMED})
+# And its "unknown error in flac decoder" (161): FLAC in Ogg, which this libsndfile does not decode (FFmpeg does),
+# or a corrupt FLAC file (which FFmpeg then calls probably corrupt or truncated).
+_SF_ERR_FLAC = 161
+_SF_ERRS_FOR_FFMPEG = frozenset({1, 4, _SF_ERR_MISNAMED, _SF_ERR_FLAC})
 _OPENING = re.compile(r"^Error opening (?:'.*?'|<[^>]*>): ")
 # What libsndfile logs of a PCM container whose audio chunk declares more bytes than the file holds (WAV's
 # "data", AIFF's "SSND", AU's "Data Size"; RF64's "ds64" frame count). It reads what is there, silently.
@@ -177,7 +182,29 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
         raise AudioDecodeError(name, ffmpeg_err.reason) from None
     if snd is None:
         raise AudioDecodeError(name, reason) from None
+    if snd.format == "OGG":  # FLAC in Ogg: FFmpeg would read a cut file to what remains, as libsndfile would
+        try:
+            _check_ogg_complete(handle, name)
+        except AudioDecodeError:
+            snd.close()
+            raise
     return snd
+
+
+def _check_ogg_complete(handle: Any, name: str) -> None:
+    """Raises an AudioDecodeError if the Ogg file's last page is cut short or does not end the stream."""
+    truncation = _peek(completeness.ogg_truncation, handle)
+    if truncation is not None:
+        raise AudioDecodeError(name, f"truncated: {truncation}")
+
+
+def _peek(read: Callable[[Any], _T], handle: Any) -> _T | None:
+    """``read(handle)`` (:mod:`tfaural.completeness`), or ``None`` if the handle cannot be read so (a file object
+    that cannot seek: what the decoder reads is then all there is)."""
+    try:
+        return read(handle)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile:
@@ -193,17 +220,11 @@ def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _DeclaredL
     """
     try:
         _check_pcm_complete(snd, name)
-        if snd.format not in ("MP3", "OGG"):
-            return snd
-        try:
-            said = (completeness.ogg_truncation if snd.format == "OGG" else completeness.mp3_declared_frames)(handle)
-        except (OSError, ValueError, AttributeError):  # a file object that cannot seek: libsndfile's reading is all
-            return snd
         if snd.format == "OGG":
-            if said is not None:
-                raise AudioDecodeError(name, f"truncated: {said}")
+            _check_ogg_complete(handle, name)
+        if snd.format != "MP3":
             return snd
-        if said is not None:  # an MP3 whose header declares its length
+        if _peek(completeness.mp3_declared_frames, handle) is not None:  # an MP3 whose header declares its length
             return _DeclaredLength(snd, name)
         reader = ffmpeg_audio.open_or_none(handle, name=name, mp3=True)
         if reader is None:

@@ -53,23 +53,28 @@ CONTAINERS: dict[str, str] = {
     "ape": "APE",
     "tta": "TTA",
     "caf": "CAF",
-    "wav": "WAV",  # codecs libsndfile does not decode in containers it knows (e.g. MP3 or AAC in a WAV)
+    # Codecs libsndfile does not decode in containers it knows: MP3 or AAC in a WAV, FLAC in Ogg, ...
+    "wav": "WAV",
+    "ogg": "OGG",
     "w64": "W64",
     "aiff": "AIFF",
     "amr": "AMR",
     "dts": "DTS",
+    "dsf": "DSF",  # DSD (one-bit) audio: FFmpeg decodes DSD64 to 352.8 kHz PCM
 }
 #: File name extensions of those containers (for catalogue scans; decoding goes by content, not name).
 EXTENSIONS = (".m4a", ".m4b", ".mp4", ".aac", ".alac", ".webm", ".mka", ".mkv", ".wma", ".asf", ".ac3", ".eac3",
-              ".wv", ".ape", ".tta", ".caf", ".amr", ".dts")
+              ".wv", ".ape", ".tta", ".caf", ".amr", ".dts", ".dsf")
 # FFmpeg demuxers of formats libsndfile reads itself (its failure there means a broken file, not FFmpeg's turn).
 _LIBSNDFILE_FORMATS = frozenset({"mp3", "flac"})
 # Containers whose index a seek may use (when their time base counts samples: see _index_time_base).
 _INDEXED = frozenset({"MP4", "MATROSKA"})
 # Containers whose header states the exact number of samples (after priming and padding).
 _EXACT_LENGTH = frozenset({"MP4"})
-# FFmpeg's MPEG audio decoders → libsndfile's names of what they decode.
+# FFmpeg's MPEG audio decoders → libsndfile's names of what they decode;
 _SUBTYPES = {f"mp{layer}{kind}": f"MPEG_LAYER_{'I' * layer}" for layer in (1, 2, 3) for kind in ("", "float")}
+# ... and its one-bit decoders (bit order, channel layout) → "DSD".
+_SUBTYPES.update({f"dsd_{order}{layout}": "DSD" for order in ("lsbf", "msbf") for layout in ("", "_planar")})
 _PREROLL_SECONDS = 1.0  # decoded before a seek target and dropped: primes overlapping codec frames
 _SCALES = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
 
