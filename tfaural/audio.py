@@ -161,10 +161,12 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile | _DeclaredLength | ffmp
 
 
 def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FFmpegAudioFile:
-    """Opens through FFmpeg a source whose format or codec libsndfile does not know (MP4/M4A, WebM, WMA, ...).
+    """Opens through FFmpeg a source whose format or codec libsndfile does not know (MP4/M4A, WebM, WMA, FLAC in
+    Ogg, ...).
 
     Raises:
-        AudioDecodeError: With libsndfile's reason, and FFmpeg's if FFmpeg was tried.
+        AudioDecodeError: With libsndfile's reason, and FFmpeg's if FFmpeg was tried; or an Ogg file whose
+            last page is cut short or does not end the stream (truncated).
     """
     # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
     # Its code 7 blames the file's existence, which _check_path has already established.

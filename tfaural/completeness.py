@@ -1,7 +1,7 @@
-"""What a file's own bytes say about whether it holds all of its audio, where libsndfile does not check.
+"""What a file's own bytes say about whether it holds all of its audio, where its decoder does not check.
 
 libsndfile reads a cut file to what remains, silently, in two formats whose length is not in a
-header it holds the file to:
+header it holds the file to (and FFmpeg, which :mod:`tfaural.audio` asks for FLAC in Ogg, does too):
 
 - **MP3** is a bare sequence of MPEG audio frames; nothing in the format says how many there
   are. Encoders therefore write one silent first frame that carries a header stating the count:
@@ -189,5 +189,5 @@ def _ogg_truncation(handle: IO[bytes]) -> str | None:
     if not page[5] & _OGG_EOS and not after:
         return "its last Ogg page does not end the stream (it lacks the end-of-stream flag)"
     # A whole end-of-stream page, whatever follows it (a tag some tool appended); or bytes after a page that
-    # does not end the stream, which are no page: too odd to judge, libsndfile's reading stands.
+    # does not end the stream, which are no page: too odd to judge, the decoder's reading stands.
     return None
