@@ -125,3 +125,17 @@ def dsf(path: pathlib.Path, y: np.ndarray) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(head + fmt + chunk)
     return path
+
+
+def without_xing_frame(data: bytes) -> bytes:
+    """An MPEG-1 Layer III file (no ID3v2 tag in front, as libsndfile writes them) without its first frame, the
+    one that carries the Xing/Info tag: the length of what remains is nowhere in the file."""
+    header = int.from_bytes(data[:4], "big")
+    assert header >> 21 == 0x7FF and header >> 19 & 3 == 3 and header >> 17 & 3 == 1, "not MPEG-1 Layer III"
+    mono = header >> 6 & 3 == 3
+    assert data[21 if mono else 36:(21 if mono else 36) + 4] in (b"Xing", b"Info"), "no Xing/Info frame first"
+    kbps = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)[header >> 12 & 0xF]
+    rate = (44100, 48000, 32000)[header >> 10 & 3]
+    size = 144 * kbps * 1000 // rate + (header >> 9 & 1)
+    assert data[size] == 0xFF, "the next frame does not start where the first one ends"
+    return data[size:]

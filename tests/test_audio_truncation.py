@@ -28,7 +28,6 @@ SR = 44100
 SECONDS = 3.0
 # Samples per MPEG Layer III frame: MPEG-1, and MPEG-2 / 2.5.
 MPEG1_FRAME, MPEG2_FRAME = 1152, 576
-_MPEG1_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 
 
 def _encode(y: np.ndarray, *, rate: int = SR, **kwargs: object) -> bytes:
@@ -114,8 +113,8 @@ def _ogg(subtype: str) -> tuple[bytes, np.ndarray]:
 @pytest.mark.parametrize("keep", [0.5, 0.99, 0.999])
 def test_an_ogg_file_cut_inside_its_last_page_is_truncated(tmp_path: pathlib.Path, subtype: str,
                                                            keep: float) -> None:
-    """libsndfile drops the partial page: it read a 1 % cut of this 3-s stereo Vorbis file as 1.66 s, and half
-    of it as nothing at all."""
+    """libsndfile drops the partial page, which can hold seconds of audio (half of a Vorbis file read as no
+    audio at all)."""
     data, _ = _ogg(subtype)
     path = tmp_path / "cut.ogg"
     path.write_bytes(data[: int(len(data) * keep)])
@@ -167,20 +166,11 @@ def _snr_db(decoded: np.ndarray, source: np.ndarray, shift: int) -> float:
     return float(10 * np.log10(np.mean(source[:, body] ** 2) / np.mean(error**2)))
 
 
-def _without_length_header(data: bytes) -> bytes:
-    """An MPEG-1 MP3 without its first frame (the one that carries the Xing/Info tag)."""
-    header = int.from_bytes(data[:4], "big")
-    assert header >> 21 == 0x7FF and header >> 19 & 3 == 3 and data[36:40] in (b"Xing", b"Info")
-    size = 144 * _MPEG1_KBPS[header >> 12 & 0xF] * 1000 // SR + (header >> 9 & 1)
-    assert data[size] == 0xFF and data[size + 36:size + 40] not in (b"Xing", b"Info")
-    return data[size:]
-
-
 def test_an_mp3_without_a_length_header_decodes_to_its_end(tmp_path: pathlib.Path) -> None:
     """libsndfile estimates a headerless VBR MP3's length from its first frame and stops reading there."""
     y = _music(10.0)
     path = tmp_path / "no header.mp3"
-    path.write_bytes(_without_length_header(_encode(y, format="MP3")))
+    path.write_bytes(ffmpeg_files.without_xing_frame(_encode(y, format="MP3")))
     assert completeness.mp3_declared_frames(path) is None
     assert sf.info(str(path)).frames < 0.5 * y.shape[1]  # what libsndfile alone would read
 

@@ -281,10 +281,8 @@ class _DeclaredLength:
         start = int(self._snd.tell())
         data: np.ndarray = self._snd.read(frames=frames, dtype=dtype, always_2d=always_2d, out=out)
         end = start + len(data)
-        wanted = self.frames if frames < 0 else min(start + frames, self.frames)
-        if end < wanted and end < self.frames - ffmpeg_audio.truncation_slack(self.samplerate):
-            raise AudioDecodeError(self._name, f"truncated: its audio ends at {end / self.samplerate:.2f} s of the "
-                                               f"{self.frames / self.samplerate:.2f} s its header declares")
+        if end < (self.frames if frames < 0 else min(start + frames, self.frames)):  # the stream ended early
+            ffmpeg_audio.check_whole(self._name, ends=end, declared=self.frames, sample_rate=self.samplerate)
         return data
 
     def close(self) -> None:

@@ -3,8 +3,9 @@
 libsndfile (soundfile) reads WAV, FLAC, OGG (Vorbis, Opus), MP3, AIFF and AU. Much of a real
 catalogue is in none of them: iTunes and most shops sell MP4/M4A (AAC or Apple Lossless),
 downloads come as WebM or Matroska (Opus, Vorbis), older collections as WMA. :mod:`tfaural.audio`
-opens every file with libsndfile first; only a file whose format libsndfile does not recognise is
-handed to :class:`FFmpegAudioFile` (and an MP3 whose length libsndfile could only guess:
+opens every file with libsndfile first; only a file whose format libsndfile does not recognise, or
+whose codec it lacks in a container it knows (Apple Lossless in CAF, FLAC in Ogg), is handed to
+:class:`FFmpegAudioFile` (and an MP3 whose length libsndfile could only guess:
 :mod:`tfaural.completeness`), which reads it through PyAV (FFmpeg's libraries, bundled in
 PyAV's wheels: no system FFmpeg needed) behind the part of ``soundfile.SoundFile``'s interface
 that :mod:`tfaural.audio` uses (``samplerate``, ``channels``, ``frames``, ``format``, ``subtype``,
@@ -39,7 +40,8 @@ import numpy as np
 
 from tfaural.errors import AudioDecodeError, describe_error
 
-__all__ = ["CONTAINERS", "EXTENSIONS", "FFmpegAudioFile", "NotAudioError", "open_or_none", "truncation_slack"]
+__all__ = ["CONTAINERS", "EXTENSIONS", "FFmpegAudioFile", "NotAudioError", "check_whole", "open_or_none",
+           "truncation_slack"]
 
 #: FFmpeg demuxer names read here → the ``format`` reported (as soundfile's upper-case names).
 CONTAINERS: dict[str, str] = {
@@ -268,10 +270,8 @@ class FFmpegAudioFile:
         joined = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         take = have if wanted is None else min(wanted, have)
         self._pending = joined[:, take:]
-        end = self.frames
-        if self._ended and self.frames_exact and self._position < end - truncation_slack(self.samplerate):
-            raise AudioDecodeError(self._name, f"truncated: its audio ends at {self._position / self.samplerate:.2f} s "
-                                               f"of the {end / self.samplerate:.2f} s its header declares")
+        if self._ended and self.frames_exact:
+            check_whole(self._name, ends=self._position, declared=self.frames, sample_rate=self.samplerate)
         result = joined[:, :take].T
         if out is not None:
             out[:take] = result
@@ -293,6 +293,21 @@ def open_or_none(handle: str | IO[bytes], *, name: str, mp3: bool = False) -> FF
         except (AttributeError, OSError, io.UnsupportedOperation):
             return None
     return FFmpegAudioFile(handle, name=name, mp3=mp3)
+
+
+def check_whole(name: str, *, ends: int, declared: int, sample_rate: int) -> None:
+    """Raises an AudioDecodeError ("truncated") if audio that ``ends`` at that sample falls short of the
+    ``declared`` length by more than :func:`truncation_slack`.
+
+    Args:
+        name: The source's name, for the error.
+        ends: Samples per channel the decoder gave before the stream ended.
+        declared: Samples per channel the file's header declares.
+        sample_rate: In Hz.
+    """
+    if ends < declared - truncation_slack(sample_rate):
+        raise AudioDecodeError(name, f"truncated: its audio ends at {ends / sample_rate:.2f} s of the "
+                                     f"{declared / sample_rate:.2f} s its header declares")
 
 
 def truncation_slack(sample_rate: int) -> int:

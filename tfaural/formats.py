@@ -350,8 +350,10 @@ def resolve_export_dir(
         names = [str(name).rstrip("/") for name in children(folder)]
     except OSError:
         return folder
-    versions = [int(name) for name in names if name.isdigit() and exists(join(name, EXPORT_METADATA_FILE))]
-    return join(str(max(versions))) if versions else folder
+    for name in sorted((name for name in names if name.isdigit()), key=int, reverse=True):  # newest first
+        if exists(join(name, EXPORT_METADATA_FILE)):
+            return join(name)
+    return folder
 
 
 def export_metadata_text(metadata: Mapping[str, Any]) -> str:
