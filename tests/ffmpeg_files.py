@@ -6,8 +6,10 @@ The tests commit no audio: they encode their own signals here, with the encoders
 from __future__ import annotations
 
 import fractions
+import io
 import pathlib
 import struct
+from typing import Any
 
 import av
 import numpy as np
@@ -32,16 +34,36 @@ KINDS: dict[str, tuple[str, str, str, tuple[int, ...] | None]] = {
     "mp2": ("mp2", "mp2", ".mp2", (48000, 44100, 32000)),
     "opus-ogg": ("libopus", "ogg", ".opus", (48000, 24000, 16000, 12000, 8000)),
     "flac-ogg": ("flac", "ogg", ".oga", None),  # Ogg FLAC: libsndfile knows the container, not this codec in it
+    "pcm-wav": ("pcm_s16le", "wav", ".wav", None),
+    "pcm-w64": ("pcm_s16le", "w64", ".w64", None),  # Sony Wave64
 }
 
 
+class _Pipe(io.RawIOBase):
+    """A write-only stream FFmpeg cannot seek back in (as ``ffmpeg ... pipe:1 > file``)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, b: Any) -> int:
+        self.data += b
+        return len(b)
+
+
 def write(path: pathlib.Path, y: np.ndarray, *, sample_rate: int, kind: str,
-          options: dict[str, str] | None = None) -> pathlib.Path:
+          options: dict[str, str] | None = None, streamed: bool = False) -> pathlib.Path:
     """Encodes float32 ``[samples]`` or ``[channels, samples]`` (in [-1, 1]) into ``path``.
 
     The samples are quantised to 16 bits first, so a lossless codec (ALAC) stores exactly
     ``round(y * 32767) / 32768`` as libsndfile reads a 16-bit WAV of the same signal.
     ``options`` go to the muxer (e.g. ``{"write_xing": "0"}`` for an MP3 without its Xing frame).
+    ``streamed``: the muxer writes to a pipe, so it cannot go back to fill in sizes (it leaves its placeholders).
     """
     codec, muxer, _, rates = KINDS[kind]
     if rates is not None and sample_rate not in rates:
@@ -50,7 +72,8 @@ def write(path: pathlib.Path, y: np.ndarray, *, sample_rate: int, kind: str,
     pcm = np.round(np.clip(data, -1, 1) * 32767).astype(np.int16)  # [channels, samples]
     layout = {1: "mono", 2: "stereo"}[pcm.shape[0]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", format=muxer, options=options or {}) as container:
+    pipe = _Pipe()
+    with av.open(pipe if streamed else str(path), mode="w", format=muxer, options=options or {}) as container:
         stream = container.add_stream(codec, rate=sample_rate)
         stream.layout = layout
         formats = [f.name for f in stream.codec_context.codec.audio_formats or ()]
@@ -68,6 +91,8 @@ def write(path: pathlib.Path, y: np.ndarray, *, sample_rate: int, kind: str,
         for converted in resampler.resample(None):
             container.mux(stream.encode(converted))
         container.mux(stream.encode(None))
+    if streamed:
+        path.write_bytes(bytes(pipe.data))
     return path
 
 

@@ -218,6 +218,58 @@ def test_iter_blocks_mixes_channels_exactly_as_numpy_mean(write_audio: WriteAudi
     np.testing.assert_array_equal(stereo, y)
 
 
+def test_iter_blocks_memory_does_not_grow_with_the_files_rate_and_channels(write_audio: WriteAudio) -> None:
+    # 6 s of 6-channel 192-kHz audio as one 6-s block: a read of the whole block at the native rate would
+    # hold 26 MiB of float32. tracemalloc sees NumPy's buffers; the yielded 16-kHz mono block is 0.4 MiB.
+    import tracemalloc
+
+    rate, channels, seconds = 192_000, 6, 6
+    native_read_mib = seconds * rate * channels * 4 / 2**20
+    bound_mib = 6.0
+    assert native_read_mib > 4 * bound_mib  # the premise: reading a block at once would break the bound
+    t = np.arange(rate * seconds) / rate
+    y = np.stack([0.1 * (c + 1) * np.sin(2 * np.pi * 110 * (c + 1) * t) for c in range(channels)]).astype(np.float32)
+    path = write_audio("hires.wav", y, sample_rate=rate, subtype="PCM_16")
+    del y, t
+    tracemalloc.start()
+    try:
+        blocks = list(audio.iter_blocks(path, sample_rate=16000, block_seconds=seconds))
+        peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert peak_mib < bound_mib, f"iter_blocks peaked at {peak_mib:.1f} MiB"
+    whole, _ = audio.load(path, sample_rate=16000)
+    joined = np.concatenate(blocks)
+    assert [len(b) for b in blocks] == [16000 * seconds]
+    np.testing.assert_allclose(joined[:-64], whole[:-64], atol=1e-4)  # as test_iter_blocks_concatenates_to_load
+
+
+@pytest.mark.parametrize("format, subtype, min_snr_db", [
+    ("WAV", "GSM610", 20.0), ("AIFF", "GSM610", 20.0), ("W64", "GSM610", 20.0), ("AU", "G721_32", 30.0),
+    ("AU", "G723_24", 25.0), ("WAV", "G721_32", 30.0), ("WAV", "NMS_ADPCM_16", 20.0),
+])
+def test_codecs_libsndfile_reads_only_forward_load_whole_and_from_an_offset(
+        write_audio: WriteAudio, format: str, subtype: str, min_snr_db: float) -> None:
+    # Telephony codecs: libsndfile can neither seek in them nor say "to the end" to soundfile (which
+    # refused: "frames must be specified for non-seekable files"). The reference is the signal written;
+    # the SNRs measured were 24.8-35.1 dB.
+    rate = 8000
+    t = np.arange(3 * rate) / rate
+    y = (0.3 * np.sin(2 * np.pi * (200 + 100 * t) * t)).astype(np.float32)
+    path = write_audio(f"phone.{format.lower()}", y, sample_rate=rate, subtype=subtype)
+    with sf.SoundFile(str(path)) as snd:
+        assert not snd.seekable()  # the premise
+    whole, _ = audio.load(path, sample_rate=None)
+    assert len(y) <= len(whole) < len(y) + 400  # GSM 6.10 codes whole 320-sample blocks
+    n = len(y)
+    assert int(np.argmax(np.correlate(whole[:n], y, "full"))) - (n - 1) == 0  # no delay
+    assert 10 * np.log10(np.sum(y**2) / np.sum((whole[:n] - y) ** 2)) > min_snr_db
+    np.testing.assert_array_equal(np.concatenate(list(audio.iter_blocks(path, sample_rate=None, block_seconds=0.7))),
+                                  whole)
+    excerpt, _ = audio.load(path, sample_rate=None, offset=1.0, duration=0.5)
+    np.testing.assert_array_equal(excerpt, whole[rate: rate + rate // 2])
+
+
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # the error alone: no NumPy warning about Inf - Inf first
 @pytest.mark.parametrize("mono", [True, False])
 def test_iter_blocks_rejects_nan_and_inf_in_any_channel(write_audio: WriteAudio, mono: bool) -> None:

@@ -1,7 +1,7 @@
 """Files that hold less audio than they declare (tfaural.audio, tfaural.completeness).
 
-libsndfile reads such files to what remains, silently: a WAV, AIFF, AU or RF64 cut short of its
-data chunk, an MP3 cut short of its Xing/Info frame count, an Ogg file whose last page is cut.
+libsndfile reads such files to what remains, silently: a WAV, AIFF, AU, RF64 or Wave64 file cut
+short of its data chunk, an MP3 cut short of its Xing/Info frame count, an Ogg file whose last page is cut.
 tfaural calls each of them truncated, by name. An MP3 with no frame-count header at all is not
 truncated but one whose length libsndfile can only estimate (and stops reading at): it decodes to
 its end through FFmpeg. The references are the source signals the files were written from.
@@ -98,6 +98,44 @@ def test_a_placeholder_size_from_a_writer_that_could_not_seek_back_is_not_trunca
     path.write_bytes(bytes(data))
     loaded, _ = audio.load(path, sample_rate=None)
     np.testing.assert_array_equal(loaded, y / np.float32(32768))
+
+
+@pytest.mark.parametrize("rate, channels, subtype", [
+    (44100, 2, "PCM_16"), (48000, 1, "FLOAT"), (8000, 1, "ULAW"),
+    (8000, 1, "GSM610"), (22050, 2, "MS_ADPCM"), (44100, 1, "IMA_ADPCM"),  # ADPCM, GSM: blocks of 320-4,084 frames
+])
+def test_a_wave64_file_is_whole_until_cut(tmp_path: pathlib.Path, rate: int, channels: int, subtype: str) -> None:
+    """libsndfile logs a cut Wave64 file's "data" size without "(should be ...)": tfaural counts its frames from
+    that size and the block size. A whole file of every kind loads to libsndfile's count (no false alarm)."""
+    y = np.stack([sine(440, SECONDS, sample_rate=rate), chirp(200, 2000, SECONDS, sample_rate=rate)])[:channels]
+    data = _encode(y, rate=rate, format="W64", subtype=subtype)
+    whole = tmp_path / "whole.w64"
+    whole.write_bytes(data)
+    frames = sf.info(str(whole)).frames
+    assert abs(frames - y.shape[1]) < 0.1 * rate  # ADPCM and GSM round up to whole blocks
+    assert audio.load(whole, sample_rate=None)[0].shape == (frames,)
+    cut = tmp_path / "half.w64"
+    cut.write_bytes(data[: len(data) // 2])
+    for said in _errors(cut):
+        found = re.fullmatch(rf"{re.escape(str(cut))}: truncated: its header declares (\d\.\d\d) s of audio, "
+                             r"the file holds (\d\.\d\d) s", said)
+        assert found, said
+        declared, held = float(found.group(1)), float(found.group(2))
+        assert abs(declared - frames / rate) <= 0.1 and 0.4 < held / declared < 0.6, said
+
+
+def test_ffmpegs_streamed_wav_and_wave64_placeholders_are_not_truncation(tmp_path: pathlib.Path) -> None:
+    """FFmpeg writing to a pipe leaves 0xFFFFFFFF as a WAV's sizes and INT64_MAX as a Wave64 file's (which
+    libsndfile logs as negative): the files load whole, to the 16-bit samples written."""
+    y = np.stack([sine(440, SECONDS, sample_rate=SR), chirp(200, 2000, SECONDS, sample_rate=SR)])
+    for kind, offset, size in [("pcm-wav", 4, b"\xff" * 4), ("pcm-w64", 16, b"\xff" * 7 + b"\x7f")]:
+        path = ffmpeg_files.write(tmp_path / f"piped{ffmpeg_files.KINDS[kind][2]}", y, sample_rate=SR, kind=kind,
+                                  streamed=True)
+        data = path.read_bytes()
+        at = data.find(b"data") + offset
+        assert data[at: at + len(size)] == size  # the premise: the writer left its placeholder
+        loaded, _ = audio.load(path, sample_rate=None, mono=False)
+        np.testing.assert_array_equal(loaded, _int16(y) / np.float32(32768))
 
 
 # ------------------------------------------------------------------------------------------------ Ogg

@@ -85,11 +85,22 @@ _OPENING = re.compile(r"^Error opening (?:'.*?'|<[^>]*>): ")
 # "data", AIFF's "SSND", AU's "Data Size"; RF64's "ds64" frame count). It reads what is there, silently.
 _SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND|Data Size)\s*: (\d+) \(should be (\d+)\)", re.MULTILINE)
 _SHORT_DS64 = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)")
+# Sony Wave64 logs its "data" chunk's size (a 24-byte GUID and size, then the audio) but no "(should be)" when
+# the file is shorter, and its outer "riff" size, which some writers get wrong in whole files too. The audio's
+# length follows from the chunk's size, the block size and (for ADPCM and GSM) the frames each block codes.
+_W64_DATA = re.compile(r"^data : (\d+)$", re.MULTILINE)
+_W64_BLOCK = re.compile(r"^\s*Block Align\s*: (\d+)$", re.MULTILINE)
+_W64_BLOCK_FRAMES = re.compile(r"^\s*Samples/Block\s*: (\d+)$", re.MULTILINE)
+_W64_CHUNK_HEAD = 24
+_W64_PLACEHOLDER_BYTES = 1 << 62  # FFmpeg writes INT64_MAX when it cannot seek back
 # Sizes that writers which cannot seek back put in a header for "unknown" (0xFFFFFFFF from FFmpeg and in AU,
 # 0x7FFFFFFF from arecord, 0x7FFFF000 from SoX): not a promise of so much audio.
 _PLACEHOLDER_BYTES = 0x7FF00000
 # Largest float that PCM_16 stores without clipping (32767 / 32768).
 _PEAK_TARGET = 32767.0 / 32768.0
+#: Most samples (all channels) :func:`iter_blocks` asks the decoder for at once: 1 MiB of float32, whatever
+#: the file's rate, channels or ``block_seconds`` (a 30-s read of 8-channel 192-kHz audio would be 176 MiB).
+_READ_SAMPLES = 1 << 18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +256,11 @@ def _check_pcm_complete(snd: sf.SoundFile, name: str) -> None:
     ds64 = _SHORT_DS64.search(log)
     if ds64:  # frames, not bytes: (held, declared)
         held, declared = int(ds64.group(1)), int(ds64.group(2))
+    elif snd.format == "W64":
+        declared_or_none = _w64_declared_frames(log)
+        if declared_or_none is None:
+            return
+        held, declared = int(snd.frames), declared_or_none
     elif short and int(short.group(1)) < _PLACEHOLDER_BYTES:  # bytes: (declared, held)
         declared_bytes, held_bytes = int(short.group(1)), int(short.group(2))
         held = int(snd.frames)
@@ -255,6 +271,22 @@ def _check_pcm_complete(snd: sf.SoundFile, name: str) -> None:
     if declared - held > ffmpeg_audio.truncation_slack(rate):
         raise AudioDecodeError(name, f"truncated: its header declares {declared / rate:.2f} s of audio, the file "
                                      f"holds {held / rate:.2f} s")
+
+
+def _w64_declared_frames(log: str) -> int | None:
+    """The frames a Wave64 file's "data" chunk declares (ADPCM, GSM: at least), from libsndfile's log; ``None``
+    if it does not say, or says a placeholder (libsndfile logs INT64_MAX, FFmpeg's, as negative)."""
+    data, block = _W64_DATA.search(log), _W64_BLOCK.search(log)
+    if not data or not block or int(block.group(1)) <= 0:
+        return None
+    size = int(data.group(1))
+    if size < _W64_CHUNK_HEAD or size >= _W64_PLACEHOLDER_BYTES:
+        return None
+    blocks = (size - _W64_CHUNK_HEAD) // int(block.group(1))
+    block_frames = _W64_BLOCK_FRAMES.search(log)
+    if not block_frames:  # PCM, float, A-law, u-law: a block is one frame
+        return blocks
+    return (blocks - 1) * int(block_frames.group(1))  # at least: the last block may code fewer frames
 
 
 class _DeclaredLength:
@@ -287,6 +319,37 @@ class _DeclaredLength:
 
     def close(self) -> None:
         self._snd.close()
+
+
+def _read_frames(channels: int) -> int:
+    """Frames of ``channels`` channels in one read of at most :data:`_READ_SAMPLES` samples."""
+    return max(1, _READ_SAMPLES // channels)
+
+
+def _forward_only(snd: sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile) -> bool:
+    """Whether libsndfile can only read ``snd`` forward: GSM 6.10 (WAV, AIFF, W64), G.721/G.723 (WAV, AU)
+    and NMS ADPCM (WAV). soundfile then neither seeks nor reads "to the end" (``frames=-1``)."""
+    return isinstance(snd, sf.SoundFile) and not snd.seekable()
+
+
+def _seek(snd: sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile, frame: int) -> None:
+    """Moves to ``frame``; in a forward-only file, by decoding what precedes it (1 MiB at a time) and dropping it."""
+    if not _forward_only(snd):
+        snd.seek(frame)
+        return
+    left = frame
+    while left > 0 and len(part := snd.read(frames=min(left, _read_frames(snd.channels)), dtype="float32")):
+        left -= len(part)
+
+
+def _read(snd: sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile, frames: int) -> np.ndarray:
+    """``frames`` frames (``-1``: to the end) from the current position: float32 ``[frames, channels]``."""
+    if frames >= 0 or not _forward_only(snd):
+        return snd.read(frames=frames, dtype="float32", always_2d=True)
+    parts = []
+    while len(part := snd.read(frames=_read_frames(snd.channels), dtype="float32", always_2d=True)):
+        parts.append(part)
+    return np.concatenate(parts) if parts else np.zeros((0, snd.channels), np.float32)
 
 
 def _check_path(path: str, name: str) -> None:
@@ -417,9 +480,9 @@ def load(
             if snd.frames and start >= snd.frames and getattr(snd, "frames_exact", True):
                 length = snd.frames / native_sr
                 raise EmptyAudioError(name, f"offset {offset} s is past the end of the audio ({length:.3f} s)")
-            snd.seek(start)
+            _seek(snd, start)
         frames = -1 if duration is None else int(round(duration * native_sr))
-        data = snd.read(frames=frames, dtype="float32", always_2d=True)  # [samples, channels]
+        data = _read(snd, frames)  # [samples, channels]
     y = np.ascontiguousarray(data.T)  # [channels, samples]
     _validate_samples(y, name)
     if mono:
@@ -449,7 +512,10 @@ def iter_blocks(
     """Decodes a long file block by block, without holding it all in memory.
 
     Resampling is streamed (``soxr.ResampleStream``), so the concatenated blocks
-    equal :func:`load`'s output up to the resampler's edge handling.
+    equal :func:`load`'s output up to the resampler's edge handling. The decoder is
+    read at most 2^18 samples (1 MiB of float32, all channels) at a time, so memory
+    beyond the blocks themselves does not grow with the file's rate, channels or
+    ``block_seconds``.
 
     Args:
         source: A path, bytes or a binary file object.
@@ -472,7 +538,7 @@ def iter_blocks(
         native_sr = int(snd.samplerate)
         out_sr = native_sr if sample_rate is None else sample_rate
         block_len = max(1, int(round(block_seconds * out_sr)))
-        read_len = max(1, int(round(block_seconds * native_sr)))
+        read_len = max(1, min(int(round(block_seconds * native_sr)), _read_frames(int(snd.channels))))
         channels = 1 if mono else int(snd.channels)
         stream = (
             soxr.ResampleStream(native_sr, out_sr, channels, dtype="float32", quality=RESAMPLE_QUALITY)
