@@ -152,6 +152,35 @@ def dsf(path: pathlib.Path, y: np.ndarray) -> pathlib.Path:
     return path
 
 
+def dsdiff(path: pathlib.Path, y: np.ndarray) -> pathlib.Path:
+    """A DSDIFF file (Philips' DSD Interchange File Format 1.5, ``.dff``) of stereo ``y``: float32
+    ``[2, samples]`` at :data:`DSD_PCM_RATE`, coded into one-bit DSD64 as :func:`dsf` does.
+
+    The layout is the format's specification: a "FRM8" chunk of form type "DSD " holding "FVER" (1.5),
+    "PROP" ("SND ": "FS  " the rate, "CHNL" the channels' IDs, "CMPR" "DSD " not compressed) and a "DSD "
+    chunk of one byte per channel in turn, most significant (earliest) bit first; sizes are 64-bit big-endian.
+    """
+    data = np.atleast_2d(np.asarray(y, np.float64))
+    if data.shape[0] != 2:
+        raise ValueError("dsdiff writes stereo")
+    held = np.repeat(np.clip(data, -1, 1), 8, axis=1)
+    bits = np.diff(np.floor(np.cumsum((held + 1) / 2, axis=1)), axis=1, prepend=0).astype(np.uint8)
+    samples = bits.shape[1] - bits.shape[1] % 8  # whole bytes
+    packed = np.packbits(bits[:, :samples], axis=1, bitorder="big")  # [channels, bytes]
+    sound = packed.T.tobytes()  # byte 0 of each channel, byte 1, ...
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack(">Q", len(body)) + body + b"\0" * (len(body) % 2)
+
+    name = b"not compressed"
+    prop = b"SND " + chunk(b"FS  ", struct.pack(">I", DSD_RATE)) + chunk(b"CHNL", struct.pack(">H", 2) + b"SLFTSRGT")
+    prop += chunk(b"CMPR", b"DSD " + bytes([len(name)]) + name + b"\0" * ((len(name) + 1) % 2))
+    form = b"DSD " + chunk(b"FVER", struct.pack(">I", 0x01050000)) + chunk(b"PROP", prop) + chunk(b"DSD ", sound)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(chunk(b"FRM8", form))
+    return path
+
+
 def without_xing_frame(data: bytes) -> bytes:
     """An MPEG-1 Layer III file (no ID3v2 tag in front, as libsndfile writes them) without its first frame, the
     one that carries the Xing/Info tag: the length of what remains is nowhere in the file."""

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from signal_makers import chirp, lag, sine
 
-from tfaural import audio
+from tfaural import audio, completeness
 from tfaural.data.catalogue import AUDIO_EXTENSIONS
 from tfaural.errors import AudioDecodeError, EmptyAudioError, InvalidAudioError
 
@@ -225,19 +225,50 @@ def test_blocks_keep_memory_bounded_by_the_block_not_the_file(tmp_path: pathlib.
     assert peak < whole_file / 8, f"peak {peak / 1e6:.1f} MB for a {whole_file / 1e6:.1f}-MB file"
 
 
-def test_dsd_in_a_dsf_file_decodes_to_the_signal_it_codes(tmp_path: pathlib.Path) -> None:
-    """One-bit DSD64, as audiophile downloads come: FFmpeg filters it down to 352.8 kHz PCM, and tfaural's soxr
-    takes it from there. The file is coded here by a first-order sigma-delta modulator, whose noise the filter
-    leaves more than 20 dB below the signal."""
+_DSD_WRITERS = {"dsf": (ffmpeg_files.dsf, "DSF"), "dff": (ffmpeg_files.dsdiff, "IFF")}
+
+
+@pytest.mark.parametrize("container", ["dsf", "dff"])
+def test_dsd_decodes_to_the_signal_it_codes(tmp_path: pathlib.Path, container: str) -> None:
+    """One-bit DSD64, as audiophile downloads come, in Sony's DSF or Philips' DSDIFF (FFmpeg's "iff"): FFmpeg
+    filters it down to 352.8 kHz PCM, and tfaural's soxr takes it from there. The file is coded here by a
+    first-order sigma-delta modulator, whose noise the filter leaves more than 20 dB below the signal."""
     rate = ffmpeg_files.DSD_PCM_RATE
     source = _stereo(rate, 1.5)
-    path = ffmpeg_files.dsf(tmp_path / "hi-res.dsf", source)
+    write, format_name = _DSD_WRITERS[container]
+    path = write(tmp_path / f"hi-res.{container}", source)
     info = audio.info(path)
-    assert (info.format, info.subtype, info.sample_rate, info.channels) == ("DSF", "DSD", rate, 2)
+    assert (info.format, info.subtype, info.sample_rate, info.channels) == (format_name, "DSD", rate, 2)
     decoded, sr = audio.load(path, sample_rate=None, mono=False)
-    assert sr == rate and decoded.shape == source.shape  # the last block's padding is not audio
+    assert sr == rate and decoded.shape == source.shape  # a DSF's last block's padding is not audio
     shift = lag(decoded, source)
     assert 0 <= shift <= 32  # the decoder's filter delay
     assert _snr_db(decoded[:, shift:], source[:, :source.shape[1] - shift]) > 20
     assert len(audio.load(path, sample_rate=16000)[0]) == int(1.5 * 16000)
-    assert ".dsf" in AUDIO_EXTENSIONS
+    excerpt, _ = audio.load(path, sample_rate=None, mono=False, offset=0.5, duration=0.25)
+    np.testing.assert_array_equal(excerpt, decoded[:, rate // 2: rate // 2 + rate // 4])
+    assert f".{container}" in AUDIO_EXTENSIONS
+
+
+@pytest.mark.parametrize("container", ["dsf", "dff"])
+def test_a_dsd_file_is_held_to_its_headers_length(tmp_path: pathlib.Path, container: str) -> None:
+    """FFmpeg takes a DSF file's length from its data's size in whole 4,096-byte blocks and reads a cut one to
+    what remains; tfaural takes it from the header's sample count (DSDIFF: the sound chunk's size), so ``info``
+    is exact and a cut file is an error, as every cut file is."""
+    rate = ffmpeg_files.DSD_PCM_RATE
+    source = _stereo(rate, 1.2345)  # not a whole number of blocks
+    path = _DSD_WRITERS[container][0](tmp_path / f"whole.{container}", source)
+    assert completeness.dsd_declared_frames(path) == source.shape[1]
+    assert audio.info(path).frames == source.shape[1]
+    data = path.read_bytes()
+    cut = tmp_path / f"cut.{container}"
+    for keep in (0.5, 0.9):
+        cut.write_bytes(data[: int(len(data) * keep)])
+        for call in (lambda: audio.load(cut, sample_rate=16000),
+                     lambda: list(audio.iter_blocks(cut, sample_rate=16000, block_seconds=0.5))):
+            with pytest.raises(AudioDecodeError) as error:
+                call()
+            assert error.value.source == str(cut)
+            assert str(error.value).startswith((  # FFmpeg itself may fail on the cut packet first
+                f"{cut}: truncated: its audio ends at", f"{cut}: decoding failed, the file may be truncated"))
+        assert completeness.dsd_declared_frames(cut) == source.shape[1]  # the header is all there

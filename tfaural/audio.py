@@ -177,7 +177,8 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
 
     Raises:
         AudioDecodeError: With libsndfile's reason, and FFmpeg's if FFmpeg was tried; or an Ogg file whose
-            last page is cut short or does not end the stream (truncated).
+            last page is cut short or does not end the stream (truncated). (A DSD file is held to its header's
+            length, so a read that ends short of it raises truncated.)
     """
     # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
     # Its code 7 blames the file's existence, which _check_path has already established.
@@ -195,12 +196,16 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
         raise AudioDecodeError(name, ffmpeg_err.reason) from None
     if snd is None:
         raise AudioDecodeError(name, reason) from None
-    if snd.format == "OGG":  # FLAC in Ogg: FFmpeg would read a cut file to what remains, as libsndfile would
-        try:
+    try:
+        if snd.format == "OGG":  # FLAC in Ogg: FFmpeg would read a cut file to what remains, as libsndfile would
             _check_ogg_complete(handle, name)
-        except AudioDecodeError:
-            snd.close()
-            raise
+        elif snd.format in ("DSF", "IFF") and snd.subtype == "DSD":  # FFmpeg would read a cut DSF to what remains
+            declared = _peek(completeness.dsd_declared_frames, handle)
+            if declared:
+                snd.hold_to(declared)
+    except BaseException:
+        snd.close()
+        raise
     return snd
 
 

@@ -29,6 +29,14 @@ and Fraunhofer's documentation for the tags):
 - or, 32 bytes after the frame header whatever the mode, ``"VBRI"``, version, delay, quality
   (2 bytes each), the stream's bytes (4) and its frame count (4).
 
+**DSD** (one-bit audio) comes in Sony's DSF and Philips' DSDIFF. FFmpeg, which :mod:`tfaural.audio`
+asks for both, reads a cut DSF file to what remains and takes its length from the data's size (whole
+4,096-byte blocks) rather than from its header's sample count; :func:`dsd_declared_frames` reads the
+count (DSF: the ``"fmt "`` chunk's 64-bit sample count per channel at byte 64, after the 28-byte ``"DSD "``
+chunk and 36 bytes of ``"fmt "``, little-endian; DSDIFF: the size of the ``"DSD "`` sound chunk inside the
+``"FRM8"`` form, one byte per channel in turn, and the channel count of ``"PROP"``'s ``"CHNL"`` chunk;
+64-bit big-endian sizes, chunks padded to even lengths).
+
 The Ogg page header (RFC 3533): ``"OggS"``, version 0, header type (bit 2: end of stream),
 granule position (8 bytes), serial number (4), page sequence number (4), CRC (4), the number
 of segments (1) and their lengths (1 byte each); the page's data follows.
@@ -40,7 +48,7 @@ import os
 from collections.abc import Callable
 from typing import IO, TypeVar
 
-__all__ = ["mp3_declared_frames", "ogg_truncation"]
+__all__ = ["dsd_declared_frames", "mp3_declared_frames", "ogg_truncation"]
 
 _T = TypeVar("_T")
 
@@ -51,6 +59,9 @@ _VBRI_OFFSET = 4 + 32
 # Bytes of the first frame that hold either tag: header, CRC, side information, Xing tag and count
 # (4 + 2 + 32 + 12), or header, VBRI's 32 bytes and its tag up to the count (4 + 32 + 18).
 _FRAME_HEAD_BYTES = _VBRI_OFFSET + 18
+
+# A DSDIFF file's property chunks come before its sound; a few kB, unless a long comment precedes them.
+_DSD_HEAD_BYTES = 64 * 1024
 
 _OGG_CAPTURE = b"OggS\x00"
 _OGG_HEADER_BYTES = 27
@@ -92,6 +103,22 @@ def ogg_truncation(file: str | os.PathLike[str] | IO[bytes]) -> str | None:
         OSError: If the file cannot be read or a file object cannot seek.
     """
     return _reading(file, _ogg_truncation)
+
+
+def dsd_declared_frames(file: str | os.PathLike[str] | IO[bytes]) -> int | None:
+    """The length a DSF or DSDIFF file's header declares, in FFmpeg's PCM frames (8 one-bit samples each).
+
+    Args:
+        file: A path, or a seekable binary file object (left where it was).
+
+    Returns:
+        Frames per channel at an eighth of the DSD rate (352.8 kHz for DSD64), or ``None`` if the file is
+        neither, its audio is not one-bit DSD (DSDIFF's DST compression), or its header does not say.
+
+    Raises:
+        OSError: If the file cannot be read or a file object cannot seek.
+    """
+    return _reading(file, _dsd_declared_frames)
 
 
 def _reading(file: str | os.PathLike[str] | IO[bytes], read: Callable[[IO[bytes]], _T]) -> _T:
@@ -190,4 +217,37 @@ def _ogg_truncation(handle: IO[bytes]) -> str | None:
         return "its last Ogg page does not end the stream (it lacks the end-of-stream flag)"
     # A whole end-of-stream page, whatever follows it (a tag some tool appended); or bytes after a page that
     # does not end the stream, which are no page: too odd to judge, the decoder's reading stands.
+    return None
+
+
+def _dsd_declared_frames(handle: IO[bytes]) -> int | None:
+    handle.seek(0)
+    head = handle.read(_DSD_HEAD_BYTES)
+    if head[:4] == b"DSD " and head[28:32] == b"fmt " and len(head) >= 72:
+        bits = int.from_bytes(head[60:64], "little")
+        return int.from_bytes(head[64:72], "little") // 8 if bits == 1 else None
+    if head[:4] != b"FRM8" or head[12:16] != b"DSD ":
+        return None
+    channels = None
+    at = 16
+    while at + 12 <= len(head):
+        kind, size = head[at:at + 4], int.from_bytes(head[at + 4:at + 12], "big")
+        body = head[at + 12:at + 12 + size]
+        if kind == b"PROP" and body[:4] == b"SND ":
+            channels = _dsdiff_channels(body[4:])
+        elif kind == b"DSD ":
+            return size // channels if channels else None
+        elif kind == b"DST ":
+            return None
+        at += 12 + size + size % 2
+    return None
+
+
+def _dsdiff_channels(chunks: bytes) -> int | None:
+    at = 0
+    while at + 14 <= len(chunks):
+        kind, size = chunks[at:at + 4], int.from_bytes(chunks[at + 4:at + 12], "big")
+        if kind == b"CHNL":
+            return int.from_bytes(chunks[at + 12:at + 14], "big") or None
+        at += 12 + size + size % 2
     return None

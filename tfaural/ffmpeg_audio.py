@@ -63,10 +63,11 @@ CONTAINERS: dict[str, str] = {
     "amr": "AMR",
     "dts": "DTS",
     "dsf": "DSF",  # DSD (one-bit) audio: FFmpeg decodes DSD64 to 352.8 kHz PCM
+    "iff": "IFF",  # DSDIFF (.dff), DSD's other container (and Amiga IFF sound, which libsndfile reads first)
 }
 #: File name extensions of those containers (for catalogue scans; decoding goes by content, not name).
 EXTENSIONS = (".m4a", ".m4b", ".mp4", ".aac", ".alac", ".webm", ".mka", ".mkv", ".wma", ".asf", ".ac3", ".eac3",
-              ".wv", ".ape", ".tta", ".caf", ".amr", ".dts", ".dsf")
+              ".wv", ".ape", ".tta", ".caf", ".amr", ".dts", ".dsf", ".dff")
 # FFmpeg demuxers of formats libsndfile reads itself (its failure there means a broken file, not FFmpeg's turn).
 _LIBSNDFILE_FORMATS = frozenset({"mp3", "flac"})
 # Containers whose index a seek may use (when their time base counts samples: see _index_time_base).
@@ -210,6 +211,12 @@ class FFmpegAudioFile:
             if self._position <= self._skip_to:
                 continue
             return block[:, max(self._skip_to - first, 0):]
+
+    def hold_to(self, frames: int) -> None:
+        """Takes ``frames`` as the stream's exact length, which the file's own header states where FFmpeg does
+        not use it (a DSF file's sample count: :mod:`tfaural.completeness`): samples past it are dropped, and
+        a stream that ends short of it is truncated."""
+        self.frames, self.frames_exact = int(frames), True
 
     def seek(self, frame: int) -> int:
         """Positions the next ``read`` at sample ``frame``; returns it."""
