@@ -501,7 +501,7 @@ class MelAuraliser(Auraliser):
         power: Exponent of the magnitude in the mel spectrogram (2: power).
         log_c: The compression constant (``None``: read from the compression layer).
         inversion: ``"pinv"`` or ``"nnls"`` (:func:`mel_to_linear_power`).
-        method: The deconvolution's ReLU rule (:data:`tfaural.deconv.METHODS`).
+        method: The deconvolution's rule at activations (:data:`tfaural.deconv.METHODS`).
         input_layer: The compression layer (``None``: the model's front end).
         chunk_elements: Bound of the deconvolution's working set per chunk of features
             (``None``: the default).

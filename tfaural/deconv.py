@@ -19,6 +19,14 @@ layer or ``activation="relu"``    ``"guided"`` (guided backpropagation): that, a
 inside a conv / dense layer)      forward activation was not positive; ``"gradient"`` (plain
                                   gradient, saliency): zero where the forward activation was not
                                   positive (the ordinary derivative)
+other rectifiers (ELU, SELU,      ``deconvnet``: ReLU of the signal, as for the ReLU they
+GELU, swish/SiLU, mish, softplus, smooth, bound or let leak; ``guided``: that times the
+leaky/parametric/bounded ReLU;    derivative at the forward input; ``gradient``: the signal times
+:data:`RECTIFIERS`; as layers or  the derivative (taken by ``tf.GradientTape`` of the activation
+inside a conv / dense layer)      itself, in the walk's graph)
+other elementwise activations     every method: the signal times the derivative (the rules
+(sigmoid, tanh, ...:              differ only at rectifiers, as Captum's ``Deconvolution`` and
+:data:`ELEMENTWISE`)              ``GuidedBackprop`` differ from the gradient only at ReLUs)
 ``MaxPooling1D/2D``               unpooling through the **switches**: each value goes back to
                                   the position of its window's (first) maximum; windows may
                                   overlap (any size, stride, ``valid``/``same`` padding), their
@@ -40,10 +48,11 @@ inside a conv / dense layer)      forward activation was not positive; ``"gradie
 ``Dropout`` & co., ``Identity``   identity (inference)
 ================================  ===========================================================
 
-Any other layer on the way down raises :class:`~tfaural.errors.ModelError` naming it.
-A layer's own non-ReLU activation (a sigmoid output, a softmax) is allowed only on
-the seeded layer itself, which is then seeded with its pre-activation values
-(the logits).
+Any other layer on the way down raises :class:`~tfaural.errors.ModelError` naming it,
+as does an activation that is not elementwise (softmax) or not known by name (a
+Python function of the user's own). A layer's own non-rectifying activation (a sigmoid
+output, a softmax) is skipped on the seeded layer itself, which is then seeded with its
+pre-activation values (the logits); a rectifier there is walked as below it.
 
 **Features are a batch axis.** All ``k`` selected features of a layer go back down
 in one pass: every backward op runs on ``batch × k`` signals at once (the switches
@@ -77,7 +86,8 @@ model). Levels are conv blocks: for tfaural's own models those of
 conv, 1..N the modules, N + 1 the 1x1 conv), seeded at the block's output (after its
 pooling). For any other model, levels ``1..N`` number its ``Conv1D``/``Conv2D``
 layers in topological order, each seeded at the end of the chain of batch
-normalisation, ReLU and pooling layers that follows it (stopping before dropout,
+normalisation, rectifier (ReLU, ELU, ...) and pooling layers that follows it (stopping
+before a non-rectifying activation, dropout,
 a reshape, a merge or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``.
 
 **Input domain.** The walk ends at the model's input, or at the output of the
@@ -130,7 +140,7 @@ __all__ = [
     "unpool",
 ]
 
-#: The backward rules for ReLU that :class:`DeconvNet` offers.
+#: The backward rules at ReLUs (and other activations) that :class:`DeconvNet` offers.
 METHODS = ("deconvnet", "guided", "gradient")
 
 #: Layer classes that form a model's input front end: the walk stops after them by default.
@@ -594,34 +604,84 @@ def _activation_kind(fn: Any) -> str:
     return name or type(fn).__name__
 
 
+#: Activations that rectify (ReLU and its leaky, bounded and smooth variants), by function name: the deconvnet
+#: rectifies the signal coming back through them as through a ReLU.
+RECTIFIERS = frozenset({
+    "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish", "hard_silu", "hard_swish", "mish",
+    "softplus", "sparse_plus", "squareplus", "relu with max_value/negative_slope/threshold", "prelu",
+})
+#: Other elementwise activations: every method multiplies the signal by their derivative.
+ELEMENTWISE = frozenset({
+    "sigmoid", "hard_sigmoid", "sparse_sigmoid", "tanh", "hard_tanh", "softsign", "exponential", "log_sigmoid",
+    "tanh_shrink", "soft_shrink", "hard_shrink",
+})
+_ACTIVATION_LAYERS: tuple[type, ...] = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
+                                        keras.layers.ELU, keras.layers.PReLU)
+
+
 def _layer_activation(layer: Any) -> str:
     """``"linear"``, ``"relu"`` or the name of another activation applied by ``layer``."""
     if isinstance(layer, keras.layers.ReLU):
         plain = layer.max_value is None and float(layer.negative_slope) == 0 and float(layer.threshold) == 0
         return "relu" if plain else "relu with max_value/negative_slope/threshold"
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return "leaky_relu"
+    if isinstance(layer, keras.layers.ELU):
+        return "elu"
+    if isinstance(layer, keras.layers.PReLU):
+        return "prelu"
     return _activation_kind(getattr(layer, "activation", None))
+
+
+def _walkable(activation: str) -> bool:
+    """Whether the walk has a rule for ``activation`` anywhere below the seeded layer."""
+    return activation in ("linear", "relu") or activation in RECTIFIERS or activation in ELEMENTWISE
+
+
+def _derivative(step: _Step, xs: list[tf.Tensor]) -> tf.Tensor:
+    """The elementwise derivative of ``step``'s activation at its forward input (``[batch, ...]``)."""
+    layer: Any = step.layer
+    fn: Callable[[tf.Tensor], tf.Tensor]
+    if isinstance(step.layer, _ACTIVATION_LAYERS):  # (not on ``layer``: mypy would narrow it to object)
+        z, fn = xs[0], functools.partial(layer, training=False)
+    else:  # a conv or dense layer's own activation, at its pre-activation
+        z, fn = _pre_activation(step, xs[0]), layer.activation
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        out = fn(z)
+    return tf.stop_gradient(tape.gradient(out, z))
 
 
 def _relu_backward(cot: _Cot, forward: tf.Tensor, ctx: _Context) -> _Cot:
     """The ReLU rule of ``ctx.method``; ``forward`` is the ReLU's forward output ``[batch, ...]``."""
+    return _rectifier_backward(cot, lambda: tf.cast(forward > 0, forward.dtype), ctx)
+
+
+def _rectifier_backward(cot: _Cot, derivative: Callable[[], tf.Tensor], ctx: _Context) -> _Cot:
+    """A rectifier's rule: ``deconvnet`` ReLU of the signal; ``guided`` that, times the ``derivative()``;
+    ``gradient`` the signal times the derivative."""
     if isinstance(cot, _Unpooled) and ctx.method != "gradient":
         cot = _settle(cot, ctx)
     if ctx.method == "deconvnet":
         return _map(cot, tf.nn.relu)
-    active = tf.cast(forward > 0, forward.dtype)
     if ctx.method == "guided":
         cot = _map(cot, tf.nn.relu)
-    return ctx.times_forward(cot, active)
+    return ctx.times_forward(cot, derivative())
 
 
-def _activation_backward(step: _Step, y: tf.Tensor, cot: _Cot, ctx: _Context, seeded: bool) -> _Cot:
+def _activation_backward(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                         seeded: bool) -> _Cot:
     kind = _layer_activation(step.layer)
     if kind == "relu":
         return _relu_backward(cot, y, ctx)
+    if kind in RECTIFIERS:
+        return _rectifier_backward(cot, lambda: _derivative(step, xs), ctx)
+    if kind in ELEMENTWISE and not seeded:  # not a rectifier: every method takes its derivative
+        return ctx.times_forward(cot, _derivative(step, xs))
     if kind != "linear" and not seeded:
         raise ModelError(f"layer {step.layer.name!r}: activation {kind!r} has no deconvolution rule "
-                         "(only relu and linear; a layer's own activation may be skipped only where it is seeded)")
-    return cot  # linear, or the seeded layer's own non-linearity (seeded with its pre-activation)
+                         "(only elementwise ones; another may be skipped only where it is seeded)")
+    return cot  # linear, or the seeded layer's own non-rectifying non-linearity (seeded with its pre-activation)
 
 
 def _identity_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
@@ -631,7 +691,7 @@ def _identity_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ct
 
 def _activation_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
                      seeded: bool) -> list[_Cot | None]:
-    return [_activation_backward(step, y, cot, ctx, seeded)]
+    return [_activation_backward(step, xs, y, cot, ctx, seeded)]
 
 
 def _batch_norm_scale(layer: Any) -> tf.Tensor:
@@ -771,7 +831,7 @@ def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _
                seeded: bool) -> list[_Cot | None]:
     layer = step.layer
     rank = len(layer.kernel.shape) - 2
-    cot = _activation_backward(step, y, cot, ctx, seeded)
+    cot = _activation_backward(step, xs, y, cot, ctx, seeded)
     strides = _tuple(layer.strides, rank)
     if strides == (1,) * rank:
         pads = _adjoint_pads(layer, rank)
@@ -806,7 +866,7 @@ def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _
 
 def _dense_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
                 seeded: bool) -> list[_Cot | None]:
-    cot = _activation_backward(step, y, cot, ctx, seeded)
+    cot = _activation_backward(step, xs, y, cot, ctx, seeded)
     kernel = tf.convert_to_tensor(step.layer.kernel)  # [in, units]
     if isinstance(cot, _Sparse) and len(cot.value.shape) == 2:  # [batch, k]: one unit per feature
         rows = tf.gather(kernel, ctx.features, axis=1)  # [in, k]
@@ -951,7 +1011,7 @@ def _rule(layer: Any) -> _Rule | str:
         return "channels_first data format (only channels_last is supported)"
     if isinstance(layer, _IDENTITY_TYPES):
         return _identity_rule
-    if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
+    if isinstance(layer, _ACTIVATION_LAYERS):
         return _activation_rule
     if isinstance(layer, keras.layers.BatchNormalization):
         return _batch_norm_rule
@@ -1075,10 +1135,10 @@ class _Graph:
         return values
 
 
-def _pre_activation(step: _Step, values: dict[int, tf.Tensor]) -> tf.Tensor:
-    """The output of ``step`` before its own non-ReLU activation (the logits of a sigmoid layer)."""
-    layer, x = step.layer, values[step.inputs[0]]
-    if isinstance(layer, keras.layers.Activation):
+def _pre_activation(step: _Step, x: tf.Tensor) -> tf.Tensor:
+    """The output of ``step`` (on its input ``x``) before its own activation (the logits of a sigmoid layer)."""
+    layer = step.layer
+    if isinstance(layer, _ACTIVATION_LAYERS):
         return x
     if isinstance(layer, keras.layers.Dense):
         out = linalg.matmul(x, tf.convert_to_tensor(layer.kernel))
@@ -1118,7 +1178,8 @@ class DeconvNet:
         model: A single-input Keras functional model (tfaural's Choi CNN and SampleCNN family,
             or any CNN built from the layers of the module docstring).
         method: ``"deconvnet"`` (Zeiler–Fergus), ``"guided"`` (guided backpropagation) or
-            ``"gradient"`` (plain gradient / saliency): the ReLU rule of the walk.
+            ``"gradient"`` (plain gradient / saliency): the rule of the walk at ReLUs and other
+            activations (see the module docstring).
         input_layer: Name of the layer whose output is the input domain the walk ends in
             (``None``: the model's input after its front-end layers; see the module docstring).
 
@@ -1126,7 +1187,7 @@ class DeconvNet:
         levels: The levels ``layer`` accepts besides layer names (see the module docstring).
         layer_names: ``{level: name of the layer seeded for it}``.
         input_layer: The layer whose output is the input domain, ``None`` for the model input.
-        method: The ReLU rule.
+        method: The rule at activations.
 
     Raises:
         ModelError: If the model is not a single-input functional model or has no conv layer.
@@ -1186,8 +1247,7 @@ class DeconvNet:
                 blocks = ()  # a tfaural model without conv blocks (aggregation): the generic search
             if blocks:
                 return {b.level: b.output for b in blocks if graph.step(b.output).index in self._domain_steps}
-        chain = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation, *_MAX_POOL_TYPES,
-                 *_AVERAGE_POOL_TYPES)
+        chain = (keras.layers.BatchNormalization, *_ACTIVATION_LAYERS, *_MAX_POOL_TYPES, *_AVERAGE_POOL_TYPES)
         names: dict[int, str] = {}
         for step in graph.steps:
             if not isinstance(step.layer, _CONV_TYPES) or step.index not in self._domain_steps:
@@ -1195,8 +1255,9 @@ class DeconvNet:
             end = step
             while len(graph.consumers.get(end.output, [])) == 1:
                 after = graph.consumers[end.output][0]
-                if not isinstance(after.layer, chain) or (
-                    isinstance(after.layer, keras.layers.Activation) and _layer_activation(after.layer) != "relu"
+                if not isinstance(after.layer, chain) or (  # a rectifier continues the block, a sigmoid ends it
+                    isinstance(after.layer, _ACTIVATION_LAYERS) and _layer_activation(after.layer) != "relu"
+                    and _layer_activation(after.layer) not in RECTIFIERS
                 ):
                     break
                 end = after
@@ -1222,11 +1283,12 @@ class DeconvNet:
                     f"{self.model.name!r}: {rule}"
                 )
             activation = _layer_activation(step.layer)
-            if step is not seed and activation not in ("linear", "relu") and rule in (_conv_rule, _dense_rule,
-                                                                                    _activation_rule):
+            if step is not seed and not _walkable(activation) and rule in (_conv_rule, _dense_rule,
+                                                                             _activation_rule):
                 raise ModelError(
                     f"cannot deconvolve through layer {step.layer.name!r} ({type(step.layer).__name__}) of "
-                    f"model {self.model.name!r}: activation {activation!r} has no rule (only relu and linear)"
+                    f"model {self.model.name!r}: activation {activation!r} has no rule (only elementwise "
+                    "activations: relu and its variants, sigmoid, tanh, ...)"
                 )
             rules.append(rule)
         walk = _Walk(seed, steps, tuple(rules), _layer_activation(seed.layer))
@@ -1282,9 +1344,9 @@ class DeconvNet:
         return x
 
     def _seed_values(self, walk: _Walk, values: dict[int, tf.Tensor]) -> tf.Tensor:
-        if walk.seed_activation in ("linear", "relu"):
+        if walk.seed_activation in ("linear", "relu") or walk.seed_activation in RECTIFIERS:
             return values[walk.seed.output]
-        return _pre_activation(walk.seed, values)
+        return _pre_activation(walk.seed, values[walk.seed.inputs[0]])
 
     def _features(self, features: Sequence[int] | tf.Tensor | None, n_maps: int) -> tf.Tensor:
         if features is None:

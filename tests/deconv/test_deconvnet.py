@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import keras
 import numpy as np
 import pytest
@@ -288,14 +291,21 @@ def test_folding_the_first_layer_is_decided_in_graph_for_unknown_sizes(rng: np.r
 def _small_musicnn(rng: np.random.Generator, *, frontend_scale: float = 0.05) -> keras.Model:
     model = musicnn_tagger(architecture="musicnn", n_outputs=3, n_mels=16, n_frames=30,
                            frontend_scale=frontend_scale, midend_filters=4, backend_units=6)
+    return _randomise_weights(model, rng, scale=0.3)
+
+
+def _randomise_weights(model: keras.Model, rng: np.random.Generator, *, scale: float) -> keras.Model:
+    """Batch norms with scales of both signs, PReLU slopes in [0.05, 0.5], other weights N(0, scale²)."""
     for layer in model.layers:
         weights = layer.get_weights()
         if isinstance(layer, keras.layers.BatchNormalization):
             n = weights[0].shape[0]
             layer.set_weights([rng.uniform(-1.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
                                rng.uniform(0.5, 2, n)])
+        elif isinstance(layer, keras.layers.PReLU):
+            layer.set_weights([rng.uniform(0.05, 0.5, w.shape) for w in weights])
         elif weights:
-            layer.set_weights([rng.standard_normal(w.shape) * 0.3 for w in weights])
+            layer.set_weights([rng.standard_normal(w.shape) * scale for w in weights])
     return model
 
 
@@ -342,6 +352,116 @@ def test_seeding_a_sigmoid_output_uses_its_logits(rng: np.random.Generator) -> N
     logits = keras.Model(model.inputs, model.get_layer("logits").output)(mel, training=False)
     np.testing.assert_allclose(activation.numpy(), logits.numpy()[:, [2]], rtol=1e-5)
     np.testing.assert_allclose(out.numpy(), net(mel, layer="logits", features=[2]).numpy(), rtol=1e-6)
+
+
+# ------------------------------------------------------------------ activations beyond ReLU
+
+
+def _many_activations(rng: np.random.Generator) -> keras.Model:
+    """A chain of conv blocks with the activations audio CNNs use besides ReLU, as layers and inside convs."""
+    x = keras.Input((16, 20, 1))
+    h = keras.layers.Conv2D(6, 3, padding="same", name="conv1")(x)
+    h = keras.layers.ELU(name="elu1")(h)  # Choi et al. 2016's tagger: conv, batch norm, ELU, max-pool
+    h = keras.layers.MaxPooling2D(2, name="pool1")(h)
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="gelu", name="conv2")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.LeakyReLU(negative_slope=0.2, name="leaky2")(h)
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="tanh", name="conv3")(h)
+    h = keras.layers.Conv2D(6, 2, padding="same", name="conv4")(h)
+    h = keras.layers.Activation("swish", name="swish4")(h)
+    h = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool4")(h)  # overlapping windows
+    h = keras.layers.PReLU(shared_axes=[1, 2], name="prelu4")(h)
+    h = keras.layers.Conv2D(5, 2, padding="same", activation="softplus", name="conv5")(h)
+    h = keras.layers.ReLU(max_value=2.0, name="relu5")(h)
+    y = keras.layers.Dense(3, activation="sigmoid", name="output")(keras.layers.GlobalAveragePooling2D()(h))
+    return _randomise_weights(keras.Model(x, y), rng, scale=0.4)
+
+
+_RECTIFYING = ("elu1", "conv2", "leaky2", "swish4", "prelu4", "conv5", "relu5")
+
+
+def _with_rule(fn: Any, method: str, rectifier: bool) -> Any:
+    """``fn`` whose gradient is the walk's rule for ``method`` (what every activation of the reference does)."""
+
+    @tf.custom_gradient
+    def f(z: tf.Tensor) -> Any:
+        def rule(g: tf.Tensor, variables: Any = None) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                out = fn(z)
+            derivative = tape.gradient(out, z)
+            if method == "gradient" or not rectifier:
+                back = g * derivative
+            else:
+                back = tf.nn.relu(g) * derivative if method == "guided" else tf.nn.relu(g)
+            return (back, [tf.zeros_like(v) for v in variables]) if variables else back  # PReLU's slopes
+
+        return fn(z), rule
+
+    return f
+
+
+def _reference_maps(model: keras.Model, x: tf.Tensor, method: str) -> dict[str, tf.Tensor]:
+    """Every layer's forward output (conv3: its pre-activation, which a tanh layer is seeded with), computed
+    layer by layer with each activation's gradient replaced by the rule of ``method``."""
+    maps: dict[str, tf.Tensor] = {}
+    h = x
+    for layer in model.layers[1:]:
+        if isinstance(layer, keras.layers.Conv2D):
+            z = layer.convolution_op(h, layer.kernel) + layer.bias
+            name = layer.activation.__name__
+            maps[f"{layer.name}_pre"] = z
+            h = z if name == "linear" else _with_rule(layer.activation, method, layer.name in _RECTIFYING)(z)
+        elif isinstance(layer, (keras.layers.ELU, keras.layers.LeakyReLU, keras.layers.PReLU, keras.layers.ReLU,
+                                keras.layers.Activation)):
+            h = _with_rule(functools.partial(layer, training=False), method, True)(h)
+        elif isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            break
+        else:
+            h = layer(h, training=False)
+        maps[layer.name] = h
+    return maps
+
+
+@pytest.mark.parametrize("method", deconv.METHODS)
+def test_activations_beyond_relu_walk_as_autodiff_with_the_methods_rule(rng: np.random.Generator,
+                                                                         method: str) -> None:
+    """ELU, GELU, leaky and parametric ReLU, swish, softplus, a bounded ReLU and tanh, as layers and inside
+    convolutions, under max-pools (overlapping ones too) and batch normalisation. The reference is
+    ``tf.GradientTape`` through the model, layer by layer, with each activation's gradient replaced by the
+    method's rule: at tanh the derivative in every method; at every rectifier, for ``gradient`` the
+    derivative (so the plain gradient of the model), for ``guided`` that times the ReLU of the signal, for
+    ``deconvnet`` the ReLU of the signal."""
+    model = _many_activations(rng)
+    net = deconv.DeconvNet(model, method=method)
+    assert net.layer_names == {1: "pool1", 2: "leaky2", 3: "conv3", 4: "prelu4", 5: "relu5"}
+    x = tf.constant(rng.uniform(0, 1, (2, 16, 20, 1)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        maps = _reference_maps(model, x, method)
+    for seed in [*net.levels, "bn2", "conv2", "swish4"]:
+        h = maps["conv3_pre" if seed == 3 else net.layer_name(seed)]  # a tanh layer: its pre-activation
+        width = int(h.shape[-1])
+        out = net(x[..., 0], layer=seed).numpy()  # every feature (some may be all zero: a rectified map)
+        assert out.shape == (2, width, 16, 20)
+        expected = np.stack([tape.gradient(h, x, output_gradients=tf.stop_gradient(h * tf.one_hot(f, width)))
+                             [..., 0].numpy() for f in range(width)], axis=1)
+        scale = float(np.abs(expected).max())
+        assert scale > 0
+        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * scale, err_msg=f"{method}: {seed}")
+    # as an export's signatures call it: in a graph, sizes unknown (the derivatives are taken in the graph)
+    traced = tf.function(lambda v: net(v, layer=4, features=[1, 4]),
+                         input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    eager = net(x[..., 0], layer=4, features=[1, 4]).numpy()
+    np.testing.assert_allclose(traced(x[..., 0]).numpy(), eager, rtol=0, atol=1e-6 * float(np.abs(eager).max()))
+    if method == "gradient":  # the true gradient of the whole model, its own activations unreplaced
+        with tf.GradientTape() as whole:
+            whole.watch(x)
+            pooled = keras.Model(model.inputs, model.get_layer("relu5").output)(x, training=False)
+        seed_map = tf.stop_gradient(pooled * tf.one_hot(2, 5))
+        expected = whole.gradient(pooled, x, output_gradients=seed_map)[..., 0].numpy()
+        np.testing.assert_allclose(net(x[..., 0], layer="relu5", features=[2]).numpy()[:, 0], expected, rtol=0,
+                                   atol=2e-5 * float(np.abs(expected).max()))
 
 
 def _randomise_batch_norms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
@@ -392,8 +512,8 @@ def _with_layer(layer: keras.layers.Layer) -> keras.Model:
     (keras.layers.LayerNormalization(name="odd_norm"), "LayerNormalization"),
     (keras.layers.Conv2DTranspose(4, 3, padding="same", name="odd_up"), "Conv2DTranspose"),
     (keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2, name="odd_dilated"), "dilated"),
-    (keras.layers.Activation("tanh", name="odd_tanh"), "tanh"),
-    (keras.layers.Conv2D(4, 3, padding="same", activation="sigmoid", name="odd_sigmoid"), "sigmoid"),
+    (keras.layers.Activation("softmax", name="odd_softmax"), "softmax"),
+    (keras.layers.Conv2D(4, 3, padding="same", activation=lambda t: t * t, name="odd_square"), "lambda"),
 ])
 def test_an_unsupported_layer_is_a_model_error_naming_it(layer: keras.layers.Layer, why: str) -> None:
     model = _with_layer(layer)
