@@ -32,8 +32,8 @@ other elementwise activations     every method: the signal times the derivative 
                                   overlap (any size, stride, ``valid``/``same`` padding), their
                                   contributions are summed
 ``AveragePooling1D/2D``           the adjoint (each value spread evenly over its window)
-``Conv1D``/``Conv2D``             the transposed convolution (any kernel shape, stride and
-                                  ``valid``/``same``/``causal`` padding; no bias)
+``Conv1D``/``Conv2D``             the transposed convolution (any kernel shape, stride, dilation
+                                  and ``valid``/``same``/``causal`` padding; no bias)
 ``BatchNormalization``            multiplication by its per-channel inference scale
                                   ``γ / √(σ² + ε)`` (sign included; the shift is dropped, like
                                   the biases: the deconvnet propagates patterns, not offsets),
@@ -832,8 +832,8 @@ def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _
     layer = step.layer
     rank = len(layer.kernel.shape) - 2
     cot = _activation_backward(step, xs, y, cot, ctx, seeded)
-    strides = _tuple(layer.strides, rank)
-    if strides == (1,) * rank:
+    strides, dilations = _tuple(layer.strides, rank), _tuple(layer.dilation_rate, rank)
+    if _plain_steps(layer, rank):
         pads = _adjoint_pads(layer, rank)
         kernel = _adjoint_kernel(layer, rank)
         if isinstance(cot, _Sparse):
@@ -857,11 +857,18 @@ def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _
     g = ctx.dense(cot)
     out_shape = tf.concat([[ctx.batch * ctx.k], x_shape[1:]], axis=0)
     kernel = tf.convert_to_tensor(layer.kernel)
-    if layer.padding == "causal":  # the forward pads kernel - 1 on the left, then a valid convolution
-        crop = int(layer.kernel.shape[0]) - 1
+    if layer.padding == "causal":  # the forward pads (kernel - 1) x dilation on the left, then a valid convolution
+        crop = (int(layer.kernel.shape[0]) - 1) * dilations[0]
         out_shape = out_shape + tf.constant([0, crop, 0])
-        return [_Dense(tf.nn.conv_transpose(g, kernel, out_shape, strides=list(strides), padding="VALID")[:, crop:])]
-    return [_Dense(tf.nn.conv_transpose(g, kernel, out_shape, strides=list(strides), padding=layer.padding.upper()))]
+        return [_Dense(tf.nn.conv_transpose(g, kernel, out_shape, strides=list(strides), padding="VALID",
+                                            dilations=list(dilations))[:, crop:])]
+    return [_Dense(tf.nn.conv_transpose(g, kernel, out_shape, strides=list(strides), padding=layer.padding.upper(),
+                                        dilations=list(dilations)))]
+
+
+def _plain_steps(layer: Any, rank: int) -> bool:
+    """Whether a convolution has unit strides and no dilation (its adjoint goes by :func:`_adjoint_kernel`)."""
+    return _tuple(layer.strides, rank) == (1,) * rank and _tuple(layer.dilation_rate, rank) == (1,) * rank
 
 
 def _dense_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
@@ -1016,11 +1023,7 @@ def _rule(layer: Any) -> _Rule | str:
     if isinstance(layer, keras.layers.BatchNormalization):
         return _batch_norm_rule
     if isinstance(layer, _CONV_TYPES):
-        conv: Any = layer
-        rank = len(conv.kernel_size)
-        if _tuple(conv.dilation_rate, rank) != (1,) * rank:
-            return "dilated convolution"
-        if getattr(conv, "groups", 1) != 1:
+        if getattr(layer, "groups", 1) != 1:
             return "grouped convolution"
         return _conv_rule
     if isinstance(layer, keras.layers.Dense):
@@ -1142,6 +1145,11 @@ def _pre_activation(step: _Step, x: tf.Tensor) -> tf.Tensor:
         return x
     if isinstance(layer, keras.layers.Dense):
         out = linalg.matmul(x, tf.convert_to_tensor(layer.kernel))
+    elif layer.padding == "causal":  # Keras pads (kernel - 1) x dilation on the left, then convolves "valid"
+        left = (int(layer.kernel.shape[0]) - 1) * _tuple(layer.dilation_rate, 1)[0]
+        out = tf.nn.convolution(tf.pad(x, [[0, 0], [left, 0], [0, 0]]), tf.convert_to_tensor(layer.kernel),
+                                strides=list(_tuple(layer.strides, 1)), padding="VALID",
+                                dilations=list(_tuple(layer.dilation_rate, 1)))
     else:
         out = layer.convolution_op(x, layer.kernel)
     if layer.use_bias:
@@ -1493,7 +1501,7 @@ class DeconvNet:
             return ()
         layer = step.layer
         rank = len(layer.kernel.shape) - 2
-        if rank != len(pool_size) or _tuple(layer.strides, rank) != (1,) * rank:
+        if rank != len(pool_size) or not _plain_steps(layer, rank):
             return ()
         kernel = _adjoint_kernel(layer, rank)
         if not _few_taps(kernel):
