@@ -34,6 +34,9 @@ other elementwise activations     every method: the signal times the derivative 
 ``AveragePooling1D/2D``           the adjoint (each value spread evenly over its window)
 ``Conv1D``/``Conv2D``             the transposed convolution (any kernel shape, stride, dilation
                                   and ``valid``/``same``/``causal`` padding; no bias)
+``DepthwiseConv*``,               the adjoint of the layer's linear part (no bias), as its
+``SeparableConv*``, grouped       gradient (``tf.GradientTape``): MobileNet-style blocks (YAMNet),
+convolutions, ``Conv*Transpose``  grouped and transposed convolutions
 ``BatchNormalization``            multiplication by its per-channel inference scale
                                   ``γ / √(σ² + ε)`` (sign included; the shift is dropped, like
                                   the biases: the deconvnet propagates patterns, not offsets),
@@ -84,10 +87,11 @@ loop (``per_chunk``, e.g. auralisation). Repeated feature indices are rejected.
 model). Levels are conv blocks: for tfaural's own models those of
 :func:`tfaural.models.conv_blocks` (Choi: 1-5; SampleCNN: 0 = the strided front
 conv, 1..N the modules, N + 1 the 1x1 conv), seeded at the block's output (after its
-pooling). For any other model, levels ``1..N`` number its ``Conv1D``/``Conv2D``
-layers in topological order, each seeded at the end of the chain of batch
-normalisation, rectifier (ReLU, ELU, ...) and pooling layers that follows it (stopping
-before a non-rectifying activation, dropout,
+pooling). For any other model, levels ``1..N`` number its ``Conv1D``/``Conv2D`` and
+``SeparableConv1D``/``2D`` layers in topological order (a depthwise convolution is half
+of a block), each seeded at the end of the chain of batch normalisation, rectifier
+(ReLU, ELU, ...) and pooling layers that follows it (stopping before a non-rectifying
+activation, dropout,
 a reshape, a merge or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``.
 
 **Input domain.** The walk ends at the model's input, or at the output of the
@@ -151,6 +155,11 @@ _IDENTITY_TYPES: tuple[type, ...] = (
     keras.layers.GaussianDropout, keras.layers.AlphaDropout, keras.layers.Identity, keras.layers.ActivityRegularization,
 )
 _CONV_TYPES: tuple[type, ...] = (keras.layers.Conv1D, keras.layers.Conv2D)
+_DEPTHWISE_TYPES: tuple[type[Any], ...] = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE_TYPES: tuple[type[Any], ...] = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_TRANSPOSED_TYPES: tuple[type[Any], ...] = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)
+# Layers that start a conv block (a level, see the module docstring): a depthwise convolution is half of one.
+_BLOCK_TYPES: tuple[type, ...] = _CONV_TYPES + _SEPARABLE_TYPES
 _MAX_POOL_TYPES: tuple[type, ...] = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D)
 _AVERAGE_POOL_TYPES: tuple[type, ...] = (keras.layers.AveragePooling1D, keras.layers.AveragePooling2D)
 _GLOBAL_MAX_TYPES: tuple[type, ...] = (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D)
@@ -615,8 +624,8 @@ ELEMENTWISE = frozenset({
     "sigmoid", "hard_sigmoid", "sparse_sigmoid", "tanh", "hard_tanh", "softsign", "exponential", "log_sigmoid",
     "tanh_shrink", "soft_shrink", "hard_shrink",
 })
-_ACTIVATION_LAYERS: tuple[type, ...] = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
-                                        keras.layers.ELU, keras.layers.PReLU)
+_ACTIVATION_LAYERS: tuple[type[Any], ...] = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
+                                             keras.layers.ELU, keras.layers.PReLU)
 
 
 def _layer_activation(layer: Any) -> str:
@@ -642,7 +651,7 @@ def _derivative(step: _Step, xs: list[tf.Tensor]) -> tf.Tensor:
     """The elementwise derivative of ``step``'s activation at its forward input (``[batch, ...]``)."""
     layer: Any = step.layer
     fn: Callable[[tf.Tensor], tf.Tensor]
-    if isinstance(step.layer, _ACTIVATION_LAYERS):  # (not on ``layer``: mypy would narrow it to object)
+    if isinstance(layer, _ACTIVATION_LAYERS):
         z, fn = xs[0], functools.partial(layer, training=False)
     else:  # a conv or dense layer's own activation, at its pre-activation
         z, fn = _pre_activation(step, xs[0]), layer.activation
@@ -866,6 +875,40 @@ def _conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _
                                         dilations=list(dilations)))]
 
 
+def _linear_part(layer: Any, x: tf.Tensor) -> tf.Tensor:
+    """A convolution layer's output on ``x`` without its bias and activation (Keras's own op for its kind)."""
+    if isinstance(layer, _DEPTHWISE_TYPES):
+        return keras.ops.depthwise_conv(x, layer.kernel, strides=layer.strides, padding=layer.padding,
+                                        dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+    if isinstance(layer, _SEPARABLE_TYPES):
+        return keras.ops.separable_conv(x, layer.depthwise_kernel, layer.pointwise_kernel, strides=layer.strides,
+                                        padding=layer.padding, dilation_rate=layer.dilation_rate,
+                                        data_format=layer.data_format)
+    if isinstance(layer, _TRANSPOSED_TYPES):
+        return keras.ops.conv_transpose(x, layer.kernel, strides=list(layer.strides), padding=layer.padding,
+                                        output_padding=layer.output_padding, dilation_rate=layer.dilation_rate,
+                                        data_format=layer.data_format)
+    if layer.padding == "causal":  # Keras pads (kernel - 1) x dilation on the left, then convolves "valid"
+        left = (int(layer.kernel.shape[0]) - 1) * _tuple(layer.dilation_rate, 1)[0]
+        return keras.ops.conv(tf.pad(x, [[0, 0], [left, 0], [0, 0]]), layer.kernel, strides=list(layer.strides),
+                              padding="valid", dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+    return layer.convolution_op(x, layer.kernel)
+
+
+def _autodiff_conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                        seeded: bool) -> list[_Cot | None]:
+    """Depthwise, separable, grouped and transposed convolutions: the adjoint of the linear part is its
+    gradient (``tf.GradientTape`` at zeros: the gradient of a linear map does not depend on the point; in a
+    graph, the forward convolution, whose value nothing reads, is pruned)."""
+    cot = _activation_backward(step, xs, y, cot, ctx, seeded)
+    g = ctx.dense(cot)
+    at = tf.zeros(tf.concat([[ctx.batch * ctx.k], tf.shape(xs[0])[1:]], axis=0), xs[0].dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(at)
+        out = _linear_part(step.layer, at)
+    return [_Dense(tape.gradient(out, at, output_gradients=g))]
+
+
 def _plain_steps(layer: Any, rank: int) -> bool:
     """Whether a convolution has unit strides and no dilation (its adjoint goes by :func:`_adjoint_kernel`)."""
     return _tuple(layer.strides, rank) == (1,) * rank and _tuple(layer.dilation_rate, rank) == (1,) * rank
@@ -1023,9 +1066,9 @@ def _rule(layer: Any) -> _Rule | str:
     if isinstance(layer, keras.layers.BatchNormalization):
         return _batch_norm_rule
     if isinstance(layer, _CONV_TYPES):
-        if getattr(layer, "groups", 1) != 1:
-            return "grouped convolution"
-        return _conv_rule
+        return _conv_rule if getattr(layer, "groups", 1) == 1 else _autodiff_conv_rule
+    if isinstance(layer, _DEPTHWISE_TYPES + _SEPARABLE_TYPES + _TRANSPOSED_TYPES):
+        return _autodiff_conv_rule
     if isinstance(layer, keras.layers.Dense):
         return _dense_rule
     if isinstance(layer, _MAX_POOL_TYPES):
@@ -1145,13 +1188,8 @@ def _pre_activation(step: _Step, x: tf.Tensor) -> tf.Tensor:
         return x
     if isinstance(layer, keras.layers.Dense):
         out = linalg.matmul(x, tf.convert_to_tensor(layer.kernel))
-    elif layer.padding == "causal":  # Keras pads (kernel - 1) x dilation on the left, then convolves "valid"
-        left = (int(layer.kernel.shape[0]) - 1) * _tuple(layer.dilation_rate, 1)[0]
-        out = tf.nn.convolution(tf.pad(x, [[0, 0], [left, 0], [0, 0]]), tf.convert_to_tensor(layer.kernel),
-                                strides=list(_tuple(layer.strides, 1)), padding="VALID",
-                                dilations=list(_tuple(layer.dilation_rate, 1)))
     else:
-        out = layer.convolution_op(x, layer.kernel)
+        out = _linear_part(layer, x)
     if layer.use_bias:
         out = out + tf.convert_to_tensor(layer.bias)
     return out
@@ -1219,7 +1257,8 @@ class DeconvNet:
                             else self._graph.producer[self._domain].layer.name)
         self.layer_names: dict[int, str] = self._blocks()
         if not self.layer_names:
-            raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D layer after its input domain")
+            raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D or separable convolution layer after its "
+                             "input domain")
         self.levels: tuple[int, ...] = tuple(self.layer_names)
         self._walks: dict[str, _Walk] = {}
         # In graphs: one traced function per (layer, input signature) for every graph that walks it (see
@@ -1258,7 +1297,7 @@ class DeconvNet:
         chain = (keras.layers.BatchNormalization, *_ACTIVATION_LAYERS, *_MAX_POOL_TYPES, *_AVERAGE_POOL_TYPES)
         names: dict[int, str] = {}
         for step in graph.steps:
-            if not isinstance(step.layer, _CONV_TYPES) or step.index not in self._domain_steps:
+            if not isinstance(step.layer, _BLOCK_TYPES) or step.index not in self._domain_steps:
                 continue
             end = step
             while len(graph.consumers.get(end.output, [])) == 1:
@@ -1291,8 +1330,8 @@ class DeconvNet:
                     f"{self.model.name!r}: {rule}"
                 )
             activation = _layer_activation(step.layer)
-            if step is not seed and not _walkable(activation) and rule in (_conv_rule, _dense_rule,
-                                                                             _activation_rule):
+            if step is not seed and not _walkable(activation) and rule in (_conv_rule, _autodiff_conv_rule,
+                                                                             _dense_rule, _activation_rule):
                 raise ModelError(
                     f"cannot deconvolve through layer {step.layer.name!r} ({type(step.layer).__name__}) of "
                     f"model {self.model.name!r}: activation {activation!r} has no rule (only elementwise "

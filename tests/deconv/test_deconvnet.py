@@ -298,10 +298,11 @@ def _randomise_weights(model: keras.Model, rng: np.random.Generator, *, scale: f
     """Batch norms with scales of both signs, PReLU slopes in [0.05, 0.5], other weights N(0, scale²)."""
     for layer in model.layers:
         weights = layer.get_weights()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = weights[0].shape[0]
-            layer.set_weights([rng.uniform(-1.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
-                               rng.uniform(0.5, 2, n)])
+        if isinstance(layer, keras.layers.BatchNormalization):  # with or without scale (gamma) and centre (beta)
+            draws = {"gamma": lambda n: rng.uniform(-1.5, 1.5, n), "beta": lambda n: rng.normal(0, 0.2, n),
+                     "moving_mean": lambda n: rng.normal(0, 0.2, n),
+                     "moving_variance": lambda n: rng.uniform(0.5, 2, n)}
+            layer.set_weights([draws[w.path.rsplit("/", 1)[-1]](w.shape[0]) for w in layer.weights])
         elif isinstance(layer, keras.layers.PReLU):
             layer.set_weights([rng.uniform(0.05, 0.5, w.shape) for w in weights])
         elif weights:
@@ -377,45 +378,10 @@ def _many_activations(rng: np.random.Generator) -> keras.Model:
     return _randomise_weights(keras.Model(x, y), rng, scale=0.4)
 
 
-_RECTIFYING_CONVS = ("conv2", "conv5", "causal1", "causal2")  # convolutions with a rectifier of their own
-
-
-def _dilated_waveform_model(rng: np.random.Generator) -> keras.Model:
-    """A temporal-convolution stack on a waveform: causal and "same" dilated convolutions (a WaveNet/TCN front)."""
-    x = keras.Input((96, 1))
-    h = keras.layers.Conv1D(6, 3, padding="causal", activation="elu", name="causal1")(x)
-    h = keras.layers.Conv1D(6, 3, padding="causal", dilation_rate=2, activation="gelu", name="causal2")(h)
-    h = keras.layers.BatchNormalization(name="bn2")(h)
-    h = keras.layers.ELU(name="elu2")(h)
-    h = keras.layers.Conv1D(6, 3, padding="same", dilation_rate=4, name="same3")(h)
-    h = keras.layers.ReLU(name="relu3")(h)
-    h = keras.layers.MaxPooling1D(2, name="pool3")(h)
-    h = keras.layers.Conv1D(5, 2, dilation_rate=3, activation="tanh", name="valid4")(h)
-    y = keras.layers.Dense(3, activation="sigmoid")(keras.layers.GlobalMaxPooling1D()(h))
-    return _randomise_weights(keras.Model(x, y), rng, scale=0.4)
-
-
-@pytest.mark.parametrize("method", deconv.METHODS)
-def test_dilated_and_causal_convolutions_walk_as_autodiff(rng: np.random.Generator, method: str) -> None:
-    """The transposed convolution of a dilated one (causal, "same" and "valid"), against the reference of
-    the test above (``tf.GradientTape`` through Keras's own layers, each activation's gradient the rule's)."""
-    model = _dilated_waveform_model(rng)
-    net = deconv.DeconvNet(model, method=method)
-    assert net.layer_names == {1: "causal1", 2: "elu2", 3: "pool3", 4: "valid4"}
-    x = tf.constant(rng.standard_normal((2, 96, 1)).astype(np.float32))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        maps = _reference_maps(model, x, method)
-    for seed in [*net.levels, "causal2", "same3"]:
-        h = maps["valid4_pre" if seed == 4 else net.layer_name(seed)]  # tanh: seeded with its pre-activation
-        width = int(h.shape[-1])
-        out = net(x[..., 0], layer=seed).numpy()
-        assert out.shape == (2, width, 96)
-        expected = np.stack([tape.gradient(h, x, output_gradients=tf.stop_gradient(h * tf.one_hot(f, width)))
-                             [..., 0].numpy() for f in range(width)], axis=1)
-        scale = float(np.abs(expected).max())
-        assert scale > 0
-        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * scale, err_msg=f"{method}: {seed}")
+#: Convolutions with a rectifier of their own (the reference walks each activation by the method's rule).
+_RECTIFYING_CONVS = ("conv2", "conv5", "causal1", "causal2", "dw4", "sep5", "dw1", "sep3", "grouped4")
+_CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+                keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
 
 
 def _with_rule(fn: Any, method: str, rectifier: bool) -> Any:
@@ -440,12 +406,12 @@ def _with_rule(fn: Any, method: str, rectifier: bool) -> Any:
 
 
 def _reference_maps(model: keras.Model, x: tf.Tensor, method: str) -> dict[str, tf.Tensor]:
-    """Every layer's forward output (conv3: its pre-activation, which a tanh layer is seeded with), computed
-    layer by layer with each activation's gradient replaced by the rule of ``method``."""
+    """Every layer's forward output (``<conv>_pre``: a convolution's pre-activation, which a tanh layer is
+    seeded with), computed layer by layer with each activation's gradient replaced by the rule of ``method``."""
     maps: dict[str, tf.Tensor] = {}
     h = x
     for layer in model.layers[1:]:
-        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        if isinstance(layer, _CONV_LAYERS):
             linear = type(layer).from_config({**layer.get_config(), "activation": "linear"})  # Keras's own call
             linear.build(h.shape)
             linear.set_weights(layer.get_weights())
@@ -464,6 +430,28 @@ def _reference_maps(model: keras.Model, x: tf.Tensor, method: str) -> dict[str, 
     return maps
 
 
+def _check_against_the_reference(model: keras.Model, x: np.ndarray, method: str, seeds: list[int | str],
+                                 pre_activation: dict[int | str, str]) -> deconv.DeconvNet:
+    """Every feature of every seed against :func:`_reference_maps`' gradients (``pre_activation``: the maps
+    of seeds whose own activation is not a rectifier, seeded before it)."""
+    net = deconv.DeconvNet(model, method=method)
+    inputs = tf.constant(x[..., np.newaxis])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        maps = _reference_maps(model, inputs, method)
+    for seed in seeds:
+        h = maps[pre_activation.get(seed, net.layer_name(seed))]
+        width = int(h.shape[-1])
+        out = net(x, layer=seed).numpy()  # every feature (some may be all zero: a rectified map)
+        assert out.shape == (x.shape[0], width, *x.shape[1:])
+        expected = np.stack([tape.gradient(h, inputs, output_gradients=tf.stop_gradient(h * tf.one_hot(f, width)))
+                             [..., 0].numpy() for f in range(width)], axis=1)
+        scale = float(np.abs(expected).max())
+        assert scale > 0
+        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * scale, err_msg=f"{method}: {seed}")
+    return net
+
+
 @pytest.mark.parametrize("method", deconv.METHODS)
 def test_activations_beyond_relu_walk_as_autodiff_with_the_methods_rule(rng: np.random.Generator,
                                                                          method: str) -> None:
@@ -474,35 +462,86 @@ def test_activations_beyond_relu_walk_as_autodiff_with_the_methods_rule(rng: np.
     derivative (so the plain gradient of the model), for ``guided`` that times the ReLU of the signal, for
     ``deconvnet`` the ReLU of the signal."""
     model = _many_activations(rng)
-    net = deconv.DeconvNet(model, method=method)
+    x = rng.uniform(0, 1, (2, 16, 20)).astype(np.float32)
+    net = _check_against_the_reference(model, x, method, [1, 2, 3, 4, 5, "bn2", "conv2", "swish4"],
+                                       {3: "conv3_pre"})
     assert net.layer_names == {1: "pool1", 2: "leaky2", 3: "conv3", 4: "prelu4", 5: "relu5"}
-    x = tf.constant(rng.uniform(0, 1, (2, 16, 20, 1)).astype(np.float32))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        maps = _reference_maps(model, x, method)
-    for seed in [*net.levels, "bn2", "conv2", "swish4"]:
-        h = maps["conv3_pre" if seed == 3 else net.layer_name(seed)]  # a tanh layer: its pre-activation
-        width = int(h.shape[-1])
-        out = net(x[..., 0], layer=seed).numpy()  # every feature (some may be all zero: a rectified map)
-        assert out.shape == (2, width, 16, 20)
-        expected = np.stack([tape.gradient(h, x, output_gradients=tf.stop_gradient(h * tf.one_hot(f, width)))
-                             [..., 0].numpy() for f in range(width)], axis=1)
-        scale = float(np.abs(expected).max())
-        assert scale > 0
-        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * scale, err_msg=f"{method}: {seed}")
     # as an export's signatures call it: in a graph, sizes unknown (the derivatives are taken in the graph)
     traced = tf.function(lambda v: net(v, layer=4, features=[1, 4]),
                          input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
-    eager = net(x[..., 0], layer=4, features=[1, 4]).numpy()
-    np.testing.assert_allclose(traced(x[..., 0]).numpy(), eager, rtol=0, atol=1e-6 * float(np.abs(eager).max()))
+    eager = net(x, layer=4, features=[1, 4]).numpy()
+    np.testing.assert_allclose(traced(x).numpy(), eager, rtol=0, atol=1e-6 * float(np.abs(eager).max()))
     if method == "gradient":  # the true gradient of the whole model, its own activations unreplaced
+        inputs = tf.constant(x[..., np.newaxis])
         with tf.GradientTape() as whole:
-            whole.watch(x)
-            pooled = keras.Model(model.inputs, model.get_layer("relu5").output)(x, training=False)
-        seed_map = tf.stop_gradient(pooled * tf.one_hot(2, 5))
-        expected = whole.gradient(pooled, x, output_gradients=seed_map)[..., 0].numpy()
-        np.testing.assert_allclose(net(x[..., 0], layer="relu5", features=[2]).numpy()[:, 0], expected, rtol=0,
-                                   atol=2e-5 * float(np.abs(expected).max()))
+            whole.watch(inputs)
+            top = keras.Model(model.inputs, model.get_layer("relu5").output)(inputs, training=False)
+        expected = whole.gradient(top, inputs, output_gradients=tf.stop_gradient(top * tf.one_hot(2, 5)))
+        np.testing.assert_allclose(net(x, layer="relu5", features=[2]).numpy()[:, 0], expected[..., 0].numpy(),
+                                   rtol=0, atol=2e-5 * float(np.abs(expected).max()))
+
+
+def _dilated_waveform_model(rng: np.random.Generator) -> keras.Model:
+    """A temporal-convolution stack on a waveform: causal and "same" dilated convolutions (a WaveNet/TCN
+    front), then a depthwise and a separable convolution."""
+    x = keras.Input((96, 1))
+    h = keras.layers.Conv1D(6, 3, padding="causal", activation="elu", name="causal1")(x)
+    h = keras.layers.Conv1D(6, 3, padding="causal", dilation_rate=2, activation="gelu", name="causal2")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.ELU(name="elu2")(h)
+    h = keras.layers.Conv1D(6, 3, padding="same", dilation_rate=4, name="same3")(h)
+    h = keras.layers.ReLU(name="relu3")(h)
+    h = keras.layers.MaxPooling1D(2, name="pool3")(h)
+    h = keras.layers.DepthwiseConv1D(3, padding="same", depth_multiplier=2, activation="relu", name="dw4")(h)
+    h = keras.layers.SeparableConv1D(6, 3, padding="same", dilation_rate=2, activation="swish", name="sep5")(h)
+    h = keras.layers.Conv1D(5, 2, dilation_rate=3, activation="tanh", name="valid6")(h)
+    y = keras.layers.Dense(3, activation="sigmoid")(keras.layers.GlobalMaxPooling1D()(h))
+    return _randomise_weights(keras.Model(x, y), rng, scale=0.4)
+
+
+@pytest.mark.parametrize("method", deconv.METHODS)
+def test_dilated_causal_depthwise_and_separable_1d_convolutions_walk_as_autodiff(rng: np.random.Generator,
+                                                                                 method: str) -> None:
+    """The transposed convolution of a dilated one (causal, "same" and "valid"), and the adjoints of depthwise
+    and separable ones, against the reference above."""
+    model = _dilated_waveform_model(rng)
+    x = rng.standard_normal((2, 96)).astype(np.float32)
+    net = _check_against_the_reference(model, x, method, [1, 2, 3, 4, 5, "causal2", "same3", "dw4"],
+                                       {5: "valid6_pre"})
+    assert net.layer_names == {1: "causal1", 2: "elu2", 3: "pool3", 4: "sep5", 5: "valid6"}
+
+
+def _mobilenet_like(rng: np.random.Generator) -> keras.Model:
+    """YAMNet's layout (MobileNet v1 on a log-mel patch: a strided conv, then depthwise + pointwise blocks with
+    batch norms without scale or centre, and ReLU), then a separable, a grouped and a transposed convolution."""
+    x = keras.Input((24, 16, 1))
+
+    def bn_relu(h: Any, name: str) -> Any:
+        h = keras.layers.BatchNormalization(center=False, scale=False, name=f"{name}_bn")(h)
+        return keras.layers.ReLU(name=f"{name}_relu")(h)
+
+    h = bn_relu(keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv0")(x), "conv0")
+    h = bn_relu(keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw1")(h), "dw1")
+    h = bn_relu(keras.layers.Conv2D(12, 1, use_bias=False, name="pw1")(h), "pw1")
+    h = bn_relu(keras.layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name="dw2")(h), "dw2")
+    h = bn_relu(keras.layers.Conv2D(12, 1, use_bias=False, name="pw2")(h), "pw2")
+    h = keras.layers.SeparableConv2D(10, 3, padding="same", depth_multiplier=2, activation="relu", name="sep3")(h)
+    h = keras.layers.Conv2D(10, 3, padding="same", groups=2, activation="elu", name="grouped4")(h)
+    h = keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same", name="up5")(h)
+    h = keras.layers.ReLU(name="up5_relu")(h)
+    y = keras.layers.Dense(3, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(h))
+    return _randomise_weights(keras.Model(x, y), rng, scale=0.4)
+
+
+@pytest.mark.parametrize("method", deconv.METHODS)
+def test_mobilenet_blocks_grouped_and_transposed_convolutions_walk_as_autodiff(rng: np.random.Generator,
+                                                                               method: str) -> None:
+    """Depthwise (strided too), separable, grouped and transposed 2D convolutions, against the reference above;
+    each level is a conv block (a depthwise convolution is half of one)."""
+    model = _mobilenet_like(rng)
+    x = rng.uniform(0, 1, (2, 24, 16)).astype(np.float32)
+    net = _check_against_the_reference(model, x, method, [1, 2, 3, 4, 5, "dw1_relu", "dw2_bn", "up5_relu"], {})
+    assert net.layer_names == {1: "conv0_relu", 2: "pw1_relu", 3: "pw2_relu", 4: "sep3", 5: "grouped4"}
 
 
 def _randomise_batch_norms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
@@ -551,8 +590,8 @@ def _with_layer(layer: keras.layers.Layer) -> keras.Model:
 
 @pytest.mark.parametrize("layer,why", [
     (keras.layers.LayerNormalization(name="odd_norm"), "LayerNormalization"),
-    (keras.layers.Conv2DTranspose(4, 3, padding="same", name="odd_up"), "Conv2DTranspose"),
-    (keras.layers.Conv2D(4, 3, padding="same", groups=2, name="odd_grouped"), "grouped"),
+    (keras.layers.UpSampling2D(1, name="odd_up"), "UpSampling2D"),
+    (keras.layers.Lambda(lambda t: 2 * t, name="odd_lambda"), "Lambda"),
     (keras.layers.Activation("softmax", name="odd_softmax"), "softmax"),
     (keras.layers.Conv2D(4, 3, padding="same", activation=lambda t: t * t, name="odd_square"), "lambda"),
 ])
