@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 
 MAX_NAME_LENGTH = 150
-"""Longest output name (a file or folder name; file systems allow 255 bytes)."""
+"""Longest output name in UTF-8 bytes (a file or folder name; file systems allow 255 bytes, and a job
+appends suffixes such as ``.json``)."""
 
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -133,11 +134,16 @@ def _hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
+def _utf8_prefix(text: str, size: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding takes at most ``size`` bytes."""
+    return text.encode()[:size].decode(errors="ignore")
+
+
 def output_names(track_ids: Sequence[str], *, reserved: Iterable[str] = ()) -> list[str]:
     """One output name per track id: a single safe path component, unique case-insensitively.
 
     The name is the id with ``/`` replaced by ``__``. Names longer than
-    :data:`MAX_NAME_LENGTH`, names equal to a ``reserved`` name (the job's own
+    :data:`MAX_NAME_LENGTH` bytes (cut there), names equal to a ``reserved`` name (the job's own
     files such as ``manifest.jsonl``) and names shared by several ids (``a/b`` and
     ``a__b``; ``Song`` and ``song``) get ``-`` and 8 hex digits of the SHA-1 of the
     id appended. The result depends only on the set of ids.
@@ -154,8 +160,8 @@ def output_names(track_ids: Sequence[str], *, reserved: Iterable[str] = ()) -> l
     counts = collections.Counter(name.casefold() for name in names)
     out = []
     for track_id, name in zip(track_ids, names):
-        if counts[name.casefold()] > 1 or name.casefold() in taboo or len(name) > MAX_NAME_LENGTH:
-            name = f"{name[: MAX_NAME_LENGTH - 9]}-{_hash(track_id)}"
+        if counts[name.casefold()] > 1 or name.casefold() in taboo or len(name.encode()) > MAX_NAME_LENGTH:
+            name = f"{_utf8_prefix(name, MAX_NAME_LENGTH - 9)}-{_hash(track_id)}"
         out.append(name)
     return out
 

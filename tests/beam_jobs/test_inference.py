@@ -134,6 +134,10 @@ def test_output_names_are_single_safe_components_and_unique() -> None:
     assert names[0].startswith("a__b-") and names[1].startswith("a__b-")
     assert names[5].startswith("manifest.jsonl-")
     assert job_tracks.output_names(list(reversed(ids)), reserved=["manifest.jsonl"]) == list(reversed(names))
+    # the limit is in bytes: 50 CJK characters take 150 bytes of UTF-8 and fit, 51 are cut with a hash
+    fits, cut = job_tracks.output_names(["歌" * 50, "歌" * 51])
+    assert fits == "歌" * 50 and cut == "歌" * 47 + "-" + cut.rsplit("-", 1)[1]
+    assert len(cut.encode()) <= job_tracks.MAX_NAME_LENGTH
 
 
 def test_list_tracks_from_a_glob_and_a_manifest(tmp_path: pathlib.Path) -> None:
@@ -142,7 +146,7 @@ def test_list_tracks_from_a_glob_and_a_manifest(tmp_path: pathlib.Path) -> None:
     tracks = job_tracks.list_tracks(input_glob=f"{root}/**", manifest=None)
     assert sorted(os.path.relpath(t.path, root) for t in tracks) == sorted(e.relative for e in entries)
     ids = {os.path.relpath(t.path, root): t.track_id for t in tracks}
-    assert ids["rock/Song One.wav"] == "rock/Song_One" and ids["jazz/ünïcødé trâck.ogg"] == "jazz/_n_c_d_tr_ck"
+    assert ids["rock/Song One.wav"] == "rock/Song_One" and ids["jazz/ünïcødé trâck.ogg"] == "jazz/ünïcødé_trâck"
     assert ids["pop/a.wav"].startswith("pop/a-") and ids["pop/a.flac"].startswith("pop/a-")
     assert ids["..dots..wav"] == "_.dots."
     manifest = tmp_path / "list.csv"

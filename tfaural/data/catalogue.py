@@ -29,8 +29,10 @@ so that every catalogue can be written back as CSV). Example CSV::
     /data/jazz/take5.flac,jazz;saxophone,test
 
 Default track ids are the path as written in the manifest without its extension,
-with every character outside ``[A-Za-z0-9._-]`` (per ``/``-separated component)
-replaced by ``_``: ``rock/track 01.wav`` becomes ``rock/track_01``. When two
+in Unicode normal form NFC, with every run of characters other than letters and
+digits (of any script), ``.``, ``_`` and ``-`` (per ``/``-separated component)
+replaced by ``_``: ``rock/track 01.wav`` becomes ``rock/track_01``, and
+``Кино/Группа крови.mp3`` becomes ``Кино/Группа_крови``. When two
 paths give the same id (``a.wav`` and ``a.mp3``, or ``a b.wav`` and ``a_b.wav``)
 each of them gets ``-`` and the first 8 hex digits of the SHA-1 of its path
 appended (``a-3f2c9e1b``). Ids are therefore stable for a given manifest, but
@@ -58,6 +60,7 @@ import logging
 import os
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
@@ -120,8 +123,9 @@ GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "met
 
 _MTAT_SPLIT_DIRS = {**{d: "train" for d in "0123456789ab"}, "c": "validation", **{d: "test" for d in "def"}}
 
-_ID_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+# Letters and digits of any script (str.isalnum) and "_": \w of Python's Unicode patterns.
+_ID_COMPONENT = re.compile(r"\w[\w.-]*")
+_UNSAFE_CHARS = re.compile(r"[^\w.-]+")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
@@ -158,8 +162,8 @@ def validate_track_id(track_id: str, *, where: str = "") -> str:
     """Checks that ``track_id`` is safe to use as (part of) an output file name.
 
     A safe id is one or more ``/``-separated components, each starting with a
-    letter, digit or ``_`` followed by letters, digits, ``.``, ``_`` or ``-``;
-    at most :data:`MAX_TRACK_ID_LENGTH` characters.
+    letter, digit (of any script) or ``_`` followed by letters, digits, ``.``, ``_``
+    or ``-``; at most :data:`MAX_TRACK_ID_LENGTH` characters.
 
     Args:
         track_id: The id to check.
@@ -194,8 +198,9 @@ def sanitize_track_id(text: str) -> str:
     """Turns any string (typically a path without extension) into a safe track id.
 
     Backslashes become ``/``; empty, ``.`` and ``..`` components are dropped;
-    runs of unsafe characters become ``_``; a leading ``.`` or ``-`` becomes
-    ``_``. Ids longer than :data:`MAX_TRACK_ID_LENGTH` are cut and suffixed with a
+    each component is put in Unicode normal form NFC (macOS writes accented file
+    names decomposed) and runs of unsafe characters become ``_``; a leading ``.``
+    or ``-`` becomes ``_``. Ids longer than :data:`MAX_TRACK_ID_LENGTH` are cut and suffixed with a
     hash of ``text``.
 
     Args:
@@ -208,7 +213,7 @@ def sanitize_track_id(text: str) -> str:
     for part in text.replace("\\", "/").split("/"):
         if part in ("", ".", ".."):
             continue
-        part = _UNSAFE_CHARS.sub("_", part)
+        part = _UNSAFE_CHARS.sub("_", unicodedata.normalize("NFC", part))
         if part[0] in ".-":
             part = "_" + part[1:]
         parts.append(part)
