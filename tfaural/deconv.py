@@ -51,11 +51,17 @@ convolutions, ``Conv*Transpose``  grouped and transposed convolutions
 ``Dropout`` & co., ``Identity``   identity (inference)
 ================================  ===========================================================
 
-Any other layer on the way down raises :class:`~tfaural.errors.ModelError` naming it,
-as does an activation that is not elementwise (softmax) or not known by name (a
-Python function of the user's own). A layer's own non-rectifying activation (a sigmoid
-output, a softmax) is skipped on the seeded layer itself, which is then seeded with its
-pre-activation values (the logits); a rectifier there is walked as below it.
+Any other layer (layer normalisation, the product of a squeeze-and-excitation gate,
+upsampling, a ``Lambda``, ...) and any other activation (softmax, a function of the
+user's own) is walked by its exact vector-Jacobian product at its forward input
+(``tf.GradientTape``), in every method: the three methods differ only at rectifiers,
+as Captum's ``Deconvolution`` and ``GuidedBackprop`` differ from the gradient only at
+ReLUs (so a rectifier hidden inside such a layer is walked by its derivative). A nested
+model (flatten it) and a ``channels_first`` layer raise
+:class:`~tfaural.errors.ModelError` naming them. A layer's own non-rectifying
+activation (a sigmoid output, a softmax) is skipped on the seeded layer itself, which
+is then seeded with its pre-activation values (the logits); a rectifier there is walked
+as below it.
 
 **Features are a batch axis.** All ``k`` selected features of a layer go back down
 in one pass: every backward op runs on ``batch × k`` signals at once (the switches
@@ -131,7 +137,9 @@ from tfaural.models.layers import InputScaling, LogMelSpectrogram, Standardise
 
 __all__ = [
     "DEFAULT_CHUNK_ELEMENTS",
+    "ELEMENTWISE",
     "METHODS",
+    "RECTIFIERS",
     "DeconvNet",
     "deconvolve",
     "walk_expansion",
@@ -642,11 +650,6 @@ def _layer_activation(layer: Any) -> str:
     return _activation_kind(getattr(layer, "activation", None))
 
 
-def _walkable(activation: str) -> bool:
-    """Whether the walk has a rule for ``activation`` anywhere below the seeded layer."""
-    return activation in ("linear", "relu") or activation in RECTIFIERS or activation in ELEMENTWISE
-
-
 def _derivative(step: _Step, xs: list[tf.Tensor]) -> tf.Tensor:
     """The elementwise derivative of ``step``'s activation at its forward input (``[batch, ...]``)."""
     layer: Any = step.layer
@@ -685,12 +688,25 @@ def _activation_backward(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _C
         return _relu_backward(cot, y, ctx)
     if kind in RECTIFIERS:
         return _rectifier_backward(cot, lambda: _derivative(step, xs), ctx)
-    if kind in ELEMENTWISE and not seeded:  # not a rectifier: every method takes its derivative
+    if kind == "linear" or seeded:  # the seeded layer's own non-rectifying activation: seeded with its input
+        return cot
+    if kind in ELEMENTWISE:  # not a rectifier: every method takes its derivative
         return ctx.times_forward(cot, _derivative(step, xs))
-    if kind != "linear" and not seeded:
-        raise ModelError(f"layer {step.layer.name!r}: activation {kind!r} has no deconvolution rule "
-                         "(only elementwise ones; another may be skipped only where it is seeded)")
-    return cot  # linear, or the seeded layer's own non-rectifying non-linearity (seeded with its pre-activation)
+    # softmax, or a function of the user's: its vector-Jacobian product at the forward pre-activation
+    layer: Any = step.layer
+    fn = functools.partial(layer, training=False) if isinstance(layer, _ACTIVATION_LAYERS) else layer.activation
+    return _Dense(_vjp(lambda z: fn(z), [_pre_activation(step, xs[0])], ctx.dense(cot), ctx)[0])
+
+
+def _vjp(fn: Callable[..., Any], inputs: Sequence[tf.Tensor], g: tf.Tensor, ctx: _Context) -> list[tf.Tensor | None]:
+    """The vector-Jacobian products of ``fn`` at ``inputs`` (each ``[batch, ...]``) with ``g`` (``[batch * k,
+    ...]``, input-major): the signals at ``fn``'s inputs, each input repeated for its ``k`` features."""
+    tiled = [tf.repeat(x, ctx.k, axis=0) for x in inputs]
+    with tf.GradientTape() as tape:
+        for x in tiled:
+            tape.watch(x)
+        out = fn(*tiled)
+    return list(tape.gradient(out, tiled, output_gradients=g, unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
 
 def _identity_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
@@ -701,6 +717,25 @@ def _identity_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ct
 def _activation_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
                      seeded: bool) -> list[_Cot | None]:
     return [_activation_backward(step, xs, y, cot, ctx, seeded)]
+
+
+def _gradient_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
+                   seeded: bool) -> list[_Cot | None]:
+    """Any other layer (layer normalisation, a product such as a squeeze-and-excitation gate, upsampling, a
+    ``Lambda``, ...): its vector-Jacobian product at the forward inputs, in every method (the methods differ
+    only at rectifiers; a rectifier inside such a layer is walked by its derivative)."""
+    first = {t: i for i, t in reversed(list(enumerate(step.inputs)))}  # an input passed twice gets it once
+
+    def call(*tiled: tf.Tensor) -> Any:
+        args, kwargs = step.node.arguments.fill_in(dict(zip(first, tiled)))
+        if isinstance(step.layer, keras.layers.Layer):
+            kwargs = {**kwargs, "training": False}
+        return step.layer(*args, **kwargs)
+
+    grads = _vjp(call, [xs[i] for i in first.values()], ctx.dense(cot), ctx)
+    by_tensor = dict(zip(first, grads))
+    return [_Dense(by_tensor[t]) if i == first[t] and by_tensor[t] is not None else None
+            for i, t in enumerate(step.inputs)]
 
 
 def _batch_norm_scale(layer: Any) -> tf.Tensor:
@@ -1093,7 +1128,7 @@ def _rule(layer: Any) -> _Rule | str:
         return _padding_rule
     if isinstance(layer, _CROPPING_TYPES):
         return _cropping_rule
-    return "no deconvolution rule for this layer type"
+    return _gradient_rule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1328,14 +1363,6 @@ class DeconvNet:
                 raise ModelError(
                     f"cannot deconvolve through layer {step.layer.name!r} ({type(step.layer).__name__}) of model "
                     f"{self.model.name!r}: {rule}"
-                )
-            activation = _layer_activation(step.layer)
-            if step is not seed and not _walkable(activation) and rule in (_conv_rule, _autodiff_conv_rule,
-                                                                             _dense_rule, _activation_rule):
-                raise ModelError(
-                    f"cannot deconvolve through layer {step.layer.name!r} ({type(step.layer).__name__}) of "
-                    f"model {self.model.name!r}: activation {activation!r} has no rule (only elementwise "
-                    "activations: relu and its variants, sigmoid, tanh, ...)"
                 )
             rules.append(rule)
         walk = _Walk(seed, steps, tuple(rules), _layer_activation(seed.layer))

@@ -544,6 +544,84 @@ def test_mobilenet_blocks_grouped_and_transposed_convolutions_walk_as_autodiff(r
     assert net.layer_names == {1: "conv0_relu", 2: "pw1_relu", 3: "pw2_relu", 4: "sep3", 5: "grouped4"}
 
 
+def _gated_model(rng: np.random.Generator) -> keras.Model:
+    """Layers with no deconvnet rule of their own: layer normalisation, a squeeze-and-excitation gate (a product
+    with a branch of its own input), upsampling, a ``Lambda``, softmax and a Python function as activations."""
+    x = keras.Input((12, 16, 1))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(x)
+    h = keras.layers.LayerNormalization(name="norm1")(h)
+    gate = keras.layers.GlobalAveragePooling2D(name="squeeze")(h)
+    gate = keras.layers.Dense(3, activation="relu", name="excite1")(gate)
+    gate = keras.layers.Dense(6, activation="sigmoid", name="excite2")(gate)
+    h = keras.layers.Multiply(name="gated")([h, keras.layers.Reshape((1, 1, 6), name="gate")(gate)])
+    h = keras.layers.UpSampling2D((1, 2), name="up")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool1")(h)
+    h = keras.layers.Lambda(lambda t: t * tf.sigmoid(2 * t), name="own_swish")(h)
+    h = keras.layers.Conv2D(5, 3, padding="same", activation=lambda t: t * tf.abs(t), name="conv2")(h)
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv3")(h)
+    h = keras.layers.Activation("softmax", name="softmax3")(h)
+    h = keras.layers.Conv2D(4, 1, activation="relu", name="conv4")(h)
+    y = keras.layers.Dense(2, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(h))
+    return _randomise_weights(keras.Model(x, y), rng, scale=0.5)
+
+
+def _gated_reference(model: keras.Model, x: tf.Tensor, method: str) -> dict[str, tf.Tensor]:
+    """The model's forward pass written out, its three ReLUs with the gradient of the method's rule (the only
+    rectifiers: every other layer keeps its own gradient)."""
+    layer = model.get_layer
+    relu = _with_rule(tf.nn.relu, method, True)
+
+    def linear(name: str, h: tf.Tensor) -> tf.Tensor:  # a conv or dense layer without its activation
+        own = layer(name)
+        twin = type(own).from_config({**own.get_config(), "activation": "linear"})
+        twin.build(h.shape)
+        twin.set_weights(own.get_weights())
+        return twin(h)
+
+    maps = {"conv1": relu(linear("conv1", x))}
+    maps["norm1"] = layer("norm1")(maps["conv1"])
+    gate = layer("excite2")(relu(linear("excite1", layer("squeeze")(maps["norm1"]))))
+    maps["gated"] = layer("gated")([maps["norm1"], layer("gate")(gate)])
+    maps["pool1"] = layer("pool1")(layer("up")(maps["gated"]))
+    maps["own_swish"] = layer("own_swish")(maps["pool1"])
+    maps["conv3"] = layer("conv3")(layer("conv2")(maps["own_swish"]))
+    maps["conv4"] = relu(linear("conv4", layer("softmax3")(maps["conv3"])))
+    return maps
+
+
+@pytest.mark.parametrize("method", deconv.METHODS)
+def test_layers_without_a_rule_of_their_own_walk_by_their_gradient(rng: np.random.Generator, method: str) -> None:
+    """Every method walks them by their exact vector-Jacobian product, so ``gradient`` is the gradient of the
+    model (``tf.GradientTape`` through it unchanged) and the other two differ from it only at the ReLUs (the
+    forward pass written out with their rules, :func:`_gated_reference`)."""
+    model = _gated_model(rng)
+    net = deconv.DeconvNet(model, method=method)
+    assert net.layer_names == {1: "conv1", 2: "conv2", 3: "conv3", 4: "conv4"}
+    x = rng.uniform(0, 1, (2, 12, 16)).astype(np.float32)
+    inputs = tf.constant(x[..., np.newaxis])
+    seeds = ("norm1", "gated", "pool1", "own_swish", "conv3", "conv4")
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        if method == "gradient":
+            probe = keras.Model(model.inputs, [model.get_layer(n).output for n in seeds])
+            maps = dict(zip(seeds, probe(inputs, training=False)))
+        else:
+            maps = _gated_reference(model, inputs, method)
+    for seed in seeds:  # (conv2's and softmax3's own activations are walked from conv3 and conv4)
+        h = maps[seed]
+        width = int(h.shape[-1])
+        out = net(x, layer=seed).numpy()
+        expected = np.stack([tape.gradient(h, inputs, output_gradients=tf.stop_gradient(h * tf.one_hot(f, width)))
+                             [..., 0].numpy() for f in range(width)], axis=1)
+        scale = float(np.abs(expected).max())
+        assert scale > 0
+        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * scale, err_msg=f"{method}: {seed}")
+    traced = tf.function(lambda v: net(v, layer="conv4", features=[0, 3]),
+                         input_signature=[tf.TensorSpec([None, 12, 16], tf.float32)])
+    eager = net(x, layer="conv4", features=[0, 3]).numpy()  # a graph may order the sums differently
+    np.testing.assert_allclose(traced(x).numpy(), eager, rtol=0, atol=2e-5 * float(np.abs(eager).max()))
+
+
 def _randomise_batch_norms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -589,11 +667,8 @@ def _with_layer(layer: keras.layers.Layer) -> keras.Model:
 
 
 @pytest.mark.parametrize("layer,why", [
-    (keras.layers.LayerNormalization(name="odd_norm"), "LayerNormalization"),
-    (keras.layers.UpSampling2D(1, name="odd_up"), "UpSampling2D"),
-    (keras.layers.Lambda(lambda t: 2 * t, name="odd_lambda"), "Lambda"),
-    (keras.layers.Activation("softmax", name="odd_softmax"), "softmax"),
-    (keras.layers.Conv2D(4, 3, padding="same", activation=lambda t: t * t, name="odd_square"), "lambda"),
+    (keras.Sequential([keras.layers.Conv2D(4, 1)], name="odd_nested"), "nested model"),
+    (keras.layers.AveragePooling2D(1, data_format="channels_first", name="odd_first"), "channels_first"),
 ])
 def test_an_unsupported_layer_is_a_model_error_naming_it(layer: keras.layers.Layer, why: str) -> None:
     model = _with_layer(layer)
