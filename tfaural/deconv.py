@@ -95,7 +95,8 @@ model). Levels are conv blocks: for tfaural's own models those of
 conv, 1..N the modules, N + 1 the 1x1 conv), seeded at the block's output (after its
 pooling). For any other model, levels ``1..N`` number its ``Conv1D``/``Conv2D`` and
 ``SeparableConv1D``/``2D`` layers in topological order (a depthwise convolution is half
-of a block), each seeded at the end of the chain of batch normalisation, rectifier
+of a block; a convolution on 1 x 1 maps, such as a squeeze-and-excitation gate's, is
+none), each seeded at the end of the chain of batch normalisation, rectifier
 (ReLU, ELU, ...) and pooling layers that follows it (stopping before a non-rectifying
 activation, dropout,
 a reshape, a merge or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``.
@@ -1334,6 +1335,8 @@ class DeconvNet:
         for step in graph.steps:
             if not isinstance(step.layer, _BLOCK_TYPES) or step.index not in self._domain_steps:
                 continue
+            if all(n == 1 for n in step.node.input_tensors[0].shape[1:-1]):  # on a pooled summary (a squeeze-
+                continue  # and-excitation gate's convolutions): no map of the input to hear
             end = step
             while len(graph.consumers.get(end.output, [])) == 1:
                 after = graph.consumers[end.output][0]

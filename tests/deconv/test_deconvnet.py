@@ -622,6 +622,23 @@ def test_layers_without_a_rule_of_their_own_walk_by_their_gradient(rng: np.rando
     np.testing.assert_allclose(traced(x).numpy(), eager, rtol=0, atol=2e-5 * float(np.abs(eager).max()))
 
 
+def test_convolutions_on_a_pooled_summary_are_no_levels(rng: np.random.Generator) -> None:
+    """A squeeze-and-excitation gate made of 1x1 convolutions on a global average (1 x 1 maps) is no conv block:
+    the levels are the convolutions over the input's time-frequency plane; the gate's layers can still be named."""
+    x = keras.Input((12, 16, 1))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(x)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    s = keras.layers.Conv2D(2, 1, activation="relu", name="excite1")(s)
+    s = keras.layers.Conv2D(6, 1, activation="sigmoid", name="excite2")(s)
+    h = keras.layers.Multiply()([h, s])
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv2")(h)
+    model = _randomise_weights(keras.Model(x, keras.layers.GlobalMaxPooling2D()(h)), rng, scale=0.5)
+    net = deconv.DeconvNet(model)
+    assert net.layer_names == {1: "conv1", 2: "conv2"}
+    out = net(rng.uniform(0, 1, (1, 12, 16)).astype(np.float32), layer="excite1").numpy()
+    assert out.shape == (1, 2, 12, 16) and np.isfinite(out).all()
+
+
 def _randomise_batch_norms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
