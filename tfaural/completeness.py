@@ -1,7 +1,8 @@
 """What a file's own bytes say about whether it holds all of its audio, where its decoder does not check.
 
 libsndfile reads a cut file to what remains, silently, in two formats whose length is not in a
-header it holds the file to (and FFmpeg, which :mod:`tfaural.audio` asks for FLAC in Ogg, does too):
+header it holds the file to (and FFmpeg, which :mod:`tfaural.audio` asks for FLAC in Ogg, does too);
+so does FFmpeg in a third (DSD, below):
 
 - **MP3** is a bare sequence of MPEG audio frames; nothing in the format says how many there
   are. Encoders therefore write one silent first frame that carries a header stating the count:

@@ -168,7 +168,11 @@ class FFmpegAudioFile:
         try:
             yield from self._container.decode(self._stream)
         except (av.FFmpegError, OSError, ValueError, EOFError) as err:
-            raise AudioDecodeError(self._name, f"decoding failed, the file may be truncated or corrupt "
+            where = ""
+            if self.frames_exact and 0 <= self._position < self.frames:  # how far it got of a known length
+                where = (f" at {self._position / self.samplerate:.2f} s of the {self.frames / self.samplerate:.2f} s "
+                         "its header declares")
+            raise AudioDecodeError(self._name, f"decoding failed{where}, the file may be truncated or corrupt "
                                                f"({describe_error(err)})") from None
 
     def _samples(self, frame: Any) -> np.ndarray:

@@ -8,7 +8,11 @@
   max/mean pooling, dense layers);
 * against the explicit walk tfaural used before (``benchmarks/explicit_walk.py``) on the Choi
   CNN and the SampleCNN family, every layer, to 1e-5 of the peak;
-* clear errors for layers it cannot walk through.
+* beyond ReLU: other activations, dilated, depthwise, separable, grouped and transposed convolutions,
+  and layers walked by their gradient (layer normalisation, gates, upsampling, ``Lambda``), against
+  ``tf.GradientTape`` through the model with each rectifier's gradient replaced by the method's rule
+  (``tf.custom_gradient``; unreplaced for ``gradient``);
+* clear errors for the layers it cannot walk through (a nested model, ``channels_first``).
 """
 
 from __future__ import annotations
