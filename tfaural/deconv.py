@@ -56,9 +56,11 @@ upsampling, a ``Lambda``, ...) and any other activation (softmax, a function of 
 user's own) is walked by its exact vector-Jacobian product at its forward input
 (``tf.GradientTape``), in every method: the three methods differ only at rectifiers,
 as Captum's ``Deconvolution`` and ``GuidedBackprop`` differ from the gradient only at
-ReLUs (so a rectifier hidden inside such a layer is walked by its derivative). A nested
-model (flatten it) and a ``channels_first`` layer raise
-:class:`~tfaural.errors.ModelError` naming them. A layer's own non-rectifying
+ReLUs (so a rectifier hidden inside such a layer is walked by its derivative). A
+functional model called as a layer (a ``keras.applications`` backbone on spectrograms)
+is inlined: its layers are walked, and named, as if built into the model. A nested
+model of another kind (subclassed, or with several inputs or outputs) and a
+``channels_first`` layer raise :class:`~tfaural.errors.ModelError` naming them. A layer's own non-rectifying
 activation (a sigmoid output, a softmax) is skipped on the seeded layer itself, which
 is then seeded with its pre-activation values (the logits); a rectifier there is walked
 as below it.
@@ -125,7 +127,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
 import keras
@@ -1092,7 +1094,7 @@ _LAZY_RULES: tuple[_Rule, ...] = (_identity_rule, _activation_rule, _batch_norm_
 def _rule(layer: Any) -> _Rule | str:
     """The backward rule of ``layer``, or why it has none."""
     if isinstance(layer, keras.Model):
-        return "a nested model (flatten it into one functional model)"
+        return "a nested model that is not functional with one input and one output (flatten it)"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return "channels_first data format (only channels_last is supported)"
     if isinstance(layer, _IDENTITY_TYPES):
@@ -1136,8 +1138,31 @@ def _rule(layer: Any) -> _Rule | str:
 # The model's graph
 
 
+def _nested_functional(layer: Any) -> Any:
+    """The functional graph of a single-input, single-output model called as a layer, or ``None``."""
+    if not isinstance(layer, keras.Model):
+        return None
+    functional = layer if hasattr(layer, "_nodes_by_depth") else getattr(layer, "_functional", None)
+    if functional is None or len(functional.inputs) != 1 or len(functional.outputs) != 1:
+        return None
+    return functional
+
+
+class _Join:
+    """The node of an identity step from ``source`` to ``target`` (Keras tensors of two graphs)."""
+
+    def __init__(self, source: Any, target: Any) -> None:
+        self.input_tensors = [source]
+        self.outputs = [target]
+        self.arguments = self
+
+    def fill_in(self, values: Mapping[int, tf.Tensor]) -> tuple[tuple[tf.Tensor], dict[str, Any]]:
+        return (values[id(self.input_tensors[0])],), {}
+
+
 class _Graph:
-    """The layer calls of a single-input functional model, in topological order."""
+    """The layer calls of a single-input functional model, in topological order (nested functional
+    models inlined)."""
 
     def __init__(self, model: keras.Model) -> None:
         functional = model if hasattr(model, "_nodes_by_depth") else getattr(model, "_functional", None)
@@ -1151,7 +1176,16 @@ class _Graph:
         self.producer: dict[int, _Step] = {}
         self.consumers: dict[int, list[_Step]] = {}
         self.by_name: dict[str, _Step] = {}
-        shared: set[str] = set()
+        self.shared: set[str] = set()
+        self._inlined: set[int] = set()
+        self._add_nodes(functional)
+        for name in self.shared:
+            del self.by_name[name]
+
+    def _add_nodes(self, functional: Any) -> None:
+        """Appends the layer calls of ``functional`` in topological order, those of a nested functional model
+        (a backbone such as ``keras.applications.MobileNetV2`` called as a layer) inlined between two identity
+        steps that join its input and output to the tensors of the call."""
         by_depth = functional._nodes_by_depth
         for depth in sorted(by_depth, reverse=True):
             for node in by_depth[depth]:
@@ -1160,18 +1194,28 @@ class _Graph:
                 layer = node.operation
                 if len(node.outputs) != 1:
                     raise ModelError(f"layer {layer.name!r} has {len(node.outputs)} outputs; expected one")
-                step = _Step(len(self.steps), layer, tuple(id(t) for t in node.input_tensors), id(node.outputs[0]),
-                             node)
-                self.steps.append(step)
-                self.producer[step.output] = step
-                for tensor in step.inputs:
-                    self.consumers.setdefault(tensor, []).append(step)
-                if layer.name in self.by_name:
-                    shared.add(layer.name)
-                self.by_name[layer.name] = step
-        for name in shared:
-            del self.by_name[name]
-        self.shared = shared
+                inner = _nested_functional(layer)
+                if inner is None:
+                    self._add_step(layer, node)
+                    continue
+                if id(layer) in self._inlined:
+                    raise ModelError(f"model {layer.name!r} is called more than once in the model; its layers' "
+                                     "outputs are ambiguous")
+                self._inlined.add(id(layer))
+                self._add_step(keras.layers.Identity(name=f"{layer.name}_input"),
+                               _Join(node.input_tensors[0], inner.inputs[0]))
+                self._add_nodes(inner)
+                self._add_step(keras.layers.Identity(name=layer.name), _Join(inner.outputs[0], node.outputs[0]))
+
+    def _add_step(self, layer: Any, node: Any) -> None:
+        step = _Step(len(self.steps), layer, tuple(id(t) for t in node.input_tensors), id(node.outputs[0]), node)
+        self.steps.append(step)
+        self.producer[step.output] = step
+        for tensor in step.inputs:
+            self.consumers.setdefault(tensor, []).append(step)
+        if layer.name in self.by_name:
+            self.shared.add(layer.name)
+        self.by_name[layer.name] = step
 
     def step(self, name: str) -> _Step:
         if name in self.shared:
@@ -2100,9 +2144,14 @@ def walk_expansion(model: keras.Model) -> float:
         dims = list(shape)[1:]
         return None if any(d is None for d in dims) else int(np.prod(dims)) if dims else 1
 
+    def layers(outer: keras.Model) -> Iterator[Any]:  # nested functional models' own layers too
+        for layer in outer.layers:
+            inner = _nested_functional(layer)
+            yield from layers(inner) if inner is not None else (layer,)
+
     n_in = size(model.inputs[0].shape)
     widest = 1.0
-    for layer in model.layers:
+    for layer in layers(model):
         try:
             outputs = tf.nest.flatten(layer.output)
         except (AttributeError, ValueError):

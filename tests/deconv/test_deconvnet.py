@@ -12,7 +12,8 @@
   and layers walked by their gradient (layer normalisation, gates, upsampling, ``Lambda``), against
   ``tf.GradientTape`` through the model with each rectifier's gradient replaced by the method's rule
   (``tf.custom_gradient``; unreplaced for ``gradient``);
-* clear errors for the layers it cannot walk through (a nested model, ``channels_first``).
+* a ``keras.applications`` backbone called as a layer, against the same weights built into the graph;
+* clear errors for the layers it cannot walk through (a subclassed nested model, ``channels_first``).
 """
 
 from __future__ import annotations
@@ -643,6 +644,50 @@ def test_convolutions_on_a_pooled_summary_are_no_levels(rng: np.random.Generator
     assert out.shape == (1, 2, 12, 16) and np.isfinite(out).all()
 
 
+def _on_a_backbone(nested: bool) -> keras.Model:
+    """A log-mel patch -> a 1x1 conv to 3 channels -> ``keras.applications.MobileNetV2`` (random weights, width
+    0.35) -> 4 tags, with the backbone called as one layer (transfer learning's way) or built into the graph."""
+    x = keras.Input((32, 48, 1))
+    h = keras.layers.Conv2D(3, 1, name="to_rgb")(x)
+    if nested:
+        h = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 48, 3), alpha=0.35,
+                                           name="backbone")(h)
+    else:
+        h = keras.applications.MobileNetV2(weights=None, include_top=False, input_tensor=h, alpha=0.35).output
+    return keras.Model(x, keras.layers.Dense(4, name="tags")(keras.layers.GlobalAveragePooling2D()(h)))
+
+
+def test_a_nested_backbone_is_walked_as_if_built_in(rng: np.random.Generator) -> None:
+    """A pretrained image backbone on spectrograms, as many audio taggers are made: its layers (ReLU6, depthwise
+    convolutions, residual adds, padding) are inlined, so the nested model deconvolves exactly as the same
+    weights built into one graph, and its gradient is ``tf.GradientTape``'s."""
+    nested, flat = _on_a_backbone(True), _randomise_weights(_on_a_backbone(False), rng, scale=0.3)
+    weights = {w.path: w for w in flat.weights}
+    for w in nested.weights:  # the backbone's weights are named "backbone/<layer>/<weight>" in the nested model
+        w.assign(weights[w.path.removeprefix("backbone/")])
+    x = rng.uniform(0, 1, (2, 32, 48)).astype(np.float32)
+    seeds = ["block_3_project_BN", "block_6_expand_relu", "block_12_add", "out_relu"]
+    for method in deconv.METHODS:
+        ours, reference = deconv.DeconvNet(nested, method=method), deconv.DeconvNet(flat, method=method)
+        assert ours.layer_names == reference.layer_names  # a level per Conv2D (depthwise ones are half blocks)
+        assert len(ours.levels) == sum(isinstance(layer, keras.layers.Conv2D) for layer in flat.layers) == 36
+        for seed in seeds:
+            got, want = ours(x, layer=seed, features=[0, 7]).numpy(), reference(x, layer=seed, features=[0, 7]).numpy()
+            assert np.abs(want).max() > 0
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(), err_msg=f"{method} {seed}")
+    inputs = tf.constant(x[..., np.newaxis])
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        top = keras.Model(flat.inputs, flat.get_layer("out_relu").output)(inputs, training=False)
+    expected = tape.gradient(top, inputs, output_gradients=tf.stop_gradient(top * tf.one_hot(5, top.shape[-1])))
+    got = deconv.deconvolve(nested, x, layer="backbone", features=[5], method="gradient").numpy()[:, 0]
+    np.testing.assert_allclose(got, expected[..., 0].numpy(), rtol=0, atol=2e-5 * float(np.abs(expected).max()))
+    with pytest.raises(ModelError, match="called more than once"):
+        twice = keras.Sequential([keras.layers.Conv2D(2, 1)], name="twice")
+        x2 = keras.Input((8, 8, 1))
+        deconv.DeconvNet(keras.Model(x2, keras.layers.Add()([twice(x2), twice(x2)])))
+
+
 def _randomise_batch_norms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -687,8 +732,19 @@ def _with_layer(layer: keras.layers.Layer) -> keras.Model:
     return keras.Model(x, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
 
 
+class _Subclassed(keras.Model):
+    """A model of the user's own class called as a layer: no graph of layers to walk."""
+
+    def __init__(self) -> None:
+        super().__init__(name="odd_nested")
+        self.conv = keras.layers.Conv2D(4, 1)
+
+    def call(self, x: Any) -> Any:
+        return self.conv(x)
+
+
 @pytest.mark.parametrize("layer,why", [
-    (keras.Sequential([keras.layers.Conv2D(4, 1)], name="odd_nested"), "nested model"),
+    (_Subclassed(), "nested model that is not functional"),
     (keras.layers.AveragePooling2D(1, data_format="channels_first", name="odd_first"), "channels_first"),
 ])
 def test_an_unsupported_layer_is_a_model_error_naming_it(layer: keras.layers.Layer, why: str) -> None:
