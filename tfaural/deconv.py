@@ -60,7 +60,9 @@ ReLUs (so a rectifier hidden inside such a layer is walked by its derivative). A
 functional model called as a layer (a ``keras.applications`` backbone on spectrograms)
 is inlined: its layers are walked, and named, as if built into the model. A nested
 model of another kind (subclassed, or with several inputs or outputs) and a
-``channels_first`` layer raise :class:`~tfaural.errors.ModelError` naming them. A layer's own non-rectifying
+``channels_first`` layer raise :class:`~tfaural.errors.ModelError` naming them. A
+mixed-precision model (float16 compute, float32 weights) is walked back in float32 from
+its float16 values. A layer's own non-rectifying
 activation (a sigmoid output, a softmax) is skipped on the seeded layer itself, which
 is then seeded with its pre-activation values (the logits); a rectifier there is walked
 as below it.
@@ -709,7 +711,8 @@ def _vjp(fn: Callable[..., Any], inputs: Sequence[tf.Tensor], g: tf.Tensor, ctx:
         for x in tiled:
             tape.watch(x)
         out = fn(*tiled)
-    return list(tape.gradient(out, tiled, output_gradients=g, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+    return list(tape.gradient(out, tiled, output_gradients=tf.cast(g, out.dtype),  # float16 layers: their dtype
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
 
 def _identity_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
@@ -1257,7 +1260,9 @@ class _Graph:
             args, kwargs = step.node.arguments.fill_in(values)
             if isinstance(step.layer, keras.layers.Layer):
                 kwargs = {**kwargs, "training": False}
-            values[step.output] = step.layer(*args, **kwargs)
+            out = step.layer(*args, **kwargs)
+            # a mixed-precision model computes in float16; the walk goes back in float32 from its values
+            values[step.output] = tf.cast(out, tf.float32) if out.dtype in (tf.float16, tf.bfloat16) else out
         return values
 
 

@@ -688,6 +688,36 @@ def test_a_nested_backbone_is_walked_as_if_built_in(rng: np.random.Generator) ->
         deconv.DeconvNet(keras.Model(x2, keras.layers.Add()([twice(x2), twice(x2)])))
 
 
+def test_a_mixed_precision_model_is_walked_in_float32(rng: np.random.Generator) -> None:
+    """A model trained with ``mixed_float16`` (as on GPUs) computes in float16 and keeps float32 weights: the
+    walk takes its float16 values as float32 and goes back in float32. Its gradient is the model's own
+    (``tf.GradientTape`` through the float16 model) to float16's precision."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        x = keras.Input((16, 20, 1))
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+        h = keras.layers.BatchNormalization(name="bn1")(h)
+        h = keras.layers.MaxPooling2D(2, name="pool1")(h)
+        h = keras.layers.LayerNormalization(name="norm1")(h)  # walked by its gradient, in float16
+        h = keras.layers.Conv2D(3, 3, padding="same", activation="elu", name="conv2")(h)
+        model = keras.Model(x, keras.layers.Dense(2, dtype="float32")(keras.layers.GlobalMaxPooling2D()(h)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model = _randomise_weights(model, rng, scale=0.5)
+    inputs = tf.constant(rng.uniform(0, 1, (2, 16, 20, 1)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        h = keras.Model(model.inputs, model.get_layer("conv2").output)(inputs, training=False)
+    assert h.dtype == tf.float16
+    expected = tape.gradient(h, inputs, output_gradients=tf.stop_gradient(h * tf.one_hot(1, 3, dtype=h.dtype)))
+    for method in deconv.METHODS:
+        out = deconv.deconvolve(model, inputs[..., 0], layer="conv2", features=[1], method=method)
+        assert out.dtype == tf.float32 and np.isfinite(out.numpy()).all()
+        if method == "gradient":
+            np.testing.assert_allclose(out.numpy()[:, 0], expected[..., 0].numpy(), rtol=0,
+                                       atol=1e-2 * float(np.abs(expected).max()))
+
+
 def _randomise_batch_norms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
