@@ -136,7 +136,7 @@ def _check_rate(sample_rate: int | None, name: str = "sample_rate") -> None:
 
 
 @contextlib.contextmanager
-def _open(source: AudioSource) -> Iterator[sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile]:
+def _open(source: AudioSource) -> Iterator[sf.SoundFile | _Wrapped | ffmpeg_audio.FFmpegAudioFile]:
     """Opens ``source`` with soundfile (FFmpeg where libsndfile cannot, or cannot read all of it: :func:`_vet`);
     every failure, a truncated file included, becomes an AudioError."""
     name = describe_source(source)
@@ -225,12 +225,13 @@ def _peek(read: Callable[[Any], _T], handle: Any) -> _T | None:
         return None
 
 
-def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile:
+def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _Wrapped | ffmpeg_audio.FFmpegAudioFile:
     """What reads all of a file libsndfile opened, or why nothing can (:mod:`tfaural.completeness`).
 
     Returns:
-        ``snd`` itself; ``snd`` held to its header's length (an MP3 with a Xing/Info/VBRI header); or
-        FFmpeg's reader (an MP3 without one, whose length libsndfile only estimates and stops reading at).
+        ``snd`` itself; ``snd`` read forward only (:class:`_ForwardOnly`); ``snd`` held to its header's length
+        (an MP3 with a Xing/Info/VBRI header); or FFmpeg's reader (an MP3 without one, whose length libsndfile
+        only estimates and stops reading at).
 
     Raises:
         AudioDecodeError: The file is truncated: it holds less audio than its header declares (a PCM
@@ -240,6 +241,8 @@ def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _DeclaredL
         _check_pcm_complete(snd, name)
         if snd.format == "OGG":
             _check_ogg_complete(handle, name)
+        if not snd.seekable():
+            return _ForwardOnly(snd, name)
         if snd.format != "MP3":
             return snd
         if _peek(completeness.mp3_declared_frames, handle) is not None:  # an MP3 whose header declares its length
@@ -294,10 +297,9 @@ def _w64_declared_frames(log: str) -> int | None:
     return (blocks - 1) * int(block_frames.group(1))  # at least: the last block may code fewer frames
 
 
-class _DeclaredLength:
-    """A libsndfile reader held to the exact length its file's header declares (an MP3's Xing, Info or
-    VBRI frame count): a read that ends short of it raises, as :class:`~tfaural.ffmpeg_audio.FFmpegAudioFile`
-    does in MP4. (libsndfile decodes a truncated MP3 to what remains, silently.)"""
+class _Wrapped:
+    """A libsndfile reader behind the part of its interface :mod:`tfaural.audio` uses, for the readers below
+    to change how it reads."""
 
     frames_exact = True
 
@@ -315,46 +317,60 @@ class _DeclaredLength:
 
     def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True,
              out: np.ndarray | None = None) -> np.ndarray:
-        start = int(self._snd.tell())
         data: np.ndarray = self._snd.read(frames=frames, dtype=dtype, always_2d=always_2d, out=out)
-        end = start + len(data)
-        if end < (self.frames if frames < 0 else min(start + frames, self.frames)):  # the stream ended early
-            ffmpeg_audio.check_whole(self._name, ends=end, declared=self.frames, sample_rate=self.samplerate)
         return data
 
     def close(self) -> None:
         self._snd.close()
 
 
+class _DeclaredLength(_Wrapped):
+    """A libsndfile reader held to the exact length its file's header declares (an MP3's Xing, Info or
+    VBRI frame count): a read that ends short of it raises, as :class:`~tfaural.ffmpeg_audio.FFmpegAudioFile`
+    does in MP4. (libsndfile decodes a truncated MP3 to what remains, silently.)"""
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True,
+             out: np.ndarray | None = None) -> np.ndarray:
+        start = int(self._snd.tell())
+        data = super().read(frames, dtype, always_2d, out)
+        end = start + len(data)
+        if end < (self.frames if frames < 0 else min(start + frames, self.frames)):  # the stream ended early
+            ffmpeg_audio.check_whole(self._name, ends=end, declared=self.frames, sample_rate=self.samplerate)
+        return data
+
+
+class _ForwardOnly(_Wrapped):
+    """A file libsndfile can only read forward: GSM 6.10 (WAV, AIFF, W64), G.721/G.723 (WAV, AU) and NMS
+    ADPCM (WAV). soundfile neither seeks in it nor reads "to the end" (``frames=-1``); this reader seeks by
+    decoding what precedes the target and reads to the end in pieces, at most 1 MiB of samples at a time."""
+
+    def __init__(self, snd: sf.SoundFile, name: str) -> None:
+        super().__init__(snd, name)
+        self._position = 0  # soundfile cannot tell() in such a file either
+
+    def seek(self, frame: int) -> int:
+        if frame < self._position:
+            raise ValueError(f"cannot seek back to frame {frame} in a file that reads only forward")
+        while self._position < frame and len(self.read(min(frame - self._position, _read_frames(self.channels)))):
+            pass  # decoded and dropped
+        return self._position
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True,
+             out: np.ndarray | None = None) -> np.ndarray:
+        if frames >= 0:
+            data = super().read(frames, dtype, always_2d, out)
+            self._position += len(data)
+            return data
+        parts = []
+        while len(part := self.read(_read_frames(self.channels), dtype, True)):
+            parts.append(part)
+        data = np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+        return data[:, 0] if not always_2d and self.channels == 1 else data  # soundfile's shapes
+
+
 def _read_frames(channels: int) -> int:
     """Frames of ``channels`` channels in one read of at most :data:`_READ_SAMPLES` samples."""
     return max(1, _READ_SAMPLES // channels)
-
-
-def _forward_only(snd: sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile) -> bool:
-    """Whether libsndfile can only read ``snd`` forward: GSM 6.10 (WAV, AIFF, W64), G.721/G.723 (WAV, AU)
-    and NMS ADPCM (WAV). soundfile then neither seeks nor reads "to the end" (``frames=-1``)."""
-    return isinstance(snd, sf.SoundFile) and not snd.seekable()
-
-
-def _seek(snd: sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile, frame: int) -> None:
-    """Moves to ``frame``; in a forward-only file, by decoding what precedes it (1 MiB at a time) and dropping it."""
-    if not _forward_only(snd):
-        snd.seek(frame)
-        return
-    left = frame
-    while left > 0 and len(part := snd.read(frames=min(left, _read_frames(snd.channels)), dtype="float32")):
-        left -= len(part)
-
-
-def _read(snd: sf.SoundFile | _DeclaredLength | ffmpeg_audio.FFmpegAudioFile, frames: int) -> np.ndarray:
-    """``frames`` frames (``-1``: to the end) from the current position: float32 ``[frames, channels]``."""
-    if frames >= 0 or not _forward_only(snd):
-        return snd.read(frames=frames, dtype="float32", always_2d=True)
-    parts = []
-    while len(part := snd.read(frames=_read_frames(snd.channels), dtype="float32", always_2d=True)):
-        parts.append(part)
-    return np.concatenate(parts) if parts else np.zeros((0, snd.channels), np.float32)
 
 
 def _check_path(path: str, name: str) -> None:
@@ -485,9 +501,9 @@ def load(
             if snd.frames and start >= snd.frames and getattr(snd, "frames_exact", True):
                 length = snd.frames / native_sr
                 raise EmptyAudioError(name, f"offset {offset} s is past the end of the audio ({length:.3f} s)")
-            _seek(snd, start)
+            snd.seek(start)
         frames = -1 if duration is None else int(round(duration * native_sr))
-        data = _read(snd, frames)  # [samples, channels]
+        data = snd.read(frames=frames, dtype="float32", always_2d=True)  # [samples, channels]
     y = np.ascontiguousarray(data.T)  # [channels, samples]
     _validate_samples(y, name)
     if mono:

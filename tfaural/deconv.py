@@ -655,14 +655,18 @@ def _layer_activation(layer: Any) -> str:
     return _activation_kind(getattr(layer, "activation", None))
 
 
+def _activation_at(step: _Step, xs: list[tf.Tensor]) -> tuple[Callable[[tf.Tensor], tf.Tensor], tf.Tensor]:
+    """``(activation, its forward input)`` of ``step``: an activation layer itself at its input, or a conv or
+    dense layer's own activation at its pre-activation."""
+    layer: Any = step.layer
+    if isinstance(layer, _ACTIVATION_LAYERS):
+        return functools.partial(layer, training=False), xs[0]
+    return layer.activation, _pre_activation(step, xs[0])
+
+
 def _derivative(step: _Step, xs: list[tf.Tensor]) -> tf.Tensor:
     """The elementwise derivative of ``step``'s activation at its forward input (``[batch, ...]``)."""
-    layer: Any = step.layer
-    fn: Callable[[tf.Tensor], tf.Tensor]
-    if isinstance(layer, _ACTIVATION_LAYERS):
-        z, fn = xs[0], functools.partial(layer, training=False)
-    else:  # a conv or dense layer's own activation, at its pre-activation
-        z, fn = _pre_activation(step, xs[0]), layer.activation
+    fn, z = _activation_at(step, xs)
     with tf.GradientTape() as tape:
         tape.watch(z)
         out = fn(z)
@@ -697,10 +701,8 @@ def _activation_backward(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _C
         return cot
     if kind in ELEMENTWISE:  # not a rectifier: every method takes its derivative
         return ctx.times_forward(cot, _derivative(step, xs))
-    # softmax, or a function of the user's: its vector-Jacobian product at the forward pre-activation
-    layer: Any = step.layer
-    fn = functools.partial(layer, training=False) if isinstance(layer, _ACTIVATION_LAYERS) else layer.activation
-    return _Dense(_vjp(lambda z: fn(z), [_pre_activation(step, xs[0])], ctx.dense(cot), ctx)[0])
+    fn, z = _activation_at(step, xs)  # softmax, or a function of the user's: its vector-Jacobian product
+    return _Dense(_vjp(fn, [z], ctx.dense(cot), ctx)[0])
 
 
 def _vjp(fn: Callable[..., Any], inputs: Sequence[tf.Tensor], g: tf.Tensor, ctx: _Context) -> list[tf.Tensor | None]:
@@ -939,15 +941,10 @@ def _linear_part(layer: Any, x: tf.Tensor) -> tf.Tensor:
 def _autodiff_conv_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ctx: _Context,
                         seeded: bool) -> list[_Cot | None]:
     """Depthwise, separable, grouped and transposed convolutions: the adjoint of the linear part is its
-    gradient (``tf.GradientTape`` at zeros: the gradient of a linear map does not depend on the point; in a
-    graph, the forward convolution, whose value nothing reads, is pruned)."""
+    vector-Jacobian product (the same at any point; in a graph, the forward convolution, whose value nothing
+    reads, is pruned)."""
     cot = _activation_backward(step, xs, y, cot, ctx, seeded)
-    g = ctx.dense(cot)
-    at = tf.zeros(tf.concat([[ctx.batch * ctx.k], tf.shape(xs[0])[1:]], axis=0), xs[0].dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(at)
-        out = _linear_part(step.layer, at)
-    return [_Dense(tape.gradient(out, at, output_gradients=g))]
+    return [_Dense(_vjp(functools.partial(_linear_part, step.layer), xs[:1], ctx.dense(cot), ctx)[0])]
 
 
 def _plain_steps(layer: Any, rank: int) -> bool:

@@ -410,6 +410,14 @@ def _with_rule(fn: Any, method: str, rectifier: bool) -> Any:
     return f
 
 
+def _without_activation(layer: keras.layers.Layer, h: tf.Tensor) -> tf.Tensor:
+    """``layer`` (a convolution or dense layer) on ``h`` before its activation: Keras's own call of a twin."""
+    twin = type(layer).from_config({**layer.get_config(), "activation": "linear"})
+    twin.build(h.shape)
+    twin.set_weights(layer.get_weights())
+    return twin(h)
+
+
 def _reference_maps(model: keras.Model, x: tf.Tensor, method: str) -> dict[str, tf.Tensor]:
     """Every layer's forward output (``<conv>_pre``: a convolution's pre-activation, which a tanh layer is
     seeded with), computed layer by layer with each activation's gradient replaced by the rule of ``method``."""
@@ -417,10 +425,7 @@ def _reference_maps(model: keras.Model, x: tf.Tensor, method: str) -> dict[str, 
     h = x
     for layer in model.layers[1:]:
         if isinstance(layer, _CONV_LAYERS):
-            linear = type(layer).from_config({**layer.get_config(), "activation": "linear"})  # Keras's own call
-            linear.build(h.shape)
-            linear.set_weights(layer.get_weights())
-            z = linear(h)
+            z = _without_activation(layer, h)
             name = layer.activation.__name__
             maps[f"{layer.name}_pre"] = z
             h = z if name == "linear" else _with_rule(layer.activation, method, layer.name in _RECTIFYING_CONVS)(z)
@@ -576,12 +581,8 @@ def _gated_reference(model: keras.Model, x: tf.Tensor, method: str) -> dict[str,
     layer = model.get_layer
     relu = _with_rule(tf.nn.relu, method, True)
 
-    def linear(name: str, h: tf.Tensor) -> tf.Tensor:  # a conv or dense layer without its activation
-        own = layer(name)
-        twin = type(own).from_config({**own.get_config(), "activation": "linear"})
-        twin.build(h.shape)
-        twin.set_weights(own.get_weights())
-        return twin(h)
+    def linear(name: str, h: tf.Tensor) -> tf.Tensor:
+        return _without_activation(layer(name), h)
 
     maps = {"conv1": relu(linear("conv1", x))}
     maps["norm1"] = layer("norm1")(maps["conv1"])
