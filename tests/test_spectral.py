@@ -140,3 +140,84 @@ def test_n_frames_matches_stft() -> None:
         assert spec.shape[-1] == spectral.n_frames(n, n_fft=512, hop_length=256)
     # The Choi recipe: 4 s at 11,025 Hz, 512-point FFT, hop 256 -> 257 x 173.
     assert spectral.stft(np.zeros(44100, np.float32), n_fft=512, hop_length=256).shape == (257, 173)
+
+
+def _powers(rng: np.random.Generator) -> np.ndarray:
+    """float32 ``[2, 64, 50]`` power spectrograms over 14 decades, with exact zeros (silence)."""
+    x = (10.0 ** rng.uniform(-12, 2, (2, 64, 50))).astype(np.float32)
+    x[0, :3] = 0.0
+    x[1] *= 1e-3  # another level: the per-spectrogram references differ
+    return x
+
+
+@pytest.mark.parametrize(
+    "compression,reference",
+    [
+        (spectral.Decibels(), lambda s: librosa.power_to_db(s)),
+        (spectral.Decibels(ref="max"), lambda s: librosa.power_to_db(s, ref=np.max)),
+        (spectral.Decibels(ref=1e-3, top_db=None), lambda s: librosa.power_to_db(s, ref=1e-3, top_db=None)),
+        (spectral.Decibels(amin=1e-5, multiplier=20.0, top_db=60.0),
+         lambda s: librosa.amplitude_to_db(np.sqrt(s), top_db=60.0)),
+        (spectral.LogOffset(0.001), lambda s: np.log(s + 0.001)),
+        (spectral.LogOffset(0.01, base=10.0), lambda s: np.log10(s + 0.01)),
+        (spectral.Log1p(10000.0), lambda s: np.log10(1 + 10000 * s)),
+        (spectral.Log1p(10.0, base=np.e), lambda s: np.log1p(10 * s)),
+        (spectral.Linear(), lambda s: s),
+    ],
+    ids=["db", "db-ref-max", "db-ref-no-top", "amplitude-db", "log-offset", "log10-offset", "log10-1p", "ln-1p",
+         "linear"],
+)
+def test_compressions_are_librosas_and_numpys_per_spectrogram(
+    rng: np.random.Generator, compression: spectral.Compression, reference: object
+) -> None:
+    x = _powers(rng)
+    amplitude = isinstance(compression, spectral.Decibels) and compression.multiplier == 20
+    ours = compression(np.sqrt(x) if amplitude else x).numpy()  # amplitude_to_db is of magnitudes
+    expected = np.stack([reference(s.astype(np.float64)) for s in x])  # type: ignore[operator]
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_decibels_are_keras_melspectrograms(rng: np.random.Generator) -> None:
+    import keras
+
+    layer = keras.layers.MelSpectrogram(sampling_rate=16000, num_mel_bins=64)
+    x = _powers(rng)[:1]
+    keras_db = keras.ops.convert_to_numpy(layer._dbscale(keras.ops.convert_to_tensor(x)))  # its own dB step
+    np.testing.assert_allclose(spectral.Decibels()(x).numpy(), keras_db, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "compression",
+    [spectral.Decibels(), spectral.Decibels(ref="max", top_db=60.0), spectral.Decibels(top_db=None),
+     spectral.LogOffset(0.001), spectral.Log1p(10000.0), spectral.Log1p(10.0, base=np.e), spectral.Linear()],
+    ids=["db", "db-max-60", "db-no-top", "log-offset", "log10-1p", "ln-1p", "linear"],
+)
+def test_expand_is_the_way_back_from_a_rise_above_silence(
+    rng: np.random.Generator, compression: spectral.Compression
+) -> None:
+    x = _powers(rng)
+    silence = compression.silence(x).numpy()
+    assert silence.shape == (2, 1, 1)
+    with_silence = x.copy()
+    with_silence[:, 0, 0] = 0.0
+    np.testing.assert_allclose(compression(with_silence).numpy()[:, :1, :1], silence, rtol=1e-5, atol=1e-4)
+    back = compression.expand(compression(x) - silence, x).numpy()
+    assert np.all(compression.expand(tf.zeros_like(x), x).numpy() == 0)  # no rise: no power
+    if isinstance(compression, spectral.Decibels):  # below the floor everything is silence: max(x, p0) - p0
+        floor = (10.0 ** ((silence + compression.multiplier * np.log10(np.maximum(
+            x.max(axis=(-2, -1), keepdims=True) if compression.ref == "max" else compression.ref, compression.amin)))
+            / compression.multiplier)).astype(np.float64)
+        expected = np.maximum(x, floor) - floor
+    else:
+        expected = x
+    np.testing.assert_allclose(back, expected, rtol=2e-3, atol=1e-6 * x.max())
+
+
+def test_compression_settings_are_checked() -> None:
+    for make, match in [(lambda: spectral.Log1p(0.0), "c=0.0"), (lambda: spectral.Log1p(10.0, base=1.0), "base=1.0"),
+                        (lambda: spectral.LogOffset(-1.0), "offset=-1.0"),
+                        (lambda: spectral.Decibels(ref="min"), "ref='min'"),
+                        (lambda: spectral.Decibels(top_db=0.0), "top_db=0.0"),
+                        (lambda: spectral.Decibels(amin=float("nan")), "amin=nan")]:
+        with pytest.raises(ParameterError, match=match):
+            make()

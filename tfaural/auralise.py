@@ -16,8 +16,10 @@ with the inverse compression, ``(exp(max(D, 0)) − 1) / C`` (negative values,
 which have no magnitude meaning there, are clipped to 0). For a linear-input
 model the map is used as it is (negative values flip the phase, as in the paper).
 
-**Log-mel models** (musicnn's taggers, :class:`MelAuraliser`): the deconvolution ends in
-the compressed log-mel domain ``log10(1 + C m)``; it is brought back to mel power, then to
+**Log-mel models** (musicnn's taggers, any model on a log-mel spectrogram made before it, or
+with a ``keras.layers.MelSpectrogram`` of its own: :class:`MelAuraliser`): the deconvolution ends
+in the compressed log-mel domain (``log10(1 + C m)``, decibels, ``ln(m + ε)``, ... of
+:mod:`tfaural.spectral`); it is brought back to mel power by a level rule, then to
 a linear-frequency magnitude by the pseudo-inverse of the mel filterbank (or non-negative
 least squares, :func:`mel_to_linear_power`), and reconstructed with the original phase
 (or as a mask) like the STFT models.
@@ -45,8 +47,10 @@ long clip holds one chunk's intermediate maps at a time, not all of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
@@ -56,7 +60,7 @@ import tensorflow as tf
 from tfaural import linalg, spectral
 from tfaural.config import ChoiConfig, MusicnnConfig
 from tfaural.deconv import DeconvNet
-from tfaural.errors import ModelError, ParameterError
+from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.models import config_from_model
 from tfaural.models.layers import InputScaling
 
@@ -71,6 +75,7 @@ __all__ = [
     "reconstruct",
     "normalise_peak",
     "MEL_INVERSIONS",
+    "MEL_LAYOUTS",
     "MelAuraliser",
     "auraliser_for",
     "auralise_mel",
@@ -267,6 +272,24 @@ class Auraliser:
         magnitude (Choi CNN), the mel power (log-mel taggers) or the waveform itself."""
         return self._prepare(waveform, "phase", False)[0]
 
+    def _failure_hint(self, x: tf.Tensor) -> str | None:
+        """Why the model may have refused its input ``x`` (``None``: nothing to add to its own error)."""
+        del x
+        return None
+
+    @contextlib.contextmanager
+    def _explained(self, x: tf.Tensor) -> Iterator[None]:
+        """Turns the model's own refusal of ``x`` into a :class:`ParameterError` saying why, where known."""
+        try:
+            yield
+        except TfauralError:
+            raise
+        except (ValueError, tf.errors.InvalidArgumentError) as error:
+            hint = self._failure_hint(x)
+            if hint is None:
+                raise
+            raise ParameterError(f"{hint} ({type(error).__name__}: {str(error).strip().splitlines()[0]})") from error
+
     @staticmethod
     def _result(outputs: Sequence[tf.Tensor], spectrogram: tf.Tensor | None, activation: tf.Tensor | None,
                 keep_deconvolved: bool) -> Auralisation:
@@ -303,10 +326,11 @@ class Auraliser:
             ParameterError: Invalid ``mode``, ``layer`` or ``features`` (out of range or repeated).
         """
         x, spectrogram, finish, dtypes = self._prepare(waveform, mode, keep_deconvolved)
-        outputs, activation = self.net(
-            x, layer=layer, features=features, return_activation=True, chunk_elements=self.chunk_elements,
-            per_chunk=finish, per_chunk_dtypes=dtypes,
-        )
+        with self._explained(x):
+            outputs, activation = self.net(
+                x, layer=layer, features=features, return_activation=True, chunk_elements=self.chunk_elements,
+                per_chunk=finish, per_chunk_dtypes=dtypes,
+            )
         return self._result(outputs, spectrogram, activation, keep_deconvolved)
 
     def layers(
@@ -324,10 +348,11 @@ class Auraliser:
             ``{layer: Auralisation}``.
         """
         x, spectrogram, finish, dtypes = self._prepare(waveform, mode, keep_deconvolved)
-        maps = self.net.deconvolve_layers(
-            x, layers=layers, features=features, chunk_elements=self.chunk_elements, per_chunk=finish,
-            per_chunk_dtypes=dtypes,
-        )
+        with self._explained(x):
+            maps = self.net.deconvolve_layers(
+                x, layers=layers, features=features, chunk_elements=self.chunk_elements, per_chunk=finish,
+                per_chunk_dtypes=dtypes,
+            )
         return {
             layer: self._result(outputs, spectrogram, self.net.last_activations[layer], keep_deconvolved)
             for layer, outputs in maps.items()
@@ -433,6 +458,13 @@ def mel_to_linear_power(
     return x
 
 
+def _undo_power(linear: tf.Tensor, power: float) -> tf.Tensor:
+    """``linear ** (1 / power)``: a power spectrogram's magnitude (``power`` 2), or the magnitude itself (1)."""
+    if power == 1.0:
+        return linear
+    return tf.sqrt(linear) if power == 2.0 else tf.pow(linear, 1.0 / power)
+
+
 def log_mel_to_magnitude(
     deconvolved: tf.Tensor,
     filterbank: np.ndarray,
@@ -459,60 +491,99 @@ def log_mel_to_magnitude(
         float32 ``[..., n_freq, frames]`` >= 0.
     """
     mel_power = spectral.log10_decompress(_below_overflow(tf.nn.relu(deconvolved), MAX_LOG10), log_c)
-    linear = mel_to_linear_power(mel_power, filterbank, inversion=inversion)
-    if power == 1.0:
-        return linear
-    return tf.sqrt(linear) if power == 2.0 else tf.pow(linear, 1.0 / power)
+    return _undo_power(mel_to_linear_power(mel_power, filterbank, inversion=inversion), power)
+
+
+#: Layouts of a mel spectrogram in a model's input domain (``"auto"``: found from its shape).
+MEL_LAYOUTS = ("auto", "mels_frames", "frames_mels")
+_COMPRESSIONS: tuple[type[Any], ...] = (spectral.Log1p, spectral.LogOffset, spectral.Decibels, spectral.Linear)
 
 
 class MelAuraliser(Auraliser):
-    """Auralisation of a log-mel model (musicnn's taggers, or any model seeing log-compressed mel power).
+    """Auralisation of a log-mel model: musicnn's taggers, or any model that sees a compressed mel spectrogram.
 
     waveform → STFT (:mod:`tfaural.spectral`) → mel power → the model → deconvolution of the
-    chosen features down to the log-mel domain (:class:`~tfaural.deconv.DeconvNet`) →
-    :func:`log_mel_to_magnitude` → the original STFT phase (``mode="phase"``) or the
-    original complex STFT as carrier of a soft mask (``mode="mask"``) → inverse STFT.
-    Peak-normalised per feature with the silence rules of :func:`normalise_peak`; the
-    features go down and are reconstructed in bounded chunks, as in :class:`Auraliser`.
+    chosen features down to the compressed mel spectrogram (:class:`~tfaural.deconv.DeconvNet`) →
+    mel power (the level rule below) → linear-frequency magnitude (:func:`mel_to_linear_power`) →
+    the original STFT phase (``mode="phase"``) or the original complex STFT as carrier of a soft
+    mask (``mode="mask"``) → inverse STFT. Peak-normalised per feature with the silence rules of
+    :func:`normalise_peak`; the features go down and are reconstructed in bounded chunks, as in
+    :class:`Auraliser`.
 
-    **Level in the log domain.** A deconvolution carries the gains of every layer it passed
-    (batch normalisations above all), so its values are not log-mel values of any real sound:
-    deep features of ``MTT_vgg`` come back at tens to a thousand "log10 units", whose literal
-    decompression ``10^x`` overflows float32 and, where it does not, keeps only the single
-    loudest bin. The deconvnet propagates patterns, not levels, so (``match_input_level``, the
-    default) each feature's map is first scaled so that its maximum equals the input's own
-    loudest compressed log-mel value: the feature is heard with the dynamic range of the music
-    it came from. With ``match_input_level=False`` the map is decompressed as it is (shifted
-    down only where it would overflow, :func:`log_mel_to_magnitude`).
+    **What the model takes.** Three kinds of model:
 
-    The model takes mel power ``[batch, n_mels, frames, 1]`` and compresses it itself: the
-    deconvolution ends at the output of that compression layer (an
-    :class:`~tfaural.models.layers.InputScaling` in ``"log10"`` mode, whose constant is
-    used; another layer can be named with ``input_layer``, then ``log_c`` is required).
+    * **mel power that it compresses itself**: musicnn's taggers (their
+      :class:`~tfaural.models.layers.InputScaling` front end is found, and its compression read),
+      or a model whose compression layer is named with ``input_layer=`` and described with
+      ``compression=`` (or ``log_c=`` for ``log10(1 + C m)``);
+    * **the compressed mel spectrogram itself** (the model's input is the log-mel a user's own
+      preprocessing made): ``compression=`` says how, and the auraliser compresses the mel power
+      the same way before the model, e.g. ``spectral.Decibels()`` for
+      ``librosa.power_to_db(m, top_db=80)``, ``spectral.Decibels(ref="max")`` for ``ref=np.max``,
+      ``spectral.LogOffset(0.001)`` for YAMNet's ``ln(m + 0.001)`` (of mel magnitude: ``power=1``);
+    * **the waveform, through a** ``keras.layers.MelSpectrogram`` **layer** of its own: everything
+      (sample rate, FFT, hop, bands, filterbank, power, dB) is read from that layer, whose frames
+      are tfaural's (centred, periodic Hann window of ``n_fft``).
+
+    A compression layer must act bin by bin (a ``Lambda`` of ``log``, say); the deconvolution ends
+    at its output. A model that compresses inside but is not told so (no ``input_layer=``) would be
+    deconvolved through the compression to mel power and then read as compressed: name the layer.
+
+    **Layout.** The mel spectrogram in the model may be ``[n_mels, frames]`` (musicnn, Keras's
+    ``MelSpectrogram``) or ``[frames, n_mels]`` (YAMNet's and VGGish's patches, 1D CNNs over
+    time with the bands as channels), with or without a trailing channel axis; ``layout="auto"``
+    takes the one whose axis has ``n_mels`` sizes. A model of fixed-size patches takes clips whose
+    frame count fits (a :class:`~tfaural.errors.ParameterError` says which lengths do).
+    Deconvolved maps are returned as ``[batch, k, n_mels, frames]`` whatever the layout.
+
+    **Level.** A deconvolution carries the gains of every layer it passed (batch normalisations
+    above all), so its values are not log-mel values of any real sound: deep features of
+    ``MTT_vgg`` come back at tens to a thousand "log10 units", whose literal decompression overflows
+    float32 and, where it does not, keeps only the single loudest bin. The deconvnet propagates
+    patterns, not levels. Every compression of :mod:`tfaural.spectral` is a log with a floor, so it has
+    a *silence* (its value for no power: 0 for ``log10(1 + C m)``, ``ln 0.001`` for
+    ``ln(m + 0.001)``, ``-80`` dB under the top for ``top_db=80``) and an exact way back from a
+    rise above that silence to the power (:meth:`spectral.Log1p.expand`). Each feature's map is
+    rectified and read as a rise above silence; with ``match_input_level`` (the default) it is
+    first scaled so that its maximum equals the input's own greatest rise (its loudest bin above
+    silence): the feature is heard with the dynamic range that the model's compression gives the
+    music it came from. For ``log10(1 + C m)`` this is the map scaled to the input's loudest
+    log-mel value. With ``match_input_level=False`` the map is taken as a rise as it is (shifted
+    down only where it would overflow float32, as in :func:`log_mel_to_magnitude`).
 
     Args:
         model: The log-mel model (e.g. ``tfaural.models.musicnn_tagger``).
-        sample_rate: Sample rate in Hz of the waveforms (``None``: the model config's).
-        n_fft: FFT size (``None``: the config's).
-        hop_length: STFT hop (``None``: the config's).
-        n_mels: Mel bands (``None``: the config's).
-        filterbank: ``[n_mels, n_fft // 2 + 1]`` mel weights (``None``: Slaney mel, area
+        sample_rate: Sample rate in Hz of the waveforms (``None``: the model config's or its
+            ``MelSpectrogram`` layer's).
+        n_fft: FFT size (``None``: the config's or the layer's).
+        hop_length: STFT hop (``None``: the config's or the layer's).
+        n_mels: Mel bands (``None``: the config's or the layer's).
+        filterbank: ``[n_mels, n_fft // 2 + 1]`` mel weights (``None``: the layer's, or Slaney mel, area
             normalised, :func:`tfaural.spectral.mel_filterbank`, librosa's defaults).
-        power: Exponent of the magnitude in the mel spectrogram (2: power).
-        log_c: The compression constant (``None``: read from the compression layer).
+        power: Exponent of the magnitude in the mel spectrogram (``None``: the layer's, else 2: power).
+        log_c: Shorthand for ``compression=spectral.Log1p(log_c)``: ``log10(1 + log_c m)``.
+        compression: What the model sees of the mel power (:data:`tfaural.spectral.Compression`;
+            ``None``: read from its front end).
+        layout: ``"auto"``, ``"mels_frames"`` or ``"frames_mels"`` (see above).
         inversion: ``"pinv"`` or ``"nnls"`` (:func:`mel_to_linear_power`).
         method: The deconvolution's rule at activations (:data:`tfaural.deconv.METHODS`).
-        input_layer: The compression layer (``None``: the model's front end).
+        input_layer: The compression layer (``None``: the model's front end, see
+            :class:`~tfaural.deconv.DeconvNet`).
         chunk_elements: Bound of the deconvolution's working set per chunk of features
             (``None``: the default).
-        match_input_level: Scale each deconvolved map to the input's loudest log-mel value
-            before decompression (see above).
+        match_input_level: Scale each deconvolved map to the input's greatest rise above silence
+            before the way back to power (see above).
         net: A deconvolution network of ``model`` to share (:class:`Auraliser`; ``None``: one of
             its own with ``method`` and ``input_layer``, which are then ignored).
 
+    Attributes:
+        takes: What the model takes: ``"mel power"``, ``"compressed mel"`` or ``"waveform"`` (see above).
+        compression: What the model sees of the mel power (:data:`tfaural.spectral.Compression`).
+        layout: ``"mels_frames"`` or ``"frames_mels"``: the mel spectrogram's layout in the model.
+
     Raises:
-        ModelError: If the deconvolution does not end in a log-compressed mel domain.
-        ParameterError: For missing or invalid settings.
+        ModelError: If the model's input domain is not a mel spectrogram of a kind above (named).
+        ParameterError: For missing, conflicting or invalid settings.
     """
 
     def __init__(
@@ -524,8 +595,10 @@ class MelAuraliser(Auraliser):
         hop_length: int | None = None,
         n_mels: int | None = None,
         filterbank: np.ndarray | None = None,
-        power: float = 2.0,
+        power: float | None = None,
         log_c: float | None = None,
+        compression: spectral.Compression | None = None,
+        layout: str = "auto",
         inversion: str = "pinv",
         method: str = "deconvnet",
         input_layer: str | None = None,
@@ -533,43 +606,83 @@ class MelAuraliser(Auraliser):
         match_input_level: bool = True,
         net: DeconvNet | None = None,
     ) -> None:
-        config = getattr(model, "tfaural_config", None)
-        settings = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
-        for name, value in settings.items():
-            if value is None:
-                settings[name] = getattr(config, name, None)
-            if not isinstance(settings[name], int) or settings[name] <= 0:  # type: ignore[operator]
-                raise ParameterError(f"{name}={settings[name]!r} is invalid: expected a positive integer "
-                                     "(pass it, or use a model whose config has it)")
-        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = (int(settings[k]) for k in settings)  # type: ignore[arg-type]
         if inversion not in MEL_INVERSIONS:
             raise ParameterError(f"inversion={inversion!r} is invalid: expected one of {MEL_INVERSIONS}")
+        if layout not in MEL_LAYOUTS:
+            raise ParameterError(f"layout={layout!r} is invalid: expected one of {MEL_LAYOUTS}")
+        if log_c is not None:
+            if compression is not None:
+                raise ParameterError("pass log_c= or compression=, not both (log_c=C is compression=spectral.Log1p(C))")
+            compression = spectral.Log1p(log_c)
+        if compression is not None and not isinstance(compression, _COMPRESSIONS):
+            raise ParameterError(f"compression={compression!r} is invalid: expected one of tfaural.spectral's "
+                                 "Log1p, LogOffset, Decibels or Linear")
         self.net = _own_net(model, net, method=method, input_layer=input_layer)
-        self.config = config
+        self.config = getattr(model, "tfaural_config", None)
         self.chunk_elements = chunk_elements
         self.is_spectral = True
-        self.log_c = self._compression(model, log_c)
-        if filterbank is None:
-            filterbank = spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
-        self.filterbank = np.asarray(filterbank, np.float32)
+        self.inversion = inversion
+        self.match_input_level = bool(match_input_level)
+        given: dict[str, Any] = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length,
+                                 "n_mels": n_mels, "power": power, "compression": compression, "filterbank": filterbank}
+        front = self.net.front_end
+        if isinstance(front, keras.layers.MelSpectrogram):
+            self.takes = "waveform"
+            settings = _keras_mel_settings(front, model)
+            for name, value in given.items():
+                if value is not None and not _same(value, settings[name]):
+                    raise ParameterError(f"{name}={value!r} conflicts with the model's MelSpectrogram layer "
+                                         f"{front.name!r}, which has {name}={settings[name]!r}: leave it out")
+        else:
+            self.takes = "compressed mel" if front is None else "mel power"
+            settings = dict(given)
+            for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+                value = settings[name] if settings[name] is not None else getattr(self.config, name, None)
+                if not isinstance(value, int) or value <= 0:
+                    raise ParameterError(f"{name}={value!r} is invalid: expected a positive integer "
+                                         "(pass it, or use a model whose config has it)")
+                settings[name] = value
+            settings["power"] = 2.0 if power is None else power
+            settings["compression"] = compression if compression is not None else _front_compression(model, front)
+        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = (
+            int(settings[k]) for k in ("sample_rate", "n_fft", "hop_length", "n_mels"))
+        self.power = float(settings["power"])
+        if not self.power > 0:
+            raise ParameterError(f"power={power!r} is invalid: expected a positive exponent")
+        self.compression: spectral.Compression = settings["compression"]
+        bank = settings["filterbank"]
+        if bank is None:
+            bank = spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
+        self.filterbank = np.asarray(bank, np.float32)
         if self.filterbank.shape != (self.n_mels, self.n_fft // 2 + 1):
             raise ParameterError(f"filterbank has shape {self.filterbank.shape}; expected "
                                  f"({self.n_mels}, {self.n_fft // 2 + 1}) for n_mels={self.n_mels}, n_fft={self.n_fft}")
-        self.power = float(power)
-        self.inversion = inversion
-        self.match_input_level = bool(match_input_level)
+        self.layout, self._channel_axis, self._frames = self._layout(model, layout)
 
-    def _compression(self, model: keras.Model, log_c: float | None) -> float:
-        name = self.net.input_layer
-        layer = model.get_layer(name) if name is not None else None
-        if isinstance(layer, InputScaling) and layer.mode == "log10":
-            return float(layer.c if log_c is None else log_c)
-        if layer is not None and log_c is not None:
-            return float(log_c)
-        raise ModelError(
-            f"model {model.name!r}: its deconvolution ends at {name or 'the model input'!r}, not at a log10(1 + C x) "
-            "compression of mel power; name the compression layer with input_layer= (and pass log_c=)"
-        )
+    def _layout(self, model: keras.Model, layout: str) -> tuple[str, bool, int | None]:
+        """``(layout, whether the domain has a trailing channel axis, its fixed frame count or None)``."""
+        shape = self.net.domain_shape[1:]
+        where = f"the input domain of model {model.name!r} ({self.net.input_layer or 'its input'}, shape {shape})"
+        channel = len(shape) == 3 and shape[-1] == 1
+        if self.takes == "waveform":
+            return "mels_frames", False, None
+        dims = shape[:2] if channel else shape
+        if len(dims) != 2:
+            raise ModelError(f"{where} is not a mel spectrogram [n_mels, frames(, 1)] or [frames, n_mels(, 1)]")
+        has_mels = tuple(d == self.n_mels for d in dims)
+        if layout == "auto":
+            if has_mels == (True, True):
+                raise ParameterError(f"{where}: both axes have n_mels={self.n_mels} sizes; pass layout="
+                                     "'mels_frames' or 'frames_mels'")
+            if has_mels == (False, False):
+                raise ModelError(f"{where} has no axis of n_mels={self.n_mels} bands: is it a mel spectrogram "
+                                 "of these settings (n_mels=, input_layer=)?")
+            layout = "mels_frames" if has_mels[0] else "frames_mels"
+        mel_axis = 0 if layout == "mels_frames" else 1
+        if dims[mel_axis] not in (None, self.n_mels):
+            raise ModelError(f"{where} has {dims[mel_axis]} bands on its mel axis for layout={layout!r}, "
+                             f"not n_mels={self.n_mels}")
+        return layout, channel, dims[1 - mel_axis]
 
     def mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """``(complex STFT [batch, freq, frames], mel power [batch, n_mels, frames])`` of ``[batch, samples]``."""
@@ -579,30 +692,120 @@ class MelAuraliser(Auraliser):
         mel = tf.einsum("mf,...ft->...mt", tf.constant(self.filterbank), scaled)
         return stft_matrix, mel
 
+    def _model_input(self, waveform: tf.Tensor, mel: tf.Tensor) -> tf.Tensor:
+        """What the model takes (see the class docstring) for ``waveform`` and its ``mel`` power."""
+        if self.takes == "waveform":
+            return waveform
+        x = mel if self.takes == "mel power" else self.compression(mel)
+        if self.layout == "frames_mels":
+            x = tf.linalg.matrix_transpose(x)
+        return x[..., tf.newaxis] if self._channel_axis else x
+
+    def _mels_frames(self, deconvolved: tf.Tensor) -> tf.Tensor:
+        """The deconvolution's maps (layout of :class:`~tfaural.deconv.DeconvNet`) as ``[batch, k, n_mels, frames]``:
+        a domain with a channel axis comes back in its own order, one without it transposed."""
+        if (self.layout == "frames_mels") == self._channel_axis:
+            return tf.linalg.matrix_transpose(deconvolved)
+        return deconvolved
+
+    def mel_power(self, deconvolved: tf.Tensor, mel: tf.Tensor) -> tf.Tensor:
+        """Deconvolved maps → mel power by the level rule of the class docstring.
+
+        Args:
+            deconvolved: float32 ``[batch, k, n_mels, frames]`` in the model's compressed domain.
+            mel: float32 ``[batch, n_mels, frames]``: the input's mel power (:meth:`mel_input`).
+
+        Returns:
+            float32 ``[batch, k, n_mels, frames]`` >= 0 (zeros where a map has no positive value).
+        """
+        mel = tf.convert_to_tensor(mel, tf.float32)[:, tf.newaxis]
+        rise = tf.nn.relu(tf.convert_to_tensor(deconvolved, tf.float32))
+        if self.match_input_level:
+            input_rise = tf.reduce_max(self.compression(mel) - self.compression.silence(mel), axis=[-2, -1],
+                                       keepdims=True)
+            top = tf.reduce_max(rise, axis=[-2, -1], keepdims=True)
+            rise = rise * tf.math.divide_no_nan(input_rise, top)
+        if math.isfinite(self.compression.units):
+            rise = _below_overflow(rise, MAX_LOG10 * self.compression.units)
+        return self.compression.expand(rise, mel)
+
+    def _failure_hint(self, x: tf.Tensor) -> str | None:
+        frames = x.shape[-2 if self._channel_axis else -1] if self.layout == "mels_frames" else \
+            x.shape[-3 if self._channel_axis else -2]
+        if self.takes == "waveform" or self._frames is None or frames is None or frames == self._frames:
+            return None
+        hop = self.hop_length
+        return (f"the model is built for {self._frames} frames and this clip gives {frames} (hop {hop}, centred "
+                f"frames): clips of {(self._frames - 1) * hop} to {self._frames * hop - 1} samples "
+                f"({(self._frames - 1) * hop / self.sample_rate:g} s) give {self._frames}")
+
     def _prepare(
         self, waveform: tf.Tensor | np.ndarray, mode: str | tf.Tensor, keep_deconvolved: bool
     ) -> tuple[tf.Tensor, tf.Tensor | None, Any, tuple[tf.DType, ...]]:
         waveform, level, dtypes = _batch_level_dtypes(waveform, mode, keep_deconvolved)
         stft_matrix, mel = self.mel_input(waveform)
 
-        # The input's loudest compressed log-mel value, [batch, 1, 1, 1]: each deconvolved map is
-        # scaled to it before decompression (see the class docstring).
-        input_top = tf.reduce_max(spectral.log10_compress(mel, self.log_c), axis=[-2, -1])[:, tf.newaxis, tf.newaxis,
-                                                                                           tf.newaxis]
-
         def finish(deconvolved: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            scaled = deconvolved
-            if self.match_input_level:
-                top = tf.reduce_max(deconvolved, axis=[-2, -1], keepdims=True)
-                scaled = deconvolved * tf.math.divide_no_nan(input_top, tf.where(top > 0, top, tf.zeros_like(top)))
-            linear = log_mel_to_magnitude(scaled, self.filterbank, log_c=self.log_c, power=self.power,
-                                          inversion=self.inversion)
+            maps = self._mels_frames(deconvolved)
+            linear = _undo_power(
+                mel_to_linear_power(self.mel_power(maps, mel), self.filterbank, inversion=self.inversion), self.power)
             audio = reconstruct(linear, stft_matrix, mode=mode, n_fft=self.n_fft, hop_length=self.hop_length,
                                 length=tf.shape(waveform)[-1])
             result = normalise_peak(audio, input_peak=level)
-            return (deconvolved, *result) if keep_deconvolved else result
+            return (maps, *result) if keep_deconvolved else result
 
-        return mel[..., tf.newaxis], mel, finish, dtypes
+        return self._model_input(waveform, mel), mel, finish, dtypes
+
+
+def _same(value: Any, expected: Any) -> bool:
+    if isinstance(value, np.ndarray) or isinstance(expected, np.ndarray):
+        return bool(np.shape(value) == np.shape(expected) and np.allclose(value, expected, rtol=1e-5, atol=1e-7))
+    return bool(value == expected)
+
+
+def _front_compression(model: keras.Model, front: keras.layers.Layer | None) -> spectral.Compression:
+    """The compression of a front end that says what it is (:class:`~tfaural.models.layers.InputScaling`)."""
+    if isinstance(front, InputScaling):
+        if front.mode == "linear":
+            return spectral.Linear()
+        return spectral.Log1p(front.c, base=10.0 if front.mode == "log10" else math.e)
+    if front is None:
+        raise ModelError(
+            f"model {model.name!r} takes its input as it is: if that is a compressed mel spectrogram, say how it was "
+            "compressed with compression= (e.g. tfaural.spectral.Decibels() for librosa.power_to_db); if the model "
+            "compresses mel power itself, name its compression layer with input_layer= and pass compression="
+        )
+    raise ModelError(
+        f"model {model.name!r}: its deconvolution ends at layer {front.name!r} ({type(front).__name__}), which does "
+        "not say what compression of mel power it is: pass compression= (e.g. log_c= for log10(1 + C m))"
+    )
+
+
+def _keras_mel_settings(layer: keras.layers.MelSpectrogram, model: keras.Model) -> dict[str, Any]:
+    """The auraliser's settings read from a ``keras.layers.MelSpectrogram`` front end."""
+    window = layer.window if isinstance(layer.window, str) or layer.window is None else "a tensor"
+    if window != "hann" or layer.sequence_length != layer.fft_length:
+        raise ModelError(
+            f"model {model.name!r}: its MelSpectrogram layer {layer.name!r} has window={window!r} of "
+            f"{layer.sequence_length} samples and fft_length={layer.fft_length}; tfaural's STFT (whose phase the "
+            "auralisation reuses) has a periodic Hann window as long as the FFT"
+        )
+    n_freq = layer.fft_length // 2 + 1
+    weights = layer.linear_to_mel_weight_matrix(
+        num_mel_bins=layer.num_mel_bins, num_spectrogram_bins=n_freq, sampling_rate=layer.sampling_rate,
+        lower_edge_hertz=layer.min_freq, upper_edge_hertz=layer.max_freq,
+    )
+    if layer.power_to_db:
+        reference = max(abs(float(layer.ref_power)), float(layer.min_power))
+        compression: spectral.Compression = spectral.Decibels(
+            amin=float(layer.min_power), ref=reference, top_db=float(layer.top_db), multiplier=10.0)
+    else:
+        compression = spectral.Linear()
+    return {
+        "sample_rate": int(layer.sampling_rate), "n_fft": int(layer.fft_length),
+        "hop_length": int(layer.sequence_stride), "n_mels": int(layer.num_mel_bins), "power": float(layer.mag_exp),
+        "compression": compression, "filterbank": np.asarray(keras.ops.convert_to_numpy(weights), np.float32).T,
+    }
 
 
 def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None,

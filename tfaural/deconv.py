@@ -109,14 +109,15 @@ a reshape, a merge or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool
 *input layer* named by ``input_layer=``, or, by default, at the output of the
 front-end layers that sit on the model's input before anything else: instances
 of :class:`~tfaural.models.layers.InputScaling`,
-:class:`~tfaural.models.layers.LogMelSpectrogram` and
-:class:`~tfaural.models.layers.Standardise`, or of any layer class with a true
+:class:`~tfaural.models.layers.LogMelSpectrogram`,
+:class:`~tfaural.models.layers.Standardise`, ``keras.layers.MelSpectrogram`` and
+``keras.layers.STFTSpectrogram``, or of any layer class with a true
 ``deconv_front_end`` attribute. So the Choi CNN deconvolves to its scaled STFT
 magnitude (see :mod:`tfaural.auralise` for the way back to linear magnitude), the
 SampleCNN family to the waveform (padding added by a ``ZeroPadding1D`` is cropped
-on the way), the mel-frame baseline to its standardised log-mel spectrogram, and a
+on the way), the mel-frame baseline to its standardised log-mel spectrogram, a
 log-mel model whose compression layer is named as ``input_layer`` to that log-mel
-spectrogram.
+spectrogram, and a model with Keras's own spectrogram layer to the spectrogram it makes.
 
 Output shapes (``k`` = number of features): ``[batch, k, freq, frames]`` for a
 ``[batch, freq, frames, 1]`` domain (2D CNNs), ``[batch, k, samples]`` for a
@@ -161,7 +162,10 @@ __all__ = [
 METHODS = ("deconvnet", "guided", "gradient")
 
 #: Layer classes that form a model's input front end: the walk stops after them by default.
-FRONT_END_TYPES: tuple[type, ...] = (InputScaling, LogMelSpectrogram, Standardise)
+#: Front ends the walk ends at by default: tfaural's own and Keras's spectrogram layers (whose output, the
+#: spectrogram the CNN sees, is what a deconvolution is heard or looked at in).
+FRONT_END_TYPES: tuple[type, ...] = (InputScaling, LogMelSpectrogram, Standardise, keras.layers.MelSpectrogram,
+                                     keras.layers.STFTSpectrogram)
 
 _IDENTITY_TYPES: tuple[type, ...] = (
     keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
@@ -1315,6 +1319,8 @@ class DeconvNet:
         levels: The levels ``layer`` accepts besides layer names (see the module docstring).
         layer_names: ``{level: name of the layer seeded for it}``.
         input_layer: The layer whose output is the input domain, ``None`` for the model input.
+        front_end: That layer itself (``None`` for the model input).
+        domain_shape: Shape of the input domain, batch axis first (``None`` for unknown sizes).
         method: The rule at activations.
 
     Raises:
@@ -1335,8 +1341,10 @@ class DeconvNet:
         domain = self._graph.input if self._domain == id(self._graph.input) else \
             self._graph.producer[self._domain].node.outputs[0]
         self._domain_shape = tuple(domain.shape)
-        self.input_layer = (None if self._domain == id(self._graph.input)
-                            else self._graph.producer[self._domain].layer.name)
+        self.domain_shape: tuple[int | None, ...] = self._domain_shape
+        self.front_end: keras.layers.Layer | None = (None if self._domain == id(self._graph.input)
+                                                     else self._graph.producer[self._domain].layer)
+        self.input_layer = None if self.front_end is None else self.front_end.name
         self.layer_names: dict[int, str] = self._blocks()
         if not self.layer_names:
             raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D or separable convolution layer after its "

@@ -23,10 +23,18 @@ default zero padding):
 All functions accept tensors of any rank with unknown (``None``) batch and
 length dimensions and contain only core TensorFlow ops, so they can run inside
 ``tf.function`` and exported graphs (TF Serving).
+
+**Compressions** (what a model sees of a power or magnitude spectrogram, frozen dataclasses):
+:class:`Log1p` (``log_b(1 + c x)``: musicnn, the Choi CNN), :class:`LogOffset`
+(``log_b(x + offset)``: YAMNet, VGGish), :class:`Decibels` (``librosa.power_to_db`` /
+``amplitude_to_db``, ``keras.layers.MelSpectrogram``) and :class:`Linear`. Each is a log with a
+floor, so each has a *silence* (its value at x = 0) and ``expand``, the exact way back from a rise
+above that silence to ``x``; :class:`tfaural.auralise.MelAuraliser` hears deconvolved maps by it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -47,6 +55,11 @@ __all__ = [
     "log10_compress",
     "log10_decompress",
     "MUSICNN_LOG_C",
+    "Compression",
+    "Log1p",
+    "LogOffset",
+    "Decibels",
+    "Linear",
     "n_frames",
 ]
 
@@ -373,3 +386,205 @@ def log10_decompress(x: tf.Tensor | np.ndarray, c: float = MUSICNN_LOG_C) -> tf.
     if c <= 0:
         raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
     return tf.math.expm1(tf.convert_to_tensor(x, dtype=tf.float32) * math.log(10.0)) / c
+
+
+# ---------------------------------------------------------------------------------------------
+# Compressions: what a model sees of a power (or magnitude) spectrogram. Every one is a log with a
+# floor, ``units * log10(x + floor) + constant``, so each has a *silence* (its value at x = 0) and
+# an exact way back from a rise above that silence to the power: ``floor * (10^(rise / units) - 1)``.
+# tfaural.auralise uses that to hear a deconvolved map in any of them (MelAuraliser).
+
+
+def _per_spectrogram_max(x: tf.Tensor) -> tf.Tensor:
+    """``[..., 1, 1]``: the maximum of each spectrogram ``[..., rows, cols]``."""
+    return tf.reduce_max(x, axis=[-2, -1], keepdims=True)
+
+
+def _positive(name: str, value: float) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ParameterError(f"{name}={value!r} is invalid: expected a positive number")
+    return float(value)
+
+
+def _log_base(base: float) -> float:
+    if not (isinstance(base, (int, float)) and math.isfinite(base) and base > 1):
+        raise ParameterError(f"base={base!r} is invalid: expected a number > 1 (10, or math.e)")
+    return math.log(base)
+
+
+class _Logarithm:
+    """What the compressions that are logarithms of a ``base`` share."""
+
+    base: float
+
+    @property
+    def units(self) -> float:
+        """Compressed units per decade of ``x`` (for ``x`` well above the floor)."""
+        return math.log(10.0) / _log_base(self.base)
+
+
+@dataclasses.dataclass(frozen=True)
+class Log1p(_Logarithm):
+    """``log_base(1 + c x)``: musicnn's ``log10(1 + 10000 m)`` on mel power, the Choi CNN's ``ln(1 + 10 |X|)``.
+
+    Silence is 0; :meth:`expand` is ``(base^rise - 1) / c``.
+
+    Attributes:
+        c: Compression constant (> 0).
+        base: Base of the logarithm (> 1): 10, or ``math.e`` for ``log1p``.
+    """
+
+    c: float = MUSICNN_LOG_C
+    base: float = 10.0
+
+    def __post_init__(self) -> None:
+        _positive("c", self.c)
+        _log_base(self.base)
+
+    def __call__(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """Compresses ``x`` (float32 ``[..., rows, cols]`` >= 0; negative values count as 0)."""
+        x = tf.maximum(tf.convert_to_tensor(x, tf.float32), 0.0)
+        return tf.math.log1p(self.c * x) / _log_base(self.base)
+
+    def silence(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """float32 ``[..., 1, 1]``: the compressed value of x = 0 for each spectrogram of ``x``."""
+        return tf.zeros_like(_per_spectrogram_max(tf.convert_to_tensor(x, tf.float32)))
+
+    def expand(self, rise: tf.Tensor, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """``x`` values of compressed values ``rise`` above :meth:`silence` (0 -> 0; ``x``: the spectrograms
+        that fix the silence, broadcastable to ``rise`` on its last two axes)."""
+        del x  # the silence is 0 whatever the spectrogram
+        return tf.math.expm1(tf.convert_to_tensor(rise, tf.float32) * _log_base(self.base)) / self.c
+
+
+@dataclasses.dataclass(frozen=True)
+class LogOffset(_Logarithm):
+    """``log_base(x + offset)``: YAMNet's ``ln(m + 0.001)`` and VGGish's ``ln(m + 0.01)`` on mel magnitude.
+
+    Silence is ``log_base(offset)``; :meth:`expand` is ``offset (base^rise - 1)``.
+
+    Attributes:
+        offset: The offset added before the log (> 0).
+        base: Base of the logarithm (> 1).
+    """
+
+    offset: float
+    base: float = math.e
+
+    def __post_init__(self) -> None:
+        _positive("offset", self.offset)
+        _log_base(self.base)
+
+    def __call__(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """Compresses ``x`` (float32 ``[..., rows, cols]`` >= 0; negative values count as 0)."""
+        x = tf.maximum(tf.convert_to_tensor(x, tf.float32), 0.0)
+        return tf.math.log(x + self.offset) / _log_base(self.base)
+
+    def silence(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """float32 ``[..., 1, 1]``: the compressed value of x = 0 for each spectrogram of ``x``."""
+        floor = math.log(self.offset) / _log_base(self.base)
+        return tf.fill(tf.shape(_per_spectrogram_max(tf.convert_to_tensor(x, tf.float32))), floor)
+
+    def expand(self, rise: tf.Tensor, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """``x`` values of compressed values ``rise`` above :meth:`silence` (0 -> 0)."""
+        del x
+        return self.offset * tf.math.expm1(tf.convert_to_tensor(rise, tf.float32) * _log_base(self.base))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decibels:
+    """Decibels as ``librosa.power_to_db`` and ``keras.layers.MelSpectrogram`` compute them.
+
+    ``multiplier * log10(max(x, amin)) - multiplier * log10(max(ref, amin))``, then, with ``top_db``,
+    at least the spectrogram's maximum minus ``top_db``. The defaults are librosa's and Keras's for
+    power; ``librosa.amplitude_to_db`` of a magnitude is ``Decibels(multiplier=20, amin=1e-5)``.
+
+    Silence is the larger of ``multiplier * log10(amin / ref)`` and the ``top_db`` floor: the level
+    of a power of ``amin`` (or of ``10^(-top_db / multiplier)`` times the maximum), ``p0``;
+    :meth:`expand` is ``p0 (10^(rise / multiplier) - 1)``, which gives back ``max(x, p0) - p0``.
+
+    Attributes:
+        amin: The smallest value of ``x`` told apart (> 0).
+        ref: The reference value (0 dB), or ``"max"``: each spectrogram's maximum (librosa's ``ref=np.max``).
+        top_db: The dynamic range kept below each spectrogram's maximum, in dB (``None``: all of it).
+        multiplier: 10 for power, 20 for magnitude.
+    """
+
+    amin: float = 1e-10
+    ref: float | str = 1.0
+    top_db: float | None = 80.0
+    multiplier: float = 10.0
+
+    def __post_init__(self) -> None:
+        _positive("amin", self.amin)
+        _positive("multiplier", self.multiplier)
+        if self.ref != "max":
+            _positive("ref", self.ref)  # type: ignore[arg-type]
+        if self.top_db is not None:
+            _positive("top_db", self.top_db)
+
+    @property
+    def units(self) -> float:
+        """Decibels per decade of ``x``."""
+        return float(self.multiplier)
+
+    def _reference_db(self, x: tf.Tensor) -> tf.Tensor:
+        ref = _per_spectrogram_max(x) if self.ref == "max" else tf.fill(tf.shape(_per_spectrogram_max(x)),
+                                                                         float(self.ref))  # type: ignore[arg-type]
+        return self.multiplier * _log10(tf.maximum(ref, self.amin))
+
+    def __call__(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """Compresses ``x`` (float32 ``[..., rows, cols]``; the maxima are taken per spectrogram)."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        db = self.multiplier * _log10(tf.maximum(x, self.amin)) - self._reference_db(x)
+        if self.top_db is not None:
+            db = tf.maximum(db, _per_spectrogram_max(db) - self.top_db)
+        return db
+
+    def silence(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """float32 ``[..., 1, 1]``: the compressed value of x = 0 for each spectrogram of ``x``."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        reference = self._reference_db(x)
+        floor = self.multiplier * math.log10(self.amin) - reference
+        if self.top_db is not None:
+            top = self.multiplier * _log10(tf.maximum(_per_spectrogram_max(x), self.amin)) - reference
+            floor = tf.maximum(floor, top - self.top_db)
+        return floor
+
+    def expand(self, rise: tf.Tensor, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """``x`` values of compressed values ``rise`` above :meth:`silence` (0 -> 0; ``x``: the spectrograms
+        that fix the silence, broadcastable to ``rise`` on its last two axes)."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        floor_power = tf.pow(10.0, (self.silence(x) + self._reference_db(x)) / self.multiplier)
+        return floor_power * tf.math.expm1(tf.convert_to_tensor(rise, tf.float32) * (math.log(10.0) / self.multiplier))
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """No compression: the model sees ``x`` itself (``keras.layers.MelSpectrogram(power_to_db=False)``)."""
+
+    @property
+    def units(self) -> float:
+        """Infinite: the way back never overflows."""
+        return math.inf
+
+    def __call__(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """``x`` as float32."""
+        return tf.convert_to_tensor(x, tf.float32)
+
+    def silence(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """float32 zeros ``[..., 1, 1]``."""
+        return tf.zeros_like(_per_spectrogram_max(tf.convert_to_tensor(x, tf.float32)))
+
+    def expand(self, rise: tf.Tensor, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+        """``rise`` itself."""
+        del x
+        return tf.convert_to_tensor(rise, tf.float32)
+
+
+#: The compressions a model may see (see :class:`tfaural.auralise.MelAuraliser`).
+Compression = Log1p | LogOffset | Decibels | Linear
+
+
+def _log10(x: tf.Tensor) -> tf.Tensor:
+    return tf.math.log(x) / math.log(10.0)

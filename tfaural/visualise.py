@@ -538,7 +538,7 @@ def make_figures(
                 assert result.deconvolved is not None
                 if is_mel:  # log-mel -> mel power at the input's level (MelAuraliser), shown as magnitude
                     assert isinstance(auraliser, MelAuraliser)
-                    maps.append(np.sqrt(mel_power_of(auraliser, result.deconvolved, result.spectrogram))[0])
+                    maps.append(np.sqrt(auraliser.mel_power(result.deconvolved, result.spectrogram).numpy())[0])
                 elif is_choi:
                     maps.append(to_linear_magnitude(result.deconvolved, config).numpy()[0])  # type: ignore[arg-type]
                 else:
@@ -561,19 +561,6 @@ def make_figures(
     with open(os.path.join(output, FIGURES_FILE), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     return summary
-
-
-def mel_power_of(auraliser: object, deconvolved: object, mel: object) -> np.ndarray:
-    """Deconvolved log-mel maps ``[batch, k, mels, frames]`` -> mel power, each map scaled to the input's level
-    first as :class:`~tfaural.auralise.MelAuraliser` does (``mel``: the input's mel power ``[batch, mels, frames]``)."""
-    from tfaural import spectral
-
-    log_c = float(auraliser.log_c)  # type: ignore[attr-defined]
-    maps = np.maximum(np.asarray(deconvolved, np.float64), 0.0)
-    top = maps.max(axis=(-2, -1), keepdims=True)
-    level = np.asarray(spectral.log10_compress(np.asarray(mel, np.float32), log_c), np.float64).max(axis=(-2, -1))
-    scaled = np.where(top > 0, maps * level[:, None, None, None] / np.where(top > 0, top, 1.0), 0.0)
-    return np.expm1(scaled * np.log(10.0)) / log_c
 
 
 def main(argv: Sequence[str] | None = None) -> int:

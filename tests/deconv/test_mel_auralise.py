@@ -86,7 +86,8 @@ def test_mel_auralisation_is_finite_audible_and_the_right_length(rng: np.random.
     y = np.stack([_signal(rng, n / SR)[:n], sine(880, n / SR, sample_rate=SR)[:n]])
     auraliser = auralise.MelAuraliser(model)
     assert (auraliser.sample_rate, auraliser.n_fft, auraliser.hop_length, auraliser.n_mels) == (SR, N_FFT, HOP, 64)
-    assert auraliser.log_c == 10000.0 and auraliser.net.input_layer == "log_mel"
+    assert auraliser.compression == spectral.Log1p(10000.0, base=10.0) and auraliser.net.input_layer == "log_mel"
+    assert (auraliser.takes, auraliser.layout) == ("mel power", "mels_frames")
     frames = 1 + n // HOP
     for mode in auralise.MODES:
         result = auraliser(y, layer=3, features=[0, 4, 7], mode=mode)
@@ -118,7 +119,7 @@ def test_silence_gives_silent_flags_not_nan(rng: np.random.Generator) -> None:
 
 def test_mel_auraliser_errors(rng: np.random.Generator) -> None:
     model = _small_vgg(rng)
-    with pytest.raises(ModelError, match="not at a log10"):
+    with pytest.raises(ModelError, match="no axis of n_mels=96 bands"):  # STFT magnitude, not mel
         auralise.MelAuraliser(choi_cnn(n_outputs=3), sample_rate=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
     with pytest.raises(ModelError, match="MelAuraliser"):
         auralise.Auraliser(model)
