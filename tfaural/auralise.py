@@ -635,6 +635,15 @@ class MelAuraliser(Auraliser):
                                          f"{front.name!r}, which has {name}={settings[name]!r}: leave it out")
         else:
             self.takes = "compressed mel" if front is None else "mel power"
+            model_input = tuple(self.net.model.inputs[0].shape)
+            if front is not None and model_input != self.net.domain_shape:
+                raise ModelError(
+                    f"model {model.name!r}: its deconvolution ends at layer {front.name!r} ({type(front).__name__}, "
+                    f"shape {self.net.domain_shape}), which is not a bin-by-bin compression of the model's input "
+                    f"(shape {model_input}); MelAuraliser hears models that take mel power, a compressed mel "
+                    "spectrogram, or the waveform through keras.layers.MelSpectrogram (deconvolve others with "
+                    "tfaural.deconv)"
+                )
             settings = dict(given)
             for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
                 value = settings[name] if settings[name] is not None else getattr(self.config, name, None)

@@ -227,3 +227,13 @@ def test_a_model_on_the_waveform(rng: np.random.Generator, method: str) -> None:
     heard, _, _ = auralise.normalise_peak(deconv.deconvolve(model, y[None], layer=3, features=[0, 5],
                                                              method=method))
     assert heard.shape == (1, 2, len(y)) and np.isfinite(heard.numpy()).all()
+
+
+def test_a_front_end_that_is_no_compression_of_the_input_is_named(rng: np.random.Generator) -> None:
+    x = keras.Input((None, 1))
+    stft = keras.layers.STFTSpectrogram(frame_length=N_FFT, frame_step=HOP, padding="same", name="stft")(x)
+    model = _cnn(x, keras.layers.Lambda(lambda s: s[..., None])(stft), rng, rank=2)
+    assert deconv.DeconvNet(model).input_layer == "stft"  # the deconvolution ends at the spectrogram it makes
+    with pytest.raises(ModelError, match=r"layer 'stft' \(STFTSpectrogram.*not a bin-by-bin compression"):
+        auralise.MelAuraliser(model, sample_rate=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_FFT // 2 + 1,
+                              compression=spectral.LogOffset(1e-7))
