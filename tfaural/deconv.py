@@ -102,8 +102,11 @@ pooling). For any other model, levels ``1..N`` number its ``Conv1D``/``Conv2D`` 
 of a block; a convolution on 1 x 1 maps, such as a squeeze-and-excitation gate's, is
 none), each seeded at the end of the chain of batch normalisation, rectifier
 (ReLU, ELU, ...) and pooling layers that follows it (stopping before a non-rectifying
-activation, dropout,
-a reshape, a merge or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``.
+activation, dropout, a reshape, a concatenation or multiplication, a layer whose output
+is used twice, or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``. A residual
+``Add`` continues the chain, so a residual block is heard at its output (after the sum
+and what follows it, ``relu`` in ``conv → bn → add → relu``), and its last conv and its
+shortcut's conv are one level.
 
 **Input domain.** The walk ends at the model's input, or at the output of the
 *input layer* named by ``input_layer=``, or, by default, at the output of the
@@ -1394,13 +1397,17 @@ class DeconvNet:
             end = step
             while len(graph.consumers.get(end.output, [])) == 1:
                 after = graph.consumers[end.output][0]
+                if isinstance(after.layer, keras.layers.Add):  # a residual sum: the block goes on to its output
+                    end = after
+                    continue
                 if not isinstance(after.layer, chain) or (  # a rectifier continues the block, a sigmoid ends it
                     isinstance(after.layer, _ACTIVATION_LAYERS) and _layer_activation(after.layer) != "relu"
                     and _layer_activation(after.layer) not in RECTIFIERS
                 ):
                     break
                 end = after
-            names[len(names) + 1] = end.layer.name
+            if end.layer.name not in names.values():  # a residual block's last conv and its shortcut's: one level
+                names[len(names) + 1] = end.layer.name
         return names
 
     def _walk_to(self, name: str) -> _Walk:

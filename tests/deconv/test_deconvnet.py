@@ -212,7 +212,8 @@ def test_odd_layout_model_matches_the_numpy_walk(rng: np.random.Generator, metho
     folded = {net._graph.consumers[tensor][0].layer.name: bool(record.folded) for tensor, record in switches.items()}
     assert folded == {"pool1": first_maps >= 36 and chunk_elements is None, "pool2": False}
     assert net.layer_names[net.levels[0]] == "pool1" and net.layer_names[net.levels[-1]] == "relu3"
-    assert set(net.layer_names.values()) == {"pool1", "relu_a", "conv_b", "bn2", "relu3"}
+    # conv2's block goes on through the residual add to relu2 and pool2 (dropout ends it)
+    assert set(net.layer_names.values()) == {"pool1", "relu_a", "conv_b", "pool2", "relu3"}
     assert net.input_layer is None and net.n_features("concat") == 5
     seeds = [*net.levels, "concat", "add", "pool2", "output"]
     for seed in seeds:
@@ -326,7 +327,7 @@ def test_gradient_method_is_the_true_gradient_on_a_musicnn_shaped_model(rng: np.
     net = deconv.DeconvNet(model, method="gradient")
     assert net.input_layer == "log_mel"  # the walk ends in the log-compressed mel domain
     assert set(net.layer_names.values()) == {"timbral1_pool", "timbral2_pool", "temporal1_pool", "temporal2_pool",
-                                             "temporal3_pool", "midend1_bn", "midend2_bn", "midend3_bn"}
+                                             "temporal3_pool", "midend1_bn", "midend2_add", "midend3_add"}  # residual
     mel = tf.constant(rng.uniform(0, 1e-3, (2, 16, 30, 1)).astype(np.float32))
     c = model.get_layer("log_mel").c
     d_log_mel = c / ((1 + c * mel) * np.log(10.0))  # log10(1 + c m) is elementwise: chain rule back to log-mel
@@ -643,6 +644,28 @@ def test_convolutions_on_a_pooled_summary_are_no_levels(rng: np.random.Generator
     assert net.layer_names == {1: "conv1", 2: "conv2"}
     out = net(rng.uniform(0, 1, (1, 12, 16)).astype(np.float32), layer="excite1").numpy()
     assert out.shape == (1, 2, 12, 16) and np.isfinite(out).all()
+
+
+def test_a_residual_block_is_one_level_heard_at_its_output(rng: np.random.Generator) -> None:
+    """A ResNet's levels: each block's inner conv, then the block's output after the residual sum (its last conv
+    and its shortcut's conv are one level there); a layer used twice ends a block."""
+    x = keras.Input((16, 20, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(x)
+    for b in (1, 2):
+        r = keras.layers.ReLU(name=f"b{b}_relu1")(keras.layers.BatchNormalization(name=f"b{b}_bn1")(
+            keras.layers.Conv2D(6, 3, padding="same", name=f"b{b}_conv1")(h)))
+        r = keras.layers.BatchNormalization(name=f"b{b}_bn2")(keras.layers.Conv2D(6, 3, padding="same",
+                                                                                 name=f"b{b}_conv2")(r))
+        shortcut = keras.layers.BatchNormalization(name="b1_short_bn")(
+            keras.layers.Conv2D(6, 1, name="b1_short")(h)) if b == 1 else h  # then an identity shortcut
+        h = keras.layers.ReLU(name=f"b{b}_out")(keras.layers.Add(name=f"b{b}_add")([r, shortcut]))
+    h = keras.layers.MaxPooling2D(2, name="pool")(h)
+    model = _randomise_weights(keras.Model(x, keras.layers.Dense(3)(keras.layers.GlobalMaxPooling2D()(h))), rng,
+                               scale=0.5)
+    net = deconv.DeconvNet(model)
+    assert net.layer_names == {1: "stem", 2: "b1_relu1", 3: "b1_out", 4: "b2_relu1", 5: "pool"}
+    maps = net(rng.uniform(0, 1, (1, 16, 20)).astype(np.float32), layer=3, features=[0, 5]).numpy()
+    assert maps.shape == (1, 2, 16, 20) and np.abs(maps).max() > 0
 
 
 def _on_a_backbone(nested: bool) -> keras.Model:
