@@ -559,7 +559,8 @@ class MelAuraliser(Auraliser):
         hop_length: STFT hop (``None``: the config's or the layer's).
         n_mels: Mel bands (``None``: the config's or the layer's).
         filterbank: ``[n_mels, n_fft // 2 + 1]`` mel weights (``None``: the layer's, or Slaney mel, area
-            normalised, :func:`tfaural.spectral.mel_filterbank`, librosa's defaults).
+            normalised, :func:`tfaural.spectral.mel_filterbank`, librosa's defaults), or ``"linear"``: no mel
+            bands, the model sees the STFT's own ``n_fft // 2 + 1`` bins (a CNN on a dB STFT, say).
         power: Exponent of the magnitude in the mel spectrogram (``None``: the layer's, else 2: power).
         log_c: Shorthand for ``compression=spectral.Log1p(log_c)``: ``log10(1 + log_c m)``.
         compression: What the model sees of the mel power (:data:`tfaural.spectral.Compression`;
@@ -594,7 +595,7 @@ class MelAuraliser(Auraliser):
         n_fft: int | None = None,
         hop_length: int | None = None,
         n_mels: int | None = None,
-        filterbank: np.ndarray | None = None,
+        filterbank: np.ndarray | str | None = None,
         power: float | None = None,
         log_c: float | None = None,
         compression: spectral.Compression | None = None,
@@ -645,8 +646,13 @@ class MelAuraliser(Auraliser):
                     "tfaural.deconv)"
                 )
             settings = dict(given)
+            linear = isinstance(filterbank, str)
+            if linear and filterbank != "linear":
+                raise ParameterError(f"filterbank={filterbank!r} is invalid: expected weights or 'linear'")
             for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
                 value = settings[name] if settings[name] is not None else getattr(self.config, name, None)
+                if name == "n_mels" and value is None and linear and isinstance(settings["n_fft"], int):
+                    value = settings["n_fft"] // 2 + 1  # the STFT's own bins
                 if not isinstance(value, int) or value <= 0:
                     raise ParameterError(f"{name}={value!r} is invalid: expected a positive integer "
                                          "(pass it, or use a model whose config has it)")
@@ -662,6 +668,8 @@ class MelAuraliser(Auraliser):
         bank = settings["filterbank"]
         if bank is None:
             bank = spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels)
+        elif isinstance(bank, str):  # "linear": the STFT's bins themselves (the pseudo-inverse is the identity)
+            bank = np.eye(self.n_fft // 2 + 1, dtype=np.float32)
         self.filterbank = np.asarray(bank, np.float32)
         if self.filterbank.shape != (self.n_mels, self.n_fft // 2 + 1):
             raise ParameterError(f"filterbank has shape {self.filterbank.shape}; expected "

@@ -142,6 +142,26 @@ def test_a_model_on_librosa_decibels_is_heard_at_the_level_of_its_input(rng: np.
     assert _correlation(heard[1], heard[3]) < 0.9  # taken literally, 49 times the dynamic range
 
 
+def test_a_model_on_a_decibel_stft(rng: np.random.Generator) -> None:
+    """librosa.amplitude_to_db(|STFT|, ref=np.max) [freq, frames, 1]: no mel bands (filterbank="linear"), so the
+    way back loses nothing but what lies under the 80-dB floor."""
+    x = keras.Input((N_FFT // 2 + 1, None, 1))
+    model = _cnn(x, x, rng, rank=2, bias=80.0)
+    compression = spectral.Decibels(amin=1e-5, ref="max", multiplier=20.0)
+    auraliser = auralise.MelAuraliser(model, sample_rate=SR, n_fft=N_FFT, hop_length=HOP, filterbank="linear",
+                                      power=1.0, compression=compression)
+    assert auraliser.n_mels == N_FFT // 2 + 1 and auraliser.layout == "mels_frames"
+    y = _signal()
+    result = auraliser(y[None], layer=1, features=[0])
+    magnitude = np.abs(spectral.stft(y, n_fft=N_FFT, hop_length=HOP).numpy())
+    np.testing.assert_allclose(result.deconvolved[0, 0].numpy(),
+                               librosa.amplitude_to_db(magnitude, ref=np.max) + 80, rtol=1e-4, atol=2e-3)
+    assert _correlation(result.audio[0, 0], y) > 0.99
+    with pytest.raises(ParameterError, match="filterbank='htk' is invalid"):
+        auralise.MelAuraliser(model, sample_rate=SR, n_fft=N_FFT, hop_length=HOP, filterbank="htk",
+                              compression=compression)
+
+
 def test_a_1d_cnn_over_time_with_the_bands_as_channels(rng: np.random.Generator) -> None:
     """[frames, n_mels] without a channel axis (the bands are the Conv1D's channels), dB without top_db: the
     first layer passes each band through as its own feature, so feature b's map is band b's rise and nothing else."""
