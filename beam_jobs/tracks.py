@@ -22,18 +22,17 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from beam_jobs import io as beam_io
+from tfaural.data.catalogue import MAX_NAME_LENGTH, output_names
 from tfaural.errors import ParameterError
 from tfaural.formats import OK, ManifestRow
 
@@ -49,10 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-
-MAX_NAME_LENGTH = 150
-"""Longest output name in UTF-8 bytes (a file or folder name; file systems allow 255 bytes, and a job
-appends suffixes such as ``.json``)."""
 
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -124,46 +119,6 @@ def glob_prefix(pattern: str) -> str:
     match = _WILDCARD.search(pattern)
     head = pattern if match is None else pattern[: match.start()]
     return head[: head.rfind("/") + 1]
-
-
-def _name_of(track_id: str) -> str:
-    return track_id.replace("/", "__")
-
-
-def _hash(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
-
-
-def _utf8_prefix(text: str, size: int) -> str:
-    """The longest prefix of ``text`` whose UTF-8 encoding takes at most ``size`` bytes."""
-    return text.encode()[:size].decode(errors="ignore")
-
-
-def output_names(track_ids: Sequence[str], *, reserved: Iterable[str] = ()) -> list[str]:
-    """One output name per track id: a single safe path component, unique case-insensitively.
-
-    The name is the id with ``/`` replaced by ``__``. Names longer than
-    :data:`MAX_NAME_LENGTH` bytes (cut there), names equal to a ``reserved`` name (the job's own
-    files such as ``manifest.jsonl``) and names shared by several ids (``a/b`` and
-    ``a__b``; ``Song`` and ``song``) get ``-`` and 8 hex digits of the SHA-1 of the
-    id appended. The result depends only on the set of ids.
-
-    Args:
-        track_ids: Valid track ids (unique).
-        reserved: Names the outputs must not take (compared case-insensitively).
-
-    Returns:
-        The names, in the order of ``track_ids``.
-    """
-    taboo = {name.casefold() for name in reserved}
-    names = [_name_of(track_id) for track_id in track_ids]
-    counts = collections.Counter(name.casefold() for name in names)
-    out = []
-    for track_id, name in zip(track_ids, names):
-        if counts[name.casefold()] > 1 or name.casefold() in taboo or len(name.encode()) > MAX_NAME_LENGTH:
-            name = f"{_utf8_prefix(name, MAX_NAME_LENGTH - 9)}-{_hash(track_id)}"
-        out.append(name)
-    return out
 
 
 def _located_in(path: str, folder: str) -> bool:

@@ -84,6 +84,8 @@ __all__ = [
     "read_magnatagatune",
     "read_gtzan",
     "default_track_ids",
+    "MAX_NAME_LENGTH",
+    "output_names",
     "sanitize_track_id",
     "validate_track_id",
     "parse_labels",
@@ -273,6 +275,47 @@ def default_track_ids(paths: Sequence[str]) -> list[str]:
             stem = track_id[: MAX_TRACK_ID_LENGTH - 9]
             track_id = f"{stem}-{_short_hash(path.replace(chr(92), '/'))}"
         out.append(track_id)
+    return out
+
+
+MAX_NAME_LENGTH = 150
+"""Longest output name in UTF-8 bytes (a file or folder name; file systems allow 255 bytes, and a job
+appends suffixes such as ``.json``)."""
+
+
+def _name_of(track_id: str) -> str:
+    return track_id.replace("/", "__")
+
+
+def _utf8_prefix(text: str, size: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding takes at most ``size`` bytes."""
+    return text.encode()[:size].decode(errors="ignore")
+
+
+def output_names(track_ids: Sequence[str], *, reserved: Iterable[str] = ()) -> list[str]:
+    """One output name per track id: a single safe path component, unique case-insensitively.
+
+    The name is the id with ``/`` replaced by ``__``. Names longer than
+    :data:`MAX_NAME_LENGTH` bytes (cut there), names equal to a ``reserved`` name (the job's own
+    files such as ``manifest.jsonl``) and names shared by several ids (``a/b`` and
+    ``a__b``; ``Song`` and ``song``) get ``-`` and 8 hex digits of the SHA-1 of the
+    id appended. The result depends only on the set of ids.
+
+    Args:
+        track_ids: Valid track ids (unique).
+        reserved: Names the outputs must not take (compared case-insensitively).
+
+    Returns:
+        The names, in the order of ``track_ids``.
+    """
+    taboo = {name.casefold() for name in reserved}
+    names = [_name_of(track_id) for track_id in track_ids]
+    counts = collections.Counter(name.casefold() for name in names)
+    out = []
+    for track_id, name in zip(track_ids, names):
+        if counts[name.casefold()] > 1 or name.casefold() in taboo or len(name.encode()) > MAX_NAME_LENGTH:
+            name = f"{_utf8_prefix(name, MAX_NAME_LENGTH - 9)}-{_short_hash(track_id)}"
+        out.append(name)
     return out
 
 
