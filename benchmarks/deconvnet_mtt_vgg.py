@@ -185,7 +185,9 @@ def mel_inversion_study(model: keras.Model, waveform: np.ndarray, *, quick: bool
     features = list(range(0, 128, 32 if quick else 16))
     maps = auraliser.net.deconvolve_layers(auraliser.mel_input(tf.constant(waveform[None]))[1],
                                            features=features)
-    mel_maps = tf.concat([spectral.log10_decompress(tf.nn.relu(m[0]), auraliser.log_c) for m in maps.values()], 0)
+    compression = auraliser.compression
+    assert isinstance(compression, spectral.Log1p)  # musicnn's log10(1 + C m)
+    mel_maps = tf.concat([spectral.log10_decompress(tf.nn.relu(m[0]), compression.c) for m in maps.values()], 0)
     n_maps = int(mel_maps.shape[0])
     for name, iterations in (("pinv", 0), ("nnls_10", 10), ("nnls", auralise.NNLS_ITERATIONS), ("nnls_200", 200)):
         if quick and name in ("nnls_10", "nnls_200"):
