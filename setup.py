@@ -76,6 +76,7 @@ setup(
             "tfaural-evaluate=tfaural.training.evaluate:main",
             "tfaural-export=export.__main__:main",
             "tfaural-report=tfaural.report.cli:main",
+            "tfaural-listen=tfaural.listen:main",
         ]
     },
     classifiers=[

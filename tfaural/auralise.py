@@ -215,7 +215,8 @@ class Auraliser:
     """Auralisation for one model (the deconvolution network is built once).
 
     Args:
-        model: A Choi CNN or a SampleCNN-family waveform model.
+        model: A Choi CNN or a SampleCNN-family waveform model, or any Keras CNN on the waveform
+            ``[batch, samples(, 1)]`` (its deconvolution is the sound).
         chunk_elements: Bound of the deconvolution's working set per chunk of features
             (see :meth:`tfaural.deconv.DeconvNet.__call__`; ``None``: the default).
         net: The deconvolution network of ``model`` to use (``None``: one of its own). Sharing one
@@ -223,14 +224,26 @@ class Auraliser:
             ``deconvolve`` and ``auralise`` signatures).
 
     Raises:
-        ModelError: For the mel-frame baseline (its mel front end has no phase to reuse).
+        ModelError: For the mel-frame baseline (its mel front end has no phase to reuse), or a model
+            tfaural did not build that does not take the waveform.
         ParameterError: If ``net`` deconvolves another model.
     """
 
     def __init__(self, model: keras.Model, *, chunk_elements: int | None = None, net: DeconvNet | None = None) -> None:
         self.net = _own_net(model, net)
-        self.config: Any = config_from_model(model)
         self.chunk_elements = chunk_elements
+        self.config: Any = getattr(model, "tfaural_config", None)
+        if self.config is None:  # a model tfaural did not build: it must take the waveform itself
+            shape = self.net.domain_shape
+            if self.net.front_end is not None or not (len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1)):
+                raise ModelError(
+                    f"model {model.name!r} carries no tfaural config and its deconvolution does not end at a "
+                    f"waveform [batch, samples(, 1)] input (it ends at {self.net.input_layer or 'its input'}, shape "
+                    f"{shape}): auralise a spectrogram model with tfaural.auralise.MelAuraliser"
+                )
+            self.is_spectral = False
+            return
+        self.config = config_from_model(model)
         self.is_spectral = isinstance(self.config, ChoiConfig)
         if isinstance(self.config, MusicnnConfig):
             raise ModelError(f"model {model.name!r} takes mel power: auralise it with tfaural.auralise.MelAuraliser")
@@ -581,6 +594,7 @@ class MelAuraliser(Auraliser):
         takes: What the model takes: ``"mel power"``, ``"compressed mel"`` or ``"waveform"`` (see above).
         compression: What the model sees of the mel power (:data:`tfaural.spectral.Compression`).
         layout: ``"mels_frames"`` or ``"frames_mels"``: the mel spectrogram's layout in the model.
+        frames: The frame count the model is built for (``None``: any).
 
     Raises:
         ModelError: If the model's input domain is not a mel spectrogram of a kind above (named).
@@ -674,7 +688,7 @@ class MelAuraliser(Auraliser):
         if self.filterbank.shape != (self.n_mels, self.n_fft // 2 + 1):
             raise ParameterError(f"filterbank has shape {self.filterbank.shape}; expected "
                                  f"({self.n_mels}, {self.n_fft // 2 + 1}) for n_mels={self.n_mels}, n_fft={self.n_fft}")
-        self.layout, self._channel_axis, self._frames = self._layout(model, layout)
+        self.layout, self._channel_axis, self.frames = self._layout(model, layout)
 
     def _layout(self, model: keras.Model, layout: str) -> tuple[str, bool, int | None]:
         """``(layout, whether the domain has a trailing channel axis, its fixed frame count or None)``."""
@@ -749,12 +763,12 @@ class MelAuraliser(Auraliser):
     def _failure_hint(self, x: tf.Tensor) -> str | None:
         frames = x.shape[-2 if self._channel_axis else -1] if self.layout == "mels_frames" else \
             x.shape[-3 if self._channel_axis else -2]
-        if self.takes == "waveform" or self._frames is None or frames is None or frames == self._frames:
+        if self.takes == "waveform" or self.frames is None or frames is None or frames == self.frames:
             return None
         hop = self.hop_length
-        return (f"the model is built for {self._frames} frames and this clip gives {frames} (hop {hop}, centred "
-                f"frames): clips of {(self._frames - 1) * hop} to {self._frames * hop - 1} samples "
-                f"({(self._frames - 1) * hop / self.sample_rate:g} s) give {self._frames}")
+        return (f"the model is built for {self.frames} frames and this clip gives {frames} (hop {hop}, centred "
+                f"frames): clips of {(self.frames - 1) * hop} to {self.frames * hop - 1} samples "
+                f"({(self.frames - 1) * hop / self.sample_rate:g} s) give {self.frames}")
 
     def _prepare(
         self, waveform: tf.Tensor | np.ndarray, mode: str | tf.Tensor, keep_deconvolved: bool

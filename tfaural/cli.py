@@ -28,6 +28,7 @@ from tfaural.errors import ParameterError
 
 __all__ = [
     "parse_index_list",
+    "choose_features",
     "check_output_folder",
     "positive_int",
     "exit_promptly",
@@ -81,6 +82,39 @@ def parse_index_list(spec: str, *, flag: str, valid: Sequence[int]) -> tuple[int
         raise ParameterError(f"{flag} {spec!r} names {outside[:10]}, which do not exist: expected values in "
                              f"{_describe_range(allowed)}")
     return tuple(sorted(chosen))
+
+
+def choose_features(spec: str, *, n_maps: int, layer: int | str,
+                    mean_activation: Sequence[float] | None = None) -> list[int]:
+    """The features of a layer that ``--features`` names: ``topN``, ``all``, or a list such as ``0-7,12``.
+
+    Args:
+        spec: The flag's value.
+        n_maps: The layer's number of feature maps.
+        layer: The layer, for messages.
+        mean_activation: ``[n_maps]``: each map's mean activation over the tracks, for ``topN`` (``None``:
+            only the syntax and range are checked, and ``topN`` is the first N).
+
+    Returns:
+        ``topN``: the N most active, most active first (ties: the lower index first); otherwise ascending.
+
+    Raises:
+        ParameterError: Naming the flag and the value.
+    """
+    text = spec.strip().lower()
+    if text.startswith("top"):
+        try:
+            count = int(text[3:])
+        except ValueError:
+            raise ParameterError(f"--features {spec!r} is invalid: expected topN (e.g. top4), all, or a list such "
+                                 "as 0-7,12") from None
+        if count < 1:
+            raise ParameterError(f"--features {spec!r}: N must be at least 1")
+        if mean_activation is None:
+            return list(range(min(count, n_maps)))
+        order = sorted(range(n_maps), key=lambda f: -float(mean_activation[f]))  # stable: ties keep index order
+        return order[: min(count, n_maps)]
+    return list(parse_index_list(spec, flag=f"--features (layer {layer})", valid=range(n_maps)))
 
 
 def _describe_range(values: Sequence[int]) -> str:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfaural.cli import add_verbose_flag
+from tfaural.cli import add_verbose_flag, choose_features
 from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import config_from_model, conv_blocks
@@ -360,24 +360,6 @@ def _load_clips(paths: Sequence[str], *, sample_rate: int, offset: float, second
     return clips
 
 
-def _choose(spec: str, activation: np.ndarray, *, layer: int) -> list[int]:
-    """Features of a layer from ``topN``/``all``/a list, given activations ``[tracks, n_features]``."""
-    from tfaural.cli import parse_index_list
-
-    n_maps = activation.shape[-1]
-    text = spec.strip().lower()
-    if text.startswith("top"):
-        try:
-            count = int(text[3:])
-        except ValueError:
-            raise ParameterError(f"--features {spec!r} is invalid: expected topN (e.g. top4), all, or a list") from None
-        if count < 1:
-            raise ParameterError(f"--features {spec!r}: N must be at least 1")
-        order = np.argsort(-activation.mean(axis=0), kind="stable")
-        return [int(f) for f in order[: min(count, n_maps)]]
-    return list(parse_index_list(spec, flag=f"--features (layer {layer})", valid=range(n_maps)))
-
-
 def _check_figure_arguments(
     model: keras.Model,
     *,
@@ -410,7 +392,7 @@ def _check_figure_arguments(
         widths = {b.level: int(model.get_layer(b.conv).kernel.shape[-1]) for b in blocks}
     grid_layers = list(parse_index_list(layers, flag="--layers", valid=levels))
     for layer in grid_layers:
-        _choose(features, np.zeros((1, widths[layer]), np.float32), layer=layer)  # syntax and range
+        choose_features(features, n_maps=widths[layer], layer=layer)  # syntax and range
     spectra_layers = None
     if filter_layers:
         spectra_layers = list(parse_index_list(filter_layers, flag="--filter-layers", valid=levels))
@@ -530,7 +512,8 @@ def make_figures(
         bar = tqdm(total=len(wanted_layers) * len(audio_paths), desc="deconvolving", unit="clip",
                    disable=not progress)
         for layer in wanted_layers:
-            chosen = _choose(features, np.stack(activations[layer]), layer=layer)
+            chosen = choose_features(features, n_maps=len(activations[layer][0]), layer=layer,
+                                     mean_activation=np.stack(activations[layer]).mean(axis=0).tolist())
             chosen_features[str(layer)] = chosen
             maps = []
             for clip in clips:  # one track at a time: bounds memory for long clips and many features

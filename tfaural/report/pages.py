@@ -347,6 +347,12 @@ class Site:
             "model_config": meta.model_config, "run_extra": meta.run_extra,
         }
 
+    def model_file(self) -> dict[str, str] | None:
+        """``{"path", "name"}`` of the Keras model file ``python -m tfaural.listen`` auralised (``None``: an export)."""
+        model = (self.output.job.model if self.output.job is not None else None) or {}
+        path = model.get("model_file")
+        return {"path": str(path), "name": str(model.get("name") or "")} if path else None
+
     def settings_rows(self) -> list[dict[str, Any]]:
         """``{label, text, code}`` rows of the auralisation settings in ``job.json``."""
         job = self.output.job.to_dict() if self.output.job is not None else {}
@@ -445,8 +451,9 @@ class Site:
         )
         self.write(
             self.track_list_page(1), "index.html", page_title=self.title, lede=lede, model=self.model_card(),
-            settings=self.settings_rows(), listing=self.track_list(1, self.dir), failed=self.output.failed,
-            correlation=self.correlation_section(), feature_index=self.feature_index(), layers=self.layers,
+            model_file=self.model_file(), settings=self.settings_rows(), listing=self.track_list(1, self.dir),
+            failed=self.output.failed, correlation=self.correlation_section(), feature_index=self.feature_index(),
+            layers=self.layers,
         )
         for page in range(2, self.n_track_pages + 1):
             path = self.track_list_page(page)

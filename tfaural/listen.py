@@ -1,0 +1,590 @@
+"""``python -m tfaural.listen``: hear what any Keras audio CNN has learnt, on your own audio files.
+
+Usage::
+
+    python -m tfaural.listen --model my_tagger.keras --output heard song.flac "other song.mp3" \\
+        [--layers all|1-3] [--features top4|all|0-7,12] [--offset-seconds 30] [--clip-seconds 5] \\
+        [--method deconvnet|guided|gradient] [--mode phase|mask] [--report] \\
+        [--sample-rate 16000 --n-fft 512 --hop-length 256 --n-mels 96 --power 2 \\
+         --compression db|db-max|log10-1p:C|ln-1p:C|ln-offset:EPS|log10-offset:EPS|linear \\
+         --top-db 80 --amin A --input-layer NAME --layout auto|mels_frames|frames_mels --linear-frequency] \\
+        [--trust-lambda]
+
+What the model takes is read from the file where the file says it; the front-end options say the rest:
+
+* a model tfaural built (a training run's ``model.keras``, an imported musicnn tagger): everything;
+* a model with a ``keras.layers.MelSpectrogram`` of its own: everything, read from that layer;
+* a model on the waveform ``[samples(, 1)]``: ``--sample-rate``; its deconvolution is the sound;
+* a model on a mel (or STFT) spectrogram: ``--sample-rate``, ``--n-fft``, ``--hop-length``,
+  ``--n-mels`` (or ``--linear-frequency``) and ``--power``, and how it was compressed:
+  ``--compression`` as your own preprocessing did it (``db`` for ``librosa.power_to_db``, ``db-max``
+  for ``ref=np.max``, ``ln-offset:0.001`` for YAMNet's ``ln(m + 0.001)``, ...), or ``--input-layer``
+  naming the model's own compression layer (then ``--compression`` says what it computes); see
+  :class:`tfaural.auralise.MelAuraliser`, which does the work.
+
+A model with ``Lambda`` layers holds Python code, which Keras loads only when told to trust the
+file: ``--trust-lambda``.
+
+For each file, the excerpt ``[offset, offset + clip)`` is decoded (every format
+:mod:`tfaural.audio` reads), mixed to mono and resampled to the model's rate; the chosen
+features of each chosen layer are deconvolved and turned into sound, peak-normalised to 0.9,
+``--features-per-call`` features at a time (memory stays bounded however many are asked for).
+``--features topN`` takes the N features of each layer with the largest mean activation over the
+files, found in a first pass that decodes each file once more. A file that cannot be used
+(missing, corrupt, empty, silent, too short) is listed as failed in ``manifest.jsonl`` with the
+reason, and the other files go on; the exit status is 0 when the run finished (2: bad options
+or model).
+
+The output folder has ``beam_jobs.auralise``'s layout, so ``python -m tfaural.report`` (or
+``--report``) makes its HTML listening report::
+
+    job.json                         the model file, settings, layers and features
+    manifest.jsonl                   every file exactly once: ok with its outputs, or failed with the reason
+    <name>/original.wav              the excerpt, at the model's rate
+    <name>/layer<L>/feature<K>.wav   the auralised feature
+    <name>/track.json                written last: every file with its SHA-256, activations, peaks
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import io
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfaural import __version__, files
+from tfaural.cli import add_verbose_flag, check_output_folder, choose_features, parse_index_list, positive_int
+from tfaural.errors import DataError, ModelError, ParameterError, TfauralError
+from tfaural.formats import (
+    FAILED,
+    JOB_FILE,
+    MANIFEST_FILE,
+    OK,
+    TRACK_FILE,
+    FeatureRecord,
+    JobRecord,
+    ManifestRow,
+    TrackRecord,
+)
+
+__all__ = ["COMPRESSIONS", "FrontEnd", "compression_from_spec", "load_model", "auraliser_for_model", "listen", "main"]
+
+#: The forms of ``--compression`` (``C``, ``EPS``: positive numbers).
+COMPRESSIONS = ("db", "db-max", "log10-1p:C", "ln-1p:C", "ln-offset:EPS", "log10-offset:EPS", "linear")
+#: Length of the excerpt when neither ``--clip-seconds`` nor the model fixes it.
+DEFAULT_CLIP_SECONDS = 4.0
+ORIGINAL = "original.wav"
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEnd:
+    """What a model takes, where its file does not say it (the front-end options).
+
+    Attributes:
+        sample_rate: Sample rate in Hz.
+        n_fft: FFT size in samples.
+        hop_length: STFT hop in samples.
+        n_mels: Mel bands.
+        power: Exponent of the magnitude the spectrogram is made of (2: power, 1: magnitude).
+        compression: A form of :data:`COMPRESSIONS`.
+        top_db: ``--top-db`` of the dB compressions (``None``: no floor below the top).
+        amin: ``--amin`` of the dB compressions (``None``: librosa's, by ``power``).
+        input_layer: The model's own compression layer.
+        layout: ``"auto"``, ``"mels_frames"`` or ``"frames_mels"``.
+        linear_frequency: The model sees the STFT's own bins, not mel bands.
+    """
+
+    sample_rate: int | None = None
+    n_fft: int | None = None
+    hop_length: int | None = None
+    n_mels: int | None = None
+    power: float | None = None
+    compression: str | None = None
+    top_db: float | None = 80.0
+    amin: float | None = None
+    input_layer: str | None = None
+    layout: str = "auto"
+    linear_frequency: bool = False
+
+    def given(self) -> list[str]:
+        """The options set to something other than their defaults, as flags."""
+        defaults = FrontEnd()
+        return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(defaults, f.name)]
+
+
+def compression_from_spec(spec: str, *, power: float = 2.0, top_db: float | None = 80.0,
+                          amin: float | None = None) -> Any:
+    """The :data:`tfaural.spectral.Compression` of a ``--compression`` form.
+
+    ``db`` and ``db-max`` are ``librosa.power_to_db`` of power (``power`` 2) and
+    ``librosa.amplitude_to_db`` of magnitude (``power`` 1), with ``ref=1`` and ``ref=np.max``.
+
+    Raises:
+        ParameterError: Naming the form, for anything else.
+    """
+    from tfaural import spectral
+
+    text = spec.strip().lower()
+    name, _, value = text.partition(":")
+    try:
+        if name in ("db", "db-max") and not value:
+            magnitude = power == 1.0
+            return spectral.Decibels(amin=amin if amin is not None else (1e-5 if magnitude else 1e-10),
+                                     ref="max" if name == "db-max" else 1.0, top_db=top_db,
+                                     multiplier=20.0 if magnitude else 10.0)
+        if name == "linear" and not value:
+            return spectral.Linear()
+        if name in ("log10-1p", "ln-1p", "ln-offset", "log10-offset") and value:
+            number = float(value)
+            base = 10.0 if name.startswith("log10") else math.e
+            return spectral.Log1p(number, base=base) if name.endswith("1p") else spectral.LogOffset(number, base=base)
+    except ValueError:
+        pass
+    raise ParameterError(f"--compression {spec!r} is invalid: expected one of {', '.join(COMPRESSIONS)}")
+
+
+#: What a trusted file's ``Lambda`` code may name besides Python's builtins (see :func:`load_model`).
+LAMBDA_MODULES = ("tf", "tensorflow", "keras", "ops", "np", "numpy", "math")
+
+
+@contextlib.contextmanager
+def _lambda_modules() -> Iterator[None]:
+    """While a trusted file loads, its ``Lambda`` functions see :data:`LAMBDA_MODULES`.
+
+    Keras rebuilds a saved ``Lambda``'s function from its bytecode with the globals of its own
+    ``python_utils`` module, so ``lambda m: tf.math.log(1 + m)``, the commonest in-model
+    compression, fails on reload ("name 'tf' is not defined", or "could not infer the shape").
+    Here the rebuilt functions get these modules under the names a model's author uses.
+    """
+    import builtins
+
+    import keras
+    import tensorflow as tf
+
+    try:
+        from keras.src.utils import python_utils
+    except ImportError:  # another Keras layout: load as Keras does
+        yield
+        return
+    original = python_utils.func_load
+    modules = {"tf": tf, "tensorflow": tf, "keras": keras, "ops": keras.ops, "np": np, "numpy": np, "math": math,
+               "__builtins__": builtins}
+
+    def func_load(code: Any, defaults: Any = None, closure: Any = None, globs: Any = None) -> Any:
+        return original(code, defaults=defaults, closure=closure, globs={**modules, **(globs or {})})
+
+    python_utils.func_load = func_load
+    try:
+        yield
+    finally:
+        python_utils.func_load = original
+
+
+def load_model(path: str, *, trust_lambda: bool = False) -> Any:
+    """Loads a ``.keras`` (or ``.h5``) model file, with tfaural's own layers known.
+
+    With ``trust_lambda``, ``Lambda`` layers' code is run, and finds :data:`LAMBDA_MODULES` (``tf``,
+    ``keras``, ``np``, ...), which Keras alone does not give it on reload.
+
+    Raises:
+        ModelError: Naming the file: missing, unreadable, or holding ``Lambda`` code without ``trust_lambda``.
+    """
+    import keras
+
+    import tfaural.models  # noqa: F401  (registers tfaural's layers for a run's model.keras)
+
+    if not os.path.isfile(path):
+        raise ModelError(f"--model {path}: no such file (expected a .keras model file)")
+    try:
+        if not trust_lambda:
+            return keras.models.load_model(path, compile=False, safe_mode=True)
+        with _lambda_modules():
+            return keras.models.load_model(path, compile=False, safe_mode=False)
+    except Exception as err:  # Keras raises many kinds for files it cannot read
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "lambda" in str(err).lower() and not trust_lambda:
+            raise ModelError(f"--model {path}: it holds Lambda layers, whose Python code Keras runs only from a "
+                             "file you trust: pass --trust-lambda if you do") from None
+        raise ModelError(f"--model {path}: Keras cannot load it ({type(err).__name__}: {first})") from None
+
+
+def _takes_waveform(net: Any) -> bool:
+    shape = net.domain_shape
+    return net.front_end is None and (len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1))
+
+
+def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet",
+                        chunk_elements: int | None = None) -> tuple[Any, int]:
+    """The auraliser of ``model`` and the sample rate of its input (see the module docstring).
+
+    Raises:
+        ModelError: If the model is none of the kinds above, or cannot be deconvolved.
+        ParameterError: For missing, conflicting or invalid front-end options.
+    """
+    import keras
+
+    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
+    from tfaural.deconv import DeconvNet
+
+    if getattr(model, "tfaural_config", None) is not None:
+        if front.given():
+            raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was built by tfaural, whose "
+                                 "config says what it takes; leave the front-end options out")
+        auraliser = auraliser_for(model, chunk_elements=chunk_elements, net=DeconvNet(model, method=method))
+        return auraliser, int(model.tfaural_config.sample_rate)
+    net = DeconvNet(model, method=method, input_layer=front.input_layer)
+    if _takes_waveform(net):
+        extra = [flag for flag in front.given() if flag != "--sample-rate"]
+        if extra:
+            raise ParameterError(f"{', '.join(extra)}: model {model.name!r} takes the waveform, whose deconvolution "
+                                 "is the sound; only --sample-rate applies")
+        if front.sample_rate is None:
+            raise ParameterError(f"model {model.name!r} takes the waveform: pass its --sample-rate")
+        return Auraliser(model, chunk_elements=chunk_elements, net=net), front.sample_rate
+    power = front.power if front.power is not None else 2.0
+    compression = None
+    if front.compression is not None:
+        compression = compression_from_spec(front.compression, power=power, top_db=front.top_db, amin=front.amin)
+    elif front.amin is not None or front.top_db != FrontEnd.top_db:
+        raise ParameterError("--top-db and --amin shape a dB --compression: pass --compression db or db-max")
+    if isinstance(net.front_end, keras.layers.MelSpectrogram) and front.linear_frequency:
+        raise ParameterError("--linear-frequency: the model's MelSpectrogram layer makes mel bands")
+    auraliser = MelAuraliser(
+        model, net=net, sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop_length,
+        n_mels=front.n_mels, power=front.power, compression=compression, layout=front.layout,
+        filterbank="linear" if front.linear_frequency else None, chunk_elements=chunk_elements,
+    )
+    return auraliser, auraliser.sample_rate
+
+
+def _fixed_samples(auraliser: Any) -> int | None:
+    """Samples of the one input length the model is built for (``None``: any length)."""
+    frames = getattr(auraliser, "frames", None)
+    if frames is not None:  # a spectrogram model of fixed-size patches: the clips that give that many frames
+        return int((frames - 1) * auraliser.hop_length)
+    config = auraliser.config
+    if config is not None and hasattr(config, "input_length"):  # the SampleCNN family
+        return int(config.input_length)
+    if auraliser.is_spectral and getattr(auraliser, "takes", None) != "waveform":
+        return None
+    shape = tuple(auraliser.net.model.inputs[0].shape)  # a model on the waveform
+    return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else None
+
+
+def _write(path: str, data: bytes) -> str:
+    """Writes ``data`` to ``path`` atomically (:mod:`tfaural.files`); returns its SHA-256 (hex)."""
+    files.write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _wav(y: np.ndarray, sample_rate: int) -> bytes:
+    from tfaural import audio
+
+    buffer = io.BytesIO()
+    audio.write(buffer, np.asarray(y, np.float32), sample_rate=sample_rate, format="WAV",
+                normalize=bool(np.max(np.abs(y), initial=0.0) > 1.0))
+    return buffer.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    layers: tuple[int, ...]
+    features: str
+    offset: float
+    seconds: float
+    samples: int | None  # the one length the model takes, if it is built for one
+    mode: str
+    per_call: int
+
+
+def _clip(path: str, *, sample_rate: int, settings: _Settings) -> np.ndarray:
+    """The excerpt of ``path``, mono at ``sample_rate``: ``[samples]`` (zero-padded to a fixed-size model's length)."""
+    from tfaural import audio
+
+    length = int(round(settings.seconds * sample_rate))
+    y, _ = audio.load(path, sample_rate=sample_rate, offset=settings.offset, duration=settings.seconds,
+                      min_samples=min(length, sample_rate // 2), require_sound=True)
+    if settings.samples is not None:
+        y = np.pad(y[: settings.samples], (0, max(0, settings.samples - y.size)))
+    return y.astype(np.float32)
+
+
+def _failed(path: str, track_id: str, name: str, err: BaseException, stage: str) -> ManifestRow:
+    return ManifestRow(path, track_id, name, FAILED, error=str(err), error_type=type(err).__name__, stage=stage)
+
+
+def listen(
+    model_path: str,
+    audio_paths: Sequence[str],
+    output: str,
+    *,
+    front: FrontEnd = FrontEnd(),
+    layers: str = "all",
+    features: str = "top4",
+    offset: float = 0.0,
+    seconds: float | None = None,
+    method: str = "deconvnet",
+    mode: str = "phase",
+    features_per_call: int = 16,
+    trust_lambda: bool = False,
+    report: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Auralises features of a Keras model file on audio files (see the module docstring).
+
+    Args:
+        model_path: The ``.keras`` file.
+        audio_paths: The audio files (each listed in the manifest exactly once; repeats are refused).
+        output: The output folder (created; files of an earlier run there are overwritten).
+        front: What the model takes, where the file does not say it.
+        layers: ``all``, or levels such as ``1-3`` or ``2,5``.
+        features: ``topN``, ``all``, or indices such as ``0-7,12``.
+        offset: Start of each excerpt in seconds.
+        seconds: Length of each excerpt (``None``: the model's input length, if fixed, else 4 s).
+        method: ``deconvnet``, ``guided`` or ``gradient``.
+        mode: ``phase`` or ``mask``.
+        features_per_call: Features deconvolved at a time.
+        trust_lambda: Load ``Lambda`` layers' code.
+        report: Write the HTML listening report into ``output/report``.
+        progress: Show progress bars.
+
+    Returns:
+        ``{"ok": n, "failed": n, "output": folder, "layers": {...}, "report": path or None}``.
+
+    Raises:
+        ParameterError, ModelError: Bad options or model, before any file is decoded.
+    """
+    from tqdm.auto import tqdm
+
+    from tfaural.auralise import MODES
+    from tfaural.data.catalogue import default_track_ids, output_names
+    from tfaural.deconv import METHODS
+
+    check_output_folder(output)
+    if not audio_paths:
+        raise ParameterError("no audio files given: name one or more after the options")
+    if len(set(audio_paths)) != len(audio_paths):
+        repeated = sorted({p for p in audio_paths if audio_paths.count(p) > 1})
+        raise ParameterError(f"audio files named more than once: {', '.join(repeated)}")
+    if method not in METHODS:
+        raise ParameterError(f"--method {method!r} is invalid: expected one of {METHODS}")
+    if mode not in MODES:
+        raise ParameterError(f"--mode {mode!r} is invalid: expected one of {MODES}")
+    if not (math.isfinite(offset) and offset >= 0):
+        raise ParameterError(f"--offset-seconds {offset!r} is invalid: expected seconds >= 0")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ParameterError(f"--clip-seconds {seconds!r} is invalid: expected a positive number of seconds")
+    model = load_model(model_path, trust_lambda=trust_lambda)
+    auraliser, sample_rate = auraliser_for_model(model, front, method=method)
+    net = auraliser.net
+    levels = list(parse_index_list(layers, flag="--layers", valid=net.levels))
+    widths = {level: net.n_features(level) for level in levels}
+    for level in levels:
+        choose_features(features, n_maps=widths[level], layer=level)  # its syntax and range, before any decoding
+    samples = _fixed_samples(auraliser)
+    if seconds is None:
+        seconds = samples / sample_rate if samples is not None else DEFAULT_CLIP_SECONDS
+    settings = _Settings(tuple(levels), features, float(offset), float(seconds), samples, mode, features_per_call)
+    ids = default_track_ids(list(audio_paths))
+    names = output_names(ids, reserved=[JOB_FILE, MANIFEST_FILE, "report"])
+    os.makedirs(output, exist_ok=True)
+
+    chosen: dict[int, list[int]] = {}
+    errors: dict[str, tuple[BaseException, str]] = {}
+    if features.strip().lower().startswith("top"):  # the first pass: each layer's activations on every file
+        maxima: dict[int, list[np.ndarray]] = {level: [] for level in levels}
+        for path in tqdm(audio_paths, desc="choosing features", unit="file", disable=not progress):
+            try:
+                clip = _clip(path, sample_rate=sample_rate, settings=settings)
+            except TfauralError as err:
+                errors[path] = (err, "decode")
+                continue
+            try:
+                per_layer = net.activations(auraliser.model_input(clip[None]), layers=levels)
+            except (TfauralError, ValueError, ArithmeticError) as err:
+                errors[path] = (err, "inference")
+                continue
+            for level in levels:
+                maxima[level].append(np.asarray(per_layer[level])[0])
+        for level in levels:
+            mean = np.stack(maxima[level]).mean(axis=0).tolist() if maxima[level] else None
+            chosen[level] = sorted(choose_features(features, n_maps=widths[level], layer=level, mean_activation=mean))
+    else:
+        chosen = {level: choose_features(features, n_maps=widths[level], layer=level) for level in levels}
+
+    rows: list[ManifestRow] = []
+    for path, track_id, name in tqdm(list(zip(audio_paths, ids, names)), desc="auralising", unit="file",
+                                     disable=not progress):
+        if path in errors:
+            rows.append(_failed(path, track_id, name, *errors[path]))
+            continue
+        rows.append(_listen_to(path, track_id, name, auraliser, output, sample_rate=sample_rate, settings=settings,
+                               chosen=chosen))
+
+    model_file = os.path.abspath(model_path)
+    record = JobRecord(
+        job="auralise", created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        tfaural_version=__version__, input=None, manifest=None, model_dir=None,
+        model={"model_file": model_file, "name": model.name}, metadata=None,
+        settings={"model_file": model_file, "method": method, "mode": mode, "sample_rate": sample_rate,
+                  "front_end": dataclasses.asdict(front)},
+        extra={"layers": levels, "features": {str(k): v for k, v in chosen.items()}, "mode": mode,
+               "clip_seconds": settings.seconds, "offset_seconds": settings.offset, "format": "wav",
+               "spectrograms": False},
+    )
+    _write(os.path.join(output, JOB_FILE), record.to_text().encode("utf-8"))
+    _write(os.path.join(output, MANIFEST_FILE),
+                      "".join(row.to_line() for row in rows).encode("utf-8"))
+    index = None
+    if report:
+        from tfaural.report.site import write_report
+
+        index = write_report(output, progress=progress)
+    return {"ok": sum(r.status == OK for r in rows), "failed": sum(r.status == FAILED for r in rows),
+            "output": output, "layers": {str(k): v for k, v in chosen.items()}, "report": index,
+            "failures": [r.describe_failure() + f" ({r.path})" for r in rows if r.status == FAILED]}
+
+
+def _listen_to(path: str, track_id: str, name: str, auraliser: Any, output: str, *, sample_rate: int,
+               settings: _Settings, chosen: dict[int, list[int]]) -> ManifestRow:
+    """Auralises one file; its manifest row (failed with the reason, or ok with every file written)."""
+    import tensorflow as tf
+
+    try:
+        clip = _clip(path, sample_rate=sample_rate, settings=settings)
+    except TfauralError as err:
+        return _failed(path, track_id, name, err, "decode")
+    folder = os.path.join(output, name)
+    results: dict[int, list[tuple[int, np.ndarray, float, float | None, bool]]] = {}
+    try:
+        for level in settings.layers:
+            results[level] = []
+            wanted = chosen[level]
+            for start in range(0, len(wanted), settings.per_call):
+                group = wanted[start : start + settings.per_call]
+                heard = auraliser(clip[None], layer=level, features=group, mode=settings.mode,
+                                  keep_deconvolved=False)
+                audio_k = heard.audio.numpy()[0]
+                activation = None if heard.activation is None else heard.activation.numpy()[0]
+                for k, feature in enumerate(group):
+                    results[level].append((feature, audio_k[k], float(heard.peak.numpy()[0, k]),
+                                           None if activation is None else float(activation[k]),
+                                           bool(heard.silent.numpy()[0, k])))
+    except (TfauralError, ValueError, ArithmeticError, tf.errors.OpError) as err:
+        return _failed(path, track_id, name, err, "inference")
+    try:
+        checksums = {ORIGINAL: _write(os.path.join(folder, ORIGINAL), _wav(clip, sample_rate))}
+        layers: dict[int, tuple[FeatureRecord, ...]] = {}
+        for level, items in results.items():
+            entries = []
+            for feature, y, peak, activation_value, silent in items:
+                relative = f"layer{level}/feature{feature}.wav"
+                checksums[relative] = _write(os.path.join(folder, relative), _wav(y, sample_rate))
+                entries.append(FeatureRecord(feature=feature, file=relative, activation=activation_value, peak=peak,
+                                             silent=silent))
+            layers[level] = tuple(entries)
+        track = TrackRecord(track_id=track_id, path=path, sample_rate=sample_rate, offset_seconds=settings.offset,
+                            clip_seconds=len(clip) / sample_rate, original=ORIGINAL, original_spectrogram=None,
+                            layers=layers, checksums=checksums)
+        _write(os.path.join(folder, TRACK_FILE), track.to_text().encode("utf-8"))
+    except (OSError, TfauralError) as err:
+        return _failed(path, track_id, name, err, "write")
+    outputs = [f"{name}/{file}" for file in sorted(checksums)] + [f"{name}/{TRACK_FILE}"]
+    return ManifestRow(path, track_id, name, OK, outputs=tuple(outputs))
+
+
+def _top_db(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of dB or 'none'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of dB (or 'none')")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0: the run finished, 2: bad options or model)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tfaural.listen",
+        description="Hear what any Keras audio CNN has learnt: deconvolve the features of its layers on your audio "
+        "files and turn them into sound (Choi et al. 2015). Writes beam_jobs.auralise's output layout, which "
+        "python -m tfaural.report turns into an HTML listening report (or pass --report).",
+        epilog="Front-end options are needed only where the model file does not say what it takes (see "
+        "python -m pydoc tfaural.listen). --compression forms: " + ", ".join(COMPRESSIONS) + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("audio", nargs="+", metavar="FILE", help="audio files (any format tfaural.audio reads)")
+    parser.add_argument("--model", required=True, help="the Keras model file (.keras)")
+    parser.add_argument("--output", required=True, help="folder for the auralisations")
+    parser.add_argument("--layers", default="all", help="levels (conv blocks): all, 1-3, 2,5")
+    parser.add_argument("--features", default="top4",
+                        help="features per layer: topN (largest mean activation on the files), all, or 0-7,12")
+    parser.add_argument("--offset-seconds", type=float, default=0.0, help="start of each excerpt")
+    parser.add_argument("--clip-seconds", type=float, default=None,
+                        help="excerpt length (default: the model's input length if it has one, else 4 s)")
+    parser.add_argument("--method", default="deconvnet", choices=("deconvnet", "guided", "gradient"),
+                        help="the deconvolution's rule at activations")
+    parser.add_argument("--mode", default="phase", choices=("phase", "mask"),
+                        help="the deconvolved magnitude with the excerpt's phase, or as a soft mask")
+    parser.add_argument("--features-per-call", type=positive_int, default=16,
+                        help="features deconvolved at a time (bounds memory)")
+    parser.add_argument("--report", action="store_true", help="write the HTML listening report into OUTPUT/report")
+    parser.add_argument("--trust-lambda", action="store_true",
+                        help="load a model with Lambda layers (Python code in the file: only files you trust)")
+    front = parser.add_argument_group("front end (only where the model file does not say it)")
+    front.add_argument("--sample-rate", type=positive_int, help="sample rate of the model's input in Hz")
+    front.add_argument("--n-fft", type=positive_int, help="FFT size in samples")
+    front.add_argument("--hop-length", type=positive_int, help="STFT hop in samples")
+    front.add_argument("--n-mels", type=positive_int, help="mel bands")
+    front.add_argument("--power", type=float, help="exponent of the magnitude: 2 (power, default) or 1 (magnitude)")
+    front.add_argument("--compression", help="how the model's input was compressed: " + ", ".join(COMPRESSIONS))
+    front.add_argument("--top-db", type=_top_db, default=80.0, help="dB compressions: range kept below the top "
+                       "('none': all)")
+    front.add_argument("--amin", type=float, help="dB compressions: smallest value told apart (default: librosa's)")
+    front.add_argument("--input-layer", help="the model's own compression layer (its output is what is heard)")
+    front.add_argument("--layout", default="auto", choices=("auto", "mels_frames", "frames_mels"),
+                       help="the spectrogram's layout in the model")
+    front.add_argument("--linear-frequency", action="store_true",
+                       help="the model sees the STFT's own bins, not mel bands")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    settings = FrontEnd(sample_rate=args.sample_rate, n_fft=args.n_fft, hop_length=args.hop_length,
+                        n_mels=args.n_mels, power=args.power, compression=args.compression, top_db=args.top_db,
+                        amin=args.amin, input_layer=args.input_layer, layout=args.layout,
+                        linear_frequency=args.linear_frequency)
+    try:
+        summary = listen(
+            args.model, args.audio, args.output, front=settings, layers=args.layers, features=args.features,
+            offset=args.offset_seconds, seconds=args.clip_seconds, method=args.method, mode=args.mode,
+            features_per_call=args.features_per_call, trust_lambda=args.trust_lambda, report=args.report,
+        )
+    except (ParameterError, ModelError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    total = summary["ok"] + summary["failed"]
+    print(f"listen: {summary['ok']} of {total} file(s) ok" + (f", {summary['failed']} failed" if summary["failed"]
+                                                            else "") + f"; results in {summary['output']}")
+    for line in summary["failures"]:
+        print(f"  failed: {line}", file=sys.stderr)
+    for layer, chosen in summary["layers"].items():
+        print(f"  layer {layer}: features {chosen}")
+    if summary["report"]:
+        print(f"report: {summary['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
