@@ -257,8 +257,20 @@ def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet
         compression = compression_from_spec(front.compression, power=power, top_db=front.top_db, amin=front.amin)
     elif front.amin is not None or front.top_db != FrontEnd.top_db:
         raise ParameterError("--top-db and --amin shape a dB --compression: pass --compression db or db-max")
-    if isinstance(net.front_end, keras.layers.MelSpectrogram) and front.linear_frequency:
-        raise ParameterError("--linear-frequency: the model's MelSpectrogram layer makes mel bands")
+    if isinstance(net.front_end, keras.layers.MelSpectrogram):
+        if front.linear_frequency:
+            raise ParameterError("--linear-frequency: the model's MelSpectrogram layer makes mel bands")
+    else:
+        needed = {"--sample-rate": front.sample_rate, "--n-fft": front.n_fft, "--hop-length": front.hop_length,
+                  "--n-mels": front.n_mels if not front.linear_frequency else 1}
+        missing = [flag for flag, value in needed.items() if value is None]
+        if missing:
+            raise ParameterError(
+                f"model {model.name!r} takes a spectrogram (shape {net.domain_shape[1:]} at "
+                f"{net.input_layer or 'its input'}) and its file does not say how it is made: pass {', '.join(missing)}"
+                + ("" if front.compression or front.input_layer else
+                   ", and --compression as your preprocessing made it (or --input-layer: the model's own)")
+            )
     auraliser = MelAuraliser(
         model, net=net, sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop_length,
         n_mels=front.n_mels, power=front.power, compression=compression, layout=front.layout,

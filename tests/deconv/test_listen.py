@@ -242,6 +242,8 @@ def test_bad_options_and_models_exit_2_with_a_message(
         (["--model", str(keras_mel_model), "--top-db", "60"], "--compression db or db-max"),
         (["--model", str(tmp_path / "tagger.keras"), "--sample-rate", "16000", "--n-fft", "512", "--hop-length",
           "256", "--n-mels", "64"], "takes its input as it is"),
+        (["--model", str(tmp_path / "tagger.keras"), "--n-fft", "512"],
+         "does not say how it is made: pass --sample-rate, --hop-length, --n-mels, and --compression"),
         (["--model", str(keras_mel_model), "--method", "saliency"], None),
     ]
     for extra, message in cases:
