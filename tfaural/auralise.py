@@ -650,29 +650,7 @@ class MelAuraliser(Auraliser):
                                          f"{front.name!r}, which has {name}={settings[name]!r}: leave it out")
         else:
             self.takes = "compressed mel" if front is None else "mel power"
-            model_input = tuple(self.net.model.inputs[0].shape)
-            if front is not None and model_input != self.net.domain_shape:
-                raise ModelError(
-                    f"model {model.name!r}: its deconvolution ends at layer {front.name!r} ({type(front).__name__}, "
-                    f"shape {self.net.domain_shape}), which is not a bin-by-bin compression of the model's input "
-                    f"(shape {model_input}); MelAuraliser hears models that take mel power, a compressed mel "
-                    "spectrogram, or the waveform through keras.layers.MelSpectrogram (deconvolve others with "
-                    "tfaural.deconv)"
-                )
-            settings = dict(given)
-            linear = isinstance(filterbank, str)
-            if linear and filterbank != "linear":
-                raise ParameterError(f"filterbank={filterbank!r} is invalid: expected weights or 'linear'")
-            for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
-                value = settings[name] if settings[name] is not None else getattr(self.config, name, None)
-                if name == "n_mels" and value is None and linear and isinstance(settings["n_fft"], int):
-                    value = settings["n_fft"] // 2 + 1  # the STFT's own bins
-                if not isinstance(value, int) or value <= 0:
-                    raise ParameterError(f"{name}={value!r} is invalid: expected a positive integer "
-                                         "(pass it, or use a model whose config has it)")
-                settings[name] = value
-            settings["power"] = 2.0 if power is None else power
-            settings["compression"] = compression if compression is not None else _front_compression(model, front)
+            settings = self._given_settings(model, given)
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = (
             int(settings[k]) for k in ("sample_rate", "n_fft", "hop_length", "n_mels"))
         self.power = float(settings["power"])
@@ -689,6 +667,36 @@ class MelAuraliser(Auraliser):
             raise ParameterError(f"filterbank has shape {self.filterbank.shape}; expected "
                                  f"({self.n_mels}, {self.n_fft // 2 + 1}) for n_mels={self.n_mels}, n_fft={self.n_fft}")
         self.layout, self._channel_axis, self.frames = self._layout(model, layout)
+
+    def _given_settings(self, model: keras.Model, given: dict[str, Any]) -> dict[str, Any]:
+        """The settings of a model that takes mel power or a compressed mel spectrogram: those given, else its
+        tfaural config's; the compression given, else its front end's."""
+        front = self.net.front_end
+        model_input = tuple(self.net.model.inputs[0].shape)
+        if front is not None and model_input != self.net.domain_shape:
+            raise ModelError(
+                f"model {model.name!r}: its deconvolution ends at layer {front.name!r} ({type(front).__name__}, "
+                f"shape {self.net.domain_shape}), which is not a bin-by-bin compression of the model's input "
+                f"(shape {model_input}); MelAuraliser hears models that take mel power, a compressed mel "
+                "spectrogram, or the waveform through keras.layers.MelSpectrogram (deconvolve others with "
+                "tfaural.deconv)"
+            )
+        settings = dict(given)
+        linear = isinstance(given["filterbank"], str)
+        if linear and given["filterbank"] != "linear":
+            raise ParameterError(f"filterbank={given['filterbank']!r} is invalid: expected weights or 'linear'")
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+            value = settings[name] if settings[name] is not None else getattr(self.config, name, None)
+            if name == "n_mels" and value is None and linear and isinstance(settings["n_fft"], int):
+                value = settings["n_fft"] // 2 + 1  # the STFT's own bins
+            if not isinstance(value, int) or value <= 0:
+                raise ParameterError(f"{name}={value!r} is invalid: expected a positive integer "
+                                     "(pass it, or use a model whose config has it)")
+            settings[name] = value
+        settings["power"] = 2.0 if given["power"] is None else given["power"]
+        if given["compression"] is None:
+            settings["compression"] = _front_compression(model, front)
+        return settings
 
     def _layout(self, model: keras.Model, layout: str) -> tuple[str, bool, int | None]:
         """``(layout, whether the domain has a trailing channel axis, its fixed frame count or None)``."""
