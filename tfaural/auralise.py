@@ -78,6 +78,7 @@ __all__ = [
     "MEL_LAYOUTS",
     "MelAuraliser",
     "auraliser_for",
+    "ends_at_a_waveform",
     "auralise_mel",
     "log_mel_to_magnitude",
     "mel_to_linear_power",
@@ -211,6 +212,12 @@ def _batch_level_dtypes(
     return waveform, level, ((tf.float32, *dtypes) if keep_deconvolved else dtypes)
 
 
+def ends_at_a_waveform(net: DeconvNet) -> bool:
+    """Whether ``net``'s walk ends at a waveform model input ``[batch, samples(, 1)]`` (no front end)."""
+    shape = net.domain_shape
+    return net.front_end is None and (len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1))
+
+
 class Auraliser:
     """Auralisation for one model (the deconvolution network is built once).
 
@@ -235,7 +242,7 @@ class Auraliser:
         self.config: Any = getattr(model, "tfaural_config", None)
         if self.config is None:  # a model tfaural did not build: it must take the waveform itself
             shape = self.net.domain_shape
-            if self.net.front_end is not None or not (len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1)):
+            if not ends_at_a_waveform(self.net):
                 raise ModelError(
                     f"model {model.name!r} carries no tfaural config and its deconvolution does not end at a "
                     f"waveform [batch, samples(, 1)] input (it ends at {self.net.input_layer or 'its input'}, shape "

@@ -177,8 +177,10 @@ def _lambda_modules() -> Iterator[None]:
         yield
         return
     original = python_utils.func_load
-    modules = {"tf": tf, "tensorflow": tf, "keras": keras, "ops": keras.ops, "np": np, "numpy": np, "math": math,
-               "__builtins__": builtins}
+    modules: dict[str, Any] = {"tf": tf, "tensorflow": tf, "keras": keras, "ops": keras.ops, "np": np, "numpy": np,
+                               "math": math}
+    assert tuple(modules) == LAMBDA_MODULES
+    modules["__builtins__"] = builtins
 
     def func_load(code: Any, defaults: Any = None, closure: Any = None, globs: Any = None) -> Any:
         return original(code, defaults=defaults, closure=closure, globs={**modules, **(globs or {})})
@@ -218,11 +220,6 @@ def load_model(path: str, *, trust_lambda: bool = False) -> Any:
         raise ModelError(f"--model {path}: Keras cannot load it ({type(err).__name__}: {first})") from None
 
 
-def _takes_waveform(net: Any) -> bool:
-    shape = net.domain_shape
-    return net.front_end is None and (len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1))
-
-
 def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet",
                         chunk_elements: int | None = None) -> tuple[Any, int]:
     """The auraliser of ``model`` and the sample rate of its input (see the module docstring).
@@ -233,7 +230,7 @@ def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet
     """
     import keras
 
-    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
+    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, ends_at_a_waveform
     from tfaural.deconv import DeconvNet
 
     if getattr(model, "tfaural_config", None) is not None:
@@ -243,7 +240,7 @@ def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet
         auraliser = auraliser_for(model, chunk_elements=chunk_elements, net=DeconvNet(model, method=method))
         return auraliser, int(model.tfaural_config.sample_rate)
     net = DeconvNet(model, method=method, input_layer=front.input_layer)
-    if _takes_waveform(net):
+    if ends_at_a_waveform(net):
         extra = [flag for flag in front.given() if flag != "--sample-rate"]
         if extra:
             raise ParameterError(f"{', '.join(extra)}: model {model.name!r} takes the waveform, whose deconvolution "
