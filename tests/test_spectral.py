@@ -112,6 +112,17 @@ def test_mel_filterbank_matches_librosa(sr: int, n_fft: int, fmax: float | None)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("htk,norm", [(True, None), (True, "slaney"), (False, None)])
+def test_htk_and_unnormalised_mel_filterbanks_match_librosa(htk: bool, norm: str | None) -> None:
+    """YAMNet's bank among them: 64 HTK bands, 125-7500 Hz, peaks of 1."""
+    ours = spectral.mel_filterbank(sample_rate=16000, n_fft=512, n_mels=64, fmin=125.0, fmax=7500.0, htk=htk,
+                                   norm=norm)
+    ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, fmin=125.0, fmax=7500.0, htk=htk, norm=norm)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ParameterError, match="norm='l2' is invalid"):
+        spectral.mel_filterbank(sample_rate=16000, n_fft=512, norm="l2")
+
+
 def test_log_compress_and_inverse() -> None:
     x = np.array([0.0, 0.1, -1.0, 10.0], np.float32)
     np.testing.assert_allclose(spectral.log_compress(x).numpy(), np.log1p(10 * np.abs(x)), rtol=1e-6)

@@ -540,7 +540,8 @@ class MelAuraliser(Auraliser):
       preprocessing made): ``compression=`` says how, and the auraliser compresses the mel power
       the same way before the model, e.g. ``spectral.Decibels()`` for
       ``librosa.power_to_db(m, top_db=80)``, ``spectral.Decibels(ref="max")`` for ``ref=np.max``,
-      ``spectral.LogOffset(0.001)`` for YAMNet's ``ln(m + 0.001)`` (of mel magnitude: ``power=1``);
+      ``spectral.LogOffset(0.001)`` for YAMNet's ``ln(m + 0.001)`` (of mel magnitude: ``power=1``, and
+      its HTK bands: ``filterbank=spectral.mel_filterbank(..., fmin=125, fmax=7500, htk=True, norm=None)``);
     * **the waveform, through a** ``keras.layers.MelSpectrogram`` **layer** of its own: everything
       (sample rate, FFT, hop, bands, filterbank, power, dB) is read from that layer, whose frames
       are tfaural's (centred, periodic Hann window of ``n_fft``).

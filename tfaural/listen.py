@@ -7,7 +7,8 @@ Usage::
         [--method deconvnet|guided|gradient] [--mode phase|mask] [--report] \\
         [--sample-rate 16000 --n-fft 512 --hop-length 256 --n-mels 96 --power 2 \\
          --compression db|db-max|log10-1p:C|ln-1p:C|ln-offset:EPS|log10-offset:EPS|linear \\
-         --top-db 80 --amin A --input-layer NAME --layout auto|mels_frames|frames_mels --linear-frequency] \\
+         --top-db 80 --amin A --input-layer NAME --layout auto|mels_frames|frames_mels \\
+         --fmin 0 --fmax F --htk --mel-norm slaney|none | --linear-frequency] \\
         [--trust-lambda]
 
 What the model takes is read from the file where the file says it; the front-end options say the rest:
@@ -16,7 +17,8 @@ What the model takes is read from the file where the file says it; the front-end
 * a model with a ``keras.layers.MelSpectrogram`` of its own: everything, read from that layer;
 * a model on the waveform ``[samples(, 1)]``: ``--sample-rate``; its deconvolution is the sound;
 * a model on a mel (or STFT) spectrogram: ``--sample-rate``, ``--n-fft``, ``--hop-length``,
-  ``--n-mels`` (or ``--linear-frequency``) and ``--power``, and how it was compressed:
+  ``--n-mels`` (or ``--linear-frequency``), ``--power`` and the mel bands (librosa's by default;
+  ``--htk --mel-norm none --fmin 125 --fmax 7500`` for YAMNet's), and how it was compressed:
   ``--compression`` as your own preprocessing did it (``db`` for ``librosa.power_to_db``, ``db-max``
   for ``ref=np.max``, ``ln-offset:0.001`` for YAMNet's ``ln(m + 0.001)``, ...), or ``--input-layer``
   naming the model's own compression layer (then ``--compression`` says what it computes); see
@@ -101,6 +103,10 @@ class FrontEnd:
         input_layer: The model's own compression layer.
         layout: ``"auto"``, ``"mels_frames"`` or ``"frames_mels"``.
         linear_frequency: The model sees the STFT's own bins, not mel bands.
+        fmin: The mel bands' lowest edge in Hz.
+        fmax: Their highest edge in Hz (``None``: Nyquist).
+        htk: HTK's mel scale instead of Slaney's.
+        mel_norm: ``"slaney"`` (area-normalised triangles) or ``"none"`` (peaks of 1).
     """
 
     sample_rate: int | None = None
@@ -114,6 +120,25 @@ class FrontEnd:
     input_layer: str | None = None
     layout: str = "auto"
     linear_frequency: bool = False
+    fmin: float = 0.0
+    fmax: float | None = None
+    htk: bool = False
+    mel_norm: str = "slaney"
+
+    def filterbank(self) -> Any:
+        """The mel filterbank these options describe (``None``: the library's default, Slaney from 0 Hz to Nyquist,
+        area-normalised; ``"linear"``: no mel bands)."""
+        if self.linear_frequency:
+            return "linear"
+        if (self.fmin, self.fmax, self.htk, self.mel_norm) == (0.0, None, False, "slaney"):
+            return None
+        from tfaural import spectral
+
+        if self.sample_rate is None or self.n_fft is None or self.n_mels is None:
+            return None  # what is missing is named before the bank is needed
+        return spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels,
+                                       fmin=self.fmin, fmax=self.fmax, htk=self.htk,
+                                       norm=None if self.mel_norm == "none" else self.mel_norm)
 
     def given(self) -> list[str]:
         """The options set to something other than their defaults, as flags."""
@@ -254,10 +279,14 @@ def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet
         compression = compression_from_spec(front.compression, power=power, top_db=front.top_db, amin=front.amin)
     elif front.amin is not None or front.top_db != FrontEnd.top_db:
         raise ParameterError("--top-db and --amin shape a dB --compression: pass --compression db or db-max")
+    bank_flags = [flag for flag in front.given() if flag in ("--fmin", "--fmax", "--htk", "--mel-norm")]
     if isinstance(net.front_end, keras.layers.MelSpectrogram):
-        if front.linear_frequency:
-            raise ParameterError("--linear-frequency: the model's MelSpectrogram layer makes mel bands")
+        if front.linear_frequency or bank_flags:
+            raise ParameterError(f"{', '.join(bank_flags or ['--linear-frequency'])}: the model's MelSpectrogram layer "
+                                 "makes its own mel bands")
     else:
+        if front.linear_frequency and bank_flags:
+            raise ParameterError(f"{', '.join(bank_flags)}: --linear-frequency has no mel bands")
         needed = {"--sample-rate": front.sample_rate, "--n-fft": front.n_fft, "--hop-length": front.hop_length,
                   "--n-mels": front.n_mels if not front.linear_frequency else 1}
         missing = [flag for flag, value in needed.items() if value is None]
@@ -271,7 +300,7 @@ def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet
     auraliser = MelAuraliser(
         model, net=net, sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop_length,
         n_mels=front.n_mels, power=front.power, compression=compression, layout=front.layout,
-        filterbank="linear" if front.linear_frequency else None, chunk_elements=chunk_elements,
+        filterbank=front.filterbank(), chunk_elements=chunk_elements,
     )
     return auraliser, auraliser.sample_rate
 
@@ -568,12 +597,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="the spectrogram's layout in the model")
     front.add_argument("--linear-frequency", action="store_true",
                        help="the model sees the STFT's own bins, not mel bands")
+    front.add_argument("--fmin", type=float, default=0.0, help="the mel bands' lowest edge in Hz")
+    front.add_argument("--fmax", type=float, help="the mel bands' highest edge in Hz (default: Nyquist)")
+    front.add_argument("--htk", action="store_true", help="HTK's mel scale (YAMNet, torchaudio) instead of Slaney's "
+                       "(librosa's default)")
+    front.add_argument("--mel-norm", default="slaney", choices=("slaney", "none"),
+                       help="area-normalised mel triangles (librosa's default) or peaks of 1")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     settings = FrontEnd(sample_rate=args.sample_rate, n_fft=args.n_fft, hop_length=args.hop_length,
                         n_mels=args.n_mels, power=args.power, compression=args.compression, top_db=args.top_db,
                         amin=args.amin, input_layer=args.input_layer, layout=args.layout,
-                        linear_frequency=args.linear_frequency)
+                        linear_frequency=args.linear_frequency, fmin=args.fmin, fmax=args.fmax, htk=args.htk,
+                        mel_norm=args.mel_norm)
     try:
         summary = listen(
             args.model, args.audio, args.output, front=settings, layers=args.layers, features=args.features,

@@ -239,9 +239,11 @@ def magnitude(
     return tf.abs(stft(y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, center=center))
 
 
-def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
-    """Slaney's auditory-toolbox mel scale (linear below 1 kHz, log above)."""
+def _hz_to_mel(freq: np.ndarray, htk: bool = False) -> np.ndarray:
+    """Slaney's auditory-toolbox mel scale (linear below 1 kHz, log above), or HTK's ``2595 log10(1 + f / 700)``."""
     freq = np.asarray(freq, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + freq / 700.0)
     f_sp = 200.0 / 3
     mels = freq / f_sp
     min_log_hz = 1000.0
@@ -252,8 +254,10 @@ def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
     return mels
 
 
-def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+def _mel_to_hz(mels: np.ndarray, htk: bool = False) -> np.ndarray:
     mels = np.asarray(mels, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
     f_sp = 200.0 / 3
     min_log_hz = 1000.0
     min_log_mel = min_log_hz / f_sp
@@ -262,9 +266,10 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
 
 
 def mel_filterbank(
-    *, sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None
+    *, sample_rate: int, n_fft: int, n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None,
+    htk: bool = False, norm: str | None = "slaney",
 ) -> np.ndarray:
-    """Triangular mel filterbank (Slaney scale, area-normalised), as ``librosa.filters.mel``.
+    """Triangular mel filterbank (Slaney scale, area-normalised by default), as ``librosa.filters.mel``.
 
     Args:
         sample_rate: Sample rate in Hz.
@@ -272,6 +277,8 @@ def mel_filterbank(
         n_mels: Number of mel bands.
         fmin: Lowest band edge in Hz.
         fmax: Highest band edge in Hz (``None``: ``sample_rate / 2``).
+        htk: HTK's mel scale (YAMNet's, torchaudio's default) instead of Slaney's.
+        norm: ``"slaney"``: each triangle's area is normalised; ``None``: peaks of 1.
 
     Returns:
         float32 ``[n_mels, n_fft // 2 + 1]`` weights.
@@ -285,14 +292,18 @@ def mel_filterbank(
         raise ParameterError(
             f"fmin={fmin!r}, fmax={fmax!r} are invalid: expected 0 <= fmin < fmax <= {sample_rate / 2} (Nyquist)"
         )
+    if norm not in ("slaney", None):
+        raise ParameterError(f"norm={norm!r} is invalid: expected 'slaney' or None")
     fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
-    mel_freqs = _mel_to_hz(np.linspace(_hz_to_mel(np.array(fmin)), _hz_to_mel(np.array(fmax)), n_mels + 2))
+    mel_freqs = _mel_to_hz(np.linspace(_hz_to_mel(np.array(fmin), htk), _hz_to_mel(np.array(fmax), htk), n_mels + 2),
+                           htk)
     fdiff = np.diff(mel_freqs)
     ramps = mel_freqs[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, None]
+    if norm == "slaney":
+        weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, None]
     return weights.astype(np.float32)
 
 

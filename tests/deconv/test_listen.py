@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import keras
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
@@ -167,6 +168,28 @@ def test_a_model_fed_librosa_decibels_says_so_with_front_end_options(
     assert job["settings"]["front_end"]["compression"] == "db-max" and job["settings"]["sample_rate"] == SR
 
 
+def test_a_yamnet_shaped_model_with_its_own_mel_bands(files: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    """[96 frames, 64 bands, 1] patches of ln(mel magnitude + 0.001), YAMNet's HTK bands of 125-7500 Hz with peaks
+    of 1 and its 10-ms hop: the clip is the model's 0.95 s unless asked, and feature 0 of level 1 is the excerpt."""
+    x = keras.Input((96, N_MELS, 1))
+    path = tmp_path / "yamnet_like.keras"
+    _blocks(x, x, bias=-float(np.log(0.001)), name="yamnet_like").save(path)
+    out = tmp_path / "heard"
+    argv = ["--model", str(path), "--output", str(out), "--layers", "1", "--features", "0", "--sample-rate", str(SR),
+            "--n-fft", str(N_FFT), "--hop-length", "160", "--n-mels", str(N_MELS), "--power", "1",
+            "--compression", "ln-offset:0.001", "--htk", "--mel-norm", "none", "--fmin", "125", "--fmax", "7500",
+            str(files["flac"])]
+    assert listen.main(argv) == 0
+    track = parse_track_record((out / "first_song" / "track.json").read_text(), path="track.json")
+    assert track.clip_seconds == 95 * 160 / SR
+    original, _ = sf.read(out / "first_song" / "original.wav", dtype="float32")
+    assert _correlation(out / "first_song" / "layer1" / "feature0.wav", original) > 0.9
+    front = listen.FrontEnd(sample_rate=SR, n_fft=N_FFT, hop_length=160, n_mels=N_MELS, fmin=125.0, fmax=7500.0,
+                            htk=True, mel_norm="none")
+    np.testing.assert_allclose(front.filterbank(), librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=125.0,
+                                                                       fmax=7500.0, htk=True, norm=None), atol=1e-6)
+
+
 def test_a_model_that_compresses_in_a_lambda_layer(files: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
     """Mel power in, ``Lambda(tf.math.log(1 + 10000 m) / ln 10)`` inside (code Keras alone cannot reload: its
     rebuilt function has no ``tf``): --trust-lambda, --input-layer and --compression log10-1p:10000."""
@@ -244,6 +267,7 @@ def test_bad_options_and_models_exit_2_with_a_message(
           "256", "--n-mels", "64"], "takes its input as it is"),
         (["--model", str(tmp_path / "tagger.keras"), "--n-fft", "512"],
          "does not say how it is made: pass --sample-rate, --hop-length, --n-mels, and --compression"),
+        (["--model", str(keras_mel_model), "--htk"], "--htk: the model's MelSpectrogram layer makes its own mel bands"),
         (["--model", str(keras_mel_model), "--method", "saliency"], None),
     ]
     for extra, message in cases:
