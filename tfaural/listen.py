@@ -4,7 +4,7 @@ Usage::
 
     python -m tfaural.listen --model my_tagger.keras --output heard song.flac "other song.mp3" \\
         [--layers all|1-3] [--features top4|all|0-7,12] [--offset-seconds 30] [--clip-seconds 5] \\
-        [--method deconvnet|guided|gradient] [--mode phase|mask] [--report] \\
+        [--method deconvnet|guided|gradient] [--mode phase|mask] [--report] [--overwrite] \\
         [--sample-rate 16000 --n-fft 512 --hop-length 256 --n-mels 96 --power 2 \\
          --compression db|db-max|log10-1p:C|ln-1p:C|ln-offset:EPS|log10-offset:EPS|linear \\
          --top-db 80 --amin A --input-layer NAME --layout auto|mels_frames|frames_mels \\
@@ -76,6 +76,7 @@ from tfaural.formats import (
     JobRecord,
     ManifestRow,
     TrackRecord,
+    parse_manifest,
 )
 
 __all__ = ["COMPRESSIONS", "FrontEnd", "compression_from_spec", "load_model", "auraliser_for_model", "listen", "main"]
@@ -357,6 +358,38 @@ def _clip(path: str, *, sample_rate: int, settings: _Settings) -> np.ndarray:
     return y.astype(np.float32)
 
 
+REPORT_FOLDER = "report"
+
+
+def _earlier_run(output: str) -> list[str]:
+    """What of an earlier run ``output`` holds: its job.json, manifest.jsonl, report, track folders."""
+    if not os.path.isdir(output):
+        return []
+    found = [name for name in (JOB_FILE, MANIFEST_FILE, REPORT_FOLDER) if os.path.exists(os.path.join(output, name))]
+    return found + sorted(name for name in os.listdir(output)
+                          if os.path.isfile(os.path.join(output, name, TRACK_FILE)))
+
+
+def _remove_earlier_run(output: str) -> None:
+    """Removes an earlier run's results (see :func:`listen`'s ``overwrite``); nothing else in ``output``."""
+    import shutil
+
+    if not os.path.isdir(output):
+        return
+    names = {name for name in os.listdir(output) if os.path.isfile(os.path.join(output, name, TRACK_FILE))}
+    manifest = os.path.join(output, MANIFEST_FILE)
+    if os.path.isfile(manifest):  # a damaged manifest: the track folders found above are what is removed
+        with contextlib.suppress(DataError, UnicodeDecodeError), open(manifest, encoding="utf-8") as handle:
+            names |= {row.name for row in parse_manifest(handle.read(), path=manifest) if row.name}
+    for name in sorted(names | {REPORT_FOLDER}):
+        folder = os.path.join(output, name)
+        if os.path.isdir(folder) and os.path.dirname(os.path.abspath(folder)) == os.path.abspath(output):
+            shutil.rmtree(folder)
+    for name in (JOB_FILE, MANIFEST_FILE):
+        if os.path.isfile(os.path.join(output, name)):
+            os.remove(os.path.join(output, name))
+
+
 def _failed(path: str, track_id: str, name: str, err: BaseException, stage: str) -> ManifestRow:
     return ManifestRow(path, track_id, name, FAILED, error=str(err), error_type=type(err).__name__, stage=stage)
 
@@ -376,6 +409,7 @@ def listen(
     features_per_call: int = 16,
     trust_lambda: bool = False,
     report: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Auralises features of a Keras model file on audio files (see the module docstring).
@@ -383,7 +417,7 @@ def listen(
     Args:
         model_path: The ``.keras`` file.
         audio_paths: The audio files (each listed in the manifest exactly once; repeats are refused).
-        output: The output folder (created; files of an earlier run there are overwritten).
+        output: The output folder (created if needed).
         front: What the model takes, where the file does not say it.
         layers: ``all``, or levels such as ``1-3`` or ``2,5``.
         features: ``topN``, ``all``, or indices such as ``0-7,12``.
@@ -394,10 +428,13 @@ def listen(
         features_per_call: Features deconvolved at a time.
         trust_lambda: Load ``Lambda`` layers' code.
         report: Write the HTML listening report into ``output/report``.
+        overwrite: Replace an earlier run's results in ``output`` (without it, they are an error): its
+            ``job.json``, ``manifest.jsonl``, report and the track folders its manifest names.
         progress: Show progress bars.
 
     Returns:
-        ``{"ok": n, "failed": n, "output": folder, "layers": {...}, "report": path or None}``.
+        ``{"ok": n, "failed": n, "output": folder, "layers": {layer: features}, "report": index.html or None,
+        "failures": ["ErrorType (stage): reason (path)", ...]}``.
 
     Raises:
         ParameterError, ModelError: Bad options or model, before any file is decoded.
@@ -409,6 +446,12 @@ def listen(
     from tfaural.deconv import METHODS
 
     check_output_folder(output)
+    earlier = _earlier_run(output)
+    if earlier and not overwrite:
+        raise ParameterError(f"--output {output} holds an earlier run's results ({', '.join(earlier[:3])}): pass "
+                             "--overwrite to replace them, or choose another folder")
+    if not (isinstance(features_per_call, int) and features_per_call >= 1):
+        raise ParameterError(f"--features-per-call {features_per_call!r} is invalid: expected a positive integer")
     if not audio_paths:
         raise ParameterError("no audio files given: name one or more after the options")
     if len(set(audio_paths)) != len(audio_paths):
@@ -434,7 +477,8 @@ def listen(
         seconds = samples / sample_rate if samples is not None else DEFAULT_CLIP_SECONDS
     settings = _Settings(tuple(levels), features, float(offset), float(seconds), samples, mode, features_per_call)
     ids = default_track_ids(list(audio_paths))
-    names = output_names(ids, reserved=[JOB_FILE, MANIFEST_FILE, "report"])
+    names = output_names(ids, reserved=[JOB_FILE, MANIFEST_FILE, REPORT_FOLDER])
+    _remove_earlier_run(output)
     os.makedirs(output, exist_ok=True)
 
     chosen: dict[int, list[int]] = {}
@@ -580,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--features-per-call", type=positive_int, default=16,
                         help="features deconvolved at a time (bounds memory)")
     parser.add_argument("--report", action="store_true", help="write the HTML listening report into OUTPUT/report")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's results in OUTPUT (its job.json, manifest, report, tracks)")
     parser.add_argument("--trust-lambda", action="store_true",
                         help="load a model with Lambda layers (Python code in the file: only files you trust)")
     front = parser.add_argument_group("front end (only where the model file does not say it)")
@@ -615,6 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model, args.audio, args.output, front=settings, layers=args.layers, features=args.features,
             offset=args.offset_seconds, seconds=args.clip_seconds, method=args.method, mode=args.mode,
             features_per_call=args.features_per_call, trust_lambda=args.trust_lambda, report=args.report,
+            overwrite=args.overwrite,
         )
     except (ParameterError, ModelError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

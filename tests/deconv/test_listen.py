@@ -293,3 +293,19 @@ def test_features_named_by_the_flag() -> None:
     for spec, message in [("top", "expected topN"), ("top0", "N must be at least 1"), ("5", "do not exist")]:
         with pytest.raises(ParameterError, match=message):
             choose_features(spec, n_maps=5, layer=3)
+
+
+def test_an_earlier_run_is_replaced_only_when_asked(files: dict[str, pathlib.Path], keras_mel_model: pathlib.Path,
+                                                    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "heard"
+    base = ["--model", str(keras_mel_model), "--output", str(out), "--layers", "1", "--features", "0",
+            "--clip-seconds", "1"]
+    assert listen.main([*base, "--report", str(files["flac"])]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert listen.main([*base, str(files["mp3"])]) == 2
+    assert "holds an earlier run's results (job.json, manifest.jsonl, report)" in capsys.readouterr().err
+    assert (out / "first_song" / "track.json").is_file()  # nothing was touched
+    assert listen.main([*base, "--overwrite", str(files["mp3"])]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["job.json", "manifest.jsonl", "notes.txt", "second"]
+    rows = parse_manifest((out / "manifest.jsonl").read_text(), path="manifest.jsonl")
+    assert [row.name for row in rows] == ["second"]
