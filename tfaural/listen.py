@@ -30,7 +30,9 @@ file: ``--trust-lambda``.
 For each file, the excerpt ``[offset, offset + clip)`` is decoded (every format
 :mod:`tfaural.audio` reads), mixed to mono and resampled to the model's rate; the chosen
 features of each chosen layer are deconvolved and turned into sound, peak-normalised to 0.9,
-``--features-per-call`` features at a time (memory stays bounded however many are asked for).
+``--features-per-call`` features at a time (fewer for long clips), and a clip whose deconvolution
+would hold more than ``--max-memory-gib`` is refused with the longest that fits: memory stays
+bounded however many features and however long a clip are asked for.
 ``--features topN`` takes the N features of each layer with the largest mean activation over the
 files, found in a first pass that decodes each file once more. A file that cannot be used
 (missing, corrupt, empty, silent, too short) is listed as failed in ``manifest.jsonl`` with the
@@ -79,12 +81,18 @@ from tfaural.formats import (
     parse_manifest,
 )
 
-__all__ = ["COMPRESSIONS", "FrontEnd", "compression_from_spec", "load_model", "auraliser_for_model", "listen", "main"]
+__all__ = ["COMPRESSIONS", "FrontEnd", "compression_from_spec", "load_model", "auraliser_for_model", "walk_bytes",
+           "listen", "main"]
 
 #: The forms of ``--compression`` (``C``, ``EPS``: positive numbers).
 COMPRESSIONS = ("db", "db-max", "log10-1p:C", "ln-1p:C", "ln-offset:EPS", "log10-offset:EPS", "linear")
 #: Length of the excerpt when neither ``--clip-seconds`` nor the model fixes it.
 DEFAULT_CLIP_SECONDS = 4.0
+#: Default of ``--max-memory-gib``: what one feature's auralisation of a clip may hold (:func:`walk_bytes`).
+DEFAULT_MAX_MEMORY_GIB = 4.0
+#: Most output samples one call holds (``features × clip samples``, 256 MiB of float32): longer clips are
+#: auralised fewer features at a time.
+MAX_CALL_SAMPLES = 2**26
 ORIGINAL = "original.wav"
 
 
@@ -320,6 +328,25 @@ def _fixed_samples(auraliser: Any) -> int | None:
     return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else None
 
 
+#: Float32 tensors of the model's widest activation that one feature's auralisation holds at its peak: the
+#: peak RSS of a Choi CNN's grew by 6.5 of them per second of clip (1-240 s clips, 4.1 GiB more for 240 s
+#: than for 1 s), rounded up.
+WALK_TENSORS = 7
+
+
+def walk_bytes(auraliser: Any, samples: int) -> int:
+    """About what one feature's auralisation of a clip of ``samples`` holds, in bytes: :data:`WALK_TENSORS`
+    float32 tensors of the model's widest activation (:func:`tfaural.deconv.walk_expansion` × the size of the
+    model's input)."""
+    if not auraliser.is_spectral or getattr(auraliser, "takes", None) == "waveform":
+        elements = samples  # the model takes the waveform
+    else:
+        bins = getattr(auraliser, "n_mels", None) or auraliser.config.n_freq
+        elements = bins * (1 + samples // (auraliser.hop_length if hasattr(auraliser, "hop_length")
+                                           else auraliser.config.hop_length))
+    return int(WALK_TENSORS * 4 * auraliser.net.expansion * elements)
+
+
 def _write(path: str, data: bytes) -> str:
     """Writes ``data`` to ``path`` atomically (:mod:`tfaural.files`); returns its SHA-256 (hex)."""
     files.write_bytes(path, data)
@@ -410,6 +437,7 @@ def listen(
     trust_lambda: bool = False,
     report: bool = False,
     overwrite: bool = False,
+    max_memory_gib: float = DEFAULT_MAX_MEMORY_GIB,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Auralises features of a Keras model file on audio files (see the module docstring).
@@ -425,11 +453,13 @@ def listen(
         seconds: Length of each excerpt (``None``: the model's input length, if fixed, else 4 s).
         method: ``deconvnet``, ``guided`` or ``gradient``.
         mode: ``phase`` or ``mask``.
-        features_per_call: Features deconvolved at a time.
+        features_per_call: Features deconvolved at a time (fewer for long clips: at most
+            :data:`MAX_CALL_SAMPLES` output samples per call).
         trust_lambda: Load ``Lambda`` layers' code.
         report: Write the HTML listening report into ``output/report``.
         overwrite: Replace an earlier run's results in ``output`` (without it, they are an error): its
             ``job.json``, ``manifest.jsonl``, report and the track folders its manifest names.
+        max_memory_gib: Refuse clips whose deconvolution of one feature would hold more (:func:`walk_bytes`).
         progress: Show progress bars.
 
     Returns:
@@ -450,6 +480,8 @@ def listen(
     if earlier and not overwrite:
         raise ParameterError(f"--output {output} holds an earlier run's results ({', '.join(earlier[:3])}): pass "
                              "--overwrite to replace them, or choose another folder")
+    if not (isinstance(max_memory_gib, (int, float)) and math.isfinite(max_memory_gib) and max_memory_gib > 0):
+        raise ParameterError(f"--max-memory-gib {max_memory_gib!r} is invalid: expected a positive number")
     if not (isinstance(features_per_call, int) and features_per_call >= 1):
         raise ParameterError(f"--features-per-call {features_per_call!r} is invalid: expected a positive integer")
     if not audio_paths:
@@ -475,6 +507,16 @@ def listen(
     samples = _fixed_samples(auraliser)
     if seconds is None:
         seconds = samples / sample_rate if samples is not None else DEFAULT_CLIP_SECONDS
+    clip_samples = samples if samples is not None else int(round(seconds * sample_rate))
+    needed = walk_bytes(auraliser, clip_samples)
+    if needed > max_memory_gib * 2**30:
+        longest = clip_samples * max_memory_gib * 2**30 / needed / sample_rate
+        raise ParameterError(
+            f"--clip-seconds {seconds:g}: one feature's deconvolution of a clip this long holds about "
+            f"{needed / 2**30:.1f} GiB (--max-memory-gib {max_memory_gib:g}); clips up to {longest:.0f} s fit, "
+            "or raise --max-memory-gib if the machine has the memory"
+        )
+    features_per_call = max(1, min(features_per_call, MAX_CALL_SAMPLES // max(clip_samples, 1)))
     settings = _Settings(tuple(levels), features, float(offset), float(seconds), samples, mode, features_per_call)
     ids = default_track_ids(list(audio_paths))
     names = output_names(ids, reserved=[JOB_FILE, MANIFEST_FILE, REPORT_FOLDER])
@@ -624,6 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--features-per-call", type=positive_int, default=16,
                         help="features deconvolved at a time (bounds memory)")
     parser.add_argument("--report", action="store_true", help="write the HTML listening report into OUTPUT/report")
+    parser.add_argument("--max-memory-gib", type=float, default=DEFAULT_MAX_MEMORY_GIB,
+                        help="refuse clips whose deconvolution of one feature would hold more (GiB)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier run's results in OUTPUT (its job.json, manifest, report, tracks)")
     parser.add_argument("--trust-lambda", action="store_true",
@@ -661,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model, args.audio, args.output, front=settings, layers=args.layers, features=args.features,
             offset=args.offset_seconds, seconds=args.clip_seconds, method=args.method, mode=args.mode,
             features_per_call=args.features_per_call, trust_lambda=args.trust_lambda, report=args.report,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, max_memory_gib=args.max_memory_gib,
         )
     except (ParameterError, ModelError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

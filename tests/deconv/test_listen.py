@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -229,7 +230,8 @@ def test_a_raw_waveform_model_needs_only_its_sample_rate(files: dict[str, pathli
         np.testing.assert_allclose(half, expected * 0.9 / np.abs(expected).max(), atol=2e-4)
 
 
-def test_a_tfaural_model_needs_nothing_but_its_file(files: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+def test_a_tfaural_model_needs_nothing_but_its_file(files: dict[str, pathlib.Path], tmp_path: pathlib.Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from tfaural.models import choi_cnn
 
     path = tmp_path / "model.keras"
@@ -237,6 +239,10 @@ def test_a_tfaural_model_needs_nothing_but_its_file(files: dict[str, pathlib.Pat
     out = tmp_path / "heard"
     argv = ["--model", str(path), "--output", str(out), "--layers", "2,5", "--features", "top3", str(files["flac"])]
     assert listen.main([*argv, "--sample-rate", "16000"]) == 2  # the config says it: 11,025 Hz
+    # 10 minutes of 4 maps of 257 bins x 25,841 frames, 7 float32 tensors of them: 0.69 GiB
+    assert listen.main([*argv, "--clip-seconds", "600", "--max-memory-gib", "0.1"]) == 2
+    refusal = capsys.readouterr().err
+    assert re.search(r"holds about 0\.7 GiB \(--max-memory-gib 0\.1\); clips up to 8[67] s fit", refusal)
     assert listen.main(argv) == 0
     track = parse_track_record((out / "first_song" / "track.json").read_text(), path="track.json")
     assert track.sample_rate == 11025 and track.clip_seconds == 3.0  # 4 s asked of a 3-s song
