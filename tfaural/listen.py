@@ -328,9 +328,8 @@ def _fixed_samples(auraliser: Any) -> int | None:
     return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else None
 
 
-#: Float32 tensors of the model's widest activation that one feature's auralisation holds at its peak: the
-#: peak RSS of a Choi CNN's grew by 6.5 of them per second of clip (1-240 s clips, 4.1 GiB more for 240 s
-#: than for 1 s), rounded up.
+#: Float32 tensors of the model's widest activation that one feature's auralisation holds at its peak
+#: (what the peak resident memory of a Choi CNN's grew by with the clip's length, rounded up).
 WALK_TENSORS = 7
 
 
