@@ -416,6 +416,13 @@ def _remove_earlier_run(output: str) -> None:
             os.remove(os.path.join(output, name))
 
 
+def _inference_errors() -> tuple[type[BaseException], ...]:
+    """What the model may raise on one file's clip that fails that file only (not the run)."""
+    import tensorflow as tf
+
+    return (TfauralError, ValueError, ArithmeticError, tf.errors.OpError)
+
+
 def _failed(path: str, track_id: str, name: str, err: BaseException, stage: str) -> ManifestRow:
     return ManifestRow(path, track_id, name, FAILED, error=str(err), error_type=type(err).__name__, stage=stage)
 
@@ -534,7 +541,7 @@ def listen(
                 continue
             try:
                 per_layer = net.activations(auraliser.model_input(clip[None]), layers=levels)
-            except (TfauralError, ValueError, ArithmeticError) as err:
+            except _inference_errors() as err:
                 errors[path] = (err, "inference")
                 continue
             for level in levels:
@@ -581,7 +588,6 @@ def listen(
 def _listen_to(path: str, track_id: str, name: str, auraliser: Any, output: str, *, sample_rate: int,
                settings: _Settings, chosen: dict[int, list[int]]) -> ManifestRow:
     """Auralises one file; its manifest row (failed with the reason, or ok with every file written)."""
-    import tensorflow as tf
 
     try:
         clip = _clip(path, sample_rate=sample_rate, settings=settings)
@@ -603,7 +609,7 @@ def _listen_to(path: str, track_id: str, name: str, auraliser: Any, output: str,
                     results[level].append((feature, audio_k[k], float(heard.peak.numpy()[0, k]),
                                            None if activation is None else float(activation[k]),
                                            bool(heard.silent.numpy()[0, k])))
-    except (TfauralError, ValueError, ArithmeticError, tf.errors.OpError) as err:
+    except _inference_errors() as err:
         return _failed(path, track_id, name, err, "inference")
     try:
         checksums = {ORIGINAL: _write(os.path.join(folder, ORIGINAL), _wav(clip, sample_rate))}
