@@ -29,6 +29,7 @@ from tfaural.errors import ParameterError
 __all__ = [
     "parse_index_list",
     "choose_features",
+    "add_selection_flags",
     "check_output_folder",
     "positive_int",
     "exit_promptly",
@@ -115,6 +116,16 @@ def choose_features(spec: str, *, n_maps: int, layer: int | str,
         order = sorted(range(n_maps), key=lambda f: -float(mean_activation[f]))  # stable: ties keep index order
         return order[: min(count, n_maps)]
     return list(parse_index_list(spec, flag=f"--features (layer {layer})", valid=range(n_maps)))
+
+
+def add_selection_flags(parser: argparse.ArgumentParser, *, layers_help: str, clip_help: str) -> None:
+    """``--layers``, ``--features`` (:func:`choose_features`), ``--offset-seconds`` and ``--clip-seconds``: what
+    the commands that deconvolve features of tracks' excerpts let their users choose."""
+    parser.add_argument("--layers", default="all", help=layers_help)
+    parser.add_argument("--features", default="top4",
+                        help="features per layer: topN (largest mean activation on the tracks), all, or 0-7,12")
+    parser.add_argument("--offset-seconds", type=float, default=0.0, help="start of each excerpt")
+    parser.add_argument("--clip-seconds", type=float, default=None, help=clip_help)
 
 
 def _describe_range(values: Sequence[int]) -> str:

@@ -66,7 +66,14 @@ from typing import Any
 import numpy as np
 
 from tfaural import __version__, files
-from tfaural.cli import add_verbose_flag, check_output_folder, choose_features, parse_index_list, positive_int
+from tfaural.cli import (
+    add_selection_flags,
+    add_verbose_flag,
+    check_output_folder,
+    choose_features,
+    parse_index_list,
+    positive_int,
+)
 from tfaural.errors import DataError, ModelError, ParameterError, TfauralError
 from tfaural.formats import (
     FAILED,
@@ -658,12 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("audio", nargs="+", metavar="FILE", help="audio files (any format tfaural.audio reads)")
     parser.add_argument("--model", required=True, help="the Keras model file (.keras)")
     parser.add_argument("--output", required=True, help="folder for the auralisations")
-    parser.add_argument("--layers", default="all", help="levels (conv blocks): all, 1-3, 2,5")
-    parser.add_argument("--features", default="top4",
-                        help="features per layer: topN (largest mean activation on the files), all, or 0-7,12")
-    parser.add_argument("--offset-seconds", type=float, default=0.0, help="start of each excerpt")
-    parser.add_argument("--clip-seconds", type=float, default=None,
-                        help="excerpt length (default: the model's input length if it has one, else 4 s)")
+    add_selection_flags(parser, layers_help="levels (conv blocks): all, 1-3, 2,5",
+                        clip_help="excerpt length (default: the model's input length if it has one, else 4 s)")
     parser.add_argument("--method", default="deconvnet", choices=("deconvnet", "guided", "gradient"),
                         help="the deconvolution's rule at activations")
     parser.add_argument("--mode", default="phase", choices=("phase", "mask"),

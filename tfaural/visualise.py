@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfaural.cli import add_verbose_flag, choose_features
+from tfaural.cli import add_selection_flags, add_verbose_flag, choose_features
 from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import config_from_model, conv_blocks
@@ -566,12 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder for the figures")
     parser.add_argument("--audio", nargs="*", default=[], metavar="FILE",
                         help="tracks for the deconvolution grids (one column each)")
-    parser.add_argument("--layers", default="all", help="layers of the deconvolution grids: all, 1-3, 2,5")
-    parser.add_argument("--features", default="top4",
-                        help="features per layer: topN (largest mean activation on the tracks), all, or 0-3,17")
-    parser.add_argument("--offset-seconds", type=float, default=0.0, help="start of each excerpt")
-    parser.add_argument("--clip-seconds", type=float, default=None,
-                        help="excerpt length (default: 4 s for the Choi CNN, one input segment for SampleCNN)")
+    add_selection_flags(parser, layers_help="layers of the deconvolution grids: all, 1-3, 2,5",
+                        clip_help="excerpt length (default: 4 s for the Choi CNN, one input segment for SampleCNN)")
     parser.add_argument("--filter-layers", default=None,
                         help="SampleCNN: layers of the filter-spectra figure (default: all a 729-sample estimate "
                         "reaches)")
