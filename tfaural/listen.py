@@ -246,8 +246,14 @@ def load_model(path: str, *, trust_lambda: bool = False) -> Any:
 
     import tfaural.models  # noqa: F401  (registers tfaural's layers for a run's model.keras)
 
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "model.keras")):  # a training run's directory
+            path = os.path.join(path, "model.keras")
+        elif os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ModelError(f"--model {path}: is a SavedModel export; auralise an export with python -m "
+                             f"beam_jobs.auralise --model {path} --input 'FILES' --output DIR")
     if not os.path.isfile(path):
-        raise ModelError(f"--model {path}: no such file (expected a .keras model file)")
+        raise ModelError(f"--model {path}: no such file (expected a .keras model file or a training run's folder)")
     try:
         if not trust_lambda:
             return keras.models.load_model(path, compile=False, safe_mode=True)
@@ -663,7 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("audio", nargs="+", metavar="FILE", help="audio files (any format tfaural.audio reads)")
-    parser.add_argument("--model", required=True, help="the Keras model file (.keras)")
+    parser.add_argument("--model", required=True, help="the Keras model file (.keras), or a training run's folder")
     parser.add_argument("--output", required=True, help="folder for the auralisations")
     add_selection_flags(parser, layers_help="levels (conv blocks): all, 1-3, 2,5",
                         clip_help="excerpt length (default: the model's input length if it has one, else 4 s)")

@@ -234,10 +234,11 @@ def test_a_tfaural_model_needs_nothing_but_its_file(files: dict[str, pathlib.Pat
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from tfaural.models import choi_cnn
 
-    path = tmp_path / "model.keras"
+    path = tmp_path / "model.keras"  # as in a training run's folder, which may be named instead
     choi_cnn(n_outputs=3, n_filters=4, fc_units=(8,), input_scaling="log").save(path)
     out = tmp_path / "heard"
-    argv = ["--model", str(path), "--output", str(out), "--layers", "2,5", "--features", "top3", str(files["flac"])]
+    argv = ["--model", str(tmp_path), "--output", str(out), "--layers", "2,5", "--features", "top3",
+            str(files["flac"])]
     assert listen.main([*argv, "--sample-rate", "16000"]) == 2  # the config says it: 11,025 Hz
     # 10 minutes of 4 maps of 257 bins x 25,841 frames, 7 float32 tensors of them: 0.69 GiB
     assert listen.main([*argv, "--clip-seconds", "600", "--max-memory-gib", "0.1"]) == 2
@@ -254,6 +255,9 @@ def test_bad_options_and_models_exit_2_with_a_message(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, song = str(tmp_path / "heard"), str(files["flac"])
+    export_like = tmp_path / "exports" / "1"
+    export_like.mkdir(parents=True)
+    (export_like / "saved_model.pb").write_bytes(b"")
     x = keras.Input((N_MELS, None, 1))
     lambda_path = tmp_path / "lambda_tagger.keras"
     _blocks(x, keras.layers.Lambda(lambda m: tf.math.log(1.0 + m), name="log")(x), bias=0.0,
@@ -261,6 +265,7 @@ def test_bad_options_and_models_exit_2_with_a_message(
     _blocks(x, x, bias=0.0, name="tagger").save(tmp_path / "tagger.keras")
     cases = [
         (["--model", str(tmp_path / "missing.keras")], "no such file"),
+        (["--model", str(export_like)], "is a SavedModel export; auralise an export with python -m beam_jobs.auralise"),
         (["--model", str(lambda_path)], "--trust-lambda"),
         (["--model", str(keras_mel_model), "--layers", "7"], "--layers"),
         (["--model", str(keras_mel_model), "--features", "top0"], "N must be at least 1"),
