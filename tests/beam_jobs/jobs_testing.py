@@ -87,7 +87,13 @@ def tiny_export(family: str, root: str) -> str:
         info = RunInfo(model=config_from_model(model), labels=("guitar", "piano", "drums", "voice"),
                        task="multi-label", audio=AudioConfig(sample_rate=SAMPLECNN_SR),
                        segment=SegmentConfig(length=SAMPLECNN_SEGMENT))
+    model.save(os.path.join(root, f"model-{family}.keras"))  # the exported model as a file (tiny_model_file)
     return exporter.export_model(model, info, os.path.join(root, f"export-{family}"), verify=False)
+
+
+def tiny_model_file(family: str, root: str) -> str:
+    """The ``.keras`` file of :func:`tiny_export`'s model (call that first)."""
+    return os.path.join(root, f"model-{family}.keras")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,12 +25,14 @@ from jobs_testing import (
     decode,
     read_manifest_rows,
     signature,
+    tiny_model_file,
     write_catalogue,
 )
 from matplotlib import image as mpimg
 
 from beam_jobs import auralise
 from beam_jobs.options import AuraliseOptions, CatalogueJobOptions, InferenceJobOptions, parse_job_args
+from tfaural import listen
 from tfaural.errors import ParameterError
 
 OFFSET, CLIP = 0.25, 0.75
@@ -131,6 +133,32 @@ def test_layout_and_audio_match_the_signature(
     assert audible >= 10, "random-weight features of non-silent music must mostly be audible"
     index = (auralised / "report" / "index.html").read_text()
     assert rows["rock/Song One.wav"]["track_id"] in index and "corrupt.wav" in index
+
+
+def test_tfaural_listen_on_the_keras_model_hears_what_the_job_heard_from_its_export(
+    auralised: pathlib.Path, catalogue: tuple[pathlib.Path, list[Entry]], choi_export: str,
+    tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same model as a .keras file through ``python -m tfaural.listen`` (no export, no Beam) writes the
+    same excerpt and the same auralisations as the job did from the SavedModel, to one 16-bit step."""
+    root, _ = catalogue
+    output = tmp_path_factory.mktemp("listened")
+    model = tiny_model_file("choi", str(tmp_path_factory.getbasetemp()))
+    songs = [root / "rock" / "song one.flac", root / "jazz" / "take five.mp3"]
+    assert listen.main(["--model", model, "--output", str(output), "--layers", "1,3", "--features", "0-2",
+                        "--offset-seconds", str(OFFSET), "--clip-seconds", str(CLIP), *map(str, songs)]) == 0
+    job_rows = {row["path"]: row for row in read_manifest_rows(auralised)}
+    compared = 0
+    for song, row in zip(songs, read_manifest_rows(output)):
+        job_folder, ours = auralised / job_rows[str(song)]["name"], output / row["name"]
+        for relative in ["original", *(f"layer{layer}/feature{k}" for layer in (1, 3) for k in range(3))]:
+            theirs, rate = sf.read(job_folder / f"{relative}.{'wav' if relative == 'original' else 'flac'}",
+                                   dtype="float32")
+            mine, mine_rate = sf.read(ours / f"{relative}.wav", dtype="float32")
+            assert rate == mine_rate == CHOI_SR and mine.shape == theirs.shape == (CLIP_SAMPLES,)
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=QUANTISATION, err_msg=f"{song.name} {relative}")
+            compared += 1
+    assert compared == 14
 
 
 @pytest.mark.slow
