@@ -274,9 +274,7 @@ def encode_audio(y: np.ndarray, *, sample_rate: int, format: str = "wav", normal
     Raises:
         InvalidAudioError: NaN/Inf samples, or a peak above 1.0 without ``normalize``.
     """
-    buffer = io.BytesIO()
-    audio.write(buffer, y, sample_rate=sample_rate, format=format.upper(), normalize=normalize)
-    return buffer.getvalue()
+    return audio.encode(y, sample_rate=sample_rate, format=format, normalize=normalize)
 
 
 def write_audio(

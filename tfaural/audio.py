@@ -56,6 +56,7 @@ __all__ = [
     "segment",
     "n_segments",
     "write",
+    "encode",
     "RESAMPLE_QUALITY",
 ]
 
@@ -734,6 +735,26 @@ def write(
         sf.write(destination, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise ParameterError(f"{name}: cannot write {fmt}/{subtype}: {describe_error(err)}") from None
+
+
+def encode(y: np.ndarray, *, sample_rate: int, format: str = "wav", normalize: bool = False) -> bytes:
+    """Encodes a waveform as a file in memory (16-bit for WAV and FLAC), as :func:`write` writes it.
+
+    Args:
+        y: float32 ``[samples]`` or ``[channels, samples]``.
+        sample_rate: Sample rate in Hz (keyword-only).
+        format: A container :func:`write` knows: ``"wav"``, ``"flac"``, ...
+        normalize: Scale the peak to just below full scale (silence stays silence).
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        InvalidAudioError: NaN/Inf samples, or a peak above 1.0 without ``normalize``.
+    """
+    buffer = io.BytesIO()
+    write(buffer, y, sample_rate=sample_rate, format=format.upper(), normalize=normalize)
+    return buffer.getvalue()
 
 
 def _write_path(path: str, data: np.ndarray, *, sample_rate: int, subtype: str | None, format: str | None) -> None:

@@ -739,11 +739,11 @@ class MelAuraliser(Auraliser):
         mel = tf.einsum("mf,...ft->...mt", tf.constant(self.filterbank), scaled)
         return stft_matrix, mel
 
-    def _model_input(self, waveform: tf.Tensor, mel: tf.Tensor) -> tf.Tensor:
-        """What the model takes (see the class docstring) for ``waveform`` and its ``mel`` power."""
+    def _model_input(self, waveform: tf.Tensor, mel: tf.Tensor, compressed: tf.Tensor) -> tf.Tensor:
+        """What the model takes (see the class docstring) for ``waveform``, its ``mel`` power and that compressed."""
         if self.takes == "waveform":
             return waveform
-        x = mel if self.takes == "mel power" else self.compression(mel)
+        x = mel if self.takes == "mel power" else compressed
         if self.layout == "frames_mels":
             x = tf.linalg.matrix_transpose(x)
         return x[..., tf.newaxis] if self._channel_axis else x
@@ -765,16 +765,23 @@ class MelAuraliser(Auraliser):
         Returns:
             float32 ``[batch, k, n_mels, frames]`` >= 0 (zeros where a map has no positive value).
         """
-        mel = tf.convert_to_tensor(mel, tf.float32)[:, tf.newaxis]
+        mel = tf.convert_to_tensor(mel, tf.float32)
+        return self._power(deconvolved, mel, self._input_rise(mel, self.compression(mel)))
+
+    def _input_rise(self, mel: tf.Tensor, compressed: tf.Tensor) -> tf.Tensor:
+        """``[batch, 1, 1, 1]``: each input's greatest rise above the compression's silence."""
+        top = tf.reduce_max(compressed - self.compression.silence(mel), axis=[-2, -1], keepdims=True)
+        return top[:, tf.newaxis]
+
+    def _power(self, deconvolved: tf.Tensor, mel: tf.Tensor, input_rise: tf.Tensor) -> tf.Tensor:
+        """:meth:`mel_power` with the input's greatest rise (:meth:`_input_rise`) computed once per call."""
         rise = tf.nn.relu(tf.convert_to_tensor(deconvolved, tf.float32))
         if self.match_input_level:
-            input_rise = tf.reduce_max(self.compression(mel) - self.compression.silence(mel), axis=[-2, -1],
-                                       keepdims=True)
             top = tf.reduce_max(rise, axis=[-2, -1], keepdims=True)
             rise = rise * tf.math.divide_no_nan(input_rise, top)
         if math.isfinite(self.compression.units):
             rise = _below_overflow(rise, MAX_LOG10 * self.compression.units)
-        return self.compression.expand(rise, mel)
+        return self.compression.expand(rise, mel[:, tf.newaxis])
 
     def _failure_hint(self, x: tf.Tensor) -> str | None:
         frames = x.shape[-2 if self._channel_axis else -1] if self.layout == "mels_frames" else \
@@ -791,17 +798,19 @@ class MelAuraliser(Auraliser):
     ) -> tuple[tf.Tensor, tf.Tensor | None, Any, tuple[tf.DType, ...]]:
         waveform, level, dtypes = _batch_level_dtypes(waveform, mode, keep_deconvolved)
         stft_matrix, mel = self.mel_input(waveform)
+        compressed = self.compression(mel)  # once per call: the model's input (if it takes it) and the level rule
+        input_rise = self._input_rise(mel, compressed)
 
         def finish(deconvolved: tf.Tensor) -> tuple[tf.Tensor, ...]:
             maps = self._mels_frames(deconvolved)
-            linear = _undo_power(
-                mel_to_linear_power(self.mel_power(maps, mel), self.filterbank, inversion=self.inversion), self.power)
+            power = self._power(maps, mel, input_rise)
+            linear = _undo_power(mel_to_linear_power(power, self.filterbank, inversion=self.inversion), self.power)
             audio = reconstruct(linear, stft_matrix, mode=mode, n_fft=self.n_fft, hop_length=self.hop_length,
                                 length=tf.shape(waveform)[-1])
             result = normalise_peak(audio, input_peak=level)
             return (maps, *result) if keep_deconvolved else result
 
-        return self._model_input(waveform, mel), mel, finish, dtypes
+        return self._model_input(waveform, mel, compressed), mel, finish, dtypes
 
 
 def _same(value: Any, expected: Any) -> bool:

@@ -1343,11 +1343,9 @@ class DeconvNet:
         self._domain_steps = self._graph.descendants(self._domain)
         domain = self._graph.input if self._domain == id(self._graph.input) else \
             self._graph.producer[self._domain].node.outputs[0]
-        self._domain_shape = tuple(domain.shape)
-        self.domain_shape: tuple[int | None, ...] = self._domain_shape
+        self.domain_shape: tuple[int | None, ...] = tuple(domain.shape)
         self.front_end: keras.layers.Layer | None = (None if self._domain == id(self._graph.input)
                                                      else self._graph.producer[self._domain].layer)
-        self.input_layer = None if self.front_end is None else self.front_end.name
         self.layer_names: dict[int, str] = self._blocks()
         if not self.layer_names:
             raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D or separable convolution layer after its "
@@ -1358,6 +1356,11 @@ class DeconvNet:
         # _walk_function), with the positions of the forward tensors it reads.
         self._walk_functions: dict[Any, tuple[Any, tuple[bool, ...]]] = {}
         self.expansion = walk_expansion(model)  # for the feature chunks (map_feature_chunks)
+
+    @property
+    def input_layer(self) -> str | None:
+        """The name of the layer whose output is the input domain (``None``: the model input)."""
+        return None if self.front_end is None else self.front_end.name
 
     # ----------------------------------------------------------------- structure
 
@@ -1652,7 +1655,7 @@ class DeconvNet:
 
     def _to_output_layout(self, y: tf.Tensor) -> tf.Tensor:
         """``[batch, k, *domain_shape]`` -> the documented layout."""
-        shape = self._domain_shape
+        shape = self.domain_shape
         if len(shape) >= 3 and shape[-1] == 1:
             return y[..., 0]  # [batch, k, freq, frames] or [batch, k, samples]
         if len(shape) == 3:

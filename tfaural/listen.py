@@ -56,7 +56,6 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
-import io
 import math
 import os
 import sys
@@ -151,7 +150,7 @@ class FrontEnd:
         from tfaural import spectral
 
         if self.sample_rate is None or self.n_fft is None or self.n_mels is None:
-            return None  # what is missing is named before the bank is needed
+            raise ParameterError("mel bands need --sample-rate, --n-fft and --n-mels")
         return spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels,
                                        fmin=self.fmin, fmax=self.fmax, htk=self.htk,
                                        norm=None if self.mel_norm == "none" else self.mel_norm)
@@ -194,13 +193,10 @@ def compression_from_spec(spec: str, *, power: float = 2.0, top_db: float | None
     raise ParameterError(f"--compression {spec!r} is invalid: expected one of {', '.join(COMPRESSIONS)}")
 
 
-#: What a trusted file's ``Lambda`` code may name besides Python's builtins (see :func:`load_model`).
-LAMBDA_MODULES = ("tf", "tensorflow", "keras", "ops", "np", "numpy", "math")
-
-
 @contextlib.contextmanager
 def _lambda_modules() -> Iterator[None]:
-    """While a trusted file loads, its ``Lambda`` functions see :data:`LAMBDA_MODULES`.
+    """While a trusted file loads, its ``Lambda`` functions see ``tf``, ``tensorflow``, ``keras``, ``ops``, ``np``,
+    ``numpy`` and ``math`` besides Python's builtins.
 
     Keras rebuilds a saved ``Lambda``'s function from its bytecode with the globals of its own
     ``python_utils`` module, so ``lambda m: tf.math.log(1 + m)``, the commonest in-model
@@ -218,10 +214,8 @@ def _lambda_modules() -> Iterator[None]:
         yield
         return
     original = python_utils.func_load
-    modules: dict[str, Any] = {"tf": tf, "tensorflow": tf, "keras": keras, "ops": keras.ops, "np": np, "numpy": np,
-                               "math": math}
-    assert tuple(modules) == LAMBDA_MODULES
-    modules["__builtins__"] = builtins
+    modules = {"tf": tf, "tensorflow": tf, "keras": keras, "ops": keras.ops, "np": np, "numpy": np, "math": math,
+               "__builtins__": builtins}
 
     def func_load(code: Any, defaults: Any = None, closure: Any = None, globs: Any = None) -> Any:
         return original(code, defaults=defaults, closure=closure, globs={**modules, **(globs or {})})
@@ -236,8 +230,8 @@ def _lambda_modules() -> Iterator[None]:
 def load_model(path: str, *, trust_lambda: bool = False) -> Any:
     """Loads a ``.keras`` (or ``.h5``) model file, with tfaural's own layers known.
 
-    With ``trust_lambda``, ``Lambda`` layers' code is run, and finds :data:`LAMBDA_MODULES` (``tf``,
-    ``keras``, ``np``, ...), which Keras alone does not give it on reload.
+    With ``trust_lambda``, ``Lambda`` layers' code is run, and finds ``tf``, ``keras``, ``np``, ... (see
+    :func:`_lambda_modules`), which Keras alone does not give it on reload.
 
     Raises:
         ModelError: Naming the file: missing, unreadable, or holding ``Lambda`` code without ``trust_lambda``.
@@ -368,10 +362,8 @@ def _write(path: str, data: bytes) -> str:
 def _wav(y: np.ndarray, sample_rate: int) -> bytes:
     from tfaural import audio
 
-    buffer = io.BytesIO()
-    audio.write(buffer, np.asarray(y, np.float32), sample_rate=sample_rate, format="WAV",
-                normalize=bool(np.max(np.abs(y), initial=0.0) > 1.0))
-    return buffer.getvalue()
+    return audio.encode(np.asarray(y, np.float32), sample_rate=sample_rate,
+                        normalize=bool(np.max(np.abs(y), initial=0.0) > 1.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,13 +392,19 @@ def _clip(path: str, *, sample_rate: int, settings: _Settings) -> np.ndarray:
 REPORT_FOLDER = "report"
 
 
+def _track_folders(output: str) -> list[str]:
+    """The folders in ``output`` that hold a ``track.json``."""
+    if not os.path.isdir(output):
+        return []
+    return sorted(name for name in os.listdir(output) if os.path.isfile(os.path.join(output, name, TRACK_FILE)))
+
+
 def _earlier_run(output: str) -> list[str]:
     """What of an earlier run ``output`` holds: its job.json, manifest.jsonl, report, track folders."""
     if not os.path.isdir(output):
         return []
     found = [name for name in (JOB_FILE, MANIFEST_FILE, REPORT_FOLDER) if os.path.exists(os.path.join(output, name))]
-    return found + sorted(name for name in os.listdir(output)
-                          if os.path.isfile(os.path.join(output, name, TRACK_FILE)))
+    return found + _track_folders(output)
 
 
 def _remove_earlier_run(output: str) -> None:
@@ -415,7 +413,7 @@ def _remove_earlier_run(output: str) -> None:
 
     if not os.path.isdir(output):
         return
-    names = {name for name in os.listdir(output) if os.path.isfile(os.path.join(output, name, TRACK_FILE))}
+    names = set(_track_folders(output))
     manifest = os.path.join(output, MANIFEST_FILE)
     if os.path.isfile(manifest):  # a damaged manifest: the track folders found above are what is removed
         with contextlib.suppress(DataError, UnicodeDecodeError), open(manifest, encoding="utf-8") as handle:
