@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfaural import linalg, spectral
-from tfaural.config import ChoiConfig, MusicnnConfig
+from tfaural.config import ChoiConfig, FrontEndConfig, KerasConfig, MusicnnConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.models import config_from_model
@@ -78,6 +78,11 @@ __all__ = [
     "MEL_LAYOUTS",
     "MelAuraliser",
     "auraliser_for",
+    "auraliser_for_front_end",
+    "front_end_filterbank",
+    "fixed_input_samples",
+    "WALK_TENSORS",
+    "walk_bytes",
     "ends_at_a_waveform",
     "auralise_mel",
     "log_mel_to_magnitude",
@@ -240,6 +245,8 @@ class Auraliser:
         self.net = _own_net(model, net)
         self.chunk_elements = chunk_elements
         self.config: Any = getattr(model, "tfaural_config", None)
+        #: The model's sample rate in Hz (``None`` for a waveform model tfaural did not build, until told).
+        self.sample_rate: int | None = getattr(self.config, "sample_rate", None)
         if self.config is None:  # a model tfaural did not build: it must take the waveform itself
             shape = self.net.domain_shape
             if not ends_at_a_waveform(self.net):
@@ -289,8 +296,13 @@ class Auraliser:
 
     def model_input(self, waveform: tf.Tensor | np.ndarray) -> tf.Tensor:
         """What the model (and :attr:`net`) takes for ``waveform`` ``[batch, samples]``: the linear STFT
-        magnitude (Choi CNN), the mel power (log-mel taggers) or the waveform itself."""
-        return self._prepare(waveform, "phase", False)[0]
+        magnitude (Choi CNN), the mel power (log-mel taggers) or the waveform itself, with the model's
+        trailing channel axis if it has one."""
+        x = self._prepare(waveform, "phase", False)[0]
+        expected = tuple(self.net.model.inputs[0].shape)
+        if x.shape.rank == len(expected) - 1 and expected[-1] == 1:
+            x = x[..., tf.newaxis]
+        return x
 
     def _failure_hint(self, x: tf.Tensor) -> str | None:
         """Why the model may have refused its input ``x`` (``None``: nothing to add to its own error)."""
@@ -659,8 +671,8 @@ class MelAuraliser(Auraliser):
         else:
             self.takes = "compressed mel" if front is None else "mel power"
             settings = self._given_settings(model, given)
-        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = (
-            int(settings[k]) for k in ("sample_rate", "n_fft", "hop_length", "n_mels"))
+        self.sample_rate: int = int(settings["sample_rate"])
+        self.n_fft, self.hop_length, self.n_mels = (int(settings[k]) for k in ("n_fft", "hop_length", "n_mels"))
         self.power = float(settings["power"])
         if not self.power > 0:
             raise ParameterError(f"power={power!r} is invalid: expected a positive exponent")
@@ -866,12 +878,148 @@ def _keras_mel_settings(layer: keras.layers.MelSpectrogram, model: keras.Model) 
 
 def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None,
                   net: DeconvNet | None = None) -> Auraliser:
-    """The auraliser of a tfaural model: :class:`MelAuraliser` for the imported log-mel taggers
-    (:class:`~tfaural.config.MusicnnConfig`), :class:`Auraliser` otherwise (``net``: a deconvolution
-    network of ``model`` to share, see :class:`Auraliser`)."""
-    if isinstance(config_from_model(model), MusicnnConfig):
+    """The auraliser of a tfaural run's model: :class:`MelAuraliser` for the imported log-mel taggers
+    (:class:`~tfaural.config.MusicnnConfig`), the one its front end calls for (:func:`auraliser_for_front_end`)
+    for an imported Keras model (:class:`~tfaural.config.KerasConfig`), :class:`Auraliser` otherwise
+    (``net``: a deconvolution network of ``model`` to share, see :class:`Auraliser`)."""
+    config = config_from_model(model)
+    if isinstance(config, KerasConfig):
+        return auraliser_for_front_end(model, config.front_end, chunk_elements=chunk_elements, net=net)
+    if isinstance(config, MusicnnConfig):
         return MelAuraliser(model, chunk_elements=chunk_elements, net=net)
     return Auraliser(model, chunk_elements=chunk_elements, net=net)
+
+
+def front_end_filterbank(front: FrontEndConfig) -> np.ndarray | str | None:
+    """The mel filterbank a front end describes: ``None`` for the library's default (Slaney, 0 Hz to Nyquist,
+    area-normalised), ``"linear"`` for the STFT's own bins, else ``[n_mels, n_fft // 2 + 1]`` weights.
+
+    Raises:
+        ParameterError: If non-default bands lack ``sample_rate``, ``n_fft`` or ``n_mels``.
+    """
+    if front.linear_frequency:
+        return "linear"
+    if front.default_bands:
+        return None
+    if front.sample_rate is None or front.n_fft is None or front.n_mels is None:
+        raise ParameterError("mel bands need --sample-rate, --n-fft and --n-mels")
+    return spectral.mel_filterbank(sample_rate=front.sample_rate, n_fft=front.n_fft, n_mels=front.n_mels,
+                                   fmin=front.fmin, fmax=front.fmax, htk=front.htk,
+                                   norm=None if front.mel_norm == "none" else front.mel_norm)
+
+
+def _built_by_tfaural(model: keras.Model) -> bool:
+    config = getattr(model, "tfaural_config", None)
+    return config is not None and not isinstance(config, KerasConfig)
+
+
+def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method: str = "deconvnet",
+                            chunk_elements: int | None = None, net: DeconvNet | None = None) -> Auraliser:
+    """The auraliser of any Keras audio CNN, told by ``front`` what its file does not say.
+
+    * a model tfaural built (a training run's, an imported musicnn tagger): its config says everything,
+      and ``front`` must be empty;
+    * a model with its own ``keras.layers.MelSpectrogram``: everything is read from that layer
+      (:class:`MelAuraliser`);
+    * a model on the waveform ``[samples(, 1)]``: ``front.sample_rate`` only; its deconvolution is the
+      sound (:class:`Auraliser`);
+    * a model on a mel (or STFT) spectrogram made outside it: ``front``'s STFT, bands, power and
+      compression (or ``input_layer``: the model's own compression layer), :class:`MelAuraliser`.
+
+    Its sample rate is the auraliser's ``sample_rate`` (waveform models: ``front.sample_rate``).
+
+    Args:
+        model: The Keras model.
+        front: What it takes, where its file does not say it (flags named as ``python -m tfaural.listen``'s).
+        method: ``deconvnet``, ``guided`` or ``gradient``.
+        chunk_elements: See :class:`Auraliser`.
+        net: A deconvolution network of ``model`` to share (``None``: one of its own, with ``method`` and
+            ``front.input_layer``).
+
+    Raises:
+        ModelError: If the model is none of the kinds above, or cannot be deconvolved.
+        ParameterError: For missing, conflicting or invalid front-end settings (named as flags).
+    """
+    if _built_by_tfaural(model):
+        if front.given():
+            raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was built by tfaural, whose "
+                                 "config says what it takes; leave the front-end options out")
+        return auraliser_for(model, chunk_elements=chunk_elements,
+                             net=net if net is not None else DeconvNet(model, method=method))
+    if net is None:
+        net = DeconvNet(model, method=method, input_layer=front.input_layer)
+    if ends_at_a_waveform(net):
+        extra = [flag for flag in front.given() if flag != "--sample-rate"]
+        if extra:
+            raise ParameterError(f"{', '.join(extra)}: model {model.name!r} takes the waveform, whose deconvolution "
+                                 "is the sound; only --sample-rate applies")
+        if front.sample_rate is None:
+            raise ParameterError(f"model {model.name!r} takes the waveform: pass its --sample-rate")
+        auraliser = Auraliser(model, chunk_elements=chunk_elements, net=net)
+        auraliser.sample_rate = int(front.sample_rate)
+        return auraliser
+    power = front.power if front.power is not None else 2.0
+    compression = None
+    if front.compression is not None:
+        compression = spectral.compression_from_spec(front.compression, power=power, top_db=front.top_db,
+                                                     amin=front.amin)
+    elif front.amin is not None or front.top_db != FrontEndConfig.top_db:
+        raise ParameterError("--top-db and --amin shape a dB --compression: pass --compression db or db-max")
+    bank_flags = [flag for flag in front.given() if flag in ("--fmin", "--fmax", "--htk", "--mel-norm")]
+    if isinstance(net.front_end, keras.layers.MelSpectrogram):
+        if front.linear_frequency or bank_flags:
+            raise ParameterError(f"{', '.join(bank_flags or ['--linear-frequency'])}: the model's MelSpectrogram layer "
+                                 "makes its own mel bands")
+    else:
+        if front.linear_frequency and bank_flags:
+            raise ParameterError(f"{', '.join(bank_flags)}: --linear-frequency has no mel bands")
+        needed = {"--sample-rate": front.sample_rate, "--n-fft": front.n_fft, "--hop-length": front.hop_length,
+                  "--n-mels": front.n_mels if not front.linear_frequency else 1}
+        missing = [flag for flag, value in needed.items() if value is None]
+        if missing:
+            raise ParameterError(
+                f"model {model.name!r} takes a spectrogram (shape {net.domain_shape[1:]} at "
+                f"{net.input_layer or 'its input'}) and its file does not say how it is made: pass {', '.join(missing)}"
+                + ("" if front.compression or front.input_layer else
+                   ", and --compression as your preprocessing made it (or --input-layer: the model's own)")
+            )
+    return MelAuraliser(
+        model, net=net, sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop_length,
+        n_mels=front.n_mels, power=front.power, compression=compression, layout=front.layout,
+        filterbank=front_end_filterbank(front), chunk_elements=chunk_elements,
+    )
+
+
+def fixed_input_samples(auraliser: Auraliser) -> int | None:
+    """Samples of the one input length the auraliser's model is built for (``None``: any length)."""
+    if isinstance(auraliser, MelAuraliser) and auraliser.frames is not None:
+        # a spectrogram model of fixed-size patches: the clips that give that many frames
+        return int((auraliser.frames - 1) * auraliser.hop_length)
+    config = auraliser.config
+    if config is not None and hasattr(config, "input_length"):  # the SampleCNN family
+        return int(config.input_length)
+    if auraliser.is_spectral and getattr(auraliser, "takes", None) != "waveform":
+        return None
+    shape = tuple(auraliser.net.model.inputs[0].shape)  # a model on the waveform
+    return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else None
+
+
+#: Float32 tensors of the model's widest activation that one feature's auralisation holds at its peak
+#: (what the peak resident memory of a Choi CNN's grew by with the clip's length, rounded up).
+WALK_TENSORS = 7
+
+
+def walk_bytes(auraliser: Auraliser, samples: int) -> int:
+    """About what one feature's auralisation of a clip of ``samples`` holds, in bytes: :data:`WALK_TENSORS`
+    float32 tensors of the model's widest activation (:func:`tfaural.deconv.walk_expansion` × the size of the
+    model's input)."""
+    if not auraliser.is_spectral or getattr(auraliser, "takes", None) == "waveform":
+        elements = samples  # the model takes the waveform
+    else:
+        bins = getattr(auraliser, "n_mels", None) or auraliser.config.n_freq
+        hop = getattr(auraliser, "hop_length", None) or auraliser.config.hop_length
+        elements = bins * (1 + samples // hop)
+    return int(WALK_TENSORS * 4 * auraliser.net.expansion * elements)
 
 
 def auralise_mel(

@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import importlib.abc
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -30,6 +31,8 @@ __all__ = [
     "parse_index_list",
     "choose_features",
     "add_selection_flags",
+    "add_front_end_flags",
+    "front_end_from_args",
     "check_output_folder",
     "positive_int",
     "exit_promptly",
@@ -126,6 +129,74 @@ def add_selection_flags(parser: argparse.ArgumentParser, *, layers_help: str, cl
                         help="features per layer: topN (largest mean activation on the tracks), all, or 0-7,12")
     parser.add_argument("--offset-seconds", type=float, default=0.0, help="start of each excerpt")
     parser.add_argument("--clip-seconds", type=float, default=None, help=clip_help)
+
+
+def _top_db(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of dB or 'none'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of dB (or 'none')")
+    return value
+
+
+def add_front_end_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of :class:`tfaural.config.FrontEndConfig`: what a Keras model takes where its file does not
+    say it (``python -m tfaural.listen``, ``python -m tfaural.pretrained keras``); read them back with
+    :func:`front_end_from_args`."""
+    from tfaural.config import COMPRESSIONS, MEL_LAYOUTS, MEL_NORMS
+
+    front = parser.add_argument_group("front end (only where the model file does not say it)")
+    front.add_argument("--sample-rate", type=positive_int, help="sample rate of the model's input in Hz")
+    front.add_argument("--n-fft", type=positive_int, help="FFT size in samples")
+    front.add_argument("--hop-length", type=positive_int, help="STFT hop in samples")
+    front.add_argument("--n-mels", type=positive_int, help="mel bands")
+    front.add_argument("--power", type=float, help="exponent of the magnitude: 2 (power, default) or 1 (magnitude)")
+    front.add_argument("--compression", help="how the model's input was compressed: " + ", ".join(COMPRESSIONS)
+                       + " (db: librosa.power_to_db, db-max: with ref=np.max, ln-offset:0.001: YAMNet's)")
+    front.add_argument("--top-db", type=_top_db, default=80.0, help="dB compressions: range kept below the top "
+                       "('none': all)")
+    front.add_argument("--amin", type=float, help="dB compressions: smallest value told apart (default: librosa's)")
+    front.add_argument("--input-layer", help="the model's own compression layer (its output is what is heard)")
+    front.add_argument("--layout", default="auto", choices=MEL_LAYOUTS, help="the spectrogram's layout in the model")
+    front.add_argument("--linear-frequency", action="store_true",
+                       help="the model sees the STFT's own bins, not mel bands")
+    front.add_argument("--fmin", type=float, default=0.0, help="the mel bands' lowest edge in Hz")
+    front.add_argument("--fmax", type=float, help="the mel bands' highest edge in Hz (default: Nyquist)")
+    front.add_argument("--htk", action="store_true", help="HTK's mel scale (YAMNet, torchaudio) instead of Slaney's "
+                       "(librosa's default)")
+    front.add_argument("--mel-norm", default="slaney", choices=MEL_NORMS,
+                       help="area-normalised mel triangles (librosa's default) or peaks of 1")
+
+
+def front_end_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`tfaural.config.FrontEndConfig` of :func:`add_front_end_flags`' flags.
+
+    Raises:
+        ParameterError: Naming the flag, for a value the config refuses.
+    """
+    from tfaural.config import COMPRESSIONS, FrontEndConfig, parse_compression
+    from tfaural.errors import ConfigError
+
+    if args.compression is not None:
+        try:
+            parse_compression(args.compression)
+        except ConfigError:
+            raise ParameterError(f"--compression {args.compression!r} is invalid: expected one of "
+                                 f"{', '.join(COMPRESSIONS)} (C, EPS: positive numbers)") from None
+    fields = ("sample_rate", "n_fft", "hop_length", "n_mels", "power", "compression", "top_db", "amin", "input_layer",
+              "layout", "linear_frequency", "fmin", "fmax", "htk", "mel_norm")
+    try:
+        return FrontEndConfig(**{field: getattr(args, field) for field in fields})
+    except ConfigError as err:
+        match = re.match(r"FrontEndConfig\.(\w+)=(.*) is invalid: (.*)", str(err))
+        if match is None:
+            raise
+        flag = "--" + match.group(1).replace("_", "-")
+        raise ParameterError(f"{flag} {match.group(2)} is invalid: {match.group(3)}") from None
 
 
 def _describe_range(values: Sequence[int]) -> str:

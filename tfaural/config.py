@@ -670,11 +670,197 @@ class MusicnnConfig(Config):
         return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length)
 
 
+#: The forms of a front end's ``compression`` (``C``, ``EPS``: positive numbers): ``db`` / ``db-max`` are
+#: ``librosa.power_to_db`` (``amplitude_to_db`` for power 1) with ``ref=1`` / ``ref=np.max``; ``log10-1p:C`` is
+#: ``log10(1 + C m)``; ``ln-offset:EPS`` is ``ln(m + EPS)`` (YAMNet, VGGish); ``linear`` is none.
+COMPRESSIONS = ("db", "db-max", "log10-1p:C", "ln-1p:C", "ln-offset:EPS", "log10-offset:EPS", "linear")
+MEL_LAYOUTS = ("auto", "mels_frames", "frames_mels")
+MEL_NORMS = ("slaney", "none")
+
+
+def parse_compression(spec: str) -> tuple[str, float | None]:
+    """``(name, number)`` of a form of :data:`COMPRESSIONS` (``number``: ``None`` for ``db``, ``db-max``, ``linear``).
+
+    Raises:
+        ConfigError: Naming the form, for anything else.
+    """
+    text = spec.strip().lower() if isinstance(spec, str) else ""
+    name, _, value = text.partition(":")
+    if name in ("db", "db-max", "linear") and not value:
+        return name, None
+    if name in ("log10-1p", "ln-1p", "ln-offset", "log10-offset") and value:
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if number > 0 and number != float("inf"):
+            return name, number
+    raise ConfigError(f"compression {spec!r} is invalid: expected one of {', '.join(COMPRESSIONS)} "
+                      "(C, EPS: positive numbers)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEndConfig(Config):
+    """What a Keras model tfaural did not build takes, where its file does not say it.
+
+    A model with its own ``keras.layers.MelSpectrogram`` needs only ``sample_rate`` (the rest is read
+    from the layer); a model on the waveform needs only ``sample_rate``; a model on a spectrogram
+    made outside it needs the STFT, the bands and the compression its own preprocessing used
+    (:class:`tfaural.auralise.MelAuraliser` does the work; ``python -m tfaural.listen --help`` and
+    ``docs/pretrained.md`` show each field as a flag).
+
+    Attributes:
+        sample_rate: Sample rate in Hz.
+        n_fft: FFT size in samples.
+        hop_length: STFT hop in samples.
+        n_mels: Mel bands.
+        power: Exponent of the magnitude the spectrogram is made of (2: power, 1: magnitude;
+            ``None``: 2).
+        compression: A form of :data:`COMPRESSIONS` (``None``: the model's own, at ``input_layer``).
+        top_db: Floor of the dB compressions below their top, in dB (``None``: none).
+        amin: ``amin`` of the dB compressions (``None``: librosa's, by ``power``).
+        input_layer: The model's own compression layer (the deconvolution ends at its input).
+        layout: ``"auto"``, ``"mels_frames"`` or ``"frames_mels"``.
+        linear_frequency: The model sees the STFT's own bins, not mel bands.
+        fmin: The mel bands' lowest edge in Hz.
+        fmax: Their highest edge in Hz (``None``: Nyquist).
+        htk: HTK's mel scale instead of Slaney's.
+        mel_norm: ``"slaney"`` (area-normalised triangles) or ``"none"`` (peaks of 1).
+    """
+
+    kind: ClassVar[str] = "front_end"
+    sample_rate: int | None = None
+    n_fft: int | None = None
+    hop_length: int | None = None
+    n_mels: int | None = None
+    power: float | None = None
+    compression: str | None = None
+    top_db: float | None = 80.0
+    amin: float | None = None
+    input_layer: str | None = None
+    layout: str = "auto"
+    linear_frequency: bool = False
+    fmin: float = 0.0
+    fmax: float | None = None
+    htk: bool = False
+    mel_norm: str = "slaney"
+
+    def validate(self) -> None:
+        cls = type(self)
+        for field in ("sample_rate", "hop_length", "n_mels"):
+            value = getattr(self, field)
+            _require(value is None or _is_positive_int(value), cls, field, value, "None or a positive integer")
+        _require(self.n_fft is None or (_is_int(self.n_fft) and self.n_fft >= 2), cls, "n_fft", self.n_fft,
+                 "None or an integer >= 2")
+        for field in ("power", "top_db", "amin"):
+            value = getattr(self, field)
+            _require(value is None or (_is_number(value) and 0 < value < float("inf")), cls, field, value,
+                     "None or a positive number")
+        if self.compression is not None:
+            try:
+                parse_compression(self.compression)
+            except ConfigError as err:
+                raise ConfigError(f"{cls.__name__}.{err}") from None
+        _require(self.input_layer is None or (isinstance(self.input_layer, str) and bool(self.input_layer)), cls,
+                 "input_layer", self.input_layer, "None or a layer name")
+        _require(self.layout in MEL_LAYOUTS, cls, "layout", self.layout, f"one of {MEL_LAYOUTS}")
+        _require(self.mel_norm in MEL_NORMS, cls, "mel_norm", self.mel_norm, f"one of {MEL_NORMS}")
+        for field in ("linear_frequency", "htk"):
+            _require(isinstance(getattr(self, field), bool), cls, field, getattr(self, field), "a bool")
+        _require(_is_number(self.fmin) and self.fmin >= 0, cls, "fmin", self.fmin, "a number of Hz >= 0")
+        _require(self.fmax is None or (_is_number(self.fmax) and self.fmax > self.fmin), cls, "fmax", self.fmax,
+                 f"None or a number of Hz above fmin={self.fmin}")
+
+    def given(self) -> list[str]:
+        """The fields set to something other than their defaults, as command-line flags (``--n-fft``)."""
+        defaults = FrontEndConfig()
+        return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(defaults, f.name)]
+
+    @property
+    def default_bands(self) -> bool:
+        """Whether the mel bands are the library's default: Slaney, 0 Hz to Nyquist, area-normalised."""
+        return (self.fmin, self.fmax, self.htk, self.mel_norm) == (0.0, None, False, "slaney")
+
+
+#: What an imported Keras model takes (:class:`KerasConfig`).
+KERAS_INPUTS = ("waveform", "keras mel", "spectrogram")
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasConfig(Config):
+    """Any Keras audio CNN imported as a run (``python -m tfaural.pretrained keras``, :mod:`tfaural.pretrained.keras`).
+
+    The model's file holds its architecture and weights; this config holds what the file does
+    not: how a waveform becomes the model's input, the length of one model input, and which
+    layers the ``features`` signature pools.
+
+    Attributes:
+        front_end: What the model takes (its ``sample_rate`` is required).
+        takes: ``"waveform"`` (the model takes samples ``[samples(, 1)]``), ``"keras mel"`` (through its own
+            ``keras.layers.MelSpectrogram``) or ``"spectrogram"`` (made outside it, by ``front_end``).
+        n_fft: FFT size of the STFT the model sees (``None`` for ``"waveform"``).
+        hop_length: Its hop in samples (``None`` for ``"waveform"``).
+        n_outputs: Output units.
+        segment_length: Samples of one model input (a patch: the model's own fixed length, or the one chosen
+            at import for a model of any length).
+        feature_layers: Layers whose maps the ``features`` signature max- and mean-pools (the top three
+            deconvolvable levels by default).
+        trust_lambda: The model holds ``Lambda`` layers whose code the importer was told to trust.
+        source: The file the model was imported from (for the record).
+    """
+
+    kind: ClassVar[str] = "keras"
+    front_end: FrontEndConfig
+    takes: str = "waveform"
+    n_fft: int | None = None
+    hop_length: int | None = None
+    n_outputs: int = 1
+    segment_length: int = 1
+    feature_layers: tuple[str, ...] = ()
+    trust_lambda: bool = False
+    source: str = ""
+
+    def validate(self) -> None:
+        cls = type(self)
+        _require(isinstance(self.front_end, FrontEndConfig) and self.front_end.sample_rate is not None, cls,
+                 "front_end", self.front_end, "a FrontEndConfig with a sample_rate")
+        _require(self.takes in KERAS_INPUTS, cls, "takes", self.takes, f"one of {KERAS_INPUTS}")
+        if self.takes == "waveform":
+            _require(self.n_fft is None and self.hop_length is None, cls, "n_fft", (self.n_fft, self.hop_length),
+                     "None (with hop_length) for a model that takes the waveform")
+        else:
+            _require(self.n_fft is not None and _is_int(self.n_fft) and self.n_fft >= 2, cls, "n_fft", self.n_fft,
+                     "an integer >= 2")
+            _require(_is_positive_int(self.hop_length), cls, "hop_length", self.hop_length, "a positive integer")
+        for field in ("n_outputs", "segment_length"):
+            _require(_is_positive_int(getattr(self, field)), cls, field, getattr(self, field), "a positive integer")
+        _require(isinstance(self.feature_layers, tuple) and all(
+            isinstance(name, str) and name for name in self.feature_layers), cls, "feature_layers",
+            self.feature_layers, "a tuple of layer names")
+        _require(isinstance(self.trust_lambda, bool), cls, "trust_lambda", self.trust_lambda, "a bool")
+        _require(isinstance(self.source, str), cls, "source", self.source, "a string")
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's sample rate in Hz."""
+        assert self.front_end.sample_rate is not None  # validated
+        return self.front_end.sample_rate
+
+    @property
+    def stft(self) -> STFTConfig | None:
+        """The STFT the model sees (``None`` for a model on the waveform)."""
+        if self.n_fft is None or self.hop_length is None:
+            return None
+        return STFTConfig(n_fft=self.n_fft, hop_length=self.hop_length)
+
+
 MODEL_CONFIGS: dict[str, type[Config]] = {
     ChoiConfig.kind: ChoiConfig,
     SampleCNNConfig.kind: SampleCNNConfig,
     AggregationConfig.kind: AggregationConfig,
     MusicnnConfig.kind: MusicnnConfig,
+    KerasConfig.kind: KerasConfig,
 }
 
 
@@ -685,11 +871,11 @@ def stft_config_of(model_config: Config) -> STFTConfig | None:
         model_config: Any model config (:data:`MODEL_CONFIGS`).
 
     Returns:
-        ``ChoiConfig.stft`` / ``MusicnnConfig.stft`` for the spectrogram models; ``None`` for the
+        ``ChoiConfig.stft`` / ``MusicnnConfig.stft`` / ``KerasConfig.stft`` for the spectrogram models; ``None`` for the
         waveform models (the SampleCNN family and its aggregations, whose mel-frame baseline
         computes its spectrogram inside the network).
     """
-    if isinstance(model_config, (ChoiConfig, MusicnnConfig)):
+    if isinstance(model_config, (ChoiConfig, MusicnnConfig, KerasConfig)):
         return model_config.stft
     return None
 
@@ -726,6 +912,13 @@ __all__ += [
     "AggregationConfig",
     "MUSICNN_ARCHITECTURES",
     "MusicnnConfig",
+    "COMPRESSIONS",
+    "MEL_LAYOUTS",
+    "MEL_NORMS",
+    "parse_compression",
+    "FrontEndConfig",
+    "KERAS_INPUTS",
+    "KerasConfig",
     "MODEL_CONFIGS",
     "stft_config_of",
     "model_config_to_dict",

@@ -59,20 +59,23 @@ import hashlib
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tfaural import __version__, files
 from tfaural.cli import (
+    add_front_end_flags,
     add_selection_flags,
     add_verbose_flag,
     check_output_folder,
     choose_features,
+    front_end_from_args,
     parse_index_list,
     positive_int,
 )
+from tfaural.config import FrontEndConfig
 from tfaural.errors import DataError, ModelError, ParameterError, TfauralError
 from tfaural.formats import (
     FAILED,
@@ -87,270 +90,75 @@ from tfaural.formats import (
     parse_manifest,
 )
 
-__all__ = ["COMPRESSIONS", "FrontEnd", "compression_from_spec", "load_model", "auraliser_for_model", "walk_bytes",
-           "listen", "main"]
+__all__ = ["FrontEnd", "load_model", "auraliser_for_model", "listen", "main"]
 
-#: The forms of ``--compression`` (``C``, ``EPS``: positive numbers).
-COMPRESSIONS = ("db", "db-max", "log10-1p:C", "ln-1p:C", "ln-offset:EPS", "log10-offset:EPS", "linear")
 #: Length of the excerpt when neither ``--clip-seconds`` nor the model fixes it.
 DEFAULT_CLIP_SECONDS = 4.0
-#: Default of ``--max-memory-gib``: what one feature's auralisation of a clip may hold (:func:`walk_bytes`).
+#: Default of ``--max-memory-gib``: what one feature's auralisation of a clip may hold
+#: (:func:`tfaural.auralise.walk_bytes`).
 DEFAULT_MAX_MEMORY_GIB = 4.0
 #: Most output samples one call holds (``features × clip samples``, 256 MiB of float32): longer clips are
 #: auralised fewer features at a time.
 MAX_CALL_SAMPLES = 2**26
 ORIGINAL = "original.wav"
 
-
-@dataclasses.dataclass(frozen=True)
-class FrontEnd:
-    """What a model takes, where its file does not say it (the front-end options).
-
-    Attributes:
-        sample_rate: Sample rate in Hz.
-        n_fft: FFT size in samples.
-        hop_length: STFT hop in samples.
-        n_mels: Mel bands.
-        power: Exponent of the magnitude the spectrogram is made of (2: power, 1: magnitude).
-        compression: A form of :data:`COMPRESSIONS`.
-        top_db: ``--top-db`` of the dB compressions (``None``: no floor below the top).
-        amin: ``--amin`` of the dB compressions (``None``: librosa's, by ``power``).
-        input_layer: The model's own compression layer.
-        layout: ``"auto"``, ``"mels_frames"`` or ``"frames_mels"``.
-        linear_frequency: The model sees the STFT's own bins, not mel bands.
-        fmin: The mel bands' lowest edge in Hz.
-        fmax: Their highest edge in Hz (``None``: Nyquist).
-        htk: HTK's mel scale instead of Slaney's.
-        mel_norm: ``"slaney"`` (area-normalised triangles) or ``"none"`` (peaks of 1).
-    """
-
-    sample_rate: int | None = None
-    n_fft: int | None = None
-    hop_length: int | None = None
-    n_mels: int | None = None
-    power: float | None = None
-    compression: str | None = None
-    top_db: float | None = 80.0
-    amin: float | None = None
-    input_layer: str | None = None
-    layout: str = "auto"
-    linear_frequency: bool = False
-    fmin: float = 0.0
-    fmax: float | None = None
-    htk: bool = False
-    mel_norm: str = "slaney"
-
-    def filterbank(self) -> Any:
-        """The mel filterbank these options describe (``None``: the library's default, Slaney from 0 Hz to Nyquist,
-        area-normalised; ``"linear"``: no mel bands)."""
-        if self.linear_frequency:
-            return "linear"
-        if (self.fmin, self.fmax, self.htk, self.mel_norm) == (0.0, None, False, "slaney"):
-            return None
-        from tfaural import spectral
-
-        if self.sample_rate is None or self.n_fft is None or self.n_mels is None:
-            raise ParameterError("mel bands need --sample-rate, --n-fft and --n-mels")
-        return spectral.mel_filterbank(sample_rate=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels,
-                                       fmin=self.fmin, fmax=self.fmax, htk=self.htk,
-                                       norm=None if self.mel_norm == "none" else self.mel_norm)
-
-    def given(self) -> list[str]:
-        """The options set to something other than their defaults, as flags."""
-        defaults = FrontEnd()
-        return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(self)
-                if getattr(self, f.name) != getattr(defaults, f.name)]
-
-
-def compression_from_spec(spec: str, *, power: float = 2.0, top_db: float | None = 80.0,
-                          amin: float | None = None) -> Any:
-    """The :data:`tfaural.spectral.Compression` of a ``--compression`` form.
-
-    ``db`` and ``db-max`` are ``librosa.power_to_db`` of power (``power`` 2) and
-    ``librosa.amplitude_to_db`` of magnitude (``power`` 1), with ``ref=1`` and ``ref=np.max``.
-
-    Raises:
-        ParameterError: Naming the form, for anything else.
-    """
-    from tfaural import spectral
-
-    text = spec.strip().lower()
-    name, _, value = text.partition(":")
-    try:
-        if name in ("db", "db-max") and not value:
-            magnitude = power == 1.0
-            return spectral.Decibels(amin=amin if amin is not None else (1e-5 if magnitude else 1e-10),
-                                     ref="max" if name == "db-max" else 1.0, top_db=top_db,
-                                     multiplier=20.0 if magnitude else 10.0)
-        if name == "linear" and not value:
-            return spectral.Linear()
-        if name in ("log10-1p", "ln-1p", "ln-offset", "log10-offset") and value:
-            number = float(value)
-            base = 10.0 if name.startswith("log10") else math.e
-            return spectral.Log1p(number, base=base) if name.endswith("1p") else spectral.LogOffset(number, base=base)
-    except ValueError:
-        pass
-    raise ParameterError(f"--compression {spec!r} is invalid: expected one of {', '.join(COMPRESSIONS)}")
-
-
-@contextlib.contextmanager
-def _lambda_modules() -> Iterator[None]:
-    """While a trusted file loads, its ``Lambda`` functions see ``tf``, ``tensorflow``, ``keras``, ``ops``, ``np``,
-    ``numpy`` and ``math`` besides Python's builtins.
-
-    Keras rebuilds a saved ``Lambda``'s function from its bytecode with the globals of its own
-    ``python_utils`` module, so ``lambda m: tf.math.log(1 + m)``, the commonest in-model
-    compression, fails on reload ("name 'tf' is not defined", or "could not infer the shape").
-    Here the rebuilt functions get these modules under the names a model's author uses.
-    """
-    import builtins
-
-    import keras
-    import tensorflow as tf
-
-    try:
-        from keras.src.utils import python_utils
-    except ImportError:  # another Keras layout: load as Keras does
-        yield
-        return
-    original = python_utils.func_load
-    modules = {"tf": tf, "tensorflow": tf, "keras": keras, "ops": keras.ops, "np": np, "numpy": np, "math": math,
-               "__builtins__": builtins}
-
-    def func_load(code: Any, defaults: Any = None, closure: Any = None, globs: Any = None) -> Any:
-        return original(code, defaults=defaults, closure=closure, globs={**modules, **(globs or {})})
-
-    python_utils.func_load = func_load
-    try:
-        yield
-    finally:
-        python_utils.func_load = original
+#: What a model takes where its file does not say it: the front-end options (:class:`tfaural.config.FrontEndConfig`).
+FrontEnd = FrontEndConfig
 
 
 def load_model(path: str, *, trust_lambda: bool = False) -> Any:
-    """Loads a ``.keras`` (or ``.h5``) model file, with tfaural's own layers known.
+    """Loads a ``.keras`` (or ``.h5``) model file, or the model of a run folder.
 
-    With ``trust_lambda``, ``Lambda`` layers' code is run, and finds ``tf``, ``keras``, ``np``, ... (see
-    :func:`_lambda_modules`), which Keras alone does not give it on reload.
+    A run folder's model comes with its run's config (:func:`tfaural.training.run.load_run`), so an imported
+    Keras model (``python -m tfaural.pretrained keras``) needs no front-end options. A file's ``Lambda``
+    layers load with ``trust_lambda`` (:func:`tfaural.models.keras_files.load_model_file`).
 
     Raises:
-        ModelError: Naming the file: missing, unreadable, or holding ``Lambda`` code without ``trust_lambda``.
+        ModelError: Naming the file: missing, unreadable, a SavedModel export, or holding ``Lambda`` code
+            without ``trust_lambda``.
     """
-    import keras
-
-    import tfaural.models  # noqa: F401  (registers tfaural's layers for a run's model.keras)
-
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "model.keras")):  # a training run's directory
+        if os.path.isfile(os.path.join(path, "run.json")):  # a training run, or an imported model
+            from tfaural.training.run import load_run
+
+            return load_run(path)[0]
+        if os.path.isfile(os.path.join(path, "model.keras")):
             path = os.path.join(path, "model.keras")
         elif os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise ModelError(f"--model {path}: is a SavedModel export; auralise an export with python -m "
                              f"beam_jobs.auralise --model {path} --input 'FILES' --output DIR")
     if not os.path.isfile(path):
         raise ModelError(f"--model {path}: no such file (expected a .keras model file or a training run's folder)")
-    try:
-        if not trust_lambda:
-            return keras.models.load_model(path, compile=False, safe_mode=True)
-        with _lambda_modules():
-            return keras.models.load_model(path, compile=False, safe_mode=False)
-    except Exception as err:  # Keras raises many kinds for files it cannot read
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "lambda" in str(err).lower() and not trust_lambda:
-            raise ModelError(f"--model {path}: it holds Lambda layers, whose Python code Keras runs only from a "
-                             "file you trust: pass --trust-lambda if you do") from None
-        raise ModelError(f"--model {path}: Keras cannot load it ({type(err).__name__}: {first})") from None
+    from tfaural.models.keras_files import load_model_file
+
+    return load_model_file(path, trust_lambda=trust_lambda)
 
 
-def auraliser_for_model(model: Any, front: FrontEnd, *, method: str = "deconvnet",
+def auraliser_for_model(model: Any, front: FrontEndConfig, *, method: str = "deconvnet",
                         chunk_elements: int | None = None) -> tuple[Any, int]:
-    """The auraliser of ``model`` and the sample rate of its input (see the module docstring).
+    """The auraliser of ``model`` and the sample rate of its input (:func:`tfaural.auralise.auraliser_for_front_end`).
 
     Raises:
-        ModelError: If the model is none of the kinds above, or cannot be deconvolved.
+        ModelError: If the model is none of the kinds that function takes, or cannot be deconvolved.
         ParameterError: For missing, conflicting or invalid front-end options.
     """
-    import keras
+    from tfaural.auralise import auraliser_for_front_end
+    from tfaural.config import KerasConfig
 
-    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, ends_at_a_waveform
-    from tfaural.deconv import DeconvNet
+    if isinstance(getattr(model, "tfaural_config", None), KerasConfig) and front.given():
+        raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was imported as a run, whose "
+                             "run.json says what it takes; leave the front-end options out")
+    if isinstance(getattr(model, "tfaural_config", None), KerasConfig):
+        from tfaural.auralise import auraliser_for
+        from tfaural.deconv import DeconvNet
 
-    if getattr(model, "tfaural_config", None) is not None:
-        if front.given():
-            raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was built by tfaural, whose "
-                                 "config says what it takes; leave the front-end options out")
-        auraliser = auraliser_for(model, chunk_elements=chunk_elements, net=DeconvNet(model, method=method))
-        return auraliser, int(model.tfaural_config.sample_rate)
-    net = DeconvNet(model, method=method, input_layer=front.input_layer)
-    if ends_at_a_waveform(net):
-        extra = [flag for flag in front.given() if flag != "--sample-rate"]
-        if extra:
-            raise ParameterError(f"{', '.join(extra)}: model {model.name!r} takes the waveform, whose deconvolution "
-                                 "is the sound; only --sample-rate applies")
-        if front.sample_rate is None:
-            raise ParameterError(f"model {model.name!r} takes the waveform: pass its --sample-rate")
-        return Auraliser(model, chunk_elements=chunk_elements, net=net), front.sample_rate
-    power = front.power if front.power is not None else 2.0
-    compression = None
-    if front.compression is not None:
-        compression = compression_from_spec(front.compression, power=power, top_db=front.top_db, amin=front.amin)
-    elif front.amin is not None or front.top_db != FrontEnd.top_db:
-        raise ParameterError("--top-db and --amin shape a dB --compression: pass --compression db or db-max")
-    bank_flags = [flag for flag in front.given() if flag in ("--fmin", "--fmax", "--htk", "--mel-norm")]
-    if isinstance(net.front_end, keras.layers.MelSpectrogram):
-        if front.linear_frequency or bank_flags:
-            raise ParameterError(f"{', '.join(bank_flags or ['--linear-frequency'])}: the model's MelSpectrogram layer "
-                                 "makes its own mel bands")
+        config = model.tfaural_config
+        net = DeconvNet(model, method=method, input_layer=config.front_end.input_layer)
+        auraliser = auraliser_for(model, chunk_elements=chunk_elements, net=net)
     else:
-        if front.linear_frequency and bank_flags:
-            raise ParameterError(f"{', '.join(bank_flags)}: --linear-frequency has no mel bands")
-        needed = {"--sample-rate": front.sample_rate, "--n-fft": front.n_fft, "--hop-length": front.hop_length,
-                  "--n-mels": front.n_mels if not front.linear_frequency else 1}
-        missing = [flag for flag, value in needed.items() if value is None]
-        if missing:
-            raise ParameterError(
-                f"model {model.name!r} takes a spectrogram (shape {net.domain_shape[1:]} at "
-                f"{net.input_layer or 'its input'}) and its file does not say how it is made: pass {', '.join(missing)}"
-                + ("" if front.compression or front.input_layer else
-                   ", and --compression as your preprocessing made it (or --input-layer: the model's own)")
-            )
-    auraliser = MelAuraliser(
-        model, net=net, sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop_length,
-        n_mels=front.n_mels, power=front.power, compression=compression, layout=front.layout,
-        filterbank=front.filterbank(), chunk_elements=chunk_elements,
-    )
-    return auraliser, auraliser.sample_rate
-
-
-def _fixed_samples(auraliser: Any) -> int | None:
-    """Samples of the one input length the model is built for (``None``: any length)."""
-    frames = getattr(auraliser, "frames", None)
-    if frames is not None:  # a spectrogram model of fixed-size patches: the clips that give that many frames
-        return int((frames - 1) * auraliser.hop_length)
-    config = auraliser.config
-    if config is not None and hasattr(config, "input_length"):  # the SampleCNN family
-        return int(config.input_length)
-    if auraliser.is_spectral and getattr(auraliser, "takes", None) != "waveform":
-        return None
-    shape = tuple(auraliser.net.model.inputs[0].shape)  # a model on the waveform
-    return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else None
-
-
-#: Float32 tensors of the model's widest activation that one feature's auralisation holds at its peak
-#: (what the peak resident memory of a Choi CNN's grew by with the clip's length, rounded up).
-WALK_TENSORS = 7
-
-
-def walk_bytes(auraliser: Any, samples: int) -> int:
-    """About what one feature's auralisation of a clip of ``samples`` holds, in bytes: :data:`WALK_TENSORS`
-    float32 tensors of the model's widest activation (:func:`tfaural.deconv.walk_expansion` × the size of the
-    model's input)."""
-    if not auraliser.is_spectral or getattr(auraliser, "takes", None) == "waveform":
-        elements = samples  # the model takes the waveform
-    else:
-        bins = getattr(auraliser, "n_mels", None) or auraliser.config.n_freq
-        elements = bins * (1 + samples // (auraliser.hop_length if hasattr(auraliser, "hop_length")
-                                           else auraliser.config.hop_length))
-    return int(WALK_TENSORS * 4 * auraliser.net.expansion * elements)
+        auraliser = auraliser_for_front_end(model, front, method=method, chunk_elements=chunk_elements)
+    assert auraliser.sample_rate is not None
+    return auraliser, int(auraliser.sample_rate)
 
 
 def _write(path: str, data: bytes) -> str:
@@ -443,7 +251,7 @@ def listen(
     audio_paths: Sequence[str],
     output: str,
     *,
-    front: FrontEnd = FrontEnd(),
+    front: FrontEndConfig | None = None,
     layers: str = "all",
     features: str = "top4",
     offset: float = 0.0,
@@ -463,7 +271,7 @@ def listen(
         model_path: The ``.keras`` file.
         audio_paths: The audio files (each listed in the manifest exactly once; repeats are refused).
         output: The output folder (created if needed).
-        front: What the model takes, where the file does not say it.
+        front: What the model takes, where the file does not say it (``None``: nothing said).
         layers: ``all``, or levels such as ``1-3`` or ``2,5``.
         features: ``topN``, ``all``, or indices such as ``0-7,12``.
         offset: Start of each excerpt in seconds.
@@ -476,7 +284,8 @@ def listen(
         report: Write the HTML listening report into ``output/report``.
         overwrite: Replace an earlier run's results in ``output`` (without it, they are an error): its
             ``job.json``, ``manifest.jsonl``, report and the track folders its manifest names.
-        max_memory_gib: Refuse clips whose deconvolution of one feature would hold more (:func:`walk_bytes`).
+        max_memory_gib: Refuse clips whose deconvolution of one feature would hold more
+            (:func:`tfaural.auralise.walk_bytes`).
         progress: Show progress bars.
 
     Returns:
@@ -488,7 +297,7 @@ def listen(
     """
     from tqdm.auto import tqdm
 
-    from tfaural.auralise import MODES
+    from tfaural.auralise import MODES, fixed_input_samples, walk_bytes
     from tfaural.data.catalogue import default_track_ids, output_names
     from tfaural.deconv import METHODS
 
@@ -514,6 +323,7 @@ def listen(
         raise ParameterError(f"--offset-seconds {offset!r} is invalid: expected seconds >= 0")
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ParameterError(f"--clip-seconds {seconds!r} is invalid: expected a positive number of seconds")
+    front = front if front is not None else FrontEndConfig()
     model = load_model(model_path, trust_lambda=trust_lambda)
     auraliser, sample_rate = auraliser_for_model(model, front, method=method)
     net = auraliser.net
@@ -521,7 +331,7 @@ def listen(
     widths = {level: net.n_features(level) for level in levels}
     for level in levels:
         choose_features(features, n_maps=widths[level], layer=level)  # its syntax and range, before any decoding
-    samples = _fixed_samples(auraliser)
+    samples = fixed_input_samples(auraliser)
     if seconds is None:
         seconds = samples / sample_rate if samples is not None else DEFAULT_CLIP_SECONDS
     clip_samples = samples if samples is not None else int(round(seconds * sample_rate))
@@ -643,18 +453,6 @@ def _listen_to(path: str, track_id: str, name: str, auraliser: Any, output: str,
     return ManifestRow(path, track_id, name, OK, outputs=tuple(outputs))
 
 
-def _top_db(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of dB or 'none'") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of dB (or 'none')")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0: the run finished, 2: bad options or model)."""
     parser = argparse.ArgumentParser(
@@ -663,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "files and turn them into sound (Choi et al. 2015). Writes beam_jobs.auralise's output layout, which "
         "python -m tfaural.report turns into an HTML listening report (or pass --report).",
         epilog="Front-end options are needed only where the model file does not say what it takes (see "
-        "python -m pydoc tfaural.listen). --compression forms: " + ", ".join(COMPRESSIONS) + ".",
+        "python -m pydoc tfaural.listen).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("audio", nargs="+", metavar="FILE", help="audio files (any format tfaural.audio reads)")
@@ -684,34 +482,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="replace an earlier run's results in OUTPUT (its job.json, manifest, report, tracks)")
     parser.add_argument("--trust-lambda", action="store_true",
                         help="load a model with Lambda layers (Python code in the file: only files you trust)")
-    front = parser.add_argument_group("front end (only where the model file does not say it)")
-    front.add_argument("--sample-rate", type=positive_int, help="sample rate of the model's input in Hz")
-    front.add_argument("--n-fft", type=positive_int, help="FFT size in samples")
-    front.add_argument("--hop-length", type=positive_int, help="STFT hop in samples")
-    front.add_argument("--n-mels", type=positive_int, help="mel bands")
-    front.add_argument("--power", type=float, help="exponent of the magnitude: 2 (power, default) or 1 (magnitude)")
-    front.add_argument("--compression", help="how the model's input was compressed: " + ", ".join(COMPRESSIONS))
-    front.add_argument("--top-db", type=_top_db, default=80.0, help="dB compressions: range kept below the top "
-                       "('none': all)")
-    front.add_argument("--amin", type=float, help="dB compressions: smallest value told apart (default: librosa's)")
-    front.add_argument("--input-layer", help="the model's own compression layer (its output is what is heard)")
-    front.add_argument("--layout", default="auto", choices=("auto", "mels_frames", "frames_mels"),
-                       help="the spectrogram's layout in the model")
-    front.add_argument("--linear-frequency", action="store_true",
-                       help="the model sees the STFT's own bins, not mel bands")
-    front.add_argument("--fmin", type=float, default=0.0, help="the mel bands' lowest edge in Hz")
-    front.add_argument("--fmax", type=float, help="the mel bands' highest edge in Hz (default: Nyquist)")
-    front.add_argument("--htk", action="store_true", help="HTK's mel scale (YAMNet, torchaudio) instead of Slaney's "
-                       "(librosa's default)")
-    front.add_argument("--mel-norm", default="slaney", choices=("slaney", "none"),
-                       help="area-normalised mel triangles (librosa's default) or peaks of 1")
+    add_front_end_flags(parser)
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    settings = FrontEnd(sample_rate=args.sample_rate, n_fft=args.n_fft, hop_length=args.hop_length,
-                        n_mels=args.n_mels, power=args.power, compression=args.compression, top_db=args.top_db,
-                        amin=args.amin, input_layer=args.input_layer, layout=args.layout,
-                        linear_frequency=args.linear_frequency, fmin=args.fmin, fmax=args.fmax, htk=args.htk,
-                        mel_norm=args.mel_norm)
+    try:
+        settings = front_end_from_args(args)
+    except ParameterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         summary = listen(
             args.model, args.audio, args.output, front=settings, layers=args.layers, features=args.features,

@@ -60,6 +60,7 @@ __all__ = [
     "LogOffset",
     "Decibels",
     "Linear",
+    "compression_from_spec",
     "n_frames",
 ]
 
@@ -599,3 +600,29 @@ Compression = Log1p | LogOffset | Decibels | Linear
 
 def _log10(x: tf.Tensor) -> tf.Tensor:
     return tf.math.log(x) / math.log(10.0)
+
+
+def compression_from_spec(spec: str, *, power: float = 2.0, top_db: float | None = 80.0,
+                          amin: float | None = None) -> Compression:
+    """The :data:`Compression` of a form of :data:`tfaural.config.COMPRESSIONS` (``"db-max"``, ``"ln-offset:0.001"``).
+
+    ``db`` and ``db-max`` are ``librosa.power_to_db`` of power (``power`` 2) and
+    ``librosa.amplitude_to_db`` of magnitude (``power`` 1), with ``ref=1`` and ``ref=np.max``,
+    ``top_db`` and ``amin`` (``None``: librosa's, 1e-10 for power and 1e-5 for magnitude).
+
+    Raises:
+        ParameterError: Naming the form, for anything else (a ``ConfigError``).
+    """
+    from tfaural.config import parse_compression
+
+    name, number = parse_compression(spec)
+    if name in ("db", "db-max"):
+        magnitude = power == 1.0
+        return Decibels(amin=amin if amin is not None else (1e-5 if magnitude else 1e-10),
+                        ref="max" if name == "db-max" else 1.0, top_db=top_db,
+                        multiplier=20.0 if magnitude else 10.0)
+    if name == "linear":
+        return Linear()
+    assert number is not None
+    base = 10.0 if name.startswith("log10") else math.e
+    return Log1p(number, base=base) if name.endswith("1p") else LogOffset(number, base=base)
