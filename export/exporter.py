@@ -47,7 +47,7 @@ from export.module import (
 from export.signature_models import signature_savedmodel_paths, write_signature_savedmodels
 from export.verify import REFERENCE_FILE, save_reference, verify_export
 from export.warmup import warmup_inputs, write_warmup_file
-from tfaural.config import ChoiConfig, MusicnnConfig
+from tfaural.config import ChoiConfig, KerasConfig, MusicnnConfig
 from tfaural.errors import ExportError
 from tfaural.training.run import RunInfo, load_run
 
@@ -115,6 +115,12 @@ def build_module(
     elif isinstance(config, MusicnnConfig):
         input_scaling = {"mode": "log10", "log_c": config.log_c}
         deconv_shape = ["batch", "k", "mels", "frames"]
+    elif isinstance(config, KerasConfig):
+        # the model's input domain (or its front end's output), as the deconvolution network has it
+        domain = module.deconvolution_domain_shape
+        deconv_shape = ["batch", "k", *("frames" if d is None else int(d) for d in domain[1:])]
+        if config.front_end.compression is not None:
+            input_scaling = {"mode": config.front_end.compression}
     feature_levels = [
         {"name": f"level{i}", "layer": name, "channels": channels}
         for i, (name, channels) in enumerate(zip(settings.feature_layers, settings.feature_channels), start=1)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from export.budget import WorkBudget
-from tfaural.config import ChoiConfig, Config, MusicnnConfig, SampleCNNConfig, model_config_to_dict
+from tfaural.config import ChoiConfig, Config, KerasConfig, MusicnnConfig, SampleCNNConfig, model_config_to_dict
 from tfaural.errors import ExportError
 from tfaural.formats import EXPORT_LABELS_FILE, EXPORT_METADATA_FILE, TAGGING_SIGNATURES, export_metadata_text
 from tfaural.training.run import RunInfo
@@ -142,7 +142,8 @@ SIGNATURE_DESCRIPTIONS: dict[str, str] = {
 
 
 def family_of(config: Config) -> str:
-    """``"choi"``, ``"samplecnn"``, ``"mel-frame"``, ``"raw-frame"`` or ``"musicnn"`` (imported taggers).
+    """``"choi"``, ``"samplecnn"``, ``"mel-frame"``, ``"raw-frame"``, ``"musicnn"`` (imported taggers) or
+    ``"keras"`` (any Keras model imported as a run).
 
     Raises:
         ExportError: For configs the exporter does not support (e.g. aggregation models).
@@ -153,6 +154,8 @@ def family_of(config: Config) -> str:
         return config.family
     if isinstance(config, MusicnnConfig):
         return "musicnn"
+    if isinstance(config, KerasConfig):
+        return "keras"
     raise ExportError(
         f"cannot export a {config.kind!r} model: the exporter supports Choi CNNs and SampleCNN-family models"
     )
@@ -224,7 +227,8 @@ def _output(dtype: str, shape: list[str | int], description: str) -> dict[str, A
 
 
 def _signature_outputs(
-    family: str, *, n_labels: int, top_k: int, levels: list[dict[str, Any]], n_features: int, deconv_shape: list[Any]
+    family: str, *, n_labels: int, top_k: int, levels: list[dict[str, Any]], n_features: int, deconv_shape: list[Any],
+    spectral: bool = False,
 ) -> dict[str, dict[str, Any]]:
     scores = {
         "scores": _output("float32", ["batch", n_labels], "segment-averaged model outputs, in label order"),
@@ -245,9 +249,9 @@ def _signature_outputs(
         deconvolve["spectrogram"] = _output(
             "float32", ["batch", "freq", "frames"], "linear STFT magnitude of the input"
         )
-    elif family == "musicnn":
+    elif family == "musicnn" or (family == "keras" and spectral):
         deconvolve["spectrogram"] = _output(
-            "float32", ["batch", "mels", "frames"], "mel power of the input (before the model's log10 compression)"
+            "float32", ["batch", "mels", "frames"], "mel power of the input (before the model's compression)"
         )
     activation = _output("float32", ["batch", "k"], "maximum of each selected feature map (response strength)")
     deconvolve["activation"] = activation
@@ -327,6 +331,7 @@ def build_metadata(
     outputs = _signature_outputs(
         family, n_labels=len(info.labels), top_k=top_k, levels=feature_levels,
         n_features=sum(2 * int(level["channels"]) for level in feature_levels), deconv_shape=deconv_shape,
+        spectral=mel is not None,
     )
     for name in chosen:
         described[name] = {

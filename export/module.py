@@ -59,8 +59,8 @@ from tensorflow.python.ops import control_flow_switch_case
 from export.budget import WorkBudget, budget_for
 from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, resolve_signatures, signature_names
 from tfaural import spectral
-from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
-from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
+from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, walk_bytes
+from tfaural.config import ChoiConfig, KerasConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ExportError
 from tfaural.models import config_from_model
@@ -211,6 +211,11 @@ class ServingModule(tf.Module):
         self._net = DeconvNet(model) if "deconvolve" in signature_names(family) else None
         if budget is None:
             budget = budget_for(family, architecture=getattr(config, "architecture", None))
+        front = None
+        if isinstance(config, KerasConfig):  # what makes the model's input (and hears it) is its front end's
+            front = auraliser_for(model, chunk_elements=budget.deconv_chunk_elements, net=self._net)
+            if max_deconv_seconds is None:
+                max_deconv_seconds = _keras_deconv_seconds(front, budget, info)
         self._settings = _settings(
             model, info, config, family, self._net, max_seconds=max_seconds,
             max_deconv_seconds=budget.max_deconv_seconds if max_deconv_seconds is None else max_deconv_seconds,
@@ -221,8 +226,9 @@ class ServingModule(tf.Module):
             # The module's deconvolution network: each layer's walk is traced once, as one function that
             # deconvolve and auralise both call, passed only the forward tensors it reads (DeconvNet.
             # _walk_function): one copy of the walks in the export's graph.
-            _Untracked({"auraliser": auraliser_for(model, chunk_elements=chunk, net=self._net)})
-            if "auralise" in signature_names(family) else None
+            _Untracked({"auraliser": front if front is not None else
+                        auraliser_for(model, chunk_elements=chunk, net=self._net)})
+            if "auralise" in signature_names(family) or front is not None else None
         )
         self._keras.items["features"] = keras.Model(
             model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
@@ -267,6 +273,12 @@ class ServingModule(tf.Module):
     def model_config(self) -> Any:
         """The model's tfaural config (ChoiConfig or SampleCNNConfig)."""
         return self._config
+
+    @property
+    def deconvolution_domain_shape(self) -> tuple[int | None, ...]:
+        """Shape ``[batch, ...]`` of what the deconvolution gives back per feature (the model's input domain)."""
+        assert self._net is not None
+        return tuple(self._net.domain_shape)
 
     @property
     def signature_names(self) -> tuple[str, ...]:
@@ -424,9 +436,13 @@ class ServingModule(tf.Module):
     def _model_input(self, segments: tf.Tensor) -> tf.Tensor:
         """``[n, segment_length]`` waveforms -> the Keras model's input."""
         s = self._settings
+        config = self._config
+        if isinstance(config, KerasConfig):
+            assert self._auraliser is not None
+            x = self._auraliser.items["auraliser"].model_input(segments)
+            return tf.ensure_shape(x, [None, *self.model.inputs[0].shape[1:]])
         if s.stft is None:
             return segments[..., tf.newaxis]
-        config = self._config
         if isinstance(config, MusicnnConfig):
             assert s.mel is not None
             mel = spectral.melspectrogram(
@@ -591,7 +607,13 @@ class ServingModule(tf.Module):
         waveform, index, features = self._checked_deconv_inputs(waveform, layer, features)
         assert self._net is not None
         x = spectrogram = None
-        if s.mel is not None:  # the imported log-mel taggers: the deconvolution ends in log-mel
+        if isinstance(self._config, KerasConfig):  # an imported Keras model: its front end makes its input
+            assert self._auraliser is not None
+            front = self._auraliser.items["auraliser"]
+            x = front.model_input(waveform)
+            if isinstance(front, MelAuraliser):
+                spectrogram = front.mel_input(waveform)[1]
+        elif s.mel is not None:  # the imported log-mel taggers: the deconvolution ends in log-mel
             auraliser = self._auraliser.items["auraliser"] if self._auraliser is not None else None
             assert isinstance(auraliser, MelAuraliser)
             spectrogram = auraliser.mel_input(waveform)[1]
@@ -731,16 +753,17 @@ def _settings(
     length = info.segment.length
     stft: dict[str, Any] | None = None
     mel: dict[str, Any] | None = None
-    if isinstance(config, (ChoiConfig, MusicnnConfig)):
+    if isinstance(config, (ChoiConfig, MusicnnConfig, KerasConfig)):
         if info.stft != config.stft:
             described = "none" if info.stft is None else f"n_fft={info.stft.n_fft}, hop_length={info.stft.hop_length}"
             raise ExportError(
                 f"run.json's STFT ({described}, from its model config) differs from "
                 f"the model's (n_fft={config.n_fft}, hop_length={config.hop_length})"
             )
-        # metadata.json keeps "win_length": null (the window is n_fft samples) for its readers
-        stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": None,
-                "window": "hann", "center": True}
+        if not isinstance(config, KerasConfig):
+            # metadata.json keeps "win_length": null (the window is n_fft samples) for its readers
+            stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": None,
+                    "window": "hann", "center": True}
     if isinstance(config, MusicnnConfig):
         mel = {"n_mels": config.n_mels, "fmin": 0.0, "fmax": None, "power": 2.0, "norm": "slaney",
                "scale": "slaney"}
@@ -757,13 +780,23 @@ def _settings(
                 f"a segment of {length} samples gives {frames} STFT frames but the model takes {config.n_frames}; "
                 f"fix run.json (segment.length)"
             )
+    elif isinstance(config, KerasConfig):
+        if length != config.segment_length:
+            raise ExportError(f"run.json's segment length {length} differs from its model config's "
+                              f"segment_length {config.segment_length}")
+        front = config.front_end
+        if config.takes != "waveform":
+            stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": None, "window": "hann",
+                    "center": True}
+            mel = {"takes": config.takes, **{k: v for k, v in front.to_dict().items() if k != "sample_rate"}}
     else:
         assert isinstance(config, SampleCNNConfig)
         if length != config.input_length:
             raise ExportError(
                 f"run.json's segment length {length} differs from the model's input length {config.input_length}"
             )
-    feature_layers = feature_layer_names(config)  # the library's one choice, for every family
+    # the library's one choice, for every family; an imported Keras model's, made at its import
+    feature_layers = config.feature_layers if isinstance(config, KerasConfig) else feature_layer_names(config)
     max_samples = int(round(max_seconds * sample_rate))
     max_deconv_samples = int(round(max_deconv_seconds * sample_rate))
     for name, samples, seconds in (
@@ -802,3 +835,17 @@ def _settings(
         feature_layers=feature_layers,
         feature_channels=tuple(int(model.get_layer(name).output.shape[-1]) for name in feature_layers),
     )
+
+
+#: What one feature's auralisation of the longest ``auralise`` clip of an imported Keras model may hold
+#: (:func:`tfaural.auralise.walk_bytes`): its ``max_deconv_seconds`` is capped to fit.
+KERAS_WALK_BYTES = 2**30
+
+
+def _keras_deconv_seconds(front: Auraliser, budget: WorkBudget, info: RunInfo) -> float:
+    """The longest ``deconvolve``/``auralise`` clip of an imported Keras model: the budget's, or shorter where one
+    feature's walk would hold more than :data:`KERAS_WALK_BYTES` (at least one segment, in whole seconds)."""
+    rate, length = info.audio.sample_rate, info.segment.length
+    per_second = walk_bytes(front, rate) / 1.0
+    seconds = min(float(budget.max_deconv_seconds), max(1.0, float(int(KERAS_WALK_BYTES / max(per_second, 1.0)))))
+    return max(seconds, length / rate)

@@ -8,8 +8,8 @@ signature, built from :func:`warmup_inputs`; the same inputs drive
 
 Inputs (deterministic, batch 1, exactly one model segment long):
 
-* ``waveform``: :func:`warmup_signal`, a 440 Hz sine plus a 100 Hz-to-Nyquist/4 chirp,
-  peak 0.6, with 10 ms fades;
+* ``waveform``: :func:`warmup_signal`, a 440 Hz sine plus a 100 Hz-to-Nyquist/4 chirp and
+  white noise 46 dB below them, peak at most 0.6, with 10 ms fades;
 * ``wav``: the same signal as a 16-bit PCM mono WAV file at the model's rate;
 * ``layer``: the deepest deconvolvable layer (every conv block runs);
 * ``features``: ``[0, 1]`` (k = 2);
@@ -59,7 +59,11 @@ def warmup_signal(n_samples: int, *, sample_rate: int) -> np.ndarray:
     duration = max(n_samples / sample_rate, 1e-9)
     f0, f1 = 100.0, sample_rate / 4.0
     chirp = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * duration)))
-    y = 0.4 * np.sin(2 * np.pi * 440.0 * t) + 0.2 * chirp
+    # White noise 46 dB below the tones (clipped at 5 sigma: the peak stays at most 0.6) leaves no bin of the
+    # spectrogram at a compression's floor: a dB front end's top_db floor would make plateaus, whose max-pool
+    # switches differ with round-off between runtimes, so the deconvolution could not be compared.
+    noise = 0.003 * np.clip(np.random.default_rng(0).standard_normal(n_samples), -5.0, 5.0)
+    y = 0.97 * (0.4 * np.sin(2 * np.pi * 440.0 * t) + 0.2 * chirp) + noise
     n_fade = min(int(0.01 * sample_rate), n_samples // 2)
     if n_fade:
         ramp = np.linspace(0.0, 1.0, n_fade)

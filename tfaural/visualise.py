@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfaural.cli import add_selection_flags, add_verbose_flag, choose_features
-from tfaural.config import ChoiConfig, MusicnnConfig, SampleCNNConfig
+from tfaural.config import ChoiConfig, KerasConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import config_from_model, conv_blocks
 
@@ -459,6 +459,10 @@ def make_figures(
     config = config_from_model(model)
     is_choi = isinstance(config, ChoiConfig)
     is_mel = isinstance(config, MusicnnConfig)
+    if isinstance(config, KerasConfig):
+        raise ModelError(f"model {model.name!r} was imported from {config.source or 'a Keras file'}: hear it with "
+                         "python -m tfaural.listen --model RUN_DIR (or export it and run beam_jobs.auralise); the "
+                         "figures here are drawn for tfaural's own architectures")
     if not is_choi and getattr(config, "family", "") == "mel-frame":
         raise ModelError("the mel-frame baseline has no figures here: its mel front end cannot be auralised and "
                          "gradient ascent needs a raw-waveform model")

@@ -1,4 +1,4 @@
-"""``python -m tfaural.pretrained``: import a published tagger as a tfaural run directory."""
+"""``python -m tfaural.pretrained``: import a published tagger, or any Keras audio CNN, as a tfaural run directory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tfaural.cli import add_verbose_flag
+from tfaural.cli import add_front_end_flags, add_verbose_flag, front_end_from_args
 from tfaural.errors import TfauralError
 
 EPILOG = """examples:
@@ -19,7 +19,16 @@ EPILOG = """examples:
 
 The weights come from musicnn's PyPI wheel (ISC licence), installed without its outdated
 dependency pins:  pip install --no-deps musicnn==0.1.0
+
+any Keras audio CNN (a .keras or .h5 file), told what its file does not say:
+  python -m tfaural.pretrained my_tagger.keras --output runs/mine --labels tags.txt \
+      --sample-rate 16000 --n-fft 512 --hop-length 256 --n-mels 96 --compression db-max
+  python -m tfaural.pretrained keras_mel_tagger.keras --output runs/km --sample-rate 16000 --segment-seconds 3
+A model with its own keras.layers.MelSpectrogram, or one on the waveform, needs only --sample-rate
+(and --segment-seconds if it takes inputs of any length).
 """
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def _list() -> int:
@@ -60,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", nargs="?", help="model to import, e.g. musicnn/MTT_vgg (see --list)")
+    parser.add_argument("model", nargs="?", help="model to import: a published tagger, e.g. musicnn/MTT_vgg (see "
+                        "--list), or a Keras model file (.keras, .h5)")
     parser.add_argument("--list", action="store_true", help="list the importable models with tags and published AUCs")
     parser.add_argument("--output", help="run directory to write")
     parser.add_argument("--hop-frames", type=int, default=None,
@@ -72,8 +82,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip running the publisher's own graph to check the import (a few seconds)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    keras_group = parser.add_argument_group("a Keras model file")
+    keras_group.add_argument("--labels", help="label names: a file with one per line, or a comma-separated list "
+                             "(default: output0, output1, ...)")
+    keras_group.add_argument("--segment-seconds", type=float,
+                             help="length of one model input, for a model that takes any length (its training patch)")
+    keras_group.add_argument("--hop-seconds", type=float,
+                             help="hop between a clip's segments when tagging (default: the segment length)")
+    keras_group.add_argument("--task", choices=("multi-label", "single-label"),
+                             help="default: single-label for a softmax output layer, else multi-label")
+    keras_group.add_argument("--feature-layers", help="comma-separated layers the features signature pools "
+                             "(default: the top three deconvolvable levels)")
+    keras_group.add_argument("--trust-lambda", action="store_true",
+                             help="load a model with Lambda layers (Python code in the file: only files you trust)")
+    add_front_end_flags(parser)
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    if args.model and (args.model.lower().endswith(KERAS_SUFFIXES) or os.path.isfile(args.model)):
+        if not args.output:
+            parser.error("give --output, the run directory to write")
+        return _import_keras(args)
+    keras_only = [flag for flag, value in (("--labels", args.labels), ("--segment-seconds", args.segment_seconds),
+                                           ("--hop-seconds", args.hop_seconds), ("--task", args.task),
+                                           ("--feature-layers", args.feature_layers))
+                  if value is not None] + (["--trust-lambda"] if args.trust_lambda else [])
+    try:
+        keras_only += front_end_from_args(args).given()
+    except TfauralError as err:
+        parser.error(str(err))
+    if keras_only:
+        parser.error(f"{', '.join(keras_only)}: for a Keras model file only (a published tagger's import says "
+                     "what it takes)")
     if args.list:
         return _list()
     if not args.model or not args.output:
@@ -96,6 +135,31 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({info.segment.length / info.audio.sample_rate:.2f} s at {info.audio.sample_rate} Hz), hop "
           f"{info.extra['front_end']['hop_frames']} frames; {coverage['reachable_frames']} frames and "
           f"{coverage['reachable_bands']} of {coverage['patch_bands']} mel bands reach the output")
+    return 0
+
+
+def _import_keras(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from tfaural.pretrained.keras_model import import_keras_model
+
+        layers = None if args.feature_layers is None else [n.strip() for n in args.feature_layers.split(",")]
+        _, info = import_keras_model(
+            args.model, args.output, front=front_end_from_args(args), labels=args.labels, task=args.task,
+            segment_seconds=args.segment_seconds, hop_seconds=args.hop_seconds, feature_layers=layers,
+            trust_lambda=args.trust_lambda, overwrite=args.overwrite,
+        )
+    except TfauralError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    config, imported = info.model, info.extra["imported"]
+    rate = info.audio.sample_rate
+    print(f"imported {args.model} into {args.output}: {imported['model_name']!r}, takes "
+          f"{getattr(config, 'takes', '?')}, {len(info.labels)} outputs ({info.task}), segments of "
+          f"{info.segment.length} samples ({info.segment.length / rate:.3g} s at {rate} Hz)")
+    print(f"  levels: {', '.join(f'{k}={v}' for k, v in imported['levels'].items())}")
+    print(f"  the saved run reproduces the file's outputs to {imported['reproduction_max_abs_difference']:.2g}")
+    print(f"next: python -m export --run {args.output} --output exports/NAME")
     return 0
 
 

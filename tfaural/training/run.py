@@ -42,7 +42,7 @@ from tfaural.config import (
 from tfaural.config import Config as _Config
 from tfaural.errors import ConfigError, ModelError
 
-__all__ = ["MODEL_FILE", "INFO_FILE", "TASKS", "RunInfo", "save_run", "load_run", "read_run_info"]
+__all__ = ["MODEL_FILE", "INFO_FILE", "TASKS", "RunInfo", "save_run", "write_run_info", "load_run", "read_run_info"]
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "run.json"
@@ -161,7 +161,12 @@ def save_run(run_dir: str | os.PathLike[str], model: Any, info: RunInfo) -> None
     os.makedirs(root, exist_ok=True)
     with files.atomic_path(os.path.join(root, MODEL_FILE)) as tmp:
         model.save(tmp)
-    files.write_text(os.path.join(root, INFO_FILE), json.dumps(info.to_dict(), indent=2, sort_keys=True))
+    write_run_info(root, info)
+
+
+def write_run_info(run_dir: str | os.PathLike[str], info: RunInfo) -> None:
+    """Writes ``run.json`` alone (atomically)."""
+    files.write_text(os.path.join(os.fspath(run_dir), INFO_FILE), json.dumps(info.to_dict(), indent=2, sort_keys=True))
 
 
 def read_run_info(run_dir: str | os.PathLike[str]) -> RunInfo:
@@ -188,7 +193,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, RunInfo]:
     """Loads the best model and its :class:`RunInfo`.
 
     A musicnn run saved before its temporal filters became ``RowConv2D`` (2026-12-03) loads with them,
-    weights unchanged (:func:`tfaural.models.musicnn.with_row_convolutions`).
+    weights unchanged (:func:`tfaural.models.musicnn.with_row_convolutions`). An imported Keras model
+    (:class:`~tfaural.config.KerasConfig`) gets its config as ``tfaural_config``, as tfaural's own models
+    carry theirs, and its ``Lambda`` layers load if the import was told to trust them.
 
     Returns:
         ``(keras_model, info)``.
@@ -204,6 +211,14 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, RunInfo]:
     path = os.path.join(os.fspath(run_dir), MODEL_FILE)
     if not os.path.isfile(path):
         raise ModelError(f"{os.fspath(run_dir)!r}: {MODEL_FILE} is missing (did training finish an epoch?)")
+    from tfaural.config import KerasConfig
+
+    if isinstance(info.model, KerasConfig):  # an imported Keras model: its run.json says what it takes
+        from tfaural.models.keras_files import load_model_file
+
+        model = load_model_file(path, trust_lambda=info.model.trust_lambda, flag="run")
+        model.tfaural_config = info.model
+        return model, info
     try:
         if _saved_with_conv2d_temporal_filters(path, info):
             model = _load_with_row_convolutions(path, info)

@@ -1,0 +1,296 @@
+"""Any Keras audio CNN imported as a run (``python -m tfaural.pretrained my.keras``), exported and run over a
+catalogue by the Beam jobs, against independent references: the model called by Keras on librosa's (or the
+model's own) spectrogram of the decoded audio.
+
+Three models stand for what users bring: a tagger with its own ``keras.layers.MelSpectrogram`` (any length),
+a YAMNet-like model on ``librosa.power_to_db(ref=np.max)`` patches ``[frames, mels, 1]`` with a flattening
+head (fixed length), and a 1D CNN on the waveform ``[samples, 1]``. Level 1's feature 0 of each spectrogram
+model passes the input's rise above its floor through, so what it sounds like is known: the excerpt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from ffmpeg_files import write as write_with_ffmpeg
+from signal_makers import chirp
+
+from export.exporter import build_module, export_run
+from tfaural import audio, listen
+from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
+from tfaural.config import FrontEndConfig, KerasConfig, model_config_from_dict, model_config_to_dict
+from tfaural.errors import ConfigError, ModelError, ParameterError
+from tfaural.formats import parse_manifest, parse_track_record
+from tfaural.pretrained import __main__ as pretrained_cli
+from tfaural.pretrained.keras_model import import_keras_model, read_labels
+from tfaural.training.run import load_run
+from tfaural.visualise import make_figures
+
+SR = 16000
+N_FFT, HOP, N_MELS = 512, 160, 64
+PATCH_FRAMES = 96
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _music(seconds: float, *, seed: int, rate: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    y = (chirp(200, 2000, seconds, sample_rate=rate) + 0.3 * np.sin(2 * np.pi * 330 * t)
+         + 0.2 * np.sin(2 * np.pi * 523 * t))
+    return (0.3 * y + 0.003 * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
+
+
+def _conv_blocks(x: keras.KerasTensor, h: keras.KerasTensor, *, floor: float, name: str, head: str) -> keras.Model:
+    """``h`` [..., 1] -> 1x1 conv whose feature 0 is ``h + floor`` (the rise above the floor) -> two conv blocks ->
+    3 sigmoid tags (``head``: ``"pool"`` any size, ``"flatten"`` a fixed one)."""
+    passthrough = keras.layers.Conv2D(4, 1, activation="relu", name="passthrough")
+    h = passthrough(h)
+    h = keras.layers.MaxPooling2D(2, name="pool2")(
+        keras.layers.Conv2D(8, 3, padding="same", activation="elu", name="block2")(h))
+    h = keras.layers.MaxPooling2D(2, name="pool3")(
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="block3")(h))
+    h = keras.layers.GlobalMaxPooling2D()(h) if head == "pool" else keras.layers.Flatten()(h)
+    model = keras.Model(x, keras.layers.Dense(3, activation="sigmoid", name="tags")(h), name=name)
+    rng = np.random.default_rng(5)
+    for layer in model.layers:
+        if layer.get_weights():
+            layer.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.1 for w in layer.get_weights()])
+    kernel, bias = passthrough.get_weights()
+    kernel[..., 0, 0], bias[0] = 1.0, floor
+    passthrough.set_weights([kernel, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    folder = tmp_path_factory.mktemp("models")
+    x = keras.Input((None,))
+    mel = keras.layers.MelSpectrogram(fft_length=N_FFT, sequence_stride=256, sampling_rate=SR,
+                                      num_mel_bins=N_MELS, name="mel")(x)
+    keras_mel = _conv_blocks(x, keras.layers.Reshape((N_MELS, -1, 1))(mel), floor=80.0, name="keras_mel_tagger",
+                             head="pool")
+    patches = keras.Input((PATCH_FRAMES, N_MELS, 1))
+    db_patches = _conv_blocks(patches, patches, floor=80.0, name="db_patch_tagger", head="flatten")
+    wave = keras.Input((4000, 1))
+    h = keras.layers.Conv1D(8, 9, strides=3, activation="relu", name="wconv1")(wave)
+    h = keras.layers.MaxPooling1D(3, name="wpool1")(h)
+    h = keras.layers.Conv1D(8, 3, activation="relu", name="wconv2")(h)
+    waveform = keras.Model(wave, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(h)),
+                           name="waveform_genres")
+    paths = {}
+    for key, model in (("keras_mel", keras_mel), ("db_patches", db_patches), ("waveform", waveform)):
+        paths[key] = folder / f"{model.name}.keras"
+        model.save(paths[key])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    """44.1 kHz stereo FLAC and MP3 (LAME through FFmpeg), a 22.05 kHz mono OGG, and a corrupt 'MP3'."""
+    folder = tmp_path_factory.mktemp("catalogue")
+    paths = {"flac": folder / "first song.flac", "mp3": folder / "second.mp3", "ogg": folder / "third.ogg",
+             "broken": folder / "broken.mp3"}
+    left = _music(7.0, seed=1, rate=44100)
+    sf.write(paths["flac"], np.stack([left, 0.8 * left], 1), 44100, subtype="PCM_24")
+    write_with_ffmpeg(paths["mp3"], np.stack([_music(7.0, seed=2, rate=44100)] * 2), sample_rate=44100,
+                      kind="mp3-lame")
+    sf.write(paths["ogg"], _music(6.0, seed=3, rate=22050), 22050, subtype="VORBIS")
+    paths["broken"].write_bytes(b"ID3\x04\x00" + os.urandom(300))
+    return paths
+
+
+def _db_max_patch_scores(model: keras.Model, y: np.ndarray, segment: int) -> np.ndarray:
+    """The reference: librosa's dB mel patch of each whole segment (ref=np.max, top_db 80, [frames, mels]),
+    the Keras model on each, averaged."""
+    patches = []
+    for start in range(0, len(y) - segment + 1, segment):
+        mel = librosa.feature.melspectrogram(y=y[start:start + segment], sr=SR, n_fft=N_FFT, hop_length=HOP,
+                                             n_mels=N_MELS, power=2.0)
+        patches.append(librosa.power_to_db(mel, ref=np.max, top_db=80.0).T[..., None])
+    return np.asarray(model(np.stack(patches).astype(np.float32), training=False)).mean(axis=0)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=ENV, timeout=900)
+
+
+def test_front_end_and_keras_configs_round_trip_and_refuse_bad_values() -> None:
+    front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, compression="ln-offset:0.001",
+                           htk=True, mel_norm="none", fmin=125.0, fmax=7500.0, layout="frames_mels")
+    config = KerasConfig(front_end=front, takes="spectrogram", n_fft=N_FFT, hop_length=HOP, n_outputs=521,
+                         segment_length=15200, feature_layers=("a", "b"), source="yamnet.keras")
+    assert model_config_from_dict(json.loads(json.dumps(model_config_to_dict(config)))) == config
+    assert config.stft is not None and (config.stft.n_fft, config.stft.hop_length) == (N_FFT, HOP)
+    assert front.given() == ["--sample-rate", "--n-fft", "--hop-length", "--n-mels", "--compression", "--layout",
+                             "--fmin", "--fmax", "--htk", "--mel-norm"]
+    for bad, match in ((dict(compression="db:3"), "compression 'db:3'"), (dict(compression="ln-offset:-1"), "EPS"),
+                       (dict(layout="time_first"), "layout"), (dict(fmin=100.0, fmax=50.0), "fmax"),
+                       (dict(power=0.0), "power")):
+        with pytest.raises(ConfigError, match=match):
+            FrontEndConfig(sample_rate=SR, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="sample_rate"):
+        KerasConfig(front_end=FrontEndConfig(), n_outputs=3, segment_length=100)
+    with pytest.raises(ConfigError, match="n_fft"):
+        KerasConfig(front_end=FrontEndConfig(sample_rate=SR), takes="spectrogram", n_outputs=3, segment_length=100)
+
+
+def test_an_imported_waveform_model_serves_its_own_outputs(models: dict[str, pathlib.Path],
+                                                           tmp_path: pathlib.Path) -> None:
+    """A 1D CNN on 4000-sample inputs: the run holds the model's own length, the softmax's task, the top levels;
+    the export's scores are the mean of the model's outputs on each whole segment of a clip."""
+    model, info = import_keras_model(models["waveform"], tmp_path / "run", front=FrontEndConfig(sample_rate=8000),
+                                     labels=["calm", "busy"])
+    config = info.model
+    assert isinstance(config, KerasConfig) and config.takes == "waveform" and config.stft is None
+    assert info.segment.length == 4000 and info.task == "single-label" and info.labels == ("calm", "busy")
+    assert config.feature_layers == ("wpool1", "wconv2")  # its two levels: conv + pool, conv
+    assert info.extra["imported"]["reproduction_max_abs_difference"] == 0.0
+    assert isinstance(model.tfaural_config, KerasConfig)
+    auraliser = auraliser_for(model)
+    assert type(auraliser) is Auraliser and auraliser.sample_rate == 8000
+    module, metadata = build_module(model, info, signatures="tagging")
+    assert metadata["family"] == "keras" and metadata["stft"] is None and metadata["segment_length"] == 4000
+    y = np.random.default_rng(0).uniform(-0.5, 0.5, 10_500).astype(np.float32)  # two whole segments and a rest
+    scores = module.call("serving_default", {"waveform": y[None]})["scores"][0]
+    expected = np.asarray(model(y[:8000].reshape(2, 4000, 1), training=False)).mean(axis=0)
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert tuple(metadata["signatures"]) == ("serving_default", "serving_wav", "features")
+
+
+@pytest.mark.slow
+def test_a_db_patch_model_imported_from_the_command_line_is_exported_and_tagged_as_librosa_would(
+        models: dict[str, pathlib.Path], catalogue: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    """CLI import (fresh process) -> export with every signature, verified without tfaural and as TF Serving loads
+    it -> python -m beam_jobs.tag over a mixed catalogue: every file in the manifest once, the broken one failed
+    with its reason, and each track's scores those of the Keras model on librosa's dB patches of the decoded audio."""
+    run_dir, labels = tmp_path / "run", tmp_path / "tags.txt"
+    labels.write_text("piano\nstrings\ndrums\n")
+    done = _run("tfaural.pretrained", str(models["db_patches"]), "--output", str(run_dir), "--labels", str(labels),
+                "--sample-rate", str(SR), "--n-fft", str(N_FFT), "--hop-length", str(HOP), "--n-mels", str(N_MELS),
+                "--compression", "db-max", "--layout", "frames_mels")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "takes spectrogram, 3 outputs (multi-label), segments of 15200 samples" in done.stdout
+    model, info = load_run(run_dir)
+    assert info.labels == ("piano", "strings", "drums") and info.segment.length == (PATCH_FRAMES - 1) * HOP
+    assert isinstance(auraliser_for(model), MelAuraliser)
+    export = pathlib.Path(export_run(run_dir, tmp_path / "export"))
+    metadata = json.loads((export / "assets" / "metadata.json").read_text())
+    assert metadata["family"] == "keras" and metadata["mel"]["compression"] == "db-max"
+    assert metadata["stft"]["hop_length"] == HOP and metadata["input_scaling"] == {"mode": "db-max"}
+    assert set(metadata["signatures"]) == {"serving_default", "serving_wav", "features", "deconvolve", "auralise",
+                                           "attribute"}
+
+    out = tmp_path / "tags"
+    done = _run("beam_jobs.tag", "--input", str(catalogue["flac"].parent / "*"), "--model", str(export),
+                "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = parse_manifest((out / "manifest.jsonl").read_text(), path="manifest.jsonl")
+    assert sorted(pathlib.Path(r.path).name for r in rows) == sorted(p.name for p in catalogue.values())
+    failed = [r for r in rows if r.status == "failed"]
+    assert [pathlib.Path(r.path).name for r in failed] == ["broken.mp3"]
+    assert failed[0].stage == "decode" and "not a readable audio file" in (failed[0].error or "")
+    tagged = {pathlib.Path(row["path"]).name: row for row in map(json.loads, (out / "tags.jsonl").read_text().split(
+        "\n")[:-1])}
+    assert len(tagged) == 3
+    for key in ("flac", "mp3", "ogg"):
+        y, _ = audio.load(catalogue[key], sample_rate=SR)
+        expected = _db_max_patch_scores(model, y, info.segment.length)
+        got = np.array([tagged[catalogue[key].name]["scores"][name] for name in info.labels])
+        # librosa's float64 STFT against tfaural's float32 one, through dB and the model: within 2e-4
+        np.testing.assert_allclose(got, expected, atol=2e-4)
+
+
+@pytest.mark.slow
+def test_a_keras_mel_tagger_is_auralised_by_the_beam_job_as_tfaural_listen_hears_it(
+        models: dict[str, pathlib.Path], catalogue: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    """A model with its own MelSpectrogram, imported with only --sample-rate and --segment-seconds: the auralise
+    job's excerpts and features equal tfaural.listen's on the run's folder (within one 16-bit step), and the
+    passthrough feature sounds like the excerpt."""
+    run_dir = tmp_path / "run"
+    assert pretrained_cli.main([str(models["keras_mel"]), "--output", str(run_dir), "--sample-rate", str(SR),
+                                "--segment-seconds", "2"]) == 0
+    info = load_run(run_dir)[1]
+    config = info.model
+    assert isinstance(config, KerasConfig) and config.takes == "keras mel" and (config.n_fft, config.hop_length) == (
+        N_FFT, 256)
+    assert info.segment.length == 125 * 256
+    export = pathlib.Path(export_run(run_dir, tmp_path / "export"))
+    job_out = tmp_path / "job"
+    done = _run("beam_jobs.auralise", "--input", str(catalogue["flac"].parent / "*"), "--model", str(export),
+                "--output", str(job_out), "--layers", "1,3", "--features", "0,1", "--clip-seconds", "2",
+                "--offset-seconds", "1", "--tags", "0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {pathlib.Path(r.path).name: r for r in parse_manifest((job_out / "manifest.jsonl").read_text(),
+                                                                 path="manifest.jsonl")}
+    assert len(rows) == 4 and rows["broken.mp3"].status == "failed"
+    heard = tmp_path / "listen"
+    summary = listen.listen(str(run_dir), [str(catalogue["flac"]), str(catalogue["mp3"])], str(heard), layers="1,3",
+                            features="0,1", offset=1.0, seconds=2.0, progress=False)
+    assert summary["ok"] == 2
+    for key in ("flac", "mp3"):
+        name = rows[catalogue[key].name].name
+        track = parse_track_record((job_out / name / "track.json").read_text(), path="track.json")
+        for file in track.files():
+            if not file.endswith(".wav"):
+                continue
+            ours, _ = sf.read(job_out / name / file, dtype="float32")
+            theirs, _ = sf.read(heard / name / file, dtype="float32")
+            np.testing.assert_allclose(ours, theirs, atol=2.0**-15 + 1e-7, err_msg=f"{key} {file}")
+        original, _ = sf.read(job_out / name / "original.wav", dtype="float32")
+        passthrough, _ = sf.read(job_out / name / "layer1" / "feature0.wav", dtype="float32")
+        assert float(np.corrcoef(original, passthrough)[0, 1]) > 0.9
+
+
+def test_the_import_names_what_is_missing_or_wrong(models: dict[str, pathlib.Path], tmp_path: pathlib.Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, compression="db-max")
+    cases = [
+        (models["db_patches"], FrontEndConfig(), {}, ParameterError, "--sample-rate"),
+        (models["db_patches"], FrontEndConfig(sample_rate=SR), {}, ParameterError,
+         "pass --n-fft, --hop-length, --n-mels, and --compression"),
+        (models["keras_mel"], FrontEndConfig(sample_rate=SR), {}, ParameterError, "--segment-seconds"),
+        (models["db_patches"], front, {"segment_seconds": 3.0}, ParameterError, "built for inputs of 15200 samples"),
+        (models["db_patches"], front, {"labels": "a,b"}, ParameterError, "2 label name(s) for a model with 3 outputs"),
+        (models["db_patches"], front, {"labels": "a,a,b"}, ParameterError, "a repeat"),
+        (models["db_patches"], front, {"feature_layers": ["nope"]}, ParameterError, "no layer(s) ['nope']"),
+        (models["waveform"], FrontEndConfig(sample_rate=SR, n_mels=64), {}, ParameterError, "--n-mels: model"),
+        (tmp_path / "missing.keras", front, {}, ModelError, "no such file"),
+    ]
+    for path, given, options, error, message in cases:
+        with pytest.raises(error) as caught:
+            import_keras_model(path, tmp_path / "run", front=given, **options)
+        assert message in str(caught.value), (message, str(caught.value))
+        assert not (tmp_path / "run").exists()
+    # a model with two outputs, and one tfaural built
+    x = keras.Input((800, 1))
+    h = keras.layers.Conv1D(2, 3, name="c")(x)
+    keras.Model(x, [keras.layers.GlobalMaxPooling1D()(h), keras.layers.GlobalAveragePooling1D()(h)]).save(
+        tmp_path / "two.keras")
+    with pytest.raises(ModelError, match="has 2 outputs"):
+        import_keras_model(tmp_path / "two.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR))
+    # an existing run is kept unless --overwrite
+    import_keras_model(models["waveform"], tmp_path / "run", front=FrontEndConfig(sample_rate=SR))
+    with pytest.raises(ModelError, match="already holds a run"):
+        import_keras_model(models["waveform"], tmp_path / "run", front=FrontEndConfig(sample_rate=SR))
+    assert read_labels(None, 2) == ("output0", "output1")
+    # the command line: exit 2 with the message; front-end flags refused for a published tagger
+    assert pretrained_cli.main([str(models["db_patches"]), "--output", str(tmp_path / "cli"), "--sample-rate",
+                                str(SR), "--compression", "db:2"]) == 2
+    assert "--compression 'db:2' is invalid" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrained_cli.main(["musicnn/MTT_vgg", "--output", str(tmp_path / "m"), "--n-mels", "96"])
+    assert "--n-mels: for a Keras model file only" in capsys.readouterr().err
+    # tfaural.listen on an imported run needs no front-end options, and refuses them; the figures say where to go
+    imported = load_run(tmp_path / "run")[0]
+    with pytest.raises(ParameterError, match="imported as a run"):
+        listen.auraliser_for_model(imported, FrontEndConfig(sample_rate=SR))
+    with pytest.raises(ModelError, match=r"python -m tfaural\.listen --model RUN_DIR"):
+        make_figures(imported, str(tmp_path / "figures"))

@@ -1,0 +1,235 @@
+"""Any Keras audio CNN imported as a tfaural run: ``python -m tfaural.pretrained my_tagger.keras --output runs/mine``.
+
+The model file holds the architecture and weights; what it does not hold — how a waveform
+becomes the model's input (the front end), the length of one input, the label names — is
+given at import (the flags of ``python -m tfaural.listen``) and written into ``run.json`` as a
+:class:`~tfaural.config.KerasConfig`. From then on the run is like any other: ``python -m
+export`` makes a SavedModel with every signature (tagging, features, deconvolution,
+auralisation, attribution), and the Beam jobs tag, extract features from and auralise whole
+catalogues with it.
+
+The import checks, before anything is written:
+
+* the front end: the model is one :func:`tfaural.auralise.auraliser_for_front_end` can hear
+  (a waveform model, one with its own ``keras.layers.MelSpectrogram``, or one on a spectrogram
+  made as the flags say), with every missing or conflicting flag named;
+* the input length: the model's own when it is built for one (a flattening head); otherwise
+  ``segment_seconds`` (the patch it was trained on) is required;
+* one forward pass on a segment of noise gives one output vector ``[1, n_outputs]``, with as
+  many labels as outputs;
+
+and after writing, that the saved ``model.keras`` reloads (as ``load_run`` will) and gives the
+same outputs as the file it came from (``max |Δ|`` recorded in ``run.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tfaural.config import AudioConfig, FrontEndConfig, KerasConfig, SegmentConfig
+from tfaural.errors import ModelError, ParameterError
+from tfaural.training.run import INFO_FILE, RunInfo, load_run, save_run, write_run_info
+
+__all__ = ["import_keras_model", "read_labels", "FEATURE_LEVELS", "REPRODUCTION_TOLERANCE"]
+
+
+#: How many of the model's top deconvolvable levels the ``features`` signature pools by default.
+FEATURE_LEVELS = 3
+#: Largest difference allowed between the outputs of the saved run and of the file it came from.
+REPRODUCTION_TOLERANCE = 1e-5
+
+
+def read_labels(spec: str | Sequence[str] | None, n_outputs: int) -> tuple[str, ...]:
+    """Label names from a file (one per line), a comma-separated list, or ``None`` (``output0``, ``output1``, ...).
+
+    Raises:
+        ParameterError: If the count differs from ``n_outputs``, or a name is empty or repeated.
+    """
+    if spec is None:
+        return tuple(f"output{i}" for i in range(n_outputs))
+    if isinstance(spec, str):
+        if os.path.isfile(spec):
+            with open(spec, encoding="utf-8") as handle:
+                names = [line.strip() for line in handle if line.strip()]
+            where = f"--labels {spec}"
+        else:
+            names = [part.strip() for part in spec.split(",")]
+            where = "--labels"
+    else:
+        names, where = [str(name).strip() for name in spec], "labels"
+    if len(names) != n_outputs:
+        raise ParameterError(f"{where}: {len(names)} label name(s) for a model with {n_outputs} outputs; give one "
+                             "name per output, in output order (a file with one per line, or a comma-separated list)")
+    if any(not name for name in names) or len(set(names)) != len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise ParameterError(f"{where}: label names must be non-empty and distinct"
+                             + (f" ({', '.join(repeated)} repeat)" if repeated else ""))
+    return tuple(names)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _takes(auraliser: Any) -> tuple[str, int | None, int | None]:
+    """``(takes, n_fft, hop_length)`` of an auraliser of :func:`tfaural.auralise.auraliser_for_front_end`."""
+    from tfaural.auralise import MelAuraliser
+
+    if not isinstance(auraliser, MelAuraliser):
+        return "waveform", None, None
+    return ("keras mel" if auraliser.takes == "waveform" else "spectrogram"), auraliser.n_fft, auraliser.hop_length
+
+
+def _segment_length(auraliser: Any, *, segment_seconds: float | None, sample_rate: int, model_name: str) -> int:
+    """Samples of one model input: the model's own, or ``segment_seconds`` (centred frames: ``(frames - 1) × hop``)."""
+    from tfaural.auralise import fixed_input_samples
+
+    fixed = fixed_input_samples(auraliser)
+    if fixed is not None:
+        if segment_seconds is not None and abs(segment_seconds * sample_rate - fixed) >= 1:
+            raise ParameterError(f"--segment-seconds {segment_seconds:g}: model {model_name!r} is built for inputs of "
+                                 f"{fixed} samples ({fixed / sample_rate:g} s at {sample_rate} Hz); leave it out")
+        return fixed
+    if segment_seconds is None:
+        raise ParameterError(f"model {model_name!r} takes inputs of any length: pass --segment-seconds, the length "
+                             "of the patches it was trained on (a clip is tagged patch by patch, and the scores "
+                             "averaged)")
+    if not (np.isfinite(segment_seconds) and segment_seconds > 0):
+        raise ParameterError(f"--segment-seconds {segment_seconds!r} is invalid: expected a positive number")
+    samples = int(round(segment_seconds * sample_rate))
+    _, _, hop = _takes(auraliser)
+    if hop is not None:  # whole frames: (frames - 1) hops give `frames` centred frames
+        samples = max(1, int(round(samples / hop))) * hop
+    return samples
+
+
+def _outputs(model: Any, x: Any) -> np.ndarray:
+    outputs = model(x, training=False)
+    if isinstance(outputs, (list, tuple, dict)):
+        raise ModelError(f"model {model.name!r} has {len(outputs)} outputs; a tagger with one output vector "
+                         "[batch, n_outputs] can be imported (make a model of the one you want: "
+                         "keras.Model(model.inputs, model.outputs[i]))")
+    return np.asarray(outputs)
+
+
+def import_keras_model(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    front: FrontEndConfig,
+    labels: str | Sequence[str] | None = None,
+    task: str | None = None,
+    segment_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    feature_layers: Sequence[str] | None = None,
+    trust_lambda: bool = False,
+    overwrite: bool = False,
+) -> tuple[Any, RunInfo]:
+    """Imports a Keras model file as a run directory (module docstring).
+
+    Args:
+        model_path: The ``.keras`` (or ``.h5``) file.
+        output: The run directory to write (``model.keras`` + ``run.json``).
+        front: What the model takes where its file does not say it (``sample_rate`` at least).
+        labels: Label names (:func:`read_labels`; ``None``: ``output0``, ``output1``, ...).
+        task: ``"multi-label"`` or ``"single-label"`` (``None``: single-label for a softmax output layer).
+        segment_seconds: Length of one model input, for a model that takes any length.
+        hop_seconds: Hop between a clip's segments (``None``: the segment length, contiguous).
+        feature_layers: Layers the ``features`` signature pools (``None``: the top :data:`FEATURE_LEVELS`
+            deconvolvable levels).
+        trust_lambda: Load (and later reload) ``Lambda`` layers' code.
+        overwrite: Replace a run already in ``output``.
+
+    Returns:
+        ``(keras_model, info)`` as :func:`tfaural.training.run.load_run` returns them.
+
+    Raises:
+        ModelError: The file cannot be loaded or used (named).
+        ParameterError: Missing, conflicting or invalid settings (named as flags).
+    """
+    from tfaural.auralise import auraliser_for_front_end
+    from tfaural.models.keras_files import load_model_file
+
+    source, root = os.fspath(model_path), os.fspath(output)
+    if os.path.exists(os.path.join(root, INFO_FILE)) and not overwrite:
+        raise ModelError(f"{root!r} already holds a run ({INFO_FILE}); choose another --output or pass --overwrite")
+    if front.sample_rate is None:
+        raise ParameterError("pass the model's --sample-rate (in Hz): every imported model needs it")
+    model = load_model_file(source, trust_lambda=trust_lambda, flag="model")
+    if getattr(model, "tfaural_config", None) is not None:
+        raise ModelError(f"{source}: model {model.name!r} was built by tfaural and already is a run's model; "
+                         "export its run (python -m export --run RUN_DIR) instead of importing it")
+    auraliser = auraliser_for_front_end(model, front)
+    takes, n_fft, hop_length = _takes(auraliser)
+    sample_rate = int(front.sample_rate)
+    if takes != "waveform" and auraliser.sample_rate != sample_rate:
+        raise ParameterError(f"--sample-rate {sample_rate}: the model's MelSpectrogram layer has sampling_rate="
+                             f"{auraliser.sample_rate}")
+    length = _segment_length(auraliser, segment_seconds=segment_seconds, sample_rate=sample_rate,
+                             model_name=model.name)
+    hop = None
+    if hop_seconds is not None:
+        if not (np.isfinite(hop_seconds) and hop_seconds > 0):
+            raise ParameterError(f"--hop-seconds {hop_seconds!r} is invalid: expected a positive number")
+        hop = max(1, int(round(hop_seconds * sample_rate)))
+        hop = None if hop == length else hop
+
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (1, length)).astype(np.float32)
+    x = auraliser.model_input(noise)
+    try:
+        scores = _outputs(model, x)
+    except ModelError:
+        raise
+    except Exception as err:  # the model refused the input its front end makes: say what was fed
+        raise ModelError(f"model {model.name!r} refused a {length}-sample segment as its front end makes it "
+                         f"(shape {tuple(x.shape)}): {type(err).__name__}: {str(err).strip().splitlines()[0]}"
+                         ) from None
+    if scores.ndim != 2 or scores.shape[0] != 1:
+        raise ModelError(f"model {model.name!r} gives outputs of shape {scores.shape[1:]} per input; a tagger gives "
+                         "one vector [n_outputs] per input (pool or flatten over time inside the model)")
+    n_outputs = int(scores.shape[1])
+    names = read_labels(labels, n_outputs)
+    if task is None:
+        activation = getattr(model.layers[-1], "activation", None)
+        task = "single-label" if getattr(activation, "__name__", "") == "softmax" else "multi-label"
+    net = auraliser.net
+    if feature_layers is None:
+        chosen = tuple(net.layer_names[level] for level in net.levels[-FEATURE_LEVELS:])
+    else:
+        chosen = tuple(feature_layers)
+        known = {layer.name for layer in model.layers}
+        unknown = [name for name in chosen if name not in known]
+        if unknown or not chosen:
+            raise ParameterError(f"--feature-layers {','.join(chosen)}: model {model.name!r} has no layer(s) "
+                                 f"{unknown}; its deconvolvable levels are "
+                                 f"{', '.join(net.layer_names[level] for level in net.levels)}")
+    config = KerasConfig(front_end=front, takes=takes, n_fft=n_fft, hop_length=hop_length, n_outputs=n_outputs,
+                         segment_length=length, feature_layers=chosen, trust_lambda=bool(trust_lambda),
+                         source=os.path.basename(source))
+    info = RunInfo(
+        model=config, labels=names, task=task, audio=AudioConfig(sample_rate=sample_rate),
+        segment=SegmentConfig(length=length, hop=hop),
+        extra={"imported": {"file": os.path.abspath(source), "sha256": _sha256(source), "model_name": model.name,
+                            "levels": {str(level): net.layer_names[level] for level in net.levels}}},
+    )
+    save_run(root, model, info)
+    reloaded, info = load_run(root)
+    difference = float(np.max(np.abs(_outputs(reloaded, x) - scores)))
+    if not difference <= REPRODUCTION_TOLERANCE:
+        raise ModelError(f"{root}: the saved model gives outputs {difference:.3g} away from {source}'s (tolerance "
+                         f"{REPRODUCTION_TOLERANCE:g}); the file does not survive Keras's save and reload")
+    info = dataclasses.replace(info, extra={**info.extra, "imported": {
+        **info.extra["imported"], "reproduction_max_abs_difference": difference}})
+    write_run_info(root, info)
+    return reloaded, info
+
