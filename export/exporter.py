@@ -117,8 +117,7 @@ def build_module(
         deconv_shape = ["batch", "k", "mels", "frames"]
     elif isinstance(config, KerasConfig):
         # the model's input domain (or its front end's output), as the deconvolution network has it
-        domain = module.deconvolution_domain_shape
-        deconv_shape = ["batch", "k", *("frames" if d is None else int(d) for d in domain[1:])]
+        deconv_shape = ["batch", "k", *("frames" if d is None else int(d) for d in module.deconvolved_shape)]
         if config.front_end.compression is not None:
             input_scaling = {"mode": config.front_end.compression}
     feature_levels = [

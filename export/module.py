@@ -59,7 +59,7 @@ from tensorflow.python.ops import control_flow_switch_case
 from export.budget import WorkBudget, budget_for
 from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, resolve_signatures, signature_names
 from tfaural import spectral
-from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, walk_bytes
+from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, deconv_net_for, walk_bytes
 from tfaural.config import ChoiConfig, KerasConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ExportError
@@ -208,7 +208,7 @@ class ServingModule(tf.Module):
         self._keras = _Untracked({"model": model})
         self.model_variables = [variable.value for variable in model.variables]
         self._config = config
-        self._net = DeconvNet(model) if "deconvolve" in signature_names(family) else None
+        self._net = deconv_net_for(model) if "deconvolve" in signature_names(family) else None
         if budget is None:
             budget = budget_for(family, architecture=getattr(config, "architecture", None))
         front = None
@@ -230,13 +230,16 @@ class ServingModule(tf.Module):
                         auraliser_for(model, chunk_elements=chunk, net=self._net)})
             if "auralise" in signature_names(family) or front is not None else None
         )
-        self._keras.items["features"] = keras.Model(
-            model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
-            name="serving_features",
-        )
+        if front is None:
+            self._keras.items["features"] = keras.Model(
+                model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
+                name="serving_features",
+            )
         # One model per deconvolvable layer returning (that layer's maps, the scores) from one pass, for
         # the gradients of ``attribute`` (weights shared with self.model; untracked: nothing saved twice).
-        self._attribution_models = _Untracked({
+        # An imported Keras model's layers may sit inside a nested model (a keras.applications backbone), out of
+        # get_layer's reach: its maps come from the deconvolution network's flattened graph instead.
+        self._attribution_models = _Untracked({} if front is not None else {
             level: keras.Model(model.inputs[0], [model.get_layer(self._settings.layer_names[level]).output,
                                                  model.outputs[0]], name=f"attribution_{level}")
             for level in self._settings.levels
@@ -260,9 +263,20 @@ class ServingModule(tf.Module):
         """The exported Keras model."""
         return self._keras.items["model"]
 
+    def _feature_maps(self, x: tf.Tensor) -> list[tf.Tensor]:
+        """The feature layers' maps of the model's input ``x``."""
+        if "features" in self._keras.items:
+            return list(self._keras.items["features"](x, training=False))
+        assert self._net is not None
+        return self._net.layer_outputs(x, self._settings.feature_layers)
+
     @property
-    def _feature_model(self) -> keras.Model:
-        return self._keras.items["features"]
+    def _feature_outputs(self) -> list[Any]:
+        """The feature layers' symbolic outputs (shapes and dtypes)."""
+        if "features" in self._keras.items:
+            return list(self._keras.items["features"].outputs)
+        assert self._net is not None
+        return [self._net.symbolic_output(name) for name in self._settings.feature_layers]
 
     @property
     def settings(self) -> _Settings:
@@ -271,14 +285,14 @@ class ServingModule(tf.Module):
 
     @property
     def model_config(self) -> Any:
-        """The model's tfaural config (ChoiConfig or SampleCNNConfig)."""
+        """The model's tfaural config (:data:`tfaural.config.MODEL_CONFIGS`)."""
         return self._config
 
     @property
-    def deconvolution_domain_shape(self) -> tuple[int | None, ...]:
-        """Shape ``[batch, ...]`` of what the deconvolution gives back per feature (the model's input domain)."""
+    def deconvolved_shape(self) -> tuple[int | None, ...]:
+        """Shape of the deconvolved maps of one input and feature (``deconvolve``'s ``[batch, k, ...]`` after ``k``)."""
         assert self._net is not None
-        return tuple(self._net.domain_shape)
+        return self._net.output_shape
 
     @property
     def signature_names(self) -> tuple[str, ...]:
@@ -573,7 +587,7 @@ class ServingModule(tf.Module):
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
         flat, mask, _ = self._segments(waveform, lengths)
         maps = self._run_chunked(
-            lambda x: list(self._feature_model(self._model_input(x), training=False)), flat, self._feature_model.outputs
+            lambda x: self._feature_maps(self._model_input(x)), flat, self._feature_outputs
         )
         batch, n_segments = tf.shape(mask)[0], tf.shape(mask)[1]
         outputs: dict[str, tf.Tensor] = {}
@@ -693,13 +707,21 @@ class ServingModule(tf.Module):
         row_tags = tf.reshape(tf.tile(tf.transpose(tags)[:, :, tf.newaxis], [1, 1, n_segments]), [-1])
 
         def branch(level: int) -> tf.Tensor:
-            model = self._attribution_models.items[level]
+            model = self._attribution_models.items.get(level)
+            name = s.layer_names[level]
+
+            def maps_and_scores(inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                if model is not None:
+                    return model(inputs, training=False)
+                assert self._net is not None
+                maps, predictions = self._net.layer_outputs(inputs, [name], with_model_output=True)
+                return maps, predictions
             channels = s.features_per_layer[level]
 
             def contributions(x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
                 with tf.GradientTape() as tape:
                     inputs = self._model_input(x)
-                    maps, predictions = model(inputs, training=False)
+                    maps, predictions = maps_and_scores(inputs)
                     chosen = tf.reduce_sum(predictions * tf.one_hot(labels, n_labels, dtype=predictions.dtype))
                 gradient = tape.gradient(chosen, maps)
                 axes = list(range(1, len(maps.shape) - 1))
@@ -812,6 +834,12 @@ def _settings(
     if not (isinstance(max_batch_segments, int) and max_batch_segments >= 1):
         raise ExportError(f"max_batch_segments={max_batch_segments!r} is invalid: expected a positive integer")
     levels = tuple(net.levels) if net is not None else ()
+    if isinstance(config, KerasConfig) and config.levels is not None and levels:  # the import's choice
+        first, last = config.levels
+        if last > levels[-1]:
+            raise ExportError(f"run.json's model config asks for levels {first}-{last}, but the model has "
+                              f"{levels[-1]}")
+        levels = tuple(level for level in levels if first <= level <= last)
     if levels and list(levels) != list(range(levels[0], levels[-1] + 1)):
         raise ExportError(f"deconvolvable layers {levels} are not consecutive")
     return _Settings(
@@ -833,7 +861,8 @@ def _settings(
         features_per_layer={level: net.n_features(level) for level in levels} if net is not None else {},
         layer_names={level: net.layer_names[level] for level in levels} if net is not None else {},
         feature_layers=feature_layers,
-        feature_channels=tuple(int(model.get_layer(name).output.shape[-1]) for name in feature_layers),
+        feature_channels=tuple(int((net.symbolic_output(name) if isinstance(config, KerasConfig) and net is not None
+                                    else model.get_layer(name).output).shape[-1]) for name in feature_layers),
     )
 
 
@@ -846,6 +875,6 @@ def _keras_deconv_seconds(front: Auraliser, budget: WorkBudget, info: RunInfo) -
     """The longest ``deconvolve``/``auralise`` clip of an imported Keras model: the budget's, or shorter where one
     feature's walk would hold more than :data:`KERAS_WALK_BYTES` (at least one segment, in whole seconds)."""
     rate, length = info.audio.sample_rate, info.segment.length
-    per_second = walk_bytes(front, rate) / 1.0
-    seconds = min(float(budget.max_deconv_seconds), max(1.0, float(int(KERAS_WALK_BYTES / max(per_second, 1.0)))))
+    per_second = max(walk_bytes(front, rate), 1)
+    seconds = min(float(budget.max_deconv_seconds), max(1.0, float(KERAS_WALK_BYTES // per_second)))
     return max(seconds, length / rate)

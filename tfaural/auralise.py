@@ -79,6 +79,7 @@ __all__ = [
     "MelAuraliser",
     "auraliser_for",
     "auraliser_for_front_end",
+    "deconv_net_for",
     "front_end_filterbank",
     "fixed_input_samples",
     "WALK_TENSORS",
@@ -884,10 +885,19 @@ def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None,
     (``net``: a deconvolution network of ``model`` to share, see :class:`Auraliser`)."""
     config = config_from_model(model)
     if isinstance(config, KerasConfig):
-        return auraliser_for_front_end(model, config.front_end, chunk_elements=chunk_elements, net=net)
+        return auraliser_for_front_end(model, config.front_end, chunk_elements=chunk_elements,
+                                       net=net if net is not None else deconv_net_for(model))
     if isinstance(config, MusicnnConfig):
         return MelAuraliser(model, chunk_elements=chunk_elements, net=net)
     return Auraliser(model, chunk_elements=chunk_elements, net=net)
+
+
+def deconv_net_for(model: keras.Model, *, method: str = "deconvnet") -> DeconvNet:
+    """The deconvolution network of a run's model: an imported Keras model's ends where its front end says
+    (``input_layer``: the model's own compression layer), every other at the model's input or front end."""
+    config = getattr(model, "tfaural_config", None)
+    input_layer = config.front_end.input_layer if isinstance(config, KerasConfig) else None
+    return DeconvNet(model, method=method, input_layer=input_layer)
 
 
 def front_end_filterbank(front: FrontEndConfig) -> np.ndarray | str | None:

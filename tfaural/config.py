@@ -806,6 +806,8 @@ class KerasConfig(Config):
             at import for a model of any length).
         feature_layers: Layers whose maps the ``features`` signature max- and mean-pools (the top three
             deconvolvable levels by default).
+        levels: ``(first, last)``: the deconvolvable levels an export deconvolves and auralises (``None``: all;
+            each level's walk is traced into the export, so a deep model's export is smaller with fewer).
         trust_lambda: The model holds ``Lambda`` layers whose code the importer was told to trust.
         source: The file the model was imported from (for the record).
     """
@@ -818,6 +820,7 @@ class KerasConfig(Config):
     n_outputs: int = 1
     segment_length: int = 1
     feature_layers: tuple[str, ...] = ()
+    levels: tuple[int, ...] | None = None
     trust_lambda: bool = False
     source: str = ""
 
@@ -838,6 +841,9 @@ class KerasConfig(Config):
         _require(isinstance(self.feature_layers, tuple) and all(
             isinstance(name, str) and name for name in self.feature_layers), cls, "feature_layers",
             self.feature_layers, "a tuple of layer names")
+        _require(self.levels is None or (isinstance(self.levels, tuple) and len(self.levels) == 2 and all(
+            _is_positive_int(v) for v in self.levels) and self.levels[0] <= self.levels[1]), cls, "levels",
+            self.levels, "None or (first, last) levels, 1 <= first <= last")
         _require(isinstance(self.trust_lambda, bool), cls, "trust_lambda", self.trust_lambda, "a bool")
         _require(isinstance(self.source, str), cls, "source", self.source, "a string")
 

@@ -1179,6 +1179,7 @@ class _Graph:
         if len(functional.inputs) != 1:
             raise ModelError(f"model {model.name!r} has {len(functional.inputs)} inputs; expected one")
         self.input = functional.inputs[0]
+        self.output = functional.outputs[0]
         self.steps: list[_Step] = []
         self.producer: dict[int, _Step] = {}
         self.consumers: dict[int, list[_Step]] = {}
@@ -1477,6 +1478,30 @@ class DeconvNet:
             result[layer] = feature_maxima(seed, tf.range(int(seed.shape[-1]), dtype=tf.int32))
         return result
 
+    def symbolic_output(self, name: str) -> Any:
+        """The symbolic (Keras) output of layer ``name``, nested models' layers included: its ``shape`` and
+        ``dtype``.
+
+        Raises:
+            ParameterError: If the model has no such layer. ModelError: If the layer is called more than once.
+        """
+        return self._graph.step(name).node.outputs[0]
+
+    def layer_outputs(self, x: tf.Tensor | np.ndarray, names: Sequence[str], *,
+                      with_model_output: bool = False) -> list[tf.Tensor]:
+        """The outputs of layers ``names`` on ``x`` from one forward pass (inference mode), nested models' layers
+        included, where ``model.get_layer(name).output`` cannot reach them; with ``with_model_output`` the
+        model's output last (from the same pass, so a ``tf.GradientTape`` links the two).
+
+        Raises:
+            ParameterError: If the model has no such layer. ModelError: If a layer is called more than once.
+        """
+        targets = [self._graph.step(name).output for name in names]
+        if with_model_output:
+            targets.append(id(self._graph.output))
+        values = self._graph.forward(self._model_input(x), targets)
+        return [values[target] for target in targets]
+
     def _model_input(self, x: tf.Tensor | np.ndarray) -> tf.Tensor:
         x = tf.convert_to_tensor(x, tf.float32)
         expected = self._graph.input.shape
@@ -1653,8 +1678,19 @@ class DeconvNet:
         producer = self._graph.producer.get(tensor)
         return tensor == self._domain or (producer is not None and producer.index in self._domain_steps)
 
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """The shape of the deconvolved maps of one input and feature, in the documented layout (module
+        docstring): ``domain_shape[1:]`` without a trailing channel axis of 1, or ``(channels, steps)``."""
+        shape = tuple(self.domain_shape)
+        if len(shape) >= 3 and shape[-1] == 1:
+            return shape[1:-1]
+        if len(shape) == 3:
+            return (shape[2], shape[1])
+        return shape[1:]
+
     def _to_output_layout(self, y: tf.Tensor) -> tf.Tensor:
-        """``[batch, k, *domain_shape]`` -> the documented layout."""
+        """``[batch, k, *domain_shape]`` -> the documented layout (:attr:`output_shape`)."""
         shape = self.domain_shape
         if len(shape) >= 3 and shape[-1] == 1:
             return y[..., 0]  # [batch, k, freq, frames] or [batch, k, samples]

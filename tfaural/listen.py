@@ -142,19 +142,14 @@ def auraliser_for_model(model: Any, front: FrontEndConfig, *, method: str = "dec
         ModelError: If the model is none of the kinds that function takes, or cannot be deconvolved.
         ParameterError: For missing, conflicting or invalid front-end options.
     """
-    from tfaural.auralise import auraliser_for_front_end
+    from tfaural.auralise import auraliser_for, auraliser_for_front_end, deconv_net_for
     from tfaural.config import KerasConfig
 
-    if isinstance(getattr(model, "tfaural_config", None), KerasConfig) and front.given():
-        raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was imported as a run, whose "
-                             "run.json says what it takes; leave the front-end options out")
     if isinstance(getattr(model, "tfaural_config", None), KerasConfig):
-        from tfaural.auralise import auraliser_for
-        from tfaural.deconv import DeconvNet
-
-        config = model.tfaural_config
-        net = DeconvNet(model, method=method, input_layer=config.front_end.input_layer)
-        auraliser = auraliser_for(model, chunk_elements=chunk_elements, net=net)
+        if front.given():
+            raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was imported as a run, whose "
+                                 "run.json says what it takes; leave the front-end options out")
+        auraliser = auraliser_for(model, chunk_elements=chunk_elements, net=deconv_net_for(model, method=method))
     else:
         auraliser = auraliser_for_front_end(model, front, method=method, chunk_elements=chunk_elements)
     assert auraliser.sample_rate is not None

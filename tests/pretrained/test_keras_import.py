@@ -21,6 +21,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+import tensorflow as tf
 from ffmpeg_files import write as write_with_ffmpeg
 from signal_makers import chirp
 
@@ -163,6 +164,48 @@ def test_an_imported_waveform_model_serves_its_own_outputs(models: dict[str, pat
     expected = np.asarray(model(y[:8000].reshape(2, 4000, 1), training=False)).mean(axis=0)
     np.testing.assert_allclose(scores, expected, atol=1e-6)
     assert tuple(metadata["signatures"]) == ("serving_default", "serving_wav", "features")
+    assert metadata["deconvolvable_layers"] == [1, 2]
+    # --levels: the export deconvolves a range of them only
+    model, info = import_keras_model(models["waveform"], tmp_path / "run2", front=FrontEndConfig(sample_rate=8000),
+                                     levels="2")
+    assert info.model.levels == (2, 2)
+    assert build_module(model, info, signatures="tagging")[1]["deconvolvable_layers"] == [2]
+
+
+def test_a_model_with_its_own_compression_layer_is_served_and_deconvolved_from_that_layer(
+        tmp_path: pathlib.Path) -> None:
+    """Mel power in, ``Lambda(log10(1 + 10000 m))`` inside (code: --trust-lambda), named by --input-layer: the run
+    reloads the Lambda, the export's scores are the model's on librosa's mel power, and its deconvolution ends at
+    that layer's input."""
+    x = keras.Input((N_MELS, None, 1))
+    log_mel = keras.layers.Lambda(lambda m: tf.math.log(1.0 + 10000.0 * m) / tf.math.log(10.0), name="log_mel")(x)
+    model = _conv_blocks(x, log_mel, floor=0.0, name="lambda_tagger", head="pool")
+    model.save(tmp_path / "lambda.keras")
+    front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, input_layer="log_mel",
+                           compression="log10-1p:10000")
+    with pytest.raises(ModelError, match="--trust-lambda"):
+        import_keras_model(tmp_path / "lambda.keras", tmp_path / "run", front=front, segment_seconds=1.0)
+    model, info = import_keras_model(tmp_path / "lambda.keras", tmp_path / "run", front=front, segment_seconds=1.0,
+                                     trust_lambda=True)
+    assert info.segment.length == 100 * HOP and info.model.trust_lambda
+    auraliser = auraliser_for(model)
+    assert isinstance(auraliser, MelAuraliser) and auraliser.takes == "mel power"
+    module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve"])
+    assert metadata["deconvolvable_layers"] == [1, 2, 3] and metadata["mel"]["input_layer"] == "log_mel"
+    y = _music(2.5, seed=4)
+    scores = module.call("serving_default", {"waveform": y[None]})["scores"][0]
+    segment = info.segment.length
+    mels = [librosa.feature.melspectrogram(y=y[i:i + segment], sr=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
+            for i in (0, segment)]
+    expected = np.asarray(model(np.stack(mels)[..., None].astype(np.float32), training=False)).mean(axis=0)
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    out = module.call("deconvolve", {"waveform": y[None, :segment], "layer": np.int32(1),
+                                     "features": np.array([0], np.int32)})
+    assert out["deconvolved"].shape == (1, 1, N_MELS, 101) and out["spectrogram"].shape == (1, N_MELS, 101)
+    assert metadata["signatures"]["deconvolve"]["outputs"]["deconvolved"]["shape"] == ["batch", "k", N_MELS, "frames"]
+    # feature 0 of level 1 passes log10(1 + 10000 m) through: its deconvolution is the compressed input
+    compressed = np.log10(1 + 10000 * out["spectrogram"][0])
+    np.testing.assert_allclose(out["deconvolved"][0, 0], compressed, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -261,6 +304,8 @@ def test_the_import_names_what_is_missing_or_wrong(models: dict[str, pathlib.Pat
         (models["db_patches"], front, {"labels": "a,b"}, ParameterError, "2 label name(s) for a model with 3 outputs"),
         (models["db_patches"], front, {"labels": "a,a,b"}, ParameterError, "a repeat"),
         (models["db_patches"], front, {"feature_layers": ["nope"]}, ParameterError, "no layer(s) ['nope']"),
+        (models["db_patches"], front, {"levels": "1,3"}, ParameterError, "a range of consecutive levels"),
+        (models["db_patches"], front, {"levels": "2-5"}, ParameterError, "--levels"),
         (models["waveform"], FrontEndConfig(sample_rate=SR, n_mels=64), {}, ParameterError, "--n-mels: model"),
         (tmp_path / "missing.keras", front, {}, ModelError, "no such file"),
     ]

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from tfaural.cli import add_front_end_flags, add_verbose_flag, front_end_from_args
@@ -93,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              help="default: single-label for a softmax output layer, else multi-label")
     keras_group.add_argument("--feature-layers", help="comma-separated layers the features signature pools "
                              "(default: the top three deconvolvable levels)")
+    keras_group.add_argument("--levels", help="range of levels the export deconvolves and auralises, e.g. 1-12 "
+                             "(default: all; each is traced into the export, so a deep model exports faster with "
+                             "fewer)")
     keras_group.add_argument("--trust-lambda", action="store_true",
                              help="load a model with Lambda layers (Python code in the file: only files you trust)")
     add_front_end_flags(parser)
@@ -104,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _import_keras(args)
     keras_only = [flag for flag, value in (("--labels", args.labels), ("--segment-seconds", args.segment_seconds),
                                            ("--hop-seconds", args.hop_seconds), ("--task", args.task),
-                                           ("--feature-layers", args.feature_layers))
+                                           ("--feature-layers", args.feature_layers), ("--levels", args.levels))
                   if value is not None] + (["--trust-lambda"] if args.trust_lambda else [])
     try:
         keras_only += front_end_from_args(args).given()
@@ -144,11 +148,13 @@ def _import_keras(args: argparse.Namespace) -> int:
         from tfaural.pretrained.keras_model import import_keras_model
 
         layers = None if args.feature_layers is None else [n.strip() for n in args.feature_layers.split(",")]
-        _, info = import_keras_model(
-            args.model, args.output, front=front_end_from_args(args), labels=args.labels, task=args.task,
-            segment_seconds=args.segment_seconds, hop_seconds=args.hop_seconds, feature_layers=layers,
-            trust_lambda=args.trust_lambda, overwrite=args.overwrite,
-        )
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", UserWarning)
+            _, info = import_keras_model(
+                args.model, args.output, front=front_end_from_args(args), labels=args.labels, task=args.task,
+                segment_seconds=args.segment_seconds, hop_seconds=args.hop_seconds, feature_layers=layers,
+                levels=args.levels, trust_lambda=args.trust_lambda, overwrite=args.overwrite,
+            )
     except TfauralError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -157,7 +163,14 @@ def _import_keras(args: argparse.Namespace) -> int:
     print(f"imported {args.model} into {args.output}: {imported['model_name']!r}, takes "
           f"{getattr(config, 'takes', '?')}, {len(info.labels)} outputs ({info.task}), segments of "
           f"{info.segment.length} samples ({info.segment.length / rate:.3g} s at {rate} Hz)")
-    print(f"  levels: {', '.join(f'{k}={v}' for k, v in imported['levels'].items())}")
+    span = getattr(config, "levels", None)
+    named = [f"{k}={v}" for k, v in sorted(imported["levels"].items(), key=lambda item: int(item[0]))]
+    shown = named if len(named) <= 8 else [*named[:4], "...", *named[-3:]]
+    print(f"  {len(named)} levels: {', '.join(shown)}"
+          + (f"; the export deconvolves {span[0]}-{span[1]}" if span else ""))
+    for note in notes:
+        if issubclass(note.category, UserWarning):
+            print(f"note: {note.message}", file=sys.stderr)
     print(f"  the saved run reproduces the file's outputs to {imported['reproduction_max_abs_difference']:.2g}")
     print(f"next: python -m export --run {args.output} --output exports/NAME")
     return 0

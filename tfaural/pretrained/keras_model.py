@@ -27,13 +27,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tfaural.config import AudioConfig, FrontEndConfig, KerasConfig, SegmentConfig
-from tfaural.errors import ModelError, ParameterError
+from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.training.run import INFO_FILE, RunInfo, load_run, save_run, write_run_info
 
 __all__ = ["import_keras_model", "read_labels", "FEATURE_LEVELS", "REPRODUCTION_TOLERANCE"]
@@ -41,6 +42,8 @@ __all__ = ["import_keras_model", "read_labels", "FEATURE_LEVELS", "REPRODUCTION_
 
 #: How many of the model's top deconvolvable levels the ``features`` signature pools by default.
 FEATURE_LEVELS = 3
+#: More levels than this get a warning at import (their export traces each level's walk: see ``--levels``).
+MANY_LEVELS = 12
 #: Largest difference allowed between the outputs of the saved run and of the file it came from.
 REPRODUCTION_TOLERANCE = 1e-5
 
@@ -113,6 +116,19 @@ def _segment_length(auraliser: Any, *, segment_seconds: float | None, sample_rat
     return samples
 
 
+def _levels(spec: str | None, available: Sequence[int]) -> tuple[int, int] | None:
+    """``(first, last)`` of a ``--levels`` range such as ``1-12`` (``None``: all)."""
+    if spec is None:
+        return None
+    from tfaural.cli import parse_index_list
+
+    chosen = parse_index_list(spec, flag="--levels", valid=list(available))
+    if list(chosen) != list(range(chosen[0], chosen[-1] + 1)):
+        raise ParameterError(f"--levels {spec}: expected a range of consecutive levels such as 1-8 (the export's "
+                             "deconvolve and auralise take one of a range)")
+    return chosen[0], chosen[-1]
+
+
 def _outputs(model: Any, x: Any) -> np.ndarray:
     outputs = model(x, training=False)
     if isinstance(outputs, (list, tuple, dict)):
@@ -132,6 +148,7 @@ def import_keras_model(
     segment_seconds: float | None = None,
     hop_seconds: float | None = None,
     feature_layers: Sequence[str] | None = None,
+    levels: str | None = None,
     trust_lambda: bool = False,
     overwrite: bool = False,
 ) -> tuple[Any, RunInfo]:
@@ -147,6 +164,8 @@ def import_keras_model(
         hop_seconds: Hop between a clip's segments (``None``: the segment length, contiguous).
         feature_layers: Layers the ``features`` signature pools (``None``: the top :data:`FEATURE_LEVELS`
             deconvolvable levels).
+        levels: ``"first-last"``: the levels an export deconvolves and auralises (``None``: all; a model of
+            more than :data:`MANY_LEVELS` gets a warning: each level's walk is traced into the export).
         trust_lambda: Load (and later reload) ``Lambda`` layers' code.
         overwrite: Replace a run already in ``output``.
 
@@ -207,14 +226,24 @@ def import_keras_model(
         chosen = tuple(net.layer_names[level] for level in net.levels[-FEATURE_LEVELS:])
     else:
         chosen = tuple(feature_layers)
-        known = {layer.name for layer in model.layers}
-        unknown = [name for name in chosen if name not in known]
+        unknown = []
+        for name in chosen:  # nested models' layers (a keras.applications backbone) count
+            try:
+                net.symbolic_output(name)
+            except TfauralError:
+                unknown.append(name)
         if unknown or not chosen:
             raise ParameterError(f"--feature-layers {','.join(chosen)}: model {model.name!r} has no layer(s) "
                                  f"{unknown}; its deconvolvable levels are "
                                  f"{', '.join(net.layer_names[level] for level in net.levels)}")
+    span = _levels(levels, net.levels)
+    if span is None and len(net.levels) > MANY_LEVELS:
+        warnings.warn(f"model {model.name!r} has {len(net.levels)} levels; its export traces the deconvolution of "
+                      f"each (time and memory grow with levels x depth: exporting all 33 of an EfficientNetB0 "
+                      f"needed more than 8 GiB); pass --levels 1-{MANY_LEVELS} (or another range) to export fewer",
+                      stacklevel=2)
     config = KerasConfig(front_end=front, takes=takes, n_fft=n_fft, hop_length=hop_length, n_outputs=n_outputs,
-                         segment_length=length, feature_layers=chosen, trust_lambda=bool(trust_lambda),
+                         segment_length=length, feature_layers=chosen, levels=span, trust_lambda=bool(trust_lambda),
                          source=os.path.basename(source))
     info = RunInfo(
         model=config, labels=names, task=task, audio=AudioConfig(sample_rate=sample_rate),
