@@ -208,6 +208,38 @@ def test_a_model_with_its_own_compression_layer_is_served_and_deconvolved_from_t
     np.testing.assert_allclose(out["deconvolved"][0, 0], compressed, rtol=1e-4, atol=1e-4)
 
 
+def test_layers_inside_a_nested_backbone_serve_features_and_attribution(tmp_path: pathlib.Path) -> None:
+    """A backbone called as a layer (as keras.applications models are): its layers are levels, the features
+    signature pools their maps (as a Keras model cut at that layer computes them) and attribute reaches them."""
+    inner_in = keras.Input((N_MELS, None, 1))
+    h = keras.layers.MaxPooling2D(2, name="b_pool1")(keras.layers.Conv2D(6, 3, activation="relu", name="b_conv1")(
+        inner_in))
+    h = keras.layers.MaxPooling2D(2, name="b_pool2")(keras.layers.Conv2D(5, 3, activation="relu", name="b_conv2")(h))
+    backbone = keras.Model(inner_in, h, name="backbone")
+    x = keras.Input((None,))
+    mel = keras.layers.MelSpectrogram(fft_length=N_FFT, sequence_stride=256, sampling_rate=SR, num_mel_bins=N_MELS,
+                                      name="mel")(x)
+    scaled = keras.layers.Rescaling(1 / 80.0, offset=1.0, name="scale")(keras.layers.Reshape((N_MELS, -1, 1))(mel))
+    tags = keras.layers.Dense(3, activation="sigmoid")(keras.layers.GlobalMaxPooling2D()(backbone(scaled)))
+    keras.Model(x, tags, name="nested").save(tmp_path / "nested.keras")
+    model, info = import_keras_model(tmp_path / "nested.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR),
+                                     segment_seconds=1.0)
+    assert info.model.feature_layers == ("b_pool1", "b_pool2")  # inside the backbone
+    module, metadata = build_module(model, info, signatures=["serving_default", "features", "attribute"])
+    assert [level["channels"] for level in metadata["feature_levels"]] == [6, 5]
+    y = _music(1.2, seed=6)[None, :info.segment.length]
+    got = module.call("features", {"waveform": y})
+    to_backbone = keras.Model(model.inputs[0], model.get_layer("scale").output)
+    for index, name in enumerate(("b_pool1", "b_pool2"), start=1):
+        cut = keras.Model(backbone.inputs[0], backbone.get_layer(name).output)
+        maps = np.asarray(cut(to_backbone(y, training=False), training=False))
+        np.testing.assert_allclose(got[f"level{index}_max"][0], maps.max(axis=(1, 2))[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[f"level{index}_mean"][0], maps.mean(axis=(1, 2))[0], rtol=1e-5, atol=1e-6)
+    attributed = module.call("attribute", {"waveform": y, "layer": np.int32(2), "top_tags": np.int32(2)})
+    assert attributed["contributions"].shape == (1, 2, 5) and np.isfinite(attributed["contributions"]).all()
+    assert np.abs(attributed["contributions"]).max() > 0
+
+
 @pytest.mark.slow
 def test_a_db_patch_model_imported_from_the_command_line_is_exported_and_tagged_as_librosa_would(
         models: dict[str, pathlib.Path], catalogue: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
