@@ -104,9 +104,9 @@ none), each seeded at the end of the chain of batch normalisation, rectifier
 (ReLU, ELU, ...) and pooling layers that follows it (stopping before a non-rectifying
 activation, dropout, a reshape, a concatenation or multiplication, a layer whose output
 is used twice, or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``. A residual
-``Add`` continues the chain, so a residual block is heard at its output (after the sum
-and what follows it, ``relu`` in ``conv → bn → add → relu``), and its last conv and its
-shortcut's conv are one level.
+``Add`` continues the chain (through a dropout before it too, as in EfficientNet's blocks), so a
+residual block is heard at its output (after the sum and what follows it, ``relu`` in
+``conv → bn → add → relu``), and its last conv and its shortcut's conv are one level.
 
 **Input domain.** The walk ends at the model's input, or at the output of the
 *input layer* named by ``input_layer=``, or, by default, at the output of the
@@ -1167,6 +1167,25 @@ class _Join:
         return (values[id(self.input_tensors[0])],), {}
 
 
+#: Layers that are the identity at inference (what the deconvolution walks); a dropout between a block's last
+#: layer and its residual sum does not end the block.
+_INFERENCE_IDENTITIES: tuple[type[Any], ...] = tuple(
+    getattr(keras.layers, name) for name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                                             "GaussianNoise", "GaussianDropout", "AlphaDropout")
+    if hasattr(keras.layers, name))
+
+
+def _leads_to_add(graph: _Graph, step: _Step) -> bool:
+    """Whether ``step``'s output goes, through inference identities only, to a residual ``Add`` alone."""
+    while len(graph.consumers.get(step.output, [])) == 1:
+        step = graph.consumers[step.output][0]
+        if isinstance(step.layer, keras.layers.Add):
+            return True
+        if not isinstance(step.layer, _INFERENCE_IDENTITIES):
+            return False
+    return False
+
+
 class _Graph:
     """The layer calls of a single-input functional model, in topological order (nested functional
     models inlined)."""
@@ -1403,6 +1422,9 @@ class DeconvNet:
                 after = graph.consumers[end.output][0]
                 if isinstance(after.layer, keras.layers.Add):  # a residual sum: the block goes on to its output
                     end = after
+                    continue
+                if isinstance(after.layer, _INFERENCE_IDENTITIES) and _leads_to_add(graph, after):
+                    end = after  # a dropout before the sum (EfficientNet's blocks): the block goes on to it
                     continue
                 if not isinstance(after.layer, chain) or (  # a rectifier continues the block, a sigmoid ends it
                     isinstance(after.layer, _ACTIVATION_LAYERS) and _layer_activation(after.layer) != "relu"

@@ -668,6 +668,25 @@ def test_a_residual_block_is_one_level_heard_at_its_output(rng: np.random.Genera
     assert maps.shape == (1, 2, 16, 20) and np.abs(maps).max() > 0
 
 
+def test_a_dropout_before_the_residual_sum_does_not_end_the_block(rng: np.random.Generator) -> None:
+    """EfficientNet's blocks drop out before the sum: the block is still heard at its output (``add``)."""
+    levels = {}
+    for drop in (None, "Dropout", "SpatialDropout2D"):
+        x = keras.Input((16, 16, 1))
+        stem = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(x)
+        h = keras.layers.BatchNormalization(name="proj_bn")(keras.layers.Conv2D(4, 1, name="proj")(stem))
+        if drop is not None:
+            h = getattr(keras.layers, drop)(0.2, name="drop")(h)
+            h = keras.layers.GaussianNoise(0.1, name="noise")(h)
+        h = keras.layers.Add(name="add")([h, stem])
+        model = _randomise_weights(keras.Model(x, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h))),
+                                   rng, scale=0.5)
+        levels[drop] = deconv.DeconvNet(model).layer_names
+        assert np.abs(deconv.DeconvNet(model)(rng.uniform(0, 1, (1, 16, 16)).astype(np.float32), layer=2,
+                                              features=[1]).numpy()).max() > 0
+    assert levels == {drop: {1: "stem", 2: "add"} for drop in levels}
+
+
 def _on_a_backbone(nested: bool) -> keras.Model:
     """A log-mel patch -> a 1x1 conv to 3 channels -> ``keras.applications.MobileNetV2`` (random weights, width
     0.35) -> 4 tags, with the backbone called as one layer (transfer learning's way) or built into the graph."""
