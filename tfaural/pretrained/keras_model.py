@@ -24,6 +24,7 @@ same outputs as the file it came from (``max |Δ|`` recorded in ``run.json``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -35,7 +36,7 @@ import numpy as np
 
 from tfaural.config import AudioConfig, FrontEndConfig, KerasConfig, SegmentConfig
 from tfaural.errors import ModelError, ParameterError, TfauralError
-from tfaural.training.run import INFO_FILE, RunInfo, load_run, save_run, write_run_info
+from tfaural.training.run import INFO_FILE, MODEL_FILE, RunInfo, load_run, save_run, write_run_info
 
 __all__ = ["import_keras_model", "read_labels", "FEATURE_LEVELS", "REPRODUCTION_TOLERANCE"]
 
@@ -239,9 +240,8 @@ def import_keras_model(
     span = _levels(levels, net.levels)
     if span is None and len(net.levels) > MANY_LEVELS:
         warnings.warn(f"model {model.name!r} has {len(net.levels)} levels; its export traces the deconvolution of "
-                      f"each (time and memory grow with levels x depth: exporting all 33 of an EfficientNetB0 "
-                      f"needed more than 8 GiB); pass --levels 1-{MANY_LEVELS} (or another range) to export fewer",
-                      stacklevel=2)
+                      "each, so its time and memory grow with levels x depth (a deep backbone's can need many GiB); "
+                      f"pass --levels 1-{MANY_LEVELS} (or another range) to export fewer", stacklevel=2)
     config = KerasConfig(front_end=front, takes=takes, n_fft=n_fft, hop_length=hop_length, n_outputs=n_outputs,
                          segment_length=length, feature_layers=chosen, levels=span, trust_lambda=bool(trust_lambda),
                          source=os.path.basename(source))
@@ -255,6 +255,9 @@ def import_keras_model(
     reloaded, info = load_run(root)
     difference = float(np.max(np.abs(_outputs(reloaded, x) - scores)))
     if not difference <= REPRODUCTION_TOLERANCE:
+        for name in (INFO_FILE, MODEL_FILE):  # not a run any tool should take
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(root, name))
         raise ModelError(f"{root}: the saved model gives outputs {difference:.3g} away from {source}'s (tolerance "
                          f"{REPRODUCTION_TOLERANCE:g}); the file does not survive Keras's save and reload")
     info = dataclasses.replace(info, extra={**info.extra, "imported": {
