@@ -365,6 +365,9 @@ def test_the_import_names_what_is_missing_or_wrong(models: dict[str, pathlib.Pat
     with pytest.raises(SystemExit):
         pretrained_cli.main(["musicnn/MTT_vgg", "--output", str(tmp_path / "m"), "--n-mels", "96"])
     assert "--n-mels: for a Keras model file only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrained_cli.main([str(models["waveform"]), "--output", str(tmp_path / "w"), "--hop-frames", "10"])
+    assert "--hop-frames: for a published tagger only" in capsys.readouterr().err
     # tfaural.listen on an imported run needs no front-end options, and refuses them; the figures say where to go
     imported = load_run(tmp_path / "run")[0]
     with pytest.raises(ParameterError, match="imported as a run"):

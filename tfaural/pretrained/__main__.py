@@ -105,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model and (args.model.lower().endswith(KERAS_SUFFIXES) or os.path.isfile(args.model)):
         if not args.output:
             parser.error("give --output, the run directory to write")
+        published_only = [flag for flag, given in (("--hop-frames", args.hop_frames is not None),
+                                                   ("--checkpoint-dir", args.checkpoint_dir is not None),
+                                                   ("--no-verify", not args.verify), ("--list", args.list)) if given]
+        if published_only:
+            parser.error(f"{', '.join(published_only)}: for a published tagger only (a Keras file's import checks "
+                         "its own reload; --hop-seconds sets its tagging hop)")
         return _import_keras(args)
     keras_only = [flag for flag, value in (("--labels", args.labels), ("--segment-seconds", args.segment_seconds),
                                            ("--hop-seconds", args.hop_seconds), ("--task", args.task),
