@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfaural import linalg, spectral
-from tfaural.config import ChoiConfig, FrontEndConfig, KerasConfig, MusicnnConfig
+from tfaural.config import MEL_LAYOUTS, ChoiConfig, FrontEndConfig, KerasConfig, MusicnnConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.models import config_from_model
@@ -527,8 +527,6 @@ def log_mel_to_magnitude(
     return _undo_power(mel_to_linear_power(mel_power, filterbank, inversion=inversion), power)
 
 
-#: Layouts of a mel spectrogram in a model's input domain (``"auto"``: found from its shape).
-MEL_LAYOUTS = ("auto", "mels_frames", "frames_mels")
 _COMPRESSIONS: tuple[type[Any], ...] = (spectral.Log1p, spectral.LogOffset, spectral.Decibels, spectral.Linear)
 
 
@@ -885,8 +883,8 @@ def auraliser_for(model: keras.Model, *, chunk_elements: int | None = None,
     (``net``: a deconvolution network of ``model`` to share, see :class:`Auraliser`)."""
     config = config_from_model(model)
     if isinstance(config, KerasConfig):
-        return auraliser_for_front_end(model, config.front_end, chunk_elements=chunk_elements,
-                                       net=net if net is not None else deconv_net_for(model))
+        return _heard_through(model, config.front_end, chunk_elements=chunk_elements,
+                              net=net if net is not None else deconv_net_for(model))
     if isinstance(config, MusicnnConfig):
         return MelAuraliser(model, chunk_elements=chunk_elements, net=net)
     return Auraliser(model, chunk_elements=chunk_elements, net=net)
@@ -918,17 +916,12 @@ def front_end_filterbank(front: FrontEndConfig) -> np.ndarray | str | None:
                                    norm=None if front.mel_norm == "none" else front.mel_norm)
 
 
-def _built_by_tfaural(model: keras.Model) -> bool:
-    config = getattr(model, "tfaural_config", None)
-    return config is not None and not isinstance(config, KerasConfig)
-
-
 def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method: str = "deconvnet",
                             chunk_elements: int | None = None, net: DeconvNet | None = None) -> Auraliser:
     """The auraliser of any Keras audio CNN, told by ``front`` what its file does not say.
 
-    * a model tfaural built (a training run's, an imported musicnn tagger): its config says everything,
-      and ``front`` must be empty;
+    * a run's model (tfaural's own, an imported musicnn tagger or an imported Keras model): its config
+      says everything, and ``front`` must be empty (:func:`auraliser_for`);
     * a model with its own ``keras.layers.MelSpectrogram``: everything is read from that layer
       (:class:`MelAuraliser`);
     * a model on the waveform ``[samples(, 1)]``: ``front.sample_rate`` only; its deconvolution is the
@@ -944,18 +937,27 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
         method: ``deconvnet``, ``guided`` or ``gradient``.
         chunk_elements: See :class:`Auraliser`.
         net: A deconvolution network of ``model`` to share (``None``: one of its own, with ``method`` and
-            ``front.input_layer``).
+            the input layer its config or ``front`` names).
 
     Raises:
         ModelError: If the model is none of the kinds above, or cannot be deconvolved.
         ParameterError: For missing, conflicting or invalid front-end settings (named as flags).
     """
-    if _built_by_tfaural(model):
+    config = getattr(model, "tfaural_config", None)
+    if config is not None:
         if front.given():
-            raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was built by tfaural, whose "
-                                 "config says what it takes; leave the front-end options out")
+            said = ("was imported as a run, whose run.json" if isinstance(config, KerasConfig)
+                    else "was built by tfaural, whose config")
+            raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} {said} says what it takes; "
+                                 "leave the front-end options out")
         return auraliser_for(model, chunk_elements=chunk_elements,
-                             net=net if net is not None else DeconvNet(model, method=method))
+                             net=net if net is not None else deconv_net_for(model, method=method))
+    return _heard_through(model, front, method=method, chunk_elements=chunk_elements, net=net)
+
+
+def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "deconvnet",
+                   chunk_elements: int | None = None, net: DeconvNet | None = None) -> Auraliser:
+    """:func:`auraliser_for_front_end` of a model whose front end ``front`` describes (its config does not)."""
     if net is None:
         net = DeconvNet(model, method=method, input_layer=front.input_layer)
     if ends_at_a_waveform(net):

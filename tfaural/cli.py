@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import importlib.abc
 import importlib.util
 import math
@@ -187,10 +188,8 @@ def front_end_from_args(args: argparse.Namespace) -> Any:
         except ConfigError:
             raise ParameterError(f"--compression {args.compression!r} is invalid: expected one of "
                                  f"{', '.join(COMPRESSIONS)} (C, EPS: positive numbers)") from None
-    fields = ("sample_rate", "n_fft", "hop_length", "n_mels", "power", "compression", "top_db", "amin", "input_layer",
-              "layout", "linear_frequency", "fmin", "fmax", "htk", "mel_norm")
     try:
-        return FrontEndConfig(**{field: getattr(args, field) for field in fields})
+        return FrontEndConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FrontEndConfig)})
     except ConfigError as err:
         match = re.match(r"FrontEndConfig\.(\w+)=(.*) is invalid: (.*)", str(err))
         if match is None:

@@ -142,16 +142,9 @@ def auraliser_for_model(model: Any, front: FrontEndConfig, *, method: str = "dec
         ModelError: If the model is none of the kinds that function takes, or cannot be deconvolved.
         ParameterError: For missing, conflicting or invalid front-end options.
     """
-    from tfaural.auralise import auraliser_for, auraliser_for_front_end, deconv_net_for
-    from tfaural.config import KerasConfig
+    from tfaural.auralise import auraliser_for_front_end
 
-    if isinstance(getattr(model, "tfaural_config", None), KerasConfig):
-        if front.given():
-            raise ParameterError(f"{', '.join(front.given())}: model {model.name!r} was imported as a run, whose "
-                                 "run.json says what it takes; leave the front-end options out")
-        auraliser = auraliser_for(model, chunk_elements=chunk_elements, net=deconv_net_for(model, method=method))
-    else:
-        auraliser = auraliser_for_front_end(model, front, method=method, chunk_elements=chunk_elements)
+    auraliser = auraliser_for_front_end(model, front, method=method, chunk_elements=chunk_elements)
     assert auraliser.sample_rate is not None
     return auraliser, int(auraliser.sample_rate)
 

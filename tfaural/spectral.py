@@ -389,15 +389,14 @@ def log10_compress(x: tf.Tensor | np.ndarray, c: float = MUSICNN_LOG_C) -> tf.Te
     """
     if c <= 0:
         raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
-    x = tf.maximum(tf.convert_to_tensor(x, dtype=tf.float32), 0.0)
-    return tf.math.log1p(c * x) / math.log(10.0)
+    return Log1p(c)(x)
 
 
 def log10_decompress(x: tf.Tensor | np.ndarray, c: float = MUSICNN_LOG_C) -> tf.Tensor:
     """Inverse of :func:`log10_compress`: ``(10^x - 1) / c`` (negative inputs give negative powers)."""
     if c <= 0:
         raise ParameterError(f"c={c!r} is invalid: expected a positive compression constant")
-    return tf.math.expm1(tf.convert_to_tensor(x, dtype=tf.float32) * math.log(10.0)) / c
+    return Log1p(c).expand(x, x)
 
 
 # ---------------------------------------------------------------------------------------------

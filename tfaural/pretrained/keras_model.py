@@ -77,14 +77,6 @@ def read_labels(spec: str | Sequence[str] | None, n_outputs: int) -> tuple[str, 
     return tuple(names)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _takes(auraliser: Any) -> tuple[str, int | None, int | None]:
     """``(takes, n_fft, hop_length)`` of an auraliser of :func:`tfaural.auralise.auraliser_for_front_end`."""
     from tfaural.auralise import MelAuraliser
@@ -245,10 +237,12 @@ def import_keras_model(
     config = KerasConfig(front_end=front, takes=takes, n_fft=n_fft, hop_length=hop_length, n_outputs=n_outputs,
                          segment_length=length, feature_layers=chosen, levels=span, trust_lambda=bool(trust_lambda),
                          source=os.path.basename(source))
+    with open(source, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
     info = RunInfo(
         model=config, labels=names, task=task, audio=AudioConfig(sample_rate=sample_rate),
         segment=SegmentConfig(length=length, hop=hop),
-        extra={"imported": {"file": os.path.abspath(source), "sha256": _sha256(source), "model_name": model.name,
+        extra={"imported": {"file": os.path.abspath(source), "sha256": digest, "model_name": model.name,
                             "levels": {str(level): net.layer_names[level] for level in net.levels}}},
     )
     save_run(root, model, info)
