@@ -45,9 +45,13 @@ The output folder (read by the HTML listening report) receives:
 A feature whose deconvolution is all zero (e.g. on a silent excerpt) is written
 as a silent file with ``"silent": true`` and ``"peak": 0``; the track is still
 ``ok``. ``activation`` is the feature map's largest activation on the excerpt when
-the export provides it. A track shorter than ``offset + clip`` is auralised on
-what there is, if that is at least one model segment (``clip_seconds`` in
-``track.json`` is the actual length). Without --runner the job uses every core.
+the export provides it. An excerpt needs only the export's ``min_deconv_seconds``
+(the shortest clip whose maps at its deepest layer are not empty, often well
+under a tagging segment), or one model segment with ``--tags`` (attribution
+scores the excerpt; a ``--clip-seconds`` shorter than a segment turns ``--tags``
+off, as ``job.json`` records). A track shorter than ``offset + clip`` is auralised
+on what there is, if that is long enough (``clip_seconds`` in ``track.json`` is
+the actual length). Without --runner the job uses every core.
 """
 
 from __future__ import annotations
@@ -135,7 +139,8 @@ class Settings:
         offset_seconds: Start of the excerpt in the file.
         spectrograms: Write PNG spectrograms.
         features_per_call: Feature maps per signature call.
-        segment_length: The model's segment length in samples (shortest usable excerpt).
+        segment_length: Shortest usable excerpt in samples: the export's ``min_deconv_samples``, or one model
+            segment with ``tags`` (attribution scores the excerpt).
         stft: ``(n_fft, hop_length)`` of the spectrograms.
         report: Write the HTML listening report when the run has finished.
         tags: How many of each excerpt's best tags to explain (0: none; needs the ``attribute`` signature).
@@ -160,7 +165,7 @@ class Settings:
 
         Raises:
             ParameterError: On a missing or invalid flag (a layer or feature the model lacks,
-                a clip shorter than one model segment or longer than the export accepts).
+                a clip shorter than the export deconvolves or longer than it accepts).
             ModelError: If ``--model`` is not a tfaural export with an ``auralise`` signature.
         """
         common = InferenceSettings.from_options(options, signature=SIGNATURE, default_batch_size=1, formats=FORMATS)
@@ -176,11 +181,12 @@ class Settings:
                 features[layer] = parse_index_list(job.features, flag="--features", valid=range(widths[layer]))
             except ParameterError as err:
                 raise ParameterError(f"{err} (layer {layer} has {widths[layer]} feature maps)") from None
-        segment = meta.segment_length
+        shortest = meta.min_deconv_samples
         longest = math.inf if meta.max_deconv_seconds is None else meta.max_deconv_seconds
-        if not job.clip_seconds > 0 or job.clip_seconds * rate < segment:
-            raise ParameterError(f"--clip-seconds {job.clip_seconds} is invalid: the model needs at least one segment "
-                                 f"({segment / rate:.4g} s)")
+        if not job.clip_seconds > 0 or job.clip_seconds * rate < shortest:
+            raise ParameterError(
+                f"--clip-seconds {job.clip_seconds} is invalid: the export deconvolves clips of at least "
+                f"{shortest / rate:.4g} s (min_deconv_seconds: its deepest layer's maps are empty on shorter ones)")
         if job.clip_seconds > longest:
             raise ParameterError(f"--clip-seconds {job.clip_seconds} is longer than the export's max_deconv_seconds "
                                  f"({longest:g} s)")
@@ -206,6 +212,11 @@ class Settings:
             tags = 0
         if budget is not None and tags * clip > float(budget):
             tags = max(1, int(float(budget) // clip))
+        if tags and job.clip_seconds * rate < meta.segment_length:
+            logger.warning("auralise: --clip-seconds %g is shorter than one model segment (%.4g s), which "
+                           "attribution scores: --tags is off", job.clip_seconds, meta.segment_seconds)
+            tags = 0
+        segment = meta.segment_length if tags else shortest
         stft = meta.stft or {}
         n_fft = int(stft.get("n_fft") or 2 ** max(6, round(math.log2(rate * 0.046))))  # ~46 ms windows
         hop = int(stft.get("hop_length") or n_fft // 4)

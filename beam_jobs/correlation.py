@@ -568,7 +568,7 @@ def _existing_outputs(settings: Settings) -> list[str]:
 def _check_signals(signals: Sequence[ModelSignal], metadata: ExportMetadata, settings: Settings) -> None:
     n = int(np.shape(signals[0].audio)[-1])
     rate = metadata.sample_rate
-    shortest = metadata.segment_length or 1
+    shortest = metadata.min_deconv_samples or 1
     longest = metadata.max_deconv_samples or n
     if not shortest <= n <= longest:
         raise ParameterError(

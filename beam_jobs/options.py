@@ -186,7 +186,9 @@ class AuraliseOptions(PipelineOptions):
               help="Feature maps of each layer: 'all' or indices such as '0-7,12' (each must exist in every "
                    "chosen layer). Default: all.")
         _flag(parser, "clip_seconds", type=float, default=4.0, metavar="SECONDS",
-              help="Length of the excerpt that is auralised (only it is decoded). Default: 4 (the paper's clips).")
+              help="Length of the excerpt that is auralised (only it is decoded): at least the export's "
+                   "min_deconv_seconds (what its deepest layer needs), and one model segment for --tags. "
+                   "Default: 4 (the paper's clips).")
         _flag(parser, "offset_seconds", type=float, default=0.0, metavar="SECONDS",
               help="Where the excerpt starts in each file. Default: 0.")
         _flag(parser, "mode", choices=("phase", "mask"), default="phase",

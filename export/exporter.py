@@ -132,6 +132,7 @@ def build_module(
         mel=settings.mel,
         max_seconds=max_seconds,
         max_deconv_seconds=settings.max_deconv_seconds,
+        min_deconv_samples=settings.min_deconv_samples,
         budget=settings.budget,
         deconvolvable_layers=settings.levels,
         features_per_layer=settings.features_per_layer,

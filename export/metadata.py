@@ -106,7 +106,12 @@ _TOP_TAGS = InputSpec(
 #: Most labels one ``attribute`` call explains.
 MAX_TOP_TAGS = 10
 _DECONV_WAVEFORM = dataclasses.replace(
-    _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment; batch x samples at most "
+    _WAVEFORM, description="mono waveform in [-1, 1]; at least min_deconv_samples (the shortest clip whose maps "
+    "at the deepest deconvolvable layer are not empty; at most one segment); batch x samples at most "
+    "max_deconv_samples (max_deconv_seconds in all)",
+)
+_ATTRIBUTE_WAVEFORM = dataclasses.replace(
+    _WAVEFORM, description="mono waveform in [-1, 1]; at least one segment (it is scored); batch x samples at most "
     "max_deconv_samples (max_deconv_seconds in all)",
 )
 
@@ -117,7 +122,7 @@ SIGNATURE_INPUTS: dict[str, tuple[InputSpec, ...]] = {
     "features": (_WAVEFORM,),
     "deconvolve": (_DECONV_WAVEFORM, _LAYER, _FEATURES),
     "auralise": (_DECONV_WAVEFORM, _LAYER, _FEATURES, _MODE),
-    "attribute": (_DECONV_WAVEFORM, _LAYER, _TOP_TAGS),
+    "attribute": (_ATTRIBUTE_WAVEFORM, _LAYER, _TOP_TAGS),
 }
 
 #: Signatures with unbatched inputs: REST clients must use the columnar ``inputs`` format.
@@ -291,6 +296,7 @@ def build_metadata(
     max_seconds: float,
     mel: dict[str, Any] | None = None,
     max_deconv_seconds: float,
+    min_deconv_samples: int | None = None,
     budget: WorkBudget,
     deconvolvable_layers: tuple[int, ...],
     features_per_layer: dict[int, int],
@@ -309,6 +315,8 @@ def build_metadata(
         mel: The mel filterbank of mel-input models (``{"n_mels", "fmin", "fmax", "power", "norm"}``).
         max_seconds: Longest accepted input of the scoring and feature signatures, in seconds.
         max_deconv_seconds: Longest accepted input of ``deconvolve`` and ``auralise`` (batch x length), in seconds.
+        min_deconv_samples: Shortest accepted input of ``deconvolve`` and ``auralise``, in samples (``None``: one
+            segment).
         budget: The per-call budgets (:mod:`export.budget`).
         deconvolvable_layers: Valid ``layer`` values.
         features_per_layer: Number of feature maps of each layer.
@@ -326,6 +334,7 @@ def build_metadata(
     from tfaural.auralise import INPUT_SILENCE_PEAK, SILENCE_RELATIVE
 
     sample_rate = info.audio.sample_rate
+    shortest = int(info.segment.length if min_deconv_samples is None else min_deconv_samples)
     chosen = resolve_signatures(family, signatures)
     described: dict[str, Any] = {}
     outputs = _signature_outputs(
@@ -358,6 +367,8 @@ def build_metadata(
         "max_samples": int(round(max_seconds * sample_rate)),
         "max_deconv_seconds": float(max_deconv_seconds),
         "max_deconv_samples": int(round(max_deconv_seconds * sample_rate)),
+        "min_deconv_samples": shortest,
+        "min_deconv_seconds": shortest / sample_rate,
         "max_request_seconds": float(budget.max_request_seconds),
         "max_request_samples": int(round(budget.max_request_seconds * sample_rate)),
         "max_deconv_feature_seconds": float(budget.max_deconv_feature_seconds),

@@ -22,7 +22,10 @@ Decisions (documented in ``docs/serving.md`` too):
   and each is max- and mean-pooled over all positions (frequency and time) of all
   segments of an input — the SampleCNN paper's protocol, applied to both families.
 * **Deconvolution / auralisation** take the whole input (not segmented): the
-  conv part is size-agnostic. ``layer`` picks a branch of an n-way ``Case`` op
+  conv part is size-agnostic, so a clip needs only ``min_deconv_samples``: the
+  fewest whose maps at the deepest exported layer are not empty
+  (:func:`tfaural.auralise.shortest_clip_samples`; a model built for one input
+  length needs that length), often far less than a segment. ``layer`` picks a branch of an n-way ``Case`` op
   (:func:`_switch_case`), left as a functional op so a call prepares only the
   branch it runs; ``features`` are validated against that layer's width and must
   not repeat.
@@ -59,7 +62,14 @@ from tensorflow.python.ops import control_flow_switch_case
 from export.budget import WorkBudget, budget_for
 from export.metadata import MAX_TOP_TAGS, SIGNATURE_INPUTS, TOP_K, family_of, resolve_signatures, signature_names
 from tfaural import spectral
-from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, deconv_net_for, walk_bytes
+from tfaural.auralise import (
+    Auraliser,
+    MelAuraliser,
+    auraliser_for,
+    deconv_net_for,
+    shortest_clip_samples,
+    walk_bytes,
+)
 from tfaural.config import ChoiConfig, KerasConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ExportError
@@ -85,6 +95,7 @@ class _Settings:
     max_samples: int
     max_deconv_seconds: float
     max_deconv_samples: int
+    min_deconv_samples: int
     max_batch_segments: int
     max_request_samples: int
     max_deconv_feature_samples: int
@@ -230,6 +241,11 @@ class ServingModule(tf.Module):
                         auraliser_for(model, chunk_elements=chunk, net=self._net)})
             if "auralise" in signature_names(family) or front is not None else None
         )
+        if self._auraliser is not None and self._settings.levels:
+            shortest = shortest_clip_samples(self._auraliser.items["auraliser"], self._settings.levels,
+                                             guess=self._settings.segment_length)
+            self._settings = dataclasses.replace(
+                self._settings, min_deconv_samples=min(shortest, self._settings.segment_length))
         if front is None:
             self._keras.items["features"] = keras.Model(
                 model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
@@ -329,9 +345,15 @@ class ServingModule(tf.Module):
 
     # ----------------------------------------------------------------- validation
 
-    def _checked_waveform(self, waveform: tf.Tensor, *, max_samples: int, max_total: int, calls: str) -> tf.Tensor:
-        """Checks rank, length, ``batch × samples <= max_total`` and finiteness; returns it with static rank 2."""
+    def _checked_waveform(self, waveform: tf.Tensor, *, max_samples: int, max_total: int, calls: str,
+                          min_samples: int | None = None) -> tf.Tensor:
+        """Checks rank, length (at least ``min_samples``, by default one segment; at most ``max_samples``),
+        ``batch × samples <= max_total`` and finiteness; returns it with static rank 2."""
         s = self._settings
+        if min_samples is None or min_samples >= s.segment_length:
+            least, why = s.segment_length, "one model segment"
+        else:
+            least, why = min_samples, "the shortest clip whose maps at the deepest exported layer are not empty"
         rank = tf.rank(waveform)
         rank_ok = _assert(
             tf.equal(rank, 2), "waveform must be float32 [batch, samples]; got rank {} with shape {}",
@@ -341,9 +363,8 @@ class ServingModule(tf.Module):
             n = tf.shape(waveform)[-1]
             checks = [
                 _assert(
-                    n >= s.segment_length,
-                    f"waveform has {{}} samples; need at least {s.segment_length} "
-                    f"({_seconds(s.segment_length, s.sample_rate)}, one model segment)",
+                    n >= least,
+                    f"waveform has {{}} samples; need at least {least} ({_seconds(least, s.sample_rate)}, {why})",
                     n,
                 ),
                 _assert(
@@ -609,7 +630,7 @@ class ServingModule(tf.Module):
         s = self._settings
         waveform = self._checked_waveform(
             waveform, max_samples=s.max_deconv_samples, max_total=s.max_deconv_samples,
-            calls="deconvolve and auralise",
+            calls="deconvolve and auralise", min_samples=s.min_deconv_samples,
         )
         not_empty = _assert(tf.shape(waveform)[0] > 0, "waveform holds no clip (batch size 0); send at least one")
         waveform = _after([not_empty], waveform)
@@ -850,6 +871,7 @@ def _settings(
         max_samples=max_samples,
         max_deconv_seconds=float(max_deconv_seconds),
         max_deconv_samples=max_deconv_samples,
+        min_deconv_samples=length,  # until the module knows its auraliser (ServingModule.__init__)
         max_batch_segments=max_batch_segments,
         max_request_samples=int(round(budget.max_request_seconds * sample_rate)),
         max_deconv_feature_samples=int(round(budget.max_deconv_feature_seconds * sample_rate)),

@@ -6,10 +6,13 @@ optimised and allocated once. The exporter writes one ``PredictLog`` request per
 signature, built from :func:`warmup_inputs`; the same inputs drive
 :mod:`export.verify`, so the warm-up file is also the verification input.
 
-Inputs (deterministic, batch 1, exactly one model segment long):
+Inputs (deterministic, batch 1):
 
 * ``waveform``: :func:`warmup_signal`, a 440 Hz sine plus a 100 Hz-to-Nyquist/4 chirp and
-  white noise 46 dB below them, peak at most 0.6, with 10 ms fades;
+  white noise 46 dB below them, peak at most 0.6, with 10 ms fades; exactly one model
+  segment long, and for ``deconvolve`` and ``auralise`` exactly ``min_deconv_samples`` long
+  (the shortest clip they take: so verification checks the deepest layer's walk at its
+  edge);
 * ``wav``: the same signal as a 16-bit PCM mono WAV file at the model's rate;
 * ``layer``: the deepest deconvolvable layer (every conv block runs);
 * ``features``: ``[0, 1]`` (k = 2);
@@ -106,6 +109,8 @@ def warmup_inputs(metadata: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
     """
     sample_rate = int(metadata["sample_rate"])
     y = warmup_signal(int(metadata["segment_length"]), sample_rate=sample_rate)
+    shortest = int(metadata.get("min_deconv_samples") or metadata["segment_length"])
+    short = warmup_signal(shortest, sample_rate=sample_rate)[np.newaxis, :]
     layers = metadata["deconvolvable_layers"]
     layer = int(layers[-1]) if layers else 0
     width = int(metadata["features_per_layer"][str(layer)]) if layers else 1
@@ -118,7 +123,8 @@ def warmup_inputs(metadata: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
         "top_tags": np.array(max(1, min(2, len(metadata.get("labels") or ()))), dtype=np.int32),
     }
     return {
-        name: {spec.name: values[spec.name] for spec in SIGNATURE_INPUTS[name]}
+        name: {spec.name: short if spec.name == "waveform" and name in ("deconvolve", "auralise")
+               else values[spec.name] for spec in SIGNATURE_INPUTS[name]}
         for name in metadata["signatures"]
     }
 

@@ -82,6 +82,8 @@ __all__ = [
     "deconv_net_for",
     "front_end_filterbank",
     "fixed_input_samples",
+    "shortest_clip_samples",
+    "SHORTEST_CLIP_LIMIT",
     "WALK_TENSORS",
     "walk_bytes",
     "ends_at_a_waveform",
@@ -1014,6 +1016,73 @@ def fixed_input_samples(auraliser: Auraliser) -> int | None:
         return None
     shape = tuple(auraliser.net.model.inputs[0].shape)  # a model on the waveform
     return int(shape[1]) if len(shape) >= 2 and shape[1] is not None else None
+
+
+#: Longest clip :func:`shortest_clip_samples` tries (2**24 samples: 6 minutes at 44.1 kHz).
+SHORTEST_CLIP_LIMIT = 2**24
+
+
+def shortest_clip_samples(auraliser: Auraliser, levels: Sequence[int], *, guess: int) -> int:
+    """The fewest samples of a clip whose maps at each of ``levels`` are not empty: what the deconvolution and
+    auralisation of those levels need, often far less than a tagging segment.
+
+    A model built for one input length (:func:`fixed_input_samples`) needs that length. For any other, a binary
+    search over the front end on short clips of noise and the model's shape inference up to the levels finds
+    the least length (a map's length only grows with the clip's, and a clip too short for a ``valid``
+    convolution or pooling is refused by the layer's shape inference), without running a kernel that fails.
+    Shape inference is not always exact (``keras.layers.MelSpectrogram`` reports frames that its reflection
+    padding cannot make), so the answer is then confirmed by a forward pass, and searched again by forward
+    passes above it if that pass fails or gives an empty map.
+
+    Args:
+        auraliser: The auraliser of the model (its front end makes the model's input).
+        levels: Deconvolvable levels of ``auraliser.net``.
+        guess: A length likely long enough (e.g. a tagging segment), in samples: the search starts there (and
+            doubles it while it is too short).
+
+    Returns:
+        Samples.
+
+    Raises:
+        ModelError: If no clip of up to :data:`SHORTEST_CLIP_LIMIT` samples gives maps at every level.
+    """
+    fixed = fixed_input_samples(auraliser)
+    if fixed is not None:
+        return fixed
+    net = auraliser.net
+    names = [net.layer_name(level) for level in levels]
+    rng = np.random.default_rng(0)
+
+    def fits(samples: int, *, run: bool) -> bool:
+        noise = rng.uniform(-0.5, 0.5, size=(1, samples)).astype(np.float32)
+        try:
+            x = auraliser.model_input(noise)
+            if run:
+                shapes = [tuple(m.shape) for m in net.layer_outputs(x, names)]
+            else:  # the model's shape inference: no kernel runs, so nothing fails in the runtime's log
+                shapes = net.output_shapes(x.shape, names)
+        except (ValueError, tf.errors.OpError, TfauralError):  # oneDNN's pooling refuses with AbortedError
+            return False
+        return all(size is not None and size > 0 for shape in shapes for size in shape)
+
+    def least(low: int, high: int, *, run: bool) -> int:
+        """The least length that fits in ``(low, high]``, given ``fits(high)`` and not ``fits(low)``."""
+        while high - low > 1:
+            middle = (low + high) // 2
+            if fits(middle, run=run):
+                high = middle
+            else:
+                low = middle
+        return high
+
+    low, high = 0, max(1, int(guess))
+    while not (fits(high, run=False) and fits(high, run=True)):
+        if high >= SHORTEST_CLIP_LIMIT:
+            raise ModelError(f"layers {list(levels)} of model {net.model.name!r} give empty maps on every clip of "
+                             f"up to {SHORTEST_CLIP_LIMIT} samples")
+        low, high = high, min(2 * high, SHORTEST_CLIP_LIMIT)
+    inferred = least(low, high, run=False)
+    return inferred if fits(inferred, run=True) else least(inferred, high, run=True)
 
 
 #: Float32 tensors of the model's widest activation that one feature's auralisation holds at its peak

@@ -1285,6 +1285,9 @@ class _Graph:
             if isinstance(step.layer, keras.layers.Layer):
                 kwargs = {**kwargs, "training": False}
             out = step.layer(*args, **kwargs)
+            if isinstance(out, keras.KerasTensor):  # a symbolic pass (DeconvNet.output_shapes): shapes only
+                values[step.output] = out
+                continue
             # a mixed-precision model computes in float16; the walk goes back in float32 from its values
             values[step.output] = tf.cast(out, tf.float32) if out.dtype in (tf.float16, tf.bfloat16) else out
         return values
@@ -1508,6 +1511,18 @@ class DeconvNet:
             ParameterError: If the model has no such layer. ModelError: If the layer is called more than once.
         """
         return self._graph.step(name).node.outputs[0]
+
+    def output_shapes(self, input_shape: Sequence[int | None], names: Sequence[str]) -> list[tuple[int | None, ...]]:
+        """The shapes of layers ``names``' outputs for an input of ``input_shape`` (the model's input, channel axis
+        included), by Keras' shape inference alone: nothing is computed, and a layer that cannot take its input
+        (a ``valid`` convolution or pooling longer than it) raises ``ValueError`` without running a kernel.
+
+        Raises:
+            ValueError: If a layer refuses the shape. ParameterError: If the model has no such layer.
+        """
+        targets = [self._graph.step(name).output for name in names]
+        values = self._graph.forward(keras.KerasTensor(tuple(input_shape), dtype="float32"), targets)
+        return [tuple(values[target].shape) for target in targets]
 
     def layer_outputs(self, x: tf.Tensor | np.ndarray, names: Sequence[str], *,
                       with_model_output: bool = False) -> list[tf.Tensor]:

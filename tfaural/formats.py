@@ -95,6 +95,9 @@ class ExportMetadata:
         max_samples: The same in samples.
         max_deconv_seconds: Longest input of ``deconvolve`` and ``auralise`` (batch x length), in seconds.
         max_deconv_samples: The same in samples.
+        min_deconv_samples: Shortest input of ``deconvolve`` and ``auralise``, in samples: the fewest whose maps
+            at the deepest deconvolvable layer are not empty, at most one segment (one segment in exports made
+            before it was recorded).
         max_request_seconds: Largest batch x length of one scoring call, in seconds.
         max_deconv_feature_seconds: Largest features x batch x length of one deconvolution call, in seconds.
         max_deconv_feature_samples: The same in samples.
@@ -132,6 +135,7 @@ class ExportMetadata:
     max_samples: int | None
     max_deconv_seconds: float | None
     max_deconv_samples: int | None
+    min_deconv_samples: int
     max_request_seconds: float | None
     max_deconv_feature_seconds: float | None
     max_deconv_feature_samples: int | None
@@ -226,6 +230,7 @@ class ExportMetadata:
             max_samples=number("max_samples"),
             max_deconv_seconds=seconds("max_deconv_seconds"),
             max_deconv_samples=number("max_deconv_samples"),
+            min_deconv_samples=min(number("min_deconv_samples") or length or 0, length or 0),
             max_request_seconds=seconds("max_request_seconds"),
             max_deconv_feature_seconds=seconds("max_deconv_feature_seconds"),
             max_deconv_feature_samples=number("max_deconv_feature_samples"),
@@ -252,6 +257,11 @@ class ExportMetadata:
     def segment_seconds(self) -> float:
         """Length of the model's input segment in seconds."""
         return self.segment_length / self.sample_rate
+
+    @property
+    def min_deconv_seconds(self) -> float:
+        """Shortest input of ``deconvolve`` and ``auralise`` in seconds."""
+        return self.min_deconv_samples / self.sample_rate
 
     def signature(self, name: str, *, export_dir: str) -> Mapping[str, Any]:
         """The description of signature ``name`` (``inputs``, ``outputs``, ...).

@@ -169,6 +169,7 @@ class _Settings:
     offset: float
     seconds: float
     samples: int | None  # the one length the model takes, if it is built for one
+    shortest: int  # the fewest samples of an excerpt (a shorter track fails)
     mode: str
     per_call: int
 
@@ -179,7 +180,7 @@ def _clip(path: str, *, sample_rate: int, settings: _Settings) -> np.ndarray:
 
     length = int(round(settings.seconds * sample_rate))
     y, _ = audio.load(path, sample_rate=sample_rate, offset=settings.offset, duration=settings.seconds,
-                      min_samples=min(length, sample_rate // 2), require_sound=True)
+                      min_samples=max(settings.shortest, min(length, sample_rate // 2)), require_sound=True)
     if settings.samples is not None:
         y = np.pad(y[: settings.samples], (0, max(0, settings.samples - y.size)))
     return y.astype(np.float32)
@@ -285,7 +286,7 @@ def listen(
     """
     from tqdm.auto import tqdm
 
-    from tfaural.auralise import MODES, fixed_input_samples, walk_bytes
+    from tfaural.auralise import MODES, fixed_input_samples, shortest_clip_samples, walk_bytes
     from tfaural.data.catalogue import default_track_ids, output_names
     from tfaural.deconv import METHODS
 
@@ -323,6 +324,13 @@ def listen(
     if seconds is None:
         seconds = samples / sample_rate if samples is not None else DEFAULT_CLIP_SECONDS
     clip_samples = samples if samples is not None else int(round(seconds * sample_rate))
+    shortest = 1  # a fixed-size model's excerpt is zero-padded to its length
+    if samples is None:  # the shortest excerpt whose maps at the deepest chosen layer are not empty
+        shortest = shortest_clip_samples(auraliser, levels, guess=clip_samples)
+        if clip_samples < shortest:
+            raise ParameterError(
+                f"--clip-seconds {seconds:g} is too short for layer {max(levels)}: its maps are empty on clips "
+                f"shorter than {shortest / sample_rate:.4g} s ({shortest} samples at {sample_rate} Hz)")
     needed = walk_bytes(auraliser, clip_samples)
     if needed > max_memory_gib * 2**30:
         longest = clip_samples * max_memory_gib * 2**30 / needed / sample_rate
@@ -332,7 +340,8 @@ def listen(
             "or raise --max-memory-gib if the machine has the memory"
         )
     features_per_call = max(1, min(features_per_call, MAX_CALL_SAMPLES // max(clip_samples, 1)))
-    settings = _Settings(tuple(levels), features, float(offset), float(seconds), samples, mode, features_per_call)
+    settings = _Settings(tuple(levels), features, float(offset), float(seconds), samples, shortest, mode,
+                         features_per_call)
     ids = default_track_ids(list(audio_paths))
     names = output_names(ids, reserved=[JOB_FILE, MANIFEST_FILE, REPORT_FOLDER])
     _remove_earlier_run(output)
@@ -456,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the Keras model file (.keras), or a training run's folder")
     parser.add_argument("--output", required=True, help="folder for the auralisations")
     add_selection_flags(parser, layers_help="levels (conv blocks): all, 1-3, 2,5",
-                        clip_help="excerpt length (default: the model's input length if it has one, else 4 s)")
+                        clip_help="excerpt length (default: the model's input length if it has one, else 4 s; at "
+                                  "least what the deepest chosen layer needs, which the error names)")
     parser.add_argument("--method", default="deconvnet", choices=("deconvnet", "guided", "gradient"),
                         help="the deconvolution's rule at activations")
     parser.add_argument("--mode", default="phase", choices=("phase", "mask"),

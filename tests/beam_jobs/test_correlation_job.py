@@ -220,10 +220,12 @@ def test_layers_are_checked_against_the_export(exported: tuple[keras.Model, str]
     assert job.main([f"--model={export_dir}", "--output=o", "--layers=6"]) == 2  # one line, no traceback
 
 
-def test_signals_shorter_than_the_models_segment_are_refused(exported: tuple[keras.Model, str],
-                                                             tmp_path: pathlib.Path) -> None:
+def test_signals_shorter_than_the_deconvolution_takes_are_refused(exported: tuple[keras.Model, str],
+                                                                  tmp_path: pathlib.Path) -> None:
+    """The export's min_deconv_samples: 32 frames (31 hops of 32) for five 2x2 poolings, under its 1024 segment."""
     _, export_dir = exported
-    with pytest.raises(ParameterError, match=r"--signal-seconds 0\.1: the signals have 400 samples"):
+    with pytest.raises(ParameterError, match=r"--signal-seconds 0\.1: the signals have 400 samples but the export's "
+                                             r"deconvolve signature takes 992-"):
         job.run([f"--model={export_dir}", f"--output={tmp_path}", "--timbres=sine", "--chords=major",
                  "--keys=A3,G4", "--signal-seconds=0.1", "--runner=DirectRunner"], save_main_session=False)
 

@@ -198,3 +198,28 @@ def test_auralisation_in_chunks_equals_one_pass(rng: np.random.Generator) -> Non
     np.testing.assert_allclose(chunked.peak.numpy(), one_pass.peak.numpy(), rtol=1e-5)
     with pytest.raises(ParameterError, match="repeated"):
         auralise.auralise(model, y, layer=2, features=[1, 1])
+
+
+def test_the_shortest_clip_is_what_the_layers_need() -> None:
+    """The paper's Choi CNN (same-padded 3x3 convolutions, five 2x2 poolings): layer L needs 2^L STFT frames, i.e.
+    (2^L - 1) hops of 256 samples (7,936 at layer 5), and one sample less gives an empty map at runtime; a
+    SampleCNN needs the one length it is built for (3 x 3 = 9 samples); a waveform model whose walk ends at a
+    'valid' convolution needs its receptive field (a 9-tap conv, stride 3, then a 3-pool: 9 + 2 * 3 = 15)."""
+    choi = choi_cnn(n_outputs=3)
+    auraliser = auralise.Auraliser(choi)
+    for level in (1, 3, 5):
+        assert auralise.shortest_clip_samples(auraliser, [level], guess=44032) == (2**level - 1) * 256
+    assert auralise.shortest_clip_samples(auraliser, [1, 2, 3, 4, 5], guess=100) == 7936  # searched upwards
+    short = auraliser.model_input(np.zeros((1, 7935), np.float32))  # 31 frames
+    try:
+        empty = auraliser.net.layer_outputs(short, [auraliser.net.layer_name(5)])[0].shape.num_elements() == 0
+    except (ValueError, tf.errors.OpError):  # oneDNN's pooling refuses an empty output
+        empty = True
+    assert empty
+    sample = samplecnn_model(filter_sizes=(3, 3), n_outputs=2, channels=(4,), front_filters=4, top_filters=4,
+                             sample_rate=2000)
+    assert auralise.shortest_clip_samples(auralise.Auraliser(sample), [1], guess=5) == 9
+    x = tf.keras.Input((None, 1))
+    h = tf.keras.layers.MaxPooling1D(3, name="pool")(tf.keras.layers.Conv1D(2, 9, strides=3, activation="relu")(x))
+    wave = tf.keras.Model(x, tf.keras.layers.Dense(1)(tf.keras.layers.GlobalMaxPooling1D()(h)))
+    assert auralise.shortest_clip_samples(auralise.Auraliser(wave), [1], guess=4000) == 15

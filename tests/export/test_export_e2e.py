@@ -355,6 +355,35 @@ def test_deconvolve_every_layer_matches_tfaural_deconv(exported: Exported) -> No
         assert "spectrogram" not in out and out["deconvolved"].shape == (1, 2, x.shape[-1])
 
 
+def test_deconvolution_takes_clips_down_to_the_deepest_layers_shortest(exported: Exported) -> None:
+    """The Choi CNN's five 2x2 poolings need 32 STFT frames (31 hops of 32 samples) at layer 5, under its 1024-sample
+    segment; the SampleCNN is built for one length, its segment. A clip of exactly ``min_deconv_samples`` deconvolves
+    (as tfaural.deconv does in-process); one sample less is refused, naming the shortest; tagging still needs a
+    segment; and the warm-up (so verification) calls deconvolve and auralise at that edge."""
+    shortest = {"choi": 31 * 32, "samplecnn": exported.info.segment.length}[exported.family]
+    assert exported.metadata["min_deconv_samples"] == shortest
+    assert read_export_metadata(exported.version_dir).min_deconv_seconds == shortest / RATE
+    x = _signal(shortest, seed=9)
+    layer = exported.metadata["deconvolvable_layers"][-1]
+    out = exported.call("deconvolve", waveform=x, layer=np.int32(layer), features=np.array([0, 3], np.int32))
+    model_input = np.abs(spectral.stft(x, n_fft=64, hop_length=32).numpy()) if exported.family == "choi" else x
+    expected = deconvolve(exported.model, model_input, layer=layer, features=[0, 3]).numpy()
+    np.testing.assert_allclose(out["deconvolved"], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    why = "not empty" if exported.family == "choi" else "one model segment"
+    _fails(exported, "auralise", rf"waveform has {shortest - 1} samples; need at least {shortest} \(.*{why}\)",
+           waveform=x[:, 1:], layer=np.int32(1), features=np.array([0], np.int32), mode=b"phase")
+    if exported.family == "choi":
+        _fails(exported, "serving_default", rf"need at least {exported.info.segment.length} \(.*one model segment",
+               waveform=x)
+        _fails(exported, "attribute", rf"need at least {exported.info.segment.length} \(.*one model segment",
+               waveform=x, layer=np.int32(1), top_tags=np.int32(1))
+    requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request
+                for log in read_warmup_file(exported.version_dir)}
+    for name in ("deconvolve", "auralise"):
+        assert tf.make_ndarray(requests[name].inputs["waveform"]).shape == (1, shortest)
+    assert tf.make_ndarray(requests["serving_default"].inputs["waveform"]).shape == (1, exported.info.segment.length)
+
+
 @pytest.mark.parametrize("mode", ["phase", "mask"])
 def test_auralise_matches_auraliser(exported: Exported, mode: str) -> None:
     x = _signal(exported.info.segment.length + 300, seed=6)

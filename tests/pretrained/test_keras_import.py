@@ -240,6 +240,52 @@ def test_layers_inside_a_nested_backbone_serve_features_and_attribution(tmp_path
     assert np.abs(attributed["contributions"]).max() > 0
 
 
+def test_an_any_length_model_deconvolves_and_hears_clips_shorter_than_its_segment(tmp_path: pathlib.Path) -> None:
+    """``valid`` 3x3 convolutions and 2x2 poolings on log-mel frames: the deepest level's maps need 22 frames
+    (22 -> conv 20 -> pool 10 -> conv 8 -> pool 4 -> conv 2 -> pool 1), i.e. 21 hops of a centred STFT. The export's
+    ``min_deconv_samples`` is that, far under the 2-s segment; ``deconvolve`` takes a clip of exactly that length
+    (its activations are a Keras model cut at the level on librosa's log-mel frames) and refuses one sample less;
+    ``tfaural.listen`` hears a clip of it and names the shortest clip when asked for less."""
+    x = keras.Input((N_MELS, None, 1))
+    h = x
+    for level in (1, 2, 3):
+        h = keras.layers.Conv2D(4, 3, activation="relu", name=f"conv{level}")(h)
+        h = keras.layers.MaxPooling2D(2, name=f"pool{level}")(h)
+    tags = keras.layers.Dense(2, activation="sigmoid")(keras.layers.GlobalMaxPooling2D()(h))
+    keras.Model(x, tags, name="valid_convs").save(tmp_path / "valid.keras")
+    front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, compression="log10-1p:10000")
+    model, info = import_keras_model(tmp_path / "valid.keras", tmp_path / "run", front=front, segment_seconds=2.0)
+    shortest = 21 * HOP
+    assert info.segment.length == 200 * HOP
+    module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise"])
+    assert metadata["min_deconv_samples"] == shortest and metadata["min_deconv_seconds"] == shortest / SR
+    assert "min_deconv_samples" in metadata["signatures"]["deconvolve"]["inputs"]["waveform"]["description"]
+    y = _music(1.0, seed=7)[None, :shortest]
+    out = module.call("deconvolve", {"waveform": y, "layer": np.int32(3), "features": np.array([0, 1, 2], np.int32)})
+    assert out["deconvolved"].shape == (1, 3, N_MELS, 22)
+    mel = librosa.feature.melspectrogram(y=y[0], sr=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0)
+    cut = keras.Model(model.inputs[0], model.get_layer("pool3").output)
+    maps = np.asarray(cut(np.log10(1 + 10000 * mel)[None, ..., None].astype(np.float32), training=False))
+    assert maps.shape[1:3] == (6, 1)  # 64 mels -> 6 rows; one position in time
+    np.testing.assert_allclose(out["activation"][0], maps.max(axis=(1, 2))[0, :3], rtol=1e-4, atol=1e-5)
+    heard = module.call("auralise", {"waveform": y, "layer": np.int32(3), "features": np.array([0], np.int32),
+                                     "mode": np.array(b"phase", dtype=object)})
+    assert heard["audio"].shape == (1, 1, shortest) and np.isfinite(heard["audio"]).all()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"need at least {shortest} \(.*not empty"):
+        module.call("deconvolve", {"waveform": y[:, :-1], "layer": np.int32(1), "features": np.array([0], np.int32)})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"need at least {info.segment.length} \(.*segment"):
+        module.call("serving_default", {"waveform": y})
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, _music(1.0, seed=8), SR)
+    summary = listen.listen(str(tmp_path / "run"), [str(clip)], str(tmp_path / "heard"), layers="3", features="0",
+                            seconds=shortest / SR, progress=False)
+    assert summary["ok"] == 1
+    assert sf.info(tmp_path / "heard" / "clip" / "layer3" / "feature0.wav").frames == shortest
+    with pytest.raises(ParameterError, match=rf"too short for layer 3: .* shorter than {shortest / SR:.4g} s"):
+        listen.listen(str(tmp_path / "run"), [str(clip)], str(tmp_path / "short"), layers="1-3", features="0",
+                      seconds=0.1, progress=False)
+
+
 @pytest.mark.slow
 def test_a_db_patch_model_imported_from_the_command_line_is_exported_and_tagged_as_librosa_would(
         models: dict[str, pathlib.Path], catalogue: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
@@ -287,8 +333,8 @@ def test_a_db_patch_model_imported_from_the_command_line_is_exported_and_tagged_
 def test_a_keras_mel_tagger_is_auralised_by_the_beam_job_as_tfaural_listen_hears_it(
         models: dict[str, pathlib.Path], catalogue: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
     """A model with its own MelSpectrogram, imported with only --sample-rate and --segment-seconds: the auralise
-    job's excerpts and features equal tfaural.listen's on the run's folder (within one 16-bit step), and the
-    passthrough feature sounds like the excerpt."""
+    job's excerpts (0.75 s, shorter than the 2-s segment: --tags turns off) and features equal tfaural.listen's on
+    the run's folder (within one 16-bit step), and the passthrough feature sounds like the excerpt."""
     run_dir = tmp_path / "run"
     assert pretrained_cli.main([str(models["keras_mel"]), "--output", str(run_dir), "--sample-rate", str(SR),
                                 "--segment-seconds", "2"]) == 0
@@ -300,15 +346,19 @@ def test_a_keras_mel_tagger_is_auralised_by_the_beam_job_as_tfaural_listen_hears
     export = pathlib.Path(export_run(run_dir, tmp_path / "export"))
     job_out = tmp_path / "job"
     done = _run("beam_jobs.auralise", "--input", str(catalogue["flac"].parent / "*"), "--model", str(export),
-                "--output", str(job_out), "--layers", "1,3", "--features", "0,1", "--clip-seconds", "2",
-                "--offset-seconds", "1", "--tags", "0")
+                "--output", str(job_out), "--layers", "1,3", "--features", "0,1", "--clip-seconds", "0.75",
+                "--offset-seconds", "1")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "--clip-seconds 0.75 is shorter than one model segment (2 s), which attribution scores: --tags is off" \
+        in done.stderr
+    job = json.loads((job_out / "job.json").read_text())
+    assert job["settings"]["tags"] == 0 and job["metadata"]["min_deconv_samples"] < info.segment.length
     rows = {pathlib.Path(r.path).name: r for r in parse_manifest((job_out / "manifest.jsonl").read_text(),
                                                                  path="manifest.jsonl")}
     assert len(rows) == 4 and rows["broken.mp3"].status == "failed"
     heard = tmp_path / "listen"
     summary = listen.listen(str(run_dir), [str(catalogue["flac"]), str(catalogue["mp3"])], str(heard), layers="1,3",
-                            features="0,1", offset=1.0, seconds=2.0, progress=False)
+                            features="0,1", offset=1.0, seconds=0.75, progress=False)
     assert summary["ok"] == 2
     for key in ("flac", "mp3"):
         name = rows[catalogue[key].name].name
@@ -320,6 +370,7 @@ def test_a_keras_mel_tagger_is_auralised_by_the_beam_job_as_tfaural_listen_hears
             theirs, _ = sf.read(heard / name / file, dtype="float32")
             np.testing.assert_allclose(ours, theirs, atol=2.0**-15 + 1e-7, err_msg=f"{key} {file}")
         original, _ = sf.read(job_out / name / "original.wav", dtype="float32")
+        assert original.size == int(0.75 * SR)
         passthrough, _ = sf.read(job_out / name / "layer1" / "feature0.wav", dtype="float32")
         assert float(np.corrcoef(original, passthrough)[0, 1]) > 0.9
 
