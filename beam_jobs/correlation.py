@@ -544,8 +544,11 @@ def _layer_names(metadata: ExportMetadata) -> dict[int, str] | None:
 
 def _title(metadata: ExportMetadata) -> str:
     labels = metadata.labels
+    source = metadata.model_config.get("source") if metadata.family == "keras" else None
     if metadata.pretrained:  # an imported tagger: its name says more than four of its 50 tags
         what = f"{metadata.pretrained} ({len(labels)} tags)"
+    elif source:  # an imported Keras file (whose labels may be output0, output1, ...)
+        what = f"{source} ({len(labels)} outputs)"
     else:
         what = f"{metadata.family} model" + (f" ({', '.join(labels[:4])})" if labels else "")
     return f"Average correlation of every pair in each layer\n{what}; error bars: ±1 std"

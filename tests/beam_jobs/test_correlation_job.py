@@ -278,3 +278,17 @@ def test_moments_combine_to_the_same_bits_in_any_order() -> None:
     for part in parts:
         naive = naive.merge(part)
     assert result.mean == pytest.approx(naive.mean, rel=1e-12) and result.std == pytest.approx(naive.std, rel=1e-12)
+
+
+def test_the_figure_title_names_the_model() -> None:
+    """A published tagger by its name, an imported Keras file by its file (its labels may be output0, ...), others by
+    family and first labels."""
+    title = job._title
+    musicnn = ExportMetadata.from_dict({"sample_rate": SR, "family": "musicnn", "labels": ["rock", "pop"],
+                                        "run_extra": {"pretrained": {"name": "MTT_vgg"}}})
+    keras_file = ExportMetadata.from_dict({"sample_rate": SR, "family": "keras", "labels": ["output0", "output1"],
+                                           "model_config": {"kind": "keras", "source": "choi2016.keras"}})
+    choi = ExportMetadata.from_dict({"sample_rate": SR, "family": "choi", "labels": ["a", "b", "c", "d", "e"]})
+    assert "\nMTT_vgg (2 tags); error bars" in title(musicnn)
+    assert "\nchoi2016.keras (2 outputs); error bars" in title(keras_file)
+    assert "\nchoi model (a, b, c, d); error bars" in title(choi)
