@@ -972,6 +972,15 @@ def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "
         auraliser = Auraliser(model, chunk_elements=chunk_elements, net=net)
         auraliser.sample_rate = int(front.sample_rate)
         return auraliser
+    stft_layer = getattr(keras.layers, "STFTSpectrogram", None)
+    if stft_layer is not None and isinstance(net.front_end, stft_layer):
+        layer = net.front_end
+        raise ModelError(
+            f"model {model.name!r} makes its spectrogram with keras.layers.STFTSpectrogram ({layer.name!r}: mode "
+            f"{layer.mode!r}, a strided convolution with {layer.padding!r} padding), whose frames tfaural's STFT "
+            "cannot yet turn back into sound: tfaural.deconv.DeconvNet(model) deconvolves it to that layer's "
+            "output; to hear it, build the model on keras.layers.MelSpectrogram, or on a spectrogram made "
+            "outside it (--n-fft, --hop-length, --linear-frequency)")
     power = front.power if front.power is not None else 2.0
     compression = None
     if front.compression is not None:

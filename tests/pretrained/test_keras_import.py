@@ -29,6 +29,7 @@ from export.exporter import build_module, export_run
 from tfaural import audio, listen
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
 from tfaural.config import FrontEndConfig, KerasConfig, model_config_from_dict, model_config_to_dict
+from tfaural.deconv import DeconvNet
 from tfaural.errors import ConfigError, ModelError, ParameterError
 from tfaural.formats import parse_manifest, parse_track_record
 from tfaural.pretrained import __main__ as pretrained_cli
@@ -284,6 +285,29 @@ def test_an_any_length_model_deconvolves_and_hears_clips_shorter_than_its_segmen
     with pytest.raises(ParameterError, match=rf"too short for layer 3: .* shorter than {shortest / SR:.4g} s"):
         listen.listen(str(tmp_path / "run"), [str(clip)], str(tmp_path / "short"), layers="1-3", features="0",
                       seconds=0.1, progress=False)
+
+
+def test_a_keras_stft_front_end_is_refused_with_what_does_work(tmp_path: pathlib.Path) -> None:
+    """``keras.layers.STFTSpectrogram`` frames by a strided convolution that tfaural's STFT cannot invert: the import
+    says so (instead of asking for --n-mels and --compression) and writes nothing; tfaural.deconv.DeconvNet
+    deconvolves the model to that layer's output, as the message says."""
+    x = keras.Input((None, 1))
+    spectrogram = keras.layers.STFTSpectrogram(mode="log", frame_length=N_FFT, frame_step=256, fft_length=N_FFT,
+                                               padding="same", expand_dims=True, name="stft")(x)
+    h = keras.layers.MaxPooling2D(2, name="pool1")(keras.layers.Conv2D(4, 3, padding="same", activation="relu")(
+        spectrogram))
+    model = keras.Model(x, keras.layers.Dense(2, activation="sigmoid")(keras.layers.GlobalMaxPooling2D()(h)))
+    model.save(tmp_path / "stft.keras")
+    with pytest.raises(ModelError, match=r"keras.layers.STFTSpectrogram \('stft': mode 'log'.*tfaural.deconv"):
+        import_keras_model(tmp_path / "stft.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR),
+                           segment_seconds=1.0)
+    assert not (tmp_path / "run").exists()
+    assert pretrained_cli.main([str(tmp_path / "stft.keras"), "--output", str(tmp_path / "run"), "--sample-rate",
+                                str(SR), "--segment-seconds", "1"]) != 0
+    y = _music(0.5, seed=9)[None, :, None]
+    net = DeconvNet(model)
+    deconvolved = net(y, layer=1, features=[0])
+    assert net.input_layer == "stft" and tuple(deconvolved.shape) == (1, 1, 32, N_FFT // 2 + 1)  # [frames, bins]
 
 
 @pytest.mark.slow
