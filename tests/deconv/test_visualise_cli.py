@@ -149,6 +149,9 @@ def test_bad_input_is_a_clear_error(
         ("choi", ["--layers", "9", "--no-audio"], "--layers '9' names [9]"),
         ("choi", ["--features", "0,70"], "--features (layer 1) '0,70' names [70]"),
         ("choi", ["--clip-seconds", "-1"], "--clip-seconds -1.0 is invalid"),
+        # five 2x2 poolings need 32 frames: 31 hops of 64 samples at 4 kHz
+        ("choi", ["--clip-seconds", "0.2"], "--clip-seconds 0.2 is too short for layer 5: its maps are empty on "
+                                            "clips shorter than 0.496 s (1984 samples at 4000 Hz)"),
         ("choi", ["--missing-audio"], "missing.wav"),
         ("samplecnn", ["--layers", "9"], "--layers '9' names [9]"),
         ("samplecnn", ["--steps", "0"], "--steps 0 is invalid"),
