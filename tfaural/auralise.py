@@ -83,6 +83,7 @@ __all__ = [
     "front_end_filterbank",
     "fixed_input_samples",
     "shortest_clip_samples",
+    "checked_clip_samples",
     "SHORTEST_CLIP_LIMIT",
     "WALK_TENSORS",
     "walk_bytes",
@@ -1092,6 +1093,21 @@ def shortest_clip_samples(auraliser: Auraliser, levels: Sequence[int], *, guess:
         low, high = high, min(2 * high, SHORTEST_CLIP_LIMIT)
     inferred = least(low, high, run=False)
     return inferred if fits(inferred, run=True) else least(inferred, high, run=True)
+
+
+def checked_clip_samples(auraliser: Auraliser, levels: Sequence[int], *, samples: int, sample_rate: int,
+                         flag: str = "--clip-seconds") -> int:
+    """:func:`shortest_clip_samples` of ``levels``, after checking that a clip of ``samples`` is not shorter.
+
+    Raises:
+        ParameterError: Naming ``flag``, the deepest level and the shortest clip, if ``samples`` is shorter.
+    """
+    shortest = shortest_clip_samples(auraliser, levels, guess=samples)
+    if samples < shortest:
+        raise ParameterError(
+            f"{flag} {samples / sample_rate:g} is too short for layer {max(levels)}: its maps are empty on clips "
+            f"shorter than {shortest / sample_rate:.4g} s ({shortest} samples at {sample_rate} Hz)")
+    return shortest
 
 
 #: Float32 tensors of the model's widest activation that one feature's auralisation holds at its peak

@@ -286,7 +286,7 @@ def listen(
     """
     from tqdm.auto import tqdm
 
-    from tfaural.auralise import MODES, fixed_input_samples, shortest_clip_samples, walk_bytes
+    from tfaural.auralise import MODES, checked_clip_samples, fixed_input_samples, walk_bytes
     from tfaural.data.catalogue import default_track_ids, output_names
     from tfaural.deconv import METHODS
 
@@ -326,11 +326,7 @@ def listen(
     clip_samples = samples if samples is not None else int(round(seconds * sample_rate))
     shortest = 1  # a fixed-size model's excerpt is zero-padded to its length
     if samples is None:  # the shortest excerpt whose maps at the deepest chosen layer are not empty
-        shortest = shortest_clip_samples(auraliser, levels, guess=clip_samples)
-        if clip_samples < shortest:
-            raise ParameterError(
-                f"--clip-seconds {seconds:g} is too short for layer {max(levels)}: its maps are empty on clips "
-                f"shorter than {shortest / sample_rate:.4g} s ({shortest} samples at {sample_rate} Hz)")
+        shortest = checked_clip_samples(auraliser, levels, samples=clip_samples, sample_rate=sample_rate)
     needed = walk_bytes(auraliser, clip_samples)
     if needed > max_memory_gib * 2**30:
         longest = clip_samples * max_memory_gib * 2**30 / needed / sample_rate

@@ -451,7 +451,7 @@ def make_figures(
     from tqdm.auto import tqdm
 
     from tfaural import spectral
-    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, shortest_clip_samples, to_linear_magnitude
+    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, checked_clip_samples, to_linear_magnitude
     from tfaural.cli import check_output_folder
 
     check_output_folder(output)
@@ -477,11 +477,8 @@ def make_figures(
         clip_seconds = seconds if seconds is not None else default_seconds
         if is_choi and wanted_layers:  # any length: the clip must give the deepest grid layer a map
             rate = int(config.sample_rate)
-            shortest = shortest_clip_samples(Auraliser(model), wanted_layers, guess=int(clip_seconds * rate))
-            if clip_seconds * rate < shortest:
-                raise ParameterError(
-                    f"--clip-seconds {clip_seconds:g} is too short for layer {max(wanted_layers)}: its maps are empty "
-                    f"on clips shorter than {shortest / rate:.4g} s ({shortest} samples at {rate} Hz)")
+            checked_clip_samples(Auraliser(model), wanted_layers, samples=int(round(clip_seconds * rate)),
+                                 sample_rate=rate)
         clips = _load_clips(audio_paths, sample_rate=int(config.sample_rate), offset=offset, seconds=clip_seconds)
     os.makedirs(output, exist_ok=True)
     written: list[str] = []
