@@ -241,6 +241,9 @@ class ServingModule(tf.Module):
                         auraliser_for(model, chunk_elements=chunk, net=self._net)})
             if "auralise" in signature_names(family) or front is not None else None
         )
+        frames = getattr(front, "keras_frames", None)
+        if frames is not None:  # a keras.layers.STFTSpectrogram's frames are not tfaural's centred ones
+            self._settings = dataclasses.replace(self._settings, stft=frames.describe())
         if self._auraliser is not None and self._settings.levels:
             shortest = shortest_clip_samples(self._auraliser.items["auraliser"], self._settings.levels,
                                              guess=self._settings.segment_length)

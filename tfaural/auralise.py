@@ -22,7 +22,9 @@ in the compressed log-mel domain (``log10(1 + C m)``, decibels, ``ln(m + ε)``, 
 :mod:`tfaural.spectral`); it is brought back to mel power by a level rule, then to
 a linear-frequency magnitude by the pseudo-inverse of the mel filterbank (or non-negative
 least squares, :func:`mel_to_linear_power`), and reconstructed with the original phase
-(or as a mask) like the STFT models.
+(or as a mask) like the STFT models. A model with a ``keras.layers.STFTSpectrogram`` of its own
+is heard the same way with no mel bands, through that layer's own frames and their exact
+inverse (:class:`KerasFrames`).
 
 For the raw-waveform SampleCNN family the 1D deconvolution already ends in the
 waveform domain, so its output *is* the auralisation (no STFT involved) — a
@@ -50,7 +52,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -165,6 +167,7 @@ def reconstruct(
     n_fft: int,
     hop_length: int,
     length: int | tf.Tensor,
+    inverse: Callable[[tf.Tensor, int | tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.Tensor:
     """Turns linear-magnitude maps into waveforms with the original STFT's phase.
 
@@ -176,6 +179,9 @@ def reconstruct(
         n_fft: FFT size in samples.
         hop_length: Hop in samples.
         length: Output length in samples.
+        inverse: The inverse of the STFT that made ``stft_matrix``: complex ``[batch, k, freq, frames]`` and a
+            length to float32 ``[batch, k, length]`` (``None``: :func:`tfaural.spectral.istft` of ``n_fft`` and
+            ``hop_length``, the library's centred STFT).
 
     Returns:
         float32 ``[batch, k, length]`` (not normalised).
@@ -188,6 +194,8 @@ def reconstruct(
         _check_mode(mode)
         carrier = spectral.magphase(stft_matrix)[1] if mode == "phase" else stft_matrix
     complex_maps = tf.cast(deconvolved, tf.complex64) * carrier[:, tf.newaxis]
+    if inverse is not None:
+        return inverse(complex_maps, length)
     return spectral.istft(complex_maps, n_fft=n_fft, hop_length=hop_length, length=length)
 
 
@@ -558,7 +566,11 @@ class MelAuraliser(Auraliser):
       its HTK bands: ``filterbank=spectral.mel_filterbank(..., fmin=125, fmax=7500, htk=True, norm=None)``);
     * **the waveform, through a** ``keras.layers.MelSpectrogram`` **layer** of its own: everything
       (sample rate, FFT, hop, bands, filterbank, power, dB) is read from that layer, whose frames
-      are tfaural's (centred, periodic Hann window of ``n_fft``).
+      are tfaural's (centred, periodic Hann window of ``n_fft``);
+    * **the waveform, through a** ``keras.layers.STFTSpectrogram`` **layer** of its own (mode
+      ``magnitude`` or ``log``): only ``sample_rate`` is given; the STFT's own bins are the "bands"
+      (the identity filterbank), and its frames, window and scale are the layer's
+      (:class:`KerasFrames`: not tfaural's centred STFT), as is the inverse that hears them.
 
     A compression layer must act bin by bin (a ``Lambda`` of ``log``, say); the deconvolution ends
     at its output. A model that compresses inside but is not told so (no ``input_layer=``) would be
@@ -663,6 +675,8 @@ class MelAuraliser(Auraliser):
         given: dict[str, Any] = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length,
                                  "n_mels": n_mels, "power": power, "compression": compression, "filterbank": filterbank}
         front = self.net.front_end
+        #: The framing of the model's own keras.layers.STFTSpectrogram (None: tfaural's centred STFT).
+        self.keras_frames: KerasFrames | None = None
         if isinstance(front, keras.layers.MelSpectrogram):
             self.takes = "waveform"
             settings = _keras_mel_settings(front, model)
@@ -670,6 +684,17 @@ class MelAuraliser(Auraliser):
                 if value is not None and not _same(value, settings[name]):
                     raise ParameterError(f"{name}={value!r} conflicts with the model's MelSpectrogram layer "
                                          f"{front.name!r}, which has {name}={settings[name]!r}: leave it out")
+        elif _STFT_LAYER is not None and isinstance(front, _STFT_LAYER):
+            self.takes = "waveform"
+            self.keras_frames = KerasFrames.of(front, model)
+            extra = [name for name, value in given.items() if value is not None and name != "sample_rate"]
+            if extra:
+                raise ParameterError(f"{', '.join(extra)}: the model's STFTSpectrogram layer {front.name!r} makes "
+                                     "its own spectrogram; pass only sample_rate")
+            if not _is_rate(sample_rate):
+                raise ParameterError(f"sample_rate={sample_rate!r} is invalid: the model's STFTSpectrogram layer "
+                                     f"{front.name!r} does not know its rate; pass it (a positive integer, Hz)")
+            settings = self.keras_frames.settings(int(sample_rate))  # type: ignore[arg-type]
         else:
             self.takes = "compressed mel" if front is None else "mel power"
             settings = self._given_settings(model, given)
@@ -725,8 +750,8 @@ class MelAuraliser(Auraliser):
         shape = self.net.domain_shape[1:]
         where = f"the input domain of model {model.name!r} ({self.net.input_layer or 'its input'}, shape {shape})"
         channel = len(shape) == 3 and shape[-1] == 1
-        if self.takes == "waveform":
-            return "mels_frames", False, None
+        if self.takes == "waveform":  # Keras's MelSpectrogram: [mels, frames]; its STFTSpectrogram: [frames, bins(, 1)]
+            return ("mels_frames", False, None) if self.keras_frames is None else ("frames_mels", channel, None)
         dims = shape[:2] if channel else shape
         if len(dims) != 2:
             raise ModelError(f"{where} is not a mel spectrogram [n_mels, frames(, 1)] or [frames, n_mels(, 1)]")
@@ -746,7 +771,11 @@ class MelAuraliser(Auraliser):
         return layout, channel, dims[1 - mel_axis]
 
     def mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """``(complex STFT [batch, freq, frames], mel power [batch, n_mels, frames])`` of ``[batch, samples]``."""
+        """``(complex STFT [batch, freq, frames], mel power [batch, n_mels, frames])`` of ``[batch, samples]``
+        (a ``keras.layers.STFTSpectrogram`` model's: its own frames and scale, and the magnitude)."""
+        if self.keras_frames is not None:
+            stft_matrix = self.keras_frames.stft(waveform)
+            return stft_matrix, tf.abs(stft_matrix)
         stft_matrix = spectral.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length)
         magnitude = tf.abs(stft_matrix)
         scaled = magnitude if self.power == 1.0 else tf.pow(magnitude, self.power)
@@ -820,7 +849,8 @@ class MelAuraliser(Auraliser):
             power = self._power(maps, mel, input_rise)
             linear = _undo_power(mel_to_linear_power(power, self.filterbank, inversion=self.inversion), self.power)
             audio = reconstruct(linear, stft_matrix, mode=mode, n_fft=self.n_fft, hop_length=self.hop_length,
-                                length=tf.shape(waveform)[-1])
+                                length=tf.shape(waveform)[-1],
+                                inverse=None if self.keras_frames is None else self.keras_frames.istft)
             result = normalise_peak(audio, input_peak=level)
             return (maps, *result) if keep_deconvolved else result
 
@@ -849,6 +879,135 @@ def _front_compression(model: keras.Model, front: keras.layers.Layer | None) -> 
         f"model {model.name!r}: its deconvolution ends at layer {front.name!r} ({type(front).__name__}), which does "
         "not say what compression of mel power it is: pass compression= (e.g. log_c= for log10(1 + C m))"
     )
+
+
+#: ``keras.layers.STFTSpectrogram`` (``None`` in a Keras without it).
+_STFT_LAYER: Any = getattr(keras.layers, "STFTSpectrogram", None)
+#: The modes of ``keras.layers.STFTSpectrogram`` whose output is a magnitude (so a map can be heard).
+KERAS_STFT_MODES = ("magnitude", "log")
+
+
+def _is_rate(value: Any) -> bool:
+    return bool(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KerasFrames:
+    """The frames of a ``keras.layers.STFTSpectrogram`` front end, and their inverse.
+
+    That layer is a strided convolution of the waveform with the real and imaginary parts of
+    DFT kernels times its window (divided by ``sqrt(sum w^2)`` for ``scaling="density"``, by
+    ``sum |w|`` for ``"spectrum"``), with ``valid`` padding or TensorFlow's zero ``same``
+    padding (``floor(total / 2)`` samples before): not tfaural's centred STFT. Its complex
+    STFT is :func:`tf.signal.stft` with the window read from the layer's own kernels (the real
+    kernel's first bin is the scaled window), after the layer's padding; its inverse is the
+    least-squares overlap-add (:meth:`istft`), cropped back.
+
+    Attributes:
+        window: float32 ``[frame_length]``: the layer's window, scaled as its kernels are.
+        frame_step: Hop in samples.
+        fft_length: FFT size (= ``frame_length``).
+        padding: ``"valid"`` or ``"same"``.
+        mode: ``"magnitude"`` or ``"log"`` (``ln(max(|X|, eps))``).
+        window_name: The layer's window (``"hann"``, ``"hamming"``, ...; ``"custom"`` for an array).
+    """
+
+    window: np.ndarray
+    frame_step: int
+    fft_length: int
+    padding: str
+    mode: str
+    window_name: str = "custom"
+
+    @classmethod
+    def of(cls, layer: Any, model: keras.Model) -> KerasFrames:
+        """The frames of ``layer``, checked: a magnitude mode, one channel, channels last, a frame as long as the
+        FFT, and kernels that are still its window's DFT (not trained away from it).
+
+        Raises:
+            ModelError: Naming the layer and what tfaural cannot hear of it.
+        """
+        where = f"model {model.name!r}: its STFTSpectrogram layer {layer.name!r}"
+        if layer.mode not in KERAS_STFT_MODES:
+            raise ModelError(f"{where} has mode={layer.mode!r}; tfaural hears the magnitude modes "
+                             f"{KERAS_STFT_MODES} (the deconvolution of a phase or of real and imaginary parts is "
+                             "no magnitude to put the excerpt's phase on): tfaural.deconv.DeconvNet deconvolves it")
+        channels = model.inputs[0].shape[-1] if layer.data_format == "channels_last" else None
+        if layer.data_format != "channels_last" or channels != 1:
+            raise ModelError(f"{where} takes {model.inputs[0].shape} ({layer.data_format}); tfaural hears a model "
+                             "of mono waveforms [batch, samples, 1] (channels last)")
+        length, fft = int(layer.frame_length), int(layer._fft_length)  # fft_length resolved (it may be None)
+        if length != fft:
+            raise ModelError(f"{where} has frames of {length} samples and an FFT of {fft}; tfaural hears frames as "
+                             "long as the FFT")
+        real = np.asarray(keras.ops.convert_to_numpy(layer.real_kernel), np.float64)[:, 0, :]
+        imag = np.asarray(keras.ops.convert_to_numpy(layer.imag_kernel), np.float64)[:, 0, :]
+        window = real[:, 0]  # cos(0) = 1: the scaled window
+        angle = 2 * np.pi * np.outer(np.arange(length), np.arange(fft // 2 + 1)) / fft
+        error = max(np.abs(real - window[:, None] * np.cos(angle)).max(),
+                    np.abs(imag + window[:, None] * np.sin(angle)).max())
+        # float32 kernels of angles up to pi * frame_length are off by ~1e-4 of the window: trained ones by more
+        if not error <= 1e-3 * np.abs(window).max():
+            raise ModelError(f"{where} has kernels that are not its window's DFT (trained with the model: off by "
+                             f"{error:.3g}); its spectrogram has no inverse STFT to hear it by: tfaural.deconv."
+                             "DeconvNet deconvolves it")
+        name = layer.window if isinstance(layer.window, str) else "custom"
+        return cls(window.astype(np.float32), int(layer.frame_step), fft, str(layer.padding), str(layer.mode), name)
+
+    def describe(self) -> dict[str, Any]:
+        """The STFT as an export's ``metadata.json`` states it (``center: false``: the layer's own padding)."""
+        return {"n_fft": self.fft_length, "hop_length": self.frame_step, "win_length": None,
+                "window": self.window_name, "center": False, "padding": self.padding,
+                "layer": "keras.layers.STFTSpectrogram", "mode": self.mode}
+
+    def settings(self, sample_rate: int) -> dict[str, Any]:
+        """:class:`MelAuraliser`'s settings: the STFT's own bins (no mel bands), magnitude, the layer's log."""
+        # log mode is ln(max(sqrt(max(power, eps)), eps)): silence at ln(sqrt(eps)), read as ln(|X| + sqrt(eps))
+        floor = math.sqrt(float(keras.config.epsilon()))
+        compression = spectral.LogOffset(floor) if self.mode == "log" else spectral.Linear()
+        n_freq = self.fft_length // 2 + 1
+        return {"sample_rate": sample_rate, "n_fft": self.fft_length, "hop_length": self.frame_step,
+                "n_mels": n_freq, "power": 1.0, "compression": compression, "filterbank": "linear"}
+
+    def _padding(self, samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(before, after)`` samples of the layer's padding of a clip of ``samples``."""
+        if self.padding == "valid":
+            zero = tf.zeros([], tf.int32)
+            return zero, zero
+        frames = (samples + self.frame_step - 1) // self.frame_step  # TensorFlow's "same": ceil(n / step)
+        total = tf.maximum((frames - 1) * self.frame_step + self.fft_length - samples, 0)
+        return total // 2, total - total // 2
+
+    def _window(self, frame_length: int, dtype: tf.DType = tf.float32) -> tf.Tensor:
+        del frame_length
+        return tf.constant(self.window, dtype)
+
+    def stft(self, waveform: tf.Tensor) -> tf.Tensor:
+        """complex64 ``[batch, freq, frames]``: the layer's STFT of ``[batch, samples]`` (its frames and scale)."""
+        waveform = tf.convert_to_tensor(waveform, tf.float32)
+        before, after = self._padding(tf.shape(waveform)[-1])
+        padded = tf.pad(waveform, [[0, 0], [before, after]])
+        matrix = tf.signal.stft(padded, frame_length=self.fft_length, frame_step=self.frame_step,
+                                fft_length=self.fft_length, window_fn=self._window, pad_end=False)
+        return tf.linalg.matrix_transpose(matrix)
+
+    def istft(self, stft_matrix: tf.Tensor, length: int | tf.Tensor) -> tf.Tensor:
+        """float32 ``[..., length]``: the least-squares inverse of :meth:`stft` (``[..., freq, frames]``): the
+        overlap-add of each frame times the window over the overlap-add of the squared window (Griffin and Lim),
+        exact where the frames' windows sum to at least 1e-3 of their most (so at the edges of ``valid`` frames,
+        where the window is near zero, a few samples are zero rather than amplified)."""
+        frames = tf.signal.irfft(tf.linalg.matrix_transpose(stft_matrix), fft_length=[self.fft_length])
+        window = tf.constant(self.window, tf.float32)
+        y = tf.signal.overlap_and_add(frames * window, self.frame_step)
+        squares = tf.signal.overlap_and_add(tf.tile(tf.square(window)[tf.newaxis], [tf.shape(frames)[-2], 1]),
+                                            self.frame_step)
+        covered = squares > 1e-3 * tf.reduce_max(squares)
+        y = tf.where(covered, y / tf.where(covered, squares, tf.ones_like(squares)), tf.zeros_like(y))
+        length = tf.convert_to_tensor(length, tf.int32)
+        before, _ = self._padding(length)
+        y = y[..., before:]
+        y = tf.pad(y, [[0, 0]] * (y.shape.rank - 1) + [[0, tf.maximum(length - tf.shape(y)[-1], 0)]])
+        return y[..., :length]
 
 
 def _keras_mel_settings(layer: keras.layers.MelSpectrogram, model: keras.Model) -> dict[str, Any]:
@@ -973,15 +1132,15 @@ def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "
         auraliser = Auraliser(model, chunk_elements=chunk_elements, net=net)
         auraliser.sample_rate = int(front.sample_rate)
         return auraliser
-    stft_layer = getattr(keras.layers, "STFTSpectrogram", None)
-    if stft_layer is not None and isinstance(net.front_end, stft_layer):
-        layer = net.front_end
-        raise ModelError(
-            f"model {model.name!r} makes its spectrogram with keras.layers.STFTSpectrogram ({layer.name!r}: mode "
-            f"{layer.mode!r}, a strided convolution with {layer.padding!r} padding), whose frames tfaural's STFT "
-            "cannot yet turn back into sound: tfaural.deconv.DeconvNet(model) deconvolves it to that layer's "
-            "output; to hear it, build the model on keras.layers.MelSpectrogram, or on a spectrogram made "
-            "outside it (--n-fft, --hop-length, --linear-frequency)")
+    if _STFT_LAYER is not None and isinstance(net.front_end, _STFT_LAYER):
+        where = (f"model {model.name!r} makes its spectrogram with its keras.layers.STFTSpectrogram "
+                 f"{net.front_end.name!r}")
+        extra = [flag for flag in front.given() if flag != "--sample-rate"]
+        if extra:
+            raise ParameterError(f"{', '.join(extra)}: {where}; only --sample-rate applies")
+        if front.sample_rate is None:
+            raise ParameterError(f"{where}, which does not know its rate: pass its --sample-rate")
+        return MelAuraliser(model, net=net, sample_rate=front.sample_rate, chunk_elements=chunk_elements)
     power = front.power if front.power is not None else 2.0
     compression = None
     if front.compression is not None:

@@ -784,7 +784,7 @@ class FrontEndConfig(Config):
 
 
 #: What an imported Keras model takes (:class:`KerasConfig`).
-KERAS_INPUTS = ("waveform", "keras mel", "spectrogram")
+KERAS_INPUTS = ("waveform", "keras mel", "keras stft", "spectrogram")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -798,7 +798,8 @@ class KerasConfig(Config):
     Attributes:
         front_end: What the model takes (its ``sample_rate`` is required).
         takes: ``"waveform"`` (the model takes samples ``[samples(, 1)]``), ``"keras mel"`` (through its own
-            ``keras.layers.MelSpectrogram``) or ``"spectrogram"`` (made outside it, by ``front_end``).
+            ``keras.layers.MelSpectrogram``), ``"keras stft"`` (through its own ``keras.layers.STFTSpectrogram``)
+            or ``"spectrogram"`` (made outside it, by ``front_end``).
         n_fft: FFT size of the STFT the model sees (``None`` for ``"waveform"``).
         hop_length: Its hop in samples (``None`` for ``"waveform"``).
         n_outputs: Output units.

@@ -15,6 +15,9 @@ What the model takes is read from the file where the file says it; the front-end
 
 * a model tfaural built (a training run's ``model.keras``, an imported musicnn tagger): everything;
 * a model with a ``keras.layers.MelSpectrogram`` of its own: everything, read from that layer;
+* a model with a ``keras.layers.STFTSpectrogram`` of its own (``magnitude`` or ``log`` mode, its
+  DFT kernels untrained): ``--sample-rate``, the rest read from that layer and heard through its
+  own frames (:class:`tfaural.auralise.KerasFrames`);
 * a model on the waveform ``[samples(, 1)]``: ``--sample-rate``; its deconvolution is the sound;
 * a model on a mel (or STFT) spectrogram: ``--sample-rate``, ``--n-fft``, ``--hop-length``,
   ``--n-mels`` (or ``--linear-frequency``), ``--power`` and the mel bands (librosa's by default;

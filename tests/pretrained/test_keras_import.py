@@ -20,6 +20,7 @@ import keras
 import librosa
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 import tensorflow as tf
 from ffmpeg_files import write as write_with_ffmpeg
@@ -29,7 +30,6 @@ from export.exporter import build_module, export_run
 from tfaural import audio, listen
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
 from tfaural.config import FrontEndConfig, KerasConfig, model_config_from_dict, model_config_to_dict
-from tfaural.deconv import DeconvNet
 from tfaural.errors import ConfigError, ModelError, ParameterError
 from tfaural.formats import parse_manifest, parse_track_record
 from tfaural.pretrained import __main__ as pretrained_cli
@@ -287,28 +287,120 @@ def test_an_any_length_model_deconvolves_and_hears_clips_shorter_than_its_segmen
                       seconds=0.1, progress=False)
 
 
-def test_a_keras_stft_front_end_is_refused_with_what_does_work(tmp_path: pathlib.Path) -> None:
-    """``keras.layers.STFTSpectrogram`` frames by a strided convolution that tfaural's STFT cannot invert: the import
-    says so (instead of asking for --n-mels and --compression) and writes nothing; tfaural.deconv.DeconvNet
-    deconvolves the model to that layer's output, as the message says."""
+def _stft_tagger(mode: str = "log", padding: str = "same") -> keras.Model:
+    """A tagger on the waveform ``[samples, 1]`` through its own ``keras.layers.STFTSpectrogram`` (Hann window of
+    512, hop 128), then :func:`_conv_blocks` (feature 0 of level 1 passes the rise above the log's silence)."""
     x = keras.Input((None, 1))
-    spectrogram = keras.layers.STFTSpectrogram(mode="log", frame_length=N_FFT, frame_step=256, fft_length=N_FFT,
-                                               padding="same", expand_dims=True, name="stft")(x)
-    h = keras.layers.MaxPooling2D(2, name="pool1")(keras.layers.Conv2D(4, 3, padding="same", activation="relu")(
-        spectrogram))
-    model = keras.Model(x, keras.layers.Dense(2, activation="sigmoid")(keras.layers.GlobalMaxPooling2D()(h)))
-    model.save(tmp_path / "stft.keras")
-    with pytest.raises(ModelError, match=r"keras.layers.STFTSpectrogram \('stft': mode 'log'.*tfaural.deconv"):
-        import_keras_model(tmp_path / "stft.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR),
-                           segment_seconds=1.0)
-    assert not (tmp_path / "run").exists()
-    assert pretrained_cli.main([str(tmp_path / "stft.keras"), "--output", str(tmp_path / "run"), "--sample-rate",
-                                str(SR), "--segment-seconds", "1"]) != 0
-    y = _music(0.5, seed=9)[None, :, None]
-    net = DeconvNet(model)
-    deconvolved = net(y, layer=1, features=[0])
-    assert net.input_layer == "stft" and tuple(deconvolved.shape) == (1, 1, 32, N_FFT // 2 + 1)  # [frames, bins]
+    stft = keras.layers.STFTSpectrogram(mode=mode, frame_length=N_FFT, frame_step=128, fft_length=N_FFT,
+                                        padding=padding, expand_dims=True, name="stft")
+    spectrogram = stft(x)
+    kernels = stft.get_weights()
+    silence = float(np.log(np.sqrt(keras.config.epsilon())))
+    model = _conv_blocks(x, spectrogram, floor=-silence if mode == "log" else 0.0, name=f"stft_{mode}_tagger",
+                         head="pool")
+    stft.set_weights(kernels)  # _conv_blocks draws every layer's weights: the STFT keeps its DFT kernels
+    return model
 
+
+def _numpy_stft_magnitude(y: np.ndarray) -> np.ndarray:
+    """The reference: ``[bins, frames]`` |rfft| of symmetric-Hann frames (hop 128) after TensorFlow's ``same``
+    zero padding, over sqrt(sum w^2) (the layer's ``density`` scaling), in NumPy and SciPy."""
+    hop, n = 128, y.size
+    frames = -(-n // hop)
+    total = max((frames - 1) * hop + N_FFT - n, 0)
+    padded = np.pad(y, (total // 2, total - total // 2))
+    window = scipy.signal.get_window("hann", N_FFT, fftbins=False)
+    framed = np.stack([padded[t * hop:t * hop + N_FFT] for t in range(frames)])
+    return (np.abs(np.fft.rfft(framed * window, axis=-1)) / np.sqrt(np.sum(window**2))).T
+
+
+def test_a_keras_stft_tagger_is_heard_through_its_own_frames(tmp_path: pathlib.Path) -> None:
+    """A model with its own ``keras.layers.STFTSpectrogram`` (not tfaural's centred STFT: a strided convolution,
+    zero ``same`` padding, a symmetric window, density scaling) imports with only --sample-rate: its spectrogram is
+    NumPy's STFT of those frames, its scores the Keras model's on the waveform, and its passthrough feature, heard
+    with the excerpt's phase through the exact inverse of those frames, is the excerpt."""
+    _stft_tagger().save(tmp_path / "stft.keras")
+    model, info = import_keras_model(tmp_path / "stft.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR),
+                                     segment_seconds=1.0)
+    assert (info.model.takes, info.model.n_fft, info.model.hop_length) == ("keras stft", N_FFT, 128)
+    module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise"])
+    assert metadata["stft"] == {"n_fft": N_FFT, "hop_length": 128, "win_length": None, "window": "hann",
+                                "center": False, "padding": "same", "layer": "keras.layers.STFTSpectrogram",
+                                "mode": "log"}
+    y = _music(2.2, seed=10)
+    segment = info.segment.length
+    scores = module.call("serving_default", {"waveform": y[None]})["scores"][0]
+    expected = np.asarray(model(np.stack([y[:segment], y[segment:2 * segment]])[..., None], training=False))
+    np.testing.assert_allclose(scores, expected.mean(axis=0), atol=1e-5)
+    clip = y[None, :segment]
+    out = module.call("deconvolve", {"waveform": clip, "layer": np.int32(1), "features": np.array([0], np.int32)})
+    reference = _numpy_stft_magnitude(clip[0])
+    np.testing.assert_allclose(out["spectrogram"][0], reference, atol=1e-5 * reference.max())
+    heard = module.call("auralise", {"waveform": clip, "layer": np.int32(1), "features": np.array([0], np.int32),
+                                     "mode": np.array(b"phase", dtype=object)})
+    np.testing.assert_allclose(heard["audio"][0, 0], auraliser_for(model)(clip, layer=1, features=[0]).audio[0, 0],
+                               atol=1e-5)
+    assert float(np.corrcoef(heard["audio"][0, 0], clip[0])[0, 1]) > 0.999  # sqrt(eps) below the music: inaudible
+    frames = auraliser_for(model).keras_frames  # the inverse of the layer's frames is exact
+    np.testing.assert_allclose(frames.istft(frames.stft(clip), segment).numpy(), clip, atol=1e-6)
+
+
+def test_what_of_a_keras_stft_front_end_cannot_be_heard_is_refused(tmp_path: pathlib.Path) -> None:
+    """Phase-like modes, kernels trained away from the window's DFT and front-end flags are refused, naming why;
+    nothing is written. ``valid`` padding and the magnitude mode are heard (the exact inverse where frames cover)."""
+    front = FrontEndConfig(sample_rate=SR)
+    for mode, message in (("psd", "mode='psd'"), ("angle", "mode='angle'")):
+        _stft_tagger(mode).save(tmp_path / f"{mode}.keras")
+        with pytest.raises(ModelError, match=rf"STFTSpectrogram layer 'stft' has {message}.*DeconvNet"):
+            import_keras_model(tmp_path / f"{mode}.keras", tmp_path / "run", front=front, segment_seconds=1.0)
+    trained = _stft_tagger()
+    layer = trained.get_layer("stft")
+    layer.real_kernel.assign(layer.real_kernel * 1.01 + 1e-3)
+    trained.save(tmp_path / "trained.keras")
+    with pytest.raises(ModelError, match="kernels that are not its window's DFT"):
+        import_keras_model(tmp_path / "trained.keras", tmp_path / "run", front=front, segment_seconds=1.0)
+    _stft_tagger("magnitude", "valid").save(tmp_path / "valid.keras")
+    with pytest.raises(ParameterError, match=r"--n-fft: model .* keras.layers.STFTSpectrogram 'stft'; only --sample"):
+        import_keras_model(tmp_path / "valid.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR, n_fft=256),
+                           segment_seconds=1.0)
+    with pytest.raises(ParameterError, match="pass the model's --sample-rate"):
+        import_keras_model(tmp_path / "valid.keras", tmp_path / "run", front=FrontEndConfig(), segment_seconds=1.0)
+    assert not (tmp_path / "run").exists()
+    model, _ = import_keras_model(tmp_path / "valid.keras", tmp_path / "run", front=front, segment_seconds=1.0)
+    frames = auraliser_for(model).keras_frames
+    assert frames is not None and (frames.padding, frames.mode) == ("valid", "magnitude")
+    y = _music(1.05, seed=11)[None]  # 16800 samples: the last 32 are in no frame
+    back = frames.istft(frames.stft(y), y.shape[-1]).numpy()
+    end = (y.shape[-1] - N_FFT) // 128 * 128 + N_FFT  # the frames' span, less the ends where the window's square
+    covered = slice(40, end - 40)                      # is under 1e-3 of the frames' sum of squares (1.5)
+    np.testing.assert_allclose(back[:, covered], y[:, covered], atol=1e-6)
+    assert not back[:, end:].any()  # no frame covers the last samples
+
+
+@pytest.mark.slow
+def test_a_keras_stft_tagger_is_auralised_by_the_beam_job_from_the_command_line(
+        catalogue: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    """Imported by ``python -m tfaural.pretrained`` with only --sample-rate, exported (verified without tfaural and
+    in a TF1 session) and auralised by ``python -m beam_jobs.auralise`` over a FLAC, an MP3, an OGG and a broken
+    file: each is in the manifest once, and each song's passthrough feature is its excerpt."""
+    _stft_tagger().save(tmp_path / "stft.keras")
+    done = _run("tfaural.pretrained", str(tmp_path / "stft.keras"), "--output", str(tmp_path / "run"),
+                "--sample-rate", str(SR), "--segment-seconds", "1")
+    assert done.returncode == 0 and "takes keras stft" in done.stdout, done.stderr[-3000:]
+    export = pathlib.Path(export_run(tmp_path / "run", tmp_path / "export"))
+    job_out = tmp_path / "job"
+    done = _run("beam_jobs.auralise", "--input", str(catalogue["flac"].parent / "*"), "--model", str(export),
+                "--output", str(job_out), "--layers", "1", "--features", "0,1", "--clip-seconds", "3",
+                "--offset-seconds", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {pathlib.Path(r.path).name: r for r in parse_manifest((job_out / "manifest.jsonl").read_text(),
+                                                                 path="manifest.jsonl")}
+    assert len(rows) == 4 and rows["broken.mp3"].status == "failed" and rows["broken.mp3"].stage == "decode"
+    for key in ("flac", "mp3", "ogg"):
+        name = rows[catalogue[key].name].name
+        original, _ = sf.read(job_out / name / "original.wav", dtype="float32")
+        passthrough, _ = sf.read(job_out / name / "layer1" / "feature0.wav", dtype="float32")
+        assert original.size == 3 * SR and float(np.corrcoef(original, passthrough)[0, 1]) > 0.99, key
 
 @pytest.mark.slow
 def test_a_db_patch_model_imported_from_the_command_line_is_exported_and_tagged_as_librosa_would(

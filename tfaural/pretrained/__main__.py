@@ -25,8 +25,8 @@ any Keras audio CNN (a .keras or .h5 file), told what its file does not say:
   python -m tfaural.pretrained my_tagger.keras --output runs/mine --labels tags.txt \
       --sample-rate 16000 --n-fft 512 --hop-length 256 --n-mels 96 --compression db-max
   python -m tfaural.pretrained keras_mel_tagger.keras --output runs/km --sample-rate 16000 --segment-seconds 3
-A model with its own keras.layers.MelSpectrogram, or one on the waveform, needs only --sample-rate
-(and --segment-seconds if it takes inputs of any length).
+A model with its own keras.layers.MelSpectrogram or keras.layers.STFTSpectrogram, or one on the
+waveform, needs only --sample-rate (and --segment-seconds if it takes inputs of any length).
 """
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")

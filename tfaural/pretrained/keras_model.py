@@ -83,7 +83,10 @@ def _takes(auraliser: Any) -> tuple[str, int | None, int | None]:
 
     if not isinstance(auraliser, MelAuraliser):
         return "waveform", None, None
-    return ("keras mel" if auraliser.takes == "waveform" else "spectrogram"), auraliser.n_fft, auraliser.hop_length
+    takes = "spectrogram"
+    if auraliser.takes == "waveform":
+        takes = "keras mel" if auraliser.keras_frames is None else "keras stft"
+    return takes, auraliser.n_fft, auraliser.hop_length
 
 
 def _segment_length(auraliser: Any, *, segment_seconds: float | None, sample_rate: int, model_name: str) -> int:
