@@ -79,6 +79,8 @@ __all__ = [
     "MEL_INVERSIONS",
     "MEL_LAYOUTS",
     "MelAuraliser",
+    "KerasFrames",
+    "KERAS_STFT_MODES",
     "auraliser_for",
     "auraliser_for_front_end",
     "deconv_net_for",
@@ -691,10 +693,10 @@ class MelAuraliser(Auraliser):
             if extra:
                 raise ParameterError(f"{', '.join(extra)}: the model's STFTSpectrogram layer {front.name!r} makes "
                                      "its own spectrogram; pass only sample_rate")
-            if not _is_rate(sample_rate):
+            if sample_rate is None or not _is_rate(sample_rate):
                 raise ParameterError(f"sample_rate={sample_rate!r} is invalid: the model's STFTSpectrogram layer "
                                      f"{front.name!r} does not know its rate; pass it (a positive integer, Hz)")
-            settings = self.keras_frames.settings(int(sample_rate))  # type: ignore[arg-type]
+            settings = self.keras_frames.settings(int(sample_rate))
         else:
             self.takes = "compressed mel" if front is None else "mel power"
             settings = self._given_settings(model, given)
