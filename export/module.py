@@ -31,9 +31,12 @@ Decisions (documented in ``docs/serving.md`` too):
   not repeat.
 * **Attribution** (``attribute``): the clip's best labels (scores as ``serving_default``)
   and, per label, each feature of ``layer``'s contribution ``sum(A * dS/dA)`` over its map,
-  averaged over segments. One Keras model per level returns that layer's maps and the scores
-  from one pass; each (label, segment) pair is a row of the batch, so the gradients of all
-  labels come from one backward pass per chunk of ``max_batch_segments`` rows.
+  averaged over segments. One forward pass returns every exported level's maps and the
+  scores, and one backward pass gives the gradients at every level (so the graph holds the
+  model's forward and backward passes once, not once per level: a deep model's export traced
+  them once per level before); ``layer`` then picks that level's contributions. Each (label,
+  segment) pair is a row of the batch, so the gradients of all labels come from one backward
+  pass per chunk of ``max_batch_segments`` rows.
 * **Budgets** (:mod:`export.budget`, stated in ``metadata.json``): besides each
   input's length, a call's ``batch × samples`` (``max_request_samples`` for the
   scoring and feature signatures, ``max_deconv_samples`` for the deconvolution
@@ -254,14 +257,14 @@ class ServingModule(tf.Module):
                 model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
                 name="serving_features",
             )
-        # One model per deconvolvable layer returning (that layer's maps, the scores) from one pass, for
-        # the gradients of ``attribute`` (weights shared with self.model; untracked: nothing saved twice).
-        # An imported Keras model's layers may sit inside a nested model (a keras.applications backbone), out of
-        # get_layer's reach: its maps come from the deconvolution network's flattened graph instead.
-        self._attribution_models = _Untracked({} if front is not None else {
-            level: keras.Model(model.inputs[0], [model.get_layer(self._settings.layer_names[level]).output,
-                                                 model.outputs[0]], name=f"attribution_{level}")
-            for level in self._settings.levels
+        # One model returning (every level's maps..., the scores) from one pass, for the gradients of ``attribute``
+        # (weights shared with self.model; untracked: nothing saved twice). An imported Keras model's layers may
+        # sit inside a nested model (a keras.applications backbone), out of get_layer's reach: its maps come from
+        # the deconvolution network's flattened graph instead.
+        self._attribution_model = _Untracked({} if front is not None or not self._settings.levels else {
+            "model": keras.Model(model.inputs[0], [*(model.get_layer(self._settings.layer_names[level]).output
+                                                     for level in self._settings.levels), model.outputs[0]],
+                                 name="attribution")
         })
         self._labels = np.asarray(info.labels, dtype=object)
         implementations: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
@@ -730,43 +733,45 @@ class ServingModule(tf.Module):
                           [-1, s.segment_length])
         row_tags = tf.reshape(tf.tile(tf.transpose(tags)[:, :, tf.newaxis], [1, 1, n_segments]), [-1])
 
-        def branch(level: int) -> tf.Tensor:
-            model = self._attribution_models.items.get(level)
-            name = s.layer_names[level]
+        widths = [s.features_per_layer[level] for level in s.levels]
 
-            def maps_and_scores(inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                if model is not None:
-                    return model(inputs, training=False)
-                assert self._net is not None
-                maps, predictions = self._net.layer_outputs(inputs, [name], with_model_output=True)
-                return maps, predictions
-            channels = s.features_per_layer[level]
+        def maps_and_scores(inputs: tf.Tensor) -> list[tf.Tensor]:
+            """Every level's maps, then the scores, from one forward pass."""
+            model = self._attribution_model.items.get("model")
+            if model is not None:
+                return list(model(inputs, training=False))
+            assert self._net is not None
+            return self._net.layer_outputs(inputs, [s.layer_names[level] for level in s.levels],
+                                           with_model_output=True)
 
-            def contributions(x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-                with tf.GradientTape() as tape:
-                    inputs = self._model_input(x)
-                    maps, predictions = maps_and_scores(inputs)
-                    chosen = tf.reduce_sum(predictions * tf.one_hot(labels, n_labels, dtype=predictions.dtype))
-                gradient = tape.gradient(chosen, maps)
-                axes = list(range(1, len(maps.shape) - 1))
-                return tf.reduce_sum(gradient * maps, axis=axes) if axes else gradient * maps  # [m, C]
+        def row_contributions(x: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            """``[m, C]`` of every level: ``sum(A * dS/dA)`` over each map, from one backward pass."""
+            with tf.GradientTape() as tape:
+                *maps, predictions = maps_and_scores(self._model_input(x))
+                chosen = tf.reduce_sum(predictions * tf.one_hot(labels, n_labels, dtype=predictions.dtype))
+            gradients = tape.gradient(chosen, maps)
+            return tuple(tf.reduce_sum(g * a, axis=list(range(1, len(a.shape) - 1))) if len(a.shape) > 2 else g * a
+                         for g, a in zip(gradients, maps))
 
-            limit = s.max_batch_segments
-            m = tf.shape(rows)[0]
-            n_chunks = tf.maximum(1, (m + limit - 1) // limit)
-            size = tf.maximum(1, (m + n_chunks - 1) // n_chunks)
-            padded_rows = tf.reshape(tf.pad(rows, [[0, n_chunks * size - m], [0, 0]]), [n_chunks, size, -1])
-            padded_tags = tf.reshape(tf.pad(row_tags, [[0, n_chunks * size - m]]), [n_chunks, size])
-            per_row = tf.map_fn(lambda pair: contributions(pair[0], pair[1]), (padded_rows, padded_tags),
-                                fn_output_signature=tf.TensorSpec([None, channels], tf.float32),
-                                parallel_iterations=1)
-            per_row = tf.reshape(per_row, [-1, channels])[:m]
-            per_row = tf.reshape(per_row, [t, batch, n_segments, channels])
-            weights = tf.cast(mask, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+        limit = s.max_batch_segments
+        m = tf.shape(rows)[0]
+        n_chunks = tf.maximum(1, (m + limit - 1) // limit)
+        size = tf.maximum(1, (m + n_chunks - 1) // n_chunks)
+        padded_rows = tf.reshape(tf.pad(rows, [[0, n_chunks * size - m], [0, 0]]), [n_chunks, size, -1])
+        padded_tags = tf.reshape(tf.pad(row_tags, [[0, n_chunks * size - m]]), [n_chunks, size])
+        per_level = tf.map_fn(lambda pair: row_contributions(pair[0], pair[1]), (padded_rows, padded_tags),
+                              fn_output_signature=tuple(tf.TensorSpec([None, c], tf.float32) for c in widths),
+                              parallel_iterations=1)
+        weights = tf.cast(mask, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+
+        def averaged(per_row: tf.Tensor, channels: int) -> tf.Tensor:
+            """``[b, t, C]``: a level's contributions, averaged over each clip's segments."""
+            per_row = tf.reshape(tf.reshape(per_row, [-1, channels])[:m], [t, batch, n_segments, channels])
             mean = tf.reduce_sum(per_row * weights, axis=2) / tf.cast(counts, tf.float32)[tf.newaxis, :, tf.newaxis]
-            return tf.transpose(mean, [1, 0, 2])  # [b, t, C]
+            return tf.transpose(mean, [1, 0, 2])
 
-        contributions = _switch_case(index, [functools.partial(branch, level) for level in s.levels])
+        by_level = [averaged(per_row, channels) for per_row, channels in zip(per_level, widths)]
+        contributions = _switch_case(index, [functools.partial(tf.identity, value) for value in by_level])
         labels = tf.gather(tf.constant(self._labels, tf.string), tags)
         return {"scores": scores, "tags": tags, "labels": labels, "contributions": contributions}
 
