@@ -139,7 +139,7 @@ class Settings:
         offset_seconds: Start of the excerpt in the file.
         spectrograms: Write PNG spectrograms.
         features_per_call: Feature maps per signature call.
-        segment_length: Shortest usable excerpt in samples: the export's ``min_deconv_samples``, or one model
+        shortest: Shortest usable excerpt in samples: the export's ``min_deconv_samples``, or one model
             segment with ``tags`` (attribution scores the excerpt).
         stft: ``(n_fft, hop_length)`` of the spectrograms.
         report: Write the HTML listening report when the run has finished.
@@ -154,7 +154,7 @@ class Settings:
     offset_seconds: float
     spectrograms: bool
     features_per_call: int
-    segment_length: int
+    shortest: int
     stft: tuple[int, int]
     report: bool = False
     tags: int = 0
@@ -216,14 +216,13 @@ class Settings:
             logger.warning("auralise: --clip-seconds %g is shorter than one model segment (%.4g s), which "
                            "attribution scores: --tags is off", job.clip_seconds, meta.segment_seconds)
             tags = 0
-        segment = meta.segment_length if tags else shortest
         stft = meta.stft or {}
         n_fft = int(stft.get("n_fft") or 2 ** max(6, round(math.log2(rate * 0.046))))  # ~46 ms windows
         hop = int(stft.get("hop_length") or n_fft // 4)
         return cls(common=common, layers=layers, features=features, mode=job.mode, clip_seconds=float(job.clip_seconds),
                    offset_seconds=float(job.offset_seconds), spectrograms=bool(job.spectrograms),
-                   features_per_call=int(job.features_per_call), segment_length=segment, stft=(n_fft, hop),
-                   report=bool(job.report), tags=tags)
+                   features_per_call=int(job.features_per_call), shortest=meta.segment_length if tags else shortest,
+                   stft=(n_fft, hop), report=bool(job.report), tags=tags)
 
     def job_settings(self) -> dict[str, Any]:
         """What determines the outputs (compared by ``--skip-existing``)."""
@@ -346,7 +345,7 @@ class PrepareTrack(beam.DoFn):
                     return
             beam_io.delete([marker])  # the track is incomplete until it is written again
         try:
-            clip = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.segment_length,
+            clip = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.shortest,
                                 offset=s.offset_seconds, duration=s.clip_seconds)
         except AudioError as err:
             yield failed_result(track, err, stage="decode")

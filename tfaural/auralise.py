@@ -686,14 +686,14 @@ class MelAuraliser(Auraliser):
                 if value is not None and not _same(value, settings[name]):
                     raise ParameterError(f"{name}={value!r} conflicts with the model's MelSpectrogram layer "
                                          f"{front.name!r}, which has {name}={settings[name]!r}: leave it out")
-        elif _STFT_LAYER is not None and isinstance(front, _STFT_LAYER):
+        elif isinstance(front, keras.layers.STFTSpectrogram):
             self.takes = "waveform"
             self.keras_frames = KerasFrames.of(front, model)
             extra = [name for name, value in given.items() if value is not None and name != "sample_rate"]
             if extra:
                 raise ParameterError(f"{', '.join(extra)}: the model's STFTSpectrogram layer {front.name!r} makes "
                                      "its own spectrogram; pass only sample_rate")
-            if sample_rate is None or not _is_rate(sample_rate):
+            if not (isinstance(sample_rate, int) and sample_rate > 0):  # as _given_settings checks it
                 raise ParameterError(f"sample_rate={sample_rate!r} is invalid: the model's STFTSpectrogram layer "
                                      f"{front.name!r} does not know its rate; pass it (a positive integer, Hz)")
             settings = self.keras_frames.settings(int(sample_rate))
@@ -883,14 +883,8 @@ def _front_compression(model: keras.Model, front: keras.layers.Layer | None) -> 
     )
 
 
-#: ``keras.layers.STFTSpectrogram`` (``None`` in a Keras without it).
-_STFT_LAYER: Any = getattr(keras.layers, "STFTSpectrogram", None)
 #: The modes of ``keras.layers.STFTSpectrogram`` whose output is a magnitude (so a map can be heard).
 KERAS_STFT_MODES = ("magnitude", "log")
-
-
-def _is_rate(value: Any) -> bool:
-    return bool(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -1119,30 +1113,33 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
     return _heard_through(model, front, method=method, chunk_elements=chunk_elements, net=net)
 
 
+def _sample_rate_only(front: FrontEndConfig, what: str, *, missing: str) -> int:
+    """``front``'s sample rate, for a model that makes its own input from the waveform (``what`` it does): every
+    other front-end flag is refused, and a missing rate too (``missing``: what the model is, for that message)."""
+    extra = [flag for flag in front.given() if flag != "--sample-rate"]
+    if extra:
+        raise ParameterError(f"{', '.join(extra)}: {what}; only --sample-rate applies")
+    if front.sample_rate is None:
+        raise ParameterError(f"{missing}: pass its --sample-rate")
+    return int(front.sample_rate)
+
+
 def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "deconvnet",
                    chunk_elements: int | None = None, net: DeconvNet | None = None) -> Auraliser:
     """:func:`auraliser_for_front_end` of a model whose front end ``front`` describes (its config does not)."""
     if net is None:
         net = DeconvNet(model, method=method, input_layer=front.input_layer)
     if ends_at_a_waveform(net):
-        extra = [flag for flag in front.given() if flag != "--sample-rate"]
-        if extra:
-            raise ParameterError(f"{', '.join(extra)}: model {model.name!r} takes the waveform, whose deconvolution "
-                                 "is the sound; only --sample-rate applies")
-        if front.sample_rate is None:
-            raise ParameterError(f"model {model.name!r} takes the waveform: pass its --sample-rate")
+        rate = _sample_rate_only(front, f"model {model.name!r} takes the waveform, whose deconvolution is the sound",
+                                 missing=f"model {model.name!r} takes the waveform")
         auraliser = Auraliser(model, chunk_elements=chunk_elements, net=net)
-        auraliser.sample_rate = int(front.sample_rate)
+        auraliser.sample_rate = rate
         return auraliser
-    if _STFT_LAYER is not None and isinstance(net.front_end, _STFT_LAYER):
+    if isinstance(net.front_end, keras.layers.STFTSpectrogram):
         where = (f"model {model.name!r} makes its spectrogram with its keras.layers.STFTSpectrogram "
                  f"{net.front_end.name!r}")
-        extra = [flag for flag in front.given() if flag != "--sample-rate"]
-        if extra:
-            raise ParameterError(f"{', '.join(extra)}: {where}; only --sample-rate applies")
-        if front.sample_rate is None:
-            raise ParameterError(f"{where}, which does not know its rate: pass its --sample-rate")
-        return MelAuraliser(model, net=net, sample_rate=front.sample_rate, chunk_elements=chunk_elements)
+        rate = _sample_rate_only(front, where, missing=f"{where}, which does not know its rate")
+        return MelAuraliser(model, net=net, sample_rate=rate, chunk_elements=chunk_elements)
     power = front.power if front.power is not None else 2.0
     compression = None
     if front.compression is not None:

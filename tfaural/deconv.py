@@ -171,8 +171,9 @@ FRONT_END_TYPES: tuple[type, ...] = (InputScaling, LogMelSpectrogram, Standardis
                                      keras.layers.STFTSpectrogram)
 
 _IDENTITY_TYPES: tuple[type, ...] = (
-    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout, keras.layers.AlphaDropout, keras.layers.Identity, keras.layers.ActivityRegularization,
+    keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout, keras.layers.Identity,
+    keras.layers.ActivityRegularization,
 )
 _CONV_TYPES: tuple[type, ...] = (keras.layers.Conv1D, keras.layers.Conv2D)
 _DEPTHWISE_TYPES: tuple[type[Any], ...] = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -1167,21 +1168,14 @@ class _Join:
         return (values[id(self.input_tensors[0])],), {}
 
 
-#: Layers that are the identity at inference (what the deconvolution walks); a dropout between a block's last
-#: layer and its residual sum does not end the block.
-_INFERENCE_IDENTITIES: tuple[type[Any], ...] = tuple(
-    getattr(keras.layers, name) for name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-                                             "GaussianNoise", "GaussianDropout", "AlphaDropout")
-    if hasattr(keras.layers, name))
-
-
 def _leads_to_add(graph: _Graph, step: _Step) -> bool:
-    """Whether ``step``'s output goes, through inference identities only, to a residual ``Add`` alone."""
+    """Whether ``step``'s output goes, through inference identities only (:data:`_IDENTITY_TYPES`: a dropout between a
+    block's last layer and its residual sum does not end the block), to a residual ``Add`` alone."""
     while len(graph.consumers.get(step.output, [])) == 1:
         step = graph.consumers[step.output][0]
         if isinstance(step.layer, keras.layers.Add):
             return True
-        if not isinstance(step.layer, _INFERENCE_IDENTITIES):
+        if not isinstance(step.layer, _IDENTITY_TYPES):
             return False
     return False
 
@@ -1426,7 +1420,7 @@ class DeconvNet:
                 if isinstance(after.layer, keras.layers.Add):  # a residual sum: the block goes on to its output
                     end = after
                     continue
-                if isinstance(after.layer, _INFERENCE_IDENTITIES) and _leads_to_add(graph, after):
+                if isinstance(after.layer, _IDENTITY_TYPES) and _leads_to_add(graph, after):
                     end = after  # a dropout before the sum (EfficientNet's blocks): the block goes on to it
                     continue
                 if not isinstance(after.layer, chain) or (  # a rectifier continues the block, a sigmoid ends it

@@ -451,7 +451,7 @@ def make_figures(
     from tqdm.auto import tqdm
 
     from tfaural import spectral
-    from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for, checked_clip_samples, to_linear_magnitude
+    from tfaural.auralise import MelAuraliser, auraliser_for, checked_clip_samples, to_linear_magnitude
     from tfaural.cli import check_output_folder
 
     check_output_folder(output)
@@ -470,15 +470,15 @@ def make_figures(
         model, layers=layers, features=features, offset=offset, seconds=seconds, filter_layers=filter_layers,
         steps=steps,
     )
-    clips = None
+    clips = auraliser = None
     if audio_paths:
         assert isinstance(config, (ChoiConfig, SampleCNNConfig, MusicnnConfig))
+        auraliser = auraliser_for(model)
         default_seconds = config.input_seconds if isinstance(config, SampleCNNConfig) else 4.0
         clip_seconds = seconds if seconds is not None else default_seconds
         if is_choi and wanted_layers:  # any length: the clip must give the deepest grid layer a map
             rate = int(config.sample_rate)
-            checked_clip_samples(Auraliser(model), wanted_layers, samples=int(round(clip_seconds * rate)),
-                                 sample_rate=rate)
+            checked_clip_samples(auraliser, wanted_layers, samples=int(round(clip_seconds * rate)), sample_rate=rate)
         clips = _load_clips(audio_paths, sample_rate=int(config.sample_rate), offset=offset, seconds=clip_seconds)
     os.makedirs(output, exist_ok=True)
     written: list[str] = []
@@ -504,8 +504,8 @@ def make_figures(
         if spectra:
             written.append(os.path.basename(plot_filter_spectra(spectra, os.path.join(output, "filter-spectra.png"))))
     if audio_paths:
-        assert clips is not None and isinstance(config, (ChoiConfig, SampleCNNConfig, MusicnnConfig))
-        auraliser: Auraliser = auraliser_for(model)
+        assert clips is not None and auraliser is not None
+        assert isinstance(config, (ChoiConfig, SampleCNNConfig, MusicnnConfig))
         rate = int(config.sample_rate)
         n_fft, hop = (config.n_fft, config.hop_length) if isinstance(config, (ChoiConfig, MusicnnConfig)) else (1024,
                                                                                                                256)
