@@ -5,7 +5,7 @@ Usage:
     python -m beam_jobs.auralise --input 'music/*.flac' --model exports/choi/1 --output results/auralised \\
         [--layers all|1,5|1-5] [--features all|0-7,12] [--clip-seconds 4 --offset-seconds 30] \\
         [--mode phase|mask] [--format wav|flac] [--spectrograms] [--features-per-call 16] [--batch-size 1] \\
-        [--tags 3] [--report] [--skip-existing | --overwrite] [beam options]
+        [--tags 3] [--report] [--pad-short] [--skip-existing | --overwrite] [beam options]
 
 For each track, the excerpt ``[offset, offset + clip)`` is decoded (nothing else of
 the file is read), mixed to mono and resampled to the model's rate; the
@@ -34,7 +34,8 @@ The output folder (read by the HTML listening report) receives:
                              "activation": float or null, "peak": float, "silent": bool}, ...]},
          "checksums": {"original.wav": SHA-256 hex, "layer<L>/feature<K>.wav": ..., ...},
          "tags": [{"label": name, "score": s}, ...] (with --tags N > 0: the excerpt's N best, best first),
-         "attribution": {"<label>": {"<L>": [{"feature": K, "contribution": c}, ...], ...}, ...}}
+         "attribution": {"<label>": {"<L>": [{"feature": K, "contribution": c}, ...], ...}, ...},
+         "padded_seconds": s (with --pad-short, for an excerpt zero-padded to the shortest the model needs)}
                                       (the TOP_CONTRIBUTORS features of each layer contributing most to each
                                       of those tags, largest first: the export's attribute signature)
                                       (every file listed, relative to <name>/: --skip-existing reuses a track
@@ -49,9 +50,13 @@ the export provides it. An excerpt needs only the export's ``min_deconv_seconds`
 (the shortest clip whose maps at its deepest layer are not empty, often well
 under a tagging segment), or one model segment with ``--tags`` (attribution
 scores the excerpt; a ``--clip-seconds`` shorter than a segment turns ``--tags``
-off, as ``job.json`` records). A track shorter than ``offset + clip`` is auralised
-on what there is, if that is long enough (``clip_seconds`` in ``track.json`` is
-the actual length). Without --runner the job uses every core.
+off, as ``job.json`` records). Without ``--clip-seconds`` the excerpt is 4 s (the
+paper's), or what the export needs if that is longer (an imported 29.1-s tagger built
+for one input length needs 29.1 s). A track shorter than ``offset + clip`` is
+auralised on what there is, if that is long enough (``clip_seconds`` in
+``track.json`` is the actual length); a shorter one fails as too short, or with
+``--pad-short`` is zero-padded to the shortest excerpt the model needs (``track.json``
+says how much: ``padded_seconds``). Without --runner the job uses every core.
 """
 
 from __future__ import annotations
@@ -74,15 +79,18 @@ from beam_jobs.failures import failed_result, guarded, infer, keep
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler
 from beam_jobs.job import CatalogueJob, Timings
 from beam_jobs.options import (
+    DEFAULT_CLIP_SECONDS,
+    DEFAULT_FEATURES_PER_CALL,
     AuraliseOptions,
     CatalogueJobOptions,
     InferenceJobOptions,
     LayerOptions,
+    ShortTrackOptions,
     parse_index_list,
 )
-from beam_jobs.settings import InferenceSettings
+from beam_jobs.settings import InferenceSettings, excerpt_seconds
 from beam_jobs.tracks import TrackInput, TrackResult, decode_track
-from tfaural.errors import AudioError, DataError, ParameterError
+from tfaural.errors import AudioError, DataError, EmptyAudioError, ParameterError
 from tfaural.formats import FAILED, OK, TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
 from tfaural.spectrogram_images import render_spectrogram, spectrogram_db
 
@@ -144,6 +152,8 @@ class Settings:
         stft: ``(n_fft, hop_length)`` of the spectrograms.
         report: Write the HTML listening report when the run has finished.
         tags: How many of each excerpt's best tags to explain (0: none; needs the ``attribute`` signature).
+        pad_short: Zero-pad an excerpt shorter than ``shortest`` to it (``--pad-short``), instead of
+            failing the track as too short.
     """
 
     common: InferenceSettings
@@ -158,6 +168,7 @@ class Settings:
     stft: tuple[int, int]
     report: bool = False
     tags: int = 0
+    pad_short: bool = False
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -183,26 +194,6 @@ class Settings:
                 raise ParameterError(f"{err} (layer {layer} has {widths[layer]} feature maps)") from None
         shortest = meta.min_deconv_samples
         longest = math.inf if meta.max_deconv_seconds is None else meta.max_deconv_seconds
-        if not job.clip_seconds > 0 or job.clip_seconds * rate < shortest:
-            raise ParameterError(
-                f"--clip-seconds {job.clip_seconds} is invalid: the export deconvolves clips of at least "
-                f"{shortest / rate:.4g} s (min_deconv_seconds: its deepest layer's maps are empty on shorter ones)")
-        if job.clip_seconds > longest:
-            raise ParameterError(f"--clip-seconds {job.clip_seconds} is longer than the export's max_deconv_seconds "
-                                 f"({longest:g} s)")
-        if job.offset_seconds < 0:
-            raise ParameterError(f"--offset-seconds {job.offset_seconds} is invalid: expected seconds >= 0")
-        if job.features_per_call < 1:
-            raise ParameterError(f"--features-per-call {job.features_per_call} is invalid: expected a positive "
-                                 "integer")
-        budget = meta.max_deconv_feature_samples
-        clip = min(job.clip_seconds, longest) * rate
-        if budget is not None and job.features_per_call * common.batch_size * clip > float(budget):
-            most = max(1, int(float(budget) // (common.batch_size * clip)))
-            raise ParameterError(
-                f"--features-per-call {job.features_per_call} x --batch-size {common.batch_size} x "
-                f"--clip-seconds {job.clip_seconds:g} is more than the export deconvolves per call "
-                f"({float(budget) / rate:g} feature-seconds): use --features-per-call {most} or less")
         if job.tags < 0:
             raise ParameterError(f"--tags {job.tags} is invalid: expected a number of tags >= 0")
         tags = min(int(job.tags), 10, len(meta.labels))
@@ -210,19 +201,53 @@ class Settings:
             logger.info("auralise: the export has no %s signature (exported before it existed): --tags is off",
                         ATTRIBUTE)
             tags = 0
+        clip_seconds = job.clip_seconds
+        if clip_seconds is None:  # the paper's 4 s, or what the export needs (one segment with --tags)
+            needed = max(shortest, meta.segment_length if tags else 0)
+            clip_seconds = excerpt_seconds(meta, needed_samples=needed, default=DEFAULT_CLIP_SECONDS)
+            if clip_seconds > DEFAULT_CLIP_SECONDS:
+                logger.info("auralise: excerpts of %g s (the export's %s is %.4g s; --clip-seconds to change)",
+                            clip_seconds, "segment" if tags and meta.segment_length >= shortest else
+                            "min_deconv_seconds", needed / rate)
+        if not clip_seconds > 0 or clip_seconds * rate < shortest:
+            raise ParameterError(
+                f"--clip-seconds {clip_seconds} is invalid: the export deconvolves clips of at least "
+                f"{shortest / rate:.4g} s (its min_deconv_seconds: the model's input length, or the shortest clip "
+                "whose maps at its deepest exported layer are not empty)")
+        if clip_seconds > longest:
+            raise ParameterError(f"--clip-seconds {clip_seconds} is longer than the export's max_deconv_seconds "
+                                 f"({longest:g} s)")
+        if job.offset_seconds < 0:
+            raise ParameterError(f"--offset-seconds {job.offset_seconds} is invalid: expected seconds >= 0")
+        budget = meta.max_deconv_feature_samples
+        clip = clip_seconds * rate
+        features_per_call = job.features_per_call
+        if features_per_call is None:
+            features_per_call = DEFAULT_FEATURES_PER_CALL
+            if budget is not None:  # fewer per call where the export's per-call budget asks for it
+                features_per_call = max(1, min(features_per_call, int(float(budget) // (common.batch_size * clip))))
+        if features_per_call < 1:
+            raise ParameterError(f"--features-per-call {features_per_call} is invalid: expected a positive integer")
+        if budget is not None and features_per_call * common.batch_size * clip > float(budget):
+            most = max(1, int(float(budget) // (common.batch_size * clip)))
+            raise ParameterError(
+                f"--features-per-call {features_per_call} x --batch-size {common.batch_size} x "
+                f"--clip-seconds {clip_seconds:g} is more than the export deconvolves per call "
+                f"({float(budget) / rate:g} feature-seconds): use --features-per-call {most} or less")
         if budget is not None and tags * clip > float(budget):
             tags = max(1, int(float(budget) // clip))
-        if tags and job.clip_seconds * rate < meta.segment_length:
+        if tags and clip_seconds * rate < meta.segment_length:
             logger.warning("auralise: --clip-seconds %g is shorter than one model segment (%.4g s), which "
-                           "attribution scores: --tags is off", job.clip_seconds, meta.segment_seconds)
+                           "attribution scores: --tags is off", clip_seconds, meta.segment_seconds)
             tags = 0
         stft = meta.stft or {}
         n_fft = int(stft.get("n_fft") or 2 ** max(6, round(math.log2(rate * 0.046))))  # ~46 ms windows
         hop = int(stft.get("hop_length") or n_fft // 4)
-        return cls(common=common, layers=layers, features=features, mode=job.mode, clip_seconds=float(job.clip_seconds),
+        return cls(common=common, layers=layers, features=features, mode=job.mode, clip_seconds=float(clip_seconds),
                    offset_seconds=float(job.offset_seconds), spectrograms=bool(job.spectrograms),
-                   features_per_call=int(job.features_per_call), shortest=meta.segment_length if tags else shortest,
-                   stft=(n_fft, hop), report=bool(job.report), tags=tags)
+                   features_per_call=int(features_per_call), shortest=meta.segment_length if tags else shortest,
+                   stft=(n_fft, hop), report=bool(job.report), tags=tags,
+                   pad_short=bool(options.view_as(ShortTrackOptions).pad_short))
 
     def job_settings(self) -> dict[str, Any]:
         """What determines the outputs (compared by ``--skip-existing``)."""
@@ -295,9 +320,10 @@ class Plan:
     Attributes:
         track: The track.
         calls: Number of ``auralise`` calls.
-        clip_seconds: Actual length of the excerpt.
+        clip_seconds: Actual length of the excerpt (with its padding).
         original_sha256: SHA-256 of the ``original.wav`` written.
         attribute_calls: Number of ``attribute`` calls (one per layer with ``--tags``).
+        padded_seconds: Zeros at the end of the excerpt (``--pad-short``), in seconds.
     """
 
     track: TrackInput
@@ -305,6 +331,7 @@ class Plan:
     clip_seconds: float
     original_sha256: str = ""
     attribute_calls: int = 0
+    padded_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,17 +371,26 @@ class PrepareTrack(beam.DoFn):
                     yield TrackResult(track, OK, outputs=_outputs(track, info), reused=True)
                     return
             beam_io.delete([marker])  # the track is incomplete until it is written again
+        rate = s.common.sample_rate
         try:
-            clip = decode_track(track, sample_rate=s.common.sample_rate, min_samples=s.shortest,
-                                offset=s.offset_seconds, duration=s.clip_seconds)
+            clip = decode_track(track, sample_rate=rate, min_samples=1, offset=s.offset_seconds,
+                                duration=s.clip_seconds)
+            if len(clip) < s.shortest and not s.pad_short:
+                what = "one model segment, which --tags scores" if s.tags else "the export's min_deconv_seconds"
+                raise EmptyAudioError(track.path, f"too short: {len(clip)} samples ({len(clip) / rate:.3f} s) at "
+                                                  f"{rate} Hz from {s.offset_seconds:g} s on, need at least "
+                                                  f"{s.shortest} ({what}; --pad-short zero-pads a shorter excerpt)")
         except AudioError as err:
             yield failed_result(track, err, stage="decode")
             return
-        digest = beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=s.common.sample_rate,
+        padding = max(0, s.shortest - len(clip))
+        if padding:
+            clip = np.concatenate([clip, np.zeros(padding, np.float32)])
+        digest = beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=rate,
                                      normalize=bool(np.max(np.abs(clip)) > 1.0))
         calls = s.chunks()
-        yield Plan(track, len(calls), len(clip) / s.common.sample_rate, digest,
-                   attribute_calls=len(s.layers) if s.tags else 0)
+        yield Plan(track, len(calls), len(clip) / rate, digest, attribute_calls=len(s.layers) if s.tags else 0,
+                   padded_seconds=padding / rate)
         for layer, feats in calls:
             example = {"waveform": clip, "layer": np.int32(layer), "features": np.asarray(feats, np.int32),
                        "mode": s.mode}
@@ -540,7 +576,7 @@ class FinishTrack(beam.DoFn):
             track_id=track.track_id, path=track.path, sample_rate=s.common.sample_rate,
             offset_seconds=s.offset_seconds, clip_seconds=plan.clip_seconds, original=ORIGINAL,
             original_spectrogram=None, layers={layer: tuple(entries) for layer, entries in layers.items()},
-            checksums=checksums,
+            checksums=checksums, padded_seconds=plan.padded_seconds,
         )
         if attributions:
             info = dataclasses.replace(info, tags=attributions[0].tags, attribution={
@@ -640,7 +676,7 @@ class AuraliseJob(CatalogueJob):
     """``python -m beam_jobs.auralise``: see the module docstring."""
 
     name = "auralise"
-    option_classes = (CatalogueJobOptions, InferenceJobOptions, AuraliseOptions, LayerOptions)
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, AuraliseOptions, LayerOptions, ShortTrackOptions)
     signature = SIGNATURE
     reserved = (REPORT_FOLDER,)
     model_process = False

@@ -12,7 +12,9 @@ sending an input longer than the export accepts (its ``max_seconds``):
    the signature would cut from the whole track (start ``j * hop``, length
    ``segment_length``), so consecutive chunks overlap by ``length - hop`` samples
    when segments overlap. The trailing partial segment is dropped, as the
-   signatures do. Each chunk is emitted as soon as it is complete, as one
+   signatures do. A track shorter than one segment fails as too short, or with
+   ``--pad-short`` is zero-padded to one segment (its :class:`TrackEnd` says how
+   much: ``padded_seconds``). Each chunk is emitted as soon as it is complete, as one
    RunInference example ``(PartKey, {"waveform": float32 [samples]})`` (the decode
    stage runs with ``guarded(..., partial=True)``: Beam's default exception handling
    would hold all outputs of a track until its last one); after the last chunk
@@ -94,12 +96,15 @@ class ChunkPlan:
         segment_length: Model segment length in samples.
         segment_hop: Hop between segment starts in samples.
         max_segments: Most segments per chunk (``K``).
+        pad_short: Zero-pad a track shorter than one segment to one segment (``--pad-short``), instead of
+            refusing it as too short.
     """
 
     sample_rate: int
     segment_length: int
     segment_hop: int
     max_segments: int
+    pad_short: bool = False
 
     @classmethod
     def from_seconds(
@@ -110,6 +115,7 @@ class ChunkPlan:
         segment_length: int,
         segment_hop: int,
         max_samples: int,
+        pad_short: bool = False,
     ) -> ChunkPlan:
         """The plan whose chunks are at most ``chunk_seconds`` long (and at least one segment).
 
@@ -119,6 +125,7 @@ class ChunkPlan:
             segment_length: Model segment length in samples.
             segment_hop: Hop between segment starts in samples.
             max_samples: Longest input the export accepts, in samples.
+            pad_short: Zero-pad a track shorter than one segment to one segment.
 
         Raises:
             ParameterError: If ``chunk_seconds`` is not positive or longer than the export accepts.
@@ -131,15 +138,15 @@ class ChunkPlan:
                                  f"({max_samples / sample_rate:g} s, its max_seconds); choose a shorter chunk")
         segments = 1 if samples < segment_length else 1 + (samples - segment_length) // segment_hop
         return cls(sample_rate=sample_rate, segment_length=segment_length, segment_hop=segment_hop,
-                   max_segments=segments)
+                   max_segments=segments, pad_short=bool(pad_short))
 
     @classmethod
-    def for_export(cls, metadata: ExportMetadata, *, chunk_seconds: float) -> ChunkPlan:
+    def for_export(cls, metadata: ExportMetadata, *, chunk_seconds: float, pad_short: bool = False) -> ChunkPlan:
         """:meth:`from_seconds` with the segment geometry and limit of an export's ``metadata.json``."""
         if not metadata.segment_length or metadata.max_samples is None:
             raise ModelError(f"{metadata.path or 'metadata.json'}: segment_length or max_samples is missing")
         return cls.from_seconds(chunk_seconds, sample_rate=metadata.sample_rate, segment_length=metadata.segment_length,
-                                segment_hop=metadata.segment_hop, max_samples=metadata.max_samples)
+                                segment_hop=metadata.segment_hop, max_samples=metadata.max_samples, pad_short=pad_short)
 
     @property
     def chunk_samples(self) -> int:
@@ -169,12 +176,15 @@ class Chunk:
         num_segments: Number of segments it holds.
         waveform: float32 ``[samples]`` mono at the model's rate,
             ``(num_segments - 1) * hop + segment_length`` samples.
+        padding: Zeros at the end of ``waveform`` that are not the track's (a short track's one
+            segment with ``pad_short``), in samples.
     """
 
     index: int
     first_segment: int
     num_segments: int
     waveform: np.ndarray
+    padding: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,13 +212,16 @@ class TrackEnd:
         track: The track.
         num_chunks: Number of chunks sent.
         num_segments: Number of model segments of the whole track.
-        seconds: Seconds of audio analysed (from the first to the end of the last whole segment).
+        seconds: Seconds of audio analysed (from the first to the end of the last whole segment; of a
+            zero-padded track, its own length).
+        padded_seconds: Seconds of zeros the track was padded with to make one segment (``pad_short``).
     """
 
     track: TrackInput
     num_chunks: int
     num_segments: int
     seconds: float
+    padded_seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,7 +263,8 @@ def chunk_blocks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chun
 
     Yields:
         The :class:`Chunk` s, each as soon as its samples are in; all but the last hold
-        ``K`` segments. Nothing for a waveform shorter than one segment.
+        ``K`` segments. For a waveform shorter than one segment: nothing, or with the plan's
+        ``pad_short`` (if it has any samples) one segment of it and zeros.
     """
     span, advance = plan.chunk_samples, plan.max_segments * plan.segment_hop
     pending: list[np.ndarray] = []
@@ -274,6 +288,9 @@ def chunk_blocks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chun
     if len(tail) >= plan.segment_length:
         count = 1 + (len(tail) - plan.segment_length) // plan.segment_hop
         yield Chunk(index, first, count, np.array(tail[: plan.covered_samples(count)], np.float32))
+    elif plan.pad_short and index == 0 and len(tail):  # the whole track is shorter than one segment
+        padding = plan.segment_length - len(tail)
+        yield Chunk(0, 0, 1, np.concatenate([tail, np.zeros(padding, np.float32)]).astype(np.float32), padding)
 
 
 def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
@@ -281,7 +298,8 @@ def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
 
     Raises:
         AudioError: Missing, undecodable, empty or NaN/Inf samples (also after some chunks
-            were yielded, for a file corrupt or truncated halfway), or shorter than one segment.
+            were yielded, for a file corrupt or truncated halfway), or shorter than one segment
+            (without the plan's ``pad_short``).
     """
     total = 0
 
@@ -300,7 +318,9 @@ def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
     if not chunks:
         sr = plan.sample_rate
         raise EmptyAudioError(track.path, f"too short: {total} samples ({total / sr:.3f} s) at {sr} Hz, need at "
-                                          f"least {plan.segment_length}")
+                                          f"least {plan.segment_length} (one model segment"
+                                          + ("" if total == 0 or plan.pad_short else
+                                             "; --pad-short zero-pads a shorter track to one") + ")")
 
 
 def stream_examples(
@@ -318,7 +338,7 @@ def stream_examples(
         :class:`TrackEnd`; or, if decoding fails (possibly after some chunks), a failed
         :class:`TrackResult` (stage ``decode``) and no :class:`TrackEnd`.
     """
-    chunks = segments = 0
+    chunks = segments = padding = 0
     length, hop = plan.segment_length, plan.segment_hop
     try:
         for chunk in decode_chunks(track, plan):
@@ -329,11 +349,14 @@ def stream_examples(
                     yield key, {"waveform": chunk.waveform[j * hop : j * hop + length].copy()}
             chunks += 1
             segments += chunk.num_segments
+            padding += chunk.padding
     except AudioError as err:
         yield failed_result(track, err, stage="decode")
         return
     beam.metrics.Metrics.counter("tfaural_jobs", "chunks").inc(chunks)
-    yield TrackEnd(track, num_chunks=chunks, num_segments=segments, seconds=plan.seconds(segments))
+    rate = plan.sample_rate
+    yield TrackEnd(track, num_chunks=chunks, num_segments=segments,
+                   seconds=(plan.covered_samples(segments) - padding) / rate, padded_seconds=padding / rate)
 
 
 def _key_part(element: tuple[PartKey, PredictionResult]) -> tuple[str, tuple[PartKey, Any]]:

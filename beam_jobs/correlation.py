@@ -78,12 +78,14 @@ from beam_jobs import io as beam_io
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler, read_metadata, resolve_model_dir
 from beam_jobs.job import Job, Timings
 from beam_jobs.options import (
+    DEFAULT_SIGNAL_SECONDS,
     CatalogueJobOptions,
     CorrelationOptions,
     InferenceJobOptions,
     LayerOptions,
     require,
 )
+from beam_jobs.settings import excerpt_seconds
 from tfaural import __version__, correlation
 from tfaural.cli import check_output_folder, parse_index_list
 from tfaural.correlation import ATTRIBUTES, ConstantMap, FeatureRow, Moments, TableRow
@@ -155,6 +157,8 @@ class Settings:
         layer_spec: ``--layers`` as given (``'all'``, ``'1,5'``, ``'1-3'``).
         layers: The levels analysed, ascending (resolved by :meth:`with_metadata`; ``None``: every
             deconvolvable layer).
+        default_duration: ``--signal-seconds`` was not given: :meth:`with_metadata` lengthens the grid's
+            signals to what the export needs, if that is more than the default.
     """
 
     model: str
@@ -168,6 +172,7 @@ class Settings:
     intra_op_threads: int | None = None
     layer_spec: str = "all"
     layers: tuple[int, ...] | None = None
+    default_duration: bool = False
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -182,7 +187,7 @@ class Settings:
         batch_size = 1 if inference.batch_size is None else inference.batch_size
         if batch_size < 1:
             raise ParameterError(f"--batch-size {batch_size} is invalid: expected a positive integer")
-        if job.signal_seconds is None or not job.signal_seconds > 0:
+        if job.signal_seconds is not None and not job.signal_seconds > 0:
             raise ParameterError(f"--signal-seconds {job.signal_seconds} is invalid: expected seconds > 0")
         if job.chord_positions is None or job.chord_positions < 1:
             raise ParameterError(f"--chord-positions {job.chord_positions} is invalid: expected a positive integer")
@@ -190,7 +195,7 @@ class Settings:
             timbres=_split_list(job.timbres, flag="--timbres"),
             chords=_split_list(job.chords, flag="--chords"),
             keys=_split_list(job.keys, flag="--keys"),
-            duration=float(job.signal_seconds),
+            duration=DEFAULT_SIGNAL_SECONDS if job.signal_seconds is None else float(job.signal_seconds),
             positions=int(job.chord_positions),
         )
         return cls(
@@ -202,16 +207,26 @@ class Settings:
             batch_size=batch_size,
             overwrite=bool(common.overwrite),
             layer_spec=str(options.view_as(LayerOptions).layers),
+            default_duration=job.signal_seconds is None,
         )
 
     def with_metadata(self, metadata: ExportMetadata) -> Settings:
-        """These settings with the export's metadata and ``--layers`` resolved against it (``layers``).
+        """These settings with the export's metadata and ``--layers`` resolved against it (``layers``), and
+        without ``--signal-seconds`` signals as long as the export needs if that is more than the default.
 
         Raises:
             ParameterError: If ``--layers`` is malformed or names a layer the export cannot deconvolve.
         """
         layers = parse_index_list(self.layer_spec, flag="--layers", valid=list(metadata.deconvolvable_layers))
-        return dataclasses.replace(self, metadata=metadata, layers=layers)
+        grid = self.grid
+        if self.default_duration and metadata.min_deconv_samples:
+            seconds = excerpt_seconds(metadata, needed_samples=metadata.min_deconv_samples,
+                                      default=DEFAULT_SIGNAL_SECONDS)
+            if seconds != grid.duration:
+                logger.info("correlation: signals of %g s (the export's min_deconv_seconds is %.4g s; "
+                            "--signal-seconds to change)", seconds, metadata.min_deconv_samples / metadata.sample_rate)
+                grid = dataclasses.replace(grid, duration=seconds)
+        return dataclasses.replace(self, metadata=metadata, layers=layers, grid=grid)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,12 +4,15 @@ Usage:
 
     python -m beam_jobs.extract_features --input 'music/**/*.flac' --model exports/samplecnn/1 \\
         --output results/features [--format tfrecord|parquet|npz] [--per-segment] [--tracks-per-shard 500] \\
-        [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] [--skip-existing | --overwrite] \\
+        [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] [--pad-short] \\
+        [--skip-existing | --overwrite] \\
         [beam options]
 
 Every file is analysed whole, however long: it is decoded, mixed to mono and
 resampled to the model's rate block by block, and cut into whole model segments
-(the trailing partial segment is dropped, as the signature does). The ``features``
+(the trailing partial segment is dropped, as the signature does; a track shorter
+than one segment fails as too short, or with ``--pad-short`` is zero-padded to one
+and its record has ``padded_seconds``, the zeros added). The ``features``
 signature gives one vector per track: the last three conv layers, each max- and
 mean-pooled over all positions of all segments (Lee et al. 2018's multi-level
 features), concatenated as ``level1_max, level1_mean, level2_max, ...``; the
@@ -36,6 +39,7 @@ The output folder receives:
                   and with --per-segment segment_features (list<list<float>>)
         npz       arrays track_id [N], path [N], seconds [N], features [N, D], num_segments [N], and with
                   --per-segment segment_features [S, D] and segment_track [S] (row of the track)
+        (with --pad-short every format also has padded_seconds: 0 for a track that fills a segment)
     tracks/<name>.npz    the same per track (what --skip-existing keeps if it reads back with this track's id
                          and the expected shapes, otherwise the track is recomputed, with the reason in the
                          log; shards are rebuilt from them)
@@ -88,6 +92,7 @@ from beam_jobs.options import (
     ChunkOptions,
     ExtractFeaturesOptions,
     InferenceJobOptions,
+    ShortTrackOptions,
 )
 from beam_jobs.settings import InferenceSettings
 from beam_jobs.tracks import TrackInput, TrackResult
@@ -175,7 +180,8 @@ class Settings:
         if job.tracks_per_shard < 1:
             raise ParameterError(f"--tracks-per-shard {job.tracks_per_shard} is invalid: expected a positive integer")
         meta = common.metadata
-        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds)
+        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds,
+                                    pad_short=options.view_as(ShortTrackOptions).pad_short)
         return cls(common=common, per_segment=bool(job.per_segment), num_shards=1, plan=plan,
                    tracks_per_shard=job.tracks_per_shard, dim=sum(entry["size"] for entry in feature_layout(meta)))
 
@@ -188,9 +194,11 @@ class Settings:
 
         ``max_samples`` is ``None``: whole tracks are analysed (runs before chunking read at
         most the export's ``max_samples``, so their results of long tracks differ). The chunk
-        length does not change the results and is recorded in ``job.json`` only.
+        length does not change the results and is recorded in ``job.json`` only. ``pad_short`` is
+        listed only when on (as runs before it have no such key).
         """
-        return {"signature": SIGNATURE, "per_segment": self.per_segment, "max_samples": None}
+        return {"signature": SIGNATURE, "per_segment": self.per_segment, "max_samples": None,
+                **({"pad_short": True} if self.plan.pad_short else {})}
 
     def part_file(self, track: TrackInput) -> str:
         """The track's result file, relative to the output folder."""
@@ -213,6 +221,7 @@ class FeatureRecord:
         features: float32 ``[D]``, pooled over all segments.
         segment_features: float32 ``[num_segments, D]``, or ``None`` without ``--per-segment``.
         num_segments: Number of model segments of the track (all of them, however long the track).
+        padded_seconds: Seconds of zeros the track was padded with to one segment (``--pad-short``).
     """
 
     track_id: str
@@ -221,6 +230,7 @@ class FeatureRecord:
     features: np.ndarray
     segment_features: np.ndarray | None
     num_segments: int
+    padded_seconds: float = 0.0
 
 
 def _part_bytes(record: FeatureRecord) -> bytes:
@@ -230,6 +240,8 @@ def _part_bytes(record: FeatureRecord) -> bytes:
                               "num_segments": np.int64(record.num_segments)}
     if record.segment_features is not None:
         arrays["segment_features"] = record.segment_features
+    if record.padded_seconds > 0:
+        arrays["padded_seconds"] = np.float64(record.padded_seconds)
     np.savez(buffer, **arrays)
     return buffer.getvalue()
 
@@ -248,6 +260,7 @@ def read_part(path: str) -> FeatureRecord:
                 segment_features=(np.asarray(data["segment_features"], np.float32)
                                   if "segment_features" in data else None),
                 num_segments=int(data["num_segments"]),
+                padded_seconds=float(data["padded_seconds"]) if "padded_seconds" in data else 0.0,
             )
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a feature file of extract_features ({type(err).__name__}: {err})") from None
@@ -267,8 +280,10 @@ def check_part(record: FeatureRecord, track: TrackInput, *, dim: int, per_segmen
     if record.features.shape != (dim,) or not np.isfinite(record.features).all():
         raise DataError(f"{path}: its features have shape {record.features.shape} or non-finite values; expected "
                         f"{dim} finite values")
-    if record.num_segments < 1 or not math.isfinite(record.seconds) or record.seconds <= 0:
-        raise DataError(f"{path}: num_segments {record.num_segments}, seconds {record.seconds} are invalid")
+    if (record.num_segments < 1 or not math.isfinite(record.seconds) or record.seconds <= 0
+            or not (math.isfinite(record.padded_seconds) and record.padded_seconds >= 0)):
+        raise DataError(f"{path}: num_segments {record.num_segments}, seconds {record.seconds}, padded_seconds "
+                        f"{record.padded_seconds} are invalid")
     segments = record.segment_features
     if per_segment and (segments is None or segments.shape != (record.num_segments, dim)
                         or not np.isfinite(segments).all()):
@@ -333,13 +348,15 @@ class AssembleTrack(beam.DoFn):
         features = combine_pooled(parts.chunk_outputs("features"), parts.chunk_weights, is_max=self._is_max)
         segments = parts.segment_outputs("features") if s.per_segment else None
         record = FeatureRecord(track_id=end.track.track_id, path=end.track.path, seconds=end.seconds,
-                               features=features, segment_features=segments, num_segments=end.num_segments)
+                               features=features, segment_features=segments, num_segments=end.num_segments,
+                               padded_seconds=end.padded_seconds)
         beam_io.write_bytes(s.common.path(s.part_file(end.track)), _part_bytes(record))
         yield TrackResult(end.track, OK, outputs=(s.part_file(end.track),), data=record)
 
 
-def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool) -> bytes | list[bytes]:
-    """Serialises a shard's records (sorted by the caller).
+def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool,
+                 padded: bool = False) -> bytes | list[bytes]:
+    """Serialises a shard's records (sorted by the caller); ``padded``: with ``padded_seconds`` (``--pad-short``).
 
     Returns:
         The file's bytes (parquet, npz) or the serialised ``tf.train.Example`` s (tfrecord).
@@ -358,6 +375,8 @@ def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_se
             if per_segment and r.segment_features is not None:
                 feature["segment_features"] = pb.Feature(
                     float_list=pb.FloatList(value=r.segment_features.ravel().tolist()))
+            if padded:
+                feature["padded_seconds"] = pb.Feature(float_list=pb.FloatList(value=[r.padded_seconds]))
             example = pb.Example(features=pb.Features(feature=feature))
             examples.append(example.SerializeToString(deterministic=True))  # the same bytes on every run
         return examples
@@ -376,6 +395,8 @@ def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_se
             columns["segment_features"] = pa.array(
                 [[] if r.segment_features is None else r.segment_features.tolist() for r in records],
                 pa.list_(pa.list_(pa.float32(), dim)))
+        if padded:
+            columns["padded_seconds"] = pa.array([r.padded_seconds for r in records], pa.float64())
         buffer = io.BytesIO()
         pq.write_table(pa.table(columns), buffer)
         return buffer.getvalue()
@@ -392,6 +413,8 @@ def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_se
         arrays["segment_track"] = np.concatenate(
             [np.full(len(r.segment_features), row, np.int64) for row, r in enumerate(records)
              if r.segment_features is not None] or [np.zeros(0, np.int64)])
+    if padded:
+        arrays["padded_seconds"] = np.array([r.padded_seconds for r in records], np.float64)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -410,7 +433,7 @@ class WriteShard(beam.DoFn):
         results = sorted((v for v in values if v is not None), key=lambda r: r.track_id)
         name = shard_name(index, s.num_shards, s.common.format or FORMATS[0])
         payload = encode_shard([r.data for r in results], fmt=s.common.format or FORMATS[0], dim=s.dim,
-                               per_segment=s.per_segment)
+                               per_segment=s.per_segment, padded=s.plan.pad_short)
         path = s.common.path(name)
         if isinstance(payload, list):
             beam_io.write_tfrecords(path, payload)
@@ -463,7 +486,8 @@ class ExtractFeaturesJob(CatalogueJob):
     """``python -m beam_jobs.extract_features``: see the module docstring."""
 
     name = "extract_features"
-    option_classes = (CatalogueJobOptions, InferenceJobOptions, ExtractFeaturesOptions, ChunkOptions)
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, ExtractFeaturesOptions, ChunkOptions,
+                      ShortTrackOptions)
     signature = SIGNATURE
     derived = tuple(f"{SHARD_PREFIX}-*-of-*.{fmt}" for fmt in FORMATS)
 

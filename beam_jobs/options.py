@@ -9,7 +9,8 @@ as both jobs are imported in one process). Therefore:
   ``--overwrite``) live in :class:`CatalogueJobOptions`; those of the jobs that
   run an exported model (``--input``, ``--model``, ``--format``, ``--batch-size``,
   ``--skip-existing``) in :class:`InferenceJobOptions`;
-* each job has its own class with flags no other job defines;
+* each job has its own class with flags no other job defines, and flags that some
+  jobs share have a class of their own (:class:`ChunkOptions`, :class:`ShortTrackOptions`);
 * no flag is ``required=True`` (that would break every other pipeline in the
   process); jobs check their required flags themselves with :func:`require`.
 
@@ -49,8 +50,12 @@ __all__ = [
     "ExtractFeaturesOptions",
     "TagOptions",
     "ChunkOptions",
+    "ShortTrackOptions",
     "CorrelationOptions",
     "DEFAULT_CHUNK_SECONDS",
+    "DEFAULT_CLIP_SECONDS",
+    "DEFAULT_FEATURES_PER_CALL",
+    "DEFAULT_SIGNAL_SECONDS",
     "parse_job_args",
     "stray_arguments",
     "require",
@@ -62,6 +67,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_CLIP_SECONDS = 4.0
+"""``--clip-seconds`` of ``auralise`` when the export needs no more: the 4-s excerpts of Choi et al."""
+DEFAULT_FEATURES_PER_CALL = 16
+"""``--features-per-call`` of ``auralise`` when the export's per-call budget allows it."""
+DEFAULT_SIGNAL_SECONDS = 4.0
+"""``--signal-seconds`` of ``correlation`` when the export needs no more (the paper's 4-s signals)."""
 DEFAULT_CHUNK_SECONDS = 30.0
 """``--chunk-seconds``: 11 segments of the 3^9-SampleCNN, one chunk per 29.1-s clip of the papers."""
 
@@ -185,10 +196,11 @@ class AuraliseOptions(PipelineOptions):
         _flag(parser, "features", default="all", metavar="SPEC",
               help="Feature maps of each layer: 'all' or indices such as '0-7,12' (each must exist in every "
                    "chosen layer). Default: all.")
-        _flag(parser, "clip_seconds", type=float, default=4.0, metavar="SECONDS",
+        _flag(parser, "clip_seconds", type=float, default=None, metavar="SECONDS",
               help="Length of the excerpt that is auralised (only it is decoded): at least the export's "
                    "min_deconv_seconds (what its deepest layer needs), and one model segment for --tags. "
-                   "Default: 4 (the paper's clips).")
+                   f"Default: {DEFAULT_CLIP_SECONDS:g} (the paper's clips), or what the export needs if that is "
+                   "longer (one segment with --tags).")
         _flag(parser, "offset_seconds", type=float, default=0.0, metavar="SECONDS",
               help="Where the excerpt starts in each file. Default: 0.")
         _flag(parser, "mode", choices=("phase", "mask"), default="phase",
@@ -196,8 +208,9 @@ class AuraliseOptions(PipelineOptions):
                    "as a soft mask on the original STFT. Default: phase.")
         _flag(parser, "spectrograms", action="store_true", default=False,
               help="Also write PNG spectrograms (magma, dB, one colour scale per layer of a track).")
-        _flag(parser, "features_per_call", type=int, default=16, metavar="K",
-              help="Feature maps deconvolved per signature call (memory grows with K). Default: 16.")
+        _flag(parser, "features_per_call", type=int, default=None, metavar="K",
+              help="Feature maps deconvolved per signature call (memory grows with K). Default: "
+                   f"{DEFAULT_FEATURES_PER_CALL}, or fewer if the export deconvolves less per call.")
         _flag(parser, "tags", type=int, default=3, metavar="N",
               help="Explain each excerpt's N best tags: record their scores and, per layer, the features that "
                    "contribute most to each (the export's attribute signature: activation x gradient of the "
@@ -242,6 +255,18 @@ class ChunkOptions(PipelineOptions):
                    f"Default: {DEFAULT_CHUNK_SECONDS:g}.")
 
 
+class ShortTrackOptions(PipelineOptions):
+    """``--pad-short``, of the jobs that read tracks (``tag``, ``extract_features``, ``auralise``)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        _flag(parser, "pad_short", action="store_true", default=False,
+              help="Zero-pad a track shorter than the model needs (one model segment; for auralise the "
+                   "export's shortest excerpt) to that length, as the preprocessing of Choi et al.'s taggers "
+                   "did, instead of listing it as failed ('too short'). Its result says how much is padding "
+                   "(padded_seconds). An empty or undecodable file still fails.")
+
+
 class CorrelationOptions(PipelineOptions):
     """Flags of ``python -m beam_jobs.correlation`` (``--model``, ``--output`` and ``--batch-size`` are shared)."""
 
@@ -261,8 +286,10 @@ class CorrelationOptions(PipelineOptions):
                    "diminished, or name=0,4,7 semitone lists (separate several with ';' then). Default: all eight.")
         _flag(parser, "keys", default=",".join(DEFAULT_KEYS), metavar="LIST",
               help="Comma-separated keys (root notes) such as Eb2,Bb2,A3,G4 (the default, the paper's four).")
-        _flag(parser, "signal_seconds", type=float, default=4.0, metavar="SECONDS",
-              help="Length of every model signal (at least the model's segment). Default: 4.")
+        _flag(parser, "signal_seconds", type=float, default=None, metavar="SECONDS",
+              help="Length of every model signal: at least the export's min_deconv_seconds, at most its "
+                   f"max_deconv_seconds. Default: {DEFAULT_SIGNAL_SECONDS:g}, or what the export needs if that is "
+                   "longer.")
         _flag(parser, "chord_positions", type=int, default=6, metavar="N",
               help="Voicings (inversions, then an octave up) played one after another in each signal. Default: 6.")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,9 +27,29 @@ from tfaural.formats import ExportMetadata
 
 __all__ = [
     "InferenceSettings",
+    "excerpt_seconds",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def excerpt_seconds(metadata: ExportMetadata, *, needed_samples: int, default: float) -> float:
+    """The length of a ``deconvolve``/``auralise`` clip a job takes when not told one: ``default``, or what the
+    export needs if that is longer (``needed_samples``, rounded up to 0.1 s; at most its ``max_deconv_seconds``).
+
+    Args:
+        metadata: The export's ``metadata.json``.
+        needed_samples: The fewest samples the job's clips need (e.g. ``min_deconv_samples``).
+        default: The job's usual length in seconds.
+
+    Returns:
+        Seconds (shorter than ``needed_samples`` only if the export takes no clip that long: the job's own
+        check then says so).
+    """
+    needed = needed_samples / metadata.sample_rate
+    seconds = max(float(default), math.ceil(needed * 10 - 1e-6) / 10)
+    longest = math.inf if metadata.max_deconv_seconds is None else float(metadata.max_deconv_seconds)
+    return seconds if seconds <= longest or needed > longest else longest
 
 
 @dataclasses.dataclass(frozen=True)

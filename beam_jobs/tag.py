@@ -3,14 +3,16 @@
 Usage:
 
     python -m beam_jobs.tag --input 'music/**/*.flac' --model exports/samplecnn/1 --output results/tags \\
-        [--top-k 5] [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] \\
+        [--top-k 5] [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] [--pad-short] \\
         [--skip-existing | --overwrite] [beam options]
     python -m beam_jobs.tag --manifest catalogue.csv --model ... --output ...
 
 Every file is analysed whole, however long: it is decoded with tfaural.audio (any
 format libsndfile reads, local or on a Beam filesystem such as gs://) block by
 block, mixed to mono, resampled to the model's rate and cut to whole model segments
-(the trailing partial segment, which the model ignores anyway, is dropped). The
+(the trailing partial segment, which the model ignores anyway, is dropped; a track
+shorter than one segment fails as too short, or with ``--pad-short`` is zero-padded to
+one, as the preprocessing of Choi et al.'s 29.1-s taggers did). The
 track goes to the model in chunks of at most ``--chunk-seconds`` of whole segments
 (30 s by default; at most the export's ``max_seconds``; also the most audio of one
 model call, which bounds the model's memory), so it is never one tensor. ``serving_default`` gives each chunk the
@@ -24,7 +26,9 @@ The output folder receives:
 
     tags.jsonl          one JSON object per tagged track, sorted by track id:
                         {"track_id", "path", "seconds", "scores": {label: score}, "top_k": [[label, score], ...]}
+                        (and "padded_seconds", the zeros added, for a track --pad-short padded)
     tags.csv            track_id, path, top_labels (best first, ';'-separated), one score column per label
+                        (with --pad-short, a padded_seconds column after top_labels: 0 for whole tracks)
     tracks/<name>.json  the same object per track (what --skip-existing keeps, if it parses and holds this
                         track's scores for every label and the top-k that follows; otherwise the track
                         is recomputed, with the reason in the log)
@@ -80,6 +84,7 @@ from beam_jobs.options import (
     CatalogueJobOptions,
     ChunkOptions,
     InferenceJobOptions,
+    ShortTrackOptions,
     TagOptions,
 )
 from beam_jobs.settings import InferenceSettings
@@ -145,7 +150,8 @@ class Settings:
         top_k = meta.top_k if top_k is None else top_k
         if not 1 <= top_k <= len(labels):
             raise ParameterError(f"--top-k {top_k} is invalid: the model has {len(labels)} labels")
-        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds)
+        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds,
+                                    pad_short=options.view_as(ShortTrackOptions).pad_short)
         return cls(common=common, top_k=top_k, labels=labels, plan=plan)
 
     def job_settings(self) -> dict[str, Any]:
@@ -153,8 +159,10 @@ class Settings:
 
         ``max_samples`` is ``None``: whole tracks are analysed (runs before chunking read at
         most the export's ``max_samples``). The chunk length does not change the results.
+        ``pad_short`` is listed only when on (as runs before it have no such key).
         """
-        return {"signature": SIGNATURE, "top_k": self.top_k, "max_samples": None}
+        return {"signature": SIGNATURE, "top_k": self.top_k, "max_samples": None,
+                **({"pad_short": True} if self.plan.pad_short else {})}
 
     def part_file(self, track: TrackInput) -> str:
         """The track's result file, relative to the output folder."""
@@ -162,7 +170,7 @@ class Settings:
 
 
 def tag_record(track: TrackInput, scores: np.ndarray, *, labels: Sequence[str], top_k: int,
-               seconds: float) -> dict[str, Any]:
+               seconds: float, padded_seconds: float = 0.0) -> dict[str, Any]:
     """One line of ``tags.jsonl``.
 
     Args:
@@ -171,10 +179,11 @@ def tag_record(track: TrackInput, scores: np.ndarray, *, labels: Sequence[str], 
         labels: Label names.
         top_k: Number of best labels to list.
         seconds: Seconds of audio that were analysed.
+        padded_seconds: Seconds of zeros the track was padded with to one segment (``--pad-short``).
 
     Returns:
-        ``{"track_id", "path", "seconds", "scores": {label: score}, "top_k": [[label, score], ...]}``;
-        ties are broken by label order.
+        ``{"track_id", "path", "seconds", "scores": {label: score}, "top_k": [[label, score], ...]}``, and
+        ``"padded_seconds"`` if it is not 0; ties are broken by label order.
     """
     values = [float(v) for v in np.asarray(scores, np.float32)]
     order = sorted(range(len(values)), key=lambda i: (-values[i], i))[:top_k]
@@ -184,6 +193,7 @@ def tag_record(track: TrackInput, scores: np.ndarray, *, labels: Sequence[str], 
         "seconds": round(seconds, 6),
         "scores": {label: value for label, value in zip(labels, values)},
         "top_k": [[labels[i], values[i]] for i in order],
+        **({"padded_seconds": round(padded_seconds, 6)} if padded_seconds > 0 else {}),
     }
 
 
@@ -215,8 +225,8 @@ def read_tag_record(path: str, track: TrackInput, *, labels: Sequence[str], top_
     """Reads and checks a ``tracks/<name>.json`` of an earlier run (what ``--skip-existing`` reuses).
 
     The record must be what :func:`tag_record` would write for ``track`` with these labels
-    and ``top_k``: the track's id and path, finite seconds, a finite score for every label
-    and nothing else, and the top-k list that follows from the scores.
+    and ``top_k``: the track's id and path, finite seconds (and padded seconds, if any), a finite
+    score for every label and nothing else, and the top-k list that follows from the scores.
 
     Returns:
         The record.
@@ -232,17 +242,19 @@ def read_tag_record(path: str, track: TrackInput, *, labels: Sequence[str], top_
     def bad(what: str) -> DataError:
         return DataError(f"{path}: {what}")
 
-    if not isinstance(record, dict) or set(record) != {"track_id", "path", "seconds", "scores", "top_k"}:
-        raise bad("not a tag record (expected the keys track_id, path, seconds, scores, top_k)")
+    keys = {"track_id", "path", "seconds", "scores", "top_k"}
+    if not isinstance(record, dict) or set(record) - {"padded_seconds"} != keys:
+        raise bad("not a tag record (expected the keys track_id, path, seconds, scores, top_k and perhaps "
+                  "padded_seconds)")
     if record["track_id"] != track.track_id or record["path"] != track.path:
         raise bad(f"holds the tags of {record['track_id']!r} ({record['path']}), not of this track")
     scores = record["scores"]
     if not isinstance(scores, dict) or list(scores) != list(labels):
         raise bad("its scores are not those of the model's labels")
     values = [scores[label] for label in labels]
-    seconds = record["seconds"]
+    seconds, padded = record["seconds"], record.get("padded_seconds", 0.0)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               for v in [*values, seconds]) or seconds < 0:
+               for v in [*values, seconds, padded]) or seconds < 0 or padded < 0:
         raise bad("holds a score or a duration that is not a finite number")
     expected = tag_record(track, np.asarray(values, np.float32), labels=labels, top_k=top_k, seconds=float(seconds))
     if record["top_k"] != expected["top_k"] or values != list(expected["scores"].values()):
@@ -272,20 +284,23 @@ class AssembleTags(beam.DoFn):
             return
         track = parts.end.track
         scores = weighted_mean(parts.chunk_outputs("scores"), parts.chunk_weights)
-        record = tag_record(track, scores, labels=s.labels, top_k=s.top_k, seconds=parts.end.seconds)
+        record = tag_record(track, scores, labels=s.labels, top_k=s.top_k, seconds=parts.end.seconds,
+                            padded_seconds=parts.end.padded_seconds)
         beam_io.write_text(s.common.path(s.part_file(track)), json.dumps(record, ensure_ascii=False) + "\n")
         yield TrackResult(track, OK, outputs=_outputs(s, track), data=record)
 
 
-def write_tag_tables(results: list[TrackResult], *, output: str, labels: Sequence[str]) -> None:
-    """Writes ``tags.jsonl`` and ``tags.csv`` from the ``ok`` results (sorted by track id)."""
+def write_tag_tables(results: list[TrackResult], *, output: str, labels: Sequence[str], padded: bool = False) -> None:
+    """Writes ``tags.jsonl`` and ``tags.csv`` from the ``ok`` results (sorted by track id); ``padded``: the
+    CSV has a ``padded_seconds`` column (``--pad-short``)."""
     records = [r.data for r in results if r.status == OK]
     jsonl = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["track_id", "path", "top_labels", *labels])
+    writer.writerow(["track_id", "path", "top_labels", *(["padded_seconds"] if padded else []), *labels])
     for rec in records:
         writer.writerow([rec["track_id"], rec["path"], ";".join(label for label, _ in rec["top_k"]),
+                         *([f"{rec.get('padded_seconds', 0.0):g}"] if padded else []),
                          *(f"{rec['scores'][label]:.6g}" for label in labels)])
     beam_io.write_text(beam_io.join(output, TAGS_JSONL), jsonl)
     beam_io.write_text(beam_io.join(output, TAGS_CSV), buffer.getvalue())
@@ -313,7 +328,8 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
         | "AllResults" >> beam.Flatten()
     )
     _ = (listed, results) | "Account" >> AccountForTracks(
-        s.common.output, finalise=functools.partial(write_tag_tables, output=s.common.output, labels=s.labels)
+        s.common.output,
+        finalise=functools.partial(write_tag_tables, output=s.common.output, labels=s.labels, padded=s.plan.pad_short),
     )
 
 
@@ -321,7 +337,7 @@ class TagJob(CatalogueJob):
     """``python -m beam_jobs.tag``: see the module docstring."""
 
     name = "tag"
-    option_classes = (CatalogueJobOptions, InferenceJobOptions, TagOptions, ChunkOptions)
+    option_classes = (CatalogueJobOptions, InferenceJobOptions, TagOptions, ChunkOptions, ShortTrackOptions)
     signature = SIGNATURE
     reserved = (TAGS_JSONL, TAGS_CSV)
     derived = (TAGS_JSONL, TAGS_CSV)

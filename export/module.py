@@ -25,7 +25,10 @@ Decisions (documented in ``docs/serving.md`` too):
   conv part is size-agnostic, so a clip needs only ``min_deconv_samples``: the
   fewest whose maps at the deepest exported layer are not empty
   (:func:`tfaural.auralise.shortest_clip_samples`; a model built for one input
-  length needs that length), often far less than a segment. ``layer`` picks a branch of an n-way ``Case`` op
+  length needs that length), often far less than a segment. A model built for one
+  input length whose layers up to the deepest level take no longer clip (weights
+  per frame: :func:`tfaural.auralise.longest_clip_samples`) also caps
+  ``max_deconv_samples`` at the longest clip that gives that length. ``layer`` picks a branch of an n-way ``Case`` op
   (:func:`_switch_case`), left as a functional op so a call prepares only the
   branch it runs; ``features`` are validated against that layer's width and must
   not repeat.
@@ -70,6 +73,7 @@ from tfaural.auralise import (
     MelAuraliser,
     auraliser_for,
     deconv_net_for,
+    longest_clip_samples,
     shortest_clip_samples,
     walk_bytes,
 )
@@ -111,6 +115,8 @@ class _Settings:
     layer_names: dict[int, str]
     feature_layers: tuple[str, ...]
     feature_channels: tuple[int, ...]
+    #: Why ``max_deconv_samples`` is what it is, for the message of a longer clip ("": the budget).
+    max_deconv_why: str = ""
 
 
 class _Untracked:
@@ -252,6 +258,13 @@ class ServingModule(tf.Module):
                                              guess=self._settings.segment_length)
             self._settings = dataclasses.replace(
                 self._settings, min_deconv_samples=min(shortest, self._settings.segment_length))
+            longest = longest_clip_samples(self._auraliser.items["auraliser"], self._settings.levels)
+            if longest is not None and longest < self._settings.max_deconv_samples:  # the model's own limit
+                rate = self._settings.sample_rate
+                self._settings = dataclasses.replace(
+                    self._settings, max_deconv_samples=longest, max_deconv_seconds=longest / rate,
+                    max_deconv_why=f"the model is built for one input length and its layers up to layer "
+                                   f"{max(self._settings.levels)} take no longer clip")
         if front is None:
             self._keras.items["features"] = keras.Model(
                 model.inputs[0], [model.get_layer(name).output for name in self._settings.feature_layers],
@@ -352,7 +365,7 @@ class ServingModule(tf.Module):
     # ----------------------------------------------------------------- validation
 
     def _checked_waveform(self, waveform: tf.Tensor, *, max_samples: int, max_total: int, calls: str,
-                          min_samples: int | None = None) -> tf.Tensor:
+                          min_samples: int | None = None, max_why: str = "") -> tf.Tensor:
         """Checks rank, length (at least ``min_samples``, by default one segment; at most ``max_samples``),
         ``batch × samples <= max_total`` and finiteness; returns it with static rank 2."""
         s = self._settings
@@ -376,7 +389,8 @@ class ServingModule(tf.Module):
                 _assert(
                     n <= max_samples,
                     f"waveform has {{}} samples; this export accepts at most {max_samples} "
-                    f"({_seconds(max_samples, s.sample_rate)}); split the audio into shorter requests",
+                    f"({_seconds(max_samples, s.sample_rate)}{', ' + max_why if max_why else ''}); "
+                    + ("send a shorter clip" if max_why else "split the audio into shorter requests"),
                     n,
                 ),
             ]
@@ -636,7 +650,7 @@ class ServingModule(tf.Module):
         s = self._settings
         waveform = self._checked_waveform(
             waveform, max_samples=s.max_deconv_samples, max_total=s.max_deconv_samples,
-            calls="deconvolve and auralise", min_samples=s.min_deconv_samples,
+            calls="deconvolve and auralise", min_samples=s.min_deconv_samples, max_why=s.max_deconv_why,
         )
         not_empty = _assert(tf.shape(waveform)[0] > 0, "waveform holds no clip (batch size 0); send at least one")
         waveform = _after([not_empty], waveform)

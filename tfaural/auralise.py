@@ -86,6 +86,7 @@ __all__ = [
     "deconv_net_for",
     "front_end_filterbank",
     "fixed_input_samples",
+    "longest_clip_samples",
     "shortest_clip_samples",
     "checked_clip_samples",
     "SHORTEST_CLIP_LIMIT",
@@ -1218,20 +1219,9 @@ def shortest_clip_samples(auraliser: Auraliser, levels: Sequence[int], *, guess:
     if fixed is not None:
         return fixed
     net = auraliser.net
-    names = [net.layer_name(level) for level in levels]
-    rng = np.random.default_rng(0)
 
     def fits(samples: int, *, run: bool) -> bool:
-        noise = rng.uniform(-0.5, 0.5, size=(1, samples)).astype(np.float32)
-        try:
-            x = auraliser.model_input(noise)
-            if run:
-                shapes = [tuple(m.shape) for m in net.layer_outputs(x, names)]
-            else:  # the model's shape inference: no kernel runs, so nothing fails in the runtime's log
-                shapes = net.output_shapes(x.shape, names)
-        except (ValueError, tf.errors.OpError, TfauralError):  # oneDNN's pooling refuses with AbortedError
-            return False
-        return all(size is not None and size > 0 for shape in shapes for size in shape)
+        return _levels_fit(auraliser, levels, samples, run=run)
 
     def least(low: int, high: int, *, run: bool) -> int:
         """The least length that fits in ``(low, high]``, given ``fits(high)`` and not ``fits(low)``."""
@@ -1251,6 +1241,51 @@ def shortest_clip_samples(auraliser: Auraliser, levels: Sequence[int], *, guess:
         low, high = high, min(2 * high, SHORTEST_CLIP_LIMIT)
     inferred = least(low, high, run=False)
     return inferred if fits(inferred, run=True) else least(inferred, high, run=True)
+
+
+def _levels_fit(auraliser: Auraliser, levels: Sequence[int], samples: int, *, run: bool) -> bool:
+    """Whether a clip of ``samples`` gives maps at every one of ``levels`` that are not empty: by the model's
+    shape inference (``run=False``: no kernel runs, so nothing fails in the runtime's log) or a forward pass."""
+    net = auraliser.net
+    names = [net.layer_name(level) for level in levels]
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, size=(1, samples)).astype(np.float32)
+    try:
+        x = auraliser.model_input(noise)
+        if run:
+            shapes = [tuple(m.shape) for m in net.layer_outputs(x, names)]
+        else:
+            shapes = net.output_shapes(x.shape, names)
+    except (ValueError, tf.errors.OpError, TfauralError):  # oneDNN's pooling refuses with AbortedError
+        return False
+    return all(size is not None and size > 0 for shape in shapes for size in shape)
+
+
+def longest_clip_samples(auraliser: Auraliser, levels: Sequence[int]) -> int | None:
+    """The most samples of a clip whose maps at ``levels`` the model can compute (``None``: no limit of its own).
+
+    A model that takes any length has none. Nor, usually, has a model built for one input length: its fixed length
+    is often needed only by its head (a flattening dense layer), and its layers up to the levels take longer
+    clips, as a forward pass on twice its length shows. Where that pass fails (a layer with weights per frame,
+    such as a ``BatchNormalization`` over the time axis in the CRNN of Choi et al. 2017), the longest clip is the
+    longest that still gives the model's input length: ``frames * hop_length - 1`` samples of a spectrogram model
+    (centred frames), the input length of a waveform model.
+
+    Args:
+        auraliser: The auraliser of the model.
+        levels: Deconvolvable levels of ``auraliser.net``.
+
+    Returns:
+        Samples, or ``None``.
+    """
+    fixed = fixed_input_samples(auraliser)
+    if fixed is None or not levels:
+        return None
+    longer = 2 * fixed
+    if _levels_fit(auraliser, levels, longer, run=False) and _levels_fit(auraliser, levels, longer, run=True):
+        return None
+    if isinstance(auraliser, MelAuraliser) and auraliser.frames is not None:
+        return int(auraliser.frames * auraliser.hop_length - 1)
+    return fixed
 
 
 def checked_clip_samples(auraliser: Auraliser, levels: Sequence[int], *, samples: int, sample_rate: int,

@@ -630,6 +630,8 @@ class TrackRecord:
         checksums: File (relative to the track's folder) -> SHA-256 hex of its content (``None``: not recorded).
         tags: ``(label, score)`` of the excerpt's best tags, best first (``()``: none asked for).
         attribution: Label -> layer -> ``(feature, contribution)``, largest first (``None``: none asked for).
+        padded_seconds: Zeros at the end of the excerpt, in seconds (a track shorter than the model needs,
+            zero-padded with ``--pad-short``; listed only if not 0).
     """
 
     track_id: str
@@ -643,6 +645,7 @@ class TrackRecord:
     checksums: Mapping[str, str] | None = None
     tags: tuple[tuple[str, float], ...] = ()
     attribution: Mapping[str, Mapping[int, tuple[tuple[int, float], ...]]] | None = None
+    padded_seconds: float = 0.0
 
     def files(self) -> list[str]:
         """Every file the record lists (``track.json`` itself excluded), relative to the track's folder."""
@@ -661,6 +664,8 @@ class TrackRecord:
             "layers": {str(layer): [entry.to_dict() for entry in entries] for layer, entries in self.layers.items()},
             "checksums": None if self.checksums is None else dict(self.checksums),
         }
+        if self.padded_seconds > 0:
+            data["padded_seconds"] = round(self.padded_seconds, 6)
         if self.attribution is not None:
             data["tags"] = [{"label": label, "score": score} for label, score in self.tags]
             data["attribution"] = {
@@ -731,4 +736,5 @@ def parse_track_record(text: str, *, path: str) -> TrackRecord:
         clip_seconds=finite_or_none(data.get("clip_seconds")),
         original=text_or_none("original"), original_spectrogram=text_or_none("original_spectrogram"),
         layers=layers, checksums=checksums, tags=tags, attribution=attribution,
+        padded_seconds=finite_or_none(data.get("padded_seconds")) or 0.0,
     )

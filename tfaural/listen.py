@@ -35,7 +35,9 @@ For each file, the excerpt ``[offset, offset + clip)`` is decoded (every format
 features of each chosen layer are deconvolved and turned into sound, peak-normalised to 0.9,
 ``--features-per-call`` features at a time (fewer for long clips), and a clip whose deconvolution
 would hold more than ``--max-memory-gib`` is refused with the longest that fits: memory stays
-bounded however many features and however long a clip are asked for.
+bounded however many features and however long a clip are asked for. A model built for one input
+length hears clips of that length: a longer excerpt is cut, a shorter one (at least 0.5 s) zero-padded, and
+its ``track.json`` says by how much (``padded_seconds``).
 ``--features topN`` takes the N features of each layer with the largest mean activation over the
 files, found in a first pass that decodes each file once more. A file that cannot be used
 (missing, corrupt, empty, silent, too short) is listed as failed in ``manifest.jsonl`` with the
@@ -177,16 +179,19 @@ class _Settings:
     per_call: int
 
 
-def _clip(path: str, *, sample_rate: int, settings: _Settings) -> np.ndarray:
-    """The excerpt of ``path``, mono at ``sample_rate``: ``[samples]`` (zero-padded to a fixed-size model's length)."""
+def _clip(path: str, *, sample_rate: int, settings: _Settings) -> tuple[np.ndarray, int]:
+    """The excerpt of ``path``, mono at ``sample_rate``: ``([samples], padding)``, zero-padded with ``padding``
+    samples to a fixed-size model's length."""
     from tfaural import audio
 
     length = int(round(settings.seconds * sample_rate))
     y, _ = audio.load(path, sample_rate=sample_rate, offset=settings.offset, duration=settings.seconds,
                       min_samples=max(settings.shortest, min(length, sample_rate // 2)), require_sound=True)
+    padding = 0
     if settings.samples is not None:
-        y = np.pad(y[: settings.samples], (0, max(0, settings.samples - y.size)))
-    return y.astype(np.float32)
+        padding = max(0, settings.samples - y.size)
+        y = np.pad(y[: settings.samples], (0, padding))
+    return y.astype(np.float32), padding
 
 
 REPORT_FOLDER = "report"
@@ -352,7 +357,7 @@ def listen(
         maxima: dict[int, list[np.ndarray]] = {level: [] for level in levels}
         for path in tqdm(audio_paths, desc="choosing features", unit="file", disable=not progress):
             try:
-                clip = _clip(path, sample_rate=sample_rate, settings=settings)
+                clip, _ = _clip(path, sample_rate=sample_rate, settings=settings)
             except TfauralError as err:
                 errors[path] = (err, "decode")
                 continue
@@ -407,7 +412,7 @@ def _listen_to(path: str, track_id: str, name: str, auraliser: Any, output: str,
     """Auralises one file; its manifest row (failed with the reason, or ok with every file written)."""
 
     try:
-        clip = _clip(path, sample_rate=sample_rate, settings=settings)
+        clip, padding = _clip(path, sample_rate=sample_rate, settings=settings)
     except TfauralError as err:
         return _failed(path, track_id, name, err, "decode")
     folder = os.path.join(output, name)
@@ -441,7 +446,7 @@ def _listen_to(path: str, track_id: str, name: str, auraliser: Any, output: str,
             layers[level] = tuple(entries)
         track = TrackRecord(track_id=track_id, path=path, sample_rate=sample_rate, offset_seconds=settings.offset,
                             clip_seconds=len(clip) / sample_rate, original=ORIGINAL, original_spectrogram=None,
-                            layers=layers, checksums=checksums)
+                            layers=layers, checksums=checksums, padded_seconds=padding / sample_rate)
         _write(os.path.join(folder, TRACK_FILE), track.to_text().encode("utf-8"))
     except (OSError, TfauralError) as err:
         return _failed(path, track_id, name, err, "write")

@@ -220,6 +220,26 @@ def test_layers_are_checked_against_the_export(exported: tuple[keras.Model, str]
     assert job.main([f"--model={export_dir}", "--output=o", "--layers=6"]) == 2  # one line, no traceback
 
 
+def test_without_signal_seconds_the_signals_are_as_long_as_the_export_needs(exported: tuple[keras.Model, str]) -> None:
+    """The paper's 4 s unless the export's min_deconv_seconds is longer (then that, rounded up to 0.1 s, but no
+    longer than its max_deconv_seconds); a given --signal-seconds is kept as it is."""
+    _, export_dir = exported
+    data = json.loads((pathlib.Path(export_dir) / "assets" / "metadata.json").read_text())
+    rate = data["sample_rate"]
+
+    def duration(*flags: str, **changes: float) -> float:
+        metadata = ExportMetadata.from_dict({**data, **changes})
+        options = parse_job_args([f"--model={export_dir}", "--output=o", *flags], prog="t", description="",
+                                 option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+        return job.Settings.from_options(options).with_metadata(metadata).grid.duration
+
+    long = {"segment_length": int(5.03 * rate), "min_deconv_samples": int(5.03 * rate)}  # a 5.03-s patch model's
+    assert duration() == 4.0  # this export needs 992 samples
+    assert duration(**long) == 5.1
+    assert duration(**long, max_deconv_seconds=5.05) == 5.05
+    assert duration("--signal-seconds=2", **long) == 2.0  # refused later, by name
+
+
 def test_signals_shorter_than_the_deconvolution_takes_are_refused(exported: tuple[keras.Model, str],
                                                                   tmp_path: pathlib.Path) -> None:
     """The export's min_deconv_samples: 32 frames (31 hops of 32) for five 2x2 poolings, under its 1024 segment."""

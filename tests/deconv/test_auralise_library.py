@@ -223,3 +223,35 @@ def test_the_shortest_clip_is_what_the_layers_need() -> None:
     h = tf.keras.layers.MaxPooling1D(3, name="pool")(tf.keras.layers.Conv1D(2, 9, strides=3, activation="relu")(x))
     wave = tf.keras.Model(x, tf.keras.layers.Dense(1)(tf.keras.layers.GlobalMaxPooling1D()(h)))
     assert auralise.shortest_clip_samples(auralise.Auraliser(wave), [1], guess=4000) == 15
+
+
+def test_the_longest_clip_is_unlimited_unless_a_layer_has_weights_per_frame() -> None:
+    """A model built for one input length takes longer clips up to its levels when its layers are size-agnostic
+    (a SampleCNN: no limit), and only clips that give its length when a layer has weights per frame: a log-mel
+    model of 32 frames with a BatchNormalization over the time axis (the CRNN of Choi et al. 2017) takes up to
+    32 * hop - 1 samples (centred frames: 1 + samples // hop of them), a waveform model with a LayerNormalization
+    over its 400 samples exactly 400."""
+    sample = samplecnn_model(filter_sizes=(3, 3), n_outputs=2, channels=(4,), front_filters=4, top_filters=4,
+                             sample_rate=2000)
+    assert auralise.longest_clip_samples(auralise.Auraliser(sample), [1]) is None
+
+    def mel_model(norm_axis: int) -> tf.keras.Model:
+        x = tf.keras.Input((16, 32, 1))
+        h = tf.keras.layers.BatchNormalization(axis=norm_axis)(x)
+        h = tf.keras.layers.MaxPooling2D(2, name="pool")(tf.keras.layers.Conv2D(3, 3, padding="same")(h))
+        return tf.keras.Model(x, tf.keras.layers.Dense(2)(tf.keras.layers.GlobalMaxPooling2D()(h)))
+
+    settings = {"sample_rate": 4000, "n_fft": 128, "hop_length": 64, "n_mels": 16,
+                "compression": spectral.Decibels()}
+    per_frame = auralise.MelAuraliser(mel_model(2), **settings)
+    longest = auralise.longest_clip_samples(per_frame, [1])
+    assert longest == 32 * 64 - 1
+    frames = [int(per_frame.model_input(np.zeros((1, n), np.float32)).shape[2]) for n in (longest, longest + 1)]
+    assert frames == [32, 33]
+    assert auralise.longest_clip_samples(auralise.MelAuraliser(mel_model(-1), **settings), [1]) is None
+
+    x = tf.keras.Input((400,))
+    h = tf.keras.layers.LayerNormalization(axis=1)(tf.keras.layers.Reshape((400, 1))(x))
+    h = tf.keras.layers.MaxPooling1D(4, name="pool")(tf.keras.layers.Conv1D(2, 9, activation="relu")(h))
+    wave = tf.keras.Model(x, tf.keras.layers.Dense(1)(tf.keras.layers.Flatten()(h)))
+    assert auralise.longest_clip_samples(auralise.Auraliser(wave), [1]) == 400

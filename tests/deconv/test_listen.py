@@ -173,7 +173,8 @@ def test_a_model_fed_librosa_decibels_says_so_with_front_end_options(
 
 def test_a_yamnet_shaped_model_with_its_own_mel_bands(files: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
     """[96 frames, 64 bands, 1] patches of ln(mel magnitude + 0.001), YAMNet's HTK bands of 125-7500 Hz with peaks
-    of 1 and its 10-ms hop: the clip is the model's 0.95 s unless asked, and feature 0 of level 1 is the excerpt."""
+    of 1 and its 10-ms hop: the clip is the model's 0.95 s unless asked, and feature 0 of level 1 is the excerpt;
+    a 0.7-s file is heard zero-padded to 0.95 s, as its track.json says."""
     x = keras.Input((96, N_MELS, 1))
     path = tmp_path / "yamnet_like.keras"
     _blocks(x, x, bias=-float(np.log(0.001)), name="yamnet_like").save(path)
@@ -181,10 +182,12 @@ def test_a_yamnet_shaped_model_with_its_own_mel_bands(files: dict[str, pathlib.P
     argv = ["--model", str(path), "--output", str(out), "--layers", "1", "--features", "0", "--sample-rate", str(SR),
             "--n-fft", str(N_FFT), "--hop-length", "160", "--n-mels", str(N_MELS), "--power", "1",
             "--compression", "ln-offset:0.001", "--htk", "--mel-norm", "none", "--fmin", "125", "--fmax", "7500",
-            str(files["flac"])]
+            str(files["flac"]), str(files["short"])]
     assert listen.main(argv) == 0
     track = parse_track_record((out / "first_song" / "track.json").read_text(), path="track.json")
-    assert track.clip_seconds == 95 * 160 / SR
+    assert track.clip_seconds == 95 * 160 / SR and track.padded_seconds == 0.0
+    blip = parse_track_record((out / "blip" / "track.json").read_text(), path="track.json")
+    assert (blip.clip_seconds, blip.padded_seconds) == (95 * 160 / SR, pytest.approx((95 * 160 - 0.7 * SR) / SR))
     original, _ = sf.read(out / "first_song" / "original.wav", dtype="float32")
     assert _correlation(out / "first_song" / "layer1" / "feature0.wav", original) > 0.9
     front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=160, n_mels=N_MELS, fmin=125.0, fmax=7500.0,

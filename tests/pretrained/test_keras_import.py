@@ -4,7 +4,8 @@ model's own) spectrogram of the decoded audio.
 
 Three models stand for what users bring: a tagger with its own ``keras.layers.MelSpectrogram`` (any length),
 a YAMNet-like model on ``librosa.power_to_db(ref=np.max)`` patches ``[frames, mels, 1]`` with a flattening
-head (fixed length), and a 1D CNN on the waveform ``[samples, 1]``. Level 1's feature 0 of each spectrogram
+head (fixed length), and a 1D CNN on the waveform ``[samples, 1]``; and a small CRNN whose layers take only its
+own patch length (a BatchNormalization per frame). Level 1's feature 0 of each spectrogram
 model passes the input's rise above its floor through, so what it sounds like is known: the excerpt.
 """
 
@@ -443,6 +444,81 @@ def test_a_db_patch_model_imported_from_the_command_line_is_exported_and_tagged_
         got = np.array([tagged[catalogue[key].name]["scores"][name] for name in info.labels])
         # librosa's float64 STFT against tfaural's float32 one, through dB and the model: within 2e-4
         np.testing.assert_allclose(got, expected, atol=2e-4)
+
+
+def _crnn(patch_frames: int) -> keras.Model:
+    """A CRNN of Choi et al. 2017 in small: dB mel patches ``[frames, mels, 1]``, a BatchNormalization per frame
+    (weights for each of the ``patch_frames`` frames: the model takes that length and no other), two conv blocks,
+    a GRU over time, 3 sigmoid tags."""
+    x = keras.Input((patch_frames, N_MELS, 1))
+    h = keras.layers.BatchNormalization(axis=1, name="bn_frames")(x)
+    for i in (1, 2):
+        h = keras.layers.Conv2D(8, 3, padding="same", activation="elu", name=f"conv{i}")(h)
+        h = keras.layers.MaxPooling2D(2, name=f"pool{i}")(h)
+    h = keras.layers.Reshape((patch_frames // 4, -1))(h)
+    h = keras.layers.GRU(8, name="gru")(h)
+    model = keras.Model(x, keras.layers.Dense(3, activation="sigmoid", name="tags")(h), name="crnn")
+    rng = np.random.default_rng(11)
+    for layer in model.layers:
+        if layer.get_weights():
+            layer.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(np.float32) for w in layer.get_weights()])
+    return model
+
+
+@pytest.mark.slow
+def test_a_crnn_built_for_one_length_is_exported_auralised_and_tagged_with_short_tracks_padded(
+        tmp_path: pathlib.Path) -> None:
+    """A model whose layers take exactly its patch (per-frame weights): the export takes deconvolution clips only
+    as long as give that patch (``max_deconv_samples``, refused above with the reason); ``beam_jobs.auralise``
+    without ``--clip-seconds`` takes such clips rather than refusing its own default, and with ``--pad-short``
+    hears a track shorter than a patch zero-padded; ``beam_jobs.tag --pad-short`` scores it as the Keras model
+    scores librosa's dB patch of the zero-padded audio."""
+    model = _crnn(PATCH_FRAMES)
+    model.save(tmp_path / "crnn.keras")
+    short = tmp_path / "catalogue" / "jingle.wav"  # 0.5 s: under the 0.95-s patch
+    short.parent.mkdir()
+    sf.write(short, _music(0.5, seed=4, rate=22050), 22050, subtype="PCM_16")
+    sf.write(short.parent / "song.flac", _music(3.0, seed=5, rate=44100), 44100, subtype="PCM_24")
+    run_dir = tmp_path / "run"
+    done = _run("tfaural.pretrained", str(tmp_path / "crnn.keras"), "--output", str(run_dir), "--sample-rate", str(SR),
+                "--n-fft", str(N_FFT), "--hop-length", str(HOP), "--n-mels", str(N_MELS), "--compression", "db-max")
+    assert done.returncode == 0, done.stderr[-3000:]
+    segment = (PATCH_FRAMES - 1) * HOP  # 15,200 samples: 96 centred frames, as are up to 96 * 160 - 1
+    export = pathlib.Path(export_run(run_dir, tmp_path / "export", verify=False))
+    metadata = json.loads((export / "assets" / "metadata.json").read_text())
+    assert (metadata["segment_length"], metadata["min_deconv_samples"]) == (segment, segment)
+    assert metadata["max_deconv_samples"] == PATCH_FRAMES * HOP - 1
+    deconvolve = tf.saved_model.load(str(export)).signatures["deconvolve"]
+    clip = _music(1.0, seed=6)[np.newaxis]
+    assert deconvolve(waveform=tf.constant(clip[:, : PATCH_FRAMES * HOP - 1]), layer=tf.constant(2),
+                      features=tf.constant([0]))["deconvolved"].shape[2:] == (PATCH_FRAMES, N_MELS)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="built for one input length"):
+        deconvolve(waveform=tf.constant(clip[:, : PATCH_FRAMES * HOP]), layer=tf.constant(2), features=tf.constant([0]))
+
+    heard = tmp_path / "heard"
+    done = _run("beam_jobs.auralise", "--input", str(short.parent / "*"), "--model", str(export), "--output",
+                str(heard), "--features", "0-1", "--pad-short")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {pathlib.Path(r.path).name: r for r in parse_manifest((heard / "manifest.jsonl").read_text(), path="m")}
+    assert [rows[name].status for name in ("jingle.wav", "song.flac")] == ["ok", "ok"]
+    job = json.loads((heard / "job.json").read_text())
+    assert job["clip_seconds"] == pytest.approx((PATCH_FRAMES * HOP - 1) / SR)  # the longest the export takes
+    song = parse_track_record((heard / rows["song.flac"].name / "track.json").read_text(), path="t")
+    assert song.clip_seconds == pytest.approx(job["clip_seconds"]) and song.padded_seconds == 0.0 and song.tags
+    jingle = parse_track_record((heard / rows["jingle.wav"].name / "track.json").read_text(), path="t")
+    assert jingle.clip_seconds == pytest.approx(segment / SR)  # --tags scores one patch: padded to it
+    assert jingle.padded_seconds == pytest.approx((segment - 8000) / SR)
+
+    tags = tmp_path / "tags"
+    done = _run("beam_jobs.tag", "--input", str(short.parent / "*"), "--model", str(export), "--output", str(tags),
+                "--pad-short")
+    assert done.returncode == 0, done.stderr[-3000:]
+    tagged = {pathlib.Path(r["path"]).name: r for r in map(json.loads, (tags / "tags.jsonl").read_text().splitlines())}
+    y, _ = audio.load(short, sample_rate=SR)
+    assert len(y) == 8000 and tagged["jingle.wav"]["padded_seconds"] == pytest.approx((segment - 8000) / SR)
+    expected = _db_max_patch_scores(model, np.pad(y, (0, segment - len(y))), segment)
+    got = [tagged["jingle.wav"]["scores"][f"output{i}"] for i in range(3)]
+    np.testing.assert_allclose(got, expected, atol=2e-4)  # librosa's float64 STFT against tfaural's float32 one
 
 
 @pytest.mark.slow
