@@ -254,7 +254,8 @@ class Settings:
         return {"signature": SIGNATURE, "layers": list(self.layers),
                 "features": {str(k): list(v) for k, v in self.features.items()}, "mode": self.mode,
                 "clip_seconds": self.clip_seconds, "offset_seconds": self.offset_seconds,
-                "format": self.common.format, "spectrograms": self.spectrograms, "tags": self.tags}
+                "format": self.common.format, "spectrograms": self.spectrograms, "tags": self.tags,
+                **({"pad_short": True} if self.pad_short else {})}  # only when on: runs before it have no such key
 
     def chunks(self) -> list[tuple[int, tuple[int, ...]]]:
         """``(layer, features)`` of every signature call per track, in order."""

@@ -253,6 +253,8 @@ class ServingModule(tf.Module):
         frames = getattr(front, "keras_frames", None)
         if frames is not None:  # a keras.layers.STFTSpectrogram's frames are not tfaural's centred ones
             self._settings = dataclasses.replace(self._settings, stft=frames.describe())
+        if isinstance(config, KerasConfig) and isinstance(front, MelAuraliser):  # what the import resolved
+            self._settings = dataclasses.replace(self._settings, mel=_keras_mel_metadata(config, front))
         if self._auraliser is not None and self._settings.levels:
             shortest = shortest_clip_samples(self._auraliser.items["auraliser"], self._settings.levels,
                                              guess=self._settings.segment_length)
@@ -908,6 +910,26 @@ def _settings(
         feature_channels=tuple(int((net.symbolic_output(name) if isinstance(config, KerasConfig) and net is not None
                                     else model.get_layer(name).output).shape[-1]) for name in feature_layers),
     )
+
+
+def _keras_mel_metadata(config: KerasConfig, front: MelAuraliser) -> dict[str, Any]:
+    """``metadata.json``'s ``mel`` of an imported spectrogram model: what it takes, as its auraliser resolved it
+    (:meth:`~tfaural.auralise.MelAuraliser.describe`), and where its bands come from: only the settings that
+    apply (a model with its own ``keras.layers.MelSpectrogram`` has no ``mel_norm`` or ``htk`` flags)."""
+    mel: dict[str, Any] = {"takes": config.takes, "input_layer": config.front_end.input_layer, **front.describe()}
+    layer = front.net.front_end
+    if isinstance(layer, keras.layers.MelSpectrogram):
+        top = layer.max_freq if layer.max_freq is not None else layer.sampling_rate / 2
+        mel.update(filterbank=f"the model's keras.layers.MelSpectrogram {layer.name!r}", fmin=float(layer.min_freq),
+                   fmax=float(top))
+    elif isinstance(layer, keras.layers.STFTSpectrogram):
+        mel.update(filterbank=f"none: the bins of the model's keras.layers.STFTSpectrogram {layer.name!r}")
+    else:
+        given = config.front_end
+        mel.update(filterbank="none: the STFT's bins" if given.linear_frequency else "mel",
+                   linear_frequency=given.linear_frequency, fmin=given.fmin, fmax=given.fmax, htk=given.htk,
+                   mel_norm=given.mel_norm)
+    return mel
 
 
 #: What one feature's auralisation of the longest ``auralise`` clip of an imported Keras model may hold

@@ -232,3 +232,22 @@ def test_compression_settings_are_checked() -> None:
                         (lambda: spectral.Decibels(amin=float("nan")), "amin=nan")]:
         with pytest.raises(ParameterError, match=match):
             make()
+
+
+@pytest.mark.parametrize("form,power", [("db", 2.0), ("db-max", 2.0), ("db", 1.0), ("linear", 2.0),
+                                        ("log10-1p:10000", 2.0), ("ln-1p:10", 1.0), ("ln-offset:0.001", 1.0),
+                                        ("log10-offset:3.1622776601683795e-05", 2.0)])
+def test_compression_spec_names_the_form_that_makes_the_compression_again(form: str, power: float) -> None:
+    """metadata.json's words for a compression: the form of the flags, with top_db and amin of a dB one; read back
+    by compression_from_spec, they make the same compression (equal dataclasses: the same numbers)."""
+    made = spectral.compression_from_spec(form, power=power, top_db=70.0, amin=None)
+    spec = spectral.compression_spec(made)
+    assert spec["compression"] == form
+    again = spectral.compression_from_spec(spec["compression"], power=power, top_db=spec.get("top_db"),
+                                           amin=spec.get("amin"))
+    assert again == made
+    if form.startswith("db"):
+        assert spec["top_db"] == 70.0 and spec["amin"] == (1e-5 if power == 1.0 else 1e-10)
+        assert set(spec) == {"compression", "top_db", "amin"} | ({"multiplier"} if power == 1.0 else set())
+    keras_db = spectral.Decibels(amin=1e-10, ref=2.0, top_db=80.0)  # keras.layers.MelSpectrogram(ref_power=2)
+    assert spectral.compression_spec(keras_db) == {"compression": "db", "top_db": 80.0, "amin": 1e-10, "ref": 2.0}

@@ -829,6 +829,14 @@ class MelAuraliser(Auraliser):
             rise = _below_overflow(rise, MAX_LOG10 * self.compression.units)
         return self.compression.expand(rise, mel[:, tf.newaxis])
 
+    def describe(self) -> dict[str, Any]:
+        """What the model sees, resolved (``metadata.json``'s ``mel`` of an imported model): ``n_fft``,
+        ``hop_length``, ``n_mels`` (the STFT's own bins where there are no mel bands), ``power``, ``layout``,
+        ``frames`` (the count the model is built for; ``None``: any) and the compression
+        (:func:`tfaural.spectral.compression_spec`: ``compression``, and ``top_db``, ``amin`` of a dB one)."""
+        return {"n_fft": self.n_fft, "hop_length": self.hop_length, "n_mels": self.n_mels, "power": self.power,
+                "layout": self.layout, "frames": self.frames, **spectral.compression_spec(self.compression)}
+
     def _failure_hint(self, x: tf.Tensor) -> str | None:
         frames = x.shape[-2 if self._channel_axis else -1] if self.layout == "mels_frames" else \
             x.shape[-3 if self._channel_axis else -2]

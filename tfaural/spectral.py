@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -61,6 +62,7 @@ __all__ = [
     "Decibels",
     "Linear",
     "compression_from_spec",
+    "compression_spec",
     "n_frames",
 ]
 
@@ -625,3 +627,31 @@ def compression_from_spec(spec: str, *, power: float = 2.0, top_db: float | None
     assert number is not None
     base = 10.0 if name.startswith("log10") else math.e
     return Log1p(number, base=base) if name.endswith("1p") else LogOffset(number, base=base)
+
+
+def compression_spec(compression: Compression) -> dict[str, Any]:
+    """What ``compression`` is, in the forms of :data:`tfaural.config.COMPRESSIONS` (what ``metadata.json`` says).
+
+    Returns:
+        ``{"compression": form}``, with ``top_db`` and ``amin`` for ``db``/``db-max`` (and ``ref`` or
+        ``multiplier`` where they are not librosa's for power); a logarithm of a base other than 10 and e
+        has ``"base"``. :func:`compression_from_spec` of the form (with ``top_db``, ``amin`` and the power)
+        gives the compression back.
+    """
+    if isinstance(compression, Decibels):
+        spec: dict[str, Any] = {"compression": "db-max" if compression.ref == "max" else "db",
+                                "top_db": compression.top_db, "amin": compression.amin}
+        if compression.ref not in ("max", 1.0):
+            spec["ref"] = compression.ref
+        if compression.multiplier != 10.0:
+            spec["multiplier"] = compression.multiplier
+        return spec
+    if isinstance(compression, Linear):
+        return {"compression": "linear"}
+    kind = "1p" if isinstance(compression, Log1p) else "offset"
+    number = float(compression.c if isinstance(compression, Log1p) else compression.offset)
+    text = f"{number:g}" if float(f"{number:g}") == number else repr(number)
+    names = {10.0: "log10", math.e: "ln"}
+    if compression.base in names:
+        return {"compression": f"{names[compression.base]}-{kind}:{text}"}
+    return {"compression": f"log-{kind}:{text}", "base": compression.base}

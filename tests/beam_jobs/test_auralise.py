@@ -244,6 +244,24 @@ def test_settings_chunks_and_bad_layers_exit_2(choi_export: str, tmp_path: pathl
     assert not os.path.exists(tmp_path / "job.json")
 
 
+def test_defaults_take_what_the_export_allows(choi_export: str, tmp_path: pathlib.Path) -> None:
+    """--features-per-call 16 by default, fewer where the export's per-call budget (1280 feature-seconds for the
+    Choi CNN) asks for it, and a given value that does not fit is refused with the most that does; the clip is
+    4 s when the export needs less."""
+
+    def settings(*flags: str) -> auralise.Settings:
+        options = parse_job_args([f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", *flags],
+                                 prog="auralise", description="",
+                                 option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
+        return auralise.Settings.from_options(options)
+
+    assert (settings().features_per_call, settings().clip_seconds) == (16, 4.0)
+    assert settings("--clip-seconds=20", "--batch-size=8").features_per_call == 1280 // (8 * 20)
+    with pytest.raises(ParameterError, match="use --features-per-call 8 or less"):
+        settings("--clip-seconds=20", "--batch-size=8", "--features-per-call=16")
+    assert settings("--pad-short").job_settings()["pad_short"] is True and "pad_short" not in settings().job_settings()
+
+
 def test_spectrogram_db_of_silence_is_finite() -> None:
     db = auralise.spectrogram_db(np.zeros(1000, np.float32), n_fft=64, hop_length=16)
     assert db.shape == (33, 1 + 1000 // 16) and np.all(db == np.float32(-200.0))

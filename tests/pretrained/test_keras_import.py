@@ -262,6 +262,10 @@ def test_an_any_length_model_deconvolves_and_hears_clips_shorter_than_its_segmen
     module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise"])
     assert metadata["min_deconv_samples"] == shortest and metadata["min_deconv_seconds"] == shortest / SR
     assert "min_deconv_samples" in metadata["signatures"]["deconvolve"]["inputs"]["waveform"]["description"]
+    assert metadata["mel"] == {  # what the model takes, as the flags and their defaults made it
+        "takes": "spectrogram", "input_layer": None, "n_fft": N_FFT, "hop_length": HOP, "n_mels": N_MELS, "power": 2.0,
+        "layout": "mels_frames", "frames": None, "compression": "log10-1p:10000", "filterbank": "mel",
+        "linear_frequency": False, "fmin": 0.0, "fmax": None, "htk": False, "mel_norm": "slaney"}
     y = _music(1.0, seed=7)[None, :shortest]
     out = module.call("deconvolve", {"waveform": y, "layer": np.int32(3), "features": np.array([0, 1, 2], np.int32)})
     assert out["deconvolved"].shape == (1, 3, N_MELS, 22)
@@ -328,6 +332,12 @@ def test_a_keras_stft_tagger_is_heard_through_its_own_frames(tmp_path: pathlib.P
     assert metadata["stft"] == {"n_fft": N_FFT, "hop_length": 128, "win_length": None, "window": "hann",
                                 "center": False, "padding": "same", "layer": "keras.layers.STFTSpectrogram",
                                 "mode": "log"}
+    mel = metadata["mel"]  # only what applies: the layer's bins, magnitude, its log (ln(|X| + sqrt(epsilon)))
+    assert {k: mel[k] for k in ("takes", "n_fft", "hop_length", "n_mels", "power", "layout")} == {
+        "takes": "keras stft", "n_fft": N_FFT, "hop_length": 128, "n_mels": N_FFT // 2 + 1, "power": 1.0,
+        "layout": "frames_mels"}
+    assert mel["compression"].startswith("ln-offset:") and "mel_norm" not in mel and "htk" not in mel
+    assert float(mel["compression"].split(":")[1]) == np.sqrt(keras.config.epsilon())
     y = _music(2.2, seed=10)
     segment = info.segment.length
     scores = module.call("serving_default", {"waveform": y[None]})["scores"][0]
@@ -545,6 +555,10 @@ def test_a_keras_mel_tagger_is_auralised_by_the_beam_job_as_tfaural_listen_hears
         in done.stderr
     job = json.loads((job_out / "job.json").read_text())
     assert job["settings"]["tags"] == 0 and job["metadata"]["min_deconv_samples"] < info.segment.length
+    mel = job["metadata"]["mel"]  # the layer's own settings (Keras's dB of power), not the flags' defaults
+    assert (mel["takes"], mel["n_fft"], mel["hop_length"], mel["n_mels"], mel["compression"], mel["fmin"],
+            mel["fmax"]) == ("keras mel", N_FFT, 256, N_MELS, "db", 20.0, SR / 2)  # Keras's default min_freq: 20 Hz
+    assert "mel_norm" not in mel and "MelSpectrogram 'mel'" in mel["filterbank"]
     rows = {pathlib.Path(r.path).name: r for r in parse_manifest((job_out / "manifest.jsonl").read_text(),
                                                                  path="manifest.jsonl")}
     assert len(rows) == 4 and rows["broken.mp3"].status == "failed"
