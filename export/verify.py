@@ -18,8 +18,11 @@ every export, before the version directory is published) checks that:
    ``AUDIO_ATOL``); strings and booleans must be equal. It does the same
    with the SavedModel loaded the way TF Serving's C++ loader loads it (the MetaGraph
    in a TF1 session, the variables restored by its saver: this is what catches
-   variables that only ``tf.saved_model.load`` can find), and with each one-signature
-   SavedModel the jobs load (``metadata.json``: ``signature_savedmodels``).
+   variables that only ``tf.saved_model.load`` can find; Grappler's graph rewrites,
+   which the calls above run on every function, are off there, as they would only
+   re-optimise the whole graph per signature), and with each one-signature
+   SavedModel the jobs load (``metadata.json``: ``signature_savedmodels``). The TF1
+   session runs in a second fresh process beside the first (:data:`CHILD_PARTS`).
 3. **``saved_model_cli show --all``** lists every signature of ``metadata.json``
    with the documented input and output names and dtypes.
 
@@ -62,6 +65,7 @@ __all__ = [
     "load_reference",
     "saved_model_cli_signatures",
     "verify_export",
+    "CHILD_PARTS",
     "main",
 ]
 
@@ -229,8 +233,14 @@ class _BlockProjectPackages(importlib.abc.MetaPathFinder):
         return None
 
 
-def _child(export_dir: str, reference_path: str) -> dict[str, Any]:
-    """Runs in the fresh process: ops, load, call every signature, compare."""
+#: What a fresh process checks: ``loaded`` (ops, ``tf.saved_model.load`` and every signature, the one-signature
+#: SavedModels) and ``session`` (the TF1 session). :func:`verify_export` runs them as two processes side by side:
+#: loading and first calls are mostly single-threaded, so on two cores the check takes about the longer of the two.
+CHILD_PARTS = ("loaded", "session")
+
+
+def _child(export_dir: str, reference_path: str, parts: Sequence[str] = CHILD_PARTS) -> dict[str, Any]:
+    """Runs in the fresh process: ops, load, call every signature, compare (the ``parts`` of :data:`CHILD_PARTS`)."""
     sys.meta_path.insert(0, _BlockProjectPackages())
     for name in list(sys.modules):
         if name.split(".")[0] in BLOCKED_PACKAGES:
@@ -246,27 +256,32 @@ def _child(export_dir: str, reference_path: str) -> dict[str, Any]:
 
     report["tensorflow"] = tf.__version__
     report["modules"] = sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED_PACKAGES))
-    ops, functions = graph_ops(export_dir)
-    report["ops"] = {"types": len(ops), "problems": op_problems(ops, functions)}
-    loaded = tf.saved_model.load(export_dir)
-    report["loaded_signatures"] = sorted(loaded.signatures.keys())
     reference = load_reference(reference_path)
+    if "loaded" in parts:
+        ops, functions = graph_ops(export_dir)
+        report["ops"] = {"types": len(ops), "problems": op_problems(ops, functions)}
+        loaded = tf.saved_model.load(export_dir)
+        report["loaded_signatures"] = sorted(loaded.signatures.keys())
 
-    def call_loaded(signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        if signature not in loaded.signatures:
-            return None
-        tensors = {name: tf.constant(value) for name, value in inputs.items()}
-        return {k: v.numpy() for k, v in loaded.signatures[signature](**tensors).items()}
+        def call_loaded(signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+            if signature not in loaded.signatures:
+                return None
+            tensors = {name: tf.constant(value) for name, value in inputs.items()}
+            return {k: v.numpy() for k, v in loaded.signatures[signature](**tensors).items()}
 
-    results = _check_calls(call_loaded, reference)
-    report["signatures"] = results
-    report["session_signatures"] = _check_calls(_session_caller(export_dir), reference)
-    report["signature_savedmodels"] = _check_signature_savedmodels(export_dir, reference)
-    report["ok"] = (
-        not report["tfaural_importable"] and not report["modules"] and not report["ops"]["problems"]
-        and bool(results) and all(r["ok"] for key in _CALL_REPORTS for r in report[key].values())
-    )
+        report["signatures"] = _check_calls(call_loaded, reference)
+        report["signature_savedmodels"] = _check_signature_savedmodels(export_dir, reference)
+    if "session" in parts:
+        report["session_signatures"] = _check_calls(_session_caller(export_dir), reference)
+    report["ok"] = _child_ok(report)
     return report
+
+
+def _child_ok(report: Mapping[str, Any]) -> bool:
+    """Whether a fresh process's report (one part or several) found nothing wrong."""
+    return (not report["tfaural_importable"] and not report["modules"]
+            and not report.get("ops", {}).get("problems") and bool(report.get("signatures", True))
+            and all(r["ok"] for key in _CALL_REPORTS for r in report.get(key, {}).values()))
 
 
 #: The parts of the child's report that hold signature calls: the SavedModel loaded with
@@ -308,11 +323,19 @@ def _check_calls(call: Any, reference: Mapping[str, Mapping[str, Mapping[str, np
 
 
 def _session_caller(export_dir: str) -> Any:
-    """Calls signatures the way TF Serving does: the MetaGraph in a TF1 session, variables restored by its saver."""
+    """Calls signatures the way TF Serving does: the MetaGraph in a TF1 session, variables restored by its saver.
+
+    Grappler's rewrites are off in this session: they are TensorFlow's own, and the ``tf.saved_model.load`` calls
+    run them on every function already, while a session would re-optimise the whole graph once per signature
+    (two thirds of this check's time for a deep model). The session still lowers the graph's control flow and
+    restores the variables as TF Serving's loader does.
+    """
     import tensorflow as tf
 
     graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    session = tf.compat.v1.Session(graph=graph, config=config)
     with graph.as_default():
         meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], export_dir)
 
@@ -450,8 +473,9 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.communicate()
 
 
-def _child_command(export_dir: str, reference_path: str) -> list[str]:
-    return [sys.executable, "-I", os.path.abspath(__file__), "--child", export_dir, reference_path]
+def _child_command(export_dir: str, reference_path: str, part: str | None = None) -> list[str]:
+    return [sys.executable, "-I", os.path.abspath(__file__), "--child", export_dir, reference_path,
+            *(["--part", part] if part else [])]
 
 
 def _child_report(export_dir: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
@@ -464,12 +488,13 @@ def _child_report(export_dir: str, returncode: int, stdout: str, stderr: str) ->
     return report
 
 
-def _run_child(export_dir: str, reference_path: str, *, timeout: float) -> dict[str, Any]:
-    process = _start(_child_command(export_dir, reference_path))
-    try:
-        return _child_report(export_dir, *_finish(process, timeout=timeout, what="the verification process"))
-    finally:
-        _stop(process)
+def _merged(loaded: dict[str, Any], session: Mapping[str, Any]) -> dict[str, Any]:
+    """The report of the ``loaded`` part with the ``session`` part's results (:data:`CHILD_PARTS`)."""
+    report = {**loaded, "session_signatures": session["session_signatures"]}
+    report["tfaural_importable"] = bool(loaded["tfaural_importable"] or session["tfaural_importable"])
+    report["modules"] = sorted({*loaded["modules"], *session["modules"]})
+    report["ok"] = _child_ok(report)
+    return report
 
 
 def _failures(report: Mapping[str, Any]) -> list[str]:
@@ -527,16 +552,18 @@ def verify_export(
         else:
             reference_path = os.path.join(scratch, "reference.npz")
             save_reference(reference_path, reference)
-        # The two processes load TensorFlow in parallel; any failure or interruption here (an error,
-        # Ctrl-C, the SIGTERM python -m export turns into SystemExit) kills them before the scratch
-        # folder is removed.
-        processes = [_start(_child_command(export_dir, reference_path))]
+        # The processes run side by side; any failure or interruption here (an error, Ctrl-C, the
+        # SIGTERM python -m export turns into SystemExit) kills them before the scratch folder is removed.
+        processes = [_start(_child_command(export_dir, reference_path, part)) for part in CHILD_PARTS]
         try:
             if cli:
                 processes.append(_start(_cli_command(export_dir)))
-            report = _child_report(export_dir, *_finish(processes[0], timeout=timeout,
-                                                         what="the verification process"))
-            listed = (_cli_listing(export_dir, *_finish(processes[1], timeout=timeout, what="saved_model_cli"))
+            loaded, session = (
+                _child_report(export_dir, *_finish(process, timeout=timeout, what=f"the verification process ({what})"))
+                for process, what in zip(processes, ("tf.saved_model.load", "TF1 session"))
+            )
+            report = _merged(loaded, session)
+            listed = (_cli_listing(export_dir, *_finish(processes[2], timeout=timeout, what="saved_model_cli"))
                       if cli else None)
         finally:
             for process in processes:
@@ -605,8 +632,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints the JSON report. Exit 0 if verified, 2 with ``error: ...`` otherwise."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["--child"]:
-        print(json.dumps(_child(args_list[1], args_list[2])))
+    if args_list[:1] == ["--child"]:  # --child EXPORT_DIR REFERENCE [--part loaded|session]
+        parts = args_list[4:5] if args_list[3:4] == ["--part"] else CHILD_PARTS
+        print(json.dumps(_child(args_list[1], args_list[2], parts)))
         return 0
     from tfaural.errors import TfauralError
 

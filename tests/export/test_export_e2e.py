@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -245,6 +246,28 @@ def test_tf_serving_loader_restores_the_variables_the_signatures_read(exported: 
     checkpoint = tf.train.load_checkpoint(os.path.join(exported.version_dir, "variables", "variables"))
     saved = [key for key in checkpoint.get_variable_to_shape_map() if key != "_CHECKPOINTABLE_OBJECT_GRAPH"]
     assert len(saved) == len(exported.loaded.model_variables)  # each variable saved once, no copies
+
+
+def test_verification_fails_in_each_of_its_processes_on_outputs_that_differ(choi: Exported) -> None:
+    """Both fresh processes (tf.saved_model.load, and the TF1 session as TF Serving loads it) compare every output;
+    a reference whose scores are off by 1e-3 fails in each, by name, and the session part alone reports only its
+    own calls."""
+    reference = verify.load_reference(os.path.join(choi.version_dir, verify.REFERENCE_FILE))
+    reference["serving_default"]["outputs"]["scores"] = reference["serving_default"]["outputs"]["scores"] + 1e-3
+    with pytest.raises(ExportError) as raised:
+        verify.verify_export(choi.version_dir, reference=reference, cli=False)
+    message = str(raised.value)
+    assert re.search(r"failed: serving_default/scores: max abs error", message)  # tf.saved_model.load's, first
+    assert "; TF1 session (as TF Serving loads it) serving_default/scores: max abs error" in message
+    assert "; one-signature SavedModel serving_default/scores: max abs error" in message
+    assert "serving_wav" not in message
+    done = subprocess.run(
+        [sys.executable, "-I", verify.__file__, "--child", choi.version_dir,
+         os.path.join(choi.version_dir, verify.REFERENCE_FILE), "--part", "session"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    report = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert report["ok"] and "signatures" not in report and "ops" not in report
+    assert set(report["session_signatures"]) == set(choi.metadata["signatures"])
 
 
 def test_only_core_ops(exported: Exported) -> None:
