@@ -129,7 +129,7 @@ def test_auralise_pads_a_short_excerpt_to_what_the_model_needs(catalogue: pathli
     assert "min_deconv_seconds" in rows[SHORT]["error"]
 
     output = tmp_path / "padded"
-    auralise.run([*argv, f"--output={output}", "--pad-short"])
+    auralise.run([*argv, f"--output={output}", "--pad-short", "--report"])
     rows = _rows(output)
     assert [rows[name]["status"] for name in (SHORT, LONG, EMPTY)] == ["ok", "ok", "failed"]
     track = output / rows[SHORT]["name"]
@@ -146,3 +146,7 @@ def test_auralise_pads_a_short_excerpt_to_what_the_model_needs(catalogue: pathli
     np.testing.assert_allclose(written, heard, atol=1.5 / 2**15)
     long = parse_track_record((output / rows[LONG]["name"] / "track.json").read_text(), path="track.json")
     assert long.padded_seconds == 0.0 and "padded_seconds" not in long.to_dict()
+    # the listening report says what the model heard: 0.05 s of the track, then silence
+    page = (output / "report" / "tracks" / f"{rows[SHORT]['name']}.html").read_text()
+    assert "excerpt 0 s – 0.05 s and 0.071 s of silence (zero-padded to the 0.121 s the model needs)" in page
+    assert "zero-padded" not in (output / "report" / "tracks" / f"{rows[LONG]['name']}.html").read_text()

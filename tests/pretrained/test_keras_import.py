@@ -259,6 +259,7 @@ def test_an_any_length_model_deconvolves_and_hears_clips_shorter_than_its_segmen
     model, info = import_keras_model(tmp_path / "valid.keras", tmp_path / "run", front=front, segment_seconds=2.0)
     shortest = 21 * HOP
     assert info.segment.length == 200 * HOP
+    assert info.extra["imported"]["clips"] == {"shortest_samples": shortest, "longest_samples": None}
     module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise"])
     assert metadata["min_deconv_samples"] == shortest and metadata["min_deconv_seconds"] == shortest / SR
     assert "min_deconv_samples" in metadata["signatures"]["deconvolve"]["inputs"]["waveform"]["description"]
@@ -494,6 +495,7 @@ def test_a_crnn_built_for_one_length_is_exported_auralised_and_tagged_with_short
                 "--n-fft", str(N_FFT), "--hop-length", str(HOP), "--n-mels", str(N_MELS), "--compression", "db-max")
     assert done.returncode == 0, done.stderr[-3000:]
     segment = (PATCH_FRAMES - 1) * HOP  # 15,200 samples: 96 centred frames, as are up to 96 * 160 - 1
+    assert "clips to listen to: 0.95-0.9599 s (its layers take only its own length)" in done.stdout
     export = pathlib.Path(export_run(run_dir, tmp_path / "export", verify=False))
     metadata = json.loads((export / "assets" / "metadata.json").read_text())
     assert (metadata["segment_length"], metadata["min_deconv_samples"]) == (segment, segment)

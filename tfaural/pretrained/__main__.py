@@ -174,6 +174,12 @@ def _import_keras(args: argparse.Namespace) -> int:
     shown = named if len(named) <= 8 else [*named[:4], "...", *named[-3:]]
     print(f"  {len(named)} levels: {', '.join(shown)}"
           + (f"; the export deconvolves {span[0]}-{span[1]}" if span else ""))
+    clips = imported.get("clips") or {}
+    shortest, longest = clips.get("shortest_samples"), clips.get("longest_samples")
+    if shortest:
+        print(f"  clips to listen to: {shortest / rate:.4g}" + (
+            f"-{longest / rate:.4g} s (its layers take only its own length)" if longest is not None else
+            " s or longer"))
     for note in notes:
         if issubclass(note.category, UserWarning):
             print(f"note: {note.message}", file=sys.stderr)

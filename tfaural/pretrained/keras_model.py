@@ -19,7 +19,9 @@ The import checks, before anything is written:
   many labels as outputs;
 
 and after writing, that the saved ``model.keras`` reloads (as ``load_run`` will) and gives the
-same outputs as the file it came from (``max |Δ|`` recorded in ``run.json``).
+same outputs as the file it came from (``max |Δ|`` recorded in ``run.json``). ``run.json`` also records the
+clips its export will deconvolve (``extra.imported.clips``: the shortest, and the longest where its layers take
+only the model's own length).
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def import_keras_model(
         ModelError: The file cannot be loaded or used (named).
         ParameterError: Missing, conflicting or invalid settings (named as flags).
     """
-    from tfaural.auralise import auraliser_for_front_end
+    from tfaural.auralise import auraliser_for_front_end, longest_clip_samples, shortest_clip_samples
     from tfaural.models.keras_files import load_model_file
 
     source, root = os.fspath(model_path), os.fspath(output)
@@ -237,6 +239,9 @@ def import_keras_model(
         warnings.warn(f"model {model.name!r} has {len(net.levels)} levels; its export traces the deconvolution of "
                       "each, so its time and memory grow with levels x depth (a deep backbone's can need many GiB); "
                       f"pass --levels 1-{MANY_LEVELS} (or another range) to export fewer", stacklevel=2)
+    exported = list(range(span[0], span[1] + 1)) if span else list(net.levels)
+    clips = {"shortest_samples": min(shortest_clip_samples(auraliser, exported, guess=length), length),
+             "longest_samples": longest_clip_samples(auraliser, exported)}  # what the export will take
     config = KerasConfig(front_end=front, takes=takes, n_fft=n_fft, hop_length=hop_length, n_outputs=n_outputs,
                          segment_length=length, feature_layers=chosen, levels=span, trust_lambda=bool(trust_lambda),
                          source=os.path.basename(source))
@@ -246,7 +251,8 @@ def import_keras_model(
         model=config, labels=names, task=task, audio=AudioConfig(sample_rate=sample_rate),
         segment=SegmentConfig(length=length, hop=hop),
         extra={"imported": {"file": os.path.abspath(source), "sha256": digest, "model_name": model.name,
-                            "levels": {str(level): net.layer_names[level] for level in net.levels}}},
+                            "levels": {str(level): net.layer_names[level] for level in net.levels},
+                            "clips": clips}},
     )
     save_run(root, model, info)
     reloaded, info = load_run(root)

@@ -513,8 +513,12 @@ class Site:
         excerpt = ""
         if track.offset_seconds is not None or duration is not None:
             start = track.offset_seconds or 0.0
-            end = f"{_short(start + duration)} s" if duration is not None else "the end"
+            padded = track.padded_seconds if duration is not None else 0.0
+            end = f"{_short(start + duration - padded)} s" if duration is not None else "the end"
             excerpt = f"excerpt {_short(start)} s – {end}"
+            if padded and duration is not None:  # --pad-short: the model heard the excerpt and silence after it
+                excerpt += (f" and {_short(padded)} s of silence (zero-padded to the {_short(duration)} s the "
+                            "model needs)")
         facts = " · ".join(x for x in (f"source {track.source}" if track.source else "", excerpt,
                                          f"{rate} Hz" if rate else "") if x)
         tracks = self.output.tracks

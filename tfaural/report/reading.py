@@ -96,6 +96,8 @@ class TrackOutput:
         tags: ``(label, score)`` of the excerpt's best tags, best first (the job's ``--tags``).
         attribution: ``{label: {layer: ((feature, contribution), ...)}}``: the features contributing
             most to each of those tags, largest first.
+        padded_seconds: Zeros at the end of the excerpt, in seconds (a track shorter than the model needs,
+            zero-padded by ``--pad-short``).
     """
 
     track_id: str
@@ -110,6 +112,7 @@ class TrackOutput:
     layers: Mapping[int, tuple[FeatureOutput, ...]]
     tags: tuple[tuple[str, float], ...] = ()
     attribution: Mapping[str, Mapping[int, tuple[tuple[int, float], ...]]] = dataclasses.field(default_factory=dict)
+    padded_seconds: float = 0.0
 
     def feature(self, layer: int, feature: int) -> FeatureOutput | None:
         """The given feature, or ``None`` if it was not auralised for this track."""
@@ -259,6 +262,7 @@ def _read_track(directory: str, folder: str, problems: list[str]) -> TrackOutput
         original_spectrogram=existing(track_dir, record.original_spectrogram,
                                       what="spectrogram of the original", required=True),
         layers=layers,
+        padded_seconds=record.padded_seconds,
         tags=record.tags,
         attribution=attribution,
     )
