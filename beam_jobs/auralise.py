@@ -90,7 +90,8 @@ from beam_jobs.options import (
 )
 from beam_jobs.settings import InferenceSettings, excerpt_seconds
 from beam_jobs.tracks import TrackInput, TrackResult, decode_track
-from tfaural.errors import AudioError, DataError, EmptyAudioError, ParameterError
+from tfaural.audio import too_short
+from tfaural.errors import AudioError, DataError, ParameterError
 from tfaural.formats import FAILED, OK, TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
 from tfaural.spectrogram_images import render_spectrogram, spectrogram_db
 
@@ -221,15 +222,14 @@ class Settings:
             raise ParameterError(f"--offset-seconds {job.offset_seconds} is invalid: expected seconds >= 0")
         budget = meta.max_deconv_feature_samples
         clip = clip_seconds * rate
+        # the most features per call that the export's per-call budget allows (at least one)
+        most = None if budget is None else max(1, int(float(budget) // (common.batch_size * clip)))
         features_per_call = job.features_per_call
         if features_per_call is None:
-            features_per_call = DEFAULT_FEATURES_PER_CALL
-            if budget is not None:  # fewer per call where the export's per-call budget asks for it
-                features_per_call = max(1, min(features_per_call, int(float(budget) // (common.batch_size * clip))))
+            features_per_call = DEFAULT_FEATURES_PER_CALL if most is None else min(DEFAULT_FEATURES_PER_CALL, most)
         if features_per_call < 1:
             raise ParameterError(f"--features-per-call {features_per_call} is invalid: expected a positive integer")
         if budget is not None and features_per_call * common.batch_size * clip > float(budget):
-            most = max(1, int(float(budget) // (common.batch_size * clip)))
             raise ParameterError(
                 f"--features-per-call {features_per_call} x --batch-size {common.batch_size} x "
                 f"--clip-seconds {clip_seconds:g} is more than the export deconvolves per call "
@@ -378,9 +378,8 @@ class PrepareTrack(beam.DoFn):
                                 duration=s.clip_seconds)
             if len(clip) < s.shortest and not s.pad_short:
                 what = "one model segment, which --tags scores" if s.tags else "the export's min_deconv_seconds"
-                raise EmptyAudioError(track.path, f"too short: {len(clip)} samples ({len(clip) / rate:.3f} s) at "
-                                                  f"{rate} Hz from {s.offset_seconds:g} s on, need at least "
-                                                  f"{s.shortest} ({what}; --pad-short zero-pads a shorter excerpt)")
+                raise too_short(track.path, samples=len(clip), sample_rate=rate, needed=s.shortest,
+                                why=f"{what}; from {s.offset_seconds:g} s on; --pad-short zero-pads a shorter excerpt")
         except AudioError as err:
             yield failed_result(track, err, stage="decode")
             return

@@ -54,7 +54,8 @@ from beam_jobs.failures import failed_result
 from beam_jobs.inference import InferenceFailure
 from beam_jobs.options import DEFAULT_CHUNK_SECONDS
 from beam_jobs.tracks import TrackInput, TrackResult
-from tfaural.errors import AudioError, EmptyAudioError, ModelError, ParameterError
+from tfaural.audio import too_short
+from tfaural.errors import AudioError, ModelError, ParameterError
 from tfaural.formats import FAILED, ExportMetadata
 
 __all__ = [
@@ -316,11 +317,9 @@ def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
         chunks += 1
         yield chunk
     if not chunks:
-        sr = plan.sample_rate
-        raise EmptyAudioError(track.path, f"too short: {total} samples ({total / sr:.3f} s) at {sr} Hz, need at "
-                                          f"least {plan.segment_length} (one model segment"
-                                          + ("" if total == 0 or plan.pad_short else
-                                             "; --pad-short zero-pads a shorter track to one") + ")")
+        hint = "" if total == 0 or plan.pad_short else "; --pad-short zero-pads a shorter track to one"
+        raise too_short(track.path, samples=total, sample_rate=plan.sample_rate, needed=plan.segment_length,
+                        why=f"one model segment{hint}")
 
 
 def stream_examples(

@@ -382,9 +382,8 @@ def _blocks(track: Track, *, sample_rate: int) -> Iterator[np.ndarray]:
 
 
 def _too_short(track: Track, n: int, *, sample_rate: int, min_samples: int) -> None:
-    if n < min_samples:  # the message of tfaural.audio.load
-        raise EmptyAudioError(track.path, f"too short: {n} samples ({n / sample_rate:.3f} s) at {sample_rate} Hz, "
-                                          f"need at least {min_samples}")
+    if n < min_samples:  # as tfaural.audio.load says it
+        raise audio.too_short(track.path, samples=n, sample_rate=sample_rate, needed=min_samples)
 
 
 def _spool_whole(track: Track, spool: IO[bytes], *, sample_rate: int, min_samples: int) -> int:

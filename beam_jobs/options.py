@@ -36,7 +36,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from tfaural.cli import parse_index_list
-from tfaural.config import PAD_MODES
+from tfaural.config import DEFAULT_CLIP_SECONDS, PAD_MODES
 from tfaural.errors import ParameterError
 from tfaural.signals import CHORD_TYPES, DEFAULT_KEYS, DEFAULT_TIMBRES
 
@@ -67,11 +67,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CLIP_SECONDS = 4.0
-"""``--clip-seconds`` of ``auralise`` when the export needs no more: the 4-s excerpts of Choi et al."""
 DEFAULT_FEATURES_PER_CALL = 16
 """``--features-per-call`` of ``auralise`` when the export's per-call budget allows it."""
-DEFAULT_SIGNAL_SECONDS = 4.0
+DEFAULT_SIGNAL_SECONDS = DEFAULT_CLIP_SECONDS
 """``--signal-seconds`` of ``correlation`` when the export needs no more (the paper's 4-s signals)."""
 DEFAULT_CHUNK_SECONDS = 30.0
 """``--chunk-seconds``: 11 segments of the 3^9-SampleCNN, one chunk per 29.1-s clip of the papers."""

@@ -851,11 +851,9 @@ def _settings(
         if length != config.segment_length:
             raise ExportError(f"run.json's segment length {length} differs from its model config's "
                               f"segment_length {config.segment_length}")
-        front = config.front_end
-        if config.takes != "waveform":
+        if config.takes != "waveform":  # its mel block is what its auraliser resolved (ServingModule)
             stft = {"n_fft": config.n_fft, "hop_length": config.hop_length, "win_length": None, "window": "hann",
                     "center": True}
-            mel = {"takes": config.takes, **{k: v for k, v in front.to_dict().items() if k != "sample_rate"}}
     else:
         assert isinstance(config, SampleCNNConfig)
         if length != config.input_length:

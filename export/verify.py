@@ -327,7 +327,7 @@ def _session_caller(export_dir: str) -> Any:
 
     Grappler's rewrites are off in this session: they are TensorFlow's own, and the ``tf.saved_model.load`` calls
     run them on every function already, while a session would re-optimise the whole graph once per signature
-    (two thirds of this check's time for a deep model). The session still lowers the graph's control flow and
+    (most of this check's time for a deep model). The session still lowers the graph's control flow and
     restores the variables as TF Serving's loader does.
     """
     import tensorflow as tf

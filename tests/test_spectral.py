@@ -249,5 +249,8 @@ def test_compression_spec_names_the_form_that_makes_the_compression_again(form: 
     if form.startswith("db"):
         assert spec["top_db"] == 70.0 and spec["amin"] == (1e-5 if power == 1.0 else 1e-10)
         assert set(spec) == {"compression", "top_db", "amin"} | ({"multiplier"} if power == 1.0 else set())
+
+
+def test_compression_spec_names_a_reference_other_than_librosa_s() -> None:
     keras_db = spectral.Decibels(amin=1e-10, ref=2.0, top_db=80.0)  # keras.layers.MelSpectrogram(ref_power=2)
     assert spectral.compression_spec(keras_db) == {"compression": "db", "top_db": 80.0, "amin": 1e-10, "ref": 2.0}

@@ -57,6 +57,7 @@ __all__ = [
     "n_segments",
     "write",
     "encode",
+    "too_short",
     "RESAMPLE_QUALITY",
 ]
 
@@ -513,15 +514,21 @@ def load(
         y = resample(y, orig_sr=native_sr, target_sr=sample_rate)
     sr = native_sr if sample_rate is None else sample_rate
     if y.shape[-1] < min_samples:
-        raise EmptyAudioError(
-            name, f"too short: {y.shape[-1]} samples ({y.shape[-1] / sr:.3f} s) at {sr} Hz, need at least {min_samples}"
-        )
+        raise too_short(name, samples=y.shape[-1], sample_rate=sr, needed=min_samples)
     if require_sound and not np.any(y):
         raise InvalidAudioError(name, "the audio is digital silence (every sample is 0)")
     peak = float(np.max(np.abs(y)))
     if peak > 1.0:
         logger.warning("%s: float samples exceed [-1, 1] (peak %.3f); left unscaled", name, peak)
     return y, sr
+
+
+def too_short(source: AudioSource, *, samples: int, sample_rate: int, needed: int, why: str = "") -> EmptyAudioError:
+    """The error of audio with fewer samples than the caller needs: "too short: 100 samples (0.050 s) at
+    2000 Hz, need at least 243 (why)" (what :func:`load` raises, and the jobs that decode block by block)."""
+    return EmptyAudioError(describe_source(source), f"too short: {samples} samples ({samples / sample_rate:.3f} s) at "
+                                                    f"{sample_rate} Hz, need at least {needed}"
+                                                    + (f" ({why})" if why else ""))
 
 
 def iter_blocks(

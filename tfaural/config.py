@@ -29,10 +29,15 @@ __all__ = [
     "SegmentConfig",
     "SUPPORTED_WINDOWS",
     "PAD_MODES",
+    "DEFAULT_CLIP_SECONDS",
 ]
 
 SUPPORTED_WINDOWS = ("hann",)
 PAD_MODES = ("constant", "wrap", "none")
+#: Length of an excerpt to listen to when neither the user nor the model fixes it: the 4-s excerpts of Choi et
+#: al. 2015 (``tfaural.listen``, and ``beam_jobs.auralise`` and ``beam_jobs.correlation`` where the export needs
+#: no more).
+DEFAULT_CLIP_SECONDS = 4.0
 
 _C = TypeVar("_C", bound="Config")
 

@@ -80,7 +80,7 @@ from tfaural.cli import (
     parse_index_list,
     positive_int,
 )
-from tfaural.config import FrontEndConfig
+from tfaural.config import DEFAULT_CLIP_SECONDS, FrontEndConfig
 from tfaural.errors import DataError, ModelError, ParameterError, TfauralError
 from tfaural.formats import (
     FAILED,
@@ -97,8 +97,6 @@ from tfaural.formats import (
 
 __all__ = ["FrontEnd", "load_model", "auraliser_for_model", "listen", "main"]
 
-#: Length of the excerpt when neither ``--clip-seconds`` nor the model fixes it.
-DEFAULT_CLIP_SECONDS = 4.0
 #: Default of ``--max-memory-gib``: what one feature's auralisation of a clip may hold
 #: (:func:`tfaural.auralise.walk_bytes`).
 DEFAULT_MAX_MEMORY_GIB = 4.0
