@@ -43,10 +43,12 @@ The output folder (read by the HTML listening report) receives:
                                       anything else is recomputed, with the reason in the log)
 
 ``<name>`` is the track id with ``/`` replaced by ``__`` (see beam_jobs.tracks).
-A feature whose deconvolution is all zero (e.g. on a silent excerpt) is written
-as a silent file with ``"silent": true`` and ``"peak": 0``; the track is still
-``ok``. ``activation`` is the feature map's largest activation on the excerpt when
-the export provides it. An excerpt needs only the export's ``min_deconv_seconds``
+A feature whose deconvolution is all zero (or at most −144 dB under the excerpt's
+peak) is written as a silent file with ``"silent": true`` and ``"peak": 0``; the
+track is still ``ok``. An excerpt that is itself silent (peak at most −120 dBFS,
+:data:`tfaural.audio.SILENCE_PEAK`) fails: there is nothing to hear.
+``activation`` is the feature map's largest activation on the excerpt when the
+export provides it. An excerpt needs only the export's ``min_deconv_seconds``
 (the shortest clip whose maps at its deepest layer are not empty, often well
 under a tagging segment), or one model segment with ``--tags`` (attribution
 scores the excerpt; a ``--clip-seconds`` shorter than a segment turns ``--tags``
@@ -90,7 +92,7 @@ from beam_jobs.options import (
 )
 from beam_jobs.settings import InferenceSettings, excerpt_seconds
 from beam_jobs.tracks import TrackInput, TrackResult, decode_track
-from tfaural.audio import too_short
+from tfaural.audio import is_silent, silent, too_short
 from tfaural.errors import AudioError, DataError, ParameterError
 from tfaural.formats import FAILED, OK, TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
 from tfaural.spectrogram_images import render_spectrogram, spectrogram_db
@@ -380,6 +382,11 @@ class PrepareTrack(beam.DoFn):
                 what = "one model segment, which --tags scores" if s.tags else "the export's min_deconv_seconds"
                 raise too_short(track.path, samples=len(clip), sample_rate=rate, needed=s.shortest,
                                 why=f"{what}; from {s.offset_seconds:g} s on; --pad-short zero-pads a shorter excerpt")
+            peak = float(np.max(np.abs(clip)))
+            if is_silent(peak):
+                end = s.offset_seconds + len(clip) / rate
+                raise silent(track.path, peak=peak, what=f"the excerpt {s.offset_seconds:g} s – {end:g} s",
+                             hint="nothing to hear (--offset-seconds picks another part)")
         except AudioError as err:
             yield failed_result(track, err, stage="decode")
             return
@@ -387,7 +394,7 @@ class PrepareTrack(beam.DoFn):
         if padding:
             clip = np.concatenate([clip, np.zeros(padding, np.float32)])
         digest = beam_io.write_audio(s.common.path(track.name, ORIGINAL), clip, sample_rate=rate,
-                                     normalize=bool(np.max(np.abs(clip)) > 1.0))
+                                     normalize=peak > 1.0)
         calls = s.chunks()
         yield Plan(track, len(calls), len(clip) / rate, digest, attribute_calls=len(s.layers) if s.tags else 0,
                    padded_seconds=padding / rate)

@@ -14,7 +14,9 @@ sending an input longer than the export accepts (its ``max_seconds``):
    when segments overlap. The trailing partial segment is dropped, as the
    signatures do. A track shorter than one segment fails as too short, or with
    ``--pad-short`` is zero-padded to one segment (its :class:`TrackEnd` says how
-   much: ``padded_seconds``). Each chunk is emitted as soon as it is complete, as one
+   much: ``padded_seconds``); a silent track (peak at most −120 dBFS,
+   :data:`tfaural.audio.SILENCE_PEAK`) fails once its end shows it. Each chunk is
+   emitted as soon as it is complete, as one
    RunInference example ``(PartKey, {"waveform": float32 [samples]})`` (the decode
    stage runs with ``guarded(..., partial=True)``: Beam's default exception handling
    would hold all outputs of a track until its last one); after the last chunk
@@ -31,7 +33,7 @@ sending an input longer than the export accepts (its ``max_seconds``):
    the chunk means weighted by their numbers of segments, a maximum is the maximum
    of the chunk maxima.
 
-A file that stops decoding halfway (truncated or corrupt) yields a failed
+A file that stops decoding halfway (truncated or corrupt), or is silent to its end, yields a failed
 :class:`~beam_jobs.tracks.TrackResult` instead of a :class:`TrackEnd`; the
 chunks already sent are then discarded by :func:`collect_parts` (no
 :class:`TrackEnd`: nothing of the track is written) and the track is listed as
@@ -54,7 +56,7 @@ from beam_jobs.failures import failed_result
 from beam_jobs.inference import InferenceFailure
 from beam_jobs.options import DEFAULT_CHUNK_SECONDS
 from beam_jobs.tracks import TrackInput, TrackResult
-from tfaural.audio import too_short
+from tfaural.audio import is_silent, silent, too_short
 from tfaural.errors import AudioError, ModelError, ParameterError
 from tfaural.formats import FAILED, ExportMetadata
 
@@ -299,15 +301,18 @@ def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
 
     Raises:
         AudioError: Missing, undecodable, empty or NaN/Inf samples (also after some chunks
-            were yielded, for a file corrupt or truncated halfway), or shorter than one segment
-            (without the plan's ``pad_short``).
+            were yielded, for a file corrupt or truncated halfway), shorter than one segment
+            (without the plan's ``pad_short``), or silent (:func:`tfaural.audio.silent`: known
+            only at its end, so after its chunks).
     """
-    total = 0
+    total, peak = 0, 0.0
 
     def counted(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        nonlocal total
+        nonlocal total, peak
         for block in blocks:
             total += len(block)
+            if len(block):
+                peak = max(peak, float(np.max(np.abs(block))))
             yield block
 
     blocks = beam_io.iter_audio_blocks(track.path, sample_rate=plan.sample_rate,
@@ -320,6 +325,8 @@ def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
         hint = "" if total == 0 or plan.pad_short else "; --pad-short zero-pads a shorter track to one"
         raise too_short(track.path, samples=total, sample_rate=plan.sample_rate, needed=plan.segment_length,
                         why=f"one model segment{hint}")
+    if is_silent(peak):  # the chunks already sent are discarded with the track (collect_parts)
+        raise silent(track.path, peak=peak)
 
 
 def stream_examples(

@@ -13,7 +13,8 @@ receives:
 
     <split>-SSSSS-of-NNNNN.tfrecord   per split of the manifest ("unsplit" for tracks without one)
     dataset.json                      label vocabulary, sample rate, segmentation, counts per split
-    failures.jsonl                    one JSON object per file that could not be used:
+    failures.jsonl                    one JSON object per file that could not be used (corrupt, too short,
+                                      silent, ...):
                                       path, track_id, split, error (type), reason
 
 Nothing is silently dropped: every manifest track is either in the shards or in
@@ -386,13 +387,25 @@ def _too_short(track: Track, n: int, *, sample_rate: int, min_samples: int) -> N
         raise audio.too_short(track.path, samples=n, sample_rate=sample_rate, needed=min_samples)
 
 
+def _peak(block: np.ndarray, peak: float) -> float:
+    """The larger of ``peak`` and the block's largest absolute sample."""
+    return max(peak, float(np.max(np.abs(block)))) if len(block) else peak
+
+
+def _not_silent(track: Track, peak: float) -> None:
+    if audio.is_silent(peak):  # a silent example teaches its labels nothing
+        raise audio.silent(track.path, peak=peak)
+
+
 def _spool_whole(track: Track, spool: IO[bytes], *, sample_rate: int, min_samples: int) -> int:
     """Writes the track's int16 PCM to ``spool``; returns its number of samples."""
-    n = 0
+    n, peak = 0, 0.0
     for block in _blocks(track, sample_rate=sample_rate):
         spool.write(quantize(block).astype("<i2", copy=False).tobytes())
         n += len(block)
+        peak = _peak(block, peak)
     _too_short(track, n, sample_rate=sample_rate, min_samples=min_samples)
+    _not_silent(track, peak)
     return n
 
 
@@ -402,8 +415,10 @@ def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, s
     cutter = Segmenter(length=segment.length, hop=segment.hop, pad=segment.pad, max_segments=segment.n_segments,
                        source=track.path)
     blocks = _blocks(track, sample_rate=sample_rate)
+    peak = 0.0
     try:
         for block in blocks:
+            peak = _peak(block, peak)
             for piece in cutter.feed(quantize(block)):
                 spool.write(piece.astype("<i2", copy=False).tobytes())
             if cutter.full and cutter.total >= min_samples:
@@ -413,6 +428,7 @@ def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, s
         if close is not None:
             close()  # closes the file now, not when the generator is collected
     _too_short(track, cutter.total, sample_rate=sample_rate, min_samples=min_samples)
+    _not_silent(track, peak)
     for piece in cutter.finish():
         spool.write(piece.astype("<i2", copy=False).tobytes())
     return cutter.emitted

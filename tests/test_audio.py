@@ -165,8 +165,19 @@ def test_silence_and_too_short(write_audio: WriteAudio) -> None:
     silent = write_audio("silent.wav", np.zeros(SR, np.float32), sample_rate=SR)
     y, _ = audio.load(silent, sample_rate=SR)  # silence is valid audio by default
     assert not y.any()
-    with pytest.raises(InvalidAudioError, match="silence"):
+    with pytest.raises(InvalidAudioError, match=r"silent\.wav: the audio is digital silence \(every sample is 0\)$"):
         audio.load(silent, sample_rate=SR, require_sound=True)
+    # one threshold, SILENCE_PEAK = 2^-20 (-120 dBFS), the exports' INPUT_SILENCE_PEAK: a float file's
+    # -140 dBFS noise is silence, its peak named; 2^-19 (-114.4 dBFS) is sound
+    t = np.arange(SR, dtype=np.float32)
+    hiss = write_audio("hiss.wav", 1e-7 * np.sign(np.sin(t)), sample_rate=SR, subtype="FLOAT")
+    with pytest.raises(InvalidAudioError, match=r"is silent \(peak -140\.0 dBFS; at most -120 dBFS is silence\)$"):
+        audio.load(hiss, sample_rate=None, require_sound=True)
+    quiet = write_audio("quiet.wav", 2.0**-19 * np.sign(np.sin(t)), sample_rate=SR, subtype="FLOAT")
+    assert np.max(np.abs(audio.load(quiet, sample_rate=None, require_sound=True)[0])) == 2.0**-19
+    assert audio.is_silent(audio.SILENCE_PEAK) and not audio.is_silent(np.nextafter(audio.SILENCE_PEAK, 1.0))
+    assert str(audio.silent("x.flac", peak=0.0, what="the excerpt 1 s – 2 s", hint="try another")) == (
+        "x.flac: the excerpt 1 s – 2 s is digital silence (every sample is 0); try another")
     short = write_audio("short.wav", sine(440, 0.01, sample_rate=SR), sample_rate=SR)
     with pytest.raises(EmptyAudioError, match="too short"):
         audio.load(short, sample_rate=SR, min_samples=1000)

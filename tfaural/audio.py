@@ -58,7 +58,10 @@ __all__ = [
     "write",
     "encode",
     "too_short",
+    "silent",
+    "is_silent",
     "RESAMPLE_QUALITY",
+    "SILENCE_PEAK",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,12 @@ AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[by
 
 RESAMPLE_QUALITY = "HQ"
 """soxr quality preset; ``"HQ"`` is what ``librosa.resample(res_type="soxr_hq")`` uses."""
+
+SILENCE_PEAK = 2.0**-20
+"""Audio whose peak is at or below this is silent: 2^-20, −120 dBFS, 24 dB under one step of 16-bit
+audio (digital silence, or a float file's denormal-level noise). It is nothing to hear or tag: the
+jobs fail such a track (or auralise's excerpt) with :func:`silent`, and the exports' auralisation
+returns every feature of such an input as silent (:data:`tfaural.auralise.INPUT_SILENCE_PEAK`)."""
 
 # Subtypes written by default per container, so that files open everywhere.
 _DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
@@ -480,7 +489,8 @@ def load(
         duration: Read at most this many seconds (``None``: to the end).
         min_samples: Fewest samples (after resampling) the caller can use; fewer
             raises :class:`EmptyAudioError` ("too short").
-        require_sound: Raise :class:`InvalidAudioError` for digital silence.
+        require_sound: Raise :class:`InvalidAudioError` for silence (a peak at or below
+            :data:`SILENCE_PEAK`; :func:`silent`).
 
     Returns:
         ``(y, sr)``: float32 ``[samples]`` (or ``[channels, samples]`` when
@@ -515,9 +525,9 @@ def load(
     sr = native_sr if sample_rate is None else sample_rate
     if y.shape[-1] < min_samples:
         raise too_short(name, samples=y.shape[-1], sample_rate=sr, needed=min_samples)
-    if require_sound and not np.any(y):
-        raise InvalidAudioError(name, "the audio is digital silence (every sample is 0)")
     peak = float(np.max(np.abs(y)))
+    if require_sound and is_silent(peak):
+        raise silent(name, peak=peak)
     if peak > 1.0:
         logger.warning("%s: float samples exceed [-1, 1] (peak %.3f); left unscaled", name, peak)
     return y, sr
@@ -529,6 +539,30 @@ def too_short(source: AudioSource, *, samples: int, sample_rate: int, needed: in
     return EmptyAudioError(describe_source(source), f"too short: {samples} samples ({samples / sample_rate:.3f} s) at "
                                                     f"{sample_rate} Hz, need at least {needed}"
                                                     + (f" ({why})" if why else ""))
+
+
+def is_silent(peak: float) -> bool:
+    """Whether audio of this peak (absolute, full scale 1) is silence: at most :data:`SILENCE_PEAK`."""
+    return peak <= SILENCE_PEAK
+
+
+def silent(source: AudioSource, *, peak: float, what: str = "the audio", hint: str = "") -> InvalidAudioError:
+    """The error of audio with nothing in it: "the audio is digital silence (every sample is 0)", or "…
+    is silent (peak -131.2 dBFS; at most -120 dBFS is silence)" (what :func:`load` raises with
+    ``require_sound``, and the jobs that decode block by block).
+
+    Args:
+        source: The file.
+        peak: The audio's largest absolute sample.
+        what: What was silent ("the audio", "the excerpt 0 s – 4 s").
+        hint: What the user can do, appended after "; ".
+    """
+    if peak == 0:
+        reason = f"{what} is digital silence (every sample is 0)"
+    else:
+        reason = (f"{what} is silent (peak {20 * np.log10(peak):.1f} dBFS; at most "
+                  f"{20 * np.log10(SILENCE_PEAK):.0f} dBFS is silence)")
+    return InvalidAudioError(describe_source(source), reason + (f"; {hint}" if hint else ""))
 
 
 def iter_blocks(

@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfaural import linalg, spectral
+from tfaural.audio import SILENCE_PEAK
 from tfaural.config import MEL_LAYOUTS, ChoiConfig, FrontEndConfig, KerasConfig, MusicnnConfig
 from tfaural.deconv import DeconvNet
 from tfaural.errors import ModelError, ParameterError, TfauralError
@@ -103,9 +104,9 @@ PEAK = 0.9
 #: A feature whose auralisation peaks at or below this fraction of the input's peak is silent (2**-24,
 #: −144 dB: below float32's resolution next to the input's peak, and below the range of 24-bit audio).
 SILENCE_RELATIVE = 2.0**-24
-#: An input whose peak is at or below this is digital silence (2**-20, −120 dBFS: 24 dB under one step
-#: of 16-bit audio); every feature of it is silent.
-INPUT_SILENCE_PEAK = 2.0**-20
+#: An input whose peak is at or below this is silence (2**-20, −120 dBFS: 24 dB under one step of 16-bit
+#: audio; :data:`tfaural.audio.SILENCE_PEAK`, at which the jobs refuse a track); every feature of it is silent.
+INPUT_SILENCE_PEAK = SILENCE_PEAK
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,7 +81,7 @@ from tfaural.cli import (
     positive_int,
 )
 from tfaural.config import DEFAULT_CLIP_SECONDS, FrontEndConfig
-from tfaural.errors import DataError, ModelError, ParameterError, TfauralError
+from tfaural.errors import AudioError, DataError, ModelError, ParameterError, TfauralError
 from tfaural.formats import (
     FAILED,
     JOB_FILE,
@@ -238,7 +238,8 @@ def _inference_errors() -> tuple[type[BaseException], ...]:
 
 
 def _failed(path: str, track_id: str, name: str, err: BaseException, stage: str) -> ManifestRow:
-    return ManifestRow(path, track_id, name, FAILED, error=str(err), error_type=type(err).__name__, stage=stage)
+    reason = err.reason if isinstance(err, AudioError) else str(err) or repr(err)  # as the Beam jobs' manifests
+    return ManifestRow(path, track_id, name, FAILED, error=reason, error_type=type(err).__name__, stage=stage)
 
 
 def listen(
@@ -285,7 +286,7 @@ def listen(
 
     Returns:
         ``{"ok": n, "failed": n, "output": folder, "layers": {layer: features}, "report": index.html or None,
-        "failures": ["ErrorType (stage): reason (path)", ...]}``.
+        "failures": ["path: ErrorType (stage): reason", ...]}``.
 
     Raises:
         ParameterError, ModelError: Bad options or model, before any file is decoded.
@@ -402,7 +403,7 @@ def listen(
         index = write_report(output, progress=progress)
     return {"ok": sum(r.status == OK for r in rows), "failed": sum(r.status == FAILED for r in rows),
             "output": output, "layers": {str(k): v for k, v in chosen.items()}, "report": index,
-            "failures": [r.describe_failure() + f" ({r.path})" for r in rows if r.status == FAILED]}
+            "failures": [f"{r.path}: {r.describe_failure()}" for r in rows if r.status == FAILED]}
 
 
 def _listen_to(path: str, track_id: str, name: str, auraliser: Any, output: str, *, sample_rate: int,

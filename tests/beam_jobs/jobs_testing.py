@@ -104,13 +104,11 @@ class Entry:
         relative: Path relative to the catalogue folder (as a glob reports it).
         error: The expected failure (error type), or ``None`` for a good file.
         reason: A fragment of the expected failure reason.
-        silent: The file is digital silence.
     """
 
     relative: str
     error: str | None = None
     reason: str = ""
-    silent: bool = False
 
 
 def write_catalogue(root: pathlib.Path) -> list[Entry]:
@@ -138,7 +136,8 @@ def write_catalogue(root: pathlib.Path) -> list[Entry]:
         write("pop/a.wav", clicks(1.2, sample_rate=8000), 8000, "PCM_16"),
         write("pop/a.flac", chirp(300, 1500, 1.2, sample_rate=8000), 8000, "PCM_16"),
         write("..dots..wav", sine(250, 1.2, sample_rate=8000), 8000, "FLOAT"),
-        dataclasses.replace(write("silence.wav", np.zeros(9600, np.float32), 8000, "PCM_16"), silent=True),
+        dataclasses.replace(write("silence.wav", np.zeros(9600, np.float32), 8000, "PCM_16"),
+                            error="InvalidAudioError", reason="digital silence (every sample is 0)"),
         # containers libsndfile does not read, decoded through FFmpeg (tfaural.ffmpeg_audio)
         encode("pop/b.m4a", np.stack([sine(660, 1.2, sample_rate=44100), chirp(300, 3000, 1.2, sample_rate=44100)]),
                44100, "aac-m4a"),

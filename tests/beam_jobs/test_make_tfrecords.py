@@ -91,6 +91,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     (root / "bad" / "empty.flac").write_bytes(b"")
     (root / "bad" / "notes.mp3").write_text("these are not the sounds you are looking for\n")
     write("bad/short.wav", sine(440, 50 / SR, sample_rate=SR, fade=0), SR, "PCM_16")
+    write("bad/silence.flac", np.zeros(SR, np.float32), SR, "PCM_16")
+    # float noise at -140 dBFS: below one 16-bit step, stored as all zeros
+    write("bad/hiss.wav", 1e-7 * np.sign(np.sin(np.arange(SR, dtype=np.float32))), SR, "FLOAT")
     uri_file = write("remote/uri.flac", chirp(100, 3000, 0.75, sample_rate=16000), 16000, "PCM_16")
     uri_m4a = "remote/uri.m4a"  # through the Beam filesystem's stream, and FFmpeg
     ffmpeg_files.write(root / uri_m4a, chirp(150, 2500, 0.8, sample_rate=44100), sample_rate=44100, kind="aac-m4a")
@@ -115,6 +118,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         Entry("bad/empty.flac", "bad/empty", ("jazz",), "test", "AudioDecodeError", "empty file"),
         Entry("bad/notes.mp3", "bad/notes", ("pop",), "train", "AudioDecodeError", "not a readable audio file"),
         Entry("bad/short.wav", "bad/short", ("rock",), "test", "EmptyAudioError", "too short"),
+        Entry("bad/silence.flac", "bad/silence", ("jazz",), "train", "InvalidAudioError",
+              "the audio is digital silence (every sample is 0)"),
+        Entry("bad/hiss.wav", "bad/hiss", ("pop",), "validation", "InvalidAudioError",
+              "the audio is silent (peak -140.0 dBFS; at most -120 dBFS is silence)"),
         Entry("bad/missing.ogg", "bad/missing", ("rock",), "validation", "AudioDecodeError", "file not found"),
     )
     manifest = root / "manifest.csv"

@@ -190,8 +190,8 @@ def _audio_source(path: str) -> Any:
 
 
 def _decode(track: Track, *, sample_rate: int) -> np.ndarray:
-    """The track as int16 ``[samples]`` at ``sample_rate`` (raises AudioError)."""
-    y, _ = audio.load(_audio_source(track.path), sample_rate=sample_rate, mono=True)
+    """The track as int16 ``[samples]`` at ``sample_rate`` (raises AudioError, also for a silent track)."""
+    y, _ = audio.load(_audio_source(track.path), sample_rate=sample_rate, mono=True, require_sound=True)
     return quantize(y)
 
 
