@@ -924,9 +924,12 @@ def _keras_mel_metadata(config: KerasConfig, front: MelAuraliser) -> dict[str, A
         mel.update(filterbank=f"none: the bins of the model's keras.layers.STFTSpectrogram {layer.name!r}")
     else:
         given = config.front_end
-        mel.update(filterbank="none: the STFT's bins" if given.linear_frequency else "mel",
-                   linear_frequency=given.linear_frequency, fmin=given.fmin, fmax=given.fmax, htk=given.htk,
-                   mel_norm=given.mel_norm)
+        if given.linear_frequency:
+            mel.update(filterbank="none: the STFT's bins", linear_frequency=True)
+        else:
+            mel.update(filterbank="mel", linear_frequency=False, fmin=given.fmin, fmax=given.fmax, htk=given.htk,
+                       mel_norm=given.mel_norm)
+        mel.update(framing="centred" if given.center else "tf.signal.stft")  # the stft block has the window
     return mel
 
 

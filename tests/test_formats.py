@@ -83,6 +83,8 @@ def test_export_metadata_reads_typed_and_writes_the_exports_text(tmp_path: pathl
     ('{"sample_rate": 16000, "max_seconds": -1}', "max_seconds is -1, not a non-negative number of seconds"),
     ('{"sample_rate": 16000, "stft": {"n_fft": 512, "hop_length": 128, "win_length": 256}}',
      r"stft\.win_length is 256, but tfaural's STFT window is always n_fft=512 samples long"),
+    ('{"sample_rate": 16000, "stft": {"n_fft": 256, "hop_length": 128, "win_length": 257, "center": false}}',
+     r"stft\.win_length is 257: expected frames of 2 to n_fft=256 samples \(tf.signal.stft's frame_length\)"),
 ])
 def test_a_bad_export_metadata_is_one_model_error_naming_the_file(
     tmp_path: pathlib.Path, content: str | None, message: str,

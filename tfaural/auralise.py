@@ -627,6 +627,9 @@ class MelAuraliser(Auraliser):
             before the way back to power (see above).
         net: A deconvolution network of ``model`` to share (:class:`Auraliser`; ``None``: one of
             its own with ``method`` and ``input_layer``, which are then ignored).
+        frames: For a spectrogram made outside the model by ``tf.signal.stft`` (not centred):
+            :meth:`KerasFrames.tf_signal` of the same ``n_fft`` and ``hop_length`` (``None``: tfaural's
+            centred STFT). The excerpt's STFT and the inverse that hears a map are then those frames'.
 
     Attributes:
         takes: What the model takes: ``"mel power"``, ``"compressed mel"`` or ``"waveform"`` (see above).
@@ -658,6 +661,7 @@ class MelAuraliser(Auraliser):
         chunk_elements: int | None = None,
         match_input_level: bool = True,
         net: DeconvNet | None = None,
+        frames: KerasFrames | None = None,
     ) -> None:
         if inversion not in MEL_INVERSIONS:
             raise ParameterError(f"inversion={inversion!r} is invalid: expected one of {MEL_INVERSIONS}")
@@ -702,6 +706,14 @@ class MelAuraliser(Auraliser):
         else:
             self.takes = "compressed mel" if front is None else "mel power"
             settings = self._given_settings(model, given)
+            if frames is not None:  # a spectrogram made outside the model by tf.signal.stft
+                if (frames.fft_length, frames.frame_step) != (settings["n_fft"], settings["hop_length"]):
+                    raise ParameterError(f"frames of n_fft={frames.fft_length}, hop {frames.frame_step} conflict "
+                                         f"with n_fft={settings['n_fft']}, hop_length={settings['hop_length']}")
+                self.keras_frames = frames
+        if frames is not None and self.keras_frames is not frames:
+            raise ParameterError("frames= describes a spectrogram made outside the model; this model makes its own "
+                                 "from the waveform: leave it out")
         self.sample_rate: int = int(settings["sample_rate"])
         self.n_fft, self.hop_length, self.n_mels = (int(settings[k]) for k in ("n_fft", "hop_length", "n_mels"))
         self.power = float(settings["power"])
@@ -777,10 +789,12 @@ class MelAuraliser(Auraliser):
     def mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """``(complex STFT [batch, freq, frames], mel power [batch, n_mels, frames])`` of ``[batch, samples]``
         (a ``keras.layers.STFTSpectrogram`` model's: its own frames and scale, and the magnitude)."""
-        if self.keras_frames is not None:
+        if self.keras_frames is None:
+            stft_matrix = spectral.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length)
+        else:
             stft_matrix = self.keras_frames.stft(waveform)
-            return stft_matrix, tf.abs(stft_matrix)
-        stft_matrix = spectral.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length)
+            if self.takes == "waveform":
+                return stft_matrix, tf.abs(stft_matrix)
         magnitude = tf.abs(stft_matrix)
         scaled = magnitude if self.power == 1.0 else tf.pow(magnitude, self.power)
         mel = tf.einsum("mf,...ft->...mt", tf.constant(self.filterbank), scaled)
@@ -843,10 +857,19 @@ class MelAuraliser(Auraliser):
             x.shape[-3 if self._channel_axis else -2]
         if self.takes == "waveform" or self.frames is None or frames is None or frames == self.frames:
             return None
-        hop = self.hop_length
-        return (f"the model is built for {self.frames} frames and this clip gives {frames} (hop {hop}, centred "
-                f"frames): clips of {(self.frames - 1) * hop} to {self.frames * hop - 1} samples "
-                f"({(self.frames - 1) * hop / self.sample_rate:g} s) give {self.frames}")
+        shortest, longest = self.clip_samples(self.frames)
+        kind = "centred frames" if self.keras_frames is None else f"{self.keras_frames.layer}'s frames"
+        return (f"the model is built for {self.frames} frames and this clip gives {frames} (hop {self.hop_length}, "
+                f"{kind}): clips of {shortest} to {longest} samples ({shortest / self.sample_rate:g} s) give "
+                f"{self.frames}")
+
+    def clip_samples(self, frames: int) -> tuple[int, int]:
+        """``(shortest, longest)`` clip, in samples, whose spectrogram has ``frames`` frames: ``(frames - 1) ×
+        hop`` to ``frames × hop − 1`` of centred frames, ``(frames - 1) × hop + frame_length`` and ``hop − 1``
+        more of ``tf.signal.stft``'s (a model on the waveform: its layer's own, not counted here)."""
+        if self.keras_frames is not None and self.takes != "waveform":
+            return self.keras_frames.frame_samples(frames)
+        return (frames - 1) * self.hop_length, frames * self.hop_length - 1
 
     def _prepare(
         self, waveform: tf.Tensor | np.ndarray, mode: str | tf.Tensor, keep_deconvolved: bool
@@ -899,7 +922,8 @@ KERAS_STFT_MODES = ("magnitude", "log")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class KerasFrames:
-    """The frames of a ``keras.layers.STFTSpectrogram`` front end, and their inverse.
+    """Frames that are not tfaural's centred ones: a ``keras.layers.STFTSpectrogram`` front end's, or
+    ``tf.signal.stft``'s for a spectrogram made outside the model (:meth:`tf_signal`); and their inverse.
 
     That layer is a strided convolution of the waveform with the real and imaginary parts of
     DFT kernels times its window (divided by ``sqrt(sum w^2)`` for ``scaling="density"``, by
@@ -916,6 +940,8 @@ class KerasFrames:
         padding: ``"valid"`` or ``"same"``.
         mode: ``"magnitude"`` or ``"log"`` (``ln(max(|X|, eps))``).
         window_name: The layer's window (``"hann"``, ``"hamming"``, ...; ``"custom"`` for an array).
+        layer: What makes them: ``"keras.layers.STFTSpectrogram"``, or ``"tf.signal.stft"`` (outside the
+            model: frames of ``len(window)`` samples, zero-padded at the end to ``fft_length``).
     """
 
     window: np.ndarray
@@ -924,6 +950,35 @@ class KerasFrames:
     padding: str
     mode: str
     window_name: str = "custom"
+    layer: str = "keras.layers.STFTSpectrogram"
+
+    @classmethod
+    def tf_signal(cls, *, n_fft: int, hop_length: int, frame_length: int | None = None) -> KerasFrames:
+        """The frames of ``tf.signal.stft(y, frame_length, frame_step=hop_length, fft_length=n_fft)`` (its
+        default periodic Hann window, no padding: ``librosa.stft(center=False)`` when ``frame_length`` is
+        ``n_fft``): the spectrogram of a model such as TensorFlow's "simple audio recognition" tutorial's.
+
+        Raises:
+            ParameterError: If ``frame_length`` is not in ``[2, n_fft]``.
+        """
+        length = n_fft if frame_length is None else int(frame_length)
+        if not 2 <= length <= n_fft:
+            raise ParameterError(f"frame_length={frame_length!r} is invalid: expected 2 to n_fft={n_fft} samples")
+        # tf.signal.hann_window(length, periodic=True), which is periodic only for an even length: its period is
+        # length + (1 if even) - 1 samples, so an odd frame (the tutorial's 255) gets the symmetric window
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / (length - length % 2))
+        return cls(window.astype(np.float32), int(hop_length), int(n_fft), "valid", "magnitude", "hann",
+                   "tf.signal.stft")
+
+    @property
+    def frame_length(self) -> int:
+        """Samples per frame (the window's length; at most ``fft_length``)."""
+        return int(len(self.window))
+
+    def frame_samples(self, frames: int) -> tuple[int, int]:
+        """``(shortest, longest)`` clip, in samples, that gives ``frames`` frames (``valid`` padding only)."""
+        shortest = (frames - 1) * self.frame_step + self.frame_length
+        return shortest, shortest + self.frame_step - 1
 
     @classmethod
     def of(cls, layer: Any, model: keras.Model) -> KerasFrames:
@@ -961,10 +1016,12 @@ class KerasFrames:
         return cls(window.astype(np.float32), int(layer.frame_step), fft, str(layer.padding), str(layer.mode), name)
 
     def describe(self) -> dict[str, Any]:
-        """The STFT as an export's ``metadata.json`` states it (``center: false``: the layer's own padding)."""
-        return {"n_fft": self.fft_length, "hop_length": self.frame_step, "win_length": None,
-                "window": self.window_name, "center": False, "padding": self.padding,
-                "layer": "keras.layers.STFTSpectrogram", "mode": self.mode}
+        """The STFT as an export's ``metadata.json`` states it (``center: false``: the layer's own padding, or
+        none for ``tf.signal.stft``'s frames)."""
+        win_length = None if self.frame_length == self.fft_length else self.frame_length
+        return {"n_fft": self.fft_length, "hop_length": self.frame_step, "win_length": win_length,
+                "window": self.window_name, "center": False, "padding": self.padding, "layer": self.layer,
+                "mode": self.mode}
 
     def settings(self, sample_rate: int) -> dict[str, Any]:
         """:class:`MelAuraliser`'s settings: the STFT's own bins (no mel bands), magnitude, the layer's log."""
@@ -993,7 +1050,7 @@ class KerasFrames:
         waveform = tf.convert_to_tensor(waveform, tf.float32)
         before, after = self._padding(tf.shape(waveform)[-1])
         padded = tf.pad(waveform, [[0, 0], [before, after]])
-        matrix = tf.signal.stft(padded, frame_length=self.fft_length, frame_step=self.frame_step,
+        matrix = tf.signal.stft(padded, frame_length=self.frame_length, frame_step=self.frame_step,
                                 fft_length=self.fft_length, window_fn=self._window, pad_end=False)
         return tf.linalg.matrix_transpose(matrix)
 
@@ -1003,6 +1060,7 @@ class KerasFrames:
         exact where the frames' windows sum to at least 1e-3 of their most (so at the edges of ``valid`` frames,
         where the window is near zero, a few samples are zero rather than amplified)."""
         frames = tf.signal.irfft(tf.linalg.matrix_transpose(stft_matrix), fft_length=[self.fft_length])
+        frames = frames[..., : self.frame_length]  # a frame shorter than the FFT was zero-padded at its end
         window = tf.constant(self.window, tf.float32)
         y = tf.signal.overlap_and_add(frames * window, self.frame_step)
         squares = tf.signal.overlap_and_add(tf.tile(tf.square(window)[tf.newaxis], [tf.shape(frames)[-2], 1]),
@@ -1094,8 +1152,9 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
       (:class:`MelAuraliser`);
     * a model on the waveform ``[samples(, 1)]``: ``front.sample_rate`` only; its deconvolution is the
       sound (:class:`Auraliser`);
-    * a model on a mel (or STFT) spectrogram made outside it: ``front``'s STFT, bands, power and
-      compression (or ``input_layer``: the model's own compression layer), :class:`MelAuraliser`.
+    * a model on a mel (or STFT) spectrogram made outside it: ``front``'s STFT (centred frames, or
+      ``tf.signal.stft``'s with ``center=False``), bands, power and compression (or ``input_layer``: the
+      model's own compression layer), :class:`MelAuraliser`.
 
     Its sample rate is the auraliser's ``sample_rate`` (waveform models: ``front.sample_rate``).
 
@@ -1175,10 +1234,15 @@ def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "
                 + ("" if front.compression or front.input_layer else
                    ", and --compression as your preprocessing made it (or --input-layer: the model's own)")
             )
+    if isinstance(net.front_end, keras.layers.MelSpectrogram) and not front.center:
+        raise ParameterError("--no-center: the model's MelSpectrogram layer makes its own (centred) frames")
+    frames = None
+    if not front.center and front.n_fft is not None and front.hop_length is not None:
+        frames = KerasFrames.tf_signal(n_fft=front.n_fft, hop_length=front.hop_length, frame_length=front.frame_length)
     return MelAuraliser(
         model, net=net, sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop_length,
         n_mels=front.n_mels, power=front.power, compression=compression, layout=front.layout,
-        filterbank=front_end_filterbank(front), chunk_elements=chunk_elements,
+        filterbank=front_end_filterbank(front), chunk_elements=chunk_elements, frames=frames,
     )
 
 
@@ -1186,7 +1250,7 @@ def fixed_input_samples(auraliser: Auraliser) -> int | None:
     """Samples of the one input length the auraliser's model is built for (``None``: any length)."""
     if isinstance(auraliser, MelAuraliser) and auraliser.frames is not None:
         # a spectrogram model of fixed-size patches: the clips that give that many frames
-        return int((auraliser.frames - 1) * auraliser.hop_length)
+        return int(auraliser.clip_samples(auraliser.frames)[0])
     config = auraliser.config
     if config is not None and hasattr(config, "input_length"):  # the SampleCNN family
         return int(config.input_length)
@@ -1293,7 +1357,7 @@ def longest_clip_samples(auraliser: Auraliser, levels: Sequence[int]) -> int | N
     if _levels_fit(auraliser, levels, longer, run=False) and _levels_fit(auraliser, levels, longer, run=True):
         return None
     if isinstance(auraliser, MelAuraliser) and auraliser.frames is not None:
-        return int(auraliser.frames * auraliser.hop_length - 1)
+        return int(auraliser.clip_samples(auraliser.frames)[1])
     return fixed
 
 

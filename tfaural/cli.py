@@ -171,6 +171,11 @@ def add_front_end_flags(parser: argparse.ArgumentParser) -> None:
                        "(librosa's default)")
     front.add_argument("--mel-norm", default="slaney", choices=MEL_NORMS,
                        help="area-normalised mel triangles (librosa's default) or peaks of 1")
+    front.add_argument("--no-center", dest="center", action="store_false",
+                       help="frames as tf.signal.stft makes them (and librosa.stft(center=False)): from the first "
+                       "sample on, no padding (default: centred frames, librosa's default)")
+    front.add_argument("--frame-length", type=positive_int, help="with --no-center: samples per frame, zero-padded at "
+                       "the end to --n-fft (tf.signal.stft's frame_length; default: --n-fft)")
 
 
 def front_end_from_args(args: argparse.Namespace) -> Any:
@@ -194,7 +199,7 @@ def front_end_from_args(args: argparse.Namespace) -> Any:
         match = re.match(r"FrontEndConfig\.(\w+)=(.*) is invalid: (.*)", str(err))
         if match is None:
             raise
-        flag = "--" + match.group(1).replace("_", "-")
+        flag = "--no-center" if match.group(1) == "center" else "--" + match.group(1).replace("_", "-")
         raise ParameterError(f"{flag} {match.group(2)} is invalid: {match.group(3)}") from None
 
 

@@ -731,6 +731,11 @@ class FrontEndConfig(Config):
         fmax: Their highest edge in Hz (``None``: Nyquist).
         htk: HTK's mel scale instead of Slaney's.
         mel_norm: ``"slaney"`` (area-normalised triangles) or ``"none"`` (peaks of 1).
+        center: Centred frames (tfaural's STFT, ``librosa.stft``'s default); ``False``: frames of
+            ``tf.signal.stft`` (``librosa.stft(center=False)``), from the waveform's first sample on,
+            no padding (``--no-center``).
+        frame_length: Samples per frame of non-centred frames, zero-padded at the end to ``n_fft``
+            (``tf.signal.stft``'s ``frame_length``; ``None``: ``n_fft``).
     """
 
     kind: ClassVar[str] = "front_end"
@@ -749,6 +754,8 @@ class FrontEndConfig(Config):
     fmax: float | None = None
     htk: bool = False
     mel_norm: str = "slaney"
+    center: bool = True
+    frame_length: int | None = None
 
     def validate(self) -> None:
         cls = type(self)
@@ -770,8 +777,15 @@ class FrontEndConfig(Config):
                  "input_layer", self.input_layer, "None or a layer name")
         _require(self.layout in MEL_LAYOUTS, cls, "layout", self.layout, f"one of {MEL_LAYOUTS}")
         _require(self.mel_norm in MEL_NORMS, cls, "mel_norm", self.mel_norm, f"one of {MEL_NORMS}")
-        for field in ("linear_frequency", "htk"):
+        for field in ("linear_frequency", "htk", "center"):
             _require(isinstance(getattr(self, field), bool), cls, field, getattr(self, field), "a bool")
+        _require(self.frame_length is None or (_is_int(self.frame_length) and self.frame_length >= 2), cls,
+                 "frame_length", self.frame_length, "None or an integer >= 2")
+        _require(self.frame_length is None or not self.center, cls, "frame_length", self.frame_length,
+                 "None with centred frames (a frame shorter than the FFT is tf.signal.stft's: pass --no-center)")
+        _require(self.frame_length is None or self.n_fft is None or self.frame_length <= self.n_fft, cls,
+                 "frame_length", self.frame_length, f"at most n_fft={self.n_fft} (tf.signal.stft pads a frame to "
+                 "the FFT size)")
         _require(_is_number(self.fmin) and self.fmin >= 0, cls, "fmin", self.fmin, "a number of Hz >= 0")
         _require(self.fmax is None or (_is_number(self.fmax) and self.fmax > self.fmin), cls, "fmax", self.fmax,
                  f"None or a number of Hz above fmin={self.fmin}")
@@ -779,8 +793,8 @@ class FrontEndConfig(Config):
     def given(self) -> list[str]:
         """The fields set to something other than their defaults, as command-line flags (``--n-fft``)."""
         defaults = FrontEndConfig()
-        return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(self)
-                if getattr(self, f.name) != getattr(defaults, f.name)]
+        return ["--no-center" if f.name == "center" else "--" + f.name.replace("_", "-")
+                for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(defaults, f.name)]
 
     @property
     def default_bands(self) -> bool:

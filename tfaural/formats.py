@@ -87,8 +87,11 @@ class ExportMetadata:
         labels: Output label names, in output-unit order.
         task: ``"single-label"`` or ``"multi-label"`` (``None``: not recorded).
         top_k: Width of the ``labels`` output.
-        stft: STFT settings of spectrogram models (``n_fft``, ``hop_length``, ``win_length``: always ``null``,
-            the window is ``n_fft`` samples; ``window``: ``"hann"``; ``center``: ``true``), else ``None``.
+        stft: STFT settings of spectrogram models (``n_fft``, ``hop_length``, ``win_length``: ``null``, the
+            window is ``n_fft`` samples; ``window``: ``"hann"``; ``center``: ``true``), else ``None``. Frames
+            that are not centred (``center: false``: a ``keras.layers.STFTSpectrogram``'s, or
+            ``tf.signal.stft``'s, whose ``win_length`` may be shorter than ``n_fft``) say what makes them
+            (``layer``) and their ``padding``.
         mel: Mel filterbank of mel-input models, else ``None``.
         input_scaling: How spectrogram models scale their input (``{"mode", "log_c"}``), else ``None``.
         max_seconds: Longest input of the scoring and feature signatures, in seconds.
@@ -211,8 +214,13 @@ class ExportMetadata:
             raise ModelError(f"{where}: the deconvolvable layers are not integers ({err})") from None
         stft, mel, scaling = data.get("stft"), data.get("mel"), data.get("input_scaling")
         if isinstance(stft, Mapping) and stft.get("win_length") not in (None, stft.get("n_fft")):
-            raise ModelError(f"{where}: stft.win_length is {stft['win_length']!r}, but tfaural's STFT window is "
-                             f"always n_fft={stft.get('n_fft')!r} samples long (expected null)")
+            win, fft = stft.get("win_length"), stft.get("n_fft")
+            if stft.get("center", True) is not False:
+                raise ModelError(f"{where}: stft.win_length is {win!r}, but tfaural's STFT window is always "
+                                 f"n_fft={fft!r} samples long (expected null)")
+            if not (isinstance(win, int) and isinstance(fft, int) and 2 <= win <= fft):
+                raise ModelError(f"{where}: stft.win_length is {win!r}: expected frames of 2 to n_fft={fft!r} "
+                                 "samples (tf.signal.stft's frame_length)")
         extra: Mapping[str, Any] = data["run_extra"] if isinstance(data.get("run_extra"), Mapping) else {}
         pretrained: Mapping[str, Any] = extra["pretrained"] if isinstance(extra.get("pretrained"), Mapping) else {}
         return cls(

@@ -8,7 +8,8 @@ Usage::
         [--sample-rate 16000 --n-fft 512 --hop-length 256 --n-mels 96 --power 2 \\
          --compression db|db-max|log10-1p:C|ln-1p:C|ln-offset:EPS|log10-offset:EPS|linear \\
          --top-db 80 --amin A --input-layer NAME --layout auto|mels_frames|frames_mels \\
-         --fmin 0 --fmax F --htk --mel-norm slaney|none | --linear-frequency] \\
+         --fmin 0 --fmax F --htk --mel-norm slaney|none | --linear-frequency \\
+         --no-center --frame-length N] \\
         [--trust-lambda]
 
 What the model takes is read from the file where the file says it; the front-end options say the rest:
@@ -24,8 +25,10 @@ What the model takes is read from the file where the file says it; the front-end
   ``--htk --mel-norm none --fmin 125 --fmax 7500`` for YAMNet's), and how it was compressed:
   ``--compression`` as your own preprocessing did it (``db`` for ``librosa.power_to_db``, ``db-max``
   for ``ref=np.max``, ``ln-offset:0.001`` for YAMNet's ``ln(m + 0.001)``, ...), or ``--input-layer``
-  naming the model's own compression layer (then ``--compression`` says what it computes); see
-  :class:`tfaural.auralise.MelAuraliser`, which does the work.
+  naming the model's own compression layer (then ``--compression`` says what it computes); frames
+  as ``tf.signal.stft`` makes them (not centred) with ``--no-center`` (and ``--frame-length``, its
+  ``frame_length``, where shorter than the FFT); see :class:`tfaural.auralise.MelAuraliser`, which
+  does the work.
 
 A model with ``Lambda`` layers holds Python code, which Keras loads only when told to trust the
 file: ``--trust-lambda``.

@@ -11,6 +11,7 @@ model passes the input's rise above its floor through, so what it sounds like is
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -30,6 +31,7 @@ from signal_makers import chirp
 from export.exporter import build_module, export_run
 from tfaural import audio, listen
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
+from tfaural.cli import add_front_end_flags, front_end_from_args
 from tfaural.config import FrontEndConfig, KerasConfig, model_config_from_dict, model_config_to_dict
 from tfaural.errors import ConfigError, ModelError, ParameterError
 from tfaural.formats import parse_manifest, parse_track_record
@@ -139,6 +141,22 @@ def test_front_end_and_keras_configs_round_trip_and_refuse_bad_values() -> None:
                        (dict(power=0.0), "power")):
         with pytest.raises(ConfigError, match=match):
             FrontEndConfig(sample_rate=SR, **bad)  # type: ignore[arg-type]
+    for bad, match in ((dict(frame_length=255), r"frame_length=255 is invalid: expected None with centred frames"),
+                       (dict(center=False, n_fft=256, frame_length=300), "frame_length=300 is invalid: expected at")):
+        with pytest.raises(ConfigError, match=match):
+            FrontEndConfig(sample_rate=SR, **bad)  # type: ignore[arg-type]
+    tutorial = ["--sample-rate", "16000", "--n-fft", "256", "--hop-length", "128", "--no-center", "--frame-length",
+                "255", "--linear-frequency", "--power", "1", "--compression", "linear"]
+    parser = argparse.ArgumentParser()
+    add_front_end_flags(parser)
+    args = parser.parse_args(tutorial)
+    front = front_end_from_args(args)
+    assert (front.center, front.frame_length) == (False, 255)
+    assert front.given() == ["--sample-rate", "--n-fft", "--hop-length", "--power", "--compression",
+                             "--linear-frequency", "--no-center", "--frame-length"]
+    args = parser.parse_args(["--frame-length", "255"])
+    with pytest.raises(ParameterError, match=r"--frame-length 255 is invalid: expected None with .*--no-center"):
+        front_end_from_args(args)
     with pytest.raises(ConfigError, match="sample_rate"):
         KerasConfig(front_end=FrontEndConfig(), n_outputs=3, segment_length=100)
     with pytest.raises(ConfigError, match="n_fft"):
@@ -266,7 +284,7 @@ def test_an_any_length_model_deconvolves_and_hears_clips_shorter_than_its_segmen
     assert metadata["mel"] == {  # what the model takes, as the flags and their defaults made it
         "takes": "spectrogram", "input_layer": None, "n_fft": N_FFT, "hop_length": HOP, "n_mels": N_MELS, "power": 2.0,
         "layout": "mels_frames", "frames": None, "compression": "log10-1p:10000", "filterbank": "mel",
-        "linear_frequency": False, "fmin": 0.0, "fmax": None, "htk": False, "mel_norm": "slaney"}
+        "linear_frequency": False, "fmin": 0.0, "fmax": None, "htk": False, "mel_norm": "slaney", "framing": "centred"}
     y = _music(1.0, seed=7)[None, :shortest]
     out = module.call("deconvolve", {"waveform": y, "layer": np.int32(3), "features": np.array([0, 1, 2], np.int32)})
     assert out["deconvolved"].shape == (1, 3, N_MELS, 22)
@@ -387,6 +405,88 @@ def test_what_of_a_keras_stft_front_end_cannot_be_heard_is_refused(tmp_path: pat
     covered = slice(40, end - 40)                      # is under 1e-3 of the frames' sum of squares (1.5)
     np.testing.assert_allclose(back[:, covered], y[:, covered], atol=1e-6)
     assert not back[:, end:].any()  # no frame covers the last samples
+
+
+def _simple_audio_model() -> keras.Model:
+    """The model of TensorFlow's "Simple audio recognition" tutorial (tensorflow.org/tutorials/audio/simple_audio),
+    random weights: ``|tf.signal.stft(y, frame_length=255, frame_step=128)|`` of 1-s clips at 16 kHz, [124 frames,
+    129 bins, 1], resized to 32 x 32, normalised (adapted on spectrograms), two convolutions, a dense head."""
+    rng = np.random.default_rng(8)
+    waves = np.stack([_music(1.0, seed=s) * rng.uniform(0.5, 2) for s in range(8)])
+    spectrograms = _tutorial_spectrogram(waves)
+    norm = keras.layers.Normalization()
+    norm.adapt(spectrograms)
+    return keras.Sequential([
+        keras.Input(shape=spectrograms.shape[1:]), keras.layers.Resizing(32, 32), norm,
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(), keras.layers.Dropout(0.25), keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"), keras.layers.Dropout(0.5), keras.layers.Dense(8),
+    ], name="simple_audio")
+
+
+def _tutorial_spectrogram(waveform: np.ndarray) -> np.ndarray:
+    """The tutorial's own ``get_spectrogram``: ``[batch, 124, 129, 1]`` of 16000-sample clips."""
+    return tf.abs(tf.signal.stft(waveform, frame_length=255, frame_step=128)).numpy()[..., np.newaxis]
+
+
+def test_tensorflows_tutorial_model_is_tagged_through_tf_signal_stfts_frames(tmp_path: pathlib.Path) -> None:
+    """The most-run TensorFlow audio model makes its spectrogram with ``tf.signal.stft``: frames from the first
+    sample on, 255 samples zero-padded to the 256-point FFT, and TensorFlow's "periodic" Hann window (symmetric for
+    an odd length). Imported with ``--no-center --frame-length 255``, the export scores a clip as the tutorial's
+    own code and the Keras model do (the reference: its ``get_spectrogram``); tfaural's centred frames would not."""
+    _simple_audio_model().save(tmp_path / "simple_audio.keras")
+    tutorial = ["--sample-rate", "16000", "--n-fft", "256", "--hop-length", "128", "--linear-frequency", "--power",
+                "1", "--compression", "linear"]
+    assert pretrained_cli.main([str(tmp_path / "simple_audio.keras"), "--output", str(tmp_path / "run"),
+                                *tutorial, "--no-center", "--frame-length", "255"]) == 0
+    model, info = load_run(tmp_path / "run")
+    assert info.segment.length == 123 * 128 + 255  # the 15999 samples that make 124 frames
+    module, metadata = build_module(model, info, signatures=["serving_default"])
+    assert metadata["stft"] == {"n_fft": 256, "hop_length": 128, "win_length": 255, "window": "hann",
+                                "center": False, "padding": "valid", "layer": "tf.signal.stft", "mode": "magnitude"}
+    mel = metadata["mel"]  # the STFT's own bins: no mel-band settings
+    assert (mel["filterbank"], mel["framing"], mel["frames"], mel["layout"]) == (
+        "none: the STFT's bins", "tf.signal.stft", 124, "frames_mels") and "mel_norm" not in mel
+    keras_model = keras.models.load_model(tmp_path / "simple_audio.keras")
+    clips = np.stack([_music(1.0, seed=s) for s in (20, 21)])
+    expected = np.asarray(keras_model(_tutorial_spectrogram(clips), training=False))
+    scores = module.call("serving_default", {"waveform": clips})["scores"]
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    # the same model read as centred frames (tfaural's STFT) scores the clips otherwise: the flag matters
+    assert pretrained_cli.main([str(tmp_path / "simple_audio.keras"), "--output", str(tmp_path / "centred"),
+                                *tutorial]) == 0
+    model, info = load_run(tmp_path / "centred")
+    centred = build_module(model, info, signatures=["serving_default"])[0]
+    assert np.abs(centred.call("serving_default", {"waveform": clips[:, :info.segment.length]})["scores"]
+                  - expected).max() > 1e-3
+
+
+def test_a_tf_signal_stft_model_is_heard_through_the_exact_inverse_of_its_frames(tmp_path: pathlib.Path) -> None:
+    """A spectrogram of ``tf.signal.stft`` frames shorter than the FFT (400 of 512, hop 160): the export's
+    spectrogram is NumPy's |rfft| of those frames, and the passthrough feature, heard through the least-squares
+    inverse of the same frames, is the excerpt."""
+    x = keras.Input((None, N_FFT // 2 + 1, 1))
+    _conv_blocks(x, x, floor=0.0, name="tf_stft_tagger", head="pool").save(tmp_path / "m.keras")
+    front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP, power=1.0, compression="linear",
+                           linear_frequency=True, center=False, frame_length=400)
+    model, info = import_keras_model(tmp_path / "m.keras", tmp_path / "run", front=front, segment_seconds=1.0)
+    assert info.segment.length == 98 * HOP + 400  # 1 s rounded to whole frames: 99 of them
+    module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise"])
+    assert (metadata["stft"]["win_length"], metadata["stft"]["layer"]) == (400, "tf.signal.stft")
+    clip = _music(1.3, seed=12)[None]
+    out = module.call("deconvolve", {"waveform": clip, "layer": np.int32(1), "features": np.array([0], np.int32)})
+    window = scipy.signal.get_window("hann", 400, fftbins=True)  # periodic (400 is even)
+    frames = 1 + (clip.shape[-1] - 400) // HOP
+    framed = np.stack([clip[0, t * HOP:t * HOP + 400] * window for t in range(frames)])
+    reference = np.abs(np.fft.rfft(framed, n=N_FFT, axis=-1)).T
+    np.testing.assert_allclose(out["spectrogram"][0], reference, atol=1e-5 * reference.max())
+    heard = module.call("auralise", {"waveform": clip, "layer": np.int32(1), "features": np.array([0], np.int32),
+                                     "mode": np.array(b"phase", dtype=object)})["audio"][0, 0]
+    span = slice(HOP, (frames - 1) * HOP + 400 - HOP)  # inside the frames (the window is near 0 at the very ends)
+    assert float(np.corrcoef(heard[span], clip[0, span])[0, 1]) > 0.999
+    inverse = auraliser_for(model).keras_frames
+    back = inverse.istft(inverse.stft(clip), clip.shape[-1]).numpy()
+    np.testing.assert_allclose(back[:, span], clip[:, span], atol=1e-6)
 
 
 @pytest.mark.slow

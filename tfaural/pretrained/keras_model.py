@@ -92,7 +92,8 @@ def _takes(auraliser: Any) -> tuple[str, int | None, int | None]:
 
 
 def _segment_length(auraliser: Any, *, segment_seconds: float | None, sample_rate: int, model_name: str) -> int:
-    """Samples of one model input: the model's own, or ``segment_seconds`` (centred frames: ``(frames - 1) × hop``)."""
+    """Samples of one model input: the model's own, or ``segment_seconds`` in whole frames (centred ones:
+    ``(frames - 1) × hop``; ``tf.signal.stft``'s: ``(frames - 1) × hop + frame_length``)."""
     from tfaural.auralise import fixed_input_samples
 
     fixed = fixed_input_samples(auraliser)
@@ -108,7 +109,10 @@ def _segment_length(auraliser: Any, *, segment_seconds: float | None, sample_rat
     if not (np.isfinite(segment_seconds) and segment_seconds > 0):
         raise ParameterError(f"--segment-seconds {segment_seconds!r} is invalid: expected a positive number")
     samples = int(round(segment_seconds * sample_rate))
-    _, _, hop = _takes(auraliser)
+    takes, _, hop = _takes(auraliser)
+    if takes == "spectrogram" and auraliser.keras_frames is not None:  # tf.signal.stft's frames: the whole ones
+        frames = max(1, 1 + int(round((samples - auraliser.keras_frames.frame_length) / hop)))
+        return int(auraliser.clip_samples(frames)[0])
     if hop is not None:  # whole frames: (frames - 1) hops give `frames` centred frames
         samples = max(1, int(round(samples / hop))) * hop
     return samples
