@@ -76,7 +76,7 @@ RESAMPLE_QUALITY = "HQ"
 
 SILENCE_PEAK = 2.0**-20
 """Audio whose peak is at or below this is silent: 2^-20, −120 dBFS, 24 dB under one step of 16-bit
-audio (digital silence, or a float file's denormal-level noise). It is nothing to hear or tag: the
+audio (digital silence, or a float file's noise below one 16-bit step). It is nothing to hear or tag: the
 jobs fail such a track (or auralise's excerpt) with :func:`silent`, and the exports' auralisation
 returns every feature of such an input as silent (:data:`tfaural.auralise.INPUT_SILENCE_PEAK`)."""
 

@@ -683,7 +683,8 @@ class MelAuraliser(Auraliser):
         given: dict[str, Any] = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length,
                                  "n_mels": n_mels, "power": power, "compression": compression, "filterbank": filterbank}
         front = self.net.front_end
-        #: The framing of the model's own keras.layers.STFTSpectrogram (None: tfaural's centred STFT).
+        #: Frames that are not centred: the model's own keras.layers.STFTSpectrogram's, or tf.signal.stft's of a
+        #: spectrogram made outside it (``frames``); None: tfaural's centred STFT.
         self.keras_frames: KerasFrames | None = None
         if isinstance(front, keras.layers.MelSpectrogram):
             self.takes = "waveform"
@@ -1340,8 +1341,8 @@ def longest_clip_samples(auraliser: Auraliser, levels: Sequence[int]) -> int | N
     is often needed only by its head (a flattening dense layer), and its layers up to the levels take longer
     clips, as a forward pass on twice its length shows. Where that pass fails (a layer with weights per frame,
     such as a ``BatchNormalization`` over the time axis in the CRNN of Choi et al. 2017), the longest clip is the
-    longest that still gives the model's input length: ``frames * hop_length - 1`` samples of a spectrogram model
-    (centred frames), the input length of a waveform model.
+    longest that still gives the model's input length: :meth:`MelAuraliser.clip_samples` of a spectrogram model
+    (``frames * hop_length - 1`` of centred frames), the input length of a waveform model.
 
     Args:
         auraliser: The auraliser of the model.
