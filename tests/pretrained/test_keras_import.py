@@ -429,17 +429,24 @@ def _tutorial_spectrogram(waveform: np.ndarray) -> np.ndarray:
     return tf.abs(tf.signal.stft(waveform, frame_length=255, frame_step=128)).numpy()[..., np.newaxis]
 
 
-def test_tensorflows_tutorial_model_is_tagged_through_tf_signal_stfts_frames(tmp_path: pathlib.Path) -> None:
+def test_tensorflows_tutorial_model_is_tagged_through_tf_signal_stfts_frames(
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The most-run TensorFlow audio model makes its spectrogram with ``tf.signal.stft``: frames from the first
     sample on, 255 samples zero-padded to the 256-point FFT, and TensorFlow's "periodic" Hann window (symmetric for
     an odd length). Imported with ``--no-center --frame-length 255``, the export scores a clip as the tutorial's
-    own code and the Keras model do (the reference: its ``get_spectrogram``); tfaural's centred frames would not."""
+    own code and the Keras model do (the reference: its ``get_spectrogram``); tfaural's centred frames would not.
+    Its last layer gives logits (it trains with ``from_logits=True``): the import says so, and ``--scores softmax``
+    serves the probabilities the tutorial computes with ``tf.nn.softmax``."""
     _simple_audio_model().save(tmp_path / "simple_audio.keras")
     tutorial = ["--sample-rate", "16000", "--n-fft", "256", "--hop-length", "128", "--linear-frequency", "--power",
                 "1", "--compression", "linear"]
     assert pretrained_cli.main([str(tmp_path / "simple_audio.keras"), "--output", str(tmp_path / "run"),
                                 *tutorial, "--no-center", "--frame-length", "255"]) == 0
+    said = capsys.readouterr()
+    assert "8 outputs (multi-label), segments of 15999 samples" in said.out
+    assert "note: model 'simple_audio''s last layer 'dense_1' has no activation: its outputs are logits" in said.err
     model, info = load_run(tmp_path / "run")
+    assert (info.extra["imported"]["output_activation"], info.extra["imported"]["scores"]) == ("linear", "as-is")
     assert info.segment.length == 123 * 128 + 255  # the 15999 samples that make 124 frames
     module, metadata = build_module(model, info, signatures=["serving_default"])
     assert metadata["stft"] == {"n_fft": 256, "hop_length": 128, "win_length": 255, "window": "hann",
@@ -459,6 +466,17 @@ def test_tensorflows_tutorial_model_is_tagged_through_tf_signal_stfts_frames(tmp
     centred = build_module(model, info, signatures=["serving_default"])[0]
     assert np.abs(centred.call("serving_default", {"waveform": clips[:, :info.segment.length]})["scores"]
                   - expected).max() > 1e-3
+    # --scores softmax: the tutorial's probabilities, one label per clip
+    capsys.readouterr()
+    assert pretrained_cli.main([str(tmp_path / "simple_audio.keras"), "--output", str(tmp_path / "softmax"),
+                                *tutorial, "--no-center", "--frame-length", "255", "--scores", "softmax"]) == 0
+    said = capsys.readouterr()
+    assert "8 outputs (single-label, softmax scores)" in said.out and "logits" not in said.err
+    model, info = load_run(tmp_path / "softmax")
+    assert info.task == "single-label" and info.extra["imported"]["scores"] == "softmax"
+    probabilities = build_module(model, info, signatures=["serving_default"])[0]
+    np.testing.assert_allclose(probabilities.call("serving_default", {"waveform": clips})["scores"],
+                               tf.nn.softmax(expected).numpy(), atol=1e-6)
 
 
 def test_a_tf_signal_stft_model_is_heard_through_the_exact_inverse_of_its_frames(tmp_path: pathlib.Path) -> None:
@@ -469,8 +487,11 @@ def test_a_tf_signal_stft_model_is_heard_through_the_exact_inverse_of_its_frames
     _conv_blocks(x, x, floor=0.0, name="tf_stft_tagger", head="pool").save(tmp_path / "m.keras")
     front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP, power=1.0, compression="linear",
                            linear_frequency=True, center=False, frame_length=400)
+    with pytest.raises(ParameterError, match=r"--scores sigmoid: .*last layer 'tags' already applies sigmoid"):
+        import_keras_model(tmp_path / "m.keras", tmp_path / "run", front=front, segment_seconds=1.0, scores="sigmoid")
     model, info = import_keras_model(tmp_path / "m.keras", tmp_path / "run", front=front, segment_seconds=1.0)
     assert info.segment.length == 98 * HOP + 400  # 1 s rounded to whole frames: 99 of them
+    assert (info.task, info.extra["imported"]["output_activation"]) == ("multi-label", "sigmoid")
     module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise"])
     assert (metadata["stft"]["win_length"], metadata["stft"]["layer"]) == (400, "tf.signal.stft")
     clip = _music(1.3, seed=12)[None]

@@ -91,7 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     keras_group.add_argument("--hop-seconds", type=float,
                              help="hop between a clip's segments when tagging (default: the segment length)")
     keras_group.add_argument("--task", choices=("multi-label", "single-label"),
-                             help="default: single-label for a softmax output layer, else multi-label")
+                             help="default: single-label for a softmax output layer (or --scores softmax), else "
+                             "multi-label")
+    keras_group.add_argument("--scores", choices=("as-is", "softmax", "sigmoid"), default=None,
+                             help="for a model whose last layer gives logits (no activation): serve their softmax "
+                             "(one label per clip) or sigmoid (independent tags); default: as they are")
     keras_group.add_argument("--feature-layers", help="comma-separated layers the features signature pools "
                              "(default: the top three deconvolvable levels)")
     keras_group.add_argument("--levels", help="range of levels the export deconvolves and auralises, e.g. 1-12 "
@@ -114,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _import_keras(args)
     keras_only = [flag for flag, value in (("--labels", args.labels), ("--segment-seconds", args.segment_seconds),
                                            ("--hop-seconds", args.hop_seconds), ("--task", args.task),
+                                           ("--scores", args.scores),
                                            ("--feature-layers", args.feature_layers), ("--levels", args.levels))
                   if value is not None] + (["--trust-lambda"] if args.trust_lambda else [])
     try:
@@ -158,6 +163,7 @@ def _import_keras(args: argparse.Namespace) -> int:
             warnings.simplefilter("always", UserWarning)
             _, info = import_keras_model(
                 args.model, args.output, front=front_end_from_args(args), labels=args.labels, task=args.task,
+                scores=args.scores or "as-is",
                 segment_seconds=args.segment_seconds, hop_seconds=args.hop_seconds, feature_layers=layers,
                 levels=args.levels, trust_lambda=args.trust_lambda, overwrite=args.overwrite,
             )
@@ -166,8 +172,9 @@ def _import_keras(args: argparse.Namespace) -> int:
         return 2
     config, imported = info.model, info.extra["imported"]
     rate = info.audio.sample_rate
+    served = {"softmax": ", softmax scores", "sigmoid": ", sigmoid scores"}.get(imported.get("scores", ""), "")
     print(f"imported {args.model} into {args.output}: {imported['model_name']!r}, takes "
-          f"{getattr(config, 'takes', '?')}, {len(info.labels)} outputs ({info.task}), segments of "
+          f"{getattr(config, 'takes', '?')}, {len(info.labels)} outputs ({info.task}{served}), segments of "
           f"{info.segment.length} samples ({info.segment.length / rate:.3g} s at {rate} Hz)")
     span = getattr(config, "levels", None)
     named = [f"{k}={v}" for k, v in sorted(imported["levels"].items(), key=lambda item: int(item[0]))]

@@ -17,6 +17,9 @@ The import checks, before anything is written:
   ``segment_seconds`` (the patch it was trained on) is required;
 * one forward pass on a segment of noise gives one output vector ``[1, n_outputs]``, with as
   many labels as outputs;
+* the outputs: a last layer without an activation gives logits, served as they are unless
+  ``scores`` (``--scores softmax|sigmoid``) turns them into probabilities (an ``Activation`` layer
+  added to the run's model; the import says so when the flag is missing);
 
 and after writing, that the saved ``model.keras`` reloads (as ``load_run`` will) and gives the
 same outputs as the file it came from (``max |Δ|`` recorded in ``run.json``). ``run.json`` also records the
@@ -49,6 +52,32 @@ FEATURE_LEVELS = 3
 MANY_LEVELS = 12
 #: Largest difference allowed between the outputs of the saved run and of the file it came from.
 REPRODUCTION_TOLERANCE = 1e-5
+#: What ``--scores`` makes of a model's outputs: as they are, or probabilities of logits.
+SCORES = ("as-is", "softmax", "sigmoid")
+
+
+def _output_activation(model: Any) -> str | None:
+    """The name of the last layer's activation (``"linear"``: none, so logits), or ``None`` if it has none."""
+    activation = getattr(model.layers[-1], "activation", None)
+    name = getattr(activation, "__name__", None)
+    return str(name) if name is not None else None
+
+
+def _with_scores(model: Any, scores: str, *, activation: str | None) -> Any:
+    """``model`` with ``scores`` (``softmax`` or ``sigmoid``) applied to its output, by an ``Activation`` layer.
+
+    Raises:
+        ParameterError: If its last layer already gives probabilities.
+    """
+    import keras
+
+    if activation in ("softmax", "sigmoid"):
+        raise ParameterError(f"--scores {scores}: model {model.name!r}'s last layer {model.layers[-1].name!r} already "
+                             f"applies {activation}: its outputs are probabilities (leave --scores out)")
+    taken = {layer.name for layer in model.layers}
+    name = next(n for n in (f"{scores}_scores", *(f"{scores}_scores_{i}" for i in range(1, len(taken) + 2)))
+                if n not in taken)
+    return keras.Model(model.inputs, keras.layers.Activation(scores, name=name)(model.outputs[0]), name=model.name)
 
 
 def read_labels(spec: str | Sequence[str] | None, n_outputs: int) -> tuple[str, ...]:
@@ -147,6 +176,7 @@ def import_keras_model(
     front: FrontEndConfig,
     labels: str | Sequence[str] | None = None,
     task: str | None = None,
+    scores: str = "as-is",
     segment_seconds: float | None = None,
     hop_seconds: float | None = None,
     feature_layers: Sequence[str] | None = None,
@@ -161,7 +191,10 @@ def import_keras_model(
         output: The run directory to write (``model.keras`` + ``run.json``).
         front: What the model takes where its file does not say it (``sample_rate`` at least).
         labels: Label names (:func:`read_labels`; ``None``: ``output0``, ``output1``, ...).
-        task: ``"multi-label"`` or ``"single-label"`` (``None``: single-label for a softmax output layer).
+        task: ``"multi-label"`` or ``"single-label"`` (``None``: single-label for a softmax output layer or
+            ``scores="softmax"``).
+        scores: ``"as-is"``, or ``"softmax"``/``"sigmoid"``: the probabilities of a model whose last layer gives
+            logits (:data:`SCORES`; the run's model gets an ``Activation`` layer).
         segment_seconds: Length of one model input, for a model that takes any length.
         hop_seconds: Hop between a clip's segments (``None``: the segment length, contiguous).
         feature_layers: Layers the ``features`` signature pools (``None``: the top :data:`FEATURE_LEVELS`
@@ -186,10 +219,20 @@ def import_keras_model(
         raise ModelError(f"{root!r} already holds a run ({INFO_FILE}); choose another --output or pass --overwrite")
     if front.sample_rate is None:
         raise ParameterError("pass the model's --sample-rate (in Hz): every imported model needs it")
+    if scores not in SCORES:
+        raise ParameterError(f"--scores {scores!r} is invalid: expected one of {', '.join(SCORES)}")
     model = load_model_file(source, trust_lambda=trust_lambda, flag="model")
     if getattr(model, "tfaural_config", None) is not None:
         raise ModelError(f"{source}: model {model.name!r} was built by tfaural and already is a run's model; "
                          "export its run (python -m export --run RUN_DIR) instead of importing it")
+    activation = _output_activation(model)
+    if scores != "as-is":
+        model = _with_scores(model, scores, activation=activation)
+    elif activation == "linear":
+        warnings.warn(f"model {model.name!r}'s last layer {model.layers[-1].name!r} has no activation: its outputs "
+                      "are logits, and the export serves them as they are; --scores softmax (one label per clip: a "
+                      "model trained with from_logits=True and a categorical loss) or --scores sigmoid (independent "
+                      "tags) serves probabilities", stacklevel=2)
     auraliser = auraliser_for_front_end(model, front)
     takes, n_fft, hop_length = _takes(auraliser)
     sample_rate = int(front.sample_rate)
@@ -208,21 +251,20 @@ def import_keras_model(
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, (1, length)).astype(np.float32)
     x = auraliser.model_input(noise)
     try:
-        scores = _outputs(model, x)
+        outputs = _outputs(model, x)
     except ModelError:
         raise
     except Exception as err:  # the model refused the input its front end makes: say what was fed
         raise ModelError(f"model {model.name!r} refused a {length}-sample segment as its front end makes it "
                          f"(shape {tuple(x.shape)}): {type(err).__name__}: {str(err).strip().splitlines()[0]}"
                          ) from None
-    if scores.ndim != 2 or scores.shape[0] != 1:
-        raise ModelError(f"model {model.name!r} gives outputs of shape {scores.shape[1:]} per input; a tagger gives "
+    if outputs.ndim != 2 or outputs.shape[0] != 1:
+        raise ModelError(f"model {model.name!r} gives outputs of shape {outputs.shape[1:]} per input; a tagger gives "
                          "one vector [n_outputs] per input (pool or flatten over time inside the model)")
-    n_outputs = int(scores.shape[1])
+    n_outputs = int(outputs.shape[1])
     names = read_labels(labels, n_outputs)
     if task is None:
-        activation = getattr(model.layers[-1], "activation", None)
-        task = "single-label" if getattr(activation, "__name__", "") == "softmax" else "multi-label"
+        task = "single-label" if "softmax" in (activation, scores) else "multi-label"
     net = auraliser.net
     if feature_layers is None:
         chosen = tuple(net.layer_names[level] for level in net.levels[-FEATURE_LEVELS:])
@@ -256,11 +298,11 @@ def import_keras_model(
         segment=SegmentConfig(length=length, hop=hop),
         extra={"imported": {"file": os.path.abspath(source), "sha256": digest, "model_name": model.name,
                             "levels": {str(level): net.layer_names[level] for level in net.levels},
-                            "clips": clips}},
+                            "clips": clips, "output_activation": activation, "scores": scores}},
     )
     save_run(root, model, info)
     reloaded, info = load_run(root)
-    difference = float(np.max(np.abs(_outputs(reloaded, x) - scores)))
+    difference = float(np.max(np.abs(_outputs(reloaded, x) - outputs)))
     if not difference <= REPRODUCTION_TOLERANCE:
         for name in (INFO_FILE, MODEL_FILE):  # not a run any tool should take
             with contextlib.suppress(FileNotFoundError):
