@@ -630,6 +630,10 @@ class MelAuraliser(Auraliser):
         frames: For a spectrogram made outside the model by ``tf.signal.stft`` (not centred):
             :meth:`KerasFrames.tf_signal` of the same ``n_fft`` and ``hop_length`` (``None``: tfaural's
             centred STFT). The excerpt's STFT and the inverse that hears a map are then those frames'.
+        n_mfcc: The model sees the first ``n_mfcc`` MFCCs of the compressed mel spectrogram
+            (``librosa.feature.mfcc``: the orthonormal DCT-II over the bands, no liftering) instead of the
+            spectrogram (``None``). A map is taken back to the bands by the transposed DCT (``librosa.feature.
+            inverse.mfcc_to_mel``'s inverse DCT: the coefficients left out are zero), then heard as above.
 
     Attributes:
         takes: What the model takes: ``"mel power"``, ``"compressed mel"`` or ``"waveform"`` (see above).
@@ -662,6 +666,7 @@ class MelAuraliser(Auraliser):
         match_input_level: bool = True,
         net: DeconvNet | None = None,
         frames: KerasFrames | None = None,
+        n_mfcc: int | None = None,
     ) -> None:
         if inversion not in MEL_INVERSIONS:
             raise ParameterError(f"inversion={inversion!r} is invalid: expected one of {MEL_INVERSIONS}")
@@ -730,7 +735,21 @@ class MelAuraliser(Auraliser):
         if self.filterbank.shape != (self.n_mels, self.n_fft // 2 + 1):
             raise ParameterError(f"filterbank has shape {self.filterbank.shape}; expected "
                                  f"({self.n_mels}, {self.n_fft // 2 + 1}) for n_mels={self.n_mels}, n_fft={self.n_fft}")
+        #: float32 ``[n_mfcc, n_mels]``: the DCT rows the model sees (``None``: the bands themselves).
+        self.cepstrum: np.ndarray | None = None
+        if n_mfcc is not None:
+            if self.takes != "compressed mel":
+                raise ParameterError(f"n_mfcc={n_mfcc!r}: MFCCs are taken of a compressed mel spectrogram made "
+                                     "outside the model (pass compression=, not a front end of the model's own)")
+            if not (isinstance(n_mfcc, int) and 1 <= n_mfcc <= self.n_mels):
+                raise ParameterError(f"n_mfcc={n_mfcc!r} is invalid: expected 1 to n_mels={self.n_mels} coefficients")
+            self.cepstrum = spectral.dct_matrix(self.n_mels)[:n_mfcc]
         self.layout, self._channel_axis, self.frames = self._layout(model, layout)
+
+    @property
+    def bands(self) -> int:
+        """Size of the model's band axis: ``n_mfcc`` for an MFCC model, else ``n_mels``."""
+        return self.n_mels if self.cepstrum is None else int(self.cepstrum.shape[0])
 
     def _given_settings(self, model: keras.Model, given: dict[str, Any]) -> dict[str, Any]:
         """The settings of a model that takes mel power or a compressed mel spectrogram: those given, else its
@@ -772,19 +791,20 @@ class MelAuraliser(Auraliser):
         dims = shape[:2] if channel else shape
         if len(dims) != 2:
             raise ModelError(f"{where} is not a mel spectrogram [n_mels, frames(, 1)] or [frames, n_mels(, 1)]")
-        has_mels = tuple(d == self.n_mels for d in dims)
+        size = "n_mels" if self.cepstrum is None else "n_mfcc"
+        has_mels = tuple(d == self.bands for d in dims)
         if layout == "auto":
             if has_mels == (True, True):
-                raise ParameterError(f"{where}: both axes have n_mels={self.n_mels} sizes; pass layout="
+                raise ParameterError(f"{where}: both axes have {size}={self.bands} sizes; pass layout="
                                      "'mels_frames' or 'frames_mels'")
             if has_mels == (False, False):
-                raise ModelError(f"{where} has no axis of n_mels={self.n_mels} bands: is it a mel spectrogram "
-                                 "of these settings (n_mels=, input_layer=)?")
+                raise ModelError(f"{where} has no axis of {size}={self.bands} bands: is it a mel spectrogram "
+                                 f"of these settings ({size}=, input_layer=)?")
             layout = "mels_frames" if has_mels[0] else "frames_mels"
         mel_axis = 0 if layout == "mels_frames" else 1
-        if dims[mel_axis] not in (None, self.n_mels):
+        if dims[mel_axis] not in (None, self.bands):
             raise ModelError(f"{where} has {dims[mel_axis]} bands on its mel axis for layout={layout!r}, "
-                             f"not n_mels={self.n_mels}")
+                             f"not {size}={self.bands}")
         return layout, channel, dims[1 - mel_axis]
 
     def mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -806,15 +826,20 @@ class MelAuraliser(Auraliser):
         if self.takes == "waveform":
             return waveform
         x = mel if self.takes == "mel power" else compressed
+        if self.cepstrum is not None:  # librosa.feature.mfcc: the DCT over the bands
+            x = tf.einsum("cm,...mt->...ct", tf.constant(self.cepstrum), x)
         if self.layout == "frames_mels":
             x = tf.linalg.matrix_transpose(x)
         return x[..., tf.newaxis] if self._channel_axis else x
 
     def _mels_frames(self, deconvolved: tf.Tensor) -> tf.Tensor:
         """The deconvolution's maps (layout of :class:`~tfaural.deconv.DeconvNet`) as ``[batch, k, n_mels, frames]``:
-        a domain with a channel axis comes back in its own order, one without it transposed."""
+        a domain with a channel axis comes back in its own order, one without it transposed; MFCC maps are taken
+        back to the bands by the transposed DCT."""
         if (self.layout == "frames_mels") == self._channel_axis:
-            return tf.linalg.matrix_transpose(deconvolved)
+            deconvolved = tf.linalg.matrix_transpose(deconvolved)
+        if self.cepstrum is not None:
+            deconvolved = tf.einsum("cm,...ct->...mt", tf.constant(self.cepstrum), deconvolved)
         return deconvolved
 
     def mel_power(self, deconvolved: tf.Tensor, mel: tf.Tensor) -> tf.Tensor:
@@ -850,7 +875,8 @@ class MelAuraliser(Auraliser):
         ``hop_length``, ``n_mels`` (the STFT's own bins where there are no mel bands), ``power``, ``layout``,
         ``frames`` (the count the model is built for; ``None``: any) and the compression
         (:func:`tfaural.spectral.compression_spec`: ``compression``, and ``top_db``, ``amin`` of a dB one)."""
-        return {"n_fft": self.n_fft, "hop_length": self.hop_length, "n_mels": self.n_mels, "power": self.power,
+        mfcc = {} if self.cepstrum is None else {"n_mfcc": self.bands}
+        return {"n_fft": self.n_fft, "hop_length": self.hop_length, "n_mels": self.n_mels, **mfcc, "power": self.power,
                 "layout": self.layout, "frames": self.frames, **spectral.compression_spec(self.compression)}
 
     def _failure_hint(self, x: tf.Tensor) -> str | None:
@@ -1237,13 +1263,21 @@ def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "
             )
     if isinstance(net.front_end, keras.layers.MelSpectrogram) and not front.center:
         raise ParameterError("--no-center: the model's MelSpectrogram layer makes its own (centred) frames")
+    if front.n_mfcc is not None:
+        if net.front_end is not None or front.compression is None:
+            raise ParameterError("--n-mfcc: MFCCs are taken of a compressed spectrogram made outside the model: pass "
+                                 "--compression (db for librosa.feature.mfcc), not a front end of the model's own")
+        bands = front.n_mels if not front.linear_frequency else (front.n_fft or 0) // 2 + 1
+        if bands and front.n_mfcc > bands:
+            raise ParameterError(f"--n-mfcc {front.n_mfcc} is invalid: expected at most the {bands} bands it is "
+                                 "taken over (--n-mels)")
     frames = None
     if not front.center and front.n_fft is not None and front.hop_length is not None:
         frames = KerasFrames.tf_signal(n_fft=front.n_fft, hop_length=front.hop_length, frame_length=front.frame_length)
     return MelAuraliser(
         model, net=net, sample_rate=front.sample_rate, n_fft=front.n_fft, hop_length=front.hop_length,
         n_mels=front.n_mels, power=front.power, compression=compression, layout=front.layout,
-        filterbank=front_end_filterbank(front), chunk_elements=chunk_elements, frames=frames,
+        filterbank=front_end_filterbank(front), chunk_elements=chunk_elements, frames=frames, n_mfcc=front.n_mfcc,
     )
 
 

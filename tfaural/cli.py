@@ -171,6 +171,8 @@ def add_front_end_flags(parser: argparse.ArgumentParser) -> None:
                        "(librosa's default)")
     front.add_argument("--mel-norm", default="slaney", choices=MEL_NORMS,
                        help="area-normalised mel triangles (librosa's default) or peaks of 1")
+    front.add_argument("--n-mfcc", type=positive_int, help="the model sees the first N MFCCs of the compressed "
+                       "spectrogram (librosa.feature.mfcc: DCT-II, ortho, over --n-mels bands; with --compression db)")
     front.add_argument("--no-center", dest="center", action="store_false",
                        help="frames as tf.signal.stft makes them (and librosa.stft(center=False)): from the first "
                        "sample on, no padding (default: centred frames, librosa's default)")

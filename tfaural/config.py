@@ -736,6 +736,8 @@ class FrontEndConfig(Config):
             no padding (``--no-center``).
         frame_length: Samples per frame of non-centred frames, zero-padded at the end to ``n_fft``
             (``tf.signal.stft``'s ``frame_length``; ``None``: ``n_fft``).
+        n_mfcc: The model sees the first ``n_mfcc`` MFCCs of the compressed spectrogram
+            (``librosa.feature.mfcc``: orthonormal DCT-II over the bands; ``None``: the bands).
     """
 
     kind: ClassVar[str] = "front_end"
@@ -756,10 +758,11 @@ class FrontEndConfig(Config):
     mel_norm: str = "slaney"
     center: bool = True
     frame_length: int | None = None
+    n_mfcc: int | None = None
 
     def validate(self) -> None:
         cls = type(self)
-        for field in ("sample_rate", "hop_length", "n_mels"):
+        for field in ("sample_rate", "hop_length", "n_mels", "n_mfcc"):
             value = getattr(self, field)
             _require(value is None or _is_positive_int(value), cls, field, value, "None or a positive integer")
         _require(self.n_fft is None or (_is_int(self.n_fft) and self.n_fft >= 2), cls, "n_fft", self.n_fft,

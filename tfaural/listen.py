@@ -9,7 +9,7 @@ Usage::
          --compression db|db-max|log10-1p:C|ln-1p:C|ln-offset:EPS|log10-offset:EPS|linear \\
          --top-db 80 --amin A --input-layer NAME --layout auto|mels_frames|frames_mels \\
          --fmin 0 --fmax F --htk --mel-norm slaney|none | --linear-frequency \\
-         --no-center --frame-length N] \\
+         --no-center --frame-length N --n-mfcc N] \\
         [--trust-lambda]
 
 What the model takes is read from the file where the file says it; the front-end options say the rest:
@@ -27,8 +27,8 @@ What the model takes is read from the file where the file says it; the front-end
   for ``ref=np.max``, ``ln-offset:0.001`` for YAMNet's ``ln(m + 0.001)``, ...), or ``--input-layer``
   naming the model's own compression layer (then ``--compression`` says what it computes); frames
   as ``tf.signal.stft`` makes them (not centred) with ``--no-center`` (and ``--frame-length``, its
-  ``frame_length``, where shorter than the FFT); see :class:`tfaural.auralise.MelAuraliser`, which
-  does the work.
+  ``frame_length``, where shorter than the FFT), MFCCs of it with ``--n-mfcc``; see
+  :class:`tfaural.auralise.MelAuraliser`, which does the work.
 
 A model with ``Lambda`` layers holds Python code, which Keras loads only when told to trust the
 file: ``--trust-lambda``.

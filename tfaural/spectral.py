@@ -50,6 +50,7 @@ __all__ = [
     "magnitude",
     "hann_window",
     "mel_filterbank",
+    "dct_matrix",
     "melspectrogram",
     "log_compress",
     "log_decompress",
@@ -308,6 +309,16 @@ def mel_filterbank(
     if norm == "slaney":
         weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, None]
     return weights.astype(np.float32)
+
+
+def dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II of ``n`` points as a matrix: float32 ``[n, n]``, row ``k`` the ``k``-th basis
+    vector (``scipy.fft.dct(x, type=2, norm="ortho")`` is ``dct_matrix(n) @ x``; its transpose is the inverse).
+    ``librosa.feature.mfcc`` takes the first ``n_mfcc`` rows over the bands of a dB mel spectrogram."""
+    k, m = np.arange(n)[:, None], np.arange(n)[None, :]
+    basis = np.cos(np.pi * k * (2 * m + 1) / (2 * n)) * np.sqrt(2.0 / n)
+    basis[0] /= np.sqrt(2.0)
+    return basis.astype(np.float32)
 
 
 def melspectrogram(

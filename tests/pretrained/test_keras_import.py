@@ -12,6 +12,7 @@ model passes the input's rise above its floor through, so what it sounds like is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -22,6 +23,7 @@ import keras
 import librosa
 import numpy as np
 import pytest
+import scipy.fft
 import scipy.signal
 import soundfile as sf
 import tensorflow as tf
@@ -29,7 +31,7 @@ from ffmpeg_files import write as write_with_ffmpeg
 from signal_makers import chirp
 
 from export.exporter import build_module, export_run
-from tfaural import audio, listen
+from tfaural import audio, deconv, listen
 from tfaural.auralise import Auraliser, MelAuraliser, auraliser_for
 from tfaural.cli import add_front_end_flags, front_end_from_args
 from tfaural.config import FrontEndConfig, KerasConfig, model_config_from_dict, model_config_to_dict
@@ -508,6 +510,60 @@ def test_a_tf_signal_stft_model_is_heard_through_the_exact_inverse_of_its_frames
     inverse = auraliser_for(model).keras_frames
     back = inverse.istft(inverse.stft(clip), clip.shape[-1]).numpy()
     np.testing.assert_allclose(back[:, span], clip[:, span], atol=1e-6)
+
+
+def _gtzan_mfcc_cnn() -> keras.Model:
+    """A genre CNN of the kind most music-ML courses train on GTZAN: 13 MFCCs of 3-s segments at 22,050 Hz
+    (``librosa.feature.mfcc(n_fft=2048, hop_length=512)``: 130 frames), ``[130, 13, 1]``, three conv blocks with
+    batch norm, a dense head, 10 genres (random weights)."""
+    x = keras.Input((130, 13, 1))
+    h = x
+    for kernel, pool in ((3, 3), (3, 3), (2, 2)):
+        h = keras.layers.Conv2D(16, kernel, activation="relu")(h)
+        h = keras.layers.MaxPooling2D(pool, strides=2, padding="same")(h)
+        h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(h))
+    return keras.Model(x, keras.layers.Dense(10, activation="softmax")(h), name="gtzan_mfcc")
+
+
+def test_an_mfcc_model_is_tagged_as_librosa_feeds_it_and_its_maps_go_back_to_the_bands(tmp_path: pathlib.Path) -> None:
+    """``--n-mfcc 13 --compression db``: the export feeds the model ``librosa.feature.mfcc`` of the clip (the
+    reference: librosa itself), and a deconvolved map comes back to the 128 mel bands by the inverse DCT that
+    ``librosa.feature.inverse.mfcc_to_mel`` uses (the coefficients left out are zero), then is heard."""
+    _gtzan_mfcc_cnn().save(tmp_path / "gtzan.keras")
+    flags = ["--sample-rate", "22050", "--n-fft", "2048", "--hop-length", "512", "--n-mels", "128", "--compression",
+             "db", "--n-mfcc", "13"]
+    front = FrontEndConfig(sample_rate=22050, n_fft=2048, hop_length=512, n_mels=128, n_mfcc=13)
+    for bad, message in ((dict(), "--n-mfcc: MFCCs are taken of a compressed spectrogram made outside the model: "
+                                  "pass --compression"),
+                         (dict(compression="db", n_mfcc=200), "--n-mfcc 200 is invalid: expected at most the 128 "
+                                                              "bands")):
+        with pytest.raises(ParameterError, match=message):
+            import_keras_model(tmp_path / "gtzan.keras", tmp_path / "run", front=dataclasses.replace(front, **bad))
+    assert pretrained_cli.main([str(tmp_path / "gtzan.keras"), "--output", str(tmp_path / "run"), *flags]) == 0
+    model, info = load_run(tmp_path / "run")
+    assert info.segment.length == 129 * 512 and info.task == "single-label"
+    module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise"])
+    assert {k: metadata["mel"][k] for k in ("n_mels", "n_mfcc", "frames", "layout", "compression")} == {
+        "n_mels": 128, "n_mfcc": 13, "frames": 130, "layout": "frames_mels", "compression": "db"}
+    clip = _music(129 * 512 / 22050, seed=30, rate=22050)[None]
+    mfcc = librosa.feature.mfcc(y=clip[0], sr=22050, n_mfcc=13, n_fft=2048, hop_length=512)  # [13, 130]
+    keras_model = keras.models.load_model(tmp_path / "gtzan.keras")
+    expected = np.asarray(keras_model(mfcc.T[None, ..., None], training=False))
+    np.testing.assert_allclose(module.call("serving_default", {"waveform": clip})["scores"], expected, atol=1e-4)
+    out = module.call("deconvolve", {"waveform": clip, "layer": np.int32(1), "features": np.array([0, 3], np.int32)})
+    maps = np.asarray(deconv.deconvolve(keras_model, mfcc.T[None, ..., None], layer=1, features=[0, 3]))
+    raw = np.swapaxes(maps.reshape(1, 2, 130, 13), -1, -2)  # [1, 2, 13 coefficients, 130 frames]
+    bands = scipy.fft.idct(raw, type=2, norm="ortho", n=128, axis=-2)  # as librosa's mfcc_to_mel
+    np.testing.assert_allclose(out["deconvolved"], maps, atol=1e-3 * np.abs(maps).max())  # the model's domain
+    heard_maps = np.asarray(auraliser_for(model)(clip, layer=1, features=[0, 3]).deconvolved)
+    assert heard_maps.shape == (1, 2, 128, 130)  # the maps heard: back in the bands
+    np.testing.assert_allclose(heard_maps, bands, atol=1e-3 * np.abs(bands).max())
+    heard = module.call("auralise", {"waveform": clip, "layer": np.int32(1), "features": np.array([0, 3], np.int32),
+                                     "mode": np.array(b"phase", dtype=object)})
+    for k in range(2):
+        assert np.all(np.isfinite(heard["audio"][0, k]))
+        assert heard["silent"][0, k] or abs(np.abs(heard["audio"][0, k]).max() - 0.9) < 1e-3
 
 
 @pytest.mark.slow
