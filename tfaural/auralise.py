@@ -1147,8 +1147,10 @@ def deconv_net_for(model: keras.Model, *, method: str = "deconvnet") -> DeconvNe
     """The deconvolution network of a run's model: an imported Keras model's ends where its front end says
     (``input_layer``: the model's own compression layer), every other at the model's input or front end."""
     config = getattr(model, "tfaural_config", None)
-    input_layer = config.front_end.input_layer if isinstance(config, KerasConfig) else None
-    return DeconvNet(model, method=method, input_layer=input_layer)
+    if isinstance(config, KerasConfig):
+        return DeconvNet(model, method=method, input_layer=config.front_end.input_layer,
+                         extra_levels=config.extra_levels)
+    return DeconvNet(model, method=method)
 
 
 def front_end_filterbank(front: FrontEndConfig) -> np.ndarray | str | None:
@@ -1170,7 +1172,8 @@ def front_end_filterbank(front: FrontEndConfig) -> np.ndarray | str | None:
 
 
 def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method: str = "deconvnet",
-                            chunk_elements: int | None = None, net: DeconvNet | None = None) -> Auraliser:
+                            chunk_elements: int | None = None, net: DeconvNet | None = None,
+                            extra_levels: Sequence[str] = ()) -> Auraliser:
     """The auraliser of any Keras audio CNN, told by ``front`` what its file does not say.
 
     * a run's model (tfaural's own, an imported musicnn tagger or an imported Keras model): its config
@@ -1190,8 +1193,9 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
         front: What it takes, where its file does not say it (flags named as ``python -m tfaural.listen``'s).
         method: ``deconvnet``, ``guided`` or ``gradient``.
         chunk_elements: See :class:`Auraliser`.
-        net: A deconvolution network of ``model`` to share (``None``: one of its own, with ``method`` and
-            the input layer its config or ``front`` names).
+        net: A deconvolution network of ``model`` to share (``None``: one of its own, with ``method``,
+            the input layer its config or ``front`` names and ``extra_levels``).
+        extra_levels: Layers heard as levels after the conv blocks (:class:`~tfaural.deconv.DeconvNet`).
 
     Raises:
         ModelError: If the model is none of the kinds above, or cannot be deconvolved.
@@ -1199,6 +1203,9 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
     """
     config = getattr(model, "tfaural_config", None)
     if config is not None:
+        if extra_levels:
+            raise ParameterError(f"--extra-levels: model {model.name!r} is a run's model, whose levels its config "
+                                 "says (import the model file with --extra-levels instead)")
         if front.given():
             said = ("was imported as a run, whose run.json" if isinstance(config, KerasConfig)
                     else "was built by tfaural, whose config")
@@ -1206,7 +1213,8 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
                                  "leave the front-end options out")
         return auraliser_for(model, chunk_elements=chunk_elements,
                              net=net if net is not None else deconv_net_for(model, method=method))
-    return _heard_through(model, front, method=method, chunk_elements=chunk_elements, net=net)
+    return _heard_through(model, front, method=method, chunk_elements=chunk_elements, net=net,
+                          extra_levels=extra_levels)
 
 
 def _sample_rate_only(front: FrontEndConfig, what: str, *, missing: str) -> int:
@@ -1221,10 +1229,11 @@ def _sample_rate_only(front: FrontEndConfig, what: str, *, missing: str) -> int:
 
 
 def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "deconvnet",
-                   chunk_elements: int | None = None, net: DeconvNet | None = None) -> Auraliser:
+                   chunk_elements: int | None = None, net: DeconvNet | None = None,
+                   extra_levels: Sequence[str] = ()) -> Auraliser:
     """:func:`auraliser_for_front_end` of a model whose front end ``front`` describes (its config does not)."""
     if net is None:
-        net = DeconvNet(model, method=method, input_layer=front.input_layer)
+        net = DeconvNet(model, method=method, input_layer=front.input_layer, extra_levels=extra_levels)
     if ends_at_a_waveform(net):
         rate = _sample_rate_only(front, f"model {model.name!r} takes the waveform, whose deconvolution is the sound",
                                  missing=f"model {model.name!r} takes the waveform")

@@ -144,6 +144,20 @@ def _top_db(text: str) -> float | None:
     return value
 
 
+def layer_names(text: str) -> tuple[str, ...]:
+    """``--extra-levels``: comma-separated layer names (argparse type)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no layer: expected names such as block1_out,block2_out")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} names a layer twice")
+    return names
+
+
+EXTRA_LEVELS_HELP = ("layers to hear besides the conv blocks, comma-separated (a transformer block's output, an "
+                     "attention layer): they become levels N+1, N+2, ... after the model's N conv levels")
+
+
 def add_front_end_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of :class:`tfaural.config.FrontEndConfig`: what a Keras model takes where its file does not
     say it (``python -m tfaural.listen``, ``python -m tfaural.pretrained keras``); read them back with

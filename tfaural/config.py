@@ -833,6 +833,8 @@ class KerasConfig(Config):
             each level's walk is traced into the export, so a deep model's export is smaller with fewer).
         trust_lambda: The model holds ``Lambda`` layers whose code the importer was told to trust.
         source: The file the model was imported from (for the record).
+        extra_levels: Layers heard as levels after the conv blocks (``--extra-levels``: a transformer
+            block's output, say; :class:`tfaural.deconv.DeconvNet`'s ``extra_levels``).
     """
 
     kind: ClassVar[str] = "keras"
@@ -846,6 +848,7 @@ class KerasConfig(Config):
     levels: tuple[int, ...] | None = None
     trust_lambda: bool = False
     source: str = ""
+    extra_levels: tuple[str, ...] = ()
 
     def validate(self) -> None:
         cls = type(self)
@@ -868,6 +871,9 @@ class KerasConfig(Config):
             _is_positive_int(v) for v in self.levels) and self.levels[0] <= self.levels[1]), cls, "levels",
             self.levels, "None or (first, last) levels, 1 <= first <= last")
         _require(isinstance(self.trust_lambda, bool), cls, "trust_lambda", self.trust_lambda, "a bool")
+        _require(isinstance(self.extra_levels, tuple) and all(isinstance(n, str) and n for n in self.extra_levels)
+                 and len(set(self.extra_levels)) == len(self.extra_levels), cls, "extra_levels", self.extra_levels,
+                 "a tuple of distinct layer names")
         _require(isinstance(self.source, str), cls, "source", self.source, "a string")
 
     @property

@@ -107,6 +107,10 @@ is used twice, or the next conv), e.g. ``pool3`` in ``conv3 → bn3 → pool3``.
 ``Add`` continues the chain (through a dropout before it too, as in EfficientNet's blocks), so a
 residual block is heard at its output (after the sum and what follows it, ``relu`` in
 ``conv → bn → add → relu``), and its last conv and its shortcut's conv are one level.
+Layers no convolution marks (a transformer block's residual sum, an attention layer) are
+levels too when named: ``extra_levels=`` numbers them ``N + 1``, ... after the ``N`` conv
+levels (``--extra-levels`` of ``tfaural.listen`` and of the import), and every layer between
+them and the input is walked by its rule or its exact vector-Jacobian product.
 
 **Input domain.** The walk ends at the model's input, or at the output of the
 *input layer* named by ``input_layer=``, or, by default, at the output of the
@@ -1334,6 +1338,8 @@ class DeconvNet:
             activations (see the module docstring).
         input_layer: Name of the layer whose output is the input domain the walk ends in
             (``None``: the model's input after its front-end layers; see the module docstring).
+        extra_levels: Layers to number as levels after the conv blocks, in this order (``N + 1``, ...):
+            what a model's convolutions do not mark, such as a transformer block's residual sum.
 
     Attributes:
         levels: The levels ``layer`` accepts besides layer names (see the module docstring).
@@ -1350,7 +1356,8 @@ class DeconvNet:
         ParameterError: For an unknown ``method`` or ``input_layer``.
     """
 
-    def __init__(self, model: keras.Model, *, method: str = "deconvnet", input_layer: str | None = None) -> None:
+    def __init__(self, model: keras.Model, *, method: str = "deconvnet", input_layer: str | None = None,
+                 extra_levels: Sequence[str] = ()) -> None:
         if method not in METHODS:
             raise ParameterError(f"method={method!r} is invalid: expected one of {METHODS}")
         self.model = model
@@ -1364,9 +1371,19 @@ class DeconvNet:
         self.front_end: keras.layers.Layer | None = (None if self._domain == id(self._graph.input)
                                                      else self._graph.producer[self._domain].layer)
         self.layer_names: dict[int, str] = self._blocks()
+        self.extra_levels: tuple[str, ...] = tuple(extra_levels)
+        for name in self.extra_levels:  # named layers heard besides the conv blocks: levels N + 1, N + 2, ...
+            step = self._graph.step(name)
+            if step.index not in self._domain_steps:
+                raise ParameterError(f"extra level {name!r}: the layer does not depend on the input domain "
+                                     f"({self.input_layer or 'the model input'}); nothing to deconvolve to")
+            if name in self.layer_names.values():
+                level = next(k for k, v in self.layer_names.items() if v == name)
+                raise ParameterError(f"extra level {name!r} already is level {level}")
+            self.layer_names[max(self.layer_names, default=0) + 1] = name
         if not self.layer_names:
             raise ModelError(f"model {model.name!r} has no Conv1D/Conv2D or separable convolution layer after its "
-                             "input domain")
+                             "input domain (name the layers to hear with extra_levels=, --extra-levels)")
         self.levels: tuple[int, ...] = tuple(self.layer_names)
         self._walks: dict[str, _Walk] = {}
         # In graphs: one traced function per (layer, input signature) for every graph that walks it (see

@@ -10,7 +10,7 @@ Usage::
          --top-db 80 --amin A --input-layer NAME --layout auto|mels_frames|frames_mels \\
          --fmin 0 --fmax F --htk --mel-norm slaney|none | --linear-frequency \\
          --no-center --frame-length N --n-mfcc N] \\
-        [--trust-lambda]
+        [--trust-lambda] [--extra-levels block1_out,block2_out]
 
 What the model takes is read from the file where the file says it; the front-end options say the rest:
 
@@ -74,12 +74,14 @@ import numpy as np
 
 from tfaural import __version__, files
 from tfaural.cli import (
+    EXTRA_LEVELS_HELP,
     add_front_end_flags,
     add_selection_flags,
     add_verbose_flag,
     check_output_folder,
     choose_features,
     front_end_from_args,
+    layer_names,
     parse_index_list,
     positive_int,
 )
@@ -141,7 +143,7 @@ def load_model(path: str, *, trust_lambda: bool = False) -> Any:
 
 
 def auraliser_for_model(model: Any, front: FrontEndConfig, *, method: str = "deconvnet",
-                        chunk_elements: int | None = None) -> tuple[Any, int]:
+                        chunk_elements: int | None = None, extra_levels: Sequence[str] = ()) -> tuple[Any, int]:
     """The auraliser of ``model`` and the sample rate of its input (:func:`tfaural.auralise.auraliser_for_front_end`).
 
     Raises:
@@ -150,7 +152,8 @@ def auraliser_for_model(model: Any, front: FrontEndConfig, *, method: str = "dec
     """
     from tfaural.auralise import auraliser_for_front_end
 
-    auraliser = auraliser_for_front_end(model, front, method=method, chunk_elements=chunk_elements)
+    auraliser = auraliser_for_front_end(model, front, method=method, chunk_elements=chunk_elements,
+                                        extra_levels=extra_levels)
     assert auraliser.sample_rate is not None
     return auraliser, int(auraliser.sample_rate)
 
@@ -263,6 +266,7 @@ def listen(
     overwrite: bool = False,
     max_memory_gib: float = DEFAULT_MAX_MEMORY_GIB,
     progress: bool = True,
+    extra_levels: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Auralises features of a Keras model file on audio files (see the module docstring).
 
@@ -272,6 +276,8 @@ def listen(
         output: The output folder (created if needed).
         front: What the model takes, where the file does not say it (``None``: nothing said).
         layers: ``all``, or levels such as ``1-3`` or ``2,5``.
+        extra_levels: Layers to hear as levels after the conv blocks (``--extra-levels``; a transformer
+            block's output, say): levels ``N + 1``, ... in this order.
         features: ``topN``, ``all``, or indices such as ``0-7,12``.
         offset: Start of each excerpt in seconds.
         seconds: Length of each excerpt (``None``: the model's input length, if fixed, else 4 s).
@@ -324,7 +330,7 @@ def listen(
         raise ParameterError(f"--clip-seconds {seconds!r} is invalid: expected a positive number of seconds")
     front = front if front is not None else FrontEndConfig()
     model = load_model(model_path, trust_lambda=trust_lambda)
-    auraliser, sample_rate = auraliser_for_model(model, front, method=method)
+    auraliser, sample_rate = auraliser_for_model(model, front, method=method, extra_levels=extra_levels)
     net = auraliser.net
     levels = list(parse_index_list(layers, flag="--layers", valid=net.levels))
     widths = {level: net.n_features(level) for level in levels}
@@ -391,8 +397,10 @@ def listen(
         tfaural_version=__version__, input=None, manifest=None, model_dir=None,
         model={"model_file": model_file, "name": model.name}, metadata=None,
         settings={"model_file": model_file, "method": method, "mode": mode, "sample_rate": sample_rate,
-                  "front_end": dataclasses.asdict(front)},
-        extra={"layers": levels, "features": {str(k): v for k, v in chosen.items()}, "mode": mode,
+                  "front_end": dataclasses.asdict(front),
+                  **({"extra_levels": list(extra_levels)} if extra_levels else {})},
+        extra={"layers": levels, "layer_names": {str(level): net.layer_names[level] for level in levels},
+               "features": {str(k): v for k, v in chosen.items()}, "mode": mode,
                "clip_seconds": settings.seconds, "offset_seconds": settings.offset, "format": "wav",
                "spectrograms": False},
     )
@@ -470,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("audio", nargs="+", metavar="FILE", help="audio files (any format tfaural.audio reads)")
     parser.add_argument("--model", required=True, help="the Keras model file (.keras), or a training run's folder")
     parser.add_argument("--output", required=True, help="folder for the auralisations")
-    add_selection_flags(parser, layers_help="levels (conv blocks): all, 1-3, 2,5",
+    add_selection_flags(parser, layers_help="levels (conv blocks, then --extra-levels): all, 1-3, 2,5",
                         clip_help="excerpt length (default: the model's input length if it has one, else 4 s; at "
                                   "least what the deepest chosen layer needs, which the error names)")
     parser.add_argument("--method", default="deconvnet", choices=("deconvnet", "guided", "gradient"),
@@ -486,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="replace an earlier run's results in OUTPUT (its job.json, manifest, report, tracks)")
     parser.add_argument("--trust-lambda", action="store_true",
                         help="load a model with Lambda layers (Python code in the file: only files you trust)")
+    parser.add_argument("--extra-levels", type=layer_names, default=(), metavar="LAYERS", help=EXTRA_LEVELS_HELP)
     add_front_end_flags(parser)
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
@@ -499,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model, args.audio, args.output, front=settings, layers=args.layers, features=args.features,
             offset=args.offset_seconds, seconds=args.clip_seconds, method=args.method, mode=args.mode,
             features_per_call=args.features_per_call, trust_lambda=args.trust_lambda, report=args.report,
-            overwrite=args.overwrite, max_memory_gib=args.max_memory_gib,
+            overwrite=args.overwrite, max_memory_gib=args.max_memory_gib, extra_levels=args.extra_levels,
         )
     except (ParameterError, ModelError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -646,6 +646,50 @@ def test_convolutions_on_a_pooled_summary_are_no_levels(rng: np.random.Generator
     assert out.shape == (1, 2, 12, 16) and np.isfinite(out).all()
 
 
+def _tiny_transformer(rng: np.random.Generator, *, patch_conv: bool) -> keras.Model:
+    """Log-mel ``[frames, 16, 1]`` -> (a 4x4 patch convolution, or a dense embedding of each frame) -> two
+    pre-norm transformer blocks (attention, GELU MLP, residual sums) -> mean -> 3 sigmoid tags."""
+    x = keras.Input((None, 16, 1))
+    if patch_conv:
+        h = keras.layers.Reshape((-1, 8))(keras.layers.Conv2D(8, 4, strides=4, name="patch_embed")(x))
+    else:
+        h = keras.layers.Dense(8, name="frame_embed")(keras.layers.Reshape((-1, 16))(x))
+    for i in range(2):
+        a = keras.layers.LayerNormalization(name=f"ln{i}a")(h)
+        h = keras.layers.Add(name=f"res{i}a")([h, keras.layers.MultiHeadAttention(2, 4, name=f"mha{i}")(a, a)])
+        m = keras.layers.LayerNormalization(name=f"ln{i}b")(h)
+        m = keras.layers.Dense(16, activation="gelu", name=f"mlp{i}")(m)
+        h = keras.layers.Add(name=f"res{i}b")([h, keras.layers.Dense(8, name=f"mlp{i}_out")(m)])
+    out = keras.layers.Dense(3, activation="sigmoid", name="tags")(keras.layers.GlobalAveragePooling1D()(h))
+    return _randomise_weights(keras.Model(x, out, name="tiny_transformer"), rng, scale=0.5)
+
+
+def test_named_layers_are_levels_after_the_conv_blocks_and_walk_as_autodiff(rng: np.random.Generator) -> None:
+    """A transformer's blocks mark no convolution: ``extra_levels`` numbers them after the conv levels (the patch
+    embedding is level 1), and ``gradient`` through attention, layer norms and GELU is ``tf.GradientTape``'s. A
+    model without any convolution has levels only so; a wrong name is refused by name."""
+    model = _tiny_transformer(rng, patch_conv=True)
+    net = deconv.DeconvNet(model, method="gradient", extra_levels=("res0b", "res1b"))
+    assert net.layer_names == {1: "patch_embed", 2: "res0b", 3: "res1b"} and net.levels == (1, 2, 3)
+    assert net.n_features(3) == 8
+    x = tf.constant(rng.uniform(0, 1, (2, 24, 16, 1)).astype(np.float32))
+    probe = keras.Model(model.inputs, model.get_layer("res1b").output)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        h = probe(x, training=False)
+    expected = tape.gradient(h, x, output_gradients=tf.stop_gradient(h * tf.one_hot(5, 8)))[..., 0].numpy()
+    out = net(x, layer=3, features=[5]).numpy()[:, 0]
+    np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * float(np.abs(expected).max()))
+    np.testing.assert_array_equal(out, net(x, layer="res1b", features=[5]).numpy()[:, 0])
+    for bad, message in ((("nowhere",), "has no layer of that name"), (("patch_embed",), "already is level 1")):
+        with pytest.raises(ParameterError, match=message):
+            deconv.DeconvNet(model, extra_levels=bad)
+    no_conv = _tiny_transformer(rng, patch_conv=False)
+    with pytest.raises(ModelError, match="--extra-levels"):
+        deconv.DeconvNet(no_conv)
+    assert deconv.DeconvNet(no_conv, extra_levels=("res1b",)).layer_names == {1: "res1b"}
+
+
 def test_a_residual_block_is_one_level_heard_at_its_output(rng: np.random.Generator) -> None:
     """A ResNet's levels: each block's inner conv, then the block's output after the residual sum (its last conv
     and its shortcut's conv are one level there); a layer used twice ends a block."""

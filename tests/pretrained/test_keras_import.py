@@ -422,7 +422,7 @@ def _simple_audio_model() -> keras.Model:
         keras.Input(shape=spectrograms.shape[1:]), keras.layers.Resizing(32, 32), norm,
         keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.Conv2D(64, 3, activation="relu"),
         keras.layers.MaxPooling2D(), keras.layers.Dropout(0.25), keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"), keras.layers.Dropout(0.5), keras.layers.Dense(8),
+        keras.layers.Dense(128, activation="relu"), keras.layers.Dropout(0.5), keras.layers.Dense(8, name="logits"),
     ], name="simple_audio")
 
 
@@ -446,7 +446,7 @@ def test_tensorflows_tutorial_model_is_tagged_through_tf_signal_stfts_frames(
                                 *tutorial, "--no-center", "--frame-length", "255"]) == 0
     said = capsys.readouterr()
     assert "8 outputs (multi-label), segments of 15999 samples" in said.out
-    assert "note: model 'simple_audio''s last layer 'dense_1' has no activation: its outputs are logits" in said.err
+    assert "note: model 'simple_audio''s last layer 'logits' has no activation: its outputs are logits" in said.err
     model, info = load_run(tmp_path / "run")
     assert (info.extra["imported"]["output_activation"], info.extra["imported"]["scores"]) == ("linear", "as-is")
     assert info.segment.length == 123 * 128 + 255  # the 15999 samples that make 124 frames
@@ -564,6 +564,61 @@ def test_an_mfcc_model_is_tagged_as_librosa_feeds_it_and_its_maps_go_back_to_the
     for k in range(2):
         assert np.all(np.isfinite(heard["audio"][0, k]))
         assert heard["silent"][0, k] or abs(np.abs(heard["audio"][0, k]).max() - 0.9) < 1e-3
+
+
+def _mel_transformer() -> keras.Model:
+    """An AST-like tagger on dB mel patches ``[frames, 64, 1]``: an 8x8 patch convolution, two pre-norm transformer
+    blocks (attention, GELU MLP, residual sums), mean over tokens, 3 sigmoid tags (random weights)."""
+    x = keras.Input((None, N_MELS, 1))
+    h = keras.layers.Reshape((-1, 16))(keras.layers.Conv2D(16, 8, strides=8, name="patch_embed")(x))
+    for i in range(2):
+        a = keras.layers.LayerNormalization(name=f"ln{i}a")(h)
+        h = keras.layers.Add(name=f"res{i}a")([h, keras.layers.MultiHeadAttention(2, 8, name=f"mha{i}")(a, a)])
+        m = keras.layers.Dense(32, activation="gelu", name=f"mlp{i}")(keras.layers.LayerNormalization()(h))
+        h = keras.layers.Add(name=f"res{i}b")([h, keras.layers.Dense(16, name=f"mlp{i}_out")(m)])
+    out = keras.layers.Dense(3, activation="sigmoid", name="tags")(keras.layers.GlobalAveragePooling1D()(h))
+    return keras.Model(x, out, name="mel_transformer")
+
+
+def test_a_transformers_blocks_are_heard_as_extra_levels(tmp_path: pathlib.Path) -> None:
+    """Its convolutions mark one level (the patch embedding); ``--extra-levels res0b,res1b`` makes its blocks levels 2
+    and 3, for the export (deconvolve, auralise, attribute) and ``tfaural.listen`` alike. The export's deconvolution
+    of a block's feature is tfaural.deconv's walk of the Keras model on librosa's dB mel patch of the clip."""
+    _mel_transformer().save(tmp_path / "ast.keras")
+    flags = ["--sample-rate", str(SR), "--n-fft", str(N_FFT), "--hop-length", str(HOP), "--n-mels", str(N_MELS),
+             "--compression", "db-max", "--segment-seconds", "1"]
+    assert pretrained_cli.main([str(tmp_path / "ast.keras"), "--output", str(tmp_path / "run"), *flags,
+                                "--extra-levels", "res0b,res1b"]) == 0
+    model, info = load_run(tmp_path / "run")
+    assert info.model.extra_levels == ("res0b", "res1b")
+    module, metadata = build_module(model, info, signatures=["serving_default", "deconvolve", "auralise",
+                                                                  "attribute"])
+    assert metadata["deconvolvable_layers"] == [1, 2, 3]
+    assert {k: metadata["layer_names"][k] for k in ("2", "3")} == {"2": "res0b", "3": "res1b"}
+    assert metadata["features_per_layer"]["3"] == 16
+    clip = _music(1.0, seed=40)[None, :info.segment.length]
+    out = module.call("deconvolve", {"waveform": clip, "layer": np.int32(3), "features": np.array([0, 5], np.int32)})
+    mel = librosa.feature.melspectrogram(y=clip[0], sr=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0)
+    patch = librosa.power_to_db(mel, ref=np.max, top_db=80.0).T[None, ..., None].astype(np.float32)
+    keras_model = keras.models.load_model(tmp_path / "ast.keras")
+    expected = np.asarray(deconv.deconvolve(keras_model, patch, layer="res1b", features=[0, 5]))
+    np.testing.assert_allclose(out["deconvolved"].reshape(expected.shape), expected,
+                               atol=2e-3 * np.abs(expected).max())
+    heard = module.call("auralise", {"waveform": clip, "layer": np.int32(3), "features": np.array([0, 5], np.int32),
+                                     "mode": np.array(b"phase", dtype=object)})
+    assert np.all(np.isfinite(heard["audio"])) and not heard["silent"].all()
+    said = module.call("attribute", {"waveform": clip, "layer": np.int32(3), "top_tags": np.int32(2)})
+    assert said["contributions"].shape == (1, 2, 16) and np.all(np.isfinite(said["contributions"]))
+    # tfaural.listen hears the same model file's block, named the same way
+    wav = tmp_path / "clip.wav"
+    audio.write(wav, clip[0], sample_rate=SR)
+    summary = listen.listen(str(tmp_path / "ast.keras"), [str(wav)], str(tmp_path / "heard"), layers="2",
+                            features="0", front=FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP,
+                                                               n_mels=N_MELS, compression="db-max"),
+                            extra_levels=("res1b",), progress=False)
+    assert summary["ok"] == 1
+    job = json.loads((tmp_path / "heard" / "job.json").read_text())
+    assert job["settings"]["extra_levels"] == ["res1b"] and job["layer_names"] == {"2": "res1b"}
 
 
 @pytest.mark.slow

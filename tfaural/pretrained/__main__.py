@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from tfaural.cli import add_front_end_flags, add_verbose_flag, front_end_from_args
+from tfaural.cli import EXTRA_LEVELS_HELP, add_front_end_flags, add_verbose_flag, front_end_from_args, layer_names
 from tfaural.errors import TfauralError
 
 EPILOG = """examples:
@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "fewer)")
     keras_group.add_argument("--trust-lambda", action="store_true",
                              help="load a model with Lambda layers (Python code in the file: only files you trust)")
+    keras_group.add_argument("--extra-levels", type=layer_names, default=None, metavar="LAYERS",
+                             help=EXTRA_LEVELS_HELP)
     add_front_end_flags(parser)
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
@@ -119,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     keras_only = [flag for flag, value in (("--labels", args.labels), ("--segment-seconds", args.segment_seconds),
                                            ("--hop-seconds", args.hop_seconds), ("--task", args.task),
                                            ("--scores", args.scores),
-                                           ("--feature-layers", args.feature_layers), ("--levels", args.levels))
+                                           ("--feature-layers", args.feature_layers), ("--levels", args.levels),
+                                           ("--extra-levels", args.extra_levels))
                   if value is not None] + (["--trust-lambda"] if args.trust_lambda else [])
     try:
         keras_only += front_end_from_args(args).given()
@@ -166,6 +169,7 @@ def _import_keras(args: argparse.Namespace) -> int:
                 scores=args.scores or "as-is",
                 segment_seconds=args.segment_seconds, hop_seconds=args.hop_seconds, feature_layers=layers,
                 levels=args.levels, trust_lambda=args.trust_lambda, overwrite=args.overwrite,
+                extra_levels=args.extra_levels or (),
             )
     except TfauralError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -183,6 +183,7 @@ def import_keras_model(
     levels: str | None = None,
     trust_lambda: bool = False,
     overwrite: bool = False,
+    extra_levels: Sequence[str] = (),
 ) -> tuple[Any, RunInfo]:
     """Imports a Keras model file as a run directory (module docstring).
 
@@ -203,6 +204,7 @@ def import_keras_model(
             more than :data:`MANY_LEVELS` gets a warning: each level's walk is traced into the export).
         trust_lambda: Load (and later reload) ``Lambda`` layers' code.
         overwrite: Replace a run already in ``output``.
+        extra_levels: Layers to hear as levels after the conv blocks (``--extra-levels``; levels ``N + 1``, ...).
 
     Returns:
         ``(keras_model, info)`` as :func:`tfaural.training.run.load_run` returns them.
@@ -233,7 +235,7 @@ def import_keras_model(
                       "are logits, and the export serves them as they are; --scores softmax (one label per clip: a "
                       "model trained with from_logits=True and a categorical loss) or --scores sigmoid (independent "
                       "tags) serves probabilities", stacklevel=2)
-    auraliser = auraliser_for_front_end(model, front)
+    auraliser = auraliser_for_front_end(model, front, extra_levels=extra_levels)
     takes, n_fft, hop_length = _takes(auraliser)
     sample_rate = int(front.sample_rate)
     if takes != "waveform" and auraliser.sample_rate != sample_rate:
@@ -290,7 +292,7 @@ def import_keras_model(
              "longest_samples": longest_clip_samples(auraliser, exported)}  # what the export will take
     config = KerasConfig(front_end=front, takes=takes, n_fft=n_fft, hop_length=hop_length, n_outputs=n_outputs,
                          segment_length=length, feature_layers=chosen, levels=span, trust_lambda=bool(trust_lambda),
-                         source=os.path.basename(source))
+                         source=os.path.basename(source), extra_levels=tuple(extra_levels))
     with open(source, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     info = RunInfo(
