@@ -20,7 +20,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 
 from beam_jobs.inference import InferenceFailure
 from beam_jobs.tracks import TrackInput, TrackResult
-from tfaural.errors import AudioError
+from tfaural.errors import failure_reason
 from tfaural.formats import FAILED
 
 __all__ = [
@@ -41,8 +41,7 @@ def failed_result(track: TrackInput, err: BaseException | InferenceFailure, *, s
     """A failed :class:`TrackResult` from an exception or an :class:`InferenceFailure`."""
     if isinstance(err, InferenceFailure):
         return TrackResult(track, FAILED, stage=stage, error_type=err.error, error=err.reason)
-    reason = err.reason if isinstance(err, AudioError) else str(err) or repr(err)
-    return TrackResult(track, FAILED, stage=stage, error_type=type(err).__name__, error=reason)
+    return TrackResult(track, FAILED, stage=stage, error_type=type(err).__name__, error=failure_reason(err))
 
 
 def is_dead_letter(element: Any) -> bool:

@@ -991,9 +991,9 @@ class KerasFrames:
         length = n_fft if frame_length is None else int(frame_length)
         if not 2 <= length <= n_fft:
             raise ParameterError(f"frame_length={frame_length!r} is invalid: expected 2 to n_fft={n_fft} samples")
-        # tf.signal.hann_window(length, periodic=True), which is periodic only for an even length: its period is
-        # length + (1 if even) - 1 samples, so an odd frame (the tutorial's 255) gets the symmetric window
-        window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / (length - length % 2))
+        # tf.signal.stft's own default window (periodic only for an even length: the tutorial's 255 gets the
+        # symmetric one)
+        window = tf.signal.hann_window(length, periodic=True).numpy()
         return cls(window.astype(np.float32), int(hop_length), int(n_fft), "valid", "magnitude", "hann",
                    "tf.signal.stft")
 

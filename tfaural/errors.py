@@ -111,6 +111,12 @@ def describe_source(source: Any) -> str:
     return "<file object>"
 
 
+def failure_reason(err: BaseException) -> str:
+    """What a manifest or failures file records of a failed input: an :class:`AudioError`'s reason (the file is
+    recorded beside it), else the message, else the exception's ``repr``."""
+    return err.reason if isinstance(err, AudioError) else str(err) or repr(err)
+
+
 def describe_error(err: BaseException) -> str:
     """A library exception's message on one line, for an error reason.
 

@@ -86,7 +86,7 @@ from tfaural.cli import (
     positive_int,
 )
 from tfaural.config import DEFAULT_CLIP_SECONDS, FrontEndConfig
-from tfaural.errors import AudioError, DataError, ModelError, ParameterError, TfauralError
+from tfaural.errors import DataError, ModelError, ParameterError, TfauralError, failure_reason
 from tfaural.formats import (
     FAILED,
     JOB_FILE,
@@ -244,8 +244,8 @@ def _inference_errors() -> tuple[type[BaseException], ...]:
 
 
 def _failed(path: str, track_id: str, name: str, err: BaseException, stage: str) -> ManifestRow:
-    reason = err.reason if isinstance(err, AudioError) else str(err) or repr(err)  # as the Beam jobs' manifests
-    return ManifestRow(path, track_id, name, FAILED, error=reason, error_type=type(err).__name__, stage=stage)
+    return ManifestRow(path, track_id, name, FAILED, error=failure_reason(err), error_type=type(err).__name__,
+                       stage=stage)
 
 
 def listen(

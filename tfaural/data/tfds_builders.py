@@ -78,7 +78,7 @@ from tfaural.data.catalogue import (
     read_manifest,
 )
 from tfaural.data.tfrecord import quantize
-from tfaural.errors import AudioDecodeError, AudioError, DataError, ParameterError, TfauralError
+from tfaural.errors import AudioDecodeError, DataError, ParameterError, TfauralError, failure_reason
 
 __all__ = [
     "UNSPLIT",
@@ -296,9 +296,8 @@ class _AudioCatalogueBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=
                 yield _example(track, sample_rate=sample_rate, single_label=single_label)
             except TfauralError as err:
                 logger.warning("skipping %s: %s", track.path, err)
-                reason = err.reason if isinstance(err, AudioError) else str(err)
                 self._failures.append({"path": track.path, "track_id": track.track_id,
-                                       "error": type(err).__name__, "reason": reason})
+                                       "error": type(err).__name__, "reason": failure_reason(err)})
 
 
 class TfauralCatalogue(_AudioCatalogueBuilder):

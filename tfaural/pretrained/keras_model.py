@@ -75,8 +75,10 @@ def _with_scores(model: Any, scores: str, *, activation: str | None) -> Any:
         raise ParameterError(f"--scores {scores}: model {model.name!r}'s last layer {model.layers[-1].name!r} already "
                              f"applies {activation}: its outputs are probabilities (leave --scores out)")
     taken = {layer.name for layer in model.layers}
-    name = next(n for n in (f"{scores}_scores", *(f"{scores}_scores_{i}" for i in range(1, len(taken) + 2)))
-                if n not in taken)
+    name, i = f"{scores}_scores", 0
+    while name in taken:
+        i += 1
+        name = f"{scores}_scores_{i}"
     return keras.Model(model.inputs, keras.layers.Activation(scores, name=name)(model.outputs[0]), name=model.name)
 
 
