@@ -183,6 +183,35 @@ def test_index_model_card_failed_tracks_correlations_and_feature_index(built: pa
     assert index.count("data-filter-item") == len(TRACKS) + N_LAYERS * N_FILTERS
 
 
+def test_layers_are_headed_by_the_names_the_job_recorded(tmp_path: pathlib.Path, built: pathlib.Path) -> None:
+    """The export's ``layer_names`` (Beam job) head each layer beside its number; ``job.json``'s own
+    (``tfaural.listen``, e.g. a transformer block heard with ``--extra-levels``) win over them."""
+    out = make_auralise_output(tmp_path / "auralised", failed=())
+    job = json.loads((out / "job.json").read_text(encoding="utf-8"))
+    job["metadata"]["layer_names"] = {"1": "pool1", "2": "pool2", "3": "pool3"}
+    (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    assert load_auralise_output(out).layer_names == {1: "pool1", 2: "pool2", 3: "pool3"}
+    report = pathlib.Path(write_report(out, progress=False)).parent
+    named = 'Layer 2 <code class="layer-name">pool2</code>'
+    track = (report / "tracks" / "rock.00003.html").read_text(encoding="utf-8")
+    assert f'<h2 id="layer2-heading">{named} <span' in track
+    assert f'<input type="checkbox" name="layer" value="2" checked> {named}</label>' in track
+    index = (report / "index.html").read_text(encoding="utf-8")
+    assert f'<h3 id="index-layer3">{named.replace("2", "3")} <span' in index
+    feature = (report / "features" / "layer2-feature1.html").read_text(encoding="utf-8")
+    assert f'<p class="lede">{named}, feature 1:' in feature
+
+    job["layer_names"] = {"3": "res1b <attention>"}
+    (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    report = pathlib.Path(write_report(out, progress=False)).parent
+    track = (report / "tracks" / "rock.00003.html").read_text(encoding="utf-8")
+    assert '<h2 id="layer3-heading">Layer 3 <code class="layer-name">res1b &lt;attention&gt;</code> <span' in track
+    assert '<h2 id="layer1-heading">Layer 1 <span' in track  # no name recorded for it there
+    # A job that records no names keeps the plain headings.
+    plain = (built / "report" / "tracks" / "rock.00003.html").read_text(encoding="utf-8")
+    assert '<h2 id="layer2-heading">Layer 2 <span' in plain and "layer-name" not in plain
+
+
 def test_features_rank_by_peak_when_no_activation_was_recorded(tmp_path: pathlib.Path) -> None:
     out = make_auralise_output(tmp_path / "auralised", failed=(), activations=False)
     report = pathlib.Path(write_report(out, progress=False)).parent

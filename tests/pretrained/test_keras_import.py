@@ -615,10 +615,13 @@ def test_a_transformers_blocks_are_heard_as_extra_levels(tmp_path: pathlib.Path)
     summary = listen.listen(str(tmp_path / "ast.keras"), [str(wav)], str(tmp_path / "heard"), layers="2",
                             features="0", front=FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP,
                                                                n_mels=N_MELS, compression="db-max"),
-                            extra_levels=("res1b",), progress=False)
+                            extra_levels=("res1b",), report=True, progress=False)
     assert summary["ok"] == 1
     job = json.loads((tmp_path / "heard" / "job.json").read_text())
     assert job["settings"]["extra_levels"] == ["res1b"] and job["layer_names"] == {"2": "res1b"}
+    # its report heads the level with the block's name, not only its number
+    page = next((tmp_path / "heard" / "report" / "tracks").glob("*.html")).read_text(encoding="utf-8")
+    assert '<h2 id="layer2-heading">Layer 2 <code class="layer-name">res1b</code>' in page
 
 
 @pytest.mark.slow

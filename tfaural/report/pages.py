@@ -322,7 +322,7 @@ class Site:
             version=__version__, root=root, nav=nav, title=self.title, crumbs=crumbs,
             page_title=page_title if page_title == self.title else f"{page_title} · {self.title}",
             created=self.created, source_name=os.path.basename(self.output.directory),
-            low_rate=self.low_rate, min_rate=BROWSER_MIN_SAMPLE_RATE, **values,
+            low_rate=self.low_rate, min_rate=BROWSER_MIN_SAMPLE_RATE, layer_names=self.output.layer_names, **values,
         )
         files.write_text(path, document)
         self.written.add(os.path.abspath(path))

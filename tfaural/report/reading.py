@@ -161,6 +161,23 @@ class AuraliseOutput:
             logger.warning("%s; the report shows no model card", err)
             return None
 
+    @functools.cached_property
+    def layer_names(self) -> dict[int, str]:
+        """The model's name of each layer (e.g. ``{3: "res1b"}``), as ``job.json`` records them: its own
+        ``layer_names`` (``python -m tfaural.listen``) or the export's metadata's (the Beam job); ``{}`` if
+        neither does. A layer numbered past the model's conv blocks (``--extra-levels``) is known only by name."""
+        recorded = self.job.extra.get("layer_names") if self.job is not None else None
+        if not isinstance(recorded, Mapping):
+            recorded = self.metadata.layer_names if self.metadata is not None else None
+        names: dict[int, str] = {}
+        for layer, name in (recorded or {}).items():
+            try:
+                names[int(layer)] = str(name)
+            except (TypeError, ValueError):
+                logger.warning("%s: layer_names has a layer %r that is not a number; the report leaves it out",
+                               os.path.join(self.directory, JOB_FILE), layer)
+        return names
+
     def layers(self) -> list[int]:
         """Every layer auralised for at least one track, ascending."""
         return sorted({layer for track in self.tracks for layer in track.layers})
