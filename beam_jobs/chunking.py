@@ -12,8 +12,10 @@ sending an input longer than the export accepts (its ``max_seconds``):
    the signature would cut from the whole track (start ``j * hop``, length
    ``segment_length``), so consecutive chunks overlap by ``length - hop`` samples
    when segments overlap. The trailing partial segment is dropped, as the
-   signatures do. A track shorter than one segment fails as too short, or with
-   ``--pad-short`` is zero-padded to one segment (its :class:`TrackEnd` says how
+   signatures do; with ``--cover-end`` (:attr:`ChunkPlan.cover_end`) one more segment,
+   ending at the track's end, is sent as a chunk of its own when the whole segments
+   leave samples after the last of them unheard. A track shorter than one segment
+   fails as too short, or with ``--pad-short`` is zero-padded to one segment (its :class:`TrackEnd` says how
    much: ``padded_seconds``); a silent track (peak at most −120 dBFS,
    :data:`tfaural.audio.SILENCE_PEAK`) fails once its end shows it. Each chunk is
    emitted as soon as it is complete, as one
@@ -101,6 +103,9 @@ class ChunkPlan:
         max_segments: Most segments per chunk (``K``).
         pad_short: Zero-pad a track shorter than one segment to one segment (``--pad-short``), instead of
             refusing it as too short.
+        cover_end: When the whole segments end before the track does, also analyse the segment that ends at
+            the track's end (``--cover-end``): the last ``segment_length`` samples, overlapping the segment
+            before it. It counts as one more segment of the track.
     """
 
     sample_rate: int
@@ -108,6 +113,7 @@ class ChunkPlan:
     segment_hop: int
     max_segments: int
     pad_short: bool = False
+    cover_end: bool = False
 
     @classmethod
     def from_seconds(
@@ -119,6 +125,7 @@ class ChunkPlan:
         segment_hop: int,
         max_samples: int,
         pad_short: bool = False,
+        cover_end: bool = False,
     ) -> ChunkPlan:
         """The plan whose chunks are at most ``chunk_seconds`` long (and at least one segment).
 
@@ -129,6 +136,7 @@ class ChunkPlan:
             segment_hop: Hop between segment starts in samples.
             max_samples: Longest input the export accepts, in samples.
             pad_short: Zero-pad a track shorter than one segment to one segment.
+            cover_end: Also analyse the segment that ends at the track's end.
 
         Raises:
             ParameterError: If ``chunk_seconds`` is not positive or longer than the export accepts.
@@ -141,15 +149,17 @@ class ChunkPlan:
                                  f"({max_samples / sample_rate:g} s, its max_seconds); choose a shorter chunk")
         segments = 1 if samples < segment_length else 1 + (samples - segment_length) // segment_hop
         return cls(sample_rate=sample_rate, segment_length=segment_length, segment_hop=segment_hop,
-                   max_segments=segments, pad_short=bool(pad_short))
+                   max_segments=segments, pad_short=bool(pad_short), cover_end=bool(cover_end))
 
     @classmethod
-    def for_export(cls, metadata: ExportMetadata, *, chunk_seconds: float, pad_short: bool = False) -> ChunkPlan:
+    def for_export(cls, metadata: ExportMetadata, *, chunk_seconds: float, pad_short: bool = False,
+                   cover_end: bool = False) -> ChunkPlan:
         """:meth:`from_seconds` with the segment geometry and limit of an export's ``metadata.json``."""
         if not metadata.segment_length or metadata.max_samples is None:
             raise ModelError(f"{metadata.path or 'metadata.json'}: segment_length or max_samples is missing")
         return cls.from_seconds(chunk_seconds, sample_rate=metadata.sample_rate, segment_length=metadata.segment_length,
-                                segment_hop=metadata.segment_hop, max_samples=metadata.max_samples, pad_short=pad_short)
+                                segment_hop=metadata.segment_hop, max_samples=metadata.max_samples, pad_short=pad_short,
+                                cover_end=cover_end)
 
     @property
     def chunk_samples(self) -> int:
@@ -181,6 +191,9 @@ class Chunk:
             ``(num_segments - 1) * hop + segment_length`` samples.
         padding: Zeros at the end of ``waveform`` that are not the track's (a short track's one
             segment with ``pad_short``), in samples.
+        start: Where ``waveform`` starts in the track, in samples: ``first_segment * hop``, except for the
+            segment ending at the track's end (``cover_end``), which starts ``segment_length`` samples
+            before it.
     """
 
     index: int
@@ -188,6 +201,12 @@ class Chunk:
     num_segments: int
     waveform: np.ndarray
     padding: int = 0
+    start: int = 0
+
+    @property
+    def end(self) -> int:
+        """Where the track's own samples in ``waveform`` end, in samples from the track's start."""
+        return self.start + len(self.waveform) - self.padding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,8 +234,8 @@ class TrackEnd:
         track: The track.
         num_chunks: Number of chunks sent.
         num_segments: Number of model segments of the whole track.
-        seconds: Seconds of audio analysed (from the first to the end of the last whole segment; of a
-            zero-padded track, its own length).
+        seconds: Seconds of audio analysed (from the first to the end of the last whole segment; with
+            ``cover_end`` and of a zero-padded track, its own length).
         padded_seconds: Seconds of zeros the track was padded with to make one segment (``pad_short``).
     """
 
@@ -265,14 +284,21 @@ def chunk_blocks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chun
         plan: The segment geometry and ``K``.
 
     Yields:
-        The :class:`Chunk` s, each as soon as its samples are in; all but the last hold
-        ``K`` segments. For a waveform shorter than one segment: nothing, or with the plan's
-        ``pad_short`` (if it has any samples) one segment of it and zeros.
+        The :class:`Chunk` s, each as soon as its samples are in; all but the last of the whole
+        segments hold ``K`` segments. For a waveform shorter than one segment: nothing, or with the
+        plan's ``pad_short`` (if it has any samples) one segment of it and zeros. With the plan's
+        ``cover_end``, a waveform whose last whole segment ends before it does gets one more chunk: its
+        last ``segment_length`` samples, one segment (then up to one more segment of samples is held).
     """
-    span, advance = plan.chunk_samples, plan.max_segments * plan.segment_hop
+    span, advance, length = plan.chunk_samples, plan.max_segments * plan.segment_hop, plan.segment_length
     pending: list[np.ndarray] = []
-    pending_len = skip = index = first = 0
+    pending_len = skip = index = first = seen = 0
+    recent = np.zeros(0, np.float32)  # the last segment_length samples seen (cover_end)
     for block in blocks:
+        seen += len(block)
+        if plan.cover_end and len(block):
+            recent = np.array(block[-length:] if len(block) >= length
+                              else np.concatenate([recent, block])[-length:], np.float32)
         if skip:
             dropped = min(skip, len(block))
             block, skip = block[dropped:], skip - dropped
@@ -282,18 +308,24 @@ def chunk_blocks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chun
         pending_len += len(block)
         while pending_len >= span:
             joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            yield Chunk(index, first, plan.max_segments, np.array(joined[:span], np.float32))
+            yield Chunk(index, first, plan.max_segments, np.array(joined[:span], np.float32),
+                        start=first * plan.segment_hop)
             index, first = index + 1, first + plan.max_segments
             rest = np.array(joined[advance:], np.float32)  # a copy: the chunk's samples are released
             skip = max(0, advance - len(joined))  # segments further apart than long (hop > length)
             pending, pending_len = ([rest] if len(rest) else []), len(rest)
     tail = np.concatenate(pending) if pending else np.zeros(0, np.float32)
-    if len(tail) >= plan.segment_length:
-        count = 1 + (len(tail) - plan.segment_length) // plan.segment_hop
-        yield Chunk(index, first, count, np.array(tail[: plan.covered_samples(count)], np.float32))
+    if len(tail) >= length:
+        count = 1 + (len(tail) - length) // plan.segment_hop
+        yield Chunk(index, first, count, np.array(tail[: plan.covered_samples(count)], np.float32),
+                    start=first * plan.segment_hop)
+        index, first = index + 1, first + count
     elif plan.pad_short and index == 0 and len(tail):  # the whole track is shorter than one segment
-        padding = plan.segment_length - len(tail)
+        padding = length - len(tail)
         yield Chunk(0, 0, 1, np.concatenate([tail, np.zeros(padding, np.float32)]).astype(np.float32), padding)
+        return
+    if plan.cover_end and first and seen > plan.covered_samples(first):  # samples after the last segment
+        yield Chunk(index, first, 1, recent, start=seen - length)
 
 
 def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
@@ -344,7 +376,7 @@ def stream_examples(
         :class:`TrackEnd`; or, if decoding fails (possibly after some chunks), a failed
         :class:`TrackResult` (stage ``decode``) and no :class:`TrackEnd`.
     """
-    chunks = segments = padding = 0
+    chunks = segments = padding = end = 0
     length, hop = plan.segment_length, plan.segment_hop
     try:
         for chunk in decode_chunks(track, plan):
@@ -356,13 +388,13 @@ def stream_examples(
             chunks += 1
             segments += chunk.num_segments
             padding += chunk.padding
+            end = max(end, chunk.end)
     except AudioError as err:
         yield failed_result(track, err, stage="decode")
         return
     beam.metrics.Metrics.counter("tfaural_jobs", "chunks").inc(chunks)
     rate = plan.sample_rate
-    yield TrackEnd(track, num_chunks=chunks, num_segments=segments,
-                   seconds=(plan.covered_samples(segments) - padding) / rate, padded_seconds=padding / rate)
+    yield TrackEnd(track, num_chunks=chunks, num_segments=segments, seconds=end / rate, padded_seconds=padding / rate)
 
 
 def _key_part(element: tuple[PartKey, PredictionResult]) -> tuple[str, tuple[PartKey, Any]]:

@@ -4,13 +4,16 @@ Usage:
 
     python -m beam_jobs.extract_features --input 'music/**/*.flac' --model exports/samplecnn/1 \\
         --output results/features [--format tfrecord|parquet|npz] [--per-segment] [--tracks-per-shard 500] \\
-        [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] [--pad-short] \\
+        [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] [--pad-short] [--cover-end] \\
         [--skip-existing | --overwrite] \\
         [beam options]
 
 Every file is analysed whole, however long: it is decoded, mixed to mono and
 resampled to the model's rate block by block, and cut into whole model segments
-(the trailing partial segment is dropped, as the signature does; a track shorter
+(the trailing partial segment is dropped, as the signature does; with ``--cover-end``
+one more segment, ending at the track's end, is analysed instead: one more segment of
+the pooling and the last row of ``segment_features``, which starts ``seconds`` minus
+one segment into the track; a track shorter
 than one segment fails as too short, or with ``--pad-short`` is zero-padded to one
 and its record has ``padded_seconds``, the zeros added). The ``features``
 signature gives one vector per track: the last three conv layers, each max- and
@@ -180,8 +183,10 @@ class Settings:
         if job.tracks_per_shard < 1:
             raise ParameterError(f"--tracks-per-shard {job.tracks_per_shard} is invalid: expected a positive integer")
         meta = common.metadata
-        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds,
-                                    pad_short=options.view_as(ShortTrackOptions).pad_short)
+        chunk_options = options.view_as(ChunkOptions)
+        plan = ChunkPlan.for_export(meta, chunk_seconds=chunk_options.chunk_seconds,
+                                    pad_short=options.view_as(ShortTrackOptions).pad_short,
+                                    cover_end=chunk_options.cover_end)
         return cls(common=common, per_segment=bool(job.per_segment), num_shards=1, plan=plan,
                    tracks_per_shard=job.tracks_per_shard, dim=sum(entry["size"] for entry in feature_layout(meta)))
 
@@ -194,11 +199,12 @@ class Settings:
 
         ``max_samples`` is ``None``: whole tracks are analysed (runs before chunking read at
         most the export's ``max_samples``, so their results of long tracks differ). The chunk
-        length does not change the results and is recorded in ``job.json`` only. ``pad_short`` is
-        listed only when on (as runs before it have no such key).
+        length does not change the results and is recorded in ``job.json`` only. ``pad_short`` and
+        ``cover_end`` are listed only when on (as runs before them have no such keys).
         """
         return {"signature": SIGNATURE, "per_segment": self.per_segment, "max_samples": None,
-                **({"pad_short": True} if self.plan.pad_short else {})}
+                **({"pad_short": True} if self.plan.pad_short else {}),
+                **({"cover_end": True} if self.plan.cover_end else {})}
 
     def part_file(self, track: TrackInput) -> str:
         """The track's result file, relative to the output folder."""

@@ -241,7 +241,8 @@ class TagOptions(PipelineOptions):
 
 
 class ChunkOptions(PipelineOptions):
-    """Flags of the jobs that analyse whole tracks in chunks (``tag``, ``extract_features``)."""
+    """Flags of the jobs that analyse whole tracks in chunks (``tag``, ``extract_features``): ``--chunk-seconds``,
+    ``--cover-end``."""
 
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
@@ -251,6 +252,13 @@ class ChunkOptions(PipelineOptions):
                    "call; the chunks' results are combined exactly. The model's memory grows with it (~26 MiB "
                    "per 2.7-s segment for the 3^9-SampleCNN). At most the export's max_seconds. "
                    f"Default: {DEFAULT_CHUNK_SECONDS:g}.")
+        _flag(parser, "cover_end", action="store_true", default=False,
+              help="Hear each track to its last sample: when the model's whole segments end before the track "
+                   "does, also analyse the segment that ends at the track's end (its last segment length of "
+                   "audio, overlapping the segment before it), as one more segment of the track's mean and its "
+                   "last row with --per-segment; 'seconds' is then the track's length. Default: off, the "
+                   "trailing partial segment is not heard, as in the export's signatures and musicnn (up to one "
+                   "segment of each track: e.g. the last 2 s of a 12-s track with 10-s segments).")
 
 
 class ShortTrackOptions(PipelineOptions):

@@ -4,13 +4,15 @@ Usage:
 
     python -m beam_jobs.tag --input 'music/**/*.flac' --model exports/samplecnn/1 --output results/tags \\
         [--top-k 5] [--chunk-seconds 30] [--batch-size 8] [--precision bfloat16] [--pad-short] \\
-        [--skip-existing | --overwrite] [beam options]
+        [--cover-end] [--skip-existing | --overwrite] [beam options]
     python -m beam_jobs.tag --manifest catalogue.csv --model ... --output ...
 
 Every file is analysed whole, however long: it is decoded with tfaural.audio (any
 format libsndfile reads, local or on a Beam filesystem such as gs://) block by
 block, mixed to mono, resampled to the model's rate and cut to whole model segments
-(the trailing partial segment, which the model ignores anyway, is dropped; a track
+(the trailing partial segment, which the model ignores anyway, is dropped; with
+``--cover-end`` one more segment, ending at the track's end, is analysed instead, so
+that the whole track is heard; a track
 shorter than one segment fails as too short, or with ``--pad-short`` is zero-padded to
 one, as the preprocessing of Choi et al.'s 29.1-s taggers did). The
 track goes to the model in chunks of at most ``--chunk-seconds`` of whole segments
@@ -19,7 +21,8 @@ model call, which bounds the model's memory), so it is never one tensor. ``servi
 mean of its segments' scores (the model's outputs, e.g. sigmoid probabilities), and
 a track's scores are the mean of its chunks' scores weighted by their numbers of
 segments: exactly the mean over all its segments, what the signature would return
-for the whole track (see :mod:`beam_jobs.chunking`). A file that becomes
+for the whole track (see :mod:`beam_jobs.chunking`; with ``--cover-end``, the segment
+ending at the track's end is one more segment of that mean). A file that becomes
 undecodable halfway (truncated, corrupt) fails as a whole: nothing of it is written.
 
 The output folder receives:
@@ -150,8 +153,10 @@ class Settings:
         top_k = meta.top_k if top_k is None else top_k
         if not 1 <= top_k <= len(labels):
             raise ParameterError(f"--top-k {top_k} is invalid: the model has {len(labels)} labels")
-        plan = ChunkPlan.for_export(meta, chunk_seconds=options.view_as(ChunkOptions).chunk_seconds,
-                                    pad_short=options.view_as(ShortTrackOptions).pad_short)
+        chunk_options = options.view_as(ChunkOptions)
+        plan = ChunkPlan.for_export(meta, chunk_seconds=chunk_options.chunk_seconds,
+                                    pad_short=options.view_as(ShortTrackOptions).pad_short,
+                                    cover_end=chunk_options.cover_end)
         return cls(common=common, top_k=top_k, labels=labels, plan=plan)
 
     def job_settings(self) -> dict[str, Any]:
@@ -159,10 +164,11 @@ class Settings:
 
         ``max_samples`` is ``None``: whole tracks are analysed (runs before chunking read at
         most the export's ``max_samples``). The chunk length does not change the results.
-        ``pad_short`` is listed only when on (as runs before it have no such key).
+        ``pad_short`` and ``cover_end`` are listed only when on (as runs before them have no such keys).
         """
         return {"signature": SIGNATURE, "top_k": self.top_k, "max_samples": None,
-                **({"pad_short": True} if self.plan.pad_short else {})}
+                **({"pad_short": True} if self.plan.pad_short else {}),
+                **({"cover_end": True} if self.plan.cover_end else {})}
 
     def part_file(self, track: TrackInput) -> str:
         """The track's result file, relative to the output folder."""
