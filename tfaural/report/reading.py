@@ -165,7 +165,8 @@ class AuraliseOutput:
     def layer_names(self) -> dict[int, str]:
         """The model's name of each layer (e.g. ``{3: "res1b"}``), as ``job.json`` records them: its own
         ``layer_names`` (``python -m tfaural.listen``) or the export's metadata's (the Beam job); ``{}`` if
-        neither does. A layer numbered past the model's conv blocks (``--extra-levels``) is known only by name."""
+        neither does. The report heads each layer with its number and this name: a level numbered past the
+        model's conv blocks (``--extra-levels``, e.g. a transformer block) says little by its number alone."""
         recorded = self.job.extra.get("layer_names") if self.job is not None else None
         if not isinstance(recorded, Mapping):
             recorded = self.metadata.layer_names if self.metadata is not None else None
