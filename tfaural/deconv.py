@@ -1194,7 +1194,10 @@ class _Graph:
             raise ModelError(f"model {model.name!r} is not a Keras functional model; the deconvolution walks "
                              "the layer graph of functional (or built Sequential) models")
         if len(functional.inputs) != 1:
-            raise ModelError(f"model {model.name!r} has {len(functional.inputs)} inputs; expected one")
+            described = ", ".join(f"{getattr(x, 'name', '?')} {list(getattr(x, 'shape', ()) or ())}"
+                                  for x in functional.inputs)
+            raise ModelError(f"model {model.name!r} has {len(functional.inputs)} inputs ({described}); tfaural "
+                             "deconvolves, auralises and tags models of one input, the audio or its spectrogram")
         self.input = functional.inputs[0]
         self.output = functional.outputs[0]
         self.steps: list[_Step] = []

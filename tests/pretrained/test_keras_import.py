@@ -847,6 +847,15 @@ def test_the_import_names_what_is_missing_or_wrong(models: dict[str, pathlib.Pat
         tmp_path / "two.keras")
     with pytest.raises(ModelError, match="has 2 outputs"):
         import_keras_model(tmp_path / "two.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR))
+    # a model of two inputs (the audio and, say, metadata): each input named, nothing written
+    mel, meta = keras.Input((64, 40, 1), name="mel"), keras.Input((4,), name="meta")
+    h = keras.layers.GlobalMaxPooling2D()(keras.layers.Conv2D(2, 3, name="c")(mel))
+    keras.Model([mel, meta], keras.layers.Dense(3, activation="sigmoid")(
+        keras.layers.Concatenate()([h, meta]))).save(tmp_path / "two_inputs.keras")
+    with pytest.raises(ModelError, match=r"has 2 inputs \(mel \[None, 64, 40, 1\], meta \[None, 4\]\); tfaural "
+                                         r"deconvolves, auralises and tags models of one input"):
+        import_keras_model(tmp_path / "two_inputs.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=SR))
+    assert not (tmp_path / "run").exists()
     # an existing run is kept unless --overwrite
     import_keras_model(models["waveform"], tmp_path / "run", front=FrontEndConfig(sample_rate=SR))
     with pytest.raises(ModelError, match="already holds a run"):
