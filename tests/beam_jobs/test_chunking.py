@@ -263,13 +263,25 @@ def test_combine_pooled_takes_max_of_maxima_and_weighted_mean_of_means(rng: np.r
 
 @pytest.mark.parametrize("length,hop", [(243, 243), (243, 100), (100, 243)])
 @pytest.mark.parametrize("block", [1, 97, 10_000])
+@pytest.mark.parametrize("cover_end", [False, True])
 def test_chunks_hold_exactly_the_segments_of_the_whole_waveform(
-    length: int, hop: int, block: int, rng: np.random.Generator,
+    length: int, hop: int, block: int, cover_end: bool, rng: np.random.Generator,
 ) -> None:
+    """With ``cover_end`` (``--cover-end``), the segment ending at the track's end follows the whole ones
+    (5003 samples leave some after the last whole segment in every geometry here)."""
     y = rng.standard_normal(5003).astype(np.float32)
-    plan = ChunkPlan(sample_rate=1000, segment_length=length, segment_hop=hop, max_segments=7)
+    plan = ChunkPlan(sample_rate=1000, segment_length=length, segment_hop=hop, max_segments=7, cover_end=cover_end)
     chunks = list(chunking.chunk_blocks((y[i : i + block] for i in range(0, len(y), block)), plan))
     expected = audio.segment(y, length=length, hop=hop)
+    if cover_end:
+        *chunks, last = chunks
+        np.testing.assert_array_equal(last.waveform, y[-length:])
+        assert (last.index, last.first_segment, last.num_segments, last.start, last.end) == (
+            len(chunks), len(expected), 1, len(y) - length, len(y))
+        # a track that whole segments cover exactly gets nothing more
+        exact = y[: plan.covered_samples(12)]
+        assert [c.end for c in chunking.chunk_blocks([exact], plan)] == [plan.covered_samples(7), len(exact)]
+    assert [c.start for c in chunks] == [c.first_segment * hop for c in chunks]
     assert [c.num_segments for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 1 <= chunks[-1].num_segments <= 7
     assert [c.first_segment for c in chunks] == list(range(0, len(expected), 7))
     got = np.concatenate([audio.segment(c.waveform, length=length, hop=hop) for c in chunks])

@@ -5,7 +5,8 @@ track's end is analysed too, as one more segment. The references are the export'
 independently on every segment alone (the whole segments, at multiples of the hop, and the track's last
 ``segment_length`` samples), on the audio ``tfaural.audio.load`` decodes. The jobs run on the in-process
 DirectRunner with the tiny 3^5-SampleCNN export (2000 Hz, segments of 243 samples) and ``--chunk-seconds 1``
-(8 segments per chunk), so that the tracks span several chunks.
+(8 segments per chunk), so that the tracks span several chunks. The chunks themselves, for every segment
+geometry and block size, are checked in test_chunking.py (``test_chunks_hold_exactly_the_segments_...``).
 """
 
 from __future__ import annotations
@@ -49,28 +50,6 @@ def _segments(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     if len(whole) * SAMPLECNN_SEGMENT < len(y):
         whole = np.concatenate([whole, y[np.newaxis, -SAMPLECNN_SEGMENT:]])
     return y, whole.astype(np.float32)
-
-
-@pytest.mark.parametrize("length,hop", [(243, 243), (243, 100), (100, 243)])
-@pytest.mark.parametrize("block", [1, 97, 10_000])
-def test_the_last_chunk_is_the_segment_ending_at_the_tracks_end(
-    length: int, hop: int, block: int, rng: np.random.Generator,
-) -> None:
-    y = rng.standard_normal(5003).astype(np.float32)
-    plan = ChunkPlan(sample_rate=1000, segment_length=length, segment_hop=hop, max_segments=7, cover_end=True)
-    chunks = list(chunking.chunk_blocks((y[i : i + block] for i in range(0, len(y), block)), plan))
-    expected = audio.segment(y, length=length, hop=hop)
-    *whole, last = chunks
-    got = np.concatenate([audio.segment(c.waveform, length=length, hop=hop) for c in whole])
-    np.testing.assert_array_equal(got, expected)  # the whole segments are untouched...
-    assert [c.start for c in whole] == [c.first_segment * hop for c in whole]
-    np.testing.assert_array_equal(last.waveform, y[-length:])  # ...and the track's last samples follow
-    assert (last.index, last.first_segment, last.num_segments, last.start, last.end) == (
-        len(whole), len(expected), 1, len(y) - length, len(y))
-    # A track that whole segments cover exactly gets nothing more; one shorter than a segment nothing at all.
-    exact = y[: plan.covered_samples(12)]
-    assert [c.end for c in chunking.chunk_blocks([exact], plan)] == [plan.covered_samples(7), len(exact)]
-    assert list(chunking.chunk_blocks([y[: length - 1]], plan)) == []
 
 
 def test_a_short_track_padded_to_one_segment_gets_no_end_segment(rng: np.random.Generator) -> None:
