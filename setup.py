@@ -53,6 +53,7 @@ EXTRAS = {
         "mypy>=1.10",
         "import-linter>=2.1",
         "selenium>=4.20",
+        "psutil>=5.9",  # the tests count a process's children (also installed with dask[distributed])
     ],
 }
 

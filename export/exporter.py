@@ -24,6 +24,7 @@ exports that were killed (``SIGKILL`` leaves no chance to clean up).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ from export.module import (
     ServingModule,
 )
 from export.signature_models import signature_savedmodel_paths, write_signature_savedmodels
-from export.verify import REFERENCE_FILE, save_reference, verify_export
+from export.verify import REFERENCE_FILE, Processes, save_reference, verify_export
 from export.warmup import warmup_inputs, write_warmup_file
 from tfaural.config import ChoiConfig, KerasConfig, MusicnnConfig
 from tfaural.errors import ExportError
@@ -215,25 +216,27 @@ def export_model(
     remove_stale(base, STAGING_PREFIX)
     remove_stale_temp_dirs()
     staging = os.path.join(base, staging_name())
-    try:
-        os.makedirs(base, exist_ok=True)
-        logger.info("writing the SavedModel into %s", staging)
-        reference = _write(module, metadata, staging)
-        if verify:
-            logger.info("verifying %s in a fresh process", staging)
-            report = verify_export(staging, reference=reference)
-            with open(os.path.join(staging, VERIFICATION_FILE), "w", encoding="utf-8") as handle:
-                json.dump(report, handle, indent=2, sort_keys=True)
-        number = version if version is not None else next_version(base)
-        target = os.path.join(base, str(number))
-        if os.path.exists(target):
-            raise ExportError(f"{target} already exists; versions are never overwritten")
-        os.rename(staging, target)  # atomic on one filesystem: TF Serving sees all of it or nothing
-    except BaseException as err:  # also KeyboardInterrupt: never leave the temporary directory behind
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(err, ExportError) or not isinstance(err, Exception):
-            raise
-        raise ExportError(f"export to {base} failed: {type(err).__name__}: {err}") from err
+    # The verification's fresh processes import TensorFlow while this one traces the signatures (Processes).
+    with Processes() if verify else contextlib.nullcontext() as processes:
+        try:
+            os.makedirs(base, exist_ok=True)
+            logger.info("writing the SavedModel into %s", staging)
+            reference = _write(module, metadata, staging)
+            if processes is not None:
+                logger.info("verifying %s in fresh processes", staging)
+                report = verify_export(staging, reference=reference, processes=processes)
+                with open(os.path.join(staging, VERIFICATION_FILE), "w", encoding="utf-8") as handle:
+                    json.dump(report, handle, indent=2, sort_keys=True)
+            number = version if version is not None else next_version(base)
+            target = os.path.join(base, str(number))
+            if os.path.exists(target):
+                raise ExportError(f"{target} already exists; versions are never overwritten")
+            os.rename(staging, target)  # atomic on one filesystem: TF Serving sees all of it or nothing
+        except BaseException as err:  # also KeyboardInterrupt: never leave the temporary directory behind
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(err, ExportError) or not isinstance(err, Exception):
+                raise
+            raise ExportError(f"export to {base} failed: {type(err).__name__}: {err}") from err
     logger.info("exported version %d to %s", number, target)
     return target
 

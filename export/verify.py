@@ -24,7 +24,12 @@ every export, before the version directory is published) checks that:
    SavedModel the jobs load (``metadata.json``: ``signature_savedmodels``). The TF1
    session runs in a second fresh process beside the first (:data:`CHILD_PARTS`).
 3. **``saved_model_cli show --all``** lists every signature of ``metadata.json``
-   with the documented input and output names and dtypes.
+   with the documented input and output names and dtypes (the command's own ``main``,
+   run in a third fresh process).
+
+The three processes start before the export is written (:class:`Processes`): each
+imports TensorFlow while the exporter traces the signatures, and waits for the
+export's path on its standard input.
 
 The reference outputs are stored in the export (``assets.extra/tfaural_reference.npz``,
 written by the exporter from the Keras model); ``--run RUN_DIR`` recomputes them
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import importlib.abc
 import json
 import os
@@ -46,6 +52,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,6 +73,8 @@ __all__ = [
     "saved_model_cli_signatures",
     "verify_export",
     "CHILD_PARTS",
+    "PROCESS_PARTS",
+    "Processes",
     "main",
 ]
 
@@ -237,10 +246,13 @@ class _BlockProjectPackages(importlib.abc.MetaPathFinder):
 #: SavedModels) and ``session`` (the TF1 session). :func:`verify_export` runs them as two processes side by side:
 #: loading and first calls are mostly single-threaded, so on two cores the check takes about the longer of the two.
 CHILD_PARTS = ("loaded", "session")
+#: The processes of a verification (:class:`Processes`): the two :data:`CHILD_PARTS` and ``cli``
+#: (``saved_model_cli show --all``, run by the command's own ``main`` in a process started ahead).
+PROCESS_PARTS = (*CHILD_PARTS, "cli")
 
 
-def _child(export_dir: str, reference_path: str, parts: Sequence[str] = CHILD_PARTS) -> dict[str, Any]:
-    """Runs in the fresh process: ops, load, call every signature, compare (the ``parts`` of :data:`CHILD_PARTS`)."""
+def _child_start() -> dict[str, Any]:
+    """The fresh process's start: refuse tfaural's packages, prove it, import TensorFlow (the report's first keys)."""
     sys.meta_path.insert(0, _BlockProjectPackages())
     for name in list(sys.modules):
         if name.split(".")[0] in BLOCKED_PACKAGES:
@@ -255,6 +267,18 @@ def _child(export_dir: str, reference_path: str, parts: Sequence[str] = CHILD_PA
     import tensorflow as tf
 
     report["tensorflow"] = tf.__version__
+    return report
+
+
+def _child(export_dir: str, reference_path: str, parts: Sequence[str] = CHILD_PARTS,
+           report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Runs in the fresh process: ops, load, call every signature, compare (the ``parts`` of :data:`CHILD_PARTS`).
+
+    ``report`` is :func:`_child_start`'s, when the process started before the export existed (:class:`Processes`).
+    """
+    report = _child_start() if report is None else report
+    import tensorflow as tf
+
     report["modules"] = sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED_PACKAGES))
     reference = load_reference(reference_path)
     if "loaded" in parts:
@@ -275,6 +299,30 @@ def _child(export_dir: str, reference_path: str, parts: Sequence[str] = CHILD_PA
         report["session_signatures"] = _check_calls(_session_caller(export_dir), reference)
     report["ok"] = _child_ok(report)
     return report
+
+
+def _waiting_child(part: str) -> int:
+    """A process started ahead of its export (:class:`Processes`): it imports TensorFlow, then reads
+    ``{"export_dir": ..., "reference": ...}`` from its standard input and runs its ``part`` of
+    :data:`PROCESS_PARTS`. It ends quietly if its input closes first (the export failed or was not verified)."""
+    if part == "cli":
+        from tensorflow.python.tools import saved_model_cli
+    else:
+        started = _child_start()
+    print("ready", flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    job = json.loads(line)
+    if part == "cli":  # as the saved_model_cli command runs it: its main() parses sys.argv and exits
+        sys.argv = ["saved_model_cli", "show", "--dir", job["export_dir"], "--all"]
+        try:
+            saved_model_cli.main()
+        except SystemExit as done:  # absl's app.run ends with sys.exit(None) when the listing is done
+            return 0 if done.code is None else done.code if isinstance(done.code, int) else 1
+        return 0
+    print(json.dumps(_child(job["export_dir"], job["reference"], (part,), started)), flush=True)
+    return 0
 
 
 def _child_ok(report: Mapping[str, Any]) -> bool:
@@ -478,6 +526,112 @@ def _child_command(export_dir: str, reference_path: str, part: str | None = None
             *(["--part", part] if part else [])]
 
 
+def _waiting_command(part: str) -> list[str]:
+    return [sys.executable, "-I", os.path.abspath(__file__), "--wait", part]
+
+
+class Processes:
+    """The fresh processes of one verification, started before the export they check exists.
+
+    Each process (one per part of :data:`PROCESS_PARTS`) imports TensorFlow, about 5 s of one core, says
+    ``ready`` and waits on its standard input for the export's path. The exporter creates this object before
+    it traces the signatures for their reference outputs: tracing is Python on one core, so on a 2-core
+    machine the imports run on the other while it traces. They start one after another (the next when the
+    previous is ready), so that the tracing keeps its own core; :meth:`run` starts those still waiting at
+    once. A verification that starts them itself (:func:`verify_export` without ``processes``) pays the
+    imports after the export instead.
+
+    Use as a context manager; :meth:`close` (also on an error or Ctrl-C) kills the processes still running,
+    and a process whose input closes before it got an export ends by itself.
+
+    Args:
+        cli: Also start the ``saved_model_cli`` process.
+    """
+
+    def __init__(self, *, cli: bool = True) -> None:
+        self.cli = cli
+        self._parts = PROCESS_PARTS if cli else CHILD_PARTS
+        self._processes: dict[str, subprocess.Popen[str]] = {}
+        self._lock = threading.Lock()
+        self._all_now = False  # run() or close(): start the rest at once (or, closing, none)
+        self._used = False
+        self._start_next()
+        self._stagger = threading.Thread(target=self._start_each_when_the_last_is_ready, daemon=True,
+                                         name="verification-processes")
+        self._stagger.start()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start_next(self) -> subprocess.Popen[str] | None:
+        """Starts the next part's process (the caller holds the lock or is the constructor)."""
+        part = next((p for p in self._parts if p not in self._processes), None)
+        if part is None:
+            return None
+        self._processes[part] = subprocess.Popen(
+            _waiting_command(part), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=_child_env())
+        return self._processes[part]
+
+    def _start_each_when_the_last_is_ready(self) -> None:
+        process: subprocess.Popen[str] | None = next(iter(self._processes.values()))
+        while process is not None:
+            assert process.stdout is not None
+            process.stdout.readline()  # "ready", or "" if it ended (run() reports why)
+            with self._lock:
+                process = None if self._all_now else self._start_next()
+
+    def close(self) -> None:
+        """Kills the processes that still run and reaps them."""
+        with self._lock:
+            self._all_now = True
+        self._used = True
+        for process in list(self._processes.values()):
+            _stop(process)
+        self._stagger.join()
+
+    def run(self, export_dir: str, reference_path: str, *, timeout: float
+            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, dict[str, str]]] | None]:
+        """Sends the export to every process, then waits for each (``timeout`` seconds apiece).
+
+        Returns:
+            The ``loaded`` and ``session`` reports, and the parsed ``saved_model_cli`` listing (``None`` without
+            ``cli``).
+
+        Raises:
+            ExportError: If a process fails, prints no report, or runs out of time.
+        """
+        if self._used:
+            raise _export_error("a verification's processes check one export, once (these ran or were closed)")
+        self._used = True
+        with self._lock:
+            self._all_now = True
+            while self._start_next() is not None:
+                pass
+        line = json.dumps({"export_dir": export_dir, "reference": reference_path}) + "\n"
+        for process in self._processes.values():  # all of them first: they run side by side
+            try:
+                assert process.stdin is not None
+                process.stdin.write(line)
+                process.stdin.flush()
+            except (BrokenPipeError, OSError):  # it ended early; its exit code and stderr tell why (below)
+                pass
+        self._stagger.join(timeout)  # it reads the "ready" of one process at most; the rest is read here
+        if self._stagger.is_alive():
+            raise _export_error(f"a verification process did not start within {timeout:g} s")
+        names = {"loaded": "tf.saved_model.load", "session": "TF1 session"}
+        loaded, session = (
+            _child_report(export_dir, *_finish(self._processes[part], timeout=timeout,
+                                               what=f"the verification process ({names[part]})"))
+            for part in CHILD_PARTS)
+        listed = (_cli_listing(export_dir, *_finish(self._processes["cli"], timeout=timeout, what="saved_model_cli"))
+                  if self.cli else None)
+        return loaded, session, listed
+
+
 def _child_report(export_dir: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if returncode or not lines:
@@ -522,6 +676,7 @@ def verify_export(
     reference: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]] | None = None,
     cli: bool = True,
     timeout: float = 900.0,
+    processes: Processes | None = None,
 ) -> dict[str, Any]:
     """Verifies an export (see the module docstring).
 
@@ -531,6 +686,8 @@ def verify_export(
             (``None``: the export's ``assets.extra/tfaural_reference.npz``).
         cli: Also check the ``saved_model_cli show --all`` listing.
         timeout: Seconds allowed for each subprocess.
+        processes: The fresh processes, started ahead (:class:`Processes`, with the same ``cli``); ``None``
+            starts them now. Either way they check this one export and end.
 
     Returns:
         The report: the fresh process's results plus ``"saved_model_cli"`` and ``"ok"``.
@@ -552,22 +709,15 @@ def verify_export(
         else:
             reference_path = os.path.join(scratch, "reference.npz")
             save_reference(reference_path, reference)
-        # The processes run side by side; any failure or interruption here (an error, Ctrl-C, the
-        # SIGTERM python -m export turns into SystemExit) kills them before the scratch folder is removed.
-        processes = [_start(_child_command(export_dir, reference_path, part)) for part in CHILD_PARTS]
-        try:
-            if cli:
-                processes.append(_start(_cli_command(export_dir)))
-            loaded, session = (
-                _child_report(export_dir, *_finish(process, timeout=timeout, what=f"the verification process ({what})"))
-                for process, what in zip(processes, ("tf.saved_model.load", "TF1 session"))
-            )
-            report = _merged(loaded, session)
-            listed = (_cli_listing(export_dir, *_finish(processes[2], timeout=timeout, what="saved_model_cli"))
-                      if cli else None)
-        finally:
-            for process in processes:
-                _stop(process)
+        # Any failure or interruption here (an error, Ctrl-C, the SIGTERM python -m export turns into
+        # SystemExit) kills the processes before the scratch folder is removed.
+        with contextlib.ExitStack() as stack:
+            if processes is None:
+                processes = stack.enter_context(Processes(cli=cli))
+            elif processes.cli != cli:
+                raise ValueError(f"cli={cli} but the processes were started with cli={processes.cli}")
+            loaded, session, listed = processes.run(export_dir, reference_path, timeout=timeout)
+        report = _merged(loaded, session)
     problems = _failures(report)
     missing = sorted(set(metadata.signatures) - set(report["signatures"]))
     if missing:
@@ -632,6 +782,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints the JSON report. Exit 0 if verified, 2 with ``error: ...`` otherwise."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["--wait"]:  # --wait loaded|session|cli (Processes)
+        return _waiting_child(args_list[1])
     if args_list[:1] == ["--child"]:  # --child EXPORT_DIR REFERENCE [--part loaded|session]
         parts = args_list[4:5] if args_list[3:4] == ["--part"] else CHILD_PARTS
         print(json.dumps(_child(args_list[1], args_list[2], parts)))

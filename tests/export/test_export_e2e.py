@@ -25,6 +25,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
 
@@ -268,6 +269,33 @@ def test_verification_fails_in_each_of_its_processes_on_outputs_that_differ(choi
     report = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
     assert report["ok"] and "signatures" not in report and "ops" not in report
     assert set(report["session_signatures"]) == set(choi.metadata["signatures"])
+
+
+def _children() -> set[int]:
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def test_verification_processes_start_ahead_one_after_another_and_end_with_their_owner(choi: Exported) -> None:
+    """``verify.Processes`` starts its fresh processes before the export exists, the next when the last has
+    imported TensorFlow (every export of this suite goes through them to its saved_model_cli listing); closed
+    before any export came, none is left and they check none; a process whose input closes ends by itself."""
+    before = _children()
+    with verify.Processes() as started:
+        assert len(_children() - before) == 1  # the others start when it is ready
+        deadline = time.monotonic() + 300
+        while len(_children() - before) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_children() - before) == 2
+        with pytest.raises(ValueError, match="cli=False but the processes were started with cli=True"):
+            verify.verify_export(choi.version_dir, processes=started, cli=False)
+    assert _children() == before
+    with pytest.raises(ExportError, match="check one export, once"):
+        started.run(choi.version_dir, os.path.join(choi.version_dir, verify.REFERENCE_FILE), timeout=60)
+    waiting = subprocess.Popen([sys.executable, "-I", verify.__file__, "--wait", "session"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out, err = waiting.communicate(timeout=600)  # its input closes at once
+    assert waiting.returncode == 0 and out.split() == ["ready"], err[-2000:]
 
 
 def test_only_core_ops(exported: Exported) -> None:
@@ -826,16 +854,19 @@ def test_tagging_only_export(choi: Exported, tmp_path: pathlib.Path, capsys: pyt
 
 
 def test_failed_export_leaves_no_directory(choi: Exported, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nor any of the verification's processes, which started before the export was written."""
     base = pathlib.Path(choi.base).parent / "failing"
+    before = _children()
 
     def crash(staging: str, **kwargs: Any) -> None:
         assert (pathlib.Path(staging) / "saved_model.pb").is_file()  # fully written, then the check fails
+        assert isinstance(kwargs["processes"], verify.Processes) and _children() - before
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(exporter, "verify_export", crash)
     with pytest.raises(ExportError, match="RuntimeError: disk full"):
         exporter.export_run(choi.run_dir, str(base), signatures="tagging")
-    assert list(base.iterdir()) == []
+    assert list(base.iterdir()) == [] and _children() == before
     with pytest.raises(ExportError, match=r"max_seconds=0\.1 is shorter than one model segment"):
         exporter.export_run(choi.run_dir, str(base), max_seconds=0.1)
     assert list(base.iterdir()) == []
