@@ -288,7 +288,7 @@ def test_verification_processes_start_ahead_one_after_another_and_end_with_their
         assert len(_children() - before) == 2
         with pytest.raises(ValueError, match="cli=False but the processes were started with cli=True"):
             verify.verify_export(choi.version_dir, processes=started, cli=False)
-    assert _children() == before
+    assert _children() <= before
     with pytest.raises(ExportError, match="check one export, once"):
         started.run(choi.version_dir, os.path.join(choi.version_dir, verify.REFERENCE_FILE), timeout=60)
     waiting = subprocess.Popen([sys.executable, "-I", verify.__file__, "--wait", "session"], stdin=subprocess.PIPE,
@@ -866,7 +866,7 @@ def test_failed_export_leaves_no_directory(choi: Exported, monkeypatch: pytest.M
     monkeypatch.setattr(exporter, "verify_export", crash)
     with pytest.raises(ExportError, match="RuntimeError: disk full"):
         exporter.export_run(choi.run_dir, str(base), signatures="tagging")
-    assert list(base.iterdir()) == [] and _children() == before
+    assert list(base.iterdir()) == [] and _children() <= before
     with pytest.raises(ExportError, match=r"max_seconds=0\.1 is shorter than one model segment"):
         exporter.export_run(choi.run_dir, str(base), max_seconds=0.1)
     assert list(base.iterdir()) == []
