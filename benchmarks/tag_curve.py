@@ -158,7 +158,7 @@ def run(*, quick: bool = False, sizes: tuple[int, ...] | None = None, seconds: f
     """Measures every (runner, size); returns the JSON-serialisable results.
 
     ``runners`` defaults to both, and in a smoke run (``quick``) to the DirectRunner alone: ``scaling.py --quick``
-    runs the Dask runner already, and its cluster took two thirds of this entry's smoke run (39 -> 13 s without it).
+    runs the Dask runner already, and its cluster took most of this entry's smoke run.
     """
     runners = runners or (("direct",) if quick else RUNNERS)
     sizes = sizes or ((1, 3) if quick else (1, 10, 100, 1000))

@@ -35,7 +35,7 @@ The reference outputs are stored in the export (``assets.extra/tfaural_reference
 written by the exporter from the Keras model); ``--run RUN_DIR`` recomputes them
 from the run's Keras model instead.
 
-This file is also the script the fresh process runs (``--child``), so its
+This file is also the script the fresh processes run (``--wait``; ``--child`` for one run), so its
 module-level imports are the standard library and numpy only.
 """
 
@@ -521,11 +521,6 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.communicate()
 
 
-def _child_command(export_dir: str, reference_path: str, part: str | None = None) -> list[str]:
-    return [sys.executable, "-I", os.path.abspath(__file__), "--child", export_dir, reference_path,
-            *(["--part", part] if part else [])]
-
-
 def _waiting_command(part: str) -> list[str]:
     return [sys.executable, "-I", os.path.abspath(__file__), "--wait", part]
 
@@ -533,7 +528,7 @@ def _waiting_command(part: str) -> list[str]:
 class Processes:
     """The fresh processes of one verification, started before the export they check exists.
 
-    Each process (one per part of :data:`PROCESS_PARTS`) imports TensorFlow, about 5 s of one core, says
+    Each process (one per part of :data:`PROCESS_PARTS`) imports TensorFlow (seconds of one core), says
     ``ready`` and waits on its standard input for the export's path. The exporter creates this object before
     it traces the signatures for their reference outputs: tracing is Python on one core, so on a 2-core
     machine the imports run on the other while it traces. They start one after another (the next when the
