@@ -55,6 +55,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("deconvnet_mtt_vgg", "deconvnet_mtt_vgg.py", ["--profile"], 1800),
     ("deconvnet_musicnn", "deconvnet_musicnn.py", [], 1800),
     ("serving", "serving.py", [], 1200),
+    ("export_time", "export_time.py", [], 3600),
     ("beam_tag", "beam_tag.py", [], 1800),
     ("correlation", "correlation.py", [], 1800),
     ("memory", "memory.py", [], 2400),
@@ -72,11 +73,13 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
 #: Seconds each entry took in a smoke run (``--quick --jobs 2``, alone on a 2-core AMD EPYC, 2026-12-02). With
 #: ``--jobs`` above 1 the longest start first, so that the run does not end on one long entry while the other
 #: slots idle (alone on the machine the smoke run took 374 s in the suite's order, 364 s ordered so). tag_curve's
-#: is scaled by its smoke run's drop when it left the Dask runner to scaling's (39 -> 13 s, 2026-12-05).
+#: is scaled by its smoke run's drop when it left the Dask runner to scaling's (39 -> 13 s, 2026-12-05); export_time's
+#: (added 2026-12-05) is its 42 s alone on a 2-core Intel Xeon.
 QUICK_SECONDS = {"scaling": 79, "memory_auralise": 68, "tag_curve": 21, "peer_musicnn": 62,
                  "memory_make_tfrecords": 23, "deconvnet_mtt_vgg": 50, "beam_tag": 48, "memory": 48,
                  "deconvolution": 44, "serving": 26, "startup": 24, "data_pipeline": 23, "samplecnn_inference": 23,
-                 "deconvnet_musicnn": 21, "onednn": 40, "correlation": 20, "ceilings": 16, "bf16": 15}
+                 "deconvnet_musicnn": 21, "onednn": 40, "correlation": 20, "ceilings": 16, "bf16": 15,
+                 "export_time": 42}
 
 #: Seconds each entry may take in the smoke run (``--quick``): a few minutes alone, with room for a machine
 #: three times slower (the memory entries export and call small models of three families).
@@ -229,6 +232,10 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for batch in (model.get("batches") or {}).values():
             worst = max(worst or 0.0, batch.get("ratio", 0.0))
     add("SavedModel serving_default / Keras (worst of batch 1, 8)", worst, "<= 1.10", serving.get("target_met"))
+    for case, figures in (_get(results, "export_time", "cases") or {}).items():
+        add(f"Verified export, {case}: processes started after the write / ahead (time ratio; ahead "
+            f"{figures.get('ahead_seconds')} s, unverified {figures.get('write_seconds')} s)",
+            figures.get("after_vs_ahead"), "report", None)
     memory = results.get("memory", {})
     for minutes in ("1", "10", "60"):
         peak = _get(memory, "runners", "default", "peak_rss_mib_by_minutes", minutes)
