@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -19,7 +20,7 @@ from tfaural.datasets import demo
 from tfaural.errors import ConfigError, DataError
 from tfaural.training import evaluate
 from tfaural.training.run import load_run, read_run_info
-from tfaural.training.train import TrainConfig, train
+from tfaural.training.train import TrainConfig, TrainResult, train
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,28 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return datasets
 
 
+#: The dataset each model family's one-step run trains on.
+FAMILY_DATA = {"choi": "choi", "samplecnn-2000": "sc2000", "mel-frame": "sc22050", "raw-frame": "sc22050"}
+
+
+@pytest.fixture(scope="module")
+def trained(catalogue: dict[str, str],
+            tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[pathlib.Path, TrainResult]]:
+    """``trained(model)``: the family's one-step run with the default settings (:func:`_config`) and its result,
+    trained on first use and shared by the tests that only read it (training is most of this module's time)."""
+    runs: dict[str, tuple[pathlib.Path, TrainResult]] = {}
+
+    def run(model: str) -> tuple[pathlib.Path, TrainResult]:
+        if model not in runs:
+            run_dir = tmp_path_factory.mktemp(f"run-{model}") / "run"
+            extra = {"window": 729, "hop": 729} if model == "mel-frame" else {}
+            runs[model] = run_dir, train(catalogue[FAMILY_DATA[model]], str(run_dir), _config(model, **extra),
+                                         verbose=0)
+        return runs[model]
+
+    return run
+
+
 def _rows(path: pathlib.Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -51,15 +74,13 @@ def _config(model: str, **kwargs: object) -> TrainConfig:
 
 
 @pytest.mark.parametrize(
-    "model,data,expected",
-    [("choi", "choi", ChoiConfig), ("samplecnn-2000", "sc2000", SampleCNNConfig),
-     ("mel-frame", "sc22050", SampleCNNConfig), ("raw-frame", "sc22050", SampleCNNConfig)],
+    "model,expected",
+    [("choi", ChoiConfig), ("samplecnn-2000", SampleCNNConfig), ("mel-frame", SampleCNNConfig),
+     ("raw-frame", SampleCNNConfig)],
 )
-def test_every_family_trains_a_step_and_writes_a_run(catalogue: dict[str, str], tmp_path: pathlib.Path, model: str,
-                                                     data: str, expected: type) -> None:
-    run_dir = tmp_path / "run"
-    extra = {"window": 729, "hop": 729} if model == "mel-frame" else {}
-    result = train(catalogue[data], str(run_dir), _config(model, **extra), verbose=0)
+def test_every_family_trains_a_step_and_writes_a_run(
+        trained: Callable[[str], tuple[pathlib.Path, TrainResult]], model: str, expected: type) -> None:
+    run_dir, result = trained(model)
     assert result.epochs == 1 and result.stopped == "epochs"
     loaded, info = load_run(run_dir)
     assert isinstance(info.model, expected)
@@ -138,9 +159,9 @@ def test_gpu_options_construct_on_cpu(catalogue: dict[str, str], tmp_path: pathl
     assert np.isfinite(tiny.train_on_batch(x, y, return_dict=True)["loss"])
 
 
-def test_evaluate_writes_scores_and_a_figure(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
-    run_dir = tmp_path / "run"
-    train(catalogue["choi"], str(run_dir), _config("choi"), verbose=0)
+def test_evaluate_writes_scores_and_a_figure(catalogue: dict[str, str],
+                                            trained: Callable[[str], tuple[pathlib.Path, TrainResult]]) -> None:
+    run_dir, _ = trained("choi")
     result = evaluate.evaluate_run(str(run_dir), catalogue["choi"], split="test", progress=False)
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved["n_tracks"] == result["n_tracks"] == 3  # one test track per style
@@ -154,9 +175,9 @@ def test_evaluate_writes_scores_and_a_figure(catalogue: dict[str, str], tmp_path
         evaluate.evaluate_run(str(run_dir), catalogue["tags2000"], progress=False)
 
 
-def test_transfer_by_weights_and_by_features(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
-    source = tmp_path / "source"
-    train(catalogue["sc2000"], str(source), _config("samplecnn-2000"), verbose=0)
+def test_transfer_by_weights_and_by_features(catalogue: dict[str, str], tmp_path: pathlib.Path,
+                                            trained: Callable[[str], tuple[pathlib.Path, TrainResult]]) -> None:
+    source, _ = trained("samplecnn-2000")
     target = tmp_path / "finetuned"
     # Multi-label instrument tags: a different output layer, every other layer initialised from the source.
     train(catalogue["tags2000"], str(target), _config("samplecnn-2000"), init_from=str(source), verbose=0)
