@@ -17,6 +17,11 @@ the verification's). The two modes alternate within a round, in turn first. Case
 and the 3^9-SampleCNN (random weights) with every signature, and musicnn's ``MTT_vgg`` (imported by
 ``tfaural.pretrained``) with every signature and with ``--signatures tagging``.
 
+Per case: the medians ``ahead_seconds``, ``after_seconds`` and ``write_seconds``, their ratio
+``after_vs_ahead`` (above 1: starting ahead gains), what verification adds to the unverified export in each
+mode (``verification_seconds_ahead`` / ``_after``: the mode's median minus ``write_seconds``), the CPU
+seconds, and every round.
+
 Prints one JSON object. Usage:
     python benchmarks/export_time.py [--quick] [--rounds 3] [--cases choi-all,mtt_vgg-tagging,...]
 """
@@ -145,7 +150,9 @@ def _median(values: list[float]) -> float:
 
 def run(*, quick: bool = False, rounds: int | None = None, cases: list[str] | None = None) -> dict[str, Any]:
     """Measures every case; returns the JSON-serialisable results."""
-    rounds = rounds or (1 if quick else 3)
+    rounds = (1 if quick else 3) if rounds is None else rounds
+    if rounds < 1:
+        raise SystemExit(f"--rounds {rounds} is invalid: expected a positive number of rounds")
     chosen = QUICK_CASES if quick else CASES
     if cases:
         known = {c[0]: c for c in CASES + QUICK_CASES}
