@@ -2,8 +2,8 @@
 started ahead (as ``export_model`` does) and started after the export is written (as it did before).
 
 A verified export (:func:`export.export_model`, ``python -m export``) traces every signature in-process for
-its reference outputs, writes the SavedModel, and then checks it in three fresh processes (a TF2 loader, a
-TF1 session, ``saved_model_cli``; :mod:`export.verify`), each of which imports TensorFlow first. Since
+its reference outputs, writes the SavedModel, and then checks it in fresh processes (a TF2 loader, and a
+TF1 session that also runs ``saved_model_cli``; :mod:`export.verify`), each of which imports TensorFlow first. Since
 ``cbf5e61`` those processes start while the exporter traces (:class:`export.verify.Processes`): on two cores
 the imports run on the core the tracing leaves free. This entry measures what that gains, side by side:
 

@@ -25,9 +25,10 @@ every export, before the version directory is published) checks that:
    session runs in a second fresh process beside the first (:data:`CHILD_PARTS`).
 3. **``saved_model_cli show --all``** lists every signature of ``metadata.json``
    with the documented input and output names and dtypes (the command's own ``main``,
-   run in a third fresh process).
+   run in the session's process before its calls: a process of its own would import
+   TensorFlow a third time for a listing that takes a fraction of that).
 
-The three processes start before the export is written (:class:`Processes`): each
+The two processes start before the export is written (:class:`Processes`): each
 imports TensorFlow while the exporter traces the signatures, and waits for the
 export's path on its standard input.
 
@@ -246,9 +247,11 @@ class _BlockProjectPackages(importlib.abc.MetaPathFinder):
 #: SavedModels) and ``session`` (the TF1 session). :func:`verify_export` runs them as two processes side by side:
 #: loading and first calls are mostly single-threaded, so on two cores the check takes about the longer of the two.
 CHILD_PARTS = ("loaded", "session")
-#: The processes of a verification (:class:`Processes`): the two :data:`CHILD_PARTS` and ``cli``
-#: (``saved_model_cli show --all``, run by the command's own ``main`` in a process started ahead).
+#: The parts of a verification (:class:`Processes`): the two :data:`CHILD_PARTS`, each a process, and ``cli``
+#: (``saved_model_cli show --all``, run by the command's own ``main`` in the ``session`` part's process).
 PROCESS_PARTS = (*CHILD_PARTS, "cli")
+#: The process that also runs the ``cli`` part.
+CLI_HOST = "session"
 
 
 def _child_start() -> dict[str, Any]:
@@ -301,27 +304,50 @@ def _child(export_dir: str, reference_path: str, parts: Sequence[str] = CHILD_PA
     return report
 
 
-def _waiting_child(part: str) -> int:
+def _run_saved_model_cli(export_dir: str) -> dict[str, Any]:
+    """``saved_model_cli show --dir EXPORT_DIR --all`` as the command runs it (its ``main`` parses ``sys.argv``
+    and exits), in this process: ``{"returncode", "stdout", "stderr"}``, the command's output captured."""
+    import io
+    import traceback
+
+    from tensorflow.python.tools import saved_model_cli
+
+    argv, sys.argv = sys.argv, ["saved_model_cli", "show", "--dir", export_dir, "--all"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            saved_model_cli.main()
+    except SystemExit as done:  # absl's app.run ends with sys.exit(None) when the listing is done
+        code = 0 if done.code is None else done.code if isinstance(done.code, int) else 1
+        if isinstance(done.code, str):
+            stderr.write(done.code)
+    except Exception:  # the command would die with this traceback
+        code = 1
+        stderr.write(traceback.format_exc())
+    finally:
+        sys.argv = argv
+    return {"returncode": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
+
+
+def _waiting_child(part: str, *, cli: bool = False) -> int:
     """A process started ahead of its export (:class:`Processes`): it imports TensorFlow, then reads
     ``{"export_dir": ..., "reference": ...}`` from its standard input and runs its ``part`` of
-    :data:`PROCESS_PARTS`. It ends quietly if its input closes first (the export failed or was not verified)."""
-    if part == "cli":
-        from tensorflow.python.tools import saved_model_cli
-    else:
-        started = _child_start()
+    :data:`CHILD_PARTS` (with ``cli``, ``saved_model_cli show --all`` first: the report's
+    ``"saved_model_cli"``). It ends quietly if its input closes first (the export failed or was not verified)."""
+    started = _child_start()
+    if cli:
+        from tensorflow.python.tools import saved_model_cli  # noqa: F401  (imported ahead too)
     print("ready", flush=True)
     line = sys.stdin.readline()
     if not line.strip():
         return 0
     job = json.loads(line)
-    if part == "cli":  # as the saved_model_cli command runs it: its main() parses sys.argv and exits
-        sys.argv = ["saved_model_cli", "show", "--dir", job["export_dir"], "--all"]
-        try:
-            saved_model_cli.main()
-        except SystemExit as done:  # absl's app.run ends with sys.exit(None) when the listing is done
-            return 0 if done.code is None else done.code if isinstance(done.code, int) else 1
-        return 0
-    print(json.dumps(_child(job["export_dir"], job["reference"], (part,), started)), flush=True)
+    listing = _run_saved_model_cli(job["export_dir"]) if cli else None
+    report = _child(job["export_dir"], job["reference"], (part,), started)
+    if listing is not None:
+        report["saved_model_cli"] = listing
+    print(json.dumps(report), flush=True)
     return 0
 
 
@@ -521,15 +547,16 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.communicate()
 
 
-def _waiting_command(part: str) -> list[str]:
-    return [sys.executable, "-I", os.path.abspath(__file__), "--wait", part]
+def _waiting_command(part: str, *, cli: bool = False) -> list[str]:
+    return [sys.executable, "-I", os.path.abspath(__file__), "--wait", part, *(["--cli"] if cli else [])]
 
 
 class Processes:
     """The fresh processes of one verification, started before the export they check exists.
 
-    Each process (one per part of :data:`PROCESS_PARTS`) imports TensorFlow (seconds of one core), says
-    ``ready`` and waits on its standard input for the export's path. The exporter creates this object before
+    Each process (one per part of :data:`CHILD_PARTS`; the :data:`CLI_HOST`'s also runs ``saved_model_cli``)
+    imports TensorFlow (seconds of one core), says ``ready`` and waits on its standard input for the export's
+    path. The exporter creates this object before
     it traces the signatures for their reference outputs: tracing is Python on one core, so on a 2-core
     machine the imports run on the other while it traces. They start one after another (the next when the
     previous is ready), so that the tracing keeps its own core; :meth:`run` starts those still waiting at
@@ -540,12 +567,12 @@ class Processes:
     and a process whose input closes before it got an export ends by itself.
 
     Args:
-        cli: Also start the ``saved_model_cli`` process.
+        cli: Also run ``saved_model_cli show --all`` (in the :data:`CLI_HOST` part's process).
     """
 
     def __init__(self, *, cli: bool = True) -> None:
         self.cli = cli
-        self._parts = PROCESS_PARTS if cli else CHILD_PARTS
+        self._parts = CHILD_PARTS
         self._processes: dict[str, subprocess.Popen[str]] = {}
         self._lock = threading.Lock()
         self._all_now = False  # run() or close(): start the rest at once (or, closing, none)
@@ -567,8 +594,8 @@ class Processes:
         if part is None:
             return None
         self._processes[part] = subprocess.Popen(
-            _waiting_command(part), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=_child_env())
+            _waiting_command(part, cli=self.cli and part == CLI_HOST), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
         return self._processes[part]
 
     def _start_each_when_the_last_is_ready(self) -> None:
@@ -622,8 +649,13 @@ class Processes:
             _child_report(export_dir, *_finish(self._processes[part], timeout=timeout,
                                                what=f"the verification process ({names[part]})"))
             for part in CHILD_PARTS)
-        listed = (_cli_listing(export_dir, *_finish(self._processes["cli"], timeout=timeout, what="saved_model_cli"))
-                  if self.cli else None)
+        reports = {"loaded": loaded, "session": session}
+        listed = None
+        if self.cli:
+            done = reports[CLI_HOST].pop("saved_model_cli", None)
+            if done is None:
+                raise _export_error(f"the verification process ({names[CLI_HOST]}) ran no saved_model_cli listing")
+            listed = _cli_listing(export_dir, done["returncode"], done["stdout"], done["stderr"])
         return loaded, session, listed
 
 
@@ -777,8 +809,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints the JSON report. Exit 0 if verified, 2 with ``error: ...`` otherwise."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["--wait"]:  # --wait loaded|session|cli (Processes)
-        return _waiting_child(args_list[1])
+    if args_list[:1] == ["--wait"]:  # --wait loaded|session [--cli] (Processes)
+        return _waiting_child(args_list[1], cli=args_list[2:3] == ["--cli"])
     if args_list[:1] == ["--child"]:  # --child EXPORT_DIR REFERENCE [--part loaded|session]
         parts = args_list[4:5] if args_list[3:4] == ["--part"] else CHILD_PARTS
         print(json.dumps(_child(args_list[1], args_list[2], parts)))

@@ -230,6 +230,24 @@ def test_exporter_verified_in_a_fresh_process_and_saved_model_cli(exported: Expo
                                           "activation": "float32"}
     assert listed["serving_default"]["outputs"] == {"scores": "float32", "labels": "string"}
     assert listed["serving_wav"]["inputs"] == {"wav": "string"}
+    # The listing comes from saved_model_cli's main() inside the TF1 session's process: the same as the command's.
+    assert listed == verify.saved_model_cli_signatures(exported.version_dir)
+
+
+def test_saved_model_cli_run_in_process_reports_the_commands_failure(tmp_path: pathlib.Path) -> None:
+    """The in-process ``saved_model_cli show --all`` (the verification's) captures the command's failure, and the
+    verification turns it into an ExportError naming the directory and the command's reason."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from export import verify; "
+            "print(json.dumps(verify._run_saved_model_cli(sys.argv[2])))")
+    root = pathlib.Path(verify.__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["returncode"] != 0 and not result["stdout"].strip()
+    reason = rf"(?s)saved_model_cli failed on {re.escape(str(tmp_path))}: .*SavedModel file does not exist"
+    with pytest.raises(ExportError, match=reason):
+        verify._cli_listing(str(tmp_path), result["returncode"], result["stdout"], result["stderr"])
 
 
 def test_tf_serving_loader_restores_the_variables_the_signatures_read(exported: Exported) -> None:
@@ -291,8 +309,8 @@ def test_verification_processes_start_ahead_one_after_another_and_end_with_their
     assert _children() <= before
     with pytest.raises(ExportError, match="check one export, once"):
         started.run(choi.version_dir, os.path.join(choi.version_dir, verify.REFERENCE_FILE), timeout=60)
-    waiting = subprocess.Popen([sys.executable, "-I", verify.__file__, "--wait", "session"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    waiting = subprocess.Popen([sys.executable, "-I", verify.__file__, "--wait", "session", "--cli"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     out, err = waiting.communicate(timeout=600)  # its input closes at once
     assert waiting.returncode == 0 and out.split() == ["ready"], err[-2000:]
