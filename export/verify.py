@@ -556,12 +556,11 @@ class Processes:
 
     Each process (one per part of :data:`CHILD_PARTS`; the :data:`CLI_HOST`'s also runs ``saved_model_cli``)
     imports TensorFlow (seconds of one core), says ``ready`` and waits on its standard input for the export's
-    path. The exporter creates this object before
-    it traces the signatures for their reference outputs: tracing is Python on one core, so on a 2-core
-    machine the imports run on the other while it traces. They start one after another (the next when the
-    previous is ready), so that the tracing keeps its own core; :meth:`run` starts those still waiting at
-    once. A verification that starts them itself (:func:`verify_export` without ``processes``) pays the
-    imports after the export instead.
+    path. The exporter creates this object before it traces the signatures for their reference outputs:
+    tracing is Python on one core, so on a 2-core machine the imports run on the other while it traces. They
+    start one after the other (the second when the first is ready), so that the tracing keeps its own core;
+    :meth:`run` starts one still waiting at once. A verification that starts them itself
+    (:func:`verify_export` without ``processes``) pays the imports after the export instead.
 
     Use as a context manager; :meth:`close` (also on an error or Ctrl-C) kills the processes still running,
     and a process whose input closes before it got an export ends by itself.
