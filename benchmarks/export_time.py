@@ -68,34 +68,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _save_run(model_name: str, run_dir: Path) -> None:
-    """Writes the run directory ``model_name`` is exported from (random weights; musicnn's are imported)."""
+    """Writes the run directory ``model_name`` is exported from: ``serving.py``'s models (random weights;
+    ``choi_small`` is its smoke run's Choi CNN), or musicnn's ``MTT_vgg`` imported."""
     import _kernels  # noqa: F401  (before TensorFlow: the kernels tfaural's command lines run)
+    from serving import _models
 
-    from tfaural.config import AudioConfig, ChoiConfig, SegmentConfig
-    from tfaural.models import choi_cnn, config_from_model
-    from tfaural.models.samplecnn import samplecnn_model
-    from tfaural.training.run import RunInfo, save_run
+    from tfaural.training.run import save_run
 
     if model_name == "mtt_vgg":
         from tfaural.pretrained.catalogue import import_run
 
         import_run("musicnn/MTT_vgg", run_dir, verify=False, overwrite=True)
         return
-    if model_name.startswith("choi"):
-        model = choi_cnn(n_outputs=10, **({"n_filters": 16} if model_name == "choi_small" else {}))
-        config = config_from_model(model)
-        assert isinstance(config, ChoiConfig)
-        info = RunInfo(model=config, labels=tuple(f"genre{i}" for i in range(10)), task="single-label",
-                       audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100))
-    elif model_name == "samplecnn_3_9":
-        model = samplecnn_model(n_outputs=50)
-        sample_config = config_from_model(model)
-        info = RunInfo(model=sample_config, labels=tuple(f"tag{i}" for i in range(50)), task="multi-label",
-                       audio=AudioConfig(sample_rate=22050),
-                       segment=SegmentConfig(length=sample_config.input_length))
-    else:
+    small = model_name == "choi_small"
+    models = {name: (model, info) for name, model, info in _models(quick=small)}
+    name = "choi" if small else model_name
+    if name not in models:
         raise ValueError(f"unknown model {model_name!r}")
-    save_run(run_dir, model, info)
+    save_run(run_dir, *models[name])
 
 
 def _cpu_seconds() -> float:

@@ -74,7 +74,6 @@ __all__ = [
     "saved_model_cli_signatures",
     "verify_export",
     "CHILD_PARTS",
-    "PROCESS_PARTS",
     "Processes",
     "main",
 ]
@@ -247,10 +246,8 @@ class _BlockProjectPackages(importlib.abc.MetaPathFinder):
 #: SavedModels) and ``session`` (the TF1 session). :func:`verify_export` runs them as two processes side by side:
 #: loading and first calls are mostly single-threaded, so on two cores the check takes about the longer of the two.
 CHILD_PARTS = ("loaded", "session")
-#: The parts of a verification (:class:`Processes`): the two :data:`CHILD_PARTS`, each a process, and ``cli``
-#: (``saved_model_cli show --all``, run by the command's own ``main`` in the ``session`` part's process).
-PROCESS_PARTS = (*CHILD_PARTS, "cli")
-#: The process that also runs the ``cli`` part.
+#: The process of a verification (:class:`Processes`, one per :data:`CHILD_PARTS` part) that also runs
+#: ``saved_model_cli show --all`` (the command's own ``main``).
 CLI_HOST = "session"
 
 
@@ -571,7 +568,6 @@ class Processes:
 
     def __init__(self, *, cli: bool = True) -> None:
         self.cli = cli
-        self._parts = CHILD_PARTS
         self._processes: dict[str, subprocess.Popen[str]] = {}
         self._lock = threading.Lock()
         self._all_now = False  # run() or close(): start the rest at once (or, closing, none)
@@ -589,7 +585,7 @@ class Processes:
 
     def _start_next(self) -> subprocess.Popen[str] | None:
         """Starts the next part's process (the caller holds the lock or is the constructor)."""
-        part = next((p for p in self._parts if p not in self._processes), None)
+        part = next((p for p in CHILD_PARTS if p not in self._processes), None)
         if part is None:
             return None
         self._processes[part] = subprocess.Popen(
@@ -644,18 +640,16 @@ class Processes:
         if self._stagger.is_alive():
             raise _export_error(f"a verification process did not start within {timeout:g} s")
         names = {"loaded": "tf.saved_model.load", "session": "TF1 session"}
-        loaded, session = (
-            _child_report(export_dir, *_finish(self._processes[part], timeout=timeout,
-                                               what=f"the verification process ({names[part]})"))
-            for part in CHILD_PARTS)
-        reports = {"loaded": loaded, "session": session}
+        reports = {part: _child_report(export_dir, *_finish(self._processes[part], timeout=timeout,
+                                                            what=f"the verification process ({names[part]})"))
+                   for part in CHILD_PARTS}
         listed = None
         if self.cli:
             done = reports[CLI_HOST].pop("saved_model_cli", None)
             if done is None:
                 raise _export_error(f"the verification process ({names[CLI_HOST]}) ran no saved_model_cli listing")
             listed = _cli_listing(export_dir, done["returncode"], done["stdout"], done["stderr"])
-        return loaded, session, listed
+        return reports["loaded"], reports["session"], listed
 
 
 def _child_report(export_dir: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
