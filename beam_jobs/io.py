@@ -99,7 +99,11 @@ def list_files(pattern: str) -> list[str]:
     """The entries (anything but folders) matching the glob ``pattern``, sorted; ``[]`` when nothing matches.
 
     ``*`` does not cross ``/`` and ``**`` does, on local paths as on ``gs://`` (Beam's
-    ``FileSystem.translate_pattern``). Local entries that cannot be read are matched too,
+    ``FileSystem.translate_pattern``); a ``**/`` path component matches zero or more
+    folders, as in ``gcloud storage``, bash's ``globstar`` and Python's ``glob``:
+    ``'music/**/*.flac'`` matches ``music/a.flac`` as well as ``music/x/y/b.flac``
+    (Beam alone requires at least one folder there and leaves out ``music/a.flac``;
+    see :func:`glob_variants`). Local entries that cannot be read are matched too,
     so that the caller can report them instead of losing them: broken symbolic links,
     symbolic link loops, named pipes, files without read permission (Beam's own local
     ``match`` leaves out the first two silently). A relative local pattern is matched
@@ -107,11 +111,35 @@ def list_files(pattern: str) -> list[str]:
     """
     if is_local(pattern):
         return _list_local(pattern)
-    try:
-        results = FileSystems.match([pattern])
-    except Exception:  # BeamIOError when nothing matches on some filesystems
-        return []
-    return sorted({m.path for result in results for m in result.metadata_list})
+    found: set[str] = set()
+    for variant in glob_variants(pattern):
+        try:
+            results = FileSystems.match([variant])
+        except Exception:  # BeamIOError when nothing matches on some filesystems
+            continue
+        found.update(m.path for result in results for m in result.metadata_list)
+    return sorted(found)
+
+
+_GLOBSTAR = re.compile(r"(?:(?<=/)|^)\*\*/")
+
+
+def glob_variants(pattern: str) -> list[str]:
+    """The Beam globs that together match ``pattern`` with ``**/`` meaning zero or more folders.
+
+    Beam translates ``**`` to "any characters", so its ``'a/**/b'`` needs at least one
+    folder between ``a/`` and ``b``. Each ``**/`` that is a whole path component is
+    kept in one variant (one or more folders) and dropped in another (none); ``**``
+    elsewhere (``'a/**'``, ``'a/x**/b'``) keeps Beam's meaning.
+
+    >>> glob_variants("music/**/*.flac")
+    ['music/**/*.flac', 'music/*.flac']
+    """
+    parts = _GLOBSTAR.split(pattern)
+    variants = [parts[0]]
+    for part in parts[1:]:
+        variants = [v + "**/" + part for v in variants] + [v + part for v in variants]
+    return list(dict.fromkeys(variants))
 
 
 def _list_local(pattern: str) -> list[str]:
@@ -122,13 +150,13 @@ def _list_local(pattern: str) -> list[str]:
     if prefix == pattern:  # no wildcard: the path itself
         return [pattern] if os.path.lexists(pattern) and not os.path.isdir(pattern) else []
     folder = prefix if prefix.endswith("/") else os.path.dirname(prefix)
-    regex = re.compile(FileSystem.translate_pattern(pattern))
+    regexes = [re.compile(FileSystem.translate_pattern(variant)) for variant in glob_variants(pattern)]
     found = []
     for dirpath, _dirnames, filenames in os.walk(folder or os.curdir):  # symbolic links to folders are not followed
         for name in filenames:
             path = os.path.join(dirpath, name)
             candidate = path if folder else os.path.relpath(path)
-            if regex.match(candidate):
+            if any(regex.match(candidate) for regex in regexes):
                 found.append(candidate)
     return sorted(set(found))
 

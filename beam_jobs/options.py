@@ -145,9 +145,10 @@ class InferenceJobOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         _flag(parser, "input", default=None, metavar="GLOB",
               help="Audio files to process, as a glob (local or URI; quote it): 'music/*.flac', "
-                   "'gs://bucket/audio/**/*.wav' ('**' crosses folders). WAV, FLAC, MP3, OGG, AIFF, and through "
-                   "FFmpeg M4A/MP4 (AAC, ALAC), WebM/MKA (Opus), WMA, AC-3, WavPack, ... Track ids are the paths "
-                   "relative to the glob's fixed prefix, without extension. Give --input or --manifest.")
+                   "'gs://bucket/audio/**/*.wav' ('**/' is any number of folders, none included). WAV, FLAC, "
+                   "MP3, OGG, AIFF, and through FFmpeg M4A/MP4 (AAC, ALAC), WebM/MKA (Opus), WMA, AC-3, WavPack, "
+                   "... Track ids are the paths relative to the glob's fixed prefix, without extension. Give "
+                   "--input or --manifest.")
         _flag(parser, "model", default=None, metavar="EXPORT_DIR",
               help="A version directory of a tfaural SavedModel export (EXPORT_BASE/<N>, written by "
                    "`python -m export`), or EXPORT_BASE itself for its newest version (as TF Serving picks); "

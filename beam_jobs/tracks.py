@@ -174,7 +174,7 @@ def list_tracks(
                                  f"files, e.g. --input '{folder}/**' (every file below it) or '{folder}/*.flac'")
         if not paths:
             raise ParameterError(f"--input {input_glob!r} matched no files (quote the glob so that the shell does "
-                                 "not expand it; '**' matches across folders)")
+                                 "not expand it; '**/' matches any number of folders)")
         if output is not None:
             own = [p for p in paths if _located_in(p, output)]
             if own:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
+from apache_beam.io.filesystem import FileMetadata, FileSystem
+from apache_beam.io.localfilesystem import LocalFileSystem
 from jobs_testing import SAMPLECNN_SR, read_manifest_rows
 from signal_makers import chirp, sine
 
@@ -20,6 +23,39 @@ from beam_jobs import io as beam_io
 from beam_jobs import tag
 from beam_jobs import tracks as job_tracks
 from tfaural.errors import ParameterError
+
+OBJECTS = "tfauraltest-objects"
+
+
+class _ObjectStore(LocalFileSystem):
+    """``tfauraltest-objects://<local path>``: local files seen as an object store, as Beam sees gs://.
+
+    No folders: a glob is matched by listing every object under its fixed prefix and
+    filtering the names with Beam's own ``FileSystem.match`` (``GCSFileSystem`` does the same).
+    """
+
+    @classmethod
+    def scheme(cls) -> str:
+        return OBJECTS
+
+    def has_dirs(self) -> bool:
+        return False
+
+    def _list(self, dir_or_prefix: str) -> Any:
+        local = dir_or_prefix[len(OBJECTS) + 3 :]
+        folder = local if local.endswith("/") else os.path.dirname(local)
+        for dirpath, _dirnames, names in os.walk(folder):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if path.startswith(local):
+                    yield FileMetadata(f"{OBJECTS}://{path}", os.path.getsize(path), os.path.getmtime(path))
+
+    def exists(self, path: str) -> bool:
+        return super().exists(path[len(OBJECTS) + 3 :])
+
+    def metadata(self, path: str) -> FileMetadata:
+        local = path[len(OBJECTS) + 3 :]
+        return FileMetadata(path, os.path.getsize(local), os.path.getmtime(local))
 
 
 def _folder(root: pathlib.Path) -> dict[str, str | None]:
@@ -88,3 +124,36 @@ def test_list_files_matches_what_beam_leaves_out(tmp_path: pathlib.Path) -> None
     tracks = job_tracks.list_tracks(input_glob=f"{tmp_path}/**", manifest=None, output=str(tmp_path / "sub"))
     assert sorted(t.track_id for t in tracks) == ["dangling", "good", "loop-a", "loop-b", "pipe"]
     assert np.all([t.name for t in tracks])
+
+
+@pytest.mark.parametrize("store", ["local", "objects"])
+def test_a_globstar_folder_matches_zero_or_more_folders(store: str, tmp_path: pathlib.Path) -> None:
+    """``music/**/*.flac`` takes ``music/a.flac`` too, as gcloud storage, bash's globstar and Python's glob do.
+
+    Beam alone translates ``**`` to "any characters", so that ``music/**/*.flac`` needed a
+    folder below ``music/`` and the files directly in it were silently not tracks.
+    """
+    files = ["a.flac", "b.wav", "x/c.flac", "x/y/d.flac", "x/y/e.wav", "xa.flac/f.wav"]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"RIFF")
+    root = str(tmp_path) if store == "local" else f"{OBJECTS}://{tmp_path}"
+    if store == "objects":  # Beam's own match on the object store: what the variants must correct
+        assert [m.path for m in beam_io.FileSystems.match([f"{root}/**/*.flac"])[0].metadata_list] == [
+            f"{root}/x/c.flac", f"{root}/x/y/d.flac"]
+        assert isinstance(beam_io.FileSystems.get_filesystem(root), FileSystem)
+    found = lambda pattern: [p[len(root) + 1 :] for p in beam_io.list_files(f"{root}/{pattern}")]  # noqa: E731
+    assert found("**/*.flac") == ["a.flac", "x/c.flac", "x/y/d.flac"]
+    assert found("**/*.wav") == ["b.wav", "x/y/e.wav", "xa.flac/f.wav"]
+    assert found("x/**/*.wav") == ["x/y/e.wav"]
+    assert found("x/**/y/*") == ["x/y/d.flac", "x/y/e.wav"]  # zero folders between x/ and y/
+    assert found("**/y/**/*.flac") == ["x/y/d.flac"]
+    assert found("**") == sorted(files)
+    assert found("*.flac") == ["a.flac"]  # '*' still stays in its folder
+    assert found("x**/*.flac") == ["x/c.flac", "x/y/d.flac"]  # '**' inside a name keeps Beam's meaning
+    assert found("**/a.flac") == ["a.flac"]  # dropping '**/' leaves a plain path: matched if it exists
+    assert found("**/nothing.flac") == []
+    if store == "local":
+        tracks = job_tracks.list_tracks(input_glob=f"{root}/**/*.flac", manifest=None)
+        assert [t.track_id for t in tracks] == ["a", "x/c", "x/y/d"]
+    assert beam_io.glob_variants("a/**/b/**/c") == ["a/**/b/**/c", "a/b/**/c", "a/**/b/c", "a/b/c"]
