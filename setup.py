@@ -66,9 +66,15 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["tfaural", "tfaural.*", "export", "export.*", "beam_jobs", "beam_jobs.*"]),
+    # The report's templates and assets are folders of data files: listed as packages of their own, as
+    # setuptools asks of any importable folder (otherwise every build warns "Package would be ignored").
+    packages=[
+        *find_packages(include=["tfaural", "tfaural.*", "export", "export.*", "beam_jobs", "beam_jobs.*"]),
+        "tfaural.report.assets",
+        "tfaural.report.templates",
+    ],
     include_package_data=True,
-    package_data={"tfaural.report": ["templates/*.html", "assets/*.css", "assets/*.js"]},
+    package_data={"tfaural.report.templates": ["*.html"], "tfaural.report.assets": ["*.css", "*.js"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
+import zipfile
 
 import tfaural
 from tfaural import errors
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_import_all_top_level_packages_in_a_fresh_process() -> None:
@@ -20,3 +24,22 @@ def test_error_hierarchy() -> None:
         cls = getattr(errors, name)
         assert issubclass(cls, errors.TfauralError)
     assert issubclass(errors.ParameterError, ValueError)  # callers catching ValueError still work
+
+
+def test_the_wheel_holds_every_module_and_the_reports_templates(tmp_path: pathlib.Path) -> None:
+    """``pip install .`` (not editable, as on a Beam worker) gets the code and the report's data files.
+
+    The templates and assets are folders without Python: setup.py lists them as packages of their
+    own, and the build no longer warns that they "would be ignored".
+    """
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                          str(tmp_path), str(REPO)], capture_output=True, text=True, check=True)
+    assert "would be ignored" not in out.stdout + out.stderr
+    (wheel,) = tmp_path.glob("tfaural-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {str(p.relative_to(REPO)) for folder in ("tfaural", "export", "beam_jobs")
+                for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".html", ".css", ".js")
+                and "__pycache__" not in p.parts}
+    assert {n for n in expected if "/report/" in n and not n.endswith(".py")} >= {
+        "tfaural/report/templates/index.html", "tfaural/report/assets/style.css", "tfaural/report/assets/report.js"}
+    assert expected <= names, sorted(expected - names)
