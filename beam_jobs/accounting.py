@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.typehints.decorators import no_annotations
 
 from beam_jobs import io as beam_io
 from beam_jobs.settings import InferenceSettings
@@ -113,6 +114,7 @@ class AccountForTracks(beam.PTransform):
         self._output = output
         self._finalise = finalise
 
+    @no_annotations  # a tuple of PCollections: Beam would warn that it ignores the hint, on every run
     def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
         inputs, results = pcolls
         expected = inputs | "KeyInputs" >> beam.Map(lambda t: (t.track_id, t))

@@ -52,6 +52,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.typehints.decorators import no_annotations
 
 from beam_jobs import io as beam_io
 from beam_jobs.failures import failed_result
@@ -411,6 +412,7 @@ class GroupTrackParts(beam.PTransform):
     tuples, :class:`TrackResult` s and :class:`TrackEnd` s; read them with :func:`collect_parts`.
     """
 
+    @no_annotations  # a tuple of PCollections: Beam would warn that it ignores the hint, on every run
     def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection, beam.PCollection]) -> beam.PCollection:
         predictions, failures, ends = pcolls
         return (

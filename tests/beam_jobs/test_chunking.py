@@ -325,3 +325,24 @@ def test_handler_splits_batches_into_calls_of_at_most_max_samples_per_call(
     for wave, result in zip(waves, results):
         expected = reference(waveform=tf.constant(wave[np.newaxis]))["features"].numpy()[0]
         np.testing.assert_allclose(result.inference["features"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_transforms_over_several_collections_apply_without_beams_type_hint_warning(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``GroupTrackParts`` and ``AccountForTracks`` take tuples of PCollections: Beam warned on every job run.
+
+    Their ``expand`` annotations are for mypy; Beam read them as input type hints it cannot use and
+    logged "This input type hint will be ignored" four times per job, into every user's console.
+    """
+    import apache_beam as beam
+
+    from beam_jobs.accounting import AccountForTracks
+
+    with caplog.at_level("WARNING"):
+        pipeline = beam.Pipeline()
+        ones = pipeline | "A" >> beam.Create([1]).with_output_types(Any)
+        _ = (ones, ones, ones) | "Parts" >> chunking.GroupTrackParts()
+        _ = (ones, ones) | "Account" >> AccountForTracks(str(tmp_path))
+    assert "type hint" not in caplog.text
+    assert {"Parts", "Account"} <= {t.full_label for t in pipeline.transforms_stack[0].parts}
