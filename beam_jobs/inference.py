@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 def _restore_memory_metrics() -> None:
     """Gives RunInference its ``resource`` module back.
 
-    Beam 2.77 imports ``resource`` and its torch-based ``ModelManager`` in one ``try``
+    Beam (2.77, 2.78) imports ``resource`` and its torch-based ``ModelManager`` in one ``try``
     block, so without torch ``resource`` is ``None`` and RunInference logs "Resource
     module is not available" on every batch instead of measuring memory.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -32,8 +33,14 @@ def test_the_wheel_holds_every_module_and_the_reports_templates(tmp_path: pathli
     The templates and assets are folders without Python: setup.py lists them as packages of their
     own, and the build no longer warns that they "would be ignored".
     """
+    source = tmp_path / "source"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    for folder in ("tfaural", "export", "beam_jobs"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                          str(tmp_path), str(REPO)], capture_output=True, text=True, check=True)
+                          str(tmp_path), str(source)], capture_output=True, text=True, check=True)
     assert "would be ignored" not in out.stdout + out.stderr
     (wheel,) = tmp_path.glob("tfaural-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
