@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from tfaural import audio
-from tfaural.errors import AudioDecodeError, AudioError, DataError
+from tfaural.errors import AudioDecodeError, AudioError, DataError, ParameterError
 
 __all__ = [
     "is_local",
@@ -102,8 +102,9 @@ def list_files(pattern: str) -> list[str]:
     ``FileSystem.translate_pattern``); a ``**/`` path component matches zero or more
     folders, as in ``gcloud storage``, bash's ``globstar`` and Python's ``glob``:
     ``'music/**/*.flac'`` matches ``music/a.flac`` as well as ``music/x/y/b.flac``
-    (Beam alone requires at least one folder there and leaves out ``music/a.flac``;
-    see :func:`glob_variants`). Local entries that cannot be read are matched too,
+    (Beam alone requires at least one folder there and leaves out ``music/a.flac``).
+    Braces give alternatives, as in the shell: ``'music/**/*.{mp3,flac,m4a}'``
+    (see :func:`glob_variants`). Local entries that cannot be read are matched too,
     so that the caller can report them instead of losing them: broken symbolic links,
     symbolic link loops, named pipes, files without read permission (Beam's own local
     ``match`` leaves out the first two silently). A relative local pattern is matched
@@ -122,43 +123,67 @@ def list_files(pattern: str) -> list[str]:
 
 
 _GLOBSTAR = re.compile(r"(?:(?<=/)|^)\*\*/")
+_BRACES = re.compile(r"\{([^{}]*,[^{}]*)\}")  # innermost first: nested braces expand from the inside
+MAX_GLOB_VARIANTS = 256
 
 
 def glob_variants(pattern: str) -> list[str]:
-    """The Beam globs that together match ``pattern`` with ``**/`` meaning zero or more folders.
+    """The Beam globs that together match ``pattern``: its brace alternatives, with ``**/`` as zero or more folders.
 
-    Beam translates ``**`` to "any characters", so its ``'a/**/b'`` needs at least one
-    folder between ``a/`` and ``b``. Each ``**/`` that is a whole path component is
-    kept in one variant (one or more folders) and dropped in another (none); ``**``
-    elsewhere (``'a/**'``, ``'a/x**/b'``) keeps Beam's meaning.
+    * ``{a,b,...}`` (with at least one comma) gives one glob per alternative, as bash's
+      brace expansion does: ``'*.{mp3,flac}'`` → ``'*.mp3'``, ``'*.flac'``. Braces
+      without a comma are literal characters.
+    * Beam translates ``**`` to "any characters", so its ``'a/**/b'`` needs at least
+      one folder between ``a/`` and ``b``. Each ``**/`` that is a whole path component
+      is kept in one variant (one or more folders) and dropped in another (none);
+      ``**`` elsewhere (``'a/**'``, ``'a/x**/b'``) keeps Beam's meaning.
 
     >>> glob_variants("music/**/*.flac")
     ['music/**/*.flac', 'music/*.flac']
+
+    Raises:
+        ParameterError: If the braces give more than :data:`MAX_GLOB_VARIANTS` globs.
     """
-    parts = _GLOBSTAR.split(pattern)
-    variants = [parts[0]]
-    for part in parts[1:]:
-        variants = [v + "**/" + part for v in variants] + [v + part for v in variants]
+    expanded, pending = [], [pattern]
+    while pending:  # one brace of each glob per round, the innermost first
+        expanded += [glob for glob in pending if _BRACES.search(glob) is None]
+        pending = [glob[: m.start()] + choice + glob[m.end() :] for glob in pending
+                   if (m := _BRACES.search(glob)) is not None for choice in m.group(1).split(",")]
+        if len(expanded) + len(pending) > MAX_GLOB_VARIANTS:
+            raise ParameterError(f"the glob {pattern!r} has more than {MAX_GLOB_VARIANTS} brace alternatives; "
+                                 "list the files in a --manifest instead")
+    variants: list[str] = []
+    for glob in expanded:
+        parts = _GLOBSTAR.split(glob)
+        globs = [parts[0]]
+        for part in parts[1:]:
+            globs = [g + "**/" + part for g in globs] + [g + part for g in globs]
+        variants += globs
     return list(dict.fromkeys(variants))
 
 
 def _list_local(pattern: str) -> list[str]:
     if pattern.endswith(("/", os.sep)):
         pattern += "*"
-    match = re.match(r"^[^[*?]*", pattern)
-    prefix = match.group(0) if match else ""
-    if prefix == pattern:  # no wildcard: the path itself
-        return [pattern] if os.path.lexists(pattern) and not os.path.isdir(pattern) else []
-    folder = prefix if prefix.endswith("/") else os.path.dirname(prefix)
-    regexes = [re.compile(FileSystem.translate_pattern(variant)) for variant in glob_variants(pattern)]
-    found = []
-    for dirpath, _dirnames, filenames in os.walk(folder or os.curdir):  # symbolic links to folders are not followed
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            candidate = path if folder else os.path.relpath(path)
-            if any(regex.match(candidate) for regex in regexes):
-                found.append(candidate)
-    return sorted(set(found))
+    found: set[str] = set()
+    walks: dict[str, list[re.Pattern[str]]] = {}  # folder to walk → the globs matched below it
+    for variant in glob_variants(pattern):
+        match = re.match(r"^[^[*?]*", variant)
+        prefix = match.group(0) if match else ""
+        if prefix == variant:  # no wildcard: the path itself
+            if os.path.lexists(variant) and not os.path.isdir(variant):
+                found.add(variant)
+            continue
+        folder = prefix if prefix.endswith("/") else os.path.dirname(prefix)
+        walks.setdefault(folder, []).append(re.compile(FileSystem.translate_pattern(variant)))
+    for folder, regexes in walks.items():
+        for dirpath, _dirnames, filenames in os.walk(folder or os.curdir):  # links to folders are not followed
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                candidate = path if folder else os.path.relpath(path)
+                if any(regex.match(candidate) for regex in regexes):
+                    found.add(candidate)
+    return sorted(found)
 
 
 def audio_source(path: str) -> str | io.BytesIO:

@@ -145,7 +145,8 @@ class InferenceJobOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         _flag(parser, "input", default=None, metavar="GLOB",
               help="Audio files to process, as a glob (local or URI; quote it): 'music/*.flac', "
-                   "'gs://bucket/audio/**/*.wav' ('**/' is any number of folders, none included). WAV, FLAC, "
+                   "'gs://bucket/audio/**/*.wav' ('**/' is any number of folders, none included), "
+                   "'music/**/*.{mp3,flac,m4a}' (braces are alternatives). WAV, FLAC, "
                    "MP3, OGG, AIFF, and through FFmpeg M4A/MP4 (AAC, ALAC), WebM/MKA (Opus), WMA, AC-3, WavPack, "
                    "... Track ids are the paths relative to the glob's fixed prefix, without extension. Give "
                    "--input or --manifest.")

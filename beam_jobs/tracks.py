@@ -115,10 +115,16 @@ def glob_prefix(pattern: str) -> str:
 
     >>> glob_prefix("/data/music/**/*.flac")
     '/data/music/'
+    >>> glob_prefix("/data/{rock,jazz}/*.flac")
+    '/data/'
     """
-    match = _WILDCARD.search(pattern)
-    head = pattern if match is None else pattern[: match.start()]
-    return head[: head.rfind("/") + 1]
+    heads = []
+    for variant in beam_io.glob_variants(pattern):  # braces: the folder their alternatives share
+        match = _WILDCARD.search(variant)
+        head = variant if match is None else variant[: match.start()]
+        heads.append(head[: head.rfind("/") + 1])
+    common = os.path.commonprefix(heads)  # noqa: RUF071 (characters, then cut at a "/": URIs too)
+    return common[: common.rfind("/") + 1]
 
 
 def _located_in(path: str, folder: str) -> bool:
@@ -174,7 +180,7 @@ def list_tracks(
                                  f"files, e.g. --input '{folder}/**' (every file below it) or '{folder}/*.flac'")
         if not paths:
             raise ParameterError(f"--input {input_glob!r} matched no files (quote the glob so that the shell does "
-                                 "not expand it; '**/' matches any number of folders)")
+                                 "not expand it; '**/' matches any number of folders, '{mp3,flac}' either extension)")
         if output is not None:
             own = [p for p in paths if _located_in(p, output)]
             if own:

@@ -127,11 +127,14 @@ def test_list_files_matches_what_beam_leaves_out(tmp_path: pathlib.Path) -> None
 
 
 @pytest.mark.parametrize("store", ["local", "objects"])
-def test_a_globstar_folder_matches_zero_or_more_folders(store: str, tmp_path: pathlib.Path) -> None:
+def test_a_globstar_folder_matches_zero_or_more_folders_and_braces_are_alternatives(
+    store: str, tmp_path: pathlib.Path,
+) -> None:
     """``music/**/*.flac`` takes ``music/a.flac`` too, as gcloud storage, bash's globstar and Python's glob do.
 
     Beam alone translates ``**`` to "any characters", so that ``music/**/*.flac`` needed a
-    folder below ``music/`` and the files directly in it were silently not tracks.
+    folder below ``music/`` and the files directly in it were silently not tracks. Braces
+    (``*.{mp3,flac}``) are alternatives, as in the shell; Beam took them literally.
     """
     files = ["a.flac", "b.wav", "x/c.flac", "x/y/d.flac", "x/y/e.wav", "xa.flac/f.wav"]
     for name in files:
@@ -153,7 +156,17 @@ def test_a_globstar_folder_matches_zero_or_more_folders(store: str, tmp_path: pa
     assert found("x**/*.flac") == ["x/c.flac", "x/y/d.flac"]  # '**' inside a name keeps Beam's meaning
     assert found("**/a.flac") == ["a.flac"]  # dropping '**/' leaves a plain path: matched if it exists
     assert found("**/nothing.flac") == []
+    # braces are alternatives, as in the shell
+    assert found("**/*.{flac,wav}") == sorted(files)
+    assert found("{x,xa.flac}/**/*.wav") == ["x/y/e.wav", "xa.flac/f.wav"]
+    assert found("x/{,y/}*.flac") == ["x/c.flac", "x/y/d.flac"]
+    assert found("{a,b}.{flac,wav}") == ["a.flac", "b.wav"]  # no wildcard left: plain paths
     if store == "local":
         tracks = job_tracks.list_tracks(input_glob=f"{root}/**/*.flac", manifest=None)
         assert [t.track_id for t in tracks] == ["a", "x/c", "x/y/d"]
+        tracks = job_tracks.list_tracks(input_glob=f"{root}/{{x/y,xa.flac}}/*.wav", manifest=None)
+        assert [t.track_id for t in tracks] == ["x/y/e", "xa.flac/f"]  # relative to the folder they share
     assert beam_io.glob_variants("a/**/b/**/c") == ["a/**/b/**/c", "a/b/**/c", "a/**/b/c", "a/b/c"]
+    assert beam_io.glob_variants("a/{x,{y,z}}/{b}") == ["a/x/{b}", "a/y/{b}", "a/z/{b}"]  # '{b}' is literal
+    with pytest.raises(ParameterError, match="more than 256 brace alternatives; list the files in a --manifest"):
+        beam_io.list_files(f"{root}/" + "{a,b}" * 9)
