@@ -170,3 +170,44 @@ def test_a_globstar_folder_matches_zero_or_more_folders_and_braces_are_alternati
     assert beam_io.glob_variants("a/{x,{y,z}}/{b}") == ["a/x/{b}", "a/y/{b}", "a/z/{b}"]  # '{b}' is literal
     with pytest.raises(ParameterError, match="more than 256 brace alternatives; list the files in a --manifest"):
         beam_io.list_files(f"{root}/" + "{a,b}" * 9)
+
+
+@pytest.mark.slow
+def test_hidden_entries_are_not_matched_unless_the_glob_names_them(
+    samplecnn_export: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A catalogue copied from a Mac: ``._song.wav`` resource forks and ``.DS_Store`` are not tracks.
+
+    As in bash and Python's ``glob``, ``*`` and ``**`` leave out names starting with ``.``
+    below the glob's fixed folder (the job logs how many); a glob that names them takes them.
+    """
+    root = tmp_path / "music"
+    (root / "sub").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    y = sine(440, 0.6, sample_rate=SAMPLECNN_SR)
+    for name in ("song.wav", "sub/other.wav", ".cache/copy.wav", "sub/.hidden.wav"):
+        sf.write(root / name, y, SAMPLECNN_SR)
+    (root / "._song.wav").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4000))
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(2000))
+    hidden = ["._song.wav", ".DS_Store", ".cache/copy.wav", "sub/.hidden.wav"]
+
+    def ids(pattern: str) -> list[str]:
+        return [t.track_id for t in job_tracks.list_tracks(input_glob=f"{root}/{pattern}", manifest=None)]
+
+    assert ids("**") == ["song", "sub/other"]
+    assert ids("**/*.wav") == ["song", "sub/other"]
+    assert ids("**/.*") == ["_DS_Store", "__song", "sub/_hidden"]  # named: taken (ids never start with '.')
+    assert ids(".cache/*.wav") == ["copy"]  # the fixed folder may be hidden
+    assert ids("sub/.hidden.wav") == ["_hidden"]
+    assert ids("{.cache,sub}/*.wav") == ["_cache/copy", "sub/other"]
+    assert set(beam_io.list_files(f"{root}/**")) == {str(root / p) for p in [*hidden, "song.wav", "sub/other.wav"]}
+    with pytest.raises(ParameterError, match=r"matched only hidden files .*'\*\*/\.\*'"):
+        ids("*/copy.wav")  # only .cache/copy.wav, through a "*"
+    output = tmp_path / "tags"
+    caplog.clear()
+    caplog.set_level("INFO", logger="beam_jobs.tracks")
+    tag.run([f"--input={root}/**", f"--model={samplecnn_export}", f"--output={output}", "--runner=DirectRunner"])
+    rows = read_manifest_rows(output)
+    assert sorted(os.path.relpath(r["path"], root) for r in rows) == ["song.wav", "sub/other.wav"]
+    assert all(r["status"] == "ok" for r in rows)
+    assert "4 hidden file(s) not matched" in caplog.text and f"e.g. {root / '.DS_Store'}" in caplog.text
