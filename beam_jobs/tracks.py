@@ -153,8 +153,11 @@ def hidden_matches(paths: Iterable[str], pattern: str) -> list[str]:
         globs.append((re.compile(FileSystem.translate_pattern(variant)), folder, names_hidden))
 
     def shown(path: str) -> bool:
-        return any(regex.match(path) and (names_hidden or not any(
-            name.startswith(".") for name in path[len(folder) :].split("/"))) for regex, folder, names_hidden in globs)
+        for regex, folder, names_hidden in globs:
+            below = path[len(folder) :].split("/")
+            if regex.match(path) and (names_hidden or not any(name.startswith(".") for name in below)):
+                return True
+        return False
 
     return [p for p in paths if not shown(p)]
 
@@ -175,10 +178,11 @@ def list_tracks(
 
     Every entry the glob matches is a track (a broken symbolic link, a link loop or an
     unreadable entry fails at decoding, with the reason, in ``manifest.jsonl``), except
-    folders, hidden entries that the glob does not name (as in the shell; see
-    :func:`hidden_matches`; their number is logged) and what lies inside ``output``: a glob such as ``'music/**'`` with
-    ``--output music/tags`` would otherwise take the job's own results (and its
-    ``manifest.jsonl``) as inputs on the next run. Those are left out, with a warning.
+    folders, hidden entries that the glob does not name (which a shell's glob does not
+    match either; see :func:`hidden_matches`; their number is logged) and what lies
+    inside ``output``: a glob such as ``'music/**'`` with ``--output music/tags`` would
+    otherwise take the job's own results (and its ``manifest.jsonl``) as inputs on the
+    next run. Those are left out, with a warning.
 
     Args:
         input_glob: A glob of audio files (local or URI).
