@@ -113,13 +113,25 @@ def list_files(pattern: str) -> list[str]:
     if is_local(pattern):
         return _list_local(pattern)
     found: set[str] = set()
+    listings: dict[str, list[str]] = {}  # the part before the first wildcard → the globs that start with it
     for variant in glob_variants(pattern):
-        try:
-            results = FileSystems.match([variant])
-        except Exception:  # BeamIOError when nothing matches on some filesystems
-            continue
-        found.update(m.path for result in results for m in result.metadata_list)
+        match = re.match(r"^[^[*?]*", variant)
+        listings.setdefault(match.group(0) if match else "", []).append(variant)
+    for prefix, globs in listings.items():  # one listing per prefix, however many globs share it
+        if len(globs) == 1:
+            found.update(_matches(globs[0]))
+        else:
+            regexes = [re.compile(FileSystem.translate_pattern(glob)) for glob in globs]
+            found.update(path for path in _matches(prefix + "**") if any(regex.match(path) for regex in regexes))
     return sorted(found)
+
+
+def _matches(pattern: str) -> list[str]:
+    """What Beam's ``FileSystems.match`` finds for one glob; ``[]`` if it fails (when nothing matches, on some)."""
+    try:
+        return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+    except Exception:  # BeamIOError
+        return []
 
 
 _GLOBSTAR = re.compile(r"(?:(?<=/)|^)\*\*/")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -41,7 +41,10 @@ class _ObjectStore(LocalFileSystem):
     def has_dirs(self) -> bool:
         return False
 
+    listed: ClassVar[list[str]] = []  # the prefixes listed, in order
+
     def _list(self, dir_or_prefix: str) -> Any:
+        _ObjectStore.listed.append(dir_or_prefix)
         local = dir_or_prefix[len(OBJECTS) + 3 :]
         folder = local if local.endswith("/") else os.path.dirname(local)
         for dirpath, _dirnames, names in os.walk(folder):
@@ -157,7 +160,10 @@ def test_a_globstar_folder_matches_zero_or_more_folders_and_braces_are_alternati
     assert found("**/a.flac") == ["a.flac"]  # dropping '**/' leaves a plain path: matched if it exists
     assert found("**/nothing.flac") == []
     # braces are alternatives, as in the shell
+    _ObjectStore.listed.clear()
     assert found("**/*.{flac,wav}") == sorted(files)
+    if store == "objects":  # four globs, one listing of the prefix they share
+        assert _ObjectStore.listed == [f"{root}/"]
     assert found("{x,xa.flac}/**/*.wav") == ["x/y/e.wav", "xa.flac/f.wav"]
     assert found("x/{,y/}*.flac") == ["x/c.flac", "x/y/d.flac"]
     assert found("{a,b}.{flac,wav}") == ["a.flac", "b.wav"]  # no wildcard left: plain paths
