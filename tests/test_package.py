@@ -34,8 +34,8 @@ def test_the_wheel_holds_every_module_and_the_reports_templates(tmp_path: pathli
     own, and the build no longer warns that they "would be ignored".
     """
     source = tmp_path / "source"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+    source.mkdir()
     for name in ("setup.py", "pyproject.toml", "README.md"):
-        source.mkdir(exist_ok=True)
         shutil.copy(REPO / name, source / name)
     for folder in ("tfaural", "export", "beam_jobs"):
         shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))

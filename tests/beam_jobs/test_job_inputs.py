@@ -34,14 +34,14 @@ class _ObjectStore(LocalFileSystem):
     filtering the names with Beam's own ``FileSystem.match`` (``GCSFileSystem`` does the same).
     """
 
+    listed: ClassVar[list[str]] = []  # the prefixes listed, in order
+
     @classmethod
     def scheme(cls) -> str:
         return OBJECTS
 
     def has_dirs(self) -> bool:
         return False
-
-    listed: ClassVar[list[str]] = []  # the prefixes listed, in order
 
     def _list(self, dir_or_prefix: str) -> Any:
         _ObjectStore.listed.append(dir_or_prefix)
