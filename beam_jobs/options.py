@@ -146,8 +146,7 @@ class InferenceJobOptions(PipelineOptions):
         _flag(parser, "input", default=None, metavar="GLOB",
               help="Audio files to process, as a glob (local or URI; quote it): 'music/*.flac', "
                    "'gs://bucket/audio/**/*.wav' ('**/' is any number of folders, none included), "
-                   "'music/**/*.{mp3,flac,m4a}' (braces are alternatives); hidden files (a name starting with "
-                   "'.', such as macOS's '._' files) only where the glob names them, as in the shell. WAV, FLAC, "
+                   "'music/**/*.{mp3,flac,m4a}' (braces are alternatives). WAV, FLAC, "
                    "MP3, OGG, AIFF, and through FFmpeg M4A/MP4 (AAC, ALAC), WebM/MKA (Opus), WMA, AC-3, WavPack, "
                    "... Track ids are the paths relative to the glob's fixed prefix, without extension. Give "
                    "--input or --manifest.")

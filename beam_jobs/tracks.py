@@ -30,7 +30,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from apache_beam.io.filesystem import FileSystem
 
 from beam_jobs import io as beam_io
 from tfaural.data.catalogue import MAX_NAME_LENGTH, output_names
@@ -42,7 +41,6 @@ __all__ = [
     "TrackInput",
     "TrackResult",
     "glob_prefix",
-    "hidden_matches",
     "output_names",
     "list_tracks",
     "decode_track",
@@ -129,39 +127,6 @@ def glob_prefix(pattern: str) -> str:
     return common[: common.rfind("/") + 1]
 
 
-_NAMES_A_HIDDEN_ENTRY = re.compile(r"(?:^|/)\.")
-
-
-def hidden_matches(paths: Iterable[str], pattern: str) -> list[str]:
-    """The ``paths`` that a shell's glob would not match with ``pattern``: hidden entries it does not name.
-
-    A path is hidden if a file or folder name below the glob's fixed folder starts with
-    ``.`` (macOS's ``._song.mp3`` resource forks and ``.DS_Store``, ``.git``, ...). As in
-    bash and Python's ``glob``, ``*`` and ``**`` do not match such names, unless the
-    pattern names one itself (``'music/**/.*'``; with braces, the alternative that
-    matches the path: ``'{.cache,sub}/*.wav'`` takes ``.cache/a.wav``, not ``sub/.b.wav``).
-
-    >>> hidden_matches(["m/a.mp3", "m/._a.mp3", "m/.cache/b.mp3"], "m/**/*.mp3")
-    ['m/._a.mp3', 'm/.cache/b.mp3']
-    """
-    globs = []  # (regex, fixed folder, whether it names a hidden entry) of each Beam glob of the pattern
-    for variant in beam_io.glob_variants(pattern + "*" if pattern.endswith(("/", os.sep)) else pattern):
-        match = _WILDCARD.search(variant)
-        head = variant if match is None else variant[: match.start()]
-        folder = head[: head.rfind("/") + 1]
-        names_hidden = _NAMES_A_HIDDEN_ENTRY.search(variant[len(folder) :]) is not None
-        globs.append((re.compile(FileSystem.translate_pattern(variant)), folder, names_hidden))
-
-    def shown(path: str) -> bool:
-        for regex, folder, names_hidden in globs:
-            below = path[len(folder) :].split("/")
-            if regex.match(path) and (names_hidden or not any(name.startswith(".") for name in below)):
-                return True
-        return False
-
-    return [p for p in paths if not shown(p)]
-
-
 def _located_in(path: str, folder: str) -> bool:
     """True if the entry ``path`` (not what a symbolic link points to) lies in ``folder`` or below."""
     if beam_io.is_local(path) and beam_io.is_local(folder):
@@ -178,11 +143,9 @@ def list_tracks(
 
     Every entry the glob matches is a track (a broken symbolic link, a link loop or an
     unreadable entry fails at decoding, with the reason, in ``manifest.jsonl``), except
-    folders, hidden entries that the glob does not name (which a shell's glob does not
-    match either; see :func:`hidden_matches`; their number is logged) and what lies
-    inside ``output``: a glob such as ``'music/**'`` with ``--output music/tags`` would
-    otherwise take the job's own results (and its ``manifest.jsonl``) as inputs on the
-    next run. Those are left out, with a warning.
+    folders and what lies inside ``output``: a glob such as ``'music/**'`` with
+    ``--output music/tags`` would otherwise take the job's own results (and its
+    ``manifest.jsonl``) as inputs on the next run. Those are left out, with a warning.
 
     Args:
         input_glob: A glob of audio files (local or URI).
@@ -218,15 +181,6 @@ def list_tracks(
         if not paths:
             raise ParameterError(f"--input {input_glob!r} matched no files (quote the glob so that the shell does "
                                  "not expand it; '**/' matches any number of folders, '{mp3,flac}' either extension)")
-        hidden = set(hidden_matches(paths, input_glob))
-        if hidden:
-            logger.info("--input %r: %d hidden file(s) not matched, as a shell's glob leaves them (a name "
-                        "starting with '.', such as macOS's '._' files and .DS_Store; e.g. %s); a glob that names "
-                        "them takes them, e.g. '**/.*'", input_glob, len(hidden), min(hidden))
-            paths = [p for p in paths if p not in hidden]
-            if not paths:
-                raise ParameterError(f"--input {input_glob!r} matched only hidden files (names starting with '.', "
-                                     f"e.g. {min(hidden)}); a glob that names them takes them, e.g. '**/.*'")
         if output is not None:
             own = [p for p in paths if _located_in(p, output)]
             if own:

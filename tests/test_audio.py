@@ -402,3 +402,24 @@ def test_links_pipes_and_unreadable_entries_say_what_they_are(tmp_path: pathlib.
         locked.chmod(0)
         with pytest.raises(AudioDecodeError, match="permission denied"):
             audio.load(locked, sample_rate=None)
+
+
+def _apple_double(finder_info: bytes = b"WAVEhook" + bytes(24)) -> bytes:
+    """An AppleDouble file as macOS writes it beside a copied file (RFC 1740): header, one Finder Info entry."""
+    header = b"\x00\x05\x16\x07" + b"\x00\x02\x00\x00" + b"Mac OS X        " + (1).to_bytes(2, "big")
+    entry = (9).to_bytes(4, "big") + (26 + 12).to_bytes(4, "big") + len(finder_info).to_bytes(4, "big")
+    return header + entry + finder_info
+
+
+def test_a_macos_resource_fork_says_what_it_is(tmp_path: pathlib.Path) -> None:
+    """``._song.wav`` beside ``song.wav`` on a catalogue copied from a Mac: not audio, and told as such."""
+    fork = tmp_path / "._song.wav"
+    fork.write_bytes(_apple_double())
+    for source in (fork, fork.read_bytes(), io.BytesIO(fork.read_bytes())):
+        with pytest.raises(AudioDecodeError, match=r"a macOS resource fork \(an AppleDouble '\._' file") as caught:
+            audio.load(source, sample_rate=None)
+        assert "not audio" in caught.value.reason and (source != fork or caught.value.source == str(fork))
+    other = tmp_path / "other.wav"
+    other.write_bytes(b"\x00\x05\x16\x00" + _apple_double()[4:])  # AppleSingle's number: not a fork beside a file
+    with pytest.raises(AudioDecodeError, match="not a readable audio file"):
+        audio.load(other, sample_rate=None)

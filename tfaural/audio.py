@@ -193,6 +193,9 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
     """
     # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
     # Its code 7 blames the file's existence, which _check_path has already established.
+    if _peek(_is_apple_double, handle):
+        raise AudioDecodeError(name, "a macOS resource fork (an AppleDouble '._' file, which macOS writes beside "
+                                     "each file it copies to a disk that cannot keep its metadata), not audio")
     said = _OPENING.sub("", describe_error(err))
     if isinstance(err, sf.LibsndfileError) and err.code == _SF_ERR_MISNAMED:
         said = "libsndfile finds no audio it can decode in it"
@@ -218,6 +221,23 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
         snd.close()
         raise
     return snd
+
+
+_APPLE_DOUBLE = b"\x00\x05\x16\x07"  # AppleDouble's magic number (RFC 1740)
+
+
+def _is_apple_double(handle: Any) -> bool:
+    """Whether the file (a path, or a seekable file object: from its start, as FFmpeg reads it; left where it
+    was) is AppleDouble."""
+    if isinstance(handle, (str, os.PathLike)):
+        with open(handle, "rb") as file:
+            return file.read(4) == _APPLE_DOUBLE
+    position = handle.tell()
+    try:
+        handle.seek(0)
+        return bool(handle.read(4) == _APPLE_DOUBLE)
+    finally:
+        handle.seek(position)
 
 
 def _check_ogg_complete(handle: Any, name: str) -> None:
