@@ -154,7 +154,7 @@ def glob_variants(pattern: str) -> list[str]:
     ['music/**/*.flac', 'music/*.flac']
 
     Raises:
-        ParameterError: If the braces give more than :data:`MAX_GLOB_VARIANTS` globs.
+        ParameterError: If the braces and ``**/`` give more than :data:`MAX_GLOB_VARIANTS` globs.
     """
     expanded, pending = [], [pattern]
     while pending:  # one brace of each glob per round, the innermost first
@@ -169,9 +169,12 @@ def glob_variants(pattern: str) -> list[str]:
         parts = _GLOBSTAR.split(glob)
         globs = [parts[0]]
         for part in parts[1:]:
-            globs = [g + "**/" + part for g in globs] + [g + part for g in globs]
-        variants += globs
-    return list(dict.fromkeys(variants))
+            globs = list(dict.fromkeys([g + "**/" + part for g in globs] + [g + part for g in globs]))
+        variants = list(dict.fromkeys(variants + globs))
+        if len(variants) > MAX_GLOB_VARIANTS:
+            raise ParameterError(f"the glob {pattern!r} stands for more than {MAX_GLOB_VARIANTS} globs (each '**/' "
+                                 "doubles them); list the files in a --manifest instead")
+    return variants
 
 
 def _list_local(pattern: str) -> list[str]:

@@ -191,11 +191,11 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
             last page is cut short or does not end the stream (truncated). (A DSD file is held to its header's
             length, so a read that ends short of it raises truncated.)
     """
-    # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
-    # Its code 7 blames the file's existence, which _check_path has already established.
-    if _peek(_is_apple_double, handle):
+    if _peek(_is_apple_double, handle):  # '._song.mp3' beside song.mp3: say what it is, not just what it is not
         raise AudioDecodeError(name, "a macOS resource fork (an AppleDouble '._' file, which macOS writes beside "
                                      "each file it copies to a disk that cannot keep its metadata), not audio")
+    # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
+    # Its code 7 blames the file's existence, which _check_path has already established.
     said = _OPENING.sub("", describe_error(err))
     if isinstance(err, sf.LibsndfileError) and err.code == _SF_ERR_MISNAMED:
         said = "libsndfile finds no audio it can decode in it"

@@ -176,3 +176,7 @@ def test_a_globstar_folder_matches_zero_or_more_folders_and_braces_are_alternati
     assert beam_io.glob_variants("a/{x,{y,z}}/{b}") == ["a/x/{b}", "a/y/{b}", "a/z/{b}"]  # '{b}' is literal
     with pytest.raises(ParameterError, match="more than 256 brace alternatives; list the files in a --manifest"):
         beam_io.list_files(f"{root}/" + "{a,b}" * 9)
+    with pytest.raises(ParameterError, match=r"more than 256 globs \(each '\*\*/' doubles them\)"):
+        beam_io.list_files(f"{root}/" + "x/**/" * 9 + "*.wav")
+    assert len(beam_io.glob_variants("x/**/" * 8 + "*.wav")) == 256
+    assert len(beam_io.glob_variants("**/" * 20 + "*.wav")) == 21  # the same glob many times over is one
