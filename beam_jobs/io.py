@@ -36,6 +36,8 @@ __all__ = [
     "exists",
     "delete",
     "list_files",
+    "glob_variants",
+    "literal_prefix",
     "audio_source",
     "load_audio",
     "iter_audio_blocks",
@@ -113,17 +115,26 @@ def list_files(pattern: str) -> list[str]:
     if is_local(pattern):
         return _list_local(pattern)
     found: set[str] = set()
-    listings: dict[str, list[str]] = {}  # the part before the first wildcard → the globs that start with it
-    for variant in glob_variants(pattern):
-        match = re.match(r"^[^[*?]*", variant)
-        listings.setdefault(match.group(0) if match else "", []).append(variant)
-    for prefix, globs in listings.items():  # one listing per prefix, however many globs share it
+    for prefix, globs in _globs_by_prefix(pattern).items():  # one listing per prefix, however many globs share it
         if len(globs) == 1:
             found.update(_matches(globs[0]))
         else:
             regexes = [re.compile(FileSystem.translate_pattern(glob)) for glob in globs]
             found.update(path for path in _matches(prefix + "**") if any(regex.match(path) for regex in regexes))
     return sorted(found)
+
+
+def literal_prefix(glob: str) -> str:
+    """The part of ``glob`` before its first wildcard (``*``, ``?``, ``[``): all of it if it has none."""
+    return _WILDCARD.split(glob, maxsplit=1)[0]
+
+
+def _globs_by_prefix(pattern: str) -> dict[str, list[str]]:
+    """The Beam globs of ``pattern`` (:func:`glob_variants`) by their :func:`literal_prefix`."""
+    groups: dict[str, list[str]] = {}
+    for variant in glob_variants(pattern):
+        groups.setdefault(literal_prefix(variant), []).append(variant)
+    return groups
 
 
 def _matches(pattern: str) -> list[str]:
@@ -134,6 +145,7 @@ def _matches(pattern: str) -> list[str]:
         return []
 
 
+_WILDCARD = re.compile(r"[*?\[]")
 _GLOBSTAR = re.compile(r"(?:(?<=/)|^)\*\*/")
 _BRACES = re.compile(r"\{([^{}]*,[^{}]*)\}")  # innermost first: nested braces expand from the inside
 MAX_GLOB_VARIANTS = 256
@@ -182,15 +194,14 @@ def _list_local(pattern: str) -> list[str]:
         pattern += "*"
     found: set[str] = set()
     walks: dict[str, list[re.Pattern[str]]] = {}  # folder to walk → the globs matched below it
-    for variant in glob_variants(pattern):
-        match = re.match(r"^[^[*?]*", variant)
-        prefix = match.group(0) if match else ""
-        if prefix == variant:  # no wildcard: the path itself
-            if os.path.lexists(variant) and not os.path.isdir(variant):
-                found.add(variant)
-            continue
-        folder = prefix if prefix.endswith("/") else os.path.dirname(prefix)
-        walks.setdefault(folder, []).append(re.compile(FileSystem.translate_pattern(variant)))
+    for prefix, globs in _globs_by_prefix(pattern).items():
+        for glob in globs:
+            if glob == prefix:  # no wildcard: the path itself
+                if os.path.lexists(glob) and not os.path.isdir(glob):
+                    found.add(glob)
+                continue
+            folder = prefix if prefix.endswith("/") else os.path.dirname(prefix)
+            walks.setdefault(folder, []).append(re.compile(FileSystem.translate_pattern(glob)))
     for folder, regexes in walks.items():
         for dirpath, _dirnames, filenames in os.walk(folder or os.curdir):  # links to folders are not followed
             for name in filenames:

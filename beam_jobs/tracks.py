@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,9 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-_WILDCARD = re.compile(r"[*?\[]")
 
 
 # ---------------------------------------------------------------------------
@@ -118,11 +114,8 @@ def glob_prefix(pattern: str) -> str:
     >>> glob_prefix("/data/{rock,jazz}/*.flac")
     '/data/'
     """
-    heads = []
-    for variant in beam_io.glob_variants(pattern):  # braces: the folder their alternatives share
-        match = _WILDCARD.search(variant)
-        head = variant if match is None else variant[: match.start()]
-        heads.append(head[: head.rfind("/") + 1])
+    heads = [head[: head.rfind("/") + 1]  # braces: the folder their alternatives share
+             for head in map(beam_io.literal_prefix, beam_io.glob_variants(pattern))]
     common = os.path.commonprefix(heads)  # noqa: RUF071 (characters, then cut at a "/": URIs too)
     return common[: common.rfind("/") + 1]
 

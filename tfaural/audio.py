@@ -191,7 +191,7 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
             last page is cut short or does not end the stream (truncated). (A DSD file is held to its header's
             length, so a read that ends short of it raises truncated.)
     """
-    if _peek(_is_apple_double, handle):  # '._song.mp3' beside song.mp3: say what it is, not just what it is not
+    if _peek(completeness.is_apple_double, handle):  # '._song.mp3' beside song.mp3: say what it is
         raise AudioDecodeError(name, "a macOS resource fork (an AppleDouble '._' file, which macOS writes beside "
                                      "each file it copies to a disk that cannot keep its metadata), not audio")
     # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
@@ -221,23 +221,6 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
         snd.close()
         raise
     return snd
-
-
-_APPLE_DOUBLE = b"\x00\x05\x16\x07"  # AppleDouble's magic number (RFC 1740)
-
-
-def _is_apple_double(handle: Any) -> bool:
-    """Whether the file (a path, or a seekable file object: from its start, as FFmpeg reads it; left where it
-    was) is AppleDouble."""
-    if isinstance(handle, (str, os.PathLike)):
-        with open(handle, "rb") as file:
-            return file.read(4) == _APPLE_DOUBLE
-    position = handle.tell()
-    try:
-        handle.seek(0)
-        return bool(handle.read(4) == _APPLE_DOUBLE)
-    finally:
-        handle.seek(position)
 
 
 def _check_ogg_complete(handle: Any, name: str) -> None:

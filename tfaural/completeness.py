@@ -1,4 +1,6 @@
-"""What a file's own bytes say about whether it holds all of its audio, where its decoder does not check.
+"""What a file's own bytes say about whether it holds all of its audio, where its decoder does not check
+(and, for a file no decoder takes, whether it is macOS's resource fork rather than audio:
+:func:`is_apple_double`).
 
 libsndfile reads a cut file to what remains, silently, in two formats whose length is not in a
 header it holds the file to (and FFmpeg, which :mod:`tfaural.audio` asks for FLAC in Ogg, does too);
@@ -49,7 +51,7 @@ import os
 from collections.abc import Callable
 from typing import IO, TypeVar
 
-__all__ = ["dsd_declared_frames", "mp3_declared_frames", "ogg_truncation"]
+__all__ = ["dsd_declared_frames", "is_apple_double", "mp3_declared_frames", "ogg_truncation"]
 
 _T = TypeVar("_T")
 
@@ -63,6 +65,8 @@ _FRAME_HEAD_BYTES = _VBRI_OFFSET + 18
 
 # A DSDIFF file's property chunks come before its sound; a few kB, unless a long comment precedes them.
 _DSD_HEAD_BYTES = 64 * 1024
+
+_APPLE_DOUBLE = b"\x00\x05\x16\x07"  # AppleDouble's magic number (RFC 1740)
 
 _OGG_CAPTURE = b"OggS\x00"
 _OGG_HEADER_BYTES = 27
@@ -122,6 +126,19 @@ def dsd_declared_frames(file: str | os.PathLike[str] | IO[bytes]) -> int | None:
     return _reading(file, _dsd_declared_frames)
 
 
+def is_apple_double(file: str | os.PathLike[str] | IO[bytes]) -> bool:
+    """Whether the file is an AppleDouble file: no audio at all, but the resource fork that macOS writes as
+    ``._song.mp3`` beside each file it copies to a disk that cannot keep its metadata (RFC 1740).
+
+    Args:
+        file: A path, or a seekable binary file object (read from its start, left where it was).
+
+    Raises:
+        OSError: If the file cannot be read or a file object cannot seek.
+    """
+    return _reading(file, _is_apple_double)
+
+
 def _reading(file: str | os.PathLike[str] | IO[bytes], read: Callable[[IO[bytes]], _T]) -> _T:
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as handle:
@@ -131,6 +148,11 @@ def _reading(file: str | os.PathLike[str] | IO[bytes], read: Callable[[IO[bytes]
         return read(file)
     finally:
         file.seek(position)
+
+
+def _is_apple_double(handle: IO[bytes]) -> bool:
+    handle.seek(0)
+    return handle.read(4) == _APPLE_DOUBLE
 
 
 def _mp3_declared_frames(handle: IO[bytes]) -> int | None:
