@@ -81,11 +81,8 @@ def _save_run(model_name: str, run_dir: Path) -> None:
         import_run("musicnn/MTT_vgg", run_dir, verify=False, overwrite=True)
         return
     small = model_name == "choi_small"
-    models = {name: (model, info) for name, model, info in _models(quick=small)}
-    name = "choi" if small else model_name
-    if name not in models:
-        raise ValueError(f"unknown model {model_name!r}")
-    save_run(run_dir, *models[name])
+    ((_, model, info),) = _models(quick=small, only="choi" if small else model_name)
+    save_run(run_dir, model, info)
 
 
 def _cpu_seconds() -> float:

@@ -73,24 +73,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _models(*, quick: bool = False) -> list[tuple[str, Any, RunInfo]]:
-    """The paper's Choi CNN and the 3^9-SampleCNN; quick: few filters, and a 3^5 SampleCNN."""
-    choi = choi_cnn(n_outputs=10, **({"n_filters": 16} if quick else {}))
-    choi_config = config_from_model(choi)
-    assert isinstance(choi_config, ChoiConfig)
-    labels10 = tuple(f"genre{i}" for i in range(10))
-    choi_info = RunInfo(
-        model=choi_config, labels=labels10, task="single-label", audio=AudioConfig(sample_rate=11025),
-        segment=SegmentConfig(length=44100),
-    )
-    tiny = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16, "top_filters": 64}
-    sample = samplecnn_model(n_outputs=50, **(tiny if quick else {}))
-    sample_config = config_from_model(sample)
-    sample_info = RunInfo(
-        model=sample_config, labels=tuple(f"tag{i}" for i in range(50)), task="multi-label",
-        audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(length=sample_config.input_length),
-    )
-    return [("choi", choi, choi_info), ("samplecnn_3_5_tiny" if quick else "samplecnn_3_9", sample, sample_info)]
+def _models(*, quick: bool = False, only: str | None = None) -> list[tuple[str, Any, RunInfo]]:
+    """The paper's Choi CNN and the 3^9-SampleCNN; quick: few filters, and a 3^5 SampleCNN.
+
+    Args:
+        quick: the smoke run's small models.
+        only: build just the model of this name (``"choi"`` or the SampleCNN's name); ``None`` builds both.
+
+    Raises:
+        ValueError: ``only`` names neither model.
+    """
+    sample_name = "samplecnn_3_5_tiny" if quick else "samplecnn_3_9"
+    if only is not None and only not in ("choi", sample_name):
+        raise ValueError(f"unknown model {only!r}: choose 'choi' or {sample_name!r}")
+    models: list[tuple[str, Any, RunInfo]] = []
+    if only in (None, "choi"):
+        choi = choi_cnn(n_outputs=10, **({"n_filters": 16} if quick else {}))
+        choi_config = config_from_model(choi)
+        assert isinstance(choi_config, ChoiConfig)
+        labels10 = tuple(f"genre{i}" for i in range(10))
+        choi_info = RunInfo(
+            model=choi_config, labels=labels10, task="single-label", audio=AudioConfig(sample_rate=11025),
+            segment=SegmentConfig(length=44100),
+        )
+        models.append(("choi", choi, choi_info))
+    if only in (None, sample_name):
+        tiny = {"filter_sizes": (3,) * 6, "channels": (16, 16, 32, 32, 32), "front_filters": 16, "top_filters": 64}
+        sample = samplecnn_model(n_outputs=50, **(tiny if quick else {}))
+        sample_config = config_from_model(sample)
+        sample_info = RunInfo(
+            model=sample_config, labels=tuple(f"tag{i}" for i in range(50)), task="multi-label",
+            audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(length=sample_config.input_length),
+        )
+        models.append((sample_name, sample, sample_info))
+    return models
 
 
 def _keras_paths(model: Any, info: RunInfo, clips: np.ndarray) -> dict[str, tuple[Any, tf.Tensor]]:
