@@ -1,12 +1,14 @@
 """Audio decoding, mixing, resampling, segmentation and writing.
 
 Decoding goes through soundfile (libsndfile: WAV in 8/16/24/32-bit integer and
-float, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more); a file whose format libsndfile
+float, FLAC, OGG/Vorbis/Opus, AIFF and more); a file whose format libsndfile
 does not recognise goes to FFmpeg through PyAV (:mod:`tfaural.ffmpeg_audio`: MP4/M4A
-with AAC or Apple Lossless, WebM/Matroska, WMA, AC-3, WavPack, ...). A file that holds less
+with AAC or Apple Lossless, WebM/Matroska, WMA, AC-3, WavPack, ...), and so does MPEG
+audio (MP3, MP2), which libsndfile opens but decodes wrongly after a seek, as soundfile
+makes it do after every read. A file that holds less
 audio than it declares, which libsndfile would read to what remains, is truncated
-(:mod:`tfaural.completeness`); an MP3 whose length libsndfile can only guess goes to FFmpeg,
-which reads it to its end. Resampling goes
+(:mod:`tfaural.completeness`); an MP3 whose length no header declares is read to its end
+(libsndfile would stop at its estimate). Resampling goes
 through soxr at librosa's default quality (``soxr_hq``). Every failure is raised as an
 :class:`~tfaural.errors.AudioError` subclass naming the source and the problem;
 no soundfile, PyAV or soxr exception escapes.
@@ -243,9 +245,8 @@ def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _Wrapped |
     """What reads all of a file libsndfile opened, or why nothing can (:mod:`tfaural.completeness`).
 
     Returns:
-        ``snd`` itself; ``snd`` read forward only (:class:`_ForwardOnly`); ``snd`` held to its header's length
-        (an MP3 with a Xing/Info/VBRI header); or FFmpeg's reader (an MP3 without one, whose length libsndfile
-        only estimates and stops reading at).
+        ``snd`` itself; ``snd`` read forward only (:class:`_ForwardOnly`); or, for MPEG audio, FFmpeg's reader
+        (:func:`_mp3_reader`).
 
     Raises:
         AudioDecodeError: The file is truncated: it holds less audio than its header declares (a PCM
@@ -259,16 +260,42 @@ def _vet(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _Wrapped |
             return _ForwardOnly(snd, name)
         if snd.format != "MP3":
             return snd
-        if _peek(completeness.mp3_declared_frames, handle) is not None:  # an MP3 whose header declares its length
-            return _DeclaredLength(snd, name)
-        reader = ffmpeg_audio.open_or_none(handle, name=name, mp3=True)
-        if reader is None:
-            return snd
-        snd.close()
-        return reader
+        return _mp3_reader(snd, handle, name)
     except BaseException:
         snd.close()
         raise
+
+
+def _mp3_reader(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _Wrapped | ffmpeg_audio.FFmpegAudioFile:
+    """FFmpeg's reader of an MPEG audio file libsndfile opened (seekably), held to the length its header declares.
+
+    libsndfile decodes an MP3 correctly only in one read from where it was opened or last sought: soundfile
+    seeks after every read (to where the read ended), and libsndfile's MP3 seek restarts libmpg123 at a frame
+    boundary without the bit reservoir the next frames draw on. Those frames come out wrong (by up to 0.3 of
+    full scale over a few hundred samples, in LAME's files through FFmpeg) and libmpg123 prints "part2_3_length
+    (..) too large for available bit count" for each, without the file's name. FFmpeg decodes the same samples
+    as libsndfile's read of the whole file (within 2e-6) in any pieces, and seeks by decoding from the start.
+
+    Returns:
+        FFmpeg's reader, held to the length an MP3's Xing, Info or VBRI header declares as libsndfile reads it
+        (encoder delay and padding dropped), so that a file cut short of it is truncated; read to its end where
+        no header declares one (libsndfile would stop at its estimate from the first frame). Should FFmpeg
+        not read an MP3 with such a header, libsndfile held to that length (:class:`_DeclaredLength`).
+    """
+    declared = _peek(completeness.mp3_declared_frames, handle) is not None
+    try:
+        reader = ffmpeg_audio.open_or_none(handle, name=name, mp3=True)
+    except AudioDecodeError:
+        if not declared:
+            raise
+        logger.debug("%s: FFmpeg cannot read this MP3; libsndfile decodes it", name)
+        reader = None
+    if reader is None:
+        return _DeclaredLength(snd, name) if declared else snd
+    if declared:
+        reader.hold_to(int(snd.frames))
+    snd.close()
+    return reader
 
 
 def _check_pcm_complete(snd: sf.SoundFile, name: str) -> None:
