@@ -692,6 +692,10 @@ class AuraliseJob(CatalogueJob):
         """See :meth:`Settings.from_options`."""
         return Settings.from_options(options)
 
+    def written_file(self, settings: Settings, track: TrackInput) -> str:
+        """``<name>/track.json``, written last."""
+        return f"{track.name}/{TRACK_FILE}"
+
     def job_extra(self, settings: Settings) -> dict[str, Any]:
         """What a reader of the output needs without parsing the settings: layers, features, clip, format."""
         job_settings = settings.job_settings()

@@ -41,9 +41,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from apache_beam.runners.runner import PipelineResult
 
+from beam_jobs import io as beam_io
 from beam_jobs import model_process as model_processes
 from beam_jobs.accounting import prepare_output, summarize, write_job_file
 from beam_jobs.options import apply_runner_defaults, check_runner, parse_job_args
+from beam_jobs.progress import TrackProgress
 from beam_jobs.scratch import run_folder
 from beam_jobs.tracks import TrackInput, list_tracks
 from tfaural.cli import is_verbose
@@ -196,6 +198,10 @@ class Job(abc.ABC):
         """Context around building and running the pipeline (e.g. a model process); yields the settings to use."""
         yield settings
 
+    def progress(self, settings: Any, inputs: Any) -> contextlib.AbstractContextManager[Any]:
+        """What shows the run's progress while the pipeline runs (:mod:`beam_jobs.progress`); nothing by default."""
+        return contextlib.nullcontext()
+
     def finish(self, settings: Any, result: PipelineResult, timings: Timings) -> None:
         """After a successful run: logs what it did (and completes summaries that need the whole run)."""
         logger.info("%s: done in %.0f s", self.name, timings.total)
@@ -238,7 +244,8 @@ class Job(abc.ABC):
             pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
             self.build(pipeline, inputs, settings)
             start = time.perf_counter()
-            result = self._execute(pipeline)
+            with self.progress(settings, inputs):
+                result = self._execute(pipeline)
             timings.pipeline = time.perf_counter() - start
         self.finish(settings, result, timings)
         return result
@@ -312,6 +319,21 @@ class CatalogueJob(Job):
     def job_extra(self, settings: Any) -> dict[str, Any]:
         """What ``job.json`` records besides the settings (e.g. the chunking plan, the shard names)."""
         return {}
+
+    def written_file(self, settings: Any, track: TrackInput) -> str | None:
+        """The file, relative to the output folder, whose presence means ``track`` is written (``None``: no such
+        file, the job's progress is not shown)."""
+        return None
+
+    def progress(self, settings: Any, inputs: Sequence[TrackInput]) -> contextlib.AbstractContextManager[Any]:
+        """The count of tracks written, from :meth:`written_file`, in a local output folder
+        (:class:`beam_jobs.progress.TrackProgress`)."""
+        common = settings.common
+        files = [self.written_file(settings, track) for track in inputs]
+        if not inputs or not beam_io.is_local(common.output) or any(f is None for f in files):
+            return contextlib.nullcontext()
+        return TrackProgress(self.name, [common.path(f) for f in files if f is not None],
+                             keep_existing=common.skip_existing)
 
     def describe(self, settings: Any, tracks: Sequence[TrackInput]) -> str:
         """The log line that says what the run is about to do."""
