@@ -105,6 +105,10 @@ if __name__ == "__main__":
 
 __all__ = [
     "OUTPUT_FILES",
+    "PEAK_FACTOR",
+    "map_elements",
+    "map_bytes",
+    "check_memory",
     "SIGNALS_FILE",
     "signals_npz",
     "LoadSignal",
@@ -552,6 +556,65 @@ def _features_per_call(metadata: ExportMetadata, widths: dict[int, int], *, samp
             for layer, width in widths.items()}
 
 
+#: How many times the bytes of the maps themselves the job's process holds at its peak on the local
+#: DirectRunner (Beam encodes, copies and groups them): 5.5x measured, the paper's full grid on layer 5 of the
+#: demo's Choi CNN (2.55 GB of maps by :func:`map_bytes`, 14.0 GB peak resident, 2026-12-06). All five layers
+#: (12.7 GB of maps) were killed by the kernel at 25.0 GB resident on a 24-GiB machine.
+PEAK_FACTOR = 6.0
+
+
+def map_elements(metadata: ExportMetadata, samples: int) -> int:
+    """Elements of one deconvolved map of a signal of ``samples`` samples: the model's input representation,
+    ``[bins, frames]`` of its STFT (``n_fft // 2 + 1`` bins, or its mel bands) or the waveform itself."""
+    stft = metadata.stft
+    if not stft:
+        return samples
+    hop, n_fft = int(stft["hop_length"]), int(stft["n_fft"])
+    frames = 1 + samples // hop if stft.get("center", True) else 1 + max(samples - n_fft, 0) // hop
+    bins = int(metadata.mel["n_mels"]) if metadata.mel else n_fft // 2 + 1
+    return bins * frames
+
+
+def map_bytes(metadata: ExportMetadata, layers: Sequence[int] | None, *, signals: int, samples: int) -> int:
+    """Bytes of float32 maps the job shuffles: every feature of every analysed layer, for every signal."""
+    return 4 * signals * sum(_widths(metadata, layers).values()) * map_elements(metadata, samples)
+
+
+def check_memory(metadata: ExportMetadata, layers: Sequence[int] | None, *, signals: int, samples: int,
+                 available: int) -> int:
+    """Refuses a local run whose maps would not fit this machine's memory (the kernel would kill it, minutes in).
+
+    Args:
+        metadata: The export's metadata.
+        layers: The analysed layers (``None``: all).
+        signals: Signals of the grid.
+        samples: Samples of each signal.
+        available: Bytes of memory available to the job.
+
+    Returns:
+        The maps' bytes (:func:`map_bytes`).
+
+    Raises:
+        ParameterError: If :data:`PEAK_FACTOR` times the maps' bytes exceed ``available``, with what fits.
+    """
+    total = map_bytes(metadata, layers, signals=signals, samples=samples)
+    if PEAK_FACTOR * total <= available:
+        return total
+    chosen = list(metadata.deconvolvable_layers if layers is None else layers)
+    one = max(map_bytes(metadata, [layer], signals=signals, samples=samples) for layer in chosen)
+    gb = 1e9
+    fits = int(available / PEAK_FACTOR / (total / signals))
+    ways = [f"--layers L (one layer: up to {one / gb:.1f} GB of maps)"] if len(chosen) > 1 else []
+    ways += [f"a smaller grid (--timbres, --chords, --keys, --signal-seconds; {fits} signal(s) of these fit)",
+             "tfaural.correlation.analyse (one layer at a time in memory; docs/correlation.md)",
+             "or a distributed runner (--runner)"]
+    raise ParameterError(
+        f"the grid's {signals} signals x {sum(_widths(metadata, layers).values())} feature maps hold "
+        f"{total / gb:.1f} GB, which this job holds in one process on the local DirectRunner (up to "
+        f"{PEAK_FACTOR:g}x that at its peak), and {available / gb:.1f} GB of memory is available: analyse "
+        + ", ".join(ways))
+
+
 def _layer_names(metadata: ExportMetadata) -> dict[int, str] | None:
     """Level -> the model's layer name (``metadata.json``'s ``layer_names``, e.g. musicnn's pool1..pool5)."""
     return dict(metadata.layer_names) if metadata.layer_names is not None else None
@@ -696,6 +759,14 @@ class CorrelationJob(Job):
                   local_defaults: bool) -> Settings:
         """Runner defaults, then TensorFlow threads per worker process (the cores shared by the workers)."""
         settings = super().configure(options, settings, n_inputs=n_inputs, local_defaults=local_defaults)
+        if options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct"):
+            import psutil  # installed with dask[distributed]
+
+            assert settings.metadata is not None
+            samples = int(round(settings.grid.duration * settings.metadata.sample_rate))
+            total = check_memory(settings.metadata, settings.layers, signals=n_inputs, samples=samples,
+                                 available=int(psutil.virtual_memory().available))
+            logger.info("correlation: %.2f GB of feature maps to group (%d signals)", total / 1e9, n_inputs)
         threads = _intra_op_threads(options) if local_defaults else None
         return dataclasses.replace(settings, intra_op_threads=threads)
 

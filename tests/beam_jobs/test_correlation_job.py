@@ -273,6 +273,43 @@ def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.P
         assert flag in help_text
 
 
+@pytest.mark.parametrize("front", ["stft", "stft-uncentred", "mel", "waveform"])
+def test_the_maps_memory_is_what_the_models_input_holds(exported: tuple[keras.Model, str], front: str) -> None:
+    """One map per feature, layer and signal, of the model's input representation (librosa's shapes: an
+    independent reference); the demo's Choi CNN on the paper's full grid is refused on a 24-GB machine (the
+    kernel killed it at 25.0 GB) with what fits, and 48 signals run."""
+    import librosa
+
+    _, export_dir = exported
+    data = json.loads((pathlib.Path(export_dir) / "assets" / "metadata.json").read_text())
+    samples = 8000
+    if front == "waveform":
+        data = {**data, "stft": None, "mel": None}
+        expected = samples
+    elif front == "mel":
+        data = {**data, "stft": {**data["stft"], "n_fft": 512, "hop_length": 256}, "mel": {"n_mels": 96}}
+        expected = librosa.feature.melspectrogram(y=np.zeros(samples), sr=16000, n_fft=512, hop_length=256,
+                                                  n_mels=96).size
+    else:
+        center = front == "stft"
+        data = {**data, "stft": {**data["stft"], "center": center}}
+        expected = librosa.stft(np.zeros(samples), n_fft=64, hop_length=32, center=center).size
+    metadata = ExportMetadata.from_dict(data)
+    assert job.map_elements(metadata, samples) == expected
+    assert job.map_bytes(metadata, [1, 2], signals=3, samples=samples) == 3 * 2 * 4 * expected * 4
+
+    demo = ExportMetadata.from_dict({
+        **data, "sample_rate": 11025, "stft": {"n_fft": 512, "hop_length": 256, "center": True}, "mel": None,
+        "features_per_layer": {str(layer): 64 for layer in range(1, 6)}})
+    full = job.map_bytes(demo, None, signals=224, samples=44100)
+    assert full == 4 * 224 * 320 * 257 * 173  # 12.7 GB
+    with pytest.raises(ParameterError, match=r"224 signals x 320 feature maps hold 12\.7 GB.* 24\.0 GB of memory is "
+                                             r"available: analyse --layers L \(one layer: up to 2\.5 GB of maps\), "
+                                             r"a smaller grid .*; 70 signal\(s\) of these fit\)"):
+        job.check_memory(demo, None, signals=224, samples=44100, available=24 * 10**9)
+    assert job.check_memory(demo, None, signals=48, samples=44100, available=24 * 10**9) == 48 * full // 224
+
+
 def test_moments_combine_to_the_same_bits_in_any_order() -> None:
     """Beam merges accumulators in an order of its choosing; the statistics must not depend on it."""
     rng = np.random.default_rng(11)
