@@ -80,9 +80,9 @@ class TrackProgress:
         self._stream = stream if stream is not None else sys.stderr
         self._bar_wanted = bar if bar is not None else bool(getattr(self._stream, "isatty", lambda: False)())
         self.interval = interval if interval is not None else (BAR_SECONDS if self._bar_wanted else _log_seconds())
-        self._started_wall = time.time()
         self._started = time.perf_counter()
         self._pending = list(dict.fromkeys(paths))
+        self._earlier: dict[str, int] = {}  # an earlier run's file -> its time, until it is written again
         self.written = 0
         self.written = self._look(keep_existing=keep_existing)
         self._at_start = self.written
@@ -93,17 +93,22 @@ class TrackProgress:
         self._bar: Any = None
         self._redirect: Any = None
 
-    def _look(self, *, keep_existing: bool = False) -> int:
-        """Looks at the files still missing; returns how many tracks are written now."""
+    def _look(self, *, keep_existing: bool | None = None) -> int:
+        """Looks at the files still missing; returns how many tracks are written now.
+
+        ``keep_existing`` (the first look only): whether files there already count, or are an earlier run's,
+        counted once they change.
+        """
         still = []
         for path in self._pending:
             try:
-                modified = os.stat(path).st_mtime
+                modified = os.stat(path).st_mtime_ns
             except OSError:
                 still.append(path)
                 continue
-            if not keep_existing and modified < self._started_wall:
-                still.append(path)  # an earlier run's file, not rewritten yet
+            if keep_existing is False or self._earlier.get(path) == modified:
+                self._earlier.setdefault(path, modified)
+                still.append(path)  # an earlier run's file, not written again yet
         self.written += len(self._pending) - len(still)
         self._pending = still
         return self.written
