@@ -804,9 +804,25 @@ def write(
         raise ParameterError(f"{name}: format= is required when writing to a file object")
     fmt = format.upper()
     try:
-        sf.write(destination, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
+        _write_frames(destination, data, sample_rate=sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt),
+                      format=fmt)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise ParameterError(f"{name}: cannot write {fmt}/{subtype}: {describe_error(err)}") from None
+
+
+#: Most frames handed to libsndfile in one write: libvorbis allocates its analysis buffer for all the
+#: frames of a call on the stack, and a minute of stereo 48-kHz audio in one call overflows it (the process
+#: dies of a segmentation fault: libsndfile issue 1095, python-soundfile issues 233, 396, 426).
+_WRITE_FRAMES = 1 << 16
+
+
+def _write_frames(destination: str | IO[bytes], data: np.ndarray, *, sample_rate: int, subtype: str | None,
+                  format: str) -> None:
+    """Writes ``data`` (``[frames]`` or ``[frames, channels]``) through libsndfile, :data:`_WRITE_FRAMES` at a time."""
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    with sf.SoundFile(destination, "w", sample_rate, channels, subtype=subtype, format=format) as handle:
+        for start in range(0, len(data), _WRITE_FRAMES):
+            handle.write(data[start:start + _WRITE_FRAMES])
 
 
 def encode(y: np.ndarray, *, sample_rate: int, format: str = "wav", normalize: bool = False) -> bytes:
@@ -838,6 +854,7 @@ def _write_path(path: str, data: np.ndarray, *, sample_rate: int, subtype: str |
         raise ParameterError(f"{path}: unknown audio format {fmt!r}; expected one of {sorted(_DEFAULT_SUBTYPES)}")
     try:
         with files.atomic_path(path) as tmp:
-            sf.write(tmp, data, sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt), format=fmt)
+            _write_frames(tmp, data, sample_rate=sample_rate, subtype=subtype or _DEFAULT_SUBTYPES.get(fmt),
+                          format=fmt)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise ParameterError(f"{path}: cannot write {fmt}/{subtype}: {describe_error(err)}") from None
