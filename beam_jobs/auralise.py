@@ -59,6 +59,8 @@ auralised on what there is, if that is long enough (``clip_seconds`` in
 ``track.json`` is the actual length); a shorter one fails as too short, or with
 ``--pad-short`` is zero-padded to the shortest excerpt the model needs (``track.json``
 says how much: ``padded_seconds``). Without --runner the job uses every core.
+While it runs it shows how many tracks are written: a progress bar on a terminal, else a log
+line every 30 s (TFAURAL_PROGRESS_SECONDS); local output folders only (beam_jobs.progress).
 """
 
 from __future__ import annotations

@@ -47,9 +47,11 @@ Memory: the grouping shuffles every normalised map once. On a distributed runner
 (Dataflow) that is routine; the local DirectRunner keeps shuffled data in memory:
 n_signals × features × map size × 4 bytes per layer (~2.5 GB for the paper's grid
 with the Choi CNN at 11,025 Hz, ~2.8 GB with ``MTT_vgg``: 128 maps of 96 × 251),
-and a few times that while it encodes and groups them, so for the full grid on one
-machine use :func:`tfaural.correlation.analyse` (``benchmarks/correlation.py``) or
-run the job on a reduced grid. Locally the job runs in one process
+and at its peak, while it encodes and groups them, 5.5 times the analysed layers' maps
+(measured; :data:`PEAK_FACTOR`): on the local DirectRunner the job works the maps' bytes out before it
+starts and refuses (exit 2) a run that the machine's available memory cannot hold, naming
+what fits. For the full grid on one machine use :func:`tfaural.correlation.analyse`
+(``benchmarks/correlation.py``), ``--layers``, or a reduced grid. Locally the job runs in one process
 (``--direct_running_mode=in_memory`` unless chosen): TensorFlow uses every core for
 the deconvolutions, and the maps reach the grouping without crossing to worker
 processes.

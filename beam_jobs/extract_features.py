@@ -51,6 +51,8 @@ The output folder receives:
 
 A track's shard is given by a hash of its id, so reruns write the same shards.
 Without --runner the job uses every core (DirectRunner, multi-processing).
+While it runs it shows how many tracks are written: a progress bar on a terminal, else a log
+line every 30 s (TFAURAL_PROGRESS_SECONDS); local output folders only (beam_jobs.progress).
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ The output folder receives:
                         or {..., "status": "failed", "error", "error_type", "stage"}
     job.json            the settings and the model's metadata.json
 
+While it runs it shows how many tracks are written: a progress bar on a terminal, else a log
+line every 30 s (TFAURAL_PROGRESS_SECONDS); local output folders only (beam_jobs.progress).
 Without --runner the job uses every core (DirectRunner, multi-processing). Exit
 status 2 with a one-line message on a setup error (bad --model, no input files).
 """
