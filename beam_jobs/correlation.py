@@ -45,13 +45,14 @@ rendered at the export's own sample rate. See ``docs/correlation.md``.
 
 Memory: the grouping shuffles every normalised map once. On a distributed runner
 (Dataflow) that is routine; the local DirectRunner keeps shuffled data in memory:
-n_signals × features × map size × 4 bytes per layer (~2.5 GB for the paper's grid
-with the Choi CNN at 11,025 Hz, ~2.8 GB with ``MTT_vgg``: 128 maps of 96 × 251),
-and at its peak, while it encodes and groups them, 5.5 times the analysed layers' maps
-(measured; :data:`PEAK_FACTOR`): on the local DirectRunner the job works the maps' bytes out before it
-starts and refuses (exit 2) a run that the machine's available memory cannot hold, naming
-what fits. For the full grid on one machine use :func:`tfaural.correlation.analyse`
-(``benchmarks/correlation.py``), ``--layers``, or a reduced grid. Locally the job runs in one process
+n_signals × features × map size × 4 bytes per layer (~2.4 GiB for the paper's grid
+with the Choi CNN at 11,025 Hz, ~2.6 GiB with ``MTT_vgg``: 128 maps of 96 × 251),
+and at its peak, while it encodes and groups them, 5.5 times the maps it groups
+(measured; :data:`PEAK_FACTOR`). So on the local DirectRunner the job works the maps'
+bytes out before it starts: layers whose maps do not fit together in the memory
+available (or ``--max-memory-gib``) are analysed in passes, one pipeline after another,
+to the same outputs (:func:`plan_passes`); a grid whose largest layer alone does not
+fit is refused (exit 2), naming what fits. Locally the job runs in one process
 (``--direct_running_mode=in_memory`` unless chosen): TensorFlow uses every core for
 the deconvolutions, and the maps reach the grouping without crossing to worker
 processes.
@@ -110,7 +111,8 @@ __all__ = [
     "PEAK_FACTOR",
     "map_elements",
     "map_bytes",
-    "check_memory",
+    "plan_passes",
+    "GIB",
     "SIGNALS_FILE",
     "signals_npz",
     "LoadSignal",
@@ -165,6 +167,10 @@ class Settings:
             deconvolvable layer).
         default_duration: ``--signal-seconds`` was not given: :meth:`with_metadata` lengthens the grid's
             signals to what the export needs, if that is more than the default.
+        max_memory_gib: ``--max-memory-gib`` (``None``: the memory available).
+        passes: The layers each pipeline analyses, one pipeline after another, when their maps do not fit in
+            memory together (:func:`plan_passes`); ``None``: one pipeline for every layer.
+        partial: This pass's partial results file (set per pass by :meth:`CorrelationJob.passes`).
     """
 
     model: str
@@ -179,6 +185,9 @@ class Settings:
     layer_spec: str = "all"
     layers: tuple[int, ...] | None = None
     default_duration: bool = False
+    max_memory_gib: float | None = None
+    passes: tuple[tuple[int, ...], ...] | None = None
+    partial: str | None = None
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -197,6 +206,9 @@ class Settings:
             raise ParameterError(f"--signal-seconds {job.signal_seconds} is invalid: expected seconds > 0")
         if job.chord_positions is None or job.chord_positions < 1:
             raise ParameterError(f"--chord-positions {job.chord_positions} is invalid: expected a positive integer")
+        if job.max_memory_gib is not None and not job.max_memory_gib > 0:
+            raise ParameterError(f"--max-memory-gib {job.max_memory_gib} is invalid: expected a positive number of "
+                                 "GiB")
         grid = SignalGrid(
             timbres=_split_list(job.timbres, flag="--timbres"),
             chords=_split_list(job.chords, flag="--chords"),
@@ -214,6 +226,7 @@ class Settings:
             overwrite=bool(common.overwrite),
             layer_spec=str(options.view_as(LayerOptions).layers),
             default_duration=job.signal_seconds is None,
+            max_memory_gib=job.max_memory_gib,
         )
 
     def with_metadata(self, metadata: ExportMetadata) -> Settings:
@@ -475,6 +488,51 @@ def _write_outputs(
     return full
 
 
+PASSES_FOLDER = ".passes"
+
+
+def write_partial(table: list[TableRow], per_feature: list[FeatureRow], constant: list[ConstantMap], *, path: str,
+                  summary: dict[str, Any]) -> None:
+    """One pass's rows and summary, as JSON (:func:`merge_partials` reads every pass's)."""
+    rows = {"summary": summary, "table": [dataclasses.asdict(r) for r in table],
+            "per_feature": [dataclasses.asdict(r) for r in per_feature],
+            "constant": [dataclasses.asdict(c) for c in constant]}
+    beam_io.write_text(path, json.dumps(rows) + "\n")
+
+
+def merge_partials(paths: Sequence[str], *, output: str, title: str, widths: dict[int, int],
+                   layer_names: dict[int, str] | None) -> dict[str, Any]:
+    """Writes the outputs of a run made in passes from every pass's rows, as one pass writes them; deletes the
+    passes' files.
+
+    Returns:
+        What ``summary.json`` holds.
+    """
+    table: list[TableRow] = []
+    per_feature: list[FeatureRow] = []
+    constant: list[ConstantMap] = []
+    summary: dict[str, Any] = {}
+    for path in paths:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            rows = json.loads(handle.read().decode("utf-8"))
+        table += [TableRow(**r) for r in rows["table"]]
+        per_feature += [FeatureRow(**r) for r in rows["per_feature"]]
+        constant += [ConstantMap(**c) for c in rows["constant"]]
+        part = rows["summary"]
+        if not summary:
+            summary = part
+        else:
+            summary["features_per_call"] = {**summary["features_per_call"], **part["features_per_call"]}
+    summary["layers"] = sorted(int(layer) for layer in summary["features_per_call"])
+    full = _write_outputs(table, per_feature, constant, output=output, summary=summary, title=title, widths=widths,
+                          layer_names=layer_names)
+    FileSystems.delete(list(paths))
+    folder = os.path.dirname(paths[0]) if paths and beam_io.is_local(paths[0]) else None
+    if folder and not os.listdir(folder):
+        os.rmdir(folder)
+    return full
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     signals: Sequence[ModelSignal],
@@ -483,6 +541,7 @@ def build_pipeline(
     *,
     summary: dict[str, Any],
     intra_op_threads: int | None = None,
+    partial: str | None = None,
 ) -> None:
     """Adds the job's transforms to ``pipeline`` (labelled stages; see the module docstring).
 
@@ -494,6 +553,8 @@ def build_pipeline(
         metadata: The export's ``metadata.json``.
         summary: What ``summary.json`` records besides the results (grid, model, timings so far).
         intra_op_threads: TensorFlow threads per worker process (``None``: TensorFlow's default).
+        partial: Write this pass's rows to this file (:func:`write_partial`) instead of the outputs, which
+            :func:`merge_partials` writes from every pass.
     """
     names = ATTRIBUTES
     attributes = [s.attributes() for s in signals]
@@ -534,6 +595,10 @@ def build_pipeline(
         | "CollectTableRows" >> beam.combiners.ToList()
     )
     constant = normalised[NormaliseDeconvolution.CONSTANT] | "CollectConstantMaps" >> beam.combiners.ToList()
+    if partial is not None:
+        _ = table | "WritePassRows" >> beam.Map(write_partial, beam.pvalue.AsSingleton(per_feature),
+                                               beam.pvalue.AsSingleton(constant), path=partial, summary=summary)
+        return
     _ = table | "WriteOutputs" >> beam.Map(
         _write_outputs,
         beam.pvalue.AsSingleton(per_feature),
@@ -560,9 +625,11 @@ def _features_per_call(metadata: ExportMetadata, widths: dict[int, int], *, samp
 
 #: How many times the bytes of the maps themselves the job's process holds at its peak on the local
 #: DirectRunner (Beam encodes, copies and groups them): 5.5x measured, the paper's full grid on layer 5 of the
-#: demo's Choi CNN (2.55 GB of maps by :func:`map_bytes`, 14.0 GB peak resident, 2026-12-06). All five layers
-#: (12.7 GB of maps) were killed by the kernel at 25.0 GB resident on a 24-GiB machine.
+#: demo's Choi CNN (2.37 GiB of maps by :func:`map_bytes`, 13.0 GiB peak resident, 2026-12-06). All five layers
+#: in one pipeline (11.9 GiB of maps) were killed by the kernel at 23.2 GiB resident on a 24-GiB machine.
 PEAK_FACTOR = 6.0
+#: Bytes in a GiB (the unit of ``--max-memory-gib``, as of ``tfaural.listen``'s).
+GIB = 1 << 30
 
 
 def map_elements(metadata: ExportMetadata, samples: int) -> int:
@@ -582,39 +649,50 @@ def map_bytes(metadata: ExportMetadata, layers: Sequence[int] | None, *, signals
     return 4 * signals * sum(_widths(metadata, layers).values()) * map_elements(metadata, samples)
 
 
-def check_memory(metadata: ExportMetadata, layers: Sequence[int] | None, *, signals: int, samples: int,
-                 available: int) -> int:
-    """Refuses a local run whose maps would not fit this machine's memory (the kernel would kill it, minutes in).
+def plan_passes(metadata: ExportMetadata, layers: Sequence[int] | None, *, signals: int, samples: int,
+                available: int) -> list[tuple[int, ...]]:
+    """The layers each pipeline analyses so that its maps, :data:`PEAK_FACTOR` times over, fit in ``available``.
+
+    Every layer in one pass where they fit; else consecutive layers grouped while they fit (one pipeline
+    after another, each holding only its own layers' maps; the outputs are the same).
 
     Args:
         metadata: The export's metadata.
         layers: The analysed layers (``None``: all).
         signals: Signals of the grid.
         samples: Samples of each signal.
-        available: Bytes of memory available to the job.
+        available: Bytes of memory the job may use.
 
     Returns:
-        The maps' bytes (:func:`map_bytes`).
+        The passes' layers, in order; one pass if everything fits.
 
     Raises:
-        ParameterError: If :data:`PEAK_FACTOR` times the maps' bytes exceed ``available``, with what fits.
+        ParameterError: If not even one layer's maps fit, naming what does (the run would be killed by the
+            kernel minutes in).
     """
-    total = map_bytes(metadata, layers, signals=signals, samples=samples)
-    if PEAK_FACTOR * total <= available:
-        return total
-    chosen = list(metadata.deconvolvable_layers if layers is None else layers)
-    one = max(map_bytes(metadata, [layer], signals=signals, samples=samples) for layer in chosen)
-    gb = 1e9
-    fits = int(available / PEAK_FACTOR / (total / signals))
-    ways = [f"--layers L (one layer: up to {one / gb:.1f} GB of maps)"] if len(chosen) > 1 else []
-    ways += [f"a smaller grid (--timbres, --chords, --keys, --signal-seconds; {fits} signal(s) of these fit)",
-             "tfaural.correlation.analyse (one layer at a time in memory; docs/correlation.md)",
-             "or a distributed runner (--runner)"]
-    raise ParameterError(
-        f"the grid's {signals} signals x {sum(_widths(metadata, layers).values())} feature maps hold "
-        f"{total / gb:.1f} GB, which this job holds in one process on the local DirectRunner (up to "
-        f"{PEAK_FACTOR:g}x that at its peak), and {available / gb:.1f} GB of memory is available: analyse "
-        + ", ".join(ways))
+    chosen = tuple(metadata.deconvolvable_layers if layers is None else layers)
+    sizes = {layer: map_bytes(metadata, [layer], signals=signals, samples=samples) for layer in chosen}
+    budget = available / PEAK_FACTOR
+    if max(sizes.values()) > budget:
+        gb = GIB
+        total = sum(sizes.values())
+        per_signal = max(sizes.values()) / signals
+        raise ParameterError(
+            f"the grid's {signals} signals hold {max(sizes.values()) / gb:.1f} GiB of feature maps in "
+            f"{'its largest layer' if len(chosen) > 1 else 'the layer'} ({total / gb:.1f} GiB in all), which this "
+            f"job holds in one process on the local DirectRunner ({PEAK_FACTOR:g}x that at its peak), and "
+            f"{available / gb:.1f} GiB of memory is available to it: analyse a smaller grid (--timbres, --chords, "
+            f"--keys, --signal-seconds; {int(budget / per_signal)} signal(s) of these fit), use "
+            "tfaural.correlation.analyse (docs/correlation.md), or a distributed runner (--runner)")
+    passes: list[tuple[int, ...]] = []
+    current: list[int] = []
+    for layer in chosen:
+        if current and sum(sizes[c] for c in current) + sizes[layer] > budget:
+            passes.append(tuple(current))
+            current = []
+        current.append(layer)
+    passes.append(tuple(current))
+    return passes
 
 
 def _layer_names(metadata: ExportMetadata) -> dict[int, str] | None:
@@ -764,11 +842,20 @@ class CorrelationJob(Job):
         if options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct"):
             import psutil  # installed with dask[distributed]
 
-            assert settings.metadata is not None
-            samples = int(round(settings.grid.duration * settings.metadata.sample_rate))
-            total = check_memory(settings.metadata, settings.layers, signals=n_inputs, samples=samples,
-                                 available=int(psutil.virtual_memory().available))
-            logger.info("correlation: %.2f GB of feature maps to group (%d signals)", total / 1e9, n_inputs)
+            metadata = settings.metadata
+            assert metadata is not None
+            samples = int(round(settings.grid.duration * metadata.sample_rate))
+            available = int(psutil.virtual_memory().available)
+            if settings.max_memory_gib is not None:
+                available = min(available, int(settings.max_memory_gib * GIB))
+            passes = plan_passes(metadata, settings.layers, signals=n_inputs, samples=samples, available=available)
+            total = map_bytes(metadata, settings.layers, signals=n_inputs, samples=samples)
+            logger.info("correlation: %.2f GiB of feature maps to group (%d signals)", total / GIB, n_inputs)
+            if len(passes) > 1:
+                logger.info("correlation: together they do not fit in the %.1f GiB of memory available (%gx at the "
+                            "peak): %d passes, layers %s", available / GIB, PEAK_FACTOR, len(passes),
+                            " then ".join(",".join(map(str, p)) for p in passes))
+                settings = dataclasses.replace(settings, passes=tuple(passes))
         threads = _intra_op_threads(options) if local_defaults else None
         return dataclasses.replace(settings, intra_op_threads=threads)
 
@@ -784,18 +871,37 @@ class CorrelationJob(Job):
                     len(_widths(settings.metadata, settings.layers)), settings.output)
         beam_io.write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(inputs.signals))
 
+    def passes(self, settings: Settings) -> list[Settings]:
+        """One pipeline; or, when the layers' maps do not fit in memory together (:func:`plan_passes`), one per
+        group of layers, each writing its rows to ``.passes/`` in the output folder."""
+        if not settings.passes:
+            return [settings]
+        return [dataclasses.replace(settings, layers=layers, partial=_partial_path(settings, layers))
+                for layers in settings.passes]
+
     def build(self, pipeline: beam.Pipeline, inputs: RenderedSignals, settings: Settings) -> None:
         """See :func:`build_pipeline`."""
         assert settings.metadata is not None
+        if settings.partial is not None:
+            logger.info("correlation: layers %s", ",".join(map(str, settings.layers or ())))
         build_pipeline(pipeline, inputs.signals, settings, settings.metadata, summary=_summary(settings, inputs),
-                       intra_op_threads=settings.intra_op_threads)
+                       intra_op_threads=settings.intra_op_threads, partial=settings.partial)
 
     def finish(self, settings: Settings, result: PipelineResult, timings: Timings) -> None:
-        """Adds the run's timings to ``summary.json`` and logs the table."""
+        """Writes the outputs of a run made in passes; adds the run's timings to ``summary.json``; logs the table."""
+        if settings.passes:
+            assert settings.metadata is not None
+            merge_partials([_partial_path(settings, layers) for layers in settings.passes], output=settings.output,
+                           title=_title(settings.metadata), widths=_widths(settings.metadata, settings.layers),
+                           layer_names=_layer_names(settings.metadata))
         _add_timings(settings.output, {  # render_signals is already there (see _summary)
             "pipeline": round(timings.pipeline, 3),
             "total": round(timings.total, 3),
         })
+
+
+def _partial_path(settings: Settings, layers: Sequence[int]) -> str:
+    return beam_io.join(settings.output, PASSES_FOLDER, f"layers-{'-'.join(map(str, layers))}.json")
 
 
 def _add_timings(output: str, timings: dict[str, float]) -> None:
