@@ -253,6 +253,10 @@ class Settings:
                    stft=(n_fft, hop), report=bool(job.report), tags=tags,
                    pad_short=bool(options.view_as(ShortTrackOptions).pad_short))
 
+    def part_file(self, track: TrackInput) -> str:
+        """The track's record, relative to the output folder: ``<name>/track.json``, written last."""
+        return f"{track.name}/{TRACK_FILE}"
+
     def job_settings(self) -> dict[str, Any]:
         """What determines the outputs (compared by ``--skip-existing``)."""
         return {"signature": SIGNATURE, "layers": list(self.layers),
@@ -364,7 +368,7 @@ class PrepareTrack(beam.DoFn):
 
     def process(self, track: TrackInput) -> Iterator[Any]:
         s = self._settings
-        marker = s.common.path(track.name, TRACK_FILE)
+        marker = s.common.path(s.part_file(track))
         if beam_io.exists(marker):
             if s.common.skip_existing:
                 try:
@@ -431,7 +435,7 @@ def read_track_info(settings: Settings, track: TrackInput) -> TrackRecord:
             settings, a missing file, a file whose content is not what the run wrote).
     """
     s = settings
-    path = s.common.path(track.name, TRACK_FILE)
+    path = s.common.path(s.part_file(track))
     try:
         info = parse_track_record(beam_io.read_text(path), path=path)
     except (OSError, UnicodeDecodeError) as err:
@@ -595,7 +599,7 @@ class FinishTrack(beam.DoFn):
             info = self._spectrograms(track, info, checksums)
         outputs = _outputs(track, info)
         self._remove_stale(track, keep={*outputs})
-        beam_io.write_text(s.common.path(track.name, TRACK_FILE), info.to_text())
+        beam_io.write_text(s.common.path(s.part_file(track)), info.to_text())
         yield TrackResult(track, OK, outputs=outputs)
 
     def _spectrograms(self, track: TrackInput, info: TrackRecord, checksums: dict[str, str]) -> TrackRecord:
@@ -693,10 +697,6 @@ class AuraliseJob(CatalogueJob):
     def settings(self, options: PipelineOptions) -> Settings:
         """See :meth:`Settings.from_options`."""
         return Settings.from_options(options)
-
-    def written_file(self, settings: Settings, track: TrackInput) -> str:
-        """``<name>/track.json``, written last."""
-        return f"{track.name}/{TRACK_FILE}"
 
     def job_extra(self, settings: Settings) -> dict[str, Any]:
         """What a reader of the output needs without parsing the settings: layers, features, clip, format."""

@@ -47,8 +47,8 @@ Memory: the grouping shuffles every normalised map once. On a distributed runner
 (Dataflow) that is routine; the local DirectRunner keeps shuffled data in memory:
 n_signals × features × map size × 4 bytes per layer (~2.4 GiB for the paper's grid
 with the Choi CNN at 11,025 Hz, ~2.6 GiB with ``MTT_vgg``: 128 maps of 96 × 251),
-and at its peak, while it encodes and groups them, 5.5 times the maps it groups
-(measured; :data:`PEAK_FACTOR`). So on the local DirectRunner the job works the maps'
+and at its peak, while it encodes and groups them, several times the maps it groups
+(:data:`PEAK_FACTOR`). So on the local DirectRunner the job works the maps'
 bytes out before it starts: layers whose maps do not fit together in the memory
 available (or ``--max-memory-gib``) are analysed in passes, one pipeline after another,
 to the same outputs (:func:`plan_passes`); a grid whose largest layer alone does not
@@ -623,10 +623,10 @@ def _features_per_call(metadata: ExportMetadata, widths: dict[int, int], *, samp
             for layer, width in widths.items()}
 
 
-#: How many times the bytes of the maps themselves the job's process holds at its peak on the local
-#: DirectRunner (Beam encodes, copies and groups them): 5.5x measured, the paper's full grid on layer 5 of the
-#: demo's Choi CNN (2.37 GiB of maps by :func:`map_bytes`, 13.0 GiB peak resident, 2026-12-06). All five layers
-#: in one pipeline (11.9 GiB of maps) were killed by the kernel at 23.2 GiB resident on a 24-GiB machine.
+#: How many times the bytes of the maps themselves the job's process may hold at its peak on the local
+#: DirectRunner (Beam encodes, copies and groups them): set above the peak of one run measured by hand (the
+#: paper's full grid on layer 5 of the demo's Choi CNN; issue 19's closing note of 2026-12-06), not by a
+#: benchmark. All five layers in one pipeline were killed by the kernel on a 24-GiB machine.
 PEAK_FACTOR = 6.0
 #: Bytes in a GiB (the unit of ``--max-memory-gib``, as of ``tfaural.listen``'s).
 GIB = 1 << 30

@@ -509,10 +509,6 @@ class ExtractFeaturesJob(CatalogueJob):
         return super().configure(options, settings.with_tracks(n_inputs), n_inputs=n_inputs,
                                  local_defaults=local_defaults)
 
-    def written_file(self, settings: Settings, track: TrackInput) -> str:
-        """``tracks/<name>.npz``."""
-        return settings.part_file(track)
-
     def job_extra(self, settings: Settings) -> dict[str, Any]:
         """The format, the shards, the feature layout and the chunking plan."""
         return {

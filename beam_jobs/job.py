@@ -329,9 +329,11 @@ class CatalogueJob(Job):
         return {}
 
     def written_file(self, settings: Any, track: TrackInput) -> str | None:
-        """The file, relative to the output folder, whose presence means ``track`` is written (``None``: no such
-        file, the job's progress is not shown)."""
-        return None
+        """The file, relative to the output folder, whose presence means ``track`` is written: the settings'
+        ``part_file`` (``tag``, ``extract_features``, ``auralise``: what ``--skip-existing`` reads back);
+        ``None`` for a job without one (its progress is not shown)."""
+        part_file = getattr(settings, "part_file", None)
+        return part_file(track) if part_file is not None else None
 
     def progress(self, settings: Any, inputs: Sequence[TrackInput]) -> contextlib.AbstractContextManager[Any]:
         """The count of tracks written, from :meth:`written_file`, in a local output folder

@@ -16,6 +16,7 @@ and listing a bucket every few seconds would cost requests.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -83,8 +84,12 @@ class TrackProgress:
         self._started = time.perf_counter()
         self._pending = list(dict.fromkeys(paths))
         self._earlier: dict[str, int] = {}  # an earlier run's file -> its time, until it is written again
+        if not keep_existing:
+            for path in self._pending:
+                with contextlib.suppress(OSError):
+                    self._earlier[path] = os.stat(path).st_mtime_ns
         self.written = 0
-        self.written = self._look(keep_existing=keep_existing)
+        self._look()
         self._at_start = self.written
         self._logged = self.written
         self._lines = 0
@@ -93,12 +98,8 @@ class TrackProgress:
         self._bar: Any = None
         self._redirect: Any = None
 
-    def _look(self, *, keep_existing: bool | None = None) -> int:
-        """Looks at the files still missing; returns how many tracks are written now.
-
-        ``keep_existing`` (the first look only): whether files there already count, or are an earlier run's,
-        counted once they change.
-        """
+    def _look(self) -> None:
+        """Looks at the files still missing and counts those written since (:attr:`written`)."""
         still = []
         for path in self._pending:
             try:
@@ -106,12 +107,10 @@ class TrackProgress:
             except OSError:
                 still.append(path)
                 continue
-            if keep_existing is False or self._earlier.get(path) == modified:
-                self._earlier.setdefault(path, modified)
+            if self._earlier.get(path) == modified:
                 still.append(path)  # an earlier run's file, not written again yet
         self.written += len(self._pending) - len(still)
         self._pending = still
-        return self.written
 
     def __enter__(self) -> TrackProgress:
         if self._bar_wanted:

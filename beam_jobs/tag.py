@@ -354,10 +354,6 @@ class TagJob(CatalogueJob):
         """See :meth:`Settings.from_options`."""
         return Settings.from_options(options)
 
-    def written_file(self, settings: Settings, track: TrackInput) -> str:
-        """``tracks/<name>.json``."""
-        return settings.part_file(track)
-
     def job_extra(self, settings: Settings) -> dict[str, Any]:
         """The chunking plan."""
         return settings.plan.describe()

@@ -271,11 +271,11 @@ def _mp3_reader(snd: sf.SoundFile, handle: Any, name: str) -> sf.SoundFile | _Wr
 
     libsndfile decodes an MP3 correctly only in one read from where it was opened or last sought: soundfile
     seeks after every read (to where the read ended), and libsndfile's MP3 seek restarts libmpg123 at a frame
-    boundary without the bit reservoir the next frames draw on. In some files those frames come out wrong (by
-    up to half of full scale over a few hundred samples, in a LAME file through FFmpeg), and libmpg123 prints
-    "part2_3_length (..) too large for available bit count" for each, without the file's name. FFmpeg decodes
-    the same samples as libsndfile's read of the whole file (within 2e-6) in any pieces, and seeks by decoding
-    from the start.
+    boundary without the bit reservoir the next frames draw on. In some files those frames come out wrong
+    (a LAME file through FFmpeg, ``tests/test_audio_truncation.py``), and libmpg123 prints "part2_3_length (..)
+    too large for available bit count" for each, without the file's name. FFmpeg decodes the same samples as
+    libsndfile's read of the whole file (within the test's 1e-5) in any pieces, and seeks by decoding from the
+    start.
 
     Returns:
         FFmpeg's reader, held to the length an MP3's Xing, Info or VBRI header declares as libsndfile reads it
@@ -811,8 +811,8 @@ def write(
 
 
 #: Most frames handed to libsndfile in one write: libvorbis allocates its analysis buffer for all the
-#: frames of a call on the stack, and a minute of stereo 48-kHz audio in one call overflows it (the process
-#: dies of a segmentation fault: libsndfile issue 1095, python-soundfile issues 233, 396, 426).
+#: frames of a call on the stack, and a long write in one call overflows it (the process dies of a
+#: segmentation fault: libsndfile issue 1095, python-soundfile issues 233, 396, 426; tests/test_audio.py).
 _WRITE_FRAMES = 1 << 16
 
 

@@ -277,7 +277,7 @@ def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.P
 def test_the_maps_memory_is_what_the_models_input_holds(exported: tuple[keras.Model, str], front: str) -> None:
     """One map per feature, layer and signal, of the model's input representation (librosa's shapes: an
     independent reference). The demo's Choi CNN on the paper's full grid takes one layer per pass on a 24-GiB
-    machine (in one pipeline the kernel killed it at 23.2 GiB); 48 signals fit in one pass; with 10 GiB even one
+    machine (in one pipeline the kernel killed it); 48 signals fit in one pass; with 10 GiB even one
     layer is too much for it: refused, with what fits."""
     import librosa
 
