@@ -17,11 +17,11 @@ Usage:
    chunk of features) when the export's per-call budget (``max_deconv_feature_samples``)
    does not take them all at the signal length (e.g. musicnn's ``MTT_vgg``, 128 maps per
    layer: all of them up to 15 s).
-3. Each deconvolved map is centred and scaled to unit norm (float64, stored as
-   float32) and keyed by (layer, feature), with its signal's attributes. A GroupByKey
-   brings together every signal's map of one feature; within it, for each attribute,
-   the signals that differ only in that attribute form a group, and the Pearson
-   correlation of every pair is a dot product (float64). CombinePerKey reduces the
+3. Each deconvolved map is centred and scaled to unit norm (float64, stored as float32 in
+   ``.maps/``: see Memory below), and a reference to it is keyed by (layer, feature), with its
+   signal's attributes. A GroupByKey brings together every signal's map of one feature; within
+   it, for each attribute, the signals that differ only in that attribute form a group, and the
+   Pearson correlation of every pair is a dot product (float64). CombinePerKey reduces the
    pairs to mean / std per feature and per layer.
 
 The output folder receives:
@@ -32,6 +32,7 @@ The output folder receives:
     figure10.png           mean ± std per layer, one line per attribute
     signals.npz            the model signals analysed: audio float32 [n, samples], signal_ids [n]
                            (the workers read them from here, so the pipeline graph stays small)
+    .maps/                 while the job runs: the normalised maps (deleted at the end)
 
 A feature whose deconvolution is constant (all zero) for a signal has no
 correlation: its pairs are counted in ``n_undefined`` and left out of the
@@ -43,28 +44,28 @@ spectrograms ``[freq, frames]``), SampleCNN models (waveforms ``[samples]``) and
 imported musicnn taggers (16 kHz; log-mel maps ``[96 mels, frames]``); the signals are
 rendered at the export's own sample rate. See ``docs/correlation.md``.
 
-Memory: the grouping shuffles every normalised map once. On a distributed runner
-(Dataflow) that is routine; the local DirectRunner keeps shuffled data in memory:
-n_signals × features × map size × 4 bytes per layer (~2.4 GiB for the paper's grid
-with the Choi CNN at 11,025 Hz, ~2.6 GiB with ``MTT_vgg``: 128 maps of 96 × 251),
-and at its peak, while it encodes and groups them, several times the maps it groups
-(:data:`PEAK_FACTOR`). So on the local DirectRunner the job works the maps'
-bytes out before it starts: layers whose maps do not fit together in the memory
-available (or ``--max-memory-gib``) are analysed in passes, one pipeline after another,
-to the same outputs (:func:`plan_passes`); a grid whose largest layer alone does not
-fit is refused (exit 2), naming what fits. Locally the job runs in one process
-(``--direct_running_mode=in_memory`` unless chosen): TensorFlow uses every core for
-the deconvolutions, and the maps reach the grouping without crossing to worker
-processes.
+Memory: the maps are the job's bulk (signals × features × the model's input representation
+× 4 bytes: 11.9 GiB for the paper's full grid on the demo's Choi CNN, :func:`map_bytes`), so
+they never travel through the pipeline. Each deconvolution's normalised maps are written once,
+as float32, to ``.maps/`` in the output folder (:class:`MapStore`), and only a reference to
+each map (file, row) is grouped; :class:`CorrelateFeature` reads one feature's maps back, one
+feature at a time. The job's memory is that of one deconvolution and one feature's maps,
+whatever the grid, and it needs the maps' bytes of disk space in the output folder while it
+runs (checked before it starts for a local folder; ``.maps/`` is deleted when the run ends,
+and by the next run if it was killed). Locally the job runs in one process
+(``--direct_running_mode=in_memory`` unless chosen): TensorFlow uses every core for the
+deconvolutions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -88,6 +89,7 @@ from beam_jobs.options import (
     LayerOptions,
     require,
 )
+from beam_jobs.progress import TrackProgress
 from beam_jobs.settings import excerpt_seconds
 from tfaural import __version__, correlation
 from tfaural.cli import check_output_folder, parse_index_list
@@ -108,11 +110,13 @@ if __name__ == "__main__":
 
 __all__ = [
     "OUTPUT_FILES",
-    "PEAK_FACTOR",
+    "MAPS_FOLDER",
     "map_elements",
     "map_bytes",
-    "plan_passes",
+    "check_map_space",
     "GIB",
+    "MapRef",
+    "MapStore",
     "SIGNALS_FILE",
     "signals_npz",
     "LoadSignal",
@@ -167,10 +171,6 @@ class Settings:
             deconvolvable layer).
         default_duration: ``--signal-seconds`` was not given: :meth:`with_metadata` lengthens the grid's
             signals to what the export needs, if that is more than the default.
-        max_memory_gib: ``--max-memory-gib`` (``None``: the memory available).
-        passes: The layers each pipeline analyses, one pipeline after another, when their maps do not fit in
-            memory together (:func:`plan_passes`); ``None``: one pipeline for every layer.
-        partial: This pass's partial results file (set per pass by :meth:`CorrelationJob.passes`).
     """
 
     model: str
@@ -185,9 +185,6 @@ class Settings:
     layer_spec: str = "all"
     layers: tuple[int, ...] | None = None
     default_duration: bool = False
-    max_memory_gib: float | None = None
-    passes: tuple[tuple[int, ...], ...] | None = None
-    partial: str | None = None
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -206,9 +203,6 @@ class Settings:
             raise ParameterError(f"--signal-seconds {job.signal_seconds} is invalid: expected seconds > 0")
         if job.chord_positions is None or job.chord_positions < 1:
             raise ParameterError(f"--chord-positions {job.chord_positions} is invalid: expected a positive integer")
-        if job.max_memory_gib is not None and not job.max_memory_gib > 0:
-            raise ParameterError(f"--max-memory-gib {job.max_memory_gib} is invalid: expected a positive number of "
-                                 "GiB")
         grid = SignalGrid(
             timbres=_split_list(job.timbres, flag="--timbres"),
             chords=_split_list(job.chords, flag="--chords"),
@@ -226,7 +220,6 @@ class Settings:
             overwrite=bool(common.overwrite),
             layer_spec=str(options.view_as(LayerOptions).layers),
             default_duration=job.signal_seconds is None,
-            max_memory_gib=job.max_memory_gib,
         )
 
     def with_metadata(self, metadata: ExportMetadata) -> Settings:
@@ -305,30 +298,102 @@ def _examples(
             }
 
 
+MAPS_FOLDER = ".maps"
+"""The folder, in ``--output``, that holds the run's normalised maps while it runs (:class:`MapStore`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MapRef:
+    """Where one normalised map is stored: row ``row`` of ``path``, ``size`` float32 values per row."""
+
+    path: str
+    row: int
+    size: int
+
+
+class MapStore:
+    """The run's normalised maps, in ``<output>/.maps/`` on any filesystem Beam reaches.
+
+    One file per deconvolution call, ``layer-<L>/<signal index>-<first feature>.f32``: its maps as float32
+    rows ``[features, size]`` with no header (written atomically, so a retried bundle rewrites the same
+    bytes). The pipeline carries :class:`MapRef` s instead of the maps, and a feature's maps are read back
+    one row per signal when that feature is correlated.
+
+    Args:
+        output: The job's output folder.
+    """
+
+    def __init__(self, output: str) -> None:
+        self.folder = beam_io.join(output, MAPS_FOLDER)
+
+    def path(self, *, layer: int, index: int, start: int) -> str:
+        """The file of one call's maps: layer ``layer``, signal ``index``, features from ``start``."""
+        return beam_io.join(self.folder, f"layer-{layer}", f"{index:05d}-{start:05d}.f32")
+
+    def write(self, z: np.ndarray, *, layer: int, index: int, start: int) -> list[MapRef]:
+        """Stores the maps of one call: float32 ``[features, size]`` of signal ``index``, features from ``start``."""
+        z = np.ascontiguousarray(z, np.float32)
+        path = self.path(layer=layer, index=index, start=start)
+        beam_io.write_bytes(path, z.tobytes())
+        return [MapRef(path, row, int(z.shape[1])) for row in range(z.shape[0])]
+
+    @staticmethod
+    def read(ref: MapRef) -> np.ndarray:
+        """One stored map, float32 ``[size]``.
+
+        Raises:
+            TfauralError: If the file is missing or shorter than the row needs (changed during the run).
+        """
+        n_bytes = 4 * ref.size
+        try:
+            with FileSystems.open(ref.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                handle.seek(ref.row * n_bytes)
+                data = handle.read(n_bytes)
+        except OSError as err:  # Beam's BeamIOError is an IOError
+            raise TfauralError(f"{ref.path}: cannot read the stored feature maps ({err}); was {MAPS_FOLDER}/ in the "
+                               "output folder removed during the run?") from err
+        if len(data) != n_bytes:
+            raise TfauralError(f"{ref.path}: holds {ref.row * n_bytes + len(data)} bytes, too few for map {ref.row} "
+                               f"({n_bytes} bytes a map); was it changed during the run?")
+        return np.frombuffer(data, np.float32)
+
+    def remove(self) -> None:
+        """Deletes the folder and every map in it (nothing if it is not there)."""
+        if beam_io.is_local(self.folder):
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        try:
+            FileSystems.delete([self.folder.rstrip("/") + "/"])
+        except OSError as err:  # nothing there, or the filesystem refused: say so, the outputs are written
+            logger.warning("correlation: could not delete %s: %s", self.folder, err)
+
+
 _GroupKey = tuple[int, str, tuple[str, ...], int]  # (layer, attribute, other attribute values, feature)
 _Member = tuple[int, str, np.ndarray, bool]  # (signal index, attribute value, z [size], constant)
 _FeatureKey = tuple[int, int]  # (layer, feature)
-_FeatureMap = tuple[int, tuple[str, ...], np.ndarray, bool]  # (signal index, attribute values, z [size], constant)
+_FeatureMap = tuple[int, tuple[str, ...], MapRef, bool]  # (signal index, attribute values, stored z, constant)
 
 
 class NormaliseDeconvolution(beam.DoFn):
-    """``((signal_id, layer, first feature), PredictionResult)`` → normalised maps keyed by (layer, feature).
+    """``((signal_id, layer, first feature), PredictionResult)`` → stored normalised maps keyed by (layer, feature).
 
-    Main output: ``((layer, feature), (index, values, z, constant))`` for every map, once: the signal's
-    index in the grid, its attribute values (in ``names`` order), the map centred and scaled to unit
-    norm, and whether it is constant. Tagged output ``"constant"``: a
+    Main output: ``((layer, feature), (index, values, ref, constant))`` for every map, once: the signal's
+    index in the grid, its attribute values (in ``names`` order), where the map centred and scaled to unit
+    norm is stored (:class:`MapStore`), and whether it is constant. Tagged output ``"constant"``: a
     :class:`~tfaural.correlation.ConstantMap` for every all-zero (constant) map.
     """
 
     CONSTANT = "constant"
 
-    def __init__(self, signals: dict[str, tuple[int, dict[str, str]]], names: Sequence[str]) -> None:
+    def __init__(self, signals: dict[str, tuple[int, dict[str, str]]], names: Sequence[str], *, output: str) -> None:
         self._signals = signals
         self._names = tuple(names)
+        self._output = output
 
     def setup(self) -> None:
         self._maps = beam.metrics.Metrics.counter(_METRICS, "deconvolutions")
         self._constant = beam.metrics.Metrics.counter(_METRICS, "constant_maps")
+        self._store = MapStore(self._output)
 
     def process(self, element: tuple[tuple[str, int, int], PredictionResult]) -> Iterator[Any]:
         (signal_id, layer, start), result = element
@@ -344,15 +409,17 @@ class NormaliseDeconvolution(beam.DoFn):
         for zero in np.flatnonzero(constant[0]):
             self._constant.inc()
             yield beam.pvalue.TaggedOutput(self.CONSTANT, ConstantMap(layer, start + int(zero), signal_id))
-        for offset in range(z.shape[1]):
-            yield (layer, start + offset), (index, values, z[0, offset], bool(constant[0, offset]))
+        refs = self._store.write(z[0], layer=layer, index=index, start=start)
+        for offset, ref in enumerate(refs):
+            yield (layer, start + offset), (index, values, ref, bool(constant[0, offset]))
 
 
 class CorrelateFeature(beam.DoFn):
     """Every signal's map of one feature → the pair correlations of each attribute group.
 
-    For each attribute, the signals sharing the values of the other two attributes form a group
-    (those of ``groups``: the groups with pairs); :func:`correlate_group` gives its moments.
+    The feature's maps are read from the :class:`MapStore` (one feature's at a time in memory). For each
+    attribute, the signals sharing the values of the other two attributes form a group (those of
+    ``groups``: the groups with pairs); :func:`correlate_group` gives its moments.
 
     Output: ``((layer, attribute, feature), moments)`` per attribute group.
     """
@@ -364,7 +431,8 @@ class CorrelateFeature(beam.DoFn):
     def process(self, element: tuple[_FeatureKey, Iterable[_FeatureMap]]) -> Iterator[tuple[tuple[int, str, int],
                                                                                            Moments]]:
         (layer, feature), members = element
-        ordered = sorted(members, key=lambda member: member[0])
+        ordered = [(index, values, _ZERO if constant else MapStore.read(ref), constant)
+                   for index, values, ref, constant in sorted(members, key=lambda member: member[0])]
         for position, attribute in enumerate(self._names):
             by_others: dict[tuple[str, ...], list[_Member]] = {}
             for index, values, z, constant in ordered:
@@ -373,6 +441,9 @@ class CorrelateFeature(beam.DoFn):
                     by_others.setdefault(others, []).append((index, values[position], z, constant))
             for others, group in by_others.items():
                 yield correlate_group(((layer, attribute, others, feature), group))
+
+
+_ZERO = np.zeros(0, np.float32)  # a constant map: no correlation is computed with it (not read)
 
 
 def correlate_group(element: tuple[_GroupKey, Iterable[_Member]]) -> tuple[tuple[int, str, int], Moments]:
@@ -488,51 +559,6 @@ def _write_outputs(
     return full
 
 
-PASSES_FOLDER = ".passes"
-
-
-def write_partial(table: list[TableRow], per_feature: list[FeatureRow], constant: list[ConstantMap], *, path: str,
-                  summary: dict[str, Any]) -> None:
-    """One pass's rows and summary, as JSON (:func:`merge_partials` reads every pass's)."""
-    rows = {"summary": summary, "table": [dataclasses.asdict(r) for r in table],
-            "per_feature": [dataclasses.asdict(r) for r in per_feature],
-            "constant": [dataclasses.asdict(c) for c in constant]}
-    beam_io.write_text(path, json.dumps(rows) + "\n")
-
-
-def merge_partials(paths: Sequence[str], *, output: str, title: str, widths: dict[int, int],
-                   layer_names: dict[int, str] | None) -> dict[str, Any]:
-    """Writes the outputs of a run made in passes from every pass's rows, as one pass writes them; deletes the
-    passes' files.
-
-    Returns:
-        What ``summary.json`` holds.
-    """
-    table: list[TableRow] = []
-    per_feature: list[FeatureRow] = []
-    constant: list[ConstantMap] = []
-    summary: dict[str, Any] = {}
-    for path in paths:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            rows = json.loads(handle.read().decode("utf-8"))
-        table += [TableRow(**r) for r in rows["table"]]
-        per_feature += [FeatureRow(**r) for r in rows["per_feature"]]
-        constant += [ConstantMap(**c) for c in rows["constant"]]
-        part = rows["summary"]
-        if not summary:
-            summary = part
-        else:
-            summary["features_per_call"] = {**summary["features_per_call"], **part["features_per_call"]}
-    summary["layers"] = sorted(int(layer) for layer in summary["features_per_call"])
-    full = _write_outputs(table, per_feature, constant, output=output, summary=summary, title=title, widths=widths,
-                          layer_names=layer_names)
-    FileSystems.delete(list(paths))
-    folder = os.path.dirname(paths[0]) if paths and beam_io.is_local(paths[0]) else None
-    if folder and not os.listdir(folder):
-        os.rmdir(folder)
-    return full
-
-
 def build_pipeline(
     pipeline: beam.Pipeline,
     signals: Sequence[ModelSignal],
@@ -541,7 +567,6 @@ def build_pipeline(
     *,
     summary: dict[str, Any],
     intra_op_threads: int | None = None,
-    partial: str | None = None,
 ) -> None:
     """Adds the job's transforms to ``pipeline`` (labelled stages; see the module docstring).
 
@@ -553,8 +578,6 @@ def build_pipeline(
         metadata: The export's ``metadata.json``.
         summary: What ``summary.json`` records besides the results (grid, model, timings so far).
         intra_op_threads: TensorFlow threads per worker process (``None``: TensorFlow's default).
-        partial: Write this pass's rows to this file (:func:`write_partial`) instead of the outputs, which
-            :func:`merge_partials` writes from every pass.
     """
     names = ATTRIBUTES
     attributes = [s.attributes() for s in signals]
@@ -573,7 +596,8 @@ def build_pipeline(
         | "LoadSignals" >> beam.ParDo(LoadSignal(beam_io.join(settings.output, SIGNALS_FILE)))
         | "OneExamplePerLayer" >> beam.FlatMap(_examples, widths=widths, per_call=per_call)
         | "Deconvolve" >> RunInference(handler)
-        | "NormaliseAndKeyByFeature" >> beam.ParDo(NormaliseDeconvolution(by_id, names)).with_outputs(
+        | "NormaliseAndKeyByFeature" >> beam.ParDo(NormaliseDeconvolution(
+            by_id, names, output=settings.output)).with_outputs(
             NormaliseDeconvolution.CONSTANT, main="maps")
     )
     feature_moments = (
@@ -595,10 +619,6 @@ def build_pipeline(
         | "CollectTableRows" >> beam.combiners.ToList()
     )
     constant = normalised[NormaliseDeconvolution.CONSTANT] | "CollectConstantMaps" >> beam.combiners.ToList()
-    if partial is not None:
-        _ = table | "WritePassRows" >> beam.Map(write_partial, beam.pvalue.AsSingleton(per_feature),
-                                               beam.pvalue.AsSingleton(constant), path=partial, summary=summary)
-        return
     _ = table | "WriteOutputs" >> beam.Map(
         _write_outputs,
         beam.pvalue.AsSingleton(per_feature),
@@ -623,12 +643,7 @@ def _features_per_call(metadata: ExportMetadata, widths: dict[int, int], *, samp
             for layer, width in widths.items()}
 
 
-#: How many times the bytes of the maps themselves the job's process may hold at its peak on the local
-#: DirectRunner (Beam encodes, copies and groups them): set above the peak of one run measured by hand (the
-#: paper's full grid on layer 5 of the demo's Choi CNN; issue 19's closing note of 2026-12-06), not by a
-#: benchmark. All five layers in one pipeline were killed by the kernel on a 24-GiB machine.
-PEAK_FACTOR = 6.0
-#: Bytes in a GiB (the unit of ``--max-memory-gib``, as of ``tfaural.listen``'s).
+#: Bytes in a GiB.
 GIB = 1 << 30
 
 
@@ -649,50 +664,26 @@ def map_bytes(metadata: ExportMetadata, layers: Sequence[int] | None, *, signals
     return 4 * signals * sum(_widths(metadata, layers).values()) * map_elements(metadata, samples)
 
 
-def plan_passes(metadata: ExportMetadata, layers: Sequence[int] | None, *, signals: int, samples: int,
-                available: int) -> list[tuple[int, ...]]:
-    """The layers each pipeline analyses so that its maps, :data:`PEAK_FACTOR` times over, fit in ``available``.
-
-    Every layer in one pass where they fit; else consecutive layers grouped while they fit (one pipeline
-    after another, each holding only its own layers' maps; the outputs are the same).
-
-    Args:
-        metadata: The export's metadata.
-        layers: The analysed layers (``None``: all).
-        signals: Signals of the grid.
-        samples: Samples of each signal.
-        available: Bytes of memory the job may use.
-
-    Returns:
-        The passes' layers, in order; one pass if everything fits.
+def check_map_space(needed: int, *, folder: str, free: int) -> None:
+    """Refuses a run whose maps (``needed`` bytes, :func:`map_bytes`) need more than the ``free`` bytes of disk
+    space in the output ``folder``, naming both (minutes of deconvolution would otherwise end on a full disk).
 
     Raises:
-        ParameterError: If not even one layer's maps fit, naming what does (the run would be killed by the
-            kernel minutes in).
+        ParameterError: If ``needed`` and a 5 % margin exceed ``free``.
     """
-    chosen = tuple(metadata.deconvolvable_layers if layers is None else layers)
-    sizes = {layer: map_bytes(metadata, [layer], signals=signals, samples=samples) for layer in chosen}
-    budget = available / PEAK_FACTOR
-    if max(sizes.values()) > budget:
-        gb = GIB
-        total = sum(sizes.values())
-        per_signal = max(sizes.values()) / signals
+    if needed * 1.05 > free:
         raise ParameterError(
-            f"the grid's {signals} signals hold {max(sizes.values()) / gb:.1f} GiB of feature maps in "
-            f"{'its largest layer' if len(chosen) > 1 else 'the layer'} ({total / gb:.1f} GiB in all), which this "
-            f"job holds in one process on the local DirectRunner ({PEAK_FACTOR:g}x that at its peak), and "
-            f"{available / gb:.1f} GiB of memory is available to it: analyse a smaller grid (--timbres, --chords, "
-            f"--keys, --signal-seconds; {int(budget / per_signal)} signal(s) of these fit), use "
-            "tfaural.correlation.analyse (docs/correlation.md), or a distributed runner (--runner)")
-    passes: list[tuple[int, ...]] = []
-    current: list[int] = []
-    for layer in chosen:
-        if current and sum(sizes[c] for c in current) + sizes[layer] > budget:
-            passes.append(tuple(current))
-            current = []
-        current.append(layer)
-    passes.append(tuple(current))
-    return passes
+            f"the grid's feature maps take {needed / GIB:.2f} GiB, which the job keeps in {folder}/{MAPS_FOLDER} "
+            f"while it runs, and {free / GIB:.2f} GiB is free there: free some space, choose an --output on a "
+            "larger disk, or analyse a smaller grid (--timbres, --chords, --keys, --signal-seconds, --layers)")
+
+
+def _free_bytes(folder: str) -> int:
+    """Free bytes on the disk of local ``folder`` (or of its nearest existing parent)."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return int(shutil.disk_usage(path).free)
 
 
 def _layer_names(metadata: ExportMetadata) -> dict[int, str] | None:
@@ -798,8 +789,7 @@ class CorrelationJob(Job):
     name = "correlation"
     option_classes = (CatalogueJobOptions, InferenceJobOptions, CorrelationOptions, LayerOptions)
     save_main_session = True
-    # One local process: the work is TensorFlow's (every core in one process), and the maps it
-    # shuffles would otherwise cross Beam's data plane to and from worker processes (module docstring).
+    # One local process: the work is TensorFlow's, which uses every core in one process.
     local_mode = "in_memory"
 
     def settings(self, options: PipelineOptions) -> Settings:
@@ -839,69 +829,68 @@ class CorrelationJob(Job):
                   local_defaults: bool) -> Settings:
         """Runner defaults, then TensorFlow threads per worker process (the cores shared by the workers)."""
         settings = super().configure(options, settings, n_inputs=n_inputs, local_defaults=local_defaults)
-        if options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct"):
-            import psutil  # installed with dask[distributed]
-
-            metadata = settings.metadata
-            assert metadata is not None
-            samples = int(round(settings.grid.duration * metadata.sample_rate))
-            available = int(psutil.virtual_memory().available)
-            if settings.max_memory_gib is not None:
-                available = min(available, int(settings.max_memory_gib * GIB))
-            passes = plan_passes(metadata, settings.layers, signals=n_inputs, samples=samples, available=available)
-            total = map_bytes(metadata, settings.layers, signals=n_inputs, samples=samples)
-            logger.info("correlation: %.2f GiB of feature maps to group (%d signals)", total / GIB, n_inputs)
-            if len(passes) > 1:
-                logger.info("correlation: together they do not fit in the %.1f GiB of memory available (%gx at the "
-                            "peak): %d passes, layers %s", available / GIB, PEAK_FACTOR, len(passes),
-                            " then ".join(",".join(map(str, p)) for p in passes))
-                settings = dataclasses.replace(settings, passes=tuple(passes))
         threads = _intra_op_threads(options) if local_defaults else None
         return dataclasses.replace(settings, intra_op_threads=threads)
 
     def prepare(self, settings: Settings, inputs: RenderedSignals) -> None:
-        """Deletes an earlier run's outputs (``--overwrite``); writes ``signals.npz``, which the workers read."""
+        """Deletes an earlier run's outputs (``--overwrite``) and the maps a killed run left; checks that the maps
+        fit on the output folder's disk (:func:`check_map_space`); writes ``signals.npz``, which the workers read.
+
+        Raises:
+            ParameterError: If the maps do not fit on a local output folder's disk.
+        """
         existing = _existing_outputs(settings)
         if existing:
             FileSystems.delete(existing)
+        MapStore(settings.output).remove()
+        metadata = settings.metadata
+        assert metadata is not None
+        samples = int(np.shape(inputs.signals[0].audio)[-1])
+        needed = map_bytes(metadata, settings.layers, signals=len(inputs), samples=samples)
+        logger.info("correlation: %.2f GiB of feature maps, kept in %s while the job runs", needed / GIB,
+                    MapStore(settings.output).folder)
         if beam_io.is_local(settings.output):
+            check_map_space(needed, folder=settings.output, free=_free_bytes(settings.output))
             os.makedirs(settings.output, exist_ok=True)
         assert settings.metadata is not None
         logger.info("correlation: %d signals x %d layers -> %s", len(inputs),
                     len(_widths(settings.metadata, settings.layers)), settings.output)
         beam_io.write_bytes(beam_io.join(settings.output, SIGNALS_FILE), signals_npz(inputs.signals))
 
-    def passes(self, settings: Settings) -> list[Settings]:
-        """One pipeline; or, when the layers' maps do not fit in memory together (:func:`plan_passes`), one per
-        group of layers, each writing its rows to ``.passes/`` in the output folder."""
-        if not settings.passes:
-            return [settings]
-        return [dataclasses.replace(settings, layers=layers, partial=_partial_path(settings, layers))
-                for layers in settings.passes]
+    @contextlib.contextmanager
+    def serving(self, settings: Settings) -> Iterator[Settings]:
+        """Around the pipeline: deletes the stored maps (:class:`MapStore`) when it ends, however it ends."""
+        try:
+            yield settings
+        finally:
+            MapStore(settings.output).remove()
+
+    def progress(self, settings: Settings, inputs: RenderedSignals) -> contextlib.AbstractContextManager[Any]:
+        """The count of deconvolutions done, from their files in ``.maps/`` (:mod:`beam_jobs.progress`; a local
+        output folder only): the bulk of the job's time; the correlation of the stored maps follows."""
+        if not beam_io.is_local(settings.output):
+            return contextlib.nullcontext()
+        metadata = settings.metadata
+        assert metadata is not None
+        widths = _widths(metadata, settings.layers)
+        per_call = _features_per_call(metadata, widths, samples=int(np.shape(inputs.signals[0].audio)[-1]))
+        store = MapStore(settings.output)
+        paths = [store.path(layer=layer, index=index, start=start) for index in range(len(inputs))
+                 for layer, width in widths.items() for start in range(0, width, per_call[layer])]
+        return TrackProgress(self.name, paths, keep_existing=False, unit="deconvolution")
 
     def build(self, pipeline: beam.Pipeline, inputs: RenderedSignals, settings: Settings) -> None:
         """See :func:`build_pipeline`."""
         assert settings.metadata is not None
-        if settings.partial is not None:
-            logger.info("correlation: layers %s", ",".join(map(str, settings.layers or ())))
         build_pipeline(pipeline, inputs.signals, settings, settings.metadata, summary=_summary(settings, inputs),
-                       intra_op_threads=settings.intra_op_threads, partial=settings.partial)
+                       intra_op_threads=settings.intra_op_threads)
 
     def finish(self, settings: Settings, result: PipelineResult, timings: Timings) -> None:
-        """Writes the outputs of a run made in passes; adds the run's timings to ``summary.json``; logs the table."""
-        if settings.passes:
-            assert settings.metadata is not None
-            merge_partials([_partial_path(settings, layers) for layers in settings.passes], output=settings.output,
-                           title=_title(settings.metadata), widths=_widths(settings.metadata, settings.layers),
-                           layer_names=_layer_names(settings.metadata))
+        """Adds the run's timings to ``summary.json``; logs the table."""
         _add_timings(settings.output, {  # render_signals is already there (see _summary)
             "pipeline": round(timings.pipeline, 3),
             "total": round(timings.total, 3),
         })
-
-
-def _partial_path(settings: Settings, layers: Sequence[int]) -> str:
-    return beam_io.join(settings.output, PASSES_FOLDER, f"layers-{'-'.join(map(str, layers))}.json")
 
 
 def _add_timings(output: str, timings: dict[str, float]) -> None:

@@ -198,10 +198,6 @@ class Job(abc.ABC):
         """Context around building and running the pipeline (e.g. a model process); yields the settings to use."""
         yield settings
 
-    def passes(self, settings: Any) -> list[Any]:
-        """The settings of each pipeline the run builds and runs, one after another: one by default."""
-        return [settings]
-
     def progress(self, settings: Any, inputs: Any) -> contextlib.AbstractContextManager[Any]:
         """What shows the run's progress while the pipeline runs (:mod:`beam_jobs.progress`); nothing by default."""
         return contextlib.nullcontext()
@@ -245,15 +241,11 @@ class Job(abc.ABC):
         settings = self.configure(options, settings, n_inputs=len(inputs), local_defaults=test_pipeline is None)
         self.prepare(settings, inputs)
         with self.serving(settings) as settings:
-            passes = self.passes(settings)
-            if test_pipeline is not None and len(passes) > 1:
-                raise TfauralError(f"{self.name}: this run takes {len(passes)} pipelines; a test pipeline is one")
+            pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+            self.build(pipeline, inputs, settings)
             start = time.perf_counter()
-            for part in passes:
-                pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-                self.build(pipeline, inputs, part)
-                with self.progress(part, inputs):
-                    result = self._execute(pipeline)
+            with self.progress(settings, inputs):
+                result = self._execute(pipeline)
             timings.pipeline = time.perf_counter() - start
         self.finish(settings, result, timings)
         return result

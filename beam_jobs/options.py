@@ -300,10 +300,6 @@ class CorrelationOptions(PipelineOptions):
                    "longer.")
         _flag(parser, "chord_positions", type=int, default=6, metavar="N",
               help="Voicings (inversions, then an octave up) played one after another in each signal. Default: 6.")
-        _flag(parser, "max_memory_gib", type=float, default=None, metavar="GIB",
-              help="Memory the job may use on the local DirectRunner, which holds every feature map of the layers "
-                   "it analyses at once: layers whose maps do not fit together are analysed in passes, a few "
-                   "layers at a time (same outputs). Default: the memory available when it starts.")
 
 
 def parse_job_args(

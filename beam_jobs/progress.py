@@ -8,7 +8,9 @@ job finishes leaves a file under its own name, written atomically: ``tracks/<nam
 pipeline runs and shows how many tracks are written: a progress bar (tqdm) on a terminal,
 else a log line every :data:`LOG_SECONDS` (``TFAURAL_PROGRESS_SECONDS`` changes it) when
 the count has moved, with the rate and the time left at that rate. Tracks that fail write no
-such file: they are counted in the summary and ``manifest.jsonl`` at the end.
+such file: they are counted in the summary and ``manifest.jsonl`` at the end. The correlation
+job counts its deconvolutions the same way, from the files of maps each one stores
+(:class:`beam_jobs.correlation.MapStore`).
 
 Only a local output folder is watched: a remote runner (Dataflow, ...) has its own monitoring,
 and listing a bucket every few seconds would cost requests.
@@ -57,7 +59,7 @@ def _duration(seconds: float) -> str:
 
 
 class TrackProgress:
-    """Counts the tracks whose result file exists while a job runs, and shows the count.
+    """Counts the tracks (or other items) whose result file exists while a job runs, and shows the count.
 
     Use it as a context manager around the pipeline's run: a thread looks at the files
     that are still missing every second (bar) or every :data:`LOG_SECONDS` (log lines).
@@ -72,11 +74,13 @@ class TrackProgress:
         bar: Draw a bar; ``None``: when ``stream`` is a terminal. Without a bar, log lines.
         interval: Seconds between two looks (default: 1 s with a bar, else :data:`LOG_SECONDS`
             or ``TFAURAL_PROGRESS_SECONDS``).
+        unit: What one file stands for, singular (``"track"``; the correlation job's ``"deconvolution"``).
     """
 
     def __init__(self, job: str, paths: Sequence[str], *, keep_existing: bool, stream: IO[str] | None = None,
-                 bar: bool | None = None, interval: float | None = None) -> None:
+                 bar: bool | None = None, interval: float | None = None, unit: str = "track") -> None:
         self.job = job
+        self.unit = unit
         self.total = len(paths)
         self._stream = stream if stream is not None else sys.stderr
         self._bar_wanted = bar if bar is not None else bool(getattr(self._stream, "isatty", lambda: False)())
@@ -117,8 +121,8 @@ class TrackProgress:
             from tqdm.auto import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self._bar = tqdm(total=self.total, initial=self.written, desc=f"{self.job}: tracks written",
-                             unit="track", file=self._stream, dynamic_ncols=True)
+            self._bar = tqdm(total=self.total, initial=self.written, desc=f"{self.job}: {self.unit}s written",
+                             unit=self.unit, file=self._stream, dynamic_ncols=True)
             self._redirect = logging_redirect_tqdm()  # log lines above the bar, not through it
             self._redirect.__enter__()
         self._thread = threading.Thread(target=self._watch, name=f"{self.job}-progress", daemon=True)
@@ -157,7 +161,7 @@ class TrackProgress:
         seconds = time.perf_counter() - self._started
         done = self.written - self._at_start
         share = 100 * self.written / max(self.total, 1)
-        line = f"{self.job}: {self.written} of {self.total} track(s) written ({share:.0f}%)"
+        line = f"{self.job}: {self.written} of {self.total} {self.unit}(s) written ({share:.0f}%)"
         if done > 0 and seconds > 0:
             rate = done / seconds
             line += f", {rate * 60:.3g} per minute"

@@ -30,7 +30,7 @@ from export.budget import WorkBudget
 from tfaural import correlation, signals
 from tfaural.config import AudioConfig, SegmentConfig
 from tfaural.correlation import ATTRIBUTES, FeatureRow, TableRow
-from tfaural.errors import ModelError, ParameterError
+from tfaural.errors import ModelError, ParameterError, TfauralError
 from tfaural.formats import ExportMetadata, read_export_metadata
 from tfaural.models import choi_cnn, config_from_model
 from tfaural.training.run import RunInfo
@@ -274,11 +274,10 @@ def test_runs_as_a_module(exported: tuple[keras.Model, str], tmp_path: pathlib.P
 
 
 @pytest.mark.parametrize("front", ["stft", "stft-uncentred", "mel", "waveform"])
-def test_the_maps_memory_is_what_the_models_input_holds(exported: tuple[keras.Model, str], front: str) -> None:
+def test_the_maps_bytes_are_what_the_models_input_holds(exported: tuple[keras.Model, str], front: str) -> None:
     """One map per feature, layer and signal, of the model's input representation (librosa's shapes: an
-    independent reference). The demo's Choi CNN on the paper's full grid takes one layer per pass on a 24-GiB
-    machine (in one pipeline the kernel killed it); 48 signals fit in one pass; with 10 GiB even one
-    layer is too much for it: refused, with what fits."""
+    independent reference). The demo's Choi CNN on the paper's full grid: 11.9 GiB of maps, which the job
+    keeps on disk; a disk with less free space (and a 5 % margin) is refused before anything runs."""
     import librosa
 
     _, export_dir = exported
@@ -304,42 +303,75 @@ def test_the_maps_memory_is_what_the_models_input_holds(exported: tuple[keras.Mo
         "features_per_layer": {str(layer): 64 for layer in range(1, 6)}})
     full = job.map_bytes(demo, None, signals=224, samples=44100)
     assert full == 4 * 224 * 320 * 257 * 173  # 11.9 GiB
-    memory = 24 * 2**30
-    assert job.plan_passes(demo, None, signals=224, samples=44100, available=memory) == [(1,), (2,), (3,), (4,), (5,)]
-    assert job.plan_passes(demo, None, signals=48, samples=44100, available=memory) == [(1, 2, 3, 4, 5)]
-    assert job.plan_passes(demo, (2, 4, 5), signals=150, samples=44100, available=memory) == [(2, 4), (5,)]
-    with pytest.raises(ParameterError, match=r"224 signals hold 2\.4 GiB of feature maps in its largest layer \(11\.9 "
-                                             r"GiB in all\).* 10\.0 GiB of memory is available to it: analyse a "
-                                             r"smaller grid .*; 157 signal\(s\) of these fit\)"):
-        job.plan_passes(demo, None, signals=224, samples=44100, available=10 * 2**30)
+    job.check_map_space(full, folder="out", free=13 * job.GIB)
+    with pytest.raises(ParameterError, match=r"feature maps take 11\.87 GiB, which the job keeps in out/\.maps while "
+                                             r"it runs, and 12\.00 GiB is free there: free some space, choose an "
+                                             r"--output on a larger disk, or analyse a smaller grid"):
+        job.check_map_space(full, folder="out", free=12 * job.GIB)
+
+
+def test_a_stored_map_reads_back_and_a_damaged_store_is_named(tmp_path: pathlib.Path) -> None:
+    store = job.MapStore(str(tmp_path))
+    z = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    refs = store.write(z, layer=2, index=7, start=4)
+    assert [(pathlib.Path(r.path).relative_to(tmp_path).as_posix(), r.row, r.size) for r in refs] == [
+        (".maps/layer-2/00007-00004.f32", row, 5) for row in range(3)]
+    for row, ref in enumerate(refs):
+        np.testing.assert_array_equal(job.MapStore.read(ref), z[row])
+    path = pathlib.Path(refs[0].path)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(TfauralError, match=r"00007-00004\.f32: holds 56 bytes, too few for map 2 \(20 bytes a map\)"):
+        job.MapStore.read(refs[2])
+    store.remove()
+    assert not (tmp_path / job.MAPS_FOLDER).exists()
+    with pytest.raises(TfauralError, match=r"00007-00004\.f32: cannot read the stored feature maps"):
+        job.MapStore.read(refs[0])
+    store.remove()  # nothing there: nothing to do
 
 
 @pytest.mark.slow
-def test_layers_whose_maps_do_not_fit_together_are_analysed_in_passes_to_the_same_outputs(
-        exported: tuple[keras.Model, str], job_run: tuple[pathlib.Path, object], tmp_path: pathlib.Path,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """--max-memory-gib: room for two and a half layers' maps (x PEAK_FACTOR): three pipelines, layers 1-2, 3-4, 5,
-    and the outputs of the one-pipeline run, byte for byte (the summary's timings aside)."""
+def test_the_jobs_memory_does_not_grow_with_the_maps(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grouping carries references, not maps: on a grid whose maps take 0.38 GiB, the job's Python and NumPy
+    allocations (tracemalloc: the in-process runner, Beam's coders and buffers, the maps; not TensorFlow's own
+    tensors) peak below a quarter of them (a grouping of the maps themselves holds all of them at once). The
+    maps are stored in .maps/ in the output folder while the job runs, and deleted afterwards with anything a
+    killed run left there. The launcher counts their files: the deconvolutions done (a log line every 0.5 s)."""
     import logging
+    import tracemalloc
 
-    _, export_dir = exported
-    one_pass, _ = job_run
-    metadata = read_export_metadata(export_dir)
-    one_layer = job.map_bytes(metadata, [1], signals=8, samples=int(SECONDS * SR))
-    output = tmp_path / "passes"
-    caplog.set_level(logging.INFO, logger="beam_jobs.correlation")
-    job.run([f"--model={export_dir}", f"--output={output}", *GRID, "--runner=DirectRunner",
-             f"--max-memory-gib={job.PEAK_FACTOR * 2.5 * one_layer / job.GIB}"], save_main_session=False)
-    assert any("3 passes, layers 1,2 then 3,4 then 5" in r.getMessage() for r in caplog.records)
-    for name in ("correlations.csv", "per_feature.parquet", "figure10.png"):
-        assert (output / name).read_bytes() == (one_pass / name).read_bytes(), name
-    with_timings = [json.loads((folder / "summary.json").read_text()) for folder in (output, one_pass)]
-    for summary in with_timings:
-        summary.pop("timings_seconds")
-    assert with_timings[0] == with_timings[1]
-    assert not (output / job.PASSES_FOLDER).exists()
-    with pytest.raises(ParameterError, match=r"--max-memory-gib 0\.0 is invalid"):
-        job.run([f"--model={export_dir}", f"--output={tmp_path / 'x'}", *GRID, "--max-memory-gib=0"])
+    from beam_jobs.progress import PROGRESS_ENV
+
+    keras.utils.set_random_seed(3)
+    model = choi_cnn(n_outputs=3, n_freq=257, n_frames=33, n_fft=512, hop_length=64, n_filters=16, fc_units=(8,),
+                     sample_rate=SR)
+    info = RunInfo(model=config_from_model(model), labels=("ballad", "dance", "hiphop"), task="single-label",
+                   audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=64 * 32))
+    export_dir = exporter.export_model(model, info, tmp_path / "exports", verify=False)
+    seconds = 5.0
+    grid = ["--timbres=sine,piano", "--chords=major,minor", "--keys=Eb2,Bb2,A3,G4", f"--signal-seconds={seconds}"]
+    maps = job.map_bytes(read_export_metadata(export_dir), None, signals=16, samples=int(seconds * SR))
+    assert maps == 16 * 5 * 16 * 257 * (1 + int(seconds * SR) // 64) * 4
+    output = tmp_path / "out"
+    stale = output / job.MAPS_FOLDER / "layer-1" / "00000-00000.f32"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left by a killed run")
+    monkeypatch.setenv(PROGRESS_ENV, "0.5")
+    caplog.set_level(logging.INFO, logger="beam_jobs.progress")
+    tracemalloc.start()
+    try:
+        job.run([f"--model={export_dir}", f"--output={output}", *grid, "--runner=DirectRunner"],
+                save_main_session=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < maps / 4, (peak, maps)
+    assert not (output / job.MAPS_FOLDER).exists()
+    assert sorted(p.name for p in output.iterdir()) == sorted(job.OUTPUT_FILES)
+    table = correlation.read_table_csv((output / "correlations.csv").read_text())
+    assert {r.n_pairs for r in table if r.attribute == "key"} == {2 * 2 * 6}  # 4 keys: 6 pairs per group
+    progress = [r.getMessage() for r in caplog.records if r.name == "beam_jobs.progress"]
+    assert progress and progress[-1].startswith("correlation: 80 of 80 deconvolution(s) written (100%)"), progress
 
 
 def test_moments_combine_to_the_same_bits_in_any_order() -> None:
