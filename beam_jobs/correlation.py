@@ -55,6 +55,9 @@ runs (checked before it starts for a local folder; ``.maps/`` is deleted when th
 and by the next run if it was killed). Locally the job runs in one process
 (``--direct_running_mode=in_memory`` unless chosen): TensorFlow uses every core for the
 deconvolutions.
+
+While it runs, the launcher counts the deconvolutions done (their files in ``.maps/``) for a
+local output folder: a bar on a terminal, else a log line every 30 s (:mod:`beam_jobs.progress`).
 """
 
 from __future__ import annotations

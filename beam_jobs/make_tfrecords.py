@@ -23,17 +23,22 @@ also Beam counters (``make_tfrecords/tracks_written``, ``tracks_failed``, ...).
 Shard assignment and order are derived from the track ids, so rerunning on the
 same input writes byte-identical shards.
 
-Memory does not grow with the length of a track. Each file is decoded, resampled
-and quantised in blocks of 10 s (bit-identical to decoding it whole); the int16
-PCM of its records goes to an anonymous temporary file (local disk: 2 bytes per
-stored sample), from which the records are serialised one at a time. A track whose
-records take more than 4 MiB (~95 s at 22,050 Hz) does not travel through the
-pipeline in memory: its records are written to ``OUTPUT/.parts/`` as they are
-serialised (a whole-track record streams there without ever being whole in
-memory: a 3-hour record at 22,050 Hz is ~480 MB) and copied into its shard block
-by block, then deleted. With ``--max-segments`` decoding stops once the segments
-are in. Shorter tracks' records go to their shard in memory as before, so a shard
-holds at most ``--shards``' share of those in memory.
+Memory grows neither with the length of a track nor with the size of the catalogue.
+Each file is decoded, resampled and quantised in blocks of 10 s (bit-identical to
+decoding it whole); the int16 PCM of its records goes to an anonymous temporary file
+(local disk: 2 bytes per stored sample), from which the records are serialised one at
+a time, straight into the track's part file in ``OUTPUT/.parts/`` (a whole-track
+record streams there without ever being whole in memory: a 3-hour record at 22,050 Hz
+is ~480 MB). Records never travel through the pipeline: only a reference to each
+track's part file does (a grouping of the records themselves is held in memory by the
+local runner, the whole catalogue at once), and each shard copies its tracks' parts
+block by block, then deletes them. So the job needs, while it runs, local disk for the
+parts besides the shards (the parts of the shards not yet written). With
+``--max-segments`` decoding stops once the segments are in.
+
+While it runs, the launcher counts the tracks encoded (their part files, or their
+shard once the part is copied) for a local output folder: a bar on a terminal, else a
+log line every 30 s (:mod:`beam_jobs.progress`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from beam_jobs.options import (
     MakeTFRecordsOptions,
     require,
 )
+from beam_jobs.progress import TrackProgress
 from tfaural import __version__, audio
 from tfaural.cli import check_output_folder
 from tfaural.config import SegmentConfig
@@ -80,7 +86,6 @@ __all__ = [
     "UNSPLIT",
     "TRACKS_PER_SHARD",
     "BLOCK_SECONDS",
-    "SPILL_BYTES",
     "PARTS_FOLDER",
     "Settings",
     "Failure",
@@ -106,11 +111,8 @@ TRACKS_PER_SHARD = 200
 BLOCK_SECONDS = 10.0
 """Tracks are decoded and resampled in blocks this long (bit-identical to decoding them whole)."""
 
-SPILL_BYTES = 4 << 20
-"""Records of a track beyond this many bytes (~95 s of 22,050-Hz audio) go to a part file, not through memory."""
-
 PARTS_FOLDER = ".parts"
-"""Folder of the output holding the part files of long tracks while the job runs (deleted as they are copied)."""
+"""Folder of the output holding the tracks' part files while the job runs (deleted as they are copied)."""
 
 _READ_BYTES = 1 << 20
 
@@ -129,7 +131,8 @@ class Settings:
         min_samples: Fewest samples (after resampling) a track needs.
         shards: Shards per split (``None``: one per :data:`TRACKS_PER_SHARD` tracks).
         overwrite: Replace an earlier run's files in ``output``.
-        spill_bytes: Records of a track beyond this many bytes go through a part file (:data:`SPILL_BYTES`).
+        spill_bytes: Record bytes of a track that may travel through the pipeline in memory instead of its part
+            file: 0 (every track's records go through a part file; tests give more, to mix the two).
     """
 
     manifest: str
@@ -139,12 +142,16 @@ class Settings:
     min_samples: int = 1
     shards: int | None = None
     overwrite: bool = False
-    spill_bytes: int = SPILL_BYTES
+    spill_bytes: int = 0
 
     @property
     def parts_folder(self) -> str:
-        """Where the records of long tracks wait for their shard."""
+        """Where the tracks' records wait for their shard."""
         return beam_io.join(self.output, PARTS_FOLDER)
+
+    def part_file(self, track: Track) -> str:
+        """The part file of ``track``'s records: ``.parts/<split>-<SHA-1 of the track id>.tfrecord``."""
+        return part_path(self.parts_folder, split=split_name(track.split), track_id=track.track_id)
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> Settings:
@@ -212,8 +219,8 @@ class EncodedTrack:
     Attributes:
         split: Split name (``"unsplit"`` when none).
         track_id: The track id.
-        records: Serialised ``tf.train.Example`` records, in segment order, or the part file holding
-            them (framed) when they are more than :data:`SPILL_BYTES`.
+        records: The part file holding the serialised ``tf.train.Example`` records (framed), in segment
+            order; or the records themselves when they are at most ``Settings.spill_bytes``.
         num_samples: Samples stored in the records (all segments together).
     """
 
@@ -231,6 +238,12 @@ class EncodedTrack:
 def split_name(split: str | None) -> str:
     """The shard name of a manifest split (``None`` → :data:`UNSPLIT`)."""
     return split or UNSPLIT
+
+
+def part_path(parts_folder: str, *, split: str, track_id: str) -> str:
+    """The part file of a track's records in ``parts_folder``: ``<split>-<SHA-1 of the track id>.tfrecord``."""
+    name = hashlib.sha1(track_id.encode("utf-8")).hexdigest()
+    return beam_io.join(parts_folder, f"{split}-{name}{SHARD_SUFFIX}")
 
 
 class Segmenter:
@@ -437,9 +450,9 @@ def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, s
 class EncodeTrack(beam.DoFn):
     """Track → :class:`EncodedTrack`, or a :class:`Failure` for audio that cannot be used.
 
-    Records of a track beyond :data:`SPILL_BYTES` are written to a part file in
-    ``parts_folder`` (which the shard writer copies and deletes) instead of travelling
-    through the pipeline in memory.
+    A track's records are written to its part file in ``parts_folder`` (which the shard
+    writer copies and deletes) instead of travelling through the pipeline in memory
+    (beyond ``spill_bytes``: 0 in the job).
     """
 
     def __init__(self, *, label_names: Sequence[str], sample_rate: int, segment: SegmentConfig | None,
@@ -464,8 +477,7 @@ class EncodeTrack(beam.DoFn):
         split = split_name(track.split)
         part = None
         if self._parts_folder is not None:
-            name = hashlib.sha1(track.track_id.encode("utf-8")).hexdigest()
-            part = beam_io.join(self._parts_folder, f"{split}-{name}{SHARD_SUFFIX}")
+            part = part_path(self._parts_folder, split=split, track_id=track.track_id)
         try:
             records, num_samples = encode_track(track, labels=labels, sample_rate=self._sample_rate,
                                                 segment=self._segment, min_samples=self._min_samples,
@@ -663,6 +675,20 @@ class MakeTFRecordsJob(Job):
                                      "...); pass --overwrite to replace it or choose another folder")
         logger.info("make_tfrecords: %d tracks of %s -> %s at %d Hz", len(inputs), settings.manifest,
                     settings.output, settings.sample_rate)
+
+    def progress(self, settings: Settings, inputs: Catalogue) -> contextlib.AbstractContextManager[Any]:
+        """The count of tracks encoded, from their part files (:mod:`beam_jobs.progress`; a local output folder
+        only). A part is deleted once its shard is written, perhaps before a look sees it: the final count is
+        ``dataset.json``'s."""
+        if not beam_io.is_local(settings.output):
+            return contextlib.nullcontext()
+
+        def tracks_written() -> int:
+            path = beam_io.join(settings.output, DATASET_INFO_FILENAME)
+            return DatasetInfo.from_text(beam_io.read_text(path), path).total("tracks")
+
+        return TrackProgress(self.name, [settings.part_file(track) for track in inputs], keep_existing=False,
+                             final_count=tracks_written)
 
     def build(self, pipeline: beam.Pipeline, inputs: Catalogue, settings: Settings) -> None:
         """See :func:`build_pipeline`."""

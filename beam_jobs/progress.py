@@ -8,8 +8,10 @@ job finishes leaves a file under its own name, written atomically: ``tracks/<nam
 pipeline runs and shows how many tracks are written: a progress bar (tqdm) on a terminal,
 else a log line every :data:`LOG_SECONDS` (``TFAURAL_PROGRESS_SECONDS`` changes it) when
 the count has moved, with the rate and the time left at that rate. Tracks that fail write no
-such file: they are counted in the summary and ``manifest.jsonl`` at the end. The correlation
-job counts its deconvolutions the same way, from the files of maps each one stores
+such file: they are counted in the summary and ``manifest.jsonl`` at the end. The other jobs
+count the same way: ``make_tfrecords`` its tracks from their part files (``.parts/``; its
+final count is ``dataset.json``'s, as a part is deleted once copied into its shard), and
+``correlation`` its deconvolutions from the maps each one stores
 (:class:`beam_jobs.correlation.MapStore`).
 
 Only a local output folder is watched: a remote runner (Dataflow, ...) has its own monitoring,
@@ -24,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import IO, Any
 
@@ -75,12 +77,17 @@ class TrackProgress:
         interval: Seconds between two looks (default: 1 s with a bar, else :data:`LOG_SECONDS`
             or ``TFAURAL_PROGRESS_SECONDS``).
         unit: What one file stands for, singular (``"track"``; the correlation job's ``"deconvolution"``).
+        final_count: When the pipeline has succeeded, the true count (e.g. from the job's own summary),
+            for files that may be gone before a look sees them (``make_tfrecords``' part files, deleted once
+            copied into their shard); ``None``: the files' count.
     """
 
     def __init__(self, job: str, paths: Sequence[str], *, keep_existing: bool, stream: IO[str] | None = None,
-                 bar: bool | None = None, interval: float | None = None, unit: str = "track") -> None:
+                 bar: bool | None = None, interval: float | None = None, unit: str = "track",
+                 final_count: Callable[[], int] | None = None) -> None:
         self.job = job
         self.unit = unit
+        self._final_count = final_count
         self.total = len(paths)
         self._stream = stream if stream is not None else sys.stderr
         self._bar_wanted = bar if bar is not None else bool(getattr(self._stream, "isatty", lambda: False)())
@@ -135,6 +142,11 @@ class TrackProgress:
         if self._thread is not None:
             self._thread.join()
         self.update()
+        if kind is None and self._final_count is not None:
+            final = self._final_count()
+            if self._bar is not None:
+                self._bar.update(final - self.written)
+            self.written = final
         if self._bar is not None:
             self._redirect.__exit__(None, None, None)
             self._bar.close()
@@ -164,7 +176,8 @@ class TrackProgress:
         line = f"{self.job}: {self.written} of {self.total} {self.unit}(s) written ({share:.0f}%)"
         if done > 0 and seconds > 0:
             rate = done / seconds
-            line += f", {rate * 60:.3g} per minute"
+            per_minute = rate * 60
+            line += f", {per_minute:,.0f} per minute" if per_minute >= 100 else f", {per_minute:.3g} per minute"
             left = self.total - self.written
             if left:
                 line += f"; about {_duration(left / rate)} left at that rate"

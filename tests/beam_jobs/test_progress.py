@@ -61,6 +61,31 @@ def test_the_count_takes_files_written_since_the_start_and_logs_when_it_moves(
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["tag: 4 of 4 track(s) written"]
 
 
+def test_a_final_count_stands_for_files_gone_before_a_look_saw_them(tmp_path: pathlib.Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """make_tfrecords' part files are deleted once copied into their shard: the count ends on the job's own."""
+    paths = [tmp_path / ".parts" / f"p{i}.tfrecord" for i in range(3)]
+    caplog.set_level(logging.INFO, logger="beam_jobs.progress")
+    with TrackProgress("make_tfrecords", [str(p) for p in paths], keep_existing=False, bar=False, interval=3600,
+                       final_count=lambda: 3) as progress:
+        _touch(paths[0])
+        progress.update()
+    assert progress.written == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("make_tfrecords: 1 of 3 track(s) written (33%)")
+    assert lines[-1].startswith("make_tfrecords: 3 of 3 track(s) written (100%)")
+    with pytest.raises(RuntimeError), TrackProgress("correlation", [str(paths[1])], keep_existing=False, bar=False,
+                                                    interval=3600, unit="deconvolution",
+                                                    final_count=lambda: 1) as progress:
+        raise RuntimeError("the pipeline failed")  # no final count then
+    assert progress.written == 0 and progress.unit == "deconvolution"
+    buffer = io.StringIO()
+    with TrackProgress("correlation", [str(p) for p in paths], keep_existing=False, bar=True, stream=buffer,
+                       unit="deconvolution") as progress:
+        pass
+    assert "correlation: deconvolutions written" in buffer.getvalue()
+
+
 def test_on_a_terminal_a_bar_counts_the_tracks(tmp_path: pathlib.Path) -> None:
     paths = [tmp_path / f"t{i}" / "track.json" for i in range(3)]
     stream = io.StringIO()
