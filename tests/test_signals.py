@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
 import subprocess
 import sys
@@ -107,6 +108,48 @@ def test_model_signals_attributes_and_cache(tmp_path: pathlib.Path) -> None:
     for a, b in zip(first, again):
         assert a.signal_id == b.signal_id
         np.testing.assert_array_equal(a.audio, b.audio)
+
+
+def test_a_cache_that_is_not_the_grids_is_rendered_again(tmp_path: pathlib.Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A cache is verified before it is reused: a truncated file, changed audio, another grid's signals or a
+    cache without a checksum are rendered again (with a warning naming the file) and replaced."""
+    import logging
+
+    grid = signals.SignalGrid(timbres=("sine",), chords=("major", "minor"), keys=("A3",), duration=1.0)
+    first = signals.model_signals(grid, sample_rate=SR, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("signals-*.npz")
+    good = path.read_bytes()
+
+    def reread(damage: bytes | dict[str, object], problem: str) -> None:
+        if isinstance(damage, bytes):
+            path.write_bytes(damage)
+        else:
+            np.savez(path, **damage)  # type: ignore[arg-type]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tfaural.signals"):
+            again = signals.model_signals(grid, sample_rate=SR, cache_dir=tmp_path)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{path}: signal cache not used, {problem}; rendering the signals again"]
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a.audio, b.audio)
+        assert signals._read_cache(str(path), grid, sample_rate=SR) is not None  # replaced by the rendering
+
+    with np.load(path) as cached:
+        parts = {name: cached[name] for name in cached.files}
+    reread(good[: len(good) // 2], "unreadable (BadZipFile: File is not a zip file)")
+    louder = parts["audio"].copy()
+    louder[1, 100] += 0.25
+    reread({**parts, "audio": louder}, "its audio does not match its SHA-256 (changed since it was written)")
+    reread({**parts, "audio": parts["audio"][:, :-1]},
+           f"its audio is float32 [2, {SR - 1}], expected float32 [2, {SR}]")
+    meta = json.loads(str(parts["meta"]))
+    reread({**parts, "meta": json.dumps(meta[::-1])}, "its signals are not the grid's")
+    reread({"audio": parts["audio"], "meta": parts["meta"]}, "it has no checksum (written by an earlier tfaural)")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfaural.signals"):
+        signals.model_signals(grid, sample_rate=SR, cache_dir=tmp_path)  # a good cache: used, silently
+    assert not caplog.records
 
 
 def test_drum_pattern_onsets_fall_on_the_grid() -> None:

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import threading
+import zipfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -634,7 +635,10 @@ def model_signals(
         grid: What to render (``None``: the default :class:`SignalGrid`).
         sample_rate: Output rate in Hz (the model's rate; keyword-only).
         soundfont: GM soundfont (``None``: :func:`find_soundfont`); not needed for sines only.
-        cache_dir: Folder for ``<digest>.npz`` caches of rendered grids (``None``: no cache).
+        cache_dir: Folder for ``<digest>.npz`` caches of rendered grids (``None``: no cache). A cache is
+            verified before it is used (:func:`_read_cache`: the grid's signal ids in order, float32 audio of
+            the grid's length, finite, the SHA-256 of the audio it was written with); one that fails is
+            rendered again and replaced, with a warning naming it and what was wrong.
 
     Returns:
         The signals, ordered timbre-major, then chord, then key; drum patterns last.
@@ -647,13 +651,9 @@ def model_signals(
         os.makedirs(cache_dir, exist_ok=True)
         cache_path = os.path.join(cache_dir, f"signals-{grid.cache_key(sample_rate, sf2)}.npz")
         if os.path.exists(cache_path):
-            with np.load(cache_path, allow_pickle=False) as cached:
-                meta = json.loads(str(cached["meta"]))
-                audio = cached["audio"]  # read once: every cached[...] access reads the whole array again
-                return [
-                    ModelSignal(m["timbre"], m["chord"], m["key"], m["signal_id"], audio[i], sample_rate)
-                    for i, m in enumerate(meta)
-                ]
+            reused = _read_cache(cache_path, grid, sample_rate=sample_rate)
+            if reused is not None:
+                return reused
     signals: list[ModelSignal] = []
     for timbre in grid.timbres:
         program = _program(timbre)
@@ -672,6 +672,47 @@ def model_signals(
         signals.append(ModelSignal(f"drums:{name}", "none", "none", f"drums-{name}", y, sample_rate))
     if cache_path is not None:
         meta = [dataclasses.asdict(s) | {"audio": None, "sample_rate": None} for s in signals]
+        audio = np.stack([s.audio for s in signals]).astype(np.float32)
         with files.atomic_path(cache_path, suffix=".npz") as tmp:
-            np.savez(tmp, audio=np.stack([s.audio for s in signals]), meta=json.dumps(meta))
+            np.savez(tmp, audio=audio, meta=json.dumps(meta), sha256=hashlib.sha256(audio.tobytes()).hexdigest())
     return signals
+
+
+def _signal_ids(grid: SignalGrid) -> list[str]:
+    """The ids of the grid's signals, in :func:`model_signals`' order (without rendering them)."""
+    ids = [f"{timbre}-{_chord(chord)[0]}-{key}" for timbre in grid.timbres for chord in grid.chords
+           for key in grid.keys]
+    return ids + [f"drums-{name}" for name in grid.drums]
+
+
+def _read_cache(path: str, grid: SignalGrid, *, sample_rate: int) -> list[ModelSignal] | None:
+    """The signals of a cache file if it holds exactly the grid's (``None`` otherwise, with a warning).
+
+    Checks: it reads as the ``.npz`` :func:`model_signals` writes; its signal ids are the grid's, in order; its
+    audio is float32 ``[signals, round(duration * sample_rate)]``, finite, and has the SHA-256 recorded with it.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            meta = json.loads(str(cached["meta"]))
+            audio = cached["audio"]  # read once: every cached[...] access reads the whole array again
+            recorded = str(cached["sha256"]) if "sha256" in cached.files else None
+        ids = [str(m["signal_id"]) for m in meta]
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:  # truncated, foreign
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    else:
+        expected = (len(_signal_ids(grid)), int(round(grid.duration * sample_rate)))
+        if ids != _signal_ids(grid):
+            problem = "its signals are not the grid's"
+        elif audio.dtype != np.float32 or audio.shape != expected:
+            problem = f"its audio is {audio.dtype} {list(audio.shape)}, expected float32 {list(expected)}"
+        elif recorded is None:
+            problem = "it has no checksum (written by an earlier tfaural)"
+        elif hashlib.sha256(np.ascontiguousarray(audio).tobytes()).hexdigest() != recorded:
+            problem = "its audio does not match its SHA-256 (changed since it was written)"
+        elif not np.isfinite(audio).all():
+            problem = "its audio holds NaN or Inf"
+        else:
+            return [ModelSignal(m["timbre"], m["chord"], m["key"], m["signal_id"], audio[i], sample_rate)
+                    for i, m in enumerate(meta)]
+    logger.warning("%s: signal cache not used, %s; rendering the signals again", path, problem)
+    return None
