@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfaural.config import STFTConfig
 from tfaural.data import pipeline as pl
+from tfaural.data import tfrecord
 from tfaural.data.tfrecord import DatasetInfo, encode_example
 from tfaural.errors import DataError, ParameterError
 
@@ -216,6 +217,31 @@ def test_errors_are_clear(whole: str, tmp_path: pathlib.Path) -> None:
         pl.make_dataset(whole, batch_size=0, training=True)
     with pytest.raises(ParameterError, match="stft="):
         pl.make_dataset(whole, stft=STFTConfig(), batch_size=2, training=True)
+
+
+def test_shards_that_are_not_what_dataset_json_describes_are_refused_before_reading(tmp_path: pathlib.Path) -> None:
+    """dataset.json's counts of a split (as make_tfrecords writes them) against its shard files: payload bytes
+    plus 16 bytes of framing per record, exactly; a shard of another run; a subset of the shards is allowed."""
+    folder = tmp_path / "data"
+    pattern = write_dataset(folder, shards=3)
+    shards = sorted(folder.glob("train-*.tfrecord"))
+    records = [r.numpy() for r in tf.data.TFRecordDataset([str(p) for p in shards])]
+    sizes = sum(p.stat().st_size for p in shards)
+    assert sizes == sum(map(len, records)) + tfrecord.RECORD_FRAMING_BYTES * len(records)  # the TFRecord format
+    counts = {"tracks": 5, "records": len(records), "bytes": sum(map(len, records)), "shards": 3, "failed": 0,
+              "manifest_tracks": 5, "samples": 0}
+    DatasetInfo(sample_rate=SR, label_names=LABELS, splits={"train": counts}).write(str(folder))
+    assert len(list(pl.make_dataset(pattern, segment_length=1000, batch_size=1, training=False))) > 0
+    pl.make_dataset(str(folder / "train-00001-*.tfrecord"), segment_length=1000, batch_size=1, training=False)
+
+    shards[1].write_bytes(shards[1].read_bytes()[:-7])  # cut short, as by a full disk or an interrupted copy
+    with pytest.raises(DataError, match=rf"the 3 shard\(s\) of split 'train' hold {sizes - 7:,} bytes but "
+                                        rf"dataset.json describes {sizes:,} \(5 records\): a shard was truncated"):
+        pl.make_dataset(pattern, segment_length=1000, batch_size=1, training=False)
+    (folder / "train-00000-of-00002.tfrecord").write_bytes(b"")
+    with pytest.raises(DataError, match=r"train-00000-of-00002.tfrecord: a shard of 2 but .* has 3 shard\(s\) of "
+                                        r"split 'train': a shard of another run\?"):
+        pl.make_dataset(pattern, segment_length=1000, batch_size=1, training=False)
 
 
 def test_a_record_with_the_wrong_rate_fails_when_read(tmp_path: pathlib.Path) -> None:

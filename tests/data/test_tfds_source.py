@@ -205,6 +205,15 @@ def test_cache_is_reused_and_redone_only_when_needed(prepared: dict[str, str], t
     os.utime(shard, ns=(os.stat(shard).st_atime_ns, os.stat(shard).st_mtime_ns + 10**9))
     assert prepare() == folder and len(calls) == 5 and stamps(folder) != before
 
+    # A converted shard that was damaged (cut short) or lost is found before the conversion is reused: redone.
+    train = sorted(glob.glob(os.path.join(folder, "train-*.tfrecord")))
+    with open(train[0], "r+b") as handle:
+        handle.truncate(os.path.getsize(train[0]) - 100)
+    assert prepare() == folder and len(calls) == 6
+    os.remove(sorted(glob.glob(os.path.join(folder, "train-*.tfrecord")))[-1])
+    assert prepare() == folder and len(calls) == 7
+    assert prepare() == folder and len(calls) == 7  # and the new conversion is reused
+
 
 def test_generic_tfds_audio_datasets(tmp_path: pathlib.Path) -> None:
     data_dir = tmp_path / "tfds"

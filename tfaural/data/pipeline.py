@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from tfaural import spectral
 from tfaural.config import ChoiConfig, MusicnnConfig, STFTConfig
-from tfaural.data.tfrecord import PCM_SCALE, DatasetInfo, parse_example
+from tfaural.data.tfrecord import PCM_SCALE, DatasetInfo, parse_example, verify_shards
 from tfaural.errors import DataError, ParameterError
 
 __all__ = [
@@ -239,6 +239,7 @@ def _plan(
     stft = (stft or CHOI_STFT) if family != "samplecnn" else None
     files = tuple(list_shards(pattern))
     info = info if info is not None else DatasetInfo.read(pattern)
+    verify_shards(files, info, where=pattern)
     if sample_rate is not None and info.sample_rate != sample_rate:
         raise DataError(f"{pattern}: the shards hold {info.sample_rate} Hz audio but {sample_rate} Hz is expected; "
                         f"rebuild them with make_tfrecords --sample-rate {sample_rate}")

@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import glob
 import hashlib
 import json
 import logging
@@ -819,12 +820,27 @@ def _convert(builder: Any, source: TfdsSource, folder: str, *, progress: bool) -
 
 
 def _is_current(folder: str, source: TfdsSource) -> bool:
+    """True if ``folder`` holds a complete conversion of ``source`` whose shards are those its ``dataset.json``
+    describes (:func:`~tfaural.data.tfrecord.verify_shards`; a damaged one is converted again, with a warning)."""
+    from tfaural.data.tfrecord import DatasetInfo, shard_pattern, verify_shards
+
     try:
         existing = read_tfds_source(folder)
     except DataError:
         return False
-    return (existing is not None and existing.same_data(source)
-            and os.path.isfile(os.path.join(folder, "dataset.json")))
+    if existing is None or not existing.same_data(source) or not os.path.isfile(os.path.join(folder, "dataset.json")):
+        return False
+    try:
+        info = DatasetInfo.read(folder)
+        for split, counts in info.splits.items():
+            files = sorted(glob.glob(shard_pattern(folder, split)))
+            if len(files) != counts.get("shards", len(files)):
+                raise DataError(f"split {split!r} has {len(files)} shard file(s), dataset.json {counts['shards']}")
+            verify_shards(files, info, where=folder)
+    except DataError as err:
+        logger.warning("the conversion in %s fails its check (%s): converting it again", folder, err)
+        return False
+    return True
 
 
 def _remove_stale_temporaries(folder: str) -> None:

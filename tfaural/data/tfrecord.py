@@ -78,6 +78,8 @@ __all__ = [
     "DatasetInfo",
     "read_dataset_info",
     "dataset_folder",
+    "RECORD_FRAMING_BYTES",
+    "verify_shards",
 ]
 
 SCHEMA_VERSION = 1
@@ -94,6 +96,10 @@ FAILURES_FILENAME = "failures.jsonl"
 SHARD_SUFFIX = ".tfrecord"
 
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
+_SHARD_NAME = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})" + re.escape(SHARD_SUFFIX))
+
+RECORD_FRAMING_BYTES = 16
+"""Bytes an uncompressed TFRecord file adds to each record: its length (8), the length's CRC (4), the data's CRC (4)."""
 
 
 # ---------------------------------------------------------------------------
@@ -682,6 +688,51 @@ class DatasetInfo(Config):
             return cls.from_dict(data)
         except ConfigError as err:
             raise DataError(f"{path}: {err}") from None
+
+
+def verify_shards(files: Iterable[str], info: DatasetInfo, *, where: str) -> None:
+    """Checks shard files against the ``dataset.json`` that describes them, before they are read.
+
+    For each split of ``dataset.json`` with shard counts (``make_tfrecords`` and the TFDS conversion write
+    them) whose files ``<split>-NNNNN-of-MMMMM.tfrecord`` are among ``files``: every file is one of its
+    ``shards`` (``MMMMM`` is that count: no shard of another run), and when all of them are given, their
+    sizes add up to the records' payload ``bytes`` plus :data:`RECORD_FRAMING_BYTES` per record, exactly (a
+    truncated, grown or replaced shard changes it). Other files, and splits without counts, are not checked.
+    Costs one ``stat`` per shard.
+
+    Args:
+        files: Shard paths (local or URI), e.g. a glob's matches (a subset of a split's shards is allowed).
+        info: Their ``dataset.json``.
+        where: The dataset (folder or glob), for messages.
+
+    Raises:
+        DataError: Naming the split, the shard or the sizes, and how to rebuild.
+    """
+    import tensorflow as tf  # tf.io.gfile: local paths and URIs alike
+
+    by_split: dict[str, list[tuple[str, int, int]]] = {}
+    for path in files:
+        match = _SHARD_NAME.fullmatch(posixpath.basename(path) if "://" in path else os.path.basename(path))
+        if match is not None:
+            by_split.setdefault(match["split"], []).append((path, int(match["index"]), int(match["count"])))
+    rebuild = "rebuild the dataset (python -m beam_jobs.make_tfrecords ... --overwrite)"
+    for split, shards in sorted(by_split.items()):
+        counts = info.splits.get(split, {})
+        expected = counts.get("shards")
+        if not expected:
+            continue
+        for path, _, count in shards:
+            if count != expected:
+                raise DataError(f"{path}: a shard of {count} but {where}'s dataset.json has {expected} shard(s) of "
+                                f"split {split!r}: a shard of another run? {rebuild}")
+        if len({index for _, index, _ in shards}) < expected or "bytes" not in counts or "records" not in counts:
+            continue
+        size = sum(int(tf.io.gfile.stat(path).length) for path, _, _ in shards)
+        described = int(counts["bytes"]) + RECORD_FRAMING_BYTES * int(counts["records"])
+        if size != described:
+            raise DataError(f"{where}: the {expected} shard(s) of split {split!r} hold {size:,} bytes but dataset.json "
+                            f"describes {described:,} ({counts['records']} records): a shard was truncated, changed "
+                            f"or replaced after it was written; {rebuild}")
 
 
 def read_dataset_info(folder_or_pattern: str) -> DatasetInfo:
