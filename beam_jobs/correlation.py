@@ -356,8 +356,9 @@ class MapStore:
             raise TfauralError(f"{ref.path}: cannot read the stored feature maps ({err}); was {MAPS_FOLDER}/ in the "
                                "output folder removed during the run?") from err
         if len(data) != n_bytes:
-            raise TfauralError(f"{ref.path}: holds {ref.row * n_bytes + len(data)} bytes, too few for map {ref.row} "
-                               f"({n_bytes} bytes a map); was it changed during the run?")
+            start = ref.row * n_bytes
+            raise TfauralError(f"{ref.path}: too short for map {ref.row} (bytes {start:,} to {start + n_bytes:,}; "
+                               f"{len(data):,} of them there); was it changed during the run?")
         return np.frombuffer(data, np.float32)
 
     def remove(self) -> None:

@@ -36,9 +36,9 @@ block by block, then deletes them. So the job needs, while it runs, local disk f
 parts besides the shards (the parts of the shards not yet written). With
 ``--max-segments`` decoding stops once the segments are in.
 
-While it runs, the launcher counts the tracks encoded (their part files, or their
-shard once the part is copied) for a local output folder: a bar on a terminal, else a
-log line every 30 s (:mod:`beam_jobs.progress`).
+While it runs, the launcher counts the tracks encoded (their part files; at the end,
+``dataset.json``'s count) for a local output folder: a bar on a terminal, else a log
+line every 30 s (:mod:`beam_jobs.progress`).
 """
 
 from __future__ import annotations

@@ -664,12 +664,12 @@ def model_signals(
                     intervals, root=note_number(key), positions=grid.positions, duration=grid.duration
                 )
                 y = render([Part(program, notes)], sample_rate=sample_rate, duration=grid.duration, soundfont=sf2)
-                signal_id = f"{timbre}-{chord_name}-{key}"
+                signal_id = _signal_id(timbre, chord_name, key)
                 signals.append(ModelSignal(timbre, chord_name, key, signal_id, y, sample_rate))
     for name in grid.drums:
         part = drum_pattern(name, tempo=grid.tempo, duration=grid.duration)
         y = render([part], sample_rate=sample_rate, duration=grid.duration, soundfont=sf2)
-        signals.append(ModelSignal(f"drums:{name}", "none", "none", f"drums-{name}", y, sample_rate))
+        signals.append(ModelSignal(f"drums:{name}", "none", "none", _drums_id(name), y, sample_rate))
     if cache_path is not None:
         meta = [dataclasses.asdict(s) | {"audio": None, "sample_rate": None} for s in signals]
         audio = np.stack([s.audio for s in signals]).astype(np.float32)
@@ -678,11 +678,19 @@ def model_signals(
     return signals
 
 
+def _signal_id(timbre: str, chord_name: str, key: str) -> str:
+    return f"{timbre}-{chord_name}-{key}"
+
+
+def _drums_id(name: str) -> str:
+    return f"drums-{name}"
+
+
 def _signal_ids(grid: SignalGrid) -> list[str]:
     """The ids of the grid's signals, in :func:`model_signals`' order (without rendering them)."""
-    ids = [f"{timbre}-{_chord(chord)[0]}-{key}" for timbre in grid.timbres for chord in grid.chords
+    ids = [_signal_id(timbre, _chord(chord)[0], key) for timbre in grid.timbres for chord in grid.chords
            for key in grid.keys]
-    return ids + [f"drums-{name}" for name in grid.drums]
+    return ids + [_drums_id(name) for name in grid.drums]
 
 
 def _read_cache(path: str, grid: SignalGrid, *, sample_rate: int) -> list[ModelSignal] | None:

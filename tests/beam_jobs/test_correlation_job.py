@@ -320,7 +320,8 @@ def test_a_stored_map_reads_back_and_a_damaged_store_is_named(tmp_path: pathlib.
         np.testing.assert_array_equal(job.MapStore.read(ref), z[row])
     path = pathlib.Path(refs[0].path)
     path.write_bytes(path.read_bytes()[:-4])
-    with pytest.raises(TfauralError, match=r"00007-00004\.f32: holds 56 bytes, too few for map 2 \(20 bytes a map\)"):
+    with pytest.raises(TfauralError, match=r"00007-00004\.f32: too short for map 2 \(bytes 40 to 60; 16 of them "
+                                           r"there\)"):
         job.MapStore.read(refs[2])
     store.remove()
     assert not (tmp_path / job.MAPS_FOLDER).exists()
