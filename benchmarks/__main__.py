@@ -58,6 +58,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("export_time", "export_time.py", [], 3600),
     ("beam_tag", "beam_tag.py", [], 1800),
     ("correlation", "correlation.py", [], 1800),
+    ("correlation_job", "correlation_job.py", [], 1800),
     ("memory", "memory.py", [], 2400),
     ("memory_make_tfrecords", "memory.py", ["--make-tfrecords"], 5400),
     ("memory_auralise", "memory.py", ["--auralise"], 5400),
@@ -74,12 +75,12 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
 #: ``--jobs`` above 1 the longest start first, so that the run does not end on one long entry while the other
 #: slots idle (alone on the machine the smoke run took 374 s in the suite's order, 364 s ordered so). tag_curve's
 #: is scaled by its smoke run's drop when it left the Dask runner to scaling's (39 -> 13 s, 2026-12-05); export_time's
-#: (added 2026-12-05) is its 42 s alone on a 2-core Intel Xeon.
+#: (added 2026-12-05) is its 42 s alone on a 2-core Intel Xeon, correlation_job's (added 2026-12-06) its 20 s there.
 QUICK_SECONDS = {"scaling": 79, "memory_auralise": 68, "tag_curve": 21, "peer_musicnn": 62,
                  "memory_make_tfrecords": 23, "deconvnet_mtt_vgg": 50, "beam_tag": 48, "memory": 48,
                  "deconvolution": 44, "serving": 26, "startup": 24, "data_pipeline": 23, "samplecnn_inference": 23,
                  "deconvnet_musicnn": 21, "onednn": 40, "correlation": 20, "ceilings": 16, "bf16": 15,
-                 "export_time": 42}
+                 "export_time": 42, "correlation_job": 20}
 
 #: Seconds each entry may take in the smoke run (``--quick``): a few minutes alone, with room for a machine
 #: three times slower (the memory entries export and call small models of three families).
@@ -319,6 +320,12 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     corr = results.get("correlation", {})
     corr_seconds = corr.get("full_grid_seconds") or corr.get("full_grid_seconds_estimate")
     add("Correlation analysis, full 224-signal grid (s)", corr_seconds, "<= 600 s", corr.get("meets_target"))
+    job = results.get("correlation_job", {})
+    if job:
+        add(f"beam_jobs.correlation, {job.get('grid', {}).get('n_signals')}-signal grid, Choi CNN: wall clock (s)",
+            job.get("job_seconds"), "report", None)
+        add(f"... peak RSS / the {job.get('maps_gib')} GiB of maps it keeps on disk (< 1: its memory does not hold "
+            "them)", job.get("peak_rss_over_maps"), "report", None)
     return rows
 
 
