@@ -239,8 +239,8 @@ def test_shards_that_are_not_what_dataset_json_describes_are_refused_before_read
                                         rf"dataset.json describes {sizes:,} \(5 records\): a shard was truncated"):
         pl.make_dataset(pattern, segment_length=1000, batch_size=1, training=False)
     (folder / "train-00000-of-00002.tfrecord").write_bytes(b"")
-    with pytest.raises(DataError, match=r"train-00000-of-00002.tfrecord: a shard of 2 but .* has 3 shard\(s\) of "
-                                        r"split 'train': a shard of another run\?"):
+    with pytest.raises(DataError, match=r"train-00000-of-00002.tfrecord: one of 2 shards, but .* has 3 shard\(s\) "
+                                        r"of split 'train': a shard of another run\?"):
         pl.make_dataset(pattern, segment_length=1000, batch_size=1, training=False)
 
 

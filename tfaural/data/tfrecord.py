@@ -723,8 +723,8 @@ def verify_shards(files: Iterable[str], info: DatasetInfo, *, where: str) -> Non
             continue
         for path, _, count in shards:
             if count != expected:
-                raise DataError(f"{path}: a shard of {count} but {where}'s dataset.json has {expected} shard(s) of "
-                                f"split {split!r}: a shard of another run? {rebuild}")
+                raise DataError(f"{path}: one of {count} shards, but {where}'s dataset.json has {expected} shard(s) "
+                                f"of split {split!r}: a shard of another run? {rebuild}")
         if len({index for _, index, _ in shards}) < expected or "bytes" not in counts or "records" not in counts:
             continue
         size = sum(int(tf.io.gfile.stat(path).length) for path, _, _ in shards)
