@@ -286,19 +286,24 @@ class LoadSignal(beam.DoFn):
         yield _Signal(signal_id, index, self._audio[index])
 
 
+def _calls(widths: dict[int, int], per_call: dict[int, int]) -> Iterator[tuple[int, int, int]]:
+    """The ``deconvolve`` calls of one signal, ``(layer, first feature, end)``: every feature of every layer,
+    ``per_call[layer]`` features per call (all of them when the export's budget allows)."""
+    for layer, width in widths.items():
+        for start in range(0, width, per_call[layer]):
+            yield layer, start, min(width, start + per_call[layer])
+
+
 def _examples(
     signal: _Signal, *, widths: dict[int, int], per_call: dict[int, int]
 ) -> Iterator[tuple[tuple[str, int, int], dict[str, Any]]]:
-    """``deconvolve`` examples keyed by ``(signal_id, layer, first feature)``: every feature of every layer,
-    ``per_call[layer]`` features per example (all of them when the export's budget allows)."""
-    for layer, width in widths.items():
-        step = per_call[layer]
-        for start in range(0, width, step):
-            yield (signal.signal_id, layer, start), {
-                "waveform": signal.audio,
-                "layer": np.int32(layer),
-                "features": np.arange(start, min(width, start + step), dtype=np.int32),
-            }
+    """``deconvolve`` examples keyed by ``(signal_id, layer, first feature)``, one per :func:`_calls` call."""
+    for layer, start, end in _calls(widths, per_call):
+        yield (signal.signal_id, layer, start), {
+            "waveform": signal.audio,
+            "layer": np.int32(layer),
+            "features": np.arange(start, end, dtype=np.int32),
+        }
 
 
 MAPS_FOLDER = ".maps"
@@ -846,13 +851,14 @@ class CorrelationJob(Job):
         existing = _existing_outputs(settings)
         if existing:
             FileSystems.delete(existing)
-        MapStore(settings.output).remove()
+        store = MapStore(settings.output)
+        store.remove()
         metadata = settings.metadata
         assert metadata is not None
         samples = int(np.shape(inputs.signals[0].audio)[-1])
         needed = map_bytes(metadata, settings.layers, signals=len(inputs), samples=samples)
         logger.info("correlation: %.2f GiB of feature maps, kept in %s while the job runs", needed / GIB,
-                    MapStore(settings.output).folder)
+                    store.folder)
         if beam_io.is_local(settings.output):
             check_map_space(needed, folder=settings.output, free=_free_bytes(settings.output))
             os.makedirs(settings.output, exist_ok=True)
@@ -880,7 +886,7 @@ class CorrelationJob(Job):
         per_call = _features_per_call(metadata, widths, samples=int(np.shape(inputs.signals[0].audio)[-1]))
         store = MapStore(settings.output)
         paths = [store.path(layer=layer, index=index, start=start) for index in range(len(inputs))
-                 for layer, width in widths.items() for start in range(0, width, per_call[layer])]
+                 for layer, start, _ in _calls(widths, per_call)]
         return TrackProgress(self.name, paths, keep_existing=False, unit="deconvolution")
 
     def build(self, pipeline: beam.Pipeline, inputs: RenderedSignals, settings: Settings) -> None:

@@ -287,8 +287,10 @@ class CatalogueJob(Job):
     """A job that runs an exported model's signature over a catalogue of audio tracks.
 
     Its settings have a ``common`` field, :class:`beam_jobs.settings.InferenceSettings`,
-    and a ``job_settings()`` method: what determines the outputs (``--skip-existing``
-    compares it with the earlier run's ``job.json``).
+    a ``job_settings()`` method: what determines the outputs (``--skip-existing``
+    compares it with the earlier run's ``job.json``), and a ``part_file(track)`` method: the file,
+    relative to the output folder, that a track's worker writes last (what ``--skip-existing``
+    reads back, and what :meth:`progress` counts).
 
     Attributes:
         signature: The export signature the job calls.
@@ -320,21 +322,13 @@ class CatalogueJob(Job):
         """What ``job.json`` records besides the settings (e.g. the chunking plan, the shard names)."""
         return {}
 
-    def written_file(self, settings: Any, track: TrackInput) -> str | None:
-        """The file, relative to the output folder, whose presence means ``track`` is written: the settings'
-        ``part_file`` (``tag``, ``extract_features``, ``auralise``: what ``--skip-existing`` reads back);
-        ``None`` for a job without one (its progress is not shown)."""
-        part_file = getattr(settings, "part_file", None)
-        return part_file(track) if part_file is not None else None
-
     def progress(self, settings: Any, inputs: Sequence[TrackInput]) -> contextlib.AbstractContextManager[Any]:
-        """The count of tracks written, from :meth:`written_file`, in a local output folder
+        """The count of tracks written, from the settings' ``part_file`` of each, in a local output folder
         (:class:`beam_jobs.progress.TrackProgress`)."""
         common = settings.common
-        files = [self.written_file(settings, track) for track in inputs]
-        if not inputs or not beam_io.is_local(common.output) or any(f is None for f in files):
+        if not inputs or not beam_io.is_local(common.output):
             return contextlib.nullcontext()
-        return TrackProgress(self.name, [common.path(f) for f in files if f is not None],
+        return TrackProgress(self.name, [common.path(settings.part_file(track)) for track in inputs],
                              keep_existing=common.skip_existing)
 
     def describe(self, settings: Any, tracks: Sequence[TrackInput]) -> str:

@@ -35,17 +35,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _kernels  # noqa: F401  (before TensorFlow: the kernels tfaural's command lines run)
 from _jobs import run_command
 from _timing import environment
+from correlation import QUICK_GRID  # the library benchmark's smoke grid
+from serving import _models  # the paper's Choi CNN and its RunInfo
 
 from beam_jobs.correlation import GIB, MAPS_FOLDER, OUTPUT_FILES, map_bytes
 from export import exporter
 from tfaural import signals
-from tfaural.config import AudioConfig, SegmentConfig
 from tfaural.formats import read_export_metadata
-from tfaural.models import choi_cnn, config_from_model
-from tfaural.training.run import RunInfo
 
-QUICK_FLAGS = ["--timbres=sine,piano", "--chords=major,minor", "--keys=Eb2,G4", "--signal-seconds=2"]
-QUICK_GRID = signals.SignalGrid(timbres=("sine", "piano"), chords=("major", "minor"), keys=("Eb2", "G4"), duration=2.0)
+
+def _grid_flags(grid: signals.SignalGrid) -> list[str]:
+    """The job's flags for ``grid``."""
+    return [f"--timbres={','.join(grid.timbres)}", f"--chords={','.join(grid.chords)}",
+            f"--keys={','.join(grid.keys)}", f"--signal-seconds={grid.duration}"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -54,13 +56,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                         help="smoke run: the 8-signal grid of 2-s signals and a Choi CNN of 16 maps per layer")
     args = parser.parse_args(argv)
 
-    model = choi_cnn(n_outputs=3, **({"n_filters": 16} if args.quick else {}))
+    ((_, model, info),) = _models(quick=args.quick, only="choi")
     config = model.tfaural_config
     grid = QUICK_GRID if args.quick else signals.SignalGrid()
     with tempfile.TemporaryDirectory(prefix="tfaural-corr-job-") as scratch:
         root = Path(scratch)
-        info = RunInfo(model=config_from_model(model), labels=("a", "b", "c"), task="single-label",
-                       audio=AudioConfig(sample_rate=config.sample_rate), segment=SegmentConfig(length=44100))
         export_dir = exporter.export_model(model, info, root / "exports", verify=False)
         start = time.perf_counter()
         rendered = signals.model_signals(grid, sample_rate=config.sample_rate, cache_dir=str(root / "signals"))
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         maps = map_bytes(read_export_metadata(export_dir), None, signals=len(rendered), samples=samples)
         output = root / "correlation"
         command = [sys.executable, "-m", "beam_jobs.correlation", f"--model={export_dir}", f"--output={output}",
-                   f"--signals={root / 'signals'}", *(QUICK_FLAGS if args.quick else [])]
+                   f"--signals={root / 'signals'}", *(_grid_flags(grid) if args.quick else [])]
         run = run_command(command, timeout=3600)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the job: this script's only child
         summary = json.loads((output / "summary.json").read_text())
