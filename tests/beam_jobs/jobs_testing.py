@@ -11,8 +11,9 @@ import functools
 import json
 import os
 import pathlib
+import tracemalloc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import ffmpeg_files
 import keras
@@ -200,3 +201,21 @@ def signature(export_dir: str, name: str) -> Callable[..., dict[str, tf.Tensor]]
 def decode(path: pathlib.Path, rate: int, **kwargs: Any) -> np.ndarray:
     """The reference decoding: tfaural.audio.load, mono, at ``rate``."""
     return audio.load(str(path), sample_rate=rate, **kwargs)[0]
+
+
+_T = TypeVar("_T")
+
+
+def traced_peak(action: Callable[..., _T], *args: Any, **kwargs: Any) -> tuple[_T, int]:
+    """``action(*args, **kwargs)``'s result, and the peak in bytes of the Python and NumPy allocations while it ran
+    (tracemalloc).
+
+    What a job's in-process runner holds (Beam's buffers and groupings, decoded audio, model outputs), not
+    TensorFlow's own allocations.
+    """
+    tracemalloc.start()
+    try:
+        result = action(*args, **kwargs)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from jobs_testing import traced_peak
 from matplotlib import image as mpimg
 
 from beam_jobs import correlation as job
@@ -339,7 +340,6 @@ def test_the_jobs_memory_does_not_grow_with_the_maps(tmp_path: pathlib.Path, cap
     maps are stored in .maps/ in the output folder while the job runs, and deleted afterwards with anything a
     killed run left there. The launcher counts their files: the deconvolutions done (a log line every 0.5 s)."""
     import logging
-    import tracemalloc
 
     from beam_jobs.progress import PROGRESS_ENV
 
@@ -359,13 +359,8 @@ def test_the_jobs_memory_does_not_grow_with_the_maps(tmp_path: pathlib.Path, cap
     stale.write_bytes(b"left by a killed run")
     monkeypatch.setenv(PROGRESS_ENV, "0.5")
     caplog.set_level(logging.INFO, logger="beam_jobs.progress")
-    tracemalloc.start()
-    try:
-        job.run([f"--model={export_dir}", f"--output={output}", *grid, "--runner=DirectRunner"],
-                save_main_session=False)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced_peak(lambda: job.run([f"--model={export_dir}", f"--output={output}", *grid,
+                                           "--runner=DirectRunner"], save_main_session=False))
     assert peak < maps / 4, (peak, maps)
     assert not (output / job.MAPS_FOLDER).exists()
     assert sorted(p.name for p in output.iterdir()) == sorted(job.OUTPUT_FILES)

@@ -23,7 +23,7 @@ import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.testing import test_pipeline
-from jobs_testing import REPO, import_records, recording_env
+from jobs_testing import REPO, import_records, recording_env, traced_peak
 from signal_makers import chirp, clicks, sine
 
 from beam_jobs import io as beam_io
@@ -472,7 +472,6 @@ def test_memory_does_not_grow_with_the_track(segment: SegmentConfig | None, tmp_
     Decoding the track whole used to take 4 bytes per sample (19 MB for 10 minutes at 8 kHz) and the records
     as much again in memory; now a block of 10 s and a record (or a 1-MiB piece of one) at a time.
     """
-    import tracemalloc
 
     peaks, records = {}, {}
     for minutes in (1, 10):
@@ -480,14 +479,9 @@ def test_memory_does_not_grow_with_the_track(segment: SegmentConfig | None, tmp_
         n = minutes * 60 * SR
         sf.write(path, (np.sin(np.arange(n) * 0.01) * 0.5).astype(np.float32), SR, subtype="PCM_16")
         track = Track(path=str(path), track_id=f"t{minutes}", labels=("rock",))
-        tracemalloc.start()
-        try:
-            result, samples = make_tfrecords.encode_track(
-                track, labels=np.ones(1, np.float32), sample_rate=SR, segment=segment,
-                part_path=str(tmp_path / f"part{minutes}.tfrecord"), spill_bytes=1 << 16)
-            peaks[minutes] = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        (result, samples), peaks[minutes] = traced_peak(
+            make_tfrecords.encode_track, track, labels=np.ones(1, np.float32), sample_rate=SR, segment=segment,
+            part_path=str(tmp_path / f"part{minutes}.tfrecord"), spill_bytes=1 << 16)
         assert isinstance(result, beam_io.RecordFile) and samples == n
         records[minutes] = [tfrecord.decode_example(r.numpy(), sample_rate=SR)
                             for r in tf.data.TFRecordDataset(result.path)]
@@ -526,9 +520,10 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
     records) the job's Python and NumPy allocations (tracemalloc: the in-process runner with Beam's buffers,
     decoding, the records) peak below a quarter of them, where a grouping of the records themselves holds all
     of them at once. Measured after a first, 2-track run, so that the modules a run imports are not counted.
-    The launcher counts the tracks encoded (a log line every 0.2 s): the good ones, not the corrupt one."""
+    The launcher counts the tracks encoded (a look every 0.02 s: a part file exists only from its track's encoding
+    to its shard's writing, under a second in all here, and a run that no look saw logs no line): the good ones,
+    not the corrupt one."""
     import logging
-    import tracemalloc
 
     from beam_jobs.progress import PROGRESS_ENV
 
@@ -553,14 +548,9 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
 
     run(catalogue(tmp_path / "warm", 2))
     manifest = catalogue(tmp_path / "catalogue", 80)
-    monkeypatch.setenv(PROGRESS_ENV, "0.2")
+    monkeypatch.setenv(PROGRESS_ENV, "0.02")
     caplog.set_level(logging.INFO, logger="beam_jobs.progress")
-    tracemalloc.start()
-    try:
-        output = run(manifest)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    output, peak = traced_peak(lambda: run(manifest))
     records = 80 * 60 * SR * 2
     assert peak < records / 4, (peak, records)
     info = json.loads((output / "dataset.json").read_text())
