@@ -65,7 +65,7 @@ from tfaural.formats import FAILED, ExportMetadata
 
 __all__ = [
     "CHUNK",
-    "SEGMENT",
+    "SEGMENTS",
     "DEFAULT_CHUNK_SECONDS",
     "ChunkPlan",
     "Chunk",
@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 CHUNK = "chunk"
-SEGMENT = "segment"
+SEGMENTS = "segments"
 
 
 def whole_segments(n_samples: int, *, length: int, hop: int) -> int:
@@ -107,6 +107,8 @@ class ChunkPlan:
         cover_end: When the whole segments end before the track does, also analyse the segment that ends at
             the track's end (``--cover-end``): the last ``segment_length`` samples, overlapping the segment
             before it. It counts as one more segment of the track.
+        max_request_samples: Most samples of one call in all (the export's ``max_request_samples``), which
+            bounds a batch of segments (:attr:`max_segment_batch`); ``None``: no bound beyond a chunk's.
     """
 
     sample_rate: int
@@ -115,6 +117,7 @@ class ChunkPlan:
     max_segments: int
     pad_short: bool = False
     cover_end: bool = False
+    max_request_samples: int | None = None
 
     @classmethod
     def from_seconds(
@@ -127,6 +130,7 @@ class ChunkPlan:
         max_samples: int,
         pad_short: bool = False,
         cover_end: bool = False,
+        max_request_samples: int | None = None,
     ) -> ChunkPlan:
         """The plan whose chunks are at most ``chunk_seconds`` long (and at least one segment).
 
@@ -138,6 +142,7 @@ class ChunkPlan:
             max_samples: Longest input the export accepts, in samples.
             pad_short: Zero-pad a track shorter than one segment to one segment.
             cover_end: Also analyse the segment that ends at the track's end.
+            max_request_samples: Most samples of one call in all (``None``: no such bound).
 
         Raises:
             ParameterError: If ``chunk_seconds`` is not positive or longer than the export accepts.
@@ -150,7 +155,8 @@ class ChunkPlan:
                                  f"({max_samples / sample_rate:g} s, its max_seconds); choose a shorter chunk")
         segments = 1 if samples < segment_length else 1 + (samples - segment_length) // segment_hop
         return cls(sample_rate=sample_rate, segment_length=segment_length, segment_hop=segment_hop,
-                   max_segments=segments, pad_short=bool(pad_short), cover_end=bool(cover_end))
+                   max_segments=segments, pad_short=bool(pad_short), cover_end=bool(cover_end),
+                   max_request_samples=max_request_samples)
 
     @classmethod
     def for_export(cls, metadata: ExportMetadata, *, chunk_seconds: float, pad_short: bool = False,
@@ -158,14 +164,24 @@ class ChunkPlan:
         """:meth:`from_seconds` with the segment geometry and limit of an export's ``metadata.json``."""
         if not metadata.segment_length or metadata.max_samples is None:
             raise ModelError(f"{metadata.path or 'metadata.json'}: segment_length or max_samples is missing")
-        return cls.from_seconds(chunk_seconds, sample_rate=metadata.sample_rate, segment_length=metadata.segment_length,
+        rate, request = metadata.sample_rate, metadata.max_request_seconds
+        return cls.from_seconds(chunk_seconds, sample_rate=rate, segment_length=metadata.segment_length,
                                 segment_hop=metadata.segment_hop, max_samples=metadata.max_samples, pad_short=pad_short,
-                                cover_end=cover_end)
+                                cover_end=cover_end,
+                                max_request_samples=None if request is None else int(round(request * rate)))
 
     @property
     def chunk_samples(self) -> int:
         """Samples of a full chunk (``K`` segments)."""
         return self.covered_samples(self.max_segments)
+
+    @property
+    def max_segment_batch(self) -> int:
+        """Most segments of one batch of segments each pooled alone (``[n, segment_length]``, ``--per-segment``):
+        a chunk's, and no more than ``max_request_samples`` allows (at least one)."""
+        if self.max_request_samples is None:
+            return self.max_segments
+        return max(1, min(self.max_segments, self.max_request_samples // self.segment_length))
 
     def covered_samples(self, n_segments: int) -> int:
         """Samples from the start of the first to the end of the last of ``n_segments`` consecutive segments."""
@@ -216,8 +232,9 @@ class PartKey:
 
     Attributes:
         track: The track.
-        kind: :data:`CHUNK` (a chunk of segments) or :data:`SEGMENT` (one segment alone).
-        index: The chunk's index, or the segment's index in the track.
+        kind: :data:`CHUNK` (a chunk of segments, pooled together) or :data:`SEGMENTS` (segments of a chunk,
+            each pooled alone: a batch ``[num_segments, segment_length]``).
+        index: The chunk's index, or the index in the track of the first of the segments.
         num_segments: Number of model segments in the part.
     """
 
@@ -253,13 +270,16 @@ class TrackParts:
 
     Attributes:
         end: The track's :class:`TrackEnd`.
-        chunks: ``(key, outputs)`` of every chunk, in track order.
-        segments: ``(key, outputs)`` of every segment alone, in track order (``()`` unless asked for).
+        chunks: ``(key, outputs)`` of every chunk, in track order: the signature's outputs (a dict of arrays,
+            what :meth:`chunk_outputs` and :meth:`segment_outputs` read), or what the job put in their place
+            before the grouping (``extract_features``: a reference to a file).
+        segments: ``(key, outputs)`` of every batch of segments each pooled alone, in track order (``()`` unless
+            asked for).
     """
 
     end: TrackEnd
-    chunks: tuple[tuple[PartKey, dict[str, np.ndarray]], ...]
-    segments: tuple[tuple[PartKey, dict[str, np.ndarray]], ...]
+    chunks: tuple[tuple[PartKey, Any], ...]
+    segments: tuple[tuple[PartKey, Any], ...]
 
     @property
     def chunk_weights(self) -> np.ndarray:
@@ -272,7 +292,7 @@ class TrackParts:
 
     def segment_outputs(self, name: str) -> np.ndarray:
         """float32 ``[num_segments, ...]``: output ``name`` of every segment alone."""
-        return np.stack([np.asarray(outputs[name], np.float32) for _, outputs in self.segments])
+        return np.concatenate([np.asarray(outputs[name], np.float32) for _, outputs in self.segments])
 
 
 def chunk_blocks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chunk]:
@@ -370,10 +390,12 @@ def stream_examples(
     Args:
         track: The track.
         plan: How to cut it.
-        per_segment: Also emit every segment alone (``PartKey.kind == SEGMENT``).
+        per_segment: After each chunk, also emit its segments as a batch to be pooled each alone
+            (``PartKey.kind == SEGMENTS``, ``{"waveform": float32 [n, segment_length]}``), in batches of at
+            most the plan's ``max_segment_batch`` segments.
 
     Yields:
-        ``(PartKey, {"waveform": float32 [samples]})`` per chunk (and per segment), then a
+        ``(PartKey, {"waveform": float32 [samples]})`` per chunk (and its segment batches), then a
         :class:`TrackEnd`; or, if decoding fails (possibly after some chunks), a failed
         :class:`TrackResult` (stage ``decode``) and no :class:`TrackEnd`.
     """
@@ -383,9 +405,11 @@ def stream_examples(
         for chunk in decode_chunks(track, plan):
             yield PartKey(track, CHUNK, chunk.index, chunk.num_segments), {"waveform": chunk.waveform}
             if per_segment:
-                for j in range(chunk.num_segments):
-                    key = PartKey(track, SEGMENT, chunk.first_segment + j, 1)
-                    yield key, {"waveform": chunk.waveform[j * hop : j * hop + length].copy()}
+                for first in range(0, chunk.num_segments, plan.max_segment_batch):
+                    n = min(plan.max_segment_batch, chunk.num_segments - first)
+                    batch = np.stack([chunk.waveform[j * hop : j * hop + length]
+                                      for j in range(first, first + n)]).astype(np.float32, copy=False)
+                    yield PartKey(track, SEGMENTS, chunk.first_segment + first, n), {"waveform": batch}
             chunks += 1
             segments += chunk.num_segments
             padding += chunk.padding
@@ -429,7 +453,7 @@ def collect_parts(values: Iterable[Any], *, per_segment: bool = False) -> TrackP
 
     Args:
         values: The group's parts.
-        per_segment: Every segment was also sent alone.
+        per_segment: The segments were also sent, in batches, each to be pooled alone.
 
     Returns:
         The complete :class:`TrackParts`; or a failed :class:`TrackResult` (a failure of
@@ -450,13 +474,14 @@ def collect_parts(values: Iterable[Any], *, per_segment: bool = False) -> TrackP
         if isinstance(inference, InferenceFailure):
             return failed_result(end.track, inference, stage="inference")
     chunks = tuple(sorted((p for p in parts if p[0].kind == CHUNK), key=lambda p: p[0].index))
-    segments = tuple(sorted((p for p in parts if p[0].kind == SEGMENT), key=lambda p: p[0].index))
+    segments = tuple(sorted((p for p in parts if p[0].kind == SEGMENTS), key=lambda p: p[0].index))
     expected_segments = end.num_segments if per_segment else 0
+    starts = np.cumsum([0] + [k.num_segments for k, _ in segments])
     if ([k.index for k, _ in chunks] != list(range(end.num_chunks))
-            or [k.index for k, _ in segments] != list(range(expected_segments))
+            or [k.index for k, _ in segments] != starts[:-1].tolist() or starts[-1] != expected_segments
             or sum(k.num_segments for k, _ in chunks) != end.num_segments):
         return TrackResult(end.track, FAILED, stage="inference", error_type="IncompletePrediction",
-                           error=f"{len(chunks)} of {end.num_chunks} chunks and {len(segments)} of "
+                           error=f"{len(chunks)} of {end.num_chunks} chunks and {int(starts[-1])} of "
                                  f"{expected_segments} segments of the track came back from the model")
     return TrackParts(end, chunks, segments)
 

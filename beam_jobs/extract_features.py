@@ -20,7 +20,8 @@ signature gives one vector per track: the last three conv layers, each max- and
 mean-pooled over all positions of all segments (Lee et al. 2018's multi-level
 features), concatenated as ``level1_max, level1_mean, level2_max, ...``; the
 layout is in ``job.json`` (``feature_layout``). With ``--per-segment`` the same
-signature also runs on every segment alone (``segment_features``).
+signature also runs on every segment alone (``segment_features``): a chunk's
+segments go to it as one batch ``[n, segment_length]``, one call, each pooled alone.
 
 The track is never one tensor: it goes to the model in chunks of at most
 ``--chunk-seconds`` of whole segments (30 s by default; at most the export's
@@ -32,6 +33,13 @@ weighted by their numbers of segments, which is the mean over all positions of a
 segments because every segment has the same number of positions. A file that
 becomes undecodable halfway (truncated, corrupt) fails as a whole: nothing of it
 is written and ``manifest.jsonl`` says why.
+
+Memory does not grow with the catalogue: the model's output for every chunk (and
+batch of segments) is written at once to ``OUTPUT/.features/`` and only a reference to
+it travels to the track's grouping; a track's file in ``tracks/`` is assembled from
+them (and they are deleted), and each shard is written from its tracks' files, so no
+stage holds more than one track's or one shard's features. ``.features/`` is deleted
+when the run ends, however it ends (and by the next run if one was killed).
 
 The output folder receives:
 
@@ -45,7 +53,7 @@ The output folder receives:
         (with --pad-short every format also has padded_seconds: 0 for a track that fills a segment)
     tracks/<name>.npz    the same per track (what --skip-existing keeps if it reads back with this track's id
                          and the expected shapes, otherwise the track is recomputed, with the reason in the
-                         log; shards are rebuilt from them)
+                         log; shards are written from them)
     manifest.jsonl       every input exactly once: ok with its outputs, or failed with the reason
     job.json             the settings, the feature layout and the model's metadata.json
 
@@ -66,16 +74,19 @@ if __name__ == "__main__":
 
     prestart(sys.argv[1:], signature="features")
 
+import contextlib
 import dataclasses
 import io
 import logging
 import math
+import os
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import io as beam_io
@@ -90,7 +101,7 @@ from beam_jobs.chunking import (
     stream_examples,
 )
 from beam_jobs.failures import guarded, infer, keep
-from beam_jobs.inference import SignatureModelHandler
+from beam_jobs.inference import InferenceFailure, SignatureModelHandler
 from beam_jobs.job import CatalogueJob
 from beam_jobs.options import (
     CatalogueJobOptions,
@@ -108,12 +119,17 @@ from tfaural.formats import OK, ExportMetadata
 __all__ = [
     "FORMATS",
     "PARTS_FOLDER",
+    "OUTPUTS_FOLDER",
+    "StoredOutput",
+    "StoreOutputs",
+    "remove_stored_outputs",
     "Settings",
     "FeatureRecord",
     "PartKey",
     "feature_layout",
     "shard_name",
     "encode_shard",
+    "write_shard",
     "read_part",
     "check_part",
     "max_columns",
@@ -131,6 +147,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("tfrecord", "parquet", "npz")
 PARTS_FOLDER = "tracks"
+OUTPUTS_FOLDER = ".features"
 SIGNATURE = "features"
 SHARD_PREFIX = "features"
 
@@ -212,6 +229,15 @@ class Settings:
         """The track's result file, relative to the output folder."""
         return f"{PARTS_FOLDER}/{track.name}.npz"
 
+    @property
+    def outputs_folder(self) -> str:
+        """Where the model's outputs wait for their track's assembly: ``OUTPUT/.features``."""
+        return self.common.path(OUTPUTS_FOLDER)
+
+    def output_file(self, key: PartKey) -> str:
+        """The file of one model output: ``.features/<track name>-<chunk|segments>-<index>.npy``."""
+        return beam_io.join(self.outputs_folder, f"{key.track.name}-{key.kind}-{key.index:06d}.npy")
+
 
 def shard_name(index: int, num_shards: int, fmt: str) -> str:
     """``features-SSSSS-of-NNNNN.<fmt>``."""
@@ -239,6 +265,56 @@ class FeatureRecord:
     segment_features: np.ndarray | None
     num_segments: int
     padded_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredOutput:
+    """A model output written to ``.features/`` (:class:`StoreOutputs`): what the track's grouping carries.
+
+    Attributes:
+        path: The ``.npy`` file.
+        shape: The float32 array's shape: ``[D]`` for a chunk, ``[n, D]`` for a batch of segments.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+
+    def load(self) -> np.ndarray:
+        """The array, float32 ``shape``.
+
+        Raises:
+            DataError: Naming the file if it is missing, unreadable, or not a finite float32 ``shape`` array.
+        """
+        try:
+            values = np.load(io.BytesIO(beam_io.read_bytes(self.path)), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{self.path}: a stored model output could not be read back "
+                            f"({type(err).__name__}: {err})") from None
+        if values.dtype != np.float32 or values.shape != self.shape or not np.isfinite(values).all():
+            raise DataError(f"{self.path}: holds {values.dtype} {list(values.shape)}; expected the finite float32 "
+                            f"{list(self.shape)} that was written")
+        return values
+
+
+class StoreOutputs(beam.DoFn):
+    """``(PartKey, PredictionResult)`` → the same with the ``features`` output written to ``.features/`` and a
+    :class:`StoredOutput` in its place (the example's audio dropped), so that the track's grouping holds no
+    features; an :class:`~beam_jobs.inference.InferenceFailure` passes unchanged."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def process(self, element: tuple[PartKey, PredictionResult]) -> Iterator[tuple[PartKey, PredictionResult]]:
+        key, prediction = element
+        if isinstance(prediction.inference, InferenceFailure):
+            yield key, prediction._replace(example=None)
+            return
+        values = np.asarray(prediction.inference["features"], np.float32)
+        buffer = io.BytesIO()
+        np.save(buffer, values)
+        path = self._settings.output_file(key)
+        beam_io.write_bytes(path, buffer.getvalue())
+        yield key, PredictionResult(None, StoredOutput(path, tuple(values.shape)))
 
 
 def _part_bytes(record: FeatureRecord) -> bytes:
@@ -315,12 +391,12 @@ class PrepareTrack(beam.DoFn):
         part = s.common.path(s.part_file(track))
         if s.common.skip_existing and beam_io.exists(part):
             try:
-                record = check_part(read_part(part), track, dim=s.dim, per_segment=s.per_segment, path=part)
+                check_part(read_part(part), track, dim=s.dim, per_segment=s.per_segment, path=part)
             except DataError as err:
                 logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
                 beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
-            else:
-                yield TrackResult(track, OK, outputs=(s.part_file(track),), reused=True, data=record)
+            else:  # its shard reads the file again: no features travel through the pipeline
+                yield TrackResult(track, OK, outputs=(s.part_file(track),), reused=True)
                 return
         yield from stream_examples(track, s.plan, per_segment=s.per_segment)
 
@@ -336,9 +412,10 @@ def max_columns(metadata: ExportMetadata) -> np.ndarray:
 
 
 class AssembleTrack(beam.DoFn):
-    """All parts of a track → ``tracks/<name>.npz`` and an ``ok`` :class:`TrackResult` carrying the
-    :class:`FeatureRecord`; a failed one if a part failed or is missing; nothing if the track did not
-    decode to its end (the decode stage reports that)."""
+    """All parts of a track (:class:`StoredOutput` s) → ``tracks/<name>.npz`` and an ``ok`` :class:`TrackResult`;
+    a failed one if a part failed or is missing; nothing if the track did not decode to its end (the decode
+    stage reports that). The stored outputs are left for the end of the run to delete: a runner that retries
+    a bundle must find them again."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -353,13 +430,14 @@ class AssembleTrack(beam.DoFn):
             yield parts
             return
         end = parts.end
-        features = combine_pooled(parts.chunk_outputs("features"), parts.chunk_weights, is_max=self._is_max)
-        segments = parts.segment_outputs("features") if s.per_segment else None
+        chunks = np.stack([stored.load() for _, stored in parts.chunks])
+        features = combine_pooled(chunks, parts.chunk_weights, is_max=self._is_max)
+        segments = np.concatenate([stored.load() for _, stored in parts.segments]) if s.per_segment else None
         record = FeatureRecord(track_id=end.track.track_id, path=end.track.path, seconds=end.seconds,
                                features=features, segment_features=segments, num_segments=end.num_segments,
                                padded_seconds=end.padded_seconds)
         beam_io.write_bytes(s.common.path(s.part_file(end.track)), _part_bytes(record))
-        yield TrackResult(end.track, OK, outputs=(s.part_file(end.track),), data=record)
+        yield TrackResult(end.track, OK, outputs=(s.part_file(end.track),))
 
 
 def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool,
@@ -370,67 +448,95 @@ def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_se
         The file's bytes (parquet, npz) or the serialised ``tf.train.Example`` s (tfrecord).
     """
     if fmt == "tfrecord":
-        pb = example_messages()  # tf.train.Example's messages, without importing TensorFlow in the workers
-        examples = []
-        for r in records:
-            feature = {
-                "track_id": pb.Feature(bytes_list=pb.BytesList(value=[r.track_id.encode("utf-8")])),
-                "path": pb.Feature(bytes_list=pb.BytesList(value=[r.path.encode("utf-8")])),
-                "seconds": pb.Feature(float_list=pb.FloatList(value=[r.seconds])),
-                "features": pb.Feature(float_list=pb.FloatList(value=r.features.tolist())),
-                "num_segments": pb.Feature(int64_list=pb.Int64List(value=[r.num_segments])),
-            }
-            if per_segment and r.segment_features is not None:
-                feature["segment_features"] = pb.Feature(
-                    float_list=pb.FloatList(value=r.segment_features.ravel().tolist()))
-            if padded:
-                feature["padded_seconds"] = pb.Feature(float_list=pb.FloatList(value=[r.padded_seconds]))
-            example = pb.Example(features=pb.Features(feature=feature))
-            examples.append(example.SerializeToString(deterministic=True))  # the same bytes on every run
-        return examples
+        return _examples(records, per_segment=per_segment, padded=padded)
+    buffer = io.BytesIO()
+    _write_table(buffer, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
+    return buffer.getvalue()
+
+
+def write_shard(path: str, records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool,
+                padded: bool = False) -> None:
+    """Writes a shard (the bytes of :func:`encode_shard`) to ``path`` atomically, a parquet or npz file
+    straight into the file rather than through a copy in memory."""
+    if fmt == "tfrecord":
+        beam_io.write_tfrecords(path, _examples(records, per_segment=per_segment, padded=padded))
+        return
+    with beam_io.created_atomically(path) as handle:
+        _write_table(handle, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
+
+
+def _examples(records: Sequence[FeatureRecord], *, per_segment: bool, padded: bool) -> list[bytes]:
+    """The records as serialised ``tf.train.Example`` s (the same bytes on every run)."""
+    pb = example_messages()  # tf.train.Example's messages, without importing TensorFlow in the workers
+    examples = []
+    for r in records:
+        feature = {
+            "track_id": pb.Feature(bytes_list=pb.BytesList(value=[r.track_id.encode("utf-8")])),
+            "path": pb.Feature(bytes_list=pb.BytesList(value=[r.path.encode("utf-8")])),
+            "seconds": pb.Feature(float_list=pb.FloatList(value=[r.seconds])),
+            "features": pb.Feature(float_list=pb.FloatList(value=r.features.tolist())),
+            "num_segments": pb.Feature(int64_list=pb.Int64List(value=[r.num_segments])),
+        }
+        if per_segment and r.segment_features is not None:
+            feature["segment_features"] = pb.Feature(
+                float_list=pb.FloatList(value=r.segment_features.ravel().tolist()))
+        if padded:
+            feature["padded_seconds"] = pb.Feature(float_list=pb.FloatList(value=[r.padded_seconds]))
+        example = pb.Example(features=pb.Features(feature=feature))
+        examples.append(example.SerializeToString(deterministic=True))
+    return examples
+
+
+def _write_table(handle: Any, records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool,
+                 padded: bool) -> None:
+    """Writes the records as one parquet or npz file to a writable binary ``handle``.
+
+    The arrays go to the file as they are (parquet columns are built from them, not from Python lists),
+    so a shard needs about twice its features in memory: its records and their concatenation.
+    """
+    features = np.stack([r.features for r in records]) if records else np.zeros((0, dim), np.float32)
+    segments = [r.segment_features for r in records if r.segment_features is not None]
+    segment_rows = np.concatenate(segments) if segments else np.zeros((0, dim), np.float32)
+    counts = [0 if r.segment_features is None else len(r.segment_features) for r in records]
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        def rows(values: np.ndarray) -> pa.FixedSizeListArray:
+            return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), dim)
 
         columns: dict[str, Any] = {
             "track_id": pa.array([r.track_id for r in records], pa.string()),
             "path": pa.array([r.path for r in records], pa.string()),
             "seconds": pa.array([r.seconds for r in records], pa.float64()),
-            "features": pa.array([r.features.tolist() for r in records], pa.list_(pa.float32(), dim)),
+            "features": rows(features),
             "num_segments": pa.array([r.num_segments for r in records], pa.int32()),
         }
         if per_segment:
-            columns["segment_features"] = pa.array(
-                [[] if r.segment_features is None else r.segment_features.tolist() for r in records],
-                pa.list_(pa.list_(pa.float32(), dim)))
+            offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+            columns["segment_features"] = pa.ListArray.from_arrays(offsets, rows(segment_rows))
         if padded:
             columns["padded_seconds"] = pa.array([r.padded_seconds for r in records], pa.float64())
-        buffer = io.BytesIO()
-        pq.write_table(pa.table(columns), buffer)
-        return buffer.getvalue()
+        pq.write_table(pa.table(columns), handle)
+        return
     arrays: dict[str, Any] = {
         "track_id": np.array([r.track_id for r in records], dtype=str),
         "path": np.array([r.path for r in records], dtype=str),
         "seconds": np.array([r.seconds for r in records], np.float64),
-        "features": np.stack([r.features for r in records]) if records else np.zeros((0, dim), np.float32),
+        "features": features,
         "num_segments": np.array([r.num_segments for r in records], np.int64),
     }
     if per_segment:
-        segments = [r.segment_features for r in records if r.segment_features is not None]
-        arrays["segment_features"] = np.concatenate(segments) if segments else np.zeros((0, dim), np.float32)
-        arrays["segment_track"] = np.concatenate(
-            [np.full(len(r.segment_features), row, np.int64) for row, r in enumerate(records)
-             if r.segment_features is not None] or [np.zeros(0, np.int64)])
+        arrays["segment_features"] = segment_rows
+        arrays["segment_track"] = np.repeat(np.arange(len(records), dtype=np.int64), counts)
     if padded:
         arrays["padded_seconds"] = np.array([r.padded_seconds for r in records], np.float64)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    np.savez(handle, **arrays)
 
 
 class WriteShard(beam.DoFn):
-    """``(shard index, [ok TrackResult with a FeatureRecord, ...])`` → the shard file; re-emits the results
-    with the shard among their outputs (without the arrays)."""
+    """``(shard index, [ok TrackResult, ...])`` → the shard file, from the tracks' ``tracks/<name>.npz``; re-emits
+    the results with the shard among their outputs. Holds one shard's records (``--tracks-per-shard``)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -440,16 +546,23 @@ class WriteShard(beam.DoFn):
         index, values = element
         results = sorted((v for v in values if v is not None), key=lambda r: r.track_id)
         name = shard_name(index, s.num_shards, s.common.format or FORMATS[0])
-        payload = encode_shard([r.data for r in results], fmt=s.common.format or FORMATS[0], dim=s.dim,
-                               per_segment=s.per_segment, padded=s.plan.pad_short)
-        path = s.common.path(name)
-        if isinstance(payload, list):
-            beam_io.write_tfrecords(path, payload)
-        else:
-            beam_io.write_bytes(path, payload)
+        records = [read_part(s.common.path(s.part_file(r.track))) for r in results]
+        write_shard(s.common.path(name), records, fmt=s.common.format or FORMATS[0], dim=s.dim,
+                    per_segment=s.per_segment, padded=s.plan.pad_short)
+        del records
         beam.metrics.Metrics.counter("extract_features", "shards_written").inc()
         for r in results:
-            yield dataclasses.replace(r, outputs=(name, *r.outputs), data=None)
+            yield dataclasses.replace(r, outputs=(name, *r.outputs))
+
+
+def remove_stored_outputs(settings: Settings) -> None:
+    """Deletes ``.features/`` (what a run stored for its tracks' assembly, or a killed run left)."""
+    stale = beam_io.list_files(beam_io.join(settings.outputs_folder, "*"))
+    if stale:
+        beam_io.delete(stale)
+    if beam_io.is_local(settings.outputs_folder):
+        with contextlib.suppress(OSError):  # absent, or not empty
+            os.rmdir(settings.outputs_folder)
 
 
 def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settings: Settings) -> None:
@@ -459,7 +572,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
                                     outputs=["features"], intra_op_threads=s.common.intra_op_threads,
                                     precision=s.common.precision,
                                     share_across_processes=s.common.share_model, one_example_per_call=True,
-                                    model_server=s.common.model_server)
+                                    model_server=s.common.model_server, example_ranks={"waveform": 1})
     listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
@@ -467,7 +580,9 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     examples = keep(prepared, "Examples", tuple)
     ends = keep(prepared, "TrackEnds", TrackEnd)
     predicted, inference_failures = infer(examples, "Features", handler, prebatched=s.common.prebatched)
-    parts = (predicted, inference_failures, ends) | "PartsByTrack" >> GroupTrackParts()
+    stored, store_failures = guarded(predicted, "StoreFeatures", StoreOutputs(s), stage="write")
+    failures = (inference_failures, store_failures) | "InferenceOrStoreFailures" >> beam.Flatten()
+    parts = (stored, failures, ends) | "PartsByTrack" >> GroupTrackParts()
     assembled, assemble_failures = guarded(parts, "Assemble", AssembleTrack(s), stage="write")
     tracks_done = (
         (early, keep(assembled, "Assembled", TrackResult), decode_failures, assemble_failures)
@@ -508,6 +623,20 @@ class ExtractFeaturesJob(CatalogueJob):
         """The number of shards follows the number of tracks; then the runner defaults."""
         return super().configure(options, settings.with_tracks(n_inputs), n_inputs=n_inputs,
                                  local_defaults=local_defaults)
+
+    def prepare(self, settings: Settings, inputs: Sequence[TrackInput]) -> None:
+        """Also deletes what a killed run left in ``.features/``."""
+        super().prepare(settings, inputs)
+        remove_stored_outputs(settings)
+
+    @contextlib.contextmanager
+    def serving(self, settings: Settings) -> Iterator[Settings]:
+        """The model process (:meth:`CatalogueJob.serving`); ``.features/`` is deleted when the run ends, however."""
+        try:
+            with super().serving(settings) as served:
+                yield served
+        finally:
+            remove_stored_outputs(settings)
 
     def job_extra(self, settings: Settings) -> dict[str, Any]:
         """The format, the shards, the feature layout and the chunking plan."""

@@ -209,6 +209,10 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         precision: ``"float32"``, or ``"bfloat16"``: the process that loads the model computes it in
             bfloat16 (:func:`beam_jobs.model_process.load_savedmodel`; a process-wide option). The
             model process of ``model_server`` is started with its own precision.
+        example_ranks: With ``one_example_per_call``: the rank of one example's batched inputs (e.g.
+            ``{"waveform": 1}``). An example whose input has one axis more is a batch of its own
+            (``[n, samples]``): it is sent as it is, in one call, and its outputs come back whole
+            (``[n, ...]``), e.g. the ``n`` segments of a chunk, each pooled alone, in one call instead of ``n``.
     """
 
     def __init__(
@@ -227,8 +231,11 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         one_example_per_call: bool = False,
         model_server: ModelServerAddress | None = None,
         precision: str = "float32",
+        example_ranks: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
+        if example_ranks and not one_example_per_call:
+            raise ModelError("example_ranks needs one_example_per_call: a batch of examples is one call")
         if not (1 <= min_batch_size <= max_batch_size):
             raise ModelError(f"min_batch_size={min_batch_size}, max_batch_size={max_batch_size}: expected "
                              "1 <= min_batch_size <= max_batch_size")
@@ -247,6 +254,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         self.one_example_per_call = one_example_per_call
         self.model_server = model_server
         self.precision = precision
+        self.example_ranks = dict(example_ranks or {})
 
     # ----------------------------------------------------------------- loading
 
@@ -372,16 +380,21 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         answers: list[dict[str, np.ndarray] | InferenceFailure | None] = [None] * len(examples)
         calls: list[int] = []
         inputs: list[dict[str, Any]] = []
+        whole = [self._is_batch(example) for example in examples]
         for index, example in enumerate(examples):
             try:
-                inputs.append(self._inputs([example], constants, batched, input_names))
+                inputs.append(self._inputs([example], constants, batched, input_names, stack=not whole[index]))
                 calls.append(index)
             except SignatureCallError as err:
                 answers[index] = self._failure(err)
         for index, result in zip(calls, model.call_each(inputs, self.outputs)):
             answers[index] = self._failure(result) if isinstance(result, SignatureCallError) else {
-                k: v[0] for k, v in result.items()}
+                k: (v if whole[index] else v[0]) for k, v in result.items()}
         return [answer for answer in answers if answer is not None]
+
+    def _is_batch(self, example: dict[str, Any]) -> bool:
+        """Whether ``example`` is a batch of its own (an input with one axis more than ``example_ranks`` says)."""
+        return any(name in example and np.ndim(example[name]) == rank + 1 for name, rank in self.example_ranks.items())
 
     def _failure(self, err: SignatureCallError) -> InferenceFailure:
         """The :class:`InferenceFailure` of an example whose call failed (re-raises errors not caused by it)."""
@@ -392,14 +405,16 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
 
     def _inputs(
         self, examples: list[dict[str, Any]], constants: dict[str, Any], batched: frozenset[str],
-        input_names: tuple[str, ...],
+        input_names: tuple[str, ...], *, stack: bool = True,
     ) -> dict[str, Any]:
-        """The inputs of one call on ``examples`` (batched inputs stacked), in call order."""
+        """The inputs of one call on ``examples``, in call order: batched inputs stacked, or with ``stack=False``
+        those of the one example that is a batch of its own, as they are."""
         first = examples[0]
         inputs: dict[str, Any] = {name: np.asarray(value) for name, value in constants.items()}
         for name, value in first.items():
             if name in batched:
-                inputs[name] = np.stack([np.asarray(example[name]) for example in examples])
+                inputs[name] = (np.stack([np.asarray(example[name]) for example in examples]) if stack
+                                else np.asarray(value))
             else:
                 inputs[name] = np.asarray(value)
         missing = [name for name in input_names if name not in inputs]

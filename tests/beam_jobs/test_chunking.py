@@ -27,7 +27,7 @@ from jobs_testing import SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, read_manifest_
 from signal_makers import chirp, sine
 
 from beam_jobs import chunking, extract_features, tag
-from beam_jobs.chunking import CHUNK, SEGMENT, ChunkPlan, PartKey, TrackEnd
+from beam_jobs.chunking import CHUNK, SEGMENTS, ChunkPlan, PartKey, TrackEnd
 from beam_jobs.inference import InferenceFailure
 from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural import audio
@@ -242,10 +242,16 @@ def test_collect_parts_combines_only_complete_tracks() -> None:
     assert isinstance(missing, TrackResult) and missing.error_type == "IncompletePrediction"
     no_segments = chunking.collect_parts([*chunks, end], per_segment=True)
     assert isinstance(no_segments, TrackResult) and "0 of 5 segments" in str(no_segments.error)
-    with_segments = chunking.collect_parts([*chunks, end, *(_part(track, SEGMENT, i, 1, i) for i in range(5))],
-                                           per_segment=True)
+    # the segments of each chunk come back as batches [n, ...], in any order
+    batches = [(PartKey(track, SEGMENTS, 4, 1), {"scores": np.full((1, 2), 4.0, np.float32)}),
+               (PartKey(track, SEGMENTS, 0, 4), {"scores": np.repeat(np.arange(4, dtype=np.float32)[:, None], 2, 1)})]
+    with_segments = chunking.collect_parts([*chunks, end, *batches], per_segment=True)
     assert isinstance(with_segments, chunking.TrackParts)
     np.testing.assert_array_equal(with_segments.segment_outputs("scores")[:, 0], np.arange(5))
+    gap = chunking.collect_parts([*chunks, end, batches[0]], per_segment=True)  # segments 0-3 missing
+    assert isinstance(gap, TrackResult) and "1 of 5 segments" in str(gap.error)
+    twice = chunking.collect_parts([*chunks, end, *batches, batches[0]], per_segment=True)
+    assert isinstance(twice, TrackResult) and twice.error_type == "IncompletePrediction"
     bad = chunking.collect_parts([chunks[0], (chunks[1][0], InferenceFailure("InvalidArgumentError", "NaN")), end])
     assert isinstance(bad, TrackResult) and (bad.status, bad.stage, bad.error) == (FAILED, "inference", "NaN")
 
@@ -299,6 +305,11 @@ def test_chunk_plan_from_seconds() -> None:
         ChunkPlan.from_seconds(7.0, sample_rate=2000, segment_length=243, segment_hop=243, max_samples=12000)
     with pytest.raises(ParameterError, match="--chunk-seconds 0"):
         ChunkPlan.from_seconds(0.0, sample_rate=2000, segment_length=243, segment_hop=243, max_samples=12000)
+    assert plan.max_segment_batch == 24  # a chunk's segments
+    assert ChunkPlan.from_seconds(3.0, sample_rate=2000, segment_length=243, segment_hop=243, max_samples=12000,
+                                  max_request_samples=5 * 243 + 1).max_segment_batch == 5
+    assert ChunkPlan.from_seconds(3.0, sample_rate=2000, segment_length=243, segment_hop=243, max_samples=12000,
+                                  max_request_samples=100).max_segment_batch == 1
 
 
 def test_handler_splits_batches_into_calls_of_at_most_max_samples_per_call(
@@ -325,6 +336,55 @@ def test_handler_splits_batches_into_calls_of_at_most_max_samples_per_call(
     for wave, result in zip(waves, results):
         expected = reference(waveform=tf.constant(wave[np.newaxis]))["features"].numpy()[0]
         np.testing.assert_allclose(result.inference["features"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_example_that_is_a_batch_of_its_own_is_one_call_with_its_outputs_whole(
+    samplecnn_export: str, rng: np.random.Generator,
+) -> None:
+    """``--per-segment`` sends a chunk's segments as one example ``[n, segment_length]``: one call, whose
+    ``features`` are the ``n`` segments each pooled alone, as the signature gives them for that batch."""
+    from beam_jobs.inference import SignatureModelHandler
+
+    handler = SignatureModelHandler(samplecnn_export, signature="features", one_example_per_call=True,
+                                    example_ranks={"waveform": 1})
+    model = handler.load_model()
+    shapes: list[tuple[int, ...]] = []
+    call_each = model.call_each
+
+    def spy(inputs: list[dict[str, Any]], outputs: tuple[str, ...] | None = None) -> list[Any]:
+        shapes.extend(np.shape(i["waveform"]) for i in inputs)
+        return call_each(inputs, outputs)
+
+    model.call_each = spy  # type: ignore[method-assign]
+    batch = rng.uniform(-0.5, 0.5, (5, SAMPLECNN_SEGMENT)).astype(np.float32)
+    chunk = rng.uniform(-0.5, 0.5, 3 * SAMPLECNN_SEGMENT).astype(np.float32)
+    results = list(handler.run_inference([{"waveform": batch}, {"waveform": chunk}], model))
+    assert shapes == [(5, SAMPLECNN_SEGMENT), (1, 3 * SAMPLECNN_SEGMENT)]
+    reference = signature(samplecnn_export, "features")
+    np.testing.assert_array_equal(results[0].inference["features"],
+                                  reference(waveform=tf.constant(batch))["features"].numpy())
+    np.testing.assert_array_equal(results[1].inference["features"],
+                                  reference(waveform=tf.constant(chunk[np.newaxis]))["features"].numpy()[0])
+    with pytest.raises(Exception, match="example_ranks needs one_example_per_call"):
+        SignatureModelHandler(samplecnn_export, signature="features", example_ranks={"waveform": 1})
+
+
+@pytest.mark.parametrize("hop,request_segments,batches", [(243, None, [7, 7, 6]), (100, 3, [3, 3, 3, 1] * 2)])
+def test_per_segment_examples_are_each_chunks_segments_in_batches_the_export_accepts(
+    tmp_path: pathlib.Path, rng: np.random.Generator, hop: int, request_segments: int | None, batches: list[int],
+) -> None:
+    """Every segment of the track exactly once, in order, in batches of at most ``max_request_samples``."""
+    y = rng.uniform(-0.5, 0.5, 243 + 19 * hop + 50).astype(np.float32)  # 20 whole segments and some more
+    sf.write(tmp_path / "t.wav", y, 1000, subtype="FLOAT")
+    plan = ChunkPlan(sample_rate=1000, segment_length=243, segment_hop=hop, max_segments=7 if hop == 243 else 10,
+                     max_request_samples=None if request_segments is None else request_segments * 243 + 242)
+    examples = list(chunking.stream_examples(TrackInput(str(tmp_path / "t.wav"), "t", "t"), plan, per_segment=True))
+    segments = [(k, e["waveform"]) for k, e in examples[:-1] if k.kind == SEGMENTS]
+    assert [k.num_segments for k, _ in segments] == batches
+    assert [k.index for k, _ in segments] == np.cumsum([0, *batches[:-1]]).tolist()
+    assert all(w.shape == (k.num_segments, 243) and w.dtype == np.float32 for k, w in segments)
+    np.testing.assert_array_equal(np.concatenate([w for _, w in segments]), audio.segment(y, length=243, hop=hop))
+    assert isinstance(examples[-1], TrackEnd) and examples[-1].num_segments == 20
 
 
 def test_the_transforms_over_several_collections_apply_without_beams_type_hint_warning(

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 import tensorflow as tf
 from jobs_testing import (
     SAMPLECNN_SEGMENT,
@@ -26,11 +27,13 @@ from jobs_testing import (
     decode,
     read_manifest_rows,
     signature,
+    traced_peak,
     write_catalogue,
 )
 
 from beam_jobs import extract_features as job
 from beam_jobs.io import shard_index
+from tfaural.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +178,42 @@ def test_feature_parts_round_trip(tmp_path: pathlib.Path) -> None:
     np.testing.assert_array_equal(back.segment_features, record.segment_features)
 
 
+def test_a_stored_output_reads_back_and_a_damaged_one_is_named(tmp_path: pathlib.Path) -> None:
+    """What the track's grouping carries instead of the model's output: a file that must hold exactly that."""
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    buffer = io.BytesIO()
+    np.save(buffer, values)
+    path = tmp_path / "t-segments-000000.npy"
+    path.write_bytes(buffer.getvalue())
+    np.testing.assert_array_equal(job.StoredOutput(str(path), (3, 4)).load(), values)
+    with pytest.raises(DataError, match=r"t-segments-000000.npy: holds float32 \[3, 4\]; expected .* \[2, 4\]"):
+        job.StoredOutput(str(path), (2, 4)).load()
+    path.write_bytes(buffer.getvalue()[:-5])
+    with pytest.raises(DataError, match=r"t-segments-000000\.npy: a stored model output could not be read back"):
+        job.StoredOutput(str(path), (3, 4)).load()
+    with pytest.raises(DataError, match=r"missing\.npy: a stored model output could not be read back"):
+        job.StoredOutput(str(tmp_path / "missing.npy"), (3, 4)).load()
+
+
+def test_a_killed_runs_stored_outputs_are_deleted_and_a_run_leaves_none(
+    samplecnn_export: str, tmp_path: pathlib.Path,
+) -> None:
+    folder = tmp_path / "music"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        sf.write(folder / f"t{i}.wav", rng.uniform(-0.5, 0.5, 3 * SAMPLECNN_SR).astype(np.float32), SAMPLECNN_SR)
+    output = tmp_path / "out"
+    (output / job.OUTPUTS_FOLDER).mkdir(parents=True)
+    (output / job.OUTPUTS_FOLDER / "t0-chunk-000000.npy").write_bytes(b"left by a killed run")
+    job.run([f"--input={folder}/*.wav", f"--model={samplecnn_export}", f"--output={output}", "--format=npz",
+             "--per-segment", "--runner=DirectRunner"])
+    assert not (output / job.OUTPUTS_FOLDER).exists()
+    assert [r["status"] for r in read_manifest_rows(output)] == ["ok", "ok"]
+    with np.load(output / "features-00000-of-00001.npz") as data:
+        assert data["segment_features"].shape == (2 * (3 * SAMPLECNN_SR // SAMPLECNN_SEGMENT), 80)
+
+
 def test_precision_is_a_setting_recorded_with_the_model(samplecnn_export: str, tmp_path: pathlib.Path) -> None:
     """``--precision bfloat16`` is a setting of the job, recorded with the model's identity (so --skip-existing
     does not mix precisions); float32 is the default and leaves the model's identity as before."""
@@ -189,3 +228,78 @@ def test_precision_is_a_setting_recorded_with_the_model(samplecnn_export: str, t
     assert half.common.precision == "bfloat16" and full.common.precision == "float32"
     assert half.common.model_identity() == {**full.common.model_identity(), "precision": "bfloat16"}
     assert "precision" not in full.common.model_identity()
+
+
+@pytest.mark.slow
+def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """No features travel through the pipeline: the model's output for every chunk and batch of segments goes to
+    ``.features/`` at once, a track's file is assembled from them and each shard from its tracks' files. On 60
+    one-minute tracks of a 3^5-SampleCNN with 2,048 features per segment (242 MB of ``--per-segment``
+    features) the job's Python and NumPy allocations (tracemalloc: the in-process runner with Beam's buffers,
+    decoding, the model's outputs, one shard's records) peak below a quarter of them, where groupings of the
+    outputs themselves held all of them at once, twice (1 track per shard here: a shard holds its records about
+    twice while it is written, which ``--tracks-per-shard`` bounds). Measured after a first, 2-track run, so
+    that the modules a run imports are not counted. Every track's features are those of the signature on its
+    segments, and ``.features/`` is gone."""
+    import logging
+
+    import keras
+
+    from beam_jobs.progress import PROGRESS_ENV
+    from export import exporter
+    from tfaural.config import AudioConfig, SegmentConfig
+    from tfaural.models import config_from_model
+    from tfaural.models.samplecnn import samplecnn_model
+    from tfaural.training.run import RunInfo
+
+    keras.utils.set_random_seed(5)
+    model = samplecnn_model(filter_sizes=(3, 3, 3, 3, 3), channels=(8, 8, 256, 256), front_filters=8,
+                            top_filters=512, n_outputs=2, sample_rate=SAMPLECNN_SR)
+    info = RunInfo(model=config_from_model(model), labels=("a", "b"), task="multi-label",
+                   audio=AudioConfig(sample_rate=SAMPLECNN_SR), segment=SegmentConfig(length=SAMPLECNN_SEGMENT))
+    export = exporter.export_model(model, info, str(tmp_path / "export"), verify=False)
+    dim = 2 * (256 + 256 + 512)
+
+    def catalogue(folder: pathlib.Path, n: int) -> pathlib.Path:
+        folder.mkdir()
+        rng = np.random.default_rng(n)
+        for i in range(n):
+            sf.write(folder / f"t{i:02d}.wav", rng.uniform(-0.5, 0.5, 60 * SAMPLECNN_SR).astype(np.float32),
+                     SAMPLECNN_SR, subtype="FLOAT")
+        return folder
+
+    def run(folder: pathlib.Path) -> pathlib.Path:
+        output = folder.parent / f"{folder.name}-features"
+        job.run([f"--input={folder}/*.wav", f"--model={export}", f"--output={output}", "--format=npz",
+                 "--per-segment", "--tracks-per-shard=1", "--runner=DirectRunner"])
+        return output
+
+    run(catalogue(tmp_path / "warm", 2))
+    folder = catalogue(tmp_path / "catalogue", 60)
+    monkeypatch.setenv(PROGRESS_ENV, "0.2")
+    caplog.set_level(logging.INFO, logger="beam_jobs.progress")
+    output, peak = traced_peak(lambda: run(folder))
+    n = 60 * SAMPLECNN_SR // SAMPLECNN_SEGMENT
+    segment_bytes = 60 * n * dim * 4
+    assert segment_bytes > 240e6 and peak < segment_bytes / 4, (peak, segment_bytes)
+    assert not (output / job.OUTPUTS_FOLDER).exists()
+    rows = read_manifest_rows(output)
+    assert len(rows) == 60 and all(r["status"] == "ok" for r in rows)
+    features = signature(export, "features")
+    checked = 0
+    for shard in sorted(output.glob("features-*.npz")):
+        with np.load(shard) as data:
+            for row, path in enumerate(data["path"]):
+                if checked < 3:  # a few tracks against the signature called directly
+                    y = decode(pathlib.Path(str(path)), SAMPLECNN_SR)[: n * SAMPLECNN_SEGMENT]
+                    alone = features(waveform=tf.constant(y.reshape(n, SAMPLECNN_SEGMENT)))["features"].numpy()
+                    np.testing.assert_allclose(data["segment_features"][data["segment_track"] == row], alone,
+                                               rtol=1e-5, atol=1e-6)
+                    whole = features(waveform=tf.constant(y[np.newaxis]))["features"].numpy()[0]
+                    np.testing.assert_allclose(data["features"][row], whole, rtol=1e-5, atol=1e-6)
+                    checked += 1
+            assert data["segment_features"].shape == (len(data["path"]) * n, dim)
+    assert checked == 3
+    progress = [r.getMessage() for r in caplog.records if r.name == "beam_jobs.progress"]
+    assert progress and progress[-1].startswith("extract_features: 60 of 60 track(s) written (100%)"), progress
