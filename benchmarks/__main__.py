@@ -195,6 +195,9 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     add("beam_jobs.tag end to end / naive per-file loop", naive, ">= 3", naive is not None and naive >= 3)
     extract = _get(tag, "ratios", "extract_features_end_to_end_vs_model_only")
     add("beam_jobs.extract_features end to end / model-only", extract, ">= 0.6", extract is not None and extract >= 0.6)
+    segments = _get(tag, "ratios", "extract_features_per_segment_end_to_end_vs_model_only")
+    if segments is not None:  # reports before 2026-12-06 did not run --per-segment
+        add("... with --per-segment (end to end / its model-only work)", round(segments, 3), "report", None)
     for key, what in (("end_to_end_in_process_vs_model_only", "beam_jobs.tag"),
                       ("extract_features_end_to_end_in_process_vs_model_only", "beam_jobs.extract_features")):
         value = _get(tag, "ratios", key)

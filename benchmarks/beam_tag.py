@@ -25,7 +25,9 @@ Prints one JSON object. In one run, on the same generated catalogue (``--tracks`
   the ">= 3 x naive" target cannot be met by any job around this model; issue 19's comparison
   with musicnn's own tagger (``peer_musicnn.py``) is the one against a real peer.
 
-``beam_jobs.extract_features`` is measured the same ways (command line, and in process).
+``beam_jobs.extract_features`` is measured the same ways (command line, and in process), and with
+``--per-segment`` (command line) beside its model-only work: the ``features`` signature on each whole
+track and on its segments as one batch ``[n, segment_length]`` (each pooled alone), one call each.
 
 Throughput is reported as times real time (seconds of audio per second, = audio hours per
 hour), with the ratios against the targets: end to end >= 0.6 x model only, >= 3 x naive.
@@ -184,6 +186,18 @@ def features_only(waveforms: list[np.ndarray], features: Any) -> float:
     return time.perf_counter() - start
 
 
+def features_per_segment_only(waveforms: list[np.ndarray], features: Any, *, segment: int) -> float:
+    """Seconds of ``--per-segment``'s model work alone: ``features`` on each whole track and on its segments."""
+    import tensorflow as tf
+
+    features(waveform=tf.constant(waveforms[0].reshape(-1, segment)))  # warm-up of the batch shape
+    start = time.perf_counter()
+    for y in waveforms:
+        features(waveform=tf.constant(y[np.newaxis]))["features"].numpy()
+        features(waveform=tf.constant(y.reshape(-1, segment)))["features"].numpy()
+    return time.perf_counter() - start
+
+
 def model_only(waveforms: list[np.ndarray], serving: Any) -> dict[str, Any]:
     """The signature alone on decoded waveforms: batches of 1, and of up to 8 equal-length tracks."""
     import tensorflow as tf
@@ -259,7 +273,11 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
         extract_in_process = end_to_end_in_process(paths, export_dir, root / "features-in-process",
                                                    workers=in_process_workers, job="extract_features",
                                                    extra=("--format=npz",))
-        features_seconds = features_only(waveforms, tf.saved_model.load(export_dir).signatures["features"])
+        extract_segments = end_to_end(paths, export_dir, root / "features-per-segment", workers=workers,
+                                      job="extract_features", extra=("--format=npz", "--per-segment"))
+        features = tf.saved_model.load(export_dir).signatures["features"]
+        features_seconds = features_only(waveforms, features)
+        per_segment_seconds = features_per_segment_only(waveforms, features, segment=segment)
         naive = naive_loop(paths, serving)
         naive["seconds"] = naive["loop_seconds"] + load_seconds
 
@@ -307,6 +325,13 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "end_to_end_in_process_seconds": extract_in_process["seconds"],
             "end_to_end_in_process_x_real_time": speed(extract_in_process["seconds"]),
             "model_only_seconds": features_seconds, "model_only_x_real_time": speed(features_seconds),
+            "per_segment": {
+                "how": "python -m beam_jobs.extract_features --per-segment, command to exit (default runner); "
+                       "model only: features on each whole track and on its segments as one batch",
+                "end_to_end_seconds": extract_segments["seconds"],
+                "end_to_end_x_real_time": speed(extract_segments["seconds"]),
+                "model_only_seconds": per_segment_seconds, "model_only_x_real_time": speed(per_segment_seconds),
+            },
         }
         vs_model = model["seconds"] / e2e["seconds"]
         vs_naive = naive["seconds"] / e2e["seconds"]
@@ -322,6 +347,7 @@ def run(*, quick: bool = False, tracks: int | None = None, seconds: float | None
             "extract_features_end_to_end_vs_model_only": features_seconds / extract["seconds"],
             "extract_features_end_to_end_vs_model_only_met": features_seconds / extract["seconds"] >= TARGET_VS_MODEL,
             "extract_features_end_to_end_in_process_vs_model_only": features_seconds / extract_in_process["seconds"],
+            "extract_features_per_segment_end_to_end_vs_model_only": per_segment_seconds / extract_segments["seconds"],
         }
         result["quick"] = quick
         result.update(environment())
