@@ -37,9 +37,11 @@ is written and ``manifest.jsonl`` says why.
 Memory does not grow with the catalogue: the model's output for every chunk (and
 batch of segments) is written at once to ``OUTPUT/.features/`` and only a reference to
 it travels to the track's grouping; a track's file in ``tracks/`` is assembled from
-them (and they are deleted), and each shard is written from its tracks' files, so no
-stage holds more than one track's or one shard's features. ``.features/`` is deleted
-when the run ends, however it ends (and by the next run if one was killed).
+them, and each shard is written from its tracks' files, so no stage holds more than
+one track's or one shard's features. ``.features/`` takes as much disk as the features
+while the job runs and is deleted when the run ends, however it ends (and by the next
+run if one was killed), not track by track: a runner that retries a bundle must find
+its outputs again.
 
 The output folder receives:
 

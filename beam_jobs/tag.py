@@ -108,6 +108,7 @@ __all__ = [
     "PrepareTrack",
     "AssembleTags",
     "write_tag_tables",
+    "TagScores",
     "build_pipeline",
     "TagJob",
     "JOB",
@@ -205,6 +206,28 @@ def tag_record(track: TrackInput, scores: np.ndarray, *, labels: Sequence[str], 
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class TagScores:
+    """What a tagged track carries to ``tags.jsonl``/``tags.csv`` (:func:`write_tag_tables` makes its record
+    again with :func:`tag_record`): a few hundred bytes, where the record itself (a dict of every label's
+    score and the top-k lists) takes kilobytes, for every track of the catalogue at once.
+
+    Attributes:
+        scores: float32 ``[n_labels]``, in label order.
+        seconds: Seconds of audio analysed.
+        padded_seconds: Seconds of zeros added (``--pad-short``).
+    """
+
+    scores: np.ndarray
+    seconds: float
+    padded_seconds: float = 0.0
+
+    def record(self, track: TrackInput, *, labels: Sequence[str], top_k: int) -> dict[str, Any]:
+        """The track's line of ``tags.jsonl`` (:func:`tag_record`)."""
+        return tag_record(track, self.scores, labels=labels, top_k=top_k, seconds=self.seconds,
+                          padded_seconds=self.padded_seconds)
+
+
 class PrepareTrack(beam.DoFn):
     """Track → its chunks ``(PartKey, {"waveform": ...})`` as the file is decoded, then a
     :class:`~beam_jobs.chunking.TrackEnd`; or a :class:`TrackResult` (kept from an earlier run with
@@ -224,7 +247,9 @@ class PrepareTrack(beam.DoFn):
                 logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
                 beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
             else:
-                yield TrackResult(track, OK, outputs=_outputs(s, track), reused=True, data=record)
+                kept = TagScores(np.array([record["scores"][label] for label in s.labels], np.float32),
+                                 float(record["seconds"]), float(record.get("padded_seconds", 0.0)))
+                yield TrackResult(track, OK, outputs=_outputs(s, track), reused=True, data=kept)
                 return
         yield from stream_examples(track, s.plan)
 
@@ -275,7 +300,8 @@ def _outputs(settings: Settings, track: TrackInput) -> tuple[str, ...]:
 
 
 class AssembleTags(beam.DoFn):
-    """All chunks of a track → ``tracks/<name>.json`` and an ``ok`` :class:`TrackResult` carrying the record;
+    """All chunks of a track → ``tracks/<name>.json`` and an ``ok`` :class:`TrackResult` carrying its
+    :class:`TagScores`;
     a failed one if a chunk failed or is missing; nothing if the track did not decode to its end (the
     decode stage reports that)."""
 
@@ -291,27 +317,38 @@ class AssembleTags(beam.DoFn):
             yield parts
             return
         track = parts.end.track
-        scores = weighted_mean(parts.chunk_outputs("scores"), parts.chunk_weights)
-        record = tag_record(track, scores, labels=s.labels, top_k=s.top_k, seconds=parts.end.seconds,
-                            padded_seconds=parts.end.padded_seconds)
+        scores = TagScores(weighted_mean(parts.chunk_outputs("scores"), parts.chunk_weights), parts.end.seconds,
+                           parts.end.padded_seconds)
+        record = scores.record(track, labels=s.labels, top_k=s.top_k)
         beam_io.write_text(s.common.path(s.part_file(track)), json.dumps(record, ensure_ascii=False) + "\n")
-        yield TrackResult(track, OK, outputs=_outputs(s, track), data=record)
+        yield TrackResult(track, OK, outputs=_outputs(s, track), data=scores)
 
 
-def write_tag_tables(results: list[TrackResult], *, output: str, labels: Sequence[str], padded: bool = False) -> None:
-    """Writes ``tags.jsonl`` and ``tags.csv`` from the ``ok`` results (sorted by track id); ``padded``: the
-    CSV has a ``padded_seconds`` column (``--pad-short``)."""
-    records = [r.data for r in results if r.status == OK]
-    jsonl = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["track_id", "path", "top_labels", *(["padded_seconds"] if padded else []), *labels])
-    for rec in records:
-        writer.writerow([rec["track_id"], rec["path"], ";".join(label for label, _ in rec["top_k"]),
-                         *([f"{rec.get('padded_seconds', 0.0):g}"] if padded else []),
-                         *(f"{rec['scores'][label]:.6g}" for label in labels)])
-    beam_io.write_text(beam_io.join(output, TAGS_JSONL), jsonl)
-    beam_io.write_text(beam_io.join(output, TAGS_CSV), buffer.getvalue())
+def write_tag_tables(results: list[TrackResult], *, output: str, labels: Sequence[str], top_k: int,
+                     padded: bool = False) -> None:
+    """Writes ``tags.jsonl`` and ``tags.csv`` from the ``ok`` results (sorted by track id, each with its
+    :class:`TagScores`), a track at a time: a table is never a string in memory; ``padded``: the CSV has a
+    ``padded_seconds`` column (``--pad-short``)."""
+    row = io.StringIO()
+    writer = csv.writer(row, lineterminator="\n")
+
+    def csv_line(values: Sequence[Any]) -> bytes:
+        row.seek(0)
+        row.truncate()
+        writer.writerow(values)
+        return row.getvalue().encode("utf-8")
+
+    with beam_io.created_atomically(beam_io.join(output, TAGS_JSONL)) as jsonl, \
+            beam_io.created_atomically(beam_io.join(output, TAGS_CSV)) as table:
+        table.write(csv_line(["track_id", "path", "top_labels", *(["padded_seconds"] if padded else []), *labels]))
+        for result in results:
+            if result.status != OK:
+                continue
+            rec = result.data.record(result.track, labels=labels, top_k=top_k)
+            jsonl.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+            table.write(csv_line([rec["track_id"], rec["path"], ";".join(label for label, _ in rec["top_k"]),
+                                  *([f"{rec.get('padded_seconds', 0.0):g}"] if padded else []),
+                                  *(f"{rec['scores'][label]:.6g}" for label in labels)]))
 
 
 def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settings: Settings) -> None:
@@ -337,7 +374,8 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     )
     _ = (listed, results) | "Account" >> AccountForTracks(
         s.common.output,
-        finalise=functools.partial(write_tag_tables, output=s.common.output, labels=s.labels, padded=s.plan.pad_short),
+        finalise=functools.partial(write_tag_tables, output=s.common.output, labels=s.labels, top_k=s.top_k,
+                                   padded=s.plan.pad_short),
     )
 
 

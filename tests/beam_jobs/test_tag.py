@@ -26,6 +26,7 @@ from jobs_testing import (
     decode,
     read_manifest_rows,
     signature,
+    traced_peak,
     write_catalogue,
 )
 
@@ -189,6 +190,38 @@ def test_tag_record_orders_ties_by_label() -> None:
     assert record["scores"]["voice"] == pytest.approx(0.1)
     assert tag.whole_segments(1000, length=243, hop=243) == 972
     assert tag.whole_segments(100, length=243, hop=243) == 0
+
+
+def test_the_tables_are_written_a_track_at_a_time(tmp_path: pathlib.Path) -> None:
+    """``tags.jsonl`` and ``tags.csv`` of 4,000 tracks with 50 labels: each line is the track's record
+    (:func:`tag.tag_record`, what ``tracks/<name>.json`` holds), failed tracks are left out, and writing them
+    holds a quarter of ``tags.jsonl`` at most (tracemalloc): never the table, which the job's final stage
+    used to build as one string from every track's record."""
+    rng = np.random.default_rng(2)
+    labels = [f"label {i}" for i in range(50)]
+    results = []
+    for i in range(4000):
+        track = tag.TrackInput(f"/music/ünï {i}.flac", f"t{i:05d}", f"t{i:05d}")
+        if i % 1000 == 7:
+            results.append(tag.TrackResult(track, "failed", stage="decode", error_type="AudioError", error="bad"))
+            continue
+        scores = tag.TagScores(rng.random(50).astype(np.float32), 30.0 + i / 7, 0.5 if i % 3 == 0 else 0.0)
+        results.append(tag.TrackResult(track, "ok", outputs=("tags.jsonl",), data=scores))
+    _, peak = traced_peak(tag.write_tag_tables, results, output=str(tmp_path), labels=labels, top_k=5, padded=True)
+    ok = [r for r in results if r.status == "ok"]
+    expected = [tag.tag_record(r.track, r.data.scores, labels=labels, top_k=5, seconds=r.data.seconds,
+                               padded_seconds=r.data.padded_seconds) for r in ok]
+    jsonl = (tmp_path / "tags.jsonl").read_bytes()
+    assert jsonl.decode("utf-8").splitlines() == [json.dumps(rec, ensure_ascii=False) for rec in expected]
+    with open(tmp_path / "tags.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["track_id", "path", "top_labels", "padded_seconds", *labels] and len(rows) == len(ok) + 1
+    for row, rec in zip(rows[1:], expected):
+        assert row[:4] == [rec["track_id"], rec["path"], ";".join(label for label, _ in rec["top_k"]),
+                           f"{rec.get('padded_seconds', 0.0):g}"]
+        np.testing.assert_allclose([float(v) for v in row[4:]], [rec["scores"][label] for label in labels],
+                                   rtol=1e-5)
+    assert len(jsonl) > 4e6 and peak < len(jsonl) / 4, (peak, len(jsonl))
 
 
 def _broken_copy(export: str, root: pathlib.Path) -> pathlib.Path:
