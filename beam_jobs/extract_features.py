@@ -37,8 +37,9 @@ is written and ``manifest.jsonl`` says why.
 Memory does not grow with the catalogue: the model's output for every chunk (and
 batch of segments) is written at once to ``OUTPUT/.features/`` and only a reference to
 it travels to the track's grouping; a track's file in ``tracks/`` is assembled from
-them, and each shard is written from its tracks' files, so no stage holds more than
-one track's or one shard's features. ``.features/`` takes as much disk as the features
+them, and each shard is written from its tracks' files read one at a time, so no stage
+holds more than one track's features (a parquet row group's: at most 32 MiB, or one
+track's if more). ``.features/`` takes as much disk as the features
 while the job runs and is deleted when the run ends, however it ends (and by the next
 run if one was killed), not track by track: a runner that retries a bundle must find
 its outputs again.
@@ -83,7 +84,7 @@ import logging
 import math
 import os
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -114,7 +115,7 @@ from beam_jobs.options import (
 )
 from beam_jobs.settings import InferenceSettings
 from beam_jobs.tracks import TrackInput, TrackResult
-from tfaural.data.tfrecord import example_messages
+from tfaural.data.tfrecord import example_messages, float_list
 from tfaural.errors import DataError, ParameterError
 from tfaural.formats import OK, ExportMetadata
 
@@ -442,103 +443,162 @@ class AssembleTrack(beam.DoFn):
         yield TrackResult(end.track, OK, outputs=(s.part_file(end.track),))
 
 
+#: Most bytes of features in one parquet row group (at least one track's): a shard's parquet file is written
+#: a row group at a time.
+PARQUET_GROUP_BYTES = 32 * 2**20
+
+RecordSource = Callable[[], Iterable[FeatureRecord]]
+"""Gives a shard's records in order, one at a time, each time it is called (a shard may need two passes)."""
+
+
 def encode_shard(records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool,
                  padded: bool = False) -> bytes | list[bytes]:
     """Serialises a shard's records (sorted by the caller); ``padded``: with ``padded_seconds`` (``--pad-short``).
 
     Returns:
-        The file's bytes (parquet, npz) or the serialised ``tf.train.Example`` s (tfrecord).
+        The file's bytes (parquet, npz; what :func:`write_shard` writes) or the serialised
+        ``tf.train.Example`` s (tfrecord).
     """
     if fmt == "tfrecord":
-        return _examples(records, per_segment=per_segment, padded=padded)
+        return [_example(r, per_segment=per_segment, padded=padded) for r in records]
     buffer = io.BytesIO()
-    _write_table(buffer, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
+    _write_table(buffer, lambda: records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
     return buffer.getvalue()
 
 
-def write_shard(path: str, records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool,
+def write_shard(path: str, records: RecordSource, *, fmt: str, dim: int, per_segment: bool,
                 padded: bool = False) -> None:
-    """Writes a shard (the bytes of :func:`encode_shard`) to ``path`` atomically, a parquet or npz file
-    straight into the file rather than through a copy in memory."""
-    if fmt == "tfrecord":
-        beam_io.write_tfrecords(path, _examples(records, per_segment=per_segment, padded=padded))
-        return
-    with beam_io.created_atomically(path) as handle:
-        _write_table(handle, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
+    """Writes a shard to ``path`` atomically, reading its records one at a time as it writes them.
 
-
-def _examples(records: Sequence[FeatureRecord], *, per_segment: bool, padded: bool) -> list[bytes]:
-    """The records as serialised ``tf.train.Example`` s (the same bytes on every run)."""
-    pb = example_messages()  # tf.train.Example's messages, without importing TensorFlow in the workers
-    examples = []
-    for r in records:
-        feature = {
-            "track_id": pb.Feature(bytes_list=pb.BytesList(value=[r.track_id.encode("utf-8")])),
-            "path": pb.Feature(bytes_list=pb.BytesList(value=[r.path.encode("utf-8")])),
-            "seconds": pb.Feature(float_list=pb.FloatList(value=[r.seconds])),
-            "features": pb.Feature(float_list=pb.FloatList(value=r.features.tolist())),
-            "num_segments": pb.Feature(int64_list=pb.Int64List(value=[r.num_segments])),
-        }
-        if per_segment and r.segment_features is not None:
-            feature["segment_features"] = pb.Feature(
-                float_list=pb.FloatList(value=r.segment_features.ravel().tolist()))
-        if padded:
-            feature["padded_seconds"] = pb.Feature(float_list=pb.FloatList(value=[r.padded_seconds]))
-        example = pb.Example(features=pb.Features(feature=feature))
-        examples.append(example.SerializeToString(deterministic=True))
-    return examples
-
-
-def _write_table(handle: Any, records: Sequence[FeatureRecord], *, fmt: str, dim: int, per_segment: bool,
-                 padded: bool) -> None:
-    """Writes the records as one parquet or npz file to a writable binary ``handle``.
-
-    The arrays go to the file as they are (parquet columns are built from them, not from Python lists),
-    so a shard needs about twice its features in memory: its records and their concatenation.
+    A tfrecord file takes one pass over ``records()``, a parquet file one (a row group of at most
+    :data:`PARQUET_GROUP_BYTES` of features at a time), an npz file two (the per-track columns first, then
+    ``segment_features`` track by track). So a shard holds a track's records at a time (a row group's for
+    parquet), whatever ``--tracks-per-shard`` is; the bytes are :func:`encode_shard` 's. A parquet or npz file
+    on a remote filesystem (``gs://``: not seekable, not tried here) is made in memory first, as before.
     """
-    features = np.stack([r.features for r in records]) if records else np.zeros((0, dim), np.float32)
-    segments = [r.segment_features for r in records if r.segment_features is not None]
-    segment_rows = np.concatenate(segments) if segments else np.zeros((0, dim), np.float32)
-    counts = [0 if r.segment_features is None else len(r.segment_features) for r in records]
+    if fmt == "tfrecord":
+        beam_io.write_tfrecords(path, (_example(r, per_segment=per_segment, padded=padded) for r in records()))
+    elif beam_io.is_local(path):
+        with beam_io.created_atomically(path) as handle:
+            _write_table(handle, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
+    else:
+        buffer = io.BytesIO()
+        _write_table(buffer, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
+        beam_io.write_bytes(path, buffer.getvalue())
+
+
+def _example(r: FeatureRecord, *, per_segment: bool, padded: bool) -> bytes:
+    """A record as a serialised ``tf.train.Example`` (the same bytes on every run)."""
+    pb = example_messages()  # tf.train.Example's messages, without importing TensorFlow in the workers
+    feature = {
+        "track_id": pb.Feature(bytes_list=pb.BytesList(value=[r.track_id.encode("utf-8")])),
+        "path": pb.Feature(bytes_list=pb.BytesList(value=[r.path.encode("utf-8")])),
+        "seconds": pb.Feature(float_list=pb.FloatList(value=[r.seconds])),
+        "features": pb.Feature(float_list=float_list(r.features)),
+        "num_segments": pb.Feature(int64_list=pb.Int64List(value=[r.num_segments])),
+    }
+    if per_segment and r.segment_features is not None:
+        feature["segment_features"] = pb.Feature(float_list=float_list(r.segment_features))
+    if padded:
+        feature["padded_seconds"] = pb.Feature(float_list=pb.FloatList(value=[r.padded_seconds]))
+    return pb.Example(features=pb.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+def _write_table(handle: Any, records: RecordSource, *, fmt: str, dim: int, per_segment: bool,
+                 padded: bool) -> None:
+    """Writes the records as one parquet or npz file to a writable binary ``handle`` (see :func:`write_shard`)."""
     if fmt == "parquet":
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        def rows(values: np.ndarray) -> pa.FixedSizeListArray:
-            return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), dim)
-
-        columns: dict[str, Any] = {
-            "track_id": pa.array([r.track_id for r in records], pa.string()),
-            "path": pa.array([r.path for r in records], pa.string()),
-            "seconds": pa.array([r.seconds for r in records], pa.float64()),
-            "features": rows(features),
-            "num_segments": pa.array([r.num_segments for r in records], pa.int32()),
-        }
-        if per_segment:
-            offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-            columns["segment_features"] = pa.ListArray.from_arrays(offsets, rows(segment_rows))
-        if padded:
-            columns["padded_seconds"] = pa.array([r.padded_seconds for r in records], pa.float64())
-        pq.write_table(pa.table(columns), handle)
+        writer = None
+        for group in _groups(records(), PARQUET_GROUP_BYTES):
+            table = _parquet_table(group, dim=dim, per_segment=per_segment, padded=padded)
+            writer = writer or pq.ParquetWriter(handle, table.schema)
+            writer.write_table(table)
+        if writer is None:  # no track: the columns without rows
+            pq.write_table(_parquet_table([], dim=dim, per_segment=per_segment, padded=padded), handle)
+        else:
+            writer.close()
         return
-    arrays: dict[str, Any] = {
-        "track_id": np.array([r.track_id for r in records], dtype=str),
-        "path": np.array([r.path for r in records], dtype=str),
-        "seconds": np.array([r.seconds for r in records], np.float64),
-        "features": features,
-        "num_segments": np.array([r.num_segments for r in records], np.int64),
+    tracks, counts = [], []  # the per-track columns (first pass), and each track's rows of segment_features
+    for r in records():
+        counts.append(len(r.segment_features) if per_segment and r.segment_features is not None else 0)
+        tracks.append(dataclasses.replace(r, segment_features=None))
+    columns: dict[str, Any] = {
+        "track_id": np.array([r.track_id for r in tracks], dtype=str),
+        "path": np.array([r.path for r in tracks], dtype=str),
+        "seconds": np.array([r.seconds for r in tracks], np.float64),
+        "features": np.stack([r.features for r in tracks]) if tracks else np.zeros((0, dim), np.float32),
+        "num_segments": np.array([r.num_segments for r in tracks], np.int64),
+    }
+    # As np.savez writes them (the same bytes), but segment_features a track at a time.
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        def member(name: str, values: np.ndarray) -> None:
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member_file:
+                np.lib.format.write_array(member_file, np.asanyarray(values), allow_pickle=True)
+
+        for name, values in columns.items():
+            member(name, values)
+        if per_segment:
+            with archive.open("segment_features.npy", "w", force_zip64=True) as member_file:
+                np.lib.format.write_array_header_1_0(member_file, {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                    "shape": (sum(counts), dim)})
+                for r, count in zip(records(), counts, strict=True):
+                    rows = r.segment_features if r.segment_features is not None else np.zeros((0, dim), np.float32)
+                    if rows.shape != (count, dim):
+                        raise DataError(f"{r.track_id}: its segment_features changed from {count} to {len(rows)} "
+                                        "rows while its shard was written")
+                    member_file.write(np.ascontiguousarray(rows, np.float32).tobytes())
+            member("segment_track", np.repeat(np.arange(len(tracks), dtype=np.int64), counts))
+        if padded:
+            member("padded_seconds", np.array([r.padded_seconds for r in tracks], np.float64))
+
+
+def _groups(records: Iterable[FeatureRecord], most_bytes: int) -> Iterator[list[FeatureRecord]]:
+    """Consecutive records in groups of at most ``most_bytes`` of features (a record more is a group of its own)."""
+    group: list[FeatureRecord] = []
+    size = 0
+    for record in records:
+        nbytes = record.features.nbytes + (0 if record.segment_features is None else record.segment_features.nbytes)
+        if group and size + nbytes > most_bytes:
+            yield group
+            group, size = [], 0
+        group.append(record)
+        size += nbytes
+    if group:
+        yield group
+
+
+def _parquet_table(records: Sequence[FeatureRecord], *, dim: int, per_segment: bool, padded: bool) -> Any:
+    """The records as a ``pyarrow.Table`` (columns built from the arrays, not from Python lists)."""
+    import pyarrow as pa
+
+    def rows(values: np.ndarray) -> pa.FixedSizeListArray:
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), dim)
+
+    features = np.stack([r.features for r in records]) if records else np.zeros((0, dim), np.float32)
+    columns: dict[str, Any] = {
+        "track_id": pa.array([r.track_id for r in records], pa.string()),
+        "path": pa.array([r.path for r in records], pa.string()),
+        "seconds": pa.array([r.seconds for r in records], pa.float64()),
+        "features": rows(features),
+        "num_segments": pa.array([r.num_segments for r in records], pa.int32()),
     }
     if per_segment:
-        arrays["segment_features"] = segment_rows
-        arrays["segment_track"] = np.repeat(np.arange(len(records), dtype=np.int64), counts)
+        segments = [r.segment_features for r in records if r.segment_features is not None]
+        counts = [0 if r.segment_features is None else len(r.segment_features) for r in records]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        columns["segment_features"] = pa.ListArray.from_arrays(
+            offsets, rows(np.concatenate(segments) if segments else np.zeros((0, dim), np.float32)))
     if padded:
-        arrays["padded_seconds"] = np.array([r.padded_seconds for r in records], np.float64)
-    np.savez(handle, **arrays)
+        columns["padded_seconds"] = pa.array([r.padded_seconds for r in records], pa.float64())
+    return pa.table(columns)
 
 
 class WriteShard(beam.DoFn):
-    """``(shard index, [ok TrackResult, ...])`` → the shard file, from the tracks' ``tracks/<name>.npz``; re-emits
-    the results with the shard among their outputs. Holds one shard's records (``--tracks-per-shard``)."""
+    """``(shard index, [ok TrackResult, ...])`` → the shard file, from the tracks' ``tracks/<name>.npz`` read one
+    at a time (:func:`write_shard`); re-emits the results with the shard among their outputs."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -548,10 +608,9 @@ class WriteShard(beam.DoFn):
         index, values = element
         results = sorted((v for v in values if v is not None), key=lambda r: r.track_id)
         name = shard_name(index, s.num_shards, s.common.format or FORMATS[0])
-        records = [read_part(s.common.path(s.part_file(r.track))) for r in results]
-        write_shard(s.common.path(name), records, fmt=s.common.format or FORMATS[0], dim=s.dim,
-                    per_segment=s.per_segment, padded=s.plan.pad_short)
-        del records
+        parts = [s.common.path(s.part_file(r.track)) for r in results]
+        write_shard(s.common.path(name), lambda: (read_part(part) for part in parts),
+                    fmt=s.common.format or FORMATS[0], dim=s.dim, per_segment=s.per_segment, padded=s.plan.pad_short)
         beam.metrics.Metrics.counter("extract_features", "shards_written").inc()
         for r in results:
             yield dataclasses.replace(r, outputs=(name, *r.outputs))

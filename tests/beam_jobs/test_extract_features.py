@@ -13,6 +13,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -149,6 +150,50 @@ def test_tfrecord_and_npz_shards_read_back(per_segment: bool, tmp_path: pathlib.
     assert table.num_rows == 0 and "features" in table.column_names
 
 
+@pytest.mark.parametrize("fmt", job.FORMATS)
+def test_a_shard_is_written_a_track_at_a_time(fmt: str, tmp_path: pathlib.Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard of 40 tracks with 1 MiB of segment features each, made one at a time as the writer asks for them
+    (as WriteShard reads the tracks' files): the writer's allocations stay below a quarter of the shard's
+    features (parquet: row groups of at most 3 MiB here, two tracks), the file reads back as the records, and
+    its bytes are those of encode_shard (the whole shard in memory; parquet: the same row groups)."""
+    monkeypatch.setattr(job, "PARQUET_GROUP_BYTES", 3 * 2**20)
+    dim, rows = 512, 512
+
+    def record(i: int) -> job.FeatureRecord:
+        rng = np.random.default_rng(i)
+        return job.FeatureRecord(track_id=f"t{i:02d}", path=f"/m/{i}.wav", seconds=30.0, num_segments=rows,
+                                 features=rng.random(dim, np.float32), segment_features=rng.random((rows, dim),
+                                                                                                   np.float32))
+
+    def records() -> Iterator[job.FeatureRecord]:
+        return (record(i) for i in range(40))
+
+    path = tmp_path / f"shard.{fmt}"
+    _, peak = traced_peak(job.write_shard, str(path), records, fmt=fmt, dim=dim, per_segment=True)
+    total = 40 * rows * dim * 4
+    assert peak < total / 4, (peak, total)
+    expected = list(records())
+    encoded = job.encode_shard(expected, fmt=fmt, dim=dim, per_segment=True)
+    if fmt == "tfrecord":
+        back = [tf.train.Example.FromString(r.numpy()).features.feature for r in tf.data.TFRecordDataset(str(path))]
+        assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == encoded
+        segments = [np.reshape(f["segment_features"].float_list.value, (rows, dim)) for f in back]
+    elif fmt == "parquet":
+        assert path.read_bytes() == encoded
+        table = pq.read_table(path)
+        assert pq.ParquetFile(path).num_row_groups == 20 and table.num_rows == 40
+        segments = [np.asarray(v, np.float32) for v in table.column("segment_features").to_pylist()]
+    else:
+        assert path.read_bytes() == encoded
+        with np.load(path) as data:
+            assert list(data["track_id"]) == [r.track_id for r in expected]
+            segments = np.split(data["segment_features"], 40)
+            np.testing.assert_array_equal(data["segment_track"], np.repeat(np.arange(40), rows))
+    for got, want in zip(segments, expected, strict=True):
+        np.testing.assert_array_equal(got, want.segment_features)
+
+
 _SHARD_DIGEST = """
 import hashlib, numpy as np
 from beam_jobs import extract_features as job
@@ -236,12 +281,11 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
     """No features travel through the pipeline: the model's output for every chunk and batch of segments goes to
     ``.features/`` at once, a track's file is assembled from them and each shard from its tracks' files. On 60
     one-minute tracks of a 3^5-SampleCNN with 2,048 features per segment (242 MB of ``--per-segment``
-    features) the job's Python and NumPy allocations (tracemalloc: the in-process runner with Beam's buffers,
-    decoding, the model's outputs, one shard's records) peak below a quarter of them, where groupings of the
-    outputs themselves held all of them at once, twice (1 track per shard here: a shard holds its records about
-    twice while it is written, which ``--tracks-per-shard`` bounds). Measured after a first, 2-track run, so
-    that the modules a run imports are not counted. Every track's features are those of the signature on its
-    segments, and ``.features/`` is gone."""
+    features, one shard) the job's Python and NumPy allocations (tracemalloc: the in-process runner with Beam's
+    buffers, decoding, the model's outputs, the shard's writer) peak below a quarter of them, where groupings
+    of the outputs themselves held all of them at once, twice, and the shard's writer all of them again.
+    Measured after a first, 2-track run, so that the modules a run imports are not counted. Every track's
+    features are those of the signature on its segments, and ``.features/`` is gone."""
     import logging
 
     import keras
@@ -272,7 +316,7 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
     def run(folder: pathlib.Path) -> pathlib.Path:
         output = folder.parent / f"{folder.name}-features"
         job.run([f"--input={folder}/*.wav", f"--model={export}", f"--output={output}", "--format=npz",
-                 "--per-segment", "--tracks-per-shard=1", "--runner=DirectRunner"])
+                 "--per-segment", "--runner=DirectRunner"])
         return output
 
     run(catalogue(tmp_path / "warm", 2))

@@ -88,6 +88,19 @@ def test_records_are_tensorflows_example_bytes(n: int, rng: np.random.Generator)
     assert set(rec.FEATURE_NAMES) == set(rec.feature_spec())
 
 
+@pytest.mark.parametrize("shape", [(0,), (1,), (31,), (40, 512)])
+def test_a_float_list_from_an_arrays_bytes_is_tensorflows(shape: tuple[int, ...], rng: np.random.Generator) -> None:
+    """float_list parses the packed field from the array's bytes: the message TensorFlow's FloatList makes from
+    the values, serialised to the same bytes (NaN, infinities and -0.0 included)."""
+    values = rng.standard_normal(shape).astype(np.float32)
+    if values.size > 3:
+        values.flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    ours = rec.float_list(values)
+    theirs = tf.train.FloatList(value=values.ravel().tolist())
+    assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+    np.testing.assert_array_equal(np.array(ours.value, np.float32), values.ravel())
+
+
 def test_encoding_is_deterministic() -> None:
     y = np.linspace(-1, 1, 1000, dtype=np.float32)
     assert _encode(y) == _encode(y.copy())

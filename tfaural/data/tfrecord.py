@@ -65,6 +65,7 @@ __all__ = [
     "FEATURE_NAMES",
     "ExampleMessages",
     "example_messages",
+    "float_list",
     "quantize",
     "dequantize",
     "encode_example",
@@ -253,6 +254,17 @@ def _varint(value: int) -> bytes:
 def _length_delimited(field: int, length: int) -> bytes:
     """The tag and length of a length-delimited protobuf field (its payload follows)."""
     return _varint(field << 3 | 2) + _varint(length)
+
+
+def float_list(values: np.ndarray) -> Any:
+    """A ``tf.train.FloatList`` of ``values`` (any shape, flattened; as float32), made from their bytes.
+
+    ``FloatList(value=values.tolist())`` builds a Python float per value first (~36 bytes each: 9.4 MB for
+    a 1-MB array, and 3.5x slower with the array itself); this parses the packed field from the array's
+    little-endian bytes instead. The message, and so its serialisation, is the same.
+    """
+    data = np.ascontiguousarray(values, "<f4").tobytes()
+    return example_messages().FloatList.FromString(_length_delimited(1, len(data)) + data if data else b"")
 
 
 def stream_example(
