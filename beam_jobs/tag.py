@@ -301,9 +301,8 @@ def _outputs(settings: Settings, track: TrackInput) -> tuple[str, ...]:
 
 class AssembleTags(beam.DoFn):
     """All chunks of a track → ``tracks/<name>.json`` and an ``ok`` :class:`TrackResult` carrying its
-    :class:`TagScores`;
-    a failed one if a chunk failed or is missing; nothing if the track did not decode to its end (the
-    decode stage reports that)."""
+    :class:`TagScores`; a failed one if a chunk failed or is missing; nothing if the track did not decode
+    to its end (the decode stage reports that)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

@@ -243,6 +243,7 @@ def test_a_stored_output_reads_back_and_a_damaged_one_is_named(tmp_path: pathlib
 def test_a_killed_runs_stored_outputs_are_deleted_and_a_run_leaves_none(
     samplecnn_export: str, tmp_path: pathlib.Path,
 ) -> None:
+    """``.features/`` of a run that was killed is deleted by the next run, which leaves none of its own."""
     folder = tmp_path / "music"
     folder.mkdir()
     rng = np.random.default_rng(1)
