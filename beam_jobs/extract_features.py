@@ -513,7 +513,8 @@ def _write_table(handle: Any, records: RecordSource, *, fmt: str, dim: int, per_
         writer = None
         for group in _groups(records(), PARQUET_GROUP_BYTES):
             table = _parquet_table(group, dim=dim, per_segment=per_segment, padded=padded)
-            writer = writer or pq.ParquetWriter(handle, table.schema)
+            if writer is None:
+                writer = pq.ParquetWriter(handle, table.schema)
             writer.write_table(table)
         if writer is None:  # no track: the columns without rows
             pq.write_table(_parquet_table([], dim=dim, per_segment=per_segment, padded=padded), handle)
