@@ -472,7 +472,6 @@ def test_memory_does_not_grow_with_the_track(segment: SegmentConfig | None, tmp_
     Decoding the track whole used to take 4 bytes per sample (19 MB for 10 minutes at 8 kHz) and the records
     as much again in memory; now a block of 10 s and a record (or a 1-MiB piece of one) at a time.
     """
-
     peaks, records = {}, {}
     for minutes in (1, 10):
         path = tmp_path / f"{minutes}min.wav"

@@ -259,9 +259,10 @@ def _length_delimited(field: int, length: int) -> bytes:
 def float_list(values: np.ndarray) -> Any:
     """A ``tf.train.FloatList`` of ``values`` (any shape, flattened; as float32), made from their bytes.
 
-    ``FloatList(value=values.tolist())`` builds a Python float per value first (~36 bytes each: 9.4 MB for
-    a 1-MB array, and 3.5x slower with the array itself); this parses the packed field from the array's
-    little-endian bytes instead. The message, and so its serialisation, is the same.
+    ``FloatList(value=values.tolist())`` builds a Python float object per value first (many times the
+    array's bytes), and ``FloatList(value=values)`` iterates NumPy scalars, which is slower still; this
+    parses the packed field from the array's little-endian bytes instead. The message, and so its
+    serialisation, is the same.
     """
     data = np.ascontiguousarray(values, "<f4").tobytes()
     return example_messages().FloatList.FromString(_length_delimited(1, len(data)) + data if data else b"")
