@@ -54,6 +54,7 @@ EXTRAS = {
         "import-linter>=2.1",
         "selenium>=4.20",
         "psutil>=5.9",  # the tests count a process's children (also installed with dask[distributed])
+        "gcp-storage-emulator>=2024.8",  # a local GCS server: the jobs' writes through Beam's gs:// filesystem
     ],
 }
 

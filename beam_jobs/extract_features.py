@@ -473,18 +473,15 @@ def write_shard(path: str, records: RecordSource, *, fmt: str, dim: int, per_seg
     A tfrecord file takes one pass over ``records()``, a parquet file one (a row group of at most
     :data:`PARQUET_GROUP_BYTES` of features at a time), an npz file two (the per-track columns first, then
     ``segment_features`` track by track). So a shard holds a track's records at a time (a row group's for
-    parquet), whatever ``--tracks-per-shard`` is; the bytes are :func:`encode_shard` 's. A parquet or npz file
-    on a remote filesystem (``gs://``: not seekable, not tried here) is made in memory first, as before.
+    parquet), whatever ``--tracks-per-shard`` is; the bytes are :func:`encode_shard` 's, except an npz file on
+    a filesystem that cannot seek (``gs://``): zipfile then writes each member's sizes after it (data
+    descriptors), which every zip reader reads.
     """
     if fmt == "tfrecord":
         beam_io.write_tfrecords(path, (_example(r, per_segment=per_segment, padded=padded) for r in records()))
-    elif beam_io.is_local(path):
-        with beam_io.created_atomically(path) as handle:
-            _write_table(handle, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
-    else:
-        buffer = io.BytesIO()
-        _write_table(buffer, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
-        beam_io.write_bytes(path, buffer.getvalue())
+        return
+    with beam_io.created_atomically(path) as handle:
+        _write_table(handle, records, fmt=fmt, dim=dim, per_segment=per_segment, padded=padded)
 
 
 def _example(r: FeatureRecord, *, per_segment: bool, padded: bool) -> bytes:
