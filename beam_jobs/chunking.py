@@ -271,7 +271,7 @@ class TrackParts:
     Attributes:
         end: The track's :class:`TrackEnd`.
         chunks: ``(key, outputs)`` of every chunk, in track order: the signature's outputs (a dict of arrays,
-            what :meth:`chunk_outputs` and :meth:`segment_outputs` read), or what the job put in their place
+            what :meth:`chunk_outputs` reads), or what the job put in their place
             before the grouping (``extract_features``: a reference to a file).
         segments: ``(key, outputs)`` of every batch of segments each pooled alone, in track order (``()`` unless
             asked for).
@@ -289,10 +289,6 @@ class TrackParts:
     def chunk_outputs(self, name: str) -> np.ndarray:
         """float32 ``[num_chunks, ...]``: output ``name`` of every chunk."""
         return np.stack([np.asarray(outputs[name], np.float32) for _, outputs in self.chunks])
-
-    def segment_outputs(self, name: str) -> np.ndarray:
-        """float32 ``[num_segments, ...]``: output ``name`` of every segment alone."""
-        return np.concatenate([np.asarray(outputs[name], np.float32) for _, outputs in self.segments])
 
 
 def chunk_blocks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chunk]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import pathlib
 import tracemalloc
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import ffmpeg_files
 import keras
 import numpy as np
+import pytest
 import soundfile as sf
 import tensorflow as tf
 from signal_makers import chirp, clicks, sine
@@ -204,6 +206,7 @@ def decode(path: pathlib.Path, rate: int, **kwargs: Any) -> np.ndarray:
 
 
 _T = TypeVar("_T")
+_C = TypeVar("_C")
 
 
 def traced_peak(action: Callable[..., _T], *args: Any, **kwargs: Any) -> tuple[_T, int]:
@@ -219,3 +222,26 @@ def traced_peak(action: Callable[..., _T], *args: Any, **kwargs: Any) -> tuple[_
         return result, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def peak_after_warm_up(run: Callable[[_C], _T], catalogue: Callable[[pathlib.Path, int], _C], root: pathlib.Path,
+                       tracks: int) -> tuple[_T, int]:
+    """A job's :func:`traced_peak` on a catalogue of ``tracks``, after a first run on 2 tracks, so that the
+    modules a run imports are not counted. ``catalogue(folder, n)`` writes one into ``folder`` (under ``root``)."""
+    run(catalogue(root / "warm", 2))
+    measured = catalogue(root / "catalogue", tracks)
+    return traced_peak(run, measured)
+
+
+def capture_progress(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, *,
+                     seconds: float) -> Callable[[], list[str]]:
+    """Makes the jobs log their progress (:mod:`beam_jobs.progress`) every ``seconds`` and captures it.
+
+    Returns:
+        What gives the progress lines logged so far.
+    """
+    from beam_jobs.progress import PROGRESS_ENV
+
+    monkeypatch.setenv(PROGRESS_ENV, str(seconds))
+    caplog.set_level(logging.INFO, logger="beam_jobs.progress")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "beam_jobs.progress"]

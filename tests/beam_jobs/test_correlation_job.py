@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from jobs_testing import traced_peak
+from jobs_testing import capture_progress, traced_peak
 from matplotlib import image as mpimg
 
 from beam_jobs import correlation as job
@@ -339,9 +339,7 @@ def test_the_jobs_memory_does_not_grow_with_the_maps(tmp_path: pathlib.Path, cap
     tensors) peak below a quarter of them (a grouping of the maps themselves holds all of them at once). The
     maps are stored in .maps/ in the output folder while the job runs, and deleted afterwards with anything a
     killed run left there. The launcher counts their files: the deconvolutions done (a log line every 0.5 s)."""
-    import logging
 
-    from beam_jobs.progress import PROGRESS_ENV
 
     keras.utils.set_random_seed(3)
     model = choi_cnn(n_outputs=3, n_freq=257, n_frames=33, n_fft=512, hop_length=64, n_filters=16, fc_units=(8,),
@@ -357,8 +355,7 @@ def test_the_jobs_memory_does_not_grow_with_the_maps(tmp_path: pathlib.Path, cap
     stale = output / job.MAPS_FOLDER / "layer-1" / "00000-00000.f32"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left by a killed run")
-    monkeypatch.setenv(PROGRESS_ENV, "0.5")
-    caplog.set_level(logging.INFO, logger="beam_jobs.progress")
+    progress = capture_progress(monkeypatch, caplog, seconds=0.5)
     _, peak = traced_peak(lambda: job.run([f"--model={export_dir}", f"--output={output}", *grid,
                                            "--runner=DirectRunner"], save_main_session=False))
     assert peak < maps / 4, (peak, maps)
@@ -366,8 +363,8 @@ def test_the_jobs_memory_does_not_grow_with_the_maps(tmp_path: pathlib.Path, cap
     assert sorted(p.name for p in output.iterdir()) == sorted(job.OUTPUT_FILES)
     table = correlation.read_table_csv((output / "correlations.csv").read_text())
     assert {r.n_pairs for r in table if r.attribute == "key"} == {2 * 2 * 6}  # 4 keys: 6 pairs per group
-    progress = [r.getMessage() for r in caplog.records if r.name == "beam_jobs.progress"]
-    assert progress and progress[-1].startswith("correlation: 80 of 80 deconvolution(s) written (100%)"), progress
+    lines = progress()
+    assert lines and lines[-1].startswith("correlation: 80 of 80 deconvolution(s) written (100%)"), lines
 
 
 def test_moments_combine_to_the_same_bits_in_any_order() -> None:

@@ -24,8 +24,10 @@ from jobs_testing import (
     SAMPLECNN_SEGMENT,
     SAMPLECNN_SR,
     Entry,
+    capture_progress,
     check_manifest,
     decode,
+    peak_after_warm_up,
     read_manifest_rows,
     signature,
     traced_peak,
@@ -336,11 +338,8 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
     of the outputs themselves held all of them at once, twice, and the shard's writer all of them again.
     Measured after a first, 2-track run, so that the modules a run imports are not counted. Every track's
     features are those of the signature on its segments, and ``.features/`` is gone."""
-    import logging
-
     import keras
 
-    from beam_jobs.progress import PROGRESS_ENV
     from export import exporter
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
@@ -369,11 +368,8 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
                  "--per-segment", "--runner=DirectRunner"])
         return output
 
-    run(catalogue(tmp_path / "warm", 2))
-    folder = catalogue(tmp_path / "catalogue", 60)
-    monkeypatch.setenv(PROGRESS_ENV, "0.2")
-    caplog.set_level(logging.INFO, logger="beam_jobs.progress")
-    output, peak = traced_peak(lambda: run(folder))
+    progress = capture_progress(monkeypatch, caplog, seconds=0.2)
+    output, peak = peak_after_warm_up(run, catalogue, tmp_path, 60)
     n = 60 * SAMPLECNN_SR // SAMPLECNN_SEGMENT
     segment_bytes = 60 * n * dim * 4
     assert segment_bytes > 240e6 and peak < segment_bytes / 4, (peak, segment_bytes)
@@ -395,5 +391,5 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
                     checked += 1
             assert data["segment_features"].shape == (len(data["path"]) * n, dim)
     assert checked == 3
-    progress = [r.getMessage() for r in caplog.records if r.name == "beam_jobs.progress"]
-    assert progress and progress[-1].startswith("extract_features: 60 of 60 track(s) written (100%)"), progress
+    lines = progress()
+    assert lines and lines[-1].startswith("extract_features: 60 of 60 track(s) written (100%)"), lines

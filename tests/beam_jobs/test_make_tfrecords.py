@@ -23,7 +23,7 @@ import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.testing import test_pipeline
-from jobs_testing import REPO, import_records, recording_env, traced_peak
+from jobs_testing import REPO, capture_progress, import_records, peak_after_warm_up, recording_env, traced_peak
 from signal_makers import chirp, clicks, sine
 
 from beam_jobs import io as beam_io
@@ -522,10 +522,6 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
     The launcher counts the tracks encoded (a look every 0.02 s: a part file exists only from its track's encoding
     to its shard's writing, under a second in all here, and a run that no look saw logs no line): the good ones,
     not the corrupt one."""
-    import logging
-
-    from beam_jobs.progress import PROGRESS_ENV
-
     def catalogue(folder: pathlib.Path, n: int) -> pathlib.Path:
         folder.mkdir()
         t = np.arange(60 * SR) / SR
@@ -545,16 +541,13 @@ def test_the_jobs_memory_does_not_grow_with_the_catalogue(tmp_path: pathlib.Path
                             "--runner=DirectRunner"])
         return output
 
-    run(catalogue(tmp_path / "warm", 2))
-    manifest = catalogue(tmp_path / "catalogue", 80)
-    monkeypatch.setenv(PROGRESS_ENV, "0.02")
-    caplog.set_level(logging.INFO, logger="beam_jobs.progress")
-    output, peak = traced_peak(lambda: run(manifest))
+    progress = capture_progress(monkeypatch, caplog, seconds=0.02)
+    output, peak = peak_after_warm_up(run, catalogue, tmp_path, 80)
     records = 80 * 60 * SR * 2
     assert peak < records / 4, (peak, records)
     info = json.loads((output / "dataset.json").read_text())
     assert sum(s["tracks"] for s in info["splits"].values()) == 80
     assert sum(1 for _ in tf.data.TFRecordDataset([str(p) for p in output.glob("*.tfrecord")])) == 80
     assert not (output / ".parts").exists()
-    progress = [r.getMessage() for r in caplog.records if r.name == "beam_jobs.progress"]
-    assert progress and progress[-1].startswith("make_tfrecords: 80 of 81 track(s) written (99%)"), progress
+    lines = progress()
+    assert lines and lines[-1].startswith("make_tfrecords: 80 of 81 track(s) written (99%)"), lines
