@@ -215,7 +215,8 @@ class Settings:
         )
         return cls(
             model=resolve_model_dir(require(inference.model, "--model", "an export (EXPORT_BASE or EXPORT_BASE/<N>)")),
-            output=check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/"),
+            output=check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/",
+                                       remote=True),
             grid=grid,
             signals_dir=None if job.signals is None else check_output_folder(job.signals, flag="--signals"),
             soundfont=job.soundfont,

@@ -180,7 +180,8 @@ class Settings:
             raise ParameterError(f"--shards {job.shards} is invalid: expected a positive integer")
         return cls(
             manifest=require(common.manifest, "--manifest", "a manifest file (.csv, .tsv or .jsonl)"),
-            output=check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/"),
+            output=check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/",
+                                       remote=True),
             sample_rate=sample_rate,
             segment=segment,
             min_samples=max(1, math.ceil(job.min_duration * sample_rate)),
@@ -656,7 +657,7 @@ class MakeTFRecordsJob(Job):
         Raises:
             DataError: If the manifest is unreadable or invalid.
         """
-        return read_manifest(settings.manifest, check_files=False)
+        return read_manifest(settings.manifest, check_files=False, read_text=beam_io.read_text)
 
     def prepare(self, settings: Settings, inputs: Catalogue) -> None:
         """Refuses an earlier dataset without ``--overwrite``; deletes it (and stale part files) with it."""

@@ -122,7 +122,8 @@ class InferenceSettings:
         job = options.view_as(InferenceJobOptions)
         if (job.input is None) == (common.manifest is None):
             raise ParameterError("give the audio files either as --input GLOB or as --manifest FILE (exactly one)")
-        output = check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/")
+        output = check_output_folder(require(common.output, "--output", "an output folder").rstrip("/") or "/",
+                                     remote=True)
         model = resolve_model_dir(require(job.model, "--model", "an export (EXPORT_BASE or EXPORT_BASE/<N>)"))
         metadata = read_metadata(model)
         metadata.signature(signature, export_dir=model)

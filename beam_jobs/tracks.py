@@ -160,7 +160,8 @@ def list_tracks(
     if (input_glob is None) == (manifest is None):
         raise ParameterError("give the audio files either as --input GLOB or as --manifest FILE (exactly one)")
     if manifest is not None:
-        catalogue = read_manifest(manifest, require_labels=False, check_files=False)  # missing files: failed rows
+        catalogue = read_manifest(manifest, require_labels=False, check_files=False,  # missing files: failed rows
+                                  read_text=beam_io.read_text)
         pairs = [(t.path, t.track_id) for t in catalogue.tracks]
         if not pairs:
             raise ParameterError(f"--manifest {manifest} lists no tracks")

@@ -145,6 +145,28 @@ def test_broken_files_raise_named_errors(
     assert match in str(err)
 
 
+@pytest.mark.parametrize("name,make,error,match", BROKEN)
+def test_broken_files_read_through_a_file_object_give_the_same_error(
+    tmp_path: pathlib.Path, name: str, make: Callable[[pathlib.Path], None] | None, error: type, match: str
+) -> None:
+    """A file object (what the Beam jobs read a gs:// file through) fails as its path does, named by its name."""
+    path = tmp_path / name
+    if make is None:
+        full = io.BytesIO()
+        sf.write(full, sine(440, 2.0, sample_rate=SR), SR, format="FLAC")
+        path.write_bytes(full.getvalue()[:200])
+    else:
+        make(path)
+    with pytest.raises(AudioError) as from_path:
+        audio.load(path, sample_rate=SR)
+    handle = io.BytesIO(path.read_bytes())
+    handle.name = f"gs://bucket/{name}"
+    with pytest.raises(AudioError) as from_handle:
+        audio.load(handle, sample_rate=SR)
+    assert type(from_handle.value) is type(from_path.value)
+    assert from_handle.value.source == f"gs://bucket/{name}" and from_handle.value.reason == from_path.value.reason
+
+
 def test_missing_file_and_directory(tmp_path: pathlib.Path) -> None:
     with pytest.raises(AudioDecodeError, match="file not found"):
         audio.load(tmp_path / "nope.wav", sample_rate=SR)

@@ -71,7 +71,10 @@ def test_evaluate_checks_that_it_can_write_into_the_run(tmp_path: pathlib.Path,
 
 def test_check_output_folder(tmp_path: pathlib.Path) -> None:
     assert check_output_folder(tmp_path / "new" / "deeper") == str(tmp_path / "new" / "deeper")
-    assert check_output_folder("gs://bucket/out") == "gs://bucket/out"
+    assert check_output_folder("gs://bucket/out", remote=True) == "gs://bucket/out"
+    # a tool that writes with the local filesystem would make a folder named 'gs:' in the working directory
+    with pytest.raises(ParameterError, match=r"--signals gs://bucket/cache: expected a local folder"):
+        check_output_folder("gs://bucket/cache", flag="--signals")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     with pytest.raises(ParameterError, match="broken symbolic link"):
         check_output_folder(tmp_path / "dangling")

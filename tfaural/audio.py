@@ -88,11 +88,12 @@ _DEFAULT_SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": 
 # container it knows (4, e.g. Apple Lossless in CAF), and what it says of a file named .mp3 that its MP3 decoder
 # cannot read (7, "File does not exist or is not a regular file", of a file that does: e.g. an M4A named .mp3).
 # Such files go to FFmpeg (tfaural.ffmpeg_audio).
+_SF_ERR_UNRECOGNISED = 1
 _SF_ERR_MISNAMED = 7
 # And its "unknown error in flac decoder" (161): FLAC in Ogg, which this libsndfile does not decode (FFmpeg does),
 # or a corrupt FLAC file (which FFmpeg then calls probably corrupt or truncated).
 _SF_ERR_FLAC = 161
-_SF_ERRS_FOR_FFMPEG = frozenset({1, 4, _SF_ERR_MISNAMED, _SF_ERR_FLAC})
+_SF_ERRS_FOR_FFMPEG = frozenset({_SF_ERR_UNRECOGNISED, 4, _SF_ERR_MISNAMED, _SF_ERR_FLAC})
 _OPENING = re.compile(r"^Error opening (?:'.*?'|<[^>]*>): ")
 # What libsndfile logs of a PCM container whose audio chunk declares more bytes than the file holds (WAV's
 # "data", AIFF's "SSND", AU's "Data Size"; RF64's "ds64" frame count). It reads what is there, silently.
@@ -162,6 +163,8 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile | _Wrapped | ffmpeg_audi
             raise AudioDecodeError(name, "empty input (0 bytes)")
         handle = io.BytesIO(bytes(source))
     elif hasattr(source, "read"):
+        if _remaining_bytes(source) == 0:
+            raise AudioDecodeError(name, "empty file (0 bytes)")
         handle = source
     else:
         raise ParameterError(
@@ -184,6 +187,17 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile | _Wrapped | ffmpeg_audi
         snd.close()
 
 
+def _remaining_bytes(handle: Any) -> int | None:
+    """Bytes from a seekable file object's position to its end, position kept (``None``: cannot seek)."""
+    try:
+        position = handle.tell()
+        end = handle.seek(0, io.SEEK_END)
+        handle.seek(position)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both an OSError and a ValueError
+        return None
+    return int(end) - int(position) if end is not None else None
+
+
 def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FFmpegAudioFile:
     """Opens through FFmpeg a source whose format or codec libsndfile does not know (MP4/M4A, WebM, WMA, FLAC in
     Ogg, ...).
@@ -199,7 +213,9 @@ def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FF
     # libsndfile names the file again ("Error opening 'x.m4a': Format not recognised."); the error names it once.
     # Its code 7 blames the file's existence, which _check_path has already established.
     said = _OPENING.sub("", describe_error(err))
-    if isinstance(err, sf.LibsndfileError) and err.code == _SF_ERR_MISNAMED:
+    if isinstance(err, sf.LibsndfileError) and err.code in (_SF_ERR_UNRECOGNISED, _SF_ERR_MISNAMED):
+        # one reason for both: which of the two libsndfile gives depends on whether it saw a name ending .mp3
+        # (a path) or not (a stream, e.g. a gs:// file)
         said = "libsndfile finds no audio it can decode in it"
     reason = f"not a readable audio file ({said})"
     if not (isinstance(err, sf.LibsndfileError) and err.code in _SF_ERRS_FOR_FFMPEG):

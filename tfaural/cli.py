@@ -240,26 +240,31 @@ def positive_int(text: str) -> int:
     return value
 
 
-def check_output_folder(path: str | os.PathLike[str], *, flag: str = "--output") -> str:
+def check_output_folder(path: str | os.PathLike[str], *, flag: str = "--output", remote: bool = False) -> str:
     """Checks, before any work is done, that ``path`` is a folder that can be written, or can be created.
-
-    A URI (``gs://...``) is passed through: its file system says what is wrong when it is written.
 
     Args:
         path: The folder.
         flag: The option that named it, for the message.
+        remote: Whether the caller writes URIs (``gs://...``) too, as the Beam jobs do through Beam's
+            filesystems. A URI is then passed through (its file system says what is wrong when it is
+            written); otherwise it is refused, as a local path would make a folder named ``gs:``.
 
     Returns:
         ``path`` as a string.
 
     Raises:
-        ParameterError: If ``path`` is a file or a broken symbolic link, if the nearest part of it that
-            exists is not a folder (e.g. ``file.txt/out``), or if that folder is not writable (a read-only
-            folder or file system; root may write into read-only folders, so they pass for root).
+        ParameterError: If ``path`` is a URI and ``remote`` is false, a file or a broken symbolic link, if
+            the nearest part of it that exists is not a folder (e.g. ``file.txt/out``), or if that folder is
+            not writable (a read-only folder or file system; root may write into read-only folders, so they
+            pass for root).
     """
     text = os.fspath(path)
     if "://" in text:
-        return text
+        if remote:
+            return text
+        raise ParameterError(f"{flag} {text}: expected a local folder (this is written on this machine's "
+                             "disk; copy the results to the URI afterwards, e.g. with gcloud storage cp -r)")
     if not text:
         raise ParameterError(f"{flag} is empty: expected a folder")
     full = os.path.abspath(text)

@@ -642,7 +642,12 @@ def model_signals(
 
     Returns:
         The signals, ordered timbre-major, then chord, then key; drum patterns last.
+
+    Raises:
+        ParameterError: If ``cache_dir`` is a URI (the cache is a local folder).
     """
+    if cache_dir is not None and "://" in os.fspath(cache_dir):
+        raise ParameterError(f"cache_dir {os.fspath(cache_dir)!r}: the signal cache is a local folder, not a URI")
     grid = grid or SignalGrid()
     needs_soundfont = any(_program(t) != SINE for t in grid.timbres) or bool(grid.drums)
     sf2 = find_soundfont(soundfont) if needs_soundfont else None

@@ -196,7 +196,8 @@ def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
     assert settings.grid.timbres == ("sine", "program40")
     assert settings.grid.chords == ("major", "power=0,7") and settings.grid.keys == ("C4",)
     assert settings.batch_size == 1 and settings.grid.duration == 4.0
-    for bad, message in (("--keys=H2", "'H2'"), ("--timbres=banjo", "'banjo'"), ("--signal-seconds=0", "seconds")):
+    for bad, message in (("--keys=H2", "'H2'"), ("--timbres=banjo", "'banjo'"), ("--signal-seconds=0", "seconds"),
+                         ("--signals=gs://bucket/signals", "--signals gs://bucket/signals: expected a local folder")):
         options = parse_job_args(["--model=m", "--output=o", bad], prog="t", description="",
                                      option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
         with pytest.raises(ParameterError, match=message):

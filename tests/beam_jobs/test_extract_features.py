@@ -196,30 +196,6 @@ def test_a_shard_is_written_a_track_at_a_time(fmt: str, tmp_path: pathlib.Path,
         np.testing.assert_array_equal(got, want.segment_features)
 
 
-@pytest.fixture()
-def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``gs://tfaural-test``: a bucket of a local GCS server (gcp-storage-emulator, in memory), which Beam's
-    ``gs://`` filesystem reaches through ``STORAGE_EMULATOR_HOST``, anonymously."""
-    import socket
-
-    from apache_beam.internal.gcp import auth
-    from gcp_storage_emulator.server import create_server
-
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    server = create_server("localhost", port, in_memory=True, default_bucket="tfaural-test")
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
-    # Beam looks for Google credentials once per process, retrying for ~25 s when there are none: say "none" now.
-    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
-    monkeypatch.setattr(auth._Credentials, "_credentials", None)
-    try:
-        yield "gs://tfaural-test"
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize("fmt", job.FORMATS)
 def test_a_shard_streams_to_gcs(fmt: str, gcs_bucket: str, tmp_path: pathlib.Path) -> None:
     """The same writer through Beam's gs:// filesystem, whose files cannot seek: the shard reads back as the

@@ -214,6 +214,26 @@ def test_missing_manifest_and_label_outside_vocabulary(audio_dir: pathlib.Path) 
         cat.read_manifest(audio_dir / "m.csv", label_names=["rock"])
 
 
+def test_a_remote_manifest_that_cannot_be_read_is_a_data_error() -> None:
+    """Through tf.io.gfile (the default for URIs), whose errors are not OSErrors: this TensorFlow has no s3://."""
+    with pytest.raises(DataError, match=r"s3://bucket/m\.csv: cannot read the manifest \(UnimplementedError: "):
+        cat.read_manifest("s3://bucket/m.csv")
+
+
+def test_a_manifest_is_read_with_the_reader_given(audio_dir: pathlib.Path) -> None:
+    """``read_text`` (e.g. Beam's filesystems) reads the manifest; its paths resolve against the manifest's folder."""
+    texts = {"mem://music/m.csv": "\ufeffpath,labels\nrock/b.flac,rock\n"}
+    catalogue = cat.read_manifest("mem://music/m.csv", read_text=texts.__getitem__, check_files=False)
+    assert [(t.path, t.track_id, t.labels) for t in catalogue.tracks] == [("mem://music/rock/b.flac", "rock/b",
+                                                                          ("rock",))]
+
+    def unreadable(path: str) -> str:
+        raise OSError(f"{path}: 403 Forbidden")
+
+    with pytest.raises(DataError, match=r"mem://music/m\.csv: cannot read the manifest \(mem://music/m\.csv: 403"):
+        cat.read_manifest("mem://music/m.csv", read_text=unreadable)
+
+
 def test_catalogue_invariants() -> None:
     track = cat.Track(path="/a.wav", track_id="a", labels=("x",))
     with pytest.raises(DataError, match="duplicate track_id"):

@@ -61,7 +61,7 @@ import os
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -577,12 +577,27 @@ def _open_text(path: str, mode: str) -> IO[str]:
     return open(path, mode, encoding="utf-8-sig" if "r" in mode else "utf-8", newline="")
 
 
-def _read_text(path: str) -> str:
+def _gfile_text(path: str) -> str:
+    """A whole text file through ``tf.io.gfile``; TensorFlow's errors (not OSErrors) become ``OSError``."""
+    import tensorflow as tf  # only for remote manifests: keeps this module light
+
+    try:
+        with _open_text(path, "r") as handle:
+            return handle.read()  # type: ignore[no-any-return]
+    except tf.errors.OpError as err:
+        raise OSError(f"{type(err).__name__}: {err.message}") from None
+
+
+def _local_text(path: str) -> str:
+    with _open_text(path, "r") as handle:
+        return handle.read()
+
+
+def _read_text(path: str, read_text: Callable[[str], str] | None = None) -> str:
     if not is_uri(path) and not os.path.isfile(path):
         raise DataError(f"{path}: manifest file not found")
     try:
-        with _open_text(path, "r") as handle:
-            text = handle.read()
+        text = (read_text or (_gfile_text if is_uri(path) else _local_text))(path)
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the manifest ({err})") from None
     return text[1:] if text.startswith("\ufeff") else text
@@ -645,6 +660,7 @@ def read_manifest(
     require_labels: bool = True,
     check_files: bool = True,
     splits: Sequence[str] = SPLITS,
+    read_text: Callable[[str], str] | None = None,
 ) -> Catalogue:
     """Reads and validates a CSV/TSV or JSON Lines manifest (see the module docstring).
 
@@ -656,6 +672,9 @@ def read_manifest(
         check_files: Reject local paths that do not exist (URIs are not checked:
             the jobs report unreadable files in their failures file).
         splits: Allowed split names.
+        read_text: Reads a whole UTF-8 file, local or remote (e.g. ``beam_jobs.io.read_text``, Beam's
+            filesystems, which also reach ``s3://`` and ``azfs://``); raises ``OSError`` if it cannot.
+            Default: local files directly, URIs through ``tf.io.gfile``.
 
     Returns:
         The :class:`Catalogue`, tracks in manifest order with resolved paths.
@@ -667,7 +686,7 @@ def read_manifest(
     """
     path = os.fspath(path)
     fmt = _manifest_format(path)
-    text = _read_text(path)
+    text = _read_text(path, read_text)
     if fmt == "jsonl":
         rows = _jsonl_rows(text, source=path)
     else:

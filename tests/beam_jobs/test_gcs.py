@@ -1,0 +1,155 @@
+"""The jobs on Google Cloud Storage: manifests, audio and outputs as ``gs://`` URIs.
+
+Each job runs twice on the in-process DirectRunner over the same generated catalogue: once on
+a local GCS server (gcp-storage-emulator, reached through Beam's own ``gs://`` filesystem) and
+once on local files. Apart from the input paths they name, the two must write the same results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from jobs_testing import Entry, write_catalogue
+
+from beam_jobs import extract_features, make_tfrecords, tag
+from beam_jobs import io as beam_io
+from tfaural.data.tfrecord import TrackRecord, decode_example
+
+
+def _upload(root: pathlib.Path, folder: str) -> None:
+    """Copies every file below ``root`` to ``folder`` (a URI), keeping relative paths."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        beam_io.write_bytes(f"{folder}/{path.relative_to(root).as_posix()}", path.read_bytes())
+
+
+def _manifest_text(entries: list[Entry], *, labelled: bool = False) -> str:
+    """A CSV manifest of ``entries`` with paths relative to its own folder (splits and labels if ``labelled``)."""
+    if not labelled:
+        return "path\n" + "".join(f'"{e.relative}"\n' for e in entries)
+    rows = [f'"{e.relative}",{"rock" if i % 2 else "jazz"},{"train" if i % 3 else "validation"}'
+            for i, e in enumerate(entries)]
+    return "path,labels,split\n" + "\n".join(rows) + "\n"
+
+
+def _rows(text: str, *, drop: str = "path") -> list[dict[str, Any]]:
+    """The JSON lines of ``text`` without the field ``drop``."""
+    return [{k: v for k, v in json.loads(line).items() if k != drop} for line in text.splitlines()]
+
+
+def _records(path: str, scratch: pathlib.Path) -> list[TrackRecord]:
+    """The records of the TFRecord file ``path`` (local or a URI), parsed."""
+    scratch.write_bytes(beam_io.read_bytes(path))
+    return [decode_example(record.numpy()) for record in tf.data.TFRecordDataset(str(scratch))]
+
+
+def _listing(folder: str) -> list[str]:
+    """The files below ``folder`` (local or a URI), relative to it."""
+    pattern = f"{folder}/**" if not beam_io.is_local(folder) else str(pathlib.Path(folder) / "**")
+    return sorted(path[len(folder) + 1:] for path in beam_io.list_files(pattern))
+
+
+@pytest.fixture()
+def catalogue(tmp_path: pathlib.Path, gcs_bucket: str) -> tuple[pathlib.Path, str, list[Entry]]:
+    """The generated catalogue (good, broken and oddly named files) on local disk and in the bucket."""
+    root = tmp_path / "audio"
+    entries = write_catalogue(root)
+    _upload(root, f"{gcs_bucket}/audio")
+    return root, f"{gcs_bucket}/audio", entries
+
+
+@pytest.mark.slow
+def test_tag_reads_a_manifest_and_audio_from_gcs_and_writes_the_same_tags_there(
+    catalogue: tuple[pathlib.Path, str, list[Entry]], gcs_bucket: str, samplecnn_export: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    root, remote, entries = catalogue
+    (root / "manifest.csv").write_text(_manifest_text(entries))
+    beam_io.write_text(f"{remote}/manifest.csv", _manifest_text(entries))
+    flags = [f"--model={samplecnn_export}", "--top-k=2", "--runner=DirectRunner"]
+    tag.run([f"--manifest={remote}/manifest.csv", f"--output={gcs_bucket}/tags", *flags])
+    tag.run([f"--manifest={root / 'manifest.csv'}", f"--output={tmp_path / 'tags'}", *flags])
+
+    got, want = f"{gcs_bucket}/tags", str(tmp_path / "tags")
+    assert _listing(got) == _listing(want)
+    rows = [json.loads(line) for line in beam_io.read_text(f"{got}/manifest.jsonl").splitlines()]
+    assert sorted(r["path"] for r in rows) == sorted(f"{remote}/{e.relative}" for e in entries)
+    assert sum(r["status"] == "ok" for r in rows) == sum(e.error is None for e in entries) > 0
+    for name in ("manifest.jsonl", "tags.jsonl"):
+        assert _rows(beam_io.read_text(f"{got}/{name}")) == _rows(beam_io.read_text(f"{want}/{name}")), name
+    for name in _listing(want):
+        if name.startswith("tracks/"):
+            record = json.loads(beam_io.read_text(f"{got}/{name}"))
+            assert record.pop("path").startswith(f"{remote}/")
+            assert record == {k: v for k, v in json.loads(beam_io.read_text(f"{want}/{name}")).items() if k != "path"}
+
+
+@pytest.mark.slow
+def test_extract_features_writes_shards_to_gcs_and_reuses_them(
+    catalogue: tuple[pathlib.Path, str, list[Entry]], gcs_bucket: str, samplecnn_export: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    """Per-segment features in an npz shard on GCS: the same arrays as on local disk; a rerun with
+    --skip-existing verifies and reuses every track, rewriting the shard to the same bytes; the job's
+    scratch folder (``.features/``) is gone."""
+    root, remote, entries = catalogue
+    flags = [f"--model={samplecnn_export}", "--per-segment", "--format=npz", "--runner=DirectRunner"]
+    got, want = f"{gcs_bucket}/features", str(tmp_path / "features")
+    extract_features.run([f"--input={remote}/**", f"--output={got}", *flags])
+    extract_features.run([f"--input={root}/**", f"--output={want}", *flags])
+
+    assert _listing(got) == _listing(want)
+    assert not any(name.startswith(".") for name in _listing(got))
+    assert _rows(beam_io.read_text(f"{got}/manifest.jsonl")) == _rows(beam_io.read_text(f"{want}/manifest.jsonl"))
+    shard = "features-00000-of-00001.npz"
+    with np.load(io.BytesIO(beam_io.read_bytes(f"{got}/{shard}"))) as remote_shard, \
+            np.load(f"{want}/{shard}") as local_shard:
+        assert sorted(remote_shard.files) == sorted(local_shard.files)
+        for member in local_shard.files:
+            if member != "path":
+                np.testing.assert_array_equal(remote_shard[member], local_shard[member], err_msg=member)
+        assert all(str(p).startswith(f"{remote}/") for p in remote_shard["path"])
+
+    before = {name: beam_io.read_bytes(f"{got}/{name}") for name in _listing(got)}
+    extract_features.run([f"--input={remote}/**", f"--output={got}", "--skip-existing", *flags])
+    rows = [json.loads(line) for line in beam_io.read_text(f"{got}/manifest.jsonl").splitlines()]
+    assert all(r.get("reused") for r in rows if r["status"] == "ok") and len(rows) == len(entries)
+    after = {name: beam_io.read_bytes(f"{got}/{name}") for name in _listing(got)}
+    assert sorted(after) == sorted(before)
+    assert [name for name in before if before[name] != after[name]] == ["job.json", "manifest.jsonl"]
+
+
+@pytest.mark.slow
+def test_make_tfrecords_reads_its_manifest_from_gcs_and_writes_the_same_shards_there(
+    catalogue: tuple[pathlib.Path, str, list[Entry]], gcs_bucket: str, tmp_path: pathlib.Path,
+) -> None:
+    """The manifest is read through Beam's filesystems (as the audio is), not TensorFlow's."""
+    root, remote, entries = catalogue
+    (root / "manifest.csv").write_text(_manifest_text(entries, labelled=True))
+    beam_io.write_text(f"{remote}/manifest.csv", _manifest_text(entries, labelled=True))
+    got, want = f"{gcs_bucket}/records", str(tmp_path / "records")
+    make_tfrecords.run([f"--manifest={remote}/manifest.csv", f"--output={got}", "--sample-rate=8000",
+                        "--runner=DirectRunner"], save_main_session=False)
+    make_tfrecords.run([f"--manifest={root / 'manifest.csv'}", f"--output={want}", "--sample-rate=8000",
+                        "--runner=DirectRunner"], save_main_session=False)
+
+    assert _listing(got) == _listing(want)
+    for name in _listing(want):
+        if name.endswith(".tfrecord"):
+            records = [_records(f"{folder}/{name}", tmp_path / "copy.tfrecord") for folder in (got, want)]
+            assert len(records[0]) == len(records[1]) > 0
+            for remote_record, local_record in zip(*records, strict=True):
+                assert remote_record.source_path.startswith(f"{remote}/")
+                for field in dataclasses.fields(TrackRecord):
+                    if field.name != "source_path":
+                        np.testing.assert_array_equal(getattr(remote_record, field.name),
+                                                      getattr(local_record, field.name), err_msg=field.name)
+    assert _rows(beam_io.read_text(f"{got}/failures.jsonl")) == _rows(beam_io.read_text(f"{want}/failures.jsonl"))
+    dataset = json.loads(beam_io.read_text(f"{got}/dataset.json"))
+    assert sum(split["manifest_tracks"] for split in dataset["splits"].values()) == len(entries)
