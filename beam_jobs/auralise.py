@@ -93,7 +93,7 @@ from beam_jobs.options import (
     parse_index_list,
 )
 from beam_jobs.settings import InferenceSettings, excerpt_seconds
-from beam_jobs.tracks import TrackInput, TrackResult, decode_track
+from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult, decode_track
 from tfaural.audio import is_silent, silent, too_short
 from tfaural.errors import AudioError, DataError, ParameterError
 from tfaural.formats import FAILED, OK, TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
@@ -651,7 +651,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
     handler = SignatureModelHandler(s.common.model, signature=SIGNATURE, max_batch_size=s.common.batch_size,
                                     intra_op_threads=s.common.intra_op_threads,
                                     share_across_processes=s.common.share_model, one_example_per_call=True)
-    listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
+    listed = pipeline | "ListTracks" >> ListInputs(tracks, folder=s.common.path(INPUTS_FOLDER))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "DecodeExcerpt", PrepareTrack(s), stage="decode")
     early = keep(prepared, "EarlyResults", TrackResult)

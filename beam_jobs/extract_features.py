@@ -77,12 +77,10 @@ if __name__ == "__main__":
 
     prestart(sys.argv[1:], signature="features")
 
-import contextlib
 import dataclasses
 import io
 import logging
 import math
-import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -114,7 +112,7 @@ from beam_jobs.options import (
     ShortTrackOptions,
 )
 from beam_jobs.settings import InferenceSettings
-from beam_jobs.tracks import TrackInput, TrackResult
+from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult
 from tfaural.data.tfrecord import example_messages, float_list
 from tfaural.errors import DataError, ParameterError
 from tfaural.formats import OK, ExportMetadata
@@ -125,7 +123,6 @@ __all__ = [
     "OUTPUTS_FOLDER",
     "StoredOutput",
     "StoreOutputs",
-    "remove_stored_outputs",
     "Settings",
     "FeatureRecord",
     "PartKey",
@@ -614,16 +611,6 @@ class WriteShard(beam.DoFn):
             yield dataclasses.replace(r, outputs=(name, *r.outputs))
 
 
-def remove_stored_outputs(settings: Settings) -> None:
-    """Deletes ``.features/`` (what a run stored for its tracks' assembly, or a killed run left)."""
-    stale = beam_io.list_files(beam_io.join(settings.outputs_folder, "*"))
-    if stale:
-        beam_io.delete(stale)
-    if beam_io.is_local(settings.outputs_folder):
-        with contextlib.suppress(OSError):  # absent, or not empty
-            os.rmdir(settings.outputs_folder)
-
-
 def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settings: Settings) -> None:
     """Adds the job's labelled stages to ``pipeline`` (see the module docstring)."""
     s = settings
@@ -632,7 +619,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
                                     precision=s.common.precision,
                                     share_across_processes=s.common.share_model, one_example_per_call=True,
                                     model_server=s.common.model_server, example_ranks={"waveform": 1})
-    listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
+    listed = pipeline | "ListTracks" >> ListInputs(tracks, folder=s.common.path(INPUTS_FOLDER))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
     early = keep(prepared, "EarlyResults", TrackResult)
@@ -683,19 +670,9 @@ class ExtractFeaturesJob(CatalogueJob):
         return super().configure(options, settings.with_tracks(n_inputs), n_inputs=n_inputs,
                                  local_defaults=local_defaults)
 
-    def prepare(self, settings: Settings, inputs: Sequence[TrackInput]) -> None:
-        """Also deletes what a killed run left in ``.features/``."""
-        super().prepare(settings, inputs)
-        remove_stored_outputs(settings)
-
-    @contextlib.contextmanager
-    def serving(self, settings: Settings) -> Iterator[Settings]:
-        """The model process (:meth:`CatalogueJob.serving`); ``.features/`` is deleted when the run ends, however."""
-        try:
-            with super().serving(settings) as served:
-                yield served
-        finally:
-            remove_stored_outputs(settings)
+    def scratch_folders(self, settings: Settings) -> tuple[str, ...]:
+        """``.inputs/`` and ``.features/`` (the model's outputs, stored until their track is assembled)."""
+        return (*super().scratch_folders(settings), settings.outputs_folder)
 
     def job_extra(self, settings: Settings) -> dict[str, Any]:
         """The format, the shards, the feature layout and the chunking plan."""

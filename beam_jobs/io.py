@@ -547,6 +547,18 @@ class RecordSink:
         delete([self._temporary])
 
 
+def remove_folder(folder: str) -> int:
+    """Deletes the files directly in ``folder`` and, on a local filesystem, the folder if it is then empty (on
+    object stores a folder is only a prefix); returns how many files were deleted. A missing folder is fine."""
+    stale = list_files(join(folder, "*"))
+    if stale:
+        delete(stale)
+    if is_local(folder):
+        with contextlib.suppress(OSError):  # absent, or not empty
+            os.rmdir(folder)
+    return len(stale)
+
+
 def delete_matching(patterns: Sequence[str]) -> list[str]:
     """Deletes the files matching glob ``patterns``; returns their paths (sorted)."""
     paths = sorted({m.path for result in FileSystems.match(list(patterns)) for m in result.metadata_list})

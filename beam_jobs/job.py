@@ -47,7 +47,7 @@ from beam_jobs.accounting import prepare_output, summarize, write_job_file
 from beam_jobs.options import apply_runner_defaults, check_runner, parse_job_args
 from beam_jobs.progress import TrackProgress
 from beam_jobs.scratch import run_folder
-from beam_jobs.tracks import TrackInput, list_tracks
+from beam_jobs.tracks import INPUTS_FOLDER, TrackInput, list_tracks
 from tfaural.cli import is_verbose
 from tfaural.errors import ModelError, TfauralError
 from tfaural.formats import JOB_FILE, MANIFEST_FILE
@@ -198,6 +198,12 @@ class Job(abc.ABC):
         """Context around building and running the pipeline (e.g. a model process); yields the settings to use."""
         yield settings
 
+    def scratch_folders(self, settings: Any) -> tuple[str, ...]:
+        """Folders the run fills for its own use (e.g. the output folder's ``.inputs/``,
+        :class:`beam_jobs.tracks.ListInputs`): emptied once the output folder is prepared (what a killed run
+        left) and deleted when the run ends, however it ends. None by default."""
+        return ()
+
     def progress(self, settings: Any, inputs: Any) -> contextlib.AbstractContextManager[Any]:
         """What shows the run's progress while the pipeline runs (:mod:`beam_jobs.progress`); nothing by default."""
         return contextlib.nullcontext()
@@ -240,13 +246,21 @@ class Job(abc.ABC):
         inputs = self.inputs(settings)
         settings = self.configure(options, settings, n_inputs=len(inputs), local_defaults=test_pipeline is None)
         self.prepare(settings, inputs)
-        with self.serving(settings) as settings:
-            pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-            self.build(pipeline, inputs, settings)
-            start = time.perf_counter()
-            with self.progress(settings, inputs):
-                result = self._execute(pipeline)
-            timings.pipeline = time.perf_counter() - start
+        scratch = self.scratch_folders(settings)
+        for folder in scratch:
+            if beam_io.remove_folder(folder):
+                logger.info("%s: deleted what an unfinished run left in %s", self.name, folder)
+        try:
+            with self.serving(settings) as settings:
+                pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+                self.build(pipeline, inputs, settings)
+                start = time.perf_counter()
+                with self.progress(settings, inputs):
+                    result = self._execute(pipeline)
+                timings.pipeline = time.perf_counter() - start
+        finally:
+            for folder in scratch:
+                beam_io.remove_folder(folder)
         self.finish(settings, result, timings)
         return result
 
@@ -321,6 +335,10 @@ class CatalogueJob(Job):
     def job_extra(self, settings: Any) -> dict[str, Any]:
         """What ``job.json`` records besides the settings (e.g. the chunking plan, the shard names)."""
         return {}
+
+    def scratch_folders(self, settings: Any) -> tuple[str, ...]:
+        """``OUTPUT/.inputs/`` (:class:`beam_jobs.tracks.ListInputs`)."""
+        return (settings.common.path(INPUTS_FOLDER),)
 
     def progress(self, settings: Any, inputs: Sequence[TrackInput]) -> contextlib.AbstractContextManager[Any]:
         """The count of tracks written, from the settings' ``part_file`` of each, in a local output folder

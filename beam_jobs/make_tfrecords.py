@@ -49,7 +49,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
@@ -67,6 +66,7 @@ from beam_jobs.options import (
     require,
 )
 from beam_jobs.progress import TrackProgress
+from beam_jobs.tracks import INPUTS_FOLDER, ListInputs
 from tfaural import __version__, audio
 from tfaural.cli import check_output_folder
 from tfaural.config import SegmentConfig
@@ -577,7 +577,7 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue: Catalogue, settings: Sett
     splits = list(counts)
     encoded, unexpected = (
         pipeline
-        | "ReadManifest" >> beam.Create(list(catalogue.tracks))
+        | "ReadManifest" >> ListInputs(catalogue.tracks, folder=beam_io.join(settings.output, INPUTS_FOLDER))
         | "SpreadTracks" >> beam.Reshuffle()
         | "DecodeAndEncode" >> beam.ParDo(EncodeTrack(
             label_names=catalogue.label_names, sample_rate=settings.sample_rate, segment=settings.segment,
@@ -628,18 +628,6 @@ def build_pipeline(pipeline: beam.Pipeline, catalogue: Catalogue, settings: Sett
     )
 
 
-def _remove_parts(settings: Settings) -> None:
-    """Deletes part files (of a run that was killed, or anything a failed shard write left) and their folder."""
-    stale = beam_io.list_files(beam_io.join(settings.parts_folder, "*"))
-    if stale:
-        logger.info("make_tfrecords: deleting %d part file(s) of an unfinished run in %s", len(stale),
-                    settings.parts_folder)
-        beam_io.delete(stale)
-    if beam_io.is_local(settings.parts_folder):
-        with contextlib.suppress(OSError):  # absent, or not empty
-            os.rmdir(settings.parts_folder)
-
-
 class MakeTFRecordsJob(Job):
     """``python -m beam_jobs.make_tfrecords``: see the module docstring."""
 
@@ -660,8 +648,7 @@ class MakeTFRecordsJob(Job):
         return read_manifest(settings.manifest, check_files=False, read_text=beam_io.read_text)
 
     def prepare(self, settings: Settings, inputs: Catalogue) -> None:
-        """Refuses an earlier dataset without ``--overwrite``; deletes it (and stale part files) with it."""
-        _remove_parts(settings)
+        """Refuses an earlier dataset without ``--overwrite``; deletes it with it."""
         patterns = [beam_io.join(settings.output, f"*{SHARD_SUFFIX}"),
                     beam_io.join(settings.output, DATASET_INFO_FILENAME),
                     beam_io.join(settings.output, FAILURES_FILENAME)]
@@ -691,13 +678,17 @@ class MakeTFRecordsJob(Job):
         return TrackProgress(self.name, [settings.part_file(track) for track in inputs], keep_existing=False,
                              final_count=tracks_written)
 
+    def scratch_folders(self, settings: Settings) -> tuple[str, ...]:
+        """``.inputs/`` (:class:`beam_jobs.tracks.ListInputs`) and ``.parts/`` (each track's records until its
+        shard is written; what a failed shard write left too)."""
+        return (beam_io.join(settings.output, INPUTS_FOLDER), settings.parts_folder)
+
     def build(self, pipeline: beam.Pipeline, inputs: Catalogue, settings: Settings) -> None:
         """See :func:`build_pipeline`."""
         build_pipeline(pipeline, inputs, settings)
 
     def finish(self, settings: Settings, result: PipelineResult, timings: Timings) -> None:
-        """Deletes the part files; logs the numbers of records, tracks and failures."""
-        _remove_parts(settings)
+        """Logs the numbers of records, tracks and failures."""
         path = beam_io.join(settings.output, DATASET_INFO_FILENAME)
         info = DatasetInfo.from_text(beam_io.read_text(path), path)  # Beam's filesystems: no TensorFlow here
         logger.info("make_tfrecords: wrote %d records of %d tracks; %d track(s) failed (see %s)",

@@ -73,6 +73,9 @@ DEFAULT_SIGNAL_SECONDS = DEFAULT_CLIP_SECONDS
 """``--signal-seconds`` of ``correlation`` when the export needs no more (the paper's 4-s signals)."""
 DEFAULT_CHUNK_SECONDS = 30.0
 """``--chunk-seconds``: 11 segments of the 3^9-SampleCNN, one chunk per 29.1-s clip of the papers."""
+DASK_PARTITIONS = 64
+"""The Dask runner's partitions when the user chooses none (at most one per input; see
+:func:`apply_runner_defaults`)."""
 
 _BEAM_EPILOG = (
     "Any other --flag is passed to Apache Beam, e.g. --runner=DirectRunner (the default) "
@@ -425,7 +428,7 @@ def apply_runner_defaults(options: PipelineOptions, *, num_items: int,
       job whose work is all TensorFlow's, e.g. correlation): one process, one worker.
       An explicit ``--direct_running_mode`` or ``--direct_num_workers`` is kept.
     * The Dask runner without ``--dask_npartitions``/``--dask_partition_size``: one
-      partition per item up to 64 (Beam's default of 128 items per partition would
+      partition per item up to :data:`DASK_PARTITIONS` (Beam's default of 128 items per partition would
       run a small catalogue on one Dask worker; Reshuffle is a no-op there).
 
     Args:
@@ -459,7 +462,7 @@ def apply_runner_defaults(options: PipelineOptions, *, num_items: int,
         from apache_beam.runners.dask.dask_runner import DaskOptions
 
         if not _given(options, "dask_npartitions") and not _given(options, "dask_partition_size"):
-            partitions = max(1, min(num_items, 64))
+            partitions = max(1, min(num_items, DASK_PARTITIONS))
             options.view_as(DaskOptions).npartitions = partitions
             notes.append(f"Dask runner: {partitions} partition(s)")
     return notes

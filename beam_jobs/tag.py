@@ -93,7 +93,7 @@ from beam_jobs.options import (
     TagOptions,
 )
 from beam_jobs.settings import InferenceSettings
-from beam_jobs.tracks import TrackInput, TrackResult
+from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult
 from tfaural.errors import DataError, ParameterError
 from tfaural.formats import OK
 
@@ -358,7 +358,7 @@ def build_pipeline(pipeline: beam.Pipeline, tracks: Sequence[TrackInput], settin
                                     precision=s.common.precision,
                                     share_across_processes=s.common.share_model, one_example_per_call=True,
                                     model_server=s.common.model_server)
-    listed = pipeline | "ListTracks" >> beam.Create(list(tracks))
+    listed = pipeline | "ListTracks" >> ListInputs(tracks, folder=s.common.path(INPUTS_FOLDER))
     spread = listed | "SpreadTracks" >> beam.Reshuffle()
     prepared, decode_failures = guarded(spread, "Decode", PrepareTrack(s), stage="decode", partial=True)
     early = keep(prepared, "EarlyResults", TrackResult)

@@ -16,6 +16,10 @@
   :func:`output_names`): no ``..``, no absolute path, no separator can escape the
   output folder, and two ids that would share a name (``a/b`` and ``a__b``, or
   names differing only in case) get a hash suffix, deterministically.
+* **Into the pipeline.** :class:`ListInputs` puts the listed inputs into the pipeline:
+  inside it (``beam.Create``) while they are few, else through files in the output
+  folder's ``.inputs/``, because a runner receives the pipeline, inline values and all, in
+  one request, and Dataflow refuses one over 10 MiB (some 40,000 tracks).
 * **Outcomes.** A :class:`TrackResult` is what became of a track: one line of
   ``manifest.jsonl`` (:mod:`beam_jobs.accounting`).
 """
@@ -23,14 +27,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import apache_beam as beam
 import numpy as np
 
 from beam_jobs import io as beam_io
+from beam_jobs.options import DASK_PARTITIONS
 from tfaural.data.catalogue import MAX_NAME_LENGTH, output_names
 from tfaural.errors import ParameterError
 from tfaural.formats import OK, ManifestRow
@@ -43,6 +50,8 @@ __all__ = [
     "output_names",
     "list_tracks",
     "decode_track",
+    "INPUTS_FOLDER",
+    "ListInputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -180,7 +189,8 @@ def list_tracks(
             if own:
                 logger.warning("--input %r: %d matched file(s) inside --output %s are left out (the job's own "
                                "outputs, e.g. %s)", input_glob, len(own), output, own[0])
-                paths = [p for p in paths if p not in set(own)]
+                left_out = set(own)
+                paths = [p for p in paths if p not in left_out]
             if not paths:
                 raise ParameterError(f"--input {input_glob!r} matched only files inside --output {output}; give the "
                                      "audio files and the output folder separate places")
@@ -212,3 +222,80 @@ def decode_track(
                               duration=duration)
     return y
 
+
+# ---------------------------------------------------------------------------
+# Inputs into the pipeline
+# ---------------------------------------------------------------------------
+
+INPUTS_FOLDER = ".inputs"
+"""Where, in a job's output folder, :class:`ListInputs` writes inputs too many to travel inside the pipeline;
+the job deletes it when the run ends (:meth:`beam_jobs.job.Job.scratch_folders`)."""
+
+INLINE_INPUTS_BYTES = 1 << 20
+"""The most a job's inputs (as JSON lines) may take inside the pipeline itself. A runner receives the whole
+pipeline, ``beam.Create``'s values included, in one request; Dataflow refuses one over 10 MiB ("The job graph is
+too large"), which some 40,000 tracks' paths and names reach."""
+
+INPUTS_PER_FILE = 5_000
+"""The most inputs per file of ``.inputs/`` (~1 MiB of JSON): each file is one element of the pipeline's
+``Create``, read by one worker."""
+
+INPUT_FILES_AT_LEAST = DASK_PARTITIONS
+"""Fewest files in ``.inputs/`` (fewer only for fewer inputs): on the Dask runner, where ``Reshuffle`` does
+nothing, a file's inputs stay in one partition, so there are as many files as the runner's default partitions."""
+
+
+def _input_line(item: Any) -> str:
+    return json.dumps(dataclasses.asdict(item), ensure_ascii=False, sort_keys=True)
+
+
+class _ReadInputs:
+    """One file of ``.inputs/`` -> its inputs, rebuilt as ``kind`` (a frozen dataclass of str, None, tuples)."""
+
+    def __init__(self, kind: type) -> None:
+        self._kind = kind
+
+    def __call__(self, path: str) -> Iterator[Any]:
+        for line in beam_io.read_text(path).splitlines():
+            fields = json.loads(line)
+            yield self._kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+class ListInputs(beam.PTransform):
+    """A job's inputs (frozen dataclasses of one type, e.g. :class:`TrackInput`) as the pipeline's first
+    PCollection, whatever their number.
+
+    Up to :data:`INLINE_INPUTS_BYTES` (as JSON lines) they are a ``beam.Create``. Beyond it the launcher
+    writes them to ``folder`` (``inputs-NNNNN.jsonl``: at most :data:`INPUTS_PER_FILE` each, at least
+    :data:`INPUT_FILES_AT_LEAST` files) and the pipeline creates only those files' names, which the workers
+    read: the pipeline's size no longer grows with the catalogue.
+    The folder must be one the workers reach (the job's output folder) and deleted after the run.
+
+    Args:
+        items: The inputs (at least one).
+        folder: Where to write them if they are too many to go inline.
+    """
+
+    def __init__(self, items: Sequence[Any], *, folder: str) -> None:
+        super().__init__()
+        if not items:
+            raise ParameterError("ListInputs: no inputs")
+        self._items = list(items)
+        self._folder = folder
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        kind = type(self._items[0])
+        lines = [_input_line(item) for item in self._items]
+        if sum(len(line.encode("utf-8")) + 1 for line in lines) <= INLINE_INPUTS_BYTES:
+            return pbegin | "Inline" >> beam.Create(self._items).with_output_types(kind)
+        n_files = min(len(lines), max(INPUT_FILES_AT_LEAST, -(-len(lines) // INPUTS_PER_FILE)))
+        bounds = [len(lines) * index // n_files for index in range(n_files + 1)]  # sizes differ by one at most
+        paths = []
+        for index in range(n_files):
+            path = beam_io.join(self._folder, f"inputs-{index:05d}.jsonl")
+            beam_io.write_text(path, "".join(line + "\n" for line in lines[bounds[index]:bounds[index + 1]]))
+            paths.append(path)
+        logger.info("%d inputs travel through %d file(s) in %s", len(lines), len(paths), self._folder)
+        return (pbegin
+                | "InputFiles" >> beam.Create(paths)
+                | "ReadInputs" >> beam.FlatMap(_ReadInputs(kind)).with_output_types(kind))

@@ -36,6 +36,7 @@ from jobs_testing import (
 
 from beam_jobs import extract_features as job
 from beam_jobs.io import shard_index
+from beam_jobs.tracks import INPUTS_FOLDER
 from tfaural.errors import DataError
 
 
@@ -270,7 +271,8 @@ def test_a_stored_output_reads_back_and_a_damaged_one_is_named(tmp_path: pathlib
 def test_a_killed_runs_stored_outputs_are_deleted_and_a_run_leaves_none(
     samplecnn_export: str, tmp_path: pathlib.Path,
 ) -> None:
-    """``.features/`` of a run that was killed is deleted by the next run, which leaves none of its own."""
+    """``.features/`` and ``.inputs/`` of a run that was killed are deleted by the next run, which leaves none of
+    its own (nor reads the stale inputs)."""
     folder = tmp_path / "music"
     folder.mkdir()
     rng = np.random.default_rng(1)
@@ -279,10 +281,12 @@ def test_a_killed_runs_stored_outputs_are_deleted_and_a_run_leaves_none(
     output = tmp_path / "out"
     (output / job.OUTPUTS_FOLDER).mkdir(parents=True)
     (output / job.OUTPUTS_FOLDER / "t0-chunk-000000.npy").write_bytes(b"left by a killed run")
+    (output / INPUTS_FOLDER).mkdir()
+    (output / INPUTS_FOLDER / "inputs-00000.jsonl").write_text('{"path": "gone.wav", "track_id": "gone"}\n')
     job.run([f"--input={folder}/*.wav", f"--model={samplecnn_export}", f"--output={output}", "--format=npz",
              "--per-segment", "--runner=DirectRunner"])
-    assert not (output / job.OUTPUTS_FOLDER).exists()
-    assert [r["status"] for r in read_manifest_rows(output)] == ["ok", "ok"]
+    assert not (output / job.OUTPUTS_FOLDER).exists() and not (output / INPUTS_FOLDER).exists()
+    assert [(r["track_id"], r["status"]) for r in read_manifest_rows(output)] == [("t0", "ok"), ("t1", "ok")]
     with np.load(output / "features-00000-of-00001.npz") as data:
         assert data["segment_features"].shape == (2 * (3 * SAMPLECNN_SR // SAMPLECNN_SEGMENT), 80)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import pathlib
 from typing import Any
 
@@ -20,6 +21,7 @@ from jobs_testing import Entry, write_catalogue
 
 from beam_jobs import extract_features, make_tfrecords, tag
 from beam_jobs import io as beam_io
+from beam_jobs import tracks as job_tracks
 from tfaural.data.tfrecord import TrackRecord, decode_example
 
 
@@ -93,15 +95,22 @@ def test_tag_reads_a_manifest_and_audio_from_gcs_and_writes_the_same_tags_there(
 @pytest.mark.slow
 def test_extract_features_writes_shards_to_gcs_and_reuses_them(
     catalogue: tuple[pathlib.Path, str, list[Entry]], gcs_bucket: str, samplecnn_export: str,
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Per-segment features in an npz shard on GCS: the same arrays as on local disk; a rerun with
     --skip-existing verifies and reuses every track, rewriting the shard to the same bytes; the job's
-    scratch folder (``.features/``) is gone."""
+    scratch folders (``.features/``; ``.inputs/``, through which the tracks travel here as a large
+    catalogue's do) are gone."""
     root, remote, entries = catalogue
     flags = [f"--model={samplecnn_export}", "--per-segment", "--format=npz", "--runner=DirectRunner"]
     got, want = f"{gcs_bucket}/features", str(tmp_path / "features")
-    extract_features.run([f"--input={remote}/**", f"--output={got}", *flags])
+    with monkeypatch.context() as patch:
+        patch.setattr(job_tracks, "INLINE_INPUTS_BYTES", 0)
+        patch.setattr(job_tracks, "INPUTS_PER_FILE", 4)
+        patch.setattr(job_tracks, "INPUT_FILES_AT_LEAST", 1)
+        with caplog.at_level(logging.INFO, logger="beam_jobs.tracks"):
+            extract_features.run([f"--input={remote}/**", f"--output={got}", *flags])
+    assert f"{len(entries)} inputs travel through 4 file(s) in {got}/.inputs" in caplog.text
     extract_features.run([f"--input={root}/**", f"--output={want}", *flags])
 
     assert _listing(got) == _listing(want)
@@ -128,18 +137,23 @@ def test_extract_features_writes_shards_to_gcs_and_reuses_them(
 @pytest.mark.slow
 def test_make_tfrecords_reads_its_manifest_from_gcs_and_writes_the_same_shards_there(
     catalogue: tuple[pathlib.Path, str, list[Entry]], gcs_bucket: str, tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The manifest is read through Beam's filesystems (as the audio is), not TensorFlow's."""
+    """The manifest is read through Beam's filesystems (as the audio is), not TensorFlow's; the tracks travel
+    through ``.inputs/`` as a large catalogue's do, which is gone after the run (as ``.parts/`` is)."""
     root, remote, entries = catalogue
     (root / "manifest.csv").write_text(_manifest_text(entries, labelled=True))
     beam_io.write_text(f"{remote}/manifest.csv", _manifest_text(entries, labelled=True))
     got, want = f"{gcs_bucket}/records", str(tmp_path / "records")
-    make_tfrecords.run([f"--manifest={remote}/manifest.csv", f"--output={got}", "--sample-rate=8000",
-                        "--runner=DirectRunner"], save_main_session=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(job_tracks, "INLINE_INPUTS_BYTES", 0)  # one file per track (INPUT_FILES_AT_LEAST)
+        make_tfrecords.run([f"--manifest={remote}/manifest.csv", f"--output={got}", "--sample-rate=8000",
+                            "--runner=DirectRunner"], save_main_session=False)
     make_tfrecords.run([f"--manifest={root / 'manifest.csv'}", f"--output={want}", "--sample-rate=8000",
                         "--runner=DirectRunner"], save_main_session=False)
 
     assert _listing(got) == _listing(want)
+    assert not any(name.startswith(".") for name in _listing(got))
     for name in _listing(want):
         if name.endswith(".tfrecord"):
             records = [_records(f"{folder}/{name}", tmp_path / "copy.tfrecord") for folder in (got, want)]

@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
+import random
+import string
 import subprocess
 import sys
 
@@ -18,6 +21,8 @@ from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 from jobs_testing import Entry, check_manifest, read_manifest_rows, write_catalogue
 
 from beam_jobs import auralise, extract_features, tag
+from beam_jobs import io as beam_io
+from beam_jobs import tracks as job_tracks
 from beam_jobs.options import (
     AuraliseOptions,
     CatalogueJobOptions,
@@ -27,7 +32,7 @@ from beam_jobs.options import (
     apply_runner_defaults,
     parse_job_args,
 )
-from beam_jobs.tracks import list_tracks
+from beam_jobs.tracks import TrackInput, list_tracks
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATAFLOW = ["--runner=DataflowRunner", "--project=tfaural-test", "--region=europe-west1",
@@ -63,18 +68,25 @@ def _same_results(output: pathlib.Path, reference: pathlib.Path) -> None:
 @pytest.mark.slow
 def test_dask_cluster_gives_the_direct_runners_results(
     catalogue: tuple[pathlib.Path, list[Entry]], direct_tags: pathlib.Path, samplecnn_export: str,
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """On a Dask cluster, with the tracks passed as a large catalogue's are (files of .inputs/, here one per
+    track: only Create and ParDo, which the Dask runner translates), the same results as the inline
+    DirectRunner run."""
     from dask.distributed import LocalCluster
 
     root, entries = catalogue
     output = tmp_path / "dask"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    monkeypatch.setattr(job_tracks, "INLINE_INPUTS_BYTES", 0)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            caplog.at_level(logging.INFO, logger="beam_jobs.tracks"):
         tag.run([f"--input={root}/**", f"--model={samplecnn_export}", f"--output={output}",
                  "--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
                  f"--dask_client_address={cluster.scheduler_address}"])
     check_manifest(output, root, entries)
     _same_results(output, direct_tags)
+    assert f"{len(entries)} inputs travel through {len(entries)} file(s)" in caplog.text
+    assert not (output / job_tracks.INPUTS_FOLDER).exists()
 
 
 @pytest.mark.slow
@@ -163,3 +175,48 @@ def test_pipelines_translate_for_dataflow(
     assert "workflow.tar.gz" in staged  # the package built from --setup_file
     restored = beam.Pipeline.from_runner_api(proto, DataflowRunner(), options)  # the pickled DoFns load back
     assert "Account/WriteManifest" in {t.unique_name for t in restored.to_runner_api().components.transforms.values()}
+
+
+def _catalogue_of(n: int) -> list[TrackInput]:
+    """``n`` tracks with paths as varied as a real catalogue's (random words: little for zlib to squeeze)."""
+    rng = random.Random(0)
+
+    def words(k: int) -> str:
+        return " ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9)))
+                        for _ in range(k))
+
+    tracks = []
+    for i in range(n):
+        relative = f"{words(2)}/{words(3)}/{i % 20:02d} {words(4)}"
+        track_id = relative.replace(" ", "_")
+        tracks.append(TrackInput(f"gs://tfaural-test/audio/{relative}.flac", track_id, track_id.replace("/", "__")))
+    return tracks
+
+
+def test_a_large_catalogue_reaches_dataflow_in_files_not_in_the_pipeline(
+    samplecnn_export: str, gcs_bucket: str,
+) -> None:
+    """20,000 tracks (a fiftieth of the Million Song Dataset): inline, their paths and names would make the
+    pipeline Dataflow receives ~5 MB (its job graph may not exceed 10 MB: some 40,000 tracks); in files of
+    ``.inputs/`` (on the bucket: a local GCS server) it stays under 200 kB, and the files hold every track,
+    in order."""
+    tracks = _catalogue_of(20_000)
+    argv = [f"--manifest={gcs_bucket}/manifest.csv", f"--model={samplecnn_export}", f"--output={gcs_bucket}/tags",
+            *DATAFLOW, "--dry_run=True"]
+    options = parse_job_args(argv, prog="tag", description="",
+                             option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions])
+    settings = tag.Settings.from_options(options)
+    pipeline = beam.Pipeline(options=options)
+    tag.build_pipeline(pipeline, tracks, settings)
+    assert pipeline.run().state == "DONE"
+    graph = len(pipeline.runner.proto_pipeline.SerializeToString())  # what Dataflow is sent (staged pipeline.pb)
+    assert graph < 200_000, graph
+    files = beam_io.list_files(f"{gcs_bucket}/tags/{job_tracks.INPUTS_FOLDER}/*")
+    assert len(files) == job_tracks.INPUT_FILES_AT_LEAST  # 64 files of 312-313 tracks: Dask's partitions
+    read = job_tracks._ReadInputs(TrackInput)
+    parts = [list(read(path)) for path in files]
+    assert {len(part) for part in parts} == {312, 313} and [track for part in parts for track in part] == tracks
+
+    inline = beam.Pipeline(options=options)  # the same tracks inside the pipeline
+    _ = inline | "ListTracks" >> beam.Create(tracks)
+    assert len(inline.to_runner_api().SerializeToString()) > 4_000_000

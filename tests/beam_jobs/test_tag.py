@@ -31,6 +31,7 @@ from jobs_testing import (
 )
 
 from beam_jobs import tag
+from beam_jobs import tracks as job_tracks
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, TagOptions, parse_job_args
 from tfaural.errors import ModelError, ParameterError
 
@@ -257,11 +258,14 @@ def test_a_model_that_does_not_load_stops_the_job_with_a_setup_error(
 @pytest.mark.slow
 def test_a_model_that_does_not_load_in_process_is_a_one_line_error(
     catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, tmp_path: pathlib.Path,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Where TensorFlow is already imported (a notebook, this test) the model loads in-process: still exit 2."""
+    """Where TensorFlow is already imported (a notebook, this test) the model loads in-process: still exit 2.
+    The tracks went through files (as a large catalogue's do), which the failed run deletes too."""
     root, _ = catalogue
     broken = _broken_copy(samplecnn_export, tmp_path)
+    monkeypatch.setattr(job_tracks, "INLINE_INPUTS_BYTES", 0)
     assert tag.main([f"--input={root}/**", f"--model={broken}", f"--output={tmp_path / 'out'}"]) == 2
     err = capsys.readouterr().err
     assert "tag: error: cannot load the SavedModel" in err and str(broken) in err, err[-2000:]
+    assert (tmp_path / "out" / "job.json").is_file() and not (tmp_path / "out" / job_tracks.INPUTS_FOLDER).exists()
