@@ -9,8 +9,11 @@
   as failed too), and counts them in Beam metrics. It is applied last, and writes
   nothing from ``finish_bundle``: Beam's Dask runner computes only the last
   transform of a pipeline and drops ``finish_bundle`` output. ``manifest.jsonl`` is
-  written last: its presence means the run finished.
-* :func:`summarize` reads a finished run's manifest back for the log.
+  written last: its presence means the run finished. Its final stage sees every result
+  but holds at most :data:`RESULTS_IN_MEMORY` of them: more are sorted in runs spilled to
+  the worker's temporary disk and merged (:class:`SortedResults`), and the manifest (and
+  ``finalise``'s tables) are written a line at a time.
+* :func:`summarize` reads a finished run's manifest back for the log, a line at a time.
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import heapq
 import json
 import logging
+import os
+import pickle
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
 from typing import Any
 
 import apache_beam as beam
@@ -37,12 +46,13 @@ from tfaural.formats import (
     MANIFEST_FILE,
     OK,
     JobRecord,
-    manifest_text,
+    iter_manifest,
     parse_job_record,
-    parse_manifest,
 )
 
 __all__ = [
+    "RESULTS_IN_MEMORY",
+    "SortedResults",
     "AccountForTracks",
     "reconcile",
     "prepare_output",
@@ -82,20 +92,115 @@ def reconcile(element: tuple[str, Iterable[Any]]) -> Iterator[TrackResult]:
     yield chosen
 
 
-class _WriteManifest(beam.DoFn):
-    """All results → the job's summary files (``finalise``), then ``manifest.jsonl``, sorted by track id."""
+RESULTS_IN_MEMORY = 20_000
+"""The most results the final stage holds in memory (a few kB each at most: a track's paths, names and, for
+``tag``, its scores); a run with more sorts them in runs of this many, spilled to the worker's temporary disk."""
 
-    def __init__(self, output: str, finalise: Callable[[list[TrackResult]], None] | None) -> None:
+
+def _track_id(result: TrackResult) -> str:
+    return result.track_id
+
+
+class SortedResults:
+    """A run's results sorted by track id: re-iterable, never all in memory at once.
+
+    Up to ``in_memory`` results are sorted in memory. More are sorted in runs of ``in_memory``,
+    each pickled to a file in a temporary folder, and every iteration merges the runs
+    (``heapq.merge``: one result per run in memory). Use it as a context manager: the folder is
+    deleted on exit.
+
+    Args:
+        results: The results, in any order (read once).
+        in_memory: The most results held in memory.
+    """
+
+    def __init__(self, results: Iterable[TrackResult], *, in_memory: int = RESULTS_IN_MEMORY) -> None:
+        self._folder: str | None = None
+        self._runs: list[str] = []
+        self._held: list[TrackResult] = []
+        self.count = 0
+        try:
+            for result in results:
+                self._held.append(result)
+                self.count += 1
+                if len(self._held) >= in_memory:
+                    self._spill()
+            if self._runs and self._held:
+                self._spill()
+            self._held.sort(key=_track_id)
+        except BaseException:
+            self.close()
+            raise
+
+    def _spill(self) -> None:
+        self._held.sort(key=_track_id)
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="tfaural-results-")
+        path = os.path.join(self._folder, f"run-{len(self._runs):05d}.pickle")
+        with open(path, "wb") as handle:
+            pickler = pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL)
+            for result in self._held:
+                pickler.dump(result)
+                pickler.clear_memo()  # the memo would keep every result of the run alive
+        self._runs.append(path)
+        self._held = []
+
+    @staticmethod
+    def _read(path: str) -> Iterator[TrackResult]:
+        with open(path, "rb") as handle:
+            while True:
+                try:
+                    yield pickle.load(handle)
+                except EOFError:  # the end of the run
+                    return
+
+    @property
+    def spilled_runs(self) -> int:
+        """How many sorted runs went to disk (0: all in memory)."""
+        return len(self._runs)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[TrackResult]:
+        if not self._runs:
+            return iter(self._held)
+        return heapq.merge(*(self._read(path) for path in self._runs), key=_track_id)
+
+    def close(self) -> None:
+        """Deletes the spilled runs."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __enter__(self) -> SortedResults:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+class _WriteManifest(beam.DoFn):
+    """All results → the job's summary files (``finalise``), then ``manifest.jsonl``, sorted by track id, a line
+    at a time (:class:`SortedResults`)."""
+
+    def __init__(self, output: str, finalise: Callable[[Iterable[TrackResult]], None] | None,
+                 in_memory: int) -> None:
         self._output = output
         self._finalise = finalise
+        self._in_memory = in_memory
 
     def process(self, element: tuple[str, Iterable[TrackResult]]) -> Iterator[dict[str, int]]:
-        results = sorted(element[1], key=lambda r: r.track_id)
-        if self._finalise is not None:
-            self._finalise(results)
-        beam_io.write_text(beam_io.join(self._output, MANIFEST_FILE),
-                           manifest_text(r.manifest_row() for r in results))
-        yield {"ok": sum(r.status == OK for r in results), "failed": sum(r.status == FAILED for r in results)}
+        counts = collections.Counter[str]()
+        with SortedResults(element[1], in_memory=self._in_memory) as results:
+            if self._finalise is not None:
+                self._finalise(results)
+            with beam_io.created_atomically(beam_io.join(self._output, MANIFEST_FILE)) as handle:
+                for result in results:
+                    handle.write(result.manifest_row().to_line().encode("utf-8"))
+                    counts[result.status] += 1
+        yield {"ok": counts[OK], "failed": counts[FAILED]}
 
 
 class AccountForTracks(beam.PTransform):
@@ -105,14 +210,16 @@ class AccountForTracks(beam.PTransform):
 
     Args:
         output: The output folder.
-        finalise: Called in the final stage with all results (sorted by id) before the
-            manifest is written, e.g. to write ``tags.jsonl``; must be picklable.
+        finalise: Called in the final stage with all results (sorted by id; an iterable that may be
+            iterated again but is not a list) before the manifest is written, e.g. to write
+            ``tags.jsonl``; must be picklable.
     """
 
-    def __init__(self, output: str, *, finalise: Callable[[list[TrackResult]], None] | None = None) -> None:
+    def __init__(self, output: str, *, finalise: Callable[[Iterable[TrackResult]], None] | None = None) -> None:
         super().__init__()
         self._output = output
         self._finalise = finalise
+        self._in_memory = RESULTS_IN_MEMORY  # read now: the workers get the value the launcher had
 
     @no_annotations  # a tuple of PCollections: Beam would warn that it ignores the hint, on every run
     def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
@@ -126,7 +233,7 @@ class AccountForTracks(beam.PTransform):
             | "OneResultPerTrack" >> beam.FlatMap(reconcile)
             | "KeyAll" >> beam.Map(lambda r: ("manifest", r))
             | "AllResults" >> beam.GroupByKey()
-            | "WriteManifest" >> beam.ParDo(_WriteManifest(self._output, self._finalise))
+            | "WriteManifest" >> beam.ParDo(_WriteManifest(self._output, self._finalise, self._in_memory))
         )
 
 
@@ -222,7 +329,7 @@ class Summary:
 
 
 def summarize(output: str) -> Summary:
-    """Reads ``OUTPUT/manifest.jsonl`` into a :class:`Summary`.
+    """Reads ``OUTPUT/manifest.jsonl`` into a :class:`Summary`, a line at a time.
 
     Raises:
         TfauralError: If the manifest is missing (the run did not finish).
@@ -230,15 +337,18 @@ def summarize(output: str) -> Summary:
     path = beam_io.join(output, MANIFEST_FILE)
     if not beam_io.exists(path):
         raise TfauralError(f"{path} is missing: the run did not finish (see the log above)")
-    rows = parse_manifest(beam_io.read_text(path), path=path)
-    failed = [r for r in rows if r.status != OK]
-    failures = collections.Counter(f"{r.stage}: {r.error_type}" for r in failed)
-    return Summary(
-        output=output,
-        ok=len(rows) - len(failed),
-        failed=len(failed),
-        reused=sum(r.reused for r in rows),
-        failures=dict(failures),
-        examples=tuple((r.path, str(r.error)) for r in failed[:5]),
-    )
+    ok = reused = 0
+    failures: collections.Counter[str] = collections.Counter()
+    examples: list[tuple[str, str]] = []
+    with beam_io.open_text(path) as lines:
+        for row in iter_manifest(lines, path=path):
+            if row.status == OK:
+                ok += 1
+                reused += row.reused
+                continue
+            failures[f"{row.stage}: {row.error_type}"] += 1
+            if len(examples) < 5:
+                examples.append((row.path, str(row.error)))
+    return Summary(output=output, ok=ok, failed=sum(failures.values()), reused=reused, failures=dict(failures),
+                   examples=tuple(examples))
 

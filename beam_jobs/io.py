@@ -17,7 +17,7 @@ import re
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import IO, Any
 
 import apache_beam as beam
 import numpy as np
@@ -83,6 +83,13 @@ def read_bytes(path: str) -> bytes:
 def read_text(path: str) -> str:
     """Reads a whole UTF-8 text file through Beam's filesystems."""
     return read_bytes(path).decode("utf-8")
+
+
+@contextlib.contextmanager
+def open_text(path: str) -> Iterator[IO[str]]:
+    """A UTF-8 text file opened for reading through Beam's filesystems: iterate it for its lines."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        yield io.TextIOWrapper(handle, encoding="utf-8", newline="")
 
 
 def exists(path: str) -> bool:

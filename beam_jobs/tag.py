@@ -323,7 +323,7 @@ class AssembleTags(beam.DoFn):
         yield TrackResult(track, OK, outputs=_outputs(s, track), data=scores)
 
 
-def write_tag_tables(results: list[TrackResult], *, output: str, labels: Sequence[str], top_k: int,
+def write_tag_tables(results: Iterable[TrackResult], *, output: str, labels: Sequence[str], top_k: int,
                      padded: bool = False) -> None:
     """Writes ``tags.jsonl`` and ``tags.csv`` from the ``ok`` results (sorted by track id, each with its
     :class:`TagScores`), a track at a time: a table is never a string in memory; ``padded``: the CSV has a

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from tfaural.errors import DataError, ModelError
@@ -53,6 +53,7 @@ __all__ = [
     "ManifestRow",
     "manifest_text",
     "parse_manifest",
+    "iter_manifest",
     "JobRecord",
     "parse_job_record",
     "TRACK_FILE",
@@ -479,16 +480,24 @@ def parse_manifest(text: str, *, path: str) -> list[ManifestRow]:
     Raises:
         DataError: Naming ``path`` and the line, for a line that is not JSON or not a manifest row.
     """
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    return list(iter_manifest(text.splitlines(), path=path))
+
+
+def iter_manifest(lines: Iterable[str], *, path: str) -> Iterator[ManifestRow]:
+    """The rows of a ``manifest.jsonl`` read line by line (e.g. from an open file: a catalogue's manifest
+    need not fit in memory); blank lines are skipped.
+
+    Raises:
+        DataError: Naming ``path`` and the line, for a line that is not JSON or not a manifest row.
+    """
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
         except ValueError as err:
             raise DataError(f"{path}, line {number}: not valid JSON ({err})") from None
-        rows.append(ManifestRow.from_dict(data, where=f"{path}, line {number}"))
-    return rows
+        yield ManifestRow.from_dict(data, where=f"{path}, line {number}")
 
 
 @dataclasses.dataclass(frozen=True)

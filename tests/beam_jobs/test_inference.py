@@ -6,8 +6,14 @@ family per test session and a generated catalogue of good, broken and oddly name
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
+import json
 import os
 import pathlib
+import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -16,9 +22,9 @@ import pytest
 import tensorflow as tf
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from jobs_testing import CHOI_SR, SAMPLECNN_SEGMENT, read_manifest_rows, signature, write_catalogue
+from jobs_testing import CHOI_SR, SAMPLECNN_SEGMENT, read_manifest_rows, signature, traced_peak, write_catalogue
 
-from beam_jobs import accounting
+from beam_jobs import accounting, tag
 from beam_jobs import failures as job_failures
 from beam_jobs import tracks as job_tracks
 from beam_jobs.inference import (
@@ -179,3 +185,60 @@ def test_account_for_tracks_lists_every_input_once(tmp_path: pathlib.Path) -> No
     assert (summary.ok, summary.failed, summary.total) == (2, 2, 4)
     assert summary.failures == {"inference: E": 1, "pipeline: LostResult": 1}
     assert "2 of 4 track(s) ok" in summary.describe("job")
+
+
+def _results(n: int, seed: int = 0) -> Iterator[TrackResult]:
+    """``n`` results in a shuffled order, made as they are read; a third of them failed, the others with data."""
+    for i in np.random.default_rng(seed).permutation(n).tolist():
+        track = TrackInput(f"/music/artist {i % 97}/track {i:07d}.flac", f"t{i:07d}", f"t{i:07d}")
+        if i % 3:
+            yield TrackResult(track, "ok", outputs=(f"tracks/t{i:07d}.json",), data=np.full(50, i, np.float32))
+        else:
+            yield TrackResult(track, "failed", stage="decode", error_type="AudioDecodeError", error=f"not audio ({i})")
+
+
+@pytest.mark.parametrize("in_memory", [1000, 7])
+def test_sorted_results_come_back_in_order_every_time(in_memory: int) -> None:
+    """In memory, or sorted in runs of ``in_memory`` spilled to disk and merged: the order of ``sorted``,
+    the same results (data included), as often as asked; the spilled runs are deleted at the end."""
+    results = list(_results(100))
+    expected = sorted(results, key=lambda r: r.track_id)
+    with accounting.SortedResults(iter(results), in_memory=in_memory) as got:
+        assert len(got) == 100 and got.spilled_runs == (0 if in_memory > 100 else 15)
+        folder = got._folder
+        for _ in range(2):
+            merged = list(got)
+            assert [r.track_id for r in merged] == [r.track_id for r in expected]
+            assert [dataclasses.replace(r, data=None) for r in merged] == [dataclasses.replace(r, data=None)
+                                                                            for r in expected]
+            for r, want in zip(merged, expected):
+                np.testing.assert_array_equal(r.data, want.data)
+    assert folder is None or not os.path.exists(folder)
+
+
+def test_the_final_stage_holds_a_bounded_number_of_results(tmp_path: pathlib.Path) -> None:
+    """40,000 results through the manifest writer with tag's tables as ``finalise``: at most 2,000 in memory at
+    a time, so its peak stays a fraction of what the results take (the old final stage sorted them all in
+    memory); the manifest and the tables list every result once, in track-id order."""
+    n, in_memory = 40_000, 2_000
+    labels = [f"label{k}" for k in range(4)]
+
+    def results() -> Iterator[TrackResult]:  # made as they are read, as a runner's grouping hands them over
+        for result in _results(n, seed=1):
+            if result.status == "ok":
+                scores = tag.TagScores(np.full(4, 0.25, np.float32), seconds=30.0)
+                result = dataclasses.replace(result, data=scores)
+            yield result
+
+    finalise = functools.partial(tag.write_tag_tables, output=str(tmp_path), labels=labels, top_k=2)
+    writer = accounting._WriteManifest(str(tmp_path), finalise, in_memory)
+    (counts,), peak = traced_peak(lambda: list(writer.process(("manifest", results()))))
+    held = sum(len(pickle.dumps(r)) for r in itertools.islice(results(), in_memory))  # a run's pickled size
+    assert counts == {"ok": n - -(-n // 3), "failed": -(-n // 3)}
+    assert peak < 12 * held, (peak, held)  # the results are 20 runs' worth, and larger in memory than pickled
+    rows = read_manifest_rows(tmp_path)
+    assert [r["track_id"] for r in rows] == [f"t{i:07d}" for i in range(n)]
+    tagged = (tmp_path / "tags.jsonl").read_text().splitlines()
+    assert [json.loads(line)["track_id"] for line in tagged] == [f"t{i:07d}" for i in range(n) if i % 3]
+    summary = accounting.summarize(str(tmp_path))
+    assert (summary.ok, summary.failed) == (counts["ok"], counts["failed"]) and len(summary.examples) == 5
