@@ -19,7 +19,7 @@
 * **Into the pipeline.** :class:`ListInputs` puts the listed inputs into the pipeline:
   inside it (``beam.Create``) while they are few, else through files in the output
   folder's ``.inputs/``, because a runner receives the pipeline, inline values and all, in
-  one request, and Dataflow refuses one over 10 MiB (some 40,000 tracks).
+  one request, and Dataflow refuses a job graph over 10 MB (some tens of thousands of tracks).
 * **Outcomes.** A :class:`TrackResult` is what became of a track: one line of
   ``manifest.jsonl`` (:mod:`beam_jobs.accounting`).
 """
@@ -233,8 +233,9 @@ the job deletes it when the run ends (:meth:`beam_jobs.job.Job.scratch_folders`)
 
 INLINE_INPUTS_BYTES = 1 << 20
 """The most a job's inputs (as JSON lines) may take inside the pipeline itself. A runner receives the whole
-pipeline, ``beam.Create``'s values included, in one request; Dataflow refuses one over 10 MiB ("The job graph is
-too large"), which some 40,000 tracks' paths and names reach."""
+pipeline, ``beam.Create``'s values included, in one request; Dataflow refuses a job graph over 10 MB, which a
+catalogue of some tens of thousands of tracks reaches (tests/beam_jobs/test_runners.py: 20,000 tracks with
+varied paths take over 4 MB inline)."""
 
 INPUTS_PER_FILE = 5_000
 """The most inputs per file of ``.inputs/`` (~1 MiB of JSON): each file is one element of the pipeline's
@@ -256,7 +257,9 @@ class _ReadInputs:
         self._kind = kind
 
     def __call__(self, path: str) -> Iterator[Any]:
-        for line in beam_io.read_text(path).splitlines():
+        for line in beam_io.read_text(path).split("\n"):  # not splitlines(): a name may hold U+2028 or U+0085
+            if not line:
+                continue
             fields = json.loads(line)
             yield self._kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 

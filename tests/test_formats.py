@@ -135,9 +135,12 @@ def test_manifest_rows_round_trip_in_the_jobs_layout() -> None:
     rows = [ManifestRow("/m/a.flac", "a", "a", OK, outputs=("tags.jsonl", "tracks/a.json")),
             ManifestRow("/m/b.wav", "b", "b", OK, outputs=("tags.jsonl",), reused=True),
             ManifestRow("/m/ü.wav", "ü", "ü", FAILED, error="too short: 12 samples", error_type="EmptyAudioError",
-                        stage="decode")]
+                        stage="decode"),
+            # JSON keeps these raw, and str.splitlines() would split a line at them
+            ManifestRow("/m/line\u2028sep\x85nel.wav", "odd", "odd", OK, outputs=("tags.jsonl",))]
     text = manifest_text(rows)
-    lines = text.splitlines()
+    lines = text.split("\n")
+    assert len(lines) == 5 and "\u2028" in lines[3]
     assert json.loads(lines[0]) == {"path": "/m/a.flac", "track_id": "a", "name": "a", "status": "ok",
                                     "outputs": ["tags.jsonl", "tracks/a.json"]}
     assert json.loads(lines[1])["reused"] is True and "reused" not in json.loads(lines[0])

@@ -480,7 +480,7 @@ def parse_manifest(text: str, *, path: str) -> list[ManifestRow]:
     Raises:
         DataError: Naming ``path`` and the line, for a line that is not JSON or not a manifest row.
     """
-    return list(iter_manifest(text.splitlines(), path=path))
+    return list(iter_manifest(text.split("\n"), path=path))  # not splitlines(): a path may hold U+2028
 
 
 def iter_manifest(lines: Iterable[str], *, path: str) -> Iterator[ManifestRow]:

@@ -7,6 +7,7 @@ once on local files. Apart from the input paths they name, the two must write th
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
@@ -89,6 +90,11 @@ def test_tag_reads_a_manifest_and_audio_from_gcs_and_writes_the_same_tags_there(
     assert sum(r["status"] == "ok" for r in rows) == sum(e.error is None for e in entries) > 0
     for name in ("manifest.jsonl", "tags.jsonl"):
         assert _rows(beam_io.read_text(f"{got}/{name}")) == _rows(beam_io.read_text(f"{want}/{name}")), name
+    tables = [list(csv.DictReader(io.StringIO(beam_io.read_text(f"{folder}/tags.csv")))) for folder in (got, want)]
+    assert len(tables[0]) == len(tables[1]) > 0
+    for remote_row, local_row in zip(*tables, strict=True):
+        assert remote_row.pop("path").startswith(f"{remote}/") and local_row.pop("path").startswith(str(root))
+        assert remote_row == local_row
     for name in _listing(want):
         if name.startswith("tracks/"):
             record = json.loads(beam_io.read_text(f"{got}/{name}"))

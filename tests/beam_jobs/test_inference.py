@@ -187,6 +187,33 @@ def test_account_for_tracks_lists_every_input_once(tmp_path: pathlib.Path) -> No
     assert "2 of 4 track(s) ok" in summary.describe("job")
 
 
+def test_list_inputs_through_files(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracks and catalogue tracks (labels, no split) with names JSON keeps raw (U+2028, U+0085, emoji) reach
+    the pipeline unchanged through files of ``.inputs/``; a short list goes inline, writing nothing; no inputs
+    is an error."""
+    from tfaural.data.catalogue import Track
+
+    odd = ["line\u2028separator", "next\x85line", "quote\"and\\slash", "🎵 note", "new\nline"]
+    tracks = [TrackInput(f"/m/{name}.wav", f"t{i}", f"t{i}") for i, name in enumerate(odd)]
+    catalogue = [Track(f"gs://b/{name}.flac", f"c{i}", labels=("rock", "jazz")[: i % 3], split=None)
+                 for i, name in enumerate(odd)]
+    inline = beam.Pipeline()
+    _ = inline | "List" >> job_tracks.ListInputs(tracks, folder=str(tmp_path / "inline"))
+    assert "List/Inline" in {t.unique_name for t in inline.to_runner_api().components.transforms.values()}
+    assert not (tmp_path / "inline").exists()
+
+    monkeypatch.setattr(job_tracks, "INLINE_INPUTS_BYTES", 0)
+    monkeypatch.setattr(job_tracks, "INPUT_FILES_AT_LEAST", 2)
+    with test_pipeline.TestPipeline() as pipeline:
+        for items in (tracks, catalogue):
+            kind = type(items[0]).__name__
+            listed = pipeline | kind >> job_tracks.ListInputs(items, folder=str(tmp_path / kind))
+            assert_that(listed, equal_to(items), label=f"Check{kind}")
+    assert sorted(os.listdir(tmp_path / "Track")) == ["inputs-00000.jsonl", "inputs-00001.jsonl"]
+    with pytest.raises(ParameterError, match="no inputs"):
+        job_tracks.ListInputs([], folder=str(tmp_path))
+
+
 def _results(n: int, seed: int = 0) -> Iterator[TrackResult]:
     """``n`` results in a shuffled order, made as they are read; a third of them failed, the others with data."""
     for i in np.random.default_rng(seed).permutation(n).tolist():
@@ -217,10 +244,10 @@ def test_sorted_results_come_back_in_order_every_time(in_memory: int) -> None:
 
 
 def test_the_final_stage_holds_a_bounded_number_of_results(tmp_path: pathlib.Path) -> None:
-    """40,000 results through the manifest writer with tag's tables as ``finalise``: at most 2,000 in memory at
+    """20,000 results through the manifest writer with tag's tables as ``finalise``: at most 1,000 in memory at
     a time, so its peak stays a fraction of what the results take (the old final stage sorted them all in
     memory); the manifest and the tables list every result once, in track-id order."""
-    n, in_memory = 40_000, 2_000
+    n, in_memory = 20_000, 1_000
     labels = [f"label{k}" for k in range(4)]
 
     def results() -> Iterator[TrackResult]:  # made as they are read, as a runner's grouping hands them over

@@ -145,6 +145,9 @@ def test_write_then_read_manifest_round_trips(audio_dir: pathlib.Path, suffix: s
         cat.Track(path=str(audio_dir / "rock" / "track 01.wav"), track_id="r1", labels=("rock", "loud"), split="train"),
         cat.Track(path=str(audio_dir / "jazz" / "c.mp3"), track_id="jazz/c", labels=("jazz",), split=None),
         cat.Track(path=str(outside), track_id="o", labels=("rock",), split="test"),
+        # a name JSON keeps raw and str.splitlines() would split a line at
+        cat.Track(path=str(touch(audio_dir / "jazz" / "line\u2028sep\x85nel.wav")), track_id="jazz/odd",
+                  labels=("jazz",), split="test"),
     )
     original = cat.Catalogue(tracks=tracks, label_names=("jazz", "loud", "rock"))
     path = cat.write_manifest(original, audio_dir / f"manifest{suffix}")

@@ -630,7 +630,7 @@ def _csv_rows(text: str, *, source: str, delimiter: str) -> list[_Row]:
 
 def _jsonl_rows(text: str, *, source: str) -> list[_Row]:
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): a path may hold U+2028
         where = f"{source} line {number}"
         if not line.strip():
             continue
