@@ -40,7 +40,7 @@ from beam_jobs import io as beam_io
 from beam_jobs.options import DASK_PARTITIONS
 from tfaural.data.catalogue import MAX_NAME_LENGTH, output_names
 from tfaural.errors import ParameterError
-from tfaural.formats import OK, ManifestRow
+from tfaural.formats import OK, ManifestRow, json_lines
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -257,7 +257,7 @@ class _ReadInputs:
         self._kind = kind
 
     def __call__(self, path: str) -> Iterator[Any]:
-        for line in beam_io.read_text(path).split("\n"):  # not splitlines(): a name may hold U+2028 or U+0085
+        for line in json_lines(beam_io.read_text(path)):
             if not line:
                 continue
             fields = json.loads(line)

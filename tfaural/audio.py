@@ -163,7 +163,7 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile | _Wrapped | ffmpeg_audi
             raise AudioDecodeError(name, "empty input (0 bytes)")
         handle = io.BytesIO(bytes(source))
     elif hasattr(source, "read"):
-        if _remaining_bytes(source) == 0:
+        if _peek(_remaining_bytes, source) == 0:
             raise AudioDecodeError(name, "empty file (0 bytes)")
         handle = source
     else:
@@ -187,15 +187,13 @@ def _open(source: AudioSource) -> Iterator[sf.SoundFile | _Wrapped | ffmpeg_audi
         snd.close()
 
 
-def _remaining_bytes(handle: Any) -> int | None:
-    """Bytes from a seekable file object's position to its end, position kept (``None``: cannot seek)."""
-    try:
-        position = handle.tell()
-        end = handle.seek(0, io.SEEK_END)
-        handle.seek(position)
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both an OSError and a ValueError
-        return None
-    return int(end) - int(position) if end is not None else None
+def _remaining_bytes(handle: Any) -> int:
+    """Bytes from a file object's position to its end, position kept (through :func:`_peek`: a handle that
+    cannot seek gives ``None``)."""
+    position = handle.tell()
+    end = handle.seek(0, io.SEEK_END)
+    handle.seek(position)
+    return int(end) - int(position)
 
 
 def _open_with_ffmpeg(handle: Any, name: str, err: Exception) -> ffmpeg_audio.FFmpegAudioFile:

@@ -54,6 +54,7 @@ __all__ = [
     "manifest_text",
     "parse_manifest",
     "iter_manifest",
+    "json_lines",
     "JobRecord",
     "parse_job_record",
     "TRACK_FILE",
@@ -474,13 +475,20 @@ def manifest_text(rows: Iterable[ManifestRow]) -> str:
     return "".join(row.to_line() for row in rows)
 
 
+def json_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines text: split at ``\\n`` only. ``str.splitlines()`` also splits at U+2028,
+    U+0085 and other characters that JSON written with ``ensure_ascii=False`` keeps raw inside its strings (a
+    path may hold them). A ``\\r`` left at a line's end is whitespace to ``json.loads``."""
+    return text.split("\n")
+
+
 def parse_manifest(text: str, *, path: str) -> list[ManifestRow]:
     """Reads the content of a ``manifest.jsonl`` (blank lines are skipped).
 
     Raises:
         DataError: Naming ``path`` and the line, for a line that is not JSON or not a manifest row.
     """
-    return list(iter_manifest(text.split("\n"), path=path))  # not splitlines(): a path may hold U+2028
+    return list(iter_manifest(json_lines(text), path=path))
 
 
 def iter_manifest(lines: Iterable[str], *, path: str) -> Iterator[ManifestRow]:

@@ -68,6 +68,7 @@ import numpy as np
 
 from tfaural import ffmpeg_audio
 from tfaural.errors import DataError
+from tfaural.formats import json_lines
 
 __all__ = [
     "SPLITS",
@@ -630,7 +631,7 @@ def _csv_rows(text: str, *, source: str, delimiter: str) -> list[_Row]:
 
 def _jsonl_rows(text: str, *, source: str) -> list[_Row]:
     rows = []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): a path may hold U+2028
+    for number, line in enumerate(json_lines(text), start=1):
         where = f"{source} line {number}"
         if not line.strip():
             continue
