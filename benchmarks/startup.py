@@ -14,12 +14,14 @@ weights, whose export also holds the deconvolution and auralisation graphs, and 
 * **components**, each in a fresh process (wall and, for the imports, CPU seconds: on a shared
   machine the CPU time shows the work, the wall time what waiting for a core adds): Python
   alone; ``import apache_beam`` (the launcher's and every Beam worker's import); ``import
-  tensorflow``; TensorFlow's runtime and ``tf.saved_model.load``'s module without the public API
-  (what the model process imports instead, ``beam_jobs.tf_runtime``); ``import numpy, ml_dtypes``
-  (the slowest part of that import with ml_dtypes 0.7, which setup.py therefore keeps out);
-  ``tf.saved_model.load`` of the signature's SavedModel and of the whole export
-  (after the import), and the first call on one segment (TensorFlow optimises a function's graph
-  on its first call; the model process makes that call before the job needs it).
+  tensorflow``, and as a command line imports it (``tfaural.cli.skip_keras_optional_imports``:
+  without what Keras imports for its scikit-learn wrappers and its plots); TensorFlow's runtime
+  and ``tf.saved_model.load``'s module without the public API (what the model process imports
+  instead, ``beam_jobs.tf_runtime``); ``import numpy, ml_dtypes`` (the slowest part of that
+  import with ml_dtypes 0.7, which setup.py therefore keeps out); ``tf.saved_model.load`` of the
+  signature's SavedModel and of the whole export (after the import), and the first call on one
+  segment (TensorFlow optimises a function's graph on its first call; the model process makes
+  that call before the job needs it).
 
 Every figure is the median of ``--repeats`` runs after one untimed warm-up run (page cache);
 the two one-track variants alternate. Target: one track <= 6 s.
@@ -96,6 +98,9 @@ def component_times(export_dir: str, signature_dir: str, segment_length: int, *,
     for _ in range(repeats + 1):  # the first round warms the page cache
         for key, code in (("python", "pass"), ("import_apache_beam", "import apache_beam"),
                           ("import_tensorflow", "import tensorflow"),
+                          # as a command line imports it: without Keras's optional scikit-learn and matplotlib
+                          ("import_tensorflow_command_line",
+                           "from tfaural import cli; cli.skip_keras_optional_imports(); import tensorflow"),
                           # what the model process imports instead (beam_jobs.tf_runtime), up to tf.saved_model.load
                           ("import_tensorflow_runtime",
                            "from beam_jobs import tf_runtime; tf_runtime.import_runtime(); "

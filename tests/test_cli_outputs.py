@@ -194,3 +194,44 @@ def test_command_lines_are_quiet_unless_verbose(verbose: bool) -> None:
     assert bool(noise) == verbose, done.stderr[-2000:]
     if not verbose:
         assert done.stderr.strip() == "", done.stderr[-2000:]
+
+
+_LEAN_IMPORT = """
+import json, sys
+if sys.argv[1] == "sklearn first":
+    import sklearn
+import tfaural  # a command line's start-up, in a process a quiet command line started (TFAURAL_QUIET=1)
+import tensorflow as tf
+with_tensorflow = sorted(m for m in ("sklearn", "matplotlib") if m in sys.modules)
+import keras
+from keras.src.visualization import plot_image_gallery
+from keras.src.wrappers import sklearn_wrapper
+import matplotlib.pyplot as plt
+import sklearn.metrics
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+print(json.dumps({"with_tensorflow": with_tensorflow, "keras_sklearn": sklearn_wrapper.sklearn is not None,
+                  "keras_pyplot": plot_image_gallery.plt is not None,
+                  "finders": [type(f).__name__ for f in sys.meta_path], "output": model(tf.ones((1, 2))).shape[-1],
+                  "later": [sklearn.metrics.accuracy_score([1, 0], [1, 1]), plt.figure().number]}))
+"""
+
+
+@pytest.mark.parametrize("process", ["command line, sklearn first", "library"])
+def test_command_lines_import_tensorflow_without_keras_optional_imports(process: str) -> None:
+    """A command line's ``import tensorflow`` leaves out what Keras imports only for its scikit-learn wrappers
+    and its plots (``tfaural.cli.KERAS_OPTIONAL_IMPORTS``), unless imported already; both import as usual
+    afterwards. A program that imports the library gets Keras as it is."""
+    env = {key: value for key, value in os.environ.items() if key not in ("TFAURAL_QUIET", "TFAURAL_VERBOSE")}
+    if process.startswith("command line"):
+        env["TFAURAL_QUIET"] = "1"
+    done = subprocess.run([sys.executable, "-c", _LEAN_IMPORT, "sklearn first" if "sklearn" in process else ""],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["output"] == 3 and result["later"] == [0.5, 1]
+    assert "_WithoutKerasOptionalImports" not in result["finders"]  # gone once TensorFlow is imported
+    if process == "library":
+        assert result["with_tensorflow"] == ["matplotlib", "sklearn"] and result["keras_sklearn"]
+        assert result["keras_pyplot"]
+    else:  # scikit-learn was imported before: Keras uses it; matplotlib was left out, and Keras goes without it
+        assert result["with_tensorflow"] == ["sklearn"] and result["keras_sklearn"] and not result["keras_pyplot"]

@@ -45,6 +45,8 @@ __all__ = [
     "quiet_command_line_startup",
     "is_command_line",
     "command_line_startup",
+    "KERAS_OPTIONAL_IMPORTS",
+    "skip_keras_optional_imports",
     "is_startup_noise",
 ]
 
@@ -405,6 +407,70 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+#: What Keras imports as it is imported, if installed, for APIs no tfaural command calls: ``keras.wrappers``'
+#: scikit-learn estimators (scikit-learn and, through it, SciPy's statistics) and ``keras.visualization``'s
+#: plots (matplotlib's pyplot). Keras imports both inside ``try: ... except ImportError`` and goes on
+#: without them; a command line skips them during its first ``import tensorflow`` (or ``keras``):
+#: :func:`skip_keras_optional_imports` (``benchmarks/startup.py`` measures what that saves).
+KERAS_OPTIONAL_IMPORTS = ("sklearn", "matplotlib")
+
+
+class _WithoutKerasOptionalImports(importlib.abc.MetaPathFinder):
+    """During the first import of TensorFlow or Keras, finds none of :data:`KERAS_OPTIONAL_IMPORTS` that is
+    not imported yet (Keras's ``except ImportError`` takes over) for the thread that imports it; afterwards
+    they import as usual."""
+
+    def __init__(self) -> None:
+        self.blocking: frozenset[str] = frozenset()
+        self.thread: int | None = None
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name.partition(".")[0] in self.blocking and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError(f"No module named {name!r} (left out while TensorFlow is imported)", name=name)
+        if name not in ("tensorflow", "keras") or self.blocking:
+            return None
+        spec = importlib.util.find_spec(name) if self._remove() else None
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def without_optional_imports(module: Any) -> None:
+            self.blocking = frozenset(m for m in KERAS_OPTIONAL_IMPORTS if m not in sys.modules)
+            self.thread = threading.get_ident()
+            sys.meta_path.insert(0, self)
+            try:
+                exec_module(module)
+            finally:
+                self.blocking = frozenset()
+                self._remove()
+
+        spec.loader.exec_module = without_optional_imports  # type: ignore[method-assign]
+        return spec
+
+    def _remove(self) -> bool:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+            return True
+        return False
+
+
+def skip_keras_optional_imports() -> bool:
+    """Makes this process's first ``import tensorflow`` (or ``keras``) skip :data:`KERAS_OPTIONAL_IMPORTS`.
+
+    For command lines (:func:`command_line_startup`): their processes never call the Keras APIs
+    that need them, and import them as usual where they use them (figures, metrics), after
+    TensorFlow. A program that imports the library keeps Keras as it is.
+
+    Returns:
+        True if the first import will skip them (False: TensorFlow or Keras is already imported).
+    """
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
+        return False
+    if not any(isinstance(finder, _WithoutKerasOptionalImports) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WithoutKerasOptionalImports())
+    return True
+
+
 def quiet_tensorflow_startup() -> bool:
     """Leaves TensorFlow's C++ start-up lines out of this process's standard error, unless verbose.
 
@@ -440,11 +506,13 @@ def is_command_line() -> bool:
 def command_line_startup() -> None:
     """What a command line sets up before anything imports TensorFlow (called as tfaural, ``export`` and
     ``beam_jobs`` are imported): oneDNN's kernels where tfaural measured them faster than TensorFlow's
-    default (:func:`tfaural.cpu.prefer_onednn`; the processes it starts inherit the setting), then
+    default (:func:`tfaural.cpu.prefer_onednn`; the processes it starts inherit the setting), Keras's imports
+    for APIs no command calls left out (:func:`skip_keras_optional_imports`), then
     :func:`quiet_command_line_startup`. A program that imports the library keeps TensorFlow's defaults.
     """
     if is_command_line():
         prefer_onednn()
+        skip_keras_optional_imports()
     quiet_command_line_startup()
 
 
