@@ -76,11 +76,13 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
 #: slots idle (alone on the machine the smoke run took 374 s in the suite's order, 364 s ordered so). tag_curve's
 #: is scaled by its smoke run's drop when it left the Dask runner to scaling's (39 -> 13 s, 2026-12-05); export_time's
 #: (added 2026-12-05) is its 42 s alone on a 2-core Intel Xeon, correlation_job's (added 2026-12-06) its 20 s there.
-QUICK_SECONDS = {"scaling": 79, "memory_auralise": 68, "tag_curve": 21, "peer_musicnn": 62,
-                 "memory_make_tfrecords": 23, "deconvnet_mtt_vgg": 50, "beam_tag": 48, "memory": 48,
-                 "deconvolution": 44, "serving": 26, "startup": 24, "data_pipeline": 23, "samplecnn_inference": 23,
-                 "deconvnet_musicnn": 21, "onednn": 40, "correlation": 20, "ceilings": 16, "bf16": 15,
-                 "export_time": 42, "correlation_job": 20}
+#: On 2026-12-06 eight smoke runs were made smaller (scaling, beam_tag, memory, memory_auralise, deconvolution,
+#: deconvnet_mtt_vgg, onednn, correlation_job): theirs are scaled by the drop in their CPU seconds, alone.
+QUICK_SECONDS = {"scaling": 52, "memory_auralise": 41, "tag_curve": 21, "peer_musicnn": 62,
+                 "memory_make_tfrecords": 23, "deconvnet_mtt_vgg": 32, "beam_tag": 33, "memory": 27,
+                 "deconvolution": 18, "serving": 26, "startup": 24, "data_pipeline": 23, "samplecnn_inference": 23,
+                 "deconvnet_musicnn": 21, "onednn": 31, "correlation": 20, "ceilings": 16, "bf16": 15,
+                 "export_time": 42, "correlation_job": 12}
 
 #: Seconds each entry may take in the smoke run (``--quick``): a few minutes alone, with room for a machine
 #: three times slower (the memory entries export and call small models of three families).

@@ -30,8 +30,12 @@ steps (unpooling, ReLU, the last layer); the run therefore sets
 running many deconvolutions should; ``--default-allocator`` measures without it.
 
 Run ``python benchmarks/deconvnet_mtt_vgg.py [--quick] [--profile] [--default-allocator]``;
-prints one JSON object. ``--quick`` (smoke mode, seconds): two layers of 16 features, one
-repeat, a short study.
+prints one JSON object. ``--quick`` (smoke mode: it checks that every path runs, not the speed): 16
+features of the first and the last layer (their walks together pass every kind of layer, the overlapping
+``pool1`` and the uncovered ``pool5`` included; 16 features take two chunks on the exports' path), one
+timed run of each measurement and no warm-up runs beyond the calls that trace (the stage profile's times
+include the tracing), one feature of the first layer in each per-feature loop, a short study (the
+pseudo-inverse and the default NNLS; librosa's NNLS timed on one map). Its figures only show that the code ran.
 """
 
 from __future__ import annotations
@@ -119,9 +123,10 @@ def _depends(model: keras.Model, name: str, conv_name: str) -> bool:
     return names.index(conv_name) < names.index(name)
 
 
-def profile_rules(model: keras.Model, mel: tf.Tensor, levels: list[int], features: tf.Tensor) -> dict[str, Any]:
+def profile_rules(model: keras.Model, mel: tf.Tensor, levels: list[int], features: tf.Tensor, *,
+                  warmup: bool = True) -> dict[str, Any]:
     """Each backward rule timed in eager mode (synchronised after every rule), deconvolving ``features`` of every
-    level: shares by layer."""
+    level: shares by layer. ``warmup``: one untimed deconvolution of the first level first."""
     net = deconv.DeconvNet(model)
     times: dict[str, float] = collections.defaultdict(float)
 
@@ -141,7 +146,8 @@ def profile_rules(model: keras.Model, mel: tf.Tensor, levels: list[int], feature
         net._walks[name] = dataclasses.replace(walk, rules=wrapped)
     saved, deconv._LAZY_RULES = deconv._LAZY_RULES, tuple(lazy)
     try:
-        net(mel, layer=levels[0], features=features)  # warm-up
+        if warmup:
+            net(mel, layer=levels[0], features=features)  # warm-up
         times.clear()
         start = time.perf_counter()
         for level in levels:
@@ -210,7 +216,7 @@ def mel_inversion_study(model: keras.Model, waveform: np.ndarray, *, quick: bool
         return scale * librosa.feature.inverse.mel_to_stft(m / scale, sr=config.sample_rate, n_fft=config.n_fft,
                                                            power=1.0)
 
-    subset = mel_maps.numpy()[: 2 if quick else 8]
+    subset = mel_maps.numpy()[: 1 if quick else 8]
     start = time.perf_counter()
     librosa_maps = librosa_nnls(subset)
     per_map = (time.perf_counter() - start) / len(subset)
@@ -226,7 +232,8 @@ def mel_inversion_study(model: keras.Model, waveform: np.ndarray, *, quick: bool
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke mode: 2 layers x 16 features, 1 repeat")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke mode: the first and last layers x 16 features, 1 run of each, no extra warm-up")
     parser.add_argument("--profile", action="store_true", help="also time the walk's rules one by one (eager)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of the batched computation")
     parser.add_argument("--default-allocator", action="store_true",
@@ -240,7 +247,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     # chunk_elements=0: every feature of a layer in one pass (the exports bound memory with chunks of
     # features instead, export/budget.py; "chunked_seconds" below times that path too).
     auraliser = auralise.MelAuraliser(model, chunk_elements=0)
-    levels = list(auraliser.net.levels[-2:] if args.quick else auraliser.net.levels)
+    # The smoke run's first and last levels: the two walks pass every kind of layer; tracing grows with the depth.
+    levels = [auraliser.net.levels[0], auraliser.net.levels[-1]] if args.quick else list(auraliser.net.levels)
     n_maps = 16 if args.quick else auraliser.net.n_features(levels[-1])
     features = tf.range(n_maps, dtype=tf.int32)
     repeats = 1 if args.quick else args.repeats
@@ -248,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     batched = compiled(lambda y: {k: v.audio for k, v in auraliser.layers(y, layers=levels, features=features,
                                                                              mode="phase").items()})
-    run_times(lambda: batched(waveform), warmup=1, repeats=1)
+    warmup = 0 if args.quick else 1  # the smoke run's first call only traces (and runs once)
+    run_times(lambda: batched(waveform), warmup=warmup, repeats=1)
     # The ceiling and the batched run alternate, so that both see the same load on a shared machine.
     batched_times, ceilings = [], []
     for _ in range(repeats):
@@ -259,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     chunked_auraliser = auralise.MelAuraliser(model)  # the exports' path: features in bounded chunks
     chunked = compiled(lambda y: {k: v.audio for k, v in chunked_auraliser.layers(
         y, layers=levels, features=features, mode="phase", keep_deconvolved=False).items()})
-    run_times(lambda: chunked(waveform), warmup=1, repeats=1)
+    run_times(lambda: chunked(waveform), warmup=warmup, repeats=1)
     chunked_seconds = statistics.median(run_times(lambda: chunked(waveform), warmup=0, repeats=repeats))
 
     # Profile by stage, each a compiled function of its own.
@@ -267,42 +276,44 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     mel = mel_input(waveform)
     forward = compiled(lambda m: auraliser.net._graph.forward(
         auraliser.net._model_input(m), [auraliser.net._walk_to(auraliser.net.layer_name(levels[-1])).seed.output]))
-    stage = {"mel_input": statistics.median(run_times(lambda: mel_input(waveform), repeats=repeats)),
-             "forward": statistics.median(run_times(lambda: list(forward(mel).values())[-1], repeats=repeats))}
+    stage = {"mel_input": statistics.median(run_times(lambda: mel_input(waveform), warmup=warmup, repeats=repeats)),
+             "forward": statistics.median(run_times(lambda: list(forward(mel).values())[-1], warmup=warmup,
+                                                    repeats=repeats))}
     walks = {}
     for level in levels:
         fn = compiled(lambda m, level=level: auraliser.net(m, layer=level, features=features))
-        walks[level] = statistics.median(run_times(lambda fn=fn: fn(mel), repeats=repeats))
+        walks[level] = statistics.median(run_times(lambda fn=fn: fn(mel), warmup=warmup, repeats=repeats))
     maps = compiled(lambda m: auraliser.net.deconvolve_layers(m, layers=levels, features=features))(mel)
     _, _, finish, _ = auraliser._prepare(waveform, "phase", False)
     rebuild = compiled(lambda d: finish(d)[0])
     stage["auralisation_all_layers"] = sum(
-        statistics.median(run_times(lambda d=d: rebuild(d), repeats=repeats)) for d in maps.values())
+        statistics.median(run_times(lambda d=d: rebuild(d), warmup=warmup, repeats=repeats)) for d in maps.values())
     stage["deconvolution_per_layer"] = {str(k): round(v, 3) for k, v in walks.items()}
     deconvolution_seconds = sum(walks.values())
 
     flops = deconvolution_flops(model, {lv: auraliser.net.layer_name(lv) for lv in levels}, n_maps)
     gflops = flops / 1e9 / batched_seconds
 
-    # Per-feature loops, side by side.
+    # Per-feature loops, side by side (the smoke run's on its first level only: the same code on a shallower walk).
+    loop_levels = levels[:1] if args.quick else levels
     per_layer = {
         level: compiled(
             lambda y, f, level=level: auraliser(y, layer=level, features=f, mode="phase").audio,
             input_signature=[tf.TensorSpec(waveform.shape, tf.float32), tf.TensorSpec([1], tf.int32)],
         )
-        for level in levels
+        for level in loop_levels
     }
-    for level in levels:
+    for level in loop_levels:
         per_layer[level](waveform, tf.constant([0])).numpy()
     samples_per_layer = 1 if args.quick else 4
     calls, start = 0, time.perf_counter()
-    for level in levels:
+    for level in loop_levels:
         for feature in np.linspace(0, n_maps - 1, samples_per_layer).astype(np.int32):
             per_layer[level](waveform, tf.constant([feature])).numpy()
             calls += 1
     compiled_per_feature = (time.perf_counter() - start) / calls
     eager_calls, start = 0, time.perf_counter()
-    for level in levels:
+    for level in loop_levels:
         for feature in np.linspace(0, n_maps - 1, max(1, samples_per_layer // 2)).astype(np.int32):
             auraliser(waveform, layer=level, features=[int(feature)], mode="phase").audio.numpy()
             eager_calls += 1
@@ -343,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "meets_speedup_target": speedup_eager >= TARGET_SPEEDUP,
     }
     if args.profile:
-        result["rule_profile"] = profile_rules(model, mel, levels, features)
+        result["rule_profile"] = profile_rules(model, mel, levels, features, warmup=not args.quick)
     result["mel_inversion"] = mel_inversion_study(model, waveform.numpy()[0], quick=args.quick)
     result["environment"] = environment()
     print(json.dumps(result, indent=2))

@@ -25,6 +25,11 @@ flags, TensorFlow's default here and whether tfaural's command lines turn oneDNN
 (``tfaural.cpu.onednn_preferred``): they do where TensorFlow leaves it off on an AVX2 + FMA CPU,
 which this benchmark is there to justify.
 
+``--quick`` (smoke mode: it checks that both settings and every workload run, not the speed): one round,
+two timed calls of each workload (one of the auralisation), a 512 x 512 product, two patches, the musicnn
+architectures with 16 maps per layer, a tiny SampleCNN on one segment, a Choi CNN of 2 layers of 16 maps
+on a 1-s clip.
+
 Usage:
     python benchmarks/onednn.py [--quick] [--rounds 3]
 """
@@ -55,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run (about a minute): small models and inputs, one round")
+                        help="smoke run (about half a minute): small models and inputs, one round")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of both settings (default 3, quick 1)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: write outputs to this .npz
     return parser.parse_args(argv)
@@ -107,7 +112,7 @@ def child(outputs_path: str, *, quick: bool) -> dict[str, Any]:
     segments = tf.constant(0.3 * rng.standard_normal((1 if quick else 10, length)).astype(np.float32))
     timed("samplecnn_3_9_tagging", compiled(lambda x: sample_model(x, training=False)), segments)
     keras.utils.set_random_seed(1)
-    choi = choi_cnn(n_outputs=50, **({"n_filters": 16} if quick else {}))
+    choi = choi_cnn(n_outputs=50, **({"n_filters": 16, "n_layers": 2} if quick else {}))
     auraliser = auralise.Auraliser(choi)
     t = np.arange(int((1.0 if quick else 4.0) * choi.tfaural_config.sample_rate)) / choi.tfaural_config.sample_rate
     clip = tf.constant((0.4 * np.sin(2 * np.pi * (110 * t + 200 * t**2)))[None].astype(np.float32))

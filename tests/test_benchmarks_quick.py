@@ -48,19 +48,28 @@ def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     assert sum(map(bool, kernels.values())) >= 10, kernels
     assert set().union(*kernels.values()) == {report["machine"]["onednn"]}, kernels
 
-    # --update re-measures the named entries only and keeps the others (with their dates) from the report.
+    # --update keeps the entries not named (with their dates) from the report; --add records an entry's JSON as its
+    # script printed it when run on its own (here: ceilings' own output again, nothing re-run).
     before = report["results"]
+    printed = tmp_path / "ceilings.json"
+    printed.write_text("a line of log\n" + json.dumps({k: v for k, v in before["ceilings"].items()
+                                                        if k not in ("measured_at", "load_average_at_start")}))
+    os.utime(printed, (2e9, 2e9))  # 2033: later than the smoke run
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--update", "--only", "ceilings",
-                           "--note", "smoke", "--output", str(results), "--markdown", str(markdown)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+                           "--add", f"ceilings={printed}", "--note", "smoke", "--output", str(results),
+                           "--markdown", str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     after = json.loads(results.read_text())
     assert after["updated"] == ["ceilings"] and after["notes"] == ["smoke"]
     assert list(after["results"]) == [name for name, *_ in BENCHMARKS]
     assert all(after["results"][name] == before[name] for name in before if name != "ceilings")
-    assert after["results"]["ceilings"]["measured_at"] > before["ceilings"]["measured_at"]
-    assert "load_average_at_start" in after["results"]["ceilings"] and "updated then: ceilings" in (
-        markdown.read_text())
+    added = after["results"]["ceilings"]
+    assert added["measured_at"].startswith("2033-05-18") and added["measured_at"] > before["ceilings"]["measured_at"]
+    assert added["run_on_its_own"].startswith(str(printed)) and "load_average_at_start" not in added
+    assert {k: v for k, v in added.items() if k not in ("measured_at", "run_on_its_own")} == json.loads(
+        printed.read_text().splitlines()[-1])
+    assert "[benchmarks] ceilings" not in done.stdout  # nothing ran
+    assert "updated then: ceilings" in markdown.read_text()
 
 
 def _onednn_states(result: object) -> set[str]:
