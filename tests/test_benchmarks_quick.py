@@ -20,7 +20,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # 17 entries then (19 now), 7 to 97 s each in smoke mode (9.5 min one at a time on a busy 2-core machine,
 # 2026-12-01); two at a time (--jobs 2), since most of each entry is single-threaded start-up: 3.2 min alone,
-# 5.6 min beside the other pytest worker of make test. The limits leave room for a machine many times slower.
+# 5.6 min beside the other pytest worker of make test. With 20 entries, 10.4 min beside it on a 2-core AVX2-only
+# AMD EPYC (2026-12-06); 5.0 min alone there after eight smoke runs were made smaller (the same day). The limits
+# leave room for a machine many times slower.
 @pytest.mark.timeout(5400)
 def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     from benchmarks.__main__ import BENCHMARKS
