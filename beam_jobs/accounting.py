@@ -302,6 +302,7 @@ class Summary:
         reused: Of the ``ok`` tracks, those kept from an earlier run.
         failures: Number of failures by ``"stage: error type"``.
         examples: Up to five failed rows (path and error), for the log.
+        first_errors: The error of the first failed row of each key of ``failures``.
     """
 
     output: str
@@ -310,6 +311,7 @@ class Summary:
     reused: int
     failures: dict[str, int]
     examples: tuple[tuple[str, str], ...]
+    first_errors: dict[str, str]
 
     @property
     def total(self) -> int:
@@ -340,15 +342,18 @@ def summarize(output: str) -> Summary:
     ok = reused = 0
     failures: collections.Counter[str] = collections.Counter()
     examples: list[tuple[str, str]] = []
+    first_errors: dict[str, str] = {}
     with beam_io.open_text(path) as lines:
         for row in iter_manifest(lines, path=path):
             if row.status == OK:
                 ok += 1
                 reused += row.reused
                 continue
-            failures[f"{row.stage}: {row.error_type}"] += 1
+            kind = f"{row.stage}: {row.error_type}"
+            failures[kind] += 1
+            first_errors.setdefault(kind, str(row.error))
             if len(examples) < 5:
                 examples.append((row.path, str(row.error)))
     return Summary(output=output, ok=ok, failed=sum(failures.values()), reused=reused, failures=dict(failures),
-                   examples=tuple(examples))
+                   examples=tuple(examples), first_errors=first_errors)
 

@@ -3,8 +3,10 @@
 Beam's stock TensorFlow model handlers cannot serve a multi-signature SavedModel
 under Keras 3 (they call ``keras.models.load_model``). :class:`SignatureModelHandler`
 loads the export with ``tf.saved_model.load`` once per worker process (shared
-between the threads of a process), and calls one signature by name on batches
-that RunInference forms with ``min_batch_size`` / ``max_batch_size``.
+between the threads of a process), at the first example that needs it, and calls
+one signature by name on batches that RunInference forms with ``min_batch_size`` /
+``max_batch_size``. A model that does not load fails each example with
+``ModelLoadError`` (an :class:`InferenceFailure`), so that every track is still accounted for.
 
 Examples are dicts of NumPy arrays keyed by the signature's input names, one
 element per example (``{"waveform": float32 [samples]}``). Inputs without a batch
@@ -41,6 +43,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from beam_jobs.model_process import (
+    DeferredSignature,
     LoadedSignature,
     ModelServerAddress,
     RemoteSignature,
@@ -51,7 +54,7 @@ from beam_jobs.model_process import (
     signature_savedmodel,
     tf_error_reason,
 )
-from tfaural.errors import ModelError
+from tfaural.errors import ModelError, ModelLoadError
 from tfaural.formats import EXPORT_METADATA_FILE, ExportMetadata, read_export_metadata, resolve_export_dir
 
 __all__ = [
@@ -137,6 +140,9 @@ class InferenceFailure:
     reason: str
 
 
+#: What a handler's calls go to: a signature loaded here (at once, or at its first call), or a model process.
+CallableSignature = LoadedSignature | DeferredSignature | RemoteSignature
+
 #: (SavedModel path (the export or one signature's own), precision) -> loaded object
 _CACHE: dict[tuple[str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
@@ -168,7 +174,7 @@ def _dask_worker_threads() -> int | None:
     return int(threads) if threads else None
 
 
-class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "LoadedSignature | RemoteSignature"]):
+class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "DeferredSignature | RemoteSignature"]):
     """Calls one signature of a tfaural SavedModel on batches of examples.
 
     Args:
@@ -258,10 +264,13 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
 
     # ----------------------------------------------------------------- loading
 
-    def load_model(self) -> LoadedSignature | RemoteSignature:
-        """Loads the signature once per process, or connects to the model process that serves it.
+    def load_model(self) -> DeferredSignature | RemoteSignature:
+        """The signature, loaded once per process at its first call, or the model process that serves it.
 
-        Only the signature's own SavedModel is loaded when the export has one
+        RunInference calls this before the first example arrives; the export is read only when an
+        example needs it (:class:`~beam_jobs.model_process.DeferredSignature`), so a worker whose tracks
+        were all kept from an earlier run (``--skip-existing``) never imports TensorFlow. Only the
+        signature's own SavedModel is loaded when the export has one
         (:func:`beam_jobs.model_process.signature_savedmodel`); the other signatures (e.g.
         ``auralise`` and ``attribute``) come from the whole export. The loaded SavedModel is kept
         in a process-wide cache: runners that set up and tear down the inference DoFn for every
@@ -277,7 +286,10 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
                                      input_names=metadata.input_names(self.signature) if metadata else None)
             remote.batched = self._batched_inputs(metadata, remote.input_names)
             return remote
-        threads = self.intra_op_threads or _dask_worker_threads()
+        threads = self.intra_op_threads or _dask_worker_threads()  # now: a Dask worker's, in its task
+        return DeferredSignature(lambda: self._load_in_process(metadata, threads), export_dir=self.export_dir)
+
+    def _load_in_process(self, metadata: ExportMetadata | None, threads: int | None) -> LoadedSignature:
         apply_threads(threads)  # before reading the export, which imports TensorFlow
         path = signature_savedmodel(self.export_dir, self.signature)
         with _CACHE_LOCK:  # the signatures without a SavedModel of their own share one load of the export
@@ -300,15 +312,28 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
     def run_inference(
         self,
         batch: Sequence[dict[str, Any]],
-        model: LoadedSignature,
+        model: CallableSignature,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
         """Runs the signature on ``batch``, one call per group of compatible examples.
 
         Returns:
             One ``PredictionResult`` per example, in order; ``inference`` is a dict of
-            NumPy arrays (this example's row of every output) or an :class:`InferenceFailure`.
+            NumPy arrays (this example's row of every output) or an :class:`InferenceFailure`
+            (``ModelLoadError`` for every example when the model could not be loaded).
         """
+        try:
+            return self._run_inference(batch, model, inference_args)
+        except ModelLoadError as err:  # the examples' tracks fail with it; the job then stops with it
+            failure = InferenceFailure(type(err).__name__, str(err))
+            return [PredictionResult(example, failure) for example in batch]
+
+    def _run_inference(
+        self,
+        batch: Sequence[dict[str, Any]],
+        model: CallableSignature,
+        inference_args: dict[str, Any] | None,
+    ) -> list[PredictionResult]:
         constants = {**self.constant_inputs, **(inference_args or {})}
         batched, input_names = model.spec()
         if self.one_example_per_call:
@@ -358,7 +383,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         return tuple(key)
 
     def _call_group(
-        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+        self, examples: list[dict[str, Any]], model: CallableSignature, constants: dict[str, Any],
         batched: frozenset[str], input_names: tuple[str, ...],
     ) -> list[dict[str, np.ndarray] | InferenceFailure]:
         try:
@@ -373,7 +398,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
                 for item in self._call_group([example], model, constants, batched, input_names)]
 
     def _call_each(
-        self, examples: Sequence[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+        self, examples: Sequence[dict[str, Any]], model: CallableSignature, constants: dict[str, Any],
         batched: frozenset[str], input_names: tuple[str, ...],
     ) -> list[dict[str, np.ndarray] | InferenceFailure]:
         """One signature call per example (``one_example_per_call``), all sent in one round trip."""
@@ -424,7 +449,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Load
         return {name: inputs[name] for name in input_names}
 
     def _call(
-        self, examples: list[dict[str, Any]], model: LoadedSignature, constants: dict[str, Any],
+        self, examples: list[dict[str, Any]], model: CallableSignature, constants: dict[str, Any],
         batched: frozenset[str], input_names: tuple[str, ...],
     ) -> list[dict[str, np.ndarray] | InferenceFailure]:
         arrays = model.call(self._inputs(examples, constants, batched, input_names), self.outputs)

@@ -49,7 +49,7 @@ from beam_jobs.progress import TrackProgress
 from beam_jobs.scratch import run_folder
 from beam_jobs.tracks import INPUTS_FOLDER, TrackInput, list_tracks
 from tfaural.cli import is_verbose
-from tfaural.errors import ModelError, TfauralError
+from tfaural.errors import ModelError, ModelLoadError, TfauralError
 from tfaural.formats import JOB_FILE, MANIFEST_FILE
 
 __all__ = ["Job", "CatalogueJob", "Timings", "wait"]
@@ -130,6 +130,12 @@ def _model_load_failure(err: BaseException) -> str | None:
         return str(err)
     found = _MODEL_ERROR_LINE.findall(str(err))
     return found[-1] if found else None
+
+
+def _not_loaded(error: str, output: str) -> ModelError:
+    """The job's error when its model could not be loaded: a setup error, not the tracks'."""
+    return ModelError(f"{error.rstrip('.')}; the tracks that needed it are listed as failed in "
+                      f"{output}/{MANIFEST_FILE}")
 
 
 class Job(abc.ABC):
@@ -382,9 +388,17 @@ class CatalogueJob(Job):
             process.close()
         if load_error is not None:  # every track that needed the model failed with it: a setup error, not theirs
             logger.info("%s", summarize(common.output).describe(self.name))
-            raise ModelError(f"the model {common.model!r} could not be loaded: {load_error}; the tracks that needed "
-                             f"it are listed as failed in {common.output}/{MANIFEST_FILE}")
+            raise _not_loaded(f"the model {common.model!r} could not be loaded: {load_error}", common.output)
 
     def finish(self, settings: Any, result: PipelineResult, timings: Timings) -> None:
-        """Logs what happened to every track, read back from ``manifest.jsonl``."""
-        logger.info("%s", summarize(settings.common.output).describe(self.name))
+        """Logs what happened to every track, read back from ``manifest.jsonl``.
+
+        Raises:
+            ModelError: If the model could not be loaded in the workers (the manifest lists the tracks
+                that needed it as failed with the :class:`~tfaural.errors.ModelLoadError`).
+        """
+        summary = summarize(settings.common.output)
+        logger.info("%s", summary.describe(self.name))
+        load_error = summary.first_errors.get(f"inference: {ModelLoadError.__name__}")
+        if load_error is not None:
+            raise _not_loaded(load_error, settings.common.output)

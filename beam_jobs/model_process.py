@@ -43,14 +43,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from beam_jobs import tf_runtime
 from beam_jobs.scratch import PREFIX
-from tfaural.errors import ModelError, ParameterError
+from tfaural.errors import ModelError, ModelLoadError, ParameterError
 from tfaural.formats import ExportMetadata, read_export_metadata, resolve_export_dir
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "SignatureCallError",
     "tf_error_reason",
     "LoadedSignature",
+    "DeferredSignature",
     "signature_savedmodel",
     "apply_threads",
     "load_savedmodel",
@@ -186,6 +187,54 @@ class LoadedSignature:
             except SignatureCallError as err:
                 results.append(err)
         return results
+
+
+class DeferredSignature:
+    """A signature loaded in this process at its first use, then called like :class:`LoadedSignature`.
+
+    What ``SignatureModelHandler.load_model`` returns when the model runs in-process: RunInference
+    sets its model up before the first example arrives, so a worker that never gets one (every track
+    kept from an earlier run with ``--skip-existing``) would otherwise import TensorFlow and load the
+    export for nothing. A load that fails is not tried again: every use raises the same
+    :class:`~tfaural.errors.ModelLoadError`. It has methods only (no properties, which Beam's
+    ``share_model_across_processes`` proxy reads when it sets the object up).
+
+    Args:
+        load: Loads the signature (raises :class:`~tfaural.errors.ModelError` if it cannot).
+        export_dir: The export (named in the error).
+    """
+
+    def __init__(self, load: Callable[[], LoadedSignature], *, export_dir: str) -> None:
+        self._load = load
+        self._export_dir = export_dir
+        self._loaded: LoadedSignature | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def _signature(self) -> LoadedSignature:
+        with self._lock:
+            if self._loaded is None and self._error is None:
+                try:
+                    self._loaded = self._load()
+                except Exception as err:  # ModelError or anything TensorFlow raises: every use gets the message
+                    self._error = str(err) if isinstance(err, ModelError) else f"{type(err).__name__}: {err}"
+            if self._loaded is None:
+                raise ModelLoadError(f"the model {self._export_dir!r} could not be loaded: {self._error}")
+            return self._loaded
+
+    def spec(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """``(batched input names, all input names)`` (loads the signature)."""
+        return self._signature().spec()
+
+    def call(self, inputs: dict[str, Any], outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """:meth:`LoadedSignature.call` (loads the signature first)."""
+        return self._signature().call(inputs, outputs)
+
+    def call_each(
+        self, inputs: Sequence[dict[str, Any]], outputs: tuple[str, ...] | None = None
+    ) -> list[dict[str, np.ndarray] | SignatureCallError]:
+        """:meth:`LoadedSignature.call_each` (loads the signature first)."""
+        return self._signature().call_each(inputs, outputs)
 
 
 def _join(base: str, relative: str) -> str:
@@ -629,7 +678,8 @@ class RemoteSignature:
 
         Raises:
             SignatureCallError: If the call fails there.
-            ModelError: If the model process could not load the model or went away.
+            ModelLoadError: If the model process could not load the model.
+            ModelError: If the model process went away.
         """
         answer = self._request(("call", {name: np.asarray(inputs[name]) for name in self.input_names}, outputs))
         return answer[1]  # type: ignore[no-any-return]
@@ -643,7 +693,8 @@ class RemoteSignature:
             Per call, its outputs, or the :class:`SignatureCallError` it raised there.
 
         Raises:
-            ModelError: If the model process could not load the model or went away.
+            ModelLoadError: If the model process could not load the model.
+            ModelError: If the model process went away.
         """
         request = [{name: np.asarray(one[name]) for name in self.input_names} for one in inputs]
         return [answer if isinstance(answer, dict) else SignatureCallError(*answer[1:])
@@ -667,7 +718,7 @@ class RemoteSignature:
             return answer  # type: ignore[no-any-return]
         if answer[0] == "call_error":
             raise SignatureCallError(answer[1], answer[2], answer[3])
-        raise ModelError(answer[1])
+        raise ModelLoadError(f"the model {self.address.export_dir!r} could not be loaded: {answer[1]}")
 
 
 def _alive(pid: int) -> bool:

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidAudioError",
     "ConfigError",
     "ModelError",
+    "ModelLoadError",
     "DataError",
     "ExportError",
     "SoundfontError",
@@ -45,6 +46,14 @@ class ConfigError(ParameterError):
 
 class ModelError(TfauralError):
     """A model, layer name, checkpoint or export is missing or does not fit."""
+
+
+class ModelLoadError(ModelError):
+    """A job's model could not be loaded where it runs (a Beam worker or a model process).
+
+    The job lists each track that needed the model as failed with this error, and then stops
+    with it: see :meth:`beam_jobs.job.CatalogueJob.finish`.
+    """
 
 
 class DataError(TfauralError):

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import tracemalloc
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -92,6 +93,15 @@ def tiny_export(family: str, root: str) -> str:
                        segment=SegmentConfig(length=SAMPLECNN_SEGMENT))
     model.save(os.path.join(root, f"model-{family}.keras"))  # the exported model as a file (tiny_model_file)
     return exporter.export_model(model, info, os.path.join(root, f"export-{family}"), verify=False)
+
+
+def broken_copy(export: str, root: pathlib.Path) -> pathlib.Path:
+    """A copy of ``export`` (under ``root/broken/1``) whose metadata reads but whose graphs do not load."""
+    broken = root / "broken" / "1"
+    shutil.copytree(export, broken)
+    for graph in broken.rglob("saved_model.pb"):  # the whole export's and the one-signature SavedModels'
+        graph.write_bytes(b"not a SavedModel")
+    return broken
 
 
 def tiny_model_file(family: str, root: str) -> str:

@@ -12,6 +12,8 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,11 +21,15 @@ import soundfile as sf
 import tensorflow as tf
 from jobs_testing import (
     CHOI_SR,
+    REPO,
     SAMPLECNN_SR,
     Entry,
+    broken_copy,
     check_manifest,
     decode,
+    import_records,
     read_manifest_rows,
+    recording_env,
     signature,
     tiny_model_file,
     write_catalogue,
@@ -183,6 +189,58 @@ def test_rerun_removes_stale_files_and_resumes(
     assert [{k: v for k, v in r.items() if k != "reused"} for r in again] == first
     assert [r["name"] for r in again if r.get("reused")] == [r["name"] for r in rows if r["name"] != rows[1]["name"]]
     assert (folder / "track.json").read_text() == track_json
+
+
+@pytest.mark.slow
+def test_a_rerun_that_keeps_every_track_loads_no_model(
+    catalogue: tuple[pathlib.Path, list[Entry]], auralised: pathlib.Path, choi_export: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    """``python -m beam_jobs.auralise --skip-existing`` over a finished run: every track is kept (the bad files
+    fail again, at decoding), and no process of the run imports TensorFlow, since no example reaches the model."""
+    root, entries = catalogue
+    output = tmp_path / "again"
+    shutil.copytree(auralised, output)
+    before = read_manifest_rows(output)
+    argv = [flag for flag in _argv(root, choi_export, output, "--layers=1,3", "--features=0-2",
+                                   "--features-per-call=2", "--format=flac", "--spectrograms", "--batch-size=2",
+                                   "--report", "--skip-existing")
+            if flag != "--runner=DirectRunner"]  # the command's own runner: DirectRunner's worker processes
+    env = recording_env(tmp_path / "recorded")
+    done = subprocess.run([sys.executable, "-m", "beam_jobs.auralise", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = read_manifest_rows(output)
+    assert [{k: v for k, v in r.items() if k != "reused"} for r in again] == before
+    assert [r["status"] == "ok" for r in again] == [bool(r.get("reused")) for r in again]
+    assert sum(r["status"] == "ok" for r in again) == sum(e.error is None for e in entries)
+    started, ended = import_records(tmp_path / "recorded")
+    assert len(started) >= 3 and len(ended) == len(started)  # the launcher and its DirectRunner workers
+    assert not [r["argv"] for r in ended if r["tensorflow"]], "no process needed TensorFlow"
+    assert (output / "report" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_load_fails_the_tracks_that_need_it_and_stops_the_job(
+    catalogue: tuple[pathlib.Path, list[Entry]], choi_export: str, tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The workers load the model at their first example; one that does not load fails each track that needs
+    it (listed once in the manifest, as every track is) and the job ends with a one-line error (exit 2)."""
+    root, entries = catalogue
+    broken = broken_copy(choi_export, tmp_path)
+    output = tmp_path / "out"
+    assert auralise.main(_argv(root, str(broken), output, "--layers=1", "--features=0-1")) == 2
+    err = capsys.readouterr().err
+    assert f"auralise: error: the model '{broken}' could not be loaded: cannot load the SavedModel" in err, err[-3000:]
+    assert f"listed as failed in {output}/manifest.jsonl" in err and "Traceback" not in err, err[-3000:]
+    rows = {os.path.relpath(r["path"], root): r for r in read_manifest_rows(output)}
+    assert sorted(rows) == sorted(e.relative for e in entries)
+    for entry in entries:
+        row = rows[entry.relative]
+        assert row["status"] == "failed" and (row["error_type"], row["stage"]) == (
+            (entry.error, "decode") if entry.error else ("ModelLoadError", "inference")), row
+        assert entry.error or str(broken) in row["error"]
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import pickle
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,15 @@ import pytest
 import tensorflow as tf
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from jobs_testing import CHOI_SR, SAMPLECNN_SEGMENT, read_manifest_rows, signature, traced_peak, write_catalogue
+from jobs_testing import (
+    CHOI_SR,
+    SAMPLECNN_SEGMENT,
+    broken_copy,
+    read_manifest_rows,
+    signature,
+    traced_peak,
+    write_catalogue,
+)
 
 from beam_jobs import accounting, tag
 from beam_jobs import failures as job_failures
@@ -44,7 +53,7 @@ from tfaural.errors import ModelError, ParameterError
 def test_handler_batches_groups_and_isolates_a_bad_example(samplecnn_export: str, rng: np.random.Generator) -> None:
     handler = SignatureModelHandler(samplecnn_export, signature="serving_default", max_batch_size=8)
     model = handler.load_model()
-    assert model.batched == frozenset({"waveform"})
+    assert model.spec()[0] == frozenset({"waveform"})
     waves = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (486, 729, 486, 10, 486)]
     results = list(handler.run_inference([{"waveform": w} for w in waves], model))
     assert [r.example["waveform"].shape for r in results] == [w.shape for w in waves]
@@ -60,13 +69,52 @@ def test_handler_batches_groups_and_isolates_a_bad_example(samplecnn_export: str
         assert result.inference["labels"].shape == (4,)
 
 
+def test_handler_loads_the_model_at_its_first_example_and_a_failed_load_fails_each_example(
+    samplecnn_export: str, tmp_path: pathlib.Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RunInference sets the model up before any example arrives; a worker that gets none must not load it. A load
+    that fails is tried once, and every example fails with it instead of the batch escaping as an exception."""
+    import beam_jobs.inference as inference_module
+
+    loads: list[str] = []
+    load = inference_module.load_savedmodel
+
+    def counted(path: str, **kwargs: Any) -> Any:
+        loads.append(path)
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(inference_module, "load_savedmodel", counted)
+    export = tmp_path / "export" / "1"  # a path of its own: not in the process-wide cache yet
+    shutil.copytree(samplecnn_export, export)
+    handler = SignatureModelHandler(str(export), signature="serving_default", one_example_per_call=True)
+    model = handler.load_model()
+    assert loads == []
+    wave = rng.uniform(-0.5, 0.5, 2 * SAMPLECNN_SEGMENT).astype(np.float32)
+    (result,) = handler.run_inference([{"waveform": wave}], model)
+    expected = signature(samplecnn_export, "serving_default")(waveform=tf.constant(wave[np.newaxis]))["scores"]
+    np.testing.assert_allclose(result.inference["scores"], expected.numpy()[0], rtol=1e-5, atol=1e-6)
+    handler.run_inference([{"waveform": wave}], model)
+    assert len(loads) == 1
+
+    broken = broken_copy(samplecnn_export, tmp_path)
+    handler = SignatureModelHandler(str(broken), signature="serving_default", one_example_per_call=True)
+    model = handler.load_model()
+    for _ in range(2):
+        results = list(handler.run_inference([{"waveform": wave}, {"waveform": wave[:SAMPLECNN_SEGMENT]}], model))
+        assert [type(r.inference) for r in results] == [InferenceFailure, InferenceFailure]
+        assert {r.inference.error for r in results} == {"ModelLoadError"}
+        assert results[0].inference.reason.startswith(f"the model {str(broken)!r} could not be loaded: cannot "
+                                                      "load the SavedModel")
+    assert len(loads) == 2  # the broken export's one attempt
+
+
 def test_handler_passes_unbatched_inputs_from_examples_and_constants(choi_export: str,
                                                                      rng: np.random.Generator) -> None:
     wave = rng.uniform(-0.5, 0.5, 1500).astype(np.float32)
     handler = SignatureModelHandler(choi_export, signature="auralise", constant_inputs={"mode": "phase"},
                                     outputs=["audio", "silent"])
     model = handler.load_model()
-    assert model.batched == frozenset({"waveform"})
+    assert model.spec()[0] == frozenset({"waveform"})
     examples = [{"waveform": wave, "layer": np.int32(layer), "features": np.array(feats, np.int32)}
                 for layer, feats in ((1, [0, 2]), (2, [1]), (1, [0, 2]), (9, [0]))]
     results = list(handler.run_inference(examples, model))

@@ -22,6 +22,7 @@ from jobs_testing import (
     SAMPLECNN_SEGMENT,
     SAMPLECNN_SR,
     Entry,
+    broken_copy,
     check_manifest,
     decode,
     read_manifest_rows,
@@ -225,15 +226,6 @@ def test_the_tables_are_written_a_track_at_a_time(tmp_path: pathlib.Path) -> Non
     assert len(jsonl) > 4e6 and peak < len(jsonl) / 4, (peak, len(jsonl))
 
 
-def _broken_copy(export: str, root: pathlib.Path) -> pathlib.Path:
-    """A copy of ``export`` whose metadata reads but whose graphs do not load."""
-    broken = root / "broken" / "1"
-    shutil.copytree(export, broken)
-    for graph in broken.rglob("saved_model.pb"):  # the whole export's and the one-signature SavedModel's
-        graph.write_bytes(b"not a SavedModel")
-    return broken
-
-
 @pytest.mark.slow
 def test_a_model_that_does_not_load_stops_the_job_with_a_setup_error(
     catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, tmp_path: pathlib.Path,
@@ -241,7 +233,7 @@ def test_a_model_that_does_not_load_stops_the_job_with_a_setup_error(
     """``python -m beam_jobs.tag`` (model process) on an export whose graph does not load: exit 2 naming it,
     after listing every track once in the manifest."""
     root, entries = catalogue
-    broken = _broken_copy(samplecnn_export, tmp_path)
+    broken = broken_copy(samplecnn_export, tmp_path)
     output = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pathlib.Path(tag.__file__).parent.parent),
                                                          os.environ.get("PYTHONPATH", "")])}
@@ -260,12 +252,21 @@ def test_a_model_that_does_not_load_in_process_is_a_one_line_error(
     catalogue: tuple[pathlib.Path, list[Entry]], samplecnn_export: str, tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Where TensorFlow is already imported (a notebook, this test) the model loads in-process: still exit 2.
+    """Where TensorFlow is already imported (a notebook, this test) the model loads in-process (in the workers,
+    at their first example): still exit 2 with the same one-line error, after listing every track once.
     The tracks went through files (as a large catalogue's do), which the failed run deletes too."""
-    root, _ = catalogue
-    broken = _broken_copy(samplecnn_export, tmp_path)
+    root, entries = catalogue
+    broken = broken_copy(samplecnn_export, tmp_path)
     monkeypatch.setattr(job_tracks, "INLINE_INPUTS_BYTES", 0)
-    assert tag.main([f"--input={root}/**", f"--model={broken}", f"--output={tmp_path / 'out'}"]) == 2
+    output = tmp_path / "out"
+    assert tag.main([f"--input={root}/**", f"--model={broken}", f"--output={output}"]) == 2
     err = capsys.readouterr().err
-    assert "tag: error: cannot load the SavedModel" in err and str(broken) in err, err[-2000:]
-    assert (tmp_path / "out" / "job.json").is_file() and not (tmp_path / "out" / job_tracks.INPUTS_FOLDER).exists()
+    assert f"tag: error: the model '{broken}' could not be loaded: cannot load the SavedModel" in err, err[-2000:]
+    assert f"listed as failed in {output}/manifest.jsonl" in err and "Traceback" not in err, err[-2000:]
+    rows = {os.path.relpath(r["path"], root): r for r in read_manifest_rows(output)}
+    assert sorted(rows) == sorted(e.relative for e in entries)
+    for entry in entries:  # a file that decodes fails where it needs the model; the others where they fail
+        row = rows[entry.relative]
+        assert row["status"] == "failed" and (row["error_type"], row["stage"]) == (
+            (entry.error, "decode") if entry.error else ("ModelLoadError", "inference")), row
+    assert (output / "job.json").is_file() and not (output / job_tracks.INPUTS_FOLDER).exists()
