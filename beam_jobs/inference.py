@@ -286,7 +286,7 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Defe
                                      input_names=metadata.input_names(self.signature) if metadata else None)
             remote.batched = self._batched_inputs(metadata, remote.input_names)
             return remote
-        threads = self.intra_op_threads or _dask_worker_threads()  # now: a Dask worker's, in its task
+        threads = self.intra_op_threads or _dask_worker_threads()  # here: in the Dask task that sets it up
         return DeferredSignature(lambda: self._load_in_process(metadata, threads), export_dir=self.export_dir)
 
     def _load_in_process(self, metadata: ExportMetadata | None, threads: int | None) -> LoadedSignature:

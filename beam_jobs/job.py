@@ -275,8 +275,8 @@ class Job(abc.ABC):
             try:
                 result = pipeline.run()
                 wait(result)
-            except Exception as err:  # a model loaded in-process (TensorFlow already imported) that failed to
-                failure = _model_load_failure(err)  # load stops the pipeline; say so in one line
+            except Exception as err:  # a ModelError raised in a worker (correlation's model, which it needs
+                failure = _model_load_failure(err)  # for every signal) stops the pipeline; say so in one line
                 if failure is None:
                     raise
                 raise ModelError(failure) from None
