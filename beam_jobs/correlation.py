@@ -97,7 +97,7 @@ from beam_jobs.settings import excerpt_seconds
 from tfaural import __version__, correlation
 from tfaural.cli import check_output_folder, parse_index_list
 from tfaural.correlation import ATTRIBUTES, ConstantMap, FeatureRow, Moments, TableRow
-from tfaural.errors import ModelError, ParameterError, TfauralError
+from tfaural.errors import ModelError, ModelLoadError, ParameterError, TfauralError
 from tfaural.formats import ExportMetadata
 from tfaural.signals import ModelSignal, SignalGrid, model_signals
 
@@ -409,6 +409,8 @@ class NormaliseDeconvolution(beam.DoFn):
         (signal_id, layer, start), result = element
         inference = result.inference
         if isinstance(inference, InferenceFailure):
+            if inference.error == ModelLoadError.__name__:  # the model's fault, not this signal's
+                raise ModelError(inference.reason)
             raise ModelError(f"deconvolution of signal {signal_id!r}, layer {layer} failed: "
                              f"{inference.error}: {inference.reason}")
         maps = np.asarray(inference["deconvolved"], np.float32)

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from jobs_testing import capture_progress, traced_peak
+from jobs_testing import broken_copy, capture_progress, traced_peak
 from matplotlib import image as mpimg
 
 from beam_jobs import correlation as job
@@ -202,6 +202,19 @@ def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
                                      option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
         with pytest.raises(ParameterError, match=message):
             job.Settings.from_options(options)
+
+
+def test_a_model_that_does_not_load_stops_the_job_with_its_error(exported: tuple[keras.Model, str],
+                                                                   tmp_path: pathlib.Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The model loads at the first signal it deconvolves; if it cannot, the job stops (exit 2) with that error,
+    not a signal's."""
+    broken = broken_copy(exported[1], tmp_path)
+    assert job.main([f"--model={broken}", f"--output={tmp_path / 'out'}", "--timbres=sine", "--chords=major",
+                     "--keys=A3,G4", f"--signal-seconds={SECONDS}", "--runner=DirectRunner"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"correlation: error: the model '{broken}' could not be loaded: cannot load the "
+                           "SavedModel"), last
 
 
 def test_layers_are_checked_against_the_export(exported: tuple[keras.Model, str]) -> None:
