@@ -204,15 +204,21 @@ class DeferredSignature:
         export_dir: The export (named in the error).
     """
 
+    #: One load at a time in a process, whichever signature: a worker's threads (one per bundle, two handlers of
+    #: a job) reach their first examples together, and two threads importing TensorFlow at once can stop on
+    #: Python's module locks (``_DeadlockError``) and leave it half imported.
+    _loading = threading.Lock()
+
     def __init__(self, load: Callable[[], LoadedSignature], *, export_dir: str) -> None:
         self._load = load
         self._export_dir = export_dir
         self._loaded: LoadedSignature | None = None
         self._error: str | None = None
-        self._lock = threading.Lock()
 
     def _signature(self) -> LoadedSignature:
-        with self._lock:
+        if self._loaded is not None:
+            return self._loaded
+        with DeferredSignature._loading:
             if self._loaded is None and self._error is None:
                 try:
                     self._loaded = self._load()

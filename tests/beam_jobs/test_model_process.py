@@ -12,7 +12,9 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +24,8 @@ from jobs_testing import REPO, SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, import_r
 from beam_jobs import model_process
 from beam_jobs.inference import InferenceFailure, SignatureModelHandler, resolve_model_dir
 from beam_jobs.model_process import (
+    DeferredSignature,
+    LoadedSignature,
     ModelProcess,
     RemoteSignature,
     SignatureCallError,
@@ -87,6 +91,39 @@ def test_one_round_trip_calls_each_example_alone_and_a_bad_one_fails_alone(
     for result, answer in zip((results[0], results[2]), (answers[0], answers[2])):
         assert isinstance(answer, dict)
         np.testing.assert_array_equal(result.inference["scores"], answer["scores"][0])  # same process, same call
+
+
+def test_deferred_signatures_load_one_at_a_time_and_each_once() -> None:
+    """A worker's threads reach their first examples together (one per bundle; auralise's two handlers), and two
+    threads importing TensorFlow at once can stop on Python's module locks: CI saw ``_DeadlockError: deadlock
+    detected by _ModuleLock('tensorflow.python.lib.io')`` fail every track of a run. One load at a time, then."""
+    running = most = loads = 0
+    count = threading.Lock()
+
+    def load() -> LoadedSignature:
+        nonlocal running, most, loads
+        with count:
+            running, loads = running + 1, loads + 1
+            most = max(most, running)
+        time.sleep(0.1)
+        with count:
+            running -= 1
+        return LoadedSignature(None, None, frozenset({"waveform"}), ("waveform",))
+
+    signatures = [DeferredSignature(load, export_dir=f"export{i}") for i in range(4)]
+    start = threading.Barrier(8)
+    specs: list[Any] = []
+
+    def first_use(deferred: DeferredSignature) -> None:
+        start.wait()
+        specs.append(deferred.spec())
+
+    threads = [threading.Thread(target=first_use, args=(deferred,)) for deferred in signatures * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (most, loads) == (1, 4) and specs == [(frozenset({"waveform"}), ("waveform",))] * 8
 
 
 def test_one_signature_savedmodel_is_what_the_jobs_load(samplecnn_export: str) -> None:
