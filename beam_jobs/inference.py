@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -143,9 +142,9 @@ class InferenceFailure:
 #: What a handler's calls go to: a signature loaded here (at once, or at its first call), or a model process.
 CallableSignature = LoadedSignature | DeferredSignature | RemoteSignature
 
-#: (SavedModel path (the export or one signature's own), precision) -> loaded object
+#: (SavedModel path (the export or one signature's own), precision) -> loaded object. Read and written only by
+#: :meth:`SignatureModelHandler._load_in_process`, which runs under ``DeferredSignature``'s process-wide lock.
 _CACHE: dict[tuple[str, str], Any] = {}
-_CACHE_LOCK = threading.Lock()
 
 
 def _dask_worker_threads() -> int | None:
@@ -292,12 +291,10 @@ class SignatureModelHandler(ModelHandler[dict[str, Any], PredictionResult, "Defe
     def _load_in_process(self, metadata: ExportMetadata | None, threads: int | None) -> LoadedSignature:
         apply_threads(threads)  # before reading the export, which imports TensorFlow
         path = signature_savedmodel(self.export_dir, self.signature)
-        with _CACHE_LOCK:  # the signatures without a SavedModel of their own share one load of the export
-            key = (path, self.precision)
-            if key not in _CACHE:
-                _CACHE[key] = load_savedmodel(path, export_dir=self.export_dir, threads=threads,
-                                              precision=self.precision)
-            loaded = _CACHE[key]
+        key = (path, self.precision)  # the signatures without a SavedModel of their own share one load of the export
+        if key not in _CACHE:  # (no lock of its own: DeferredSignature loads one signature at a time per process)
+            _CACHE[key] = load_savedmodel(path, export_dir=self.export_dir, threads=threads, precision=self.precision)
+        loaded = _CACHE[key]
         function = signature_function(loaded, self.signature, export_dir=self.export_dir)
         input_names = tuple(function.structured_input_signature[1])
         return LoadedSignature(loaded, function, self._batched_inputs(metadata, input_names), input_names)
