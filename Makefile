@@ -28,9 +28,8 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# Two workers, one module each at a time, the long modules first (tests/conftest.py): 13 min instead of
-# 17.5 on a quiet 2-core machine (2026-12-01); 17-20 min on a 2-core AVX2 EPYC (2026-12-04, a larger suite).
-# TEST_WORKERS=0 runs the suite in this one process.
+# Two workers, one module each at a time, the long modules first (tests/conftest.py): on 2 cores most of a
+# long module is single-threaded start-up, so two overlap well. TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 test: lint
