@@ -720,15 +720,12 @@ class AuraliseJob(CatalogueJob):
             write_listening_report(settings.common.output)
 
 
-def write_listening_report(output: str) -> str | None:
+def write_listening_report(output: str) -> str:
     """Writes ``OUTPUT/report/`` with :func:`tfaural.report.write_report`; returns its index.html.
 
-    Returns ``None`` (and says how to write it) when ``output`` is not a local folder.
+    A remote ``output`` (``gs://...``) is copied to this machine for it, and the report is uploaded
+    into it (:mod:`tfaural.report.remote`).
     """
-    if not beam_io.is_local(output):
-        logger.warning("auralise: --report needs a local --output; copy %s and run python -m tfaural.report on it",
-                       output)
-        return None
     from tfaural.report import write_report
 
     index = write_report(output, progress=False)

@@ -43,6 +43,7 @@ from tfaural.report import (
     ThumbnailSettings,
     load_auralise_output,
     main,
+    remote,
     spectrogram_image,
     thumbnail_settings,
     write_report,
@@ -555,3 +556,19 @@ def test_cli(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None
                                check=True).stdout
     for flag in ("AURALISE_OUTPUT_DIR", "--output", "--correlation", "--title", "--tracks-per-page"):
         assert flag in help_text
+
+
+def test_a_local_output_takes_no_uri_output_and_remote_names_are_plain_paths(tmp_path: pathlib.Path) -> None:
+    """A local output's report is a local folder (its pages link to the audio by relative paths); of a remote
+    output, only names that stay below it are copied (``tests/beam_jobs/test_gcs.py`` writes one on a bucket)."""
+    out = make_auralise_output(tmp_path / "auralised", tracks=TRACKS[:1], failed=())
+    with pytest.raises(ParameterError, match="the report of a local auralisation output goes to a local folder"):
+        write_report(out, "gs://bucket/report")
+    for elsewhere in ("gs://b/elsewhere", "gs://b/out/../x", str(tmp_path / "here")):  # refused before any listing
+        with pytest.raises(ParameterError, match="the report of a remote auralisation output is written inside it"):
+            write_report("gs://b/out", elsewhere)
+    assert remote.inside("gs://b/out/report", "gs://b/out/") == "report"
+    assert remote.inside("gs://b/out", "gs://b/out") == ""
+    assert remote.inside("gs://b/output/report", "gs://b/out") is None
+    assert remote.plain_path("a/layer1/feature0.wav") and remote.plain_path("..dots..wav")
+    assert not any(map(remote.plain_path, ("a/../../b.wav", "../b", "a//b", "./a", "a/.")))

@@ -2,7 +2,8 @@
 
 Each job runs twice on the in-process DirectRunner over the same generated catalogue: once on
 a local GCS server (gcp-storage-emulator, reached through Beam's own ``gs://`` filesystem) and
-once on local files. Apart from the input paths they name, the two must write the same results.
+once on local files. Apart from the input paths they name, the two must write the same results
+(the auralisation job's listening report included).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import io
 import json
 import logging
 import pathlib
+import posixpath
+import re
+import urllib.parse
 from typing import Any
 
 import numpy as np
@@ -20,10 +24,12 @@ import pytest
 import tensorflow as tf
 from jobs_testing import Entry, write_catalogue
 
-from beam_jobs import accounting, extract_features, make_tfrecords, tag
+from beam_jobs import accounting, auralise, extract_features, make_tfrecords, tag
 from beam_jobs import io as beam_io
 from beam_jobs import tracks as job_tracks
+from tfaural import report
 from tfaural.data.tfrecord import TrackRecord, decode_example
+from tfaural.errors import ParameterError
 
 
 def _upload(root: pathlib.Path, folder: str) -> None:
@@ -177,3 +183,89 @@ def test_make_tfrecords_reads_its_manifest_from_gcs_and_writes_the_same_shards_t
     assert _rows(beam_io.read_text(f"{got}/failures.jsonl")) == _rows(beam_io.read_text(f"{want}/failures.jsonl"))
     dataset = json.loads(beam_io.read_text(f"{got}/dataset.json"))
     assert sum(split["manifest_tracks"] for split in dataset["splits"].values()) == len(entries)
+
+
+#: A date and time in a report page (when the job ran, when the page was written).
+_WHEN = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d)?(\.\d+)?(\+\d\d:\d\d|Z| UTC)?")
+
+
+def _links(page: str) -> list[str]:
+    """The local links of an HTML page (href and src values that are not anchors, URLs or data)."""
+    values = re.findall(r'(?:href|src)="([^"]*)"', page)
+    return [v for v in values if v and not v.startswith(("#", "http:", "https:", "data:", "mailto:"))]
+
+
+@pytest.mark.slow
+def test_auralise_writes_its_output_and_listening_report_into_gcs(
+    catalogue: tuple[pathlib.Path, str, list[Entry]], gcs_bucket: str, choi_export: str, tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--report`` with a ``gs://`` output: the report is written inside the output on the bucket, the same
+    pages and thumbnails as a local run's, and every link of every page resolves to a file there. Writing it
+    again (``python -m tfaural.report URI``) reuses every thumbnail (the staged copies keep the bucket's
+    modification times), deletes the pages the new report no longer has and uploads only what changed: here,
+    nothing."""
+    root, remote, entries = catalogue
+    flags = [f"--model={choi_export}", "--layers=1,3", "--features=0-1", "--offset-seconds=0.25",
+             "--clip-seconds=0.75", "--report", "--runner=DirectRunner"]
+    got, want = f"{gcs_bucket}/auralised", str(tmp_path / "auralised")
+    auralise.run([f"--input={remote}/**", f"--output={got}", *flags])
+    auralise.run([f"--input={root}/**", f"--output={want}", *flags])
+
+    names = _listing(got)
+    assert names == _listing(want)
+    pages = [name for name in names if name.endswith(".html")]
+    assert "report/index.html" in pages and any(name.startswith("report/features/") for name in pages)
+    thumbs = [name for name in names if name.startswith("report/thumbs/") and name.endswith(".png")]
+    assert len(thumbs) == sum(e.error is None for e in entries) * (1 + 2 * 2)  # the original and 2 x 2 features
+    for name in pages:
+        text = beam_io.read_text(f"{got}/{name}")
+        local = (tmp_path / "auralised" / name).read_text()
+        # the same page, written at another time, naming the inputs on the bucket where the local one names files
+        assert _WHEN.sub("-", text.replace(remote, str(root))) == _WHEN.sub("-", local), name
+        for link in _links(text):
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(name), urllib.parse.unquote(link)))
+            assert target.split("#")[0] in names, (name, link)
+    for name in thumbs:
+        assert beam_io.read_bytes(f"{got}/{name}") == (tmp_path / "auralised" / name).read_bytes(), name
+    from google.cloud import storage  # (it reaches the local server through STORAGE_EMULATOR_HOST too)
+
+    bucket = storage.Client.create_anonymous_client().bucket(gcs_bucket.removeprefix("gs://"))
+    uploaded = {name: bucket.get_blob(f"auralised/{name}").content_type
+                for name in ("report/index.html", "report/assets/style.css", thumbs[0])}
+    assert uploaded == {"report/index.html": "text/html", "report/assets/style.css": "text/css",
+                        thumbs[0]: "image/png"}  # a browser shows them from the bucket instead of downloading them
+
+    stale = f"{got}/report/tracks/removed-track.html"
+    beam_io.write_text(stale, "<p>a track of an earlier run</p>")
+    with caplog.at_level(logging.INFO, logger="tfaural.report"):
+        assert report.main([got, "--quiet"]) == 0
+    assert "thumbnails: 0 decoded, 0 drawn" in caplog.text
+    published = re.search(r"report published: (\S+) \((\d+) file\(s\) uploaded, (\d+) removed\)", caplog.text)
+    # nothing changed but the stale page: nothing uploaded (the pages carry the job's date, not the writing's)
+    assert published and published.groups() == (f"{got}/report/index.html", "0", "1")
+    assert _listing(got) == names and not beam_io.exists(stale)
+
+    # a "folder" object, as the Cloud console makes them, is not a file to copy (the local server drops
+    # connections asked for names with ".." in them: tests/test_report.py checks that those are not copied)
+    bucket.blob("auralised/notes/").upload_from_string(b"")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tfaural.report"):
+        assert report.main([got, "--quiet"]) == 0
+    assert "(0 file(s) uploaded, 0 removed)" in caplog.text
+
+    # --correlation on the bucket too: its table is copied into the report, which shows it
+    table = "layer,attribute,mean,std,n_pairs,n_undefined\n1,chord,0.650000,0.010000,40,0\n"
+    beam_io.write_text(f"{gcs_bucket}/correlation/correlations.csv", table)
+    assert report.main([got, "--quiet", "--correlation", f"{gcs_bucket}/correlation"]) == 0
+    assert beam_io.read_text(f"{got}/report/correlation/correlations.csv") == table
+    assert '<td>1</td><td>chord</td><td class="num">0.650</td>' in beam_io.read_text(f"{got}/report/index.html")
+
+    with pytest.raises(ParameterError, match="is written inside it"):
+        report.write_report(got, tmp_path / "here")
+    assert report.main([got, "--output", f"{gcs_bucket}/elsewhere"]) == 2
+    with pytest.raises(ParameterError, match="does not exist or holds no files"):
+        report.write_report(f"{gcs_bucket}/nothing-here")
+    monkeypatch.setattr(report.remote, "_SPARE_BYTES", 1 << 60)  # as if the output did not fit on this disk
+    with pytest.raises(ParameterError, match="set TMPDIR to a folder with room"):
+        report.write_report(got)

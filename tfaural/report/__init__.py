@@ -24,7 +24,9 @@ files (default ``REPORT_DIR = AURALISE_OUTPUT_DIR/report``)::
 
 Audio files (and the spectrogram PNGs the job wrote with ``--spectrograms``) are not
 copied: pages link to them with relative, URL-quoted paths, so the report works
-from ``file://`` and from any static host that serves a folder holding both.
+from ``file://`` and from any static host that serves a folder holding both. An output
+on a bucket (``gs://...``: a job run on Dataflow) gets its report inside it, the same way
+(:mod:`~tfaural.report.remote` copies it here, writes the report, and uploads what changed).
 Every spectrogram is shown in the same 2:1 box, the size of the thumbnails.
 
 Modules, one responsibility each (none imports TensorFlow):
@@ -35,6 +37,7 @@ Modules, one responsibility each (none imports TensorFlow):
   (:mod:`tfaural.spectrogram_images`), and their cache;
 - :mod:`~tfaural.report.pages`: the HTML, from the Jinja2 templates in ``templates/`` (autoescaped);
 - :mod:`~tfaural.report.site`: :func:`write_report`, which puts a report folder together;
+- :mod:`~tfaural.report.remote`: a remote output staged to local disk, and its report published back;
 - :mod:`~tfaural.report.cli`: the command line.
 """
 

@@ -29,17 +29,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "Example: python -m beam_jobs.auralise --manifest tracks.csv --model exports/choi/1 --output auralised; "
             "python -m tfaural.report auralised; then open auralised/report/index.html, or run "
             "'python -m http.server -d auralised --bind 127.0.0.1' and visit http://127.0.0.1:8000/report/. "
-            "Audio is linked, not copied: keep the report next to the auralisation output."
+            "Audio is linked, not copied: keep the report next to the auralisation output. An output on a bucket "
+            "(gs://..., any filesystem Beam knows) is copied to a temporary folder here, and its report is uploaded "
+            "into it (URI/report), to view from the bucket or from a copy of the whole folder."
         ),
     )
     parser.add_argument("auralise_dir", metavar="AURALISE_OUTPUT_DIR",
-                        help="the folder written by beam_jobs.auralise (job.json, manifest.jsonl, <track>/track.json)")
+                        help="the folder written by beam_jobs.auralise (job.json, manifest.jsonl, <track>/track.json): "
+                             "local or a URI (gs://...)")
     parser.add_argument("-o", "--output", metavar="REPORT_DIR", default=None,
-                        help="where to write the report (default: AURALISE_OUTPUT_DIR/report); rerunning updates it "
-                             "and reuses the thumbnails whose audio has not changed")
+                        help="where to write the report (default: AURALISE_OUTPUT_DIR/report; for a URI, a URI "
+                             "inside it); rerunning updates it and reuses the thumbnails whose audio has not changed")
     parser.add_argument("--correlation", metavar="DIR", default=None,
                         help="folder of the correlation analysis (correlations.csv, summary.json, figure10.png) "
-                             "to include")
+                             "to include (local or a URI)")
     parser.add_argument("--title", default=None, help=f"title of the report (default: {DEFAULT_TITLE!r})")
     parser.add_argument("--tracks-per-page", type=positive_int, default=DEFAULT_TRACKS_PER_PAGE, metavar="N",
                         help=f"tracks per page of the track list and of each feature page "

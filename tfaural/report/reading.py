@@ -192,8 +192,8 @@ def local_directory(path: str | os.PathLike[str], what: str) -> str:
     text = os.fspath(path)
     if "://" in text:
         raise ParameterError(
-            f"{what} {text!r} is a URI: the report is written from a local folder; copy it first "
-            "(e.g. gsutil -m cp -r URI .)"
+            f"{what} {text!r} is a URI: expected a local folder (python -m tfaural.report and write_report take "
+            "a URI: they copy the folder to this machine first)"
         )
     if not os.path.isdir(text):
         raise ParameterError(f"{what} {text!r} does not exist or is not a folder")

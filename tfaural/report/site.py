@@ -5,14 +5,17 @@ Never imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
 from importlib import resources
+from typing import Any
 
 from tfaural import files
 from tfaural.cli import check_output_folder
 from tfaural.errors import ParameterError
+from tfaural.report import remote
 from tfaural.report.pages import Site
 from tfaural.report.reading import (
     CORRELATION_FILES,
@@ -83,10 +86,12 @@ def write_report(
     """Writes the listening report of an auralisation job's output (see :mod:`tfaural.report`).
 
     Args:
-        auralise_dir: The folder ``beam_jobs.auralise`` wrote.
+        auralise_dir: The folder ``beam_jobs.auralise`` wrote: local, or a URI of any filesystem Beam
+            knows (``gs://...``), whose report is then written inside it (:mod:`tfaural.report.remote`).
         output: The report folder (default ``auralise_dir/report``); created if needed,
-            rewritten in place on reruns (thumbnails are reused when still valid).
-        correlation: A folder with the correlation analysis (``correlations.csv``,
+            rewritten in place on reruns (thumbnails are reused when still valid). For a remote
+            ``auralise_dir``, a URI inside it (the pages link to the audio by relative paths).
+        correlation: A folder (local or a URI) with the correlation analysis (``correlations.csv``,
             ``summary.json``, ``figure10.png``) to include.
         title: Title of the report (default "Listening report").
         tracks_per_page: Tracks per page of the track list and of each feature page.
@@ -94,17 +99,24 @@ def write_report(
         progress: Show tqdm progress bars.
 
     Returns:
-        The path of ``index.html``.
+        The path (or URI) of ``index.html``.
 
     Raises:
         ParameterError: Missing folders, a bad ``tracks_per_page``, or an output location
             that cannot be written (a file, a read-only folder) or would clash with the auralisation output.
-        DataError: The folder holds no auralisation output, or its JSON is malformed.
+        DataError: The folder holds no auralisation output, its JSON is malformed, or a remote file
+            cannot be copied.
     """
     if isinstance(tracks_per_page, bool) or not isinstance(tracks_per_page, int) or tracks_per_page < 1:
         raise ParameterError(f"tracks_per_page={tracks_per_page!r} is invalid: expected a positive integer")
-    if output is not None and "://" in os.fspath(output):
-        raise ParameterError(f"--output {os.fspath(output)!r} is a URI: write the report to a local folder")
+    options = {"title": title, "tracks_per_page": tracks_per_page, "rebuild_thumbnails": rebuild_thumbnails,
+               "progress": progress}
+    if remote.is_uri(auralise_dir) or (correlation is not None and remote.is_uri(correlation)):
+        return _write_remote(os.fspath(auralise_dir), None if output is None else os.fspath(output),
+                             None if correlation is None else os.fspath(correlation), **options)
+    if output is not None and remote.is_uri(output):
+        raise ParameterError(f"--output {os.fspath(output)!r} is a URI: the report of a local auralisation output "
+                             "goes to a local folder (its pages link to the audio by relative paths)")
     results = load_auralise_output(auralise_dir)
     report_dir = os.path.abspath(os.fspath(output) if output is not None else os.path.join(results.directory, "report"))
     check_output_folder(report_dir, flag="--output")
@@ -126,3 +138,29 @@ def write_report(
     index = os.path.join(report_dir, "index.html")
     logger.info("report written: %s", index)
     return index
+
+
+def _write_remote(auralise_dir: str, output: str | None, correlation: str | None, **options: Any) -> str:
+    """:func:`write_report` when the output or the correlation folder is remote: staged, written, published."""
+    source = auralise_dir.rstrip("/")
+    target = (output or f"{source}/report").rstrip("/")
+    relative = remote.inside(target, source) if remote.is_uri(source) and remote.is_uri(target) else None
+    if remote.is_uri(source) and not (relative and remote.plain_path(relative)):
+        raise ParameterError(
+            f"--output {target}: the report of a remote auralisation output is written inside it ({source}/report "
+            "by default), since its pages link to the audio by relative paths; to listen on this machine, copy "
+            f"the output (e.g. gcloud storage cp -r {source} .) and run python -m tfaural.report on the copy"
+        )
+    with contextlib.ExitStack() as stack:
+        if correlation is not None and remote.is_uri(correlation):
+            correlation = stack.enter_context(remote.stage(correlation, what="correlation results",
+                                                           progress=options["progress"])).local
+        if relative is None:  # only the correlation folder is remote
+            return write_report(auralise_dir, output, correlation=correlation, **options)
+        staged = stack.enter_context(remote.stage(source, what="auralisation output", progress=options["progress"]))
+        write_report(staged.local, os.path.join(staged.local, *relative.split("/")), correlation=correlation,
+                     **options)
+        uploaded, deleted = remote.publish(staged, relative, progress=options["progress"])
+        index = f"{target}/index.html"
+        logger.info("report published: %s (%d file(s) uploaded, %d removed)", index, uploaded, deleted)
+        return index
