@@ -248,6 +248,8 @@ def test_auralise_writes_its_output_and_listening_report_into_gcs(
 
     # a "folder" object, as the Cloud console makes them, is not a file to copy (the local server drops
     # connections asked for names with ".." in them: tests/test_report.py checks that those are not copied)
+    folder = next(name for name in names if name.endswith("/track.json")).split("/")[0]
+    bucket.blob(f"auralised/{folder}/").upload_from_string(b"")
     bucket.blob("auralised/notes/").upload_from_string(b"")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="tfaural.report"):

@@ -112,7 +112,11 @@ def _listing(uri: str, *, what: str) -> list[_Remote]:
             continue
         mtime = getattr(meta, "last_updated_in_seconds", None)
         items.append(_Remote(relative, int(meta.size_in_bytes), float(mtime) if mtime else None))
-    return sorted(items, key=lambda item: item.relative)
+    # An empty object named as a folder that holds others is that folder's marker (some listings drop its "/").
+    folders = {"/".join(parts[:end]) for parts in (item.relative.split("/") for item in items)
+               for end in range(1, len(parts))}
+    return sorted((item for item in items if not (item.size == 0 and item.relative in folders)),
+                  key=lambda item: item.relative)
 
 
 def _download(uri: str, target: str, *, size: int) -> str:
@@ -120,11 +124,11 @@ def _download(uri: str, target: str, *, size: int) -> str:
     from apache_beam.io.filesystem import CompressionTypes
 
     digest = hashlib.sha256()
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if size == 0:  # nothing to read (and a "folder" object "a/" of the bucket is listed as "a", which is not there)
-        open(target, "wb").close()
-        return digest.hexdigest()
     try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if size == 0:  # nothing to read
+            open(target, "wb").close()
+            return digest.hexdigest()
         with _filesystems().open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as source, \
                 open(target, "wb") as sink:
             while block := source.read(_BLOCK):
