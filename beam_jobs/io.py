@@ -27,6 +27,7 @@ from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from tfaural import audio
 from tfaural.errors import AudioDecodeError, AudioError, DataError, ParameterError
+from tfaural.files import media_type
 
 __all__ = [
     "is_local",
@@ -423,7 +424,8 @@ def created_atomically(path: str) -> Iterator[Any]:
     """
     temporary = temporary_sibling(path)
     try:
-        with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        with FileSystems.create(temporary, mime_type=media_type(path),
+                                compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             yield handle
         replace_with(temporary, path)
     except BaseException:

@@ -59,3 +59,14 @@ def test_the_temporary_keeps_the_ending_writers_need(tmp_path: pathlib.Path) -> 
     assert (tmp_path / "sub" / "model.weights.h5").read_bytes() == b"w"
     assert np.load(tmp_path / "signals.npz")["x"].tolist() == [0, 1, 2]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["model.weights.h5", "signals.npz"]
+
+
+def test_media_types_of_what_a_report_on_a_bucket_serves() -> None:
+    """What a browser needs to show a page, draw an image and play audio from a bucket; the rest is bytes."""
+    assert files.media_type("report/index.html") == "text/html"
+    assert files.media_type("report/assets/style.css") == "text/css"
+    assert files.media_type("thumbs/a/layer1/feature0.png") == "image/png"
+    assert files.media_type("a/track.json") == "application/json"
+    assert files.media_type(pathlib.Path("a/layer1/feature0.wav")).startswith("audio/")
+    assert files.media_type("features.tar.gz") == "application/octet-stream"  # compressed: not served as a tar
+    assert files.media_type("shard-00000.tfrecord") == "application/octet-stream"

@@ -11,7 +11,9 @@ user cannot read, a catalogue other users cannot open). The process-wide umask i
 (worker threads write concurrently).
 
 Files on remote filesystems (``gs://`` ...) written by the Beam jobs go through Beam's
-``FileSystems`` instead (:mod:`beam_jobs.io`): a rename there is a copy, not this.
+``FileSystems`` instead (:mod:`beam_jobs.io`): a rename there is a copy, not this. They are
+stored with the media type of their name (:func:`media_type`), so that a browser shows a report
+page, plays a WAV or draws a PNG served from a bucket instead of downloading it.
 
 This module never imports TensorFlow.
 """
@@ -19,11 +21,12 @@ This module never imports TensorFlow.
 from __future__ import annotations
 
 import contextlib
+import mimetypes
 import os
 import uuid
 from collections.abc import Iterator
 
-__all__ = ["atomic_path", "write_bytes", "write_text"]
+__all__ = ["atomic_path", "media_type", "write_bytes", "write_text"]
 
 
 @contextlib.contextmanager
@@ -69,3 +72,10 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Writes ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_path`)."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def media_type(path: str | os.PathLike[str]) -> str:
+    """The media type a file of this name is stored with on a bucket (``"text/html"``, ``"audio/x-wav"``,
+    ``"image/png"``...): ``"application/octet-stream"`` for unknown endings and compressed files."""
+    kind, encoding = mimetypes.guess_type(os.fspath(path))
+    return kind if kind and not encoding else "application/octet-stream"

@@ -27,7 +27,7 @@ from jobs_testing import Entry, write_catalogue
 from beam_jobs import accounting, auralise, extract_features, make_tfrecords, tag
 from beam_jobs import io as beam_io
 from beam_jobs import tracks as job_tracks
-from tfaural import report
+from tfaural import files, report
 from tfaural.data.tfrecord import TrackRecord, decode_example
 from tfaural.errors import ParameterError
 
@@ -235,6 +235,12 @@ def test_auralise_writes_its_output_and_listening_report_into_gcs(
                 for name in ("report/index.html", "report/assets/style.css", thumbs[0])}
     assert uploaded == {"report/index.html": "text/html", "report/assets/style.css": "text/css",
                         thumbs[0]: "image/png"}  # a browser shows them from the bucket instead of downloading them
+    heard = next(name for name in names if name.endswith("/layer3/feature1.wav"))  # the job's own files too
+    record = heard.split("/")[0] + "/track.json"
+    written = {name: bucket.get_blob(f"auralised/{name}").content_type for name in (heard, record, "manifest.jsonl")}
+    assert written == {heard: files.media_type(heard), record: "application/json",
+                       "manifest.jsonl": files.media_type("manifest.jsonl")}
+    assert files.media_type(heard).startswith("audio/")
 
     stale = f"{got}/report/tracks/removed-track.html"
     beam_io.write_text(stale, "<p>a track of an earlier run</p>")

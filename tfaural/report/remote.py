@@ -14,8 +14,9 @@ It is made in three steps, through Beam's filesystems (any scheme Beam knows):
    (``.inputs/``, ...) do not. The disk holds the whole output for the duration; memory holds one
    block.
 2. **Write**: :func:`tfaural.report.write_report` on the staged folder, exactly as for a local one.
-3. **Publish**: the report folder's new and changed files are uploaded, each with its media type
-   (so that a browser shows the pages rather than downloading them), and the files of the earlier
+3. **Publish**: the report folder's new and changed files are uploaded, each with the media type of
+   its name (:func:`tfaural.files.media_type`: a browser shows the pages rather than downloading
+   them; the jobs store their audio the same way), and the files of the earlier
    report that this one no longer has (pages of removed tracks) are deleted. The staged copy is
    then removed.
 
@@ -28,7 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import mimetypes
 import os
 import posixpath
 import shutil
@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tfaural.errors import DataError, ParameterError
+from tfaural.files import media_type
 
 __all__ = ["is_uri", "inside", "plain_path", "stage", "publish", "StagedFolder"]
 
@@ -198,11 +199,6 @@ def stage(uri: str, *, what: str, skip_hidden: bool = True, progress: bool = Tru
         yield staged
 
 
-def _media_type(path: str) -> str:
-    kind, encoding = mimetypes.guess_type(path)
-    return kind if kind and not encoding else "application/octet-stream"
-
-
 def publish(staged: StagedFolder, relative: str, *, progress: bool = True) -> tuple[int, int]:
     """Makes the remote folder ``staged.uri/relative`` what the local ``staged.local/relative`` holds.
 
@@ -235,7 +231,7 @@ def publish(staged: StagedFolder, relative: str, *, progress: bool = True) -> tu
         for key in changed:
             try:
                 with open(local[key], "rb") as source, filesystems.create(
-                        f"{staged.uri}/{key}", mime_type=_media_type(key),
+                        f"{staged.uri}/{key}", mime_type=media_type(key),
                         compression_type=CompressionTypes.UNCOMPRESSED) as sink:
                     shutil.copyfileobj(source, sink, _BLOCK)
             except Exception as err:  # the remote filesystem's own errors
