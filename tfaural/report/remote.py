@@ -39,7 +39,7 @@ from typing import Any
 from tfaural.errors import DataError, ParameterError
 from tfaural.files import media_type
 
-__all__ = ["is_uri", "inside", "plain_path", "stage", "publish", "StagedFolder"]
+__all__ = ["inside", "plain_path", "stage", "publish", "StagedFolder"]
 
 logger = logging.getLogger("tfaural.report")
 
@@ -47,18 +47,9 @@ _BLOCK = 1 << 22  # bytes per read and write while copying
 _SPARE_BYTES = 1 << 28  # free disk left beside a staged copy, for the report's thumbnails and pages
 
 
-def is_uri(path: str | os.PathLike[str]) -> bool:
-    """True for ``scheme://...`` paths (``gs://``, ``s3://``, ...), which are read through Beam's filesystems."""
-    return "://" in os.fspath(path)
-
-
-def _clean(uri: str) -> str:
-    return uri.rstrip("/")
-
-
 def inside(path: str, folder: str) -> str | None:
     """``path`` relative to ``folder`` (both URIs) if it lies inside it (``""`` for the folder itself), else None."""
-    path, folder = _clean(path), _clean(folder)
+    path, folder = path.rstrip("/"), folder.rstrip("/")
     if path == folder:
         return ""
     return path[len(folder) + 1:] if path.startswith(folder + "/") else None
@@ -151,14 +142,14 @@ def _file_digest(path: str) -> str:
 
 
 @contextlib.contextmanager
-def stage(uri: str, *, what: str, skip_hidden: bool = True, progress: bool = True) -> Iterator[StagedFolder]:
+def stage(uri: str, *, what: str, progress: bool = True) -> Iterator[StagedFolder]:
     """Copies the remote folder ``uri`` to a temporary local folder of the same name; removed afterwards.
+
+    The top-level folders and files whose names start with ``.`` (the jobs' scratch folders) are left out.
 
     Args:
         uri: The remote folder.
         what: What it is, for messages ("auralisation output").
-        skip_hidden: Leave out the top-level folders and files whose names start with ``.`` (the jobs'
-            scratch folders).
         progress: Show a tqdm progress bar.
 
     Yields:
@@ -171,9 +162,8 @@ def stage(uri: str, *, what: str, skip_hidden: bool = True, progress: bool = Tru
     """
     from tqdm.auto import tqdm
 
-    uri = _clean(uri)
-    items = [item for item in _listing(uri, what=what)
-             if not (skip_hidden and item.relative.startswith("."))]
+    uri = uri.rstrip("/")
+    items = [item for item in _listing(uri, what=what) if not item.relative.startswith(".")]
     if not items:
         raise ParameterError(f"{what} {uri} does not exist or holds no files")
     name = posixpath.basename(uri) or "output"

@@ -14,6 +14,7 @@ from typing import Any
 
 from tfaural import files
 from tfaural.cli import check_output_folder
+from tfaural.data.catalogue import is_uri
 from tfaural.errors import ParameterError
 from tfaural.report import remote
 from tfaural.report.pages import Site
@@ -111,10 +112,10 @@ def write_report(
         raise ParameterError(f"tracks_per_page={tracks_per_page!r} is invalid: expected a positive integer")
     options = {"title": title, "tracks_per_page": tracks_per_page, "rebuild_thumbnails": rebuild_thumbnails,
                "progress": progress}
-    if remote.is_uri(auralise_dir) or (correlation is not None and remote.is_uri(correlation)):
+    if is_uri(os.fspath(auralise_dir)) or (correlation is not None and is_uri(os.fspath(correlation))):
         return _write_remote(os.fspath(auralise_dir), None if output is None else os.fspath(output),
                              None if correlation is None else os.fspath(correlation), **options)
-    if output is not None and remote.is_uri(output):
+    if output is not None and is_uri(os.fspath(output)):
         raise ParameterError(f"--output {os.fspath(output)!r} is a URI: the report of a local auralisation output "
                              "goes to a local folder (its pages link to the audio by relative paths)")
     results = load_auralise_output(auralise_dir)
@@ -144,15 +145,15 @@ def _write_remote(auralise_dir: str, output: str | None, correlation: str | None
     """:func:`write_report` when the output or the correlation folder is remote: staged, written, published."""
     source = auralise_dir.rstrip("/")
     target = (output or f"{source}/report").rstrip("/")
-    relative = remote.inside(target, source) if remote.is_uri(source) and remote.is_uri(target) else None
-    if remote.is_uri(source) and not (relative and remote.plain_path(relative)):
+    relative = remote.inside(target, source) if is_uri(source) and is_uri(target) else None
+    if is_uri(source) and not (relative and remote.plain_path(relative)):
         raise ParameterError(
             f"--output {target}: the report of a remote auralisation output is written inside it ({source}/report "
             "by default), since its pages link to the audio by relative paths; to listen on this machine, copy "
             f"the output (e.g. gcloud storage cp -r {source} .) and run python -m tfaural.report on the copy"
         )
     with contextlib.ExitStack() as stack:
-        if correlation is not None and remote.is_uri(correlation):
+        if correlation is not None and is_uri(correlation):
             correlation = stack.enter_context(remote.stage(correlation, what="correlation results",
                                                            progress=options["progress"])).local
         if relative is None:  # only the correlation folder is remote
