@@ -21,6 +21,15 @@ $(STAMP): setup.py pyproject.toml Makefile
 	$(call pip_install,--no-deps musicnn==0.1.0)  # pretrained taggers' weights (its numpy<1.17 pin is obsolete)
 	touch $(STAMP)
 
+# A package index set for pip in the environment is uv's too (uv reads no pip.conf: where PyPI cannot be
+# reached, pip and its configuration take over).
+ifdef PIP_INDEX_URL
+export UV_INDEX_URL ?= $(PIP_INDEX_URL)
+endif
+ifdef PIP_EXTRA_INDEX_URL
+export UV_EXTRA_INDEX_URL ?= $(PIP_EXTRA_INDEX_URL)
+endif
+
 # $(call pip_install,ARGS): uv pip install ARGS into the venv, else pip install ARGS.
 pip_install = { test -x $(VENV)/bin/uv && $(VENV)/bin/uv pip install -q --python $(PY) $(1); } \
 	|| $(PY) -m pip install -q $(1)
