@@ -15,7 +15,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 # a fresh venv took 35 s with it and 138 s with pip, on a 2-core AMD EPYC (2026-12-06), the same versions.
 $(STAMP): setup.py pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check uv || true
+	$(PY) -m pip install -q --disable-pip-version-check 'uv>=0.5' || true
 	$(call pip_install,--upgrade pip setuptools wheel)
 	$(call pip_install,-e '.[test]')
 	$(call pip_install,--no-deps musicnn==0.1.0)  # pretrained taggers' weights (its numpy<1.17 pin is obsolete)
