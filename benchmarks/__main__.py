@@ -12,7 +12,9 @@ in its own process (fresh TensorFlow state, no cross-talk), one after another.
 Every figure inside a benchmark is a median of several runs after a warm-up, and
 comparisons are measured side by side in the same run and reported as ratios.
 Each entry records when it ran and the machine's load average as it started
-(a figure taken on a busy machine is then visible as such).
+(a figure taken on a busy machine is then visible as such), its wall-clock seconds
+(``wall_seconds``) and the CPU seconds of its process and of every process it waited
+for (``cpu_seconds``: the work it did, whatever share of the cores it was given).
 
 ``--quick`` is the CI smoke mode: it checks that the suite runs, not the speed;
 ``--jobs 2`` runs two entries at a time there (most of a smoke entry is
@@ -38,8 +40,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks._jobs import EXPORT_CACHE_ENV
 from tfaural.cpu import cpu_flags, cpu_model, onednn_state
@@ -151,18 +154,59 @@ def _run_script(script: str, args: list[str], timeout: int) -> dict[str, Any]:
     start = time.time()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE),
                                                                                     os.environ.get("PYTHONPATH", "")])}
-    try:
-        done = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True, text=True,
-                              timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s", "wall_seconds": round(time.time() - start, 1)}
+    done = _run_counting_cpu([sys.executable, os.path.join(HERE, script), *args], timeout=timeout, env=env)
+    spent = {"wall_seconds": round(time.time() - start, 1), "cpu_seconds": round(done.cpu_seconds, 1)}
+    if done.timed_out:
+        return {"error": f"timed out after {timeout} s", **spent}
     result = _last_json(done.stdout)
     if done.returncode != 0 or result is None:
         tail = (done.stderr or done.stdout)[-1500:]
-        return {"error": f"exit code {done.returncode}", "log_tail": tail,
-                "wall_seconds": round(time.time() - start, 1)}
-    result["wall_seconds"] = round(time.time() - start, 1)
-    return result
+        return {"error": f"exit code {done.returncode}", "log_tail": tail, **spent}
+    return {**result, **spent}
+
+
+class _Finished(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+    cpu_seconds: float
+    timed_out: bool
+
+
+def _run_counting_cpu(command: list[str], *, timeout: float, env: dict[str, str]) -> _Finished:
+    """Runs ``command`` to its end (killed after ``timeout`` seconds) and returns its exit status, its output
+    and its CPU seconds: user + system of the process and of the processes it waited for (``os.wait4``'s
+    usage, which is this child's alone, also while other entries run beside it)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    outputs: dict[str, bytes] = {}
+
+    def read(name: str, stream: Any) -> None:
+        with stream:
+            outputs[name] = stream.read()
+
+    readers = [threading.Thread(target=read, args=(name, stream), daemon=True)
+               for name, stream in (("stdout", process.stdout), ("stderr", process.stderr))]
+    for reader in readers:
+        reader.start()
+    deadline, timed_out = time.monotonic() + timeout, False
+    try:
+        while True:  # polled, not blocking: the kill below can only reach this child, which is not reaped yet
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if not timed_out and time.monotonic() > deadline:
+                process.kill()
+                timed_out = True
+            time.sleep(0.05)
+    except BaseException:  # interrupted: the child does not outlive the suite
+        process.kill()
+        process.wait()
+        raise
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen does not wait again
+    for reader in readers:
+        reader.join(timeout=30)  # a process it left behind may hold the pipes: its output is not waited for
+    text = {name: outputs.get(name, b"").decode("utf-8", "replace") for name in ("stdout", "stderr")}
+    return _Finished(process.returncode, text["stdout"], text["stderr"], usage.ru_utime + usage.ru_stime, timed_out)
 
 
 def _get(data: dict[str, Any], *path: Any) -> Any:
@@ -450,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[benchmarks] {name} ...", flush=True)
         result = run_one(name, script, ["--quick", *extra] if args.quick else extra,
                          timeout if not args.quick else QUICK_TIMEOUT)
-        print(f"[benchmarks] {name}: {result.get('error') or str(result.get('wall_seconds')) + ' s'}", flush=True)
+        spent = f"{result.get('wall_seconds')} s (CPU {result.get('cpu_seconds')} s)"
+        print(f"[benchmarks] {name}: {result['error'] + ', ' + spent if 'error' in result else spent}", flush=True)
         return name, result
 
     # A smoke run's entries share their exports (benchmarks/_jobs.py, shared_export): each model once.

@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -37,6 +38,9 @@ def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     errors = {name: r.get("error") for name, r in report["results"].items() if "error" in r}
     assert done.returncode == 0 and not errors, (errors, done.stdout[-3000:], done.stderr[-3000:])
     assert set(report["results"]) == {name for name, *_ in BENCHMARKS}
+    # Each entry's own work, counted apart from the entry run beside it: at least its TensorFlow import.
+    assert all(r["cpu_seconds"] >= 1.0 for r in report["results"].values()), {
+        name: r["cpu_seconds"] for name, r in report["results"].items()}
     assert report["quick"] is True and report["machine"]["cores"] >= 1
     measured = [row for row in report["targets"] if row["figure"] is not None]
     assert len(measured) >= 10  # every issue target has a figure, even in smoke mode
@@ -72,6 +76,34 @@ def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
         printed.read_text().splitlines()[-1])
     assert "[benchmarks] ceilings" not in done.stdout  # nothing ran
     assert "updated then: ceilings" in markdown.read_text()
+
+
+def test_an_entrys_cpu_seconds_are_its_processes_and_a_late_one_is_killed(tmp_path: pathlib.Path) -> None:
+    """``cpu_seconds`` counts the entry's process and the processes it waited for (here a child that spins
+    for 0.4 s of CPU, measured by itself), not this process's other children; a run past its timeout is killed
+    and reported as such, without waiting for its end."""
+    from benchmarks.__main__ import _run_counting_cpu
+
+    def spin(seconds: float) -> str:
+        return (f"import time\nstart = time.process_time()\nwhile time.process_time() - start < {seconds}: pass\n"
+                "print(time.process_time())")
+
+    parent = (f"import subprocess, sys\ndone = subprocess.run([sys.executable, '-c', {spin(0.4)!r}], "
+              "capture_output=True, text=True)\nprint('child', done.stdout.strip())\n"
+              "print('to stderr', file=sys.stderr)")
+    beside = subprocess.Popen([sys.executable, "-c", spin(2.0)], stdout=subprocess.DEVNULL)  # not the entry's
+    done = _run_counting_cpu([sys.executable, "-c", parent], timeout=120, env=dict(os.environ))
+    beside.wait()
+    assert done.returncode == 0 and not done.timed_out and done.stderr.strip() == "to stderr", done
+    spun = float(done.stdout.split()[-1])
+    # the two interpreters' start-up on top of the spin, far less than the 2 s spun beside
+    assert spun >= 0.4 and spun <= done.cpu_seconds < spun + 1.5, (spun, done.cpu_seconds)
+
+    start = time.monotonic()
+    late = _run_counting_cpu([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(600)"],
+                             timeout=1.0, env=dict(os.environ))
+    assert late.timed_out and late.returncode == -9 and late.stdout == "started\n"
+    assert time.monotonic() - start < 60
 
 
 def _onednn_states(result: object) -> set[str]:
