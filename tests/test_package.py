@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import shutil
 import subprocess
@@ -18,6 +19,22 @@ def test_import_all_top_level_packages_in_a_fresh_process() -> None:
     code = "import tfaural, export, beam_jobs; print(tfaural.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == tfaural.__version__
+
+
+def test_the_installed_frameworks_come_with_their_bytecode() -> None:
+    """``make install`` compiles the packages' bytecode as it installs them (pip does; uv is asked to): a process
+    that may not write it (``PYTHONDONTWRITEBYTECODE``, as many containers and this project's CI set, or a
+    read-only venv) would otherwise compile TensorFlow's, Keras's and Beam's modules from source at every start
+    of every job, worker and model process. Every module of theirs has its cached bytecode, whether imported yet
+    or not."""
+    for package in ("tensorflow", "keras", "apache_beam"):
+        spec = importlib.util.find_spec(package)  # a top-level package: found, not imported
+        assert spec is not None and spec.submodule_search_locations, package
+        root = pathlib.Path(next(iter(spec.submodule_search_locations)))
+        sources = list(root.rglob("*.py"))
+        missing = [str(path.relative_to(root)) for path in sources
+                   if not pathlib.Path(importlib.util.cache_from_source(str(path))).exists()]
+        assert len(sources) > 300 and not missing, (package, len(missing), missing[:5])
 
 
 def test_error_hierarchy() -> None:
