@@ -276,7 +276,7 @@ def prepare_output(
                                  f"(see its {JOB_FILE}); pass --overwrite to recompute everything")
     stale = [manifest_path] if beam_io.exists(manifest_path) else []
     for pattern in derived:
-        stale += beam_io.list_files(settings.path(pattern))
+        stale += beam_io.list_files(beam_io.join(beam_io.escape(settings.output), pattern))
     beam_io.delete(stale)
 
 

@@ -632,7 +632,7 @@ class FinishTrack(beam.DoFn):
 
     def _remove_stale(self, track: TrackInput, *, keep: set[str]) -> None:
         folder = self._settings.common.path(track.name)
-        present = beam_io.list_files(beam_io.join(folder, "**"))
+        present = beam_io.list_files(beam_io.join(beam_io.escape(folder), "**"))
         prefix = folder.rstrip("/") + "/"
         stale = [p for p in present if p.startswith(prefix) and f"{track.name}/{p[len(prefix):]}" not in keep
                  and ".tmp-" not in p]
@@ -690,6 +690,7 @@ class AuraliseJob(CatalogueJob):
 
     name = "auralise"
     option_classes = (CatalogueJobOptions, InferenceJobOptions, AuraliseOptions, LayerOptions, ShortTrackOptions)
+    hidden_flags = ("precision",)
     signature = SIGNATURE
     reserved = (REPORT_FOLDER,)
     model_process = False

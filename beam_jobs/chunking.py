@@ -364,6 +364,7 @@ def decode_chunks(track: TrackInput, plan: ChunkPlan) -> Iterator[Chunk]:
                 peak = max(peak, float(np.max(np.abs(block))))
             yield block
 
+    track.check_listed()
     blocks = beam_io.iter_audio_blocks(track.path, sample_rate=plan.sample_rate,
                                        block_seconds=plan.chunk_samples / plan.sample_rate)
     chunks = 0

@@ -800,6 +800,7 @@ class CorrelationJob(Job):
 
     name = "correlation"
     option_classes = (CatalogueJobOptions, InferenceJobOptions, CorrelationOptions, LayerOptions)
+    hidden_flags = ("input", "manifest", "sample_rate", "format", "precision", "skip_existing")
     save_main_session = True
     # One local process: the work is TensorFlow's, which uses every core in one process.
     local_mode = "in_memory"

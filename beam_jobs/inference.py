@@ -96,9 +96,11 @@ def resolve_model_dir(path: str) -> str:
     (:func:`tfaural.formats.resolve_export_dir`, on any Beam filesystem); logged when it is not ``path``."""
     from apache_beam.io.filesystems import FileSystems
 
+    from beam_jobs import io as beam_io
+
     def children(folder: str) -> list[str]:  # the versions holding metadata.json (one match, not a listing)
         try:
-            found = FileSystems.match([f"{folder}/*/{EXPORT_METADATA_FILE}"])[0].metadata_list
+            found = FileSystems.match([f"{beam_io.escape(folder)}/*/{EXPORT_METADATA_FILE}"])[0].metadata_list
         except Exception:  # BeamIOError, or a filesystem client's own error: no versions then
             return []
         return [m.path.rstrip("/").split("/")[-3] for m in found]

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes, FileSystem
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
@@ -37,6 +37,8 @@ __all__ = [
     "exists",
     "delete",
     "list_files",
+    "glob_regex",
+    "escape",
     "glob_variants",
     "literal_prefix",
     "audio_source",
@@ -108,8 +110,9 @@ def delete(paths: Sequence[str]) -> None:
 def list_files(pattern: str) -> list[str]:
     """The entries (anything but folders) matching the glob ``pattern``, sorted; ``[]`` when nothing matches.
 
-    ``*`` does not cross ``/`` and ``**`` does, on local paths as on ``gs://`` (Beam's
-    ``FileSystem.translate_pattern``); a ``**/`` path component matches zero or more
+    ``*``, ``?`` and ``[...]`` stay within a name and ``**`` crosses ``/``, on local paths as on
+    ``gs://`` (:func:`glob_regex`: as in the shell; Beam's own ``translate_pattern`` lets ``?`` and
+    ``[!x]`` match ``/`` and ``*`` miss names with a backslash); a ``**/`` path component matches zero or more
     folders, as in ``gcloud storage``, bash's ``globstar`` and Python's ``glob``:
     ``'music/**/*.flac'`` matches ``music/a.flac`` as well as ``music/x/y/b.flac``
     (Beam alone requires at least one folder there and leaves out ``music/a.flac``).
@@ -124,12 +127,66 @@ def list_files(pattern: str) -> list[str]:
         return _list_local(pattern)
     found: set[str] = set()
     for prefix, globs in _globs_by_prefix(pattern).items():  # one listing per prefix, however many globs share it
-        if len(globs) == 1:
-            found.update(_matches(globs[0]))
-        else:
-            regexes = [re.compile(FileSystem.translate_pattern(glob)) for glob in globs]
+        regexes = [glob_regex(glob) for glob in globs if glob != prefix]
+        found.update(path for glob in globs if glob == prefix for path in _matches(glob))  # no wildcard
+        if regexes:
             found.update(path for path in _matches(prefix + "**") if any(regex.match(path) for regex in regexes))
     return sorted(found)
+
+
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """The regular expression of one glob (without braces), matched against whole paths.
+
+    As in the shell: ``*`` is any characters but ``/``, ``?`` one character but ``/``,
+    ``[abc]``, ``[a-z]`` and ``[!abc]`` one character of (or not of) the set, never ``/``;
+    ``[[]`` is a literal ``[`` (see :func:`escape`) and a ``[`` without its ``]`` is itself.
+    ``**`` is any characters, ``/`` included (Beam's meaning; :func:`glob_variants` makes
+    a ``**/`` component also match no folder).
+
+    >>> bool(glob_regex("music/a?c.wav").match("music/a/c.wav"))
+    False
+
+    Raises:
+        ParameterError: If a ``[...]`` set is not a valid one (e.g. the range ``[z-a]``).
+    """
+    out, i, n = [], 0, len(glob)
+    while i < n:
+        c = glob[i]
+        i += 1
+        if c == "*":
+            if i < n and glob[i] == "*":
+                out.append(".*")
+                i += 1
+            else:
+                out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1 if i < n and glob[i] == "!" else i
+            j = j + 1 if j < n and glob[j] == "]" else j  # a "]" first in the set is one of its characters
+            j = glob.find("]", j)
+            if j < 0:
+                out.append(re.escape(c))
+                continue
+            body, i = glob[i:j], j + 1
+            negated = body.startswith("!")
+            body = re.sub(r"([\\\[\]^&~|])", r"\\\1", body[1:] if negated else body)
+            out.append(f"[^/{body}]" if negated else f"(?!/)[{body}]")
+        else:
+            out.append(re.escape(c))
+    try:
+        return re.compile("".join(out) + r"\Z", re.DOTALL)
+    except re.error as err:
+        raise ParameterError(f"the glob {glob!r} has an invalid [...] set ({err})") from None
+
+
+def escape(path: str) -> str:
+    """``path`` as a glob that matches only itself: each ``*``, ``?``, ``[`` and ``{`` in a set of its own.
+
+    >>> escape("out/[2019] live/*")
+    'out/[[]2019] live/[*]'
+    """
+    return re.sub(r"([*?\[{])", r"[\1]", path)
 
 
 def literal_prefix(glob: str) -> str:
@@ -155,7 +212,7 @@ def _matches(pattern: str) -> list[str]:
 
 _WILDCARD = re.compile(r"[*?\[]")
 _GLOBSTAR = re.compile(r"(?:(?<=/)|^)\*\*/")
-_BRACES = re.compile(r"\{([^{}]*,[^{}]*)\}")  # innermost first: nested braces expand from the inside
+_BRACES = re.compile(r"(?<!\[)\{(?!\])([^{}]*,[^{}]*)\}")  # innermost first; "[{]" is a literal "{" (escape)
 MAX_GLOB_VARIANTS = 256
 
 
@@ -209,7 +266,7 @@ def _list_local(pattern: str) -> list[str]:
                     found.add(glob)
                 continue
             folder = prefix if prefix.endswith("/") else os.path.dirname(prefix)
-            walks.setdefault(folder, []).append(re.compile(FileSystem.translate_pattern(glob)))
+            walks.setdefault(folder, []).append(glob_regex(glob))
     for folder, regexes in walks.items():
         for dirpath, _dirnames, filenames in os.walk(folder or os.curdir):  # links to folders are not followed
             for name in filenames:
@@ -559,7 +616,7 @@ class RecordSink:
 def remove_folder(folder: str) -> int:
     """Deletes the files directly in ``folder`` and, on a local filesystem, the folder if it is then empty (on
     object stores a folder is only a prefix); returns how many files were deleted. A missing folder is fine."""
-    stale = list_files(join(folder, "*"))
+    stale = list_files(join(escape(folder), "*"))
     if stale:
         delete(stale)
     if is_local(folder):
@@ -569,8 +626,8 @@ def remove_folder(folder: str) -> int:
 
 
 def delete_matching(patterns: Sequence[str]) -> list[str]:
-    """Deletes the files matching glob ``patterns``; returns their paths (sorted)."""
-    paths = sorted({m.path for result in FileSystems.match(list(patterns)) for m in result.metadata_list})
+    """Deletes the files matching glob ``patterns`` (:func:`list_files`); returns their paths (sorted)."""
+    paths = sorted({path for pattern in patterns for path in list_files(pattern)})
     if paths:
         FileSystems.delete(paths)
     return paths

@@ -149,6 +149,7 @@ class Job(abc.ABC):
         name: The job's name, in messages and the scratch folder's name.
         option_classes: The ``PipelineOptions`` subclasses whose flags the job takes.
         save_main_session: Default of :meth:`run`'s ``save_main_session``.
+        hidden_flags: Flags of its option classes the job does not take (their ``dest``): not in its ``--help``.
         local_mode: The DirectRunner's running mode when the user chooses none
             (:func:`beam_jobs.options.apply_runner_defaults`).
     """
@@ -156,6 +157,7 @@ class Job(abc.ABC):
     name: ClassVar[str]
     option_classes: ClassVar[tuple[type[PipelineOptions], ...]]
     save_main_session: ClassVar[bool] = False
+    hidden_flags: ClassVar[tuple[str, ...]] = ()
     local_mode: ClassVar[str] = "multi_processing"
 
     @property
@@ -244,7 +246,7 @@ class Job(abc.ABC):
         timings = Timings(started=time.perf_counter())
         options = parse_job_args(argv, prog=f"python -m {self.module}",
                                  description=sys.modules[self.module].__doc__ or "",
-                                 option_classes=list(self.option_classes))
+                                 option_classes=list(self.option_classes), hidden=self.hidden_flags)
         settings = self.settings(options)
         check_runner(options)
         keep_main = self.save_main_session if save_main_session is None else save_main_session

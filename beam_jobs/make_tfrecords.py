@@ -649,15 +649,15 @@ class MakeTFRecordsJob(Job):
 
     def prepare(self, settings: Settings, inputs: Catalogue) -> None:
         """Refuses an earlier dataset without ``--overwrite``; deletes it with it."""
-        patterns = [beam_io.join(settings.output, f"*{SHARD_SUFFIX}"),
-                    beam_io.join(settings.output, DATASET_INFO_FILENAME),
-                    beam_io.join(settings.output, FAILURES_FILENAME)]
+        folder = beam_io.escape(settings.output)
+        patterns = [beam_io.join(folder, f"*{SHARD_SUFFIX}"), beam_io.join(folder, DATASET_INFO_FILENAME),
+                    beam_io.join(folder, FAILURES_FILENAME)]
         if settings.overwrite:
             deleted = beam_io.delete_matching(patterns)
             if deleted:
                 logger.info("--overwrite: deleted %d file(s) of an earlier run in %s", len(deleted), settings.output)
         else:
-            existing = [m.path for r in beam.io.filesystems.FileSystems.match(patterns) for m in r.metadata_list]
+            existing = [path for pattern in patterns for path in beam_io.list_files(pattern)]
             if existing:
                 raise ParameterError(f"--output {settings.output} already holds a dataset ({sorted(existing)[0]}, "
                                      "...); pass --overwrite to replace it or choose another folder")

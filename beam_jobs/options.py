@@ -21,6 +21,7 @@ Flags accept both spellings, ``--sample-rate`` and ``--sample_rate``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -58,6 +59,8 @@ __all__ = [
     "DEFAULT_SIGNAL_SECONDS",
     "parse_job_args",
     "stray_arguments",
+    "unknown_flags",
+    "RUNNERS_PASSING_UNKNOWN_FLAGS",
     "require",
     "parse_index_list",
     "apply_runner_defaults",
@@ -311,28 +314,46 @@ def parse_job_args(
     prog: str,
     description: str,
     option_classes: Sequence[type[PipelineOptions]],
+    hidden: Sequence[str] = (),
 ) -> PipelineOptions:
     """Parses a job's command line: its own flags (with ``--help``) and Beam's.
+
+    Beam itself discards what it cannot parse with a warning, and takes the last of a
+    repeated flag; here each of these is an error before the job does anything:
+
+    * words no flag takes (:func:`stray_arguments`), e.g. the files of an unquoted glob
+      that the shell expanded;
+    * a flag of the job's option classes that the job does not take (``hidden``);
+    * ``--input`` or ``--manifest`` given twice with different values (``--input a --input b``
+      would tag only ``b``; other flags keep argparse's rule, the last wins);
+    * an unknown ``--flag`` that looks like one of the job's (``--pad-shrot``), or, on the
+      runners that would drop it (the local ones: the DirectRunner and Dask), any
+      unknown ``--flag`` (:func:`unknown_flags`). Dataflow, Prism, Flink, Spark and the
+      portable runner pass unknown flags on to the runner, so there they are allowed.
 
     Args:
         argv: Command-line arguments (``None``: ``sys.argv[1:]``).
         prog: Program name shown in the usage line.
         description: What the job does, for ``--help`` (printed as written).
         option_classes: The job's option classes.
+        hidden: Flags (their ``dest``) of those classes the job does not take: left out of ``--help``,
+            and an error if given.
 
     Returns:
         ``PipelineOptions`` holding every flag; read them with ``view_as``.
 
     Raises:
         SystemExit: On ``--help`` or a malformed job flag (argparse prints why).
-        ParameterError: On words no flag takes (:func:`stray_arguments`), e.g. the files of an
-            unquoted glob that the shell expanded: Beam would drop them silently.
+        ParameterError: On stray words, a repeated job flag or an unknown flag, as above.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_BEAM_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     classes: list[type[PipelineOptions]] = [*option_classes, ConsoleOptions]
     for option_class in classes:
         option_class._add_argparse_args(parser)
+    for action in parser._actions:
+        if action.dest in hidden:
+            action.help = argparse.SUPPRESS
     args = list(argv) if argv is not None else sys.argv[1:]
     parser.parse_known_args(args)  # --help and type errors; Beam flags pass through
     stray = stray_arguments(args)
@@ -341,7 +362,91 @@ def parse_job_args(
         raise ParameterError(
             f"{len(stray)} unexpected argument(s) {shown}: every value must follow its --flag. If the shell expanded "
             "a glob (an unquoted --input dir/*.wav passes every file as an argument), quote it: --input 'dir/*.wav'")
-    return PipelineOptions(args)
+    _check_repeated(parser, args)
+    for action in parser._actions:
+        given = [word.partition("=")[0] for word in args if word.partition("=")[0] in action.option_strings]
+        if action.dest in hidden and given:
+            raise ParameterError(f"{given[0]}: this job has no {action.option_strings[0]} ({prog} --help lists its "
+                                 "flags)")
+    options = PipelineOptions(args)
+    unknown = unknown_flags(args)
+    if unknown:
+        own = [o for action in parser._actions for o in action.option_strings if o.startswith("--") and o != "--help"]
+        for flag in unknown:
+            close = difflib.get_close_matches(flag, own, n=1, cutoff=0.75)
+            if close:
+                raise ParameterError(f"unknown flag {flag}: did you mean {close[0]}? ({prog} --help lists the "
+                                     "job's flags)")
+        runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
+        if not any(runner.lower().endswith(name.lower()) for name in RUNNERS_PASSING_UNKNOWN_FLAGS):
+            raise ParameterError(f"unknown flag(s) {', '.join(unknown)}: neither this job's ({prog} --help) nor "
+                                 f"Apache Beam's, and the {runner} would ignore them")
+    return options
+
+
+RUNNERS_PASSING_UNKNOWN_FLAGS = ("DataflowRunner", "PrismRunner", "FlinkRunner", "SparkRunner", "PortableRunner")
+"""Runners to which Beam passes flags it does not know (their own options); with the others they are lost."""
+
+
+ONCE_ONLY = ("input", "manifest")
+"""Flags (``dest``) that may not be repeated with another value: the files of all but the last would be lost
+silently. Other flags keep argparse's rule (the last wins), which scripts use to override a default."""
+
+
+def _check_repeated(parser: argparse.ArgumentParser, args: Sequence[str]) -> None:
+    """Raises ParameterError if a :data:`ONCE_ONLY` flag is given twice with different values."""
+    by_option = {o: a for a in parser._actions for o in a.option_strings if a.dest in ONCE_ONLY}
+    values: dict[str, list[tuple[str, str]]] = {}
+    words = list(args)
+    for index, word in enumerate(words):
+        if word == "--":
+            break
+        name, has_value, value = word.partition("=")
+        action = by_option.get(name)
+        if action is None:
+            continue
+        if not has_value:
+            if index + 1 >= len(words):
+                continue
+            value = words[index + 1]
+        values.setdefault(action.dest, []).append((name, value))
+    for given in values.values():
+        if len({value for _, value in given}) > 1:
+            flag = given[0][0]
+            shown = " and ".join(f"{name} {value!r}" for name, value in given)
+            raise ParameterError(f"{flag} is given {len(given)} times, {shown}: the job would use only the last; "
+                                 "give it once (one glob can hold alternatives, 'music/{rock,jazz}/**/*.flac', or "
+                                 "list the files in a --manifest)")
+
+
+def unknown_flags(args: Sequence[str]) -> list[str]:
+    """The ``--flags`` of a command line that neither the jobs nor Apache Beam define (without their values).
+
+    Args:
+        args: The command-line arguments (without the program name).
+
+    Returns:
+        The unknown flags' names, in order (``--pad-shrot`` of ``--pad-shrot`` or ``--pad-shrot=1``).
+    """
+    _, unknown = _beam_parser().parse_known_args(list(args))
+    flags = []
+    for word in unknown:
+        if word == "--":
+            break
+        if word.startswith("--"):
+            flags.append(word.partition("=")[0])
+    return flags
+
+
+def _beam_parser() -> _BeamArgumentParser:
+    """A parser of the flags of every ``PipelineOptions`` subclass imported so far, as Beam builds it."""
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    classes: dict[str, type[PipelineOptions]] = {}
+    for option_class in PipelineOptions.__subclasses__():
+        classes.setdefault(str(option_class), option_class)
+    for option_class in classes.values():
+        option_class._add_argparse_args(parser)
+    return parser
 
 
 def stray_arguments(args: Sequence[str]) -> list[str]:
@@ -359,13 +464,7 @@ def stray_arguments(args: Sequence[str]) -> list[str]:
     Returns:
         The stray words, in order.
     """
-    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
-    classes: dict[str, type[PipelineOptions]] = {}
-    for option_class in PipelineOptions.__subclasses__():
-        classes.setdefault(str(option_class), option_class)
-    for option_class in classes.values():
-        option_class._add_argparse_args(parser)
-    _, unknown = parser.parse_known_args(list(args))
+    _, unknown = _beam_parser().parse_known_args(list(args))
     stray: list[str] = []
     index = 0
     while index < len(unknown):
@@ -373,7 +472,7 @@ def stray_arguments(args: Sequence[str]) -> list[str]:
         if word == "--":
             stray.extend(unknown[index + 1 :])
             break
-        if not word.startswith("-"):
+        if not word.startswith("--"):  # a value without its flag, or "-b.wav": Beam drops single-dash words too
             stray.append(word)
             index += 1
         elif (word.startswith("--") and "=" not in word and index + 1 < len(unknown)

@@ -383,6 +383,7 @@ class TagJob(CatalogueJob):
 
     name = "tag"
     option_classes = (CatalogueJobOptions, InferenceJobOptions, TagOptions, ChunkOptions, ShortTrackOptions)
+    hidden_flags = ("format",)
     signature = SIGNATURE
     reserved = (TAGS_JSONL, TAGS_CSV)
     derived = (TAGS_JSONL, TAGS_CSV)

@@ -39,7 +39,7 @@ import numpy as np
 from beam_jobs import io as beam_io
 from beam_jobs.options import DASK_PARTITIONS
 from tfaural.data.catalogue import MAX_NAME_LENGTH, output_names
-from tfaural.errors import ParameterError
+from tfaural.errors import AudioDecodeError, ParameterError
 from tfaural.formats import OK, ManifestRow, json_lines
 
 __all__ = [
@@ -70,11 +70,23 @@ class TrackInput:
         path: The audio file (local path or URI).
         track_id: Its id (safe ``/``-separated components; see ``validate_track_id``).
         name: Its output name: one safe path component, unique in the job (:func:`output_names`).
+        problem: Why it cannot be read, known from listing it (a local file name that is not UTF-8,
+            given in ``path`` with its bytes escaped): it fails at decoding with this reason.
     """
 
     path: str
     track_id: str
     name: str
+    problem: str | None = None
+
+    def check_listed(self) -> None:
+        """Raises the :attr:`problem` found while listing the track, if any.
+
+        Raises:
+            AudioDecodeError: Naming the file and the problem.
+        """
+        if self.problem is not None:
+            raise AudioDecodeError(self.path, self.problem)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +180,7 @@ def list_tracks(
 
     if (input_glob is None) == (manifest is None):
         raise ParameterError("give the audio files either as --input GLOB or as --manifest FILE (exactly one)")
+    problems: dict[str, str] = {}
     if manifest is not None:
         catalogue = read_manifest(manifest, require_labels=False, check_files=False,  # missing files: failed rows
                                   read_text=beam_io.read_text)
@@ -181,6 +194,11 @@ def list_tracks(
             folder = input_glob.rstrip("/" + os.sep) or input_glob
             raise ParameterError(f"--input {input_glob!r} is a folder and matches no file; give a glob of its audio "
                                  f"files, e.g. --input '{folder}/**' (every file below it) or '{folder}/*.flac'")
+        if not paths and "[" in input_glob and "[[]" not in input_glob:
+            escaped = input_glob.replace("[", "[[]")  # every "[" literal
+            if beam_io.list_files(escaped):
+                raise ParameterError(f"--input {input_glob!r} matched no files: '[...]' is a set of characters in a "
+                                     f"glob; for names with brackets, write '[' as '[[]': --input '{escaped}'")
         if not paths:
             raise ParameterError(f"--input {input_glob!r} matched no files (quote the glob so that the shell does "
                                  "not expand it; '**/' matches any number of folders, '{mp3,flac}' either extension)")
@@ -194,12 +212,36 @@ def list_tracks(
             if not paths:
                 raise ParameterError(f"--input {input_glob!r} matched only files inside --output {output}; give the "
                                      "audio files and the output folder separate places")
+        paths, problems = _utf8_names(paths)
         prefix = glob_prefix(input_glob)
         relative = [p[len(prefix):] if prefix and p.startswith(prefix) else p for p in paths]
+        relative = [p.replace("\\x", "_x") if path in problems else p for p, path in zip(relative, paths)]
         pairs = list(zip(paths, default_track_ids(relative)))
     names = output_names([track_id for _, track_id in pairs], reserved=reserved)
-    tracks = [TrackInput(path=path, track_id=track_id, name=name) for (path, track_id), name in zip(pairs, names)]
+    tracks = [TrackInput(path=path, track_id=track_id, name=name, problem=problems.get(path))
+              for (path, track_id), name in zip(pairs, names)]
     return sorted(tracks, key=lambda t: t.track_id)
+
+
+def _utf8_names(paths: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``paths`` as UTF-8 text, and the problem of each that was not.
+
+    A local file name need not be UTF-8 (Python gives its other bytes as lone surrogates,
+    ``'caf\\udce9.wav'``), but a job's manifest, records and pipeline elements are UTF-8 text:
+    such a path is given with its bytes escaped (``'caf\\\\xe9.wav'``) and fails as a track of its own.
+    """
+    shown, problems = [], {}
+    for path in paths:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(path)
+            path = raw.decode("utf-8", "backslashreplace")
+            problems[path] = (f"its name is not UTF-8 (the bytes {os.path.basename(raw)!r}), which the job's "
+                              "manifest and outputs cannot hold; rename the file to UTF-8 (e.g. with convmv, "
+                              "or from a system whose encoding it is)")
+        shown.append(path)
+    return shown, problems
 
 
 def decode_track(
@@ -218,6 +260,7 @@ def decode_track(
     Raises:
         AudioError: Missing, undecodable, empty, too short, or NaN/Inf samples.
     """
+    track.check_listed()
     y, _ = beam_io.load_audio(track.path, sample_rate=sample_rate, min_samples=min_samples, offset=offset,
                               duration=duration)
     return y

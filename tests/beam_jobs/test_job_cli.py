@@ -12,13 +12,15 @@ import pathlib
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from beam_jobs import auralise, correlation, extract_features, make_tfrecords, tag
-from beam_jobs.options import stray_arguments
+from beam_jobs.options import parse_job_args, stray_arguments, unknown_flags
+from tfaural.errors import ParameterError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 JOBS: dict[str, Callable[[list[str]], int]] = {
@@ -82,6 +84,51 @@ def test_stray_arguments_follow_beams_rules() -> None:
     assert stray_arguments(["--runner", "DirectRunner", "--direct_num_workers", "2", "--some_flag", "v",
                             "--skip-existing", "x", "--other=1", "y", "--project=p"]) == ["x", "y"]
     assert stray_arguments(["--input", "a", "--", "b"]) == ["b"]
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_flags_beam_would_drop_or_overrule_silently_are_one_line_before_any_work(
+    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A misspelt flag, an unknown one on a local runner, a shell-expanded name starting with '-' and a
+    second --input: Beam would discard the first three with a warning and keep only the last --input."""
+    files = _catalogue(tmp_path)
+    output = tmp_path / "out"
+    argv = _argv(job, samplecnn_export, output, tmp_path, [] if job == "correlation" else files[:1])
+    cases = [([*argv, "--overwirte"], "unknown flag --overwirte: did you mean --overwrite? (python -m beam_jobs."),
+             ([*argv, "--frobnicate=3"], "unknown flag(s) --frobnicate: neither this job's"),
+             ([*argv, "-0.wav"], "1 unexpected argument(s) '-0.wav'")]
+    if job not in ("make_tfrecords", "correlation"):
+        cases.append(([*argv, "--input", str(files[1])], "--input is given 2 times"))
+    for words, message in cases:
+        assert JOBS[job](words) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"{job}: error: {message}") and "\n" not in err, (words, err)
+    assert not output.exists()
+
+
+def test_unknown_flags_reach_the_runners_that_take_them_and_hidden_flags_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def parse(*words: str, hidden: tuple[str, ...] = ()) -> Any:
+        return parse_job_args(list(words), prog="python -m beam_jobs.x", description="",
+                              option_classes=tag.TagJob.option_classes, hidden=hidden)
+
+    assert unknown_flags(["--input", "a", "--frobnicate=3", "--runner=DirectRunner", "--flexrs_goal", "COST_OPTIMIZED",
+                          "--service_x", "1"]) == ["--frobnicate", "--service_x"]
+    options = parse("--input=a", "--service_option_x=1", "--runner=DataflowRunner")  # Dataflow: passed on
+    assert options.get_all_options(retain_unknown_options=True)["service_option_x"] == "1"
+    parse("--input=a", "--input", "a")  # the same value twice loses nothing
+    with pytest.raises(ParameterError, match="did you mean --top-k"):  # a job flag's typo: on any runner
+        parse("--input=a", "--top-kk=3", "--runner=DataflowRunner")
+    with pytest.raises(ParameterError, match=r"--format: this job has no --format \(python -m beam_jobs.x --help"):
+        parse("--input=a", "--format", "wav", hidden=("format",))
+    with pytest.raises(SystemExit):
+        parse("--help", hidden=("format", "precision"))
+    shown = capsys.readouterr().out
+    assert "--format" not in shown and "--precision" not in shown and "--top-k" in shown and "--input" in shown
+    assert correlation.main(["--model", "m", "--output", "o", "--input", "x/*.wav"]) == 2
+    assert "error: --input: this job has no --input" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))

@@ -7,8 +7,11 @@ run take the job's own files (``manifest.jsonl``, ``tags.csv``, ...) as tracks.
 
 from __future__ import annotations
 
+import glob
 import os
 import pathlib
+import re
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +25,7 @@ from signal_makers import chirp, sine
 from beam_jobs import io as beam_io
 from beam_jobs import tag
 from beam_jobs import tracks as job_tracks
-from tfaural.errors import ParameterError
+from tfaural.errors import AudioDecodeError, ParameterError
 
 OBJECTS = "tfauraltest-objects"
 
@@ -71,7 +74,9 @@ def _folder(root: pathlib.Path) -> dict[str, str | None]:
     (root / "loop-b.wav").symlink_to(root / "loop-a.wav")
     os.mkfifo(root / "pipe.wav")
     (root / "linked-folder").symlink_to(root / "sub", target_is_directory=True)  # a folder: not an input
+    sf.write(os.fsencode(root) + b"/caf\xe9 latin-1.wav", sine(440, 0.6, sample_rate=8000), 8000)  # not UTF-8
     return {
+        "caf\\xe9 latin-1.wav": "its name is not UTF-8 (the bytes b'caf\\xe9 latin-1.wav')",
         "good.wav": None,
         "sub/also good.flac": None,
         "dangling.wav": f"broken symbolic link: its target {str(root / 'deleted.wav')!r} does not exist",
@@ -114,19 +119,25 @@ def test_odd_entries_are_failed_rows_and_the_output_folder_is_never_an_input(
 
 def test_list_files_matches_what_beam_leaves_out(tmp_path: pathlib.Path) -> None:
     expected = _folder(tmp_path)
-    assert beam_io.list_files(f"{tmp_path}/**") == sorted(str(tmp_path / p) for p in expected)
-    assert beam_io.list_files(f"{tmp_path}/*.wav") == sorted(str(tmp_path / p) for p in expected if "/" not in p)
+    shown = lambda paths: [os.fsencode(p).decode("utf-8", "backslashreplace") for p in paths]  # noqa: E731
+    assert shown(beam_io.list_files(f"{tmp_path}/**")) == sorted(str(tmp_path / p) for p in expected)
+    assert shown(beam_io.list_files(f"{tmp_path}/*.wav")) == sorted(str(tmp_path / p) for p in expected
+                                                                    if "/" not in p)
     assert beam_io.list_files(str(tmp_path / "dangling.wav")) == [str(tmp_path / "dangling.wav")]
     assert beam_io.list_files(f"{tmp_path}/nothing/*.wav") == []
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:  # a relative glob (Beam's own match finds nothing for '*.wav')
-        assert beam_io.list_files("*.wav") == sorted(p for p in expected if "/" not in p)
+        assert shown(beam_io.list_files("*.wav")) == sorted(p for p in expected if "/" not in p)
     finally:
         os.chdir(cwd)
     tracks = job_tracks.list_tracks(input_glob=f"{tmp_path}/**", manifest=None, output=str(tmp_path / "sub"))
-    assert sorted(t.track_id for t in tracks) == ["dangling", "good", "loop-a", "loop-b", "pipe"]
+    assert sorted(t.track_id for t in tracks) == ["caf_xe9_latin-1", "dangling", "good", "loop-a", "loop-b", "pipe"]
     assert np.all([t.name for t in tracks])
+    listed = {t.track_id: t for t in tracks}
+    assert [t.track_id for t in tracks if t.problem] == ["caf_xe9_latin-1"]
+    with pytest.raises(AudioDecodeError, match=r"caf\\xe9 latin-1.wav: its name is not UTF-8 .* rename the file"):
+        job_tracks.decode_track(listed["caf_xe9_latin-1"], sample_rate=8000, min_samples=1)
 
 
 @pytest.mark.parametrize("store", ["local", "objects"])
@@ -180,3 +191,35 @@ def test_a_globstar_folder_matches_zero_or_more_folders_and_braces_are_alternati
         beam_io.list_files(f"{root}/" + "x/**/" * 9 + "*.wav")
     assert len(beam_io.glob_variants("x/**/" * 8 + "*.wav")) == 256
     assert len(beam_io.glob_variants("**/" * 20 + "*.wav")) == 21  # the same glob many times over is one
+
+
+@pytest.mark.parametrize("store", ["local", "objects"])
+def test_wildcards_stay_within_a_name_as_in_the_shell(store: str, tmp_path: pathlib.Path) -> None:
+    """``*``, ``?`` and ``[...]`` match as Python's ``glob`` (the shell's rules) does, on local files and objects.
+
+    Beam's own ``translate_pattern`` lets ``?`` and ``[!x]`` cross ``/`` and keeps ``*`` from names that
+    hold a backslash; ``[[]`` (:func:`beam_jobs.io.escape`) is a literal ``[``, without Python's
+    "possible nested set" warning.
+    """
+    files = ["a.wav", "b\\slash.wav", "[2019] live.wav", "q?.wav", "x{1,2}.wav", "sub/c.wav", "sub/[d].wav",
+             "subxc.wav", "s*b.wav"]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"RIFF")
+    root = str(tmp_path) if store == "local" else f"{OBJECTS}://{tmp_path}"
+    found = lambda pattern: [p[len(root) + 1 :] for p in beam_io.list_files(f"{root}/{pattern}")]  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FutureWarning: Possible nested set
+        for pattern in ["*", "*/*", "sub?c.wav", "sub[!x]c.wav", "sub[/]c.wav", "b*", "*slash*", "?.wav",
+                        "[[]2019] *", "sub/[[]*", "[!a]*.wav", "[a-c]*", "[]ab]*", "*[?]*", "s[*]b.wav"]:
+            shells = [p for p in glob.glob(pattern, root_dir=tmp_path, include_hidden=True)
+                      if not (tmp_path / p).is_dir()]
+            assert found(pattern) == sorted(shells), pattern
+        for name in files:
+            assert found(beam_io.escape(name)) == [name]
+    assert found("sub?c.wav") == ["subxc.wav"] and found("b*") == ["b\\slash.wav"]
+    with pytest.raises(ParameterError, match=r"the glob .*\[z-a\].* has an invalid \[...\] set"):
+        found("[z-a].wav")
+    if store == "local":  # a name with brackets, given as it is: the error says how to escape them
+        with pytest.raises(ParameterError, match=re.escape(f"write '[' as '[[]': --input '{tmp_path}/[[]2019] *'")):
+            job_tracks.list_tracks(input_glob=f"{tmp_path}/[2019] *", manifest=None)
