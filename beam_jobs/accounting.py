@@ -270,14 +270,29 @@ def prepare_output(
         except (DataError, OSError, UnicodeDecodeError):
             was = {"job": None, "model": None, "settings": None}
         now = {"job": job, "model": settings.model_identity(), "settings": job_settings}
-        if json.loads(json.dumps(now)) != was:
-            changed = sorted(k for k in now if json.loads(json.dumps(now[k])) != was[k])
-            raise ParameterError(f"--skip-existing: the earlier run in {settings.output} used other {changed} "
-                                 f"(see its {JOB_FILE}); pass --overwrite to recompute everything")
+        now = json.loads(json.dumps(now))
+        if now != was:
+            raise ParameterError(f"--skip-existing: the earlier run in {settings.output} differs: "
+                                 f"{_differences(was, now)} (see its {JOB_FILE}); run it again as it was, or pass "
+                                 "--overwrite to recompute everything")
     stale = [manifest_path] if beam_io.exists(manifest_path) else []
     for pattern in derived:
         stale += beam_io.list_files(beam_io.join(beam_io.escape(settings.output), pattern))
     beam_io.delete(stale)
+
+
+def _differences(was: Any, now: Any, *, name: str = "") -> str:
+    """What differs between two JSON values, for people: ``"settings.top_k 5, now 3; model ..."``."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        parts = [_differences(was.get(key), now.get(key), name=f"{name}.{key}" if name else str(key))
+                 for key in sorted(set(was) | set(now), key=str) if was.get(key) != now.get(key)]
+        return "; ".join(parts)
+
+    def shown(value: Any) -> str:
+        text = "none" if value is None else json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    return f"{name} {shown(was)}, now {shown(now)}"
 
 
 def write_job_file(settings: InferenceSettings, *, job: str, job_settings: dict[str, Any],
@@ -327,6 +342,9 @@ class Summary:
         if self.failures:
             lines.append("  failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.failures.items())))
         lines += [f"  {path}: {error}" for path, error in self.examples]
+        if self.failed > len(self.examples):
+            lines.append(f"  ... and {self.failed - len(self.examples)} more failed track(s): their rows in "
+                         f"{MANIFEST_FILE} have \"status\": \"failed\"")
         return "\n".join(lines)
 
 

@@ -93,7 +93,7 @@ from beam_jobs.options import (
     parse_index_list,
 )
 from beam_jobs.settings import InferenceSettings, excerpt_seconds
-from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult, decode_track
+from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult, check_source, decode_track
 from tfaural.audio import is_silent, silent, too_short
 from tfaural.errors import AudioError, DataError, ParameterError
 from tfaural.formats import FAILED, OK, TRACK_FILE, FeatureRecord, TrackRecord, parse_track_record
@@ -333,6 +333,7 @@ class Plan:
         original_sha256: SHA-256 of the ``original.wav`` written.
         attribute_calls: Number of ``attribute`` calls (one per layer with ``--tags``).
         padded_seconds: Zeros at the end of the excerpt (``--pad-short``), in seconds.
+        source: The audio file's :func:`~beam_jobs.io.source_stamp` when it was decoded.
     """
 
     track: TrackInput
@@ -341,6 +342,7 @@ class Plan:
     original_sha256: str = ""
     attribute_calls: int = 0
     padded_seconds: float = 0.0
+    source: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,6 +383,7 @@ class PrepareTrack(beam.DoFn):
                     return
             beam_io.delete([marker])  # the track is incomplete until it is written again
         rate = s.common.sample_rate
+        source = beam_io.source_stamp(track.path)  # before decoding: a change while it is read shows on a rerun
         try:
             clip = decode_track(track, sample_rate=rate, min_samples=1, offset=s.offset_seconds,
                                 duration=s.clip_seconds)
@@ -403,7 +406,7 @@ class PrepareTrack(beam.DoFn):
                                      normalize=peak > 1.0)
         calls = s.chunks()
         yield Plan(track, len(calls), len(clip) / rate, digest, attribute_calls=len(s.layers) if s.tags else 0,
-                   padded_seconds=padding / rate)
+                   padded_seconds=padding / rate, source=source)
         for layer, feats in calls:
             example = {"waveform": clip, "layer": np.int32(layer), "features": np.asarray(feats, np.int32),
                        "mode": s.mode}
@@ -422,7 +425,8 @@ def _outputs(track: TrackInput, record: TrackRecord) -> tuple[str, ...]:
 def read_track_info(settings: Settings, track: TrackInput) -> TrackRecord:
     """Reads and checks the ``track.json`` of an earlier run and the files it lists (what ``--skip-existing`` reuses).
 
-    It must describe this track with this run's layers, features, format and spectrograms,
+    It must describe this track, made from its file as it is now (:func:`~beam_jobs.tracks.check_source`),
+    with this run's layers, features, format and spectrograms,
     and every file it lists must be there with the SHA-256 recorded in its ``checksums``
     (``track.json`` of runs made before checksums were recorded: every audio file must
     decode and every PNG must be a PNG).
@@ -442,6 +446,7 @@ def read_track_info(settings: Settings, track: TrackInput) -> TrackRecord:
         raise DataError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
     if info.track_id != track.track_id or info.path != track.path:
         raise DataError(f"{path}: does not describe this track (its track_id and path differ)")
+    check_source(info.source, track, result=path)
     ext = s.common.format or FORMATS[0]
     if info.original != ORIGINAL or set(info.layers) != set(s.layers):
         raise DataError(f"{path}: does not list the layers {list(s.layers)} of this run")
@@ -589,7 +594,7 @@ class FinishTrack(beam.DoFn):
             track_id=track.track_id, path=track.path, sample_rate=s.common.sample_rate,
             offset_seconds=s.offset_seconds, clip_seconds=plan.clip_seconds, original=ORIGINAL,
             original_spectrogram=None, layers={layer: tuple(entries) for layer, entries in layers.items()},
-            checksums=checksums, padded_seconds=plan.padded_seconds,
+            checksums=checksums, padded_seconds=plan.padded_seconds, source=plan.source,
         )
         if attributions:
             info = dataclasses.replace(info, tags=attributions[0].tags, attribution={

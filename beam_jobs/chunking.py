@@ -255,6 +255,7 @@ class TrackEnd:
         seconds: Seconds of audio analysed (from the first to the end of the last whole segment; with
             ``cover_end`` and of a zero-padded track, its own length).
         padded_seconds: Seconds of zeros the track was padded with to make one segment (``pad_short``).
+        source: The file's :func:`~beam_jobs.io.source_stamp` when its decoding began (``None``: unknown).
     """
 
     track: TrackInput
@@ -262,6 +263,7 @@ class TrackEnd:
     num_segments: int
     seconds: float
     padded_seconds: float = 0.0
+    source: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,6 +400,7 @@ def stream_examples(
     """
     chunks = segments = padding = end = 0
     length, hop = plan.segment_length, plan.segment_hop
+    source = beam_io.source_stamp(track.path)  # before decoding: a change while it is read shows on a rerun
     try:
         for chunk in decode_chunks(track, plan):
             yield PartKey(track, CHUNK, chunk.index, chunk.num_segments), {"waveform": chunk.waveform}
@@ -416,7 +419,8 @@ def stream_examples(
         return
     beam.metrics.Metrics.counter("tfaural_jobs", "chunks").inc(chunks)
     rate = plan.sample_rate
-    yield TrackEnd(track, num_chunks=chunks, num_segments=segments, seconds=end / rate, padded_seconds=padding / rate)
+    yield TrackEnd(track, num_chunks=chunks, num_segments=segments, seconds=end / rate, padded_seconds=padding / rate,
+                   source=source)
 
 
 def _key_part(element: tuple[PartKey, PredictionResult]) -> tuple[str, tuple[PartKey, Any]]:

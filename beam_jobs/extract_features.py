@@ -112,7 +112,7 @@ from beam_jobs.options import (
     ShortTrackOptions,
 )
 from beam_jobs.settings import InferenceSettings
-from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult
+from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult, check_source
 from tfaural.data.tfrecord import example_messages, float_list
 from tfaural.errors import DataError, ParameterError
 from tfaural.formats import OK, ExportMetadata
@@ -256,6 +256,8 @@ class FeatureRecord:
         segment_features: float32 ``[num_segments, D]``, or ``None`` without ``--per-segment``.
         num_segments: Number of model segments of the track (all of them, however long the track).
         padded_seconds: Seconds of zeros the track was padded with to one segment (``--pad-short``).
+        source: The audio file's :func:`~beam_jobs.io.source_stamp` when it was decoded (in the track's part
+            file only, for ``--skip-existing``; not in the shards).
     """
 
     track_id: str
@@ -265,6 +267,7 @@ class FeatureRecord:
     segment_features: np.ndarray | None
     num_segments: int
     padded_seconds: float = 0.0
+    source: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +329,8 @@ def _part_bytes(record: FeatureRecord) -> bytes:
         arrays["segment_features"] = record.segment_features
     if record.padded_seconds > 0:
         arrays["padded_seconds"] = np.float64(record.padded_seconds)
+    if record.source is not None:
+        arrays["source"] = np.array(record.source)
     np.savez(buffer, **arrays)
     return buffer.getvalue()
 
@@ -345,6 +350,7 @@ def read_part(path: str) -> FeatureRecord:
                                   if "segment_features" in data else None),
                 num_segments=int(data["num_segments"]),
                 padded_seconds=float(data["padded_seconds"]) if "padded_seconds" in data else 0.0,
+                source=str(data["source"]) if "source" in data else None,
             )
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a feature file of extract_features ({type(err).__name__}: {err})") from None
@@ -391,7 +397,8 @@ class PrepareTrack(beam.DoFn):
         part = s.common.path(s.part_file(track))
         if s.common.skip_existing and beam_io.exists(part):
             try:
-                check_part(read_part(part), track, dim=s.dim, per_segment=s.per_segment, path=part)
+                record = check_part(read_part(part), track, dim=s.dim, per_segment=s.per_segment, path=part)
+                check_source(record.source, track, result=part)
             except DataError as err:
                 logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
                 beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
@@ -435,7 +442,7 @@ class AssembleTrack(beam.DoFn):
         segments = np.concatenate([stored.load() for _, stored in parts.segments]) if s.per_segment else None
         record = FeatureRecord(track_id=end.track.track_id, path=end.track.path, seconds=end.seconds,
                                features=features, segment_features=segments, num_segments=end.num_segments,
-                               padded_seconds=end.padded_seconds)
+                               padded_seconds=end.padded_seconds, source=end.source)
         beam_io.write_bytes(s.common.path(s.part_file(end.track)), _part_bytes(record))
         yield TrackResult(end.track, OK, outputs=(s.part_file(end.track),))
 

@@ -41,6 +41,7 @@ __all__ = [
     "escape",
     "glob_variants",
     "literal_prefix",
+    "source_stamp",
     "audio_source",
     "load_audio",
     "iter_audio_blocks",
@@ -275,6 +276,34 @@ def _list_local(pattern: str) -> list[str]:
                 if any(regex.match(candidate) for regex in regexes):
                     found.add(candidate)
     return sorted(found)
+
+
+def source_stamp(path: str) -> str | None:
+    """What tells whether the file ``path`` changed, without reading it: its size and modification time.
+
+    A result kept by ``--skip-existing`` must have been made from the file as it is now: each job
+    records the stamp of a track's file as it starts to decode it, and compares it on a rerun (as
+    ``make`` and ``rsync`` compare size and time; hashing every input again would read the whole
+    catalogue). A local file is stat'ed through symbolic links (its content), to the nanosecond; a
+    remote one gives its object's size and last-update time.
+
+    Returns:
+        ``"<bytes> bytes, modified <seconds since the epoch>"``, or ``None`` if the file cannot be stat'ed.
+    """
+    if is_local(path):
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        seconds, nanoseconds = divmod(info.st_mtime_ns, 10**9)
+        return f"{info.st_size} bytes, modified {seconds}.{nanoseconds:09d}"
+    try:
+        found = FileSystems.match([path])[0].metadata_list
+    except Exception:  # BeamIOError, or a filesystem client's own error
+        return None
+    if len(found) != 1:
+        return None
+    return f"{found[0].size_in_bytes} bytes, modified {found[0].last_updated_in_seconds:.6f}"
 
 
 def audio_source(path: str) -> str | io.BytesIO:

@@ -75,6 +75,7 @@ from tfaural.data.tfrecord import (
     DATASET_INFO_FILENAME,
     FAILURES_FILENAME,
     SHARD_SUFFIX,
+    ClipCounter,
     DatasetInfo,
     encode_example,
     quantize,
@@ -413,13 +414,14 @@ def _not_silent(track: Track, peak: float) -> None:
 
 def _spool_whole(track: Track, spool: IO[bytes], *, sample_rate: int, min_samples: int) -> int:
     """Writes the track's int16 PCM to ``spool``; returns its number of samples."""
-    n, peak = 0, 0.0
+    n, peak, clipping = 0, 0.0, ClipCounter()
     for block in _blocks(track, sample_rate=sample_rate):
-        spool.write(quantize(block).astype("<i2", copy=False).tobytes())
+        spool.write(quantize(clipping.count(block)).astype("<i2", copy=False).tobytes())
         n += len(block)
         peak = _peak(block, peak)
     _too_short(track, n, sample_rate=sample_rate, min_samples=min_samples)
     _not_silent(track, peak)
+    clipping.check(track.path)
     return n
 
 
@@ -429,11 +431,11 @@ def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, s
     cutter = Segmenter(length=segment.length, hop=segment.hop, pad=segment.pad, max_segments=segment.n_segments,
                        source=track.path)
     blocks = _blocks(track, sample_rate=sample_rate)
-    peak = 0.0
+    peak, clipping = 0.0, ClipCounter()
     try:
         for block in blocks:
             peak = _peak(block, peak)
-            for piece in cutter.feed(quantize(block)):
+            for piece in cutter.feed(quantize(clipping.count(block))):
                 spool.write(piece.astype("<i2", copy=False).tobytes())
             if cutter.full and cutter.total >= min_samples:
                 break  # the first max_segments segments are in: the rest of the file does not matter
@@ -443,6 +445,7 @@ def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, s
             close()  # closes the file now, not when the generator is collected
     _too_short(track, cutter.total, sample_rate=sample_rate, min_samples=min_samples)
     _not_silent(track, peak)
+    clipping.check(track.path)
     for piece in cutter.finish():
         spool.write(piece.astype("<i2", copy=False).tobytes())
     return cutter.emitted

@@ -93,7 +93,7 @@ from beam_jobs.options import (
     TagOptions,
 )
 from beam_jobs.settings import InferenceSettings
-from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult
+from beam_jobs.tracks import INPUTS_FOLDER, ListInputs, TrackInput, TrackResult, check_source
 from tfaural.errors import DataError, ParameterError
 from tfaural.formats import OK
 
@@ -243,6 +243,7 @@ class PrepareTrack(beam.DoFn):
         if s.common.skip_existing and beam_io.exists(part):
             try:
                 record = read_tag_record(part, track, labels=s.labels, top_k=s.top_k)
+                check_source(record.get("source"), track, result=part)
             except DataError as err:
                 logger.warning("--skip-existing: recomputing %s: %s", track.track_id, err)
                 beam.metrics.Metrics.counter("tfaural_jobs", "invalid_results_recomputed").inc()
@@ -259,7 +260,9 @@ def read_tag_record(path: str, track: TrackInput, *, labels: Sequence[str], top_
 
     The record must be what :func:`tag_record` would write for ``track`` with these labels
     and ``top_k``: the track's id and path, finite seconds (and padded seconds, if any), a finite
-    score for every label and nothing else, and the top-k list that follows from the scores.
+    score for every label and nothing else, and the top-k list that follows from the scores; and
+    perhaps the ``source`` stamp of the file it was made from (:func:`~beam_jobs.tracks.check_source`
+    compares it with the file's).
 
     Returns:
         The record.
@@ -276,9 +279,11 @@ def read_tag_record(path: str, track: TrackInput, *, labels: Sequence[str], top_
         return DataError(f"{path}: {what}")
 
     keys = {"track_id", "path", "seconds", "scores", "top_k"}
-    if not isinstance(record, dict) or set(record) - {"padded_seconds"} != keys:
+    if not isinstance(record, dict) or set(record) - {"padded_seconds", "source"} != keys:
         raise bad("not a tag record (expected the keys track_id, path, seconds, scores, top_k and perhaps "
-                  "padded_seconds)")
+                  "padded_seconds and source)")
+    if not isinstance(record.get("source"), (str, type(None))):
+        raise bad("its source is not a text")
     if record["track_id"] != track.track_id or record["path"] != track.path:
         raise bad(f"holds the tags of {record['track_id']!r} ({record['path']}), not of this track")
     scores = record["scores"]
@@ -318,7 +323,7 @@ class AssembleTags(beam.DoFn):
         track = parts.end.track
         scores = TagScores(weighted_mean(parts.chunk_outputs("scores"), parts.chunk_weights), parts.end.seconds,
                            parts.end.padded_seconds)
-        record = scores.record(track, labels=s.labels, top_k=s.top_k)
+        record = {**scores.record(track, labels=s.labels, top_k=s.top_k), "source": parts.end.source}
         beam_io.write_text(s.common.path(s.part_file(track)), json.dumps(record, ensure_ascii=False) + "\n")
         yield TrackResult(track, OK, outputs=_outputs(s, track), data=scores)
 

@@ -39,7 +39,7 @@ import numpy as np
 from beam_jobs import io as beam_io
 from beam_jobs.options import DASK_PARTITIONS
 from tfaural.data.catalogue import MAX_NAME_LENGTH, output_names
-from tfaural.errors import AudioDecodeError, ParameterError
+from tfaural.errors import AudioDecodeError, DataError, ParameterError
 from tfaural.formats import OK, ManifestRow, json_lines
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "output_names",
     "list_tracks",
     "decode_track",
+    "check_source",
     "INPUTS_FOLDER",
     "ListInputs",
 ]
@@ -242,6 +243,27 @@ def _utf8_names(paths: Sequence[str]) -> tuple[list[str], dict[str, str]]:
                               "or from a system whose encoding it is)")
         shown.append(path)
     return shown, problems
+
+
+def check_source(recorded: str | None, track: TrackInput, *, result: str) -> None:
+    """Checks that a result of an earlier run was made from ``track``'s file as it is now (``--skip-existing``).
+
+    Args:
+        recorded: The :func:`beam_jobs.io.source_stamp` the result records (``None``: none, as results
+            of runs before stamps were recorded).
+        track: The track.
+        result: The result's file, for the message.
+
+    Raises:
+        DataError: If the file's stamp is not the recorded one, naming both.
+    """
+    if recorded is None:
+        raise DataError(f"{result}: records no size and time of {track.path} (made before tfaural recorded them), "
+                        "so whether the file changed since is unknown")
+    now = beam_io.source_stamp(track.path)
+    if now != recorded:
+        raise DataError(f"{result}: was made from {track.path} as it was then ({recorded}); it is now "
+                        f"{now or 'not readable'}")
 
 
 def decode_track(

@@ -657,6 +657,9 @@ class TrackRecord:
         attribution: Label -> layer -> ``(feature, contribution)``, largest first (``None``: none asked for).
         padded_seconds: Zeros at the end of the excerpt, in seconds (a track shorter than the model needs,
             zero-padded with ``--pad-short``; listed only if not 0).
+        source: The size and modification time of the input file when it was decoded
+            (``beam_jobs.io.source_stamp``; ``None``: not recorded): a rerun with ``--skip-existing``
+            keeps the track only if the file still has them.
     """
 
     track_id: str
@@ -671,6 +674,7 @@ class TrackRecord:
     tags: tuple[tuple[str, float], ...] = ()
     attribution: Mapping[str, Mapping[int, tuple[tuple[int, float], ...]]] | None = None
     padded_seconds: float = 0.0
+    source: str | None = None
 
     def files(self) -> list[str]:
         """Every file the record lists (``track.json`` itself excluded), relative to the track's folder."""
@@ -691,6 +695,8 @@ class TrackRecord:
         }
         if self.padded_seconds > 0:
             data["padded_seconds"] = round(self.padded_seconds, 6)
+        if self.source is not None:
+            data["source"] = self.source
         if self.attribution is not None:
             data["tags"] = [{"label": label, "score": score} for label, score in self.tags]
             data["attribution"] = {
@@ -762,4 +768,5 @@ def parse_track_record(text: str, *, path: str) -> TrackRecord:
         original=text_or_none("original"), original_spectrogram=text_or_none("original_spectrogram"),
         layers=layers, checksums=checksums, tags=tags, attribution=attribution,
         padded_seconds=finite_or_none(data.get("padded_seconds")) or 0.0,
+        source=data["source"] if isinstance(data.get("source"), str) else None,
     )

@@ -37,6 +37,7 @@ from jobs_testing import (
 from matplotlib import image as mpimg
 
 from beam_jobs import auralise
+from beam_jobs import io as beam_io
 from beam_jobs.options import AuraliseOptions, CatalogueJobOptions, InferenceJobOptions, parse_job_args
 from tfaural import listen
 from tfaural.errors import ParameterError
@@ -89,7 +90,8 @@ def test_layout_and_audio_match_the_signature(
         assert "NaN" not in text and "Infinity" not in text
         info = json.loads(text)
         assert set(info) == {"track_id", "path", "sample_rate", "offset_seconds", "clip_seconds", "original",
-                             "original_spectrogram", "layers", "checksums", "tags", "attribution"}
+                             "original_spectrogram", "layers", "checksums", "tags", "attribution", "source"}
+        assert info["source"] == beam_io.source_stamp(info["path"]) is not None  # what a rerun compares
         listed = [info["original"], info["original_spectrogram"]] + [
             name for features in info["layers"].values() for f in features for name in (f["file"], f["spectrogram"])]
         assert info["checksums"] == {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in listed}

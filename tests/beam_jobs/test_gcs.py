@@ -104,8 +104,10 @@ def test_tag_reads_a_manifest_and_audio_from_gcs_and_writes_the_same_tags_there(
     for name in _listing(want):
         if name.startswith("tracks/"):
             record = json.loads(beam_io.read_text(f"{got}/{name}"))
-            assert record.pop("path").startswith(f"{remote}/")
-            assert record == {k: v for k, v in json.loads(beam_io.read_text(f"{want}/{name}")).items() if k != "path"}
+            path = record.pop("path")
+            assert path.startswith(f"{remote}/") and record.pop("source") == beam_io.source_stamp(path) is not None
+            assert record == {k: v for k, v in json.loads(beam_io.read_text(f"{want}/{name}")).items()
+                              if k not in ("path", "source")}
 
 
 @pytest.mark.slow

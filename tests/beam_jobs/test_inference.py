@@ -232,7 +232,11 @@ def test_account_for_tracks_lists_every_input_once(tmp_path: pathlib.Path) -> No
     summary = accounting.summarize(str(tmp_path))
     assert (summary.ok, summary.failed, summary.total) == (2, 2, 4)
     assert summary.failures == {"inference: E": 1, "pipeline: LostResult": 1}
-    assert "2 of 4 track(s) ok" in summary.describe("job")
+    assert "2 of 4 track(s) ok" in summary.describe("job") and "more failed" not in summary.describe("job")
+    many = accounting.Summary(output="o", ok=0, failed=8, reused=0, failures={"decode: E": 8},
+                              examples=tuple((f"/m/{i}.wav", "bad") for i in range(5)), first_errors={})
+    assert many.describe("job").splitlines()[-1] == ('  ... and 3 more failed track(s): their rows in manifest.jsonl '
+                                                     'have "status": "failed"')
 
 
 def test_list_inputs_through_files(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

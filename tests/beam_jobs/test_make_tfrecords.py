@@ -94,6 +94,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     write("bad/silence.flac", np.zeros(SR, np.float32), SR, "PCM_16")
     # float noise at -140 dBFS: below one 16-bit step, stored as all zeros
     write("bad/hiss.wav", 1e-7 * np.sign(np.sin(np.arange(SR, dtype=np.float32))), SR, "FLOAT")
+    write("bad/loud.wav", 8 * sine(300, 0.6, sample_rate=SR, amplitude=1.0), SR, "FLOAT")  # 92% beyond full scale
+    overshoot = sine(300, 0.9, sample_rate=SR, amplitude=0.9)
+    overshoot[::250] = 1.2  # 0.4% of the samples beyond full scale, as a loud master's decoder gives: clipped
+    write("jazz/overshoot.wav", overshoot, SR, "FLOAT")
     uri_file = write("remote/uri.flac", chirp(100, 3000, 0.75, sample_rate=16000), 16000, "PCM_16")
     uri_m4a = "remote/uri.m4a"  # through the Beam filesystem's stream, and FFmpeg
     ffmpeg_files.write(root / uri_m4a, chirp(150, 2500, 0.8, sample_rate=44100), sample_rate=44100, kind="aac-m4a")
@@ -114,6 +118,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         Entry(f"{SCHEME}://{root / uri_file}", "remote/uri", ("jazz",), "validation"),
         Entry(f"{SCHEME}://{root / uri_m4a}", "remote/uri_m4a", ("pop",), "train"),
         Entry("rock/itunes.m4a", "rock/itunes", ("rock",), "train"),
+        Entry("jazz/overshoot.wav", "jazz/overshoot", ("jazz", "loud"), "train"),
+        Entry("bad/loud.wav", "bad/loud", ("rock",), "train", "InvalidAudioError",
+              "are beyond full scale (peak 8, +18.1 dBFS), which its 16-bit records would clip"),
         Entry("bad/corrupt.wav", "bad/corrupt", ("rock",), "train", "AudioDecodeError", "not a readable audio file"),
         Entry("bad/empty.flac", "bad/empty", ("jazz",), "test", "AudioDecodeError", "empty file"),
         Entry("bad/notes.mp3", "bad/notes", ("pop",), "train", "AudioDecodeError", "not a readable audio file"),

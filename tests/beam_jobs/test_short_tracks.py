@@ -97,7 +97,7 @@ def test_tag_pads_short_tracks_only_when_asked(catalogue: pathlib.Path, samplecn
     (output / "manifest.jsonl").unlink()
     tag.run([*argv, f"--output={output}", "--pad-short", "--skip-existing"])  # the padded record is reused
     assert _rows(output)[SHORT].get("reused") is True
-    with pytest.raises(ParameterError, match=r"other \[.settings.\]"):  # a run without padding is another run
+    with pytest.raises(ParameterError, match=r"differs: settings.pad_short true, now none"):  # another run
         tag.run([*argv, f"--output={output}", "--skip-existing"])
 
 

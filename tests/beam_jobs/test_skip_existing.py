@@ -120,3 +120,52 @@ def test_auralise_recomputes_damaged_tracks_and_the_report_is_written(
     assert auralise.main([*argv, "--skip-existing", "--report"]) == 0  # now everything is reused
     assert all(r.get("reused") for r in read_manifest_rows(output))
     assert (output / "report" / "index.html").is_file()
+
+
+def _drop_source(job: str, output: pathlib.Path) -> None:
+    """Makes track b's result look like one of a run before sources were recorded."""
+    if job == "tag":
+        record = json.loads((output / "tracks" / "b.json").read_text())
+        (output / "tracks" / "b.json").write_text(json.dumps({k: v for k, v in record.items() if k != "source"}))
+    elif job == "extract_features":
+        with np.load(output / "tracks" / "b.npz") as data:
+            arrays = {k: v for k, v in data.items() if k != "source"}
+        np.savez(output / "tracks" / "b.npz", **arrays)
+    else:
+        record = json.loads((output / "b" / "track.json").read_text())
+        (output / "b" / "track.json").write_text(json.dumps({k: v for k, v in record.items() if k != "source"}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["tag", "extract_features", "auralise"])
+def test_a_track_whose_file_changed_since_is_recomputed(
+    job: str, samplecnn_export: str, choi_export: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A result is kept only if its file has the size and modification time it had when the result was made."""
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "a.wav", sine(330, 1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
+    sf.write(music / "b.wav", chirp(150, 900, 1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
+    sf.write(music / "c.wav", chirp(900, 200, 1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
+    output = tmp_path / job
+    argv = [f"--input={music}/*", f"--output={output}", "--runner=DirectRunner"]
+    if job == "auralise":
+        run, argv = auralise.run, [*argv, f"--model={choi_export}", "--layers=1", "--features=0", "--clip-seconds=1"]
+        result = lambda: (output / "a" / "layer1" / "feature0.wav").read_bytes()  # noqa: E731
+    elif job == "tag":
+        run, argv = tag.run, [*argv, f"--model={samplecnn_export}"]
+        result = lambda: json.loads((output / "tracks" / "a.json").read_text())["scores"]  # noqa: E731
+    else:
+        run, argv = extract_features.run, [*argv, f"--model={samplecnn_export}", "--format=npz"]
+        result = lambda: np.load(output / "tracks" / "a.npz")["features"].tolist()  # noqa: E731
+    run(argv)
+    before = result()
+    sf.write(music / "a.wav", clicks(1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)  # same size, other music
+    _drop_source(job, output)
+    caplog.clear()
+    run([*argv, "--skip-existing"])
+    rows = read_manifest_rows(output)
+    assert [r["track_id"] for r in rows if r.get("reused")] == ["c"] and all(r["status"] == "ok" for r in rows)
+    assert f"recomputing a: {output}" in caplog.text and f"was made from {music}/a.wav as it was then (" in caplog.text
+    assert "recomputing b: " in caplog.text and "records no size and time of" in caplog.text
+    assert result() != before, "the changed file's result is made again, from its new content"

@@ -31,6 +31,7 @@ from jobs_testing import (
     write_catalogue,
 )
 
+from beam_jobs import io as beam_io
 from beam_jobs import tag
 from beam_jobs import tracks as job_tracks
 from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, TagOptions, parse_job_args
@@ -76,7 +77,7 @@ def test_every_file_is_accounted_for_and_scores_match_the_signature(
         best = sorted(record["scores"].items(), key=lambda kv: -kv[1])[:2]
         assert [label for label, _ in record["top_k"]] == [label for label, _ in best]
         part = json.loads((tagged / "tracks" / f"{rows[entry.relative]['name']}.json").read_text())
-        assert part == record
+        assert part == {**record, "source": beam_io.source_stamp(str(root / entry.relative))}  # what a rerun checks
     with open(tagged / "tags.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert [row["track_id"] for row in table] == [r["track_id"] for r in records]
@@ -116,7 +117,7 @@ def test_rerun_refuses_then_resumes_and_overwrites_identically(
     tag.run([*argv, "--overwrite"])
     assert read_manifest_rows(output) == first_rows
     assert (output / "tags.jsonl").read_bytes() == first_tags
-    with pytest.raises(ParameterError, match="other \\['settings'\\]"):
+    with pytest.raises(ParameterError, match=r"differs: settings.top_k 2, now 3 \(see its job.json\)"):
         tag.run([*argv[:-2], "--top-k=3", "--runner=DirectRunner", "--skip-existing"])
 
 

@@ -77,7 +77,7 @@ from tfaural.data.catalogue import (
     read_magnatagatune,
     read_manifest,
 )
-from tfaural.data.tfrecord import quantize
+from tfaural.data.tfrecord import ClipCounter, quantize
 from tfaural.errors import AudioDecodeError, DataError, ParameterError, TfauralError, failure_reason
 
 __all__ = [
@@ -192,6 +192,9 @@ def _audio_source(path: str) -> Any:
 def _decode(track: Track, *, sample_rate: int) -> np.ndarray:
     """The track as int16 ``[samples]`` at ``sample_rate`` (raises AudioError, also for a silent track)."""
     y, _ = audio.load(_audio_source(track.path), sample_rate=sample_rate, mono=True, require_sound=True)
+    clipping = ClipCounter()
+    clipping.count(y)
+    clipping.check(track.path)  # as make_tfrecords: not records of mostly clipped audio
     return quantize(y)
 
 

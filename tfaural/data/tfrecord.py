@@ -50,7 +50,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from tfaural.config import PAD_MODES, Config
-from tfaural.errors import ConfigError, DataError
+from tfaural.errors import ConfigError, DataError, InvalidAudioError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA_VERSION",
     "PCM_SCALE",
+    "CLIPPED_SHARE_MAX",
+    "ClipCounter",
     "WHOLE_TRACK",
     "DATASET_INFO_FILENAME",
     "FAILURES_FILENAME",
@@ -106,6 +108,41 @@ RECORD_FRAMING_BYTES = 16
 # ---------------------------------------------------------------------------
 # PCM
 # ---------------------------------------------------------------------------
+
+
+CLIPPED_SHARE_MAX = 0.01
+"""Largest share of a track's samples beyond full scale (a float file's, or a decoder's overshoot) that its int16
+records may clip (:class:`ClipCounter`): a loud master's few overshooting samples are clipped, as any 16-bit export
+does; a file far louder (e.g. float samples up to 8) is a failure rather than records of mostly clipped audio."""
+
+
+class ClipCounter:
+    """Counts the samples beyond full scale that :func:`quantize` will clip, block by block."""
+
+    def __init__(self) -> None:
+        self.clipped = self.total = 0
+        self.peak = 0.0
+
+    def count(self, y: np.ndarray) -> np.ndarray:
+        """Counts the float waveform ``y`` (any shape) and returns it."""
+        magnitude = np.abs(y)
+        self.clipped += int(np.count_nonzero(magnitude > 1.0))
+        self.total += int(magnitude.size)
+        if magnitude.size:
+            self.peak = max(self.peak, float(np.max(magnitude)))
+        return y
+
+    def check(self, source: str) -> None:
+        """Raises if more than :data:`CLIPPED_SHARE_MAX` of the samples counted would be clipped.
+
+        Raises:
+            InvalidAudioError: Naming ``source``, the share clipped and the peak.
+        """
+        if self.total and self.clipped > CLIPPED_SHARE_MAX * self.total:
+            raise InvalidAudioError(
+                source, f"{self.clipped} of {self.total} samples ({100 * self.clipped / self.total:.1f}%) are beyond "
+                f"full scale (peak {self.peak:.3g}, {20 * np.log10(self.peak):+.1f} dBFS), which its 16-bit records "
+                f"would clip (at most {100 * CLIPPED_SHARE_MAX:g}% may be); scale the file down, e.g. to a peak of 1")
 
 
 def quantize(y: np.ndarray) -> np.ndarray:
