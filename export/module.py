@@ -156,6 +156,13 @@ def _switch_case(index: tf.Tensor, branches: Sequence[Callable[[], Any]]) -> Any
     )
 
 
+def _served_dtype(dtype: Any) -> tf.DType:
+    """The dtype a signature serves a Keras output of ``dtype`` in: float32 for float16 and bfloat16 (a
+    mixed-precision model computes in them; its maps and scores are served, and walked back, in float32)."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 def _assert(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
     """An in-graph check whose InvalidArgumentError message is ``template`` filled with ``values``."""
     message = tf.strings.format(template, values) if values else tf.constant(template)
@@ -545,7 +552,9 @@ class ServingModule(tf.Module):
         Args:
             fn: Maps ``[m, length]`` segments to tensors ``[m, ...]``.
             flat: ``[n, length]`` segments.
-            outputs: The Keras symbolic outputs ``fn`` returns (for their shapes and dtypes).
+            outputs: The Keras symbolic outputs ``fn`` returns (for their shapes and dtypes; a half-precision
+                one, of a mixed-precision model, is served in float32 as the deconvolution network gives its
+                maps: :func:`_served_dtype`).
         """
         limit = self._settings.max_batch_segments
         n = tf.shape(flat)[0]
@@ -553,10 +562,12 @@ class ServingModule(tf.Module):
         size = tf.maximum(1, (n + n_chunks - 1) // n_chunks)
         padded = tf.pad(flat, [[0, n_chunks * size - n], [0, 0]])
         chunks = tf.reshape(padded, [n_chunks, size, flat.shape[-1]])
-        signature = [tf.TensorSpec([None, *output.shape[1:]], tf.as_dtype(output.dtype)) for output in outputs]
-        results = tf.map_fn(
-            lambda chunk: list(fn(chunk)), chunks, fn_output_signature=signature, parallel_iterations=1
-        )
+        signature = [tf.TensorSpec([None, *output.shape[1:]], _served_dtype(output.dtype)) for output in outputs]
+
+        def run(chunk: tf.Tensor) -> list[tf.Tensor]:
+            return [tf.cast(result, spec.dtype) for result, spec in zip(fn(chunk), signature)]
+
+        results = tf.map_fn(run, chunks, fn_output_signature=signature, parallel_iterations=1)
         return [tf.reshape(r, tf.concat([[-1], tf.shape(r)[2:]], 0))[:n] for r in results]
 
     def _scores(self, waveform: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:

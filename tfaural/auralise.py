@@ -795,16 +795,20 @@ class MelAuraliser(Auraliser):
         has_mels = tuple(d == self.bands for d in dims)
         if layout == "auto":
             if has_mels == (True, True):
-                raise ParameterError(f"{where}: both axes have {size}={self.bands} sizes; pass layout="
-                                     "'mels_frames' or 'frames_mels'")
+                raise ParameterError(f"{where}: both axes have {size}={self.bands} sizes; pass {_PASS_LAYOUT}")
+            if dims[0] is None and dims[1] is None:
+                raise ParameterError(f"{where}: both axes take any size, so which one holds the {size}={self.bands} "
+                                     f"bands cannot be told; pass {_PASS_LAYOUT}")
             if has_mels == (False, False):
+                flags = f"--{size.replace('_', '-')}, --input-layer" + (", --layout" if None in dims else "")
                 raise ModelError(f"{where} has no axis of {size}={self.bands} bands: is it a mel spectrogram "
-                                 f"of these settings ({size}=, input_layer=)?")
+                                 f"of these settings ({size}=, input_layer=" + (", layout=" if None in dims else "")
+                                 + f"; on the command line {flags})?")
             layout = "mels_frames" if has_mels[0] else "frames_mels"
         mel_axis = 0 if layout == "mels_frames" else 1
         if dims[mel_axis] not in (None, self.bands):
-            raise ModelError(f"{where} has {dims[mel_axis]} bands on its mel axis for layout={layout!r}, "
-                             f"not {size}={self.bands}")
+            raise ModelError(f"{where} has {dims[mel_axis]} bands on its mel axis for layout={layout!r} (--layout "
+                             f"{layout}), not {size}={self.bands}")
         return layout, channel, dims[1 - mel_axis]
 
     def mel_input(self, waveform: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -917,6 +921,11 @@ class MelAuraliser(Auraliser):
             return (maps, *result) if keep_deconvolved else result
 
         return self._model_input(waveform, mel, compressed), mel, finish, dtypes
+
+
+#: How to name the layout of a spectrogram model whose input does not say it: the argument and the flag.
+_PASS_LAYOUT = ("layout='mels_frames' ([n_mels, frames]) or layout='frames_mels' ([frames, n_mels]); on the command "
+                "line --layout mels_frames or --layout frames_mels")
 
 
 def _same(value: Any, expected: Any) -> bool:
@@ -1180,8 +1189,8 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
       says everything, and ``front`` must be empty (:func:`auraliser_for`);
     * a model with its own ``keras.layers.MelSpectrogram``: everything is read from that layer
       (:class:`MelAuraliser`);
-    * a model on the waveform ``[samples(, 1)]``: ``front.sample_rate`` only; its deconvolution is the
-      sound (:class:`Auraliser`);
+    * a model on the mono waveform ``[samples(, 1)]``: ``front.sample_rate`` only; its deconvolution is the
+      sound (:class:`Auraliser`); a stereo ``[samples, 2]`` is refused (unless ``front`` says 2 bands);
     * a model on a mel (or STFT) spectrogram made outside it: ``front``'s STFT (centred frames, or
       ``tf.signal.stft``'s with ``center=False``), bands, power and compression (or ``input_layer``: the
       model's own compression layer), :class:`MelAuraliser`.
@@ -1198,7 +1207,8 @@ def auraliser_for_front_end(model: keras.Model, front: FrontEndConfig, *, method
         extra_levels: Layers heard as levels after the conv blocks (:class:`~tfaural.deconv.DeconvNet`).
 
     Raises:
-        ModelError: If the model is none of the kinds above, or cannot be deconvolved.
+        ModelError: If the model is none of the kinds above, or cannot be deconvolved (a ``channels_first``
+            layer is named).
         ParameterError: For missing, conflicting or invalid front-end settings (named as flags).
     """
     config = getattr(model, "tfaural_config", None)
@@ -1228,12 +1238,59 @@ def _sample_rate_only(front: FrontEndConfig, what: str, *, missing: str) -> int:
     return int(front.sample_rate)
 
 
+def _refuse_channels_first(model: keras.Model, net: DeconvNet) -> None:
+    """Raises a ModelError naming the ``channels_first`` layers a level's walk would go through.
+
+    Said before anything else: such a model's input is not read as channels-last (a ``[1, n_mels, frames]``
+    input would be taken for a spectrogram of another layout), and no walk goes through them.
+    """
+    layers = net.channels_first_layers()
+    if layers:
+        named = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in layers)
+        raise ModelError(f"model {model.name!r}: layer(s) {named} take data_format='channels_first'; tfaural "
+                         "deconvolves and hears channels_last models only (Keras's default, channels on the last "
+                         "axis): rebuild the model with data_format='channels_last' and copy its weights into it")
+
+
+def _spectrogram_bands(front: FrontEndConfig) -> int | None:
+    """The band count ``front`` says a spectrogram model's input has (``None``: it says none)."""
+    if front.n_mfcc is not None:
+        return front.n_mfcc
+    if front.linear_frequency:
+        return None if front.n_fft is None else front.n_fft // 2 + 1
+    return front.n_mels
+
+
+def _refuse_stereo_waveform(model: keras.Model, net: DeconvNet, front: FrontEndConfig) -> None:
+    """Raises a ModelError for a model that takes a stereo waveform ``[samples, 2]``.
+
+    Its input, ``[steps, 2]`` with no front end of its own, could also be a spectrogram of 2 bands: it is read as
+    stereo unless ``front`` says 2 bands, and, where its time axis is fixed, unless ``front`` says how a
+    spectrogram is made at all (a model of any length on 2 bands is no spectrogram model anyone trains).
+    """
+    shape = net.domain_shape
+    if net.front_end is not None or len(shape) != 3 or shape[-1] != 2 or _spectrogram_bands(front) == 2:
+        return
+    if shape[1] is not None and [flag for flag in front.given() if flag != "--sample-rate"]:
+        return
+    raise ModelError(
+        f"model {model.name!r} takes an input of shape {shape[1:]} ({net.input_layer or 'its input'}): a stereo "
+        "waveform [samples, 2]. A waveform model must take mono audio ([samples, 1] or [samples]; tfaural mixes "
+        "every file down to mono): a 2-channel input is not supported. Make a model of it that takes mono, a new "
+        f"input fed to both channels: mono = keras.Input(({shape[1]}, 1)); keras.Model(mono, model(keras.layers."
+        "Concatenate()([mono, mono]))). (A spectrogram model of 2 bands [frames, 2] takes n_mels=2, --n-mels 2, "
+        "and its other spectrogram options.)"
+    )
+
+
 def _heard_through(model: keras.Model, front: FrontEndConfig, *, method: str = "deconvnet",
                    chunk_elements: int | None = None, net: DeconvNet | None = None,
                    extra_levels: Sequence[str] = ()) -> Auraliser:
     """:func:`auraliser_for_front_end` of a model whose front end ``front`` describes (its config does not)."""
     if net is None:
         net = DeconvNet(model, method=method, input_layer=front.input_layer, extra_levels=extra_levels)
+    _refuse_channels_first(model, net)
+    _refuse_stereo_waveform(model, net, front)
     if ends_at_a_waveform(net):
         rate = _sample_rate_only(front, f"model {model.name!r} takes the waveform, whose deconvolution is the sound",
                                  missing=f"model {model.name!r} takes the waveform")

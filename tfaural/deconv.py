@@ -1476,6 +1476,15 @@ class DeconvNet:
         self._walks[name] = walk
         return walk
 
+    def channels_first_layers(self) -> list[keras.layers.Layer]:
+        """The ``channels_first`` layers that a level's walk goes through (its own seed included), which no walk
+        can: a model of them is not read as channels-last (its input domain is not what it seems) either."""
+        graph = self._graph
+        walked = graph.ancestors([graph.by_name[name].output for name in self.layer_names.values()
+                                  if name in graph.by_name])
+        return [step.layer for step in graph.steps if step.index in walked & self._domain_steps
+                and getattr(step.layer, "data_format", "channels_last") == "channels_first"]
+
     def layer_name(self, layer: int | str) -> str:
         """The name of the layer seeded for ``layer`` (a level or a layer name)."""
         if isinstance(layer, str):

@@ -19,7 +19,8 @@ What the model takes is read from the file where the file says it; the front-end
 * a model with a ``keras.layers.STFTSpectrogram`` of its own (``magnitude`` or ``log`` mode, its
   DFT kernels untrained): ``--sample-rate``, the rest read from that layer and heard through its
   own frames (:class:`tfaural.auralise.KerasFrames`);
-* a model on the waveform ``[samples(, 1)]``: ``--sample-rate``; its deconvolution is the sound;
+* a model on the mono waveform ``[samples(, 1)]``: ``--sample-rate``; its deconvolution is the sound (a
+  stereo input ``[samples, 2]`` is refused: make a model of it that takes mono);
 * a model on a mel (or STFT) spectrogram: ``--sample-rate``, ``--n-fft``, ``--hop-length``,
   ``--n-mels`` (or ``--linear-frequency``), ``--power`` and the mel bands (librosa's by default;
   ``--htk --mel-norm none --fmin 125 --fmax 7500`` for YAMNet's), and how it was compressed:

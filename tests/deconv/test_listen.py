@@ -302,6 +302,72 @@ def test_bad_options_and_models_exit_2_with_a_message(
     assert not os.path.exists(out)  # nothing was written before the options were checked
 
 
+def test_a_stereo_waveform_model_is_refused_unless_told_it_takes_two_bands(
+    files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``keras.Input((None, 2))`` with no front end: a stereo waveform, not a spectrogram of 2 bands to be told how
+    it is made; the refusal's remedy (a mono input fed to both channels) is heard as a waveform model. Only
+    ``--n-mels 2`` (the user's word) reads it as 2 bands."""
+    x = keras.Input((None, 2))
+    h = keras.layers.Conv1D(4, 3, activation="relu", name="conv2")(keras.layers.Conv1D(4, 9, strides=3, name="c1")(x))
+    model = keras.Model(x, keras.layers.Dense(2)(keras.layers.GlobalMaxPooling1D()(h)), name="stereo")
+    model.save(tmp_path / "stereo.keras")
+    spectrogram = ["--n-fft", "512", "--hop-length", "256", "--compression", "db"]
+    for extra in ([], [*spectrogram, "--n-mels", "64"]):
+        assert listen.main(["--model", str(tmp_path / "stereo.keras"), "--output", str(tmp_path / "heard"),
+                            "--sample-rate", str(SR), *extra, str(files["flac"])]) == 2
+        said = capsys.readouterr().err
+        assert ("model 'stereo' takes an input of shape (None, 2) (its input): a stereo waveform [samples, 2]. A "
+                "waveform model must take mono audio ([samples, 1] or [samples]") in said, said
+        assert "a 2-channel input is not supported" in said and "--n-fft" not in said.split("(A spectrogram")[0]
+    assert not (tmp_path / "heard").exists()
+    two_bands = FrontEndConfig(sample_rate=SR, n_fft=512, hop_length=256, n_mels=2, compression="db")
+    auraliser, _ = listen.auraliser_for_model(model, two_bands)
+    assert (auraliser.n_mels, auraliser.layout) == (2, "frames_mels")
+    mono = keras.Input((None, 1))
+    wrapped = keras.Model(mono, model(keras.layers.Concatenate()([mono, mono])), name="mono")
+    auraliser, rate = listen.auraliser_for_model(wrapped, FrontEndConfig(sample_rate=SR))
+    assert rate == SR and not auraliser.is_spectral
+    heard = auraliser(_music(0.5, seed=4)[None], layer=1, features=[0, 1]).audio
+    assert heard.shape == (1, 2, SR // 2) and np.isfinite(heard.numpy()).all()
+
+
+def test_what_says_how_a_spectrogram_model_is_read_is_named_as_a_flag(
+    files: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A square patch and a spectrogram of any size on both axes need ``--layout``; a ``channels_first`` conv is
+    named as what makes the model unheard, with or without the spectrogram options."""
+    square, any_size = keras.Input((N_MELS, N_MELS, 1)), keras.Input((None, None, 1))
+    _blocks(square, square, bias=0.0, name="square").save(tmp_path / "square.keras")
+    _blocks(any_size, any_size, bias=0.0, name="any_size").save(tmp_path / "any_size.keras")
+    first = keras.Input((1, N_MELS, None))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", data_format="channels_first", name="cf")(first)
+    keras.Model(first, keras.layers.Dense(3)(keras.layers.GlobalMaxPooling2D(data_format="channels_first")(h)),
+                name="first").save(tmp_path / "first.keras")
+    spectrogram = ["--sample-rate", str(SR), "--n-fft", str(N_FFT), "--hop-length", str(HOP), "--n-mels",
+                   str(N_MELS), "--compression", "db"]
+    layout = "on the command line --layout mels_frames or --layout frames_mels"
+    cases = [
+        ("square", spectrogram, f"both axes have n_mels={N_MELS} sizes; pass layout='mels_frames' ([n_mels, frames]) "
+                                f"or layout='frames_mels' ([frames, n_mels]); {layout}"),
+        ("any_size", spectrogram, f"shape (None, None, 1)): both axes take any size, so which one holds the "
+                                  f"n_mels={N_MELS} bands cannot be told; pass layout='mels_frames'"),
+        ("any_size", spectrogram, layout),
+        ("first", spectrogram, "model 'first': layer(s) 'cf' (Conv2D) take data_format='channels_first'; tfaural "
+                               "deconvolves and hears channels_last models only"),
+        ("first", ["--sample-rate", str(SR)], "layer(s) 'cf' (Conv2D) take data_format='channels_first'"),
+    ]
+    for name, options, message in cases:
+        assert listen.main(["--model", str(tmp_path / f"{name}.keras"), "--output", str(tmp_path / "heard"),
+                            *options, str(files["flac"])]) == 2
+        said = capsys.readouterr().err
+        assert message in said, (name, said)
+    front = FrontEndConfig(sample_rate=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, compression="db",
+                           layout="frames_mels")
+    auraliser, _ = listen.auraliser_for_model(keras.models.load_model(tmp_path / "any_size.keras"), front)
+    assert (auraliser.layout, auraliser.frames) == ("frames_mels", None)
+
+
 def test_features_named_by_the_flag() -> None:
     from tfaural.cli import choose_features
 

@@ -18,6 +18,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 import keras
 import librosa
@@ -192,6 +193,39 @@ def test_an_imported_waveform_model_serves_its_own_outputs(models: dict[str, pat
                                      levels="2")
     assert info.model.levels == (2, 2)
     assert build_module(model, info, signatures="tagging")[1]["deconvolvable_layers"] == [2]
+
+
+def test_a_mixed_precision_model_is_exported_with_float32_features_as_keras_computes_them(
+        tmp_path: pathlib.Path) -> None:
+    """A model made under the ``mixed_float16`` policy (float16 maps, a float32 output layer): its export (the
+    tagging signatures, verified in fresh processes) serves float32 features, and its scores and pooled maps are
+    the Keras model's on each segment, to float16 precision (its maps are float16 inside Keras)."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        x = keras.Input((2000, 1))
+        h = keras.layers.Conv1D(6, 9, strides=3, activation="relu", name="c1")(x)
+        h = keras.layers.Conv1D(6, 3, activation="relu", name="c2")(keras.layers.MaxPooling1D(3, name="p1")(h))
+        tags = keras.layers.Dense(3, activation="sigmoid", dtype="float32", name="tags")(
+            keras.layers.GlobalMaxPooling1D()(h))
+        keras.Model(x, tags, name="mixed").save(tmp_path / "mixed.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model, info = import_keras_model(tmp_path / "mixed.keras", tmp_path / "run", front=FrontEndConfig(sample_rate=8000))
+    assert model.get_layer("c2").compute_dtype == "float16" and info.segment.length == 2000
+    served = tf.saved_model.load(export_run(tmp_path / "run", tmp_path / "export", signatures="tagging"))
+    y = 0.5 * np.sin(np.arange(4500) * 0.05).astype(np.float32) * np.linspace(0.2, 1, 4500, dtype=np.float32)
+    segments = y[:4000].reshape(2, 2000, 1)  # two whole segments and a rest
+    scores = served.signatures["serving_default"](waveform=tf.constant(y[None]))["scores"].numpy()[0]
+    np.testing.assert_allclose(scores, np.asarray(model(segments, training=False)).mean(axis=0), atol=1e-3)
+    features = served.signatures["features"](waveform=tf.constant(y[None]))
+    assert features["features"].dtype == tf.float32
+    maps = keras.Model(model.inputs[0], [model.get_layer(name).output for name in info.model.feature_layers])(segments)
+    for level, keras_map in enumerate(maps, start=1):
+        keras_map = np.asarray(keras_map, np.float32)
+        np.testing.assert_allclose(features[f"level{level}_max"].numpy()[0], keras_map.max(axis=(0, 1)),
+                                   rtol=1e-2, atol=1e-3)
+        np.testing.assert_allclose(features[f"level{level}_mean"].numpy()[0], keras_map.mean(axis=(0, 1)),
+                                   rtol=1e-2, atol=1e-3)
 
 
 def test_a_model_with_its_own_compression_layer_is_served_and_deconvolved_from_that_layer(
@@ -479,6 +513,34 @@ def test_tensorflows_tutorial_model_is_tagged_through_tf_signal_stfts_frames(
     probabilities = build_module(model, info, signatures=["serving_default"])[0]
     np.testing.assert_allclose(probabilities.call("serving_default", {"waveform": clips})["scores"],
                                tf.nn.softmax(expected).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(("head", "activation"), [
+    (lambda: keras.layers.Softmax(name="probabilities"), "softmax"),
+    (lambda: keras.layers.Softmax(axis=1, name="probabilities"), "softmax"),
+    (lambda: keras.layers.Activation(keras.activations.softmax, name="probabilities"), "softmax"),
+    (lambda: keras.layers.Activation(keras.activations.sigmoid, name="probabilities"), "sigmoid"),
+], ids=["Softmax", "Softmax(axis=1)", "Activation(softmax fn)", "Activation(sigmoid fn)"])
+def test_a_probability_layer_of_any_kind_after_the_logits_is_known_to_give_probabilities(
+        head: Callable[[], keras.layers.Layer], activation: str, tmp_path: pathlib.Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Logits, then a ``keras.layers.Softmax`` (or an ``Activation`` of the function itself): the import knows the
+    outputs are probabilities as for ``Activation("softmax")``: ``--scores softmax`` is refused (it would apply
+    softmax twice), there is no note about logits, and a softmax makes the task single-label."""
+    x = keras.Input((800, 1))
+    h = keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(4, 9, activation="relu", name="c")(x))
+    keras.Model(x, head()(keras.layers.Dense(3, name="logits")(h)), name="tagger").save(tmp_path / "m.keras")
+    assert pretrained_cli.main([str(tmp_path / "m.keras"), "--output", str(tmp_path / "twice"), "--sample-rate",
+                                str(SR), "--scores", "softmax"]) == 2
+    assert (f"--scores softmax: model 'tagger''s last layer 'probabilities' already applies {activation}: its "
+            "outputs are probabilities (leave --scores out)") in capsys.readouterr().err
+    assert not (tmp_path / "twice").exists()
+    assert pretrained_cli.main([str(tmp_path / "m.keras"), "--output", str(tmp_path / "run"), "--sample-rate",
+                                str(SR)]) == 0
+    assert "logits" not in capsys.readouterr().err
+    info = load_run(tmp_path / "run")[1]
+    assert (info.task, info.extra["imported"]["output_activation"], info.extra["imported"]["scores"]) == (
+        "single-label" if activation == "softmax" else "multi-label", activation, "as-is")
 
 
 def test_a_tf_signal_stft_model_is_heard_through_the_exact_inverse_of_its_frames(tmp_path: pathlib.Path) -> None:

@@ -56,11 +56,35 @@ REPRODUCTION_TOLERANCE = 1e-5
 SCORES = ("as-is", "softmax", "sigmoid")
 
 
+#: Activation functions' ``__name__`` -> the probabilities they give (``tf.nn.softmax`` is ``softmax_v2``).
+_PROBABILITY_FUNCTIONS = {"softmax": "softmax", "softmax_v2": "softmax", "sigmoid": "sigmoid"}
+
+
+def _output_layer(model: Any) -> Any:
+    """The layer that gives ``model``'s (first) output: the one its output tensor comes from, else its last."""
+    history = getattr(model.outputs[0], "_keras_history", None) if getattr(model, "outputs", None) else None
+    layer = getattr(history, "operation", None)
+    return layer if layer is not None else model.layers[-1]
+
+
 def _output_activation(model: Any) -> str | None:
-    """The name of the last layer's activation (``"linear"``: none, so logits), or ``None`` if it has none."""
-    activation = getattr(model.layers[-1], "activation", None)
-    name = getattr(activation, "__name__", None)
-    return str(name) if name is not None else None
+    """The name of the output layer's activation: ``"softmax"`` or ``"sigmoid"`` (probabilities), ``"linear"``
+    (none: logits), another function's name, or ``None`` if the layer has none.
+
+    A ``keras.layers.Softmax`` over the last axis is ``"softmax"``, as are ``Dense(..., activation="softmax")``,
+    ``Activation("softmax")`` and ``Activation(keras.activations.softmax)``; likewise for sigmoid.
+    """
+    import keras
+
+    layer = _output_layer(model)
+    if isinstance(layer, keras.layers.Softmax):
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        rank = len(model.outputs[0].shape)
+        return "softmax" if [axis % rank for axis in axes] == [rank - 1] else None
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    if name is None:
+        return None
+    return _PROBABILITY_FUNCTIONS.get(str(name), str(name))
 
 
 def _with_scores(model: Any, scores: str, *, activation: str | None) -> Any:
@@ -72,8 +96,8 @@ def _with_scores(model: Any, scores: str, *, activation: str | None) -> Any:
     import keras
 
     if activation in ("softmax", "sigmoid"):
-        raise ParameterError(f"--scores {scores}: model {model.name!r}'s last layer {model.layers[-1].name!r} already "
-                             f"applies {activation}: its outputs are probabilities (leave --scores out)")
+        raise ParameterError(f"--scores {scores}: model {model.name!r}'s last layer {_output_layer(model).name!r} "
+                             f"already applies {activation}: its outputs are probabilities (leave --scores out)")
     taken = {layer.name for layer in model.layers}
     name, i = f"{scores}_scores", 0
     while name in taken:
@@ -233,10 +257,10 @@ def import_keras_model(
     if scores != "as-is":
         model = _with_scores(model, scores, activation=activation)
     elif activation == "linear":
-        warnings.warn(f"model {model.name!r}'s last layer {model.layers[-1].name!r} has no activation: its outputs "
-                      "are logits, and the export serves them as they are; --scores softmax (one label per clip: a "
-                      "model trained with from_logits=True and a categorical loss) or --scores sigmoid (independent "
-                      "tags) serves probabilities", stacklevel=2)
+        warnings.warn(f"model {model.name!r}'s last layer {_output_layer(model).name!r} has no activation: its "
+                      "outputs are logits, and the export serves them as they are; --scores softmax (one label per "
+                      "clip: a model trained with from_logits=True and a categorical loss) or --scores sigmoid "
+                      "(independent tags) serves probabilities", stacklevel=2)
     auraliser = auraliser_for_front_end(model, front, extra_levels=extra_levels)
     takes, n_fft, hop_length = _takes(auraliser)
     sample_rate = int(front.sample_rate)
