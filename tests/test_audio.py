@@ -477,3 +477,19 @@ def test_a_macos_resource_fork_says_what_it_is(tmp_path: pathlib.Path) -> None:
     other.write_bytes(b"\x00\x05\x16\x00" + _apple_double()[4:])  # AppleSingle's number: not a fork beside a file
     with pytest.raises(AudioDecodeError, match="not a readable audio file"):
         audio.load(other, sample_rate=None)
+
+
+def test_only_a_files_own_samples_beyond_full_scale_are_warned_of(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A float file with samples beyond [-1, 1] is named in a warning; a 16-bit file at full scale whose resampling
+    overshoots it (Gibbs ringing of a square wave) is not: the overshoot is the resampler's, not the file's."""
+    square = np.sign(np.sin(2 * np.pi * 440 * np.arange(SR) / SR)).astype(np.float32) * (32767 / 32768)
+    sf.write(tmp_path / "square.wav", square, SR, subtype="PCM_16")
+    sf.write(tmp_path / "loud.wav", 2 * square, SR, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="tfaural.audio"):
+        y, _ = audio.load(tmp_path / "square.wav", sample_rate=16000)
+        assert np.max(np.abs(y)) > 1.0  # the resampler's overshoot is there, and left as it is
+        assert "exceed" not in caplog.text
+        audio.load(tmp_path / "loud.wav", sample_rate=16000)
+    assert f"{tmp_path / 'loud.wav'}: float samples exceed [-1, 1] (peak 2.000); left unscaled" in caplog.text

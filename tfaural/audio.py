@@ -563,6 +563,8 @@ def load(
         data = snd.read(frames=frames, dtype="float32", always_2d=True)  # [samples, channels]
     y = np.ascontiguousarray(data.T)  # [channels, samples]
     _validate_samples(y, name)
+    if y.size and float(np.max(np.abs(y))) > 1.0:  # the file's own samples, not a resampler's overshoot
+        logger.warning("%s: float samples exceed [-1, 1] (peak %.3f); left unscaled", name, float(np.max(np.abs(y))))
     if mono:
         y = to_mono(y)
     if sample_rate is not None and sample_rate != native_sr:
@@ -573,8 +575,6 @@ def load(
     peak = float(np.max(np.abs(y)))
     if require_sound and is_silent(peak):
         raise silent(name, peak=peak)
-    if peak > 1.0:
-        logger.warning("%s: float samples exceed [-1, 1] (peak %.3f); left unscaled", name, peak)
     return y, sr
 
 

@@ -29,6 +29,7 @@ from tfaural.cpu import prefer_onednn
 from tfaural.errors import ParameterError
 
 __all__ = [
+    "HelpFormatter",
     "parse_index_list",
     "choose_features",
     "add_selection_flags",
@@ -49,6 +50,22 @@ __all__ = [
     "skip_keras_optional_imports",
     "is_startup_noise",
 ]
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, unless its help already says it or there is none worth showing.
+
+    ``argparse.ArgumentDefaultsHelpFormatter`` appends "(default: X)" to every option: "(default: None)"
+    after a help that says what the default is, "(default: True)" after a ``store_false`` switch such as
+    ``--no-center``, which reads as if the switch were on.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text.lower() or action.default in (None, True, False, argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return super()._get_help_string(action)
+
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
 

@@ -76,6 +76,7 @@ import numpy as np
 from tfaural import __version__, files
 from tfaural.cli import (
     EXTRA_LEVELS_HELP,
+    HelpFormatter,
     add_front_end_flags,
     add_selection_flags,
     add_verbose_flag,
@@ -474,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python -m tfaural.report turns into an HTML listening report (or pass --report).",
         epilog="Front-end options are needed only where the model file does not say what it takes (see "
         "python -m pydoc tfaural.listen).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("audio", nargs="+", metavar="FILE", help="audio files (any format tfaural.audio reads)")
     parser.add_argument("--model", required=True, help="the Keras model file (.keras), or a training run's folder")

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfaural.cli import add_selection_flags, add_verbose_flag, choose_features
+from tfaural.cli import HelpFormatter, add_selection_flags, add_verbose_flag, choose_features
 from tfaural.config import ChoiConfig, KerasConfig, MusicnnConfig, SampleCNNConfig
 from tfaural.errors import ModelError, ParameterError
 from tfaural.models import config_from_model, conv_blocks
@@ -568,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "spectrograms (Choi CNN), sorted gradient-ascent filter spectra and deconvolved spectrograms "
         "(SampleCNN family), deconvolved mel spectrograms (imported log-mel taggers, e.g. musicnn/MTT_vgg). "
         "Writes PNG files and figures.json into --output.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--run", required=True, help="training run directory (model.keras + run.json)")
     parser.add_argument("--output", required=True, help="folder for the figures")

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tfaural.cli import add_verbose_flag
+from tfaural.cli import HelpFormatter, add_verbose_flag
 from tfaural.data.tfds_builders import BUILDERS, prepare
 from tfaural.errors import TfauralError
 
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tfaural.data.build_tfds",
         description="Prepare a tfaural TFDS dataset from local audio (nothing is downloaded). Train on it with "
         "python -m tfaural.training.train --data NAME/CONFIG --tfds-data-dir DATA_DIR.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("dataset", choices=BUILDERS, help="which builder")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (default: TFDS's, $TFDS_DATA_DIR)")

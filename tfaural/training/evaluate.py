@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfaural.cli import add_verbose_flag, check_output_folder
+from tfaural.cli import HelpFormatter, add_verbose_flag, check_output_folder
 from tfaural.errors import DataError, TfauralError
 from tfaural.training import metrics
 from tfaural.training.run import RunInfo, load_run
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Song-level evaluation of a training run: segment predictions averaged per track, "
         "ROC-AUC/PR-AUC for tags, accuracy and a confusion matrix for genres. Writes eval.json and a figure "
         "into the run directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--run", required=True, help="training run directory")
     parser.add_argument("--data", default=None, metavar="DATASET_DIR_OR_TFDS_NAME",

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from tfaural.cli import add_verbose_flag, check_output_folder
+from tfaural.cli import HelpFormatter, add_verbose_flag, check_output_folder
 from tfaural.config import (
     AudioConfig,
     ChoiConfig,
@@ -575,7 +575,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train a music CNN with the papers' recipes on TFRecords written by "
         "`python -m beam_jobs.make_tfrecords` or on a prepared TFDS dataset. Rerun the same command to resume an "
         "interrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", required=True, help=f"architecture: {', '.join(MODEL_CHOICES)}")
     parser.add_argument("--data", required=True, metavar="DATASET_DIR_OR_TFDS_NAME",
