@@ -323,7 +323,8 @@ def parse_job_args(
 
     * words no flag takes (:func:`stray_arguments`), e.g. the files of an unquoted glob
       that the shell expanded;
-    * a flag of the job's option classes that the job does not take (``hidden``);
+    * a flag of another job (``make_tfrecords --input``), or one of the job's option classes that it does not
+      take (``hidden``): Beam would parse it and the job ignore it;
     * ``--input`` or ``--manifest`` given twice with different values (``--input a --input b``
       would tag only ``b``; other flags keep argparse's rule, the last wins);
     * an unknown ``--flag`` that looks like one of the job's (``--pad-shrot``), or, on the
@@ -363,9 +364,13 @@ def parse_job_args(
             f"{len(stray)} unexpected argument(s) {shown}: every value must follow its --flag. If the shell expanded "
             "a glob (an unquoted --input dir/*.wav passes every file as an argument), quote it: --input 'dir/*.wav'")
     _check_repeated(parser, args)
-    for action in parser._actions:
+    foreign = argparse.ArgumentParser(add_help=False)  # the other jobs' flags
+    for option_class in JOB_OPTION_CLASSES:
+        if option_class not in classes:
+            option_class._add_argparse_args(foreign)
+    for action in [*parser._actions, *foreign._actions]:
         given = [word.partition("=")[0] for word in args if word.partition("=")[0] in action.option_strings]
-        if action.dest in hidden and given:
+        if given and (action.dest in hidden or action in foreign._actions):
             raise ParameterError(f"{given[0]}: this job has no {action.option_strings[0]} ({prog} --help lists its "
                                  "flags)")
     options = PipelineOptions(args)
@@ -383,6 +388,11 @@ def parse_job_args(
                                  f"Apache Beam's, and the {runner} would ignore them")
     return options
 
+
+JOB_OPTION_CLASSES: tuple[type[PipelineOptions], ...] = (
+    ConsoleOptions, CatalogueJobOptions, MakeTFRecordsOptions, InferenceJobOptions, LayerOptions, AuraliseOptions,
+    ExtractFeaturesOptions, TagOptions, ChunkOptions, ShortTrackOptions, CorrelationOptions)
+"""Every job's option classes: a flag of one that a job does not list is another job's."""
 
 RUNNERS_PASSING_UNKNOWN_FLAGS = ("DataflowRunner", "PrismRunner", "FlinkRunner", "SparkRunner", "PortableRunner")
 """Runners to which Beam passes flags it does not know (their own options); with the others they are lost."""

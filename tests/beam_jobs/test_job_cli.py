@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import auralise, correlation, extract_features, make_tfrecords, tag
+from beam_jobs import options as job_options
 from beam_jobs.options import parse_job_args, stray_arguments, unknown_flags
 from tfaural.errors import ParameterError
 
@@ -129,6 +131,14 @@ def test_unknown_flags_reach_the_runners_that_take_them_and_hidden_flags_are_ref
     assert "--format" not in shown and "--precision" not in shown and "--top-k" in shown and "--input" in shown
     assert correlation.main(["--model", "m", "--output", "o", "--input", "x/*.wav"]) == 2
     assert "error: --input: this job has no --input" in capsys.readouterr().err
+    # another job's flag: Beam parses it (every job's options are imported) and the job would ignore it
+    assert make_tfrecords.main(["--manifest", "m.csv", "--output", "o", "--input=x/*.wav"]) == 2
+    assert "make_tfrecords: error: --input: this job has no --input" in capsys.readouterr().err
+    assert tag.main(["--input", "x/*.wav", "--model", "m", "--output", "o", "--layers", "1"]) == 2
+    assert "tag: error: --layers: this job has no --layers (python -m beam_jobs.tag --help" in capsys.readouterr().err
+    defined = {c for c in vars(job_options).values()
+               if isinstance(c, type) and issubclass(c, PipelineOptions) and c.__module__ == job_options.__name__}
+    assert defined == set(job_options.JOB_OPTION_CLASSES)
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))
