@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -108,6 +109,8 @@ UNSPLIT = "unsplit"
 
 TRACKS_PER_SHARD = 200
 """Default shard size in tracks (~250 MB for 30 s clips at 22,050 Hz int16)."""
+FAILURES_SHOWN = 5
+"""Failed tracks named in the end-of-run summary (as the other jobs do; every one is in ``failures.jsonl``)."""
 
 BLOCK_SECONDS = 10.0
 """Tracks are decoded and resampled in blocks this long (bit-identical to decoding them whole)."""
@@ -398,8 +401,9 @@ def _blocks(track: Track, *, sample_rate: int) -> Iterator[np.ndarray]:
 
 
 def _too_short(track: Track, n: int, *, sample_rate: int, min_samples: int) -> None:
-    if n < min_samples:  # as tfaural.audio.load says it
-        raise audio.too_short(track.path, samples=n, sample_rate=sample_rate, needed=min_samples)
+    if n < min_samples:  # as tfaural.audio.load says it; more than one sample only by --min-duration
+        raise audio.too_short(track.path, samples=n, sample_rate=sample_rate, needed=min_samples,
+                              why="--min-duration" if min_samples > 1 else "")
 
 
 def _peak(block: np.ndarray, peak: float) -> float:
@@ -694,9 +698,18 @@ class MakeTFRecordsJob(Job):
         """Logs the numbers of records, tracks and failures."""
         path = beam_io.join(settings.output, DATASET_INFO_FILENAME)
         info = DatasetInfo.from_text(beam_io.read_text(path), path)  # Beam's filesystems: no TensorFlow here
+        failures = beam_io.join(settings.output, FAILURES_FILENAME)
         logger.info("make_tfrecords: wrote %d records of %d tracks; %d track(s) failed (see %s)",
-                    info.total("records"), info.total("tracks"), info.total("failed"),
-                    beam_io.join(settings.output, FAILURES_FILENAME))
+                    info.total("records"), info.total("tracks"), info.total("failed"), failures)
+        shown = 0
+        if info.total("failed") and beam_io.exists(failures):
+            with beam_io.open_text(failures) as lines:
+                for line in itertools.islice(lines, FAILURES_SHOWN):
+                    row = json.loads(line)
+                    logger.info("  %s: %s", row.get("path"), row.get("reason"))
+                    shown += 1
+        if info.total("failed") > shown:
+            logger.info("  ... and %d more in %s", info.total("failed") - shown, failures)
 
 
 JOB = MakeTFRecordsJob()

@@ -374,6 +374,10 @@ def parse_job_args(
             raise ParameterError(f"{given[0]}: this job has no {action.option_strings[0]} ({prog} --help lists its "
                                  "flags)")
     options = PipelineOptions(args)
+    try:  # a runner's own options (the Dask runner's --dask_client_address) are known once its module is imported
+        check_runner(options)
+    except ParameterError:
+        return options  # Job.run says what is wrong with --runner
     unknown = unknown_flags(args)
     if unknown:
         own = [o for action in parser._actions for o in action.option_strings if o.startswith("--") and o != "--help"]

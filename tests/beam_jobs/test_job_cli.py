@@ -121,6 +121,8 @@ def test_unknown_flags_reach_the_runners_that_take_them_and_hidden_flags_are_ref
     options = parse("--input=a", "--service_option_x=1", "--runner=DataflowRunner")  # Dataflow: passed on
     assert options.get_all_options(retain_unknown_options=True)["service_option_x"] == "1"
     parse("--input=a", "--input", "a")  # the same value twice loses nothing
+    parse("--input=a", "--runner=apache_beam.runners.dask.dask_runner.DaskRunner",  # the runner's own flag
+          "--dask_client_address=localhost:8786")
     with pytest.raises(ParameterError, match="did you mean --top-k"):  # a job flag's typo: on any runner
         parse("--input=a", "--top-kk=3", "--runner=DataflowRunner")
     with pytest.raises(ParameterError, match=r"--format: this job has no --format \(python -m beam_jobs.x --help"):

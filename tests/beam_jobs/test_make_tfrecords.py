@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import io
 import json
+import logging
 import pathlib
 import subprocess
 import sys
@@ -289,7 +290,8 @@ def test_rerun_writes_identical_shards(
 
 
 @pytest.mark.slow
-def test_whole_tracks_overwrite_and_tfds_agree(corpus: Corpus, tmp_path: pathlib.Path) -> None:
+def test_whole_tracks_overwrite_and_tfds_agree(corpus: Corpus, tmp_path: pathlib.Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     import tensorflow_datasets as tfds
 
     from tfaural.data.tfds_builders import CatalogueConfig
@@ -297,7 +299,16 @@ def test_whole_tracks_overwrite_and_tfds_agree(corpus: Corpus, tmp_path: pathlib
     run_job(corpus, tmp_path, "--segment-length", "4096")
     with pytest.raises(ParameterError, match="--overwrite"):
         run_job(corpus, tmp_path)
-    run_job(corpus, tmp_path, "--overwrite", "--min-duration", "0.05")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="beam_jobs.make_tfrecords"):
+        run_job(corpus, tmp_path, "--overwrite", "--min-duration", "0.05")
+    n_failed = sum(e.error is not None for e in corpus.entries)
+    summary = [r.getMessage() for r in caplog.records if r.name == "beam_jobs.make_tfrecords"]
+    at = next(i for i, line in enumerate(summary) if line.startswith("make_tfrecords: wrote "))
+    named = [line.strip().split(": ", 1) for line in summary[at + 1:at + 6]]  # five named, with their reasons
+    assert f"{n_failed} track(s) failed" in summary[at] and len(named) == 5 and all(len(n) == 2 for n in named)
+    assert {path for path, _ in named} < {corpus.local(e) for e in corpus.entries if e.error}
+    assert summary[at + 6] == f"  ... and {n_failed - 5} more in {tmp_path / 'failures.jsonl'}"  # and the rest
     assert sorted(p.name for p in tmp_path.glob("*.tfrecord")) == [
         "test-00000-of-00001.tfrecord", "train-00000-of-00001.tfrecord", "unsplit-00000-of-00001.tfrecord",
         "validation-00000-of-00001.tfrecord"]
@@ -306,6 +317,7 @@ def test_whole_tracks_overwrite_and_tfds_agree(corpus: Corpus, tmp_path: pathlib
     failures = {json.loads(line)["track_id"]: json.loads(line) for line in
                 (tmp_path / "failures.jsonl").read_text().splitlines()}
     assert "too short: 50 samples" in failures["bad/short"]["reason"]  # --min-duration 0.05 s = 400 samples
+    assert failures["bad/short"]["reason"].endswith("need at least 400 (--min-duration)")
     records = {r.track_id: r for r in read_records(tmp_path)}
     assert set(records) == {e.track_id for e in corpus.good()}
     assert info.total("samples") == sum(r.audio.size for r in records.values())
@@ -358,7 +370,7 @@ def corpus_entry(corpus: Corpus, track_id: str) -> Entry:
     ],
 )
 def test_settings_validation(argv: list[str], message: str) -> None:
-    options = parse_job_args(argv, prog="t", description="t", option_classes=[])
+    options = parse_job_args(argv, prog="t", description="t", option_classes=make_tfrecords.JOB.option_classes)
     with pytest.raises(ParameterError, match=message):
         make_tfrecords.Settings.from_options(options)
 
@@ -367,7 +379,7 @@ def test_settings_from_flags() -> None:
     argv = ["--manifest", "m.csv", "--output", "out/", "--sample_rate", "22050", "--segment-length", "59049",
             "--max-segments", "10", "--pad", "constant", "--min-duration", "1.5", "--runner", "DirectRunner"]
     settings = make_tfrecords.Settings.from_options(parse_job_args(argv, prog="t", description="t",
-                                                                   option_classes=[]))
+                                                                   option_classes=make_tfrecords.JOB.option_classes))
     assert settings.output == "out" and settings.sample_rate == 22050 and settings.min_samples == 33075
     assert settings.segment is not None and (settings.segment.length, settings.segment.n_segments) == (59049, 10)
     assert settings.segment.pad == "constant" and settings.shards is None and not settings.overwrite

@@ -155,8 +155,8 @@ def test_pipelines_translate_for_dataflow(
     }[job]
     argv = [f"--input={root}/**", f"--model={model}", "--output=gs://tfaural-test/results", *extra, *DATAFLOW,
             "--dry_run=True"]
-    options = parse_job_args(argv, prog=job, description="",
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, options_class])
+    options = parse_job_args(argv, prog=job, description="", option_classes=module.JOB.option_classes)
+    assert options_class in module.JOB.option_classes
     settings = module.Settings.from_options(options)
     tracks = list_tracks(input_glob=settings.common.input_glob, manifest=None)
     pipeline = beam.Pipeline(options=options)

@@ -163,6 +163,8 @@ def test_write_then_read_manifest_round_trips(audio_dir: pathlib.Path, suffix: s
     [
         ("path,labels\nrock/nope.wav,rock\n", r"does not exist"),
         ("path,track_id,labels\nrock/b.flac,x,rock\njazz/c.mp3,x,jazz\n", r"duplicate track_id 'x'"),
+        ("path,labels\nrock/b.flac,rock\nrock/../rock/b.flac,jazz\n",  # one file twice, however spelt
+         r"line 3: lists '.*/rock/b\.flac' again \(first at .*line 2\); a file is one track"),
         ("path,labels,split\nrock/b.flac,rock,training\n", r"unknown split 'training'"),
         ("path,labels\nrock/b.flac,\n", r"no labels"),
         ("path,track_id,labels\nrock/b.flac,has space,rock\n", r"not safe to use in file names"),

@@ -500,7 +500,7 @@ def _catalogue_from_rows(
     splits: Sequence[str],
 ) -> Catalogue:
     problems: list[str] = []
-    derived = default_track_ids([r.path for r in rows])
+    derived = default_track_ids([r.path if is_uri(r.path) else os.path.normpath(r.path) for r in rows])
     pairs: list[tuple[_Row, Track]] = []
     for row, derived_id in zip(rows, derived):
         if row.split is not None and row.split not in splits:
@@ -516,7 +516,13 @@ def _catalogue_from_rows(
         except DataError as err:
             problems.append(str(err))
     seen: dict[str, str] = {}
+    listed: dict[str, str] = {}  # a file (its path, normalised) -> the row that first lists it
     for row, track in pairs:
+        key = track.path if is_uri(track.path) else os.path.normpath(track.path)
+        if key in listed:
+            problems.append(f"{row.where}: lists {track.path!r} again (first at {listed[key]}); a file is one track")
+            continue
+        listed[key] = row.where
         if track.track_id in seen:
             first = seen[track.track_id]
             problems.append(f"{row.where}: duplicate track_id {track.track_id!r} (first used at {first})")
