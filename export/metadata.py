@@ -161,9 +161,12 @@ def family_of(config: Config) -> str:
         return "musicnn"
     if isinstance(config, KerasConfig):
         return "keras"
-    raise ExportError(
-        f"cannot export a {config.kind!r} model: the exporter supports Choi CNNs and SampleCNN-family models"
-    )
+    if config.kind == "aggregation":
+        raise ExportError("cannot export a --transfer features run (its classifier on the frozen multi-level "
+                          "features of other runs): the exporter takes the Choi CNN, the SampleCNN family, musicnn's "
+                          "models and imported Keras models; export the runs it builds on (--init-from) instead")
+    raise ExportError(f"cannot export a {config.kind!r} model: the exporter takes the Choi CNN, the SampleCNN family, "
+                      "musicnn's models and imported Keras models")
 
 
 def signature_names(family: str) -> tuple[str, ...]:

@@ -450,3 +450,13 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     assert meta["max_deconv_samples"] == 5 * RATE
     assert "k x batch x samples at most max_deconv_feature_samples" in (
         meta["signatures"]["deconvolve"]["inputs"]["features"]["description"])
+
+
+def test_a_transfer_features_run_is_refused_with_what_to_export_instead() -> None:
+    from export.metadata import family_of
+    from tfaural.config import AggregationConfig, SampleCNNConfig
+
+    config = AggregationConfig(extractors=(SampleCNNConfig(),), n_outputs=3)
+    with pytest.raises(ExportError, match=r"cannot export a --transfer features run .* export the runs it builds on "
+                                          r"\(--init-from\) instead"):
+        family_of(config)

@@ -113,6 +113,26 @@ def test_resume_after_a_kill_continues_mid_epoch(catalogue: dict[str, str], tmp_
     assert [r["epoch"] for r in rows] == ["1", "2"]
     again = subprocess.run(command, capture_output=True, text=True, env=env)  # a finished run is left alone
     assert again.returncode == 0 and "already finished" in again.stderr
+    other = subprocess.run([*command[:-4], "--batch-size", "4", *command[-2:]], capture_output=True, text=True,
+                           env=env)  # another recipe: not resumed, and the message says what differs
+    assert other.returncode == 2 and "another training config (batch_size 2, now 4); rerun it as it was" in other.stderr
+
+
+def test_deterministic_runs_of_one_seed_are_bit_identical(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
+    """--deterministic: the same command twice gives the same history and weights, bit for bit (--seed alone
+    starts two runs alike; threads finishing in another order then move them apart)."""
+    command = [sys.executable, "-m", "tfaural.training.train", "--model", "samplecnn-2000", "--data",
+               catalogue["sc2000"], "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2", "--seed", "7",
+               "--deterministic"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for name in ("a", "b"):
+        done = subprocess.run([*command, "--output", str(tmp_path / name)], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    rows = [[{k: v for k, v in r.items() if k not in ("seconds", "time")} for r in _rows(tmp_path / n / "history.csv")]
+            for n in ("a", "b")]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+    weights = [load_run(tmp_path / n)[0].get_weights() for n in ("a", "b")]
+    assert all(np.array_equal(x, y) for x, y in zip(*weights, strict=True))
 
 
 def test_learning_rate_schedule_divides_by_five_then_stops(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
@@ -159,6 +179,24 @@ def test_gpu_options_construct_on_cpu(catalogue: dict[str, str], tmp_path: pathl
     assert np.isfinite(tiny.train_on_batch(x, y, return_dict=True)["loss"])
 
 
+@pytest.mark.parametrize(("model", "rate"), [("choi", 11025), ("mel-frame", 2000), ("raw-frame", 2000),
+                                            ("samplecnn-2000", 2000)])
+def test_every_family_takes_a_training_step_in_mixed_precision(model: str, rate: int) -> None:
+    """--mixed-precision builds each model under ``mixed_float16`` (its float16 maps: on CPU too, where it is only
+    slower): one training step gives a finite loss (the Choi CNN's log scaling failed on its float16 input)."""
+    from tfaural.models import build
+    from tfaural.training.train import _compile, _policy, model_config_for
+
+    config = _config(model, mixed_precision=True, input_scaling="log")
+    with _policy(True):
+        net = build(model_config_for(config, n_outputs=3, multi_label=False, sample_rate=rate))
+        _compile(net, config, multi_label=False, learning_rate=0.01)
+        assert any(layer.compute_dtype == "float16" for layer in net.layers)
+        x = 0.1 * np.random.default_rng(0).standard_normal((2, *net.input_shape[1:])).astype(np.float32)
+        loss = net.train_on_batch(x, np.eye(3, dtype=np.float32)[[0, 1]], return_dict=True)["loss"]
+    assert np.isfinite(loss) and keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_evaluate_writes_scores_and_a_figure(catalogue: dict[str, str],
                                             trained: Callable[[str], tuple[pathlib.Path, TrainResult]]) -> None:
     run_dir, _ = trained("choi")
@@ -197,8 +235,14 @@ def test_transfer_by_weights_and_by_features(catalogue: dict[str, str], tmp_path
 
 
 def test_bad_inputs_are_clear_errors(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
-    with pytest.raises(DataError, match="expects 22050 Hz audio but the dataset is at 2000 Hz"):
+    with pytest.raises(DataError, match=r"expects 22050 Hz audio but the dataset is at 2000 Hz; rebuild the "
+                                        r"TFRecords with --sample-rate 22050 or pick samplecnn-2000$"):
         train(catalogue["sc2000"], str(tmp_path / "a"), _config("samplecnn"), verbose=0)
+    from tfaural.training.train import model_config_for
+
+    with pytest.raises(DataError, match=r"at 11025 Hz; rebuild the TFRecords with --sample-rate 8000 \(Table 3 has "
+                                        r"no preset for 11025 Hz: \[2000, 4000, 8000"):  # a preset that exists
+        model_config_for(_config("samplecnn-8000"), n_outputs=3, multi_label=False, sample_rate=11025)
     with pytest.raises(ConfigError, match=r"model='vgg'"):
         TrainConfig(model="vgg")
     with pytest.raises(DataError, match=r"dataset\.json not found"):

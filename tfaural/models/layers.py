@@ -176,7 +176,9 @@ class InputScaling(keras.layers.Layer):
     """
 
     def __init__(self, mode: str = "linear", c: float = 10.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        # float32 under mixed precision too (unless given a dtype): a front end's FFT and log take float32
+        # values; a float16 waveform or magnitude loses precision (and failed to convert to float32)
+        super().__init__(**{"dtype": "float32", **kwargs})
         if mode not in INPUT_SCALINGS:
             raise ParameterError(f"mode={mode!r} is invalid: expected one of {INPUT_SCALINGS}")
         if not c > 0:
@@ -234,7 +236,9 @@ class LogMelSpectrogram(keras.layers.Layer):
         c: float = 10.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # float32 under mixed precision too (unless given a dtype): a front end's FFT and log take float32
+        # values; a float16 waveform or magnitude loses precision (and failed to convert to float32)
+        super().__init__(**{"dtype": "float32", **kwargs})
         if not 0 < hop <= window <= n_fft:
             raise ParameterError(
                 f"window={window!r}, hop={hop!r}, n_fft={n_fft!r} are invalid: expected 0 < hop <= window <= n_fft"

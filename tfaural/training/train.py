@@ -100,7 +100,12 @@ class TrainConfig(Config):
         fc_units: Widths of the Choi CNN's fully connected layers.
         dropout: Dropout rate (0.5 in both papers; small catalogues train faster with less).
         optimizer: ``"sgd"`` (the papers' Nesterov SGD) or ``"adam"``.
-        seed: Seed of the weights, crops and shuffles.
+        seed: Seed of the weights, crops and shuffles. Two runs of one seed start alike, but are not
+            bit-identical unless ``deterministic``: the input pipeline's parallel reads and TensorFlow's
+            multi-threaded kernels order their work as threads finish.
+        deterministic: Make a run bit-reproducible from its seed: the input pipeline keeps its order and
+            TensorFlow runs deterministic kernels (``tf.config.experimental.enable_op_determinism``, for the
+            whole process; slower, and some GPU kernels have no deterministic version).
         shuffle_buffer: Shuffle buffer in segments.
         checkpoint_every: Steps between mid-epoch checkpoints (0: only at epoch ends).
         mixed_precision: Use the ``mixed_float16`` policy.
@@ -131,6 +136,7 @@ class TrainConfig(Config):
     mixed_precision: bool = False
     jit: bool = False
     distribute: str = "auto"
+    deterministic: bool = False
 
     def validate(self) -> None:
         model_ok = self.model in ("choi", "samplecnn", "mel-frame", "raw-frame", "musicnn") or (
@@ -238,10 +244,10 @@ def model_config_for(
             if rate not in SAMPLECNN_PRESETS:
                 raise ModelError(f"no SampleCNN preset for {rate} Hz; Table 3 has {sorted(SAMPLECNN_PRESETS)}")
             if sample_rate != rate:
-                raise DataError(
-                    f"model {config.model!r} expects {rate} Hz audio but the dataset is at {sample_rate} Hz; "
-                    f"rebuild the TFRecords with --sample-rate {rate} or pick samplecnn-{sample_rate}"
-                )
+                other = (f"or pick samplecnn-{sample_rate}" if sample_rate in SAMPLECNN_PRESETS else
+                         f"(Table 3 has no preset for {sample_rate} Hz: {sorted(SAMPLECNN_PRESETS)})")
+                raise DataError(f"model {config.model!r} expects {rate} Hz audio but the dataset is at {sample_rate} "
+                                f"Hz; rebuild the TFRecords with --sample-rate {rate} {other}")
             return SampleCNNConfig(
                 family="samplecnn",
                 filter_sizes=tuple(SAMPLECNN_PRESETS[rate]),
@@ -343,7 +349,8 @@ def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any) -
         raise DataError(f"{data}: the dataset has no 'validation' split, which the learning-rate schedule needs")
     train_ds = make_dataset(
         train_pattern, family=family, segment_length=length, batch_size=batch, training=True, seed=config.seed,
-        shuffle_buffer=config.shuffle_buffer, stft=stft, sample_rate=info.sample_rate, info=info,
+        deterministic=config.deterministic, shuffle_buffer=config.shuffle_buffer, stft=stft,
+        sample_rate=info.sample_rate, info=info,
     ).repeat()
     valid_ds = make_dataset(
         valid_pattern, family=family, segment_length=length, batch_size=batch, training=False,
@@ -420,10 +427,11 @@ def train(
         with open(config_path, encoding="utf-8") as handle:
             previous = TrainConfig.from_json(handle.read())
         if previous.replace(epochs=config.epochs) != config.replace(epochs=previous.epochs):
-            raise ConfigError(
-                f"{run_dir} holds a checkpoint of a different training config; pass --restart to start over "
-                f"or use another --output. Stored: {previous.to_json()}"
-            )
+            was, now = previous.to_dict(), config.to_dict()
+            changed = "; ".join(f"{key} {was.get(key)!r}, now {now.get(key)!r}" for key in sorted(set(was) | set(now))
+                                if key != "epochs" and was.get(key) != now.get(key))
+            raise ConfigError(f"{run_dir} holds a checkpoint of another training config ({changed}); rerun it as it "
+                              "was to resume, pass --restart to start over, or use another --output")
     elif restart:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(run_dir, HISTORY_FILE))
@@ -431,6 +439,10 @@ def train(
         handle.write(config.to_json(indent=2))
 
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()  # process-wide, as TensorFlow has no way back
     with _policy(config.mixed_precision):
         model_config = model_config_for(
             config, n_outputs=info.num_labels, multi_label=info.multi_label, sample_rate=info.sample_rate,
@@ -594,7 +606,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hop", type=int, default=243, help="frame-level baselines: hop in samples")
     parser.add_argument("--dropout", type=float, default=0.5, help="dropout rate (the papers' 0.5)")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimiser (sgd: the papers')")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights, crops and shuffles (two runs start alike, but differ "
+                             "slightly as threads finish in another order, unless --deterministic)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-reproducible from --seed: ordered input pipeline and deterministic kernels "
+                             "(slower)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between mid-epoch checkpoints")
     parser.add_argument("--init-from", default=None,
                         help="pretrained run directory (comma-separated list for --transfer features)")
@@ -638,6 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mixed_precision=args.mixed_precision,
             jit=args.jit,
             distribute=args.distribute,
+            deterministic=args.deterministic,
         )
         check_output_folder(args.output)  # before anything is loaded or converted
         if args.transfer == "features":
