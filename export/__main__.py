@@ -128,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     try:
         return _export(args)
+    except KeyboardInterrupt:  # the temporary folders are removed on the way out (export.cleanup)
+        print("\ninterrupted: nothing was exported (a finished version is never left half-written)", file=sys.stderr)
+        return 130
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -639,6 +639,14 @@ def test_killed_exports_leave_no_litter_behind(choi: Exported, tmp_path: pathlib
     _, err = stopped.communicate()
     assert stopped.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert _litter(base, temp) == ([], []) and exporter.existing_versions(base) == []
+    interrupted = _start_export(choi, base, temp)  # Ctrl-C: the same, with one line instead of a traceback
+    _wait_for_verification(interrupted, temp)
+    interrupted.send_signal(signal.SIGINT)
+    _, err = interrupted.communicate()
+    assert interrupted.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted: nothing was exported (a finished version is never left " \
+                                           "half-written)"
+    assert _litter(base, temp) == ([], []) and exporter.existing_versions(base) == []
 
 
 # --------------------------------------------------------------------------- clients

@@ -6,8 +6,10 @@ import csv
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import keras
@@ -113,6 +115,18 @@ def test_resume_after_a_kill_continues_mid_epoch(catalogue: dict[str, str], tmp_
     assert [r["epoch"] for r in rows] == ["1", "2"]
     again = subprocess.run(command, capture_output=True, text=True, env=env)  # a finished run is left alone
     assert again.returncode == 0 and "already finished" in again.stderr
+    stopped = tmp_path / "stopped"  # Ctrl-C mid-run: one line saying how to resume, not a traceback
+    interrupted = subprocess.Popen([*command, "--output", str(stopped), "--epochs", "50"], stderr=subprocess.PIPE,
+                                   text=True, env=env)
+    deadline = time.monotonic() + 300
+    state = stopped / "checkpoints" / "state.json"
+    while not state.exists() or json.loads(state.read_text())["global_step"] < 2:
+        assert interrupted.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    interrupted.send_signal(signal.SIGINT)
+    _, err = interrupted.communicate()
+    assert interrupted.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert f"interrupted: rerun the same command to resume {stopped} from its last checkpoint" in err
     other = subprocess.run([*command[:-4], "--batch-size", "4", *command[-2:]], capture_output=True, text=True,
                            env=env)  # another recipe: not resumed, and the message says what differs
     assert other.returncode == 2 and "another training config (batch_size 2, now 4); rerun it as it was" in other.stderr

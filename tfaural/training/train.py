@@ -678,6 +678,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TfauralError, ParameterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: rerun the same command to resume {args.output} from its last checkpoint (every "
+              f"--checkpoint-every {args.checkpoint_every} steps), or add --restart to start over", file=sys.stderr)
+        return 130
     print(
         f"trained {result.epochs} epochs in {result.seconds:.0f} s; best validation loss "
         f"{result.best_val_loss:.4f} at epoch {result.best_epoch + 1}; model in {result.run_dir}/model.keras"
