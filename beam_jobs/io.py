@@ -297,13 +297,11 @@ def source_stamp(path: str) -> str | None:
             return None
         seconds, nanoseconds = divmod(info.st_mtime_ns, 10**9)
         return f"{info.st_size} bytes, modified {seconds}.{nanoseconds:09d}"
-    try:
-        found = FileSystems.match([path])[0].metadata_list
+    try:  # the object itself (a match would read the brackets of a name such as "[2019] live.flac" as a set)
+        found = FileSystems.get_filesystem(path).metadata(path)
     except Exception:  # BeamIOError, or a filesystem client's own error
         return None
-    if len(found) != 1:
-        return None
-    return f"{found[0].size_in_bytes} bytes, modified {found[0].last_updated_in_seconds:.6f}"
+    return f"{found.size_in_bytes} bytes, modified {found.last_updated_in_seconds:.6f}"
 
 
 def audio_source(path: str) -> str | io.BytesIO:

@@ -406,11 +406,6 @@ def _too_short(track: Track, n: int, *, sample_rate: int, min_samples: int) -> N
                               why="--min-duration" if min_samples > 1 else "")
 
 
-def _peak(block: np.ndarray, peak: float) -> float:
-    """The larger of ``peak`` and the block's largest absolute sample."""
-    return max(peak, float(np.max(np.abs(block)))) if len(block) else peak
-
-
 def _not_silent(track: Track, peak: float) -> None:
     if audio.is_silent(peak):  # a silent example teaches its labels nothing
         raise audio.silent(track.path, peak=peak)
@@ -418,13 +413,12 @@ def _not_silent(track: Track, peak: float) -> None:
 
 def _spool_whole(track: Track, spool: IO[bytes], *, sample_rate: int, min_samples: int) -> int:
     """Writes the track's int16 PCM to ``spool``; returns its number of samples."""
-    n, peak, clipping = 0, 0.0, ClipCounter()
+    n, clipping = 0, ClipCounter()  # and the peak
     for block in _blocks(track, sample_rate=sample_rate):
         spool.write(quantize(clipping.count(block)).astype("<i2", copy=False).tobytes())
         n += len(block)
-        peak = _peak(block, peak)
     _too_short(track, n, sample_rate=sample_rate, min_samples=min_samples)
-    _not_silent(track, peak)
+    _not_silent(track, clipping.peak)
     clipping.check(track.path)
     return n
 
@@ -435,10 +429,9 @@ def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, s
     cutter = Segmenter(length=segment.length, hop=segment.hop, pad=segment.pad, max_segments=segment.n_segments,
                        source=track.path)
     blocks = _blocks(track, sample_rate=sample_rate)
-    peak, clipping = 0.0, ClipCounter()
+    clipping = ClipCounter()  # and the peak
     try:
         for block in blocks:
-            peak = _peak(block, peak)
             for piece in cutter.feed(quantize(clipping.count(block))):
                 spool.write(piece.astype("<i2", copy=False).tobytes())
             if cutter.full and cutter.total >= min_samples:
@@ -448,7 +441,7 @@ def _spool_segments(track: Track, spool: IO[bytes], segment: SegmentConfig, *, s
         if close is not None:
             close()  # closes the file now, not when the generator is collected
     _too_short(track, cutter.total, sample_rate=sample_rate, min_samples=min_samples)
-    _not_silent(track, peak)
+    _not_silent(track, clipping.peak)
     clipping.check(track.path)
     for piece in cutter.finish():
         spool.write(piece.astype("<i2", copy=False).tobytes())

@@ -60,6 +60,7 @@ __all__ = [
     "parse_job_args",
     "stray_arguments",
     "unknown_flags",
+    "JOB_OPTION_CLASSES",
     "RUNNERS_PASSING_UNKNOWN_FLAGS",
     "require",
     "parse_index_list",

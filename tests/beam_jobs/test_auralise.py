@@ -38,7 +38,7 @@ from matplotlib import image as mpimg
 
 from beam_jobs import auralise
 from beam_jobs import io as beam_io
-from beam_jobs.options import AuraliseOptions, CatalogueJobOptions, InferenceJobOptions, parse_job_args
+from beam_jobs.options import parse_job_args
 from tfaural import listen
 from tfaural.errors import ParameterError
 
@@ -282,7 +282,7 @@ def test_settings_validation(flags: list[str], message: str, choi_export: str,
                              tmp_path: pathlib.Path) -> None:
     argv = [f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", *flags]
     options = parse_job_args(argv, prog="auralise", description="",
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
+                             option_classes=auralise.JOB.option_classes)
     with pytest.raises(ParameterError, match=message):
         auralise.Settings.from_options(options)
 
@@ -292,7 +292,7 @@ def test_settings_chunks_and_bad_layers_exit_2(choi_export: str, tmp_path: pathl
     argv = [f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", "--layers=2,4-5",
             "--features=all", "--features-per-call=3"]
     options = parse_job_args(argv, prog="auralise", description="",
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
+                             option_classes=auralise.JOB.option_classes)
     settings = auralise.Settings.from_options(options)
     assert settings.chunks() == [(2, (0, 1, 2)), (2, (3,)), (4, (0, 1, 2)), (4, (3,)), (5, (0, 1, 2)), (5, (3,))]
     assert settings.stft == (64, 32) and settings.common.batch_size == 1
@@ -310,7 +310,7 @@ def test_defaults_take_what_the_export_allows(choi_export: str, tmp_path: pathli
     def settings(*flags: str) -> auralise.Settings:
         options = parse_job_args([f"--model={choi_export}", f"--output={tmp_path}", "--input=x/*.wav", *flags],
                                  prog="auralise", description="",
-                                 option_classes=[CatalogueJobOptions, InferenceJobOptions, AuraliseOptions])
+                                 option_classes=auralise.JOB.option_classes)
         return auralise.Settings.from_options(options)
 
     assert (settings().features_per_call, settings().clip_seconds) == (16, 4.0)

@@ -25,7 +25,7 @@ from jobs_testing import broken_copy, capture_progress, traced_peak
 from matplotlib import image as mpimg
 
 from beam_jobs import correlation as job
-from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, parse_job_args
+from beam_jobs.options import parse_job_args
 from export import exporter
 from export.budget import WorkBudget
 from tfaural import correlation, signals
@@ -191,7 +191,7 @@ def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
         job.run([f"--model={tmp_path}", f"--output={tmp_path / 'out'}", "--runner=DirectRunner"])
     options = parse_job_args(
         ["--model=m", "--output=o", "--timbres=sine,program40", "--chords=major;power=0,7", "--keys=C4"],
-        prog="t", description="", option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+        prog="t", description="", option_classes=job.JOB.option_classes)
     settings = job.Settings.from_options(options)
     assert settings.grid.timbres == ("sine", "program40")
     assert settings.grid.chords == ("major", "power=0,7") and settings.grid.keys == ("C4",)
@@ -199,7 +199,7 @@ def test_settings_and_errors(tmp_path: pathlib.Path) -> None:
     for bad, message in (("--keys=H2", "'H2'"), ("--timbres=banjo", "'banjo'"), ("--signal-seconds=0", "seconds"),
                          ("--signals=gs://bucket/signals", "--signals gs://bucket/signals: expected a local folder")):
         options = parse_job_args(["--model=m", "--output=o", bad], prog="t", description="",
-                                     option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+                                     option_classes=job.JOB.option_classes)
         with pytest.raises(ParameterError, match=message):
             job.Settings.from_options(options)
 
@@ -223,7 +223,7 @@ def test_layers_are_checked_against_the_export(exported: tuple[keras.Model, str]
 
     def settings(*flags: str) -> job.Settings:
         options = parse_job_args([f"--model={export_dir}", "--output=o", *flags], prog="t", description="",
-                                 option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+                                 option_classes=job.JOB.option_classes)
         return job.Settings.from_options(options).with_metadata(metadata)
 
     assert settings().layers == (1, 2, 3, 4, 5)
@@ -245,7 +245,7 @@ def test_without_signal_seconds_the_signals_are_as_long_as_the_export_needs(expo
     def duration(*flags: str, **changes: float) -> float:
         metadata = ExportMetadata.from_dict({**data, **changes})
         options = parse_job_args([f"--model={export_dir}", "--output=o", *flags], prog="t", description="",
-                                 option_classes=[CatalogueJobOptions, InferenceJobOptions, job.CorrelationOptions])
+                                 option_classes=job.JOB.option_classes)
         return job.Settings.from_options(options).with_metadata(metadata).grid.duration
 
     long = {"segment_length": int(5.03 * rate), "min_deconv_samples": int(5.03 * rate)}  # a 5.03-s patch model's

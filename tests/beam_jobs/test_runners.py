@@ -25,9 +25,7 @@ from beam_jobs import io as beam_io
 from beam_jobs import tracks as job_tracks
 from beam_jobs.options import (
     AuraliseOptions,
-    CatalogueJobOptions,
     ExtractFeaturesOptions,
-    InferenceJobOptions,
     TagOptions,
     apply_runner_defaults,
     parse_job_args,
@@ -203,7 +201,7 @@ def test_a_large_catalogue_reaches_dataflow_in_files_not_in_the_pipeline(
     argv = [f"--manifest={gcs_bucket}/manifest.csv", f"--model={samplecnn_export}", f"--output={gcs_bucket}/tags",
             *DATAFLOW, "--dry_run=True"]
     options = parse_job_args(argv, prog="tag", description="",
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions])
+                             option_classes=tag.JOB.option_classes)
     settings = tag.Settings.from_options(options)
     pipeline = beam.Pipeline(options=options)
     tag.build_pipeline(pipeline, tracks, settings)

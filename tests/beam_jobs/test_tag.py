@@ -34,7 +34,7 @@ from jobs_testing import (
 from beam_jobs import io as beam_io
 from beam_jobs import tag
 from beam_jobs import tracks as job_tracks
-from beam_jobs.options import CatalogueJobOptions, InferenceJobOptions, TagOptions, parse_job_args
+from beam_jobs.options import parse_job_args
 from tfaural.errors import ModelError, ParameterError
 
 LABELS = ["guitar", "piano", "drums", "voice"]
@@ -167,7 +167,7 @@ def test_settings_validation(flags: list[str], error: type[Exception], message: 
                              samplecnn_export: str, tmp_path: pathlib.Path) -> None:
     argv = [f"--model={samplecnn_export}", f"--output={tmp_path}", *flags]
     options = parse_job_args(argv, prog="tag", description="",
-                             option_classes=[CatalogueJobOptions, InferenceJobOptions, TagOptions])
+                             option_classes=tag.JOB.option_classes)
     with pytest.raises(error, match=message):
         tag.Settings.from_options(options)
 

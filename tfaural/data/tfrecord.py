@@ -117,7 +117,13 @@ does; a file far louder (e.g. float samples up to 8) is a failure rather than re
 
 
 class ClipCounter:
-    """Counts the samples beyond full scale that :func:`quantize` will clip, block by block."""
+    """Counts the samples beyond full scale that :func:`quantize` will clip, block by block, and keeps the peak.
+
+    Attributes:
+        clipped: Samples counted beyond full scale (``|y| > 1``).
+        total: Samples counted.
+        peak: The largest absolute sample counted.
+    """
 
     def __init__(self) -> None:
         self.clipped = self.total = 0
