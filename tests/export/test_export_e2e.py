@@ -608,8 +608,14 @@ def _start_export(choi: Exported, base: pathlib.Path, temp: pathlib.Path) -> sub
         [sys.executable, "-m", "export", "--run", choi.run_dir, "--output", str(base), "--signatures", "tagging",
          "--quiet"], cwd=ROOT,
         env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child, as a terminal gives it: a test run in the background (a shell's
+    ``&``) ignores SIGINT, which its children inherit, and Python then raises no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_verification(process: subprocess.Popen[str], temp: pathlib.Path, *, besides: Any = ()) -> None:

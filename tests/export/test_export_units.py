@@ -310,7 +310,7 @@ def test_module_rejects_inconsistent_runs() -> None:
     sample = samplecnn_model(filter_sizes=(3, 3, 2, 3), n_outputs=2, channels=(4, 4, 4), front_filters=4, top_filters=4,
                        sample_rate=RATE)
     aggregation = multi_scale_features([sample])
-    with pytest.raises(ExportError, match="cannot export a 'aggregation' model"):
+    with pytest.raises(ExportError, match="cannot export a --transfer features run"):
         metadata.family_of(config_from_model(aggregation))
 
 

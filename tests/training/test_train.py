@@ -117,7 +117,8 @@ def test_resume_after_a_kill_continues_mid_epoch(catalogue: dict[str, str], tmp_
     assert again.returncode == 0 and "already finished" in again.stderr
     stopped = tmp_path / "stopped"  # Ctrl-C mid-run: one line saying how to resume, not a traceback
     interrupted = subprocess.Popen([*command, "--output", str(stopped), "--epochs", "50"], stderr=subprocess.PIPE,
-                                   text=True, env=env)
+                                   text=True, env=env,  # SIGINT as in a terminal, even if the tests run with '&'
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     state = stopped / "checkpoints" / "state.json"
     while not state.exists() or json.loads(state.read_text())["global_step"] < 2:
