@@ -39,6 +39,7 @@ from beam_jobs import io as beam_io
 from beam_jobs.settings import InferenceSettings
 from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural import __version__
+from tfaural.config import describe_differences
 from tfaural.errors import DataError, ParameterError, TfauralError
 from tfaural.formats import (
     FAILED,
@@ -273,26 +274,12 @@ def prepare_output(
         now = json.loads(json.dumps(now))
         if now != was:
             raise ParameterError(f"--skip-existing: the earlier run in {settings.output} differs: "
-                                 f"{_differences(was, now)} (see its {JOB_FILE}); run it again as it was, or pass "
-                                 "--overwrite to recompute everything")
+                                 f"{describe_differences(was, now)} (see its {JOB_FILE}); run it again as it was, or "
+                                 "pass --overwrite to recompute everything")
     stale = [manifest_path] if beam_io.exists(manifest_path) else []
     for pattern in derived:
         stale += beam_io.list_files(beam_io.join(beam_io.escape(settings.output), pattern))
     beam_io.delete(stale)
-
-
-def _differences(was: Any, now: Any, *, name: str = "") -> str:
-    """What differs between two JSON values, for people: ``"settings.top_k 5, now 3; model ..."``."""
-    if isinstance(was, dict) and isinstance(now, dict):
-        parts = [_differences(was.get(key), now.get(key), name=f"{name}.{key}" if name else str(key))
-                 for key in sorted(set(was) | set(now), key=str) if was.get(key) != now.get(key)]
-        return "; ".join(parts)
-
-    def shown(value: Any) -> str:
-        text = "none" if value is None else json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= 80 else text[:77] + "..."
-
-    return f"{name} {shown(was)}, now {shown(now)}"
 
 
 def write_job_file(settings: InferenceSettings, *, job: str, job_settings: dict[str, Any],

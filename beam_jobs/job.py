@@ -44,7 +44,7 @@ from apache_beam.runners.runner import PipelineResult
 from beam_jobs import io as beam_io
 from beam_jobs import model_process as model_processes
 from beam_jobs.accounting import prepare_output, summarize, write_job_file
-from beam_jobs.options import apply_runner_defaults, check_runner, parse_job_args
+from beam_jobs.options import apply_runner_defaults, parse_job_args
 from beam_jobs.progress import TrackProgress
 from beam_jobs.scratch import run_folder
 from beam_jobs.tracks import INPUTS_FOLDER, TrackInput, list_tracks
@@ -248,7 +248,6 @@ class Job(abc.ABC):
                                  description=sys.modules[self.module].__doc__ or "",
                                  option_classes=list(self.option_classes), hidden=self.hidden_flags)
         settings = self.settings(options)
-        check_runner(options)
         keep_main = self.save_main_session if save_main_session is None else save_main_session
         options.view_as(SetupOptions).save_main_session = keep_main
         inputs = self.inputs(settings)

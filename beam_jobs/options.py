@@ -346,7 +346,8 @@ def parse_job_args(
 
     Raises:
         SystemExit: On ``--help`` or a malformed job flag (argparse prints why).
-        ParameterError: On stray words, a repeated job flag or an unknown flag, as above.
+        ParameterError: On stray words, a repeated job flag or an unknown flag, as above, or a --runner Beam
+            does not know.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_BEAM_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -375,10 +376,7 @@ def parse_job_args(
             raise ParameterError(f"{given[0]}: this job has no {action.option_strings[0]} ({prog} --help lists its "
                                  "flags)")
     options = PipelineOptions(args)
-    try:  # a runner's own options (the Dask runner's --dask_client_address) are known once its module is imported
-        check_runner(options)
-    except ParameterError:
-        return options  # Job.run says what is wrong with --runner
+    check_runner(options)  # also imports the runner's module: its own options (Dask's) are then known
     unknown = unknown_flags(args)
     if unknown:
         own = [o for action in parser._actions for o in action.option_strings if o.startswith("--") and o != "--help"]

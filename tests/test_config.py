@@ -14,6 +14,7 @@ from tfaural.config import (
     SampleCNNConfig,
     SegmentConfig,
     STFTConfig,
+    describe_differences,
     stft_config_of,
 )
 from tfaural.errors import ConfigError, TfauralError
@@ -98,3 +99,12 @@ def test_derived_sizes() -> None:
     assert stft.n_freq == 257
     assert stft.n_frames(44100) == 173
     assert SegmentConfig(length=59049).step == 59049
+
+
+def test_differences_name_each_changed_leaf_by_its_dotted_path() -> None:
+    was = {"job": "tag", "settings": {"top_k": 5, "hop": None, "layers": [1, 2]}, "epochs": 3}
+    now = {"job": "tag", "settings": {"top_k": 3, "hop": 0.5, "layers": [1, 2]}, "epochs": 9}
+    assert describe_differences(was, now, ignore=("epochs",)) == "settings.hop none, now 0.5; settings.top_k 5, now 3"
+    assert describe_differences(was, was) == ""
+    assert describe_differences({"a": "x" * 200}, {"a": 1}) == f'a "{"x" * 76}..., now 1'
+    assert describe_differences({"a": {"b": 1}}, {}) == 'a {"b": 1}, now none'

@@ -30,6 +30,7 @@ __all__ = [
     "SUPPORTED_WINDOWS",
     "PAD_MODES",
     "DEFAULT_CLIP_SECONDS",
+    "describe_differences",
 ]
 
 SUPPORTED_WINDOWS = ("hann",)
@@ -913,6 +914,36 @@ def stft_config_of(model_config: Config) -> STFTConfig | None:
     if isinstance(model_config, (ChoiConfig, MusicnnConfig, KerasConfig)):
         return model_config.stft
     return None
+
+
+def describe_differences(was: Any, now: Any, *, name: str = "", ignore: tuple[str, ...] = ()) -> str:
+    """What differs between two JSON-like values, for people: ``"settings.top_k 5, now 3; model.path ..."``.
+
+    The one wording of "what changed" in refusals (a resumed training run, a ``--skip-existing`` rerun).
+
+    Args:
+        was: The earlier value (dicts nest; any other value compares whole).
+        now: The value now.
+        name: Dotted name of the value, prefixed to the keys of nested dicts.
+        ignore: Top-level keys left out of the comparison.
+
+    Returns:
+        ``"<name> <was>, now <now>"`` for each differing leaf, joined by ``"; "`` (sorted by key; long values
+        shortened to 80 characters); ``""`` if nothing differs.
+    """
+    if isinstance(was, dict) and isinstance(now, dict):
+        parts = [describe_differences(was.get(key), now.get(key), name=f"{name}.{key}" if name else str(key))
+                 for key in sorted(set(was) | set(now), key=str)
+                 if key not in ignore and was.get(key) != now.get(key)]
+        return "; ".join(parts)
+    if was == now:
+        return ""
+
+    def shown(value: Any) -> str:
+        text = "none" if value is None else json.dumps(value, ensure_ascii=False, default=str)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    return f"{name} {shown(was)}, now {shown(now)}"
 
 
 def model_config_to_dict(config: Config) -> dict[str, Any]:

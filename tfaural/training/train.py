@@ -56,6 +56,7 @@ from tfaural.config import (
     MusicnnConfig,
     SampleCNNConfig,
     SegmentConfig,
+    describe_differences,
     stft_config_of,
 )
 from tfaural.errors import ConfigError, DataError, ModelError, ParameterError, TfauralError
@@ -427,9 +428,7 @@ def train(
         with open(config_path, encoding="utf-8") as handle:
             previous = TrainConfig.from_json(handle.read())
         if previous.replace(epochs=config.epochs) != config.replace(epochs=previous.epochs):
-            was, now = previous.to_dict(), config.to_dict()
-            changed = "; ".join(f"{key} {was.get(key)!r}, now {now.get(key)!r}" for key in sorted(set(was) | set(now))
-                                if key != "epochs" and was.get(key) != now.get(key))
+            changed = describe_differences(previous.to_dict(), config.to_dict(), ignore=("epochs",))
             raise ConfigError(f"{run_dir} holds a checkpoint of another training config ({changed}); rerun it as it "
                               "was to resume, pass --restart to start over, or use another --output")
     elif restart:
