@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -75,8 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-request-seconds", type=_positive_float, default=None, metavar="S",
-        help="most audio one serving_default, serving_wav or features call may hold, batch x length in seconds "
-        "(default: the model family's budget, 1200)",
+        help="most audio one serving_default, serving_wav or features call may hold, batch x length in seconds; "
+        "at least --max-seconds (default: the model family's budget, 1200, or --max-seconds if longer)",
     )
     parser.add_argument(
         "--max-deconv-feature-seconds", type=_positive_float, default=None, metavar="S",
@@ -151,6 +152,8 @@ def _export(args: argparse.Namespace) -> int:
                 max_request_seconds=args.max_request_seconds,
                 max_deconv_feature_seconds=args.max_deconv_feature_seconds,
             )
+            if args.max_request_seconds is None and budget.max_request_seconds < args.max_seconds:
+                budget = dataclasses.replace(budget, max_request_seconds=args.max_seconds)  # as by default
         target = export_run(
             args.run, args.output, version=args.version, max_seconds=args.max_seconds,
             max_deconv_seconds=args.max_deconv_seconds, max_batch_segments=args.max_batch_segments,

@@ -238,6 +238,13 @@ class ServingModule(tf.Module):
         self._net = deconv_net_for(model) if "deconvolve" in signature_names(family) else None
         if budget is None:
             budget = budget_for(family, architecture=getattr(config, "architecture", None))
+            if budget.max_request_seconds < max_seconds:  # a call may then hold one input of the longest length
+                budget = dataclasses.replace(budget, max_request_seconds=max_seconds)
+        elif budget.max_request_seconds < max_seconds:
+            raise ExportError(
+                f"the request budget, {budget.max_request_seconds:g} s (--max-request-seconds), is below the longest "
+                f"input, {max_seconds:g} s (--max-seconds): a call holding one input of that length would be "
+                "refused; raise --max-request-seconds or lower --max-seconds")
         front = None
         if isinstance(config, KerasConfig):  # what makes the model's input (and hears it) is its front end's
             front = auraliser_for(model, chunk_elements=budget.deconv_chunk_elements, net=self._net)

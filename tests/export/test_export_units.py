@@ -434,7 +434,13 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     model, info = _choi()
     with pytest.raises(ExportError, match=r"max_deconv_feature_seconds=0\.1 is shorter than one model segment"):
         ServingModule(model, info, budget=WorkBudget(max_deconv_feature_seconds=0.1))
-    _, meta = exporter.build_module(model, info, max_deconv_seconds=3.0,
+    # A request budget below the longest input would refuse a call of one such input: an error if chosen, raised
+    # to the longest input if it is the family's default.
+    with pytest.raises(ExportError, match=r"the request budget, 20 s \(--max-request-seconds\), is below the "
+                                          r"longest input, 600 s \(--max-seconds\)"):
+        ServingModule(model, info, budget=WorkBudget(max_request_seconds=20.0))
+    assert ServingModule(model, info, max_seconds=1800.0).settings.budget.max_request_seconds == 1800.0
+    _, meta = exporter.build_module(model, info, max_seconds=20.0, max_deconv_seconds=3.0,
                                     budget=WorkBudget(max_request_seconds=20.0, max_deconv_feature_seconds=12.0,
                                                       deconv_chunk_elements=1000))
     assert (meta["max_request_seconds"], meta["max_request_samples"]) == (20.0, 20 * RATE)
