@@ -165,7 +165,9 @@ def test_write_then_read_manifest_round_trips(audio_dir: pathlib.Path, suffix: s
         ("path,track_id,labels\nrock/b.flac,x,rock\njazz/c.mp3,x,jazz\n", r"duplicate track_id 'x'"),
         ("path,labels\nrock/b.flac,rock\nrock/../rock/b.flac,jazz\n",  # one file twice, however spelt
          r"line 3: lists '.*/rock/b\.flac' again \(first at .*line 2\); a file is one track"),
-        ("path,labels,split\nrock/b.flac,rock,training\n", r"unknown split 'training'"),
+        ("path,labels,split\nrock/b.flac,rock,trian\n",
+         r"unknown split 'trian'; expected one of \('train', 'validation', 'test'\) "
+         r"\(or training/valid/val/dev/testing\)"),
         ("path,labels\nrock/b.flac,\n", r"no labels"),
         ("path,track_id,labels\nrock/b.flac,has space,rock\n", r"not safe to use in file names"),
         ("file,labels\nrock/b.flac,rock\n", r"no 'path' column"),
@@ -181,11 +183,11 @@ def test_read_manifest_errors_name_the_problem(audio_dir: pathlib.Path, content:
 
 
 def test_read_manifest_reports_every_problem_with_line_numbers(audio_dir: pathlib.Path) -> None:
-    (audio_dir / "m.csv").write_text("path,labels,split\na.wav,rock,train\nb.wav,,test\nrock/b.flac,rock,dev\n")
+    (audio_dir / "m.csv").write_text("path,labels,split\na.wav,rock,train\nb.wav,,test\nrock/b.flac,rock,develop\n")
     with pytest.raises(DataError) as info:
         cat.read_manifest(audio_dir / "m.csv")
     text = str(info.value)
-    assert "4 problem(s)" in text  # a.wav and b.wav missing, b.wav unlabelled, split dev
+    assert "4 problem(s)" in text  # a.wav and b.wav missing, b.wav unlabelled, split develop
     assert "line 2" in text and "line 3" in text and "line 4" in text
 
 
@@ -193,6 +195,14 @@ def test_read_manifest_options_relax_checks(audio_dir: pathlib.Path) -> None:
     (audio_dir / "m.csv").write_text("path,labels,split\nmissing.wav,,dev\n")
     catalogue = cat.read_manifest(audio_dir / "m.csv", require_labels=False, check_files=False, splits=("dev",))
     assert catalogue.tracks[0].labels == () and catalogue.tracks[0].split == "dev"
+
+
+def test_manifest_splits_other_tools_write_are_the_three_splits(audio_dir: pathlib.Path) -> None:
+    (audio_dir / "m.csv").write_text("path,labels,split\nrock/b.flac,rock, TRAIN \njazz/c.mp3,jazz,val\n"
+                                     "rock/track 01.wav,rock,Testing\n")
+    catalogue = cat.read_manifest(audio_dir / "m.csv")
+    assert [t.split for t in catalogue.tracks] == ["train", "validation", "test"]
+    assert catalogue.splits == ("train", "validation", "test")
 
 
 @pytest.mark.parametrize(
@@ -394,3 +404,19 @@ def test_a_manifest_of_absolute_paths_gives_ids_relative_to_the_common_folder(tm
     assert [t.track_id for t in catalogue.tracks] == ["song", "b/c"]  # neither tmp_path's folders nor "_local"
     assert [t.path for t in catalogue.tracks] == [str(p) for p in paths]
     assert all(cat.validate_track_id(t.track_id) for t in catalogue.tracks)
+
+
+def test_labels_differing_only_in_case_are_two_classes_with_a_warning(
+    audio_dir: pathlib.Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    (audio_dir / "m.csv").write_text("path,labels\nrock/b.flac,Rock\njazz/c.mp3,rock;jazz\njazz/d.ogg,rock\n")
+    with caplog.at_level("WARNING", logger="tfaural.data.catalogue"):
+        catalogue = cat.read_manifest(audio_dir / "m.csv")
+    assert catalogue.label_names == ("Rock", "jazz", "rock")  # as written: the manifest decides
+    assert "'Rock' (1 track) and 'rock' (2 tracks)" in caplog.text and "m.csv" in caplog.text
+    assert "jazz" not in caplog.text
+    caplog.clear()
+    (audio_dir / "n.csv").write_text("path,labels\nrock/b.flac,rock\njazz/c.mp3,jazz\n")
+    with caplog.at_level("WARNING", logger="tfaural.data.catalogue"):
+        cat.read_manifest(audio_dir / "n.csv")
+    assert not caplog.text

@@ -72,6 +72,7 @@ from tfaural.formats import json_lines
 
 __all__ = [
     "SPLITS",
+    "SPLIT_ALIASES",
     "LABEL_SEPARATOR",
     "AUDIO_EXTENSIONS",
     "MAX_TRACK_ID_LENGTH",
@@ -503,8 +504,12 @@ def _catalogue_from_rows(
     derived = default_track_ids([r.path if is_uri(r.path) else os.path.normpath(r.path) for r in rows])
     pairs: list[tuple[_Row, Track]] = []
     for row, derived_id in zip(rows, derived):
-        if row.split is not None and row.split not in splits:
-            problems.append(f"{row.where}: unknown split {row.split!r}; expected one of {tuple(splits)} or empty")
+        split = row.split
+        if split is not None and split not in splits:
+            split = SPLIT_ALIASES.get(split.lower(), split)  # "val", "TRAIN": the name it stands for
+            if split not in splits:
+                problems.append(f"{row.where}: unknown split {row.split!r}; expected one of {tuple(splits)} (or "
+                                f"{'/'.join(k for k, v in SPLIT_ALIASES.items() if v in splits and k != v)}) or empty")
         if require_labels and not row.labels:
             problems.append(f"{row.where}: no labels for {row.path!r}; every track needs at least one label")
         path = resolve_path(row.path, base=base)
@@ -512,7 +517,7 @@ def _catalogue_from_rows(
             problems.append(f"{row.where}: audio file {path!r} does not exist")
         try:
             track_id = derived_id if row.track_id is None else validate_track_id(row.track_id, where=row.where)
-            pairs.append((row, Track(path=path, track_id=track_id, labels=row.labels, split=row.split)))
+            pairs.append((row, Track(path=path, track_id=track_id, labels=row.labels, split=split)))
         except DataError as err:
             problems.append(str(err))
     seen: dict[str, str] = {}
@@ -542,7 +547,32 @@ def _catalogue_from_rows(
         raise DataError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:20]) + more)
     if not tracks:
         raise DataError(f"{source}: no tracks; expected at least one row")
+    _warn_of_case_variants(tracks, source=source)
     return Catalogue(tracks=tuple(tracks), label_names=vocabulary, source=source)
+
+
+#: Other spellings of the three splits in manifests, taken where the split itself is not allowed (compared in
+#: lower case): the names other tools write (``val``/``valid`` as TFDS datasets, ``dev`` as speech corpora,
+#: ``TRAIN`` from a spreadsheet).
+SPLIT_ALIASES: dict[str, str] = {
+    **{name: name for name in SPLITS}, "training": "train",
+    "valid": "validation", "val": "validation", "dev": "validation", "testing": "test",
+}
+
+
+def _warn_of_case_variants(tracks: Sequence[Track], *, source: str) -> None:
+    """Logs a warning for labels that differ only in case or spacing (``Rock``, ``rock``): two classes to the model."""
+    counts = collections.Counter(label for track in tracks for label in track.labels)
+    variants: dict[str, list[str]] = {}
+    for label in sorted(counts):
+        variants.setdefault(" ".join(label.casefold().split()), []).append(label)
+    alike = [names for names in variants.values() if len(names) > 1]
+    if alike:
+        shown = "; ".join(" and ".join(f"{name!r} ({counts[name]} track{'s' * (counts[name] != 1)})"
+                                       for name in names) for names in alike[:5])
+        logger.warning("%s: labels that differ only in case or spacing are different classes: %s%s; spell them "
+                       "alike in the manifest if they are one", source, shown,
+                       f" and {len(alike) - 5} more" if len(alike) > 5 else "")
 
 
 def _split_value(value: Any, where: str) -> str | None:
