@@ -704,6 +704,10 @@ class AuraliseJob(CatalogueJob):
         """See :meth:`Settings.from_options`."""
         return Settings.from_options(options)
 
+    def remove_track_results(self, settings: Any, name: str) -> None:
+        """Deletes the track's folder, ``<name>/``, whole."""
+        beam_io.remove_folder(settings.common.path(name), recursive=True)
+
     def job_extra(self, settings: Settings) -> dict[str, Any]:
         """What a reader of the output needs without parsing the settings: layers, features, clip, format."""
         job_settings = settings.job_settings()

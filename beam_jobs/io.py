@@ -640,15 +640,18 @@ class RecordSink:
         delete([self._temporary])
 
 
-def remove_folder(folder: str) -> int:
-    """Deletes the files directly in ``folder`` and, on a local filesystem, the folder if it is then empty (on
-    object stores a folder is only a prefix); returns how many files were deleted. A missing folder is fine."""
-    stale = list_files(join(escape(folder), "*"))
+def remove_folder(folder: str, *, recursive: bool = False) -> int:
+    """Deletes the files directly in ``folder`` (``recursive``: at any depth) and, on a local filesystem, the
+    folder (and its subfolders) if then empty (on object stores a folder is only a prefix); returns how many files
+    were deleted. A missing folder is fine."""
+    stale = list_files(join(escape(folder), "**" if recursive else "*"))
     if stale:
         delete(stale)
     if is_local(folder):
-        with contextlib.suppress(OSError):  # absent, or not empty
-            os.rmdir(folder)
+        inner = [os.path.join(top, name) for top, names, _ in os.walk(folder, topdown=False) for name in names]
+        for path in [*inner, folder] if recursive else [folder]:
+            with contextlib.suppress(OSError):  # absent, or not empty
+                os.rmdir(path)
     return len(stale)
 
 

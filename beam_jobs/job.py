@@ -361,11 +361,49 @@ class CatalogueJob(Job):
         return f"{self.name}: {len(tracks)} track(s) -> {settings.common.output} with {settings.common.model}"
 
     def prepare(self, settings: Any, inputs: Any) -> None:
-        """Checks the output folder against an earlier run, then writes ``job.json``."""
+        """Checks the output folder against an earlier run, then writes ``job.json``.
+
+        An earlier run's results of tracks that are not this run's (a file gone from the catalogue, or
+        another glob, which names the tracks anew) are deleted with ``--overwrite``, which replaces that
+        run, and kept with ``--skip-existing``, with a warning that counts them (processing a catalogue
+        in parts into one folder keeps each part's results; the tables list this run's tracks).
+        """
         job_settings = settings.job_settings()
-        prepare_output(settings.common, job=self.name, job_settings=job_settings, derived=self.derived)
-        write_job_file(settings.common, job=self.name, job_settings=job_settings, extra=self.job_extra(settings))
+        common = settings.common
+        prepare_output(common, job=self.name, job_settings=job_settings, derived=self.derived)
+        if common.overwrite or common.skip_existing:
+            current = {track.name for track in inputs}
+            others = {name: files for name, files in self.track_results(settings).items() if name not in current}
+            if others and common.overwrite:
+                for name in others:
+                    self.remove_track_results(settings, name)
+                logger.info("%s: deleted the results of %d track(s) of the earlier run that are not in this "
+                            "run's input", self.name, len(others))
+            elif others:
+                shown = ", ".join(sorted(files[0] for files in others.values())[:3])
+                logger.warning("%s: %s holds the results of %d track(s) that are not in this run's input (%s%s); "
+                               "they are kept, but %s lists this run's tracks only (--overwrite deletes them)",
+                               self.name, common.output, len(others), shown, ", ..." if len(others) > 3 else "",
+                               MANIFEST_FILE)
+        write_job_file(common, job=self.name, job_settings=job_settings, extra=self.job_extra(settings))
         logger.info("%s", self.describe(settings, inputs))
+
+    def track_results(self, settings: Any) -> dict[str, list[str]]:
+        """The per-track results in the output folder, by their track's output name: each one's part file.
+
+        Returns:
+            ``{name: [the part file's path]}`` for every part file present (complete or not).
+        """
+        marker = "\0"  # in no path
+        template = settings.common.path(settings.part_file(TrackInput(path="", track_id="", name=marker)))
+        head, _, tail = template.partition(marker)
+        found = beam_io.list_files(beam_io.escape(head) + "*" + beam_io.escape(tail))
+        return {path[len(head):len(path) - len(tail)]: [path] for path in found
+                if path.startswith(head) and path.endswith(tail) and len(path) > len(head) + len(tail)}
+
+    def remove_track_results(self, settings: Any, name: str) -> None:
+        """Deletes what :meth:`track_results` lists for the track named ``name``."""
+        beam_io.delete(self.track_results(settings).get(name, []))
 
     @contextlib.contextmanager
     def serving(self, settings: Any) -> Iterator[Any]:

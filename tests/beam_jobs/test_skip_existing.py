@@ -9,6 +9,7 @@ there. Each rerun must give back exactly the first run's outputs.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import shutil
 
@@ -141,26 +142,33 @@ def _drop_source(job: str, output: pathlib.Path) -> None:
 def test_a_track_whose_file_changed_since_is_recomputed(
     job: str, samplecnn_export: str, choi_export: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A result is kept only if its file has the size and modification time it had when the result was made."""
+    """A result is kept only if its file has the size and modification time it had when the result was made; the
+    result of a file gone from the catalogue is kept with a warning, and deleted by ``--overwrite``."""
     music = tmp_path / "music"
     music.mkdir()
     sf.write(music / "a.wav", sine(330, 1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
     sf.write(music / "b.wav", chirp(150, 900, 1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
     sf.write(music / "c.wav", chirp(900, 200, 1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
+    sf.write(music / "gone.wav", sine(500, 1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)
     output = tmp_path / job
     argv = [f"--input={music}/*", f"--output={output}", "--runner=DirectRunner"]
     if job == "auralise":
         run, argv = auralise.run, [*argv, f"--model={choi_export}", "--layers=1", "--features=0", "--clip-seconds=1"]
         result = lambda: (output / "a" / "layer1" / "feature0.wav").read_bytes()  # noqa: E731
+        gone = output / "gone"
     elif job == "tag":
         run, argv = tag.run, [*argv, f"--model={samplecnn_export}"]
         result = lambda: json.loads((output / "tracks" / "a.json").read_text())["scores"]  # noqa: E731
+        gone = output / "tracks" / "gone.json"
     else:
         run, argv = extract_features.run, [*argv, f"--model={samplecnn_export}", "--format=npz"]
         result = lambda: np.load(output / "tracks" / "a.npz")["features"].tolist()  # noqa: E731
+        gone = output / "tracks" / "gone.npz"
     run(argv)
     before = result()
+    assert gone.exists()
     sf.write(music / "a.wav", clicks(1.5, sample_rate=SAMPLECNN_SR), SAMPLECNN_SR)  # same size, other music
+    (music / "gone.wav").unlink()
     _drop_source(job, output)
     caplog.clear()
     run([*argv, "--skip-existing"])
@@ -169,3 +177,10 @@ def test_a_track_whose_file_changed_since_is_recomputed(
     assert f"recomputing a: {output}" in caplog.text and f"was made from {music}/a.wav as it was then (" in caplog.text
     assert "recomputing b: " in caplog.text and "records no size and time of" in caplog.text
     assert result() != before, "the changed file's result is made again, from its new content"
+    assert gone.exists() and f"holds the results of 1 track(s) that are not in this run's input ({gone}" in caplog.text
+    assert (output / "c").exists() if job == "auralise" else True
+    with caplog.at_level(logging.INFO, logger="beam_jobs"):
+        run([*argv, "--overwrite"])
+    assert not gone.exists() and "deleted the results of 1 track(s) of the earlier run" in caplog.text
+    assert [r["track_id"] for r in read_manifest_rows(output)] == ["a", "b", "c"]
+    assert result() and ((output / "c" / "track.json").exists() if job == "auralise" else True)
