@@ -159,6 +159,8 @@ class Job(abc.ABC):
     save_main_session: ClassVar[bool] = False
     hidden_flags: ClassVar[tuple[str, ...]] = ()
     local_mode: ClassVar[str] = "multi_processing"
+    #: Set by :meth:`finish` when the run had inputs and every one failed: why, for :meth:`main`'s exit status 1.
+    nothing_done: str | None = None
 
     @property
     def module(self) -> str:
@@ -244,6 +246,7 @@ class Job(abc.ABC):
                 job may not use.
         """
         timings = Timings(started=time.perf_counter())
+        self.nothing_done = None
         options = parse_job_args(argv, prog=f"python -m {self.module}",
                                  description=sys.modules[self.module].__doc__ or "",
                                  option_classes=list(self.option_classes), hidden=self.hidden_flags)
@@ -291,7 +294,9 @@ class Job(abc.ABC):
 
         Returns:
             The process exit code: 0 when the job ran (failed inputs are listed in its
-            outputs and its summary), 2 with a one-line error for a usage or setup error.
+            outputs and its summary), 1 when it ran but every input failed (its outputs list
+            them; a script should not carry on as if there were results), 2 with a one-line
+            error for a usage or setup error.
         """
         configure_logging(sys.argv[1:] if argv is None else argv)
         try:
@@ -301,6 +306,9 @@ class Job(abc.ABC):
             return 2
         finally:
             model_processes.close_prestarted()  # started by python -m before the flags were checked
+        if self.nothing_done is not None:
+            print(f"{self.name}: error: {self.nothing_done}", file=sys.stderr)
+            return 1
         return 0
 
 
@@ -441,3 +449,7 @@ class CatalogueJob(Job):
         load_error = summary.first_errors.get(f"inference: {ModelLoadError.__name__}")
         if load_error is not None:
             raise _not_loaded(load_error, settings.common.output)
+        if summary.failed and not summary.ok:
+            self.nothing_done = (f"every one of the {summary.failed} track(s) failed (listed in "
+                                 f"{beam_io.join(settings.common.output, MANIFEST_FILE)}); the first: "
+                                 f"{summary.examples[0][0]}: {summary.examples[0][1]}")

@@ -703,6 +703,8 @@ class MakeTFRecordsJob(Job):
                     shown += 1
         if info.total("failed") > shown:
             logger.info("  ... and %d more in %s", info.total("failed") - shown, failures)
+        if info.total("failed") and not info.total("tracks"):
+            self.nothing_done = f"every one of the {info.total('failed')} track(s) failed (listed in {failures})"
 
 
 JOB = MakeTFRecordsJob()

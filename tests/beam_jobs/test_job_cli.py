@@ -199,3 +199,24 @@ def test_worker_log_lines_show_the_message(caplog: pytest.LogCaptureFixture) -> 
     # Anything else the logger says stays as it was.
     logging.getLogger(WORKER_LOGGER).warning("Worker: %s", "no message field here")
     assert caplog.records[-1].getMessage() == "Worker: no message field here"
+
+
+@pytest.mark.parametrize("job", ["tag", "make_tfrecords"])
+def test_a_run_in_which_every_track_failed_exits_1_with_its_outputs_written(
+    job: str, samplecnn_export: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "empty.wav").write_bytes(b"")
+    (music / "notes.mp3").write_text("not audio")
+    (tmp_path / "manifest.csv").write_text("path,labels\n" + "".join(f"{p},x\n" for p in sorted(music.iterdir())))
+    output = tmp_path / "out"
+    argv = (["--manifest", str(tmp_path / "manifest.csv"), "--sample-rate", "2000"] if job == "make_tfrecords"
+            else ["--input", f"{music}/*", "--model", samplecnn_export])
+    assert JOBS[job]([*argv, "--output", str(output), "--runner=DirectRunner"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"{job}: error: every one of the 2 track(s) failed (listed in {output}/"), err
+    listed = output / ("failures.jsonl" if job == "make_tfrecords" else "manifest.jsonl")
+    assert len(listed.read_text().splitlines()) == 2
+    if job == "tag":
+        assert "empty.wav: " in err
