@@ -39,7 +39,7 @@ Usage:
         [--keep DIR]
     python benchmarks/memory.py --make-tfrecords [--quick] [--keep DIR]
     python benchmarks/memory.py --auralise [--quick] [--families choi samplecnn_3_9 musicnn_vgg musicnn]
-        [--repeats 3] [--keep DIR]
+        [--repeats 3] [--serving-only] [--keep DIR]
 
 ``--make-tfrecords`` measures ``beam_jobs.make_tfrecords`` instead (issue 17; see
 :func:`make_tfrecords_memory`): peak RSS of the job's process tree on one 1-hour and one
@@ -66,9 +66,12 @@ refused with ``InvalidArgumentError`` before any work (not for a ``short`` call 
 feature of the layer). Each large call runs in ``--repeats`` fresh
 processes (default 3) and the worst peak counts: with TensorFlow's oneDNN ops on (Intel CPUs with
 AVX512_VNNI or AVX512_BF16, ``docs/serving.md``) the same call's peak has varied by ~20 % between
-processes. ``--quick`` exports one small Choi CNN (16 maps
-per layer) with a 4-s limit, 16 features per call and only the ``serving_default`` and ``auralise``
-signatures, and measures the deepest layer's largest and short
+processes. The same exports' **largest ``serving_default`` call** (``serving``: as many inputs of the longest
+allowed length, ``max_samples``, as ``max_request_samples`` holds: two of 600 s by default) runs in
+``--repeats`` fresh processes too, with its peak against the same 2 GiB (``serving_meets_2gib``), and one
+input more must be refused. ``--quick`` exports one small Choi CNN (16 maps
+per layer) with a 4-s limit, 16 features per call, inputs of up to 8 s and 16 s per request, and only the
+``serving_default`` and ``auralise`` signatures, and measures the deepest layer's largest and short
 calls only (a smoke test of the machinery, not the target); a family whose segment is as long as that
 limit (the Choi CNN's 4 s) has a ``short`` call identical to its largest one, which is then left out
 (the figures of ``calls.short`` are ``null``).
@@ -134,7 +137,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"with --auralise: fresh processes per large call, the worst peak counts (default "
                              f"{AURALISE_REPEATS}; --quick: 1)")
-    return parser.parse_args(argv)
+    parser.add_argument("--serving-only", action="store_true",
+                        help="with --auralise: measure the largest serving_default call (and the baseline) only")
+    args = parser.parse_args(argv)
+    if args.serving_only and not args.auralise:
+        parser.error("--serving-only goes with --auralise")
+    return args
 
 
 # ---------------------------------------------------------------------------
@@ -541,7 +549,8 @@ def make_tfrecords_memory(*, quick: bool = False, minutes: list[float] | None = 
 
 AURALISE_TARGET_MIB = 2048.0
 #: Quick mode: small models whose largest auralise call is 16 features of a 4-s clip.
-QUICK_AURALISE: dict[str, Any] = {"max_deconv_seconds": 4.0, "max_deconv_feature_seconds": 64.0}
+QUICK_AURALISE: dict[str, Any] = {"max_deconv_seconds": 4.0, "max_deconv_feature_seconds": 64.0, "max_seconds": 8.0,
+                                  "max_request_seconds": 16.0}
 #: Quick mode: the exports hold the signatures the calls use only (``export_model``'s ``signatures``; all in a full
 #: run): they export and load faster.
 QUICK_SIGNATURES = "serving_default,auralise"
@@ -556,6 +565,7 @@ QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
 
 def export_choi(base: str, *, max_deconv_seconds: float | None = None,
                 max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
+                max_seconds: float | None = None, max_request_seconds: float | None = None,
                 **architecture: Any) -> str:
     """Exports a randomly initialised Choi CNN (10 labels, 11,025 Hz; ``architecture``: ``choi_cnn`` keywords,
     default the paper's; ``signatures``: ``export_model``'s, default all); returns the version directory."""
@@ -571,13 +581,16 @@ def export_choi(base: str, *, max_deconv_seconds: float | None = None,
     model = choi_cnn(n_outputs=10, **architecture)
     info = RunInfo(model=config_from_model(model), labels=tuple(f"genre{i}" for i in range(10)),
                    task="single-label", audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100))
-    budget = budget_for("choi", max_deconv_feature_seconds=max_deconv_feature_seconds)
+    budget = budget_for("choi", max_deconv_feature_seconds=max_deconv_feature_seconds,
+                        max_request_seconds=max_request_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
-                                 verify=False, signatures=signatures)
+                                 verify=False, signatures=signatures,
+                                 **({} if max_seconds is None else {"max_seconds": max_seconds}))
 
 
 def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
                        max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
+                       max_seconds: float | None = None, max_request_seconds: float | None = None,
                        **architecture: Any) -> str:
     """Exports a randomly initialised musicnn vgg tagger (MTT_vgg's shape: 16 kHz log-mel, 128 maps per layer,
     50 tags; ``architecture``: ``MusicnnConfig`` fields; ``signatures``: ``export_model``'s, default all); returns
@@ -598,24 +611,28 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
                    audio=AudioConfig(sample_rate=config.sample_rate),
                    segment=SegmentConfig(length=config.segment_length))
     budget = budget_for("musicnn", architecture=config.architecture,
-                        max_deconv_feature_seconds=max_deconv_feature_seconds)
+                        max_deconv_feature_seconds=max_deconv_feature_seconds, max_request_seconds=max_request_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
-                                 verify=False, signatures=signatures)
+                                 verify=False, signatures=signatures,
+                                 **({} if max_seconds is None else {"max_seconds": max_seconds}))
 
 
 def export_musicnn(base: str, *, max_deconv_seconds: float | None = None,
                    max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
+                   max_seconds: float | None = None, max_request_seconds: float | None = None,
                    **architecture: Any) -> str:
     """Exports a randomly initialised musicnn-architecture tagger (MTT_musicnn's shape: 16 kHz log-mel 96 x 187,
     204 timbral and 51 temporal front-end maps, 50 tags; ``architecture``: ``MusicnnConfig`` fields); returns
     the version directory."""
     return export_musicnn_vgg(base, max_deconv_seconds=max_deconv_seconds,
                               max_deconv_feature_seconds=max_deconv_feature_seconds, signatures=signatures,
+                              max_seconds=max_seconds, max_request_seconds=max_request_seconds,
                               **{"architecture": "musicnn", **architecture})
 
 
 def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
                          max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
+                         max_seconds: float | None = None, max_request_seconds: float | None = None,
                          **architecture: Any) -> str:
     """Exports a randomly initialised SampleCNN (50 labels, 22,050 Hz; ``architecture``: ``samplecnn`` keywords,
     default the 3^9 model; ``signatures``: ``export_model``'s, default all); returns the version directory."""
@@ -633,9 +650,11 @@ def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
     config = config_from_model(model)
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
                    audio=AudioConfig(sample_rate=MODEL_RATE), segment=SegmentConfig(length=config.input_length))
-    budget = budget_for("samplecnn", max_deconv_feature_seconds=max_deconv_feature_seconds)
+    budget = budget_for("samplecnn", max_deconv_feature_seconds=max_deconv_feature_seconds,
+                        max_request_seconds=max_request_seconds)
     return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
-                                 verify=False, signatures=signatures)
+                                 verify=False, signatures=signatures,
+                                 **({} if max_seconds is None else {"max_seconds": max_seconds}))
 
 
 #: The families ``--auralise`` measures, in order, and how each is exported.
@@ -645,10 +664,23 @@ AURALISE_EXPORTERS: dict[str, Callable[..., str]] = {
 }
 AURALISE_FAMILIES = tuple(AURALISE_EXPORTERS)
 
-_AURALISE_CHILD = """
+#: What both child scripts start with: imports, and whether a call over the export's budget is refused.
+_CHILD_HEAD = """
 import json, sys, time
 import numpy as np
 import tensorflow as tf
+
+
+def refusal(call, **inputs):
+    try:
+        call(**inputs)
+        return {"over_budget_refused": False}
+    except tf.errors.InvalidArgumentError as err:
+        lines = [line for line in err.message.splitlines() if "assertion failed" in line]
+        return {"over_budget_refused": True, "over_budget_message": (lines or [err.message])[0][:400]}
+"""
+
+_AURALISE_CHILD = _CHILD_HEAD + """
 
 export_dir, which, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
 meta = json.load(open(export_dir + "/assets/metadata.json"))
@@ -678,14 +710,30 @@ result = {"layer": layer, "features": k, "samples": n, "clip_seconds": n / rate,
 if which != "baseline" and (which != "short" or k < width):  # a short clip of every feature is within budget
     more = (np.arange(k + 1) if k < width else np.arange(k)).astype(np.int32)
     y_more = y if k < width else np.concatenate([y, y])
-    try:
-        auralise(waveform=tf.constant(y_more), layer=tf.constant(layer, tf.int32), features=tf.constant(more),
-                 mode=tf.constant("phase"))
-        result["over_budget_refused"] = False
-    except tf.errors.InvalidArgumentError as err:
-        result["over_budget_refused"] = True
-        lines = [line for line in err.message.splitlines() if "assertion failed" in line]
-        result["over_budget_message"] = (lines or [err.message])[0][:400]
+    result.update(refusal(auralise, waveform=tf.constant(y_more), layer=tf.constant(layer, tf.int32),
+                          features=tf.constant(more), mode=tf.constant("phase")))
+with open(out_path, "w") as handle:
+    json.dump(result, handle)
+"""
+
+
+_SERVING_CHILD = _CHILD_HEAD + """
+
+export_dir, which, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
+meta = json.load(open(export_dir + "/assets/metadata.json"))
+rate, n = int(meta["sample_rate"]), int(meta["max_samples"])
+batch = max(1, int(meta["max_request_samples"]) // n)  # the largest call: inputs of the longest length
+serving = tf.saved_model.load(export_dir).signatures["serving_default"]
+t = np.arange(n) / rate
+y = 0.3 * np.sin(2 * np.pi * (110 * t + 40 * t ** 2) % (2 * np.pi)) + 0.05 * np.sin(2 * np.pi * 3 * t)
+y = np.stack([y * (1 - 0.2 * i) for i in range(batch)]).astype(np.float32)
+del t
+start = time.perf_counter()
+scores = serving(waveform=tf.constant(y))["scores"].numpy()
+seconds = time.perf_counter() - start
+result = {"batch": batch, "samples": n, "request_seconds": batch * n / rate, "call_seconds": seconds,
+          "scores_shape": list(scores.shape), "finite": bool(np.isfinite(scores).all())}
+result.update(refusal(serving, waveform=tf.constant(np.concatenate([y, y[:1]]))))  # one input more: over budget
 with open(out_path, "w") as handle:
     json.dump(result, handle)
 """
@@ -697,13 +745,14 @@ AURALISE_REPEATS = 3
 
 def auralise_call(export_dir: str, which: str, scratch: Path, *, repeats: int = 1,
                   timeout: float = 1800.0) -> dict[str, Any]:
-    """Runs one auralise call (``which``: ``deepest``, ``first``, ``short`` or ``baseline``) in ``repeats`` fresh
+    """Runs one auralise call (``which``: ``deepest``, ``first``, ``short`` or ``baseline``; ``serving``: the largest
+    ``serving_default`` call, inputs of ``max_samples`` up to ``max_request_samples``) in ``repeats`` fresh
     processes; the worst peak RSS (``peak_rss_mib``), each run's (``peak_rss_mib_runs``) and the slowest call."""
     runs = []
+    child = _SERVING_CHILD if which == "serving" else _AURALISE_CHILD
     for _ in range(repeats):
         out = scratch / f"auralise-{which}-{time.time_ns()}.json"
-        result = measure([sys.executable, "-c", _AURALISE_CHILD, export_dir, which, str(out)], env=_env(),
-                         timeout=timeout)
+        result = measure([sys.executable, "-c", child, export_dir, which, str(out)], env=_env(), timeout=timeout)
         if result["returncode"] != 0 or not out.exists():
             raise RuntimeError(f"the auralise call ({which}) on {export_dir} failed: {result['stderr_tail']}")
         runs.append((json.loads(out.read_text()), result))
@@ -716,8 +765,8 @@ def auralise_call(export_dir: str, which: str, scratch: Path, *, repeats: int = 
             "process_seconds": round(max(result["seconds"] for _, result in runs), 1)}
 
 
-def run_auralise(*, quick: bool = False, keep: str | None = None,
-                 families_wanted: Sequence[str] | None = None, repeats: int | None = None) -> dict[str, Any]:
+def run_auralise(*, quick: bool = False, keep: str | None = None, families_wanted: Sequence[str] | None = None,
+                 repeats: int | None = None, serving_only: bool = False) -> dict[str, Any]:
     """The worst-case auralise call of each exported family (module docstring); returns the report.
 
     Args:
@@ -726,6 +775,8 @@ def run_auralise(*, quick: bool = False, keep: str | None = None,
         families_wanted: Names from :data:`AURALISE_FAMILIES` (default all of them).
         repeats: Fresh processes per large call, the worst peak counts (default :data:`AURALISE_REPEATS`;
             quick: 1).
+        serving_only: Measure the largest ``serving_default`` call and the baseline only (the auralise
+            figures are ``null``).
     """
     from export.budget import budget_for
 
@@ -748,30 +799,37 @@ def run_auralise(*, quick: bool = False, keep: str | None = None,
             layers: tuple[str, ...] = ("deepest", "short") if quick else ("deepest", "first", "short")
             if quick and meta["segment_length"] == meta["max_deconv_samples"]:
                 layers = ("deepest",)  # the short call would be the deepest one again (one segment is the limit)
+            if serving_only:
+                layers = ()
             calls: dict[str, Any] = {
                 "baseline": auralise_call(export_dir, "baseline", root),
                 **{which: auralise_call(export_dir, which, root, repeats=repeats) for which in layers}}
-            if "short" not in calls and quick:  # left out as the deepest call again: its keys, every figure null
+            serving = auralise_call(export_dir, "serving", root, repeats=repeats)
+            if "short" not in calls and quick and layers:  # left out as the deepest call again: every figure null
                 calls["short"] = dict.fromkeys(key for key in calls["deepest"] if not key.startswith("over_budget"))
-            worst = max(calls[which]["peak_rss_mib"] for which in layers)
+            worst = max(calls[which]["peak_rss_mib"] for which in layers) if layers else None
             families[family] = {
                 "budget": {key: meta[key] for key in (
                     "sample_rate", "max_deconv_seconds", "max_deconv_samples", "max_deconv_feature_seconds",
-                    "max_deconv_feature_samples", "deconv_chunk_elements", "max_request_seconds")},
+                    "max_deconv_feature_samples", "deconv_chunk_elements", "max_seconds", "max_request_seconds")},
                 "family_default_budget": dataclasses.asdict(budget_for(
                     meta["family"], architecture=meta["model_config"]["config"].get("architecture"))),
                 "calls": calls,
                 "worst_peak_rss_mib": worst,
-                "added_by_the_request_mib": round(worst - calls["baseline"]["peak_rss_mib"], 1),
-                "meets_2gib": worst <= AURALISE_TARGET_MIB,
+                "added_by_the_request_mib": None if worst is None else round(worst - calls["baseline"]["peak_rss_mib"],
+                                                                             1),
+                "meets_2gib": None if worst is None else worst <= AURALISE_TARGET_MIB,
                 "over_budget_refused": all(calls[which]["over_budget_refused"] for which in layers
                                            if "over_budget_refused" in calls[which]),
                 "export_seconds": round(export_seconds, 1),
+                "serving": serving,
+                "serving_meets_2gib": serving["peak_rss_mib"] <= AURALISE_TARGET_MIB,
             }
         from _timing import environment
 
         return {
-            "benchmark": "peak memory of the largest auralise call an export allows (issue 17)",
+            "benchmark": "peak memory of the largest auralise call an export allows (issue 17), and of its largest "
+                         "serving_default call",
             "target": f"at most {AURALISE_TARGET_MIB:g} MiB peak RSS of the process calling the SavedModel",
             "repeats": repeats,
             "models": (QUICK_ARCHITECTURES if quick else
@@ -779,7 +837,8 @@ def run_auralise(*, quick: bool = False, keep: str | None = None,
                        "musicnn's vgg tagger (MTT_vgg's shape, 16 kHz log-mel) and its musicnn architecture "
                        "(MTT_musicnn's shape)"),
             "families": families,
-            "meets_2gib": all(f["meets_2gib"] for f in families.values()),
+            "meets_2gib": None if serving_only else all(f["meets_2gib"] for f in families.values()),
+            "serving_meets_2gib": all(f["serving_meets_2gib"] for f in families.values()),
             "quick": quick,
             **environment(),
         }
@@ -795,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.auralise:
         print(json.dumps(run_auralise(quick=args.quick, keep=args.keep, families_wanted=args.families,
-                                      repeats=args.repeats), indent=2))
+                                      repeats=args.repeats, serving_only=args.serving_only), indent=2))
         return 0
     result = run(quick=args.quick, minutes=args.minutes, runners=args.runners, export_dir=args.export_dir,
                  keep=args.keep)
