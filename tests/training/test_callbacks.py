@@ -160,3 +160,35 @@ def test_resume_trains_only_the_steps_left_in_the_interrupted_epoch(tmp_path: pa
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2", "3"]
     assert list(rows[0]) == ["epoch", "learning_rate", "loss", "val_loss", "improved"]
+
+
+def test_a_resumed_epochs_metrics_cover_all_its_steps(tmp_path: pathlib.Path) -> None:
+    """Killed after two of an epoch's four steps and resumed, the epoch's loss and metrics are those of the run
+    that was not killed: the first two steps' sums and counts come back from the checkpoint (without them, they
+    would be the last two steps' only). Every batch is the same, so both runs do the same arithmetic."""
+    x = np.tile(np.array([[0.5, -1.0, 2.0]], np.float32), (8, 1))
+    y = np.tile(np.array([[1.0, -1.0]], np.float32), (8, 1))
+
+    def run(folder: str, exit_after: int | None) -> list[dict[str, str]]:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+        model.compile(keras.optimizers.SGD(0.05), "mse", metrics=["mae"])
+        schedule = PlateauSchedule(learning_rate=0.05, patience=1)
+        checkpoint = ResumableCheckpoint(str(tmp_path / folder / "checkpoints"), schedule, epochs=2,
+                                         steps_per_epoch=4, every=1, exit_after_steps=exit_after, exit=_kill)
+        if checkpoint.exists():
+            checkpoint.restore(model, best_weights=None)
+        model.fit(x, y, batch_size=2, validation_data=(x, y), epochs=2, steps_per_epoch=4, verbose=0,
+                  initial_epoch=checkpoint.epoch, shuffle=False,
+                  callbacks=[schedule, HistoryCSV(str(tmp_path / folder / "history.csv")), checkpoint])
+        with open(tmp_path / folder / "history.csv", newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    straight = run("straight", exit_after=None)
+    with pytest.raises(_KilledError):
+        run("killed", exit_after=6)  # epoch 2, after its second step
+    resumed = run("killed", exit_after=None)
+    assert len(straight) == len(resumed) == 2
+    for key in ("loss", "mae", "val_loss", "val_mae"):
+        assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in straight], rel=1e-6), key
+    assert float(straight[1]["loss"]) != pytest.approx(float(straight[1]["val_loss"]), rel=1e-3)  # the steps differ

@@ -18,11 +18,12 @@ import pytest
 
 from beam_jobs import make_tfrecords
 from tfaural.config import AggregationConfig, ChoiConfig, SampleCNNConfig
+from tfaural.data.tfrecord import read_dataset_info
 from tfaural.datasets import demo
 from tfaural.errors import ConfigError, DataError
 from tfaural.training import evaluate
 from tfaural.training.run import load_run, read_run_info
-from tfaural.training.train import TrainConfig, TrainResult, train
+from tfaural.training.train import TrainConfig, TrainResult, _datasets, model_config_for, stream_seed, train
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +132,25 @@ def test_resume_after_a_kill_continues_mid_epoch(catalogue: dict[str, str], tmp_
     other = subprocess.run([*command[:-4], "--batch-size", "4", *command[-2:]], capture_output=True, text=True,
                            env=env)  # another recipe: not resumed, and the message says what differs
     assert other.returncode == 2 and "another training config (batch_size 2, now 4); rerun it as it was" in other.stderr
+
+
+def test_a_resumed_run_draws_a_stream_of_its_own(catalogue: dict[str, str]) -> None:
+    """A resumed run's training batches are not the first batches again (which a fresh process seeded as the
+    first run would draw at every resumption), and are the same for every resumption at that step."""
+    config = _config("samplecnn-2000", seed=7, deterministic=True)
+    info = read_dataset_info(catalogue["sc2000"])
+    model_config = model_config_for(config, n_outputs=info.num_labels, multi_label=info.multi_label,
+                                    sample_rate=info.sample_rate)
+
+    def first_batch(resumed_at: int) -> np.ndarray:
+        train_ds, _, _, _ = _datasets(catalogue["sc2000"], config, model_config, info, resumed_at=resumed_at)
+        return next(iter(train_ds))[0].numpy()
+
+    start, resumed = first_batch(0), first_batch(5)
+    assert not np.array_equal(start, resumed)
+    assert np.array_equal(resumed, first_batch(5)) and np.array_equal(start, first_batch(0))
+    assert stream_seed(7, 0) == 7 and len({stream_seed(7, k) for k in range(1, 200)}) == 199
+    assert all(0 <= stream_seed(s, k) < 2**31 for s in (0, 7, 2**40) for k in (1, 10**9))
 
 
 def test_deterministic_runs_of_one_seed_are_bit_identical(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:

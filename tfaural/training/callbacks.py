@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 
 from tfaural import files
 from tfaural.errors import ModelError, ParameterError
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.weights.h5"
+#: The training metrics' state (sums and counts) of the epoch in progress, for a resumed epoch's logs.
+METRICS_FILE = "metrics.npz"
 
 
 class PlateauSchedule(keras.callbacks.Callback):
@@ -252,6 +255,12 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     schedule stopped training), so validation, the schedule and every epoch-end callback run
     as after a whole epoch. Later epochs have ``S`` steps.
 
+    The training metrics of a resumed epoch cover the whole epoch, as without the interruption:
+    each save also keeps the metrics' state so far (``metrics.npz``: the loss's sum and count, the
+    AUC's confusion counts, the accuracy's sum and count), and the resumed epoch adds it to its
+    own after its first step (when Keras has built the metrics). The recipe's metrics all keep
+    sums, so the two parts add up exactly.
+
     Place it last: it saves at the end of an epoch what the callbacks before it (the schedule's
     decay, the reloaded weights) made of it.
     """
@@ -295,6 +304,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self._offset = 0
         self._ended_early = False
         self._steps_here = 0
+        self._earlier_metrics: list[np.ndarray] | None = None  # of the resumed epoch's steps before the restart
 
     @property
     def state_path(self) -> str:
@@ -318,6 +328,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         """Writes the weights (model and optimizer) and ``state.json``, each atomically."""
         with files.atomic_path(os.path.join(self.folder, WEIGHTS_FILE), suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)
+        with files.atomic_path(os.path.join(self.folder, METRICS_FILE), suffix=".npz") as tmp:
+            values = [np.asarray(keras.ops.convert_to_numpy(v)) for v in self.model.metrics_variables]
+            arrays: dict[str, Any] = {"step": np.int64(self.step), **{f"m{i:04d}": v for i, v in enumerate(values)}}
+            np.savez(tmp, **arrays)
         files.write_text(self.state_path, json.dumps(dataclasses.asdict(self.state()), indent=2))
 
     def restore(self, model: Any, *, best_weights: list[Any] | None) -> CheckpointState:
@@ -342,13 +356,34 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             state.best_epoch
         schedule.wait, schedule.decays, schedule.stopped = state.wait, state.decays, state.finished == "schedule"
         schedule.best_weights = best_weights
+        self._earlier_metrics = None
+        metrics_path = os.path.join(self.folder, METRICS_FILE)
+        if state.step and os.path.isfile(metrics_path):
+            with np.load(metrics_path) as saved:
+                if int(saved["step"]) == state.step:  # saved with this state (not a checkpoint of before)
+                    self._earlier_metrics = [saved[key] for key in sorted(k for k in saved.files if k != "step")]
         return state
+
+    def _add_earlier_metrics(self) -> None:
+        """Adds the saved metrics' state of the resumed epoch's first steps to this run's (after its first step)."""
+        earlier, self._earlier_metrics = self._earlier_metrics, None
+        variables = self.model.metrics_variables
+        if earlier is None:
+            return
+        if [tuple(v.shape) for v in variables] != [value.shape for value in earlier]:
+            logger.warning("the checkpoint's metrics do not match this model's: the metrics of epoch %d cover its "
+                           "last %d steps only", self.epoch + 1, self.steps_per_epoch - self._offset)
+            return
+        for variable, value in zip(variables, earlier):
+            variable.assign(variable + keras.ops.convert_to_tensor(value, variable.dtype))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
         self._offset = self.step  # > 0 only in an epoch resumed mid-way
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._earlier_metrics is not None:
+            self._add_earlier_metrics()
         self.step = self._offset + batch + 1
         self.global_step += 1
         self._steps_here += 1

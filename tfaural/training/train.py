@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
@@ -106,7 +108,9 @@ class TrainConfig(Config):
             multi-threaded kernels order their work as threads finish.
         deterministic: Make a run bit-reproducible from its seed: the input pipeline keeps its order and
             TensorFlow runs deterministic kernels (``tf.config.experimental.enable_op_determinism``, for the
-            whole process; slower, and some GPU kernels have no deterministic version).
+            whole process; slower, and some GPU kernels have no deterministic version). A resumed run draws
+            a data stream of its own (:func:`stream_seed`), reproducible too, but not that of a run never
+            interrupted.
         shuffle_buffer: Shuffle buffer in segments.
         checkpoint_every: Steps between mid-epoch checkpoints (0: only at epoch ends).
         mixed_precision: Use the ``mixed_float16`` policy.
@@ -334,7 +338,23 @@ def _copy_matching_weights(source: Any, target: Any) -> list[str]:
 # ----------------------------------------------------------------------------- training
 
 
-def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any) -> tuple[Any, Any, int, int]:
+def stream_seed(seed: int, resumed_at: int) -> int:
+    """The seed of the training data's stream in a run resumed after ``resumed_at`` steps (``seed`` at the start).
+
+    A fresh process's stream starts where the run's first one did: seeded alike, a resumed run would
+    draw the same first batches again (each time it is resumed: a preemptible job would train on the
+    start of the shuffled stream over and over). Replaying the ``resumed_at`` batches to continue the
+    stream exactly would read and crop them all again, so a resumed run draws a stream of its own,
+    seeded by both numbers (it is then not bit-identical to a run never interrupted).
+    """
+    if not resumed_at:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{resumed_at}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any, *,
+              resumed_at: int = 0) -> tuple[Any, Any, int, int]:
     from tfaural.data.pipeline import make_dataset, model_family
     from tfaural.data.tfrecord import shard_pattern
 
@@ -349,7 +369,8 @@ def _datasets(data: str, config: TrainConfig, model_config: Config, info: Any) -
     if info.count("validation") == 0:
         raise DataError(f"{data}: the dataset has no 'validation' split, which the learning-rate schedule needs")
     train_ds = make_dataset(
-        train_pattern, family=family, segment_length=length, batch_size=batch, training=True, seed=config.seed,
+        train_pattern, family=family, segment_length=length, batch_size=batch, training=True,
+        seed=stream_seed(config.seed, resumed_at),
         deterministic=config.deterministic, shuffle_buffer=config.shuffle_buffer, stft=stft,
         sample_rate=info.sample_rate, info=info,
     ).repeat()
@@ -451,7 +472,8 @@ def train(
         with strategy.scope():
             model = build(model_config)
             _compile(model, config, multi_label=info.multi_label, learning_rate=config.learning_rate)
-        train_ds, valid_ds, steps, _ = _datasets(data, config, model_config, info)
+        resumed_at = _resumed_at(run_dir) if resuming else 0
+        train_ds, valid_ds, steps, _ = _datasets(data, config, model_config, info, resumed_at=resumed_at)
         if getattr(model_config, "family", None) == "mel-frame":
             from tfaural.models.samplecnn import adapt_standardise
 
@@ -511,6 +533,12 @@ def train(
                 shuffle=False,  # tf.data shuffles; Keras would only warn
             )
     return _result(run_dir, checkpoint, start_time, resumed_from, checkpoint.finished or "epochs")
+
+
+def _resumed_at(run_dir: str) -> int:
+    """Training steps the run's checkpoint has made (its ``global_step``)."""
+    with open(os.path.join(run_dir, CHECKPOINT_DIR, STATE_FILE), encoding="utf-8") as handle:
+        return int(json.load(handle).get("global_step", 0))
 
 
 def _best_weights(run_dir: str) -> list[Any] | None:
@@ -610,7 +638,8 @@ def _parser() -> argparse.ArgumentParser:
                              "slightly as threads finish in another order, unless --deterministic)")
     parser.add_argument("--deterministic", action="store_true",
                         help="bit-reproducible from --seed: ordered input pipeline and deterministic kernels "
-                             "(slower)")
+                             "(slower; a resumed run is reproducible too, but draws other batches than a run "
+                             "never interrupted)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between mid-epoch checkpoints")
     parser.add_argument("--init-from", default=None,
                         help="pretrained run directory (comma-separated list for --transfer features)")
