@@ -31,7 +31,9 @@ import codecs
 import contextlib
 import dataclasses
 import logging
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -161,6 +163,8 @@ class Job(abc.ABC):
     local_mode: ClassVar[str] = "multi_processing"
     #: Set by :meth:`finish` when the run had inputs and every one failed: why, for :meth:`main`'s exit status 1.
     nothing_done: str | None = None
+    #: What to do after an interruption (Ctrl-C), for :meth:`main`'s one line.
+    resume_hint: ClassVar[str] = "nothing was finished; rerun the same command with --overwrite to start again"
 
     @property
     def module(self) -> str:
@@ -296,15 +300,42 @@ class Job(abc.ABC):
             The process exit code: 0 when the job ran (failed inputs are listed in its
             outputs and its summary), 1 when it ran but every input failed (its outputs list
             them; a script should not carry on as if there were results), 2 with a one-line
-            error for a usage or setup error.
+            error for a usage or setup error, 128 + the signal's number with a line saying how to go
+            on after Ctrl-C (130), SIGTERM (143) or SIGHUP (129).
         """
         configure_logging(sys.argv[1:] if argv is None else argv)
+        received: list[int] = []
+        stderr = sys.stderr
+
+        def interrupt(signum: int, frame: object) -> None:
+            """Ctrl-C, SIGTERM, SIGHUP: the run unwinds (closing the model process, deleting its scratch
+            folders); what Beam's threads print as they die with it is noise then, so it is not shown."""
+            received.append(signum)
+            logging.disable(logging.CRITICAL)
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (closed when the run has unwound)
+            raise KeyboardInterrupt
+
+        previous = {}
+        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # ignored (nohup, '&'): left so
+                    previous[signum] = signal.signal(signum, interrupt)
         try:
             self.run(argv)
         except TfauralError as err:
             print(f"{self.name}: error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # the model process and the scratch folders were closed on the way out
+            if sys.stderr is not stderr:
+                sys.stderr.close()
+                sys.stderr = stderr
+            logging.disable(logging.NOTSET)
+            what = "interrupted" if not received or received[0] == signal.SIGINT else signal.Signals(received[0]).name
+            print(f"\n{self.name}: {what}: {self.resume_hint}", file=sys.stderr)
+            return 128 + (received[0] if received else signal.SIGINT)
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             model_processes.close_prestarted()  # started by python -m before the flags were checked
         if self.nothing_done is not None:
             print(f"{self.name}: error: {self.nothing_done}", file=sys.stderr)
@@ -334,6 +365,8 @@ class CatalogueJob(Job):
     reserved: ClassVar[tuple[str, ...]] = ()
     derived: ClassVar[tuple[str, ...]] = ()
     model_process: ClassVar[bool] = True
+    resume_hint = ("the tracks written so far are kept; rerun the same command with --skip-existing to reuse them "
+                   "and do the rest")
 
     def inputs(self, settings: Any) -> list[TrackInput]:
         """The tracks, from ``--input`` or ``--manifest`` (see :func:`beam_jobs.tracks.list_tracks`)."""

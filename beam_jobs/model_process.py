@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -475,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra- and inter-op threads")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="see the module docstring")
     args = parser.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group: the launcher decides (it closes this process's standard
+    # input, which ends it); requests in flight are answered instead of failing with "went away".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode("ascii").strip())
     threading.Thread(target=_watch_stdin, args=(args.socket,), name="stdin", daemon=True).start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -220,3 +221,44 @@ def test_a_run_in_which_every_track_failed_exits_1_with_its_outputs_written(
     assert len(listed.read_text().splitlines()) == 2
     if job == "tag":
         assert "empty.wav: " in err
+
+
+def test_an_interrupted_run_ends_with_one_line_and_resumes(samplecnn_export: str, tmp_path: pathlib.Path) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM on ``python -m beam_jobs.tag``: exit 130 / 143 with one line saying how to go
+    on, no traceback of the threads it stops, no track failed by a model process that went away (it ignores
+    Ctrl-C and ends when the launcher closes it); the rerun with --skip-existing finishes the catalogue."""
+    import psutil
+
+    music = tmp_path / "music"
+    music.mkdir()
+    for index in range(6):
+        sf.write(music / f"{index}.wav", np.full(22050 * 2, 0.05 * (index + 1), np.float32), 22050)
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "beam_jobs.tag", "--input", f"{music}/*.wav", "--model", samplecnn_export,
+               "--output", str(output)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        job = subprocess.Popen([*command, *(["--overwrite"] if output.exists() else [])], cwd=ROOT, env=env,
+                               stderr=subprocess.PIPE, text=True,  # SIGINT as in a terminal, even under '&'
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        assert job.stderr is not None
+        lines = []
+        for line in job.stderr:  # the run has begun: its tracks are listed, its model process is starting
+            lines.append(line)
+            if "track(s) ->" in line:
+                break
+        children = psutil.Process(job.pid).children(recursive=True)
+        job.send_signal(signum)
+        _, rest = job.communicate(timeout=120)
+        err = "".join(lines) + rest
+        assert job.returncode == code, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        what = "interrupted" if signum == signal.SIGINT else "SIGTERM"
+        assert last == (f"tag: {what}: the tracks written so far are kept; rerun the same command with "
+                        "--skip-existing to reuse them and do the rest"), err[-3000:]
+        assert "Traceback" not in err and "went away" not in err, err[-3000:]
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    done = subprocess.run([*command, "--skip-existing"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "6 of 6 track(s) ok" in done.stderr
