@@ -134,6 +134,50 @@ def _model_load_failure(err: BaseException) -> str | None:
     return found[-1] if found else None
 
 
+class _Interruptions:
+    """Ctrl-C, SIGTERM and SIGHUP during a run, as :class:`KeyboardInterrupt`: the run unwinds (closing the model
+    process, deleting its scratch folders). What Beam's threads print as they die with it is noise then: from the
+    signal on, logging is off and ``sys.stderr`` discards, until :meth:`restore_output` (at the latest on exit).
+    Signals ignored when the run starts (``nohup``, a shell's ``&``) stay ignored; outside the main thread
+    nothing changes."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        #: The first signal received (``None``: none).
+        self.received: int | None = None
+        self._stderr: Any = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interruptions:
+        with contextlib.suppress(ValueError):  # not the main thread
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                    self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+        if self._stderr is None:
+            self._stderr = sys.stderr
+            logging.disable(logging.CRITICAL)
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (closed by restore_output)
+        raise KeyboardInterrupt
+
+    def restore_output(self) -> None:
+        """Logging and ``sys.stderr`` as before the signal."""
+        if self._stderr is not None:
+            sys.stderr.close()
+            sys.stderr, self._stderr = self._stderr, None
+            logging.disable(logging.NOTSET)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.restore_output()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 def _not_loaded(error: str, output: str) -> ModelError:
     """The job's error when its model could not be loaded: a setup error, not the tracks'."""
     return ModelError(f"{error.rstrip('.')}; the tracks that needed it are listed as failed in "
@@ -304,39 +348,20 @@ class Job(abc.ABC):
             on after Ctrl-C (130), SIGTERM (143) or SIGHUP (129).
         """
         configure_logging(sys.argv[1:] if argv is None else argv)
-        received: list[int] = []
-        stderr = sys.stderr
-
-        def interrupt(signum: int, frame: object) -> None:
-            """Ctrl-C, SIGTERM, SIGHUP: the run unwinds (closing the model process, deleting its scratch
-            folders); what Beam's threads print as they die with it is noise then, so it is not shown."""
-            received.append(signum)
-            logging.disable(logging.CRITICAL)
-            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (closed when the run has unwound)
-            raise KeyboardInterrupt
-
-        previous = {}
-        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # ignored (nohup, '&'): left so
-                    previous[signum] = signal.signal(signum, interrupt)
-        try:
-            self.run(argv)
-        except TfauralError as err:
-            print(f"{self.name}: error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:  # the model process and the scratch folders were closed on the way out
-            if sys.stderr is not stderr:
-                sys.stderr.close()
-                sys.stderr = stderr
-            logging.disable(logging.NOTSET)
-            what = "interrupted" if not received or received[0] == signal.SIGINT else signal.Signals(received[0]).name
-            print(f"\n{self.name}: {what}: {self.resume_hint}", file=sys.stderr)
-            return 128 + (received[0] if received else signal.SIGINT)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            model_processes.close_prestarted()  # started by python -m before the flags were checked
+        with _Interruptions() as interruptions:
+            try:
+                self.run(argv)
+            except (TfauralError, KeyboardInterrupt) as err:
+                interruptions.restore_output()
+                signum = interruptions.received or (signal.SIGINT if isinstance(err, KeyboardInterrupt) else None)
+                if signum is not None:  # the model process and the scratch folders were closed on the way out
+                    what = "interrupted" if signum == signal.SIGINT else signal.Signals(signum).name
+                    print(f"\n{self.name}: {what}: {self.resume_hint}", file=sys.stderr)
+                    return 128 + signum
+                print(f"{self.name}: error: {err}", file=sys.stderr)
+                return 2
+            finally:
+                model_processes.close_prestarted()  # started by python -m before the flags were checked
         if self.nothing_done is not None:
             print(f"{self.name}: error: {self.nothing_done}", file=sys.stderr)
             return 1
