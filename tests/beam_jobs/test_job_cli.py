@@ -12,6 +12,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -224,9 +225,10 @@ def test_a_run_in_which_every_track_failed_exits_1_with_its_outputs_written(
 
 
 def test_an_interrupted_run_ends_with_one_line_and_resumes(samplecnn_export: str, tmp_path: pathlib.Path) -> None:
-    """Ctrl-C (SIGINT) or SIGTERM on ``python -m beam_jobs.tag``: exit 130 / 143 with one line saying how to go
-    on, no traceback of the threads it stops, no track failed by a model process that went away (it ignores
-    Ctrl-C and ends when the launcher closes it); the rerun with --skip-existing finishes the catalogue."""
+    """Ctrl-C in a terminal (SIGINT to the whole process group) on ``python -m beam_jobs.tag``: exit 130 with one
+    line saying how to go on, no traceback of the threads it stops, no track failed by a model process that went
+    away (it ignores Ctrl-C and ends when the launcher closes it), nothing left running; the rerun with
+    --skip-existing finishes the catalogue."""
     import psutil
 
     music = tmp_path / "music"
@@ -237,28 +239,41 @@ def test_an_interrupted_run_ends_with_one_line_and_resumes(samplecnn_export: str
     command = [sys.executable, "-m", "beam_jobs.tag", "--input", f"{music}/*.wav", "--model", samplecnn_export,
                "--output", str(output)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-        job = subprocess.Popen([*command, *(["--overwrite"] if output.exists() else [])], cwd=ROOT, env=env,
-                               stderr=subprocess.PIPE, text=True,  # SIGINT as in a terminal, even under '&'
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        assert job.stderr is not None
-        lines = []
-        for line in job.stderr:  # the run has begun: its tracks are listed, its model process is starting
-            lines.append(line)
-            if "track(s) ->" in line:
-                break
-        children = psutil.Process(job.pid).children(recursive=True)
-        job.send_signal(signum)
-        _, rest = job.communicate(timeout=120)
-        err = "".join(lines) + rest
-        assert job.returncode == code, err[-3000:]
-        last = err.strip().splitlines()[-1]
-        what = "interrupted" if signum == signal.SIGINT else "SIGTERM"
-        assert last == (f"tag: {what}: the tracks written so far are kept; rerun the same command with "
-                        "--skip-existing to reuse them and do the rest"), err[-3000:]
-        assert "Traceback" not in err and "went away" not in err, err[-3000:]
-        _, alive = psutil.wait_procs(children, timeout=30)
-        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even under '&'
+    assert job.stderr is not None
+    lines = []
+    for line in job.stderr:  # the run has begun: its tracks are listed, its model process is starting
+        lines.append(line)
+        if "track(s) ->" in line:
+            break
+    children = psutil.Process(job.pid).children(recursive=True)
+    assert any("beam_jobs.model_process" in " ".join(child.cmdline()) for child in children)
+    os.killpg(job.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the launcher and every process it started
+    _, rest = job.communicate(timeout=120)
+    err = "".join(lines) + rest
+    assert job.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("tag: interrupted: the tracks written so far are kept; rerun the same "
+                                            "command with --skip-existing to reuse them and do the rest"), err[-3000:]
+    assert "Traceback" not in err and "went away" not in err, err[-3000:]
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
     done = subprocess.run([*command, "--skip-existing"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "6 of 6 track(s) ok" in done.stderr
+
+
+def test_sigterm_and_sighup_unwind_a_run_as_ctrl_c_and_say_which(capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``Job.main`` runs a job in: a signal raises KeyboardInterrupt in the run, silences what dying threads
+    print until the run has unwound, and is remembered for the exit status (128 + its number)."""
+    from beam_jobs.job import _Interruptions
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        before = signal.getsignal(signum)
+        with _Interruptions() as interruptions, pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler runs at once, in this (the main) thread
+        assert interruptions.received == signum and signal.getsignal(signum) == before
+        print("shown", file=sys.stderr)  # the output is back
+        assert capsys.readouterr().err == "shown\n"
+        assert not logging.getLogger("beam_jobs").manager.disable
