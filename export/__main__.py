@@ -87,9 +87,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(docs/serving.md)",
     )
     parser.add_argument(
-        "--max-batch-segments", type=positive_int, default=64, metavar="N",
+        "--max-batch-segments", type=positive_int, default=None, metavar="N",
         help="most model segments run through the network at once; longer inputs loop in-graph "
-        "(bounds memory; default: %(default)s)",
+        "(bounds memory; default: the model family's budget in export/budget.py)",
     )
     parser.add_argument(
         "--signatures", default="all", metavar="SET",

@@ -48,21 +48,26 @@ class WorkBudget:
             call (e.g. 1920: 64 features of a 30-s clip, or 480 of a 4-s clip).
         deconv_chunk_elements: Most float32 elements of the walk's largest tensor per chunk of
             features (the deconvolution holds about three such tensors at once).
+        max_batch_segments: Most model segments ``serving_default``/``serving_wav``/``features`` run through
+            the network at once (an in-graph loop over chunks of them): a chunk's activations are most of
+            the largest request's memory.
     """
 
     max_deconv_seconds: float = 30.0
     max_request_seconds: float = 1200.0
     max_deconv_feature_seconds: float = 1920.0
     deconv_chunk_elements: int = _CHUNK_ELEMENTS
+    max_batch_segments: int = 16
 
     def __post_init__(self) -> None:
         for name in ("max_deconv_seconds", "max_request_seconds", "max_deconv_feature_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ExportError(f"{name}={value!r} is invalid: expected a positive number of seconds")
-        chunk = self.deconv_chunk_elements
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ExportError(f"deconv_chunk_elements={chunk!r} is invalid: expected a positive integer")
+        for name in ("deconv_chunk_elements", "max_batch_segments"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ExportError(f"{name}={value!r} is invalid: expected a positive integer")
 
 
 #: The budget of a family without its own entry.
@@ -70,18 +75,26 @@ DEFAULT_BUDGET = WorkBudget()
 
 #: The SampleCNN family's budget (its reasons are in :data:`FAMILY_BUDGETS`).
 _SAMPLECNN = WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
-                        deconv_chunk_elements=_CHUNK_ELEMENTS // 2)
+                        deconv_chunk_elements=_CHUNK_ELEMENTS // 2, max_batch_segments=8)
 
 #: Each family's budget (an architecture's own: ``"family/architecture"``); the largest allowed ``auralise``
 #: call of each is measured by
 #: ``python benchmarks/memory.py --auralise`` (target: at most 2 GiB peak RSS; figures in docs/serving.md).
+#:
+#: ``max_batch_segments``: the largest ``serving_default`` call (two inputs of 600 s, the 1200-s request budget)
+#: in chunks of 64 segments, the one chunk size before 2026-12-07, peaked at 2384 (Choi CNN), 3399
+#: (3^9-SampleCNN), 2276 (musicnn vgg) and 3727 MiB (musicnn architecture) on a 2-core AMD EPYC with AVX2
+#: (``memory.py --auralise --serving-only``): a chunk's activations, ~27 MiB per SampleCNN segment and ~33 per
+#: musicnn segment, were most of it. Each family's chunk is a power of two that keeps that call under 2 GiB
+#: (halved once more for musicnn's vgg, whose 32 left 62 MiB; figures in docs/serving.md); a GPU server may pass
+#: a larger ``--max-batch-segments``.
 FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # 11,025 Hz, 64 maps per layer. With 30-s clips the largest call (64 features, layer 5) peaked at 2172 MiB
     # (the first layer's 64 x 257-bin x frames maps of one feature are the walk's largest tensor, and the
     # loaded export with its first call already holds ~1150 MiB), so the clip is capped at 20 s: 64 features
     # of a 20-s clip (14.1 M feature-samples). Measured: 1799 MiB on an AMD EPYC (oneDNN off), 1339-1348 MiB
     # on an Intel Xeon with oneDNN on (since the unpooled first layer goes as a product per pooling offset).
-    "choi": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0),
+    "choi": WorkBudget(max_deconv_seconds=20.0, max_deconv_feature_seconds=1280.0, max_batch_segments=32),
     # 22,050 Hz, up to 512 maps. With 30-s clips the largest call (64 features, layer 10) peaked at 1966-2067 MiB
     # over three runs, and about as much with 32 features: the forward pass over the clip dominates, so the clip
     # was capped at 20 s. 64 features of a 20-s clip peaked at 1928 MiB on an AMD EPYC (oneDNN off) but at
@@ -100,7 +113,7 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # clip is capped at 15 s (five of its 3-s patches) and the features per call at 64 (960 feature-seconds).
     # Measured: 1801-1834 MiB on an AMD EPYC (oneDNN off); 1428-1441 MiB on an Intel Xeon with oneDNN on (since
     # the unpooled first layer goes as a product per pooling offset; 2212-2219 before).
-    "musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0),
+    "musicnn": WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=960.0, max_batch_segments=16),
     # musicnn's own architecture (MTT_musicnn, MSD_musicnn): each walk goes back through five front-end
     # branches (204 maps of 38 x 7 and 67 x 7 taps). With the vgg's budget its largest call (64 features of a
     # 15-s clip, layer 8) peaked at 2077 MiB (the loaded export and its first call 1439); in chunks of half
@@ -115,7 +128,7 @@ FAMILY_BUDGETS: dict[str, WorkBudget] = {
     # hence clips up to 9 s (three 3-s patches), 64 features, chunks of 4 Mi elements: one feature per chunk
     # at any clip length (benchmarks/RESULTS_amd_avx2_2026-12-04.md, whose notes hold these runs).
     "musicnn/musicnn": WorkBudget(max_deconv_seconds=9.0, max_deconv_feature_seconds=576.0,
-                                  deconv_chunk_elements=_CHUNK_ELEMENTS // 8),
+                                  deconv_chunk_elements=_CHUNK_ELEMENTS // 8, max_batch_segments=8),
 }
 
 

@@ -41,7 +41,6 @@ from export.budget import WorkBudget
 from export.cleanup import STAGING_PREFIX, remove_stale, remove_stale_temp_dirs, staging_name, temp_prefix
 from export.metadata import build_metadata, write_metadata_files
 from export.module import (
-    DEFAULT_MAX_BATCH_SEGMENTS,
     DEFAULT_MAX_SECONDS,
     ServingModule,
 )
@@ -80,7 +79,7 @@ def build_module(
     *,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_deconv_seconds: float | None = None,
-    max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    max_batch_segments: int | None = None,
     budget: WorkBudget | None = None,
     signatures: str | Sequence[str] | None = None,
 ) -> tuple[ServingModule, dict[str, Any]]:
@@ -92,7 +91,7 @@ def build_module(
         max_seconds: Longest input of the scoring and feature signatures.
         max_deconv_seconds: Longest input (batch x length) of ``deconvolve``/``auralise`` (``None``: the
             budget's).
-        max_batch_segments: Most segments run through the model at once.
+        max_batch_segments: Most segments run through the model at once (``None``: the family's budget's).
         budget: Per-call budgets (``None``: the family's, :data:`export.budget.FAMILY_BUDGETS`).
         signatures: The signatures to export (``None``: all; ``"tagging"``: the scoring and feature
             signatures alone; or a list: :func:`export.metadata.resolve_signatures`).
@@ -177,7 +176,7 @@ def export_model(
     version: int | None = None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_deconv_seconds: float | None = None,
-    max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    max_batch_segments: int | None = None,
     budget: WorkBudget | None = None,
     verify: bool = True,
     signatures: str | Sequence[str] | None = None,
@@ -191,7 +190,7 @@ def export_model(
         version: Version number (``None``: the next free one). Must not exist.
         max_seconds: Longest input of ``serving_default``/``serving_wav``/``features`` (protects server memory).
         max_deconv_seconds: Longest input of ``deconvolve``/``auralise`` (``None``: the budget's).
-        max_batch_segments: Most segments run through the model at once.
+        max_batch_segments: Most segments run through the model at once (``None``: the family's budget's).
         budget: Per-call budgets (``None``: the family's, :mod:`export.budget`).
         verify: Run :func:`export.verify.verify_export` before publishing the version.
         signatures: The signatures to export (``None``: all; ``"tagging"``: ``serving_default``,
@@ -248,7 +247,7 @@ def export_run(
     version: int | None = None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_deconv_seconds: float | None = None,
-    max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+    max_batch_segments: int | None = None,
     budget: WorkBudget | None = None,
     verify: bool = True,
     signatures: str | Sequence[str] | None = None,

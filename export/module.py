@@ -85,10 +85,9 @@ from tfaural.models.aggregation import feature_layer_names
 from tfaural.models.layers import pool_segment_maps
 from tfaural.training.run import RunInfo
 
-__all__ = ["ServingModule", "DEFAULT_MAX_SECONDS", "DEFAULT_MAX_BATCH_SEGMENTS"]
+__all__ = ["ServingModule", "DEFAULT_MAX_SECONDS"]
 
 DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_MAX_BATCH_SEGMENTS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +198,8 @@ class ServingModule(tf.Module):
         max_seconds: Longest input (seconds) of ``serving_default``, ``serving_wav`` and ``features``.
         max_deconv_seconds: Longest input (seconds, batch x length) of ``deconvolve`` and ``auralise``
             (``None``: the budget's ``max_deconv_seconds``).
-        max_batch_segments: Most segments run through the model at once (memory bound).
+        max_batch_segments: Most segments run through the model at once (memory bound; ``None``: the budget's,
+            :attr:`export.budget.WorkBudget.max_batch_segments`).
         top_k: Width of the ``labels`` output (capped at the number of labels).
         budget: Per-call budgets (:mod:`export.budget`; ``None``: the family's).
         signatures: The signatures to export (``None``: every one of the family; ``"tagging"``
@@ -218,7 +218,7 @@ class ServingModule(tf.Module):
         *,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         max_deconv_seconds: float | None = None,
-        max_batch_segments: int = DEFAULT_MAX_BATCH_SEGMENTS,
+        max_batch_segments: int | None = None,
         top_k: int = TOP_K,
         budget: WorkBudget | None = None,
         signatures: str | Sequence[str] | None = None,
@@ -253,7 +253,8 @@ class ServingModule(tf.Module):
         self._settings = _settings(
             model, info, config, family, self._net, max_seconds=max_seconds,
             max_deconv_seconds=budget.max_deconv_seconds if max_deconv_seconds is None else max_deconv_seconds,
-            max_batch_segments=max_batch_segments, top_k=top_k, budget=budget,
+            max_batch_segments=budget.max_batch_segments if max_batch_segments is None else max_batch_segments,
+            top_k=top_k, budget=budget,
         )
         chunk = self._settings.budget.deconv_chunk_elements
         self._auraliser = (

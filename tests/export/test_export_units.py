@@ -413,7 +413,7 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     # The SampleCNN family: 15-s clips, 32 features of them, one feature per chunk at 15 s (benchmarks/memory.py)
     for family in ("samplecnn", "raw-frame", "mel-frame"):
         assert budget_for(family) == WorkBudget(max_deconv_seconds=15.0, max_deconv_feature_seconds=480.0,
-                                                deconv_chunk_elements=16 * 2**20)
+                                                deconv_chunk_elements=16 * 2**20, max_batch_segments=8)
     assert budget_for("choi", architecture="musicnn") == FAMILY_BUDGETS["choi"]
     from tfaural.models.musicnn import musicnn_tagger
 
@@ -428,7 +428,7 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
         assert ServingModule(tagger, tagger_info).settings.budget.deconv_chunk_elements == chunk
     assert budget_for("samplecnn", max_request_seconds=60, max_deconv_feature_seconds=None).max_request_seconds == 60
     for bad in ({"max_request_seconds": 0}, {"max_deconv_feature_seconds": -1.0}, {"deconv_chunk_elements": 0},
-                {"max_deconv_seconds": float("nan")}):
+                {"max_deconv_seconds": float("nan")}, {"max_batch_segments": 0}):
         with pytest.raises(ExportError, match=f"{next(iter(bad))}=.* is invalid"):
             WorkBudget(**bad)  # type: ignore[arg-type]
     model, info = _choi()
@@ -440,6 +440,9 @@ def test_budgets_are_validated_and_written_to_the_metadata() -> None:
                                           r"longest input, 600 s \(--max-seconds\)"):
         ServingModule(model, info, budget=WorkBudget(max_request_seconds=20.0))
     assert ServingModule(model, info, max_seconds=1800.0).settings.budget.max_request_seconds == 1800.0
+    # The family's chunk of segments per step (benchmarks/memory.py --auralise --serving-only), or the one given.
+    assert ServingModule(model, info).settings.max_batch_segments == FAMILY_BUDGETS["choi"].max_batch_segments == 32
+    assert ServingModule(model, info, max_batch_segments=5).settings.max_batch_segments == 5
     _, meta = exporter.build_module(model, info, max_seconds=20.0, max_deconv_seconds=3.0,
                                     budget=WorkBudget(max_request_seconds=20.0, max_deconv_feature_seconds=12.0,
                                                       deconv_chunk_elements=1000))
