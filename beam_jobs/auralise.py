@@ -704,8 +704,8 @@ class AuraliseJob(CatalogueJob):
         """See :meth:`Settings.from_options`."""
         return Settings.from_options(options)
 
-    def remove_track_results(self, settings: Any, name: str) -> None:
-        """Deletes the track's folder, ``<name>/``, whole."""
+    def remove_track_results(self, settings: Any, name: str, files: list[str]) -> None:
+        """Deletes the track's folder, ``<name>/``, whole (its ``track.json`` and every file beside it)."""
         beam_io.remove_folder(settings.common.path(name), recursive=True)
 
     def job_extra(self, settings: Settings) -> dict[str, Any]:

@@ -441,8 +441,8 @@ class CatalogueJob(Job):
             current = {track.name for track in inputs}
             others = {name: files for name, files in self.track_results(settings).items() if name not in current}
             if others and common.overwrite:
-                for name in others:
-                    self.remove_track_results(settings, name)
+                for name, files in others.items():
+                    self.remove_track_results(settings, name, files)
                 logger.info("%s: deleted the results of %d track(s) of the earlier run that are not in this "
                             "run's input", self.name, len(others))
             elif others:
@@ -467,9 +467,9 @@ class CatalogueJob(Job):
         return {path[len(head):len(path) - len(tail)]: [path] for path in found
                 if path.startswith(head) and path.endswith(tail) and len(path) > len(head) + len(tail)}
 
-    def remove_track_results(self, settings: Any, name: str) -> None:
-        """Deletes what :meth:`track_results` lists for the track named ``name``."""
-        beam_io.delete(self.track_results(settings).get(name, []))
+    def remove_track_results(self, settings: Any, name: str, files: list[str]) -> None:
+        """Deletes the results of the track named ``name``: ``files``, what :meth:`track_results` lists for it."""
+        beam_io.delete(files)
 
     @contextlib.contextmanager
     def serving(self, settings: Any) -> Iterator[Any]:

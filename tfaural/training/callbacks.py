@@ -325,7 +325,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         )
 
     def save(self) -> None:
-        """Writes the weights (model and optimizer) and ``state.json``, each atomically."""
+        """Writes the weights (model and optimizer), the metrics' state (``metrics.npz``) and ``state.json``,
+        each atomically (``state.json`` last: what it records is on disk)."""
         with files.atomic_path(os.path.join(self.folder, WEIGHTS_FILE), suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)
         with files.atomic_path(os.path.join(self.folder, METRICS_FILE), suffix=".npz") as tmp:
@@ -374,8 +375,12 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             logger.warning("the checkpoint's metrics do not match this model's: the metrics of epoch %d cover its "
                            "last %d steps only", self.epoch + 1, self.steps_per_epoch - self._offset)
             return
-        for variable, value in zip(variables, earlier):
-            variable.assign(variable + keras.ops.convert_to_tensor(value, variable.dtype))
+        try:
+            for variable, value in zip(variables, earlier):
+                variable.assign(variable + keras.ops.convert_to_tensor(value, variable.dtype))
+        except (ValueError, RuntimeError, NotImplementedError) as err:  # a distribution strategy's replicated sums
+            logger.warning("the metrics of epoch %d cover its last %d steps only (their earlier state could not be "
+                           "added: %s)", self.epoch + 1, self.steps_per_epoch - self._offset, err)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
