@@ -269,11 +269,14 @@ def test_sigterm_and_sighup_unwind_a_run_as_ctrl_c_and_say_which(capsys: pytest.
     from beam_jobs.job import _Interruptions
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        before = signal.getsignal(signum)
-        with _Interruptions() as interruptions, pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signum)
-            time.sleep(5)  # the handler runs at once, in this (the main) thread
-        assert interruptions.received == signum and signal.getsignal(signum) == before
+        inherited = signal.signal(signum, signal.SIG_DFL)  # as in a terminal (nohup, as the suite may run under,
+        try:  # ignores SIGHUP, and an ignored signal is left ignored)
+            with _Interruptions() as interruptions, pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signum)
+                time.sleep(5)  # the handler runs at once, in this (the main) thread
+            assert interruptions.received == signum and signal.getsignal(signum) == signal.SIG_DFL
+        finally:
+            signal.signal(signum, inherited)
         print("shown", file=sys.stderr)  # the output is back
         assert capsys.readouterr().err == "shown\n"
         assert not logging.getLogger("beam_jobs").manager.disable
