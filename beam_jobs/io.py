@@ -648,8 +648,9 @@ def remove_folder(folder: str, *, recursive: bool = False) -> int:
     if stale:
         delete(stale)
     if is_local(folder):
-        inner = [os.path.join(top, name) for top, names, _ in os.walk(folder, topdown=False) for name in names]
-        for path in [*inner, folder] if recursive else [folder]:
+        inner = [os.path.join(top, name) for top, names, _ in os.walk(folder, topdown=False) for name in names
+                 ] if recursive else []
+        for path in [*inner, folder]:
             with contextlib.suppress(OSError):  # absent, or not empty
                 os.rmdir(path)
     return len(stale)

@@ -88,7 +88,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -563,16 +563,34 @@ QUICK_ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
-def export_choi(base: str, *, max_deconv_seconds: float | None = None,
-                max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
-                max_seconds: float | None = None, max_request_seconds: float | None = None,
-                **architecture: Any) -> str:
-    """Exports a randomly initialised Choi CNN (10 labels, 11,025 Hz; ``architecture``: ``choi_cnn`` keywords,
-    default the paper's; ``signatures``: ``export_model``'s, default all); returns the version directory."""
-    import keras
+#: What ``limits`` may set in the exporters below, and where each goes: the family's budget or ``export_model``.
+_BUDGET_LIMITS = ("max_deconv_feature_seconds", "max_request_seconds")
+_EXPORT_LIMITS = ("max_deconv_seconds", "max_seconds")
 
+
+def _export_random(model: Any, info: Any, base: str, family: str, *, limits: Mapping[str, Any] | None,
+                   signatures: str | None, architecture: str | None = None) -> str:
+    """Exports ``model`` (described by ``info``) under ``base`` without verifying it, with the family's budget and
+    ``limits`` (``QUICK_AURALISE``'s keys; ``None`` values: the defaults); returns the version directory."""
     from export import exporter
     from export.budget import budget_for
+
+    limits = {key: value for key, value in (limits or {}).items() if value is not None}
+    unknown = sorted(set(limits) - {*_BUDGET_LIMITS, *_EXPORT_LIMITS})
+    if unknown:
+        raise ValueError(f"unknown export limits {unknown}; known: {[*_BUDGET_LIMITS, *_EXPORT_LIMITS]}")
+    budget = budget_for(family, architecture=architecture, **{k: v for k, v in limits.items() if k in _BUDGET_LIMITS})
+    return exporter.export_model(model, info, base, budget=budget, verify=False, signatures=signatures,
+                                 **{k: v for k, v in limits.items() if k in _EXPORT_LIMITS})
+
+
+def export_choi(base: str, *, limits: Mapping[str, Any] | None = None, signatures: str | None = None,
+                **architecture: Any) -> str:
+    """Exports a randomly initialised Choi CNN (10 labels, 11,025 Hz; ``architecture``: ``choi_cnn`` keywords,
+    default the paper's; ``limits``: :func:`_export_random`'s; ``signatures``: ``export_model``'s, default all);
+    returns the version directory."""
+    import keras
+
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import choi_cnn, config_from_model
     from tfaural.training.run import RunInfo
@@ -581,24 +599,16 @@ def export_choi(base: str, *, max_deconv_seconds: float | None = None,
     model = choi_cnn(n_outputs=10, **architecture)
     info = RunInfo(model=config_from_model(model), labels=tuple(f"genre{i}" for i in range(10)),
                    task="single-label", audio=AudioConfig(sample_rate=11025), segment=SegmentConfig(length=44100))
-    budget = budget_for("choi", max_deconv_feature_seconds=max_deconv_feature_seconds,
-                        max_request_seconds=max_request_seconds)
-    return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
-                                 verify=False, signatures=signatures,
-                                 **({} if max_seconds is None else {"max_seconds": max_seconds}))
+    return _export_random(model, info, base, "choi", limits=limits, signatures=signatures)
 
 
-def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
-                       max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
-                       max_seconds: float | None = None, max_request_seconds: float | None = None,
+def export_musicnn_vgg(base: str, *, limits: Mapping[str, Any] | None = None, signatures: str | None = None,
                        **architecture: Any) -> str:
     """Exports a randomly initialised musicnn vgg tagger (MTT_vgg's shape: 16 kHz log-mel, 128 maps per layer,
-    50 tags; ``architecture``: ``MusicnnConfig`` fields; ``signatures``: ``export_model``'s, default all); returns
-    the version directory."""
+    50 tags; ``architecture``: ``MusicnnConfig`` fields; ``limits``, ``signatures``: as :func:`export_choi`'s);
+    returns the version directory."""
     import keras
 
-    from export import exporter
-    from export.budget import budget_for
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
     from tfaural.models.musicnn import musicnn_tagger
@@ -610,36 +620,24 @@ def export_musicnn_vgg(base: str, *, max_deconv_seconds: float | None = None,
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(config.n_outputs)), task="multi-label",
                    audio=AudioConfig(sample_rate=config.sample_rate),
                    segment=SegmentConfig(length=config.segment_length))
-    budget = budget_for("musicnn", architecture=config.architecture,
-                        max_deconv_feature_seconds=max_deconv_feature_seconds, max_request_seconds=max_request_seconds)
-    return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
-                                 verify=False, signatures=signatures,
-                                 **({} if max_seconds is None else {"max_seconds": max_seconds}))
+    return _export_random(model, info, base, "musicnn", limits=limits, signatures=signatures,
+                          architecture=config.architecture)
 
 
-def export_musicnn(base: str, *, max_deconv_seconds: float | None = None,
-                   max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
-                   max_seconds: float | None = None, max_request_seconds: float | None = None,
+def export_musicnn(base: str, *, limits: Mapping[str, Any] | None = None, signatures: str | None = None,
                    **architecture: Any) -> str:
     """Exports a randomly initialised musicnn-architecture tagger (MTT_musicnn's shape: 16 kHz log-mel 96 x 187,
-    204 timbral and 51 temporal front-end maps, 50 tags; ``architecture``: ``MusicnnConfig`` fields); returns
-    the version directory."""
-    return export_musicnn_vgg(base, max_deconv_seconds=max_deconv_seconds,
-                              max_deconv_feature_seconds=max_deconv_feature_seconds, signatures=signatures,
-                              max_seconds=max_seconds, max_request_seconds=max_request_seconds,
-                              **{"architecture": "musicnn", **architecture})
+    204 timbral and 51 temporal front-end maps, 50 tags; ``architecture``: ``MusicnnConfig`` fields; ``limits``,
+    ``signatures``: as :func:`export_choi`'s); returns the version directory."""
+    return export_musicnn_vgg(base, limits=limits, signatures=signatures, **{"architecture": "musicnn", **architecture})
 
 
-def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
-                         max_deconv_feature_seconds: float | None = None, signatures: str | None = None,
-                         max_seconds: float | None = None, max_request_seconds: float | None = None,
+def export_samplecnn_3_9(base: str, *, limits: Mapping[str, Any] | None = None, signatures: str | None = None,
                          **architecture: Any) -> str:
     """Exports a randomly initialised SampleCNN (50 labels, 22,050 Hz; ``architecture``: ``samplecnn`` keywords,
-    default the 3^9 model; ``signatures``: ``export_model``'s, default all); returns the version directory."""
+    default the 3^9 model; ``limits``, ``signatures``: as :func:`export_choi`'s); returns the version directory."""
     import keras
 
-    from export import exporter
-    from export.budget import budget_for
     from tfaural.config import AudioConfig, SegmentConfig
     from tfaural.models import config_from_model
     from tfaural.models.samplecnn import samplecnn_model
@@ -650,11 +648,7 @@ def export_samplecnn_3_9(base: str, *, max_deconv_seconds: float | None = None,
     config = config_from_model(model)
     info = RunInfo(model=config, labels=tuple(f"tag{i:02d}" for i in range(50)), task="multi-label",
                    audio=AudioConfig(sample_rate=MODEL_RATE), segment=SegmentConfig(length=config.input_length))
-    budget = budget_for("samplecnn", max_deconv_feature_seconds=max_deconv_feature_seconds,
-                        max_request_seconds=max_request_seconds)
-    return exporter.export_model(model, info, base, max_deconv_seconds=max_deconv_seconds, budget=budget,
-                                 verify=False, signatures=signatures,
-                                 **({} if max_seconds is None else {"max_seconds": max_seconds}))
+    return _export_random(model, info, base, "samplecnn", limits=limits, signatures=signatures)
 
 
 #: The families ``--auralise`` measures, in order, and how each is exported.
@@ -792,7 +786,7 @@ def run_auralise(*, quick: bool = False, keep: str | None = None, families_wante
         for family in chosen:
             export = AURALISE_EXPORTERS[family]
             start = time.perf_counter()
-            export_dir = export(str(root / family), **limits, signatures=QUICK_SIGNATURES if quick else None,
+            export_dir = export(str(root / family), limits=limits, signatures=QUICK_SIGNATURES if quick else None,
                                 **(QUICK_ARCHITECTURES[family] if quick else {}))
             export_seconds = time.perf_counter() - start
             meta = json.loads((Path(export_dir) / "assets" / "metadata.json").read_text())

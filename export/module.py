@@ -564,18 +564,14 @@ class ServingModule(tf.Module):
                 one, of a mixed-precision model, is served in float32 as the deconvolution network gives its
                 maps: :func:`_served_dtype`).
         """
-        limit = self._settings.max_batch_segments
-        n = tf.shape(flat)[0]
-        n_chunks = tf.maximum(1, (n + limit - 1) // limit)
-        size = tf.maximum(1, (n + n_chunks - 1) // n_chunks)
-        padded = tf.pad(flat, [[0, n_chunks * size - n], [0, 0]])
-        chunks = tf.reshape(padded, [n_chunks, size, flat.shape[-1]])
+        (chunks,) = _padded_chunks([flat], self._settings.max_batch_segments)
         signature = [tf.TensorSpec([None, *output.shape[1:]], _served_dtype(output.dtype)) for output in outputs]
 
         def run(chunk: tf.Tensor) -> list[tf.Tensor]:
             return [tf.cast(result, spec.dtype) for result, spec in zip(fn(chunk), signature)]
 
         results = tf.map_fn(run, chunks, fn_output_signature=signature, parallel_iterations=1)
+        n = tf.shape(flat)[0]
         return [tf.reshape(r, tf.concat([[-1], tf.shape(r)[2:]], 0))[:n] for r in results]
 
     def _scores(self, waveform: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -788,12 +784,8 @@ class ServingModule(tf.Module):
             return tuple(tf.reduce_sum(g * a, axis=list(range(1, len(a.shape) - 1))) if len(a.shape) > 2 else g * a
                          for g, a in zip(gradients, maps))
 
-        limit = s.max_batch_segments
         m = tf.shape(rows)[0]
-        n_chunks = tf.maximum(1, (m + limit - 1) // limit)
-        size = tf.maximum(1, (m + n_chunks - 1) // n_chunks)
-        padded_rows = tf.reshape(tf.pad(rows, [[0, n_chunks * size - m], [0, 0]]), [n_chunks, size, -1])
-        padded_tags = tf.reshape(tf.pad(row_tags, [[0, n_chunks * size - m]]), [n_chunks, size])
+        padded_rows, padded_tags = _padded_chunks([rows, row_tags], s.max_batch_segments)
         per_level = tf.map_fn(lambda pair: row_contributions(pair[0], pair[1]), (padded_rows, padded_tags),
                               fn_output_signature=tuple(tf.TensorSpec([None, c], tf.float32) for c in widths),
                               parallel_iterations=1)
@@ -809,6 +801,31 @@ class ServingModule(tf.Module):
         contributions = _switch_case(index, [functools.partial(tf.identity, value) for value in by_level])
         labels = tf.gather(tf.constant(self._labels, tf.string), tags)
         return {"scores": scores, "tags": tags, "labels": labels, "contributions": contributions}
+
+
+def _padded_chunks(tensors: Sequence[tf.Tensor], limit: int) -> list[tf.Tensor]:
+    """Splits ``[n, ...]`` tensors into ``c = ceil(n / limit)`` equal chunks along their first axis.
+
+    Each chunk holds ``ceil(n / c)`` rows (at most ``limit``): the tensors are zero-padded by fewer
+    than ``c`` rows, for ``tf.map_fn`` to run one chunk after the other.
+
+    Args:
+        tensors: Tensors ``[n, ...]`` with the same ``n``.
+        limit: Most rows in one chunk.
+
+    Returns:
+        One ``[c, ceil(n / c), ...]`` tensor per input; row ``i`` of the input is row ``i`` of their
+        flattening ``[c * ceil(n / c), ...]``.
+    """
+    n = tf.shape(tensors[0])[0]
+    n_chunks = tf.maximum(1, (n + limit - 1) // limit)
+    size = tf.maximum(1, (n + n_chunks - 1) // n_chunks)
+    chunked = []
+    for tensor in tensors:
+        rest = [tf.shape(tensor)[i] if d is None else d for i, d in enumerate(tensor.shape[1:], 1)]
+        padding = [[0, n_chunks * size - n]] + [[0, 0]] * len(rest)
+        chunked.append(tf.reshape(tf.pad(tensor, padding), [n_chunks, size, *rest]))
+    return chunked
 
 
 def _settings(
