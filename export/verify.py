@@ -276,7 +276,6 @@ def _child_start() -> dict[str, Any]:
     finally:
         if hide_keras:
             del sys.modules["keras"]
-    report["keras_imported_with_tensorflow"] = "keras" in sys.modules
 
     report["tensorflow"] = tf.__version__
     return report
@@ -309,6 +308,8 @@ def _child(export_dir: str, reference_path: str, parts: Sequence[str] = CHILD_PA
         report["signature_savedmodels"] = _check_signature_savedmodels(export_dir, reference)
     if "session" in parts:
         report["session_signatures"] = _check_calls(_session_caller(export_dir), reference)
+    # Whether loading and calling the export brought Keras in (TensorFlow itself was imported without it).
+    report["keras_imported"] = "keras" in sys.modules
     report["ok"] = _child_ok(report)
     return report
 
@@ -679,8 +680,7 @@ def _merged(loaded: dict[str, Any], session: Mapping[str, Any]) -> dict[str, Any
     report = {**loaded, "session_signatures": session["session_signatures"]}
     report["tfaural_importable"] = bool(loaded["tfaural_importable"] or session["tfaural_importable"])
     report["modules"] = sorted({*loaded["modules"], *session["modules"]})
-    report["keras_imported_with_tensorflow"] = bool(loaded.get("keras_imported_with_tensorflow")
-                                                    or session.get("keras_imported_with_tensorflow"))
+    report["keras_imported"] = bool(loaded["keras_imported"] or session["keras_imported"])
     report["ok"] = _child_ok(report)
     return report
 

@@ -275,6 +275,10 @@ def test_sigterm_and_sighup_unwind_a_run_as_ctrl_c_and_say_which(capsys: pytest.
                 os.kill(os.getpid(), signum)
                 time.sleep(5)  # the handler runs at once, in this (the main) thread
             assert interruptions.received == signum and signal.getsignal(signum) == signal.SIG_DFL
+            signal.signal(signum, signal.SIG_IGN)  # an ignored signal (nohup's SIGHUP) stays ignored
+            with _Interruptions():
+                assert signal.getsignal(signum) == signal.SIG_IGN
+            assert signal.getsignal(signum) == signal.SIG_IGN
         finally:
             signal.signal(signum, inherited)
         print("shown", file=sys.stderr)  # the output is back
