@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tfaural.cli import skip_keras_optional_imports
 from tfaural.cpu import cpu_model, peer_environment, prefer_onednn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +31,10 @@ EXPORT_CACHE_ENV = "TFAURAL_BENCHMARK_EXPORTS"
 # model alone, ...): both with the kernels the command lines choose (oneDNN's where tfaural measured them
 # faster, tfaural.cpu), set before the benchmark imports TensorFlow. Another tool (musicnn) runs with
 # TensorFlow's defaults, as its users run it (run_command(..., peer=True): tfaural.cpu.peer_environment, which
-# tells tfaural's choice, made here or in the parent `python -m benchmarks`, from the user's).
+# tells tfaural's choice, made here or in the parent `python -m benchmarks`, from the user's). Their first
+# TensorFlow import skips Keras's optional imports too, as the command lines' does (benchmarks/_kernels.py).
 prefer_onednn()
+skip_keras_optional_imports()
 
 
 def music_catalogue(folder: Path, *, tracks: int, seconds: float, formats: tuple[str, ...] = FORMATS,

@@ -39,6 +39,8 @@ from tfaural.training.run import RunInfo
 SR = 4000
 SECONDS = 2.0
 GRID = ["--timbres=sine,piano", "--chords=major,minor", "--keys=A3,G4", f"--signal-seconds={SECONDS}"]
+#: What the job calls (``deconvolve``) beside ``serving_default``: the other signatures' graphs are not traced.
+CORRELATION_SIGNATURES = "serving_default,deconvolve"
 #: Beam (SavedModel graph) vs library (Keras model): float32 deconvolutions of two graphs.
 TOL = 1e-6
 
@@ -51,7 +53,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, str
     info = RunInfo(model=config_from_model(model), labels=("ballad", "dance", "hiphop"), task="single-label",
                    audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024))
     base = tmp_path_factory.mktemp("exports")
-    return model, exporter.export_model(model, info, base, verify=False)
+    return model, exporter.export_model(model, info, base, verify=False, signatures=CORRELATION_SIGNATURES)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +138,8 @@ def test_features_are_split_to_fit_the_exports_per_call_budget(
                    audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=1024))
     # 5 feature-seconds = 20,000 feature-samples at 4 kHz: 2 features x 8,000 samples fit, 3 do not.
     tight = exporter.export_model(model, info, tmp_path / "exports", max_deconv_seconds=4.0,
-                                  budget=WorkBudget(max_deconv_feature_seconds=5.0), verify=False)
+                                  budget=WorkBudget(max_deconv_feature_seconds=5.0), verify=False,
+                                  signatures=CORRELATION_SIGNATURES)
     metadata = read_export_metadata(tight)
     assert correlation.features_per_call(metadata, n_features=4, samples=int(SECONDS * SR)) == 2
     output = tmp_path / "correlation"
@@ -360,7 +363,8 @@ def test_the_jobs_memory_does_not_grow_with_the_maps(tmp_path: pathlib.Path, cap
                      sample_rate=SR)
     info = RunInfo(model=config_from_model(model), labels=("ballad", "dance", "hiphop"), task="single-label",
                    audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(length=64 * 32))
-    export_dir = exporter.export_model(model, info, tmp_path / "exports", verify=False)
+    export_dir = exporter.export_model(model, info, tmp_path / "exports", verify=False,
+                                       signatures=CORRELATION_SIGNATURES)
     seconds = 5.0
     grid = ["--timbres=sine,piano", "--chords=major,minor", "--keys=Eb2,Bb2,A3,G4", f"--signal-seconds={seconds}"]
     maps = job.map_bytes(read_export_metadata(export_dir), None, signals=16, samples=int(seconds * SR))

@@ -218,22 +218,58 @@ def test_gpu_options_construct_on_cpu(catalogue: dict[str, str], tmp_path: pathl
     assert np.isfinite(tiny.train_on_batch(x, y, return_dict=True)["loss"])
 
 
-@pytest.mark.parametrize(("model", "rate"), [("choi", 11025), ("mel-frame", 2000), ("raw-frame", 2000),
-                                            ("samplecnn-2000", 2000)])
-def test_every_family_takes_a_training_step_in_mixed_precision(model: str, rate: int) -> None:
-    """--mixed-precision builds each model under ``mixed_float16`` (its float16 maps: on CPU too, where it is only
-    slower): one training step gives a finite loss (the Choi CNN's log scaling failed on its float16 input)."""
-    from tfaural.models import build
-    from tfaural.training.train import _compile, _policy, model_config_for
+#: The model families (and their sample rates) that take one mixed-precision training step.
+MIXED_PRECISION_FAMILIES = (("choi", 11025), ("mel-frame", 2000), ("raw-frame", 2000), ("samplecnn-2000", 2000))
 
-    config = _config(model, mixed_precision=True, input_scaling="log")
+#: Run in a process of its own: one training step per family under ``mixed_float16`` (see the test).
+_MIXED_PRECISION_STEPS = """
+import json, sys
+import numpy as np
+from tfaural.cli import skip_keras_optional_imports
+skip_keras_optional_imports()
+import keras
+from tfaural.models import build
+from tfaural.training.train import TrainConfig, _compile, _policy, model_config_for
+
+steps = {}
+for model, rate in json.loads(sys.argv[1]):
+    config = TrainConfig(model=model, epochs=1, steps_per_epoch=1, batch_size=2, checkpoint_every=0,
+                         mixed_precision=True, input_scaling="log")
     with _policy(True):
         net = build(model_config_for(config, n_outputs=3, multi_label=False, sample_rate=rate))
         _compile(net, config, multi_label=False, learning_rate=0.01)
-        assert any(layer.compute_dtype == "float16" for layer in net.layers)
+        float16 = any(layer.compute_dtype == "float16" for layer in net.layers)
         x = 0.1 * np.random.default_rng(0).standard_normal((2, *net.input_shape[1:])).astype(np.float32)
         loss = net.train_on_batch(x, np.eye(3, dtype=np.float32)[[0, 1]], return_dict=True)["loss"]
-    assert np.isfinite(loss) and keras.mixed_precision.global_policy().name == "float32"
+    steps[f"{model}-{rate}"] = {"float16_maps": float16, "loss": float(loss),
+                                "policy_after": keras.mixed_precision.global_policy().name}
+print(json.dumps(steps))
+"""
+
+
+@pytest.fixture(scope="module")
+def mixed_precision_steps() -> dict[str, dict[str, object]]:
+    """Each family's one mixed-precision training step, taken in a fresh process with one intra-op thread.
+
+    float16 kernels on a CPU split each op into many small parallel tasks: in this worker, beside the other
+    test worker's TensorFlow, one step took 56-64 s (4-7 s alone on the machine); with one thread, 4 s.
+    """
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _MIXED_PRECISION_STEPS, json.dumps(MIXED_PRECISION_FAMILIES)],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("model", "rate"), MIXED_PRECISION_FAMILIES)
+def test_every_family_takes_a_training_step_in_mixed_precision(
+        mixed_precision_steps: dict[str, dict[str, object]], model: str, rate: int) -> None:
+    """--mixed-precision builds each model under ``mixed_float16`` (its float16 maps: on CPU too, where it is only
+    slower): one training step gives a finite loss (the Choi CNN's log scaling failed on its float16 input), and
+    the global policy is float32 again afterwards."""
+    step = mixed_precision_steps[f"{model}-{rate}"]
+    assert step["float16_maps"] is True
+    assert np.isfinite(step["loss"]) and step["policy_after"] == "float32"
 
 
 def test_evaluate_writes_scores_and_a_figure(catalogue: dict[str, str],
