@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 
-import keras
 import numpy as np
 import pytest
 
@@ -197,12 +196,22 @@ def test_learning_rate_schedule_divides_by_five_then_stops(catalogue: dict[str, 
     assert result.stopped == stopped == "schedule" and result.epochs == len(rows)
 
 
+#: The environment of a process whose TensorFlow runs one op at a time on one thread (float16 steps on a CPU).
+ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
 def test_gpu_options_construct_on_cpu(catalogue: dict[str, str], tmp_path: pathlib.Path) -> None:
-    config = _config("samplecnn-2000", mixed_precision=True, distribute="mirrored")
-    result = train(catalogue["sc2000"], str(tmp_path / "run"), config, verbose=0)
-    assert result.epochs == 1
-    assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
+    """--mixed-precision --distribute mirrored train on a CPU (from the command line, in a process with one
+    intra-op thread: see :func:`mixed_precision_steps`); the run's model is float32; --jit compiles the step."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tfaural.training.train", "--model", "samplecnn-2000", "--data", catalogue["sc2000"],
+         "--output", str(tmp_path / "run"), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+         "--checkpoint-every", "0", "--mixed-precision", "--distribute", "mirrored"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(_rows(tmp_path / "run" / "history.csv")) == 1
     model, info = load_run(tmp_path / "run")
+    assert info.extra["train_config"]["distribute"] == "mirrored"
     assert info.extra["train_config"]["mixed_precision"] is True
     assert model.get_layer("conv1").dtype_policy.name == "float32"  # exports are rebuilt in float32
     # XLA: the train step compiles with jit_compile (one step on the smallest model).
@@ -254,7 +263,7 @@ def mixed_precision_steps() -> dict[str, dict[str, object]]:
     float16 kernels on a CPU split each op into many small parallel tasks: in this worker, beside the other
     test worker's TensorFlow, one step took 56-64 s (4-7 s alone on the machine); with one thread, 4 s.
     """
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD}
     done = subprocess.run([sys.executable, "-c", _MIXED_PRECISION_STEPS, json.dumps(MIXED_PRECISION_FAMILIES)],
                           capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
