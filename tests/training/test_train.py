@@ -241,9 +241,8 @@ from tfaural.models import build
 from tfaural.training.train import TrainConfig, _compile, _policy, model_config_for
 
 steps = {}
-for model, rate in json.loads(sys.argv[1]):
-    config = TrainConfig(model=model, epochs=1, steps_per_epoch=1, batch_size=2, checkpoint_every=0,
-                         mixed_precision=True, input_scaling="log")
+for model, rate, settings in json.loads(sys.argv[1]):
+    config = TrainConfig.from_dict(settings)
     with _policy(True):
         net = build(model_config_for(config, n_outputs=3, multi_label=False, sample_rate=rate))
         _compile(net, config, multi_label=False, learning_rate=0.01)
@@ -263,9 +262,10 @@ def mixed_precision_steps() -> dict[str, dict[str, object]]:
     float16 kernels on a CPU split each op into many small parallel tasks: in this worker, beside the other
     test worker's TensorFlow, one step took 56-64 s (4-7 s alone on the machine); with one thread, 4 s.
     """
-    env = {**os.environ, **ONE_THREAD}
-    done = subprocess.run([sys.executable, "-c", _MIXED_PRECISION_STEPS, json.dumps(MIXED_PRECISION_FAMILIES)],
-                          capture_output=True, text=True, timeout=900, env=env)
+    steps = [(model, rate, _config(model, mixed_precision=True, input_scaling="log").to_dict())
+             for model, rate in MIXED_PRECISION_FAMILIES]
+    done = subprocess.run([sys.executable, "-c", _MIXED_PRECISION_STEPS, json.dumps(steps)],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
