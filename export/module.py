@@ -716,9 +716,12 @@ class ServingModule(tf.Module):
         waveform, index, features = self._checked_deconv_inputs(_after([mode_ok], waveform), layer, features)
         assert self._auraliser is not None
         auraliser: Auraliser = self._auraliser.items["auraliser"]
+        # The model's input, the STFT and the per-chunk reconstruction are the same for every layer: made
+        # (and traced) once, outside the switch, not in each branch.
+        prepared = auraliser.prepare(waveform, mode=mode, keep_deconvolved=False)
 
         def branch(level: int) -> tuple[tf.Tensor, ...]:
-            result = auraliser(waveform, layer=level, features=features, mode=mode, keep_deconvolved=False)
+            result = auraliser.auralise_prepared(prepared, layer=level, features=features)
             return result.audio, result.silent, result.peak, result.activation
 
         branches = [functools.partial(branch, level) for level in self._settings.levels]

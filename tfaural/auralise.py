@@ -74,6 +74,7 @@ __all__ = [
     "INPUT_SILENCE_PEAK",
     "Auralisation",
     "Auraliser",
+    "Prepared",
     "auralise",
     "reconstruct",
     "normalise_peak",
@@ -161,6 +162,50 @@ def normalise_peak(
         silent = tf.logical_or(silent, quiet)
     scale = tf.where(silent, tf.zeros_like(original), peak / tf.where(silent, tf.ones_like(original), original))
     return audio * scale[..., tf.newaxis], silent, tf.where(silent, tf.zeros_like(original), original)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What auralising any layer of one batch of waveforms starts from (:meth:`Auraliser.prepare`).
+
+    Attributes:
+        model_input: What the model (and its deconvolution) takes for the waveforms.
+        spectrogram: The input's spectrogram (linear STFT magnitude or mel power), or ``None`` for a waveform model.
+        finish: A chunk of deconvolved maps ``[batch, kc, ...]`` -> its per-chunk results (deconvolved maps if
+            kept, audio ``[batch, kc, samples]``, silent and peak ``[batch, kc]``).
+        dtypes: The dtypes of ``finish``'s results.
+        keep_deconvolved: Whether ``finish`` returns the deconvolved maps first.
+    """
+
+    model_input: tf.Tensor
+    spectrogram: tf.Tensor | None
+    finish: Callable[[tf.Tensor], tuple[tf.Tensor, ...]]
+    dtypes: tuple[tf.DType, ...]
+    keep_deconvolved: bool
+
+
+def _traced_once(finish: Callable[[tf.Tensor], tuple[tf.Tensor, ...]]) -> Callable[[tf.Tensor], tuple[tf.Tensor, ...]]:
+    """``finish`` as one graph function, traced at its first call and called by every later one.
+
+    An export's ``auralise`` signature auralises each of the model's layers in a branch of its own, each
+    with a loop over chunks of features that calls ``finish`` (the reconstruction of a chunk's audio from
+    its deconvolved maps: an inverse STFT, for log-mel models a mel inversion too). Traced inline, that
+    reconstruction was traced again in every branch; as a function of its own it is traced once and its
+    calls share it (as the layers' walks are, :meth:`tfaural.deconv.DeconvNet.__call__`): the export is
+    traced faster and its graph is smaller. The function's input is the chunk with its batch and feature
+    axes left unknown; a chunk of another rank or other trailing sizes gets a function of its own. Grappler
+    inlines the calls, so the computation is the one traced inline.
+    """
+    functions: dict[str, Any] = {}
+
+    def call(deconvolved: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        spec = tf.TensorSpec([None, None, *deconvolved.shape[2:]], deconvolved.dtype)
+        key = repr(spec)
+        if key not in functions:
+            functions[key] = tf.function(finish, autograph=False).get_concrete_function(spec)
+        return tuple(functions[key](deconvolved))
+
+    return call
 
 
 def reconstruct(
@@ -310,6 +355,40 @@ class Auraliser:
 
         return magnitude, magnitude, finish_spectral, dtypes
 
+    def prepare(
+        self, waveform: tf.Tensor | np.ndarray, *, mode: str | tf.Tensor = "phase", keep_deconvolved: bool = True
+    ) -> Prepared:
+        """The part of :meth:`__call__` that does not depend on the layer, for :meth:`auralise_prepared`.
+
+        It holds the model's input and (for spectral models) the STFT whose phase the audio takes. A graph
+        that auralises several layers of the same waveforms (an export's ``auralise`` signature, one branch
+        per layer) computes it once, and the per-chunk reconstruction is traced once for all of them
+        (:func:`_traced_once`).
+
+        Args:
+            waveform: float32 ``[batch, samples]`` at the model's sample rate.
+            mode: ``"phase"`` or ``"mask"`` (ignored for waveform models).
+            keep_deconvolved: Also return the deconvolved maps (``False`` saves their memory).
+
+        Raises:
+            ParameterError: Invalid ``mode``.
+        """
+        x, spectrogram, finish, dtypes = self._prepare(waveform, mode, keep_deconvolved)
+        if tf.inside_function():
+            finish = _traced_once(finish)
+        return Prepared(x, spectrogram, finish, dtypes, keep_deconvolved)
+
+    def auralise_prepared(
+        self, prepared: Prepared, *, layer: int | str, features: Sequence[int] | tf.Tensor | None = None
+    ) -> Auralisation:
+        """Auralises ``features`` of ``layer`` from :meth:`prepare`'s result (see :meth:`__call__`)."""
+        with self._explained(prepared.model_input):
+            outputs, activation = self.net(
+                prepared.model_input, layer=layer, features=features, return_activation=True,
+                chunk_elements=self.chunk_elements, per_chunk=prepared.finish, per_chunk_dtypes=prepared.dtypes,
+            )
+        return self._result(outputs, prepared.spectrogram, activation, prepared.keep_deconvolved)
+
     def model_input(self, waveform: tf.Tensor | np.ndarray) -> tf.Tensor:
         """What the model (and :attr:`net`) takes for ``waveform`` ``[batch, samples]``: the linear STFT
         magnitude (Choi CNN), the mel power (log-mel taggers) or the waveform itself, with the model's
@@ -373,13 +452,8 @@ class Auraliser:
         Raises:
             ParameterError: Invalid ``mode``, ``layer`` or ``features`` (out of range or repeated).
         """
-        x, spectrogram, finish, dtypes = self._prepare(waveform, mode, keep_deconvolved)
-        with self._explained(x):
-            outputs, activation = self.net(
-                x, layer=layer, features=features, return_activation=True, chunk_elements=self.chunk_elements,
-                per_chunk=finish, per_chunk_dtypes=dtypes,
-            )
-        return self._result(outputs, spectrogram, activation, keep_deconvolved)
+        return self.auralise_prepared(self.prepare(waveform, mode=mode, keep_deconvolved=keep_deconvolved),
+                                      layer=layer, features=features)
 
     def layers(
         self,

@@ -197,6 +197,25 @@ _CROPPING_TYPES: tuple[type, ...] = (keras.layers.Cropping1D, keras.layers.Cropp
 # Max pooling with switches
 
 
+def _dims(x: tf.Tensor) -> list[Any]:
+    """``x``'s sizes: a Python int where the traced shape knows it, else an int32 scalar tensor.
+
+    All the unknown ones come from one ``Shape`` and one ``Unpack`` op, not a ``StridedSlice`` (and its
+    three constants) each: the walks read sizes at every pooling and convolution, and an export traces
+    them for every layer (its tracing time and graph size grow with their op count).
+    """
+    static = x.shape.as_list()
+    if all(size is not None for size in static):
+        return static
+    dynamic = tf.unstack(tf.shape(x), num=len(static))
+    return [size if size is not None else tensor for size, tensor in zip(static, dynamic)]
+
+
+def _at_least_zero(size: Any) -> Any:
+    """``max(size, 0)``: a Python int for an int (known while tracing), else an int32 scalar tensor."""
+    return max(size, 0) if isinstance(size, (int, np.integer)) else tf.maximum(size, 0)
+
+
 def _tuple(value: Any, rank: int) -> tuple[int, ...]:
     if isinstance(value, (int, np.integer)):
         return (int(value),) * rank
@@ -211,12 +230,12 @@ def _pool_geometry(
     for size, p, s in zip(spatial, pool_size, strides):
         if padding == "same":
             n = (size + s - 1) // s
-            total = tf.maximum((n - 1) * s + p - size, 0)
+            total = _at_least_zero((n - 1) * s + p - size)
             pooled.append(n)
             before.append(total // 2)
             after.append(total - total // 2)
         else:
-            pooled.append(tf.maximum((size - p) // s + 1, 0))
+            pooled.append(_at_least_zero((size - p) // s + 1))
             before.append(0)
             after.append(0)
     return pooled, before, after
@@ -227,12 +246,12 @@ def _windows(x: tf.Tensor, pool_size: Sequence[int], strides: Sequence[int], pad
     """``x`` ``[batch, *spatial, c]`` at offset ``o`` of every pooling window, one tensor per offset
     (row-major order), each ``[batch, *pooled, c]``; ``"same"`` padding filled with ``pad_value``."""
     rank = len(pool_size)
-    shape = tf.shape(x)
-    pooled, before, after = _pool_geometry([shape[1 + i] for i in range(rank)], pool_size, strides, padding)
+    shape = _dims(x)
+    pooled, before, after = _pool_geometry(shape[1 : 1 + rank], pool_size, strides, padding)
     if padding == "same":
         x = tf.pad(x, [[0, 0], *[[before[i], after[i]] for i in range(rank)], [0, 0]], constant_values=pad_value)
-    return [x[(slice(None), *[slice(offset[i], offset[i] + tf.maximum((pooled[i] - 1) * strides[i] + 1, 0),
-                                    strides[i]) for i in range(rank)], slice(None))]
+    span = [_at_least_zero((pooled[i] - 1) * strides[i] + 1) for i in range(rank)]  # one window's reach
+    return [x[(slice(None), *[slice(offset[i], offset[i] + span[i], strides[i]) for i in range(rank)], slice(None))]
             for offset in np.ndindex(*pool_size)]
 
 
@@ -273,10 +292,12 @@ def _tiled_pool_with_switches(x: tf.Tensor, pool_size: Sequence[int]) -> tuple[t
     """:func:`pool_with_switches` for windows that tile the input: one reshape and one argmax
     (also for windows as large as a whole axis, e.g. pooling over all frequencies)."""
     rank = len(pool_size)
-    shape = tf.shape(x)
+    shape = _dims(x)
     batch, channels = shape[0], shape[-1]
     pooled = [shape[1 + i] // pool_size[i] for i in range(rank)]
-    covered = x[(slice(None), *[slice(0, pooled[i] * pool_size[i]) for i in range(rank)], slice(None))]
+    whole = all(isinstance(shape[1 + i], int) and shape[1 + i] == pooled[i] * pool_size[i] for i in range(rank))
+    covered = x if whole else x[(slice(None), *[slice(0, pooled[i] * pool_size[i]) for i in range(rank)],
+                                 slice(None))]
     split: list[Any] = [batch]
     for i in range(rank):
         split += [pooled[i], pool_size[i]]
@@ -300,9 +321,10 @@ def _at_switches(x: tf.Tensor, switches: tf.Tensor, pool_size: Sequence[int], st
 def _crop_to_input(full: tf.Tensor, before: Sequence[Any], spatial: Sequence[Any], lead: int) -> tf.Tensor:
     """``full`` covers the padded input from position 0: zero-pad it on the right if short, crop the padding."""
     rank = len(spatial)
-    shape = tf.shape(full)
-    missing = [tf.maximum(0, before[i] + spatial[i] - shape[lead + i]) for i in range(rank)]
-    full = tf.pad(full, [*[[0, 0]] * lead, *[[0, m] for m in missing], [0, 0]])
+    shape = _dims(full)
+    missing = [_at_least_zero(before[i] + spatial[i] - shape[lead + i]) for i in range(rank)]
+    if any(not isinstance(m, (int, np.integer)) or m for m in missing):
+        full = tf.pad(full, [*[[0, 0]] * lead, *[[0, m] for m in missing], [0, 0]])
     return full[(*[slice(None)] * lead, *[slice(before[i], before[i] + spatial[i]) for i in range(rank)],
                  slice(None))]
 
@@ -376,7 +398,7 @@ def unpool(
             masks = [mask * scale for mask in masks]
         return _scatter([y * mask[:, tf.newaxis] for mask in masks], pool_size, strides, padding, spatial, lead=2)
     # Non-overlapping windows: nearest-neighbour upsampling times the (scaled) 0/1 switch mask.
-    shape = tf.shape(y)
+    shape = _dims(y)
     batch, n, channels = shape[0], shape[1], shape[-1]
     pooled = [shape[2 + i] for i in range(rank)]
     onehot = tf.one_hot(switches, n_windows, dtype=y.dtype)  # [batch, *pooled, c, window]
@@ -440,7 +462,7 @@ class _Unpooled:
     pool_size: tuple[int, ...]
     strides: tuple[int, ...]
     padding: str
-    spatial: tf.Tensor  # the pooling input's spatial sizes
+    spatial: Sequence[Any]  # the pooling input's spatial sizes (ints where known while tracing, else int32 scalars)
     scale: tf.Tensor | None = None  # pending per-channel factors [channels]
     merged: bool = False  # values of overlapping windows that share a switch already summed into one
     merge: tuple[tf.Tensor, ...] = ()  # overlapping windows: _merge_masks of the switches, if made already
@@ -474,11 +496,11 @@ class _Context:
 
     def split(self, value: tf.Tensor) -> tf.Tensor:
         """``[batch * k, ...]`` -> ``[batch, k, ...]``."""
-        return tf.reshape(value, tf.concat([tf.stack([self.batch, self.k]), tf.shape(value)[1:]], axis=0))
+        return tf.reshape(value, tf.stack([self.batch, self.k, *_dims(value)[1:]]))
 
     def merge(self, value: tf.Tensor) -> tf.Tensor:
         """``[batch, k, ...]`` -> ``[batch * k, ...]``."""
-        return tf.reshape(value, tf.concat([[self.batch * self.k], tf.shape(value)[2:]], axis=0))
+        return tf.reshape(value, tf.stack([self.batch * self.k, *_dims(value)[2:]]))
 
     def dense(self, cot: _Cot) -> tf.Tensor:
         """The ``[batch * k, *shape]`` form of a signal."""
@@ -510,9 +532,8 @@ def _shift(x: tf.Tensor, shift: Sequence[int], first_axis: int, fill: float | in
     for axis, d in enumerate(shift, start=first_axis):
         if d == 0:
             continue
-        n = tf.shape(x)[axis]
         index = [slice(None)] * len(x.shape)
-        index[axis] = slice(d, None) if d > 0 else slice(0, tf.maximum(n + d, 0))
+        index[axis] = slice(d, None) if d > 0 else slice(0, _at_least_zero(_dims(x)[axis] + d))
         paddings = [[0, 0]] * len(x.shape)
         paddings[axis] = [0, d] if d > 0 else [-d, 0]
         x = tf.pad(x[tuple(index)], paddings, constant_values=fill)
@@ -548,7 +569,7 @@ def _merge_masks(switches: tf.Tensor, pool_size: Sequence[int], strides: Sequenc
     """
     rank = len(pool_size)
     offsets = np.array(list(np.ndindex(*pool_size)), np.int32)  # [window, rank]
-    pooled = tf.shape(switches)[1 : 1 + rank]
+    pooled = _dims(switches)[1 : 1 + rank]
     targets = []  # per axis: the switch's position in the (padded) input, [batch, *pooled, channels]
     for axis in range(rank):
         grid = tf.range(pooled[axis]) * strides[axis]
@@ -868,7 +889,7 @@ def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[in
     taps = tf.reshape(kernel, [-1, int(kernel.shape[-2]), channels_in])  # [taps, channels_out, channels_in]
     weights = tf.transpose(tf.gather(taps, ctx.features, axis=1), [1, 0, 2])  # [k, taps, channels_in]
     y = tf.pad(value, [[0, 0], *pads, [0, 0]])
-    shape = tf.shape(y)
+    shape = _dims(y)
     out = [shape[1 + i] - size[i] + 1 for i in range(rank)]
     n_taps = int(np.prod(size))
     if rank == 2 and channels_in == 1 and n_taps <= FEW_COLUMN_TAPS:
@@ -878,9 +899,10 @@ def _one_channel_adjoint(value: tf.Tensor, kernel: tf.Tensor, pads: list[list[in
         filters = tf.reshape(tf.transpose(weights, [1, 0, 2]), [*size, -1, 1])  # [*kernel, k, 1]
         result = tf.nn.depthwise_conv2d(y, filters, [1, 1, 1, 1], "VALID")  # [batch, *spatial_in, k]
         return tf.reshape(tf.transpose(result, [0, 3, 1, 2]), tf.concat([[ctx.batch * ctx.k], out, [1]], axis=0))
-    if n_taps <= FEW_COLUMN_TAPS:  # one window per tap
-        columns = tf.stack([y[(slice(None), *[slice(o[i], o[i] + out[i]) for i in range(rank)], slice(None))]
-                            for o in np.ndindex(*size)], axis=-1)  # [batch, *spatial_in, k, taps]
+    if n_taps <= FEW_COLUMN_TAPS:  # one window per tap (one window size for all: two ops a tap)
+        window = tf.stack([-1, *out, -1])
+        columns = tf.stack([tf.slice(y, [0, *o, 0], window) for o in np.ndindex(*size)],
+                           axis=-1)  # [batch, *spatial_in, k, taps]
         columns = tf.transpose(columns, [0, rank + 1, *range(1, rank + 1), rank + 2])  # [batch, k, *spatial_in, taps]
     else:  # framed along each axis: [batch, out_1, size_1(, out_2, size_2), k], a few ops for any kernel
         for i in range(rank):
@@ -986,7 +1008,7 @@ def _max_pool_rule(step: _Step, xs: list[tf.Tensor], y: tf.Tensor, cot: _Cot, ct
     rank = len(x.shape) - 2
     pool_size, strides, padding = _pool_args(step.layer, rank)
     switches = ctx.switches[step.inputs[0]]  # DeconvNet._record_switches, before the walk
-    spatial = tf.shape(x)[1 : 1 + rank]
+    spatial = _dims(x)[1 : 1 + rank]
     if isinstance(cot, _Sparse):
         out = unpool(cot.value[:, tf.newaxis], tf.gather(switches.indices, ctx.features, axis=-1), pool_size,
                      strides, padding, input_shape=spatial)

@@ -292,6 +292,13 @@ def test_deconvolve_and_auralise_share_one_network() -> None:
     for graph in graphs:
         library = {f.signature.name for f in graph.as_graph_def().library.function}
         assert {function.name.decode() for function, _ in walks.values()} <= library
+    # auralise reconstructs every layer's audio (inverse STFT) with one function, traced once: its per-layer
+    # branches call it, so the library holds exactly one function that calls tfaural.spectral's IRFFT
+    auralise = graphs[1].as_graph_def().library.function
+    assert [f.signature.name for f in auralise if any(n.op == "IRFFT" for n in f.node_def)] == [
+        f.signature.name for f in auralise if f.signature.name.startswith("__inference_finish_spectral")]
+    assert len([f for f in auralise if f.signature.name.startswith("__inference_finish_spectral")]) == 1
+    assert not [f for f in graphs[0].as_graph_def().library.function if any(n.op == "IRFFT" for n in f.node_def)]
     other, _ = _choi()
     with pytest.raises(ParameterError, match="net deconvolves model"):
         Auraliser(model, net=DeconvNet(other))
