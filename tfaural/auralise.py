@@ -191,7 +191,7 @@ def _traced_once(finish: Callable[[tf.Tensor], tuple[tf.Tensor, ...]]) -> Callab
     with a loop over chunks of features that calls ``finish`` (the reconstruction of a chunk's audio from
     its deconvolved maps: an inverse STFT, for log-mel models a mel inversion too). Traced inline, that
     reconstruction was traced again in every branch; as a function of its own it is traced once and its
-    calls share it (as the layers' walks are, :meth:`tfaural.deconv.DeconvNet.__call__`): the export is
+    calls share it (as the layers' walks are, ``tfaural.deconv.DeconvNet._walk_function``): the export is
     traced faster and its graph is smaller. The function's input is the chunk with its batch and feature
     axes left unknown; a chunk of another rank or other trailing sizes gets a function of its own. Grappler
     inlines the calls, so the computation is the one traced inline.

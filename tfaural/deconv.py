@@ -380,7 +380,8 @@ def unpool(
         pool_size: Window size per spatial axis.
         strides: Step per spatial axis (``None``: ``pool_size``).
         padding: ``"valid"`` or ``"same"``, as in the forward pooling.
-        input_shape: Spatial sizes of the pooling's input (ints or an int32 tensor).
+        input_shape: Spatial sizes of the pooling's input: an int32 tensor, or a sequence of ints and int32
+            scalars (:func:`_dims`).
         scale: Optional per-channel factors ``[channels]`` applied on the way (free: they
             scale the switch masks, which are shared by the ``n`` signals).
 
