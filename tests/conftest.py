@@ -15,6 +15,26 @@ import soundfile as sf
 
 from tfaural.cpu import prefer_onednn
 
+
+def _share_the_cores_between_workers() -> None:
+    """TensorFlow threads of each pytest-xdist worker (and of every process its tests start): its share of the cores.
+
+    TensorFlow's default is an intra- and an inter-op thread per core in every process, so ``make test``'s two
+    workers on a 2-core machine ran four of each (more with the processes a test starts), and threads that wait
+    for a descheduled sibling leave cores idle: with one thread each, the training, deconvolution and
+    correlation-job modules took 339 s instead of 382 s side by side (2026-12-07, 2-core AMD EPYC). Dask's
+    rule, as :func:`beam_jobs.inference._dask_worker_threads` applies it. Variables already set win; tests of
+    thread counts and the benchmarks' smoke run (as from a user's shell) drop or set their own.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 0:
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ.setdefault(name, share)
+
+
+_share_the_cores_between_workers()
+
 # The tests run the kernels tfaural's command lines run (oneDNN's where tfaural measured them faster than
 # TensorFlow's default, tfaural.cpu), so that a job's outputs and the library's in the test agree.
 prefer_onednn()

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from beam_jobs import tf_runtime
 from tfaural import cpu
 
 pytestmark = pytest.mark.slow
@@ -29,8 +30,9 @@ def test_quick_suite_runs_every_benchmark(tmp_path: pathlib.Path) -> None:
     from benchmarks.__main__ import BENCHMARKS
 
     results, markdown = tmp_path / "results.json", tmp_path / "RESULTS.md"
-    # As from a shell without any oneDNN setting (tests/conftest.py made one in this process).
-    shell = {k: v for k, v in os.environ.items() if k not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE)}
+    # As from a shell without any oneDNN or thread setting (tests/conftest.py made them in this process).
+    shell = {k: v for k, v in os.environ.items()
+             if k not in (cpu.ONEDNN_VARIABLE, cpu.CHOSEN_VARIABLE, *tf_runtime.THREAD_VARIABLES)}
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--jobs", "2", "--output", str(results),
                            "--markdown", str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=5100,
                           env=shell)
