@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from beam_jobs.tf_runtime import THREAD_VARIABLES
 from tfaural.cpu import prefer_onednn
 
 
@@ -29,7 +30,7 @@ def _share_the_cores_between_workers() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 0:
         share = str(max(1, (os.cpu_count() or 1) // workers))
-        for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        for name in THREAD_VARIABLES:
             os.environ.setdefault(name, share)
 
 
