@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -311,7 +312,12 @@ class Job(abc.ABC):
         try:
             with self.serving(settings) as settings:
                 pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-                self.build(pipeline, inputs, settings)
+                try:
+                    self.build(pipeline, inputs, settings)
+                except BaseException:  # Beam deletes the pipeline's temporary folder in run() only
+                    if test_pipeline is None:
+                        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+                    raise
                 start = time.perf_counter()
                 with self.progress(settings, inputs):
                     result = self._execute(pipeline)

@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import pathlib
+import shutil
 from typing import Any
 
 import ffmpeg_files
@@ -407,3 +408,4 @@ def test_the_transforms_over_several_collections_apply_without_beams_type_hint_w
         _ = (ones, ones) | "Account" >> AccountForTracks(str(tmp_path))
     assert "type hint" not in caplog.text
     assert {"Parts", "Account"} <= {t.full_label for t in pipeline.transforms_stack[0].parts}
+    shutil.rmtree(pipeline.local_tempdir)  # a pipeline never run keeps its temporary folder (Beam deletes it in run)

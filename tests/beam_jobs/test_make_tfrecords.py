@@ -397,6 +397,23 @@ def test_help_and_cli_errors(capsys: pytest.CaptureFixture[str], tmp_path: pathl
     assert "manifest file not found" in capsys.readouterr().err
 
 
+def test_a_job_whose_pipeline_fails_to_build_leaves_no_temporary_folder(
+        corpus: Corpus, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beam deletes a pipeline's temporary folder (``beam-pipeline-temp*``) only in ``run()``: a job whose
+    ``build`` raises deletes it itself, and the error reaches the caller unchanged."""
+    built: list[beam.Pipeline] = []
+
+    def broken(self: make_tfrecords.MakeTFRecordsJob, pipeline: beam.Pipeline, *args: object) -> None:
+        built.append(pipeline)
+        assert pathlib.Path(pipeline.local_tempdir).is_dir()
+        raise ParameterError("a build that fails")
+
+    monkeypatch.setattr(make_tfrecords.MakeTFRecordsJob, "build", broken)
+    with pytest.raises(ParameterError, match="a build that fails"):
+        run_job(corpus, tmp_path / "out")
+    assert len(built) == 1 and not pathlib.Path(built[0].local_tempdir).exists()
+
+
 def test_shard_index_is_stable() -> None:
     assert [beam_io.shard_index(k, 7) for k in ("a", "rock/x", "ü")] == [
         int.from_bytes(__import__("hashlib").sha1(k.encode()).digest()[:8], "big") % 7 for k in ("a", "rock/x", "ü")]
