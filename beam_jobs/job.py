@@ -309,15 +309,11 @@ class Job(abc.ABC):
         for folder in scratch:
             if beam_io.remove_folder(folder):
                 logger.info("%s: deleted what an unfinished run left in %s", self.name, folder)
+        pipeline: beam.Pipeline | None = None
         try:
             with self.serving(settings) as settings:
                 pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-                try:
-                    self.build(pipeline, inputs, settings)
-                except BaseException:  # Beam deletes the pipeline's temporary folder in run() only
-                    if test_pipeline is None:
-                        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
-                    raise
+                self.build(pipeline, inputs, settings)
                 start = time.perf_counter()
                 with self.progress(settings, inputs):
                     result = self._execute(pipeline)
@@ -325,6 +321,9 @@ class Job(abc.ABC):
         finally:
             for folder in scratch:
                 beam_io.remove_folder(folder)
+            # Beam deletes the pipeline's temporary folder in run(), which a failed build never reaches.
+            if pipeline is not None and test_pipeline is None:
+                shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
         self.finish(settings, result, timings)
         return result
 
