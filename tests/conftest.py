@@ -23,8 +23,8 @@ def _share_the_cores_between_workers() -> None:
     TensorFlow's default is an intra- and an inter-op thread per core in every process, so ``make test``'s two
     workers on a 2-core machine ran four of each (more with the processes a test starts), and threads that wait
     for a descheduled sibling leave cores idle. Dask's rule, as :func:`beam_jobs.inference._dask_worker_threads`
-    applies it. Variables already set win; tests of
-    thread counts and the benchmarks' smoke run (as from a user's shell) drop or set their own.
+    applies it. Variables already set win; tests of thread counts and the benchmarks' smoke run (as from a
+    user's shell) drop or set their own.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 0:

@@ -53,6 +53,12 @@ if _FOLDER:
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+def discard(pipeline: Any) -> None:
+    """Deletes the temporary folder of a ``beam.Pipeline`` a test built and never ran (Beam deletes it only in
+    ``run()``; ``beam_jobs.job.Job.run_pipeline`` does the same for its own)."""
+    shutil.rmtree(pipeline.local_tempdir)
+
+
 def recording_env(folder: pathlib.Path) -> dict[str, str]:
     """The environment of a command whose Python processes :data:`SITECUSTOMIZE` records (into ``folder``)."""
     site, records = folder / "site", folder / "records"

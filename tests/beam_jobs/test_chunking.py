@@ -15,7 +15,6 @@ import io
 import itertools
 import json
 import pathlib
-import shutil
 from typing import Any
 
 import ffmpeg_files
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import tensorflow as tf
-from jobs_testing import SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, read_manifest_rows, signature
+from jobs_testing import SAMPLECNN_SEGMENT, SAMPLECNN_SR, decode, discard, read_manifest_rows, signature
 from signal_makers import chirp, sine
 
 from beam_jobs import chunking, extract_features, tag
@@ -408,4 +407,4 @@ def test_the_transforms_over_several_collections_apply_without_beams_type_hint_w
         _ = (ones, ones) | "Account" >> AccountForTracks(str(tmp_path))
     assert "type hint" not in caplog.text
     assert {"Parts", "Account"} <= {t.full_label for t in pipeline.transforms_stack[0].parts}
-    shutil.rmtree(pipeline.local_tempdir)  # a pipeline never run keeps its temporary folder (Beam deletes it in run)
+    discard(pipeline)

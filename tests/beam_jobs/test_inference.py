@@ -27,6 +27,7 @@ from jobs_testing import (
     CHOI_SR,
     SAMPLECNN_SEGMENT,
     broken_copy,
+    discard,
     read_manifest_rows,
     signature,
     traced_peak,
@@ -253,7 +254,7 @@ def test_list_inputs_through_files(tmp_path: pathlib.Path, monkeypatch: pytest.M
     _ = inline | "List" >> job_tracks.ListInputs(tracks, folder=str(tmp_path / "inline"))
     assert "List/Inline" in {t.unique_name for t in inline.to_runner_api().components.transforms.values()}
     assert not (tmp_path / "inline").exists()
-    shutil.rmtree(inline.local_tempdir)  # a pipeline never run keeps its temporary folder (Beam deletes it in run)
+    discard(inline)
 
     monkeypatch.setattr(job_tracks, "INLINE_INPUTS_BYTES", 0)
     monkeypatch.setattr(job_tracks, "INPUT_FILES_AT_LEAST", 2)

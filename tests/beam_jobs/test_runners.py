@@ -9,7 +9,6 @@ import logging
 import os
 import pathlib
 import random
-import shutil
 import string
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
-from jobs_testing import Entry, check_manifest, read_manifest_rows, write_catalogue
+from jobs_testing import Entry, check_manifest, discard, read_manifest_rows, write_catalogue
 
 from beam_jobs import auralise, extract_features, tag
 from beam_jobs import io as beam_io
@@ -174,7 +173,7 @@ def test_pipelines_translate_for_dataflow(
     assert "workflow.tar.gz" in staged  # the package built from --setup_file
     restored = beam.Pipeline.from_runner_api(proto, DataflowRunner(), options)  # the pickled DoFns load back
     assert "Account/WriteManifest" in {t.unique_name for t in restored.to_runner_api().components.transforms.values()}
-    shutil.rmtree(restored.local_tempdir)  # a pipeline never run keeps its temporary folder (Beam deletes it in run)
+    discard(restored)
 
 
 def _catalogue_of(n: int) -> list[TrackInput]:
@@ -219,4 +218,4 @@ def test_a_large_catalogue_reaches_dataflow_in_files_not_in_the_pipeline(
     inline = beam.Pipeline(options=options)  # the same tracks inside the pipeline
     _ = inline | "ListTracks" >> beam.Create(tracks)
     assert len(inline.to_runner_api().SerializeToString()) > 4_000_000
-    shutil.rmtree(inline.local_tempdir)  # a pipeline never run keeps its temporary folder (Beam deletes it in run)
+    discard(inline)
