@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from export.cleanup import remove_own
 from tfaural.cli import add_verbose_flag, positive_int
 from tfaural.errors import TfauralError
 
@@ -115,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: prints the version directory; exit 2 with ``error: ...`` on a TfauralError.
 
     SIGTERM and SIGHUP end the export like an error (exit 128 + signal number), so its
-    temporary folders are removed (see :mod:`export.cleanup`).
+    temporary folders are removed (see :mod:`export.cleanup`); whatever way it ends, no folder of
+    this process is left (:func:`export.cleanup.remove_own`).
     """
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -135,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        # What a signal left between making a folder and setting up its removal (export.cleanup.remove_own).
+        remove_own(os.path.abspath(args.output))
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -4,7 +4,10 @@ An export works in folders that are only meant to exist while it runs: the
 version being written (``EXPORT_BASE/.tmp-<owner>-<uuid>``) and scratch folders in
 the system temporary directory (``tfaural-assets-<owner>-*``, ``tfaural-verify-<owner>-*``).
 A normal exit, an error, ``Ctrl-C`` and ``SIGTERM`` (``python -m export`` turns it
-into an exception) remove them; ``SIGKILL`` or a power cut cannot. So every
+into an exception) remove them; ``SIGKILL`` or a power cut cannot. A signal can also land
+between the making of a folder and the set-up of its removal (inside
+``tempfile.TemporaryDirectory``'s constructor, say), so ``python -m export`` removes
+every folder of its own on the way out as well (:func:`remove_own`). So every
 folder's name records its owner, ``<host>-<pid>``, and each export first removes
 the folders of owners that are gone:
 
@@ -28,6 +31,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 
 __all__ = [
     "STAGING_PREFIX",
@@ -39,6 +43,7 @@ __all__ = [
     "is_stale",
     "remove_stale",
     "remove_stale_temp_dirs",
+    "remove_own",
 ]
 
 #: Prefix of a version being written inside an export base (TF Serving ignores non-numeric folders).
@@ -137,8 +142,8 @@ def is_stale(path: str, prefix: str, *, now: float | None = None) -> bool:
     return started is not None and started > made + 1.0  # the pid was reused after the folder was made
 
 
-def remove_stale(directory: str, prefix: str) -> list[str]:
-    """Removes the stale folders named ``prefix*`` in ``directory``; returns their paths."""
+def _remove(directory: str, prefix: str, *, when: Callable[[str], bool], why: str) -> list[str]:
+    """Removes the folders named ``prefix*`` in ``directory`` for which ``when(path)`` holds; returns their paths."""
     try:
         names = [n for n in os.listdir(directory) if n.startswith(prefix)]
     except OSError:
@@ -146,12 +151,17 @@ def remove_stale(directory: str, prefix: str) -> list[str]:
     removed = []
     for name in sorted(names):
         path = os.path.join(directory, name)
-        if os.path.isdir(path) and not os.path.islink(path) and is_stale(path, prefix):
+        if os.path.isdir(path) and not os.path.islink(path) and when(path):
             shutil.rmtree(path, ignore_errors=True)
             if not os.path.exists(path):
                 removed.append(path)
-                logger.info("removed %s, left by an export that was killed", path)
+                logger.info("removed %s, %s", path, why)
     return removed
+
+
+def remove_stale(directory: str, prefix: str) -> list[str]:
+    """Removes the stale folders named ``prefix*`` in ``directory``; returns their paths."""
+    return _remove(directory, prefix, when=lambda path: is_stale(path, prefix), why="left by an export that was killed")
 
 
 def remove_stale_temp_dirs(kinds: tuple[str, ...] = TEMP_KINDS) -> list[str]:
@@ -160,4 +170,20 @@ def remove_stale_temp_dirs(kinds: tuple[str, ...] = TEMP_KINDS) -> list[str]:
     removed = []
     for kind in kinds:
         removed += remove_stale(root, f"tfaural-{kind}-")
+    return removed
+
+
+def remove_own(export_base: str | None = None) -> list[str]:
+    """Removes every folder of this process: its staging folders in ``export_base`` and its scratch folders in
+    the system temporary directory; returns their paths.
+
+    For a process whose exports are over (``python -m export`` on its way out, however it ends): nothing of an
+    export outlives it, whichever bytecode a signal interrupted.
+    """
+    places = [(tempfile.gettempdir(), f"tfaural-{kind}-{owner_tag()}-") for kind in TEMP_KINDS]
+    if export_base is not None:
+        places.append((export_base, f"{STAGING_PREFIX}{owner_tag()}-"))
+    removed = []
+    for directory, prefix in places:
+        removed += _remove(directory, prefix, when=lambda path: True, why="this export's own, on the way out")
     return removed

@@ -406,6 +406,44 @@ def test_stale_folders_are_those_of_exports_that_are_gone(tmp_path: pathlib.Path
     assert cleanup.temp_prefix("verify") == f"tfaural-verify-{cleanup.owner_tag()}-"
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM", "KeyboardInterrupt"])
+def test_a_stopped_export_removes_its_folders_whatever_bytecode_the_signal_interrupted(
+        stop: str, tmp_path: pathlib.Path) -> None:
+    """A signal that lands between the making of a folder and the set-up of its removal (inside
+    ``tempfile.TemporaryDirectory``'s constructor: the CI failure of ``test_killed_exports_leave_no_litter_behind``)
+    still leaves nothing of the stopped export; the folders of other exports stay."""
+    import os
+
+    from export import cleanup
+
+    base, temp = tmp_path / "exports", tmp_path / "tmp"
+    temp.mkdir()
+    others = [temp / f"tfaural-verify-{cleanup.owner_tag()}-live", base / f".tmp-{cleanup.owner_tag()}-live"]
+    for folder in others:  # this test's process is another export, still running
+        folder.mkdir(parents=True)
+    stopping = "os.kill(os.getpid(), signal.SIGTERM); time.sleep(60)" if stop == "SIGTERM" else \
+        "raise KeyboardInterrupt"
+    code = f"""
+import os, signal, sys, tempfile, time
+import export.__main__ as command
+from export import cleanup
+
+def stopped_in_the_window(args):
+    os.makedirs(os.path.join(args.output, cleanup.staging_name()))
+    for kind in cleanup.TEMP_KINDS:  # made, and their removal not set up yet
+        tempfile.mkdtemp(prefix=cleanup.temp_prefix(kind))
+    {stopping}
+
+command._export = stopped_in_the_window
+sys.exit(command.main(["--run", "runs/none", "--output", sys.argv[1]]))
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(base)], cwd=pathlib.Path(__file__).parents[2],
+                          env={**os.environ, "TMPDIR": str(temp)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == (128 + 15 if stop == "SIGTERM" else 130), done.stderr[-2000:]
+    assert sorted(p.name for p in temp.iterdir()) == [others[0].name]
+    assert sorted(p.name for p in base.iterdir()) == [others[1].name]
+
+
 def test_budgets_are_validated_and_written_to_the_metadata() -> None:
     from export.budget import FAMILY_BUDGETS, WorkBudget, budget_for
 
