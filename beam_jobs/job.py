@@ -49,7 +49,7 @@ from beam_jobs import model_process as model_processes
 from beam_jobs.accounting import prepare_output, summarize, write_job_file
 from beam_jobs.options import apply_runner_defaults, parse_job_args
 from beam_jobs.progress import TrackProgress
-from beam_jobs.scratch import run_folder
+from beam_jobs.scratch import remove_own_folders, run_folder
 from beam_jobs.tracks import INPUTS_FOLDER, TrackInput, list_tracks
 from tfaural.cli import is_verbose
 from tfaural.errors import ModelError, ModelLoadError, TfauralError
@@ -367,6 +367,7 @@ class Job(abc.ABC):
                 return 2
             finally:
                 model_processes.close_prestarted()  # started by python -m before the flags were checked
+                remove_own_folders()  # what a signal left between making a run folder and setting up its removal
         if self.nothing_done is not None:
             print(f"{self.name}: error: {self.nothing_done}", file=sys.stderr)
             return 1

@@ -12,7 +12,9 @@ worker processes inherit, and Dask's ``temporary-directory``), and deletes it
 when the run ends, however it ends. A run that was killed leaves its folder
 behind: the next run of any job deletes the folders whose process is gone (or
 whose pid now belongs to a process started after the folder was made).
-Folders of runs that are still going are never touched.
+Folders of runs that are still going are never touched. A signal can land between
+the making of a folder and the set-up of its removal, so a job's command line also
+deletes its process's own folders on its way out (:func:`remove_own_folders`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["PREFIX", "run_folder", "remove_stale_folders"]
+__all__ = ["PREFIX", "run_folder", "remove_stale_folders", "remove_own_folders"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,28 @@ def remove_stale_folders(root: str | None = None) -> list[str]:
     if removed:
         logger.info("removed %d temporary folder(s) of earlier runs that were killed: %s", len(removed),
                     ", ".join(removed))
+    return removed
+
+
+def remove_own_folders(root: str | None = None) -> list[str]:
+    """Deletes this process's run folders in ``root`` (default: the system's temporary folder); returns them.
+
+    For a process whose runs are over (a job's command line on its way out, however it ends): a folder whose
+    removal a signal pre-empted (between ``mkdtemp`` and :func:`run_folder`'s ``try``) goes too.
+    """
+    root = root or tempfile.gettempdir()
+    own = f"{PREFIX}{os.getpid()}-"
+    try:
+        names = sorted(n for n in os.listdir(root) if n.startswith(own))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.exists(path):
+                removed.append(path)
     return removed
 
 

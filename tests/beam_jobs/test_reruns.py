@@ -116,3 +116,29 @@ def test_stale_run_folders_are_removed_and_live_ones_kept(tmp_path: pathlib.Path
         assert os.environ["TMPDIR"] == folder and os.path.isdir(folder)
         pathlib.Path(folder, "left.lock").write_text("")
     assert not os.path.exists(folder) and os.environ.get("TMPDIR") == before
+
+
+def test_a_job_stopped_between_making_its_run_folder_and_guarding_it_leaves_nothing(tmp_path: pathlib.Path) -> None:
+    """SIGTERM between ``mkdtemp`` and :func:`scratch.run_folder`'s ``try`` (the window a signal can hit, as one
+    did in an export's ``tempfile.TemporaryDirectory``): the command line still deletes the folder on its way out,
+    and says how to go on; the folder of a run still going (this process's) stays."""
+    live = tmp_path / f"{scratch.PREFIX}{os.getpid()}-a1b2c3"
+    live.mkdir()
+    code = """
+import os, signal, sys, tempfile, time
+from beam_jobs import scratch
+from beam_jobs.tag import JOB
+
+def stopped_in_the_window(argv, **kwargs):
+    tempfile.mkdtemp(prefix=f"{scratch.PREFIX}{os.getpid()}-")  # made, and its removal not set up yet
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+JOB.run = stopped_in_the_window
+sys.exit(JOB.main([]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)})
+    assert done.returncode == 128 + 15, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("tag: SIGTERM: ")
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]
