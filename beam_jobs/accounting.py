@@ -36,6 +36,7 @@ import apache_beam as beam
 from apache_beam.typehints.decorators import no_annotations
 
 from beam_jobs import io as beam_io
+from beam_jobs import scratch
 from beam_jobs.settings import InferenceSettings
 from beam_jobs.tracks import TrackInput, TrackResult
 from tfaural import __version__
@@ -136,7 +137,8 @@ class SortedResults:
     def _spill(self) -> None:
         self._held.sort(key=_track_id)
         if self._folder is None:
-            self._folder = tempfile.mkdtemp(prefix="tfaural-results-")
+            # Named as the job's run folders (beam_jobs.scratch), so a killed job's spill goes with them.
+            self._folder = tempfile.mkdtemp(prefix=f"{scratch.PREFIX}{os.getpid()}-results-")
         path = os.path.join(self._folder, f"run-{len(self._runs):05d}.pickle")
         with open(path, "wb") as handle:
             pickler = pickle.Pickler(handle, protocol=pickle.HIGHEST_PROTOCOL)

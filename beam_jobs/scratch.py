@@ -12,7 +12,9 @@ worker processes inherit, and Dask's ``temporary-directory``), and deletes it
 when the run ends, however it ends. A run that was killed leaves its folder
 behind: the next run of any job deletes the folders whose process is gone (or
 whose pid now belongs to a process started after the folder was made).
-Folders of runs that are still going are never touched. A signal can land between
+Folders of runs that are still going are never touched. The job's process names its other
+scratch folders the same way (the model process's, the manifest's sorted runs spilled to
+disk), so they go with them. A signal can land between
 the making of a folder and the set-up of its removal, so a job's command line also
 deletes its process's own folders on its way out (:func:`remove_own_folders`).
 """

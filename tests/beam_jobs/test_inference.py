@@ -34,7 +34,7 @@ from jobs_testing import (
     write_catalogue,
 )
 
-from beam_jobs import accounting, tag
+from beam_jobs import accounting, scratch, tag
 from beam_jobs import failures as job_failures
 from beam_jobs import tracks as job_tracks
 from beam_jobs.inference import (
@@ -287,6 +287,8 @@ def test_sorted_results_come_back_in_order_every_time(in_memory: int) -> None:
     with accounting.SortedResults(iter(results), in_memory=in_memory) as got:
         assert len(got) == 100 and got.spilled_runs == (0 if in_memory > 100 else 15)
         folder = got._folder
+        # Named as the job's run folders: a killed job's spill is removed with them (beam_jobs.scratch).
+        assert folder is None or os.path.basename(folder).startswith(f"{scratch.PREFIX}{os.getpid()}-results-")
         for _ in range(2):
             merged = list(got)
             assert [r.track_id for r in merged] == [r.track_id for r in expected]
