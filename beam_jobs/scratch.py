@@ -6,17 +6,17 @@ worker processes of the multi-processing DirectRunner) creates
 ``<tag>.lock`` and ``<tag>.address`` files for the model and for its
 ``_model_status`` there and never removes them, with a new random tag per run;
 a local Dask cluster keeps its ``dask-scratch-space`` there. :func:`run_folder`
-gives every run a folder of its own, ``<temp>/tfaural-job-<pid>-<random>/``,
-makes it the temporary folder of every process the run starts (``TMPDIR``, which
-worker processes inherit, and Dask's ``temporary-directory``), and deletes it
-when the run ends, however it ends. A run that was killed leaves its folder
-behind: the next run of any job deletes the folders whose process is gone (or
-whose pid now belongs to a process started after the folder was made).
-Folders of runs that are still going are never touched. The job's process names its other
-scratch folders the same way (the model process's, the manifest's sorted runs spilled to
-disk), so they go with them. A signal can land between
-the making of a folder and the set-up of its removal, so a job's command line also
-deletes its process's own folders on its way out (:func:`remove_own_folders`).
+gives every run a folder of its own, ``<temp>/tfaural-job-<pid>-<random>/``, makes
+it the temporary folder of every process the run starts (``TMPDIR``, which worker
+processes inherit, and Dask's ``temporary-directory``), and deletes it when the run
+ends, however it ends. A run that was killed leaves its folder behind: the next run
+of any job deletes the folders whose process is gone (or whose pid now belongs to a
+process started after the folder was made). Folders of runs that are still going are
+never touched. The job's process names its other scratch folders the same way (the
+model process's, the manifest's sorted runs spilled to disk), so they go with them.
+A signal can land between the making of a folder and the set-up of its removal, so a
+job's command line also deletes its process's own folders on its way out
+(:func:`remove_own_folders`).
 """
 
 from __future__ import annotations
