@@ -4,10 +4,7 @@ An export works in folders that are only meant to exist while it runs: the
 version being written (``EXPORT_BASE/.tmp-<owner>-<uuid>``) and scratch folders in
 the system temporary directory (``tfaural-assets-<owner>-*``, ``tfaural-verify-<owner>-*``).
 A normal exit, an error, ``Ctrl-C`` and ``SIGTERM`` (``python -m export`` turns it
-into an exception) remove them; ``SIGKILL`` or a power cut cannot. A signal can also land
-between the making of a folder and the set-up of its removal (inside
-``tempfile.TemporaryDirectory``'s constructor, say), so ``python -m export`` removes
-every folder of its own on the way out as well (:func:`remove_own`). So every
+into an exception) remove them; ``SIGKILL`` or a power cut cannot. So every
 folder's name records its owner, ``<host>-<pid>``, and each export first removes
 the folders of owners that are gone:
 
@@ -17,6 +14,10 @@ the folders of owners that are gone:
   older than the running process is stale;
 * a folder of another host (a shared export base) is left alone unless it is older
   than :data:`FOREIGN_STALE_SECONDS`.
+
+A signal can also land between the making of a folder and the set-up of its removal
+(inside ``tempfile.TemporaryDirectory``'s constructor, say), so ``python -m export``
+also removes every folder of its own on its way out (:func:`remove_own`).
 
 Standard library only: :mod:`export.verify` uses it without TensorFlow.
 """
